@@ -1,0 +1,129 @@
+"""Every error leaves the API as ``{"code": ..., "message": ..., "details": ...}``.
+
+Domain errors map to one status each; request validation becomes 422 with the offending fields;
+a unique-constraint race in the database becomes 409. Anything unexpected is logged with a
+request id and answered 500 with that id, never with a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gaia.api.deps import audit
+from gaia.domain.errors import (
+    Conflict,
+    Forbidden,
+    GaiaError,
+    InvalidRequest,
+    NotFound,
+    QuotaExceeded,
+    TooManyRequests,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[GaiaError], int] = {
+    InvalidRequest: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    QuotaExceeded: 403,  # as Kubernetes answers an exceeded ResourceQuota
+    TooManyRequests: 429,
+}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    audit(request).error = message
+    return JSONResponse(
+        status_code=status,
+        content={"code": code, "message": message, "details": details},
+        headers=headers,
+    )
+
+
+def _json_safe(errors: Any) -> Any:
+    out = []
+    for err in errors:
+        item = {k: v for k, v in err.items() if k in ("loc", "msg", "type")}
+        item["loc"] = [str(p) for p in item.get("loc", ())]
+        out.append(item)
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(GaiaError)
+    async def _gaia(request: Request, exc: GaiaError) -> JSONResponse:
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(request, status, exc.code, exc.message, exc.details, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _json_safe(exc.errors())
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(p for p in first["loc"] if p not in ("body",)) or "request"
+        return error_response(
+            request, 422, "invalid_request", f"{where}: {first['msg']}", {"errors": errors}
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        return error_response(
+            request,
+            409,
+            "conflict",
+            "the request conflicts with a concurrent change (an object with that name may have "
+            "just been created); reload and retry",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(
+            request, exc.status_code, code, message, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.exception(
+            "unhandled error, incident %s, %s %s", incident, request.method, request.url.path
+        )
+        return error_response(
+            request,
+            500,
+            "internal_error",
+            f"internal error; quote incident {incident} to the platform team",
+            {"incident": incident},
+        )

@@ -1,0 +1,227 @@
+"""Login, logout, the caller's own identity and API tokens.
+
+``POST /auth/login`` verifies an argon2 hash and returns a session token (the console receives
+the same token as an HttpOnly cookie). Repeated failures for one username are slowed down: after
+``MAX_FAILURES`` in ``FAILURE_WINDOW`` the username is refused for the rest of the window, which
+bounds password guessing without letting an attacker lock a user out for long.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import defaultdict, deque
+
+from fastapi import APIRouter, Path, Request, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gaia.api.deps import PrincipalDep, SessionDep, audit, platform
+from gaia.api.schemas import (
+    LoginRequest,
+    LoginResponse,
+    MembershipOut,
+    MeOut,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UserOut,
+)
+from gaia.domain.errors import Conflict, NotFound, TooManyRequests, Unauthenticated
+from gaia.domain.rbac import Role
+from gaia.security import DUMMY_PASSWORD_HASH, new_token, token_digest, verify_password
+from gaia.store.models import Business, Membership, Token, User, utcnow
+
+router = APIRouter(tags=["auth"])
+
+MAX_FAILURES = 10
+FAILURE_WINDOW = dt.timedelta(minutes=5)
+
+
+class LoginThrottle:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[dt.datetime]] = defaultdict(deque)
+
+    def check(self, username: str, now: dt.datetime) -> None:
+        with self._lock:
+            recent = self._failures.get(username)
+            if recent is None:
+                return
+            while recent and now - recent[0] > FAILURE_WINDOW:
+                recent.popleft()
+            if len(recent) >= MAX_FAILURES:
+                raise TooManyRequests(
+                    "too many failed logins for this user; wait a few minutes and try again"
+                )
+
+    def failed(self, username: str, now: dt.datetime) -> None:
+        with self._lock:
+            self._failures[username].append(now)
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(username, None)
+
+
+throttle = LoginThrottle()
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        username=user.username,
+        display_name=user.display_name,
+        platform_admin=user.is_platform_admin,
+        disabled=user.disabled,
+        language=user.language,
+        created_at=user.created_at,
+    )
+
+
+def start_session(session: Session, user: User, ttl_seconds: int) -> tuple[str, Token]:
+    token = new_token()
+    now = utcnow()
+    row = Token(
+        user_id=user.id,
+        kind="session",
+        name="login",
+        digest=token_digest(token),
+        created_at=now,
+        expires_at=now + dt.timedelta(seconds=ttl_seconds),
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def check_credentials(session: Session, username: str, password: str) -> User:
+    now = utcnow()
+    throttle.check(username, now)
+    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    # Verify against a dummy hash for unknown users so both failures take the same time.
+    ok = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, password)
+    if user is None or not ok or user.disabled:
+        throttle.failed(username, now)
+        raise Unauthenticated("wrong username or password")
+    throttle.succeeded(username)
+    return user
+
+
+@router.post("/auth/login", response_model=LoginResponse)
+def login(body: LoginRequest, request: Request, session: SessionDep) -> LoginResponse:
+    ctx = audit(request)
+    ctx.actor = body.username if len(body.username) <= 63 else "anonymous"
+    ctx.action = "auth.login"
+    ctx.target = f"user/{body.username}"
+    user = check_credentials(session, body.username, body.password)
+    token, row = start_session(session, user, platform(request).settings.session_ttl_seconds)
+    ctx.summary = "logged in"
+    assert row.expires_at is not None
+    return LoginResponse(token=token, expires_at=row.expires_at, user=user_out(user))
+
+
+@router.post("/auth/logout", status_code=204)
+def logout(request: Request, principal: PrincipalDep, session: SessionDep) -> Response:
+    ctx = audit(request)
+    ctx.action = "auth.logout"
+    ctx.target = f"user/{principal.username}"
+    tok = session.get(Token, principal.token_id)
+    if tok is not None and tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+    ctx.summary = f"revoked {principal.token_kind} token"
+    return Response(status_code=204)
+
+
+@router.get("/users/me", response_model=MeOut, tags=["users"])
+def me(principal: PrincipalDep, session: SessionDep) -> MeOut:
+    user = session.get(User, principal.user_id)
+    if user is None:
+        raise Unauthenticated("the account no longer exists")
+    rows = session.execute(
+        select(Business.name, Membership.role)
+        .join(Membership, Membership.business_id == Business.id)
+        .where(Membership.user_id == user.id)
+        .order_by(Business.name)
+    )
+    return MeOut(
+        **user_out(user).model_dump(),
+        memberships=[MembershipOut(business=n, role=Role(r)) for n, r in rows],
+    )
+
+
+def token_out(tok: Token) -> TokenOut:
+    return TokenOut(
+        id=tok.id,
+        name=tok.name,
+        kind=tok.kind,
+        created_at=tok.created_at,
+        expires_at=tok.expires_at,
+        last_used_at=tok.last_used_at,
+        revoked_at=tok.revoked_at,
+    )
+
+
+@router.get("/tokens", response_model=list[TokenOut], tags=["tokens"])
+def list_tokens(principal: PrincipalDep, session: SessionDep) -> list[TokenOut]:
+    """Your API tokens (not login sessions), newest first, revoked ones included."""
+    rows = session.scalars(
+        select(Token)
+        .where(Token.user_id == principal.user_id, Token.kind == "api")
+        .order_by(Token.id.desc())
+    )
+    return [token_out(t) for t in rows]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"])
+def create_token(
+    body: TokenCreate, request: Request, principal: PrincipalDep, session: SessionDep
+) -> TokenCreated:
+    """A long-lived token for automation, acting as you. The value is shown only here."""
+    ctx = audit(request)
+    ctx.action = "token.create"
+    ctx.target = f"token/{body.name}"
+    clash = session.scalars(
+        select(Token.id).where(
+            Token.user_id == principal.user_id,
+            Token.kind == "api",
+            Token.name == body.name,
+            Token.revoked_at.is_(None),
+        )
+    ).first()
+    if clash is not None:
+        raise Conflict(f"you already have an active token named '{body.name}'")
+    token = new_token()
+    now = utcnow()
+    row = Token(
+        user_id=principal.user_id,
+        kind="api",
+        name=body.name,
+        digest=token_digest(token),
+        created_at=now,
+        expires_at=now + dt.timedelta(days=body.expires_in_days) if body.expires_in_days else None,
+    )
+    session.add(row)
+    session.flush()
+    ctx.summary = f"created API token '{body.name}'" + (
+        f" expiring in {body.expires_in_days} days" if body.expires_in_days else ""
+    )
+    return TokenCreated(**token_out(row).model_dump(), token=token)
+
+
+@router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
+def revoke_token(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    token_id: int = Path(ge=1, le=2**31 - 1),
+) -> Response:
+    ctx = audit(request)
+    ctx.action = "token.revoke"
+    ctx.target = f"token/{token_id}"
+    tok = session.get(Token, token_id)
+    if tok is None or tok.kind != "api" or tok.user_id != principal.user_id:
+        raise NotFound(f"token {token_id} not found")
+    if tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+    ctx.summary = f"revoked API token '{tok.name}'"
+    return Response(status_code=204)

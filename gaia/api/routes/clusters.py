@@ -1,0 +1,196 @@
+"""Clusters: register a ``sim`` or ``kubernetes`` cluster, see its health, remove it.
+
+A kubeconfig is validated at registration (``parse_kubeconfig`` says what is wrong), stored
+encrypted, and never returned, logged or recorded; responses only say ``has_kubeconfig``.
+Platform admins see every cluster; other users see the clusters where a business of theirs holds
+a quota (that is where they can deploy). Removal never contacts the cluster, so a dead cluster
+can always be removed.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request, Response
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from gaia.api.deps import (
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    platform,
+    require_platform_admin,
+)
+from gaia.api.pagination import Cursor, Limit, page_of
+from gaia.api.schemas import NAME_PATTERN, ClusterCreate, ClusterOut, ClusterUpdate, Page
+from gaia.domain.errors import Conflict, InvalidRequest, NotFound
+from gaia.providers.kubernetes import parse_kubeconfig
+from gaia.providers.sim import validate_sim_spec
+from gaia.store import events
+from gaia.store.models import Cluster, Quota, utcnow
+
+router = APIRouter(tags=["clusters"])
+ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
+
+
+def cluster_out(c: Cluster) -> ClusterOut:
+    return ClusterOut(
+        name=c.name,
+        kind=c.kind,
+        region=c.region,
+        zone=c.zone,
+        labels=c.labels or {},
+        description=c.description,
+        has_kubeconfig=c.kubeconfig_encrypted is not None,
+        sim=c.sim_spec if c.kind == "sim" else None,
+        health=c.health,
+        health_message=c.health_message,
+        health_checked_at=c.health_checked_at,
+        health_changed_at=c.health_changed_at,
+        node_count=c.node_count,
+        ready_node_count=c.ready_node_count,
+        created_at=c.created_at,
+    )
+
+
+def visible_clusters_stmt(principal: Principal) -> Select[Cluster]:
+    stmt = select(Cluster)
+    if not principal.is_platform_admin:
+        stmt = stmt.where(
+            Cluster.id.in_(
+                select(Quota.cluster_id).where(Quota.business_id.in_(principal.business_ids()))
+            )
+        )
+    return stmt
+
+
+def _visible(session: Session, principal: Principal, name: str) -> Cluster:
+    cluster: Cluster | None = session.scalars(
+        visible_clusters_stmt(principal).where(Cluster.name == name)
+    ).one_or_none()
+    if cluster is None:
+        raise NotFound(f"cluster '{name}' not found")
+    return cluster
+
+
+@router.get("/clusters", response_model=Page[ClusterOut])
+def list_clusters(
+    principal: PrincipalDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Page[ClusterOut]:
+    rows, nxt = page_of(
+        session, visible_clusters_stmt(principal), key=Cluster.name, limit=limit, cursor=cursor
+    )
+    return Page[ClusterOut](items=[cluster_out(c) for c in rows], next_cursor=nxt)
+
+
+@router.post("/clusters", response_model=ClusterOut, status_code=201)
+def create_cluster(
+    body: ClusterCreate, request: Request, principal: PrincipalDep, session: SessionDep
+) -> ClusterOut:
+    ctx = audit(request)
+    ctx.action = "cluster.create"
+    ctx.cluster = body.name
+    ctx.target = f"cluster/{body.name}"
+    require_platform_admin(principal, "register clusters")
+    if session.scalars(select(Cluster.id).where(Cluster.name == body.name)).first():
+        raise Conflict(f"cluster '{body.name}' already exists")
+    now = utcnow()
+    cluster = Cluster(
+        name=body.name,
+        kind=body.kind,
+        region=body.region,
+        zone=body.zone,
+        labels=dict(body.labels),
+        description=body.description,
+        created_at=now,
+        updated_at=now,
+        health="Unknown",
+    )
+    if body.kind == "kubernetes":
+        if body.sim is not None:
+            raise InvalidRequest("sim: only for kind=sim")
+        if not body.kubeconfig:
+            raise InvalidRequest("kubeconfig: required for kind=kubernetes")
+        parse_kubeconfig(body.kubeconfig)
+        cluster.kubeconfig_encrypted = platform(request).secrets.encrypt(body.kubeconfig)
+        cluster.sim_spec = {}
+    else:
+        if body.kubeconfig is not None:
+            raise InvalidRequest("kubeconfig: only for kind=kubernetes")
+        spec = body.sim.model_dump() if body.sim is not None else {}
+        cluster.sim_spec = validate_sim_spec(spec)
+    session.add(cluster)
+    session.flush()
+    ctx.summary = (
+        f"registered {body.kind} cluster '{body.name}' in region '{body.region}' zone '{body.zone}'"
+    )
+    events.emit(
+        session,
+        object_kind="Cluster",
+        object_name=body.name,
+        cluster=body.name,
+        reason="Registered",
+        message=f"{body.kind} cluster registered",
+        user=principal.username,
+    )
+    return cluster_out(cluster)
+
+
+@router.get("/clusters/{cluster}", response_model=ClusterOut)
+def get_cluster(
+    principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
+) -> ClusterOut:
+    return cluster_out(_visible(session, principal, cluster))
+
+
+@router.patch("/clusters/{cluster}", response_model=ClusterOut)
+def update_cluster(
+    body: ClusterUpdate,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+) -> ClusterOut:
+    ctx = audit(request)
+    ctx.action = "cluster.update"
+    ctx.cluster = cluster
+    ctx.target = f"cluster/{cluster}"
+    row = _visible(session, principal, cluster)
+    require_platform_admin(principal, "change clusters")
+    changed = []
+    for field in ("region", "zone", "description"):
+        value = getattr(body, field)
+        if value is not None:
+            setattr(row, field, value)
+            changed.append(field)
+    if body.labels is not None:
+        row.labels = dict(body.labels)
+        changed.append("labels")
+    if body.kubeconfig is not None:
+        if row.kind != "kubernetes":
+            raise InvalidRequest("kubeconfig: only for kind=kubernetes")
+        parse_kubeconfig(body.kubeconfig)
+        row.kubeconfig_encrypted = platform(request).secrets.encrypt(body.kubeconfig)
+        row.health = "Unknown"
+        changed.append("kubeconfig (replaced)")
+    row.updated_at = utcnow()
+    ctx.summary = "updated " + (", ".join(changed) or "nothing")
+    return cluster_out(row)
+
+
+@router.delete("/clusters/{cluster}", status_code=204)
+def delete_cluster(
+    request: Request, principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
+) -> Response:
+    """Unregister the cluster and drop the quotas held in it. Nothing in the cluster is touched."""
+    ctx = audit(request)
+    ctx.action = "cluster.delete"
+    ctx.cluster = cluster
+    ctx.target = f"cluster/{cluster}"
+    row = _visible(session, principal, cluster)
+    require_platform_admin(principal, "remove clusters")
+    quotas = session.scalars(select(Quota).where(Quota.cluster_id == row.id)).all()
+    session.delete(row)
+    platform(request).providers.forget(row.id)
+    ctx.summary = f"removed {row.kind} cluster '{cluster}' and {len(quotas)} quota(s) in it"
+    return Response(status_code=204)

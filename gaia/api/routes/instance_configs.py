@@ -1,0 +1,268 @@
+"""Instance configurations: named instance shapes ("4 cores, 10 GB, 4 GB disk, 10 Mbit/s, 2 GPU").
+
+Two scopes with one table: platform-wide shapes (``/instance-configs``, written by platform
+admins, readable by everyone) and a business's own (``/businesses/{biz}/instance-configs``,
+written by its business admins). Apps refer to a shape by name; the business's own shape wins
+over a platform shape of the same name (``find_config``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gaia.api.deps import (
+    AuditContext,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    business_for,
+    require_platform_admin,
+)
+from gaia.api.schemas import (
+    NAME_PATTERN,
+    InstanceConfigIn,
+    InstanceConfigOut,
+    InstanceConfigUpdate,
+    ResourceAmounts,
+)
+from gaia.domain.errors import Conflict, NotFound
+from gaia.domain.rbac import Permission
+from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
+from gaia.store.models import Business, InstanceConfig, utcnow
+
+router = APIRouter(tags=["instance-configs"])
+BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
+NamePath = Path(pattern=NAME_PATTERN, max_length=63, description="configuration name")
+PLATFORM = "platform"
+
+
+def scope_of(business: Business | None) -> str:
+    return PLATFORM if business is None else f"business:{business.id}"
+
+
+def summary_of(vector: ResourceVector) -> str:
+    parts = [
+        f"{describe(n, getattr(vector, n))} {label}"
+        for n, _s, _u, label in DIMENSIONS
+        if getattr(vector, n)
+    ]
+    return ", ".join(parts) or "no resources"
+
+
+def config_out(row: InstanceConfig, business: Business | None) -> InstanceConfigOut:
+    amounts = row.amounts()
+    return InstanceConfigOut(
+        name=row.name,
+        scope="platform" if row.business_id is None else "business",
+        business=business.name if business is not None else None,
+        description=row.description,
+        resources=ResourceAmounts.from_vector(amounts),
+        summary=summary_of(amounts),
+        created_at=row.created_at,
+    )
+
+
+def find_config(session: Session, business: Business, name: str) -> InstanceConfig:
+    """The shape an app of ``business`` means by ``name``: its own first, then the platform's."""
+    for scope in (scope_of(business), PLATFORM):
+        row = session.scalars(
+            select(InstanceConfig).where(InstanceConfig.scope == scope, InstanceConfig.name == name)
+        ).one_or_none()
+        if row is not None:
+            return row
+    raise NotFound(f"instance configuration '{name}' not found for business '{business.name}'")
+
+
+def _get(session: Session, business: Business | None, name: str) -> InstanceConfig:
+    row = session.scalars(
+        select(InstanceConfig).where(
+            InstanceConfig.scope == scope_of(business), InstanceConfig.name == name
+        )
+    ).one_or_none()
+    if row is None:
+        where = f"business '{business.name}'" if business else "the platform"
+        raise NotFound(f"instance configuration '{name}' not found in {where}")
+    return row
+
+
+def _list(session: Session, business: Business | None) -> list[InstanceConfigOut]:
+    rows = session.scalars(
+        select(InstanceConfig)
+        .where(InstanceConfig.scope == scope_of(business))
+        .order_by(InstanceConfig.name)
+    )
+    return [config_out(r, business) for r in rows]
+
+
+def _create(
+    session: Session, business: Business | None, body: InstanceConfigIn, ctx: AuditContext
+) -> InstanceConfigOut:
+    scope = scope_of(business)
+    clash = session.scalars(
+        select(InstanceConfig.id).where(
+            InstanceConfig.scope == scope, InstanceConfig.name == body.name
+        )
+    ).first()
+    if clash is not None:
+        raise Conflict(f"instance configuration '{body.name}' already exists")
+    vector = body.resources.to_vector()
+    row = InstanceConfig(
+        scope=scope,
+        business_id=business.id if business else None,
+        name=body.name,
+        description=body.description,
+        created_at=utcnow(),
+    )
+    row.set_amounts(vector)
+    session.add(row)
+    session.flush()
+    ctx.summary = f"created instance configuration '{body.name}': {summary_of(vector)}"
+    return config_out(row, business)
+
+
+def _update(
+    session: Session,
+    business: Business | None,
+    name: str,
+    body: InstanceConfigUpdate,
+    ctx: AuditContext,
+) -> InstanceConfigOut:
+    row = _get(session, business, name)
+    if body.description is not None:
+        row.description = body.description
+    if body.resources is not None:
+        row.set_amounts(body.resources.to_vector())
+    ctx.summary = f"updated instance configuration '{name}': {summary_of(row.amounts())}"
+    return config_out(row, business)
+
+
+# --- platform scope ----------------------------------------------------------------------
+
+
+@router.get("/instance-configs", response_model=list[InstanceConfigOut])
+def list_platform_configs(principal: PrincipalDep, session: SessionDep) -> list[InstanceConfigOut]:
+    return _list(session, None)
+
+
+@router.post("/instance-configs", response_model=InstanceConfigOut, status_code=201)
+def create_platform_config(
+    body: InstanceConfigIn, request: Request, principal: PrincipalDep, session: SessionDep
+) -> InstanceConfigOut:
+    ctx = _ctx(request, "create", f"instance-config/{body.name}")
+    require_platform_admin(principal, "create platform instance configurations")
+    return _create(session, None, body, ctx)
+
+
+@router.get("/instance-configs/{name}", response_model=InstanceConfigOut)
+def get_platform_config(
+    principal: PrincipalDep, session: SessionDep, name: str = NamePath
+) -> InstanceConfigOut:
+    return config_out(_get(session, None, name), None)
+
+
+@router.patch("/instance-configs/{name}", response_model=InstanceConfigOut)
+def update_platform_config(
+    body: InstanceConfigUpdate,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    name: str = NamePath,
+) -> InstanceConfigOut:
+    ctx = _ctx(request, "update", f"instance-config/{name}")
+    require_platform_admin(principal, "change platform instance configurations")
+    return _update(session, None, name, body, ctx)
+
+
+@router.delete("/instance-configs/{name}", status_code=204)
+def delete_platform_config(
+    request: Request, principal: PrincipalDep, session: SessionDep, name: str = NamePath
+) -> Response:
+    ctx = _ctx(request, "delete", f"instance-config/{name}")
+    require_platform_admin(principal, "delete platform instance configurations")
+    session.delete(_get(session, None, name))
+    ctx.summary = f"deleted instance configuration '{name}'"
+    return Response(status_code=204)
+
+
+# --- business scope ----------------------------------------------------------------------
+
+
+def _business(
+    session: Session, principal: Principal, biz: str, permission: Permission, ctx: AuditContext
+) -> Business:
+    return business_for(session, principal, biz, permission, ctx=ctx)
+
+
+@router.get("/businesses/{biz}/instance-configs", response_model=list[InstanceConfigOut])
+def list_business_configs(
+    request: Request, principal: PrincipalDep, session: SessionDep, biz: str = BizPath
+) -> list[InstanceConfigOut]:
+    """The business's own shapes (platform shapes are at /instance-configs)."""
+    business = _business(session, principal, biz, Permission.BUSINESS_READ, audit(request))
+    return _list(session, business)
+
+
+@router.post(
+    "/businesses/{biz}/instance-configs", response_model=InstanceConfigOut, status_code=201
+)
+def create_business_config(
+    body: InstanceConfigIn,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+) -> InstanceConfigOut:
+    ctx = _ctx(request, "create", f"business/{biz}/instance-config/{body.name}")
+    business = _business(session, principal, biz, Permission.INSTANCE_CONFIG_WRITE, ctx)
+    return _create(session, business, body, ctx)
+
+
+@router.get("/businesses/{biz}/instance-configs/{name}", response_model=InstanceConfigOut)
+def get_business_config(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    name: str = NamePath,
+) -> InstanceConfigOut:
+    business = _business(session, principal, biz, Permission.BUSINESS_READ, audit(request))
+    return config_out(_get(session, business, name), business)
+
+
+@router.patch("/businesses/{biz}/instance-configs/{name}", response_model=InstanceConfigOut)
+def update_business_config(
+    body: InstanceConfigUpdate,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    name: str = NamePath,
+) -> InstanceConfigOut:
+    ctx = _ctx(request, "update", f"business/{biz}/instance-config/{name}")
+    business = _business(session, principal, biz, Permission.INSTANCE_CONFIG_WRITE, ctx)
+    return _update(session, business, name, body, ctx)
+
+
+@router.delete("/businesses/{biz}/instance-configs/{name}", status_code=204)
+def delete_business_config(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    name: str = NamePath,
+) -> Response:
+    ctx = _ctx(request, "delete", f"business/{biz}/instance-config/{name}")
+    business = _business(session, principal, biz, Permission.INSTANCE_CONFIG_WRITE, ctx)
+    session.delete(_get(session, business, name))
+    ctx.summary = f"deleted instance configuration '{name}'"
+    return Response(status_code=204)
+
+
+def _ctx(request: Request, verb: str, target: str) -> AuditContext:
+    ctx = audit(request)
+    ctx.action = f"instance_config.{verb}"
+    ctx.target = target
+    return ctx

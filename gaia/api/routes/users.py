@@ -1,0 +1,116 @@
+"""Users: platform admins create and manage accounts; everyone manages their own profile."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request
+from sqlalchemy import select
+
+from gaia.api.deps import PrincipalDep, SessionDep, audit, require_platform_admin
+from gaia.api.pagination import Cursor, Limit, page_of
+from gaia.api.routes.auth import user_out
+from gaia.api.schemas import USERNAME_PATTERN, Page, UserCreate, UserOut, UserUpdate
+from gaia.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from gaia.security import hash_password, verify_password
+from gaia.store.models import Token, User, utcnow
+
+router = APIRouter(tags=["users"])
+UsernamePath = Path(pattern=USERNAME_PATTERN, max_length=63)
+
+
+@router.get("/users", response_model=Page[UserOut])
+def list_users(
+    principal: PrincipalDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Page[UserOut]:
+    require_platform_admin(principal, "list users")
+    rows, nxt = page_of(session, select(User), key=User.username, limit=limit, cursor=cursor)
+    return Page[UserOut](items=[user_out(u) for u in rows], next_cursor=nxt)
+
+
+@router.post("/users", response_model=UserOut, status_code=201)
+def create_user(
+    body: UserCreate, request: Request, principal: PrincipalDep, session: SessionDep
+) -> UserOut:
+    ctx = audit(request)
+    ctx.action = "user.create"
+    ctx.target = f"user/{body.username}"
+    require_platform_admin(principal, "create users")
+    if session.scalars(select(User.id).where(User.username == body.username)).first():
+        raise Conflict(f"user '{body.username}' already exists")
+    user = User(
+        username=body.username,
+        display_name=body.display_name,
+        password_hash=hash_password(body.password),
+        is_platform_admin=body.platform_admin,
+        language=body.language,
+        created_at=utcnow(),
+    )
+    session.add(user)
+    session.flush()
+    ctx.summary = f"created user '{body.username}'" + (
+        " as platform-admin" if body.platform_admin else ""
+    )
+    return user_out(user)
+
+
+def _visible_user(session: SessionDep, principal: PrincipalDep, username: str) -> User:
+    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    if user is None or (not principal.is_platform_admin and user.id != principal.user_id):
+        raise NotFound(f"user '{username}' not found")
+    return user
+
+
+@router.get("/users/{username}", response_model=UserOut)
+def get_user(principal: PrincipalDep, session: SessionDep, username: str = UsernamePath) -> UserOut:
+    return user_out(_visible_user(session, principal, username))
+
+
+@router.patch("/users/{username}", response_model=UserOut)
+def update_user(
+    body: UserUpdate,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    username: str = UsernamePath,
+) -> UserOut:
+    ctx = audit(request)
+    ctx.action = "user.update"
+    ctx.target = f"user/{username}"
+    user = _visible_user(session, principal, username)
+    is_self = user.id == principal.user_id
+    changes = []
+    if body.platform_admin is not None or body.disabled is not None:
+        require_platform_admin(principal, "change roles or disable accounts")
+        if is_self and (body.platform_admin is False or body.disabled):
+            raise Forbidden("you cannot remove your own platform-admin role or disable yourself")
+    if body.password is not None:
+        if is_self:
+            if body.current_password is None or not verify_password(
+                user.password_hash, body.current_password
+            ):
+                raise InvalidRequest("current_password is missing or wrong")
+        elif not principal.is_platform_admin:
+            raise Forbidden("only a platform administrator may reset another user's password")
+        user.password_hash = hash_password(body.password)
+        changes.append("password changed")
+    if body.display_name is not None:
+        user.display_name = body.display_name
+        changes.append("display name")
+    if body.language is not None:
+        user.language = body.language
+        changes.append(f"language={body.language}")
+    if body.platform_admin is not None:
+        user.is_platform_admin = body.platform_admin
+        changes.append(f"platform_admin={body.platform_admin}")
+    if body.disabled is not None:
+        user.disabled = body.disabled
+        changes.append(f"disabled={body.disabled}")
+    if body.password is not None or body.disabled:
+        # A new password or a disabled account ends every session and token but the caller's.
+        now = utcnow()
+        for tok in session.scalars(
+            select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))
+        ):
+            if not (is_self and tok.id == principal.token_id):
+                tok.revoked_at = now
+    ctx.summary = "updated " + (", ".join(changes) or "nothing")
+    return user_out(user)

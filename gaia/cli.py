@@ -1,0 +1,108 @@
+"""The ``gaia`` command.
+
+gaia up [--host H] [--port P] [--data-dir D] [--no-demo]   API + console + controllers
+gaia db upgrade                                            apply migrations and exit
+gaia openapi                                               print the OpenAPI document
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from gaia import __version__
+from gaia.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir).expanduser().resolve()
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "no_demo", False):
+        overrides["demo"] = False
+    return Settings(**overrides)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gaia.api.app import Platform, create_app
+    from gaia.store.bootstrap import ensure_admin, ensure_demo
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    platform = Platform.open(settings)
+    password = ensure_admin(platform.db, password=settings.admin_password)
+    demo = ensure_demo(platform.db) if settings.demo else False
+    store = "PostgreSQL" if not platform.db.is_sqlite else f"SQLite at {settings.data_dir}"
+    url = f"http://{settings.host}:{settings.port}/"
+    print(f"Gaia {__version__} on {store}", flush=True)
+    if demo:
+        print("Created the demo business 'demo' and the simulated cluster 'sim-demo'.")
+    print(f"Console: {url}    API: {url}api/v1    API docs: {url}api/docs")
+    if password is not None:
+        if settings.admin_password:
+            print("First admin: user 'admin' with the password from GAIA_ADMIN_PASSWORD")
+        else:
+            print(f"First admin: user 'admin', password '{password}' (shown only this once)")
+    else:
+        print("Log in as an existing user (the first admin is 'admin').")
+    sys.stdout.flush()
+    app = create_app(platform)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from gaia.store import migrate
+    from gaia.store.database import Database
+
+    settings = _settings(args)
+    db = Database(settings.resolved_database_url())
+    migrate.upgrade(db.engine)
+    print("database is at the latest schema")
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from gaia.api.app import Platform, create_app
+
+    settings = Settings(database_url="sqlite://")
+    platform = Platform.open(settings, run_migrations=False)
+    print(json.dumps(create_app(platform, run_loops=False).openapi(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gaia", description="Gaia container cloud")
+    parser.add_argument("--version", action="version", version=f"gaia {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the API, console and controllers")
+    up.add_argument("--host", help="listen address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="listen port (default 8080)")
+    up.add_argument("--data-dir", help="where SQLite and the secret key live")
+    up.add_argument("--no-demo", action="store_true", help="no demo business and cluster")
+    up.set_defaults(func=cmd_up)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply migrations")
+    upgrade.add_argument("--data-dir")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+    openapi = sub.add_parser("openapi", help="print the OpenAPI document")
+    openapi.set_defaults(func=cmd_openapi)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,1 @@
+"""Background loops that drive the platform toward its stored spec."""

@@ -1,0 +1,51 @@
+"""The platform's error hierarchy.
+
+Every error a user can cause is a ``GaiaError`` with a stable ``code`` (the JSON error body's
+``code``), a message that says what to do, and structured ``details``. The API layer maps each class
+to one HTTP status; nothing below the API knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GaiaError(Exception):
+    """Base of all errors that are the caller's to fix (or to retry)."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(GaiaError):
+    code = "invalid_request"
+
+
+class Unauthenticated(GaiaError):
+    code = "unauthenticated"
+
+
+class Forbidden(GaiaError):
+    code = "forbidden"
+
+
+class NotFound(GaiaError):
+    code = "not_found"
+
+
+class Conflict(GaiaError):
+    code = "conflict"
+
+
+class TooManyRequests(GaiaError):
+    code = "too_many_requests"
+
+
+class QuotaExceeded(GaiaError):
+    """An admission that does not fit; ``details`` lists every dimension that overflows."""
+
+    code = "quota_exceeded"

@@ -1,0 +1,69 @@
+"""Live provider objects, one per registered cluster.
+
+A ``sim`` cluster is an in-process object with state, so it must outlive requests; a
+``kubernetes`` cluster keeps its HTTP client. The registry builds each provider on first use from
+the stored row and rebuilds it when the row changes (``updated_at``), e.g. a new kubeconfig.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from gaia.providers.kubernetes import KubernetesCluster
+from gaia.providers.port import ClusterProvider
+from gaia.providers.sim import SimCluster
+from gaia.security import SecretBox
+from gaia.store.models import Cluster
+
+
+class ProviderRegistry:
+    def __init__(self, *, secrets: SecretBox) -> None:
+        self._secrets = secrets
+        self._lock = threading.Lock()
+        self._providers: dict[int, tuple[dt.datetime, ClusterProvider]] = {}
+        self._retired: list[ClusterProvider] = []
+
+    def for_cluster(self, cluster: Cluster) -> ClusterProvider:
+        with self._lock:
+            known = self._providers.get(cluster.id)
+            if known is not None and known[0] == cluster.updated_at:
+                return known[1]
+            provider = self._build(cluster)
+            if known is not None:
+                self._retired.append(known[1])
+            self._providers[cluster.id] = (cluster.updated_at, provider)
+            return provider
+
+    def peek(self, cluster_id: int) -> ClusterProvider | None:
+        with self._lock:
+            known = self._providers.get(cluster_id)
+            return known[1] if known else None
+
+    def forget(self, cluster_id: int) -> None:
+        with self._lock:
+            known = self._providers.pop(cluster_id, None)
+            if known is not None:
+                self._retired.append(known[1])
+
+    async def close_retired(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+        for provider in retired:
+            await provider.close()
+
+    async def close(self) -> None:
+        with self._lock:
+            providers = [p for _, p in self._providers.values()] + self._retired
+            self._providers.clear()
+            self._retired = []
+        for provider in providers:
+            await provider.close()
+
+    def _build(self, cluster: Cluster) -> ClusterProvider:
+        if cluster.kind == "sim":
+            return SimCluster(name=cluster.name, spec=cluster.sim_spec or {}, zone=cluster.zone)
+        if cluster.kubeconfig_encrypted is None:
+            raise ValueError(f"cluster {cluster.name} has no kubeconfig")
+        kubeconfig = self._secrets.decrypt(cluster.kubeconfig_encrypted)
+        return KubernetesCluster(name=cluster.name, kubeconfig=kubeconfig)

@@ -1,0 +1,1 @@
+"""Persistence: ORM models, migrations, and the operations that must be transactional."""

@@ -1,0 +1,84 @@
+"""Kubernetes-style events with aggregation.
+
+An event is identified by (business, cluster, object, reason, message, type): a repeat bumps
+``count`` and ``last_seen`` instead of adding a row, as ``kubectl get events`` shows. The upsert is
+one ``INSERT ... ON CONFLICT DO UPDATE`` on both SQLite and PostgreSQL, so concurrent repeats
+count correctly without a read-modify-write race.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Literal
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from gaia.store.models import Event, utcnow
+
+EventType = Literal["Normal", "Warning"]
+
+
+def event_key(
+    *,
+    business: str,
+    cluster: str,
+    object_kind: str,
+    object_name: str,
+    reason: str,
+    message: str,
+    type: str,
+) -> str:
+    raw = "\x1f".join([business, cluster, object_kind, object_name, reason, message, type])
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def emit(
+    session: Session,
+    *,
+    object_kind: str,
+    object_name: str,
+    reason: str,
+    message: str,
+    type: EventType = "Normal",
+    business_id: int | None = None,
+    business: str = "",
+    cluster: str = "",
+    user: str = "",
+    now: dt.datetime | None = None,
+) -> None:
+    now = now or utcnow()
+    key = event_key(
+        business=business,
+        cluster=cluster,
+        object_kind=object_kind,
+        object_name=object_name,
+        reason=reason,
+        message=message,
+        type=type,
+    )
+    values = {
+        "key": key,
+        "business_id": business_id,
+        "business": business,
+        "cluster": cluster,
+        "object_kind": object_kind,
+        "object_name": object_name,
+        "reason": reason,
+        "message": message,
+        "type": type,
+        "count": 1,
+        "first_seen": now,
+        "last_seen": now,
+        "user": user,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Event).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Event.key],
+        set_={"count": Event.count + 1, "last_seen": now, "user": user or Event.user},
+    )
+    session.execute(stmt)
