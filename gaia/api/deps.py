@@ -143,20 +143,29 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
         raise Unauthenticated("log in first: send 'Authorization: Bearer <token>'")
     principal = authenticate(session, token)
     ctx.actor = principal.username
-    _touch(request, principal)
+    _touch(request, session, principal)
     return principal
 
 
-def _touch(request: Request, principal: Principal) -> None:
-    """Record the token's last use, at most every few minutes, in its own short transaction."""
+def _touch(request: Request, session: Session, principal: Principal) -> None:
+    """Record the token's last use, at most every few minutes.
+
+    A mutating request already holds a write transaction, and on SQLite a second one would
+    wait for it forever, so the update rides along; a read opens its own short write.
+    """
     plat = platform(request)
     now = utcnow()
     last = plat.token_last_touch.get(principal.token_id)
     if last is not None and now - last < LAST_USED_PRECISION:
         return
     plat.token_last_touch[principal.token_id] = now
-    with plat.db.write_session() as session:
+    if request.method in MUTATING_METHODS:
         tok = session.get(Token, principal.token_id)
+        if tok is not None:
+            tok.last_used_at = now
+        return
+    with plat.db.write_session() as own:
+        tok = own.get(Token, principal.token_id)
         if tok is not None:
             tok.last_used_at = now
 
