@@ -11,18 +11,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import secrets
+import threading
+from collections import defaultdict, deque
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.fernet import Fernet, InvalidToken
 
+from gaia.domain.errors import TooManyRequests
+
 TOKEN_PREFIX = "gaia_"  # noqa: S105 (marks a token in logs and scanners)
 
 _hasher = PasswordHasher()
+
+
+def use_cheap_password_hashing() -> None:
+    """For test suites only: argon2 with minimal cost, so creating users takes microseconds.
+
+    Hashes made this way still verify with the production hasher (argon2 stores its
+    parameters in the hash), and production never calls this.
+    """
+    global _hasher
+    _hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 def hash_password(password: str) -> str:
@@ -88,3 +103,33 @@ class SecretBox:
                 "stored secret cannot be decrypted: GAIA_SECRET_KEY or the data dir's "
                 "secret.key differs from the key it was encrypted with"
             ) from None
+
+
+MAX_FAILURES = 10
+FAILURE_WINDOW = dt.timedelta(minutes=5)
+
+
+class LoginThrottle:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, deque[dt.datetime]] = defaultdict(deque)
+
+    def check(self, username: str, now: dt.datetime) -> None:
+        with self._lock:
+            recent = self._failures.get(username)
+            if recent is None:
+                return
+            while recent and now - recent[0] > FAILURE_WINDOW:
+                recent.popleft()
+            if len(recent) >= MAX_FAILURES:
+                raise TooManyRequests(
+                    "too many failed logins for this user; wait a few minutes and try again"
+                )
+
+    def failed(self, username: str, now: dt.datetime) -> None:
+        with self._lock:
+            self._failures[username].append(now)
+
+    def succeeded(self, username: str) -> None:
+        with self._lock:
+            self._failures.pop(username, None)

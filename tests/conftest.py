@@ -22,12 +22,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from gaia.api.app import Platform, create_app
-from gaia.security import hash_password
+from gaia.security import hash_password, use_cheap_password_hashing
 from gaia.settings import Settings
 from gaia.store import migrate
 from gaia.store.database import Database
 from gaia.store.models import Base, User
 from tests.support.postgres import PostgresServer, find_bin_dir
+
+use_cheap_password_hashing()
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ADMIN_PASSWORD = "admin-password-1"
@@ -124,7 +126,7 @@ def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
 @pytest.fixture
 def client(platform: Platform) -> Iterator[TestClient]:
     app = create_app(platform, run_loops=False)
-    with TestClient(app, base_url="http://localhost") as c:
+    with TestClient(app, base_url="https://localhost") as c:
         yield c
 
 
@@ -166,7 +168,9 @@ QUOTA = {
 
 @pytest.fixture
 def make_user(client: TestClient, admin: dict[str, str]) -> Callable[..., dict[str, str]]:
-    def make(username: str, *, business: str | None = None, role: str | None = None) -> dict[str, str]:
+    def make(
+        username: str, *, business: str | None = None, role: str | None = None
+    ) -> dict[str, str]:
         password = f"{username}-password"
         r = client.post(
             "/api/v1/users", json={"username": username, "password": password}, headers=admin
@@ -189,7 +193,9 @@ def world(
     client: TestClient, admin: dict[str, str], make_user: Callable[..., dict[str, str]]
 ) -> World:
     for biz in ("alpha", "beta"):
-        assert client.post("/api/v1/businesses", json={"name": biz}, headers=admin).status_code == 201
+        assert (
+            client.post("/api/v1/businesses", json={"name": biz}, headers=admin).status_code == 201
+        )
     r = client.post(
         "/api/v1/clusters",
         json={"name": "sim-1", "kind": "sim", "region": "ap-beijing", "zone": "ap-beijing-1"},
@@ -197,7 +203,9 @@ def world(
     )
     assert r.status_code == 201, r.text
     for biz in ("alpha", "beta"):
-        r = client.put(f"/api/v1/businesses/{biz}/quotas/sim-1", json={"hard": QUOTA}, headers=admin)
+        r = client.put(
+            f"/api/v1/businesses/{biz}/quotas/sim-1", json={"hard": QUOTA}, headers=admin
+        )
         assert r.status_code == 200, r.text
     users = {
         "business-admin": make_user("ba", business="alpha", role="business-admin"),

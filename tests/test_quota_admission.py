@@ -9,7 +9,6 @@ import datetime as dt
 import threading
 from collections import Counter
 
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gaia.api.app import Platform
@@ -133,7 +132,13 @@ def test_quota_get_shows_used_and_total_per_dimension(world: World, platform: Pl
     assert r.status_code == 200, r.text
     dims = {d["dimension"]: d for d in r.json()["dimensions"]}
     assert set(dims) == {
-        "cpu", "memory", "local_disk", "cloud_disk", "shared_disk", "bandwidth", "gpu",
+        "cpu",
+        "memory",
+        "local_disk",
+        "cloud_disk",
+        "shared_disk",
+        "bandwidth",
+        "gpu",
         "gpu_memory",
     }
     assert dims["cpu"]["display"] == "0.3/10 cores"
@@ -164,8 +169,10 @@ def test_admission_check_by_instance_configuration(world: World) -> None:
     c = world.client
     r = c.post(
         "/api/v1/businesses/alpha/instance-configs",
-        json={"name": "ocr-gpu", "resources": {"cpu": 4, "memory": 10240, "local_disk": 4,
-                                               "bandwidth": 10, "gpu": 2}},
+        json={
+            "name": "ocr-gpu",
+            "resources": {"cpu": 4, "memory": 10240, "local_disk": 4, "bandwidth": 10, "gpu": 2},
+        },
         headers=world.as_("business-admin"),
     )
     assert r.status_code == 201, r.text

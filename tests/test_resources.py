@@ -42,7 +42,11 @@ def test_check_fits_names_every_overflowing_dimension() -> None:
     error = quota_exceeded(business="ocr", cluster="bj-1", violations=violations)
     assert "CPU: asked 1 cores, 0.3 cores used of 1 cores allowed" in error.message
     assert error.details["violations"][0] == {
-        "dimension": "cpu", "unit": "cores", "requested": 1, "used": 0.3, "allowed": 1,
+        "dimension": "cpu",
+        "unit": "cores",
+        "requested": 1,
+        "used": 0.3,
+        "allowed": 1,
     }
 
 

@@ -34,7 +34,7 @@ from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.loop import LoopService
 from gaia.controllers.reservations import ReservationReaper
 from gaia.providers.registry import ProviderRegistry
-from gaia.security import SecretBox
+from gaia.security import LoginThrottle, SecretBox
 from gaia.settings import Settings
 from gaia.store import migrate
 from gaia.store.database import Database
@@ -49,6 +49,7 @@ class Platform:
     secrets: SecretBox
     providers: ProviderRegistry
     token_last_touch: dict[int, dt.datetime] = field(default_factory=dict)
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     @classmethod
     def open(cls, settings: Settings, *, run_migrations: bool = True) -> Platform:

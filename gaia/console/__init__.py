@@ -52,7 +52,7 @@ def login_submit(
     plat = platform(request)
     try:
         with plat.db.write_session() as session:
-            user = check_credentials(session, username, password)
+            user = check_credentials(session, username, password, throttle=plat.login_throttle)
             token, _row = start_session(session, user, plat.settings.session_ttl_seconds)
     except GaiaError as exc:
         ctx.error = exc.message

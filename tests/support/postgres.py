@@ -60,19 +60,43 @@ class PostgresServer:
 
     def start(self, timeout: float = 60) -> None:
         subprocess.run(
-            self._cmd(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "gaia",
-                      "--auth=trust", "-E", "UTF8", "--no-sync"),
-            check=True, capture_output=True,
+            self._cmd(
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "gaia",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ),
+            check=True,
+            capture_output=True,
         )
         log = open(self.dir / "postgres.log", "wb")  # noqa: SIM115 (owned by the process)
         self.proc = subprocess.Popen(
             self._cmd(
-                str(self.bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=200",
+                str(self.bin_dir / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
             ),
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -80,8 +104,9 @@ class PostgresServer:
                 raise RuntimeError(
                     "postgres exited: " + (self.dir / "postgres.log").read_text()[-2000:]
                 )
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=1
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1),
             ):
                 ready = subprocess.run(
                     [str(self.bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],

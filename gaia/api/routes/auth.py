@@ -2,15 +2,14 @@
 
 ``POST /auth/login`` verifies an argon2 hash and returns a session token (the console receives
 the same token as an HttpOnly cookie). Repeated failures for one username are slowed down: after
-``MAX_FAILURES`` in ``FAILURE_WINDOW`` the username is refused for the rest of the window, which
-bounds password guessing without letting an attacker lock a user out for long.
+``MAX_FAILURES`` in ``FAILURE_WINDOW`` the username is refused for the rest of the window
+(``gaia.security.LoginThrottle``), which bounds password guessing without letting an attacker
+lock a user out for long.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections import defaultdict, deque
 
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy import select
@@ -27,44 +26,18 @@ from gaia.api.schemas import (
     TokenOut,
     UserOut,
 )
-from gaia.domain.errors import Conflict, NotFound, TooManyRequests, Unauthenticated
+from gaia.domain.errors import Conflict, NotFound, Unauthenticated
 from gaia.domain.rbac import Role
-from gaia.security import DUMMY_PASSWORD_HASH, new_token, token_digest, verify_password
+from gaia.security import (
+    DUMMY_PASSWORD_HASH,
+    LoginThrottle,
+    new_token,
+    token_digest,
+    verify_password,
+)
 from gaia.store.models import Business, Membership, Token, User, utcnow
 
 router = APIRouter(tags=["auth"])
-
-MAX_FAILURES = 10
-FAILURE_WINDOW = dt.timedelta(minutes=5)
-
-
-class LoginThrottle:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[dt.datetime]] = defaultdict(deque)
-
-    def check(self, username: str, now: dt.datetime) -> None:
-        with self._lock:
-            recent = self._failures.get(username)
-            if recent is None:
-                return
-            while recent and now - recent[0] > FAILURE_WINDOW:
-                recent.popleft()
-            if len(recent) >= MAX_FAILURES:
-                raise TooManyRequests(
-                    "too many failed logins for this user; wait a few minutes and try again"
-                )
-
-    def failed(self, username: str, now: dt.datetime) -> None:
-        with self._lock:
-            self._failures[username].append(now)
-
-    def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._failures.pop(username, None)
-
-
-throttle = LoginThrottle()
 
 
 def user_out(user: User) -> UserOut:
@@ -94,7 +67,9 @@ def start_session(session: Session, user: User, ttl_seconds: int) -> tuple[str, 
     return token, row
 
 
-def check_credentials(session: Session, username: str, password: str) -> User:
+def check_credentials(
+    session: Session, username: str, password: str, *, throttle: LoginThrottle
+) -> User:
     now = utcnow()
     throttle.check(username, now)
     user = session.scalars(select(User).where(User.username == username)).one_or_none()
@@ -113,8 +88,9 @@ def login(body: LoginRequest, request: Request, session: SessionDep) -> LoginRes
     ctx.actor = body.username if len(body.username) <= 63 else "anonymous"
     ctx.action = "auth.login"
     ctx.target = f"user/{body.username}"
-    user = check_credentials(session, body.username, body.password)
-    token, row = start_session(session, user, platform(request).settings.session_ttl_seconds)
+    plat = platform(request)
+    user = check_credentials(session, body.username, body.password, throttle=plat.login_throttle)
+    token, row = start_session(session, user, plat.settings.session_ttl_seconds)
     ctx.summary = "logged in"
     assert row.expires_at is not None
     return LoginResponse(token=token, expires_at=row.expires_at, user=user_out(user))

@@ -1,0 +1,199 @@
+"""Every route, tried by every role: who may call it, and what the others get.
+
+The table below must name every route of the app (``test_every_route_is_in_the_table`` fails
+when a new route is added without a row). For each row and role the test checks:
+
+- anonymous callers get 401;
+- a role the row allows is not refused (no 401/403/404 from authorisation);
+- a role the row refuses gets 403, or 404 where it cannot see the object at all (tenancy:
+  another business's objects answer exactly as missing ones).
+
+Objects live in business ``alpha``; ``outsider`` is business-admin of ``beta`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.conftest import QUOTA, World
+
+ROLES = ("platform-admin", "business-admin", "developer", "viewer", "outsider")
+MEMBERS = ("platform-admin", "business-admin", "developer", "viewer")
+ALL = ROLES
+
+
+@dataclass
+class Row:
+    method: str
+    path: str  # with the fixture's real names substituted
+    allowed: tuple[str, ...]
+    body: dict[str, Any] | None = None
+    hidden_from: tuple[str, ...] = field(default=("outsider",))  # expect 404, not 403
+
+    @property
+    def template(self) -> str:
+        return (
+            self.path.replace("/alpha", "/{biz}")
+            .replace("/sim-1", "/{cluster}")
+            .replace("/members/dev", "/members/{username}")
+            .replace("/users/viewer", "/users/{username}")
+            .replace("/instance-configs/small", "/instance-configs/{name}")
+            .replace("/tokens/999", "/tokens/{token_id}")
+            .replace("/records/1", "/records/{record_id}")
+        )
+
+
+BIZ = "/api/v1/businesses/alpha"
+TABLE = [
+    Row("POST", "/api/v1/auth/logout", ALL, hidden_from=()),
+    Row("GET", "/api/v1/users/me", ALL, hidden_from=()),
+    Row("GET", "/api/v1/tokens", ALL, hidden_from=()),
+    Row("POST", "/api/v1/tokens", ALL, {"name": "ci"}, hidden_from=()),
+    # Someone else's token id answers 404 for everyone (tokens are private to their owner).
+    Row("DELETE", "/api/v1/tokens/999", (), hidden_from=ALL),
+    Row("GET", "/api/v1/users", ("platform-admin",), hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/users",
+        ("platform-admin",),
+        {"username": "new", "password": "x" * 10},
+        hidden_from=(),
+    ),
+    # A user sees their own account; only admins see others' (others get 404).
+    Row(
+        "GET",
+        "/api/v1/users/viewer",
+        ("platform-admin", "viewer"),
+        hidden_from=("business-admin", "developer", "outsider"),
+    ),
+    Row(
+        "PATCH",
+        "/api/v1/users/viewer",
+        ("platform-admin", "viewer"),
+        {"display_name": "V"},
+        hidden_from=("business-admin", "developer", "outsider"),
+    ),
+    Row("GET", "/api/v1/businesses", ALL, hidden_from=()),
+    Row("POST", "/api/v1/businesses", ("platform-admin",), {"name": "gamma"}, hidden_from=()),
+    Row("GET", BIZ, MEMBERS),
+    Row("PATCH", BIZ, ("platform-admin", "business-admin"), {"description": "d"}),
+    Row("DELETE", BIZ, ("platform-admin",)),
+    Row("GET", f"{BIZ}/members", MEMBERS),
+    Row("PUT", f"{BIZ}/members/dev", ("platform-admin", "business-admin"), {"role": "developer"}),
+    Row("DELETE", f"{BIZ}/members/dev", ("platform-admin", "business-admin")),
+    Row("GET", f"{BIZ}/quotas", MEMBERS),
+    Row("GET", f"{BIZ}/quotas/sim-1", MEMBERS),
+    Row("PUT", f"{BIZ}/quotas/sim-1", ("platform-admin",), {"hard": QUOTA}),
+    Row("DELETE", f"{BIZ}/quotas/sim-1", ("platform-admin",)),
+    Row("POST", f"{BIZ}/quotas/sim-1/admission-check", MEMBERS, {"request": {"cpu": 1}}),
+    Row("GET", "/api/v1/instance-configs", ALL, hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/instance-configs",
+        ("platform-admin",),
+        {"name": "big", "resources": {"cpu": 8}},
+        hidden_from=(),
+    ),
+    Row("GET", "/api/v1/instance-configs/small", ALL, hidden_from=()),
+    Row(
+        "PATCH",
+        "/api/v1/instance-configs/small",
+        ("platform-admin",),
+        {"description": "x"},
+        hidden_from=(),
+    ),
+    Row("DELETE", "/api/v1/instance-configs/small", ("platform-admin",), hidden_from=()),
+    Row("GET", f"{BIZ}/instance-configs", MEMBERS),
+    Row(
+        "POST",
+        f"{BIZ}/instance-configs",
+        ("platform-admin", "business-admin"),
+        {"name": "big", "resources": {"cpu": 8}},
+    ),
+    Row("GET", f"{BIZ}/instance-configs/small", MEMBERS),
+    Row(
+        "PATCH",
+        f"{BIZ}/instance-configs/small",
+        ("platform-admin", "business-admin"),
+        {"description": "x"},
+    ),
+    Row("DELETE", f"{BIZ}/instance-configs/small", ("platform-admin", "business-admin")),
+    Row("GET", "/api/v1/clusters", ALL, hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/clusters",
+        ("platform-admin",),
+        {"name": "sim-2", "kind": "sim"},
+        hidden_from=(),
+    ),
+    # Members of a business with a quota in sim-1 see it; beta also has a quota there.
+    Row("GET", "/api/v1/clusters/sim-1", ALL, hidden_from=()),
+    Row("PATCH", "/api/v1/clusters/sim-1", ("platform-admin",), {"zone": "z"}, hidden_from=()),
+    Row("DELETE", "/api/v1/clusters/sim-1", ("platform-admin",), hidden_from=()),
+    Row("GET", "/api/v1/records", ALL, hidden_from=()),
+    # Record 1 is the admin's first login (platform-level): only platform admins see it.
+    Row(
+        "GET",
+        "/api/v1/records/1",
+        ("platform-admin",),
+        hidden_from=("business-admin", "developer", "viewer", "outsider"),
+    ),
+    Row("GET", "/api/v1/events", ALL, hidden_from=()),
+    Row("GET", "/api/v1/overview", ALL, hidden_from=()),
+]
+PUBLIC = {("POST", "/api/v1/auth/login")}
+
+
+def _seed(world: World) -> None:
+    c, h = world.client, world.admin
+    for path in ("/api/v1/instance-configs", f"{BIZ}/instance-configs"):
+        r = c.post(path, json={"name": "small", "resources": {"cpu": 1}}, headers=h)
+        assert r.status_code == 201, r.text
+
+
+def test_every_route_is_in_the_table(world: World) -> None:
+    # The OpenAPI document is the list of routes the API offers (no route is hidden from it).
+    spec = world.client.get("/api/openapi.json").json()
+    routes = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
+    covered = {(row.method, row.template) for row in TABLE} | PUBLIC
+    assert routes - covered == set(), "routes without an authorisation row"
+    assert covered - routes == set(), "rows for routes that do not exist"
+
+
+@pytest.mark.parametrize("row", TABLE, ids=lambda r: f"{r.method} {r.template}")
+def test_route_authorisation(world: World, row: Row) -> None:
+    _seed(world)
+    c = world.client
+    anonymous = c.request(row.method, row.path, json=row.body)
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.json()["code"] == "unauthenticated"
+
+    # Order matters for destructive rows: try the refused roles first, the allowed last.
+    for role in sorted(ROLES, key=lambda r: r in row.allowed):
+        r = c.request(row.method, row.path, json=row.body, headers=world.as_(role))
+        if role in row.allowed:
+            assert r.status_code not in (401, 403, 404), f"{role}: {r.status_code} {r.text}"
+            assert r.status_code < 500
+            if row.method == "DELETE":
+                break  # the object is gone; the other allowed roles would get 404
+        elif role in row.hidden_from:
+            assert r.status_code == 404, f"{role}: {r.status_code} {r.text}"
+            assert r.json()["code"] == "not_found"
+        else:
+            assert r.status_code == 403, f"{role}: {r.status_code} {r.text}"
+            assert r.json()["code"] == "forbidden"
+
+
+def test_outsider_cannot_tell_a_foreign_business_from_a_missing_one(world: World) -> None:
+    c, h = world.client, world.as_("outsider")
+    foreign = c.get("/api/v1/businesses/alpha/quotas", headers=h)
+    missing = c.get("/api/v1/businesses/no-such-biz/quotas", headers=h)
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json()["message"].replace("alpha", "X") == missing.json()["message"].replace(
+        "no-such-biz", "X"
+    )
+    listed = c.get("/api/v1/businesses", headers=h).json()["items"]
+    assert [b["name"] for b in listed] == ["beta"]
