@@ -56,10 +56,6 @@ class ClusterHealthLoop(LoopService):
             health = await asyncio.wait_for(
                 provider.check_health(timeout=self.timeout), timeout=self.timeout + 1
             )
-            if health.state != HealthState.HEALTHY:
-                return Probe(health)
-            nodes = await asyncio.wait_for(provider.list_nodes(), timeout=self.timeout)
-            return Probe(health, nodes=len(nodes), ready=sum(1 for n in nodes if n.ready))
         except TimeoutError:
             return Probe(
                 ClusterHealth(HealthState.UNREACHABLE, f"no answer within {self.timeout:g}s")
@@ -69,6 +65,16 @@ class ClusterHealthLoop(LoopService):
             return Probe(
                 ClusterHealth(HealthState.UNREACHABLE, f"probe failed: {type(exc).__name__}")
             )
+        if health.state != HealthState.HEALTHY:
+            return Probe(health)
+        # Node counts are a bonus: a cluster that answers /readyz but will not list nodes (RBAC,
+        # a slow list) is still healthy, its counts are just not refreshed.
+        try:
+            nodes = await asyncio.wait_for(provider.list_nodes(), timeout=self.timeout)
+        except Exception as exc:
+            log.info("cluster %s: node list failed: %s", cluster.name, type(exc).__name__)
+            return Probe(health)
+        return Probe(health, nodes=len(nodes), ready=sum(1 for n in nodes if n.ready))
 
     def _store(self, results: list[tuple[Cluster, Probe]]) -> None:
         now = utcnow()
