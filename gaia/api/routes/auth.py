@@ -72,6 +72,10 @@ def check_credentials(
 ) -> User:
     now = utcnow()
     throttle.check(username, now)
+    if not username.isprintable():
+        # No account can have such a name (and PostgreSQL cannot even compare a NUL byte).
+        throttle.failed(username, now)
+        raise Unauthenticated("wrong username or password")
     user = session.scalars(select(User).where(User.username == username)).one_or_none()
     # Verify against a dummy hash for unknown users so both failures take the same time.
     ok = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, password)
