@@ -1,0 +1,124 @@
+"""``gaia up`` as a newcomer runs it: a real process, a real port, the printed credentials.
+
+The embedded default (SQLite in the data dir) and PostgreSQL through ``GAIA_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.postgres import PostgresServer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(data_dir: Path, port: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gaia", "up", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines = []
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Uvicorn running" in line or "Application startup complete" in line:
+            return proc, "".join(lines)
+    proc.kill()
+    raise AssertionError("gaia up did not start:\n" + "".join(lines))
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _newcomer_session(output: str, port: int) -> None:
+    assert f"Console: http://127.0.0.1:{port}/" in output
+    match = re.search(r"user 'admin', password '([^']+)'", output)
+    assert match, output
+    base = f"http://127.0.0.1:{port}"
+    token = httpx.post(
+        f"{base}/api/v1/auth/login", json={"username": "admin", "password": match.group(1)}
+    ).json()["token"]
+    h = {"Authorization": f"Bearer {token}"}
+    assert [
+        b["name"] for b in httpx.get(f"{base}/api/v1/businesses", headers=h).json()["items"]
+    ] == ["demo"]
+    clusters = httpx.get(f"{base}/api/v1/clusters", headers=h).json()["items"]
+    assert [(c["name"], c["kind"]) for c in clusters] == [("sim-demo", "sim")]
+    quota = httpx.get(f"{base}/api/v1/businesses/demo/quotas/sim-demo", headers=h).json()
+    assert len(quota["dimensions"]) == 8
+    page = httpx.get(f"{base}/console/login")
+    assert page.status_code == 200 and "Log in" in page.text
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
+    env.update(extra)
+    return env
+
+
+def test_gaia_up_on_the_embedded_default(tmp_path: Path) -> None:
+    port = _free_port()
+    proc, output = _start(tmp_path / "data", port, _env())
+    try:
+        assert "SQLite" in output
+        _newcomer_session(output, port)
+    finally:
+        _stop(proc)
+    assert (tmp_path / "data" / "gaia.db").exists()
+    assert oct((tmp_path / "data" / "secret.key").stat().st_mode & 0o777) == "0o600"
+    # A second start keeps the data and does not print (or reset) a password.
+    proc, output = _start(tmp_path / "data", port, _env())
+    _stop(proc)
+    assert "password '" not in output and "demo business" not in output
+
+
+def test_gaia_up_on_postgresql(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database("gaia_up")
+    port = _free_port()
+    proc, output = _start(tmp_path / "data", port, _env(GAIA_DATABASE_URL=url))
+    try:
+        assert "on PostgreSQL" in output
+        _newcomer_session(output, port)
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("password", ["from-env-password"])
+def test_admin_password_from_the_environment(tmp_path: Path, password: str) -> None:
+    port = _free_port()
+    proc, output = _start(tmp_path / "d", port, _env(GAIA_ADMIN_PASSWORD=password))
+    try:
+        assert password not in output and "GAIA_ADMIN_PASSWORD" in output
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/login",
+            json={"username": "admin", "password": password},
+        )
+        assert r.status_code == 200
+    finally:
+        _stop(proc)
