@@ -142,6 +142,26 @@ class Cluster(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class ResourceAmounts:
+    """The eight quota dimensions as columns, in internal units (``gaia.domain.resources``)."""
+
+    cpu: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    local_disk: Mapped[int] = mapped_column(BigInteger, default=0)
+    cloud_disk: Mapped[int] = mapped_column(BigInteger, default=0)
+    shared_disk: Mapped[int] = mapped_column(BigInteger, default=0)
+    bandwidth: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpu: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpu_memory: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    def amounts(self) -> ResourceVector:
+        return ResourceVector(**{n: getattr(self, n) for n in DIMENSION_NAMES})
+
+    def set_amounts(self, vector: ResourceVector) -> None:
+        for n in DIMENSION_NAMES:
+            setattr(self, n, getattr(vector, n))
+
+
 class Quota(Base):
     """A business's hard limits in one cluster and what is reserved or in use against them."""
 
@@ -188,7 +208,7 @@ class Quota(Base):
             setattr(self, f"used_{n}", getattr(vector, n))
 
 
-class QuotaReservation(Base):
+class QuotaReservation(ResourceAmounts, Base):
     """Resources held against a quota for one owner (an instance, a disk, ...).
 
     ``pending`` reservations are taken before the work starts and expire if nobody confirms them
@@ -202,22 +222,12 @@ class QuotaReservation(Base):
     quota_id: Mapped[int] = mapped_column(ForeignKey("quotas.id", ondelete="CASCADE"), index=True)
     owner: Mapped[str] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(16))  # "pending" | "committed"
-    cpu: Mapped[int] = mapped_column(BigInteger, default=0)
-    memory: Mapped[int] = mapped_column(BigInteger, default=0)
-    local_disk: Mapped[int] = mapped_column(BigInteger, default=0)
-    cloud_disk: Mapped[int] = mapped_column(BigInteger, default=0)
-    shared_disk: Mapped[int] = mapped_column(BigInteger, default=0)
-    bandwidth: Mapped[int] = mapped_column(BigInteger, default=0)
-    gpu: Mapped[int] = mapped_column(BigInteger, default=0)
-    gpu_memory: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
-    def amounts(self) -> ResourceVector:
-        return ResourceVector(**{n: getattr(self, n) for n in DIMENSION_NAMES})
 
 
-class InstanceConfig(Base):
+class InstanceConfig(ResourceAmounts, Base):
     """A named instance shape; ``business_id`` NULL means offered platform-wide."""
 
     __tablename__ = "instance_configs"
@@ -230,22 +240,8 @@ class InstanceConfig(Base):
     )
     name: Mapped[str] = mapped_column(String(63))
     description: Mapped[str] = mapped_column(Text, default="")
-    cpu: Mapped[int] = mapped_column(BigInteger, default=0)
-    memory: Mapped[int] = mapped_column(BigInteger, default=0)
-    local_disk: Mapped[int] = mapped_column(BigInteger, default=0)
-    cloud_disk: Mapped[int] = mapped_column(BigInteger, default=0)
-    shared_disk: Mapped[int] = mapped_column(BigInteger, default=0)
-    bandwidth: Mapped[int] = mapped_column(BigInteger, default=0)
-    gpu: Mapped[int] = mapped_column(BigInteger, default=0)
-    gpu_memory: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    def amounts(self) -> ResourceVector:
-        return ResourceVector(**{n: getattr(self, n) for n in DIMENSION_NAMES})
-
-    def set_amounts(self, vector: ResourceVector) -> None:
-        for n in DIMENSION_NAMES:
-            setattr(self, n, getattr(vector, n))
 
 
 class OperationRecord(Base):
