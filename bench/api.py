@@ -49,6 +49,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -226,9 +227,9 @@ def measure_concurrent(
                 scratch = Run()
                 for _ in range(max(1, warmup // threads)):
                     with lock:
-                        n = next(numbers)
+                        warm = next(numbers)
                     check(
-                        response=send(client=client, request=scenario.make(n)),
+                        response=send(client=client, request=scenario.make(warm)),
                         scenario=scenario,
                         run=scratch,
                     )
@@ -374,17 +375,22 @@ def load_businesses(*, base_url: str, token: str, count: int, threads: int) -> N
         with new_client(base_url=base_url, token=token) as client:
             while True:
                 with lock:
-                    i = next(numbers, None)
+                    i = None if failures else next(numbers, None)
                 if i is None:
                     return
-                response = client.post(
-                    "/api/v1/businesses",
-                    json={
-                        "name": business_name(i),
-                        "display_name": f"Business {i}",
-                        "description": "loaded by bench/api.py",
-                    },
-                )
+                try:
+                    response = client.post(
+                        "/api/v1/businesses",
+                        json={
+                            "name": business_name(i),
+                            "display_name": f"Business {i}",
+                            "description": "loaded by bench/api.py",
+                        },
+                    )
+                except httpx.TransportError as exc:  # the server died or is being stopped
+                    with lock:
+                        failures.append(f"{type(exc).__name__}: {exc}")
+                    return
                 if response.status_code != 201:
                     with lock:
                         failures.append(f"{response.status_code} {response.text[:200]}")
@@ -645,10 +651,10 @@ def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
         row = [spec.label, ""]
         for result in results:
             floor = result.scenarios["floor"].sequential
-            got = result.scenarios[spec.key].sequential
+            seq = result.scenarios[spec.key].sequential
             row += [
-                "+" + fmt(got.percentile(0.5) - floor.percentile(0.5), digits=2),
-                "+" + fmt(got.percentile(0.99) - floor.percentile(0.99), digits=2),
+                "+" + fmt(seq.percentile(0.5) - floor.percentile(0.5), digits=2),
+                "+" + fmt(seq.percentile(0.99) - floor.percentile(0.99), digits=2),
                 "",
             ]
         net.append(row)
@@ -696,10 +702,13 @@ def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
             conc = result.scenarios[spec.key].concurrent
             under_load.append(
                 f"  {title}: {spec.label:<28} p50 {fmt(conc.percentile(0.5), digits=2)} ms, "
-                f"p99 {fmt(conc.percentile(0.99), digits=2)} ms, {conc.count} requests "
+                f"p99 {fmt(conc.percentile(0.99), digits=2)} ms, "
+                f"max {fmt(conc.percentile(1.0), digits=0)} ms, {conc.count} requests "
                 f"in {conc.wall_s:.1f} s"
             )
-    notes.append(f"latency seen by each of the {options.threads} concurrent clients:")
+    notes.append(
+        f"the req/s runs: latency seen by each of the {options.threads} concurrent clients:"
+    )
     notes += under_load
     if any(
         run.errors or run.hit_time_bound
@@ -742,6 +751,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    # A plain SIGTERM would skip the cleanup below and leave the server and PostgreSQL running.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     if not GAIA.exists():
         print(f"{GAIA} not found: create the virtualenv first", file=sys.stderr)
         return 2
