@@ -9,6 +9,23 @@ from gaia.store.models import Business, Cluster
 from tests.conftest import QUOTA, World
 
 
+def _hold(
+    platform: Platform, amounts: dict[str, float], *, owner: str, commit: bool = False
+) -> None:
+    """Reserve resources of business alpha in sim-1, as an app would."""
+    with platform.db.write_session() as s:
+        biz = s.query(Business).filter_by(name="alpha").one()
+        cluster = s.query(Cluster).filter_by(name="sim-1").one()
+        quotas.reserve(
+            s,
+            business=biz,
+            cluster=cluster,
+            request=ResourceVector.from_api(amounts),
+            owner=owner,
+            commit=commit,
+        )
+
+
 def test_create_business_with_admins_and_manage_members(world: World, make_user) -> None:
     c, admin = world.client, world.admin
     make_user("zoe")
@@ -43,17 +60,7 @@ def test_last_business_admin_cannot_leave_or_be_demoted(world: World) -> None:
 
 
 def test_business_holding_resources_cannot_be_deleted(world: World, platform: Platform) -> None:
-    with platform.db.write_session() as s:
-        biz = s.query(Business).filter_by(name="alpha").one()
-        cluster = s.query(Cluster).filter_by(name="sim-1").one()
-        quotas.reserve(
-            s,
-            business=biz,
-            cluster=cluster,
-            request=ResourceVector.from_api({"cpu": 1}),
-            owner="app/a/0",
-            commit=True,
-        )
+    _hold(platform, {"cpu": 1}, owner="app/a/0", commit=True)
     r = world.client.delete("/api/v1/businesses/alpha", headers=world.admin)
     assert r.status_code == 409 and "still holds resources" in r.json()["message"]
     assert world.client.delete("/api/v1/businesses/beta", headers=world.admin).status_code == 204
@@ -72,17 +79,7 @@ def test_quota_validation_errors_are_clear(world: World) -> None:
 def test_lowering_a_quota_below_use_warns_and_blocks_growth(
     world: World, platform: Platform
 ) -> None:
-    with platform.db.write_session() as s:
-        biz = s.query(Business).filter_by(name="alpha").one()
-        cluster = s.query(Cluster).filter_by(name="sim-1").one()
-        quotas.reserve(
-            s,
-            business=biz,
-            cluster=cluster,
-            request=ResourceVector.from_api({"cpu": 4}),
-            owner="app/a/0",
-            commit=True,
-        )
+    _hold(platform, {"cpu": 4}, owner="app/a/0", commit=True)
     r = world.client.put(
         "/api/v1/businesses/alpha/quotas/sim-1",
         json={"hard": {**QUOTA, "cpu": 2}},
@@ -104,16 +101,7 @@ def test_lowering_a_quota_below_use_warns_and_blocks_growth(
 
 
 def test_overview_counts_and_usage_are_scoped(world: World, platform: Platform) -> None:
-    with platform.db.write_session() as s:
-        biz = s.query(Business).filter_by(name="alpha").one()
-        cluster = s.query(Cluster).filter_by(name="sim-1").one()
-        quotas.reserve(
-            s,
-            business=biz,
-            cluster=cluster,
-            request=ResourceVector.from_api({"cpu": 1.5, "gpu": 0.5}),
-            owner="x",
-        )
+    _hold(platform, {"cpu": 1.5, "gpu": 0.5}, owner="x")
     full = world.client.get("/api/v1/overview", headers=world.admin).json()
     assert full["totals"]["businesses"] == 2 and full["totals"]["users"] == 5
     sim = full["clusters"][0]

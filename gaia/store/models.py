@@ -226,7 +226,6 @@ class QuotaReservation(ResourceAmounts, Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-
 class InstanceConfig(ResourceAmounts, Base):
     """A named instance shape; ``business_id`` NULL means offered platform-wide."""
 
@@ -241,7 +240,6 @@ class InstanceConfig(ResourceAmounts, Base):
     name: Mapped[str] = mapped_column(String(63))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
 
 
 class OperationRecord(Base):
