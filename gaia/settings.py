@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = 12 * 3600
     cluster_health_interval_seconds: float = 10.0
     cluster_health_timeout_seconds: float = 5.0
+    app_reconcile_interval_seconds: float = 1.0
     reservation_ttl_seconds: int = 600
     demo: bool = True
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from gaia.api.app import Platform, create_app
+from gaia.clock import ManualClock
 from gaia.security import hash_password, use_cheap_password_hashing
 from gaia.settings import Settings
 from gaia.store import migrate
@@ -110,7 +112,8 @@ def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
         cluster_health_interval_seconds=1,
         cluster_health_timeout_seconds=1,
     )
-    plat = Platform.open(settings, run_migrations=False)
+    # Simulated time stands still until a test steps it (``platform.clock.step``).
+    plat = Platform.open(settings, run_migrations=False, clock=ManualClock(dt.datetime.now(dt.UTC)))
     with plat.db.write_session() as session:
         session.add(
             User(

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gaia.api.deps import audit
 from gaia.domain.errors import (
+    ClusterUnavailable,
     Conflict,
     Forbidden,
     GaiaError,
@@ -27,6 +28,7 @@ from gaia.domain.errors import (
     QuotaExceeded,
     TooManyRequests,
     Unauthenticated,
+    Unsupported,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ STATUS: dict[type[GaiaError], int] = {
     Conflict: 409,
     QuotaExceeded: 403,  # as Kubernetes answers an exceeded ResourceQuota
     TooManyRequests: 429,
+    ClusterUnavailable: 503,
+    Unsupported: 501,
 }
 _HTTP_CODES = {
     400: "bad_request",
@@ -86,6 +90,15 @@ def install(app: FastAPI) -> None:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return error_response(request, status, exc.code, exc.message, exc.details, headers)
+
+    @app.exception_handler(ConnectionError)
+    async def _unreachable(request: Request, exc: ConnectionError) -> JSONResponse:
+        return error_response(
+            request,
+            503,
+            "cluster_unavailable",
+            f"the cluster did not answer ({exc}); check its health and retry",
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

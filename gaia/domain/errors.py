@@ -49,3 +49,15 @@ class QuotaExceeded(GaiaError):
     """An admission that does not fit; ``details`` lists every dimension that overflows."""
 
     code = "quota_exceeded"
+
+
+class ClusterUnavailable(GaiaError):
+    """The cluster did not answer; the request may succeed once it is back."""
+
+    code = "cluster_unavailable"
+
+
+class Unsupported(GaiaError):
+    """The operation exists but this kind of cluster does not offer it (yet)."""
+
+    code = "unsupported"

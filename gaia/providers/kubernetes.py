@@ -24,8 +24,23 @@ from typing import Any
 import httpx
 import yaml
 
-from gaia.domain.errors import InvalidRequest
-from gaia.providers.port import ClusterHealth, HealthState, NodeSummary
+from gaia.domain.errors import InvalidRequest, Unsupported
+from gaia.domain.resources import ResourceVector
+from gaia.providers.port import ClusterHealth, HealthState, Node
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
+_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+
+
+def parse_quantity(raw: str) -> float:
+    """A Kubernetes quantity (``500m``, ``4``, ``16Gi``, ``1e3``) as a plain number."""
+    raw = str(raw).strip()
+    for suffix, factor in (*_BINARY.items(), *_DECIMAL.items()):
+        if raw.endswith(suffix):
+            return float(raw[: -len(suffix)]) * factor
+    if raw.endswith("m"):
+        return float(raw[:-1]) / 1000
+    return float(raw)
 
 
 @dataclass(frozen=True)
@@ -174,7 +189,7 @@ class KubernetesCluster:
             HealthState.UNHEALTHY, f"API server not ready (HTTP {response.status_code})"
         )
 
-    async def list_nodes(self) -> list[NodeSummary]:
+    async def list_nodes(self) -> list[Node]:
         response = await self._http().get("/api/v1/nodes", timeout=10)
         response.raise_for_status()
         nodes = []
@@ -186,15 +201,90 @@ class KubernetesCluster:
                 for c in status.get("conditions", [])
             )
             labels = meta.get("labels", {}) or {}
+            capacity = status.get("allocatable") or status.get("capacity") or {}
+            addresses = status.get("addresses", []) or []
             nodes.append(
-                NodeSummary(
+                Node(
                     name=meta.get("name", ""),
                     ready=ready,
+                    schedulable=not item.get("spec", {}).get("unschedulable", False),
                     zone=labels.get("topology.kubernetes.io/zone", ""),
                     labels=labels,
+                    host_ip=next(
+                        (a.get("address", "") for a in addresses if a.get("type") == "InternalIP"),
+                        "",
+                    ),
+                    capacity=ResourceVector(
+                        cpu=int(parse_quantity(capacity.get("cpu", "0")) * 1000),
+                        memory=int(parse_quantity(capacity.get("memory", "0")) // 2**20),
+                    ),
+                    allocated=ResourceVector(),
                 )
             )
         return nodes
+
+    def _not_yet(self, what: str) -> Unsupported:
+        return Unsupported(
+            f"{what} is not available on kubernetes clusters yet: the real-Kubernetes adapter "
+            "currently offers health and node listing only"
+        )
+
+    async def add_node(self, spec: Any) -> Node:
+        raise self._not_yet("adding nodes")
+
+    async def set_schedulable(self, name: str, schedulable: bool) -> Node:
+        raise self._not_yet("cordoning nodes")
+
+    async def drain(self, name: str) -> list[str]:
+        raise self._not_yet("draining nodes")
+
+    async def remove_node(self, name: str) -> None:
+        raise self._not_yet("removing nodes")
+
+    async def list_instances(self, *, namespace: str | None = None, app: str | None = None) -> Any:
+        raise self._not_yet("running apps")
+
+    async def create_instance(self, spec: Any) -> Any:
+        raise self._not_yet("running apps")
+
+    async def replace_image(self, *, namespace: str, name: str, image: str, version: str) -> Any:
+        raise self._not_yet("running apps")
+
+    async def restart_instance(self, *, namespace: str, name: str) -> Any:
+        raise self._not_yet("running apps")
+
+    async def delete_instance(self, *, namespace: str, name: str) -> None:
+        raise self._not_yet("running apps")
+
+    async def apply_service(self, spec: Any) -> Any:
+        raise self._not_yet("services")
+
+    async def get_service(self, *, namespace: str, name: str) -> Any:
+        raise self._not_yet("services")
+
+    async def delete_service(self, *, namespace: str, name: str) -> None:
+        raise self._not_yet("services")
+
+    async def apply_config(self, config: Any) -> None:
+        raise self._not_yet("configs and secrets")
+
+    async def delete_config(self, *, namespace: str, name: str, secret: bool) -> None:
+        raise self._not_yet("configs and secrets")
+
+    async def list_configs(self, *, namespace: str) -> Any:
+        raise self._not_yet("configs and secrets")
+
+    async def events(self, *, since: int = 0, limit: int = 1000) -> Any:
+        return []
+
+    async def metrics(self, *, namespace: str | None = None, names: Any = None) -> Any:
+        raise self._not_yet("metrics")
+
+    async def logs(self, *, namespace: str, name: str, tail: int = 100, since: Any = None) -> Any:
+        raise self._not_yet("logs")
+
+    async def exec(self, *, namespace: str, name: str, command: Any, timeout: float = 10.0) -> Any:
+        raise self._not_yet("exec")
 
     async def close(self) -> None:
         if self._client is not None:

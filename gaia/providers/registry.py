@@ -2,7 +2,9 @@
 
 A ``sim`` cluster is an in-process object with state, so it must outlive requests; a
 ``kubernetes`` cluster keeps its HTTP client. The registry builds each provider on first use from
-the stored row and rebuilds it when the row changes (``updated_at``), e.g. a new kubeconfig.
+the stored row and rebuilds it when the row changes (``updated_at``), e.g. a new kubeconfig. A
+``sim`` cluster is never rebuilt while registered (its nodes and instances live in it); all sim
+clusters share the registry's clock, which tests replace with a ``ManualClock``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+from gaia.clock import Clock, RealClock
 from gaia.providers.kubernetes import KubernetesCluster
 from gaia.providers.port import ClusterProvider
 from gaia.providers.sim import SimCluster
@@ -18,8 +21,9 @@ from gaia.store.models import Cluster
 
 
 class ProviderRegistry:
-    def __init__(self, *, secrets: SecretBox) -> None:
+    def __init__(self, *, secrets: SecretBox, clock: Clock | None = None) -> None:
         self._secrets = secrets
+        self.clock: Clock = clock or RealClock()
         self._lock = threading.Lock()
         self._providers: dict[int, tuple[dt.datetime, ClusterProvider]] = {}
         self._retired: list[ClusterProvider] = []
@@ -27,7 +31,9 @@ class ProviderRegistry:
     def for_cluster(self, cluster: Cluster) -> ClusterProvider:
         with self._lock:
             known = self._providers.get(cluster.id)
-            if known is not None and known[0] == cluster.updated_at:
+            if known is not None and (known[0] == cluster.updated_at or cluster.kind == "sim"):
+                # A sim cluster *is* its in-memory state: rebuilding it would wipe every
+                # instance, so it lives as long as the registration does.
                 return known[1]
             provider = self._build(cluster)
             if known is not None:
@@ -62,7 +68,9 @@ class ProviderRegistry:
 
     def _build(self, cluster: Cluster) -> ClusterProvider:
         if cluster.kind == "sim":
-            return SimCluster(name=cluster.name, spec=cluster.sim_spec or {}, zone=cluster.zone)
+            return SimCluster(
+                name=cluster.name, spec=cluster.sim_spec or {}, zone=cluster.zone, clock=self.clock
+            )
         if cluster.kubeconfig_encrypted is None:
             raise ValueError(f"cluster {cluster.name} has no kubeconfig")
         kubeconfig = self._secrets.decrypt(cluster.kubeconfig_encrypted)

@@ -288,3 +288,128 @@ class Event(Base):
     first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     user: Mapped[str] = mapped_column(String(63), default="")
+
+
+# ---------------------------------------------------------------- applications
+
+
+class App(Base):
+    """An application (the TApp model): a pool of templates and a map instance id -> template.
+
+    ``instances`` is the desired state the app controller drives the cluster toward: JSON
+    ``{"0": "v7", "1": "v7", ...}``. Ids are stable and never reused while the app exists
+    (``next_instance_id``), so ``<app>-<id>`` names one instance for its whole life. A gray
+    upgrade edits entries of this map batch by batch (``AppRollout``).
+    """
+
+    __tablename__ = "apps"
+    __table_args__ = (UniqueConstraint("business_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), index=True
+    )
+    cluster_id: Mapped[int] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(40))
+    description: Mapped[str] = mapped_column(Text, default="")
+    default_template: Mapped[str] = mapped_column(String(63))
+    instances: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    next_instance_id: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="running")  # "running" | "stopped"
+    domain: Mapped[str] = mapped_column(String(253), default="")
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str] = mapped_column(String(63), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AppTemplate(Base):
+    """One version of an app: image, command, env, resources, probes, ... (``spec`` is the
+    validated document of ``gaia.domain.apps.TemplateSpec``). Templates are immutable: a new
+    version is a new template."""
+
+    __tablename__ = "app_templates"
+    __table_args__ = (UniqueConstraint("app_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(63), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AppRollout(Base):
+    """A gray (or rolling) upgrade: move ``instance_ids`` to ``target`` in batches of at most
+    ``max_unavailable``; ``previous`` remembers each instance's template for roll back."""
+
+    __tablename__ = "app_rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    target: Mapped[str] = mapped_column(String(63))
+    instance_ids: Mapped[list[int]] = mapped_column(JSON)
+    previous: Mapped[dict[str, str]] = mapped_column(JSON)
+    max_unavailable: Mapped[int] = mapped_column(Integer, default=1)
+    # "Running" | "Paused" | "Succeeded" | "RollingBack" | "RolledBack"
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(63), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class InstanceFailure(Base):
+    """Each observed failure of an instance, once (the restart back-off and the blacklist
+    count these; the instance list shows the last one)."""
+
+    __tablename__ = "instance_failures"
+    __table_args__ = (UniqueConstraint("app_id", "instance_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    instance_id: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(253))
+    cause: Mapped[str] = mapped_column(String(32))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class AppBlacklist(Base):
+    """A node an app is kept off because its instances kept failing there (expires)."""
+
+    __tablename__ = "app_blacklist"
+    __table_args__ = (UniqueConstraint("app_id", "node"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    node: Mapped[str] = mapped_column(String(253))
+    failures: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ConfigItem(Base):
+    """A ConfigMap (``secret`` False, ``data`` in clear) or a Secret (``data_encrypted``: the
+    Fernet-encrypted JSON of its data; ``data`` then holds only the key names)."""
+
+    __tablename__ = "config_items"
+    __table_args__ = (UniqueConstraint("business_id", "secret", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(253))
+    secret: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    data_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(63), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

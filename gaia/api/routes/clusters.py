@@ -64,7 +64,8 @@ def visible_clusters_stmt(principal: Principal) -> Select[Cluster]:
     return stmt
 
 
-def _visible(session: Session, principal: Principal, name: str) -> Cluster:
+def visible_cluster(session: Session, principal: Principal, name: str) -> Cluster:
+    """The cluster ``name`` if the caller may see it (404 otherwise, as for a missing one)."""
     cluster: Cluster | None = session.scalars(
         visible_clusters_stmt(principal).where(Cluster.name == name)
     ).one_or_none()
@@ -140,7 +141,7 @@ def create_cluster(
 def get_cluster(
     principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
 ) -> ClusterOut:
-    return cluster_out(_visible(session, principal, cluster))
+    return cluster_out(visible_cluster(session, principal, cluster))
 
 
 @router.patch("/clusters/{cluster}", response_model=ClusterOut)
@@ -155,7 +156,7 @@ def update_cluster(
     ctx.action = "cluster.update"
     ctx.cluster = cluster
     ctx.target = f"cluster/{cluster}"
-    row = _visible(session, principal, cluster)
+    row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "change clusters")
     changed = []
     for field in ("region", "zone", "description"):
@@ -187,7 +188,7 @@ def delete_cluster(
     ctx.action = "cluster.delete"
     ctx.cluster = cluster
     ctx.target = f"cluster/{cluster}"
-    row = _visible(session, principal, cluster)
+    row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "remove clusters")
     quotas = session.scalars(select(Quota).where(Quota.cluster_id == row.id)).all()
     session.delete(row)

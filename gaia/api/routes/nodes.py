@@ -1,0 +1,254 @@
+"""Hosts of a cluster: list, scale out (add), cordon, drain, scale in (remove); sim faults.
+
+Reading nodes needs only visibility of the cluster; changing them is a platform administrator's
+job. Scale in is two steps, as operators expect: drain (cordon and evict; the app controller
+recreates the evicted instances on other nodes), then remove, which is refused while anything is
+still bound to the node. ``POST /clusters/{cluster}/sim/faults`` injects failures into a
+simulated cluster (crash, OOM, liveness, image pull, node lost) for drills and demos.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import Field
+
+from gaia.api.deps import PrincipalDep, SessionDep, audit, platform, require_platform_admin
+from gaia.api.routes.clusters import visible_cluster
+from gaia.api.schemas import NAME_PATTERN, ResourceAmounts, Strict
+from gaia.domain.errors import InvalidRequest
+from gaia.providers.port import Node, NodeSpec
+from gaia.providers.sim import SimCluster
+
+router = APIRouter(tags=["nodes"])
+ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
+NodePath = Path(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class GpuOut(Strict):
+    index: int
+    model: str
+    memory_mib: int
+    numa_node: int
+    used: float = Field(description="cards in use, 0..1")
+
+
+class NodeOut(Strict):
+    name: str
+    ready: bool
+    schedulable: bool
+    zone: str
+    labels: dict[str, str]
+    host_ip: str
+    capacity: ResourceAmounts
+    allocated: ResourceAmounts
+    gpus: list[GpuOut]
+    gpu_links: list[list[str]]
+    instances: int
+    message: str
+
+
+class NodeIn(Strict):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    cpu: int = Field(ge=1, le=1024, description="cores")
+    memory_mib: int = Field(ge=256, le=16 * 1024 * 1024)
+    local_disk_gib: int = Field(default=100, ge=1, le=1024 * 1024)
+    bandwidth_mbps: int = Field(default=10_000, ge=1, le=400_000)
+    gpus: int = Field(default=0, ge=0, le=16)
+    gpu_model: str = Field(default="", max_length=63)
+    gpu_memory_mib: int = Field(default=0, ge=0, le=1024 * 1024)
+    gpu_links: list[list[str]] = Field(default_factory=list, max_length=16)
+    zone: str = Field(default="", max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+
+class DrainOut(Strict):
+    node: str
+    evicted: list[str]
+
+
+class FaultIn(Strict):
+    kind: str = Field(
+        description="crash | oom | liveness | image_pull | clear_image_pull | node_lost | "
+        "node_restored"
+    )
+    namespace: str | None = Field(default=None, max_length=63)
+    instance: str | None = Field(default=None, max_length=253)
+    node: str | None = Field(default=None, max_length=253)
+    image: str | None = Field(default=None, max_length=512)
+    exit_code: int | None = Field(default=None, ge=0, le=255)
+    message: str | None = Field(default=None, max_length=500)
+
+
+def node_out(node: Node) -> NodeOut:
+    return NodeOut(
+        name=node.name,
+        ready=node.ready,
+        schedulable=node.schedulable,
+        zone=node.zone,
+        labels=dict(node.labels),
+        host_ip=node.host_ip,
+        capacity=ResourceAmounts.from_vector(node.capacity),
+        allocated=ResourceAmounts.from_vector(node.allocated),
+        gpus=[
+            GpuOut(
+                index=g.index,
+                model=g.model,
+                memory_mib=g.memory_mib,
+                numa_node=g.numa_node,
+                used=node.gpu_used.get(g.index, 0) / 100,
+            )
+            for g in node.gpus
+        ],
+        gpu_links=[list(row) for row in node.gpu_links],
+        instances=node.instance_count,
+        message=node.message,
+    )
+
+
+def _ctx_node(request: Request, verb: str, cluster: str, node: str) -> None:
+    ctx = audit(request)
+    ctx.action = f"node.{verb}"
+    ctx.cluster = cluster
+    ctx.target = f"cluster/{cluster}/node/{node}"
+
+
+@router.get("/clusters/{cluster}/nodes", response_model=list[NodeOut])
+async def list_nodes(
+    request: Request, principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
+) -> list[NodeOut]:
+    row = visible_cluster(session, principal, cluster)
+    nodes = await platform(request).providers.for_cluster(row).list_nodes()
+    return [node_out(n) for n in sorted(nodes, key=lambda n: n.name)]
+
+
+@router.post("/clusters/{cluster}/nodes", response_model=NodeOut, status_code=201)
+async def add_node(
+    body: NodeIn,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+) -> NodeOut:
+    """Scale out: add a host."""
+    _ctx_node(request, "add", cluster, body.name)
+    row = visible_cluster(session, principal, cluster)
+    require_platform_admin(principal, "add nodes")
+    node = (
+        await platform(request)
+        .providers.for_cluster(row)
+        .add_node(
+            NodeSpec(
+                name=body.name,
+                cpu_milli=body.cpu * 1000,
+                memory_mib=body.memory_mib,
+                local_disk_gib=body.local_disk_gib,
+                bandwidth_mbps=body.bandwidth_mbps,
+                gpus=body.gpus,
+                gpu_model=body.gpu_model,
+                gpu_memory_mib=body.gpu_memory_mib,
+                gpu_links=tuple(tuple(r) for r in body.gpu_links),
+                zone=body.zone,
+                labels=body.labels,
+            )
+        )
+    )
+    audit(request).summary = f"added node {body.name}: {body.cpu} cores, {body.gpus} GPU(s)"
+    return node_out(node)
+
+
+async def _schedulable(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str,
+    node: str,
+    on: bool,
+) -> NodeOut:
+    _ctx_node(request, "uncordon" if on else "cordon", cluster, node)
+    row = visible_cluster(session, principal, cluster)
+    require_platform_admin(principal, "cordon or uncordon nodes")
+    result = await platform(request).providers.for_cluster(row).set_schedulable(node, on)
+    audit(request).summary = f"{'uncordoned' if on else 'cordoned'} node {node}"
+    return node_out(result)
+
+
+@router.post("/clusters/{cluster}/nodes/{node}/cordon", response_model=NodeOut)
+async def cordon_node(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+    node: str = NodePath,
+) -> NodeOut:
+    return await _schedulable(request, principal, session, cluster, node, False)
+
+
+@router.post("/clusters/{cluster}/nodes/{node}/uncordon", response_model=NodeOut)
+async def uncordon_node(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+    node: str = NodePath,
+) -> NodeOut:
+    return await _schedulable(request, principal, session, cluster, node, True)
+
+
+@router.post("/clusters/{cluster}/nodes/{node}/drain", response_model=DrainOut)
+async def drain_node(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+    node: str = NodePath,
+) -> DrainOut:
+    """Cordon the node and evict its instances; apps recreate them on other nodes."""
+    _ctx_node(request, "drain", cluster, node)
+    row = visible_cluster(session, principal, cluster)
+    require_platform_admin(principal, "drain nodes")
+    evicted = await platform(request).providers.for_cluster(row).drain(node)
+    audit(request).summary = f"drained node {node}: {len(evicted)} instance(s) evicted"
+    return DrainOut(node=node, evicted=evicted)
+
+
+@router.delete("/clusters/{cluster}/nodes/{node}", status_code=204)
+async def remove_node(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+    node: str = NodePath,
+) -> Response:
+    """Scale in: remove a drained host (refused while instances are bound to it)."""
+    _ctx_node(request, "remove", cluster, node)
+    row = visible_cluster(session, principal, cluster)
+    require_platform_admin(principal, "remove nodes")
+    await platform(request).providers.for_cluster(row).remove_node(node)
+    audit(request).summary = f"removed node {node}"
+    return Response(status_code=204)
+
+
+@router.post("/clusters/{cluster}/sim/faults", status_code=202)
+async def inject_fault(
+    body: FaultIn,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+) -> Response:
+    """Inject a failure into a simulated cluster (drills, demos, tests)."""
+    ctx = audit(request)
+    ctx.action = "sim.fault"
+    ctx.cluster = cluster
+    ctx.target = f"cluster/{cluster}/{body.instance or body.node or body.image or ''}"
+    row = visible_cluster(session, principal, cluster)
+    require_platform_admin(principal, "inject faults")
+    provider = platform(request).providers.for_cluster(row)
+    if not isinstance(provider, SimCluster):
+        raise InvalidRequest(f"cluster '{cluster}' is not simulated; faults are for sim clusters")
+    fault: dict[str, Any] = body.model_dump(exclude_none=True)
+    provider.inject(fault)
+    ctx.summary = f"injected fault {body.kind}"
+    return Response(status_code=202)

@@ -1,0 +1,676 @@
+"""The app controller: drives every cluster toward the apps in the store.
+
+One pass::
+
+    store snapshot (one read) ──► per cluster: nodes + instances (provider) ──► per app:
+        1. gray upgrade step      domain.rollouts.step_rollout   → store (guarded by generation)
+        2. new failures           store.apps.record_failure      → BackOff / Blacklisted events
+        3. reconcile              domain.apps.reconcile_instances → actions
+        4. apply                  scheduler.place + provider calls, one instance at a time
+        5. service                provider.apply_service (ready endpoints only)
+    ──► events (the controller's and the cluster's) written in one transaction per cluster
+
+The decisions are pure functions in ``gaia.domain``; this module only observes, calls them and
+applies what they say. Everything is level-triggered: the store's instance map is the desired
+state and the cluster is the truth for what runs, so a controller killed anywhere in a pass and
+started again (a new object with empty memory) converges without losing or duplicating an
+instance. Clusters are handled one after another and apps within a cluster in id order; an
+error in one app is logged as an event and never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from gaia.clock import Clock
+from gaia.controllers.loop import LoopService
+from gaia.domain import apps as domain_apps
+from gaia.domain.apps import Create, Delete, ReplaceImage, Restart, TemplateSpec
+from gaia.domain.errors import GaiaError
+from gaia.domain.restarts import (
+    BLACKLIST_CAUSES,
+    DEFAULT_POLICY,
+    RestartPolicy,
+    backoff_delay,
+    counts_for_blacklist,
+    decide_restart,
+    should_blacklist,
+)
+from gaia.domain.rollouts import RolloutState, step_rollout
+from gaia.providers.port import (
+    ClusterProvider,
+    ConfigData,
+    ConfigRef,
+    Instance,
+    InstanceSpec,
+    NetworkMode,
+    Node,
+    PortSpec,
+    ProbeKind,
+    ProbeSpec,
+    ServiceSpec,
+)
+from gaia.providers.registry import ProviderRegistry
+from gaia.scheduler import (
+    ClusterView,
+    NodeView,
+    Placement,
+    PlacementRequest,
+    ResourceFitScheduler,
+    Scheduler,
+    Unschedulable,
+)
+from gaia.security import SecretBox
+from gaia.store import apps as store_apps
+from gaia.store import events as store_events
+from gaia.store.apps import AppSnapshot, ConfigSnapshot, Snapshot
+from gaia.store.database import Database
+from gaia.store.models import Cluster
+
+log = logging.getLogger(__name__)
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_APP = "gaia.io/app"
+LABEL_INSTANCE = "gaia.io/instance"
+LABEL_VERSION = "gaia.io/version"
+PROFILE_ANNOTATION = "sim.gaia.io/profile"
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    business: str
+    object_kind: str
+    object_name: str
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclass(slots=True)
+class PassStats:
+    """What one pass did (the benchmark and tests read it)."""
+
+    apps: int = 0
+    actions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class _ClusterMemory:
+    """Per-cluster caches that only save work; losing them (a restart) is harmless."""
+
+    provider: ClusterProvider | None = None
+    event_seq: int = 0
+    applied_configs: dict[tuple[str, str, bool], dt.datetime] = field(default_factory=dict)
+    applied_services: dict[tuple[str, str], ServiceSpec] = field(default_factory=dict)
+
+
+class AppController(LoopService):
+    name = "apps"
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        providers: ProviderRegistry,
+        secrets: SecretBox,
+        clock: Clock,
+        scheduler: Scheduler | None = None,
+        interval: float = 2.0,
+        policy: RestartPolicy = DEFAULT_POLICY,
+    ) -> None:
+        super().__init__(interval=interval)
+        self.db = db
+        self.providers = providers
+        self.secrets = secrets
+        self.clock = clock
+        self.scheduler: Scheduler = scheduler or ResourceFitScheduler()
+        self.policy = policy
+        self.passes = 0
+        self.last = PassStats()
+        self._memory: dict[int, _ClusterMemory] = {}
+
+    async def run_once(self) -> None:
+        now = self.clock.now()
+        snapshot = await asyncio.to_thread(self._load, now)
+        stats = PassStats(apps=len(snapshot.apps))
+        by_cluster: dict[int, list[AppSnapshot]] = defaultdict(list)
+        for app in snapshot.apps:
+            by_cluster[app.cluster_id].append(app)
+        for cluster_id, cluster in snapshot.clusters.items():
+            apps = by_cluster.get(cluster_id, [])
+            if not apps and cluster.kind != "sim":
+                continue  # nothing of ours to look after there
+            try:
+                await self._reconcile_cluster(cluster, apps, snapshot, stats)
+            except ConnectionError as exc:
+                log.info("apps: cluster %s unreachable: %s", cluster.name, exc)
+            except GaiaError as exc:
+                stats.errors += 1
+                log.warning("apps: cluster %s: %s", cluster.name, exc)
+        self.passes += 1
+        self.last = stats
+
+    def _load(self, now: dt.datetime) -> Snapshot:
+        with self.db.read_session() as session:
+            return store_apps.load_snapshot(
+                session, now=now, failure_memory=self.policy.memory, secrets=self.secrets
+            )
+
+    # ------------------------------------------------------------ one cluster
+
+    async def _reconcile_cluster(
+        self, cluster: Cluster, apps: list[AppSnapshot], snapshot: Snapshot, stats: PassStats
+    ) -> None:
+        provider = self.providers.for_cluster(cluster)
+        memory = self._memory.get(cluster.id)
+        if memory is None or memory.provider is not provider:
+            memory = self._memory[cluster.id] = _ClusterMemory(provider=provider)
+        pending: list[PendingEvent] = []
+        nodes = await provider.list_nodes()
+        observed = await provider.list_instances()
+        by_app: dict[tuple[str, str], list[Instance]] = defaultdict(list)
+        for inst in observed:
+            by_app[(inst.namespace, inst.app)].append(inst)
+        view = ClusterView(_node_view(n) for n in nodes)
+        known = {(a.namespace, a.name) for a in apps}
+
+        # instances the platform made for apps that no longer exist at all
+        for (namespace, app_name), insts in by_app.items():
+            if (namespace, app_name) in known:
+                continue
+            for inst in insts:
+                if inst.labels.get(MANAGED_BY) == "gaia":
+                    await provider.delete_instance(namespace=namespace, name=inst.name)
+                    stats.actions["delete-orphan"] += 1
+
+        await self._sync_configs(provider, memory, apps, snapshot.configs)
+        failures = await asyncio.to_thread(self._record_failures, apps, by_app, pending)
+        for app in apps:
+            try:
+                await self._reconcile_app(
+                    provider=provider,
+                    memory=memory,
+                    app=app,
+                    observed=by_app.get((app.namespace, app.name), []),
+                    view=view,
+                    new_failures=failures.get(app.id, {}),
+                    pending=pending,
+                    stats=stats,
+                )
+            except (GaiaError, ValueError, KeyError) as exc:
+                stats.errors += 1
+                log.warning("apps: %s/%s: %s", app.namespace, app.name, exc)
+                pending.append(
+                    PendingEvent(
+                        app.namespace, "App", app.name, "ReconcileError", str(exc), "Warning"
+                    )
+                )
+        await self._flush_events(provider, memory, cluster, snapshot, pending)
+
+    async def _reconcile_app(
+        self,
+        *,
+        provider: ClusterProvider,
+        memory: _ClusterMemory,
+        app: AppSnapshot,
+        observed: list[Instance],
+        view: ClusterView,
+        new_failures: Mapping[int, int],
+        pending: list[PendingEvent],
+        stats: PassStats,
+    ) -> None:
+        now = self.clock.now()
+        if app.state == "deleting":
+            for inst in observed:
+                await provider.delete_instance(namespace=app.namespace, name=inst.name)
+                _release(view, inst)
+                stats.actions["delete"] += 1
+            await provider.delete_service(namespace=app.namespace, name=app.name)
+            memory.applied_services.pop((app.namespace, app.name), None)
+            await asyncio.to_thread(self._purge, app.id)
+            return
+
+        by_id = {inst.instance_id: inst for inst in observed}
+        if app.rollout is not None:
+            await self._step_rollout(app, by_id, pending)
+
+        recent = dict(app.recent_failures)
+        for iid, count in new_failures.items():
+            recent[iid] = recent.get(iid, 0) + count
+        desired = domain_apps.AppDesired(
+            name=app.name,
+            running=app.state == "running",
+            instances=app.instances,
+            templates=app.templates,
+        )
+        actions = domain_apps.reconcile_instances(
+            desired=desired,
+            observed=observed,
+            recent_failures=recent,
+            blacklist=app.blacklist,
+            now=now,
+            policy=self.policy,
+        )
+        for action in actions:
+            if isinstance(action, Delete):
+                gone = by_id.get(action.instance_id)
+                await provider.delete_instance(namespace=app.namespace, name=action.name)
+                if gone is not None and gone.name == action.name:
+                    _release(view, gone)
+                stats.actions["delete"] += 1
+            elif isinstance(action, Create):
+                created = await self._create(provider, app, action, view, pending)
+                stats.actions["create" if created else "unschedulable"] += 1
+            elif isinstance(action, ReplaceImage):
+                await provider.replace_image(
+                    namespace=app.namespace,
+                    name=action.name,
+                    image=action.image,
+                    version=action.version,
+                )
+                pending.append(
+                    PendingEvent(
+                        app.namespace,
+                        "Instance",
+                        action.name,
+                        "InPlaceUpgrade",
+                        f"upgrading in place from {action.from_version} to {action.version} "
+                        f"(image {action.image}); node, IP and GPUs are kept",
+                    )
+                )
+                stats.actions["replace-image"] += 1
+            elif isinstance(action, Restart):
+                await provider.restart_instance(namespace=app.namespace, name=action.name)
+                stats.actions["restart"] += 1
+        if app.state == "running":
+            await self._ensure_service(provider, memory, app)
+
+    async def _step_rollout(
+        self, app: AppSnapshot, by_id: dict[int, Instance], pending: list[PendingEvent]
+    ) -> None:
+        rollout = app.rollout
+        assert rollout is not None
+        step = step_rollout(rollout.plan, instances=app.instances, observed=by_id)
+        if (
+            not step.assignments
+            and step.state == rollout.plan.state
+            and step.message == rollout.message
+        ):
+            return
+        generation = await asyncio.to_thread(
+            self._write_rollout, app, rollout.id, step.assignments, step.state, step.message
+        )
+        if generation is None:
+            return  # the app changed under us; plan again next pass with fresh data
+        app.generation = generation
+        for iid, version in step.assignments.items():
+            app.instances[iid] = version
+        if step.state != rollout.plan.state:
+            kind = "Warning" if step.state is RolloutState.PAUSED else "Normal"
+            text = step.message or (
+                f"upgrade to {rollout.plan.target}: {step.state} "
+                f"({step.progress.done}/{step.progress.total} instances)"
+            )
+            pending.append(
+                PendingEvent(app.namespace, "App", app.name, f"Upgrade{step.state}", text, kind)
+            )
+        if step.assignments:
+            ids = ", ".join(map(str, sorted(step.assignments)))
+            goal = next(iter(step.assignments.values()))
+            pending.append(
+                PendingEvent(
+                    app.namespace,
+                    "App",
+                    app.name,
+                    "UpgradeBatch",
+                    f"moving instance(s) {ids} to {goal}",
+                )
+            )
+
+    def _write_rollout(
+        self,
+        app: AppSnapshot,
+        rollout_id: int,
+        assignments: dict[int, str],
+        state: str,
+        message: str,
+    ) -> int | None:
+        with self.db.write_session() as session:
+            return store_apps.apply_rollout_step(
+                session,
+                app_id=app.id,
+                rollout_id=rollout_id,
+                generation=app.generation,
+                assignments=assignments,
+                state=state,
+                message=message,
+                now=self.clock.now(),
+            )
+
+    def _purge(self, app_id: int) -> None:
+        with self.db.write_session() as session:
+            store_apps.purge_app(session, app_id)
+
+    # ------------------------------------------------------------ failures
+
+    def _record_failures(
+        self,
+        apps: list[AppSnapshot],
+        by_app: Mapping[tuple[str, str], list[Instance]],
+        pending: list[PendingEvent],
+    ) -> dict[int, dict[int, int]]:
+        """Store each failure once; emit BackOff/Blacklisted; returns new failures per app."""
+        failed = [
+            (app, inst)
+            for app in apps
+            for inst in by_app.get((app.namespace, app.name), [])
+            if inst.phase == "Failed" and inst.last_failure is not None
+        ]
+        if not failed:
+            return {}
+        now = self.clock.now()
+        new: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        with self.db.write_session() as session:
+            for app, inst in failed:
+                failure = inst.last_failure
+                assert failure is not None
+                if not store_apps.record_failure(
+                    session,
+                    app_id=app.id,
+                    instance_id=inst.instance_id,
+                    node=inst.node,
+                    cause=str(failure.cause),
+                    exit_code=failure.exit_code,
+                    message=failure.message,
+                    at=failure.at,
+                ):
+                    continue
+                new[app.id][inst.instance_id] += 1
+                count = app.recent_failures.get(inst.instance_id, 0) + new[app.id][inst.instance_id]
+                blacklisted = inst.node in app.blacklist or self._maybe_blacklist(
+                    session, app, inst.node, str(failure.cause), now, pending
+                )
+                decision = decide_restart(
+                    cause=str(failure.cause),
+                    recent_failures=count,
+                    node_blacklisted=blacklisted,
+                    policy=self.policy,
+                )
+                detail = failure.message or str(failure.cause)
+                if failure.exit_code is not None:
+                    detail += f" (exit code {failure.exit_code})"
+                if decision.action.value == "reschedule":
+                    text = f"{detail}; rescheduling on another node: {decision.reason}"
+                    reason = "Rescheduling"
+                else:
+                    seconds = int(backoff_delay(count, self.policy).total_seconds())
+                    text = f"{detail}; {decision.reason}, next try in {seconds}s"
+                    reason = "BackOff"
+                pending.append(
+                    PendingEvent(app.namespace, "Instance", inst.name, reason, text, "Warning")
+                )
+        return {k: dict(v) for k, v in new.items()}
+
+    def _maybe_blacklist(
+        self,
+        session: Session,
+        app: AppSnapshot,
+        node: str,
+        cause: str,
+        now: dt.datetime,
+        pending: list[PendingEvent],
+    ) -> bool:
+        """Blacklist ``node`` for the app when its failures there reach the threshold."""
+        if not counts_for_blacklist(cause):
+            return False
+        policy = self.policy
+        on_node = store_apps.failures_on_node(
+            session,
+            app_id=app.id,
+            node=node,
+            causes=frozenset(c.value for c in BLACKLIST_CAUSES),
+            since=now - policy.blacklist_window,
+        )
+        window, ttl = _minutes(policy.blacklist_window), _minutes(policy.blacklist_ttl)
+        if not should_blacklist(on_node, policy) or not store_apps.blacklist_node(
+            session,
+            app_id=app.id,
+            node=node,
+            failures=on_node,
+            reason=f"{on_node} failures in {window}",
+            now=now,
+            ttl=policy.blacklist_ttl,
+        ):
+            return False
+        app.blacklist = app.blacklist | {node}
+        pending.append(
+            PendingEvent(
+                app.namespace,
+                "App",
+                app.name,
+                "Blacklisted",
+                f"node {node} blacklisted for {ttl} after {on_node} failures in {window}; "
+                "new instances avoid it",
+                "Warning",
+            )
+        )
+        return True
+
+    # ------------------------------------------------------------ creating instances
+
+    async def _create(
+        self,
+        provider: ClusterProvider,
+        app: AppSnapshot,
+        action: Create,
+        view: ClusterView,
+        pending: list[PendingEvent],
+    ) -> bool:
+        template = app.templates.get(action.version)
+        name = domain_apps.instance_name(app.name, action.instance_id)
+        if template is None:
+            return False
+        request = PlacementRequest(
+            name=f"{app.namespace}/{name}",
+            resources=template.resources,
+            avoid_nodes=action.avoid_nodes,
+            node_selector=dict(template.body.get("node_selector") or {}),
+        )
+        try:
+            placement = self.scheduler.place(request, view)
+        except Unschedulable as exc:
+            pending.append(
+                PendingEvent(
+                    app.namespace, "Instance", name, "FailedScheduling", str(exc), "Warning"
+                )
+            )
+            return False
+        spec = build_instance_spec(
+            namespace=app.namespace,
+            app=app.name,
+            instance_id=action.instance_id,
+            template=template,
+            placement=placement,
+        )
+        await provider.create_instance(spec)
+        view.bind(placement, template.resources)
+        return True
+
+    async def _sync_configs(
+        self,
+        provider: ClusterProvider,
+        memory: _ClusterMemory,
+        apps: list[AppSnapshot],
+        configs: Mapping[tuple[str, str, bool], ConfigSnapshot],
+    ) -> None:
+        wanted = {
+            (app.namespace, ref["name"], bool(ref.get("secret", False)))
+            for app in apps
+            for template in app.templates.values()
+            for ref in template.body.get("configs", [])
+        }
+        for key in sorted(wanted):
+            config = configs.get(key)
+            if config is None or memory.applied_configs.get(key) == config.updated_at:
+                continue
+            await provider.apply_config(
+                ConfigData(
+                    namespace=config.namespace,
+                    name=config.name,
+                    secret=config.secret,
+                    data=config.data,
+                )
+            )
+            memory.applied_configs[key] = config.updated_at
+
+    async def _ensure_service(
+        self, provider: ClusterProvider, memory: _ClusterMemory, app: AppSnapshot
+    ) -> None:
+        template = app.templates.get(app.default_template)
+        ports = tuple(_ports(template.body)) if template else ()
+        spec = ServiceSpec(
+            namespace=app.namespace, name=app.name, app=app.name, ports=ports, domain=app.domain
+        )
+        if memory.applied_services.get((app.namespace, app.name)) == spec:
+            return
+        await provider.apply_service(spec)
+        memory.applied_services[(app.namespace, app.name)] = spec
+
+    # ------------------------------------------------------------ events
+
+    async def _flush_events(
+        self,
+        provider: ClusterProvider,
+        memory: _ClusterMemory,
+        cluster: Cluster,
+        snapshot: Snapshot,
+        pending: list[PendingEvent],
+    ) -> None:
+        cluster_events = await provider.events(since=memory.event_seq, limit=10_000)
+        for ev in cluster_events:
+            memory.event_seq = max(memory.event_seq, ev.seq)
+            pending.append(
+                PendingEvent(
+                    ev.namespace, ev.object_kind, ev.object_name, ev.reason, ev.message, ev.type
+                )
+            )
+        if not pending:
+            return
+        await asyncio.to_thread(self._write_events, cluster.name, snapshot.businesses, pending)
+
+    def _write_events(
+        self, cluster: str, businesses: Mapping[str, int], pending: list[PendingEvent]
+    ) -> None:
+        now = self.clock.now()
+        with self.db.write_session() as session:
+            for ev in pending:
+                store_events.emit(
+                    session,
+                    object_kind=ev.object_kind,
+                    object_name=ev.object_name,
+                    reason=ev.reason,
+                    message=ev.message[:2000],
+                    type="Warning" if ev.type == "Warning" else "Normal",
+                    business_id=businesses.get(ev.business),
+                    business=ev.business,
+                    cluster=cluster,
+                    now=now,
+                )
+
+
+def _minutes(delta: dt.timedelta) -> str:
+    return f"{int(delta.total_seconds() // 60)}m"
+
+
+def _release(view: ClusterView, inst: Instance) -> None:
+    view.release(inst.node, inst.resources, inst.gpu_ids)
+
+
+def _node_view(node: Node) -> NodeView:
+    gpu_free = {g.index: 100 - node.gpu_used.get(g.index, 0) for g in node.gpus}
+    return NodeView(
+        name=node.name,
+        ready=node.ready,
+        schedulable=node.schedulable,
+        free=node.free,
+        zone=node.zone,
+        labels=node.labels,
+        gpu_free=gpu_free,
+        gpu_links=node.gpu_links,
+    )
+
+
+def _ports(body: Mapping[str, Any]) -> list[PortSpec]:
+    return [
+        PortSpec(port=int(p["port"]), name=p.get("name", ""), protocol=p.get("protocol", "TCP"))
+        for p in body.get("ports") or []
+    ]
+
+
+def _probe(doc: Mapping[str, Any] | None) -> ProbeSpec | None:
+    if not doc:
+        return None
+    return ProbeSpec(
+        kind=ProbeKind(doc.get("kind", "http")),
+        path=doc.get("path", "/"),
+        port=int(doc.get("port", 0)),
+        command=tuple(doc.get("command") or ()),
+        initial_delay_s=float(doc.get("initial_delay_s", 0)),
+        period_s=float(doc.get("period_s", 10)),
+        timeout_s=float(doc.get("timeout_s", 1)),
+        failure_threshold=int(doc.get("failure_threshold", 3)),
+        success_threshold=int(doc.get("success_threshold", 1)),
+    )
+
+
+def build_instance_spec(
+    *,
+    namespace: str,
+    app: str,
+    instance_id: int,
+    template: TemplateSpec,
+    placement: Placement,
+) -> InstanceSpec:
+    """The port's ``InstanceSpec`` for one instance of ``template`` placed at ``placement``."""
+    body = template.body
+    return InstanceSpec(
+        namespace=namespace,
+        app=app,
+        instance_id=instance_id,
+        version=template.name,
+        image=template.image,
+        node=placement.node,
+        resources=template.resources,
+        gpu_ids=placement.gpu_ids,
+        command=tuple(body.get("command") or ()),
+        args=tuple(body.get("args") or ()),
+        env=dict(body.get("env") or {}),
+        ports=tuple(_ports(body)),
+        liveness=_probe(body.get("liveness")),
+        readiness=_probe(body.get("readiness")),
+        configs=tuple(
+            ConfigRef(
+                name=c["name"],
+                secret=bool(c.get("secret", False)),
+                mount_path=c.get("mount_path", ""),
+            )
+            for c in body.get("configs") or []
+        ),
+        network_mode=NetworkMode(body.get("network_mode", "overlay")),
+        labels={
+            MANAGED_BY: "gaia",
+            LABEL_APP: app,
+            LABEL_INSTANCE: str(instance_id),
+            LABEL_VERSION: template.name,
+        },
+        annotations={PROFILE_ANNOTATION: str(body.get("profile") or "web")},
+    )

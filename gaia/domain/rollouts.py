@@ -1,0 +1,165 @@
+"""Gray upgrades: move chosen instances to a target template, a batch at a time.
+
+A ``GrayUpgradePlan`` names the instances (any ids, in the order given), the target template and
+``max_unavailable``. It never touches the cluster: each step only edits the app's map *instance
+id → template*, and ``gaia.domain.apps.reconcile_instances`` turns the map into actions (an
+in-place image swap when only the image differs). So a rolling upgrade of the whole app in id
+order is the same plan with every id, and roll back is the same plan run toward each instance's
+previous template.
+
+``step_rollout`` is pure: given the plan, the map and what the cluster reports, it returns the
+new assignments and state. An instance counts as *done* when it runs the goal version and is
+ready; at most ``max_unavailable`` instances of the plan are in flight at once. An instance that
+fails on the new version pauses the plan (the operator decides: resume or roll back) — a gray
+upgrade exists to stop a bad version before it is everywhere.
+
+States: Running → Succeeded, Running ⇄ Paused, any → RollingBack → RolledBack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from gaia.domain.apps import InstanceView
+from gaia.domain.errors import Conflict, InvalidRequest
+
+
+class RolloutState(StrEnum):
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+
+
+ACTIVE = frozenset({RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.ROLLING_BACK})
+
+
+@dataclass(frozen=True, slots=True)
+class GrayUpgradePlan:
+    target: str
+    instance_ids: tuple[int, ...]
+    previous: Mapping[int, str]  # id -> template before the plan touched it
+    max_unavailable: int
+    state: RolloutState
+
+    def goal(self, instance_id: int) -> str:
+        if self.state in (RolloutState.ROLLING_BACK, RolloutState.ROLLED_BACK):
+            return self.previous[instance_id]
+        return self.target
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutProgress:
+    total: int
+    done: int
+    in_flight: tuple[int, ...]
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutStep:
+    assignments: dict[int, str] = field(default_factory=dict)
+    state: RolloutState = RolloutState.RUNNING
+    message: str = ""
+    progress: RolloutProgress = RolloutProgress(0, 0, (), 0)
+
+
+def new_plan(
+    *,
+    target: str,
+    instance_ids: Sequence[int],
+    instances: Mapping[int, str],
+    templates: Sequence[str],
+    max_unavailable: int,
+) -> GrayUpgradePlan:
+    """Validate an upgrade request against the app; raises ``InvalidRequest`` saying what is
+    wrong."""
+    if target not in templates:
+        raise InvalidRequest(
+            f"template {target!r} does not exist; the app has: {', '.join(sorted(templates))}"
+        )
+    if not instance_ids:
+        raise InvalidRequest("choose at least one instance to upgrade")
+    if len(set(instance_ids)) != len(instance_ids):
+        raise InvalidRequest("an instance id is listed twice")
+    missing = [i for i in instance_ids if i not in instances]
+    if missing:
+        raise InvalidRequest(
+            f"instance id(s) {', '.join(map(str, missing[:10]))} are not in the app",
+            details={"missing": missing[:100]},
+        )
+    if max_unavailable < 1:
+        raise InvalidRequest("max_unavailable must be at least 1")
+    already = [i for i in instance_ids if instances[i] == target]
+    if len(already) == len(instance_ids):
+        raise Conflict(f"every chosen instance already runs {target}")
+    return GrayUpgradePlan(
+        target=target,
+        instance_ids=tuple(instance_ids),
+        previous={i: instances[i] for i in instance_ids},
+        max_unavailable=max_unavailable,
+        state=RolloutState.RUNNING,
+    )
+
+
+def step_rollout(
+    plan: GrayUpgradePlan,
+    *,
+    instances: Mapping[int, str],
+    observed: Mapping[int, InstanceView],
+) -> RolloutStep:
+    # instances scaled in while the plan runs are simply no longer part of it
+    ids = [i for i in plan.instance_ids if i in instances]
+    done: list[int] = []
+    in_flight: list[int] = []
+    waiting: list[int] = []
+    failed: list[str] = []
+    for iid in ids:
+        goal = plan.goal(iid)
+        inst = observed.get(iid)
+        if instances[iid] != goal:
+            waiting.append(iid)
+        elif inst is not None and inst.version == goal and inst.ready:
+            done.append(iid)
+        else:
+            in_flight.append(iid)
+            if inst is not None and inst.version == goal and inst.phase == "Failed":
+                cause = inst.last_failure.cause if inst.last_failure else "failed"
+                failed.append(f"{inst.name} ({cause})")
+
+    def progress(extra: Sequence[int] = ()) -> RolloutProgress:
+        return RolloutProgress(
+            total=len(ids),
+            done=len(done),
+            in_flight=tuple(in_flight) + tuple(extra),
+            waiting=len(waiting) - len(extra),
+        )
+
+    if plan.state is RolloutState.PAUSED:
+        return RolloutStep(state=plan.state, progress=progress())
+    if plan.state in (RolloutState.SUCCEEDED, RolloutState.ROLLED_BACK):
+        return RolloutStep(state=plan.state, progress=progress())
+    if not waiting and not in_flight:
+        finished = (
+            RolloutState.ROLLED_BACK
+            if plan.state is RolloutState.ROLLING_BACK
+            else RolloutState.SUCCEEDED
+        )
+        return RolloutStep(state=finished, progress=progress())
+    if failed and plan.state is RolloutState.RUNNING:
+        return RolloutStep(
+            state=RolloutState.PAUSED,
+            message=f"paused: {', '.join(failed[:5])} failed on {plan.target}; "
+            "resume to go on or roll back",
+            progress=progress(),
+        )
+    room = plan.max_unavailable - len(in_flight)
+    batch = waiting[: max(0, room)]
+    return RolloutStep(
+        assignments={iid: plan.goal(iid) for iid in batch},
+        state=plan.state,
+        progress=progress(batch),
+    )
