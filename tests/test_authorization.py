@@ -13,16 +13,21 @@ Objects live in business ``alpha``; ``outsider`` is business-admin of ``beta`` o
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from gaia.api.app import Platform
+from gaia.store.models import App, AppBlacklist, utcnow
 from tests.conftest import QUOTA, World
 
 ROLES = ("platform-admin", "business-admin", "developer", "viewer", "outsider")
 MEMBERS = ("platform-admin", "business-admin", "developer", "viewer")
 ALL = ROLES
+WRITERS = ("platform-admin", "business-admin", "developer")  # app.write
 
 
 @dataclass
@@ -36,17 +41,32 @@ class Row:
     @property
     def template(self) -> str:
         return (
-            self.path.replace("/alpha", "/{biz}")
+            self.path.split("?")[0]
+            .replace("/sim-1-node-0", "/{node}")
+            .replace("/alpha", "/{biz}")
             .replace("/sim-1", "/{cluster}")
             .replace("/members/dev", "/members/{username}")
             .replace("/users/viewer", "/users/{username}")
             .replace("/instance-configs/small", "/instance-configs/{name}")
             .replace("/tokens/999", "/tokens/{token_id}")
             .replace("/records/1", "/records/{record_id}")
+            .replace("/apps/web", "/apps/{app}")
+            .replace("/templates/v1", "/templates/{version}")
+            .replace("/instances/0", "/instances/{instance}")
+            .replace("/upgrades/1", "/upgrades/{upgrade}")
+            .replace("/configmaps/settings", "/configmaps/{name}")
+            .replace("/secrets/db?reveal=true", "/secrets/{name}")
+            .replace("/secrets/db", "/secrets/{name}")
         )
 
 
 BIZ = "/api/v1/businesses/alpha"
+APP = f"{BIZ}/apps/web"
+NODES = "/api/v1/clusters/sim-1/nodes"
+V1 = {"name": "v1", "image": "shop/web:1", "resources": {"cpu": 1, "memory": 256}}
+V2 = {**V1, "name": "v2", "image": "shop/web:2"}
+APP_BODY = {"name": "other", "cluster": "sim-1", "templates": [V1], "replicas": 1}
+NODE_BODY = {"name": "extra-1", "cpu": 8, "memory_mib": 16384}
 TABLE = [
     Row("POST", "/api/v1/auth/logout", ALL, hidden_from=()),
     Row("GET", "/api/v1/users/me", ALL, hidden_from=()),
@@ -143,14 +163,90 @@ TABLE = [
     ),
     Row("GET", "/api/v1/events", ALL, hidden_from=()),
     Row("GET", "/api/v1/overview", ALL, hidden_from=()),
+    # configmaps and secrets
+    Row("GET", f"{BIZ}/configmaps", MEMBERS),
+    Row("POST", f"{BIZ}/configmaps", WRITERS, {"name": "new", "data": {"k": "v"}}),
+    Row("GET", f"{BIZ}/configmaps/settings", MEMBERS),
+    Row("PUT", f"{BIZ}/configmaps/settings", WRITERS, {"data": {"k": "v"}}),
+    Row("DELETE", f"{BIZ}/configmaps/settings", WRITERS),
+    Row("GET", f"{BIZ}/secrets", MEMBERS),
+    Row("POST", f"{BIZ}/secrets", WRITERS, {"name": "new", "data": {"k": "v"}}),
+    Row("GET", f"{BIZ}/secrets/db", MEMBERS),
+    Row("GET", f"{BIZ}/secrets/db?reveal=true", WRITERS),
+    Row("PUT", f"{BIZ}/secrets/db", WRITERS, {"data": {"k": "v"}}),
+    Row("DELETE", f"{BIZ}/secrets/db", WRITERS),
+    # apps (seeded: app "web" with templates v1, v2 and upgrade 1 of instance 0 to v2)
+    Row("GET", f"{BIZ}/apps", MEMBERS),
+    Row("POST", f"{BIZ}/apps", WRITERS, APP_BODY),
+    Row("GET", APP, MEMBERS),
+    Row("PATCH", APP, WRITERS, {"description": "d"}),
+    Row("DELETE", APP, WRITERS),
+    Row("POST", f"{APP}/stop", WRITERS),
+    Row("POST", f"{APP}/start", WRITERS),
+    Row("GET", f"{APP}/templates", MEMBERS),
+    Row("POST", f"{APP}/templates", WRITERS, {**V2, "name": "v3"}),
+    Row("GET", f"{APP}/templates/v1", MEMBERS),
+    Row("DELETE", f"{APP}/templates/v1", WRITERS),
+    Row("POST", f"{APP}/scale-out", WRITERS, {"count": 1}),
+    Row("POST", f"{APP}/scale-in", WRITERS, {"instance_ids": [0]}),
+    Row("GET", f"{APP}/instances", MEMBERS),
+    Row("GET", f"{APP}/instances/0", MEMBERS),
+    Row("POST", f"{APP}/instances/0/restart", WRITERS),
+    Row("POST", f"{APP}/instances/0/kill", WRITERS),
+    Row("GET", f"{APP}/instances/0/logs", MEMBERS),
+    Row("POST", f"{APP}/instances/0/exec", WRITERS, {"command": ["hostname"]}),
+    Row("GET", f"{APP}/upgrades", MEMBERS),
+    Row("POST", f"{APP}/upgrades", WRITERS, {"template": "v1", "instance_ids": [0]}),
+    Row("GET", f"{APP}/upgrades/1", MEMBERS),
+    Row("POST", f"{APP}/upgrades/1/pause", WRITERS),
+    Row("POST", f"{APP}/upgrades/1/resume", WRITERS),
+    Row("POST", f"{APP}/upgrades/1/rollback", WRITERS),
+    Row("GET", f"{APP}/service", MEMBERS),
+    Row("GET", f"{APP}/blacklist", MEMBERS),
+    Row("DELETE", f"{APP}/blacklist/sim-1-node-0", ("platform-admin", "business-admin")),
+    # nodes of a cluster: everyone who sees the cluster reads them; only platform admins act
+    Row("GET", f"{NODES}", ALL, hidden_from=()),
+    Row("POST", f"{NODES}", ("platform-admin",), NODE_BODY, hidden_from=()),
+    Row("POST", f"{NODES}/sim-1-node-0/cordon", ("platform-admin",), hidden_from=()),
+    Row("POST", f"{NODES}/sim-1-node-0/uncordon", ("platform-admin",), hidden_from=()),
+    Row("POST", f"{NODES}/sim-1-node-0/drain", ("platform-admin",), hidden_from=()),
+    Row("DELETE", f"{NODES}/sim-1-node-0", ("platform-admin",), hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/clusters/sim-1/sim/faults",
+        ("platform-admin",),
+        {"kind": "node_lost", "node": "sim-1-node-0"},
+        hidden_from=(),
+    ),
 ]
 PUBLIC = {("POST", "/api/v1/auth/login")}
 
 
-def _seed(world: World) -> None:
+def _seed(world: World, platform: Platform) -> None:
     c, h = world.client, world.admin
+    r = c.post(
+        f"{BIZ}/apps",
+        json={"name": "web", "cluster": "sim-1", "templates": [V1, V2], "replicas": 1},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    r = c.post(f"{APP}/upgrades", json={"template": "v2", "instance_ids": [0]}, headers=h)
+    assert r.status_code == 201, r.text
+    with platform.db.write_session() as session:
+        app_id = session.scalars(select(App.id).where(App.name == "web")).one()
+        session.add(
+            AppBlacklist(
+                app_id=app_id,
+                node="sim-1-node-0",
+                failures=3,
+                expires_at=utcnow() + dt.timedelta(hours=1),
+            )
+        )
     for path in ("/api/v1/instance-configs", f"{BIZ}/instance-configs"):
         r = c.post(path, json={"name": "small", "resources": {"cpu": 1}}, headers=h)
+        assert r.status_code == 201, r.text
+    for path, name in ((f"{BIZ}/configmaps", "settings"), (f"{BIZ}/secrets", "db")):
+        r = c.post(path, json={"name": name, "data": {"k": "v"}}, headers=h)
         assert r.status_code == 201, r.text
 
 
@@ -164,8 +260,8 @@ def test_every_route_is_in_the_table(world: World) -> None:
 
 
 @pytest.mark.parametrize("row", TABLE, ids=lambda r: f"{r.method} {r.template}")
-def test_route_authorisation(world: World, row: Row) -> None:
-    _seed(world)
+def test_route_authorisation(world: World, platform: Platform, row: Row) -> None:
+    _seed(world, platform)
     c = world.client
     anonymous = c.request(row.method, row.path, json=row.body)
     assert anonymous.status_code == 401, anonymous.text

@@ -72,6 +72,14 @@ def _newcomer_session(output: str, port: int) -> None:
     assert [(c["name"], c["kind"]) for c in clusters] == [("sim-demo", "sim")]
     quota = httpx.get(f"{base}/api/v1/businesses/demo/quotas/sim-demo", headers=h).json()
     assert len(quota["dimensions"]) == 8
+    # the demo app runs on the demo sim cluster in real (simulated) time
+    deadline = time.monotonic() + 60
+    while True:
+        app = httpx.get(f"{base}/api/v1/businesses/demo/apps/hello", headers=h).json()
+        if app["ready"] == app["replicas"] == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (app["state"], app["ready"], app["versions"]) == ("running", 4, {"v1": 4}), app
     page = httpx.get(f"{base}/console/login")
     assert page.status_code == 200 and "Log in" in page.text
 

@@ -21,15 +21,20 @@ from gaia import __version__
 from gaia.api import errors
 from gaia.api.audit import OperationRecorder
 from gaia.api.routes import (
+    apps,
     auth,
     businesses,
     clusters,
+    configs,
     instance_configs,
+    nodes,
     overview,
     quotas,
     records,
     users,
 )
+from gaia.clock import Clock, RealClock
+from gaia.controllers.apps import AppController
 from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.loop import LoopService
 from gaia.controllers.reservations import ReservationReaper
@@ -51,8 +56,14 @@ class Platform:
     token_last_touch: dict[int, dt.datetime] = field(default_factory=dict)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
+    @property
+    def clock(self) -> Clock:
+        return self.providers.clock
+
     @classmethod
-    def open(cls, settings: Settings, *, run_migrations: bool = True) -> Platform:
+    def open(
+        cls, settings: Settings, *, run_migrations: bool = True, clock: Clock | None = None
+    ) -> Platform:
         db = Database(settings.resolved_database_url())
         if run_migrations:
             migrate.upgrade(db.engine)
@@ -60,7 +71,19 @@ class Platform:
             secret_key=settings.secret_key, data_dir=settings.data_dir
         )
         return cls(
-            settings=settings, db=db, secrets=secrets, providers=ProviderRegistry(secrets=secrets)
+            settings=settings,
+            db=db,
+            secrets=secrets,
+            providers=ProviderRegistry(secrets=secrets, clock=clock or RealClock()),
+        )
+
+    def app_controller(self) -> AppController:
+        return AppController(
+            db=self.db,
+            providers=self.providers,
+            secrets=self.secrets,
+            clock=self.clock,
+            interval=self.settings.app_reconcile_interval_seconds,
         )
 
     def loops(self) -> list[LoopService]:
@@ -72,6 +95,7 @@ class Platform:
                 timeout=self.settings.cluster_health_timeout_seconds,
             ),
             ReservationReaper(db=self.db),
+            self.app_controller(),
         ]
 
 
@@ -110,6 +134,9 @@ def create_app(platform: Platform, *, run_loops: bool = True) -> FastAPI:
 
     for module in (auth, users, businesses, quotas, instance_configs, clusters, records, overview):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(configs.router, prefix="/api/v1")
+    app.include_router(apps.router, prefix="/api/v1")
+    app.include_router(nodes.router, prefix="/api/v1")
     from gaia.console import router as console_router
 
     app.include_router(console_router)

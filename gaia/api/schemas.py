@@ -273,6 +273,18 @@ class SimSpec(Strict):
     memory_mib: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = 128 * 1024
     gpus: Annotated[int, Field(ge=0, le=16)] = 8
     zone: Annotated[str, Field(max_length=63), AfterValidator(_no_control_chars)] = ""
+    local_disk_gib: Annotated[int, Field(ge=0, le=1024 * 1024)] = 500
+    bandwidth_mbps: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    gpu_model: Annotated[str, Field(max_length=63), AfterValidator(_no_control_chars)] = "Tesla P40"
+    gpu_memory_mib: Annotated[int, Field(ge=0, le=1024 * 1024)] = 24 * 1024
+    gpu_topology: (
+        Annotated[str, Field(max_length=32)]
+        | list[Annotated[list[Annotated[str, Field(max_length=8)]], Field(max_length=16)]]
+    ) = Field(
+        default="pcie-2socket",
+        description='"pcie-2socket", "nvlink", or an nvidia-smi topo -m style matrix',
+    )
+    labels: Labels = Field(default_factory=dict, max_length=64)
 
 
 class ClusterCreate(Strict):

@@ -1,4 +1,4 @@
-"""The web console, first cut: log in and see the overview (clusters, businesses, quota use).
+"""The web console, first cut: log in and see the overview (clusters, businesses, quota use, apps).
 
 Server-rendered with Jinja2 from the same process and over the same rules as the API (the session
 is the login token in an HttpOnly, SameSite=Strict cookie). The console issue builds the full
@@ -13,12 +13,14 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 
 from gaia.api.deps import SESSION_COOKIE, audit, authenticate, platform
+from gaia.api.routes.apps import app_out
 from gaia.api.routes.auth import check_credentials, start_session
 from gaia.api.routes.overview import overview
 from gaia.domain.errors import GaiaError
-from gaia.store.models import Token, utcnow
+from gaia.store.models import App, Business, Cluster, Token, utcnow
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -94,16 +96,32 @@ def logout_submit(request: Request) -> Response:
 
 
 @router.get("/console", response_class=HTMLResponse, response_model=None)
-def dashboard(request: Request) -> Response:
+async def dashboard(request: Request) -> Response:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return RedirectResponse("/console/login", status_code=303)
-    with platform(request).db.read_session() as session:
+    plat = platform(request)
+    with plat.db.read_session() as session:
         try:
             principal = authenticate(session, token)
         except GaiaError:
             return RedirectResponse("/console/login", status_code=303)
         data = overview(principal, session)
+        stmt = select(App).order_by(App.name)
+        if not principal.is_platform_admin:
+            stmt = stmt.where(App.business_id.in_(principal.business_ids()))
+        apps = []
+        for app in session.scalars(stmt):
+            business = session.get(Business, app.business_id)
+            cluster = session.get(Cluster, app.cluster_id)
+            assert business is not None and cluster is not None
+            try:
+                observed = await plat.providers.for_cluster(cluster).list_instances(
+                    namespace=business.name, app=app.name
+                )
+            except (ConnectionError, GaiaError):
+                observed = None
+            apps.append(app_out(session, business, app, observed))
     return templates.TemplateResponse(
-        request, "dashboard.html", {"user": principal.username, "data": data}
+        request, "dashboard.html", {"user": principal.username, "data": data, "apps": apps}
     )

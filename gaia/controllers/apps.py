@@ -406,7 +406,7 @@ class AppController(LoopService):
                     policy=self.policy,
                 )
                 detail = failure.message or str(failure.cause)
-                if failure.exit_code is not None:
+                if failure.exit_code is not None and str(failure.exit_code) not in detail:
                     detail += f" (exit code {failure.exit_code})"
                 if decision.action.value == "reschedule":
                     text = f"{detail}; rescheduling on another node: {decision.reason}"

@@ -239,9 +239,14 @@ def record_failure(
     }
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(InstanceFailure).values(**values).on_conflict_do_nothing()
-    result = session.execute(stmt)
-    return bool(getattr(result, "rowcount", 0))
+    # RETURNING, not rowcount: psycopg reports no reliable rowcount for DO NOTHING
+    stmt = (
+        insert(InstanceFailure)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(InstanceFailure.id)
+    )
+    return session.execute(stmt).first() is not None
 
 
 def failures_on_node(

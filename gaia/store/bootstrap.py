@@ -1,4 +1,4 @@
-"""First start: the first platform admin, and the demo business and sim cluster.
+"""First start: the first platform admin, and the demo business, sim cluster and app.
 
 The admin is created only when no user exists, from ``GAIA_ADMIN_PASSWORD`` or a generated
 password that the caller prints once (it is stored only as an argon2 hash). The demo objects are
@@ -7,14 +7,29 @@ created only on the first start and only when asked for, so deleting them sticks
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from gaia.domain.rbac import Role
 from gaia.domain.resources import ResourceVector
 from gaia.providers.sim import validate_sim_spec
 from gaia.security import generate_password, hash_password
+from gaia.store.apps import hold_app_quota
 from gaia.store.database import Database
-from gaia.store.models import Business, Cluster, InstanceConfig, Membership, Quota, User, utcnow
+from gaia.store.models import (
+    App,
+    AppTemplate,
+    Business,
+    Cluster,
+    InstanceConfig,
+    Membership,
+    Quota,
+    User,
+    utcnow,
+)
 
 DEMO_BUSINESS = "demo"
 DEMO_CLUSTER = "sim-demo"
@@ -101,6 +116,7 @@ def ensure_demo(db: Database) -> bool:
             )
         )
         session.add(shape)
+        _demo_app(session, business=business, cluster=cluster, now=now)
         admin = session.scalars(select(User).where(User.username == "admin")).one_or_none()
         if admin is not None:
             session.add(
@@ -112,3 +128,53 @@ def ensure_demo(db: Database) -> bool:
                 )
             )
         return True
+
+
+DEMO_APP = "hello"
+
+
+def _demo_app(session: Session, *, business: Business, cluster: Cluster, now: dt.datetime) -> None:
+    """A small web app with two versions, so a newcomer can try a gray upgrade at once."""
+    resources = ResourceVector.from_api({"cpu": 0.5, "memory": 512, "bandwidth": 10})
+    common: dict[str, Any] = {
+        "command": [],
+        "args": [],
+        "env": {"GREETING": "hello from gaia"},
+        "ports": [{"port": 8080, "name": "http", "protocol": "TCP"}],
+        "readiness": {"kind": "http", "path": "/healthz", "port": 8080, "period_s": 5},
+        "liveness": {"kind": "http", "path": "/healthz", "port": 8080, "period_s": 10},
+        "configs": [],
+        "network_mode": "overlay",
+        "profile": "web",
+        "node_selector": {},
+        "resources": resources.as_internal(),
+    }
+    app = App(
+        business_id=business.id,
+        cluster_id=cluster.id,
+        name=DEMO_APP,
+        description="demo web service: try a gray upgrade of a few instances to v2",
+        default_template="v1",
+        instances={str(i): "v1" for i in range(4)},
+        next_instance_id=4,
+        state="running",
+        created_by="gaia",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(app)
+    session.flush()
+    for version in ("v1", "v2"):
+        session.add(
+            AppTemplate(
+                app_id=app.id,
+                name=version,
+                spec={**common, "image": f"demo/hello:{version}"},
+                created_by="gaia",
+                created_at=now,
+            )
+        )
+    session.flush()
+    hold_app_quota(
+        session, business=business, cluster=cluster, app_id=app.id, amount=resources.scaled(4)
+    )

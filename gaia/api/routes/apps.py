@@ -1054,7 +1054,13 @@ async def get_service(
     row = _app(session, business, app)
     cluster = session.get(Cluster, row.cluster_id)
     assert cluster is not None
-    service = await _provider(request, cluster).get_service(namespace=business.name, name=app)
+    try:
+        service = await _provider(request, cluster).get_service(namespace=business.name, name=app)
+    except NotFound:
+        # the controller has not made it yet (a new app) or removed it (a stopped app)
+        return ServiceOut(
+            name=app, cluster_ip="", domain=row.domain, ports=[], endpoints=[], ready_endpoints=0
+        )
     return ServiceOut(
         name=service.name,
         cluster_ip=service.cluster_ip,

@@ -1,0 +1,243 @@
+"""Scale of the app controller on the simulated cluster: 5,000 instances on 2,000 nodes.
+
+Run ``.venv/bin/python bench/sim_scale.py`` from the repository root (``--quick`` for a small
+smoke run, ``--help`` for the sizes). In one process, on SQLite in a temporary directory:
+
+1. a sim cluster of ``--nodes`` nodes and a business with room for everything;
+2. an app of ``--instances`` instances (``v1``) created through the real HTTP API (TestClient),
+   then the real ``AppController`` is run pass after pass while a ``ManualClock`` is stepped
+   ``--step`` simulated seconds per pass, until every instance is Running and ready;
+3. **gray upgrade, in place**: half the instances (ids 0, 2, 4, ...) to ``v2`` (only the image
+   differs), ``--batch`` at a time, until the upgrade reports Succeeded;
+4. **baseline, recreate**: the same half of a twin app moved to a template that differs in more
+   than the image (memory), which the platform must do by deleting and re-creating each instance
+   (what a plain Deployment rolling update does to every pod). Same batch size.
+
+For each phase it prints simulated seconds (what a user would wait), wall seconds (what it
+costs us to simulate and reconcile), controller passes, mean wall time per pass, instances
+rescheduled (a new node), and the process's peak resident memory. The physical limit of the
+upgrade is also printed: the image layers that differ between v1 and v2 must cross each node's
+link once per batch, so ``batches x (changed bytes / node bandwidth)`` is the least simulated
+time any upgrade with that batch size can take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastapi.testclient import TestClient
+
+from gaia.api.app import Platform, create_app
+from gaia.clock import ManualClock
+from gaia.providers.sim import SimCluster
+from gaia.security import hash_password, use_cheap_password_hashing
+from gaia.settings import Settings
+from gaia.store.models import Cluster, User
+
+BIZ = "/api/v1/businesses/bench"
+
+
+@dataclass
+class Phase:
+    name: str
+    sim_s: float
+    wall_s: float
+    passes: int
+    moved: int
+    rss_mib: float
+
+    @property
+    def per_pass_ms(self) -> float:
+        return 1000 * self.wall_s / max(1, self.passes)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Bench:
+    def __init__(self, *, nodes: int, step: float, data_dir: Path) -> None:
+        use_cheap_password_hashing()
+        settings = Settings(
+            data_dir=data_dir,
+            database_url=f"sqlite:///{data_dir / 'gaia.db'}",
+            secret_key="bench-secret-key-0123456789abcdef0123456789abcdef",
+            demo=False,
+        )
+        self.clock = ManualClock(dt.datetime.now(dt.UTC))
+        self.platform = Platform.open(settings, clock=self.clock)
+        with self.platform.db.write_session() as session:
+            session.add(
+                User(username="admin", password_hash=hash_password("pw"), is_platform_admin=True)
+            )
+        self.client = TestClient(create_app(self.platform, run_loops=False), base_url="https://x")
+        self.client.__enter__()
+        token = self.client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": "pw"}
+        ).json()["token"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.step = step
+        self.controller = self.platform.app_controller()
+        self.call("POST", "/api/v1/businesses", {"name": "bench"})
+        self.call(
+            "POST",
+            "/api/v1/clusters",
+            {
+                "name": "scale",
+                "kind": "sim",
+                "sim": {"nodes": nodes, "cpu": 32, "memory_mib": 131072, "gpus": 0},
+            },
+        )
+        huge = {"cpu": 1_000_000, "memory": 10**9, "local_disk": 10**6, "bandwidth": 10**8}
+        self.call("PUT", f"{BIZ}/quotas/scale", {"hard": huge})
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        r = self.client.request(method, path, json=body, headers=self.headers)
+        if r.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
+        return r.json() if r.content else None
+
+    def sim(self) -> SimCluster:
+        with self.platform.db.read_session() as session:
+            row = session.query(Cluster).filter_by(name="scale").one()
+            provider = self.platform.providers.for_cluster(row)
+        assert isinstance(provider, SimCluster)
+        return provider
+
+    def observed(self, app: str) -> list[Any]:
+        return asyncio.run(self.sim().list_instances(namespace="bench", app=app))
+
+    def run_until(self, name: str, done: Any, *, limit_passes: int = 20_000) -> Phase:
+        start_sim = self.clock.now()
+        start_wall = time.perf_counter()
+        passes = 0
+        while passes < limit_passes:
+            self.clock.step(self.step)
+            asyncio.run(self.controller.run_once())
+            passes += 1
+            if done():
+                break
+        else:
+            raise RuntimeError(f"{name}: not done after {limit_passes} passes")
+        return Phase(
+            name=name,
+            sim_s=(self.clock.now() - start_sim).total_seconds(),
+            wall_s=time.perf_counter() - start_wall,
+            passes=passes,
+            moved=0,
+            rss_mib=peak_rss_mib(),
+        )
+
+    def all_ready(self, app: str, count: int) -> Any:
+        def check() -> bool:
+            insts = self.observed(app)
+            return len(insts) == count and all(i.ready for i in insts)
+
+        return check
+
+    def upgrade_done(self, app: str) -> Any:
+        def check() -> bool:
+            upgrades = self.call("GET", f"{BIZ}/apps/{app}/upgrades")
+            return bool(upgrades and upgrades[0]["state"] == "Succeeded")
+
+        return check
+
+
+def template(name: str, image: str, memory: int = 256) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "resources": {"cpu": 0.5, "memory": memory},
+        "ports": [{"port": 8080}],
+        "readiness": {"kind": "http", "port": 8080, "period_s": 5},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=2000)
+    parser.add_argument("--instances", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=250, help="max_unavailable of upgrades")
+    parser.add_argument("--step", type=float, default=2.0, help="simulated seconds per pass")
+    parser.add_argument("--quick", action="store_true", help="200 nodes, 500 instances")
+    args = parser.parse_args()
+    if args.quick:
+        args.nodes, args.instances, args.batch = 200, 500, 25
+    with tempfile.TemporaryDirectory(prefix="gaia-bench-") as tmp:
+        bench = Bench(nodes=args.nodes, step=args.step, data_dir=Path(tmp))
+        n = args.instances
+        half = list(range(0, n, 2))
+        phases = []
+        for app, second in (
+            ("inplace", template("v2", "bench/web:2")),
+            ("recreate", template("v2", "bench/web:1", memory=384)),
+        ):
+            bench.call(
+                "POST",
+                f"{BIZ}/apps",
+                {
+                    "name": app,
+                    "cluster": "scale",
+                    "templates": [template("v1", "bench/web:1"), second],
+                    "replicas": n,
+                },
+            )
+            phases.append(bench.run_until(f"create {n} ({app} app)", bench.all_ready(app, n)))
+            before = {i.instance_id: i.node for i in bench.observed(app)}
+            bench.call(
+                "POST",
+                f"{BIZ}/apps/{app}/upgrades",
+                {"template": "v2", "instance_ids": half, "max_unavailable": args.batch},
+            )
+            kind = "in place" if app == "inplace" else "recreate (baseline)"
+            phase = bench.run_until(f"upgrade {len(half)}: {kind}", bench.upgrade_done(app))
+            after = {i.instance_id: i.node for i in bench.observed(app)}
+            phase.moved = sum(1 for i in half if after.get(i) != before.get(i))
+            phases.append(phase)
+            # the twin app's instances must not disturb the next phase's timing
+            bench.call("POST", f"{BIZ}/apps/{app}/stop")
+            bench.run_until(f"stop {app}", lambda a=app: not bench.observed(a))
+
+        sim = bench.sim()
+        changed = sim.image_bytes_missing(have="bench/web:1", want="bench/web:2")
+        bandwidth = args_bandwidth_bytes(sim)
+        batches = -(-len(half) // args.batch)
+        floor = batches * changed / bandwidth
+        print(
+            f"\nsim_scale: {args.nodes} nodes, {n} instances, upgrade {len(half)} "
+            f"in batches of {args.batch}, {args.step}s simulated per pass, SQLite\n"
+        )
+        print(
+            f"{'phase':<40} {'sim s':>8} {'wall s':>8} {'passes':>7} {'ms/pass':>8} "
+            f"{'moved':>6} {'peak RSS MiB':>13}"
+        )
+        for p in phases:
+            print(
+                f"{p.name:<40} {p.sim_s:>8.0f} {p.wall_s:>8.1f} {p.passes:>7} "
+                f"{p.per_pass_ms:>8.0f} {p.moved:>6} {p.rss_mib:>13.0f}"
+            )
+        print(
+            f"\nphysical limit of the upgrade: {batches} batches x {changed / 1e6:.1f} MB of "
+            f"changed layers / {bandwidth * 8 / 1e6:.0f} Mbit/s = {floor:.0f} simulated s"
+        )
+        bench.client.__exit__(None, None, None)
+
+
+def args_bandwidth_bytes(sim: SimCluster) -> float:
+    node = asyncio.run(sim.list_nodes())[0]
+    return float(node.capacity.bandwidth) * 125_000
+
+
+if __name__ == "__main__":
+    main()
