@@ -9,9 +9,10 @@ smoke run, ``--help`` for the sizes). In one process, on SQLite in a temporary d
    ``--step`` simulated seconds per pass, until every instance is Running and ready;
 3. **gray upgrade, in place**: half the instances (ids 0, 2, 4, ...) to ``v2`` (only the image
    differs), ``--batch`` at a time, until the upgrade reports Succeeded;
-4. **baseline, recreate**: the same half of a twin app moved to a template that differs in more
-   than the image (memory), which the platform must do by deleting and re-creating each instance
-   (what a plain Deployment rolling update does to every pod). Same batch size.
+4. **baseline, recreate**: the same half of a twin app (same layer sizes, another repository so
+   its caches start as cold as ours did) moved to a template that differs in more than the image
+   (memory), which the platform must do by deleting and re-creating each instance, as a plain
+   Deployment rolling update does to every pod. Same batch size.
 
 For each phase it prints simulated seconds (what a user would wait), wall seconds (what it
 costs us to simulate and reconcile), controller passes, mean wall time per pass, instances
@@ -36,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
 from gaia.api.app import Platform, create_app
@@ -67,12 +69,12 @@ def peak_rss_mib() -> float:
 
 
 class Bench:
-    def __init__(self, *, nodes: int, step: float, data_dir: Path) -> None:
+    def __init__(self, *, nodes: int, step: float, bandwidth: int, data_dir: Path) -> None:
         use_cheap_password_hashing()
         settings = Settings(
             data_dir=data_dir,
             database_url=f"sqlite:///{data_dir / 'gaia.db'}",
-            secret_key="bench-secret-key-0123456789abcdef0123456789abcdef",
+            secret_key=Fernet.generate_key().decode(),
             demo=False,
         )
         self.clock = ManualClock(dt.datetime.now(dt.UTC))
@@ -96,7 +98,13 @@ class Bench:
             {
                 "name": "scale",
                 "kind": "sim",
-                "sim": {"nodes": nodes, "cpu": 32, "memory_mib": 131072, "gpus": 0},
+                "sim": {
+                    "nodes": nodes,
+                    "cpu": 32,
+                    "memory_mib": 131072,
+                    "gpus": 0,
+                    "bandwidth_mbps": bandwidth,
+                },
             },
         )
         huge = {"cpu": 1_000_000, "memory": 10**9, "local_disk": 10**6, "bandwidth": 10**8}
@@ -169,19 +177,27 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2000)
     parser.add_argument("--instances", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=250, help="max_unavailable of upgrades")
-    parser.add_argument("--step", type=float, default=2.0, help="simulated seconds per pass")
+    parser.add_argument("--step", type=float, default=1.0, help="simulated seconds per pass")
+    parser.add_argument("--bandwidth", type=int, default=1000, help="node link, Mbit/s")
     parser.add_argument("--quick", action="store_true", help="200 nodes, 500 instances")
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.instances, args.batch = 200, 500, 25
     with tempfile.TemporaryDirectory(prefix="gaia-bench-") as tmp:
-        bench = Bench(nodes=args.nodes, step=args.step, data_dir=Path(tmp))
+        bench = Bench(
+            nodes=args.nodes, step=args.step, bandwidth=args.bandwidth, data_dir=Path(tmp)
+        )
         n = args.instances
         half = list(range(0, n, 2))
         phases = []
-        for app, second in (
-            ("inplace", template("v2", "bench/web:2")),
-            ("recreate", template("v2", "bench/web:1", memory=384)),
+        # separate repositories, so the baseline starts with caches as cold as ours did
+        for app, first, second in (
+            ("inplace", template("v1", "bench/web:1"), template("v2", "bench/web:2")),
+            (
+                "recreate",
+                template("v1", "bench/api:1"),
+                template("v2", "bench/api:2", memory=384),
+            ),
         ):
             bench.call(
                 "POST",
@@ -189,7 +205,7 @@ def main() -> None:
                 {
                     "name": app,
                     "cluster": "scale",
-                    "templates": [template("v1", "bench/web:1"), second],
+                    "templates": [first, second],
                     "replicas": n,
                 },
             )

@@ -350,3 +350,52 @@ def test_drain_moves_instances_and_remove_scales_in(h: AppsHarness, world: World
     assert len(r.json()["gpu_links"]) == 4
     r = world.client.post(f"{base}/extra-1/cordon", headers=h.headers)
     assert r.status_code == 403
+
+
+def test_a_failing_new_version_pauses_the_upgrade_and_rolls_back(
+    h: AppsHarness, world: World
+) -> None:
+    create(h, replicas=3, templates=[template("v1", "shop/web:1"), template("v2", "shop/web:2")])
+    h.settle(h.ready("web", 3))
+    fault(world, kind="image_pull", image="shop/web:2", message="manifest unknown")
+    upgrade = h.post(f"{BIZ}/apps/web/upgrades", {"template": "v2", "all": True}, status=201)
+    path = f"{BIZ}/apps/web/upgrades/{upgrade['id']}"
+    h.settle(lambda: h.get(path)["state"] == "Paused")
+    paused = h.get(path)
+    assert "web-0 (ImagePullError)" in paused["message"]
+    assert paused["progress"]["in_flight"] == [0]
+    for _ in range(20):
+        h.tick()
+    versions = {i: x["template"] for i, x in h.instances("web").items()}
+    assert versions == {0: "v2", 1: "v1", 2: "v1"}  # the bad version went no further
+    r = world.client.post(f"{path}/resume", headers=h.headers)
+    assert r.status_code == 200
+    r = world.client.post(f"{path}/pause", headers=h.headers)
+    assert r.status_code == 200
+    h.post(f"{path}/rollback")
+    h.settle(lambda: h.get(path)["state"] == "RolledBack")
+    h.settle(h.ready("web", 3))
+    assert {x["version"] for x in h.instances("web").values()} == {"v1"}
+    r = world.client.post(f"{path}/rollback", headers=h.headers)
+    assert r.status_code == 409
+
+
+def test_an_instance_that_fits_nowhere_waits_with_failed_scheduling(
+    h: AppsHarness, world: World
+) -> None:
+    ssd = template("v1", "db:1", node_selector={"disktype": "ssd"})
+    create(h, name="db", replicas=1, templates=[ssd])
+    for _ in range(3):
+        h.tick()
+    assert h.instances("db")[0]["status"] == "Pending"
+    message = dict(h.events("db-0"))["FailedScheduling"]
+    assert "0/4 nodes are available" in message
+    assert "4 node(s) didn't match the node selector" in message
+    r = world.client.post(
+        "/api/v1/clusters/sim-1/nodes",
+        json={"name": "ssd-1", "cpu": 16, "memory_mib": 65536, "labels": {"disktype": "ssd"}},
+        headers=world.admin,
+    )
+    assert r.status_code == 201, r.text
+    h.settle(h.ready("db", 1))
+    assert h.instances("db")[0]["node"] == "ssd-1"

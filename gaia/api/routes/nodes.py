@@ -77,7 +77,7 @@ class FaultIn(Strict):
     instance: str | None = Field(default=None, max_length=253)
     node: str | None = Field(default=None, max_length=253)
     image: str | None = Field(default=None, max_length=512)
-    exit_code: int | None = Field(default=None, ge=0, le=255)
+    exit_code: int | None = Field(default=None, ge=1, le=255)
     message: str | None = Field(default=None, max_length=500)
 
 
