@@ -189,6 +189,13 @@ def main() -> None:
         )
         n = args.instances
         half = list(range(0, n, 2))
+        # identical layer sizes for both repositories: a 160 MB base shared by the two tags and
+        # a 60 MB top layer that differs between them
+        sim = bench.sim()
+        mb = 1_000_000
+        for repo in ("bench/web", "bench/api"):
+            sim.register_image(f"{repo}:1", [40 * mb, 80 * mb, 40 * mb, 60 * mb])
+            sim.register_image(f"{repo}:2", [40 * mb, 80 * mb, 40 * mb, 60 * mb + 1])
         phases = []
         # separate repositories, so the baseline starts with caches as cold as ours did
         for app, first, second in (
@@ -225,7 +232,6 @@ def main() -> None:
             bench.call("POST", f"{BIZ}/apps/{app}/stop")
             bench.run_until(f"stop {app}", lambda a=app: not bench.observed(a))
 
-        sim = bench.sim()
         changed = sim.image_bytes_missing(have="bench/web:1", want="bench/web:2")
         bandwidth = args_bandwidth_bytes(sim)
         batches = -(-len(half) // args.batch)

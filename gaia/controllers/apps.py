@@ -92,6 +92,7 @@ class PendingEvent:
     reason: str
     message: str
     type: str = "Normal"
+    at: dt.datetime | None = None  # when it happened; default: when the pass writes it
 
 
 @dataclass(slots=True)
@@ -560,7 +561,13 @@ class AppController(LoopService):
             memory.event_seq = max(memory.event_seq, ev.seq)
             pending.append(
                 PendingEvent(
-                    ev.namespace, ev.object_kind, ev.object_name, ev.reason, ev.message, ev.type
+                    ev.namespace,
+                    ev.object_kind,
+                    ev.object_name,
+                    ev.reason,
+                    ev.message,
+                    ev.type,
+                    ev.at,
                 )
             )
         if not pending:
@@ -583,7 +590,7 @@ class AppController(LoopService):
                     business_id=businesses.get(ev.business),
                     business=ev.business,
                     cluster=cluster,
-                    now=now,
+                    now=ev.at or now,
                 )
 
 
