@@ -946,7 +946,7 @@ def _transition(
     allowed_from: set[RolloutState],
     to: RolloutState,
 ) -> UpgradeOut:
-    ctx = _ctx(request, f"upgrade.{verb}", biz, f"{app}/upgrade/{upgrade}")
+    ctx = _ctx(request, f"upgrade.{verb.replace(' ', '')}", biz, f"{app}/upgrade/{upgrade}")
     business = business_for(session, principal, biz, Permission.APP_WRITE, ctx=ctx)
     row = _app(session, business, app, lock=True)
     _writable(row)
@@ -971,71 +971,50 @@ def _transition(
     return upgrade_out(rollout, None, row)
 
 
-@router.post("/businesses/{biz}/apps/{app}/upgrades/{upgrade}/pause", response_model=UpgradeOut)
-def pause_upgrade(
-    request: Request,
-    principal: PrincipalDep,
-    session: SessionDep,
-    biz: str = BizPath,
-    app: str = AppPath,
-    upgrade: int = UpgradePath,
-) -> UpgradeOut:
-    return _transition(
-        request,
-        principal,
-        session,
-        biz=biz,
-        app=app,
-        upgrade=upgrade,
-        verb="pause",
-        allowed_from={RolloutState.RUNNING},
-        to=RolloutState.PAUSED,
-    )
+def _transition_route(
+    verb: str, allowed_from: set[RolloutState], to: RolloutState, doc: str
+) -> None:
+    """Register ``POST .../upgrades/{upgrade}/<verb>``: one state change of an upgrade."""
+
+    def route(
+        request: Request,
+        principal: PrincipalDep,
+        session: SessionDep,
+        biz: str = BizPath,
+        app: str = AppPath,
+        upgrade: int = UpgradePath,
+    ) -> UpgradeOut:
+        return _transition(
+            request,
+            principal,
+            session,
+            biz=biz,
+            app=app,
+            upgrade=upgrade,
+            verb=verb.replace("rollback", "roll back"),
+            allowed_from=allowed_from,
+            to=to,
+        )
+
+    route.__doc__ = doc
+    route.__name__ = f"{verb}_upgrade"
+    router.post(
+        f"/businesses/{{biz}}/apps/{{app}}/upgrades/{{upgrade}}/{verb}", response_model=UpgradeOut
+    )(route)
 
 
-@router.post("/businesses/{biz}/apps/{app}/upgrades/{upgrade}/resume", response_model=UpgradeOut)
-def resume_upgrade(
-    request: Request,
-    principal: PrincipalDep,
-    session: SessionDep,
-    biz: str = BizPath,
-    app: str = AppPath,
-    upgrade: int = UpgradePath,
-) -> UpgradeOut:
-    return _transition(
-        request,
-        principal,
-        session,
-        biz=biz,
-        app=app,
-        upgrade=upgrade,
-        verb="resume",
-        allowed_from={RolloutState.PAUSED},
-        to=RolloutState.RUNNING,
-    )
-
-
-@router.post("/businesses/{biz}/apps/{app}/upgrades/{upgrade}/rollback", response_model=UpgradeOut)
-def rollback_upgrade(
-    request: Request,
-    principal: PrincipalDep,
-    session: SessionDep,
-    biz: str = BizPath,
-    app: str = AppPath,
-    upgrade: int = UpgradePath,
-) -> UpgradeOut:
-    """Move every instance the upgrade touched back to its previous template, in batches."""
-    return _transition(
-        request,
-        principal,
-        session,
-        biz=biz,
-        app=app,
-        upgrade=upgrade,
-        verb="roll back",
-        allowed_from={RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.SUCCEEDED},
-        to=RolloutState.ROLLING_BACK,
-    )
+_transition_route(
+    "pause", {RolloutState.RUNNING}, RolloutState.PAUSED, "Stop starting new batches."
+)
+_transition_route(
+    "resume", {RolloutState.PAUSED}, RolloutState.RUNNING, "Go on with the next batches."
+)
+_transition_route(
+    "rollback",
+    {RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.SUCCEEDED},
+    RolloutState.ROLLING_BACK,
+    "Move every instance the upgrade touched back to its previous template, in batches.",
+)
 
 
 # ---------------------------------------------------------------- service and blacklist
