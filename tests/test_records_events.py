@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 from fastapi.testclient import TestClient
@@ -114,6 +115,38 @@ def test_repeated_events_are_aggregated_even_concurrently(platform: Platform) ->
         rows = s.scalars(select(Event)).all()
     assert len(rows) == 1 and rows[0].count == 20
     assert rows[0].last_seen >= rows[0].first_seen
+
+
+def test_a_batch_of_events_folds_repeats_and_adds_to_existing_rows(platform: Platform) -> None:
+    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+    def ev(name: str, reason: str, seconds: int) -> events.NewEvent:
+        return events.NewEvent(
+            object_kind="Instance",
+            object_name=name,
+            reason=reason,
+            message=f"{reason} container main",
+            at=t0 + dt.timedelta(seconds=seconds),
+        )
+
+    with platform.db.write_session() as s:
+        events.emit_many(s, [ev("web-0", "Created", 1), ev("web-0", "Started", 2)])
+    batch = [ev("web-0", "Started", 10), ev("web-1", "Created", 11), ev("web-0", "Started", 12)]
+    batch += [ev(f"web-{i}", "Created", 20) for i in range(2, 1202)]  # more than one chunk
+    with platform.db.write_session() as s:
+        events.emit_many(s, batch)
+    with platform.db.read_session() as s:
+        rows = {(e.object_name, e.reason): e for e in s.scalars(select(Event))}
+    started = rows[("web-0", "Started")]
+    assert started.count == 3
+    assert (started.first_seen, started.last_seen) == (
+        t0 + dt.timedelta(seconds=2),
+        t0 + dt.timedelta(seconds=12),
+    )
+    assert rows[("web-0", "Created")].count == 1
+    assert len(rows) == 2 + 1 + 1200
+    # ids follow the order events happened in: web-0's rows first, then web-1's
+    assert rows[("web-0", "Created")].id < rows[("web-1", "Created")].id
 
 
 def test_events_api_filters_and_scopes(world: World) -> None:

@@ -578,20 +578,22 @@ class AppController(LoopService):
         self, cluster: str, businesses: Mapping[str, int], pending: list[PendingEvent]
     ) -> None:
         now = self.clock.now()
+        batch = [
+            store_events.NewEvent(
+                object_kind=ev.object_kind,
+                object_name=ev.object_name,
+                reason=ev.reason,
+                message=ev.message[:2000],
+                type="Warning" if ev.type == "Warning" else "Normal",
+                business_id=businesses.get(ev.business),
+                business=ev.business,
+                cluster=cluster,
+                at=ev.at or now,
+            )
+            for ev in pending
+        ]
         with self.db.write_session() as session:
-            for ev in pending:
-                store_events.emit(
-                    session,
-                    object_kind=ev.object_kind,
-                    object_name=ev.object_name,
-                    reason=ev.reason,
-                    message=ev.message[:2000],
-                    type="Warning" if ev.type == "Warning" else "Normal",
-                    business_id=businesses.get(ev.business),
-                    business=ev.business,
-                    cluster=cluster,
-                    now=ev.at or now,
-                )
+            store_events.emit_many(session, batch)
 
 
 def _minutes(delta: dt.timedelta) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -82,3 +84,71 @@ def emit(
         set_={"count": Event.count + 1, "last_seen": now, "user": user or Event.user},
     )
     session.execute(stmt)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    object_kind: str
+    object_name: str
+    reason: str
+    message: str
+    type: EventType = "Normal"
+    business_id: int | None = None
+    business: str = ""
+    cluster: str = ""
+    user: str = ""
+    at: dt.datetime | None = None
+
+
+def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) -> None:
+    """Emit many events with one multi-row upsert per ``chunk``: a pass of the app controller
+    can produce thousands (every instance's Scheduled, Pulled, Created, Started, ...).
+
+    Repeats inside the batch are folded first (a statement may not touch one row twice)."""
+    now = utcnow()
+    folded: dict[str, dict[str, Any]] = {}
+    for ev in batch:
+        at = ev.at or now
+        key = event_key(
+            business=ev.business,
+            cluster=ev.cluster,
+            object_kind=ev.object_kind,
+            object_name=ev.object_name,
+            reason=ev.reason,
+            message=ev.message,
+            type=ev.type,
+        )
+        row = folded.get(key)
+        if row is not None:
+            row["count"] += 1
+            row["last_seen"] = max(row["last_seen"], at)
+            row["first_seen"] = min(row["first_seen"], at)
+            continue
+        folded[key] = {
+            "key": key,
+            "business_id": ev.business_id,
+            "business": ev.business,
+            "cluster": ev.cluster,
+            "object_kind": ev.object_kind,
+            "object_name": ev.object_name,
+            "reason": ev.reason,
+            "message": ev.message,
+            "type": ev.type,
+            "count": 1,
+            "first_seen": at,
+            "last_seen": at,
+            "user": ev.user,
+        }
+    rows = list(folded.values())
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    for start in range(0, len(rows), chunk):
+        stmt = insert(Event).values(rows[start : start + chunk])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Event.key],
+            set_={
+                "count": Event.count + stmt.excluded.count,
+                "last_seen": stmt.excluded.last_seen,
+            },
+        )
+        session.execute(stmt)
