@@ -88,6 +88,19 @@ class TemplateIn(Strict):
     node_selector: dict[
         Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=63)]
     ] = Field(default_factory=dict, max_length=32)
+    placement: Literal["binpack", "spread"] | None = Field(
+        default=None,
+        description="node choice: binpack fills nodes (default for GPU apps), spread empties them "
+        "(default otherwise)",
+    )
+    zone: str = Field(default="", max_length=63, pattern=r"^[-a-z0-9.]*$")
+    gpu_model: str = Field(
+        default="", max_length=63, description="run only on this GPU model; empty: any model"
+    )
+    gpu_link: Literal["NV", "PIX", "PXB", "PHB", "NODE", "SYS"] | None = Field(
+        default=None,
+        description="multi-GPU instances: every pair of their GPUs at least this close",
+    )
 
     @model_validator(mode="after")
     def _one_shape(self) -> TemplateIn:
@@ -207,6 +220,7 @@ class FailureOut(Strict):
 class InstanceOut(Strict):
     id: int
     name: str
+    cpu_ids: list[int] = Field(default_factory=list, description="cores bound, nearest the GPUs")
     template: str = Field(description="the template the app assigns to this instance")
     version: str | None = Field(description="the version the instance runs now")
     status: str

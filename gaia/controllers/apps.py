@@ -485,6 +485,10 @@ class AppController(LoopService):
             resources=template.resources,
             avoid_nodes=action.avoid_nodes,
             node_selector=dict(template.body.get("node_selector") or {}),
+            policy=str(template.body.get("placement") or ""),
+            zone=str(template.body.get("zone") or ""),
+            gpu_model=str(template.body.get("gpu_model") or ""),
+            max_link=str(template.body.get("gpu_link") or ""),
         )
         try:
             placement = self.scheduler.place(request, view)
@@ -615,6 +619,13 @@ def _node_view(node: Node) -> NodeView:
         labels=node.labels,
         gpu_free=gpu_free,
         gpu_links=node.gpu_links,
+        gpu_memory_total={g.index: g.memory_mib for g in node.gpus},
+        gpu_memory_free={
+            g.index: g.memory_mib - node.gpu_memory_used.get(g.index, 0) for g in node.gpus
+        },
+        gpu_model=node.gpus[0].model if node.gpus else "",
+        used_cpu=node.allocated.cpu,
+        used_memory=node.allocated.memory,
     )
 
 
@@ -660,6 +671,7 @@ def build_instance_spec(
         node=placement.node,
         resources=template.resources,
         gpu_ids=placement.gpu_ids,
+        cpu_ids=placement.cpu_ids,
         command=tuple(body.get("command") or ()),
         args=tuple(body.get("args") or ()),
         env=dict(body.get("env") or {}),

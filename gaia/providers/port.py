@@ -103,6 +103,8 @@ class Node:
     gpu_links: tuple[tuple[str, ...], ...] = ()
     # GPU index -> hundredths of that card in use (fractional vGPUs share a card)
     gpu_used: dict[int, int] = field(default_factory=dict)
+    # GPU index -> MiB of that card's memory held (a whole card holds all of it)
+    gpu_memory_used: dict[int, int] = field(default_factory=dict)
     instance_count: int = 0
     message: str = ""
 
@@ -181,6 +183,7 @@ class InstanceSpec:
     node: str
     resources: ResourceVector
     gpu_ids: tuple[int, ...] = ()  # cards on ``node``; a fraction shares the one card listed
+    cpu_ids: tuple[int, ...] = ()  # cores to bind to (nearest the GPUs); empty: not bound
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
@@ -242,6 +245,7 @@ class Instance:
     ready: bool
     resources: ResourceVector
     gpu_ids: tuple[int, ...] = ()
+    cpu_ids: tuple[int, ...] = ()
     pod_ip: str = ""
     host_ip: str = ""
     restarts: int = 0

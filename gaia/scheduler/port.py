@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gaia.domain.resources import DIMENSION_NAMES, ResourceVector
 
@@ -27,6 +27,15 @@ class NodeView:
     labels: Mapping[str, str] = field(default_factory=dict)
     gpu_free: dict[int, int] = field(default_factory=dict)  # card index -> hundredths free
     gpu_links: tuple[tuple[str, ...], ...] = ()
+    gpu_memory_total: dict[int, int] = field(default_factory=dict)  # card index -> MiB
+    gpu_memory_free: dict[int, int] = field(default_factory=dict)
+    gpu_model: str = ""
+    used_cpu: int = 0  # millicores already requested on the node (for binpack/spread)
+    used_memory: int = 0
+
+    @property
+    def free_cards(self) -> int:
+        return sum(1 for f in self.gpu_free.values() if f >= WHOLE_CARD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +44,17 @@ class PlacementRequest:
     resources: ResourceVector
     avoid_nodes: frozenset[str] = frozenset()
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    policy: str = ""  # "binpack" | "spread"; empty: binpack for GPU requests, else spread
+    zone: str = ""
+    gpu_model: str = ""  # empty: any model
+    max_link: str = ""  # e.g. "PIX": every pair of the GPUs at least this close; empty: any
 
 
 @dataclass(frozen=True, slots=True)
 class Placement:
     node: str
     gpu_ids: tuple[int, ...] = ()
+    cpu_ids: tuple[int, ...] = ()  # cores nearest the GPUs, to bind the instance to
 
 
 class Unschedulable(Exception):
@@ -53,27 +67,69 @@ class Unschedulable(Exception):
 
 
 class ClusterView:
+    """The nodes of one cluster as a scheduler sees them during one pass (mutable: ``bind``).
+
+    Schedulers may keep per-node caches here (``trees``: GPU topology trees; ``topologies``:
+    parsed link matrices shared by identical nodes); ``by_free_cards`` indexes nodes by how
+    many whole GPU cards they have free."""
+
     def __init__(self, nodes: Iterable[NodeView]) -> None:
         self.nodes: list[NodeView] = list(nodes)
         self.by_name: dict[str, NodeView] = {n.name: n for n in self.nodes}
+        self.trees: dict[str, Any] = {}
+        self.topologies: dict[tuple[tuple[str, ...], ...], Any] = {}
+        self.by_free_cards: dict[int, dict[str, NodeView]] = {}
+        for node in self.nodes:
+            if node.gpu_free:
+                self.by_free_cards.setdefault(node.free_cards, {})[node.name] = node
+
+    def copy(self) -> ClusterView:
+        """A scratch copy for what-if placement (gang scheduling); trees are rebuilt lazily."""
+        return ClusterView(
+            NodeView(
+                **{
+                    **{f: getattr(n, f) for f in NodeView.__dataclass_fields__},
+                    "gpu_free": dict(n.gpu_free),
+                    "gpu_memory_free": dict(n.gpu_memory_free),
+                }
+            )
+            for n in self.nodes
+        )
+
+    def _reindex(self, node: NodeView, before: int) -> None:
+        if not node.gpu_free:
+            return
+        self.by_free_cards.get(before, {}).pop(node.name, None)
+        self.by_free_cards.setdefault(node.free_cards, {})[node.name] = node
 
     def bind(self, placement: Placement, resources: ResourceVector) -> None:
-        node = self.by_name[placement.node]
-        node.free = node.free.minus(resources)
-        if placement.gpu_ids:
-            share = resources.gpu // len(placement.gpu_ids)
-            for gpu in placement.gpu_ids:
-                node.gpu_free[gpu] = node.gpu_free.get(gpu, 0) - share
+        self._change(placement.node, resources, placement.gpu_ids, sign=-1)
 
     def release(self, node_name: str, resources: ResourceVector, gpu_ids: tuple[int, ...]) -> None:
-        node = self.by_name.get(node_name)
-        if node is None:
-            return
-        node.free = node.free + resources
+        if node_name in self.by_name:
+            self._change(node_name, resources, gpu_ids, sign=1)
+
+    def _change(
+        self, name: str, resources: ResourceVector, gpu_ids: tuple[int, ...], *, sign: int
+    ) -> None:
+        node = self.by_name[name]
+        before = node.free_cards
+        if sign < 0:
+            node.free = node.free.minus(resources)
+        else:
+            node.free = node.free + resources
+        node.used_cpu -= sign * resources.cpu
+        node.used_memory -= sign * resources.memory
         if gpu_ids:
             share = resources.gpu // len(gpu_ids)
+            memory = resources.gpu_memory // len(gpu_ids)
             for gpu in gpu_ids:
-                node.gpu_free[gpu] = node.gpu_free.get(gpu, 0) + share
+                node.gpu_free[gpu] = node.gpu_free.get(gpu, 0) + sign * share
+                if gpu in node.gpu_memory_free:
+                    node.gpu_memory_free[gpu] += sign * memory
+            # the node's topology tree (if a scheduler built one) is rebuilt from the view
+            self.trees.pop(name, None)
+        self._reindex(node, before)
 
 
 def why_not(node: NodeView, request: PlacementRequest) -> str | None:

@@ -277,6 +277,7 @@ def instance_out(
         pod_ip=inst.pod_ip,
         host_ip=inst.host_ip,
         gpu_ids=list(inst.gpu_ids),
+        cpu_ids=list(inst.cpu_ids),
         restarts=inst.restarts,
         created_at=inst.created_at,
         started_at=inst.started_at,

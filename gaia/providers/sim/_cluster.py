@@ -547,7 +547,7 @@ class SimCluster:
                     f"a request of {gpu / 100:g} GPU cards needs whole cards and as many gpu_ids "
                     f"(got {len(ids)})"
                 )
-            busy = [g for g in ids if node.gpu_used.get(g, 0)]
+            busy = [g for g in ids if node.gpu_used.get(g, 0) or node.gpu_memory_used.get(g, 0)]
             if busy:
                 raise InvalidRequest(
                     f"GPU(s) {', '.join(map(str, busy))} on {where} are in use; a whole-card "
@@ -564,6 +564,13 @@ class SimCluster:
                     f"GPU {ids[0]} on {where} has {left / 100:g} of a card free, "
                     f"{gpu / 100:g} asked"
                 )
+            card = node.gpus[ids[0]].memory_mib
+            memory_left = card - node.gpu_memory_used.get(ids[0], 0)
+            if spec.resources.gpu_memory > memory_left:
+                raise InvalidRequest(
+                    f"GPU {ids[0]} on {where} has {memory_left} MiB of memory free, "
+                    f"{spec.resources.gpu_memory} MiB asked"
+                )
 
     def _bind(self, rec: InstanceRecord) -> None:
         spec, node = rec.spec, rec.node
@@ -572,6 +579,8 @@ class SimCluster:
             share = spec.resources.gpu // len(spec.gpu_ids)
             for gid in spec.gpu_ids:
                 node.gpu_used[gid] = node.gpu_used.get(gid, 0) + share
+                memory = _card_memory(spec, node.gpus[gid].memory_mib)
+                node.gpu_memory_used[gid] = node.gpu_memory_used.get(gid, 0) + memory
         node.instances[(spec.namespace, rec.name)] = rec
         self._by_ns.setdefault(spec.namespace, {})[rec.name] = rec
         self._by_app.setdefault((spec.namespace, spec.app), {})[rec.name] = rec
@@ -590,6 +599,13 @@ class SimCluster:
                     node.gpu_used[gid] = left
                 else:
                     node.gpu_used.pop(gid, None)
+                memory = node.gpu_memory_used.get(gid, 0) - _card_memory(
+                    spec, node.gpus[gid].memory_mib
+                )
+                if memory > 0:
+                    node.gpu_memory_used[gid] = memory
+                else:
+                    node.gpu_memory_used.pop(gid, None)
         if spec.network_mode != NetworkMode.HOST:
             node.pods.release(rec.pod_ip)
         del node.instances[(spec.namespace, rec.name)]
@@ -1380,3 +1396,10 @@ def _duration(seconds: float) -> str:
         return f"{int(minutes)}m{round(rest, 3):g}s"
     hours, minutes = divmod(minutes, 60)
     return f"{int(hours)}h{int(minutes)}m{round(rest, 3):g}s"
+
+
+def _card_memory(spec: InstanceSpec, card_memory: int) -> int:
+    """MiB of one card an instance holds: all of it for whole cards, its request for a share."""
+    if spec.resources.gpu >= 100:
+        return card_memory
+    return spec.resources.gpu_memory

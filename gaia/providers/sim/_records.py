@@ -65,6 +65,7 @@ class NodeRecord:
     schedulable: bool = True
     message: str = ""
     gpu_used: dict[int, int] = field(default_factory=dict)  # only cards in use
+    gpu_memory_used: dict[int, int] = field(default_factory=dict)  # MiB, only cards in use
     instances: dict[tuple[str, str], InstanceRecord] = field(default_factory=dict)
     # network bytes of instances that left the node, so node counters never go down
     rx_base: float = 0.0
@@ -146,6 +147,7 @@ def node_view(node: NodeRecord) -> Node:
         gpus=node.gpus,
         gpu_links=node.gpu_links,
         gpu_used={g.index: node.gpu_used.get(g.index, 0) for g in node.gpus},
+        gpu_memory_used={g.index: node.gpu_memory_used.get(g.index, 0) for g in node.gpus},
         instance_count=len(node.instances),
         message=node.message,
     )
@@ -173,6 +175,7 @@ def instance_view(
         ready=rec.ready,
         resources=spec.resources,
         gpu_ids=spec.gpu_ids,
+        cpu_ids=spec.cpu_ids,
         pod_ip=rec.pod_ip,
         host_ip=rec.node.host_ip,
         restarts=rec.restarts,
