@@ -54,6 +54,7 @@ class Row:
             .replace("/templates/v1", "/templates/{version}")
             .replace("/instances/0", "/instances/{instance}")
             .replace("/upgrades/1", "/upgrades/{upgrade}")
+            .replace("/gpu-models/T4", "/gpu-models/{model}")
             .replace("/configmaps/settings", "/configmaps/{name}")
             .replace("/secrets/db?reveal=true", "/secrets/{name}")
             .replace("/secrets/db", "/secrets/{name}")
@@ -204,6 +205,10 @@ TABLE = [
     Row("GET", f"{APP}/service", MEMBERS),
     Row("GET", f"{APP}/blacklist", MEMBERS),
     Row("DELETE", f"{APP}/blacklist/sim-1-node-0", ("platform-admin", "business-admin")),
+    # per-model GPU limits (seeded: T4)
+    Row("GET", f"{BIZ}/quotas/sim-1/gpu-models", MEMBERS),
+    Row("PUT", f"{BIZ}/quotas/sim-1/gpu-models/T4", ("platform-admin",), {"cards": 2}),
+    Row("DELETE", f"{BIZ}/quotas/sim-1/gpu-models/T4", ("platform-admin",)),
     # nodes of a cluster: everyone who sees the cluster reads them; only platform admins act
     Row("GET", f"{NODES}", ALL, hidden_from=()),
     Row("POST", f"{NODES}", ("platform-admin",), NODE_BODY, hidden_from=()),
@@ -232,6 +237,8 @@ def _seed(world: World, platform: Platform) -> None:
     assert r.status_code == 201, r.text
     r = c.post(f"{APP}/upgrades", json={"template": "v2", "instance_ids": [0]}, headers=h)
     assert r.status_code == 201, r.text
+    r = c.put(f"{BIZ}/quotas/sim-1/gpu-models/T4", json={"cards": 1}, headers=h)
+    assert r.status_code == 200, r.text
     with platform.db.write_session() as session:
         app_id = session.scalars(select(App.id).where(App.name == "web")).one()
         session.add(

@@ -26,6 +26,7 @@ from gaia.api.routes import (
     businesses,
     clusters,
     configs,
+    gpu_models,
     instance_configs,
     nodes,
     overview,
@@ -137,6 +138,7 @@ def create_app(platform: Platform, *, run_loops: bool = True) -> FastAPI:
     app.include_router(configs.router, prefix="/api/v1")
     app.include_router(apps.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
+    app.include_router(gpu_models.router, prefix="/api/v1")
     from gaia.console import router as console_router
 
     app.include_router(console_router)

@@ -64,10 +64,10 @@ from gaia.scheduler import (
     NodeView,
     Placement,
     PlacementRequest,
-    ResourceFitScheduler,
     Scheduler,
     Unschedulable,
 )
+from gaia.scheduler.cluster import GaiaScheduler
 from gaia.security import SecretBox
 from gaia.store import apps as store_apps
 from gaia.store import events as store_events
@@ -133,11 +133,14 @@ class AppController(LoopService):
         self.providers = providers
         self.secrets = secrets
         self.clock = clock
-        self.scheduler: Scheduler = scheduler or ResourceFitScheduler()
+        self.scheduler: Scheduler = scheduler or GaiaScheduler()
         self.policy = policy
         self.passes = 0
         self.last = PassStats()
         self._memory: dict[int, _ClusterMemory] = {}
+        # per cluster pass: node -> GPU model, and cards held per (namespace, model)
+        self._model_of: dict[str, str] = {}
+        self._gpu_use: dict[tuple[str, str], int] = defaultdict(int)
 
     async def run_once(self) -> None:
         now = self.clock.now()
@@ -183,6 +186,13 @@ class AppController(LoopService):
             by_app[(inst.namespace, inst.app)].append(inst)
         view = ClusterView(_node_view(n) for n in nodes)
         known = {(a.namespace, a.name) for a in apps}
+        # cards each business holds per GPU model, for per-model limits (heterogeneous GPUs)
+        self._model_of = {n.name: n.gpus[0].model for n in nodes if n.gpus}
+        self._gpu_use = defaultdict(int)
+        for inst in observed:
+            model = self._model_of.get(inst.node)
+            if model and inst.resources.gpu:
+                self._gpu_use[(inst.namespace, model)] += inst.resources.gpu
 
         # instances the platform made for apps that no longer exist at all
         for (namespace, app_name), insts in by_app.items():
@@ -233,7 +243,7 @@ class AppController(LoopService):
         if app.state == "deleting":
             for inst in observed:
                 await provider.delete_instance(namespace=app.namespace, name=inst.name)
-                _release(view, inst)
+                self._release(view, inst)
                 stats.actions["delete"] += 1
             await provider.delete_service(namespace=app.namespace, name=app.name)
             memory.applied_services.pop((app.namespace, app.name), None)
@@ -266,7 +276,7 @@ class AppController(LoopService):
                 gone = by_id.get(action.instance_id)
                 await provider.delete_instance(namespace=app.namespace, name=action.name)
                 if gone is not None and gone.name == action.name:
-                    _release(view, gone)
+                    self._release(view, gone)
                 stats.actions["delete"] += 1
             elif isinstance(action, Create):
                 created = await self._create(provider, app, action, view, pending)
@@ -468,6 +478,13 @@ class AppController(LoopService):
 
     # ------------------------------------------------------------ creating instances
 
+    def _release(self, view: ClusterView, inst: Instance) -> None:
+        """A deleted instance's room is free again for placements later in this pass."""
+        view.release(inst.node, inst.resources, inst.gpu_ids)
+        model = self._model_of.get(inst.node)
+        if model and inst.resources.gpu:
+            self._gpu_use[(inst.namespace, model)] -= inst.resources.gpu
+
     async def _create(
         self,
         provider: ClusterProvider,
@@ -485,6 +502,10 @@ class AppController(LoopService):
             resources=template.resources,
             avoid_nodes=action.avoid_nodes,
             node_selector=dict(template.body.get("node_selector") or {}),
+            gpu_model_budget={
+                model: limit - self._gpu_use[(app.namespace, model)]
+                for model, limit in app.gpu_model_limits.items()
+            },
             policy=str(template.body.get("placement") or ""),
             zone=str(template.body.get("zone") or ""),
             gpu_model=str(template.body.get("gpu_model") or ""),
@@ -508,6 +529,9 @@ class AppController(LoopService):
         )
         await provider.create_instance(spec)
         view.bind(placement, template.resources)
+        model = self._model_of.get(placement.node)
+        if model and template.resources.gpu:
+            self._gpu_use[(app.namespace, model)] += template.resources.gpu
         return True
 
     async def _sync_configs(
@@ -602,10 +626,6 @@ class AppController(LoopService):
 
 def _minutes(delta: dt.timedelta) -> str:
     return f"{int(delta.total_seconds() // 60)}m"
-
-
-def _release(view: ClusterView, inst: Instance) -> None:
-    view.release(inst.node, inst.resources, inst.gpu_ids)
 
 
 def _node_view(node: Node) -> NodeView:

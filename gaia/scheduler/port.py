@@ -48,6 +48,8 @@ class PlacementRequest:
     zone: str = ""
     gpu_model: str = ""  # empty: any model
     max_link: str = ""  # e.g. "PIX": every pair of the GPUs at least this close; empty: any
+    # GPU model -> hundredths of a card the business may still take (models not listed: no cap)
+    gpu_model_budget: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

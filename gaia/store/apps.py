@@ -36,6 +36,7 @@ from gaia.store.models import (
     Business,
     Cluster,
     ConfigItem,
+    GpuModelLimit,
     InstanceFailure,
     Quota,
     QuotaReservation,
@@ -69,6 +70,7 @@ class AppSnapshot:
     rollout: RolloutSnapshot | None
     blacklist: frozenset[str]
     recent_failures: dict[int, int] = field(default_factory=dict)
+    gpu_model_limits: dict[str, int] = field(default_factory=dict)  # model -> hundredths
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,9 @@ def load_snapshot(
     )
     for app_id, instance_id, count in counted:
         failures[app_id][instance_id] = count
+    model_limits: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)
+    for limit in session.scalars(select(GpuModelLimit)):
+        model_limits[(limit.business_id, limit.cluster_id)][limit.model] = limit.gpu
     apps: list[AppSnapshot] = []
     referenced: set[tuple[int, str, bool]] = set()
     for row in session.scalars(select(App).order_by(App.id)):
@@ -150,6 +155,7 @@ def load_snapshot(
                 else RolloutSnapshot(rollout.id, plan_of(rollout), rollout.message),
                 blacklist=frozenset(blacklist[row.id]),
                 recent_failures=failures[row.id],
+                gpu_model_limits=dict(model_limits.get((row.business_id, row.cluster_id), {})),
             )
         )
         for template in templates[row.id].values():

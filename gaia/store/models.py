@@ -413,3 +413,20 @@ class ConfigItem(Base):
     created_by: Mapped[str] = mapped_column(String(63), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GpuModelLimit(Base):
+    """How many cards of one GPU model a business may hold in a cluster (heterogeneous GPUs:
+    the quota's ``gpu`` counts every model; this caps one of them)."""
+
+    __tablename__ = "gpu_model_limits"
+    __table_args__ = (UniqueConstraint("business_id", "cluster_id", "model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), index=True
+    )
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(63))
+    gpu: Mapped[int] = mapped_column(BigInteger)  # hundredths of a card
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,269 @@
+"""``GaiaScheduler``: cluster-level placement with topology-aware GPU allocation.
+
+One decision::
+
+    request ──► candidates (index by free whole GPUs, rotating start) ──► filter each node
+            ──► allocate on the node's topology tree (linked / fragment-aware / shared)
+            ──► score: link cost, fragmentation left behind, binpack or spread
+            ──► best of the first ``sample`` feasible nodes
+
+**Filter**: ready, schedulable, not avoided (blacklist), node selector, zone, GPU model, every
+quota dimension that is node capacity (cloud disks are attached volumes, not node capacity),
+then the GPU tree must be able to hold the request (whole cards with the required link level,
+or a share of one card's cores *and* memory).
+
+**Score**, lexicographic: for multi-GPU requests the communication cost of the chosen set comes
+first (the talk's "singular and link"), then how many free GPUs the placement leaves unusable
+for 2/4/8-GPU requests (fragmentation delta), then binpack (fill the fullest node that fits:
+keeps whole nodes free for big jobs) or spread (the emptiest: fault tolerance for services).
+The default is binpack for GPU requests and spread otherwise; an app may choose.
+
+**Speed**: like kube-scheduler's ``percentageOfNodesToScore``, a decision scores at most
+``sample`` feasible nodes. GPU requests look only at nodes with enough free whole cards (an index
+by free-card count, kept up to date by ``bind``), in binpack order (fewest sufficient free cards
+first) or spread order; other requests scan from a rotating start. That keeps a decision cheap
+on a 5,000-node cluster while the choice stays the best among many good candidates.
+
+**Gang**: ``place_gang`` places several requests (a multi-node job) on a scratch copy and
+returns all placements or raises ``Unschedulable`` for the first that cannot fit: all or none.
+
+**Explain**: ``explain`` gives, for a request that fits nowhere, the reason per node aggregated
+("3 nodes: 2 free GPUs but no PIX set of 2; 40 nodes: Insufficient memory").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from gaia.scheduler.gpu import GpuAllocation, GpuRequest, TopologyTree
+from gaia.scheduler.port import (
+    WHOLE_CARD,
+    ClusterView,
+    NodeView,
+    Placement,
+    PlacementRequest,
+    Unschedulable,
+    why_not,
+)
+from gaia.scheduler.topology import link_cost, topology_from_matrix
+
+BINPACK = "binpack"
+SPREAD = "spread"
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    node: NodeView
+    allocation: GpuAllocation | None
+    key: tuple[float, ...]
+
+
+def _gpu_request(request: PlacementRequest) -> GpuRequest | None:
+    cores = request.resources.gpu
+    if cores <= 0:
+        return None
+    cards = max(1, cores // WHOLE_CARD)
+    per_card_memory = (
+        request.resources.gpu_memory // cards
+        if cores >= WHOLE_CARD
+        else (request.resources.gpu_memory)
+    )
+    return GpuRequest(cores=cores, memory_mib=per_card_memory)
+
+
+class GaiaScheduler:
+    """Topology-aware placement behind the ``Scheduler`` port."""
+
+    def __init__(self, *, sample: int = 32) -> None:
+        self.sample = sample
+        self._cursor = 0
+
+    # ------------------------------------------------------------ the port
+
+    def place(self, request: PlacementRequest, cluster: ClusterView) -> Placement:
+        best: Candidate | None = None
+        seen = 0
+        for node in self._candidates(request, cluster):
+            candidate = self._evaluate(request, node, cluster)
+            if candidate is None:
+                continue
+            seen += 1
+            if best is None or candidate.key < best.key:
+                best = candidate
+            if seen >= self.sample:
+                break
+        if best is None:
+            raise Unschedulable(request, self.explain(request, cluster), len(cluster.nodes))
+        alloc = best.allocation
+        gpu_ids = alloc.gpu_ids if alloc is not None else ()
+        tree = _tree(cluster, best.node)
+        cpu_ids = tree.cpu_cores_for(gpu_ids) if (tree is not None and gpu_ids) else ()
+        return Placement(node=best.node.name, gpu_ids=gpu_ids, cpu_ids=cpu_ids)
+
+    def place_gang(
+        self, requests: Sequence[PlacementRequest], cluster: ClusterView
+    ) -> list[Placement]:
+        """All requests placed, or ``Unschedulable`` and the cluster view untouched."""
+        scratch = cluster.copy()
+        placements = []
+        for request in requests:
+            placement = self.place(request, scratch)
+            scratch.bind(placement, request.resources)
+            placements.append(placement)
+        return placements
+
+    def explain(self, request: PlacementRequest, cluster: ClusterView) -> dict[str, int]:
+        reasons: Counter[str] = Counter()
+        for node in cluster.nodes:
+            reasons[self._why_not(request, node, cluster) or "fits"] += 1
+        reasons.pop("fits", None)
+        return dict(reasons)
+
+    # ------------------------------------------------------------ internals
+
+    def _candidates(self, request: PlacementRequest, cluster: ClusterView) -> Iterator[NodeView]:
+        gpu = request.resources.gpu
+        policy = request.policy or (BINPACK if gpu else SPREAD)
+        if gpu >= WHOLE_CARD:
+            need = gpu // WHOLE_CARD
+            counts = sorted(c for c in cluster.by_free_cards if c >= need)
+            if policy == SPREAD:
+                counts.reverse()
+            for count in counts:
+                yield from list(cluster.by_free_cards[count].values())
+            return
+        nodes = cluster.nodes
+        if not nodes:
+            return
+        start = self._cursor % len(nodes)
+        self._cursor = start + 1
+        for step in range(len(nodes)):
+            yield nodes[(start + step) % len(nodes)]
+
+    def _why_not(
+        self, request: PlacementRequest, node: NodeView, cluster: ClusterView
+    ) -> str | None:
+        reason = why_not(node, request)
+        if reason is not None:
+            return reason
+        if request.zone and node.zone != request.zone:
+            return "node(s) in another zone"
+        gpu_request = _gpu_request(request)
+        if gpu_request is None:
+            return None
+        if request.gpu_model and node.gpu_model != request.gpu_model:
+            return f"node(s) without {request.gpu_model} GPUs"
+        budget = request.gpu_model_budget.get(node.gpu_model)
+        if budget is not None and budget < request.resources.gpu:
+            return f"node(s) with {node.gpu_model} GPUs, of which the business may take no more"
+        tree = _tree(cluster, node)
+        if tree is None:
+            return "node(s) without GPUs"
+        alloc = tree.allocate(gpu_request)
+        if alloc is None:
+            if gpu_request.cores < WHOLE_CARD:
+                return "no GPU with enough free cores and memory for the share"
+            free = len(tree.free_gpus())
+            need = gpu_request.cores // WHOLE_CARD
+            if free >= need:
+                return f"{free} free GPUs but not {need} with enough memory"
+            return "Insufficient free GPU cards"
+        if not _within(alloc.worst_link, request.max_link):
+            free = len(tree.free_gpus())
+            need = gpu_request.cores // WHOLE_CARD
+            return f"{free} free GPUs but no {request.max_link} set of {need}"
+        return None
+
+    def _evaluate(
+        self, request: PlacementRequest, node: NodeView, cluster: ClusterView
+    ) -> Candidate | None:
+        if why_not(node, request) is not None:
+            return None
+        if request.zone and node.zone != request.zone:
+            return None
+        gpu_request = _gpu_request(request)
+        gpu = request.resources.gpu
+        policy = request.policy or (BINPACK if gpu else SPREAD)
+        alloc: GpuAllocation | None = None
+        cost = 0.0
+        frag = 0.0
+        if gpu_request is not None:
+            if request.gpu_model and node.gpu_model != request.gpu_model:
+                return None
+            budget = request.gpu_model_budget.get(node.gpu_model)
+            if budget is not None and budget < gpu:
+                return None
+            tree = _tree(cluster, node)
+            if tree is None:
+                return None
+            alloc = tree.allocate(gpu_request)
+            if alloc is None:
+                return None
+            if not _within(alloc.worst_link, request.max_link):
+                return None
+            cost = float(alloc.cost)
+            before = tree.fragmentation()
+            after_tree = tree.copy()
+            after_tree.take(alloc)
+            frag = float(after_tree.fragmentation() - before)
+        share = _used_share(node, request)
+        fill = -share if policy == BINPACK else share
+        return Candidate(node=node, allocation=alloc, key=(cost, frag, fill, 0.0))
+
+
+def _within(worst: str, limit: str) -> bool:
+    """Is a set whose dearest link is ``worst`` allowed under ``limit`` ("NV": any NVLink)?"""
+    if not limit or worst == "X":
+        return True
+    if limit == "NV":
+        return worst.startswith("NV")
+    return link_cost(worst) <= link_cost(limit)
+
+
+def _used_share(node: NodeView, request: PlacementRequest) -> float:
+    """How full the node is after the placement (the largest share over CPU and memory)."""
+    cap_cpu = node.free.cpu + node.used_cpu
+    cap_mem = node.free.memory + node.used_memory
+    cpu = (node.used_cpu + request.resources.cpu) / cap_cpu if cap_cpu else 0.0
+    mem = (node.used_memory + request.resources.memory) / cap_mem if cap_mem else 0.0
+    return max(cpu, mem)
+
+
+def _tree(cluster: ClusterView, node: NodeView) -> TopologyTree | None:
+    """The node's topology tree with its current GPU use, built once per cluster view."""
+    tree = cluster.trees.get(node.name)
+    if tree is not None or not node.gpu_free:
+        return tree
+    count = len(node.gpu_free)
+    links = node.gpu_links or _flat_links(count)
+    topology = cluster.topologies.get(links)
+    if topology is None:
+        topology = topology_from_matrix(links)
+        cluster.topologies[links] = topology
+    memory = [node.gpu_memory_total.get(i, 0) for i in range(count)]
+    tree = TopologyTree.build(topology, memory_mib=memory)
+    for index in range(count):
+        used_cores = WHOLE_CARD - node.gpu_free.get(index, WHOLE_CARD)
+        used_memory = memory[index] - node.gpu_memory_free.get(index, memory[index])
+        if used_cores or used_memory:
+            tree.take(
+                GpuAllocation(
+                    gpu_ids=(index,),
+                    cores_per_gpu=used_cores,
+                    memory_per_gpu_mib=used_memory,
+                    cost=0,
+                    worst_link="X",
+                )
+            )
+    cluster.trees[node.name] = tree
+    return tree
+
+
+def _flat_links(count: int) -> tuple[tuple[str, ...], ...]:
+    """A node that reports no topology: treat every pair as the dearest link."""
+    return tuple(tuple("X" if i == j else "SYS" for j in range(count)) for i in range(count))
+
+
+__all__ = ["BINPACK", "SPREAD", "GaiaScheduler"]
