@@ -122,7 +122,7 @@ def test_memory_of_a_shared_card_is_never_overcommitted() -> None:
     scheduler = GaiaScheduler()
     big = gpus(0.3, memory=12_000)
     view.bind(scheduler.place(big, view), big.resources)
-    with pytest.raises(Unschedulable, match="share"):
+    with pytest.raises(Unschedulable, match="gpu_memory"):
         scheduler.place(gpus(0.3, memory=8_000), view)  # cores fit, memory does not
 
 
