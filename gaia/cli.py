@@ -81,6 +81,19 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scheduler_extender(args: argparse.Namespace) -> int:
+    from gaia.scheduler.extender_server import serve
+
+    if not 0 < args.port < 65536:
+        print(f"gaia scheduler-extender: --port must be 1..65535, not {args.port}", file=sys.stderr)
+        return 2
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        print(f"gaia scheduler-extender: no kubeconfig at {args.kubeconfig}", file=sys.stderr)
+        return 2
+    serve(host=args.host, port=args.port, kubeconfig=args.kubeconfig, token=None)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gaia", description="Gaia container cloud")
     parser.add_argument("--version", action="version", version=f"gaia {__version__}")
@@ -101,6 +114,23 @@ def main(argv: list[str] | None = None) -> int:
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)
+
+    extender = sub.add_parser(
+        "scheduler-extender",
+        help="serve the Kubernetes scheduler-extender protocol (filter, prioritize, bind)",
+        description=(
+            "Topology-aware GPU placement for pods that kube-scheduler places: point a "
+            "KubeSchedulerConfiguration extender at this address. The bearer token, if any, "
+            "comes from GAIA_EXTENDER_TOKEN (never from the command line, where ps shows it)."
+        ),
+    )
+    extender.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    extender.add_argument("--port", type=int, default=8888, help="listen port (default 8888)")
+    extender.add_argument(
+        "--kubeconfig",
+        help="kubeconfig for the bind step (default: the in-cluster service account, if any)",
+    )
+    extender.set_defaults(func=cmd_scheduler_extender)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

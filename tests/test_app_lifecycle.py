@@ -423,8 +423,24 @@ def test_per_model_gpu_limits_steer_any_model_apps_and_hold_pinned_ones(
     assert r.status_code == 200, r.text
     limits = h.get(f"{BIZ}/quotas/sim-1/gpu-models")
     assert limits == [{"model": "Tesla P40", "cards": 1}]
+    # An app pinned to the limited model gets what the budget allows; the rest waits, saying why.
+    pinned = template("v1", "infer:1", gpu=1, cpu=1, gpu_model="Tesla P40")
+    create(h, "infer", replicas=2, templates=[pinned])
+    h.settle(lambda: any(i["status"] == "Running" for i in h.instances("infer").values()))
+    for _ in range(3):
+        h.tick()
+    states = sorted(i["status"] for i in h.instances("infer").values())
+    assert states == ["Pending", "Running"], states
+    waiting = next(i["name"] for i in h.instances("infer").values() if i["status"] == "Pending")
+    message = dict(h.events(waiting))["FailedScheduling"]
+    assert "of which the business may take no more" in message, message
+    # An any-model app is steered to the models still within budget.
     create(h, "train", replicas=2, templates=[template("v1", "train:1", gpu=1, cpu=1)])
     h.settle(h.ready("train", 2))
-    nodes = sorted(i["node"] for i in h.instances("train").values())
-    assert "v100-1" in nodes  # the P40 budget took one; the other went to the V100
-    # KNOWN BUG (see the issue-4 note): an app pinned to an exhausted model still runs.
+    assert {i["node"] for i in h.instances("train").values()} == {"v100-1"}
+    # Raising the limit lets the waiting instance run.
+    r = world.client.put(
+        f"{BIZ}/quotas/sim-1/gpu-models/Tesla P40", json={"cards": 2}, headers=world.admin
+    )
+    assert r.status_code == 200, r.text
+    h.settle(h.ready("infer", 2))

@@ -557,7 +557,7 @@ def test_pod_annotations_choose_model_and_link() -> None:
         node_selector={"pool": "gpu"},
     )
     request = pod_request(pod)
-    assert (request.name, request.gpu_model, request.max_link) == ("ml/trainer-0", V100, "NV")
+    assert (request.name, request.gpu_model, request.max_link) == ("ml/trainer-0", V100, "NV1")
     assert request.node_selector == {"pool": "gpu"}
 
 
@@ -1246,3 +1246,87 @@ def test_serve_answers_on_loopback_with_the_token_from_the_environment(tmp_path:
         server.wait(timeout=10)
         if server.stdout:
             server.stdout.close()
+
+
+# ------------------------------------------------------------------ the CLI, Gaia scheduler behind
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+PCIE4 = [
+    ["X", "PIX", "SYS", "SYS"],
+    ["PIX", "X", "SYS", "SYS"],
+    ["SYS", "SYS", "X", "PIX"],
+    ["SYS", "SYS", "PIX", "X"],
+]
+
+
+def test_gaia_scheduler_extender_cli_prefers_the_nvlink_pair_and_guards_its_link() -> None:
+    """``gaia scheduler-extender`` as a real process: the Gaia scheduler's topology decisions
+    reach kube-scheduler through filter and prioritize."""
+    port = _free_port()
+    env = {**os.environ, "GAIA_EXTENDER_TOKEN": "t0ken"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gaia", "scheduler-extender", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the extender did not come up")
+        nv = node_doc(
+            "nv-1",
+            allocatable={"cpu": "32", "memory": "120Gi", "nvidia.com/gpu": "4", "pods": "110"},
+            annotations={"gaia.io/gpu-topology": json.dumps(NV4)},
+        )
+        # GPU0 and GPU2 are taken: the two free cards are across sockets
+        split = node_doc(
+            "pcie-1",
+            allocatable={"cpu": "32", "memory": "120Gi", "nvidia.com/gpu": "4", "pods": "110"},
+            annotations={
+                "gaia.io/gpu-topology": json.dumps(PCIE4),
+                "gaia.io/gpu-used": '{"0":[100,0],"2":[100,0]}',
+            },
+        )
+        pod = pod_doc(requests={"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"})
+        args = {"Pod": pod, "Nodes": {"metadata": {}, "items": [nv, split]}, "NodeNames": None}
+        auth = {"Authorization": "Bearer t0ken"}
+        assert httpx.post(f"{base}/filter", json=args).status_code == 401
+        scores = httpx.post(f"{base}/prioritize", json=args, headers=auth).json()
+        by_host = {s["Host"]: s["Score"] for s in scores}
+        assert by_host["nv-1"] > by_host["pcie-1"] > 0, by_host
+        # A pod that allows at most a PIX link cannot use the cross-socket pair.
+        pix = pod_doc(
+            requests={"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"},
+            annotations={"gaia.io/gpu-link": "PIX"},
+        )
+        result = httpx.post(f"{base}/filter", json={**args, "Pod": pix}, headers=auth).json()
+        assert [n["metadata"]["name"] for n in result["Nodes"]["items"]] == ["nv-1"]
+        assert result["FailedNodes"] == {"pcie-1": "2 free GPUs but no PIX set of 2"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_scheduler_extender_cli_refuses_a_missing_kubeconfig(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gaia", "scheduler-extender", "--kubeconfig", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "no kubeconfig at" in done.stderr

@@ -688,9 +688,11 @@ def test_nodes_follow_the_sim_spec() -> None:
     assert node.gpu_used == dict.fromkeys(range(8), 0)
     assert run(w.sim.list_nodes())[1].host_ip != node.host_ip
 
-    explicit = [["X", "NV2"], ["NV2", "X"]]
-    node = run(World(gpus=2, gpu_topology=explicit, zone="z9").sim.list_nodes())[0]
-    assert node.gpu_links == (("X", "NV"), ("NV", "X")) and node.zone == "z9"
+    explicit = [["X", "NV2", "NODE"], ["NV2", "X", "SYS"], ["NODE", "SYS", "X"]]
+    node = run(World(gpus=3, gpu_topology=explicit, zone="z9").sim.list_nodes())[0]
+    # the NVLink count is kept (more links are cheaper to the scheduler); SYS is spelt SOC
+    assert node.gpu_links == (("X", "NV2", "NODE"), ("NV2", "X", "SOC"), ("NODE", "SOC", "X"))
+    assert node.zone == "z9"
     cpu_only = run(World(gpus=0).sim.list_nodes())[0]
     assert cpu_only.gpus == () and "gaia.io/gpu-model" not in cpu_only.labels
 
@@ -789,6 +791,7 @@ def test_validate_sim_spec_fills_defaults_and_is_idempotent() -> None:
         ({"gpus": 2, "gpu_topology": [["X", "PIX"], ["PIX", "PIX"]]}, "diagonal"),
         ({"gpus": 2, "gpu_topology": [["X", "PIX"], ["SOC", "X"]]}, "symmetric"),
         ({"gpus": 2, "gpu_topology": [["X", "QPI"], ["QPI", "X"]]}, r"sim_spec.gpu_topology\[0\]"),
+        ({"gpus": 2, "gpu_topology": [["X", "NV19"], ["NV19", "X"]]}, "NV1..NV18"),
         ({"labels": {"rack": 7}}, "sim_spec.labels.rack"),
         ({"labels": ["rack"]}, "sim_spec.labels"),
     ],

@@ -56,10 +56,11 @@ class GpuLink(StrEnum):
     """Link between two GPUs as ``nvidia-smi topo -m`` prints it (cheapest first)."""
 
     SELF = "X"
-    NVLINK = "NV"  # NVLink (``NV1``, ``NV2``, ... in nvidia-smi; the count is dropped)
+    NVLINK = "NV"  # NVLink of unknown width; ``NV1``..``NV18`` (bonded links) are kept as given
     PIX = "PIX"  # at most one PCIe switch
     PXB = "PXB"  # several PCIe switches, no host bridge
     PHB = "PHB"  # through a PCIe host bridge (same CPU socket)
+    NODE = "NODE"  # between host bridges of one NUMA node
     SOC = "SOC"  # across sockets (newer drivers print ``SYS``)
 
 

@@ -12,17 +12,34 @@ quota dimension that is node capacity (cloud disks are attached volumes, not nod
 then the GPU tree must be able to hold the request (whole cards with the required link level,
 or a share of one card's cores *and* memory).
 
-**Score**, lexicographic: for multi-GPU requests the communication cost of the chosen set comes
-first (the talk's "singular and link"), then how many free GPUs the placement leaves unusable
-for 2/4/8-GPU requests (fragmentation delta), then binpack (fill the fullest node that fits:
-keeps whole nodes free for big jobs) or spread (the emptiest: fault tolerance for services).
-The default is binpack for GPU requests and spread otherwise; an app may choose.
+**Score**, smaller is better. A share that would break a whole card loses to any node with a
+card already shared that can take it. Then the *price* of the placement, in link-cost units
+(``gaia.scheduler.topology.link_cost``):
+
+- the cost of the dearest link between the chosen cards (the talk's "singular and link"; 0 for
+  one card or a share);
+- plus the *capability loss* (``TopologyTree.capability_loss``): how much of its worth for larger
+  jobs the node gives up. A node's capability for k GPUs is worth what a k-GPU job saves there
+  against a typical node of the cluster (the median best level for k over its nodes). Two cards
+  of an empty NVSwitch board cost a 2-GPU job the board's whole 8-GPU capability, so a PIX pair
+  on a PCIe server, or two cards of a board already in use, is the better buy, and the 8-GPU
+  job that comes later still finds the board. Greedy "cheapest link now" does worse over a whole
+  trace than this (``bench/gpu_placement.py`` measures both);
+- plus ``STRANDED_GPU_PRICE`` for every free GPU the placement strands (fragmentation left
+  behind, as ``TopologyTree.fragmentation_delta`` counts it: by topology and by count) and, for
+  binpack, for every GPU left free on the node: filling the fullest nodes keeps whole nodes free
+  for big jobs.
+
+Ties go to the cheaper dearest link, the cheaper set, then binpack (the fullest node) or spread
+(the emptiest: fault tolerance for services; spread also drops the binpack term above). The
+default is binpack for GPU requests and spread otherwise; an app may choose.
 
 **Speed**: like kube-scheduler's ``percentageOfNodesToScore``, a decision scores at most
-``sample`` feasible nodes. GPU requests look only at nodes with enough free whole cards (an index
-by free-card count, kept up to date by ``bind``), in binpack order (fewest sufficient free cards
-first) or spread order; other requests scan from a rotating start. That keeps a decision cheap
-on a 5,000-node cluster while the choice stays the best among many good candidates.
+``sample`` feasible nodes. Whole-card requests look only at nodes with enough free whole cards
+(an index by free-card count, kept up to date by ``bind``), in binpack order (fewest sufficient
+free cards first) or spread order; shares look first at nodes with a card already shared, then
+as whole-card requests of one card; other requests scan from a rotating start. That keeps a
+decision cheap on a 5,000-node cluster while the choice stays the best among many candidates.
 
 **Gang**: ``place_gang`` places several requests (a multi-node job) on a scratch copy and
 returns all placements or raises ``Unschedulable`` for the first that cannot fit: all or none.
@@ -49,7 +66,12 @@ from gaia.scheduler.port import (
 )
 from gaia.scheduler.topology import link_cost, topology_from_matrix
 
+# What one free GPU left stranded (or, binpacking, left free on a node in use) costs, in link
+# cost units: as much as one PCIe switch hop (PIX). Chosen on bench/gpu_placement.py's traces:
+# lower lets fragmentation grow, higher trades link quality away for little.
+STRANDED_GPU_PRICE = 20
 BINPACK = "binpack"
+_DEAREST = float(link_cost("SYS"))
 SPREAD = "spread"
 
 
@@ -114,6 +136,20 @@ class GaiaScheduler:
             placements.append(placement)
         return placements
 
+    def score(self, request: PlacementRequest, node: NodeView) -> float:
+        """How good ``node`` is for ``request``, 0 (worst or does not fit) .. 1 (best): the
+        ranking ``place`` uses folded into one number for kube-scheduler's prioritize step. The
+        price weighs most (0.8; prices from 0 to twice the dearest link), then not breaking a
+        whole card for a share (0.1), then binpack or spread (0.1)."""
+        candidate = self._evaluate(request, node, ClusterView([node]))
+        if candidate is None:
+            return 0.0
+        breaks, price, _, _, fill = candidate.key
+        ceiling = 2 * _DEAREST
+        price_term = 1.0 - min(price, ceiling) / ceiling
+        fill_term = (1.0 - max(-1.0, min(1.0, fill))) / 2
+        return 0.8 * price_term + 0.1 * (1.0 - breaks) + 0.1 * fill_term
+
     def explain(self, request: PlacementRequest, cluster: ClusterView) -> dict[str, int]:
         reasons: Counter[str] = Counter()
         for node in cluster.nodes:
@@ -126,8 +162,10 @@ class GaiaScheduler:
     def _candidates(self, request: PlacementRequest, cluster: ClusterView) -> Iterator[NodeView]:
         gpu = request.resources.gpu
         policy = request.policy or (BINPACK if gpu else SPREAD)
-        if gpu >= WHOLE_CARD:
-            need = gpu // WHOLE_CARD
+        if gpu:
+            if gpu < WHOLE_CARD:
+                yield from list(cluster.shared.values())
+            need = max(1, gpu // WHOLE_CARD)
             counts = sorted(c for c in cluster.by_free_cards if c >= need)
             if policy == SPREAD:
                 counts.reverse()
@@ -186,31 +224,36 @@ class GaiaScheduler:
         gpu_request = _gpu_request(request)
         gpu = request.resources.gpu
         policy = request.policy or (BINPACK if gpu else SPREAD)
-        alloc: GpuAllocation | None = None
-        cost = 0.0
-        frag = 0.0
-        if gpu_request is not None:
-            if request.gpu_model and node.gpu_model != request.gpu_model:
-                return None
-            budget = request.gpu_model_budget.get(node.gpu_model)
-            if budget is not None and budget < gpu:
-                return None
-            tree = _tree(cluster, node)
-            if tree is None:
-                return None
-            alloc = tree.allocate(gpu_request)
-            if alloc is None:
-                return None
-            if not _within(alloc.worst_link, request.max_link):
-                return None
-            cost = float(alloc.cost)
-            before = tree.fragmentation()
-            after_tree = tree.copy()
-            after_tree.take(alloc)
-            frag = float(after_tree.fragmentation() - before)
-        share = _used_share(node, request)
-        fill = -share if policy == BINPACK else share
-        return Candidate(node=node, allocation=alloc, key=(cost, frag, fill, 0.0))
+        if gpu_request is None:
+            share = _used_share(node, request)
+            return Candidate(
+                node, None, (0.0, 0.0, 0.0, 0.0, -share if policy == BINPACK else share)
+            )
+        if request.gpu_model and node.gpu_model != request.gpu_model:
+            return None
+        budget = request.gpu_model_budget.get(node.gpu_model)
+        if budget is not None and budget < gpu:
+            return None
+        tree = _tree(cluster, node)
+        if tree is None:
+            return None
+        alloc = tree.allocate(gpu_request)
+        if alloc is None or not _within(alloc.worst_link, request.max_link):
+            return None
+        worst = float(link_cost(alloc.worst_link))
+        price = worst + tree.capability_loss(alloc, _typical_reach(cluster))
+        stranded = tree.fragmentation_delta(alloc)
+        after = tree.free_after(alloc)
+        # a share that breaks a whole card when a shared card elsewhere could take it
+        breaks = float(not alloc.whole_cards and after != tree.free_mask)
+        fill = tree.core_share_used() + gpu / (WHOLE_CARD * tree.count)
+        if policy == BINPACK:
+            score = price + STRANDED_GPU_PRICE * (stranded + after.bit_count())
+            key = (breaks, score, worst, float(alloc.cost), -fill)
+        else:
+            score = price + STRANDED_GPU_PRICE * stranded
+            key = (breaks, score, worst, float(alloc.cost), fill)
+        return Candidate(node=node, allocation=alloc, key=key)
 
 
 def _within(worst: str, limit: str) -> bool:
@@ -259,6 +302,26 @@ def _tree(cluster: ClusterView, node: NodeView) -> TopologyTree | None:
             )
     cluster.trees[node.name] = tree
     return tree
+
+
+def _typical_reach(cluster: ClusterView) -> dict[int, int]:
+    """Per block size, the median over the cluster's GPU nodes of the best dearest-link cost an
+    empty node offers for that many GPUs: what a job of that size pays on a typical node."""
+    known = cluster.notes.get("typical_reach")
+    if known is None:
+        offers: dict[int, list[int]] = {}
+        for node in cluster.nodes:
+            tree = _tree(cluster, node) if node.gpu_free else None
+            if tree is None:
+                continue
+            size = 2
+            while size <= tree.count:
+                offers.setdefault(size, []).append(tree.best_cost(size))
+                size *= 2
+        known = {size: sorted(costs)[len(costs) // 2] for size, costs in offers.items()}
+        cluster.notes["typical_reach"] = known
+    result: dict[int, int] = known
+    return result
 
 
 def _flat_links(count: int) -> tuple[tuple[str, ...], ...]:

@@ -66,7 +66,8 @@ the cards of a whole-card request and lies on the one card of a share. ``spec.no
 becomes the request's node selector; pod annotations choose the GPU model (``gaia.io/gpu-model``,
 matched against the node label ``gaia.io/gpu-model``, else GPU feature discovery's
 ``nvidia.com/gpu.product``) and the loosest link allowed between the pod's cards
-(``gaia.io/gpu-link``: ``NV``, ``PIX``, ``PXB``, ``PHB`` or ``SOC``).
+(``gaia.io/gpu-link``: ``NV`` for any NVLink, ``NV<n>`` for at least n bonded links, ``PIX``,
+``PXB``, ``PHB``, ``NODE`` or ``SOC``).
 
 **Nodes** (``NodeView``). ``status.allocatable`` gives CPU, memory and disk; kube-scheduler's own
 ``NodeResourcesFit`` has already subtracted the running pods from those before it calls us, so
@@ -74,8 +75,8 @@ the extender checks them against allocatable only. GPU state, which kube-schedul
 per card, comes from two node annotations defined here:
 
 - ``gaia.io/gpu-topology``: the ``nvidia-smi topo -m`` link matrix as a JSON list of lists
-  (``[["X","NV2"],["NV2","X"]]``; ``NV<n>`` reads as ``NV``, ``SYS`` as ``SOC``, ``NODE`` as
-  ``PHB``). Its size is the number of cards; without it the count comes from the allocatable
+  (``[["X","NV2"],["NV2","X"]]``; ``NV<n>`` keeps its link count, ``SYS`` reads as ``SOC``).
+  Its size is the number of cards; without it the count comes from the allocatable
   GPU resources (``nvidia.com/gpu``, or ``gaia.io/gpu-core`` / ``tencent.com/vcuda-core`` over
   100) and the cards count as equally linked. Per-card memory is the allocatable
   ``gaia.io/gpu-memory`` (or ``tencent.com/vcuda-memory`` x 256 MiB) divided by the cards.
@@ -119,6 +120,7 @@ from gaia.scheduler.port import (
     PlacementRequest,
     Unschedulable,
 )
+from gaia.scheduler.topology import link_cost
 
 MIN_EXTENDER_PRIORITY = 0
 MAX_EXTENDER_PRIORITY = 10  # k8s.io/kube-scheduler/extender/v1.MaxExtenderPriority
@@ -144,9 +146,8 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 
 _MIB = 2**20
 _GIB = 2**30
-_LINKS = ("X", "NV", "PIX", "PXB", "PHB", "SOC")
-_LINK_ALIASES = {"SYS": "SOC", "NODE": "PHB"}
-_NVLINK = re.compile(r"^NV\d+$")
+_LINKS = ("X", "NV", "NV1..NV18", "PIX", "PXB", "PHB", "NODE", "SOC")
+_LINK_ALIASES = {"SYS": "SOC"}
 # Kubernetes' quantity grammar (k8s.io/apimachinery/pkg/api/resource): a signed decimal and a
 # binary-SI suffix, a decimal-SI suffix (n u m "" k M G T P E) or a decimal exponent (e3, E-2).
 _QUANTITY = re.compile(
@@ -561,11 +562,11 @@ def resources_of(amounts: Mapping[str, Decimal]) -> ResourceVector:
 
 def _link(raw: str, what: str) -> str:
     link = raw.strip().upper()
-    if _NVLINK.match(link):
-        return "NV"
     link = _LINK_ALIASES.get(link, link)
-    if link not in _LINKS:
-        raise BadExtenderRequest(f"{what} is {raw!r}; use one of {', '.join(_LINKS)}")
+    try:
+        link_cost(link)
+    except ValueError:
+        raise BadExtenderRequest(f"{what} is {raw!r}; use one of {', '.join(_LINKS)}") from None
     return link
 
 

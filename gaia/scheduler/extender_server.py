@@ -52,6 +52,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gaia.providers.kubernetes import KubeCredentials, _ssl_context, parse_kubeconfig
+from gaia.scheduler.cluster import GaiaScheduler
 from gaia.scheduler.extender import (
     BadExtenderRequest,
     Binder,
@@ -64,7 +65,6 @@ from gaia.scheduler.extender import (
     filter_nodes,
     prioritize_nodes,
 )
-from gaia.scheduler.fit import ResourceFitScheduler
 from gaia.scheduler.port import ClusterView, Placement, PlacementRequest
 
 log = logging.getLogger("gaia.scheduler.extender")
@@ -368,7 +368,7 @@ def serve(*, host: str, port: int, kubeconfig: str | None, token: str | None) ->
         log.warning(
             "listening on %s without %s: anyone who reaches the port can bind pods", host, TOKEN_ENV
         )
-    app = create_app(scheduler=ResourceFitScheduler(), binder=binder, token=token)
+    app = create_app(scheduler=GaiaScheduler(), binder=binder, token=token)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
     finally:

@@ -50,13 +50,16 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gaia.scheduler.port import WHOLE_CARD
 from gaia.scheduler.topology import SELF, GpuTopology, link_cost
 
 DEFAULT_BLOCK_SIZES = (2, 4, 8)
+# The price of a block size a node can no longer offer at all: the dearest link there is (the
+# block must go to another node, and may well end up across sockets).
+UNREACHABLE = link_cost("SYS")
 _MEMO_LIMIT = 1 << 16  # answers kept per topology; the cache starts over when it is full
 _UNKNOWN: tuple[tuple[int, ...], int, str] = ((), -1, "")  # "not asked yet", unlike None
 
@@ -248,6 +251,7 @@ class _TopologyPlan:
         self._pools: dict[int, list[int]] = {}
         self._linked: dict[tuple[int, int, int], tuple[tuple[int, ...], int, str] | None] = {}
         self._fragmentation: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._reach: dict[int, tuple[int, ...]] = {}
 
     def _flatten(self, node: TreeNode) -> None:
         at = len(self.subtrees)
@@ -367,6 +371,31 @@ class _TopologyPlan:
                 at += 1
         intact.sort(reverse=True)
         return self.fragmentation(free, self.block_sizes), tuple(-s for s in intact), _bits(taken)
+
+    # -- what a free set can still offer ------------------------------------------------
+
+    def reach(self, free: int) -> tuple[int, ...]:
+        """Per block size (``block_sizes``), the dearest-link cost of the best set the free GPUs
+        still hold; ``UNREACHABLE`` when fewer GPUs than the size are free."""
+        known = self._reach.get(free)
+        if known is None:
+            costs = []
+            for size in self.block_sizes:
+                if free.bit_count() < size:
+                    costs.append(UNREACHABLE)
+                    continue
+                worst, _, _ = self._cheapest(free, size)
+                costs.append(worst)
+            known = tuple(costs)
+            if len(self._reach) >= _MEMO_LIMIT:
+                self._reach.clear()
+            self._reach[free] = known
+        return known
+
+    def stranded(self, free: int) -> int:
+        """Free GPUs that a block of each size cannot use because too few are free, summed."""
+        count = free.bit_count()
+        return sum(count for size in self.block_sizes if count < size)
 
     # -- fragmentation -------------------------------------------------------------------
 
@@ -649,6 +678,58 @@ class TopologyTree:
             worst_link=SELF,
         )
 
+    # -- what an allocation costs the node's future ----------------------------------------
+
+    @property
+    def free_mask(self) -> int:
+        """Bit i set: GPU i is a whole free card."""
+        return self._free
+
+    def free_after(self, allocation: GpuAllocation) -> int:
+        """The mask of whole free GPUs once ``allocation`` is taken (a share breaks its card)."""
+        return self._free & ~_mask(allocation.gpu_ids)
+
+    def capability_loss(self, allocation: GpuAllocation, reference: Mapping[int, int]) -> int:
+        """What taking ``allocation`` takes away from larger jobs that come later, in link cost.
+
+        A node's capability for a block of k GPUs is worth ``reference[k] - reach`` when it can
+        still offer k GPUs whose dearest link costs ``reach``, below ``reference[k]``, the cost a
+        k-GPU job would pay on a typical node of the cluster (the caller's figure, e.g. the
+        median best level over its nodes); otherwise nothing. The loss is the drop of that worth
+        summed over the block sizes larger than the allocation: an NVSwitch board that gives two
+        cards to a 2-GPU job loses its 8-GPU capability (worth SYS minus NV12 on a cluster of
+        PCIe servers); a PCIe server that gives away a PIX pair loses nothing a job could not
+        find elsewhere. Sizes up to the allocation's own are left out: such jobs fit in many
+        places, and counting them would keep placements from filling a node up."""
+        plan = self._plan
+        before = plan.reach(self._free)
+        after = plan.reach(self.free_after(allocation))
+        cards = len(allocation.gpu_ids) if allocation.whole_cards else 0
+        loss = 0
+        for size, was, now in zip(plan.block_sizes, before, after, strict=True):
+            if size <= cards:
+                continue
+            typical = reference.get(size, UNREACHABLE)
+            loss += max(0, typical - was) - max(0, typical - now)
+        return loss
+
+    def fragmentation_delta(self, allocation: GpuAllocation) -> int:
+        """Change in the node's fragmentation if ``allocation`` is taken, counting also the free
+        GPUs stranded because fewer than a block's size remain (the cluster-level view: across
+        nodes that count differs; within one node it does not)."""
+        plan, sizes = self._plan, self._plan.block_sizes
+        after = self.free_after(allocation)
+        return (
+            plan.fragmentation(after, sizes)
+            + plan.stranded(after)
+            - plan.fragmentation(self._free, sizes)
+            - plan.stranded(self._free)
+        )
+
+    def core_share_used(self) -> float:
+        """Share of the node's GPU cores in use (0 empty .. 1 full)."""
+        return 1.0 - sum(self._cores) / (WHOLE_CARD * self.count)
+
     # -- metrics -------------------------------------------------------------------------
 
     def set_cost(self, ids: Sequence[int]) -> int:
@@ -660,6 +741,12 @@ class TopologyTree:
         """The dearest link label inside a set ("X" for one GPU)."""
         self._check_ids(ids)
         return self._plan.worst_link(ids)
+
+    def best_cost(self, count: int) -> int:
+        """The dearest-link cost of the cheapest ``count``-set on this node when it is empty."""
+        if not 1 <= count <= self.count:
+            raise ValueError(f"this node has {self.count} GPUs; cannot place {count}")
+        return self._plan.best(count)[0]
 
     def best_possible_level(self, count: int) -> str:
         """The dearest link of the cheapest ``count``-set on this node when it is empty: the
@@ -681,6 +768,7 @@ class TopologyTree:
 
 __all__ = [
     "DEFAULT_BLOCK_SIZES",
+    "UNREACHABLE",
     "GpuAllocation",
     "GpuRequest",
     "TopologyTree",

@@ -73,7 +73,7 @@ class ClusterView:
 
     Schedulers may keep per-node caches here (``trees``: GPU topology trees; ``topologies``:
     parsed link matrices shared by identical nodes); ``by_free_cards`` indexes nodes by how
-    many whole GPU cards they have free."""
+    many whole GPU cards they have free, ``shared`` the nodes with a card partly in use."""
 
     def __init__(self, nodes: Iterable[NodeView]) -> None:
         self.nodes: list[NodeView] = list(nodes)
@@ -81,9 +81,13 @@ class ClusterView:
         self.trees: dict[str, Any] = {}
         self.topologies: dict[tuple[tuple[str, ...], ...], Any] = {}
         self.by_free_cards: dict[int, dict[str, NodeView]] = {}
+        self.shared: dict[str, NodeView] = {}  # nodes with a card that is partly in use
+        self.notes: dict[str, Any] = {}  # schedulers' caches that depend on the nodes only
         for node in self.nodes:
             if node.gpu_free:
                 self.by_free_cards.setdefault(node.free_cards, {})[node.name] = node
+                if _partly_used(node):
+                    self.shared[node.name] = node
 
     def copy(self) -> ClusterView:
         """A scratch copy for what-if placement (gang scheduling); trees are rebuilt lazily."""
@@ -103,6 +107,10 @@ class ClusterView:
             return
         self.by_free_cards.get(before, {}).pop(node.name, None)
         self.by_free_cards.setdefault(node.free_cards, {})[node.name] = node
+        if _partly_used(node):
+            self.shared[node.name] = node
+        else:
+            self.shared.pop(node.name, None)
 
     def bind(self, placement: Placement, resources: ResourceVector) -> None:
         self._change(placement.node, resources, placement.gpu_ids, sign=-1)
@@ -132,6 +140,10 @@ class ClusterView:
             # the node's topology tree (if a scheduler built one) is rebuilt from the view
             self.trees.pop(name, None)
         self._reindex(node, before)
+
+
+def _partly_used(node: NodeView) -> bool:
+    return any(0 < free < WHOLE_CARD for free in node.gpu_free.values())
 
 
 def why_not(node: NodeView, request: PlacementRequest) -> str | None:

@@ -30,6 +30,7 @@ from gaia.providers.port import GpuLink
 PRESETS = ("pcie-2socket", "nvlink")
 _LINKS = frozenset(link.value for link in GpuLink)
 _NVLINK_COUNT = re.compile(r"^NV\d+$")
+_MOST_NVLINKS = 18
 
 LinkMatrix = tuple[tuple[str, ...], ...]
 
@@ -89,8 +90,9 @@ def numa_nodes(matrix: LinkMatrix) -> tuple[int, ...]:
 def normalize_matrix(raw: Any, cards: int, *, field: str) -> LinkMatrix:
     """Check an explicit matrix (a list of lists of link names) and return it as tuples.
 
-    ``NV1``/``NV2``... become ``NV`` and newer drivers' ``SYS`` becomes ``SOC``, so a matrix pasted
-    from ``nvidia-smi topo -m`` is accepted as is.
+    ``NV1``..``NV18`` keep their link count (the scheduler prices more links cheaper) and newer
+    drivers' ``SYS`` becomes ``SOC``, so a matrix pasted from ``nvidia-smi topo -m`` is accepted
+    as is.
     """
     if not isinstance(raw, Sequence) or isinstance(raw, str) or len(raw) != cards:
         raise InvalidRequest(f"{field} must be a {cards}x{cards} matrix (one row per GPU)")
@@ -103,13 +105,14 @@ def normalize_matrix(raw: Any, cards: int, *, field: str) -> LinkMatrix:
             if not isinstance(cell, str):
                 raise InvalidRequest(f"{field}[{a}][{b}] must be a link name such as PIX or NV")
             link = cell.strip().upper()
-            if _NVLINK_COUNT.match(link):
-                link = GpuLink.NVLINK.value
+            if _NVLINK_COUNT.match(link) and 1 <= int(link[2:]) <= _MOST_NVLINKS:
+                pass
             elif link == "SYS":
                 link = GpuLink.SOC.value
-            if link not in _LINKS:
+            elif link not in _LINKS:
                 raise InvalidRequest(
-                    f"{field}[{a}][{b}] is {cell!r}; use one of {', '.join(sorted(_LINKS))}"
+                    f"{field}[{a}][{b}] is {cell!r}; use one of "
+                    f"{', '.join(sorted(_LINKS))} or NV1..NV18"
                 )
             if (a == b) != (link == GpuLink.SELF.value):
                 raise InvalidRequest(f"{field}: X belongs on the diagonal and only there")
