@@ -188,3 +188,91 @@ def test_placement_binds_cpu_cores_next_to_the_gpus() -> None:
     placement = GaiaScheduler().place(gpus(1), view)
     assert placement.gpu_ids == (1,)
     assert placement.cpu_ids == (4, 5, 6, 7)
+
+
+NVSWITCH8 = tuple(tuple("X" if a == b else "NV12" for b in range(8)) for a in range(8))
+
+
+def pcie8() -> tuple[tuple[str, ...], ...]:
+    """Two sockets, two PCIe switches each: PIX pairs, PXB quads, SYS across sockets."""
+
+    def link(a: int, b: int) -> str:
+        if a == b:
+            return "X"
+        if a // 4 != b // 4:
+            return "SYS"
+        return "PIX" if a // 2 == b // 2 else "PXB"
+
+    return tuple(tuple(link(a, b) for b in range(8)) for a in range(8))
+
+
+def test_small_jobs_leave_the_nvswitch_board_to_the_job_that_needs_it() -> None:
+    """Greedy "cheapest link now" would give a 2-GPU job two NV12 cards of the empty board and
+    leave the 8-GPU job that follows only a PCIe server (SYS). The capability loss prices that
+    in: the pair goes to a PIX pair, the 8-GPU job still gets NV12."""
+    view = ClusterView(
+        [
+            gpu_node("board", links=NVSWITCH8),
+            gpu_node("pcie-a", links=pcie8()),
+            gpu_node("pcie-b", links=pcie8()),
+        ]
+    )
+    scheduler = GaiaScheduler()
+    pair = scheduler.place(gpus(2), view)
+    assert pair.node.startswith("pcie")
+    view.bind(pair, gpus(2).resources)
+    big = scheduler.place(gpus(8), view)
+    assert big.node == "board"
+    # with the board the only node left that can hold them, small jobs do take it
+    view.bind(big, gpus(8).resources)
+    full_board = ClusterView([gpu_node("board", links=NVSWITCH8)])
+    assert scheduler.place(gpus(2), full_board).node == "board"
+
+
+def test_capability_loss_is_relative_to_what_the_cluster_offers() -> None:
+    """On a cluster of NVSwitch boards only, no board is special: the loss is zero and the pair
+    binpacks onto the board already in use."""
+    view = ClusterView(
+        [
+            gpu_node("used", links=NVSWITCH8, used={0: 100, 1: 100}),
+            gpu_node("empty", links=NVSWITCH8),
+        ]
+    )
+    assert GaiaScheduler().place(gpus(2), view).node == "used"
+
+
+def test_shares_fill_a_shared_card_before_breaking_a_whole_one() -> None:
+    view = ClusterView(
+        [
+            gpu_node("whole", links=pcie8()),
+            gpu_node("shared", links=pcie8(), used={3: 50}),
+        ]
+    )
+    placement = GaiaScheduler().place(gpus(0.25, memory=2048), view)
+    assert (placement.node, placement.gpu_ids) == ("shared", (3,))
+
+
+def test_binpack_prefers_the_node_it_fills_and_spread_the_one_it_does_not() -> None:
+    view = ClusterView(
+        [
+            gpu_node("half", links=pcie8(), used={0: 100, 1: 100, 2: 100, 3: 100}),
+            gpu_node("empty", links=pcie8()),
+        ]
+    )
+    # a PIX pair on either node; binpack fills the half-used one
+    assert GaiaScheduler().place(gpus(2), view).node == "half"
+    assert GaiaScheduler().place(gpus(2, policy="spread"), view).node == "empty"
+
+
+def test_score_orders_nodes_as_place_does() -> None:
+    scheduler = GaiaScheduler()
+    board = gpu_node("board", links=NVSWITCH8)
+    pcie = gpu_node("pcie", links=pcie8())
+    split = gpu_node("split", used={0: 100, 3: 100})  # two free cards, across sockets
+    request = gpus(2)
+    view = ClusterView([board, pcie, split])
+    scores = {n.name: scheduler.score(request, n, view) for n in (board, pcie, split)}
+    assert scores["pcie"] > scores["board"] > 0
+    assert scores["pcie"] > scores["split"] > 0
+    assert scheduler.place(request, view).node == "pcie"
+    assert scheduler.score(gpus(4), split) == 0.0  # does not fit

@@ -778,7 +778,8 @@ def test_prioritize_ranks_other_fitting_nodes_below_the_choice_by_free_gpu() -> 
 
 def test_prioritize_uses_the_scheduler_score_when_it_has_one() -> None:
     class ScoringScheduler(ResourceFitScheduler):
-        def score(self, request: PlacementRequest, node: NodeView) -> float:
+        def score(self, request: PlacementRequest, node: NodeView, cluster: ClusterView) -> float:
+            assert sorted(cluster.by_name) == ["gpu-a", "gpu-b"]  # the nodes that fit
             return {"gpu-a": 0.74, "gpu-b": 7.0}.get(node.name, -1.0)
 
     client = TestClient(create_app(scheduler=ScoringScheduler(), binder=None))
@@ -1287,10 +1288,14 @@ def test_gaia_scheduler_extender_cli_prefers_the_nvlink_pair_and_guards_its_link
                 time.sleep(0.05)
         else:
             raise AssertionError("the extender did not come up")
+        # two NVLinked cards free on one node, two cards across sockets on the other
         nv = node_doc(
             "nv-1",
             allocatable={"cpu": "32", "memory": "120Gi", "nvidia.com/gpu": "4", "pods": "110"},
-            annotations={"gaia.io/gpu-topology": json.dumps(NV4)},
+            annotations={
+                "gaia.io/gpu-topology": json.dumps(NV4),
+                "gaia.io/gpu-used": '{"0":[100,0],"1":[100,0]}',
+            },
         )
         # GPU0 and GPU2 are taken: the two free cards are across sockets
         split = node_doc(

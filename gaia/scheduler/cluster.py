@@ -25,13 +25,13 @@ card already shared that can take it. Then the *price* of the placement, in link
   on a PCIe server, or two cards of a board already in use, is the better buy, and the 8-GPU
   job that comes later still finds the board. Greedy "cheapest link now" does worse over a whole
   trace than this (``bench/gpu_placement.py`` measures both);
-- plus ``STRANDED_GPU_PRICE`` for every free GPU the placement strands (fragmentation left
-  behind, as ``TopologyTree.fragmentation_delta`` counts it: by topology and by count) and, for
-  binpack, for every GPU left free on the node: filling the fullest nodes keeps whole nodes free
-  for big jobs.
+- plus, for binpack, ``STRANDED_GPU_PRICE`` for every free GPU the placement strands
+  (fragmentation left behind, as ``TopologyTree.fragmentation_delta`` counts it: by topology,
+  and by count: a GPU on a node with fewer free than a block needs is lost to that block).
 
 Ties go to the cheaper dearest link, the cheaper set, then binpack (the fullest node) or spread
-(the emptiest: fault tolerance for services; spread also drops the binpack term above). The
+(the emptiest: fault tolerance for services; spread strands GPUs by design and drops the third
+term). The
 default is binpack for GPU requests and spread otherwise; an app may choose.
 
 **Speed**: like kube-scheduler's ``percentageOfNodesToScore``, a decision scores at most
@@ -66,9 +66,9 @@ from gaia.scheduler.port import (
 )
 from gaia.scheduler.topology import link_cost, topology_from_matrix
 
-# What one free GPU left stranded (or, binpacking, left free on a node in use) costs, in link
-# cost units: as much as one PCIe switch hop (PIX). Chosen on bench/gpu_placement.py's traces:
-# lower lets fragmentation grow, higher trades link quality away for little.
+# What one free GPU left stranded costs, in link cost units: as much as one PCIe switch hop
+# (PIX). Chosen on bench/gpu_placement.py's traces: lower lets fragmentation grow, higher trades
+# link quality away for little.
 STRANDED_GPU_PRICE = 20
 BINPACK = "binpack"
 _DEAREST = float(link_cost("SYS"))
@@ -136,12 +136,15 @@ class GaiaScheduler:
             placements.append(placement)
         return placements
 
-    def score(self, request: PlacementRequest, node: NodeView) -> float:
-        """How good ``node`` is for ``request``, 0 (worst or does not fit) .. 1 (best): the
-        ranking ``place`` uses folded into one number for kube-scheduler's prioritize step. The
-        price weighs most (0.8; prices from 0 to twice the dearest link), then not breaking a
-        whole card for a share (0.1), then binpack or spread (0.1)."""
-        candidate = self._evaluate(request, node, ClusterView([node]))
+    def score(
+        self, request: PlacementRequest, node: NodeView, cluster: ClusterView | None = None
+    ) -> float:
+        """How good ``node`` is for ``request`` among the nodes of ``cluster`` (default: alone),
+        0 (worst or does not fit) .. 1 (best): the ranking ``place`` uses folded into one number
+        for kube-scheduler's prioritize step. The price weighs most (0.8; prices from 0 to twice
+        the dearest link), then not breaking a whole card for a share (0.1), then binpack or
+        spread (0.1)."""
+        candidate = self._evaluate(request, node, cluster or ClusterView([node]))
         if candidate is None:
             return 0.0
         breaks, price, _, _, fill = candidate.key
@@ -248,11 +251,9 @@ class GaiaScheduler:
         breaks = float(not alloc.whole_cards and after != tree.free_mask)
         fill = tree.core_share_used() + gpu / (WHOLE_CARD * tree.count)
         if policy == BINPACK:
-            score = price + STRANDED_GPU_PRICE * (stranded + after.bit_count())
-            key = (breaks, score, worst, float(alloc.cost), -fill)
-        else:
-            score = price + STRANDED_GPU_PRICE * stranded
-            key = (breaks, score, worst, float(alloc.cost), fill)
+            key = (breaks, price + STRANDED_GPU_PRICE * stranded, worst, float(alloc.cost), -fill)
+        else:  # spreading strands GPUs by design: only the link and the capability count
+            key = (breaks, price, worst, float(alloc.cost), fill)
         return Candidate(node=node, allocation=alloc, key=key)
 
 

@@ -95,7 +95,8 @@ server copies onto the pod in the same write that sets ``spec.nodeName``.
 ``ClusterView``, so the reasons per node are the scheduler's own. Cards whose free memory cannot
 hold the pod's share are shown to the scheduler as full, and the GPU model is checked here, so the
 answer is right whatever scheduler sits behind the port (``ResourceFitScheduler`` checks neither).
-Prioritize uses the scheduler's ``score(request, node) -> 0..1`` when it has one; otherwise the node
+Prioritize uses the scheduler's ``score(request, node, cluster) -> 0..1`` (the cluster being
+the nodes that fit) when it has one; otherwise the node
 ``place`` picks among the fitting ones scores 10 and the others 0..9 by the share of GPU left free.
 """
 
@@ -816,9 +817,10 @@ class PlacementScheduler(Protocol):
 
 @runtime_checkable
 class NodeScorer(Protocol):
-    """A scheduler that can also score one node for a request (0 worst .. 1 best)."""
+    """A scheduler that can also score one node for a request (0 worst .. 1 best), among the
+    other nodes of ``cluster`` (what is rare there is worth more)."""
 
-    def score(self, request: PlacementRequest, node: NodeView) -> float: ...
+    def score(self, request: PlacementRequest, node: NodeView, cluster: ClusterView) -> float: ...
 
 
 def _why_not_here(
@@ -917,8 +919,9 @@ def prioritize_nodes(
     fitting = [n for n in nodes if _why_not_here(n, request, scheduler, idle=False) is None]
     scores: dict[str, int] = {}
     if isinstance(scheduler, NodeScorer):
+        view = ClusterView(node_view(n, request) for n in fitting)
         for node in fitting:
-            scores[node.name] = _scaled(scheduler.score(request, node_view(node, request)))
+            scores[node.name] = _scaled(scheduler.score(request, view.by_name[node.name], view))
     elif fitting:
         try:
             chosen = scheduler.place(

@@ -146,6 +146,11 @@ def _partly_used(node: NodeView) -> bool:
     return any(0 < free < WHOLE_CARD for free in node.gpu_free.values())
 
 
+NODE_CAPACITY = ("cpu", "memory", "local_disk", "bandwidth", "gpu", "gpu_memory")
+# A new quota dimension must be added to why_not (or to the attached kinds below) on purpose.
+assert set(DIMENSION_NAMES) == {*NODE_CAPACITY, "cloud_disk", "shared_disk"}
+
+
 def why_not(node: NodeView, request: PlacementRequest) -> str | None:
     """The reason ``node`` cannot take ``request``, or None when it can (GPU ids aside)."""
     if node.name in request.avoid_nodes:
@@ -157,11 +162,21 @@ def why_not(node: NodeView, request: PlacementRequest) -> str | None:
     for key, value in request.node_selector.items():
         if node.labels.get(key) != value:
             return "node(s) didn't match the node selector"
-    for dim in DIMENSION_NAMES:
-        if dim in ("cloud_disk", "shared_disk"):
-            continue  # cloud disks are attached volumes, not node capacity
-        if getattr(request.resources, dim) > getattr(node.free, dim):
-            return f"Insufficient {dim}"
+    # every dimension that is node capacity (cloud disks are attached volumes); spelt out, not
+    # looped with getattr: this runs for every node of every decision
+    need, free = request.resources, node.free
+    if need.cpu > free.cpu:
+        return "Insufficient cpu"
+    if need.memory > free.memory:
+        return "Insufficient memory"
+    if need.local_disk > free.local_disk:
+        return "Insufficient local_disk"
+    if need.bandwidth > free.bandwidth:
+        return "Insufficient bandwidth"
+    if need.gpu > free.gpu:
+        return "Insufficient gpu"
+    if need.gpu_memory > free.gpu_memory:
+        return "Insufficient gpu_memory"
     return None
 
 
