@@ -66,10 +66,10 @@ from gaia.scheduler.port import (
 )
 from gaia.scheduler.topology import link_cost, topology_from_matrix
 
-# What one free GPU left stranded costs, in link cost units: as much as one PCIe switch hop
-# (PIX). Chosen on bench/gpu_placement.py's traces: lower lets fragmentation grow, higher trades
-# link quality away for little.
-STRANDED_GPU_PRICE = 20
+# What one free GPU left stranded costs, in link-cost units: a little more than one PCIe switch
+# hop (PIX, 20). Chosen on bench/gpu_placement.py's traces (seeds 1-6, load 0.9 and 1.0): 20
+# lets fragmentation grow past binpack's, 30-40 give link quality away for no less of it.
+STRANDED_GPU_PRICE = 25
 BINPACK = "binpack"
 _DEAREST = float(link_cost("SYS"))
 SPREAD = "spread"
@@ -141,17 +141,18 @@ class GaiaScheduler:
     ) -> float:
         """How good ``node`` is for ``request`` among the nodes of ``cluster`` (default: alone),
         0 (worst or does not fit) .. 1 (best): the ranking ``place`` uses folded into one number
-        for kube-scheduler's prioritize step. The price weighs most (0.8; prices from 0 to twice
-        the dearest link), then not breaking a whole card for a share (0.1), then binpack or
-        spread (0.1)."""
+        for kube-scheduler's prioritize step. The price weighs most (0.75; prices from 0 to twice
+        the dearest link), then the dearest link alone (0.05), not breaking a whole card for a
+        share (0.1), and binpack or spread (0.1)."""
         candidate = self._evaluate(request, node, cluster or ClusterView([node]))
         if candidate is None:
             return 0.0
-        breaks, price, _, _, fill = candidate.key
+        breaks, price, worst, _, fill = candidate.key
         ceiling = 2 * _DEAREST
-        price_term = 1.0 - min(price, ceiling) / ceiling
+        price_term = 1.0 - min(max(price, 0.0), ceiling) / ceiling
+        link_term = 1.0 - worst / _DEAREST
         fill_term = (1.0 - max(-1.0, min(1.0, fill))) / 2
-        return 0.8 * price_term + 0.1 * (1.0 - breaks) + 0.1 * fill_term
+        return 0.75 * price_term + 0.05 * link_term + 0.1 * (1.0 - breaks) + 0.1 * fill_term
 
     def explain(self, request: PlacementRequest, cluster: ClusterView) -> dict[str, int]:
         reasons: Counter[str] = Counter()
