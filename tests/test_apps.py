@@ -60,6 +60,11 @@ def test_ocr_gray_upgrade_is_in_place_and_rolls_back(h: AppsHarness, gpu_cluster
     before = h.instances("ocr")
     assert {i["version"] for i in before.values()} == {"v7"}
     assert all(len(i["gpu_ids"]) == 2 for i in before.values())
+    # each instance is bound to the CPU cores next to its two GPUs: the sim splits the 64 cores
+    # over the two sockets, GPUs 0-3 on the first, 4-7 on the second
+    for inst in before.values():
+        sockets = {g // 4 for g in inst["gpu_ids"]}
+        assert inst["cpu_ids"] == [c for n in sorted(sockets) for c in range(n * 32, n * 32 + 32)]
 
     upgrade = h.post(
         f"{BIZ}/apps/ocr/upgrades",
@@ -86,10 +91,11 @@ def test_ocr_gray_upgrade_is_in_place_and_rolls_back(h: AppsHarness, gpu_cluster
     for iid in chosen:
         was, now = before[iid], after[iid]
         assert now["version"] == "v8"
-        assert (now["node"], now["pod_ip"], now["gpu_ids"], now["name"]) == (
+        assert (now["node"], now["pod_ip"], now["gpu_ids"], now["cpu_ids"], now["name"]) == (
             was["node"],
             was["pod_ip"],
             was["gpu_ids"],
+            was["cpu_ids"],
             was["name"],
         )
         assert now["restarts"] == was["restarts"] + 1

@@ -644,6 +644,7 @@ def _node_view(node: Node) -> NodeView:
             g.index: g.memory_mib - node.gpu_memory_used.get(g.index, 0) for g in node.gpus
         },
         gpu_model=node.gpus[0].model if node.gpus else "",
+        gpu_cpus={g.index: g.cpu_ids for g in node.gpus if g.cpu_ids},
         used_cpu=node.allocated.cpu,
         used_memory=node.allocated.memory,
     )

@@ -70,6 +70,7 @@ class Gpu:
     model: str
     memory_mib: int
     numa_node: int = 0
+    cpu_ids: tuple[int, ...] = ()  # the CPU cores nearest the card (its NUMA node's), if known
 
 
 @dataclass(frozen=True, slots=True)

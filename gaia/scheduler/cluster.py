@@ -64,7 +64,7 @@ from gaia.scheduler.port import (
     Unschedulable,
     why_not,
 )
-from gaia.scheduler.topology import link_cost, topology_from_matrix
+from gaia.scheduler.topology import GpuTopology, link_cost, topology_from_matrix
 
 # What one free GPU left stranded costs, in link-cost units: a little more than one PCIe switch
 # hop (PIX, 20). Chosen on bench/gpu_placement.py's traces (seeds 1-6, load 0.9 and 1.0): 20
@@ -283,10 +283,16 @@ def _tree(cluster: ClusterView, node: NodeView) -> TopologyTree | None:
         return tree
     count = len(node.gpu_free)
     links = node.gpu_links or _flat_links(count)
-    topology = cluster.topologies.get(links)
+    cpus = tuple(node.gpu_cpus.get(i, ()) for i in range(count))
+    key = (links, cpus) if node.gpu_cpus else links
+    topology = cluster.topologies.get(key)
     if topology is None:
         topology = topology_from_matrix(links)
-        cluster.topologies[links] = topology
+        if node.gpu_cpus:
+            topology = GpuTopology(
+                links=topology.links, cpu_affinity=cpus, numa_node=topology.numa_node
+            )
+        cluster.topologies[key] = topology
     memory = [node.gpu_memory_total.get(i, 0) for i in range(count)]
     tree = TopologyTree.build(topology, memory_mib=memory)
     for index in range(count):

@@ -30,6 +30,7 @@ class NodeView:
     gpu_memory_total: dict[int, int] = field(default_factory=dict)  # card index -> MiB
     gpu_memory_free: dict[int, int] = field(default_factory=dict)
     gpu_model: str = ""
+    gpu_cpus: dict[int, tuple[int, ...]] = field(default_factory=dict)  # card -> nearest cores
     used_cpu: int = 0  # millicores already requested on the node (for binpack/spread)
     used_memory: int = 0
 
@@ -79,7 +80,7 @@ class ClusterView:
         self.nodes: list[NodeView] = list(nodes)
         self.by_name: dict[str, NodeView] = {n.name: n for n in self.nodes}
         self.trees: dict[str, Any] = {}
-        self.topologies: dict[tuple[tuple[str, ...], ...], Any] = {}
+        self.topologies: dict[Any, Any] = {}  # link matrix (and cores) -> GpuTopology
         self.by_free_cards: dict[int, dict[str, NodeView]] = {}
         self.shared: dict[str, NodeView] = {}  # nodes with a card that is partly in use
         self.notes: dict[str, Any] = {}  # schedulers' caches that depend on the nodes only

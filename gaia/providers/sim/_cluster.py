@@ -260,7 +260,7 @@ class SimCluster:
             gpu=cards * 100,
             gpu_memory=cards * s["gpu_memory_mib"],
         )
-        gpus = _gpu_tuple(s["gpu_model"], s["gpu_memory_mib"], links)
+        gpus = _gpu_tuple(s["gpu_model"], s["gpu_memory_mib"], links, cores=s["cpu"])
         zone = s["zone"] or self.zone
         for i in range(s["nodes"]):
             self._add_record(
@@ -368,7 +368,9 @@ class SimCluster:
             node = self._add_record(
                 name=spec.name,
                 capacity=capacity,
-                gpus=_gpu_tuple(model, memory, links) if cards else (),
+                gpus=_gpu_tuple(model, memory, links, cores=spec.cpu_milli // 1000)
+                if cards
+                else (),
                 links=links,
                 zone=spec.zone or self.sim_spec["zone"] or self.zone,
                 labels=labels,
@@ -1368,10 +1370,21 @@ def _check_instance_spec(spec: InstanceSpec) -> None:
             raise InvalidRequest("every config reference needs a name")
 
 
-def _gpu_tuple(model: str, memory_mib: int, links: LinkMatrix) -> tuple[Gpu, ...]:
+def _gpu_tuple(model: str, memory_mib: int, links: LinkMatrix, *, cores: int) -> tuple[Gpu, ...]:
+    """The cards of a node; the node's cores are split evenly over its NUMA nodes (sockets) and
+    each card lists the cores of its own, as ``nvidia-smi topo -m`` prints CPU affinity."""
+    numa = numa_nodes(links)
+    sockets = max(numa, default=0) + 1
+    per_socket = cores // sockets
     return tuple(
-        Gpu(index=i, model=model, memory_mib=memory_mib, numa_node=numa)
-        for i, numa in enumerate(numa_nodes(links))
+        Gpu(
+            index=i,
+            model=model,
+            memory_mib=memory_mib,
+            numa_node=n,
+            cpu_ids=tuple(range(n * per_socket, (n + 1) * per_socket)),
+        )
+        for i, n in enumerate(numa)
     )
 
 
