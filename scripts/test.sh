@@ -4,7 +4,11 @@
 #   scripts/test.sh [pytest args...]
 #
 # - Debian packages: PostgreSQL (the suite runs every database test on SQLite and on a real
-#   PostgreSQL server that the tests start themselves).
+#   PostgreSQL server that the tests start themselves); kubectl (kubernetes-client) when none is
+#   on PATH.
+# - The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+#   KWOK) built from pinned Go modules by scripts/build-control-plane.sh into ~/.cache (minutes
+#   the first time, nothing the next).
 # - Python: Gaia and its test extras into .venv at the repo root.
 # In CI (CI=true) a real component that cannot be installed or started fails the run.
 set -euo pipefail
@@ -12,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then need_apt+=(postgresql); fi
+if ! command -v kubectl >/dev/null 2>&1; then need_apt+=(kubernetes-client); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing Debian packages: ${need_apt[*]}"
@@ -29,6 +34,16 @@ fi
 echo "==> installing Gaia and test dependencies into .venv"
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".[test]"
+
+echo "==> Kubernetes control plane (scripts/build-control-plane.sh)"
+if command -v go >/dev/null 2>&1; then
+  scripts/build-control-plane.sh >/dev/null
+elif [ "${CI:-}" = "true" ]; then
+  echo "no Go toolchain: the Kubernetes tests need scripts/build-control-plane.sh" >&2
+  exit 1
+else
+  echo "    no Go toolchain: the Kubernetes tests will be skipped" >&2
+fi
 
 echo "==> ruff"
 .venv/bin/ruff check gaia tests bench

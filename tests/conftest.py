@@ -29,6 +29,7 @@ from gaia.settings import Settings
 from gaia.store import migrate
 from gaia.store.database import Database
 from gaia.store.models import Base, User
+from tests.support.kube import ControlPlane, ControlPlaneUnavailable, build_control_plane
 from tests.support.postgres import PostgresServer, find_bin_dir
 
 use_cheap_password_hashing()
@@ -44,6 +45,24 @@ def missing_component(what: str, how: str) -> None:
     if IN_CI:
         pytest.fail(f"CI requires the real component. {message}", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One real etcd + kube-apiserver + KWOK per test session (``tests/support/kube.py``)."""
+    try:
+        bin_dir = build_control_plane()
+    except ControlPlaneUnavailable as exc:
+        missing_component("The Kubernetes control plane", str(exc))
+        raise AssertionError("unreachable") from exc
+    plane = ControlPlane(bin_dir=bin_dir, work=tmp_path_factory.mktemp("control-plane"))
+    try:
+        plane.start()
+    except ControlPlaneUnavailable as exc:
+        plane.stop()
+        missing_component("The Kubernetes control plane", f"it did not start: {exc}")
+    yield plane
+    plane.stop()
 
 
 @pytest.fixture(scope="session")

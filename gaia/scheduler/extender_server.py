@@ -51,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gaia.providers.kubernetes import KubeCredentials, _ssl_context, parse_kubeconfig
+from gaia.providers.kubernetes.kubeconfig import KubeCredentials, parse_kubeconfig, ssl_context
 from gaia.scheduler.cluster import GaiaScheduler
 from gaia.scheduler.extender import (
     BadExtenderRequest,
@@ -220,7 +220,7 @@ class KubernetesBinder:
         self._client = httpx.Client(
             base_url=credentials.server,
             headers={"Accept": "application/json"},
-            verify=_ssl_context(credentials),
+            verify=ssl_context(credentials),
             timeout=timeout,
             trust_env=False,
         )

@@ -1,0 +1,225 @@
+"""Informer-style caches (list, then watch from the list's resourceVersion) and the event loop
+that keeps them.
+
+**Why a loop of its own.** The platform calls a provider from several event loops: uvicorn's,
+the background controllers', and a test's ``asyncio.run`` per controller pass. An HTTP client's
+connections and a watch are bound to the loop that made them, so each registered cluster gets
+one thread running one event loop (``ClusterLoop``) that owns its client, its watches and its
+caches; the provider's async methods hand their coroutine to that loop and await the answer
+from whatever loop they are called on.
+
+**An informer** lists a resource, keeps the objects as plain JSON dicts keyed by (namespace,
+name), and watches from the list's ``resourceVersion``. A watch that ends is resumed from the
+last version seen; ``410 Gone`` (the version has been compacted away) means events were missed,
+so the informer lists again and replaces its store; every ``resync_s`` it also lists again, which
+repairs anything a bug or a lost event might have left. Other errors (the API server restarting,
+the network) back off from 0.2 s up to 10 s and retry for ever; ``healthy`` says whether the
+last attempt worked. Each change bumps ``revision`` and wakes ``changed`` waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import httpx
+from lightkube import ApiError, AsyncClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Key = tuple[str, str]  # (namespace or "", name)
+
+
+class ClusterLoop:
+    """One thread, one event loop: where a cluster's client, watches and caches live."""
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=f"gaia-kube-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the cluster's loop and await its result from the caller's loop."""
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def run_sync(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return self.submit(coro).result(timeout)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._loop.call_soon_threadsafe(self._loop.create_task, coro)
+
+    def stop(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            self.run_sync(cancel_all(), timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+class Informer:
+    """List+watch one resource into ``items`` (see the module docstring). Runs on a cluster's
+    loop: ``start`` there, read ``items`` there (the provider's coroutines run on that loop)."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        resource: Any,
+        *,
+        labels: dict[str, Any] | None = None,
+        resync_s: float = 300.0,
+        on_change: Callable[[str, dict[str, Any]], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.labels = labels
+        self.resync_s = resync_s
+        self.on_change = on_change
+        self.items: dict[Key, dict[str, Any]] = {}
+        self.resource_version = ""
+        self.synced = asyncio.Event()
+        self.healthy = False
+        self.last_error = ""
+        self.revision = 0
+        self.relists = 0
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(getattr(self.resource, "__name__", self.resource))
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_synced(self, timeout: float) -> None:
+        await asyncio.wait_for(self.synced.wait(), timeout)
+
+    async def wait_change(self, since: int, timeout: float) -> int:
+        """Wait until ``revision`` passes ``since`` (or the timeout); returns the revision."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.revision > since), timeout
+                )
+            return self.revision
+
+    async def run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._list()
+                self.healthy, self.last_error, delay = True, "", 0.2
+                deadline = time.monotonic() + self.resync_s
+                while time.monotonic() < deadline:
+                    try:
+                        async with asyncio.timeout(deadline - time.monotonic()):
+                            await self._watch()
+                    except TimeoutError:
+                        break  # time to resync
+            except ApiError as exc:
+                if exc.status.code == 410:
+                    log.info("%s watch expired (410 Gone): listing again", self.kind)
+                    continue
+                self._failed(f"API error {exc.status.code}: {exc.status.message}")
+            except (httpx.HTTPError, OSError) as exc:
+                self._failed(f"{type(exc).__name__}: {exc}")
+            else:
+                continue
+            await asyncio.sleep(delay)
+            delay = min(10.0, delay * 2)
+
+    def _failed(self, message: str) -> None:
+        if self.healthy or message != self.last_error:
+            log.warning("%s informer: %s (retrying)", self.kind, message)
+        self.healthy, self.last_error = False, message
+
+    async def _list(self) -> None:
+        listing = self.client.list(self.resource, namespace="*", labels=self.labels)
+        fresh: dict[Key, dict[str, Any]] = {}
+        async for obj in listing:
+            doc = obj.to_dict()
+            fresh[key_of(doc)] = doc
+        gone = [k for k in self.items if k not in fresh]
+        self.items = fresh
+        self.resource_version = listing.resourceVersion
+        self.relists += 1
+        self.synced.set()
+        await self._bump()
+        if self.on_change is not None:
+            for doc in fresh.values():
+                await self._notify("ADDED", doc)
+            for namespace, name in gone:
+                await self._notify("DELETED", {"metadata": {"namespace": namespace, "name": name}})
+
+    async def _watch(self) -> None:
+        async for op, obj in self.client.watch(
+            self.resource,
+            namespace="*",
+            labels=self.labels,
+            resource_version=self.resource_version,
+        ):
+            doc = obj.to_dict()
+            k = key_of(doc)
+            if op == "DELETED":
+                self.items.pop(k, None)
+            elif op in ("ADDED", "MODIFIED"):
+                self.items[k] = doc
+            version = (doc.get("metadata") or {}).get("resourceVersion")
+            if version:
+                self.resource_version = str(version)
+            await self._bump()
+            await self._notify(op, doc)
+
+    async def _notify(self, op: str, doc: dict[str, Any]) -> None:
+        if self.on_change is None:
+            return
+        result = self.on_change(op, doc)
+        if result is not None:
+            await result
+
+    async def _bump(self) -> None:
+        async with self._changed:
+            self.revision += 1
+            self._changed.notify_all()
+
+
+__all__ = ["ClusterLoop", "Informer", "key_of"]
