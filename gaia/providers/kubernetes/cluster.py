@@ -1,53 +1,165 @@
-"""The ``kubernetes`` provider, first cut: kubeconfig parsing and the API server health probe.
+"""The ``kubernetes`` provider: a real cluster from a kubeconfig, behind the provider port.
 
-Registration validates the kubeconfig (current context, server URL, credentials) so a broken one
-is refused at the API edge with a message naming what is missing. Health is ``GET /readyz`` with
-the kubeconfig's credentials: 200 is Healthy, any other answer is Unhealthy, no answer within the
-timeout is Unreachable. The real-Kubernetes issue replaces the HTTP details with a maintained
-client (list+watch, apply) behind the same port.
+**Client.** lightkube's ``AsyncClient`` (typed, async, server-side apply, watch), one per
+registered cluster, living on the cluster's own event loop thread (``informer.ClusterLoop``: the
+platform calls providers from several loops). Health is ``GET /readyz`` on that loop too.
 
-Client certificates must reach ``ssl`` as files; they are written to a private temporary
-directory, loaded, and removed at once. The kubeconfig's content never appears in messages.
+**Caches.** Three informers (list, then watch; relist on ``410 Gone`` and every ``resync_s``):
+all pods (the nodes' allocation counts every pod, not only the platform's), nodes, and events.
+Reads (``list_nodes``, ``list_instances``) answer from the caches once they have synced; writes
+go to the API server and put the object they get back into the cache at once, so a controller
+pass sees its own writes even before the watch delivers them.
+
+**Mapping** (``objects``): a business is a namespace; an instance is a Pod named
+``<app>-<id>`` with Gaia's labels and hashes, created with ``schedulerName: gaia-scheduler`` (no
+other scheduler touches it) and bound through the ``binding`` subresource to the node the Gaia
+scheduler chose; its GPU ids and CPU cores ride in annotations for the node side. An in-place
+upgrade patches the container image of that pod and nothing else: same UID, node, IP,
+annotations. A restart deletes the pod and creates it again on the same node. Services,
+ConfigMaps and Secrets are server-side applied with field manager ``gaia``.
+
+Nodes come and go with the cluster: ``add_node`` is refused (501); cordon, drain (evictions of
+the platform's pods) and removal (refused while pods are bound) work on the real Node objects.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import datetime as dt
+import logging
 import ssl
-from typing import Any
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar, cast
 
 import httpx
+import yaml
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.generic_resource import create_global_resource
+from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Pod, Secret
+from lightkube.resources.core_v1 import Node as K8sNode
+from lightkube.resources.core_v1 import Service as K8sService
+from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import PatchType
 
-from gaia.domain.errors import Unsupported
-from gaia.domain.resources import ResourceVector
-from gaia.providers.kubernetes.kubeconfig import parse_kubeconfig, parse_quantity, ssl_context
-from gaia.providers.port import ClusterHealth, HealthState, Node
+from gaia.domain.errors import Conflict, InvalidRequest, NotFound, Unsupported
+from gaia.providers.kubernetes import objects
+from gaia.providers.kubernetes.informer import ClusterLoop, Informer
+from gaia.providers.kubernetes.kubeconfig import parse_kubeconfig, ssl_context
+from gaia.providers.port import (
+    ClusterEvent,
+    ClusterHealth,
+    ConfigData,
+    ExecResult,
+    HealthState,
+    Instance,
+    InstanceSpec,
+    LogLine,
+    MetricSample,
+    Node,
+    NodeSpec,
+    Service,
+    ServiceSpec,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SYNC_TIMEOUT_S = 30.0
+EVENTS_KEPT = 10_000
+_ = create_global_resource  # kept importable for CRDs later
 
 
 class KubernetesCluster:
     kind = "kubernetes"
 
-    def __init__(self, *, name: str, kubeconfig: str) -> None:
+    def __init__(self, *, name: str, kubeconfig: str, resync_s: float = 300.0) -> None:
         self.name = name
-        self._creds = parse_kubeconfig(kubeconfig)
-        headers = {"Accept": "application/json"}
-        if self._creds.token:
-            headers["Authorization"] = f"Bearer {self._creds.token}"
-        self._client: httpx.AsyncClient | None = None
-        self._headers = headers
+        self._creds = parse_kubeconfig(kubeconfig)  # refuses a broken kubeconfig at once
+        self._config = yaml.safe_load(kubeconfig)
+        self._resync_s = resync_s
+        self._loop: ClusterLoop | None = None
+        self._client: AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._pods: Informer | None = None
+        self._nodes: Informer | None = None
+        self._events: Informer | None = None
+        self._event_log: collections.deque[ClusterEvent] = collections.deque(maxlen=EVENTS_KEPT)
+        self._event_seq = 0
+        self._namespaces: set[str] = set()
 
-    def _http(self) -> httpx.AsyncClient:
+    # ------------------------------------------------------------ plumbing
+
+    def _cluster_loop(self) -> ClusterLoop:
+        if self._loop is None:
+            self._loop = ClusterLoop(self.name)
+        return self._loop
+
+    async def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await self._cluster_loop().call(coro)
+
+    def _kube(self) -> AsyncClient:
+        """The lightkube client (on the cluster loop)."""
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self._creds.server,
-                headers=self._headers,
-                verify=ssl_context(self._creds),
+            self._client = AsyncClient(
+                KubeConfig.from_dict(self._config),
+                field_manager="gaia",
                 trust_env=False,
             )
         return self._client
 
+    def _raw(self) -> httpx.AsyncClient:
+        """A plain HTTP client for what lightkube does not cover (readyz, binding)."""
+        if self._http is None:
+            headers = {"Accept": "application/json"}
+            if self._creds.token:
+                headers["Authorization"] = f"Bearer {self._creds.token}"
+            self._http = httpx.AsyncClient(
+                base_url=self._creds.server,
+                headers=headers,
+                verify=ssl_context(self._creds),
+                trust_env=False,
+                timeout=30.0,
+            )
+        return self._http
+
+    async def _informers(self) -> tuple[Informer, Informer]:
+        """Start the caches on first use and wait until they have listed once."""
+        if self._pods is None or self._nodes is None or self._events is None:
+            client = self._kube()
+            self._pods = Informer(client, Pod, resync_s=self._resync_s)
+            self._nodes = Informer(client, K8sNode, resync_s=self._resync_s)
+            self._events = Informer(
+                client, Event, resync_s=self._resync_s, on_change=self._record_event
+            )
+            for informer in (self._pods, self._nodes, self._events):
+                informer.start()
+        try:
+            await self._pods.wait_synced(SYNC_TIMEOUT_S)
+            await self._nodes.wait_synced(SYNC_TIMEOUT_S)
+        except TimeoutError:
+            problem = self._pods.last_error or self._nodes.last_error or "no answer"
+            raise ConnectionError(
+                f"cluster {self.name}: cannot list pods and nodes ({problem})"
+            ) from None
+        return self._pods, self._nodes
+
+    async def _record_event(self, op: str, doc: dict[str, Any]) -> None:
+        if op not in ("ADDED", "MODIFIED"):
+            return
+        self._event_seq += 1
+        self._event_log.append(objects.event_from_k8s(doc, self._event_seq))
+
+    # ------------------------------------------------------------ health
+
     async def check_health(self, *, timeout: float) -> ClusterHealth:
         try:
-            response = await self._http().get("/readyz", timeout=timeout)
+            return await asyncio.wait_for(self._on_loop(self._readyz(timeout)), timeout + 1)
+        except TimeoutError:
+            return ClusterHealth(HealthState.UNREACHABLE, f"no answer within {timeout:g}s")
+
+    async def _readyz(self, timeout: float) -> ClusterHealth:
+        try:
+            response = await self._raw().get("/readyz", timeout=timeout)
         except ssl.SSLError as exc:
             return ClusterHealth(HealthState.UNREACHABLE, f"TLS failure: {exc.reason}")
         except httpx.TimeoutException:
@@ -65,104 +177,463 @@ class KubernetesCluster:
             HealthState.UNHEALTHY, f"API server not ready (HTTP {response.status_code})"
         )
 
-    async def list_nodes(self) -> list[Node]:
-        response = await self._http().get("/api/v1/nodes", timeout=10)
-        response.raise_for_status()
-        nodes = []
-        for item in response.json().get("items", []):
-            meta = item.get("metadata", {})
-            status = item.get("status", {})
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions", [])
-            )
-            labels = meta.get("labels", {}) or {}
-            capacity = status.get("allocatable") or status.get("capacity") or {}
-            addresses = status.get("addresses", []) or []
-            nodes.append(
-                Node(
-                    name=meta.get("name", ""),
-                    ready=ready,
-                    schedulable=not item.get("spec", {}).get("unschedulable", False),
-                    zone=labels.get("topology.kubernetes.io/zone", ""),
-                    labels=labels,
-                    host_ip=next(
-                        (a.get("address", "") for a in addresses if a.get("type") == "InternalIP"),
-                        "",
-                    ),
-                    capacity=ResourceVector(
-                        cpu=int(parse_quantity(capacity.get("cpu", "0")) * 1000),
-                        memory=int(parse_quantity(capacity.get("memory", "0")) // 2**20),
-                    ),
-                    allocated=ResourceVector(),
-                )
-            )
-        return nodes
+    async def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
 
-    def _not_yet(self, what: str) -> Unsupported:
-        return Unsupported(
-            f"{what} is not available on kubernetes clusters yet: the real-Kubernetes adapter "
-            "currently offers health and node listing only"
+        async def shut() -> None:
+            for informer in (self._pods, self._nodes, self._events):
+                if informer is not None:
+                    await informer.stop()
+            if self._client is not None:
+                await self._client.close()
+            if self._http is not None:
+                await self._http.aclose()
+
+        try:
+            await loop.call(shut())
+        finally:
+            self._pods = self._nodes = self._events = None
+            self._client, self._http = None, None
+            await asyncio.to_thread(loop.stop)
+
+    # ------------------------------------------------------------ nodes
+
+    async def list_nodes(self) -> list[Node]:
+        return await self._on_loop(self._list_nodes())
+
+    async def _list_nodes(self) -> list[Node]:
+        pods, nodes = await self._informers()
+        by_node: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for pod in pods.items.values():
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            if node_name:
+                by_node[node_name].append(pod)
+        return [
+            objects.node_from_k8s(doc, by_node.get(name, []))
+            for (_, name), doc in sorted(nodes.items.items())
+        ]
+
+    async def _node(self, name: str) -> Node:
+        for node in await self._list_nodes():
+            if node.name == name:
+                return node
+        raise NotFound(f"node {name} not found in cluster {self.name}")
+
+    async def add_node(self, spec: NodeSpec) -> Node:
+        raise Unsupported(
+            "nodes join a real Kubernetes cluster by themselves (kubelet registration); the "
+            "platform cannot add one"
         )
 
-    async def add_node(self, spec: Any) -> Node:
-        raise self._not_yet("adding nodes")
-
     async def set_schedulable(self, name: str, schedulable: bool) -> Node:
-        raise self._not_yet("cordoning nodes")
+        return await self._on_loop(self._set_schedulable(name, schedulable))
+
+    async def _set_schedulable(self, name: str, schedulable: bool) -> Node:
+        _, nodes = await self._informers()
+        try:
+            patched = await self._kube().patch(
+                K8sNode, name, {"spec": {"unschedulable": not schedulable}}
+            )
+        except ApiError as exc:
+            raise _translate(exc, f"node {name}") from None
+        nodes.items[("", name)] = patched.to_dict()
+        return await self._node(name)
 
     async def drain(self, name: str) -> list[str]:
-        raise self._not_yet("draining nodes")
+        return await self._on_loop(self._drain(name))
+
+    async def _drain(self, name: str) -> list[str]:
+        await self._set_schedulable(name, False)
+        pods, _ = await self._informers()
+        evicted = []
+        for (namespace, pod_name), pod in list(pods.items.items()):
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            if (pod.get("spec") or {}).get("nodeName") != name:
+                continue
+            if labels.get(objects.MANAGED_BY_LABEL) != objects.MANAGED_BY:
+                continue
+            await self._delete_pod(namespace, pod_name)
+            evicted.append(pod_name)
+        return sorted(evicted)
 
     async def remove_node(self, name: str) -> None:
-        raise self._not_yet("removing nodes")
+        await self._on_loop(self._remove_node(name))
 
-    async def list_instances(self, *, namespace: str | None = None, app: str | None = None) -> Any:
-        raise self._not_yet("running apps")
+    async def _remove_node(self, name: str) -> None:
+        pods, nodes = await self._informers()
+        bound = [
+            key[1]
+            for key, pod in pods.items.items()
+            if (pod.get("spec") or {}).get("nodeName") == name
+            and ((pod.get("metadata") or {}).get("labels") or {}).get(objects.MANAGED_BY_LABEL)
+            == objects.MANAGED_BY
+        ]
+        if bound:
+            raise Conflict(
+                f"node {name} still runs {len(bound)} instance(s) ({', '.join(sorted(bound)[:5])}"
+                f"{', ...' if len(bound) > 5 else ''}); drain it first"
+            )
+        try:
+            await self._kube().delete(K8sNode, name)
+        except ApiError as exc:
+            raise _translate(exc, f"node {name}") from None
+        nodes.items.pop(("", name), None)
 
-    async def create_instance(self, spec: Any) -> Any:
-        raise self._not_yet("running apps")
+    # ------------------------------------------------------------ instances
 
-    async def replace_image(self, *, namespace: str, name: str, image: str, version: str) -> Any:
-        raise self._not_yet("running apps")
+    async def list_instances(
+        self, *, namespace: str | None = None, app: str | None = None
+    ) -> list[Instance]:
+        return await self._on_loop(self._list_instances(namespace, app))
 
-    async def restart_instance(self, *, namespace: str, name: str) -> Any:
-        raise self._not_yet("running apps")
+    async def _list_instances(self, namespace: str | None, app: str | None) -> list[Instance]:
+        pods, _ = await self._informers()
+        found = []
+        for (ns, _name), pod in sorted(pods.items.items()):
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            if labels.get(objects.MANAGED_BY_LABEL) != objects.MANAGED_BY:
+                continue
+            if objects.APP_LABEL not in labels:
+                continue
+            if namespace is not None and ns != namespace:
+                continue
+            if app is not None and labels.get(objects.APP_LABEL) != app:
+                continue
+            found.append(objects.instance_from_pod(pod))
+        return found
+
+    async def _ensure_namespace(self, namespace: str) -> None:
+        if namespace in self._namespaces:
+            return
+        body = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": namespace,
+                "labels": {objects.MANAGED_BY_LABEL: objects.MANAGED_BY},
+            },
+        }
+        try:
+            await self._kube().apply(cast(Namespace, Namespace.from_dict(body)), force=True)
+        except ApiError as exc:
+            raise _translate(exc, f"namespace {namespace}") from None
+        self._namespaces.add(namespace)
+
+    async def create_instance(self, spec: InstanceSpec) -> Instance:
+        return await self._on_loop(self._create_instance(spec))
+
+    async def _create_instance(self, spec: InstanceSpec) -> Instance:
+        pods, nodes = await self._informers()
+        node = nodes.items.get(("", spec.node))
+        if node is None:
+            raise InvalidRequest(f"node {spec.node} does not exist in cluster {self.name}")
+        await self._ensure_namespace(spec.namespace)
+        manifest = objects.pod_manifest(spec)
+        try:
+            created = await self._kube().create(cast(Pod, Pod.from_dict(manifest)))
+        except ApiError as exc:
+            raise _translate(exc, f"instance {spec.namespace}/{spec.name}") from None
+        doc = created.to_dict()
+        doc = await self._bind(doc, spec.node)
+        pods.items[(spec.namespace, spec.name)] = doc
+        return objects.instance_from_pod(doc)
+
+    async def _bind(self, pod: dict[str, Any], node: str) -> dict[str, Any]:
+        meta = pod["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        response = await self._raw().post(
+            f"/api/v1/namespaces/{namespace}/pods/{name}/binding",
+            json=objects.binding_manifest(namespace, name, node),
+        )
+        if response.status_code >= 300:
+            # an unbindable pod must not linger: it would hold the name and never run
+            await self._delete_pod(namespace, name)
+            raise InvalidRequest(
+                f"binding {namespace}/{name} to {node} failed (HTTP {response.status_code}): "
+                f"{_message(response)}"
+            )
+        bound = dict(pod)
+        bound["spec"] = {**(pod.get("spec") or {}), "nodeName": node}
+        # the platform is this pod's scheduler: it says so as kube-scheduler would
+        await self._post_event(
+            pod,
+            reason="Scheduled",
+            message=f"Successfully assigned {namespace}/{name} to {node}",
+        )
+        return bound
+
+    async def _post_event(self, pod: dict[str, Any], *, reason: str, message: str) -> None:
+        meta = pod["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "eventTime": now,
+            "reportingController": "gaia.io/scheduler",
+            "reportingInstance": f"gaia-{self.name}",
+            "action": "Binding",
+            "reason": reason,
+            "note": message,
+            "type": "Normal",
+            "regarding": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta.get("uid", ""),
+            },
+        }
+        response = await self._raw().post(
+            f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", json=body
+        )
+        if response.status_code >= 300:
+            log.info("could not record the %s event: HTTP %s", reason, response.status_code)
+
+    async def replace_image(
+        self, *, namespace: str, name: str, image: str, version: str
+    ) -> Instance:
+        return await self._on_loop(self._replace_image(namespace, name, image, version))
+
+    async def _replace_image(self, namespace: str, name: str, image: str, version: str) -> Instance:
+        pods, _ = await self._informers()
+        current = pods.items.get((namespace, name))
+        if current is None:
+            raise NotFound(f"instance {namespace}/{name} not found")
+        patch = objects.image_patch(current, image=image, version=version)
+        try:
+            patched = await self._kube().patch(
+                Pod, name, patch, namespace=namespace, patch_type=PatchType.STRATEGIC
+            )
+        except ApiError as exc:
+            raise _translate(exc, f"instance {namespace}/{name}") from None
+        doc = patched.to_dict()
+        pods.items[(namespace, name)] = doc
+        return objects.instance_from_pod(doc)
+
+    async def restart_instance(self, *, namespace: str, name: str) -> Instance:
+        return await self._on_loop(self._restart_instance(namespace, name))
+
+    async def _restart_instance(self, namespace: str, name: str) -> Instance:
+        pods, _ = await self._informers()
+        current = pods.items.get((namespace, name))
+        if current is None:
+            raise NotFound(f"instance {namespace}/{name} not found")
+        node = (current.get("spec") or {}).get("nodeName") or ""
+        await self._delete_pod(namespace, name, grace_s=0)
+        await self._wait_gone(namespace, name)
+        fresh = _recreate_manifest(current)
+        try:
+            created = await self._kube().create(cast(Pod, Pod.from_dict(fresh)))
+        except ApiError as exc:
+            raise _translate(exc, f"instance {namespace}/{name}") from None
+        doc = created.to_dict()
+        if node:
+            doc = await self._bind(doc, node)
+        pods.items[(namespace, name)] = doc
+        return objects.instance_from_pod(doc)
+
+    async def _wait_gone(self, namespace: str, name: str, timeout_s: float = 60.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                await self._kube().get(Pod, name, namespace=namespace)
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    return
+                raise _translate(exc, f"instance {namespace}/{name}") from None
+            await asyncio.sleep(0.2)
+        raise Conflict(f"instance {namespace}/{name} is still terminating after {timeout_s:g}s")
 
     async def delete_instance(self, *, namespace: str, name: str) -> None:
-        raise self._not_yet("running apps")
+        await self._on_loop(self._delete_pod(namespace, name))
 
-    async def apply_service(self, spec: Any) -> Any:
-        raise self._not_yet("services")
+    async def _delete_pod(self, namespace: str, name: str, grace_s: int | None = None) -> None:
+        try:
+            await self._kube().delete(Pod, name, namespace=namespace, grace_period=grace_s)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise _translate(exc, f"instance {namespace}/{name}") from None
 
-    async def get_service(self, *, namespace: str, name: str) -> Any:
-        raise self._not_yet("services")
+    # ------------------------------------------------------------ services
+
+    async def apply_service(self, spec: ServiceSpec) -> Service:
+        return await self._on_loop(self._apply_service(spec))
+
+    async def _apply_service(self, spec: ServiceSpec) -> Service:
+        await self._ensure_namespace(spec.namespace)
+        manifest = objects.service_manifest(spec)
+        try:
+            current = await self._kube().get(K8sService, spec.name, namespace=spec.namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise _translate(exc, f"service {spec.namespace}/{spec.name}") from None
+        else:
+            if objects.service_needs_replace(current.to_dict(), manifest):
+                await self._delete(K8sService, spec.namespace, spec.name)
+        try:
+            await self._kube().apply(cast(K8sService, K8sService.from_dict(manifest)), force=True)
+        except ApiError as exc:
+            raise _translate(exc, f"service {spec.namespace}/{spec.name}") from None
+        return await self._get_service(spec.namespace, spec.name)
+
+    async def get_service(self, *, namespace: str, name: str) -> Service:
+        return await self._on_loop(self._get_service(namespace, name))
+
+    async def _get_service(self, namespace: str, name: str) -> Service:
+        try:
+            service = await self._kube().get(K8sService, name, namespace=namespace)
+        except ApiError as exc:
+            raise _translate(exc, f"service {namespace}/{name}") from None
+        slices = [
+            s.to_dict()
+            async for s in self._kube().list(
+                EndpointSlice,
+                namespace=namespace,
+                labels={"kubernetes.io/service-name": name},
+            )
+        ]
+        return objects.service_from_k8s(service.to_dict(), slices)
 
     async def delete_service(self, *, namespace: str, name: str) -> None:
-        raise self._not_yet("services")
+        await self._on_loop(self._delete(K8sService, namespace, name))
 
-    async def apply_config(self, config: Any) -> None:
-        raise self._not_yet("configs and secrets")
+    async def _delete(self, resource: Any, namespace: str, name: str) -> None:
+        try:
+            await self._kube().delete(resource, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise _translate(exc, f"{resource.__name__} {namespace}/{name}") from None
+
+    # ------------------------------------------------------------ configs
+
+    async def apply_config(self, config: ConfigData) -> None:
+        await self._on_loop(self._apply_config(config))
+
+    async def _apply_config(self, config: ConfigData) -> None:
+        await self._ensure_namespace(config.namespace)
+        manifest = objects.config_manifest(config)
+        resource = Secret if config.secret else ConfigMap
+        try:
+            await self._kube().apply(cast(Any, resource).from_dict(manifest), force=True)
+        except ApiError as exc:
+            raise _translate(exc, f"config {config.namespace}/{config.name}") from None
 
     async def delete_config(self, *, namespace: str, name: str, secret: bool) -> None:
-        raise self._not_yet("configs and secrets")
+        await self._on_loop(self._delete(Secret if secret else ConfigMap, namespace, name))
 
-    async def list_configs(self, *, namespace: str) -> Any:
-        raise self._not_yet("configs and secrets")
+    async def list_configs(self, *, namespace: str) -> list[ConfigData]:
+        return await self._on_loop(self._list_configs(namespace))
 
-    async def events(self, *, since: int = 0, limit: int = 1000) -> Any:
-        return []
+    async def _list_configs(self, namespace: str) -> list[ConfigData]:
+        labels: dict[str, Any] = {objects.MANAGED_BY_LABEL: objects.MANAGED_BY}
+        found: list[ConfigData] = []
+        for resource in (ConfigMap, Secret):
+            async for obj in self._kube().list(resource, namespace=namespace, labels=labels):
+                doc = cast(Any, obj).to_dict()
+                found.append(objects.config_from_k8s(doc, secret=resource is Secret))
+        return sorted(found, key=lambda c: (c.secret, c.name))
 
-    async def metrics(self, *, namespace: str | None = None, names: Any = None) -> Any:
-        raise self._not_yet("metrics")
+    # ------------------------------------------------------------ observation
 
-    async def logs(self, *, namespace: str, name: str, tail: int = 100, since: Any = None) -> Any:
-        raise self._not_yet("logs")
+    async def events(self, *, since: int = 0, limit: int = 1000) -> list[ClusterEvent]:
+        return await self._on_loop(self._events_since(since, limit))
 
-    async def exec(self, *, namespace: str, name: str, command: Any, timeout: float = 10.0) -> Any:
-        raise self._not_yet("exec")
+    async def _events_since(self, since: int, limit: int) -> list[ClusterEvent]:
+        await self._informers()
+        return [e for e in self._event_log if e.seq > since][:limit]
 
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    async def metrics(
+        self, *, namespace: str | None = None, names: Iterable[str] | None = None
+    ) -> list[MetricSample]:
+        raise Unsupported("metrics of kubernetes clusters come with the monitoring issue")
+
+    async def logs(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        tail: int = 100,
+        since: dt.datetime | None = None,
+    ) -> list[LogLine]:
+        return await self._on_loop(self._logs(namespace, name, tail))
+
+    async def _logs(self, namespace: str, name: str, tail: int) -> list[LogLine]:
+        response = await self._raw().get(
+            f"/api/v1/namespaces/{namespace}/pods/{name}/log",
+            params={"container": "main", "tailLines": tail, "timestamps": "true"},
+        )
+        if response.status_code == 404:
+            raise NotFound(f"instance {namespace}/{name} not found")
+        if response.status_code >= 300:
+            raise Unsupported(
+                f"the node does not serve logs for {namespace}/{name} "
+                f"(HTTP {response.status_code}: {_message(response)})"
+            )
+        return _log_lines(response.text)
+
+    async def exec(
+        self, *, namespace: str, name: str, command: Iterable[str], timeout: float = 10.0
+    ) -> ExecResult:
+        raise Unsupported("exec into pods of kubernetes clusters is not written yet")
+
+
+_SERVER_SET = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "managedFields",
+    "ownerReferences",
+)
+
+
+def _recreate_manifest(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod as it was created: what the server set removed, unbound (the caller binds it to
+    the same node again)."""
+    meta = {k: v for k, v in (pod.get("metadata") or {}).items() if k not in _SERVER_SET}
+    spec = {k: v for k, v in (pod.get("spec") or {}).items() if k != "nodeName"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def _log_lines(text: str) -> list[LogLine]:
+    """``timestamps=true`` log text: each line starts with an RFC 3339 time and a space."""
+    lines = []
+    for raw in text.splitlines():
+        stamp, _, rest = raw.partition(" ")
+        try:
+            at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            at, rest = dt.datetime.now(dt.UTC), raw
+        lines.append(LogLine(at=at, text=rest))
+    return lines
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", ""))[:300]
+    except ValueError:
+        return response.text[:300]
+
+
+def _translate(exc: ApiError, what: str) -> Exception:
+    code = exc.status.code
+    message = exc.status.message or ""
+    if code == 404:
+        return NotFound(f"{what} not found")
+    if code == 409:
+        return Conflict(f"{what}: {message}")
+    if code in (400, 422):
+        return InvalidRequest(f"{what}: {message}")
+    if code == 403 and "exceeded quota" in message:
+        return Conflict(f"{what}: the namespace's ResourceQuota refuses it: {message}")
+    if code in (401, 403):
+        return ConnectionError(f"{what}: the cluster refused the platform's credentials ({code})")
+    return ConnectionError(f"{what}: API server answered {code}: {message}")
+
+
+__all__ = ["KubernetesCluster"]

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import httpx
 from lightkube import ApiError, AsyncClient
+from lightkube.core.resource import NamespacedResource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,6 +117,11 @@ class Informer:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def _namespace(self) -> str | None:
+        """Every namespace for namespaced kinds; cluster-scoped kinds take none."""
+        return "*" if issubclass(self.resource, NamespacedResource) else None
+
+    @property
     def kind(self) -> str:
         return str(getattr(self.resource, "__name__", self.resource))
 
@@ -162,6 +168,9 @@ class Informer:
                 self._failed(f"API error {exc.status.code}: {exc.status.message}")
             except (httpx.HTTPError, OSError) as exc:
                 self._failed(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug must not end the watch silently: log, retry
+                log.exception("%s informer failed", self.kind)
+                self._failed(f"{type(exc).__name__}: {exc}")
             else:
                 continue
             await asyncio.sleep(delay)
@@ -173,7 +182,7 @@ class Informer:
         self.healthy, self.last_error = False, message
 
     async def _list(self) -> None:
-        listing = self.client.list(self.resource, namespace="*", labels=self.labels)
+        listing = self.client.list(self.resource, namespace=self._namespace, labels=self.labels)
         fresh: dict[Key, dict[str, Any]] = {}
         async for obj in listing:
             doc = obj.to_dict()
@@ -193,7 +202,7 @@ class Informer:
     async def _watch(self) -> None:
         async for op, obj in self.client.watch(
             self.resource,
-            namespace="*",
+            namespace=self._namespace,
             labels=self.labels,
             resource_version=self.resource_version,
         ):

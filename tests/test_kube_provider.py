@@ -1,0 +1,268 @@
+"""The kubernetes provider on a real kube-apiserver with KWOK nodes (tests/support/kube.py).
+
+What KWOK cannot do (pull images, run processes, serve logs, exec) is not tested here; the
+contract suite's sim-only and kubelet-dependent tests cover those on the sim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gaia.domain.errors import Conflict, InvalidRequest, NotFound
+from gaia.domain.resources import ResourceVector
+from gaia.providers.kubernetes import KubernetesCluster
+from gaia.providers.port import (
+    ConfigData,
+    ConfigRef,
+    InstancePhase,
+    InstanceSpec,
+    PortSpec,
+    ServiceSpec,
+)
+from tests.support.kube import ControlPlane, fake_node
+
+PIX4 = [
+    ["X", "PIX", "SYS", "SYS"],
+    ["PIX", "X", "SYS", "SYS"],
+    ["SYS", "SYS", "X", "PIX"],
+    ["SYS", "SYS", "PIX", "X"],
+]
+_namespaces = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def api(control_plane: ControlPlane) -> Iterator[httpx.Client]:
+    client = control_plane.http_client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def nodes(control_plane: ControlPlane, api: httpx.Client) -> list[str]:
+    names = ["prov-gpu-0", "prov-gpu-1"]
+    for name in names:
+        body = fake_node(
+            name, gpus=4, gpu_memory_mib=16384, gpu_model="Tesla-T4", gpu_topology=PIX4
+        )
+        r = api.post("/api/v1/nodes", json=body)
+        assert r.status_code in (201, 409), r.text
+    # EndpointSlices for services come from kube-controller-manager
+    control_plane.start_controller_manager("endpointslice,namespace,garbagecollector")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        items = api.get("/api/v1/nodes").json()["items"]
+        ready = {
+            n["metadata"]["name"]
+            for n in items
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n["status"].get("conditions", [])
+            )
+        }
+        if set(names) <= ready:
+            return names
+        time.sleep(0.2)
+    raise AssertionError("KWOK did not make the nodes Ready")
+
+
+@pytest.fixture
+def cluster(control_plane: ControlPlane, nodes: list[str]) -> Iterator[KubernetesCluster]:
+    provider = KubernetesCluster(name="kube-test", kubeconfig=control_plane.kubeconfig_text())
+    yield provider
+    asyncio.run(provider.close())
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"prov-{next(_namespaces)}-{int(time.time()) % 100000}"
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def settle(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:
+    async def loop() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await check():
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"not settled within {timeout_s:g} s")
+
+    run(loop())
+
+
+def spec(namespace: str, node: str, instance_id: int = 0, **kw: Any) -> InstanceSpec:
+    base: dict[str, Any] = {
+        "namespace": namespace,
+        "app": "web",
+        "instance_id": instance_id,
+        "version": "v1",
+        "image": "registry.local/web:v1",
+        "node": node,
+        "resources": ResourceVector(cpu=500, memory=512),
+    }
+    base.update(kw)
+    return InstanceSpec(**base)
+
+
+def test_nodes_carry_gpus_and_topology(cluster: KubernetesCluster, nodes: list[str]) -> None:
+    listed = {n.name: n for n in run(cluster.list_nodes())}
+    node = listed["prov-gpu-0"]
+    assert node.ready and node.schedulable
+    assert len(node.gpus) == 4 and node.capacity.gpu == 400
+    # the port spells the cross-socket link SOC, as the sim does
+    assert [list(r) for r in node.gpu_links] == [
+        [label.replace("SYS", "SOC") for label in row] for row in PIX4
+    ]
+    assert node.gpus[0].model == "Tesla-T4"
+
+
+def test_an_instance_is_a_bound_pod_that_runs(
+    cluster: KubernetesCluster, api: httpx.Client, namespace: str
+) -> None:
+    resources = ResourceVector(cpu=500, memory=512, gpu=200)
+    created = run(
+        cluster.create_instance(
+            spec(namespace, "prov-gpu-0", resources=resources, gpu_ids=(0, 1), cpu_ids=(0, 1))
+        )
+    )
+    assert (created.name, created.node) == ("web-0", "prov-gpu-0")
+    pod = api.get(f"/api/v1/namespaces/{namespace}/pods/web-0").json()
+    assert pod["spec"]["schedulerName"] == "gaia-scheduler"
+    assert pod["spec"]["nodeName"] == "prov-gpu-0"
+    assert pod["metadata"]["annotations"]["gaia.io/gpu-ids"] == "0,1"
+    assert pod["metadata"]["labels"]["gaia.io/app"] == "web"
+
+    async def running() -> bool:
+        found = await cluster.list_instances(namespace=namespace, app="web")
+        return bool(found) and found[0].phase == InstancePhase.RUNNING and found[0].ready
+
+    settle(running)
+    (inst,) = run(cluster.list_instances(namespace=namespace, app="web"))
+    assert inst.pod_ip and inst.gpu_ids == (0, 1) and inst.resources == resources
+    node = next(n for n in run(cluster.list_nodes()) if n.name == "prov-gpu-0")
+    assert node.gpu_used.get(0) == 100 and node.gpu_used.get(1) == 100
+    with pytest.raises(Conflict):
+        run(cluster.create_instance(spec(namespace, "prov-gpu-0")))
+    with pytest.raises(InvalidRequest):
+        run(cluster.create_instance(spec(namespace, "no-such-node", instance_id=1)))
+
+
+def test_an_in_place_upgrade_patches_only_the_image(
+    cluster: KubernetesCluster, api: httpx.Client, namespace: str
+) -> None:
+    run(
+        cluster.create_instance(
+            spec(
+                namespace,
+                "prov-gpu-1",
+                gpu_ids=(2,),
+                resources=ResourceVector(cpu=500, memory=512, gpu=100),
+            )
+        )
+    )
+    before = api.get(f"/api/v1/namespaces/{namespace}/pods/web-0").json()
+    replaced = run(
+        cluster.replace_image(
+            namespace=namespace, name="web-0", image="registry.local/web:v2", version="v2"
+        )
+    )
+    assert (replaced.version, replaced.image) == ("v2", "registry.local/web:v2")
+    after = api.get(f"/api/v1/namespaces/{namespace}/pods/web-0").json()
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["spec"]["nodeName"] == before["spec"]["nodeName"]
+    assert after["spec"]["containers"][0]["image"] == "registry.local/web:v2"
+    assert after["metadata"]["annotations"]["gaia.io/gpu-ids"] == "2"
+    assert (
+        after["metadata"]["annotations"]["gaia.io/shape-hash"]
+        == before["metadata"]["annotations"]["gaia.io/shape-hash"]
+    )
+    assert (
+        after["metadata"]["annotations"]["gaia.io/template-hash"]
+        != before["metadata"]["annotations"]["gaia.io/template-hash"]
+    )
+    assert replaced.shape == before["metadata"]["annotations"]["gaia.io/shape-hash"]
+
+
+def test_delete_is_idempotent(cluster: KubernetesCluster, namespace: str) -> None:
+    run(cluster.create_instance(spec(namespace, "prov-gpu-0")))
+    run(cluster.delete_instance(namespace=namespace, name="web-0"))
+    run(cluster.delete_instance(namespace=namespace, name="web-0"))
+    run(cluster.delete_instance(namespace=namespace, name="never"))
+
+    async def gone() -> bool:
+        return not await cluster.list_instances(namespace=namespace)
+
+    settle(gone)
+
+
+def test_services_select_ready_pods(cluster: KubernetesCluster, namespace: str) -> None:
+    service = ServiceSpec(
+        namespace=namespace,
+        name="web",
+        app="web",
+        ports=(PortSpec(80, "http"),),
+        domain="web.example.test",
+    )
+    applied = run(cluster.apply_service(service))
+    assert applied.cluster_ip and applied.domain == "web.example.test"
+    run(cluster.create_instance(spec(namespace, "prov-gpu-0", ports=(PortSpec(80, "http"),))))
+
+    async def endpoint() -> bool:
+        got = await cluster.get_service(namespace=namespace, name="web")
+        return [e.instance for e in got.ready_endpoints] == ["web-0"]
+
+    settle(endpoint)
+    assert run(cluster.apply_service(service)).cluster_ip == applied.cluster_ip
+    run(cluster.delete_service(namespace=namespace, name="web"))
+    run(cluster.delete_service(namespace=namespace, name="web"))
+    with pytest.raises(NotFound):
+        run(cluster.get_service(namespace=namespace, name="web"))
+
+
+def test_configs_and_secrets_round_trip(
+    cluster: KubernetesCluster, api: httpx.Client, namespace: str
+) -> None:
+    run(cluster.apply_config(ConfigData(namespace, "app", secret=False, data={"mode": "fast"})))
+    run(cluster.apply_config(ConfigData(namespace, "app", secret=True, data={"token": "s3cr3t"})))
+    listed = run(cluster.list_configs(namespace=namespace))
+    assert {(c.name, c.secret): c.data for c in listed} == {
+        ("app", False): {"mode": "fast"},
+        ("app", True): {"token": "s3cr3t"},
+    }
+    # mounted by reference: the pod names the secret, it does not copy it
+    refs = (ConfigRef("app"), ConfigRef("app", secret=True, mount_path="/etc/app"))
+    run(cluster.create_instance(spec(namespace, "prov-gpu-1", configs=refs)))
+    pod = api.get(f"/api/v1/namespaces/{namespace}/pods/web-0").json()
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"] if "secret" in v}
+    assert [v["secret"]["secretName"] for v in volumes.values()] == ["app"]
+    assert "s3cr3t" not in str(pod)
+    run(cluster.delete_config(namespace=namespace, name="app", secret=True))
+    run(cluster.delete_config(namespace=namespace, name="app", secret=True))
+    listed = run(cluster.list_configs(namespace=namespace))
+    assert [(c.name, c.secret) for c in listed] == [("app", False)]
+
+
+def test_cordon_and_uncordon(cluster: KubernetesCluster) -> None:
+    assert not run(cluster.set_schedulable("prov-gpu-1", False)).schedulable
+    assert run(cluster.set_schedulable("prov-gpu-1", True)).schedulable
+
+
+def test_a_dead_cluster_is_unreachable_and_closes(control_plane: ControlPlane) -> None:
+    text = control_plane.kubeconfig_text().replace(
+        control_plane.server,
+        "https://127.0.0.1:9",  # nothing listens on the discard port
+    )
+    dead = KubernetesCluster(name="dead", kubeconfig=text)
+    health = run(dead.check_health(timeout=2))
+    assert health.state.value == "Unreachable"
+    run(dead.close())
