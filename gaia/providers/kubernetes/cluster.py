@@ -238,7 +238,7 @@ class KubernetesCluster:
             )
         except ApiError as exc:
             raise _translate(exc, f"node {name}") from None
-        nodes.items[("", name)] = patched.to_dict()
+        nodes.remember(patched.to_dict())
         return await self._node(name)
 
     async def drain(self, name: str) -> list[str]:
@@ -279,7 +279,7 @@ class KubernetesCluster:
             await self._kube().delete(K8sNode, name)
         except ApiError as exc:
             raise _translate(exc, f"node {name}") from None
-        nodes.items.pop(("", name), None)
+        nodes.forget("", name)
 
     # ------------------------------------------------------------ instances
 
@@ -337,7 +337,7 @@ class KubernetesCluster:
             raise _translate(exc, f"instance {spec.namespace}/{spec.name}") from None
         doc = created.to_dict()
         doc = await self._bind(doc, spec.node)
-        pods.items[(spec.namespace, spec.name)] = doc
+        pods.remember(doc)
         return objects.instance_from_pod(doc)
 
     async def _bind(self, pod: dict[str, Any], node: str) -> dict[str, Any]:
@@ -410,7 +410,7 @@ class KubernetesCluster:
         except ApiError as exc:
             raise _translate(exc, f"instance {namespace}/{name}") from None
         doc = patched.to_dict()
-        pods.items[(namespace, name)] = doc
+        pods.remember(doc)
         return objects.instance_from_pod(doc)
 
     async def restart_instance(self, *, namespace: str, name: str) -> Instance:
@@ -432,7 +432,7 @@ class KubernetesCluster:
         doc = created.to_dict()
         if node:
             doc = await self._bind(doc, node)
-        pods.items[(namespace, name)] = doc
+        pods.remember(doc)
         return objects.instance_from_pod(doc)
 
     async def _wait_gone(self, namespace: str, name: str, timeout_s: float = 60.0) -> None:

@@ -83,6 +83,11 @@ class ClusterLoop:
             self._loop.close()
 
 
+def _version(doc: dict[str, Any]) -> int:
+    raw = str((doc.get("metadata") or {}).get("resourceVersion") or "")
+    return int(raw) if raw.isdigit() else -1
+
+
 def key_of(obj: dict[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
@@ -135,6 +140,19 @@ class Informer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def remember(self, doc: dict[str, Any]) -> None:
+        """Put an object the caller just wrote into the store, unless the watch has already
+        delivered a newer version of it (then that one stays). Resource versions are compared
+        as numbers, which every etcd-backed API server gives."""
+        key = key_of(doc)
+        known = self.items.get(key)
+        if known is not None and _version(known) >= _version(doc):
+            return
+        self.items[key] = doc
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.items.pop((namespace, name), None)
 
     async def wait_synced(self, timeout: float) -> None:
         await asyncio.wait_for(self.synced.wait(), timeout)
