@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +38,7 @@ KUBE_QUOTA = {
 
 @pytest.fixture(scope="module")
 def kube_api(control_plane: ControlPlane) -> Iterator[httpx.Client]:
+    control_plane.ensure_controller_manager()  # ResourceQuota usage, for quota admission
     client = control_plane.http_client()
     for name in NODES:
         r = client.post("/api/v1/nodes", json=fake_node(name, cpu="16", memory="64Gi"))
@@ -174,3 +176,50 @@ def test_an_app_of_20_runs_upgrades_in_place_scales_in_stops_and_starts(kube: Ku
     assert sorted(again) == sorted(kept)
     assert again["web-5"]["spec"]["containers"][0]["image"] == "registry.local/web:v2"
     assert again["web-3"]["spec"]["containers"][0]["image"] == "registry.local/web:v1"
+
+
+def test_quota_is_enforced_twice(kube: KubeApps, control_plane: ControlPlane) -> None:
+    """Gaia admits against the business quota; the namespace's ResourceQuota, mirrored from it,
+    refuses what bypasses the platform."""
+    kube.settle(
+        lambda: kube.api.get("/api/v1/namespaces/alpha/resourcequotas").json()["items"] != []
+    )
+    (quota,) = kube.api.get("/api/v1/namespaces/alpha/resourcequotas").json()["items"]
+    assert quota["spec"]["hard"]["requests.cpu"] == "40"
+    assert quota["spec"]["hard"]["requests.memory"] == "64Gi"
+
+    # 1. the platform: 100 x 0.5 CPU is more than the business's 40 CPUs
+    big = template("v1", "registry.local/big:v1", cpu=0.5, memory=256)
+    r = kube.world.client.post(
+        f"{BIZ}/apps",
+        json={"name": "big", "cluster": "kube-1", "templates": [big], "replicas": 100},
+        headers=kube.world.admin,
+    )
+    assert r.status_code in (403, 409, 422), r.text
+    assert "quota" in r.text.lower()
+
+    # 2. the cluster: a pod made behind the platform's back is refused by the ResourceQuota
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "sneaky", "namespace": "alpha"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "registry.local/sneaky:1",
+                    "resources": {
+                        "requests": {"cpu": "41", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                        "limits": {"cpu": "41", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                    },
+                }
+            ]
+        },
+    }
+    r = kube.api.post("/api/v1/namespaces/alpha/pods", json=pod)
+    assert r.status_code == 403, r.text
+    assert "exceeded quota" in r.json()["message"]
+    # kubectl against the same apiserver sees the mirrored quota
+    if shutil.which("kubectl") is not None:
+        done = control_plane.kubectl("get", "resourcequota", "-n", "alpha", "-o", "name")
+        assert done.stdout.split() == ["resourcequota/gaia-business-quota"], done.stderr

@@ -54,7 +54,7 @@ def nodes(control_plane: ControlPlane, api: httpx.Client) -> list[str]:
         r = api.post("/api/v1/nodes", json=body)
         assert r.status_code in (201, 409), r.text
     # EndpointSlices for services come from kube-controller-manager
-    control_plane.start_controller_manager("endpointslice,namespace,garbagecollector")
+    control_plane.ensure_controller_manager()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         items = api.get("/api/v1/nodes").json()["items"]

@@ -35,6 +35,7 @@ from gaia.controllers.loop import LoopService
 from gaia.domain import apps as domain_apps
 from gaia.domain.apps import Create, Delete, ReplaceImage, Restart, TemplateSpec
 from gaia.domain.errors import GaiaError
+from gaia.domain.resources import ResourceVector
 from gaia.domain.restarts import (
     BLACKLIST_CAUSES,
     DEFAULT_POLICY,
@@ -111,6 +112,7 @@ class _ClusterMemory:
     provider: ClusterProvider | None = None
     event_seq: int = 0
     applied_configs: dict[tuple[str, str, bool], dt.datetime] = field(default_factory=dict)
+    applied_quotas: dict[str, ResourceVector] = field(default_factory=dict)
     applied_services: dict[tuple[str, str], ServiceSpec] = field(default_factory=dict)
 
 
@@ -151,7 +153,7 @@ class AppController(LoopService):
             by_cluster[app.cluster_id].append(app)
         for cluster_id, cluster in snapshot.clusters.items():
             apps = by_cluster.get(cluster_id, [])
-            if not apps and cluster.kind != "sim":
+            if not apps and cluster.kind != "sim" and not snapshot.quotas.get(cluster_id):
                 continue  # nothing of ours to look after there
             try:
                 await self._reconcile_cluster(cluster, apps, snapshot, stats)
@@ -204,6 +206,7 @@ class AppController(LoopService):
                     stats.actions["delete-orphan"] += 1
 
         await self._sync_configs(provider, memory, apps, snapshot.configs)
+        await self._sync_quotas(provider, memory, snapshot.quotas.get(cluster.id, {}))
         failures = await asyncio.to_thread(self._record_failures, apps, by_app, pending)
         for app in apps:
             try:
@@ -533,6 +536,19 @@ class AppController(LoopService):
         if model and template.resources.gpu:
             self._gpu_use[(app.namespace, model)] += template.resources.gpu
         return True
+
+    async def _sync_quotas(
+        self,
+        provider: ClusterProvider,
+        memory: _ClusterMemory,
+        quotas: Mapping[str, ResourceVector],
+    ) -> None:
+        """Mirror each business's quota into the cluster (defence in depth) when it changed."""
+        for namespace, hard in sorted(quotas.items()):
+            if memory.applied_quotas.get(namespace) == hard:
+                continue
+            await provider.apply_quota(namespace=namespace, hard=hard)
+            memory.applied_quotas[namespace] = hard
 
     async def _sync_configs(
         self,

@@ -418,6 +418,17 @@ class ClusterProvider(Protocol):
 
     async def list_configs(self, *, namespace: str) -> list[ConfigData]: ...
 
+    # quotas (defence in depth: the platform admits against its own quota first)
+    async def apply_quota(self, *, namespace: str, hard: ResourceVector) -> None:
+        """Mirror a business's quota on this cluster into the cluster itself (Kubernetes: a
+        ResourceQuota in the business's namespace), so that nothing bypassing the platform can
+        exceed it either."""
+        ...
+
+    async def get_quota(self, *, namespace: str) -> ResourceVector | None:
+        """The mirrored quota of ``namespace``, None when there is none."""
+        ...
+
     # observation
     async def events(self, *, since: int = 0, limit: int = 1000) -> list[ClusterEvent]:
         """Events with ``seq > since``, oldest first."""

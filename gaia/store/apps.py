@@ -88,6 +88,8 @@ class Snapshot:
     apps: list[AppSnapshot]
     businesses: dict[str, int]  # name -> id
     configs: dict[tuple[str, str, bool], ConfigSnapshot]
+    # cluster id -> business namespace -> hard limits, mirrored into the cluster
+    quotas: dict[int, dict[str, ResourceVector]] = field(default_factory=dict)
 
 
 def plan_of(row: AppRollout) -> GrayUpgradePlan:
@@ -179,11 +181,15 @@ def load_snapshot(
         configs[(namespace, name, secret)] = ConfigSnapshot(
             namespace, name, secret, item.updated_at, data or {}
         )
+    quotas: dict[int, dict[str, ResourceVector]] = defaultdict(dict)
+    for quota in session.scalars(select(Quota)):
+        quotas[quota.cluster_id][businesses[quota.business_id]] = quota.hard()
     return Snapshot(
         clusters=clusters,
         apps=apps,
         businesses={name: bid for bid, name in businesses.items()},
         configs=configs,
+        quotas=dict(quotas),
     )
 
 

@@ -385,6 +385,15 @@ class ControlPlane:
             args.append(f"--config={config}")
         return self._spawn("kube-scheduler", args)
 
+    def ensure_controller_manager(self) -> Process:
+        """kube-controller-manager with every controller (EndpointSlices for services, the
+        ResourceQuota usage that quota admission needs, Deployments for the benchmark's
+        baseline); started once per control plane."""
+        for process in self.processes:
+            if process.name == "kube-controller-manager" and process.popen.poll() is None:
+                return process
+        return self.start_controller_manager()
+
     def start_controller_manager(self, controllers: str = "*") -> Process:
         return self._spawn(
             "kube-controller-manager",

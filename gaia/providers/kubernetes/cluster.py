@@ -30,19 +30,28 @@ import datetime as dt
 import logging
 import ssl
 from collections.abc import Coroutine, Iterable
+from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 import httpx
 import yaml
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.generic_resource import create_global_resource
-from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Pod, Secret
+from lightkube.resources.core_v1 import (
+    ConfigMap,
+    Event,
+    Namespace,
+    Pod,
+    ResourceQuota,
+    Secret,
+)
 from lightkube.resources.core_v1 import Node as K8sNode
 from lightkube.resources.core_v1 import Service as K8sService
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound, Unsupported
+from gaia.domain.resources import ResourceVector
 from gaia.providers.kubernetes import objects
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer
 from gaia.providers.kubernetes.kubeconfig import parse_kubeconfig, ssl_context
@@ -61,6 +70,7 @@ from gaia.providers.port import (
     Service,
     ServiceSpec,
 )
+from gaia.scheduler.extender import parse_quantity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -536,6 +546,33 @@ class KubernetesCluster:
                 found.append(objects.config_from_k8s(doc, secret=resource is Secret))
         return sorted(found, key=lambda c: (c.secret, c.name))
 
+    # ------------------------------------------------------------ quotas
+
+    async def apply_quota(self, *, namespace: str, hard: ResourceVector) -> None:
+        await self._on_loop(self._apply_quota(namespace, hard))
+
+    async def _apply_quota(self, namespace: str, hard: ResourceVector) -> None:
+        await self._ensure_namespace(namespace)
+        manifest = quota_manifest(namespace, hard)
+        try:
+            await self._kube().apply(
+                cast(ResourceQuota, ResourceQuota.from_dict(manifest)), force=True
+            )
+        except ApiError as exc:
+            raise _translate(exc, f"quota of {namespace}") from None
+
+    async def get_quota(self, *, namespace: str) -> ResourceVector | None:
+        return await self._on_loop(self._get_quota(namespace))
+
+    async def _get_quota(self, namespace: str) -> ResourceVector | None:
+        try:
+            quota = await self._kube().get(ResourceQuota, QUOTA_NAME, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise _translate(exc, f"quota of {namespace}") from None
+        return quota_from_k8s(quota.to_dict())
+
     # ------------------------------------------------------------ observation
 
     async def events(self, *, since: int = 0, limit: int = 1000) -> list[ClusterEvent]:
@@ -611,6 +648,50 @@ def _log_lines(text: str) -> list[LogLine]:
             at, rest = dt.datetime.now(dt.UTC), raw
         lines.append(LogLine(at=at, text=rest))
     return lines
+
+
+QUOTA_NAME = "gaia-business-quota"
+
+
+def quota_manifest(namespace: str, hard: ResourceVector) -> dict[str, Any]:
+    """The business quota as a ResourceQuota on what pods request. GPUs: whole cards are
+    ``nvidia.com/gpu`` and shares ``gaia.io/gpu-core`` (hundredths), so the mirror allows
+    ``floor(gpu / 100)`` cards and ``gpu`` hundredths of shares: a bound, not the exact sum
+    the platform admits against (no pod asks for both)."""
+    limits = {
+        "requests.cpu": f"{hard.cpu}m",
+        "requests.memory": f"{hard.memory}Mi",
+        "requests.ephemeral-storage": f"{hard.local_disk}Gi",
+        "requests.nvidia.com/gpu": str(hard.gpu // 100),
+        "requests.gaia.io/gpu-core": str(hard.gpu),
+        "requests.gaia.io/gpu-memory": str(hard.gpu_memory),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {
+            "name": QUOTA_NAME,
+            "namespace": namespace,
+            "labels": {objects.MANAGED_BY_LABEL: objects.MANAGED_BY},
+        },
+        "spec": {"hard": limits},
+    }
+
+
+def quota_from_k8s(doc: dict[str, Any]) -> ResourceVector:
+    hard = (doc.get("spec") or {}).get("hard") or {}
+
+    def amount(key: str, unit: Decimal) -> int:
+        raw = hard.get(key)
+        return int(parse_quantity(raw) / unit) if raw is not None else 0
+
+    return ResourceVector(
+        cpu=amount("requests.cpu", Decimal("0.001")),
+        memory=amount("requests.memory", Decimal(2**20)),
+        local_disk=amount("requests.ephemeral-storage", Decimal(2**30)),
+        gpu=amount("requests.gaia.io/gpu-core", Decimal(1)),
+        gpu_memory=amount("requests.gaia.io/gpu-memory", Decimal(1)),
+    )
 
 
 def _message(response: httpx.Response) -> str:

@@ -171,6 +171,7 @@ class SimCluster:
         self._services: dict[tuple[str, str], tuple[ServiceSpec, str]] = {}
         self._service_ips = ServiceRange()
         self._configs: dict[tuple[str, bool, str], ConfigData] = {}
+        self._quotas: dict[str, ResourceVector] = {}  # namespace -> mirrored hard limits
         self._build_nodes()
 
     # ------------------------------------------------------------ time
@@ -964,6 +965,15 @@ class SimCluster:
         with self._lock:
             self._enter()
             self._configs.pop((namespace, bool(secret), name), None)
+
+    async def apply_quota(self, *, namespace: str, hard: ResourceVector) -> None:
+        """Recorded only: the sim's instances come from the platform, which has admitted them."""
+        with self._lock:
+            self._quotas[namespace] = hard
+
+    async def get_quota(self, *, namespace: str) -> ResourceVector | None:
+        with self._lock:
+            return self._quotas.get(namespace)
 
     async def list_configs(self, *, namespace: str) -> list[ConfigData]:
         with self._lock:
