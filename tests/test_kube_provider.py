@@ -266,3 +266,37 @@ def test_a_dead_cluster_is_unreachable_and_closes(control_plane: ControlPlane) -
     health = run(dead.check_health(timeout=2))
     assert health.state.value == "Unreachable"
     run(dead.close())
+
+
+def test_a_node_refuses_what_it_cannot_hold(cluster: KubernetesCluster, namespace: str) -> None:
+    node = next(n for n in run(cluster.list_nodes()) if n.name == "prov-gpu-1")
+    with pytest.raises(InvalidRequest):
+        run(
+            cluster.create_instance(
+                spec(
+                    namespace,
+                    "prov-gpu-1",
+                    resources=ResourceVector(cpu=node.free.cpu + 1000, memory=512),
+                )
+            )
+        )
+    whole = ResourceVector(cpu=500, memory=512, gpu=100)
+    run(cluster.create_instance(spec(namespace, "prov-gpu-1", resources=whole, gpu_ids=(3,))))
+    with pytest.raises(InvalidRequest):  # the card is taken
+        run(
+            cluster.create_instance(
+                spec(namespace, "prov-gpu-1", instance_id=1, resources=whole, gpu_ids=(3,))
+            )
+        )
+    with pytest.raises(InvalidRequest):  # a card the node does not have
+        run(
+            cluster.create_instance(
+                spec(namespace, "prov-gpu-1", instance_id=1, resources=whole, gpu_ids=(9,))
+            )
+        )
+    run(cluster.set_schedulable("prov-gpu-1", False))
+    try:
+        with pytest.raises(InvalidRequest):
+            run(cluster.create_instance(spec(namespace, "prov-gpu-1", instance_id=2)))
+    finally:
+        run(cluster.set_schedulable("prov-gpu-1", True))

@@ -336,9 +336,11 @@ class KubernetesCluster:
 
     async def _create_instance(self, spec: InstanceSpec) -> Instance:
         pods, nodes = await self._informers()
-        node = nodes.items.get(("", spec.node))
-        if node is None:
+        if ("", spec.node) not in nodes.items:
             raise InvalidRequest(f"node {spec.node} does not exist in cluster {self.name}")
+        if (spec.namespace, spec.name) in pods.items:
+            raise Conflict(f"instance {spec.namespace}/{spec.name} already exists")
+        _check_fits(await self._node(spec.node), spec)
         await self._ensure_namespace(spec.namespace)
         manifest = objects.pod_manifest(spec)
         try:
@@ -615,6 +617,31 @@ class KubernetesCluster:
         self, *, namespace: str, name: str, command: Iterable[str], timeout: float = 10.0
     ) -> ExecResult:
         raise Unsupported("exec into pods of kubernetes clusters is not written yet")
+
+
+def _check_fits(node: Node, spec: InstanceSpec) -> None:
+    """What kubelet admission would refuse, refused before the pod exists: a node that is not
+    ready or cordoned, resources beyond what is free, GPU cards it lacks or that are taken."""
+    if not node.ready:
+        raise InvalidRequest(f"node {node.name} is not ready")
+    if not node.schedulable:
+        raise InvalidRequest(f"node {node.name} is cordoned")
+    need, free = spec.resources, node.free
+    for dim in ("cpu", "memory", "local_disk", "gpu", "gpu_memory"):
+        if getattr(need, dim) > getattr(free, dim):
+            raise InvalidRequest(
+                f"node {node.name} has {getattr(free, dim)} {dim} free; "
+                f"{spec.name} needs {getattr(need, dim)}"
+            )
+    cards = {g.index for g in node.gpus}
+    share = need.gpu // max(1, len(spec.gpu_ids)) if spec.gpu_ids else 0
+    for card in spec.gpu_ids:
+        if card not in cards:
+            raise InvalidRequest(f"node {node.name} has no GPU {card}")
+        if node.gpu_used.get(card, 0) + share > 100:
+            raise InvalidRequest(f"GPU {card} of node {node.name} cannot take {share} more")
+    if need.gpu and not spec.gpu_ids:
+        raise InvalidRequest(f"{spec.name} asks for GPUs but names no cards")
 
 
 _SERVER_SET = (
