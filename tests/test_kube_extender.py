@@ -1,0 +1,147 @@
+"""``gaia scheduler-extender`` behind a real kube-scheduler: a pod that is not the platform's gets
+its GPUs from the Gaia scheduler through filter, prioritize and bind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.kube import ControlPlane, fake_node, free_port
+
+PCIE4 = [
+    ["X", "PIX", "SYS", "SYS"],
+    ["PIX", "X", "SYS", "SYS"],
+    ["SYS", "SYS", "X", "PIX"],
+    ["SYS", "SYS", "PIX", "X"],
+]
+
+
+@pytest.fixture(scope="module")
+def extender(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    # new nodes carry the not-ready taint until the node lifecycle controller lifts it
+    control_plane.ensure_controller_manager()
+    port = free_port()
+    work = tmp_path_factory.mktemp("extender")
+    log = (work / "extender.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if k != "GAIA_EXTENDER_TOKEN"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gaia",
+            "scheduler-extender",
+            "--port",
+            str(port),
+            "--kubeconfig",
+            str(control_plane.kubeconfig_path),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the extender did not come up")
+        config = {
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
+            "clientConnection": {"kubeconfig": str(control_plane.kubeconfig_path)},
+            "leaderElection": {"leaderElect": False},
+            "extenders": [
+                {
+                    "urlPrefix": base,
+                    "filterVerb": "filter",
+                    "prioritizeVerb": "prioritize",
+                    "bindVerb": "bind",
+                    "weight": 5,
+                    "nodeCacheCapable": False,
+                    "httpTimeout": "30s",
+                    "managedResources": [{"name": "nvidia.com/gpu", "ignoredByScheduler": False}],
+                }
+            ],
+        }
+        path = Path(work) / "scheduler.yaml"
+        path.write_text(yaml.safe_dump(config))
+        control_plane.start_scheduler(config=path)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_kube_scheduler_asks_the_gaia_extender_for_gpu_pods(
+    control_plane: ControlPlane, extender: str
+) -> None:
+    api = control_plane.http_client()
+    try:
+        # "split" has two free cards across sockets; "paired" two on one PCIe switch
+        split = fake_node(
+            "ext-split", gpus=4, gpu_memory_mib=16384, gpu_topology=PCIE4, labels={"pool": "ext"}
+        )
+        split["metadata"]["annotations"]["gaia.io/gpu-used"] = '{"0":[100,0],"2":[100,0]}'
+        paired = fake_node(
+            "ext-paired", gpus=4, gpu_memory_mib=16384, gpu_topology=PCIE4, labels={"pool": "ext"}
+        )
+        paired["metadata"]["annotations"]["gaia.io/gpu-used"] = '{"0":[100,0],"1":[100,0]}'
+        for node in (split, paired):
+            r = api.post("/api/v1/nodes", json=node)
+            assert r.status_code in (201, 409), r.text
+        api.post("/api/v1/namespaces", json={"metadata": {"name": "ext"}})
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "trainer", "namespace": "ext"},
+            "spec": {
+                "nodeSelector": {"pool": "ext"},
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.local/trainer:1",
+                        "resources": {
+                            "requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "2"},
+                            "limits": {"nvidia.com/gpu": "2"},
+                        },
+                    }
+                ],
+            },
+        }
+        r = api.post("/api/v1/namespaces/ext/pods", json=pod)
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 90
+        bound: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            bound = api.get("/api/v1/namespaces/ext/pods/trainer").json()
+            if bound["spec"].get("nodeName"):  # type: ignore[index, union-attr]
+                break
+            time.sleep(0.3)
+        events = api.get("/api/v1/namespaces/ext/events").json()["items"]
+        why = [(e.get("reason"), e.get("message")) for e in events]
+        assert bound["spec"].get("nodeName"), (bound.get("status"), why)  # type: ignore[union-attr]
+        spec = bound["spec"]
+        meta = bound["metadata"]
+        assert spec["nodeName"] == "ext-paired", json.dumps(bound)[:2000]  # type: ignore[index]
+        assert meta["annotations"]["gaia.io/gpu-ids"] == "2,3"  # type: ignore[index]
+        node = api.get("/api/v1/nodes/ext-paired").json()
+        used = json.loads(node["metadata"]["annotations"]["gaia.io/gpu-used"])
+        assert set(used) == {"0", "1", "2", "3"}
+    finally:
+        api.close()
