@@ -232,15 +232,16 @@ def parse_quantity(raw: object) -> Decimal:
     return value.normalize(_EXACT) if value else Decimal(0)
 
 
-def _ceil(value: Decimal) -> int:
+def ceil_amount(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_CEILING))
 
 
-def _floor(value: Decimal) -> int:
+def floor_amount(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_FLOOR))
 
 
-def _capped(value: int) -> int:
+def clamp_amount(value: int) -> int:
+    """An amount within 0..MAX_AMOUNT (what a ResourceVector accepts)."""
     return max(0, min(value, MAX_AMOUNT))
 
 
@@ -551,9 +552,9 @@ def resources_of(amounts: Mapping[str, Decimal]) -> ResourceVector:
     zero = Decimal(0)
     try:
         return ResourceVector(
-            cpu=_ceil(amounts.get("cpu", zero) * 1000),
-            memory=_ceil(amounts.get("memory", zero) / _MIB),
-            local_disk=_ceil(amounts.get("ephemeral-storage", zero) / _GIB),
+            cpu=ceil_amount(amounts.get("cpu", zero) * 1000),
+            memory=ceil_amount(amounts.get("memory", zero) / _MIB),
+            local_disk=ceil_amount(amounts.get("ephemeral-storage", zero) / _GIB),
             gpu=gpu,
             gpu_memory=gpu_memory,
         )
@@ -706,9 +707,9 @@ def parse_node(doc: Mapping[str, Any]) -> ExtenderNode:
     allocatable = _resource_list(raw_allocatable, f"node {name}: status.allocatable")
     zero = Decimal(0)
     free = ResourceVector(
-        cpu=_capped(_floor(allocatable.get("cpu", zero) * 1000)),
-        memory=_capped(_floor(allocatable.get("memory", zero) / _MIB)),
-        local_disk=_capped(_floor(allocatable.get("ephemeral-storage", zero) / _GIB)),
+        cpu=clamp_amount(floor_amount(allocatable.get("cpu", zero) * 1000)),
+        memory=clamp_amount(floor_amount(allocatable.get("memory", zero) / _MIB)),
+        local_disk=clamp_amount(floor_amount(allocatable.get("ephemeral-storage", zero) / _GIB)),
     )
     gpus = NodeGpus(model=labels.get(GPU_MODEL_ANNOTATION) or labels.get(GPU_PRODUCT_LABEL, ""))
     problem = None
@@ -740,19 +741,19 @@ def _node_gpus(
         cards = len(links)
     else:
         cards = max(
-            _floor(allocatable.get(NVIDIA_GPU, zero)),
-            _floor(allocatable.get(GAIA_GPU_CORE, zero)) // WHOLE_CARD,
-            _floor(allocatable.get(VCUDA_CORE, zero)) // WHOLE_CARD,
+            floor_amount(allocatable.get(NVIDIA_GPU, zero)),
+            floor_amount(allocatable.get(GAIA_GPU_CORE, zero)) // WHOLE_CARD,
+            floor_amount(allocatable.get(VCUDA_CORE, zero)) // WHOLE_CARD,
         )
-    memory = _floor(allocatable.get(GAIA_GPU_MEMORY, zero))
+    memory = floor_amount(allocatable.get(GAIA_GPU_MEMORY, zero))
     if not memory:
-        memory = _floor(allocatable.get(VCUDA_MEMORY, zero)) * VCUDA_MEMORY_BLOCK_MIB
+        memory = floor_amount(allocatable.get(VCUDA_MEMORY, zero)) * VCUDA_MEMORY_BLOCK_MIB
     used = {}
     if GPU_USED_ANNOTATION in annotations:
         used = _gpu_used(annotations[GPU_USED_ANNOTATION], cards)
     return NodeGpus(
         cards=cards,
-        memory_per_card=_capped(memory // cards) if cards else 0,
+        memory_per_card=clamp_amount(memory // cards) if cards else 0,
         used=used,
         links=links,
         model=model,

@@ -105,11 +105,11 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from typing import Any
 
 from gaia.domain.errors import InvalidRequest
-from gaia.domain.resources import MAX_AMOUNT, ResourceVector
+from gaia.domain.resources import ResourceVector
 from gaia.providers.port import (
     ClusterEvent,
     ConfigData,
@@ -144,7 +144,10 @@ from gaia.scheduler.extender import (
     VCUDA_MEMORY_BLOCK_MIB,
     ZONE_LABEL,
     BadExtenderRequest,
+    ceil_amount,
+    clamp_amount,
     cpuset,
+    floor_amount,
     parse_quantity,
     pod_requests,
     resources_of,
@@ -762,19 +765,7 @@ def _annotation_amount(annotations: Mapping[str, str], key: str, where: str) -> 
         raise InvalidRequest(f"{where}: annotation {key}: {exc}") from None
     if key == EGRESS_BANDWIDTH_ANNOTATION:
         value = value / _MBIT  # bits per second -> Mbit/s
-    return _clamp(_ceil(value))
-
-
-def _ceil(value: Decimal) -> int:
-    return int(value.to_integral_value(rounding=ROUND_CEILING))
-
-
-def _floor(value: Decimal) -> int:
-    return int(value.to_integral_value(rounding=ROUND_FLOOR))
-
-
-def _clamp(value: int) -> int:
-    return max(0, min(value, MAX_AMOUNT))
+    return clamp_amount(ceil_amount(value))
 
 
 def _annotated_resources(annotations: Mapping[str, str], where: str) -> dict[str, int]:
@@ -1043,17 +1034,17 @@ def _lenient_resources(amounts: Mapping[str, Decimal]) -> ResourceVector:
     not the platform's still holds what it asked for."""
     zero = Decimal(0)
     return ResourceVector(
-        cpu=_clamp(_ceil(amounts.get("cpu", zero) * 1000)),
-        memory=_clamp(_ceil(amounts.get("memory", zero) / _MIB)),
-        local_disk=_clamp(_ceil(amounts.get("ephemeral-storage", zero) / _GIB)),
-        gpu=_clamp(
-            _ceil(amounts.get(NVIDIA_GPU, zero)) * WHOLE_CARD
-            + _ceil(amounts.get(GAIA_GPU_CORE, zero))
-            + _ceil(amounts.get(VCUDA_CORE, zero))
+        cpu=clamp_amount(ceil_amount(amounts.get("cpu", zero) * 1000)),
+        memory=clamp_amount(ceil_amount(amounts.get("memory", zero) / _MIB)),
+        local_disk=clamp_amount(ceil_amount(amounts.get("ephemeral-storage", zero) / _GIB)),
+        gpu=clamp_amount(
+            ceil_amount(amounts.get(NVIDIA_GPU, zero)) * WHOLE_CARD
+            + ceil_amount(amounts.get(GAIA_GPU_CORE, zero))
+            + ceil_amount(amounts.get(VCUDA_CORE, zero))
         ),
-        gpu_memory=_clamp(
-            _ceil(amounts.get(GAIA_GPU_MEMORY, zero))
-            + _ceil(amounts.get(VCUDA_MEMORY, zero)) * VCUDA_MEMORY_BLOCK_MIB
+        gpu_memory=clamp_amount(
+            ceil_amount(amounts.get(GAIA_GPU_MEMORY, zero))
+            + ceil_amount(amounts.get(VCUDA_MEMORY, zero)) * VCUDA_MEMORY_BLOCK_MIB
         ),
     )
 
@@ -1102,13 +1093,13 @@ def node_from_k8s(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) ->
     allocatable = _amounts(raw, f"{where}: status.allocatable")
     zero = Decimal(0)
     cards = max(
-        _floor(allocatable.get(NVIDIA_GPU, zero)),
-        _floor(allocatable.get(GAIA_GPU_CORE, zero)) // WHOLE_CARD,
-        _floor(allocatable.get(VCUDA_CORE, zero)) // WHOLE_CARD,
+        floor_amount(allocatable.get(NVIDIA_GPU, zero)),
+        floor_amount(allocatable.get(GAIA_GPU_CORE, zero)) // WHOLE_CARD,
+        floor_amount(allocatable.get(VCUDA_CORE, zero)) // WHOLE_CARD,
     )
-    gpu_memory = _floor(allocatable.get(GAIA_GPU_MEMORY, zero))
+    gpu_memory = floor_amount(allocatable.get(GAIA_GPU_MEMORY, zero))
     if not gpu_memory:
-        gpu_memory = _floor(allocatable.get(VCUDA_MEMORY, zero)) * VCUDA_MEMORY_BLOCK_MIB
+        gpu_memory = floor_amount(allocatable.get(VCUDA_MEMORY, zero)) * VCUDA_MEMORY_BLOCK_MIB
     notes: list[str] = []
     bandwidth_raw = annotations.get(NODE_BANDWIDTH_ANNOTATION, "").strip()
     bandwidth = DEFAULT_NODE_BANDWIDTH_MBPS
@@ -1121,12 +1112,12 @@ def node_from_k8s(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) ->
                 "whole number of Mbit/s"
             )
     capacity = ResourceVector(
-        cpu=_clamp(_floor(allocatable.get("cpu", zero) * 1000)),
-        memory=_clamp(_floor(allocatable.get("memory", zero) / _MIB)),
-        local_disk=_clamp(_floor(allocatable.get("ephemeral-storage", zero) / _GIB)),
-        bandwidth=_clamp(bandwidth),
-        gpu=_clamp(cards * WHOLE_CARD),
-        gpu_memory=_clamp(gpu_memory),
+        cpu=clamp_amount(floor_amount(allocatable.get("cpu", zero) * 1000)),
+        memory=clamp_amount(floor_amount(allocatable.get("memory", zero) / _MIB)),
+        local_disk=clamp_amount(floor_amount(allocatable.get("ephemeral-storage", zero) / _GIB)),
+        bandwidth=clamp_amount(bandwidth),
+        gpu=clamp_amount(cards * WHOLE_CARD),
+        gpu_memory=clamp_amount(gpu_memory),
     )
     per_card = gpu_memory // cards if cards else 0
     model = labels.get(GPU_MODEL_ANNOTATION) or labels.get(GPU_PRODUCT_LABEL, "")

@@ -1,0 +1,344 @@
+"""Apps at scale on a real control plane: Gaia's in-place gray upgrade against a Deployment canary.
+
+Run ``.venv/bin/python bench/kube_scale.py`` from the repository root (``--quick`` for a small
+smoke run, ``--help`` for the sizes). It needs the control plane of the tests
+(``scripts/build-control-plane.sh``; the script builds it when missing and prints how long that
+took, and how long a cached build takes).
+
+In one process:
+
+1. etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK as in the tests, and
+   ``--nodes`` KWOK nodes (32 CPUs, 128 GiB each);
+2. the platform on SQLite in a temporary folder, the cluster registered with its kubeconfig;
+3. **Gaia**: an app of ``--instances`` instances, controller passes until every pod is Running
+   and ready; then a gray upgrade of ``--upgrade`` of them (ids 0, 1, 2, ...) to a template that
+   differs only in the image, ``--batch`` at a time, until the upgrade reports Succeeded;
+4. **baseline**: the same change the usual way: a Deployment of ``--instances`` replicas
+   scheduled by kube-scheduler, then a canary, i.e. the stable Deployment scaled down by
+   ``--upgrade`` while a second Deployment with the new image is scaled up to ``--upgrade``
+   (kube-controller-manager deletes and creates the pods), until the new pods are ready.
+
+For each phase: wall seconds and the API requests the API server counted
+(``apiserver_request_total`` from its own ``/metrics``, by verb, WATCH excluded), and how many
+pods were recreated (a new UID). Gaia's upgrade keeps every pod; the canary replaces
+``--upgrade`` of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import concurrent.futures
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+from cryptography.fernet import Fernet
+from fastapi.testclient import TestClient
+
+from gaia.api.app import Platform, create_app
+from gaia.clock import RealClock
+from gaia.security import hash_password, use_cheap_password_hashing
+from gaia.settings import Settings
+from gaia.store.models import User
+from tests.support.kube import ControlPlane, build_control_plane, fake_node
+
+BIZ = "/api/v1/businesses/bench"
+_REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
+
+
+@dataclass
+class Phase:
+    name: str
+    wall_s: float
+    requests: dict[str, int]
+    recreated: int
+
+    def row(self) -> str:
+        total = sum(self.requests.values())
+        verbs = ", ".join(f"{v} {n}" for v, n in sorted(self.requests.items()) if n)
+        return f"| {self.name} | {self.wall_s:,.1f} | {total:,} | {verbs} | {self.recreated:,} |"
+
+
+def request_counts(api: httpx.Client) -> collections.Counter[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    for line in api.get("/metrics").text.splitlines():
+        match = _REQUEST_LINE.match(line)
+        if match is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        if labels.get("verb") == "WATCH":
+            continue
+        counts[labels.get("verb", "?")] += int(float(match["value"]))
+    return counts
+
+
+def delta(after: collections.Counter[str], before: collections.Counter[str]) -> dict[str, int]:
+    return {verb: after[verb] - before[verb] for verb in after if after[verb] - before[verb]}
+
+
+def pods(api: httpx.Client, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    params: dict[str, Any] = {"labelSelector": selector, "limit": 2000}
+    while True:
+        page = api.get(f"/api/v1/namespaces/{namespace}/pods", params=params).json()
+        for pod in page["items"]:
+            if "deletionTimestamp" not in pod["metadata"]:
+                out[pod["metadata"]["name"]] = pod
+        token = page["metadata"].get("continue")
+        if not token:
+            return out
+        params["continue"] = token
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--instances", type=int, default=5000)
+    parser.add_argument("--upgrade", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.nodes, args.instances, args.upgrade, args.batch = 50, 300, 60, 30
+
+    began = time.monotonic()
+    bin_dir = build_control_plane()
+    build_s = time.monotonic() - began
+    work = Path(tempfile.mkdtemp(prefix="gaia-kube-bench-"))
+    plane = ControlPlane(bin_dir=bin_dir, work=work / "cp").start()
+    plane.ensure_controller_manager()
+    plane.start_scheduler()
+    api = plane.http_client()
+    phases: list[Phase] = []
+    try:
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda i: api.post(
+                        "/api/v1/nodes", json=fake_node(f"n{i:05d}", cpu="32", memory="128Gi")
+                    ),
+                    range(args.nodes),
+                )
+            )
+        print(f"{args.nodes} KWOK nodes created in {time.monotonic() - started:.1f} s")
+
+        use_cheap_password_hashing()
+        settings = Settings(
+            data_dir=work / "data",
+            secret_key=Fernet.generate_key().decode(),
+            demo=False,
+        )
+        platform = Platform.open(settings, clock=RealClock())
+        with platform.db.write_session() as session:
+            session.add(
+                User(username="bench", password_hash=hash_password("pw"), is_platform_admin=True)
+            )
+        client = TestClient(create_app(platform, run_loops=False), base_url="https://x")
+        client.__enter__()
+        token = client.post(
+            "/api/v1/auth/login", json={"username": "bench", "password": "pw"}
+        ).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def call(method: str, path: str, body: Any = None, status: int = 200) -> Any:
+            r = client.request(method, path, json=body, headers=headers)
+            if r.status_code != status:
+                raise SystemExit(f"{method} {path}: {r.status_code} {r.text[:400]}")
+            return r.json() if r.content else None
+
+        call("POST", "/api/v1/businesses", {"name": "bench"}, status=201)
+        call(
+            "POST",
+            "/api/v1/clusters",
+            {"name": "kube", "kind": "kubernetes", "kubeconfig": plane.kubeconfig_text()},
+            status=201,
+        )
+        hard = {"cpu": 100_000, "memory": 100_000_000, "local_disk": 10_000_000}
+        call("PUT", f"{BIZ}/quotas/kube", {"hard": hard})
+        controller = platform.app_controller()
+
+        def template(name: str, image: str) -> dict[str, Any]:
+            return {
+                "name": name,
+                "image": image,
+                "resources": {"cpu": 0.1, "memory": 64},
+                "readiness": {"kind": "http", "port": 8080, "path": "/ready"},
+            }
+
+        def settle(done: Any, what: str) -> None:
+            deadline = time.monotonic() + 3600
+            while time.monotonic() < deadline:
+                asyncio.run(controller.run_once())
+                if done():
+                    return
+                time.sleep(0.5)
+            raise SystemExit(f"{what}: not done within an hour")
+
+        selector = "gaia.io/app=web"
+        before = request_counts(api)
+        started = time.monotonic()
+        call(
+            "POST",
+            f"{BIZ}/apps",
+            {
+                "name": "web",
+                "cluster": "kube",
+                "templates": [
+                    template("v1", "registry.local/web:v1"),
+                    template("v2", "registry.local/web:v2"),
+                ],
+                "replicas": args.instances,
+            },
+            status=201,
+        )
+        settle(
+            lambda: sum(ready(p) for p in pods(api, "bench", selector).values()) == args.instances,
+            "create",
+        )
+        phases.append(
+            Phase(
+                f"Gaia: create {args.instances:,} instances",
+                time.monotonic() - started,
+                delta(request_counts(api), before),
+                0,
+            )
+        )
+        uids = {n: p["metadata"]["uid"] for n, p in pods(api, "bench", selector).items()}
+
+        before = request_counts(api)
+        started = time.monotonic()
+        upgrade = call(
+            "POST",
+            f"{BIZ}/apps/web/upgrades",
+            {
+                "template": "v2",
+                "instance_ids": list(range(args.upgrade)),
+                "max_unavailable": args.batch,
+            },
+            status=201,
+        )
+        settle(
+            lambda: call("GET", f"{BIZ}/apps/web/upgrades/{upgrade['id']}")["state"] == "Succeeded",
+            "upgrade",
+        )
+        now = pods(api, "bench", selector)
+        phases.append(
+            Phase(
+                f"Gaia: gray upgrade {args.upgrade:,} in place",
+                time.monotonic() - started,
+                delta(request_counts(api), before),
+                sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
+            )
+        )
+        asyncio.run(platform.providers.close())
+
+        # the baseline: Deployments, scheduled by kube-scheduler, changed by the controllers
+        api.post("/api/v1/namespaces", json={"metadata": {"name": "deploy"}})
+
+        def deployment(name: str, image: str, replicas: int) -> dict[str, Any]:
+            return {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": "deploy"},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": "web", "track": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web", "track": name}},
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "main",
+                                    "image": image,
+                                    "resources": {
+                                        "requests": {"cpu": "100m", "memory": "64Mi"},
+                                        "limits": {"cpu": "100m", "memory": "64Mi"},
+                                    },
+                                }
+                            ]
+                        },
+                    },
+                },
+            }
+
+        def ready_count(track: str) -> int:
+            return sum(ready(p) for p in pods(api, "deploy", f"track={track}").values())
+
+        before = request_counts(api)
+        started = time.monotonic()
+        api.post(
+            "/apis/apps/v1/namespaces/deploy/deployments",
+            json=deployment("stable", "registry.local/web:v1", args.instances),
+        )
+        while ready_count("stable") < args.instances:
+            time.sleep(1)
+        phases.append(
+            Phase(
+                f"baseline: Deployment of {args.instances:,}",
+                time.monotonic() - started,
+                delta(request_counts(api), before),
+                0,
+            )
+        )
+        stable_uids = {n: p["metadata"]["uid"] for n, p in pods(api, "deploy", "app=web").items()}
+        before = request_counts(api)
+        started = time.monotonic()
+        api.patch(
+            "/apis/apps/v1/namespaces/deploy/deployments/stable/scale",
+            json={"spec": {"replicas": args.instances - args.upgrade}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        api.post(
+            "/apis/apps/v1/namespaces/deploy/deployments",
+            json=deployment("canary", "registry.local/web:v2", args.upgrade),
+        )
+        while (
+            ready_count("canary") < args.upgrade
+            or len(pods(api, "deploy", "track=stable")) > args.instances - args.upgrade
+        ):
+            time.sleep(1)
+        now = pods(api, "deploy", "app=web")
+        phases.append(
+            Phase(
+                f"baseline: canary of {args.upgrade:,} (2 Deployments)",
+                time.monotonic() - started,
+                delta(request_counts(api), before),
+                sum(1 for n in now if n not in stable_uids),
+            )
+        )
+    finally:
+        api.close()
+        plane.stop()
+
+    print()
+    print(
+        f"control plane: {args.nodes:,} KWOK nodes; build {build_s:.1f} s this run "
+        "(cached when the stamp matches)"
+    )
+    print("| phase | wall s | API requests | by verb | pods recreated |")
+    print("| --- | ---: | ---: | --- | ---: |")
+    for phase in phases:
+        print(phase.row())
+    print(f"\ntook {time.monotonic() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
