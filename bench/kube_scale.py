@@ -21,7 +21,9 @@ In one process:
 For each phase: wall seconds and the API requests the API server counted
 (``apiserver_request_total`` from its own ``/metrics``, by verb, WATCH excluded), and how many
 pods were recreated (a new UID). Gaia's upgrade keeps every pod; the canary replaces
-``--upgrade`` of them.
+``--upgrade`` of them. The counts are of every client during the phase: besides Gaia or the
+controllers they include KWOK's pod status writes and its node lease renewals (about one PUT
+per node every 40 s), so a longer phase counts more background requests.
 """
 
 from __future__ import annotations

@@ -226,10 +226,14 @@ class KubernetesCluster:
         ]
 
     async def _node(self, name: str) -> Node:
-        for node in await self._list_nodes():
-            if node.name == name:
-                return node
-        raise NotFound(f"node {name} not found in cluster {self.name}")
+        """One node, counting only the pods bound to it (not every node of the cluster: this
+        runs before each pod is created)."""
+        pods, nodes = await self._informers()
+        doc = nodes.items.get(("", name))
+        if doc is None:
+            raise NotFound(f"node {name} not found in cluster {self.name}")
+        bound = [p for p in pods.items.values() if (p.get("spec") or {}).get("nodeName") == name]
+        return objects.node_from_k8s(doc, bound)
 
     async def add_node(self, spec: NodeSpec) -> Node:
         raise Unsupported(
