@@ -36,7 +36,6 @@ from typing import Any, TypeVar, cast
 import httpx
 import yaml
 from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.generic_resource import create_global_resource
 from lightkube.resources.core_v1 import (
     ConfigMap,
     Event,
@@ -76,7 +75,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SYNC_TIMEOUT_S = 30.0
 EVENTS_KEPT = 10_000
-_ = create_global_resource  # kept importable for CRDs later
 
 
 class KubernetesCluster:
