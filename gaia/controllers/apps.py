@@ -78,6 +78,7 @@ from gaia.store.models import Cluster
 
 log = logging.getLogger(__name__)
 
+CREATE_CONCURRENCY = 16  # instance creations in flight per app and pass
 MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_APP = "gaia.io/app"
 LABEL_INSTANCE = "gaia.io/instance"
@@ -274,6 +275,7 @@ class AppController(LoopService):
             now=now,
             policy=self.policy,
         )
+        creates: list[InstanceSpec] = []
         for action in actions:
             if isinstance(action, Delete):
                 gone = by_id.get(action.instance_id)
@@ -282,8 +284,11 @@ class AppController(LoopService):
                     self._release(view, gone)
                 stats.actions["delete"] += 1
             elif isinstance(action, Create):
-                created = await self._create(provider, app, action, view, pending)
-                stats.actions["create" if created else "unschedulable"] += 1
+                spec = self._place(app, action, view, pending)
+                if spec is None:
+                    stats.actions["unschedulable"] += 1
+                else:
+                    creates.append(spec)
             elif isinstance(action, ReplaceImage):
                 await provider.replace_image(
                     namespace=app.namespace,
@@ -305,6 +310,8 @@ class AppController(LoopService):
             elif isinstance(action, Restart):
                 await provider.restart_instance(namespace=app.namespace, name=action.name)
                 stats.actions["restart"] += 1
+        if creates:
+            stats.actions["create"] += await self._create_all(provider, creates)
         if app.state == "running":
             await self._ensure_service(provider, memory, app)
 
@@ -488,18 +495,16 @@ class AppController(LoopService):
         if model and inst.resources.gpu:
             self._gpu_use[(inst.namespace, model)] -= inst.resources.gpu
 
-    async def _create(
-        self,
-        provider: ClusterProvider,
-        app: AppSnapshot,
-        action: Create,
-        view: ClusterView,
-        pending: list[PendingEvent],
-    ) -> bool:
+    def _place(
+        self, app: AppSnapshot, action: Create, view: ClusterView, pending: list[PendingEvent]
+    ) -> InstanceSpec | None:
+        """Place one new instance and hold its room in the view (and its GPUs against the
+        per-model limits) at once, so the next placement of this pass sees the node fuller;
+        None when it fits nowhere (a FailedScheduling event says why)."""
         template = app.templates.get(action.version)
         name = domain_apps.instance_name(app.name, action.instance_id)
         if template is None:
-            return False
+            return None
         request = PlacementRequest(
             name=f"{app.namespace}/{name}",
             resources=template.resources,
@@ -522,20 +527,36 @@ class AppController(LoopService):
                     app.namespace, "Instance", name, "FailedScheduling", str(exc), "Warning"
                 )
             )
-            return False
-        spec = build_instance_spec(
+            return None
+        view.bind(placement, template.resources)
+        model = self._model_of.get(placement.node)
+        if model and template.resources.gpu:
+            self._gpu_use[(app.namespace, model)] += template.resources.gpu
+        return build_instance_spec(
             namespace=app.namespace,
             app=app.name,
             instance_id=action.instance_id,
             template=template,
             placement=placement,
         )
-        await provider.create_instance(spec)
-        view.bind(placement, template.resources)
-        model = self._model_of.get(placement.node)
-        if model and template.resources.gpu:
-            self._gpu_use[(app.namespace, model)] += template.resources.gpu
-        return True
+
+    async def _create_all(self, provider: ClusterProvider, specs: list[InstanceSpec]) -> int:
+        """Create placed instances, ``CREATE_CONCURRENCY`` at a time (on a real cluster each is
+        several API round trips); returns how many were created. A failure does not stop the
+        others; the first is raised once all have finished, as one failed create did before."""
+        gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def one(spec: InstanceSpec) -> None:
+            async with gate:
+                await provider.create_instance(spec)
+
+        results = await asyncio.gather(*(one(spec) for spec in specs), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures[1:]:
+            log.warning("apps: create failed: %s", failure)
+        if failures:
+            raise failures[0]
+        return len(specs)
 
     async def _sync_quotas(
         self,
