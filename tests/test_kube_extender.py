@@ -11,11 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from tests.support.kube import ControlPlane, fake_node, free_port
+from tests.support.kube import ControlPlane, fake_node, free_port, wait_healthy
 
 PCIE4 = [
     ["X", "PIX", "SYS", "SYS"],
@@ -52,14 +51,7 @@ def extender(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError("the extender did not come up")
+        wait_healthy(base)
         config = {
             "apiVersion": "kubescheduler.config.k8s.io/v1",
             "kind": "KubeSchedulerConfiguration",

@@ -72,6 +72,7 @@ from gaia.scheduler.port import (
     why_not,
 )
 from tests.conftest import missing_component
+from tests.support.kube import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 WIRE_SOURCE = ROOT / "tests" / "support" / "extender_wire"
@@ -1280,14 +1281,7 @@ def test_gaia_scheduler_extender_cli_prefers_the_nvlink_pair_and_guards_its_link
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError("the extender did not come up")
+        wait_healthy(base)
         # two NVLinked cards free on one node, two cards across sockets on the other
         nv = node_doc(
             "nv-1",

@@ -60,6 +60,18 @@ def build_control_plane(timeout_s: float = 3600) -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+def wait_healthy(base: str, timeout_s: float = 10.0) -> None:
+    """Wait until ``GET {base}/healthz`` answers 200 (a server the test just started)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError(f"{base} did not come up within {timeout_s:g} s")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

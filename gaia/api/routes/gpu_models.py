@@ -11,6 +11,7 @@ model waits (FailedScheduling says why).
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
@@ -46,6 +47,35 @@ def _out(row: GpuModelLimit) -> GpuModelLimitOut:
     return GpuModelLimitOut(model=row.model, cards=Decimal(str(value)))
 
 
+def _locate(
+    request: Request,
+    principal: Any,
+    session: Any,
+    verb: str,
+    biz: str,
+    cluster: str,
+    model: str,
+    what: str,
+) -> tuple[Any, Any, Any, GpuModelLimit | None]:
+    """Audit context, business, cluster and the existing limit (or None) of one change; only
+    a platform admin may change limits."""
+    ctx = audit(request)
+    ctx.action = f"quota.gpu-model.{verb}"
+    ctx.cluster = cluster
+    ctx.target = f"business/{biz}/quota/{cluster}/gpu-model/{model}"
+    business = business_for(session, principal, biz, Permission.QUOTA_READ, ctx=ctx)
+    row = visible_cluster(session, principal, cluster)
+    require_platform_admin(principal, what)
+    limit = session.scalars(
+        select(GpuModelLimit).where(
+            GpuModelLimit.business_id == business.id,
+            GpuModelLimit.cluster_id == row.id,
+            GpuModelLimit.model == model,
+        )
+    ).one_or_none()
+    return ctx, business, row, limit
+
+
 @router.get("/businesses/{biz}/quotas/{cluster}/gpu-models", response_model=list[GpuModelLimitOut])
 def list_gpu_model_limits(
     principal: PrincipalDep, session: SessionDep, biz: str = BizPath, cluster: str = ClusterPath
@@ -72,23 +102,12 @@ def put_gpu_model_limit(
     cluster: str = ClusterPath,
     model: str = ModelPath,
 ) -> GpuModelLimitOut:
-    ctx = audit(request)
-    ctx.action = "quota.gpu-model.set"
-    ctx.cluster = cluster
-    ctx.target = f"business/{biz}/quota/{cluster}/gpu-model/{model}"
-    business = business_for(session, principal, biz, Permission.QUOTA_READ, ctx=ctx)
-    row = visible_cluster(session, principal, cluster)
-    require_platform_admin(principal, "set GPU model limits")
+    ctx, business, row, limit = _locate(
+        request, principal, session, "set", biz, cluster, model, "set GPU model limits"
+    )
     cards = from_api_amount("gpu", body.cards)
     if cards % 100 and cards > 100:
         raise InvalidRequest("cards above one must be whole cards")
-    limit = session.scalars(
-        select(GpuModelLimit).where(
-            GpuModelLimit.business_id == business.id,
-            GpuModelLimit.cluster_id == row.id,
-            GpuModelLimit.model == model,
-        )
-    ).one_or_none()
     if limit is None:
         limit = GpuModelLimit(business_id=business.id, cluster_id=row.id, model=model)
         session.add(limit)
@@ -108,20 +127,9 @@ def delete_gpu_model_limit(
     cluster: str = ClusterPath,
     model: str = ModelPath,
 ) -> Response:
-    ctx = audit(request)
-    ctx.action = "quota.gpu-model.delete"
-    ctx.cluster = cluster
-    ctx.target = f"business/{biz}/quota/{cluster}/gpu-model/{model}"
-    business = business_for(session, principal, biz, Permission.QUOTA_READ, ctx=ctx)
-    row = visible_cluster(session, principal, cluster)
-    require_platform_admin(principal, "remove GPU model limits")
-    limit = session.scalars(
-        select(GpuModelLimit).where(
-            GpuModelLimit.business_id == business.id,
-            GpuModelLimit.cluster_id == row.id,
-            GpuModelLimit.model == model,
-        )
-    ).one_or_none()
+    ctx, _, _, limit = _locate(
+        request, principal, session, "delete", biz, cluster, model, "remove GPU model limits"
+    )
     if limit is None:
         raise NotFound(f"no limit for GPU model '{model}'")
     session.delete(limit)
