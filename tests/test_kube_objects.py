@@ -22,9 +22,11 @@ from gaia.providers.kubernetes.objects import (
     APP_LABEL,
     CONTAINER_NAME,
     INSTANCE_LABEL,
+    KWOK_NODE_ANNOTATION,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     PLANNED_RESTART_ANNOTATION,
+    RESTARTS_BEFORE_ANNOTATION,
     SCHEDULER_NAME,
     SHAPE_HASH_ANNOTATION,
     TEMPLATE_HASH_ANNOTATION,
@@ -35,9 +37,11 @@ from gaia.providers.kubernetes.objects import (
     event_from_k8s,
     image_patch,
     instance_from_pod,
+    kwok_node_manifest,
     node_from_k8s,
     parse_cpuset,
     pod_manifest,
+    recreate_manifest,
     service_from_k8s,
     service_manifest,
     service_needs_replace,
@@ -51,6 +55,7 @@ from gaia.providers.port import (
     InstancePhase,
     InstanceSpec,
     NetworkMode,
+    NodeSpec,
     PortSpec,
     ProbeKind,
     ProbeSpec,
@@ -1059,3 +1064,70 @@ def test_invalid_services_are_refused() -> None:
         service_manifest(ServiceSpec(namespace="biz-1", name="Web", app="web"))
     with pytest.raises(InvalidRequest, match="app"):
         service_manifest(ServiceSpec(namespace="biz-1", name="web", app=""))
+
+
+# ---------------------------------------------------------------- restarts and KWOK nodes
+
+
+def test_recreate_manifest_carries_the_restart_count_and_drops_server_fields() -> None:
+    pod = served(pod_manifest(spec_for()), state=RUNNING, restarts=2)
+    pod["metadata"]["annotations"][PLANNED_RESTART_ANNOTATION] = "2"
+    assert instance_from_pod(pod).restarts == 2
+    fresh = recreate_manifest(pod, restarts=3)
+    meta = fresh["metadata"]
+    assert {"uid", "resourceVersion", "creationTimestamp"}.isdisjoint(meta)
+    assert "nodeName" not in fresh["spec"] and "status" not in fresh
+    assert meta["annotations"][RESTARTS_BEFORE_ANNOTATION] == "3"
+    assert PLANNED_RESTART_ANNOTATION not in meta["annotations"]
+    assert (
+        meta["annotations"][SHAPE_HASH_ANNOTATION]
+        == pod["metadata"]["annotations"][SHAPE_HASH_ANNOTATION]
+    )
+    # the new pod's container counts from zero; the instance goes on counting
+    again = served(fresh, state=RUNNING, restarts=1)
+    assert instance_from_pod(again).restarts == 4
+    with pytest.raises(InvalidRequest):
+        recreate_manifest(pod, restarts=-1)
+    broken = served(fresh, state=RUNNING)
+    broken["metadata"]["annotations"][RESTARTS_BEFORE_ANNOTATION] = "many"
+    with pytest.raises(InvalidRequest, match=RESTARTS_BEFORE_ANNOTATION):
+        instance_from_pod(broken)
+
+
+def test_kwok_node_manifest_reads_back_as_the_node_asked_for() -> None:
+    links = (("X", "PIX"), ("PIX", "X"))
+    spec = NodeSpec(
+        name="kwok-1",
+        cpu_milli=8000,
+        memory_mib=16384,
+        gpus=2,
+        gpu_model="A100",
+        gpu_memory_mib=40960,
+        zone="zone-b",
+        labels={"pool": "train"},
+        bandwidth_mbps=25_000,
+    )
+    manifest = kwok_node_manifest(spec, links)
+    assert manifest["metadata"]["annotations"][KWOK_NODE_ANNOTATION] == "fake"
+    served_node = copy.deepcopy(manifest)
+    served_node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    served_node["status"]["addresses"] = [{"type": "InternalIP", "address": "10.1.0.2"}]
+    node = node_from_k8s(served_node, [])
+    assert node.capacity == ResourceVector(
+        cpu=8000, memory=16384, local_disk=100, bandwidth=25_000, gpu=200, gpu_memory=81920
+    )
+    assert [g.model for g in node.gpus] == ["A100", "A100"]
+    assert node.zone == "zone-b" and node.labels["pool"] == "train"
+    assert node.gpu_links == links
+    for bad in (
+        dict(name="Bad_Name"),
+        dict(cpu_milli=0),
+        dict(gpus=-1),
+        dict(labels={"bad key!": "x"}),
+        dict(zone="no spaces allowed"),
+    ):
+        fields = {"name": "ok", "cpu_milli": 1000, "memory_mib": 1024, "gpus": 0, **bad}
+        with pytest.raises(InvalidRequest):
+            kwok_node_manifest(NodeSpec(**fields), ())  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="rows"):
+        kwok_node_manifest(NodeSpec(name="ok", cpu_milli=1, memory_mib=1, gpus=2), links[:1])

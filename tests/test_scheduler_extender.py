@@ -35,7 +35,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gaia.domain.resources import ResourceVector
-from gaia.providers.kubernetes import KubeCredentials
+from gaia.kube import KubeCredentials
 from gaia.scheduler.extender import (
     CPU_SET_ANNOTATION,
     GPU_IDS_ANNOTATION,

@@ -51,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gaia.providers.kubernetes.kubeconfig import KubeCredentials, parse_kubeconfig, ssl_context
+from gaia.kube import KubeCredentials, parse_kubeconfig, ssl_context
 from gaia.scheduler.cluster import GaiaScheduler
 from gaia.scheduler.extender import (
     BadExtenderRequest,

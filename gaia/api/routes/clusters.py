@@ -24,7 +24,7 @@ from gaia.api.deps import (
 from gaia.api.pagination import Cursor, Limit, page_of
 from gaia.api.schemas import NAME_PATTERN, ClusterCreate, ClusterOut, ClusterUpdate, Page
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
-from gaia.providers.kubernetes import parse_kubeconfig
+from gaia.kube import parse_kubeconfig
 from gaia.providers.sim import validate_sim_spec
 from gaia.store import events
 from gaia.store.models import Cluster, Quota, utcnow

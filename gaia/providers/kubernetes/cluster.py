@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime as dt
 import logging
+import math
 import ssl
+import time
 from collections.abc import Coroutine, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar, cast
@@ -51,16 +54,19 @@ from lightkube.types import PatchType
 
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound, Unsupported
 from gaia.domain.resources import ResourceVector
-from gaia.providers.kubernetes import objects
+from gaia.kube import parse_kubeconfig, ssl_context
+from gaia.providers.kubernetes import objects, streams, usage
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer
-from gaia.providers.kubernetes.kubeconfig import parse_kubeconfig, ssl_context
 from gaia.providers.port import (
     ClusterEvent,
     ClusterHealth,
     ConfigData,
     ExecResult,
+    Failure,
+    FailureCause,
     HealthState,
     Instance,
+    InstancePhase,
     InstanceSpec,
     LogLine,
     MetricSample,
@@ -69,22 +75,45 @@ from gaia.providers.port import (
     Service,
     ServiceSpec,
 )
+from gaia.providers.sim._topology import normalize_matrix, preset
 from gaia.scheduler.extender import parse_quantity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SYNC_TIMEOUT_S = 30.0
 EVENTS_KEPT = 10_000
+MOUNT_FAILURES_KEPT = 10_000
+NODE_SIMULATORS = ("kwok",)
+METRICS_TIMEOUT_S = 5.0
+METRICS_CONCURRENCY = 16
 
 
 class KubernetesCluster:
     kind = "kubernetes"
 
-    def __init__(self, *, name: str, kubeconfig: str, resync_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        kubeconfig: str,
+        resync_s: float = 300.0,
+        node_simulator: str | None = None,
+    ) -> None:
+        if node_simulator is not None and node_simulator not in NODE_SIMULATORS:
+            raise InvalidRequest(
+                f"node simulator {node_simulator!r} is unknown; known: {', '.join(NODE_SIMULATORS)}"
+            )
         self.name = name
         self._creds = parse_kubeconfig(kubeconfig)  # refuses a broken kubeconfig at once
         self._config = yaml.safe_load(kubeconfig)
         self._resync_s = resync_s
+        self._node_simulator = node_simulator
+        self._ssl: ssl.SSLContext | None = None
+        # pod uid -> (when, message) of the kubelet's last FailedMount for it
+        self._mount_failures: collections.OrderedDict[str, tuple[dt.datetime, str]] = (
+            collections.OrderedDict()
+        )
+        self._cpu = usage.CpuRates()
         self._loop: ClusterLoop | None = None
         self._client: AsyncClient | None = None
         self._http: httpx.AsyncClient | None = None
@@ -155,7 +184,15 @@ class KubernetesCluster:
         if op not in ("ADDED", "MODIFIED"):
             return
         self._event_seq += 1
-        self._event_log.append(objects.event_from_k8s(doc, self._event_seq))
+        event = objects.event_from_k8s(doc, self._event_seq)
+        self._event_log.append(event)
+        if event.reason == "FailedMount" and event.object_kind == "Instance":
+            uid = str(((doc.get("involvedObject") or doc.get("regarding") or {}).get("uid")) or "")
+            if uid:
+                self._mount_failures[uid] = (event.at, event.message)
+                self._mount_failures.move_to_end(uid)
+                while len(self._mount_failures) > MOUNT_FAILURES_KEPT:
+                    self._mount_failures.popitem(last=False)
 
     # ------------------------------------------------------------ health
 
@@ -234,10 +271,37 @@ class KubernetesCluster:
         return objects.node_from_k8s(doc, bound)
 
     async def add_node(self, spec: NodeSpec) -> Node:
-        raise Unsupported(
-            "nodes join a real Kubernetes cluster by themselves (kubelet registration); the "
-            "platform cannot add one"
-        )
+        if self._node_simulator is None:
+            raise Unsupported(
+                "nodes join a real Kubernetes cluster by themselves (kubelet registration); the "
+                "platform adds nodes only to clusters whose nodes KWOK simulates"
+            )
+        return await self._on_loop(self._add_node(spec))
+
+    async def _add_node(self, spec: NodeSpec, timeout_s: float = 30.0) -> Node:
+        _, nodes = await self._informers()
+        if not isinstance(spec.gpus, int) or not 0 <= spec.gpus <= 64:
+            raise InvalidRequest("node gpus must be an integer from 0 to 64")
+        if spec.gpu_links:
+            links = normalize_matrix(spec.gpu_links, spec.gpus, field="gpu_links")
+        else:
+            links = preset("pcie-2socket", spec.gpus)
+        manifest = objects.kwok_node_manifest(spec, links)
+        if ("", spec.name) in nodes.items:
+            raise Conflict(f"node {spec.name} already exists in cluster {self.name}")
+        try:
+            created = await self._kube().create(cast(K8sNode, K8sNode.from_dict(manifest)))
+        except ApiError as exc:
+            raise _translate(exc, f"node {spec.name}") from None
+        nodes.remember(created.to_dict())
+        # KWOK takes the node over and reports it Ready within a second or two
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            node = await self._node(spec.name)
+            if node.ready or loop.time() > deadline:
+                return node
+            await asyncio.sleep(0.1)
 
     async def set_schedulable(self, name: str, schedulable: bool) -> Node:
         return await self._on_loop(self._set_schedulable(name, schedulable))
@@ -313,8 +377,26 @@ class KubernetesCluster:
                 continue
             if app is not None and labels.get(objects.APP_LABEL) != app:
                 continue
-            found.append(objects.instance_from_pod(pod))
+            found.append(self._refined(pod, objects.instance_from_pod(pod)))
         return found
+
+    def _refined(self, pod: dict[str, Any], inst: Instance) -> Instance:
+        """What the pod alone cannot say: a pod waiting for a volume whose ConfigMap or Secret
+        is missing looks like any pod being created; the kubelet's ``FailedMount`` events say
+        it cannot start."""
+        if inst.phase not in (InstancePhase.SCHEDULED, InstancePhase.CREATED) or not inst.node:
+            return inst
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        failed = self._mount_failures.get(uid)
+        if failed is None:
+            return inst
+        at, message = failed
+        return dataclasses.replace(
+            inst,
+            phase=InstancePhase.FAILED,
+            ready=False,
+            last_failure=Failure(FailureCause.CONFIG, at, message),
+        )
 
     async def _ensure_namespace(self, namespace: str) -> None:
         if namespace in self._namespaces:
@@ -436,9 +518,13 @@ class KubernetesCluster:
         if current is None:
             raise NotFound(f"instance {namespace}/{name} not found")
         node = (current.get("spec") or {}).get("nodeName") or ""
-        await self._delete_pod(namespace, name, grace_s=0)
-        await self._wait_gone(namespace, name)
-        fresh = _recreate_manifest(current)
+        so_far = objects.instance_from_pod(current).restarts
+        grace = (current.get("spec") or {}).get("terminationGracePeriodSeconds")
+        # a graceful delete: the kubelet removes the pod only once its sandbox is gone, so the
+        # new pod can take the same IP (where the CNI keeps it per instance, as Gaia's does)
+        await self._delete_pod(namespace, name)
+        await self._wait_gone(namespace, name, timeout_s=(grace if grace is not None else 30) + 60)
+        fresh = objects.recreate_manifest(current, restarts=so_far + 1)
         try:
             created = await self._kube().create(cast(Pod, Pod.from_dict(fresh)))
         except ApiError as exc:
@@ -589,7 +675,92 @@ class KubernetesCluster:
     async def metrics(
         self, *, namespace: str | None = None, names: Iterable[str] | None = None
     ) -> list[MetricSample]:
-        raise Unsupported("metrics of kubernetes clusters come with the monitoring issue")
+        wanted = None if names is None else set(names)
+        return await self._on_loop(self._metrics(namespace, wanted))
+
+    async def _metrics(self, namespace: str | None, names: set[str] | None) -> list[MetricSample]:
+        """Each node's kubelet ``/metrics/resource`` through the API server's node proxy
+        (``usage``); nodes that do not answer (KWOK's, a kubelet that is down) are left out."""
+        pods, nodes = await self._informers()
+        filtered = namespace is not None or names is not None
+        instances: dict[tuple[str, str], str] = {}  # (namespace, pod) -> node
+        for (ns, pod_name), pod in pods.items.items():
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            if labels.get(objects.MANAGED_BY_LABEL) != objects.MANAGED_BY:
+                continue
+            if namespace is not None and ns != namespace:
+                continue
+            if names is not None and pod_name not in names:
+                continue
+            node_name = (pod.get("spec") or {}).get("nodeName")
+            if node_name:
+                instances[(ns, pod_name)] = node_name
+        if filtered:
+            targets = sorted(set(instances.values()))
+        else:
+            targets = [name for (_, name), doc in sorted(nodes.items.items()) if _kubelet(doc)]
+        gate = asyncio.Semaphore(METRICS_CONCURRENCY)
+
+        async def read(node_name: str) -> tuple[str, usage.NodeUsage | None]:
+            async with gate:
+                return node_name, await self._node_usage(node_name)
+
+        readings = await asyncio.gather(*(read(n) for n in targets))
+        samples: list[MetricSample] = []
+        for node_name, reading in readings:
+            if reading is None:
+                continue
+            if not filtered and not math.isnan(reading.memory_bytes):
+                samples.append(
+                    MetricSample(
+                        target=node_name,
+                        kind="node",
+                        at=_when(reading.at_s),
+                        cpu_milli=self._cpu.millicores(
+                            ("node", node_name), reading.cpu_seconds, reading.at_s, since_s=math.nan
+                        ),
+                        memory_mib=reading.memory_bytes / 2**20,
+                    )
+                )
+            for (ns, pod_name, container), used in sorted(reading.containers.items()):
+                if (
+                    container != objects.CONTAINER_NAME
+                    or instances.get((ns, pod_name)) != node_name
+                ):
+                    continue
+                samples.append(
+                    MetricSample(
+                        target=pod_name,
+                        kind="instance",
+                        at=_when(used.at_s),
+                        cpu_milli=self._cpu.millicores(
+                            ("pod", ns, pod_name),
+                            used.cpu_seconds,
+                            used.at_s,
+                            since_s=used.started_s,
+                        ),
+                        memory_mib=0.0
+                        if math.isnan(used.memory_bytes)
+                        else used.memory_bytes / 2**20,
+                        namespace=ns,
+                    )
+                )
+        return samples
+
+    async def _node_usage(self, node_name: str) -> usage.NodeUsage | None:
+        try:
+            response = await self._raw().get(
+                f"/api/v1/nodes/{node_name}/proxy/metrics/resource",
+                headers={"Accept": "text/plain"},
+                timeout=METRICS_TIMEOUT_S,
+            )
+        except httpx.HTTPError as exc:
+            log.debug("no metrics from node %s: %s", node_name, type(exc).__name__)
+            return None
+        if response.status_code != 200:
+            log.debug("no metrics from node %s: HTTP %s", node_name, response.status_code)
+            return None
+        return usage.node_usage(response.text, now_s=time.time())
 
     async def logs(
         self,
@@ -618,7 +789,20 @@ class KubernetesCluster:
     async def exec(
         self, *, namespace: str, name: str, command: Iterable[str], timeout: float = 10.0
     ) -> ExecResult:
-        raise Unsupported("exec into pods of kubernetes clusters is not written yet")
+        return await self._on_loop(self._exec(namespace, name, list(command), timeout))
+
+    async def _exec(
+        self, namespace: str, name: str, command: list[str], timeout: float
+    ) -> ExecResult:
+        pods, _ = await self._informers()
+        if (namespace, name) not in pods.items:
+            raise NotFound(f"instance {namespace}/{name} not found")
+        url = streams.exec_url(self._creds.server, namespace, name, objects.CONTAINER_NAME, command)
+        if self._ssl is None:
+            context = ssl_context(self._creds)
+            self._ssl = context if isinstance(context, ssl.SSLContext) else None
+        headers = {"Authorization": f"Bearer {self._creds.token}"} if self._creds.token else {}
+        return await streams.run_exec(url, ssl_context=self._ssl, headers=headers, timeout=timeout)
 
 
 def _check_fits(node: Node, spec: InstanceSpec) -> None:
@@ -646,24 +830,15 @@ def _check_fits(node: Node, spec: InstanceSpec) -> None:
         raise InvalidRequest(f"{spec.name} asks for GPUs but names no cards")
 
 
-_SERVER_SET = (
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "generation",
-    "managedFields",
-    "ownerReferences",
-)
+def _kubelet(node: dict[str, Any]) -> bool:
+    """Whether a node says it has a kubelet server to ask (KWOK's nodes say port 0 or none)."""
+    endpoints = (node.get("status") or {}).get("daemonEndpoints") or {}
+    port = (endpoints.get("kubeletEndpoint") or {}).get("Port") or 0
+    return isinstance(port, int) and port > 0
 
 
-def _recreate_manifest(pod: dict[str, Any]) -> dict[str, Any]:
-    """The pod as it was created: what the server set removed, unbound (the caller binds it to
-    the same node again)."""
-    meta = {k: v for k, v in (pod.get("metadata") or {}).items() if k not in _SERVER_SET}
-    spec = {k: v for k, v in (pod.get("spec") or {}).items() if k != "nodeName"}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+def _when(at_s: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(at_s if not math.isnan(at_s) else time.time(), dt.UTC)
 
 
 def _log_lines(text: str) -> list[LogLine]:

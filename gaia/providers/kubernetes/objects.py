@@ -123,6 +123,7 @@ from gaia.providers.port import (
     InstanceSpec,
     NetworkMode,
     Node,
+    NodeSpec,
     PortSpec,
     ProbeKind,
     ProbeSpec,
@@ -171,6 +172,8 @@ EGRESS_BANDWIDTH_ANNOTATION = "kubernetes.io/egress-bandwidth"  # pod, CNI bandw
 CLOUD_DISK_ANNOTATION = "gaia.io/cloud-disk"  # pod, GiB
 SHARED_DISK_ANNOTATION = "gaia.io/shared-disk"  # pod, GiB
 PLANNED_RESTART_ANNOTATION = "gaia.io/planned-restart"  # pod, written by image_patch
+RESTARTS_BEFORE_ANNOTATION = "gaia.io/restarts-before"  # pod, written by recreate_manifest
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"  # node: "fake" makes KWOK run it
 NODE_BANDWIDTH_ANNOTATION = "gaia.io/bandwidth"  # node, Mbit/s
 DEFAULT_NODE_BANDWIDTH_MBPS = 10_000  # NodeSpec's default
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # on EndpointSlices
@@ -654,6 +657,95 @@ def image_patch(pod: Mapping[str, Any], *, image: str, version: str) -> dict[str
     }
 
 
+_SERVER_SET = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "managedFields",
+    "ownerReferences",
+)
+
+
+def recreate_manifest(pod: Mapping[str, Any], *, restarts: int) -> dict[str, Any]:
+    """The pod as it was created, to create again for a restart: what the server set removed,
+    unbound (the caller binds it to the same node), ``restarts`` (the instance's count so far
+    plus this restart) carried in ``gaia.io/restarts-before``, since a new pod's containers
+    count from zero. The old pod's planned image restart is dropped with its container."""
+    meta = _obj(pod.get("metadata"), "Pod.metadata")
+    where = _pod_name(meta)
+    if restarts < 0:
+        raise InvalidRequest(f"pod {where}: a restart count cannot be negative")
+    fresh = {k: v for k, v in meta.items() if k not in _SERVER_SET}
+    annotations = dict(_str_map(meta.get("annotations"), f"pod {where}: metadata.annotations"))
+    annotations.pop(PLANNED_RESTART_ANNOTATION, None)
+    annotations[RESTARTS_BEFORE_ANNOTATION] = str(restarts)
+    fresh["annotations"] = annotations
+    spec = {k: v for k, v in _obj(pod.get("spec"), f"pod {where}: spec").items()}
+    spec.pop("nodeName", None)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": fresh, "spec": spec}
+
+
+def kwok_node_manifest(spec: NodeSpec, links: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """A Node for KWOK to run (``kwok.x-k8s.io/node: fake``): the capacity of ``spec`` as
+    allocatable, GPUs as ``nvidia.com/gpu`` (+ ``gaia.io/gpu-memory``) with ``links`` as the
+    topology annotation, the model as a label, the zone as the well-known label. For clusters
+    whose nodes are simulated by KWOK (demos, scale tests); a real node registers itself."""
+    _check_dns_subdomain(spec.name, "node name")
+    if len(spec.name) > 63:
+        raise InvalidRequest(f"node name {spec.name!r} is longer than 63 characters")
+    for value, what in (
+        (spec.cpu_milli, "cpu_milli"),
+        (spec.memory_mib, "memory_mib"),
+        (spec.local_disk_gib, "local_disk_gib"),
+        (spec.gpus, "gpus"),
+        (spec.gpu_memory_mib, "gpu_memory_mib"),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidRequest(f"node {what} must be a non-negative integer, got {value!r}")
+    if spec.cpu_milli < 1 or spec.memory_mib < 1:
+        raise InvalidRequest("a node needs some cpu_milli and memory_mib")
+    if len(links) != spec.gpus:
+        raise InvalidRequest(f"the GPU link matrix has {len(links)} rows for {spec.gpus} GPUs")
+    labels: dict[str, str] = {}
+    for key, text in spec.labels.items():
+        _check_key(key, "node label")
+        _check_label_value(text, f"node label {key}")
+        labels[key] = text
+    labels.update({"kubernetes.io/hostname": spec.name, "kubernetes.io/os": "linux"})
+    labels["type"] = "kwok"
+    if spec.zone:
+        _check_label_value(spec.zone, "node zone")
+        labels[ZONE_LABEL] = spec.zone
+    annotations = {
+        KWOK_NODE_ANNOTATION: "fake",
+        NODE_BANDWIDTH_ANNOTATION: str(spec.bandwidth_mbps),
+    }
+    capacity = {
+        "cpu": f"{spec.cpu_milli}m",
+        "memory": f"{spec.memory_mib}Mi",
+        "ephemeral-storage": f"{spec.local_disk_gib}Gi",
+        "pods": "110",
+    }
+    if spec.gpus:
+        capacity[NVIDIA_GPU] = str(spec.gpus)
+        if spec.gpu_memory_mib:
+            capacity[GAIA_GPU_MEMORY] = str(spec.gpus * spec.gpu_memory_mib)
+        if spec.gpu_model:
+            _check_label_value(spec.gpu_model, "node gpu_model")
+            labels[GPU_MODEL_ANNOTATION] = spec.gpu_model
+        annotations[GPU_TOPOLOGY_ANNOTATION] = json.dumps([list(row) for row in links])
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": spec.name, "labels": labels, "annotations": annotations},
+        "spec": {"taints": []},
+        "status": {"capacity": capacity, "allocatable": dict(capacity)},
+    }
+
+
 # ------------------------------------------------------------------------------- reading
 
 
@@ -766,6 +858,13 @@ def _annotation_amount(annotations: Mapping[str, str], key: str, where: str) -> 
     if key == EGRESS_BANDWIDTH_ANNOTATION:
         value = value / _MBIT  # bits per second -> Mbit/s
     return clamp_amount(ceil_amount(value))
+
+
+def _annotation_count(annotations: Mapping[str, str], key: str, where: str) -> int:
+    raw = annotations.get(key, "0").strip()
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidRequest(f"{where}: annotation {key} must be a whole number, got {raw!r}")
+    return int(raw)
 
 
 def _annotated_resources(annotations: Mapping[str, str], where: str) -> dict[str, int]:
@@ -1001,6 +1100,7 @@ def instance_from_pod(pod: Mapping[str, Any]) -> Instance:
         running = _obj(_obj(main.get("state"), f"{cwhere}: state").get("running"), cwhere)
         started_at = _time(running.get("startedAt"), f"{cwhere}: state.running.startedAt")
         restarts = _int(main.get("restartCount"), f"{cwhere}: restartCount")
+    restarts += _annotation_count(annotations, RESTARTS_BEFORE_ANNOTATION, f"pod {where}")
     cpu_set = annotations.get(CPU_SET_ANNOTATION, "")
     return Instance(
         namespace=namespace,

@@ -21,20 +21,6 @@ import yaml
 
 from gaia.domain.errors import InvalidRequest
 
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
-_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
-
-
-def parse_quantity(raw: str) -> float:
-    """A Kubernetes quantity (``500m``, ``4``, ``16Gi``, ``1e3``) as a plain number."""
-    raw = str(raw).strip()
-    for suffix, factor in (*_BINARY.items(), *_DECIMAL.items()):
-        if raw.endswith(suffix):
-            return float(raw[: -len(suffix)]) * factor
-    if raw.endswith("m"):
-        return float(raw[:-1]) / 1000
-    return float(raw)
-
 
 @dataclass(frozen=True)
 class KubeCredentials:
@@ -140,4 +126,4 @@ def ssl_context(creds: KubeCredentials) -> ssl.SSLContext | bool:
     return ctx
 
 
-__all__ = ["KubeCredentials", "parse_kubeconfig", "parse_quantity", "ssl_context"]
+__all__ = ["KubeCredentials", "parse_kubeconfig", "ssl_context"]
