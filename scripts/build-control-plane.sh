@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned upstream control plane the Kubernetes tests run on:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok.
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, plus the kubelet of
+#   the real worker node (tests/support/node.py; containerd, runc and CNI come from Debian).
 #
 #   scripts/build-control-plane.sh          # prints the folder holding the binaries
 #
@@ -20,14 +21,15 @@ KWOK_VERSION=v0.8.0
 
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}
 out=${GAIA_CONTROL_PLANE_DIR:-$cache_root/gaia/control-plane/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION}
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kwok-stages.yaml)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kwok kwok-stages.yaml)
 
 stamp_of() {
   {
     echo "kubernetes $KUBERNETES_VERSION etcd $ETCD_VERSION kwok $KWOK_VERSION"
     go version
-    sha256sum "$0" tools/kube/go.mod tools/kube/go.sum tools/etcd/go.mod tools/etcd/go.sum \
-      tools/etcd/main.go
+    # paths relative to the repository root: a stamp must not depend on how the script was called
+    sha256sum scripts/build-control-plane.sh tools/kube/go.mod tools/kube/go.sum \
+      tools/etcd/go.mod tools/etcd/go.sum tools/etcd/main.go
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -60,7 +62,8 @@ done
   go build -ldflags="-s -w$version_flags" -o "$out/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet
 )
 echo "==> kubernetes $KUBERNETES_VERSION done after $(( $(date +%s) - started )) s" >&2
 (cd tools/etcd && go build -ldflags="-s -w" -o "$out/etcd" .)

@@ -5,10 +5,11 @@
 #
 # - Debian packages: PostgreSQL (the suite runs every database test on SQLite and on a real
 #   PostgreSQL server that the tests start themselves); kubectl (kubernetes-client) when none is
-#   on PATH.
+#   on PATH; containerd, runc, containernetworking-plugins, docker-registry and busybox-static
+#   for the real worker node (a kubelet running real containers, tests/support/node.py).
 # - The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-#   KWOK) built from pinned Go modules by scripts/build-control-plane.sh into ~/.cache (minutes
-#   the first time, nothing the next).
+#   KWOK, and the kubelet of the real node) built from pinned Go modules by
+#   scripts/build-control-plane.sh into ~/.cache (minutes the first time, nothing the next).
 # - Python: Gaia and its test extras into .venv at the repo root.
 # In CI (CI=true) a real component that cannot be installed or started fails the run.
 set -euo pipefail
@@ -17,6 +18,13 @@ cd "$(dirname "$0")/.."
 need_apt=()
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if ! command -v kubectl >/dev/null 2>&1; then need_apt+=(kubernetes-client); fi
+# the real test node (tests/support/node.py): container runtime, CNI plugins, image registry and
+# the static busybox the test images are made of
+for pkg in containerd runc containernetworking-plugins docker-registry busybox-static; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    need_apt+=("$pkg")
+  fi
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "==> installing Debian packages: ${need_apt[*]}"

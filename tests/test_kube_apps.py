@@ -155,6 +155,9 @@ def test_an_app_of_20_runs_upgrades_in_place_scales_in_stops_and_starts(kube: Ku
         if int(name.split("-")[1]) in chosen:
             assert image == "registry.local/web:v2"
             assert now["metadata"]["labels"]["gaia.io/version"] == "v2"
+            # the node restarted the container with the new image (KWOK: tools/kwok stage)
+            status = now["status"]["containerStatuses"][0]
+            assert (status["image"], status["restartCount"]) == ("registry.local/web:v2", 1)
         else:
             assert image == "registry.local/web:v1"
             assert now["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]

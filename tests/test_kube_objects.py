@@ -375,6 +375,9 @@ def test_image_patch_swaps_in_place_without_reporting_a_failure() -> None:
     pod["metadata"]["labels"].update(patch["metadata"]["labels"])
     pod["metadata"]["annotations"].update(patch["metadata"]["annotations"])
     pod["spec"]["containers"][0]["image"] = new.image
+    # until the kubelet restarts the container, the old image runs: not ready, still pulling
+    pending = instance_from_pod(pod)
+    assert (pending.phase, pending.ready, pending.restarts) == (InstancePhase.PULLING, False, 0)
     killed = {
         "terminated": {
             "exitCode": 0,
@@ -397,6 +400,10 @@ def test_image_patch_swaps_in_place_without_reporting_a_failure() -> None:
     status.update(restartCount=2, lastState=crash)
     failure = instance_from_pod(pod).last_failure
     assert failure is not None and (failure.cause, failure.exit_code) == (FailureCause.APP_EXIT, 2)
+
+    # the same image again: a new version label, no restart to wait for
+    same = image_patch(pod, image=new.image, version="v2b")
+    assert PLANNED_RESTART_ANNOTATION not in same["metadata"]["annotations"]
 
     with pytest.raises(InvalidRequest, match="shape-hash"):
         foreign = copy.deepcopy(pod)

@@ -13,6 +13,14 @@
   are marked ``sim_only`` and skipped on adapters without fault injection.
 
 The suite speaks the port only: it never reaches into an adapter's internals.
+
+The ``kubernetes`` harness runs on a control plane of its own (so its nodes are only its own):
+etcd, kube-apiserver, kube-controller-manager (namespace deletion), KWOK for the nodes a test adds,
+and one **real node**: a kubelet running real containers through containerd and runc, pulling
+from a local registry (``tests/support/node.py``). Its four GPUs are FAKE (extended resources and
+a topology annotation patched onto the node; no GPU exists here). Each test gets a fresh provider,
+a fresh namespace (deleted, and waited for, afterwards) and image tags never pulled before, so
+the kubelet pulls them.
 """
 
 from __future__ import annotations
@@ -20,18 +28,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
 
 from gaia.clock import ManualClock
+from gaia.providers.kubernetes import KubernetesCluster
 from gaia.providers.port import ClusterProvider
 from gaia.providers.sim import SimCluster
+from tests.conftest import missing_component
+from tests.support.kube import ControlPlane, ControlPlaneUnavailable, build_control_plane
+from tests.support.node import RealNode, RealNodeUnavailable, start_real_node
 
 Predicate = Callable[[], Awaitable[bool]]
 
-ADAPTERS = ["sim"]  # the kubernetes adapter joins with its issue
+ADAPTERS = ["sim", "kubernetes"]
 _namespaces = itertools.count()
 
 
@@ -77,6 +91,72 @@ class SimHarness:
         self.sim.inject({"kind": kind, **fields})
 
 
+@dataclass
+class KubeBed:
+    plane: ControlPlane
+    node: RealNode
+
+
+class KubeHarness:
+    kind = "kubernetes"
+    can_inject = False
+    POLL_S = 0.2
+
+    def __init__(self, bed: KubeBed) -> None:
+        self.bed = bed
+        self.provider: ClusterProvider = KubernetesCluster(
+            name="contract", kubeconfig=bed.plane.kubeconfig_text(), node_simulator="kwok"
+        )
+        self.namespace = f"contract-{next(_namespaces)}"
+        self.images = bed.node.fresh_images(self.namespace)
+
+    async def settle(self, predicate: Predicate, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not settled within {timeout_s:g}s")
+            await asyncio.sleep(self.POLL_S)
+
+    def fault(self, kind: str, **fields: Any) -> None:
+        raise AssertionError("the kubernetes harness cannot inject faults")
+
+    def clean(self) -> None:
+        """Delete the test's namespace and nodes and wait until they are gone, so the next
+        test sees an idle real node and no events of this one."""
+        with self.bed.plane.http_client() as client:
+            client.delete(f"/api/v1/namespaces/{self.namespace}")
+            for node in client.get("/api/v1/nodes").json().get("items", []):
+                name = node["metadata"]["name"]
+                if name != self.bed.node.name:
+                    client.delete(f"/api/v1/nodes/{name}")
+            deadline = time.monotonic() + 120
+            while client.get(f"/api/v1/namespaces/{self.namespace}").status_code != 404:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"namespace {self.namespace} still exists after 120s")
+                time.sleep(0.25)
+
+
+@pytest.fixture(scope="session")
+def kube_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeBed]:
+    try:
+        bin_dir = build_control_plane()
+    except ControlPlaneUnavailable as exc:
+        missing_component("The Kubernetes control plane", str(exc))
+        raise AssertionError("unreachable") from exc
+    plane = ControlPlane(bin_dir=bin_dir, work=tmp_path_factory.mktemp("contract-plane"))
+    try:
+        plane.start()
+        plane.ensure_controller_manager()
+        node = start_real_node(plane, tmp_path_factory.mktemp("contract-node"))
+    except (ControlPlaneUnavailable, RealNodeUnavailable) as exc:
+        plane.stop()
+        missing_component("A real Kubernetes node (kubelet + containerd)", str(exc))
+        raise AssertionError("unreachable") from exc
+    yield KubeBed(plane, node)
+    node.stop()
+    plane.stop()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sim_only: needs fault injection, which only the sim harness offers"
@@ -85,14 +165,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(params=ADAPTERS)
 def provider_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    if request.node.get_closest_marker("sim_only") and request.param != "sim":
+        pytest.skip(f"needs fault injection; the {request.param} harness has none")
+    harness: Harness
     if request.param == "sim":
-        harness: Harness = SimHarness()
-    else:  # pragma: no cover - adapters arrive with their issues
+        harness = SimHarness()
+    elif request.param == "kubernetes":
+        harness = KubeHarness(request.getfixturevalue("kube_bed"))
+    else:
         raise AssertionError(f"no harness for {request.param}")
-    if request.node.get_closest_marker("sim_only") and not harness.can_inject:
-        pytest.skip(f"needs fault injection; the {harness.kind} harness has none")
-    yield harness
-    asyncio.run(harness.provider.close())
+    try:
+        yield harness
+    finally:
+        asyncio.run(harness.provider.close())
+        if isinstance(harness, KubeHarness):
+            harness.clean()
 
 
 def contract(

@@ -5,10 +5,13 @@ a cache folder; a no-op when already built). ``ControlPlane.start()`` makes a pr
 certificates with ``cryptography`` (a serving certificate for 127.0.0.1, an admin client in group
 ``system:masters``, the service-account signing key), starts etcd (``--unsafe-no-fsync``: tests
 need no durability) and kube-apiserver with the flags controller-runtime's envtest uses (RBAC,
-client certificates), waits for ``/readyz``, writes an admin kubeconfig, and starts KWOK managing
-the nodes annotated ``kwok.x-k8s.io/node: fake``. kube-scheduler and kube-controller-manager
-start on demand (``start_scheduler``, ``start_controller_manager``). ``stop()`` ends them all,
-youngest first. Logs go to files in the work folder, named in any error.
+client certificates; the Node authorizer, NodeRestriction and a kubelet client certificate for
+real kubelets), waits for ``/readyz``, writes an admin kubeconfig, and starts KWOK managing the
+nodes annotated ``kwok.x-k8s.io/node: fake``. ``Pki.issue`` signs more certificates with the same
+CA (a real node's, ``tests/support/node.py``). kube-scheduler and kube-controller-manager start
+on demand (``start_scheduler``, ``start_controller_manager``). ``stop()`` ends them all, youngest
+first. Logs go to files in the work folder, named in any error. Two control planes can run at
+once (free ports, a work folder each).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parents[2]
+GAIA_KWOK_STAGES = ROOT / "tools" / "kwok" / "gaia-stages.yaml"  # after KWOK's own
 BUILD_SCRIPT = ROOT / "scripts" / "build-control-plane.sh"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
@@ -101,6 +105,32 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def _sign_leaf(
+    ca: x509.Certificate,
+    ca_key: Any,
+    *,
+    cn: str,
+    org: str | None,
+    usage: x509.ObjectIdentifier,
+    sans: Sequence[Any] = (),
+) -> tuple[bytes, bytes]:
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn, org))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), False)
+    return _pem_cert(builder.sign(ca_key, hashes.SHA256())), _pem_key(key)
+
+
 @dataclass
 class Pki:
     ca_cert: bytes
@@ -109,8 +139,23 @@ class Pki:
     serving_key: bytes
     admin_cert: bytes
     admin_key: bytes
+    kubelet_client_cert: bytes
+    kubelet_client_key: bytes
     sa_private: bytes
     sa_public: bytes
+
+    def issue(
+        self,
+        cn: str,
+        *,
+        org: str | None = None,
+        usage: x509.ObjectIdentifier = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+        sans: Sequence[Any] = (),
+    ) -> tuple[bytes, bytes]:
+        """A certificate and key signed by this CA (a kubelet's client or serving pair)."""
+        ca = x509.load_pem_x509_certificate(self.ca_cert)
+        ca_key = serialization.load_pem_private_key(self.ca_key, password=None)
+        return _sign_leaf(ca, ca_key, cn=cn, org=org, usage=usage, sans=sans)
 
     @classmethod
     def make(cls) -> Pki:
@@ -146,20 +191,7 @@ class Pki:
         def leaf(
             cn: str, org: str | None, usage: x509.ObjectIdentifier, sans: Sequence[Any] = ()
         ) -> tuple[bytes, bytes]:
-            key = ec.generate_private_key(ec.SECP256R1())
-            builder = (
-                x509.CertificateBuilder()
-                .subject_name(_name(cn, org))
-                .issuer_name(ca.subject)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(valid[0])
-                .not_valid_after(valid[1])
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            )
-            if sans:
-                builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), False)
-            return _pem_cert(builder.sign(ca_key, hashes.SHA256())), _pem_key(key)
+            return _sign_leaf(ca, ca_key, cn=cn, org=org, usage=usage, sans=sans)
 
         serving = leaf(
             "kube-apiserver",
@@ -173,6 +205,12 @@ class Pki:
             ],
         )
         admin = leaf("gaia-test-admin", "system:masters", x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH)
+        # how kube-apiserver authenticates to kubelets (pods/log, pods/exec, nodes/proxy)
+        kubelet_client = leaf(
+            "kube-apiserver-kubelet-client",
+            "system:masters",
+            x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+        )
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         return cls(
             ca_cert=_pem_cert(ca),
@@ -181,6 +219,8 @@ class Pki:
             serving_key=serving[1],
             admin_cert=admin[0],
             admin_key=admin[1],
+            kubelet_client_cert=kubelet_client[0],
+            kubelet_client_key=kubelet_client[1],
             sa_private=_pem_key(sa),
             sa_public=sa.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -300,6 +340,8 @@ class ControlPlane:
             "serving.key": self.pki.serving_key,
             "sa.key": self.pki.sa_private,
             "sa.pub": self.pki.sa_public,
+            "kubelet-client.crt": self.pki.kubelet_client_cert,
+            "kubelet-client.key": self.pki.kubelet_client_key,
         }
         for name, data in files.items():
             path = self.work / name
@@ -345,7 +387,14 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
                 "--disable-admission-plugins=ServiceAccount",
-                "--authorization-mode=RBAC",
+                # real kubelets (tests/support/node.py) are authorised as kubeadm's are: the Node
+                # authorizer and NodeRestriction limit a kubelet to its own node and pods
+                "--enable-admission-plugins=NodeRestriction",
+                "--authorization-mode=Node,RBAC",
+                f"--kubelet-client-certificate={self.work / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={self.work / 'kubelet-client.key'}",
+                f"--kubelet-certificate-authority={self.work / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--service-account-issuer=https://127.0.0.1:{self.api_port}/",
                 f"--service-account-key-file={self.work / 'sa.pub'}",
                 f"--service-account-signing-key-file={self.work / 'sa.key'}",
@@ -374,6 +423,7 @@ class ControlPlane:
                 "kwok",
                 f"--kubeconfig={self.kubeconfig_path}",
                 f"--config={self.bin_dir / 'kwok-stages.yaml'}",
+                f"--config={GAIA_KWOK_STAGES}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
                 "--node-lease-duration-seconds=40",
@@ -427,10 +477,11 @@ class ControlPlane:
         )
 
     def stop(self) -> None:
+        # one at a time: a kube-apiserver whose etcd is already gone spends its whole grace
+        # period (10 s and more) retrying storage before it exits
         for process in reversed(self.processes):
             if process.popen.poll() is None:
                 os.killpg(process.popen.pid, signal.SIGTERM)
-        for process in reversed(self.processes):
             try:
                 process.popen.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 import httpx
+import httpx2
 import yaml
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import (
@@ -122,6 +123,9 @@ class KubernetesCluster:
         self._events: Informer | None = None
         self._event_log: collections.deque[ClusterEvent] = collections.deque(maxlen=EVENTS_KEPT)
         self._event_seq = 0
+        self._events_seen: collections.OrderedDict[tuple[str, str], None] = (
+            collections.OrderedDict()
+        )
         self._namespaces: set[str] = set()
 
     # ------------------------------------------------------------ plumbing
@@ -132,7 +136,12 @@ class KubernetesCluster:
         return self._loop
 
     async def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        return await self._cluster_loop().call(coro)
+        try:
+            return await self._cluster_loop().call(coro)
+        except (httpx.HTTPError, httpx2.HTTPError) as exc:
+            # lightkube's client is httpx2, the raw one httpx: both mean the cluster did not
+            # answer as it should
+            raise ConnectionError(f"cluster {self.name}: {type(exc).__name__}: {exc}") from None
 
     def _kube(self) -> AsyncClient:
         """The lightkube client (on the cluster loop)."""
@@ -183,6 +192,13 @@ class KubernetesCluster:
     async def _record_event(self, op: str, doc: dict[str, Any]) -> None:
         if op not in ("ADDED", "MODIFIED"):
             return
+        meta = doc.get("metadata") or {}
+        version = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+        if version in self._events_seen:
+            return
+        self._events_seen[version] = None
+        while len(self._events_seen) > EVENTS_KEPT:
+            self._events_seen.popitem(last=False)
         self._event_seq += 1
         event = objects.event_from_k8s(doc, self._event_seq)
         self._event_log.append(event)
@@ -466,7 +482,11 @@ class KubernetesCluster:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            # named as client-go names events: the object's name and a hex timestamp
+            "metadata": {
+                "name": f"{meta['name']}.{time.time_ns():x}",
+                "namespace": meta["namespace"],
+            },
             "eventTime": now,
             "reportingController": "gaia.io/scheduler",
             "reportingInstance": f"gaia-{self.name}",
@@ -486,7 +506,16 @@ class KubernetesCluster:
             f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", json=body
         )
         if response.status_code >= 300:
-            log.info("could not record the %s event: HTTP %s", reason, response.status_code)
+            log.warning(
+                "could not record the %s event: HTTP %s: %s",
+                reason,
+                response.status_code,
+                _message(response),
+            )
+            return
+        # into the log at once, so the caller's next events() sees it (the watch brings it
+        # again later; _record_event knows it by uid and resourceVersion)
+        await self._record_event("ADDED", response.json())
 
     async def replace_image(
         self, *, namespace: str, name: str, image: str, version: str

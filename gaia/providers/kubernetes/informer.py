@@ -8,13 +8,22 @@ one thread running one event loop (``ClusterLoop``) that owns its client, its wa
 caches; the provider's async methods hand their coroutine to that loop and await the answer
 from whatever loop they are called on.
 
-**An informer** lists a resource, keeps the objects as plain JSON dicts keyed by (namespace,
-name), and watches from the list's ``resourceVersion``. A watch that ends is resumed from the
-last version seen; ``410 Gone`` (the version has been compacted away) means events were missed,
-so the informer lists again and replaces its store; every ``resync_s`` it also lists again, which
-repairs anything a bug or a lost event might have left. Other errors (the API server restarting,
-the network) back off from 0.2 s up to 10 s and retry for ever; ``healthy`` says whether the
-last attempt worked. Each change bumps ``revision`` and wakes ``changed`` waiters.
+**An informer** lists a resource, keeps the objects as plain JSON dicts keyed by (namespace, name),
+and watches from the list's ``resourceVersion``. A watch that the API server ends (at its request
+timeout) is resumed from the last version seen, by lightkube; ``410 Gone`` (the version is no longer
+held: compacted in etcd, or out of the API server's watch cache) means events were missed, so the
+informer lists again and replaces its store; every ``resync_s`` it also lists again, which repairs
+anything a bug or a lost event might have left (a watch whose connection stalled without an error,
+for one). Other errors (the API server restarting, the network) back off from 0.2 s up to 10 s, then
+list and watch again, for ever; ``healthy`` says whether the last attempt worked. Each change bumps
+``revision`` and wakes ``changed`` waiters.
+
+**What a list reports.** ``on_change`` hears what the list changed, not the whole store again:
+``ADDED`` for a new object, ``MODIFIED`` for one at another version, ``DELETED`` (with the last
+version known) for one gone; a consumer that records each change (the cluster's event log) would
+otherwise record every object once per relist. An object the caller ``remember``-ed while a list
+was on its way back is newer than the list and stays (the watch from the list's version brings
+its later changes), or a pod just created would vanish from the cache until its watch event.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import httpx
+import httpx2  # lightkube's HTTP client: its errors are not httpx's
 from lightkube import ApiError, AsyncClient
 from lightkube.core.resource import NamespacedResource
 
@@ -83,9 +93,16 @@ class ClusterLoop:
             self._loop.close()
 
 
+def _raw_version(doc: dict[str, Any]) -> str:
+    return str((doc.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _number(version: str) -> int:
+    return int(version) if version.isdigit() else -1
+
+
 def _version(doc: dict[str, Any]) -> int:
-    raw = str((doc.get("metadata") or {}).get("resourceVersion") or "")
-    return int(raw) if raw.isdigit() else -1
+    return _number(_raw_version(doc))
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -184,7 +201,7 @@ class Informer:
                     log.info("%s watch expired (410 Gone): listing again", self.kind)
                     continue
                 self._failed(f"API error {exc.status.code}: {exc.status.message}")
-            except (httpx.HTTPError, OSError) as exc:
+            except (httpx2.HTTPError, httpx.HTTPError, OSError) as exc:
                 self._failed(f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # a bug must not end the watch silently: log, retry
                 log.exception("%s informer failed", self.kind)
@@ -205,17 +222,25 @@ class Informer:
         async for obj in listing:
             doc = obj.to_dict()
             fresh[key_of(doc)] = doc
-        gone = [k for k in self.items if k not in fresh]
-        self.items = fresh
+        listed = _number(listing.resourceVersion)
+        if listed >= 0:
+            # remembered while the list was on its way back: newer than anything listed
+            fresh.update((k, doc) for k, doc in self.items.items() if _version(doc) > listed)
+        known, self.items = self.items, fresh
         self.resource_version = listing.resourceVersion
         self.relists += 1
         self.synced.set()
         await self._bump()
         if self.on_change is not None:
-            for doc in fresh.values():
-                await self._notify("ADDED", doc)
-            for namespace, name in gone:
-                await self._notify("DELETED", {"metadata": {"namespace": namespace, "name": name}})
+            for k, doc in fresh.items():
+                before = known.get(k)
+                if before is None:
+                    await self._notify("ADDED", doc)
+                elif _raw_version(before) != _raw_version(doc):
+                    await self._notify("MODIFIED", doc)
+            for k, doc in known.items():
+                if k not in fresh:
+                    await self._notify("DELETED", doc)
 
     async def _watch(self) -> None:
         async for op, obj in self.client.watch(

@@ -30,9 +30,11 @@ Annotations (added to ``InstanceSpec.annotations``; ours win):
   is installed) for the bandwidth dimension, and ``gaia.io/cloud-disk`` / ``gaia.io/shared-disk``
   (GiB, accounting only: cloud disks are volumes, not pod resources). Together with the
   container's requests they give back the exact ``ResourceVector``;
-- ``gaia.io/planned-restart``: written by ``image_patch``; the restart count the kubelet reaches
-  by restarting the container for the new image. That termination is the platform's own doing
-  and is not reported as ``last_failure``.
+- ``gaia.io/planned-restart``: written by ``image_patch`` when the image changes; the restart
+  count the kubelet reaches by restarting the container for the new image. That termination is
+  the platform's own doing and is not reported as ``last_failure``;
+- ``gaia.io/restarts-before``: written by ``recreate_manifest`` (a restart makes a new pod whose
+  containers count from zero); the instance's restarts are this plus the container's count.
 
 **Container** ``main``: requests equal limits (Guaranteed QoS): ``cpu`` ``<n>m``, ``memory``
 ``<n>Mi``, ``ephemeral-storage`` ``<n>Gi``. GPUs are extended resources (request must equal
@@ -59,7 +61,9 @@ still resolves services); the other modes are the CNI's business.
 4. Not bound yet (no ``spec.nodeName``), or no status for the main container yet: ``SCHEDULED``.
 5. The main container's state:
 
-   - ``running``: ``RUNNING``;
+   - ``running``: ``RUNNING``, except while an in-place image patch waits for the kubelet
+     (``gaia.io/planned-restart`` still ahead of the container's restart count): ``PULLING``,
+     not ready, since the old image still runs;
    - ``terminated``: ``FAILED``, cause ``OOM`` for ``OOMKilled``, else ``APP_EXIT`` with the exit
      code (0 included: a service that stops has failed);
    - ``waiting`` ``ErrImagePull`` / ``ImagePullBackOff`` / ``InvalidImageName`` / ...:
@@ -643,16 +647,15 @@ def image_patch(pod: Mapping[str, Any], *, image: str, version: str) -> dict[str
             "and cannot be patched in place; replace it"
         )
     status = _obj(pod.get("status"), f"pod {where}: status")
-    main = _main_status(status, _main_container(pod, where)[0], where)
+    container_name, container = _main_container(pod, where)
+    main = _main_status(status, container_name, where)
     restarts = _int(main.get("restartCount"), f"pod {where}: restartCount") if main else 0
+    patch_annotations = {TEMPLATE_HASH_ANNOTATION: template_hash(shape, image)}
+    if container.get("image") != image:
+        # the kubelet restarts the container only when the image changes
+        patch_annotations[PLANNED_RESTART_ANNOTATION] = str(restarts + 1)
     return {
-        "metadata": {
-            "labels": {VERSION_LABEL: version},
-            "annotations": {
-                TEMPLATE_HASH_ANNOTATION: template_hash(shape, image),
-                PLANNED_RESTART_ANNOTATION: str(restarts + 1),
-            },
-        },
+        "metadata": {"labels": {VERSION_LABEL: version}, "annotations": patch_annotations},
         "spec": {"containers": [{"name": CONTAINER_NAME, "image": image}]},
     }
 
@@ -1055,6 +1058,17 @@ def _instance_state(
     return phase, failure or previous
 
 
+def _upgrade_pending(
+    main: Mapping[str, Any] | None, annotations: Mapping[str, str], where: str
+) -> bool:
+    """An in-place image patch the kubelet has not acted on yet: the restart count it reaches
+    by restarting the container (``image_patch``) is still ahead of the container's."""
+    planned = annotations.get(PLANNED_RESTART_ANNOTATION, "")
+    if not (planned.isascii() and planned.isdigit()) or main is None:
+        return False
+    return _int(main.get("restartCount"), f"{where}: restartCount") < int(planned)
+
+
 def instance_from_pod(pod: Mapping[str, Any]) -> Instance:
     """The instance a Gaia pod runs (see the module docstring for the phase mapping)."""
     meta = _obj(pod.get("metadata"), "Pod.metadata")
@@ -1092,6 +1106,9 @@ def instance_from_pod(pod: Mapping[str, Any]) -> Instance:
     phase, failure = _instance_state(pod, meta, status, main, annotations, where)
     ready_cond = _condition(status, "Ready", f"pod {where}")
     ready = ready_cond is not None and ready_cond.get("status") == "True"
+    if phase == InstancePhase.RUNNING and _upgrade_pending(main, annotations, cwhere):
+        # the old image still runs until the kubelet restarts the container with the new one
+        phase, ready = InstancePhase.PULLING, False
     if phase in (InstancePhase.FAILED, InstancePhase.TERMINATING):
         ready = False
     started_at = None
