@@ -124,6 +124,11 @@ class KubeHarness:
         """Delete the test's namespace and nodes and wait until they are gone, so the next
         test sees an idle real node and no events of this one."""
         with self.bed.plane.http_client() as client:
+            # the pods at once (the kubelet stops their containers in the background), then the
+            # rest with the namespace
+            client.delete(
+                f"/api/v1/namespaces/{self.namespace}/pods", params={"gracePeriodSeconds": "0"}
+            )
             client.delete(f"/api/v1/namespaces/{self.namespace}")
             for node in client.get("/api/v1/nodes").json().get("items", []):
                 name = node["metadata"]["name"]
