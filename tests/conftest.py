@@ -30,6 +30,7 @@ from gaia.store import migrate
 from gaia.store.database import Database
 from gaia.store.models import Base, User
 from tests.support.kube import ControlPlane, ControlPlaneUnavailable, build_control_plane
+from tests.support.node import RealNode, start_real_node
 from tests.support.postgres import PostgresServer, find_bin_dir
 
 use_cheap_password_hashing()
@@ -47,20 +48,42 @@ def missing_component(what: str, how: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """One real etcd + kube-apiserver + KWOK per test session (``tests/support/kube.py``)."""
+def start_plane(tmp_path_factory: pytest.TempPathFactory, name: str) -> ControlPlane:
+    """A started control plane (``tests/support/kube.py``), or a CI failure / local skip."""
     try:
         bin_dir = build_control_plane()
     except ControlPlaneUnavailable as exc:
         missing_component("The Kubernetes control plane", str(exc))
         raise AssertionError("unreachable") from exc
-    plane = ControlPlane(bin_dir=bin_dir, work=tmp_path_factory.mktemp("control-plane"))
+    plane = ControlPlane(bin_dir=bin_dir, work=tmp_path_factory.mktemp(name))
     try:
         plane.start()
     except ControlPlaneUnavailable as exc:
         plane.stop()
         missing_component("The Kubernetes control plane", f"it did not start: {exc}")
+    return plane
+
+
+def start_real_bed(
+    tmp_path_factory: pytest.TempPathFactory, name: str, *, controller_manager: bool = False
+) -> tuple[ControlPlane, RealNode]:
+    """A control plane of its own with one real kubelet node (``tests/support/node.py``)."""
+    plane = start_plane(tmp_path_factory, f"{name}-plane")
+    try:
+        if controller_manager:
+            plane.ensure_controller_manager()
+        node = start_real_node(plane, tmp_path_factory.mktemp(f"{name}-node"))
+    except ControlPlaneUnavailable as exc:  # RealNodeUnavailable included
+        plane.stop()
+        missing_component("A real Kubernetes node (kubelet + containerd + runc)", str(exc))
+        raise AssertionError("unreachable") from exc
+    return plane, node
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One real etcd + kube-apiserver + KWOK per test session (``tests/support/kube.py``)."""
+    plane = start_plane(tmp_path_factory, "control-plane")
     yield plane
     plane.stop()
 

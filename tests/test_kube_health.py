@@ -4,10 +4,6 @@ and restores, as a network partition or an API server restart would."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import socketserver
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -15,59 +11,10 @@ from fastapi.testclient import TestClient
 
 from gaia.api.app import Platform
 from gaia.controllers.cluster_health import ClusterHealthLoop
-from tests.support.kube import ControlPlane, free_port
+from tests.support.kube import ControlPlane
+from tests.support.relay import Relay
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-
-
-class Relay:
-    """Forward 127.0.0.1:<port> to the API server; ``cut()`` drops the listener and every
-    connection, ``restore()`` listens on the same port again."""
-
-    def __init__(self, target_port: int) -> None:
-        self.port = free_port()
-        self.target = target_port
-        self.server: socketserver.ThreadingTCPServer | None = None
-        self.sockets: set[socket.socket] = set()
-        self.lock = threading.Lock()
-
-    def restore(self) -> None:
-        relay = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                upstream = socket.create_connection(("127.0.0.1", relay.target))
-                with relay.lock:
-                    relay.sockets.update({self.request, upstream})
-
-                def pump(src: socket.socket, dst: socket.socket) -> None:
-                    with contextlib.suppress(OSError):
-                        while data := src.recv(65536):
-                            dst.sendall(data)
-                    with contextlib.suppress(OSError):
-                        dst.shutdown(socket.SHUT_WR)
-
-                back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
-                back.start()
-                pump(self.request, upstream)
-                back.join()
-
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def cut(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-        with self.lock:
-            for sock in self.sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self.sockets.clear()
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import missing_component
-from tests.support.kube import ControlPlane, ControlPlaneUnavailable, build_control_plane
+from tests.conftest import missing_component, start_real_bed
+from tests.support.kube import ControlPlane, ControlPlaneUnavailable
 from tests.support.node import FAKE_GPU_LINKS, RealNode, mounts_under, start_real_node
 
 NAMESPACE = "real-node"
@@ -41,19 +41,7 @@ class Bed:
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
-    try:
-        bin_dir = build_control_plane()
-    except ControlPlaneUnavailable as exc:
-        missing_component("The Kubernetes control plane", str(exc))
-        raise AssertionError("unreachable") from exc
-    plane = ControlPlane(bin_dir=bin_dir, work=tmp_path_factory.mktemp("real-node-plane"))
-    try:
-        plane.start()
-        node = start_real_node(plane, tmp_path_factory.mktemp("real-node"))
-    except ControlPlaneUnavailable as exc:  # RealNodeUnavailable included
-        plane.stop()
-        missing_component("A real Kubernetes node (kubelet + containerd + runc)", str(exc))
-        raise AssertionError("unreachable") from exc
+    plane, node = start_real_bed(tmp_path_factory, "real-node")
     api = plane.http_client()
     created = api.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
     assert created.status_code == 201, created.text

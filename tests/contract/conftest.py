@@ -39,9 +39,9 @@ from gaia.clock import ManualClock
 from gaia.providers.kubernetes import KubernetesCluster
 from gaia.providers.port import ClusterProvider
 from gaia.providers.sim import SimCluster
-from tests.conftest import missing_component
-from tests.support.kube import ControlPlane, ControlPlaneUnavailable, build_control_plane
-from tests.support.node import RealNode, RealNodeUnavailable, start_real_node
+from tests.conftest import start_real_bed
+from tests.support.kube import ControlPlane
+from tests.support.node import RealNode
 
 Predicate = Callable[[], Awaitable[bool]]
 
@@ -143,20 +143,7 @@ class KubeHarness:
 
 @pytest.fixture(scope="session")
 def kube_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeBed]:
-    try:
-        bin_dir = build_control_plane()
-    except ControlPlaneUnavailable as exc:
-        missing_component("The Kubernetes control plane", str(exc))
-        raise AssertionError("unreachable") from exc
-    plane = ControlPlane(bin_dir=bin_dir, work=tmp_path_factory.mktemp("contract-plane"))
-    try:
-        plane.start()
-        plane.ensure_controller_manager()
-        node = start_real_node(plane, tmp_path_factory.mktemp("contract-node"))
-    except (ControlPlaneUnavailable, RealNodeUnavailable) as exc:
-        plane.stop()
-        missing_component("A real Kubernetes node (kubelet + containerd)", str(exc))
-        raise AssertionError("unreachable") from exc
+    plane, node = start_real_bed(tmp_path_factory, "contract", controller_manager=True)
     yield KubeBed(plane, node)
     node.stop()
     plane.stop()
