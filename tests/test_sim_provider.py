@@ -24,6 +24,7 @@ import pytest
 from gaia.clock import ManualClock
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.resources import ResourceVector
+from gaia.providers.gpu_links import numa_nodes, nvlink, pcie_two_socket
 from gaia.providers.port import (
     ClusterEvent,
     ConfigData,
@@ -41,7 +42,6 @@ from gaia.providers.port import (
 from gaia.providers.sim import DEFAULT_SPEC, MAX_SIM_NODES, SimCluster, validate_sim_spec
 from gaia.providers.sim._events import EventRing
 from gaia.providers.sim._images import UNPACK_S_PER_LAYER, split_ref
-from gaia.providers.sim._topology import numa_nodes, nvlink, pcie_two_socket
 
 NS = "team"
 MB = 1_000_000

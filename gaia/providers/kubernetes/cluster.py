@@ -56,6 +56,7 @@ from lightkube.types import PatchType
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound, Unsupported
 from gaia.domain.resources import ResourceVector
 from gaia.kube import parse_kubeconfig, ssl_context
+from gaia.providers.gpu_links import normalize_matrix, preset
 from gaia.providers.kubernetes import objects, streams, usage
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer
 from gaia.providers.port import (
@@ -76,7 +77,6 @@ from gaia.providers.port import (
     Service,
     ServiceSpec,
 )
-from gaia.providers.sim._topology import normalize_matrix, preset
 from gaia.scheduler.extender import parse_quantity
 
 log = logging.getLogger(__name__)

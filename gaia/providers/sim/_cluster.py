@@ -48,6 +48,7 @@ from typing import Any
 from gaia.clock import Clock, RealClock
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
+from gaia.providers.gpu_links import LinkMatrix, normalize_matrix, numa_nodes, preset
 from gaia.providers.port import (
     ClusterEvent,
     ClusterHealth,
@@ -89,7 +90,6 @@ from gaia.providers.sim._spec import (
     check_labels,
     validate_sim_spec,
 )
-from gaia.providers.sim._topology import LinkMatrix, normalize_matrix, numa_nodes, preset
 from gaia.providers.sim._workload import (
     Usage,
     banner,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaia.domain.resources import ResourceVector
+from gaia.providers.gpu_links import LinkMatrix
 from gaia.providers.port import (
     ConfigData,
     ConfigRef,
@@ -37,7 +38,6 @@ from gaia.providers.port import (
 )
 from gaia.providers.sim._images import NodeImages, Pull
 from gaia.providers.sim._network import PodRange
-from gaia.providers.sim._topology import LinkMatrix
 from gaia.providers.sim._workload import DEFAULT_PROFILE, PROFILE_ANNOTATION
 
 LOG_BUFFER = 200  # lifecycle lines kept per instance; periodic lines are generated on read

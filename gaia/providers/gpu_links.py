@@ -1,4 +1,5 @@
-"""GPU link matrices as ``nvidia-smi topo -m`` prints them, for simulated nodes.
+"""GPU link matrices as ``nvidia-smi topo -m`` prints them, for simulated nodes (the ``sim``
+provider's and KWOK nodes added through the ``kubernetes`` provider).
 
 A node's cards are described by a square matrix of link names (``gaia.providers.port.GpuLink``):
 ``X`` on the diagonal, and between two cards the cheapest path the driver reports. The Gaia
