@@ -26,7 +26,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,36 @@ class Process:
             return ""
 
 
+def wait_for_process(
+    process: Process,
+    probe: Callable[[], bool],
+    what: str,
+    timeout_s: float,
+    *,
+    error: type[ControlPlaneUnavailable] = ControlPlaneUnavailable,
+) -> None:
+    """Poll ``probe`` until it holds; ``error`` (with the log's tail) if the process exits first
+    or ``timeout_s`` passes. Connection errors and failed commands count as "not yet"."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise error(
+                f"{process.name} exited ({process.popen.returncode}) before {what}; "
+                f"its log {process.log}:\n{process.tail()}"
+            )
+        try:
+            if probe():
+                return
+        except (httpx.HTTPError, OSError, subprocess.SubprocessError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise error(
+        f"{process.name} not {what} after {timeout_s:.0f} s ({last}); log {process.log}:\n"
+        f"{process.tail()}"
+    )
+
+
 @dataclass
 class ControlPlane:
     bin_dir: Path
@@ -313,24 +343,7 @@ class ControlPlane:
         return process
 
     def _wait(self, process: Process, probe: Any, what: str, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        last = ""
-        while time.monotonic() < deadline:
-            if process.popen.poll() is not None:
-                raise ControlPlaneUnavailable(
-                    f"{process.name} exited ({process.popen.returncode}) before {what}; "
-                    f"its log {process.log}:\n{process.tail()}"
-                )
-            try:
-                if probe():
-                    return
-            except (httpx.HTTPError, OSError) as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise ControlPlaneUnavailable(
-            f"{process.name} not {what} after {timeout_s:.0f} s ({last}); log {process.log}:\n"
-            f"{process.tail()}"
-        )
+        wait_for_process(process, probe, what, timeout_s)
 
     def start(self) -> ControlPlane:
         self.work.mkdir(parents=True, exist_ok=True)

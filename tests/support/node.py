@@ -74,7 +74,14 @@ from tests.support.images import (
     pause_image,
     web_image,
 )
-from tests.support.kube import ROOT, ControlPlane, ControlPlaneUnavailable, Process, free_port
+from tests.support.kube import (
+    ROOT,
+    ControlPlane,
+    ControlPlaneUnavailable,
+    Process,
+    free_port,
+    wait_for_process,
+)
 
 SLOTS = Path("/run/gaia-test-nodes")
 MAX_SLOTS = 16
@@ -471,24 +478,7 @@ class RealNode:
     def _wait(
         self, process: Process, probe: Callable[[], bool], what: str, timeout_s: float
     ) -> None:
-        deadline = time.monotonic() + timeout_s
-        last = ""
-        while time.monotonic() < deadline:
-            if process.popen.poll() is not None:
-                raise RealNodeUnavailable(
-                    f"{process.name} exited ({process.popen.returncode}) before {what}; "
-                    f"its log {process.log}:\n{process.tail()}"
-                )
-            try:
-                if probe():
-                    return
-            except (httpx.HTTPError, OSError, subprocess.SubprocessError) as exc:
-                last = str(exc)
-            time.sleep(0.2)
-        raise RealNodeUnavailable(
-            f"{process.name} not {what} after {timeout_s:.0f} s ({last}); log {process.log}:\n"
-            f"{process.tail()}"
-        )
+        wait_for_process(process, probe, what, timeout_s, error=RealNodeUnavailable)
 
     def _timed(self, step: str, started: float) -> None:
         self.timings[step] = round(time.monotonic() - started, 2)
