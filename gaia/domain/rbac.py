@@ -34,14 +34,17 @@ class Permission(StrEnum):
     QUOTA_READ = "quota.read"
     INSTANCE_CONFIG_WRITE = "instance_config.write"
     APP_WRITE = "app.write"
+    ALERT_WRITE = "alert.write"  # policies, receivers, silences
+    CHANNEL_MANAGE = "channel.manage"  # notification channels and their credentials
 
 
 _VIEWER = frozenset({Permission.BUSINESS_READ, Permission.QUOTA_READ})
-_DEVELOPER = _VIEWER | {Permission.APP_WRITE}
+_DEVELOPER = _VIEWER | {Permission.APP_WRITE, Permission.ALERT_WRITE}
 _BUSINESS_ADMIN = _DEVELOPER | {
     Permission.BUSINESS_UPDATE,
     Permission.MEMBER_MANAGE,
     Permission.INSTANCE_CONFIG_WRITE,
+    Permission.CHANNEL_MANAGE,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -430,3 +432,181 @@ class GpuModelLimit(Base):
     model: Mapped[str] = mapped_column(String(63))
     gpu: Mapped[int] = mapped_column(BigInteger)  # hundredths of a card
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# ---------------------------------------------------------------- alerting
+#
+# Owner: ``business_id`` set for a business's channels, receivers, policies and silences;
+# NULL for the platform's own (cluster and node policies, built-in rules), which platform admins
+# manage. Lists of ids (a policy's receivers, groups, channels) are JSON: deleting a channel or a
+# receiver that a policy still names is refused with the policies' names.
+
+
+class AlertChannel(Base):
+    __tablename__ = "alert_channels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))  # "email" | "sms" | "wecom" | "webhook"
+    # Fernet ciphertext of the channel's JSON config (credentials included); never logged.
+    config_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    rate_limit_per_minute: Mapped[int] = mapped_column(Integer, default=60)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AlertReceiver(Base):
+    """A person (or a duty phone) notifications go to: addresses per channel kind."""
+
+    __tablename__ = "alert_receivers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    email: Mapped[str] = mapped_column(String(254), default="")
+    phone: Mapped[str] = mapped_column(String(32), default="")  # E.164, SMS and WeCom mentions
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AlertReceiverGroup(Base):
+    __tablename__ = "alert_receiver_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    receiver_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AlertPolicy(Base):
+    __tablename__ = "alert_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(16))  # gaia.domain.alerts.ScopeKind
+    matchers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    metric: Mapped[str] = mapped_column(String(200))
+    comparison: Mapped[str] = mapped_column(String(2))
+    threshold: Mapped[float] = mapped_column(Float)
+    for_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    severity: Mapped[str] = mapped_column(String(16), default="warning")
+    repeat_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    receiver_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    group_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    channel_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # per channel kind: {"subject": "...", "body": "..."} (jinja2, sandboxed)
+    templates: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON, default=dict)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    builtin_key: Mapped[str] = mapped_column(String(100), default="")
+    created_by: Mapped[str] = mapped_column(String(63), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AlertSilence(Base):
+    __tablename__ = "alert_silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    matchers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(63), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AlertRecord(Base):
+    """One alert from firing to resolved. At most one firing record per fingerprint (a partial
+    unique index), so two evaluators, or the platform and Alertmanager, cannot fire it twice."""
+
+    __tablename__ = "alert_records"
+    __table_args__ = (
+        Index(
+            "uq_alert_records_firing_fingerprint",
+            "fingerprint",
+            unique=True,
+            sqlite_where=text("status = 'firing'"),
+            postgresql_where=text("status = 'firing'"),
+        ),
+        Index("ix_alert_records_business_id_id", "business_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    policy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("alert_policies.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    policy_name: Mapped[str] = mapped_column(String(100))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), index=True)  # "firing" | "resolved"
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    resolved_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    comparison: Mapped[str] = mapped_column(String(2), default="")
+    metric: Mapped[str] = mapped_column(String(200), default="")
+    source: Mapped[str] = mapped_column(String(16), default="platform")  # or "alertmanager"
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    fired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_notified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    repeats: Mapped[int] = mapped_column(Integer, default=0)
+    silenced_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class AlertNotification(Base):
+    """The outbox: one notification of one record event to one receiver over one channel.
+
+    Queued in the same transaction as the record change that causes it, so a crash cannot lose
+    it; the delivery loop claims due rows (``sending`` with a lease), sends, and writes the result.
+    A row still ``sending`` after its lease (the process died mid-send) is sent again with the same
+    idempotency key: delivery is at least once, and receivers can drop the duplicate.
+    """
+
+    __tablename__ = "alert_notifications"
+    __table_args__ = (
+        Index("ix_alert_notifications_due", "state", "next_attempt_at"),
+        Index("ix_alert_notifications_record_id", "record_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    record_id: Mapped[int] = mapped_column(
+        ForeignKey("alert_records.id", ondelete="CASCADE"),
+    )
+    business_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    event: Mapped[str] = mapped_column(String(16))  # "firing" | "repeat" | "resolved"
+    channel_id: Mapped[int | None] = mapped_column(
+        ForeignKey("alert_channels.id", ondelete="SET NULL"), nullable=True
+    )
+    channel_name: Mapped[str] = mapped_column(String(63))
+    channel_kind: Mapped[str] = mapped_column(String(16))
+    receiver: Mapped[str] = mapped_column(String(63), default="")  # "" for group channels
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # pending | sending | retrying | sent | failed
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    receipt: Mapped[str] = mapped_column(Text, default="")
+    idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
