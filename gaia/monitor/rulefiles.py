@@ -75,6 +75,8 @@ def policy_rule(
     rule["annotations"] = {
         "summary": summary or f"{name}: {metric} {op} {threshold:g}",
         "gaia_policy": name,
+        # the observed value, which the Alertmanager receiver stores in the record
+        "value": "{{ $value }}",
     }
     return rule
 

@@ -175,9 +175,8 @@ def _names(session: Session, ids: Iterable[int | None]) -> dict[int, str]:
     wanted = {i for i in ids if i is not None}
     if not wanted:
         return {}
-    return dict(
-        session.execute(select(Business.id, Business.name).where(Business.id.in_(wanted))).tuples()
-    )
+    rows = session.execute(select(Business.id, Business.name).where(Business.id.in_(wanted)))
+    return {row[0]: row[1] for row in rows}
 
 
 def _same_owner(
