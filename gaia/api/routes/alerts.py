@@ -845,8 +845,9 @@ def update_policy(
     return _policy_out(row, _names(session, [row.business_id]))
 
 
-def resolve_policy_records(session: Session, policy: AlertPolicy, *, why: str) -> int:
-    now = utcnow()
+def resolve_policy_records(
+    session: Session, policy: AlertPolicy, *, why: str, now: dt.datetime
+) -> int:
     records = list(
         session.scalars(
             select(AlertRecord).where(
@@ -869,7 +870,9 @@ def delete_policy(
 ) -> Response:
     ctx = _ctx(request, "alert_policy.delete", f"alert-policy/{policy_id}")
     row = _get(session, AlertPolicy, policy_id, principal, Permission.ALERT_WRITE, "policy")
-    resolved = resolve_policy_records(session, row, why="policy deleted")
+    resolved = resolve_policy_records(
+        session, row, why="policy deleted", now=platform(request).clock.now()
+    )
     session.flush()
     session.delete(row)
     ctx.summary = f"deleted policy '{row.name}' (resolved {resolved} firing alerts)"
@@ -1028,6 +1031,7 @@ def _silence_out(s: AlertSilence, names: dict[int, str], now: dt.datetime) -> Si
 
 @router.get("/alerts/silences", response_model=Page[SilenceOut])
 def list_silences(
+    request: Request,
     principal: PrincipalDep,
     session: SessionDep,
     business: BusinessQuery = None,
@@ -1035,7 +1039,7 @@ def list_silences(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[SilenceOut]:
-    now = utcnow()
+    now = platform(request).clock.now()
     stmt = _visible(select(AlertSilence), AlertSilence, session, principal, business)
     if active is True:
         stmt = stmt.where(AlertSilence.starts_at <= now, AlertSilence.ends_at > now)
@@ -1058,7 +1062,7 @@ def create_silence(
 ) -> SilenceOut:
     ctx = _ctx(request, "alert_silence.create", "alert-silence")
     owner = _owner_id(session, principal, body.business, Permission.ALERT_WRITE, ctx)
-    now = utcnow()
+    now = platform(request).clock.now()
     starts = body.starts_at or now
     if starts.tzinfo is None or body.ends_at.tzinfo is None:
         raise InvalidRequest("starts_at and ends_at need a time zone (e.g. 2026-11-27T10:00:00Z)")
@@ -1093,7 +1097,7 @@ def expire_silence(
     """End a silence now (it stays listed, expired)."""
     ctx = _ctx(request, "alert_silence.expire", f"alert-silence/{silence_id}")
     row = _get(session, AlertSilence, silence_id, principal, Permission.ALERT_WRITE, "silence")
-    now = utcnow()
+    now = platform(request).clock.now()
     if row.ends_at > now:
         row.ends_at = max(now, row.starts_at)
     ctx.summary = f"expired silence {silence_id}"
@@ -1235,7 +1239,7 @@ def alertmanager_webhook(
             )
             for a in body.alerts
         ],
-        now=utcnow(),
+        now=plat.clock.now(),
     )
     ctx.summary = (
         f"Alertmanager ({body.receiver}): {result.fired} fired, {result.resolved} resolved, "
