@@ -25,10 +25,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gaia.domain.alerts import fingerprint, silence_matches
+from gaia.monitor import catalogue
 from gaia.monitor.notify import queue_notifications
 from gaia.store.models import AlertPolicy, AlertRecord, AlertSilence
 
 RULE_LABELS = frozenset({"alertname", "severity", "gaia_policy_id"})
+# added by Prometheus' scrape (target labels), not part of a Gaia series
+TARGET_LABELS = frozenset({"job"})
+
+
+def series_labels(labels: dict[str, str], metric: str) -> dict[str, str]:
+    """The labels of the series an alert is about: those the catalogue gives the metric (so a
+    scrape's ``job`` or ``instance`` target label does not change the fingerprint), or, for a
+    metric the catalogue does not know, all but the rule's and the scrape's own labels."""
+    definition = catalogue.lookup(metric)
+    if definition is not None:
+        return {k: v for k, v in labels.items() if k in definition.labels}
+    return {k: v for k, v in labels.items() if k not in RULE_LABELS | TARGET_LABELS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +79,12 @@ def ingest(session: Session, alerts: list[IncomingAlert], *, now: dt.datetime) -
     for alert in alerts:
         raw_id = alert.labels.get("gaia_policy_id", "")
         policy = session.get(AlertPolicy, int(raw_id)) if raw_id.isdigit() else None
-        series = {k: v for k, v in alert.labels.items() if k not in RULE_LABELS}
         if policy is None:
+            series = {k: v for k, v in alert.labels.items() if k not in RULE_LABELS}
             result.unrouted += 1
             fp = "am-" + fingerprint(0, alert.labels)
         else:
+            series = series_labels(alert.labels, policy.metric)
             fp = fingerprint(policy.id, series)
         firing = session.scalars(
             select(AlertRecord).where(AlertRecord.fingerprint == fp, AlertRecord.status == "firing")
