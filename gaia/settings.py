@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,7 +33,28 @@ class Settings(BaseSettings):
     cluster_health_timeout_seconds: float = 5.0
     app_reconcile_interval_seconds: float = 1.0
     reservation_ttl_seconds: int = 600
+    # monitoring: how often the collector reads every cluster's metrics; how often alert
+    # policies are evaluated
+    metrics_interval_seconds: float = 15.0
+    alert_eval_interval_seconds: float = 15.0
+    # logs: the bounded embedded store of container and platform log lines
+    log_store_max_lines: int = 2_000_000
+    log_collect_interval_seconds: float = 5.0
+    # metric store: "embedded" (in memory, snapshot in <data_dir>/tsdb) or "prometheus" (a real
+    # Prometheus at prometheus_url that scrapes GET /metrics/clusters)
+    metrics_store: Literal["embedded", "prometheus"] = "embedded"
+    metrics_retention_seconds: int = 7 * 86400
+    metrics_max_series: int = 1_000_000
+    metrics_snapshot_interval_seconds: float = 300.0
+    prometheus_url: str = ""
+    prometheus_token: str = ""  # bearer token Gaia sends to Prometheus, if it needs one
+    # GET /metrics: besides a platform admin's API token, this bearer token (empty: admins only)
+    metrics_token: str = ""
     demo: bool = True
+    # alerting: the token Alertmanager sends to POST /api/v1/alerts/alertmanager (empty: only a
+    # platform admin's API token is accepted); the console's address, for links in notifications
+    alertmanager_token: str = ""
+    external_url: str = ""
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -907,3 +907,114 @@ def test_two_thousand_nodes_and_twenty_thousand_instances_fit_in_two_gib() -> No
     assert result["logs"] > 0
     assert result["gpus_used"] == 16_000 * 100  # 16,000 one-card instances, in hundredths
     assert result["maxrss_kib"] < 2 * 1024 * 1024, result
+
+
+# ---------------------------------------------------------------- load overrides (alert drills)
+
+
+def cpu_and_memory(w: World) -> dict[str, tuple[float, float]]:
+    return {s.target: (s.cpu_milli, s.memory_mib) for s in run(w.sim.metrics(namespace=NS))}
+
+
+def test_load_override_drives_an_apps_cpu_and_memory_until_cleared() -> None:
+    w = World()
+    request = ResourceVector(cpu=2000, memory=4096)
+    w.create(resources=request)
+    w.create("batch", resources=request)
+    w.until(lambda: w.get("web-0").ready and w.get("batch-0").ready)
+    w.step(600)
+    profile = cpu_and_memory(w)
+
+    w.sim.set_load(NS, "web", cpu_percent=95)
+    loaded = cpu_and_memory(w)
+    assert 94 <= 100 * loaded["web-0"][0] / 2000 <= 96
+    assert loaded["web-0"][1] == profile["web-0"][1]  # memory still follows the profile
+    assert loaded["batch-0"] == profile["batch-0"]  # another app is left alone
+    # instances started later get it too, and so does the node they are on
+    w.create(instance_id=1, resources=request)
+    w.until(lambda: w.get("web-1").phase == InstancePhase.RUNNING)
+    for _ in range(20):  # jitter changes every 15 s and stays within a point
+        w.step(15)
+        for name in ("web-0", "web-1"):
+            assert 94 <= 100 * cpu_and_memory(w)[name][0] / 2000 <= 96
+
+    w.sim.set_load(NS, "web", cpu_percent=100, memory_percent=0)  # replaces the override
+    clamped = cpu_and_memory(w)
+    assert 99 <= 100 * clamped["web-0"][0] / 2000 <= 100
+    assert 0 <= 100 * clamped["web-0"][1] / 4096 <= 1
+
+    before = cpu_and_memory(w)
+    w.sim.clear_load(NS, "web")
+    w.sim.clear_load(NS, "web")  # nothing to clear: nothing happens
+    after = cpu_and_memory(w)
+    assert after["web-0"] != before["web-0"]
+    assert 100 * after["web-0"][0] / 2000 < 90  # the web profile idles far below
+    w2 = World()  # the same instance with no override ever set: the same figures
+    w2.create(resources=request)
+    w2.create("batch", resources=request)
+    w2.until(lambda: w2.get("web-0").ready and w2.get("batch-0").ready)
+    w2.clock.step((w.clock.now() - w2.clock.now()).total_seconds())
+    assert cpu_and_memory(w2)["web-0"] == after["web-0"]
+
+
+def test_load_override_of_an_app_without_a_cpu_request_uses_the_nominal_amount() -> None:
+    w = World()
+    w.create(resources=ResourceVector(memory=256))
+    w.until(lambda: w.get("web-0").ready)
+    w.sim.inject({"kind": "load", "namespace": NS, "app": "web", "cpu_percent": 50})
+    assert 49 <= cpu_and_memory(w)["web-0"][0] <= 51  # of the nominal 100 millicores
+    w.sim.inject({"kind": "clear_load", "namespace": NS, "app": "web"})
+    assert cpu_and_memory(w)["web-0"][0] < 49
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ({"kind": "load", "namespace": NS}, "fault.app is required"),
+        ({"kind": "load", "app": "web", "cpu_percent": 5}, "fault.namespace is required"),
+        ({"kind": "load", "namespace": NS, "app": "web"}, "needs cpu_percent, memory_percent"),
+        ({"kind": "load", "namespace": NS, "app": "web", "cpu_percent": 101}, "from 0 to 100"),
+        ({"kind": "load", "namespace": NS, "app": "web", "cpu_percent": -1}, "from 0 to 100"),
+        ({"kind": "load", "namespace": NS, "app": "web", "cpu_percent": "95"}, "a number"),
+        ({"kind": "load", "namespace": NS, "app": "web", "memory_percent": True}, "a number"),
+        ({"kind": "load", "namespace": NS, "app": "web", "node": "n"}, "node do not apply"),
+        ({"kind": "clear_load", "namespace": NS, "app": "web", "cpu_percent": 5}, "do not apply"),
+        ({"kind": "clear_load", "namespace": NS}, "fault.app is required"),
+    ],
+)
+def test_load_faults_are_validated_naming_the_field(fault: Any, says: str) -> None:
+    with pytest.raises(InvalidRequest, match=says):
+        World().sim.inject(fault)
+
+
+# ---------------------------------------------------------------- control plane (simulated)
+
+
+def test_control_plane_figures_follow_the_clusters_objects_and_calls() -> None:
+    w = World()
+
+    def figures() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for s in run(w.sim.control_plane_metrics())
+        }
+
+    empty = figures()
+    assert empty[("gaia_etcd_up", ())] == 1.0
+    assert empty[("gaia_etcd_objects", (("resource", "nodes"),))] == 2
+    assert empty[("gaia_etcd_objects", (("resource", "pods"),))] == 0
+    w.create()
+    w.create(instance_id=1)
+    run(w.sim.apply_config(ConfigData(NS, "settings", False, {"a": "b"})))
+    w.step(60)
+    busy = figures()
+    assert busy[("gaia_etcd_objects", (("resource", "pods"),))] == 2
+    assert busy[("gaia_etcd_objects", (("resource", "configmaps"),))] == 1 + 1 + 4
+    assert busy[("gaia_etcd_db_size_bytes", ())] > empty[("gaia_etcd_db_size_bytes", ())]
+    requests = ("gaia_apiserver_requests_total", ())
+    assert busy[requests] > empty[requests] + 2 * 0.2 * 60  # the nodes' own updates, and ours
+    assert 0.001 < busy[("gaia_etcd_request_latency_seconds", ())] < 0.01
+    assert busy[("gaia_apiserver_errors_total", ())] == 0.0
+    w.sim.reachable = False
+    with pytest.raises(ConnectionError):
+        run(w.sim.control_plane_metrics())

@@ -30,11 +30,13 @@ from gaia.domain.errors import (
     Unauthenticated,
     Unsupported,
 )
+from gaia.monitor.series import MetricStoreUnavailable
 
 log = logging.getLogger(__name__)
 
 STATUS: dict[type[GaiaError], int] = {
     InvalidRequest: 422,
+    MetricStoreUnavailable: 503,
     Unauthenticated: 401,
     Forbidden: 403,
     NotFound: 404,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ class LoopService:
     def __init__(self, *, interval: float) -> None:
         self.interval = interval
         self._stopping = asyncio.Event()
+        # Wraps each pass started by ``start()`` (the platform's loop metrics hook in here).
+        self.observe: Callable[[str], contextlib.AbstractContextManager[None]] | None = None
 
     async def run_once(self) -> None:
         raise NotImplementedError
@@ -31,7 +34,8 @@ class LoopService:
         done = 0
         while not self._stopping.is_set():
             try:
-                await self.run_once()
+                with self.observe(self.name) if self.observe else contextlib.nullcontext():
+                    await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -149,6 +149,7 @@ class AlertEvaluator(LoopService):
         self._states: dict[int, dict[str, AlertState]] = {}
         self._restored = False
         self.last_pass = PassStats()
+        self.on_pass: Callable[[PassStats], None] | None = None  # the platform's metrics
 
     async def run_once(self) -> None:
         started = time.perf_counter()
@@ -224,6 +225,8 @@ class AlertEvaluator(LoopService):
         )
         stats.seconds = time.perf_counter() - started
         self.last_pass = stats
+        if self.on_pass is not None:
+            self.on_pass(stats)
 
     # ---------------------------------------------------------------- store I/O (threads)
 

@@ -16,7 +16,7 @@ What flows through the port:
   restart with back-off, reschedule, blacklist) is the platform's decision (``gaia.domain``).
 - **services**: one per app, selecting the app's instances; endpoints list ready instances only.
 - **configs and secrets**: key/value documents per namespace that instances reference.
-- **events, metrics, logs, exec**: what operators look at.
+- **events, metrics, control-plane metrics, logs, exec**: what operators look at.
 
 A business maps to one namespace in each cluster. Everything here is plain data; adapters raise
 ``gaia.domain.errors`` (``NotFound``, ``Conflict``, ``InvalidRequest``) with messages that say what
@@ -336,6 +336,18 @@ class MetricSample:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlPlaneSample:
+    """One figure of the cluster's control plane (API server and etcd), under the name the
+    platform's metric catalogue gives it (``gaia.monitor.catalogue``, area ``control-plane``:
+    ``gaia_etcd_objects``, ``gaia_apiserver_errors_total``, ...) and its labels other than
+    ``cluster``, which the collector adds."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
 class LogLine:
     at: dt.datetime
     text: str
@@ -438,6 +450,14 @@ class ClusterProvider(Protocol):
         self, *, namespace: str | None = None, names: Sequence[str] | None = None
     ) -> list[MetricSample]:
         """The current sample of each instance (filtered) and, without filters, of each node."""
+        ...
+
+    async def control_plane_metrics(self) -> list[ControlPlaneSample]:
+        """The control plane's health in figures: etcd (reachable, objects per resource, database
+        size, request latency and errors) and the API server (requests, 5xx errors, latency,
+        requests in flight, watches, memory, CPU). Counters (``*_total``) count since the server
+        started; latencies are means over the requests since the previous call (the first call:
+        since the server started). Raises ``ConnectionError`` when the figures cannot be read."""
         ...
 
     async def logs(

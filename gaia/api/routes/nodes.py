@@ -4,7 +4,7 @@ Reading nodes needs only visibility of the cluster; changing them is a platform 
 job. Scale in is two steps, as operators expect: drain (cordon and evict; the app controller
 recreates the evicted instances on other nodes), then remove, which is refused while anything is
 still bound to the node. ``POST /clusters/{cluster}/sim/faults`` injects failures into a
-simulated cluster (crash, OOM, liveness, image pull, node lost) for drills and demos.
+simulated cluster (crash, OOM, liveness, image pull, node lost, app load) for drills and demos.
 """
 
 from __future__ import annotations
@@ -71,10 +71,17 @@ class DrainOut(Strict):
 class FaultIn(Strict):
     kind: str = Field(
         description="crash | oom | liveness | image_pull | clear_image_pull | node_lost | "
-        "node_restored"
+        "node_restored | load | clear_load"
     )
     namespace: str | None = Field(default=None, max_length=63)
     instance: str | None = Field(default=None, max_length=253)
+    app: str | None = Field(default=None, max_length=253, description="load, clear_load")
+    cpu_percent: float | None = Field(
+        default=None, ge=0, le=100, description="load: percent of the CPU request to use"
+    )
+    memory_percent: float | None = Field(
+        default=None, ge=0, le=100, description="load: percent of the memory request to use"
+    )
     node: str | None = Field(default=None, max_length=253)
     image: str | None = Field(default=None, max_length=512)
     exit_code: int | None = Field(default=None, ge=1, le=255)
@@ -242,7 +249,7 @@ async def inject_fault(
     ctx = audit(request)
     ctx.action = "sim.fault"
     ctx.cluster = cluster
-    ctx.target = f"cluster/{cluster}/{body.instance or body.node or body.image or ''}"
+    ctx.target = f"cluster/{cluster}/{body.instance or body.app or body.node or body.image or ''}"
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "inject faults")
     provider = platform(request).providers.for_cluster(row)

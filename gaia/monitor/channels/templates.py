@@ -19,11 +19,12 @@ so, so that whoever reads it knows to fix the template.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2 import Template, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -230,9 +231,16 @@ SAMPLE_NOTICE = AlertNotice(
 """What ``check_template`` renders a template against, and what previews may show."""
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(text: str) -> Template:
+    """Compiling costs milliseconds (the default templates included); the delivery loop renders
+    the same few templates thousands of times, so compiled ones are kept by their text."""
+    return _env.from_string(text)
+
+
 def render_template(text: str, context: Mapping[str, Any]) -> str:
     """Render one template in the sandbox; at most ``MAX_OUTPUT`` characters come out."""
-    template = _env.from_string(text)
+    template = _compiled(text)
     out: list[str] = []
     size = 0
     for chunk in template.generate(dict(context)):

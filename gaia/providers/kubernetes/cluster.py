@@ -58,11 +58,13 @@ from gaia.domain.resources import ResourceVector
 from gaia.kube import parse_kubeconfig, ssl_context
 from gaia.providers.gpu_links import normalize_matrix, preset
 from gaia.providers.kubernetes import objects, streams, usage
+from gaia.providers.kubernetes.control_plane import ApiServerMetrics
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer
 from gaia.providers.port import (
     ClusterEvent,
     ClusterHealth,
     ConfigData,
+    ControlPlaneSample,
     ExecResult,
     Failure,
     FailureCause,
@@ -115,6 +117,7 @@ class KubernetesCluster:
             collections.OrderedDict()
         )
         self._cpu = usage.CpuRates()
+        self._api_metrics = ApiServerMetrics()
         self._loop: ClusterLoop | None = None
         self._client: AsyncClient | None = None
         self._http: httpx.AsyncClient | None = None
@@ -791,6 +794,31 @@ class KubernetesCluster:
             return None
         return usage.node_usage(response.text, now_s=time.time())
 
+    async def control_plane_metrics(self) -> list[ControlPlaneSample]:
+        return await self._on_loop(self._control_plane_metrics())
+
+    async def _control_plane_metrics(self) -> list[ControlPlaneSample]:
+        """The API server's own ``/metrics`` and its etcd readiness check (``control_plane``)."""
+        raw = self._raw()
+        response = await raw.get(
+            "/metrics", headers={"Accept": "text/plain"}, timeout=METRICS_TIMEOUT_S
+        )
+        if response.status_code in (401, 403):
+            raise ConnectionError(
+                f"cluster {self.name}: the API server refused /metrics "
+                f"({response.status_code}); grant the platform's credentials 'get' on the "
+                "non-resource URL /metrics (ClusterRole system:monitoring has it)"
+            )
+        if response.status_code != 200:
+            raise ConnectionError(
+                f"cluster {self.name}: the API server answered /metrics with "
+                f"HTTP {response.status_code}"
+            )
+        etcd = await raw.get("/readyz/etcd", timeout=METRICS_TIMEOUT_S)
+        return self._api_metrics.samples(
+            response.text, now_s=time.time(), etcd_ready=etcd.status_code == 200
+        )
+
     async def logs(
         self,
         *,
@@ -799,12 +827,24 @@ class KubernetesCluster:
         tail: int = 100,
         since: dt.datetime | None = None,
     ) -> list[LogLine]:
-        return await self._on_loop(self._logs(namespace, name, tail))
+        return await self._on_loop(self._logs(namespace, name, tail, since))
 
-    async def _logs(self, namespace: str, name: str, tail: int) -> list[LogLine]:
+    async def _logs(
+        self, namespace: str, name: str, tail: int, since: dt.datetime | None = None
+    ) -> list[LogLine]:
+        params: dict[str, str | int] = {
+            "container": "main",
+            "tailLines": tail,
+            "timestamps": "true",
+        }
+        if since is not None:
+            if since.tzinfo is None:
+                raise InvalidRequest("since must carry a timezone")
+            # sinceTime has whole seconds: ask from the second ``since`` falls in, then drop
+            # what is earlier than ``since`` itself (it is inclusive, as the sim's)
+            params["sinceTime"] = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         response = await self._raw().get(
-            f"/api/v1/namespaces/{namespace}/pods/{name}/log",
-            params={"container": "main", "tailLines": tail, "timestamps": "true"},
+            f"/api/v1/namespaces/{namespace}/pods/{name}/log", params=params
         )
         if response.status_code == 404:
             raise NotFound(f"instance {namespace}/{name} not found")
@@ -813,7 +853,7 @@ class KubernetesCluster:
                 f"the node does not serve logs for {namespace}/{name} "
                 f"(HTTP {response.status_code}: {_message(response)})"
             )
-        return _log_lines(response.text)
+        return _log_lines(response.text, since=since)
 
     async def exec(
         self, *, namespace: str, name: str, command: Iterable[str], timeout: float = 10.0
@@ -870,8 +910,9 @@ def _when(at_s: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(at_s if not math.isnan(at_s) else time.time(), dt.UTC)
 
 
-def _log_lines(text: str) -> list[LogLine]:
-    """``timestamps=true`` log text: each line starts with an RFC 3339 time and a space."""
+def _log_lines(text: str, *, since: dt.datetime | None = None) -> list[LogLine]:
+    """``timestamps=true`` log text: each line starts with an RFC 3339 time (nanoseconds, cut to
+    microseconds) and a space. With ``since``, lines earlier than it are dropped."""
     lines = []
     for raw in text.splitlines():
         stamp, _, rest = raw.partition(" ")
@@ -879,6 +920,8 @@ def _log_lines(text: str) -> list[LogLine]:
             at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         except ValueError:
             at, rest = dt.datetime.now(dt.UTC), raw
+        if since is not None and at < since:
+            continue
         lines.append(LogLine(at=at, text=rest))
     return lines
 

@@ -3,9 +3,9 @@
 ``SimCluster`` implements ``gaia.providers.port.ClusterProvider`` over virtual nodes (CPU,
 memory, disk, bandwidth, GPUs with a real-looking link topology) and adds what only a
 simulation can do: a steppable clock (``advance()``), fault injection (``crash``, ``oom_kill``,
-``fail_liveness``, ``fail_image_pulls``, ``lose_node``, ... and ``inject(dict)``) and an image
-catalog tests can pin (``register_image``). ``validate_sim_spec`` checks the cluster's
-``sim_spec`` document.
+``fail_liveness``, ``fail_image_pulls``, ``lose_node``, ``set_load``, ... and ``inject(dict)``)
+and an image catalog tests can pin (``register_image``). ``validate_sim_spec`` checks the
+cluster's ``sim_spec`` document.
 
 The private modules, each explained at its top:
 
@@ -14,7 +14,8 @@ The private modules, each explained at its top:
 - ``_spec``: the ``sim_spec`` document; ``_topology``: GPU link matrices;
 - ``_images``: layer catalog, per-node layer cache, pull time and bandwidth sharing;
 - ``_network``: host, pod and service addresses; ``_events``: the bounded event ring;
-- ``_workload``: metrics and log lines from workload profiles; ``_exec``: a tiny shell.
+- ``_workload``: metrics and log lines from workload profiles; ``_exec``: a tiny shell;
+- ``_control_plane``: simulated API server and etcd figures.
 """
 
 from gaia.providers.sim._cluster import SimCluster

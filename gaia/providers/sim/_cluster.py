@@ -53,6 +53,7 @@ from gaia.providers.port import (
     ClusterEvent,
     ClusterHealth,
     ConfigData,
+    ControlPlaneSample,
     Endpoint,
     ExecResult,
     Failure,
@@ -72,7 +73,7 @@ from gaia.providers.port import (
     Service,
     ServiceSpec,
 )
-from gaia.providers.sim import _exec
+from gaia.providers.sim import _control_plane, _exec
 from gaia.providers.sim._events import EventRing
 from gaia.providers.sim._images import LayerCatalog, NodeImages, Pull
 from gaia.providers.sim._network import CLUSTER_DNS_IP, PodRange, ServiceRange, host_ip, pod_prefix
@@ -91,10 +92,13 @@ from gaia.providers.sim._spec import (
     validate_sim_spec,
 )
 from gaia.providers.sim._workload import (
+    LoadOverride,
     Usage,
     banner,
+    check_load_percent,
     check_profile,
     log_interval_s,
+    overridden,
     periodic_line,
     usage,
 )
@@ -119,6 +123,8 @@ _FAULTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "clear_image_pull": (frozenset({"image"}), frozenset()),
     "node_lost": (frozenset({"node"}), frozenset()),
     "node_restored": (frozenset({"node"}), frozenset()),
+    "load": (frozenset({"namespace", "app"}), frozenset({"cpu_percent", "memory_percent"})),
+    "clear_load": (frozenset({"namespace", "app"}), frozenset()),
 }
 
 Step = Callable[[float, InstanceRecord], None]
@@ -172,6 +178,11 @@ class SimCluster:
         self._service_ips = ServiceRange()
         self._configs: dict[tuple[str, bool, str], ConfigData] = {}
         self._quotas: dict[str, ResourceVector] = {}  # namespace -> mirrored hard limits
+        self._loads: dict[tuple[str, str], LoadOverride] = {}  # (namespace, app) -> override
+        # what the simulated API server has served: the port calls, plus the nodes' own
+        # traffic (status and lease updates) added up to the last control-plane reading
+        self._api_requests = 0.0
+        self._api_counted_to = 0.0
         self._build_nodes()
 
     # ------------------------------------------------------------ time
@@ -191,6 +202,7 @@ class SimCluster:
         """Every port call: refuse when cut off, then bring the simulation up to now."""
         if not self.reachable:
             raise ConnectionError("simulated cluster is cut off")
+        self._api_requests += 1
         return self._catch_up()
 
     def advance(self) -> None:
@@ -994,7 +1006,7 @@ class SimCluster:
         share_memory = 0.0
         if spec.gpu_ids and rec.node.gpus:
             share_memory = rec.node.gpus[0].memory_mib * spec.resources.gpu / 100
-        return usage(
+        u = usage(
             profile=rec.profile,
             seed=rec.seed,
             request=spec.resources,
@@ -1004,6 +1016,11 @@ class SimCluster:
             running_s=t - rec.started if rec.started is not None else 0.0,
             alive_s=t - rec.created,
         )
+        if self._loads:
+            load = self._loads.get((spec.namespace, spec.app))
+            if load is not None:
+                return overridden(u, load, seed=rec.seed, request=spec.resources, t=unix)
+        return u
 
     def _instance_sample(self, rec: InstanceRecord, u: Usage, at: dt.datetime) -> MetricSample:
         return MetricSample(
@@ -1071,6 +1088,32 @@ class SimCluster:
                     )
                 )
             return instances + nodes
+
+    async def control_plane_metrics(self) -> list[ControlPlaneSample]:
+        """Simulated, not measured (a sim cluster has no API server or etcd): plausible figures
+        derived from the cluster's object counts and the calls made to it (``_control_plane``)."""
+        with self._lock:
+            now = self._enter()
+            nodes = len(self._nodes)
+            # every node posts its status and renews its lease every 10 s
+            self._api_requests += 0.2 * nodes * max(0.0, now - self._api_counted_to)
+            self._api_counted_to = now
+            counts = _control_plane.ObjectCounts(
+                pods=sum(len(pool) for pool in self._by_ns.values()),
+                nodes=nodes,
+                namespaces=len(set(self._by_ns) | set(self._quotas)),
+                services=len(self._services),
+                configmaps=sum(1 for (_, secret, _) in self._configs if not secret),
+                secrets=sum(1 for (_, secret, _) in self._configs if secret),
+                events=min(self._events.last_seq, self._events.capacity),
+                resourcequotas=len(self._quotas),
+            )
+            return _control_plane.samples(
+                counts,
+                requests_total=self._api_requests,
+                seed=_seed("", self.name),
+                t=self._dt(now).timestamp(),
+            )
 
     def _select(self, namespace: str | None, names: Sequence[str] | None) -> list[InstanceRecord]:
         pools = (
@@ -1294,6 +1337,35 @@ class SimCluster:
             rec_node.message = ""
             self._node_event(now, rec_node, "NodeReady", f"Node {node} status is now: NodeReady")
 
+    def set_load(
+        self,
+        namespace: str,
+        app: str,
+        *,
+        cpu_percent: float | None = None,
+        memory_percent: float | None = None,
+    ) -> None:
+        """From now on, the instances of ``namespace/app`` (those running and those started
+        later) use ``cpu_percent`` of their CPU request and/or ``memory_percent`` of their
+        memory request (jitter within one point), instead of their profile, until
+        ``clear_load``. Setting it again replaces the override."""
+        for field, value in (("namespace", namespace), ("app", app)):
+            if not isinstance(value, str) or not value.strip() or len(value) > 253:
+                raise InvalidRequest(
+                    f"{field} must be a non-empty string of at most 253 characters"
+                )
+        cpu = check_load_percent(cpu_percent, "cpu_percent")
+        memory = check_load_percent(memory_percent, "memory_percent")
+        if cpu is None and memory is None:
+            raise InvalidRequest("a load override needs cpu_percent, memory_percent or both")
+        with self._lock:
+            self._loads[(namespace, app)] = LoadOverride(cpu_percent=cpu, memory_percent=memory)
+
+    def clear_load(self, namespace: str, app: str) -> None:
+        """The app's instances follow their profile again (no override: nothing happens)."""
+        with self._lock:
+            self._loads.pop((namespace, app), None)
+
     def inject(self, fault: dict[str, Any]) -> None:
         """One fault from a JSON document (the playground's API passes user input here)::
 
@@ -1302,6 +1374,8 @@ class SimCluster:
         {"kind": "image_pull", "image": "repo:tag", "message": "manifest unknown"}
         {"kind": "clear_image_pull", "image": ...}
         {"kind": "node_lost" | "node_restored", "node": ...}
+        {"kind": "load", "namespace": ..., "app": "web", "cpu_percent": 95, "memory_percent": 80}
+        {"kind": "clear_load", "namespace": ..., "app": ...}
         """
         if not isinstance(fault, dict):
             raise InvalidRequest("a fault is an object with a 'kind' field")
@@ -1347,8 +1421,17 @@ class SimCluster:
             self.clear_image_failure(fault["image"])
         elif kind == "node_lost":
             self.lose_node(fault["node"])
-        else:
+        elif kind == "node_restored":
             self.restore_node(fault["node"])
+        elif kind == "load":
+            self.set_load(
+                fault["namespace"],
+                fault["app"],
+                cpu_percent=fault.get("cpu_percent"),
+                memory_percent=fault.get("memory_percent"),
+            )
+        else:
+            self.clear_load(fault["namespace"], fault["app"])
 
 
 # ---------------------------------------------------------------- helpers

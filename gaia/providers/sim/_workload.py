@@ -20,6 +20,10 @@ few arithmetic operations each and two calls at the same instant agree:
 A request of zero on a dimension is measured against a small nominal amount (100 millicores,
 256 MiB) instead, as a best-effort container still uses something.
 
+A *load override* (``LoadOverride``: the sim's ``load`` fault, for alert drills) replaces the
+profile's CPU and/or memory with a fixed percent of the request, still with a jitter of about
+one point per 15-second bucket, so "the app's load is raised, then drops" is one call each way.
+
 Log lines are generated the same way, lazily: the ``k``-th periodic line of a container is a
 function of (seed, k), so reading the last 100 lines of a container that ran for a week costs
 100 lines, not a week of lines.
@@ -28,7 +32,7 @@ function of (seed, k), so reading the last 100 lines of a container that ran for
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gaia.domain.errors import InvalidRequest
 from gaia.domain.resources import ResourceVector
@@ -163,6 +167,41 @@ def usage(
         cap = float(request.gpu_memory) if request.gpu_memory else card_share_memory_mib
         gpu_memory = cap * _clamp(p.gpu_memory * (0.9 + 0.1 * u3) * min(1.0, grown * 4), 0.0, 0.97)
     return Usage(cpu, memory, rx, tx, disk, gpu_util, gpu_memory)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOverride:
+    """Percent of the request (0..100) an app's instances use instead of their profile's;
+    None leaves that dimension to the profile."""
+
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+
+
+def check_load_percent(value: object, field: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+        raise InvalidRequest(f"{field} must be a number from 0 to 100, got {value!r}")
+    if not 0 <= value <= 100:
+        raise InvalidRequest(f"{field} must be from 0 to 100 (percent of the request)")
+    return float(value)
+
+
+def overridden(
+    u: Usage, load: LoadOverride, *, seed: int, request: ResourceVector, t: float
+) -> Usage:
+    """``u`` with the override's dimensions replaced: the percent of the request (or of the
+    nominal amount) plus a jitter within one point, clamped to 0..100 %."""
+    jitter = 2.0 * unit(seed, 50_000 + int(t // 15.0)) - 1.0
+    cpu, memory = u.cpu_milli, u.memory_mib
+    if load.cpu_percent is not None:
+        fraction = _clamp((load.cpu_percent + jitter) / 100.0, 0.0, 1.0)
+        cpu = fraction * (request.cpu or _NOMINAL_CPU_MILLI)
+    if load.memory_percent is not None:
+        fraction = _clamp((load.memory_percent + jitter) / 100.0, 0.0, 1.0)
+        memory = fraction * (request.memory or _NOMINAL_MEMORY_MIB)
+    return replace(u, cpu_milli=cpu, memory_mib=memory)
 
 
 # ---------------------------------------------------------------- log lines

@@ -1,0 +1,245 @@
+"""The platform's own metrics: how Gaia itself is doing, for ``GET /metrics``.
+
+Everything lives in one ``CollectorRegistry`` per ``PlatformMetrics`` (never the process-global
+registry), so two platforms in one process (the test suite) do not share counters. What is
+measured, and who feeds it:
+
+- HTTP: ``gaia_http_requests_total{method,route,status}`` and the histogram
+  ``gaia_http_request_duration_seconds{method,route}``, recorded by ``HttpMetricsMiddleware``.
+  ``route`` is the matched route's path template (``/api/v1/businesses/{name}``), never the raw
+  path, so the number of series stays bounded whatever URLs clients send; a request no route
+  matched counts as ``unmatched``, an unusual method as ``other``.
+- Background loops: ``gaia_loop_passes_total{loop}``, ``gaia_loop_failures_total{loop}`` and
+  ``gaia_loop_last_pass_duration_seconds{loop}``, through ``loop_pass(name)``.
+- Alerting (fed by the evaluator and the delivery outbox):
+  ``gaia_alert_notifications_total{channel,result}`` (result: sent, retry or failed),
+  ``gaia_alert_evaluation_seconds`` (one evaluation pass) and ``gaia_alerts_firing``.
+- The metric store: ``gaia_tsdb_series``, ``gaia_tsdb_points`` and what it refused, read from the
+  store at scrape time (a callback collector: nothing to keep in step).
+- The process (CPU, memory, open files, Python) and ``gaia_build_info{version}``.
+
+The middleware is pure ASGI (not ``BaseHTTPMiddleware``): it only watches the response start
+message go by, so streamed responses (logs, exec) stream as before. The duration ends when the
+application returns, after the last body chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gaia import __version__
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+NOTIFICATION_RESULTS = ("sent", "retry", "failed")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class PlatformMetrics:
+    def __init__(self, *, store: Any = None, version: str = __version__) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.http_requests = Counter(
+            "gaia_http_requests",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=reg,
+        )
+        self.http_duration = Histogram(
+            "gaia_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"],
+            registry=reg,
+        )
+        self.loop_passes = Counter(
+            "gaia_loop_passes", "Passes of a background loop.", ["loop"], registry=reg
+        )
+        self.loop_failures = Counter(
+            "gaia_loop_failures",
+            "Passes of a background loop that failed with an error.",
+            ["loop"],
+            registry=reg,
+        )
+        self.loop_last_duration = Gauge(
+            "gaia_loop_last_pass_duration_seconds",
+            "Duration of the last pass of a background loop.",
+            ["loop"],
+            registry=reg,
+        )
+        self.alert_notifications = Counter(
+            "gaia_alert_notifications",
+            "Alert notifications by channel kind and result (sent, retry, failed).",
+            ["channel", "result"],
+            registry=reg,
+        )
+        self.alert_evaluation_seconds = Histogram(
+            "gaia_alert_evaluation_seconds",
+            "Time of one alert evaluation pass over every enabled policy.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=reg,
+        )
+        self.alerts_firing = Gauge("gaia_alerts_firing", "Alerts firing now.", registry=reg)
+        Gauge(
+            "gaia_build_info", "The running Gaia version (value 1).", ["version"], registry=reg
+        ).labels(version).set(1)
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        self._store_collector: StoreCollector | None = None
+        if store is not None:
+            self.watch_store(store)
+
+    def watch_store(self, store: Any) -> None:
+        """Report ``store``'s size at every scrape (``series_count()``, ``point_count()``)."""
+        if self._store_collector is not None:
+            self.registry.unregister(self._store_collector)
+        self._store_collector = StoreCollector(store)
+        self.registry.register(self._store_collector)
+
+    def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "other"
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(method, route).observe(seconds)
+
+    @contextlib.contextmanager
+    def loop_pass(self, loop: str) -> Iterator[None]:
+        """Time one pass of a background loop; an exception counts as a failed pass."""
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception:
+            self.loop_failures.labels(loop).inc()
+            raise
+        finally:
+            self.loop_passes.labels(loop).inc()
+            self.loop_last_duration.labels(loop).set(time.perf_counter() - started)
+
+    def notification(self, *, channel: str, result: str) -> None:
+        if result not in NOTIFICATION_RESULTS:
+            raise ValueError(f"result must be one of {NOTIFICATION_RESULTS}, not {result!r}")
+        self.alert_notifications.labels(channel, result).inc()
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)
+
+
+class StoreCollector(Collector):
+    """The metric store's figures, read when scraped."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # collected only when scraped; nothing to check at registration
+
+    def collect(self) -> Iterable[Metric]:
+        store = self.store
+        if hasattr(store, "series_count"):
+            yield GaugeMetricFamily(
+                "gaia_tsdb_series", "Series held by the metric store.", value=store.series_count()
+            )
+        if hasattr(store, "point_count"):
+            yield GaugeMetricFamily(
+                "gaia_tsdb_points", "Points held by the metric store.", value=store.point_count()
+            )
+        stats = getattr(store, "stats", None)
+        if stats is not None:
+            refused = CounterMetricFamily(
+                "gaia_tsdb_dropped_samples",
+                "Samples the metric store did not keep, by reason.",
+                labels=["reason"],
+            )
+            refused.add_metric(["max_series"], stats.refused_samples)
+            refused.add_metric(["out_of_order"], stats.out_of_order)
+            refused.add_metric(["too_old"], stats.too_old)
+            yield refused
+            yield GaugeMetricFamily(
+                "gaia_tsdb_snapshot_bytes",
+                "Size of the metric store's last snapshot.",
+                value=stats.last_snapshot_bytes,
+            )
+            yield GaugeMetricFamily(
+                "gaia_tsdb_snapshot_seconds",
+                "Time the metric store's last snapshot took.",
+                value=stats.last_snapshot_seconds,
+            )
+        elif hasattr(store, "refused_samples"):
+            refused = CounterMetricFamily(
+                "gaia_tsdb_dropped_samples",
+                "Samples the metric store did not keep, by reason.",
+                labels=["reason"],
+            )
+            refused.add_metric(["max_series"], store.refused_samples)
+            yield refused
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that handled the request, or ``unmatched``."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    # FastAPI keeps an included router as one node: ``scope["route"]`` is the route inside it
+    # ("/businesses/{name}"), and the full template ("/api/v1/businesses/{name}") is only in
+    # FastAPI's routing context. Without that context (another FastAPI), the route's own
+    # template is still bounded, only less precise; never fall back to the raw path.
+    fastapi_scope = scope.get("fastapi")
+    context = (
+        fastapi_scope.get("effective_route_context") if isinstance(fastapi_scope, dict) else None
+    )
+    for candidate in (getattr(context, "path_format", None), getattr(context, "path", None)):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    path = getattr(route, "path", None)
+    if not isinstance(path, str) or not path:
+        return "unmatched"
+    if isinstance(route, Mount):
+        return path.rstrip("/") + "/{path}"  # its own prefix, never the sub-path
+    return path
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI middleware recording ``gaia_http_requests_total`` and the duration histogram."""
+
+    def __init__(self, app: ASGIApp, *, metrics: PlatformMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the application raises before answering
+
+        async def relay(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, relay)
+        finally:
+            self.metrics.observe_request(
+                method=scope["method"],
+                route=route_template(scope),
+                status=status,
+                seconds=time.perf_counter() - started,
+            )
