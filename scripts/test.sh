@@ -10,6 +10,8 @@
 # - The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #   KWOK, and the kubelet of the real node) built from pinned Go modules by
 #   scripts/build-control-plane.sh into ~/.cache (minutes the first time, nothing the next).
+# - Debian's Prometheus (promtool checks the exported alert rules; a real Prometheus scrapes
+#   /metrics) and Alertmanager (posts to the platform's webhook receiver).
 # - Python: Gaia and its test extras into .venv at the repo root.
 # In CI (CI=true) a real component that cannot be installed or started fails the run.
 set -euo pipefail
@@ -20,7 +22,8 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then need_apt+=(post
 if ! command -v kubectl >/dev/null 2>&1; then need_apt+=(kubernetes-client); fi
 # the real test node (tests/support/node.py): container runtime, CNI plugins, image registry and
 # the static busybox the test images are made of
-for pkg in containerd runc containernetworking-plugins docker-registry busybox-static; do
+for pkg in containerd runc containernetworking-plugins docker-registry busybox-static \
+  prometheus prometheus-alertmanager; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_apt+=("$pkg")
   fi
