@@ -74,7 +74,8 @@ def test_channel_credentials_are_encrypted_masked_and_for_business_admins_only(
 ) -> None:
     ch = webhook_channel(world)
     assert ch["config"]["hmac_secret"] == "********"
-    assert ch["config"]["url"] == "https://hooks.example.com/gaia"
+    # chat webhooks carry their token in the URL: only its origin is shown
+    assert ch["config"]["url"] == "https://hooks.example.com/********"
     with platform.db.read_session() as session:
         raw = session.scalars(select(AlertChannel.config_encrypted)).one()
     assert b"s3cret-hmac-0123456789" not in raw and b"hooks.example.com" not in raw
@@ -101,7 +102,7 @@ def test_channel_credentials_are_encrypted_masked_and_for_business_admins_only(
     # an update that sends the mask back (or leaves the secret out) keeps the stored secret
     r = world.client.patch(
         f"{A}/channels/{ch['id']}",
-        json={"config": {"url": "https://hooks.example.com/v2", "hmac_secret": "********"}},
+        json={"config": {"url": "https://hooks.example.com/********", "hmac_secret": "********"}},
         headers=world.as_("business-admin"),
     )
     assert r.status_code == 200, r.text
@@ -109,7 +110,16 @@ def test_channel_credentials_are_encrypted_masked_and_for_business_admins_only(
         row = session.scalars(select(AlertChannel)).one()
         stored = json.loads(platform.secrets.decrypt(row.config_encrypted))
     assert stored["hmac_secret"] == "s3cret-hmac-0123456789"
-    assert stored["url"] == "https://hooks.example.com/v2"
+    assert stored["url"] == "https://hooks.example.com/gaia"
+    r = world.client.patch(
+        f"{A}/channels/{ch['id']}",
+        json={"config": {"url": "https://hooks.example.com/v2"}},
+        headers=world.as_("business-admin"),
+    )
+    assert r.status_code == 200, r.text
+    with platform.db.read_session() as session:
+        row = session.scalars(select(AlertChannel)).one()
+        assert json.loads(platform.secrets.decrypt(row.config_encrypted))["url"].endswith("/v2")
 
     # the secret never reaches the operation records
     records = world.client.get("/api/v1/records", headers=world.admin, params={"limit": 100})

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from gaia.api.app import Platform
-from gaia.store.models import App, AppBlacklist, utcnow
+from gaia.store.models import AlertRecord, App, AppBlacklist, Business, utcnow
 from tests.conftest import QUOTA, World
 
 ROLES = ("platform-admin", "business-admin", "developer", "viewer", "outsider")
@@ -50,6 +50,11 @@ class Row:
             .replace("/instance-configs/small", "/instance-configs/{name}")
             .replace("/tokens/999", "/tokens/{token_id}")
             .replace("/records/1", "/records/{record_id}")
+            .replace("/channels/1", "/channels/{channel_id}")
+            .replace("/receivers/1", "/receivers/{receiver_id}")
+            .replace("/receiver-groups/1", "/receiver-groups/{group_id}")
+            .replace("/policies/1", "/policies/{policy_id}")
+            .replace("/silences/1", "/silences/{silence_id}")
             .replace("/apps/web", "/apps/{app}")
             .replace("/templates/v1", "/templates/{version}")
             .replace("/instances/0", "/instances/{instance}")
@@ -68,6 +73,21 @@ V1 = {"name": "v1", "image": "shop/web:1", "resources": {"cpu": 1, "memory": 256
 V2 = {**V1, "name": "v2", "image": "shop/web:2"}
 APP_BODY = {"name": "other", "cluster": "sim-1", "templates": [V1], "replicas": 1}
 NODE_BODY = {"name": "extra-1", "cpu": 8, "memory_mib": 16384}
+AL = "/api/v1/alerts"
+ADMINS = ("platform-admin", "business-admin")
+HOOK = {"url": "http://127.0.0.1:9/hook"}  # the discard port: a test send is refused at once
+POLICY = {
+    "business": "alpha",
+    "name": "p",
+    "scope": {"kind": "app", "app": "web"},
+    "metric": "gaia_instance_cpu_usage_percent",
+    "threshold": 80,
+}
+SILENCE = {
+    "business": "alpha",
+    "matchers": {"app": "web"},
+    "ends_at": (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat(),
+}
 TABLE = [
     Row("POST", "/api/v1/auth/logout", ALL, hidden_from=()),
     Row("GET", "/api/v1/users/me", ALL, hidden_from=()),
@@ -223,6 +243,53 @@ TABLE = [
         {"kind": "node_lost", "node": "sim-1-node-0"},
         hidden_from=(),
     ),
+    # alerting (seeded in alpha: channel 1, receiver 1, group 1, policy 1, silence 1, record 1)
+    Row("GET", f"{AL}/channels", ALL, hidden_from=()),
+    Row(
+        "POST",
+        f"{AL}/channels",
+        ADMINS,
+        {"business": "alpha", "name": "c2", "kind": "webhook", "config": HOOK},
+    ),
+    Row("GET", f"{AL}/channels/1", MEMBERS),
+    Row("PATCH", f"{AL}/channels/1", ADMINS, {"enabled": True}),
+    Row("POST", f"{AL}/channels/1/test", ADMINS),
+    Row("DELETE", f"{AL}/channels/1", ADMINS),
+    Row("GET", f"{AL}/receivers", ALL, hidden_from=()),
+    Row("POST", f"{AL}/receivers", WRITERS, {"business": "alpha", "name": "r2"}),
+    Row("PATCH", f"{AL}/receivers/1", WRITERS, {"phone": "+8613800000000"}),
+    Row("DELETE", f"{AL}/receivers/1", WRITERS),
+    Row("GET", f"{AL}/receiver-groups", ALL, hidden_from=()),
+    Row("POST", f"{AL}/receiver-groups", WRITERS, {"business": "alpha", "name": "g2"}),
+    Row("PATCH", f"{AL}/receiver-groups/1", WRITERS, {"receiver_ids": [1]}),
+    Row("DELETE", f"{AL}/receiver-groups/1", WRITERS),
+    Row("GET", f"{AL}/policies", ALL, hidden_from=()),
+    Row("POST", f"{AL}/policies", WRITERS, {**POLICY, "name": "p2"}),
+    Row("GET", f"{AL}/policies/1", MEMBERS),
+    Row("PATCH", f"{AL}/policies/1", WRITERS, {"threshold": 90}),
+    Row("DELETE", f"{AL}/policies/1", WRITERS),
+    Row("GET", f"{AL}/builtin-rules", ALL, hidden_from=()),
+    Row("POST", "/api/v1/clusters/sim-1/alert-rules", ("platform-admin",), {}, hidden_from=()),
+    Row("GET", f"{AL}/rules.yaml", ALL, hidden_from=()),
+    Row("GET", f"{AL}/silences", ALL, hidden_from=()),
+    Row("POST", f"{AL}/silences", WRITERS, SILENCE),
+    Row("DELETE", f"{AL}/silences/1", WRITERS),
+    Row("GET", f"{AL}/records", ALL, hidden_from=()),
+    Row("GET", f"{AL}/records/1", MEMBERS),
+    Row(
+        "POST",
+        f"{AL}/alertmanager",
+        ("platform-admin",),
+        {"status": "firing", "alerts": []},
+        hidden_from=(),
+    ),
+    Row(
+        "GET",
+        "/api/v1/monitoring/series?metric=gaia_instance_cpu_usage_percent&business=alpha",
+        MEMBERS,
+    ),
+    Row("GET", f"{APP}/logs", MEMBERS),
+    Row("GET", "/api/v1/system/logs", ("platform-admin",), hidden_from=()),
 ]
 PUBLIC = {("POST", "/api/v1/auth/login")}
 
@@ -255,6 +322,33 @@ def _seed(world: World, platform: Platform) -> None:
     for path, name in ((f"{BIZ}/configmaps", "settings"), (f"{BIZ}/secrets", "db")):
         r = c.post(path, json={"name": name, "data": {"k": "v"}}, headers=h)
         assert r.status_code == 201, r.text
+    alerting: list[tuple[str, dict[str, Any]]] = [
+        ("channels", {"business": "alpha", "name": "c", "kind": "webhook", "config": HOOK}),
+        ("receivers", {"business": "alpha", "name": "r", "email": "r@alpha.example.com"}),
+        ("receiver-groups", {"business": "alpha", "name": "g", "receiver_ids": [1]}),
+        ("policies", {**POLICY, "channel_ids": [1], "group_ids": [1]}),
+        ("silences", SILENCE),
+    ]
+    for kind, body in alerting:
+        r = c.post(f"{AL}/{kind}", json=body, headers=h)
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] == 1
+    with platform.db.write_session() as session:
+        alpha = session.scalars(select(Business.id).where(Business.name == "alpha")).one()
+        now = utcnow()
+        session.add(
+            AlertRecord(
+                business_id=alpha,
+                policy_id=1,
+                policy_name="p",
+                fingerprint="1-seeded",
+                severity="warning",
+                labels={"app": "web"},
+                status="firing",
+                started_at=now,
+                fired_at=now,
+            )
+        )
 
 
 def test_every_route_is_in_the_table(world: World) -> None:

@@ -13,8 +13,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from gaia.api.app import Platform, create_app
+from gaia.api.app import Platform
 from gaia.domain.errors import InvalidRequest
 from gaia.monitor import logs as logs_module
 from gaia.monitor.log_collector import LogCollector
@@ -42,6 +39,7 @@ from gaia.monitor.logs import (
 from gaia.providers.kubernetes import KubernetesCluster
 from tests.apps_harness import BIZ, AppsHarness, template
 from tests.conftest import World, start_real_bed
+from tests.support.live import serve
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 TOKEN = "gaia_" + "x7" * 20
@@ -493,24 +491,9 @@ def test_system_logs_are_for_platform_admins(world: World, platform: Platform) -
 
 @pytest.fixture
 def server(platform: Platform, world: World) -> Iterator[str]:
-    """The app under uvicorn on a free port, in a thread (loops and lifespan off)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(platform, run_loops=False), lifespan="off", log_level="warning"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    """The app under uvicorn (loops and lifespan off): TestClient would buffer the stream."""
+    with serve(platform, lifespan=False) as origin:
+        yield origin
 
 
 def test_follow_streams_new_matching_lines_as_server_sent_events(

@@ -11,5 +11,8 @@
 - ``evaluator``: the loop that evaluates alert policies against the store (the rules themselves are
   pure functions in ``gaia.domain.alerts``); ``rulefiles``: the same policies as Prometheus rule
   files.
-- ``logs``: the bounded embedded store of container and platform log lines.
+- ``logs``: the bounded embedded store of container and platform log lines;
+  ``log_collector``: the loop that reads new container lines from every cluster into it.
+- ``platform_metrics``: the platform's own metrics (``GET /metrics``); ``alertmanager``: alerts
+  posted by a real Alertmanager, routed into the same records and channels.
 """

@@ -93,8 +93,9 @@ BUILTIN_RULES: tuple[BuiltinRule, ...] = (
     BuiltinRule("etcd-latency-high", "etcd", "etcd slow", "gaia_etcd_request_latency_seconds",
                 GT, 0.5, 300, WARN, "etcd requests take over 0.5 s on average."),
     BuiltinRule("etcd-db-large", "etcd", "etcd database large", "gaia_etcd_db_size_bytes", GT,
-                6 * 1024**3, 600, WARN,
-                "etcd's database is over 6 GiB (the default quota is 8 GiB): compact and defrag."),
+                1.5 * 1024**3, 600, WARN,
+                "etcd's database is over 1.5 GiB, three quarters of its default 2 GiB quota: "
+                "compact and defragment, or raise --quota-backend-bytes."),
     BuiltinRule("etcd-down", "etcd", "etcd unhealthy", "gaia_etcd_up", EQ, 0, 60, CRIT,
                 "The API server reports its etcd unhealthy."),
     BuiltinRule("cluster-disk-high", "storage", "Cluster disks filling",

@@ -19,15 +19,16 @@ from tests.support.kube import free_port
 
 
 @contextmanager
-def serve(platform: Platform, *, run_loops: bool = False) -> Iterator[str]:
-    """Serve ``platform`` until the block ends; yields the origin (``http://127.0.0.1:port``)."""
+def serve(platform: Platform, *, run_loops: bool = False, lifespan: bool = True) -> Iterator[str]:
+    """Serve ``platform`` until the block ends; yields the origin (``http://127.0.0.1:port``).
+    ``lifespan=False`` skips start-up and shut-down (nothing opened, nothing closed)."""
     port = free_port()
     config = uvicorn.Config(
         create_app(platform, run_loops=run_loops),
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        lifespan="on",
+        lifespan="on" if lifespan else "off",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

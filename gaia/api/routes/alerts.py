@@ -23,6 +23,7 @@ import hmac
 import json
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import Select, false, select
@@ -203,9 +204,20 @@ def _ctx(request: Request, action: str, target: str) -> AuditContext:
 # ---------------------------------------------------------------- channels
 
 
+def _shown(kind: str, key: str, value: Any) -> Any:
+    """A config value as the API shows it: credentials masked; a webhook URL cut to its origin,
+    since chat webhooks carry their token in the path or the query."""
+    if key in SECRET_FIELDS.get(kind, frozenset()) and value:
+        return MASK
+    if kind == "webhook" and key == "url" and isinstance(value, str):
+        parts = urlsplit(value)
+        if (parts.path not in ("", "/")) or parts.query:
+            return f"{parts.scheme}://{parts.netloc}/{MASK}"
+    return value
+
+
 def _masked(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    secret = SECRET_FIELDS.get(kind, frozenset())
-    return {k: (MASK if k in secret and v else v) for k, v in config.items()}
+    return {k: _shown(kind, k, v) for k, v in config.items()}
 
 
 def _channel_out(
@@ -319,8 +331,8 @@ def update_channel(
         current = json.loads(secrets.decrypt(row.config_encrypted))
         merged = {**current}
         for key, value in body.config.items():
-            if key in SECRET_FIELDS.get(row.kind, frozenset()) and value in (MASK, None):
-                continue  # a credential not re-sent keeps its stored value
+            if value is None or (key in current and value == _shown(row.kind, key, current[key])):
+                continue  # a credential not re-sent (or sent back masked) keeps its value
             merged[key] = value
         config = validate_channel_config(row.kind, merged)
         row.config_encrypted = secrets.encrypt(json.dumps(config))
