@@ -301,3 +301,44 @@ def test_exported_rules_pass_promtool_and_mean_what_the_policy_says(
     # a viewer's export holds only their business's rules
     mine = world.client.get(f"{A}/rules.yaml", headers=world.as_("viewer")).text
     assert "gaia-business-alpha" in mine and "gaia-platform" not in mine
+
+
+def test_a_receiver_or_channel_in_use_cannot_be_deleted_and_pages_filter_by_app(
+    h: AppsHarness, world: World
+) -> None:
+    # platform-owned objects (business omitted) follow the same rules as a business's
+    rec = post(
+        world, "platform-admin", f"{A}/receivers", {"name": "duty", "phone": "+8613800000000"}
+    )
+    post(
+        world,
+        "platform-admin",
+        f"{A}/receiver-groups",
+        {"name": "ops", "receiver_ids": [rec["id"]]},
+    )
+    r = world.client.delete(f"{A}/receivers/{rec['id']}", headers=world.admin)
+    assert r.status_code == 409 and "groups ['ops']" in r.text
+
+    ch = webhook_channel(world)
+    for i in range(5):
+        app = "web" if i % 2 == 0 else "other"
+        body = app_policy(name=f"p{i}", channel_ids=[ch["id"]])
+        if app == "other":
+            body["scope"] = {"kind": "business"}
+            body["matchers"] = {"app": "other"}
+        post(world, "developer", f"{A}/policies", body)
+    r = world.client.delete(f"{A}/channels/{ch['id']}", headers=world.as_("business-admin"))
+    assert r.status_code == 409 and "p0, p1, p2, p3, p4" in r.text
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"app": "web", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = world.client.get(f"{A}/policies", headers=world.as_("viewer"), params=params).json()
+        assert len(page["items"]) <= 2
+        seen += [p["name"] for p in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ["p0", "p2", "p4"]

@@ -105,7 +105,40 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _sign_leaf(
+def make_ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A throwaway certificate authority, valid from an hour ago for two days."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return ca, ca_key
+
+
+def sign_leaf(
     ca: x509.Certificate,
     ca_key: Any,
     *,
@@ -128,6 +161,10 @@ def _sign_leaf(
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), False)
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()),  # type: ignore[arg-type]
+        False,
+    )
     return _pem_cert(builder.sign(ca_key, hashes.SHA256())), _pem_key(key)
 
 
@@ -155,43 +192,16 @@ class Pki:
         """A certificate and key signed by this CA (a kubelet's client or serving pair)."""
         ca = x509.load_pem_x509_certificate(self.ca_cert)
         ca_key = serialization.load_pem_private_key(self.ca_key, password=None)
-        return _sign_leaf(ca, ca_key, cn=cn, org=org, usage=usage, sans=sans)
+        return sign_leaf(ca, ca_key, cn=cn, org=org, usage=usage, sans=sans)
 
     @classmethod
     def make(cls) -> Pki:
-        now = dt.datetime.now(dt.UTC)
-        valid = (now - dt.timedelta(hours=1), now + dt.timedelta(days=2))
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(_name("gaia-test-ca"))
-            .issuer_name(_name("gaia-test-ca"))
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(valid[0])
-            .not_valid_after(valid[1])
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
+        ca, ca_key = make_ca("gaia-test-ca")
 
         def leaf(
             cn: str, org: str | None, usage: x509.ObjectIdentifier, sans: Sequence[Any] = ()
         ) -> tuple[bytes, bytes]:
-            return _sign_leaf(ca, ca_key, cn=cn, org=org, usage=usage, sans=sans)
+            return sign_leaf(ca, ca_key, cn=cn, org=org, usage=usage, sans=sans)
 
         serving = leaf(
             "kube-apiserver",

@@ -17,7 +17,6 @@ accept again.
 
 from __future__ import annotations
 
-import datetime as dt
 import email
 import email.policy
 import ipaddress
@@ -34,11 +33,10 @@ from typing import Any, Literal
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.support.kube import free_port
+from tests.support.kube import free_port, make_ca, sign_leaf
 
 Security = Literal["none", "starttls", "tls"]
 
@@ -57,60 +55,21 @@ class TestCertificates:
     def make(
         cls, *, dns_names: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",)
     ) -> TestCertificates:
-        now = dt.datetime.now(dt.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gaia-test-smtp-ca")])
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        key = ec.generate_private_key(ec.SECP256R1())
+        ca, ca_key = make_ca("gaia-test-smtp-ca")
         sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-            .sign(ca_key, hashes.SHA256())
+        cert, key = sign_leaf(
+            ca,
+            ca_key,
+            cn=dns_names[0],
+            org=None,
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            sans=sans,
         )
-        pem = serialization.Encoding.PEM
         return cls(
-            ca_pem=ca.public_bytes(pem).decode(),
-            cert_pem=cert.public_bytes(pem).decode(),
-            key_pem=key.private_bytes(
-                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ).decode(),
+            ca_pem=ca.public_bytes(serialization.Encoding.PEM).decode(),
+            cert_pem=cert.decode(),
+            key_pem=key.decode(),
         )
 
     def server_context(self) -> ssl.SSLContext:

@@ -40,7 +40,7 @@ from gaia.api.deps import (
     platform,
     require_platform_admin,
 )
-from gaia.api.pagination import Cursor, Limit, page_of
+from gaia.api.pagination import Cursor, Limit, encode_cursor, page_of
 from gaia.api.schemas import Page
 from gaia.api.schemas_alerts import (
     AlertmanagerPayload,
@@ -172,6 +172,50 @@ def _visible(
     return stmt.where(model.business_id.in_(principal.business_ids()))
 
 
+def _owned_by(model: Any, business_id: int | None) -> Any:
+    """The WHERE clause of objects of one owner (NULL: the platform's)."""
+    if business_id is None:
+        return model.business_id.is_(None)
+    return model.business_id == business_id
+
+
+def _naming(session: Session, model: Any, field: str, obj: Any) -> list[str]:
+    """Names of ``model`` objects (policies, groups) of ``obj``'s owner whose id list ``field``
+    names ``obj``."""
+    return sorted(
+        row.name
+        for row in session.scalars(select(model).where(_owned_by(model, obj.business_id)))
+        if obj.id in (getattr(row, field) or [])
+    )
+
+
+def _page(
+    session: Session,
+    principal: Principal,
+    model: Any,
+    business: str | None,
+    *,
+    limit: int,
+    cursor: str | None,
+    stmt: Select[Any] | None = None,
+    descending: bool = False,
+) -> tuple[list[Any], str | None, dict[int, str]]:
+    """One page of the ``model`` objects the principal sees, and their businesses' names."""
+    stmt = _visible(
+        stmt if stmt is not None else select(model), model, session, principal, business
+    )
+    rows, nxt = page_of(
+        session,
+        stmt,
+        key=model.id,
+        limit=limit,
+        cursor=cursor,
+        descending=descending,
+        numeric=True,
+    )
+    return rows, nxt, _names(session, (r.business_id for r in rows))
+
+
 def _names(session: Session, ids: Iterable[int | None]) -> dict[int, str]:
     wanted = {i for i in ids if i is not None}
     if not wanted:
@@ -248,9 +292,7 @@ def _unique_name(
 ) -> None:
     clash = session.scalars(
         select(model.id).where(
-            model.business_id.is_(None)
-            if business_id is None
-            else model.business_id == business_id,
+            _owned_by(model, business_id),
             model.name == name,
             model.id != skip,
         )
@@ -268,11 +310,7 @@ def list_channels(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[ChannelOut]:
-    stmt = _visible(select(AlertChannel), AlertChannel, session, principal, business)
-    rows, nxt = page_of(
-        session, stmt, key=AlertChannel.id, limit=limit, cursor=cursor, numeric=True
-    )
-    names = _names(session, (r.business_id for r in rows))
+    rows, nxt, names = _page(session, principal, AlertChannel, business, limit=limit, cursor=cursor)
     secrets = platform(request).secrets
     return Page[ChannelOut](
         items=[_channel_out(r, names, principal, secrets) for r in rows], next_cursor=nxt
@@ -358,20 +396,10 @@ def delete_channel(
 ) -> Response:
     ctx = _ctx(request, "alert_channel.delete", f"alert-channel/{channel_id}")
     row = _get(session, AlertChannel, channel_id, principal, Permission.CHANNEL_MANAGE, "channel")
-    users = [
-        p.name
-        for p in session.scalars(
-            select(AlertPolicy).where(
-                AlertPolicy.business_id.is_(None)
-                if row.business_id is None
-                else AlertPolicy.business_id == row.business_id
-            )
-        )
-        if row.id in (p.channel_ids or [])
-    ]
+    users = _naming(session, AlertPolicy, "channel_ids", row)
     if users:
         raise Conflict(
-            f"channel '{row.name}' is used by the policies {', '.join(sorted(users)[:10])}; "
+            f"channel '{row.name}' is used by the policies {', '.join(users[:10])}; "
             "remove it from them first"
         )
     session.delete(row)
@@ -450,11 +478,9 @@ def list_receivers(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[ReceiverOut]:
-    stmt = _visible(select(AlertReceiver), AlertReceiver, session, principal, business)
-    rows, nxt = page_of(
-        session, stmt, key=AlertReceiver.id, limit=limit, cursor=cursor, numeric=True
+    rows, nxt, names = _page(
+        session, principal, AlertReceiver, business, limit=limit, cursor=cursor
     )
-    names = _names(session, (r.business_id for r in rows))
     return Page[ReceiverOut](items=[_receiver_out(r, names) for r in rows], next_cursor=nxt)
 
 
@@ -499,27 +525,12 @@ def delete_receiver(
 ) -> Response:
     ctx = _ctx(request, "alert_receiver.delete", f"alert-receiver/{receiver_id}")
     row = _get(session, AlertReceiver, receiver_id, principal, Permission.ALERT_WRITE, "receiver")
-    owner = (
-        AlertPolicy.business_id.is_(None)
-        if row.business_id is None
-        else AlertPolicy.business_id == row.business_id
-    )
-    users = [
-        p.name
-        for p in session.scalars(select(AlertPolicy).where(owner))
-        if row.id in (p.receiver_ids or [])
-    ]
-    groups = [
-        g.name
-        for g in session.scalars(
-            select(AlertReceiverGroup).where(AlertReceiverGroup.business_id == row.business_id)
-        )
-        if row.id in (g.receiver_ids or [])
-    ]
+    users = _naming(session, AlertPolicy, "receiver_ids", row)
+    groups = _naming(session, AlertReceiverGroup, "receiver_ids", row)
     if users or groups:
         raise Conflict(
-            f"receiver '{row.name}' is named by policies {sorted(users)[:10]} and groups "
-            f"{sorted(groups)[:10]}; remove it there first"
+            f"receiver '{row.name}' is named by policies {users[:10]} and groups "
+            f"{groups[:10]}; remove it there first"
         )
     session.delete(row)
     ctx.summary = f"deleted receiver '{row.name}'"
@@ -543,11 +554,9 @@ def list_groups(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[GroupOut]:
-    stmt = _visible(select(AlertReceiverGroup), AlertReceiverGroup, session, principal, business)
-    rows, nxt = page_of(
-        session, stmt, key=AlertReceiverGroup.id, limit=limit, cursor=cursor, numeric=True
+    rows, nxt, names = _page(
+        session, principal, AlertReceiverGroup, business, limit=limit, cursor=cursor
     )
-    names = _names(session, (r.business_id for r in rows))
     return Page[GroupOut](items=[_group_out(r, names) for r in rows], next_cursor=nxt)
 
 
@@ -592,19 +601,9 @@ def delete_group(
 ) -> Response:
     ctx = _ctx(request, "alert_group.delete", f"alert-group/{group_id}")
     row = _get(session, AlertReceiverGroup, group_id, principal, Permission.ALERT_WRITE, "group")
-    users = [
-        p.name
-        for p in session.scalars(
-            select(AlertPolicy).where(
-                AlertPolicy.business_id.is_(None)
-                if row.business_id is None
-                else AlertPolicy.business_id == row.business_id
-            )
-        )
-        if row.id in (p.group_ids or [])
-    ]
+    users = _naming(session, AlertPolicy, "group_ids", row)
     if users:
-        raise Conflict(f"group '{row.name}' is used by the policies {sorted(users)[:10]}")
+        raise Conflict(f"group '{row.name}' is used by the policies {users[:10]}")
     session.delete(row)
     ctx.summary = f"deleted receiver group '{row.name}'"
     return Response(status_code=204)
@@ -737,13 +736,25 @@ def list_policies(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[PolicyOut]:
-    stmt = _visible(select(AlertPolicy), AlertPolicy, session, principal, business)
+    stmt = select(AlertPolicy)
     if enabled is not None:
         stmt = stmt.where(AlertPolicy.enabled == enabled)
-    rows, nxt = page_of(session, stmt, key=AlertPolicy.id, limit=limit, cursor=cursor, numeric=True)
+    rows, nxt, names = _page(
+        session, principal, AlertPolicy, business, limit=limit, cursor=cursor, stmt=stmt
+    )
     if app:
-        rows = [r for r in rows if (r.matchers or {}).get("app") == app]
-    names = _names(session, (r.business_id for r in rows))
+        # the app is inside the JSON matchers: filter here, reading on until the page is full
+        kept = [r for r in rows if (r.matchers or {}).get("app") == app]
+        while nxt is not None and len(kept) < limit:
+            more, nxt, more_names = _page(
+                session, principal, AlertPolicy, business, limit=limit, cursor=nxt, stmt=stmt
+            )
+            kept += [r for r in more if (r.matchers or {}).get("app") == app]
+            names.update(more_names)
+        if len(kept) > limit:
+            kept = kept[:limit]
+            nxt = encode_cursor(kept[-1].id)
+        rows = kept
     return Page[PolicyOut](items=[_policy_out(r, names) for r in rows], next_cursor=nxt)
 
 
@@ -1052,19 +1063,19 @@ def list_silences(
     cursor: Cursor = None,
 ) -> Page[SilenceOut]:
     now = platform(request).clock.now()
-    stmt = _visible(select(AlertSilence), AlertSilence, session, principal, business)
+    stmt = select(AlertSilence)
     if active is True:
         stmt = stmt.where(AlertSilence.starts_at <= now, AlertSilence.ends_at > now)
-    rows, nxt = page_of(
+    rows, nxt, names = _page(
         session,
-        stmt,
-        key=AlertSilence.id,
+        principal,
+        AlertSilence,
+        business,
         limit=limit,
         cursor=cursor,
+        stmt=stmt,
         descending=True,
-        numeric=True,
     )
-    names = _names(session, (r.business_id for r in rows))
     return Page[SilenceOut](items=[_silence_out(r, names, now) for r in rows], next_cursor=nxt)
 
 
@@ -1178,7 +1189,7 @@ def list_alert_records(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AlertRecordOut]:
-    stmt = _visible(select(AlertRecord), AlertRecord, session, principal, business)
+    stmt = select(AlertRecord)
     if status:
         stmt = stmt.where(AlertRecord.status == status)
     if severity:
@@ -1187,10 +1198,16 @@ def list_alert_records(
         stmt = stmt.where(AlertRecord.policy_id == policy_id)
     if since:
         stmt = stmt.where(AlertRecord.fired_at >= since)
-    rows, nxt = page_of(
-        session, stmt, key=AlertRecord.id, limit=limit, cursor=cursor, descending=True, numeric=True
+    rows, nxt, names = _page(
+        session,
+        principal,
+        AlertRecord,
+        business,
+        limit=limit,
+        cursor=cursor,
+        stmt=stmt,
+        descending=True,
     )
-    names = _names(session, (r.business_id for r in rows))
     return Page[AlertRecordOut](items=[_record_out(r, names) for r in rows], next_cursor=nxt)
 
 
