@@ -384,3 +384,31 @@ def test_no_notification_is_lost_when_the_platform_dies_mid_delivery(
     assert n["state"] == "sent" and n["attempts"] == 2
     first, second = bed.receiver.requests
     assert first.headers["x-gaia-idempotency-key"] == second.headers["x-gaia-idempotency-key"]
+
+
+def test_a_cluster_the_collector_cannot_read_does_not_resolve_its_alerts(bed: Bed) -> None:
+    bed.policy(for_seconds=0)
+
+    def collected(ok: bool) -> None:
+        at = bed.clock.now().timestamp()
+        sample = Sample("gaia_cluster_collect_success", {"cluster": "sim-1"}, float(ok), at)
+        asyncio.run(bed.platform.metric_store.write([sample]))
+
+    collected(True)
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    for _ in range(6):  # 90 s without the instance's series: the cluster does not answer
+        bed.step(15)
+        collected(False)
+        bed.evaluate()
+        bed.deliver()
+    (rec,) = bed.records()
+    assert rec["status"] == "firing"
+    assert [r.json()["status"] for r in bed.receiver.requests] == ["firing"]
+    bed.step(15)
+    collected(True)  # it answers again, and the instance is gone
+    bed.evaluate()
+    bed.deliver()
+    assert bed.records()[0]["status"] == "resolved"
+    assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "resolved"]

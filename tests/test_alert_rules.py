@@ -138,3 +138,16 @@ def test_metric_index_selects_by_every_matcher() -> None:
     assert [v.value for v in index.select({"app": "app-1", "node": "n0"})] == [4, 10]
     assert index.select({"app": "nope"}) == []
     assert index.select({"missing": "x"}) == []
+
+
+def test_a_series_whose_source_cannot_be_read_keeps_its_alert_firing() -> None:
+    r = rule(for_seconds=0)
+    out = evaluate_rule(r, [sv(95)], {}, now=0)
+    held = evaluate_rule(r, [], out.states, now=15, unobserved=lambda labels: True)
+    assert not held.transitions and held.states == out.states
+    # the source answers again and the series is gone: now it resolves
+    gone = evaluate_rule(r, [], held.states, now=30, unobserved=lambda labels: False)
+    assert [t.kind for t in gone.transitions] == [TransitionKind.RESOLVE]
+    # a series that is there and below the threshold resolves whatever the source's state
+    low = evaluate_rule(r, [sv(10)], out.states, now=15, unobserved=lambda labels: True)
+    assert [t.kind for t in low.transitions] == [TransitionKind.RESOLVE]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -165,11 +165,16 @@ def evaluate_rule(
     states: Mapping[str, AlertState],
     *,
     now: float,
+    unobserved: Callable[[Mapping[str, str]], bool] | None = None,
 ) -> RuleOutcome:
     """One evaluation of ``rule`` at ``now`` over the latest ``values`` of the series it selects.
 
     ``states`` are this rule's alerts from the previous pass, by fingerprint. Returns the states
     to keep and the transitions (at most one per alert) to notify about.
+
+    ``unobserved(labels)`` says that a series' source could not be read (its cluster did not
+    answer the collector): a firing alert whose series has no data then stays firing instead of
+    resolving, so a cluster outage does not send a wave of false "resolved" notices.
     """
     out = RuleOutcome()
     holds = rule.comparison.holds
@@ -225,6 +230,9 @@ def evaluate_rule(
         # value where the series is still there
         current = {prefix + sv.key: sv.value for sv in values}
         for prev in gone:
+            if prev.fingerprint not in current and unobserved and unobserved(prev.labels):
+                out.states[prev.fingerprint] = prev  # no data because no one could look
+                continue
             out.transitions.append(
                 Transition(
                     TransitionKind.RESOLVE,

@@ -177,6 +177,11 @@ class AlertEvaluator(LoopService):
         new_states: dict[int, dict[str, AlertState]] = {}
         transitions: list[tuple[PolicyRow | None, int, Transition]] = []
         rules_started = time.perf_counter()
+        unreadable = await self._unreadable_clusters(t) if policies else set()
+
+        def unobserved(labels: Mapping[str, str]) -> bool:
+            return labels.get("cluster") in unreadable
+
         for metric, rows in by_metric.items():
             series = await self.store.latest(metric, None, at=t, lookback=self.lookback)
             stats.series += len(series)
@@ -190,7 +195,11 @@ class AlertEvaluator(LoopService):
             for row in rows:
                 rule = row.rule
                 outcome = evaluate(
-                    rule, index.select(rule.matchers), self._states.get(rule.policy_id, {}), now=t
+                    rule,
+                    index.select(rule.matchers),
+                    self._states.get(rule.policy_id, {}),
+                    now=t,
+                    unobserved=unobserved,
                 )
                 new_states[rule.policy_id] = outcome.states
                 transitions.extend((row, rule.policy_id, tr) for tr in outcome.transitions)
@@ -229,6 +238,17 @@ class AlertEvaluator(LoopService):
         self.last_pass = stats
         if self.on_pass is not None:
             self.on_pass(stats)
+
+    async def _unreadable_clusters(self, at: float) -> set[str]:
+        """Clusters the collector could not read in its last pass."""
+        series = await self.store.latest(
+            "gaia_cluster_collect_success", None, at=at, lookback=self.lookback
+        )
+        return {
+            s.labels["cluster"]
+            for s in series
+            if s.points and s.points[-1][1] == 0 and "cluster" in s.labels
+        }
 
     # ---------------------------------------------------------------- store I/O (threads)
 
