@@ -10,9 +10,12 @@ idempotent: rules already enabled on the cluster are left as they are.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gaia.domain.alerts import Comparison, ScopeKind, Severity
+from gaia.store.models import AlertPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +108,38 @@ BUILTIN_RULES: tuple[BuiltinRule, ...] = (
 # fmt: on
 
 BY_KEY = {rule.key: rule for rule in BUILTIN_RULES}
+
+
+def cluster_policy(
+    rule: BuiltinRule,
+    cluster: str,
+    *,
+    created_by: str,
+    now: dt.datetime,
+    receiver_ids: Sequence[int] = (),
+    group_ids: Sequence[int] = (),
+    channel_ids: Sequence[int] = (),
+) -> AlertPolicy:
+    """The platform policy that enables ``rule`` on ``cluster``."""
+    return AlertPolicy(
+        business_id=None,
+        name=f"{rule.name} ({cluster})",
+        scope=ScopeKind.CLUSTER.value,
+        matchers={**dict(rule.matchers), "cluster": cluster},
+        metric=rule.metric,
+        comparison=rule.comparison.value,
+        threshold=rule.threshold,
+        for_seconds=rule.for_seconds,
+        severity=rule.severity.value,
+        repeat_seconds=0,
+        enabled=True,
+        receiver_ids=list(receiver_ids),
+        group_ids=list(group_ids),
+        channel_ids=list(channel_ids),
+        templates={},
+        summary=rule.summary,
+        builtin_key=rule.key,
+        created_by=created_by,
+        created_at=now,
+        updated_at=now,
+    )

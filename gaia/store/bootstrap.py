@@ -15,11 +15,13 @@ from sqlalchemy.orm import Session
 
 from gaia.domain.rbac import Role
 from gaia.domain.resources import ResourceVector
+from gaia.monitor.builtin_rules import BUILTIN_RULES, cluster_policy
 from gaia.providers.sim import validate_sim_spec
 from gaia.security import generate_password, hash_password
 from gaia.store.apps import hold_app_quota
 from gaia.store.database import Database
 from gaia.store.models import (
+    AlertPolicy,
     App,
     AppTemplate,
     Business,
@@ -117,6 +119,7 @@ def ensure_demo(db: Database) -> bool:
         )
         session.add(shape)
         _demo_app(session, business=business, cluster=cluster, now=now)
+        _demo_alerts(session, business=business, cluster=cluster, now=now)
         admin = session.scalars(select(User).where(User.username == "admin")).one_or_none()
         if admin is not None:
             session.add(
@@ -177,4 +180,36 @@ def _demo_app(session: Session, *, business: Business, cluster: Cluster, now: dt
     session.flush()
     hold_app_quota(
         session, business=business, cluster=cluster, app_id=app.id, amount=resources.scaled(4)
+    )
+
+
+def _demo_alerts(
+    session: Session, *, business: Business, cluster: Cluster, now: dt.datetime
+) -> None:
+    """The built-in rules on the demo cluster and a CPU policy on the demo app (no channels:
+    records only), so ``{"kind": "load", ...}`` on the demo cluster shows an alert fire."""
+    for rule in BUILTIN_RULES:
+        session.add(cluster_policy(rule, cluster.name, created_by="gaia", now=now))
+    session.add(
+        AlertPolicy(
+            business_id=business.id,
+            name=f"{DEMO_APP} CPU high",
+            scope="app",
+            matchers={"business": business.name, "app": DEMO_APP},
+            metric="gaia_app_cpu_usage_percent",
+            comparison=">",
+            threshold=80.0,
+            for_seconds=60,
+            severity="warning",
+            repeat_seconds=0,
+            enabled=True,
+            receiver_ids=[],
+            group_ids=[],
+            channel_ids=[],
+            templates={},
+            summary=f"{DEMO_APP} uses over 80% of its CPU request",
+            created_by="gaia",
+            created_at=now,
+            updated_at=now,
+        )
     )

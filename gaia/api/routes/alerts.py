@@ -72,7 +72,7 @@ from gaia.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Un
 from gaia.domain.rbac import Permission, allows
 from gaia.monitor import catalogue
 from gaia.monitor.alertmanager import IncomingAlert, ingest
-from gaia.monitor.builtin_rules import BUILTIN_RULES, BY_KEY
+from gaia.monitor.builtin_rules import BUILTIN_RULES, BY_KEY, cluster_policy
 from gaia.monitor.channels import (
     SECRET_FIELDS,
     AlertNotice,
@@ -964,28 +964,14 @@ def enable_builtin_rules(
     for key in dict.fromkeys(keys):
         if key in existing:
             continue
-        rule = BY_KEY[key]
-        row = AlertPolicy(
-            business_id=None,
-            name=f"{rule.name} ({cluster})",
-            scope=ScopeKind.CLUSTER.value,
-            matchers={**dict(rule.matchers), "cluster": cluster},
-            metric=rule.metric,
-            comparison=rule.comparison.value,
-            threshold=rule.threshold,
-            for_seconds=rule.for_seconds,
-            severity=rule.severity.value,
-            repeat_seconds=0,
-            enabled=True,
-            receiver_ids=list(body.receiver_ids),
-            group_ids=list(body.group_ids),
-            channel_ids=list(body.channel_ids),
-            templates={},
-            summary=rule.summary,
-            builtin_key=rule.key,
+        row = cluster_policy(
+            BY_KEY[key],
+            cluster,
             created_by=principal.username,
-            created_at=now,
-            updated_at=now,
+            now=now,
+            receiver_ids=body.receiver_ids,
+            group_ids=body.group_ids,
+            channel_ids=body.channel_ids,
         )
         _unique_name(session, AlertPolicy, None, row.name, "policy")
         session.add(row)
