@@ -30,13 +30,14 @@ import random
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 
 from gaia.clock import Clock
 from gaia.controllers.loop import LoopService
 from gaia.monitor.channels import Channel, DeliveryError, OutgoingMessage, channel_from_config
+from gaia.monitor.channels._base import new_client, shared_client
 from gaia.monitor.notify import build_message
 from gaia.security import SecretBox
 from gaia.store.database import Database
@@ -124,7 +125,12 @@ class NotificationDelivery(LoopService):
         claimed = await asyncio.to_thread(self._claim, now)
         if not claimed:
             return
-        outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
+        async with new_client() as client:
+            token = shared_client.set(client)
+            try:
+                outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
+            finally:
+                shared_client.reset(token)
         await asyncio.to_thread(self._finish, outcomes, {c.id: c.kind for c in claimed})
 
     async def _send(self, claimed: Claimed) -> Outcome:
@@ -207,6 +213,7 @@ class NotificationDelivery(LoopService):
                 for p in session.scalars(select(AlertPolicy).where(AlertPolicy.id.in_(policy_ids)))
             }
             t = now.timestamp()
+            candidates: list[tuple[AlertNotification, AlertChannel]] = []
             for row in rows:
                 channel = channels.get(row.channel_id) if row.channel_id else None
                 if channel is None or not channel.enabled:
@@ -225,10 +232,16 @@ class NotificationDelivery(LoopService):
                         f"({channel.rate_limit_per_minute}/min)"
                     )
                     continue
-                won = session.execute(  # type: ignore[attr-defined]
+                candidates.append((row, channel))
+            if not candidates:
+                return []
+            # One conditional UPDATE claims them all; RETURNING says which this process won
+            # (a row another replica claimed meanwhile is no longer pending or retrying).
+            won = set(
+                session.scalars(
                     update(AlertNotification)
                     .where(
-                        AlertNotification.id == row.id,
+                        AlertNotification.id.in_([row.id for row, _ in candidates]),
                         AlertNotification.state.in_(DUE_STATES),
                     )
                     .values(
@@ -236,10 +249,14 @@ class NotificationDelivery(LoopService):
                         lease_until=now + self.lease,
                         attempts=AlertNotification.attempts + 1,
                     )
+                    .returning(AlertNotification.id)
                     .execution_options(synchronize_session=False)
-                ).rowcount
-                if not won:
-                    continue  # another replica claimed it
+                )
+            )
+            unprepared: list[dict[str, Any]] = []
+            for row, channel in candidates:
+                if row.id not in won:
+                    continue
                 record = records[row.record_id]
                 try:
                     config = json.loads(self.secrets.decrypt(channel.config_encrypted))
@@ -251,11 +268,8 @@ class NotificationDelivery(LoopService):
                     )
                 except Exception as exc:
                     log.exception("notification %s: cannot prepare the message", row.id)
-                    session.execute(
-                        update(AlertNotification)
-                        .where(AlertNotification.id == row.id)
-                        .values(state="failed", lease_until=None, last_error=str(exc)[:500])
-                        .execution_options(synchronize_session=False)
+                    unprepared.append(
+                        {"b_id": row.id, "state": "failed", "last_error": str(exc)[:500]}
                     )
                     continue
                 claimed.append(
@@ -269,42 +283,57 @@ class NotificationDelivery(LoopService):
                         message=message,
                     )
                 )
+            self._write_outcomes(session, unprepared)
         return claimed
 
     def _finish(self, outcomes: list[Outcome], kinds: Mapping[int, str]) -> None:
         now = self.clock.now()
+        rows: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            error = outcome.error
+            if error is None:
+                row: dict[str, Any] = {
+                    "state": "sent",
+                    "receipt": outcome.receipt,
+                    "sent_at": now,
+                    "last_error": "",
+                }
+                result = "sent"
+            elif error.retryable and outcome.attempts < self.max_attempts:
+                delay = self._backoff(outcome.attempts, error.retry_after)
+                row = {
+                    "state": "retrying",
+                    "next_attempt_at": now + dt.timedelta(seconds=delay),
+                    "last_error": f"{error.reason} (attempt {outcome.attempts}; "
+                    f"next in {delay:.0f} s)",
+                }
+                result = "retry"
+            else:
+                why = "" if not error.retryable else f" (gave up after {outcome.attempts})"
+                row = {"state": "failed", "last_error": error.reason + why}
+                result = "failed"
+            rows.append({"b_id": outcome.id, **row})
+            if self.on_outcome is not None:
+                self.on_outcome(kinds.get(outcome.id, ""), result)
         with self.db.write_session() as session:
-            for outcome in outcomes:
-                error = outcome.error
-                if error is None:
-                    values: dict[str, Any] = {
-                        "state": "sent",
-                        "receipt": outcome.receipt,
-                        "sent_at": now,
-                        "last_error": "",
-                    }
-                    result = "sent"
-                elif error.retryable and outcome.attempts < self.max_attempts:
-                    delay = self._backoff(outcome.attempts, error.retry_after)
-                    values = {
-                        "state": "retrying",
-                        "next_attempt_at": now + dt.timedelta(seconds=delay),
-                        "last_error": f"{error.reason} (attempt {outcome.attempts}; "
-                        f"next in {delay:.0f} s)",
-                    }
-                    result = "retry"
-                else:
-                    why = "" if not error.retryable else f" (gave up after {outcome.attempts})"
-                    values = {"state": "failed", "last_error": error.reason + why}
-                    result = "failed"
-                session.execute(
-                    update(AlertNotification)
-                    .where(AlertNotification.id == outcome.id, AlertNotification.state == "sending")
-                    .values(lease_until=None, **values)
-                    .execution_options(synchronize_session=False)
-                )
-                if self.on_outcome is not None:
-                    self.on_outcome(kinds.get(outcome.id, ""), result)
+            self._write_outcomes(session, rows)
+
+    @staticmethod
+    def _write_outcomes(session: Any, rows: list[dict[str, Any]]) -> None:
+        """Write results of sends still ``sending`` (a row reclaimed meanwhile is left alone),
+        one executemany per shape of result."""
+        table = cast(Table, AlertNotification.__table__)
+        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_shape[tuple(sorted(row))].append(row)
+        for shape, batch in by_shape.items():
+            values: dict[str, Any] = {key: bindparam(key) for key in shape if key != "b_id"}
+            session.execute(
+                table.update()
+                .where(table.c.id == bindparam("b_id"), table.c.state == "sending")
+                .values(lease_until=None, **values),
+                batch,
+            )
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         delay = min(self.max_backoff, self.base_backoff * 2 ** (attempts - 1))

@@ -21,6 +21,7 @@ before any text from the far side (or from an exception that may quote a URL) le
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import email.utils
 import functools
@@ -236,6 +237,23 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+# The delivery loop opens one client per pass and sets it here, so the notifications of a pass
+# share connections (and TLS sessions) to the same servers instead of one handshake each.
+shared_client: contextvars.ContextVar[httpx.AsyncClient | None] = contextvars.ContextVar(
+    "gaia_channel_client", default=None
+)
+
+
+def new_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """An HTTP client as the channels use it: verifying TLS, no redirects, bounded pool."""
+    return httpx.AsyncClient(
+        transport=transport,
+        follow_redirects=False,
+        verify=_tls_context(),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+    )
+
+
 async def post(
     url: str,
     *,
@@ -249,16 +267,12 @@ async def post(
     ``DeliveryError``. Redirects are not followed: a notification goes where it was configured
     to go, or fails saying where it was sent instead."""
     where = origin(url)
+    shared = shared_client.get() if transport is None else None
     try:
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            transport=transport,
-            follow_redirects=False,
-            verify=_tls_context(),
-        ) as client:
-            response = await client.post(url, content=content, headers=dict(headers))
-            await response.aread()
-            return response
+        if shared is not None:
+            return await _post(shared, url, content, headers, timeout)
+        async with new_client(transport=transport) as client:
+            return await _post(client, url, content, headers, timeout)
     except httpx.TimeoutException:
         raise DeliveryError(
             f"{where} did not answer within {timeout:g} s", retryable=True
@@ -272,6 +286,20 @@ async def post(
     except httpx.HTTPError as exc:  # an invalid URL, an unsupported scheme, a bad header
         detail = redact(shorten(str(exc) or type(exc).__name__), secrets)
         raise DeliveryError(f"cannot send to {where}: {detail}", retryable=False) from None
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+) -> httpx.Response:
+    response = await client.post(
+        url, content=content, headers=dict(headers), timeout=httpx.Timeout(timeout)
+    )
+    await response.aread()
+    return response
 
 
 RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429})
