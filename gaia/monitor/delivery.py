@@ -36,8 +36,14 @@ from sqlalchemy import Table, bindparam, select, update
 
 from gaia.clock import Clock
 from gaia.controllers.loop import LoopService
-from gaia.monitor.channels import Channel, DeliveryError, OutgoingMessage, channel_from_config
-from gaia.monitor.channels._base import new_client, shared_client
+from gaia.monitor.channels import (
+    Channel,
+    DeliveryError,
+    OutgoingMessage,
+    channel_from_config,
+    new_client,
+    shared_client,
+)
 from gaia.monitor.notify import build_message
 from gaia.security import SecretBox
 from gaia.store.database import Database

@@ -29,8 +29,10 @@ from gaia.monitor.channels._base import (
     ChannelConfig,
     DeliveryError,
     OutgoingMessage,
+    new_client,
     parse_config,
     redact,
+    shared_client,
 )
 from gaia.monitor.channels.email import EmailChannel, EmailConfig
 from gaia.monitor.channels.sms import SmsChannel, SmsConfig
@@ -47,8 +49,10 @@ __all__ = [
     "OutgoingMessage",
     "channel_from_config",
     "check_template",
+    "new_client",
     "redact",
     "render_message",
+    "shared_client",
     "validate_channel_config",
     "verify_signature",
 ]
