@@ -246,9 +246,9 @@ def create_app(platform: Platform, *, run_loops: bool = True) -> FastAPI:
     app.include_router(gpu_models.router, prefix="/api/v1")
     app.include_router(alerts.router, prefix="/api/v1")
     app.include_router(logs.router, prefix="/api/v1")
-    from gaia.console import router as console_router
+    from gaia.console import install as install_console
 
-    app.include_router(console_router)
+    install_console(app)
     # monitoring: GET /metrics (root path) and the request metrics of every route
     app.include_router(metrics_endpoint.router)
     app.add_middleware(HttpMetricsMiddleware, metrics=platform.metrics)

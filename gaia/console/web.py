@@ -1,0 +1,349 @@
+"""What every console page uses: who is logged in, the API, translation, rendering, paging.
+
+**Same API, same rules.** A page reads and acts through the platform's own HTTP API, called
+in-process (``ConsoleApi``: httpx over ASGI into the same app, with the user's session token), so
+the console can never show or do more than the API allows that user, every action lands in the
+operation records exactly as an API call does, and validation errors come back with the API's
+messages, which the page shows next to the form.
+
+**Pages without JavaScript first.** Every page is complete server-rendered HTML and every action
+is a plain ``<form method="post">`` answered with a redirect (POST/redirect/GET) carrying a
+flash message. htmx (from npm, see ``gaia.console.assets``) then turns links and forms into
+partial updates (``hx-boost``) and refreshes the live parts (an upgrade's instances, log follow)
+without reloads; without it the console still works, only less live.
+
+**Languages.** Simplified Chinese and English, per user (``users.language``), switched on any
+page and remembered. Strings are written in English in the templates (``_("Apps")``) and looked
+up in ``locales/zh-CN/*.json`` (one file per page group); a missing entry falls back to English.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+
+from gaia.api.deps import SESSION_COOKIE, Principal, authenticate, platform
+from gaia.console import assets
+from gaia.domain.errors import GaiaError
+from gaia.store.models import User
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+LANGUAGES = {"en": "English", "zh-CN": "简体中文"}
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+class LoginRequired(Exception):
+    """Raised by ``current_user`` when there is no valid session; answered with a redirect."""
+
+
+# ---------------------------------------------------------------- languages
+
+
+@cache
+def catalog(language: str) -> Mapping[str, str]:
+    folder = HERE / "locales" / language
+    merged: dict[str, str] = {}
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            merged.update(json.loads(path.read_text(encoding="utf-8")))
+    return merged
+
+
+Translate = Callable[..., str]
+
+
+def translator(language: str) -> Translate:
+    table = catalog(language) if language != "en" else {}
+
+    def translate(text: str, /, **values: Any) -> str:
+        out = table.get(text, text)
+        return out.format(**values) if values else out
+
+    return translate
+
+
+# ---------------------------------------------------------------- who is logged in
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleUser:
+    principal: Principal
+    token: str
+    username: str
+    display_name: str
+    language: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.principal.is_platform_admin
+
+
+def current_user(request: Request) -> ConsoleUser:
+    """The logged-in user (a FastAPI dependency); ``LoginRequired`` without a valid session."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise LoginRequired
+    with platform(request).db.read_session() as session:
+        try:
+            principal = authenticate(session, token)
+        except GaiaError:
+            raise LoginRequired from None
+        user = session.get(User, principal.user_id)
+        if user is None:
+            raise LoginRequired
+        return ConsoleUser(
+            principal=principal,
+            token=token,
+            username=user.username,
+            display_name=user.display_name or user.username,
+            language=user.language if user.language in LANGUAGES else "en",
+        )
+
+
+# ---------------------------------------------------------------- the API, in-process
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResult:
+    status: int
+    data: Any
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    @property
+    def error(self) -> str:
+        """The API's message for a failed call ("" when it succeeded)."""
+        if self.ok:
+            return ""
+        if isinstance(self.data, dict):
+            return str(self.data.get("message") or self.data.get("detail") or self.status)
+        return f"HTTP {self.status}"
+
+    @property
+    def field_errors(self) -> dict[str, str]:
+        """Per-field messages of a 422 (``{"body.name": "..."}`` → ``{"name": "..."}``)."""
+        out: dict[str, str] = {}
+        if not isinstance(self.data, dict):
+            return out
+        details = self.data.get("details")
+        rows = details.get("errors") if isinstance(details, dict) else details
+        if isinstance(rows, list):
+            for row in rows:
+                if isinstance(row, dict) and row.get("field"):
+                    out[str(row["field"])] = str(row.get("message", ""))
+                elif isinstance(row, dict) and row.get("loc"):
+                    loc = [str(p) for p in row["loc"] if p not in ("body", "query", "path")]
+                    out[".".join(loc)] = str(row.get("msg", ""))
+        return out
+
+
+class ConsoleApi:
+    """The platform's API as the logged-in user, over ASGI into the same app."""
+
+    def __init__(self, request: Request, user: ConsoleUser) -> None:
+        self._app = request.app
+        self._headers = {
+            "Authorization": f"Bearer {user.token}",
+            "X-Forwarded-For": request.client.host if request.client else "",
+            "User-Agent": "gaia-console",
+        }
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> ApiResult:
+        transport = httpx.ASGITransport(app=self._app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+            response = await client.request(
+                method,
+                path,
+                json=json_body,
+                params={k: v for k, v in (params or {}).items() if v not in (None, "")},
+                headers=self._headers,
+                timeout=60,
+            )
+        try:
+            data = response.json() if response.content else None
+        except ValueError:
+            data = response.text
+        return ApiResult(response.status_code, data)
+
+    async def get(self, path: str, **params: Any) -> ApiResult:
+        return await self.call("GET", path, params=params)
+
+    async def post(self, path: str, body: Any = None) -> ApiResult:
+        return await self.call("POST", path, json_body=body if body is not None else {})
+
+    async def put(self, path: str, body: Any) -> ApiResult:
+        return await self.call("PUT", path, json_body=body)
+
+    async def patch(self, path: str, body: Any) -> ApiResult:
+        return await self.call("PATCH", path, json_body=body)
+
+    async def delete(self, path: str) -> ApiResult:
+        return await self.call("DELETE", path)
+
+
+async def api_for(request: Request) -> tuple[ConsoleUser, ConsoleApi]:
+    user = current_user(request)
+    return user, ConsoleApi(request, user)
+
+
+# ---------------------------------------------------------------- paging
+
+
+@dataclass
+class Paged:
+    """One page of a list the server filtered; ``link(n)`` keeps the filters."""
+
+    items: Sequence[Any]
+    page: int
+    size: int
+    total: int
+    query: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.size))
+
+    def link(self, page: int) -> str:
+        return "?" + urlencode({**self.query, "page": page})
+
+    @property
+    def first_index(self) -> int:
+        return (self.page - 1) * self.size + 1 if self.total else 0
+
+    @property
+    def last_index(self) -> int:
+        return min(self.total, self.page * self.size)
+
+
+def paginate(
+    items: Sequence[Any], *, page: int, size: int, query: Mapping[str, Any] | None = None
+) -> Paged:
+    size = max(1, min(size, 500))
+    pages = max(1, math.ceil(len(items) / size))
+    page = max(1, min(page, pages))
+    start = (page - 1) * size
+    kept = {k: str(v) for k, v in (query or {}).items() if v not in (None, "") and k != "page"}
+    return Paged(items[start : start + size], page, size, len(items), kept)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def flash_of(request: Request) -> tuple[str, str] | None:
+    """The message a redirect carried (``?ok=`` or ``?error=``)."""
+    if request.query_params.get("error"):
+        return ("error", request.query_params["error"][:500])
+    if request.query_params.get("ok"):
+        return ("ok", request.query_params["ok"][:500])
+    return None
+
+
+def redirect(url: str, *, ok: str = "", error: str = "") -> RedirectResponse:
+    """POST/redirect/GET with a flash message in the query (shown once, never stored)."""
+    message = {"ok": ok} if ok else {"error": error} if error else {}
+    sep = "&" if "?" in url else "?"
+    return RedirectResponse(url + (sep + urlencode(message) if message else ""), status_code=303)
+
+
+NAV = (
+    ("overview", "/console", "Overview"),
+    ("clusters", "/console/clusters", "Clusters"),
+    ("businesses", "/console/businesses", "Businesses"),
+    ("apps", "/console/apps", "Apps"),
+    ("records", "/console/records", "Records"),
+    ("events", "/console/events", "Events"),
+)
+
+
+def render(
+    request: Request,
+    user: ConsoleUser | None,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    section: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    language = user.language if user is not None else _browser_language(request)
+    page = {
+        "_": translator(language),
+        "lang": language,
+        "languages": LANGUAGES,
+        "user": user,
+        "nav": NAV,
+        "section": section,
+        "vendor": assets.installed(),
+        "flash": flash_of(request),
+        "path": request.url.path,
+        "full_path": str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
+        "partial": request.headers.get("HX-Request") == "true"
+        and request.headers.get("HX-Boosted") != "true",
+        **(context or {}),
+    }
+    return templates.TemplateResponse(request, template, page, status_code=status)
+
+
+def _browser_language(request: Request) -> str:
+    accept = request.headers.get("accept-language", "").lower()
+    return "zh-CN" if accept.startswith("zh") else "en"
+
+
+# ---------------------------------------------------------------- template helpers
+
+
+def _when(value: Any) -> str:
+    """An ISO time from the API as ``YYYY-MM-DD HH:MM:SS`` UTC ("" for none)."""
+    if not value:
+        return ""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)
+    return str(value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _percent(used: float | None, total: float | None) -> float:
+    if not total or used is None:
+        return 0.0
+    return max(0.0, min(100.0, 100.0 * float(used) / float(total)))
+
+
+def _bar(used: float | None, total: float | None, label: str = "") -> Markup:
+    """A used/total bar, readable without colour (the numbers are beside it)."""
+    pct = _percent(used, total)
+    level = "high" if pct >= 90 else "mid" if pct >= 70 else "low"
+    text = label or f"{pct:.0f}%"
+    return Markup(
+        '<span class="bar {level}" role="meter" aria-valuemin="0" aria-valuemax="100" '
+        'aria-valuenow="{pct:.0f}" aria-label="{text}"><span style="width:{pct:.1f}%"></span>'
+        "</span>"
+    ).format(level=level, pct=pct, text=text)
+
+
+templates.env.filters["when"] = _when
+templates.env.filters["percent"] = _percent
+templates.env.globals["bar"] = _bar
