@@ -12,6 +12,8 @@
 #   scripts/build-control-plane.sh into ~/.cache (minutes the first time, nothing the next).
 # - Debian's Prometheus (promtool checks the exported alert rules; a real Prometheus scrapes
 #   /metrics) and Alertmanager (posts to the platform's webhook receiver).
+# - Debian's Chromium, driven by Playwright (never a downloaded browser) for the console tests;
+#   the console's browser libraries from the npm registry (scripts/console-assets.sh).
 # - Python: Gaia and its test extras into .venv at the repo root.
 # In CI (CI=true) a real component that cannot be installed or started fails the run.
 set -euo pipefail
@@ -20,10 +22,11 @@ cd "$(dirname "$0")/.."
 need_apt=()
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then need_apt+=(postgresql); fi
 if ! command -v kubectl >/dev/null 2>&1; then need_apt+=(kubernetes-client); fi
+if ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
 # the real test node (tests/support/node.py): container runtime, CNI plugins, image registry and
 # the static busybox the test images are made of
 for pkg in containerd runc containernetworking-plugins docker-registry busybox-static \
-  prometheus prometheus-alertmanager; do
+  prometheus prometheus-alertmanager chromium; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_apt+=("$pkg")
   fi
@@ -45,6 +48,9 @@ fi
 echo "==> installing Gaia and test dependencies into .venv"
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e ".[test]"
+
+echo "==> console assets from npm (scripts/console-assets.sh)"
+scripts/console-assets.sh
 
 echo "==> Kubernetes control plane (scripts/build-control-plane.sh)"
 if command -v go >/dev/null 2>&1; then
