@@ -1,0 +1,241 @@
+"""Console page load budget: the app page with 1,000 instances, the overview with 50 clusters.
+
+Run ``.venv/bin/python bench/console.py`` from the repository root (``--quick``: 200 instances,
+10 clusters). It needs Debian's Chromium (``apt-get install chromium``) and the console assets
+(``scripts/console-assets.sh``).
+
+In one process, on SQLite in a temporary folder: ``--clusters`` sim clusters (one of 100 nodes
+for the app, the others of 2 nodes), a business with a quota on each, and an app of
+``--instances`` instances brought to Running by the real app controller on a stepped clock. The
+platform is then served by uvicorn on a free port, and each page is loaded ``--loads`` times:
+
+- **TTFB**: time to the first byte of the HTML (httpx, streaming, the session cookie set);
+- **full load**: Chromium's navigation timing from the start of the navigation to the end of
+  the ``load`` event (HTML, CSS, scripts), through Playwright;
+- **baseline**: the API call the page is built from, as JSON (``GET /api/v1/overview``, the
+  app's instances list), the least any page showing that data must wait for.
+
+Medians are printed with the budget (TTFB 1 s, full load 2 s); nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import uvicorn
+from cryptography.fernet import Fernet
+from fastapi.testclient import TestClient
+
+from gaia.api.app import Platform, create_app
+from gaia.clock import ManualClock
+from gaia.security import hash_password, use_cheap_password_hashing
+from gaia.settings import Settings
+from gaia.store.models import User
+
+BIZ = "/api/v1/businesses/bench"
+BUDGET_TTFB_S = 1.0
+BUDGET_LOAD_S = 2.0
+
+
+def build(args: argparse.Namespace, data_dir: Path) -> Platform:
+    use_cheap_password_hashing()
+    settings = Settings(data_dir=data_dir, secret_key=Fernet.generate_key().decode(), demo=False)
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    platform = Platform.open(settings, clock=clock)
+    with platform.db.write_session() as session:
+        session.add(
+            User(username="admin", password_hash=hash_password("pw"), is_platform_admin=True)
+        )
+    with TestClient(create_app(platform, run_loops=False), base_url="https://x") as client:
+        token = client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": "pw"}
+        ).json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def call(method: str, path: str, body: Any = None) -> Any:
+            r = client.request(method, path, json=body, headers=headers)
+            if r.status_code >= 400:
+                raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
+            return r.json() if r.content else None
+
+        call("POST", "/api/v1/businesses", {"name": "bench"})
+        huge = {"cpu": 100_000, "memory": 10**8, "local_disk": 10**5, "bandwidth": 10**7}
+        for i in range(args.clusters):
+            name = "apps" if i == 0 else f"c{i:02d}"
+            nodes = 100 if i == 0 else 2
+            call(
+                "POST",
+                "/api/v1/clusters",
+                {
+                    "name": name,
+                    "kind": "sim",
+                    "region": f"region-{i % 5}",
+                    "zone": f"zone-{i % 10}",
+                    "sim": {"nodes": nodes, "cpu": 64, "memory_mib": 262144, "gpus": 0},
+                },
+            )
+            call("PUT", f"{BIZ}/quotas/{name}", {"hard": huge})
+        template = {
+            "name": "v1",
+            "image": "bench/web:1",
+            "resources": {"cpu": 0.5, "memory": 256},
+            "ports": [{"port": 8080}],
+        }
+        v2 = {**template, "name": "v2", "image": "bench/web:2"}
+        call(
+            "POST",
+            f"{BIZ}/apps",
+            {
+                "name": "web",
+                "cluster": "apps",
+                "templates": [template, v2],
+                "replicas": args.instances,
+            },
+        )
+        controller = platform.app_controller()
+        for _ in range(2_000):
+            clock.step(1.0)
+            asyncio.run(controller.run_once())
+            instances = call("GET", f"{BIZ}/apps/web/instances")
+            if len(instances) == args.instances and all(i["ready"] for i in instances):
+                break
+        else:
+            raise RuntimeError("the app did not become ready")
+    return platform
+
+
+def serve(platform: Platform) -> tuple[uvicorn.Server, threading.Thread, str]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(platform, run_loops=False), port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def ttfb(client: httpx.Client, url: str) -> float:
+    started = time.perf_counter()
+    with client.stream("GET", url) as response:
+        next(response.iter_raw())
+        first = time.perf_counter() - started
+        for _ in response.iter_raw():
+            pass
+    if response.status_code != 200:
+        raise RuntimeError(f"{url}: HTTP {response.status_code}")
+    return first
+
+
+def full_load(page: Any, url: str) -> float:
+    page.goto(url, wait_until="load")
+    timing = page.evaluate(
+        "() => { const n = performance.getEntriesByType('navigation')[0];"
+        " return [n.startTime, n.loadEventEnd]; }"
+    )
+    return float(timing[1] - timing[0]) / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--clusters", type=int, default=50)
+    parser.add_argument("--loads", type=int, default=7)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.instances, args.clusters, args.loads = 200, 10, 3
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("Chromium is missing: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="gaia-console-bench-") as tmp:
+        started = time.perf_counter()
+        platform = build(args, Path(tmp))
+        print(
+            f"set up {args.clusters} clusters and {args.instances} running instances in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+        server, thread, origin = serve(platform)
+        token = httpx.post(
+            f"{origin}/api/v1/auth/login", json={"username": "admin", "password": "pw"}
+        ).json()["token"]
+        pages = [
+            (f"overview, {args.clusters} clusters", "/console", "/api/v1/overview"),
+            (
+                f"app page, {args.instances} instances",
+                "/console/b/bench/apps/web",
+                f"{BIZ}/apps/web",
+            ),
+            (
+                f"app instances tab, {args.instances} instances",
+                "/console/b/bench/apps/web/instances",
+                f"{BIZ}/apps/web/instances",
+            ),
+        ]
+        rows = []
+        with (
+            httpx.Client(base_url=origin, cookies={"gaia_session": token}, timeout=60) as web,
+            httpx.Client(
+                base_url=origin, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            ) as api,
+            sync_playwright() as p,
+        ):
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            context = browser.new_context(viewport={"width": 1366, "height": 800})
+            context.add_cookies([{"name": "gaia_session", "value": token, "url": origin}])
+            page = context.new_page()
+            for label, console_path, api_path in pages:
+                ttfb(web, console_path)  # warm caches once
+                first = [ttfb(web, console_path) for _ in range(args.loads)]
+                loads = [full_load(page, origin + console_path) for _ in range(args.loads)]
+                floor = [ttfb(api, api_path) for _ in range(args.loads)]
+                rows.append(
+                    (
+                        label,
+                        statistics.median(first),
+                        statistics.median(loads),
+                        statistics.median(floor),
+                    )
+                )
+                print(f"measured {label}", flush=True)
+            browser.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        platform.db.dispose()
+
+    print()
+    print(
+        f"median of {args.loads} loads each; budget: TTFB {BUDGET_TTFB_S:g} s, full load {BUDGET_LOAD_S:g} s"
+    )
+    print(f"{'page':42} {'TTFB':>9} {'full load':>10} {'API JSON':>10}  budget")
+    for label, first, load, floor in rows:
+        within = "within" if first <= BUDGET_TTFB_S and load <= BUDGET_LOAD_S else "OVER"
+        print(
+            f"{label:42} {first * 1000:6.0f} ms {load * 1000:7.0f} ms {floor * 1000:7.0f} ms  {within}"
+        )
+    print("(API JSON: time to first byte of the API call the page is built from: the floor)")
+
+
+if __name__ == "__main__":
+    main()
