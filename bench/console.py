@@ -226,13 +226,15 @@ def main() -> None:
 
     print()
     print(
-        f"median of {args.loads} loads each; budget: TTFB {BUDGET_TTFB_S:g} s, full load {BUDGET_LOAD_S:g} s"
+        f"median of {args.loads} loads each; "
+        f"budget: TTFB {BUDGET_TTFB_S:g} s, full load {BUDGET_LOAD_S:g} s"
     )
     print(f"{'page':42} {'TTFB':>9} {'full load':>10} {'API JSON':>10}  budget")
     for label, first, load, floor in rows:
         within = "within" if first <= BUDGET_TTFB_S and load <= BUDGET_LOAD_S else "OVER"
         print(
-            f"{label:42} {first * 1000:6.0f} ms {load * 1000:7.0f} ms {floor * 1000:7.0f} ms  {within}"
+            f"{label:42} {first * 1000:6.0f} ms {load * 1000:7.0f} ms "
+            f"{floor * 1000:7.0f} ms  {within}"
         )
     print("(API JSON: time to first byte of the API call the page is built from: the floor)")
 
