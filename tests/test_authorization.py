@@ -231,6 +231,8 @@ TABLE = [
     Row("DELETE", f"{BIZ}/quotas/sim-1/gpu-models/T4", ("platform-admin",)),
     # nodes of a cluster: everyone who sees the cluster reads them; only platform admins act
     Row("GET", f"{NODES}", ALL, hidden_from=()),
+    # one node with its bound instances (others' businesses' instances unnamed)
+    Row("GET", f"{NODES}/sim-1-node-0", ALL, hidden_from=()),
     Row("POST", f"{NODES}", ("platform-admin",), NODE_BODY, hidden_from=()),
     Row("POST", f"{NODES}/sim-1-node-0/cordon", ("platform-admin",), hidden_from=()),
     Row("POST", f"{NODES}/sim-1-node-0/uncordon", ("platform-admin",), hidden_from=()),

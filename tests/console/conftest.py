@@ -94,8 +94,10 @@ def console(tmp_path: Path) -> Iterator[Console]:
     platform.db.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: while Playwright's sync API runs, its event loop counts as
+    # running in this thread, and other tests' asyncio.run() would fail.
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         missing_component("Chromium", "apt-get install chromium (Debian's package)")

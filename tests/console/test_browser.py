@@ -52,3 +52,142 @@ def test_log_in_see_the_overview_and_switch_language(
     page.wait_for_load_state("networkidle")
     assert page.get_by_role("heading", name="Overview").is_visible()
     page.close()
+
+
+QUOTA = {"cpu": 40, "memory": 81920, "local_disk": 100, "bandwidth": 1000, "gpu": 8}
+
+
+def test_create_an_app_gray_upgrade_two_instances_and_see_the_events(
+    console: Console, browser: Any, shots: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, console, "admin", ADMIN_PASSWORD)
+
+    # a business, from the form
+    page.get_by_role("link", name="Businesses").click()
+    page.get_by_label("Name", exact=True).last.fill("shop")
+    page.get_by_label("Display name").fill("Online shop")
+    page.get_by_role("button", name="Create business").click()
+    page.get_by_text("Online shop").first.wait_for()
+    # its quota on the cluster: the platform admin's job, done through the API here
+    console.api("PUT", "/api/v1/businesses/shop/quotas/sim-1", json={"hard": QUOTA})
+    page.goto(f"{console.origin}/console/businesses/shop/quotas")
+    page.screenshot(path=str(shots / "business-quotas.png"), full_page=True)
+
+    # an app, from the form
+    page.goto(f"{console.origin}/console/apps/new?biz=shop")
+    page.locator("#app-name").fill("web")
+    page.locator("#app-cluster").select_option("sim-1")
+    page.locator("#app-replicas").fill("4")
+    page.locator("#app-version").fill("v1")
+    page.locator("#app-image").fill("shop/web:1.0")
+    page.locator("#app-cpu").fill("0.5")
+    page.locator("#app-memory").fill("512")
+    page.screenshot(path=str(shots / "app-create.png"), full_page=True)
+    page.get_by_role("button", name="Create app", exact=True).click()
+    page.wait_for_url(re.compile(r".*/console/b/shop/apps/web.*"))
+
+    # its instances reach Running by themselves (the table refreshes without reloading)
+    page.goto(f"{console.origin}/console/b/shop/apps/web/instances")
+    page.wait_for_function(
+        "() => document.querySelectorAll('td.state-Running').length === 4", timeout=TIMEOUT_MS
+    )
+    page.screenshot(path=str(shots / "app-instances.png"), full_page=True)
+
+    # a second version, then tick two instances and gray-upgrade them to it
+    page.goto(f"{console.origin}/console/b/shop/apps/web/upgrade")
+    page.locator("#tpl-version").fill("v2")
+    page.locator("#tpl-image").fill("shop/web:2.0")
+    page.locator("#add-version-button").click()
+    page.wait_for_load_state("networkidle")
+    page.goto(f"{console.origin}/console/b/shop/apps/web/instances")
+    page.get_by_label("Select instance web-0").check()
+    page.get_by_label("Select instance web-2").check()
+    page.get_by_label("Upgrade to version").select_option("v2")
+    page.get_by_role("button", name="Gray upgrade").click()
+    page.get_by_text(re.compile("Upgrade .* started")).wait_for()
+
+    def versions() -> dict[str, str]:
+        cells = page.eval_on_selector_all(
+            "tr[id^=instance-]",
+            "rows => rows.map(r => [r.id, r.querySelector('td.version').textContent.trim()])",
+        )
+        return {rid.removeprefix("instance-"): v for rid, v in cells}
+
+    page.wait_for_function(
+        "() => ['instance-0', 'instance-2'].every(id => "
+        "document.querySelector('#' + id + ' td.version').textContent.trim() === 'v2')",
+        timeout=TIMEOUT_MS,
+    )
+    assert versions() == {"0": "v2", "1": "v1", "2": "v2", "3": "v1"}
+    page.screenshot(path=str(shots / "app-instances-upgraded.png"), full_page=True)
+    page.goto(f"{console.origin}/console/b/shop/apps/web/upgrade")
+    page.screenshot(path=str(shots / "app-upgrade.png"), full_page=True)
+
+    # the events of the upgrade appear in the app's events tab
+    page.goto(f"{console.origin}/console/b/shop/apps/web/events")
+    events = page.locator("table#events")
+    events.get_by_text("web-0").first.wait_for()
+    reasons = page.eval_on_selector_all(
+        "table#events td.reason", "cells => cells.map(c => c.textContent.trim())"
+    )
+    assert any(r in ("InPlaceUpgrade", "Killing", "UpgradeBatch") for r in reasons), reasons
+    page.screenshot(path=str(shots / "app-events.png"), full_page=True)
+
+    # more main pages, for the record
+    for name, path in (
+        ("app-overview", "/console/b/shop/apps/web"),
+        ("app-monitoring", "/console/b/shop/apps/web/monitoring"),
+        ("app-logs", "/console/b/shop/apps/web/logs"),
+        ("app-terminal", "/console/b/shop/apps/web/terminal?instance=0"),
+        ("apps", "/console/apps"),
+        ("clusters", "/console/clusters"),
+        ("cluster-nodes", "/console/clusters/sim-1"),
+        ("records", "/console/records"),
+        ("events", "/console/events"),
+    ):
+        page.goto(console.origin + path)
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    node = console.api("GET", "/api/v1/clusters/sim-1/nodes")
+    first = (node["items"] if isinstance(node, dict) else node)[0]["name"]
+    page.goto(f"{console.origin}/console/clusters/sim-1/nodes/{first}")
+    page.screenshot(path=str(shots / "node-gpu-topology.png"), full_page=True)
+    page.close()
+
+
+def test_a_viewer_does_not_see_another_business_app(
+    console: Console, browser: Any, shots: Path
+) -> None:
+    for biz in ("shop", "bank"):
+        console.api("POST", "/api/v1/businesses", json={"name": biz})
+        console.api("PUT", f"/api/v1/businesses/{biz}/quotas/sim-1", json={"hard": QUOTA})
+        console.api(
+            "POST",
+            f"/api/v1/businesses/{biz}/apps",
+            json={
+                "name": f"{biz}-api",
+                "cluster": "sim-1",
+                "replicas": 1,
+                "templates": [
+                    {
+                        "name": "v1",
+                        "image": f"{biz}/api:1",
+                        "resources": {"cpu": 0.5, "memory": 256},
+                    }
+                ],
+            },
+        )
+    password = console.make_user("vera", business="bank", role="viewer")
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, console, "vera", password)
+    page.get_by_role("link", name="Apps").click()
+    page.get_by_role("link", name="bank-api").wait_for()
+    assert page.get_by_role("link", name="shop-api").count() == 0
+    page.screenshot(path=str(shots / "apps-as-viewer.png"), full_page=True)
+    response = page.goto(f"{console.origin}/console/b/shop/apps/shop-api")
+    assert response is not None and response.status == 404
+    assert "not found" in page.locator("main").inner_text()
+    page.close()

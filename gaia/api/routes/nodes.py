@@ -3,7 +3,10 @@
 Reading nodes needs only visibility of the cluster; changing them is a platform administrator's
 job. Scale in is two steps, as operators expect: drain (cordon and evict; the app controller
 recreates the evicted instances on other nodes), then remove, which is refused while anything is
-still bound to the node. ``POST /clusters/{cluster}/sim/faults`` injects failures into a
+still bound to the node. ``GET /clusters/{cluster}/nodes/{node}`` is one node with what is bound
+to it: each instance and the GPUs it holds (the console draws the node's GPU topology with it);
+callers see the business, app and instance of their own businesses' instances only, others' as
+anonymous holders. ``POST /clusters/{cluster}/sim/faults`` injects failures into a
 simulated cluster (crash, OOM, liveness, image pull, node lost, app load) for drills and demos.
 """
 
@@ -13,13 +16,15 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
+from sqlalchemy import select
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, platform, require_platform_admin
 from gaia.api.routes.clusters import visible_cluster
 from gaia.api.schemas import NAME_PATTERN, ResourceAmounts, Strict
-from gaia.domain.errors import InvalidRequest
-from gaia.providers.port import Node, NodeSpec
+from gaia.domain.errors import InvalidRequest, NotFound
+from gaia.providers.port import Instance, Node, NodeSpec
 from gaia.providers.sim import SimCluster
+from gaia.store.models import Business
 
 router = APIRouter(tags=["nodes"])
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
@@ -47,6 +52,25 @@ class NodeOut(Strict):
     gpu_links: list[list[str]]
     instances: int
     message: str
+
+
+class BoundInstanceOut(Strict):
+    """An instance bound to the node; ``business``/``app``/``name`` are null when it belongs to a
+    business the caller is not a member of (platform admins see every one)."""
+
+    business: str | None
+    app: str | None
+    name: str | None
+    instance_id: int | None
+    phase: str
+    ready: bool
+    resources: ResourceAmounts
+    gpu_ids: list[int]
+    gpu_share: float = Field(description="cards of each of its GPUs it holds, 0..1")
+
+
+class NodeDetailOut(NodeOut):
+    bound: list[BoundInstanceOut] = Field(description="instances bound to the node, by name")
 
 
 class NodeIn(Strict):
@@ -128,6 +152,55 @@ async def list_nodes(
     row = visible_cluster(session, principal, cluster)
     nodes = await platform(request).providers.for_cluster(row).list_nodes()
     return [node_out(n) for n in sorted(nodes, key=lambda n: n.name)]
+
+
+def _bound_out(inst: Instance, *, named: bool) -> BoundInstanceOut:
+    cards = len(inst.gpu_ids)
+    return BoundInstanceOut(
+        business=inst.namespace if named else None,
+        app=inst.app if named else None,
+        name=inst.name if named else None,
+        instance_id=inst.instance_id if named else None,
+        phase=str(inst.phase),
+        ready=inst.ready,
+        resources=ResourceAmounts.from_vector(inst.resources),
+        gpu_ids=list(inst.gpu_ids),
+        gpu_share=round(inst.resources.gpu / cards / 100, 2) if cards else 0.0,
+    )
+
+
+@router.get("/clusters/{cluster}/nodes/{node}", response_model=NodeDetailOut)
+async def get_node(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+    node: str = NodePath,
+) -> NodeDetailOut:
+    """One node and the instances bound to it, with the GPUs each holds."""
+    row = visible_cluster(session, principal, cluster)
+    provider = platform(request).providers.for_cluster(row)
+    found = next((n for n in await provider.list_nodes() if n.name == node), None)
+    if found is None:
+        raise NotFound(f"node '{node}' not found in cluster '{cluster}'")
+    # Instances live in a namespace named after their business.
+    mine: set[str] | None = None
+    if not principal.is_platform_admin:
+        ids = principal.business_ids()
+        mine = (
+            set(session.scalars(select(Business.name).where(Business.id.in_(ids))))
+            if ids
+            else set()
+        )
+    bound = [
+        _bound_out(inst, named=mine is None or inst.namespace in mine)
+        for inst in await provider.list_instances()
+        if inst.node == node
+    ]
+    bound.sort(
+        key=lambda b: (b.business is None, b.business or "", b.app or "", b.instance_id or 0)
+    )
+    return NodeDetailOut(**node_out(found).model_dump(), bound=bound)
 
 
 @router.post("/clusters/{cluster}/nodes", response_model=NodeOut, status_code=201)

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, or_, select
 
 from gaia.api.deps import Principal, PrincipalDep, SessionDep
 from gaia.api.pagination import Cursor, Limit, page_of
@@ -116,11 +116,32 @@ def list_events(
     object_name: Text = None,
     reason: Text = None,
     type: Literal["Normal", "Warning"] | None = None,
+    app: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$",
+            description="the events of this app and of its instances (``{app}-{id}``)",
+        ),
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[EventOut]:
     """Events, most recently created first; ``count`` and ``last_seen`` show repeats."""
     stmt = _scoped(select(Event), Event, principal)
+    if app:
+        # an instance is named "{app}-{id}"; "NOT LIKE app-%-%" keeps out the instances of an
+        # app whose name only starts with "{app}-" (app names hold no LIKE wildcards)
+        stmt = stmt.where(
+            or_(
+                and_(Event.object_kind != "Instance", Event.object_name == app),
+                and_(
+                    Event.object_kind == "Instance",
+                    Event.object_name.like(f"{app}-%"),
+                    Event.object_name.not_like(f"{app}-%-%"),
+                ),
+            )
+        )
     for column, value in (
         (Event.business, business),
         (Event.cluster, cluster),

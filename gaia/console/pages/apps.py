@@ -1,7 +1,889 @@
-"""Console pages: apps (being built)."""
+"""Console pages: apps — the list across businesses, creation, and one app's tabs.
+
+**Reads.** Every page asks the API as the logged-in user (``ConsoleApi``) and filters and pages
+what comes back here, on the server: the apps list gathers ``GET /businesses/{biz}/apps`` for
+every business the user sees; an app's instance table pages ``GET .../instances`` (one call,
+then filter by status/version/node and slice, so a 10,000-instance app sends the browser only
+the page it looks at). Events and operation records are paged by the API itself (keyset
+cursors), so their pages carry ``cursor`` instead of a page number.
+
+**Actions.** Each action is a ``<form method="post">`` to a route below that calls the API and
+redirects back with the API's message (POST/redirect/GET). The instance table is one form whose
+buttons post to different routes (``formaction``): gray-upgrade, delete (scale in by ids) or
+restart the ticked instances. Stop and start are app-level: the API has no per-instance stop.
+
+**Live parts.** While an app is busy (an upgrade runs, or fewer instances are ready than wanted)
+the instance table and the upgrade panel poll their own fragment (``?fragment=1``) every two
+seconds with htmx; the fragment carries the polling attributes itself, so polling stops on its
+own once the app is quiet. Row checkboxes have stable ids and ``hx-preserve``: a refresh does
+not untick what the user chose.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections import Counter
+from collections.abc import Mapping
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import yaml
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi.responses import Response
+
+from gaia.console.web import (
+    ApiResult,
+    ConsoleApi,
+    ConsoleUser,
+    current_user,
+    paginate,
+    redirect,
+    render,
+    translator,
+)
 
 router = APIRouter(include_in_schema=False)
+User = Annotated[ConsoleUser, Depends(current_user)]
+Biz = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63)]
+AppName = Annotated[str, Path(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", max_length=40)]
+Text = Annotated[str, Query(max_length=200)]
+PageNo = Annotated[int, Query(ge=1, le=1_000_000)]
+Size = Annotated[int, Query(ge=1, le=500)]
+Ids = Annotated[list[int], Form()]
+
+ACTIVE_UPGRADE = {"Running", "Paused", "RollingBack"}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _base(biz: str, app: str) -> str:
+    return f"/console/b/{biz}/apps/{app}"
+
+
+def _api_path(biz: str, app: str = "") -> str:
+    return f"/api/v1/businesses/{biz}/apps" + (f"/{app}" if app else "")
+
+
+async def _every(api: ConsoleApi, path: str, **params: Any) -> list[dict[str, Any]]:
+    """All items of a keyset-paged API list (businesses, clusters: short lists)."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(100):
+        result = await api.get(path, limit=500, cursor=cursor, **params)
+        if not result.ok:
+            break
+        items.extend(result.data["items"])
+        cursor = result.data.get("next_cursor")
+        if not cursor:
+            break
+    return items
+
+
+def _failed(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
+    """The API said no (404, 403, ...): a small page with its message and the same status."""
+    return render(
+        request,
+        user,
+        "app_error.html",
+        {"status": result.status, "message": result.error},
+        section="apps",
+        status=result.status if result.status >= 400 else 500,
+    )
+
+
+def _upgrade_active(app: Mapping[str, Any]) -> bool:
+    upgrade = app.get("upgrade") or {}
+    return upgrade.get("state") in ACTIVE_UPGRADE
+
+
+def _busy(app: Mapping[str, Any]) -> bool:
+    """Worth polling: an upgrade runs, or the app is running with fewer ready than wanted."""
+    if _upgrade_active(app):
+        return True
+    ready = app.get("ready")
+    return app.get("state") == "running" and ready is not None and ready != app.get("replicas")
+
+
+def _ids_text(ids: list[int]) -> str:
+    shown = ", ".join(map(str, sorted(ids)[:10]))
+    return shown + (" …" if len(ids) > 10 else "")
+
+
+async def _load_app(
+    request: Request, user: ConsoleUser, api: ConsoleApi, biz: str, app: str
+) -> dict[str, Any] | Response:
+    """The app as the API shows it, or the error page to answer instead."""
+    result = await api.get(_api_path(biz, app))
+    if not result.ok:
+        return _failed(request, user, result)
+    data: dict[str, Any] = result.data
+    return data
+
+
+# ---------------------------------------------------------------- the apps list
+
+
+@router.get("/console/apps")
+async def apps_list(
+    request: Request,
+    user: User,
+    biz: Text = "",
+    cluster: Text = "",
+    state: Text = "",
+    name: Text = "",
+    page: PageNo = 1,
+    size: Size = 50,
+) -> Response:
+    api = ConsoleApi(request, user)
+    businesses = [b["name"] for b in await _every(api, "/api/v1/businesses")]
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for b in businesses:
+        if biz and b != biz:
+            continue
+        result = await api.get(_api_path(b))
+        if not result.ok:
+            errors.append(f"{b}: {result.error}")
+            continue
+        rows.extend(result.data)
+    clusters = sorted({r["cluster"] for r in rows})
+    if cluster:
+        rows = [r for r in rows if r["cluster"] == cluster]
+    if state:
+        rows = [r for r in rows if r["state"] == state]
+    if name:
+        rows = [r for r in rows if name.lower() in r["name"]]
+    rows.sort(key=lambda r: (r["business"], r["name"]))
+    query = {"biz": biz, "cluster": cluster, "state": state, "name": name, "size": size}
+    return render(
+        request,
+        user,
+        "apps.html",
+        {
+            "paged": paginate(rows, page=page, size=size, query=query),
+            "businesses": businesses,
+            "clusters": clusters,
+            "states": ["running", "stopped", "deleting"],
+            "filters": query,
+            "errors": errors,
+            "active_states": ACTIVE_UPGRADE,
+        },
+        section="apps",
+    )
+
+
+# ---------------------------------------------------------------- create
+
+
+FORM_FIELDS = (
+    "name",
+    "cluster",
+    "replicas",
+    "description",
+    "version",
+    "image",
+    "cpu",
+    "memory",
+    "gpu",
+    "port",
+    "probe",
+    "probe_path",
+    "domain",
+)
+# where a 422's field path lands in the form (longest prefix wins)
+ERROR_FIELDS = {
+    "name": "name",
+    "cluster": "cluster",
+    "replicas": "replicas",
+    "description": "description",
+    "domain": "domain",
+    "templates.0.name": "version",
+    "templates.0.image": "image",
+    "templates.0.resources.cpu": "cpu",
+    "templates.0.resources.memory": "memory",
+    "templates.0.resources.gpu": "gpu",
+    "templates.0.ports": "port",
+    "templates.0.readiness": "probe",
+    "templates.0": "template",
+    "templates": "template",
+}
+
+
+def _form_errors(field_errors: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path, message in field_errors.items():
+        key = next(
+            (
+                ERROR_FIELDS[p]
+                for p in sorted(ERROR_FIELDS, key=len, reverse=True)
+                if path == p or path.startswith(p + ".")
+            ),
+            "template",
+        )
+        out.setdefault(key, message)
+    return out
+
+
+def _number(text: str) -> Any:
+    """A number for the API, or the text as typed so that the API's 422 names the field."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def template_from_form(values: Mapping[str, str]) -> dict[str, Any]:
+    """The API's ``TemplateIn`` from the simple form: one port, one readiness probe."""
+    resources: dict[str, Any] = {
+        "cpu": _number(values.get("cpu") or "0"),
+        "memory": _number(values.get("memory") or "0"),
+    }
+    if (values.get("gpu") or "").strip() not in ("", "0"):
+        resources["gpu"] = _number(values["gpu"])
+    template: dict[str, Any] = {
+        "name": values.get("version", "").strip(),
+        "image": values.get("image", "").strip(),
+        "resources": resources,
+    }
+    port = (values.get("port") or "").strip()
+    if port:
+        template["ports"] = [{"port": _number(port)}]
+    probe = values.get("probe") or ""
+    if probe in ("http", "tcp"):
+        template["readiness"] = {"kind": probe, "port": _number(port or "0")}
+        if probe == "http":
+            template["readiness"]["path"] = values.get("probe_path") or "/"
+    return template
+
+
+def body_from_form(values: Mapping[str, str]) -> dict[str, Any]:
+    """The API's ``AppIn`` from the simple form: one template (``template_from_form``)."""
+    template = template_from_form(values)
+    body: dict[str, Any] = {
+        "name": values.get("name", "").strip(),
+        "cluster": values.get("cluster", "").strip(),
+        "replicas": _number(values.get("replicas") or "1"),
+        "templates": [template],
+    }
+    for optional in ("description", "domain"):
+        if (values.get(optional) or "").strip():
+            body[optional] = values[optional].strip()
+    return body
+
+
+def body_from_yaml(text: str) -> tuple[Any, str]:
+    """The API body from YAML, or an error naming the line (``yaml.safe_load`` only)."""
+    try:
+        return yaml.safe_load(text), ""
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return None, f"{where}{exc.problem or exc}"
+    except yaml.YAMLError as exc:
+        return None, str(exc)
+
+
+YAML_EXAMPLE = """\
+name: web
+cluster: sim-1
+replicas: 2
+templates:
+  - name: v1
+    image: registry.example.com/web:1.0
+    resources: {cpu: 1, memory: 1024}
+    ports: [{port: 8080}]
+    readiness: {kind: http, port: 8080, path: /ready}
+"""
+
+
+async def _new_context(api: ConsoleApi, biz: str) -> dict[str, Any]:
+    businesses = [b for b in await _every(api, "/api/v1/businesses")]
+    clusters = [c["name"] for c in await _every(api, "/api/v1/clusters")]
+    return {"biz": biz, "businesses": businesses, "clusters": clusters}
+
+
+@router.get("/console/apps/new")
+async def app_new(
+    request: Request, user: User, biz: Annotated[str, Query(max_length=63)] = ""
+) -> Response:
+    api = ConsoleApi(request, user)
+    context = await _new_context(api, biz)
+    if biz and biz not in {b["name"] for b in context["businesses"]}:
+        return _failed(request, user, ApiResult(404, {"message": f"business '{biz}' not found"}))
+    values = {"replicas": "1", "version": "v1", "cpu": "1", "memory": "1024", "probe": "none"}
+    if context["clusters"]:
+        values["cluster"] = context["clusters"][0]
+    return render(
+        request,
+        user,
+        "app_new.html",
+        {**context, "values": values, "errors": {}, "mode": "form", "yaml_text": YAML_EXAMPLE},
+        section="apps",
+    )
+
+
+@router.post("/console/apps/new", response_model=None)
+async def app_create(request: Request, user: User) -> Response:
+    form = await request.form()
+    biz = str(form.get("biz") or "")
+    mode = "yaml" if form.get("mode") == "yaml" else "form"
+    values = {k: str(form.get(k) or "") for k in FORM_FIELDS}
+    yaml_text = str(form.get("yaml") or "")
+    api = ConsoleApi(request, user)
+    _ = translator(user.language)
+    errors: dict[str, str] = {}
+    body: Any = None
+    if mode == "yaml":
+        body, problem = body_from_yaml(yaml_text)
+        if problem:
+            errors["yaml"] = _("YAML syntax error at {where}", where=problem)
+        elif not isinstance(body, dict):
+            errors["yaml"] = _("The YAML must be a mapping (the API's JSON body).")
+    else:
+        body = body_from_form(values)
+    if not errors:
+        result = await api.post(_api_path(biz), body)
+        if result.ok:
+            name = result.data["name"]
+            return redirect(_base(biz, name), ok=_("App {name} created", name=name))
+        errors = _form_errors(result.field_errors) if result.status == 422 else {}
+        if mode == "yaml" and errors:
+            errors = {"yaml": "; ".join(f"{k}: {v}" for k, v in result.field_errors.items())}
+        if not errors or result.status != 422:
+            errors["form"] = result.error
+    context = await _new_context(api, biz)
+    return render(
+        request,
+        user,
+        "app_new.html",
+        {**context, "values": values, "errors": errors, "mode": mode, "yaml_text": yaml_text},
+        section="apps",
+        status=422,
+    )
+
+
+# ---------------------------------------------------------------- one app: overview
+
+
+@router.get("/console/b/{biz}/apps/{app}")
+async def app_overview(request: Request, user: User, biz: Biz, app: AppName) -> Response:
+    api = ConsoleApi(request, user)
+    data = await _load_app(request, user, api, biz, app)
+    if isinstance(data, Response):
+        return data
+    templates = await api.get(f"{_api_path(biz, app)}/templates")
+    service = await api.get(f"{_api_path(biz, app)}/service")
+    instances = await api.get(f"{_api_path(biz, app)}/instances")
+    states = Counter(i["status"] for i in instances.data) if instances.ok else Counter()
+    running_versions = (
+        Counter(i["version"] for i in instances.data if i["version"]) if instances.ok else Counter()
+    )
+    return render(
+        request,
+        user,
+        "app_overview.html",
+        {
+            "biz": biz,
+            "app": data,
+            "tab": "overview",
+            "templates": templates.data if templates.ok else [],
+            "service": service.data if service.ok else None,
+            "states": sorted(states.items()),
+            "running_versions": running_versions,
+        },
+        section="apps",
+    )
+
+
+# ---------------------------------------------------------------- instances
+
+
+def filter_instances(
+    rows: list[dict[str, Any]], *, status: str, version: str, node: str
+) -> list[dict[str, Any]]:
+    if status:
+        rows = [r for r in rows if r["status"] == status]
+    if version:
+        rows = [r for r in rows if (r["version"] or r["template"]) == version]
+    if node:
+        rows = [r for r in rows if node in r["node"]]
+    return rows
+
+
+@router.get("/console/b/{biz}/apps/{app}/instances")
+async def app_instances(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    status: Text = "",
+    version: Text = "",
+    node: Text = "",
+    page: PageNo = 1,
+    size: Size = 50,
+    fragment: Annotated[int, Query(ge=0, le=1)] = 0,
+) -> Response:
+    api = ConsoleApi(request, user)
+    data = await _load_app(request, user, api, biz, app)
+    if isinstance(data, Response):
+        return data
+    result = await api.get(f"{_api_path(biz, app)}/instances")
+    if not result.ok:
+        return _failed(request, user, result)
+    everything: list[dict[str, Any]] = result.data
+    statuses = sorted({r["status"] for r in everything})
+    rows = filter_instances(everything, status=status, version=version, node=node)
+    query = {"status": status, "version": version, "node": node, "size": size}
+    paged = paginate(rows, page=page, size=size, query=query)
+    here = f"{_base(biz, app)}/instances"
+    context = {
+        "biz": biz,
+        "app": data,
+        "tab": "instances",
+        "paged": paged,
+        "filters": query,
+        "statuses": statuses,
+        "busy": _busy(data),
+        "fragment_url": here + paged.link(paged.page) + "&fragment=1",
+        "back": here + paged.link(paged.page),
+        "total": len(everything),
+    }
+    template = "app_instances_table.html" if fragment else "app_instances.html"
+    return render(request, user, template, context, section="apps")
+
+
+def _back(form_back: str, biz: str, app: str, tab: str = "instances") -> str:
+    base = f"{_base(biz, app)}/{tab}"
+    return form_back if form_back.startswith(base) else base
+
+
+Back = Annotated[str, Form(max_length=1000)]
+
+
+@router.post("/console/b/{biz}/apps/{app}/instances/upgrade", response_model=None)
+async def upgrade_chosen(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    version: Annotated[str, Form(max_length=63)] = "",
+    max_unavailable: Annotated[int, Form(ge=1, le=10_000)] = 1,
+    ids: Annotated[list[int] | None, Form()] = None,
+    back: Back = "",
+) -> Response:
+    _ = translator(user.language)
+    url = _back(back, biz, app)
+    if not ids:
+        return redirect(url, error=_("Choose the instances to upgrade first."))
+    if not version:
+        return redirect(url, error=_("Choose the version to upgrade to."))
+    result = await ConsoleApi(request, user).post(
+        f"{_api_path(biz, app)}/upgrades",
+        {"template": version, "instance_ids": ids, "max_unavailable": max_unavailable},
+    )
+    if not result.ok:
+        return redirect(url, error=result.error)
+    return redirect(
+        url,
+        ok=_(
+            "Upgrade {id} started: {count} instance(s) to {version}",
+            id=result.data["id"],
+            count=len(ids),
+            version=version,
+        ),
+    )
+
+
+@router.post("/console/b/{biz}/apps/{app}/instances/delete", response_model=None)
+async def delete_chosen(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    ids: Annotated[list[int] | None, Form()] = None,
+    back: Back = "",
+    confirmed: Annotated[int, Form(ge=0, le=1)] = 0,
+) -> Response:
+    """First answer a page that says how many instances (and which) will go; then delete."""
+    _ = translator(user.language)
+    url = _back(back, biz, app)
+    if not ids:
+        return redirect(url, error=_("Choose the instances to delete first."))
+    api = ConsoleApi(request, user)
+    if not confirmed:
+        data = await _load_app(request, user, api, biz, app)
+        if isinstance(data, Response):
+            return data
+        return render(
+            request,
+            user,
+            "app_delete_confirm.html",
+            {"biz": biz, "app": data, "tab": "instances", "ids": sorted(ids), "back": url},
+            section="apps",
+        )
+    result = await api.post(f"{_api_path(biz, app)}/scale-in", {"instance_ids": ids})
+    if not result.ok:
+        return redirect(url, error=result.error)
+    return redirect(
+        url, ok=_("Deleted {count} instance(s): {ids}", count=len(ids), ids=_ids_text(ids))
+    )
+
+
+@router.post("/console/b/{biz}/apps/{app}/instances/restart", response_model=None)
+async def restart_chosen(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    ids: Annotated[list[int] | None, Form()] = None,
+    back: Back = "",
+) -> Response:
+    _ = translator(user.language)
+    url = _back(back, biz, app)
+    if not ids:
+        return redirect(url, error=_("Choose the instances to restart first."))
+    if len(ids) > 100:
+        return redirect(url, error=_("Restart at most 100 instances at a time."))
+    api = ConsoleApi(request, user)
+    failures = []
+    for iid in ids:
+        result = await api.post(f"{_api_path(biz, app)}/instances/{iid}/restart")
+        if not result.ok:
+            failures.append(f"{iid}: {result.error}")
+    if failures:
+        return redirect(url, error="; ".join(failures[:5]))
+    return redirect(
+        url, ok=_("Restarted {count} instance(s): {ids}", count=len(ids), ids=_ids_text(ids))
+    )
+
+
+@router.post("/console/b/{biz}/apps/{app}/scale-out", response_model=None)
+async def scale_out(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    count: Annotated[int, Form(ge=1, le=10_000)],
+    version: Annotated[str, Form(max_length=63)] = "",
+    back: Back = "",
+) -> Response:
+    _ = translator(user.language)
+    url = _back(back, biz, app)
+    body: dict[str, Any] = {"count": count}
+    if version:
+        body["template"] = version
+    result = await ConsoleApi(request, user).post(f"{_api_path(biz, app)}/scale-out", body)
+    if not result.ok:
+        return redirect(url, error=result.error)
+    return redirect(url, ok=_("Added {count} instance(s)", count=count))
+
+
+@router.post("/console/b/{biz}/apps/{app}/scale-in", response_model=None)
+async def scale_in(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    count: Annotated[int, Form(ge=1, le=10_000)],
+    back: Back = "",
+) -> Response:
+    """Remove ``count`` instances, the newest (highest ids) first."""
+    _ = translator(user.language)
+    url = _back(back, biz, app)
+    api = ConsoleApi(request, user)
+    result = await api.get(f"{_api_path(biz, app)}/instances")
+    if not result.ok:
+        return redirect(url, error=result.error)
+    wanted = sorted((r["id"] for r in result.data if r["template"]), reverse=True)[:count]
+    if not wanted:
+        return redirect(url, error=_("The app has no instances to remove."))
+    done = await api.post(f"{_api_path(biz, app)}/scale-in", {"instance_ids": wanted})
+    if not done.ok:
+        return redirect(url, error=done.error)
+    return redirect(
+        url,
+        ok=_("Deleted {count} instance(s): {ids}", count=len(wanted), ids=_ids_text(wanted)),
+    )
+
+
+async def _app_verb(
+    request: Request, user: ConsoleUser, *, biz: str, app: str, verb: str, back: str
+) -> Response:
+    """Start, stop or delete the whole app (the API has no per-instance stop or start)."""
+    _ = translator(user.language)
+    api = ConsoleApi(request, user)
+    if verb == "delete":
+        result = await api.delete(_api_path(biz, app))
+        if not result.ok:
+            return redirect(_base(biz, app), error=result.error)
+        return redirect("/console/apps", ok=_("Deleting app {name}", name=app))
+    url = back if back.startswith(_base(biz, app)) else _base(biz, app)
+    result = await api.post(f"{_api_path(biz, app)}/{verb}")
+    if not result.ok:
+        return redirect(url, error=result.error)
+    message = _("App {name} started") if verb == "start" else _("App {name} stopped")
+    return redirect(url, ok=message.format(name=app))
+
+
+@router.post("/console/b/{biz}/apps/{app}/start", response_model=None)
+async def app_start(
+    request: Request, user: User, biz: Biz, app: AppName, back: Back = ""
+) -> Response:
+    return await _app_verb(request, user, biz=biz, app=app, verb="start", back=back)
+
+
+@router.post("/console/b/{biz}/apps/{app}/stop", response_model=None)
+async def app_stop(
+    request: Request, user: User, biz: Biz, app: AppName, back: Back = ""
+) -> Response:
+    return await _app_verb(request, user, biz=biz, app=app, verb="stop", back=back)
+
+
+@router.post("/console/b/{biz}/apps/{app}/delete", response_model=None)
+async def app_delete(request: Request, user: User, biz: Biz, app: AppName) -> Response:
+    return await _app_verb(request, user, biz=biz, app=app, verb="delete", back="")
+
+
+# ---------------------------------------------------------------- upgrades
+
+
+@router.get("/console/b/{biz}/apps/{app}/upgrade")
+async def app_upgrade(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    page: PageNo = 1,
+    size: Size = 20,
+    fragment: Annotated[int, Query(ge=0, le=1)] = 0,
+) -> Response:
+    api = ConsoleApi(request, user)
+    data = await _load_app(request, user, api, biz, app)
+    if isinstance(data, Response):
+        return data
+    result = await api.get(f"{_api_path(biz, app)}/upgrades")
+    if not result.ok:
+        return _failed(request, user, result)
+    upgrades: list[dict[str, Any]] = result.data
+    templates = await api.get(f"{_api_path(biz, app)}/templates")
+    newest = templates.data[-1] if templates.ok and templates.data else None
+    active = next((u for u in upgrades if u["state"] in ACTIVE_UPGRADE), None)
+    paged = paginate(upgrades, page=page, size=size, query={"size": size})
+    context = {
+        "biz": biz,
+        "app": data,
+        "tab": "upgrade",
+        "paged": paged,
+        "active": active,
+        "busy": active is not None,
+        "prefill": prefill_from(newest),
+        "fragment_url": f"{_base(biz, app)}/upgrade{paged.link(paged.page)}&fragment=1",
+    }
+    template = "app_upgrade_panel.html" if fragment else "app_upgrade.html"
+    return render(request, user, template, context, section="apps")
+
+
+@router.post("/console/b/{biz}/apps/{app}/upgrade", response_model=None)
+async def upgrade_all(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    version: Annotated[str, Form(max_length=63)],
+    max_unavailable: Annotated[int, Form(ge=1, le=10_000)] = 1,
+) -> Response:
+    _ = translator(user.language)
+    url = f"{_base(biz, app)}/upgrade"
+    result = await ConsoleApi(request, user).post(
+        f"{_api_path(biz, app)}/upgrades",
+        {"template": version, "all": True, "max_unavailable": max_unavailable},
+    )
+    if not result.ok:
+        return redirect(url, error=result.error)
+    return redirect(
+        url,
+        ok=_(
+            "Upgrade {id} started: every instance to {version}",
+            id=result.data["id"],
+            version=version,
+        ),
+    )
+
+
+@router.post("/console/b/{biz}/apps/{app}/upgrades/{upgrade}/{verb}", response_model=None)
+async def upgrade_verb(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    upgrade: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    verb: Annotated[str, Path(pattern=r"^(pause|resume|rollback)$")],
+) -> Response:
+    _ = translator(user.language)
+    url = f"{_base(biz, app)}/upgrade"
+    result = await ConsoleApi(request, user).post(
+        f"{_api_path(biz, app)}/upgrades/{upgrade}/{verb}"
+    )
+    if not result.ok:
+        return redirect(url, error=result.error)
+    messages = {
+        "pause": _("Upgrade {id} paused"),
+        "resume": _("Upgrade {id} resumed"),
+        "rollback": _("Upgrade {id} is rolling back"),
+    }
+    return redirect(url, ok=messages[verb].format(id=upgrade))
+
+
+TEMPLATE_FIELDS = ("version", "image", "cpu", "memory", "gpu", "port", "probe", "probe_path")
+TEMPLATE_LABELS = {
+    "version": "New version name",
+    "image": "Image",
+    "cpu": "CPU cores",
+    "memory": "Memory (MiB)",
+    "gpu": "GPU cards",
+    "port": "Port",
+    "probe": "Readiness probe",
+    "template": "Version",
+}
+
+
+def prefill_from(template: Mapping[str, Any] | None) -> dict[str, str]:
+    """Values for the add-version form, copied from an existing template (the newest)."""
+    if not template:
+        return {"cpu": "1", "memory": "1024", "probe": "none"}
+    spec = template.get("spec") or {}
+    ports = spec.get("ports") or []
+    readiness = spec.get("readiness") or {}
+    resources = template.get("resources") or {}
+    return {
+        "image": str(template.get("image", "")),
+        "cpu": str(resources.get("cpu", "")),
+        "memory": str(resources.get("memory", "")),
+        "gpu": ""
+        if str(resources.get("gpu", "0")) in ("0", "0.0", "0.00")
+        else str(resources["gpu"]),
+        "port": str(ports[0]["port"]) if ports else "",
+        "probe": str(readiness.get("kind", "none")) if readiness else "none",
+        "probe_path": str(readiness.get("path", "")) if readiness else "",
+    }
+
+
+@router.post("/console/b/{biz}/apps/{app}/templates", response_model=None)
+async def add_version(request: Request, user: User, biz: Biz, app: AppName) -> Response:
+    """Add a version (templates are immutable: a change is a new version), then upgrade to it."""
+    _ = translator(user.language)
+    form = await request.form()
+    values = {k: str(form.get(k) or "") for k in TEMPLATE_FIELDS}
+    url = f"{_base(biz, app)}/upgrade"
+    result = await ConsoleApi(request, user).post(
+        f"{_api_path(biz, app)}/templates", template_from_form(values)
+    )
+    if not result.ok:
+        fields = _form_errors({f"templates.0.{k}": v for k, v in result.field_errors.items()})
+        detail = "; ".join(f"{_(TEMPLATE_LABELS.get(k, k))}: {v}" for k, v in fields.items())
+        return redirect(url, error=detail or result.error)
+    return redirect(url, ok=_("Version {name} added", name=result.data["name"]))
+
+
+# ---------------------------------------------------------------- events and records
+
+
+async def _cursor_page(
+    api: ConsoleApi, path: str, *, cursor: str, size: int, **params: Any
+) -> ApiResult:
+    return await api.get(path, cursor=cursor or None, limit=size, **params)
+
+
+@router.get("/console/b/{biz}/apps/{app}/events")
+async def app_events(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    type: Annotated[str, Query(pattern=r"^(|Normal|Warning)$")] = "",
+    cursor: Annotated[str, Query(max_length=400)] = "",
+    size: Size = 50,
+) -> Response:
+    api = ConsoleApi(request, user)
+    data = await _load_app(request, user, api, biz, app)
+    if isinstance(data, Response):
+        return data
+    result = await _cursor_page(
+        api, "/api/v1/events", cursor=cursor, size=size, business=biz, app=app, type=type
+    )
+    if not result.ok:
+        return _failed(request, user, result)
+    here = f"{_base(biz, app)}/events"
+    keep = {"type": type, "size": size}
+    return render(
+        request,
+        user,
+        "app_events.html",
+        {
+            "biz": biz,
+            "app": data,
+            "tab": "events",
+            "rows": result.data["items"],
+            "filters": keep,
+            "first_link": _link(here, keep),
+            "next_link": _link(here, {**keep, "cursor": result.data.get("next_cursor") or ""})
+            if result.data.get("next_cursor")
+            else "",
+            "is_first": not cursor,
+        },
+        section="apps",
+    )
+
+
+def _link(path: str, params: Mapping[str, Any]) -> str:
+    kept = "&".join(f"{k}={quote(str(v))}" for k, v in params.items() if v not in ("", None))
+    return path + ("?" + kept if kept else "")
+
+
+@router.get("/console/b/{biz}/apps/{app}/records")
+async def app_records(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    cursor: Annotated[str, Query(max_length=400)] = "",
+    size: Size = 50,
+) -> Response:
+    api = ConsoleApi(request, user)
+    data = await _load_app(request, user, api, biz, app)
+    if isinstance(data, Response):
+        return data
+    target = f"business/{biz}/app/{app}"
+    result = await _cursor_page(
+        api, "/api/v1/records", cursor=cursor, size=size, business=biz, target=target
+    )
+    if not result.ok:
+        return _failed(request, user, result)
+    # the API matches a target prefix: keep out another app whose name starts with this one's
+    rows = [
+        r
+        for r in result.data["items"]
+        if r["target"] == target or r["target"].startswith(target + "/")
+    ]
+    here = f"{_base(biz, app)}/records"
+    keep = {"size": size}
+    nxt = result.data.get("next_cursor")
+    return render(
+        request,
+        user,
+        "app_records.html",
+        {
+            "biz": biz,
+            "app": data,
+            "tab": "records",
+            "rows": rows,
+            "first_link": _link(here, keep),
+            "next_link": _link(here, {**keep, "cursor": nxt}) if nxt else "",
+            "is_first": not cursor,
+        },
+        section="apps",
+    )

@@ -1,7 +1,427 @@
-"""Console pages: clusters (being built)."""
+"""Console pages: clusters, the nodes of one cluster, and one node with its GPU topology.
+
+Three pages, each a read of the platform API as the logged-in user (``ConsoleApi``), filtered
+and paged here on the server:
+
+- ``/console/clusters``: every cluster the user may see (``GET /clusters``, all cursor pages:
+  clusters are tens, not thousands), filtered by name, region and health.
+- ``/console/clusters/{cluster}``: the cluster's nodes (``GET /clusters/{c}/nodes``) with their
+  allocation against capacity, filtered by name and status. Platform administrators act on
+  nodes (cordon, uncordon, drain, remove) and, on a ``sim`` cluster, add one; nodes of a
+  Kubernetes cluster join by kubelet registration, so there is no add form there. Each action
+  is a plain POST answered with a redirect and the API's message (POST/redirect/GET); a 422 from
+  the add form shows the page again with the messages next to the fields.
+- ``/console/clusters/{cluster}/nodes/{node}``: one node (``GET /clusters/{c}/nodes/{n}``, which
+  also lists the instances bound to it) and its GPUs drawn as the resource access cost tree the
+  scheduler allocates on (``TopologyTree``: the same clustering of the same link matrix), as
+  nested lists, so the structure reads as text too; each GPU says who holds it.
+
+The API decides who sees what: a 404 or 403 from it becomes the same status here, with a short
+page that says why.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from gaia.api.schemas import NAME_PATTERN
+from gaia.console.web import (
+    ApiResult,
+    ConsoleApi,
+    ConsoleUser,
+    current_user,
+    paginate,
+    redirect,
+    render,
+    translator,
+)
+from gaia.scheduler.gpu import TopologyTree, TreeNode
+from gaia.scheduler.topology import topology_from_matrix
 
 router = APIRouter(include_in_schema=False)
+User = Annotated[ConsoleUser, Depends(current_user)]
+Page = Annotated[int, Query(ge=1, le=100_000)]
+Size = Annotated[int, Query(ge=1, le=500)]
+Text = Annotated[str, Query(max_length=100)]
+# Names as the API spells them, so that a path never carries anything else into an API call.
+ClusterName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
+NodeName = Annotated[str, Path(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+
+HEALTHS = ("Healthy", "Unhealthy", "Unreachable", "Unknown")
+NODE_STATUSES = ("ready", "not-ready", "schedulable", "cordoned")
+NODE_ACTIONS = ("cordon", "uncordon", "drain", "remove")
+# The add-node form: field name -> whether it is a whole number (the rest are text).
+NODE_FIELDS = {
+    "name": False,
+    "cpu": True,
+    "memory_mib": True,
+    "local_disk_gib": True,
+    "bandwidth_mbps": True,
+    "gpus": True,
+    "gpu_model": False,
+    "gpu_memory_mib": True,
+    "zone": False,
+}
+
+
+def _failed(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
+    """The API's refusal (404, 403, ...) as a small page with the same status."""
+    return render(
+        request,
+        user,
+        "cluster_error.html",
+        {"status": result.status, "message": result.error},
+        section="clusters",
+        status=result.status if result.status >= 400 else 502,
+    )
+
+
+# ---------------------------------------------------------------- the clusters list
+
+
+async def _all_clusters(api: ConsoleApi) -> ApiResult:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        result = await api.get("/api/v1/clusters", limit=500, cursor=cursor)
+        if not result.ok:
+            return result
+        items.extend(result.data["items"])
+        cursor = result.data.get("next_cursor")
+        if not cursor:
+            return ApiResult(result.status, items)
+
+
+@router.get("/console/clusters")
+async def clusters_page(
+    request: Request,
+    user: User,
+    page: Page = 1,
+    size: Size = 20,
+    q: Text = "",
+    region: Text = "",
+    health: Text = "",
+) -> Response:
+    api = ConsoleApi(request, user)
+    result = await _all_clusters(api)
+    if not result.ok:
+        return _failed(request, user, result)
+    clusters: list[dict[str, Any]] = result.data
+    regions = sorted({c["region"] for c in clusters if c["region"]})
+    needle = q.strip().lower()
+    shown = [
+        c
+        for c in clusters
+        if (not needle or needle in c["name"].lower())
+        and (not region or c["region"] == region)
+        and (not health or c["health"] == health)
+    ]
+    paged = paginate(
+        shown,
+        page=page,
+        size=size,
+        query={"q": q, "region": region, "health": health, "size": size},
+    )
+    return render(
+        request,
+        user,
+        "clusters.html",
+        {
+            "paged": paged,
+            "regions": regions,
+            "healths": HEALTHS,
+            "q": q,
+            "region": region,
+            "health": health,
+            "size": size,
+            "total": len(clusters),
+        },
+        section="clusters",
+    )
+
+
+# ---------------------------------------------------------------- one cluster's nodes
+
+
+def _node_matches(node: dict[str, Any], *, needle: str, status: str) -> bool:
+    if needle and needle not in node["name"].lower():
+        return False
+    ready, schedulable = bool(node["ready"]), bool(node["schedulable"])
+    return {
+        "ready": ready,
+        "not-ready": not ready,
+        "schedulable": schedulable,
+        "cordoned": not schedulable,
+    }.get(status, True)
+
+
+async def _cluster_page(
+    request: Request,
+    user: ConsoleUser,
+    cluster: str,
+    *,
+    page: int,
+    size: int,
+    q: str,
+    status: str,
+    form: dict[str, str] | None = None,
+    form_errors: dict[str, str] | None = None,
+    form_error: str = "",
+) -> Response:
+    api = ConsoleApi(request, user)
+    got = await api.get(f"/api/v1/clusters/{cluster}")
+    if not got.ok:
+        return _failed(request, user, got)
+    nodes = await api.get(f"/api/v1/clusters/{cluster}/nodes")
+    rows: list[dict[str, Any]] = nodes.data if nodes.ok else []
+    needle = q.strip().lower()
+    shown = [n for n in rows if _node_matches(n, needle=needle, status=status)]
+    paged = paginate(shown, page=page, size=size, query={"q": q, "status": status, "size": size})
+    info = got.data
+    return render(
+        request,
+        user,
+        "cluster.html",
+        {
+            "cluster": info,
+            "paged": paged,
+            "nodes_error": nodes.error,
+            "q": q,
+            "status": status,
+            "statuses": NODE_STATUSES,
+            "size": size,
+            "total": len(rows),
+            "ready": sum(1 for n in rows if n["ready"]),
+            "can_act": user.is_admin,
+            "can_add": user.is_admin and info["kind"] == "sim",
+            "form": form or {},
+            "form_errors": form_errors or {},
+            "form_error": form_error,
+            "here": str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
+        },
+        section="clusters",
+        status=422 if form_errors else 200,
+    )
+
+
+@router.get("/console/clusters/{cluster}")
+async def cluster_page(
+    request: Request,
+    user: User,
+    cluster: ClusterName,
+    page: Page = 1,
+    size: Size = 50,
+    q: Text = "",
+    status: Text = "",
+) -> Response:
+    return await _cluster_page(request, user, cluster, page=page, size=size, q=q, status=status)
+
+
+def _node_body(form: dict[str, str]) -> dict[str, Any]:
+    """The form as the API's ``NodeIn``: numbers where they parse (the API's 422 says what is
+    wrong with the rest), empty optional fields left out so the API's defaults apply."""
+    body: dict[str, Any] = {}
+    for key, numeric in NODE_FIELDS.items():
+        value = form.get(key, "").strip()
+        if not value and key != "name":
+            continue
+        body[key] = int(value) if numeric and value.lstrip("-").isdigit() else value
+    links = [row.split() for row in form.get("gpu_links", "").splitlines() if row.strip()]
+    if links:
+        body["gpu_links"] = links
+    labels = {}
+    for pair in form.get("labels", "").replace(",", "\n").splitlines():
+        if pair.strip():
+            key, _, value = pair.partition("=")
+            labels[key.strip()] = value.strip()
+    if labels:
+        body["labels"] = labels
+    return body
+
+
+@router.post("/console/clusters/{cluster}/nodes")
+async def add_node(request: Request, user: User, cluster: ClusterName) -> Response:
+    raw = await request.form()
+    form = {k: str(v)[:4000] for k, v in raw.items() if isinstance(v, str)}
+    result = await ConsoleApi(request, user).post(
+        f"/api/v1/clusters/{cluster}/nodes", _node_body(form)
+    )
+    if result.ok:
+        added = translator(user.language)("node {node} added", node=result.data["name"])
+        return redirect(f"/console/clusters/{cluster}", ok=added)
+    errors = result.field_errors
+    if result.status == 422 or errors:
+        return await _cluster_page(
+            request,
+            user,
+            cluster,
+            page=1,
+            size=50,
+            q="",
+            status="",
+            form=form,
+            form_errors=errors or {"": result.error},
+            form_error=result.error,
+        )
+    return redirect(f"/console/clusters/{cluster}#add-node", error=result.error)
+
+
+def _back(cluster: str, raw_next: str) -> str:
+    """Where an action returns to: the page it came from if it is this cluster's."""
+    base = f"/console/clusters/{cluster}"
+    if raw_next.startswith(base) and not raw_next.startswith("//"):
+        # The flash of the previous action is not carried on to the next one.
+        path, _, query = raw_next.partition("?")
+        kept = "&".join(p for p in query.split("&") if not p.startswith(("ok=", "error=")))
+        return path + ("?" + kept if kept else "")
+    return base
+
+
+@router.post("/console/clusters/{cluster}/nodes/{node}/{action}")
+async def node_action(
+    request: Request, user: User, cluster: ClusterName, node: NodeName, action: str
+) -> Response:
+    raw = await request.form()
+    back = _back(cluster, str(raw.get("next") or ""))
+    if action not in NODE_ACTIONS:
+        return redirect(
+            back, error=translator(user.language)("unknown action {action}", action=action)
+        )
+    api = ConsoleApi(request, user)
+    path = f"/api/v1/clusters/{cluster}/nodes/{node}"
+    if action == "remove":
+        result = await api.delete(path)
+        if result.ok and back.startswith(f"{path.replace('/api/v1', '/console')}"):
+            back = f"/console/clusters/{cluster}"  # the node's own page is gone
+    else:
+        result = await api.post(f"{path}/{action}")
+    if not result.ok:
+        return redirect(back, error=result.error)
+    _ = translator(user.language)
+    if action == "drain":
+        evicted = len(result.data.get("evicted", ())) if isinstance(result.data, dict) else 0
+        message = _(
+            "node {node} drained: {count} instance(s) evicted, "
+            "their apps recreate them on other nodes",
+            node=node,
+            count=evicted,
+        )
+    elif action == "cordon":
+        message = _("node {node} cordoned: no new instances are placed on it", node=node)
+    elif action == "uncordon":
+        message = _("node {node} uncordoned: new instances may be placed on it", node=node)
+    else:
+        message = _("node {node} removed", node=node)
+    return redirect(back, ok=message)
+
+
+# ---------------------------------------------------------------- one node and its GPU tree
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds (part of) one GPU: an instance of a business the user sees, or someone else."""
+
+    business: str | None
+    app: str | None
+    name: str | None
+    share: float
+
+
+@dataclass(frozen=True, slots=True)
+class GpuView:
+    index: int
+    model: str
+    memory_mib: int
+    numa_node: int
+    used: float
+    holders: tuple[Holder, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeView:
+    """One node of the drawn tree: an inner node (a link joining its children) or a GPU."""
+
+    link: str
+    gpus: tuple[int, ...]
+    numa: int | None  # the NUMA node all GPUs below share, if they do
+    children: tuple[TreeView, ...]
+    gpu: GpuView | None
+
+
+def gpu_views(node: dict[str, Any]) -> list[GpuView]:
+    holders: dict[int, list[Holder]] = {}
+    for inst in node.get("bound", []):
+        for index in inst["gpu_ids"]:
+            holders.setdefault(index, []).append(
+                Holder(inst["business"], inst["app"], inst["name"], inst["gpu_share"])
+            )
+    return [
+        GpuView(
+            index=g["index"],
+            model=g["model"],
+            memory_mib=g["memory_mib"],
+            numa_node=g["numa_node"],
+            used=g["used"],
+            holders=tuple(holders.get(g["index"], ())),
+        )
+        for g in node["gpus"]
+    ]
+
+
+def topology_view(node: dict[str, Any], gpus: list[GpuView]) -> TreeView | None:
+    """The scheduler's tree for this node's link matrix (``TopologyTree``), for drawing."""
+    count = len(gpus)
+    if not count:
+        return None
+    links = node.get("gpu_links") or [
+        ["X" if i == j else "SYS" for j in range(count)] for i in range(count)
+    ]
+    try:
+        root = TopologyTree.build(
+            topology_from_matrix(links), memory_mib=[g.memory_mib for g in gpus]
+        ).root
+    except ValueError:
+        return None  # a matrix the scheduler cannot read: the page shows the matrix only
+    by_index = {g.index: g for g in gpus}
+
+    def view(tree: TreeNode) -> TreeView:
+        numas = {by_index[i].numa_node for i in tree.gpus if i in by_index}
+        return TreeView(
+            link=tree.link,
+            gpus=tree.gpus,
+            numa=numas.pop() if len(numas) == 1 else None,
+            children=tuple(view(c) for c in tree.children),
+            gpu=by_index.get(tree.gpus[0]) if tree.is_leaf else None,
+        )
+
+    return view(root)
+
+
+@router.get("/console/clusters/{cluster}/nodes/{node}")
+async def node_page(request: Request, user: User, cluster: ClusterName, node: NodeName) -> Response:
+    api = ConsoleApi(request, user)
+    got = await api.get(f"/api/v1/clusters/{cluster}/nodes/{node}")
+    if not got.ok:
+        return _failed(request, user, got)
+    info = await api.get(f"/api/v1/clusters/{cluster}")
+    data = got.data
+    gpus = gpu_views(data)
+    return render(
+        request,
+        user,
+        "node.html",
+        {
+            "cluster": info.data if info.ok else {"name": cluster, "kind": ""},
+            "node": data,
+            "gpus": gpus,
+            "tree": topology_view(data, gpus),
+            "can_act": user.is_admin,
+            "here": str(request.url.path),
+        },
+        section="clusters",
+    )

@@ -1,7 +1,541 @@
-"""Console pages: live (being built)."""
+"""Console pages: an app's live views — monitoring charts, logs (with follow), the web terminal.
+
+**Monitoring** (``/console/b/{biz}/apps/{app}/monitoring``) asks ``GET /api/v1/monitoring/series``
+for the app's CPU, memory, network and GPU over the chosen window (15 min … 24 h, about 60
+points each) and draws them on the server as SVG (``gaia.console.charts``). Below, one small
+chart per instance for the chosen metric, a page of instances at a time: an app of 10,000
+instances costs one page of queries, never 10,000.
+
+**Logs** (``…/logs``) reads ``GET /api/v1/businesses/{biz}/apps/{app}/logs`` newest first, one
+page at a time ("older" follows the API's cursor), per instance or all, with a search and a time
+window. *Follow* opens the same endpoint as Server-Sent Events from the browser (``logs.js``:
+``EventSource`` sends the session cookie, which the API accepts for reads) and prepends each
+new line to a live region; without JavaScript the page is still a complete, reloadable list.
+
+**Terminal** (``…/terminal?instance=N``) is a line-oriented shell over a WebSocket
+(``/console/ws/b/{biz}/apps/{app}/instances/{instance}/exec``, ``terminal.js`` + xterm.js):
+the browser edits the line, Enter sends it, the server runs ``sh -c <line>`` in the instance
+and sends back stdout, stderr and the exit status. The socket is authenticated by the session
+cookie and refused unless its ``Origin`` is this server (a page of another site could otherwise
+open it with the user's cookie: cross-site WebSocket hijacking). Each line goes through the
+API's own ``instance_exec`` route function, called in-process with the socket standing in for
+the request, so the role check (developer and above), the instance lookup and the provider call
+are exactly the API's, re-checked on every line (a revoked session or a lowered role stops the
+next command). The terminal, not the HTTP recorder, writes the operation records — one when
+the session opens (or is refused), one per command with the command line (secrets redacted as
+in logs), one when it closes — because the API's record of an exec names only the program
+(``sh``), which would say nothing. No working directory is kept between lines: every line is a
+fresh ``sh -c`` in the container's working directory (the simulated shell has no ``cd``); a
+line may chain commands with ``;``, ``&&`` and ``||``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import datetime as dt
+import json
+from typing import Annotated, Any, cast
+from urllib.parse import urlencode, urlsplit
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from gaia.api.app_schemas import ExecIn
+from gaia.api.deps import SESSION_COOKIE, AuditContext, Principal, authenticate, business_for
+from gaia.api.errors import STATUS
+from gaia.api.routes.apps import _app, _one_instance, instance_exec
+from gaia.console.charts import Series, Unit, line_chart, mean_series
+from gaia.console.web import (
+    ApiResult,
+    ConsoleApi,
+    ConsoleUser,
+    current_user,
+    paginate,
+    render,
+    translator,
+)
+from gaia.domain.errors import GaiaError, Unauthenticated
+from gaia.domain.rbac import Permission
+from gaia.monitor.logs import redact
+from gaia.store.models import OperationRecord
 
 router = APIRouter(include_in_schema=False)
+User = Annotated[ConsoleUser, Depends(current_user)]
+APP_URL = "/console/b/{biz}/apps/{app}"
+
+# window → (seconds, step): about 60 points whatever the window
+RANGES: dict[str, tuple[int, int]] = {
+    "15m": (900, 15),
+    "1h": (3600, 60),
+    "6h": (21_600, 360),
+    "24h": (86_400, 1440),
+}
+RANGE_LABELS = {"15m": "15 minutes", "1h": "1 hour", "6h": "6 hours", "24h": "24 hours"}
+
+# the per-instance metric a page of small multiples shows
+INSTANCE_METRICS: dict[str, tuple[str, Unit, tuple[tuple[str, str], ...]]] = {
+    "cpu": ("CPU usage", "percent", (("gaia_instance_cpu_usage_percent", "CPU"),)),
+    "memory": ("Memory usage", "bytes", (("gaia_instance_memory_usage_bytes", "memory"),)),
+    "network": (
+        "Network",
+        "bytes/s",
+        (
+            ("gaia_instance_network_receive_bytes_per_second", "received"),
+            ("gaia_instance_network_transmit_bytes_per_second", "sent"),
+        ),
+    ),
+    "gpu": ("GPU utilisation", "percent", (("gaia_instance_gpu_utilization_percent", "GPU"),)),
+}
+INSTANCES_PER_PAGE = 12
+LOG_LINES_PER_PAGE = 100
+MAX_LINE = 4096  # the API's limit on one exec argument
+EXEC_TIMEOUT_S = 30.0
+
+
+async def _app_or_error(
+    request: Request, user: ConsoleUser, api: ConsoleApi, biz: str, app: str
+) -> tuple[dict[str, Any] | None, Response | None]:
+    """The app (the API's ``AppOut``), or the error page answering as the API did."""
+    result = await api.get(f"/api/v1/businesses/{biz}/apps/{app}")
+    if result.ok:
+        return result.data, None
+    return None, _error_page(request, user, result)
+
+
+def _error_page(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
+    return render(
+        request,
+        user,
+        "live_error.html",
+        {"status": result.status, "message": result.error},
+        section="apps",
+        status=result.status if result.status >= 400 else 502,
+    )
+
+
+def _now(request: Request) -> float:
+    # the platform's clock (simulated in tests), the same one the series are stamped with
+    return float(request.app.state.platform.clock.now().timestamp())
+
+
+async def _instances(api: ConsoleApi, biz: str, app: str) -> list[dict[str, Any]]:
+    result = await api.get(f"/api/v1/businesses/{biz}/apps/{app}/instances")
+    items = result.data if result.ok and isinstance(result.data, list) else []
+    return sorted(items, key=lambda i: int(i.get("id", 0)))
+
+
+# ---------------------------------------------------------------- monitoring
+
+
+@router.get("/console/b/{biz}/apps/{app}/monitoring")
+async def monitoring(
+    request: Request,
+    user: User,
+    biz: str,
+    app: str,
+    range: Annotated[str, Query(max_length=8)] = "1h",
+    metric: Annotated[str, Query(max_length=16)] = "cpu",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    api = ConsoleApi(request, user)
+    app_data, error = await _app_or_error(request, user, api, biz, app)
+    if error is not None:
+        return error
+    _ = translator(user.language)
+    range = range if range in RANGES else "1h"
+    metric = metric if metric in INSTANCE_METRICS else "cpu"
+    seconds, step = RANGES[range]
+    end = _now(request)
+    start = end - seconds
+    window = {"start": start, "end": end, "step": step, "business": biz, "app": app}
+
+    async def series(name: str, **extra: Any) -> list[dict[str, Any]]:
+        result = await api.get("/api/v1/monitoring/series", metric=name, **window, **extra)
+        return result.data if result.ok and isinstance(result.data, list) else []
+
+    app_cpu, app_mem, app_rx, app_tx, gpus, instances = await asyncio.gather(
+        series("gaia_app_cpu_usage_percent"),
+        series("gaia_app_memory_usage_bytes"),
+        series("gaia_app_network_receive_bytes_per_second"),
+        series("gaia_app_network_transmit_bytes_per_second"),
+        series("gaia_instance_gpu_utilization_percent"),
+        _instances(api, biz, app),
+    )
+
+    def chart(title: str, unit: Unit, lines: list[Series], chart_id: str) -> Any:
+        return line_chart(
+            title=title, series=lines, unit=unit, start=start, end=end, _=_, chart_id=chart_id
+        )
+
+    app_charts = [
+        chart(_("CPU usage (of requested)"), "percent", _named(app_cpu, _("CPU")), "app-cpu"),
+        chart(_("Memory usage"), "bytes", _named(app_mem, _("memory")), "app-memory"),
+        chart(
+            _("Network"),
+            "bytes/s",
+            _named(app_rx, _("received")) + _named(app_tx, _("sent")),
+            "app-network",
+        ),
+    ]
+    if gpus:
+        gpu_series = [mean_series(_("mean of instances"), _named(gpus, ""))]
+        app_charts.append(chart(_("GPU utilisation"), "percent", gpu_series, "app-gpu"))
+
+    paged = paginate(
+        instances,
+        page=page,
+        size=INSTANCES_PER_PAGE,
+        query={"range": range, "metric": metric},
+    )
+    title, unit, metrics = INSTANCE_METRICS[metric]
+
+    async def instance_chart(inst: dict[str, Any]) -> Any:
+        lines: list[Series] = []
+        for name, label in metrics:
+            lines += _named(await series(name, instance=inst["name"]), _(label))
+        return chart(
+            _("{what} of {instance}", what=_(title), instance=inst["name"]),
+            unit,
+            lines,
+            f"inst-{inst['id']}-{metric}",
+        )
+
+    small = await asyncio.gather(*(instance_chart(i) for i in paged.items))
+    return render(
+        request,
+        user,
+        "app_monitoring.html",
+        {
+            "biz": biz,
+            "app": app_data,
+            "tab": "monitoring",
+            "range": range,
+            "ranges": RANGE_LABELS,
+            "metric": metric,
+            "metrics": {k: v[0] for k, v in INSTANCE_METRICS.items()},
+            "app_charts": app_charts,
+            "instance_charts": list(zip(paged.items, small, strict=True)),
+            "paged": paged,
+        },
+        section="apps",
+    )
+
+
+def _named(rows: list[dict[str, Any]], label: str) -> list[Series]:
+    """The API's series as chart series; several for one label are told apart by instance."""
+    out = []
+    for row in rows:
+        labels = row.get("labels") or {}
+        name = label if len(rows) == 1 else f"{label} {labels.get('instance', '')}".strip()
+        points = [(float(t), float(v)) for t, v in row.get("points") or []]
+        out.append(Series(name, points))
+    return out
+
+
+# ---------------------------------------------------------------- logs
+
+
+@router.get("/console/b/{biz}/apps/{app}/logs")
+async def logs(
+    request: Request,
+    user: User,
+    biz: str,
+    app: str,
+    instance: Annotated[str, Query(max_length=8, pattern=r"^\d*$")] = "",
+    q: Annotated[str, Query(max_length=200)] = "",
+    range: Annotated[str, Query(max_length=8)] = "",
+    stream: Annotated[str, Query(max_length=8)] = "",
+    cursor: Annotated[str, Query(max_length=128)] = "",
+) -> Response:
+    api = ConsoleApi(request, user)
+    app_data, error = await _app_or_error(request, user, api, biz, app)
+    if error is not None:
+        return error
+    range = range if range in RANGES else ""
+    stream = stream if stream in ("stdout", "stderr") else ""
+    since = ""
+    if range:
+        at = dt.datetime.fromtimestamp(_now(request) - RANGES[range][0], dt.UTC)
+        since = at.isoformat()
+    filters = {"instance": instance, "q": q, "stream": stream}
+    page, instances = await asyncio.gather(
+        api.get(
+            f"/api/v1/businesses/{biz}/apps/{app}/logs",
+            **filters,
+            since=since,
+            cursor=cursor,
+            limit=LOG_LINES_PER_PAGE,
+        ),
+        _instances(api, biz, app),
+    )
+    data = page.data if page.ok else {}
+    query = {k: v for k, v in {**filters, "range": range}.items() if v}
+    follow = (
+        f"/api/v1/businesses/{biz}/apps/{app}/logs?"
+        + urlencode({**{k: v for k, v in filters.items() if v}, "follow": "true"})
+        + (f"&after={data['last_id']}" if data.get("last_id") is not None else "")
+    )
+    return render(
+        request,
+        user,
+        "app_logs.html",
+        {
+            "biz": biz,
+            "app": app_data,
+            "tab": "logs",
+            "lines": data.get("items", []),
+            "source": data.get("source", ""),
+            "error": page.error,
+            "older": "?" + urlencode({**query, "cursor": data["next_cursor"]})
+            if data.get("next_cursor")
+            else "",
+            "newest": "?" + urlencode(query) if cursor else "",
+            "follow_url": follow if not cursor else "",
+            "instances": instances[:500],
+            "many_instances": len(instances) > 500,
+            "instance": instance,
+            "q": q,
+            "range": range,
+            "ranges": RANGE_LABELS,
+            "stream": stream,
+        },
+        section="apps",
+    )
+
+
+# ---------------------------------------------------------------- terminal page
+
+
+@router.get("/console/b/{biz}/apps/{app}/terminal")
+async def terminal(
+    request: Request,
+    user: User,
+    biz: str,
+    app: str,
+    instance: Annotated[str, Query(max_length=8, pattern=r"^\d*$")] = "",
+) -> Response:
+    api = ConsoleApi(request, user)
+    app_data, error = await _app_or_error(request, user, api, biz, app)
+    if error is not None:
+        return error
+    instances = await _instances(api, biz, app)
+    chosen = next((i for i in instances if str(i["id"]) == instance), None)
+    return render(
+        request,
+        user,
+        "app_terminal.html",
+        {
+            "biz": biz,
+            "app": app_data,
+            "tab": "terminal",
+            "instances": instances[:500],
+            "many_instances": len(instances) > 500,
+            "instance": instance,
+            "chosen": chosen,
+            "socket": f"/console/ws/b/{biz}/apps/{app}/instances/{instance}/exec"
+            if instance
+            else "",
+        },
+        section="apps",
+    )
+
+
+# ---------------------------------------------------------------- terminal socket
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """Browsers always send ``Origin`` on a WebSocket handshake; it must name this server."""
+    origin = websocket.headers.get("origin", "")
+    host = websocket.headers.get("host", "")
+    return bool(origin and host) and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def command_summary(line: str) -> str:
+    """What the record says of a command line: redacted as logs are, and bounded."""
+    clean = redact(line.strip())
+    return clean if len(clean) <= 500 else clean[:500] + "…"
+
+
+class TerminalSession:
+    """One open terminal: who, where, and the records it writes."""
+
+    def __init__(
+        self, websocket: WebSocket, *, token: str, biz: str, app: str, instance: int
+    ) -> None:
+        self.ws = websocket
+        self.token = token
+        self.biz = biz
+        self.app = app
+        self.instance = instance
+        self.target = f"business/{biz}/app/{app}/instance/{instance}"
+        self.actor = "anonymous"
+        self.business_id: int | None = None
+        self.cluster = ""
+        self.instance_name = f"{app}-{instance}"
+        self.commands = 0
+
+    @property
+    def _platform(self) -> Any:
+        return self.ws.app.state.platform
+
+    def _principal(self, session: Any) -> Principal:
+        principal = authenticate(session, self.token)
+        self.actor = principal.username
+        return principal
+
+    async def open(self) -> None:
+        """Check the caller may exec here (as the API would) and find the instance."""
+        with self._platform.db.read_session() as session:
+            principal = self._principal(session)
+            ctx = AuditContext()  # business_for notes the business before it may refuse
+            try:
+                business = business_for(session, principal, self.biz, Permission.APP_WRITE, ctx=ctx)
+            finally:
+                self.business_id = ctx.business_id
+            row = _app(session, business, self.app)
+            cluster, inst = await _one_instance(
+                cast(Request, self.ws), session, business, row, self.instance
+            )
+            self.cluster = cluster.name
+            self.instance_name = inst.name
+
+    async def run(self, line: str) -> dict[str, Any]:
+        """One line through the API's exec route function; raises what it raises."""
+        self.ws.state.audit = AuditContext()
+        with self._platform.db.read_session() as session:
+            principal = self._principal(session)
+            body = ExecIn(command=["sh", "-c", line], timeout_s=EXEC_TIMEOUT_S)
+            out = await instance_exec(
+                body=body,
+                request=cast(Request, self.ws),
+                principal=principal,
+                session=session,
+                biz=self.biz,
+                app=self.app,
+                instance=self.instance,
+            )
+        self.commands += 1
+        return {"stdout": out.stdout, "stderr": out.stderr, "exit_code": out.exit_code}
+
+    async def record(self, *, action: str, summary: str, status: int, error: str = "") -> None:
+        client = self.ws.client
+        row = OperationRecord(
+            actor=self.actor[:63],
+            business_id=self.business_id,
+            business=self.biz[:63],
+            cluster=self.cluster[:63],
+            action=action,
+            method="WS",
+            path=self.ws.url.path[:500],
+            target=self.target[:500],
+            summary=summary[:4000],
+            result="success" if status < 400 else "failure",
+            status_code=status,
+            error=error[:4000],
+            client=(client[0] if client else "")[:100],
+        )
+
+        def write() -> None:
+            with self._platform.db.write_session() as session:
+                session.add(row)
+
+        await anyio.to_thread.run_sync(write)
+
+
+def _status(exc: BaseException) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 503 if isinstance(exc, ConnectionError) else 400
+
+
+async def _send(websocket: WebSocket, kind: str, **fields: Any) -> None:
+    await websocket.send_text(json.dumps({"type": kind, **fields}))
+
+
+@router.websocket("/console/ws/b/{biz}/apps/{app}/instances/{instance}/exec")
+async def terminal_socket(websocket: WebSocket, biz: str, app: str, instance: int) -> None:
+    """The web terminal's shell. Messages are JSON: the browser sends ``{"type": "run",
+    "line": "..."}``; the server answers ``ready`` once, then ``output`` (stdout, stderr,
+    exit_code) or ``error`` (message) per line, and ``error`` before it closes on a refusal."""
+    token = websocket.cookies.get(SESSION_COOKIE, "")
+    if not same_origin(websocket) or not token:
+        await websocket.close(code=1008)  # before accepting: the handshake answers 403
+        return
+    term = TerminalSession(websocket, token=token, biz=biz, app=app, instance=instance)
+    try:
+        with websocket.app.state.platform.db.read_session() as session:
+            term._principal(session)
+    except GaiaError:
+        await websocket.close(code=1008)  # no valid session: refused at the handshake
+        return
+    await websocket.accept()
+    try:
+        await term.open()
+    except (GaiaError, ConnectionError) as exc:
+        message = exc.message if isinstance(exc, GaiaError) else str(exc)
+        if not isinstance(exc, Unauthenticated):
+            await term.record(
+                action="app.instance.terminal.open",
+                summary=f"web terminal on {term.instance_name} refused",
+                status=_status(exc),
+                error=message,
+            )
+        await _send(websocket, "error", message=message, fatal=True)
+        await websocket.close(code=1008)
+        return
+    await term.record(
+        action="app.instance.terminal.open",
+        summary=f"opened a web terminal on {term.instance_name}",
+        status=200,
+    )
+    await _send(websocket, "ready", instance=term.instance_name, cluster=term.cluster)
+    try:
+        await _serve(websocket, term)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await term.record(
+            action="app.instance.terminal.close",
+            summary=f"closed the web terminal on {term.instance_name} "
+            f"after {term.commands} commands",
+            status=200,
+        )
+
+
+async def _serve(websocket: WebSocket, term: TerminalSession) -> None:
+    while True:
+        try:
+            message = json.loads(await websocket.receive_text())
+        except ValueError:
+            await _send(websocket, "error", message="messages are JSON")
+            continue
+        line = str(message.get("line", "")) if isinstance(message, dict) else ""
+        if not line.strip():
+            await _send(websocket, "output", stdout="", stderr="", exit_code=0)
+            continue
+        if len(line) > MAX_LINE or not line.isprintable():
+            await _send(websocket, "error", message=f"a line is at most {MAX_LINE} characters")
+            continue
+        summary = f"$ {command_summary(line)} in {term.instance_name}"
+        try:
+            result = await term.run(line)
+        except (GaiaError, ConnectionError, ValidationError) as exc:
+            message = exc.message if isinstance(exc, GaiaError) else str(exc)
+            await term.record(
+                action="app.instance.exec", summary=summary, status=_status(exc), error=message
+            )
+            fatal = isinstance(exc, Unauthenticated)
+            await _send(websocket, "error", message=message, fatal=fatal)
+            if fatal:
+                await websocket.close(code=1008)
+                return
+            continue
+        await term.record(
+            action="app.instance.exec",
+            summary=f"{summary}: exit {result['exit_code']}",
+            status=200,
+        )
+        await _send(websocket, "output", **result)
