@@ -135,11 +135,11 @@ def serve(platform: Platform) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 def ttfb(client: httpx.Client, url: str) -> float:
     started = time.perf_counter()
+    first = 0.0
     with client.stream("GET", url) as response:
-        next(response.iter_raw())
-        first = time.perf_counter() - started
-        for _ in response.iter_raw():
-            pass
+        for _chunk in response.iter_raw():
+            if not first:
+                first = time.perf_counter() - started
     if response.status_code != 200:
         raise RuntimeError(f"{url}: HTTP {response.status_code}")
     return first
