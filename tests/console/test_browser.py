@@ -191,3 +191,46 @@ def test_a_viewer_does_not_see_another_business_app(
     assert response is not None and response.status == 404
     assert "not found" in page.locator("main").inner_text()
     page.close()
+
+
+def test_the_terminal_runs_commands_and_logs_follow_live(
+    console: Console, browser: Any, shots: Path
+) -> None:
+    console.api("POST", "/api/v1/businesses", json={"name": "shop"})
+    console.api("PUT", "/api/v1/businesses/shop/quotas/sim-1", json={"hard": QUOTA})
+    console.api(
+        "POST",
+        "/api/v1/businesses/shop/apps",
+        json={
+            "name": "web",
+            "cluster": "sim-1",
+            "replicas": 1,
+            "templates": [{"name": "v1", "image": "shop/web:1", "resources": {"cpu": 0.5}}],
+        },
+    )
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, console, "admin", ADMIN_PASSWORD)
+    page.goto(f"{console.origin}/console/b/shop/apps/web/instances")
+    page.wait_for_function("() => document.querySelectorAll('td.state-Running').length === 1")
+
+    # the web terminal: a shell over a WebSocket, typed into with the keyboard (xterm.js)
+    page.goto(f"{console.origin}/console/b/shop/apps/web/terminal?instance=0")
+    page.locator("#terminal").click()
+    page.keyboard.type("hostname")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#terminal').innerText.includes('web-0')")
+    page.screenshot(path=str(shots / "app-terminal-session.png"))
+    records = console.api(
+        "GET", "/api/v1/records", params={"action": "app.instance.exec", "business": "shop"}
+    )["items"]
+    assert any("hostname" in r["summary"] for r in records), records
+
+    # logs in follow mode: new lines arrive without reloading the page
+    page.goto(f"{console.origin}/console/b/shop/apps/web/logs")
+    page.get_by_role("button", name="Follow new lines").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#follow-lines tr').length > 0", timeout=TIMEOUT_MS
+    )
+    page.screenshot(path=str(shots / "app-logs-follow.png"))
+    page.close()
