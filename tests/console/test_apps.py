@@ -8,34 +8,13 @@ clock, so instances start and gray upgrades finish without sleeping.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote_plus
-
-from fastapi.testclient import TestClient
 
 from gaia.api.app import Platform
 from tests.apps_harness import BIZ, AppsHarness, template
-from tests.conftest import ADMIN_PASSWORD, World
+from tests.conftest import World
+from tests.console.forms import log_in, post
 
-PASSWORDS = {"admin": ADMIN_PASSWORD}
 APP = "/console/b/alpha/apps"
-
-
-def log_in(client: TestClient, username: str) -> None:
-    client.cookies.clear()
-    password = PASSWORDS.get(username, f"{username}-password")
-    r = client.post(
-        "/console/login",
-        data={"username": username, "password": password, "next": "/console"},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
-
-
-def post(client: TestClient, url: str, data: dict[str, object]) -> str:
-    """Post a console form; returns the redirect target (flash decoded)."""
-    r = client.post(url, data=data, follow_redirects=False)
-    assert r.status_code == 303, (r.status_code, r.text[:2000])
-    return unquote_plus(str(r.headers["location"]))
 
 
 def rows(html: str) -> str:

@@ -7,31 +7,9 @@ client), reads pages and posts their forms, and checks the HTML and, through the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
-from fastapi.testclient import TestClient
-
-from tests.conftest import ADMIN_PASSWORD, World
-
-PASSWORDS = {"admin": ADMIN_PASSWORD}
-
-
-def log_in(client: TestClient, username: str) -> None:
-    client.cookies.clear()
-    password = PASSWORDS.get(username, f"{username}-password")
-    r = client.post(
-        "/console/login",
-        data={"username": username, "password": password, "next": "/console"},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
-
-
-def post(client: TestClient, url: str, data: Mapping[str, object]) -> str:
-    """Post a console form; returns the redirect target (with its flash)."""
-    r = client.post(url, data=data, follow_redirects=False)
-    assert r.status_code == 303, (r.status_code, r.text[:2000])
-    return str(r.headers["location"])
+from tests.conftest import World
+from tests.console.forms import log_in, post
 
 
 def rows(html: str) -> str:

@@ -20,7 +20,8 @@ from gaia.api.app import Platform
 from gaia.console.charts import Series, format_value, line_chart, mean_series, nice_ceiling
 from gaia.monitor.log_collector import LogCollector
 from tests.apps_harness import BIZ, AppsHarness, template
-from tests.conftest import ADMIN_PASSWORD, World
+from tests.conftest import World
+from tests.console.forms import log_in
 
 URL = "/console/b/alpha/apps/web"
 WS = "/console/ws/b/alpha/apps/web/instances/{}/exec"
@@ -28,18 +29,6 @@ WS = "/console/ws/b/alpha/apps/web/instances/{}/exec"
 
 def english(text: str, /, **values: Any) -> str:
     return text.format(**values) if values else text
-
-
-def log_in(client: TestClient, username: str) -> str:
-    client.cookies.clear()
-    password = ADMIN_PASSWORD if username == "admin" else f"{username}-password"
-    r = client.post(
-        "/console/login",
-        data={"username": username, "password": password, "next": "/console"},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
-    return str(client.cookies.get("gaia_session"))
 
 
 def socket(client: TestClient, token: str, instance: int = 0, *, origin: str = "http://testserver"):  # type: ignore[no-untyped-def]

@@ -8,23 +8,12 @@ from __future__ import annotations
 
 import re
 
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gaia.api.app import Platform
 from gaia.store.models import Business, Event
-from tests.conftest import ADMIN_PASSWORD, World
-
-
-def log_in(client: TestClient, username: str) -> None:
-    client.cookies.clear()
-    password = ADMIN_PASSWORD if username == "admin" else f"{username}-password"
-    r = client.post(
-        "/console/login",
-        data={"username": username, "password": password, "next": "/console"},
-        follow_redirects=False,
-    )
-    assert r.status_code == 303, r.text
+from tests.conftest import World
+from tests.console.forms import log_in
 
 
 def rows(html: str) -> list[str]:

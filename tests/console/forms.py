@@ -1,0 +1,31 @@
+"""Driving console pages with TestClient: log in through the form, post a form."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import unquote_plus
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import ADMIN_PASSWORD
+
+
+def log_in(client: TestClient, username: str) -> str:
+    """Log in through ``/console/login`` (users of the ``world`` fixture); returns the session
+    token the cookie carries."""
+    client.cookies.clear()
+    password = ADMIN_PASSWORD if username == "admin" else f"{username}-password"
+    r = client.post(
+        "/console/login",
+        data={"username": username, "password": password, "next": "/console"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    return str(client.cookies.get("gaia_session"))
+
+
+def post(client: TestClient, url: str, data: Mapping[str, object]) -> str:
+    """Post a console form; returns the redirect target, its flash message decoded."""
+    r = client.post(url, data=data, follow_redirects=False)
+    assert r.status_code == 303, (r.status_code, r.text[:2000])
+    return unquote_plus(str(r.headers["location"]))
