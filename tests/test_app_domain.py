@@ -112,6 +112,21 @@ def test_stopped_app_removes_every_instance() -> None:
     assert actions == [Delete(0, "ocr-0", "stopped")]
 
 
+def test_instances_stopped_one_by_one_are_removed_and_not_recreated() -> None:
+    stopped = AppDesired(
+        name="ocr",
+        running=True,
+        instances={0: "v7", 1: "v7", 2: "v7"},
+        templates=TEMPLATES,
+        stopped=frozenset({1}),
+    )
+    args = {"recent_failures": {}, "blacklist": frozenset(), "now": NOW}
+    actions = reconcile_instances(desired=stopped, observed=[Inst(0), Inst(1)], **args)  # type: ignore[arg-type]
+    assert actions == [Delete(1, "ocr-1", "stopped"), Create(2, "v7")]
+    # converged: the stopped instance stays away, the others run
+    assert reconcile_instances(desired=stopped, observed=[Inst(0), Inst(2)], **args) == []  # type: ignore[arg-type]
+
+
 def test_app_failure_restarts_locally_after_backoff() -> None:
     failed = Inst(0, phase="Failed", ready=False, last_failure=Failure("AppExit", NOW))
     assert reconcile({0: "v7"}, [failed], now=NOW + dt.timedelta(seconds=5)) == []

@@ -166,3 +166,55 @@ def test_controller_killed_mid_upgrade_converges_without_loss_or_duplicates(
     for iid, inst in after.items():
         assert inst["version"] == "v2"
         assert (inst["node"], inst["pod_ip"]) == (before[iid]["node"], before[iid]["pod_ip"])
+
+
+def test_chosen_instances_stop_give_their_quota_back_and_start_again(h: AppsHarness) -> None:
+    create_app(
+        h,
+        "web",
+        [template("v1", "shop/web:1", cpu=1), template("v2", "shop/web:2", cpu=1)],
+        replicas=4,
+        default_template="v1",
+    )
+    h.settle(h.ready("web", 4))
+    cpu_before = h.get(f"{BIZ}/quotas/sim-1")["used"]["cpu"]
+    h.post(f"{BIZ}/apps/web/instances/stop", {"instance_ids": [1, 2]})
+
+    def stopped() -> bool:
+        insts = h.instances("web")
+        return [insts[i]["status"] for i in range(4)] == [
+            "Running",
+            "Stopped",
+            "Stopped",
+            "Running",
+        ]
+
+    h.settle(stopped)
+    observed = {
+        i.instance_id
+        for i in h.run_async(h.sim("sim-1").list_instances(namespace="alpha", app="web"))
+    }
+    assert observed == {0, 3}
+    cpu = h.get(f"{BIZ}/quotas/sim-1")["used"]["cpu"]
+    assert cpu == cpu_before - 2  # two 1-core instances gave theirs back
+
+    # a stopped instance cannot be upgraded; the others can
+    r = h.client.post(
+        f"{BIZ}/apps/web/upgrades", json={"template": "v2", "instance_ids": [1]}, headers=h.headers
+    )
+    assert r.status_code == 409 and "stopped" in r.text
+    h.post(f"{BIZ}/apps/web/instances/start", {"instance_ids": [1, 2]})
+    h.settle(h.ready("web", 4))
+    insts = h.instances("web")
+    assert {insts[i]["version"] for i in range(4)} == {"v1"}
+
+    # while an upgrade includes an instance, it cannot be stopped
+    h.post(f"{BIZ}/apps/web/upgrades", {"template": "v2", "instance_ids": [3]}, status=201)
+    r = h.client.post(
+        f"{BIZ}/apps/web/instances/stop", json={"instance_ids": [3]}, headers=h.headers
+    )
+    assert r.status_code == 409 and "upgrade" in r.text
+    r = h.client.post(
+        f"{BIZ}/apps/web/instances/stop", json={"instance_ids": [9]}, headers=h.headers
+    )
+    assert r.status_code == 422 and "not in app" in r.text

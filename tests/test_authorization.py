@@ -212,6 +212,8 @@ TABLE = [
     Row("POST", f"{APP}/scale-in", WRITERS, {"instance_ids": [0]}),
     Row("GET", f"{APP}/instances", MEMBERS),
     Row("GET", f"{APP}/instances/0", MEMBERS),
+    Row("POST", f"{APP}/instances/stop", WRITERS, {"instance_ids": [0]}),
+    Row("POST", f"{APP}/instances/start", WRITERS, {"instance_ids": [0]}),
     Row("POST", f"{APP}/instances/0/restart", WRITERS),
     Row("POST", f"{APP}/instances/0/kill", WRITERS),
     Row("GET", f"{APP}/instances/0/logs", MEMBERS),

@@ -241,6 +241,10 @@ class ScaleOutIn(Strict):
     template: Version | None = Field(default=None, description="default: the app's default")
 
 
+class InstanceIdsIn(Strict):
+    instance_ids: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=10_000)
+
+
 class ScaleInIn(Strict):
     instance_ids: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=10_000)
 

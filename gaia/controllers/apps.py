@@ -266,6 +266,7 @@ class AppController(LoopService):
             running=app.state == "running",
             instances=app.instances,
             templates=app.templates,
+            stopped=app.stopped,
         )
         actions = domain_apps.reconcile_instances(
             desired=desired,

@@ -153,6 +153,7 @@ class AppDesired:
     running: bool
     instances: Mapping[int, str]  # id -> template name
     templates: Mapping[str, TemplateSpec]
+    stopped: frozenset[int] = frozenset()  # ids of the map stopped one by one
 
 
 def reconcile_instances(
@@ -170,13 +171,18 @@ def reconcile_instances(
     ``blacklist``: nodes this app must not be placed on.
     """
     actions: list[Action] = []
-    wanted = desired.instances if desired.running else {}
+    wanted = (
+        {iid: v for iid, v in desired.instances.items() if iid not in desired.stopped}
+        if desired.running
+        else {}
+    )
     seen: set[int] = set()
     for inst in sorted(observed, key=lambda i: i.instance_id):
         iid = inst.instance_id
         version = wanted.get(iid)
         if version is None or iid in seen:
-            actions.append(Delete(iid, inst.name, "stopped" if not desired.running else "scale-in"))
+            stopped = not desired.running or iid in desired.stopped
+            actions.append(Delete(iid, inst.name, "stopped" if stopped else "scale-in"))
             continue
         seen.add(iid)
         if inst.phase == "Terminating":

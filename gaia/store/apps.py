@@ -68,6 +68,7 @@ class AppSnapshot:
     instances: dict[int, str]
     templates: dict[str, TemplateSpec]
     rollout: RolloutSnapshot | None
+    stopped: frozenset[int]
     blacklist: frozenset[str]
     recent_failures: dict[int, int] = field(default_factory=dict)
     gpu_model_limits: dict[str, int] = field(default_factory=dict)  # model -> hundredths
@@ -151,6 +152,7 @@ def load_snapshot(
                 default_template=row.default_template,
                 generation=row.generation,
                 instances=parse_instance_map(row.instances),
+                stopped=frozenset(int(i) for i in row.stopped or ()),
                 templates=templates[row.id],
                 rollout=None
                 if rollout is None

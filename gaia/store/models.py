@@ -318,6 +318,9 @@ class App(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     default_template: Mapped[str] = mapped_column(String(63))
     instances: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # ids of the map stopped one by one: kept in the map (id and version), not running, their
+    # quota given back; ``start`` runs them again
+    stopped: Mapped[list[int]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     next_instance_id: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), default="running")  # "running" | "stopped"
     domain: Mapped[str] = mapped_column(String(253), default="")

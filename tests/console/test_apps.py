@@ -327,6 +327,25 @@ def test_scale_out_scale_in_stop_and_start(world: World) -> None:
     assert 'data-confirm="Stop app web?' in instances
 
 
+def test_stop_and_start_chosen_instances(world: World) -> None:
+    make_app(world, "web", replicas=3)
+    log_in(world.client, "dev")
+    page = world.client.get(f"{APP}/web/instances").text
+    assert 'id="stop-chosen"' in page and "their quota given back" in page
+    assert "ok=Stopped 2 instance(s): 0, 2" in post(
+        world.client, f"{APP}/web/instances/stop", {"ids": ["0", "2"]}
+    )
+    statuses = {
+        i["id"]: i["status"]
+        for i in world.client.get(f"{BIZ}/apps/web/instances", headers=world.admin).json()
+    }
+    assert statuses[0] == statuses[2] == "Stopped" and statuses[1] != "Stopped"
+    assert "ok=Started 1 instance(s): 2" in post(
+        world.client, f"{APP}/web/instances/start", {"ids": ["2"]}
+    )
+    assert "error=" in post(world.client, f"{APP}/web/instances/stop", {})
+
+
 def test_viewer_actions_come_back_with_the_api_refusal(world: World) -> None:
     make_app(world, "web", replicas=1)
     log_in(world.client, "viewer")

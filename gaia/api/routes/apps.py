@@ -27,6 +27,7 @@ from gaia.api.app_schemas import (
     ExecIn,
     ExecOut,
     FailureOut,
+    InstanceIdsIn,
     InstanceOut,
     LogLineOut,
     PortIn,
@@ -39,7 +40,15 @@ from gaia.api.app_schemas import (
     UpgradeOut,
     UpgradeProgressOut,
 )
-from gaia.api.deps import AuditContext, PrincipalDep, SessionDep, audit, business_for, platform
+from gaia.api.deps import (
+    AuditContext,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    business_for,
+    platform,
+)
 from gaia.api.routes.clusters import visible_cluster
 from gaia.api.routes.instance_configs import find_config
 from gaia.api.schemas import NAME_PATTERN, ResourceAmounts
@@ -126,11 +135,18 @@ def _templates(session: Session, app: App) -> dict[str, domain_apps.TemplateSpec
     return store_apps.load_templates(session, app.id)
 
 
+def _stopped(app: App) -> set[int]:
+    return {int(i) for i in app.stopped or ()}
+
+
 def _hold(session: Session, business: Business, app: App, instances: dict[int, str]) -> None:
+    """Hold the quota of ``instances`` (an app's map), less the instances stopped one by one."""
     cluster = session.get(Cluster, app.cluster_id)
     assert cluster is not None
+    stopped = _stopped(app)
+    running = {i: v for i, v in instances.items() if i not in stopped}
     amount = (
-        domain_apps.demand(instances, _templates(session, app))
+        domain_apps.demand(running, _templates(session, app))
         if app.state == "running"
         else ResourceVector()
     )
@@ -141,6 +157,8 @@ def _hold(session: Session, business: Business, app: App, instances: dict[int, s
 
 def _set_map(app: App, instances: dict[int, str]) -> None:
     app.instances = domain_apps.dump_instance_map(instances)
+    if app.stopped:
+        app.stopped = sorted(i for i in _stopped(app) if i in instances)
     app.generation += 1
     app.updated_at = utcnow()
 
@@ -233,6 +251,8 @@ def instance_out(
     template: str,
     inst: Instance | None,
     last_failure: InstanceFailure | None,
+    *,
+    stopped: bool = False,
 ) -> InstanceOut:
     failure = None
     if inst is not None and inst.last_failure is not None:
@@ -251,7 +271,7 @@ def instance_out(
             name=domain_apps.instance_name(app.name, iid),
             template=template,
             version=None,
-            status="Pending",
+            status="Stopped" if stopped else "Pending",
             ready=False,
             node="",
             pod_ip="",
@@ -639,6 +659,73 @@ def scale_in(
     return app_out(session, business, row, None)
 
 
+def _stop_or_start(
+    body: InstanceIdsIn,
+    request: Request,
+    principal: Principal,
+    session: Session,
+    biz: str,
+    app: str,
+    *,
+    stop: bool,
+) -> AppOut:
+    verb = "stop" if stop else "start"
+    ctx = _ctx(request, f"instances.{verb}", biz, app)
+    business = business_for(session, principal, biz, Permission.APP_WRITE, ctx=ctx)
+    row = _app(session, business, app, lock=True)
+    _writable(row)
+    if row.state != "running":
+        raise Conflict(f"app '{app}' is stopped; start the app first")
+    instances = domain_apps.parse_instance_map(row.instances)
+    missing = sorted(set(body.instance_ids) - set(instances))
+    if missing:
+        raise InvalidRequest(
+            f"instance id(s) {', '.join(map(str, missing[:10]))} are not in app '{app}'",
+            details={"missing": missing[:100]},
+        )
+    active = _active_rollout(session, row)
+    if stop and active is not None and set(active.instance_ids) & set(body.instance_ids):
+        raise Conflict(
+            f"upgrade {active.id} includes some of these instances; finish or roll it back first"
+        )
+    stopped = _stopped(row)
+    stopped = stopped | set(body.instance_ids) if stop else stopped - set(body.instance_ids)
+    row.stopped = sorted(stopped)
+    _hold(session, business, row, instances)  # admits a start; gives a stop's quota back
+    row.generation += 1
+    row.updated_at = utcnow()
+    ids = ", ".join(map(str, sorted(body.instance_ids)[:20]))
+    ctx.summary = f"{'stopped' if stop else 'started'} instance(s) {ids} of '{app}'"
+    return app_out(session, business, row, None)
+
+
+@router.post("/businesses/{biz}/apps/{app}/instances/stop", response_model=AppOut)
+def stop_instances(
+    body: InstanceIdsIn,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    app: str = AppPath,
+) -> AppOut:
+    """Stop the chosen instances: they keep their ids and versions in the app, their containers
+    are removed and their quota given back; the other instances are not touched."""
+    return _stop_or_start(body, request, principal, session, biz, app, stop=True)
+
+
+@router.post("/businesses/{biz}/apps/{app}/instances/start", response_model=AppOut)
+def start_instances(
+    body: InstanceIdsIn,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    app: str = AppPath,
+) -> AppOut:
+    """Start instances stopped one by one again (admitted against the quota first)."""
+    return _stop_or_start(body, request, principal, session, biz, app, stop=False)
+
+
 # ---------------------------------------------------------------- instances
 
 
@@ -658,8 +745,9 @@ async def list_instances(
     by_id = {i.instance_id: i for i in observed}
     failures = _last_failures(session, row.id)
     instances = domain_apps.parse_instance_map(row.instances) if row.state == "running" else {}
+    stopped = _stopped(row)
     out = [
-        instance_out(iid, row, version, by_id.get(iid), failures.get(iid))
+        instance_out(iid, row, version, by_id.get(iid), failures.get(iid), stopped=iid in stopped)
         for iid, version in sorted(instances.items())
     ]
     # instances still in the cluster that the app no longer wants (being removed)
@@ -835,9 +923,18 @@ def create_upgrade(
             f"upgrade {active.id} to {active.target} is {active.state}; "
             "finish or roll it back first"
         )
-    instances = domain_apps.parse_instance_map(row.instances)
+    stopped = _stopped(row)
+    instances = {
+        i: v for i, v in domain_apps.parse_instance_map(row.instances).items() if i not in stopped
+    }
     templates = _templates(session, row)
     ids = sorted(instances) if body.all else list(body.instance_ids or [])
+    halted = sorted(stopped & set(ids))
+    if halted:
+        raise Conflict(
+            f"instance(s) {', '.join(map(str, halted[:20]))} are stopped; start them before "
+            "upgrading them"
+        )
     plan = new_plan(
         target=body.template,
         instance_ids=ids,

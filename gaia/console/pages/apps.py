@@ -561,6 +561,54 @@ async def restart_chosen(
     )
 
 
+async def _stop_or_start_chosen(
+    request: Request,
+    user: ConsoleUser,
+    biz: str,
+    app: str,
+    ids: list[int] | None,
+    back: str,
+    *,
+    stop: bool,
+) -> Response:
+    _ = translator(user.language)
+    url = _back(back, biz, app)
+    if not ids:
+        return redirect(url, error=_("Choose the instances first."))
+    verb = "stop" if stop else "start"
+    result = await ConsoleApi(request, user).post(
+        f"{_api_path(biz, app)}/instances/{verb}", {"instance_ids": sorted(set(ids))}
+    )
+    if not result.ok:
+        return redirect(url, error=result.error)
+    message = "Stopped {count} instance(s): {ids}" if stop else "Started {count} instance(s): {ids}"
+    return redirect(url, ok=_(message, count=len(set(ids)), ids=_ids_text(sorted(set(ids)))))
+
+
+@router.post("/console/b/{biz}/apps/{app}/instances/stop", response_model=None)
+async def stop_chosen(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    ids: Annotated[list[int] | None, Form()] = None,
+    back: Back = "",
+) -> Response:
+    return await _stop_or_start_chosen(request, user, biz, app, ids, back, stop=True)
+
+
+@router.post("/console/b/{biz}/apps/{app}/instances/start", response_model=None)
+async def start_chosen(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    ids: Annotated[list[int] | None, Form()] = None,
+    back: Back = "",
+) -> Response:
+    return await _stop_or_start_chosen(request, user, biz, app, ids, back, stop=False)
+
+
 @router.post("/console/b/{biz}/apps/{app}/scale-out", response_model=None)
 async def scale_out(
     request: Request,
