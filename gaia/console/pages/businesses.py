@@ -295,6 +295,14 @@ async def member_add(
     back = f"{BASE}/{biz}"
     if not username:
         return redirect(back, error=_t(user)("enter the username of the member to add"))
+    return await _set_role(request, user, biz, username, role)
+
+
+async def _set_role(
+    request: Request, user: ConsoleUser, biz: str, username: str, role: str
+) -> Response:
+    """Add a member or change a role: the API's PUT does both."""
+    back = f"{BASE}/{biz}"
     result = await ConsoleApi(request, user).put(
         f"/api/v1/businesses/{biz}/members/{username}", {"role": role}
     )
@@ -316,18 +324,7 @@ async def member_role(
     username: str,
     role: Annotated[str, Form(max_length=40)],
 ) -> Response:
-    back = f"{BASE}/{biz}"
-    result = await ConsoleApi(request, user).put(
-        f"/api/v1/businesses/{biz}/members/{username}", {"role": role}
-    )
-    if not result.ok:
-        return redirect(back, error=result.error)
-    return redirect(
-        back,
-        ok=_t(user)(
-            "{username} is now {role} of {biz}", username=username, role=_t(user)(role), biz=biz
-        ),
-    )
+    return await _set_role(request, user, biz, username, role)
 
 
 @router.post("/console/businesses/{biz}/members/{username}/delete", response_model=None)
