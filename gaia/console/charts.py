@@ -162,11 +162,18 @@ def line_chart(
             f"{escape(_('No data in this range'))}</text>"
         )
     for n, s in enumerate(series):
-        coords = " ".join(
-            f"{x(t):.1f},{y(v):.1f}" for t, v in _downsample(s.points) if not math.isnan(v)
-        )
-        if not coords:
+        drawn = [(x(t), y(v)) for t, v in _downsample(s.points) if not math.isnan(v)]
+        if not drawn:
             continue
+        if len(drawn) == 1:
+            # one sample (a fresh instance): a line needs two, so show the point itself
+            (cx, cy), colour = drawn[0], PALETTE[n % len(PALETTE)]
+            parts.append(
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{colour}">'
+                f"<title>{escape(s.label)}</title></circle>"
+            )
+            continue
+        coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in drawn)
         dash = DASHES[n % len(DASHES)]
         parts.append(
             f'<polyline fill="none" stroke="{PALETTE[n % len(PALETTE)]}" stroke-width="1.8" '

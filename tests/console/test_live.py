@@ -88,6 +88,22 @@ def test_an_empty_chart_says_there_is_no_data() -> None:
     assert "100%</text>" in html  # percent axes end at 100
 
 
+def test_a_single_sample_is_drawn_as_a_point() -> None:
+    html = str(
+        line_chart(
+            title="CPU",
+            series=[Series("web-0", [(450, 42.0)])],
+            unit="percent",
+            start=0,
+            end=900,
+            _=english,
+            chart_id="c",
+        )
+    )
+    assert "<circle" in html and "<polyline" not in html
+    assert "No data in this range" not in html
+
+
 def test_the_mean_of_series_is_taken_per_time() -> None:
     a = Series("a", [(0, 10.0), (60, 20.0)])
     b = Series("b", [(0, 30.0)])
