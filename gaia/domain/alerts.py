@@ -24,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Protocol
 
 from gaia.domain.errors import InvalidRequest
 
@@ -281,3 +282,28 @@ def check_timing(*, for_seconds: float, repeat_seconds: float) -> None:
 def silence_matches(silence: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     """A silence's matchers all equal the alert's labels (an empty silence matches nothing)."""
     return bool(silence) and all(labels.get(k) == v for k, v in silence.items())
+
+
+class SilenceLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def business_id(self) -> int | None: ...
+    @property
+    def matchers(self) -> Mapping[str, str]: ...
+
+
+def covering_silence(
+    silences: Iterable[SilenceLike], *, business_id: int | None, labels: Mapping[str, str]
+) -> int | None:
+    """The id of the first active silence that covers an alert of ``business_id`` with
+    ``labels``: the platform's silences cover every alert, a business's only its own."""
+    return next(
+        (
+            s.id
+            for s in silences
+            if (s.business_id is None or s.business_id == business_id)
+            and silence_matches(s.matchers, labels)
+        ),
+        None,
+    )

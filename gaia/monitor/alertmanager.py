@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gaia.domain.alerts import fingerprint, silence_matches
+from gaia.domain.alerts import covering_silence, fingerprint
 from gaia.monitor import catalogue
 from gaia.monitor.notify import queue_notifications
 from gaia.store.models import AlertPolicy, AlertRecord, AlertSilence
@@ -106,15 +106,7 @@ def ingest(session: Session, alerts: list[IncomingAlert], *, now: dt.datetime) -
             result.duplicates += 1
             continue
         business_id = policy.business_id if policy is not None else None
-        silenced_by = next(
-            (
-                s.id
-                for s in silences
-                if (s.business_id is None or s.business_id == business_id)
-                and silence_matches(s.matchers, alert.labels)
-            ),
-            None,
-        )
+        silenced_by = covering_silence(silences, business_id=business_id, labels=alert.labels)
         record = AlertRecord(
             business_id=business_id,
             policy_id=policy.id if policy is not None else None,

@@ -41,8 +41,8 @@ from gaia.domain.alerts import (
     Severity,
     Transition,
     TransitionKind,
+    covering_silence,
     series_key,
-    silence_matches,
 )
 from gaia.domain.alerts import evaluate_rule as evaluate
 from gaia.monitor.notify import load_targets, queue_notifications
@@ -383,15 +383,7 @@ class AlertEvaluator(LoopService):
             "severity": rule.severity.value,
             "gaia_policy_id": str(rule.policy_id),
         }
-        silenced_by = next(
-            (
-                s.id
-                for s in silences
-                if (s.business_id is None or s.business_id == row.business_id)
-                and silence_matches(s.matchers, match_labels)
-            ),
-            None,
-        )
+        silenced_by = covering_silence(silences, business_id=row.business_id, labels=match_labels)
         return AlertRecord(
             business_id=row.business_id,
             policy_id=rule.policy_id,
