@@ -38,7 +38,7 @@ and pool ``--seeds`` traces (default 3).
   spread, fragments more).
 - ``optimum`` (small instance only): exhaustive search over every node and every set of free
   cards, per decision, of Gaia's objective recomputed here by brute force (dearest link +
-  capability loss + stranded GPUs; see ``gaia.scheduler.cluster``): what the scheduler's sampled,
+  capability loss + stranded GPUs; see ``gaia.scheduler.placement``): what the scheduler's sampled,
   indexed, pruned search gives away against searching everything.
 - ``link-optimum`` (small instance only): the same exhaustive search for the cheapest dearest
   link now (then summed cost, fragmentation, binpack): the exact optimum of each decision for a
@@ -47,7 +47,7 @@ and pool ``--seeds`` traces (default 3).
 
 **Metrics** (computed here from the link matrices, independently of the scheduler's own code):
 
-- *link cost* of a multi-GPU job: the cost (``gaia.scheduler.topology.link_cost``: NV<n> 20-n,
+- *link cost* of a multi-GPU job: the cost (``gaia.scheduler.links.link_cost``: NV<n> 20-n,
   PIX 20, PXB 40, PHB 80, NODE 160, SYS 320) of the dearest link between its cards; mean and
   worst over all multi-GPU jobs.
 - *on best level*: share of multi-GPU jobs whose dearest link is the best the chosen node
@@ -84,8 +84,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gaia.domain.resources import ResourceVector
-from gaia.scheduler.cluster import STRANDED_GPU_PRICE, GaiaScheduler
-from gaia.scheduler.gpu import TopologyTree, TreeNode
+from gaia.scheduler.links import link_cost, parse_nvidia_smi_topo
+from gaia.scheduler.placement import STRANDED_GPU_PRICE, GaiaScheduler
 from gaia.scheduler.port import (
     WHOLE_CARD,
     ClusterView,
@@ -95,7 +95,7 @@ from gaia.scheduler.port import (
     Unschedulable,
     why_not,
 )
-from gaia.scheduler.topology import link_cost, parse_nvidia_smi_topo
+from gaia.scheduler.tree import TopologyTree, TreeNode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "topology"
 GIB = 1024
@@ -505,7 +505,7 @@ class Optimum:
 
     ``objective="link"``: the cheapest dearest link now (then summed pair cost, fragmentation
     left, binpack): the exact optimum of a myopic link policy.
-    ``objective="price"``: Gaia's objective (``gaia.scheduler.cluster``), recomputed here by
+    ``objective="price"``: Gaia's objective (``gaia.scheduler.placement``), recomputed here by
     brute force over subsets: dearest link + capability loss + ``STRANDED_GPU_PRICE`` per
     stranded GPU, then dearest link, summed cost, binpack; shares: not breaking a whole card
     first, best fit among cards. Compared with ``gaia`` it measures what the scheduler's sampled,

@@ -46,7 +46,7 @@ import httpx
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
-from gaia.api.app import Platform, create_app
+from gaia.app import Platform, create_app
 from gaia.clock import RealClock
 from gaia.security import hash_password, use_cheap_password_hashing
 from gaia.settings import Settings

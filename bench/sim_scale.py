@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
-from gaia.api.app import Platform, create_app
+from gaia.app import Platform, create_app
 from gaia.clock import ManualClock
 from gaia.providers.sim import SimCluster
 from gaia.security import hash_password, use_cheap_password_hashing

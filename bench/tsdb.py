@@ -1,4 +1,4 @@
-"""The embedded metric store (``gaia.monitor.tsdb``) against a naive store, in one process.
+"""The embedded metric store (``gaia.monitor.metrics.tsdb``) against a naive store, in one process.
 
 Run ``.venv/bin/python bench/tsdb.py`` from the repository root (``--quick`` for a smoke run,
 ``--help`` for the sizes). One data set: ``--series`` series of one metric
@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gaia.monitor.series import Sample, Series
-from gaia.monitor.tsdb import EmbeddedStore, range_steps
+from gaia.monitor.metrics.series import Sample, Series
+from gaia.monitor.metrics.tsdb import EmbeddedStore, range_steps
 
 T = TypeVar("T")
 METRIC = "gaia_instance_cpu_cores"

@@ -34,8 +34,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_up(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gaia.api.app import Platform, create_app
-    from gaia.store.bootstrap import ensure_admin, ensure_demo
+    from gaia.app import Platform, create_app
+    from gaia.bootstrap import ensure_admin, ensure_demo
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_openapi(args: argparse.Namespace) -> int:
-    from gaia.api.app import Platform, create_app
+    from gaia.app import Platform, create_app
 
     settings = Settings(database_url="sqlite://")
     platform = Platform.open(settings, run_migrations=False)
@@ -82,7 +82,7 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler_extender(args: argparse.Namespace) -> int:
-    from gaia.scheduler.extender_server import serve
+    from gaia.scheduler.extender.server import serve
 
     if not 0 < args.port < 65536:
         print(f"gaia scheduler-extender: --port must be 1..65535, not {args.port}", file=sys.stderr)

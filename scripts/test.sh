@@ -67,5 +67,7 @@ echo "==> ruff"
 .venv/bin/ruff format --check gaia tests bench
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> import contracts (lint-imports; the layers in pyproject.toml, docs/architecture.md)"
+.venv/bin/lint-imports --no-cache
 echo "==> pytest"
 exec .venv/bin/pytest -p no:cacheprovider "$@"

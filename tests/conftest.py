@@ -22,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from gaia.api.app import Platform, create_app
+from gaia.app import Platform, create_app
 from gaia.clock import ManualClock
 from gaia.security import hash_password, use_cheap_password_hashing
 from gaia.settings import Settings

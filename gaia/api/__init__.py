@@ -1,5 +1,6 @@
-"""The HTTP API: one router per resource, pydantic schemas, auth dependencies."""
+"""The platform API (FastAPI): ``create_api``; routers in ``routes/``, request and response
+models in ``schemas/``, the caller and tenancy in ``deps``. See docs/architecture.md."""
 
-from gaia.api.app import create_app
+from gaia.api.app import create_api
 
-__all__ = ["create_app"]
+__all__ = ["create_api"]

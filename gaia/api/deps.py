@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from gaia.domain.errors import Forbidden, NotFound, Unauthenticated
-from gaia.domain.rbac import Permission, Role, allows
-from gaia.security import token_digest
-from gaia.store.models import Business, Membership, Token, User, utcnow
+from gaia.domain.rbac import Permission, allows
+from gaia.store.clusters import visible_clusters
+from gaia.store.identity import Principal as Principal  # the caller, as routes name it
+from gaia.store.identity import authenticate as authenticate
+from gaia.store.models import Business, Cluster, Token, utcnow
 
 if TYPE_CHECKING:
-    from gaia.api.app import Platform
+    from gaia.platform import Platform
 
 SESSION_COOKIE = "gaia_session"
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -51,28 +53,34 @@ class AuditContext:
     read_only: bool = False
 
 
-@dataclass
-class Principal:
-    user_id: int
-    username: str
-    is_platform_admin: bool
-    token_id: int
-    token_kind: str
-    roles: dict[int, Role] = field(default_factory=dict)
-
-    def business_ids(self) -> set[int]:
-        return set(self.roles)
-
-
 def platform(request: Request) -> Platform:
     return request.app.state.platform  # type: ignore[no-any-return]
 
 
-def audit(request: Request) -> AuditContext:
+def audit(
+    request: Request,
+    *,
+    action: str | None = None,
+    target: str | None = None,
+    business: str | None = None,
+    cluster: str | None = None,
+    summary: str | None = None,
+) -> AuditContext:
+    """This request's operation record (``gaia.api.audit``), with the fields given set: a route
+    names its action and target first thing, so a refusal further down is recorded with them."""
     ctx = getattr(request.state, "audit", None)
     if ctx is None:
         ctx = AuditContext()
         request.state.audit = ctx
+    for name, value in (
+        ("action", action),
+        ("target", target),
+        ("business", business),
+        ("cluster", cluster),
+        ("summary", summary),
+    ):
+        if value is not None:
+            setattr(ctx, name, value)
     return ctx
 
 
@@ -102,38 +110,6 @@ def _bearer(request: Request) -> str | None:
             raise Unauthenticated("Authorization header must be 'Bearer <token>'")
         return value.strip()
     return request.cookies.get(SESSION_COOKIE)
-
-
-def authenticate(session: Session, token: str, *, now: dt.datetime | None = None) -> Principal:
-    now = now or utcnow()
-    row = session.execute(
-        select(Token, User)
-        .join(User, User.id == Token.user_id)
-        .where(Token.digest == token_digest(token))
-    ).one_or_none()
-    if row is None:
-        raise Unauthenticated("the token is not valid; log in again or create a new API token")
-    tok, user = row
-    if tok.revoked_at is not None:
-        raise Unauthenticated("the token was revoked")
-    if tok.expires_at is not None and tok.expires_at <= now:
-        raise Unauthenticated("the session expired; log in again")
-    if user.disabled:
-        raise Unauthenticated("the account is disabled")
-    roles = {
-        business_id: Role(role)
-        for business_id, role in session.execute(
-            select(Membership.business_id, Membership.role).where(Membership.user_id == user.id)
-        )
-    }
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        is_platform_admin=user.is_platform_admin,
-        token_id=tok.id,
-        token_kind=tok.kind,
-        roles=roles,
-    )
 
 
 def current_principal(request: Request, session: SessionDep) -> Principal:
@@ -200,3 +176,19 @@ def business_for(
         f"your role '{role}' in business '{name}' does not allow '{permission.value}'",
         details={"role": role, "permission": permission.value},
     )
+
+
+def visible_clusters_stmt(principal: Principal) -> Select[Cluster]:
+    """Every cluster the caller may see: all for platform admins, else those where a business
+    of theirs holds a quota (where they can deploy)."""
+    return visible_clusters(None if principal.is_platform_admin else principal.business_ids())
+
+
+def visible_cluster(session: Session, principal: Principal, name: str) -> Cluster:
+    """The cluster ``name`` if the caller may see it (404 otherwise, as for a missing one)."""
+    cluster: Cluster | None = session.scalars(
+        visible_clusters_stmt(principal).where(Cluster.name == name)
+    ).one_or_none()
+    if cluster is None:
+        raise NotFound(f"cluster '{name}' not found")
+    return cluster

@@ -30,7 +30,7 @@ from gaia.domain.errors import (
     Unauthenticated,
     Unsupported,
 )
-from gaia.monitor.series import MetricStoreUnavailable
+from gaia.monitor.metrics.series import MetricStoreUnavailable
 
 log = logging.getLogger(__name__)
 

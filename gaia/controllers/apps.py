@@ -31,7 +31,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from gaia.clock import Clock
-from gaia.controllers.loop import LoopService
 from gaia.domain import apps as domain_apps
 from gaia.domain.apps import Create, Delete, ReplaceImage, Restart, TemplateSpec
 from gaia.domain.errors import GaiaError
@@ -45,7 +44,8 @@ from gaia.domain.restarts import (
     decide_restart,
     should_blacklist,
 )
-from gaia.domain.rollouts import RolloutState, step_rollout
+from gaia.domain.upgrades import RolloutState, step_rollout
+from gaia.loop import LoopService
 from gaia.providers.port import (
     ClusterProvider,
     ConfigData,
@@ -68,7 +68,7 @@ from gaia.scheduler import (
     Scheduler,
     Unschedulable,
 )
-from gaia.scheduler.cluster import GaiaScheduler
+from gaia.scheduler.placement import GaiaScheduler
 from gaia.security import SecretBox
 from gaia.store import apps as store_apps
 from gaia.store import events as store_events

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from gaia.controllers.loop import LoopService
+from gaia.loop import LoopService
 from gaia.providers.port import ClusterHealth, HealthState
 from gaia.providers.registry import ProviderRegistry
 from gaia.store import events

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gaia.controllers.loop import LoopService
+from gaia.loop import LoopService
 from gaia.store.database import Database
 from gaia.store.quotas import reclaim_expired
 

@@ -6,7 +6,7 @@ cluster, a node, a business, an app), a comparison against a threshold, a for-du
 severity and a repeat interval. ``evaluate_rule`` takes the rule, the latest value of every
 series the rule selects, and the rule's alert states from the last pass; it returns the new
 states and the transitions to act on (fire, repeat, resolve). The evaluator loop
-(``gaia.monitor.evaluator``) does the I/O: it reads the store, writes records and queues
+(``gaia.monitor.alerting.evaluator``) does the I/O: it reads the store, writes records and queues
 notifications for each transition, in one transaction.
 
 An alert is identified by its *fingerprint*: the policy's id and the series' labels (not the

@@ -3,7 +3,7 @@
 An app is a pool of templates (versions) and a map *instance id → template*. Ids are stable: the
 instance ``ocr-4`` is instance 4 of app ``ocr`` for as long as the app lives, whatever version
 it runs and however often it restarts. Several versions may run at once; that is what makes a
-gray upgrade possible (``gaia.domain.rollouts`` edits the map batch by batch).
+gray upgrade possible (``gaia.domain.upgrades`` edits the map batch by batch).
 
 ``reconcile_instances(desired, observed, ...) -> [actions]`` compares the map with what the
 cluster reports and says what to do, one instance at a time:

@@ -52,18 +52,6 @@ class ClusterHealth:
 # ---------------------------------------------------------------- nodes
 
 
-class GpuLink(StrEnum):
-    """Link between two GPUs as ``nvidia-smi topo -m`` prints it (cheapest first)."""
-
-    SELF = "X"
-    NVLINK = "NV"  # NVLink of unknown width; ``NV1``..``NV18`` (bonded links) are kept as given
-    PIX = "PIX"  # at most one PCIe switch
-    PXB = "PXB"  # several PCIe switches, no host bridge
-    PHB = "PHB"  # through a PCIe host bridge (same CPU socket)
-    NODE = "NODE"  # between host bridges of one NUMA node
-    SOC = "SOC"  # across sockets (newer drivers print ``SYS``)
-
-
 @dataclass(frozen=True, slots=True)
 class Gpu:
     index: int
@@ -338,9 +326,9 @@ class MetricSample:
 @dataclass(frozen=True, slots=True)
 class ControlPlaneSample:
     """One figure of the cluster's control plane (API server and etcd), under the name the
-    platform's metric catalogue gives it (``gaia.monitor.catalogue``, area ``control-plane``:
-    ``gaia_etcd_objects``, ``gaia_apiserver_errors_total``, ...) and its labels other than
-    ``cluster``, which the collector adds."""
+    platform's metric catalogue gives it (``gaia.monitor.metrics.catalogue``, area
+    ``control-plane``: ``gaia_etcd_objects``, ``gaia_apiserver_errors_total``, ...) and its labels
+    other than ``cluster``, which the collector adds."""
 
     name: str
     labels: dict[str, str]

@@ -5,19 +5,42 @@ A ``sim`` cluster is an in-process object with state, so it must outlive request
 the stored row and rebuilds it when the row changes (``updated_at``), e.g. a new kubeconfig. A
 ``sim`` cluster is never rebuilt while registered (its nodes and instances live in it); all sim
 clusters share the registry's clock, which tests replace with a ``ManualClock``.
+
+The registry reads a cluster through ``ClusterRef``: the few facts it needs to build a provider.
+The platform store's ``Cluster`` row has them, and so can any plain object: the providers know
+nothing of the ORM.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from typing import Any, Protocol
 
 from gaia.clock import Clock, RealClock
 from gaia.providers.kubernetes import KubernetesCluster
 from gaia.providers.port import ClusterProvider
 from gaia.providers.sim import SimCluster
 from gaia.security import SecretBox
-from gaia.store.models import Cluster
+
+
+class ClusterRef(Protocol):
+    """What building a provider needs to know of a registered cluster."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def zone(self) -> str: ...
+    @property
+    def updated_at(self) -> dt.datetime: ...
+    @property
+    def sim_spec(self) -> dict[str, Any] | None: ...
+    @property
+    def kubeconfig_encrypted(self) -> bytes | None: ...
 
 
 class ProviderRegistry:
@@ -28,7 +51,7 @@ class ProviderRegistry:
         self._providers: dict[int, tuple[dt.datetime, ClusterProvider]] = {}
         self._retired: list[ClusterProvider] = []
 
-    def for_cluster(self, cluster: Cluster) -> ClusterProvider:
+    def for_cluster(self, cluster: ClusterRef) -> ClusterProvider:
         with self._lock:
             known = self._providers.get(cluster.id)
             if known is not None and (known[0] == cluster.updated_at or cluster.kind == "sim"):
@@ -66,7 +89,7 @@ class ProviderRegistry:
         for provider in providers:
             await provider.close()
 
-    def _build(self, cluster: Cluster) -> ClusterProvider:
+    def _build(self, cluster: ClusterRef) -> ClusterProvider:
         if cluster.kind == "sim":
             return SimCluster(
                 name=cluster.name, spec=cluster.sim_spec or {}, zone=cluster.zone, clock=self.clock

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from gaia.domain.apps import TemplateSpec, parse_instance_map, template_from_document
 from gaia.domain.resources import ResourceVector, check_fits, quota_exceeded
-from gaia.domain.rollouts import ACTIVE, GrayUpgradePlan, RolloutState
+from gaia.domain.upgrades import ACTIVE, GrayUpgradePlan, RolloutState
 from gaia.security import SecretBox
 from gaia.store import quotas
 from gaia.store.configs import load_config_data

@@ -2,7 +2,8 @@
 
 Runtime state of clusters (nodes, instances, IPs) is *not* here: the cluster is the truth for it
 and controllers read it through the provider. Every schema change comes with an Alembic migration
-in ``gaia/store/migrations/versions``; ``tests/test_migrations.py`` fails when the two disagree.
+in ``gaia/store/migrations/versions``; ``tests/store/test_migrations.py`` fails when the two
+disagree.
 
 Resource amounts are integer columns in internal units (``gaia.domain.resources``); a quota row
 carries the hard limits and the running ``used_*`` counters that admission updates under a lock.

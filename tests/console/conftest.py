@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gaia.api.app import Platform
 from gaia.clock import RealClock
+from gaia.platform import Platform
 from gaia.security import hash_password
 from gaia.settings import Settings
 from gaia.store.models import User

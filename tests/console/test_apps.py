@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 
-from gaia.api.app import Platform
-from tests.apps_harness import BIZ, AppsHarness, template
+from gaia.platform import Platform
 from tests.conftest import World
 from tests.console.forms import log_in, post
+from tests.support.apps_harness import BIZ, AppsHarness, template
 
 APP = "/console/b/alpha/apps"
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gaia.api.app import Platform
 from gaia.api.deps import SESSION_COOKIE
+from gaia.platform import Platform
 from gaia.store.models import Cluster
-from tests.apps_harness import AppsHarness, template
 from tests.conftest import World
+from tests.support.apps_harness import AppsHarness, template
 
 NODES = "/api/v1/clusters/sim-1/nodes"
 

@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from gaia.api.app import Platform
 from gaia.console.charts import Series, format_value, line_chart, mean_series, nice_ceiling
-from gaia.monitor.log_collector import LogCollector
-from tests.apps_harness import BIZ, AppsHarness, template
+from gaia.monitor.logs.collector import LogCollector
+from gaia.platform import Platform
 from tests.conftest import World
 from tests.console.forms import log_in
+from tests.support.apps_harness import BIZ, AppsHarness, template
 
 URL = "/console/b/alpha/apps/web"
 WS = "/console/ws/b/alpha/apps/web/instances/{}/exec"

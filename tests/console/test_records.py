@@ -10,7 +10,7 @@ import re
 
 from sqlalchemy import select
 
-from gaia.api.app import Platform
+from gaia.platform import Platform
 from gaia.store.models import Business, Event
 from tests.conftest import World
 from tests.console.forms import log_in

@@ -10,7 +10,7 @@ collector adds), etcd is up, and the counters move forward as the cluster is use
 from __future__ import annotations
 
 from gaia.domain.resources import ResourceVector
-from gaia.monitor import catalogue
+from gaia.monitor.metrics import catalogue
 from gaia.providers.port import ControlPlaneSample, InstanceSpec, PortSpec
 from tests.contract.conftest import Harness, contract
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from gaia.api.app import Platform, create_app
+from gaia.app import Platform, create_app
 from tests.support.kube import free_port
 
 

@@ -41,8 +41,7 @@ from gaia.api.deps import (
     require_platform_admin,
 )
 from gaia.api.pagination import Cursor, Limit, encode_cursor, page_of
-from gaia.api.schemas import Page
-from gaia.api.schemas_alerts import (
+from gaia.api.schemas.alerts import (
     AlertmanagerPayload,
     AlertmanagerResult,
     AlertRecordOut,
@@ -67,13 +66,13 @@ from gaia.api.schemas_alerts import (
     SilenceCreate,
     SilenceOut,
 )
+from gaia.api.schemas.base import Page
 from gaia.domain.alerts import SCOPE_LABELS, ScopeKind, check_matchers
 from gaia.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated
 from gaia.domain.rbac import Permission, allows
-from gaia.monitor import catalogue
-from gaia.monitor.alertmanager import IncomingAlert, ingest
-from gaia.monitor.builtin_rules import BUILTIN_RULES, BY_KEY, cluster_policy
-from gaia.monitor.channels import (
+from gaia.monitor.alerting.alertmanager import IncomingAlert, ingest
+from gaia.monitor.alerting.builtin_rules import BUILTIN_RULES, BY_KEY, cluster_policy
+from gaia.monitor.alerting.channels import (
     SECRET_FIELDS,
     AlertNotice,
     DeliveryError,
@@ -83,8 +82,9 @@ from gaia.monitor.channels import (
     render_message,
     validate_channel_config,
 )
-from gaia.monitor.notify import queue_notifications
-from gaia.monitor.rulefiles import policy_rule, rule_file
+from gaia.monitor.alerting.notify import queue_notifications
+from gaia.monitor.alerting.rulefiles import policy_rule, rule_file
+from gaia.monitor.metrics import catalogue
 from gaia.store.models import (
     AlertChannel,
     AlertNotification,
@@ -239,9 +239,7 @@ def _same_owner(
 
 
 def _ctx(request: Request, action: str, target: str) -> AuditContext:
-    ctx = audit(request)
-    ctx.action = action
-    ctx.target = target
+    ctx = audit(request, action=action, target=target)
     return ctx
 
 

@@ -18,7 +18,17 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gaia.api.app_schemas import (
+from gaia.api.deps import (
+    AuditContext,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    business_for,
+    platform,
+    visible_cluster,
+)
+from gaia.api.schemas.apps import (
     AppIn,
     AppOut,
     AppUpdate,
@@ -40,25 +50,15 @@ from gaia.api.app_schemas import (
     UpgradeOut,
     UpgradeProgressOut,
 )
-from gaia.api.deps import (
-    AuditContext,
-    Principal,
-    PrincipalDep,
-    SessionDep,
-    audit,
-    business_for,
-    platform,
-)
-from gaia.api.routes.clusters import visible_cluster
-from gaia.api.routes.instance_configs import find_config
-from gaia.api.schemas import NAME_PATTERN, ResourceAmounts
+from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
 from gaia.domain import apps as domain_apps
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import ResourceVector
-from gaia.domain.rollouts import ACTIVE, RolloutState, new_plan, step_rollout
+from gaia.domain.upgrades import ACTIVE, RolloutState, new_plan, step_rollout
 from gaia.providers.port import ClusterProvider, Instance
 from gaia.store import apps as store_apps
+from gaia.store.instance_configs import find_config
 from gaia.store.models import (
     App,
     AppBlacklist,
@@ -83,9 +83,7 @@ NodePath = Path(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-
 
 
 def _ctx(request: Request, verb: str, biz: str, target: str) -> AuditContext:
-    ctx = audit(request)
-    ctx.action = f"app.{verb}"
-    ctx.target = f"business/{biz}/app/{target}"
+    ctx = audit(request, action=f"app.{verb}", target=f"business/{biz}/app/{target}")
     return ctx
 
 

@@ -13,10 +13,9 @@ import datetime as dt
 
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, platform
-from gaia.api.schemas import (
+from gaia.api.schemas.base import (
     LoginRequest,
     LoginResponse,
     MembershipOut,
@@ -29,61 +28,13 @@ from gaia.api.schemas import (
 from gaia.domain.errors import Conflict, NotFound, Unauthenticated
 from gaia.domain.rbac import Role
 from gaia.security import (
-    DUMMY_PASSWORD_HASH,
-    LoginThrottle,
     new_token,
     token_digest,
-    verify_password,
 )
+from gaia.store.identity import check_credentials, start_session
 from gaia.store.models import Business, Membership, Token, User, utcnow
 
 router = APIRouter(tags=["auth"])
-
-
-def user_out(user: User) -> UserOut:
-    return UserOut(
-        username=user.username,
-        display_name=user.display_name,
-        platform_admin=user.is_platform_admin,
-        disabled=user.disabled,
-        language=user.language,
-        created_at=user.created_at,
-    )
-
-
-def start_session(session: Session, user: User, ttl_seconds: int) -> tuple[str, Token]:
-    token = new_token()
-    now = utcnow()
-    row = Token(
-        user_id=user.id,
-        kind="session",
-        name="login",
-        digest=token_digest(token),
-        created_at=now,
-        expires_at=now + dt.timedelta(seconds=ttl_seconds),
-    )
-    session.add(row)
-    session.flush()
-    return token, row
-
-
-def check_credentials(
-    session: Session, username: str, password: str, *, throttle: LoginThrottle
-) -> User:
-    now = utcnow()
-    throttle.check(username, now)
-    if not username.isprintable():
-        # No account can have such a name (and PostgreSQL cannot even compare a NUL byte).
-        throttle.failed(username, now)
-        raise Unauthenticated("wrong username or password")
-    user = session.scalars(select(User).where(User.username == username)).one_or_none()
-    # Verify against a dummy hash for unknown users so both failures take the same time.
-    ok = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, password)
-    if user is None or not ok or user.disabled:
-        throttle.failed(username, now)
-        raise Unauthenticated("wrong username or password")
-    throttle.succeeded(username)
-    return user
 
 
 @router.post("/auth/login", response_model=LoginResponse)
@@ -97,14 +48,12 @@ def login(body: LoginRequest, request: Request, session: SessionDep) -> LoginRes
     token, row = start_session(session, user, plat.settings.session_ttl_seconds)
     ctx.summary = "logged in"
     assert row.expires_at is not None
-    return LoginResponse(token=token, expires_at=row.expires_at, user=user_out(user))
+    return LoginResponse(token=token, expires_at=row.expires_at, user=UserOut.of(user))
 
 
 @router.post("/auth/logout", status_code=204)
 def logout(request: Request, principal: PrincipalDep, session: SessionDep) -> Response:
-    ctx = audit(request)
-    ctx.action = "auth.logout"
-    ctx.target = f"user/{principal.username}"
+    ctx = audit(request, action="auth.logout", target=f"user/{principal.username}")
     tok = session.get(Token, principal.token_id)
     if tok is not None and tok.revoked_at is None:
         tok.revoked_at = utcnow()
@@ -124,7 +73,7 @@ def me(principal: PrincipalDep, session: SessionDep) -> MeOut:
         .order_by(Business.name)
     )
     return MeOut(
-        **user_out(user).model_dump(),
+        **UserOut.of(user).model_dump(),
         memberships=[MembershipOut(business=n, role=Role(r)) for n, r in rows],
     )
 
@@ -157,9 +106,7 @@ def create_token(
     body: TokenCreate, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> TokenCreated:
     """A long-lived token for automation, acting as you. The value is shown only here."""
-    ctx = audit(request)
-    ctx.action = "token.create"
-    ctx.target = f"token/{body.name}"
+    ctx = audit(request, action="token.create", target=f"token/{body.name}")
     clash = session.scalars(
         select(Token.id).where(
             Token.user_id == principal.user_id,
@@ -195,9 +142,7 @@ def revoke_token(
     session: SessionDep,
     token_id: int = Path(ge=1, le=2**31 - 1),
 ) -> Response:
-    ctx = audit(request)
-    ctx.action = "token.revoke"
-    ctx.target = f"token/{token_id}"
+    ctx = audit(request, action="token.revoke", target=f"token/{token_id}")
     tok = session.get(Token, token_id)
     if tok is None or tok.kind != "api" or tok.user_id != principal.user_id:
         raise NotFound(f"token {token_id} not found")

@@ -15,7 +15,7 @@ from gaia.api.deps import (
     require_platform_admin,
 )
 from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.schemas import (
+from gaia.api.schemas.base import (
     NAME_PATTERN,
     USERNAME_PATTERN,
     BusinessCreate,
@@ -67,10 +67,9 @@ def list_businesses(
 def create_business(
     body: BusinessCreate, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> BusinessOut:
-    ctx = audit(request)
-    ctx.action = "business.create"
-    ctx.business = body.name
-    ctx.target = f"business/{body.name}"
+    ctx = audit(
+        request, action="business.create", business=body.name, target=f"business/{body.name}"
+    )
     require_platform_admin(principal, "create businesses")
     if session.scalars(select(Business.id).where(Business.name == body.name)).first():
         raise Conflict(f"business '{body.name}' already exists")
@@ -122,9 +121,7 @@ def update_business(
     session: SessionDep,
     biz: str = BizPath,
 ) -> BusinessOut:
-    ctx = audit(request)
-    ctx.action = "business.update"
-    ctx.target = f"business/{biz}"
+    ctx = audit(request, action="business.update", target=f"business/{biz}")
     business = business_for(session, principal, biz, Permission.BUSINESS_UPDATE, ctx=ctx)
     changed = []
     if body.display_name is not None:
@@ -142,9 +139,7 @@ def delete_business(
     request: Request, principal: PrincipalDep, session: SessionDep, biz: str = BizPath
 ) -> Response:
     """Deletes a business that holds no resources; its quotas and memberships go with it."""
-    ctx = audit(request)
-    ctx.action = "business.delete"
-    ctx.target = f"business/{biz}"
+    ctx = audit(request, action="business.delete", target=f"business/{biz}")
     business = business_for(session, principal, biz, Permission.BUSINESS_READ, ctx=ctx)
     require_platform_admin(principal, "delete businesses")
     in_use = [
@@ -224,9 +219,7 @@ def put_member(
     username: str = UserPath,
 ) -> MemberOut:
     """Add a member or change their role."""
-    ctx = audit(request)
-    ctx.action = "member.put"
-    ctx.target = f"business/{biz}/member/{username}"
+    ctx = audit(request, action="member.put", target=f"business/{biz}/member/{username}")
     business = business_for(session, principal, biz, Permission.MEMBER_MANAGE, ctx=ctx)
     user = session.scalars(select(User).where(User.username == username)).one_or_none()
     if user is None:
@@ -264,9 +257,7 @@ def delete_member(
     biz: str = BizPath,
     username: str = UserPath,
 ) -> Response:
-    ctx = audit(request)
-    ctx.action = "member.delete"
-    ctx.target = f"business/{biz}/member/{username}"
+    ctx = audit(request, action="member.delete", target=f"business/{biz}/member/{username}")
     business = business_for(session, principal, biz, Permission.MEMBER_MANAGE, ctx=ctx)
     membership = session.scalars(
         select(Membership)

@@ -10,20 +10,20 @@ can always be removed.
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request, Response
-from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from gaia.api.deps import (
-    Principal,
     PrincipalDep,
     SessionDep,
     audit,
     platform,
     require_platform_admin,
+    visible_cluster,
+    visible_clusters_stmt,
 )
 from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.schemas import NAME_PATTERN, ClusterCreate, ClusterOut, ClusterUpdate, Page
-from gaia.domain.errors import Conflict, InvalidRequest, NotFound
+from gaia.api.schemas.base import NAME_PATTERN, ClusterCreate, ClusterOut, ClusterUpdate, Page
+from gaia.domain.errors import Conflict, InvalidRequest
 from gaia.kube import parse_kubeconfig
 from gaia.providers.sim import validate_sim_spec
 from gaia.store import events
@@ -53,27 +53,6 @@ def cluster_out(c: Cluster) -> ClusterOut:
     )
 
 
-def visible_clusters_stmt(principal: Principal) -> Select[Cluster]:
-    stmt = select(Cluster)
-    if not principal.is_platform_admin:
-        stmt = stmt.where(
-            Cluster.id.in_(
-                select(Quota.cluster_id).where(Quota.business_id.in_(principal.business_ids()))
-            )
-        )
-    return stmt
-
-
-def visible_cluster(session: Session, principal: Principal, name: str) -> Cluster:
-    """The cluster ``name`` if the caller may see it (404 otherwise, as for a missing one)."""
-    cluster: Cluster | None = session.scalars(
-        visible_clusters_stmt(principal).where(Cluster.name == name)
-    ).one_or_none()
-    if cluster is None:
-        raise NotFound(f"cluster '{name}' not found")
-    return cluster
-
-
 @router.get("/clusters", response_model=Page[ClusterOut])
 def list_clusters(
     principal: PrincipalDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
@@ -88,10 +67,7 @@ def list_clusters(
 def create_cluster(
     body: ClusterCreate, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> ClusterOut:
-    ctx = audit(request)
-    ctx.action = "cluster.create"
-    ctx.cluster = body.name
-    ctx.target = f"cluster/{body.name}"
+    ctx = audit(request, action="cluster.create", cluster=body.name, target=f"cluster/{body.name}")
     require_platform_admin(principal, "register clusters")
     if session.scalars(select(Cluster.id).where(Cluster.name == body.name)).first():
         raise Conflict(f"cluster '{body.name}' already exists")
@@ -152,10 +128,7 @@ def update_cluster(
     session: SessionDep,
     cluster: str = ClusterPath,
 ) -> ClusterOut:
-    ctx = audit(request)
-    ctx.action = "cluster.update"
-    ctx.cluster = cluster
-    ctx.target = f"cluster/{cluster}"
+    ctx = audit(request, action="cluster.update", cluster=cluster, target=f"cluster/{cluster}")
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "change clusters")
     changed = []
@@ -184,10 +157,7 @@ def delete_cluster(
     request: Request, principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
 ) -> Response:
     """Unregister the cluster and drop the quotas held in it. Nothing in the cluster is touched."""
-    ctx = audit(request)
-    ctx.action = "cluster.delete"
-    ctx.cluster = cluster
-    ctx.target = f"cluster/{cluster}"
+    ctx = audit(request, action="cluster.delete", cluster=cluster, target=f"cluster/{cluster}")
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "remove clusters")
     quotas = session.scalars(select(Quota).where(Quota.cluster_id == row.id)).all()

@@ -1,7 +1,7 @@
 """ConfigMaps and Secrets of a business: ``/businesses/{biz}/configmaps`` and ``.../secrets``.
 
 Both kinds have the same five routes (list, create, get, replace, delete) and the same rules
-(``gaia.api.schemas_configs``); members read them, developers and above (``app.write``) write
+(``gaia.api.schemas.configs``); members read them, developers and above (``app.write``) write
 them. They differ in what leaves the server:
 
 - a ConfigMap is returned whole;
@@ -36,8 +36,8 @@ from gaia.api.deps import (
 )
 from gaia.api.errors import STATUS
 from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.schemas import NAME_PATTERN, Page
-from gaia.api.schemas_configs import (
+from gaia.api.schemas.base import NAME_PATTERN, Page
+from gaia.api.schemas.configs import (
     CONFIG_NAME_MAX,
     CONFIG_NAME_PATTERN,
     ConfigCreate,
@@ -80,9 +80,7 @@ SECRET = Kind(secret=True, word="secret", title="Secret")
 
 
 def _ctx(request: Request, kind: Kind, verb: str, biz: str, name: str) -> AuditContext:
-    ctx = audit(request)
-    ctx.action = f"{kind.word}.{verb}"
-    ctx.target = f"business/{biz}/{kind.word}/{name}"
+    ctx = audit(request, action=f"{kind.word}.{verb}", target=f"business/{biz}/{kind.word}/{name}")
     return ctx
 
 

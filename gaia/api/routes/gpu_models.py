@@ -17,9 +17,15 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
 from sqlalchemy import select
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit, business_for, require_platform_admin
-from gaia.api.routes.clusters import visible_cluster
-from gaia.api.schemas import NAME_PATTERN, Cards, Strict
+from gaia.api.deps import (
+    PrincipalDep,
+    SessionDep,
+    audit,
+    business_for,
+    require_platform_admin,
+    visible_cluster,
+)
+from gaia.api.schemas.base import NAME_PATTERN, Cards, Strict
 from gaia.domain.errors import InvalidRequest, NotFound
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import from_api_amount, to_api_amount
@@ -59,10 +65,12 @@ def _locate(
 ) -> tuple[Any, Any, Any, GpuModelLimit | None]:
     """Audit context, business, cluster and the existing limit (or None) of one change; only
     a platform admin may change limits."""
-    ctx = audit(request)
-    ctx.action = f"quota.gpu-model.{verb}"
-    ctx.cluster = cluster
-    ctx.target = f"business/{biz}/quota/{cluster}/gpu-model/{model}"
+    ctx = audit(
+        request,
+        action=f"quota.gpu-model.{verb}",
+        cluster=cluster,
+        target=f"business/{biz}/quota/{cluster}/gpu-model/{model}",
+    )
     business = business_for(session, principal, biz, Permission.QUOTA_READ, ctx=ctx)
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, what)

@@ -21,7 +21,7 @@ from gaia.api.deps import (
     business_for,
     require_platform_admin,
 )
-from gaia.api.schemas import (
+from gaia.api.schemas.base import (
     NAME_PATTERN,
     InstanceConfigIn,
     InstanceConfigOut,
@@ -31,16 +31,12 @@ from gaia.api.schemas import (
 from gaia.domain.errors import Conflict, NotFound
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
+from gaia.store.instance_configs import scope_of
 from gaia.store.models import Business, InstanceConfig, utcnow
 
 router = APIRouter(tags=["instance-configs"])
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 NamePath = Path(pattern=NAME_PATTERN, max_length=63, description="configuration name")
-PLATFORM = "platform"
-
-
-def scope_of(business: Business | None) -> str:
-    return PLATFORM if business is None else f"business:{business.id}"
 
 
 def summary_of(vector: ResourceVector) -> str:
@@ -63,17 +59,6 @@ def config_out(row: InstanceConfig, business: Business | None) -> InstanceConfig
         summary=summary_of(amounts),
         created_at=row.created_at,
     )
-
-
-def find_config(session: Session, business: Business, name: str) -> InstanceConfig:
-    """The shape an app of ``business`` means by ``name``: its own first, then the platform's."""
-    for scope in (scope_of(business), PLATFORM):
-        row = session.scalars(
-            select(InstanceConfig).where(InstanceConfig.scope == scope, InstanceConfig.name == name)
-        ).one_or_none()
-        if row is not None:
-            return row
-    raise NotFound(f"instance configuration '{name}' not found for business '{business.name}'")
 
 
 def _get(session: Session, business: Business | None, name: str) -> InstanceConfig:
@@ -262,7 +247,5 @@ def delete_business_config(
 
 
 def _ctx(request: Request, verb: str, target: str) -> AuditContext:
-    ctx = audit(request)
-    ctx.action = f"instance_config.{verb}"
-    ctx.target = target
+    ctx = audit(request, action=f"instance_config.{verb}", target=target)
     return ctx

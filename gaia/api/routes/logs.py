@@ -1,6 +1,6 @@
 """Logs: ``/businesses/{biz}/apps/{app}/logs`` (an app's instances) and ``/system/logs``.
 
-Both read the embedded log store (``gaia.monitor.logs``), which the log collector fills with
+Both read the embedded log store (``gaia.monitor.logs.store``), which the log collector fills with
 container lines and the system log handler with the platform's own records. One view for both:
 
 - a page, newest first, of at most ``limit`` lines, filtered by ``since`` (inclusive) /
@@ -39,11 +39,11 @@ from sqlalchemy import select
 from starlette.exceptions import HTTPException
 
 from gaia.api.deps import PrincipalDep, SessionDep, business_for, platform, require_platform_admin
-from gaia.api.schemas import NAME_PATTERN, Strict
+from gaia.api.schemas.base import NAME_PATTERN, Strict
 from gaia.domain.errors import GaiaError, InvalidRequest, NotFound
 from gaia.domain.rbac import Permission
-from gaia.monitor.log_collector import COLLECTED_PHASES
-from gaia.monitor.logs import (
+from gaia.monitor.logs.collector import COLLECTED_PHASES
+from gaia.monitor.logs.store import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     MAX_QUERY_CHARS,

@@ -1,12 +1,12 @@
 """What a Prometheus scrapes: ``GET /metrics`` and ``GET /metrics/clusters`` (root paths).
 
-- ``/metrics``: the platform's own metrics (``gaia.monitor.platform_metrics``): requests, loops,
+- ``/metrics``: the platform's own metrics (``gaia.monitor.metrics.platform``): requests, loops,
   alerting, the metric store's size, the process.
 - ``/metrics/clusters``: the series the collector read from the clusters, when the metric store
   is a Prometheus (``GAIA_METRICS_STORE=prometheus``): the latest sample of each series with its
   timestamp (``PrometheusStore.exposition``). A separate path because it is a different job: far
   more series, scraped at the collector's interval with ``honor_labels``/``honor_timestamps``
-  (``gaia.monitor.prometheus.scrape_config``), while the platform's metrics are ordinary
+  (``gaia.monitor.metrics.prometheus.scrape_config``), while the platform's metrics are ordinary
   target metrics. With the embedded store it answers 404: nothing is to be scraped.
 
 Both need ``Authorization: Bearer <token>``: the API token of a platform administrator, or the
@@ -22,8 +22,8 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from gaia.api.deps import audit, authenticate, platform
 from gaia.domain.errors import NotFound, Unauthenticated
-from gaia.monitor.platform_metrics import CONTENT_TYPE
-from gaia.monitor.prometheus import EXPOSITION_CONTENT_TYPE, PrometheusStore
+from gaia.monitor.metrics.platform import CONTENT_TYPE
+from gaia.monitor.metrics.prometheus import EXPOSITION_CONTENT_TYPE, PrometheusStore
 
 router = APIRouter(include_in_schema=False)
 

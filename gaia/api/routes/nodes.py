@@ -18,9 +18,15 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
 from sqlalchemy import select
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit, platform, require_platform_admin
-from gaia.api.routes.clusters import visible_cluster
-from gaia.api.schemas import NAME_PATTERN, ResourceAmounts, Strict
+from gaia.api.deps import (
+    PrincipalDep,
+    SessionDep,
+    audit,
+    platform,
+    require_platform_admin,
+    visible_cluster,
+)
+from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts, Strict
 from gaia.domain.errors import InvalidRequest, NotFound
 from gaia.providers.port import Instance, Node, NodeSpec
 from gaia.providers.sim import SimCluster
@@ -139,10 +145,7 @@ def node_out(node: Node) -> NodeOut:
 
 
 def _ctx_node(request: Request, verb: str, cluster: str, node: str) -> None:
-    ctx = audit(request)
-    ctx.action = f"node.{verb}"
-    ctx.cluster = cluster
-    ctx.target = f"cluster/{cluster}/node/{node}"
+    audit(request, action=f"node.{verb}", cluster=cluster, target=f"cluster/{cluster}/node/{node}")
 
 
 @router.get("/clusters/{cluster}/nodes", response_model=list[NodeOut])
@@ -319,10 +322,12 @@ async def inject_fault(
     cluster: str = ClusterPath,
 ) -> Response:
     """Inject a failure into a simulated cluster (drills, demos, tests)."""
-    ctx = audit(request)
-    ctx.action = "sim.fault"
-    ctx.cluster = cluster
-    ctx.target = f"cluster/{cluster}/{body.instance or body.app or body.node or body.image or ''}"
+    ctx = audit(
+        request,
+        action="sim.fault",
+        cluster=cluster,
+        target=f"cluster/{cluster}/{body.instance or body.app or body.node or body.image or ''}",
+    )
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "inject faults")
     provider = platform(request).providers.for_cluster(row)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
-from gaia.api.deps import PrincipalDep, SessionDep
-from gaia.api.routes.clusters import visible_clusters_stmt
-from gaia.api.schemas import BusinessOverview, ClusterOverview, OverviewOut, UsageLine
+from gaia.api.deps import PrincipalDep, SessionDep, visible_clusters_stmt
+from gaia.api.schemas.base import BusinessOverview, ClusterOverview, OverviewOut, UsageLine
 from gaia.domain.resources import DIMENSIONS, to_api_amount
 from gaia.store.models import Business, Cluster, Membership, Quota, User
 

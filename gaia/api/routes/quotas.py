@@ -7,8 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, business_for, require_platform_admin
-from gaia.api.routes.instance_configs import find_config
-from gaia.api.schemas import (
+from gaia.api.schemas.base import (
     NAME_PATTERN,
     AdmissionCheck,
     AdmissionResult,
@@ -22,6 +21,7 @@ from gaia.domain.errors import Conflict, NotFound
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import DIMENSIONS, ResourceVector, check_fits, to_api_amount
 from gaia.store import events
+from gaia.store.instance_configs import find_config
 from gaia.store.models import Business, Cluster, Quota, utcnow
 from gaia.store.quotas import pending_amounts
 
@@ -103,10 +103,9 @@ def put_quota(
     cluster: str = ClusterPath,
 ) -> QuotaOut:
     """Set the hard limits. Lowering below current use is allowed: it stops further growth."""
-    ctx = audit(request)
-    ctx.action = "quota.put"
-    ctx.cluster = cluster
-    ctx.target = f"business/{biz}/quota/{cluster}"
+    ctx = audit(
+        request, action="quota.put", cluster=cluster, target=f"business/{biz}/quota/{cluster}"
+    )
     business = business_for(session, principal, biz, Permission.QUOTA_READ, ctx=ctx)
     require_platform_admin(principal, "set quotas")
     target = cluster_named(session, cluster)
@@ -152,10 +151,9 @@ def delete_quota(
     biz: str = BizPath,
     cluster: str = ClusterPath,
 ) -> Response:
-    ctx = audit(request)
-    ctx.action = "quota.delete"
-    ctx.cluster = cluster
-    ctx.target = f"business/{biz}/quota/{cluster}"
+    ctx = audit(
+        request, action="quota.delete", cluster=cluster, target=f"business/{biz}/quota/{cluster}"
+    )
     business = business_for(session, principal, biz, Permission.QUOTA_READ, ctx=ctx)
     require_platform_admin(principal, "remove quotas")
     target = cluster_named(session, cluster)

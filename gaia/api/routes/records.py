@@ -15,7 +15,7 @@ from sqlalchemy import Select, and_, or_, select
 
 from gaia.api.deps import Principal, PrincipalDep, SessionDep
 from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.schemas import EventOut, Page, RecordOut
+from gaia.api.schemas.base import EventOut, Page, RecordOut
 from gaia.domain.errors import NotFound
 from gaia.store.models import Event, OperationRecord
 

@@ -7,8 +7,7 @@ from sqlalchemy import select
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, require_platform_admin
 from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.routes.auth import user_out
-from gaia.api.schemas import USERNAME_PATTERN, Page, UserCreate, UserOut, UserUpdate
+from gaia.api.schemas.base import USERNAME_PATTERN, Page, UserCreate, UserOut, UserUpdate
 from gaia.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from gaia.security import hash_password, verify_password
 from gaia.store.models import Token, User, utcnow
@@ -23,16 +22,14 @@ def list_users(
 ) -> Page[UserOut]:
     require_platform_admin(principal, "list users")
     rows, nxt = page_of(session, select(User), key=User.username, limit=limit, cursor=cursor)
-    return Page[UserOut](items=[user_out(u) for u in rows], next_cursor=nxt)
+    return Page[UserOut](items=[UserOut.of(u) for u in rows], next_cursor=nxt)
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
 def create_user(
     body: UserCreate, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> UserOut:
-    ctx = audit(request)
-    ctx.action = "user.create"
-    ctx.target = f"user/{body.username}"
+    ctx = audit(request, action="user.create", target=f"user/{body.username}")
     require_platform_admin(principal, "create users")
     if session.scalars(select(User.id).where(User.username == body.username)).first():
         raise Conflict(f"user '{body.username}' already exists")
@@ -49,7 +46,7 @@ def create_user(
     ctx.summary = f"created user '{body.username}'" + (
         " as platform-admin" if body.platform_admin else ""
     )
-    return user_out(user)
+    return UserOut.of(user)
 
 
 def _visible_user(session: SessionDep, principal: PrincipalDep, username: str) -> User:
@@ -61,7 +58,7 @@ def _visible_user(session: SessionDep, principal: PrincipalDep, username: str) -
 
 @router.get("/users/{username}", response_model=UserOut)
 def get_user(principal: PrincipalDep, session: SessionDep, username: str = UsernamePath) -> UserOut:
-    return user_out(_visible_user(session, principal, username))
+    return UserOut.of(_visible_user(session, principal, username))
 
 
 @router.patch("/users/{username}", response_model=UserOut)
@@ -72,9 +69,7 @@ def update_user(
     session: SessionDep,
     username: str = UsernamePath,
 ) -> UserOut:
-    ctx = audit(request)
-    ctx.action = "user.update"
-    ctx.target = f"user/{username}"
+    ctx = audit(request, action="user.update", target=f"user/{username}")
     user = _visible_user(session, principal, username)
     is_self = user.id == principal.user_id
     changes = []
@@ -113,4 +108,4 @@ def update_user(
             if not (is_self and tok.id == principal.token_id):
                 tok.revoked_at = now
     ctx.summary = "updated " + (", ".join(changes) or "nothing")
-    return user_out(user)
+    return UserOut.of(user)

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from gaia.api.schemas import NAME_PATTERN
+from gaia.api.schemas.base import NAME_PATTERN
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
@@ -39,8 +39,8 @@ from gaia.console.web import (
     render,
     translator,
 )
-from gaia.scheduler.gpu import TopologyTree, TreeNode
-from gaia.scheduler.topology import topology_from_matrix
+from gaia.scheduler.links import topology_from_matrix
+from gaia.scheduler.tree import TopologyTree, TreeNode
 
 router = APIRouter(include_in_schema=False)
 User = Annotated[ConsoleUser, Depends(current_user)]

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from gaia.api.deps import SESSION_COOKIE, audit, authenticate, platform
-from gaia.api.routes.auth import check_credentials, start_session
 from gaia.console.web import (
     LANGUAGES,
     ConsoleApi,
@@ -19,6 +18,7 @@ from gaia.console.web import (
     render,
 )
 from gaia.domain.errors import GaiaError
+from gaia.store.identity import check_credentials, start_session
 from gaia.store.models import Token, utcnow
 
 router = APIRouter(include_in_schema=False)

@@ -42,10 +42,10 @@ from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisc
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from gaia.api.app_schemas import ExecIn
 from gaia.api.deps import SESSION_COOKIE, AuditContext, Principal, authenticate, business_for
 from gaia.api.errors import STATUS
 from gaia.api.routes.apps import _app, _one_instance, instance_exec
+from gaia.api.schemas.apps import ExecIn
 from gaia.console.charts import Series, Unit, line_chart, mean_series
 from gaia.console.web import (
     ApiResult,
@@ -58,7 +58,7 @@ from gaia.console.web import (
 )
 from gaia.domain.errors import GaiaError, Unauthenticated
 from gaia.domain.rbac import Permission
-from gaia.monitor.logs import redact
+from gaia.monitor.logs.store import redact
 from gaia.store.models import OperationRecord
 
 router = APIRouter(include_in_schema=False)

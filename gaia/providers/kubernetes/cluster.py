@@ -54,9 +54,9 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound, Unsupported
+from gaia.domain.gpu_links import normalize_matrix, preset
 from gaia.domain.resources import ResourceVector
 from gaia.kube import parse_kubeconfig, ssl_context
-from gaia.providers.gpu_links import normalize_matrix, preset
 from gaia.providers.kubernetes import objects, streams, usage
 from gaia.providers.kubernetes.control_plane import ApiServerMetrics
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer
@@ -79,7 +79,7 @@ from gaia.providers.port import (
     Service,
     ServiceSpec,
 )
-from gaia.scheduler.extender import parse_quantity
+from gaia.scheduler.extender.decisions import parse_quantity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

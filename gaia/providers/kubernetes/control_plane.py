@@ -2,8 +2,8 @@
 
 The API server reports on itself and on the etcd it stores everything in; one ``GET /metrics``
 (a couple of MiB, through the provider's HTTP client) and ``GET /readyz/etcd`` give every figure
-the platform's catalogue lists under ``control-plane`` (``gaia.monitor.catalogue``). What is read,
-as Kubernetes 1.37 names it (older names are accepted where they changed):
+the platform's catalogue lists under ``control-plane`` (``gaia.monitor.metrics.catalogue``). What
+is read, as Kubernetes 1.37 names it (older names are accepted where they changed):
 
 - ``apiserver_resource_objects{group,resource}`` (``apiserver_storage_objects`` before 1.34):
   objects stored per resource -> ``gaia_etcd_objects{resource}``, ``resource[.group]``; a value

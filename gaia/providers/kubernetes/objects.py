@@ -134,7 +134,7 @@ from gaia.providers.port import (
     Service,
     ServiceSpec,
 )
-from gaia.scheduler.extender import (
+from gaia.scheduler.extender.decisions import (
     CPU_SET_ANNOTATION,
     GAIA_GPU_CORE,
     GAIA_GPU_MEMORY,

@@ -47,8 +47,8 @@ from typing import Any
 
 from gaia.clock import Clock, RealClock
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
+from gaia.domain.gpu_links import LinkMatrix, normalize_matrix, numa_nodes, preset
 from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
-from gaia.providers.gpu_links import LinkMatrix, normalize_matrix, numa_nodes, preset
 from gaia.providers.port import (
     ClusterEvent,
     ClusterHealth,

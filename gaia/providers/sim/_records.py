@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gaia.domain.gpu_links import LinkMatrix
 from gaia.domain.resources import ResourceVector
-from gaia.providers.gpu_links import LinkMatrix
 from gaia.providers.port import (
     ConfigData,
     ConfigRef,

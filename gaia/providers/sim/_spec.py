@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from gaia.domain.errors import InvalidRequest
-from gaia.providers.gpu_links import PRESETS, normalize_matrix
+from gaia.domain.gpu_links import PRESETS, normalize_matrix
 
 MAX_SIM_NODES = 5000
 MAX_GPUS_PER_NODE = 16

@@ -1,0 +1,315 @@
+"""Request and response bodies of the apps API (``/businesses/{biz}/apps``).
+
+A template arrives in API units (cores, MiB, cards) and is stored as a document in internal units
+(``template_document``); ``gaia.domain.apps.template_from_document`` reads it back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts, Strict
+
+VERSION_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
+APP_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
+IMAGE_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]{0,511}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+CONFIG_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+Version = Annotated[str, Field(pattern=VERSION_PATTERN, min_length=1, max_length=63)]
+AppName = Annotated[str, Field(pattern=APP_PATTERN, min_length=1, max_length=40)]
+Image = Annotated[str, Field(pattern=IMAGE_PATTERN, min_length=1, max_length=512)]
+Arg = Annotated[str, Field(max_length=4096)]
+
+
+class PortIn(Strict):
+    port: int = Field(ge=1, le=65535)
+    name: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?)?$")
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class ProbeIn(Strict):
+    kind: Literal["http", "tcp", "exec"] = "http"
+    path: str = Field(default="/", max_length=1024, pattern=r"^/[^\s]*$")
+    port: int = Field(default=0, ge=0, le=65535)
+    command: list[Arg] = Field(default_factory=list, max_length=64)
+    initial_delay_s: float = Field(default=0, ge=0, le=3600)
+    period_s: float = Field(default=10, gt=0, le=3600)
+    timeout_s: float = Field(default=1, gt=0, le=3600)
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    success_threshold: int = Field(default=1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProbeIn:
+        if self.kind == "exec" and not self.command:
+            raise ValueError("an exec probe needs a command")
+        if self.kind in ("http", "tcp") and self.port == 0:
+            raise ValueError(f"a {self.kind} probe needs a port")
+        return self
+
+
+class ConfigRefIn(Strict):
+    name: str = Field(pattern=CONFIG_NAME_PATTERN, max_length=253)
+    secret: bool = False
+    mount_path: str = Field(
+        default="",
+        max_length=1024,
+        pattern=r"^(/[^\s]*)?$",
+        description="mount as files here; empty: expose the keys as environment variables",
+    )
+
+
+class TemplateIn(Strict):
+    name: Version = Field(description="the version label, e.g. v7")
+    image: Image
+    command: list[Arg] = Field(default_factory=list, max_length=64)
+    args: list[Arg] = Field(default_factory=list, max_length=256)
+    env: dict[
+        Annotated[str, Field(pattern=ENV_NAME_PATTERN)], Annotated[str, Field(max_length=32768)]
+    ] = Field(default_factory=dict, max_length=256)
+    resources: ResourceAmounts | None = Field(
+        default=None, description="per instance; or name an instance_config"
+    )
+    instance_config: str | None = Field(
+        default=None, pattern=NAME_PATTERN, max_length=63, description="a named instance shape"
+    )
+    ports: list[PortIn] = Field(default_factory=list, max_length=32)
+    liveness: ProbeIn | None = None
+    readiness: ProbeIn | None = None
+    configs: list[ConfigRefIn] = Field(default_factory=list, max_length=32)
+    network_mode: Literal["overlay", "floating-ip", "nat", "host"] = "overlay"
+    profile: Literal["web", "batch", "gpu-inference", "idle"] = Field(
+        default="web", description="workload profile the simulated cluster uses for metrics"
+    )
+    node_selector: dict[
+        Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=63)]
+    ] = Field(default_factory=dict, max_length=32)
+    placement: Literal["binpack", "spread"] | None = Field(
+        default=None,
+        description="node choice: binpack fills nodes (default for GPU apps), spread empties them "
+        "(default otherwise)",
+    )
+    zone: str = Field(default="", max_length=63, pattern=r"^[-a-z0-9.]*$")
+    gpu_model: str = Field(
+        default="", max_length=63, description="run only on this GPU model; empty: any model"
+    )
+    gpu_link: Literal["NV", "PIX", "PXB", "PHB", "NODE", "SYS"] | None = Field(
+        default=None,
+        description="multi-GPU instances: every pair of their GPUs at least this close",
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> TemplateIn:
+        if self.resources is None and self.instance_config is None:
+            raise ValueError("give resources or an instance_config")
+        if self.resources is not None and self.instance_config is not None:
+            raise ValueError("give resources or an instance_config, not both")
+        if self.resources is not None:
+            gpu = self.resources.gpu
+            if gpu > 1 and gpu != gpu.to_integral_value():
+                raise ValueError("GPU amounts above one card must be whole cards (e.g. 2, not 1.5)")
+            if self.resources.gpu_memory and not gpu:
+                raise ValueError("gpu_memory needs a GPU request")
+        ports = [p.port for p in self.ports]
+        if len(set(ports)) != len(ports):
+            raise ValueError("a port is listed twice")
+        names = [(c.name, c.secret) for c in self.configs]
+        if len(set(names)) != len(names):
+            raise ValueError("a config is referenced twice")
+        return self
+
+
+class TemplateOut(Strict):
+    name: str
+    image: str
+    resources: ResourceAmounts
+    spec: dict[str, Any]
+    created_at: dt.datetime
+    instances: int = Field(description="instances the app map assigns to this template")
+
+
+class AppIn(Strict):
+    name: AppName
+    cluster: str = Field(pattern=NAME_PATTERN, max_length=63)
+    description: str = Field(default="", max_length=2000)
+    templates: list[TemplateIn] = Field(min_length=1, max_length=50)
+    default_template: Version | None = Field(
+        default=None, description="the template new instances use; default: the first"
+    )
+    replicas: int = Field(default=1, ge=0, le=10_000)
+    domain: str = Field(default="", max_length=253)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        return check_domain(value)
+
+
+def check_domain(value: str) -> str:
+    if value and not re.fullmatch(
+        r"([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?", value
+    ):
+        raise ValueError("domain must be a DNS name such as ocr.example.com")
+    return value
+
+
+class AppUpdate(Strict):
+    description: str | None = Field(default=None, max_length=2000)
+    default_template: Version | None = None
+    domain: str | None = Field(default=None, max_length=253)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        return None if value is None else check_domain(value)
+
+
+class UpgradeProgressOut(Strict):
+    total: int
+    done: int
+    in_flight: list[int]
+    waiting: int
+
+
+class UpgradeOut(Strict):
+    id: int
+    target: str
+    instance_ids: list[int]
+    previous: dict[str, str]
+    max_unavailable: int
+    state: str
+    message: str
+    progress: UpgradeProgressOut | None = None
+    created_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+class AppOut(Strict):
+    name: str
+    business: str
+    cluster: str
+    description: str
+    state: str
+    default_template: str
+    templates: list[str]
+    replicas: int
+    versions: dict[str, int] = Field(description="desired instances per template")
+    ready: int | None = Field(description="ready instances; null if the cluster is unreachable")
+    running: int | None
+    domain: str
+    resources: ResourceAmounts = Field(description="what the app's instances request in total")
+    upgrade: UpgradeOut | None
+    created_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class FailureOut(Strict):
+    cause: str
+    at: dt.datetime
+    message: str
+    exit_code: int | None
+
+
+class InstanceOut(Strict):
+    id: int
+    name: str
+    cpu_ids: list[int] = Field(default_factory=list, description="cores bound, nearest the GPUs")
+    template: str = Field(description="the template the app assigns to this instance")
+    version: str | None = Field(description="the version the instance runs now")
+    status: str
+    ready: bool
+    node: str
+    pod_ip: str
+    host_ip: str
+    gpu_ids: list[int]
+    restarts: int
+    created_at: dt.datetime | None
+    started_at: dt.datetime | None
+    last_failure: FailureOut | None
+    pull_progress: float | None = Field(description="0..1 while the image is being pulled")
+
+
+class ScaleOutIn(Strict):
+    count: int = Field(ge=1, le=10_000)
+    template: Version | None = Field(default=None, description="default: the app's default")
+
+
+class InstanceIdsIn(Strict):
+    instance_ids: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=10_000)
+
+
+class ScaleInIn(Strict):
+    instance_ids: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=10_000)
+
+
+class UpgradeIn(Strict):
+    template: Version
+    instance_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, max_length=10_000, description="the instances to upgrade, in this order"
+    )
+    all: bool = Field(default=False, description="every instance, in id order (rolling)")
+    max_unavailable: int = Field(default=1, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _which(self) -> UpgradeIn:
+        if self.all == (self.instance_ids is not None):
+            raise ValueError("give instance_ids or all=true (one of them)")
+        return self
+
+
+class BlacklistOut(Strict):
+    node: str
+    failures: int
+    reason: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+
+class EndpointOut(Strict):
+    instance: str
+    ip: str
+    node: str
+    ready: bool
+
+
+class ServiceOut(Strict):
+    name: str
+    cluster_ip: str
+    domain: str
+    ports: list[PortIn]
+    endpoints: list[EndpointOut]
+    ready_endpoints: int
+
+
+class ExecIn(Strict):
+    command: list[Arg] = Field(min_length=1, max_length=64)
+    timeout_s: float = Field(default=10, gt=0, le=300)
+
+
+class ExecOut(Strict):
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class LogLineOut(Strict):
+    # Two API models are named LogLineOut: this one (an instance's recent lines) and the log
+    # store's line (``gaia.api.routes.logs``). OpenAPI tells same-named models apart by module,
+    # so the component name published before the schemas moved here,
+    # ``gaia__api__app_schemas__LogLineOut``, is kept: generated clients must not see a rename.
+    __module__ = "gaia.api.app_schemas"
+
+    at: dt.datetime
+    stream: str
+    text: str
+
+
+# its annotations are resolved here, not in the module it names
+LogLineOut.model_rebuild(_types_namespace={"dt": dt})

@@ -1,0 +1,76 @@
+"""``LoopService``: the one base class of every background loop.
+
+A loop defines ``run_once()``; the base class owns the interval, start and stop, and error
+logging. A failing pass is logged and the loop carries on: one bad pass must not kill a
+controller. After consecutive failures the next pass waits longer, by the platform's retry rule
+(``gaia.domain.retry``: doubling from the interval up to ``max_backoff``, with jitter), so that a
+database or cluster that is down is not hammered by every loop at once, and the loops of several
+replicas do not retry in lock-step; the first good pass returns to the interval.
+``start(loops=1)`` runs exactly one pass and returns, which is how tests drive a loop without
+sleeping. The controllers (``gaia.controllers``) and the monitoring loops (``gaia.monitor``) are
+all ``LoopService``s; ``gaia.platform`` builds and runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from gaia.domain.retry import backoff_delay
+
+log = logging.getLogger(__name__)
+
+
+class LoopService:
+    name = "loop"
+
+    def __init__(self, *, interval: float, max_backoff: float | None = None) -> None:
+        self.interval = interval
+        # A loop that fails keeps trying at least every five minutes (or every interval, if
+        # that is longer): slow enough to spare what is down, quick enough to notice it is back.
+        self.max_backoff = max(interval, 300.0) if max_backoff is None else max_backoff
+        self.failures = 0  # consecutive failed passes
+        self._stopping = asyncio.Event()
+        # Wraps each pass started by ``start()`` (the platform's loop metrics hook in here).
+        self.observe: Callable[[str], contextlib.AbstractContextManager[None]] | None = None
+
+    async def run_once(self) -> None:
+        raise NotImplementedError
+
+    def next_delay(self) -> float:
+        """Seconds until the next pass: the interval, or the back-off after failed passes."""
+        if self.failures == 0:
+            return self.interval
+        return backoff_delay(self.failures, base=self.interval, cap=self.max_backoff)
+
+    async def start(self, loops: int | None = None) -> None:
+        """Run passes every ``interval`` seconds until stopped, or ``loops`` passes."""
+        self._stopping.clear()
+        done = 0
+        while not self._stopping.is_set():
+            try:
+                with self.observe(self.name) if self.observe else contextlib.nullcontext():
+                    await self.run_once()
+                self.failures = 0
+                delay = self.interval
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.failures += 1
+                delay = self.next_delay()
+                log.exception(
+                    "%s: pass failed (%d in a row); retrying in %.1fs",
+                    self.name,
+                    self.failures,
+                    delay,
+                )
+            done += 1
+            if loops is not None and done >= loops:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def stop(self) -> None:
+        self._stopping.set()

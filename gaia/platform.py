@@ -1,0 +1,205 @@
+"""``Platform``: what one Gaia process is made of, wired once.
+
+A ``Platform`` holds the stores (the platform database, the secret box, the log store, the metric
+store), the live cluster providers, and builds every background loop: the app controller, cluster
+health, the reservation reaper, the log and metric collectors, the alert evaluator, notification
+delivery and the embedded TSDB's snapshots. ``Platform.open(settings)`` migrates the database and
+opens the stores; ``running()`` runs the loops for as long as the server lives and closes
+everything after. Nothing here speaks HTTP: the API (``gaia.api``) and the console reach the
+platform through ``request.app.state.platform``. See docs/architecture.md, "The wiring".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from gaia.clock import Clock, RealClock
+from gaia.controllers.apps import AppController
+from gaia.controllers.cluster_health import ClusterHealthLoop
+from gaia.controllers.reservations import ReservationReaper
+from gaia.loop import LoopService
+from gaia.monitor.alerting.delivery import NotificationDelivery
+from gaia.monitor.alerting.evaluator import AlertEvaluator, PassStats
+from gaia.monitor.logs.collector import LogCollector
+from gaia.monitor.logs.store import LogStore, SystemLogHandler
+from gaia.monitor.metrics.collector import MetricCollector
+from gaia.monitor.metrics.platform import PlatformMetrics
+from gaia.monitor.metrics.prometheus import PrometheusStore
+from gaia.monitor.metrics.series import MetricStore
+from gaia.monitor.metrics.tsdb import EmbeddedStore, MetricSnapshotLoop
+from gaia.providers.registry import ProviderRegistry
+from gaia.security import LoginThrottle, SecretBox
+from gaia.settings import Settings
+from gaia.store import migrate
+from gaia.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    db: Database
+    secrets: SecretBox
+    providers: ProviderRegistry
+    log_store: (
+        LogStore  # container and platform log lines, <data_dir>/logs.db (gaia.monitor.logs.store)
+    )
+    token_last_touch: dict[int, dt.datetime] = field(default_factory=dict)
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # monitoring: where cluster series are kept, and the platform's own metrics (GET /metrics)
+    metric_store: MetricStore = field(default_factory=EmbeddedStore)
+    metrics: PlatformMetrics = field(default_factory=PlatformMetrics)
+
+    @property
+    def clock(self) -> Clock:
+        return self.providers.clock
+
+    @classmethod
+    def open(
+        cls, settings: Settings, *, run_migrations: bool = True, clock: Clock | None = None
+    ) -> Platform:
+        db = Database(settings.resolved_database_url())
+        if run_migrations:
+            migrate.upgrade(db.engine)
+        secrets = SecretBox.from_settings(
+            secret_key=settings.secret_key, data_dir=settings.data_dir
+        )
+        clock = clock or RealClock()
+        store = open_metric_store(settings, clock=clock)
+        return cls(
+            settings=settings,
+            db=db,
+            secrets=secrets,
+            providers=ProviderRegistry(secrets=secrets, clock=clock),
+            log_store=LogStore(
+                settings.data_dir / "logs.db", max_lines=settings.log_store_max_lines
+            ),
+            metric_store=store,
+            metrics=PlatformMetrics(store=store),
+        )
+
+    def app_controller(self) -> AppController:
+        return AppController(
+            db=self.db,
+            providers=self.providers,
+            secrets=self.secrets,
+            clock=self.clock,
+            interval=self.settings.app_reconcile_interval_seconds,
+        )
+
+    def alert_evaluator(self) -> AlertEvaluator:
+        evaluator = AlertEvaluator(
+            db=self.db,
+            store=self.metric_store,
+            clock=self.clock,
+            interval=self.settings.alert_eval_interval_seconds,
+            # a series not written for three collections counts as gone (resolves its alert)
+            lookback=3 * self.settings.metrics_interval_seconds,
+        )
+        evaluator.on_pass = self._alert_pass_metrics
+        return evaluator
+
+    def _alert_pass_metrics(self, stats: PassStats) -> None:
+        self.metrics.alert_evaluation_seconds.observe(stats.seconds)
+        self.metrics.alerts_firing.set(stats.firing)
+
+    def notification_delivery(self) -> NotificationDelivery:
+        delivery = NotificationDelivery(
+            db=self.db,
+            secrets=self.secrets,
+            clock=self.clock,
+            external_url=self.settings.external_url,
+        )
+        delivery.on_outcome = lambda kind, result: self.metrics.notification(
+            channel=kind, result=result
+        )
+        return delivery
+
+    def metric_collector(self) -> MetricCollector:
+        return MetricCollector(
+            db=self.db,
+            providers=self.providers,
+            store=self.metric_store,
+            clock=self.clock,
+            interval=self.settings.metrics_interval_seconds,
+        )
+
+    def alert_loops(self) -> list[LoopService]:
+        return [self.metric_collector(), self.alert_evaluator(), self.notification_delivery()]
+
+    def loops(self) -> list[LoopService]:
+        loops: list[LoopService] = [
+            ClusterHealthLoop(
+                db=self.db,
+                providers=self.providers,
+                interval=self.settings.cluster_health_interval_seconds,
+                timeout=self.settings.cluster_health_timeout_seconds,
+            ),
+            ReservationReaper(db=self.db),
+            self.app_controller(),
+            LogCollector(
+                db=self.db,
+                providers=self.providers,
+                store=self.log_store,
+                interval=self.settings.log_collect_interval_seconds,
+            ),
+        ]
+        loops += self.alert_loops()
+        if isinstance(self.metric_store, EmbeddedStore):
+            loops.append(
+                MetricSnapshotLoop(
+                    store=self.metric_store,
+                    interval=self.settings.metrics_snapshot_interval_seconds,
+                )
+            )
+        return loops
+
+    @contextlib.asynccontextmanager
+    async def running(self, *, loops: bool = True) -> AsyncIterator[None]:
+        """Run the background loops (unless ``loops`` is false: tests drive them with
+        ``start(loops=1)``) and platform log capture until the block exits; then stop the loops
+        and close the providers and stores."""
+        system_logs = SystemLogHandler(self.log_store)
+        system_logs.install()
+        services = self.loops() if loops else []
+        for service in services:
+            service.observe = self.metrics.loop_pass
+        tasks = [asyncio.create_task(s.start(), name=s.name) for s in services]
+        try:
+            yield
+        finally:
+            for service in services:
+                service.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.providers.close()
+            await self.metric_store.close()
+            await asyncio.to_thread(system_logs.uninstall)
+            self.log_store.close()
+
+
+def open_metric_store(settings: Settings, *, clock: Clock) -> MetricStore:
+    """The metric store the settings name: embedded (kept in <data_dir>/tsdb) or Prometheus."""
+    if settings.metrics_store == "prometheus":
+        if not settings.prometheus_url:
+            raise ValueError("GAIA_METRICS_STORE=prometheus needs GAIA_PROMETHEUS_URL")
+        return PrometheusStore(
+            settings.prometheus_url,
+            timeout=10.0,
+            bearer_token=settings.prometheus_token or None,
+            max_series=settings.metrics_max_series,
+            clock=clock,
+        )
+    return EmbeddedStore.open(
+        settings.data_dir / "tsdb",
+        retention_seconds=settings.metrics_retention_seconds,
+        max_series=settings.metrics_max_series,
+        clock=clock,
+    )

@@ -1,0 +1,220 @@
+"""Apps end to end on the simulated cluster: API → store → controller → sim, on both stores.
+
+Simulated time is stepped (``AppsHarness.settle``); no test sleeps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gaia.platform import Platform
+from tests.conftest import World
+from tests.support.apps_harness import BIZ, AppsHarness, template
+
+GPU_QUOTA = {"cpu": 200, "memory": 600_000, "gpu": 60, "bandwidth": 10_000, "local_disk": 1000}
+
+
+@pytest.fixture
+def h(world: World, platform: Platform) -> AppsHarness:
+    return AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
+
+
+@pytest.fixture
+def gpu_cluster(world: World) -> str:
+    """8 simulated hosts with 8 GPUs each, and room for alpha's OCR service."""
+    r = world.client.post(
+        "/api/v1/clusters",
+        json={
+            "name": "gpu-1",
+            "kind": "sim",
+            "zone": "ap-beijing-2",
+            "sim": {"nodes": 8, "gpus": 8, "cpu": 64, "memory_mib": 262144},
+        },
+        headers=world.admin,
+    )
+    assert r.status_code == 201, r.text
+    r = world.client.put(f"{BIZ}/quotas/gpu-1", json={"hard": GPU_QUOTA}, headers=world.admin)
+    assert r.status_code == 200, r.text
+    return "gpu-1"
+
+
+class ControllerDied(BaseException):
+    """Escapes every ``except Exception``: the process is gone."""
+
+
+def create_app(h: AppsHarness, name: str, templates: list[dict[str, Any]], **kw: Any) -> Any:
+    body = {"name": name, "cluster": kw.pop("cluster", "sim-1"), "templates": templates, **kw}
+    return h.post(f"{BIZ}/apps", body, status=201)
+
+
+# ---------------------------------------------------------------- the talk's OCR example
+
+
+def test_ocr_gray_upgrade_is_in_place_and_rolls_back(h: AppsHarness, gpu_cluster: str) -> None:
+    v7 = template("v7", "registry.local/ocr/server:v7", cpu=4, memory=10240, gpu=2)
+    v8 = template("v8", "registry.local/ocr/server:v8", cpu=4, memory=10240, gpu=2)
+    create_app(h, "ocr", [v7, v8], cluster=gpu_cluster, replicas=25, default_template="v7")
+    h.settle(h.ready("ocr", 25))
+    before = h.instances("ocr")
+    assert {i["version"] for i in before.values()} == {"v7"}
+    assert all(len(i["gpu_ids"]) == 2 for i in before.values())
+    # each instance is bound to the CPU cores next to its two GPUs: the sim splits the 64 cores
+    # over the two sockets, GPUs 0-3 on the first, 4-7 on the second
+    for inst in before.values():
+        sockets = {g // 4 for g in inst["gpu_ids"]}
+        assert inst["cpu_ids"] == [c for n in sorted(sockets) for c in range(n * 32, n * 32 + 32)]
+
+    upgrade = h.post(
+        f"{BIZ}/apps/ocr/upgrades",
+        {"template": "v8", "instance_ids": [0, 2, 4], "max_unavailable": 1},
+        status=201,
+    )
+    chosen = {0, 2, 4}
+
+    def untouched_and_one_at_a_time() -> bool:
+        now = h.instances("ocr")
+        for iid, inst in now.items():
+            if iid not in chosen:
+                # the other 22 stay on v7 and never restart
+                assert inst["version"] == "v7"
+                assert inst["restarts"] == before[iid]["restarts"]
+                assert inst["started_at"] == before[iid]["started_at"]
+                assert inst["ready"]
+        assert sum(1 for i in now.values() if not i["ready"]) <= 1  # max_unavailable
+        state = h.get(f"{BIZ}/apps/ocr/upgrades/{upgrade['id']}")["state"]
+        return bool(state == "Succeeded")
+
+    h.settle(untouched_and_one_at_a_time)
+    after = h.instances("ocr")
+    for iid in chosen:
+        was, now = before[iid], after[iid]
+        assert now["version"] == "v8"
+        assert (now["node"], now["pod_ip"], now["gpu_ids"], now["cpu_ids"], now["name"]) == (
+            was["node"],
+            was["pod_ip"],
+            was["gpu_ids"],
+            was["cpu_ids"],
+            was["name"],
+        )
+        assert now["restarts"] == was["restarts"] + 1
+    assert h.app("ocr")["versions"] == {"v7": 22, "v8": 3}
+
+    # the talk's event log: the hash changed, killed, v8 pulled and started on the same host
+    rows = h.event_rows("ocr-4")
+    reasons = [e["reason"] for e in rows]
+    assert reasons.index("Killing") > reasons.index("Started")  # after the first start
+    killing = next(e for e in rows if e["reason"] == "Killing")
+    assert "hash changed" in killing["message"]
+    assert "will be killed and re-created" in killing["message"]
+    pulls = [e["message"] for e in rows if e["reason"] in ("Pulling", "Pulled")]
+    assert any("ocr/server:v8" in m for m in pulls)
+    counts = {e["reason"]: e["count"] for e in rows if e["reason"] in ("Created", "Started")}
+    assert counts == {"Created": 2, "Started": 2}  # created and started again, in place
+    assert [e["count"] for e in rows if e["reason"] == "Scheduled"] == [1]  # never rescheduled
+    assert "InPlaceUpgrade" in reasons
+
+    h.post(f"{BIZ}/apps/ocr/upgrades/{upgrade['id']}/rollback")
+    h.settle(lambda: h.get(f"{BIZ}/apps/ocr/upgrades/{upgrade['id']}")["state"] == "RolledBack")
+    h.settle(h.ready("ocr", 25))
+    final = h.instances("ocr")
+    assert {i["version"] for i in final.values()} == {"v7"}
+    for iid, inst in final.items():
+        assert (inst["node"], inst["pod_ip"], inst["gpu_ids"]) == (
+            before[iid]["node"],
+            before[iid]["pod_ip"],
+            before[iid]["gpu_ids"],
+        )
+        if iid not in chosen:
+            assert inst["restarts"] == before[iid]["restarts"]
+
+
+def test_controller_killed_mid_upgrade_converges_without_loss_or_duplicates(
+    h: AppsHarness, gpu_cluster: str
+) -> None:
+    v1 = template("v1", "web:1", cpu=1, memory=512)
+    v2 = template("v2", "web:2", cpu=1, memory=512)
+    create_app(h, "web", [v1, v2], cluster=gpu_cluster, replicas=12)
+    h.settle(h.ready("web", 12))
+    before = h.instances("web")
+    h.post(f"{BIZ}/apps/web/upgrades", {"template": "v2", "all": True, "max_unavailable": 3}, 201)
+
+    sim = h.sim(gpu_cluster)
+    calls = {"n": 0}
+    real_replace = sim.replace_image
+
+    async def dying_replace(**kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ControllerDied  # the controller process dies in the middle of a batch
+        return await real_replace(**kw)
+
+    sim.replace_image = dying_replace  # type: ignore[method-assign]
+    with pytest.raises(ControllerDied):
+        for _ in range(20):
+            h.tick()
+    sim.replace_image = real_replace  # type: ignore[method-assign]
+    h.restart_controller()
+    upgrade = h.get(f"{BIZ}/apps/web/upgrades")[0]
+    h.settle(lambda: h.get(f"{BIZ}/apps/web/upgrades/{upgrade['id']}")["state"] == "Succeeded")
+    h.settle(h.ready("web", 12))
+    after = h.instances("web")
+    assert sorted(after) == sorted(before)  # nothing lost, nothing extra
+    names = [i.name for i in h.run_async(sim.list_instances(namespace="alpha", app="web"))]
+    assert sorted(names) == sorted(f"web-{i}" for i in range(12))  # no duplicates
+    for iid, inst in after.items():
+        assert inst["version"] == "v2"
+        assert (inst["node"], inst["pod_ip"]) == (before[iid]["node"], before[iid]["pod_ip"])
+
+
+def test_chosen_instances_stop_give_their_quota_back_and_start_again(h: AppsHarness) -> None:
+    create_app(
+        h,
+        "web",
+        [template("v1", "shop/web:1", cpu=1), template("v2", "shop/web:2", cpu=1)],
+        replicas=4,
+        default_template="v1",
+    )
+    h.settle(h.ready("web", 4))
+    cpu_before = h.get(f"{BIZ}/quotas/sim-1")["used"]["cpu"]
+    h.post(f"{BIZ}/apps/web/instances/stop", {"instance_ids": [1, 2]})
+
+    def stopped() -> bool:
+        insts = h.instances("web")
+        return [insts[i]["status"] for i in range(4)] == [
+            "Running",
+            "Stopped",
+            "Stopped",
+            "Running",
+        ]
+
+    h.settle(stopped)
+    observed = {
+        i.instance_id
+        for i in h.run_async(h.sim("sim-1").list_instances(namespace="alpha", app="web"))
+    }
+    assert observed == {0, 3}
+    cpu = h.get(f"{BIZ}/quotas/sim-1")["used"]["cpu"]
+    assert cpu == cpu_before - 2  # two 1-core instances gave theirs back
+
+    # a stopped instance cannot be upgraded; the others can
+    r = h.client.post(
+        f"{BIZ}/apps/web/upgrades", json={"template": "v2", "instance_ids": [1]}, headers=h.headers
+    )
+    assert r.status_code == 409 and "stopped" in r.text
+    h.post(f"{BIZ}/apps/web/instances/start", {"instance_ids": [1, 2]})
+    h.settle(h.ready("web", 4))
+    insts = h.instances("web")
+    assert {insts[i]["version"] for i in range(4)} == {"v1"}
+
+    # while an upgrade includes an instance, it cannot be stopped
+    h.post(f"{BIZ}/apps/web/upgrades", {"template": "v2", "instance_ids": [3]}, status=201)
+    r = h.client.post(
+        f"{BIZ}/apps/web/instances/stop", json={"instance_ids": [3]}, headers=h.headers
+    )
+    assert r.status_code == 409 and "upgrade" in r.text
+    r = h.client.post(
+        f"{BIZ}/apps/web/instances/stop", json={"instance_ids": [9]}, headers=h.headers
+    )
+    assert r.status_code == 422 and "not in app" in r.text

@@ -1,0 +1,400 @@
+"""Every route, tried by every role: who may call it, and what the others get.
+
+The table below must name every route of the app (``test_every_route_is_in_the_table`` fails
+when a new route is added without a row). For each row and role the test checks:
+
+- anonymous callers get 401;
+- a role the row allows is not refused (no 401/403/404 from authorisation);
+- a role the row refuses gets 403, or 404 where it cannot see the object at all (tenancy:
+  another business's objects answer exactly as missing ones).
+
+Objects live in business ``alpha``; ``outsider`` is business-admin of ``beta`` only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from gaia.platform import Platform
+from gaia.store.models import AlertRecord, App, AppBlacklist, Business, utcnow
+from tests.conftest import QUOTA, World
+
+ROLES = ("platform-admin", "business-admin", "developer", "viewer", "outsider")
+MEMBERS = ("platform-admin", "business-admin", "developer", "viewer")
+ALL = ROLES
+WRITERS = ("platform-admin", "business-admin", "developer")  # app.write
+
+
+@dataclass
+class Row:
+    method: str
+    path: str  # with the fixture's real names substituted
+    allowed: tuple[str, ...]
+    body: dict[str, Any] | None = None
+    hidden_from: tuple[str, ...] = field(default=("outsider",))  # expect 404, not 403
+
+    @property
+    def template(self) -> str:
+        return (
+            self.path.split("?")[0]
+            .replace("/sim-1-node-0", "/{node}")
+            .replace("/alpha", "/{biz}")
+            .replace("/sim-1", "/{cluster}")
+            .replace("/members/dev", "/members/{username}")
+            .replace("/users/viewer", "/users/{username}")
+            .replace("/instance-configs/small", "/instance-configs/{name}")
+            .replace("/tokens/999", "/tokens/{token_id}")
+            .replace("/records/1", "/records/{record_id}")
+            .replace("/channels/1", "/channels/{channel_id}")
+            .replace("/receivers/1", "/receivers/{receiver_id}")
+            .replace("/receiver-groups/1", "/receiver-groups/{group_id}")
+            .replace("/policies/1", "/policies/{policy_id}")
+            .replace("/silences/1", "/silences/{silence_id}")
+            .replace("/apps/web", "/apps/{app}")
+            .replace("/templates/v1", "/templates/{version}")
+            .replace("/instances/0", "/instances/{instance}")
+            .replace("/upgrades/1", "/upgrades/{upgrade}")
+            .replace("/gpu-models/T4", "/gpu-models/{model}")
+            .replace("/configmaps/settings", "/configmaps/{name}")
+            .replace("/secrets/db?reveal=true", "/secrets/{name}")
+            .replace("/secrets/db", "/secrets/{name}")
+        )
+
+
+BIZ = "/api/v1/businesses/alpha"
+APP = f"{BIZ}/apps/web"
+NODES = "/api/v1/clusters/sim-1/nodes"
+V1 = {"name": "v1", "image": "shop/web:1", "resources": {"cpu": 1, "memory": 256}}
+V2 = {**V1, "name": "v2", "image": "shop/web:2"}
+APP_BODY = {"name": "other", "cluster": "sim-1", "templates": [V1], "replicas": 1}
+NODE_BODY = {"name": "extra-1", "cpu": 8, "memory_mib": 16384}
+AL = "/api/v1/alerts"
+ADMINS = ("platform-admin", "business-admin")
+HOOK = {"url": "http://127.0.0.1:9/hook"}  # the discard port: a test send is refused at once
+POLICY = {
+    "business": "alpha",
+    "name": "p",
+    "scope": {"kind": "app", "app": "web"},
+    "metric": "gaia_instance_cpu_usage_percent",
+    "threshold": 80,
+}
+SILENCE = {
+    "business": "alpha",
+    "matchers": {"app": "web"},
+    "ends_at": (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat(),
+}
+TABLE = [
+    Row("POST", "/api/v1/auth/logout", ALL, hidden_from=()),
+    Row("GET", "/api/v1/users/me", ALL, hidden_from=()),
+    Row("GET", "/api/v1/tokens", ALL, hidden_from=()),
+    Row("POST", "/api/v1/tokens", ALL, {"name": "ci"}, hidden_from=()),
+    # Someone else's token id answers 404 for everyone (tokens are private to their owner).
+    Row("DELETE", "/api/v1/tokens/999", (), hidden_from=ALL),
+    Row("GET", "/api/v1/users", ("platform-admin",), hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/users",
+        ("platform-admin",),
+        {"username": "new", "password": "x" * 10},
+        hidden_from=(),
+    ),
+    # A user sees their own account; only admins see others' (others get 404).
+    Row(
+        "GET",
+        "/api/v1/users/viewer",
+        ("platform-admin", "viewer"),
+        hidden_from=("business-admin", "developer", "outsider"),
+    ),
+    Row(
+        "PATCH",
+        "/api/v1/users/viewer",
+        ("platform-admin", "viewer"),
+        {"display_name": "V"},
+        hidden_from=("business-admin", "developer", "outsider"),
+    ),
+    Row("GET", "/api/v1/businesses", ALL, hidden_from=()),
+    Row("POST", "/api/v1/businesses", ("platform-admin",), {"name": "gamma"}, hidden_from=()),
+    Row("GET", BIZ, MEMBERS),
+    Row("PATCH", BIZ, ("platform-admin", "business-admin"), {"description": "d"}),
+    Row("DELETE", BIZ, ("platform-admin",)),
+    Row("GET", f"{BIZ}/members", MEMBERS),
+    Row("PUT", f"{BIZ}/members/dev", ("platform-admin", "business-admin"), {"role": "developer"}),
+    Row("DELETE", f"{BIZ}/members/dev", ("platform-admin", "business-admin")),
+    Row("GET", f"{BIZ}/quotas", MEMBERS),
+    Row("GET", f"{BIZ}/quotas/sim-1", MEMBERS),
+    Row("PUT", f"{BIZ}/quotas/sim-1", ("platform-admin",), {"hard": QUOTA}),
+    Row("DELETE", f"{BIZ}/quotas/sim-1", ("platform-admin",)),
+    Row("POST", f"{BIZ}/quotas/sim-1/admission-check", MEMBERS, {"request": {"cpu": 1}}),
+    Row("GET", "/api/v1/instance-configs", ALL, hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/instance-configs",
+        ("platform-admin",),
+        {"name": "big", "resources": {"cpu": 8}},
+        hidden_from=(),
+    ),
+    Row("GET", "/api/v1/instance-configs/small", ALL, hidden_from=()),
+    Row(
+        "PATCH",
+        "/api/v1/instance-configs/small",
+        ("platform-admin",),
+        {"description": "x"},
+        hidden_from=(),
+    ),
+    Row("DELETE", "/api/v1/instance-configs/small", ("platform-admin",), hidden_from=()),
+    Row("GET", f"{BIZ}/instance-configs", MEMBERS),
+    Row(
+        "POST",
+        f"{BIZ}/instance-configs",
+        ("platform-admin", "business-admin"),
+        {"name": "big", "resources": {"cpu": 8}},
+    ),
+    Row("GET", f"{BIZ}/instance-configs/small", MEMBERS),
+    Row(
+        "PATCH",
+        f"{BIZ}/instance-configs/small",
+        ("platform-admin", "business-admin"),
+        {"description": "x"},
+    ),
+    Row("DELETE", f"{BIZ}/instance-configs/small", ("platform-admin", "business-admin")),
+    Row("GET", "/api/v1/clusters", ALL, hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/clusters",
+        ("platform-admin",),
+        {"name": "sim-2", "kind": "sim"},
+        hidden_from=(),
+    ),
+    # Members of a business with a quota in sim-1 see it; beta also has a quota there.
+    Row("GET", "/api/v1/clusters/sim-1", ALL, hidden_from=()),
+    Row("PATCH", "/api/v1/clusters/sim-1", ("platform-admin",), {"zone": "z"}, hidden_from=()),
+    Row("DELETE", "/api/v1/clusters/sim-1", ("platform-admin",), hidden_from=()),
+    Row("GET", "/api/v1/records", ALL, hidden_from=()),
+    # Record 1 is the admin's first login (platform-level): only platform admins see it.
+    Row(
+        "GET",
+        "/api/v1/records/1",
+        ("platform-admin",),
+        hidden_from=("business-admin", "developer", "viewer", "outsider"),
+    ),
+    Row("GET", "/api/v1/events", ALL, hidden_from=()),
+    Row("GET", "/api/v1/overview", ALL, hidden_from=()),
+    # configmaps and secrets
+    Row("GET", f"{BIZ}/configmaps", MEMBERS),
+    Row("POST", f"{BIZ}/configmaps", WRITERS, {"name": "new", "data": {"k": "v"}}),
+    Row("GET", f"{BIZ}/configmaps/settings", MEMBERS),
+    Row("PUT", f"{BIZ}/configmaps/settings", WRITERS, {"data": {"k": "v"}}),
+    Row("DELETE", f"{BIZ}/configmaps/settings", WRITERS),
+    Row("GET", f"{BIZ}/secrets", MEMBERS),
+    Row("POST", f"{BIZ}/secrets", WRITERS, {"name": "new", "data": {"k": "v"}}),
+    Row("GET", f"{BIZ}/secrets/db", MEMBERS),
+    Row("GET", f"{BIZ}/secrets/db?reveal=true", WRITERS),
+    Row("PUT", f"{BIZ}/secrets/db", WRITERS, {"data": {"k": "v"}}),
+    Row("DELETE", f"{BIZ}/secrets/db", WRITERS),
+    # apps (seeded: app "web" with templates v1, v2 and upgrade 1 of instance 0 to v2)
+    Row("GET", f"{BIZ}/apps", MEMBERS),
+    Row("POST", f"{BIZ}/apps", WRITERS, APP_BODY),
+    Row("GET", APP, MEMBERS),
+    Row("PATCH", APP, WRITERS, {"description": "d"}),
+    Row("DELETE", APP, WRITERS),
+    Row("POST", f"{APP}/stop", WRITERS),
+    Row("POST", f"{APP}/start", WRITERS),
+    Row("GET", f"{APP}/templates", MEMBERS),
+    Row("POST", f"{APP}/templates", WRITERS, {**V2, "name": "v3"}),
+    Row("GET", f"{APP}/templates/v1", MEMBERS),
+    Row("DELETE", f"{APP}/templates/v1", WRITERS),
+    Row("POST", f"{APP}/scale-out", WRITERS, {"count": 1}),
+    Row("POST", f"{APP}/scale-in", WRITERS, {"instance_ids": [0]}),
+    Row("GET", f"{APP}/instances", MEMBERS),
+    Row("GET", f"{APP}/instances/0", MEMBERS),
+    Row("POST", f"{APP}/instances/stop", WRITERS, {"instance_ids": [0]}),
+    Row("POST", f"{APP}/instances/start", WRITERS, {"instance_ids": [0]}),
+    Row("POST", f"{APP}/instances/0/restart", WRITERS),
+    Row("POST", f"{APP}/instances/0/kill", WRITERS),
+    Row("GET", f"{APP}/instances/0/logs", MEMBERS),
+    Row("POST", f"{APP}/instances/0/exec", WRITERS, {"command": ["hostname"]}),
+    Row("GET", f"{APP}/upgrades", MEMBERS),
+    Row("POST", f"{APP}/upgrades", WRITERS, {"template": "v1", "instance_ids": [0]}),
+    Row("GET", f"{APP}/upgrades/1", MEMBERS),
+    Row("POST", f"{APP}/upgrades/1/pause", WRITERS),
+    Row("POST", f"{APP}/upgrades/1/resume", WRITERS),
+    Row("POST", f"{APP}/upgrades/1/rollback", WRITERS),
+    Row("GET", f"{APP}/service", MEMBERS),
+    Row("GET", f"{APP}/blacklist", MEMBERS),
+    Row("DELETE", f"{APP}/blacklist/sim-1-node-0", ("platform-admin", "business-admin")),
+    # per-model GPU limits (seeded: T4)
+    Row("GET", f"{BIZ}/quotas/sim-1/gpu-models", MEMBERS),
+    Row("PUT", f"{BIZ}/quotas/sim-1/gpu-models/T4", ("platform-admin",), {"cards": 2}),
+    Row("DELETE", f"{BIZ}/quotas/sim-1/gpu-models/T4", ("platform-admin",)),
+    # nodes of a cluster: everyone who sees the cluster reads them; only platform admins act
+    Row("GET", f"{NODES}", ALL, hidden_from=()),
+    # one node with its bound instances (others' businesses' instances unnamed)
+    Row("GET", f"{NODES}/sim-1-node-0", ALL, hidden_from=()),
+    Row("POST", f"{NODES}", ("platform-admin",), NODE_BODY, hidden_from=()),
+    Row("POST", f"{NODES}/sim-1-node-0/cordon", ("platform-admin",), hidden_from=()),
+    Row("POST", f"{NODES}/sim-1-node-0/uncordon", ("platform-admin",), hidden_from=()),
+    Row("POST", f"{NODES}/sim-1-node-0/drain", ("platform-admin",), hidden_from=()),
+    Row("DELETE", f"{NODES}/sim-1-node-0", ("platform-admin",), hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/clusters/sim-1/sim/faults",
+        ("platform-admin",),
+        {"kind": "node_lost", "node": "sim-1-node-0"},
+        hidden_from=(),
+    ),
+    # alerting (seeded in alpha: channel 1, receiver 1, group 1, policy 1, silence 1, record 1)
+    Row("GET", f"{AL}/channels", ALL, hidden_from=()),
+    Row(
+        "POST",
+        f"{AL}/channels",
+        ADMINS,
+        {"business": "alpha", "name": "c2", "kind": "webhook", "config": HOOK},
+    ),
+    Row("GET", f"{AL}/channels/1", MEMBERS),
+    Row("PATCH", f"{AL}/channels/1", ADMINS, {"enabled": True}),
+    Row("POST", f"{AL}/channels/1/test", ADMINS),
+    Row("DELETE", f"{AL}/channels/1", ADMINS),
+    Row("GET", f"{AL}/receivers", ALL, hidden_from=()),
+    Row("POST", f"{AL}/receivers", WRITERS, {"business": "alpha", "name": "r2"}),
+    Row("PATCH", f"{AL}/receivers/1", WRITERS, {"phone": "+8613800000000"}),
+    Row("DELETE", f"{AL}/receivers/1", WRITERS),
+    Row("GET", f"{AL}/receiver-groups", ALL, hidden_from=()),
+    Row("POST", f"{AL}/receiver-groups", WRITERS, {"business": "alpha", "name": "g2"}),
+    Row("PATCH", f"{AL}/receiver-groups/1", WRITERS, {"receiver_ids": [1]}),
+    Row("DELETE", f"{AL}/receiver-groups/1", WRITERS),
+    Row("GET", f"{AL}/policies", ALL, hidden_from=()),
+    Row("POST", f"{AL}/policies", WRITERS, {**POLICY, "name": "p2"}),
+    Row("GET", f"{AL}/policies/1", MEMBERS),
+    Row("PATCH", f"{AL}/policies/1", WRITERS, {"threshold": 90}),
+    Row("DELETE", f"{AL}/policies/1", WRITERS),
+    Row("GET", f"{AL}/builtin-rules", ALL, hidden_from=()),
+    Row("POST", "/api/v1/clusters/sim-1/alert-rules", ("platform-admin",), {}, hidden_from=()),
+    Row("GET", f"{AL}/rules.yaml", ALL, hidden_from=()),
+    Row("GET", f"{AL}/silences", ALL, hidden_from=()),
+    Row("POST", f"{AL}/silences", WRITERS, SILENCE),
+    Row("DELETE", f"{AL}/silences/1", WRITERS),
+    Row("GET", f"{AL}/records", ALL, hidden_from=()),
+    Row("GET", f"{AL}/records/1", MEMBERS),
+    Row(
+        "POST",
+        f"{AL}/alertmanager",
+        ("platform-admin",),
+        {"status": "firing", "alerts": []},
+        hidden_from=(),
+    ),
+    Row(
+        "GET",
+        "/api/v1/monitoring/series?metric=gaia_instance_cpu_usage_percent&business=alpha",
+        MEMBERS,
+    ),
+    Row("GET", f"{APP}/logs", MEMBERS),
+    Row("GET", "/api/v1/system/logs", ("platform-admin",), hidden_from=()),
+]
+PUBLIC = {("POST", "/api/v1/auth/login")}
+
+
+def _seed(world: World, platform: Platform) -> None:
+    c, h = world.client, world.admin
+    r = c.post(
+        f"{BIZ}/apps",
+        json={"name": "web", "cluster": "sim-1", "templates": [V1, V2], "replicas": 1},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    r = c.post(f"{APP}/upgrades", json={"template": "v2", "instance_ids": [0]}, headers=h)
+    assert r.status_code == 201, r.text
+    r = c.put(f"{BIZ}/quotas/sim-1/gpu-models/T4", json={"cards": 1}, headers=h)
+    assert r.status_code == 200, r.text
+    with platform.db.write_session() as session:
+        app_id = session.scalars(select(App.id).where(App.name == "web")).one()
+        session.add(
+            AppBlacklist(
+                app_id=app_id,
+                node="sim-1-node-0",
+                failures=3,
+                expires_at=utcnow() + dt.timedelta(hours=1),
+            )
+        )
+    for path in ("/api/v1/instance-configs", f"{BIZ}/instance-configs"):
+        r = c.post(path, json={"name": "small", "resources": {"cpu": 1}}, headers=h)
+        assert r.status_code == 201, r.text
+    for path, name in ((f"{BIZ}/configmaps", "settings"), (f"{BIZ}/secrets", "db")):
+        r = c.post(path, json={"name": name, "data": {"k": "v"}}, headers=h)
+        assert r.status_code == 201, r.text
+    alerting: list[tuple[str, dict[str, Any]]] = [
+        ("channels", {"business": "alpha", "name": "c", "kind": "webhook", "config": HOOK}),
+        ("receivers", {"business": "alpha", "name": "r", "email": "r@alpha.example.com"}),
+        ("receiver-groups", {"business": "alpha", "name": "g", "receiver_ids": [1]}),
+        ("policies", {**POLICY, "channel_ids": [1], "group_ids": [1]}),
+        ("silences", SILENCE),
+    ]
+    for kind, body in alerting:
+        r = c.post(f"{AL}/{kind}", json=body, headers=h)
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] == 1
+    with platform.db.write_session() as session:
+        alpha = session.scalars(select(Business.id).where(Business.name == "alpha")).one()
+        now = utcnow()
+        session.add(
+            AlertRecord(
+                business_id=alpha,
+                policy_id=1,
+                policy_name="p",
+                fingerprint="1-seeded",
+                severity="warning",
+                labels={"app": "web"},
+                status="firing",
+                started_at=now,
+                fired_at=now,
+            )
+        )
+
+
+def test_every_route_is_in_the_table(world: World) -> None:
+    # The OpenAPI document is the list of routes the API offers (no route is hidden from it).
+    spec = world.client.get("/api/openapi.json").json()
+    routes = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
+    covered = {(row.method, row.template) for row in TABLE} | PUBLIC
+    assert routes - covered == set(), "routes without an authorisation row"
+    assert covered - routes == set(), "rows for routes that do not exist"
+
+
+@pytest.mark.parametrize("row", TABLE, ids=lambda r: f"{r.method} {r.template}")
+def test_route_authorisation(world: World, platform: Platform, row: Row) -> None:
+    _seed(world, platform)
+    c = world.client
+    anonymous = c.request(row.method, row.path, json=row.body)
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.json()["code"] == "unauthenticated"
+
+    # Order matters for destructive rows: try the refused roles first, the allowed last.
+    for role in sorted(ROLES, key=lambda r: r in row.allowed):
+        r = c.request(row.method, row.path, json=row.body, headers=world.as_(role))
+        if role in row.allowed:
+            assert r.status_code not in (401, 403, 404), f"{role}: {r.status_code} {r.text}"
+            assert r.status_code < 500
+            if row.method == "DELETE":
+                break  # the object is gone; the other allowed roles would get 404
+        elif role in row.hidden_from:
+            assert r.status_code == 404, f"{role}: {r.status_code} {r.text}"
+            assert r.json()["code"] == "not_found"
+        else:
+            assert r.status_code == 403, f"{role}: {r.status_code} {r.text}"
+            assert r.json()["code"] == "forbidden"
+
+
+def test_outsider_cannot_tell_a_foreign_business_from_a_missing_one(world: World) -> None:
+    c, h = world.client, world.as_("outsider")
+    foreign = c.get("/api/v1/businesses/alpha/quotas", headers=h)
+    missing = c.get("/api/v1/businesses/no-such-biz/quotas", headers=h)
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json()["message"].replace("alpha", "X") == missing.json()["message"].replace(
+        "no-such-biz", "X"
+    )
+    listed = c.get("/api/v1/businesses", headers=h).json()["items"]
+    assert [b["name"] for b in listed] == ["beta"]

@@ -1,0 +1,158 @@
+"""Operation records (append-only, every mutating call) and aggregated events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from gaia.platform import Platform
+from gaia.store import events
+from gaia.store.models import Event
+from tests.conftest import World
+
+
+def _records(client: TestClient, headers: dict[str, str], **params: str) -> list[dict]:
+    r = client.get("/api/v1/records", params=params, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def test_accepted_and_rejected_calls_are_both_recorded(world: World) -> None:
+    c = world.client
+    ok = c.patch(
+        "/api/v1/businesses/alpha",
+        json={"description": "OCR team"},
+        headers=world.as_("business-admin"),
+    )
+    assert ok.status_code == 200
+    denied = c.put(
+        "/api/v1/businesses/alpha/quotas/sim-1",
+        json={"hard": {"cpu": 999}},
+        headers=world.as_("developer"),
+    )
+    assert denied.status_code == 403
+    invalid = c.post("/api/v1/businesses", json={"name": "NOT VALID"}, headers=world.admin)
+    assert invalid.status_code == 422
+
+    rows = _records(c, world.admin, business="alpha")
+    update = next(r for r in rows if r["action"] == "business.update")
+    assert update["actor"] == "ba" and update["result"] == "success"
+    assert update["summary"] == "updated description"
+    refused = next(r for r in rows if r["action"] == "quota.put")
+    assert refused["actor"] == "dev" and refused["result"] == "failure"
+    assert refused["status_code"] == 403 and "only a platform administrator" in refused["error"]
+    bad = _records(c, world.admin, result="failure", action="create_business")
+    assert bad and bad[0]["status_code"] == 422 and "name" in bad[0]["error"]
+
+
+def test_records_cannot_be_altered_through_the_api(world: World) -> None:
+    c = world.client
+    first = _records(c, world.admin)[-1]
+    for method in ("PUT", "PATCH", "DELETE"):
+        r = c.request(method, f"/api/v1/records/{first['id']}", json={}, headers=world.admin)
+        assert r.status_code == 405, (method, r.status_code)
+    assert c.get(f"/api/v1/records/{first['id']}", headers=world.admin).json() == first
+
+
+def test_tenants_see_only_their_business_records(world: World) -> None:
+    c = world.client
+    c.patch(
+        "/api/v1/businesses/beta",
+        json={"description": "secret plans"},
+        headers=world.as_("outsider"),
+    )
+    mine = _records(c, world.as_("viewer"))
+    assert mine and {r["business"] for r in mine} == {"alpha"}
+    theirs = _records(c, world.as_("outsider"))
+    assert {r["business"] for r in theirs} == {"beta"}
+
+
+def test_secrets_never_reach_records(world: World) -> None:
+    c = world.client
+    c.post(
+        "/api/v1/users",
+        json={"username": "eve", "password": "hunter2-hunter2"},
+        headers=world.admin,
+    )
+    c.post("/api/v1/auth/login", json={"username": "eve", "password": "wrong-guess-123"})
+    dump = str(_records(c, world.admin, limit="500"))
+    assert "hunter2" not in dump and "wrong-guess" not in dump
+
+
+def test_records_paginate_newest_first(world: World) -> None:
+    c = world.client
+    page1 = c.get("/api/v1/records", params={"limit": 3}, headers=world.admin).json()
+    page2 = c.get(
+        "/api/v1/records", params={"limit": 3, "cursor": page1["next_cursor"]}, headers=world.admin
+    ).json()
+    ids = [r["id"] for r in page1["items"] + page2["items"]]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 6
+    bad = c.get("/api/v1/records", params={"cursor": "!!!"}, headers=world.admin)
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+
+
+def test_repeated_events_are_aggregated_even_concurrently(platform: Platform) -> None:
+    def emit() -> None:
+        with platform.db.write_session() as s:
+            events.emit(
+                s,
+                object_kind="Instance",
+                object_name="ocr-4",
+                reason="BackOff",
+                message="Back-off restarting failed container",
+                type="Warning",
+            )
+
+    threads = [threading.Thread(target=emit) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with platform.db.read_session() as s:
+        rows = s.scalars(select(Event)).all()
+    assert len(rows) == 1 and rows[0].count == 20
+    assert rows[0].last_seen >= rows[0].first_seen
+
+
+def test_a_batch_of_events_folds_repeats_and_adds_to_existing_rows(platform: Platform) -> None:
+    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+    def ev(name: str, reason: str, seconds: int) -> events.NewEvent:
+        return events.NewEvent(
+            object_kind="Instance",
+            object_name=name,
+            reason=reason,
+            message=f"{reason} container main",
+            at=t0 + dt.timedelta(seconds=seconds),
+        )
+
+    with platform.db.write_session() as s:
+        events.emit_many(s, [ev("web-0", "Created", 1), ev("web-0", "Started", 2)])
+    batch = [ev("web-0", "Started", 10), ev("web-1", "Created", 11), ev("web-0", "Started", 12)]
+    batch += [ev(f"web-{i}", "Created", 20) for i in range(2, 1202)]  # more than one chunk
+    with platform.db.write_session() as s:
+        events.emit_many(s, batch)
+    with platform.db.read_session() as s:
+        rows = {(e.object_name, e.reason): e for e in s.scalars(select(Event))}
+    started = rows[("web-0", "Started")]
+    assert started.count == 3
+    assert (started.first_seen, started.last_seen) == (
+        t0 + dt.timedelta(seconds=2),
+        t0 + dt.timedelta(seconds=12),
+    )
+    assert rows[("web-0", "Created")].count == 1
+    assert len(rows) == 2 + 1 + 1200
+    # ids follow the order events happened in: web-0's rows first, then web-1's
+    assert rows[("web-0", "Created")].id < rows[("web-1", "Created")].id
+
+
+def test_events_api_filters_and_scopes(world: World) -> None:
+    c = world.client
+    created = c.get("/api/v1/events", params={"reason": "Created"}, headers=world.admin).json()
+    assert {e["object_name"] for e in created["items"]} == {"alpha", "beta"}
+    assert created["items"][0]["user"] == "admin" and created["items"][0]["count"] == 1
+    seen = c.get("/api/v1/events", headers=world.as_("viewer")).json()["items"]
+    assert {e["business"] for e in seen} == {"alpha"}

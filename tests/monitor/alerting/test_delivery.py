@@ -1,0 +1,414 @@
+"""From a breaching series to a delivered notification: the evaluator, the outbox and the
+delivery loop, on both stores, against a real HTTP receiver (``WebhookReceiver``).
+
+Simulated time is the platform's ``ManualClock``; the evaluator and the delivery loop are driven
+one pass at a time. One test kills a real delivery process (SIGKILL) in the middle of a send and
+shows the notification is sent again, with the same idempotency key, by the next process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import select
+
+from gaia.clock import ManualClock
+from gaia.monitor.alerting.channels import verify_signature
+from gaia.monitor.metrics.series import Sample
+from gaia.platform import Platform
+from gaia.store.models import AlertNotification
+from tests.conftest import TEST_SECRET_KEY, World
+from tests.support.apps_harness import BIZ, AppsHarness, template
+from tests.support.http_fakes import Reply, WebhookReceiver
+
+A = "/api/v1/alerts"
+METRIC = "gaia_instance_cpu_usage_percent"
+HMAC = "hmac-secret-for-tests-0001"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as server:
+        yield cast(WebhookReceiver, server)
+
+
+class Bed:
+    def __init__(self, world: World, platform: Platform, receiver: WebhookReceiver) -> None:
+        self.world = world
+        self.platform = platform
+        self.receiver = receiver
+        self.evaluator = platform.alert_evaluator()
+        self.delivery = platform.notification_delivery()
+        h = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
+        h.post(
+            f"{BIZ}/apps",
+            {
+                "name": "web",
+                "cluster": "sim-1",
+                "templates": [template("v1", "registry.local/web:v1")],
+                "replicas": 1,
+            },
+            status=201,
+        )
+        self.channel = self.api(
+            "post",
+            f"{A}/channels",
+            who="business-admin",
+            json={
+                "business": "alpha",
+                "name": "hook",
+                "kind": "webhook",
+                "config": {"url": receiver.url, "hmac_secret": HMAC},
+                "rate_limit_per_minute": 0,
+            },
+        )
+
+    @property
+    def clock(self) -> ManualClock:
+        return cast(ManualClock, self.platform.clock)
+
+    def api(self, method: str, path: str, *, who: str = "developer", **kw: Any) -> Any:
+        r = self.world.client.request(method, path, headers=self.world.as_(who), **kw)
+        assert r.status_code < 300, r.text
+        return r.json() if r.content else None
+
+    def policy(self, **kw: Any) -> dict[str, Any]:
+        body = {
+            "business": "alpha",
+            "name": "web cpu",
+            "scope": {"kind": "app", "app": "web"},
+            "metric": METRIC,
+            "comparison": ">",
+            "threshold": 80,
+            "for_seconds": 30,
+            "severity": "critical",
+            "channel_ids": [self.channel["id"]],
+            **kw,
+        }
+        return cast(dict[str, Any], self.api("post", f"{A}/policies", json=body))
+
+    def load(self, value: float, *instances: str) -> None:
+        at = self.clock.now().timestamp()
+        samples = [
+            Sample(
+                METRIC,
+                {"cluster": "sim-1", "business": "alpha", "app": "web", "instance": name},
+                value,
+                at,
+            )
+            for name in instances or ("web-0",)
+        ]
+        asyncio.run(self.platform.metric_store.write(samples))
+
+    def evaluate(self) -> None:
+        asyncio.run(self.evaluator.run_once())
+
+    def deliver(self) -> None:
+        asyncio.run(self.delivery.run_once())
+
+    def step(self, seconds: float) -> None:
+        self.clock.step(seconds)
+
+    def records(self, **params: Any) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.api("get", f"{A}/records", params=params)["items"])
+
+    def record(self, record_id: int) -> dict[str, Any]:
+        return cast(dict[str, Any], self.api("get", f"{A}/records/{record_id}"))
+
+
+@pytest.fixture
+def bed(world: World, platform: Platform, receiver: WebhookReceiver) -> Bed:
+    return Bed(world, platform, receiver)
+
+
+def test_fire_and_resolve_each_notify_once_with_a_signed_alertmanager_body(bed: Bed) -> None:
+    bed.policy()
+    bed.load(95)
+    bed.evaluate()
+    assert bed.records() == []  # pending: not for 30 s yet
+    bed.step(15)
+    bed.load(96)
+    bed.evaluate()
+    assert bed.records() == []
+    bed.step(15)
+    bed.load(97)
+    bed.evaluate()
+    (rec,) = bed.records()
+    assert rec["status"] == "firing" and rec["value"] == 97
+    assert rec["labels"] == {
+        "cluster": "sim-1",
+        "business": "alpha",
+        "app": "web",
+        "instance": "web-0",
+    }
+    bed.deliver()
+    (req,) = bed.receiver.requests
+    body = req.json()
+    assert body["version"] == "4" and body["status"] == "firing"
+    (alert,) = body["alerts"]
+    assert alert["labels"]["instance"] == "web-0" and alert["labels"]["severity"] == "critical"
+    assert verify_signature(
+        HMAC,
+        req.headers["x-gaia-timestamp"],
+        req.body,
+        req.headers["x-gaia-signature"],
+        now=time.time(),
+    )
+
+    # still breaching: no second notification
+    for _ in range(4):
+        bed.step(15)
+        bed.load(99)
+        bed.evaluate()
+        bed.deliver()
+    assert len(bed.receiver.requests) == 1
+
+    bed.step(15)
+    bed.load(10)
+    bed.evaluate()
+    bed.deliver()
+    assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "resolved"]
+    full = bed.record(rec["id"])
+    assert full["status"] == "resolved" and full["resolved_value"] == 10
+    assert [(n["event"], n["state"], n["attempts"]) for n in full["notifications"]] == [
+        ("firing", "sent", 1),
+        ("resolved", "sent", 1),
+    ]
+    keys = [r.headers["x-gaia-idempotency-key"] for r in bed.receiver.requests]
+    assert len(set(keys)) == 2
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_sent(bed: Bed) -> None:
+    bed.policy(for_seconds=0)
+    bed.receiver.reply_next(Reply(503, {"error": "busy"}, {"Retry-After": "20"}))
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    (rec,) = bed.records()
+    (n,) = bed.record(rec["id"])["notifications"]
+    assert n["state"] == "retrying" and n["attempts"] == 1
+    assert "503" in n["last_error"]
+    bed.step(5)
+    bed.deliver()  # not due yet (Retry-After 20 s)
+    assert len(bed.receiver.requests) == 1
+    bed.step(30)
+    bed.deliver()
+    (n,) = bed.record(rec["id"])["notifications"]
+    assert n["state"] == "sent" and n["attempts"] == 2 and n["last_error"] == ""
+    first, second = bed.receiver.requests
+    assert first.headers["x-gaia-idempotency-key"] == second.headers["x-gaia-idempotency-key"]
+
+
+def test_a_permanent_failure_is_recorded_with_the_reason(bed: Bed) -> None:
+    bed.policy(for_seconds=0)
+    bed.receiver.reply_next(Reply(404, {"error": "no such hook"}))
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    (rec,) = bed.records()
+    (n,) = bed.record(rec["id"])["notifications"]
+    assert n["state"] == "failed" and "404" in n["last_error"]
+    bed.step(3600)
+    bed.deliver()
+    assert len(bed.receiver.requests) == 1
+
+
+def test_the_channel_rate_limit_delays_but_never_drops(bed: Bed) -> None:
+    bed.api(
+        "patch",
+        f"{A}/channels/{bed.channel['id']}",
+        who="business-admin",
+        json={"rate_limit_per_minute": 2},
+    )
+    bed.policy(for_seconds=0)
+    bed.load(95, "web-0", "web-1", "web-2")
+    bed.evaluate()
+    bed.deliver()
+    assert len(bed.receiver.requests) == 2
+    waiting = [
+        n
+        for rec in bed.records()
+        for n in bed.record(rec["id"])["notifications"]
+        if n["state"] == "pending"
+    ]
+    assert len(waiting) == 1 and "rate limit" in waiting[0]["last_error"]
+    bed.step(61)
+    bed.deliver()
+    assert len(bed.receiver.requests) == 3
+
+
+def test_a_silenced_alert_is_recorded_but_not_sent(bed: Bed) -> None:
+    bed.policy(for_seconds=0)
+    bed.api(
+        "post",
+        f"{A}/silences",
+        json={
+            "business": "alpha",
+            "matchers": {"app": "web"},
+            "starts_at": bed.clock.now().isoformat(),
+            "ends_at": (bed.clock.now() + dt.timedelta(days=1)).isoformat(),
+            "comment": "maintenance",
+        },
+    )
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    (rec,) = bed.records()
+    assert rec["silenced_by"] is not None
+    assert bed.record(rec["id"])["notifications"] == []
+    assert bed.receiver.requests == []
+
+
+def test_editing_the_policy_neither_refires_nor_loses_the_alert(bed: Bed) -> None:
+    policy = bed.policy(for_seconds=0)
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    bed.api("patch", f"{A}/policies/{policy['id']}", json={"threshold": 90, "summary": "hot"})
+    bed.step(15)
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    assert len(bed.records()) == 1 and len(bed.receiver.requests) == 1
+    bed.api("patch", f"{A}/policies/{policy['id']}", json={"threshold": 99})
+    bed.step(15)
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "resolved"]
+
+
+def test_deleting_a_policy_resolves_its_alerts_with_a_notice(bed: Bed) -> None:
+    policy = bed.policy(for_seconds=0)
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    bed.api("delete", f"{A}/policies/{policy['id']}")
+    bed.deliver()
+    (rec,) = bed.records()
+    assert rec["status"] == "resolved" and "policy deleted" in rec["summary"]
+    assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "resolved"]
+
+
+def test_a_receiver_without_an_address_shows_as_failed_not_missing(bed: Bed) -> None:
+    email = bed.api(
+        "post",
+        f"{A}/channels",
+        who="business-admin",
+        json={
+            "business": "alpha",
+            "name": "mail",
+            "kind": "email",
+            "config": {"host": "127.0.0.1", "port": 1, "security": "none", "sender": "g@x.io"},
+        },
+    )
+    nobody = bed.api(
+        "post", f"{A}/receivers", json={"business": "alpha", "name": "li", "phone": ""}
+    )
+    bed.policy(for_seconds=0, channel_ids=[email["id"]], receiver_ids=[nobody["id"]])
+    bed.load(95)
+    bed.evaluate()
+    (rec,) = bed.records()
+    (n,) = bed.record(rec["id"])["notifications"]
+    assert n["state"] == "failed" and n["receiver"] == "li"
+    assert "has no email" in n["last_error"]
+
+
+# ---------------------------------------------------------------- a process dies mid-send
+
+_DELIVER_ONCE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from gaia.clock import RealClock
+    from gaia.monitor.alerting.delivery import NotificationDelivery
+    from gaia.security import SecretBox
+    from gaia.store.database import Database
+
+    db = Database(sys.argv[1])
+    delivery = NotificationDelivery(
+        db=db, secrets=SecretBox(sys.argv[2]), clock=RealClock(), lease_seconds=60
+    )
+    print("delivering", flush=True)
+    asyncio.run(delivery.run_once())
+    """
+)
+
+
+def test_no_notification_is_lost_when_the_platform_dies_mid_delivery(
+    bed: Bed, database_url: str
+) -> None:
+    bed.policy(for_seconds=0)
+    bed.load(95)
+    bed.evaluate()
+    bed.receiver.stall_next()  # the receiver takes the request and does not answer
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DELIVER_ONCE, database_url, TEST_SECRET_KEY],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not bed.receiver.requests and time.monotonic() < deadline:
+            assert proc.poll() is None, "the delivery process exited early"
+            time.sleep(0.05)
+        assert len(bed.receiver.requests) == 1
+        os.kill(proc.pid, signal.SIGKILL)  # the platform dies while the send is in flight
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    bed.receiver.release()
+
+    with bed.platform.db.read_session() as session:
+        (row,) = session.scalars(select(AlertNotification)).all()
+        assert row.state == "sending"  # claimed by the dead process, never finished
+
+    # a new process (a new delivery loop) starts: within the lease nothing is sent twice...
+    bed.delivery = bed.platform.notification_delivery()
+    bed.deliver()
+    assert len(bed.receiver.requests) == 1
+    # ...and once the dead process's lease (60 s of its real clock) is over, it goes out again
+    bed.step(120)
+    bed.deliver()
+    (rec,) = bed.records()
+    (n,) = bed.record(rec["id"])["notifications"]
+    assert n["state"] == "sent" and n["attempts"] == 2
+    first, second = bed.receiver.requests
+    assert first.headers["x-gaia-idempotency-key"] == second.headers["x-gaia-idempotency-key"]
+
+
+def test_a_cluster_the_collector_cannot_read_does_not_resolve_its_alerts(bed: Bed) -> None:
+    bed.policy(for_seconds=0)
+
+    def collected(ok: bool) -> None:
+        at = bed.clock.now().timestamp()
+        sample = Sample("gaia_cluster_collect_success", {"cluster": "sim-1"}, float(ok), at)
+        asyncio.run(bed.platform.metric_store.write([sample]))
+
+    collected(True)
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    for _ in range(6):  # 90 s without the instance's series: the cluster does not answer
+        bed.step(15)
+        collected(False)
+        bed.evaluate()
+        bed.deliver()
+    (rec,) = bed.records()
+    assert rec["status"] == "firing"
+    assert [r.json()["status"] for r in bed.receiver.requests] == ["firing"]
+    bed.step(15)
+    collected(True)  # it answers again, and the instance is gone
+    bed.evaluate()
+    bed.deliver()
+    assert bed.records()[0]["status"] == "resolved"
+    assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "resolved"]

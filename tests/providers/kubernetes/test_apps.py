@@ -1,0 +1,229 @@
+"""Apps end to end on a real control plane: the platform's API, its app controller, the kubernetes
+provider, kube-apiserver and KWOK nodes. Wall time here, not simulated: each step runs one
+controller pass and waits a little for KWOK and the watches."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gaia.controllers.apps import AppController
+from gaia.platform import Platform
+from tests.conftest import World
+from tests.support.apps_harness import BIZ, template
+from tests.support.kube import ControlPlane, fake_node
+
+# one database is enough here: the store is covered on both elsewhere
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+NODES = [f"apps-{i}" for i in range(4)]
+KUBE_QUOTA = {
+    "cpu": 40,
+    "memory": 65536,
+    "local_disk": 100,
+    "cloud_disk": 0,
+    "shared_disk": 0,
+    "bandwidth": 1000,
+    "gpu": 0,
+    "gpu_memory": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def kube_api(control_plane: ControlPlane) -> Iterator[httpx.Client]:
+    control_plane.ensure_controller_manager()  # ResourceQuota usage, for quota admission
+    client = control_plane.http_client()
+    for name in NODES:
+        r = client.post("/api/v1/nodes", json=fake_node(name, cpu="16", memory="64Gi"))
+        assert r.status_code in (201, 409), r.text
+    yield client
+    client.close()
+
+
+class KubeApps:
+    def __init__(self, platform: Platform, world: World, api: httpx.Client) -> None:
+        self.platform = platform
+        self.world = world
+        self.api = api
+        self.controller: AppController = platform.app_controller()
+
+    def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        r = self.world.client.request(method, path, json=body, headers=self.world.admin)
+        assert r.status_code == status, r.text
+        return r.json() if r.content else None
+
+    def instances(self, app: str) -> dict[int, dict[str, Any]]:
+        return {i["id"]: i for i in self.call("GET", f"{BIZ}/apps/{app}/instances")}
+
+    def pods(self, namespace: str = "alpha") -> dict[str, dict[str, Any]]:
+        items = self.api.get(
+            f"/api/v1/namespaces/{namespace}/pods",
+            params={"labelSelector": "app.kubernetes.io/managed-by=gaia"},
+        ).json()["items"]
+        return {p["metadata"]["name"]: p for p in items if "deletionTimestamp" not in p["metadata"]}
+
+    def settle(self, predicate: Callable[[], bool], timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            asyncio.run(self.controller.run_once())
+            if predicate():
+                return
+            time.sleep(0.3)
+        states = collections.Counter(
+            (i["status"], i["ready"]) for app in self.apps() for i in self.instances(app).values()
+        )
+        raise AssertionError(f"not settled within {timeout_s:g} s; instances: {dict(states)}")
+
+    def apps(self) -> list[str]:
+        return [a["name"] for a in self.call("GET", f"{BIZ}/apps")]
+
+    def ready(self, app: str, count: int) -> Callable[[], bool]:
+        def check() -> bool:
+            insts = self.instances(app)
+            return len(insts) == count and all(
+                i["ready"] and i["status"] == "Running" for i in insts.values()
+            )
+
+        return check
+
+
+@pytest.fixture
+def kube(
+    platform: Platform, world: World, control_plane: ControlPlane, kube_api: httpx.Client
+) -> KubeApps:
+    r = world.client.post(
+        "/api/v1/clusters",
+        json={
+            "name": "kube-1",
+            "kind": "kubernetes",
+            "region": "ap-beijing",
+            "zone": "bj-1",
+            "kubeconfig": control_plane.kubeconfig_text(),
+        },
+        headers=world.admin,
+    )
+    assert r.status_code == 201, r.text
+    r = world.client.put(f"{BIZ}/quotas/kube-1", json={"hard": KUBE_QUOTA}, headers=world.admin)
+    assert r.status_code == 200, r.text
+    return KubeApps(platform, world, kube_api)
+
+
+def test_an_app_of_20_runs_upgrades_in_place_scales_in_stops_and_starts(kube: KubeApps) -> None:
+    v1 = template("v1", "registry.local/web:v1", cpu=0.5, memory=256)
+    v2 = template("v2", "registry.local/web:v2", cpu=0.5, memory=256)
+    kube.call(
+        "POST",
+        f"{BIZ}/apps",
+        {"name": "web", "cluster": "kube-1", "templates": [v1, v2], "replicas": 20},
+        status=201,
+    )
+    kube.settle(kube.ready("web", 20))
+    pods = kube.pods()
+    assert sorted(pods) == sorted(f"web-{i}" for i in range(20))
+    assert {p["spec"]["schedulerName"] for p in pods.values()} == {"gaia-scheduler"}
+    # bound by the platform (other tests of the session may have added nodes of their own)
+    assert all(p["spec"].get("nodeName") for p in pods.values())
+
+    # gray upgrade of three chosen instances, in place
+    chosen = [0, 5, 10]
+    upgrade = kube.call(
+        "POST",
+        f"{BIZ}/apps/web/upgrades",
+        {"template": "v2", "instance_ids": chosen, "max_unavailable": 1},
+        status=201,
+    )
+
+    def succeeded() -> bool:
+        state = kube.call("GET", f"{BIZ}/apps/web/upgrades/{upgrade['id']}")["state"]
+        return bool(state == "Succeeded")
+
+    kube.settle(succeeded)
+    after = kube.pods()
+    for name, before in pods.items():
+        now = after[name]
+        # nothing moves: same pod object, node and annotations
+        assert now["metadata"]["uid"] == before["metadata"]["uid"]
+        assert now["spec"]["nodeName"] == before["spec"]["nodeName"]
+        image = now["spec"]["containers"][0]["image"]
+        if int(name.split("-")[1]) in chosen:
+            assert image == "registry.local/web:v2"
+            assert now["metadata"]["labels"]["gaia.io/version"] == "v2"
+            # the node restarted the container with the new image (KWOK: tools/kwok stage)
+            status = now["status"]["containerStatuses"][0]
+            assert (status["image"], status["restartCount"]) == ("registry.local/web:v2", 1)
+        else:
+            assert image == "registry.local/web:v1"
+            assert now["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert kube.call("GET", f"{BIZ}/apps/web")["versions"] == {"v1": 17, "v2": 3}
+
+    # scale in the instances chosen by id
+    kube.call("POST", f"{BIZ}/apps/web/scale-in", {"instance_ids": [1, 2]})
+    kube.settle(
+        lambda: sorted(kube.pods()) == sorted(f"web-{i}" for i in range(20) if i not in (1, 2))
+    )
+    kept = kube.pods()
+    assert all(kept[n]["metadata"]["uid"] == pods[n]["metadata"]["uid"] for n in kept)
+
+    # stop removes every pod; start brings the same ids back with their versions
+    kube.call("POST", f"{BIZ}/apps/web/stop")
+    kube.settle(lambda: kube.pods() == {})
+    kube.call("POST", f"{BIZ}/apps/web/start")
+    kube.settle(kube.ready("web", 18))
+    again = kube.pods()
+    assert sorted(again) == sorted(kept)
+    assert again["web-5"]["spec"]["containers"][0]["image"] == "registry.local/web:v2"
+    assert again["web-3"]["spec"]["containers"][0]["image"] == "registry.local/web:v1"
+
+
+def test_quota_is_enforced_twice(kube: KubeApps, control_plane: ControlPlane) -> None:
+    """Gaia admits against the business quota; the namespace's ResourceQuota, mirrored from it,
+    refuses what bypasses the platform."""
+    kube.settle(
+        lambda: kube.api.get("/api/v1/namespaces/alpha/resourcequotas").json()["items"] != []
+    )
+    (quota,) = kube.api.get("/api/v1/namespaces/alpha/resourcequotas").json()["items"]
+    assert quota["spec"]["hard"]["requests.cpu"] == "40"
+    assert quota["spec"]["hard"]["requests.memory"] == "64Gi"
+
+    # 1. the platform: 100 x 0.5 CPU is more than the business's 40 CPUs
+    big = template("v1", "registry.local/big:v1", cpu=0.5, memory=256)
+    r = kube.world.client.post(
+        f"{BIZ}/apps",
+        json={"name": "big", "cluster": "kube-1", "templates": [big], "replicas": 100},
+        headers=kube.world.admin,
+    )
+    assert r.status_code in (403, 409, 422), r.text
+    assert "quota" in r.text.lower()
+
+    # 2. the cluster: a pod made behind the platform's back is refused by the ResourceQuota
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "sneaky", "namespace": "alpha"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "registry.local/sneaky:1",
+                    "resources": {
+                        "requests": {"cpu": "41", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                        "limits": {"cpu": "41", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                    },
+                }
+            ]
+        },
+    }
+    r = kube.api.post("/api/v1/namespaces/alpha/pods", json=pod)
+    assert r.status_code == 403, r.text
+    assert "exceeded quota" in r.json()["message"]
+    # kubectl against the same apiserver sees the mirrored quota
+    if shutil.which("kubectl") is not None:
+        done = control_plane.kubectl("get", "resourcequota", "-n", "alpha", "-o", "name")
+        assert done.stdout.split() == ["resourcequota/gaia-business-quota"], done.stderr
