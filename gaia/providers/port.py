@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from gaia.domain.gpu_links import GpuLink as GpuLink  # link names, as the port speaks them
 from gaia.domain.resources import ResourceVector
 
 # ---------------------------------------------------------------- health
