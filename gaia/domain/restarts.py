@@ -26,6 +26,8 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gaia.domain import retry
+
 
 class Cause(StrEnum):
     # the same strings as ``gaia.providers.port.FailureCause``; the domain imports no adapter
@@ -67,12 +69,17 @@ class RestartDecision:
 
 
 def backoff_delay(recent_failures: int, policy: RestartPolicy = DEFAULT_POLICY) -> dt.timedelta:
-    """10 s, 20 s, 40 s, ... capped at 5 minutes; ``recent_failures`` counts the current one."""
-    if recent_failures <= 1:
-        return policy.backoff_base
-    doublings = min(recent_failures - 1, 16)  # 2**16 * 10 s is far past any cap
-    delay: dt.timedelta = policy.backoff_base * (2**doublings)
-    return min(delay, policy.backoff_max)
+    """10 s, 20 s, 40 s, ... capped at 5 minutes; ``recent_failures`` counts the current one.
+
+    The platform's retry rule (``gaia.domain.retry``) without jitter: a restart's due time is
+    stored and shown to users, so it must be the same every time it is computed."""
+    seconds = retry.backoff_delay(
+        max(recent_failures, 1),
+        base=policy.backoff_base.total_seconds(),
+        cap=policy.backoff_max.total_seconds(),
+        jitter=0.0,
+    )
+    return dt.timedelta(seconds=seconds)
 
 
 def decide_restart(
