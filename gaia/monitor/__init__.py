@@ -1,18 +1,17 @@
-"""Monitoring, alerting and logs (FEATURES.md §8).
+"""Monitoring, alerting and logs: three rooms, each with its store, its loop and its vocabulary.
 
-- ``series``: the values that flow between the parts: ``Sample`` (one value of one series at one
-  instant) and ``Series`` (points over time), and the ``MetricStore`` protocol.
-- ``tsdb``: the embedded time-series store (the default); ``prometheus``: a real Prometheus as the
-  store, queried over its HTTP API.
-- ``catalogue``: every metric the platform collects (name, unit, labels, source); ``collector``:
-  the loop that reads each provider and writes samples into the store.
-- ``channels``: email, SMS, WeCom robot and custom webhook senders; ``delivery``: the outbox that
-  sends each notification with retries, rate limits and no loss across restarts.
-- ``evaluator``: the loop that evaluates alert policies against the store (the rules themselves are
-  pure functions in ``gaia.domain.alerts``); ``rulefiles``: the same policies as Prometheus rule
-  files.
-- ``logs``: the bounded embedded store of container and platform log lines;
-  ``log_collector``: the loop that reads new container lines from every cluster into it.
-- ``platform_metrics``: the platform's own metrics (``GET /metrics``); ``alertmanager``: alerts
-  posted by a real Alertmanager, routed into the same records and channels.
+- ``metrics``: what the platform measures (``catalogue``), the loop that reads every cluster
+  through its provider (``collector``), where series are kept (``series.MetricStore``: the
+  embedded ``tsdb`` by default, or a real ``prometheus``), and the platform's own metrics
+  (``platform``, served at ``GET /metrics``).
+- ``alerting``: the loop that evaluates alert policies against the metric store (``evaluator``;
+  the rules themselves are pure, in ``gaia.domain.alerts``), the outbox loop that delivers each
+  notification with retries and rate limits (``delivery``, over ``gaia.store.alerting``), the
+  channels it sends through (``channels``: email, SMS, WeCom robot, webhook), the built-in rules,
+  the policies as Prometheus rule files and the receiver for a real Alertmanager.
+- ``logs``: the bounded embedded store of container and platform log lines (``store``) and the
+  loop that reads new container lines from every cluster into it (``collector``).
+
+Each room's loops are ``gaia.loop.LoopService``s built by ``gaia.platform``; the API reads the
+stores through ``gaia.api.routes``. See docs/architecture.md.
 """
