@@ -16,7 +16,7 @@ NodeLost           the machine is gone                         reschedule elsewh
 
 and a failure on a node the app is blacklisted from is rescheduled elsewhere. An app whose
 instances fail ``threshold`` times on one node within ``window`` gets that node blacklisted for
-``ttl``: new placements avoid it (FEATURES.md §2, app-level disaster recovery). Image pulls and
+``ttl``: new placements avoid it (app-level disaster recovery). Image pulls and
 lost nodes do not count towards the blacklist: they say nothing about the app on that machine.
 """
 
