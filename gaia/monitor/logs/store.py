@@ -846,6 +846,10 @@ class LogStore:
             idle_since = loop.time()
             waiter.event.set()  # read once at the start: lines after ``after_id`` may exist
             while True:
+                # a consumer may close the store while holding a batch, and take longer than a
+                # heartbeat to do it: look before yielding again
+                if self._generation != generation:
+                    return
                 timeout = idle_since + heartbeat - loop.time()
                 if timeout <= 0:  # by the clock: lines that do not match must not starve it
                     idle_since = loop.time()
