@@ -272,6 +272,20 @@ def test_a_quiet_follower_beats_and_ends_when_the_store_closes(store: LogStore) 
     assert time.monotonic() - started < 5
 
 
+def test_a_follower_whose_consumer_closes_the_store_slowly_ends_without_another_beat(
+    store: LogStore,
+) -> None:
+    async def scenario() -> list[int]:
+        sizes: list[int] = []
+        async for batch in store.follow(WEB, heartbeat=0.05):
+            sizes.append(len(batch))
+            store.close()
+            time.sleep(0.2)  # closing took longer than a heartbeat
+        return sizes
+
+    assert asyncio.run(scenario()) == [0]
+
+
 def test_follow_resumes_after_an_id_without_a_gap(store: LogStore) -> None:
     store.append(lines(source("web-0"), 3))
     page = store.query(WEB)
