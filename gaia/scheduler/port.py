@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gaia.domain.resources import DIMENSION_NAMES, ResourceVector
+from gaia.domain.resources import DIMENSION_NAMES, DIMENSIONS, ResourceVector
 
-WHOLE_CARD = 100  # gpu amounts are hundredths of a card
+# gpu amounts are hundredths of a card: the domain's gpu unit
+WHOLE_CARD = next(scale for name, scale, _, _ in DIMENSIONS if name == "gpu")
 
 
 @dataclass(slots=True)
