@@ -3,7 +3,7 @@
 The controller builds one ``ClusterView`` per reconcile pass from the provider's nodes and asks
 the scheduler to place each new instance in turn; ``ClusterView.bind`` records every placement
 so that the next request of the same pass sees the node as fuller. Nothing here does I/O: the
-same scheduler serves the ``sim`` provider, real clusters, and later a scheduler extender.
+same scheduler serves the ``sim`` provider, real clusters, and the scheduler extender.
 """
 
 from __future__ import annotations

@@ -802,6 +802,14 @@ def test_node_topology_of_the_wrong_size_is_ignored() -> None:
     assert node.allocated == ResourceVector()
 
 
+def test_node_topology_that_breaks_the_link_rules_is_ignored() -> None:
+    broken = [row[:] for row in LINKS]
+    broken[0][1] = "WARP"
+    node = node_from_k8s(gpu_node(**{GPU_TOPOLOGY_ANNOTATION: json.dumps(broken)}), [])
+    assert node.gpu_links == () and len(node.gpus) == 4 and node.ready
+    assert GPU_TOPOLOGY_ANNOTATION in node.message and "WARP" in node.message
+
+
 def test_node_without_gpus_and_with_a_bandwidth_annotation() -> None:
     doc = {
         "metadata": {"name": "cpu-1", "annotations": {"gaia.io/bandwidth": "25000"}},

@@ -631,6 +631,8 @@ def test_card_count_without_topology_comes_from_allocatable() -> None:
         {"gaia.io/gpu-topology": '[["X","PIX"]]'},
         {"gaia.io/gpu-topology": '[["X","PIX"],["PXB","X"]]'},
         {"gaia.io/gpu-topology": '[["X","WARP"],["WARP","X"]]'},
+        # a matrix of another size than the allocatable cards (the one Node reader's rule)
+        {"gaia.io/gpu-topology": json.dumps(NV4)},
         {"gaia.io/gpu-used": '{"7":[10,0]}'},
         {"gaia.io/gpu-used": '{"0":[10]}'},
         {"gaia.io/gpu-used": "[]"},
