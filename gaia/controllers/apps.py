@@ -48,6 +48,7 @@ from gaia.domain.upgrades import RolloutState, step_rollout
 from gaia.kube.labels import APP_LABEL as LABEL_APP
 from gaia.kube.labels import INSTANCE_LABEL as LABEL_INSTANCE
 from gaia.kube.labels import MANAGED_BY_LABEL as MANAGED_BY
+from gaia.kube.labels import PROFILE_ANNOTATION
 from gaia.kube.labels import VERSION_LABEL as LABEL_VERSION
 from gaia.loop import LoopService
 from gaia.providers.port import (
@@ -83,7 +84,6 @@ from gaia.store.models import Cluster
 log = logging.getLogger(__name__)
 
 CREATE_CONCURRENCY = 16  # instance creations in flight per app and pass
-PROFILE_ANNOTATION = "sim.gaia.io/profile"
 
 
 @dataclass(slots=True)

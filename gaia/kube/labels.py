@@ -35,6 +35,7 @@ gaia.io/restarts-before    pods     restarts of the instance's earlier pods
 gaia.io/domain             services the service's domain name
 kubernetes.io/             pods     egress bandwidth for the CNI bandwidth plugin, ``"<n>M"``
 egress-bandwidth
+sim.gaia.io/profile        pods     the workload profile the sim provider plays
 ========================== ======== ==============================================================
 """
 
@@ -77,6 +78,10 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"  # "fake" makes KWOK run the node
 # Services and their EndpointSlices.
 DOMAIN_ANNOTATION = "gaia.io/domain"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+# The workload profile of an instance: the sim provider plays it (metrics, logs); Kubernetes
+# ignores it.
+PROFILE_ANNOTATION = "sim.gaia.io/profile"
 
 # Events the platform files (``reportingController``).
 EVENT_REPORTER = "gaia.io/scheduler"

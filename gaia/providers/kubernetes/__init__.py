@@ -9,8 +9,8 @@ pure functions, one module per object kind, each stating the wire contract it im
 - ``instances``: a pod read back as an ``Instance`` (phases, readiness, failures);
 - ``nodes``: a Node and its pods as a ``Node`` (the Node itself read by ``gaia.kube.nodes``, the
   reader the scheduler extender shares), and the Node KWOK runs for an added node;
-- ``services``, ``configs``, ``events``: Services with their EndpointSlices, ConfigMaps and
-  Secrets, Events;
+- ``services``, ``configs``, ``quotas``, ``events``: Services with their EndpointSlices,
+  ConfigMaps and Secrets, a business's ResourceQuota, Events;
 - ``fields``: the checks and field readers those share.
 
 Beside them: ``informer`` (list-and-watch caches, the cluster loop), ``streams`` (logs and exec),

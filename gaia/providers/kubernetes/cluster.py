@@ -34,7 +34,6 @@ import math
 import ssl
 import time
 from collections.abc import Coroutine, Iterable
-from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -57,7 +56,7 @@ from lightkube.types import PatchType
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound, Unsupported
 from gaia.domain.gpu_links import normalize_matrix, preset
 from gaia.domain.resources import ResourceVector
-from gaia.kube import parse_kubeconfig, parse_quantity, ssl_context
+from gaia.kube import parse_kubeconfig, ssl_context
 from gaia.kube.labels import APP_LABEL, EVENT_REPORTER, MANAGED_BY, MANAGED_BY_LABEL
 from gaia.providers.kubernetes import streams, usage
 from gaia.providers.kubernetes.configs import config_from_k8s, config_manifest
@@ -73,6 +72,7 @@ from gaia.providers.kubernetes.pods import (
     pod_manifest,
     recreate_manifest,
 )
+from gaia.providers.kubernetes.quotas import QUOTA_NAME, quota_from_k8s, quota_manifest
 from gaia.providers.kubernetes.services import (
     service_from_k8s,
     service_manifest,
@@ -938,50 +938,6 @@ def _log_lines(text: str, *, since: dt.datetime | None = None) -> list[LogLine]:
             continue
         lines.append(LogLine(at=at, text=rest))
     return lines
-
-
-QUOTA_NAME = "gaia-business-quota"
-
-
-def quota_manifest(namespace: str, hard: ResourceVector) -> dict[str, Any]:
-    """The business quota as a ResourceQuota on what pods request. GPUs: whole cards are
-    ``nvidia.com/gpu`` and shares ``gaia.io/gpu-core`` (hundredths), so the mirror allows
-    ``floor(gpu / 100)`` cards and ``gpu`` hundredths of shares: a bound, not the exact sum
-    the platform admits against (no pod asks for both)."""
-    limits = {
-        "requests.cpu": f"{hard.cpu}m",
-        "requests.memory": f"{hard.memory}Mi",
-        "requests.ephemeral-storage": f"{hard.local_disk}Gi",
-        "requests.nvidia.com/gpu": str(hard.gpu // 100),
-        "requests.gaia.io/gpu-core": str(hard.gpu),
-        "requests.gaia.io/gpu-memory": str(hard.gpu_memory),
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": {
-            "name": QUOTA_NAME,
-            "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
-        },
-        "spec": {"hard": limits},
-    }
-
-
-def quota_from_k8s(doc: dict[str, Any]) -> ResourceVector:
-    hard = (doc.get("spec") or {}).get("hard") or {}
-
-    def amount(key: str, unit: Decimal) -> int:
-        raw = hard.get(key)
-        return int(parse_quantity(raw) / unit) if raw is not None else 0
-
-    return ResourceVector(
-        cpu=amount("requests.cpu", Decimal("0.001")),
-        memory=amount("requests.memory", Decimal(2**20)),
-        local_disk=amount("requests.ephemeral-storage", Decimal(2**30)),
-        gpu=amount("requests.gaia.io/gpu-core", Decimal(1)),
-        gpu_memory=amount("requests.gaia.io/gpu-memory", Decimal(1)),
-    )
 
 
 def _message(response: httpx.Response) -> str:
