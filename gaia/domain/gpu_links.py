@@ -20,8 +20,10 @@ cards that reach each other without crossing sockets (``SOC``).
 the diagonal and only there, symmetric), wherever it comes from: a sim spec or a node to add
 (``normalize_matrix``), a Node's ``gaia.io/gpu-topology`` annotation (``gaia.kube.nodes``, through
 ``read_matrix``), ``nvidia-smi`` output or a bare matrix the scheduler builds a topology from
-(``gaia.scheduler.links``). It lives here, the lowest layer, so that the providers, the API and
-the scheduler all reach the same rules and say the same thing when one is broken.
+(``gaia.scheduler.links``); every single label passes ``check_link`` (the scheduler's link
+costs, the extender's ``gaia.io/gpu-link``). It lives here, the lowest layer, so that the
+providers, the API and the scheduler all reach the same rules and say the same thing when one is
+broken.
 
 Everything here is pure: matrices are tuples of tuples of strings, shared by every node built
 from one spec (a 5,000-node cluster holds one matrix, not 5,000).
