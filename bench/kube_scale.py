@@ -48,6 +48,7 @@ from fastapi.testclient import TestClient
 
 from gaia.app import Platform, create_app
 from gaia.clock import RealClock
+from gaia.kube.labels import APP_LABEL
 from gaia.security import hash_password, use_cheap_password_hashing
 from gaia.settings import Settings
 from gaia.store.models import User
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
             raise SystemExit(f"{what}: not done within an hour")
 
-        selector = "gaia.io/app=web"
+        selector = f"{APP_LABEL}=web"
         before = request_counts(api)
         started = time.monotonic()
         call(

@@ -45,6 +45,11 @@ from gaia.domain.restarts import (
     should_blacklist,
 )
 from gaia.domain.upgrades import RolloutState, step_rollout
+from gaia.kube.labels import APP_LABEL as LABEL_APP
+from gaia.kube.labels import INSTANCE_LABEL as LABEL_INSTANCE
+from gaia.kube.labels import MANAGED_BY_LABEL as MANAGED_BY
+from gaia.kube.labels import PROFILE_ANNOTATION
+from gaia.kube.labels import VERSION_LABEL as LABEL_VERSION
 from gaia.loop import LoopService
 from gaia.providers.port import (
     ClusterProvider,
@@ -79,11 +84,6 @@ from gaia.store.models import Cluster
 log = logging.getLogger(__name__)
 
 CREATE_CONCURRENCY = 16  # instance creations in flight per app and pass
-MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_APP = "gaia.io/app"
-LABEL_INSTANCE = "gaia.io/instance"
-LABEL_VERSION = "gaia.io/version"
-PROFILE_ANNOTATION = "sim.gaia.io/profile"
 
 
 @dataclass(slots=True)

@@ -1,5 +1,9 @@
 """What Gaia runs on a worker node, beside the kubelet.
 
+``topology`` reads this machine's GPU topology (``nvidia-smi topo -m`` or NVML) into the
+scheduler's ``GpuTopology``, the matrix a Node's ``gaia.io/gpu-topology`` annotation carries
+(``gaia.kube.nodes``).
+
 ``ipam`` is a CNI IPAM plugin (the ``gaia-ipam`` executable) that gives a pod the same IP across
 restarts: the seed of Galaxy-style floating IPs. It is invoked by the CNI main plugin (``bridge``)
 that the container runtime runs, one short process per call, and keeps its leases in files.

@@ -6,8 +6,9 @@ registered cluster; two adapters implement it (``sim``: in-process, the embedded
 
 What flows through the port:
 
-- **nodes**: capacity, what is allocated, GPUs with their link matrix, zone, labels; add, cordon,
-  drain and remove (cluster scale out/in).
+- **nodes**: capacity, what is allocated, GPUs with their link matrix (``GpuLink`` names, the
+  domain's: ``gaia.domain.gpu_links``), zone, labels; add, cordon, drain and remove (cluster
+  scale out/in).
 - **instances**: the platform places an instance (node and GPU ids chosen by the Gaia scheduler)
   and the provider runs it. An instance is identified by ``(namespace, name)``; ``name`` is
   ``<app>-<instance id>`` and stays the same for the instance's whole life, across in-place
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from gaia.domain.gpu_links import GpuLink as GpuLink  # link names, as the port speaks them
+from gaia.domain.gpu_links import GpuLink as GpuLink  # the cells of Node.gpu_links
 from gaia.domain.resources import ResourceVector
 
 # ---------------------------------------------------------------- health

@@ -1,8 +1,12 @@
-"""Placement: which node (and which GPUs) an instance goes to.
+"""Placement: which node (and which GPUs) an instance goes to, as a pure library (no I/O).
 
-``Scheduler`` is the port the controllers call; ``ResourceFitScheduler`` is the simple
-resource-fit implementation. The Gaia scheduler (GPU topology tree, placement policies) replaces
-it behind the same port.
+``Scheduler`` (``port``) is the port the controllers call with a ``PlacementRequest`` and a
+``ClusterView``. Two implementations: ``ResourceFitScheduler`` (``fit``: first fit from a rotating
+start, no topology) and ``GaiaScheduler`` (``placement``: topology-aware GPU allocation on the
+resource access cost tree of ``tree``, built from the link matrices and ``nvidia-smi`` readers of
+``links``). ``extender`` serves the same port to kube-scheduler as a scheduler extender, for pods
+that are not the platform's. The scheduler imports only the domain (the link-matrix rules live
+there) and ``gaia.kube`` (the extender's Kubernetes vocabulary); see ``docs/architecture.md``.
 """
 
 from gaia.scheduler.fit import ResourceFitScheduler

@@ -4,7 +4,7 @@ Each request scans the nodes starting after the node that took the previous requ
 the first that fits (resources, readiness, cordon, avoid list, selector, GPU cards). Rotating the
 start spreads instances over a homogeneous cluster, and a placement costs O(1) nodes when the
 cluster has room, which keeps a 5,000-instance app on 2,000 nodes cheap. It knows nothing of GPU
-topology; the Gaia scheduler (topology tree, policies) replaces it behind the same port.
+topology; ``GaiaScheduler`` (``placement``: topology tree, policies) does, behind the same port.
 """
 
 from __future__ import annotations

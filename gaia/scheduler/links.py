@@ -30,7 +30,9 @@ The parser reads real output of old and new drivers alike: tab- or space-separat
 (``mlx5_0`` in old drivers, ``NIC0`` plus a "NIC Legend" in new ones) and NIC rows are skipped,
 ``CPU Affinity`` becomes core ids, ``NUMA Affinity`` (absent in old drivers, ``N/A`` on single
 socket machines) the NUMA node, ``GPU NUMA ID`` (new drivers) is read past, and the legend ends
-the table. Malformed input raises ``ValueError`` saying what is wrong and where.
+the table. Malformed input raises ``ValueError`` saying what is wrong and where; the rules a
+matrix follows (and their messages) are the domain's one check,
+``gaia.domain.gpu_links.check_matrix``, which the providers and the scheduler extender use too.
 """
 
 from __future__ import annotations
@@ -40,12 +42,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gaia.domain.gpu_links import MOST_NVLINKS, GpuLink, check_link, check_matrix, nvlink_count
+
 log = logging.getLogger(__name__)
 
-SELF = "X"
+SELF = GpuLink.SELF.value
 _PCIE_COSTS = {"X": 0, "PIX": 20, "PXB": 40, "PHB": 80, "NODE": 160, "SYS": 320, "SOC": 320}
-_NVLINK = re.compile(r"NV([1-9][0-9]*)?")
-_MOST_NVLINKS = 18  # NV18 (H100/H200 through NVSwitch) is the most nvidia-smi reports today
 _GPU_NAME = re.compile(r"GPU([0-9]+)")
 _CPU_LIST = re.compile(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*")
 _NOT_AVAILABLE = ("", "N/A")
@@ -59,16 +61,13 @@ _TRAILING_COLUMNS = (CPU_AFFINITY, NUMA_AFFINITY, GPU_NUMA_ID)
 
 
 def link_cost(label: str) -> int:
-    """The communication cost of one link label (see the module table); unknown labels raise."""
+    """The communication cost of one link label (see the module table); unknown labels raise
+    (``gaia.domain.gpu_links.check_link``: the one list of labels)."""
     cost = _PCIE_COSTS.get(label)
     if cost is not None:
         return cost
-    match = _NVLINK.fullmatch(label)
-    if match is not None:
-        return max(1, _MOST_NVLINKS + 2 - int(match.group(1) or 1))
-    raise ValueError(
-        f"unknown GPU link label {label!r}: expected X, NV<n>, NV, PIX, PXB, PHB, NODE, SYS or SOC"
-    )
+    check_link(label)
+    return max(1, MOST_NVLINKS + 2 - (nvlink_count(label) or 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +84,7 @@ class GpuTopology:
     numa_node: tuple[int | None, ...]
 
     def __post_init__(self) -> None:
-        _check_links(self.links)
+        check_matrix(self.links)
         count = len(self.links)
         if len(self.cpu_affinity) != count:
             raise ValueError(f"cpu_affinity has {len(self.cpu_affinity)} entries for {count} GPUs")
@@ -95,28 +94,6 @@ class GpuTopology:
     @property
     def count(self) -> int:
         return len(self.links)
-
-
-def _check_links(links: tuple[tuple[str, ...], ...]) -> None:
-    count = len(links)
-    for i, row in enumerate(links):
-        if len(row) != count:
-            raise ValueError(
-                f"link matrix is not square: row GPU{i} has {len(row)} entries for {count} GPUs"
-            )
-        for j, label in enumerate(row):
-            try:
-                link_cost(label)
-            except ValueError as exc:
-                raise ValueError(f"GPU{i}-GPU{j}: {exc}") from None
-            if (i == j) != (label == SELF):
-                where = "the diagonal" if i == j else "only the diagonal"
-                raise ValueError(f"GPU{i}-GPU{j} is {label!r}: {SELF!r} belongs on {where}")
-            if j < i and label != links[j][i]:
-                raise ValueError(
-                    f"link matrix is not symmetric: GPU{i}-GPU{j} is {label!r} "
-                    f"but GPU{j}-GPU{i} is {links[j][i]!r}"
-                )
 
 
 def topology_from_matrix(links: Sequence[Sequence[str]]) -> GpuTopology:

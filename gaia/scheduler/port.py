@@ -3,7 +3,7 @@
 The controller builds one ``ClusterView`` per reconcile pass from the provider's nodes and asks
 the scheduler to place each new instance in turn; ``ClusterView.bind`` records every placement
 so that the next request of the same pass sees the node as fuller. Nothing here does I/O: the
-same scheduler serves the ``sim`` provider, real clusters, and later a scheduler extender.
+same scheduler serves the ``sim`` provider, real clusters, and the scheduler extender.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gaia.domain.resources import DIMENSION_NAMES, ResourceVector
+from gaia.domain.resources import DIMENSION_NAMES, DIMENSIONS, ResourceVector
 
-WHOLE_CARD = 100  # gpu amounts are hundredths of a card
+# gpu amounts are hundredths of a card: the domain's gpu unit
+WHOLE_CARD = next(scale for name, scale, _, _ in DIMENSIONS if name == "gpu")
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""Reading a node's GPU topology: ``nvidia-smi topo -m`` text, link costs, CPU affinity.
+"""The ``nvidia-smi topo -m`` parser, link costs, CPU affinity and the link-matrix rules
+(``gaia.scheduler.links``; reading a real node is ``tests/node/test_topology.py``).
 
 The fixtures under ``tests/fixtures/topology`` are written in the output format of the drivers
 of their time, from the published layouts of the machines:
@@ -24,12 +25,8 @@ of their time, from the published layouts of the machines:
 
 from __future__ import annotations
 
-import subprocess
-from typing import Any
-
 import pytest
 
-from gaia.node.topology import read_local_topology, read_nvml_topology
 from gaia.scheduler.links import (
     GpuTopology,
     link_cost,
@@ -239,152 +236,3 @@ HEADER = "\tGPU0\tGPU1\tCPU Affinity\n"
 def test_malformed_nvidia_smi_output_is_refused(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_nvidia_smi_topo(text)
-
-
-def test_read_local_topology_without_nvidia_smi_is_none() -> None:
-    def never_run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        raise AssertionError("nothing to run")
-
-    assert read_local_topology(run=never_run, which=lambda name: None) is None
-
-
-def test_read_local_topology_runs_nvidia_smi_by_path() -> None:
-    calls: list[tuple[Any, ...]] = []
-
-    def fake_run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        calls.append((args, kwargs.get("shell", False)))
-        return subprocess.CompletedProcess(args, 0, stdout=fixture_text("dgx_h100"), stderr="")
-
-    topology = read_local_topology(run=fake_run, which=lambda name: f"/usr/bin/{name}")
-    assert topology == load("dgx_h100")
-    assert calls == [(["/usr/bin/nvidia-smi", "topo", "-m"], False)]
-
-
-@pytest.mark.parametrize(
-    "outcome",
-    [
-        subprocess.CompletedProcess([], 9, stdout="", stderr="NVIDIA-SMI has failed"),
-        subprocess.CompletedProcess([], 0, stdout="No devices were found\n", stderr=""),
-        OSError("exec format error"),
-        subprocess.TimeoutExpired(["nvidia-smi"], 30),
-    ],
-)
-def test_read_local_topology_is_none_when_nvidia_smi_fails(
-    outcome: subprocess.CompletedProcess[str] | Exception, caplog: pytest.LogCaptureFixture
-) -> None:
-    def fake_run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    assert read_local_topology(run=fake_run, which=lambda name: "/usr/bin/nvidia-smi") is None
-    assert "nvidia-smi topo -m" in caplog.text
-
-
-# --------------------------------------------------------------------------- NVML (fake)
-
-
-class FakeNvml:
-    """A FAKE NVML (the pynvml module's calls Gaia uses), built from a real nvidia-smi table:
-    no machine here has a GPU. NVLinked pairs get that many links to each other's PCI bus id;
-    with ``nvswitch`` every GPU instead gets that many links to switches (as on a DGX A100).
-    PCIe pairs answer the common-ancestor level of their label."""
-
-    NVML_NVLINK_MAX_LINKS = 18
-    LEVELS = {"PIX": 10, "PXB": 20, "PHB": 30, "NODE": 40, "SYS": 50, "SOC": 50}
-
-    class Error(Exception):
-        pass
-
-    def __init__(self, topology: GpuTopology, *, nvswitch: int = 0, init_fails: bool = False):
-        self.topology = topology
-        self.nvswitch = nvswitch
-        self.init_fails = init_fails
-        self.shut = False
-        count = topology.count
-        self.links: list[list[tuple[str, int]]] = [[] for _ in range(count)]  # (remote, type)
-        for i in range(count):
-            if nvswitch:
-                self.links[i] = [("switch", 2)] * nvswitch
-                continue
-            for j in range(count):
-                label = topology.links[i][j]
-                if label.startswith("NV"):
-                    self.links[i] += [(self._bus(j), 1)] * int(label[2:] or 1)
-
-    @staticmethod
-    def _bus(i: int) -> str:
-        return f"00000000:{0x10 + i:02X}:00.0"
-
-    def nvmlInit(self) -> None:
-        if self.init_fails:
-            raise self.Error("Driver Not Loaded")
-
-    def nvmlShutdown(self) -> None:
-        self.shut = True
-
-    def nvmlDeviceGetCount(self) -> int:
-        return self.topology.count
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
-
-    def nvmlDeviceGetPciInfo(self, h: int) -> Any:
-        return type("PciInfo", (), {"busId": self._bus(h).encode()})()
-
-    def nvmlDeviceGetNvLinkState(self, h: int, link: int) -> int:
-        if link >= len(self.links[h]):
-            raise self.Error("Not Supported")
-        return 1
-
-    def nvmlDeviceGetNvLinkRemoteDeviceType(self, h: int, link: int) -> int:
-        return self.links[h][link][1]
-
-    def nvmlDeviceGetNvLinkRemotePciInfo(self, h: int, link: int) -> Any:
-        # NVML gives the short domain here: the reader must not care
-        remote = self.links[h][link][0].replace("00000000:", "0000:")
-        return type("PciInfo", (), {"busId": remote})()
-
-    def nvmlDeviceGetTopologyCommonAncestor(self, a: int, b: int) -> int:
-        label = self.topology.links[a][b]
-        return self.LEVELS.get(label, 50)
-
-    def nvmlDeviceGetCpuAffinity(self, h: int, words: int) -> list[int]:
-        masks = [0] * words
-        for core in self.topology.cpu_affinity[h]:
-            masks[core // 64] |= 1 << (core % 64)
-        return masks
-
-    def nvmlDeviceGetNumaNodeId(self, h: int) -> int:
-        node = self.topology.numa_node[h]
-        if node is None:
-            raise self.Error("Not Supported")
-        return node
-
-
-@pytest.mark.parametrize(
-    "name", ["dgx1_v100", "pcie8_two_switches", "pcie8_cascade", "workstation4_nvlink_bridges"]
-)
-def test_nvml_reads_what_nvidia_smi_prints(name: str) -> None:
-    expected = load(name)
-    fake = FakeNvml(expected)
-    topology = read_nvml_topology(fake)
-    assert topology is not None
-    assert topology.links == tuple(
-        tuple("SYS" if label == "SOC" else label for label in row) for row in expected.links
-    )
-    assert topology.cpu_affinity == expected.cpu_affinity
-    assert fake.shut
-
-
-def test_nvml_counts_links_through_nvswitches() -> None:
-    a100 = load("dgx_a100")
-    topology = read_nvml_topology(FakeNvml(a100, nvswitch=12))
-    assert topology is not None
-    assert topology.links == a100.links  # NV12 between every two GPUs
-    assert topology.numa_node == a100.numa_node
-
-
-def test_nvml_without_a_driver_is_none() -> None:
-    fake = FakeNvml(load("dgx1_v100"), init_fails=True)
-    assert read_nvml_topology(fake) is None

@@ -10,8 +10,9 @@ Reads (``list_nodes``, ``list_instances``) answer from the caches once they have
 go to the API server and put the object they get back into the cache at once, so a controller
 pass sees its own writes even before the watch delivers them.
 
-**Mapping** (``objects``): a business is a namespace; an instance is a Pod named
-``<app>-<id>`` with Gaia's labels and hashes, created with ``schedulerName: gaia-scheduler`` (no
+**Mapping** (one module per object kind: ``pods``, ``instances``, ``nodes``, ``services``,
+``configs``, ``events``): a business is a namespace; an instance is a Pod named ``<app>-<id>``
+with Gaia's labels and hashes, created with ``schedulerName: gaia-scheduler`` (no
 other scheduler touches it) and bound through the ``binding`` subresource to the node the Gaia
 scheduler chose; its GPU ids and CPU cores ride in annotations for the node side. An in-place
 upgrade patches the container image of that pod and nothing else: same UID, node, IP,
@@ -33,7 +34,6 @@ import math
 import ssl
 import time
 from collections.abc import Coroutine, Iterable
-from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -57,9 +57,27 @@ from gaia.domain.errors import Conflict, InvalidRequest, NotFound, Unsupported
 from gaia.domain.gpu_links import normalize_matrix, preset
 from gaia.domain.resources import ResourceVector
 from gaia.kube import parse_kubeconfig, ssl_context
-from gaia.providers.kubernetes import objects, streams, usage
+from gaia.kube.labels import APP_LABEL, EVENT_REPORTER, MANAGED_BY, MANAGED_BY_LABEL
+from gaia.providers.kubernetes import streams, usage
+from gaia.providers.kubernetes.configs import config_from_k8s, config_manifest
 from gaia.providers.kubernetes.control_plane import ApiServerMetrics
+from gaia.providers.kubernetes.events import event_from_k8s
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer
+from gaia.providers.kubernetes.instances import instance_from_pod
+from gaia.providers.kubernetes.nodes import kwok_node_manifest, node_from_k8s
+from gaia.providers.kubernetes.pods import (
+    CONTAINER_NAME,
+    binding_manifest,
+    image_patch,
+    pod_manifest,
+    recreate_manifest,
+)
+from gaia.providers.kubernetes.quotas import QUOTA_NAME, quota_from_k8s, quota_manifest
+from gaia.providers.kubernetes.services import (
+    service_from_k8s,
+    service_manifest,
+    service_needs_replace,
+)
 from gaia.providers.port import (
     ClusterEvent,
     ClusterHealth,
@@ -79,7 +97,6 @@ from gaia.providers.port import (
     Service,
     ServiceSpec,
 )
-from gaia.scheduler.extender.decisions import parse_quantity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,7 +220,7 @@ class KubernetesCluster:
         while len(self._events_seen) > EVENTS_KEPT:
             self._events_seen.popitem(last=False)
         self._event_seq += 1
-        event = objects.event_from_k8s(doc, self._event_seq)
+        event = event_from_k8s(doc, self._event_seq)
         self._event_log.append(event)
         if event.reason == "FailedMount" and event.object_kind == "Instance":
             uid = str(((doc.get("involvedObject") or doc.get("regarding") or {}).get("uid")) or "")
@@ -275,7 +292,7 @@ class KubernetesCluster:
             if node_name:
                 by_node[node_name].append(pod)
         return [
-            objects.node_from_k8s(doc, by_node.get(name, []))
+            node_from_k8s(doc, by_node.get(name, []))
             for (_, name), doc in sorted(nodes.items.items())
         ]
 
@@ -287,7 +304,7 @@ class KubernetesCluster:
         if doc is None:
             raise NotFound(f"node {name} not found in cluster {self.name}")
         bound = [p for p in pods.items.values() if (p.get("spec") or {}).get("nodeName") == name]
-        return objects.node_from_k8s(doc, bound)
+        return node_from_k8s(doc, bound)
 
     async def add_node(self, spec: NodeSpec) -> Node:
         if self._node_simulator is None:
@@ -305,7 +322,7 @@ class KubernetesCluster:
             links = normalize_matrix(spec.gpu_links, spec.gpus, field="gpu_links")
         else:
             links = preset("pcie-2socket", spec.gpus)
-        manifest = objects.kwok_node_manifest(spec, links)
+        manifest = kwok_node_manifest(spec, links)
         if ("", spec.name) in nodes.items:
             raise Conflict(f"node {spec.name} already exists in cluster {self.name}")
         try:
@@ -347,7 +364,7 @@ class KubernetesCluster:
             labels = (pod.get("metadata") or {}).get("labels") or {}
             if (pod.get("spec") or {}).get("nodeName") != name:
                 continue
-            if labels.get(objects.MANAGED_BY_LABEL) != objects.MANAGED_BY:
+            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
                 continue
             await self._delete_pod(namespace, pod_name)
             evicted.append(pod_name)
@@ -362,8 +379,8 @@ class KubernetesCluster:
             key[1]
             for key, pod in pods.items.items()
             if (pod.get("spec") or {}).get("nodeName") == name
-            and ((pod.get("metadata") or {}).get("labels") or {}).get(objects.MANAGED_BY_LABEL)
-            == objects.MANAGED_BY
+            and ((pod.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL)
+            == MANAGED_BY
         ]
         if bound:
             raise Conflict(
@@ -388,15 +405,15 @@ class KubernetesCluster:
         found = []
         for (ns, _name), pod in sorted(pods.items.items()):
             labels = (pod.get("metadata") or {}).get("labels") or {}
-            if labels.get(objects.MANAGED_BY_LABEL) != objects.MANAGED_BY:
+            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
                 continue
-            if objects.APP_LABEL not in labels:
+            if APP_LABEL not in labels:
                 continue
             if namespace is not None and ns != namespace:
                 continue
-            if app is not None and labels.get(objects.APP_LABEL) != app:
+            if app is not None and labels.get(APP_LABEL) != app:
                 continue
-            found.append(self._refined(pod, objects.instance_from_pod(pod)))
+            found.append(self._refined(pod, instance_from_pod(pod)))
         return found
 
     def _refined(self, pod: dict[str, Any], inst: Instance) -> Instance:
@@ -425,7 +442,7 @@ class KubernetesCluster:
             "kind": "Namespace",
             "metadata": {
                 "name": namespace,
-                "labels": {objects.MANAGED_BY_LABEL: objects.MANAGED_BY},
+                "labels": {MANAGED_BY_LABEL: MANAGED_BY},
             },
         }
         try:
@@ -445,7 +462,7 @@ class KubernetesCluster:
             raise Conflict(f"instance {spec.namespace}/{spec.name} already exists")
         _check_fits(await self._node(spec.node), spec)
         await self._ensure_namespace(spec.namespace)
-        manifest = objects.pod_manifest(spec)
+        manifest = pod_manifest(spec)
         try:
             created = await self._kube().create(cast(Pod, Pod.from_dict(manifest)))
         except ApiError as exc:
@@ -453,14 +470,14 @@ class KubernetesCluster:
         doc = created.to_dict()
         doc = await self._bind(doc, spec.node)
         pods.remember(doc)
-        return objects.instance_from_pod(doc)
+        return instance_from_pod(doc)
 
     async def _bind(self, pod: dict[str, Any], node: str) -> dict[str, Any]:
         meta = pod["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         response = await self._raw().post(
             f"/api/v1/namespaces/{namespace}/pods/{name}/binding",
-            json=objects.binding_manifest(namespace, name, node),
+            json=binding_manifest(namespace, name, node),
         )
         if response.status_code >= 300:
             # an unbindable pod must not linger: it would hold the name and never run
@@ -491,7 +508,7 @@ class KubernetesCluster:
                 "namespace": meta["namespace"],
             },
             "eventTime": now,
-            "reportingController": "gaia.io/scheduler",
+            "reportingController": EVENT_REPORTER,
             "reportingInstance": f"gaia-{self.name}",
             "action": "Binding",
             "reason": reason,
@@ -530,7 +547,7 @@ class KubernetesCluster:
         current = pods.items.get((namespace, name))
         if current is None:
             raise NotFound(f"instance {namespace}/{name} not found")
-        patch = objects.image_patch(current, image=image, version=version)
+        patch = image_patch(current, image=image, version=version)
         try:
             patched = await self._kube().patch(
                 Pod, name, patch, namespace=namespace, patch_type=PatchType.STRATEGIC
@@ -539,7 +556,7 @@ class KubernetesCluster:
             raise _translate(exc, f"instance {namespace}/{name}") from None
         doc = patched.to_dict()
         pods.remember(doc)
-        return objects.instance_from_pod(doc)
+        return instance_from_pod(doc)
 
     async def restart_instance(self, *, namespace: str, name: str) -> Instance:
         return await self._on_loop(self._restart_instance(namespace, name))
@@ -550,13 +567,13 @@ class KubernetesCluster:
         if current is None:
             raise NotFound(f"instance {namespace}/{name} not found")
         node = (current.get("spec") or {}).get("nodeName") or ""
-        so_far = objects.instance_from_pod(current).restarts
+        so_far = instance_from_pod(current).restarts
         grace = (current.get("spec") or {}).get("terminationGracePeriodSeconds")
         # a graceful delete: the kubelet removes the pod only once its sandbox is gone, so the
         # new pod can take the same IP (where the CNI keeps it per instance, as Gaia's does)
         await self._delete_pod(namespace, name)
         await self._wait_gone(namespace, name, timeout_s=(grace if grace is not None else 30) + 60)
-        fresh = objects.recreate_manifest(current, restarts=so_far + 1)
+        fresh = recreate_manifest(current, restarts=so_far + 1)
         try:
             created = await self._kube().create(cast(Pod, Pod.from_dict(fresh)))
         except ApiError as exc:
@@ -565,7 +582,7 @@ class KubernetesCluster:
         if node:
             doc = await self._bind(doc, node)
         pods.remember(doc)
-        return objects.instance_from_pod(doc)
+        return instance_from_pod(doc)
 
     async def _wait_gone(self, namespace: str, name: str, timeout_s: float = 60.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -596,14 +613,14 @@ class KubernetesCluster:
 
     async def _apply_service(self, spec: ServiceSpec) -> Service:
         await self._ensure_namespace(spec.namespace)
-        manifest = objects.service_manifest(spec)
+        manifest = service_manifest(spec)
         try:
             current = await self._kube().get(K8sService, spec.name, namespace=spec.namespace)
         except ApiError as exc:
             if exc.status.code != 404:
                 raise _translate(exc, f"service {spec.namespace}/{spec.name}") from None
         else:
-            if objects.service_needs_replace(current.to_dict(), manifest):
+            if service_needs_replace(current.to_dict(), manifest):
                 await self._delete(K8sService, spec.namespace, spec.name)
         try:
             await self._kube().apply(cast(K8sService, K8sService.from_dict(manifest)), force=True)
@@ -627,7 +644,7 @@ class KubernetesCluster:
                 labels={"kubernetes.io/service-name": name},
             )
         ]
-        return objects.service_from_k8s(service.to_dict(), slices)
+        return service_from_k8s(service.to_dict(), slices)
 
     async def delete_service(self, *, namespace: str, name: str) -> None:
         await self._on_loop(self._delete(K8sService, namespace, name))
@@ -646,7 +663,7 @@ class KubernetesCluster:
 
     async def _apply_config(self, config: ConfigData) -> None:
         await self._ensure_namespace(config.namespace)
-        manifest = objects.config_manifest(config)
+        manifest = config_manifest(config)
         resource = Secret if config.secret else ConfigMap
         try:
             await self._kube().apply(cast(Any, resource).from_dict(manifest), force=True)
@@ -660,12 +677,12 @@ class KubernetesCluster:
         return await self._on_loop(self._list_configs(namespace))
 
     async def _list_configs(self, namespace: str) -> list[ConfigData]:
-        labels: dict[str, Any] = {objects.MANAGED_BY_LABEL: objects.MANAGED_BY}
+        labels: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY}
         found: list[ConfigData] = []
         for resource in (ConfigMap, Secret):
             async for obj in self._kube().list(resource, namespace=namespace, labels=labels):
                 doc = cast(Any, obj).to_dict()
-                found.append(objects.config_from_k8s(doc, secret=resource is Secret))
+                found.append(config_from_k8s(doc, secret=resource is Secret))
         return sorted(found, key=lambda c: (c.secret, c.name))
 
     # ------------------------------------------------------------ quotas
@@ -718,7 +735,7 @@ class KubernetesCluster:
         instances: dict[tuple[str, str], str] = {}  # (namespace, pod) -> node
         for (ns, pod_name), pod in pods.items.items():
             labels = (pod.get("metadata") or {}).get("labels") or {}
-            if labels.get(objects.MANAGED_BY_LABEL) != objects.MANAGED_BY:
+            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
                 continue
             if namespace is not None and ns != namespace:
                 continue
@@ -755,10 +772,7 @@ class KubernetesCluster:
                     )
                 )
             for (ns, pod_name, container), used in sorted(reading.containers.items()):
-                if (
-                    container != objects.CONTAINER_NAME
-                    or instances.get((ns, pod_name)) != node_name
-                ):
+                if container != CONTAINER_NAME or instances.get((ns, pod_name)) != node_name:
                     continue
                 samples.append(
                     MetricSample(
@@ -866,7 +880,7 @@ class KubernetesCluster:
         pods, _ = await self._informers()
         if (namespace, name) not in pods.items:
             raise NotFound(f"instance {namespace}/{name} not found")
-        url = streams.exec_url(self._creds.server, namespace, name, objects.CONTAINER_NAME, command)
+        url = streams.exec_url(self._creds.server, namespace, name, CONTAINER_NAME, command)
         if self._ssl is None:
             context = ssl_context(self._creds)
             self._ssl = context if isinstance(context, ssl.SSLContext) else None
@@ -924,50 +938,6 @@ def _log_lines(text: str, *, since: dt.datetime | None = None) -> list[LogLine]:
             continue
         lines.append(LogLine(at=at, text=rest))
     return lines
-
-
-QUOTA_NAME = "gaia-business-quota"
-
-
-def quota_manifest(namespace: str, hard: ResourceVector) -> dict[str, Any]:
-    """The business quota as a ResourceQuota on what pods request. GPUs: whole cards are
-    ``nvidia.com/gpu`` and shares ``gaia.io/gpu-core`` (hundredths), so the mirror allows
-    ``floor(gpu / 100)`` cards and ``gpu`` hundredths of shares: a bound, not the exact sum
-    the platform admits against (no pod asks for both)."""
-    limits = {
-        "requests.cpu": f"{hard.cpu}m",
-        "requests.memory": f"{hard.memory}Mi",
-        "requests.ephemeral-storage": f"{hard.local_disk}Gi",
-        "requests.nvidia.com/gpu": str(hard.gpu // 100),
-        "requests.gaia.io/gpu-core": str(hard.gpu),
-        "requests.gaia.io/gpu-memory": str(hard.gpu_memory),
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "ResourceQuota",
-        "metadata": {
-            "name": QUOTA_NAME,
-            "namespace": namespace,
-            "labels": {objects.MANAGED_BY_LABEL: objects.MANAGED_BY},
-        },
-        "spec": {"hard": limits},
-    }
-
-
-def quota_from_k8s(doc: dict[str, Any]) -> ResourceVector:
-    hard = (doc.get("spec") or {}).get("hard") or {}
-
-    def amount(key: str, unit: Decimal) -> int:
-        raw = hard.get(key)
-        return int(parse_quantity(raw) / unit) if raw is not None else 0
-
-    return ResourceVector(
-        cpu=amount("requests.cpu", Decimal("0.001")),
-        memory=amount("requests.memory", Decimal(2**20)),
-        local_disk=amount("requests.ephemeral-storage", Decimal(2**30)),
-        gpu=amount("requests.gaia.io/gpu-core", Decimal(1)),
-        gpu_memory=amount("requests.gaia.io/gpu-memory", Decimal(1)),
-    )
 
 
 def _message(response: httpx.Response) -> str:

@@ -11,7 +11,8 @@ The private modules, each explained at its top:
 
 - ``_cluster``: the provider: state, the timed transitions, the instance lifecycle, faults;
 - ``_records``: the internal node and instance records and their port views;
-- ``_spec``: the ``sim_spec`` document; ``_topology``: GPU link matrices;
+- ``_spec``: the ``sim_spec`` document (GPU link matrices, their presets and their one set of
+  rules, are the domain's: ``gaia.domain.gpu_links``);
 - ``_images``: layer catalog, per-node layer cache, pull time and bandwidth sharing;
 - ``_network``: host, pod and service addresses; ``_events``: the bounded event ring;
 - ``_workload``: metrics and log lines from workload profiles; ``_exec``: a tiny shell;

@@ -49,6 +49,7 @@ from gaia.clock import Clock, RealClock
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.gpu_links import LinkMatrix, normalize_matrix, numa_nodes, preset
 from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
+from gaia.kube.labels import GPU_COUNT_LABEL, GPU_MODEL_LABEL, VERSION_LABEL, ZONE_LABEL
 from gaia.providers.port import (
     ClusterEvent,
     ClusterHealth,
@@ -109,8 +110,6 @@ START_S = 0.3  # starting it
 PULL_FAIL_S = 1.0  # a registry answering "manifest unknown"
 MAX_LOG_TAIL = 10_000
 CONTAINER = "main"
-# the platform's version label; kept in step with the version by ``replace_image``
-VERSION_LABEL = "gaia.io/version"
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL = {d[0]: d[3] for d in DIMENSIONS}
 _NODE_DIMENSIONS = tuple(d[0] for d in DIMENSIONS if d[0] not in ("cloud_disk", "shared_disk"))
@@ -301,11 +300,11 @@ class SimCluster:
         node_labels = {
             **labels,
             "kubernetes.io/hostname": name,
-            "topology.kubernetes.io/zone": zone,
+            ZONE_LABEL: zone,
         }
         if gpus:
-            node_labels["gaia.io/gpu-model"] = gpus[0].model
-            node_labels["gaia.io/gpu-count"] = str(len(gpus))
+            node_labels[GPU_MODEL_LABEL] = gpus[0].model
+            node_labels[GPU_COUNT_LABEL] = str(len(gpus))
         node = NodeRecord(
             name=name,
             index=index,
@@ -847,6 +846,7 @@ class SimCluster:
                 rec.container_stopped(now)
             rec.image = image
             rec.version = version
+            # the platform's version label, kept in step with the version
             if VERSION_LABEL in rec.labels:
                 rec.labels[VERSION_LABEL] = version
             rec.restarts += 1

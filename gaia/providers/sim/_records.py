@@ -25,6 +25,7 @@ from typing import Any
 
 from gaia.domain.gpu_links import LinkMatrix
 from gaia.domain.resources import ResourceVector
+from gaia.kube.labels import PROFILE_ANNOTATION
 from gaia.providers.port import (
     ConfigData,
     ConfigRef,
@@ -38,7 +39,7 @@ from gaia.providers.port import (
 )
 from gaia.providers.sim._images import NodeImages, Pull
 from gaia.providers.sim._network import PodRange
-from gaia.providers.sim._workload import DEFAULT_PROFILE, PROFILE_ANNOTATION
+from gaia.providers.sim._workload import DEFAULT_PROFILE
 
 LOG_BUFFER = 200  # lifecycle lines kept per instance; periodic lines are generated on read
 RUN_HISTORY = 3  # containers per instance whose periodic log lines can still be read

@@ -13,7 +13,8 @@ stored row. ``validate_sim_spec`` therefore fills every default and is idempoten
 
 ``cpu`` is in cores here (an administrator's unit); nodes report millicores. ``gpu_topology`` is
 a preset name (``pcie-2socket``, ``nvlink``) or an explicit ``gpus`` x ``gpus`` matrix of link
-names as ``nvidia-smi topo -m`` prints it.
+names as ``nvidia-smi topo -m`` prints it, checked by the domain's one set of rules for link
+matrices (``gaia.domain.gpu_links.normalize_matrix``).
 """
 
 from __future__ import annotations

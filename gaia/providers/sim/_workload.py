@@ -36,8 +36,8 @@ from dataclasses import dataclass, replace
 
 from gaia.domain.errors import InvalidRequest
 from gaia.domain.resources import ResourceVector
+from gaia.kube.labels import PROFILE_ANNOTATION
 
-PROFILE_ANNOTATION = "sim.gaia.io/profile"
 PROFILES = ("web", "batch", "gpu-inference", "idle")
 DEFAULT_PROFILE = "web"
 

@@ -1,8 +1,8 @@
 """``gaia scheduler-extender``: the extender protocol over HTTP, and the API-server binder.
 
 kube-scheduler POSTs JSON to ``<urlPrefix>/filter``, ``/prioritize`` and ``/bind``; the answers
-come from the pure functions of ``gaia.scheduler.extender.decisions``. This module adds only the
-edges:
+come from ``decisions`` (filter, prioritize) and ``bind``, in the wire types of ``protocol``.
+This module adds only the edges:
 
 - **Errors stay in the protocol.** kube-scheduler treats any status but 200 as "the extender
   failed" and shows only the code, so filter and bind answer 200 with the problem in the result's
@@ -26,7 +26,7 @@ edges:
   a compare-and-swap on ``resourceVersion``.
 
 ``KubernetesBinder`` talks to the API server with httpx and the credentials of a kubeconfig
-(``gaia.providers.kubernetes.parse_kubeconfig``: inline data only) or of the pod's service
+(``gaia.kube.parse_kubeconfig``: inline data only) or of the pod's service
 account. The Binding carries the pod annotations (``gaia.io/gpu-ids``, ``gaia.io/cpu-set``): the
 API server copies a Binding's annotations onto the pod in the same write that sets
 ``spec.nodeName``, so there is no moment where the pod is bound without its GPU ids.
@@ -53,22 +53,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gaia.kube import KubeCredentials, parse_kubeconfig, ssl_context
-from gaia.scheduler.extender.decisions import (
+from gaia.scheduler.extender.bind import Binder, BindFailed, NodeChanged, bind_pod
+from gaia.scheduler.extender.decisions import PlacementScheduler, filter_nodes, prioritize_nodes
+from gaia.scheduler.extender.protocol import (
     BadExtenderRequest,
-    Binder,
-    BindFailed,
     ExtenderBindingResult,
     ExtenderFilterResult,
-    NodeChanged,
-    PlacementScheduler,
-    bind_pod,
-    filter_nodes,
-    prioritize_nodes,
 )
 from gaia.scheduler.placement import GaiaScheduler
 from gaia.scheduler.port import ClusterView, Placement, PlacementRequest
 
-log = logging.getLogger("gaia.scheduler.extender.decisions")
+log = logging.getLogger("gaia.scheduler.extender")  # the name operators configure
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888

@@ -1,4 +1,5 @@
-"""Kubernetes objects <-> port dataclasses (``gaia.providers.kubernetes.objects``).
+"""Kubernetes objects <-> port dataclasses (``gaia.providers.kubernetes``: ``pods``, ``instances``,
+``nodes``, ``services``, ``configs``, ``events``).
 
 The status JSON here is written the way the API server and the kubelet report it (field names,
 reasons, timestamps); ``served`` plays the API server: it binds the pod, canonicalizes quantities
@@ -18,35 +19,41 @@ import pytest
 
 from gaia.domain.errors import InvalidRequest
 from gaia.domain.resources import ResourceVector
-from gaia.providers.kubernetes.objects import (
+from gaia.kube.labels import (
     APP_LABEL,
-    CONTAINER_NAME,
+    CPU_SET_ANNOTATION,
+    GPU_IDS_ANNOTATION,
+    GPU_TOPOLOGY_ANNOTATION,
     INSTANCE_LABEL,
     KWOK_NODE_ANNOTATION,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     PLANNED_RESTART_ANNOTATION,
     RESTARTS_BEFORE_ANNOTATION,
-    SCHEDULER_NAME,
     SHAPE_HASH_ANNOTATION,
     TEMPLATE_HASH_ANNOTATION,
     VERSION_LABEL,
+)
+from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY, NVIDIA_GPU
+from gaia.providers.kubernetes.configs import config_from_k8s, config_manifest
+from gaia.providers.kubernetes.events import event_from_k8s
+from gaia.providers.kubernetes.instances import instance_from_pod
+from gaia.providers.kubernetes.nodes import kwok_node_manifest, node_from_k8s
+from gaia.providers.kubernetes.pods import (
+    CONTAINER_NAME,
+    SCHEDULER_NAME,
     binding_manifest,
-    config_from_k8s,
-    config_manifest,
-    event_from_k8s,
     image_patch,
-    instance_from_pod,
-    kwok_node_manifest,
-    node_from_k8s,
     parse_cpuset,
     pod_manifest,
     recreate_manifest,
+    shape_hash,
+    template_hash,
+)
+from gaia.providers.kubernetes.services import (
     service_from_k8s,
     service_manifest,
     service_needs_replace,
-    shape_hash,
-    template_hash,
 )
 from gaia.providers.port import (
     ConfigData,
@@ -60,14 +67,6 @@ from gaia.providers.port import (
     ProbeKind,
     ProbeSpec,
     ServiceSpec,
-)
-from gaia.scheduler.extender.decisions import (
-    CPU_SET_ANNOTATION,
-    GAIA_GPU_CORE,
-    GAIA_GPU_MEMORY,
-    GPU_IDS_ANNOTATION,
-    GPU_TOPOLOGY_ANNOTATION,
-    NVIDIA_GPU,
 )
 
 UTC = dt.UTC
@@ -801,6 +800,14 @@ def test_node_topology_of_the_wrong_size_is_ignored() -> None:
     assert GPU_TOPOLOGY_ANNOTATION in node.message
     assert node.gpu_used == {0: 0, 1: 0, 2: 0, 3: 0}
     assert node.allocated == ResourceVector()
+
+
+def test_node_topology_that_breaks_the_link_rules_is_ignored() -> None:
+    broken = [row[:] for row in LINKS]
+    broken[0][1] = "WARP"
+    node = node_from_k8s(gpu_node(**{GPU_TOPOLOGY_ANNOTATION: json.dumps(broken)}), [])
+    assert node.gpu_links == () and len(node.gpus) == 4 and node.ready
+    assert GPU_TOPOLOGY_ANNOTATION in node.message and "WARP" in node.message
 
 
 def test_node_without_gpus_and_with_a_bandwidth_annotation() -> None:

@@ -35,25 +35,17 @@ import pytest
 from starlette.testclient import TestClient
 
 from gaia.domain.resources import ResourceVector
-from gaia.kube import KubeCredentials
-from gaia.scheduler.extender.decisions import (
-    CPU_SET_ANNOTATION,
-    GPU_IDS_ANNOTATION,
-    GPU_USED_ANNOTATION,
+from gaia.kube import KubeCredentials, parse_quantity
+from gaia.kube.labels import CPU_SET_ANNOTATION, GPU_IDS_ANNOTATION, GPU_USED_ANNOTATION, cpuset
+from gaia.scheduler.extender.bind import BindFailed, NodeChanged
+from gaia.scheduler.extender.decisions import filter_nodes, node_view, parse_node, pod_request
+from gaia.scheduler.extender.protocol import (
     BadExtenderRequest,
-    BindFailed,
     ExtenderArgs,
     ExtenderBindingArgs,
     ExtenderBindingResult,
     ExtenderFilterResult,
     HostPriority,
-    NodeChanged,
-    cpuset,
-    filter_nodes,
-    node_view,
-    parse_node,
-    parse_quantity,
-    pod_request,
 )
 from gaia.scheduler.extender.server import (
     KubernetesBinder,
@@ -639,6 +631,8 @@ def test_card_count_without_topology_comes_from_allocatable() -> None:
         {"gaia.io/gpu-topology": '[["X","PIX"]]'},
         {"gaia.io/gpu-topology": '[["X","PIX"],["PXB","X"]]'},
         {"gaia.io/gpu-topology": '[["X","WARP"],["WARP","X"]]'},
+        # a matrix of another size than the allocatable cards (the one Node reader's rule)
+        {"gaia.io/gpu-topology": json.dumps(NV4)},
         {"gaia.io/gpu-used": '{"7":[10,0]}'},
         {"gaia.io/gpu-used": '{"0":[10]}'},
         {"gaia.io/gpu-used": "[]"},
