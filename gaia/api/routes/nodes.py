@@ -16,7 +16,6 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
-from sqlalchemy import select
 
 from gaia.api.deps import (
     PrincipalDep,
@@ -30,7 +29,7 @@ from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts, Strict
 from gaia.domain.errors import InvalidRequest, NotFound
 from gaia.providers.port import Instance, Node, NodeSpec
 from gaia.providers.sim import SimCluster
-from gaia.store.models import Business
+from gaia.store.businesses import business_names
 
 router = APIRouter(tags=["nodes"])
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
@@ -189,12 +188,7 @@ async def get_node(
     # Instances live in a namespace named after their business.
     mine: set[str] | None = None
     if not principal.is_platform_admin:
-        ids = principal.business_ids()
-        mine = (
-            set(session.scalars(select(Business.name).where(Business.id.in_(ids))))
-            if ids
-            else set()
-        )
+        mine = business_names(session, principal.business_ids())
     bound = [
         _bound_out(inst, named=mine is None or inst.namespace in mine)
         for inst in await provider.list_instances()
