@@ -14,7 +14,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import Field
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
@@ -27,7 +26,8 @@ from gaia.api.deps import (
     require_platform_admin,
     visible_cluster,
 )
-from gaia.api.schemas.base import NAME_PATTERN, Cards, Strict
+from gaia.api.schemas.base import NAME_PATTERN
+from gaia.api.schemas.tenancy import GpuModelLimitIn, GpuModelLimitOut
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import from_api_amount, to_api_amount
 from gaia.store import gpu_models
@@ -39,15 +39,6 @@ ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster nam
 ModelPath = Path(
     pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,62}$", max_length=63, description="GPU model"
 )
-
-
-class GpuModelLimitIn(Strict):
-    cards: Cards = Field(description="cards of this model the business may hold")
-
-
-class GpuModelLimitOut(Strict):
-    model: str
-    cards: Cards
 
 
 def _out(row: GpuModelLimit) -> GpuModelLimitOut:

@@ -1,5 +1,5 @@
-"""Bodies of businesses, their members and their quotas (``gaia.api.routes.businesses`` and
-``.quotas``), with the admission check's question and answer.
+"""Bodies of businesses, their members and their quotas (``gaia.api.routes.businesses``,
+``.quotas`` and ``.gpu_models``), with the admission check's question and answer.
 
 Amounts travel as ``ResourceAmounts`` in API units (cores, MiB, GiB, cards); a quota answers both
 the amounts and one ``QuotaDimension`` line per dimension, ready to display.
@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from gaia.api.schemas.base import (
+    Cards,
     Description,
     DisplayName,
     Name,
@@ -99,3 +100,12 @@ class AdmissionResult(BaseModel):
     admitted: bool
     message: str
     violations: list[AdmissionViolation]
+
+
+class GpuModelLimitIn(Strict):
+    cards: Cards = Field(description="cards of this model the business may hold")
+
+
+class GpuModelLimitOut(Strict):
+    model: str
+    cards: Cards
