@@ -10,6 +10,8 @@ validated (the kubeconfig, the sim spec) is checked here first. See docs/archite
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Path, Request, Response
 
 from gaia.api.deps import (
@@ -26,6 +28,7 @@ from gaia.api.schemas.clusters import ClusterCreate, ClusterOut, ClusterUpdate
 from gaia.domain.errors import InvalidRequest
 from gaia.kube import parse_kubeconfig
 from gaia.providers.sim import validate_sim_spec
+from gaia.security import SecretBox
 from gaia.store import clusters
 from gaia.store.models import Cluster
 
@@ -53,6 +56,21 @@ def cluster_out(c: Cluster) -> ClusterOut:
     )
 
 
+def _connection(body: ClusterCreate, *, secrets: SecretBox) -> tuple[bytes | None, dict[str, Any]]:
+    """How the platform will reach the cluster: its kubeconfig, checked and encrypted (kind
+    ``kubernetes``), or its sim spec with defaults filled (kind ``sim``)."""
+    if body.kind == "kubernetes":
+        if body.sim is not None:
+            raise InvalidRequest("sim: only for kind=sim")
+        if not body.kubeconfig:
+            raise InvalidRequest("kubeconfig: required for kind=kubernetes")
+        parse_kubeconfig(body.kubeconfig)
+        return secrets.encrypt(body.kubeconfig), {}
+    if body.kubeconfig is not None:
+        raise InvalidRequest("kubeconfig: only for kind=kubernetes")
+    return None, validate_sim_spec(body.sim.model_dump() if body.sim is not None else {})
+
+
 @router.get("/clusters", response_model=Page[ClusterOut])
 def list_clusters(
     principal: PrincipalDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
@@ -69,20 +87,9 @@ def create_cluster(
 ) -> ClusterOut:
     ctx = audit(request, action="cluster.create", cluster=body.name, target=f"cluster/{body.name}")
     require_platform_admin(principal, "register clusters")
+    # A taken name is refused before the connection is looked at, as it always was.
     clusters.check_name_free(session, body.name)
-    kubeconfig_encrypted = None
-    if body.kind == "kubernetes":
-        if body.sim is not None:
-            raise InvalidRequest("sim: only for kind=sim")
-        if not body.kubeconfig:
-            raise InvalidRequest("kubeconfig: required for kind=kubernetes")
-        parse_kubeconfig(body.kubeconfig)
-        kubeconfig_encrypted = platform(request).secrets.encrypt(body.kubeconfig)
-        sim_spec = {}
-    else:
-        if body.kubeconfig is not None:
-            raise InvalidRequest("kubeconfig: only for kind=kubernetes")
-        sim_spec = validate_sim_spec(body.sim.model_dump() if body.sim is not None else {})
+    kubeconfig_encrypted, sim_spec = _connection(body, secrets=platform(request).secrets)
     cluster = clusters.create_cluster(
         session,
         name=body.name,
