@@ -5,7 +5,8 @@ response it relays) and the ``AuditContext`` that auth and the route filled in: 
 target, a summary of the change, and the error message if any. The record is written in its own
 transaction after the request's transaction has ended, so a rejected or rolled-back request is
 recorded too. Summaries are written by the routes from validated fields, never by dumping the
-request body, so passwords, tokens and kubeconfigs cannot reach a record.
+request body, so passwords, tokens and kubeconfigs cannot reach a record. The writing itself is
+``gaia.store.records.append_record`` (see docs/architecture.md, "api").
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gaia.api.deps import MUTATING_METHODS, AuditContext
 from gaia.store.database import Database
 from gaia.store.models import OperationRecord
+from gaia.store.records import append_record
 
 log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -71,7 +73,7 @@ class OperationRecorder:
         )
         db: Database = self._db_getter()
         try:
-            await anyio.to_thread.run_sync(_write, db, record)
+            await anyio.to_thread.run_sync(append_record, db, record)
         except Exception:
             # Losing a record must not go unnoticed, but must not turn a done change into
             # an error for the caller either.
@@ -81,8 +83,3 @@ class OperationRecorder:
 def _clean(text: str, limit: int) -> str:
     """Printable text only: paths and usernames arrive URL-decoded and may hold NUL bytes."""
     return _CONTROL.sub("\ufffd", text)[:limit]
-
-
-def _write(db: Database, record: OperationRecord) -> None:
-    with db.write_session() as session:
-        session.add(record)

@@ -1,65 +1,19 @@
-"""Keyset pagination: ``?limit=&cursor=``; the cursor is the last key of the previous page.
+"""Pagination at the API's edge: the ``?limit=&cursor=`` query parameters every listing takes.
 
-Keyset (not offset) pagination keeps deep pages as fast as the first and never skips or repeats
-a row when new ones arrive between two page loads. The cursor is opaque to clients.
+The paging itself (keyset, opaque cursor) is ``gaia.store.paging``: store modules page their
+listings and routes pass these two parameters through. ``page_of`` and the cursor codec are
+re-exported here for routers that still page a statement of their own.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import Query
-from sqlalchemy import Select
-from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from gaia.domain.errors import InvalidRequest
-
-T = TypeVar("T")
+from gaia.store.paging import decode_cursor as decode_cursor
+from gaia.store.paging import encode_cursor as encode_cursor
+from gaia.store.paging import page_of as page_of
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(max_length=400, description="from next_cursor")]
-
-
-def encode_cursor(value: Any) -> str:
-    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
-    except (binascii.Error, ValueError, UnicodeError):
-        raise InvalidRequest("cursor is not one this API handed out; start from page one") from None
-
-
-def page_of(
-    session: Session,
-    stmt: Select[T],
-    *,
-    key: InstrumentedAttribute[Any],
-    limit: int,
-    cursor: str | None,
-    descending: bool = False,
-    numeric: bool = False,
-) -> tuple[list[T], str | None]:
-    if cursor:
-        raw = decode_cursor(cursor)
-        if numeric:
-            try:
-                after: Any = int(raw)
-            except ValueError:
-                raise InvalidRequest("cursor is not one this API handed out") from None
-            if not -(2**62) < after < 2**62:
-                raise InvalidRequest("cursor is not one this API handed out")
-        else:
-            after = raw
-        stmt = stmt.where(key < after if descending else key > after)
-    stmt = stmt.order_by(key.desc() if descending else key.asc()).limit(limit + 1)
-    rows = list(session.scalars(stmt))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(getattr(rows[-1], key.key))
-    return rows, next_cursor

@@ -1,10 +1,29 @@
-"""Queries over registered clusters that several parts of the platform share."""
+"""Registered clusters at rest: who may see which, registration, changes and removal.
+
+A cluster row holds what the platform needs to reach the cluster (the kind, an encrypted
+kubeconfig or a ``sim`` spec) and what the health loop last observed. Validating a kubeconfig or
+a sim spec is the API's and the providers' job and happens before these functions are called;
+this module writes what it is given. Removing a cluster drops its quotas with it (the foreign
+keys cascade) and never contacts the cluster. See docs/architecture.md, "store".
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Select, select
+from typing import Any
 
-from gaia.store.models import Cluster, Quota
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from gaia.domain.errors import Conflict, NotFound
+from gaia.domain.resources import DIMENSIONS
+from gaia.store import events
+from gaia.store.models import App, Business, Cluster, Quota, utcnow
+from gaia.store.paging import page_of
+
+# The per-dimension sums of used and hard amounts, in DIMENSIONS order: used first, then hard.
+QUOTA_SUMS = [func.coalesce(func.sum(getattr(Quota, f"used_{n}")), 0) for n, *_ in DIMENSIONS] + [
+    func.coalesce(func.sum(getattr(Quota, f"hard_{n}")), 0) for n, *_ in DIMENSIONS
+]
 
 
 def visible_clusters(business_ids: set[int] | None) -> Select[Cluster]:
@@ -15,3 +34,142 @@ def visible_clusters(business_ids: set[int] | None) -> Select[Cluster]:
             Cluster.id.in_(select(Quota.cluster_id).where(Quota.business_id.in_(business_ids)))
         )
     return stmt
+
+
+def page_clusters(
+    session: Session, *, business_ids: set[int] | None, limit: int, cursor: str | None
+) -> tuple[list[Cluster], str | None]:
+    """The clusters visible to ``business_ids`` (``visible_clusters``), by name."""
+    return page_of(
+        session, visible_clusters(business_ids), key=Cluster.name, limit=limit, cursor=cursor
+    )
+
+
+def cluster_named(session: Session, name: str) -> Cluster:
+    """The cluster ``name`` whoever asks; ``NotFound`` if none is registered."""
+    cluster = session.scalars(select(Cluster).where(Cluster.name == name)).one_or_none()
+    if cluster is None:
+        raise NotFound(f"cluster '{name}' not found")
+    return cluster
+
+
+def check_name_free(session: Session, name: str) -> None:
+    """``Conflict`` if a cluster ``name`` is registered. Registration checks this before it
+    validates the connection, so a taken name is the first thing a caller hears of."""
+    if session.scalars(select(Cluster.id).where(Cluster.name == name)).first():
+        raise Conflict(f"cluster '{name}' already exists")
+
+
+def create_cluster(
+    session: Session,
+    *,
+    name: str,
+    kind: str,
+    region: str,
+    zone: str,
+    labels: dict[str, str],
+    description: str,
+    kubeconfig_encrypted: bytes | None,
+    sim_spec: dict[str, Any],
+    user: str,
+) -> Cluster:
+    """Register a cluster (health ``Unknown`` until the health loop has looked) and emit the
+    ``Registered`` event."""
+    now = utcnow()
+    cluster = Cluster(
+        name=name,
+        kind=kind,
+        region=region,
+        zone=zone,
+        labels=dict(labels),
+        description=description,
+        created_at=now,
+        updated_at=now,
+        health="Unknown",
+        sim_spec=sim_spec,
+    )
+    if kubeconfig_encrypted is not None:
+        cluster.kubeconfig_encrypted = kubeconfig_encrypted
+    session.add(cluster)
+    session.flush()
+    events.emit(
+        session,
+        object_kind="Cluster",
+        object_name=name,
+        cluster=name,
+        reason="Registered",
+        message=f"{kind} cluster registered",
+        user=user,
+    )
+    return cluster
+
+
+def update_cluster(
+    cluster: Cluster,
+    *,
+    region: str | None = None,
+    zone: str | None = None,
+    description: str | None = None,
+    labels: dict[str, str] | None = None,
+    kubeconfig_encrypted: bytes | None = None,
+) -> list[str]:
+    """Apply the fields given (``None``: unchanged) and say what changed. A new kubeconfig
+    resets the health to ``Unknown``: what was observed was observed through the old one."""
+    changed = []
+    for field, value in (("region", region), ("zone", zone), ("description", description)):
+        if value is not None:
+            setattr(cluster, field, value)
+            changed.append(field)
+    if labels is not None:
+        cluster.labels = dict(labels)
+        changed.append("labels")
+    if kubeconfig_encrypted is not None:
+        cluster.kubeconfig_encrypted = kubeconfig_encrypted
+        cluster.health = "Unknown"
+        changed.append("kubeconfig (replaced)")
+    cluster.updated_at = utcnow()
+    return changed
+
+
+def delete_cluster(session: Session, *, cluster: Cluster) -> int:
+    """Unregister ``cluster``; returns how many quotas were dropped with it."""
+    quotas = session.scalars(select(Quota).where(Quota.cluster_id == cluster.id)).all()
+    session.delete(cluster)
+    return len(quotas)
+
+
+def usage_by_cluster(
+    session: Session, *, business_ids: set[int] | None
+) -> list[tuple[Cluster, int, tuple[int, ...]]]:
+    """Each visible cluster by name, with how many quotas of ``business_ids`` (all for
+    ``None``) it holds and their summed amounts (``QUOTA_SUMS`` order, zeros without quotas).
+    The sums are one grouped query, so the cost does not grow with the businesses."""
+    quota_filter = [] if business_ids is None else [Quota.business_id.in_(business_ids)]
+    per_cluster = {
+        row[0]: row[1:]
+        for row in session.execute(
+            select(Quota.cluster_id, func.count(Quota.id), *QUOTA_SUMS)
+            .where(*quota_filter)
+            .group_by(Quota.cluster_id)
+        )
+    }
+    out = []
+    for cluster in session.scalars(visible_clusters(business_ids).order_by(Cluster.name)):
+        agg = per_cluster.get(cluster.id)
+        count = int(agg[0]) if agg else 0
+        sums = tuple(int(v) for v in agg[1:]) if agg else (0,) * len(QUOTA_SUMS)
+        out.append((cluster, count, sums))
+    return out
+
+
+def app_placement(session: Session, *, business: Business, app: str) -> tuple[App, Cluster]:
+    """The app ``app`` of ``business`` and the cluster it runs in (where its logs come from);
+    ``NotFound`` if the business has no such app."""
+    row = session.scalars(
+        select(App).where(App.business_id == business.id, App.name == app)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"app '{app}' not found in business '{business.name}'")
+    cluster = session.get(Cluster, row.cluster_id)
+    assert cluster is not None
+    return row, cluster

@@ -4,6 +4,9 @@ An event is identified by (business, cluster, object, reason, message, type): a 
 ``count`` and ``last_seen`` instead of adding a row, as ``kubectl get events`` shows. The upsert is
 one ``INSERT ... ON CONFLICT DO UPDATE`` on both SQLite and PostgreSQL, so concurrent repeats
 count correctly without a read-modify-write race.
+
+``page_events`` is the read side: the filtered, newest-first listing behind ``GET /events``.
+See docs/architecture.md, "store".
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from gaia.store.models import Event, utcnow
+from gaia.store.paging import page_of
 
 EventType = Literal["Normal", "Warning"]
 
@@ -152,3 +157,59 @@ def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) 
             },
         )
         session.execute(stmt)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """What ``GET /events`` narrows by; an empty field does not narrow."""
+
+    business: str | None = None
+    cluster: str | None = None
+    object_kind: str | None = None
+    object_name: str | None = None
+    reason: str | None = None
+    type: str | None = None
+    # the events of this app and of its instances (named "{app}-{id}")
+    app: str | None = None
+
+
+def page_events(
+    session: Session,
+    *,
+    business_ids: set[int] | None,
+    where: EventFilter,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Event], str | None]:
+    """Events of ``business_ids`` (all for ``None``) matching ``where``, most recently created
+    first."""
+    stmt = select(Event)
+    if business_ids is not None:
+        stmt = stmt.where(Event.business_id.in_(business_ids))
+    app = where.app
+    if app:
+        # an instance is named "{app}-{id}"; "NOT LIKE app-%-%" keeps out the instances of an
+        # app whose name only starts with "{app}-" (app names hold no LIKE wildcards)
+        stmt = stmt.where(
+            or_(
+                and_(Event.object_kind != "Instance", Event.object_name == app),
+                and_(
+                    Event.object_kind == "Instance",
+                    Event.object_name.like(f"{app}-%"),
+                    Event.object_name.not_like(f"{app}-%-%"),
+                ),
+            )
+        )
+    for column, value in (
+        (Event.business, where.business),
+        (Event.cluster, where.cluster),
+        (Event.object_kind, where.object_kind),
+        (Event.object_name, where.object_name),
+        (Event.reason, where.reason),
+        (Event.type, where.type),
+    ):
+        if value:
+            stmt = stmt.where(column == value)
+    return page_of(
+        session, stmt, key=Event.id, limit=limit, cursor=cursor, descending=True, numeric=True
+    )

@@ -5,6 +5,11 @@ user costs the same time as a wrong password), ``start_session`` issues a sessio
 SHA-256 is stored), and ``principal_for`` resolves a bearer token to the user and their roles,
 refusing revoked, expired and disabled ones. The API's dependencies (``gaia.api.deps``) and the
 login route call these; nothing here speaks HTTP.
+
+A user's API tokens (long-lived, for automation) live here too: ``create_api_token`` returns the
+token's value once, as the session token is, and ``revoke_api_token``/``end_session`` stamp
+``revoked_at`` instead of deleting, so ``GET /tokens`` still lists a revoked token.
+See docs/architecture.md, "store".
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gaia.domain.errors import Unauthenticated
+from gaia.domain.errors import Conflict, NotFound, Unauthenticated
 from gaia.domain.rbac import Role
 from gaia.security import (
     DUMMY_PASSWORD_HASH,
@@ -40,6 +45,11 @@ class Principal:
 
     def business_ids(self) -> set[int]:
         return set(self.roles)
+
+    def business_scope(self) -> set[int] | None:
+        """The businesses whose objects the caller may see: ``None`` (all) for a platform
+        admin, else those they are a member of. Store queries filter with it."""
+        return None if self.is_platform_admin else self.business_ids()
 
 
 def start_session(session: Session, user: User, ttl_seconds: int) -> tuple[str, Token]:
@@ -107,3 +117,61 @@ def authenticate(session: Session, token: str, *, now: dt.datetime | None = None
         token_kind=tok.kind,
         roles=roles,
     )
+
+
+def end_session(session: Session, *, token_id: int) -> None:
+    """Revoke the token of this request (logging out); a revoked one stays revoked."""
+    tok = session.get(Token, token_id)
+    if tok is not None and tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+
+
+def api_tokens_of(session: Session, *, user_id: int) -> list[Token]:
+    """The user's API tokens (not login sessions), newest first, revoked ones included."""
+    return list(
+        session.scalars(
+            select(Token)
+            .where(Token.user_id == user_id, Token.kind == "api")
+            .order_by(Token.id.desc())
+        )
+    )
+
+
+def create_api_token(
+    session: Session, *, user_id: int, name: str, expires_in_days: int | None
+) -> tuple[str, Token]:
+    """A new API token and its value (shown once); ``Conflict`` if the user already has an
+    active token of that name. Only the value's SHA-256 is stored."""
+    clash = session.scalars(
+        select(Token.id).where(
+            Token.user_id == user_id,
+            Token.kind == "api",
+            Token.name == name,
+            Token.revoked_at.is_(None),
+        )
+    ).first()
+    if clash is not None:
+        raise Conflict(f"you already have an active token named '{name}'")
+    token = new_token()
+    now = utcnow()
+    row = Token(
+        user_id=user_id,
+        kind="api",
+        name=name,
+        digest=token_digest(token),
+        created_at=now,
+        expires_at=now + dt.timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def revoke_api_token(session: Session, *, user_id: int, token_id: int) -> Token:
+    """Revoke one of the user's API tokens; another user's token answers as a missing one."""
+    tok = session.get(Token, token_id)
+    if tok is None or tok.kind != "api" or tok.user_id != user_id:
+        raise NotFound(f"token {token_id} not found")
+    if tok.revoked_at is None:
+        tok.revoked_at = utcnow()
+    return tok

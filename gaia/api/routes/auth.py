@@ -9,13 +9,10 @@ lock a user out for long.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter, Path, Request, Response
-from sqlalchemy import select
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, platform
-from gaia.api.schemas.base import (
+from gaia.api.schemas.identity import (
     LoginRequest,
     LoginResponse,
     MembershipOut,
@@ -25,14 +22,10 @@ from gaia.api.schemas.base import (
     TokenOut,
     UserOut,
 )
-from gaia.domain.errors import Conflict, NotFound, Unauthenticated
+from gaia.domain.errors import Unauthenticated
 from gaia.domain.rbac import Role
-from gaia.security import (
-    new_token,
-    token_digest,
-)
-from gaia.store.identity import check_credentials, start_session
-from gaia.store.models import Business, Membership, Token, User, utcnow
+from gaia.store import identity, users
+from gaia.store.models import Token
 
 router = APIRouter(tags=["auth"])
 
@@ -44,8 +37,10 @@ def login(body: LoginRequest, request: Request, session: SessionDep) -> LoginRes
     ctx.action = "auth.login"
     ctx.target = f"user/{body.username}"
     plat = platform(request)
-    user = check_credentials(session, body.username, body.password, throttle=plat.login_throttle)
-    token, row = start_session(session, user, plat.settings.session_ttl_seconds)
+    user = identity.check_credentials(
+        session, body.username, body.password, throttle=plat.login_throttle
+    )
+    token, row = identity.start_session(session, user, plat.settings.session_ttl_seconds)
     ctx.summary = "logged in"
     assert row.expires_at is not None
     return LoginResponse(token=token, expires_at=row.expires_at, user=UserOut.of(user))
@@ -54,27 +49,22 @@ def login(body: LoginRequest, request: Request, session: SessionDep) -> LoginRes
 @router.post("/auth/logout", status_code=204)
 def logout(request: Request, principal: PrincipalDep, session: SessionDep) -> Response:
     ctx = audit(request, action="auth.logout", target=f"user/{principal.username}")
-    tok = session.get(Token, principal.token_id)
-    if tok is not None and tok.revoked_at is None:
-        tok.revoked_at = utcnow()
+    identity.end_session(session, token_id=principal.token_id)
     ctx.summary = f"revoked {principal.token_kind} token"
     return Response(status_code=204)
 
 
 @router.get("/users/me", response_model=MeOut, tags=["users"])
 def me(principal: PrincipalDep, session: SessionDep) -> MeOut:
-    user = session.get(User, principal.user_id)
+    user = users.user_by_id(session, principal.user_id)
     if user is None:
         raise Unauthenticated("the account no longer exists")
-    rows = session.execute(
-        select(Business.name, Membership.role)
-        .join(Membership, Membership.business_id == Business.id)
-        .where(Membership.user_id == user.id)
-        .order_by(Business.name)
-    )
     return MeOut(
         **UserOut.of(user).model_dump(),
-        memberships=[MembershipOut(business=n, role=Role(r)) for n, r in rows],
+        memberships=[
+            MembershipOut(business=n, role=Role(r))
+            for n, r in users.memberships_of(session, user_id=user.id)
+        ],
     )
 
 
@@ -93,12 +83,7 @@ def token_out(tok: Token) -> TokenOut:
 @router.get("/tokens", response_model=list[TokenOut], tags=["tokens"])
 def list_tokens(principal: PrincipalDep, session: SessionDep) -> list[TokenOut]:
     """Your API tokens (not login sessions), newest first, revoked ones included."""
-    rows = session.scalars(
-        select(Token)
-        .where(Token.user_id == principal.user_id, Token.kind == "api")
-        .order_by(Token.id.desc())
-    )
-    return [token_out(t) for t in rows]
+    return [token_out(t) for t in identity.api_tokens_of(session, user_id=principal.user_id)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"])
@@ -107,28 +92,9 @@ def create_token(
 ) -> TokenCreated:
     """A long-lived token for automation, acting as you. The value is shown only here."""
     ctx = audit(request, action="token.create", target=f"token/{body.name}")
-    clash = session.scalars(
-        select(Token.id).where(
-            Token.user_id == principal.user_id,
-            Token.kind == "api",
-            Token.name == body.name,
-            Token.revoked_at.is_(None),
-        )
-    ).first()
-    if clash is not None:
-        raise Conflict(f"you already have an active token named '{body.name}'")
-    token = new_token()
-    now = utcnow()
-    row = Token(
-        user_id=principal.user_id,
-        kind="api",
-        name=body.name,
-        digest=token_digest(token),
-        created_at=now,
-        expires_at=now + dt.timedelta(days=body.expires_in_days) if body.expires_in_days else None,
+    token, row = identity.create_api_token(
+        session, user_id=principal.user_id, name=body.name, expires_in_days=body.expires_in_days
     )
-    session.add(row)
-    session.flush()
     ctx.summary = f"created API token '{body.name}'" + (
         f" expiring in {body.expires_in_days} days" if body.expires_in_days else ""
     )
@@ -143,10 +109,6 @@ def revoke_token(
     token_id: int = Path(ge=1, le=2**31 - 1),
 ) -> Response:
     ctx = audit(request, action="token.revoke", target=f"token/{token_id}")
-    tok = session.get(Token, token_id)
-    if tok is None or tok.kind != "api" or tok.user_id != principal.user_id:
-        raise NotFound(f"token {token_id} not found")
-    if tok.revoked_at is None:
-        tok.revoked_at = utcnow()
+    tok = identity.revoke_api_token(session, user_id=principal.user_id, token_id=token_id)
     ctx.summary = f"revoked API token '{tok.name}'"
     return Response(status_code=204)

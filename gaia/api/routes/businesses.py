@@ -1,12 +1,16 @@
-"""Businesses (the tenants) and their members."""
+"""Businesses (the tenants) and their members.
+
+Each route authorises (``business_for``, ``require_platform_admin``), calls one operation of
+``gaia.store.businesses`` and shapes the answer; the rules that belong to the data (a business is
+deleted only when empty, the last business-admin stays) live there. See docs/architecture.md,
+"api".
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request, Response
-from sqlalchemy import func, select
 
 from gaia.api.deps import (
-    AuditContext,
     Principal,
     PrincipalDep,
     SessionDep,
@@ -14,21 +18,18 @@ from gaia.api.deps import (
     business_for,
     require_platform_admin,
 )
-from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.schemas.base import (
-    NAME_PATTERN,
-    USERNAME_PATTERN,
+from gaia.api.pagination import Cursor, Limit
+from gaia.api.schemas.base import NAME_PATTERN, USERNAME_PATTERN, Page
+from gaia.api.schemas.tenancy import (
     BusinessCreate,
     BusinessOut,
     BusinessUpdate,
     MemberOut,
     MemberPut,
-    Page,
 )
-from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.rbac import Permission, Role
-from gaia.store import events
-from gaia.store.models import Business, Membership, Quota, User, utcnow
+from gaia.store import businesses
+from gaia.store.models import Business
 
 router = APIRouter(tags=["businesses"])
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
@@ -56,10 +57,9 @@ def list_businesses(
     cursor: Cursor = None,
 ) -> Page[BusinessOut]:
     """Businesses you belong to (all of them for a platform admin), by name."""
-    stmt = select(Business)
-    if not principal.is_platform_admin:
-        stmt = stmt.where(Business.id.in_(principal.business_ids()))
-    rows, nxt = page_of(session, stmt, key=Business.name, limit=limit, cursor=cursor)
+    rows, nxt = businesses.page_businesses(
+        session, business_ids=principal.business_scope(), limit=limit, cursor=cursor
+    )
     return Page[BusinessOut](items=[business_out(b, principal) for b in rows], next_cursor=nxt)
 
 
@@ -71,39 +71,17 @@ def create_business(
         request, action="business.create", business=body.name, target=f"business/{body.name}"
     )
     require_platform_admin(principal, "create businesses")
-    if session.scalars(select(Business.id).where(Business.name == body.name)).first():
-        raise Conflict(f"business '{body.name}' already exists")
-    admins = []
-    for username in dict.fromkeys(body.admins):
-        user = session.scalars(select(User).where(User.username == username)).one_or_none()
-        if user is None:
-            raise InvalidRequest(f"admins: user '{username}' does not exist")
-        admins.append(user)
-    business = Business(
+    business, admins = businesses.create_business(
+        session,
         name=body.name,
         display_name=body.display_name,
         description=body.description,
-        created_at=utcnow(),
+        admins=body.admins,
+        user=principal.username,
     )
-    session.add(business)
-    session.flush()
-    for user in admins:
-        session.add(
-            Membership(business_id=business.id, user_id=user.id, role=Role.BUSINESS_ADMIN.value)
-        )
     ctx.business_id = business.id
     ctx.summary = f"created business '{body.name}'" + (
         f" with admins {', '.join(u.username for u in admins)}" if admins else ""
-    )
-    events.emit(
-        session,
-        object_kind="Business",
-        object_name=business.name,
-        business_id=business.id,
-        business=business.name,
-        reason="Created",
-        message="business created",
-        user=principal.username,
     )
     return business_out(business, principal)
 
@@ -123,13 +101,9 @@ def update_business(
 ) -> BusinessOut:
     ctx = audit(request, action="business.update", target=f"business/{biz}")
     business = business_for(session, principal, biz, Permission.BUSINESS_UPDATE, ctx=ctx)
-    changed = []
-    if body.display_name is not None:
-        business.display_name = body.display_name
-        changed.append("display name")
-    if body.description is not None:
-        business.description = body.description
-        changed.append("description")
+    changed = businesses.update_business(
+        business, display_name=body.display_name, description=body.description
+    )
     ctx.summary = "updated " + (", ".join(changed) or "nothing")
     return business_out(business, principal)
 
@@ -142,17 +116,7 @@ def delete_business(
     ctx = audit(request, action="business.delete", target=f"business/{biz}")
     business = business_for(session, principal, biz, Permission.BUSINESS_READ, ctx=ctx)
     require_platform_admin(principal, "delete businesses")
-    in_use = [
-        q
-        for q in session.scalars(select(Quota).where(Quota.business_id == business.id))
-        if not q.used().is_zero()
-    ]
-    if in_use:
-        raise Conflict(
-            f"business '{biz}' still holds resources in {len(in_use)} cluster(s); "
-            "delete its apps and disks first"
-        )
-    session.delete(business)
+    businesses.delete_business(session, business=business)
     ctx.summary = f"deleted business '{biz}'"
     return Response(status_code=204)
 
@@ -165,48 +129,12 @@ def list_members(
     principal: PrincipalDep, session: SessionDep, biz: str = BizPath
 ) -> list[MemberOut]:
     business = business_for(session, principal, biz, Permission.BUSINESS_READ)
-    rows = session.execute(
-        select(User, Membership)
-        .join(Membership, Membership.user_id == User.id)
-        .where(Membership.business_id == business.id)
-        .order_by(User.username)
-    )
     return [
         MemberOut(
             username=u.username, display_name=u.display_name, role=Role(m.role), since=m.created_at
         )
-        for u, m in rows
+        for u, m in businesses.members_of(session, business=business)
     ]
-
-
-def _admin_count(session: SessionDep, business_id: int) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Membership)
-            .where(
-                Membership.business_id == business_id, Membership.role == Role.BUSINESS_ADMIN.value
-            )
-        )
-        or 0
-    )
-
-
-def _guard_last_admin(
-    session: SessionDep,
-    principal: Principal,
-    business: Business,
-    membership: Membership,
-    ctx: AuditContext,
-) -> None:
-    """A business admin may not strand the business without one; platform admins may."""
-    if principal.is_platform_admin or membership.role != Role.BUSINESS_ADMIN.value:
-        return
-    if _admin_count(session, business.id) <= 1:
-        raise Conflict(
-            f"this is the last business-admin of '{business.name}'; make someone else "
-            "business-admin first"
-        )
 
 
 @router.put("/businesses/{biz}/members/{username}", response_model=MemberOut)
@@ -221,31 +149,24 @@ def put_member(
     """Add a member or change their role."""
     ctx = audit(request, action="member.put", target=f"business/{biz}/member/{username}")
     business = business_for(session, principal, biz, Permission.MEMBER_MANAGE, ctx=ctx)
-    user = session.scalars(select(User).where(User.username == username)).one_or_none()
-    if user is None:
-        raise NotFound(f"user '{username}' not found; a platform admin creates users")
-    membership = session.scalars(
-        select(Membership).where(
-            Membership.business_id == business.id, Membership.user_id == user.id
-        )
-    ).one_or_none()
-    if membership is None:
-        membership = Membership(
-            business_id=business.id, user_id=user.id, role=body.role, created_at=utcnow()
-        )
-        session.add(membership)
-        ctx.summary = f"added {username} as {body.role}"
-    else:
-        if body.role != Role.BUSINESS_ADMIN.value:
-            _guard_last_admin(session, principal, business, membership, ctx)
-        ctx.summary = f"changed {username} from {membership.role} to {body.role}"
-        membership.role = body.role
-    session.flush()
+    # A business admin may not strand the business without one; platform admins may.
+    change = businesses.set_member(
+        session,
+        business=business,
+        username=username,
+        role=body.role,
+        protect_last_admin=not principal.is_platform_admin,
+    )
+    ctx.summary = (
+        f"added {username} as {body.role}"
+        if change.previous_role is None
+        else f"changed {username} from {change.previous_role} to {body.role}"
+    )
     return MemberOut(
-        username=user.username,
-        display_name=user.display_name,
+        username=change.user.username,
+        display_name=change.user.display_name,
         role=Role(body.role),
-        since=membership.created_at,
+        since=change.membership.created_at,
     )
 
 
@@ -259,14 +180,11 @@ def delete_member(
 ) -> Response:
     ctx = audit(request, action="member.delete", target=f"business/{biz}/member/{username}")
     business = business_for(session, principal, biz, Permission.MEMBER_MANAGE, ctx=ctx)
-    membership = session.scalars(
-        select(Membership)
-        .join(User, User.id == Membership.user_id)
-        .where(Membership.business_id == business.id, User.username == username)
-    ).one_or_none()
-    if membership is None:
-        raise NotFound(f"'{username}' is not a member of business '{biz}'")
-    _guard_last_admin(session, principal, business, membership, ctx)
-    session.delete(membership)
+    membership = businesses.remove_member(
+        session,
+        business=business,
+        username=username,
+        protect_last_admin=not principal.is_platform_admin,
+    )
     ctx.summary = f"removed {username} ({membership.role})"
     return Response(status_code=204)

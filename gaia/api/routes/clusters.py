@@ -4,13 +4,15 @@ A kubeconfig is validated at registration (``parse_kubeconfig`` says what is wro
 encrypted, and never returned, logged or recorded; responses only say ``has_kubeconfig``.
 Platform admins see every cluster; other users see the clusters where a business of theirs holds
 a quota (that is where they can deploy). Removal never contacts the cluster, so a dead cluster
-can always be removed.
+can always be removed. The rows are written by ``gaia.store.clusters``; what is parsed and
+validated (the kubeconfig, the sim spec) is checked here first. See docs/architecture.md, "api".
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Path, Request, Response
-from sqlalchemy import select
 
 from gaia.api.deps import (
     PrincipalDep,
@@ -19,15 +21,16 @@ from gaia.api.deps import (
     platform,
     require_platform_admin,
     visible_cluster,
-    visible_clusters_stmt,
 )
-from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.schemas.base import NAME_PATTERN, ClusterCreate, ClusterOut, ClusterUpdate, Page
-from gaia.domain.errors import Conflict, InvalidRequest
+from gaia.api.pagination import Cursor, Limit
+from gaia.api.schemas.base import NAME_PATTERN, Page
+from gaia.api.schemas.clusters import ClusterCreate, ClusterOut, ClusterUpdate
+from gaia.domain.errors import InvalidRequest
 from gaia.kube import parse_kubeconfig
 from gaia.providers.sim import validate_sim_spec
-from gaia.store import events
-from gaia.store.models import Cluster, Quota, utcnow
+from gaia.security import SecretBox
+from gaia.store import clusters
+from gaia.store.models import Cluster
 
 router = APIRouter(tags=["clusters"])
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
@@ -53,12 +56,27 @@ def cluster_out(c: Cluster) -> ClusterOut:
     )
 
 
+def _connection(body: ClusterCreate, *, secrets: SecretBox) -> tuple[bytes | None, dict[str, Any]]:
+    """How the platform will reach the cluster: its kubeconfig, checked and encrypted (kind
+    ``kubernetes``), or its sim spec with defaults filled (kind ``sim``)."""
+    if body.kind == "kubernetes":
+        if body.sim is not None:
+            raise InvalidRequest("sim: only for kind=sim")
+        if not body.kubeconfig:
+            raise InvalidRequest("kubeconfig: required for kind=kubernetes")
+        parse_kubeconfig(body.kubeconfig)
+        return secrets.encrypt(body.kubeconfig), {}
+    if body.kubeconfig is not None:
+        raise InvalidRequest("kubeconfig: only for kind=kubernetes")
+    return None, validate_sim_spec(body.sim.model_dump() if body.sim is not None else {})
+
+
 @router.get("/clusters", response_model=Page[ClusterOut])
 def list_clusters(
     principal: PrincipalDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[ClusterOut]:
-    rows, nxt = page_of(
-        session, visible_clusters_stmt(principal), key=Cluster.name, limit=limit, cursor=cursor
+    rows, nxt = clusters.page_clusters(
+        session, business_ids=principal.business_scope(), limit=limit, cursor=cursor
     )
     return Page[ClusterOut](items=[cluster_out(c) for c in rows], next_cursor=nxt)
 
@@ -69,46 +87,23 @@ def create_cluster(
 ) -> ClusterOut:
     ctx = audit(request, action="cluster.create", cluster=body.name, target=f"cluster/{body.name}")
     require_platform_admin(principal, "register clusters")
-    if session.scalars(select(Cluster.id).where(Cluster.name == body.name)).first():
-        raise Conflict(f"cluster '{body.name}' already exists")
-    now = utcnow()
-    cluster = Cluster(
+    # A taken name is refused before the connection is looked at, as it always was.
+    clusters.check_name_free(session, body.name)
+    kubeconfig_encrypted, sim_spec = _connection(body, secrets=platform(request).secrets)
+    cluster = clusters.create_cluster(
+        session,
         name=body.name,
         kind=body.kind,
         region=body.region,
         zone=body.zone,
-        labels=dict(body.labels),
+        labels=body.labels,
         description=body.description,
-        created_at=now,
-        updated_at=now,
-        health="Unknown",
+        kubeconfig_encrypted=kubeconfig_encrypted,
+        sim_spec=sim_spec,
+        user=principal.username,
     )
-    if body.kind == "kubernetes":
-        if body.sim is not None:
-            raise InvalidRequest("sim: only for kind=sim")
-        if not body.kubeconfig:
-            raise InvalidRequest("kubeconfig: required for kind=kubernetes")
-        parse_kubeconfig(body.kubeconfig)
-        cluster.kubeconfig_encrypted = platform(request).secrets.encrypt(body.kubeconfig)
-        cluster.sim_spec = {}
-    else:
-        if body.kubeconfig is not None:
-            raise InvalidRequest("kubeconfig: only for kind=kubernetes")
-        spec = body.sim.model_dump() if body.sim is not None else {}
-        cluster.sim_spec = validate_sim_spec(spec)
-    session.add(cluster)
-    session.flush()
     ctx.summary = (
         f"registered {body.kind} cluster '{body.name}' in region '{body.region}' zone '{body.zone}'"
-    )
-    events.emit(
-        session,
-        object_kind="Cluster",
-        object_name=body.name,
-        cluster=body.name,
-        reason="Registered",
-        message=f"{body.kind} cluster registered",
-        user=principal.username,
     )
     return cluster_out(cluster)
 
@@ -131,23 +126,20 @@ def update_cluster(
     ctx = audit(request, action="cluster.update", cluster=cluster, target=f"cluster/{cluster}")
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "change clusters")
-    changed = []
-    for field in ("region", "zone", "description"):
-        value = getattr(body, field)
-        if value is not None:
-            setattr(row, field, value)
-            changed.append(field)
-    if body.labels is not None:
-        row.labels = dict(body.labels)
-        changed.append("labels")
+    kubeconfig_encrypted = None
     if body.kubeconfig is not None:
         if row.kind != "kubernetes":
             raise InvalidRequest("kubeconfig: only for kind=kubernetes")
         parse_kubeconfig(body.kubeconfig)
-        row.kubeconfig_encrypted = platform(request).secrets.encrypt(body.kubeconfig)
-        row.health = "Unknown"
-        changed.append("kubeconfig (replaced)")
-    row.updated_at = utcnow()
+        kubeconfig_encrypted = platform(request).secrets.encrypt(body.kubeconfig)
+    changed = clusters.update_cluster(
+        row,
+        region=body.region,
+        zone=body.zone,
+        description=body.description,
+        labels=body.labels,
+        kubeconfig_encrypted=kubeconfig_encrypted,
+    )
     ctx.summary = "updated " + (", ".join(changed) or "nothing")
     return cluster_out(row)
 
@@ -160,8 +152,7 @@ def delete_cluster(
     ctx = audit(request, action="cluster.delete", cluster=cluster, target=f"cluster/{cluster}")
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "remove clusters")
-    quotas = session.scalars(select(Quota).where(Quota.cluster_id == row.id)).all()
-    session.delete(row)
+    quotas = clusters.delete_cluster(session, cluster=row)
     platform(request).providers.forget(row.id)
-    ctx.summary = f"removed {row.kind} cluster '{cluster}' and {len(quotas)} quota(s) in it"
+    ctx.summary = f"removed {row.kind} cluster '{cluster}' and {quotas} quota(s) in it"
     return Response(status_code=204)

@@ -12,7 +12,8 @@ them. They differ in what leaves the server:
 
 Values never reach a record, an event or a log: summaries name keys only, and validation
 messages name the failing key, never the value. Storage (Secrets encrypted at rest) is
-``gaia.store.configs``'s business.
+``gaia.store.configs``'s business; each route here authorises, calls one of its operations and
+shapes the answer (see docs/architecture.md, "api").
 
 Deleting a config that an app still refers to is allowed for now: nothing checks references yet.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
@@ -35,7 +35,7 @@ from gaia.api.deps import (
     platform,
 )
 from gaia.api.errors import STATUS
-from gaia.api.pagination import Cursor, Limit, page_of
+from gaia.api.pagination import Cursor, Limit
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.configs import (
     CONFIG_NAME_MAX,
@@ -46,11 +46,12 @@ from gaia.api.schemas.configs import (
     SecretKeyOut,
     SecretOut,
 )
-from gaia.domain.errors import Conflict, GaiaError, NotFound
+from gaia.domain.errors import GaiaError
 from gaia.domain.rbac import Permission
 from gaia.security import SecretBox
-from gaia.store.configs import find_config_item, read_data, store_data
-from gaia.store.models import Business, ConfigItem, OperationRecord, utcnow
+from gaia.store import configs
+from gaia.store.models import Business, ConfigItem, OperationRecord
+from gaia.store.records import append_record
 
 router = APIRouter(tags=["configs"])
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
@@ -85,19 +86,7 @@ def _ctx(request: Request, kind: Kind, verb: str, biz: str, name: str) -> AuditC
 
 
 def _get(session: Session, business: Business, kind: Kind, name: str) -> ConfigItem:
-    item = find_config_item(session, business_id=business.id, name=name, secret=kind.secret)
-    if item is None:
-        raise NotFound(f"{kind.title} '{name}' not found in business '{business.name}'")
-    return item
-
-
-def _page(
-    session: Session, business: Business, kind: Kind, *, limit: int, cursor: str | None
-) -> tuple[list[ConfigItem], str | None]:
-    stmt = select(ConfigItem).where(
-        ConfigItem.business_id == business.id, ConfigItem.secret == kind.secret
-    )
-    return page_of(session, stmt, key=ConfigItem.name, limit=limit, cursor=cursor)
+    return configs.config_item(session, business=business, name=name, secret=kind.secret)
 
 
 def _keys(keys: list[str]) -> str:
@@ -121,28 +110,23 @@ def _describe_change(before: dict[str, str], after: dict[str, str]) -> str:
 def _create(
     session: Session,
     *,
-    secrets: SecretBox,
+    request: Request,
     principal: Principal,
     business: Business,
     kind: Kind,
     body: ConfigCreate,
     ctx: AuditContext,
 ) -> ConfigItem:
-    if find_config_item(session, business_id=business.id, name=body.name, secret=kind.secret):
-        raise Conflict(f"{kind.title} '{body.name}' already exists in business '{business.name}'")
-    now = utcnow()
-    item = ConfigItem(
-        business_id=business.id,
-        name=body.name,
+    item = configs.create_config_item(
+        session,
+        secrets=platform(request).secrets,
+        business=business,
         secret=kind.secret,
+        name=body.name,
         description=body.description,
+        data=body.data,
         created_by=principal.username,
-        created_at=now,
-        updated_at=now,
     )
-    store_data(item, body.data, secrets=secrets)
-    session.add(item)
-    session.flush()
     ctx.summary = f"created {kind.title} '{body.name}' with keys: {_keys(list(body.data))}"
     return item
 
@@ -150,34 +134,37 @@ def _create(
 def _replace(
     session: Session,
     *,
-    secrets: SecretBox,
+    request: Request,
     business: Business,
     kind: Kind,
     name: str,
     body: ConfigReplace,
     ctx: AuditContext,
 ) -> ConfigItem:
-    item = _get(session, business, kind, name)
-    try:
-        changed = _describe_change(read_data(item, secrets=secrets), body.data)
-    except ValueError:
+    done = configs.replace_config_item(
+        session,
+        secrets=platform(request).secrets,
+        business=business,
+        secret=kind.secret,
+        name=name,
+        description=body.description,
+        data=body.data,
+    )
+    if done.before is None:
         # Encrypted under a key this installation no longer has: replacing it is the repair.
         changed = f"data replaced (old values unreadable), keys: {_keys(list(body.data))}"
-    store_data(item, body.data, secrets=secrets)
-    if item.description != body.description:
-        item.description = body.description
+    else:
+        changed = _describe_change(done.before, body.data)
+    if done.description_changed:
         changed += "; description changed"
-    item.updated_at = utcnow()
     ctx.summary = f"replaced {kind.title} '{name}': {changed}"
-    return item
+    return done.item
 
 
 def _delete(
     session: Session, *, business: Business, kind: Kind, name: str, ctx: AuditContext
 ) -> None:
-    item = _get(session, business, kind, name)
-    keys = list(item.data)
-    session.delete(item)
+    keys = configs.delete_config_item(session, business=business, name=name, secret=kind.secret)
     ctx.summary = f"deleted {kind.title} '{name}' (keys: {_keys(keys)})"
 
 
@@ -206,7 +193,9 @@ def list_configmaps(
     cursor: Cursor = None,
 ) -> Page[ConfigMapOut]:
     business = business_for(session, principal, biz, Permission.BUSINESS_READ, ctx=audit(request))
-    rows, nxt = _page(session, business, CONFIGMAP, limit=limit, cursor=cursor)
+    rows, nxt = configs.page_config_items(
+        session, business_id=business.id, secret=False, limit=limit, cursor=cursor
+    )
     return Page[ConfigMapOut](items=[configmap_out(r, business) for r in rows], next_cursor=nxt)
 
 
@@ -222,7 +211,7 @@ def create_configmap(
     business = business_for(session, principal, biz, Permission.APP_WRITE, ctx=ctx)
     item = _create(
         session,
-        secrets=platform(request).secrets,
+        request=request,
         principal=principal,
         business=business,
         kind=CONFIGMAP,
@@ -258,7 +247,7 @@ def replace_configmap(
     business = business_for(session, principal, biz, Permission.APP_WRITE, ctx=ctx)
     item = _replace(
         session,
-        secrets=platform(request).secrets,
+        request=request,
         business=business,
         kind=CONFIGMAP,
         name=name,
@@ -290,7 +279,7 @@ def secret_out(
 ) -> SecretOut:
     # Sizes come from the decrypted data: storing them beside the key names would put the
     # length of every password in the clear.
-    data = read_data(item, secrets=secrets)
+    data = configs.read_data(item, secrets=secrets)
     return SecretOut(
         name=item.name,
         business=business.name,
@@ -315,7 +304,9 @@ def list_secrets(
 ) -> Page[SecretOut]:
     """Key names and sizes of each Secret; values are never listed."""
     business = business_for(session, principal, biz, Permission.BUSINESS_READ, ctx=audit(request))
-    rows, nxt = _page(session, business, SECRET, limit=limit, cursor=cursor)
+    rows, nxt = configs.page_config_items(
+        session, business_id=business.id, secret=True, limit=limit, cursor=cursor
+    )
     secrets = platform(request).secrets
     return Page[SecretOut](
         items=[secret_out(r, business, secrets=secrets) for r in rows], next_cursor=nxt
@@ -333,17 +324,16 @@ def create_secret(
     """Create a Secret; the answer names its keys but does not echo the values."""
     ctx = _ctx(request, SECRET, "create", biz, body.name)
     business = business_for(session, principal, biz, Permission.APP_WRITE, ctx=ctx)
-    secrets = platform(request).secrets
     item = _create(
         session,
-        secrets=secrets,
+        request=request,
         principal=principal,
         business=business,
         kind=SECRET,
         body=body,
         ctx=ctx,
     )
-    return secret_out(item, business, secrets=secrets)
+    return secret_out(item, business, secrets=platform(request).secrets)
 
 
 @router.get("/businesses/{biz}/secrets/{name}", response_model=SecretOut)
@@ -400,8 +390,7 @@ def _record_reveal(request: Request, ctx: AuditContext, *, status: int) -> None:
         error=ctx.error,
         client=client.host if client else "",
     )
-    with platform(request).db.write_session() as own:
-        own.add(record)
+    append_record(platform(request).db, record)
 
 
 @router.put("/businesses/{biz}/secrets/{name}", response_model=SecretOut)
@@ -416,17 +405,16 @@ def replace_secret(
     """Replace the data and description as a whole: keys left out of ``data`` are removed."""
     ctx = _ctx(request, SECRET, "replace", biz, name)
     business = business_for(session, principal, biz, Permission.APP_WRITE, ctx=ctx)
-    secrets = platform(request).secrets
     item = _replace(
         session,
-        secrets=secrets,
+        request=request,
         business=business,
         kind=SECRET,
         name=name,
         body=body,
         ctx=ctx,
     )
-    return secret_out(item, business, secrets=secrets)
+    return secret_out(item, business, secrets=platform(request).secrets)
 
 
 @router.delete("/businesses/{biz}/secrets/{name}", status_code=204)

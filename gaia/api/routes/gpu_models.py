@@ -5,19 +5,20 @@ cluster may also cap how many cards of one model a business holds:
 ``PUT /businesses/{biz}/quotas/{cluster}/gpu-models/{model}`` with ``{"cards": 8}``. The app
 controller gives the scheduler each business's remaining budget per model, so an app that asks
 for "any GPU" lands on another model once its budget for one is spent, and an app pinned to a
-model waits (FailedScheduling says why).
+model waits (FailedScheduling says why). The limits are written by ``gaia.store.gpu_models``
+(see docs/architecture.md, "api").
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
+    AuditContext,
+    Principal,
     PrincipalDep,
     SessionDep,
     audit,
@@ -25,11 +26,12 @@ from gaia.api.deps import (
     require_platform_admin,
     visible_cluster,
 )
-from gaia.api.schemas.base import NAME_PATTERN, Cards, Strict
-from gaia.domain.errors import InvalidRequest, NotFound
+from gaia.api.schemas.base import NAME_PATTERN
+from gaia.api.schemas.tenancy import GpuModelLimitIn, GpuModelLimitOut
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import from_api_amount, to_api_amount
-from gaia.store.models import GpuModelLimit, utcnow
+from gaia.store import gpu_models
+from gaia.store.models import Business, Cluster, GpuModelLimit
 
 router = APIRouter(tags=["quotas"])
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
@@ -39,32 +41,24 @@ ModelPath = Path(
 )
 
 
-class GpuModelLimitIn(Strict):
-    cards: Cards = Field(description="cards of this model the business may hold")
-
-
-class GpuModelLimitOut(Strict):
-    model: str
-    cards: Cards
-
-
 def _out(row: GpuModelLimit) -> GpuModelLimitOut:
     value = to_api_amount("gpu", row.gpu)
     return GpuModelLimitOut(model=row.model, cards=Decimal(str(value)))
 
 
-def _locate(
+def _authorise(
     request: Request,
-    principal: Any,
-    session: Any,
+    principal: Principal,
+    session: Session,
+    *,
     verb: str,
     biz: str,
     cluster: str,
     model: str,
     what: str,
-) -> tuple[Any, Any, Any, GpuModelLimit | None]:
-    """Audit context, business, cluster and the existing limit (or None) of one change; only
-    a platform admin may change limits."""
+) -> tuple[AuditContext, Business, Cluster]:
+    """Audit context, business and cluster of one change; only a platform admin may change
+    limits."""
     ctx = audit(
         request,
         action=f"quota.gpu-model.{verb}",
@@ -74,14 +68,7 @@ def _locate(
     business = business_for(session, principal, biz, Permission.QUOTA_READ, ctx=ctx)
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, what)
-    limit = session.scalars(
-        select(GpuModelLimit).where(
-            GpuModelLimit.business_id == business.id,
-            GpuModelLimit.cluster_id == row.id,
-            GpuModelLimit.model == model,
-        )
-    ).one_or_none()
-    return ctx, business, row, limit
+    return ctx, business, row
 
 
 @router.get("/businesses/{biz}/quotas/{cluster}/gpu-models", response_model=list[GpuModelLimitOut])
@@ -90,11 +77,7 @@ def list_gpu_model_limits(
 ) -> list[GpuModelLimitOut]:
     business = business_for(session, principal, biz, Permission.QUOTA_READ)
     row = visible_cluster(session, principal, cluster)
-    limits = session.scalars(
-        select(GpuModelLimit)
-        .where(GpuModelLimit.business_id == business.id, GpuModelLimit.cluster_id == row.id)
-        .order_by(GpuModelLimit.model)
-    )
+    limits = gpu_models.gpu_model_limits(session, business_id=business.id, cluster_id=row.id)
     return [_out(limit) for limit in limits]
 
 
@@ -110,18 +93,23 @@ def put_gpu_model_limit(
     cluster: str = ClusterPath,
     model: str = ModelPath,
 ) -> GpuModelLimitOut:
-    ctx, business, row, limit = _locate(
-        request, principal, session, "set", biz, cluster, model, "set GPU model limits"
+    ctx, business, row = _authorise(
+        request,
+        principal,
+        session,
+        verb="set",
+        biz=biz,
+        cluster=cluster,
+        model=model,
+        what="set GPU model limits",
     )
-    cards = from_api_amount("gpu", body.cards)
-    if cards % 100 and cards > 100:
-        raise InvalidRequest("cards above one must be whole cards")
-    if limit is None:
-        limit = GpuModelLimit(business_id=business.id, cluster_id=row.id, model=model)
-        session.add(limit)
-    limit.gpu = cards
-    limit.updated_at = utcnow()
-    session.flush()
+    limit = gpu_models.put_gpu_model_limit(
+        session,
+        business_id=business.id,
+        cluster_id=row.id,
+        model=model,
+        cards=from_api_amount("gpu", body.cards),
+    )
     ctx.summary = f"{biz} may hold {body.cards} {model} card(s) in {cluster}"
     return _out(limit)
 
@@ -135,11 +123,18 @@ def delete_gpu_model_limit(
     cluster: str = ClusterPath,
     model: str = ModelPath,
 ) -> Response:
-    ctx, _, _, limit = _locate(
-        request, principal, session, "delete", biz, cluster, model, "remove GPU model limits"
+    ctx, business, row = _authorise(
+        request,
+        principal,
+        session,
+        verb="delete",
+        biz=biz,
+        cluster=cluster,
+        model=model,
+        what="remove GPU model limits",
     )
-    if limit is None:
-        raise NotFound(f"no limit for GPU model '{model}'")
-    session.delete(limit)
+    gpu_models.delete_gpu_model_limit(
+        session, business_id=business.id, cluster_id=row.id, model=model
+    )
     ctx.summary = f"removed the {model} limit of {biz} in {cluster}"
     return Response(status_code=204)

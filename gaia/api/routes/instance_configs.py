@@ -3,13 +3,13 @@
 Two scopes with one table: platform-wide shapes (``/instance-configs``, written by platform
 admins, readable by everyone) and a business's own (``/businesses/{biz}/instance-configs``,
 written by its business admins). Apps refer to a shape by name; the business's own shape wins
-over a platform shape of the same name (``find_config``).
+over a platform shape of the same name (``find_config``). The rows are written by
+``gaia.store.instance_configs``. See docs/architecture.md, "api".
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
@@ -21,18 +21,16 @@ from gaia.api.deps import (
     business_for,
     require_platform_admin,
 )
-from gaia.api.schemas.base import (
-    NAME_PATTERN,
+from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
+from gaia.api.schemas.instance_configs import (
     InstanceConfigIn,
     InstanceConfigOut,
     InstanceConfigUpdate,
-    ResourceAmounts,
 )
-from gaia.domain.errors import Conflict, NotFound
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
-from gaia.store.instance_configs import scope_of
-from gaia.store.models import Business, InstanceConfig, utcnow
+from gaia.store import instance_configs
+from gaia.store.models import Business, InstanceConfig
 
 router = APIRouter(tags=["instance-configs"])
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
@@ -61,49 +59,19 @@ def config_out(row: InstanceConfig, business: Business | None) -> InstanceConfig
     )
 
 
-def _get(session: Session, business: Business | None, name: str) -> InstanceConfig:
-    row = session.scalars(
-        select(InstanceConfig).where(
-            InstanceConfig.scope == scope_of(business), InstanceConfig.name == name
-        )
-    ).one_or_none()
-    if row is None:
-        where = f"business '{business.name}'" if business else "the platform"
-        raise NotFound(f"instance configuration '{name}' not found in {where}")
-    return row
-
-
 def _list(session: Session, business: Business | None) -> list[InstanceConfigOut]:
-    rows = session.scalars(
-        select(InstanceConfig)
-        .where(InstanceConfig.scope == scope_of(business))
-        .order_by(InstanceConfig.name)
-    )
-    return [config_out(r, business) for r in rows]
+    return [
+        config_out(r, business) for r in instance_configs.configs_in(session, business=business)
+    ]
 
 
 def _create(
     session: Session, business: Business | None, body: InstanceConfigIn, ctx: AuditContext
 ) -> InstanceConfigOut:
-    scope = scope_of(business)
-    clash = session.scalars(
-        select(InstanceConfig.id).where(
-            InstanceConfig.scope == scope, InstanceConfig.name == body.name
-        )
-    ).first()
-    if clash is not None:
-        raise Conflict(f"instance configuration '{body.name}' already exists")
     vector = body.resources.to_vector()
-    row = InstanceConfig(
-        scope=scope,
-        business_id=business.id if business else None,
-        name=body.name,
-        description=body.description,
-        created_at=utcnow(),
+    row = instance_configs.create_config(
+        session, business=business, name=body.name, description=body.description, amounts=vector
     )
-    row.set_amounts(vector)
-    session.add(row)
-    session.flush()
     ctx.summary = f"created instance configuration '{body.name}': {summary_of(vector)}"
     return config_out(row, business)
 
@@ -115,11 +83,13 @@ def _update(
     body: InstanceConfigUpdate,
     ctx: AuditContext,
 ) -> InstanceConfigOut:
-    row = _get(session, business, name)
-    if body.description is not None:
-        row.description = body.description
-    if body.resources is not None:
-        row.set_amounts(body.resources.to_vector())
+    row = instance_configs.update_config(
+        session,
+        business=business,
+        name=name,
+        description=body.description,
+        amounts=body.resources.to_vector() if body.resources is not None else None,
+    )
     ctx.summary = f"updated instance configuration '{name}': {summary_of(row.amounts())}"
     return config_out(row, business)
 
@@ -145,7 +115,7 @@ def create_platform_config(
 def get_platform_config(
     principal: PrincipalDep, session: SessionDep, name: str = NamePath
 ) -> InstanceConfigOut:
-    return config_out(_get(session, None, name), None)
+    return config_out(instance_configs.config_in(session, business=None, name=name), None)
 
 
 @router.patch("/instance-configs/{name}", response_model=InstanceConfigOut)
@@ -167,7 +137,7 @@ def delete_platform_config(
 ) -> Response:
     ctx = _ctx(request, "delete", f"instance-config/{name}")
     require_platform_admin(principal, "delete platform instance configurations")
-    session.delete(_get(session, None, name))
+    instance_configs.delete_config(session, business=None, name=name)
     ctx.summary = f"deleted instance configuration '{name}'"
     return Response(status_code=204)
 
@@ -214,7 +184,7 @@ def get_business_config(
     name: str = NamePath,
 ) -> InstanceConfigOut:
     business = _business(session, principal, biz, Permission.BUSINESS_READ, audit(request))
-    return config_out(_get(session, business, name), business)
+    return config_out(instance_configs.config_in(session, business=business, name=name), business)
 
 
 @router.patch("/businesses/{biz}/instance-configs/{name}", response_model=InstanceConfigOut)
@@ -241,7 +211,7 @@ def delete_business_config(
 ) -> Response:
     ctx = _ctx(request, "delete", f"business/{biz}/instance-config/{name}")
     business = _business(session, principal, biz, Permission.INSTANCE_CONFIG_WRITE, ctx)
-    session.delete(_get(session, business, name))
+    instance_configs.delete_config(session, business=business, name=name)
     ctx.summary = f"deleted instance configuration '{name}'"
     return Response(status_code=204)
 

@@ -35,12 +35,11 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
-from sqlalchemy import select
 from starlette.exceptions import HTTPException
 
 from gaia.api.deps import PrincipalDep, SessionDep, business_for, platform, require_platform_admin
 from gaia.api.schemas.base import NAME_PATTERN, Strict
-from gaia.domain.errors import GaiaError, InvalidRequest, NotFound
+from gaia.domain.errors import GaiaError, InvalidRequest
 from gaia.domain.rbac import Permission
 from gaia.monitor.logs.collector import COLLECTED_PHASES
 from gaia.monitor.logs.store import (
@@ -56,7 +55,8 @@ from gaia.monitor.logs.store import (
 )
 from gaia.providers.port import Instance, LogLine
 from gaia.providers.registry import ProviderRegistry
-from gaia.store.models import App, Cluster
+from gaia.store.clusters import app_placement
+from gaia.store.models import Cluster
 
 router = APIRouter(tags=["logs"])
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
@@ -141,13 +141,7 @@ async def app_logs(
     """The container lines of the app's instances (or of one), newest first; ``follow=true``
     streams new ones."""
     business = business_for(session, principal, biz, Permission.BUSINESS_READ)
-    row = session.scalars(
-        select(App).where(App.business_id == business.id, App.name == app)
-    ).one_or_none()
-    if row is None:
-        raise NotFound(f"app '{app}' not found in business '{business.name}'")
-    cluster = session.get(Cluster, row.cluster_id)
-    assert cluster is not None
+    row, cluster = app_placement(session, business=business, app=app)
     selector = LogSelector.of_app(
         cluster=cluster.name,
         namespace=business.name,

@@ -15,8 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import Field
-from sqlalchemy import select
 
 from gaia.api.deps import (
     PrincipalDep,
@@ -26,96 +24,24 @@ from gaia.api.deps import (
     require_platform_admin,
     visible_cluster,
 )
-from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts, Strict
+from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
+from gaia.api.schemas.nodes import (
+    BoundInstanceOut,
+    DrainOut,
+    FaultIn,
+    GpuOut,
+    NodeDetailOut,
+    NodeIn,
+    NodeOut,
+)
 from gaia.domain.errors import InvalidRequest, NotFound
 from gaia.providers.port import Instance, Node, NodeSpec
 from gaia.providers.sim import SimCluster
-from gaia.store.models import Business
+from gaia.store.businesses import business_names
 
 router = APIRouter(tags=["nodes"])
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 NodePath = Path(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-
-
-class GpuOut(Strict):
-    index: int
-    model: str
-    memory_mib: int
-    numa_node: int
-    used: float = Field(description="cards in use, 0..1")
-
-
-class NodeOut(Strict):
-    name: str
-    ready: bool
-    schedulable: bool
-    zone: str
-    labels: dict[str, str]
-    host_ip: str
-    capacity: ResourceAmounts
-    allocated: ResourceAmounts
-    gpus: list[GpuOut]
-    gpu_links: list[list[str]]
-    instances: int
-    message: str
-
-
-class BoundInstanceOut(Strict):
-    """An instance bound to the node; ``business``/``app``/``name`` are null when it belongs to a
-    business the caller is not a member of (platform admins see every one)."""
-
-    business: str | None
-    app: str | None
-    name: str | None
-    instance_id: int | None
-    phase: str
-    ready: bool
-    resources: ResourceAmounts
-    gpu_ids: list[int]
-    gpu_share: float = Field(description="cards of each of its GPUs it holds, 0..1")
-
-
-class NodeDetailOut(NodeOut):
-    bound: list[BoundInstanceOut] = Field(description="instances bound to the node, by name")
-
-
-class NodeIn(Strict):
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-    cpu: int = Field(ge=1, le=1024, description="cores")
-    memory_mib: int = Field(ge=256, le=16 * 1024 * 1024)
-    local_disk_gib: int = Field(default=100, ge=1, le=1024 * 1024)
-    bandwidth_mbps: int = Field(default=10_000, ge=1, le=400_000)
-    gpus: int = Field(default=0, ge=0, le=16)
-    gpu_model: str = Field(default="", max_length=63)
-    gpu_memory_mib: int = Field(default=0, ge=0, le=1024 * 1024)
-    gpu_links: list[list[str]] = Field(default_factory=list, max_length=16)
-    zone: str = Field(default="", max_length=63)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
-
-
-class DrainOut(Strict):
-    node: str
-    evicted: list[str]
-
-
-class FaultIn(Strict):
-    kind: str = Field(
-        description="crash | oom | liveness | image_pull | clear_image_pull | node_lost | "
-        "node_restored | load | clear_load"
-    )
-    namespace: str | None = Field(default=None, max_length=63)
-    instance: str | None = Field(default=None, max_length=253)
-    app: str | None = Field(default=None, max_length=253, description="load, clear_load")
-    cpu_percent: float | None = Field(
-        default=None, ge=0, le=100, description="load: percent of the CPU request to use"
-    )
-    memory_percent: float | None = Field(
-        default=None, ge=0, le=100, description="load: percent of the memory request to use"
-    )
-    node: str | None = Field(default=None, max_length=253)
-    image: str | None = Field(default=None, max_length=512)
-    exit_code: int | None = Field(default=None, ge=1, le=255)
-    message: str | None = Field(default=None, max_length=500)
 
 
 def node_out(node: Node) -> NodeOut:
@@ -189,12 +115,7 @@ async def get_node(
     # Instances live in a namespace named after their business.
     mine: set[str] | None = None
     if not principal.is_platform_admin:
-        ids = principal.business_ids()
-        mine = (
-            set(session.scalars(select(Business.name).where(Business.id.in_(ids))))
-            if ids
-            else set()
-        )
+        mine = business_names(session, principal.business_ids())
     bound = [
         _bound_out(inst, named=mine is None or inst.namespace in mine)
         for inst in await provider.list_instances()

@@ -1,40 +1,36 @@
-"""A business's quota per cluster: used/total on the eight dimensions, and admission checks."""
+"""A business's quota per cluster: used/total on the eight dimensions, and admission checks.
+
+The limits are written by ``gaia.store.businesses`` (``put_quota``, ``delete_quota``); the
+admission check asks the same rule real admission uses (``gaia.domain.resources.check_fits``)
+without reserving anything. See docs/architecture.md, "api".
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, business_for, require_platform_admin
-from gaia.api.schemas.base import (
-    NAME_PATTERN,
+from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
+from gaia.api.schemas.tenancy import (
     AdmissionCheck,
     AdmissionResult,
     AdmissionViolation,
     QuotaDimension,
     QuotaOut,
     QuotaPut,
-    ResourceAmounts,
 )
-from gaia.domain.errors import Conflict, NotFound
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import DIMENSIONS, ResourceVector, check_fits, to_api_amount
-from gaia.store import events
+from gaia.store import businesses
+from gaia.store.clusters import cluster_named
 from gaia.store.instance_configs import find_config
-from gaia.store.models import Business, Cluster, Quota, utcnow
+from gaia.store.models import Business, Cluster, Quota
 from gaia.store.quotas import pending_amounts
 
 router = APIRouter(tags=["quotas"])
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
-
-
-def cluster_named(session: Session, name: str) -> Cluster:
-    cluster = session.scalars(select(Cluster).where(Cluster.name == name)).one_or_none()
-    if cluster is None:
-        raise NotFound(f"cluster '{name}' not found")
-    return cluster
 
 
 def quota_out(session: Session, business: Business, cluster: Cluster, quota: Quota) -> QuotaOut:
@@ -63,22 +59,13 @@ def quota_out(session: Session, business: Business, cluster: Cluster, quota: Quo
     )
 
 
-def _quota(session: Session, business: Business, cluster: Cluster) -> Quota | None:
-    return session.scalars(
-        select(Quota).where(Quota.business_id == business.id, Quota.cluster_id == cluster.id)
-    ).one_or_none()
-
-
 @router.get("/businesses/{biz}/quotas", response_model=list[QuotaOut])
 def list_quotas(principal: PrincipalDep, session: SessionDep, biz: str = BizPath) -> list[QuotaOut]:
     business = business_for(session, principal, biz, Permission.QUOTA_READ)
-    rows = session.execute(
-        select(Quota, Cluster)
-        .join(Cluster, Cluster.id == Quota.cluster_id)
-        .where(Quota.business_id == business.id)
-        .order_by(Cluster.name)
-    )
-    return [quota_out(session, business, c, q) for q, c in rows]
+    return [
+        quota_out(session, business, c, q)
+        for q, c in businesses.quotas_of(session, business=business)
+    ]
 
 
 @router.get("/businesses/{biz}/quotas/{cluster}", response_model=QuotaOut)
@@ -87,9 +74,7 @@ def get_quota(
 ) -> QuotaOut:
     business = business_for(session, principal, biz, Permission.QUOTA_READ)
     target = cluster_named(session, cluster)
-    quota = _quota(session, business, target)
-    if quota is None:
-        raise NotFound(f"business '{biz}' has no quota in cluster '{cluster}'")
+    quota = businesses.quota_of(session, business=business, cluster=target)
     return quota_out(session, business, target, quota)
 
 
@@ -110,36 +95,10 @@ def put_quota(
     require_platform_admin(principal, "set quotas")
     target = cluster_named(session, cluster)
     hard = body.hard.to_vector()
-    # Lock the row: a concurrent admission must see either the old or the new limits.
-    quota = session.scalars(
-        select(Quota)
-        .where(Quota.business_id == business.id, Quota.cluster_id == target.id)
-        .with_for_update()
-    ).one_or_none()
-    if quota is None:
-        quota = Quota(business_id=business.id, cluster_id=target.id)
-        quota.set_used(ResourceVector())
-        session.add(quota)
-    quota.set_hard(hard)
-    quota.updated_at = utcnow()
-    session.flush()
+    quota = businesses.put_quota(
+        session, business=business, cluster=target, hard=hard, user=principal.username
+    )
     ctx.summary = "set quota " + ", ".join(f"{k}={v}" for k, v in hard.to_api().items())
-    over_dims = [n for n, *_ in DIMENSIONS if getattr(quota.used(), n) > getattr(hard, n)]
-    if over_dims:
-        events.emit(
-            session,
-            object_kind="Quota",
-            object_name=f"{biz}/{cluster}",
-            business_id=business.id,
-            business=biz,
-            cluster=cluster,
-            reason="QuotaBelowUsage",
-            message="quota set below current use on "
-            + ", ".join(over_dims)
-            + "; nothing is evicted, growth is refused until usage drops",
-            type="Warning",
-            user=principal.username,
-        )
     return quota_out(session, business, target, quota)
 
 
@@ -157,14 +116,7 @@ def delete_quota(
     business = business_for(session, principal, biz, Permission.QUOTA_READ, ctx=ctx)
     require_platform_admin(principal, "remove quotas")
     target = cluster_named(session, cluster)
-    quota = _quota(session, business, target)
-    if quota is None:
-        raise NotFound(f"business '{biz}' has no quota in cluster '{cluster}'")
-    if not quota.used().is_zero():
-        raise Conflict(
-            f"business '{biz}' still uses resources in cluster '{cluster}'; free them first"
-        )
-    session.delete(quota)
+    businesses.delete_quota(session, business=business, cluster=target)
     ctx.summary = f"removed quota of '{biz}' in '{cluster}'"
     return Response(status_code=204)
 
@@ -187,7 +139,7 @@ def admission_check(
     else:
         per_instance = body.request.to_vector()
     requested = per_instance.scaled(body.replicas)
-    quota = _quota(session, business, target)
+    quota = businesses.find_quota(session, business=business, cluster=target)
     used = quota.used() if quota else ResourceVector()
     hard = quota.hard() if quota else ResourceVector()
     violations = check_fits(requested=requested, used=used, hard=hard)

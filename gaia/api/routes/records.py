@@ -3,31 +3,27 @@
 No route here writes: records are appended by the recorder middleware and events by the
 platform itself. Platform admins see everything; other users see the records and events of their
 own businesses (platform-level ones, such as a cluster registration, stay with the admins).
+The queries are ``gaia.store.records`` and ``gaia.store.events``; see docs/architecture.md, "api".
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import Select, and_, or_, select
 
-from gaia.api.deps import Principal, PrincipalDep, SessionDep
-from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.schemas.base import EventOut, Page, RecordOut
+from gaia.api.deps import PrincipalDep, SessionDep
+from gaia.api.pagination import Cursor, Limit
+from gaia.api.schemas.base import Page
+from gaia.api.schemas.records import EventOut, RecordOut
 from gaia.domain.errors import NotFound
-from gaia.store.models import Event, OperationRecord
+from gaia.store.events import EventFilter, page_events
+from gaia.store.models import OperationRecord
+from gaia.store.records import RecordFilter, page_records, record_visible_to
 
 router = APIRouter(tags=["records"])
-T = TypeVar("T", OperationRecord, Event)
 Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
-
-
-def _scoped(stmt: Select[T], model: type[T], principal: Principal) -> Select[T]:
-    if principal.is_platform_admin:
-        return stmt
-    return stmt.where(model.business_id.in_(principal.business_ids()))
 
 
 def record_out(r: OperationRecord) -> RecordOut:
@@ -63,31 +59,21 @@ def list_records(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[RecordOut]:
-    stmt = _scoped(select(OperationRecord), OperationRecord, principal)
-    if actor:
-        stmt = stmt.where(OperationRecord.actor == actor)
-    if business:
-        stmt = stmt.where(OperationRecord.business == business)
-    if cluster:
-        stmt = stmt.where(OperationRecord.cluster == cluster)
-    if action:
-        stmt = stmt.where(OperationRecord.action == action)
-    if target:
-        stmt = stmt.where(OperationRecord.target.startswith(target, autoescape=True))
-    if result:
-        stmt = stmt.where(OperationRecord.result == result)
-    if since:
-        stmt = stmt.where(OperationRecord.at >= since)
-    if until:
-        stmt = stmt.where(OperationRecord.at < until)
-    rows, nxt = page_of(
+    rows, nxt = page_records(
         session,
-        stmt,
-        key=OperationRecord.id,
+        business_ids=principal.business_scope(),
+        where=RecordFilter(
+            actor=actor,
+            business=business,
+            cluster=cluster,
+            action=action,
+            target=target,
+            result=result,
+            since=since,
+            until=until,
+        ),
         limit=limit,
         cursor=cursor,
-        descending=True,
-        numeric=True,
     )
     return Page[RecordOut](items=[record_out(r) for r in rows], next_cursor=nxt)
 
@@ -96,11 +82,7 @@ def list_records(
 def get_record(
     principal: PrincipalDep, session: SessionDep, record_id: int = Path(ge=1, le=2**62)
 ) -> RecordOut:
-    row = session.scalars(
-        _scoped(select(OperationRecord), OperationRecord, principal).where(
-            OperationRecord.id == record_id
-        )
-    ).one_or_none()
+    row = record_visible_to(session, business_ids=principal.business_scope(), record_id=record_id)
     if row is None:
         raise NotFound(f"record {record_id} not found")
     return record_out(row)
@@ -128,32 +110,20 @@ def list_events(
     cursor: Cursor = None,
 ) -> Page[EventOut]:
     """Events, most recently created first; ``count`` and ``last_seen`` show repeats."""
-    stmt = _scoped(select(Event), Event, principal)
-    if app:
-        # an instance is named "{app}-{id}"; "NOT LIKE app-%-%" keeps out the instances of an
-        # app whose name only starts with "{app}-" (app names hold no LIKE wildcards)
-        stmt = stmt.where(
-            or_(
-                and_(Event.object_kind != "Instance", Event.object_name == app),
-                and_(
-                    Event.object_kind == "Instance",
-                    Event.object_name.like(f"{app}-%"),
-                    Event.object_name.not_like(f"{app}-%-%"),
-                ),
-            )
-        )
-    for column, value in (
-        (Event.business, business),
-        (Event.cluster, cluster),
-        (Event.object_kind, object_kind),
-        (Event.object_name, object_name),
-        (Event.reason, reason),
-        (Event.type, type),
-    ):
-        if value:
-            stmt = stmt.where(column == value)
-    rows, nxt = page_of(
-        session, stmt, key=Event.id, limit=limit, cursor=cursor, descending=True, numeric=True
+    rows, nxt = page_events(
+        session,
+        business_ids=principal.business_scope(),
+        where=EventFilter(
+            business=business,
+            cluster=cluster,
+            object_kind=object_kind,
+            object_name=object_name,
+            reason=reason,
+            type=type,
+            app=app,
+        ),
+        limit=limit,
+        cursor=cursor,
     )
     return Page[EventOut](
         items=[

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
-from sqlalchemy import select
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, require_platform_admin
-from gaia.api.pagination import Cursor, Limit, page_of
-from gaia.api.schemas.base import USERNAME_PATTERN, Page, UserCreate, UserOut, UserUpdate
-from gaia.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from gaia.security import hash_password, verify_password
-from gaia.store.models import Token, User, utcnow
+from gaia.api.pagination import Cursor, Limit
+from gaia.api.schemas.base import USERNAME_PATTERN, Page
+from gaia.api.schemas.identity import UserCreate, UserOut, UserUpdate
+from gaia.domain.errors import Forbidden, InvalidRequest, NotFound
+from gaia.security import verify_password
+from gaia.store import users
+from gaia.store.models import User
 
 router = APIRouter(tags=["users"])
 UsernamePath = Path(pattern=USERNAME_PATTERN, max_length=63)
@@ -21,7 +22,7 @@ def list_users(
     principal: PrincipalDep, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[UserOut]:
     require_platform_admin(principal, "list users")
-    rows, nxt = page_of(session, select(User), key=User.username, limit=limit, cursor=cursor)
+    rows, nxt = users.page_users(session, limit=limit, cursor=cursor)
     return Page[UserOut](items=[UserOut.of(u) for u in rows], next_cursor=nxt)
 
 
@@ -31,18 +32,14 @@ def create_user(
 ) -> UserOut:
     ctx = audit(request, action="user.create", target=f"user/{body.username}")
     require_platform_admin(principal, "create users")
-    if session.scalars(select(User.id).where(User.username == body.username)).first():
-        raise Conflict(f"user '{body.username}' already exists")
-    user = User(
+    user = users.create_user(
+        session,
         username=body.username,
         display_name=body.display_name,
-        password_hash=hash_password(body.password),
-        is_platform_admin=body.platform_admin,
+        password=body.password,
+        platform_admin=body.platform_admin,
         language=body.language,
-        created_at=utcnow(),
     )
-    session.add(user)
-    session.flush()
     ctx.summary = f"created user '{body.username}'" + (
         " as platform-admin" if body.platform_admin else ""
     )
@@ -50,7 +47,7 @@ def create_user(
 
 
 def _visible_user(session: SessionDep, principal: PrincipalDep, username: str) -> User:
-    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    user = users.find_user(session, username)
     if user is None or (not principal.is_platform_admin and user.id != principal.user_id):
         raise NotFound(f"user '{username}' not found")
     return user
@@ -72,7 +69,6 @@ def update_user(
     ctx = audit(request, action="user.update", target=f"user/{username}")
     user = _visible_user(session, principal, username)
     is_self = user.id == principal.user_id
-    changes = []
     if body.platform_admin is not None or body.disabled is not None:
         require_platform_admin(principal, "change roles or disable accounts")
         if is_self and (body.platform_admin is False or body.disabled):
@@ -85,27 +81,16 @@ def update_user(
                 raise InvalidRequest("current_password is missing or wrong")
         elif not principal.is_platform_admin:
             raise Forbidden("only a platform administrator may reset another user's password")
-        user.password_hash = hash_password(body.password)
-        changes.append("password changed")
-    if body.display_name is not None:
-        user.display_name = body.display_name
-        changes.append("display name")
-    if body.language is not None:
-        user.language = body.language
-        changes.append(f"language={body.language}")
-    if body.platform_admin is not None:
-        user.is_platform_admin = body.platform_admin
-        changes.append(f"platform_admin={body.platform_admin}")
-    if body.disabled is not None:
-        user.disabled = body.disabled
-        changes.append(f"disabled={body.disabled}")
-    if body.password is not None or body.disabled:
+    changes = users.update_user(
+        session,
+        user=user,
+        password=body.password,
+        display_name=body.display_name,
+        language=body.language,
+        platform_admin=body.platform_admin,
+        disabled=body.disabled,
         # A new password or a disabled account ends every session and token but the caller's.
-        now = utcnow()
-        for tok in session.scalars(
-            select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))
-        ):
-            if not (is_self and tok.id == principal.token_id):
-                tok.revoked_at = now
+        keep_token_id=principal.token_id if is_self else None,
+    )
     ctx.summary = "updated " + (", ".join(changes) or "nothing")
     return UserOut.of(user)
