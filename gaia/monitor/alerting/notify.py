@@ -3,8 +3,8 @@
 The outbox rows are written by ``gaia.store.alerting.outbox.queue_notifications`` in the
 transaction that fires, repeats or resolves a record. ``build_message`` is the other end: the
 delivery loop renders the message from the record and the policy's per-channel templates at send
-time (the channel config may have been changed since
-the row was queued: channels are changeable at any time, and the current one is used).
+time (the channel config may have been changed since the row was queued: channels are changeable
+at any time, and the current one is used).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class Owners:
         if self.kind == "everyone":
             return None
         if self.kind == "platform":
-            return model.business_id.is_(None)  # type: ignore[no-any-return]
+            return owned_by(model, None)
         if self.kind == "nobody":
             return false()
         return model.business_id.in_(sorted(self.business_ids))  # type: ignore[no-any-return]
