@@ -21,13 +21,14 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gaia.domain.alerts import covering_silence, fingerprint
-from gaia.monitor.alerting.notify import queue_notifications
 from gaia.monitor.metrics import catalogue
-from gaia.store.models import AlertPolicy, AlertRecord, AlertSilence
+from gaia.store.alerting.outbox import queue_notifications
+from gaia.store.alerting.policies import policy_or_none
+from gaia.store.alerting.records import active_silences, firing_record, open_record
+from gaia.store.models import AlertRecord
 
 RULE_LABELS = frozenset({"alertname", "severity", "gaia_policy_id"})
 # added by Prometheus' scrape (target labels), not part of a Gaia series
@@ -71,14 +72,10 @@ def _value(annotations: dict[str, str]) -> float | None:
 
 def ingest(session: Session, alerts: list[IncomingAlert], *, now: dt.datetime) -> IngestResult:
     result = IngestResult()
-    silences = list(
-        session.scalars(
-            select(AlertSilence).where(AlertSilence.starts_at <= now, AlertSilence.ends_at > now)
-        )
-    )
+    silences = active_silences(session, now=now)
     for alert in alerts:
         raw_id = alert.labels.get("gaia_policy_id", "")
-        policy = session.get(AlertPolicy, int(raw_id)) if raw_id.isdigit() else None
+        policy = policy_or_none(session, int(raw_id)) if raw_id.isdigit() else None
         if policy is None:
             series = {k: v for k, v in alert.labels.items() if k not in RULE_LABELS}
             result.unrouted += 1
@@ -86,9 +83,7 @@ def ingest(session: Session, alerts: list[IncomingAlert], *, now: dt.datetime) -
         else:
             series = series_labels(alert.labels, policy.metric)
             fp = fingerprint(policy.id, series)
-        firing = session.scalars(
-            select(AlertRecord).where(AlertRecord.fingerprint == fp, AlertRecord.status == "firing")
-        ).one_or_none()
+        firing = firing_record(session, fp)
         if alert.status == "resolved":
             if firing is None:
                 result.duplicates += 1  # resolved already (or never seen): nothing to do
@@ -107,27 +102,30 @@ def ingest(session: Session, alerts: list[IncomingAlert], *, now: dt.datetime) -
             continue
         business_id = policy.business_id if policy is not None else None
         silenced_by = covering_silence(silences, business_id=business_id, labels=alert.labels)
-        record = AlertRecord(
-            business_id=business_id,
-            policy_id=policy.id if policy is not None else None,
-            policy_name=policy.name if policy is not None else alert.labels.get("alertname", "?"),
-            fingerprint=fp,
-            severity=alert.labels.get("severity", policy.severity if policy else "warning"),
-            labels=series,
-            summary=alert.annotations.get("summary", ""),
-            status="firing",
-            value=_value(alert.annotations),
-            threshold=policy.threshold if policy is not None else None,
-            comparison=policy.comparison if policy is not None else "",
-            metric=policy.metric if policy is not None else "",
-            source="alertmanager",
-            started_at=alert.starts_at,
-            fired_at=now,
-            last_notified_at=now,
-            silenced_by=silenced_by,
+        record = open_record(
+            session,
+            AlertRecord(
+                business_id=business_id,
+                policy_id=policy.id if policy is not None else None,
+                policy_name=policy.name
+                if policy is not None
+                else alert.labels.get("alertname", "?"),
+                fingerprint=fp,
+                severity=alert.labels.get("severity", policy.severity if policy else "warning"),
+                labels=series,
+                summary=alert.annotations.get("summary", ""),
+                status="firing",
+                value=_value(alert.annotations),
+                threshold=policy.threshold if policy is not None else None,
+                comparison=policy.comparison if policy is not None else "",
+                metric=policy.metric if policy is not None else "",
+                source="alertmanager",
+                started_at=alert.starts_at,
+                fired_at=now,
+                last_notified_at=now,
+                silenced_by=silenced_by,
+            ),
         )
-        session.add(record)
-        session.flush()
         result.fired += 1
         if policy is not None and silenced_by is None:
             queue_notifications(session, record=record, policy=policy, event="firing", now=now)

@@ -16,7 +16,9 @@ Each pass:
    the next attempt (exponential back-off with jitter, or the server's Retry-After); ``failed`` with
    the reason when the error is permanent or the attempts are used up.
 
-Credentials are decrypted only here, per send, from the channel's current config, and never
+The SQL of steps 1, 2 and 4 is the store's (``gaia.store.alerting.outbox``); this loop owns what
+is not persistence: the rate window (in memory, per process), rendering, sending, and the retry
+rule. Credentials are decrypted only here, per send, from the channel's current config, and never
 written into a row, a log line or an error.
 """
 
@@ -29,9 +31,7 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
-
-from sqlalchemy import Table, bindparam, select, update
+from typing import Any
 
 from gaia.clock import Clock
 from gaia.domain.retry import backoff_delay
@@ -46,12 +46,14 @@ from gaia.monitor.alerting.channels import (
 )
 from gaia.monitor.alerting.notify import build_message
 from gaia.security import SecretBox
+from gaia.store.alerting.outbox import (
+    NotificationResult,
+    claim_due_notifications,
+    record_results,
+)
 from gaia.store.database import Database
-from gaia.store.models import AlertChannel, AlertNotification, AlertPolicy, AlertRecord
 
 log = logging.getLogger(__name__)
-
-DUE_STATES = ("pending", "retrying")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,113 +176,36 @@ class NotificationDelivery(LoopService):
     # ---------------------------------------------------------------- store I/O (threads)
 
     def _claim(self, now: dt.datetime) -> list[Claimed]:
+        t = now.timestamp()
         claimed: list[Claimed] = []
+        unprepared: list[NotificationResult] = []
         with self.db.write_session() as session:
-            session.execute(
-                update(AlertNotification)
-                .where(AlertNotification.state == "sending", AlertNotification.lease_until < now)
-                .values(
-                    state="retrying",
-                    lease_until=None,
-                    next_attempt_at=now,
-                    last_error="interrupted: the platform stopped while sending; sending again",
-                )
+            claims = claim_due_notifications(
+                session,
+                now=now,
+                lease=self.lease,
+                batch=self.batch,
+                next_slot=lambda channel: self._window.next_slot(
+                    channel.id, channel.rate_limit_per_minute, t
+                ),
             )
-            rows = list(
-                session.scalars(
-                    select(AlertNotification)
-                    .where(
-                        AlertNotification.state.in_(DUE_STATES),
-                        AlertNotification.next_attempt_at <= now,
-                    )
-                    .order_by(AlertNotification.next_attempt_at, AlertNotification.id)
-                    .limit(self.batch)
-                )
-            )
-            if not rows:
-                return []
-            channels = {
-                c.id: c
-                for c in session.scalars(
-                    select(AlertChannel).where(
-                        AlertChannel.id.in_({r.channel_id for r in rows if r.channel_id})
-                    )
-                )
-            }
-            records = {
-                r.id: r
-                for r in session.scalars(
-                    select(AlertRecord).where(AlertRecord.id.in_({r.record_id for r in rows}))
-                )
-            }
-            policy_ids = {r.policy_id for r in records.values() if r.policy_id is not None}
-            policies = {
-                p.id: p
-                for p in session.scalars(select(AlertPolicy).where(AlertPolicy.id.in_(policy_ids)))
-            }
-            t = now.timestamp()
-            candidates: list[tuple[AlertNotification, AlertChannel]] = []
-            for row in rows:
-                channel = channels.get(row.channel_id) if row.channel_id else None
-                if channel is None or not channel.enabled:
-                    row.state = "failed"
-                    row.last_error = (
-                        f"channel {row.channel_name} was deleted"
-                        if channel is None
-                        else f"channel {row.channel_name} is disabled"
-                    )
-                    continue
-                slot = self._window.next_slot(channel.id, channel.rate_limit_per_minute, t)
-                if slot > t:
-                    row.next_attempt_at = dt.datetime.fromtimestamp(slot, dt.UTC)
-                    row.last_error = (
-                        f"waiting for the channel's rate limit "
-                        f"({channel.rate_limit_per_minute}/min)"
-                    )
-                    continue
-                candidates.append((row, channel))
-            if not candidates:
-                return []
-            # One conditional UPDATE claims them all; RETURNING says which this process won
-            # (a row another replica claimed meanwhile is no longer pending or retrying).
-            won = set(
-                session.scalars(
-                    update(AlertNotification)
-                    .where(
-                        AlertNotification.id.in_([row.id for row, _ in candidates]),
-                        AlertNotification.state.in_(DUE_STATES),
-                    )
-                    .values(
-                        state="sending",
-                        lease_until=now + self.lease,
-                        attempts=AlertNotification.attempts + 1,
-                    )
-                    .returning(AlertNotification.id)
-                    .execution_options(synchronize_session=False)
-                )
-            )
-            unprepared: list[dict[str, Any]] = []
-            for row, channel in candidates:
-                if row.id not in won:
-                    continue
-                record = records[row.record_id]
+            for claim in claims:
+                row, channel = claim.notification, claim.channel
                 try:
                     config = json.loads(self.secrets.decrypt(channel.config_encrypted))
                     message = build_message(
-                        row,
-                        record,
-                        policies.get(record.policy_id) if record.policy_id else None,
-                        external_url=self.external_url,
+                        row, claim.record, claim.policy, external_url=self.external_url
                     )
                 except Exception as exc:
                     log.exception("notification %s: cannot prepare the message", row.id)
                     unprepared.append(
-                        {"b_id": row.id, "state": "failed", "last_error": str(exc)[:500]}
+                        NotificationResult(row.id, state="failed", last_error=str(exc)[:500])
                     )
                     continue
                 claimed.append(
                     Claimed(
                         id=row.id,
+                        # the claim's UPDATE counted this attempt; the row read before it did not
                         attempts=row.attempts + 1,
                         channel_id=channel.id,
                         kind=channel.kind,
@@ -289,57 +214,40 @@ class NotificationDelivery(LoopService):
                         message=message,
                     )
                 )
-            self._write_outcomes(session, unprepared)
+            record_results(session, unprepared)
         return claimed
 
     def _finish(self, outcomes: list[Outcome], kinds: Mapping[int, str]) -> None:
         now = self.clock.now()
-        rows: list[dict[str, Any]] = []
+        results: list[NotificationResult] = []
         for outcome in outcomes:
             error = outcome.error
             if error is None:
-                row: dict[str, Any] = {
-                    "state": "sent",
-                    "receipt": outcome.receipt,
-                    "sent_at": now,
-                    "last_error": "",
-                }
-                result = "sent"
+                result = NotificationResult(
+                    outcome.id, state="sent", receipt=outcome.receipt, sent_at=now, last_error=""
+                )
+                said = "sent"
             elif error.retryable and outcome.attempts < self.max_attempts:
                 delay = self._backoff(outcome.attempts, error.retry_after)
-                row = {
-                    "state": "retrying",
-                    "next_attempt_at": now + dt.timedelta(seconds=delay),
-                    "last_error": f"{error.reason} (attempt {outcome.attempts}; "
+                result = NotificationResult(
+                    outcome.id,
+                    state="retrying",
+                    next_attempt_at=now + dt.timedelta(seconds=delay),
+                    last_error=f"{error.reason} (attempt {outcome.attempts}; "
                     f"next in {delay:.0f} s)",
-                }
-                result = "retry"
+                )
+                said = "retry"
             else:
                 why = "" if not error.retryable else f" (gave up after {outcome.attempts})"
-                row = {"state": "failed", "last_error": error.reason + why}
-                result = "failed"
-            rows.append({"b_id": outcome.id, **row})
+                result = NotificationResult(
+                    outcome.id, state="failed", last_error=error.reason + why
+                )
+                said = "failed"
+            results.append(result)
             if self.on_outcome is not None:
-                self.on_outcome(kinds.get(outcome.id, ""), result)
+                self.on_outcome(kinds.get(outcome.id, ""), said)
         with self.db.write_session() as session:
-            self._write_outcomes(session, rows)
-
-    @staticmethod
-    def _write_outcomes(session: Any, rows: list[dict[str, Any]]) -> None:
-        """Write results of sends still ``sending`` (a row reclaimed meanwhile is left alone),
-        one executemany per shape of result."""
-        table = cast(Table, AlertNotification.__table__)
-        by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            by_shape[tuple(sorted(row))].append(row)
-        for shape, batch in by_shape.items():
-            values: dict[str, Any] = {key: bindparam(key) for key in shape if key != "b_id"}
-            session.execute(
-                table.update()
-                .where(table.c.id == bindparam("b_id"), table.c.state == "sending")
-                .values(lease_until=None, **values),
-                batch,
-            )
+            record_results(session, results)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         return backoff_delay(

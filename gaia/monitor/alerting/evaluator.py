@@ -4,8 +4,8 @@ A pass reads the enabled policies and active silences from the platform store, t
 metric store for the latest value of every series **once per metric** (not once per policy: ten
 thousand policies over a few dozen metrics cost a few dozen queries), indexes those series by
 label, and hands each policy the series its matchers select to the pure rules of
-``gaia.domain.alerts``. The transitions of the whole pass (fire, repeat, resolve) are written in one
-transaction together with their outbox rows (``gaia.monitor.alerting.notify``); only after that
+``gaia.domain.alerts``. The transitions of the whole pass (fire, repeat, resolve) are written in
+one transaction together with their outbox rows (``gaia.store.alerting.records``); only after that
 commit are the in-memory alert states replaced, so a failed write makes the next pass produce the
 same transitions again instead of losing them.
 
@@ -28,43 +28,30 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from gaia.clock import Clock
 from gaia.domain.alerts import (
-    AlertRule,
     AlertState,
     AlertStatus,
-    Comparison,
     SeriesValue,
-    Severity,
     Transition,
     TransitionKind,
-    covering_silence,
     series_key,
 )
 from gaia.domain.alerts import evaluate_rule as evaluate
 from gaia.loop import LoopService
-from gaia.monitor.alerting.notify import load_targets, queue_notifications
 from gaia.monitor.metrics.series import MetricStore
+from gaia.store.alerting.records import (
+    PassTransition,
+    PolicyRow,
+    SilenceRow,
+    apply_transitions,
+    firing_alert_states,
+    load_evaluation_inputs,
+)
+from gaia.store.alerting.records import policy_rule as policy_rule  # bench/alerts.py uses it
 from gaia.store.database import Database
-from gaia.store.models import AlertPolicy, AlertRecord, AlertSilence
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyRow:
-    rule: AlertRule
-    business_id: int | None
-    summary: str
-
-
-@dataclass(frozen=True, slots=True)
-class SilenceRow:
-    id: int
-    business_id: int | None
-    matchers: Mapping[str, str]
 
 
 @dataclass(slots=True)
@@ -108,25 +95,6 @@ class MetricIndex:
                     posting[value].append(i)
             self._postings[label] = posting
         return posting
-
-
-def policy_rule(policy: AlertPolicy) -> AlertRule:
-    return AlertRule(
-        policy_id=policy.id,
-        name=policy.name,
-        metric=policy.metric,
-        matchers=dict(policy.matchers or {}),
-        comparison=Comparison(policy.comparison),
-        threshold=float(policy.threshold),
-        for_seconds=float(policy.for_seconds),
-        severity=Severity(policy.severity),
-        repeat_seconds=float(policy.repeat_seconds),
-    )
-
-
-def default_summary(rule: AlertRule, labels: Mapping[str, str]) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    return f"{rule.name}: {rule.metric} {rule.comparison.value} {rule.threshold:g} ({where})"
 
 
 class AlertEvaluator(LoopService):
@@ -175,7 +143,7 @@ class AlertEvaluator(LoopService):
             by_metric[row.rule.metric].append(row)
         stats = PassStats(policies=len(policies))
         new_states: dict[int, dict[str, AlertState]] = {}
-        transitions: list[tuple[PolicyRow | None, int, Transition]] = []
+        transitions: list[PassTransition] = []
         rules_started = time.perf_counter()
         unreadable = await self._unreadable_clusters(t) if policies else set()
 
@@ -254,152 +222,17 @@ class AlertEvaluator(LoopService):
 
     def _load(self, now: dt.datetime) -> tuple[dict[int, PolicyRow], list[SilenceRow], set[str]]:
         with self.db.read_session() as session:
-            policies: dict[int, PolicyRow] = {}
-            for policy in session.scalars(select(AlertPolicy).where(AlertPolicy.enabled)):
-                try:
-                    rule = policy_rule(policy)
-                except ValueError:
-                    log.warning("alert policy %s has an invalid rule; skipped", policy.id)
-                    continue
-                policies[policy.id] = PolicyRow(rule, policy.business_id, policy.summary)
-            silences = [
-                SilenceRow(s.id, s.business_id, dict(s.matchers or {}))
-                for s in session.scalars(
-                    select(AlertSilence).where(
-                        AlertSilence.starts_at <= now, AlertSilence.ends_at > now
-                    )
-                )
-            ]
-            firing = set(
-                session.scalars(
-                    select(AlertRecord.fingerprint).where(AlertRecord.status == "firing")
-                )
-            )
-        return policies, silences, firing
+            return load_evaluation_inputs(session, now=now)
 
     def _restore(self) -> dict[int, dict[str, AlertState]]:
-        states: dict[int, dict[str, AlertState]] = defaultdict(dict)
         with self.db.read_session() as session:
-            for record in session.scalars(
-                select(AlertRecord).where(
-                    AlertRecord.status == "firing", AlertRecord.source == "platform"
-                )
-            ):
-                if record.policy_id is None:
-                    continue
-                last = record.last_notified_at or record.fired_at
-                states[record.policy_id][record.fingerprint] = AlertState(
-                    fingerprint=record.fingerprint,
-                    labels=dict(record.labels or {}),
-                    status=AlertStatus.FIRING,
-                    active_since=record.started_at.timestamp(),
-                    value=record.value if record.value is not None else float("nan"),
-                    fired_at=record.fired_at.timestamp(),
-                    last_notified_at=last.timestamp(),
-                )
-        return dict(states)
+            return firing_alert_states(session)
 
     def _apply(
         self,
-        transitions: list[tuple[PolicyRow | None, int, Transition]],
+        transitions: list[PassTransition],
         silences: list[SilenceRow],
         now: dt.datetime,
     ) -> int:
         with self.db.write_session() as session:
-            policy_ids = {policy_id for _, policy_id, _ in transitions}
-            policies = {
-                p.id: p
-                for p in session.scalars(select(AlertPolicy).where(AlertPolicy.id.in_(policy_ids)))
-            }
-            fps = [tr.fingerprint for _, _, tr in transitions]
-            firing = {
-                r.fingerprint: r
-                for r in session.scalars(
-                    select(AlertRecord).where(
-                        AlertRecord.status == "firing", AlertRecord.fingerprint.in_(fps)
-                    )
-                )
-            }
-            events: list[tuple[AlertRecord, AlertPolicy, str]] = []
-            for row, policy_id, tr in transitions:
-                policy = policies.get(policy_id)
-                if tr.kind is TransitionKind.FIRE:
-                    if tr.fingerprint in firing or row is None or policy is None:
-                        continue  # already firing (e.g. reported by Alertmanager)
-                    record = self._fire(row, tr, silences, now)
-                    session.add(record)
-                    firing[tr.fingerprint] = record
-                    events.append((record, policy, "firing"))
-                    continue
-                found = firing.get(tr.fingerprint)
-                if found is None:
-                    continue  # resolved meanwhile (by the API or Alertmanager)
-                record = found
-                if tr.kind is TransitionKind.REPEAT:
-                    record.repeats += 1
-                    record.value = tr.value
-                    record.last_notified_at = now
-                    event = "repeat"
-                else:
-                    record.status = "resolved"
-                    record.resolved_at = now
-                    record.resolved_value = tr.value
-                    event = "resolved"
-                if policy is not None:
-                    events.append((record, policy, event))
-            # one flush gives every new record its id (a multi-row INSERT), then the outbox rows
-            session.flush()
-            targets = load_targets(session, policies.values())
-            queued = 0
-            for record, policy, event in events:
-                if record.silenced_by is not None:
-                    continue
-                receivers, channels = targets[policy.id]
-                queued += len(
-                    queue_notifications(
-                        session,
-                        record=record,
-                        policy=policy,
-                        event=event,
-                        now=now,
-                        receivers=receivers,
-                        channels=channels,
-                    )
-                )
-        return queued
-
-    def _fire(
-        self,
-        row: PolicyRow,
-        tr: Transition,
-        silences: list[SilenceRow],
-        now: dt.datetime,
-    ) -> AlertRecord:
-        rule = row.rule
-        labels = dict(tr.labels)
-        match_labels = {
-            **labels,
-            "alertname": rule.name,
-            "severity": rule.severity.value,
-            "gaia_policy_id": str(rule.policy_id),
-        }
-        silenced_by = covering_silence(silences, business_id=row.business_id, labels=match_labels)
-        return AlertRecord(
-            business_id=row.business_id,
-            policy_id=rule.policy_id,
-            policy_name=rule.name,
-            fingerprint=tr.fingerprint,
-            severity=rule.severity.value,
-            labels=labels,
-            summary=row.summary or default_summary(rule, labels),
-            status="firing",
-            value=tr.value,
-            threshold=rule.threshold,
-            comparison=rule.comparison.value,
-            metric=rule.metric,
-            source="platform",
-            started_at=dt.datetime.fromtimestamp(tr.active_since, dt.UTC),
-            fired_at=now,
-            last_notified_at=now,
-            silenced_by=silenced_by,
-        )
+            return apply_transitions(session, transitions, silences=silences, now=now)

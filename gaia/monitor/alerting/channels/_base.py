@@ -12,6 +12,7 @@ plumbing that turns configs and HTTP answers into those.
 - ``ChannelConfig`` is the pydantic base of every channel's config (unknown fields are errors:
   a typo must not silently drop a setting); ``parse_config`` turns its validation errors into one
   ``InvalidRequest`` that names each field.
+- ``HttpSender`` is the one constructor of the HTTP senders (config, clock, transport).
 - ``post()`` and ``http_failure()`` are the HTTP half of the error mapping, shared by the SMS,
   WeCom and webhook channels so that a 503 or a timeout means the same thing everywhere.
 
@@ -28,9 +29,9 @@ import functools
 import hashlib
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import httpx
 import pydantic
@@ -129,6 +130,23 @@ class ChannelConfig(pydantic.BaseModel):
 
 
 ConfigT = TypeVar("ConfigT", bound=ChannelConfig)
+
+
+class HttpSender(Generic[ConfigT]):
+    """What every HTTP sender (the SMS gateways, the WeCom and webhook channels) is built from:
+    its parsed config, a clock for request timestamps and signatures, and the HTTP transport
+    (None: the shared client's; tests pass a mock transport)."""
+
+    def __init__(
+        self,
+        config: ConfigT,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._transport = transport
 
 
 def parse_config(model: type[ConfigT], kind: str, config: Mapping[str, Any]) -> ConfigT:

@@ -32,8 +32,7 @@ import hashlib
 import hmac
 import json
 import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -43,6 +42,7 @@ import pydantic
 from gaia.monitor.alerting.channels._base import (
     ChannelConfig,
     DeliveryError,
+    HttpSender,
     OutgoingMessage,
     check_http_url,
     http_failure,
@@ -201,19 +201,8 @@ def tencent_code_retryable(code: str) -> bool:
     return not code.startswith(PERMANENT_TENCENT_CODES)
 
 
-class TencentSmsGateway:
+class TencentSmsGateway(HttpSender[SmsConfig]):
     name = "tencent"
-
-    def __init__(
-        self,
-        config: SmsConfig,
-        *,
-        clock: Callable[[], float] = time.time,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.config = config
-        self._clock = clock
-        self._transport = transport
 
     async def send_batch(
         self, numbers: Sequence[str], params: Sequence[str], *, session_context: str

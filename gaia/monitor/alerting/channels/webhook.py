@@ -25,16 +25,14 @@ import hashlib
 import hmac
 import json
 import re
-import time
-from collections.abc import Callable
 from typing import Any, ClassVar
 
-import httpx
 import pydantic
 
 from gaia.monitor.alerting.channels._base import (
     AlertNotice,
     ChannelConfig,
+    HttpSender,
     OutgoingMessage,
     check_http_url,
     header_safe_key,
@@ -169,19 +167,8 @@ def verify_signature(
     return hmac.compare_digest(sign(secret, timestamp, body), signature_header.strip())
 
 
-class WebhookChannel:
+class WebhookChannel(HttpSender[WebhookConfig]):
     kind = "webhook"
-
-    def __init__(
-        self,
-        config: WebhookConfig,
-        *,
-        clock: Callable[[], float] = time.time,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.config = config
-        self._clock = clock
-        self._transport = transport
 
     def request(self, message: OutgoingMessage) -> tuple[bytes, dict[str, str]]:
         """The exact body and headers ``send`` posts."""

@@ -33,6 +33,7 @@ import pydantic
 from gaia.monitor.alerting.channels._base import (
     ChannelConfig,
     DeliveryError,
+    HttpSender,
     OutgoingMessage,
     check_http_url,
     http_failure,
@@ -108,14 +109,8 @@ def mention_list(recipients: tuple[str, ...]) -> list[str]:
     return mobiles
 
 
-class WeComChannel:
+class WeComChannel(HttpSender[WeComConfig]):
     kind = "wecom"
-
-    def __init__(
-        self, config: WeComConfig, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self.config = config
-        self._transport = transport
 
     async def _post(self, payload: dict[str, Any]) -> None:
         secrets = self.config.secrets()

@@ -1,0 +1,70 @@
+"""Metric queries: ``GET /monitoring/series``, a metric's series over a time range, read from
+the platform's metric store (``gaia.monitor.metrics``). It lives with alerting because the
+console draws a policy's metric with it; its tag is ``monitoring``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from gaia.api.deps import PrincipalDep, business_for, platform
+from gaia.api.schemas.alerts import SeriesOut
+from gaia.domain.errors import Forbidden, InvalidRequest
+from gaia.domain.rbac import Permission
+from gaia.monitor.metrics import catalogue
+
+router = APIRouter(tags=["alerts"])
+
+
+@router.get("/monitoring/series", response_model=list[SeriesOut], tags=["monitoring"])
+async def query_series(
+    request: Request,
+    principal: PrincipalDep,
+    metric: Annotated[str, Query(min_length=1, max_length=200)],
+    start: float | None = None,
+    end: float | None = None,
+    step: Annotated[float, Query(gt=0, le=86400)] = 60.0,
+    business: Annotated[str | None, Query(max_length=63)] = None,
+    app: Annotated[str | None, Query(max_length=63)] = None,
+    instance: Annotated[str | None, Query(max_length=253)] = None,
+    cluster: Annotated[str | None, Query(max_length=63)] = None,
+    node: Annotated[str | None, Query(max_length=253)] = None,
+) -> list[SeriesOut]:
+    """A metric's series over a time range (default: the last hour). Members of a business see
+    its series (``business`` required); cluster and node series are the platform admins'."""
+    definition = catalogue.lookup(metric)
+    if definition is None:
+        raise InvalidRequest(f"metric '{metric}' is not in the catalogue (docs/metrics.md)")
+    plat = platform(request)
+    if not principal.is_platform_admin:
+        if not business:
+            raise InvalidRequest("business is required (you see your businesses' series)")
+        if "business" not in definition.labels:
+            raise Forbidden(f"'{metric}' is a platform metric: platform admins only")
+        with plat.db.read_session() as session:
+            business_for(session, principal, business, Permission.BUSINESS_READ)
+    now = plat.clock.now().timestamp()
+    end = end if end is not None else now
+    start = start if start is not None else end - 3600
+    if start > end:
+        raise InvalidRequest("start must not be after end")
+    if (end - start) / step > 11_000:
+        raise InvalidRequest("too many points: widen step (at most 11,000 points per series)")
+    matchers = {
+        k: v
+        for k, v in (
+            ("business", business),
+            ("app", app),
+            ("instance", instance),
+            ("cluster", cluster),
+            ("node", node),
+        )
+        if v
+    }
+    series = await plat.metric_store.query_range(metric, matchers, start=start, end=end, step=step)
+    return [
+        SeriesOut(metric=s.metric, labels=dict(s.labels), points=list(s.points))
+        for s in series[:500]
+    ]

@@ -1,0 +1,321 @@
+"""The notification outbox: rows written with the alert event that causes them, claimed with a
+lease by the delivery loop, and closed with each send's result.
+
+Writing (``queue_notifications``, inside the transaction that fires, repeats or resolves a record):
+the policy's receivers and receiver groups are expanded, and one ``AlertNotification`` is written
+per (receiver, channel) for person-addressed channels (email, SMS) and one per channel for group
+channels (a WeCom robot posts to a group; a webhook has no persons), each with an idempotency key
+that is the same on every retry. A receiver without the address a channel needs gets a row that is
+``failed`` at once with that reason, so a gap in the contact list shows up in the record instead of
+as a notification that silently never came. ``load_targets`` reads the receivers and channels of
+many policies in three queries, for the evaluator's passes.
+
+Claiming (``claim_due_notifications``, one transaction): rows left ``sending`` past their lease go
+back to ``retrying``; due rows are read oldest first, each channel's rate limit is asked of the
+caller (the delivery loop keeps the sliding window in memory), and one conditional UPDATE ...
+RETURNING claims them all, so two platform replicas never send the same row at once. The claims
+come back with their channel, record and policy for the caller to render, in the same session.
+
+Closing (``record_results``): one executemany per shape of result, and only for rows still
+``sending`` (a row reclaimed meanwhile is left alone). The retry rule (back-off, when to give up) is
+the delivery loop's, not the store's. See docs/architecture.md (the store; the outbox).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from gaia.store.models import (
+    AlertChannel,
+    AlertNotification,
+    AlertPolicy,
+    AlertReceiver,
+    AlertReceiverGroup,
+    AlertRecord,
+)
+
+PERSON_CHANNELS = {"email": "email", "sms": "phone"}  # kind -> receiver field
+GROUP_CHANNELS = {"wecom", "webhook"}
+
+
+def policy_receivers(session: Session, policy: AlertPolicy) -> list[AlertReceiver]:
+    ids = set(policy.receiver_ids or [])
+    if policy.group_ids:
+        for group in session.scalars(
+            select(AlertReceiverGroup).where(AlertReceiverGroup.id.in_(policy.group_ids))
+        ):
+            ids.update(group.receiver_ids or [])
+    if not ids:
+        return []
+    return list(
+        session.scalars(
+            select(AlertReceiver).where(AlertReceiver.id.in_(ids)).order_by(AlertReceiver.id)
+        )
+    )
+
+
+def load_targets(
+    session: Session, policies: Iterable[AlertPolicy]
+) -> dict[int, tuple[list[AlertReceiver], list[AlertChannel]]]:
+    """The receivers and channels of many policies in three queries (the evaluator queues
+    thousands of notifications in one pass; a query per notification would dominate it)."""
+    policies = list(policies)
+    group_ids = {g for p in policies for g in (p.group_ids or [])}
+    groups = {
+        g.id: g
+        for g in (
+            session.scalars(select(AlertReceiverGroup).where(AlertReceiverGroup.id.in_(group_ids)))
+            if group_ids
+            else []
+        )
+    }
+    wanted: dict[int, set[int]] = {}
+    for p in policies:
+        ids = set(p.receiver_ids or [])
+        for g in p.group_ids or []:
+            if g in groups:
+                ids.update(groups[g].receiver_ids or [])
+        wanted[p.id] = ids
+    receiver_ids = set().union(*wanted.values()) if wanted else set()
+    receivers = {
+        r.id: r
+        for r in (
+            session.scalars(select(AlertReceiver).where(AlertReceiver.id.in_(receiver_ids)))
+            if receiver_ids
+            else []
+        )
+    }
+    channel_ids = {c for p in policies for c in (p.channel_ids or [])}
+    channels = {
+        c.id: c
+        for c in (
+            session.scalars(select(AlertChannel).where(AlertChannel.id.in_(channel_ids)))
+            if channel_ids
+            else []
+        )
+    }
+    return {
+        p.id: (
+            [receivers[i] for i in sorted(wanted[p.id]) if i in receivers],
+            [channels[i] for i in (p.channel_ids or []) if i in channels],
+        )
+        for p in policies
+    }
+
+
+def queue_notifications(
+    session: Session,
+    *,
+    record: AlertRecord,
+    policy: AlertPolicy,
+    event: str,
+    now: dt.datetime,
+    receivers: list[AlertReceiver] | None = None,
+    channels: Iterable[AlertChannel] | None = None,
+) -> list[AlertNotification]:
+    """Queue the notifications of one record event; ``record`` must have its id (flushed)."""
+    if receivers is None:
+        receivers = policy_receivers(session, policy)
+    if channels is None:
+        ids = list(policy.channel_ids or [])
+        channels = (
+            session.scalars(select(AlertChannel).where(AlertChannel.id.in_(ids))) if ids else []
+        )
+    seq = record.repeats if event == "repeat" else 0
+    rows: list[AlertNotification] = []
+
+    def add(channel: AlertChannel, receiver: str, recipients: list[str], error: str = "") -> None:
+        rows.append(
+            AlertNotification(
+                record_id=record.id,
+                business_id=record.business_id,
+                event=event,
+                channel_id=channel.id,
+                channel_name=channel.name,
+                channel_kind=channel.kind,
+                receiver=receiver,
+                recipients=recipients,
+                state="failed" if error else "pending",
+                last_error=error,
+                next_attempt_at=now,
+                idempotency_key=f"gaia-{record.id}-{event}-{seq}-{channel.id}-{receiver}",
+                created_at=now,
+            )
+        )
+
+    for channel in channels:
+        if not channel.enabled:
+            continue
+        field = PERSON_CHANNELS.get(channel.kind)
+        if field is not None:
+            if not receivers:
+                add(channel, "", [], f"the policy has no receivers to {channel.kind}")
+            for receiver in receivers:
+                address = getattr(receiver, field)
+                if address:
+                    add(channel, receiver.name, [address])
+                else:
+                    add(channel, receiver.name, [], f"receiver {receiver.name} has no {field}")
+        else:
+            mentions = [r.phone for r in receivers if r.phone] if channel.kind == "wecom" else []
+            add(channel, "", mentions)
+    session.add_all(rows)
+    return rows
+
+
+# ---------------------------------------------------------------- delivery
+
+DUE_STATES = ("pending", "retrying")
+INTERRUPTED = "interrupted: the platform stopped while sending; sending again"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A notification this process won, with what rendering and sending it needs (ORM rows of the
+    claiming session: use them before it ends)."""
+
+    notification: AlertNotification
+    channel: AlertChannel
+    record: AlertRecord
+    policy: AlertPolicy | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationResult:
+    """What one send did to its row; a field left None is not written."""
+
+    id: int
+    state: str  # "sent" | "retrying" | "failed"
+    last_error: str
+    receipt: str | None = None
+    sent_at: dt.datetime | None = None
+    next_attempt_at: dt.datetime | None = None
+
+
+def claim_due_notifications(
+    session: Session,
+    *,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    batch: int,
+    next_slot: Callable[[AlertChannel], float],
+) -> list[Claim]:
+    """Reclaim expired leases, then claim up to ``batch`` due rows whose channel may send now.
+
+    ``next_slot(channel)`` is the channel's rate limit: ``now``'s timestamp if a send may go now
+    (and counts it), else when the next one may; a throttled row waits for that slot. A row whose
+    channel was deleted or disabled fails with that said.
+    """
+    session.execute(
+        update(AlertNotification)
+        .where(AlertNotification.state == "sending", AlertNotification.lease_until < now)
+        .values(state="retrying", lease_until=None, next_attempt_at=now, last_error=INTERRUPTED)
+    )
+    rows = list(
+        session.scalars(
+            select(AlertNotification)
+            .where(
+                AlertNotification.state.in_(DUE_STATES),
+                AlertNotification.next_attempt_at <= now,
+            )
+            .order_by(AlertNotification.next_attempt_at, AlertNotification.id)
+            .limit(batch)
+        )
+    )
+    if not rows:
+        return []
+    channels = {
+        c.id: c
+        for c in session.scalars(
+            select(AlertChannel).where(
+                AlertChannel.id.in_({r.channel_id for r in rows if r.channel_id})
+            )
+        )
+    }
+    records = {
+        r.id: r
+        for r in session.scalars(
+            select(AlertRecord).where(AlertRecord.id.in_({r.record_id for r in rows}))
+        )
+    }
+    policy_ids = {r.policy_id for r in records.values() if r.policy_id is not None}
+    policies = {
+        p.id: p for p in session.scalars(select(AlertPolicy).where(AlertPolicy.id.in_(policy_ids)))
+    }
+    t = now.timestamp()
+    candidates: list[tuple[AlertNotification, AlertChannel]] = []
+    for row in rows:
+        channel = channels.get(row.channel_id) if row.channel_id else None
+        if channel is None or not channel.enabled:
+            row.state = "failed"
+            row.last_error = (
+                f"channel {row.channel_name} was deleted"
+                if channel is None
+                else f"channel {row.channel_name} is disabled"
+            )
+            continue
+        slot = next_slot(channel)
+        if slot > t:
+            row.next_attempt_at = dt.datetime.fromtimestamp(slot, dt.UTC)
+            row.last_error = (
+                f"waiting for the channel's rate limit ({channel.rate_limit_per_minute}/min)"
+            )
+            continue
+        candidates.append((row, channel))
+    if not candidates:
+        return []
+    # One conditional UPDATE claims them all; RETURNING says which this process won
+    # (a row another replica claimed meanwhile is no longer pending or retrying).
+    won = set(
+        session.scalars(
+            update(AlertNotification)
+            .where(
+                AlertNotification.id.in_([row.id for row, _ in candidates]),
+                AlertNotification.state.in_(DUE_STATES),
+            )
+            .values(
+                state="sending",
+                lease_until=now + lease,
+                attempts=AlertNotification.attempts + 1,
+            )
+            .returning(AlertNotification.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    claims: list[Claim] = []
+    for row, channel in candidates:
+        if row.id not in won:
+            continue
+        record = records[row.record_id]
+        policy = policies.get(record.policy_id) if record.policy_id else None
+        claims.append(Claim(notification=row, channel=channel, record=record, policy=policy))
+    return claims
+
+
+def record_results(session: Session, results: Iterable[NotificationResult]) -> None:
+    """Write results of sends still ``sending`` (a row reclaimed meanwhile is left alone), one
+    executemany per shape of result."""
+    table = cast(Table, AlertNotification.__table__)
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        row: dict[str, Any] = {"b_id": result.id}
+        for field in fields(result):
+            value = getattr(result, field.name)
+            if field.name != "id" and value is not None:
+                row[field.name] = value
+        by_shape[tuple(sorted(row))].append(row)
+    for shape, batch in by_shape.items():
+        values: dict[str, Any] = {key: bindparam(key) for key in shape if key != "b_id"}
+        session.execute(
+            table.update()
+            .where(table.c.id == bindparam("b_id"), table.c.state == "sending")
+            .values(lease_until=None, **values),
+            batch,
+        )
