@@ -1,13 +1,23 @@
-"""Apps in the store: snapshots for the controller, writes that must not lose an update, quota.
+"""Apps in the store: the API's spec changes, snapshots for the controller, guarded writes, quota.
 
-The app controller works from a *snapshot* (plain data, no open session) read once per pass, so
-it never holds a database transaction while it talks to a cluster. Its writes are short and
-guarded: ``apply_upgrade_step`` locks the app row and only moves the instance map if the app's
-``generation`` is the one the controller planned from; a concurrent API change (scale, a new
-upgrade) wins and the controller plans again on its next pass.
+What flows in: the API's changes of an app's spec (create, update, delete, stop and start the
+app; add and delete a version; scale out and in; stop and start chosen instances; start, pause,
+resume and roll back a gray upgrade; clear a blacklist entry), each one keyword-only function
+that checks what only the store can check (a taken name, ids not in the map, an upgrade in
+progress), admits quota where the app may grow, and writes. The routes of ``gaia.api.routes.apps``
+parse and authorise before and shape the answer after; the errors raised here (``Conflict``,
+``InvalidRequest``, ``NotFound``, ``QuotaExceeded``) carry the messages users read.
+
+What flows out: the app controller works from a *snapshot* (plain data, no open session) read
+once per pass, so it never holds a database transaction while it talks to a cluster. Its writes
+are short and guarded: ``apply_upgrade_step`` locks the app row and only moves the instance map
+if the app's ``generation`` is the one the controller planned from; a concurrent API change
+(scale, a new upgrade) wins and the controller plans again on its next pass. Every spec change
+bumps ``generation`` for that reason.
 
 Quota: an app holds one reservation, owner ``app:<id>``, sized to what its instance map requests
-(``hold_app_quota``): creation and scale-out go through admission, scale-in and stop give back.
+(``hold_app_quota``): creation and scale-out go through admission, scale-in and stop give back;
+the arithmetic is ``gaia.domain.resources`` (see docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -348,8 +348,10 @@ class AppTemplate(Base):
 
 
 class AppUpgrade(Base):
-    """A gray (or rolling) upgrade: move ``instance_ids`` to ``target`` in batches of at most
-    ``max_unavailable``; ``previous`` remembers each instance's template for roll back."""
+    """A gray upgrade (a rolling one when it takes every instance in id order): move
+    ``instance_ids`` to ``target`` in batches of at most ``max_unavailable``; ``previous``
+    remembers each instance's template for roll back. The plan and its states are
+    ``gaia.domain.upgrades``; migration 0006 renamed the table from ``app_rollouts``."""
 
     __tablename__ = "app_upgrades"
 
