@@ -3,7 +3,7 @@
 One pass::
 
     store snapshot (one read) ──► per cluster: nodes + instances (provider) ──► per app:
-        1. gray upgrade step      domain.rollouts.step_rollout   → store (guarded by generation)
+        1. gray upgrade step      domain.upgrades.step_upgrade   → store (guarded by generation)
         2. new failures           store.apps.record_failure      → BackOff / Blacklisted events
         3. reconcile              domain.apps.reconcile_instances → actions
         4. apply                  scheduler.place + provider calls, one instance at a time
@@ -44,7 +44,7 @@ from gaia.domain.restarts import (
     decide_restart,
     should_blacklist,
 )
-from gaia.domain.upgrades import RolloutState, step_rollout
+from gaia.domain.upgrades import UpgradeState, step_upgrade
 from gaia.kube.labels import APP_LABEL as LABEL_APP
 from gaia.kube.labels import INSTANCE_LABEL as LABEL_INSTANCE
 from gaia.kube.labels import MANAGED_BY_LABEL as MANAGED_BY
@@ -255,8 +255,8 @@ class AppController(LoopService):
             return
 
         by_id = {inst.instance_id: inst for inst in observed}
-        if app.rollout is not None:
-            await self._step_rollout(app, by_id, pending)
+        if app.upgrade is not None:
+            await self._step_upgrade(app, by_id, pending)
 
         recent = dict(app.recent_failures)
         for iid, count in new_failures.items():
@@ -316,30 +316,30 @@ class AppController(LoopService):
         if app.state == "running":
             await self._ensure_service(provider, memory, app)
 
-    async def _step_rollout(
+    async def _step_upgrade(
         self, app: AppSnapshot, by_id: dict[int, Instance], pending: list[PendingEvent]
     ) -> None:
-        rollout = app.rollout
-        assert rollout is not None
-        step = step_rollout(rollout.plan, instances=app.instances, observed=by_id)
+        upgrade = app.upgrade
+        assert upgrade is not None
+        step = step_upgrade(upgrade.plan, instances=app.instances, observed=by_id)
         if (
             not step.assignments
-            and step.state == rollout.plan.state
-            and step.message == rollout.message
+            and step.state == upgrade.plan.state
+            and step.message == upgrade.message
         ):
             return
         generation = await asyncio.to_thread(
-            self._write_rollout, app, rollout.id, step.assignments, step.state, step.message
+            self._write_upgrade, app, upgrade.id, step.assignments, step.state, step.message
         )
         if generation is None:
             return  # the app changed under us; plan again next pass with fresh data
         app.generation = generation
         for iid, version in step.assignments.items():
             app.instances[iid] = version
-        if step.state != rollout.plan.state:
-            kind = "Warning" if step.state is RolloutState.PAUSED else "Normal"
+        if step.state != upgrade.plan.state:
+            kind = "Warning" if step.state is UpgradeState.PAUSED else "Normal"
             text = step.message or (
-                f"upgrade to {rollout.plan.target}: {step.state} "
+                f"upgrade to {upgrade.plan.target}: {step.state} "
                 f"({step.progress.done}/{step.progress.total} instances)"
             )
             pending.append(
@@ -358,19 +358,19 @@ class AppController(LoopService):
                 )
             )
 
-    def _write_rollout(
+    def _write_upgrade(
         self,
         app: AppSnapshot,
-        rollout_id: int,
+        upgrade_id: int,
         assignments: dict[int, str],
         state: str,
         message: str,
     ) -> int | None:
         with self.db.write_session() as session:
-            return store_apps.apply_rollout_step(
+            return store_apps.apply_upgrade_step(
                 session,
                 app_id=app.id,
-                rollout_id=rollout_id,
+                upgrade_id=upgrade_id,
                 generation=app.generation,
                 assignments=assignments,
                 state=state,

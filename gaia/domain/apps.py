@@ -63,6 +63,17 @@ def dump_instance_map(instances: Mapping[int, str]) -> dict[str, str]:
     return {str(k): v for k, v in sorted(instances.items())}
 
 
+def choose_default_template(names: Sequence[str], default: str | None) -> str:
+    """The default version of a new app: ``default`` or the first template. Each template is
+    one version, so two may not share a name."""
+    if len(set(names)) != len(names):
+        raise InvalidRequest("two templates share a name; each template is one version")
+    chosen = default or names[0]
+    if chosen not in names:
+        raise InvalidRequest(f"default_template {chosen!r} is not one of the templates: {names}")
+    return chosen
+
+
 def instance_name(app: str, instance_id: int) -> str:
     return f"{app}-{instance_id}"
 

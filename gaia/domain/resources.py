@@ -81,6 +81,13 @@ class ResourceVector:
             **{n: max(0, getattr(self, n) - getattr(other, n)) for n in DIMENSION_NAMES}
         )
 
+    def covering(self, other: ResourceVector) -> ResourceVector:
+        """The larger amount on each dimension: what holds both (an upgrade admits the larger of
+        the app's demand before and after, so neither end of the upgrade can be refused)."""
+        return ResourceVector(
+            **{n: max(getattr(self, n), getattr(other, n)) for n in DIMENSION_NAMES}
+        )
+
     def scaled(self, factor: int) -> ResourceVector:
         if factor < 0:
             raise InvalidRequest("a resource multiplier must not be negative")

@@ -7,7 +7,7 @@ in-place image swap when only the image differs). So a rolling upgrade of the wh
 order is the same plan with every id, and roll back is the same plan run toward each instance's
 previous template.
 
-``step_rollout`` is pure: given the plan, the map and what the cluster reports, it returns the
+``step_upgrade`` is pure: given the plan, the map and what the cluster reports, it returns the
 new assignments and state. An instance counts as *done* when it runs the goal version and is
 ready; at most ``max_unavailable`` instances of the plan are in flight at once. An instance that
 fails on the new version pauses the plan (the operator decides: resume or roll back) — a gray
@@ -26,7 +26,7 @@ from gaia.domain.apps import InstanceView
 from gaia.domain.errors import Conflict, InvalidRequest
 
 
-class RolloutState(StrEnum):
+class UpgradeState(StrEnum):
     RUNNING = "Running"
     PAUSED = "Paused"
     SUCCEEDED = "Succeeded"
@@ -34,7 +34,7 @@ class RolloutState(StrEnum):
     ROLLED_BACK = "RolledBack"
 
 
-ACTIVE = frozenset({RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.ROLLING_BACK})
+ACTIVE = frozenset({UpgradeState.RUNNING, UpgradeState.PAUSED, UpgradeState.ROLLING_BACK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +43,16 @@ class GrayUpgradePlan:
     instance_ids: tuple[int, ...]
     previous: Mapping[int, str]  # id -> template before the plan touched it
     max_unavailable: int
-    state: RolloutState
+    state: UpgradeState
 
     def goal(self, instance_id: int) -> str:
-        if self.state in (RolloutState.ROLLING_BACK, RolloutState.ROLLED_BACK):
+        if self.state in (UpgradeState.ROLLING_BACK, UpgradeState.ROLLED_BACK):
             return self.previous[instance_id]
         return self.target
 
 
 @dataclass(frozen=True, slots=True)
-class RolloutProgress:
+class UpgradeProgress:
     total: int
     done: int
     in_flight: tuple[int, ...]
@@ -60,11 +60,11 @@ class RolloutProgress:
 
 
 @dataclass(frozen=True, slots=True)
-class RolloutStep:
+class UpgradeStep:
     assignments: dict[int, str] = field(default_factory=dict)
-    state: RolloutState = RolloutState.RUNNING
+    state: UpgradeState = UpgradeState.RUNNING
     message: str = ""
-    progress: RolloutProgress = RolloutProgress(0, 0, (), 0)
+    progress: UpgradeProgress = UpgradeProgress(0, 0, (), 0)
 
 
 def new_plan(
@@ -101,16 +101,16 @@ def new_plan(
         instance_ids=tuple(instance_ids),
         previous={i: instances[i] for i in instance_ids},
         max_unavailable=max_unavailable,
-        state=RolloutState.RUNNING,
+        state=UpgradeState.RUNNING,
     )
 
 
-def step_rollout(
+def step_upgrade(
     plan: GrayUpgradePlan,
     *,
     instances: Mapping[int, str],
     observed: Mapping[int, InstanceView],
-) -> RolloutStep:
+) -> UpgradeStep:
     # instances scaled in while the plan runs are simply no longer part of it
     ids = [i for i in plan.instance_ids if i in instances]
     done: list[int] = []
@@ -130,35 +130,35 @@ def step_rollout(
                 cause = inst.last_failure.cause if inst.last_failure else "failed"
                 failed.append(f"{inst.name} ({cause})")
 
-    def progress(extra: Sequence[int] = ()) -> RolloutProgress:
-        return RolloutProgress(
+    def progress(extra: Sequence[int] = ()) -> UpgradeProgress:
+        return UpgradeProgress(
             total=len(ids),
             done=len(done),
             in_flight=tuple(in_flight) + tuple(extra),
             waiting=len(waiting) - len(extra),
         )
 
-    if plan.state is RolloutState.PAUSED:
-        return RolloutStep(state=plan.state, progress=progress())
-    if plan.state in (RolloutState.SUCCEEDED, RolloutState.ROLLED_BACK):
-        return RolloutStep(state=plan.state, progress=progress())
+    if plan.state is UpgradeState.PAUSED:
+        return UpgradeStep(state=plan.state, progress=progress())
+    if plan.state in (UpgradeState.SUCCEEDED, UpgradeState.ROLLED_BACK):
+        return UpgradeStep(state=plan.state, progress=progress())
     if not waiting and not in_flight:
         finished = (
-            RolloutState.ROLLED_BACK
-            if plan.state is RolloutState.ROLLING_BACK
-            else RolloutState.SUCCEEDED
+            UpgradeState.ROLLED_BACK
+            if plan.state is UpgradeState.ROLLING_BACK
+            else UpgradeState.SUCCEEDED
         )
-        return RolloutStep(state=finished, progress=progress())
-    if failed and plan.state is RolloutState.RUNNING:
-        return RolloutStep(
-            state=RolloutState.PAUSED,
+        return UpgradeStep(state=finished, progress=progress())
+    if failed and plan.state is UpgradeState.RUNNING:
+        return UpgradeStep(
+            state=UpgradeState.PAUSED,
             message=f"paused: {', '.join(failed[:5])} failed on {plan.target}; "
             "resume to go on or roll back",
             progress=progress(),
         )
     room = plan.max_unavailable - len(in_flight)
     batch = waiting[: max(0, room)]
-    return RolloutStep(
+    return UpgradeStep(
         assignments={iid: plan.goal(iid) for iid in batch},
         state=plan.state,
         progress=progress(batch),

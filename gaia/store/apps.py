@@ -1,19 +1,30 @@
-"""Apps in the store: snapshots for the controller, writes that must not lose an update, quota.
+"""Apps in the store: the API's spec changes, snapshots for the controller, guarded writes, quota.
 
-The app controller works from a *snapshot* (plain data, no open session) read once per pass, so
-it never holds a database transaction while it talks to a cluster. Its writes are short and
-guarded: ``apply_rollout_step`` locks the app row and only moves the instance map if the app's
-``generation`` is the one the controller planned from; a concurrent API change (scale, a new
-upgrade) wins and the controller plans again on its next pass.
+What flows in: the API's changes of an app's spec (create, update, delete, stop and start the
+app; add and delete a version; scale out and in; stop and start chosen instances; start, pause,
+resume and roll back a gray upgrade; clear a blacklist entry), each one keyword-only function
+that checks what only the store can check (a taken name, ids not in the map, an upgrade in
+progress), admits quota where the app may grow, and writes. The routes of ``gaia.api.routes.apps``
+parse and authorise before and shape the answer after; the errors raised here (``Conflict``,
+``InvalidRequest``, ``NotFound``, ``QuotaExceeded``) carry the messages users read.
+
+What flows out: the app controller works from a *snapshot* (plain data, no open session) read
+once per pass, so it never holds a database transaction while it talks to a cluster. Its writes
+are short and guarded: ``apply_upgrade_step`` locks the app row and only moves the instance map
+if the app's ``generation`` is the one the controller planned from; a concurrent API change
+(scale, a new upgrade) wins and the controller plans again on its next pass. Every spec change
+bumps ``generation`` for that reason.
 
 Quota: an app holds one reservation, owner ``app:<id>``, sized to what its instance map requests
-(``hold_app_quota``): creation and scale-out go through admission, scale-in and stop give back.
+(``hold_app_quota``): creation and scale-out go through admission, scale-in and stop give back;
+the arithmetic is ``gaia.domain.resources`` (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,17 +33,26 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from gaia.domain.apps import TemplateSpec, parse_instance_map, template_from_document
+from gaia.domain.apps import (
+    MAX_INSTANCES,
+    TemplateSpec,
+    demand,
+    dump_instance_map,
+    parse_instance_map,
+    template_from_document,
+)
+from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.resources import ResourceVector, check_fits, quota_exceeded
-from gaia.domain.upgrades import ACTIVE, GrayUpgradePlan, RolloutState
+from gaia.domain.upgrades import ACTIVE, GrayUpgradePlan, UpgradeState, new_plan
 from gaia.security import SecretBox
 from gaia.store import quotas
 from gaia.store.configs import load_config_data
+from gaia.store.instance_configs import find_config
 from gaia.store.models import (
     App,
     AppBlacklist,
-    AppRollout,
     AppTemplate,
+    AppUpgrade,
     Business,
     Cluster,
     ConfigItem,
@@ -40,6 +60,7 @@ from gaia.store.models import (
     InstanceFailure,
     Quota,
     QuotaReservation,
+    utcnow,
 )
 
 
@@ -48,7 +69,7 @@ def app_owner(app_id: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class RolloutSnapshot:
+class UpgradeSnapshot:
     id: int
     plan: GrayUpgradePlan
     message: str
@@ -67,7 +88,7 @@ class AppSnapshot:
     generation: int
     instances: dict[int, str]
     templates: dict[str, TemplateSpec]
-    rollout: RolloutSnapshot | None
+    upgrade: UpgradeSnapshot | None
     stopped: frozenset[int]
     blacklist: frozenset[str]
     recent_failures: dict[int, int] = field(default_factory=dict)
@@ -93,13 +114,13 @@ class Snapshot:
     quotas: dict[int, dict[str, ResourceVector]] = field(default_factory=dict)
 
 
-def plan_of(row: AppRollout) -> GrayUpgradePlan:
+def plan_of(row: AppUpgrade) -> GrayUpgradePlan:
     return GrayUpgradePlan(
         target=row.target,
         instance_ids=tuple(row.instance_ids),
         previous=parse_instance_map(row.previous),
         max_unavailable=row.max_unavailable,
-        state=RolloutState(row.state),
+        state=UpgradeState(row.state),
     )
 
 
@@ -116,10 +137,10 @@ def load_snapshot(
     templates: dict[int, dict[str, TemplateSpec]] = defaultdict(dict)
     for t in session.scalars(select(AppTemplate)):
         templates[t.app_id][t.name] = template_from_document(t.name, t.spec)
-    rollouts = {
+    upgrades = {
         r.app_id: r
         for r in session.scalars(
-            select(AppRollout).where(AppRollout.state.in_([s.value for s in ACTIVE]))
+            select(AppUpgrade).where(AppUpgrade.state.in_([s.value for s in ACTIVE]))
         )
     }
     blacklist: dict[int, set[str]] = defaultdict(set)
@@ -139,7 +160,7 @@ def load_snapshot(
     apps: list[AppSnapshot] = []
     referenced: set[tuple[int, str, bool]] = set()
     for row in session.scalars(select(App).order_by(App.id)):
-        rollout = rollouts.get(row.id)
+        upgrade = upgrades.get(row.id)
         apps.append(
             AppSnapshot(
                 id=row.id,
@@ -154,9 +175,9 @@ def load_snapshot(
                 instances=parse_instance_map(row.instances),
                 stopped=frozenset(int(i) for i in row.stopped or ()),
                 templates=templates[row.id],
-                rollout=None
-                if rollout is None
-                else RolloutSnapshot(rollout.id, plan_of(rollout), rollout.message),
+                upgrade=None
+                if upgrade is None
+                else UpgradeSnapshot(upgrade.id, plan_of(upgrade), upgrade.message),
                 blacklist=frozenset(blacklist[row.id]),
                 recent_failures=failures[row.id],
                 gpu_model_limits=dict(model_limits.get((row.business_id, row.cluster_id), {})),
@@ -195,24 +216,24 @@ def load_snapshot(
     )
 
 
-def apply_rollout_step(
+def apply_upgrade_step(
     session: Session,
     *,
     app_id: int,
-    rollout_id: int,
+    upgrade_id: int,
     generation: int,
     assignments: dict[int, str],
     state: str,
     message: str,
     now: dt.datetime,
 ) -> int | None:
-    """Write one rollout step; returns the app's new generation, or None when the app changed
+    """Write one upgrade step; returns the app's new generation, or None when the app changed
     since the controller read it (nothing is written then)."""
     app = session.scalars(select(App).where(App.id == app_id).with_for_update()).one_or_none()
-    rollout = session.get(AppRollout, rollout_id)
-    if app is None or rollout is None or app.generation != generation:
+    upgrade = session.get(AppUpgrade, upgrade_id)
+    if app is None or upgrade is None or app.generation != generation:
         return None
-    if rollout.state not in {s.value for s in ACTIVE}:
+    if upgrade.state not in {s.value for s in ACTIVE}:
         return None  # paused or rolled back by a user meanwhile
     if assignments:
         instances = dict(app.instances)
@@ -222,11 +243,11 @@ def apply_rollout_step(
         app.instances = instances
         app.generation += 1
         app.updated_at = now
-    rollout.state = state
-    rollout.message = message
-    rollout.updated_at = now
-    if state in (RolloutState.SUCCEEDED, RolloutState.ROLLED_BACK):
-        rollout.finished_at = now
+    upgrade.state = state
+    upgrade.message = message
+    upgrade.updated_at = now
+    if state in (UpgradeState.SUCCEEDED, UpgradeState.ROLLED_BACK):
+        upgrade.finished_at = now
     return app.generation
 
 
@@ -342,12 +363,7 @@ def hold_app_quota(
         return
     assert quota is not None
     held = current.amounts()
-    growth = ResourceVector(
-        **{
-            dim: max(0, getattr(amount, dim) - getattr(held, dim))
-            for dim in ResourceVector.__dataclass_fields__
-        }
-    )
+    growth = amount.minus(held)
     if not growth.is_zero():
         violations = check_fits(requested=growth, used=quota.used(), hard=quota.hard())
         if violations:
@@ -371,3 +387,489 @@ def release_app_quota(
     hold_app_quota(
         session, business=business, cluster=cluster, app_id=app_id, amount=ResourceVector()
     )
+
+
+# ---------------------------------------------------------------- spec changes of the API
+#
+# Each function below is one change a route asks for: it checks what only the store can check
+# (name clashes, the instance map, the active upgrade), admits quota where the app may grow, and
+# writes. The API's routes parse and authorise before, and shape the answer after. Callers hold
+# the app row locked (``find_app(..., lock=True)``) for every change of its map.
+
+
+def find_app(session: Session, *, business: Business, name: str, lock: bool = False) -> App:
+    """The app ``name`` of ``business`` (locked for update when ``lock``), or ``NotFound``."""
+    stmt = select(App).where(App.business_id == business.id, App.name == name)
+    if lock:
+        stmt = stmt.with_for_update()
+    app = session.scalars(stmt).one_or_none()
+    if app is None:
+        raise NotFound(f"app '{name}' not found in business '{business.name}'")
+    return app
+
+
+def refuse_if_deleting(app: App) -> None:
+    """A deleted app is gone for its users already; only the controller still removes it."""
+    if app.state == "deleting":
+        raise Conflict(f"app '{app.name}' is being deleted")
+
+
+def list_apps(session: Session, *, business: Business) -> Sequence[App]:
+    return session.scalars(
+        select(App).where(App.business_id == business.id).order_by(App.name)
+    ).all()
+
+
+def cluster_of(session: Session, app: App) -> Cluster:
+    cluster = session.get(Cluster, app.cluster_id)
+    assert cluster is not None  # the foreign key cascades: an app never outlives its cluster
+    return cluster
+
+
+def stopped_ids(app: App) -> set[int]:
+    return {int(i) for i in app.stopped or ()}
+
+
+def hold_instances_quota(
+    session: Session, *, business: Business, app: App, instances: dict[int, str]
+) -> None:
+    """Hold the quota of ``instances`` (an app's map), less the instances stopped one by one;
+    nothing at all while the app is not running."""
+    stopped = stopped_ids(app)
+    running = {i: v for i, v in instances.items() if i not in stopped}
+    amount = (
+        demand(running, load_templates(session, app.id))
+        if app.state == "running"
+        else ResourceVector()
+    )
+    hold_app_quota(
+        session, business=business, cluster=cluster_of(session, app), app_id=app.id, amount=amount
+    )
+
+
+def _set_instance_map(app: App, instances: dict[int, str]) -> None:
+    app.instances = dump_instance_map(instances)
+    if app.stopped:
+        app.stopped = sorted(i for i in stopped_ids(app) if i in instances)
+    _changed(app)
+
+
+def _changed(app: App) -> None:
+    """Tell the controller the spec moved: it plans from the generation it read."""
+    app.generation += 1
+    app.updated_at = utcnow()
+
+
+@dataclass(frozen=True, slots=True)
+class NewTemplate:
+    """A version to store: its name, its document (``gaia.domain.apps.TemplateSpec`` form, less
+    the resources) and its resources, given or named by an instance configuration."""
+
+    name: str
+    document: dict[str, Any]
+    resources: ResourceVector | None = None
+    instance_config: str | None = None
+
+
+def _template_document(
+    session: Session, business: Business, template: NewTemplate
+) -> dict[str, Any]:
+    """The stored form: the document with the resources in internal units (an instance
+    configuration's amounts are copied, so a later change of the configuration does not move
+    running versions)."""
+    if template.instance_config is not None:
+        vector = find_config(session, business, template.instance_config).amounts()
+    else:
+        assert template.resources is not None
+        vector = template.resources
+    doc = dict(template.document)
+    doc["resources"] = vector.as_internal()
+    if template.instance_config is not None:
+        doc["instance_config"] = template.instance_config
+    return doc
+
+
+def create_app(
+    session: Session,
+    *,
+    business: Business,
+    cluster: Cluster,
+    name: str,
+    description: str,
+    templates: Sequence[NewTemplate],
+    default_template: str,
+    replicas: int,
+    domain: str,
+    created_by: str,
+) -> App:
+    """Store a new app with ``replicas`` instances of ``default_template`` (ids 0..replicas-1),
+    admitted against the quota; ``Conflict`` when the name is taken in the business."""
+    clash = session.scalars(
+        select(App).where(App.business_id == business.id, App.name == name)
+    ).one_or_none()
+    if clash is not None:
+        raise Conflict(f"app '{name}' already exists in business '{business.name}'")
+    now = utcnow()
+    app = App(
+        business_id=business.id,
+        cluster_id=cluster.id,
+        name=name,
+        description=description,
+        default_template=default_template,
+        instances={},
+        next_instance_id=replicas,
+        state="running",
+        domain=domain,
+        created_by=created_by,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(app)
+    session.flush()
+    for template in templates:
+        session.add(
+            AppTemplate(
+                app_id=app.id,
+                name=template.name,
+                spec=_template_document(session, business, template),
+                created_by=created_by,
+                created_at=now,
+            )
+        )
+    session.flush()
+    instances = dict.fromkeys(range(replicas), default_template)
+    hold_instances_quota(session, business=business, app=app, instances=instances)
+    _set_instance_map(app, instances)
+    return app
+
+
+def update_app(
+    session: Session,
+    *,
+    app: App,
+    description: str | None,
+    default_template: str | None,
+    domain: str | None,
+) -> list[str]:
+    """Change what is given (None leaves a field); returns what changed, for the record."""
+    changes = []
+    if description is not None:
+        app.description = description
+        changes.append("description")
+    if default_template is not None:
+        if default_template not in load_templates(session, app.id):
+            raise InvalidRequest(f"template {default_template!r} does not exist")
+        app.default_template = default_template
+        changes.append(f"default template {default_template}")
+    if domain is not None:
+        app.domain = domain
+        changes.append(f"domain {domain or '(none)'}")
+    app.updated_at = utcnow()
+    return changes
+
+
+def delete_app(session: Session, *, business: Business, app: App) -> None:
+    """Mark the app deleting and give its quota back now; the controller removes the rest."""
+    app.state = "deleting"
+    hold_instances_quota(session, business=business, app=app, instances={})
+    _changed(app)
+
+
+def stop_app(session: Session, *, business: Business, app: App) -> None:
+    """Keep the spec and the instance map; the controller removes the instances."""
+    if app.state == "stopped":
+        raise Conflict(f"app '{app.name}' is already stopped")
+    app.state = "stopped"
+    hold_instances_quota(session, business=business, app=app, instances={})
+    _changed(app)
+
+
+def start_app(session: Session, *, business: Business, app: App) -> None:
+    """Run the stored map again, admitted against the quota first."""
+    if app.state == "running":
+        raise Conflict(f"app '{app.name}' is already running")
+    app.state = "running"
+    hold_instances_quota(
+        session, business=business, app=app, instances=parse_instance_map(app.instances)
+    )
+    _changed(app)
+
+
+# ---------------------------------------------------------------- templates (versions)
+
+
+def list_template_rows(session: Session, *, app: App) -> Sequence[AppTemplate]:
+    return session.scalars(
+        select(AppTemplate).where(AppTemplate.app_id == app.id).order_by(AppTemplate.id)
+    ).all()
+
+
+def find_template(session: Session, *, app: App, name: str) -> AppTemplate:
+    template = session.scalars(
+        select(AppTemplate).where(AppTemplate.app_id == app.id, AppTemplate.name == name)
+    ).one_or_none()
+    if template is None:
+        raise NotFound(f"template '{name}' not found in app '{app.name}'")
+    return template
+
+
+def add_template(
+    session: Session, *, business: Business, app: App, template: NewTemplate, created_by: str
+) -> AppTemplate:
+    """Add a version; templates are immutable, so a taken name is a ``Conflict``."""
+    if template.name in load_templates(session, app.id):
+        raise Conflict(
+            f"template '{template.name}' already exists in app '{app.name}'; templates are "
+            "immutable, add a new version instead"
+        )
+    row = AppTemplate(
+        app_id=app.id,
+        name=template.name,
+        spec=_template_document(session, business, template),
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def delete_template(session: Session, *, app: App, name: str) -> None:
+    """Remove a version nothing uses: no instance, not the default, not in an active upgrade."""
+    template = find_template(session, app=app, name=name)
+    users = sum(1 for v in app.instances.values() if v == name)
+    if users:
+        raise Conflict(f"template '{name}' is used by {users} instance(s)")
+    if app.default_template == name:
+        raise Conflict(f"template '{name}' is the app's default; choose another default first")
+    upgrade = active_upgrade(session, app=app)
+    if upgrade is not None and name in {upgrade.target, *upgrade.previous.values()}:
+        raise Conflict(f"template '{name}' is part of upgrade {upgrade.id} in progress")
+    session.delete(template)
+
+
+# ---------------------------------------------------------------- instances
+
+
+def _refuse_unknown_ids(app: App, instances: dict[int, str], ids: Sequence[int]) -> None:
+    missing = sorted(set(ids) - set(instances))
+    if missing:
+        raise InvalidRequest(
+            f"instance id(s) {', '.join(map(str, missing[:10]))} are not in app '{app.name}'",
+            details={"missing": missing[:100]},
+        )
+
+
+def scale_out(
+    session: Session, *, business: Business, app: App, template: str | None, count: int
+) -> tuple[str, range]:
+    """Add ``count`` instances of ``template`` (None: the app's default) with new ids; returns
+    the version and the ids given."""
+    version = template or app.default_template
+    if version not in load_templates(session, app.id):
+        raise InvalidRequest(f"template {version!r} does not exist in app '{app.name}'")
+    instances = parse_instance_map(app.instances)
+    if len(instances) + count > MAX_INSTANCES:
+        raise InvalidRequest(f"an app has at most {MAX_INSTANCES} instances")
+    ids = range(app.next_instance_id, app.next_instance_id + count)
+    for iid in ids:
+        instances[iid] = version
+    hold_instances_quota(session, business=business, app=app, instances=instances)
+    app.next_instance_id = ids.stop
+    _set_instance_map(app, instances)
+    return version, ids
+
+
+def scale_in(
+    session: Session, *, business: Business, app: App, instance_ids: Sequence[int]
+) -> None:
+    """Remove exactly the chosen instances; the others keep their ids and versions."""
+    instances = parse_instance_map(app.instances)
+    _refuse_unknown_ids(app, instances, instance_ids)
+    for iid in instance_ids:
+        instances.pop(iid, None)
+    hold_instances_quota(session, business=business, app=app, instances=instances)
+    _set_instance_map(app, instances)
+
+
+def stop_or_start_instances(
+    session: Session, *, business: Business, app: App, instance_ids: Sequence[int], stop: bool
+) -> None:
+    """Stop (or start again) the chosen instances of a running app: they stay in the map; a
+    stop gives their quota back, a start is admitted first."""
+    if app.state != "running":
+        raise Conflict(f"app '{app.name}' is stopped; start the app first")
+    instances = parse_instance_map(app.instances)
+    _refuse_unknown_ids(app, instances, instance_ids)
+    active = active_upgrade(session, app=app)
+    if stop and active is not None and set(active.instance_ids) & set(instance_ids):
+        raise Conflict(
+            f"upgrade {active.id} includes some of these instances; finish or roll it back first"
+        )
+    stopped = stopped_ids(app)
+    stopped = stopped | set(instance_ids) if stop else stopped - set(instance_ids)
+    app.stopped = sorted(stopped)
+    hold_instances_quota(session, business=business, app=app, instances=instances)
+    _changed(app)
+
+
+def last_failures(session: Session, *, app: App) -> dict[int, InstanceFailure]:
+    """Each instance's most recent failure."""
+    rows = session.scalars(
+        select(InstanceFailure).where(InstanceFailure.app_id == app.id).order_by(InstanceFailure.at)
+    )
+    return {r.instance_id: r for r in rows}
+
+
+# ---------------------------------------------------------------- gray upgrades
+
+
+def active_upgrade(session: Session, *, app: App) -> AppUpgrade | None:
+    return session.scalars(
+        select(AppUpgrade).where(
+            AppUpgrade.app_id == app.id, AppUpgrade.state.in_([s.value for s in ACTIVE])
+        )
+    ).first()
+
+
+def list_upgrades(session: Session, *, app: App) -> Sequence[AppUpgrade]:
+    """The app's upgrades, newest first."""
+    return session.scalars(
+        select(AppUpgrade).where(AppUpgrade.app_id == app.id).order_by(AppUpgrade.id.desc())
+    ).all()
+
+
+def latest_upgrade(session: Session, *, app: App) -> AppUpgrade | None:
+    return session.scalars(
+        select(AppUpgrade).where(AppUpgrade.app_id == app.id).order_by(AppUpgrade.id.desc())
+    ).first()
+
+
+def find_upgrade(session: Session, *, app: App, upgrade_id: int) -> AppUpgrade:
+    upgrade = session.get(AppUpgrade, upgrade_id)
+    if upgrade is None or upgrade.app_id != app.id:
+        raise NotFound(f"upgrade {upgrade_id} not found in app '{app.name}'")
+    return upgrade
+
+
+def create_upgrade(
+    session: Session,
+    *,
+    business: Business,
+    app: App,
+    target: str,
+    instance_ids: Sequence[int] | None,
+    max_unavailable: int,
+    created_by: str,
+) -> tuple[AppUpgrade, bool]:
+    """Start a gray upgrade of ``instance_ids`` (None: every running instance, in id order) to
+    ``target``. The quota admits the larger of the app's demand before and after up front, so
+    the controller never has to refuse a batch. Returns the upgrade and whether it runs in
+    place (only the image differs)."""
+    if app.state != "running":
+        raise Conflict(f"app '{app.name}' is stopped; start it before upgrading")
+    active = active_upgrade(session, app=app)
+    if active is not None:
+        raise Conflict(
+            f"upgrade {active.id} to {active.target} is {active.state}; "
+            "finish or roll it back first"
+        )
+    stopped = stopped_ids(app)
+    instances = {i: v for i, v in parse_instance_map(app.instances).items() if i not in stopped}
+    templates = load_templates(session, app.id)
+    ids = sorted(instances) if instance_ids is None else list(instance_ids)
+    halted = sorted(stopped & set(ids))
+    if halted:
+        raise Conflict(
+            f"instance(s) {', '.join(map(str, halted[:20]))} are stopped; start them before "
+            "upgrading them"
+        )
+    plan = new_plan(
+        target=target,
+        instance_ids=ids,
+        instances=instances,
+        templates=list(templates),
+        max_unavailable=max_unavailable,
+    )
+    final = dict(instances)
+    for iid in ids:
+        final[iid] = target
+    hold_app_quota(
+        session,
+        business=business,
+        cluster=cluster_of(session, app),
+        app_id=app.id,
+        amount=demand(instances, templates).covering(demand(final, templates)),
+    )
+    now = utcnow()
+    upgrade = AppUpgrade(
+        app_id=app.id,
+        target=plan.target,
+        instance_ids=list(plan.instance_ids),
+        previous={str(k): v for k, v in plan.previous.items()},
+        max_unavailable=plan.max_unavailable,
+        state=UpgradeState.RUNNING.value,
+        message="",
+        created_by=created_by,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(upgrade)
+    app.generation += 1
+    session.flush()
+    in_place = all(
+        templates[plan.previous[i]].same_shape(templates[plan.target]) for i in plan.instance_ids
+    )
+    return upgrade, in_place
+
+
+def transition_upgrade(
+    session: Session,
+    *,
+    app: App,
+    upgrade_id: int,
+    verb: str,
+    allowed_from: frozenset[UpgradeState],
+    to: UpgradeState,
+    actor: str,
+) -> AppUpgrade:
+    """Move an upgrade to ``to`` (pause, resume, roll back) if it is in one of ``allowed_from``;
+    only the newest upgrade can be rolled back."""
+    upgrade = find_upgrade(session, app=app, upgrade_id=upgrade_id)
+    if UpgradeState(upgrade.state) not in allowed_from:
+        raise Conflict(
+            f"upgrade {upgrade_id} is {upgrade.state}; it can {verb} only when "
+            f"{' or '.join(sorted(allowed_from))}"
+        )
+    if to is UpgradeState.ROLLING_BACK:
+        newer = session.scalars(
+            select(AppUpgrade.id).where(AppUpgrade.app_id == app.id, AppUpgrade.id > upgrade.id)
+        ).first()
+        if newer is not None:
+            raise Conflict(f"upgrade {newer} came after this one; roll that one back instead")
+    upgrade.state = to.value
+    upgrade.message = f"{verb} by {actor}"
+    upgrade.updated_at = utcnow()
+    upgrade.finished_at = None
+    app.generation += 1
+    return upgrade
+
+
+# ---------------------------------------------------------------- blacklist
+
+
+def active_blacklist(session: Session, *, app: App) -> Sequence[AppBlacklist]:
+    return session.scalars(
+        select(AppBlacklist)
+        .where(AppBlacklist.app_id == app.id, AppBlacklist.expires_at > utcnow())
+        .order_by(AppBlacklist.node)
+    ).all()
+
+
+def clear_blacklist(session: Session, *, app: App, node: str) -> None:
+    entry = session.scalars(
+        select(AppBlacklist).where(AppBlacklist.app_id == app.id, AppBlacklist.node == node)
+    ).one_or_none()
+    if entry is None:
+        raise NotFound(f"node '{node}' is not blacklisted for app '{app.name}'")
+    session.delete(entry)

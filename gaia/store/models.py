@@ -302,7 +302,7 @@ class App(Base):
     ``instances`` is the desired state the app controller drives the cluster toward: JSON
     ``{"0": "v7", "1": "v7", ...}``. Ids are stable and never reused while the app exists
     (``next_instance_id``), so ``<app>-<id>`` names one instance for its whole life. A gray
-    upgrade edits entries of this map batch by batch (``AppRollout``).
+    upgrade edits entries of this map batch by batch (``AppUpgrade``).
     """
 
     __tablename__ = "apps"
@@ -347,11 +347,13 @@ class AppTemplate(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class AppRollout(Base):
-    """A gray (or rolling) upgrade: move ``instance_ids`` to ``target`` in batches of at most
-    ``max_unavailable``; ``previous`` remembers each instance's template for roll back."""
+class AppUpgrade(Base):
+    """A gray upgrade (a rolling one when it takes every instance in id order): move
+    ``instance_ids`` to ``target`` in batches of at most ``max_unavailable``; ``previous``
+    remembers each instance's template for roll back. The plan and its states are
+    ``gaia.domain.upgrades``; migration 0006 renamed the table from ``app_rollouts``."""
 
-    __tablename__ = "app_rollouts"
+    __tablename__ = "app_upgrades"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)

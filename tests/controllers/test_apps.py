@@ -300,6 +300,21 @@ def test_restart_kill_logs_and_exec_of_one_instance(h: AppsHarness, world: World
     assert r.status_code == 403
 
 
+def test_exec_records_the_command_line_with_secrets_redacted(h: AppsHarness, world: World) -> None:
+    create(h, replicas=1)
+    h.settle(h.ready("web", 1))
+    shell = {"command": ["sh", "-c", "hostname && echo password=hunter2"]}
+    assert h.post(f"{BIZ}/apps/web/instances/0/exec", shell)["exit_code"] == 0
+    h.post(f"{BIZ}/apps/web/instances/0/exec", {"command": ["echo", "token=abc def"]})
+    records = world.client.get(
+        "/api/v1/records", params={"action": "app.instance.exec"}, headers=world.admin
+    ).json()["items"]
+    summaries = {r["summary"] for r in records}
+    assert "$ hostname && echo password=[REDACTED] in web-0: exit 0" in summaries
+    assert "$ echo 'token=[REDACTED] def' in web-0: exit 0" in summaries
+    assert not any("hunter2" in s or "abc" in s for s in summaries)
+
+
 def test_mutations_write_records_and_events(h: AppsHarness, world: World) -> None:
     create(h, replicas=1)
     h.settle(h.ready("web", 1))

@@ -26,7 +26,7 @@ from gaia.domain.restarts import (
     decide_restart,
     should_blacklist,
 )
-from gaia.domain.upgrades import RolloutState, new_plan, step_rollout
+from gaia.domain.upgrades import UpgradeState, new_plan, step_upgrade
 from gaia.scheduler import (
     ClusterView,
     NodeView,
@@ -220,19 +220,19 @@ def test_plan_validation_names_the_problem() -> None:
 def test_gray_upgrade_moves_chosen_instances_in_batches() -> None:
     p, instances = plan([0, 2, 4], max_unavailable=2)
     observed = {i: Inst(i) for i in instances}
-    step = step_rollout(p, instances=instances, observed=observed)
+    step = step_upgrade(p, instances=instances, observed=observed)
     assert step.assignments == {0: "v8", 2: "v8"}
     instances.update(step.assignments)
     # nothing more while two are in flight
-    assert step_rollout(p, instances=instances, observed=observed).assignments == {}
+    assert step_upgrade(p, instances=instances, observed=observed).assignments == {}
     observed[0] = Inst(0, version="v8")
-    step = step_rollout(p, instances=instances, observed=observed)
+    step = step_upgrade(p, instances=instances, observed=observed)
     assert step.assignments == {4: "v8"}
     instances.update(step.assignments)
     observed[2] = Inst(2, version="v8")
     observed[4] = Inst(4, version="v8")
-    done = step_rollout(p, instances=instances, observed=observed)
-    assert done.state is RolloutState.SUCCEEDED
+    done = step_upgrade(p, instances=instances, observed=observed)
+    assert done.state is UpgradeState.SUCCEEDED
     assert done.progress.done == 3
     # 1, 3 and 5 were never touched
     assert {i: instances[i] for i in (1, 3, 5)} == {1: "v7", 3: "v7", 5: "v7"}
@@ -244,24 +244,24 @@ def test_failure_on_the_new_version_pauses_the_upgrade() -> None:
     failed = Inst(
         0, version="v8", phase="Failed", ready=False, last_failure=Failure("OOMKilled", NOW)
     )
-    step = step_rollout(p, instances=instances, observed={0: failed, 1: Inst(1)})
-    assert step.state is RolloutState.PAUSED
+    step = step_upgrade(p, instances=instances, observed={0: failed, 1: Inst(1)})
+    assert step.state is UpgradeState.PAUSED
     assert "ocr-0 (OOMKilled)" in step.message
-    paused = replace(p, state=RolloutState.PAUSED)
-    assert step_rollout(paused, instances=instances, observed={0: failed}).assignments == {}
+    paused = replace(p, state=UpgradeState.PAUSED)
+    assert step_upgrade(paused, instances=instances, observed={0: failed}).assignments == {}
 
 
 def test_rollback_returns_each_instance_to_its_previous_version() -> None:
     p, instances = plan([0, 2], max_unavailable=5)
     instances.update({0: "v8", 2: "v8"})
-    back = replace(p, state=RolloutState.ROLLING_BACK)
+    back = replace(p, state=UpgradeState.ROLLING_BACK)
     observed = {i: Inst(i, version=v) for i, v in instances.items()}
-    step = step_rollout(back, instances=instances, observed=observed)
+    step = step_upgrade(back, instances=instances, observed=observed)
     assert step.assignments == {0: "v7", 2: "v7"}
     instances.update(step.assignments)
     observed = {i: Inst(i, version=v) for i, v in instances.items()}
-    assert step_rollout(back, instances=instances, observed=observed).state is (
-        RolloutState.ROLLED_BACK
+    assert step_upgrade(back, instances=instances, observed=observed).state is (
+        UpgradeState.ROLLED_BACK
     )
 
 
@@ -269,8 +269,8 @@ def test_instances_scaled_in_during_an_upgrade_leave_the_plan() -> None:
     p, instances = plan([0, 1])
     del instances[1]
     instances[0] = "v8"
-    step = step_rollout(p, instances=instances, observed={0: Inst(0, version="v8")})
-    assert step.state is RolloutState.SUCCEEDED
+    step = step_upgrade(p, instances=instances, observed={0: Inst(0, version="v8")})
+    assert step.state is UpgradeState.SUCCEEDED
     assert step.progress.total == 1
 
 

@@ -60,3 +60,10 @@ def test_untouched_dimension_does_not_block_after_quota_is_lowered() -> None:
 def test_release_never_goes_negative() -> None:
     a = ResourceVector.from_api({"cpu": 1})
     assert a.minus(ResourceVector.from_api({"cpu": 2})).cpu == 0
+
+
+def test_covering_takes_the_larger_amount_on_each_dimension() -> None:
+    before = ResourceVector.from_api({"cpu": 2, "gpu": 0.5})
+    after = ResourceVector.from_api({"cpu": 1, "gpu": 1, "memory": 64})
+    both = ResourceVector.from_api({"cpu": 2, "gpu": 1, "memory": 64})
+    assert before.covering(after) == both == after.covering(before)

@@ -1,7 +1,9 @@
 """Request and response bodies of the apps API (``/businesses/{biz}/apps``).
 
 A template arrives in API units (cores, MiB, cards) and is stored as a document in internal units
-(``template_document``); ``gaia.domain.apps.template_from_document`` reads it back.
+(``gaia.api.routes.apps.shapes.new_template``, then ``gaia.store.apps``);
+``gaia.domain.apps.template_from_document`` reads it back. A gray upgrade is ``Upgrade*`` here
+as everywhere in the code (the table is ``app_upgrades``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,46 @@
+"""Apps: ``/businesses/{biz}/apps``, their templates, instances, gray upgrades and blacklist.
+
+One ``router`` made of four, one per resource:
+
+- ``apps``: the app itself (create, read, update, delete, stop, start), its service, blacklist;
+- ``templates``: its versions;
+- ``instances``: scaling, stopping and starting chosen instances, and one instance's restart,
+  kill, logs and exec;
+- ``upgrades``: gray upgrades and their pause, resume and roll back.
+
+The routes change only the store, through one operation of ``gaia.store.apps`` each (quota is
+admitted there before an app can grow, so the controller never has to refuse); the app
+controller (``gaia.controllers.apps``) makes the cluster follow. ``shapes`` turns rows and what
+the cluster reports into answers; ``observe`` reads the cluster. See docs/architecture.md.
+
+Exec for other front ends: the console's web terminal sends each line to
+``POST /api/v1/businesses/{biz}/apps/{app}/instances/{instance}/exec`` with
+``{"command": ["sh", "-c", line]}``; that route checks the role, finds the instance and writes
+the operation record with the command line, secrets redacted.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.orm import Session
+
+from gaia.api.routes.apps import apps, instances, templates, upgrades
+from gaia.api.routes.apps.instances import instance_exec
+from gaia.api.routes.apps.observe import one_instance as _one_instance
+from gaia.store import apps as store_apps
+from gaia.store.models import App, Business
+
+router = APIRouter(tags=["apps"])
+for _part in (apps, templates, instances, upgrades):
+    router.include_router(_part.router)
+
+
+def _app(session: Session, business: Business, name: str, *, lock: bool = False) -> App:
+    """Transitional, for ``gaia.console.pages.live`` until its terminal calls the exec route
+    over HTTP: the app ``name`` of ``business`` (``gaia.store.apps.find_app``)."""
+    return store_apps.find_app(session, business=business, name=name, lock=lock)
+
+
+# ``_app``, ``_one_instance`` and ``instance_exec`` stay importable for the console's terminal
+# only; new code calls the API.
+__all__ = ["_app", "_one_instance", "instance_exec", "router"]

@@ -1,0 +1,54 @@
+"""What the cluster reports about an app, through the app's cluster provider.
+
+Reads of apps, instances and upgrades merge the store with one observation; the actions on one
+instance (restart, kill, logs, exec) need the instance as the cluster has it. An unreachable
+cluster is an answer here (None), never a 500: lists still show the stored spec.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from gaia.api.deps import platform
+from gaia.domain.errors import Conflict, NotFound
+from gaia.providers.port import ClusterProvider, Instance
+from gaia.store import apps as store_apps
+from gaia.store.models import App, Business, Cluster
+
+
+def provider_for(request: Request, cluster: Cluster) -> ClusterProvider:
+    return platform(request).providers.for_cluster(cluster)
+
+
+async def observe(
+    request: Request, cluster: Cluster, namespace: str, app: str
+) -> list[Instance] | None:
+    """The app's instances in the cluster, or None when the cluster cannot be reached."""
+    try:
+        return await provider_for(request, cluster).list_instances(namespace=namespace, app=app)
+    except ConnectionError:
+        return None
+
+
+async def observe_app(
+    request: Request, session: Session, business: Business, app: App
+) -> list[Instance] | None:
+    return await observe(request, store_apps.cluster_of(session, app), business.name, app.name)
+
+
+async def one_instance(
+    request: Request, session: Session, business: Business, app: App, iid: int
+) -> tuple[Cluster, Instance]:
+    """Instance ``iid`` as the cluster has it: 409 while it is wanted but not there yet, 404
+    when the app has no such instance, ``ConnectionError`` when the cluster is unreachable."""
+    cluster = store_apps.cluster_of(session, app)
+    observed = await observe(request, cluster, business.name, app.name)
+    if observed is None:
+        raise ConnectionError(f"cluster '{cluster.name}' is unreachable")
+    for inst in observed:
+        if inst.instance_id == iid:
+            return cluster, inst
+    if str(iid) in app.instances:
+        raise Conflict(f"instance {app.name}-{iid} is not running yet")
+    raise NotFound(f"instance {iid} not found in app '{app.name}'")

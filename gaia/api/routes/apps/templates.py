@@ -1,0 +1,94 @@
+"""An app's versions: ``/businesses/{biz}/apps/{app}/templates[/{version}]``.
+
+A template is one version (image, command, resources, probes ...). Templates are immutable: a
+change is a new version, and a version can go only when nothing uses it (no instance, not the
+default, not part of an upgrade in progress; ``gaia.store.apps.delete_template``).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
+from gaia.api.routes.apps.shapes import AppPath, BizPath, VersionPath, new_template, template_out
+from gaia.api.schemas.apps import TemplateIn, TemplateOut
+from gaia.domain import apps as domain_apps
+from gaia.store import apps as store_apps
+
+router = APIRouter()
+
+
+@router.get("/businesses/{biz}/apps/{app}/templates", response_model=list[TemplateOut])
+def list_templates(
+    principal: PrincipalDep, session: SessionDep, biz: str = BizPath, app: str = AppPath
+) -> list[TemplateOut]:
+    _, row = readable_app(session, principal, biz=biz, app=app)
+    instances = domain_apps.parse_instance_map(row.instances)
+    return [template_out(t, instances) for t in store_apps.list_template_rows(session, app=row)]
+
+
+@router.post("/businesses/{biz}/apps/{app}/templates", response_model=TemplateOut, status_code=201)
+def add_template(
+    body: TemplateIn,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    app: str = AppPath,
+) -> TemplateOut:
+    """Add a version. Templates are immutable; a change is a new version."""
+    target = writable_app(
+        request,
+        session,
+        principal,
+        biz=biz,
+        app=app,
+        action="template.create",
+        target=f"{app}/template/{body.name}",
+    )
+    template = store_apps.add_template(
+        session,
+        business=target.business,
+        app=target.app,
+        template=new_template(body),
+        created_by=principal.username,
+    )
+    target.audit.summary = f"added template '{body.name}' (image {body.image}) to app '{app}'"
+    return template_out(template, domain_apps.parse_instance_map(target.app.instances))
+
+
+@router.get("/businesses/{biz}/apps/{app}/templates/{version}", response_model=TemplateOut)
+def get_template(
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    app: str = AppPath,
+    version: str = VersionPath,
+) -> TemplateOut:
+    _, row = readable_app(session, principal, biz=biz, app=app)
+    template = store_apps.find_template(session, app=row, name=version)
+    return template_out(template, domain_apps.parse_instance_map(row.instances))
+
+
+@router.delete("/businesses/{biz}/apps/{app}/templates/{version}", status_code=204)
+def delete_template(
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    app: str = AppPath,
+    version: str = VersionPath,
+) -> Response:
+    target = writable_app(
+        request,
+        session,
+        principal,
+        biz=biz,
+        app=app,
+        action="template.delete",
+        target=f"{app}/template/{version}",
+        refuse_deleting=False,
+    )
+    store_apps.delete_template(session, app=target.app, name=version)
+    target.audit.summary = f"deleted template '{version}' of app '{app}'"
+    return Response(status_code=204)
