@@ -26,19 +26,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import httpx
-from fastapi import Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from starlette.requests import HTTPConnection
 
-from gaia.api.deps import SESSION_COOKIE, Principal, authenticate, platform
+from gaia.api.deps import SESSION_COOKIE
 from gaia.console import assets
-from gaia.domain.errors import GaiaError
-from gaia.store.models import User
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -81,37 +80,40 @@ def translator(language: str) -> Translate:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleUser:
-    principal: Principal
+    """Who is logged in, as ``GET /api/v1/users/me`` answers, and the session token the
+    console calls the API with."""
+
     token: str
     username: str
     display_name: str
     language: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.principal.is_platform_admin
+    is_admin: bool
 
 
-def current_user(request: Request) -> ConsoleUser:
-    """The logged-in user (a FastAPI dependency); ``LoginRequired`` without a valid session."""
+async def current_user(request: Request) -> ConsoleUser:
+    """The logged-in user (a FastAPI dependency); ``LoginRequired`` without a valid session.
+
+    The API decides: the session cookie's token goes to ``GET /api/v1/users/me`` like any
+    client's, so a revoked session, an expired one or a disabled user ends here too."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired
-    with platform(request).db.read_session() as session:
-        try:
-            principal = authenticate(session, token)
-        except GaiaError:
-            raise LoginRequired from None
-        user = session.get(User, principal.user_id)
-        if user is None:
-            raise LoginRequired
-        return ConsoleUser(
-            principal=principal,
-            token=token,
-            username=user.username,
-            display_name=user.display_name or user.username,
-            language=user.language if user.language in LANGUAGES else "en",
-        )
+    me = await ConsoleApi(request, token).get("/api/v1/users/me")
+    if not me.ok or not isinstance(me.data, dict):
+        raise LoginRequired
+    return ConsoleUser(
+        token=token,
+        username=me.data["username"],
+        display_name=me.data["display_name"] or me.data["username"],
+        language=me.data["language"] if me.data["language"] in LANGUAGES else "en",
+        is_admin=bool(me.data["platform_admin"]),
+    )
+
+
+# The parameters every page module declares alike; FastAPI reads the limits from them.
+User = Annotated[ConsoleUser, Depends(current_user)]
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
+PageSize = Annotated[int, Query(ge=1, le=500)]
 
 
 # ---------------------------------------------------------------- the API, in-process
@@ -154,15 +156,21 @@ class ApiResult:
 
 
 class ConsoleApi:
-    """The platform's API as the logged-in user, over ASGI into the same app."""
+    """The platform's API as the logged-in user, over ASGI into the same app.
 
-    def __init__(self, request: Request, user: ConsoleUser) -> None:
-        self._app = request.app
+    ``user`` is the logged-in user, or a bare session token (before the user is known: the
+    current-user check, the terminal's socket), or ``None`` for the anonymous calls (login).
+    ``connection`` is the page's request or the terminal's WebSocket."""
+
+    def __init__(self, connection: HTTPConnection, user: ConsoleUser | str | None) -> None:
+        self._app = connection.app
+        token = user.token if isinstance(user, ConsoleUser) else user
         self._headers = {
-            "Authorization": f"Bearer {user.token}",
-            "X-Forwarded-For": request.client.host if request.client else "",
+            "X-Forwarded-For": connection.client.host if connection.client else "",
             "User-Agent": "gaia-console",
         }
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     async def call(
         self,
@@ -202,11 +210,6 @@ class ConsoleApi:
 
     async def delete(self, path: str) -> ApiResult:
         return await self.call("DELETE", path)
-
-
-async def api_for(request: Request) -> tuple[ConsoleUser, ConsoleApi]:
-    user = current_user(request)
-    return user, ConsoleApi(request, user)
 
 
 # ---------------------------------------------------------------- paging

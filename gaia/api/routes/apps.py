@@ -54,6 +54,7 @@ from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
 from gaia.domain import apps as domain_apps
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.rbac import Permission
+from gaia.domain.redaction import command_summary
 from gaia.domain.resources import ResourceVector
 from gaia.domain.upgrades import ACTIVE, RolloutState, new_plan, step_rollout
 from gaia.providers.port import ClusterProvider, Instance
@@ -887,11 +888,13 @@ async def instance_exec(
     row = _app(session, business, app)
     cluster, inst = await _one_instance(request, session, business, row, instance)
     ctx.cluster = cluster.name
+    # the command line, redacted (it may carry secrets the operator typed); a refused or
+    # failed run is recorded with it too
+    ctx.summary = f"$ {command_summary(body.command)} in {inst.name}"
     result = await _provider(request, cluster).exec(
         namespace=business.name, name=inst.name, command=body.command, timeout=body.timeout_s
     )
-    # the command may carry secrets typed by the operator: record only its program name
-    ctx.summary = f"exec {body.command[0][:64]!r} in {inst.name}: exit {result.exit_code}"
+    ctx.summary += f": exit {result.exit_code}"
     return ExecOut(exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
