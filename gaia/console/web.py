@@ -1,4 +1,4 @@
-"""What every console page uses: who is logged in, the API, translation, rendering, paging.
+"""What every console page uses: who is logged in, the API, translation, rendering.
 
 **Same API, same rules.** A page reads and acts through the platform's own HTTP API, called
 in-process (``ConsoleApi``: httpx over ASGI into the same app, with the user's session token), so
@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -212,46 +211,6 @@ class ConsoleApi:
         return await self.call("DELETE", path)
 
 
-# ---------------------------------------------------------------- paging
-
-
-@dataclass
-class Paged:
-    """One page of a list the server filtered; ``link(n)`` keeps the filters."""
-
-    items: Sequence[Any]
-    page: int
-    size: int
-    total: int
-    query: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.size))
-
-    def link(self, page: int) -> str:
-        return "?" + urlencode({**self.query, "page": page})
-
-    @property
-    def first_index(self) -> int:
-        return (self.page - 1) * self.size + 1 if self.total else 0
-
-    @property
-    def last_index(self) -> int:
-        return min(self.total, self.page * self.size)
-
-
-def paginate(
-    items: Sequence[Any], *, page: int, size: int, query: Mapping[str, Any] | None = None
-) -> Paged:
-    size = max(1, min(size, 500))
-    pages = max(1, math.ceil(len(items) / size))
-    page = max(1, min(page, pages))
-    start = (page - 1) * size
-    kept = {k: str(v) for k, v in (query or {}).items() if v not in (None, "") and k != "page"}
-    return Paged(items[start : start + size], page, size, len(items), kept)
-
-
 # ---------------------------------------------------------------- rendering
 
 
@@ -307,6 +266,21 @@ def render(
         **(context or {}),
     }
     return templates.TemplateResponse(request, template, page, status_code=status)
+
+
+def refusal_page(
+    request: Request, user: ConsoleUser, result: ApiResult, *, template: str, section: str
+) -> HTMLResponse:
+    """The API's refusal (404, 403, ...) as a small page of ``template`` with its message and
+    the same status (each section words it its own way and links back to its list)."""
+    return render(
+        request,
+        user,
+        template,
+        {"status": result.status, "message": result.error},
+        section=section,
+        status=result.status if result.status >= 400 else 502,
+    )
 
 
 def _browser_language(request: Request) -> str:

@@ -31,25 +31,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
+from gaia.console.listing import every_item, mentions, paginate
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
     ConsoleUser,
+    PageNumber,
+    PageSize,
     Translate,
-    current_user,
-    paginate,
+    User,
     redirect,
+    refusal_page,
     render,
     translator,
 )
 
 router = APIRouter(include_in_schema=False)
-User = Annotated[ConsoleUser, Depends(current_user)]
-Page = Annotated[int, Query(ge=1, le=100_000)]
-Size = Annotated[int, Query(ge=1, le=500)]
 Filter = Annotated[str, Query(max_length=253)]
 
 BASE = "/console/businesses"
@@ -68,37 +68,13 @@ DIMENSIONS = (
 )
 KINDS = {"configmap": "configmaps", "secret": "secrets"}
 TITLES = {"configmap": "ConfigMap", "secret": "Secret"}
-MAX_LIST_PAGES = 200  # of 500 rows each: a bound on collecting a keyset-paged API list
 
 
 # ---------------------------------------------------------------- shared helpers
 
 
-async def _collect(api: ConsoleApi, path: str) -> ApiResult:
-    """Every item of a keyset-paged API list (``{"items", "next_cursor"}``), in one result."""
-    items: list[Any] = []
-    cursor = None
-    for _ in range(MAX_LIST_PAGES):
-        result = await api.get(path, limit=500, cursor=cursor)
-        if not result.ok:
-            return result
-        items.extend(result.data["items"])
-        cursor = result.data.get("next_cursor")
-        if not cursor:
-            break
-    return ApiResult(200, items)
-
-
 def _error_page(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
-    """The API's refusal (404, 403, ...) as a small page with the same status."""
-    return render(
-        request,
-        user,
-        "business_error.html",
-        {"status": result.status, "message": result.error},
-        section="businesses",
-        status=result.status,
-    )
+    return refusal_page(request, user, result, template="business_error.html", section="businesses")
 
 
 def _rank(business: Mapping[str, Any]) -> int:
@@ -118,11 +94,6 @@ def _t(user: ConsoleUser) -> Translate:
     return translator(user.language)
 
 
-def _matches(text: str, *fields: Any) -> bool:
-    needle = text.strip().lower()
-    return not needle or any(needle in str(f or "").lower() for f in fields)
-
-
 # ---------------------------------------------------------------- the list
 
 
@@ -131,8 +102,8 @@ async def business_list(
     request: Request,
     user: User,
     name: Filter = "",
-    page: Page = 1,
-    size: Size = 20,
+    page: PageNumber = 1,
+    size: PageSize = 20,
 ) -> Response:
     return await _business_list(request, user, name=name, page=page, size=size)
 
@@ -149,10 +120,10 @@ async def _business_list(
     status: int = 200,
 ) -> Response:
     api = ConsoleApi(request, user)
-    listed = await _collect(api, "/api/v1/businesses")
+    listed = await every_item(api, "/api/v1/businesses")
     if not listed.ok:
         return _error_page(request, user, listed)
-    rows = [b for b in listed.data if _matches(name, b["name"], b["display_name"])]
+    rows = [b for b in listed.data if mentions(name, b["name"], b["display_name"])]
     paged = paginate(rows, page=page, size=size, query={"name": name, "size": size})
     summaries = await _summaries(api, [b["name"] for b in paged.items])
     return render(
@@ -255,8 +226,8 @@ async def business_members(
     user: User,
     biz: str,
     member: Filter = "",
-    page: Page = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
 ) -> Response:
     api = ConsoleApi(request, user)
     business = await _business(api, biz)
@@ -265,7 +236,7 @@ async def business_members(
     members = await api.get(f"/api/v1/businesses/{biz}/members")
     if not members.ok:
         return _error_page(request, user, members)
-    rows = [m for m in members.data if _matches(member, m["username"], m["display_name"])]
+    rows = [m for m in members.data if mentions(member, m["username"], m["display_name"])]
     paged = paginate(rows, page=page, size=size, query={"member": member, "size": size})
     return render(
         request,
@@ -366,8 +337,8 @@ async def business_instance_configs(
     user: User,
     biz: str,
     name: Filter = "",
-    page: Page = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
 ) -> Response:
     return await _instance_configs(request, user, biz, name=name, page=page, size=size)
 
@@ -394,7 +365,7 @@ async def _instance_configs(
         if not result.ok:
             return _error_page(request, user, result)
     own_names = {c["name"] for c in own.data}
-    rows = [c for c in [*own.data, *shared.data] if _matches(name, c["name"], c["description"])]
+    rows = [c for c in [*own.data, *shared.data] if mentions(name, c["name"], c["description"])]
     paged = paginate(rows, page=page, size=size, query={"name": name, "size": size})
     return render(
         request,
@@ -512,8 +483,8 @@ async def config_list(
     biz: str,
     name: Filter = "",
     kind: Annotated[str, Query(max_length=20)] = "",
-    page: Page = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
 ) -> Response:
     return await _config_list(request, user, biz, name=name, kind=kind, page=page, size=size)
 
@@ -539,13 +510,13 @@ async def _config_list(
     for each, plural in KINDS.items():
         if kind and kind != each:
             continue
-        listed = await _collect(api, f"/api/v1/businesses/{biz}/{plural}")
+        listed = await every_item(api, f"/api/v1/businesses/{biz}/{plural}")
         if not listed.ok:
             return _error_page(request, user, listed)
         for item in listed.data:
             keys = [k["key"] for k in item["keys"]] if each == "secret" else sorted(item["data"])
             rows.append({**item, "kind": each, "keys": keys})
-    rows = [r for r in rows if _matches(name, r["name"], r["description"])]
+    rows = [r for r in rows if mentions(name, r["name"], r["description"])]
     rows.sort(key=lambda r: (r["name"], r["kind"]))
     paged = paginate(rows, page=page, size=size, query={"name": name, "kind": kind, "size": size})
     return render(

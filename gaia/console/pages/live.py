@@ -38,19 +38,21 @@ import json
 from typing import Annotated, Any, cast
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
 from gaia.api.audit import record_socket_step
 from gaia.api.deps import SESSION_COOKIE, AuditContext, authenticate, business_for, platform
 from gaia.api.errors import STATUS
 from gaia.console.charts import Series, Unit, line_chart, mean_series
+from gaia.console.listing import cursor_page, paginate
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
     ConsoleUser,
-    current_user,
-    paginate,
+    PageNumber,
+    User,
+    refusal_page,
     render,
     translator,
 )
@@ -58,7 +60,6 @@ from gaia.domain.errors import GaiaError, Unauthenticated
 from gaia.domain.rbac import Permission
 
 router = APIRouter(include_in_schema=False)
-User = Annotated[ConsoleUser, Depends(current_user)]
 APP_URL = "/console/b/{biz}/apps/{app}"
 
 # window → (seconds, step): about 60 points whatever the window
@@ -101,14 +102,7 @@ async def _app_or_error(
 
 
 def _error_page(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
-    return render(
-        request,
-        user,
-        "live_error.html",
-        {"status": result.status, "message": result.error},
-        section="apps",
-        status=result.status if result.status >= 400 else 502,
-    )
+    return refusal_page(request, user, result, template="live_error.html", section="apps")
 
 
 def _now(request: Request) -> float:
@@ -133,7 +127,7 @@ async def monitoring(
     app: str,
     range: Annotated[str, Query(max_length=8)] = "1h",
     metric: Annotated[str, Query(max_length=16)] = "cpu",
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page: PageNumber = 1,
 ) -> Response:
     api = ConsoleApi(request, user)
     app_data, error = await _app_or_error(request, user, api, biz, app)
@@ -257,17 +251,17 @@ async def logs(
         since = at.isoformat()
     filters = {"instance": instance, "q": q, "stream": stream}
     page, instances = await asyncio.gather(
-        api.get(
+        cursor_page(
+            api,
             f"/api/v1/businesses/{biz}/apps/{app}/logs",
-            **filters,
-            since=since,
+            filters={**filters, "since": since},
             cursor=cursor,
             limit=LOG_LINES_PER_PAGE,
+            keep={**filters, "range": range},
         ),
         _instances(api, biz, app),
     )
-    data = page.data if page.ok else {}
-    query = {k: v for k, v in {**filters, "range": range}.items() if v}
+    data = page.data
     follow = (
         f"/api/v1/businesses/{biz}/apps/{app}/logs?"
         + urlencode({**{k: v for k, v in filters.items() if v}, "follow": "true"})
@@ -281,13 +275,11 @@ async def logs(
             "biz": biz,
             "app": app_data,
             "tab": "logs",
-            "lines": data.get("items", []),
+            "lines": page.items,
             "source": data.get("source", ""),
-            "error": page.error,
-            "older": "?" + urlencode({**query, "cursor": data["next_cursor"]})
-            if data.get("next_cursor")
-            else "",
-            "newest": "?" + urlencode(query) if cursor else "",
+            "error": page.result.error,
+            "older": page.older,
+            "newest": page.newest,
             "follow_url": follow if not cursor else "",
             "instances": instances[:500],
             "many_instances": len(instances) > 500,
