@@ -268,6 +268,19 @@ def render(
     return templates.TemplateResponse(request, template, page, status_code=status)
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedForm:
+    """A posted form the API refused, shown again on its page (above its list): what was
+    typed, the API's message per field, and the status the page answers with."""
+
+    values: Mapping[str, Any]
+    errors: Mapping[str, str]
+    status: int = 422
+
+
+EMPTY_FORM = RefusedForm({}, {}, 200)  # a page as it first shows, its form empty
+
+
 def refusal_page(
     request: Request, user: ConsoleUser, result: ApiResult, *, template: str, section: str
 ) -> HTMLResponse:

@@ -36,11 +36,13 @@ from fastapi.responses import Response
 
 from gaia.console.listing import every_item, mentions, paginate
 from gaia.console.web import (
+    EMPTY_FORM,
     ApiResult,
     ConsoleApi,
     ConsoleUser,
     PageNumber,
     PageSize,
+    RefusedForm,
     Translate,
     User,
     redirect,
@@ -115,9 +117,7 @@ async def _business_list(
     name: str = "",
     page: int = 1,
     size: int = 20,
-    form: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    status: int = 200,
+    refused: RefusedForm = EMPTY_FORM,
 ) -> Response:
     api = ConsoleApi(request, user)
     listed = await every_item(api, "/api/v1/businesses")
@@ -134,11 +134,11 @@ async def _business_list(
             "paged": paged,
             "name": name,
             "summaries": summaries,
-            "form": form or {},
-            "errors": errors or {},
+            "form": refused.values,
+            "errors": refused.errors,
         },
         section="businesses",
-        status=status,
+        status=refused.status,
     )
 
 
@@ -209,15 +209,22 @@ async def business_create(
             "description": description,
             "admins": admins,
         }
-        return await _business_list(request, user, form=form, errors=errors, status=result.status)
+        return await _business_list(request, user, refused=RefusedForm(form, errors, result.status))
     return redirect(BASE, error=result.error)
 
 
 # ---------------------------------------------------------------- one business: members
 
 
-async def _business(api: ConsoleApi, biz: str) -> ApiResult:
-    return await api.get(f"/api/v1/businesses/{biz}")
+async def _tab(
+    request: Request, user: ConsoleUser, api: ConsoleApi, biz: str, tab: str
+) -> dict[str, Any] | Response:
+    """The head every tab of one business shows (the business, what the user may do there,
+    which tab), or the API's refusal page to answer instead."""
+    business = await api.get(f"/api/v1/businesses/{biz}")
+    if not business.ok:
+        return _error_page(request, user, business)
+    return {"biz": business.data, "can": _can(business.data), "tab": tab}
 
 
 @router.get("/console/businesses/{biz}")
@@ -230,9 +237,9 @@ async def business_members(
     size: PageSize = 50,
 ) -> Response:
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "members")
+    if isinstance(head, Response):
+        return head
     members = await api.get(f"/api/v1/businesses/{biz}/members")
     if not members.ok:
         return _error_page(request, user, members)
@@ -243,9 +250,7 @@ async def business_members(
         user,
         "business.html",
         {
-            "biz": business.data,
-            "can": _can(business.data),
-            "tab": "members",
+            **head,
             "paged": paged,
             "member": member,
             "roles": ROLES,
@@ -313,9 +318,9 @@ async def member_remove(request: Request, user: User, biz: str, username: str) -
 @router.get("/console/businesses/{biz}/quotas")
 async def business_quotas(request: Request, user: User, biz: str) -> Response:
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "quotas")
+    if isinstance(head, Response):
+        return head
     quotas = await api.get(f"/api/v1/businesses/{biz}/quotas")
     if not quotas.ok:
         return _error_page(request, user, quotas)
@@ -323,7 +328,7 @@ async def business_quotas(request: Request, user: User, biz: str) -> Response:
         request,
         user,
         "business_quotas.html",
-        {"biz": business.data, "can": _can(business.data), "tab": "quotas", "quotas": quotas.data},
+        {**head, "quotas": quotas.data},
         section="businesses",
     )
 
@@ -351,14 +356,12 @@ async def _instance_configs(
     name: str = "",
     page: int = 1,
     size: int = 50,
-    form: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    status: int = 200,
+    refused: RefusedForm = EMPTY_FORM,
 ) -> Response:
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "instance-configs")
+    if isinstance(head, Response):
+        return head
     own = await api.get(f"/api/v1/businesses/{biz}/instance-configs")
     shared = await api.get("/api/v1/instance-configs")
     for result in (own, shared):
@@ -372,18 +375,16 @@ async def _instance_configs(
         user,
         "business_instance_configs.html",
         {
-            "biz": business.data,
-            "can": _can(business.data),
-            "tab": "instance-configs",
+            **head,
             "paged": paged,
             "name": name,
             "own_names": own_names,
             "dimensions": DIMENSIONS,
-            "form": form or {},
-            "errors": errors or {},
+            "form": refused.values,
+            "errors": refused.errors,
         },
         section="businesses",
-        status=status,
+        status=refused.status,
     )
 
 
@@ -414,9 +415,7 @@ async def instance_config_create(request: Request, user: User, biz: str) -> Resp
             request,
             user,
             biz,
-            form=form,
-            errors=errors or {"name": result.error},
-            status=result.status,
+            refused=RefusedForm(form, errors or {"name": result.error}, result.status),
         )
     return redirect(f"{BASE}/{biz}/instance-configs", error=result.error)
 
@@ -498,14 +497,12 @@ async def _config_list(
     kind: str = "",
     page: int = 1,
     size: int = 50,
-    form: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    status: int = 200,
+    refused: RefusedForm = EMPTY_FORM,
 ) -> Response:
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "configs")
+    if isinstance(head, Response):
+        return head
     rows: list[dict[str, Any]] = []
     for each, plural in KINDS.items():
         if kind and kind != each:
@@ -524,17 +521,15 @@ async def _config_list(
         user,
         "configs.html",
         {
-            "biz": business.data,
-            "can": _can(business.data),
-            "tab": "configs",
+            **head,
             "paged": paged,
             "name": name,
             "kind": kind,
-            "form": form or {},
-            "errors": errors or {},
+            "form": refused.values,
+            "errors": refused.errors,
         },
         section="businesses",
-        status=status,
+        status=refused.status,
     )
 
 
@@ -566,9 +561,9 @@ async def config_create(
             request,
             user,
             biz,
-            form=form,
-            errors={"data": _t(user)("line {lines}: write key=value, one per line", lines=bad)},
-            status=422,
+            refused=RefusedForm(
+                form, {"data": _t(user)("line {lines}: write key=value, one per line", lines=bad)}
+            ),
         )
     result = await ConsoleApi(request, user).post(
         f"/api/v1/businesses/{biz}/{KINDS[kind]}",
@@ -581,7 +576,7 @@ async def config_create(
         )
     if result.status in (409, 422):
         return await _config_list(
-            request, user, biz, form=form, errors=_config_errors(result), status=result.status
+            request, user, biz, refused=RefusedForm(form, _config_errors(result), result.status)
         )
     return redirect(f"{BASE}/{biz}/configs", error=result.error)
 
@@ -594,18 +589,16 @@ async def _config_page(
     name: str,
     *,
     reveal: bool = False,
-    form: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    status: int = 200,
+    refused: RefusedForm = EMPTY_FORM,
 ) -> Response:
     if kind not in KINDS:
         return _error_page(
             request, user, ApiResult(404, {"message": _t(user)("unknown kind {kind}", kind=kind)})
         )
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "configs")
+    if isinstance(head, Response):
+        return head
     path = f"/api/v1/businesses/{biz}/{KINDS[kind]}/{name}"
     item = await (api.get(path, reveal="true") if reveal else api.get(path))
     if not item.ok:
@@ -619,18 +612,16 @@ async def _config_page(
         user,
         "config.html",
         {
-            "biz": business.data,
-            "can": _can(business.data),
-            "tab": "configs",
+            **head,
             "kind": kind,
             "config": config,
             "values": values,
             "revealed": reveal,
-            "form": form or {},
-            "errors": errors or {},
+            "form": refused.values,
+            "errors": refused.errors,
         },
         section="businesses",
-        status=status,
+        status=refused.status,
     )
     if reveal:
         response.headers["Cache-Control"] = "no-store"
@@ -677,9 +668,9 @@ async def config_replace(
             biz,
             kind,
             name,
-            form=form,
-            errors={"data": _t(user)("line {lines}: write key=value, one per line", lines=bad)},
-            status=422,
+            refused=RefusedForm(
+                form, {"data": _t(user)("line {lines}: write key=value, one per line", lines=bad)}
+            ),
         )
     result = await ConsoleApi(request, user).put(
         f"/api/v1/businesses/{biz}/{KINDS[kind]}/{name}", {"description": description, "data": data}
@@ -688,7 +679,7 @@ async def config_replace(
         return redirect(back, ok=_t(user)("saved {kind} {name}", kind=TITLES[kind], name=name))
     if result.status == 422:
         return await _config_page(
-            request, user, biz, kind, name, form=form, errors=_config_errors(result), status=422
+            request, user, biz, kind, name, refused=RefusedForm(form, _config_errors(result))
         )
     return redirect(back, error=result.error)
 

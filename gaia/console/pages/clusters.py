@@ -42,6 +42,7 @@ from gaia.console.web import (
     render,
     translator,
 )
+
 # The one named exception to "the console only through the API" (pyproject.toml, the
 # console-through-api contract): the scheduler's topology tree is pure code, and serving it
 # through the API would add an API path.
