@@ -5,7 +5,9 @@ response it relays) and the ``AuditContext`` that auth and the route filled in: 
 target, a summary of the change, and the error message if any. The record is written in its own
 transaction after the request's transaction has ended, so a rejected or rolled-back request is
 recorded too. Summaries are written by the routes from validated fields, never by dumping the
-request body, so passwords, tokens and kubeconfigs cannot reach a record.
+request body, so passwords, tokens and kubeconfigs cannot reach a record. A WebSocket (the
+console's terminal) passes no middleware: its handler records its own steps through
+``record_socket_step``, written the same way.
 """
 
 from __future__ import annotations

@@ -4,7 +4,11 @@
 in-process (``ConsoleApi``: httpx over ASGI into the same app, with the user's session token), so
 the console can never show or do more than the API allows that user, every action lands in the
 operation records exactly as an API call does, and validation errors come back with the API's
-messages, which the page shows next to the form.
+messages, which the page shows next to the form. Logging in and out are API calls too
+(``POST /api/v1/auth/login``, whose token the console keeps in an HttpOnly cookie), and the
+logged-in user is whatever ``GET /api/v1/users/me`` says of that token. The console imports no
+store, scheduler or platform module (the ``console-through-api`` contract in pyproject.toml);
+list pages are built by ``gaia.console.listing``.
 
 **Pages without JavaScript first.** Every page is complete server-rendered HTML and every action
 is a plain ``<form method="post">`` answered with a redirect (POST/redirect/GET) carrying a

@@ -25,9 +25,9 @@ API's own, re-checked on every line (a revoked session or a lowered role stops t
 command). Opening the terminal asks the API's own dependencies whether the caller may exec
 there and the API for the instance; the terminal writes the two records no HTTP call makes,
 one when the session opens (or is refused) and one when it closes, through the API's recorder
-(``gaia.api.audit.record_socket_step``). No working directory is kept between lines: every line is a
-fresh ``sh -c`` in the container's working directory (the simulated shell has no ``cd``); a
-line may chain commands with ``;``, ``&&`` and ``||``.
+(``gaia.api.audit.record_socket_step``). No working directory is kept between lines: every line
+is a fresh ``sh -c`` in the container's working directory (the simulated shell has no ``cd``);
+a line may chain commands with ``;``, ``&&`` and ``||``.
 """
 
 from __future__ import annotations
