@@ -45,11 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.fernet import Fernet
 from sqlalchemy import insert, select
 
-from gaia.platform import Platform
 from gaia.clock import RealClock
 from gaia.domain.alerts import SeriesValue, evaluate_rule, series_key
 from gaia.monitor.alerting.evaluator import AlertEvaluator, policy_rule
 from gaia.monitor.metrics.series import Sample
+from gaia.platform import Platform
 from gaia.settings import Settings
 from gaia.store.models import AlertChannel, AlertNotification, AlertPolicy, Business
 

@@ -5,8 +5,10 @@ response it relays) and the ``AuditContext`` that auth and the route filled in: 
 target, a summary of the change, and the error message if any. The record is written in its own
 transaction after the request's transaction has ended, so a rejected or rolled-back request is
 recorded too. Summaries are written by the routes from validated fields, never by dumping the
-request body, so passwords, tokens and kubeconfigs cannot reach a record. The writing itself is
-``gaia.store.records.append_record`` (see docs/architecture.md, "api").
+request body, so passwords, tokens and kubeconfigs cannot reach a record. A WebSocket (the
+console's terminal) passes no middleware: its handler records its own steps through
+``record_socket_step``, written the same way. The writing itself is
+``gaia.store.records.append_record`` (docs/architecture.md, "One request").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from gaia.api.deps import MUTATING_METHODS, AuditContext
 from gaia.store.database import Database
@@ -53,31 +56,46 @@ class OperationRecorder:
                 await self._record(scope, ctx, status)
 
     async def _record(self, scope: Scope, ctx: AuditContext, status: int) -> None:
-        route = scope.get("route")
-        action = ctx.action or (getattr(route, "name", "") or "unknown")
-        client = scope.get("client")
-        record = OperationRecord(
-            actor=_clean(ctx.actor, 63),
-            business_id=ctx.business_id,
-            business=_clean(ctx.business, 63),
-            cluster=_clean(ctx.cluster, 63),
-            action=_clean(action, 100),
-            method=scope["method"],
-            path=_clean(scope["path"], 500),
-            target=_clean(ctx.target or scope["path"], 500),
-            summary=_clean(ctx.summary, 4000),
-            result="success" if status < 400 else "failure",
-            status_code=status,
-            error=_clean(ctx.error, 4000),
-            client=_clean(client[0] if client else "", 100),
+        await record_operation(
+            self._db_getter(), scope=scope, ctx=ctx, method=scope["method"], status=status
         )
-        db: Database = self._db_getter()
-        try:
-            await anyio.to_thread.run_sync(append_record, db, record)
-        except Exception:
-            # Losing a record must not go unnoticed, but must not turn a done change into
-            # an error for the caller either.
-            log.exception("could not write the operation record for %s", scope["path"])
+
+
+async def record_socket_step(websocket: WebSocket, ctx: AuditContext, *, status: int) -> None:
+    """Write the record of one step of a WebSocket session (the console's terminal opening,
+    refused or closing): no HTTP middleware sees a socket, so its handler fills in ``ctx``
+    and calls this, and the record is written exactly as the recorder writes one."""
+    db: Database = websocket.app.state.platform.db
+    await record_operation(db, scope=websocket.scope, ctx=ctx, method="WS", status=status)
+
+
+async def record_operation(
+    db: Database, *, scope: Scope, ctx: AuditContext, method: str, status: int
+) -> None:
+    route = scope.get("route")
+    action = ctx.action or (getattr(route, "name", "") or "unknown")
+    client = scope.get("client")
+    record = OperationRecord(
+        actor=_clean(ctx.actor, 63),
+        business_id=ctx.business_id,
+        business=_clean(ctx.business, 63),
+        cluster=_clean(ctx.cluster, 63),
+        action=_clean(action, 100),
+        method=method,
+        path=_clean(scope["path"], 500),
+        target=_clean(ctx.target or scope["path"], 500),
+        summary=_clean(ctx.summary, 4000),
+        result="success" if status < 400 else "failure",
+        status_code=status,
+        error=_clean(ctx.error, 4000),
+        client=_clean(client[0] if client else "", 100),
+    )
+    try:
+        await anyio.to_thread.run_sync(append_record, db, record)
+    except Exception:
+        # Losing a record must not go unnoticed, but must not turn a done change into
+        # an error for the caller either.
+        log.exception("could not write the operation record for %s", scope["path"])
 
 
 def _clean(text: str, limit: int) -> str:

@@ -1,10 +1,14 @@
-"""What every console page uses: who is logged in, the API, translation, rendering, paging.
+"""What every console page uses: who is logged in, the API, translation, rendering.
 
 **Same API, same rules.** A page reads and acts through the platform's own HTTP API, called
 in-process (``ConsoleApi``: httpx over ASGI into the same app, with the user's session token), so
 the console can never show or do more than the API allows that user, every action lands in the
 operation records exactly as an API call does, and validation errors come back with the API's
-messages, which the page shows next to the form.
+messages, which the page shows next to the form. Logging in and out are API calls too
+(``POST /api/v1/auth/login``, whose token the console keeps in an HttpOnly cookie), and the
+logged-in user is whatever ``GET /api/v1/users/me`` says of that token. The console imports no
+store, scheduler or platform module (the ``console-through-api`` contract in pyproject.toml);
+list pages are built by ``gaia.console.listing``.
 
 **Pages without JavaScript first.** Every page is complete server-rendered HTML and every action
 is a plain ``<form method="post">`` answered with a redirect (POST/redirect/GET) carrying a
@@ -21,24 +25,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import httpx
-from fastapi import Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from starlette.requests import HTTPConnection
 
-from gaia.api.deps import SESSION_COOKIE, Principal, authenticate, platform
+from gaia.api.deps import SESSION_COOKIE
 from gaia.console import assets
-from gaia.domain.errors import GaiaError
-from gaia.store.models import User
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -81,37 +83,40 @@ def translator(language: str) -> Translate:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleUser:
-    principal: Principal
+    """Who is logged in, as ``GET /api/v1/users/me`` answers, and the session token the
+    console calls the API with."""
+
     token: str
     username: str
     display_name: str
     language: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.principal.is_platform_admin
+    is_admin: bool
 
 
-def current_user(request: Request) -> ConsoleUser:
-    """The logged-in user (a FastAPI dependency); ``LoginRequired`` without a valid session."""
+async def current_user(request: Request) -> ConsoleUser:
+    """The logged-in user (a FastAPI dependency); ``LoginRequired`` without a valid session.
+
+    The API decides: the session cookie's token goes to ``GET /api/v1/users/me`` like any
+    client's, so a revoked session, an expired one or a disabled user ends here too."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired
-    with platform(request).db.read_session() as session:
-        try:
-            principal = authenticate(session, token)
-        except GaiaError:
-            raise LoginRequired from None
-        user = session.get(User, principal.user_id)
-        if user is None:
-            raise LoginRequired
-        return ConsoleUser(
-            principal=principal,
-            token=token,
-            username=user.username,
-            display_name=user.display_name or user.username,
-            language=user.language if user.language in LANGUAGES else "en",
-        )
+    me = await ConsoleApi(request, token).get("/api/v1/users/me")
+    if not me.ok or not isinstance(me.data, dict):
+        raise LoginRequired
+    return ConsoleUser(
+        token=token,
+        username=me.data["username"],
+        display_name=me.data["display_name"] or me.data["username"],
+        language=me.data["language"] if me.data["language"] in LANGUAGES else "en",
+        is_admin=bool(me.data["platform_admin"]),
+    )
+
+
+# The parameters every page module declares alike; FastAPI reads the limits from them.
+User = Annotated[ConsoleUser, Depends(current_user)]
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000)]
+PageSize = Annotated[int, Query(ge=1, le=500)]
 
 
 # ---------------------------------------------------------------- the API, in-process
@@ -154,15 +159,21 @@ class ApiResult:
 
 
 class ConsoleApi:
-    """The platform's API as the logged-in user, over ASGI into the same app."""
+    """The platform's API as the logged-in user, over ASGI into the same app.
 
-    def __init__(self, request: Request, user: ConsoleUser) -> None:
-        self._app = request.app
+    ``user`` is the logged-in user, or a bare session token (before the user is known: the
+    current-user check, the terminal's socket), or ``None`` for the anonymous calls (login).
+    ``connection`` is the page's request or the terminal's WebSocket."""
+
+    def __init__(self, connection: HTTPConnection, user: ConsoleUser | str | None) -> None:
+        self._app = connection.app
+        token = user.token if isinstance(user, ConsoleUser) else user
         self._headers = {
-            "Authorization": f"Bearer {user.token}",
-            "X-Forwarded-For": request.client.host if request.client else "",
+            "X-Forwarded-For": connection.client.host if connection.client else "",
             "User-Agent": "gaia-console",
         }
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     async def call(
         self,
@@ -202,51 +213,6 @@ class ConsoleApi:
 
     async def delete(self, path: str) -> ApiResult:
         return await self.call("DELETE", path)
-
-
-async def api_for(request: Request) -> tuple[ConsoleUser, ConsoleApi]:
-    user = current_user(request)
-    return user, ConsoleApi(request, user)
-
-
-# ---------------------------------------------------------------- paging
-
-
-@dataclass
-class Paged:
-    """One page of a list the server filtered; ``link(n)`` keeps the filters."""
-
-    items: Sequence[Any]
-    page: int
-    size: int
-    total: int
-    query: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(self.total / self.size))
-
-    def link(self, page: int) -> str:
-        return "?" + urlencode({**self.query, "page": page})
-
-    @property
-    def first_index(self) -> int:
-        return (self.page - 1) * self.size + 1 if self.total else 0
-
-    @property
-    def last_index(self) -> int:
-        return min(self.total, self.page * self.size)
-
-
-def paginate(
-    items: Sequence[Any], *, page: int, size: int, query: Mapping[str, Any] | None = None
-) -> Paged:
-    size = max(1, min(size, 500))
-    pages = max(1, math.ceil(len(items) / size))
-    page = max(1, min(page, pages))
-    start = (page - 1) * size
-    kept = {k: str(v) for k, v in (query or {}).items() if v not in (None, "") and k != "page"}
-    return Paged(items[start : start + size], page, size, len(items), kept)
 
 
 # ---------------------------------------------------------------- rendering
@@ -304,6 +270,34 @@ def render(
         **(context or {}),
     }
     return templates.TemplateResponse(request, template, page, status_code=status)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedForm:
+    """A posted form the API refused, shown again on its page (above its list): what was
+    typed, the API's message per field, and the status the page answers with."""
+
+    values: Mapping[str, Any]
+    errors: Mapping[str, str]
+    status: int = 422
+
+
+EMPTY_FORM = RefusedForm({}, {}, 200)  # a page as it first shows, its form empty
+
+
+def refusal_page(
+    request: Request, user: ConsoleUser, result: ApiResult, *, template: str, section: str
+) -> HTMLResponse:
+    """The API's refusal (404, 403, ...) as a small page of ``template`` with its message and
+    the same status (each section words it its own way and links back to its list)."""
+    return render(
+        request,
+        user,
+        template,
+        {"status": result.status, "message": result.error},
+        section=section,
+        status=result.status if result.status >= 400 else 502,
+    )
 
 
 def _browser_language(request: Request) -> str:

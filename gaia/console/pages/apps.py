@@ -24,30 +24,29 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import yaml
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import Response
 
+from gaia.console.listing import cursor_page, every_item, paginate
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
     ConsoleUser,
-    current_user,
-    paginate,
+    PageNumber,
+    PageSize,
+    User,
     redirect,
+    refusal_page,
     render,
     translator,
 )
 
 router = APIRouter(include_in_schema=False)
-User = Annotated[ConsoleUser, Depends(current_user)]
 Biz = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63)]
 AppName = Annotated[str, Path(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", max_length=40)]
 Text = Annotated[str, Query(max_length=200)]
-PageNo = Annotated[int, Query(ge=1, le=1_000_000)]
-Size = Annotated[int, Query(ge=1, le=500)]
 Ids = Annotated[list[int], Form()]
 
 ACTIVE_UPGRADE = {"Running", "Paused", "RollingBack"}
@@ -64,31 +63,14 @@ def _api_path(biz: str, app: str = "") -> str:
     return f"/api/v1/businesses/{biz}/apps" + (f"/{app}" if app else "")
 
 
-async def _every(api: ConsoleApi, path: str, **params: Any) -> list[dict[str, Any]]:
-    """All items of a keyset-paged API list (businesses, clusters: short lists)."""
-    items: list[dict[str, Any]] = []
-    cursor = None
-    for _ in range(100):
-        result = await api.get(path, limit=500, cursor=cursor, **params)
-        if not result.ok:
-            break
-        items.extend(result.data["items"])
-        cursor = result.data.get("next_cursor")
-        if not cursor:
-            break
-    return items
+async def _every(api: ConsoleApi, path: str) -> list[dict[str, Any]]:
+    """All items of a short API list (businesses, clusters) for a choice; none if refused."""
+    result = await every_item(api, path)
+    return list(result.data) if result.ok else []
 
 
 def _failed(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
-    """The API said no (404, 403, ...): a small page with its message and the same status."""
-    return render(
-        request,
-        user,
-        "app_error.html",
-        {"status": result.status, "message": result.error},
-        section="apps",
-        status=result.status if result.status >= 400 else 500,
-    )
+    return refusal_page(request, user, result, template="app_error.html", section="apps")
 
 
 def _upgrade_active(app: Mapping[str, Any]) -> bool:
@@ -131,8 +113,8 @@ async def apps_list(
     cluster: Text = "",
     state: Text = "",
     name: Text = "",
-    page: PageNo = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
 ) -> Response:
     api = ConsoleApi(request, user)
     businesses = [b["name"] for b in await _every(api, "/api/v1/businesses")]
@@ -423,8 +405,8 @@ async def app_instances(
     status: Text = "",
     version: Text = "",
     node: Text = "",
-    page: PageNo = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
     fragment: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     api = ConsoleApi(request, user)
@@ -705,8 +687,8 @@ async def app_upgrade(
     user: User,
     biz: Biz,
     app: AppName,
-    page: PageNo = 1,
-    size: Size = 20,
+    page: PageNumber = 1,
+    size: PageSize = 20,
     fragment: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     api = ConsoleApi(request, user)
@@ -840,12 +822,6 @@ async def add_version(request: Request, user: User, biz: Biz, app: AppName) -> R
 # ---------------------------------------------------------------- events and records
 
 
-async def _cursor_page(
-    api: ConsoleApi, path: str, *, cursor: str, size: int, **params: Any
-) -> ApiResult:
-    return await api.get(path, cursor=cursor or None, limit=size, **params)
-
-
 @router.get("/console/b/{biz}/apps/{app}/events")
 async def app_events(
     request: Request,
@@ -854,19 +830,23 @@ async def app_events(
     app: AppName,
     type: Annotated[str, Query(pattern=r"^(|Normal|Warning)$")] = "",
     cursor: Annotated[str, Query(max_length=400)] = "",
-    size: Size = 50,
+    size: PageSize = 50,
 ) -> Response:
     api = ConsoleApi(request, user)
     data = await _load_app(request, user, api, biz, app)
     if isinstance(data, Response):
         return data
-    result = await _cursor_page(
-        api, "/api/v1/events", cursor=cursor, size=size, business=biz, app=app, type=type
+    listed = await cursor_page(
+        api,
+        "/api/v1/events",
+        filters={"business": biz, "app": app, "type": type},
+        cursor=cursor,
+        limit=size,
+        keep={"type": type, "size": size},
+        here=f"{_base(biz, app)}/events",
     )
-    if not result.ok:
-        return _failed(request, user, result)
-    here = f"{_base(biz, app)}/events"
-    keep = {"type": type, "size": size}
+    if not listed.result.ok:
+        return _failed(request, user, listed.result)
     return render(
         request,
         user,
@@ -875,21 +855,14 @@ async def app_events(
             "biz": biz,
             "app": data,
             "tab": "events",
-            "rows": result.data["items"],
-            "filters": keep,
-            "first_link": _link(here, keep),
-            "next_link": _link(here, {**keep, "cursor": result.data.get("next_cursor") or ""})
-            if result.data.get("next_cursor")
-            else "",
-            "is_first": not cursor,
+            "rows": listed.items,
+            "filters": {"type": type, "size": size},
+            "first_link": listed.refresh,
+            "next_link": listed.older,
+            "is_first": listed.first,
         },
         section="apps",
     )
-
-
-def _link(path: str, params: Mapping[str, Any]) -> str:
-    kept = "&".join(f"{k}={quote(str(v))}" for k, v in params.items() if v not in ("", None))
-    return path + ("?" + kept if kept else "")
 
 
 @router.get("/console/b/{biz}/apps/{app}/records")
@@ -899,27 +872,28 @@ async def app_records(
     biz: Biz,
     app: AppName,
     cursor: Annotated[str, Query(max_length=400)] = "",
-    size: Size = 50,
+    size: PageSize = 50,
 ) -> Response:
     api = ConsoleApi(request, user)
     data = await _load_app(request, user, api, biz, app)
     if isinstance(data, Response):
         return data
     target = f"business/{biz}/app/{app}"
-    result = await _cursor_page(
-        api, "/api/v1/records", cursor=cursor, size=size, business=biz, target=target
+    listed = await cursor_page(
+        api,
+        "/api/v1/records",
+        filters={"business": biz, "target": target},
+        cursor=cursor,
+        limit=size,
+        keep={"size": size},
+        here=f"{_base(biz, app)}/records",
     )
-    if not result.ok:
-        return _failed(request, user, result)
+    if not listed.result.ok:
+        return _failed(request, user, listed.result)
     # the API matches a target prefix: keep out another app whose name starts with this one's
     rows = [
-        r
-        for r in result.data["items"]
-        if r["target"] == target or r["target"].startswith(target + "/")
+        r for r in listed.items if r["target"] == target or r["target"].startswith(target + "/")
     ]
-    here = f"{_base(biz, app)}/records"
-    keep = {"size": size}
-    nxt = result.data.get("next_cursor")
     return render(
         request,
         user,
@@ -929,9 +903,9 @@ async def app_records(
             "app": data,
             "tab": "records",
             "rows": rows,
-            "first_link": _link(here, keep),
-            "next_link": _link(here, {**keep, "cursor": nxt}) if nxt else "",
-            "is_first": not cursor,
+            "first_link": listed.refresh,
+            "next_link": listed.older,
+            "is_first": listed.first,
         },
         section="apps",
     )

@@ -31,25 +31,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
+from gaia.console.listing import every_item, mentions, paginate
 from gaia.console.web import (
+    EMPTY_FORM,
     ApiResult,
     ConsoleApi,
     ConsoleUser,
+    PageNumber,
+    PageSize,
+    RefusedForm,
     Translate,
-    current_user,
-    paginate,
+    User,
     redirect,
+    refusal_page,
     render,
     translator,
 )
 
 router = APIRouter(include_in_schema=False)
-User = Annotated[ConsoleUser, Depends(current_user)]
-Page = Annotated[int, Query(ge=1, le=100_000)]
-Size = Annotated[int, Query(ge=1, le=500)]
 Filter = Annotated[str, Query(max_length=253)]
 
 BASE = "/console/businesses"
@@ -68,37 +70,13 @@ DIMENSIONS = (
 )
 KINDS = {"configmap": "configmaps", "secret": "secrets"}
 TITLES = {"configmap": "ConfigMap", "secret": "Secret"}
-MAX_LIST_PAGES = 200  # of 500 rows each: a bound on collecting a keyset-paged API list
 
 
 # ---------------------------------------------------------------- shared helpers
 
 
-async def _collect(api: ConsoleApi, path: str) -> ApiResult:
-    """Every item of a keyset-paged API list (``{"items", "next_cursor"}``), in one result."""
-    items: list[Any] = []
-    cursor = None
-    for _ in range(MAX_LIST_PAGES):
-        result = await api.get(path, limit=500, cursor=cursor)
-        if not result.ok:
-            return result
-        items.extend(result.data["items"])
-        cursor = result.data.get("next_cursor")
-        if not cursor:
-            break
-    return ApiResult(200, items)
-
-
 def _error_page(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
-    """The API's refusal (404, 403, ...) as a small page with the same status."""
-    return render(
-        request,
-        user,
-        "business_error.html",
-        {"status": result.status, "message": result.error},
-        section="businesses",
-        status=result.status,
-    )
+    return refusal_page(request, user, result, template="business_error.html", section="businesses")
 
 
 def _rank(business: Mapping[str, Any]) -> int:
@@ -118,11 +96,6 @@ def _t(user: ConsoleUser) -> Translate:
     return translator(user.language)
 
 
-def _matches(text: str, *fields: Any) -> bool:
-    needle = text.strip().lower()
-    return not needle or any(needle in str(f or "").lower() for f in fields)
-
-
 # ---------------------------------------------------------------- the list
 
 
@@ -131,8 +104,8 @@ async def business_list(
     request: Request,
     user: User,
     name: Filter = "",
-    page: Page = 1,
-    size: Size = 20,
+    page: PageNumber = 1,
+    size: PageSize = 20,
 ) -> Response:
     return await _business_list(request, user, name=name, page=page, size=size)
 
@@ -144,15 +117,13 @@ async def _business_list(
     name: str = "",
     page: int = 1,
     size: int = 20,
-    form: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    status: int = 200,
+    refused: RefusedForm = EMPTY_FORM,
 ) -> Response:
     api = ConsoleApi(request, user)
-    listed = await _collect(api, "/api/v1/businesses")
+    listed = await every_item(api, "/api/v1/businesses")
     if not listed.ok:
         return _error_page(request, user, listed)
-    rows = [b for b in listed.data if _matches(name, b["name"], b["display_name"])]
+    rows = [b for b in listed.data if mentions(name, b["name"], b["display_name"])]
     paged = paginate(rows, page=page, size=size, query={"name": name, "size": size})
     summaries = await _summaries(api, [b["name"] for b in paged.items])
     return render(
@@ -163,11 +134,11 @@ async def _business_list(
             "paged": paged,
             "name": name,
             "summaries": summaries,
-            "form": form or {},
-            "errors": errors or {},
+            "form": refused.values,
+            "errors": refused.errors,
         },
         section="businesses",
-        status=status,
+        status=refused.status,
     )
 
 
@@ -238,15 +209,22 @@ async def business_create(
             "description": description,
             "admins": admins,
         }
-        return await _business_list(request, user, form=form, errors=errors, status=result.status)
+        return await _business_list(request, user, refused=RefusedForm(form, errors, result.status))
     return redirect(BASE, error=result.error)
 
 
 # ---------------------------------------------------------------- one business: members
 
 
-async def _business(api: ConsoleApi, biz: str) -> ApiResult:
-    return await api.get(f"/api/v1/businesses/{biz}")
+async def _tab(
+    request: Request, user: ConsoleUser, api: ConsoleApi, biz: str, tab: str
+) -> dict[str, Any] | Response:
+    """The head every tab of one business shows (the business, what the user may do there,
+    which tab), or the API's refusal page to answer instead."""
+    business = await api.get(f"/api/v1/businesses/{biz}")
+    if not business.ok:
+        return _error_page(request, user, business)
+    return {"biz": business.data, "can": _can(business.data), "tab": tab}
 
 
 @router.get("/console/businesses/{biz}")
@@ -255,26 +233,24 @@ async def business_members(
     user: User,
     biz: str,
     member: Filter = "",
-    page: Page = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
 ) -> Response:
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "members")
+    if isinstance(head, Response):
+        return head
     members = await api.get(f"/api/v1/businesses/{biz}/members")
     if not members.ok:
         return _error_page(request, user, members)
-    rows = [m for m in members.data if _matches(member, m["username"], m["display_name"])]
+    rows = [m for m in members.data if mentions(member, m["username"], m["display_name"])]
     paged = paginate(rows, page=page, size=size, query={"member": member, "size": size})
     return render(
         request,
         user,
         "business.html",
         {
-            "biz": business.data,
-            "can": _can(business.data),
-            "tab": "members",
+            **head,
             "paged": paged,
             "member": member,
             "roles": ROLES,
@@ -342,9 +318,9 @@ async def member_remove(request: Request, user: User, biz: str, username: str) -
 @router.get("/console/businesses/{biz}/quotas")
 async def business_quotas(request: Request, user: User, biz: str) -> Response:
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "quotas")
+    if isinstance(head, Response):
+        return head
     quotas = await api.get(f"/api/v1/businesses/{biz}/quotas")
     if not quotas.ok:
         return _error_page(request, user, quotas)
@@ -352,7 +328,7 @@ async def business_quotas(request: Request, user: User, biz: str) -> Response:
         request,
         user,
         "business_quotas.html",
-        {"biz": business.data, "can": _can(business.data), "tab": "quotas", "quotas": quotas.data},
+        {**head, "quotas": quotas.data},
         section="businesses",
     )
 
@@ -366,8 +342,8 @@ async def business_instance_configs(
     user: User,
     biz: str,
     name: Filter = "",
-    page: Page = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
 ) -> Response:
     return await _instance_configs(request, user, biz, name=name, page=page, size=size)
 
@@ -380,39 +356,35 @@ async def _instance_configs(
     name: str = "",
     page: int = 1,
     size: int = 50,
-    form: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    status: int = 200,
+    refused: RefusedForm = EMPTY_FORM,
 ) -> Response:
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "instance-configs")
+    if isinstance(head, Response):
+        return head
     own = await api.get(f"/api/v1/businesses/{biz}/instance-configs")
     shared = await api.get("/api/v1/instance-configs")
     for result in (own, shared):
         if not result.ok:
             return _error_page(request, user, result)
     own_names = {c["name"] for c in own.data}
-    rows = [c for c in [*own.data, *shared.data] if _matches(name, c["name"], c["description"])]
+    rows = [c for c in [*own.data, *shared.data] if mentions(name, c["name"], c["description"])]
     paged = paginate(rows, page=page, size=size, query={"name": name, "size": size})
     return render(
         request,
         user,
         "business_instance_configs.html",
         {
-            "biz": business.data,
-            "can": _can(business.data),
-            "tab": "instance-configs",
+            **head,
             "paged": paged,
             "name": name,
             "own_names": own_names,
             "dimensions": DIMENSIONS,
-            "form": form or {},
-            "errors": errors or {},
+            "form": refused.values,
+            "errors": refused.errors,
         },
         section="businesses",
-        status=status,
+        status=refused.status,
     )
 
 
@@ -443,9 +415,7 @@ async def instance_config_create(request: Request, user: User, biz: str) -> Resp
             request,
             user,
             biz,
-            form=form,
-            errors=errors or {"name": result.error},
-            status=result.status,
+            refused=RefusedForm(form, errors or {"name": result.error}, result.status),
         )
     return redirect(f"{BASE}/{biz}/instance-configs", error=result.error)
 
@@ -512,8 +482,8 @@ async def config_list(
     biz: str,
     name: Filter = "",
     kind: Annotated[str, Query(max_length=20)] = "",
-    page: Page = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
 ) -> Response:
     return await _config_list(request, user, biz, name=name, kind=kind, page=page, size=size)
 
@@ -527,25 +497,23 @@ async def _config_list(
     kind: str = "",
     page: int = 1,
     size: int = 50,
-    form: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    status: int = 200,
+    refused: RefusedForm = EMPTY_FORM,
 ) -> Response:
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "configs")
+    if isinstance(head, Response):
+        return head
     rows: list[dict[str, Any]] = []
     for each, plural in KINDS.items():
         if kind and kind != each:
             continue
-        listed = await _collect(api, f"/api/v1/businesses/{biz}/{plural}")
+        listed = await every_item(api, f"/api/v1/businesses/{biz}/{plural}")
         if not listed.ok:
             return _error_page(request, user, listed)
         for item in listed.data:
             keys = [k["key"] for k in item["keys"]] if each == "secret" else sorted(item["data"])
             rows.append({**item, "kind": each, "keys": keys})
-    rows = [r for r in rows if _matches(name, r["name"], r["description"])]
+    rows = [r for r in rows if mentions(name, r["name"], r["description"])]
     rows.sort(key=lambda r: (r["name"], r["kind"]))
     paged = paginate(rows, page=page, size=size, query={"name": name, "kind": kind, "size": size})
     return render(
@@ -553,17 +521,15 @@ async def _config_list(
         user,
         "configs.html",
         {
-            "biz": business.data,
-            "can": _can(business.data),
-            "tab": "configs",
+            **head,
             "paged": paged,
             "name": name,
             "kind": kind,
-            "form": form or {},
-            "errors": errors or {},
+            "form": refused.values,
+            "errors": refused.errors,
         },
         section="businesses",
-        status=status,
+        status=refused.status,
     )
 
 
@@ -595,9 +561,9 @@ async def config_create(
             request,
             user,
             biz,
-            form=form,
-            errors={"data": _t(user)("line {lines}: write key=value, one per line", lines=bad)},
-            status=422,
+            refused=RefusedForm(
+                form, {"data": _t(user)("line {lines}: write key=value, one per line", lines=bad)}
+            ),
         )
     result = await ConsoleApi(request, user).post(
         f"/api/v1/businesses/{biz}/{KINDS[kind]}",
@@ -610,7 +576,7 @@ async def config_create(
         )
     if result.status in (409, 422):
         return await _config_list(
-            request, user, biz, form=form, errors=_config_errors(result), status=result.status
+            request, user, biz, refused=RefusedForm(form, _config_errors(result), result.status)
         )
     return redirect(f"{BASE}/{biz}/configs", error=result.error)
 
@@ -623,18 +589,16 @@ async def _config_page(
     name: str,
     *,
     reveal: bool = False,
-    form: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    status: int = 200,
+    refused: RefusedForm = EMPTY_FORM,
 ) -> Response:
     if kind not in KINDS:
         return _error_page(
             request, user, ApiResult(404, {"message": _t(user)("unknown kind {kind}", kind=kind)})
         )
     api = ConsoleApi(request, user)
-    business = await _business(api, biz)
-    if not business.ok:
-        return _error_page(request, user, business)
+    head = await _tab(request, user, api, biz, "configs")
+    if isinstance(head, Response):
+        return head
     path = f"/api/v1/businesses/{biz}/{KINDS[kind]}/{name}"
     item = await (api.get(path, reveal="true") if reveal else api.get(path))
     if not item.ok:
@@ -648,18 +612,16 @@ async def _config_page(
         user,
         "config.html",
         {
-            "biz": business.data,
-            "can": _can(business.data),
-            "tab": "configs",
+            **head,
             "kind": kind,
             "config": config,
             "values": values,
             "revealed": reveal,
-            "form": form or {},
-            "errors": errors or {},
+            "form": refused.values,
+            "errors": refused.errors,
         },
         section="businesses",
-        status=status,
+        status=refused.status,
     )
     if reveal:
         response.headers["Cache-Control"] = "no-store"
@@ -706,9 +668,9 @@ async def config_replace(
             biz,
             kind,
             name,
-            form=form,
-            errors={"data": _t(user)("line {lines}: write key=value, one per line", lines=bad)},
-            status=422,
+            refused=RefusedForm(
+                form, {"data": _t(user)("line {lines}: write key=value, one per line", lines=bad)}
+            ),
         )
     result = await ConsoleApi(request, user).put(
         f"/api/v1/businesses/{biz}/{KINDS[kind]}/{name}", {"description": description, "data": data}
@@ -717,7 +679,7 @@ async def config_replace(
         return redirect(back, ok=_t(user)("saved {kind} {name}", kind=TITLES[kind], name=name))
     if result.status == 422:
         return await _config_page(
-            request, user, biz, kind, name, form=form, errors=_config_errors(result), status=422
+            request, user, biz, kind, name, refused=RefusedForm(form, _config_errors(result))
         )
     return redirect(back, error=result.error)
 

@@ -25,27 +25,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from gaia.api.schemas.base import NAME_PATTERN
+from gaia.console.listing import every_item, mentions, paginate
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
     ConsoleUser,
-    current_user,
-    paginate,
+    PageNumber,
+    PageSize,
+    User,
     redirect,
+    refusal_page,
     render,
     translator,
 )
+
+# The one named exception to "the console only through the API" (pyproject.toml, the
+# console-through-api contract): the scheduler's topology tree is pure code, and serving it
+# through the API would add an API path.
 from gaia.scheduler.links import topology_from_matrix
 from gaia.scheduler.tree import TopologyTree, TreeNode
 
 router = APIRouter(include_in_schema=False)
-User = Annotated[ConsoleUser, Depends(current_user)]
-Page = Annotated[int, Query(ge=1, le=100_000)]
-Size = Annotated[int, Query(ge=1, le=500)]
 Text = Annotated[str, Query(max_length=100)]
 # Names as the API spells them, so that a path never carries anything else into an API call.
 ClusterName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63)]
@@ -69,54 +73,32 @@ NODE_FIELDS = {
 
 
 def _failed(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
-    """The API's refusal (404, 403, ...) as a small page with the same status."""
-    return render(
-        request,
-        user,
-        "cluster_error.html",
-        {"status": result.status, "message": result.error},
-        section="clusters",
-        status=result.status if result.status >= 400 else 502,
-    )
+    return refusal_page(request, user, result, template="cluster_error.html", section="clusters")
 
 
 # ---------------------------------------------------------------- the clusters list
-
-
-async def _all_clusters(api: ConsoleApi) -> ApiResult:
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        result = await api.get("/api/v1/clusters", limit=500, cursor=cursor)
-        if not result.ok:
-            return result
-        items.extend(result.data["items"])
-        cursor = result.data.get("next_cursor")
-        if not cursor:
-            return ApiResult(result.status, items)
 
 
 @router.get("/console/clusters")
 async def clusters_page(
     request: Request,
     user: User,
-    page: Page = 1,
-    size: Size = 20,
+    page: PageNumber = 1,
+    size: PageSize = 20,
     q: Text = "",
     region: Text = "",
     health: Text = "",
 ) -> Response:
     api = ConsoleApi(request, user)
-    result = await _all_clusters(api)
+    result = await every_item(api, "/api/v1/clusters")
     if not result.ok:
         return _failed(request, user, result)
     clusters: list[dict[str, Any]] = result.data
     regions = sorted({c["region"] for c in clusters if c["region"]})
-    needle = q.strip().lower()
     shown = [
         c
         for c in clusters
-        if (not needle or needle in c["name"].lower())
+        if mentions(q, c["name"])
         and (not region or c["region"] == region)
         and (not health or c["health"] == health)
     ]
@@ -147,8 +129,8 @@ async def clusters_page(
 # ---------------------------------------------------------------- one cluster's nodes
 
 
-def _node_matches(node: dict[str, Any], *, needle: str, status: str) -> bool:
-    if needle and needle not in node["name"].lower():
+def _node_matches(node: dict[str, Any], *, q: str, status: str) -> bool:
+    if not mentions(q, node["name"]):
         return False
     ready, schedulable = bool(node["ready"]), bool(node["schedulable"])
     return {
@@ -178,8 +160,7 @@ async def _cluster_page(
         return _failed(request, user, got)
     nodes = await api.get(f"/api/v1/clusters/{cluster}/nodes")
     rows: list[dict[str, Any]] = nodes.data if nodes.ok else []
-    needle = q.strip().lower()
-    shown = [n for n in rows if _node_matches(n, needle=needle, status=status)]
+    shown = [n for n in rows if _node_matches(n, q=q, status=status)]
     paged = paginate(shown, page=page, size=size, query={"q": q, "status": status, "size": size})
     info = got.data
     return render(
@@ -213,8 +194,8 @@ async def cluster_page(
     request: Request,
     user: User,
     cluster: ClusterName,
-    page: Page = 1,
-    size: Size = 50,
+    page: PageNumber = 1,
+    size: PageSize = 50,
     q: Text = "",
     status: Text = "",
 ) -> Response:

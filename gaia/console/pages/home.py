@@ -3,26 +3,16 @@ with counts and usage against quota)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from gaia.api.deps import SESSION_COOKIE, audit, authenticate, platform
-from gaia.console.web import (
-    LANGUAGES,
-    ConsoleApi,
-    ConsoleUser,
-    current_user,
-    redirect,
-    render,
-)
-from gaia.domain.errors import GaiaError
-from gaia.store.identity import check_credentials, start_session
-from gaia.store.models import Token, utcnow
+from gaia.api.deps import SESSION_COOKIE, audit
+from gaia.console.web import LANGUAGES, ConsoleApi, User, redirect, render
 
 router = APIRouter(include_in_schema=False)
-User = Annotated[ConsoleUser, Depends(current_user)]
 
 
 def _secure(request: Request) -> bool:
@@ -50,59 +40,54 @@ def login_page(
 
 
 @router.post("/console/login", response_model=None)
-def login_submit(
+async def login_submit(
     request: Request,
     username: Annotated[str, Form(max_length=63)],
     password: Annotated[str, Form(max_length=256)],
     next: Annotated[str, Form(max_length=500)] = "/console",
 ) -> Response:
-    ctx = audit(request)
+    """Log in through ``POST /api/v1/auth/login`` and keep its session token as an HttpOnly
+    cookie (scripts on the page never see it)."""
+    # The API's call writes the operation record; this request of the console's own would
+    # only repeat it. A refusal is answered 401, which the recorder always writes, so that
+    # record at least says what was refused.
+    ctx = audit(request, action="auth.login", target=f"user/{username}")
     ctx.actor = username if username.isprintable() else "anonymous"
-    ctx.action = "auth.login"
-    ctx.target = f"user/{username}"
-    plat = platform(request)
-    try:
-        with plat.db.write_session() as session:
-            user = check_credentials(session, username, password, throttle=plat.login_throttle)
-            token, _row = start_session(session, user, plat.settings.session_ttl_seconds)
-    except GaiaError as exc:
-        ctx.error = exc.message
+    ctx.read_only = True
+    result = await ConsoleApi(request, None).post(
+        "/api/v1/auth/login", {"username": username, "password": password}
+    )
+    if not result.ok:
+        ctx.error = result.error
         return render(
             request,
             None,
             "login.html",
-            {"error": exc.message, "next": _safe_next(next), "username": username},
+            {"error": result.error, "next": _safe_next(next), "username": username},
             status=401,
         )
-    ctx.summary = "logged in (console)"
+    expires = dt.datetime.fromisoformat(result.data["expires_at"])
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        token,
+        result.data["token"],
         httponly=True,
         secure=_secure(request),
         samesite="strict",
-        max_age=plat.settings.session_ttl_seconds,
+        max_age=max(0, round((expires - dt.datetime.now(dt.UTC)).total_seconds())),
         path="/",
     )
     return response
 
 
 @router.post("/console/logout", response_model=None)
-def logout_submit(request: Request) -> Response:
-    audit(request).action = "auth.logout"
+async def logout_submit(request: Request) -> Response:
+    """Revoke the session through ``POST /api/v1/auth/logout`` (an invalid one is simply
+    forgotten) and drop the cookie."""
+    audit(request, action="auth.logout").read_only = True  # the API's call is the record
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        with platform(request).db.write_session() as session:
-            try:
-                principal = authenticate(session, token)
-            except GaiaError:
-                principal = None
-            if principal is not None:
-                audit(request).actor = principal.username
-                tok = session.get(Token, principal.token_id)
-                if tok is not None:
-                    tok.revoked_at = utcnow()
+        await ConsoleApi(request, token).post("/api/v1/auth/logout")
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -17,16 +17,17 @@ new line to a live region; without JavaScript the page is still a complete, relo
 the browser edits the line, Enter sends it, the server runs ``sh -c <line>`` in the instance
 and sends back stdout, stderr and the exit status. The socket is authenticated by the session
 cookie and refused unless its ``Origin`` is this server (a page of another site could otherwise
-open it with the user's cookie: cross-site WebSocket hijacking). Each line goes through the
-API's own ``instance_exec`` route function, called in-process with the socket standing in for
-the request, so the role check (developer and above), the instance lookup and the provider call
-are exactly the API's, re-checked on every line (a revoked session or a lowered role stops the
-next command). The terminal, not the HTTP recorder, writes the operation records — one when
-the session opens (or is refused), one per command with the command line (secrets redacted as
-in logs), one when it closes — because the API's record of an exec names only the program
-(``sh``), which would say nothing. No working directory is kept between lines: every line is a
-fresh ``sh -c`` in the container's working directory (the simulated shell has no ``cd``); a
-line may chain commands with ``;``, ``&&`` and ``||``.
+open it with the user's cookie: cross-site WebSocket hijacking). Each line is a
+``POST /api/v1/businesses/{biz}/apps/{app}/instances/{instance}/exec`` through the console's API
+client with the session's token, so the role check (developer and above), the instance lookup,
+the provider call and the operation record (with the command line, secrets redacted) are the
+API's own, re-checked on every line (a revoked session or a lowered role stops the next
+command). Opening the terminal asks the API's own dependencies whether the caller may exec
+there and the API for the instance; the terminal writes the two records no HTTP call makes,
+one when the session opens (or is refused) and one when it closes, through the API's recorder
+(``gaia.api.audit.record_socket_step``). No working directory is kept between lines: every line
+is a fresh ``sh -c`` in the container's working directory (the simulated shell has no ``cd``);
+a line may chain commands with ``;``, ``&&`` and ``||``.
 """
 
 from __future__ import annotations
@@ -37,32 +38,28 @@ import json
 from typing import Annotated, Any, cast
 from urllib.parse import urlencode, urlsplit
 
-import anyio
-from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
-from pydantic import ValidationError
 
-from gaia.api.deps import SESSION_COOKIE, AuditContext, Principal, authenticate, business_for
+from gaia.api.audit import record_socket_step
+from gaia.api.deps import SESSION_COOKIE, AuditContext, authenticate, business_for, platform
 from gaia.api.errors import STATUS
-from gaia.api.routes.apps import _app, _one_instance, instance_exec
-from gaia.api.schemas.apps import ExecIn
 from gaia.console.charts import Series, Unit, line_chart, mean_series
+from gaia.console.listing import cursor_page, paginate
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
     ConsoleUser,
-    current_user,
-    paginate,
+    PageNumber,
+    User,
+    refusal_page,
     render,
     translator,
 )
 from gaia.domain.errors import GaiaError, Unauthenticated
 from gaia.domain.rbac import Permission
-from gaia.monitor.logs.store import redact
-from gaia.store.models import OperationRecord
 
 router = APIRouter(include_in_schema=False)
-User = Annotated[ConsoleUser, Depends(current_user)]
 APP_URL = "/console/b/{biz}/apps/{app}"
 
 # window → (seconds, step): about 60 points whatever the window
@@ -105,14 +102,7 @@ async def _app_or_error(
 
 
 def _error_page(request: Request, user: ConsoleUser, result: ApiResult) -> Response:
-    return render(
-        request,
-        user,
-        "live_error.html",
-        {"status": result.status, "message": result.error},
-        section="apps",
-        status=result.status if result.status >= 400 else 502,
-    )
+    return refusal_page(request, user, result, template="live_error.html", section="apps")
 
 
 def _now(request: Request) -> float:
@@ -137,7 +127,7 @@ async def monitoring(
     app: str,
     range: Annotated[str, Query(max_length=8)] = "1h",
     metric: Annotated[str, Query(max_length=16)] = "cpu",
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page: PageNumber = 1,
 ) -> Response:
     api = ConsoleApi(request, user)
     app_data, error = await _app_or_error(request, user, api, biz, app)
@@ -261,17 +251,17 @@ async def logs(
         since = at.isoformat()
     filters = {"instance": instance, "q": q, "stream": stream}
     page, instances = await asyncio.gather(
-        api.get(
+        cursor_page(
+            api,
             f"/api/v1/businesses/{biz}/apps/{app}/logs",
-            **filters,
-            since=since,
+            filters={**filters, "since": since},
             cursor=cursor,
             limit=LOG_LINES_PER_PAGE,
+            keep={**filters, "range": range},
         ),
         _instances(api, biz, app),
     )
-    data = page.data if page.ok else {}
-    query = {k: v for k, v in {**filters, "range": range}.items() if v}
+    data = page.data
     follow = (
         f"/api/v1/businesses/{biz}/apps/{app}/logs?"
         + urlencode({**{k: v for k, v in filters.items() if v}, "follow": "true"})
@@ -285,13 +275,11 @@ async def logs(
             "biz": biz,
             "app": app_data,
             "tab": "logs",
-            "lines": data.get("items", []),
+            "lines": page.items,
             "source": data.get("source", ""),
-            "error": page.error,
-            "older": "?" + urlencode({**query, "cursor": data["next_cursor"]})
-            if data.get("next_cursor")
-            else "",
-            "newest": "?" + urlencode(query) if cursor else "",
+            "error": page.result.error,
+            "older": page.older,
+            "newest": page.newest,
             "follow_url": follow if not cursor else "",
             "instances": instances[:500],
             "many_instances": len(instances) > 500,
@@ -352,19 +340,23 @@ def same_origin(websocket: WebSocket) -> bool:
     return bool(origin and host) and urlsplit(origin).netloc.lower() == host.lower()
 
 
-def command_summary(line: str) -> str:
-    """What the record says of a command line: redacted as logs are, and bounded."""
-    clean = redact(line.strip())
-    return clean if len(clean) <= 500 else clean[:500] + "…"
+class Refused(Exception):
+    """The API's answer to a terminal step that it refused: its status and message."""
+
+    def __init__(self, result: ApiResult) -> None:
+        super().__init__(result.error)
+        self.status = result.status
+        self.message = result.error
 
 
 class TerminalSession:
-    """One open terminal: who, where, and the records it writes."""
+    """One open terminal: who, where, and the records of its opening and closing."""
 
     def __init__(
         self, websocket: WebSocket, *, token: str, biz: str, app: str, instance: int
     ) -> None:
         self.ws = websocket
+        self.api = ConsoleApi(websocket, token)
         self.token = token
         self.biz = biz
         self.app = app
@@ -377,78 +369,68 @@ class TerminalSession:
         self.commands = 0
 
     @property
-    def _platform(self) -> Any:
-        return self.ws.app.state.platform
-
-    def _principal(self, session: Any) -> Principal:
-        principal = authenticate(session, self.token)
-        self.actor = principal.username
-        return principal
+    def _instance_path(self) -> str:
+        return f"/api/v1/businesses/{self.biz}/apps/{self.app}/instances/{self.instance}"
 
     async def open(self) -> None:
-        """Check the caller may exec here (as the API would) and find the instance."""
-        with self._platform.db.read_session() as session:
-            principal = self._principal(session)
+        """Check the caller may exec here and find the instance, as the API's exec would."""
+        # The role check is the API's own dependency (a viewer may look at the app but not
+        # exec in it); it also names the business the records carry.
+        with platform(cast(Request, self.ws)).db.read_session() as session:
+            principal = authenticate(session, self.token)
+            self.actor = principal.username
             ctx = AuditContext()  # business_for notes the business before it may refuse
             try:
-                business = business_for(session, principal, self.biz, Permission.APP_WRITE, ctx=ctx)
+                business_for(session, principal, self.biz, Permission.APP_WRITE, ctx=ctx)
             finally:
                 self.business_id = ctx.business_id
-            row = _app(session, business, self.app)
-            cluster, inst = await _one_instance(
-                cast(Request, self.ws), session, business, row, self.instance
-            )
-            self.cluster = cluster.name
-            self.instance_name = inst.name
+        app = await self.api.get(f"/api/v1/businesses/{self.biz}/apps/{self.app}")
+        if not app.ok:
+            raise Refused(app)
+        inst = await self.api.get(self._instance_path)
+        if not inst.ok:
+            raise Refused(inst)
+        self.cluster = str(app.data["cluster"])
+        self.instance_name = str(inst.data["name"])
 
     async def run(self, line: str) -> dict[str, Any]:
-        """One line through the API's exec route function; raises what it raises."""
-        self.ws.state.audit = AuditContext()
-        with self._platform.db.read_session() as session:
-            principal = self._principal(session)
-            body = ExecIn(command=["sh", "-c", line], timeout_s=EXEC_TIMEOUT_S)
-            out = await instance_exec(
-                body=body,
-                request=cast(Request, self.ws),
-                principal=principal,
-                session=session,
-                biz=self.biz,
-                app=self.app,
-                instance=self.instance,
-            )
+        """One line through ``POST .../exec``: the API checks the session and the role again,
+        runs ``sh -c <line>``, and records the command line (redacted) as for any client."""
+        result = await self.api.post(
+            f"{self._instance_path}/exec",
+            {"command": ["sh", "-c", line], "timeout_s": EXEC_TIMEOUT_S},
+        )
+        if not result.ok:
+            raise Refused(result)
         self.commands += 1
-        return {"stdout": out.stdout, "stderr": out.stderr, "exit_code": out.exit_code}
+        out = result.data
+        return {"stdout": out["stdout"], "stderr": out["stderr"], "exit_code": out["exit_code"]}
 
     async def record(self, *, action: str, summary: str, status: int, error: str = "") -> None:
-        client = self.ws.client
-        row = OperationRecord(
-            actor=self.actor[:63],
+        ctx = AuditContext(
+            actor=self.actor,
             business_id=self.business_id,
             business=self.biz[:63],
-            cluster=self.cluster[:63],
+            cluster=self.cluster,
             action=action,
-            method="WS",
-            path=self.ws.url.path[:500],
-            target=self.target[:500],
-            summary=summary[:4000],
-            result="success" if status < 400 else "failure",
-            status_code=status,
-            error=error[:4000],
-            client=(client[0] if client else "")[:100],
+            target=self.target,
+            summary=summary,
+            error=error,
         )
-
-        def write() -> None:
-            with self._platform.db.write_session() as session:
-                session.add(row)
-
-        await anyio.to_thread.run_sync(write)
+        await record_socket_step(self.ws, ctx, status=status)
 
 
 def _status(exc: BaseException) -> int:
+    if isinstance(exc, Refused):
+        return exc.status
     for kind in type(exc).__mro__:
         if kind in STATUS:
             return STATUS[kind]
     return 503 if isinstance(exc, ConnectionError) else 400
+
+
+def _logged_out(exc: BaseException) -> bool:
+    return isinstance(exc, Unauthenticated) or (isinstance(exc, Refused) and exc.status == 401)
 
 
 async def _send(websocket: WebSocket, kind: str, **fields: Any) -> None:
@@ -465,18 +447,15 @@ async def terminal_socket(websocket: WebSocket, biz: str, app: str, instance: in
         await websocket.close(code=1008)  # before accepting: the handshake answers 403
         return
     term = TerminalSession(websocket, token=token, biz=biz, app=app, instance=instance)
-    try:
-        with websocket.app.state.platform.db.read_session() as session:
-            term._principal(session)
-    except GaiaError:
+    if not (await term.api.get("/api/v1/users/me")).ok:
         await websocket.close(code=1008)  # no valid session: refused at the handshake
         return
     await websocket.accept()
     try:
         await term.open()
-    except (GaiaError, ConnectionError) as exc:
-        message = exc.message if isinstance(exc, GaiaError) else str(exc)
-        if not isinstance(exc, Unauthenticated):
+    except (GaiaError, Refused) as exc:
+        message = exc.message
+        if not _logged_out(exc):
             await term.record(
                 action="app.instance.terminal.open",
                 summary=f"web terminal on {term.instance_name} refused",
@@ -519,23 +498,13 @@ async def _serve(websocket: WebSocket, term: TerminalSession) -> None:
         if len(line) > MAX_LINE or not line.isprintable():
             await _send(websocket, "error", message=f"a line is at most {MAX_LINE} characters")
             continue
-        summary = f"$ {command_summary(line)} in {term.instance_name}"
         try:
             result = await term.run(line)
-        except (GaiaError, ConnectionError, ValidationError) as exc:
-            message = exc.message if isinstance(exc, GaiaError) else str(exc)
-            await term.record(
-                action="app.instance.exec", summary=summary, status=_status(exc), error=message
-            )
-            fatal = isinstance(exc, Unauthenticated)
-            await _send(websocket, "error", message=message, fatal=fatal)
+        except Refused as exc:
+            fatal = _logged_out(exc)
+            await _send(websocket, "error", message=exc.message, fatal=fatal)
             if fatal:
                 await websocket.close(code=1008)
                 return
             continue
-        await term.record(
-            action="app.instance.exec",
-            summary=f"{summary}: exit {result['exit_code']}",
-            status=200,
-        )
         await _send(websocket, "output", **result)

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from gaia.console.web import ConsoleApi, ConsoleUser, current_user, render
+from gaia.console.listing import CursorPage, cursor_page
+from gaia.console.web import ConsoleApi, ConsoleUser, PageSize, User, render
 
 router = APIRouter(include_in_schema=False)
-User = Annotated[ConsoleUser, Depends(current_user)]
 Text = Annotated[str, Query(max_length=200)]
+Cursor = Annotated[str, Query(max_length=128)]
 
 WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
 WINDOW_LABELS = {
@@ -38,13 +38,39 @@ def _size(size: int) -> int:
     return size if size in SIZES else 50
 
 
-def _links(query: dict[str, Any], page: Any, cursor: str) -> dict[str, str]:
-    kept = {k: v for k, v in query.items() if v not in ("", None)}
-    nxt = page.get("next_cursor") if isinstance(page, dict) else None
-    return {
-        "older": "?" + urlencode({**kept, "cursor": nxt}) if nxt else "",
-        "newest": "?" + urlencode(kept) if cursor else "",
-    }
+def _table(
+    request: Request,
+    user: ConsoleUser,
+    listed: CursorPage,
+    *,
+    template: str,
+    section: str,
+    filters: dict[str, str],
+    size: int,
+    **context: Any,
+) -> Response:
+    """The list as a table under its filter form, with the API's message (and a 422's field
+    messages beside the filters) when it refused them."""
+    answer = listed.result
+    return render(
+        request,
+        user,
+        template,
+        {
+            "items": listed.items,
+            "error": answer.error,
+            "field_errors": answer.field_errors,
+            "filters": filters,
+            "size": size,
+            "sizes": SIZES,
+            "first_page": listed.first,
+            "older": listed.older,
+            "newest": listed.newest,
+            **context,
+        },
+        section=section,
+        status=200 if answer.ok or answer.status == 422 else answer.status,
+    )
 
 
 @router.get("/console/records")
@@ -58,8 +84,8 @@ async def records(
     target: Text = "",
     result: Annotated[str, Query(max_length=8)] = "",
     window: Annotated[str, Query(max_length=4)] = "",
-    size: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str, Query(max_length=128)] = "",
+    size: PageSize = 50,
+    cursor: Cursor = "",
 ) -> Response:
     result = result if result in ("success", "failure") else ""
     window = window if window in WINDOWS else ""
@@ -76,29 +102,24 @@ async def records(
         "target": target.strip(),
         "result": result,
     }
-    answer = await ConsoleApi(request, user).get(
-        "/api/v1/records", **filters, since=since, limit=size, cursor=cursor
+    listed = await cursor_page(
+        ConsoleApi(request, user),
+        "/api/v1/records",
+        filters={**filters, "since": since},
+        cursor=cursor,
+        limit=size,
+        keep={**filters, "window": window, "size": size if size != 50 else ""},
     )
-    data = answer.data if answer.ok else {}
-    query = {**filters, "window": window, "size": size if size != 50 else ""}
-    return render(
+    return _table(
         request,
         user,
-        "records.html",
-        {
-            "items": data.get("items", []),
-            "error": answer.error,
-            "field_errors": answer.field_errors,
-            "filters": filters,
-            "window": window,
-            "windows": WINDOW_LABELS,
-            "size": size,
-            "sizes": SIZES,
-            "first_page": not cursor,
-            **_links(query, data, cursor),
-        },
+        listed,
+        template="records.html",
         section="records",
-        status=200 if answer.ok or answer.status == 422 else answer.status,
+        filters=filters,
+        size=size,
+        window=window,
+        windows=WINDOW_LABELS,
     )
 
 
@@ -112,8 +133,8 @@ async def events(
     object_kind: Text = "",
     object_name: Text = "",
     reason: Text = "",
-    size: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str, Query(max_length=128)] = "",
+    size: PageSize = 50,
+    cursor: Cursor = "",
 ) -> Response:
     type = type if type in ("Normal", "Warning") else ""
     size = _size(size)
@@ -125,25 +146,14 @@ async def events(
         "object_name": object_name.strip(),
         "reason": reason.strip(),
     }
-    answer = await ConsoleApi(request, user).get(
-        "/api/v1/events", **filters, limit=size, cursor=cursor
+    listed = await cursor_page(
+        ConsoleApi(request, user),
+        "/api/v1/events",
+        filters=filters,
+        cursor=cursor,
+        limit=size,
+        keep={**filters, "size": size if size != 50 else ""},
     )
-    data = answer.data if answer.ok else {}
-    query = {**filters, "size": size if size != 50 else ""}
-    return render(
-        request,
-        user,
-        "events.html",
-        {
-            "items": data.get("items", []),
-            "error": answer.error,
-            "field_errors": answer.field_errors,
-            "filters": filters,
-            "size": size,
-            "sizes": SIZES,
-            "first_page": not cursor,
-            **_links(query, data, cursor),
-        },
-        section="events",
-        status=200 if answer.ok or answer.status == 422 else answer.status,
+    return _table(
+        request, user, listed, template="events.html", section="events", filters=filters, size=size
     )

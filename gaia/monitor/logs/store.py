@@ -49,13 +49,14 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from gaia.domain.errors import InvalidRequest
+from gaia.domain.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -971,45 +972,6 @@ def _conditions(column: str, ids: list[int], filt: LogFilter) -> tuple[list[str]
 
 
 # ---------------------------------------------------------------- the platform's own logs
-
-_REDACTED = "[REDACTED]"
-_SENSITIVE_KEYS = (
-    r"password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|client-key-data|credentials?|kubeconfig"
-)
-_REDACTIONS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
-    # PEM blocks (keys, certificates), and a BEGIN whose END was cut off
-    (
-        re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|\Z)", re.DOTALL),
-        "[REDACTED PEM]",
-    ),
-    # Authorization headers in any spelling, with or without a scheme
-    (
-        re.compile(
-            r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?)"
-            r"(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+"
-        ),
-        rf"\g<1>{_REDACTED}",
-    ),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1> {_REDACTED}"),
-    # password=..., "secret": "...", token: ..., ?token=... in URLs
-    (
-        re.compile(
-            rf"(?i)([\w.-]*(?:{_SENSITIVE_KEYS})[\w.-]*[\"']?\s*[:=]\s*)"
-            r"(\"[^\"]*\"|'[^']*'|[^\s,;&}\"']+)"
-        ),
-        rf"\g<1>{_REDACTED}",
-    ),
-    # Gaia API and session tokens wherever they appear
-    (re.compile(r"\bgaia_[A-Za-z0-9_-]{16,}"), f"gaia_{_REDACTED}"),
-)
-
-
-def redact(text: str) -> str:
-    """The text with anything that looks like a secret replaced by ``[REDACTED]``."""
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,25 +22,11 @@ the operation record with the command line, secrets redacted.
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy.orm import Session
 
 from gaia.api.routes.apps import apps, instances, templates, upgrades
-from gaia.api.routes.apps.instances import instance_exec
-from gaia.api.routes.apps.observe import one_instance as _one_instance
-from gaia.store import apps as store_apps
-from gaia.store.models import App, Business
 
 router = APIRouter(tags=["apps"])
 for _part in (apps, templates, instances, upgrades):
     router.include_router(_part.router)
 
-
-def _app(session: Session, business: Business, name: str, *, lock: bool = False) -> App:
-    """Transitional, for ``gaia.console.pages.live`` until its terminal calls the exec route
-    over HTTP: the app ``name`` of ``business`` (``gaia.store.apps.find_app``)."""
-    return store_apps.find_app(session, business=business, name=name, lock=lock)
-
-
-# ``_app``, ``_one_instance`` and ``instance_exec`` stay importable for the console's terminal
-# only; new code calls the API.
-__all__ = ["_app", "_one_instance", "instance_exec", "router"]
+__all__ = ["router"]

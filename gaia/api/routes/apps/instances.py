@@ -9,14 +9,12 @@ reports.
 Exec is the one door to a shell in an instance, for API clients and the console's web terminal
 alike: ``POST .../instances/{instance}/exec`` with ``{"command": ["sh", "-c", "<line>"]}``. Its
 operation record carries the command line, secrets redacted as in the platform's logs
-(``gaia.monitor.logs.store.redact``), so a caller need not write its own.
+(``gaia.domain.redaction.command_summary``), so a caller need not write its own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import shlex
-from collections.abc import Sequence
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -35,27 +33,10 @@ from gaia.api.schemas.apps import (
 )
 from gaia.domain import apps as domain_apps
 from gaia.domain.errors import InvalidRequest, NotFound
-from gaia.monitor.logs.store import redact
+from gaia.domain.redaction import command_summary
 from gaia.store import apps as store_apps
 
 router = APIRouter()
-
-# what an operation record keeps of a command line
-RECORDED_COMMAND_CHARS = 500
-
-
-def recorded_command(command: Sequence[str]) -> str:
-    """The command line as the operation record shows it: a shell line (``sh -c <line>``) as
-    the operator typed it, any other command shell-quoted; secrets redacted, bounded."""
-    if len(command) == 3 and command[0] == "sh" and command[1] == "-c":
-        line = command[2].strip()
-    else:
-        line = shlex.join(command)
-    clean = redact(line)
-    if len(clean) <= RECORDED_COMMAND_CHARS:
-        return clean
-    return clean[:RECORDED_COMMAND_CHARS] + "…"
-
 
 # ---------------------------------------------------------------- scaling
 
@@ -307,7 +288,7 @@ async def instance_exec(
     cluster, inst = await one_instance(request, session, target.business, target.app, instance)
     target.audit.cluster = cluster.name
     # set before the call, so that a refusal or a timeout is recorded with the command too
-    target.audit.summary = f"$ {recorded_command(body.command)} in {inst.name}"
+    target.audit.summary = f"$ {command_summary(body.command)} in {inst.name}"
     result = await provider_for(request, cluster).exec(
         namespace=target.business.name, name=inst.name, command=body.command, timeout=body.timeout_s
     )
