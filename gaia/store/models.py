@@ -69,6 +69,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# Row ids are 32-bit INTEGER columns: an id above this is no row's, and PostgreSQL refuses to
+# compare one with an INTEGER column ("integer out of range") instead of finding nothing.
+ROW_ID_MAX = 2**31 - 1
+
+
 class User(Base):
     __tablename__ = "users"
 

@@ -342,3 +342,24 @@ def test_a_receiver_or_channel_in_use_cannot_be_deleted_and_pages_filter_by_app(
         if not cursor:
             break
     assert seen == ["p0", "p2", "p4"]
+
+
+def test_an_id_past_the_largest_row_id_is_not_found_on_both_databases(
+    h: AppsHarness, world: World
+) -> None:
+    """2**31 passes the published bound but no INTEGER row can have it: PostgreSQL used to
+    answer 500 ("integer out of range") where SQLite answered 404."""
+    past = 2**31
+    admin = world.as_("business-admin")
+    for kind in ("channels", "policies", "records"):
+        r = world.client.get(f"{A}/{kind}/{past}", headers=admin)
+        assert r.status_code == 404, (kind, r.text)
+    for kind in ("channels", "receivers", "receiver-groups", "policies", "silences"):
+        r = world.client.delete(f"{A}/{kind}/{past}", headers=admin)
+        assert r.status_code == 404, (kind, r.text)
+    r = world.client.post(
+        f"{A}/policies", json=app_policy(receiver_ids=[past]), headers=world.as_("developer")
+    )
+    assert r.status_code == 422 and f"receiver {past} does not exist" in r.text
+    r = world.client.get(f"{A}/records", params={"policy_id": past}, headers=admin)
+    assert r.status_code == 200 and r.json()["items"] == []

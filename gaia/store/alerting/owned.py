@@ -25,6 +25,7 @@ from sqlalchemy.orm import QueryableAttribute, Session
 
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.store.models import (
+    ROW_ID_MAX,
     AlertChannel,
     AlertPolicy,
     AlertReceiver,
@@ -106,7 +107,7 @@ def business_names(session: Session, ids: Iterable[int | None]) -> dict[int, str
 
 def find_owned(session: Session, model: type[Owned], obj_id: int, *, what: str) -> Owned:
     """One object by id, or ``NotFound`` naming it (``what`` 12 not found)."""
-    obj = session.get(model, obj_id)
+    obj = session.get(model, obj_id) if 1 <= obj_id <= ROW_ID_MAX else None
     if obj is None:
         raise NotFound(f"{what} {obj_id} not found")
     return obj
@@ -141,7 +142,10 @@ def ensure_same_owner(
     if not ids:
         return
     found = {
-        row.id: row.business_id for row in session.scalars(select(model).where(model.id.in_(ids)))
+        row.id: row.business_id
+        for row in session.scalars(
+            select(model).where(model.id.in_([i for i in ids if 1 <= i <= ROW_ID_MAX]))
+        )
     }
     for obj_id in ids:
         if obj_id not in found or found[obj_id] != business_id:

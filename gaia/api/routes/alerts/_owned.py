@@ -38,6 +38,8 @@ from gaia.store.alerting.owned import (
 )
 from gaia.store.models import Business
 
+# The published bound is 2**31 (one past the largest row id): the store answers such an id as
+# not found (gaia.store.models.ROW_ID_MAX) rather than changing the API document.
 Id = Annotated[int, Path(ge=1, le=2**31)]
 BusinessQuery = Annotated[
     str | None,

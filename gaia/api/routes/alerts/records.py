@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
+from sqlalchemy import false
 
 from gaia.api.deps import PrincipalDep, SessionDep
 from gaia.api.pagination import Cursor, Limit
@@ -20,7 +21,7 @@ from gaia.api.schemas.base import Page
 from gaia.domain.rbac import Permission
 from gaia.store.alerting.owned import business_names
 from gaia.store.alerting.records import record_with_notifications
-from gaia.store.models import AlertNotification, AlertRecord
+from gaia.store.models import ROW_ID_MAX, AlertNotification, AlertRecord
 
 router = APIRouter(tags=["alerts"])
 RECORDS = OwnedKind(AlertRecord, "alert record")
@@ -93,7 +94,8 @@ def list_alert_records(
     if severity:
         where.append(AlertRecord.severity == severity)
     if policy_id:
-        where.append(AlertRecord.policy_id == policy_id)
+        # beyond a row id no policy can match (and PostgreSQL would refuse the comparison)
+        where.append(AlertRecord.policy_id == policy_id if policy_id <= ROW_ID_MAX else false())
     if since:
         where.append(AlertRecord.fired_at >= since)
     listing = RECORDS.page(
