@@ -53,6 +53,9 @@ class AuditContext:
     error: str = ""
     # A POST that only asks a question (an admission check) changes nothing: not recorded.
     read_only: bool = False
+    # The request only relayed one API call, which wrote its own record (the console's login
+    # form): a second record of it, accepted or refused, would say the same thing twice.
+    delegated: bool = False
 
 
 def platform(request: Request) -> Platform:

@@ -11,7 +11,7 @@ import re
 from sqlalchemy import select
 
 from gaia.platform import Platform
-from gaia.store.models import Business, Event
+from gaia.store.models import Business, Event, OperationRecord
 from tests.conftest import World
 from tests.console.forms import log_in
 
@@ -146,3 +146,31 @@ def test_records_and_events_speak_chinese(world: World, platform: Platform) -> N
     assert "操作人" in client.get("/console/records").text
     events = client.get("/console/events").text
     assert "原因" in events and "警告" in events
+
+
+def test_a_console_login_is_recorded_once_whether_accepted_or_refused(
+    world: World, platform: Platform
+) -> None:
+    def logins() -> list[tuple[str, str, str]]:
+        with platform.db.read_session() as session:
+            return [
+                (r.actor, r.result, r.path)
+                for r in session.scalars(
+                    select(OperationRecord)
+                    .where(OperationRecord.action == "auth.login")
+                    .order_by(OperationRecord.id)
+                )
+            ]
+
+    before = logins()
+    r = world.client.post(
+        "/console/login",
+        data={"username": "dev", "password": "wrong", "next": "/console"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 401
+    log_in(world.client, "dev")
+    assert logins()[len(before) :] == [
+        ("dev", "failure", "/api/v1/auth/login"),
+        ("dev", "success", "/api/v1/auth/login"),
+    ]

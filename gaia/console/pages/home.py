@@ -48,12 +48,11 @@ async def login_submit(
 ) -> Response:
     """Log in through ``POST /api/v1/auth/login`` and keep its session token as an HttpOnly
     cookie (scripts on the page never see it)."""
-    # The API's call writes the operation record; this request of the console's own would
-    # only repeat it. A refusal is answered 401, which the recorder always writes, so that
-    # record at least says what was refused.
+    # The API's call writes the operation record, accepted or refused; this request of the
+    # console's own would only repeat it.
     ctx = audit(request, action="auth.login", target=f"user/{username}")
     ctx.actor = username if username.isprintable() else "anonymous"
-    ctx.read_only = True
+    ctx.delegated = True
     result = await ConsoleApi(request, None).post(
         "/api/v1/auth/login", {"username": username, "password": password}
     )
@@ -84,7 +83,7 @@ async def login_submit(
 async def logout_submit(request: Request) -> Response:
     """Revoke the session through ``POST /api/v1/auth/logout`` (an invalid one is simply
     forgotten) and drop the cookie."""
-    audit(request, action="auth.logout").read_only = True  # the API's call is the record
+    audit(request, action="auth.logout").delegated = True  # the API's call is the record
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         await ConsoleApi(request, token).post("/api/v1/auth/logout")
