@@ -1,6 +1,6 @@
 """Resource vectors and quota arithmetic: the one place that decides whether a request fits.
 
-A business holds a quota per cluster on eight dimensions (FEATURES.md §1). Amounts are kept as
+A business holds a quota per cluster on eight dimensions. Amounts are kept as
 integers in the smallest unit each dimension is managed in, so that sums never drift:
 
 =================  ==============  =============================

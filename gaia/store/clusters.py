@@ -45,9 +45,13 @@ def page_clusters(
     )
 
 
-def cluster_named(session: Session, name: str) -> Cluster:
-    """The cluster ``name`` whoever asks; ``NotFound`` if none is registered."""
-    cluster = session.scalars(select(Cluster).where(Cluster.name == name)).one_or_none()
+def cluster_named(session: Session, name: str, *, business_ids: set[int] | None = None) -> Cluster:
+    """The cluster ``name`` if one of ``business_ids`` may see it (every cluster for ``None``);
+    ``NotFound`` otherwise, exactly as for a cluster that is not registered, so names of
+    clusters a caller may not use do not leak."""
+    cluster = session.scalars(
+        visible_clusters(business_ids).where(Cluster.name == name)
+    ).one_or_none()
     if cluster is None:
         raise NotFound(f"cluster '{name}' not found")
     return cluster

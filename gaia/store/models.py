@@ -1,4 +1,4 @@
-"""ORM models: what the platform owns (ARCHITECTURE.md, "platform store").
+"""ORM models: what the platform owns (docs/architecture.md, the store).
 
 Runtime state of clusters (nodes, instances, IPs) is *not* here: the cluster is the truth for it
 and controllers read it through the provider. Every schema change comes with an Alembic migration
