@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 
 from gaia.domain.errors import Forbidden, NotFound, Unauthenticated
 from gaia.domain.rbac import Permission, allows
+from gaia.store import apps as store_apps
 from gaia.store.clusters import cluster_named
 from gaia.store.identity import Principal as Principal  # the caller, as routes name it
 from gaia.store.identity import authenticate as authenticate
-from gaia.store.models import Business, Cluster, Token, utcnow
+from gaia.store.models import App, Business, Cluster, Token, utcnow
 
 if TYPE_CHECKING:
     from gaia.platform import Platform
@@ -186,3 +187,51 @@ def visible_cluster(session: Session, principal: Principal, name: str) -> Cluste
     """The cluster ``name`` if the caller may see it: all for platform admins, else those where
     a business of theirs holds a quota (where they can deploy); 404 otherwise."""
     return cluster_named(session, name, business_ids=principal.business_scope())
+
+
+@dataclass(frozen=True, slots=True)
+class WritableApp:
+    """An app the caller may change, with its business and this request's operation record."""
+
+    business: Business
+    app: App
+    audit: AuditContext
+
+
+def writable_app(
+    request: Request,
+    session: Session,
+    principal: Principal,
+    *,
+    biz: str,
+    app: str,
+    action: str,
+    target: str | None = None,
+    permission: Permission = Permission.APP_WRITE,
+    lock: bool = True,
+    refuse_deleting: bool = True,
+) -> WritableApp:
+    """Resolve ``biz``/``app`` for a change: the record names ``app.<action>`` and its target
+    (``business/<biz>/app/<target or app>``) before anything can refuse, the business answers
+    404 to a non-member and 403 to a role without ``permission``, the app answers 404 when
+    missing and 409 while it is being deleted (unless ``refuse_deleting`` is off). The app row is
+    locked (``lock``) so that two changes of one app's map run one after the other.
+
+    A plain function, not a FastAPI dependency: a dependency runs before the route's own path
+    and body are validated, so a malformed request to a foreign business would answer 404
+    instead of 422, and each path parameter would be validated (and reported) twice."""
+    ctx = audit(request, action=f"app.{action}", target=f"business/{biz}/app/{target or app}")
+    business = business_for(session, principal, biz, permission, ctx=ctx)
+    row = store_apps.find_app(session, business=business, name=app, lock=lock)
+    if refuse_deleting:
+        store_apps.refuse_if_deleting(row)
+    return WritableApp(business=business, app=row, audit=ctx)
+
+
+def readable_app(
+    session: Session, principal: Principal, *, biz: str, app: str
+) -> tuple[Business, App]:
+    """The business and app ``biz``/``app`` for a caller who may read the business (404 for a
+    foreign business or a missing app)."""
+    business = business_for(session, principal, biz, Permission.BUSINESS_READ)
+    return business, store_apps.find_app(session, business=business, name=app)
