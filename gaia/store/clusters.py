@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from gaia.domain.errors import Conflict, NotFound
 from gaia.domain.resources import DIMENSIONS
 from gaia.store import events
-from gaia.store.models import App, Business, Cluster, Quota, utcnow
+from gaia.store.models import Cluster, Quota, utcnow
 from gaia.store.paging import page_of
 
 # The per-dimension sums of used and hard amounts, in DIMENSIONS order: used first, then hard.
@@ -164,16 +164,3 @@ def usage_by_cluster(
         sums = tuple(int(v) for v in agg[1:]) if agg else (0,) * len(QUOTA_SUMS)
         out.append((cluster, count, sums))
     return out
-
-
-def app_placement(session: Session, *, business: Business, app: str) -> tuple[App, Cluster]:
-    """The app ``app`` of ``business`` and the cluster it runs in (where its logs come from);
-    ``NotFound`` if the business has no such app."""
-    row = session.scalars(
-        select(App).where(App.business_id == business.id, App.name == app)
-    ).one_or_none()
-    if row is None:
-        raise NotFound(f"app '{app}' not found in business '{business.name}'")
-    cluster = session.get(Cluster, row.cluster_id)
-    assert cluster is not None
-    return row, cluster

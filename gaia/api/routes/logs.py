@@ -55,7 +55,7 @@ from gaia.monitor.logs.store import (
 )
 from gaia.providers.port import Instance, LogLine
 from gaia.providers.registry import ProviderRegistry
-from gaia.store.clusters import app_placement
+from gaia.store import apps as store_apps
 from gaia.store.models import Cluster
 
 router = APIRouter(tags=["logs"])
@@ -141,7 +141,8 @@ async def app_logs(
     """The container lines of the app's instances (or of one), newest first; ``follow=true``
     streams new ones."""
     business = business_for(session, principal, biz, Permission.BUSINESS_READ)
-    row, cluster = app_placement(session, business=business, app=app)
+    row = store_apps.find_app(session, business=business, name=app)
+    cluster = store_apps.cluster_of(session, row)
     selector = LogSelector.of_app(
         cluster=cluster.name,
         namespace=business.name,
