@@ -3,12 +3,15 @@
 A cluster row holds what the platform needs to reach the cluster (the kind, an encrypted
 kubeconfig or a ``sim`` spec) and what the health loop last observed. Validating a kubeconfig or
 a sim spec is the API's and the providers' job and happens before these functions are called;
-this module writes what it is given. Removing a cluster drops its quotas with it (the foreign
-keys cascade) and never contacts the cluster. See docs/architecture.md, "store".
+this module writes what it is given. Removing a cluster never contacts the cluster. A cluster
+that still holds apps or quotas is not removed silently: ``delete_cluster`` refuses with a
+``Conflict`` naming them, and only ``force`` removes it, returning everything dropped with it (the
+foreign keys cascade) so the caller can record it. See docs/architecture.md, "store".
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -17,7 +20,7 @@ from sqlalchemy.orm import Session
 from gaia.domain.errors import Conflict, NotFound
 from gaia.domain.resources import DIMENSIONS
 from gaia.store import events
-from gaia.store.models import Cluster, Quota, utcnow
+from gaia.store.models import App, Business, Cluster, Quota, utcnow
 from gaia.store.paging import page_of
 
 # The per-dimension sums of used and hard amounts, in DIMENSIONS order: used first, then hard.
@@ -135,11 +138,62 @@ def update_cluster(
     return changed
 
 
-def delete_cluster(session: Session, *, cluster: Cluster) -> int:
-    """Unregister ``cluster``; returns how many quotas were dropped with it."""
-    quotas = session.scalars(select(Quota).where(Quota.cluster_id == cluster.id)).all()
+@dataclasses.dataclass(frozen=True)
+class ClusterHoldings:
+    """What a cluster holds for businesses: app names per business and the businesses holding
+    a quota in it, each sorted by name."""
+
+    apps: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    quotas: list[str] = dataclasses.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.apps or self.quotas)
+
+    def describe(self) -> str:
+        """One line naming every app (as ``business/app``) and every quota."""
+        parts = []
+        if self.apps:
+            names = [f"{b}/{a}" for b, apps in self.apps.items() for a in apps]
+            parts.append(f"{len(names)} app(s): {', '.join(names)}")
+        if self.quotas:
+            parts.append(f"{len(self.quotas)} quota(s) of: {', '.join(self.quotas)}")
+        return "; ".join(parts) or "nothing"
+
+
+def cluster_holdings(session: Session, cluster: Cluster) -> ClusterHoldings:
+    """The apps and quotas held in ``cluster`` (two queries, whatever their number)."""
+    apps: dict[str, list[str]] = {}
+    for business, app in session.execute(
+        select(Business.name, App.name)
+        .join(Business, Business.id == App.business_id)
+        .where(App.cluster_id == cluster.id)
+        .order_by(Business.name, App.name)
+    ):
+        apps.setdefault(business, []).append(app)
+    quotas = list(
+        session.scalars(
+            select(Business.name)
+            .join(Quota, Quota.business_id == Business.id)
+            .where(Quota.cluster_id == cluster.id)
+            .order_by(Business.name)
+        )
+    )
+    return ClusterHoldings(apps=apps, quotas=quotas)
+
+
+def delete_cluster(session: Session, *, cluster: Cluster, force: bool = False) -> ClusterHoldings:
+    """Unregister ``cluster``. If it still holds apps or quotas, ``Conflict`` naming them unless
+    ``force``; with ``force`` they are dropped with it (the foreign keys cascade) and returned,
+    so the removal can be recorded in full."""
+    held = cluster_holdings(session, cluster)
+    if held and not force:
+        raise Conflict(
+            f"cluster '{cluster.name}' still holds {held.describe()}; delete those apps and "
+            "quotas first, or remove the cluster with force=true to drop them with it",
+            details={"apps": held.apps, "quotas": held.quotas},
+        )
     session.delete(cluster)
-    return len(quotas)
+    return held
 
 
 def usage_by_cluster(

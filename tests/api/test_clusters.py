@@ -189,7 +189,9 @@ def test_dead_cluster_can_be_removed_and_takes_its_quotas(
     client.put("/api/v1/businesses/ocr/quotas/gone", json={"hard": {"cpu": 4}}, headers=admin)
     _probe(platform)
     assert client.get("/api/v1/clusters/gone", headers=admin).json()["health"] == "Unreachable"
-    assert client.delete("/api/v1/clusters/gone", headers=admin).status_code == 204
+    assert client.delete("/api/v1/clusters/gone", headers=admin).status_code == 409
+    r = client.delete("/api/v1/clusters/gone", params={"force": "true"}, headers=admin)
+    assert r.status_code == 204
     assert client.get("/api/v1/clusters/gone", headers=admin).status_code == 404
     assert client.get("/api/v1/businesses/ocr/quotas", headers=admin).json() == []
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from gaia.api.deps import (
     PrincipalDep,
@@ -146,13 +146,25 @@ def update_cluster(
 
 @router.delete("/clusters/{cluster}", status_code=204)
 def delete_cluster(
-    request: Request, principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+    force: bool = Query(
+        False,
+        description="also remove a cluster that still holds apps or quotas (dropped with it); "
+        "without it such a cluster is refused with 409",
+    ),
 ) -> Response:
-    """Unregister the cluster and drop the quotas held in it. Nothing in the cluster is touched."""
+    """Unregister the cluster. One that holds apps or quotas is refused (409 naming them)
+    unless ``force``; the record then lists everything dropped. Nothing in the cluster is
+    touched."""
     ctx = audit(request, action="cluster.delete", cluster=cluster, target=f"cluster/{cluster}")
     row = visible_cluster(session, principal, cluster)
     require_platform_admin(principal, "remove clusters")
-    quotas = clusters.delete_cluster(session, cluster=row)
+    dropped = clusters.delete_cluster(session, cluster=row, force=force)
     platform(request).providers.forget(row.id)
-    ctx.summary = f"removed {row.kind} cluster '{cluster}' and {quotas} quota(s) in it"
+    ctx.summary = f"removed {row.kind} cluster '{cluster}'" + (
+        f" (forced) and with it {dropped.describe()}" if dropped else ""
+    )
     return Response(status_code=204)
