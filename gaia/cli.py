@@ -2,6 +2,7 @@
 
 gaia up [--host H] [--port P] [--data-dir D] [--no-demo]   API + console + controllers
 gaia db upgrade                                            apply migrations and exit
+gaia secrets rotate                                        re-encrypt stored secrets (first key)
 gaia openapi                                               print the OpenAPI document
 """
 
@@ -36,10 +37,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from gaia.app import Platform, create_app
     from gaia.bootstrap import ensure_admin, ensure_demo
+    from gaia.security import SecretKeyError
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    platform = Platform.open(settings)
+    try:
+        platform = Platform.open(settings)
+    except SecretKeyError as exc:
+        print(f"gaia up: {exc}", file=sys.stderr)
+        return 2
     password = ensure_admin(platform.db, password=settings.admin_password)
     demo = ensure_demo(platform.db) if settings.demo else False
     store = "PostgreSQL" if not platform.db.is_sqlite else f"SQLite at {settings.data_dir}"
@@ -69,6 +75,43 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     db = Database(settings.resolved_database_url())
     migrate.upgrade(db.engine)
     print("database is at the latest schema")
+    return 0
+
+
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored secret with the first key of GAIA_SECRET_KEY, in one
+    transaction (``gaia.store.secrets``); the old keys may be dropped afterwards."""
+    from gaia.security import SecretBox, SecretKeyError
+    from gaia.store.database import Database
+    from gaia.store.secrets import reencrypt_all
+
+    settings = _settings(args)
+    url = settings.resolved_database_url()
+    try:
+        box = SecretBox.from_settings(
+            secret_key=settings.secret_key,
+            data_dir=settings.data_dir,
+            shared_database=not url.startswith("sqlite"),
+        )
+    except SecretKeyError as exc:
+        print(f"gaia secrets rotate: {exc}", file=sys.stderr)
+        return 2
+    db = Database(url)
+    try:
+        with db.write_session() as session:
+            counts = reencrypt_all(session, box)
+    except ValueError as exc:
+        print(f"gaia secrets rotate: nothing changed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    for label, count in counts.items():
+        print(f"re-encrypted {count} {label}")
+    if box.key_count > 1:
+        print(
+            f"all secrets now use the first of the {box.key_count} keys in GAIA_SECRET_KEY; "
+            "the others may be removed"
+        )
     return 0
 
 
@@ -111,6 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     upgrade = db_sub.add_parser("upgrade", help="apply migrations")
     upgrade.add_argument("--data-dir")
     upgrade.set_defaults(func=cmd_db_upgrade)
+
+    secrets_cmd = sub.add_parser("secrets", help="secrets at rest")
+    secrets_sub = secrets_cmd.add_subparsers(dest="secrets_command", required=True)
+    rotate = secrets_sub.add_parser(
+        "rotate",
+        help="re-encrypt every stored secret with the first key of GAIA_SECRET_KEY",
+        description=(
+            "Key rotation: put the new key first in GAIA_SECRET_KEY (comma-separated, the old "
+            "keys after it), run this once, then drop the old keys. One transaction: if a "
+            "secret cannot be decrypted with any key, nothing changes."
+        ),
+    )
+    rotate.add_argument("--data-dir", help="where SQLite and the secret key live")
+    rotate.set_defaults(func=cmd_secrets_rotate)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)

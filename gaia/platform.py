@@ -64,12 +64,17 @@ class Platform:
     def open(
         cls, settings: Settings, *, run_migrations: bool = True, clock: Clock | None = None
     ) -> Platform:
-        db = Database(settings.resolved_database_url())
+        url = settings.resolved_database_url()
+        # Checked before the database is touched: a replica that could not read the others'
+        # secrets must not start at all (SecretKeyError says what to set).
+        secrets = SecretBox.from_settings(
+            secret_key=settings.secret_key,
+            data_dir=settings.data_dir,
+            shared_database=not url.startswith("sqlite"),
+        )
+        db = Database(url)
         if run_migrations:
             migrate.upgrade(db.engine)
-        secrets = SecretBox.from_settings(
-            secret_key=settings.secret_key, data_dir=settings.data_dir
-        )
         clock = clock or RealClock()
         store = open_metric_store(settings, clock=clock)
         return cls(

@@ -1,8 +1,13 @@
 """Secrets at rest, password hashes and bearer tokens.
 
-- ``SecretBox`` encrypts what must never be stored in the clear (kubeconfigs, later secrets and
-  channel credentials) with Fernet (AES-128-CBC + HMAC-SHA256). The key comes from
-  ``GAIA_SECRET_KEY`` or a key file made once in the data dir.
+- ``SecretBox`` encrypts what must never be stored in the clear (kubeconfigs, config secrets and
+  channel credentials) with Fernet (AES-128-CBC + HMAC-SHA256). The keys come from
+  ``GAIA_SECRET_KEY``: several comma-separated keys make a ``MultiFernet``, the first encrypts and
+  every one decrypts, so a key is rotated by putting a new one first, re-encrypting
+  (``gaia secrets rotate``) and then dropping the old one. Without ``GAIA_SECRET_KEY`` a key file
+  is made once in the data dir; that only works when the data dir is the database's (embedded
+  SQLite): replicas sharing a PostgreSQL database each have their own data dir and would each
+  make a key the others cannot read, so a shared database refuses to start without the key.
 - Passwords are argon2id hashes (argon2-cffi's defaults follow RFC 9106's recommendation).
 - Tokens are 32 random bytes shown once; only their SHA-256 is stored, so a database leak does
   not hand out sessions. SHA-256 (not argon2) is right here: the token is high-entropy, and every
@@ -17,11 +22,12 @@ import os
 import secrets
 import threading
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from gaia.domain.errors import TooManyRequests
 
@@ -68,17 +74,64 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
-class SecretBox:
-    """Symmetric encryption for values stored at rest."""
+KEY_FILE_NAME = "secret.key"
 
-    def __init__(self, key: str | bytes) -> None:
-        self._fernet = Fernet(key)
+
+class SecretKeyError(RuntimeError):
+    """The secret key configuration cannot work: missing where it is required, or malformed.
+    Raised at start-up, before anything is encrypted."""
+
+
+def parse_secret_keys(value: str | bytes) -> list[bytes]:
+    """The comma-separated Fernet keys in ``value``, in order (blanks around commas ignored)."""
+    text = value.decode("ascii") if isinstance(value, bytes) else value
+    return [k.strip().encode("ascii") for k in text.split(",") if k.strip()]
+
+
+class SecretBox:
+    """Symmetric encryption for values stored at rest, with one or more keys: the first
+    encrypts, all decrypt (``MultiFernet``)."""
+
+    def __init__(self, keys: str | bytes | Sequence[bytes]) -> None:
+        key_list = parse_secret_keys(keys) if isinstance(keys, (str, bytes)) else list(keys)
+        if not key_list:
+            raise SecretKeyError("GAIA_SECRET_KEY holds no key")
+        fernets = []
+        for position, key in enumerate(key_list, start=1):
+            try:
+                fernets.append(Fernet(key))
+            except (ValueError, TypeError):
+                raise SecretKeyError(
+                    f"GAIA_SECRET_KEY: key {position} of {len(key_list)} is not a Fernet key "
+                    "(32 url-safe base64-encoded bytes; make one with "
+                    "Fernet.generate_key() from the cryptography package)"
+                ) from None
+        self._fernet = MultiFernet(fernets)
+        self.key_count = len(fernets)
 
     @classmethod
-    def from_settings(cls, *, secret_key: str, data_dir: Path) -> SecretBox:
+    def from_settings(
+        cls, *, secret_key: str, data_dir: Path, shared_database: bool = False
+    ) -> SecretBox:
+        """The box for ``GAIA_SECRET_KEY``; without it, the data dir's key file (made on first
+        start), unless the database is shared (PostgreSQL): then ``SecretKeyError``."""
         if secret_key:
             return cls(secret_key)
-        key_file = data_dir / "secret.key"
+        key_file = data_dir / KEY_FILE_NAME
+        if shared_database:
+            hint = (
+                f" This data dir already has a key ({key_file}): if this platform ran with it, "
+                "use its content, or secrets stored so far cannot be read."
+                if key_file.exists()
+                else ""
+            )
+            raise SecretKeyError(
+                "GAIA_SECRET_KEY is required with a shared database (PostgreSQL): every "
+                "replica must encrypt and decrypt with the same key, and a key made per data "
+                "dir is not shared. Set GAIA_SECRET_KEY to a Fernet key (make one with "
+                "`python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`) on every replica." + hint
+            )
         if key_file.exists():
             return cls(key_file.read_bytes().strip())
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -99,10 +152,22 @@ class SecretBox:
         try:
             return self._fernet.decrypt(ciphertext).decode("utf-8")
         except InvalidToken:
-            raise ValueError(
-                "stored secret cannot be decrypted: GAIA_SECRET_KEY or the data dir's "
-                "secret.key differs from the key it was encrypted with"
-            ) from None
+            raise ValueError(_UNDECRYPTABLE) from None
+
+    def rotate(self, ciphertext: bytes) -> bytes:
+        """``ciphertext`` encrypted again with the first key (readable with any key);
+        ``ValueError`` if no key reads it."""
+        try:
+            return self._fernet.rotate(ciphertext)
+        except InvalidToken:
+            raise ValueError(_UNDECRYPTABLE) from None
+
+
+_UNDECRYPTABLE = (
+    "stored secret cannot be decrypted: GAIA_SECRET_KEY or the data dir's secret.key differs "
+    "from the key it was encrypted with (keep the old key after the new one in GAIA_SECRET_KEY "
+    "until `gaia secrets rotate` has run)"
+)
 
 
 MAX_FAILURES = 10

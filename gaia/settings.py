@@ -22,8 +22,9 @@ class Settings(BaseSettings):
     # Empty: SQLite at <data_dir>/gaia.db. Otherwise any SQLAlchemy URL; PostgreSQL is the
     # production store (postgresql+psycopg://user:pass@host/db).
     database_url: str = ""
-    # Fernet key (urlsafe base64, 32 bytes) that encrypts secrets at rest. Empty: a key file is
-    # created in the data dir on first start (mode 0600).
+    # Fernet key (urlsafe base64, 32 bytes) that encrypts secrets at rest; several
+    # comma-separated keys rotate (the first encrypts, all decrypt). Empty: a key file is created
+    # in the data dir on first start (mode 0600); refused with PostgreSQL (gaia.security).
     secret_key: str = ""
     admin_password: str = ""
     host: str = "127.0.0.1"

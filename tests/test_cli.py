@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.support.postgres import PostgresServer
 
@@ -109,7 +110,9 @@ def test_gaia_up_on_the_embedded_default(tmp_path: Path) -> None:
 def test_gaia_up_on_postgresql(tmp_path: Path, postgres_server: PostgresServer) -> None:
     url = postgres_server.create_database("gaia_up")
     port = _free_port()
-    proc, output = _start(tmp_path / "data", port, _env(GAIA_DATABASE_URL=url))
+    # a shared database needs the shared key (gaia up refuses without it: tests/security)
+    env = _env(GAIA_DATABASE_URL=url, GAIA_SECRET_KEY=Fernet.generate_key().decode())
+    proc, output = _start(tmp_path / "data", port, env)
     try:
         assert "on PostgreSQL" in output
         _newcomer_session(output, port)

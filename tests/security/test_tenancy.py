@@ -3,9 +3,20 @@ namespaces cannot be taken by a business, and the secret key is shared and rotat
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
+from pathlib import Path
 
-from tests.conftest import World
+import pytest
+from cryptography.fernet import Fernet
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from gaia import cli
+from gaia.platform import Platform
+from gaia.security import SecretBox, SecretKeyError
+from gaia.settings import Settings
+from gaia.store.models import AlertChannel, Business, Cluster, ConfigItem
+from gaia.store.secrets import ENCRYPTED_COLUMNS
+from tests.conftest import TEST_SECRET_KEY, World
 from tests.support.apps_harness import template
 
 # ---------------------------------------------------------------- cluster removal
@@ -55,3 +66,117 @@ def test_empty_cluster_is_removed_without_force(client: TestClient, admin: dict[
     r = client.post("/api/v1/clusters", json={"name": "idle", "kind": "sim"}, headers=admin)
     assert r.status_code == 201, r.text
     assert client.delete("/api/v1/clusters/idle", headers=admin).status_code == 204
+
+
+# ---------------------------------------------------------------- one key for every replica
+
+PG_URL = "postgresql+psycopg://gaia:gaia@127.0.0.1:1/gaia"  # never reached: refused before
+
+
+def test_shared_database_without_a_secret_key_refuses_to_open(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=PG_URL, secret_key="")
+    with pytest.raises(SecretKeyError, match="GAIA_SECRET_KEY is required"):
+        Platform.open(settings, run_migrations=False)
+    assert not (tmp_path / "secret.key").exists()  # no per-replica key was made
+
+
+def test_gaia_up_on_a_shared_database_without_a_key_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GAIA_DATABASE_URL", PG_URL)
+    monkeypatch.delenv("GAIA_SECRET_KEY", raising=False)
+    assert cli.main(["up", "--data-dir", str(tmp_path), "--no-demo"]) == 2
+    assert "GAIA_SECRET_KEY is required" in capsys.readouterr().err
+
+
+def test_sqlite_without_a_key_keeps_the_generated_key_file(tmp_path: Path) -> None:
+    first = SecretBox.from_settings(secret_key="", data_dir=tmp_path)
+    again = SecretBox.from_settings(secret_key="", data_dir=tmp_path)
+    assert again.decrypt(first.encrypt("x")) == "x"
+    assert (tmp_path / "secret.key").exists()
+
+
+def test_a_malformed_key_is_refused_naming_its_position() -> None:
+    with pytest.raises(SecretKeyError, match="key 2 of 2 is not a Fernet key"):
+        SecretBox(f"{TEST_SECRET_KEY},not-a-key")
+
+
+def test_every_encrypted_column_is_rotated() -> None:
+    from gaia.store.models import Base
+
+    encrypted = {
+        (mapper.class_, column.key)
+        for mapper in Base.registry.mappers
+        for column in mapper.columns
+        if column.key.endswith("_encrypted")
+    }
+    assert encrypted == {(entity, column) for _, entity, column in ENCRYPTED_COLUMNS}
+
+
+def _store_secrets(platform: Platform) -> None:
+    old = platform.secrets
+    with platform.db.write_session() as s:
+        biz = Business(name="alpha")
+        s.add(biz)
+        s.add(Cluster(name="k", kind="kubernetes", kubeconfig_encrypted=old.encrypt("kc")))
+        s.add(Cluster(name="sim", kind="sim"))  # nothing encrypted: skipped
+        s.flush()
+        s.add(
+            ConfigItem(business_id=biz.id, name="db", secret=True, data_encrypted=old.encrypt("{}"))
+        )
+        s.add(ConfigItem(business_id=biz.id, name="plain", secret=False, data={"a": "b"}))
+        s.add(
+            AlertChannel(
+                business_id=biz.id, name="hook", kind="webhook", config_encrypted=old.encrypt("c")
+            )
+        )
+
+
+def _ciphertexts(platform: Platform) -> list[bytes]:
+    with platform.db.read_session() as s:
+        return [
+            value
+            for _, entity, column in ENCRYPTED_COLUMNS
+            for value in s.scalars(select(getattr(entity, column)))
+            if value is not None
+        ]
+
+
+def test_rotation_reencrypts_everything_so_the_old_key_can_be_dropped(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store_secrets(platform)
+    new_key = Fernet.generate_key().decode()
+    monkeypatch.setenv("GAIA_DATABASE_URL", platform.settings.resolved_database_url())
+    monkeypatch.setenv("GAIA_DATA_DIR", str(platform.settings.data_dir))
+    monkeypatch.setenv("GAIA_SECRET_KEY", f"{new_key}, {TEST_SECRET_KEY}")
+
+    assert cli.main(["secrets", "rotate"]) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "re-encrypted 1 cluster kubeconfigs",
+        "re-encrypted 1 config secrets",
+        "re-encrypted 1 alert channel credentials",
+    ):
+        assert line in out, out
+
+    values = _ciphertexts(platform)
+    assert len(values) == 3
+    new_only, old_only = SecretBox(new_key), SecretBox(TEST_SECRET_KEY)
+    assert sorted(new_only.decrypt(v) for v in values) == ["c", "kc", "{}"]
+    for value in values:
+        with pytest.raises(ValueError, match="cannot be decrypted"):
+            old_only.decrypt(value)
+
+
+def test_rotation_changes_nothing_when_a_secret_cannot_be_read(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _store_secrets(platform)
+    before = _ciphertexts(platform)
+    new_key = Fernet.generate_key().decode()
+    monkeypatch.setenv("GAIA_DATABASE_URL", platform.settings.resolved_database_url())
+    monkeypatch.setenv("GAIA_SECRET_KEY", new_key)  # the old key is missing: nothing readable
+    assert cli.main(["secrets", "rotate"]) == 1
+    assert "nothing changed" in capsys.readouterr().err
+    assert _ciphertexts(platform) == before

@@ -1,0 +1,47 @@
+"""Secrets at rest, all together: re-encrypting every encrypted column with the current key.
+
+Three columns hold Fernet ciphertext: a cluster's kubeconfig, a config item's secret data and an
+alert channel's credentials (``ENCRYPTED_COLUMNS``; a new encrypted column must be added there,
+and a test checks that every ``*_encrypted`` column of the models is). Key rotation is: put the
+new key first in ``GAIA_SECRET_KEY`` (old ones after it, so everything stays readable), run
+``reencrypt_all`` (``gaia secrets rotate``), then drop the old keys. The re-encryption runs in
+the caller's one transaction: if any value cannot be decrypted nothing is changed, and the error
+names the row. See docs/architecture.md, "store".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gaia.security import SecretBox
+from gaia.store.models import AlertChannel, Base, Cluster, ConfigItem
+
+# (what it is, for the report; the model; its encrypted column)
+ENCRYPTED_COLUMNS: list[tuple[str, type[Base], str]] = [
+    ("cluster kubeconfigs", Cluster, "kubeconfig_encrypted"),
+    ("config secrets", ConfigItem, "data_encrypted"),
+    ("alert channel credentials", AlertChannel, "config_encrypted"),
+]
+
+
+def reencrypt_all(session: Session, secrets: SecretBox) -> dict[str, int]:
+    """Re-encrypt every stored secret with ``secrets``' first key; how many values of each
+    kind were re-encrypted. ``ValueError`` naming the row if one cannot be decrypted."""
+    counts: dict[str, int] = {}
+    for label, entity, column in ENCRYPTED_COLUMNS:
+        counts[label] = 0
+        rows: list[Any] = list(
+            session.scalars(select(entity).where(getattr(entity, column).is_not(None)))
+        )
+        for row in rows:
+            try:
+                rotated = secrets.rotate(getattr(row, column))
+            except ValueError as exc:
+                raise ValueError(f"{entity.__tablename__} id {row.id}: {exc}") from None
+            setattr(row, column, rotated)
+            counts[label] += 1
+    session.flush()
+    return counts
