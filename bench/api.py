@@ -287,7 +287,10 @@ def gaia_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
     env["GAIA_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     if database_url:
+        from cryptography.fernet import Fernet
+
         env["GAIA_DATABASE_URL"] = database_url
+        env["GAIA_SECRET_KEY"] = Fernet.generate_key().decode()  # required with PostgreSQL
     log_path = data_dir / "server.log"
     base_url = f"http://127.0.0.1:{port}"
     proc: subprocess.Popen[bytes] | None = None
