@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
+from gaia.domain.namespaces import check_business_name
 from gaia.domain.rbac import Role
 from gaia.domain.resources import DIMENSIONS, ResourceVector
 from gaia.store import events
@@ -66,7 +67,9 @@ def create_business(
     user: str,
 ) -> tuple[Business, list[User]]:
     """A new business with ``admins`` (usernames) as its business-admins, and the ``Created``
-    event. ``Conflict`` if the name is taken; ``InvalidRequest`` naming an unknown admin."""
+    event. ``InvalidRequest`` for a reserved name (``gaia.domain.namespaces``) or naming an
+    unknown admin; ``Conflict`` if the name is taken."""
+    check_business_name(name)
     if session.scalars(select(Business.id).where(Business.name == name)).first():
         raise Conflict(f"business '{name}' already exists")
     admin_users = []

@@ -68,6 +68,30 @@ def test_empty_cluster_is_removed_without_force(client: TestClient, admin: dict[
     assert client.delete("/api/v1/clusters/idle", headers=admin).status_code == 204
 
 
+# ---------------------------------------------------------------- system namespaces
+
+
+@pytest.mark.parametrize(
+    "name", ["default", "kube-system", "kube-public", "kube-node-lease", "kube-anything", "gaia"]
+)
+def test_system_namespaces_cannot_be_businesses(
+    client: TestClient, admin: dict[str, str], name: str
+) -> None:
+    r = client.post("/api/v1/businesses", json={"name": name}, headers=admin)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_request"
+    assert "reserved" in r.json()["message"] and name in r.json()["message"]
+    assert client.get(f"/api/v1/businesses/{name}", headers=admin).status_code == 404
+
+
+def test_names_that_only_look_like_system_namespaces_are_fine(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for name in ("defaults", "my-kube-system", "kube", "gaia-team"):
+        r = client.post("/api/v1/businesses", json={"name": name}, headers=admin)
+        assert r.status_code == 201, r.text
+
+
 # ---------------------------------------------------------------- one key for every replica
 
 PG_URL = "postgresql+psycopg://gaia:gaia@127.0.0.1:1/gaia"  # never reached: refused before
