@@ -41,6 +41,13 @@ class Conflict(GaiaError):
     code = "conflict"
 
 
+class NotManaged(Conflict):
+    """An object in a cluster exists but Gaia did not make it (no managed-by label): Gaia never
+    overwrites or deletes it."""
+
+    code = "not_managed"
+
+
 class TooManyRequests(GaiaError):
     code = "too_many_requests"
 

@@ -3,21 +3,30 @@ namespaces cannot be taken by a business, and the secret key is shared and rotat
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gaia import cli
+from gaia.domain.errors import NotManaged
+from gaia.domain.resources import ResourceVector
 from gaia.platform import Platform
+from gaia.providers.kubernetes import KubernetesCluster
+from gaia.providers.port import ConfigData, PortSpec, ServiceSpec
 from gaia.security import SecretBox, SecretKeyError
 from gaia.settings import Settings
 from gaia.store.models import AlertChannel, Business, Cluster, ConfigItem
 from gaia.store.secrets import ENCRYPTED_COLUMNS
 from tests.conftest import TEST_SECRET_KEY, World
 from tests.support.apps_harness import template
+from tests.support.kube import ControlPlane
 
 # ---------------------------------------------------------------- cluster removal
 
@@ -90,6 +99,85 @@ def test_names_that_only_look_like_system_namespaces_are_fine(
     for name in ("defaults", "my-kube-system", "kube", "gaia-team"):
         r = client.post("/api/v1/businesses", json={"name": name}, headers=admin)
         assert r.status_code == 201, r.text
+
+
+# ------------------------------------------------ the provider touches only Gaia's objects
+# (a real etcd + kube-apiserver: the session's ``control_plane`` fixture, tests/support/kube.py)
+
+
+@pytest.fixture
+def kube(control_plane: ControlPlane) -> Iterator[tuple[KubernetesCluster, httpx.Client]]:
+    provider = KubernetesCluster(name="tenancy", kubeconfig=control_plane.kubeconfig_text())
+    api = control_plane.http_client()
+    yield provider, api
+    asyncio.run(provider.close())
+    api.close()
+
+
+def _service_fingerprint(api: httpx.Client, namespace: str, name: str) -> tuple[str, str]:
+    got = api.get(f"/api/v1/namespaces/{namespace}/services/{name}")
+    assert got.status_code == 200, got.text
+    return got.json()["metadata"]["uid"], got.json()["metadata"]["resourceVersion"]
+
+
+def test_provider_never_applies_into_or_deletes_from_the_default_namespace(
+    kube: tuple[KubernetesCluster, httpx.Client],
+) -> None:
+    provider, api = kube
+    before = _service_fingerprint(api, "default", "kubernetes")
+    spec = ServiceSpec(
+        namespace="default", name="kubernetes", app="kubernetes", ports=(PortSpec(8080),)
+    )
+    with pytest.raises(NotManaged, match=r"namespace default .*not created by Gaia"):
+        asyncio.run(provider.apply_service(spec))
+    with pytest.raises(NotManaged, match="default/kubernetes"):
+        asyncio.run(provider.delete_service(namespace="default", name="kubernetes"))
+    with pytest.raises(NotManaged):
+        asyncio.run(provider.apply_quota(namespace="default", hard=ResourceVector(cpu=1000)))
+    assert _service_fingerprint(api, "default", "kubernetes") == before
+    assert api.get("/api/v1/namespaces/default/resourcequotas").json()["items"] == []
+
+
+def test_provider_refuses_objects_made_by_hand_in_a_gaia_namespace(
+    kube: tuple[KubernetesCluster, httpx.Client],
+) -> None:
+    provider, api = kube
+    ns = f"tenancy-{int(time.time() * 1000) % 10**8}"
+    # Gaia makes the namespace (and a config of its own), someone adds objects by hand
+    asyncio.run(provider.apply_config(ConfigData(ns, "ours", secret=False, data={"a": "1"})))
+    hand_made = {"metadata": {"name": "theirs"}, "data": {"keep": "me"}}
+    assert api.post(f"/api/v1/namespaces/{ns}/configmaps", json=hand_made).status_code == 201
+    service = {
+        "metadata": {"name": "web"},
+        "spec": {"ports": [{"port": 80}], "selector": {"app": "theirs"}},
+    }
+    assert api.post(f"/api/v1/namespaces/{ns}/services", json=service).status_code == 201
+    pod = {
+        "metadata": {"name": "web-0"},
+        "spec": {"containers": [{"name": "main", "image": "registry.local/theirs:1"}]},
+    }
+    assert api.post(f"/api/v1/namespaces/{ns}/pods", json=pod).status_code == 201
+    before = _service_fingerprint(api, ns, "web")
+
+    with pytest.raises(NotManaged, match=f"config {ns}/theirs"):
+        asyncio.run(provider.apply_config(ConfigData(ns, "theirs", secret=False, data={})))
+    with pytest.raises(NotManaged):
+        asyncio.run(provider.delete_config(namespace=ns, name="theirs", secret=False))
+    with pytest.raises(NotManaged):
+        asyncio.run(provider.apply_service(ServiceSpec(ns, "web", "web", (PortSpec(8080),))))
+    with pytest.raises(NotManaged):
+        asyncio.run(provider.delete_service(namespace=ns, name="web"))
+    with pytest.raises(NotManaged, match=f"pod {ns}/web-0"):
+        asyncio.run(provider.delete_instance(namespace=ns, name="web-0"))
+
+    assert api.get(f"/api/v1/namespaces/{ns}/configmaps/theirs").json()["data"] == {"keep": "me"}
+    assert _service_fingerprint(api, ns, "web") == before
+    assert api.get(f"/api/v1/namespaces/{ns}/pods/web-0").status_code == 200
+    # Gaia's own objects are still Gaia's to change and remove
+    asyncio.run(provider.apply_config(ConfigData(ns, "ours", secret=False, data={"a": "2"})))
+    assert api.get(f"/api/v1/namespaces/{ns}/configmaps/ours").json()["data"] == {"a": "2"}
+    asyncio.run(provider.delete_config(namespace=ns, name="ours", secret=False))
+    assert api.get(f"/api/v1/namespaces/{ns}/configmaps/ours").status_code == 404
 
 
 # ---------------------------------------------------------------- one key for every replica

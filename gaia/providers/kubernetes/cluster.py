@@ -19,6 +19,15 @@ upgrade patches the container image of that pod and nothing else: same UID, node
 annotations. A restart deletes the pod and creates it again on the same node. Services,
 ConfigMaps and Secrets are server-side applied with field manager ``gaia``.
 
+**Only Gaia's own objects.** Server-side apply with ``force`` takes every field over, and a
+business is a namespace that might already exist for someone else (``default``/``kubernetes``
+is the API server's Service). So before it force-applies, patches or deletes an object (a
+namespace, pod, Service, ConfigMap, Secret or ResourceQuota) the provider reads it, and an object
+that exists without ``app.kubernetes.io/managed-by=gaia`` is refused with ``NotManaged``, which
+the app controller records as a ``ReconcileError`` event. (Nodes are the exception: they are
+the cluster's, and removing one is an explicit admin action.) Business names are checked too
+(``gaia.domain.namespaces``); this check is what holds for namespaces made by hand.
+
 Nodes come and go with the cluster: ``add_node`` is refused (501); cordon, drain (evictions of
 the platform's pods) and removal (refused while pods are bound) work on the real Node objects.
 """
@@ -53,7 +62,7 @@ from lightkube.resources.core_v1 import Service as K8sService
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
-from gaia.domain.errors import Conflict, InvalidRequest, NotFound, Unsupported
+from gaia.domain.errors import Conflict, InvalidRequest, NotFound, NotManaged, Unsupported
 from gaia.domain.gpu_links import normalize_matrix, preset
 from gaia.domain.resources import ResourceVector
 from gaia.kube import parse_kubeconfig, ssl_context
@@ -437,6 +446,7 @@ class KubernetesCluster:
     async def _ensure_namespace(self, namespace: str) -> None:
         if namespace in self._namespaces:
             return
+        await self._require_managed(Namespace, None, namespace, f"namespace {namespace}")
         body = {
             "apiVersion": "v1",
             "kind": "Namespace",
@@ -547,6 +557,7 @@ class KubernetesCluster:
         current = pods.items.get((namespace, name))
         if current is None:
             raise NotFound(f"instance {namespace}/{name} not found")
+        _check_managed(current, f"pod {namespace}/{name}")
         patch = image_patch(current, image=image, version=version)
         try:
             patched = await self._kube().patch(
@@ -566,6 +577,7 @@ class KubernetesCluster:
         current = pods.items.get((namespace, name))
         if current is None:
             raise NotFound(f"instance {namespace}/{name} not found")
+        _check_managed(current, f"pod {namespace}/{name}")
         node = (current.get("spec") or {}).get("nodeName") or ""
         so_far = instance_from_pod(current).restarts
         grace = (current.get("spec") or {}).get("terminationGracePeriodSeconds")
@@ -600,6 +612,12 @@ class KubernetesCluster:
         await self._on_loop(self._delete_pod(namespace, name))
 
     async def _delete_pod(self, namespace: str, name: str, grace_s: int | None = None) -> None:
+        pods, _ = await self._informers()
+        cached = pods.items.get((namespace, name))
+        if cached is not None:
+            _check_managed(cached, f"pod {namespace}/{name}")
+        elif await self._require_managed(Pod, namespace, name, f"pod {namespace}/{name}") is None:
+            return
         try:
             await self._kube().delete(Pod, name, namespace=namespace, grace_period=grace_s)
         except ApiError as exc:
@@ -614,14 +632,10 @@ class KubernetesCluster:
     async def _apply_service(self, spec: ServiceSpec) -> Service:
         await self._ensure_namespace(spec.namespace)
         manifest = service_manifest(spec)
-        try:
-            current = await self._kube().get(K8sService, spec.name, namespace=spec.namespace)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise _translate(exc, f"service {spec.namespace}/{spec.name}") from None
-        else:
-            if service_needs_replace(current.to_dict(), manifest):
-                await self._delete(K8sService, spec.namespace, spec.name)
+        what = f"service {spec.namespace}/{spec.name}"
+        current = await self._require_managed(K8sService, spec.namespace, spec.name, what)
+        if current is not None and service_needs_replace(current, manifest):
+            await self._delete(K8sService, spec.namespace, spec.name)
         try:
             await self._kube().apply(cast(K8sService, K8sService.from_dict(manifest)), force=True)
         except ApiError as exc:
@@ -650,11 +664,32 @@ class KubernetesCluster:
         await self._on_loop(self._delete(K8sService, namespace, name))
 
     async def _delete(self, resource: Any, namespace: str, name: str) -> None:
+        what = f"{resource.__name__} {namespace}/{name}"
+        if await self._require_managed(resource, namespace, name, what) is None:
+            return
         try:
             await self._kube().delete(resource, name, namespace=namespace)
         except ApiError as exc:
             if exc.status.code != 404:
-                raise _translate(exc, f"{resource.__name__} {namespace}/{name}") from None
+                raise _translate(exc, what) from None
+
+    async def _require_managed(
+        self, resource: Any, namespace: str | None, name: str, what: str
+    ) -> dict[str, Any] | None:
+        """The object as the API server has it now (``None``: there is none), checked to be
+        Gaia's before it is force-applied, patched or deleted: ``NotManaged`` otherwise."""
+        try:
+            if namespace is None:
+                found = await self._kube().get(resource, name)
+            else:
+                found = await self._kube().get(resource, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise _translate(exc, what) from None
+        doc = cast(dict[str, Any], cast(Any, found).to_dict())
+        _check_managed(doc, what)
+        return doc
 
     # ------------------------------------------------------------ configs
 
@@ -665,6 +700,8 @@ class KubernetesCluster:
         await self._ensure_namespace(config.namespace)
         manifest = config_manifest(config)
         resource = Secret if config.secret else ConfigMap
+        what = f"config {config.namespace}/{config.name}"
+        await self._require_managed(resource, config.namespace, config.name, what)
         try:
             await self._kube().apply(cast(Any, resource).from_dict(manifest), force=True)
         except ApiError as exc:
@@ -693,6 +730,7 @@ class KubernetesCluster:
     async def _apply_quota(self, namespace: str, hard: ResourceVector) -> None:
         await self._ensure_namespace(namespace)
         manifest = quota_manifest(namespace, hard)
+        await self._require_managed(ResourceQuota, namespace, QUOTA_NAME, f"quota of {namespace}")
         try:
             await self._kube().apply(
                 cast(ResourceQuota, ResourceQuota.from_dict(manifest)), force=True
@@ -945,6 +983,17 @@ def _message(response: httpx.Response) -> str:
         return str(response.json().get("message", ""))[:300]
     except ValueError:
         return response.text[:300]
+
+
+def _check_managed(doc: dict[str, Any], what: str) -> None:
+    """``NotManaged`` unless ``doc`` carries Gaia's managed-by label."""
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        raise NotManaged(
+            f"{what} exists in the cluster but was not created by Gaia (it has no "
+            f"{MANAGED_BY_LABEL}={MANAGED_BY} label), so Gaia will not overwrite or delete it; "
+            "rename what Gaia would create, or remove that object in the cluster yourself"
+        )
 
 
 def _translate(exc: ApiError, what: str) -> Exception:
