@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from gaia.clock import Clock
 from gaia.domain import apps as domain_apps
 from gaia.domain.apps import Create, Delete, ReplaceImage, Restart, TemplateSpec
-from gaia.domain.errors import GaiaError
+from gaia.domain.errors import GaiaError, NotManaged
 from gaia.domain.resources import ResourceVector
 from gaia.domain.restarts import (
     BLACKLIST_CAUSES,
@@ -206,8 +206,8 @@ class AppController(LoopService):
                     await provider.delete_instance(namespace=namespace, name=inst.name)
                     stats.actions["delete-orphan"] += 1
 
-        await self._sync_configs(provider, memory, apps, snapshot.configs)
-        await self._sync_quotas(provider, memory, snapshot.quotas.get(cluster.id, {}))
+        await self._sync_configs(provider, memory, apps, snapshot.configs, pending)
+        await self._sync_quotas(provider, memory, snapshot.quotas.get(cluster.id, {}), pending)
         failures = await asyncio.to_thread(self._record_failures, apps, by_app, pending)
         for app in apps:
             try:
@@ -564,12 +564,23 @@ class AppController(LoopService):
         provider: ClusterProvider,
         memory: _ClusterMemory,
         quotas: Mapping[str, ResourceVector],
+        pending: list[PendingEvent],
     ) -> None:
-        """Mirror each business's quota into the cluster (defence in depth) when it changed."""
+        """Mirror each business's quota into the cluster (defence in depth) when it changed.
+        A namespace the provider refuses to touch (``NotManaged``: not Gaia's) is that
+        business's Warning event and stalls no other business."""
         for namespace, hard in sorted(quotas.items()):
             if memory.applied_quotas.get(namespace) == hard:
                 continue
-            await provider.apply_quota(namespace=namespace, hard=hard)
+            try:
+                await provider.apply_quota(namespace=namespace, hard=hard)
+            except NotManaged as exc:
+                pending.append(
+                    PendingEvent(
+                        namespace, "Business", namespace, "NotManaged", str(exc), "Warning"
+                    )
+                )
+                continue
             memory.applied_quotas[namespace] = hard
 
     async def _sync_configs(
@@ -578,6 +589,7 @@ class AppController(LoopService):
         memory: _ClusterMemory,
         apps: list[AppSnapshot],
         configs: Mapping[tuple[str, str, bool], ConfigSnapshot],
+        pending: list[PendingEvent],
     ) -> None:
         wanted = {
             (app.namespace, ref["name"], bool(ref.get("secret", False)))
@@ -589,14 +601,23 @@ class AppController(LoopService):
             config = configs.get(key)
             if config is None or memory.applied_configs.get(key) == config.updated_at:
                 continue
-            await provider.apply_config(
-                ConfigData(
-                    namespace=config.namespace,
-                    name=config.name,
-                    secret=config.secret,
-                    data=config.data,
+            try:
+                await provider.apply_config(
+                    ConfigData(
+                        namespace=config.namespace,
+                        name=config.name,
+                        secret=config.secret,
+                        data=config.data,
+                    )
                 )
-            )
+            except NotManaged as exc:  # someone else's object: that business's warning only
+                kind = "Secret" if config.secret else "ConfigMap"
+                pending.append(
+                    PendingEvent(
+                        config.namespace, kind, config.name, "NotManaged", str(exc), "Warning"
+                    )
+                )
+                continue
             memory.applied_configs[key] = config.updated_at
 
     async def _ensure_service(

@@ -22,7 +22,7 @@ from gaia.providers.kubernetes import KubernetesCluster
 from gaia.providers.port import ConfigData, PortSpec, ServiceSpec
 from gaia.security import SecretBox, SecretKeyError
 from gaia.settings import Settings
-from gaia.store.models import AlertChannel, Business, Cluster, ConfigItem
+from gaia.store.models import AlertChannel, Business, Cluster, ConfigItem, Event
 from gaia.store.secrets import ENCRYPTED_COLUMNS
 from tests.conftest import TEST_SECRET_KEY, World
 from tests.support.apps_harness import template
@@ -178,6 +178,41 @@ def test_provider_refuses_objects_made_by_hand_in_a_gaia_namespace(
     assert api.get(f"/api/v1/namespaces/{ns}/configmaps/ours").json()["data"] == {"a": "2"}
     asyncio.run(provider.delete_config(namespace=ns, name="ours", secret=False))
     assert api.get(f"/api/v1/namespaces/{ns}/configmaps/ours").status_code == 404
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_namespace_that_is_not_gaias_is_a_warning_and_stalls_no_other_business(
+    platform: Platform, world: World, control_plane: ControlPlane
+) -> None:
+    c, admin = world.client, world.admin
+    # sorts before "alpha": the refusal comes first in the controller's pass
+    taken = f"a0-taken-{int(time.time() * 1000) % 10**8}"
+    with control_plane.http_client() as api:
+        assert api.post("/api/v1/namespaces", json={"metadata": {"name": taken}}).is_success
+        assert c.post("/api/v1/businesses", json={"name": taken}, headers=admin).is_success
+        cluster = f"tenancy-{taken[-8:]}"
+        body = {
+            "name": cluster,
+            "kind": "kubernetes",
+            "kubeconfig": control_plane.kubeconfig_text(),
+        }
+        assert c.post("/api/v1/clusters", json=body, headers=admin).status_code == 201
+        for business in (taken, "alpha"):
+            r = c.put(
+                f"/api/v1/businesses/{business}/quotas/{cluster}",
+                json={"hard": {"cpu": 2}},
+                headers=admin,
+            )
+            assert r.status_code == 200, r.text
+
+        asyncio.run(platform.app_controller().run_once())
+
+        assert api.get(f"/api/v1/namespaces/{taken}/resourcequotas").json()["items"] == []
+        assert api.get("/api/v1/namespaces/alpha/resourcequotas").json()["items"] != []
+    with platform.db.read_session() as session:
+        warnings = session.scalars(select(Event).where(Event.reason == "NotManaged")).all()
+    assert [(e.business, e.type) for e in warnings] == [(taken, "Warning")]
+    assert "not created by Gaia" in warnings[0].message
 
 
 # ---------------------------------------------------------------- one key for every replica
