@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # platform admin's API token is accepted); the console's address, for links in notifications
     alertmanager_token: str = ""
     external_url: str = ""
+    # egress: CIDRs (comma-separated) that alert channels may reach although they are loopback,
+    # private, link-local or otherwise not public (gaia.egress); empty: public addresses only
+    egress_allow_cidrs: str = ""
 
     def resolved_database_url(self) -> str:
         if self.database_url:
