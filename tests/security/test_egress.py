@@ -251,3 +251,9 @@ def test_no_log_record_carries_a_channel_url_secret(
     records = [f"{rec.name}: {rec.getMessage()}" for rec in caplog.records]
     leaked = [line for line in records if secret in line]
     assert leaked == []
+
+
+def test_a_bad_allow_list_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAIA_EGRESS_ALLOW_CIDRS", "10.0.0.0/8,intranet")
+    with pytest.raises(ValueError, match="intranet"):
+        Settings()
