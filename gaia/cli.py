@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gaia import __version__
+from gaia.monitor.logs.store import quiet_http_client_loggers
 from gaia.settings import Settings
 
 
@@ -191,5 +192,6 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    quiet_http_client_loggers()
     result: int = args.func(args)
     return result

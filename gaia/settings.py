@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,6 +57,20 @@ class Settings(BaseSettings):
     # platform admin's API token is accepted); the console's address, for links in notifications
     alertmanager_token: str = ""
     external_url: str = ""
+    # egress: CIDRs (comma-separated) that alert channels may reach although they are loopback,
+    # private, link-local or otherwise not public (gaia.egress); empty: public addresses only
+    egress_allow_cidrs: str = ""
+
+    @field_validator("egress_allow_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        # refused at start-up, not at the first alert that tries to leave
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a CIDR (10.0.0.0/8, fd12::/64)") from None
+        return value
 
     def resolved_database_url(self) -> str:
         if self.database_url:

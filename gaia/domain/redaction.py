@@ -55,6 +55,21 @@ def redact(text: str) -> str:
     return text
 
 
+_URL = re.compile(r"(?i)\b(https?://[^/\s?#'\"<>]+)([/?#][^\s'\"<>]*)?")
+
+
+def redact_url_paths(text: str) -> str:
+    """Every http(s) URL in ``text`` cut to its origin: chat webhooks carry their token in the
+    path or the query (WeCom's ``?key=``), and no rule about key names can know them all. For
+    lines that quote URLs by design, such as an HTTP client's request log."""
+
+    def cut(match: re.Match[str]) -> str:
+        rest = match.group(2) or ""
+        return match.group(1) + ("" if rest in ("", "/") else f"/{_REDACTED}")
+
+    return _URL.sub(cut, text)
+
+
 COMMAND_SUMMARY_CHARS = 500
 
 

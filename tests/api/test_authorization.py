@@ -23,6 +23,7 @@ from sqlalchemy import select
 from gaia.platform import Platform
 from gaia.store.models import AlertRecord, App, AppBlacklist, Business, utcnow
 from tests.conftest import QUOTA, World
+from tests.support.egress import allow_loopback_egress
 
 ROLES = ("platform-admin", "business-admin", "developer", "viewer", "outsider")
 MEMBERS = ("platform-admin", "business-admin", "developer", "viewer")
@@ -76,6 +77,9 @@ NODE_BODY = {"name": "extra-1", "cpu": 8, "memory_mib": 16384}
 AL = "/api/v1/alerts"
 ADMINS = ("platform-admin", "business-admin")
 HOOK = {"url": "http://127.0.0.1:9/hook"}  # the discard port: a test send is refused at once
+# HOOK is on loopback, which the egress guard refuses unless allowed: allowed here (autouse),
+# as an admin would with GAIA_EGRESS_ALLOW_CIDRS
+__all__ = ["allow_loopback_egress"]
 POLICY = {
     "business": "alpha",
     "name": "p",

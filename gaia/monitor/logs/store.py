@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from gaia.domain.errors import InvalidRequest
-from gaia.domain.redaction import redact
+from gaia.domain.redaction import redact, redact_url_paths
 
 log = logging.getLogger(__name__)
 
@@ -982,6 +982,50 @@ class _Record:
     text: str
 
 
+# The HTTP client libraries log every request's full URL (httpx at INFO, httpcore's traces at
+# DEBUG), and alert channels' URLs carry credentials (WeCom's ``?key=``, webhook tokens in the
+# path). Their records are redacted where they are made, before any handler (stderr, the log
+# store, pytest's capture) sees them, and httpx's per-request line is lowered to DEBUG noise by
+# raising its logger to WARNING unless an operator chose a level for it.
+HTTP_CLIENT_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
+class HttpClientLogRedaction(logging.Filter):
+    """Rewrites an HTTP client's log record with URLs cut to their origin and secrets masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as it would
+            return True
+        record.msg = redact(redact_url_paths(text))
+        record.args = ()
+        return True
+
+
+_HTTP_CLIENT_FILTER = HttpClientLogRedaction()
+
+
+def quiet_http_client_loggers() -> None:
+    """Install the redaction on the HTTP client loggers (idempotent); called wherever the
+    platform sets up logging (``gaia.cli``, ``SystemLogHandler.install``)."""
+    for name in HTTP_CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _HTTP_CLIENT_FILTER not in logger.filters:
+            logger.addFilter(_HTTP_CLIENT_FILTER)
+    httpx_logger = logging.getLogger("httpx")
+    if httpx_logger.level == logging.NOTSET:
+        httpx_logger.setLevel(logging.WARNING)
+
+
 class SystemLogHandler(logging.Handler):
     """Writes the platform's own log records (``gaia.*`` and uvicorn's, level INFO and up as the
     loggers let them through) into the store as system lines, redacted.
@@ -1018,6 +1062,7 @@ class SystemLogHandler(logging.Handler):
 
     def install(self) -> None:
         """Attach to the platform's loggers and start the writer thread."""
+        quiet_http_client_loggers()
         if self._thread is None:
             self._stopping.clear()
             self._thread = threading.Thread(

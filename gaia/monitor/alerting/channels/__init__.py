@@ -22,7 +22,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
+
 from gaia.domain.errors import InvalidRequest
+from gaia.egress import EgressRefused, check_literal_host
 from gaia.monitor.alerting.channels._base import (
     AlertNotice,
     Channel,
@@ -80,9 +83,35 @@ def _parse(kind: str, config: Mapping[str, Any]) -> ChannelConfig:
     return parse_config(model, kind, config)
 
 
+# The config field that names each kind's destination: a URL, or (email) a host name.
+_DESTINATION_FIELDS = {"email": "host", "sms": "endpoint", "wecom": "webhook_url", "webhook": "url"}
+
+
+def _check_destination(kind: str, parsed: ChannelConfig) -> None:
+    """The egress guard's early half: an address the guard would refuse at connect time (an IP
+    literal, ``localhost``) is refused when the channel is saved, naming the field. Names are
+    resolved and checked only when connecting (``gaia.egress``)."""
+    field = _DESTINATION_FIELDS.get(kind)
+    value = getattr(parsed, field, None) if field else None
+    if not isinstance(value, str) or not value:
+        return
+    host = value if kind == "email" else httpx.URL(value).host
+    try:
+        check_literal_host(host)
+    except EgressRefused as exc:
+        message = str(exc)
+        raise InvalidRequest(
+            f"invalid {kind} channel config: {field}: {message}",
+            details=[{"field": field, "message": message}],
+        ) from None
+
+
 def validate_channel_config(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with defaults filled in, ready to store; ``InvalidRequest`` if it is bad."""
-    return _parse(kind, config).model_dump(mode="json")
+    """The config with defaults filled in, ready to store; ``InvalidRequest`` if it is bad
+    (including a destination the egress guard refuses)."""
+    parsed = _parse(kind, config)
+    _check_destination(kind, parsed)
+    return parsed.model_dump(mode="json")
 
 
 def channel_from_config(kind: str, config: Mapping[str, Any]) -> Channel:

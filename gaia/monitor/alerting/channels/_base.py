@@ -15,6 +15,12 @@ plumbing that turns configs and HTTP answers into those.
 - ``HttpSender`` is the one constructor of the HTTP senders (config, clock, transport).
 - ``post()`` and ``http_failure()`` are the HTTP half of the error mapping, shared by the SMS,
   WeCom and webhook channels so that a 503 or a timeout means the same thing everywhere.
+- Every connection goes through the egress guard (``gaia.egress``): the HTTP client's transport
+  connects only to checked addresses, and a refused one is a permanent ``DeliveryError``. The
+  client ignores proxy environment variables, since a proxy would reach what the guard refuses.
+- The far side's answer is never quoted in a reason: a reason says the status code and its
+  reason phrase. Quoting it would turn the channel test into a way of reading whatever server a
+  URL points at.
 
 Credentials never appear in a reason or a receipt: channels pass their secrets to ``redact``
 before any text from the far side (or from an exception that may quote a URL) leaves them.
@@ -27,6 +33,7 @@ import datetime as dt
 import email.utils
 import functools
 import hashlib
+import http
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +44,7 @@ import httpx
 import pydantic
 
 from gaia.domain.errors import InvalidRequest
+from gaia.egress import EgressRefused, guarded_transport, refusal_in
 
 
 @dataclass(frozen=True)
@@ -263,12 +271,16 @@ shared_client: contextvars.ContextVar[httpx.AsyncClient | None] = contextvars.Co
 
 
 def new_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """An HTTP client as the channels use it: verifying TLS, no redirects, bounded pool."""
+    """An HTTP client as the channels use it: verifying TLS, no redirects, bounded pool, every
+    connection checked by the egress guard (``transport``: tests' mock transports, which
+    connect nowhere)."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
     return httpx.AsyncClient(
-        transport=transport,
+        transport=transport or guarded_transport(ssl_context=_tls_context(), limits=limits),
         follow_redirects=False,
+        trust_env=False,
         verify=_tls_context(),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        limits=limits,
     )
 
 
@@ -291,11 +303,16 @@ async def post(
             return await _post(shared, url, content, headers, timeout)
         async with new_client(transport=transport) as client:
             return await _post(client, url, content, headers, timeout)
+    except EgressRefused as exc:
+        raise DeliveryError(str(exc), retryable=False) from None
     except httpx.TimeoutException:
         raise DeliveryError(
             f"{where} did not answer within {timeout:g} s", retryable=True
         ) from None
     except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        refused = refusal_in(exc)
+        if refused is not None:
+            raise DeliveryError(str(refused), retryable=False) from None
         tls = ssl_error_in(exc)
         if tls is not None:
             raise tls_failure(tls, where=where) from None
@@ -325,11 +342,15 @@ RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429})
 
 def http_failure(response: httpx.Response, *, secrets: Iterable[str]) -> DeliveryError:
     """The ``DeliveryError`` for a non-2xx answer: 408/429/5xx retryable (honouring
-    ``Retry-After``), other statuses permanent."""
+    ``Retry-After``), other statuses permanent. The answer's body is not quoted (see the
+    module's docstring): the status code and its reason phrase are the reason."""
     where = origin(response.request.url)
     status = response.status_code
-    excerpt = redact(shorten(response.text), secrets)
-    said = f": {excerpt}" if excerpt else ""
+    # The standard phrase for the code, not the server's status line: that is its text too.
+    try:
+        said = f" {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        said = ""
     if 300 <= status < 400:
         target = response.headers.get("location", "")
         shown = origin(target) if target.startswith(("http://", "https://")) else "elsewhere"

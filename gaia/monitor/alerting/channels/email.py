@@ -16,6 +16,10 @@ the server refuses some recipients and accepts others the notification is delive
 receipt names the refused ones (retrying would send the accepted ones a second copy).
 
 The password is never sent without TLS: the config refuses ``security: none`` with one.
+
+The egress guard (``gaia.egress``) decides where the connection may go: the host is resolved
+and checked first, and aiosmtplib is handed a socket connected to the checked address, with the
+configured host name kept for TLS (SNI and the certificate check) and EHLO logic.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import ClassVar, Literal
 import aiosmtplib
 import pydantic
 
+from gaia.egress import EgressRefused, open_checked_socket
 from gaia.monitor.alerting.channels._base import (
     ChannelConfig,
     DeliveryError,
@@ -165,9 +170,19 @@ class EmailChannel:
         mail = self.compose(message, recipients)
         port = config.port or DEFAULT_PORTS[config.security]
         where = f"SMTP server {config.host}:{port}"
+        try:
+            sock = await open_checked_socket(config.host, port, timeout=config.timeout)
+        except EgressRefused as exc:
+            raise DeliveryError(str(exc), retryable=False) from None
+        except TimeoutError:
+            raise DeliveryError(f"{where} timed out", retryable=True) from None
+        except OSError as exc:
+            detail = redact(shorten(str(exc) or type(exc).__name__), config.secrets())
+            raise DeliveryError(f"cannot reach {where}: {detail}", retryable=True) from None
+        # The socket goes to the checked address; hostname stays the name, for TLS.
         smtp = aiosmtplib.SMTP(
             hostname=config.host,
-            port=port,
+            sock=sock,
             use_tls=config.security == "tls",
             start_tls=config.security == "starttls",
             tls_context=self._tls_context(),
@@ -186,6 +201,7 @@ class EmailChannel:
             raise self._failure(exc, where=where) from None
         finally:
             await self._close(smtp)
+            sock.close()
 
         receipt = f"250 {shorten(reply, 120)}"
         if refused or invalid:

@@ -250,7 +250,8 @@ class TencentSmsGateway(HttpSender[SmsConfig]):
             answer = response.json()["Response"]
         except (ValueError, KeyError, TypeError):
             raise DeliveryError(
-                f"Tencent Cloud SMS gave an unreadable answer: {shorten(response.text, 120)}",
+                f"Tencent Cloud SMS gave an unreadable answer (HTTP {response.status_code}, "
+                "not its JSON)",
                 retryable=True,
             ) from None
         request_id = str(answer.get("RequestId", ""))

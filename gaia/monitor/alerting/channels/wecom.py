@@ -130,7 +130,8 @@ class WeComChannel(HttpSender[WeComConfig]):
             errmsg = str(answer.get("errmsg", ""))
         except (ValueError, AttributeError, TypeError):
             raise DeliveryError(
-                f"the WeCom robot gave an unreadable answer: {shorten(response.text, 120)}",
+                f"the WeCom robot gave an unreadable answer (HTTP {response.status_code}, "
+                "not its JSON)",
                 retryable=True,
             ) from None
         if errcode != 0:
