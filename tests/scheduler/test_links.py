@@ -161,7 +161,7 @@ def test_single_gpu_machine() -> None:
 def test_ansi_escapes_of_driver_580_are_stripped() -> None:
     raw = (FIXTURES / "driver580_one_gpu_ansi.txt").read_bytes()
     assert raw.startswith(b"\t\x1b[4mGPU0\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\x1b[0m\n")
-    coloured = "\x1b[1;32mGPU0\x1b[0m\t X \t0-7\t0\t\tN/A\n"
+    coloured = "\x1b[1;32mGPU0\x1b[0m\t X \t0-7\t0\n"
     topology = parse_nvidia_smi_topo(
         "\t\x1b[4mGPU0\tCPU Affinity\tNUMA Affinity\x1b[0m\n" + coloured
     )
