@@ -1,0 +1,27 @@
+"""Issue 15, honesty: the API names what it refuses and why, and accepts what it documents.
+
+- ``gpu_link``: the link vocabulary of ``gaia.domain.gpu_links`` (``SOC`` and ``SYS`` alike).
+- Malformed JSON says where and what; a non-JSON body to a JSON endpoint gets 415.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gaia.api.schemas.apps import TemplateIn
+from gaia.domain.gpu_links import REQUIRED_LINKS, check_link
+from tests.support.apps_harness import template
+
+
+@pytest.mark.parametrize("link", ["SOC", "SYS", "NV", "PIX", "PXB", "PHB", "NODE"])
+def test_gpu_link_accepts_both_names_of_the_cross_socket_link(link: str) -> None:
+    body = template("v1", "registry.local/a:v1", gpu=2, gpu_link=link)
+    assert TemplateIn.model_validate(body).gpu_link == link
+
+
+def test_gpu_link_vocabulary_is_the_domain_one() -> None:
+    for link in REQUIRED_LINKS:
+        check_link(link)
+    with pytest.raises(ValidationError):
+        TemplateIn.model_validate(template("v1", "registry.local/a:v1", gpu=2, gpu_link="X"))
