@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from gaia.api.schemas.apps import TemplateIn
@@ -25,3 +26,15 @@ def test_gpu_link_vocabulary_is_the_domain_one() -> None:
         check_link(link)
     with pytest.raises(ValidationError):
         TemplateIn.model_validate(template("v1", "registry.local/a:v1", gpu=2, gpu_link="X"))
+
+
+def test_malformed_json_says_where_and_what(client: TestClient) -> None:
+    r = client.post(
+        "/api/v1/auth/login",
+        content=b'{"username": "a",, }',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    body = r.json()
+    assert body["code"] == "invalid_request"
+    assert "not valid JSON" in body["message"] and "character" in body["message"], body
