@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from gaia.api.schemas.apps import TemplateIn
 from gaia.domain.gpu_links import REQUIRED_LINKS, check_link
+from gaia.platform import Platform
+from tests.conftest import ADMIN_PASSWORD, login
 from tests.support.apps_harness import template
 
 
@@ -38,3 +43,18 @@ def test_malformed_json_says_where_and_what(client: TestClient) -> None:
     body = r.json()
     assert body["code"] == "invalid_request"
     assert "not valid JSON" in body["message"] and "character" in body["message"], body
+
+
+def test_store_outage_answers_503_with_the_error_shape(
+    client: TestClient, platform: Platform, database_url: str
+) -> None:
+    headers = login(client, "admin", ADMIN_PASSWORD)
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the outage is made by taking the SQLite file away")
+    # a real outage: close every connection and take the database file's folder away
+    platform.db.dispose()
+    path = Path(database_url.split("///", 1)[1])
+    shutil.rmtree(path.parent)
+    r = client.get("/api/v1/clusters", headers=headers)
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "unavailable"
