@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gaia.api.deps import audit
@@ -104,11 +104,38 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _json_safe(exc.errors())
+        raw = exc.errors()
+        errors = _json_safe(raw)
+        bad_json = next((e for e in raw if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            # FastAPI reports the character offset as the location and the decoder's words in
+            # ctx: say both, so a person finds the broken spot ("16: JSON decode error" did not)
+            loc = bad_json.get("loc", ())
+            position = loc[-1] if loc else "?"
+            what = (bad_json.get("ctx") or {}).get("error", "JSON decode error")
+            return error_response(
+                request,
+                422,
+                "invalid_request",
+                f"the body is not valid JSON: {what} at character {position}",
+                {"errors": errors},
+            )
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(p for p in first["loc"] if p not in ("body",)) or "request"
         return error_response(
             request, 422, "invalid_request", f"{where}: {first['msg']}", {"errors": errors}
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _store_down(request: Request, exc: OperationalError) -> JSONResponse:
+        # the database refused or lost the connection: the platform is unavailable, not broken
+        log.warning("store unavailable: %s", exc.orig)
+        return error_response(
+            request,
+            503,
+            "unavailable",
+            "the platform's database is unavailable; retry shortly",
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(IntegrityError)

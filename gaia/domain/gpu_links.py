@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 
 from gaia.domain.errors import InvalidRequest
 
@@ -59,6 +59,13 @@ _NVLINK_COUNT = re.compile(r"NV([1-9][0-9]*)")
 _EXPECTED = "X, NV<n>, NV, PIX, PXB, PHB, NODE, SYS or SOC"
 
 LinkMatrix = tuple[tuple[str, ...], ...]
+
+# The links a multi-GPU template may require between every pair of its cards (``gpu_link``):
+# every label but ``X``, the cross-socket link under both of its names (old drivers print SOC,
+# new ones SYS; the presets and the docs use SOC). The API's field type is this alias, so the
+# vocabulary is decided here and nowhere else.
+RequiredLink = Literal["NV", "PIX", "PXB", "PHB", "NODE", "SYS", "SOC"]
+REQUIRED_LINKS: tuple[str, ...] = get_args(RequiredLink)
 
 
 def pcie_two_socket(cards: int) -> LinkMatrix:

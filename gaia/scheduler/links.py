@@ -105,7 +105,7 @@ def topology_from_matrix(links: Sequence[Sequence[str]]) -> GpuTopology:
 
 def parse_nvidia_smi_topo(text: str) -> GpuTopology:
     """Parse the output of ``nvidia-smi topo -m`` (any driver since the SOC days)."""
-    lines = text.splitlines()
+    lines = _ANSI_ESCAPE.sub("", text).splitlines()
     header_at = _find_header(lines)
     tabbed = "\t" in lines[header_at]
     devices, trailing = _header_columns(lines[header_at], tabbed=tabbed)
@@ -150,6 +150,12 @@ def parse_nvidia_smi_topo(text: str) -> GpuTopology:
         cpu_affinity=tuple(row[1] for row in ordered),
         numa_node=tuple(row[2] for row in ordered),
     )
+
+
+# ANSI CSI sequences (SGR colours/underline and friends, ``ESC [ params final``) and the bare
+# two-byte escapes: driver 580 underlines the header, a coloured terminal may colour anything.
+# They are presentation, never data, so they go before any parsing.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 
 
 def _find_header(lines: list[str]) -> int:

@@ -91,6 +91,8 @@ EXPECTED: dict[str, tuple[int, tuple[str, ...], tuple[int, ...], tuple[int | Non
         cores((0, 15), (32, 47)),
         (0, 0, 1, 1),
     ),
+    # driver 580 underlines the header with ANSI escapes (ESC[4m ... ESC[0m)
+    "driver580_one_gpu_ansi": (1, ("X",), cores((0, 31)), (0,)),
     "workstation4_nvlink_bridges": (4, ("X", "NV4", "NODE", "NODE"), cores((0, 63)), (None,) * 4),
 }
 
@@ -154,6 +156,16 @@ def test_single_gpu_machine() -> None:
     assert topology.links == (("X",),)
     assert topology.cpu_affinity == (cores((0, 15)),)
     assert topology.numa_node == (0,)
+
+
+def test_ansi_escapes_of_driver_580_are_stripped() -> None:
+    raw = (FIXTURES / "driver580_one_gpu_ansi.txt").read_bytes()
+    assert raw.startswith(b"\t\x1b[4mGPU0\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\x1b[0m\n")
+    coloured = "\x1b[1;32mGPU0\x1b[0m\t X \t0-7\t0\n"
+    topology = parse_nvidia_smi_topo(
+        "\t\x1b[4mGPU0\tCPU Affinity\tNUMA Affinity\x1b[0m\n" + coloured
+    )
+    assert topology.cpu_affinity == (cores((0, 7)),)
 
 
 def test_missing_affinity_values_mean_unknown() -> None:

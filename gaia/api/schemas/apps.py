@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts, Strict
+from gaia.domain.gpu_links import RequiredLink
 
 VERSION_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
 APP_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -99,7 +100,7 @@ class TemplateIn(Strict):
     gpu_model: str = Field(
         default="", max_length=63, description="run only on this GPU model; empty: any model"
     )
-    gpu_link: Literal["NV", "PIX", "PXB", "PHB", "NODE", "SYS"] | None = Field(
+    gpu_link: RequiredLink | None = Field(
         default=None,
         description="multi-GPU instances: every pair of their GPUs at least this close",
     )
