@@ -10,6 +10,19 @@ One pass::
         5. service                provider.apply_service (ready endpoints only)
     ──► events (the controller's and the cluster's) written in one transaction per cluster
 
+Before step 3 each app's instances pass one repair, **placements left half-done**. A provider
+may place in two writes (the kubernetes provider creates the pod, then binds it to the node the
+scheduler chose); a process killed between them leaves an instance that no node holds and
+nothing else would ever bind (the pod names Gaia's scheduler). Such an instance (phase
+``Scheduled``, no node) older than ``unbound_grace`` (30 s: a bind in flight is never raced) is
+deleted and its id placed and created again through the normal path, with a Warning event
+``LeftUnbound`` on the instance. Recreating rather than binding to the cards the pod records is
+what keeps GPU bookkeeping whole: a node's GPU use counts bound instances only, and the
+scheduler's view is rebuilt from it on every pass (all a restarted process has), so since the
+crash those cards may have gone to another instance; a fresh placement on the current view can
+never hand a card out twice. The pod never ran, so nothing is lost but the restart count a
+restart's pod carried. The sim provider binds in one step, so the repair never fires there.
+
 The decisions are pure functions in ``gaia.domain``; this module only observes, calls them and
 applies what they say. Everything is level-triggered: the store's instance map is the desired
 state and the cluster is the truth for what runs, so a controller killed anywhere in a pass and
@@ -56,6 +69,7 @@ from gaia.providers.port import (
     ConfigData,
     ConfigRef,
     Instance,
+    InstancePhase,
     InstanceSpec,
     NetworkMode,
     Node,
@@ -84,6 +98,9 @@ from gaia.store.models import Cluster
 log = logging.getLogger(__name__)
 
 CREATE_CONCURRENCY = 16  # instance creations in flight per app and pass
+# How long an instance may wait for its node before the controller calls its placement
+# interrupted: far longer than one create-then-bind takes, even on a slow API server.
+UNBOUND_GRACE = dt.timedelta(seconds=30)
 
 
 @dataclass(slots=True)
@@ -130,6 +147,7 @@ class AppController(LoopService):
         scheduler: Scheduler | None = None,
         interval: float = 2.0,
         policy: RestartPolicy = DEFAULT_POLICY,
+        unbound_grace: dt.timedelta = UNBOUND_GRACE,
     ) -> None:
         super().__init__(interval=interval)
         self.db = db
@@ -138,6 +156,7 @@ class AppController(LoopService):
         self.clock = clock
         self.scheduler: Scheduler = scheduler or GaiaScheduler()
         self.policy = policy
+        self.unbound_grace = unbound_grace
         self.passes = 0
         self.last = PassStats()
         self._memory: dict[int, _ClusterMemory] = {}
@@ -254,6 +273,7 @@ class AppController(LoopService):
             await asyncio.to_thread(self._purge, app.id)
             return
 
+        observed, unbound = await self._repair_unbound(provider, app, observed, now, stats)
         by_id = {inst.instance_id: inst for inst in observed}
         if app.upgrade is not None:
             await self._step_upgrade(app, by_id, pending)
@@ -286,6 +306,9 @@ class AppController(LoopService):
                 stats.actions["delete"] += 1
             elif isinstance(action, Create):
                 spec = self._place(app, action, view, pending)
+                name = domain_apps.instance_name(app.name, action.instance_id)
+                if name in unbound:
+                    pending.append(_left_unbound_event(app.namespace, name, unbound[name], spec))
                 if spec is None:
                     stats.actions["unschedulable"] += 1
                 else:
@@ -315,6 +338,37 @@ class AppController(LoopService):
             stats.actions["create"] += await self._create_all(provider, creates)
         if app.state == "running":
             await self._ensure_service(provider, memory, app)
+
+    async def _repair_unbound(
+        self,
+        provider: ClusterProvider,
+        app: AppSnapshot,
+        observed: list[Instance],
+        now: dt.datetime,
+        stats: PassStats,
+    ) -> tuple[list[Instance], dict[str, dt.timedelta]]:
+        """Delete the app's wanted instances whose placement was interrupted (see the module
+        docstring); returns the instances left and, per deleted name, how long it had waited.
+        The deleted ones are left out of what the reconcile sees, so it places and creates them
+        again in this pass, on the current view of the nodes. Unwanted ones are left to the
+        reconcile, which deletes them anyway."""
+        wanted = app.instances if app.state == "running" else {}
+        kept: list[Instance] = []
+        unbound: dict[str, dt.timedelta] = {}
+        for inst in observed:
+            waited = unbound_for(inst, now=now)
+            if (
+                waited is None
+                or waited < self.unbound_grace
+                or inst.instance_id not in wanted
+                or inst.instance_id in app.stopped
+            ):
+                kept.append(inst)
+                continue
+            await provider.delete_instance(namespace=app.namespace, name=inst.name)
+            unbound[inst.name] = waited
+            stats.actions["delete-unbound"] += 1
+        return kept, unbound
 
     async def _step_upgrade(
         self, app: AppSnapshot, by_id: dict[int, Instance], pending: list[PendingEvent]
@@ -681,6 +735,29 @@ class AppController(LoopService):
         ]
         with self.db.write_session() as session:
             store_events.emit_many(session, batch)
+
+
+def unbound_for(inst: Instance, *, now: dt.datetime) -> dt.timedelta | None:
+    """How long ``inst`` has waited for a node since it was created, or None when it is not
+    waiting for one (it is bound, finished, terminating, or its creation time is unknown)."""
+    if inst.phase != InstancePhase.SCHEDULED or inst.node or inst.created_at is None:
+        return None
+    return now - inst.created_at
+
+
+def _left_unbound_event(
+    namespace: str, name: str, waited: dt.timedelta, spec: InstanceSpec | None
+) -> PendingEvent:
+    text = (
+        f"pod {name} was left unbound by an interrupted placement (created "
+        f"{int(waited.total_seconds())}s ago, never bound to a node); deleted it and "
+    )
+    if spec is None:
+        text += "it is created again once it can be placed"
+    else:
+        cards = f" with GPU(s) {', '.join(map(str, spec.gpu_ids))}" if spec.gpu_ids else ""
+        text += f"recreated it on node {spec.node}{cards}"
+    return PendingEvent(namespace, "Instance", name, "LeftUnbound", text, "Warning")
 
 
 def _minutes(delta: dt.timedelta) -> str:

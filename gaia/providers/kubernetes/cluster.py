@@ -16,7 +16,16 @@ with Gaia's labels and hashes, created with ``schedulerName: gaia-scheduler`` (n
 other scheduler touches it) and bound through the ``binding`` subresource to the node the Gaia
 scheduler chose; its GPU ids and CPU cores ride in annotations for the node side. An in-place
 upgrade patches the container image of that pod and nothing else: same UID, node, IP,
-annotations. A restart deletes the pod and creates it again on the same node. Services,
+annotations. A restart deletes the pod and creates it again on the same node.
+
+**Create, then bind: two writes.** A process killed between them (or a failed bind whose
+clean-up delete failed too) leaves a pod with no ``spec.nodeName`` that no other scheduler will
+bind. It holds nothing in the books: a node's allocation and GPU use count bound pods only. The
+app controller repairs it (``gaia.controllers.apps``, "placements left half-done"): once it has
+waited past a grace period it is deleted, which the API server does at once for a pod no node
+holds (so ``delete_instance`` drops it from the cache too), and placed and created again. The
+mirror case does not arise: the platform keeps no placement record outside the pods, so a pod
+bound just before a crash is read back bound, with its cards, by the next list. Services,
 ConfigMaps and Secrets are server-side applied with field manager ``gaia``.
 
 **Only Gaia's own objects.** Server-side apply with ``force`` takes every field over, and a
@@ -623,6 +632,11 @@ class KubernetesCluster:
         except ApiError as exc:
             if exc.status.code != 404:
                 raise _translate(exc, f"instance {namespace}/{name}") from None
+        if cached is not None and not (cached.get("spec") or {}).get("nodeName"):
+            # the API server removes a pod that no node holds at once (no kubelet has to
+            # confirm it stopped), so the name is free now; the cache says so before the watch
+            # does, or creating the instance again in the same pass would look like a conflict
+            pods.forget(namespace, name)
 
     # ------------------------------------------------------------ services
 
