@@ -113,7 +113,7 @@ class Rig:
 @pytest.fixture
 def rig(
     platform: Platform, world: World, control_plane: ControlPlane, kube_api: httpx.Client
-) -> Rig:
+) -> Iterator[Rig]:
     rig = Rig(platform, world, kube_api)
     rig.call(
         "POST",
@@ -128,7 +128,32 @@ def rig(
         status=201,
     )
     rig.call("PUT", f"{BIZ}/quotas/kube-1", {"hard": QUOTA})
-    return rig
+    yield rig
+    # the node's cards are free again for the next test (its platform does not know these apps)
+    pods = kube_api.get(
+        "/api/v1/namespaces/alpha/pods", params={"fieldSelector": f"spec.nodeName={NODE}"}
+    ).json()["items"]
+    for pod in pods:
+        kube_api.delete(
+            f"/api/v1/namespaces/alpha/pods/{pod['metadata']['name']}",
+            params={"gracePeriodSeconds": "0"},
+        )
+    wait_for(
+        lambda: (
+            not kube_api.get(
+                "/api/v1/namespaces/alpha/pods", params={"fieldSelector": f"spec.nodeName={NODE}"}
+            ).json()["items"]
+        ),
+        "the test's pods gone",
+    )
+
+
+def restart(rig: Rig) -> None:
+    """What a restarted platform has: a new provider object (empty caches) on the cluster."""
+    with rig.platform.db.read_session() as session:
+        cluster_id = session.query(Cluster).filter_by(name="kube-1").one().id
+    rig.platform.providers.forget(cluster_id)
+    asyncio.run(rig.platform.providers.close_retired())
 
 
 def _cards(pod: dict[str, Any]) -> set[str]:
@@ -165,10 +190,7 @@ def test_a_pod_left_unbound_by_a_crash_is_placed_again_without_sharing_a_card(
     # 2. restart: a new provider object on the same cluster, a new controller; while its grace
     # period runs (a bind might still be in flight) the pod is left alone, and the card it
     # records is free in the books, so the next GPU instance gets it
-    with rig.platform.db.read_session() as session:
-        cluster_id = session.query(Cluster).filter_by(name="kube-1").one().id
-    rig.platform.providers.forget(cluster_id)
-    asyncio.run(rig.platform.providers.close_retired())
+    restart(rig)
     clock = ManualClock(created + GRACE - dt.timedelta(seconds=10))
     controller = rig.controller(clock)
     rig.create_app("ub")
@@ -205,3 +227,37 @@ def test_a_pod_left_unbound_by_a_crash_is_placed_again_without_sharing_a_card(
         asyncio.run(controller.run_once())
     again = rig.pod("ua-0")
     assert again is not None and again["metadata"]["uid"] == uid
+
+
+def test_a_pod_bound_just_before_a_crash_keeps_its_card_and_is_left_alone(rig: Rig) -> None:
+    """The mirror case: the bind went through but the process died before it recorded anything
+    (here: before the Scheduled event). The platform keeps no placement record outside the pod,
+    so the next platform reads the pod back bound, counts its card, and repairs nothing."""
+    rig.create_app("uc")
+
+    async def killed(self: KubernetesCluster, pod: dict[str, Any], **_: str) -> None:
+        raise RuntimeError("process killed after the bind")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(KubernetesCluster, "_post_event", killed)
+        with pytest.raises(RuntimeError, match="process killed"):
+            asyncio.run(rig.platform.app_controller().run_once())
+    bound = rig.pod("uc-0")
+    assert bound is not None and bound["spec"].get("nodeName") == NODE
+
+    restart(rig)
+    created = dt.datetime.fromisoformat(bound["metadata"]["creationTimestamp"])
+    clock = ManualClock(created + GRACE + dt.timedelta(seconds=60))
+    controller = rig.controller(clock)
+    rig.create_app("ud")
+    rig.settle(
+        controller,
+        lambda: _running(rig.pod("ud-0")) and _running(rig.pod("uc-0")),
+        "uc-0 and ud-0 running",
+    )
+    uc, ud = rig.pod("uc-0"), rig.pod("ud-0")
+    assert uc is not None and ud is not None
+    assert uc["metadata"]["uid"] == bound["metadata"]["uid"]  # not recreated
+    assert _cards(uc).isdisjoint(_cards(ud)), (_cards(uc), _cards(ud))
+    items = rig.call("GET", "/api/v1/events?object_name=uc-0")["items"]
+    assert not [e for e in items if e["reason"] == "LeftUnbound"], items
