@@ -14,7 +14,7 @@ Before step 3 each app's instances pass one repair, **placements left half-done*
 may place in two writes (the kubernetes provider creates the pod, then binds it to the node the
 scheduler chose); a process killed between them leaves an instance that no node holds and
 nothing else would ever bind (the pod names Gaia's scheduler). Such an instance (phase
-``Scheduled``, no node) older than ``unbound_grace`` (30 s: a bind in flight is never raced) is
+``Scheduled``, no node) older than ``unbound_grace`` (60 s: a bind in flight is never raced) is
 deleted and its id placed and created again through the normal path, with a Warning event
 ``LeftUnbound`` on the instance. Recreating rather than binding to the cards the pod records is
 what keeps GPU bookkeeping whole: a node's GPU use counts bound instances only, and the
@@ -99,8 +99,10 @@ log = logging.getLogger(__name__)
 
 CREATE_CONCURRENCY = 16  # instance creations in flight per app and pass
 # How long an instance may wait for its node before the controller calls its placement
-# interrupted: far longer than one create-then-bind takes, even on a slow API server.
-UNBOUND_GRACE = dt.timedelta(seconds=30)
+# interrupted: twice the longest a bind request may take (the kubernetes provider's HTTP timeout
+# is 30 s), so a bind still in flight (a restart the API asked for, or a process on its way out
+# during a rolling deploy) is never raced.
+UNBOUND_GRACE = dt.timedelta(seconds=60)
 
 
 @dataclass(slots=True)

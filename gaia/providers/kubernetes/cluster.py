@@ -16,17 +16,18 @@ with Gaia's labels and hashes, created with ``schedulerName: gaia-scheduler`` (n
 other scheduler touches it) and bound through the ``binding`` subresource to the node the Gaia
 scheduler chose; its GPU ids and CPU cores ride in annotations for the node side. An in-place
 upgrade patches the container image of that pod and nothing else: same UID, node, IP,
-annotations. A restart deletes the pod and creates it again on the same node.
+annotations. A restart deletes the pod and creates it again on the same node. Services,
+ConfigMaps and Secrets are server-side applied with field manager ``gaia``.
 
 **Create, then bind: two writes.** A process killed between them (or a failed bind whose
 clean-up delete failed too) leaves a pod with no ``spec.nodeName`` that no other scheduler will
-bind. It holds nothing in the books: a node's allocation and GPU use count bound pods only. The
+bind. It holds nothing in the platform's books (a node's allocation and GPU use count bound
+pods only), only in the namespace's ResourceQuota until it is deleted. The
 app controller repairs it (``gaia.controllers.apps``, "placements left half-done"): once it has
 waited past a grace period it is deleted, which the API server does at once for a pod no node
 holds (so ``delete_instance`` drops it from the cache too), and placed and created again. The
 mirror case does not arise: the platform keeps no placement record outside the pods, so a pod
-bound just before a crash is read back bound, with its cards, by the next list. Services,
-ConfigMaps and Secrets are server-side applied with field manager ``gaia``.
+bound just before a crash is read back bound, with its cards, by the next list.
 
 **Only Gaia's own objects.** Server-side apply with ``force`` takes every field over, and a
 business is a namespace that might already exist for someone else (``default``/``kubernetes``

@@ -30,7 +30,7 @@ from tests.support.kube import ControlPlane, fake_node
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
-GRACE = dt.timedelta(seconds=30)  # AppController's default ``unbound_grace``
+GRACE = dt.timedelta(seconds=60)  # AppController's default ``unbound_grace``
 NODE = "unbound-gpu"
 SELECTOR = {"gaia.io/test": "unbound"}  # keeps other tests' apps and this one's apart
 QUOTA = {
