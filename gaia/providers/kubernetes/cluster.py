@@ -500,8 +500,11 @@ class KubernetesCluster:
             json=binding_manifest(namespace, name, node),
         )
         if response.status_code >= 300:
-            # an unbindable pod must not linger: it would hold the name and never run
-            await self._delete_pod(namespace, name)
+            # an unbindable pod must not linger: it would hold the name and never run. The
+            # delete is conditional on the pod's uid: if this bind outlived the unbound-pod
+            # repair (controllers/apps.py), the name may already belong to a recreated pod,
+            # which must survive this clean-up.
+            await self._delete_exact_pod(namespace, name, meta.get("uid"))
             raise InvalidRequest(
                 f"binding {namespace}/{name} to {node} failed (HTTP {response.status_code}): "
                 f"{_message(response)}"
@@ -620,6 +623,34 @@ class KubernetesCluster:
 
     async def delete_instance(self, *, namespace: str, name: str) -> None:
         await self._on_loop(self._delete_pod(namespace, name))
+
+    async def _delete_exact_pod(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete the pod ``namespace/name`` only while it is still the one with ``uid`` (a
+        delete precondition, checked by the API server); another pod of that name is left."""
+        if not uid:
+            await self._delete_pod(namespace, name)
+            return
+        response = await self._raw().request(
+            "DELETE",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            json={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}},
+        )
+        if response.status_code == 409:
+            log.info("pod %s/%s is another pod now (uid changed); left in place", namespace, name)
+            return
+        if response.status_code >= 300 and response.status_code != 404:
+            log.warning(
+                "could not remove unbindable pod %s/%s (HTTP %s): %s",
+                namespace,
+                name,
+                response.status_code,
+                _message(response),
+            )
+            return
+        pods, _ = await self._informers()
+        cached = pods.items.get((namespace, name))
+        if cached is not None and (cached.get("metadata") or {}).get("uid") == uid:
+            pods.forget(namespace, name)
 
     async def _delete_pod(self, namespace: str, name: str, grace_s: int | None = None) -> None:
         pods, _ = await self._informers()
