@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from gaia.app import Platform, create_app
 from gaia.cli import server_options
@@ -31,7 +34,9 @@ from gaia.settings import Settings
 from gaia.store import migrate
 from gaia.store.database import Database
 from gaia.store.models import User
-from tests.conftest import ADMIN_PASSWORD, TEST_SECRET_KEY, login, missing_component
+from tests.conftest import ADMIN_PASSWORD, TEST_SECRET_KEY, World, login, missing_component
+from tests.console.forms import log_in
+from tests.support.apps_harness import BIZ, AppsHarness, template
 from tests.support.kube import free_port
 from tests.support.postgres import PostgresServer, find_bin_dir
 
@@ -47,9 +52,13 @@ def assert_too_large(response: httpx.Response) -> None:
 
 
 @contextmanager
-def served(platform: Platform) -> Iterator[str]:
-    """The app under uvicorn with ``gaia up``'s own options (``gaia.cli.server_options``)."""
-    options = server_options(platform.settings) | {"port": free_port(), "log_level": "warning"}
+def served(platform: Platform, *, max_request_bytes: int | None = None) -> Iterator[str]:
+    """The app under uvicorn with ``gaia up``'s own options (``gaia.cli.server_options``);
+    ``max_request_bytes`` changes the server's limit only (the WebSocket messages)."""
+    settings = platform.settings
+    if max_request_bytes is not None:
+        settings = settings.model_copy(update={"max_request_bytes": max_request_bytes})
+    options = server_options(settings) | {"port": free_port(), "log_level": "warning"}
     server = uvicorn.Server(uvicorn.Config(create_app(platform, run_loops=False), **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -136,13 +145,39 @@ def test_a_body_just_under_the_limit_is_served(client: TestClient) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_websocket_messages_are_bounded_by_the_same_setting() -> None:
-    """uvicorn's default is 16 MiB per WebSocket message (the console's terminal): ``gaia up``
-    passes the request limit instead, and uvicorn takes it."""
-    settings = Settings(max_request_bytes=64 * 1024)
-    options = server_options(settings)
-    assert options["ws_max_size"] == 64 * 1024
-    assert uvicorn.Config(create_app, **options).ws_max_size == 64 * 1024
+def test_a_websocket_message_over_the_limit_closes_the_terminal(
+    world: World, platform: Platform
+) -> None:
+    """The attack: uvicorn's default takes WebSocket messages of up to 16 MiB, each held whole in
+    memory, on the console's terminal. ``gaia up`` bounds them by ``GAIA_MAX_REQUEST_BYTES``; a
+    message over it closes the socket with 1009 (message too big) before the app reads it."""
+    h = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
+    app = {
+        "name": "web",
+        "cluster": "sim-1",
+        "templates": [template("v1", "registry.local/web:v1", cpu=0.1, memory=64)],
+        "replicas": 1,
+    }
+    h.post(f"{BIZ}/apps", app, status=201)
+    h.settle(h.ready("web", 1))
+    token = log_in(world.client, "dev")
+    limit = 64 * 1024
+    assert server_options(Settings(max_request_bytes=limit))["ws_max_size"] == limit
+    with served(platform, max_request_bytes=limit) as origin:
+        url = origin.replace("http://", "ws://") + "/console/ws/b/alpha/apps/web/instances/0/exec"
+        headers = {"cookie": f"gaia_session={token}", "origin": origin}
+        with connect(url, additional_headers=headers, max_size=None) as ws:
+            assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+            ws.send(json.dumps({"type": "run", "line": "echo ok"}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "output"
+            # under the limit the app reads the message whole, then refuses the line by its rule
+            ws.send(json.dumps({"type": "run", "line": "echo " + "x" * (limit // 2)}))
+            refused = json.loads(ws.recv(timeout=30))
+            assert refused["type"] == "error" and "at most 4096" in refused["message"]
+            ws.send(json.dumps({"type": "run", "line": "echo " + "x" * limit}))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
 # ---------------------------------------------------------------- media type
