@@ -120,7 +120,7 @@ async def json_bodies_only(request: Request) -> None:
         return
     content_type = request.headers.get("content-type", "")
     if not is_json(content_type):
-        sent = content_type or "no Content-Type"
+        sent = content_type[:100] or "no Content-Type"  # echoed back: bounded
         raise HTTPException(
             415,
             f"this endpoint takes a JSON body (Content-Type: application/json), not {sent}",
