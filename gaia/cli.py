@@ -64,8 +64,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("Log in as an existing user (the first admin is 'admin').")
     sys.stdout.flush()
     app = create_app(platform)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
+    uvicorn.run(app, **server_options(settings))
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for ``gaia up``. A WebSocket message (the console's terminal) is
+    bounded like a request body, by ``GAIA_MAX_REQUEST_BYTES``: uvicorn's default is 16 MiB, and
+    a bigger message closes the socket (code 1009) before the app reads it."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "proxy_headers": False,
+        "ws_max_size": settings.max_request_bytes,
+    }
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # egress: CIDRs (comma-separated) that alert channels may reach although they are loopback,
     # private, link-local or otherwise not public (gaia.egress); empty: public addresses only
     egress_allow_cidrs: str = ""
+    # the largest request body the API reads, and the largest WebSocket message the server
+    # takes (the console's terminal): bigger ones are refused with 413 before they are read.
+    # 4 MiB fits the biggest legitimate bodies with margin: a config of 1 MiB of data escaped
+    # into JSON, a kubeconfig of up to 1 MB, a batch of Alertmanager alerts.
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
     @field_validator("egress_allow_cidrs")
     @classmethod
