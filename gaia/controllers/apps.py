@@ -188,6 +188,9 @@ class AppController(LoopService):
         for inst in observed:
             by_app[(inst.namespace, inst.app)].append(inst)
         view = ClusterView(node_view(n) for n in nodes)
+        # the cores exclusive instances hold, rebuilt from what runs (survives a restart)
+        for inst in observed:
+            view.hold_cores(inst.node, inst.resources, inst.cpu_ids)
         known = {(a.namespace, a.name) for a in apps}
         # cards each business holds per GPU model, for per-model limits (heterogeneous GPUs)
         self._model_of = {n.name: n.gpus[0].model for n in nodes if n.gpus}
@@ -491,7 +494,7 @@ class AppController(LoopService):
 
     def _release(self, view: ClusterView, inst: Instance) -> None:
         """A deleted instance's room is free again for placements later in this pass."""
-        view.release(inst.node, inst.resources, inst.gpu_ids)
+        view.release(inst.node, inst.resources, inst.gpu_ids, inst.cpu_ids)
         model = self._model_of.get(inst.node)
         if model and inst.resources.gpu:
             self._gpu_use[(inst.namespace, model)] -= inst.resources.gpu

@@ -53,6 +53,7 @@ def empty_node(node: NodeView) -> NodeView:
         gpu_memory_free=dict(node.gpu_memory_total),
         used_cpu=0,
         used_memory=0,
+        exclusive_cpus=set(),
     )
 
 
