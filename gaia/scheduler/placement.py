@@ -158,6 +158,13 @@ class GaiaScheduler:
         fill_term = (1.0 - max(-1.0, min(1.0, fill))) / 2
         return 0.75 * price_term + 0.05 * link_term + 0.1 * (1.0 - breaks) + 0.1 * fill_term
 
+    def why_not(
+        self, request: PlacementRequest, node: NodeView, cluster: ClusterView
+    ) -> str | None:
+        """Why ``node`` of ``cluster`` cannot take ``request`` now, or None when it can: the
+        filter of ``place`` for one node (``explain`` counts it over the nodes)."""
+        return self._why_not(request, node, cluster)
+
     def explain(self, request: PlacementRequest, cluster: ClusterView) -> dict[str, int]:
         reasons: Counter[str] = Counter()
         for node in cluster.nodes:
