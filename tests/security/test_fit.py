@@ -144,3 +144,29 @@ def test_capacity_not_free_space_decides() -> None:
         "needs 20000 MiB of GPU memory per card; the largest GPU of cluster c has 16384 MiB"
     )
     assert "has no nodes" in (fits_nowhere(fits, [], cluster="c") or "")
+
+
+def test_the_reason_names_the_selector_zone_or_model_no_node_has() -> None:
+    node = NodeView(
+        name="n1",
+        ready=True,
+        schedulable=True,
+        free=ResourceVector(cpu=8000, memory=32768, gpu=100, gpu_memory=16384),
+        zone="z1",
+        labels={"disk": "hdd"},
+        gpu_free={0: 100},
+        gpu_memory_total={0: 16384},
+        gpu_memory_free={0: 16384},
+        gpu_model="T4",
+    )
+    small = ResourceVector(cpu=1000, gpu=100)
+
+    def why(**kw: Any) -> str | None:
+        return fits_nowhere(PlacementRequest(name="a", resources=small, **kw), [node], cluster="c")
+
+    assert why(node_selector={"disk": "ssd"}) == (
+        "no node of cluster c has the label disk=ssd the node selector asks for"
+    )
+    assert why(zone="z2") == "no node of cluster c is in zone z2"
+    assert why(gpu_model="H100") == "no node of cluster c has H100 GPUs"
+    assert why(node_selector={"disk": "hdd"}, zone="z1", gpu_model="T4") is None
