@@ -170,3 +170,26 @@ def test_the_reason_names_the_selector_zone_or_model_no_node_has() -> None:
     assert why(zone="z2") == "no node of cluster c is in zone z2"
     assert why(gpu_model="H100") == "no node of cluster c has H100 GPUs"
     assert why(node_selector={"disk": "hdd"}, zone="z1", gpu_model="T4") is None
+
+
+def test_a_recreating_upgrade_to_a_version_that_fits_no_node_is_refused(
+    world: World, dev: dict[str, str]
+) -> None:
+    """A version accepted with allow_pending (or stored before the check) must not take the
+    app's running instances down for good: the upgrade that would recreate them is refused."""
+    assert create(world.client, dev, "grow", shape={"gpu": 2}).status_code == 201
+    bigger = template("v2", "shop/big:2", gpu=16)
+    r = world.client.post(
+        f"{BIZ}/apps/grow/templates", json=bigger, headers=dev, params={"allow_pending": "true"}
+    )
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = {"template": "v2", "all": True}
+    r = world.client.post(f"{BIZ}/apps/grow/upgrades", json=body, headers=dev)
+    assert r.status_code == 422, r.text
+    assert "needs 16 GPUs per instance" in r.json()["message"]
+    listed = world.client.get(f"{BIZ}/apps/grow/upgrades", headers=dev).json()
+    assert (listed["items"] if isinstance(listed, dict) else listed) == []  # paged or not
+    r = world.client.post(
+        f"{BIZ}/apps/grow/upgrades", json={**body, "allow_pending": True}, headers=dev
+    )
+    assert r.status_code == 201, r.text

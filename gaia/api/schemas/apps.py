@@ -264,6 +264,11 @@ class UpgradeIn(Strict):
     )
     all: bool = Field(default=False, description="every instance, in id order (rolling)")
     max_unavailable: int = Field(default=1, ge=1, le=10_000)
+    allow_pending: bool = Field(
+        default=False,
+        description="recreating upgrades: go on even if one instance of the target fits no node "
+        "of the cluster even when empty (422 otherwise); the upgraded instances wait for one",
+    )
 
     @model_validator(mode="after")
     def _which(self) -> UpgradeIn:
