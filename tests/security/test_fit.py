@@ -17,10 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gaia.domain.resources import ResourceVector
+from gaia.platform import Platform
 from gaia.scheduler.capacity import fits_nowhere
 from gaia.scheduler.port import NodeView, PlacementRequest
 from tests.conftest import World
-from tests.support.apps_harness import BIZ, template
+from tests.support.apps_harness import BIZ, AppsHarness, template
 
 BIG_QUOTA = {
     "cpu": 1000,
@@ -193,3 +194,17 @@ def test_a_recreating_upgrade_to_a_version_that_fits_no_node_is_refused(
         f"{BIZ}/apps/grow/upgrades", json={**body, "allow_pending": True}, headers=dev
     )
     assert r.status_code == 201, r.text
+
+
+def test_an_unreachable_cluster_cannot_be_asked_and_the_app_says_so(
+    world: World, dev: dict[str, str], platform: Platform
+) -> None:
+    """No silent pass: when the cluster does not answer, the app is accepted (the cluster may be
+    back in a minute) and its events say the check was not made."""
+    harness = AppsHarness(platform=platform, client=world.client, headers=dev)
+    harness.sim("sim-1").reachable = False
+    r = create(world.client, dev, "blind", shape={"gpu": 9})
+    assert r.status_code == 201, r.text
+    r = world.client.get("/api/v1/events", params={"app": "blind"}, headers=dev)
+    reasons = {e["reason"]: e["message"] for e in r.json()["items"]}
+    assert "was not checked" in reasons.get("FitUnchecked", ""), reasons
