@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gaia.domain.resources import DIMENSION_NAMES, DIMENSIONS, ResourceVector
-from gaia.scheduler.cpus import is_exclusive
+from gaia.scheduler.cpus import MILLI, is_exclusive
 
 # gpu amounts are hundredths of a card: the domain's gpu unit
 WHOLE_CARD = next(scale for name, scale, _, _ in DIMENSIONS if name == "gpu")
@@ -136,11 +136,14 @@ class ClusterView:
 
     def hold_cores(self, node_name: str, resources: ResourceVector, cpu_ids: Iterable[int]) -> None:
         """Note the cores an instance of ``resources`` is bound to: held exclusively when it asks
-        for whole cores (the controller calls this for every instance the cluster reports, which
-        is how the allocation is rebuilt after a restart)."""
+        for whole cores and is bound to exactly that many (the controller calls this for every
+        instance the cluster reports, which is how the allocation is rebuilt after a restart).
+        A binding of another size was not made by this rule (an instance placed before it was
+        bound to its GPUs' whole socket, shared with its neighbours): it holds nothing."""
         node = self.by_name.get(node_name)
-        if node is not None and is_exclusive(resources):
-            node.exclusive_cpus.update(cpu_ids)
+        cores = set(cpu_ids)
+        if node is not None and is_exclusive(resources) and len(cores) == resources.cpu // MILLI:
+            node.exclusive_cpus.update(cores)
 
     def _change(
         self, name: str, resources: ResourceVector, gpu_ids: tuple[int, ...], *, sign: int

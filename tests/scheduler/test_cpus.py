@@ -130,3 +130,15 @@ def test_the_allocation_survives_a_controller_restart(world: World, platform: Pl
         # the sim's pcie-2socket board: GPUs 0-3 on cores 0-15, GPUs 4-7 on cores 16-31
         socket = inst["gpu_ids"][0] // 4
         assert cores <= set(range(socket * 16, socket * 16 + 16)), inst
+
+
+def test_an_instance_bound_to_a_whole_socket_before_the_rule_holds_no_core() -> None:
+    """Instances placed by the old rule are bound to all their GPUs' socket (shared with their
+    neighbours); rebuilding from them must not mark the socket as held and refuse new work."""
+    view = ClusterView([node()])
+    legacy = ResourceVector(cpu=4000, gpu=100)
+    view.hold_cores("n1", legacy, SOCKET[0])
+    view.hold_cores("n1", legacy, SOCKET[0])
+    assert view.by_name["n1"].exclusive_cpus == set()
+    view.hold_cores("n1", legacy, (8, 9, 10, 11))
+    assert view.by_name["n1"].exclusive_cpus == {8, 9, 10, 11}
