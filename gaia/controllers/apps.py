@@ -208,7 +208,10 @@ class AppController(LoopService):
         by_app: dict[tuple[str, str], list[Instance]] = defaultdict(list)
         for inst in observed:
             by_app[(inst.namespace, inst.app)].append(inst)
-        view = ClusterView(_node_view(n) for n in nodes)
+        view = ClusterView(node_view(n) for n in nodes)
+        # the cores exclusive instances hold, rebuilt from what runs (survives a restart)
+        for inst in observed:
+            view.hold_cores(inst.node, inst.resources, inst.cpu_ids)
         known = {(a.namespace, a.name) for a in apps}
         # cards each business holds per GPU model, for per-model limits (heterogeneous GPUs)
         self._model_of = {n.name: n.gpus[0].model for n in nodes if n.gpus}
@@ -547,7 +550,7 @@ class AppController(LoopService):
 
     def _release(self, view: ClusterView, inst: Instance) -> None:
         """A deleted instance's room is free again for placements later in this pass."""
-        view.release(inst.node, inst.resources, inst.gpu_ids)
+        view.release(inst.node, inst.resources, inst.gpu_ids, inst.cpu_ids)
         model = self._model_of.get(inst.node)
         if model and inst.resources.gpu:
             self._gpu_use[(inst.namespace, model)] -= inst.resources.gpu
@@ -562,19 +565,14 @@ class AppController(LoopService):
         name = domain_apps.instance_name(app.name, action.instance_id)
         if template is None:
             return None
-        request = PlacementRequest(
+        request = placement_request(
+            template,
             name=f"{app.namespace}/{name}",
-            resources=template.resources,
             avoid_nodes=action.avoid_nodes,
-            node_selector=dict(template.body.get("node_selector") or {}),
             gpu_model_budget={
                 model: limit - self._gpu_use[(app.namespace, model)]
                 for model, limit in app.gpu_model_limits.items()
             },
-            policy=str(template.body.get("placement") or ""),
-            zone=str(template.body.get("zone") or ""),
-            gpu_model=str(template.body.get("gpu_model") or ""),
-            max_link=str(template.body.get("gpu_link") or ""),
         )
         try:
             placement = self.scheduler.place(request, view)
@@ -766,7 +764,24 @@ def _minutes(delta: dt.timedelta) -> str:
     return f"{int(delta.total_seconds() // 60)}m"
 
 
-def _node_view(node: Node) -> NodeView:
+def node_view(node: Node, *, empty: bool = False) -> NodeView:
+    """The scheduler's view of one provider node; ``empty``: as if nothing ran on it (its
+    capacity free), which is what the API's check "could one instance ever fit" asks about."""
+    if empty:
+        return NodeView(
+            name=node.name,
+            ready=node.ready,
+            schedulable=node.schedulable,
+            free=node.capacity,
+            zone=node.zone,
+            labels=node.labels,
+            gpu_free={g.index: 100 for g in node.gpus},
+            gpu_links=node.gpu_links,
+            gpu_memory_total={g.index: g.memory_mib for g in node.gpus},
+            gpu_memory_free={g.index: g.memory_mib for g in node.gpus},
+            gpu_model=node.gpus[0].model if node.gpus else "",
+            gpu_cpus={g.index: g.cpu_ids for g in node.gpus if g.cpu_ids},
+        )
     gpu_free = {g.index: 100 - node.gpu_used.get(g.index, 0) for g in node.gpus}
     return NodeView(
         name=node.name,
@@ -785,6 +800,28 @@ def _node_view(node: Node) -> NodeView:
         gpu_cpus={g.index: g.cpu_ids for g in node.gpus if g.cpu_ids},
         used_cpu=node.allocated.cpu,
         used_memory=node.allocated.memory,
+    )
+
+
+def placement_request(
+    template: TemplateSpec,
+    *,
+    name: str,
+    avoid_nodes: frozenset[str] = frozenset(),
+    gpu_model_budget: Mapping[str, int] | None = None,
+) -> PlacementRequest:
+    """What the scheduler is asked for one instance of ``template``: its resources and the
+    placement constraints its document names (selector, policy, zone, GPU model and link)."""
+    return PlacementRequest(
+        name=name,
+        resources=template.resources,
+        avoid_nodes=avoid_nodes,
+        node_selector=dict(template.body.get("node_selector") or {}),
+        gpu_model_budget=dict(gpu_model_budget or {}),
+        policy=str(template.body.get("placement") or ""),
+        zone=str(template.body.get("zone") or ""),
+        gpu_model=str(template.body.get("gpu_model") or ""),
+        max_link=str(template.body.get("gpu_link") or ""),
     )
 
 

@@ -145,6 +145,11 @@ class AppIn(Strict):
     )
     replicas: int = Field(default=1, ge=0, le=10_000)
     domain: str = Field(default="", max_length=253)
+    allow_pending: bool = Field(
+        default=False,
+        description="accept templates whose one instance fits no node of the cluster even when "
+        "empty (422 otherwise); their instances wait for such a node, and the app's events say so",
+    )
 
     @field_validator("domain")
     @classmethod
@@ -259,6 +264,11 @@ class UpgradeIn(Strict):
     )
     all: bool = Field(default=False, description="every instance, in id order (rolling)")
     max_unavailable: int = Field(default=1, ge=1, le=10_000)
+    allow_pending: bool = Field(
+        default=False,
+        description="recreating upgrades: go on even if one instance of the target fits no node "
+        "of the cluster even when empty (422 otherwise); the upgraded instances wait for one",
+    )
 
     @model_validator(mode="after")
     def _which(self) -> UpgradeIn:
