@@ -20,7 +20,7 @@ import time
 
 from fastapi.testclient import TestClient
 
-from gaia.monitor.logs.store import SYSTEM_SOURCE, LogEntry
+from gaia.monitor.logs.store import SYSTEM_SOURCE, LogEntry, LogFilter
 from gaia.platform import Platform
 
 URL = "/api/v1/system/logs"
@@ -110,3 +110,11 @@ def test_a_nested_repetition_is_no_longer_refused(
     status, body = search(client, admin, r"(a+)+$")
     assert status == 200, body
     assert body["items"] == [] and time.monotonic() - started < 1.0
+
+
+def test_a_line_that_is_not_valid_utf8_is_still_searched() -> None:
+    """RE2 reads UTF-8: a lone surrogate (a line decoded with ``surrogateescape``, as a live
+    fallback line may be) must not turn the search into a 500."""
+    matcher = LogFilter(q="disk (full|gone)", regex=True).matcher()
+    assert matcher.text_matches("\udcff disk full")
+    assert not matcher.text_matches("\udcff disk ok")

@@ -189,7 +189,10 @@ class LineMatcher:
 
     def text_matches(self, text: str) -> bool:
         if self.pattern is not None:
-            return self.pattern.search(text) is not None
+            try:
+                return self.pattern.search(text) is not None
+            except UnicodeEncodeError:  # RE2 reads UTF-8; a lone surrogate cannot be encoded
+                return self.pattern.search(text.encode("utf-8", "replace").decode()) is not None
         return not self._needle or self._needle in text.casefold()
 
     def matches(
