@@ -7,9 +7,10 @@ repetition nested in a repetition (``(a+)+``), and an alternation inside one sli
 Patterns now run on RE2, which has no backtracking; what RE2 cannot run (backreferences,
 lookaround) is a 422 saying so.
 
-The time-bounded test first searches a short line (24 characters: the old engine needs seconds
-there and fails the bound) before the long one (16 000: the old engine would need longer than
-the universe has), so that on the old code it fails rather than hangs.
+The time-bounded test first searches a short line (25 characters: the old engine needs 5 to
+15 seconds there and fails the bound) before the long one (16 000: the old engine would need
+longer than the universe has), so that on the old code it fails rather than hangs. The bound
+(``BOUND_S``) leaves room for a loaded test machine: RE2 itself takes microseconds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gaia.platform import Platform
 URL = "/api/v1/system/logs"
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 CATASTROPHIC = r"(.|.)*\x00"
+BOUND_S = 3.0
 
 
 def write(platform: Platform, *texts: str) -> None:
@@ -51,19 +53,19 @@ def search(client: TestClient, admin: dict[str, str], q: str) -> tuple[int, dict
 def test_catastrophic_pattern_over_long_lines_answers_quickly_with_no_match(
     client: TestClient, admin: dict[str, str], platform: Platform
 ) -> None:
-    write(platform, "a" * 24)
+    write(platform, "a" * 25)
     started = time.monotonic()
     status, body = search(client, admin, CATASTROPHIC)
     assert status == 200, body
     assert body["items"] == []
-    assert time.monotonic() - started < 1.0, "the short line already backtracks"
+    assert time.monotonic() - started < BOUND_S, "the short line already backtracks"
 
     write(platform, *("ab" * 8_000 for _ in range(20)))  # lines of 16 000 characters
     started = time.monotonic()
     status, body = search(client, admin, CATASTROPHIC)
     assert status == 200, body
     assert body["items"] == []
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < BOUND_S
 
 
 def test_backreferences_and_lookaround_are_refused_with_a_reason(
@@ -109,7 +111,7 @@ def test_a_nested_repetition_is_no_longer_refused(
     started = time.monotonic()
     status, body = search(client, admin, r"(a+)+$")
     assert status == 200, body
-    assert body["items"] == [] and time.monotonic() - started < 1.0
+    assert body["items"] == [] and time.monotonic() - started < BOUND_S
 
 
 def test_a_line_that_is_not_valid_utf8_is_still_searched() -> None:
