@@ -18,10 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
-from gaia.monitor.logs.store import SYSTEM_SOURCE, LogEntry, LogFilter
+from gaia.monitor.logs import store as logs_module
+from gaia.monitor.logs.store import SYSTEM_SOURCE, LogEntry, LogFilter, LogSelector, LogStore
 from gaia.platform import Platform
 
 URL = "/api/v1/system/logs"
@@ -120,3 +123,34 @@ def test_a_line_that_is_not_valid_utf8_is_still_searched() -> None:
     matcher = LogFilter(q="disk (full|gone)", regex=True).matcher()
     assert matcher.text_matches("\udcff disk full")
     assert not matcher.text_matches("\udcff disk ok")
+
+
+def test_a_slow_pattern_over_many_long_lines_stops_at_the_time_budget_with_a_cursor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linear is not free: ``(\\pL*){200}`` is a big RE2 program, about a tenth of a second per
+    line of 16 000 characters; over the 50 000 lines a request may scan, one request would occupy
+    a worker for more than an hour. The scan stops at ``REGEX_SCAN_SECONDS`` and answers with a
+    cursor to go on from."""
+    monkeypatch.setattr(logs_module, "REGEX_SCAN_SECONDS", 0.05)
+    store = LogStore(tmp_path / "logs.db", max_lines=10_000, max_lines_per_source=5_000)
+    try:
+        store.append(
+            [
+                LogEntry(SYSTEM_SOURCE, at=T0 + dt.timedelta(seconds=i), text="ab" * 8_000)
+                for i in range(6)
+            ]
+        )
+        filt = LogFilter(q=r"(\pL*){200}\d", regex=True)
+        started = time.monotonic()
+        first = store.query(LogSelector.system(), filt)
+        assert time.monotonic() - started < BOUND_S
+        assert first.lines == [] and first.next_cursor is not None  # stopped before the end
+        pages, cursor = 1, first.next_cursor
+        while cursor is not None:  # the cursor walks on to the end, finding nothing
+            page = store.query(LogSelector.system(), filt, cursor=cursor)
+            assert page.lines == []
+            pages, cursor = pages + 1, page.next_cursor
+        assert 2 <= pages <= 7
+    finally:
+        store.close()
