@@ -60,8 +60,11 @@ class Settings(BaseSettings):
     # egress: CIDRs (comma-separated) that alert channels may reach although they are loopback,
     # private, link-local or otherwise not public (gaia.egress); empty: public addresses only
     egress_allow_cidrs: str = ""
+    # reverse proxies (comma-separated CIDRs) whose X-Forwarded-Proto is believed: the console
+    # marks its cookie Secure when such a proxy says the browser came over https; empty: none
+    trusted_proxies: str = ""
 
-    @field_validator("egress_allow_cidrs")
+    @field_validator("egress_allow_cidrs", "trusted_proxies")
     @classmethod
     def _cidrs(cls, value: str) -> str:
         # refused at start-up, not at the first alert that tries to leave
