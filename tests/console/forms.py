@@ -8,7 +8,6 @@ from urllib.parse import unquote_plus
 from fastapi.testclient import TestClient
 
 from gaia.console.browser_guard import CSRF_HEADER, csrf_token
-
 from tests.conftest import ADMIN_PASSWORD
 
 
