@@ -235,9 +235,14 @@ def test_the_terminal_runs_commands_and_logs_follow_live(
     # the web terminal: a shell over a WebSocket, typed into with the keyboard (xterm.js)
     page.goto(f"{console.origin}/console/b/shop/apps/web/terminal?instance=0")
     page.locator("#terminal").click()
+    # keys typed before the shell is ready are dropped: wait for its prompt first
+    page.wait_for_function("() => document.querySelector('#terminal').innerText.includes('web-0')")
     page.keyboard.type("hostname")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelector('#terminal').innerText.includes('web-0')")
+    # the prompt, the output (the instance's hostname) and the next prompt
+    page.wait_for_function(
+        "() => document.querySelector('#terminal').innerText.split('web-0').length > 3"
+    )
     page.screenshot(path=str(shots / "app-terminal-session.png"))
     records = console.api(
         "GET", "/api/v1/records", params={"action": "app.instance.exec", "business": "shop"}
