@@ -43,7 +43,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Delete, case, delete, select, update
+from sqlalchemy import ColumnElement, CursorResult, case, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -200,12 +200,7 @@ class LoginThrottle:
         """The password was right: forget this address's failures for this user, and give the
         address's own bucket its unit back (a right password is not a guess)."""
         with self.db.write_session() as session:
-            session.execute(
-                delete(LoginThrottleBucket).where(
-                    LoginThrottleBucket.client == attempt.client,
-                    LoginThrottleBucket.account == attempt.account,
-                )
-            )
+            # client first, then the user's bucket: the order ``admit`` locks them in
             session.execute(
                 update(LoginThrottleBucket)
                 .where(
@@ -219,19 +214,25 @@ class LoginThrottle:
                     )
                 )
             )
+            session.execute(
+                delete(LoginThrottleBucket).where(
+                    LoginThrottleBucket.client == attempt.client,
+                    LoginThrottleBucket.account == attempt.account,
+                )
+            )
 
     def sweep(self) -> int:
-        """Delete drained buckets, then the stalest past ``max_rows``; returns rows deleted."""
+        """Delete drained buckets, then the stalest past ``max_rows``; returns rows deleted.
+
+        Rows a charge holds locked right now are skipped (they are being refilled, so not
+        stale): a sweep never waits for a login, and never deadlocks with one."""
         if not self._sweeping.acquire(blocking=False):
             return 0  # another thread of this process is sweeping already
         try:
             now = self.clock.now()
             with self.db.write_session() as session:
-                deleted = _deleted(
-                    session,
-                    delete(LoginThrottleBucket).where(
-                        LoginThrottleBucket.updated_at < now - self.forget_after
-                    ),
+                deleted = _delete_unlocked(
+                    session, LoginThrottleBucket.updated_at < now - self.forget_after
                 )
                 newest_beyond = session.scalars(
                     select(LoginThrottleBucket.updated_at)
@@ -240,11 +241,8 @@ class LoginThrottle:
                     .limit(1)
                 ).first()
                 if newest_beyond is not None:
-                    deleted += _deleted(
-                        session,
-                        delete(LoginThrottleBucket).where(
-                            LoginThrottleBucket.updated_at <= newest_beyond
-                        ),
+                    deleted += _delete_unlocked(
+                        session, LoginThrottleBucket.updated_at <= newest_beyond
                     )
             return deleted
         finally:
@@ -269,6 +267,16 @@ def _lock_bucket(
     return float(stored), since
 
 
-def _deleted(session: Session, statement: Delete) -> int:
-    result = cast(CursorResult[Any], session.execute(statement))
+def _delete_unlocked(session: Session, condition: ColumnElement[bool]) -> int:
+    """Delete the rows matching ``condition`` that no other transaction holds locked
+    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's one writer needs no such care)."""
+    doomed = (
+        select(LoginThrottleBucket.client, LoginThrottleBucket.account)
+        .where(condition)
+        .with_for_update(skip_locked=True)
+    )
+    key = tuple_(LoginThrottleBucket.client, LoginThrottleBucket.account)
+    result = cast(
+        CursorResult[Any], session.execute(delete(LoginThrottleBucket).where(key.in_(doomed)))
+    )
     return int(result.rowcount)
