@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gaia.domain.errors import Conflict, NotFound, Unauthenticated
+from gaia.domain.errors import Conflict, NotFound, TooManyRequests, Unauthenticated
 from gaia.domain.rbac import Role
 from gaia.security import DUMMY_PASSWORD_HASH, new_token, token_digest, verify_password
 from gaia.store.database import Database
@@ -82,7 +82,11 @@ def check_credentials(
     with db.read_session() as session:
         user = session.scalars(select(User).where(User.username == username)).one_or_none()
     # Verify against a dummy hash for unknown users so both failures take the same time.
-    ok = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, password)
+    try:
+        ok = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, password)
+    except TooManyRequests:
+        throttle.not_checked(attempt)  # shed before argon2 ran: not a guess
+        raise
     if user is None or not ok or user.disabled:
         raise Unauthenticated("wrong username or password")
     throttle.succeeded(attempt)

@@ -199,27 +199,28 @@ class LoginThrottle:
     def succeeded(self, attempt: Attempt) -> None:
         """The password was right: forget this address's failures for this user, and give the
         address's own bucket its unit back (a right password is not a guess)."""
+        self._give_back(attempt, forget_user=True)
+
+    def not_checked(self, attempt: Attempt) -> None:
+        """The password could not be checked (the process was too busy): the attempt was no
+        guess, so both buckets get their unit back."""
+        self._give_back(attempt, forget_user=False)
+
+    def _give_back(self, attempt: Attempt, *, forget_user: bool) -> None:
+        one_less = case((LoginThrottleBucket.level > 1, LoginThrottleBucket.level - 1), else_=0.0)
         with self.db.write_session() as session:
             # client first, then the user's bucket: the order ``admit`` locks them in
-            session.execute(
-                update(LoginThrottleBucket)
-                .where(
+            for account in (ANY_ACCOUNT, attempt.account):
+                where = (
                     LoginThrottleBucket.client == attempt.client,
-                    LoginThrottleBucket.account == ANY_ACCOUNT,
+                    LoginThrottleBucket.account == account,
                 )
-                .values(
-                    level=case(
-                        (LoginThrottleBucket.level > 1, LoginThrottleBucket.level - 1),
-                        else_=0.0,
+                if forget_user and account != ANY_ACCOUNT:
+                    session.execute(delete(LoginThrottleBucket).where(*where))
+                else:
+                    session.execute(
+                        update(LoginThrottleBucket).where(*where).values(level=one_less)
                     )
-                )
-            )
-            session.execute(
-                delete(LoginThrottleBucket).where(
-                    LoginThrottleBucket.client == attempt.client,
-                    LoginThrottleBucket.account == attempt.account,
-                )
-            )
 
     def sweep(self) -> int:
         """Delete drained buckets, then the stalest past ``max_rows``; returns rows deleted.
