@@ -179,19 +179,19 @@ class LoginThrottle:
         return attempt
 
     def _refuse_if_full(self, attempt: Attempt, levels: dict[str, float]) -> None:
-        client_level = levels.get(ANY_ACCOUNT, 0.0)
-        user_level = levels.get(attempt.account, 0.0)
-        if self.per_user.full(user_level):
-            wait = self.per_user.wait_seconds(user_level)
-            raise TooManyRequests(
-                f"too many failed logins for this user from your address; retry in {wait} seconds",
-                retry_after=wait,
-                details={"retry_after_seconds": wait},
+        full = [
+            (bucket.wait_seconds(level), reason)
+            for bucket, level, reason in (
+                (self.per_user, levels.get(attempt.account, 0.0), "for this user "),
+                (self.per_client, levels.get(ANY_ACCOUNT, 0.0), ""),
             )
-        if self.per_client.full(client_level):
-            wait = self.per_client.wait_seconds(client_level)
+            if bucket.full(level)
+        ]
+        if full:
+            # both may be full: the caller must wait for the later of the two
+            wait, reason = max(full)
             raise TooManyRequests(
-                f"too many failed logins from your address; retry in {wait} seconds",
+                f"too many failed logins {reason}from your address; retry in {wait} seconds",
                 retry_after=wait,
                 details={"retry_after_seconds": wait},
             )
