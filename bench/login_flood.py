@@ -250,7 +250,7 @@ def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     out = [line(rows[0]), rule] + [line(r) for r in rows[1:]]
-    out += ["", f"machine: {machine_line()}"]
+    out += ["", f"machine: {machine_line()}; {load_line()}"]
     for result in results:
         codes = result.flood_codes
         total = sum(codes.values())
@@ -275,6 +275,12 @@ def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
         "X-Forwarded-For. Client and server share the machine."
     )
     return "\n".join(out)
+
+
+def load_line() -> str:
+    """The machine's load averages: on a shared machine, other work moves both figures."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average at the end {one:.1f} / {five:.1f} / {fifteen:.1f} (1/5/15 min)"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
