@@ -3,8 +3,9 @@
 ``check_credentials`` verifies a login (throttled per client address by ``gaia.store.throttle``
 before any password is checked; an unknown user costs the same time as a wrong password),
 ``start_session`` issues a session token (only its SHA-256 is stored), and ``principal_for``
-resolves a bearer token to the user and their roles, refusing revoked, expired and disabled ones. The API's dependencies (``gaia.api.deps``) and the
-login route call these; nothing here speaks HTTP.
+resolves a bearer token to the user and their roles, refusing revoked, expired and disabled
+ones. The API's dependencies (``gaia.api.deps``) and the login route call these; nothing here
+speaks HTTP.
 
 A user's API tokens (long-lived, for automation) live here too: ``create_api_token`` returns the
 token's value once, as the session token is, and ``revoke_api_token``/``end_session`` stamp
