@@ -16,7 +16,8 @@ cost one indexed read and no argon2 work. A refused attempt spends nothing: hamm
 bucket does not keep it full for longer.
 
 The unit is spent *before* the password is checked and given back after (``succeeded``: the
-(client, username) bucket is emptied, the client's gets its unit back), so concurrent attempts
+(client, username) bucket is emptied, the client's gets its unit back; ``not_checked``, when
+the process was too busy to verify: both get it back), so concurrent attempts
 see each other's in-flight charges: a thousand parallel guesses from one address get exactly
 ``failures_per_user`` verifications, not a thousand.
 
