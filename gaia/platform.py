@@ -33,10 +33,11 @@ from gaia.monitor.metrics.prometheus import PrometheusStore
 from gaia.monitor.metrics.series import MetricStore
 from gaia.monitor.metrics.tsdb import EmbeddedStore, MetricSnapshotLoop
 from gaia.providers.registry import ProviderRegistry
-from gaia.security import LoginThrottle, SecretBox
+from gaia.security import SecretBox
 from gaia.settings import Settings
 from gaia.store import migrate
 from gaia.store.database import Database
+from gaia.store.throttle import LoginThrottle, ThrottlePolicy
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,23 @@ class Platform:
         LogStore  # container and platform log lines, <data_dir>/logs.db (gaia.monitor.logs.store)
     )
     token_last_touch: dict[int, dt.datetime] = field(default_factory=dict)
-    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    # failed logins, counted in the database so that replicas share one budget
+    login_throttle: LoginThrottle = field(init=False)
     # monitoring: where cluster series are kept, and the platform's own metrics (GET /metrics)
     metric_store: MetricStore = field(default_factory=EmbeddedStore)
     metrics: PlatformMetrics = field(default_factory=PlatformMetrics)
+
+    def __post_init__(self) -> None:
+        self.login_throttle = LoginThrottle(
+            db=self.db,
+            clock=self.clock,
+            policy=ThrottlePolicy(
+                failures_per_user=self.settings.login_failures_per_user,
+                failures_per_client=self.settings.login_failures_per_client,
+                window_seconds=self.settings.login_failure_window_seconds,
+                max_rows=self.settings.login_throttle_max_rows,
+            ),
+        )
 
     @property
     def clock(self) -> Clock:

@@ -9,6 +9,11 @@
   SQLite): replicas sharing a PostgreSQL database each have their own data dir and would each
   make a key the others cannot read, so a shared database refuses to start without the key.
 - Passwords are argon2id hashes (argon2-cffi's defaults follow RFC 9106's recommendation).
+  Verifying one costs tens of milliseconds of CPU by design, so at most ``VERIFY_SLOTS`` (the
+  CPUs this process may use) run at once in the process: a flood of logins waits for a slot
+  (at most ``VERIFY_WAIT_SECONDS``, then 429) instead of queueing unbounded CPU work. Callers run
+  it in a worker thread, never on the event loop (the login route is a sync route). Which
+  attempts get that far at all is the login throttle's business (``gaia.store.throttle``).
 - Tokens are 32 random bytes shown once; only their SHA-256 is stored, so a database leak does
   not hand out sessions. SHA-256 (not argon2) is right here: the token is high-entropy, and every
   request checks one, so it must be cheap.
@@ -16,12 +21,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import secrets
 import threading
-from collections import defaultdict, deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,11 +53,32 @@ def hash_password(password: str) -> str:
     return str(_hasher.hash(password))
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+VERIFY_SLOTS = max(1, _usable_cpus())
+VERIFY_WAIT_SECONDS = 5.0
+_verify_slots = threading.BoundedSemaphore(VERIFY_SLOTS)
+
+
 def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches; ``TooManyRequests`` if no verification slot frees up in
+    ``VERIFY_WAIT_SECONDS`` (the process is flooded with password checks)."""
+    if not _verify_slots.acquire(timeout=VERIFY_WAIT_SECONDS):
+        raise TooManyRequests(
+            "the platform is busy checking other passwords; retry in a few seconds",
+            retry_after=max(1, round(VERIFY_WAIT_SECONDS)),
+        )
     try:
         return bool(_hasher.verify(password_hash, password))
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+    finally:
+        _verify_slots.release()
 
 
 # A hash to verify against when the user does not exist, so that a login for an unknown user
@@ -168,33 +192,3 @@ _UNDECRYPTABLE = (
     "from the key it was encrypted with (keep the old key after the new one in GAIA_SECRET_KEY "
     "until `gaia secrets rotate` has run)"
 )
-
-
-MAX_FAILURES = 10
-FAILURE_WINDOW = dt.timedelta(minutes=5)
-
-
-class LoginThrottle:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[dt.datetime]] = defaultdict(deque)
-
-    def check(self, username: str, now: dt.datetime) -> None:
-        with self._lock:
-            recent = self._failures.get(username)
-            if recent is None:
-                return
-            while recent and now - recent[0] > FAILURE_WINDOW:
-                recent.popleft()
-            if len(recent) >= MAX_FAILURES:
-                raise TooManyRequests(
-                    "too many failed logins for this user; wait a few minutes and try again"
-                )
-
-    def failed(self, username: str, now: dt.datetime) -> None:
-        with self._lock:
-            self._failures[username].append(now)
-
-    def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._failures.pop(username, None)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -65,11 +66,8 @@ class Settings(BaseSettings):
     # 4 MiB fits the biggest legitimate bodies with margin: a config of 1 MiB of data escaped
     # into JSON, a kubeconfig of up to 1 MB, a batch of Alertmanager alerts.
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    # reverse proxies (comma-separated CIDRs) whose X-Forwarded-Proto is believed: the console
-    # marks its cookie Secure when such a proxy says the browser came over https; empty: none
-    trusted_proxies: str = ""
 
-    @field_validator("egress_allow_cidrs", "trusted_proxies")
+    @field_validator("egress_allow_cidrs")
     @classmethod
     def _cidrs(cls, value: str) -> str:
         # refused at start-up, not at the first alert that tries to leave
@@ -79,6 +77,41 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not a CIDR (10.0.0.0/8, fd12::/64)") from None
         return value
+
+    # login throttle (gaia.store.throttle): failed logins are counted per (client address,
+    # username) and per client address across all usernames, in leaky buckets that drain
+    # completely in login_failure_window_seconds; a full bucket answers 429 with Retry-After.
+    # The counts live in the database, so replicas sharing one PostgreSQL share one budget.
+    login_failures_per_user: int = Field(default=10, ge=1)
+    login_failures_per_client: int = Field(default=50, ge=1)
+    login_failure_window_seconds: float = Field(default=300.0, gt=0)
+    # the most (client, username) and client rows kept; beyond it the stalest are forgotten
+    login_throttle_max_rows: int = Field(default=100_000, ge=10)
+    # reverse proxies (comma-separated CIDRs) whose X-Forwarded-For names the client
+    # (gaia.api.client_address) and whose X-Forwarded-Proto says the browser came over https
+    # (the console's cookie is then Secure, gaia.console.browser_guard); empty: the socket peer
+    # is the client, and neither header is ever believed
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_cidrs(cls, value: Any) -> Any:
+        # "10.0.0.0/8, fd00::/8" from the environment; a list when built in code
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        networks: list[IPv4Network | IPv6Network] = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise ValueError(f"{text!r} is not a CIDR (10.0.0.0/8, fd12::/64)") from None
+        return networks
 
     def resolved_database_url(self) -> str:
         if self.database_url:

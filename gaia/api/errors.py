@@ -113,6 +113,8 @@ def install(app: FastAPI) -> None:
     async def _gaia(request: Request, exc: GaiaError) -> JSONResponse:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
+            headers = {"Retry-After": str(exc.retry_after)}
         return error_response(request, status, exc.code, exc.message, exc.details, headers)
 
     @app.exception_handler(ConnectionError)

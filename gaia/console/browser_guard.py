@@ -40,7 +40,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from functools import cache
+from collections.abc import Sequence
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -151,23 +151,17 @@ def _refuse(request: Request, message: str) -> NoReturn:
 # ---------------------------------------------------------------- TLS and trusted proxies
 
 
-@cache
-def _networks(cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(
-        ipaddress.ip_network(item, strict=False)
-        for item in filter(None, (part.strip() for part in cidrs.split(",")))
-    )
-
-
-def is_trusted_proxy(peer: str | None, cidrs: str) -> bool:
-    """Whether the TCP peer is one of ``GAIA_TRUSTED_PROXIES`` (comma-separated CIDRs)."""
-    if not peer or not cidrs:
+def is_trusted_proxy(
+    peer: str | None, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    """Whether the TCP peer is in one of ``GAIA_TRUSTED_PROXIES`` (``Settings.trusted_proxies``)."""
+    if not peer or not networks:
         return False
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:
         return False
-    return any(address in network for network in _networks(cidrs))
+    return any(address in network for network in networks)
 
 
 def request_is_https(connection: HTTPConnection) -> bool:
@@ -176,7 +170,7 @@ def request_is_https(connection: HTTPConnection) -> bool:
     if connection.url.scheme in ("https", "wss"):
         return True
     peer = connection.client.host if connection.client else None
-    trusted: str = connection.app.state.platform.settings.trusted_proxies
+    trusted = connection.app.state.platform.settings.trusted_proxies
     if not is_trusted_proxy(peer, trusted):
         return False
     proto = connection.headers.get("x-forwarded-proto", "")

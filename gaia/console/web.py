@@ -39,6 +39,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.requests import HTTPConnection
 
+from gaia.api.client_address import request_client_address
 from gaia.api.deps import SESSION_COOKIE
 from gaia.console import assets
 from gaia.console.browser_guard import csrf_input
@@ -169,10 +170,12 @@ class ConsoleApi:
     def __init__(self, connection: HTTPConnection, user: ConsoleUser | str | None) -> None:
         self._app = connection.app
         token = user.token if isinstance(user, ConsoleUser) else user
-        self._headers = {
-            "X-Forwarded-For": connection.client.host if connection.client else "",
-            "User-Agent": "gaia-console",
-        }
+        # The API sees the browser's address as its socket peer (the login throttle and the
+        # operation records key on it): an in-process call would otherwise come from one
+        # made-up peer for every user, and one attacker's failed logins through this form
+        # would throttle everyone's.
+        self._client = (request_client_address(connection), 0)
+        self._headers = {"User-Agent": "gaia-console"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
 
@@ -184,7 +187,7 @@ class ConsoleApi:
         json_body: Any = None,
         params: Mapping[str, Any] | None = None,
     ) -> ApiResult:
-        transport = httpx.ASGITransport(app=self._app)
+        transport = httpx.ASGITransport(app=self._app, client=self._client)
         async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
             response = await client.request(
                 method,

@@ -49,7 +49,16 @@ class NotManaged(Conflict):
 
 
 class TooManyRequests(GaiaError):
+    """Refused for now; ``retry_after`` says in how many seconds a retry may succeed (the API
+    sends it as ``Retry-After``)."""
+
     code = "too_many_requests"
+
+    def __init__(
+        self, message: str, *, retry_after: int | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
 
 
 class QuotaExceeded(GaiaError):

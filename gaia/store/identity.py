@@ -1,10 +1,11 @@
 """Who is calling: passwords checked against their argon2 hashes, sessions started, tokens resolved.
 
-``check_credentials`` verifies a login (slowed by ``gaia.security.LoginThrottle``; an unknown
-user costs the same time as a wrong password), ``start_session`` issues a session token (only its
-SHA-256 is stored), and ``principal_for`` resolves a bearer token to the user and their roles,
-refusing revoked, expired and disabled ones. The API's dependencies (``gaia.api.deps``) and the
-login route call these; nothing here speaks HTTP.
+``check_credentials`` verifies a login (throttled per client address by ``gaia.store.throttle``
+before any password is checked; an unknown user costs the same time as a wrong password),
+``start_session`` issues a session token (only its SHA-256 is stored), and ``principal_for``
+resolves a bearer token to the user and their roles, refusing revoked, expired and disabled
+ones. The API's dependencies (``gaia.api.deps``) and the login route call these; nothing here
+speaks HTTP.
 
 A user's API tokens (long-lived, for automation) live here too: ``create_api_token`` returns the
 token's value once, as the session token is, and ``revoke_api_token``/``end_session`` stamp
@@ -20,16 +21,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gaia.domain.errors import Conflict, NotFound, Unauthenticated
+from gaia.domain.errors import Conflict, NotFound, TooManyRequests, Unauthenticated
 from gaia.domain.rbac import Role
-from gaia.security import (
-    DUMMY_PASSWORD_HASH,
-    LoginThrottle,
-    new_token,
-    token_digest,
-    verify_password,
-)
+from gaia.security import DUMMY_PASSWORD_HASH, new_token, token_digest, verify_password
+from gaia.store.database import Database
 from gaia.store.models import Membership, Token, User, utcnow
+from gaia.store.throttle import LoginThrottle
 
 
 @dataclass
@@ -69,21 +66,30 @@ def start_session(session: Session, user: User, ttl_seconds: int) -> tuple[str, 
 
 
 def check_credentials(
-    session: Session, username: str, password: str, *, throttle: LoginThrottle
+    db: Database, username: str, password: str, *, client: str, throttle: LoginThrottle
 ) -> User:
-    now = utcnow()
-    throttle.check(username, now)
+    """The user whose password this is, or ``Unauthenticated``; ``TooManyRequests`` when
+    ``client`` has failed too often (then no password is verified at all).
+
+    Takes the database, not the request's transaction: the throttle commits its counts in
+    transactions of its own (a failure must be counted although the request fails), and the
+    user is read in a read transaction, so no write lock is held while argon2 runs.
+    """
+    attempt = throttle.admit(client=client, username=username)
     if not username.isprintable():
         # No account can have such a name (and PostgreSQL cannot even compare a NUL byte).
-        throttle.failed(username, now)
         raise Unauthenticated("wrong username or password")
-    user = session.scalars(select(User).where(User.username == username)).one_or_none()
+    with db.read_session() as session:
+        user = session.scalars(select(User).where(User.username == username)).one_or_none()
     # Verify against a dummy hash for unknown users so both failures take the same time.
-    ok = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, password)
+    try:
+        ok = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, password)
+    except TooManyRequests:
+        throttle.not_checked(attempt)  # shed before argon2 ran: not a guess
+        raise
     if user is None or not ok or user.disabled:
-        throttle.failed(username, now)
         raise Unauthenticated("wrong username or password")
-    throttle.succeeded(username)
+    throttle.succeeded(attempt)
     return user
 
 

@@ -621,3 +621,19 @@ class AlertNotification(Base):
     idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class LoginThrottleBucket(Base):
+    """Failed logins of one client address, for one username or (``account == "*"``) for all.
+
+    A leaky bucket (``gaia.store.throttle``): ``level`` failures as of ``updated_at``, draining
+    at a steady rate. The username is kept only as its SHA-256: people type passwords into the
+    username field, and this table must not become a list of them.
+    """
+
+    __tablename__ = "login_throttle"
+
+    client: Mapped[str] = mapped_column(String(100), primary_key=True)
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

@@ -7,6 +7,7 @@ that would let it through, and checks that the console or the API refuses it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def test_the_cookie_is_secure_behind_a_trusted_proxy_only(platform: Platform) ->
     ``X-Forwarded-Proto`` the session cookie would go out without ``Secure`` (and a browser
     would send it over plain http). Believing the header from anyone would let any client
     decide; only ``GAIA_TRUSTED_PROXIES`` are believed."""
-    platform.settings.trusted_proxies = "10.0.0.0/8"
+    platform.settings.trusted_proxies = [ipaddress.ip_network("10.0.0.0/8")]
     app = create_app(platform, run_loops=False)
 
     def cookie(peer: str) -> str:

@@ -1,16 +1,21 @@
 """Login, logout, the caller's own identity and API tokens.
 
 ``POST /auth/login`` verifies an argon2 hash and returns a session token (the console receives
-the same token as an HttpOnly cookie). Repeated failures for one username are slowed down: after
-``MAX_FAILURES`` in ``FAILURE_WINDOW`` the username is refused for the rest of the window
-(``gaia.security.LoginThrottle``), which bounds password guessing without letting an attacker
-lock a user out for long.
+the same token as an HttpOnly cookie). Failed logins are throttled per client address
+(``gaia.api.client_address``: the socket peer, or what a trusted proxy forwarded) and username,
+and per client address across usernames, in buckets kept in the database
+(``gaia.store.throttle``): a full bucket answers 429 with ``Retry-After`` before any password is
+checked. One address's failures never lock the user out from another address.
+
+The route is a sync function, so FastAPI runs it in a worker thread: argon2's tens of
+milliseconds of CPU never stall the event loop, and ``gaia.security`` bounds how many run at once.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request, Response
 
+from gaia.api.client_address import request_client_address
 from gaia.api.deps import PrincipalDep, SessionDep, audit, platform
 from gaia.api.schemas.identity import (
     LoginRequest,
@@ -37,8 +42,14 @@ def login(body: LoginRequest, request: Request, session: SessionDep) -> LoginRes
     ctx.action = "auth.login"
     ctx.target = f"user/{body.username}"
     plat = platform(request)
+    # The request's own transaction is not touched before the password is checked: the
+    # throttle writes in transactions of its own (on SQLite one writer at a time).
     user = identity.check_credentials(
-        session, body.username, body.password, throttle=plat.login_throttle
+        plat.db,
+        body.username,
+        body.password,
+        client=request_client_address(request),
+        throttle=plat.login_throttle,
     )
     token, row = identity.start_session(session, user, plat.settings.session_ttl_seconds)
     ctx.summary = "logged in"
