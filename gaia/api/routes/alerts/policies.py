@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, platform, require_platform_admin
-from gaia.api.pagination import Cursor, Limit, encode_cursor
+from gaia.api.pagination import Cursor, Limit, encode_cursor, kind_of
 from gaia.api.routes.alerts._owned import (
     BusinessQuery,
     Id,
@@ -97,7 +97,7 @@ def list_policies(
             names.update(more.names)
         if len(kept) > limit:
             kept = kept[:limit]
-            nxt = encode_cursor(kept[-1].id)
+            nxt = encode_cursor(kind_of(AlertPolicy.id), kept[-1].id)
         rows = kept
     return Page[PolicyOut](items=[_policy_out(r, names) for r in rows], next_cursor=nxt)
 
