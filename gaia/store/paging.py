@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from sqlalchemy import Select
@@ -142,23 +142,29 @@ def page_of(
 
 
 def page_in_memory(
-    items: Sequence[T],
+    items: Iterable[T],
     *,
     key: Callable[[T], Key],
     kind: str,
     limit: int,
     cursor: str | None,
+    descending: bool = False,
     numeric: bool = False,
 ) -> tuple[list[T], str | None]:
     """``page_of`` for a list already in memory: up to ``limit`` of ``items`` after ``cursor``
-    in ascending ``key`` order (``key`` unique per item), and the next cursor. The items need
-    not come sorted; a key that is gone since the last page is no problem (the page starts at
-    the next key after it)."""
-    ordered = sorted(items, key=key)
+    in ``key`` order (``key`` unique per item), and the next cursor. The items need not come
+    sorted; a key that is gone since the last page is no problem (the page starts at the next
+    key after it)."""
+    ordered = sorted(items, key=key, reverse=descending)
     start = 0
     if cursor:
         after = decode_cursor(cursor, kind=kind, numeric=numeric)
-        start = bisect.bisect_right([key(i) for i in ordered], after)
+        keys = [key(i) for i in ordered]
+        # bisect needs ascending keys: search the descending list's negated position
+        if descending:
+            start = len(keys) - bisect.bisect_left(keys[::-1], after)
+        else:
+            start = bisect.bisect_right(keys, after)
     page = ordered[start : start + limit]
     more = start + limit < len(ordered)
     return page, encode_cursor(kind, key(page[-1])) if more and page else None

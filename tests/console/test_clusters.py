@@ -189,7 +189,7 @@ def _app(harness: AppsHarness, name: str, tmpl: dict[str, Any], biz: str = "alph
         status=201,
     )
     harness.tick()
-    instances = harness.get(f"/api/v1/businesses/{biz}/apps/{name}/instances")
+    instances = harness.get(f"/api/v1/businesses/{biz}/apps/{name}/instances")["items"]
     assert instances[0]["node"], instances
     return str(instances[0]["node"])
 
