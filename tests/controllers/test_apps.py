@@ -436,7 +436,7 @@ def test_per_model_gpu_limits_steer_any_model_apps_and_hold_pinned_ones(
         f"{BIZ}/quotas/sim-1/gpu-models/Tesla P40", json={"cards": 1}, headers=world.admin
     )
     assert r.status_code == 200, r.text
-    limits = h.get(f"{BIZ}/quotas/sim-1/gpu-models")
+    limits = h.get(f"{BIZ}/quotas/sim-1/gpu-models")["items"]
     assert limits == [{"model": "Tesla P40", "cards": 1}]
     # An app pinned to the limited model gets what the budget allows; the rest waits, saying why.
     pinned = template("v1", "infer:1", gpu=1, cpu=1, gpu_model="Tesla P40")
