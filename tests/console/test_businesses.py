@@ -196,7 +196,7 @@ def test_business_admin_creates_and_deletes_an_instance_configuration(world: Wor
 
     post(world.client, "/console/businesses/alpha/instance-configs/ocr/delete", {})
     left = world.client.get("/api/v1/businesses/alpha/instance-configs", headers=world.admin)
-    assert left.json() == []
+    assert left.json() == {"items": [], "next_cursor": None}
 
 
 def test_developer_cannot_manage_instance_configurations(world: World) -> None:
