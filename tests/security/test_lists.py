@@ -9,11 +9,14 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
 from gaia.app import create_app
 from gaia.platform import Platform
-from tests.conftest import World
+from gaia.security import SecretBox
+from gaia.store import paging
+from tests.conftest import TEST_SECRET_KEY, World
 from tests.support.apps_harness import AppsHarness, template
 
 BIZ = "/api/v1/businesses/alpha"
@@ -240,3 +243,21 @@ def test_limit_out_of_range_is_refused(world: World, limit: Any) -> None:
         r = world.client.get(path, params={"limit": limit}, headers=world.admin)
         assert r.status_code == 422, (path, r.text)
         assert r.json()["code"] == "invalid_request"
+
+
+def test_cursors_are_signed_with_a_key_derived_from_the_secret_key(
+    world: World, cursors: dict[str, str]
+) -> None:
+    """Replicas share ``GAIA_SECRET_KEY``, so page two may come from another replica: a cursor
+    must verify under the key any replica derives from it, and under no other secret key."""
+    path, cursor = LISTS["apps"], cursors["apps"]
+    try:
+        paging.sign_cursors_with(SecretBox(Fernet.generate_key()).derive_key("list cursors"))
+        _refused(world.client, path, world.admin, cursor)
+        # another replica: a box of its own over the same secret key
+        paging.sign_cursors_with(SecretBox(TEST_SECRET_KEY).derive_key("list cursors"))
+        r = world.client.get(path, params={"cursor": cursor}, headers=world.admin)
+        assert r.status_code == 200, r.text
+        assert [a["name"] for a in r.json()["items"]] == ["web"]
+    finally:
+        paging.sign_cursors_with(SecretBox(TEST_SECRET_KEY).derive_key("list cursors"))
