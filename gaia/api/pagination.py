@@ -25,5 +25,9 @@ Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 # a cursor carries the last key of a page (a node name can be 253 characters) and its signature
 Cursor = Annotated[
     str | None,
-    Query(max_length=1024, pattern=r"^[A-Za-z0-9._-]+$", description="from next_cursor"),
+    Query(
+        max_length=1024,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="from next_cursor; empty: page one",
+    ),
 ]
