@@ -64,8 +64,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("Log in as an existing user (the first admin is 'admin').")
     sys.stdout.flush()
     app = create_app(platform)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
+    uvicorn.run(app, **server_options(settings))
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for ``gaia up``. A WebSocket message (the console's terminal) is
+    bounded like a request body, by ``GAIA_MAX_REQUEST_BYTES``: uvicorn's default is 16 MiB, and
+    a bigger message closes the socket (code 1009) before the app reads it."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "proxy_headers": False,
+        "ws_max_size": settings.max_request_bytes,
+    }
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -126,15 +139,34 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler_extender(args: argparse.Namespace) -> int:
-    from gaia.scheduler.extender.server import serve
+    from gaia.scheduler.extender.server import ExtenderSetupError, ServingTLS, serve
+
+    def refuse(message: str) -> int:
+        print(f"gaia scheduler-extender: {message}", file=sys.stderr)
+        return 2
 
     if not 0 < args.port < 65536:
-        print(f"gaia scheduler-extender: --port must be 1..65535, not {args.port}", file=sys.stderr)
-        return 2
+        return refuse(f"--port must be 1..65535, not {args.port}")
     if args.kubeconfig and not Path(args.kubeconfig).is_file():
-        print(f"gaia scheduler-extender: no kubeconfig at {args.kubeconfig}", file=sys.stderr)
-        return 2
-    serve(host=args.host, port=args.port, kubeconfig=args.kubeconfig, token=None)
+        return refuse(f"no kubeconfig at {args.kubeconfig}")
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        return refuse("--tls-cert-file and --tls-private-key-file go together")
+    if args.client_ca_file and not args.tls_cert_file:
+        return refuse(
+            "--client-ca-file needs --tls-cert-file and --tls-private-key-file: client "
+            "certificates are checked in the TLS handshake"
+        )
+    tls = None
+    if args.tls_cert_file:
+        tls = ServingTLS(
+            cert_file=Path(args.tls_cert_file),
+            key_file=Path(args.tls_private_key_file),
+            client_ca_file=Path(args.client_ca_file) if args.client_ca_file else None,
+        )
+    try:
+        serve(host=args.host, port=args.port, kubeconfig=args.kubeconfig, token=None, tls=tls)
+    except ExtenderSetupError as exc:
+        return refuse(str(exc))
     return 0
 
 
@@ -178,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         help="serve the Kubernetes scheduler-extender protocol (filter, prioritize, bind)",
         description=(
             "Topology-aware GPU placement for pods that kube-scheduler places: point a "
-            "KubeSchedulerConfiguration extender at this address. The bearer token, if any, "
-            "comes from GAIA_EXTENDER_TOKEN (never from the command line, where ps shows it)."
+            "KubeSchedulerConfiguration extender at this address. Beyond 127.0.0.1 callers "
+            "must authenticate: with a client certificate signed by --client-ca-file (what "
+            "kube-scheduler's extender tlsConfig sends), or with the bearer token of "
+            "GAIA_EXTENDER_TOKEN (never on the command line, where ps shows it)."
         ),
     )
     extender.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
@@ -187,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     extender.add_argument(
         "--kubeconfig",
         help="kubeconfig for the bind step (default: the in-cluster service account, if any)",
+    )
+    extender.add_argument(
+        "--tls-cert-file", help="serve HTTPS with this certificate (PEM, chain first to last)"
+    )
+    extender.add_argument("--tls-private-key-file", help="the key of --tls-cert-file (PEM)")
+    extender.add_argument(
+        "--client-ca-file",
+        help="require a client certificate signed by a CA in this file (PEM) on every connection",
     )
     extender.set_defaults(func=cmd_scheduler_extender)
 

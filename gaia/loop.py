@@ -5,7 +5,8 @@ logging. A failing pass is logged and the loop carries on: one bad pass must not
 controller. After consecutive failures the next pass waits longer, by the platform's retry rule
 (``gaia.domain.retry``: doubling from the interval up to ``max_backoff``, with jitter), so that a
 database or cluster that is down is not hammered by every loop at once, and the loops of several
-replicas do not retry in lock-step; the first good pass returns to the interval.
+replicas do not retry in lock-step; the first good pass returns to the interval. The first
+failure in a row is logged with its traceback, each further one as one warning line.
 ``start(loops=1)`` runs exactly one pass and returns, which is how tests drive a loop without
 sleeping. The controllers (``gaia.controllers``) and the monitoring loops (``gaia.monitor``) are
 all ``LoopService``s; ``gaia.platform`` builds and runs them.
@@ -57,20 +58,32 @@ class LoopService:
                 delay = self.interval
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 self.failures += 1
                 delay = self.next_delay()
-                log.exception(
-                    "%s: pass failed (%d in a row); retrying in %.1fs",
-                    self.name,
-                    self.failures,
-                    delay,
-                )
+                self._log_failure(exc, delay)
             done += 1
             if loops is not None and done >= loops:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def _log_failure(self, exc: Exception, delay: float) -> None:
+        """The first failure in a row with its traceback (a bug, or the start of an outage: the
+        details matter once); each further one as a single warning line, so that a database
+        that stays down for an hour leaves a readable trail, not a wall of tracebacks."""
+        if self.failures == 1:
+            log.exception("%s: pass failed; retrying in %.1fs", self.name, delay)
+            return
+        lines = str(exc).strip().splitlines()
+        log.warning(
+            "%s: pass failed (%d in a row): %s: %s; retrying in %.1fs",
+            self.name,
+            self.failures,
+            type(exc).__name__,
+            lines[0] if lines else "",
+            delay,
+        )
 
     def stop(self) -> None:
         self._stopping.set()

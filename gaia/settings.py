@@ -60,8 +60,16 @@ class Settings(BaseSettings):
     # egress: CIDRs (comma-separated) that alert channels may reach although they are loopback,
     # private, link-local or otherwise not public (gaia.egress); empty: public addresses only
     egress_allow_cidrs: str = ""
+    # the largest request body the API reads, and the largest WebSocket message the server
+    # takes (the console's terminal): bigger ones are refused with 413 before they are read.
+    # 4 MiB fits the biggest legitimate bodies with margin: a config of 1 MiB of data escaped
+    # into JSON, a kubeconfig of up to 1 MB, a batch of Alertmanager alerts.
+    max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # reverse proxies (comma-separated CIDRs) whose X-Forwarded-Proto is believed: the console
+    # marks its cookie Secure when such a proxy says the browser came over https; empty: none
+    trusted_proxies: str = ""
 
-    @field_validator("egress_allow_cidrs")
+    @field_validator("egress_allow_cidrs", "trusted_proxies")
     @classmethod
     def _cidrs(cls, value: str) -> str:
         # refused at start-up, not at the first alert that tries to leave

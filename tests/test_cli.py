@@ -43,7 +43,7 @@ def _start(data_dir: Path, port: int, env: dict[str, str]) -> tuple[subprocess.P
         if not line:
             break
         lines.append(line)
-        if "Uvicorn running" in line or "Application startup complete" in line:
+        if "Uvicorn running" in line:  # printed once the socket listens (startup is earlier)
             return proc, "".join(lines)
     proc.kill()
     raise AssertionError("gaia up did not start:\n" + "".join(lines))

@@ -60,6 +60,25 @@ def test_a_failing_pass_is_logged_and_the_loop_backs_off_then_recovers(
     assert "the database is down" in caplog.text
 
 
+def test_an_outage_logs_one_traceback_then_one_line_per_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The mistake: during a database outage every loop logged a full traceback on every pass,
+    burying the platform's log; the first failure keeps its traceback, repeats are one line."""
+    loop = Flaky([False, False, False, True])
+    with caplog.at_level("WARNING", logger="gaia.loop"):
+        asyncio.run(loop.start(loops=4))
+    failures = [r for r in caplog.records if r.name == "gaia.loop"]
+    assert len(failures) == 3
+    first, *repeats = failures
+    assert first.levelname == "ERROR" and first.exc_info is not None
+    for n, record in enumerate(repeats, start=2):
+        assert record.levelname == "WARNING" and record.exc_info is None
+        message = record.getMessage()
+        assert "\n" not in message
+        assert f"flaky: pass failed ({n} in a row): RuntimeError: the database is down" in message
+
+
 def test_next_delay_is_the_interval_until_a_pass_fails() -> None:
     loop = Flaky([])
     assert loop.next_delay() == 0.01

@@ -2,21 +2,28 @@
 
 ``create_api(platform)`` mounts every router under ``/api/v1`` (and ``GET /metrics``) over a
 ``Platform`` (``gaia.platform``) kept in ``app.state.platform``, installs the error handlers,
-the request metrics and the operation recorder. The server that ``gaia up`` runs adds the console
-and the platform's loops on top (``gaia.app.create_app``).
+the request limits (``gaia.api.limits``: body size, JSON media type), the request metrics and the
+operation recorder, and answers the probes: ``GET /api/healthz`` (the process is alive) and
+``GET /api/readyz`` (the platform's database answers). The server that ``gaia up`` runs adds
+the console and the platform's loops on top (``gaia.app.create_app``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from gaia import __version__
 from gaia.api import errors
 from gaia.api.audit import OperationRecorder
+from gaia.api.limits import RequestSizeLimit, json_bodies_only
 from gaia.api.routes import (
     alerts,
     apps,
@@ -36,6 +43,8 @@ from gaia.api.routes import (
 )
 from gaia.monitor.metrics.platform import HttpMetricsMiddleware
 from gaia.platform import Platform
+
+log = logging.getLogger(__name__)
 
 ROUTERS = (
     auth,
@@ -78,10 +87,26 @@ def create_api(
         """Liveness of this process (no auth, no database)."""
         return {"status": "ok", "version": __version__}
 
+    @app.get("/api/readyz", tags=["meta"], include_in_schema=False)
+    def readyz() -> JSONResponse:
+        """Readiness: 200 while the platform's database answers a trivial query, else 503 (no
+        auth, like any probe; so it says no more than which part is down)."""
+        try:
+            with platform.db.read_session() as session:
+                session.scalar(select(1))
+        except SQLAlchemyError as exc:
+            log.warning("readiness: the store does not answer: %s", exc)
+            return JSONResponse({"status": "unavailable", "reason": "store"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
     for module in ROUTERS:
-        app.include_router(module.router, prefix="/api/v1")
+        app.include_router(
+            module.router, prefix="/api/v1", dependencies=[Depends(json_bodies_only)]
+        )
     # monitoring: GET /metrics (root path) and the request metrics of every route
     app.include_router(metrics_endpoint.router)
+    # innermost of ours: a request refused for its size is still timed and recorded
+    app.add_middleware(RequestSizeLimit, max_bytes=platform.settings.max_request_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=platform.metrics)
     app.add_middleware(OperationRecorder, db_getter=lambda: platform.db)
     return app

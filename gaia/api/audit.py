@@ -18,10 +18,12 @@ import re
 from typing import Any
 
 import anyio
+from sqlalchemy.exc import DBAPIError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from gaia.api.deps import MUTATING_METHODS, AuditContext
+from gaia.api.errors import is_store_outage
 from gaia.store.database import Database
 from gaia.store.models import OperationRecord
 from gaia.store.records import append_record
@@ -92,6 +94,16 @@ async def record_operation(
     )
     try:
         await anyio.to_thread.run_sync(append_record, db, record)
+    except DBAPIError as exc:
+        if not is_store_outage(exc):
+            log.exception("could not write the operation record for %s", scope["path"])
+        else:
+            # during an outage every request would print the same traceback: one line each
+            log.warning(
+                "could not write the operation record for %s: the store is unavailable (%s)",
+                scope["path"],
+                type(exc.orig or exc).__name__,
+            )
     except Exception:
         # Losing a record must not go unnoticed, but must not turn a done change into
         # an error for the caller either.

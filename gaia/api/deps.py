@@ -1,8 +1,9 @@
 """Dependencies every route uses: the platform state, a DB session, the caller, a business.
 
-Authentication: ``Authorization: Bearer <token>`` (sessions from login and API tokens) or the
-console's ``gaia_session`` cookie. The token's SHA-256 is looked up; a revoked, expired or
-disabled-user token is refused with 401.
+Authentication: ``Authorization: Bearer <token>`` (sessions from login and API tokens) or, for
+reads only, the console's ``gaia_session`` cookie (a change by cookie is refused with 403: any
+site's page can make a browser send it; see ``gaia.console.browser_guard``). The token's SHA-256
+is looked up; a revoked, expired or disabled-user token is refused with 401.
 
 Tenancy: ``business_for`` resolves a business by name *for this caller*. A business the caller
 is not a member of answers exactly like one that does not exist (404), so names do not leak; a
@@ -114,7 +115,16 @@ def _bearer(request: Request) -> str | None:
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthenticated("Authorization header must be 'Bearer <token>'")
         return value.strip()
-    return request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and request.method in MUTATING_METHODS:
+        # A browser sends the cookie with any request, whichever site's page made it (CSRF).
+        # The console never needs it for a change: its pages call the API server-side with
+        # the session's bearer token; the browser itself only reads (the logs' EventSource).
+        raise Forbidden(
+            "the console's session cookie is accepted for reads only; "
+            "send 'Authorization: Bearer <token>' to change anything"
+        )
+    return cookie
 
 
 def current_principal(request: Request, session: SessionDep) -> Principal:

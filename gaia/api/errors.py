@@ -1,8 +1,9 @@
 """Every error leaves the API as ``{"code": ..., "message": ..., "details": ...}``.
 
 Domain errors map to one status each; request validation becomes 422 with the offending fields;
-a unique-constraint race in the database becomes 409. Anything unexpected is logged with a
-request id and answered 500 with that id, never with a stack trace.
+a unique-constraint race in the database becomes 409; a database that is down or lost the
+connection (SQLite or PostgreSQL) becomes 503 with Retry-After. Anything unexpected is logged
+with a request id and answered 500 with that id, never with a stack trace.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gaia.api.deps import audit
@@ -77,6 +78,18 @@ def error_response(
     )
 
 
+class PayloadTooLarge(StarletteHTTPException):
+    """A request body over ``GAIA_MAX_REQUEST_BYTES`` (``gaia.api.limits``): 413, naming it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"the request body is larger than the limit of {limit} bytes "
+            "(the GAIA_MAX_REQUEST_BYTES setting); send less",
+        )
+        self.limit = limit
+
+
 def _json_safe(errors: Any) -> Any:
     out = []
     for err in errors:
@@ -84,6 +97,15 @@ def _json_safe(errors: Any) -> Any:
         item["loc"] = [str(p) for p in item.get("loc", ())]
         out.append(item)
     return out
+
+
+def is_store_outage(exc: DBAPIError) -> bool:
+    """The database is down or the connection to it broke, as opposed to a bad statement.
+
+    The DB-API's connection-class errors: ``OperationalError`` (refused, reset, terminated by
+    the administrator, SQLite's file gone), ``InterfaceError`` (a connection already closed),
+    and any error SQLAlchemy recognised as a lost connection (``connection_invalidated``)."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated
 
 
 def install(app: FastAPI) -> None:
@@ -126,10 +148,12 @@ def install(app: FastAPI) -> None:
             request, 422, "invalid_request", f"{where}: {first['msg']}", {"errors": errors}
         )
 
-    @app.exception_handler(OperationalError)
-    async def _store_down(request: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(DBAPIError)
+    async def _store_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_store_outage(exc):
+            return await _unexpected(request, exc)
         # the database refused or lost the connection: the platform is unavailable, not broken
-        log.warning("store unavailable: %s", exc.orig)
+        log.warning("store unavailable: %s", str(exc.orig).strip())
         return error_response(
             request,
             503,
@@ -152,6 +176,8 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if isinstance(exc, PayloadTooLarge):
+            return error_response(request, 413, code, message, {"limit_bytes": exc.limit})
         return error_response(
             request, exc.status_code, code, message, headers=getattr(exc, "headers", None)
         )

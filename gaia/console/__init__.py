@@ -2,24 +2,27 @@
 
 Server-rendered Jinja2 pages, progressively enhanced with htmx (``gaia.console.web`` explains the
 shape). One module per group of pages in ``pages/``; ``install(app)`` mounts them all, the static
-files, and the redirect to the login page for requests without a session.
+files, the redirect to the login page for requests without a session, and the browser guard
+(``gaia.console.browser_guard``: form tokens on every POST, security headers on every answer).
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from gaia.console.browser_guard import CsrfRefused, SecurityHeaders, require_csrf
 from gaia.console.pages import apps, businesses, clusters, home, live, records
-from gaia.console.web import STATIC, LoginRequired
+from gaia.console.web import STATIC, LoginRequired, render
 
 __all__ = ["install"]
 
 
 def install(app: FastAPI) -> None:
     for module in (home, clusters, businesses, apps, live, records):
-        app.include_router(module.router)
+        # every console POST carries this session's form token (gaia.console.browser_guard)
+        app.include_router(module.router, dependencies=[Depends(require_csrf)])
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
 
     async def login_required(request: Request, exc: Exception) -> RedirectResponse:
@@ -30,3 +33,12 @@ def install(app: FastAPI) -> None:
         return response
 
     app.add_exception_handler(LoginRequired, login_required)
+
+    async def csrf_refused(request: Request, exc: Exception) -> HTMLResponse:
+        message = exc.message if isinstance(exc, CsrfRefused) else str(exc)
+        return render(request, None, "csrf_refused.html", {"message": message}, status=403)
+
+    app.add_exception_handler(CsrfRefused, csrf_refused)
+    # security headers on every answer, the API's included (this is the one place that wraps
+    # the whole application after the API is built)
+    app.add_middleware(SecurityHeaders)

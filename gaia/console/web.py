@@ -41,6 +41,7 @@ from starlette.requests import HTTPConnection
 
 from gaia.api.deps import SESSION_COOKIE
 from gaia.console import assets
+from gaia.console.browser_guard import csrf_input
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -264,6 +265,8 @@ def render(
         "vendor": assets.installed(),
         "flash": flash_of(request),
         "path": request.url.path,
+        # every <form method="post"> writes {{ csrf_input }} (gaia.console.browser_guard)
+        "csrf_input": csrf_input(user.token if user is not None else None),
         "full_path": str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
         "partial": request.headers.get("HX-Request") == "true"
         and request.headers.get("HX-Boosted") != "true",

@@ -10,6 +10,19 @@ One pass::
         5. service                provider.apply_service (ready endpoints only)
     ──► events (the controller's and the cluster's) written in one transaction per cluster
 
+Before step 3 each app's instances pass one repair, **placements left half-done**. A provider
+may place in two writes (the kubernetes provider creates the pod, then binds it to the node the
+scheduler chose); a process killed between them leaves an instance that no node holds and
+nothing else would ever bind (the pod names Gaia's scheduler). Such an instance (phase
+``Scheduled``, no node) older than ``unbound_grace`` (60 s: a bind in flight is never raced) is
+deleted and its id placed and created again through the normal path, with a Warning event
+``LeftUnbound`` on the instance. Recreating rather than binding to the cards the pod records is
+what keeps GPU bookkeeping whole: a node's GPU use counts bound instances only, and the
+scheduler's view is rebuilt from it on every pass (all a restarted process has), so since the
+crash those cards may have gone to another instance; a fresh placement on the current view can
+never hand a card out twice. The pod never ran, so nothing is lost but the restart count a
+restart's pod carried. The sim provider binds in one step, so the repair never fires there.
+
 The decisions are pure functions in ``gaia.domain``; this module only observes, calls them and
 applies what they say. Everything is level-triggered: the store's instance map is the desired
 state and the cluster is the truth for what runs, so a controller killed anywhere in a pass and
@@ -56,6 +69,7 @@ from gaia.providers.port import (
     ConfigData,
     ConfigRef,
     Instance,
+    InstancePhase,
     InstanceSpec,
     NetworkMode,
     Node,
@@ -84,6 +98,11 @@ from gaia.store.models import Cluster
 log = logging.getLogger(__name__)
 
 CREATE_CONCURRENCY = 16  # instance creations in flight per app and pass
+# How long an instance may wait for its node before the controller calls its placement
+# interrupted: twice the longest a bind request may take (the kubernetes provider's HTTP timeout
+# is 30 s), so a bind still in flight (a restart the API asked for, or a process on its way out
+# during a rolling deploy) is never raced.
+UNBOUND_GRACE = dt.timedelta(seconds=60)
 
 
 @dataclass(slots=True)
@@ -130,6 +149,7 @@ class AppController(LoopService):
         scheduler: Scheduler | None = None,
         interval: float = 2.0,
         policy: RestartPolicy = DEFAULT_POLICY,
+        unbound_grace: dt.timedelta = UNBOUND_GRACE,
     ) -> None:
         super().__init__(interval=interval)
         self.db = db
@@ -138,6 +158,7 @@ class AppController(LoopService):
         self.clock = clock
         self.scheduler: Scheduler = scheduler or GaiaScheduler()
         self.policy = policy
+        self.unbound_grace = unbound_grace
         self.passes = 0
         self.last = PassStats()
         self._memory: dict[int, _ClusterMemory] = {}
@@ -187,7 +208,10 @@ class AppController(LoopService):
         by_app: dict[tuple[str, str], list[Instance]] = defaultdict(list)
         for inst in observed:
             by_app[(inst.namespace, inst.app)].append(inst)
-        view = ClusterView(_node_view(n) for n in nodes)
+        view = ClusterView(node_view(n) for n in nodes)
+        # the cores exclusive instances hold, rebuilt from what runs (survives a restart)
+        for inst in observed:
+            view.hold_cores(inst.node, inst.resources, inst.cpu_ids)
         known = {(a.namespace, a.name) for a in apps}
         # cards each business holds per GPU model, for per-model limits (heterogeneous GPUs)
         self._model_of = {n.name: n.gpus[0].model for n in nodes if n.gpus}
@@ -254,6 +278,7 @@ class AppController(LoopService):
             await asyncio.to_thread(self._purge, app.id)
             return
 
+        observed, unbound = await self._repair_unbound(provider, app, observed, now, stats)
         by_id = {inst.instance_id: inst for inst in observed}
         if app.upgrade is not None:
             await self._step_upgrade(app, by_id, pending)
@@ -286,6 +311,9 @@ class AppController(LoopService):
                 stats.actions["delete"] += 1
             elif isinstance(action, Create):
                 spec = self._place(app, action, view, pending)
+                name = domain_apps.instance_name(app.name, action.instance_id)
+                if name in unbound:
+                    pending.append(_left_unbound_event(app.namespace, name, unbound[name], spec))
                 if spec is None:
                     stats.actions["unschedulable"] += 1
                 else:
@@ -315,6 +343,37 @@ class AppController(LoopService):
             stats.actions["create"] += await self._create_all(provider, creates)
         if app.state == "running":
             await self._ensure_service(provider, memory, app)
+
+    async def _repair_unbound(
+        self,
+        provider: ClusterProvider,
+        app: AppSnapshot,
+        observed: list[Instance],
+        now: dt.datetime,
+        stats: PassStats,
+    ) -> tuple[list[Instance], dict[str, dt.timedelta]]:
+        """Delete the app's wanted instances whose placement was interrupted (see the module
+        docstring); returns the instances left and, per deleted name, how long it had waited.
+        The deleted ones are left out of what the reconcile sees, so it places and creates them
+        again in this pass, on the current view of the nodes. Unwanted ones are left to the
+        reconcile, which deletes them anyway."""
+        wanted = app.instances if app.state == "running" else {}
+        kept: list[Instance] = []
+        unbound: dict[str, dt.timedelta] = {}
+        for inst in observed:
+            waited = unbound_for(inst, now=now)
+            if (
+                waited is None
+                or waited < self.unbound_grace
+                or inst.instance_id not in wanted
+                or inst.instance_id in app.stopped
+            ):
+                kept.append(inst)
+                continue
+            await provider.delete_instance(namespace=app.namespace, name=inst.name)
+            unbound[inst.name] = waited
+            stats.actions["delete-unbound"] += 1
+        return kept, unbound
 
     async def _step_upgrade(
         self, app: AppSnapshot, by_id: dict[int, Instance], pending: list[PendingEvent]
@@ -491,7 +550,7 @@ class AppController(LoopService):
 
     def _release(self, view: ClusterView, inst: Instance) -> None:
         """A deleted instance's room is free again for placements later in this pass."""
-        view.release(inst.node, inst.resources, inst.gpu_ids)
+        view.release(inst.node, inst.resources, inst.gpu_ids, inst.cpu_ids)
         model = self._model_of.get(inst.node)
         if model and inst.resources.gpu:
             self._gpu_use[(inst.namespace, model)] -= inst.resources.gpu
@@ -506,19 +565,14 @@ class AppController(LoopService):
         name = domain_apps.instance_name(app.name, action.instance_id)
         if template is None:
             return None
-        request = PlacementRequest(
+        request = placement_request(
+            template,
             name=f"{app.namespace}/{name}",
-            resources=template.resources,
             avoid_nodes=action.avoid_nodes,
-            node_selector=dict(template.body.get("node_selector") or {}),
             gpu_model_budget={
                 model: limit - self._gpu_use[(app.namespace, model)]
                 for model, limit in app.gpu_model_limits.items()
             },
-            policy=str(template.body.get("placement") or ""),
-            zone=str(template.body.get("zone") or ""),
-            gpu_model=str(template.body.get("gpu_model") or ""),
-            max_link=str(template.body.get("gpu_link") or ""),
         )
         try:
             placement = self.scheduler.place(request, view)
@@ -683,11 +737,51 @@ class AppController(LoopService):
             store_events.emit_many(session, batch)
 
 
+def unbound_for(inst: Instance, *, now: dt.datetime) -> dt.timedelta | None:
+    """How long ``inst`` has waited for a node since it was created, or None when it is not
+    waiting for one (it is bound, finished, terminating, or its creation time is unknown)."""
+    if inst.phase != InstancePhase.SCHEDULED or inst.node or inst.created_at is None:
+        return None
+    return now - inst.created_at
+
+
+def _left_unbound_event(
+    namespace: str, name: str, waited: dt.timedelta, spec: InstanceSpec | None
+) -> PendingEvent:
+    text = (
+        f"pod {name} was left unbound by an interrupted placement (created "
+        f"{int(waited.total_seconds())}s ago, never bound to a node); deleted it and "
+    )
+    if spec is None:
+        text += "it is created again once it can be placed"
+    else:
+        cards = f" with GPU(s) {', '.join(map(str, spec.gpu_ids))}" if spec.gpu_ids else ""
+        text += f"recreated it on node {spec.node}{cards}"
+    return PendingEvent(namespace, "Instance", name, "LeftUnbound", text, "Warning")
+
+
 def _minutes(delta: dt.timedelta) -> str:
     return f"{int(delta.total_seconds() // 60)}m"
 
 
-def _node_view(node: Node) -> NodeView:
+def node_view(node: Node, *, empty: bool = False) -> NodeView:
+    """The scheduler's view of one provider node; ``empty``: as if nothing ran on it (its
+    capacity free), which is what the API's check "could one instance ever fit" asks about."""
+    if empty:
+        return NodeView(
+            name=node.name,
+            ready=node.ready,
+            schedulable=node.schedulable,
+            free=node.capacity,
+            zone=node.zone,
+            labels=node.labels,
+            gpu_free={g.index: 100 for g in node.gpus},
+            gpu_links=node.gpu_links,
+            gpu_memory_total={g.index: g.memory_mib for g in node.gpus},
+            gpu_memory_free={g.index: g.memory_mib for g in node.gpus},
+            gpu_model=node.gpus[0].model if node.gpus else "",
+            gpu_cpus={g.index: g.cpu_ids for g in node.gpus if g.cpu_ids},
+        )
     gpu_free = {g.index: 100 - node.gpu_used.get(g.index, 0) for g in node.gpus}
     return NodeView(
         name=node.name,
@@ -706,6 +800,28 @@ def _node_view(node: Node) -> NodeView:
         gpu_cpus={g.index: g.cpu_ids for g in node.gpus if g.cpu_ids},
         used_cpu=node.allocated.cpu,
         used_memory=node.allocated.memory,
+    )
+
+
+def placement_request(
+    template: TemplateSpec,
+    *,
+    name: str,
+    avoid_nodes: frozenset[str] = frozenset(),
+    gpu_model_budget: Mapping[str, int] | None = None,
+) -> PlacementRequest:
+    """What the scheduler is asked for one instance of ``template``: its resources and the
+    placement constraints its document names (selector, policy, zone, GPU model and link)."""
+    return PlacementRequest(
+        name=name,
+        resources=template.resources,
+        avoid_nodes=avoid_nodes,
+        node_selector=dict(template.body.get("node_selector") or {}),
+        gpu_model_budget=dict(gpu_model_budget or {}),
+        policy=str(template.body.get("placement") or ""),
+        zone=str(template.body.get("zone") or ""),
+        gpu_model=str(template.body.get("gpu_model") or ""),
+        max_link=str(template.body.get("gpu_link") or ""),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from gaia.domain.errors import InvalidRequest
+from gaia.domain.yaml_safe import UnsafeYaml, load_untrusted_yaml
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,10 @@ def parse_kubeconfig(text: str) -> KubeCredentials:
     ``client-key-data``, ``token``): paths on the uploader's disk mean nothing to the platform.
     """
     try:
-        doc = yaml.safe_load(text)
+        # a kubeconfig never needs anchors or aliases; the API bounds it to 1 MB already
+        doc = load_untrusted_yaml(text, max_bytes=1_000_000)
+    except UnsafeYaml as exc:
+        raise InvalidRequest(f"kubeconfig: {exc.message}") from None
     except yaml.YAMLError:
         raise InvalidRequest("kubeconfig is not valid YAML") from None
     if not isinstance(doc, dict):

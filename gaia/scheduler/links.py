@@ -229,6 +229,12 @@ def _trailing_values(cells: list[str], columns: list[str], *, tabbed: bool) -> d
     return dict(zip(columns, cells, strict=False))
 
 
+def parse_cpu_list(text: str, *, where: str = "CPU list") -> tuple[int, ...]:
+    """``0-19,40-59`` (as ``nvidia-smi`` and Linux print CPU lists) → the core ids; empty or
+    ``N/A`` → (); anything else raises ``ValueError`` naming ``where``."""
+    return _cpu_list(text.strip(), where)
+
+
 def _cpu_list(text: str, where: str) -> tuple[int, ...]:
     """``0-19,40-59`` → the core ids; empty or ``N/A`` → ()."""
     if text in _NOT_AVAILABLE:
@@ -258,6 +264,7 @@ __all__ = [
     "NUMA_AFFINITY",
     "GpuTopology",
     "link_cost",
+    "parse_cpu_list",
     "parse_nvidia_smi_topo",
     "topology_from_matrix",
 ]

@@ -54,6 +54,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from gaia.domain.resources import ResourceVector
+from gaia.scheduler.cpus import MILLI, choose_cores, free_cores, is_exclusive, node_cores
 from gaia.scheduler.links import GpuTopology, link_cost, topology_from_matrix
 from gaia.scheduler.port import (
     WHOLE_CARD,
@@ -120,9 +122,11 @@ class GaiaScheduler:
             raise Unschedulable(request, self.explain(request, cluster), len(cluster.nodes))
         alloc = best.allocation
         gpu_ids = alloc.gpu_ids if alloc is not None else ()
-        tree = _tree(cluster, best.node)
-        cpu_ids = tree.cpu_cores_for(gpu_ids) if (tree is not None and gpu_ids) else ()
-        return Placement(node=best.node.name, gpu_ids=gpu_ids, cpu_ids=cpu_ids)
+        return Placement(
+            node=best.node.name,
+            gpu_ids=gpu_ids,
+            cpu_ids=_cpu_ids(cluster, best.node, request.resources, gpu_ids),
+        )
 
     def place_gang(
         self, requests: Sequence[PlacementRequest], cluster: ClusterView
@@ -153,6 +157,13 @@ class GaiaScheduler:
         link_term = 1.0 - worst / _DEAREST
         fill_term = (1.0 - max(-1.0, min(1.0, fill))) / 2
         return 0.75 * price_term + 0.05 * link_term + 0.1 * (1.0 - breaks) + 0.1 * fill_term
+
+    def why_not(
+        self, request: PlacementRequest, node: NodeView, cluster: ClusterView
+    ) -> str | None:
+        """Why ``node`` of ``cluster`` cannot take ``request`` now, or None when it can: the
+        filter of ``place`` for one node (``explain`` counts it over the nodes)."""
+        return self._why_not(request, node, cluster)
 
     def explain(self, request: PlacementRequest, cluster: ClusterView) -> dict[str, int]:
         reasons: Counter[str] = Counter()
@@ -192,6 +203,8 @@ class GaiaScheduler:
             return reason
         if request.zone and node.zone != request.zone:
             return "node(s) in another zone"
+        if not _enough_cores(cluster, node, request.resources):
+            return "Insufficient free whole CPU cores"
         gpu_request = _gpu_request(request)
         if gpu_request is None:
             return None
@@ -224,6 +237,8 @@ class GaiaScheduler:
         if why_not(node, request) is not None:
             return None
         if request.zone and node.zone != request.zone:
+            return None
+        if not _enough_cores(cluster, node, request.resources):
             return None
         gpu_request = _gpu_request(request)
         gpu = request.resources.gpu
@@ -274,6 +289,46 @@ def _used_share(node: NodeView, request: PlacementRequest) -> float:
     cpu = (node.used_cpu + request.resources.cpu) / cap_cpu if cap_cpu else 0.0
     mem = (node.used_memory + request.resources.memory) / cap_mem if cap_mem else 0.0
     return max(cpu, mem)
+
+
+def _known_cores(cluster: ClusterView, node: NodeView) -> tuple[int, ...]:
+    """Every core id of ``node`` when its cores are known (its GPUs' CPU affinity is: from the
+    node, or from the topology the view holds for its link matrix), else (): then nothing is
+    bound there. Cached per view: it depends on the node's capacity and topology only."""
+    cache: dict[str, tuple[int, ...]] = cluster.notes.setdefault("cores", {})
+    cores = cache.get(node.name)
+    if cores is None:
+        known: set[int] = {c for ids in node.gpu_cpus.values() for c in ids}
+        if not known and node.gpu_free:
+            tree = _tree(cluster, node)
+            if tree is not None:
+                known.update(tree.cpu_cores_for(range(tree.count)))
+        cores = node_cores(node.free.cpu + node.used_cpu, known) if known else ()
+        cache[node.name] = cores
+    return cores
+
+
+def _enough_cores(cluster: ClusterView, node: NodeView, resources: ResourceVector) -> bool:
+    """An exclusive request needs that many cores no other exclusive instance holds."""
+    if not is_exclusive(resources):
+        return True
+    cores = _known_cores(cluster, node)
+    if not cores:
+        return True
+    return len(free_cores(cores, node.exclusive_cpus)) >= resources.cpu // MILLI
+
+
+def _cpu_ids(
+    cluster: ClusterView, node: NodeView, resources: ResourceVector, gpu_ids: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The cores to bind the placed instance to (``gaia.scheduler.cpus``): next to its GPUs."""
+    cores = _known_cores(cluster, node)
+    if not cores:
+        return ()
+    tree = _tree(cluster, node) if gpu_ids else None
+    near = tree.cpu_cores_for(gpu_ids) if tree is not None else ()
+    chosen = choose_cores(cores=cores, taken=node.exclusive_cpus, resources=resources, near=near)
+    return chosen or ()
 
 
 def _tree(cluster: ClusterView, node: NodeView) -> TopologyTree | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gaia.domain.resources import DIMENSION_NAMES, DIMENSIONS, ResourceVector
+from gaia.scheduler.cpus import MILLI, is_exclusive
 
 # gpu amounts are hundredths of a card: the domain's gpu unit
 WHOLE_CARD = next(scale for name, scale, _, _ in DIMENSIONS if name == "gpu")
@@ -34,6 +35,8 @@ class NodeView:
     gpu_cpus: dict[int, tuple[int, ...]] = field(default_factory=dict)  # card -> nearest cores
     used_cpu: int = 0  # millicores already requested on the node (for binpack/spread)
     used_memory: int = 0
+    # cores held by exclusive instances (whole-core requests), see gaia.scheduler.cpus
+    exclusive_cpus: set[int] = field(default_factory=set)
 
     @property
     def free_cards(self) -> int:
@@ -58,7 +61,7 @@ class PlacementRequest:
 class Placement:
     node: str
     gpu_ids: tuple[int, ...] = ()
-    cpu_ids: tuple[int, ...] = ()  # cores nearest the GPUs, to bind the instance to
+    cpu_ids: tuple[int, ...] = ()  # cores to bind the instance to (gaia.scheduler.cpus)
 
 
 class Unschedulable(Exception):
@@ -99,6 +102,7 @@ class ClusterView:
                     **{f: getattr(n, f) for f in NodeView.__dataclass_fields__},
                     "gpu_free": dict(n.gpu_free),
                     "gpu_memory_free": dict(n.gpu_memory_free),
+                    "exclusive_cpus": set(n.exclusive_cpus),
                 }
             )
             for n in self.nodes
@@ -116,10 +120,30 @@ class ClusterView:
 
     def bind(self, placement: Placement, resources: ResourceVector) -> None:
         self._change(placement.node, resources, placement.gpu_ids, sign=-1)
+        self.hold_cores(placement.node, resources, placement.cpu_ids)
 
-    def release(self, node_name: str, resources: ResourceVector, gpu_ids: tuple[int, ...]) -> None:
+    def release(
+        self,
+        node_name: str,
+        resources: ResourceVector,
+        gpu_ids: tuple[int, ...],
+        cpu_ids: tuple[int, ...] = (),
+    ) -> None:
         if node_name in self.by_name:
             self._change(node_name, resources, gpu_ids, sign=1)
+            if is_exclusive(resources):
+                self.by_name[node_name].exclusive_cpus.difference_update(cpu_ids)
+
+    def hold_cores(self, node_name: str, resources: ResourceVector, cpu_ids: Iterable[int]) -> None:
+        """Note the cores an instance of ``resources`` is bound to: held exclusively when it asks
+        for whole cores and is bound to exactly that many (the controller calls this for every
+        instance the cluster reports, which is how the allocation is rebuilt after a restart).
+        A binding of another size was not made by this rule (an instance placed before it was
+        bound to its GPUs' whole socket, shared with its neighbours): it holds nothing."""
+        node = self.by_name.get(node_name)
+        cores = set(cpu_ids)
+        if node is not None and is_exclusive(resources) and len(cores) == resources.cpu // MILLI:
+            node.exclusive_cpus.update(cores)
 
     def _change(
         self, name: str, resources: ResourceVector, gpu_ids: tuple[int, ...], *, sign: int

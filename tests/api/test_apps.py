@@ -60,11 +60,17 @@ def test_ocr_gray_upgrade_is_in_place_and_rolls_back(h: AppsHarness, gpu_cluster
     before = h.instances("ocr")
     assert {i["version"] for i in before.values()} == {"v7"}
     assert all(len(i["gpu_ids"]) == 2 for i in before.values())
-    # each instance is bound to the CPU cores next to its two GPUs: the sim splits the 64 cores
-    # over the two sockets, GPUs 0-3 on the first, 4-7 on the second
+    # each instance is bound to exactly its 4 cores, next to its two GPUs: the sim splits the
+    # 64 cores over the two sockets, GPUs 0-3 on the first, 4-7 on the second; no core is
+    # given to two instances of one node
+    held: dict[str, set[int]] = {}
     for inst in before.values():
         sockets = {g // 4 for g in inst["gpu_ids"]}
-        assert inst["cpu_ids"] == [c for n in sorted(sockets) for c in range(n * 32, n * 32 + 32)]
+        near = {c for n in sockets for c in range(n * 32, n * 32 + 32)}
+        assert len(inst["cpu_ids"]) == 4 and set(inst["cpu_ids"]) <= near, inst
+        node = held.setdefault(inst["node"], set())
+        assert not node & set(inst["cpu_ids"]), inst
+        node.update(inst["cpu_ids"])
 
     upgrade = h.post(
         f"{BIZ}/apps/ocr/upgrades",

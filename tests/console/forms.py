@@ -7,6 +7,7 @@ from urllib.parse import unquote_plus
 
 from fastapi.testclient import TestClient
 
+from gaia.console.browser_guard import CSRF_HEADER, csrf_token
 from tests.conftest import ADMIN_PASSWORD
 
 
@@ -21,7 +22,16 @@ def log_in(client: TestClient, username: str) -> str:
         follow_redirects=False,
     )
     assert r.status_code == 303, r.text
-    return str(client.cookies.get("gaia_session"))
+    token = str(client.cookies.get("gaia_session"))
+    send_form_token(client, token)
+    return token
+
+
+def send_form_token(client: TestClient, session_token: str) -> None:
+    """Send the session's console form token with every request of ``client`` (the header a
+    script would send; the pages' forms carry it as a hidden field, which the browser tests and
+    ``tests/security/test_console_csrf.py`` post)."""
+    client.headers[CSRF_HEADER] = csrf_token(session_token)
 
 
 def post(client: TestClient, url: str, data: Mapping[str, object]) -> str:

@@ -26,12 +26,28 @@ def log_in(page: Any, console: Console, username: str, password: str) -> None:
     page.wait_for_url(re.compile(r".*/console$"))
 
 
+def csp_violations(page: Any) -> list[str]:
+    """What the browser reports refusing under the Content-Security-Policy (filled as the page
+    runs): the console must work with its policy on, so the list must stay empty."""
+    seen: list[str] = []
+    page.on(
+        "console",
+        lambda msg: seen.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
+    page.on("pageerror", lambda exc: seen.append(f"page error: {exc}"))
+    return seen
+
+
 def test_log_in_see_the_overview_and_switch_language(
     console: Console, browser: Any, shots: Path
 ) -> None:
     page = browser.new_page(viewport={"width": 1366, "height": 800})
-    page.goto(f"{console.origin}/console")
+    violations = csp_violations(page)
+    response = page.goto(f"{console.origin}/console")
     page.wait_for_url(re.compile(r".*/console/login.*"))
+    # the console's policy is on: scripts from this origin only, not in a frame
+    assert response is not None
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     page.screenshot(path=str(shots / "login.png"))
     log_in(page, console, "admin", ADMIN_PASSWORD)
     assert page.get_by_role("heading", name="Overview").is_visible()
@@ -51,6 +67,7 @@ def test_log_in_see_the_overview_and_switch_language(
     page.get_by_label("语言").select_option("en")
     page.wait_for_load_state("networkidle")
     assert page.get_by_role("heading", name="Overview").is_visible()
+    assert violations == []
     page.close()
 
 
@@ -151,7 +168,7 @@ def test_create_an_app_gray_upgrade_two_instances_and_see_the_events(
         page.wait_for_load_state("networkidle")
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     node = console.api("GET", "/api/v1/clusters/sim-1/nodes")
-    first = (node["items"] if isinstance(node, dict) else node)[0]["name"]
+    first = node["items"][0]["name"]
     page.goto(f"{console.origin}/console/clusters/sim-1/nodes/{first}")
     page.screenshot(path=str(shots / "node-gpu-topology.png"), full_page=True)
     page.close()
@@ -209,6 +226,7 @@ def test_the_terminal_runs_commands_and_logs_follow_live(
         },
     )
     page = browser.new_page(viewport={"width": 1366, "height": 800})
+    violations = csp_violations(page)  # xterm.js, the WebSocket and EventSource under the CSP
     page.set_default_timeout(TIMEOUT_MS)
     log_in(page, console, "admin", ADMIN_PASSWORD)
     page.goto(f"{console.origin}/console/b/shop/apps/web/instances")
@@ -217,9 +235,14 @@ def test_the_terminal_runs_commands_and_logs_follow_live(
     # the web terminal: a shell over a WebSocket, typed into with the keyboard (xterm.js)
     page.goto(f"{console.origin}/console/b/shop/apps/web/terminal?instance=0")
     page.locator("#terminal").click()
+    # keys typed before the shell is ready are dropped: wait for its prompt first
+    page.wait_for_function("() => document.querySelector('#terminal').innerText.includes('web-0')")
     page.keyboard.type("hostname")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelector('#terminal').innerText.includes('web-0')")
+    # the prompt, the output (the instance's hostname) and the next prompt
+    page.wait_for_function(
+        "() => document.querySelector('#terminal').innerText.split('web-0').length > 3"
+    )
     page.screenshot(path=str(shots / "app-terminal-session.png"))
     records = console.api(
         "GET", "/api/v1/records", params={"action": "app.instance.exec", "business": "shop"}
@@ -233,4 +256,5 @@ def test_the_terminal_runs_commands_and_logs_follow_live(
         "() => document.querySelectorAll('#follow-lines tr').length > 0", timeout=TIMEOUT_MS
     )
     page.screenshot(path=str(shots / "app-logs-follow.png"))
+    assert violations == []
     page.close()

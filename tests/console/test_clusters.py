@@ -17,6 +17,7 @@ from gaia.api.deps import SESSION_COOKIE
 from gaia.platform import Platform
 from gaia.store.models import Cluster
 from tests.conftest import World
+from tests.console.forms import send_form_token
 from tests.support.apps_harness import AppsHarness, template
 
 NODES = "/api/v1/clusters/sim-1/nodes"
@@ -26,6 +27,7 @@ def as_user(world: World, who: str) -> TestClient:
     """The shared client, logged in to the console as ``who`` (its API session token)."""
     token = world.as_(who)["Authorization"].removeprefix("Bearer ")
     world.client.cookies.set(SESSION_COOKIE, token)
+    send_form_token(world.client, token)
     return world.client
 
 

@@ -185,9 +185,10 @@ def test_placement_binds_cpu_cores_next_to_the_gpus() -> None:
     topology = parse_nvidia_smi_topo(text)
     view = ClusterView([gpu_node("n", links=topology.links, used={0: 100})])
     view.topologies[topology.links] = topology
-    placement = GaiaScheduler().place(gpus(1), view)
+    request = PlacementRequest(name="job", resources=ResourceVector(cpu=2000, gpu=100))
+    placement = GaiaScheduler().place(request, view)
     assert placement.gpu_ids == (1,)
-    assert placement.cpu_ids == (4, 5, 6, 7)
+    assert placement.cpu_ids == (4, 5)  # two cores asked, on GPU1's NUMA node
 
 
 NVSWITCH8 = tuple(tuple("X" if a == b else "NV12" for b in range(8)) for a in range(8))

@@ -438,6 +438,16 @@ class ControlPlane:
                 "ready",
                 timeout_s=180,
             )
+            # /readyz can answer before the bootstrap controller has made the `default/kubernetes`
+            # service, which tests (and real clusters) take for granted
+            self._wait(
+                api,
+                lambda: (
+                    client.get("/api/v1/namespaces/default/services/kubernetes").status_code == 200
+                ),
+                "serving default/kubernetes",
+                timeout_s=60,
+            )
         finally:
             client.close()
         self._spawn(

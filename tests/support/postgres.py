@@ -3,7 +3,8 @@
 ``PostgresServer.start()`` runs ``initdb`` into a temporary directory and starts ``postgres`` on
 a free loopback port with a Unix socket in the same directory, as the ``postgres`` system user
 when we are root (PostgreSQL refuses to run as root). Nothing is shared with a system cluster;
-``stop()`` removes everything. ``find_bin_dir()`` returns None when PostgreSQL is not installed,
+``stop()`` removes everything; ``halt()`` and ``resume()`` stop and restart the server on the same
+data (an outage). ``find_bin_dir()`` returns None when PostgreSQL is not installed,
 and callers decide whether that is a skip (locally) or a failure (CI).
 """
 
@@ -74,7 +75,11 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
-        log = open(self.dir / "postgres.log", "wb")  # noqa: SIM115 (owned by the process)
+        self.resume(timeout)
+
+    def resume(self, timeout: float = 60) -> None:
+        """Start the server on the data directory ``start()`` made (again, after ``halt()``)."""
+        log = open(self.dir / "postgres.log", "ab")  # noqa: SIM115 (owned by the process)
         self.proc = subprocess.Popen(
             self._cmd(
                 str(self.bin_dir / "postgres"),
@@ -129,6 +134,18 @@ class PostgresServer:
     def url_for(self, database: str, *, driver: bool = True) -> str:
         scheme = "postgresql+psycopg" if driver else "postgresql"
         return f"{scheme}://gaia@127.0.0.1:{self.port}/{database}"
+
+    def halt(self) -> None:
+        """Shut the server down and keep its data, so ``resume()`` brings the same databases
+        back: a database outage, for tests. A fast shutdown ends open sessions (a plain SIGTERM
+        is a smart shutdown, which waits for every client to leave)."""
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(
+                self._cmd(str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast"),
+                check=True,
+                capture_output=True,
+            )
+            self.proc.wait(timeout=20)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -5,8 +5,9 @@ container lines and the system log handler with the platform's own records. One 
 
 - a page, newest first, of at most ``limit`` lines, filtered by ``since`` (inclusive) /
   ``until`` (exclusive), ``stream``, and ``q`` (a substring, case-insensitive; with
-  ``regex=true`` a regular expression); ``next_cursor`` fetches the next, older, page. The system
-  view also filters by ``level`` (that level and above) and ``logger`` (it and its children).
+  ``regex=true`` an RE2 regular expression, run in linear time); ``next_cursor`` fetches the
+  next, older, page. The system view also filters by ``level`` (that level and above) and
+  ``logger`` (it and its children).
 - ``follow=true`` with ``Accept: text/event-stream``: Server-Sent Events, one JSON line per
   ``data:`` event with the line's id as the event id, a ``: heartbeat`` comment every 15 s. It
   streams the lines written after ``after`` (a ``last_id`` of a page), or after the browser's
@@ -98,7 +99,7 @@ class LogParams:
 
 def log_params(
     q: str = Query(default="", max_length=MAX_QUERY_CHARS, description="text to look for"),
-    regex: bool = Query(default=False, description="q is a regular expression"),
+    regex: bool = Query(default=False, description="q is an RE2 regular expression"),
     since: dt.datetime | None = Query(default=None, description="from (inclusive), with zone"),
     until: dt.datetime | None = Query(default=None, description="to (exclusive), with zone"),
     limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
@@ -108,7 +109,7 @@ def log_params(
     after: int | None = Query(default=None, ge=0, le=2**62, description="follow after this id"),
 ) -> LogParams:
     filt = LogFilter(since=since, until=until, q=q, regex=regex, stream=stream)
-    filt.matcher()  # a bad or dangerous pattern answers 422 here
+    filt.matcher()  # a pattern RE2 cannot compile answers 422 here
     if cursor is not None:
         decode_cursor(cursor)
     return LogParams(filter=filt, limit=limit, cursor=cursor, follow=follow, after=after)

@@ -6,13 +6,49 @@ import datetime as dt
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f\x7f]+$")]
-PolicyName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+from gaia.api.schemas.base import MultiLineText, OneLine, OneLineText, check_plain_text
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f\x7f]+$"), OneLine]
+PolicyName = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"), OneLine
+]
 Ids = Annotated[list[Annotated[int, Field(ge=1, le=2**31)]], Field(max_length=100)]
 ChannelKind = Literal["email", "sms", "wecom", "webhook"]
-LabelMap = Annotated[dict[str, Annotated[str, Field(max_length=253)]], Field(max_length=20)]
+LabelMap = Annotated[
+    dict[OneLineText, Annotated[OneLineText, Field(max_length=253)]], Field(max_length=20)
+]
+
+
+def _plain_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A channel's settings are free-form JSON checked by the channel itself; every string in them
+    (a URL, a header, an address, a template) is plain text like any other field's. Keys are one
+    line; values may span lines (a message template). The error names the key path."""
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            try:
+                check_plain_text(value, multiline=True)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                try:
+                    check_plain_text(str(key), multiline=False)
+                except ValueError as exc:
+                    raise ValueError(f"a key in {path or 'config'}: {exc}") from None
+                walk(item, where)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}.{index}")
+
+    walk(config, "")
+    return config
+
+
+ChannelConfig = Annotated[dict[str, Any], AfterValidator(_plain_config)]
 
 
 class Strict(BaseModel):
@@ -23,19 +59,19 @@ class Strict(BaseModel):
 
 
 class ChannelCreate(Strict):
-    business: str | None = Field(
+    business: OneLineText | None = Field(
         default=None, description="owning business; omit for a platform channel (admins only)"
     )
     name: Name
     kind: ChannelKind
-    config: dict[str, Any] = Field(description="kind-specific settings, credentials included")
+    config: ChannelConfig = Field(description="kind-specific settings, credentials included")
     rate_limit_per_minute: int = Field(default=60, ge=0, le=100_000, description="0: no limit")
     enabled: bool = True
 
 
 class ChannelUpdate(Strict):
     name: Name | None = None
-    config: dict[str, Any] | None = Field(
+    config: ChannelConfig | None = Field(
         default=None,
         description="fields to change; credentials left out (or sent masked) keep their value",
     )
@@ -67,9 +103,9 @@ class ChannelTestOut(BaseModel):
 
 
 class ReceiverCreate(Strict):
-    business: str | None = None
+    business: OneLineText | None = None
     name: Name
-    email: str = Field(default="", max_length=254)
+    email: OneLineText = Field(default="", max_length=254)
     phone: str = Field(default="", max_length=32, pattern=r"^(\+[1-9][0-9]{6,14})?$")
 
     @field_validator("email")
@@ -84,7 +120,7 @@ class ReceiverCreate(Strict):
 
 class ReceiverUpdate(Strict):
     name: Name | None = None
-    email: str | None = Field(default=None, max_length=254)
+    email: OneLineText | None = Field(default=None, max_length=254)
     phone: str | None = Field(default=None, max_length=32, pattern=r"^(\+[1-9][0-9]{6,14})?$")
 
     @field_validator("email")
@@ -102,7 +138,7 @@ class ReceiverOut(BaseModel):
 
 
 class GroupCreate(Strict):
-    business: str | None = None
+    business: OneLineText | None = None
     name: Name
     receiver_ids: Ids = []
 
@@ -124,23 +160,23 @@ class GroupOut(BaseModel):
 
 class Scope(Strict):
     kind: Literal["cluster", "node", "business", "app"]
-    cluster: str | None = Field(default=None, max_length=63)
-    node: str | None = Field(default=None, max_length=253)
-    app: str | None = Field(default=None, max_length=63)
+    cluster: OneLineText | None = Field(default=None, max_length=63)
+    node: OneLineText | None = Field(default=None, max_length=253)
+    app: OneLineText | None = Field(default=None, max_length=63)
 
 
 class MessageTemplate(Strict):
-    subject: str = Field(default="", max_length=500)
-    body: str = Field(default="", max_length=10_000)
+    subject: OneLineText = Field(default="", max_length=500)
+    body: MultiLineText = Field(default="", max_length=10_000)
 
 
 class PolicyCreate(Strict):
-    business: str | None = Field(
+    business: OneLineText | None = Field(
         default=None, description="owning business; omit for a platform policy (cluster, node)"
     )
     name: PolicyName
     scope: Scope
-    metric: str = Field(min_length=1, max_length=200)
+    metric: OneLineText = Field(min_length=1, max_length=200)
     matchers: LabelMap = Field(default_factory=dict, description="extra label matchers")
     comparison: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
     threshold: float
@@ -151,8 +187,8 @@ class PolicyCreate(Strict):
     group_ids: Ids = []
     channel_ids: Ids = []
     templates: dict[ChannelKind, MessageTemplate] = Field(default_factory=dict)
-    summary: str = Field(default="", max_length=1000)
-    description: str = Field(default="", max_length=4000)
+    summary: MultiLineText = Field(default="", max_length=1000)
+    description: MultiLineText = Field(default="", max_length=4000)
     enabled: bool = True
 
     @field_validator("threshold")
@@ -175,8 +211,8 @@ class PolicyUpdate(Strict):
     group_ids: Ids | None = None
     channel_ids: Ids | None = None
     templates: dict[ChannelKind, MessageTemplate] | None = None
-    summary: str | None = Field(default=None, max_length=1000)
-    description: str | None = Field(default=None, max_length=4000)
+    summary: MultiLineText | None = Field(default=None, max_length=1000)
+    description: MultiLineText | None = Field(default=None, max_length=4000)
     enabled: bool | None = None
 
     @field_validator("threshold")
@@ -225,7 +261,7 @@ class BuiltinRuleOut(BaseModel):
 
 
 class BuiltinEnable(Strict):
-    rules: list[Annotated[str, Field(max_length=100)]] | None = Field(
+    rules: list[Annotated[OneLineText, Field(max_length=100)]] | None = Field(
         default=None, description="keys of the built-in rules to enable; omit for all"
     )
     receiver_ids: Ids = []
@@ -242,11 +278,11 @@ class BuiltinEnableOut(BaseModel):
 
 
 class SilenceCreate(Strict):
-    business: str | None = None
+    business: OneLineText | None = None
     matchers: LabelMap = Field(min_length=1)
     starts_at: dt.datetime | None = None
     ends_at: dt.datetime
-    comment: str = Field(default="", max_length=1000)
+    comment: MultiLineText = Field(default="", max_length=1000)
 
 
 class SilenceOut(BaseModel):

@@ -14,7 +14,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts, Strict
+from gaia.api.schemas.base import (
+    NAME_PATTERN,
+    MultiLineText,
+    OneLineText,
+    ResourceAmounts,
+    Strict,
+)
 from gaia.domain.gpu_links import RequiredLink
 
 VERSION_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
@@ -26,7 +32,7 @@ CONFIG_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 Version = Annotated[str, Field(pattern=VERSION_PATTERN, min_length=1, max_length=63)]
 AppName = Annotated[str, Field(pattern=APP_PATTERN, min_length=1, max_length=40)]
 Image = Annotated[str, Field(pattern=IMAGE_PATTERN, min_length=1, max_length=512)]
-Arg = Annotated[str, Field(max_length=4096)]
+Arg = Annotated[MultiLineText, Field(max_length=4096)]  # a script may span lines
 
 
 class PortIn(Strict):
@@ -37,7 +43,7 @@ class PortIn(Strict):
 
 class ProbeIn(Strict):
     kind: Literal["http", "tcp", "exec"] = "http"
-    path: str = Field(default="/", max_length=1024, pattern=r"^/[^\s]*$")
+    path: OneLineText = Field(default="/", max_length=1024, pattern=r"^/[^\s]*$")
     port: int = Field(default=0, ge=0, le=65535)
     command: list[Arg] = Field(default_factory=list, max_length=64)
     initial_delay_s: float = Field(default=0, ge=0, le=3600)
@@ -58,7 +64,7 @@ class ProbeIn(Strict):
 class ConfigRefIn(Strict):
     name: str = Field(pattern=CONFIG_NAME_PATTERN, max_length=253)
     secret: bool = False
-    mount_path: str = Field(
+    mount_path: OneLineText = Field(
         default="",
         max_length=1024,
         pattern=r"^(/[^\s]*)?$",
@@ -72,7 +78,8 @@ class TemplateIn(Strict):
     command: list[Arg] = Field(default_factory=list, max_length=64)
     args: list[Arg] = Field(default_factory=list, max_length=256)
     env: dict[
-        Annotated[str, Field(pattern=ENV_NAME_PATTERN)], Annotated[str, Field(max_length=32768)]
+        Annotated[str, Field(pattern=ENV_NAME_PATTERN)],
+        Annotated[MultiLineText, Field(max_length=32768)],
     ] = Field(default_factory=dict, max_length=256)
     resources: ResourceAmounts | None = Field(
         default=None, description="per instance; or name an instance_config"
@@ -89,7 +96,7 @@ class TemplateIn(Strict):
         default="web", description="workload profile the simulated cluster uses for metrics"
     )
     node_selector: dict[
-        Annotated[str, Field(max_length=253)], Annotated[str, Field(max_length=63)]
+        Annotated[OneLineText, Field(max_length=253)], Annotated[OneLineText, Field(max_length=63)]
     ] = Field(default_factory=dict, max_length=32)
     placement: Literal["binpack", "spread"] | None = Field(
         default=None,
@@ -97,7 +104,7 @@ class TemplateIn(Strict):
         "(default otherwise)",
     )
     zone: str = Field(default="", max_length=63, pattern=r"^[-a-z0-9.]*$")
-    gpu_model: str = Field(
+    gpu_model: OneLineText = Field(
         default="", max_length=63, description="run only on this GPU model; empty: any model"
     )
     gpu_link: RequiredLink | None = Field(
@@ -138,13 +145,18 @@ class TemplateOut(Strict):
 class AppIn(Strict):
     name: AppName
     cluster: str = Field(pattern=NAME_PATTERN, max_length=63)
-    description: str = Field(default="", max_length=2000)
+    description: MultiLineText = Field(default="", max_length=2000)
     templates: list[TemplateIn] = Field(min_length=1, max_length=50)
     default_template: Version | None = Field(
         default=None, description="the template new instances use; default: the first"
     )
     replicas: int = Field(default=1, ge=0, le=10_000)
     domain: str = Field(default="", max_length=253)
+    allow_pending: bool = Field(
+        default=False,
+        description="accept templates whose one instance fits no node of the cluster even when "
+        "empty (422 otherwise); their instances wait for such a node, and the app's events say so",
+    )
 
     @field_validator("domain")
     @classmethod
@@ -161,7 +173,7 @@ def check_domain(value: str) -> str:
 
 
 class AppUpdate(Strict):
-    description: str | None = Field(default=None, max_length=2000)
+    description: MultiLineText | None = Field(default=None, max_length=2000)
     default_template: Version | None = None
     domain: str | None = Field(default=None, max_length=253)
 
@@ -259,6 +271,11 @@ class UpgradeIn(Strict):
     )
     all: bool = Field(default=False, description="every instance, in id order (rolling)")
     max_unavailable: int = Field(default=1, ge=1, le=10_000)
+    allow_pending: bool = Field(
+        default=False,
+        description="recreating upgrades: go on even if one instance of the target fits no node "
+        "of the cluster even when empty (422 otherwise); the upgraded instances wait for one",
+    )
 
     @model_validator(mode="after")
     def _which(self) -> UpgradeIn:

@@ -15,6 +15,18 @@ from pydantic import BaseModel, Field
 from gaia.api.schemas.base import Description, Labels, Name, ShortText, Strict
 
 
+class GpuAffinity(Strict):
+    """Where one simulated GPU sits, for a board whose nvidia-smi table lacks the columns."""
+
+    numa_node: int | None = Field(default=None, ge=0, le=1023)
+    cpus: str = Field(
+        default="",
+        max_length=1024,
+        pattern=r"^([0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)?$",
+        description='the CPU cores next to the GPU, as Linux prints them: "0-15,64-79"',
+    )
+
+
 class SimSpec(Strict):
     nodes: Annotated[int, Field(ge=0, le=5000)] = 4
     cpu: Annotated[int, Field(ge=0, le=1024)] = 32
@@ -33,6 +45,17 @@ class SimSpec(Strict):
         description='"pcie-2socket", "nvlink", or an nvidia-smi topo -m style matrix',
     )
     labels: Labels = Field(default_factory=dict, max_length=64)
+    nvidia_smi_topo: Annotated[str, Field(max_length=64 * 1024)] = Field(
+        default="",
+        description="the output of nvidia-smi topo -m of the board to simulate: the GPU links and "
+        "each GPU's CPU and NUMA affinity come from it (gpus must match its GPU count)",
+    )
+    gpu_affinity: list[GpuAffinity] = Field(
+        default_factory=list,
+        max_length=16,
+        description="one per GPU, where nvidia_smi_topo gives no CPU/NUMA affinity; with neither, "
+        "NUMA nodes are derived from the link matrix (and the node says so in an event)",
+    )
 
 
 class ClusterCreate(Strict):

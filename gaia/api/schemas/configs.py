@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from gaia.api.schemas.base import Description, Strict
+from gaia.api.schemas.base import Description, Strict, check_plain_text
 
 CONFIG_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 CONFIG_NAME_MAX = 253
@@ -42,6 +42,12 @@ def _utf8(value: str) -> str:
     return value
 
 
+def _plain_text(value: str) -> str:
+    # A config file or a secret is multi-line text, but without control, bidi or invisible format
+    # characters, which would make it read differently from what the container gets.
+    return check_plain_text(value, multiline=True)
+
+
 def data_size(data: dict[str, str]) -> int:
     """Bytes of ``data`` as Kubernetes counts them: every key and every value, UTF-8."""
     return sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in data.items())
@@ -65,7 +71,7 @@ ConfigKey = Annotated[
     Field(pattern=CONFIG_KEY_PATTERN, min_length=1, max_length=CONFIG_KEY_MAX),
     AfterValidator(_key_is_a_file_name),
 ]
-ConfigValue = Annotated[str, AfterValidator(_utf8)]
+ConfigValue = Annotated[str, AfterValidator(_utf8), AfterValidator(_plain_text)]
 ConfigData = Annotated[
     dict[ConfigKey, ConfigValue],
     AfterValidator(_within_size_limit),

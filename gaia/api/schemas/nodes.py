@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gaia.api.schemas.base import ResourceAmounts, Strict
+from gaia.api.schemas.base import OneLineText, ResourceAmounts, Strict
 
 
 class GpuOut(Strict):
@@ -61,11 +61,11 @@ class NodeIn(Strict):
     local_disk_gib: int = Field(default=100, ge=1, le=1024 * 1024)
     bandwidth_mbps: int = Field(default=10_000, ge=1, le=400_000)
     gpus: int = Field(default=0, ge=0, le=16)
-    gpu_model: str = Field(default="", max_length=63)
+    gpu_model: OneLineText = Field(default="", max_length=63)
     gpu_memory_mib: int = Field(default=0, ge=0, le=1024 * 1024)
-    gpu_links: list[list[str]] = Field(default_factory=list, max_length=16)
-    zone: str = Field(default="", max_length=63)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    gpu_links: list[list[OneLineText]] = Field(default_factory=list, max_length=16)
+    zone: OneLineText = Field(default="", max_length=63)
+    labels: dict[OneLineText, OneLineText] = Field(default_factory=dict, max_length=64)
 
 
 class DrainOut(Strict):
@@ -74,20 +74,20 @@ class DrainOut(Strict):
 
 
 class FaultIn(Strict):
-    kind: str = Field(
+    kind: OneLineText = Field(
         description="crash | oom | liveness | image_pull | clear_image_pull | node_lost | "
         "node_restored | load | clear_load"
     )
-    namespace: str | None = Field(default=None, max_length=63)
-    instance: str | None = Field(default=None, max_length=253)
-    app: str | None = Field(default=None, max_length=253, description="load, clear_load")
+    namespace: OneLineText | None = Field(default=None, max_length=63)
+    instance: OneLineText | None = Field(default=None, max_length=253)
+    app: OneLineText | None = Field(default=None, max_length=253, description="load, clear_load")
     cpu_percent: float | None = Field(
         default=None, ge=0, le=100, description="load: percent of the CPU request to use"
     )
     memory_percent: float | None = Field(
         default=None, ge=0, le=100, description="load: percent of the memory request to use"
     )
-    node: str | None = Field(default=None, max_length=253)
-    image: str | None = Field(default=None, max_length=512)
+    node: OneLineText | None = Field(default=None, max_length=253)
+    image: OneLineText | None = Field(default=None, max_length=512)
     exit_code: int | None = Field(default=None, ge=1, le=255)
-    message: str | None = Field(default=None, max_length=500)
+    message: OneLineText | None = Field(default=None, max_length=500)

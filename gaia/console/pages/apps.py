@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import yaml
 from fastapi import APIRouter, Form, Path, Query, Request
@@ -42,6 +43,8 @@ from gaia.console.web import (
     render,
     translator,
 )
+from gaia.domain.rbac import Permission, Role, allows
+from gaia.domain.yaml_safe import MAX_YAML_BYTES, UnsafeYaml, load_untrusted_yaml
 
 router = APIRouter(include_in_schema=False)
 Biz = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63)]
@@ -258,15 +261,32 @@ def body_from_form(values: Mapping[str, str]) -> dict[str, Any]:
 
 
 def body_from_yaml(text: str) -> tuple[Any, str]:
-    """The API body from YAML, or an error naming the line (``yaml.safe_load`` only)."""
+    """The API body from YAML, or a syntax error naming the line; ``UnsafeYaml`` when the text
+    breaks a rule of ``load_untrusted_yaml``: no anchors or aliases (a few hundred bytes of them
+    expand to megabytes, the "billion laughs"), at most ``MAX_YAML_BYTES``, bounded nesting."""
     try:
-        return yaml.safe_load(text), ""
+        return load_untrusted_yaml(text), ""
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         return None, f"{where}{exc.problem or exc}"
     except yaml.YAMLError as exc:
         return None, str(exc)
+
+
+async def _may_create_apps(api: ConsoleApi, biz: str) -> ApiResult:
+    """Whether the user may create apps in ``biz``, asked before anything they posted is parsed:
+    the API's own answer for the business (404 for one they do not see) and their role there."""
+    if not biz:
+        return ApiResult(422, {"message": "choose a business first"})
+    result = await api.get(f"/api/v1/businesses/{quote(biz, safe='')}")
+    if not result.ok or not isinstance(result.data, dict):
+        return result
+    role = result.data.get("role")
+    if role is None or not allows(Role(role), Permission.APP_WRITE):
+        message = f"your role '{role}' in business '{biz}' does not allow 'app.write'"
+        return ApiResult(403, {"code": "forbidden", "message": message})
+    return result
 
 
 YAML_EXAMPLE = """\
@@ -319,11 +339,21 @@ async def app_create(request: Request, user: User) -> Response:
     _ = translator(user.language)
     errors: dict[str, str] = {}
     body: Any = None
+    allowed = await _may_create_apps(api, biz)
+    if not allowed.ok:
+        # refused before the form is parsed: a user who may not create apps here costs us no
+        # YAML parsing, and learns nothing from how their YAML would have been read
+        return _failed(request, user, allowed)
     if mode == "yaml":
-        body, problem = body_from_yaml(yaml_text)
+        try:
+            body, problem = body_from_yaml(yaml_text)
+        except UnsafeYaml as exc:
+            body, problem = None, ""
+            errors["yaml"] = exc.message
+            yaml_text = yaml_text[:MAX_YAML_BYTES]  # the page echoes what was typed, bounded
         if problem:
             errors["yaml"] = _("YAML syntax error at {where}", where=problem)
-        elif not isinstance(body, dict):
+        elif "yaml" not in errors and not isinstance(body, dict):
             errors["yaml"] = _("The YAML must be a mapping (the API's JSON body).")
     else:
         body = body_from_form(values)

@@ -10,14 +10,16 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from gaia.api.deps import SESSION_COOKIE, audit
+from gaia.console.browser_guard import request_is_https
 from gaia.console.web import LANGUAGES, ConsoleApi, User, redirect, render
 
 router = APIRouter(include_in_schema=False)
 
 
 def _secure(request: Request) -> bool:
-    # Browsers accept Secure cookies on http://localhost; elsewhere plain http would drop them.
-    return request.url.scheme == "https" or request.url.hostname in ("localhost", "127.0.0.1")
+    """Secure when the browser came over TLS (ours, or a trusted proxy's: ``request_is_https``).
+    Browsers accept Secure cookies on http://localhost; elsewhere plain http would drop them."""
+    return request_is_https(request) or request.url.hostname in ("localhost", "127.0.0.1")
 
 
 def _safe_next(target: str | None) -> str:

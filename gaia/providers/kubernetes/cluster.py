@@ -19,6 +19,16 @@ upgrade patches the container image of that pod and nothing else: same UID, node
 annotations. A restart deletes the pod and creates it again on the same node. Services,
 ConfigMaps and Secrets are server-side applied with field manager ``gaia``.
 
+**Create, then bind: two writes.** A process killed between them (or a failed bind whose
+clean-up delete failed too) leaves a pod with no ``spec.nodeName`` that no other scheduler will
+bind. It holds nothing in the platform's books (a node's allocation and GPU use count bound
+pods only), only in the namespace's ResourceQuota until it is deleted. The
+app controller repairs it (``gaia.controllers.apps``, "placements left half-done"): once it has
+waited past a grace period it is deleted, which the API server does at once for a pod no node
+holds (so ``delete_instance`` drops it from the cache too), and placed and created again. The
+mirror case does not arise: the platform keeps no placement record outside the pods, so a pod
+bound just before a crash is read back bound, with its cards, by the next list.
+
 **Only Gaia's own objects.** Server-side apply with ``force`` takes every field over, and a
 business is a namespace that might already exist for someone else (``default``/``kubernetes``
 is the API server's Service). So before it force-applies, patches or deletes an object (a
@@ -490,8 +500,11 @@ class KubernetesCluster:
             json=binding_manifest(namespace, name, node),
         )
         if response.status_code >= 300:
-            # an unbindable pod must not linger: it would hold the name and never run
-            await self._delete_pod(namespace, name)
+            # an unbindable pod must not linger: it would hold the name and never run. The
+            # delete is conditional on the pod's uid: if this bind outlived the unbound-pod
+            # repair (controllers/apps.py), the name may already belong to a recreated pod,
+            # which must survive this clean-up.
+            await self._delete_exact_pod(namespace, name, meta.get("uid"))
             raise InvalidRequest(
                 f"binding {namespace}/{name} to {node} failed (HTTP {response.status_code}): "
                 f"{_message(response)}"
@@ -611,6 +624,34 @@ class KubernetesCluster:
     async def delete_instance(self, *, namespace: str, name: str) -> None:
         await self._on_loop(self._delete_pod(namespace, name))
 
+    async def _delete_exact_pod(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete the pod ``namespace/name`` only while it is still the one with ``uid`` (a
+        delete precondition, checked by the API server); another pod of that name is left."""
+        if not uid:
+            await self._delete_pod(namespace, name)
+            return
+        response = await self._raw().request(
+            "DELETE",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            json={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}},
+        )
+        if response.status_code == 409:
+            log.info("pod %s/%s is another pod now (uid changed); left in place", namespace, name)
+            return
+        if response.status_code >= 300 and response.status_code != 404:
+            log.warning(
+                "could not remove unbindable pod %s/%s (HTTP %s): %s",
+                namespace,
+                name,
+                response.status_code,
+                _message(response),
+            )
+            return
+        pods, _ = await self._informers()
+        cached = pods.items.get((namespace, name))
+        if cached is not None and (cached.get("metadata") or {}).get("uid") == uid:
+            pods.forget(namespace, name)
+
     async def _delete_pod(self, namespace: str, name: str, grace_s: int | None = None) -> None:
         pods, _ = await self._informers()
         cached = pods.items.get((namespace, name))
@@ -623,6 +664,11 @@ class KubernetesCluster:
         except ApiError as exc:
             if exc.status.code != 404:
                 raise _translate(exc, f"instance {namespace}/{name}") from None
+        if cached is not None and not (cached.get("spec") or {}).get("nodeName"):
+            # the API server removes a pod that no node holds at once (no kubelet has to
+            # confirm it stopped), so the name is free now; the cache says so before the watch
+            # does, or creating the instance again in the same pass would look like a conflict
+            pods.forget(namespace, name)
 
     # ------------------------------------------------------------ services
 

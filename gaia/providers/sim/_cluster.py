@@ -47,7 +47,7 @@ from typing import Any
 
 from gaia.clock import Clock, RealClock
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
-from gaia.domain.gpu_links import LinkMatrix, normalize_matrix, numa_nodes, preset
+from gaia.domain.gpu_links import LinkMatrix, normalize_matrix, preset
 from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
 from gaia.kube.labels import GPU_COUNT_LABEL, GPU_MODEL_LABEL, VERSION_LABEL, ZONE_LABEL
 from gaia.providers.port import (
@@ -89,7 +89,9 @@ from gaia.providers.sim._spec import (
     DEFAULT_GPU_MEMORY_MIB,
     DEFAULT_GPU_MODEL,
     MAX_GPUS_PER_NODE,
+    GpuPlace,
     check_labels,
+    gpu_places,
     validate_sim_spec,
 )
 from gaia.providers.sim._workload import (
@@ -103,6 +105,7 @@ from gaia.providers.sim._workload import (
     periodic_line,
     usage,
 )
+from gaia.scheduler.links import parse_nvidia_smi_topo
 
 SYNC_S = 0.5  # a new binding (or a restart) reaches the node's kubelet
 CREATE_S = 0.2  # creating the container once the image is there
@@ -263,6 +266,13 @@ class SimCluster:
             links = preset(topology, cards)
         else:
             links = tuple(tuple(row) for row in topology)
+        text = s["nvidia_smi_topo"]
+        places, guessed = gpu_places(
+            links=links,
+            cores=s["cpu"],
+            source=parse_nvidia_smi_topo(text) if text.strip() else None,
+            affinity=s["gpu_affinity"],
+        )
         # one capacity vector, GPU tuple and matrix shared by all the spec's nodes
         capacity = ResourceVector(
             cpu=s["cpu"] * 1000,
@@ -272,10 +282,10 @@ class SimCluster:
             gpu=cards * 100,
             gpu_memory=cards * s["gpu_memory_mib"],
         )
-        gpus = _gpu_tuple(s["gpu_model"], s["gpu_memory_mib"], links, cores=s["cpu"])
+        gpus = _gpu_tuple(s["gpu_model"], s["gpu_memory_mib"], places)
         zone = s["zone"] or self.zone
         for i in range(s["nodes"]):
-            self._add_record(
+            node = self._add_record(
                 name=f"{self.name}-node-{i}",
                 capacity=capacity,
                 gpus=gpus,
@@ -283,6 +293,21 @@ class SimCluster:
                 zone=zone,
                 labels=s["labels"],
             )
+            if guessed and gpus and not isinstance(topology, str):
+                self._say_affinity_derived(0.0, node)
+
+    def _say_affinity_derived(self, t: float, node: NodeRecord) -> None:
+        """A node whose GPUs' NUMA nodes and cores were guessed from an explicit link matrix
+        says so: the guess is wrong on most real boards (see ``_spec``)."""
+        self._node_event(
+            t,
+            node,
+            "GpuAffinityDerived",
+            f"Node {node.name}: the NUMA node and CPU cores of each GPU were derived from the "
+            "GPU link matrix, which is often wrong (an NVLink board across two sockets reads as "
+            "one NUMA node); give sim_spec.nvidia_smi_topo or sim_spec.gpu_affinity",
+            "Warning",
+        )
 
     def _add_record(
         self,
@@ -367,6 +392,7 @@ class SimCluster:
                 links = normalize_matrix(spec.gpu_links, cards, field="gpu_links")
             else:
                 links = preset("pcie-2socket", cards)
+            places, guessed = gpu_places(links=links, cores=spec.cpu_milli // 1000)
             model = spec.gpu_model or self.sim_spec["gpu_model"] or DEFAULT_GPU_MODEL
             memory = spec.gpu_memory_mib or (DEFAULT_GPU_MEMORY_MIB if cards else 0)
             capacity = ResourceVector(
@@ -380,13 +406,13 @@ class SimCluster:
             node = self._add_record(
                 name=spec.name,
                 capacity=capacity,
-                gpus=_gpu_tuple(model, memory, links, cores=spec.cpu_milli // 1000)
-                if cards
-                else (),
+                gpus=_gpu_tuple(model, memory, places) if cards else (),
                 links=links,
                 zone=spec.zone or self.sim_spec["zone"] or self.zone,
                 labels=labels,
             )
+            if guessed and cards and spec.gpu_links:
+                self._say_affinity_derived(now, node)
             self._node_event(
                 now,
                 node,
@@ -1463,21 +1489,18 @@ def _check_instance_spec(spec: InstanceSpec) -> None:
             raise InvalidRequest("every config reference needs a name")
 
 
-def _gpu_tuple(model: str, memory_mib: int, links: LinkMatrix, *, cores: int) -> tuple[Gpu, ...]:
-    """The cards of a node; the node's cores are split evenly over its NUMA nodes (sockets) and
-    each card lists the cores of its own, as ``nvidia-smi topo -m`` prints CPU affinity."""
-    numa = numa_nodes(links)
-    sockets = max(numa, default=0) + 1
-    per_socket = cores // sockets
+def _gpu_tuple(model: str, memory_mib: int, places: Sequence[GpuPlace]) -> tuple[Gpu, ...]:
+    """The cards of a node, each with its NUMA node and the cores next to it (``_spec``:
+    from the nvidia-smi table, the spec's ``gpu_affinity``, or guessed from the matrix)."""
     return tuple(
         Gpu(
             index=i,
             model=model,
             memory_mib=memory_mib,
-            numa_node=n,
-            cpu_ids=tuple(range(n * per_socket, (n + 1) * per_socket)),
+            numa_node=place.numa_node,
+            cpu_ids=place.cpu_ids,
         )
-        for i, n in enumerate(numa)
+        for i, place in enumerate(places)
     )
 
 

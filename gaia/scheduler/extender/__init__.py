@@ -5,8 +5,9 @@ POSTs each GPU pod's ``filter``, ``prioritize`` and ``bind`` calls here, and the
 the same scheduler port the platform places its own instances with. The rooms, in the order a
 call passes them:
 
-- ``server``: the HTTP edge (Starlette), body limits, the optional bearer token, the lock around
-  the stateful scheduler, and ``KubernetesBinder``, the API-server side of bind;
+- ``server``: the HTTP edge (Starlette), body limits, who may call (loopback only, or mutual TLS,
+  or a bearer token), the lock around the stateful scheduler, and ``KubernetesBinder``, the
+  API-server side of bind;
 - ``protocol``: the wire types of ``k8s.io/kube-scheduler/extender/v1``, read and written as Go
   does;
 - ``decisions``: pure filter and prioritize over a pod and its candidate nodes (read with
@@ -32,6 +33,26 @@ Node objects; ``bindVerb`` set, since the bind step is where GPU ids are chosen 
       - {name: tencent.com/vcuda-memory}
       - {name: gaia.io/gpu-core}
       - {name: gaia.io/gpu-memory}
+
+Beyond loopback (the extender in its own pod, reached over the network) callers must
+authenticate, or ``gaia scheduler-extender`` refuses to start. kube-scheduler can present a client
+certificate and cannot send a token, so serve mutual TLS::
+
+    gaia scheduler-extender --host 0.0.0.0 --port 8888 \\
+        --tls-cert-file /etc/gaia/extender.crt --tls-private-key-file /etc/gaia/extender.key \\
+        --client-ca-file /etc/gaia/scheduler-clients-ca.crt
+
+and give kube-scheduler its side (``urlPrefix`` with ``https://``)::
+
+      enableHTTPS: true
+      tlsConfig:
+        certFile: /etc/kubernetes/extender-client.crt   # signed by the --client-ca-file CA
+        keyFile: /etc/kubernetes/extender-client.key
+        caFile: /etc/kubernetes/gaia-extender-ca.crt     # signed the extender's certificate
+
+Every connection then needs the client certificate, ``/healthz`` included: probe the port with
+``tcpSocket``. ``GAIA_EXTENDER_TOKEN`` (a bearer token on every call but ``/healthz``) is the other
+way in, for callers that can send one; it is also enough on its own to listen beyond loopback.
 
 A filter call that carries only node names (a cache-capable configuration) is answered with an
 ``Error`` that says so.

@@ -13,12 +13,24 @@ This module adds only the edges:
   never as a bare 500.
 - **Bodies are limited** (``max_body_bytes``, 64 MiB by default: a full Node is 5-20 KiB, and
   kube-scheduler sends at most the nodes it found feasible); reading stops at the limit.
-- **Authentication.** kube-scheduler's extender client sends no credentials (its config has TLS
-  settings but no token), so the default is to listen on 127.0.0.1 only and run the extender
-  beside kube-scheduler (a second container in its pod, or on the control-plane host).
-  ``GAIA_EXTENDER_TOKEN`` makes every call but ``GET /healthz`` require
-  ``Authorization: Bearer <token>``, for when something in between (a proxy, another client) can
-  send it; listening beyond loopback without one logs a warning.
+- **Authentication.** Whoever reaches the port can bind pods to nodes, so the default is to
+  listen on 127.0.0.1 only and run the extender beside kube-scheduler (a second container in its
+  pod, or on the control-plane host). Beyond loopback the extender refuses to start unless
+  callers must authenticate (``check_serving``), in one of two ways:
+
+  - **client certificates** (``ServingTLS`` with ``client_ca_file``: ``--tls-cert-file``,
+    ``--tls-private-key-file``, ``--client-ca-file``): the extender serves TLS and the handshake
+    requires a certificate signed by that CA. This is what kube-scheduler can do: its extender
+    config has ``enableHTTPS`` and ``tlsConfig`` (``certFile``, ``keyFile``, ``caFile``: its
+    client pair and the CA of the extender's certificate) and no way to send a token. Every
+    connection needs the certificate, ``/healthz`` too: probe the port with ``tcpSocket``.
+  - **a bearer token** (``GAIA_EXTENDER_TOKEN``, never on the command line where ``ps`` shows
+    it): every call but ``GET /healthz`` needs ``Authorization: Bearer <token>``, compared in
+    constant time, else 401; for when something in between (a proxy, another client) sends it.
+    Without TLS it crosses the network in clear text, which is logged as a warning.
+
+  TLS without a client CA only encrypts (kube-scheduler checks the extender's certificate with
+  ``caFile``); it authenticates nobody, so beyond loopback it still needs the token.
 - **Concurrency.** Decisions run in worker threads so that a big body never stalls
   ``/healthz``; the scheduler object is stateful (the fit scheduler's cursor) and not
   thread-safe, so calls into it take one lock. kube-scheduler binds asynchronously, so a bind can
@@ -39,8 +51,10 @@ import ipaddress
 import json
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -343,6 +357,23 @@ def binder_from(kubeconfig: str | None) -> KubernetesBinder | None:
     return KubernetesBinder(credentials, token_file=SERVICE_ACCOUNT_DIR / "token")
 
 
+# ------------------------------------------------------------------------------- serving
+
+
+class ExtenderSetupError(Exception):
+    """The extender cannot start as configured; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServingTLS:
+    """The extender's own TLS: its certificate chain and key (PEM files) and, optionally, the CA
+    whose certificates clients must present (mutual TLS: the handshake fails without one)."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -352,21 +383,85 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve(*, host: str, port: int, kubeconfig: str | None, token: str | None) -> None:
-    """Run the extender with uvicorn until interrupted; ``token`` None: ``GAIA_EXTENDER_TOKEN``."""
+def _check_tls(tls: ServingTLS) -> None:
+    """Load the files the way the server will, so that a wrong path, a key that does not match
+    the certificate or a file that is not PEM is an error now, not a failed handshake later."""
+    for what, path in (
+        ("--tls-cert-file", tls.cert_file),
+        ("--tls-private-key-file", tls.key_file),
+        ("--client-ca-file", tls.client_ca_file),
+    ):
+        if path is not None and not path.is_file():
+            raise ExtenderSetupError(f"{what}: no file at {path}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ExtenderSetupError(
+            f"--tls-cert-file/--tls-private-key-file: cannot load the certificate and key "
+            f"(PEM files of one pair): {exc}"
+        ) from None
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ExtenderSetupError(
+                f"--client-ca-file: cannot load CA certificates from it: {exc}"
+            ) from None
+
+
+def check_serving(*, host: str, token: str | None, tls: ServingTLS | None) -> None:
+    """Refuse a configuration that would let anybody who reaches the port bind pods, or that
+    cannot serve: beyond loopback a caller must present a client certificate or the token."""
+    if tls is not None:
+        _check_tls(tls)
+    if _is_loopback(host):
+        return
+    if token is None and (tls is None or tls.client_ca_file is None):
+        raise ExtenderSetupError(
+            f"refusing to listen on {host} without authentication: anyone who reaches the port "
+            "could bind pods to nodes. Give --client-ca-file (with --tls-cert-file and "
+            "--tls-private-key-file) so that only clients with a certificate signed by that CA "
+            f"get in (kube-scheduler's tlsConfig certFile/keyFile), or set {TOKEN_ENV}, or "
+            "listen on 127.0.0.1"
+        )
+    if token is not None and tls is None:
+        log.warning(
+            "listening on %s with a bearer token but without TLS: the token crosses the network "
+            "in clear text (give --tls-cert-file and --tls-private-key-file)",
+            host,
+        )
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    kubeconfig: str | None,
+    token: str | None,
+    tls: ServingTLS | None = None,
+) -> None:
+    """Run the extender with uvicorn until interrupted; ``token`` None: ``GAIA_EXTENDER_TOKEN``.
+    Raises ``ExtenderSetupError`` before listening when ``check_serving`` refuses."""
     import uvicorn
 
     token = token or os.environ.get(TOKEN_ENV) or None
+    check_serving(host=host, token=token, tls=tls)
     binder = binder_from(kubeconfig)
     if binder is None:
         log.warning("no kubeconfig and no service account: /bind will refuse (GPU pods need it)")
-    if token is None and not _is_loopback(host):
-        log.warning(
-            "listening on %s without %s: anyone who reaches the port can bind pods", host, TOKEN_ENV
-        )
     app = create_app(scheduler=GaiaScheduler(), binder=binder, token=token)
+    ssl_options: dict[str, Any] = {}
+    if tls is not None:
+        ssl_options = {
+            "ssl_certfile": str(tls.cert_file),
+            "ssl_keyfile": str(tls.key_file),
+        }
+        if tls.client_ca_file is not None:
+            ssl_options["ssl_ca_certs"] = str(tls.client_ca_file)
+            ssl_options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+        uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False, **ssl_options)
     finally:
         if binder is not None:
             binder.close()

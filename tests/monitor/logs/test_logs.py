@@ -141,10 +141,10 @@ def test_search_by_regular_expression_and_bad_ones_are_refused(store: LogStore) 
     assert texts(found) == [f"request {i} took 12ms" for i in range(19, 9, -1)]
     with pytest.raises(InvalidRequest, match="not a valid regular expression"):
         LogFilter(q="(unclosed", regex=True).matcher()
-    with pytest.raises(InvalidRequest, match="repetition inside a repetition"):
-        LogFilter(q="(a+)+$", regex=True).matcher()
-    with pytest.raises(InvalidRequest, match="backreferences"):
+    with pytest.raises(InvalidRequest, match="no backreferences"):
         LogFilter(q=r"(a)\1", regex=True).matcher()
+    with pytest.raises(InvalidRequest, match="lookaround"):
+        LogFilter(q=r"took(?= 12)", regex=True).matcher()
     with pytest.raises(InvalidRequest, match="at most"):
         LogFilter(q="a" * 300, regex=True)
 
@@ -461,7 +461,7 @@ def test_bad_log_parameters_are_refused_with_reasons(web: AppsHarness, world: Wo
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, 422, "earlier"),
         ({"q": "(a", "regex": "true"}, 422, "regular expression"),
-        ({"q": "(x+)*y", "regex": "true"}, 422, "repetition"),
+        ({"q": "(x)\\1", "regex": "true"}, 422, "backreferences"),
         ({"limit": 0}, 422, "limit"),
         ({"limit": 5001}, 422, "limit"),
         ({"since": "2026-01-01T00:00:00"}, 422, "timezone"),

@@ -300,3 +300,45 @@ def test_a_node_refuses_what_it_cannot_hold(cluster: KubernetesCluster, namespac
             run(cluster.create_instance(spec(namespace, "prov-gpu-1", instance_id=2)))
     finally:
         run(cluster.set_schedulable("prov-gpu-1", True))
+
+
+def test_a_failed_bind_removes_only_its_own_pod(
+    cluster: KubernetesCluster, api: httpx.Client, namespace: str
+) -> None:
+    """A bind that fails removes the pod it created, but only that pod: the delete carries the
+    pod's uid as a precondition. A bind that outlived the unbound-pod repair (which deleted the
+    stuck pod and created a new one of the same name) must not take the new pod with it."""
+    assert api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).status_code == 201
+
+    def create() -> str:
+        body = {
+            "metadata": {"name": "web-0", "labels": {"app.kubernetes.io/managed-by": "gaia"}},
+            "spec": {"containers": [{"name": "main", "image": "registry.local/web:v1"}]},
+        }
+        r = api.post(f"/api/v1/namespaces/{namespace}/pods", json=body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["metadata"]["uid"])
+
+    def uid_now() -> str | None:
+        r = api.get(f"/api/v1/namespaces/{namespace}/pods/web-0")
+        return str(r.json()["metadata"]["uid"]) if r.status_code == 200 else None
+
+    stale = create()
+    r = api.delete(f"/api/v1/namespaces/{namespace}/pods/web-0", params={"gracePeriodSeconds": "0"})
+    assert r.status_code == 200, r.text
+    settle_sync(lambda: uid_now() is None)
+    fresh = create()
+
+    run(cluster._on_loop(cluster._delete_exact_pod(namespace, "web-0", stale)))
+    assert uid_now() == fresh  # the stale clean-up left the new pod alone
+    run(cluster._on_loop(cluster._delete_exact_pod(namespace, "web-0", fresh)))
+    settle_sync(lambda: uid_now() is None)
+
+
+def settle_sync(check: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not settled within {timeout_s:g} s")

@@ -1,12 +1,14 @@
 """``gaia scheduler-extender`` behind a real kube-scheduler: a pod that is not the platform's gets
-its GPUs from the Gaia scheduler through filter, prioritize and bind."""
+its GPUs from the Gaia scheduler through filter, prioritize and bind.
+
+They talk as in production beyond loopback: over mutual TLS. The extender serves HTTPS and
+requires a client certificate of its CA (``--client-ca-file``); kube-scheduler's extender config
+has ``enableHTTPS`` and ``tlsConfig`` with its client pair (``certFile``, ``keyFile``) and the CA
+that signed the extender's certificate (``caFile``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.kube import ControlPlane, fake_node, free_port, wait_healthy
+from tests.scheduler.extender.conftest import ExtenderPki, start_extender
+from tests.support.kube import ControlPlane, fake_node, free_port
 
 PCIE4 = [
     ["X", "PIX", "SYS", "SYS"],
@@ -26,32 +29,30 @@ PCIE4 = [
 
 @pytest.fixture(scope="module")
 def extender(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    tmp_path_factory: pytest.TempPathFactory,
+    extender_pki: ExtenderPki,
 ) -> Iterator[str]:
     # new nodes carry the not-ready taint until the node lifecycle controller lifts it
     control_plane.ensure_controller_manager()
     port = free_port()
     work = tmp_path_factory.mktemp("extender")
-    log = (work / "extender.log").open("wb")
-    env = {k: v for k, v in os.environ.items() if k != "GAIA_EXTENDER_TOKEN"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gaia",
-            "scheduler-extender",
-            "--port",
-            str(port),
-            "--kubeconfig",
-            str(control_plane.kubeconfig_path),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base)
+    base = f"https://127.0.0.1:{port}"
+    args = [
+        "--port",
+        str(port),
+        "--kubeconfig",
+        str(control_plane.kubeconfig_path),
+        "--tls-cert-file",
+        str(extender_pki.server_cert),
+        "--tls-private-key-file",
+        str(extender_pki.server_key),
+        "--client-ca-file",
+        str(extender_pki.ca),
+    ]
+    with start_extender(
+        args, log=work / "extender.log", base=base, verify=extender_pki.client_context()
+    ):
         config = {
             "apiVersion": "kubescheduler.config.k8s.io/v1",
             "kind": "KubeSchedulerConfiguration",
@@ -67,6 +68,12 @@ def extender(
                     "nodeCacheCapable": False,
                     "httpTimeout": "30s",
                     "managedResources": [{"name": "nvidia.com/gpu", "ignoredByScheduler": False}],
+                    "enableHTTPS": True,
+                    "tlsConfig": {
+                        "certFile": str(extender_pki.client_cert),
+                        "keyFile": str(extender_pki.client_key),
+                        "caFile": str(extender_pki.ca),
+                    },
                 }
             ],
         }
@@ -74,10 +81,6 @@ def extender(
         path.write_text(yaml.safe_dump(config))
         control_plane.start_scheduler(config=path)
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def test_kube_scheduler_asks_the_gaia_extender_for_gpu_pods(

@@ -11,7 +11,8 @@ One ``router`` made of four, one per resource:
 The routes change only the store, through one operation of ``gaia.store.apps`` each (quota is
 admitted there before an app can grow, so the controller never has to refuse); the app
 controller (``gaia.controllers.apps``) makes the cluster follow. ``shapes`` turns rows and what
-the cluster reports into answers; ``observe`` reads the cluster. See docs/architecture.md.
+the cluster reports into answers; ``observe`` reads the cluster; ``fit`` refuses a version whose
+one instance could fit no node of the cluster (unless ``allow_pending``). See docs/architecture.md.
 
 Exec for other front ends: the console's web terminal sends each line to
 ``POST /api/v1/businesses/{biz}/apps/{app}/instances/{instance}/exec`` with

@@ -20,6 +20,7 @@ from gaia.api.deps import (
     writable_app,
 )
 from gaia.api.pagination import Cursor, Limit
+from gaia.api.routes.apps.fit import check_fit
 from gaia.api.routes.apps.observe import observe_app, provider_for
 from gaia.api.routes.apps.shapes import AppPath, BizPath, NodePath, app_out, new_template
 from gaia.api.schemas.apps import (
@@ -88,6 +89,16 @@ async def create_app(
         replicas=body.replicas,
         domain=body.domain,
         created_by=principal.username,
+    )
+    await check_fit(
+        request,
+        session,
+        business=business,
+        cluster=cluster,
+        app=app,
+        templates=store_apps.load_templates(session, app.id).values(),
+        allow_pending=body.allow_pending,
+        user=principal.username,
     )
     ctx.summary = (
         f"created app '{body.name}' in cluster '{cluster.name}' with {body.replicas} "

@@ -7,10 +7,11 @@ default, not part of an upgrade in progress; ``gaia.store.apps.delete_template``
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
 from gaia.api.pagination import Cursor, Limit
+from gaia.api.routes.apps.fit import check_fit
 from gaia.api.routes.apps.shapes import AppPath, BizPath, VersionPath, new_template, template_out
 from gaia.api.schemas.apps import TemplateIn, TemplateOut
 from gaia.api.schemas.base import Page
@@ -37,15 +38,21 @@ def list_templates(
 
 
 @router.post("/businesses/{biz}/apps/{app}/templates", response_model=TemplateOut, status_code=201)
-def add_template(
+async def add_template(
     body: TemplateIn,
     request: Request,
     principal: PrincipalDep,
     session: SessionDep,
     biz: str = BizPath,
     app: str = AppPath,
+    allow_pending: bool = Query(
+        default=False,
+        description="accept a version whose one instance fits no node of the cluster even when "
+        "empty (422 otherwise); its instances wait for such a node, and the app's events say so",
+    ),
 ) -> TemplateOut:
-    """Add a version. Templates are immutable; a change is a new version."""
+    """Add a version. Templates are immutable; a change is a new version. A version whose one
+    instance could fit no node of the cluster is refused unless ``allow_pending``."""
     target = writable_app(
         request,
         session,
@@ -61,6 +68,16 @@ def add_template(
         app=target.app,
         template=new_template(body),
         created_by=principal.username,
+    )
+    await check_fit(
+        request,
+        session,
+        business=target.business,
+        cluster=store_apps.cluster_of(session, target.app),
+        app=target.app,
+        templates=[store_apps.load_templates(session, target.app.id)[body.name]],
+        allow_pending=allow_pending,
+        user=principal.username,
     )
     target.audit.summary = f"added template '{body.name}' (image {body.image}) to app '{app}'"
     return template_out(template, domain_apps.parse_instance_map(target.app.instances))

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
 from gaia.api.pagination import Cursor, Limit
+from gaia.api.routes.apps.fit import check_fit
 from gaia.api.routes.apps.observe import observe_app
 from gaia.api.routes.apps.shapes import AppPath, BizPath, UpgradePath, upgrade_out
 from gaia.api.schemas.apps import UpgradeIn, UpgradeOut
@@ -24,7 +25,7 @@ router = APIRouter()
 
 
 @router.post("/businesses/{biz}/apps/{app}/upgrades", response_model=UpgradeOut, status_code=201)
-def create_upgrade(
+async def create_upgrade(
     body: UpgradeIn,
     request: Request,
     principal: PrincipalDep,
@@ -33,7 +34,9 @@ def create_upgrade(
     app: str = AppPath,
 ) -> UpgradeOut:
     """Gray upgrade: move the chosen instances (or all, in id order) to ``template`` in batches of
-    ``max_unavailable``. In place when only the image differs."""
+    ``max_unavailable``. In place when only the image differs; a recreating upgrade to a
+    template whose one instance fits no node of the cluster is refused unless
+    ``allow_pending`` (it would take instances down for good)."""
     target = writable_app(request, session, principal, biz=biz, app=app, action="upgrade.create")
     upgrade, in_place = store_apps.create_upgrade(
         session,
@@ -44,6 +47,17 @@ def create_upgrade(
         max_unavailable=body.max_unavailable,
         created_by=principal.username,
     )
+    if not in_place:
+        await check_fit(
+            request,
+            session,
+            business=target.business,
+            cluster=store_apps.cluster_of(session, target.app),
+            app=target.app,
+            templates=[store_apps.load_templates(session, target.app.id)[upgrade.target]],
+            allow_pending=body.allow_pending,
+            user=principal.username,
+        )
     target.audit.summary = (
         f"upgrade {upgrade.id}: {len(upgrade.instance_ids)} instance(s) of '{app}' to "
         f"{upgrade.target}, {upgrade.max_unavailable} at a time, "
