@@ -15,7 +15,8 @@ A cursor this API did not hand out for *that* list (garbage, another list's curs
 key) is refused with ``InvalidRequest`` (422) instead of silently answering some other page.
 Without a configured key (a store used on its own, in tests) a random per-process key signs:
 cursors then only outlive the process that made them, which costs a client a restart from
-page one, never a wrong page.
+page one, never a wrong page. Rotating ``GAIA_SECRET_KEY`` (a new first key) ends the cursors
+handed out before it the same way.
 
 The API's ``?limit=&cursor=`` parameters are in ``gaia.api.pagination``
 (docs/architecture.md, "store").
