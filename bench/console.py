@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,18 @@ from gaia.store.models import User
 BIZ = "/api/v1/businesses/bench"
 BUDGET_TTFB_S = 1.0
 BUDGET_LOAD_S = 2.0
+
+
+def every_item(call: Callable[[str, str], Any], path: str) -> list[Any]:
+    """Every item of a paged API list (``{"items", "next_cursor"}``), page by page."""
+    items: list[Any] = []
+    cursor = ""
+    while True:
+        page = call("GET", f"{path}?limit=500" + (f"&cursor={cursor}" if cursor else ""))
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
 
 
 def build(args: argparse.Namespace, data_dir: Path) -> Platform:
@@ -109,7 +122,7 @@ def build(args: argparse.Namespace, data_dir: Path) -> Platform:
         for _ in range(2_000):
             clock.step(1.0)
             asyncio.run(controller.run_once())
-            instances = call("GET", f"{BIZ}/apps/web/instances")
+            instances = every_item(call, f"{BIZ}/apps/web/instances")
             if len(instances) == args.instances and all(i["ready"] for i in instances):
                 break
         else:

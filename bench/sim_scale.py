@@ -162,7 +162,8 @@ class Bench:
 
     def upgrade_done(self, app: str) -> Any:
         def check() -> bool:
-            upgrades = self.call("GET", f"{BIZ}/apps/{app}/upgrades")
+            # newest first: the first page's first item is the upgrade just started
+            upgrades = self.call("GET", f"{BIZ}/apps/{app}/upgrades?limit=1")["items"]
             return bool(upgrades and upgrades[0]["state"] == "Succeeded")
 
         return check

@@ -35,7 +35,7 @@ from gaia.monitor.metrics.tsdb import EmbeddedStore, MetricSnapshotLoop
 from gaia.providers.registry import ProviderRegistry
 from gaia.security import SecretBox
 from gaia.settings import Settings
-from gaia.store import migrate
+from gaia.store import migrate, paging
 from gaia.store.database import Database
 from gaia.store.throttle import LoginThrottle, ThrottlePolicy
 
@@ -86,6 +86,8 @@ class Platform:
             data_dir=settings.data_dir,
             shared_database=not url.startswith("sqlite"),
         )
+        # every replica signs list cursors alike, so page two may come from another replica
+        paging.sign_cursors_with(secrets.derive_key("list cursors"))
         db = Database(url)
         if run_migrations:
             migrate.upgrade(db.engine)

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -131,7 +132,16 @@ class SecretBox:
                     "Fernet.generate_key() from the cryptography package)"
                 ) from None
         self._fernet = MultiFernet(fernets)
+        self._first_key = key_list[0]
         self.key_count = len(fernets)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (e.g. signing list cursors), derived from the first
+        secret key with HMAC-SHA256: every replica with the same ``GAIA_SECRET_KEY`` derives the
+        same key, and the derived key reveals nothing of the secret one."""
+        return hmac.new(
+            self._first_key, b"gaia-derive\0" + purpose.encode(), hashlib.sha256
+        ).digest()
 
     @classmethod
     def from_settings(

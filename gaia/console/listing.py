@@ -1,7 +1,8 @@
 """List pages: the two shapes of list the console shows, each built one way.
 
-**Short lists the console pages itself** (clusters, businesses, members, configs, apps, nodes,
-an app's instances): the API lists them in keyset pages of up to 500; ``every_item`` collects
+**Short lists the console pages itself** (clusters, businesses, members, quotas, configs,
+instance configurations, apps, nodes, an app's instances, versions and upgrades): the API lists
+them in keyset pages of up to 500, like every list it has; ``every_item`` collects
 them all (bounded), the page keeps the rows its filters match (``mentions`` for the "part of a
 name" box), and ``paginate`` cuts out the page shown, whose links (``Paged.link``) keep the
 filters. Filtering here rather than in the API keeps the API's list parameters as they are, and

@@ -62,6 +62,7 @@ from gaia.store.models import (
     QuotaReservation,
     utcnow,
 )
+from gaia.store.paging import page_of
 
 
 def app_owner(app_id: int) -> str:
@@ -414,10 +415,18 @@ def refuse_if_deleting(app: App) -> None:
         raise Conflict(f"app '{app.name}' is being deleted")
 
 
-def list_apps(session: Session, *, business: Business) -> Sequence[App]:
-    return session.scalars(
-        select(App).where(App.business_id == business.id).order_by(App.name)
-    ).all()
+def list_apps(
+    session: Session, *, business: Business, limit: int, cursor: str | None
+) -> tuple[list[App], str | None]:
+    """One page of the business's apps, by name."""
+    return page_of(
+        session,
+        select(App).where(App.business_id == business.id),
+        key=App.name,
+        limit=limit,
+        cursor=cursor,
+        scope=f"business:{business.id}",
+    )
 
 
 def cluster_of(session: Session, app: App) -> Cluster:
@@ -598,10 +607,19 @@ def start_app(session: Session, *, business: Business, app: App) -> None:
 # ---------------------------------------------------------------- templates (versions)
 
 
-def list_template_rows(session: Session, *, app: App) -> Sequence[AppTemplate]:
-    return session.scalars(
-        select(AppTemplate).where(AppTemplate.app_id == app.id).order_by(AppTemplate.id)
-    ).all()
+def list_template_rows(
+    session: Session, *, app: App, limit: int, cursor: str | None
+) -> tuple[list[AppTemplate], str | None]:
+    """One page of the app's templates (versions), oldest first."""
+    return page_of(
+        session,
+        select(AppTemplate).where(AppTemplate.app_id == app.id),
+        key=AppTemplate.id,
+        limit=limit,
+        cursor=cursor,
+        numeric=True,
+        scope=f"app:{app.id}",
+    )
 
 
 def find_template(session: Session, *, app: App, name: str) -> AppTemplate:
@@ -732,11 +750,20 @@ def active_upgrade(session: Session, *, app: App) -> AppUpgrade | None:
     ).first()
 
 
-def list_upgrades(session: Session, *, app: App) -> Sequence[AppUpgrade]:
-    """The app's upgrades, newest first."""
-    return session.scalars(
-        select(AppUpgrade).where(AppUpgrade.app_id == app.id).order_by(AppUpgrade.id.desc())
-    ).all()
+def list_upgrades(
+    session: Session, *, app: App, limit: int, cursor: str | None
+) -> tuple[list[AppUpgrade], str | None]:
+    """One page of the app's upgrades, newest first."""
+    return page_of(
+        session,
+        select(AppUpgrade).where(AppUpgrade.app_id == app.id),
+        key=AppUpgrade.id,
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+        numeric=True,
+        scope=f"app:{app.id}",
+    )
 
 
 def latest_upgrade(session: Session, *, app: App) -> AppUpgrade | None:
@@ -858,12 +885,20 @@ def transition_upgrade(
 # ---------------------------------------------------------------- blacklist
 
 
-def active_blacklist(session: Session, *, app: App) -> Sequence[AppBlacklist]:
-    return session.scalars(
-        select(AppBlacklist)
-        .where(AppBlacklist.app_id == app.id, AppBlacklist.expires_at > utcnow())
-        .order_by(AppBlacklist.node)
-    ).all()
+def active_blacklist(
+    session: Session, *, app: App, limit: int, cursor: str | None
+) -> tuple[list[AppBlacklist], str | None]:
+    """One page of the nodes the app is kept off now, by node name."""
+    return page_of(
+        session,
+        select(AppBlacklist).where(
+            AppBlacklist.app_id == app.id, AppBlacklist.expires_at > utcnow()
+        ),
+        key=AppBlacklist.node,
+        limit=limit,
+        cursor=cursor,
+        scope=f"app:{app.id}",
+    )
 
 
 def clear_blacklist(session: Session, *, app: App, node: str) -> None:

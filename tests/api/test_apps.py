@@ -162,7 +162,7 @@ def test_controller_killed_mid_upgrade_converges_without_loss_or_duplicates(
             h.tick()
     sim.replace_image = real_replace  # type: ignore[method-assign]
     h.restart_controller()
-    upgrade = h.get(f"{BIZ}/apps/web/upgrades")[0]
+    upgrade = h.get(f"{BIZ}/apps/web/upgrades")["items"][0]
     h.settle(lambda: h.get(f"{BIZ}/apps/web/upgrades/{upgrade['id']}")["state"] == "Succeeded")
     h.settle(h.ready("web", 12))
     after = h.instances("web")

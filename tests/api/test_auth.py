@@ -57,7 +57,7 @@ def test_api_token_is_shown_once_works_and_can_be_revoked(
     created = client.post("/api/v1/tokens", json={"name": "ci-bot"}, headers=admin).json()
     auth = {"Authorization": f"Bearer {created['token']}"}
     assert client.get("/api/v1/businesses", headers=auth).status_code == 200
-    listed = client.get("/api/v1/tokens", headers=admin).json()
+    listed = client.get("/api/v1/tokens", headers=admin).json()["items"]
     assert [t["name"] for t in listed] == ["ci-bot"] and "token" not in listed[0]
     dup = client.post("/api/v1/tokens", json={"name": "ci-bot"}, headers=admin)
     assert dup.status_code == 409

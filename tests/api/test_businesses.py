@@ -35,7 +35,7 @@ def test_create_business_with_admins_and_manage_members(world: World, make_user)
     assert dup.status_code == 409 and dup.json()["code"] == "conflict"
     missing = c.post("/api/v1/businesses", json={"name": "x", "admins": ["nobody"]}, headers=admin)
     assert missing.status_code == 422 and "nobody" in missing.json()["message"]
-    members = c.get("/api/v1/businesses/ocr/members", headers=admin).json()
+    members = c.get("/api/v1/businesses/ocr/members", headers=admin).json()["items"]
     assert [(m["username"], m["role"]) for m in members] == [("zoe", "business-admin")]
 
 

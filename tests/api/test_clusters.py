@@ -193,7 +193,7 @@ def test_dead_cluster_can_be_removed_and_takes_its_quotas(
     r = client.delete("/api/v1/clusters/gone", params={"force": "true"}, headers=admin)
     assert r.status_code == 204
     assert client.get("/api/v1/clusters/gone", headers=admin).status_code == 404
-    assert client.get("/api/v1/businesses/ocr/quotas", headers=admin).json() == []
+    assert client.get("/api/v1/businesses/ocr/quotas", headers=admin).json()["items"] == []
 
 
 def test_sim_cluster_reports_nodes_and_can_be_cut_off(world: World, platform: Platform) -> None:

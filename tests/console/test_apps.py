@@ -339,7 +339,7 @@ def test_stop_and_start_chosen_instances(world: World) -> None:
     )
     statuses = {
         i["id"]: i["status"]
-        for i in world.client.get(f"{BIZ}/apps/web/instances", headers=world.admin).json()
+        for i in world.client.get(f"{BIZ}/apps/web/instances", headers=world.admin).json()["items"]
     }
     assert statuses[0] == statuses[2] == "Stopped" and statuses[1] != "Stopped"
     assert "ok=Started 1 instance(s): 2" in post(

@@ -168,7 +168,7 @@ def test_create_an_app_gray_upgrade_two_instances_and_see_the_events(
         page.wait_for_load_state("networkidle")
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     node = console.api("GET", "/api/v1/clusters/sim-1/nodes")
-    first = (node["items"] if isinstance(node, dict) else node)[0]["name"]
+    first = node["items"][0]["name"]
     page.goto(f"{console.origin}/console/clusters/sim-1/nodes/{first}")
     page.screenshot(path=str(shots / "node-gpu-topology.png"), full_page=True)
     page.close()

@@ -67,7 +67,9 @@ def test_platform_admin_creates_a_business_and_sees_field_errors(world: World) -
     assert target.startswith("/console/businesses/gamma?ok=")
     page = world.client.get(target).text
     assert "created business gamma" in page
-    members = world.client.get("/api/v1/businesses/gamma/members", headers=world.admin).json()
+    members = world.client.get("/api/v1/businesses/gamma/members", headers=world.admin).json()[
+        "items"
+    ]
     assert {(m["username"], m["role"]) for m in members} == {
         ("dev", "business-admin"),
         ("viewer", "business-admin"),
@@ -114,7 +116,9 @@ def test_business_admin_adds_changes_and_removes_a_member(world: World) -> None:
     assert "outsider is now viewer of alpha" in world.client.get(target).text
 
     post(world.client, "/console/businesses/alpha/members/outsider/role", {"role": "developer"})
-    members = world.client.get("/api/v1/businesses/alpha/members", headers=world.admin).json()
+    members = world.client.get("/api/v1/businesses/alpha/members", headers=world.admin).json()[
+        "items"
+    ]
     assert {m["username"]: m["role"] for m in members}["outsider"] == "developer"
 
     html = world.client.get("/console/businesses/alpha?member=outs").text
@@ -124,7 +128,9 @@ def test_business_admin_adds_changes_and_removes_a_member(world: World) -> None:
 
     target = post(world.client, "/console/businesses/alpha/members/outsider/delete", {})
     assert "removed outsider from alpha" in world.client.get(target).text
-    members = world.client.get("/api/v1/businesses/alpha/members", headers=world.admin).json()
+    members = world.client.get("/api/v1/businesses/alpha/members", headers=world.admin).json()[
+        "items"
+    ]
     assert "outsider" not in {m["username"] for m in members}
 
     # The API's refusal comes back as the flash: nobody of that name.
@@ -190,7 +196,7 @@ def test_business_admin_creates_and_deletes_an_instance_configuration(world: Wor
 
     post(world.client, "/console/businesses/alpha/instance-configs/ocr/delete", {})
     left = world.client.get("/api/v1/businesses/alpha/instance-configs", headers=world.admin)
-    assert left.json() == []
+    assert left.json() == {"items": [], "next_cursor": None}
 
 
 def test_developer_cannot_manage_instance_configurations(world: World) -> None:

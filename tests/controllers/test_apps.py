@@ -216,7 +216,7 @@ def test_repeated_failures_blacklist_the_node_until_an_admin_clears_it(
         h.tick(0)
     h.settle(h.ready("web", 1), limit_s=400)
     assert h.instances("web")[0]["node"] != node  # moved off the blacklisted node
-    entries = h.get(f"{BIZ}/apps/web/blacklist")
+    entries = h.get(f"{BIZ}/apps/web/blacklist")["items"]
     assert [e["node"] for e in entries] == [node]
     assert entries[0]["failures"] == 3
     assert "Blacklisted" in [r for r, _ in h.events("web")]
@@ -224,7 +224,7 @@ def test_repeated_failures_blacklist_the_node_until_an_admin_clears_it(
     assert r.status_code == 403  # a developer may not
     r = world.client.delete(f"{BIZ}/apps/web/blacklist/{node}", headers=world.as_("business-admin"))
     assert r.status_code == 204
-    assert h.get(f"{BIZ}/apps/web/blacklist") == []
+    assert h.get(f"{BIZ}/apps/web/blacklist")["items"] == []
 
 
 # ---------------------------------------------------------------- probes, service, access
@@ -346,7 +346,7 @@ def test_drain_moves_instances_and_remove_scales_in(h: AppsHarness, world: World
     h.settle(h.ready("web", 2))
     assert all(i["node"] != node for i in h.instances("web").values())
     assert world.client.delete(f"{base}/{node}", headers=world.admin).status_code == 204
-    names = [n["name"] for n in world.client.get(base, headers=world.admin).json()]
+    names = [n["name"] for n in world.client.get(base, headers=world.admin).json()["items"]]
     assert node not in names
     r = world.client.post(
         base,
@@ -437,7 +437,7 @@ def test_per_model_gpu_limits_steer_any_model_apps_and_hold_pinned_ones(
         f"{BIZ}/quotas/sim-1/gpu-models/Tesla P40", json={"cards": 1}, headers=world.admin
     )
     assert r.status_code == 200, r.text
-    limits = h.get(f"{BIZ}/quotas/sim-1/gpu-models")
+    limits = h.get(f"{BIZ}/quotas/sim-1/gpu-models")["items"]
     assert limits == [{"model": "Tesla P40", "cards": 1}]
     # An app pinned to the limited model gets what the budget allows; the rest waits, saying why.
     pinned = template("v1", "infer:1", gpu=1, cpu=1, gpu_model="Tesla P40")

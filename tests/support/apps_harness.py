@@ -101,6 +101,17 @@ class AppsHarness:
         assert r.status_code == 200, r.text
         return r.json()
 
+    def get_all(self, path: str) -> list[Any]:
+        """Every item of a paged list (``{"items", "next_cursor"}``), walking its pages."""
+        items: list[Any] = []
+        cursor = None
+        while True:
+            page = self.get(path, limit=500, **({"cursor": cursor} if cursor else {}))
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return items
+
     def post(self, path: str, body: dict[str, Any] | None = None, status: int = 200) -> Any:
         r = self.client.post(path, json=body or {}, headers=self.headers)
         assert r.status_code == status, r.text
@@ -110,7 +121,7 @@ class AppsHarness:
         return cast(dict[str, Any], self.get(f"{BIZ}/apps/{name}"))
 
     def instances(self, app: str) -> dict[int, dict[str, Any]]:
-        return {i["id"]: i for i in self.get(f"{BIZ}/apps/{app}/instances")}
+        return {i["id"]: i for i in self.get_all(f"{BIZ}/apps/{app}/instances")}
 
     def ready(self, app: str, count: int) -> Callable[[], bool]:
         def check() -> bool:

@@ -17,6 +17,8 @@ from fastapi import APIRouter, Path, Request, Response
 
 from gaia.api.client_address import request_client_address
 from gaia.api.deps import PrincipalDep, SessionDep, audit, platform
+from gaia.api.pagination import Cursor, Limit, page_in_memory
+from gaia.api.schemas.base import Page
 from gaia.api.schemas.identity import (
     LoginRequest,
     LoginResponse,
@@ -91,10 +93,22 @@ def token_out(tok: Token) -> TokenOut:
     )
 
 
-@router.get("/tokens", response_model=list[TokenOut], tags=["tokens"])
-def list_tokens(principal: PrincipalDep, session: SessionDep) -> list[TokenOut]:
-    """Your API tokens (not login sessions), newest first, revoked ones included."""
-    return [token_out(t) for t in identity.api_tokens_of(session, user_id=principal.user_id)]
+@router.get("/tokens", response_model=Page[TokenOut], tags=["tokens"])
+def list_tokens(
+    principal: PrincipalDep, session: SessionDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[TokenOut]:
+    """Your API tokens (not login sessions), newest first, revoked ones included. One user's
+    tokens are few: they are paged in memory."""
+    rows, nxt = page_in_memory(
+        identity.api_tokens_of(session, user_id=principal.user_id),
+        key=lambda t: t.id,
+        kind=f"tokens@user:{principal.user_id}",
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+        numeric=True,
+    )
+    return Page[TokenOut](items=[token_out(t) for t in rows], next_cursor=nxt)
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"])

@@ -18,7 +18,7 @@ from gaia.api.deps import (
     business_for,
     require_platform_admin,
 )
-from gaia.api.pagination import Cursor, Limit
+from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import NAME_PATTERN, USERNAME_PATTERN, Page
 from gaia.api.schemas.tenancy import (
     BusinessCreate,
@@ -124,17 +124,30 @@ def delete_business(
 # --- members -----------------------------------------------------------------------------
 
 
-@router.get("/businesses/{biz}/members", response_model=list[MemberOut])
+@router.get("/businesses/{biz}/members", response_model=Page[MemberOut])
 def list_members(
-    principal: PrincipalDep, session: SessionDep, biz: str = BizPath
-) -> list[MemberOut]:
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[MemberOut]:
+    """The business's members by username (a team, not a directory: paged in memory)."""
     business = business_for(session, principal, biz, Permission.BUSINESS_READ)
-    return [
+    rows, nxt = page_in_memory(
+        businesses.members_of(session, business=business),
+        key=lambda um: um[0].username,
+        kind=f"members@business:{business.id}",
+        limit=limit,
+        cursor=cursor,
+    )
+    items = [
         MemberOut(
             username=u.username, display_name=u.display_name, role=Role(m.role), since=m.created_at
         )
-        for u, m in businesses.members_of(session, business=business)
+        for u, m in rows
     ]
+    return Page[MemberOut](items=items, next_cursor=nxt)
 
 
 @router.put("/businesses/{biz}/members/{username}", response_model=MemberOut)

@@ -26,7 +26,8 @@ from gaia.api.deps import (
     require_platform_admin,
     visible_cluster,
 )
-from gaia.api.schemas.base import NAME_PATTERN
+from gaia.api.pagination import Cursor, Limit, page_in_memory
+from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.tenancy import GpuModelLimitIn, GpuModelLimitOut
 from gaia.domain.rbac import Permission
 from gaia.domain.resources import from_api_amount, to_api_amount
@@ -71,14 +72,26 @@ def _authorise(
     return ctx, business, row
 
 
-@router.get("/businesses/{biz}/quotas/{cluster}/gpu-models", response_model=list[GpuModelLimitOut])
+@router.get("/businesses/{biz}/quotas/{cluster}/gpu-models", response_model=Page[GpuModelLimitOut])
 def list_gpu_model_limits(
-    principal: PrincipalDep, session: SessionDep, biz: str = BizPath, cluster: str = ClusterPath
-) -> list[GpuModelLimitOut]:
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    cluster: str = ClusterPath,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[GpuModelLimitOut]:
+    """The per-model GPU limits of one quota, by model (a handful: paged in memory)."""
     business = business_for(session, principal, biz, Permission.QUOTA_READ)
     row = visible_cluster(session, principal, cluster)
-    limits = gpu_models.gpu_model_limits(session, business_id=business.id, cluster_id=row.id)
-    return [_out(limit) for limit in limits]
+    rows, nxt = page_in_memory(
+        gpu_models.gpu_model_limits(session, business_id=business.id, cluster_id=row.id),
+        key=lambda r: r.model,
+        kind=f"gpu-models@business:{business.id}:cluster:{row.id}",
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page[GpuModelLimitOut](items=[_out(r) for r in rows], next_cursor=nxt)
 
 
 @router.put(

@@ -21,7 +21,8 @@ from gaia.api.deps import (
     business_for,
     require_platform_admin,
 )
-from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
+from gaia.api.pagination import Cursor, Limit, page_in_memory
+from gaia.api.schemas.base import NAME_PATTERN, Page, ResourceAmounts
 from gaia.api.schemas.instance_configs import (
     InstanceConfigIn,
     InstanceConfigOut,
@@ -59,10 +60,18 @@ def config_out(row: InstanceConfig, business: Business | None) -> InstanceConfig
     )
 
 
-def _list(session: Session, business: Business | None) -> list[InstanceConfigOut]:
-    return [
-        config_out(r, business) for r in instance_configs.configs_in(session, business=business)
-    ]
+def _list(
+    session: Session, business: Business | None, *, limit: int, cursor: str | None
+) -> Page[InstanceConfigOut]:
+    """One page of a scope's shapes by name (a short catalogue: paged in memory)."""
+    rows, nxt = page_in_memory(
+        instance_configs.configs_in(session, business=business),
+        key=lambda r: r.name,
+        kind=f"instance-configs@{'platform' if business is None else f'business:{business.id}'}",
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page[InstanceConfigOut](items=[config_out(r, business) for r in rows], next_cursor=nxt)
 
 
 def _create(
@@ -97,9 +106,11 @@ def _update(
 # --- platform scope ----------------------------------------------------------------------
 
 
-@router.get("/instance-configs", response_model=list[InstanceConfigOut])
-def list_platform_configs(principal: PrincipalDep, session: SessionDep) -> list[InstanceConfigOut]:
-    return _list(session, None)
+@router.get("/instance-configs", response_model=Page[InstanceConfigOut])
+def list_platform_configs(
+    principal: PrincipalDep, session: SessionDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[InstanceConfigOut]:
+    return _list(session, None, limit=limit, cursor=cursor)
 
 
 @router.post("/instance-configs", response_model=InstanceConfigOut, status_code=201)
@@ -151,13 +162,18 @@ def _business(
     return business_for(session, principal, biz, permission, ctx=ctx)
 
 
-@router.get("/businesses/{biz}/instance-configs", response_model=list[InstanceConfigOut])
+@router.get("/businesses/{biz}/instance-configs", response_model=Page[InstanceConfigOut])
 def list_business_configs(
-    request: Request, principal: PrincipalDep, session: SessionDep, biz: str = BizPath
-) -> list[InstanceConfigOut]:
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[InstanceConfigOut]:
     """The business's own shapes (platform shapes are at /instance-configs)."""
     business = _business(session, principal, biz, Permission.BUSINESS_READ, audit(request))
-    return _list(session, business)
+    return _list(session, business, limit=limit, cursor=cursor)
 
 
 @router.post(

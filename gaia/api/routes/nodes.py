@@ -24,7 +24,8 @@ from gaia.api.deps import (
     require_platform_admin,
     visible_cluster,
 )
-from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
+from gaia.api.pagination import Cursor, Limit, page_in_memory
+from gaia.api.schemas.base import NAME_PATTERN, Page, ResourceAmounts
 from gaia.api.schemas.nodes import (
     BoundInstanceOut,
     DrainOut,
@@ -74,13 +75,27 @@ def _ctx_node(request: Request, verb: str, cluster: str, node: str) -> None:
     audit(request, action=f"node.{verb}", cluster=cluster, target=f"cluster/{cluster}/node/{node}")
 
 
-@router.get("/clusters/{cluster}/nodes", response_model=list[NodeOut])
+@router.get("/clusters/{cluster}/nodes", response_model=Page[NodeOut])
 async def list_nodes(
-    request: Request, principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
-) -> list[NodeOut]:
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[NodeOut]:
+    """The cluster's nodes by name, a page at a time. The provider reports the nodes as one
+    list (no table holds them), so they are paged in memory over the node name."""
     row = visible_cluster(session, principal, cluster)
     nodes = await platform(request).providers.for_cluster(row).list_nodes()
-    return [node_out(n) for n in sorted(nodes, key=lambda n: n.name)]
+    page, nxt = page_in_memory(
+        nodes,
+        key=lambda n: n.name,
+        kind=f"nodes@cluster:{row.id}",
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page[NodeOut](items=[node_out(n) for n in page], next_cursor=nxt)
 
 
 def _bound_out(inst: Instance, *, named: bool) -> BoundInstanceOut:

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, business_for, require_platform_admin
-from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
+from gaia.api.pagination import Cursor, Limit, page_in_memory
+from gaia.api.schemas.base import NAME_PATTERN, Page, ResourceAmounts
 from gaia.api.schemas.tenancy import (
     AdmissionCheck,
     AdmissionResult,
@@ -59,13 +60,26 @@ def quota_out(session: Session, business: Business, cluster: Cluster, quota: Quo
     )
 
 
-@router.get("/businesses/{biz}/quotas", response_model=list[QuotaOut])
-def list_quotas(principal: PrincipalDep, session: SessionDep, biz: str = BizPath) -> list[QuotaOut]:
+@router.get("/businesses/{biz}/quotas", response_model=Page[QuotaOut])
+def list_quotas(
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[QuotaOut]:
+    """The business's quotas by cluster name (one per cluster: paged in memory)."""
     business = business_for(session, principal, biz, Permission.QUOTA_READ)
-    return [
-        quota_out(session, business, c, q)
-        for q, c in businesses.quotas_of(session, business=business)
-    ]
+    rows, nxt = page_in_memory(
+        businesses.quotas_of(session, business=business),
+        key=lambda qc: qc[1].name,
+        kind=f"quotas@business:{business.id}",
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page[QuotaOut](
+        items=[quota_out(session, business, c, q) for q, c in rows], next_cursor=nxt
+    )
 
 
 @router.get("/businesses/{biz}/quotas/{cluster}", response_model=QuotaOut)

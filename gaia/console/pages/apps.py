@@ -126,7 +126,7 @@ async def apps_list(
     for b in businesses:
         if biz and b != biz:
             continue
-        result = await api.get(_api_path(b))
+        result = await every_item(api, _api_path(b))
         if not result.ok:
             errors.append(f"{b}: {result.error}")
             continue
@@ -387,9 +387,9 @@ async def app_overview(request: Request, user: User, biz: Biz, app: AppName) -> 
     data = await _load_app(request, user, api, biz, app)
     if isinstance(data, Response):
         return data
-    templates = await api.get(f"{_api_path(biz, app)}/templates")
+    templates = await every_item(api, f"{_api_path(biz, app)}/templates")
     service = await api.get(f"{_api_path(biz, app)}/service")
-    instances = await api.get(f"{_api_path(biz, app)}/instances")
+    instances = await every_item(api, f"{_api_path(biz, app)}/instances")
     states = Counter(i["status"] for i in instances.data) if instances.ok else Counter()
     running_versions = (
         Counter(i["version"] for i in instances.data if i["version"]) if instances.ok else Counter()
@@ -443,7 +443,7 @@ async def app_instances(
     data = await _load_app(request, user, api, biz, app)
     if isinstance(data, Response):
         return data
-    result = await api.get(f"{_api_path(biz, app)}/instances")
+    result = await every_item(api, f"{_api_path(biz, app)}/instances")
     if not result.ok:
         return _failed(request, user, result)
     everything: list[dict[str, Any]] = result.data
@@ -655,7 +655,7 @@ async def scale_in(
     _ = translator(user.language)
     url = _back(back, biz, app)
     api = ConsoleApi(request, user)
-    result = await api.get(f"{_api_path(biz, app)}/instances")
+    result = await every_item(api, f"{_api_path(biz, app)}/instances")
     if not result.ok:
         return redirect(url, error=result.error)
     wanted = sorted((r["id"] for r in result.data if r["template"]), reverse=True)[:count]
@@ -725,11 +725,11 @@ async def app_upgrade(
     data = await _load_app(request, user, api, biz, app)
     if isinstance(data, Response):
         return data
-    result = await api.get(f"{_api_path(biz, app)}/upgrades")
+    result = await every_item(api, f"{_api_path(biz, app)}/upgrades")
     if not result.ok:
         return _failed(request, user, result)
     upgrades: list[dict[str, Any]] = result.data
-    templates = await api.get(f"{_api_path(biz, app)}/templates")
+    templates = await every_item(api, f"{_api_path(biz, app)}/templates")
     newest = templates.data[-1] if templates.ok and templates.data else None
     active = next((u for u in upgrades if u["state"] in ACTIVE_UPGRADE), None)
     paged = paginate(upgrades, page=page, size=size, query={"size": size})

@@ -161,8 +161,8 @@ async def _summaries(api: ConsoleApi, names: list[str]) -> dict[str, dict[str, A
                 "usage": {u["dimension"]: u for u in row["usage"]},
             }
             continue
-        members = await api.get(f"/api/v1/businesses/{biz}/members")
-        quotas = await api.get(f"/api/v1/businesses/{biz}/quotas")
+        members = await every_item(api, f"/api/v1/businesses/{biz}/members")
+        quotas = await every_item(api, f"/api/v1/businesses/{biz}/quotas")
         usage: dict[str, dict[str, Any]] = {}
         for quota in quotas.data if quotas.ok else []:
             for d in quota["dimensions"]:
@@ -240,7 +240,7 @@ async def business_members(
     head = await _tab(request, user, api, biz, "members")
     if isinstance(head, Response):
         return head
-    members = await api.get(f"/api/v1/businesses/{biz}/members")
+    members = await every_item(api, f"/api/v1/businesses/{biz}/members")
     if not members.ok:
         return _error_page(request, user, members)
     rows = [m for m in members.data if mentions(member, m["username"], m["display_name"])]
@@ -321,7 +321,7 @@ async def business_quotas(request: Request, user: User, biz: str) -> Response:
     head = await _tab(request, user, api, biz, "quotas")
     if isinstance(head, Response):
         return head
-    quotas = await api.get(f"/api/v1/businesses/{biz}/quotas")
+    quotas = await every_item(api, f"/api/v1/businesses/{biz}/quotas")
     if not quotas.ok:
         return _error_page(request, user, quotas)
     return render(
@@ -362,8 +362,8 @@ async def _instance_configs(
     head = await _tab(request, user, api, biz, "instance-configs")
     if isinstance(head, Response):
         return head
-    own = await api.get(f"/api/v1/businesses/{biz}/instance-configs")
-    shared = await api.get("/api/v1/instance-configs")
+    own = await every_item(api, f"/api/v1/businesses/{biz}/instance-configs")
+    shared = await every_item(api, "/api/v1/instance-configs")
     for result in (own, shared):
         if not result.ok:
             return _error_page(request, user, result)

@@ -158,7 +158,7 @@ async def _cluster_page(
     got = await api.get(f"/api/v1/clusters/{cluster}")
     if not got.ok:
         return _failed(request, user, got)
-    nodes = await api.get(f"/api/v1/clusters/{cluster}/nodes")
+    nodes = await every_item(api, f"/api/v1/clusters/{cluster}/nodes")
     rows: list[dict[str, Any]] = nodes.data if nodes.ok else []
     shown = [n for n in rows if _node_matches(n, q=q, status=status)]
     paged = paginate(shown, page=page, size=size, query={"q": q, "status": status, "size": size})

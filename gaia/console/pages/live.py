@@ -45,7 +45,7 @@ from gaia.api.audit import record_socket_step
 from gaia.api.deps import SESSION_COOKIE, AuditContext, authenticate, business_for, platform
 from gaia.api.errors import STATUS
 from gaia.console.charts import Series, Unit, line_chart, mean_series
-from gaia.console.listing import cursor_page, paginate
+from gaia.console.listing import cursor_page, every_item, paginate
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
@@ -111,7 +111,7 @@ def _now(request: Request) -> float:
 
 
 async def _instances(api: ConsoleApi, biz: str, app: str) -> list[dict[str, Any]]:
-    result = await api.get(f"/api/v1/businesses/{biz}/apps/{app}/instances")
+    result = await every_item(api, f"/api/v1/businesses/{biz}/apps/{app}/instances")
     items = result.data if result.ok and isinstance(result.data, list) else []
     return sorted(items, key=lambda i: int(i.get("id", 0)))
 

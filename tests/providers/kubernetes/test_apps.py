@@ -60,7 +60,9 @@ class KubeApps:
         return r.json() if r.content else None
 
     def instances(self, app: str) -> dict[int, dict[str, Any]]:
-        return {i["id"]: i for i in self.call("GET", f"{BIZ}/apps/{app}/instances")}
+        page = self.call("GET", f"{BIZ}/apps/{app}/instances?limit=500")
+        assert page["next_cursor"] is None  # these tests keep apps under one page
+        return {i["id"]: i for i in page["items"]}
 
     def pods(self, namespace: str = "alpha") -> dict[str, dict[str, Any]]:
         items = self.api.get(
@@ -82,7 +84,7 @@ class KubeApps:
         raise AssertionError(f"not settled within {timeout_s:g} s; instances: {dict(states)}")
 
     def apps(self) -> list[str]:
-        return [a["name"] for a in self.call("GET", f"{BIZ}/apps")]
+        return [a["name"] for a in self.call("GET", f"{BIZ}/apps?limit=500")["items"]]
 
     def ready(self, app: str, count: int) -> Callable[[], bool]:
         def check() -> bool:

@@ -210,7 +210,7 @@ def test_a_pod_left_unbound_by_a_crash_is_placed_again_without_sharing_a_card(
     assert ua["metadata"]["uid"] != stranded["metadata"]["uid"]
     assert _cards(ua).isdisjoint(_cards(ub)), (_cards(ua), _cards(ub))
     assert _cards(ua) | _cards(ub) == {"0", "1"}
-    instances = {i["name"]: i for i in rig.call("GET", f"{BIZ}/apps/ua/instances")}
+    instances = {i["name"]: i for i in rig.call("GET", f"{BIZ}/apps/ua/instances")["items"]}
     assert instances["ua-0"]["status"] == "Running"
 
     items = rig.call("GET", "/api/v1/events?object_name=ua-0")["items"]

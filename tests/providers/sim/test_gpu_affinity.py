@@ -136,8 +136,7 @@ def test_a_sim_cluster_registered_from_a_board_table_shows_its_numa_nodes(
     assert r.status_code == 201, r.text
     r = client.get("/api/v1/clusters/h100/nodes", headers=admin)
     assert r.status_code == 200, r.text
-    body = r.json()
-    nodes = body["items"] if isinstance(body, dict) else body
+    nodes = r.json()["items"]
     assert [g["numa_node"] for g in nodes[0]["gpus"]] == [0, 0, 0, 0, 1, 1, 1, 1]
     bad = {**sim_spec, "cpu": 32}
     r = client.post(

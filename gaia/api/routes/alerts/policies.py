@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit, platform, require_platform_admin
-from gaia.api.pagination import Cursor, Limit, encode_cursor
+from gaia.api.pagination import Cursor, Limit, encode_cursor, kind_of, page_in_memory
 from gaia.api.routes.alerts._owned import (
     BusinessQuery,
     Id,
@@ -97,7 +97,7 @@ def list_policies(
             names.update(more.names)
         if len(kept) > limit:
             kept = kept[:limit]
-            nxt = encode_cursor(kept[-1].id)
+            nxt = encode_cursor(kind_of(AlertPolicy.id), kept[-1].id)
         rows = kept
     return Page[PolicyOut](items=[_policy_out(r, names) for r in rows], next_cursor=nxt)
 
@@ -176,9 +176,20 @@ def delete_policy(
 # ---------------------------------------------------------------- built-in rules
 
 
-@router.get("/alerts/builtin-rules", response_model=list[BuiltinRuleOut])
-def list_builtin_rules(principal: PrincipalDep) -> list[BuiltinRuleOut]:
-    return [
+@router.get("/alerts/builtin-rules", response_model=Page[BuiltinRuleOut])
+def list_builtin_rules(
+    principal: PrincipalDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[BuiltinRuleOut]:
+    """The built-in rules in catalogue order (paged over their position in the catalogue)."""
+    rows, nxt = page_in_memory(
+        list(enumerate(BUILTIN_RULES)),
+        key=lambda pr: pr[0],
+        kind="builtin-rules",
+        limit=limit,
+        cursor=cursor,
+        numeric=True,
+    )
+    items = [
         BuiltinRuleOut(
             key=r.key,
             area=r.area,
@@ -190,8 +201,9 @@ def list_builtin_rules(principal: PrincipalDep) -> list[BuiltinRuleOut]:
             severity=r.severity.value,
             summary=r.summary,
         )
-        for r in BUILTIN_RULES
+        for _, r in rows
     ]
+    return Page[BuiltinRuleOut](items=items, next_cursor=nxt)
 
 
 @router.post("/clusters/{cluster}/alert-rules", response_model=BuiltinEnableOut, status_code=201)

@@ -19,6 +19,7 @@ from gaia.api.deps import (
     visible_cluster,
     writable_app,
 )
+from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.apps.fit import check_fit
 from gaia.api.routes.apps.observe import observe_app, provider_for
 from gaia.api.routes.apps.shapes import AppPath, BizPath, NodePath, app_out, new_template
@@ -31,6 +32,7 @@ from gaia.api.schemas.apps import (
     PortIn,
     ServiceOut,
 )
+from gaia.api.schemas.base import Page
 from gaia.domain import apps as domain_apps
 from gaia.domain.errors import NotFound
 from gaia.domain.rbac import Permission
@@ -39,16 +41,23 @@ from gaia.store import apps as store_apps
 router = APIRouter()
 
 
-@router.get("/businesses/{biz}/apps", response_model=list[AppOut])
+@router.get("/businesses/{biz}/apps", response_model=Page[AppOut])
 async def list_apps(
-    request: Request, principal: PrincipalDep, session: SessionDep, biz: str = BizPath
-) -> list[AppOut]:
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[AppOut]:
+    """The business's apps by name, a page at a time (each app observed in its cluster)."""
     business = business_for(session, principal, biz, Permission.BUSINESS_READ)
+    rows, nxt = store_apps.list_apps(session, business=business, limit=limit, cursor=cursor)
     out = []
-    for app in store_apps.list_apps(session, business=business):
+    for app in rows:
         observed = await observe_app(request, session, business, app)
         out.append(app_out(session, business, app, observed))
-    return out
+    return Page[AppOut](items=out, next_cursor=nxt)
 
 
 @router.post("/businesses/{biz}/apps", response_model=AppOut, status_code=201)
@@ -217,12 +226,18 @@ async def get_service(
     )
 
 
-@router.get("/businesses/{biz}/apps/{app}/blacklist", response_model=list[BlacklistOut])
+@router.get("/businesses/{biz}/apps/{app}/blacklist", response_model=Page[BlacklistOut])
 def list_blacklist(
-    principal: PrincipalDep, session: SessionDep, biz: str = BizPath, app: str = AppPath
-) -> list[BlacklistOut]:
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    app: str = AppPath,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[BlacklistOut]:
     _, row = readable_app(session, principal, biz=biz, app=app)
-    return [
+    rows, nxt = store_apps.active_blacklist(session, app=row, limit=limit, cursor=cursor)
+    items = [
         BlacklistOut(
             node=b.node,
             failures=b.failures,
@@ -230,8 +245,9 @@ def list_blacklist(
             created_at=b.created_at,
             expires_at=b.expires_at,
         )
-        for b in store_apps.active_blacklist(session, app=row)
+        for b in rows
     ]
+    return Page[BlacklistOut](items=items, next_cursor=nxt)
 
 
 @router.delete("/businesses/{biz}/apps/{app}/blacklist/{node}", status_code=204)

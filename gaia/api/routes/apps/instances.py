@@ -19,6 +19,7 @@ import datetime as dt
 from fastapi import APIRouter, Query, Request, Response
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
+from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.routes.apps.observe import observe_app, one_instance, provider_for
 from gaia.api.routes.apps.shapes import AppPath, BizPath, InstancePath, app_out, instance_out
 from gaia.api.schemas.apps import (
@@ -31,6 +32,7 @@ from gaia.api.schemas.apps import (
     ScaleInIn,
     ScaleOutIn,
 )
+from gaia.api.schemas.base import Page
 from gaia.domain import apps as domain_apps
 from gaia.domain.errors import InvalidRequest, NotFound
 from gaia.domain.redaction import command_summary
@@ -134,29 +136,46 @@ def start_instances(
 # ---------------------------------------------------------------- instances
 
 
-@router.get("/businesses/{biz}/apps/{app}/instances", response_model=list[InstanceOut])
+@router.get("/businesses/{biz}/apps/{app}/instances", response_model=Page[InstanceOut])
 async def list_instances(
     request: Request,
     principal: PrincipalDep,
     session: SessionDep,
     biz: str = BizPath,
     app: str = AppPath,
-) -> list[InstanceOut]:
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[InstanceOut]:
+    """The app's instances by id, a page at a time: the ones it wants (as the cluster reports
+    them, else Pending or Stopped) and the ones still in the cluster it no longer wants (being
+    removed, with no template). The ids come from the stored map and one observation of the
+    cluster, so a page is paged in memory; only the page's instances are shaped."""
     business, row = readable_app(session, principal, biz=biz, app=app)
     observed = await observe_app(request, session, business, row) or []
     by_id = {i.instance_id: i for i in observed}
-    failures = store_apps.last_failures(session, app=row)
     instances = domain_apps.parse_instance_map(row.instances) if row.state == "running" else {}
+    ids, nxt = page_in_memory(
+        list(instances.keys() | by_id.keys()),
+        key=lambda iid: iid,
+        kind=f"instances@app:{row.id}",
+        limit=limit,
+        cursor=cursor,
+        numeric=True,
+    )
+    failures = store_apps.last_failures(session, app=row)
     stopped = store_apps.stopped_ids(row)
     out = [
-        instance_out(iid, row, version, by_id.get(iid), failures.get(iid), stopped=iid in stopped)
-        for iid, version in sorted(instances.items())
+        instance_out(
+            iid,
+            row,
+            instances.get(iid, ""),
+            by_id.get(iid),
+            failures.get(iid),
+            stopped=iid in stopped and iid in instances,
+        )
+        for iid in ids
     ]
-    # instances still in the cluster that the app no longer wants (being removed)
-    for iid, inst in sorted(by_id.items()):
-        if iid not in instances:
-            out.append(instance_out(iid, row, "", inst, failures.get(iid)))
-    return out
+    return Page[InstanceOut](items=out, next_cursor=nxt)
 
 
 @router.get("/businesses/{biz}/apps/{app}/instances/{instance}", response_model=InstanceOut)

@@ -10,22 +10,31 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
+from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.apps.fit import check_fit
 from gaia.api.routes.apps.shapes import AppPath, BizPath, VersionPath, new_template, template_out
 from gaia.api.schemas.apps import TemplateIn, TemplateOut
+from gaia.api.schemas.base import Page
 from gaia.domain import apps as domain_apps
 from gaia.store import apps as store_apps
 
 router = APIRouter()
 
 
-@router.get("/businesses/{biz}/apps/{app}/templates", response_model=list[TemplateOut])
+@router.get("/businesses/{biz}/apps/{app}/templates", response_model=Page[TemplateOut])
 def list_templates(
-    principal: PrincipalDep, session: SessionDep, biz: str = BizPath, app: str = AppPath
-) -> list[TemplateOut]:
+    principal: PrincipalDep,
+    session: SessionDep,
+    biz: str = BizPath,
+    app: str = AppPath,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[TemplateOut]:
+    """The app's versions, oldest first."""
     _, row = readable_app(session, principal, biz=biz, app=app)
     instances = domain_apps.parse_instance_map(row.instances)
-    return [template_out(t, instances) for t in store_apps.list_template_rows(session, app=row)]
+    rows, nxt = store_apps.list_template_rows(session, app=row, limit=limit, cursor=cursor)
+    return Page[TemplateOut](items=[template_out(t, instances) for t in rows], next_cursor=nxt)
 
 
 @router.post("/businesses/{biz}/apps/{app}/templates", response_model=TemplateOut, status_code=201)

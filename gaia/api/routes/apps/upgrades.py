@@ -12,10 +12,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
+from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.apps.fit import check_fit
 from gaia.api.routes.apps.observe import observe_app
 from gaia.api.routes.apps.shapes import AppPath, BizPath, UpgradePath, upgrade_out
 from gaia.api.schemas.apps import UpgradeIn, UpgradeOut
+from gaia.api.schemas.base import Page
 from gaia.domain.upgrades import UpgradeState
 from gaia.store import apps as store_apps
 
@@ -64,18 +66,21 @@ async def create_upgrade(
     return upgrade_out(upgrade, None, target.app)
 
 
-@router.get("/businesses/{biz}/apps/{app}/upgrades", response_model=list[UpgradeOut])
+@router.get("/businesses/{biz}/apps/{app}/upgrades", response_model=Page[UpgradeOut])
 async def list_upgrades(
     request: Request,
     principal: PrincipalDep,
     session: SessionDep,
     biz: str = BizPath,
     app: str = AppPath,
-) -> list[UpgradeOut]:
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[UpgradeOut]:
+    """The app's upgrades, newest first."""
     business, row = readable_app(session, principal, biz=biz, app=app)
-    rows = store_apps.list_upgrades(session, app=row)
+    rows, nxt = store_apps.list_upgrades(session, app=row, limit=limit, cursor=cursor)
     observed = await observe_app(request, session, business, row)
-    return [upgrade_out(r, observed, row) for r in rows]
+    return Page[UpgradeOut](items=[upgrade_out(r, observed, row) for r in rows], next_cursor=nxt)
 
 
 @router.get("/businesses/{biz}/apps/{app}/upgrades/{upgrade}", response_model=UpgradeOut)
