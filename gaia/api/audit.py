@@ -54,7 +54,7 @@ class OperationRecorder:
         try:
             await self.app(scope, receive, relay)
         finally:
-            if not (ctx.delegated or (ctx.read_only and status < 400)):
+            if not (ctx.delegated or ctx.repeat or (ctx.read_only and status < 400)):
                 await self._record(scope, ctx, status)
 
     async def _record(self, scope: Scope, ctx: AuditContext, status: int) -> None:

@@ -57,6 +57,8 @@ class AuditContext:
     # The request only relayed one API call, which wrote its own record (the console's login
     # form): a second record of it, accepted or refused, would say the same thing twice.
     delegated: bool = False
+    # A repeat of a refusal recorded moments ago (a login flood's 429s): not recorded again.
+    repeat: bool = False
 
 
 def platform(request: Request) -> Platform:

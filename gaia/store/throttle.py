@@ -28,6 +28,14 @@ serialises two replicas charging the same bucket (buckets are always locked in t
 client first, so two charges never deadlock); on SQLite the write transaction holds the
 database's write lock (``BEGIN IMMEDIATE``, ``gaia.store.database``).
 
+A process also remembers, in memory, each refusal it answered until the time it named
+(``Retry-After``): a bucket only drains with time, and a refused attempt can neither spend nor
+give back, so until then every replica's answer would be the same refusal. Repeats of a flood are
+answered from that memo (bounded, ``MEMO_ENTRIES``) without touching the database, which keeps
+the flood's cost off the store that other users' logins write to.
+(``first_refusal`` tells the route which refusals are worth an operation record: one per
+address per ``REFUSAL_RECORD_SECONDS``, not one per request of a flood.)
+
 The table stays bounded: every ``sweep_every`` charges a process deletes the buckets that have
 drained to empty and, past ``max_rows``, the stalest ones (a flood from more addresses than
 that forgets the quietest first). Usernames are stored only as their SHA-256.
@@ -41,6 +49,7 @@ import ipaddress
 import itertools
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -54,6 +63,10 @@ from gaia.store.database import Database
 from gaia.store.models import LoginThrottleBucket
 
 ANY_ACCOUNT = "*"
+# refusals remembered in memory (then the oldest are forgotten and asked of the database again)
+MEMO_ENTRIES = 10_000
+# at most one operation record of a refused login per address and process this often
+REFUSAL_RECORD_SECONDS = 60.0
 # IPv6 clients are counted per /64: one host usually holds a whole /64 and could otherwise
 # take a fresh address (and a fresh budget) for every guess.
 IPV6_CLIENT_PREFIX = 64
@@ -101,6 +114,14 @@ class Attempt:
     account: str
 
 
+def _refusal(wait: int, reason: str) -> TooManyRequests:
+    return TooManyRequests(
+        f"too many failed logins {reason}from your address; retry in {wait} seconds",
+        retry_after=wait,
+        details={"retry_after_seconds": wait},
+    )
+
+
 def client_key(address: str) -> str:
     """The bucket of a client address: the address itself, an IPv6 address's /64."""
     try:
@@ -133,6 +154,11 @@ class LoginThrottle:
         )
         self._charges = itertools.count(1)
         self._sweeping = threading.Lock()
+        # (client, account) -> (until, reason): refusals answered, valid until ``until``
+        self._refused: OrderedDict[tuple[str, str], tuple[dt.datetime, str]] = OrderedDict()
+        # client -> when its last refusal was recorded (``first_refusal``)
+        self._recorded: OrderedDict[str, dt.datetime] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     def _buckets(self, attempt: Attempt) -> list[tuple[str, Bucket]]:
         # Always client first: the order every transaction locks them in.
@@ -142,6 +168,7 @@ class LoginThrottle:
         """Charge one attempt by ``client`` as ``username``, or raise ``TooManyRequests``."""
         attempt = Attempt(client=client_key(client), account=account_key(username))
         now = self.clock.now()
+        self._refuse_if_remembered(attempt, now)
         # A refused attempt (the flood's common case) needs no write and no lock.
         with self.db.read_session() as session:
             rows = {
@@ -158,14 +185,14 @@ class LoginThrottle:
                 for account, bucket in self._buckets(attempt)
                 if (row := rows.get(account)) is not None
             }
-        self._refuse_if_full(attempt, levels)
+        self._refuse_if_full(attempt, levels, now=now)
         with self.db.write_session() as session:
             levels = {
                 account: bucket.level(stored, since=since, now=now)
                 for account, bucket in self._buckets(attempt)
                 for stored, since in [_lock_bucket(session, attempt.client, account, now)]
             }
-            self._refuse_if_full(attempt, levels)
+            self._refuse_if_full(attempt, levels, now=now)
             for account, level in levels.items():
                 session.execute(
                     update(LoginThrottleBucket)
@@ -179,23 +206,58 @@ class LoginThrottle:
             self.sweep()
         return attempt
 
-    def _refuse_if_full(self, attempt: Attempt, levels: dict[str, float]) -> None:
+    def _refuse_if_full(
+        self, attempt: Attempt, levels: dict[str, float], *, now: dt.datetime
+    ) -> None:
         full = [
-            (bucket.wait_seconds(level), reason)
-            for bucket, level, reason in (
-                (self.per_user, levels.get(attempt.account, 0.0), "for this user "),
-                (self.per_client, levels.get(ANY_ACCOUNT, 0.0), ""),
+            (bucket.wait_seconds(level), reason, account)
+            for bucket, account, reason in (
+                (self.per_user, attempt.account, "for this user "),
+                (self.per_client, ANY_ACCOUNT, ""),
             )
-            if bucket.full(level)
+            if bucket.full(level := levels.get(account, 0.0))
         ]
         if full:
             # both may be full: the caller must wait for the later of the two
-            wait, reason = max(full)
-            raise TooManyRequests(
-                f"too many failed logins {reason}from your address; retry in {wait} seconds",
-                retry_after=wait,
-                details={"retry_after_seconds": wait},
-            )
+            wait, reason, account = max(full)
+            self._remember(attempt.client, account, now + dt.timedelta(seconds=wait), reason)
+            raise _refusal(wait, reason)
+
+    def _remember(self, client: str, account: str, until: dt.datetime, reason: str) -> None:
+        with self._memo_lock:
+            self._refused[(client, account)] = (until, reason)
+            self._refused.move_to_end((client, account))
+            while len(self._refused) > MEMO_ENTRIES:
+                self._refused.popitem(last=False)
+
+    def _refuse_if_remembered(self, attempt: Attempt, now: dt.datetime) -> None:
+        """Refuse again, without the database, while a refusal this process answered holds."""
+        with self._memo_lock:
+            for account in (ANY_ACCOUNT, attempt.account):
+                memo = self._refused.get((attempt.client, account))
+                if memo is None:
+                    continue
+                until, reason = memo
+                if until <= now:
+                    del self._refused[(attempt.client, account)]
+                    continue
+                wait = max(1, math.ceil((until - now).total_seconds()))
+                raise _refusal(wait, reason)
+
+    def first_refusal(self, client: str) -> bool:
+        """Whether a refusal of ``client`` now is the first this process has seen from it in
+        ``REFUSAL_RECORD_SECONDS`` (and so worth an operation record); a flood's repeats are
+        answered but not recorded one by one."""
+        key, now = client_key(client), self.clock.now()
+        with self._memo_lock:
+            last = self._recorded.get(key)
+            if last is not None and (now - last).total_seconds() < REFUSAL_RECORD_SECONDS:
+                return False
+            self._recorded[key] = now
+            self._recorded.move_to_end(key)
+            while len(self._recorded) > MEMO_ENTRIES:
+                self._recorded.popitem(last=False)
+            return True
 
     def succeeded(self, attempt: Attempt) -> None:
         """The password was right: forget this address's failures for this user, and give the

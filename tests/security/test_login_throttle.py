@@ -20,7 +20,7 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from starlette.requests import Request
 
 from gaia import security
@@ -29,7 +29,7 @@ from gaia.app import create_app
 from gaia.clock import ManualClock
 from gaia.platform import Platform
 from gaia.settings import Settings
-from gaia.store.models import LoginThrottleBucket
+from gaia.store.models import LoginThrottleBucket, OperationRecord
 from gaia.store.throttle import LoginThrottle, ThrottlePolicy
 from tests.conftest import ADMIN_PASSWORD, TEST_SECRET_KEY
 
@@ -401,3 +401,46 @@ def test_old_failures_are_forgotten_not_kept_forever(platform: Platform) -> None
     clock.step(WINDOW * (PER_USER + 1) / PER_USER + 1)
     assert platform.login_throttle.sweep() == 2
     assert _rows(platform) == 0
+
+
+def test_a_flood_of_refusals_costs_the_store_nothing_and_is_recorded_once(
+    client: TestClient, platform: Platform
+) -> None:
+    """A flood of refused logins must not become a flood of work for the store that other
+    users' logins write to: each refusal read the buckets and wrote an operation record, so
+    10,000 refusals made 10,000 reads and 10,000 record writes. Now a refusal is remembered
+    until its Retry-After (nothing can change it before then) and answered from memory, and
+    one refusal per address and minute is recorded. After the wait the address may try again
+    (the memory does not outlive the refusal)."""
+    attacker = from_address(client, ATTACKER)
+    assert fail(attacker, PER_USER) == [401] * PER_USER
+    first = log_in(attacker, "admin", "wrong-password")
+    assert first.status_code == 429
+
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "login_throttle" in statement or "operation_records" in statement:
+            statements.append(statement)
+
+    engine = platform.db.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert fail(attacker, 50) == [429] * 50
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert statements == []  # neither the buckets read nor a record written, 50 times over
+
+    with platform.db.read_session() as session:
+        refused = session.scalars(
+            select(OperationRecord).where(
+                OperationRecord.action == "auth.login", OperationRecord.status_code == 429
+            )
+        ).all()
+    assert len(refused) == 1 and "further refusals" in refused[0].summary
+
+    wait = int(first.headers["Retry-After"])
+    clock = platform.clock
+    assert isinstance(clock, ManualClock)
+    clock.step(wait + 1)
+    assert log_in(attacker, "admin", "wrong-password").status_code == 401

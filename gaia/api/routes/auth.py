@@ -29,10 +29,11 @@ from gaia.api.schemas.identity import (
     TokenOut,
     UserOut,
 )
-from gaia.domain.errors import Unauthenticated
+from gaia.domain.errors import TooManyRequests, Unauthenticated
 from gaia.domain.rbac import Role
 from gaia.store import identity, users
 from gaia.store.models import Token
+from gaia.store.throttle import REFUSAL_RECORD_SECONDS
 
 router = APIRouter(tags=["auth"])
 
@@ -44,15 +45,25 @@ def login(body: LoginRequest, request: Request, session: SessionDep) -> LoginRes
     ctx.action = "auth.login"
     ctx.target = f"user/{body.username}"
     plat = platform(request)
+    client = request_client_address(request)
     # The request's own transaction is not touched before the password is checked: the
     # throttle writes in transactions of its own (on SQLite one writer at a time).
-    user = identity.check_credentials(
-        plat.db,
-        body.username,
-        body.password,
-        client=request_client_address(request),
-        throttle=plat.login_throttle,
-    )
+    try:
+        user = identity.check_credentials(
+            plat.db, body.username, body.password, client=client, throttle=plat.login_throttle
+        )
+    except TooManyRequests:
+        # A flood's refusals are recorded once per address and minute, not one row each: the
+        # record says the address was refused; ten thousand copies would say nothing more and
+        # would cost every other login a share of the store's writes.
+        if not plat.login_throttle.first_refusal(client):
+            ctx.repeat = True
+        else:
+            ctx.summary = (
+                "refused: too many failed logins from this address (further refusals "
+                f"from it are recorded at most once every {REFUSAL_RECORD_SECONDS:g} s)"
+            )
+        raise
     token, row = identity.start_session(session, user, plat.settings.session_ttl_seconds)
     ctx.summary = "logged in"
     assert row.expires_at is not None
