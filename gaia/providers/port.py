@@ -27,7 +27,7 @@ to do, and ``ConnectionError`` when the cluster cannot be reached.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -383,8 +383,21 @@ class ClusterProvider(Protocol):
 
     # instances
     async def list_instances(
-        self, *, namespace: str | None = None, app: str | None = None
-    ) -> list[Instance]: ...
+        self,
+        *,
+        namespace: str | None = None,
+        app: str | None = None,
+        ids: Collection[int] | None = None,
+    ) -> list[Instance]:
+        """The instances in ``namespace`` of ``app`` (each None: all), in (app, id) order;
+        ``ids``: only those instance ids (one page of a long list: the views of the others are
+        never built)."""
+        ...
+
+    async def instance_ids(self, *, namespace: str, app: str) -> set[int]:
+        """The ids of ``app``'s instances in ``namespace``: what a list pages over, without
+        building every instance's view."""
+        ...
 
     async def create_instance(self, spec: InstanceSpec) -> Instance:
         """Bind and start; ``Conflict`` if the name exists, ``InvalidRequest`` if the node cannot

@@ -197,6 +197,21 @@ async def test_created_instance_runs_and_becomes_ready(provider_harness: Harness
 
 
 @contract
+async def test_a_page_of_instances_is_listed_by_id(provider_harness: Harness) -> None:
+    """A long list pages over ``instance_ids`` and builds views only for the page's ids
+    (``list_instances(ids=...)``): both answer about the same instances."""
+    h = provider_harness
+    node = await gpu_node(h)
+    for iid in (0, 1, 2):
+        await h.provider.create_instance(spec_for(h, node.name, instance_id=iid))
+    assert await h.provider.instance_ids(namespace=h.namespace, app="web") == {0, 1, 2}
+    assert await h.provider.instance_ids(namespace=h.namespace, app="other") == set()
+    page = await h.provider.list_instances(namespace=h.namespace, app="web", ids=[2, 0, 7])
+    assert [i.name for i in page] == ["web-0", "web-2"]
+    assert await h.provider.list_instances(namespace=h.namespace, app="web", ids=[]) == []
+
+
+@contract
 async def test_instance_name_is_unique_in_its_namespace(provider_harness: Harness) -> None:
     h = provider_harness
     node = await any_node(h)

@@ -52,7 +52,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Collection, Coroutine, Iterable
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -82,7 +82,7 @@ from gaia.providers.kubernetes.configs import config_from_k8s, config_manifest
 from gaia.providers.kubernetes.control_plane import ApiServerMetrics
 from gaia.providers.kubernetes.events import event_from_k8s
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer
-from gaia.providers.kubernetes.instances import instance_from_pod
+from gaia.providers.kubernetes.instances import instance_from_pod, instance_id_of
 from gaia.providers.kubernetes.nodes import kwok_node_manifest, node_from_k8s
 from gaia.providers.kubernetes.pods import (
     CONTAINER_NAME,
@@ -415,11 +415,19 @@ class KubernetesCluster:
     # ------------------------------------------------------------ instances
 
     async def list_instances(
-        self, *, namespace: str | None = None, app: str | None = None
+        self,
+        *,
+        namespace: str | None = None,
+        app: str | None = None,
+        ids: Collection[int] | None = None,
     ) -> list[Instance]:
-        return await self._on_loop(self._list_instances(namespace, app))
+        wanted = None if ids is None else frozenset(ids)
+        return await self._on_loop(self._list_instances(namespace, app, wanted))
 
-    async def _list_instances(self, namespace: str | None, app: str | None) -> list[Instance]:
+    async def instance_ids(self, *, namespace: str, app: str) -> set[int]:
+        return await self._on_loop(self._instance_ids(namespace, app))
+
+    async def _app_pods(self, namespace: str | None, app: str | None) -> list[dict[str, Any]]:
         pods, _ = await self._informers()
         found = []
         for (ns, _name), pod in sorted(pods.items.items()):
@@ -432,7 +440,24 @@ class KubernetesCluster:
                 continue
             if app is not None and labels.get(APP_LABEL) != app:
                 continue
-            found.append(self._refined(pod, instance_from_pod(pod)))
+            found.append(pod)
+        return found
+
+    async def _list_instances(
+        self, namespace: str | None, app: str | None, ids: frozenset[int] | None
+    ) -> list[Instance]:
+        return [
+            self._refined(pod, instance_from_pod(pod))
+            for pod in await self._app_pods(namespace, app)
+            if ids is None or instance_id_of(pod) in ids
+        ]
+
+    async def _instance_ids(self, namespace: str, app: str) -> set[int]:
+        found = set()
+        for pod in await self._app_pods(namespace, app):
+            iid = instance_id_of(pod)
+            # a pod whose id cannot be read fails as the whole list would (instance_from_pod)
+            found.add(iid if iid is not None else instance_from_pod(pod).instance_id)
         return found
 
     def _refined(self, pod: dict[str, Any], inst: Instance) -> Instance:

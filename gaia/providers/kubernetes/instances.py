@@ -282,6 +282,17 @@ def _upgrade_pending(
     return as_int(main.get("restartCount"), f"{where}: restartCount") < int(planned)
 
 
+def instance_id_of(pod: Mapping[str, Any]) -> int | None:
+    """The instance id of a Gaia pod as ``instance_from_pod`` reads it, or None when it cannot
+    be read (without reading the rest of the pod: a page of a long list asks this of every pod).
+    """
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    app = str(labels.get(APP_LABEL, ""))
+    raw = str(labels.get(INSTANCE_LABEL) or str(meta.get("name", "")).removeprefix(f"{app}-"))
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
 def instance_from_pod(pod: Mapping[str, Any]) -> Instance:
     """The instance a Gaia pod runs (see the module docstring for the phase mapping)."""
     meta = as_object(pod.get("metadata"), "Pod.metadata")

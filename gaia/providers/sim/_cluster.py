@@ -41,7 +41,7 @@ import itertools
 import math
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import Any
 
@@ -483,9 +483,18 @@ class SimCluster:
     def _view(self, rec: InstanceRecord, t: float) -> Instance:
         return instance_view(rec, t=t, to_datetime=self._dt)
 
+    async def instance_ids(self, *, namespace: str, app: str) -> set[int]:
+        with self._lock:
+            return {rec.spec.instance_id for rec in self._by_app.get((namespace, app), {}).values()}
+
     async def list_instances(
-        self, *, namespace: str | None = None, app: str | None = None
+        self,
+        *,
+        namespace: str | None = None,
+        app: str | None = None,
+        ids: Collection[int] | None = None,
     ) -> list[Instance]:
+        wanted = None if ids is None else frozenset(ids)
         with self._lock:
             now = self._enter()
             pools: list[dict[str, InstanceRecord]]
@@ -498,7 +507,10 @@ class SimCluster:
                 pools = [self._by_ns[ns] for ns in sorted(self._by_ns)]
             out: list[Instance] = []
             for pool in pools:
-                recs = sorted(pool.values(), key=lambda r: (r.spec.app, r.spec.instance_id))
+                recs = sorted(
+                    (r for r in pool.values() if wanted is None or r.spec.instance_id in wanted),
+                    key=lambda r: (r.spec.app, r.spec.instance_id),
+                )
                 out.extend(self._view(rec, now) for rec in recs)
             return out
 

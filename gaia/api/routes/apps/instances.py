@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
 from gaia.api.pagination import Cursor, Limit, page_in_memory
-from gaia.api.routes.apps.observe import observe_app, one_instance, provider_for
+from gaia.api.routes.apps.observe import observe_app, observed_ids, one_instance, provider_for
 from gaia.api.routes.apps.shapes import AppPath, BizPath, InstancePath, app_out, instance_out
 from gaia.api.schemas.apps import (
     AppOut,
@@ -149,19 +149,26 @@ async def list_instances(
     """The app's instances by id, a page at a time: the ones it wants (as the cluster reports
     them, else Pending or Stopped) and the ones still in the cluster it no longer wants (being
     removed, with no template). The ids come from the stored map and one observation of the
-    cluster, so a page is paged in memory; only the page's instances are shaped."""
+    cluster, so a page is paged in memory; only the page's instances are observed in full and
+    shaped (at 10,000 instances, building every view cost each page 50 ms)."""
     business, row = readable_app(session, principal, biz=biz, app=app)
-    observed = await observe_app(request, session, business, row) or []
-    by_id = {i.instance_id: i for i in observed}
+    in_cluster = await observed_ids(request, session, business, row) or set()
     instances = domain_apps.parse_instance_map(row.instances) if row.state == "running" else {}
     ids, nxt = page_in_memory(
-        list(instances.keys() | by_id.keys()),
+        list(instances.keys() | in_cluster),
         key=lambda iid: iid,
         kind=f"instances@app:{row.id}",
         limit=limit,
         cursor=cursor,
         numeric=True,
     )
+    page_in_cluster = [iid for iid in ids if iid in in_cluster]
+    observed = (
+        await observe_app(request, session, business, row, ids=page_in_cluster)
+        if page_in_cluster
+        else []
+    ) or []
+    by_id = {i.instance_id: i for i in observed}
     failures = store_apps.last_failures(session, app=row)
     stopped = store_apps.stopped_ids(row)
     out = [

@@ -7,6 +7,8 @@ cluster is an answer here (None), never a 500: lists still show the stored spec.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from fastapi import Request
 from sqlalchemy.orm import Session
 
@@ -22,19 +24,47 @@ def provider_for(request: Request, cluster: Cluster) -> ClusterProvider:
 
 
 async def observe(
-    request: Request, cluster: Cluster, namespace: str, app: str
+    request: Request,
+    cluster: Cluster,
+    namespace: str,
+    app: str,
+    *,
+    ids: Collection[int] | None = None,
 ) -> list[Instance] | None:
-    """The app's instances in the cluster, or None when the cluster cannot be reached."""
+    """The app's instances in the cluster (``ids``: only those), or None when the cluster
+    cannot be reached."""
     try:
-        return await provider_for(request, cluster).list_instances(namespace=namespace, app=app)
+        return await provider_for(request, cluster).list_instances(
+            namespace=namespace, app=app, ids=ids
+        )
+    except ConnectionError:
+        return None
+
+
+async def observed_ids(
+    request: Request, session: Session, business: Business, app: App
+) -> set[int] | None:
+    """The ids of the app's instances in the cluster, or None when it cannot be reached."""
+    cluster = store_apps.cluster_of(session, app)
+    try:
+        return await provider_for(request, cluster).instance_ids(
+            namespace=business.name, app=app.name
+        )
     except ConnectionError:
         return None
 
 
 async def observe_app(
-    request: Request, session: Session, business: Business, app: App
+    request: Request,
+    session: Session,
+    business: Business,
+    app: App,
+    *,
+    ids: Collection[int] | None = None,
 ) -> list[Instance] | None:
-    return await observe(request, store_apps.cluster_of(session, app), business.name, app.name)
+    return await observe(
+        request, store_apps.cluster_of(session, app), business.name, app.name, ids=ids
+    )
 
 
 async def one_instance(
