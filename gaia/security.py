@@ -11,7 +11,8 @@
 - Passwords are argon2id hashes (argon2-cffi's defaults follow RFC 9106's recommendation).
   Verifying one costs tens of milliseconds of CPU by design, so at most ``VERIFY_SLOTS`` (the
   CPUs this process may use) run at once in the process: a flood of logins waits for a slot
-  (at most ``VERIFY_WAIT_SECONDS``, then 429) instead of queueing unbounded CPU work. Callers run
+  (at most ``VERIFY_WAIT_SECONDS``, then 429; at most ``VERIFY_QUEUE`` wait, the rest are 429 at
+  once) instead of queueing unbounded CPU work or tying up every worker thread. Callers run
   it in a worker thread, never on the event loop (the login route is a sync route). Which
   attempts get that far at all is the login throttle's business (``gaia.store.throttle``).
 - Tokens are 32 random bytes shown once; only their SHA-256 is stored, so a database leak does
@@ -63,23 +64,38 @@ def _usable_cpus() -> int:
 
 VERIFY_SLOTS = max(1, _usable_cpus())
 VERIFY_WAIT_SECONDS = 5.0
+# Logins that may wait for a slot at once. A waiting login holds one of the worker threads that
+# every sync route shares (40 by default), so the queue is bounded too: a flood from many
+# addresses can take at most VERIFY_SLOTS + VERIFY_QUEUE of them; the rest are refused at once.
+VERIFY_QUEUE = 4 * VERIFY_SLOTS + 4
 _verify_slots = threading.BoundedSemaphore(VERIFY_SLOTS)
+_verify_admitted = threading.BoundedSemaphore(VERIFY_SLOTS + VERIFY_QUEUE)
+
+
+def _busy() -> TooManyRequests:
+    return TooManyRequests(
+        "the platform is busy checking other passwords; retry in a few seconds",
+        retry_after=max(1, round(VERIFY_WAIT_SECONDS)),
+    )
 
 
 def verify_password(password_hash: str, password: str) -> bool:
-    """Whether ``password`` matches; ``TooManyRequests`` if no verification slot frees up in
-    ``VERIFY_WAIT_SECONDS`` (the process is flooded with password checks)."""
-    if not _verify_slots.acquire(timeout=VERIFY_WAIT_SECONDS):
-        raise TooManyRequests(
-            "the platform is busy checking other passwords; retry in a few seconds",
-            retry_after=max(1, round(VERIFY_WAIT_SECONDS)),
-        )
+    """Whether ``password`` matches; ``TooManyRequests`` at once when ``VERIFY_QUEUE`` logins
+    already wait, or when no verification slot frees up in ``VERIFY_WAIT_SECONDS`` (the process
+    is flooded with password checks)."""
+    if not _verify_admitted.acquire(blocking=False):
+        raise _busy()
     try:
-        return bool(_hasher.verify(password_hash, password))
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+        if not _verify_slots.acquire(timeout=VERIFY_WAIT_SECONDS):
+            raise _busy()
+        try:
+            return bool(_hasher.verify(password_hash, password))
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+        finally:
+            _verify_slots.release()
     finally:
-        _verify_slots.release()
+        _verify_admitted.release()
 
 
 # A hash to verify against when the user does not exist, so that a login for an unknown user

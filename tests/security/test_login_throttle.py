@@ -27,6 +27,7 @@ from gaia import security
 from gaia.api.client_address import client_address
 from gaia.app import create_app
 from gaia.clock import ManualClock
+from gaia.domain.errors import TooManyRequests
 from gaia.platform import Platform
 from gaia.settings import Settings
 from gaia.store.models import LoginThrottleBucket, OperationRecord
@@ -177,6 +178,38 @@ def test_argon2_verifications_are_bounded_process_wide(hasher: CountingHasher) -
     assert results == [False] * threads
     assert hasher.calls == threads
     assert hasher.peak <= security.VERIFY_SLOTS
+
+
+def test_logins_waiting_for_argon2_cannot_take_every_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A login waiting for a verification slot holds one of the worker threads every sync
+    route shares, for up to ``VERIFY_WAIT_SECONDS``: a flood from many addresses (each within
+    its own budget) could hold all of them and stall the platform. At most ``VERIFY_SLOTS +
+    VERIFY_QUEUE`` logins are admitted at once; the rest are refused at once, without waiting."""
+    slow = CountingHasher(delay=0.5)
+    monkeypatch.setattr(security, "_hasher", slow)
+    monkeypatch.setattr(security, "_verify_slots", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(security, "_verify_admitted", threading.BoundedSemaphore(3))
+    digest = security.hash_password("right")
+
+    together = threading.Barrier(8)
+
+    def attempt(_: int) -> tuple[str, float]:
+        together.wait(timeout=30)  # all eight ask within the first verification's half second
+        started = time.monotonic()
+        try:
+            security.verify_password(digest, "wrong")
+            return "verified", time.monotonic() - started
+        except TooManyRequests:
+            return "refused", time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    refused = [took for what, took in outcomes if what == "refused"]
+    assert sorted(what for what, _ in outcomes) == ["refused"] * 5 + ["verified"] * 3
+    assert slow.calls == 3 and slow.peak == 1
+    assert max(refused) < 0.4  # refused at once, not after waiting for a slot
 
 
 def test_a_login_that_finds_no_free_verification_slot_is_shed(
