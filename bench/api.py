@@ -59,9 +59,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+ResultT = TypeVar("ResultT")
 
 ROOT = Path(__file__).resolve().parent.parent
 GAIA = ROOT / ".venv" / "bin" / "gaia"
@@ -752,14 +754,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return options
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
-    # A plain SIGTERM would skip the cleanup below and leave the server and PostgreSQL running.
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    if not GAIA.exists():
-        print(f"{GAIA} not found: create the virtualenv first", file=sys.stderr)
-        return 2
-    backends: list[str] = options.backend_list
+def on_each_backend(
+    backends: list[str], bench: Callable[[str, str | None], ResultT]
+) -> list[ResultT]:
+    """``bench(backend, database_url)`` for each backend, after printing the machine line:
+    PostgreSQL in a private server and database (``postgres_database``), SQLite with no URL (the
+    server's embedded default). Without PostgreSQL installed the run says so and measures
+    SQLite only."""
     if "postgresql" in backends:
         from tests.support.postgres import find_bin_dir
 
@@ -767,14 +768,28 @@ def main(argv: list[str] | None = None) -> int:
             print("PostgreSQL is not installed (no postgres binary): measuring SQLite only.")
             backends = [b for b in backends if b != "postgresql"] or ["sqlite"]
     print(f"machine: {machine_line()}", flush=True)
-    started = time.perf_counter()
-    results: list[BackendResult] = []
+    results: list[ResultT] = []
     for backend in backends:
         if backend == "postgresql":
             with postgres_database() as url:
-                results.append(bench_backend(backend=backend, database_url=url, options=options))
+                results.append(bench(backend, url))
         else:
-            results.append(bench_backend(backend=backend, database_url=None, options=options))
+            results.append(bench(backend, None))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    # A plain SIGTERM would skip the cleanup below and leave the server and PostgreSQL running.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    if not GAIA.exists():
+        print(f"{GAIA} not found: create the virtualenv first", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    results = on_each_backend(
+        options.backend_list,
+        lambda backend, url: bench_backend(backend=backend, database_url=url, options=options),
+    )
     print()
     print(
         f"Gaia {results[0].server_version} API, "

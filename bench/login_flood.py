@@ -53,7 +53,7 @@ from api import (  # bench/api.py: the same server handling and measurements
     free_port,
     machine_line,
     new_client,
-    postgres_database,
+    on_each_backend,
     wait_healthy,
 )
 
@@ -307,22 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     # A plain SIGTERM would skip the cleanup and leave the server and PostgreSQL running.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    backends: list[str] = options.backend_list
-    if "postgresql" in backends:
-        from tests.support.postgres import find_bin_dir
-
-        if find_bin_dir() is None:
-            print("PostgreSQL is not installed (no postgres binary): measuring SQLite only.")
-            backends = [b for b in backends if b != "postgresql"] or ["sqlite"]
-    print(f"machine: {machine_line()}", flush=True)
     started = time.perf_counter()
-    results: list[BackendResult] = []
-    for backend in backends:
-        if backend == "postgresql":
-            with postgres_database() as url:
-                results.append(bench_backend(backend=backend, database_url=url, options=options))
-        else:
-            results.append(bench_backend(backend=backend, database_url=None, options=options))
+    results = on_each_backend(
+        options.backend_list,
+        lambda backend, url: bench_backend(backend=backend, database_url=url, options=options),
+    )
     print()
     print(
         f"Gaia login under a flood, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, "

@@ -17,6 +17,21 @@ def _default_data_dir() -> Path:
     return Path(base) / "gaia"
 
 
+def _networks(items: list[Any] | tuple[Any, ...]) -> list[IPv4Network | IPv6Network]:
+    """CIDRs (``"10.0.0.0/8"``, ``" fd12::/64"``; blanks skipped) as networks; ``ValueError``
+    naming the first that is not one, so a bad setting stops the start, not a later request."""
+    networks: list[IPv4Network | IPv6Network] = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a CIDR (10.0.0.0/8, fd12::/64)") from None
+    return networks
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GAIA_", extra="ignore")
 
@@ -71,11 +86,7 @@ class Settings(BaseSettings):
     @classmethod
     def _cidrs(cls, value: str) -> str:
         # refused at start-up, not at the first alert that tries to leave
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not a CIDR (10.0.0.0/8, fd12::/64)") from None
+        _networks(value.split(","))
         return value
 
     # login throttle (gaia.store.throttle): failed logins are counted per (client address,
@@ -100,18 +111,7 @@ class Settings(BaseSettings):
     def _proxy_cidrs(cls, value: Any) -> Any:
         # "10.0.0.0/8, fd00::/8" from the environment; a list when built in code
         items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            return value
-        networks: list[IPv4Network | IPv6Network] = []
-        for item in items:
-            text = str(item).strip()
-            if not text:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(text, strict=False))
-            except ValueError:
-                raise ValueError(f"{text!r} is not a CIDR (10.0.0.0/8, fd12::/64)") from None
-        return networks
+        return _networks(items) if isinstance(items, list | tuple) else value
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -50,6 +50,7 @@ from gaia.providers.kubernetes import KubernetesCluster
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer, Key, key_of
 from tests.support.kube import ControlPlane
 from tests.support.relay import Relay
+from tests.support.waiting import eventually
 
 LABEL = "gaia.test/informer"
 INFORMER_LOG = "gaia.providers.kubernetes.informer"
@@ -57,15 +58,6 @@ _namespaces = itertools.count()
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def eventually(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s:g} s")
 
 
 def compact_etcd(control_plane: ControlPlane) -> None:

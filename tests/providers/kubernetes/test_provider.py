@@ -27,6 +27,7 @@ from gaia.providers.port import (
     ServiceSpec,
 )
 from tests.support.kube import ControlPlane, fake_node
+from tests.support.waiting import eventually
 
 PIX4 = [
     ["X", "PIX", "SYS", "SYS"],
@@ -326,19 +327,10 @@ def test_a_failed_bind_removes_only_its_own_pod(
     stale = create()
     r = api.delete(f"/api/v1/namespaces/{namespace}/pods/web-0", params={"gracePeriodSeconds": "0"})
     assert r.status_code == 200, r.text
-    settle_sync(lambda: uid_now() is None)
+    eventually(lambda: uid_now() is None, "web-0 gone", timeout_s=30)
     fresh = create()
 
     run(cluster._on_loop(cluster._delete_exact_pod(namespace, "web-0", stale)))
     assert uid_now() == fresh  # the stale clean-up left the new pod alone
     run(cluster._on_loop(cluster._delete_exact_pod(namespace, "web-0", fresh)))
-    settle_sync(lambda: uid_now() is None)
-
-
-def settle_sync(check: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not settled within {timeout_s:g} s")
+    eventually(lambda: uid_now() is None, "web-0 gone", timeout_s=30)

@@ -27,6 +27,7 @@ from gaia.store.models import Cluster
 from tests.conftest import World
 from tests.support.apps_harness import BIZ, template
 from tests.support.kube import ControlPlane, fake_node
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -51,7 +52,7 @@ def kube_api(control_plane: ControlPlane) -> Iterator[httpx.Client]:
     client = control_plane.http_client()
     r = client.post("/api/v1/nodes", json=fake_node(NODE, gpus=2, labels=SELECTOR))
     assert r.status_code in (201, 409), r.text
-    wait_for(lambda: _ready(client.get(f"/api/v1/nodes/{NODE}").json()), "KWOK: node Ready")
+    eventually(lambda: _ready(client.get(f"/api/v1/nodes/{NODE}").json()), "KWOK: node Ready")
     yield client
     client.close()
 
@@ -59,15 +60,6 @@ def kube_api(control_plane: ControlPlane) -> Iterator[httpx.Client]:
 def _ready(node: dict[str, Any]) -> bool:
     conditions = (node.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout_s:g} s: {what}")
 
 
 class Rig:
@@ -138,7 +130,7 @@ def rig(
             f"/api/v1/namespaces/alpha/pods/{pod['metadata']['name']}",
             params={"gracePeriodSeconds": "0"},
         )
-    wait_for(
+    eventually(
         lambda: (
             not kube_api.get(
                 "/api/v1/namespaces/alpha/pods", params={"fieldSelector": f"spec.nodeName={NODE}"}

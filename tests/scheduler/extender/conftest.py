@@ -39,6 +39,17 @@ class ExtenderPki:
     stranger_cert: Path
     stranger_key: Path
 
+    def server_args(self) -> list[str]:
+        """``gaia extender``'s options for mutual TLS with this PKI."""
+        return [
+            "--tls-cert-file",
+            str(self.server_cert),
+            "--tls-private-key-file",
+            str(self.server_key),
+            "--client-ca-file",
+            str(self.ca),
+        ]
+
     def client_context(self, *, with_cert: bool = True, stranger: bool = False) -> ssl.SSLContext:
         """A client that trusts the extender's CA and presents a certificate (or none)."""
         context = ssl.create_default_context(cafile=str(self.ca))

@@ -120,16 +120,7 @@ def test_mutual_tls_admits_only_clients_with_a_certificate_of_the_ca_and_the_tok
 ) -> None:
     port = free_port()
     base = f"https://127.0.0.1:{port}"
-    args = [
-        "--port",
-        str(port),
-        "--tls-cert-file",
-        str(extender_pki.server_cert),
-        "--tls-private-key-file",
-        str(extender_pki.server_key),
-        "--client-ca-file",
-        str(extender_pki.ca),
-    ]
+    args = ["--port", str(port), *extender_pki.server_args()]
     auth = {"Authorization": f"Bearer {TOKEN}"}
     trusted_context = extender_pki.client_context()
     with (

@@ -43,12 +43,7 @@ def extender(
         str(port),
         "--kubeconfig",
         str(control_plane.kubeconfig_path),
-        "--tls-cert-file",
-        str(extender_pki.server_cert),
-        "--tls-private-key-file",
-        str(extender_pki.server_key),
-        "--client-ca-file",
-        str(extender_pki.ca),
+        *extender_pki.server_args(),
     ]
     with start_extender(
         args, log=work / "extender.log", base=base, verify=extender_pki.client_context()
