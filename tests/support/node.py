@@ -59,7 +59,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -108,6 +108,10 @@ KUBELET_SYSCTLS = (
     "kernel/keys/root_maxbytes",
 )
 SYSCTL_BACKUP = SLOTS / "sysctls-before-kubelet.json"
+# the kubelet's device plugin folder and its registration socket (v1beta1 constants.go): the
+# same for every kubelet on the machine, whatever its --root-dir
+DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
+KUBELET_SOCKET = DEVICE_PLUGIN_DIR / "kubelet.sock"
 CAP_SYS_RESOURCE = 24
 
 FAKE_GPU_LINKS = (
@@ -403,6 +407,7 @@ class RealNode:
     slot: NodeSlot
     cgroups: SlotCgroups
     gpus: FakeGpus = field(default_factory=FakeGpus)
+    advertise_gpus: bool = True  # False: a device plugin (the test's) advertises them
     ip: str = ""
     processes: list[Process] = field(default_factory=list)
     registry_url: str = ""
@@ -500,9 +505,27 @@ class RealNode:
         self._timed("containerd", begun)
         self._start_kubelet(timeout_s)
         self._timed("ready", begun)
-        self._advertise_fake_gpus()
-        self._timed("gpus", begun)
+        if self.advertise_gpus:
+            self._advertise_fake_gpus()
+            self._timed("gpus", begun)
         return self
+
+    def restart_kubelet(self, *, timeout_s: float = 120) -> None:
+        """Stop the kubelet and start it again, as an upgrade or a crash would; returns once the
+        new kubelet's device manager serves (a new ``kubelet.sock``) and the node is Ready."""
+        by_name = {p.name: p for p in self.processes}
+        before = _socket_identity(KUBELET_SOCKET)
+        if "kubelet" in by_name:
+            _terminate(by_name["kubelet"])
+            self.processes.remove(by_name["kubelet"])
+        self._start_kubelet(timeout_s)
+        process = next(p for p in self.processes if p.name == "kubelet")
+        self._wait(
+            process,
+            lambda: _socket_identity(KUBELET_SOCKET) not in (None, before),
+            "a new device plugin socket",
+            timeout_s,
+        )
 
     def _start_registry(self, timeout_s: float) -> None:
         port = free_port()
@@ -860,6 +883,44 @@ _UNUSED_CONTAINERD_PLUGINS = [
 ]
 
 
+def _socket_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns)
+
+
+@contextlib.contextmanager
+def device_plugin_folder(timeout_s: float = 600) -> Iterator[Path]:
+    """Hold the kubelet's device plugin folder for one test module's plugin.
+
+    Every kubelet on a machine uses ``/var/lib/kubelet/device-plugins`` (a path it hard-codes,
+    with no flag) and empties it when it starts. A device plugin under test registers with
+    whichever kubelet made ``kubelet.sock`` last; holding this lock while it runs keeps two
+    such modules (two test sessions on one machine) from taking each other's kubelet. A real
+    node started meanwhile by a module that needs no plugin still renews the folder: the
+    plugin under test would then register again, with that node; the suite runs modules one
+    after another, so that does not happen within one session."""
+    SLOTS.mkdir(parents=True, exist_ok=True)
+    with (SLOTS / "device-plugins.lock").open("w") as handle:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RealNodeUnavailable(
+                        "another test session holds the kubelet's device plugin folder"
+                    ) from None
+                time.sleep(1)
+        try:
+            yield DEVICE_PLUGIN_DIR
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _terminate(process: Process) -> None:
     if process.popen.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -917,6 +978,7 @@ def start_real_node(
     *,
     name: str = "gaia-node-0",
     gpus: FakeGpus | None = None,
+    advertise_gpus: bool = True,
     ip: str = "",
     timeout_s: float = 120,
 ) -> RealNode:
@@ -957,6 +1019,7 @@ def start_real_node(
         slot=slot,
         cgroups=cgroups,
         gpus=gpus or FakeGpus(),
+        advertise_gpus=advertise_gpus,
         ip=ip,
     )
     try:

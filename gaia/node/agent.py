@@ -1,0 +1,195 @@
+"""``gaia node-agent``: the one Gaia process on each GPU worker node.
+
+It owns three jobs that share one view of the node's cards:
+
+1. **Read** the cards every ``interval_s``: ``GpuReader.snapshot()`` (``gaia.node.gpus``: NVML,
+   or ``nvidia-smi``), with their health and the processes on them.
+2. **Serve the kubelet**: the device plugin (``gaia.node.deviceplugin``) advertises each card as
+   100 ``gaia.io/gpu-core`` units, healthy or not as the last snapshot says, and grants
+   containers their cards and limits through the enforcement (``gaia.node.vgpu``). The node's
+   ``gaia.io/gpu-memory`` (MiB, the healthy cards' memory) is not a device list, so the agent
+   writes it into the Node's status as an extended resource (``advertise_memory``), again each
+   pass: a kubelet that starts with no checkpoint zeroes the extended resources it does not own.
+3. **Publish** what the scheduler reads (``publish``: topology, model, health, NUMA and cores
+   per card, as the Node's annotations and labels), and sweep the grants of pods that left the
+   node so the enforcement releases them.
+
+Every pass is level-triggered: it compares what it reads with what is there and writes only a
+difference, so a pass that finds nothing new writes nothing, and a missed pass is made up by
+the next. A failing pass (API server away, NVML error) is logged once per kind and retried on
+the next tick; the device plugin keeps serving the last good view meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Node, Pod
+from lightkube.types import PatchType
+
+from gaia.kube.resources import GAIA_GPU_MEMORY
+from gaia.node.deviceplugin import DevicePluginServer, GpuCorePlugin, Inventory, Ledger
+from gaia.node.gpus import GpuReader, GpuSnapshot
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[GpuSnapshot], Awaitable[None]]
+
+
+class KubePods:
+    """This node's pods, listed from the API server each time (the kubelet admits a pod it got
+    from there, so a fresh list holds it)."""
+
+    def __init__(self, client: AsyncClient, node_name: str) -> None:
+        self._client = client
+        self._node = node_name
+
+    async def pods_on_node(self) -> list[Mapping[str, Any]]:
+        pods = self._client.list(Pod, namespace="*", fields={"spec.nodeName": self._node})
+        return [pod.to_dict() async for pod in pods]
+
+
+def memory_capacity(snapshot: GpuSnapshot) -> int:
+    """MiB of GPU memory the node offers: its healthy cards'."""
+    sick = {h.index for h in snapshot.health if not h.healthy}
+    return sum(card.memory_mib for card in snapshot.cards if card.index not in sick)
+
+
+class NodeAgent:
+    """The agent's passes and the device plugin, run until ``stop`` is set (``run``)."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        reader: GpuReader,
+        client: AsyncClient,
+        plugin: GpuCorePlugin,
+        server: DevicePluginServer,
+        publish: Publish | None = None,
+        interval_s: float = 5.0,
+    ) -> None:
+        self.node_name = node_name
+        self._reader = reader
+        self._client = client
+        self._pods = KubePods(client, node_name)
+        self.plugin = plugin
+        self.server = server
+        self._publish = publish
+        self._interval_s = interval_s
+        self._failing: set[str] = set()
+        self.passes = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        serving = asyncio.create_task(self.server.run(stop), name="device-plugin")
+        try:
+            while not stop.is_set():
+                await self.run_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._interval_s)
+        finally:
+            stop.set()
+            await serving
+
+    async def run_once(self) -> None:
+        snapshot = await self._step("read the GPUs", asyncio.to_thread(self._reader.snapshot))
+        if snapshot is not None:
+            await self.plugin.update(
+                Inventory.of(snapshot.cards, snapshot.health), snapshot.topology
+            )
+            await self._step("advertise GPU memory", self.advertise_memory(snapshot))
+            if self._publish is not None:
+                await self._step("publish the GPUs", self._publish(snapshot))
+        await self._step("sweep the grants", self.sweep())
+        self.passes += 1
+
+    async def _step(self, what: str, work: Awaitable[Any]) -> Any:
+        try:
+            result = await work
+        except Exception as exc:
+            if what not in self._failing:  # one line per outage, not one per pass
+                log.warning("node agent: could not %s: %s", what, exc)
+                self._failing.add(what)
+            return None
+        if what in self._failing:
+            log.info("node agent: %s works again", what)
+            self._failing.discard(what)
+        return result
+
+    async def advertise_memory(self, snapshot: GpuSnapshot) -> bool:
+        """Write the node's ``gaia.io/gpu-memory`` capacity and allocatable when they differ;
+        True when it wrote."""
+        want = str(memory_capacity(snapshot))
+        node = await self._client.get(Node, name=self.node_name)
+        status = node.status
+        capacity = (status.capacity or {}) if status else {}
+        allocatable = (status.allocatable or {}) if status else {}
+        if capacity.get(GAIA_GPU_MEMORY) == want and allocatable.get(GAIA_GPU_MEMORY) == want:
+            return False
+        await self._client.patch(
+            Node.Status,
+            name=self.node_name,
+            obj={
+                "status": {
+                    "capacity": {GAIA_GPU_MEMORY: want},
+                    "allocatable": {GAIA_GPU_MEMORY: want},
+                }
+            },
+            patch_type=PatchType.MERGE,
+        )
+        log.info("node %s: %s = %s MiB", self.node_name, GAIA_GPU_MEMORY, want)
+        return True
+
+    async def sweep(self) -> int:
+        """Release the grants of pods no longer on the node; how many."""
+        pods = await self._pods.pods_on_node()
+        live = [
+            str((pod.get("metadata") or {}).get("uid", ""))
+            for pod in pods
+            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ]
+        gone = await self.plugin.forget_gone(live)
+        for granted in gone:
+            log.info(
+                "released %s (%s/%s left the node)",
+                granted.allocation_id,
+                granted.namespace,
+                granted.pod,
+            )
+        return len(gone)
+
+
+def build_agent(
+    *,
+    node_name: str,
+    reader: GpuReader,
+    client: AsyncClient,
+    enforcement: Any,
+    plugin_dir: Path,
+    state_dir: Path,
+    publish: Publish | None = None,
+    interval_s: float = 5.0,
+    poll_s: float = 1.0,
+) -> NodeAgent:
+    """A ``NodeAgent`` with its device plugin, ledger in ``state_dir``."""
+    plugin = GpuCorePlugin(
+        pods=KubePods(client, node_name),
+        enforcement=enforcement,
+        ledger=Ledger(state_dir / "grants.json"),
+    )
+    server = DevicePluginServer(plugin=plugin, plugin_dir=plugin_dir, poll_s=poll_s)
+    return NodeAgent(
+        node_name=node_name,
+        reader=reader,
+        client=client,
+        plugin=plugin,
+        server=server,
+        publish=publish,
+        interval_s=interval_s,
+    )

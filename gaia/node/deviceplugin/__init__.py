@@ -1,0 +1,38 @@
+"""Gaia's Kubernetes device plugin: shared GPUs as ``gaia.io/gpu-core`` units the kubelet counts.
+
+The kubelet learns of the node's cards from this plugin (API v1beta1 over gRPC, stubs generated
+from the kubelet's own ``api.proto`` into ``v1beta1/`` by ``scripts/gen-deviceplugin-stubs.sh``)
+and asks it, per container, which units to take and what the container needs to use them.
+
+- ``units``: every card is 100 units named after its UUID; the kubelet's own accounting is then
+  per card, and a sick card's units leave the node's allocatable.
+- ``assign``: which pending container the kubelet is allocating for (the API never says), which
+  cards it gets (the pod's ``gaia.io/gpu-ids`` from the Gaia scheduler, else the Gaia tree), and
+  its limits.
+- ``ledger``: what was granted, kept in a file across the plugin's restarts.
+- ``server``: the gRPC service, its socket, registration and re-registration when the kubelet
+  restarts.
+
+The enforcement of the limits (device nodes, ``NVIDIA_VISIBLE_DEVICES``, MPS) is
+``gaia.node.vgpu``'s; the node agent (``gaia.node.agent``) runs the plugin and feeds it the
+cards and their health.
+"""
+
+from gaia.node.deviceplugin.ledger import Granted, Ledger
+from gaia.node.deviceplugin.server import (
+    KUBELET_PLUGIN_DIR,
+    DevicePluginServer,
+    GpuCorePlugin,
+    PodSource,
+)
+from gaia.node.deviceplugin.units import Inventory
+
+__all__ = [
+    "KUBELET_PLUGIN_DIR",
+    "DevicePluginServer",
+    "GpuCorePlugin",
+    "Granted",
+    "Inventory",
+    "Ledger",
+    "PodSource",
+]

@@ -1,0 +1,328 @@
+"""The device plugin with a real kubelet: registration, shares of one card, limits, health, restart.
+
+A real node (``tests/support/node.py``: kubelet + containerd + runc) runs without the
+harness's advertised GPUs; the node agent (``gaia.node.agent``) runs in this process, with its
+device plugin in the kubelet's real plugin folder, reading a FAKE NVML
+(``tests/support/fake_nvml.py``, four 16 GiB cards built from real ``nvidia-smi`` tables; no
+machine here has a GPU) and the ``none`` enforcement over FAKE device nodes (character devices
+with /dev/null's numbers, named ``nvidia0``...). Everything between the kubelet and the plugin
+is real: the kubelet's registration server, its gRPC calls, its admission, its node status, its
+checkpoint, and containerd creating the containers with the device nodes and environment the
+plugin returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import AsyncClient, KubeConfig
+
+from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY
+from gaia.node.agent import NodeAgent, build_agent
+from gaia.node.gpus import CardHealth, GpuCard, GpuSnapshot
+from gaia.node.vgpu import enforcement_from
+from gaia.scheduler.links import GpuTopology
+from tests.conftest import missing_component
+from tests.support.kube import ControlPlane
+from tests.support.node import (
+    FAKE_GPU_LINKS,
+    RealNode,
+    RealNodeUnavailable,
+    device_plugin_folder,
+    start_real_node,
+)
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+NODE = "gaia-gpu-node"
+CARD_MIB = 16384
+NAMESPACE = "default"
+
+
+def until(check: Any, *, what: str, timeout_s: float = 60) -> Any:
+    """The first true value of ``check()`` within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout_s:g} s")
+
+
+class TableReader:
+    """FAKE GPUs: four cards whose health a test changes."""
+
+    def __init__(self) -> None:
+        self.sick: dict[int, tuple[str, ...]] = {}
+        self.cards = tuple(
+            GpuCard(
+                index=i,
+                uuid=f"GPU-fake0000-0000-0000-0000-00000000000{i}",
+                model="FAKE-GPU-16G",
+                memory_mib=CARD_MIB,
+                minor=i,
+                bus_id=f"0000:{0x10 + i:02x}:00.0",
+                numa_node=None,
+                cpus=(),
+            )
+            for i in range(4)
+        )
+
+    def snapshot(self) -> GpuSnapshot:
+        return GpuSnapshot(
+            cards=self.cards,
+            topology=GpuTopology(
+                links=FAKE_GPU_LINKS, cpu_affinity=((),) * 4, numa_node=(None,) * 4
+            ),
+            health=tuple(
+                CardHealth(
+                    index=c.index,
+                    healthy=c.index not in self.sick,
+                    reasons=self.sick.get(c.index, ()),
+                )
+                for c in self.cards
+            ),
+            processes=(),
+        )
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Bed:
+    plane: ControlPlane
+    node: RealNode
+    agent: NodeAgent
+    reader: TableReader
+    loop: asyncio.AbstractEventLoop
+    dev_root: Path
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        with self.plane.http_client() as client:
+            response = client.request(method, path, **kwargs)
+        assert response.status_code < 300, response.text
+        return (
+            response.json()
+            if response.headers.get("content-type", "").startswith("application/json")
+            else response.text
+        )
+
+    def node_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.api("GET", f"/api/v1/nodes/{NODE}")["status"]
+        return status
+
+    def pod(self, name: str) -> dict[str, Any]:
+        doc: dict[str, Any] = self.api("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
+        return doc
+
+    def make_pod(
+        self, name: str, *, cores: int, memory_mib: int = 0, gpu_ids: str | None = None
+    ) -> None:
+        limits = {GAIA_GPU_CORE: str(cores)}
+        if memory_mib:
+            limits[GAIA_GPU_MEMORY] = str(memory_mib)
+        annotations = {"gaia.io/gpu-ids": gpu_ids} if gpu_ids is not None else {}
+        self.api(
+            "POST",
+            f"/api/v1/namespaces/{NAMESPACE}/pods",
+            json={
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "annotations": annotations},
+                "spec": {
+                    "nodeName": NODE,
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [
+                        {
+                            "name": "work",
+                            "image": self.node.images.web_v1,
+                            "command": ["sh", "-c", "env; ls /dev; sleep 3600"],
+                            "resources": {"limits": limits},
+                        }
+                    ],
+                },
+            },
+        )
+
+    def delete_pod(self, name: str) -> None:
+        with self.plane.http_client() as client:
+            client.delete(
+                f"/api/v1/namespaces/{NAMESPACE}/pods/{name}", params={"gracePeriodSeconds": "0"}
+            )
+
+    def running(self, name: str) -> dict[str, Any]:
+        pod = until(
+            lambda: (p := self.pod(name))["status"].get("phase") in ("Running", "Failed") and p,
+            timeout_s=90,
+            what=f"pod {name} running",
+        )
+        assert pod["status"]["phase"] == "Running", pod["status"]
+        return pod
+
+    def logs(self, name: str) -> str:
+        text: str = until(
+            lambda: (
+                (t := self.api("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/log"))
+                and "PATH=" in t
+                and t
+            ),
+            timeout_s=30,
+            what=f"the logs of {name}",
+        )
+        return text
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+
+def _fake_dev(root: Path) -> Path:
+    """FAKE NVIDIA device nodes: character devices with /dev/null's numbers."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", *(f"nvidia{i}" for i in range(4))):
+        path = root / name
+        if not path.exists():
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    work = tmp_path_factory.mktemp("gpu-node")
+    with device_plugin_folder() as plugin_dir:
+        try:
+            node = start_real_node(control_plane, work / "node", name=NODE, advertise_gpus=False)
+        except RealNodeUnavailable as exc:
+            missing_component("A real Kubernetes node (kubelet + containerd + runc)", str(exc))
+            raise AssertionError("unreachable") from exc
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="node-agent", daemon=True)
+        thread.start()
+        reader = TableReader()
+        dev_root = _fake_dev(work / "dev")
+
+        async def make() -> tuple[NodeAgent, asyncio.Event, asyncio.Future[None]]:
+            client = AsyncClient(KubeConfig.from_dict(control_plane.kubeconfig()), trust_env=False)
+            agent = build_agent(
+                node_name=NODE,
+                reader=reader,
+                client=client,
+                enforcement=enforcement_from("none", dev_root=dev_root, state_root=work / "vgpu"),
+                plugin_dir=plugin_dir,
+                state_dir=work / "agent",
+                interval_s=0.5,
+                poll_s=0.2,
+            )
+            stop = asyncio.Event()
+            return agent, stop, asyncio.ensure_future(agent.run(stop))
+
+        agent, stop, running = asyncio.run_coroutine_threadsafe(make(), loop).result(30)
+        bed = Bed(
+            plane=control_plane, node=node, agent=agent, reader=reader, loop=loop, dev_root=dev_root
+        )
+        try:
+            yield bed
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+            try:
+                asyncio.run_coroutine_threadsafe(
+                    asyncio.wait_for(asyncio.shield(running), 10), loop
+                ).result(15)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(10)
+                node.stop()
+
+
+def allocatable(bed: Bed, resource: str) -> str | None:
+    value: str | None = bed.node_status().get("allocatable", {}).get(resource)
+    return value
+
+
+def test_plugin_registers_and_the_node_offers_100_units_per_card(bed: Bed) -> None:
+    eventually(lambda: allocatable(bed, GAIA_GPU_CORE) == "400", timeout_s=60, what="400 units")
+    assert allocatable(bed, GAIA_GPU_MEMORY) == str(4 * CARD_MIB)
+    assert bed.agent.server.registrations >= 1
+
+
+def test_shares_of_one_card_are_admitted_and_started_on_that_card(bed: Bed) -> None:
+    eventually(lambda: allocatable(bed, GAIA_GPU_CORE) == "400", timeout_s=60, what="400 units")
+    bed.make_pod("share-30", cores=30, memory_mib=4096, gpu_ids="1")
+    bed.make_pod("share-50", cores=50, gpu_ids="1")
+    for name in ("share-30", "share-50"):
+        bed.running(name)
+    card1 = bed.reader.cards[1].uuid
+    logs30, logs50 = bed.logs("share-30"), bed.logs("share-50")
+    for text in (logs30, logs50):
+        assert f"NVIDIA_VISIBLE_DEVICES={card1}" in text
+        assert "nvidia1" in text.split()  # the card's device node, and no other card's
+        assert "nvidia0" not in text.split() and "nvidia2" not in text.split()
+    grants = {g.pod: g for g in bed.agent.plugin.ledger.grants()}
+    assert [(s.index, s.cores, s.memory_mib) for s in grants["share-30"].shares] == [(1, 30, 4096)]
+    # no memory asked: the same fraction of the card as of its cores
+    assert [(s.index, s.cores, s.memory_mib) for s in grants["share-50"].shares] == [
+        (1, 50, CARD_MIB // 2)
+    ]
+
+
+def test_a_pod_without_gaia_annotation_gets_the_tree_choice(bed: Bed) -> None:
+    bed.running("share-30")
+    bed.make_pod("unplaced-20", cores=20)
+    bed.running("unplaced-20")
+    grant = next(g for g in bed.agent.plugin.ledger.grants() if g.pod == "unplaced-20")
+    # best fit: the card already shared (card 1, 20 units left), not a whole free card
+    assert [(s.index, s.cores) for s in grant.shares] == [(1, 20)]
+
+
+def test_a_pod_whose_card_is_full_fails_admission_with_the_reason(bed: Bed) -> None:
+    bed.running("unplaced-20")
+    bed.make_pod("too-much", cores=60, gpu_ids="1")
+    pod = until(
+        lambda: (p := bed.pod("too-much"))["status"].get("phase") == "Failed" and p,
+        timeout_s=60,
+        what="the pod refused",
+    )
+    status = pod["status"]
+    assert status.get("reason") == "UnexpectedAdmissionError", status
+    # the plugin's refusal, word for word, is what the user reads on the pod
+    assert "gaia.io/gpu-ids" in status["message"] and "cannot hold 60 units" in status["message"]
+
+
+def test_a_sick_card_leaves_the_allocatable(bed: Bed) -> None:
+    bed.reader.sick[3] = ("XID 79: GPU has fallen off the bus",)
+    eventually(lambda: allocatable(bed, GAIA_GPU_CORE) == "300", timeout_s=60, what="300 units")
+    eventually(
+        lambda: allocatable(bed, GAIA_GPU_MEMORY) == str(3 * CARD_MIB), timeout_s=30, what="memory"
+    )
+
+
+def test_the_plugin_registers_again_when_the_kubelet_restarts(bed: Bed) -> None:
+    before = bed.agent.server.registrations
+    bed.node.restart_kubelet()
+    eventually(
+        lambda: bed.agent.server.registrations > before, timeout_s=60, what="registered again"
+    )
+    eventually(
+        lambda: allocatable(bed, GAIA_GPU_CORE) == "300", timeout_s=60, what="300 units again"
+    )
+    # running pods keep their units (the kubelet's checkpoint), and new ones are admitted
+    bed.make_pod("after-restart", cores=100)
+    pod = bed.running("after-restart")
+    grant = next(g for g in bed.agent.plugin.ledger.grants() if g.pod == "after-restart")
+    assert [s.cores for s in grant.shares] == [100]
+    assert grant.shares[0].index in (0, 2)  # free whole cards; card 3 is sick, card 1 shared
+    assert pod["status"]["phase"] == "Running"
+    for name in ("share-30", "share-50", "unplaced-20"):
+        assert bed.pod(name)["status"]["phase"] == "Running"
