@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,44 @@ def cmd_scheduler_extender(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_agent(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from gaia.node.agent import serve_node
+
+    def refuse(message: str) -> int:
+        print(f"gaia node-agent: {message}", file=sys.stderr)
+        return 2
+
+    node_name = args.node_name or os.environ.get("NODE_NAME", "")
+    if not node_name:
+        return refuse("--node-name (or the NODE_NAME variable) names this node's Node object")
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        return refuse(f"no kubeconfig at {args.kubeconfig}")
+    if not 0.5 <= args.interval <= 300:
+        return refuse(f"--interval must be 0.5..300 seconds, not {args.interval:g}")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_node(
+            node_name=node_name,
+            kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+            plugin_dir=Path(args.device_plugin_dir),
+            state_dir=Path(args.state_dir),
+            enforcement_mode=args.enforcement,
+            dev_root=Path(args.dev_root),
+            interval_s=args.interval,
+            stop=stop,
+        )
+
+    asyncio.run(run())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gaia", description="Gaia container cloud")
     parser.add_argument("--version", action="version", version=f"gaia {__version__}")
@@ -231,6 +270,43 @@ def main(argv: list[str] | None = None) -> int:
         help="require a client certificate signed by a CA in this file (PEM) on every connection",
     )
     extender.set_defaults(func=cmd_scheduler_extender)
+
+    agent = sub.add_parser(
+        "node-agent",
+        help="run on a GPU worker node: publish its GPUs, serve the kubelet's device plugin",
+        description=(
+            "One per GPU node (deploy/node-agent: a DaemonSet, or a systemd unit). Reads the "
+            "cards through NVML (or nvidia-smi), publishes topology, health and NUMA on the "
+            "Node, advertises gaia.io/gpu-core (100 units per card) to the kubelet as a device "
+            "plugin and gaia.io/gpu-memory (MiB) in the Node's status, and grants each "
+            "container its cards and limits. docs/gpu-sharing.md says more."
+        ),
+    )
+    agent.add_argument("--node-name", help="this node's Node name (default: $NODE_NAME)")
+    agent.add_argument(
+        "--kubeconfig", help="kubeconfig (default: the in-cluster service account, or $KUBECONFIG)"
+    )
+    agent.add_argument(
+        "--device-plugin-dir",
+        default="/var/lib/kubelet/device-plugins",
+        help="the kubelet's device plugin folder (default /var/lib/kubelet/device-plugins)",
+    )
+    agent.add_argument(
+        "--state-dir",
+        default="/var/lib/gaia/node-agent",
+        help="where the agent keeps its grants (default /var/lib/gaia/node-agent)",
+    )
+    agent.add_argument(
+        "--enforcement",
+        choices=("mps", "none"),
+        default="mps",
+        help="how shares are enforced: mps (NVIDIA MPS limits; default) or none (visibility only)",
+    )
+    agent.add_argument("--dev-root", default="/dev", help="where the NVIDIA device nodes are")
+    agent.add_argument(
+        "--interval", type=float, default=5.0, help="seconds between passes (default 5)"
+    )
+    agent.set_defaults(func=cmd_node_agent)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
@@ -193,3 +193,54 @@ def build_agent(
         publish=publish,
         interval_s=interval_s,
     )
+
+
+NO_GPU_RETRY_S = 60.0
+
+
+async def serve_node(
+    *,
+    node_name: str,
+    kubeconfig: Path | None,
+    plugin_dir: Path,
+    state_dir: Path,
+    enforcement_mode: str,
+    dev_root: Path,
+    interval_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """What ``gaia node-agent`` runs: find the GPUs (again each minute while there are none:
+    a driver may load after the agent starts), then the agent until ``stop``."""
+    from gaia.node.gpus import open_gpus
+    from gaia.node.vgpu import enforcement_from
+
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+    client = AsyncClient(config, field_manager="gaia-node-agent", trust_env=False)
+    reader = None
+    while reader is None and not stop.is_set():
+        reader = await asyncio.to_thread(open_gpus)
+        if reader is None:
+            log.warning(
+                "no NVIDIA GPU found on %s (NVML, nvidia-smi); looking again in %.0f s",
+                node_name,
+                NO_GPU_RETRY_S,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), NO_GPU_RETRY_S)
+    if reader is None:
+        return
+    try:
+        agent = build_agent(
+            node_name=node_name,
+            reader=reader,
+            client=client,
+            enforcement=enforcement_from(
+                enforcement_mode, dev_root=dev_root, state_root=state_dir / "vgpu"
+            ),
+            plugin_dir=plugin_dir,
+            state_dir=state_dir,
+            interval_s=interval_s,
+        )
+        await agent.run(stop)
+    finally:
+        reader.close()
