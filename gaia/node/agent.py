@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
 from gaia.kube.resources import GAIA_GPU_MEMORY
-from gaia.node.deviceplugin import DevicePluginServer, GpuCorePlugin, Inventory, Ledger
+from gaia.node.deviceplugin import RESOURCES, DevicePluginServer, GpuPlugin, Inventory, Ledger
 from gaia.node.gpus import GpuReader, GpuSnapshot
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ class NodeAgent:
         node_name: str,
         reader: GpuReader,
         client: AsyncClient,
-        plugin: GpuCorePlugin,
-        server: DevicePluginServer,
+        plugin: GpuPlugin,
+        servers: Sequence[DevicePluginServer],
         publish: Publish | None = None,
         interval_s: float = 5.0,
     ) -> None:
@@ -80,14 +80,17 @@ class NodeAgent:
         self._client = client
         self._pods = KubePods(client, node_name)
         self.plugin = plugin
-        self.server = server
+        self.servers = tuple(servers)
         self._publish = publish
         self._interval_s = interval_s
         self._failing: set[str] = set()
         self.passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        serving = asyncio.create_task(self.server.run(stop), name="device-plugin")
+        serving = [
+            asyncio.create_task(server.run(stop), name=f"device-plugin {server.socket.name}")
+            for server in self.servers
+        ]
         try:
             while not stop.is_set():
                 await self.run_once()
@@ -95,7 +98,7 @@ class NodeAgent:
                     await asyncio.wait_for(stop.wait(), self._interval_s)
         finally:
             stop.set()
-            await serving
+            await asyncio.gather(*serving)
 
     async def run_once(self) -> None:
         snapshot = await self._step("read the GPUs", asyncio.to_thread(self._reader.snapshot))
@@ -178,18 +181,21 @@ def build_agent(
     poll_s: float = 1.0,
 ) -> NodeAgent:
     """A ``NodeAgent`` with its device plugin, ledger in ``state_dir``."""
-    plugin = GpuCorePlugin(
+    plugin = GpuPlugin(
         pods=KubePods(client, node_name),
         enforcement=enforcement,
         ledger=Ledger(state_dir / "grants.json"),
     )
-    server = DevicePluginServer(plugin=plugin, plugin_dir=plugin_dir, poll_s=poll_s)
+    servers = [
+        DevicePluginServer(service=plugin.service(resource), plugin_dir=plugin_dir, poll_s=poll_s)
+        for resource in RESOURCES
+    ]
     return NodeAgent(
         node_name=node_name,
         reader=reader,
         client=client,
         plugin=plugin,
-        server=server,
+        servers=servers,
         publish=publish,
         interval_s=interval_s,
     )

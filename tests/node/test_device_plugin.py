@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from lightkube import AsyncClient, KubeConfig
 
-from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY
+from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY, NVIDIA_GPU
 from gaia.node.agent import NodeAgent, build_agent
 from gaia.node.gpus import CardHealth, GpuCard, GpuSnapshot
 from gaia.node.vgpu import enforcement_from
@@ -128,9 +128,15 @@ class Bed:
         return doc
 
     def make_pod(
-        self, name: str, *, cores: int, memory_mib: int = 0, gpu_ids: str | None = None
+        self,
+        name: str,
+        *,
+        cores: int = 0,
+        cards: int = 0,
+        memory_mib: int = 0,
+        gpu_ids: str | None = None,
     ) -> None:
-        limits = {GAIA_GPU_CORE: str(cores)}
+        limits = {GAIA_GPU_CORE: str(cores)} if cores else {NVIDIA_GPU: str(cards)}
         if memory_mib:
             limits[GAIA_GPU_MEMORY] = str(memory_mib)
         annotations = {"gaia.io/gpu-ids": gpu_ids} if gpu_ids is not None else {}
@@ -254,7 +260,7 @@ def allocatable(bed: Bed, resource: str) -> str | None:
 def test_plugin_registers_and_the_node_offers_100_units_per_card(bed: Bed) -> None:
     eventually(lambda: allocatable(bed, GAIA_GPU_CORE) == "400", timeout_s=60, what="400 units")
     assert allocatable(bed, GAIA_GPU_MEMORY) == str(4 * CARD_MIB)
-    assert bed.agent.server.registrations >= 1
+    assert all(server.registrations >= 1 for server in bed.agent.servers)
 
 
 def test_shares_of_one_card_are_admitted_and_started_on_that_card(bed: Bed) -> None:
@@ -297,22 +303,51 @@ def test_a_pod_whose_card_is_full_fails_admission_with_the_reason(bed: Bed) -> N
     status = pod["status"]
     assert status.get("reason") == "UnexpectedAdmissionError", status
     # the plugin's refusal, word for word, is what the user reads on the pod
-    assert "gaia.io/gpu-ids" in status["message"] and "cannot hold 60 units" in status["message"]
+    assert (
+        "gaia.io/gpu-ids" in status["message"]
+        and "cannot hold 60 x gaia.io/gpu-core" in status["message"]
+    )
+
+
+def test_a_whole_card_is_one_nvidia_gpu_and_takes_no_shares_beside_it(bed: Bed) -> None:
+    eventually(lambda: allocatable(bed, NVIDIA_GPU) == "4", timeout_s=30, what="4 whole cards")
+    bed.make_pod("whole-1", cards=1)
+    bed.running("whole-1")
+    grant = next(g for g in bed.agent.plugin.ledger.grants() if g.pod == "whole-1")
+    (share,) = grant.shares
+    assert share.cores == 100 and share.index != 1  # card 1 holds shares
+    assert f"NVIDIA_VISIBLE_DEVICES={share.uuid}" in bed.logs("whole-1")
+    bed.make_pod("beside-whole", cores=10, gpu_ids=str(share.index))
+    pod = until(
+        lambda: (p := bed.pod("beside-whole"))["status"].get("phase") == "Failed" and p,
+        timeout_s=60,
+        what="the share refused",
+    )
+    assert "held through nvidia.com/gpu" in pod["status"]["message"], pod["status"]
+    bed.delete_pod("whole-1")
+    eventually(
+        lambda: all(g.pod != "whole-1" for g in bed.agent.plugin.ledger.grants()),
+        timeout_s=60,
+        what="the whole card released",
+    )
 
 
 def test_a_sick_card_leaves_the_allocatable(bed: Bed) -> None:
     bed.reader.sick[3] = ("XID 79: GPU has fallen off the bus",)
     eventually(lambda: allocatable(bed, GAIA_GPU_CORE) == "300", timeout_s=60, what="300 units")
+    eventually(lambda: allocatable(bed, NVIDIA_GPU) == "3", timeout_s=60, what="3 whole cards")
     eventually(
         lambda: allocatable(bed, GAIA_GPU_MEMORY) == str(3 * CARD_MIB), timeout_s=30, what="memory"
     )
 
 
 def test_the_plugin_registers_again_when_the_kubelet_restarts(bed: Bed) -> None:
-    before = bed.agent.server.registrations
+    before = [server.registrations for server in bed.agent.servers]
     bed.node.restart_kubelet()
     eventually(
-        lambda: bed.agent.server.registrations > before, timeout_s=60, what="registered again"
+        lambda: all(s.registrations > b for s, b in zip(bed.agent.servers, before, strict=True)),
+        timeout_s=60,
+        what="both resources registered again",
     )
     eventually(
         lambda: allocatable(bed, GAIA_GPU_CORE) == "300", timeout_s=60, what="300 units again"

@@ -20,7 +20,7 @@ from gaia.node.deviceplugin.assign import (
     shares_for,
 )
 from gaia.node.deviceplugin.ledger import Granted, Ledger
-from gaia.node.deviceplugin.units import Inventory, UnknownUnit, unit_id
+from gaia.node.deviceplugin.units import CARD, CORE, Inventory, UnknownUnit, unit_id
 from gaia.node.gpus import CardHealth, GpuCard
 from gaia.node.vgpu import CardShare
 from gaia.scheduler.links import GpuTopology
@@ -153,7 +153,7 @@ def test_gpu_ids_are_read_strictly() -> None:
         with pytest.raises(ValueError):
             read_gpu_ids(bad)
     broken = pending_containers([pod("p", containers=[gpu("a", 30)], gpu_ids="one")])[0]
-    assert broken.gpu_ids is None and "not a list of card indexes" in broken.gpu_ids_error
+    assert broken.gpu_ids is None and "not a list of card indexes" in broken.error
 
 
 def test_the_preference_is_the_annotated_card_first_free_units() -> None:
@@ -225,7 +225,7 @@ def test_no_preference_when_the_annotated_card_is_full_and_allocate_refuses_the_
         == []
     )
     with pytest.raises(
-        AllocationRefused, match=r"gave this pod card\(s\) 1 .*cannot hold 20 units"
+        AllocationRefused, match=r"gave this pod card\(s\) 1 .*cannot hold 20 x gaia.io/gpu-core"
     ):
         check_units(inventory=inv, device_ids=units(inv, 0, 20), container=want)
 
@@ -249,17 +249,13 @@ def test_limits_are_the_asked_memory_or_the_cores_fraction_and_must_fit() -> Non
     inv = inventory()
     asked = pending_containers([pod("p", containers=[gpu("a", 30, memory=4096)])])[0]
     plain = pending_containers([pod("q", containers=[gpu("a", 25)])])[0]
-    got = shares_for(
-        inventory=inv, per_card={1: units(inv, 1, 30)}, container=asked, memory_used={}
-    )
+    got = shares_for(inventory=inv, per_card={1: 30}, container=asked, memory_used={})
     assert got == [CardShare(index=1, uuid=cards()[1].uuid, minor=1, cores=30, memory_mib=4096)]
-    got = shares_for(
-        inventory=inv, per_card={1: units(inv, 1, 25)}, container=plain, memory_used={}
-    )
+    got = shares_for(inventory=inv, per_card={1: 25}, container=plain, memory_used={})
     assert got[0].memory_mib == MIB // 4
     whole = shares_for(
         inventory=inv,
-        per_card={0: units(inv, 0, 100), 1: units(inv, 1, 100)},
+        per_card={0: 100, 1: 100},
         container=None,
         memory_used={},
     )
@@ -267,7 +263,7 @@ def test_limits_are_the_asked_memory_or_the_cores_fraction_and_must_fit() -> Non
     with pytest.raises(AllocationRefused, match="asks 4096 MiB of GPU1, which has 2048 MiB left"):
         shares_for(
             inventory=inv,
-            per_card={1: units(inv, 1, 30)},
+            per_card={1: 30},
             container=asked,
             memory_used={1: MIB - 2048},
         )
@@ -313,3 +309,65 @@ def test_a_corrupt_ledger_is_set_aside_not_lost(tmp_path: Path) -> None:
     ledger = Ledger(path)
     assert ledger.grants() == []
     assert (tmp_path / "grants.corrupt").read_text() == "{not json"
+
+
+def test_whole_cards_are_one_nvidia_device_each_and_never_shared_with_units() -> None:
+    inv = inventory()
+    listed = inv.units(CARD)
+    assert [u.id for u in listed] == [c.uuid for c in cards()]
+    assert inv.card_of(cards()[2].uuid).index == 2
+    found = pending_containers(
+        [pod("p", containers=[{"name": "a", "resources": {"limits": {"nvidia.com/gpu": "2"}}}])]
+    )
+    want = next_container(found, resource=CARD, size=2, allocated=())
+    assert want is not None and want.cards == 2 and want.cores == 0
+    # card 2 has units granted (busy for whole cards): the linked pair left is 0 and 1
+    chosen = choose_units(
+        inventory=inv,
+        topology=TOPOLOGY,
+        resource=CARD,
+        available=[u.id for u in listed],
+        must_include=[],
+        size=2,
+        container=want,
+        memory_used={2: 1024},
+        busy={2},
+    )
+    assert sorted(inv.per_card(chosen)) == [0, 1]
+    assert check_units(inventory=inv, resource=CARD, device_ids=chosen, container=want) == {
+        0: 100,
+        1: 100,
+    }
+    with pytest.raises(AllocationRefused, match=r"held through gaia.io/gpu-core"):
+        check_units(
+            inventory=inv, resource=CARD, device_ids=[cards()[2].uuid], container=None, busy={2}
+        )
+    with pytest.raises(AllocationRefused, match=r"held through nvidia.com/gpu"):
+        check_units(inventory=inv, device_ids=units(inv, 0, 10), container=None, busy={0})
+
+
+def test_a_container_asking_both_resources_is_refused() -> None:
+    both = {"name": "a", "resources": {"limits": {"nvidia.com/gpu": "1", GAIA_GPU_CORE: "30"}}}
+    want = pending_containers([pod("p", containers=[both])])[0]
+    inv = inventory()
+    with pytest.raises(AllocationRefused, match="asks for both"):
+        check_units(inventory=inv, device_ids=units(inv, 0, 30), container=want)
+
+
+def test_the_ledger_knows_which_cards_each_resource_holds(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "grants.json")
+    ledger.add(grant("a", 1, 30, 4096, ["u1"]))
+    whole = Granted(
+        allocation_id="uid-w-a",
+        uid="uid-w",
+        namespace="team",
+        pod="w",
+        container="a",
+        device_ids=("GPU-2",),
+        shares=(CardShare(index=2, uuid="GPU-2", minor=2, cores=100, memory_mib=0),),
+        resource=CARD,
+    )
+    ledger.add(whole)
+    assert ledger.busy_for(CORE) == {2}
+    assert ledger.busy_for(CARD) == {1}
+    assert Ledger(tmp_path / "grants.json").busy_for(CORE) == {2}

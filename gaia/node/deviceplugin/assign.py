@@ -25,6 +25,11 @@ says why, rather than running on a card the scheduler did not choose.
 the card's memory as of its cores (a share without a memory bound would let one tenant take a
 card's memory from its neighbours). Whole cards carry no limit.
 
+**Two resources, one set of cards** (``units``): ``gaia.io/gpu-core`` units and
+``nvidia.com/gpu`` whole cards. The kubelet counts them apart, so ``busy`` cards (those the
+*other* resource holds, from the ledger) are never preferred and a pick that touches one is
+refused. A container asks for one of the two, never both.
+
 Pure code: pods are plain Kubernetes documents, the kubelet's ids plain strings.
 """
 
@@ -39,8 +44,8 @@ from typing import Any
 from gaia.kube.errors import UnreadableObject
 from gaia.kube.labels import GPU_IDS_ANNOTATION
 from gaia.kube.quantities import parse_quantity
-from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY, WHOLE_CARD
-from gaia.node.deviceplugin.units import Inventory
+from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY, NVIDIA_GPU, WHOLE_CARD
+from gaia.node.deviceplugin.units import CARD, CORE, Inventory
 from gaia.node.vgpu import CardShare
 from gaia.scheduler.links import GpuTopology
 from gaia.scheduler.tree import GpuAllocation, GpuRequest, TopologyTree
@@ -63,9 +68,14 @@ class PendingContainer:
     created: str  # the pod's creationTimestamp (RFC 3339 sorts as text)
     order: int  # init containers first, then containers, as the kubelet allocates them
     cores: int  # gaia.io/gpu-core
+    cards: int  # nvidia.com/gpu
     memory_mib: int  # gaia.io/gpu-memory, 0 when not asked
     gpu_ids: tuple[int, ...] | None  # the pod's gaia.io/gpu-ids; None when absent
-    gpu_ids_error: str = ""  # why gaia.io/gpu-ids could not be read
+    error: str = ""  # why Gaia cannot serve it (gaia.io/gpu-ids unreadable, both resources)
+
+    def asks(self, resource: str) -> int:
+        """How many devices of ``resource`` it asks for."""
+        return self.cores if resource == CORE else self.cards
 
     @property
     def key(self) -> ContainerKey:
@@ -141,8 +151,15 @@ def pending_containers(pods: Iterable[Mapping[str, Any]]) -> list[PendingContain
             name = str(container.get("name", ""))
             resources = container.get("resources") or {}
             cores = _amount(resources, GAIA_GPU_CORE)
-            if not cores or name in started:
+            cards = _amount(resources, NVIDIA_GPU)
+            if not (cores or cards) or name in started:
                 continue
+            error = ids_error
+            if cores and cards:
+                error = (
+                    f"asks for both {GAIA_GPU_CORE} and {NVIDIA_GPU}: ask for whole cards as "
+                    f"one or the other ({GAIA_GPU_CORE}: 100 per card)"
+                )
             found.append(
                 PendingContainer(
                     namespace=str(meta.get("namespace", "")),
@@ -152,9 +169,10 @@ def pending_containers(pods: Iterable[Mapping[str, Any]]) -> list[PendingContain
                     created=str(meta.get("creationTimestamp", "")),
                     order=order,
                     cores=cores,
+                    cards=cards,
                     memory_mib=_amount(resources, GAIA_GPU_MEMORY),
                     gpu_ids=gpu_ids,
-                    gpu_ids_error=ids_error,
+                    error=error,
                 )
             )
     found.sort(key=lambda c: (c.created, c.namespace, c.pod, c.order))
@@ -162,21 +180,41 @@ def pending_containers(pods: Iterable[Mapping[str, Any]]) -> list[PendingContain
 
 
 def next_container(
-    candidates: Sequence[PendingContainer], *, size: int, allocated: Iterable[ContainerKey]
+    candidates: Sequence[PendingContainer],
+    *,
+    resource: str = CORE,
+    size: int,
+    allocated: Iterable[ContainerKey],
 ) -> PendingContainer | None:
-    """The container the kubelet is allocating ``size`` units for: the first candidate of that
-    size that has no units yet."""
+    """The container the kubelet is allocating ``size`` devices of ``resource`` for: the first
+    candidate asking that many that has none yet."""
     done = set(allocated)
     for candidate in candidates:
-        if candidate.cores == size and candidate.key not in done:
+        if candidate.asks(resource) == size and candidate.key not in done:
             return candidate
     return None
 
 
-def _free_units(inventory: Inventory, available: Iterable[str]) -> dict[int, list[str]]:
+def per_card_size(resource: str, size: int) -> tuple[int, int]:
+    """(cards, devices per card) of a request of ``size`` devices; (0, 0) when it cannot be
+    served (a share over one card)."""
+    if resource == CARD:
+        return size, 1
+    if size < WHOLE_CARD:
+        return 1, size
+    if size % WHOLE_CARD:
+        return 0, 0
+    return size // WHOLE_CARD, WHOLE_CARD
+
+
+def _free_units(
+    inventory: Inventory, available: Iterable[str], busy: Iterable[int]
+) -> dict[int, list[str]]:
     free: dict[int, list[str]] = {card.index: [] for card in inventory.cards}
     for index, ids in inventory.per_card(available).items():
         free[index] = ids
+    for index in busy:
+        free[index] = []
     return free
 
 
@@ -184,76 +222,63 @@ def choose_units(
     *,
     inventory: Inventory,
     topology: GpuTopology | None,
+    resource: str = CORE,
     available: Sequence[str],
     must_include: Sequence[str],
     size: int,
     container: PendingContainer | None,
     memory_used: Mapping[int, int],
+    busy: Iterable[int] = (),
 ) -> list[str]:
-    """The unit ids to prefer for a container asking ``size`` units; [] to leave it to the
-    kubelet (then ``check_units`` judges its pick). ``memory_used`` is MiB already granted per
-    card."""
-    if must_include:  # the kubelet reuses units it gave before: keep them, nothing to choose
+    """The device ids of ``resource`` to prefer for a container asking ``size`` of them; [] to
+    leave it to the kubelet (then ``check_units`` judges its pick). ``memory_used`` is MiB
+    already granted per card, ``busy`` the cards the other resource holds."""
+    if must_include:  # the kubelet reuses devices it gave before: keep them, nothing to choose
         return []
-    free = _free_units(inventory, available)
-    cards = _cards_for(
-        inventory=inventory,
-        topology=topology,
-        free=free,
-        size=size,
-        container=container,
-        memory_used=memory_used,
-    )
-    if not cards:
+    count, per_card = per_card_size(resource, size)
+    if not count:
+        return []  # more than one card must be whole cards; check_units says so
+    free = _free_units(inventory, available, busy)
+    if container is not None and container.gpu_ids is not None:
+        cards: tuple[int, ...] = container.gpu_ids
+    else:
+        memory = container.memory_mib if container is not None and per_card < WHOLE_CARD else 0
+        cards = _tree_choice(
+            inventory=inventory,
+            topology=topology,
+            # hundredths free per card: a unit is one, a whole card's device a hundred
+            free={
+                i: len(ids) if resource == CORE else WHOLE_CARD * len(ids)
+                for i, ids in free.items()
+            },
+            request=GpuRequest(
+                cores=count * per_card * (1 if resource == CORE else WHOLE_CARD), memory_mib=memory
+            ),
+            memory_used=memory_used,
+        )
+    if len(cards) != count:
         return []
-    per_card = size if size < WHOLE_CARD else WHOLE_CARD
     chosen: list[str] = []
     for index in cards:
-        if len(free[index]) < per_card:
+        if len(free.get(index, [])) < per_card:
             return []
         chosen.extend(free[index][:per_card])
     return chosen
 
 
-def _cards_for(
+def _tree_choice(
     *,
     inventory: Inventory,
     topology: GpuTopology | None,
-    free: Mapping[int, list[str]],
-    size: int,
-    container: PendingContainer | None,
+    free: Mapping[int, int],
+    request: GpuRequest,
     memory_used: Mapping[int, int],
 ) -> tuple[int, ...]:
-    if size > WHOLE_CARD and size % WHOLE_CARD:
-        return ()  # more than one card must be whole cards; check_units says so
-    if container is not None and container.gpu_ids is not None:
-        return container.gpu_ids
-    tree = _tree_now(inventory=inventory, topology=topology, free=free, memory_used=memory_used)
-    if tree is None:
-        return ()
-    memory = container.memory_mib if container is not None and size < WHOLE_CARD else 0
-    try:
-        answer = tree.allocate(GpuRequest(cores=size, memory_mib=memory))
-    except ValueError:
-        return ()
-    if answer is None:
-        return ()
-    order = [card.index for card in inventory.cards]
-    return tuple(order[g] for g in answer.gpu_ids)
-
-
-def _tree_now(
-    *,
-    inventory: Inventory,
-    topology: GpuTopology | None,
-    free: Mapping[int, list[str]],
-    memory_used: Mapping[int, int],
-) -> TopologyTree | None:
-    """The Gaia tree of this node with what is taken now: the units the kubelet does not offer
-    (given out, or on a sick card) and the memory earlier allocations were granted."""
+    """What the Gaia tree gives ``request`` on this node as it is now: ``free`` hundredths per
+    card (what the kubelet offers, less busy cards) and the memory earlier grants hold."""
     cards = inventory.cards
     if not cards:
-        return None
+        return ()
     if topology is None or topology.count != len(cards):
         # without the real matrix every pair counts as equally linked
         count = len(cards)
@@ -266,7 +291,7 @@ def _tree_now(
         )
     tree = TopologyTree.build(topology, memory_mib=[c.memory_mib for c in cards])
     for g, card in enumerate(cards):
-        taken = WHOLE_CARD - len(free.get(card.index, []))
+        taken = WHOLE_CARD - min(free.get(card.index, 0), WHOLE_CARD)
         memory = min(memory_used.get(card.index, 0), card.memory_mib)
         if taken <= 0 and memory <= 0:
             continue
@@ -280,41 +305,60 @@ def _tree_now(
                 worst_link="X",
             )
         )
-    return tree
+    try:
+        answer = tree.allocate(request)
+    except ValueError:
+        return ()
+    if answer is None:
+        return ()
+    return tuple(cards[g].index for g in answer.gpu_ids)
 
 
 def check_units(
     *,
     inventory: Inventory,
+    resource: str = CORE,
     device_ids: Sequence[str],
     container: PendingContainer | None,
-) -> dict[int, list[str]]:
-    """The kubelet's pick, per card, if Gaia can honour it; ``AllocationRefused`` says why not."""
+    busy: Iterable[int] = (),
+) -> dict[int, int]:
+    """The kubelet's pick as hundredths per card, if Gaia can honour it; ``AllocationRefused``
+    says why not. ``busy``: the cards the other resource holds."""
     try:
         per_card = inventory.per_card(device_ids)
     except ValueError as exc:
         raise AllocationRefused(str(exc)) from None
     size = len(device_ids)
-    who = container.name if container is not None else f"a container asking {size} units"
+    what = f"{size} x {resource}"
+    who = container.name if container is not None else f"a container asking {what}"
     # the scheduler's choice first: its breach is what the user must read
     if container is not None:
-        if container.gpu_ids_error:
-            raise AllocationRefused(f"{container.name}: {container.gpu_ids_error}")
+        if container.error:
+            raise AllocationRefused(f"{container.name}: {container.error}")
         if container.gpu_ids is not None and sorted(container.gpu_ids) != sorted(per_card):
+            named = ",".join(map(str, container.gpu_ids))
+            held = sorted(set(container.gpu_ids) & set(busy))
+            sick = sorted(set(container.gpu_ids) & set(inventory.unhealthy))
+            if held:
+                why = f"card(s) {held} are held through {_other(resource)}"
+            elif sick:
+                why = f"card(s) {sick} are unhealthy"
+            else:
+                why = f"which cannot hold {what} now"
             raise AllocationRefused(
-                f"{container.name}: the Gaia scheduler gave this pod card(s) "
-                f"{','.join(map(str, container.gpu_ids))} ({GPU_IDS_ANNOTATION}), which cannot "
-                f"hold {size} units now; the kubelet offered card(s) "
+                f"{container.name}: the Gaia scheduler gave this pod card(s) {named} "
+                f"({GPU_IDS_ANNOTATION}), {why}; the kubelet offered card(s) "
                 f"{','.join(map(str, per_card))}. Delete the pod to have it placed again."
             )
-    if size > WHOLE_CARD:
-        partial = {i: len(ids) for i, ids in per_card.items() if len(ids) != WHOLE_CARD}
-        if size % WHOLE_CARD or partial:
+    count, per = per_card_size(resource, size)
+    uneven = {i: len(ids) for i, ids in per_card.items() if len(ids) != per}
+    if not count or uneven or len(per_card) != count:
+        if resource == CORE and size > WHOLE_CARD:
             raise AllocationRefused(
                 f"{who}: more than one card must be whole cards ({GAIA_GPU_CORE} a multiple "
-                f"of {WHOLE_CARD}, all units of each card); got units per card {partial or size}"
+                f"of {WHOLE_CARD}, all units of each card); got units per card "
+                f"{uneven or size}"
             )
-    elif len(per_card) != 1:
         raise AllocationRefused(
             f"{who}: a share of a card must lie on one card, but the kubelet picked units of "
             f"cards {sorted(per_card)}"
@@ -323,24 +367,35 @@ def check_units(
     if sick:
         reasons = "; ".join(f"GPU{i}: {', '.join(inventory.unhealthy[i])}" for i in sick)
         raise AllocationRefused(f"{who}: unhealthy card(s) {sick} ({reasons})")
-    return per_card
+    taken = sorted(set(per_card) & set(busy))
+    if taken:
+        raise AllocationRefused(
+            f"{who}: card(s) {taken} are held through {_other(resource)}; one card is never "
+            f"granted as {resource} and {_other(resource)} at once"
+        )
+    hundredths = 1 if resource == CORE else WHOLE_CARD
+    return {i: len(ids) * hundredths for i, ids in per_card.items()}
+
+
+def _other(resource: str) -> str:
+    return NVIDIA_GPU if resource == CORE else GAIA_GPU_CORE
 
 
 def shares_for(
     *,
     inventory: Inventory,
-    per_card: Mapping[int, Sequence[str]],
+    per_card: Mapping[int, int],
     container: PendingContainer | None,
     memory_used: Mapping[int, int],
 ) -> list[CardShare]:
-    """The container's cards and limits (see the module docstring); ``AllocationRefused`` when
-    its memory does not fit on its card beside what was granted before."""
+    """The container's cards and limits from its hundredths per card (see the module
+    docstring); ``AllocationRefused`` when its memory does not fit on its card beside what was
+    granted before."""
     shares: list[CardShare] = []
-    for index, ids in per_card.items():
+    for index, cores in per_card.items():
         card = inventory.card(index)
         if card is None:  # per_card comes from the inventory: cannot happen
             raise AllocationRefused(f"GPU{index} is not on this node")
-        cores = len(ids)
         memory = 0
         if cores < WHOLE_CARD:
             asked = container.memory_mib if container is not None else 0

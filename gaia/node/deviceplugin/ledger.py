@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gaia.node.deviceplugin.assign import ContainerKey
+from gaia.node.deviceplugin.units import CORE, RESOURCES
 from gaia.node.vgpu import CardShare
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Granted:
     container: str
     device_ids: tuple[str, ...]
     shares: tuple[CardShare, ...]
+    resource: str = CORE  # gaia.io/gpu-core or nvidia.com/gpu
 
     @property
     def key(self) -> ContainerKey:
@@ -59,6 +61,7 @@ class Granted:
             container=str(doc["container"]),
             device_ids=tuple(str(d) for d in doc["device_ids"]),
             shares=tuple(CardShare(**share) for share in doc["shares"]),
+            resource=str(doc.get("resource", CORE)),
         )
 
 
@@ -119,6 +122,15 @@ class Ledger:
             for share in granted.shares:
                 used[share.index] = used.get(share.index, 0) + share.memory_mib
         return used
+
+    def busy_for(self, resource: str) -> set[int]:
+        """The cards held through the other resource than ``resource``."""
+        return {
+            share.index
+            for granted in self._grants.values()
+            if granted.resource != resource and granted.resource in RESOURCES
+            for share in granted.shares
+        }
 
     def grants(self) -> list[Granted]:
         return list(self._grants.values())

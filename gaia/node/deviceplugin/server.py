@@ -1,10 +1,13 @@
-"""The device plugin's gRPC side: the kubelet's ``DevicePlugin`` service for ``gaia.io/gpu-core``,
-and the life around it (serve on a unix socket, register, notice the kubelet restarting).
+"""The device plugin's gRPC side: the kubelet's ``DevicePlugin`` service, once for
+``gaia.io/gpu-core`` and once for ``nvidia.com/gpu`` (``units``), and the life around each
+(serve on a unix socket, register, notice the kubelet restarting).
 
-**Service** (``GpuCorePlugin``, ``k8s.io/kubelet`` device plugin API v1beta1):
+``GpuPlugin`` holds what both resources share (the cards, their health, the ledger, one lock:
+a grant of one resource changes what the other may give) and makes one servicer per resource
+(``service``). **Each servicer** (``k8s.io/kubelet`` device plugin API v1beta1):
 
 - ``GetDevicePluginOptions``: PreStartContainer and GetPreferredAllocation are both wanted.
-- ``ListAndWatch``: the units of ``Inventory`` (``units``), sent again whenever the agent
+- ``ListAndWatch``: the devices of ``Inventory.units``, sent again whenever the agent
   reports a change of cards or health (``update``), so a sick card's units reach the kubelet
   within one agent pass and leave the node's allocatable.
 - ``GetPreferredAllocation``: the container's cards as ``assign.choose_units`` decides (the pod's
@@ -19,7 +22,8 @@ and the life around it (serve on a unix socket, register, notice the kubelet res
 The kubelet calls these one container at a time; ``_serial`` keeps it so even if a kubelet
 did not, because the choice of one container depends on the grants before it.
 
-**Life** (``DevicePluginServer.run``): serve on ``<plugin dir>/gaia-gpu-core.sock``, then
+**Life** (``DevicePluginServer.run``, one per resource): serve on
+``<plugin dir>/gaia-gpu-core.sock`` (``gaia-nvidia-gpu.sock``), then
 ``Register`` with ``<plugin dir>/kubelet.sock`` (retried each ``poll_s`` until the kubelet
 answers). A starting kubelet deletes every socket in that folder and makes a new
 ``kubelet.sock``: so every ``poll_s`` the server checks that its socket is still there and
@@ -41,7 +45,6 @@ from typing import Any, Protocol
 import grpc
 
 from gaia.kube.labels import GPU_IDS_ANNOTATION
-from gaia.kube.resources import GAIA_GPU_CORE
 from gaia.node.deviceplugin.assign import (
     AllocationRefused,
     PendingContainer,
@@ -53,7 +56,7 @@ from gaia.node.deviceplugin.assign import (
     shares_for,
 )
 from gaia.node.deviceplugin.ledger import Granted, Ledger
-from gaia.node.deviceplugin.units import HEALTHY, UNHEALTHY, Inventory
+from gaia.node.deviceplugin.units import CARD, CORE, HEALTHY, UNHEALTHY, Inventory
 from gaia.node.deviceplugin.v1beta1 import api_pb2, api_pb2_grpc
 from gaia.node.vgpu import Enforcement, EnforcementError
 from gaia.scheduler.links import GpuTopology
@@ -63,7 +66,7 @@ log = logging.getLogger(__name__)
 API_VERSION = "v1beta1"
 KUBELET_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 KUBELET_SOCKET = "kubelet.sock"
-SOCKET_NAME = "gaia-gpu-core.sock"
+SOCKET_NAMES = {CORE: "gaia-gpu-core.sock", CARD: "gaia-nvidia-gpu.sock"}
 
 
 class PodSource(Protocol):
@@ -73,40 +76,61 @@ class PodSource(Protocol):
     async def pods_on_node(self) -> list[Mapping[str, Any]]: ...
 
 
-class GpuCorePlugin(api_pb2_grpc.DevicePluginServicer):
-    """The ``DevicePlugin`` service (see the module docstring)."""
+class GpuPlugin:
+    """What the two resources' services share (see the module docstring)."""
 
     def __init__(self, *, pods: PodSource, enforcement: Enforcement, ledger: Ledger) -> None:
-        self._pods = pods
-        self._enforcement = enforcement
-        self._ledger = ledger
-        self._inventory = Inventory()
-        self._topology: GpuTopology | None = None
-        self._version = 0
-        self._changed = asyncio.Condition()
-        self._preferred: dict[frozenset[str], PendingContainer] = {}
-        self._serial = asyncio.Lock()
+        self.pods = pods
+        self.enforcement = enforcement
+        self.ledger = ledger
+        self.inventory = Inventory()
+        self.topology: GpuTopology | None = None
+        self.version = 0
+        self.changed = asyncio.Condition()
+        self.preferred: dict[tuple[str, frozenset[str]], PendingContainer] = {}
+        self.serial = asyncio.Lock()
 
-    @property
-    def inventory(self) -> Inventory:
-        return self._inventory
-
-    @property
-    def ledger(self) -> Ledger:
-        return self._ledger
+    def service(self, resource: str) -> ResourceService:
+        return ResourceService(self, resource)
 
     async def update(self, inventory: Inventory, topology: GpuTopology | None) -> bool:
         """The agent's latest view of the cards; True (and ListAndWatch sends) when it changed."""
-        self._topology = topology
-        if inventory == self._inventory:
+        self.topology = topology
+        if inventory == self.inventory:
             return False
-        async with self._changed:
-            self._inventory = inventory
-            self._version += 1
-            self._changed.notify_all()
+        async with self.changed:
+            self.inventory = inventory
+            self.version += 1
+            self.changed.notify_all()
         return True
 
-    # -- the service ---------------------------------------------------------------------
+    async def pending(self) -> list[PendingContainer]:
+        try:
+            return pending_containers(await self.pods.pods_on_node())
+        except Exception as exc:  # the API server is away: choose without knowing the pod
+            log.warning("cannot list this node's pods (%s): allocating without the pod's view", exc)
+            return []
+
+    async def forget_gone(self, live_uids: Sequence[str]) -> list[Granted]:
+        """Release the grants of pods that left the node (the agent's sweep)."""
+        async with self.serial:
+            gone = self.ledger.forget_gone(live_uids)
+        for granted in gone:
+            try:
+                await asyncio.to_thread(
+                    self.enforcement.release, allocation_id=granted.allocation_id
+                )
+            except EnforcementError as exc:
+                log.error("releasing %s failed: %s", granted.allocation_id, exc)
+        return gone
+
+
+class ResourceService(api_pb2_grpc.DevicePluginServicer):
+    """The ``DevicePlugin`` service of one resource (see the module docstring)."""
+
+    def __init__(self, shared: GpuPlugin, resource: str) -> None:
+        self._shared = shared
+        self.resource = resource
 
     async def GetDevicePluginOptions(self, request: Any, context: Any) -> Any:
         return api_pb2.DevicePluginOptions(
@@ -114,15 +138,17 @@ class GpuCorePlugin(api_pb2_grpc.DevicePluginServicer):
         )
 
     async def ListAndWatch(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        shared = self._shared
         seen = -1
         while True:
-            async with self._changed:
-                while self._version == seen:
-                    await self._changed.wait()
-                seen = self._version
-                units = self._inventory.units()
+            async with shared.changed:
+                while shared.version == seen:
+                    await shared.changed.wait()
+                seen = shared.version
+                units = shared.inventory.units(self.resource)
             log.info(
-                "ListAndWatch: %d units, %d unhealthy",
+                "ListAndWatch %s: %d devices, %d unhealthy",
+                self.resource,
                 len(units),
                 sum(not u.healthy for u in units),
             )
@@ -141,49 +167,48 @@ class GpuCorePlugin(api_pb2_grpc.DevicePluginServicer):
                 ]
             )
 
-    async def _pending(self) -> list[PendingContainer]:
-        try:
-            return pending_containers(await self._pods.pods_on_node())
-        except Exception as exc:  # the API server is away: choose without knowing the pod
-            log.warning("cannot list this node's pods (%s): allocating without the pod's view", exc)
-            return []
-
     async def GetPreferredAllocation(self, request: Any, context: Any) -> Any:
-        async with self._serial:
-            candidates = await self._pending()
-            claimed = self._ledger.keys()
+        shared = self._shared
+        async with shared.serial:
+            candidates = await shared.pending()
+            claimed = shared.ledger.keys()
             answers = []
             for asked in request.container_requests:
                 size = int(asked.allocation_size)
-                container = next_container(candidates, size=size, allocated=claimed)
+                container = next_container(
+                    candidates, resource=self.resource, size=size, allocated=claimed
+                )
                 try:
                     ids = choose_units(
-                        inventory=self._inventory,
-                        topology=self._topology,
+                        inventory=shared.inventory,
+                        topology=shared.topology,
+                        resource=self.resource,
                         available=list(asked.available_deviceIDs),
                         must_include=list(asked.must_include_deviceIDs),
                         size=size,
                         container=container,
-                        memory_used=self._ledger.memory_used(),
+                        memory_used=shared.ledger.memory_used(),
+                        busy=shared.ledger.busy_for(self.resource),
                     )
-                except ValueError as exc:  # units of cards this node no longer has
-                    log.warning("no preference for %d units: %s", size, exc)
+                except ValueError as exc:  # devices of cards this node no longer has
+                    log.warning("no preference for %d x %s: %s", size, self.resource, exc)
                     ids = []
                 if container is not None:
                     claimed.add(container.key)
                     if ids:
-                        self._preferred[frozenset(ids)] = container
+                        shared.preferred[(self.resource, frozenset(ids))] = container
                 log.info(
-                    "preferred %d units for %s: %s",
+                    "preferred %d x %s for %s: %s",
                     size,
+                    self.resource,
                     container.name if container else "an unknown container",
-                    _cards_text(self._inventory, ids) or "the kubelet's choice",
+                    _cards_text(shared.inventory, ids) or "the kubelet's choice",
                 )
                 answers.append(api_pb2.ContainerPreferredAllocationResponse(deviceIDs=ids))
             return api_pb2.PreferredAllocationResponse(container_responses=answers)
 
     async def Allocate(self, request: Any, context: Any) -> Any:
-        async with self._serial:
+        async with self._shared.serial:
             responses = []
             for asked in request.container_requests:
                 ids = list(asked.devices_ids)
@@ -195,23 +220,34 @@ class GpuCorePlugin(api_pb2_grpc.DevicePluginServicer):
             return api_pb2.AllocateResponse(container_responses=responses)
 
     async def _allocate(self, ids: Sequence[str]) -> Any:
-        container = self._preferred.pop(frozenset(ids), None)
+        shared = self._shared
+        ledger = shared.ledger
+        container = shared.preferred.pop((self.resource, frozenset(ids)), None)
         if container is None:
             container = next_container(
-                await self._pending(), size=len(ids), allocated=self._ledger.keys()
+                await shared.pending(),
+                resource=self.resource,
+                size=len(ids),
+                allocated=ledger.keys(),
             )
-        per_card = check_units(inventory=self._inventory, device_ids=ids, container=container)
-        previous = self._ledger.by_units(ids)
-        used = self._ledger.memory_used()
+        per_card = check_units(
+            inventory=shared.inventory,
+            resource=self.resource,
+            device_ids=ids,
+            container=container,
+            busy=ledger.busy_for(self.resource),
+        )
+        previous = ledger.by_units(ids)
+        used = ledger.memory_used()
         if previous is not None:  # the same units again (a retried admission): not counted twice
             for share in previous.shares:
                 used[share.index] = used.get(share.index, 0) - share.memory_mib
         shares = shares_for(
-            inventory=self._inventory, per_card=per_card, container=container, memory_used=used
+            inventory=shared.inventory, per_card=per_card, container=container, memory_used=used
         )
         grant_id = allocation_id(container, ids)
-        grant = self._enforcement.grant(allocation_id=grant_id, shares=shares)
-        self._ledger.add(
+        grant = shared.enforcement.grant(allocation_id=grant_id, shares=shares)
+        ledger.add(
             Granted(
                 allocation_id=grant_id,
                 uid=container.uid if container else "",
@@ -220,6 +256,7 @@ class GpuCorePlugin(api_pb2_grpc.DevicePluginServicer):
                 container=container.container if container else "",
                 device_ids=tuple(sorted(ids)),
                 shares=tuple(shares),
+                resource=self.resource,
             )
         )
         log.info(
@@ -247,19 +284,20 @@ class GpuCorePlugin(api_pb2_grpc.DevicePluginServicer):
         )
 
     async def PreStartContainer(self, request: Any, context: Any) -> Any:
+        shared = self._shared
         ids = list(request.devices_ids)
-        granted = self._ledger.by_units(ids)
+        granted = shared.ledger.by_units(ids)
         if granted is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"no grant of this node's device plugin covers units "
-                f"{_cards_text(self._inventory, ids)}; its ledger was lost: delete the pod to "
+                f"no grant of this node's device plugin covers "
+                f"{_cards_text(shared.inventory, ids)}; its ledger was lost: delete the pod to "
                 "have it admitted again",
             )
             raise AssertionError("unreachable")  # abort raises
         try:
             await asyncio.to_thread(
-                self._enforcement.prepare,
+                shared.enforcement.prepare,
                 allocation_id=granted.allocation_id,
                 shares=granted.shares,
             )
@@ -267,19 +305,6 @@ class GpuCorePlugin(api_pb2_grpc.DevicePluginServicer):
             log.error("PreStartContainer for %s failed: %s", granted.allocation_id, exc)
             await context.abort(grpc.StatusCode.INTERNAL, str(exc))
         return api_pb2.PreStartContainerResponse()
-
-    async def forget_gone(self, live_uids: Sequence[str]) -> list[Granted]:
-        """Release the grants of pods that left the node (the agent's sweep)."""
-        async with self._serial:
-            gone = self._ledger.forget_gone(live_uids)
-        for granted in gone:
-            try:
-                await asyncio.to_thread(
-                    self._enforcement.release, allocation_id=granted.allocation_id
-                )
-            except EnforcementError as exc:
-                log.error("releasing %s failed: %s", granted.allocation_id, exc)
-        return gone
 
 
 def _cards_text(inventory: Inventory, ids: Sequence[str]) -> str:
@@ -299,21 +324,20 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 class DevicePluginServer:
-    """Serves a ``GpuCorePlugin`` to the kubelet and keeps it registered (module docstring)."""
+    """Serves one resource's service to the kubelet and keeps it registered (module
+    docstring)."""
 
     def __init__(
         self,
         *,
-        plugin: GpuCorePlugin,
+        service: ResourceService,
         plugin_dir: Path = KUBELET_PLUGIN_DIR,
-        socket_name: str = SOCKET_NAME,
-        resource: str = GAIA_GPU_CORE,
         poll_s: float = 1.0,
     ) -> None:
-        self._plugin = plugin
+        self._service = service
         self._dir = plugin_dir
-        self._socket = plugin_dir / socket_name
-        self._resource = resource
+        self._socket = plugin_dir / SOCKET_NAMES[service.resource]
+        self._resource = service.resource
         self._poll_s = poll_s
         self.registrations = 0  # how many times the kubelet accepted us (tests read it)
         self.registered = asyncio.Event()
@@ -341,7 +365,7 @@ class DevicePluginServer:
         with contextlib.suppress(FileNotFoundError):
             self._socket.unlink()  # ours from a run that died; nobody else names it so
         server = grpc.aio.server()
-        api_pb2_grpc.add_DevicePluginServicer_to_server(self._plugin, server)  # type: ignore[no-untyped-call]
+        api_pb2_grpc.add_DevicePluginServicer_to_server(self._service, server)  # type: ignore[no-untyped-call]
         server.add_insecure_port(f"unix://{self._socket}")
         await server.start()
         os.chmod(self._socket, 0o600)  # only root (the kubelet) talks to it
