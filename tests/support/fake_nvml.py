@@ -560,7 +560,7 @@ class FakeNvml:
     def nvmlDeviceGetNvLinkRemoteDeviceType(self, handle: Any, link: int) -> int:
         self._call("nvmlDeviceGetNvLinkRemoteDeviceType")
         self._card(handle)
-        return self.links[handle.index][link][1]
+        return int(self.links[handle.index][link][1])
 
     def nvmlDeviceGetNvLinkRemotePciInfo(self, handle: Any, link: int) -> PciInfo:
         self._call("nvmlDeviceGetNvLinkRemotePciInfo")
@@ -593,7 +593,7 @@ class FakeNvml:
         node = None if self.topology is None else self.topology.numa_node[handle.index]
         if node is None:
             raise NVMLError_NotSupported()
-        return node
+        return int(node)
 
     # ---------------------------------------------------------------- NVML: events
 
