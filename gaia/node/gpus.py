@@ -30,10 +30,10 @@ does not answer. What flows out is a ``GpuSnapshot`` per call of ``GpuReader.sna
 
 **Events are drained inside ``snapshot()``** (``nvmlEventSetWait`` with a zero timeout until it
 times out), so there is no thread to own: a critical XID reaches the Node at the agent's next pass
-(its interval is the latency), and the reader is used from one thread at a time (the publisher
-calls it through ``asyncio.to_thread``). One failing NVML call never fails a snapshot: the fact is
-left out (None, empty) and logged once per card and call, so NotSupported on an H200 or a card
-that fell off the bus costs that fact only.
+(its interval is the latency). The publisher calls it through ``asyncio.to_thread``; a lock makes
+concurrent callers (the device plugin asking for health too) take turns. One failing NVML call
+never fails a snapshot: the fact is left out (None, empty) and logged once per card and call, so
+NotSupported on an H200 or a card that fell off the bus costs that fact only.
 
 The ``nvidia-smi -q`` fallback has no events (so no XID rule) and costs a process per snapshot;
 it exists for nodes whose container cannot load ``libnvidia-ml`` but can run ``nvidia-smi``.
@@ -47,6 +47,7 @@ import logging
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,7 @@ class NvmlGpuReader:
         self._index_of = {_handle_key(w.handle): i for i, w in enumerate(watches)}
         self._uuid_index = {c.uuid: c.index for c in cards}
         self._closed = False
+        self._lock = threading.Lock()  # the XIDs seen and the event set are shared state
 
     @classmethod
     def open(
@@ -298,6 +300,10 @@ class NvmlGpuReader:
         return self._cards
 
     def snapshot(self) -> GpuSnapshot:
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> GpuSnapshot:
         if self._closed:
             raise RuntimeError("this GPU reader is closed")
         self._drain_events()
@@ -402,6 +408,10 @@ class NvmlGpuReader:
         return [c.index for c in self._cards]
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
