@@ -22,11 +22,19 @@ gaia.io/template-hash      pods     digest of the shape hash and the image
 gaia.io/gpu-ids            pods     the cards, ``"0,1"`` (written at bind; the device plugin reads)
 gaia.io/cpu-set            pods     the cores, a cpuset list ``"0-3,8"`` (written at bind)
 gaia.io/gpu-model          pods,    the GPU model a pod asks for (annotation); a node's model
-                           nodes    (label; else ``nvidia.com/gpu.product``)
+                           nodes    (label, written by the node agent as GPU feature discovery
+                                    writes its own: ``NVIDIA-H100-80GB-HBM3``; else
+                                    ``nvidia.com/gpu.product``)
 gaia.io/gpu-link           pods     the loosest link allowed between a pod's cards
 gaia.io/gpu-count          nodes    the number of cards (a label of the sim's virtual nodes)
 gaia.io/gpu-topology       nodes    the ``nvidia-smi topo -m`` matrix as JSON (``gaia.kube.nodes``)
 gaia.io/gpu-used           nodes    per card, what extender-bound pods hold (``gaia.kube.nodes``)
+gaia.io/gpu-health         nodes    the unhealthy cards and why, JSON (the node agent writes,
+                                    ``gaia.kube.nodes`` reads: nothing new goes on them)
+gaia.io/gpu-numa           nodes    per card its NUMA node and nearest cores, JSON (the node
+                                    agent writes; pinned instances get those cores)
+gaia.io/gpu-memory-used    nodes    per card, MiB its processes hold as NVML sees them (the node
+                                    agent writes, with hysteresis; for people and alerts)
 gaia.io/bandwidth          nodes    the node's bandwidth in Mbit/s
 gaia.io/cloud-disk,        pods     GiB of cloud and shared disk (accounting only)
 gaia.io/shared-disk
@@ -70,6 +78,9 @@ GPU_MODEL_LABEL = GPU_MODEL_ANNOTATION
 GPU_COUNT_LABEL = "gaia.io/gpu-count"
 GPU_TOPOLOGY_ANNOTATION = "gaia.io/gpu-topology"
 GPU_USED_ANNOTATION = "gaia.io/gpu-used"
+GPU_HEALTH_ANNOTATION = "gaia.io/gpu-health"  # written by the node agent
+GPU_NUMA_ANNOTATION = "gaia.io/gpu-numa"  # written by the node agent
+GPU_MEMORY_USED_ANNOTATION = "gaia.io/gpu-memory-used"  # written by the node agent
 NODE_BANDWIDTH_ANNOTATION = "gaia.io/bandwidth"  # Mbit/s
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # set by NVIDIA GPU feature discovery
 ZONE_LABEL = "topology.kubernetes.io/zone"

@@ -22,6 +22,21 @@ Two annotations carry what Kubernetes does not model per card:
 - ``gaia.io/gpu-used``: what pods bound through the scheduler extender hold, per card, as JSON
   ``{"<card index>": [cores used in hundredths, memory used in MiB]}`` (``encode_gpu_used``).
 
+The node agent (``gaia.node.publish``) writes two more, read into ``NodeGpus``:
+
+- ``gaia.io/gpu-health``: the cards that are not healthy and why, as JSON
+  ``{"<card index>": ["XID 79 (GPU has fallen off the bus)", ...]}``; ``{}`` when every card is
+  healthy (``encode_gpu_health``). Those cards are ``NodeGpus.unhealthy``: nothing new is placed
+  on them.
+- ``gaia.io/gpu-numa``: each card's NUMA node and nearest cores, as JSON
+  ``{"<card index>": [<NUMA node or null>, "<cpuset>"]}`` (``{"0": [0, "0-55,112-167"]}``;
+  ``encode_gpu_numa``): ``NodeGpus.numa_node`` and ``NodeGpus.cpus``, so that an instance can be
+  bound to the cores next to its cards.
+
+Both describe the machine's cards, which may be more than the allocatable ones (a card the device
+plugin reports unhealthy leaves the allocatable count): entries for cards past the count are
+ignored, not refused.
+
 An annotation that cannot be read is left out and said why in ``NodeGpus.unreadable`` (annotation
 -> reason, naming the annotation): the provider shows it in the node's message and the extender
 keeps GPU pods off the node, but neither refuses the whole node for it. A Node whose structure is
@@ -41,11 +56,14 @@ from gaia.domain.resources import ResourceVector
 from gaia.kube.errors import UnreadableObject
 from gaia.kube.fields import json_object, optional_object, string, string_map
 from gaia.kube.labels import (
+    GPU_HEALTH_ANNOTATION,
     GPU_MODEL_LABEL,
+    GPU_NUMA_ANNOTATION,
     GPU_PRODUCT_LABEL,
     GPU_TOPOLOGY_ANNOTATION,
     GPU_USED_ANNOTATION,
     ZONE_LABEL,
+    cpuset,
 )
 from gaia.kube.quantities import GIB, MIB, clamp_amount, floor_amount
 from gaia.kube.resources import (
@@ -73,6 +91,12 @@ class NodeGpus:
     links: LinkMatrix = ()  # gaia.io/gpu-topology; () when absent or unreadable
     model: str = ""
     unreadable: Mapping[str, str] = field(default_factory=dict)  # annotation -> why it was left out
+    # gaia.io/gpu-health: the cards nothing new may use, and why (card -> reasons)
+    unhealthy: frozenset[int] = frozenset()
+    health_reasons: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    # gaia.io/gpu-numa: per card, its NUMA node and nearest cores (cards the agent knew)
+    numa_node: Mapping[int, int] = field(default_factory=dict)
+    cpus: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +209,18 @@ def _node_gpus(
             used = read_gpu_used(annotations[GPU_USED_ANNOTATION], cards=cards)
         except UnreadableObject as exc:
             unreadable[GPU_USED_ANNOTATION] = str(exc)
+    health: dict[int, tuple[str, ...]] = {}
+    if GPU_HEALTH_ANNOTATION in annotations:
+        try:
+            health = read_gpu_health(annotations[GPU_HEALTH_ANNOTATION], cards=cards)
+        except UnreadableObject as exc:
+            unreadable[GPU_HEALTH_ANNOTATION] = str(exc)
+    numa: dict[int, tuple[int | None, tuple[int, ...]]] = {}
+    if GPU_NUMA_ANNOTATION in annotations:
+        try:
+            numa = read_gpu_numa(annotations[GPU_NUMA_ANNOTATION], cards=cards)
+        except UnreadableObject as exc:
+            unreadable[GPU_NUMA_ANNOTATION] = str(exc)
     return NodeGpus(
         cards=cards,
         memory_per_card=clamp_amount(_gpu_memory(allocatable) // cards) if cards else 0,
@@ -192,6 +228,10 @@ def _node_gpus(
         links=links,
         model=labels.get(GPU_MODEL_LABEL) or labels.get(GPU_PRODUCT_LABEL, ""),
         unreadable=unreadable,
+        unhealthy=frozenset(health),
+        health_reasons=health,
+        numa_node={i: n for i, (n, _) in numa.items() if n is not None},
+        cpus={i: c for i, (_, c) in numa.items() if c},
     )
 
 
@@ -245,3 +285,95 @@ def encode_gpu_used(used: GpuUse) -> str:
     return json.dumps(
         {str(i): [c, m] for i, (c, m) in sorted(used.items()) if c or m}, separators=(",", ":")
     )
+
+
+def _card_key(key: str, what: str) -> int:
+    if not (key.isascii() and key.isdigit()):
+        raise UnreadableObject(f"{what} names card {key!r}, which is not a card index")
+    return int(key)
+
+
+def read_gpu_health(raw: str, *, cards: int) -> dict[int, tuple[str, ...]]:
+    """The ``gaia.io/gpu-health`` value: card -> reasons, for the node's first ``cards`` cards."""
+    what = f"the node annotation {GPU_HEALTH_ANNOTATION}"
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise UnreadableObject(f"{what} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise UnreadableObject(f'{what} must be a JSON object {{"<card>": ["reason", ...]}}')
+    health: dict[int, tuple[str, ...]] = {}
+    for key, reasons in doc.items():
+        card = _card_key(key, what)
+        if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+            raise UnreadableObject(f"{what}[{key}] must be a list of reasons")
+        if card < cards:
+            health[card] = tuple(reasons) or ("unhealthy",)
+    return health
+
+
+def encode_gpu_health(unhealthy: Mapping[int, Sequence[str]]) -> str:
+    """The ``gaia.io/gpu-health`` value: the unhealthy cards and why (``{}``: all healthy)."""
+    return json.dumps(
+        {str(i): list(reasons) for i, reasons in sorted(unhealthy.items())},
+        separators=(",", ":"),
+    )
+
+
+def read_gpu_numa(raw: str, *, cards: int) -> dict[int, tuple[int | None, tuple[int, ...]]]:
+    """The ``gaia.io/gpu-numa`` value: card -> (NUMA node or None, cores)."""
+    what = f"the node annotation {GPU_NUMA_ANNOTATION}"
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise UnreadableObject(f"{what} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise UnreadableObject(f'{what} must be a JSON object {{"<card>": [numa, "cpuset"]}}')
+    out: dict[int, tuple[int | None, tuple[int, ...]]] = {}
+    for key, value in doc.items():
+        card = _card_key(key, what)
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not (value[0] is None or (isinstance(value[0], int) and value[0] >= 0))
+            or isinstance(value[0], bool)
+            or not isinstance(value[1], str)
+        ):
+            raise UnreadableObject(f'{what}[{key}] must be [NUMA node or null, "cpuset"]')
+        try:
+            cores = _cpuset(value[1])
+        except ValueError as exc:
+            raise UnreadableObject(f"{what}[{key}]: {exc}") from None
+        if card < cards:
+            out[card] = (value[0], cores)
+    return out
+
+
+def encode_gpu_numa(numa: Mapping[int, tuple[int | None, Sequence[int]]]) -> str:
+    """The ``gaia.io/gpu-numa`` value for card -> (NUMA node or None, cores)."""
+    return json.dumps(
+        {str(i): [node, cpuset(cores)] for i, (node, cores) in sorted(numa.items())},
+        separators=(",", ":"),
+    )
+
+
+_MAX_CORES = 65536
+
+
+def _cpuset(raw: str) -> tuple[int, ...]:
+    """A cpuset list (``"0-3,8"``) as cores; ValueError when it is not one."""
+    cores: set[int] = set()
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, dash, high = part.partition("-")
+        if not (low.isascii() and low.isdigit()) or (
+            dash and not (high.isascii() and high.isdigit())
+        ):
+            raise ValueError(f"{raw!r} is not a cpuset such as 0-3,8")
+        a, b = int(low), int(high) if dash else int(low)
+        if b < a or b >= _MAX_CORES:
+            raise ValueError(f"{raw!r} has an empty or oversized range {part!r}")
+        cores.update(range(a, b + 1))
+    return tuple(sorted(cores))

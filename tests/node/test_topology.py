@@ -1,7 +1,7 @@
 """Reading a GPU node's topology (``gaia.node.topology``): ``nvidia-smi topo -m`` run by path, and
-NVML through a FAKE NVML built from the real ``nvidia-smi`` tables of ``tests/fixtures/topology``
-(no machine here has a GPU). The tables themselves are the scheduler's parser's business
-(``tests/scheduler/test_links.py``)."""
+NVML through a FAKE NVML (``tests/support/fake_nvml.py``) built from the real ``nvidia-smi``
+tables of ``tests/fixtures/topology`` (no machine here has a GPU). The tables themselves are the
+scheduler's parser's business (``tests/scheduler/test_links.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from gaia.node.topology import read_local_topology, read_nvml_topology
 from gaia.scheduler.links import GpuTopology, parse_nvidia_smi_topo
+from tests.support.fake_nvml import FakeNvml
 from tests.support.paths import FIXTURES as TEST_FIXTURES
 
 FIXTURES = TEST_FIXTURES / "topology"
@@ -66,84 +67,6 @@ def test_read_local_topology_is_none_when_nvidia_smi_fails(
 
 
 # --------------------------------------------------------------------------- NVML (fake)
-
-
-class FakeNvml:
-    """A FAKE NVML (the pynvml module's calls Gaia uses), built from a real nvidia-smi table:
-    no machine here has a GPU. NVLinked pairs get that many links to each other's PCI bus id;
-    with ``nvswitch`` every GPU instead gets that many links to switches (as on a DGX A100).
-    PCIe pairs answer the common-ancestor level of their label."""
-
-    NVML_NVLINK_MAX_LINKS = 18
-    LEVELS = {"PIX": 10, "PXB": 20, "PHB": 30, "NODE": 40, "SYS": 50, "SOC": 50}
-
-    class Error(Exception):
-        pass
-
-    def __init__(self, topology: GpuTopology, *, nvswitch: int = 0, init_fails: bool = False):
-        self.topology = topology
-        self.nvswitch = nvswitch
-        self.init_fails = init_fails
-        self.shut = False
-        count = topology.count
-        self.links: list[list[tuple[str, int]]] = [[] for _ in range(count)]  # (remote, type)
-        for i in range(count):
-            if nvswitch:
-                self.links[i] = [("switch", 2)] * nvswitch
-                continue
-            for j in range(count):
-                label = topology.links[i][j]
-                if label.startswith("NV"):
-                    self.links[i] += [(self._bus(j), 1)] * int(label[2:] or 1)
-
-    @staticmethod
-    def _bus(i: int) -> str:
-        return f"00000000:{0x10 + i:02X}:00.0"
-
-    def nvmlInit(self) -> None:
-        if self.init_fails:
-            raise self.Error("Driver Not Loaded")
-
-    def nvmlShutdown(self) -> None:
-        self.shut = True
-
-    def nvmlDeviceGetCount(self) -> int:
-        return self.topology.count
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
-        return i
-
-    def nvmlDeviceGetPciInfo(self, h: int) -> Any:
-        return type("PciInfo", (), {"busId": self._bus(h).encode()})()
-
-    def nvmlDeviceGetNvLinkState(self, h: int, link: int) -> int:
-        if link >= len(self.links[h]):
-            raise self.Error("Not Supported")
-        return 1
-
-    def nvmlDeviceGetNvLinkRemoteDeviceType(self, h: int, link: int) -> int:
-        return self.links[h][link][1]
-
-    def nvmlDeviceGetNvLinkRemotePciInfo(self, h: int, link: int) -> Any:
-        # NVML gives the short domain here: the reader must not care
-        remote = self.links[h][link][0].replace("00000000:", "0000:")
-        return type("PciInfo", (), {"busId": remote})()
-
-    def nvmlDeviceGetTopologyCommonAncestor(self, a: int, b: int) -> int:
-        label = self.topology.links[a][b]
-        return self.LEVELS.get(label, 50)
-
-    def nvmlDeviceGetCpuAffinity(self, h: int, words: int) -> list[int]:
-        masks = [0] * words
-        for core in self.topology.cpu_affinity[h]:
-            masks[core // 64] |= 1 << (core % 64)
-        return masks
-
-    def nvmlDeviceGetNumaNodeId(self, h: int) -> int:
-        node = self.topology.numa_node[h]
-        if node is None:
-            raise self.Error("Not Supported")
-        return node
 
 
 @pytest.mark.parametrize(

@@ -146,7 +146,18 @@ def node_from_k8s(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) ->
         notes.append(f"{gpus.unreadable[GPU_TOPOLOGY_ANNOTATION]}; ignored")
     capacity = dataclasses.replace(facts.capacity, bandwidth=clamp_amount(bandwidth))
     per_card = gpus.memory_per_card
-    gpu_cards = tuple(Gpu(index=i, model=gpus.model, memory_mib=per_card) for i in range(cards))
+    gpu_cards = tuple(
+        Gpu(
+            index=i,
+            model=gpus.model,
+            memory_mib=per_card,
+            numa_node=gpus.numa_node.get(i, 0),
+            cpu_ids=gpus.cpus.get(i, ()),  # gaia.io/gpu-numa: instances get pinned next to it
+        )
+        for i in range(cards)
+    )
+    for card, reasons in sorted(gpus.health_reasons.items()):
+        notes.append(f"GPU {card} unhealthy: {'; '.join(reasons)}")
 
     allocated = ResourceVector()
     gpu_used = dict.fromkeys(range(cards), 0)

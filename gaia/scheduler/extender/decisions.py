@@ -152,12 +152,15 @@ def node_view(node: ExtenderNode, request: PlacementRequest, *, idle: bool = Fal
     memory_free: dict[int, int] = {}
     memory_total: dict[int, int] = {}
     per_card = node.gpus.memory_per_card
+    unhealthy = node.gpus.unhealthy
     for card in range(node.gpus.cards):
         cores_used, memory_used = (0, 0) if idle else node.gpus.used.get(card, (0, 0))
         free_memory = max(0, per_card - memory_used)
         # A card that cannot hold the pod's memory share is shown as full, so that the choice is
-        # right whatever scheduler is behind the port.
-        gpu_free[card] = WHOLE_CARD - cores_used if memory_share <= free_memory else 0
+        # right whatever scheduler is behind the port; so is a card the node agent reports
+        # unhealthy (gaia.io/gpu-health), idle or not: freeing it would not make it usable.
+        fits = memory_share <= free_memory and card not in unhealthy
+        gpu_free[card] = WHOLE_CARD - cores_used if fits else 0
         if per_card:
             memory_free[card] = free_memory
             memory_total[card] = per_card
