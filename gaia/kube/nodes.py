@@ -141,7 +141,13 @@ def read_node(doc: Any) -> KubeNode:
     if raw is None:
         raw = status.get("capacity")
     allocatable = resource_list(raw, f"{where}: status.allocatable")
-    gpus = _node_gpus(allocatable, labels=labels, annotations=annotations)
+    # the cards a node has are its capacity: a card the device plugin reports unhealthy leaves
+    # the allocatable, but it is still there (the topology matrix still has its row), and
+    # gaia.io/gpu-health says which one it is
+    installed = allocatable
+    if status.get("capacity") is not None:
+        installed = resource_list(status.get("capacity"), f"{where}: status.capacity")
+    gpus = _node_gpus(installed, allocatable, labels=labels, annotations=annotations)
     zero = Decimal(0)
     capacity = ResourceVector(
         cpu=clamp_amount(floor_amount(allocatable.get("cpu", zero) * 1000)),
@@ -187,15 +193,26 @@ def _gpu_memory(allocatable: ResourceAmounts) -> int:
     return memory
 
 
-def _node_gpus(
-    allocatable: ResourceAmounts, *, labels: Mapping[str, str], annotations: Mapping[str, str]
-) -> NodeGpus:
+def _card_count(amounts: ResourceAmounts) -> int:
     zero = Decimal(0)
-    cards = max(
-        floor_amount(allocatable.get(NVIDIA_GPU, zero)),
-        floor_amount(allocatable.get(GAIA_GPU_CORE, zero)) // WHOLE_CARD,
-        floor_amount(allocatable.get(VCUDA_CORE, zero)) // WHOLE_CARD,
+    return max(
+        floor_amount(amounts.get(NVIDIA_GPU, zero)),
+        floor_amount(amounts.get(GAIA_GPU_CORE, zero)) // WHOLE_CARD,
+        floor_amount(amounts.get(VCUDA_CORE, zero)) // WHOLE_CARD,
     )
+
+
+def _node_gpus(
+    installed: ResourceAmounts,
+    allocatable: ResourceAmounts,
+    *,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> NodeGpus:
+    # a node whose capacity lists fewer cards than its allocatable was patched by hand: the
+    # larger count is the one pods were admitted against
+    cards = max(_card_count(installed), _card_count(allocatable))
+    memory = max(_gpu_memory(installed), _gpu_memory(allocatable))
     unreadable: dict[str, str] = {}
     links: LinkMatrix = ()
     if GPU_TOPOLOGY_ANNOTATION in annotations:
@@ -223,7 +240,7 @@ def _node_gpus(
             unreadable[GPU_NUMA_ANNOTATION] = str(exc)
     return NodeGpus(
         cards=cards,
-        memory_per_card=clamp_amount(_gpu_memory(allocatable) // cards) if cards else 0,
+        memory_per_card=clamp_amount(memory // cards) if cards else 0,
         used=used,
         links=links,
         model=labels.get(GPU_MODEL_LABEL) or labels.get(GPU_PRODUCT_LABEL, ""),

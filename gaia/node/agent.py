@@ -39,7 +39,7 @@ from gaia.node.gpus import GpuReader, GpuSnapshot
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[GpuSnapshot], Awaitable[None]]
+Publish = Callable[[GpuSnapshot], Awaitable[object]]
 
 
 class KubePods:
@@ -55,10 +55,12 @@ class KubePods:
         return [pod.to_dict() async for pod in pods]
 
 
-def memory_capacity(snapshot: GpuSnapshot) -> int:
-    """MiB of GPU memory the node offers: its healthy cards'."""
+def memory_amounts(snapshot: GpuSnapshot) -> tuple[int, int]:
+    """MiB of GPU memory the node has (every card) and offers (its healthy cards)."""
     sick = {h.index for h in snapshot.health if not h.healthy}
-    return sum(card.memory_mib for card in snapshot.cards if card.index not in sick)
+    total = sum(card.memory_mib for card in snapshot.cards)
+    healthy = sum(card.memory_mib for card in snapshot.cards if card.index not in sick)
+    return total, healthy
 
 
 class NodeAgent:
@@ -126,27 +128,34 @@ class NodeAgent:
         return result
 
     async def advertise_memory(self, snapshot: GpuSnapshot) -> bool:
-        """Write the node's ``gaia.io/gpu-memory`` capacity and allocatable when they differ;
-        True when it wrote."""
-        want = str(memory_capacity(snapshot))
+        """Write the node's ``gaia.io/gpu-memory``, capacity (every card) and allocatable (the
+        healthy ones, as the kubelet does for device plugins), when they differ; True when it
+        wrote."""
+        total, healthy = (str(amount) for amount in memory_amounts(snapshot))
         node = await self._client.get(Node, name=self.node_name)
         status = node.status
         capacity = (status.capacity or {}) if status else {}
         allocatable = (status.allocatable or {}) if status else {}
-        if capacity.get(GAIA_GPU_MEMORY) == want and allocatable.get(GAIA_GPU_MEMORY) == want:
+        if capacity.get(GAIA_GPU_MEMORY) == total and allocatable.get(GAIA_GPU_MEMORY) == healthy:
             return False
         await self._client.patch(
             Node.Status,
             name=self.node_name,
             obj={
                 "status": {
-                    "capacity": {GAIA_GPU_MEMORY: want},
-                    "allocatable": {GAIA_GPU_MEMORY: want},
+                    "capacity": {GAIA_GPU_MEMORY: total},
+                    "allocatable": {GAIA_GPU_MEMORY: healthy},
                 }
             },
             patch_type=PatchType.MERGE,
         )
-        log.info("node %s: %s = %s MiB", self.node_name, GAIA_GPU_MEMORY, want)
+        log.info(
+            "node %s: %s = %s MiB (%s MiB on healthy cards)",
+            self.node_name,
+            GAIA_GPU_MEMORY,
+            total,
+            healthy,
+        )
         return True
 
     async def sweep(self) -> int:
@@ -235,11 +244,15 @@ async def serve_node(
                 await asyncio.wait_for(stop.wait(), NO_GPU_RETRY_S)
     if reader is None:
         return
+    from gaia.node.publish import NodePublisher
+
+    publisher = NodePublisher(client=client, node_name=node_name, reader=reader)
     try:
         agent = build_agent(
             node_name=node_name,
             reader=reader,
             client=client,
+            publish=publisher.publish,
             enforcement=enforcement_from(
                 enforcement_mode, dev_root=dev_root, state_root=state_dir / "vgpu"
             ),

@@ -187,6 +187,11 @@ class NodePublisher:
         """One pass: read the GPUs, patch the Node if it says otherwise. True when it patched."""
         # NVML calls block (an event wait, a driver call): off the event loop
         snapshot = await asyncio.to_thread(self._reader.snapshot)
+        return await self.publish(snapshot)
+
+    async def publish(self, snapshot: GpuSnapshot) -> bool:
+        """Patch the Node if it says otherwise than ``snapshot`` (the node agent reads once per
+        pass for the device plugin and this); True when it patched."""
         self.last_snapshot = snapshot
         try:
             if self._node is None or self._clock() - self._read_at >= self._resync_s:

@@ -2,10 +2,11 @@
 
 A real node (``tests/support/node.py``: kubelet + containerd + runc) runs without the
 harness's advertised GPUs; the node agent (``gaia.node.agent``) runs in this process, with its
-device plugin in the kubelet's real plugin folder, reading a FAKE NVML
-(``tests/support/fake_nvml.py``, four 16 GiB cards built from real ``nvidia-smi`` tables; no
+device plugin in the kubelet's real plugin folder and its publisher writing the Node, reading a
+FAKE NVML (``tests/support/fake_nvml.py``: the four A100 cards of a real ``nvidia-smi -q``,
+minor numbers 3 to 6, with the links of a real four-GPU dual-socket ``nvidia-smi topo -m``; no
 machine here has a GPU) and the ``none`` enforcement over FAKE device nodes (character devices
-with /dev/null's numbers, named ``nvidia0``...). Everything between the kubelet and the plugin
+with /dev/null's numbers, named ``nvidia3``...). Everything between the kubelet and the plugin
 is real: the kubelet's registration server, its gRPC calls, its admission, its node status, its
 checkpoint, and containerd creating the containers with the device nodes and environment the
 plugin returned.
@@ -14,6 +15,8 @@ plugin returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import stat
 import threading
@@ -26,27 +29,31 @@ from typing import Any
 import pytest
 from lightkube import AsyncClient, KubeConfig
 
+from gaia.kube.nodes import read_node
 from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY, NVIDIA_GPU
 from gaia.node.agent import NodeAgent, build_agent
-from gaia.node.gpus import CardHealth, GpuCard, GpuSnapshot
+from gaia.node.gpus import open_gpus
+from gaia.node.publish import NodePublisher
 from gaia.node.vgpu import enforcement_from
-from gaia.scheduler.links import GpuTopology
+from gaia.scheduler.links import parse_nvidia_smi_topo
 from tests.conftest import missing_component
+from tests.support.fake_nvml import FakeNvml
 from tests.support.kube import ControlPlane
 from tests.support.node import (
-    FAKE_GPU_LINKS,
     RealNode,
     RealNodeUnavailable,
     device_plugin_folder,
     start_real_node,
 )
+from tests.support.paths import FIXTURES
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
 NODE = "gaia-gpu-node"
-CARD_MIB = 16384
+CARD_MIB = 81920  # A100-SXM4-80GB
 NAMESPACE = "default"
+TOPOLOGIES = FIXTURES / "topology"
 
 
 def until(check: Any, *, what: str, timeout_s: float = 60) -> Any:
@@ -60,52 +67,12 @@ def until(check: Any, *, what: str, timeout_s: float = 60) -> Any:
     raise AssertionError(f"{what}: not within {timeout_s:g} s")
 
 
-class TableReader:
-    """FAKE GPUs: four cards whose health a test changes."""
-
-    def __init__(self) -> None:
-        self.sick: dict[int, tuple[str, ...]] = {}
-        self.cards = tuple(
-            GpuCard(
-                index=i,
-                uuid=f"GPU-fake0000-0000-0000-0000-00000000000{i}",
-                model="FAKE-GPU-16G",
-                memory_mib=CARD_MIB,
-                minor=i,
-                bus_id=f"0000:{0x10 + i:02x}:00.0",
-                numa_node=None,
-                cpus=(),
-            )
-            for i in range(4)
-        )
-
-    def snapshot(self) -> GpuSnapshot:
-        return GpuSnapshot(
-            cards=self.cards,
-            topology=GpuTopology(
-                links=FAKE_GPU_LINKS, cpu_affinity=((),) * 4, numa_node=(None,) * 4
-            ),
-            health=tuple(
-                CardHealth(
-                    index=c.index,
-                    healthy=c.index not in self.sick,
-                    reasons=self.sick.get(c.index, ()),
-                )
-                for c in self.cards
-            ),
-            processes=(),
-        )
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class Bed:
     plane: ControlPlane
     node: RealNode
     agent: NodeAgent
-    reader: TableReader
+    nvml: FakeNvml
     loop: asyncio.AbstractEventLoop
     dev_root: Path
 
@@ -197,7 +164,12 @@ class Bed:
 def _fake_dev(root: Path) -> Path:
     """FAKE NVIDIA device nodes: character devices with /dev/null's numbers."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", *(f"nvidia{i}" for i in range(4))):
+    for name in (
+        "nvidiactl",
+        "nvidia-uvm",
+        "nvidia-uvm-tools",
+        *(f"nvidia{i}" for i in range(3, 7)),
+    ):
         path = root / name
         if not path.exists():
             os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
@@ -207,24 +179,39 @@ def _fake_dev(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     work = tmp_path_factory.mktemp("gpu-node")
-    with device_plugin_folder() as plugin_dir:
+    nvml = FakeNvml.machine(
+        "hgx_a100_4",
+        topology=parse_nvidia_smi_topo((TOPOLOGIES / "workstation4_dual_socket.txt").read_text()),
+    )
+    reader = open_gpus(nvml=nvml)
+    assert reader is not None
+    dev_root = _fake_dev(work / "dev")
+    with contextlib.ExitStack() as cleanup:
+        plugin_dir = cleanup.enter_context(device_plugin_folder())
         try:
             node = start_real_node(control_plane, work / "node", name=NODE, advertise_gpus=False)
         except RealNodeUnavailable as exc:
             missing_component("A real Kubernetes node (kubelet + containerd + runc)", str(exc))
             raise AssertionError("unreachable") from exc
+        cleanup.callback(node.stop)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="node-agent", daemon=True)
         thread.start()
-        reader = TableReader()
-        dev_root = _fake_dev(work / "dev")
+
+        def stop_loop() -> None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+
+        cleanup.callback(stop_loop)
 
         async def make() -> tuple[NodeAgent, asyncio.Event, asyncio.Future[None]]:
             client = AsyncClient(KubeConfig.from_dict(control_plane.kubeconfig()), trust_env=False)
+            publisher = NodePublisher(client=client, node_name=NODE, reader=reader)
             agent = build_agent(
                 node_name=NODE,
                 reader=reader,
                 client=client,
+                publish=publisher.publish,
                 enforcement=enforcement_from("none", dev_root=dev_root, state_root=work / "vgpu"),
                 plugin_dir=plugin_dir,
                 state_dir=work / "agent",
@@ -235,21 +222,17 @@ def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
             return agent, stop, asyncio.ensure_future(agent.run(stop))
 
         agent, stop, running = asyncio.run_coroutine_threadsafe(make(), loop).result(30)
-        bed = Bed(
-            plane=control_plane, node=node, agent=agent, reader=reader, loop=loop, dev_root=dev_root
-        )
-        try:
-            yield bed
-        finally:
+
+        def stop_agent() -> None:
             loop.call_soon_threadsafe(stop.set)
-            try:
-                asyncio.run_coroutine_threadsafe(
-                    asyncio.wait_for(asyncio.shield(running), 10), loop
-                ).result(15)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(10)
-                node.stop()
+            asyncio.run_coroutine_threadsafe(
+                asyncio.wait_for(asyncio.shield(running), 10), loop
+            ).result(15)
+
+        cleanup.callback(stop_agent)
+        yield Bed(
+            plane=control_plane, node=node, agent=agent, nvml=nvml, loop=loop, dev_root=dev_root
+        )
 
 
 def allocatable(bed: Bed, resource: str) -> str | None:
@@ -259,7 +242,12 @@ def allocatable(bed: Bed, resource: str) -> str | None:
 
 def test_plugin_registers_and_the_node_offers_100_units_per_card(bed: Bed) -> None:
     eventually(lambda: allocatable(bed, GAIA_GPU_CORE) == "400", timeout_s=60, what="400 units")
-    assert allocatable(bed, GAIA_GPU_MEMORY) == str(4 * CARD_MIB)
+    eventually(
+        lambda: allocatable(bed, GAIA_GPU_MEMORY) == str(4 * CARD_MIB), timeout_s=30, what="memory"
+    )
+    meta = bed.api("GET", f"/api/v1/nodes/{NODE}")["metadata"]
+    assert meta["labels"]["gaia.io/gpu-model"] == "NVIDIA-A100-SXM4-80GB"
+    assert json.loads(meta["annotations"]["gaia.io/gpu-topology"])[0] == ["X", "PHB", "SYS", "SYS"]
     assert all(server.registrations >= 1 for server in bed.agent.servers)
 
 
@@ -269,12 +257,12 @@ def test_shares_of_one_card_are_admitted_and_started_on_that_card(bed: Bed) -> N
     bed.make_pod("share-50", cores=50, gpu_ids="1")
     for name in ("share-30", "share-50"):
         bed.running(name)
-    card1 = bed.reader.cards[1].uuid
+    card1 = bed.nvml.cards[1].uuid
     logs30, logs50 = bed.logs("share-30"), bed.logs("share-50")
     for text in (logs30, logs50):
         assert f"NVIDIA_VISIBLE_DEVICES={card1}" in text
-        assert "nvidia1" in text.split()  # the card's device node, and no other card's
-        assert "nvidia0" not in text.split() and "nvidia2" not in text.split()
+        devices = {name for name in text.split() if name.startswith("nvidia")}
+        assert devices == {"nvidia4"}  # card 1's minor number; no other card's
     grants = {g.pod: g for g in bed.agent.plugin.ledger.grants()}
     assert [(s.index, s.cores, s.memory_mib) for s in grants["share-30"].shares] == [(1, 30, 4096)]
     # no memory asked: the same fraction of the card as of its cores
@@ -333,12 +321,23 @@ def test_a_whole_card_is_one_nvidia_gpu_and_takes_no_shares_beside_it(bed: Bed) 
 
 
 def test_a_sick_card_leaves_the_allocatable(bed: Bed) -> None:
-    bed.reader.sick[3] = ("XID 79: GPU has fallen off the bus",)
+    bed.nvml.xid(3, 79)
     eventually(lambda: allocatable(bed, GAIA_GPU_CORE) == "300", timeout_s=60, what="300 units")
     eventually(lambda: allocatable(bed, NVIDIA_GPU) == "3", timeout_s=60, what="3 whole cards")
     eventually(
         lambda: allocatable(bed, GAIA_GPU_MEMORY) == str(3 * CARD_MIB), timeout_s=30, what="memory"
     )
+    # the scheduler's side: the health annotation names the card and why
+    health = bed.api("GET", f"/api/v1/nodes/{NODE}")["metadata"]["annotations"][
+        "gaia.io/gpu-health"
+    ]
+    assert "XID 79" in json.loads(health)["3"][0]
+    # the kubelet keeps the sick card in its capacity, so the node still reads as four cards
+    # with their matrix (an unreadable matrix would keep every GPU pod off the node)
+    gpus = read_node(bed.api("GET", f"/api/v1/nodes/{NODE}")).gpus
+    assert gpus.unreadable == {}
+    assert (gpus.cards, len(gpus.links), gpus.unhealthy) == (4, 4, {3})
+    assert gpus.memory_per_card == CARD_MIB
 
 
 def test_the_plugin_registers_again_when_the_kubelet_restarts(bed: Bed) -> None:
