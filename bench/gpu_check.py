@@ -63,6 +63,7 @@ def main() -> int:
         "gpu": card.name,
         "cards": len(cards),
         "card_memory_mib": card.memory_mib,
+        **lab_.card_facts(card),
         "window_s": args.seconds,
         "checks": {},
     }

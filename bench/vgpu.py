@@ -69,6 +69,7 @@ def main() -> int:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "gpu": card.name,
         "card_memory_mib": card.memory_mib,
+        **h.card_facts(card),
         "window_s": s,
         "rows": rows,
     }

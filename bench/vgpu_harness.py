@@ -83,6 +83,29 @@ def cards() -> list[Card]:
     return out
 
 
+def card_facts(card: Card) -> dict[str, str]:
+    """The driver version and the card's compute mode (MPS servers of several allocations share
+    a card only in the Default mode), for the record."""
+    fields = ("driver_version", "compute_mode")
+    try:
+        done = subprocess.run(
+            [
+                shutil.which("nvidia-smi") or "nvidia-smi",
+                "-i",
+                str(card.index),
+                f"--query-gpu={','.join(fields)}",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc)}
+    return dict(zip(fields, (v.strip() for v in done.stdout.split(",")), strict=False))
+
+
 def _nvml_minors() -> dict[int, int]:
     try:
         import pynvml  # type: ignore[import-not-found]

@@ -399,19 +399,26 @@ class MpsEnforcement:
         pipe, logs = self.pipe_dir(allocation_id), self.log_dir(allocation_id)
         for path in (pipe, logs):
             path.mkdir(parents=True, exist_ok=True)
-        # clients in the container run as any user and must reach the daemon's sockets
-        pipe.chmod(0o755)
+            # The MPS server runs as the container's user (the daemon spawns it with the UID of
+            # the first client) and writes its pipes and log here; like /tmp: anyone may create,
+            # no one may remove another's (the daemon's sockets stay root's)
+            path.chmod(0o1777)
         if self.shm_dir is None:
             (self.state_root / "shm").mkdir(parents=True, exist_ok=True)
+        # -d forks the daemon and returns; the daemon may keep the descriptors it was given, so
+        # its output goes to a file, never to a pipe this process would wait on for ever
+        started = logs / "start.out"
         try:
-            done = subprocess.run(  # noqa: S603 (argv of the configured binary, no shell)
-                [self.mps_control, "-d"],
-                env=self._environment(allocation_id, limits),
-                capture_output=True,
-                text=True,
-                timeout=self.command_timeout_s,
-                check=False,
-            )
+            with started.open("w") as out:
+                done = subprocess.run(  # noqa: S603 (argv of the configured binary, no shell)
+                    [self.mps_control, "-d"],
+                    env=self._environment(allocation_id, limits),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=self.command_timeout_s,
+                    check=False,
+                )
         except FileNotFoundError as exc:
             raise EnforcementError(
                 f"{self.mps_control} not found: install the NVIDIA driver's MPS tools on this node "
@@ -423,7 +430,7 @@ class MpsEnforcement:
             raise EnforcementError(
                 f"the MPS control daemon for allocation {allocation_id} did not start "
                 f"({self.mps_control} -d exited {done.returncode}: "
-                f"{(done.stderr or done.stdout).strip()}); see {logs}/control.log"
+                f"{started.read_text().strip()[:500]}); see {logs}/control.log"
             )
         self._wait_ready(allocation_id)
         for command in limits.commands():

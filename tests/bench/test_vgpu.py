@@ -50,9 +50,7 @@ def fake_gpu(tmp_path: Path) -> dict[str, object]:
     dev.mkdir()
     for name in ("nvidia0", "nvidiactl", "nvidia-uvm"):
         (dev / name).touch()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CUDA_", "FAKE_MPS"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_", "FAKE_MPS"))}
     env.update(
         PATH=f"{bin_dir}:/usr/bin:/bin",
         PYTHONPATH=f"{FAKES}:{REPO}",

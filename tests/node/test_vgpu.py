@@ -290,7 +290,7 @@ def test_the_grant_mounts_the_directory_the_daemon_listens_on(mps: MpsEnforcemen
     mps.prepare(allocation_id="a", shares=shares)
     pipe = Path(grant.mounts[0].host_path)
     assert (pipe / "nvidia-cuda-mps-control.pid").exists()
-    assert stat.S_IMODE(pipe.stat().st_mode) == 0o755
+    assert stat.S_IMODE(pipe.stat().st_mode) == 0o1777
 
 
 def test_prepare_is_idempotent_and_starts_the_daemon_once(
