@@ -130,6 +130,9 @@ def check_memory(lab: lab_.Lab, card: lab_.Card) -> dict[str, dict[str, Any]]:
                 container_env(limited, extra={"CUDA_MPS_PIPE_DIRECTORY": str(escape_dir)}),
                 mode="alloc",
             ),
+            # two processes of one container, 1.75 GiB each, at the same time, under 2 GiB
+            Worker("same_a", container_env(limited), mode="alloc", gib=1.5),
+            Worker("same_b", container_env(limited), mode="alloc", gib=1.5),
         ],
         root=lab.root,
         seconds=0,
@@ -143,6 +146,14 @@ def check_memory(lab: lab_.Lab, card: lab_.Card) -> dict[str, dict[str, Any]]:
     replies = lab_.control(lab, limited, commands)
     after = run_case(
         [Worker("after_control", container_env(limited), mode="alloc")], root=lab.root, seconds=0
+    )
+    # the node agent's answer: audit finds the changed limits and sets them again
+    try:
+        audit: object = list(lab.enforcement.audit(lab.allocation_id(limited)))
+    except Exception as exc:
+        audit = f"audit failed: {exc}"
+    audited = run_case(
+        [Worker("after_audit", container_env(limited), mode="alloc")], root=lab.root, seconds=0
     )
     limited_r, unlimited_r, override_r = out["limited"], out["unlimited"], out["override"]
     return {
@@ -177,6 +188,22 @@ def check_memory(lab: lab_.Lab, card: lab_.Card) -> dict[str, dict[str, Any]]:
             "result": after["after_control"],
             "detail": f"after {len(commands)} control command(s) from inside: "
             f"{_alloc(after['after_control'])} ({replies[:120]})",
+        },
+        "audit_restores": {
+            "required": False,
+            "ok": audited["after_audit"].get("big_ok") is False,
+            "findings": audit,
+            "result": audited["after_audit"],
+            "detail": f"audit found {audit if isinstance(audit, str) else len(audit)}; "
+            f"then 3 GiB asked: {_alloc(audited['after_audit'])}",
+        },
+        "memory_per_process": {
+            "required": False,
+            "ok": not (out["same_a"].get("big_ok") and out["same_b"].get("big_ok")),
+            "results": {"a": out["same_a"], "b": out["same_b"]},
+            "detail": "two processes of one 2 GiB allocation, 1.75 GiB each at once: "
+            f"{_alloc(out['same_a'])} / {_alloc(out['same_b'])} (both succeeding: the limit "
+            "is per process)",
         },
     }
 

@@ -247,9 +247,8 @@ def run_case(
             stderr=open(case / f"{w.name}.err", "w"),  # noqa: SIM115 (closed with the process)
         )
     deadline = time.monotonic() + timeout_s
-    matmul = [w.name for w in workers if w.mode == "matmul"]
     while time.monotonic() < deadline and not all(
-        (case / f"{n}.ready").exists() or procs[n].poll() is not None for n in matmul
+        (case / f"{w.name}.ready").exists() or procs[w.name].poll() is not None for w in workers
     ):
         time.sleep(0.02)
     (case / "go.tmp").write_text(repr(time.time() + seconds))

@@ -8,7 +8,8 @@ end of the window, the same for every worker of the case), counts the products f
 then (synchronising every few products) and writes ``<name>.json`` with its TFLOP/s.
 
 ``alloc``: allocates 256 MiB (the process works at all), then tries ``--gib`` GiB in one tensor
-and reports whether that succeeded or ran out of memory, with the error text.
+and reports whether that succeeded or ran out of memory, with the error text; it holds the
+memory until ``go``, so that the workers of a case hold theirs at the same time.
 
 Only python3 and torch are needed: this file imports nothing of Gaia.
 """
@@ -93,18 +94,24 @@ def alloc(args: argparse.Namespace) -> dict[str, Any]:
     small = torch.empty(256 * MIB, dtype=torch.uint8, device=device)
     small.fill_(1)
     torch.cuda.synchronize()
-    (args.dir / f"{args.name}.ready").touch()
     result: dict[str, Any] = {"small_ok": True, "gib": args.gib}
+    big = None
     try:
         big = torch.empty(int(args.gib * 1024) * MIB, dtype=torch.uint8, device=device)
         big.fill_(1)  # touch it: the limit holds on use, not only on reservation
         torch.cuda.synchronize()
         result.update(big_ok=True, error="")
-        del big
     except torch.cuda.OutOfMemoryError as exc:
         result.update(big_ok=False, error=str(exc).splitlines()[0][:300])
     except RuntimeError as exc:  # an MPS limit may surface as a plain CUDA error
         result.update(big_ok=False, error=str(exc).splitlines()[0][:300])
+    # hold what was allocated until every worker of the case has tried: processes of one
+    # allocation then hold their memory at the same time
+    (args.dir / f"{args.name}.ready").touch()
+    waited = time.monotonic()
+    while not (args.dir / "go").exists() and time.monotonic() - waited < args.wait_s:
+        time.sleep(0.01)
+    del big
     return result
 
 

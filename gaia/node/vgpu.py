@@ -466,6 +466,54 @@ class MpsEnforcement:
                 f"of {value}, {wanted} was set"
             )
 
+    def audit(self, allocation_id: str) -> tuple[str, ...]:
+        """Compare the daemon's limits with those prepare set, set again any that drifted, and
+        say what drifted (for an event). The pipe directory the container needs holds the
+        daemon's control socket, so a container with ``nvidia-cuda-mps-control`` can send it
+        commands; this is how such a change is undone (what a client started in between got is
+        not). The node agent runs it periodically; nothing when the allocation is not prepared.
+        """
+        recorded = _read_json(self.allocation_dir(allocation_id) / "limits.json")
+        if not isinstance(recorded, dict):
+            return ()
+        wanted = MpsLimits(
+            thread_percentage=int(recorded["thread_percentage"]),
+            memory_mib=tuple((int(d), int(m)) for d, m in recorded["memory_mib"]),
+            visible_devices=tuple(recorded["visible_devices"]),
+        )
+        drift: list[str] = []
+        servers = [w for w in self.control(allocation_id, "get_server_list").split() if w.isdigit()]
+        thread_targets = [("", "get_default_active_thread_percentage")] + [
+            (pid, f"get_active_thread_percentage {pid}") for pid in servers
+        ]
+        for pid, query in thread_targets:
+            value = _number(self.control(allocation_id, query))
+            if value is not None and abs(value - wanted.thread_percentage) > 0.5:
+                drift.append(f"{query}: {value:g}, set {wanted.thread_percentage}")
+                verb = (
+                    f"set_active_thread_percentage {pid}"
+                    if pid
+                    else "set_default_active_thread_percentage"
+                )
+                self.control(allocation_id, f"{verb} {wanted.thread_percentage}")
+        for device, mib in wanted.memory_mib:
+            targets = [("", f"get_default_device_pinned_mem_limit {device}")] + [
+                (pid, f"get_device_pinned_mem_limit {pid} {device}") for pid in servers
+            ]
+            for pid, query in targets:
+                value = _mebibytes(self.control(allocation_id, query))
+                if value is not None and abs(value - mib) > 1:
+                    drift.append(f"{query}: {value:g} MiB, set {mib}")
+                    verb = (
+                        f"set_device_pinned_mem_limit {pid}"
+                        if pid
+                        else "set_default_device_pinned_mem_limit"
+                    )
+                    self.control(allocation_id, f"{verb} {device} {mib}M")
+        for finding in drift:
+            log.warning("allocation %s: MPS limit changed behind Gaia: %s", allocation_id, finding)
+        return tuple(drift)
+
     def _daemon_answers(self, allocation_id: str) -> bool:
         try:
             self.control(allocation_id, "get_default_active_thread_percentage")
@@ -531,6 +579,23 @@ def enforcement_from(
     if mode == "none":
         return VisibilityOnly(dev_root=dev_root)
     raise EnforcementError(f"unknown GPU sharing mode {mode!r}: use 'mps' or 'none'")
+
+
+def _number(reply: str) -> float | None:
+    try:
+        return float(reply.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _mebibytes(reply: str) -> float | None:
+    """A memory limit as the control program prints it (``2G``, ``2048M``, ``2147483648``), in
+    MiB; None when it is not one of those (the reply is then not judged)."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)i?B?\s*", reply.split("\n")[0], re.IGNORECASE)
+    if match is None:
+        return None
+    scale = {"": 1 / (1 << 20), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1 << 20}
+    return float(match.group(1)) * scale[match.group(2).upper()]
 
 
 def _read_json(path: Path) -> object:

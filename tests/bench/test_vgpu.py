@@ -124,6 +124,8 @@ def test_gpu_check_runs_its_whole_flow_on_a_fake_card(
         "override_memory",
         "escape_pipe_dir",
         "escape_control",
+        "audit_restores",
+        "memory_per_process",
         "overhead",
         "shares_30_70",
         "override_compute",
@@ -135,6 +137,10 @@ def test_gpu_check_runs_its_whole_flow_on_a_fake_card(
     assert 0.2 < checks["shares_30_70"]["part_30"] < 0.4
     # leaving MPS (another pipe directory) escapes in the fake as on a card in DEFAULT mode
     assert checks["escape_pipe_dir"]["ok"] is False
+    # the fake control daemon takes commands from anyone with the pipe directory; audit undoes them
+    assert checks["escape_control"]["ok"] is False
+    assert checks["audit_restores"]["ok"] is True
+    assert len(checks["audit_restores"]["findings"]) == 1
     for heading in ("topology", "shares_30_70", "overhead", "result:"):
         assert heading in done.stdout
     _daemons_quit(fake_gpu["record"])  # type: ignore[arg-type]

@@ -404,3 +404,40 @@ def _wait_gone(pid: int) -> None:
         return stat_line.rpartition(")")[2].split()[0] == "Z"
 
     eventually(gone, f"MPS daemon {pid} gone", timeout_s=10)
+
+
+# ---------------------------------------------------------------- audit
+
+
+def test_audit_finds_and_undoes_a_limit_raised_through_the_control_socket(
+    mps: MpsEnforcement,
+) -> None:
+    mps.prepare(allocation_id="a", shares=[share(0, cores=30, memory_mib=2048)])
+    assert mps.audit("a") == ()
+    # what a container holding nvidia-cuda-mps-control can do through its mounted pipe directory
+    mps.control("a", "set_default_active_thread_percentage 100")
+    mps.control("a", "set_default_device_pinned_mem_limit 0 64G")
+    found = mps.audit("a")
+    assert found == (
+        "get_default_active_thread_percentage: 100, set 30",
+        "get_default_device_pinned_mem_limit 0: 65536 MiB, set 2048",
+    )
+    assert mps.control("a", "get_default_active_thread_percentage") == "30.0"
+    assert mps.control("a", "get_default_device_pinned_mem_limit 0") == "2048M"
+    assert mps.audit("a") == ()
+
+
+def test_audit_of_an_allocation_not_prepared_finds_nothing(mps: MpsEnforcement) -> None:
+    assert mps.audit("never") == ()
+
+
+@pytest.mark.parametrize(
+    ("reply", "mib"),
+    [("2G", 2048.0), ("2048M", 2048.0), ("2147483648", 2048.0), ("1.5 GB", 1536.0), ("n/a", None)],
+)
+def test_memory_limits_are_read_in_the_units_the_control_program_prints(
+    reply: str, mib: float | None
+) -> None:
+    from gaia.node.vgpu import _mebibytes
+
+    assert _mebibytes(reply) == mib
