@@ -34,6 +34,8 @@ import json
 import math
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, default=Path("/tmp/gaia-gpu-check.json"))  # noqa: S108
     parser.add_argument("--seconds", type=float, default=6.0, help="measurement window per case")
+    parser.add_argument("--budget-s", type=float, default=280, help="stop starting cases after")
     parser.add_argument("--dev-root", type=Path, default=Path("/dev"), help="the device nodes")
     args = parser.parse_args()
     reason = lab_.no_gpu_reason()
@@ -56,6 +59,7 @@ def main() -> int:
         print(f"gpu-check: {reason}; nothing to check (exit 0)")
         return 0
     started = time.monotonic()
+    lab_.set_budget(args.budget_s)
     cards = lab_.cards()
     card = cards[0]
     result: dict[str, Any] = {
@@ -69,10 +73,11 @@ def main() -> int:
     }
     checks: dict[str, dict[str, Any]] = result["checks"]
     try:
-        checks["topology"] = check_topology()
+        phase("topology", checks, check_topology)
         with lab_.lab(dev_root=args.dev_root) as lab:
-            checks.update(check_memory(lab, card))
-            checks.update(check_compute(lab, card, seconds=args.seconds))
+            phase("memory", checks, lambda: check_memory(lab, card))
+            lab.release_all()  # no idle server of one check left on the card for the next
+            phase("compute", checks, lambda: check_compute(lab, card, seconds=args.seconds))
     finally:
         result["elapsed_s"] = round(time.monotonic() - started, 1)
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +89,25 @@ def main() -> int:
         print(f"FAILED: {', '.join(failed)}")
         return 1
     return 0
+
+
+def phase(name: str, checks: dict[str, dict[str, Any]], run: Callable[[], dict[str, Any]]) -> None:
+    """Run one group of checks; an exception fails the group (with its trace in the result)
+    and the next groups still run: one run on the card must say as much as it can."""
+    try:
+        found = run()
+    except Exception as exc:
+        checks[f"{name}_error"] = {
+            "required": True,
+            "ok": False,
+            "detail": f"{type(exc).__name__}: {str(exc)[:300]}",
+            "trace": traceback.format_exc()[-3000:],
+        }
+        return
+    if name == "topology":
+        checks[name] = found
+    else:
+        checks.update(found)
 
 
 def check_topology() -> dict[str, Any]:
@@ -130,9 +154,10 @@ def check_memory(lab: lab_.Lab, card: lab_.Card) -> dict[str, dict[str, Any]]:
                 container_env(limited, extra={"CUDA_MPS_PIPE_DIRECTORY": str(escape_dir)}),
                 mode="alloc",
             ),
-            # two processes of one container, 1.75 GiB each, at the same time, under 2 GiB
-            Worker("same_a", container_env(limited), mode="alloc", gib=1.5),
-            Worker("same_b", container_env(limited), mode="alloc", gib=1.5),
+            # two processes of one container, 1.25 GiB each at the same time, under 2 GiB (room
+            # left for what the CUDA context itself may count against the limit)
+            Worker("same_a", container_env(limited), mode="alloc", gib=1.0),
+            Worker("same_b", container_env(limited), mode="alloc", gib=1.0),
         ],
         root=lab.root,
         seconds=0,
@@ -201,7 +226,7 @@ def check_memory(lab: lab_.Lab, card: lab_.Card) -> dict[str, dict[str, Any]]:
             "required": False,
             "ok": not (out["same_a"].get("big_ok") and out["same_b"].get("big_ok")),
             "results": {"a": out["same_a"], "b": out["same_b"]},
-            "detail": "two processes of one 2 GiB allocation, 1.75 GiB each at once: "
+            "detail": "two processes of one 2 GiB allocation, 1.25 GiB each at once: "
             f"{_alloc(out['same_a'])} / {_alloc(out['same_b'])} (both succeeding: the limit "
             "is per process)",
         },
@@ -213,6 +238,7 @@ def check_compute(lab: lab_.Lab, card: lab_.Card, *, seconds: float) -> dict[str
     full = lab.allocate([share_of(card, cores=100, memory_mib=card.memory_mib)], label="full")
     under = run_case([Worker("mps100", container_env(full))], root=lab.root, seconds=seconds)
     n, m = tflops(native["native"]), tflops(under["mps100"])
+    lab.release_all()
     overhead = (n - m) / n * 100 if n > 0 else math.nan
     a30 = lab.allocate([share_of(card, cores=30, memory_mib=0)], label="s30")
     a70 = lab.allocate([share_of(card, cores=70, memory_mib=0)], label="s70")
@@ -223,6 +249,7 @@ def check_compute(lab: lab_.Lab, card: lab_.Card, *, seconds: float) -> dict[str
     )
     t30, t70 = tflops(pair["s30"]), tflops(pair["s70"])
     part30 = t30 / (t30 + t70) if t30 + t70 > 0 else math.nan
+    lab.release_all()
     o30 = lab.allocate([share_of(card, cores=30, memory_mib=0)], label="o30")
     raised = run_case(
         [Worker("o30", container_env(o30, extra={"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "100"}))],

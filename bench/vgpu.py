@@ -41,6 +41,7 @@ import json
 import math
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--no-calibration", action="store_true")
+    parser.add_argument("--budget-s", type=float, default=280, help="stop starting cases after")
     parser.add_argument("--dev-root", type=Path, default=Path("/dev"), help="the device nodes")
     args = parser.parse_args()
     reason = h.no_gpu_reason()
@@ -62,6 +64,7 @@ def main() -> int:
         print(f"bench/vgpu.py: {reason}; nothing to measure (exit 0)")
         return 0
     started = time.monotonic()
+    h.set_budget(args.budget_s)
     card = h.cards()[0]
     s = args.seconds
     rows: list[dict[str, Any]] = []
@@ -165,6 +168,11 @@ def main() -> int:
                     )
                     lab.release_all()
                 out["calibration"] = points
+    except Exception as exc:
+        # keep what was measured: one run on the card must say as much as it can
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        out["trace"] = traceback.format_exc()[-3000:]
+        ok = False
     finally:
         out["elapsed_s"] = round(time.monotonic() - started, 1)
         if args.json is not None:
@@ -222,6 +230,8 @@ def print_report(out: dict[str, Any]) -> None:
         )
     for p in out.get("calibration", []):
         print(f"calibration: {p['cores']} cores alone -> {p['of_native'] * 100:.0f} % of native")
+    if "error" in out:
+        print(f"ERROR: {out['error']}")
     print(f"({out['elapsed_s']} s)")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -35,6 +36,14 @@ sys.path.insert(0, str(REPO))
 from gaia.node.vgpu import CardShare, EnforcementError, Grant, MpsEnforcement  # noqa: E402
 
 WORKER = Path(__file__).resolve().with_name("vgpu_worker.py")
+# the whole run's end (time.monotonic()): a case never waits past it, so a hung card costs the
+# budget once, not once per case
+_deadline = math.inf
+
+
+def set_budget(seconds: float) -> None:
+    global _deadline
+    _deadline = time.monotonic() + seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +235,10 @@ def run_case(
 ) -> dict[str, dict[str, Any]]:
     """Start every worker, wait until all are warm, open one window of ``seconds`` for all, and
     return each worker's result (``{"error": ...}`` for one that failed or hung)."""
+    left = _deadline - time.monotonic()
+    if left < seconds + 5:
+        return {w.name: {"error": "skipped: the run's time budget is spent"} for w in workers}
+    timeout_s = min(timeout_s, left - seconds)
     case = Path(tempfile.mkdtemp(prefix="case-", dir=root))
     procs = {}
     for w in workers:

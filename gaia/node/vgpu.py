@@ -59,7 +59,10 @@ CONTAINER_PIPE_DIR = "/tmp/nvidia-mps"  # noqa: S108 (a path inside the containe
 CONTAINER_SHM_DIR = "/dev/shm"  # noqa: S108 (a path inside the container)
 # the driver's shared nodes; the per-card node is /dev/nvidia<minor>
 SHARED_DEVICE_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools")
-_ALLOCATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_ALLOCATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# a Unix socket path holds at most 107 bytes; MPS puts its sockets in the pipe directory under
+# names of up to about 24 characters (room kept for them)
+_SOCKET_PATH_MAX = 107 - 24
 _UUID = re.compile(r"(GPU|MIG)-[0-9A-Za-z-]+")
 # words the control program prints when it refuses a command (its exit code is not always set)
 _REFUSAL = re.compile(r"error|invalid|unknown|cannot|failed|not supported|usage", re.IGNORECASE)
@@ -197,10 +200,10 @@ class Enforcement(Protocol):
 
 def validate_allocation_id(allocation_id: str) -> str:
     """The id names a directory under the state root: letters, digits, ``.``, ``_`` and ``-``,
-    starting with a letter or digit (so never ``..``), at most 128 characters."""
+    starting with a letter or digit (so never ``..``), at most 64 characters."""
     if not isinstance(allocation_id, str) or _ALLOCATION_ID.fullmatch(allocation_id) is None:
         raise EnforcementError(
-            f"allocation id {allocation_id!r} is not safe as a directory name: use 1-128 "
+            f"allocation id {allocation_id!r} is not safe as a directory name: use 1-64 "
             "letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return allocation_id
@@ -337,6 +340,12 @@ class MpsEnforcement:
         envs = visibility_envs(ordered)
         if all(s.whole for s in ordered):
             return Grant(envs=envs, mounts=(), devices=devices)
+        pipe = str(self.pipe_dir(allocation_id))
+        if len(pipe.encode()) > _SOCKET_PATH_MAX:
+            raise EnforcementError(
+                f"the MPS pipe directory {pipe} is too long for the sockets MPS makes in it "
+                f"(at most {_SOCKET_PATH_MAX} bytes): use a shorter state root or allocation id"
+            )
         # No limit travels in the environment: the daemon holds them. CUDA_VISIBLE_DEVICES stays
         # unset, as NVIDIA asks of MPS clients when the daemon has it (the server remaps).
         envs["CUDA_MPS_PIPE_DIRECTORY"] = CONTAINER_PIPE_DIR

@@ -184,3 +184,32 @@ def test_vgpu_bench_prints_every_case_on_a_fake_card(
     for line in ("overhead of the enforcement", "violations caught / tried", "calibration:"):
         assert line in done.stdout
     _daemons_quit(fake_gpu["record"])  # type: ignore[arg-type]
+
+
+def test_gpu_check_reports_a_daemon_that_will_not_start_and_goes_on(
+    fake_gpu: dict[str, object], tmp_path: Path
+) -> None:
+    out = tmp_path / "check.json"
+    env = {**fake_gpu["env"], "FAKE_MPS_NO_START": "1"}  # type: ignore[dict-item]
+    done = subprocess.run(
+        [
+            str(REPO / "scripts" / "gpu-check.sh"),
+            "--json",
+            str(out),
+            "--seconds",
+            "0.2",
+            "--dev-root",
+            str(fake_gpu["dev"]),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    checks = json.loads(out.read_text())["checks"]
+    assert checks["topology"]["ok"] is True  # the groups after a failed one still ran
+    assert "did not start" in checks["memory_error"]["detail"]
+    assert "did not start" in checks["compute_error"]["detail"]
+    assert "FAILED: memory_error, compute_error" in done.stdout

@@ -138,6 +138,14 @@ def test_the_pipe_directory_is_mounted_where_mps_looks_by_default(mps: MpsEnforc
     assert next(m.container_path for m in grant.mounts) == CONTAINER_PIPE_DIR
 
 
+def test_a_pipe_directory_too_long_for_unix_sockets_is_refused(
+    dev_root: Path, tmp_path: Path
+) -> None:
+    deep = MpsEnforcement(dev_root=dev_root, state_root=tmp_path / ("d" * 60))
+    with pytest.raises(EnforcementError, match="too long for the sockets"):
+        deep.grant(allocation_id="x" * 40, shares=[share(0)])
+
+
 def test_two_allocations_on_one_card_get_different_daemons(mps: MpsEnforcement) -> None:
     a = mps.grant(allocation_id="a", shares=[share(0, cores=30)])
     b = mps.grant(allocation_id="b", shares=[share(0, cores=70)])
@@ -170,7 +178,7 @@ def test_a_missing_card_node_is_refused_with_the_path(mps: MpsEnforcement, dev_r
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "..", ".", "../x", "a/b", "-a", "a b", "a\nb", "x" * 129, "é", "/abs"]
+    "bad", ["", "..", ".", "../x", "a/b", "-a", "a b", "a\nb", "x" * 65, "é", "/abs"]
 )
 def test_unsafe_allocation_ids_are_refused(bad: str, mps: MpsEnforcement) -> None:
     with pytest.raises(EnforcementError, match="allocation id"):
