@@ -29,6 +29,13 @@ card). The price: two allocations on one card are two MPS servers, which the GPU
 between them (each capped at its own thread percentage while it runs); what is measured on a real
 card (``scripts/gpu-check.sh``, ``bench/vgpu.py``) says what that costs.
 
+What MPS on driver 580 does not stop, and the answer here: the container holds its daemon's
+control socket (it must, to reach the server), so with ``nvidia-cuda-mps-control`` it can send
+``set_*`` commands to its own daemon; ``MpsEnforcement.audit`` finds and undoes such a change
+(the node agent runs it periodically). A process that points ``CUDA_MPS_PIPE_DIRECTORY`` at an
+empty directory runs without MPS on the card (compute mode DEFAULT, which several servers per
+card need); closing that takes an NVML watchdog of stray contexts, not written yet.
+
 The daemon is driven by ``nvidia-cuda-mps-control`` with commands on its stdin, one process per
 command (no shell), the binary's path injectable: the tests run a fake control program.
 """
