@@ -34,7 +34,8 @@ control socket (it must, to reach the server), so with ``nvidia-cuda-mps-control
 ``set_*`` commands to its own daemon; ``MpsEnforcement.audit`` finds and undoes such a change
 (the node agent runs it periodically). A process that points ``CUDA_MPS_PIPE_DIRECTORY`` at an
 empty directory runs without MPS on the card (compute mode DEFAULT, which several servers per
-card need); closing that takes an NVML watchdog of stray contexts, not written yet.
+card need); ``stray_contexts`` finds such processes through NVML, for the agent to report or
+end them.
 
 The daemon is driven by ``nvidia-cuda-mps-control`` with commands on its stdin, one process per
 command (no shell), the binary's path injectable: the tests run a fake control program.
@@ -42,6 +43,7 @@ command (no shell), the binary's path injectable: the tests run a fake control p
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -52,10 +54,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -571,6 +573,83 @@ class MpsEnforcement:
             log.warning("allocation %s: MPS daemon %s ignored quit; killing it", allocation_id, pid)
             _kill(pid)
         shutil.rmtree(self.allocation_dir(allocation_id), ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StrayContext:
+    """A process with a plain CUDA context on a card shared through MPS: it left MPS (another
+    ``CUDA_MPS_PIPE_DIRECTORY``) and runs without any limit."""
+
+    uuid: str
+    pid: int  # as NVML reports it: the host's pid namespace when the agent runs there
+    used_mib: int | None
+
+
+# an MPS server's command name as /proc/<pid>/comm shows it (15 characters)
+_MPS_SERVER_COMM = "nvidia-cuda-mps"
+
+
+def stray_contexts(
+    *, shared_uuids: Collection[str], nvml: Any = None, proc_root: Path = Path("/proc")
+) -> tuple[StrayContext, ...]:
+    """The processes on the shared cards that hold a compute context which is neither an MPS
+    server nor an MPS client (NVML lists the clients apart, in
+    ``nvmlDeviceGetMPSComputeRunningProcesses``); the node agent reports them (an event) or ends
+    them. Empty without NVML. ``nvml`` is the module to use (a test passes a fake one)."""
+    if nvml is None:
+        try:
+            import pynvml as nvml  # type: ignore[import-not-found, no-redef]
+        except ImportError:
+            log.info("no NVML bindings: stray GPU contexts cannot be looked for")
+            return ()
+    wanted = set(shared_uuids)
+    found: list[StrayContext] = []
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:
+        log.info("NVML is not available here: %s", exc)
+        return ()
+    try:
+        for index in range(int(nvml.nvmlDeviceGetCount())):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = nvml.nvmlDeviceGetUUID(handle)
+            uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+            if uuid not in wanted:
+                continue
+            clients = {p.pid for p in _nvml_processes(nvml, handle, mps=True)}
+            for process in _nvml_processes(nvml, handle, mps=False):
+                if process.pid in clients or _comm(proc_root, process.pid) == _MPS_SERVER_COMM:
+                    continue
+                used = getattr(process, "usedGpuMemory", None)
+                found.append(
+                    StrayContext(
+                        uuid=uuid,
+                        pid=int(process.pid),
+                        used_mib=int(used) >> 20 if isinstance(used, int) else None,
+                    )
+                )
+    finally:
+        with contextlib.suppress(Exception):
+            nvml.nvmlShutdown()
+    return tuple(found)
+
+
+def _nvml_processes(nvml: Any, handle: Any, *, mps: bool) -> list[Any]:
+    call = (
+        "nvmlDeviceGetMPSComputeRunningProcesses" if mps else "nvmlDeviceGetComputeRunningProcesses"
+    )
+    try:
+        return list(getattr(nvml, call)(handle))
+    except Exception as exc:  # NotSupported on old drivers, or bindings without the call
+        log.info("NVML %s: %s", call, exc)
+        return []
+
+
+def _comm(proc_root: Path, pid: int) -> str:
+    try:
+        return (proc_root / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def enforcement_from(

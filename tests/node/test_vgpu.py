@@ -449,3 +449,56 @@ def test_memory_limits_are_read_in_the_units_the_control_program_prints(
     from gaia.node.vgpu import _mebibytes
 
     assert _mebibytes(reply) == mib
+
+
+# ---------------------------------------------------------------- stray contexts
+
+
+class FakeNvml:
+    """A FAKE NVML: two cards; on card 0 an MPS server (pid 10), an MPS client (pid 11) and a
+    process with a plain context (pid 12); on card 1, not shared, another plain one (pid 20)."""
+
+    def __init__(self, *, mps_list_supported: bool = True) -> None:
+        self.mps_list_supported = mps_list_supported
+        self.shut = False
+
+    def nvmlInit(self) -> None:
+        return None
+
+    def nvmlShutdown(self) -> None:
+        self.shut = True
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> bytes:
+        return (UUID0, UUID1)[handle].encode()
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[object]:
+        from types import SimpleNamespace
+
+        pids = {0: [10, 11, 12], 1: [20]}[handle]
+        return [SimpleNamespace(pid=p, usedGpuMemory=3 << 30) for p in pids]
+
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: int) -> list[object]:
+        from types import SimpleNamespace
+
+        if not self.mps_list_supported:
+            raise RuntimeError("Not Supported")
+        return [SimpleNamespace(pid=11, usedGpuMemory=None)] if handle == 0 else []
+
+
+def test_a_plain_context_on_a_shared_card_is_found(tmp_path: Path) -> None:
+    from gaia.node.vgpu import StrayContext, stray_contexts
+
+    proc = tmp_path / "proc"
+    for pid, comm in ((10, "nvidia-cuda-mps"), (11, "python3"), (12, "python3"), (20, "x")):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "comm").write_text(comm + "\n")
+    nvml = FakeNvml()
+    found = stray_contexts(shared_uuids={UUID0}, nvml=nvml, proc_root=proc)
+    assert found == (StrayContext(uuid=UUID0, pid=12, used_mib=3072),)
+    assert nvml.shut
