@@ -161,7 +161,12 @@ def check_memory(lab: lab_.Lab, card: lab_.Card) -> dict[str, dict[str, Any]]:
         ],
         root=lab.root,
         seconds=0,
+        # while every worker holds its memory: does the watchdog see the one that left MPS?
+        during=lambda: lab_.nvml_snapshot(card),
     )
+    snapshot = out.get("_during", {})
+    escaped_pid = out["pipe_elsewhere"].get("pid")
+    stray_pids = [c["pid"] for c in snapshot.get("value", {}).get("stray", [])]
     # a container that has nvidia-cuda-mps-control talks to its own daemon through the mount
     servers = lab_.control(lab, limited, ["get_server_list"])
     pids = [w for w in servers.partition(":")[2].split() if w.isdigit()]
@@ -204,6 +209,13 @@ def check_memory(lab: lab_.Lab, card: lab_.Card) -> dict[str, dict[str, Any]]:
             "result": out["pipe_elsewhere"],
             "detail": "CUDA_MPS_PIPE_DIRECTORY elsewhere, 3 GiB asked: "
             f"{_alloc(out['pipe_elsewhere'])}",
+        },
+        "stray_found": {
+            "required": False,
+            "ok": escaped_pid is not None and escaped_pid in stray_pids,
+            "nvml": snapshot,
+            "detail": f"stray_contexts while it ran: {stray_pids} (the escaped worker: "
+            f"{escaped_pid}; others with limits must not be listed)",
         },
         "escape_control": {
             "required": False,

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,36 @@ def _nvml_minors() -> dict[int, int]:
             pynvml.nvmlShutdown()
 
 
+def nvml_snapshot(card: Card) -> dict[str, Any]:
+    """What NVML lists on the card now: compute processes, MPS client processes, and what
+    ``stray_contexts`` makes of them (raw, for the record: how NVML shows MPS is unverified)."""
+    from gaia.node.vgpu import stray_contexts
+
+    snapshot: dict[str, Any] = {}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(card.index)
+            for key, call in (
+                ("compute", "nvmlDeviceGetComputeRunningProcesses"),
+                ("mps_clients", "nvmlDeviceGetMPSComputeRunningProcesses"),
+            ):
+                try:
+                    snapshot[key] = [int(p.pid) for p in getattr(pynvml, call)(handle)]
+                except Exception as exc:
+                    snapshot[key] = f"{type(exc).__name__}: {exc}"
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:
+        snapshot["nvml"] = f"{type(exc).__name__}: {exc}"
+    snapshot["stray"] = [
+        {"pid": c.pid, "used_mib": c.used_mib} for c in stray_contexts(shared_uuids={card.uuid})
+    ]
+    return snapshot
+
+
 def share_of(card: Card, *, cores: int, memory_mib: int) -> CardShare:
     return CardShare(
         index=card.index, uuid=card.uuid, minor=card.minor, cores=cores, memory_mib=memory_mib
@@ -231,10 +261,17 @@ class Worker:
 
 
 def run_case(
-    workers: Sequence[Worker], *, root: Path, seconds: float, timeout_s: float = 90
+    workers: Sequence[Worker],
+    *,
+    root: Path,
+    seconds: float,
+    timeout_s: float = 90,
+    during: Callable[[], Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Start every worker, wait until all are warm, open one window of ``seconds`` for all, and
-    return each worker's result (``{"error": ...}`` for one that failed or hung)."""
+    """Start every worker, wait until all are warm (an ``alloc`` worker: has tried and holds its
+    memory), call ``during`` (its value under ``"_during"``), open one window of ``seconds`` for
+    all, and return each worker's result with its pid (``{"error": ...}`` for one that failed
+    or hung)."""
     left = _deadline - time.monotonic()
     if left < seconds + 5:
         return {w.name: {"error": "skipped: the run's time budget is spent"} for w in workers}
@@ -264,9 +301,14 @@ def run_case(
         (case / f"{w.name}.ready").exists() or procs[w.name].poll() is not None for w in workers
     ):
         time.sleep(0.02)
+    results: dict[str, dict[str, Any]] = {}
+    if during is not None:
+        try:
+            results["_during"] = {"value": during()}
+        except Exception as exc:
+            results["_during"] = {"error": f"{type(exc).__name__}: {exc}"}
     (case / "go.tmp").write_text(repr(time.time() + seconds))
     (case / "go.tmp").replace(case / "go")
-    results: dict[str, dict[str, Any]] = {}
     for w in workers:
         proc = procs[w.name]
         try:
@@ -278,7 +320,7 @@ def run_case(
             continue
         out = case / f"{w.name}.json"
         if out.exists():
-            results[w.name] = json.loads(out.read_text())
+            results[w.name] = {**json.loads(out.read_text()), "pid": proc.pid}
         else:
             err = (case / f"{w.name}.err").read_text()[-1500:]
             results[w.name] = {"error": f"exited {proc.returncode}: {err}"}

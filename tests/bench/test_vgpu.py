@@ -123,6 +123,7 @@ def test_gpu_check_runs_its_whole_flow_on_a_fake_card(
         "memory",
         "override_memory",
         "escape_pipe_dir",
+        "stray_found",
         "escape_control",
         "audit_restores",
         "memory_per_process",
@@ -137,6 +138,7 @@ def test_gpu_check_runs_its_whole_flow_on_a_fake_card(
     assert 0.2 < checks["shares_30_70"]["part_30"] < 0.4
     # leaving MPS (another pipe directory) escapes in the fake as on a card in DEFAULT mode
     assert checks["escape_pipe_dir"]["ok"] is False
+    assert checks["stray_found"]["nvml"]["value"] == {"compute": [], "mps_clients": [], "stray": []}
     # the fake control daemon takes commands from anyone with the pipe directory; audit undoes them
     assert checks["escape_control"]["ok"] is False
     assert checks["audit_restores"]["ok"] is True

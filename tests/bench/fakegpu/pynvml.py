@@ -45,3 +45,15 @@ def nvmlDeviceGetNumaNodeId(handle: int) -> int:
 
 def nvmlDeviceGetMinorNumber(handle: int) -> int:
     return 0
+
+
+def nvmlDeviceGetUUID(handle: int) -> str:
+    return "GPU-fa4e0000-0000-0000-0000-000000000000"
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle: int) -> list[object]:
+    return []  # the fake card sees no process
+
+
+def nvmlDeviceGetMPSComputeRunningProcesses(handle: int) -> list[object]:
+    return []
