@@ -173,8 +173,8 @@ def test_vgpu_bench_prints_every_case_on_a_fake_card(
     figures = json.loads(out.read_text())
     cases = [r["case"] for r in figures["rows"]]
     assert cases == [
-        "time-slicing 2x",
         "enforced 100 %",
+        "time-slicing 2x",
         "enforced 2 x 50",
         "enforced 30/70",
         "enforced 4 x 25",
