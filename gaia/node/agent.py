@@ -11,8 +11,9 @@ It owns three jobs that share one view of the node's cards:
    writes it into the Node's status as an extended resource (``advertise_memory``), again each
    pass: a kubelet that starts with no checkpoint zeroes the extended resources it does not own.
 3. **Publish** what the scheduler reads (``publish``: topology, model, health, NUMA and cores
-   per card, as the Node's annotations and labels), and sweep the grants of pods that left the
-   node so the enforcement releases them.
+   per card, as the Node's annotations and labels), rewrite ``gaia.io/gpu-used`` from the pods
+   on the node once a difference has settled (``gpu_used``: it only grew before), and sweep the
+   grants of pods that left the node so the enforcement releases them.
 
 Every pass is level-triggered: it compares what it reads with what is there and writes only a
 difference, so a pass that finds nothing new writes nothing, and a missed pass is made up by
@@ -29,12 +30,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightkube import AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
+from gaia.kube.labels import GPU_USED_ANNOTATION
 from gaia.kube.resources import GAIA_GPU_MEMORY
 from gaia.node.deviceplugin import RESOURCES, DevicePluginServer, GpuPlugin, Inventory, Ledger
+from gaia.node.gpu_used import DEFAULT_SETTLE_S, GpuUsedReconciler
 from gaia.node.gpus import GpuReader, GpuSnapshot
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class NodeAgent:
         servers: Sequence[DevicePluginServer],
         publish: Publish | None = None,
         interval_s: float = 5.0,
+        used_settle_s: float = DEFAULT_SETTLE_S,
     ) -> None:
         self.node_name = node_name
         self._reader = reader
@@ -86,6 +90,7 @@ class NodeAgent:
         self._publish = publish
         self._interval_s = interval_s
         self._failing: set[str] = set()
+        self._used = GpuUsedReconciler(settle_s=used_settle_s)
         self.passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,10 +113,14 @@ class NodeAgent:
             await self.plugin.update(
                 Inventory.of(snapshot.cards, snapshot.health), snapshot.topology
             )
-            await self._step("advertise GPU memory", self.advertise_memory(snapshot))
             if self._publish is not None:
                 await self._step("publish the GPUs", self._publish(snapshot))
-        await self._step("sweep the grants", self.sweep())
+        pods = await self._step("list this node's pods", self._pods.pods_on_node())
+        if pods is not None:
+            await self._step("sweep the grants", self.sweep(pods))
+            await self._step("reconcile gaia.io/gpu-used", self.reconcile_used(pods))
+        if snapshot is not None:
+            await self._step("advertise GPU memory", self.advertise_memory(snapshot))
         self.passes += 1
 
     async def _step(self, what: str, work: Awaitable[Any]) -> Any:
@@ -158,9 +167,8 @@ class NodeAgent:
         )
         return True
 
-    async def sweep(self) -> int:
+    async def sweep(self, pods: Sequence[Mapping[str, Any]]) -> int:
         """Release the grants of pods no longer on the node; how many."""
-        pods = await self._pods.pods_on_node()
         live = [
             str((pod.get("metadata") or {}).get("uid", ""))
             for pod in pods
@@ -176,6 +184,30 @@ class NodeAgent:
             )
         return len(gone)
 
+    async def reconcile_used(self, pods: Sequence[Mapping[str, Any]]) -> bool:
+        """Rewrite the Node's ``gaia.io/gpu-used`` from its pods once a difference has settled
+        (``gaia.node.gpu_used``); True when it wrote."""
+        node = await self._client.get(Node, name=self.node_name)
+        patch = self._used.patch(node.to_dict(), pods, self.plugin.ledger.grants())
+        if patch is None:
+            return False
+        try:
+            await self._client.patch(
+                Node, name=self.node_name, obj=patch, patch_type=PatchType.MERGE
+            )
+        except ApiError as exc:
+            if exc.status.code == 409:  # a bind changed the node meanwhile: look again next pass
+                return False
+            raise
+        self._used.written()
+        log.info(
+            "node %s: %s rewritten from its pods: %s",
+            self.node_name,
+            GPU_USED_ANNOTATION,
+            patch["metadata"]["annotations"][GPU_USED_ANNOTATION],
+        )
+        return True
+
 
 def build_agent(
     *,
@@ -188,6 +220,7 @@ def build_agent(
     publish: Publish | None = None,
     interval_s: float = 5.0,
     poll_s: float = 1.0,
+    used_settle_s: float = DEFAULT_SETTLE_S,
 ) -> NodeAgent:
     """A ``NodeAgent`` with its device plugin, ledger in ``state_dir``."""
     plugin = GpuPlugin(
@@ -207,6 +240,7 @@ def build_agent(
         servers=servers,
         publish=publish,
         interval_s=interval_s,
+        used_settle_s=used_settle_s,
     )
 
 

@@ -18,7 +18,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import stat
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -54,6 +57,7 @@ NODE = "gaia-gpu-node"
 CARD_MIB = 81920  # A100-SXM4-80GB
 NAMESPACE = "default"
 TOPOLOGIES = FIXTURES / "topology"
+FAKE_MPS = Path(__file__).with_name("fake_mps_control.py")
 
 
 def until(check: Any, *, what: str, timeout_s: float = 60) -> Any:
@@ -122,7 +126,12 @@ class Bed:
                         {
                             "name": "work",
                             "image": self.node.images.web_v1,
-                            "command": ["sh", "-c", "env; ls /dev; sleep 3600"],
+                            "command": [
+                                "sh",
+                                "-c",
+                                "env; ls /dev; cat /tmp/nvidia-mps/fake-state.json; echo;"
+                                " sleep 3600",
+                            ],
                             "resources": {"limits": limits},
                         }
                     ],
@@ -186,7 +195,13 @@ def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
     reader = open_gpus(nvml=nvml)
     assert reader is not None
     dev_root = _fake_dev(work / "dev")
+    # MPS's sockets live in <state root>/<allocation>/pipe: a short root keeps their paths legal
+    state_root = Path(tempfile.mkdtemp(prefix="gv", dir="/run"))
+    control = work / "fake-nvidia-cuda-mps-control"
+    control.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_MPS}" "$@"\n')
+    control.chmod(0o755)
     with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, state_root, ignore_errors=True)
         plugin_dir = cleanup.enter_context(device_plugin_folder())
         try:
             node = start_real_node(control_plane, work / "node", name=NODE, advertise_gpus=False)
@@ -204,6 +219,17 @@ def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
 
         cleanup.callback(stop_loop)
 
+        enforcement = enforcement_from(
+            "mps", dev_root=dev_root, state_root=state_root, mps_control=str(control)
+        )
+
+        def release_all() -> None:  # the fake MPS daemons of pods still there
+            for child in state_root.iterdir():
+                if (child / "pipe").exists():
+                    enforcement.release(allocation_id=child.name)
+
+        cleanup.callback(release_all)
+
         async def make() -> tuple[NodeAgent, asyncio.Event, asyncio.Future[None]]:
             client = AsyncClient(KubeConfig.from_dict(control_plane.kubeconfig()), trust_env=False)
             publisher = NodePublisher(client=client, node_name=NODE, reader=reader)
@@ -212,11 +238,12 @@ def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
                 reader=reader,
                 client=client,
                 publish=publisher.publish,
-                enforcement=enforcement_from("none", dev_root=dev_root, state_root=work / "vgpu"),
+                enforcement=enforcement,
                 plugin_dir=plugin_dir,
                 state_dir=work / "agent",
                 interval_s=0.5,
                 poll_s=0.2,
+                used_settle_s=1.0,
             )
             stop = asyncio.Event()
             return agent, stop, asyncio.ensure_future(agent.run(stop))
@@ -233,6 +260,12 @@ def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
         yield Bed(
             plane=control_plane, node=node, agent=agent, nvml=nvml, loop=loop, dev_root=dev_root
         )
+
+
+def gpu_used(bed: Bed) -> dict[str, list[int]]:
+    annotations = bed.api("GET", f"/api/v1/nodes/{NODE}")["metadata"].get("annotations", {})
+    used: dict[str, list[int]] = json.loads(annotations.get("gaia.io/gpu-used", "{}"))
+    return used
 
 
 def allocatable(bed: Bed, resource: str) -> str | None:
@@ -261,8 +294,16 @@ def test_shares_of_one_card_are_admitted_and_started_on_that_card(bed: Bed) -> N
     logs30, logs50 = bed.logs("share-30"), bed.logs("share-50")
     for text in (logs30, logs50):
         assert f"NVIDIA_VISIBLE_DEVICES={card1}" in text
+        assert "CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps" in text
+        assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in text  # limits are the daemon's
         devices = {name for name in text.split() if name.startswith("nvidia")}
-        assert devices == {"nvidia4"}  # card 1's minor number; no other card's
+        # card 1's minor number, no other card's, and the driver's shared nodes
+        assert devices == {"nvidia4", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"}
+    # PreStartContainer started each container's own MPS daemon with its limits before the
+    # container ran; the container reads them through the pipe folder it was given (a FAKE
+    # nvidia-cuda-mps-control keeps them in a file there)
+    assert '"thread": 30.0' in logs30 and '"0": "4096M"' in logs30
+    assert '"thread": 50.0' in logs50 and f'"0": "{CARD_MIB // 2}M"' in logs50
     grants = {g.pod: g for g in bed.agent.plugin.ledger.grants()}
     assert [(s.index, s.cores, s.memory_mib) for s in grants["share-30"].shares] == [(1, 30, 4096)]
     # no memory asked: the same fraction of the card as of its cores
@@ -312,11 +353,21 @@ def test_a_whole_card_is_one_nvidia_gpu_and_takes_no_shares_beside_it(bed: Bed) 
         what="the share refused",
     )
     assert "held through nvidia.com/gpu" in pod["status"]["message"], pod["status"]
+    shared = [100, 4096 + CARD_MIB // 2 + CARD_MIB // 5]  # 30 + 50 + 20 cores of card 1
+    eventually(
+        lambda: gpu_used(bed) == {"1": shared, str(share.index): [100, CARD_MIB]},
+        timeout_s=30,
+        what="gaia.io/gpu-used counting every pod's grant",
+    )
     bed.delete_pod("whole-1")
     eventually(
         lambda: all(g.pod != "whole-1" for g in bed.agent.plugin.ledger.grants()),
         timeout_s=60,
         what="the whole card released",
+    )
+    # the extender only ever added to gaia.io/gpu-used; the agent takes the pod away again
+    eventually(
+        lambda: gpu_used(bed) == {"1": shared}, timeout_s=30, what="gaia.io/gpu-used shrinking"
     )
 
 

@@ -51,6 +51,9 @@ from gaia.scheduler.links import GpuTopology
 from gaia.scheduler.tree import GpuAllocation, GpuRequest, TopologyTree
 
 ContainerKey = tuple[str, str]  # (pod uid, container name)
+# the id names a folder that holds MPS's sockets (gaia.node.vgpu): a pod uid and 16 hex digits at
+# most, so /run/gaia/vgpu/<id>/pipe stays within a Unix socket path's length
+MAX_ALLOCATION_ID = 36 + 1 + 16
 
 
 class AllocationRefused(Exception):
@@ -417,6 +420,11 @@ def allocation_id(container: PendingContainer | None, device_ids: Sequence[str])
     """A name for one container's grant that is safe in paths: the pod uid and container name
     (both DNS-safe), or, for a container Gaia could not identify, a digest of its units."""
     if container is not None and container.uid:
-        return f"{container.uid}-{container.container}"
+        readable = f"{container.uid}-{container.container}"
+        if len(readable) <= MAX_ALLOCATION_ID:
+            return readable
+        # a long container name: the enforcement's paths (a Unix socket's among them) are short
+        tail = hashlib.sha256(container.container.encode()).hexdigest()[:16]
+        return f"{container.uid}-{tail}"
     digest = hashlib.sha256("\n".join(sorted(device_ids)).encode()).hexdigest()[:16]
     return f"units-{digest}"
