@@ -272,9 +272,7 @@ def test_limits_are_the_asked_memory_or_the_cores_fraction_and_must_fit() -> Non
 def test_allocation_ids_are_path_safe() -> None:
     asked = pending_containers([pod("p", containers=[gpu("a", 30)])])[0]
     assert allocation_id(asked, []) == "uid-p-a"
-    long = pending_containers(
-        [pod("p" * 20, containers=[gpu("c" * 63, 30)])]
-    )[0]
+    long = pending_containers([pod("p" * 20, containers=[gpu("c" * 63, 30)])])[0]
     assert len(allocation_id(long, [])) <= 53
     anonymous = allocation_id(None, ["b", "a"])
     assert anonymous == allocation_id(None, ["a", "b"]) and anonymous.startswith("units-")
