@@ -44,6 +44,18 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[GpuSnapshot], Awaitable[object]]
 
+# What the agent asks of the API server beyond its publisher (``publish.PUBLISHER_API_CALLS``),
+# as (API group, resource, verb): the DaemonSet's ClusterRole allows exactly the union
+# (tests/node/test_publish.py)
+AGENT_API_CALLS = frozenset(
+    {
+        ("", "pods", "list"),  # the device plugin's pending containers, the sweep, gpu-used
+        ("", "nodes", "get"),  # gpu-used and the memory resource compare before writing
+        ("", "nodes", "patch"),  # gaia.io/gpu-used
+        ("", "nodes/status", "patch"),  # gaia.io/gpu-memory
+    }
+)
+
 
 class KubePods:
     """This node's pods, listed from the API server each time (the kubelet admits a pod it got

@@ -22,6 +22,7 @@ from lightkube import AsyncClient, KubeConfig
 from gaia.domain.resources import ResourceVector
 from gaia.kube.errors import UnreadableObject
 from gaia.kube.nodes import read_gpu_health, read_gpu_numa, read_node
+from gaia.node.agent import AGENT_API_CALLS
 from gaia.node.gpus import GpuReader, GpuSnapshot, open_gpus
 from gaia.node.publish import (
     PUBLISHER_API_CALLS,
@@ -40,7 +41,6 @@ from tests.support.waiting import eventually
 
 DAEMONSET = REPO / "deploy" / "node-agent" / "daemonset.yaml"
 # What the device plugin (gaia.node.deviceplugin) asks of the API: the pods bound to its node.
-DEVICE_PLUGIN_API_CALLS = frozenset({("", "pods", "list"), ("", "pods", "watch")})
 
 
 def fake_dgx_h100() -> FakeNvml:
@@ -296,6 +296,8 @@ def test_the_daemonset_runs_the_agent_on_gpu_nodes_with_the_kubelet_paths() -> N
         "/var/lib/kubelet/device-plugins": "/var/lib/kubelet/device-plugins",
         "/dev": "/dev",
         "/run/gaia": "/run/gaia",
+        "/var/lib/gaia/node-agent": "/var/lib/gaia/node-agent",
+        "/run/gaia/vgpu/shm": "/dev/shm",
     }
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert {t["matchExpressions"][0]["key"] for t in terms["nodeSelectorTerms"]} == {
@@ -313,7 +315,7 @@ def test_the_cluster_role_allows_exactly_the_calls_the_agent_makes() -> None:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    assert allowed == PUBLISHER_API_CALLS | DEVICE_PLUGIN_API_CALLS
+    assert allowed == PUBLISHER_API_CALLS | AGENT_API_CALLS
 
 
 # --------------------------------------------------------- against the real API server
@@ -451,10 +453,15 @@ def test_the_agents_service_account_may_do_what_it_needs_and_no_more(
         assert kube.delete("/api/v1/nodes/agent-gpu-2", headers=agent).status_code == 403
         assert kube.get("/api/v1/nodes", headers=agent).status_code == 403  # get, not list
         assert kube.get("/api/v1/namespaces/gaia-system/secrets", headers=agent).status_code == 403
-        status = {**merge}
+        memory = json.dumps({"status": {"capacity": {"gaia.io/gpu-memory": "1024"}}})
         assert (
-            kube.patch("/api/v1/nodes/agent-gpu-2/status", content=body, headers=status).status_code
-            == 403
+            kube.patch(
+                "/api/v1/nodes/agent-gpu-2/status", content=memory, headers=merge
+            ).status_code
+            == 200
+        )
+        assert (
+            kube.post("/api/v1/namespaces/default/pods", json={}, headers=agent).status_code == 403
         )
     finally:
         kube.delete("/api/v1/nodes/agent-gpu-2")
