@@ -114,6 +114,30 @@ def cpuset(cpus: Iterable[int]) -> str:
     return ",".join(ranges)
 
 
+MAX_CORES = 65536  # no machine has more; a bigger id is a typo or an attack on memory
+
+
+def parse_cpuset(raw: str) -> tuple[int, ...]:
+    """A Linux cpuset list as core ids, the inverse of ``cpuset``: ``"0-3,8"`` ->
+    ``(0, 1, 2, 3, 8)``; empty parts are skipped. ``ValueError`` when it is not one, or names a
+    core past ``MAX_CORES``."""
+    cores: set[int] = set()
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, dash, high = part.partition("-")
+        if not (low.isascii() and low.isdigit()) or (
+            dash and not (high.isascii() and high.isdigit())
+        ):
+            raise ValueError(f"{raw!r} is not a cpuset such as 0-3,8")
+        a, b = int(low), int(high) if dash else int(low)
+        if b < a or b >= MAX_CORES:
+            raise ValueError(f"{raw!r} has an empty or oversized range {part!r}")
+        cores.update(range(a, b + 1))
+    return tuple(sorted(cores))
+
+
 def gpu_ids_value(ids: Iterable[int]) -> str:
     """Card indexes as the ``gaia.io/gpu-ids`` value: ``(0, 1)`` -> ``"0,1"``."""
     return ",".join(str(i) for i in ids)

@@ -64,6 +64,7 @@ from gaia.kube.labels import (
     GPU_USED_ANNOTATION,
     ZONE_LABEL,
     cpuset,
+    parse_cpuset,
 )
 from gaia.kube.quantities import GIB, MIB, clamp_amount, floor_amount
 from gaia.kube.resources import (
@@ -358,7 +359,7 @@ def read_gpu_numa(raw: str, *, cards: int) -> dict[int, tuple[int | None, tuple[
         ):
             raise UnreadableObject(f'{what}[{key}] must be [NUMA node or null, "cpuset"]')
         try:
-            cores = _cpuset(value[1])
+            cores = parse_cpuset(value[1])
         except ValueError as exc:
             raise UnreadableObject(f"{what}[{key}]: {exc}") from None
         if card < cards:
@@ -372,25 +373,3 @@ def encode_gpu_numa(numa: Mapping[int, tuple[int | None, Sequence[int]]]) -> str
         {str(i): [node, cpuset(cores)] for i, (node, cores) in sorted(numa.items())},
         separators=(",", ":"),
     )
-
-
-_MAX_CORES = 65536
-
-
-def _cpuset(raw: str) -> tuple[int, ...]:
-    """A cpuset list (``"0-3,8"``) as cores; ValueError when it is not one."""
-    cores: set[int] = set()
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        low, dash, high = part.partition("-")
-        if not (low.isascii() and low.isdigit()) or (
-            dash and not (high.isascii() and high.isdigit())
-        ):
-            raise ValueError(f"{raw!r} is not a cpuset such as 0-3,8")
-        a, b = int(low), int(high) if dash else int(low)
-        if b < a or b >= _MAX_CORES:
-            raise ValueError(f"{raw!r} has an empty or oversized range {part!r}")
-        cores.update(range(a, b + 1))
-    return tuple(sorted(cores))

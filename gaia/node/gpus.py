@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gaia.node.topology import read_local_topology, read_nvml_topology
+from gaia.kube.labels import parse_cpuset
+from gaia.node.topology import bus_id, read_local_topology, read_nvml_topology
 from gaia.scheduler.links import GpuTopology
 
 log = logging.getLogger(__name__)
@@ -499,14 +500,7 @@ def _level_reasons(
 
 def pci_address(raw: Any) -> str:
     """``00000000:18:00.0`` and ``0000:18:00.0`` alike as ``0000:18:00.0`` (sysfs's form)."""
-    text = _text(raw).lower()
-    domain, colon, rest = text.partition(":")
-    if not colon:
-        return text
-    try:
-        return f"{int(domain, 16):04x}:{rest}"
-    except ValueError:
-        return text
+    return bus_id(_text(raw))
 
 
 def _near(
@@ -527,17 +521,9 @@ def _near(
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:
-    """A kernel cpu list (``0-55,112-167``) as core ids; ValueError when it is not one."""
-    cores: set[int] = set()
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        low, dash, high = part.partition("-")
-        a, b = int(low), int(high) if dash else int(low)
-        if b < a:
-            raise ValueError(f"an empty range {part!r}")
-        cores.update(range(a, b + 1))
-    return tuple(sorted(cores))
+    """A kernel cpu list (``0-55,112-167``, sysfs's ``local_cpulist``) as core ids; ValueError
+    when it is not one."""
+    return parse_cpuset(text.strip())
 
 
 # ------------------------------------------------------------------------- nvidia-smi -q

@@ -88,7 +88,7 @@ def _read_nvml(nvml: Any) -> GpuTopology | None:
     if count == 0:
         return None
     handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-    bus_ids = [_bus_id(nvml.nvmlDeviceGetPciInfo(h).busId) for h in handles]
+    bus_ids = [bus_id(nvml.nvmlDeviceGetPciInfo(h).busId) for h in handles]
     index_of = {bus: i for i, bus in enumerate(bus_ids)}
     nvlinks = [[0] * count for _ in range(count)]
     to_switch = [0] * count
@@ -103,7 +103,7 @@ def _read_nvml(nvml: Any) -> GpuTopology | None:
             if kind == _NVML_SWITCH:
                 to_switch[i] += 1
                 continue
-            remote = _bus_id(nvml.nvmlDeviceGetNvLinkRemotePciInfo(handle, link).busId)
+            remote = bus_id(nvml.nvmlDeviceGetNvLinkRemotePciInfo(handle, link).busId)
             j = index_of.get(remote)
             if j is not None and j != i:
                 nvlinks[i][j] += 1
@@ -145,7 +145,7 @@ def _link_enabled(nvml: Any, handle: Any, link: int) -> bool:
         return False
 
 
-def _bus_id(raw: bytes | str) -> str:
+def bus_id(raw: bytes | str) -> str:
     """``00000000:07:00.0`` and ``0000:07:00.0`` (NVML uses both domain widths) alike."""
     text = (raw.decode() if isinstance(raw, bytes) else str(raw)).strip().lower()
     domain, colon, rest = text.partition(":")

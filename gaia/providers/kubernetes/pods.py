@@ -80,6 +80,7 @@ from gaia.kube.labels import (
     cpuset,
     gpu_ids_value,
 )
+from gaia.kube.labels import parse_cpuset as parse_kube_cpuset
 from gaia.kube.quantities import ceil_amount, clamp_amount, parse_quantity
 from gaia.kube.resources import (
     GAIA_GPU_CORE,
@@ -556,19 +557,9 @@ def card_ids(raw: str | None, what: str) -> tuple[int, ...]:
 
 
 def parse_cpuset(raw: str) -> tuple[int, ...]:
-    """A Linux cpuset list as core ids: ``"0-3,8"`` -> ``(0, 1, 2, 3, 8)``."""
-    out: list[int] = []
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        low, dash, high = part.partition("-")
-        if not (low.isascii() and low.isdigit()) or (
-            dash and not (high.isascii() and high.isdigit())
-        ):
-            raise InvalidRequest(f"cpuset {raw!r} must be cores and ranges such as 0-3,8")
-        a, b = int(low), int(high) if dash else int(low)
-        if b < a or b - a > 65536:
-            raise InvalidRequest(f"cpuset {raw!r} has an empty or oversized range {part!r}")
-        out.extend(range(a, b + 1))
-    return tuple(sorted(set(out)))
+    """A Linux cpuset list as core ids (``gaia.kube.labels.parse_cpuset``), refused as a
+    request error."""
+    try:
+        return parse_kube_cpuset(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"cpuset: {exc}") from None
