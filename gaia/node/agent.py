@@ -12,8 +12,9 @@ It owns three jobs that share one view of the node's cards:
    pass: a kubelet that starts with no checkpoint zeroes the extended resources it does not own.
 3. **Publish** what the scheduler reads (``publish``: topology, model, health, NUMA and cores
    per card, as the Node's annotations and labels), rewrite ``gaia.io/gpu-used`` from the pods
-   on the node once a difference has settled (``gpu_used``: it only grew before), and sweep the
-   grants of pods that left the node so the enforcement releases them.
+   on the node once a difference has settled (``gpu_used``: it only grew before), sweep the
+   grants of pods that left the node so the enforcement releases them, and every
+   ``audit_s`` set back MPS limits a container changed through its own control socket.
 
 Every pass is level-triggered: it compares what it reads with what is there and writes only a
 difference, so a pass that finds nothing new writes nothing, and a missed pass is made up by
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
 from gaia.kube.labels import GPU_USED_ANNOTATION
-from gaia.kube.resources import GAIA_GPU_MEMORY
+from gaia.kube.resources import GAIA_GPU_MEMORY, WHOLE_CARD
 from gaia.node.deviceplugin import RESOURCES, DevicePluginServer, GpuPlugin, Inventory, Ledger
 from gaia.node.gpu_used import DEFAULT_SETTLE_S, GpuUsedReconciler
 from gaia.node.gpus import GpuReader, GpuSnapshot
@@ -43,6 +45,7 @@ from gaia.node.gpus import GpuReader, GpuSnapshot
 log = logging.getLogger(__name__)
 
 Publish = Callable[[GpuSnapshot], Awaitable[object]]
+DEFAULT_AUDIT_S = 30.0  # how often the MPS limits of shared cards are checked
 
 # What the agent asks of the API server beyond its publisher (``publish.PUBLISHER_API_CALLS``),
 # as (API group, resource, verb): the DaemonSet's ClusterRole allows exactly the union
@@ -92,6 +95,7 @@ class NodeAgent:
         publish: Publish | None = None,
         interval_s: float = 5.0,
         used_settle_s: float = DEFAULT_SETTLE_S,
+        audit_s: float = DEFAULT_AUDIT_S,
     ) -> None:
         self.node_name = node_name
         self._reader = reader
@@ -103,6 +107,8 @@ class NodeAgent:
         self._interval_s = interval_s
         self._failing: set[str] = set()
         self._used = GpuUsedReconciler(settle_s=used_settle_s)
+        self._audit_s = audit_s
+        self._audited = 0.0
         self.passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -133,6 +139,9 @@ class NodeAgent:
             await self._step("reconcile gaia.io/gpu-used", self.reconcile_used(pods))
         if snapshot is not None:
             await self._step("advertise GPU memory", self.advertise_memory(snapshot))
+        if time.monotonic() - self._audited >= self._audit_s:
+            self._audited = time.monotonic()
+            await self._step("audit the MPS limits", self.audit_limits())
         self.passes += 1
 
     async def _step(self, what: str, work: Awaitable[Any]) -> Any:
@@ -196,6 +205,28 @@ class NodeAgent:
             )
         return len(gone)
 
+    async def audit_limits(self) -> list[str]:
+        """Set back the MPS limits a container changed through its own control socket
+        (``vgpu.MpsEnforcement.audit``); the allocations whose limits had drifted."""
+        audit = getattr(self.plugin.enforcement, "audit", None)
+        if audit is None:
+            return []
+        drifted = []
+        for granted in self.plugin.ledger.grants():
+            if all(share.cores >= WHOLE_CARD for share in granted.shares):
+                continue  # whole cards run without MPS
+            changes = await asyncio.to_thread(audit, granted.allocation_id)
+            if changes:
+                log.warning(
+                    "%s/%s container %s changed its own MPS limits (%s): set back",
+                    granted.namespace,
+                    granted.pod,
+                    granted.container,
+                    "; ".join(changes),
+                )
+                drifted.append(granted.allocation_id)
+        return drifted
+
     async def reconcile_used(self, pods: Sequence[Mapping[str, Any]]) -> bool:
         """Rewrite the Node's ``gaia.io/gpu-used`` from its pods once a difference has settled
         (``gaia.node.gpu_used``); True when it wrote."""
@@ -233,6 +264,7 @@ def build_agent(
     interval_s: float = 5.0,
     poll_s: float = 1.0,
     used_settle_s: float = DEFAULT_SETTLE_S,
+    audit_s: float = DEFAULT_AUDIT_S,
 ) -> NodeAgent:
     """A ``NodeAgent`` with its device plugin, ledger in ``state_dir``."""
     plugin = GpuPlugin(
@@ -253,6 +285,7 @@ def build_agent(
         publish=publish,
         interval_s=interval_s,
         used_settle_s=used_settle_s,
+        audit_s=audit_s,
     )
 
 

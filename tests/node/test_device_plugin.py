@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -79,6 +80,8 @@ class Bed:
     nvml: FakeNvml
     loop: asyncio.AbstractEventLoop
     dev_root: Path
+    state_root: Path
+    control: Path
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         with self.plane.http_client() as client:
@@ -244,6 +247,7 @@ def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
                 interval_s=0.5,
                 poll_s=0.2,
                 used_settle_s=1.0,
+                audit_s=0.5,
             )
             stop = asyncio.Event()
             return agent, stop, asyncio.ensure_future(agent.run(stop))
@@ -258,7 +262,14 @@ def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
 
         cleanup.callback(stop_agent)
         yield Bed(
-            plane=control_plane, node=node, agent=agent, nvml=nvml, loop=loop, dev_root=dev_root
+            plane=control_plane,
+            node=node,
+            agent=agent,
+            nvml=nvml,
+            loop=loop,
+            dev_root=dev_root,
+            state_root=state_root,
+            control=control,
         )
 
 
@@ -310,6 +321,29 @@ def test_shares_of_one_card_are_admitted_and_started_on_that_card(bed: Bed) -> N
     assert [(s.index, s.cores, s.memory_mib) for s in grants["share-50"].shares] == [
         (1, 50, CARD_MIB // 2)
     ]
+
+
+def test_a_limit_a_container_raises_through_its_control_socket_is_set_back(bed: Bed) -> None:
+    bed.running("share-30")
+    grant = next(g for g in bed.agent.plugin.ledger.grants() if g.pod == "share-30")
+    pipe = bed.state_root / grant.allocation_id / "pipe"
+    state = pipe / "fake-state.json"
+
+    def thread() -> float:
+        return float(json.loads(state.read_text())["thread"])
+
+    assert thread() == 30.0
+    # what a container holding nvidia-cuda-mps-control could do through its mounted pipe folder
+    subprocess.run(
+        [str(bed.control)],
+        input="set_default_active_thread_percentage 100\n",
+        env={**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(pipe)},
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    eventually(lambda: thread() == 30.0, timeout_s=30, what="the agent's audit setting 30 back")
 
 
 def test_a_pod_without_gaia_annotation_gets_the_tree_choice(bed: Bed) -> None:

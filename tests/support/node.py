@@ -112,6 +112,11 @@ SYSCTL_BACKUP = SLOTS / "sysctls-before-kubelet.json"
 # same for every kubelet on the machine, whatever its --root-dir
 DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 KUBELET_SOCKET = DEVICE_PLUGIN_DIR / "kubelet.sock"
+# ...and the device manager's checkpoint in that same folder, shared by every kubelet here: it
+# names the resources device plugins registered, and a kubelet that starts with it takes those
+# resources for its own plugins' (unhealthy until they register), overriding the fake GPUs the
+# harness advertises (nvidia.com/gpu allocatable 0)
+KUBELET_CHECKPOINT = DEVICE_PLUGIN_DIR / "kubelet_internal_checkpoint"
 CAP_SYS_RESOURCE = 24
 
 FAKE_GPU_LINKS = (
@@ -503,6 +508,9 @@ class RealNode:
         self._timed("images", begun)
         self._start_containerd(timeout_s)
         self._timed("containerd", begun)
+        if self.advertise_gpus:
+            # a device plugin test's checkpoint must not make this kubelet's fake GPUs its own
+            KUBELET_CHECKPOINT.unlink(missing_ok=True)
         self._start_kubelet(timeout_s)
         self._timed("ready", begun)
         if self.advertise_gpus:
@@ -915,9 +923,12 @@ def device_plugin_folder(timeout_s: float = 600) -> Iterator[Path]:
                         "another test session holds the kubelet's device plugin folder"
                     ) from None
                 time.sleep(1)
+        # start and end without the resources earlier plugins registered (KUBELET_CHECKPOINT)
+        KUBELET_CHECKPOINT.unlink(missing_ok=True)
         try:
             yield DEVICE_PLUGIN_DIR
         finally:
+            KUBELET_CHECKPOINT.unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
