@@ -766,7 +766,9 @@ def _minutes(delta: dt.timedelta) -> str:
 
 def node_view(node: Node, *, empty: bool = False) -> NodeView:
     """The scheduler's view of one provider node; ``empty``: as if nothing ran on it (its
-    capacity free), which is what the API's check "could one instance ever fit" asks about."""
+    capacity free), which is what the API's check "could one instance ever fit" asks about.
+    A card the node side reports unhealthy has nothing free (a sick card may be repaired, so
+    the "ever fit" question still counts it)."""
     if empty:
         return NodeView(
             name=node.name,
@@ -782,7 +784,7 @@ def node_view(node: Node, *, empty: bool = False) -> NodeView:
             gpu_model=node.gpus[0].model if node.gpus else "",
             gpu_cpus={g.index: g.cpu_ids for g in node.gpus if g.cpu_ids},
         )
-    gpu_free = {g.index: 100 - node.gpu_used.get(g.index, 0) for g in node.gpus}
+    gpu_free = {g.index: 100 - node.gpu_used.get(g.index, 0) if g.healthy else 0 for g in node.gpus}
     return NodeView(
         name=node.name,
         ready=node.ready,
@@ -794,7 +796,8 @@ def node_view(node: Node, *, empty: bool = False) -> NodeView:
         gpu_links=node.gpu_links,
         gpu_memory_total={g.index: g.memory_mib for g in node.gpus},
         gpu_memory_free={
-            g.index: g.memory_mib - node.gpu_memory_used.get(g.index, 0) for g in node.gpus
+            g.index: g.memory_mib - node.gpu_memory_used.get(g.index, 0) if g.healthy else 0
+            for g in node.gpus
         },
         gpu_model=node.gpus[0].model if node.gpus else "",
         gpu_cpus={g.index: g.cpu_ids for g in node.gpus if g.cpu_ids},

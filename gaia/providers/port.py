@@ -61,6 +61,9 @@ class Gpu:
     memory_mib: int
     numa_node: int = 0
     cpu_ids: tuple[int, ...] = ()  # the CPU cores nearest the card (its NUMA node's), if known
+    # False when the node side reports the card sick (gaia.io/gpu-health: XID, ECC, heat): the
+    # scheduler places nothing new on it
+    healthy: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from lightkube import AsyncClient, KubeConfig
 
+from gaia.controllers.apps import node_view as controller_node_view
 from gaia.domain.resources import ResourceVector
 from gaia.kube.errors import UnreadableObject
 from gaia.kube.nodes import read_gpu_health, read_gpu_numa, read_node
@@ -33,7 +34,8 @@ from gaia.node.publish import (
 from gaia.providers.kubernetes.nodes import node_from_k8s
 from gaia.scheduler.extender.decisions import node_view, parse_node
 from gaia.scheduler.links import parse_nvidia_smi_topo
-from gaia.scheduler.port import PlacementRequest
+from gaia.scheduler.placement import GaiaScheduler
+from gaia.scheduler.port import ClusterView, PlacementRequest
 from tests.support.fake_nvml import FakeNvml
 from tests.support.kube import ControlPlane, fake_node
 from tests.support.paths import FIXTURES, REPO
@@ -227,6 +229,27 @@ def test_the_platform_sees_the_cores_of_each_card_and_its_health(
     assert [g.numa_node for g in node.gpus] == [0, 0, 0, 0, 1, 1, 1, 1]
     assert node.gpus[0].cpu_ids == (*range(0, 56), *range(112, 168))
     assert "GPU 3 unhealthy: XID 79 (GPU has fallen off the bus)" in node.message
+    assert [g.healthy for g in node.gpus] == [True, True, True, False, True, True, True, True]
+
+
+def test_the_platform_places_nothing_on_an_unhealthy_card(
+    reader: GpuReader, fake: FakeNvml
+) -> None:
+    view = controller_node_view(node_from_k8s(published_node(reader, fake), []))
+    assert view.gpu_free[3] == 0 and view.gpu_memory_free[3] == 0
+    assert all(view.gpu_free[i] == 100 for i in (0, 1, 2, 4, 5, 6, 7))
+    # four cards of a NUMA node: only 0-1-2 are left on the first, so the four go to the second
+    request = PlacementRequest(name="p", resources=ResourceVector(gpu=400))
+    ready = dataclasses.replace(view, ready=True, schedulable=True)
+    placement = GaiaScheduler().place(request, ClusterView([ready]))
+    assert 3 not in placement.gpu_ids
+    # "could it ever fit" still counts the card: it may be repaired
+    assert (
+        controller_node_view(node_from_k8s(published_node(reader, fake), []), empty=True).gpu_free[
+            3
+        ]
+        == 100
+    )
 
 
 def test_cards_past_the_allocatable_count_are_ignored_not_refused() -> None:

@@ -62,6 +62,7 @@ def node_out(node: Node) -> NodeOut:
                 memory_mib=g.memory_mib,
                 numa_node=g.numa_node,
                 used=node.gpu_used.get(g.index, 0) / 100,
+                healthy=g.healthy,
             )
             for g in node.gpus
         ],

@@ -18,6 +18,11 @@ class GpuOut(Strict):
     memory_mib: int
     numa_node: int
     used: float = Field(description="cards in use, 0..1")
+    healthy: bool = Field(
+        default=True,
+        description="false when the node agent reports the card sick (XID, ECC, heat); nothing "
+        "new is placed on it",
+    )
 
 
 class NodeOut(Strict):

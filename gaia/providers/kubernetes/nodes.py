@@ -153,6 +153,7 @@ def node_from_k8s(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) ->
             memory_mib=per_card,
             numa_node=gpus.numa_node.get(i, 0),
             cpu_ids=gpus.cpus.get(i, ()),  # gaia.io/gpu-numa: instances get pinned next to it
+            healthy=i not in gpus.unhealthy,  # gaia.io/gpu-health
         )
         for i in range(cards)
     )
