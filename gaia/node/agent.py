@@ -14,7 +14,8 @@ It owns three jobs that share one view of the node's cards:
    per card, as the Node's annotations and labels), rewrite ``gaia.io/gpu-used`` from the pods
    on the node once a difference has settled (``gpu_used``: it only grew before), sweep the
    grants of pods that left the node so the enforcement releases them, and every
-   ``audit_s`` set back MPS limits a container changed through its own control socket.
+   ``audit_s`` set back MPS limits a container changed through its own control socket and
+   report processes that hold a context on a shared card outside MPS (no limit applies).
 
 Every pass is level-triggered: it compares what it reads with what is there and writes only a
 difference, so a pass that finds nothing new writes nothing, and a missed pass is made up by
@@ -41,6 +42,7 @@ from gaia.kube.resources import GAIA_GPU_MEMORY, WHOLE_CARD
 from gaia.node.deviceplugin import RESOURCES, DevicePluginServer, GpuPlugin, Inventory, Ledger
 from gaia.node.gpu_used import DEFAULT_SETTLE_S, GpuUsedReconciler
 from gaia.node.gpus import GpuReader, GpuSnapshot
+from gaia.node.vgpu import StrayContext, stray_contexts
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class NodeAgent:
         interval_s: float = 5.0,
         used_settle_s: float = DEFAULT_SETTLE_S,
         audit_s: float = DEFAULT_AUDIT_S,
+        nvml: Any = None,
     ) -> None:
         self.node_name = node_name
         self._reader = reader
@@ -109,6 +112,8 @@ class NodeAgent:
         self._used = GpuUsedReconciler(settle_s=used_settle_s)
         self._audit_s = audit_s
         self._audited = 0.0
+        self._nvml = nvml
+        self.strays: tuple[StrayContext, ...] = ()
         self.passes = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -142,6 +147,7 @@ class NodeAgent:
         if time.monotonic() - self._audited >= self._audit_s:
             self._audited = time.monotonic()
             await self._step("audit the MPS limits", self.audit_limits())
+            await self._step("look for contexts outside MPS", self.find_strays())
         self.passes += 1
 
     async def _step(self, what: str, work: Awaitable[Any]) -> Any:
@@ -227,6 +233,32 @@ class NodeAgent:
                 drifted.append(granted.allocation_id)
         return drifted
 
+    async def find_strays(self) -> tuple[StrayContext, ...]:
+        """Processes on shared cards that hold a plain CUDA context outside MPS, hence no limit
+        (``vgpu.stray_contexts``): each is logged once, with its card and memory. Reported, not
+        ended: which process it is (a container that left MPS on purpose, or a tool an operator
+        runs on the host) is for a person to judge."""
+        shared = {
+            share.uuid
+            for granted in self.plugin.ledger.grants()
+            for share in granted.shares
+            if share.cores < WHOLE_CARD
+        }
+        if not shared:
+            self.strays = ()
+            return ()
+        found = await asyncio.to_thread(stray_contexts, shared_uuids=shared, nvml=self._nvml)
+        for stray in set(found) - set(self.strays):
+            log.warning(
+                "process %s holds a GPU context on shared card %s outside MPS (%s MiB): it is "
+                "not held to any share's limit",
+                stray.pid,
+                stray.uuid,
+                stray.used_mib if stray.used_mib is not None else "?",
+            )
+        self.strays = found
+        return found
+
     async def reconcile_used(self, pods: Sequence[Mapping[str, Any]]) -> bool:
         """Rewrite the Node's ``gaia.io/gpu-used`` from its pods once a difference has settled
         (``gaia.node.gpu_used``); True when it wrote."""
@@ -265,6 +297,7 @@ def build_agent(
     poll_s: float = 1.0,
     used_settle_s: float = DEFAULT_SETTLE_S,
     audit_s: float = DEFAULT_AUDIT_S,
+    nvml: Any = None,
 ) -> NodeAgent:
     """A ``NodeAgent`` with its device plugin, ledger in ``state_dir``."""
     plugin = GpuPlugin(
@@ -286,6 +319,7 @@ def build_agent(
         interval_s=interval_s,
         used_settle_s=used_settle_s,
         audit_s=audit_s,
+        nvml=nvml,
     )
 
 

@@ -248,6 +248,7 @@ def bed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
                 poll_s=0.2,
                 used_settle_s=1.0,
                 audit_s=0.5,
+                nvml=nvml,
             )
             stop = asyncio.Event()
             return agent, stop, asyncio.ensure_future(agent.run(stop))
@@ -344,6 +345,25 @@ def test_a_limit_a_container_raises_through_its_control_socket_is_set_back(bed: 
         timeout=30,
     )
     eventually(lambda: thread() == 30.0, timeout_s=30, what="the agent's audit setting 30 back")
+
+
+def test_a_context_outside_mps_on_a_shared_card_is_reported(bed: Bed) -> None:
+    bed.running("share-30")
+    # a process with a plain CUDA context on card 1, not an MPS client (what a container gets
+    # that points CUDA_MPS_PIPE_DIRECTORY elsewhere); the FAKE NVML lists it as NVML would
+    bed.nvml.add_process(1, pid=999_999, used_mib=2048)
+    try:
+        eventually(
+            lambda: (
+                [(s.pid, s.uuid, s.used_mib) for s in bed.agent.strays]
+                == [(999_999, bed.nvml.cards[1].uuid, 2048)]
+            ),
+            timeout_s=30,
+            what="the stray context reported",
+        )
+    finally:
+        bed.nvml.remove_process(1, 999_999)
+    eventually(lambda: bed.agent.strays == (), timeout_s=30, what="the stray gone")
 
 
 def test_a_pod_without_gaia_annotation_gets_the_tree_choice(bed: Bed) -> None:
