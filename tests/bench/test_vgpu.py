@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,20 +95,13 @@ def test_vgpu_bench_without_a_gpu_says_so_and_exits_0(tmp_path: Path) -> None:
     assert "no NVIDIA GPU here" in done.stdout
 
 
-def test_gpu_check_runs_its_whole_flow_on_a_fake_card(
-    fake_gpu: dict[str, object], tmp_path: Path
-) -> None:
-    out = tmp_path / "check.json"
+def run_on_fake_card(
+    command: list[str], fake_gpu: dict[str, object], tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Run a GPU script on the fake card with short windows; its output and its JSON result."""
+    out = tmp_path / "result.json"
     done = subprocess.run(
-        [
-            str(REPO / "scripts" / "gpu-check.sh"),
-            "--json",
-            str(out),
-            "--seconds",
-            "0.5",
-            "--dev-root",
-            str(fake_gpu["dev"]),
-        ],
+        [*command, "--json", str(out), "--seconds", "0.5", "--dev-root", str(fake_gpu["dev"])],
         env=fake_gpu["env"],  # type: ignore[arg-type]
         capture_output=True,
         text=True,
@@ -115,7 +109,13 @@ def test_gpu_check_runs_its_whole_flow_on_a_fake_card(
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(out.read_text())
+    return done, json.loads(out.read_text())
+
+
+def test_gpu_check_runs_its_whole_flow_on_a_fake_card(
+    fake_gpu: dict[str, object], tmp_path: Path
+) -> None:
+    done, result = run_on_fake_card([str(REPO / "scripts" / "gpu-check.sh")], fake_gpu, tmp_path)
     checks = result["checks"]
     assert result["gpu"] == "NVIDIA H200"
     assert set(checks) == {
@@ -151,26 +151,9 @@ def test_gpu_check_runs_its_whole_flow_on_a_fake_card(
 def test_vgpu_bench_prints_every_case_on_a_fake_card(
     fake_gpu: dict[str, object], tmp_path: Path
 ) -> None:
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "vgpu.py"),
-            "--json",
-            str(out),
-            "--seconds",
-            "0.5",
-            "--dev-root",
-            str(fake_gpu["dev"]),
-        ],
-        env=fake_gpu["env"],  # type: ignore[arg-type]
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    done, figures = run_on_fake_card(
+        [sys.executable, str(REPO / "bench" / "vgpu.py")], fake_gpu, tmp_path
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    figures = json.loads(out.read_text())
     cases = [r["case"] for r in figures["rows"]]
     assert cases == [
         "enforced 100 %",

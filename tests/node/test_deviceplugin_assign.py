@@ -11,6 +11,7 @@ import pytest
 from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY
 from gaia.node.deviceplugin.assign import (
     AllocationRefused,
+    PendingContainer,
     allocation_id,
     check_units,
     choose_units,
@@ -93,6 +94,26 @@ def gpu(name: str, cores: int, memory: int = 0) -> dict[str, Any]:
     return {"name": name, "resources": {"limits": limits}}
 
 
+def prefer(
+    inv: Inventory,
+    available: list[str],
+    *,
+    size: int,
+    container: PendingContainer | None,
+    memory_used: dict[int, int] | None = None,
+) -> list[str]:
+    """``choose_units`` for gaia.io/gpu-core on the four-card test topology."""
+    return choose_units(
+        inventory=inv,
+        topology=TOPOLOGY,
+        available=available,
+        must_include=[],
+        size=size,
+        container=container,
+        memory_used=memory_used or {},
+    )
+
+
 TOPOLOGY = GpuTopology(
     links=(
         ("X", "PIX", "SYS", "SYS"),
@@ -160,15 +181,7 @@ def test_the_preference_is_the_annotated_card_first_free_units() -> None:
     inv = inventory()
     available = [u.id for u in inv.units() if u.id not in units(inv, 1, 30)]  # 30 of card 1 taken
     want = pending_containers([pod("p", containers=[gpu("a", 40)], gpu_ids="1")])[0]
-    chosen = choose_units(
-        inventory=inv,
-        topology=TOPOLOGY,
-        available=available,
-        must_include=[],
-        size=40,
-        container=want,
-        memory_used={},
-    )
+    chosen = prefer(inv, available, size=40, container=want)
     assert chosen == units(inv, 1, 40, start=30)
 
 
@@ -177,15 +190,7 @@ def test_without_annotation_the_tree_picks_best_fit_on_a_shared_card() -> None:
     taken = set(units(inv, 2, 60))
     available = [u.id for u in inv.units() if u.id not in taken]
     want = pending_containers([pod("p", containers=[gpu("a", 30)])])[0]
-    chosen = choose_units(
-        inventory=inv,
-        topology=TOPOLOGY,
-        available=available,
-        must_include=[],
-        size=30,
-        container=want,
-        memory_used={2: 8192},
-    )
+    chosen = prefer(inv, available, size=30, container=want, memory_used={2: 8192})
     assert {inv.card_of(u).index for u in chosen} == {2} and len(chosen) == 30
 
 
@@ -193,15 +198,7 @@ def test_two_whole_cards_without_annotation_are_the_linked_pair() -> None:
     inv = inventory()
     taken = set(units(inv, 0, 10))  # card 0 shared: cards 2 and 3 (PIX) are the free pair
     available = [u.id for u in inv.units() if u.id not in taken]
-    chosen = choose_units(
-        inventory=inv,
-        topology=TOPOLOGY,
-        available=available,
-        must_include=[],
-        size=200,
-        container=None,
-        memory_used={},
-    )
+    chosen = prefer(inv, available, size=200, container=None)
     assert sorted(inv.per_card(chosen)) == [2, 3]
 
 
@@ -212,18 +209,7 @@ def test_no_preference_when_the_annotated_card_is_full_and_allocate_refuses_the_
     taken = set(units(inv, 1, 90))
     available = [u.id for u in inv.units() if u.id not in taken]
     want = pending_containers([pod("p", containers=[gpu("a", 20)], gpu_ids="1")])[0]
-    assert (
-        choose_units(
-            inventory=inv,
-            topology=TOPOLOGY,
-            available=available,
-            must_include=[],
-            size=20,
-            container=want,
-            memory_used={},
-        )
-        == []
-    )
+    assert prefer(inv, available, size=20, container=want) == []
     with pytest.raises(
         AllocationRefused, match=r"gave this pod card\(s\) 1 .*cannot hold 20 x gaia.io/gpu-core"
     ):
