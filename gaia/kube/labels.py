@@ -141,3 +141,15 @@ def parse_cpuset(raw: str) -> tuple[int, ...]:
 def gpu_ids_value(ids: Iterable[int]) -> str:
     """Card indexes as the ``gaia.io/gpu-ids`` value: ``(0, 1)`` -> ``"0,1"``."""
     return ",".join(str(i) for i in ids)
+
+
+def parse_gpu_ids(raw: str) -> tuple[int, ...]:
+    """The ``gaia.io/gpu-ids`` value as card indexes, the inverse of ``gpu_ids_value``:
+    ``"0,1"`` -> ``(0, 1)``; ``ValueError`` when a part is not a card index."""
+    ids = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not (part.isascii() and part.isdigit()):
+            raise ValueError(f"{raw!r} is not card indexes separated by commas")
+        ids.append(int(part))
+    return tuple(ids)

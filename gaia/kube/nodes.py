@@ -278,12 +278,7 @@ def encode_gpu_topology(links: Sequence[Sequence[str]]) -> str:
 def read_gpu_used(raw: str, *, cards: int) -> dict[int, tuple[int, int]]:
     """The ``gaia.io/gpu-used`` value of a node with ``cards`` cards."""
     what = f"the node annotation {GPU_USED_ANNOTATION}"
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise UnreadableObject(f"{what} is not JSON") from None
-    if not isinstance(doc, dict):
-        raise UnreadableObject(f'{what} must be a JSON object {{"<card>": [cores, MiB]}}')
+    doc = _per_card_object(raw, what, shape='{"<card>": [cores, MiB]}')
     used: dict[int, tuple[int, int]] = {}
     for key, value in doc.items():
         if not (key.isascii() and key.isdigit()) or int(key) >= cards:
@@ -305,6 +300,17 @@ def encode_gpu_used(used: GpuUse) -> str:
     )
 
 
+def _per_card_object(raw: str, what: str, *, shape: str) -> dict[str, Any]:
+    """A per-card annotation's JSON object; ``UnreadableObject`` naming ``what`` and ``shape``."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise UnreadableObject(f"{what} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise UnreadableObject(f"{what} must be a JSON object {shape}")
+    return doc
+
+
 def _card_key(key: str, what: str) -> int:
     if not (key.isascii() and key.isdigit()):
         raise UnreadableObject(f"{what} names card {key!r}, which is not a card index")
@@ -314,12 +320,7 @@ def _card_key(key: str, what: str) -> int:
 def read_gpu_health(raw: str, *, cards: int) -> dict[int, tuple[str, ...]]:
     """The ``gaia.io/gpu-health`` value: card -> reasons, for the node's first ``cards`` cards."""
     what = f"the node annotation {GPU_HEALTH_ANNOTATION}"
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise UnreadableObject(f"{what} is not JSON") from None
-    if not isinstance(doc, dict):
-        raise UnreadableObject(f'{what} must be a JSON object {{"<card>": ["reason", ...]}}')
+    doc = _per_card_object(raw, what, shape='{"<card>": ["reason", ...]}')
     health: dict[int, tuple[str, ...]] = {}
     for key, reasons in doc.items():
         card = _card_key(key, what)
@@ -341,12 +342,7 @@ def encode_gpu_health(unhealthy: Mapping[int, Sequence[str]]) -> str:
 def read_gpu_numa(raw: str, *, cards: int) -> dict[int, tuple[int | None, tuple[int, ...]]]:
     """The ``gaia.io/gpu-numa`` value: card -> (NUMA node or None, cores)."""
     what = f"the node annotation {GPU_NUMA_ANNOTATION}"
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise UnreadableObject(f"{what} is not JSON") from None
-    if not isinstance(doc, dict):
-        raise UnreadableObject(f'{what} must be a JSON object {{"<card>": [numa, "cpuset"]}}')
+    doc = _per_card_object(raw, what, shape='{"<card>": [numa, "cpuset"]}')
     out: dict[int, tuple[int | None, tuple[int, ...]]] = {}
     for key, value in doc.items():
         card = _card_key(key, what)

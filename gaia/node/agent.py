@@ -141,9 +141,12 @@ class NodeAgent:
         pods = await self._step("list this node's pods", self._pods.pods_on_node())
         if pods is not None:
             await self._step("sweep the grants", self.sweep(pods))
-            await self._step("reconcile gaia.io/gpu-used", self.reconcile_used(pods))
-        if snapshot is not None:
-            await self._step("advertise GPU memory", self.advertise_memory(snapshot))
+        # one read of the Node serves both writes below; each is a patch the API server checks
+        node = await self._step("read the Node", self._client.get(Node, name=self.node_name))
+        if node is not None and pods is not None:
+            await self._step("reconcile gaia.io/gpu-used", self.reconcile_used(node, pods))
+        if node is not None and snapshot is not None:
+            await self._step("advertise GPU memory", self.advertise_memory(node, snapshot))
         if time.monotonic() - self._audited >= self._audit_s:
             self._audited = time.monotonic()
             await self._step("audit the MPS limits", self.audit_limits())
@@ -163,12 +166,11 @@ class NodeAgent:
             self._failing.discard(what)
         return result
 
-    async def advertise_memory(self, snapshot: GpuSnapshot) -> bool:
+    async def advertise_memory(self, node: Node, snapshot: GpuSnapshot) -> bool:
         """Write the node's ``gaia.io/gpu-memory``, capacity (every card) and allocatable (the
         healthy ones, as the kubelet does for device plugins), when they differ; True when it
         wrote."""
         total, healthy = (str(amount) for amount in memory_amounts(snapshot))
-        node = await self._client.get(Node, name=self.node_name)
         status = node.status
         capacity = (status.capacity or {}) if status else {}
         allocatable = (status.allocatable or {}) if status else {}
@@ -259,10 +261,9 @@ class NodeAgent:
         self.strays = found
         return found
 
-    async def reconcile_used(self, pods: Sequence[Mapping[str, Any]]) -> bool:
+    async def reconcile_used(self, node: Node, pods: Sequence[Mapping[str, Any]]) -> bool:
         """Rewrite the Node's ``gaia.io/gpu-used`` from its pods once a difference has settled
         (``gaia.node.gpu_used``); True when it wrote."""
-        node = await self._client.get(Node, name=self.node_name)
         patch = self._used.patch(node.to_dict(), pods, self.plugin.ledger.grants())
         if patch is None:
             return False

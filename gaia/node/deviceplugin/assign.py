@@ -42,7 +42,7 @@ from decimal import Decimal
 from typing import Any
 
 from gaia.kube.errors import UnreadableObject
-from gaia.kube.labels import GPU_IDS_ANNOTATION
+from gaia.kube.labels import GPU_IDS_ANNOTATION, parse_gpu_ids
 from gaia.kube.quantities import parse_quantity
 from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY, NVIDIA_GPU, WHOLE_CARD
 from gaia.node.deviceplugin.units import CARD, CORE, Inventory
@@ -118,11 +118,13 @@ def _started(statuses: Iterable[Mapping[str, Any]]) -> set[str]:
 
 
 def read_gpu_ids(raw: str) -> tuple[int, ...]:
-    """The ``gaia.io/gpu-ids`` value (``"0,1"``) as card indexes."""
-    parts = [p.strip() for p in raw.split(",")]
-    if not parts or not all(p.isascii() and p.isdigit() for p in parts):
-        raise ValueError(f"{GPU_IDS_ANNOTATION}={raw!r} is not a list of card indexes like '0,1'")
-    ids = tuple(int(p) for p in parts)
+    """The ``gaia.io/gpu-ids`` value (``"0,1"``) as card indexes, each named once."""
+    try:
+        ids = parse_gpu_ids(raw)
+    except ValueError:
+        raise ValueError(
+            f"{GPU_IDS_ANNOTATION}={raw!r} is not a list of card indexes like '0,1'"
+        ) from None
     if len(set(ids)) != len(ids):
         raise ValueError(f"{GPU_IDS_ANNOTATION}={raw!r} names a card twice")
     return ids

@@ -79,6 +79,7 @@ from gaia.kube.labels import (
     VERSION_LABEL,
     cpuset,
     gpu_ids_value,
+    parse_gpu_ids,
 )
 from gaia.kube.labels import parse_cpuset as parse_kube_cpuset
 from gaia.kube.quantities import ceil_amount, clamp_amount, parse_quantity
@@ -547,13 +548,10 @@ def annotated_resources(annotations: Mapping[str, str], where: str) -> dict[str,
 def card_ids(raw: str | None, what: str) -> tuple[int, ...]:
     if not raw:
         return ()
-    out = []
-    for part in raw.split(","):
-        part = part.strip()
-        if not (part.isascii() and part.isdigit()):
-            raise InvalidRequest(f"{what} {raw!r} must be card indexes separated by commas")
-        out.append(int(part))
-    return tuple(out)
+    try:
+        return parse_gpu_ids(raw)
+    except ValueError:
+        raise InvalidRequest(f"{what} {raw!r} must be card indexes separated by commas") from None
 
 
 def parse_cpuset(raw: str) -> tuple[int, ...]:
