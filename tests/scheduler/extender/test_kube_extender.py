@@ -18,6 +18,7 @@ import yaml
 
 from tests.scheduler.extender.conftest import ExtenderPki, start_extender
 from tests.support.kube import ControlPlane, fake_node, free_port
+from tests.support.waiting import eventually
 
 PCIE4 = [
     ["X", "PIX", "SYS", "SYS"],
@@ -95,6 +96,15 @@ def test_kube_scheduler_asks_the_gaia_extender_for_gpu_pods(
         for node in (split, paired):
             r = api.post("/api/v1/nodes", json=node)
             assert r.status_code in (201, 409), r.text
+
+        def ready(name: str) -> bool:
+            conditions = api.get(f"/api/v1/nodes/{name}").json().get("status", {}).get("conditions")
+            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions or [])
+
+        # kube-scheduler watches nodes and pods apart: a pod that arrives before it has seen
+        # both (Ready, from KWOK) would be placed on the only one it knows, without asking the
+        # extender to compare them
+        eventually(lambda: ready("ext-split") and ready("ext-paired"), what="both nodes Ready")
         api.post("/api/v1/namespaces", json={"metadata": {"name": "ext"}})
         pod = {
             "apiVersion": "v1",
