@@ -23,6 +23,7 @@ from gaia.clock import ManualClock
 from gaia.controllers.apps import AppController
 from gaia.platform import Platform
 from gaia.providers.kubernetes import KubernetesCluster
+from gaia.providers.kubernetes.quotas import QUOTA_NAME
 from gaia.store.models import Cluster
 from tests.conftest import World
 from tests.support.apps_harness import BIZ, template
@@ -120,6 +121,11 @@ def rig(
         status=201,
     )
     rig.call("PUT", f"{BIZ}/quotas/kube-1", {"hard": QUOTA})
+    # the quota is mirrored as the namespace's ResourceQuota by a controller pass, and admission
+    # reads the quota's status, which kube-controller-manager copies from the spec a moment
+    # later; until then an earlier test's mirror in "alpha" refuses the GPU pod this test needs
+    asyncio.run(platform.app_controller().run_once())
+    eventually(lambda: _quota_in_effect(kube_api), "the business quota mirrored and in effect")
     yield rig
     # the node's cards are free again for the next test (its platform does not know these apps)
     pods = kube_api.get(
@@ -137,6 +143,18 @@ def rig(
             ).json()["items"]
         ),
         "the test's pods gone",
+    )
+
+
+def _quota_in_effect(api: httpx.Client) -> bool:
+    r = api.get(f"/api/v1/namespaces/alpha/resourcequotas/{QUOTA_NAME}")
+    if r.status_code != 200:
+        return False
+    quota = r.json()
+    hard = quota["spec"]["hard"]
+    return bool(
+        hard.get("requests.nvidia.com/gpu") == str(QUOTA["gpu"])
+        and (quota.get("status") or {}).get("hard") == hard
     )
 
 

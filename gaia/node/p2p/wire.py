@@ -1,0 +1,103 @@
+"""The agent's side of the coordinator's wire contract (docs/p2p.md), as Python types.
+
+``Coordinator`` is what the agent's downloader needs; ``gaia.node.p2p.client.HttpCoordinator``
+speaks it over HTTP to Gaia. Tests of the agent run the real coordinator behind the same
+protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    node: str
+    zone: str
+    address: str  # host:port of this agent's peer server
+    upload_slots: int
+
+
+@dataclass(frozen=True)
+class Registration:
+    ticket_key: bytes
+    heartbeat_s: float
+    prewarm: Sequence[tuple[str, str]] = ()  # (prewarm id, image reference)
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    registry: str  # host[:port], as containerd's ns= names it
+    repository: str
+    digest: str  # sha256:<64 hex>
+    size: int
+
+
+@dataclass(frozen=True)
+class Task:
+    digest: str
+    size: int
+    piece_size: int
+    pieces: int
+    hashes: Mapping[int, str]  # piece -> sha256 hex, as far as known
+
+
+@dataclass(frozen=True)
+class Assignment:
+    piece: int
+    source: Literal["peer", "registry"]
+    parent: str | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    assignments: Sequence[Assignment]
+    hashes: Mapping[int, str]
+    ticket: str
+    ticket_expires: float
+    complete: bool  # the coordinator already counts this node as holding every piece
+
+
+@dataclass(frozen=True)
+class PieceReport:
+    piece: int
+    ok: bool
+    sha256: str | None = None
+    parent: str | None = None  # None: fetched from the registry
+    bytes: int = 0
+    reason: str | None = None  # "corrupt", "unreachable", "refused", "timeout", ...
+
+
+@dataclass(frozen=True)
+class ManifestSeen:
+    registry: str
+    repository: str
+    reference: str
+    digest: str
+    media_type: str
+    blobs: Sequence[tuple[str, int]] = field(default_factory=tuple)  # (digest, size)
+
+
+class CoordinatorUnavailable(Exception):
+    """The coordinator cannot be reached or answered 5xx: the agent falls back to the registry."""
+
+
+class Coordinator(Protocol):
+    async def register(
+        self, agent: AgentInfo, held: Mapping[str, Sequence[int]] | None = None
+    ) -> Registration: ...
+
+    async def open_task(self, node: str, blob: BlobRef) -> Task: ...
+
+    async def schedule(self, node: str, digest: str, *, want: int, wait_s: float) -> Schedule: ...
+
+    async def report(self, node: str, digest: str, reports: Sequence[PieceReport]) -> None: ...
+
+    async def done(
+        self, node: str, digest: str, *, ok: bool, reason: str | None = None, evicted: bool = False
+    ) -> None: ...
+
+    async def manifest(self, node: str, seen: ManifestSeen) -> None: ...
