@@ -209,6 +209,70 @@ def cmd_node_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_p2p_agent(args: argparse.Namespace) -> int:
+    """``gaia p2p-agent``: the node's registry mirror and P2P peer (gaia.node.p2p)."""
+    import asyncio
+    import signal
+
+    from gaia.node.p2p.agent import AgentConfig, P2PAgent
+    from gaia.node.p2p.client import HttpCoordinator
+    from gaia.node.p2p.upstream import load_registries
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    node = args.node_name or os.environ.get("NODE_NAME", "")
+    if not node:
+        print("gaia p2p-agent: --node-name or $NODE_NAME is required", file=sys.stderr)
+        return 2
+    try:
+        listen = _host_port(args.listen)
+        peer_listen = _host_port(args.peer_listen)
+        registries = load_registries(Path(args.registries_file))
+    except (OSError, ValueError) as exc:
+        print(f"gaia p2p-agent: {exc}", file=sys.stderr)
+        return 2
+    advertise = args.advertise_address or f"{peer_listen[0]}:{peer_listen[1]}"
+    config = AgentConfig(
+        node=node,
+        zone=args.zone,
+        listen=listen,
+        peer_listen=peer_listen,
+        advertise=advertise,
+        cache_dir=Path(args.cache_dir),
+        cache_max_bytes=args.cache_max_bytes,
+        upload_slots=args.upload_slots,
+        download_slots=args.download_slots,
+        upload_rate=args.upload_rate,
+        download_rate=args.download_rate,
+    )
+
+    async def run() -> None:
+        coordinator = None
+        if args.coordinator:
+            token = Path(args.token_file).read_text().strip() if args.token_file else ""
+            coordinator = HttpCoordinator(
+                origin=args.coordinator, cluster=args.cluster, token=token
+            )
+        agent = P2PAgent(config, registries, coordinator)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        try:
+            await agent.run()
+        finally:
+            if coordinator is not None:
+                await coordinator.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gaia", description="Gaia container cloud")
     parser.add_argument("--version", action="version", version=f"gaia {__version__}")
@@ -307,6 +371,37 @@ def main(argv: list[str] | None = None) -> int:
         "--interval", type=float, default=5.0, help="seconds between passes (default 5)"
     )
     agent.set_defaults(func=cmd_node_agent)
+
+    p2p = sub.add_parser(
+        "p2p-agent",
+        help="run on a worker node: the registry mirror for containerd, a peer of the image swarm",
+        description=(
+            "One per node (deploy/p2p-agent). containerd pulls through it (certs.d hosts.toml, "
+            "the registry as the fallback host); blobs come from other nodes' agents as the "
+            "coordinator in Gaia assigns, each piece from the registry once for the whole "
+            "cluster. docs/p2p.md says more."
+        ),
+    )
+    p2p.add_argument("--node-name", help="this node's name (default: $NODE_NAME)")
+    p2p.add_argument("--zone", default="", help="the node's zone (parents in the same zone first)")
+    p2p.add_argument("--listen", default="127.0.0.1:65001", help="mirror address (default 127.0.0.1:65001)")
+    p2p.add_argument("--peer-listen", default="0.0.0.0:65002", help="peer server address (default 0.0.0.0:65002)")
+    p2p.add_argument("--advertise-address", help="host:port other agents reach the peer server at")
+    p2p.add_argument("--coordinator", help="Gaia's URL (without it: a caching mirror, no swarm)")
+    p2p.add_argument("--cluster", default="", help="this node's cluster name in Gaia")
+    p2p.add_argument("--token-file", help="file holding the cluster's agent token")
+    p2p.add_argument(
+        "--registries-file",
+        required=True,
+        help='JSON: {"host": {"url": ..., "username": ..., "password": ..., "default": bool}}',
+    )
+    p2p.add_argument("--cache-dir", default="/var/lib/gaia/p2p", help="blob cache folder")
+    p2p.add_argument("--cache-max-bytes", type=int, default=20 << 30, help="cache cap (default 20 GiB)")
+    p2p.add_argument("--upload-rate", type=float, default=0, help="bytes/s to peers (0: no limit)")
+    p2p.add_argument("--download-rate", type=float, default=0, help="bytes/s fetched (0: no limit)")
+    p2p.add_argument("--upload-slots", type=int, default=8, help="pieces served at once")
+    p2p.add_argument("--download-slots", type=int, default=8, help="pieces fetched at once")
+    p2p.set_defaults(func=cmd_p2p_agent)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

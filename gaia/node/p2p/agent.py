@@ -1,0 +1,127 @@
+"""``gaia p2p-agent``: the agent's process: cache, upstream, downloader, two servers, heartbeat.
+
+``P2PAgent.run()`` serves the mirror (loopback: containerd and podman on this node) and the peer
+server (the node's address: other agents) with uvicorn, and registers with the coordinator every
+``heartbeat_s`` (the first answer brings the cluster's ticket key, which the peer server needs
+before it hands out a piece). Without a coordinator (none configured, or unreachable) it still
+serves as a caching mirror straight from the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from gaia.node.p2p.cache import BlobCache
+from gaia.node.p2p.download import Downloader
+from gaia.node.p2p.server import Mirror, mirror_app, peer_app
+from gaia.node.p2p.upstream import Registry, Upstream
+from gaia.node.p2p.wire import AgentInfo, Coordinator, CoordinatorUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node: str
+    zone: str
+    listen: tuple[str, int]
+    peer_listen: tuple[str, int]
+    advertise: str  # host:port other agents reach the peer server at
+    cache_dir: Path
+    cache_max_bytes: int
+    upload_slots: int = 8
+    download_slots: int = 8
+    upload_rate: float = 0
+    download_rate: float = 0
+    heartbeat_s: float = 10.0
+
+
+class P2PAgent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        registries: dict[str, Registry],
+        coordinator: Coordinator | None,
+    ) -> None:
+        self.config = config
+        self.coordinator = coordinator
+        self.cache = BlobCache(config.cache_dir, max_bytes=config.cache_max_bytes)
+        self.upstream = Upstream(registries)
+        self.downloader = Downloader(
+            node=config.node,
+            cache=self.cache,
+            upstream=self.upstream,
+            coordinator=coordinator,
+            slots=config.download_slots,
+            download_rate=config.download_rate,
+        )
+        self.mirror = Mirror(
+            node=config.node,
+            cache=self.cache,
+            upstream=self.upstream,
+            downloader=self.downloader,
+            coordinator=coordinator,
+            upload_slots=config.upload_slots,
+            upload_rate=config.upload_rate,
+        )
+        self.registered = asyncio.Event()
+        self._servers: list[uvicorn.Server] = []
+
+    async def register_once(self) -> bool:
+        if self.coordinator is None:
+            return False
+        info = AgentInfo(
+            self.config.node, self.config.zone, self.config.advertise, self.config.upload_slots
+        )
+        try:
+            answer = await self.coordinator.register(info, self.cache.held())
+        except CoordinatorUnavailable as exc:
+            log.warning("p2p agent: the coordinator is unavailable: %s", exc)
+            return False
+        self.mirror.ticket_key = answer.ticket_key
+        self.config_heartbeat = answer.heartbeat_s
+        self.registered.set()
+        return True
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.register_once()
+            await asyncio.sleep(getattr(self, "config_heartbeat", self.config.heartbeat_s))
+
+    def _server(self, app: object, where: tuple[str, int]) -> uvicorn.Server:
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host=where[0],
+            port=where[1],
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._servers.append(server)
+        return server
+
+    async def run(self) -> None:
+        mirror = self._server(mirror_app(self.mirror), self.config.listen)
+        peers = self._server(peer_app(self.mirror), self.config.peer_listen)
+        heartbeat = asyncio.create_task(self._heartbeat(), name="p2p heartbeat")
+        try:
+            await asyncio.gather(mirror.serve(), peers.serve())
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(BaseException):
+                await heartbeat
+            await self.downloader.close()
+            await self.upstream.close()
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.should_exit = True

@@ -1,0 +1,262 @@
+"""The agent's blob cache: complete blobs, partial blobs that survive a restart, LRU under a cap.
+
+Layout under the cache folder:
+
+- ``blobs/<hex>``: a complete blob, named by the hex of its SHA-256, moved there only after the
+  whole file hashed to its digest.
+- ``partial/<hex>``: a blob being fetched, written piece by piece at each piece's offset, and
+  ``partial/<hex>.json``: its size, piece size, and the pieces written with their SHA-256.
+
+**Resumption.** The piece list is rewritten (``os.replace`` of a temporary file) after each piece
+is written, so after a crash it can only under-state what the data file holds, or name a piece
+whose bytes did not reach the disk (the page cache is not flushed per piece: an fsync per 1 MiB
+piece would halve the write rate). So a restarted agent does not trust the list: it re-reads
+every listed piece and keeps only those that still hash to the recorded SHA-256. That costs one
+read of what was there, once, at the first use of the blob after the restart.
+
+**Eviction.** Complete blobs are kept in least-recently-used order (by last use, restored from
+the files' modification times on start) and evicted while the cache holds more than its cap.
+A blob in use (served to a client, or being passed on to peers right now) is pinned and never
+evicted; partial blobs are not evicted (a download in flight owns its space).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gaia.domain.swarm import piece_count, piece_range
+
+log = logging.getLogger(__name__)
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def digest_hex(digest: str) -> str:
+    """The 64 hex characters of a ``sha256:`` digest; ValueError for anything else."""
+    algorithm, _, hexpart = digest.partition(":")
+    if algorithm != "sha256" or len(hexpart) != 64 or not set(hexpart) <= _HEX:
+        raise ValueError(f"not a sha256 digest: {digest[:80]!r}")
+    return hexpart
+
+
+@dataclass
+class Partial:
+    """A blob being fetched: its data file and the pieces known to be in it."""
+
+    digest: str
+    size: int
+    piece_size: int
+    data: Path
+    meta: Path
+    pieces: dict[int, str] = field(default_factory=dict)  # piece -> sha256 hex
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def count(self) -> int:
+        return piece_count(self.size, self.piece_size)
+
+    def has(self, index: int) -> bool:
+        return index in self.pieces
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.count) if i not in self.pieces]
+
+    def write_piece(self, index: int, data: bytes, sha256: str) -> None:
+        start, end = piece_range(index, self.size, self.piece_size)
+        if len(data) != end - start:
+            raise ValueError(f"piece {index} has {len(data)} bytes, expected {end - start}")
+        fd = os.open(self.data, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, start)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self.pieces[index] = sha256
+            self._save()
+
+    def read_piece(self, index: int) -> bytes:
+        start, end = piece_range(index, self.size, self.piece_size)
+        with self.data.open("rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
+    def _save(self) -> None:
+        body = {
+            "digest": self.digest,
+            "size": self.size,
+            "piece_size": self.piece_size,
+            "pieces": {str(i): h for i, h in sorted(self.pieces.items())},
+        }
+        tmp = self.meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, self.meta)
+
+
+class BlobCache:
+    """Complete and partial blobs on disk (see the module docstring)."""
+
+    def __init__(self, root: Path, *, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError("the cache needs a positive size cap")
+        self.root = root
+        self.max_bytes = max_bytes
+        self.blobs = root / "blobs"
+        self.partials = root / "partial"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.partials.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[str, int] = OrderedDict()  # hex -> size, oldest first
+        self._pins: dict[str, int] = {}
+        self.evicted = 0  # blobs evicted since start
+        found = []
+        for path in self.blobs.iterdir():
+            if len(path.name) == 64 and set(path.name) <= _HEX:
+                st = path.stat()
+                found.append((st.st_mtime, path.name, st.st_size))
+            else:  # a temporary file of an interrupted move
+                path.unlink(missing_ok=True)
+        for _, name, size in sorted(found):
+            self._lru[name] = size
+
+    # ---------------------------------------------------------------- complete blobs
+
+    def path(self, digest: str) -> Path | None:
+        """The complete blob's file, marked as just used; None when it is not complete here."""
+        hexpart = digest_hex(digest)
+        with self._lock:
+            if hexpart not in self._lru:
+                return None
+            self._lru.move_to_end(hexpart)
+        path = self.blobs / hexpart
+        with contextlib.suppress(OSError):
+            os.utime(path)
+        return path
+
+    def size(self, digest: str) -> int | None:
+        with self._lock:
+            return self._lru.get(digest_hex(digest))
+
+    @property
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(self._lru.values())
+
+    def held(self) -> dict[str, list[int]]:
+        """Every complete blob as ``{digest: []}`` (an empty list means every piece), and the
+        pieces of partial ones, for the coordinator at registration."""
+        with self._lock:
+            out: dict[str, list[int]] = {f"sha256:{h}": [] for h in self._lru}
+        return out
+
+    @contextlib.contextmanager
+    def pinned(self, digest: str) -> Iterator[None]:
+        """Keep ``digest`` from eviction while the block runs (a client or peer is reading it)."""
+        hexpart = digest_hex(digest)
+        with self._lock:
+            self._pins[hexpart] = self._pins.get(hexpart, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pins[hexpart] -= 1
+                if not self._pins[hexpart]:
+                    del self._pins[hexpart]
+
+    def add_complete(self, digest: str, source: Path) -> Path:
+        """Move a verified file into the cache (the caller checked its digest), then evict."""
+        hexpart = digest_hex(digest)
+        target = self.blobs / hexpart
+        os.replace(source, target)
+        with self._lock:
+            self._lru[hexpart] = target.stat().st_size
+            self._lru.move_to_end(hexpart)
+        self.evict()
+        return target
+
+    def evict(self) -> list[str]:
+        """Evict least recently used, unpinned complete blobs while over the cap."""
+        gone = []
+        with self._lock:
+            total = sum(self._lru.values())
+            for hexpart in list(self._lru):
+                if total <= self.max_bytes:
+                    break
+                if hexpart in self._pins:
+                    continue
+                total -= self._lru.pop(hexpart)
+                (self.blobs / hexpart).unlink(missing_ok=True)
+                gone.append(f"sha256:{hexpart}")
+            self.evicted += len(gone)
+        for digest in gone:
+            log.info("p2p cache: evicted %s (over the %d-byte cap)", digest, self.max_bytes)
+        return gone
+
+    # ---------------------------------------------------------------- partial blobs
+
+    def partial(self, digest: str, *, size: int, piece_size: int) -> Partial:
+        """The partial blob for ``digest``: resumed from disk (every listed piece re-verified)
+        when one of the same geometry is there, else a new empty one."""
+        hexpart = digest_hex(digest)
+        data = self.partials / hexpart
+        meta = self.partials / f"{hexpart}.json"
+        part = Partial(digest, size, piece_size, data, meta)
+        known = _read_meta(meta)
+        if (
+            data.exists()
+            and known is not None
+            and known.get("size") == size
+            and known.get("piece_size") == piece_size
+        ):
+            listed = known.get("pieces") or {}
+            for key, sha in listed.items() if isinstance(listed, Mapping) else ():
+                index = int(key)
+                if 0 <= index < part.count and isinstance(sha, str):
+                    if hashlib.sha256(part.read_piece(index)).hexdigest() == sha:
+                        part.pieces[index] = sha
+            if len(part.pieces) < len(listed):
+                log.warning(
+                    "p2p cache: %s resumed with %d of %d listed pieces (the rest did not verify)",
+                    digest,
+                    len(part.pieces),
+                    len(listed),
+                )
+        else:
+            with data.open("wb") as f:
+                f.truncate(size)
+        part._save()
+        return part
+
+    def finish(self, part: Partial) -> Path | None:
+        """Hash the whole partial file: when it matches the digest, move it into the cache and
+        return the path; otherwise discard it and return None."""
+        h = hashlib.sha256()
+        with part.data.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        ok = f"sha256:{h.hexdigest()}" == part.digest
+        part.meta.unlink(missing_ok=True)
+        if not ok:
+            part.data.unlink(missing_ok=True)
+            return None
+        return self.add_complete(part.digest, part.data)
+
+    def discard(self, part: Partial) -> None:
+        part.meta.unlink(missing_ok=True)
+        part.data.unlink(missing_ok=True)
+
+
+def _read_meta(path: Path) -> dict[str, object] | None:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None

@@ -1,0 +1,359 @@
+"""The agent's downloader: one download per blob, pieces from peers or (once) the registry.
+
+``Downloader.blob(registry, repository, digest)`` returns the blob's ``Download``, starting it
+or joining the one in flight, so many clients asking for one layer cost one download. A
+download:
+
+1. checks with the registry that this node may read the blob, and learns its size (a HEAD);
+2. opens the blob's swarm at the coordinator and resumes any partial file in the cache;
+3. keeps up to ``slots`` pieces in flight: it asks the coordinator (``schedule``) for
+   assignments, fetches each from the named parent (with the coordinator's ticket) or from the
+   registry (a Range GET), checks it against its SHA-256 (a registry piece's hash is computed
+   and reported: it becomes the piece's hash for everyone), writes it at its offset and reports
+   it; a parent that refuses, stalls past ``piece_timeout_s`` or sends a corrupt piece is
+   reported ``ok: false`` with the reason, and the coordinator hands the piece to someone else;
+4. when every piece is in, hashes the whole file against the digest and moves it into the
+   cache; on a mismatch it tells the coordinator and fetches the blob from the registry alone.
+
+If the coordinator cannot be reached (``CoordinatorUnavailable``), the download goes on without
+it, every remaining piece straight from the registry: slower for the cluster, never stuck.
+Readers can stream a download as it runs (``Download.wait_piece``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from gaia.domain.swarm import piece_range, piece_size
+from gaia.node.p2p.cache import BlobCache, Partial
+from gaia.node.p2p.upstream import Registry, Upstream, UpstreamError
+from gaia.node.p2p.wire import (
+    Assignment,
+    BlobRef,
+    Coordinator,
+    CoordinatorUnavailable,
+    PieceReport,
+)
+
+log = logging.getLogger(__name__)
+TICKET_HEADER = "X-Gaia-Ticket"
+
+
+class RateLimit:
+    """A token bucket in bytes per second (0: unlimited); ``take`` waits until ``n`` fit."""
+
+    def __init__(self, rate: float, *, burst_s: float = 0.25) -> None:
+        self.rate = rate
+        self.capacity = max(rate * burst_s, 1.0)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self, n: int) -> None:
+        if self.rate <= 0 or n <= 0:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            self.tokens -= n
+            if self.tokens < 0:
+                # debt is paid by waiting; the next taker waits behind it (lock held)
+                await asyncio.sleep(-self.tokens / self.rate)
+                self.stamp = time.monotonic()
+                self.tokens = 0.0
+
+
+@dataclass
+class Figures:
+    """What this agent fetched, for its /metrics."""
+
+    bytes_from_peers: int = 0
+    bytes_from_registry: int = 0
+    pieces_from_peers: int = 0
+    pieces_from_registry: int = 0
+    pieces_failed: int = 0
+    pieces_corrupt: int = 0
+    coordinator_fallbacks: int = 0
+    digest_mismatches: int = 0
+    blobs_completed: int = 0
+
+
+@dataclass
+class Download:
+    registry: Registry
+    repository: str
+    digest: str
+    size: int = 0
+    piece: int = 0
+    part: Partial | None = None
+    path: Path | None = None  # the complete blob, once verified
+    error: BaseException | None = None
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    task: asyncio.Task[None] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> bool:
+        return self.path is not None or self.error is not None
+
+    async def ready(self) -> None:
+        """Wait until size and piece size are known (or the download failed)."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.part is not None or self.finished)
+        if self.error is not None and self.part is None and self.path is None:
+            raise self.error
+
+    async def wait_piece(self, index: int) -> bytes:
+        """The bytes of piece ``index`` once they are here (raises if the download failed)."""
+        async with self.changed:
+            await self.changed.wait_for(
+                lambda: self.path is not None
+                or self.error is not None
+                or (self.part is not None and self.part.has(index))
+            )
+        if self.path is not None:
+            start, end = piece_range(index, self.size, self.piece)
+            with self.path.open("rb") as f:
+                f.seek(start)
+                return f.read(end - start)
+        if self.error is not None:
+            raise self.error
+        assert self.part is not None
+        return self.part.read_piece(index)
+
+    async def wait(self) -> Path:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.finished)
+        if self.error is not None:
+            raise self.error
+        assert self.path is not None
+        return self.path
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+
+class Downloader:
+    def __init__(
+        self,
+        *,
+        node: str,
+        cache: BlobCache,
+        upstream: Upstream,
+        coordinator: Coordinator | None,
+        slots: int = 8,
+        download_rate: float = 0,
+        piece_timeout_s: float = 30.0,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.cache = cache
+        self.upstream = upstream
+        self.coordinator = coordinator
+        self.slots = slots
+        self.limit = RateLimit(download_rate)
+        self.figures = Figures()
+        self.active: dict[str, Download] = {}
+        self._peers = httpx.AsyncClient(
+            timeout=httpx.Timeout(piece_timeout_s, connect=3.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self._now = now
+
+    async def close(self) -> None:
+        for download in list(self.active.values()):
+            if download.task is not None:
+                download.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await download.task
+        await self._peers.aclose()
+
+    def blob(self, registry: Registry, repository: str, digest: str) -> Download:
+        """The download of ``digest``: the one in flight, or a new one."""
+        found = self.active.get(digest)
+        if found is not None and not found.finished:
+            return found
+        download = Download(registry, repository, digest)
+        self.active[digest] = download
+        download.task = asyncio.create_task(self._run(download), name=f"p2p {digest[:19]}")
+        return download
+
+    def piece_held(self, digest: str, index: int) -> bytes | None:
+        """Piece ``index`` of ``digest`` when this node holds it (complete or in flight)."""
+        path = self.cache.path(digest)
+        if path is not None:
+            size = path.stat().st_size
+            piece = piece_size(size)
+            try:
+                start, end = piece_range(index, size, piece)
+            except ValueError:
+                return None
+            with self.cache.pinned(digest), path.open("rb") as f:
+                f.seek(start)
+                return f.read(end - start)
+        download = self.active.get(digest)
+        if download is not None and download.part is not None and download.part.has(index):
+            return download.part.read_piece(index)
+        return None
+
+    # ------------------------------------------------------------------ one download
+
+    async def _run(self, d: Download) -> None:
+        try:
+            await self._download(d)
+        except asyncio.CancelledError:
+            d.error = UpstreamError(503, "the agent is stopping")
+            raise
+        except Exception as exc:  # the download failed: every reader gets the reason
+            log.warning("p2p: %s of %s failed: %s", d.digest, d.repository, exc)
+            d.error = exc
+        finally:
+            await d._notify()
+            if self.active.get(d.digest) is d:
+                del self.active[d.digest]
+
+    async def _download(self, d: Download) -> None:
+        d.size = await self.upstream.blob_size(d.registry, d.repository, d.digest)
+        swarm = self.coordinator is not None
+        hashes: dict[int, str] = {}
+        d.piece = piece_size(d.size)
+        if swarm:
+            assert self.coordinator is not None
+            try:
+                task = await self.coordinator.open_task(
+                    self.node, BlobRef(d.registry.host, d.repository, d.digest, d.size)
+                )
+                d.piece, hashes = task.piece_size, dict(task.hashes)
+            except CoordinatorUnavailable as exc:
+                swarm = self._fallback(d, exc)
+        d.part = self.cache.partial(d.digest, size=d.size, piece_size=d.piece)
+        await d._notify()
+        if swarm:
+            swarm = await self._swarm(d, hashes)
+        if not swarm:
+            await self._direct(d)
+        path = self.cache.finish(d.part)
+        if path is None:
+            self.figures.digest_mismatches += 1
+            log.warning("p2p: %s did not hash to its digest; fetching it from the registry", d.digest)
+            if self.coordinator is not None:
+                with contextlib.suppress(CoordinatorUnavailable):
+                    await self.coordinator.done(self.node, d.digest, ok=False, reason="digest")
+            d.part = self.cache.partial(d.digest, size=d.size, piece_size=d.piece)
+            await self._direct(d)
+            path = self.cache.finish(d.part)
+            if path is None:
+                raise UpstreamError(502, f"{d.digest}: the registry's bytes do not match it")
+        elif swarm and self.coordinator is not None:
+            with contextlib.suppress(CoordinatorUnavailable):
+                await self.coordinator.done(self.node, d.digest, ok=True)
+        d.path = path
+        self.figures.blobs_completed += 1
+
+    def _fallback(self, d: Download, exc: Exception) -> bool:
+        self.figures.coordinator_fallbacks += 1
+        log.warning("p2p: coordinator unavailable (%s): %s straight from the registry", exc, d.digest)
+        return False
+
+    async def _swarm(self, d: Download, hashes: dict[int, str]) -> bool:
+        """Fetch pieces as the coordinator assigns them; False if it became unavailable."""
+        assert self.coordinator is not None and d.part is not None
+        inflight: dict[asyncio.Task[PieceReport], Assignment] = {}
+        ticket = ""
+        try:
+            while d.part.missing() or inflight:
+                room = self.slots - len(inflight)
+                missing = [i for i in d.part.missing() if i not in {a.piece for a in inflight.values()}]
+                if room > 0 and missing:
+                    schedule = await self.coordinator.schedule(
+                        self.node, d.digest, want=min(room, len(missing), 16),
+                        wait_s=0.0 if inflight else 2.0,
+                    )
+                    hashes.update(schedule.hashes)
+                    ticket = schedule.ticket or ticket
+                    for a in schedule.assignments:
+                        if d.part.has(a.piece) or any(x.piece == a.piece for x in inflight.values()):
+                            continue
+                        fetch = self._fetch(d, a, hashes.get(a.piece), ticket)
+                        inflight[asyncio.create_task(fetch)] = a
+                    if schedule.complete and not d.part.missing():
+                        break
+                if not inflight:
+                    continue
+                done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                reports = []
+                for t in done:
+                    inflight.pop(t)
+                    reports.append(t.result())
+                await self.coordinator.report(self.node, d.digest, reports)
+                await d._notify()
+        except CoordinatorUnavailable as exc:
+            for t in inflight:
+                t.cancel()
+            return self._fallback(d, exc)
+        return True
+
+    async def _fetch(
+        self, d: Download, a: Assignment, expected: str | None, ticket: str
+    ) -> PieceReport:
+        assert d.part is not None
+        start, end = piece_range(a.piece, d.size, d.piece)
+        try:
+            if a.source == "registry":
+                data = await self.upstream.blob_range(d.registry, d.repository, d.digest, start, end)
+            else:
+                url = f"http://{a.address}/p2p/v1/blobs/{d.digest}/pieces/{a.piece}"
+                r = await self._peers.get(url, headers={TICKET_HEADER: ticket})
+                if r.status_code != 200:
+                    self.figures.pieces_failed += 1
+                    reason = "missing" if r.status_code == 404 else "refused"
+                    return PieceReport(a.piece, False, parent=a.parent, reason=reason)
+                data = r.content
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            self.figures.pieces_failed += 1
+            reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable"
+            return PieceReport(a.piece, False, parent=a.parent, reason=reason)
+        except UpstreamError as exc:
+            self.figures.pieces_failed += 1
+            return PieceReport(a.piece, False, parent=None, reason=f"registry: {exc}"[:200])
+        sha = hashlib.sha256(data).hexdigest()
+        if len(data) != end - start or (a.source == "peer" and expected and sha != expected):
+            self.figures.pieces_corrupt += 1
+            return PieceReport(a.piece, False, parent=a.parent, reason="corrupt")
+        await self.limit.take(len(data))
+        d.part.write_piece(a.piece, data, sha)
+        if a.source == "registry":
+            self.figures.pieces_from_registry += 1
+            self.figures.bytes_from_registry += len(data)
+        else:
+            self.figures.pieces_from_peers += 1
+            self.figures.bytes_from_peers += len(data)
+        return PieceReport(
+            a.piece, True, sha256=sha, parent=a.parent if a.source == "peer" else None,
+            bytes=len(data),
+        )
+
+    async def _direct(self, d: Download) -> None:
+        """Every missing piece from the registry, ``slots`` at a time."""
+        assert d.part is not None
+        gate = asyncio.Semaphore(self.slots)
+
+        async def one(index: int) -> None:
+            async with gate:
+                report = await self._fetch(d, Assignment(index, "registry"), None, "")
+                if not report.ok:
+                    raise UpstreamError(502, f"{d.digest}: piece {index}: {report.reason}")
+                await d._notify()
+
+        await asyncio.gather(*(one(i) for i in d.part.missing()))
