@@ -172,7 +172,7 @@ def check_invariants(state: SwarmCluster) -> None:
     for swarm in state.swarms.values():
         registry = [lease for lease in swarm.leases.values() if lease.parent is None]
         assert len({lease.piece for lease in registry}) == len(registry), "two registry leases"
-        for (node, piece), lease in swarm.leases.items():
+        for (node, _piece), lease in swarm.leases.items():
             assert lease.parent != node, "a node is its own parent"
             if lease.parent is not None:
                 uploads[lease.parent] = uploads.get(lease.parent, 0) + 1
