@@ -17,6 +17,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from gaia.domain.errors import Conflict, InvalidRequest, NotFound
+
 MIN_PIECE = 1 << 20  # 1 MiB
 MAX_PIECE = 16 << 20  # 16 MiB
 TARGET_PIECES = 128
@@ -61,10 +63,6 @@ LEASE_S = 30.0  # an assignment unreported for this long is cancelled
 DEMOTION_S = 60.0  # a parent that failed a node is chosen last for it for this long
 FORGET_HEARTBEATS = 3  # a node whose heartbeat lapses this many periods is forgotten
 REGISTRY = None  # a lease's or report's parent when the source is the registry
-
-
-class SwarmError(Exception):
-    """A call the state cannot accept (an unknown node or blob, a piece out of range)."""
 
 
 @dataclass
@@ -150,7 +148,9 @@ class Swarm:
 
     def check_piece(self, piece: int) -> None:
         if not 0 <= piece < self.pieces:
-            raise SwarmError(f"piece {piece} is outside blob {self.digest} ({self.pieces} pieces)")
+            raise InvalidRequest(
+                f"piece {piece} is outside blob {self.digest} ({self.pieces} pieces)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +219,7 @@ class SwarmCluster:
     def known_node(self, name: str) -> AgentNode:
         node = self.nodes.get(name)
         if node is None:
-            raise SwarmError(f"node '{name}' is not registered: POST agents first")
+            raise NotFound(f"node '{name}' is not registered: POST agents first")
         return node
 
     # ---- swarms
@@ -230,7 +230,7 @@ class SwarmCluster:
             swarm = Swarm.new(digest=digest, size=size, now=now)
             self.swarms[digest] = swarm
         elif swarm.size != size:
-            raise SwarmError(
+            raise Conflict(
                 f"blob {digest} is known with size {swarm.size}, not {size}: a digest names "
                 "one content"
             )
@@ -240,7 +240,7 @@ class SwarmCluster:
     def swarm(self, digest: str) -> Swarm:
         swarm = self.swarms.get(digest)
         if swarm is None:
-            raise SwarmError(f"blob {digest} has no swarm: POST tasks first")
+            raise NotFound(f"blob {digest} has no swarm: POST tasks first")
         return swarm
 
     def drop(self, digest: str) -> Swarm | None:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gaia.domain.errors import GaiaError
 from gaia.domain.swarm import (
     MIN_PIECE,
     SwarmCluster,
-    SwarmError,
     piece_count,
     piece_size,
 )
@@ -144,12 +144,12 @@ def test_forgetting_a_node_removes_its_pieces_and_leases() -> None:
 
 def test_unknown_nodes_and_blobs_are_refused() -> None:
     state = cluster_with(("a", "z1", 4))
-    with pytest.raises(SwarmError):
+    with pytest.raises(GaiaError):
         state.schedule(node="a", digest=DIGEST, want=1, now=0, rng=random.Random(0))
     state.open(digest=DIGEST, size=MiB, now=0)
-    with pytest.raises(SwarmError):
+    with pytest.raises(GaiaError):
         state.schedule(node="x", digest=DIGEST, want=1, now=0, rng=random.Random(0))
-    with pytest.raises(SwarmError):
+    with pytest.raises(GaiaError):
         state.open(digest=DIGEST, size=2 * MiB, now=0)
 
 
