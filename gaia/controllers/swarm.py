@@ -44,7 +44,15 @@ from dataclasses import dataclass, field
 
 from gaia.clock import Clock
 from gaia.domain.errors import NotFound, TooManyRequests
-from gaia.domain.swarm import Grant, Swarm, SwarmCluster, SwarmFigures, piece_count, piece_size
+from gaia.domain.swarm import (
+    ClusterP2PFigures,
+    Grant,
+    Swarm,
+    SwarmCluster,
+    SwarmFigures,
+    piece_count,
+    piece_size,
+)
 from gaia.loop import LoopService
 from gaia.security import SecretBox
 
@@ -163,22 +171,6 @@ class Prewarm:
     image: ImageRef
     nodes: list[str]
     created: float
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterP2PFigures:
-    """One cluster's totals, for the platform's /metrics."""
-
-    cluster: str
-    figures: SwarmFigures
-    swarms: int
-    agents: int
-
-    @property
-    def registry_fetches_per_piece(self) -> float:
-        """Registry assignments per piece ever assigned to the registry: 1.0 is exactly once."""
-        f = self.figures
-        return f.registry_assignments / f.registry_pieces if f.registry_pieces else 0.0
 
 
 @dataclass

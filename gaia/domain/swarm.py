@@ -109,6 +109,22 @@ class SwarmFigures:
     hash_conflicts: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterP2PFigures:
+    """One cluster's totals, for the platform's /metrics."""
+
+    cluster: str
+    figures: SwarmFigures
+    swarms: int
+    agents: int
+
+    @property
+    def registry_fetches_per_piece(self) -> float:
+        """Registry assignments per piece ever assigned to the registry: 1.0 is exactly once."""
+        f = self.figures
+        return f.registry_assignments / f.registry_pieces if f.registry_pieces else 0.0
+
+
 @dataclass
 class Swarm:
     """One blob: who holds which piece, who fetches which from whom, the pieces' hashes."""
