@@ -37,13 +37,15 @@ import hashlib
 import hmac
 import logging
 import random
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from gaia.clock import Clock
-from gaia.domain.errors import NotFound, TooManyRequests
+from gaia.domain.errors import InvalidRequest, NotFound, TooManyRequests
 from gaia.domain.swarm import (
     ClusterP2PFigures,
     Grant,
@@ -58,6 +60,9 @@ from gaia.security import SecretBox
 
 log = logging.getLogger(__name__)
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+_REPOSITORY = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")
 AGENT_TOKEN_PREFIX = "gaia-p2p-"  # noqa: S105 (a prefix, not a secret)
 MAX_LEAF_DEPTH = 3  # an index of manifests of blobs, and one level to spare
 
@@ -80,6 +85,39 @@ class ImageRef:
     def __str__(self) -> str:
         sep = "@" if self.reference.startswith("sha256:") else ":"
         return f"{self.registry}/{self.repository}{sep}{self.reference}"
+
+    @classmethod
+    def parse(cls, image: str) -> ImageRef:
+        """``registry/repository:tag`` or ``registry/repository@sha256:...``, as containerd
+        names images: no registry host (no ``.`` or ``:`` in the first part, and not
+        ``localhost``) is Docker Hub, ``docker.io``, with ``library/`` for a one-part name;
+        no tag is ``latest``."""
+        rest, at, digest = image.partition("@")
+        if at:
+            if not _DIGEST.fullmatch(digest):
+                raise InvalidRequest(f"'{digest}' is not a sha256 digest", details={"image": image})
+            reference = digest
+        else:
+            slash = rest.rfind("/")
+            colon = rest.rfind(":")
+            if colon > slash:
+                rest, reference = rest[:colon], rest[colon + 1 :]
+            else:
+                reference = "latest"
+            if not _TAG.fullmatch(reference):
+                raise InvalidRequest(f"'{reference}' is not a tag", details={"image": image})
+        first, slash_, remainder = rest.partition("/")
+        if slash_ and ("." in first or ":" in first or first == "localhost"):
+            registry, repository = first, remainder
+        else:
+            registry = "docker.io"
+            repository = rest if "/" in rest else f"library/{rest}"
+        if not _REPOSITORY.fullmatch(repository) or len(repository) > 255:
+            raise InvalidRequest(
+                f"'{repository}' is not a repository name (lower-case path components)",
+                details={"image": image},
+            )
+        return cls(registry=registry, repository=repository, reference=reference)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +198,7 @@ class NodeFigures:
 @dataclass(frozen=True, slots=True)
 class PrewarmNodeProgress:
     node: str
-    state: str  # "pending" (manifest not served yet), "pulling", "done"
+    state: Literal["pending", "pulling", "done"]  # pending: the manifest not served yet
     blobs_done: int
     blobs_total: int
 
@@ -506,8 +544,9 @@ class SwarmCoordinator:
         if leaves is None:
             return PrewarmNodeProgress(node, "pulling", 0, 0)
         done = sum(1 for digest in leaves if self._holds_blob(c, node, digest))
-        state = "done" if done == len(leaves) else "pulling"
-        return PrewarmNodeProgress(node, state, done, len(leaves))
+        if done == len(leaves):
+            return PrewarmNodeProgress(node, "done", done, done)
+        return PrewarmNodeProgress(node, "pulling", done, len(leaves))
 
     def _leaves(
         self, c: _Cluster, image: ImageRef, record: ManifestRecord, node: str, *, depth: int
