@@ -1,9 +1,10 @@
 """``Platform``: what one Gaia process is made of, wired once.
 
 A ``Platform`` holds the stores (the platform database, the secret box, the log store, the metric
-store), the live cluster providers, and builds every background loop: the app controller, cluster
-health, the reservation reaper, the log and metric collectors, the alert evaluator, notification
-delivery and the embedded TSDB's snapshots. ``Platform.open(settings)`` migrates the database and
+store), the live cluster providers, the P2P coordinator (``gaia.controllers.swarm``: swarms in
+memory), and builds every background loop: the app controller, cluster health, the reservation
+reaper, the P2P sweep, the log and metric collectors, the alert evaluator, notification delivery
+and the embedded TSDB's snapshots. ``Platform.open(settings)`` migrates the database and
 opens the stores; ``running()`` runs the loops for as long as the server lives and closes
 everything after. Nothing here speaks HTTP: the API (``gaia.api``) and the console reach the
 platform through ``request.app.state.platform``. See docs/architecture.md, "The wiring".
@@ -22,6 +23,7 @@ from gaia.clock import Clock, RealClock
 from gaia.controllers.apps import AppController
 from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.reservations import ReservationReaper
+from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
 from gaia.loop import LoopService
 from gaia.monitor.alerting.delivery import NotificationDelivery
 from gaia.monitor.alerting.evaluator import AlertEvaluator, PassStats
@@ -57,8 +59,12 @@ class Platform:
     # monitoring: where cluster series are kept, and the platform's own metrics (GET /metrics)
     metric_store: MetricStore = field(default_factory=EmbeddedStore)
     metrics: PlatformMetrics = field(default_factory=PlatformMetrics)
+    # P2P image distribution: the swarms of every cluster, in this process's memory
+    p2p: SwarmCoordinator = field(init=False)
 
     def __post_init__(self) -> None:
+        self.p2p = SwarmCoordinator(secrets=self.secrets, clock=self.clock)
+        self.metrics.watch_p2p(self.p2p.figures)
         self.login_throttle = LoginThrottle(
             db=self.db,
             clock=self.clock,
@@ -164,6 +170,7 @@ class Platform:
             ),
             ReservationReaper(db=self.db),
             self.app_controller(),
+            SwarmSweep(coordinator=self.p2p),
             LogCollector(
                 db=self.db,
                 providers=self.providers,

@@ -351,6 +351,26 @@ METRICS: tuple[MetricDef, ...] = (
         "Image pulls that failed.", planned=True),
     other("gaia_registry_pushes_total", K, "count", REG_B, "registry", "registry",
         "Image pushes accepted.", planned=True),
+    # ---- P2P image distribution (the coordinator's figures, gaia.controllers.swarm)
+    other("gaia_p2p_pieces_total", K, "count", ("cluster", "source"), "platform", "registry",
+        "Pieces nodes fetched and reported, per source (``peer``, ``registry``)."),
+    other("gaia_p2p_bytes_total", K, "bytes", ("cluster", "source"), "platform", "registry",
+        "Bytes nodes fetched, per source (``peer``, ``registry``)."),
+    other("gaia_p2p_registry_assignments_total", K, "count", C, "platform", "registry",
+        "Pieces the coordinator assigned to the registry (back-to-source fetches)."),
+    other("gaia_p2p_registry_refetches_total", K, "count", C, "platform", "registry",
+        "Registry assignments of a piece already assigned to the registry once (the first "
+        "fetch failed or expired); 0 while every piece is fetched from the registry once."),
+    other("gaia_p2p_registry_fetches_per_piece", G, "ratio", C, "platform", "registry",
+        "Registry assignments per piece ever assigned to the registry: 1 is exactly once."),
+    other("gaia_p2p_corrupt_pieces_total", K, "count", C, "platform", "registry",
+        "Pieces a node reported corrupt (its hash did not match) from a peer."),
+    other("gaia_p2p_hash_conflicts_total", K, "count", C, "platform", "registry",
+        "Registry reports of a piece's hash refused because a different hash came first."),
+    other("gaia_p2p_swarms", G, "count", C, "platform", "registry",
+        "Blobs with an active swarm (details in memory)."),
+    other("gaia_p2p_agents", G, "count", C, "platform", "registry",
+        "P2P agents registered with the coordinator (heartbeat not lapsed)."),
     # ---- The platform itself
     other("gaia_http_requests_total", K, "count", HTTP_STATUS, "platform", "platform",
         "API requests the platform answered, per route template (never the raw path) and status "

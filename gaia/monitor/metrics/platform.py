@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -46,6 +46,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gaia import __version__
+from gaia.domain.swarm import ClusterP2PFigures
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 NOTIFICATION_RESULTS = ("sent", "retry", "failed")
@@ -112,6 +113,10 @@ class PlatformMetrics:
         self._store_collector = StoreCollector(store)
         self.registry.register(self._store_collector)
 
+    def watch_p2p(self, figures: Callable[[], Iterable[ClusterP2PFigures]]) -> None:
+        """Report the P2P coordinator's per-cluster figures at every scrape."""
+        self.registry.register(P2PCollector(figures))
+
     def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "other"
         self.http_requests.labels(method, route, str(status)).inc()
@@ -138,6 +143,67 @@ class PlatformMetrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
         return generate_latest(self.registry)
+
+
+class P2PCollector(Collector):
+    """The P2P coordinator's figures per cluster (``gaia.controllers.swarm``), read when
+    scraped. ``gaia_p2p_registry_fetches_per_piece`` is 1.0 while every piece was fetched from
+    the registry exactly once; ``gaia_p2p_registry_refetches_total`` counts the exceptions
+    (a registry fetch that failed or expired and was assigned again)."""
+
+    def __init__(self, figures: Callable[[], Iterable[ClusterP2PFigures]]) -> None:
+        self.figures = figures
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        pieces = CounterMetricFamily(
+            "gaia_p2p_pieces", "Pieces nodes fetched, by source.", labels=["cluster", "source"]
+        )
+        moved = CounterMetricFamily(
+            "gaia_p2p_bytes", "Bytes nodes fetched, by source.", labels=["cluster", "source"]
+        )
+        assigned = CounterMetricFamily(
+            "gaia_p2p_registry_assignments",
+            "Pieces assigned to the registry.",
+            labels=["cluster"],
+        )
+        refetches = CounterMetricFamily(
+            "gaia_p2p_registry_refetches",
+            "Registry assignments of a piece already assigned to the registry before.",
+            labels=["cluster"],
+        )
+        per_piece = GaugeMetricFamily(
+            "gaia_p2p_registry_fetches_per_piece",
+            "Registry assignments per piece fetched from the registry (1: exactly once).",
+            labels=["cluster"],
+        )
+        corrupt = CounterMetricFamily(
+            "gaia_p2p_corrupt_pieces", "Pieces reported corrupt.", labels=["cluster"]
+        )
+        conflicts = CounterMetricFamily(
+            "gaia_p2p_hash_conflicts",
+            "Registry reports of a piece's hash refused (another hash came first).",
+            labels=["cluster"],
+        )
+        swarms = GaugeMetricFamily("gaia_p2p_swarms", "Active swarms.", labels=["cluster"])
+        agents = GaugeMetricFamily("gaia_p2p_agents", "Agents registered.", labels=["cluster"])
+        for c in self.figures():
+            f = c.figures
+            pieces.add_metric([c.cluster, "peer"], f.pieces_from_peers)
+            pieces.add_metric([c.cluster, "registry"], f.pieces_from_registry)
+            moved.add_metric([c.cluster, "peer"], f.bytes_from_peers)
+            moved.add_metric([c.cluster, "registry"], f.bytes_from_registry)
+            assigned.add_metric([c.cluster], f.registry_assignments)
+            refetches.add_metric([c.cluster], f.registry_assignments - f.registry_pieces)
+            per_piece.add_metric([c.cluster], c.registry_fetches_per_piece)
+            corrupt.add_metric([c.cluster], f.corrupt_reports)
+            conflicts.add_metric([c.cluster], f.hash_conflicts)
+            swarms.add_metric([c.cluster], c.swarms)
+            agents.add_metric([c.cluster], c.agents)
+        yield from (pieces, moved, assigned, refetches, per_piece, corrupt, conflicts)
+        yield from (swarms, agents)
 
 
 class StoreCollector(Collector):

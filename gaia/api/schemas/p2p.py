@@ -1,0 +1,198 @@
+"""Bodies of P2P image distribution (docs/p2p.md): the agents' calls and the users' views.
+
+The agent-facing bodies are the wire contract of docs/p2p.md, bounded at the edge: digests are
+``sha256:<64 hex>``, repositories follow the OCI distribution spec's name grammar, sizes are at
+most 64 GiB, ``want`` at most 16, ``wait_s`` at most 10 s, report and blob lists at most 256.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from gaia.api.schemas.base import Strict
+
+MAX_BLOB_BYTES = 64 << 30
+MAX_PIECES = 4096  # 64 GiB in pieces of 16 MiB
+MAX_LIST = 256
+
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+HEX_SHA256_PATTERN = r"^[0-9a-f]{64}$"
+# the OCI distribution spec's <name>: path components of lower-case alphanumerics joined by
+# one '.', one or two '_', or any number of '-', separated by '/'
+REPOSITORY_PATTERN = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$"
+# a tag (the spec's grammar) or a digest
+REFERENCE_PATTERN = r"^([a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}|sha256:[0-9a-f]{64})$"
+REGISTRY_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$"
+NODE_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+ZONE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+ADDRESS_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$"
+MEDIA_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$"
+REASON_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+
+Digest = Annotated[str, Field(pattern=DIGEST_PATTERN, max_length=71)]
+HexSha256 = Annotated[str, Field(pattern=HEX_SHA256_PATTERN, max_length=64)]
+NodeName = Annotated[str, Field(min_length=1, max_length=253, pattern=NODE_PATTERN)]
+Registry = Annotated[str, Field(min_length=1, max_length=255, pattern=REGISTRY_PATTERN)]
+Repository = Annotated[str, Field(min_length=1, max_length=255, pattern=REPOSITORY_PATTERN)]
+Reference = Annotated[str, Field(min_length=1, max_length=128, pattern=REFERENCE_PATTERN)]
+BlobSize = Annotated[int, Field(ge=0, le=MAX_BLOB_BYTES)]
+PieceIndex = Annotated[int, Field(ge=0, lt=MAX_PIECES)]
+PieceList = Annotated[list[PieceIndex], Field(max_length=MAX_PIECES)]
+
+
+# ---------------------------------------------------------------- agent → coordinator
+
+
+class AgentIn(Strict):
+    node: NodeName
+    zone: str = Field(default="", max_length=63, pattern=ZONE_PATTERN)
+    address: str = Field(max_length=261, pattern=ADDRESS_PATTERN, description="peer host:port")
+    upload_slots: int = Field(ge=0, le=256)
+    pieces_held: dict[Digest, PieceList] | None = Field(
+        default=None, max_length=MAX_LIST, description="blob -> pieces held"
+    )
+
+
+class PrewarmJobOut(Strict):
+    id: str
+    image: str
+
+
+class AgentOut(Strict):
+    ticket_key: str = Field(description="hex of the cluster's 32-byte ticket key")
+    heartbeat_s: float
+    prewarm: list[PrewarmJobOut]
+
+
+class TaskIn(Strict):
+    node: NodeName
+    registry: Registry
+    repository: Repository
+    digest: Digest
+    size: BlobSize
+
+
+class TaskOut(Strict):
+    digest: str
+    size: int
+    piece_size: int
+    pieces: int
+    hashes: dict[int, str] = Field(description="piece -> SHA-256 hex, as far as known")
+
+
+class ScheduleIn(Strict):
+    node: NodeName
+    want: int = Field(ge=1, le=16)
+    wait_s: float = Field(default=0, ge=0, le=10)
+
+
+class AssignmentOut(Strict):
+    piece: int
+    source: Literal["peer", "registry"]
+    parent: str | None
+    address: str | None
+
+
+class ScheduleOut(Strict):
+    assignments: list[AssignmentOut]
+    hashes: dict[int, str]
+    ticket: str
+    ticket_expires: int = Field(description="unix seconds")
+    complete: bool
+
+
+class PieceReportIn(Strict):
+    piece: PieceIndex
+    ok: bool
+    sha256: HexSha256 | None = None
+    parent: NodeName | None = Field(default=None, description="null: the registry")
+    bytes: int = Field(default=0, ge=0, le=16 << 20)
+    reason: str | None = Field(default=None, pattern=REASON_PATTERN, max_length=64)
+
+
+class ReportsIn(Strict):
+    node: NodeName
+    reports: list[PieceReportIn] = Field(max_length=MAX_LIST)
+
+
+class DoneIn(Strict):
+    node: NodeName
+    ok: bool
+    reason: str | None = Field(default=None, pattern=REASON_PATTERN, max_length=64)
+    evicted: bool = False
+
+
+class BlobIn(Strict):
+    digest: Digest
+    size: BlobSize
+
+
+class ManifestIn(Strict):
+    node: NodeName
+    registry: Registry
+    repository: Repository
+    reference: Reference
+    digest: Digest
+    media_type: str = Field(max_length=255, pattern=MEDIA_TYPE_PATTERN)
+    blobs: list[BlobIn] = Field(default_factory=list, max_length=MAX_LIST)
+
+
+class EmptyOut(Strict):
+    pass
+
+
+# ---------------------------------------------------------------- users
+
+
+class AgentTokenOut(Strict):
+    token: str = Field(description="the cluster's agent token, for the agents' Secret")
+
+
+class P2PImageOut(Strict):
+    registry: str
+    repository: str
+    reference: str
+    digest: str
+    nodes_complete: int = Field(description="nodes holding every blob of the image")
+    bytes_from_peers: int
+    bytes_from_registry: int
+
+
+class P2PNodeOut(Strict):
+    name: str
+    zone: str
+    address: str
+    upload_slots: int
+    last_heartbeat: float = Field(description="unix seconds")
+    pieces_held: int
+    bytes_up: int
+    bytes_down: int
+
+
+class PrewarmIn(Strict):
+    image: str = Field(
+        min_length=3,
+        max_length=512,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$",
+        description="registry/repository:tag or registry/repository@sha256:...",
+    )
+    nodes: list[NodeName] = Field(min_length=1, max_length=1000)
+
+
+class PrewarmCreatedOut(Strict):
+    id: str
+
+
+class PrewarmNodeOut(Strict):
+    node: str
+    state: Literal["pending", "pulling", "done"]
+    blobs_done: int
+    blobs_total: int
+
+
+class PrewarmOut(Strict):
+    id: str
+    image: str
+    nodes: list[PrewarmNodeOut]

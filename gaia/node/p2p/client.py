@@ -1,0 +1,206 @@
+"""``HttpCoordinator``: the agent's ``Coordinator`` (wire.py) over HTTP, to Gaia's API.
+
+Every call is one JSON ``POST`` under ``{origin}/api/v1/clusters/{cluster}/p2p/`` with the
+cluster's agent token (docs/p2p.md, "Wire contract: agent → coordinator"). Failures come in two
+kinds, because the agent answers them differently:
+
+- ``CoordinatorUnavailable`` (wire.py): the coordinator could not be reached, timed out, answered
+  5xx or 429 (too many swarms): the agent fetches from the registry as if there were no P2P.
+- ``CoordinatorRefused``: a 4xx that says the request itself is wrong (401: the token; 404: the
+  node is not registered or the blob has no swarm, so register or open the task again; 422: a
+  field out of bounds). Retrying the same request will not help.
+
+``schedule`` is a long poll: its read timeout is ``wait_s`` plus ``timeout``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from gaia.node.p2p.wire import (
+    AgentInfo,
+    Assignment,
+    BlobRef,
+    CoordinatorUnavailable,
+    ManifestSeen,
+    PieceReport,
+    Registration,
+    Schedule,
+    Task,
+)
+
+MAX_REPORTS = 256
+
+
+class CoordinatorRefused(Exception):
+    """The coordinator refused the request (4xx): ``status``, ``code`` and its ``message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"the coordinator refused the request ({status} {code}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class HttpCoordinator:
+    def __init__(
+        self,
+        *,
+        origin: str,
+        cluster: str,
+        token: str,
+        timeout: float = 10.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base = f"{origin.rstrip('/')}/api/v1/clusters/{cluster}/p2p"
+        self.timeout = timeout
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> HttpCoordinator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any], *, read_s: float | None = None) -> Any:
+        timeout = httpx.Timeout(self.timeout, read=read_s or self.timeout)
+        try:
+            r = await self._client.post(
+                f"{self.base}/{path}", json=body, headers=self._headers, timeout=timeout
+            )
+        except httpx.HTTPError as exc:  # connect, read, protocol: all a coordinator away
+            raise CoordinatorUnavailable(f"the coordinator did not answer: {exc!r}") from exc
+        if r.status_code >= 500 or r.status_code == 429:
+            raise CoordinatorUnavailable(
+                f"the coordinator answered {r.status_code}: {r.text[:200]}"
+            )
+        if r.status_code >= 400:
+            try:
+                err = r.json()
+                code, message = str(err.get("code", "")), str(err.get("message", r.text[:200]))
+            except ValueError:
+                code, message = "", r.text[:200]
+            raise CoordinatorRefused(r.status_code, code, message)
+        try:
+            return r.json()
+        except ValueError as exc:
+            raise CoordinatorUnavailable("the coordinator answered something not JSON") from exc
+
+    async def register(
+        self, agent: AgentInfo, held: Mapping[str, Sequence[int]] | None = None
+    ) -> Registration:
+        body: dict[str, Any] = {
+            "node": agent.node,
+            "zone": agent.zone,
+            "address": agent.address,
+            "upload_slots": agent.upload_slots,
+        }
+        if held:
+            body["pieces_held"] = {digest: list(pieces) for digest, pieces in held.items()}
+        out = await self._post("agents", body)
+        return Registration(
+            ticket_key=bytes.fromhex(out["ticket_key"]),
+            heartbeat_s=float(out["heartbeat_s"]),
+            prewarm=tuple((job["id"], job["image"]) for job in out["prewarm"]),
+        )
+
+    async def open_task(self, node: str, blob: BlobRef) -> Task:
+        out = await self._post(
+            "tasks",
+            {
+                "node": node,
+                "registry": blob.registry,
+                "repository": blob.repository,
+                "digest": blob.digest,
+                "size": blob.size,
+            },
+        )
+        return Task(
+            digest=out["digest"],
+            size=int(out["size"]),
+            piece_size=int(out["piece_size"]),
+            pieces=int(out["pieces"]),
+            hashes=_hashes(out["hashes"]),
+        )
+
+    async def schedule(self, node: str, digest: str, *, want: int, wait_s: float) -> Schedule:
+        out = await self._post(
+            f"tasks/{digest}/schedule",
+            {"node": node, "want": want, "wait_s": wait_s},
+            read_s=wait_s + self.timeout,
+        )
+        return Schedule(
+            assignments=tuple(
+                Assignment(
+                    piece=int(a["piece"]),
+                    source=a["source"],
+                    parent=a["parent"],
+                    address=a["address"],
+                )
+                for a in out["assignments"]
+            ),
+            hashes=_hashes(out["hashes"]),
+            ticket=out["ticket"],
+            ticket_expires=float(out["ticket_expires"]),
+            complete=bool(out["complete"]),
+        )
+
+    async def report(self, node: str, digest: str, reports: Sequence[PieceReport]) -> None:
+        for start in range(0, len(reports), MAX_REPORTS):  # the API takes 256 at a time
+            await self._report(node, digest, reports[start : start + MAX_REPORTS])
+
+    async def _report(self, node: str, digest: str, reports: Sequence[PieceReport]) -> None:
+        await self._post(
+            f"tasks/{digest}/reports",
+            {
+                "node": node,
+                "reports": [
+                    {
+                        "piece": r.piece,
+                        "ok": r.ok,
+                        "sha256": r.sha256,
+                        "parent": r.parent,
+                        "bytes": r.bytes,
+                        "reason": r.reason,
+                    }
+                    for r in reports
+                ],
+            },
+        )
+
+    async def done(
+        self, node: str, digest: str, *, ok: bool, reason: str | None = None, evicted: bool = False
+    ) -> None:
+        await self._post(
+            f"tasks/{digest}/done", {"node": node, "ok": ok, "reason": reason, "evicted": evicted}
+        )
+
+    async def manifest(self, node: str, seen: ManifestSeen) -> None:
+        await self._post(
+            "manifests",
+            {
+                "node": node,
+                "registry": seen.registry,
+                "repository": seen.repository,
+                "reference": seen.reference,
+                "digest": seen.digest,
+                "media_type": seen.media_type,
+                "blobs": [{"digest": d, "size": s} for d, s in seen.blobs],
+            },
+        )
+
+
+def _hashes(raw: Mapping[str, str]) -> dict[int, str]:
+    return {int(piece): sha for piece, sha in raw.items()}

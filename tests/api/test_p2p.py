@@ -1,0 +1,215 @@
+"""The P2P API (gaia.api.routes.p2p): who may call what, the bounds of the agents' bodies, the
+users' views (paged, per visible cluster), prewarms, and the figures on /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import World
+
+P2P = "/api/v1/clusters/sim-1/p2p"
+MiB = 1 << 20
+LAYER = "sha256:" + "a" * 64
+CONFIG = "sha256:" + "b" * 64
+MANIFEST = "sha256:" + "c" * 64
+
+
+def agent_headers(world: World) -> dict[str, str]:
+    r = world.client.get(f"{P2P}/agent-token", headers=world.admin)
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def register(client: TestClient, agent: dict[str, str], node: str, **extra: Any) -> Any:
+    body = {"node": node, "zone": "z1", "address": f"{node}:7001", "upload_slots": 4, **extra}
+    r = client.post(f"{P2P}/agents", json=body, headers=agent)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_only_a_platform_admin_reads_the_agent_token(world: World) -> None:
+    for who in ("business-admin", "developer", "viewer", "outsider"):
+        r = world.client.get(f"{P2P}/agent-token", headers=world.as_(who))
+        assert r.status_code == 403, (who, r.text)
+    token = agent_headers(world)["Authorization"]
+    assert token.startswith("Bearer gaia-p2p-")
+
+
+def test_agent_paths_take_the_agent_token_only(world: World) -> None:
+    c = world.client
+    agent = agent_headers(world)
+    body = {"node": "n1", "zone": "z1", "address": "10.0.0.1:7001", "upload_slots": 4}
+    assert c.post(f"{P2P}/agents", json=body, headers=agent).status_code == 200
+    wrong = {"Authorization": "Bearer gaia-p2p-" + "0" * 64}
+    assert c.post(f"{P2P}/agents", json=body, headers=wrong).status_code == 401
+    assert c.post(f"{P2P}/agents", json=body).status_code == 401
+    for who in ("platform-admin", "developer"):
+        r = c.post(f"{P2P}/agents", json=body, headers=world.as_(who))
+        assert r.status_code == 403, (who, r.text)
+    # an agent token is no user token anywhere else, nor on another cluster's agent paths
+    assert c.get("/api/v1/clusters", headers=agent).status_code == 401
+    assert c.get(f"{P2P}/nodes", headers=agent).status_code == 401
+    r = c.post("/api/v1/clusters/nope/p2p/agents", json=body, headers=agent)
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("tasks", {"node": "n1", "registry": "r.io", "repository": "a/b", "digest": "sha256:x",
+                   "size": 1}),
+        ("tasks", {"node": "n1", "registry": "r.io", "repository": "A/b", "digest": LAYER,
+                   "size": 1}),
+        ("tasks", {"node": "n1", "registry": "r.io", "repository": "a//b", "digest": LAYER,
+                   "size": 1}),
+        ("tasks", {"node": "n1", "registry": "r.io", "repository": "a/b", "digest": LAYER,
+                   "size": (64 << 30) + 1}),
+        (f"tasks/{LAYER}/schedule", {"node": "n1", "want": 17, "wait_s": 1}),
+        (f"tasks/{LAYER}/schedule", {"node": "n1", "want": 1, "wait_s": 10.5}),
+        (f"tasks/{LAYER}/reports", {"node": "n1", "reports": [{"piece": 0, "ok": True}] * 257}),
+        ("tasks/sha256:zz/schedule", {"node": "n1", "want": 1, "wait_s": 0}),
+        ("agents", {"node": "N1!", "address": "a:1", "upload_slots": 1}),
+        ("agents", {"node": "n1", "address": "a:1", "upload_slots": 1, "extra": 1}),
+    ],
+)  # fmt: skip
+def test_agent_bodies_are_bounded(world: World, path: str, body: dict[str, Any]) -> None:
+    r = world.client.post(f"{P2P}/{path}", json=body, headers=agent_headers(world))
+    assert r.status_code == 422, r.text
+
+
+def test_a_blob_is_fetched_from_the_registry_once_then_from_peers(world: World) -> None:
+    c = world.client
+    agent = agent_headers(world)
+    reg = register(c, agent, "n1")
+    assert len(bytes.fromhex(reg["ticket_key"])) == 32 and reg["prewarm"] == []
+    register(c, agent, "n2")
+    task = {
+        "registry": "registry.local",
+        "repository": "team/web",
+        "digest": LAYER,
+        "size": 3 * MiB,
+    }
+    r = c.post(f"{P2P}/tasks", json={"node": "n1", **task}, headers=agent)
+    assert r.json() == {"digest": LAYER, "size": 3 * MiB, "piece_size": MiB, "pieces": 3,
+                        "hashes": {}}  # fmt: skip
+    r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 16}, headers=agent)
+    out = r.json()
+    assert sorted(a["piece"] for a in out["assignments"]) == [0, 1, 2]
+    assert {a["source"] for a in out["assignments"]} == {"registry"}
+    assert out["ticket"].startswith(f"n1.{LAYER}.") and out["ticket_expires"] > 0
+    reports = [{"piece": i, "ok": True, "sha256": f"{i:064x}", "bytes": MiB} for i in range(3)]
+    r = c.post(f"{P2P}/tasks/{LAYER}/reports", json={"node": "n1", "reports": reports},
+               headers=agent)  # fmt: skip
+    assert r.status_code == 200 and r.json() == {}
+    assert c.post(f"{P2P}/tasks/{LAYER}/done", json={"node": "n1", "ok": True},
+                  headers=agent).status_code == 200  # fmt: skip
+    c.post(f"{P2P}/tasks", json={"node": "n2", **task}, headers=agent)
+    out = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n2", "want": 2},
+                 headers=agent).json()  # fmt: skip
+    assert [(a["source"], a["parent"], a["address"]) for a in out["assignments"]] == [
+        ("peer", "n1", "n1:7001")
+    ] * 2
+    assert out["hashes"] == {str(i): f"{i:064x}" for i in range(3)}
+    metrics = c.get("/metrics", headers=world.admin).text
+    assert 'gaia_p2p_registry_assignments_total{cluster="sim-1"} 3.0' in metrics
+    assert 'gaia_p2p_bytes_total{cluster="sim-1",source="registry"} 3.145728e+06' in metrics
+    assert 'gaia_p2p_agents{cluster="sim-1"} 2.0' in metrics
+
+
+def test_an_unregistered_node_or_unknown_blob_is_404(world: World) -> None:
+    c = world.client
+    agent = agent_headers(world)
+    body = {"node": "ghost", "registry": "r.io", "repository": "a/b", "digest": LAYER, "size": 1}
+    assert c.post(f"{P2P}/tasks", json=body, headers=agent).status_code == 404
+    register(c, agent, "n1")
+    r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 1}, headers=agent)
+    assert r.status_code == 404
+
+
+def _serve_image(c: TestClient, agent: dict[str, str], node: str) -> None:
+    r = c.post(
+        f"{P2P}/manifests",
+        json={
+            "node": node,
+            "registry": "registry.local",
+            "repository": "team/web",
+            "reference": "v1",
+            "digest": MANIFEST,
+            "media_type": "application/vnd.oci.image.manifest.v1+json",
+            "blobs": [{"digest": CONFIG, "size": 10}, {"digest": LAYER, "size": MiB}],
+        },
+        headers=agent,
+    )
+    assert r.status_code == 200, r.text
+    for digest, size in ((CONFIG, 10), (LAYER, MiB)):
+        task = {"node": node, "registry": "registry.local", "repository": "team/web",
+                "digest": digest, "size": size}  # fmt: skip
+        assert c.post(f"{P2P}/tasks", json=task, headers=agent).status_code == 200
+        c.post(f"{P2P}/tasks/{digest}/done", json={"node": node, "ok": True}, headers=agent)
+
+
+def test_images_and_nodes_are_listed_in_pages_to_those_who_see_the_cluster(
+    world: World, make_user: Callable[..., dict[str, str]]
+) -> None:
+    c = world.client
+    agent = agent_headers(world)
+    for node in ("n1", "n2", "n3"):
+        register(c, agent, node)
+    _serve_image(c, agent, "n1")
+    r = c.get(f"{P2P}/images", headers=world.as_("viewer"))
+    assert r.status_code == 200, r.text
+    (image,) = r.json()["items"]
+    assert image == {
+        "registry": "registry.local",
+        "repository": "team/web",
+        "reference": "v1",
+        "digest": MANIFEST,
+        "nodes_complete": 1,
+        "bytes_from_peers": 0,
+        "bytes_from_registry": 0,
+    }
+    r = c.get(f"{P2P}/nodes", params={"limit": 2}, headers=world.as_("developer"))
+    body = r.json()
+    assert [n["name"] for n in body["items"]] == ["n1", "n2"] and body["next_cursor"]
+    r = c.get(f"{P2P}/nodes", params={"cursor": body["next_cursor"]}, headers=world.admin)
+    assert [n["name"] for n in r.json()["items"]] == ["n3"]
+    # a business without a quota on the cluster does not see it, nor its P2P figures
+    assert (
+        c.post("/api/v1/businesses", json={"name": "gamma"}, headers=world.admin).status_code == 201
+    )
+    stranger = make_user("stranger", business="gamma", role="business-admin")
+    for path in ("images", "nodes", "prewarms/pw-0123456789abcdef"):
+        assert c.get(f"{P2P}/{path}", headers=stranger).status_code == 404, path
+
+
+def test_a_prewarm_reaches_its_nodes_by_heartbeat_and_reports_progress(world: World) -> None:
+    c = world.client
+    agent = agent_headers(world)
+    register(c, agent, "n1")
+    register(c, agent, "n2")
+    body = {"image": "registry.local/team/web:v1", "nodes": ["n1", "n2"]}
+    r = c.post(f"{P2P}/prewarms", json=body, headers=world.as_("business-admin"))
+    assert r.status_code == 403
+    r = c.post(f"{P2P}/prewarms", json=body, headers=world.admin)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    assert register(c, agent, "n1")["prewarm"] == [
+        {"id": pid, "image": "registry.local/team/web:v1"}
+    ]
+    _serve_image(c, agent, "n1")
+    assert register(c, agent, "n1")["prewarm"] == []
+    r = c.get(f"{P2P}/prewarms/{pid}", headers=world.as_("viewer"))
+    assert r.json() == {
+        "id": pid,
+        "image": "registry.local/team/web:v1",
+        "nodes": [
+            {"node": "n1", "state": "done", "blobs_done": 2, "blobs_total": 2},
+            {"node": "n2", "state": "pending", "blobs_done": 0, "blobs_total": 0},
+        ],
+    }
+    bad = {"image": "registry.local/Team:v1", "nodes": ["n1"]}
+    assert c.post(f"{P2P}/prewarms", json=bad, headers=world.admin).status_code == 422

@@ -1,0 +1,233 @@
+"""The P2P coordinator (gaia.controllers.swarm): long-polls, tickets and keys, the sweep,
+retiring and reviving swarms, per-image figures and prewarm progress."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import random
+
+import pytest
+
+from gaia.clock import ManualClock
+from gaia.controllers.swarm import (
+    ClusterKey,
+    ImageRef,
+    PieceOutcome,
+    SwarmCoordinator,
+    SwarmSweep,
+)
+from gaia.domain.errors import InvalidRequest, NotFound
+from gaia.security import SecretBox
+from tests.conftest import TEST_SECRET_KEY
+
+MiB = 1 << 20
+KEY = ClusterKey(id=1, name="sim-1")
+LAYER = "sha256:" + "1" * 64
+CONFIG = "sha256:" + "2" * 64
+MANIFEST = "sha256:" + "3" * 64
+
+
+def coordinator(**kw: object) -> tuple[SwarmCoordinator, ManualClock]:
+    clock = ManualClock(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
+    coord = SwarmCoordinator(
+        secrets=SecretBox(TEST_SECRET_KEY),
+        clock=clock,
+        rng=random.Random(7),
+        **kw,  # type: ignore[arg-type]
+    )
+    return coord, clock
+
+
+def join(coord: SwarmCoordinator, *nodes: str, zone: str = "z1") -> None:
+    for n in nodes:
+        coord.register(KEY, node=n, zone=zone, address=f"{n}:7000", upload_slots=4)
+
+
+def ok(piece: int, parent: str | None = None, size: int = MiB) -> PieceOutcome:
+    return PieceOutcome(piece, True, f"{piece:064x}", parent, size, None)
+
+
+def test_keys_are_per_cluster_and_the_same_on_every_replica() -> None:
+    a, _ = coordinator()
+    b, _ = coordinator()
+    assert a.agent_token(KEY) == b.agent_token(KEY)
+    assert a.agent_token(KEY) != a.agent_token(ClusterKey(id=2, name="sim-1"))
+    assert a.ticket_key(KEY) != a.ticket_key(ClusterKey(id=1, name="other"))
+    assert a.is_agent_token(KEY, a.agent_token(KEY))
+    assert not a.is_agent_token(KEY, a.agent_token(KEY) + "x")
+
+
+def test_a_ticket_is_node_digest_expiry_and_their_hmac() -> None:
+    coord, _ = coordinator()
+    ticket = coord.ticket(KEY, node="n1.example", digest=LAYER, expires=1900000000)
+    body, _, mac = ticket.rpartition(".")
+    assert body == f"n1.example.{LAYER}.1900000000"
+    assert mac == hmac.new(coord.ticket_key(KEY), body.encode(), hashlib.sha256).hexdigest()
+
+
+def test_schedule_waits_for_a_piece_and_wakes_when_it_appears() -> None:
+    async def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a", "b")
+        coord.open_task(KEY, node="a", digest=LAYER, size=MiB)
+        coord.open_task(KEY, node="b", digest=LAYER, size=MiB)
+        first = await coord.schedule(KEY, node="a", digest=LAYER, want=4, wait_s=0)
+        assert [(g.piece, g.source) for g in first.grants] == [(0, "registry")]
+        waiting = asyncio.create_task(coord.schedule(KEY, node="b", digest=LAYER, want=4, wait_s=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # nobody holds the piece, the registry fetch is in flight
+        coord.report(KEY, node="a", digest=LAYER, reports=[ok(0)])
+        answer = await asyncio.wait_for(waiting, 1)
+        assert [(g.piece, g.source, g.parent) for g in answer.grants] == [(0, "peer", "a")]
+        assert answer.hashes == {0: f"{0:064x}"}
+        coord.report(KEY, node="b", digest=LAYER, reports=[ok(0, parent="a")])
+        done = await coord.schedule(KEY, node="b", digest=LAYER, want=4, wait_s=5)
+        assert done.complete and not done.grants
+
+    asyncio.run(scenario())
+
+
+def test_a_long_poll_with_nothing_to_give_answers_empty_after_wait_s() -> None:
+    async def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a", "b")
+        coord.open_task(KEY, node="a", digest=LAYER, size=MiB)
+        await coord.schedule(KEY, node="a", digest=LAYER, want=1, wait_s=0)
+        answer = await coord.schedule(KEY, node="b", digest=LAYER, want=1, wait_s=0.05)
+        assert answer.grants == [] and not answer.complete
+
+    asyncio.run(scenario())
+
+
+def test_the_sweep_expires_leases_and_forgets_silent_nodes() -> None:
+    async def scenario() -> None:
+        coord, clock = coordinator(heartbeat_s=10, lease_s=30)
+        join(coord, "a", "b")
+        coord.open_task(KEY, node="a", digest=LAYER, size=MiB)
+        await coord.schedule(KEY, node="a", digest=LAYER, want=1, wait_s=0)
+        clock.step(31)
+        join(coord, "b")  # b's heartbeat is fresh, a's is not yet lapsed
+        await SwarmSweep(coordinator=coord).start(loops=1)
+        again = await coord.schedule(KEY, node="b", digest=LAYER, want=1, wait_s=0)
+        assert [g.source for g in again.grants] == ["registry"]  # a's lease expired
+        clock.step(10)
+        coord.sweep()
+        assert [n.name for n in coord.nodes(KEY)] == ["b"]  # a missed 3 heartbeats
+        (figures,) = coord.figures()
+        assert figures.figures.registry_assignments == 2 and figures.registry_fetches_per_piece == 2
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_swarm_is_retired_and_revived_with_its_complete_holders() -> None:
+    async def scenario() -> None:
+        coord, clock = coordinator(idle_s=60)
+        join(coord, "a", "b")
+        coord.open_task(KEY, node="a", digest=LAYER, size=2 * MiB)
+        await coord.schedule(KEY, node="a", digest=LAYER, want=2, wait_s=0)
+        coord.report(KEY, node="a", digest=LAYER, reports=[ok(0), ok(1)])
+        coord.done(KEY, node="a", digest=LAYER, ok=True)
+        clock.step(61)
+        join(coord, "a", "b")
+        coord.sweep()
+        assert next(iter(coord.figures())).swarms == 0
+        coord.open_task(KEY, node="b", digest=LAYER, size=2 * MiB)
+        answer = await coord.schedule(KEY, node="b", digest=LAYER, want=2, wait_s=0)
+        assert {g.parent for g in answer.grants} == {"a"}  # not the registry again
+        assert answer.hashes == {0: f"{0:064x}", 1: f"{1:064x}"}
+
+    asyncio.run(scenario())
+
+
+def test_swarms_per_cluster_are_capped() -> None:
+    coord, clock = coordinator(max_swarms=2)
+    join(coord, "a")
+    for i in range(5):
+        clock.step(1)
+        coord.open_task(KEY, node="a", digest=f"sha256:{i:064x}", size=MiB)
+    assert next(iter(coord.figures())).swarms == 2
+
+
+def test_images_count_nodes_holding_every_blob_and_bytes_by_source() -> None:
+    async def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a", "b")
+        image = ImageRef("registry.local", "team/web", "v1")
+        for node in ("a", "b"):
+            coord.manifest(
+                KEY,
+                node=node,
+                image=image,
+                digest=MANIFEST,
+                media_type="application/vnd.oci.image.manifest.v1+json",
+                blobs=[(CONFIG, 100), (LAYER, MiB)],
+            )
+        for digest, size in ((CONFIG, 100), (LAYER, MiB)):
+            coord.open_task(KEY, node="a", digest=digest, size=size)
+            await coord.schedule(KEY, node="a", digest=digest, want=1, wait_s=0)
+            coord.report(KEY, node="a", digest=digest, reports=[ok(0, size=size)])
+            coord.done(KEY, node="a", digest=digest, ok=True)
+        coord.open_task(KEY, node="b", digest=LAYER, size=MiB)
+        await coord.schedule(KEY, node="b", digest=LAYER, want=1, wait_s=0)
+        coord.report(KEY, node="b", digest=LAYER, reports=[ok(0, parent="a")])
+        coord.done(KEY, node="b", digest=LAYER, ok=True)
+        (img,) = coord.images(KEY)
+        assert (img.nodes_complete, img.bytes_from_registry, img.bytes_from_peers) == (
+            1,
+            MiB + 100,
+            MiB,
+        )
+        nodes = {n.name: n for n in coord.nodes(KEY)}
+        assert (nodes["a"].bytes_up, nodes["b"].bytes_down) == (MiB, MiB)
+        assert nodes["a"].pieces_held == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_prewarm_is_handed_to_its_nodes_until_they_hold_the_image() -> None:
+    async def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a", "b")
+        image = ImageRef.parse("registry.local/team/web:v1")
+        pid = coord.create_prewarm(KEY, image=image, nodes=["a"])
+        jobs = coord.register(KEY, node="a", zone="z1", address="a:7000", upload_slots=4)
+        assert jobs.prewarm == [(pid, "registry.local/team/web:v1")]
+        assert coord.register(KEY, node="b", zone="z1", address="b:1", upload_slots=4).prewarm == []
+        _, (progress,) = coord.prewarm(KEY, pid)
+        assert progress.state == "pending"
+        coord.manifest(
+            KEY,
+            node="a",
+            image=image,
+            digest=MANIFEST,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            blobs=[(LAYER, MiB)],
+        )
+        _, (progress,) = coord.prewarm(KEY, pid)
+        assert (progress.state, progress.blobs_done, progress.blobs_total) == ("pulling", 0, 1)
+        coord.open_task(KEY, node="a", digest=LAYER, size=MiB)
+        coord.done(KEY, node="a", digest=LAYER, ok=True)
+        _, (progress,) = coord.prewarm(KEY, pid)
+        assert progress.state == "done"
+        again = coord.register(KEY, node="a", zone="z1", address="a:7000", upload_slots=4)
+        assert again.prewarm == []
+        with pytest.raises(NotFound):
+            coord.prewarm(KEY, "pw-0000000000000000")
+
+    asyncio.run(scenario())
+
+
+def test_image_names_parse_as_containerd_names_them() -> None:
+    assert str(ImageRef.parse("nginx")) == "docker.io/library/nginx:latest"
+    assert str(ImageRef.parse("localhost:5000/a/b:v2")) == "localhost:5000/a/b:v2"
+    with pytest.raises(InvalidRequest):
+        ImageRef.parse("registry.local/UPPER:v1")
+
+
+def test_unregistered_nodes_are_told_to_register() -> None:
+    coord, _ = coordinator()
+    with pytest.raises(NotFound, match="POST agents"):
+        coord.open_task(KEY, node="ghost", digest=LAYER, size=MiB)

@@ -1,0 +1,223 @@
+"""The swarm state (gaia.domain.swarm): piece geometry, parent choice, rarest first, and the
+invariants the coordinator promises under any interleaving of calls."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gaia.domain.errors import GaiaError
+from gaia.domain.swarm import (
+    MIN_PIECE,
+    SwarmCluster,
+    piece_count,
+    piece_size,
+)
+
+DIGEST = "sha256:" + "a" * 64
+MiB = 1 << 20
+
+
+def cluster_with(*nodes: tuple[str, str, int], now: float = 0.0) -> SwarmCluster:
+    state = SwarmCluster()
+    for name, zone, slots in nodes:
+        state.heartbeat(name=name, zone=zone, address=f"{name}:7000", upload_slots=slots, now=now)
+    return state
+
+
+def test_piece_size_targets_128_pieces_within_bounds() -> None:
+    assert piece_size(40 * 1000 * 1000) == MIN_PIECE
+    assert piece_count(40 * 1000 * 1000, MIN_PIECE) == 39
+    assert piece_size(2 << 30) == 16 * MiB
+    assert piece_count(10 << 30, piece_size(10 << 30)) == 640
+    assert piece_count(0, MIN_PIECE) == 1
+
+
+def test_the_first_node_fetches_from_the_registry_the_second_waits() -> None:
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    state.open(digest=DIGEST, size=2 * MiB, now=0)
+    rng = random.Random(1)
+    first = state.schedule(node="a", digest=DIGEST, want=16, now=0, rng=rng)
+    assert sorted(g.piece for g in first) == [0, 1]
+    assert all(g.source == "registry" for g in first)
+    # both pieces are being fetched from the registry and nobody holds them: b waits
+    assert state.schedule(node="b", digest=DIGEST, want=16, now=0, rng=rng) == []
+
+
+def test_a_held_piece_is_served_by_its_holder_never_the_registry() -> None:
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    state.open(digest=DIGEST, size=MiB, now=0)
+    rng = random.Random(1)
+    (grant,) = state.schedule(node="a", digest=DIGEST, want=1, now=0, rng=rng)
+    state.report(
+        node="a", digest=DIGEST, piece=0, ok=True, sha256="f" * 64, parent=None,
+        size=MiB, reason=None, now=1,
+    )  # fmt: skip
+    (grant,) = state.schedule(node="b", digest=DIGEST, want=1, now=1, rng=rng)
+    assert (grant.source, grant.parent, grant.address) == ("peer", "a", "a:7000")
+    assert state.swarm(DIGEST).hashes == {0: "f" * 64}
+
+
+def test_parent_choice_prefers_undemoted_then_same_zone_then_least_loaded() -> None:
+    state = cluster_with(("me", "z1", 1), ("far", "z2", 4), ("near", "z1", 4), ("busy", "z1", 1))
+    swarm = state.open(digest=DIGEST, size=4 * MiB, now=0)
+    for holders in swarm.holders:
+        holders.update({"far", "near", "busy"})
+    rng = random.Random(0)
+    grants = state.schedule(node="me", digest=DIGEST, want=1, now=0, rng=rng)
+    assert grants[0].parent in {"near", "busy"}  # same zone first
+    # near is failed once: demoted for me, so busy (same zone, free slot) comes next
+    state.report(
+        node="me", digest=DIGEST, piece=grants[0].piece, ok=False, sha256=None,
+        parent=grants[0].parent, size=0, reason="corrupt", now=1,
+    )  # fmt: skip
+    swarm.demoted[("me", "near")] = 100
+    swarm.demoted[("me", "busy")] = 100
+    (g,) = state.schedule(node="me", digest=DIGEST, want=1, now=2, rng=rng)
+    assert g.parent == "far"  # both same-zone parents are demoted: the other zone goes first
+    assert swarm.figures.corrupt_reports == 1
+
+
+def test_a_parent_without_a_free_slot_is_not_chosen() -> None:
+    state = cluster_with(("a", "z1", 1), ("b", "z1", 1), ("c", "z1", 1))
+    swarm = state.open(digest=DIGEST, size=2 * MiB, now=0)
+    for holders in swarm.holders:
+        holders.add("a")
+    rng = random.Random(0)
+    assert len(state.schedule(node="b", digest=DIGEST, want=2, now=0, rng=rng)) == 1
+    assert state.schedule(node="c", digest=DIGEST, want=2, now=0, rng=rng) == []
+
+
+def test_rarest_pieces_go_first() -> None:
+    state = cluster_with(("a", "z1", 9), ("b", "z1", 9), ("c", "z1", 9))
+    swarm = state.open(digest=DIGEST, size=3 * MiB, now=0)
+    swarm.holders[0].update({"a", "b"})
+    swarm.holders[1].add("a")
+    swarm.holders[2].update({"a", "b"})
+    (g,) = state.schedule(node="c", digest=DIGEST, want=1, now=0, rng=random.Random(0))
+    assert g.piece == 1
+
+
+def test_a_lease_expires_and_the_registry_may_be_assigned_again() -> None:
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    state.open(digest=DIGEST, size=MiB, now=0)
+    rng = random.Random(0)
+    assert state.schedule(node="a", digest=DIGEST, want=1, now=0, rng=rng)
+    assert state.schedule(node="b", digest=DIGEST, want=1, now=1, rng=rng) == []
+    assert state.expire(now=31) == 1
+    (g,) = state.schedule(node="b", digest=DIGEST, want=1, now=31, rng=rng)
+    assert g.source == "registry"
+    assert state.swarm(DIGEST).figures.registry_assignments == 2
+
+
+def test_the_first_registry_hash_stands() -> None:
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    state.open(digest=DIGEST, size=MiB, now=0)
+    first = state.report(
+        node="a", digest=DIGEST, piece=0, ok=True, sha256="1" * 64, parent=None,
+        size=MiB, reason=None, now=0,
+    )  # fmt: skip
+    second = state.report(
+        node="b", digest=DIGEST, piece=0, ok=True, sha256="2" * 64, parent=None,
+        size=MiB, reason=None, now=0,
+    )  # fmt: skip
+    assert first.accepted and not second.accepted
+    assert state.swarm(DIGEST).hashes == {0: "1" * 64}
+    assert state.swarm(DIGEST).holders[0] == {"a"}
+    assert state.swarm(DIGEST).figures.hash_conflicts == 1
+
+
+def test_forgetting_a_node_removes_its_pieces_and_leases() -> None:
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    swarm = state.open(digest=DIGEST, size=2 * MiB, now=0)
+    swarm.holders[0].add("a")
+    state.schedule(node="b", digest=DIGEST, want=2, now=0, rng=random.Random(0))
+    assert state.uploads == {"a": 1}
+    state.forget("a")
+    assert swarm.holders[0] == set() and state.uploads == {}
+    assert all(lease.parent is None for lease in swarm.leases.values())
+    assert state.lapsed(now=100, heartbeat_s=10) == ["b"]
+
+
+def test_unknown_nodes_and_blobs_are_refused() -> None:
+    state = cluster_with(("a", "z1", 4))
+    with pytest.raises(GaiaError):
+        state.schedule(node="a", digest=DIGEST, want=1, now=0, rng=random.Random(0))
+    state.open(digest=DIGEST, size=MiB, now=0)
+    with pytest.raises(GaiaError):
+        state.schedule(node="x", digest=DIGEST, want=1, now=0, rng=random.Random(0))
+    with pytest.raises(GaiaError):
+        state.open(digest=DIGEST, size=2 * MiB, now=0)
+
+
+# ---------------------------------------------------------------- invariants, any interleaving
+
+NODES = ["n0", "n1", "n2", "n3", "n4"]
+op = st.one_of(
+    st.tuples(st.just("schedule"), st.sampled_from(NODES), st.integers(1, 16)),
+    st.tuples(st.just("ok"), st.sampled_from(NODES), st.integers(0, 9)),
+    st.tuples(st.just("fail"), st.sampled_from(NODES), st.integers(0, 9)),
+    st.tuples(st.just("tick"), st.just(""), st.integers(1, 40)),
+    st.tuples(st.just("forget"), st.sampled_from(NODES), st.just(0)),
+    st.tuples(st.just("join"), st.sampled_from(NODES), st.integers(0, 3)),
+    st.tuples(st.just("done"), st.sampled_from(NODES), st.integers(0, 1)),
+)
+
+
+def check_invariants(state: SwarmCluster) -> None:
+    uploads: dict[str, int] = {}
+    for swarm in state.swarms.values():
+        registry = [lease for lease in swarm.leases.values() if lease.parent is None]
+        assert len({lease.piece for lease in registry}) == len(registry), "two registry leases"
+        for (node, _piece), lease in swarm.leases.items():
+            assert lease.parent != node, "a node is its own parent"
+            if lease.parent is not None:
+                uploads[lease.parent] = uploads.get(lease.parent, 0) + 1
+    assert uploads == state.uploads
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(op, max_size=80), seed=st.integers(0, 2**16))
+def test_invariants_hold_under_any_interleaving(ops: list[tuple[str, str, int]], seed: int) -> None:
+    rng = random.Random(seed)
+    state = SwarmCluster()
+    now = 0.0
+    for i, name in enumerate(NODES):
+        state.heartbeat(
+            name=name, zone=f"z{i % 2}", address=f"{name}:1", upload_slots=1 + i % 3, now=now
+        )
+    swarm = state.open(digest=DIGEST, size=10 * MiB, now=now)
+    for kind, node, n in ops:
+        if kind == "schedule" and node in state.nodes:
+            before = {p for p in range(swarm.pieces) if node in swarm.holders[p]}
+            registry_busy = set(swarm.registry_inflight)
+            held = [bool(h) for h in swarm.holders]
+            for g in state.schedule(node=node, digest=DIGEST, want=n, now=now, rng=rng):
+                assert g.piece not in before, "assigned a piece it holds"
+                assert g.parent != node
+                if g.parent is not None:
+                    slots = state.nodes[g.parent].upload_slots
+                    assert state.uploads[g.parent] <= slots, "a parent over its slots"
+                if g.parent is None:
+                    assert not held[g.piece] and g.piece not in registry_busy
+                    registry_busy.add(g.piece)
+        elif kind in ("ok", "fail") and n < swarm.pieces:
+            lease = swarm.leases.get((node, n))
+            if lease is not None:
+                state.report(
+                    node=node, digest=DIGEST, piece=n, ok=kind == "ok", sha256="0" * 64,
+                    parent=lease.parent, size=MiB, reason="corrupt", now=now,
+                )  # fmt: skip
+        elif kind == "tick":
+            now += n
+            state.expire(now)
+        elif kind == "forget":
+            state.forget(node)
+        elif kind == "join":
+            state.heartbeat(name=node, zone="z0", address="x:1", upload_slots=1 + n, now=now)
+        elif kind == "done" and node in state.nodes:
+            state.done(node=node, digest=DIGEST, ok=n == 1, evicted=False, now=now)
+        check_invariants(state)
