@@ -1,0 +1,182 @@
+"""``HttpCoordinator`` (gaia/node/p2p/client.py) against the real API under uvicorn: the wire
+contract end to end, its failures, and 32 nodes fetching one 128-piece blob at once with the
+registry asked exactly once per piece."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from gaia.node.p2p.client import CoordinatorRefused, HttpCoordinator
+from gaia.node.p2p.wire import (
+    AgentInfo,
+    BlobRef,
+    CoordinatorUnavailable,
+    ManifestSeen,
+    PieceReport,
+)
+from gaia.platform import Platform
+from tests.conftest import ADMIN_PASSWORD
+from tests.support.kube import free_port
+from tests.support.live import serve
+
+MiB = 1 << 20
+LAYER = "sha256:" + "d" * 64
+
+
+@dataclass
+class Served:
+    origin: str
+    token: str
+
+    def coordinator(self, **kw: object) -> HttpCoordinator:
+        return HttpCoordinator(origin=self.origin, cluster="sim-1", token=self.token, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def served(platform: Platform) -> Iterator[Served]:
+    with serve(platform) as origin, httpx.Client(base_url=origin) as c:
+        r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        admin = {"Authorization": f"Bearer {r.json()['token']}"}
+        r = c.post(
+            "/api/v1/clusters",
+            json={"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+        token = c.get("/api/v1/clusters/sim-1/p2p/agent-token", headers=admin).json()["token"]
+        yield Served(origin, token)
+
+
+def piece_hash(i: int) -> str:
+    return hashlib.sha256(f"piece {i}".encode()).hexdigest()
+
+
+def test_the_client_speaks_the_wire_contract(served: Served) -> None:
+    async def scenario() -> None:
+        async with served.coordinator() as coord:
+            reg = await coord.register(AgentInfo("n1", "z1", "10.0.0.1:7001", 4))
+            assert len(reg.ticket_key) == 32 and reg.prewarm == ()
+            await coord.register(AgentInfo("n2", "z1", "10.0.0.2:7001", 4))
+            blob = BlobRef("registry.local", "team/web", LAYER, 2 * MiB)
+            task = await coord.open_task("n1", blob)
+            assert (task.pieces, task.piece_size, dict(task.hashes)) == (2, MiB, {})
+            sched = await coord.schedule("n1", LAYER, want=16, wait_s=0)
+            assert {a.source for a in sched.assignments} == {"registry"}
+            body, _, mac = sched.ticket.rpartition(".")
+            assert mac == hmac.new(reg.ticket_key, body.encode(), hashlib.sha256).hexdigest()
+            await coord.report(
+                "n1",
+                LAYER,
+                [
+                    PieceReport(a.piece, True, piece_hash(a.piece), None, MiB)
+                    for a in sched.assignments
+                ],
+            )
+            await coord.done("n1", LAYER, ok=True)
+            await coord.manifest(
+                "n1",
+                ManifestSeen(
+                    "registry.local",
+                    "team/web",
+                    "v1",
+                    "sha256:" + "e" * 64,
+                    "application/vnd.oci.image.manifest.v1+json",
+                    ((LAYER, 2 * MiB),),
+                ),
+            )
+            await coord.open_task("n2", blob)
+            sched = await coord.schedule("n2", LAYER, want=16, wait_s=1)
+            assert [(a.source, a.parent, a.address) for a in sched.assignments] == [
+                ("peer", "n1", "10.0.0.1:7001")
+            ] * 2
+            assert sched.hashes == {0: piece_hash(0), 1: piece_hash(1)}
+            with pytest.raises(CoordinatorRefused) as refused:
+                await coord.open_task("ghost", blob)
+            assert refused.value.status == 404 and refused.value.code == "not_found"
+
+    asyncio.run(scenario())
+
+
+def test_a_wrong_token_is_refused_and_no_server_is_unavailable(served: Served) -> None:
+    async def scenario() -> None:
+        wrong = HttpCoordinator(origin=served.origin, cluster="sim-1", token="gaia-p2p-00")
+        async with wrong:
+            with pytest.raises(CoordinatorRefused) as refused:
+                await wrong.register(AgentInfo("n1", "z1", "a:1", 1))
+            assert refused.value.status == 401
+        gone = HttpCoordinator(
+            origin=f"http://127.0.0.1:{free_port()}", cluster="sim-1", token="x", timeout=2
+        )
+        async with gone:
+            with pytest.raises(CoordinatorUnavailable):
+                await gone.register(AgentInfo("n1", "z1", "a:1", 1))
+
+    asyncio.run(scenario())
+
+
+def test_32_nodes_fetch_a_128_piece_blob_with_one_registry_fetch_per_piece(
+    served: Served,
+) -> None:
+    size = 128 * MiB
+    registry_assignments: list[int] = []
+    peer_assignments: list[int] = []
+
+    async def node(coord: HttpCoordinator, name: str) -> None:
+        await coord.register(AgentInfo(name, f"z{int(name[1:]) % 2}", f"{name}:7001", 4))
+        task = await coord.open_task(name, BlobRef("registry.local", "team/big", LAYER, size))
+        assert task.pieces == 128
+        while True:
+            sched = await coord.schedule(name, LAYER, want=8, wait_s=2)
+            if sched.complete:
+                break
+            reports = []
+            for a in sched.assignments:
+                if a.source == "registry":
+                    registry_assignments.append(a.piece)
+                else:
+                    assert a.parent != name
+                    assert sched.hashes[a.piece] == piece_hash(a.piece)
+                    peer_assignments.append(a.piece)
+                reports.append(PieceReport(a.piece, True, piece_hash(a.piece), a.parent, MiB))
+            await asyncio.sleep(0)  # the transfer (no bytes move in this test)
+            if reports:
+                await coord.report(name, LAYER, reports)
+        await coord.done(name, LAYER, ok=True)
+
+    async def scenario() -> None:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+            coord = HttpCoordinator(
+                origin=served.origin, cluster="sim-1", token=served.token, client=http
+            )
+            names = [f"n{i}" for i in range(32)]
+            await asyncio.wait_for(asyncio.gather(*(node(coord, n) for n in names)), timeout=240)
+
+    asyncio.run(scenario())
+    assert sorted(registry_assignments) == list(range(128))  # each piece exactly once
+    assert len(peer_assignments) == 31 * 128
+    metrics = httpx.get(f"{served.origin}/metrics", headers=_admin(served.origin)).text
+    assert _value(metrics, 'gaia_p2p_registry_assignments_total{cluster="sim-1"}') == 128
+    assert _value(metrics, 'gaia_p2p_registry_refetches_total{cluster="sim-1"}') == 0
+    assert _value(metrics, 'gaia_p2p_pieces_total{cluster="sim-1",source="peer"}') == 31 * 128
+
+
+def _admin(origin: str) -> dict[str, str]:
+    r = httpx.post(
+        f"{origin}/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _value(metrics: str, series: str) -> float:
+    match = re.search(rf"^{re.escape(series)} (\S+)$", metrics, re.MULTILINE)
+    assert match, series
+    return float(match.group(1))
