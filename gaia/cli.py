@@ -260,7 +260,7 @@ def cmd_p2p_agent(args: argparse.Namespace) -> int:
             await agent.run()
         finally:
             if coordinator is not None:
-                await coordinator.close()
+                await coordinator.aclose()
 
     asyncio.run(run())
     return 0
@@ -384,8 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p2p.add_argument("--node-name", help="this node's name (default: $NODE_NAME)")
     p2p.add_argument("--zone", default="", help="the node's zone (parents in the same zone first)")
-    p2p.add_argument("--listen", default="127.0.0.1:65001", help="mirror address (default 127.0.0.1:65001)")
-    p2p.add_argument("--peer-listen", default="0.0.0.0:65002", help="peer server address (default 0.0.0.0:65002)")
+    p2p.add_argument(
+        "--listen", default="127.0.0.1:65001", help="mirror address (default 127.0.0.1:65001)"
+    )
+    p2p.add_argument(
+        "--peer-listen", default="0.0.0.0:65002", help="peer server address (default 0.0.0.0:65002)"
+    )
     p2p.add_argument("--advertise-address", help="host:port other agents reach the peer server at")
     p2p.add_argument("--coordinator", help="Gaia's URL (without it: a caching mirror, no swarm)")
     p2p.add_argument("--cluster", default="", help="this node's cluster name in Gaia")
@@ -396,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         help='JSON: {"host": {"url": ..., "username": ..., "password": ..., "default": bool}}',
     )
     p2p.add_argument("--cache-dir", default="/var/lib/gaia/p2p", help="blob cache folder")
-    p2p.add_argument("--cache-max-bytes", type=int, default=20 << 30, help="cache cap (default 20 GiB)")
+    p2p.add_argument(
+        "--cache-max-bytes", type=int, default=20 << 30, help="cache cap (default 20 GiB)"
+    )
     p2p.add_argument("--upload-rate", type=float, default=0, help="bytes/s to peers (0: no limit)")
     p2p.add_argument("--download-rate", type=float, default=0, help="bytes/s fetched (0: no limit)")
     p2p.add_argument("--upload-slots", type=int, default=8, help="pieces served at once")

@@ -391,6 +391,14 @@ class SwarmCluster:
                 swarm.demoted[(node, parent)] = now + self.demotion_s
                 if reason == "corrupt":
                     figures.corrupt_reports += 1
+                if reason in ("corrupt", "missing"):
+                    # its copy is bad or gone: it no longer counts as holding the piece
+                    swarm.holders[piece].discard(parent)
+                elif reason == "unreachable":
+                    # nothing answers at its address: its pieces of this blob are not to be had
+                    # until it announces them again (its next heartbeat, if it is alive)
+                    for holders in swarm.holders:
+                        holders.discard(parent)
             return ReportOutcome(accepted=True, new_holder=False)
         if parent is None:
             known = swarm.hashes.get(piece)

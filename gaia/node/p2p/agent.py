@@ -105,7 +105,9 @@ class P2PAgent:
             lifespan="off",
         )
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # two servers in one loop: the process's signal handlers (cli) stop both, so uvicorn
+        # must not install its own (the last one installed would stop only its server)
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self._servers.append(server)
         return server
 

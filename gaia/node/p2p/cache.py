@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gaia.domain.swarm import piece_count, piece_range
+from gaia.domain.swarm import piece_count, piece_range, piece_size
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,14 @@ class BlobCache:
         with self._lock:
             return sum(self._lru.values())
 
-    def held(self) -> dict[str, list[int]]:
-        """Every complete blob as ``{digest: []}`` (an empty list means every piece), and the
-        pieces of partial ones, for the coordinator at registration."""
+    def held(self, limit: int = 256) -> dict[str, list[int]]:
+        """The ``limit`` most recently used complete blobs with all their pieces, for the
+        coordinator at registration (the API takes at most 256 blobs per call)."""
         with self._lock:
-            out: dict[str, list[int]] = {f"sha256:{h}": [] for h in self._lru}
-        return out
+            recent = list(self._lru.items())[-limit:]
+        return {
+            f"sha256:{h}": list(range(piece_count(size, piece_size(size)))) for h, size in recent
+        }
 
     @contextlib.contextmanager
     def pinned(self, digest: str) -> Iterator[None]:
@@ -216,12 +218,16 @@ class BlobCache:
             and known.get("size") == size
             and known.get("piece_size") == piece_size
         ):
-            listed = known.get("pieces") or {}
-            for key, sha in listed.items() if isinstance(listed, Mapping) else ():
+            found = known.get("pieces")
+            listed: Mapping[str, object] = found if isinstance(found, Mapping) else {}
+            for key, sha in listed.items():
                 index = int(key)
-                if 0 <= index < part.count and isinstance(sha, str):
-                    if hashlib.sha256(part.read_piece(index)).hexdigest() == sha:
-                        part.pieces[index] = sha
+                if (
+                    0 <= index < part.count
+                    and isinstance(sha, str)
+                    and hashlib.sha256(part.read_piece(index)).hexdigest() == sha
+                ):
+                    part.pieces[index] = sha
             if len(part.pieces) < len(listed):
                 log.warning(
                     "p2p cache: %s resumed with %d of %d listed pieces (the rest did not verify)",

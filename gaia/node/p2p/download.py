@@ -117,9 +117,11 @@ class Download:
         """The bytes of piece ``index`` once they are here (raises if the download failed)."""
         async with self.changed:
             await self.changed.wait_for(
-                lambda: self.path is not None
-                or self.error is not None
-                or (self.part is not None and self.part.has(index))
+                lambda: (
+                    self.path is not None
+                    or self.error is not None
+                    or (self.part is not None and self.part.has(index))
+                )
             )
         if self.path is not None:
             start, end = piece_range(index, self.size, self.piece)
@@ -246,7 +248,9 @@ class Downloader:
         path = self.cache.finish(d.part)
         if path is None:
             self.figures.digest_mismatches += 1
-            log.warning("p2p: %s did not hash to its digest; fetching it from the registry", d.digest)
+            log.warning(
+                "p2p: %s did not hash to its digest; fetching it from the registry", d.digest
+            )
             if self.coordinator is not None:
                 with contextlib.suppress(CoordinatorUnavailable):
                     await self.coordinator.done(self.node, d.digest, ok=False, reason="digest")
@@ -263,7 +267,9 @@ class Downloader:
 
     def _fallback(self, d: Download, exc: Exception) -> bool:
         self.figures.coordinator_fallbacks += 1
-        log.warning("p2p: coordinator unavailable (%s): %s straight from the registry", exc, d.digest)
+        log.warning(
+            "p2p: coordinator unavailable (%s): %s straight from the registry", exc, d.digest
+        )
         return False
 
     async def _swarm(self, d: Download, hashes: dict[int, str]) -> bool:
@@ -274,16 +280,22 @@ class Downloader:
         try:
             while d.part.missing() or inflight:
                 room = self.slots - len(inflight)
-                missing = [i for i in d.part.missing() if i not in {a.piece for a in inflight.values()}]
+                missing = [
+                    i for i in d.part.missing() if i not in {a.piece for a in inflight.values()}
+                ]
                 if room > 0 and missing:
                     schedule = await self.coordinator.schedule(
-                        self.node, d.digest, want=min(room, len(missing), 16),
+                        self.node,
+                        d.digest,
+                        want=min(room, len(missing), 16),
                         wait_s=0.0 if inflight else 2.0,
                     )
                     hashes.update(schedule.hashes)
                     ticket = schedule.ticket or ticket
                     for a in schedule.assignments:
-                        if d.part.has(a.piece) or any(x.piece == a.piece for x in inflight.values()):
+                        if d.part.has(a.piece) or any(
+                            x.piece == a.piece for x in inflight.values()
+                        ):
                             continue
                         fetch = self._fetch(d, a, hashes.get(a.piece), ticket)
                         inflight[asyncio.create_task(fetch)] = a
@@ -311,7 +323,9 @@ class Downloader:
         start, end = piece_range(a.piece, d.size, d.piece)
         try:
             if a.source == "registry":
-                data = await self.upstream.blob_range(d.registry, d.repository, d.digest, start, end)
+                data = await self.upstream.blob_range(
+                    d.registry, d.repository, d.digest, start, end
+                )
             else:
                 url = f"http://{a.address}/p2p/v1/blobs/{d.digest}/pieces/{a.piece}"
                 r = await self._peers.get(url, headers={TICKET_HEADER: ticket})
@@ -340,7 +354,10 @@ class Downloader:
             self.figures.pieces_from_peers += 1
             self.figures.bytes_from_peers += len(data)
         return PieceReport(
-            a.piece, True, sha256=sha, parent=a.parent if a.source == "peer" else None,
+            a.piece,
+            True,
+            sha256=sha,
+            parent=a.parent if a.source == "peer" else None,
             bytes=len(data),
         )
 

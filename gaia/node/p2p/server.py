@@ -53,7 +53,9 @@ from gaia.node.p2p.wire import Coordinator, CoordinatorUnavailable, ManifestSeen
 log = logging.getLogger(__name__)
 
 # the OCI distribution specification's repository name and reference grammar
-NAME = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
+NAME = re.compile(
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+)
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -76,7 +78,7 @@ def _upstream_error(exc: UpstreamError) -> Response:
     return _error(exc.status, code, str(exc), exc.headers)
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """``(start, end)`` with ``end`` exclusive, None for the whole blob, "unsatisfiable"."""
     if not header:
         return None
@@ -266,7 +268,11 @@ class Mirror:
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers)
-        body = chunks(start, end) if chunks is not None else self._download_chunks(download, start, end)
+        body = (
+            chunks(start, end)
+            if chunks is not None
+            else self._download_chunks(download, start, end)
+        )
         return StreamingResponse(body, status_code=status, headers=headers)
 
     def _file_chunks(self, digest: str, path: Path) -> Callable[[int, int], AsyncIterator[bytes]]:
@@ -396,9 +402,7 @@ def mirror_app(mirror: Mirror) -> Starlette:
 def peer_app(mirror: Mirror) -> Starlette:
     return Starlette(
         routes=[
-            Route(
-                "/p2p/v1/blobs/{digest}/pieces/{index:int}", mirror.piece, methods=["GET"]
-            ),
+            Route("/p2p/v1/blobs/{digest}/pieces/{index:int}", mirror.piece, methods=["GET"]),
         ]
     )
 

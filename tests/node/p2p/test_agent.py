@@ -1,0 +1,367 @@
+"""``gaia p2p-agent`` with real parts: Debian's docker-registry, the coordinator in a real Gaia
+API (uvicorn), agents as processes, skopeo and containerd's ``ctr`` pulling through them.
+
+What each test shows is in its name; the figures come from the agents' own ``/metrics`` and the
+coordinator's API, the bytes are checked against the registry's."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gaia.platform import Platform
+from tests.conftest import ADMIN_PASSWORD
+from tests.support.images import OCI_MANIFEST
+from tests.support.live import serve
+from tests.support.p2p import AgentProcess, Containerd, Registry, need, random_image
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+REPO = "p2p/app"
+LAYER_BYTES = int(2.5 * (1 << 20))  # three pieces of 1 MiB each (the last one short)
+BY_SOURCE = 'gaia_p2p_agent_bytes_total{source="%s"}'
+
+
+@dataclass
+class Image:
+    manifest: bytes
+    digest: str
+    blobs: dict[str, int]  # digest -> size (config and layers)
+
+    @property
+    def size(self) -> int:
+        return sum(self.blobs.values())
+
+
+def _push(registry: Registry, tag: str, seed: int) -> Image:
+    image = random_image(3, LAYER_BYTES, seed=seed)
+    registry.push(image, REPO, tag)
+    manifest = image.manifest()
+    blobs = {layer.blob.digest: len(layer.blob.data) for layer in image.layers}
+    blobs[image.config().digest] = len(image.config().data)
+    return Image(manifest.data, manifest.digest, blobs)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    reg = Registry(tmp_path_factory.mktemp("registry")).start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="module")
+def image(registry: Registry) -> Image:
+    return _push(registry, "v1", seed=1)
+
+
+@dataclass
+class Gaia:
+    origin: str
+    token: str
+    admin: dict[str, str]
+
+
+@pytest.fixture
+def gaia(platform: Platform) -> Iterator[Gaia]:
+    with serve(platform) as origin, httpx.Client(base_url=origin) as c:
+        r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        admin = {"Authorization": f"Bearer {r.json()['token']}"}
+        r = c.post(
+            "/api/v1/clusters",
+            json={"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+        token = c.get("/api/v1/clusters/sim-1/p2p/agent-token", headers=admin).json()["token"]
+        yield Gaia(origin, token, admin)
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.stop()
+
+
+def _agent(
+    agents: list[AgentProcess],
+    tmp_path: Path,
+    registry: Registry,
+    node: str,
+    gaia: Gaia | None = None,
+    *,
+    coordinator: str | None = None,
+    credentials: tuple[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+) -> AgentProcess:
+    spec: dict[str, object] = {"url": registry.url, "default": True}
+    if credentials:
+        spec["username"], spec["password"] = credentials
+    agent = AgentProcess(
+        node=node,
+        work=tmp_path / node,
+        registries={registry.host: spec},
+        coordinator=coordinator if coordinator is not None else (gaia.origin if gaia else ""),
+        cluster="sim-1",
+        token=gaia.token if gaia else "",
+        extra=extra,
+    )
+    agents.append(agent)
+    return agent.start()
+
+
+def _pull(mirror: str, registry: Registry, image: Image, tag: str = "v1") -> None:
+    """What a client does: the manifest by tag, then every blob, each checked by digest."""
+    with httpx.Client(base_url=f"http://{mirror}", timeout=60) as c:
+        ns = {"ns": registry.host}
+        r = c.get(f"/v2/{REPO}/manifests/{tag}", params=ns, headers={"Accept": OCI_MANIFEST})
+        assert r.status_code == 200, r.text
+        assert r.headers["Docker-Content-Digest"] == image.digest
+        assert r.content == image.manifest
+        for digest in image.blobs:
+            r = c.get(f"/v2/{REPO}/blobs/{digest}", params=ns)
+            assert r.status_code == 200, r.text
+            assert f"sha256:{hashlib.sha256(r.content).hexdigest()}" == digest
+
+
+def _wait_registered(agents: list[AgentProcess], gaia: Gaia) -> None:
+    deadline = time.monotonic() + 20
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+        while time.monotonic() < deadline:
+            items = c.get("/api/v1/clusters/sim-1/p2p/nodes").json()["items"]
+            if {i["node"] for i in items} >= {a.node for a in agents}:
+                return
+            time.sleep(0.1)
+    raise AssertionError("the agents did not register with the coordinator")
+
+
+def test_three_agents_pulling_at_once_read_each_piece_from_the_registry_once(
+    registry: Registry, image: Image, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    nodes = [_agent(agents, tmp_path, registry, f"n{i}", gaia) for i in range(3)]
+    _wait_registered(nodes, gaia)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        for done in [pool.submit(_pull, n.mirror, registry, image) for n in nodes]:
+            done.result()
+    figures = [n.metrics() for n in nodes]
+    from_registry = sum(f[BY_SOURCE % "registry"] for f in figures)
+    from_peers = sum(f[BY_SOURCE % "peer"] for f in figures)
+    # every byte of the image left the registry exactly once; the other two copies came from
+    # peers (the manifest went to the registry by tag, as tags move, and is not counted here)
+    assert from_registry == image.size
+    assert from_peers == 2 * image.size
+    assert sum(f["gaia_p2p_agent_uploaded_bytes_total"] for f in figures) == from_peers
+    # the coordinator's view, as the console shows it
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+        items = c.get("/api/v1/clusters/sim-1/p2p/images").json()["items"]
+    (row,) = [i for i in items if i["repository"] == REPO and i["digest"] == image.digest]
+    assert row["bytes_from_registry"] == image.size
+    assert row["bytes_from_peers"] == 2 * image.size
+    assert sorted(row["nodes"]) == ["n0", "n1", "n2"]
+
+
+def test_the_mirror_answers_as_the_registry_does(
+    registry: Registry, image: Image, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    # no coordinator at all: a caching mirror straight from the registry
+    agent = _agent(agents, tmp_path, registry, "solo")
+    layer = next(d for d, size in image.blobs.items() if size > 1 << 20)
+    size = image.blobs[layer]
+    with (
+        httpx.Client(base_url=f"http://{agent.mirror}", timeout=30) as mirror,
+        httpx.Client(base_url=registry.url, timeout=30) as direct,
+    ):
+        path = f"/v2/{REPO}/blobs/{layer}"
+        for attempt in range(2):  # the first from the registry, the second from the cache
+            head = mirror.head(path)
+            assert head.status_code == 200, (attempt, head.text)
+            assert head.headers["Docker-Content-Digest"] == layer
+            assert int(head.headers["Content-Length"]) == size
+            for spec, start, end in (
+                ("bytes=10-99", 10, 100),
+                ("bytes=-5", size - 5, size),
+                (f"bytes={size - 3}-", size - 3, size),
+                (f"bytes=0-{size + 100}", 0, size),
+            ):
+                got = mirror.get(path, headers={"Range": spec})
+                want = direct.get(path, headers={"Range": spec})
+                assert got.status_code == want.status_code == 206, spec
+                assert got.content == want.content, spec
+                assert got.headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
+            bad = mirror.get(path, headers={"Range": f"bytes={size}-"})
+            assert bad.status_code == 416
+            assert bad.headers["Content-Range"] == f"bytes */{size}"
+            assert mirror.get(path).content == direct.get(path).content
+        for reference in ("v1", image.digest):
+            ours = mirror.head(f"/v2/{REPO}/manifests/{reference}", headers={"Accept": OCI_MANIFEST})
+            theirs = direct.head(f"/v2/{REPO}/manifests/{reference}", headers={"Accept": OCI_MANIFEST})
+            assert ours.status_code == theirs.status_code == 200
+            for header in ("Docker-Content-Digest", "Content-Type", "Content-Length"):
+                assert ours.headers[header] == theirs.headers[header], (reference, header)
+        missing = mirror.get(f"/v2/{REPO}/blobs/sha256:{'0' * 64}")
+        assert missing.status_code == 404
+        assert missing.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+        assert mirror.get("/v2/UPPER/blobs/sha256:x").status_code == 404
+
+
+def test_with_the_coordinator_unreachable_the_agent_pulls_from_the_registry(
+    registry: Registry, image: Image, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    from tests.support.kube import free_port
+
+    agent = _agent(
+        agents, tmp_path, registry, "alone", coordinator=f"http://127.0.0.1:{free_port()}"
+    )
+    _pull(agent.mirror, registry, image)
+    figures = agent.metrics()
+    assert figures[BY_SOURCE % "registry"] == image.size
+    assert figures["gaia_p2p_agent_coordinator_fallbacks_total"] >= len(image.blobs)
+
+
+def test_a_peer_without_the_coordinators_ticket_is_refused(
+    registry: Registry, image: Image, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    agent = _agent(agents, tmp_path, registry, "holder", gaia)
+    _wait_registered([agent], gaia)
+    _pull(agent.mirror, registry, image)
+    layer = next(iter(image.blobs))
+    url = f"http://{agent.peer}/p2p/v1/blobs/{layer}/pieces/0"
+    assert httpx.get(url).status_code == 403
+    forged = f"thief.{layer}.{int(time.time()) + 60}.{'0' * 64}"
+    assert httpx.get(url, headers={"X-Gaia-Ticket": forged}).status_code == 403
+    assert agent.metrics()["gaia_p2p_agent_tickets_refused_total"] == 2
+
+
+def test_a_private_repository_is_served_only_with_the_agents_own_credentials(
+    tmp_path: Path, gaia: Gaia, agents: list[AgentProcess]
+) -> None:
+    private = Registry(tmp_path / "private", users={"puller": "s3cret"}).start()
+    try:
+        secret = _push(private, "v1", seed=7)
+        allowed = _agent(agents, tmp_path, private, "allowed", gaia, credentials=("puller", "s3cret"))
+        stranger = _agent(agents, tmp_path, private, "stranger", gaia)
+        wrong = _agent(agents, tmp_path, private, "wrong", gaia, credentials=("puller", "nope"))
+        _wait_registered([allowed, stranger, wrong], gaia)
+        _pull(allowed.mirror, private, secret)
+        # the blobs are in the swarm now; the others may still not have them
+        for agent in (stranger, wrong):
+            for digest in secret.blobs:
+                r = httpx.get(
+                    f"http://{agent.mirror}/v2/{REPO}/blobs/{digest}",
+                    params={"ns": private.host},
+                )
+                assert r.status_code == 401, r.text
+                assert r.headers["WWW-Authenticate"].startswith("Basic")
+            r = httpx.get(
+                f"http://{agent.mirror}/v2/{REPO}/manifests/{secret.digest}",
+                params={"ns": private.host},
+            )
+            assert r.status_code == 401, r.text
+            assert agent.metrics()[BY_SOURCE % "peer"] == 0
+    finally:
+        private.stop()
+
+
+def test_a_corrupt_parent_is_caught_and_the_piece_comes_from_elsewhere(
+    registry: Registry, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    image = _push(registry, "corrupt", seed=3)
+    first = _agent(agents, tmp_path, registry, "first", gaia)
+    _wait_registered([first], gaia)
+    _pull(first.mirror, registry, image, tag="corrupt")
+    # flip one byte of one cached layer on the first node: it now serves a corrupt piece
+    layer = next(d for d, size in image.blobs.items() if size > 1 << 20)
+    cached = first.work / "cache" / "blobs" / layer.removeprefix("sha256:")
+    data = bytearray(cached.read_bytes())
+    data[5] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    second = _agent(agents, tmp_path, registry, "second", gaia)
+    _wait_registered([second], gaia)
+    _pull(second.mirror, registry, image, tag="corrupt")  # still byte-exact
+    figures = second.metrics()
+    assert figures["gaia_p2p_agent_pieces_corrupt_total"] == 1
+    # the bad piece came again from the registry (the only other copy), the rest from the peer
+    assert figures[BY_SOURCE % "registry"] == 1 << 20
+    assert figures[BY_SOURCE % "peer"] == image.size - (1 << 20)
+
+
+def test_a_parent_killed_mid_transfer_is_replaced(
+    registry: Registry, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    image = _push(registry, "killed", seed=5)
+    # the parent uploads slowly, so the child is mid-piece when the parent dies
+    slow = _agent(agents, tmp_path, registry, "slow", gaia, extra=("--upload-rate", "262144"))
+    _wait_registered([slow], gaia)
+    _pull(slow.mirror, registry, image, tag="killed")
+    child = _agent(agents, tmp_path, registry, "child", gaia)
+    _wait_registered([child], gaia)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pulling = pool.submit(_pull, child.mirror, registry, image, "killed")
+        time.sleep(1.5)
+        slow.kill()
+        pulling.result(timeout=90)  # byte-exact, through the registry for what was missing
+    figures = child.metrics()
+    assert figures["gaia_p2p_agent_pieces_failed_total"] >= 1
+    assert figures[BY_SOURCE % "peer"] + figures[BY_SOURCE % "registry"] == image.size
+
+
+def test_skopeo_copies_an_image_through_the_agent(
+    registry: Registry, image: Image, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    agent = _agent(agents, tmp_path, registry, "skopeo")
+    out = tmp_path / "copied"
+    result = subprocess.run(
+        [
+            need("skopeo"), "copy", "--src-tls-verify=false",
+            f"docker://{agent.mirror}/{REPO}:v1", f"dir:{out}",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "manifest.json").read_bytes()) == json.loads(image.manifest)
+    for digest in image.blobs:
+        copied = (out / digest.removeprefix("sha256:")).read_bytes()
+        assert f"sha256:{hashlib.sha256(copied).hexdigest()}" == digest
+    assert agent.metrics()["gaia_p2p_agent_blobs_completed_total"] == len(image.blobs)
+
+
+def test_containerd_pulls_through_the_agent_and_past_it_when_it_is_dead(
+    registry: Registry, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    first = _push(registry, "ctr-1", seed=11)
+    second = _push(registry, "ctr-2", seed=12)
+    agent = _agent(agents, tmp_path, registry, "ctr", gaia)
+    containerd = Containerd(tmp_path / "containerd").start()
+    try:
+        hosts = containerd.hosts(registry.host, agent.mirror, registry_url=registry.url)
+        pulled = containerd.pull(f"{registry.host}/{REPO}:ctr-1", hosts)
+        assert pulled.returncode == 0, pulled.stderr
+        figures = agent.metrics()
+        assert figures["gaia_p2p_agent_blobs_completed_total"] == len(first.blobs)
+        # the agent dies: containerd tries it, fails, and takes the next host, the registry
+        agent.kill()
+        pulled = containerd.pull(f"{registry.host}/{REPO}:ctr-2", hosts)
+        assert pulled.returncode == 0, pulled.stderr
+        listed = subprocess.run(
+            [need("ctr"), "--address", str(containerd.socket), "--namespace", "p2p-test",
+             "images", "list", "--quiet"],  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert f"{registry.host}/{REPO}:ctr-2" in listed
+        assert second.digest  # pulled past the dead mirror
+    finally:
+        containerd.stop()
