@@ -123,15 +123,17 @@ class Download:
                     or (self.part is not None and self.part.has(index))
                 )
             )
-        if self.path is not None:
-            start, end = piece_range(index, self.size, self.piece)
-            with self.path.open("rb") as f:
-                f.seek(start)
-                return f.read(end - start)
-        if self.error is not None:
-            raise self.error
-        assert self.part is not None
-        return self.part.read_piece(index)
+        if self.path is None and self.error is None:
+            assert self.part is not None
+            try:
+                return self.part.read_piece(index)
+            except FileNotFoundError:
+                pass  # finished meanwhile: the file moved into the cache (or was dropped)
+        path = await self.wait()
+        start, end = piece_range(index, self.size, self.piece)
+        with path.open("rb") as f:
+            f.seek(start)
+            return f.read(end - start)
 
     async def wait(self) -> Path:
         async with self.changed:
@@ -206,7 +208,10 @@ class Downloader:
                 return f.read(end - start)
         download = self.active.get(digest)
         if download is not None and download.part is not None and download.part.has(index):
-            return download.part.read_piece(index)
+            try:
+                return download.part.read_piece(index)
+            except FileNotFoundError:  # finished meanwhile: it is in the cache now
+                return self.piece_held(digest, index) if self.cache.size(digest) else None
         return None
 
     # ------------------------------------------------------------------ one download
@@ -340,7 +345,8 @@ class Downloader:
             return PieceReport(a.piece, False, parent=a.parent, reason=reason)
         except UpstreamError as exc:
             self.figures.pieces_failed += 1
-            return PieceReport(a.piece, False, parent=None, reason=f"registry: {exc}"[:200])
+            log.warning("p2p: piece %d of %s from the registry: %s", a.piece, d.digest, exc)
+            return PieceReport(a.piece, False, parent=None, reason="registry")
         sha = hashlib.sha256(data).hexdigest()
         if len(data) != end - start or (a.source == "peer" and expected and sha != expected):
             self.figures.pieces_corrupt += 1
@@ -370,7 +376,7 @@ class Downloader:
             async with gate:
                 report = await self._fetch(d, Assignment(index, "registry"), None, "")
                 if not report.ok:
-                    raise UpstreamError(502, f"{d.digest}: piece {index}: {report.reason}")
+                    raise UpstreamError(502, f"{d.digest}: piece {index} failed ({report.reason})")
                 await d._notify()
 
         await asyncio.gather(*(one(i) for i in d.part.missing()))
