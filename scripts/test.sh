@@ -6,7 +6,8 @@
 # - Debian packages: PostgreSQL (the suite runs every database test on SQLite and on a real
 #   PostgreSQL server that the tests start themselves); kubectl (kubernetes-client) when none is
 #   on PATH; containerd, runc, containernetworking-plugins, docker-registry and busybox-static
-#   for the real worker node (a kubelet running real containers, tests/support/node.py).
+#   for the real worker node (a kubelet running real containers, tests/support/node.py);
+#   skopeo, which copies images through the P2P agent (tests/node/p2p).
 # - The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #   KWOK, and the kubelet of the real node) built from pinned Go modules by
 #   scripts/build-control-plane.sh into ~/.cache (minutes the first time, nothing the next).
@@ -25,7 +26,7 @@ if ! command -v kubectl >/dev/null 2>&1; then need_apt+=(kubernetes-client); fi
 if ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
 # the real test node (tests/support/node.py): container runtime, CNI plugins, image registry and
 # the static busybox the test images are made of
-for pkg in containerd runc containernetworking-plugins docker-registry busybox-static \
+for pkg in containerd runc containernetworking-plugins docker-registry busybox-static skopeo \
   prometheus prometheus-alertmanager chromium; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_apt+=("$pkg")

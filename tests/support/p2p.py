@@ -97,7 +97,9 @@ class Registry:
                 for user, pw in self.users.items()
             ]
             (self.work / "htpasswd").write_text("\n".join(lines) + "\n")
-            config["auth"] = {"htpasswd": {"realm": "gaia-test", "path": str(self.work / "htpasswd")}}
+            config["auth"] = {
+                "htpasswd": {"realm": "gaia-test", "path": str(self.work / "htpasswd")}
+            }
         (self.work / "registry.yaml").write_text(yaml.safe_dump(config))
         log = self.work / "registry.log"
         self.process = subprocess.Popen(
@@ -145,7 +147,9 @@ def random_layer(size: int, seed: int) -> Layer:
     packed = io.BytesIO()
     with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, compresslevel=1) as gz:
         gz.write(tar_bytes)
-    return Layer(Blob(OCI_LAYER, packed.getvalue()), f"sha256:{hashlib.sha256(tar_bytes).hexdigest()}")
+    return Layer(
+        Blob(OCI_LAYER, packed.getvalue()), f"sha256:{hashlib.sha256(tar_bytes).hexdigest()}"
+    )
 
 
 def random_image(layers: int, size: int, *, seed: int = 17) -> OciImage:
@@ -266,9 +270,18 @@ class Containerd:
     def pull(self, reference: str, hosts_dir: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                need("ctr"), "--address", str(self.socket), "--namespace", "p2p-test",
-                "images", "pull", "--hosts-dir", str(hosts_dir), "--plain-http", reference,
-            ],  # fmt: skip
+                need("ctr"),
+                "--address",
+                str(self.socket),
+                "--namespace",
+                "p2p-test",
+                "images",
+                "pull",
+                "--hosts-dir",
+                str(hosts_dir),
+                "--plain-http",
+                reference,
+            ],
             capture_output=True,
             text=True,
             timeout=120,

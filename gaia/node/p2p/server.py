@@ -168,7 +168,12 @@ class Mirror:
         key = (registry.host, name, digest)
         if self.upstream._access.get(key, 0.0) > time.monotonic():
             return
-        r = await self.upstream.request(registry, "HEAD", f"/v2/{name}/manifests/{digest}")
+        r = await self.upstream.request(
+            registry,
+            "HEAD",
+            f"/v2/{name}/manifests/{digest}",
+            headers={"Accept": ", ".join(MANIFEST_TYPES)},  # else OCI manifests are "unknown"
+        )
         if r.status_code != 200:
             raise UpstreamError(
                 r.status_code if r.status_code in (401, 403, 404) else 502,

@@ -26,13 +26,13 @@ from tests.support.live import serve
 from tests.support.p2p import AgentProcess, Containerd, Registry, need, random_image
 
 
-
 @pytest.fixture
 def database_url(tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite only: what is tested here is the agent, not the platform's database."""
     path = tmp_path / "gaia.db"
     shutil.copy(sqlite_template, path)
     return f"sqlite:///{path}"
+
 
 REPO = "p2p/app"
 LAYER_BYTES = int(2.5 * (1 << 20))  # three pieces of 1 MiB each (the last one short)
@@ -211,8 +211,12 @@ def test_the_mirror_answers_as_the_registry_does(
             assert bad.headers["Content-Range"] == f"bytes */{size}"
             assert mirror.get(path).content == direct.get(path).content
         for reference in ("v1", image.digest):
-            ours = mirror.head(f"/v2/{REPO}/manifests/{reference}", headers={"Accept": OCI_MANIFEST})
-            theirs = direct.head(f"/v2/{REPO}/manifests/{reference}", headers={"Accept": OCI_MANIFEST})
+            ours = mirror.head(
+                f"/v2/{REPO}/manifests/{reference}", headers={"Accept": OCI_MANIFEST}
+            )
+            theirs = direct.head(
+                f"/v2/{REPO}/manifests/{reference}", headers={"Accept": OCI_MANIFEST}
+            )
             assert ours.status_code == theirs.status_code == 200
             for header in ("Docker-Content-Digest", "Content-Type", "Content-Length"):
                 assert ours.headers[header] == theirs.headers[header], (reference, header)
@@ -256,7 +260,9 @@ def test_a_private_repository_is_served_only_with_the_agents_own_credentials(
     private = Registry(tmp_path / "private", users={"puller": "s3cret"}).start()
     try:
         secret = _push(private, "v1", seed=7)
-        allowed = _agent(agents, tmp_path, private, "allowed", gaia, credentials=("puller", "s3cret"))
+        allowed = _agent(
+            agents, tmp_path, private, "allowed", gaia, credentials=("puller", "s3cret")
+        )
         stranger = _agent(agents, tmp_path, private, "stranger", gaia)
         wrong = _agent(agents, tmp_path, private, "wrong", gaia, credentials=("puller", "nope"))
         _wait_registered([allowed, stranger, wrong], gaia)
@@ -330,9 +336,12 @@ def test_skopeo_copies_an_image_through_the_agent(
     out = tmp_path / "copied"
     result = subprocess.run(
         [
-            need("skopeo"), "copy", "--src-tls-verify=false",
-            f"docker://{agent.mirror}/{REPO}:v1", f"dir:{out}",
-        ],  # fmt: skip
+            need("skopeo"),
+            "copy",
+            "--src-tls-verify=false",
+            f"docker://{agent.mirror}/{REPO}:v1",
+            f"dir:{out}",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -363,8 +372,16 @@ def test_containerd_pulls_through_the_agent_and_past_it_when_it_is_dead(
         pulled = containerd.pull(f"{registry.host}/{REPO}:ctr-2", hosts)
         assert pulled.returncode == 0, pulled.stderr
         listed = subprocess.run(
-            [need("ctr"), "--address", str(containerd.socket), "--namespace", "p2p-test",
-             "images", "list", "--quiet"],  # fmt: skip
+            [
+                need("ctr"),
+                "--address",
+                str(containerd.socket),
+                "--namespace",
+                "p2p-test",
+                "images",
+                "list",
+                "--quiet",
+            ],
             capture_output=True,
             text=True,
             check=True,
