@@ -224,6 +224,8 @@ class _Cluster:
     bytes_up: dict[str, int] = field(default_factory=dict)
     bytes_down: dict[str, int] = field(default_factory=dict)
     prewarms: OrderedDict[str, Prewarm] = field(default_factory=OrderedDict)
+    # pieces agents declared for blobs without a swarm: digest -> node -> pieces
+    declared: OrderedDict[str, dict[str, list[int]]] = field(default_factory=OrderedDict)
 
     def wake(self) -> None:
         """Wake every long-poll waiting now; later ones wait for the next change."""
@@ -316,7 +318,14 @@ class SwarmCoordinator:
             for digest, pieces in held.items():
                 if digest not in c.state.swarms and digest in c.retired:
                     self._revive(c, digest, now)
-                c.state.declare_held(node=node, digest=digest, pieces=pieces)
+                if digest in c.state.swarms:
+                    c.state.declare_held(node=node, digest=digest, pieces=pieces)
+                else:
+                    # no swarm yet (a coordinator that restarted): applied when one opens
+                    c.declared.setdefault(digest, {})[node] = list(pieces)
+                    c.declared.move_to_end(digest)
+                    while len(c.declared) > self.max_retired:
+                        c.declared.popitem(last=False)
             c.wake()
         jobs = [
             (p.id, str(p.image))
@@ -337,6 +346,8 @@ class SwarmCoordinator:
             else:
                 self._make_room(c)
         swarm = c.state.open(digest=digest, size=size, now=now)
+        for holder, pieces in c.declared.pop(digest, {}).items():
+            c.state.declare_held(node=holder, digest=digest, pieces=pieces)
         return TaskAnswer(
             digest=swarm.digest,
             size=swarm.size,
@@ -472,6 +483,8 @@ class SwarmCoordinator:
 
     def _forget(self, c: _Cluster, name: str) -> None:
         c.state.forget(name)
+        for nodes in c.declared.values():
+            nodes.pop(name, None)
         for retired in c.retired.values():
             retired.complete.discard(name)
         c.bytes_up.pop(name, None)

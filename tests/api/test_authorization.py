@@ -50,6 +50,8 @@ class Row:
             .replace("/users/viewer", "/users/{username}")
             .replace("/instance-configs/small", "/instance-configs/{name}")
             .replace("/tokens/999", "/tokens/{token_id}")
+            .replace(f"/{BLOB}", "/{digest}")
+            .replace("/prewarms/pw-0123456789abcdef", "/prewarms/{prewarm}")
             .replace("/records/1", "/records/{record_id}")
             .replace("/channels/1", "/channels/{channel_id}")
             .replace("/receivers/1", "/receivers/{receiver_id}")
@@ -70,6 +72,10 @@ class Row:
 BIZ = "/api/v1/businesses/alpha"
 APP = f"{BIZ}/apps/web"
 NODES = "/api/v1/clusters/sim-1/nodes"
+P2P = "/api/v1/clusters/sim-1/p2p"
+BLOB = "sha256:" + "a" * 64
+AGENT = {"node": "n1", "zone": "z1", "address": "10.0.0.1:7001", "upload_slots": 4}
+TASK = {"node": "n1", "registry": "r.io", "repository": "a/b", "digest": BLOB, "size": 1}
 V1 = {"name": "v1", "image": "shop/web:1", "resources": {"cpu": 1, "memory": 256}}
 V2 = {**V1, "name": "v2", "image": "shop/web:2"}
 APP_BODY = {"name": "other", "cluster": "sim-1", "templates": [V1], "replicas": 1}
@@ -244,6 +250,32 @@ TABLE = [
     Row("POST", f"{NODES}/sim-1-node-0/uncordon", ("platform-admin",), hidden_from=()),
     Row("POST", f"{NODES}/sim-1-node-0/drain", ("platform-admin",), hidden_from=()),
     Row("DELETE", f"{NODES}/sim-1-node-0", ("platform-admin",), hidden_from=()),
+    # P2P: the agents' calls take the cluster's agent token, never a user's (403 for all)
+    Row("POST", f"{P2P}/agents", (), AGENT, hidden_from=()),
+    Row("POST", f"{P2P}/tasks", (), TASK, hidden_from=()),
+    Row("POST", f"{P2P}/tasks/{BLOB}/schedule", (), {"node": "n1", "want": 1}, hidden_from=()),
+    Row("POST", f"{P2P}/tasks/{BLOB}/reports", (), {"node": "n1", "reports": []}, hidden_from=()),
+    Row("POST", f"{P2P}/tasks/{BLOB}/done", (), {"node": "n1", "ok": True}, hidden_from=()),
+    Row(
+        "POST",
+        f"{P2P}/manifests",
+        (),
+        {**TASK, "reference": "v1", "media_type": "a/b"},
+        hidden_from=(),
+    ),
+    # the users' side: the figures for everyone who sees the cluster, the rest for admins
+    Row("GET", f"{P2P}/agent-token", ("platform-admin",), hidden_from=()),
+    Row("GET", f"{P2P}/images", ALL, hidden_from=()),
+    Row("GET", f"{P2P}/nodes", ALL, hidden_from=()),
+    Row(
+        "POST",
+        f"{P2P}/prewarms",
+        ("platform-admin",),
+        {"image": "r.io/a/b:v1", "nodes": ["n1"]},
+        hidden_from=(),
+    ),
+    # a prewarm that does not exist: 404 for everyone (ids are random)
+    Row("GET", f"{P2P}/prewarms/pw-0123456789abcdef", (), hidden_from=ALL),
     Row(
         "POST",
         "/api/v1/clusters/sim-1/sim/faults",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gaia.monitor.metrics import catalogue
 from tests.conftest import World
 
 P2P = "/api/v1/clusters/sim-1/p2p"
@@ -118,6 +119,12 @@ def test_a_blob_is_fetched_from_the_registry_once_then_from_peers(world: World) 
     assert 'gaia_p2p_registry_assignments_total{cluster="sim-1"} 3.0' in metrics
     assert 'gaia_p2p_bytes_total{cluster="sim-1",source="registry"} 3.145728e+06' in metrics
     assert 'gaia_p2p_agents{cluster="sim-1"} 2.0' in metrics
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in metrics.splitlines()
+        if line.startswith("gaia_p2p_")
+    }
+    assert len(names) == 9 and all(catalogue.lookup(n) for n in names), names
 
 
 def test_an_unregistered_node_or_unknown_blob_is_404(world: World) -> None:

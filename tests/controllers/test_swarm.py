@@ -231,3 +231,17 @@ def test_unregistered_nodes_are_told_to_register() -> None:
     coord, _ = coordinator()
     with pytest.raises(NotFound, match="POST agents"):
         coord.open_task(KEY, node="ghost", digest=LAYER, size=MiB)
+
+
+def test_pieces_declared_before_the_swarm_opens_are_held_when_it_does() -> None:
+    async def scenario() -> None:
+        coord, _ = coordinator()  # a coordinator that just restarted: no swarms
+        coord.register(
+            KEY, node="a", zone="z1", address="a:7000", upload_slots=4, held={LAYER: [0, 1]}
+        )
+        join(coord, "b")
+        coord.open_task(KEY, node="b", digest=LAYER, size=2 * MiB)
+        answer = await coord.schedule(KEY, node="b", digest=LAYER, want=2, wait_s=0)
+        assert [(g.source, g.parent) for g in answer.grants] == [("peer", "a")] * 2
+
+    asyncio.run(scenario())

@@ -78,6 +78,8 @@ def test_every_list_answers_items_and_next_cursor(world: World) -> None:
     app = f"{BIZ}/apps/web"
     for path in (
         "/api/v1/clusters/sim-1/nodes",
+        "/api/v1/clusters/sim-1/p2p/nodes",
+        "/api/v1/clusters/sim-1/p2p/images",
         f"{BIZ}/apps",
         f"{app}/instances",
         f"{app}/upgrades",
