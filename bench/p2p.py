@@ -1,0 +1,488 @@
+"""P2P image distribution: Gaia's agents against direct pulls and libtorrent, on shaped links.
+
+Run ``.venv/bin/python bench/p2p.py`` from the repository root, as root (``--quick`` for a small
+smoke run, ``--help`` for the sizes). In one run, on one machine:
+
+1. a test bed of network namespaces on a bridge (``tests/support/netns.py``): one for the
+   registry (Debian's ``docker-registry``; its uplink ``u_s`` shaped with tc HTB) and one per node
+   (uplink ``u`` and downlink ``d`` shaped); the platform (``gaia up``) listens on the bridge;
+2. an image of F bytes in ``--layers`` incompressible layers pushed to the registry;
+3. for each N and start mode (all at once, or staggered uniformly over ``F/d``), with fresh
+   caches and a fresh platform each time:
+   - **direct**: each node pulls from the registry (``bench/p2p_pull.py``, three blobs at once
+     like containerd);
+   - **Gaia**: each node runs ``gaia p2p-agent`` and the same puller pulls through it;
+   - **libtorrent** (``bench/p2p_torrent.py``): each node joins one torrent per layer, the peers
+     given, the registry as web seed on one node; its metainfo (every piece hash) is handed over
+     for free, which a real deployment could not do without reading each layer first;
+4. per run: p50/p95/max time to a complete pull, measured from the run's start (so a staggered
+   node's wait counts as the time its pull started, not against it: the figure is "when did the
+   last node have the image"), the registry's egress (bytes it put on its link), and the fluid
+   lower bound ``max(F/u_s, F/d, N·F/(u_s + N·u))`` for all-at-once starts.
+
+Goals (issue 17): egress ≤ 1.1 × F at every N, time to the last node ≤ 1.3 × the bound, and at
+N = 32 egress and time cut by more than 97 % and 83.5 % against direct pulls. The output says
+which were met. The machine has two cores: the output reports the CPU use of each run, and a run
+at over 90 % of both cores was limited by the CPU, not by the links.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import yaml
+
+from tests.support.images import RegistryClient
+from tests.support.netns import BRIDGE_IP, Host, NetBed
+from tests.support.p2p import random_image
+
+REPO = "bench/app"
+TAG = "v1"
+PY = sys.executable
+BENCH = Path(__file__).resolve().parent
+ADMIN_PASSWORD = "bench-admin-password-1"
+REGISTRY_PORT = 5000
+MIRROR = "127.0.0.1:65001"
+PEER_PORT = 65002
+TORRENT_PORT = 6881
+
+
+@dataclass
+class Run:
+    engine: str
+    n: int
+    mode: str
+    times: list[float]
+    egress: int
+    cpu: float  # share of the machine's cores busy during the run
+    failed: int = 0
+
+    @property
+    def last(self) -> float:
+        return max(self.times) if self.times else float("nan")
+
+    def pct(self, q: float) -> float:
+        if not self.times:
+            return float("nan")
+        ordered = sorted(self.times)
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+@dataclass
+class Bench:
+    bed: NetBed
+    registry: Host
+    nodes: list[Host]
+    work: Path
+    image_size: int
+    blobs: dict[str, Path]
+    node_bps: int
+    registry_bps: int
+    runs: list[Run] = field(default_factory=list)
+
+
+def _cpu() -> tuple[float, float]:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [float(v) for v in fields]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+@contextlib.contextmanager
+def cpu_meter() -> Iterator[list[float]]:
+    out: list[float] = []
+    busy0, total0 = _cpu()
+    yield out
+    busy1, total1 = _cpu()
+    out.append((busy1 - busy0) / max(total1 - total0, 1.0))
+
+
+def start_registry(bench_bed: NetBed, host: Host, work: Path) -> subprocess.Popen[bytes]:
+    config = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(work / "registry")}},
+        "http": {"addr": f"0.0.0.0:{REGISTRY_PORT}", "secret": os.urandom(16).hex()},
+    }
+    (work / "registry.yaml").write_text(yaml.safe_dump(config))
+    process = bench_bed.run(
+        host,
+        [
+            shutil.which("docker-registry") or "docker-registry",
+            "serve",
+            str(work / "registry.yaml"),
+        ],
+        stdout=(work / "registry.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://{host.ip}:{REGISTRY_PORT}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/v2/", timeout=2).status_code == 200:
+                return process
+        time.sleep(0.2)
+    raise RuntimeError("docker-registry did not start in its namespace")
+
+
+def offsets(n: int, mode: str, window: float, rng: random.Random) -> list[float]:
+    if mode == "simultaneous":
+        return [0.0] * n
+    return sorted(rng.uniform(0, window) for _ in range(n))
+
+
+def run_pullers(
+    b: Bench, hosts: list[Host], starts: list[float], base: str, ns: str, tag: str
+) -> tuple[list[float], int]:
+    """Start the puller on each host at its offset; times measured from the common start."""
+    results: list[float] = [float("nan")] * len(hosts)
+    failed = [0]
+    begun = time.monotonic()
+
+    def one(i: int) -> None:
+        delay = starts[i] - (time.monotonic() - begun)
+        if delay > 0:
+            time.sleep(delay)
+        out = b.work / f"pull-{i}.json"
+        out.unlink(missing_ok=True)
+        argv = [PY, str(BENCH / "p2p_pull.py"), base, REPO, tag, "--out", str(out)]
+        if ns:
+            argv += ["--ns", ns]
+        done = b.bed.run(hosts[i], argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, err = done.communicate(timeout=3600)
+        if done.returncode == 0:
+            results[i] = time.monotonic() - begun
+        else:
+            failed[0] += 1
+            print(f"  pull on {hosts[i].name} failed: {err.decode()[-300:]}", file=sys.stderr)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(hosts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [r for r in results if r == r], failed[0]
+
+
+@contextlib.contextmanager
+def gaia_platform(work: Path) -> Iterator[tuple[str, str]]:
+    """``gaia up`` on the bridge with a fresh data dir; yields (origin, agent token)."""
+    data = Path(tempfile.mkdtemp(prefix="gaia-", dir=work))
+    port = 18080
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
+    env["GAIA_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    gaia = Path(PY).with_name("gaia")
+    process = subprocess.Popen(
+        [
+            str(gaia),
+            "up",
+            "--host",
+            BRIDGE_IP,
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data),
+            "--no-demo",
+        ],  # fmt: skip
+        env=env,
+        stdout=(data / "server.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    origin = f"http://{BRIDGE_IP}:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{origin}/api/healthz", timeout=2).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((data / "server.log").read_text()[-2000:])
+            time.sleep(0.2)
+        with httpx.Client(base_url=origin, timeout=30) as c:
+            r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+            admin = {"Authorization": f"Bearer {r.json()['token']}"}
+            r = c.post(
+                "/api/v1/clusters",
+                json={"name": "bench", "kind": "sim", "region": "r", "zone": "z"},
+                headers=admin,
+            )
+            r.raise_for_status()
+            token = c.get("/api/v1/clusters/bench/p2p/agent-token", headers=admin).json()["token"]
+        yield origin, token
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=20)
+        if process.poll() is None:
+            process.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def run_direct(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
+    before = b.bed.sent(b.registry)
+    with cpu_meter() as cpu:
+        times, failed = run_pullers(
+            b, b.nodes[:n], starts, f"http://{b.registry.ip}:{REGISTRY_PORT}", "", TAG
+        )
+    return Run("direct", n, mode, times, b.bed.sent(b.registry) - before, cpu[0], failed)
+
+
+def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
+    registry = f"{b.registry.ip}:{REGISTRY_PORT}"
+    with gaia_platform(b.work) as (origin, token):
+        agents = []
+        (b.work / "token").write_text(token)
+        (b.work / "registries.json").write_text(
+            json.dumps({registry: {"url": f"http://{registry}", "default": True}})
+        )
+        try:
+            for i, host in enumerate(b.nodes[:n]):
+                cache = b.work / f"cache-{i}"
+                shutil.rmtree(cache, ignore_errors=True)
+                argv = [
+                    str(Path(PY).with_name("gaia")), "p2p-agent", "--node-name", host.name,
+                    "--zone", "z1", "--listen", MIRROR, "--peer-listen", f"0.0.0.0:{PEER_PORT}",
+                    "--advertise-address", f"{host.ip}:{PEER_PORT}", "--coordinator", origin,
+                    "--cluster", "bench", "--token-file", str(b.work / "token"),
+                    "--registries-file", str(b.work / "registries.json"),
+                    "--cache-dir", str(cache),
+                ]  # fmt: skip
+                log = (b.work / f"agent-{i}.log").open("wb")
+                agents.append(b.bed.run(host, argv, stdout=log, stderr=subprocess.STDOUT))
+            _wait_agents(origin, n)
+            before = b.bed.sent(b.registry)
+            with cpu_meter() as cpu:
+                times, failed = run_pullers(
+                    b, b.nodes[:n], starts, f"http://{MIRROR}", registry, TAG
+                )
+            egress = b.bed.sent(b.registry) - before
+        finally:
+            for agent in agents:
+                agent.terminate()
+            for agent in agents:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    agent.wait(timeout=10)
+                if agent.poll() is None:
+                    agent.kill()
+    return Run("gaia", n, mode, times, egress, cpu[0], failed)
+
+
+def _wait_agents(origin: str, n: int) -> None:
+    with httpx.Client(base_url=origin, timeout=10) as c:
+        r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        admin = {"Authorization": f"Bearer {r.json()['token']}"}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            body = c.get("/api/v1/clusters/bench/p2p/nodes", params={"limit": 500}, headers=admin)
+            if len(body.json()["items"]) >= n:
+                return
+            time.sleep(0.2)
+    raise RuntimeError(f"fewer than {n} agents registered in 60 s")
+
+
+def run_torrent(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
+    torrents = b.work / "torrents"
+    hosts = b.nodes[:n]
+    procs: list[subprocess.Popen[bytes]] = []
+    status = [b.work / f"torrent-{i}.json" for i in range(n)]
+    for s in status:
+        s.unlink(missing_ok=True)
+    before = b.bed.sent(b.registry)
+    begun = time.monotonic()
+    with cpu_meter() as cpu:
+        try:
+            order = sorted(range(n), key=lambda i: starts[i])
+            for i in order:
+                delay = starts[i] - (time.monotonic() - begun)
+                if delay > 0:
+                    time.sleep(delay)
+                save = b.work / f"save-{i}"
+                shutil.rmtree(save, ignore_errors=True)
+                peers = ",".join(f"{h.ip}:{TORRENT_PORT}" for j, h in enumerate(hosts) if j != i)
+                argv = [PY, str(BENCH / "p2p_torrent.py"), "run", "--torrents", str(torrents),
+                        "--save-dir", str(save), "--port", str(TORRENT_PORT), "--peers", peers,
+                        "--status", str(status[i])]  # fmt: skip
+                if i == order[0]:
+                    argv += [
+                        "--web-seed",
+                        f"http://{b.registry.ip}:{REGISTRY_PORT}/v2/{REPO}/blobs",
+                    ]
+                log = (b.work / f"torrent-{i}.log").open("wb")
+                procs.append(b.bed.run(hosts[i], argv, stdout=log, stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + 3600
+            done: dict[int, float] = {}
+            while len(done) < n and time.monotonic() < deadline:
+                for i, s in enumerate(status):
+                    if i not in done and s.exists():
+                        done[i] = time.monotonic() - begun
+                time.sleep(0.1)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=10)
+    return Run(
+        "libtorrent",
+        n,
+        mode,
+        list(done.values()),
+        b.bed.sent(b.registry) - before,
+        cpu[0],
+        n - len(done),
+    )
+
+
+def bound(b: Bench, n: int) -> float:
+    f = b.image_size * 8  # bits
+    u_s, d, u = b.registry_bps, b.node_bps, b.node_bps
+    return max(f / u_s, f / d, n * f / (u_s + n * u))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="F ≈ 20 MB, N in {2, 4}")
+    parser.add_argument("--nodes", default="2,4,8,16,32")
+    parser.add_argument("--layers", type=int, default=5)
+    parser.add_argument("--layer-mb", type=float, default=40.0)
+    parser.add_argument("--node-mbit", type=float, default=20.0, help="u and d of every node")
+    parser.add_argument("--registry-mbit", type=float, default=200.0, help="u_s")
+    parser.add_argument("--modes", default="simultaneous,staggered")
+    parser.add_argument("--engines", default="gaia,direct,libtorrent")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", help="write every run here")
+    args = parser.parse_args()
+    if args.quick:
+        args.nodes, args.layer_mb = "2,4", 4.0
+    ns_list = [int(x) for x in args.nodes.split(",")]
+    engines = args.engines.split(",")
+    work = Path(tempfile.mkdtemp(prefix="gaia-p2p-bench-"))
+    bed = NetBed().start()
+    registry_process = None
+    try:
+        node_bps, reg_bps = int(args.node_mbit * 1e6), int(args.registry_mbit * 1e6)
+        reg = bed.add("reg", up_bps=reg_bps, down_bps=10_000_000_000)
+        nodes = [bed.add(f"n{i}", up_bps=node_bps, down_bps=node_bps) for i in range(max(ns_list))]
+        registry_process = start_registry(bed, reg, work)
+        image = random_image(args.layers, int(args.layer_mb * 1e6), seed=args.seed)
+        client = RegistryClient(url=f"http://{reg.ip}:{REGISTRY_PORT}", host=reg.ip)
+        client.push(image, repository=REPO, tag=TAG)
+        client.close()
+        blobs_dir = work / "blobs"
+        blobs_dir.mkdir()
+        blobs = {}
+        for layer in image.layers:
+            path = blobs_dir / layer.blob.digest.removeprefix("sha256:")
+            path.write_bytes(layer.blob.data)
+            blobs[layer.blob.digest] = path
+        size = sum(len(layer.blob.data) for layer in image.layers) + len(image.config().data)
+        size += len(image.manifest().data)
+        if "libtorrent" in engines:
+            subprocess.run(
+                [
+                    PY,
+                    str(BENCH / "p2p_torrent.py"),
+                    "make",
+                    "--out",
+                    str(work / "torrents"),
+                    *map(str, blobs.values()),
+                ],  # fmt: skip
+                check=True,
+            )
+        b = Bench(bed, reg, nodes, work, size, blobs, node_bps, reg_bps)
+        print(
+            f"image {size / 1e6:.1f} MB in {args.layers} layers; node links {args.node_mbit:g} "
+            f"Mbit/s up and down; registry uplink {args.registry_mbit:g} Mbit/s",
+            flush=True,
+        )
+        rng = random.Random(args.seed)
+        window = size * 8 / node_bps
+        for n in ns_list:
+            for mode in args.modes.split(","):
+                starts = offsets(n, mode, window, rng)
+                for engine in engines:
+                    run = {"gaia": run_gaia, "direct": run_direct, "libtorrent": run_torrent}[
+                        engine
+                    ](b, n, mode, starts)
+                    b.runs.append(run)
+                    print(
+                        f"N={n:<3} {mode:<12} {engine:<10} p50 {run.pct(0.5):7.1f} s  p95 "
+                        f"{run.pct(0.95):7.1f} s  last {run.last:7.1f} s  egress "
+                        f"{run.egress / size:5.2f} F  cpu {run.cpu:4.0%}"
+                        + (f"  FAILED {run.failed}" if run.failed else ""),
+                        flush=True,
+                    )
+                if mode == "simultaneous":
+                    print(f"N={n:<3} fluid lower bound {bound(b, n):.1f} s", flush=True)
+        report(b)
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "image_bytes": size,
+                        "node_mbit": args.node_mbit,
+                        "registry_mbit": args.registry_mbit,
+                        "bounds": {n: bound(b, n) for n in ns_list},
+                        "runs": [asdict(r) for r in b.runs],
+                    },
+                    indent=2,
+                )
+            )
+    finally:
+        if registry_process is not None:
+            registry_process.terminate()
+        bed.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(b: Bench) -> None:
+    print(
+        "\n| N | start | engine | p50 s | p95 s | last s | bound s | last / bound | egress / F | cpu |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in b.runs:
+        bd = bound(b, r.n)
+        print(
+            f"| {r.n} | {r.mode} | {r.engine} | {r.pct(0.5):.1f} | {r.pct(0.95):.1f} | "
+            f"{r.last:.1f} | {bd:.1f} | {r.last / bd:.2f} | {r.egress / b.image_size:.2f} | "
+            f"{r.cpu:.0%} |"
+        )
+    print()
+    for r in b.runs:
+        if r.engine != "gaia":
+            continue
+        direct = next(
+            (x for x in b.runs if x.engine == "direct" and x.n == r.n and x.mode == r.mode), None
+        )
+        goals = [
+            f"egress {r.egress / b.image_size:.2f} F {'≤' if r.egress <= 1.1 * b.image_size else '>'} 1.1 F"
+        ]
+        if r.mode == "simultaneous":
+            ratio = r.last / bound(b, r.n)
+            goals.append(f"time {ratio:.2f} × bound {'≤' if ratio <= 1.3 else '>'} 1.3")
+        if direct is not None and direct.egress and direct.last:
+            goals.append(
+                f"egress cut {1 - r.egress / direct.egress:.1%}, time cut {1 - r.last / direct.last:.1%}"
+            )
+        print(f"N={r.n} {r.mode}: " + "; ".join(goals))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
