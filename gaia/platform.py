@@ -63,7 +63,12 @@ class Platform:
     p2p: SwarmCoordinator = field(init=False)
 
     def __post_init__(self) -> None:
-        self.p2p = SwarmCoordinator(secrets=self.secrets, clock=self.clock)
+        self.p2p = SwarmCoordinator(
+            secrets=self.secrets,
+            clock=self.clock,
+            heartbeat_s=self.settings.p2p_heartbeat_seconds,
+            lease_s=self.settings.p2p_lease_seconds,
+        )
         self.metrics.watch_p2p(self.p2p.figures)
         self.login_throttle = LoginThrottle(
             db=self.db,

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     cluster_health_timeout_seconds: float = 5.0
     app_reconcile_interval_seconds: float = 1.0
     reservation_ttl_seconds: int = 600
+    # P2P images (docs/p2p.md): the agents' heartbeat period (a node silent for three is
+    # forgotten) and how long a piece assignment may stay unreported before it is cancelled
+    p2p_heartbeat_seconds: float = Field(default=10.0, ge=1, le=300)
+    p2p_lease_seconds: float = Field(default=30.0, ge=5, le=600)
     # monitoring: how often the collector reads every cluster's metrics; how often alert
     # policies are evaluated
     metrics_interval_seconds: float = 15.0

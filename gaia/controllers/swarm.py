@@ -393,7 +393,14 @@ class SwarmCoordinator:
         now = self._now()
         if digest not in c.state.swarms and digest in c.retired:
             self._revive(c, digest, now)
-        c.state.swarm(digest)
+        swarm = c.state.swarm(digest)
+        # the whole list is checked before any of it counts: a refused call changes nothing
+        for r in reports:
+            swarm.check_piece(r.piece)
+            if r.ok and r.parent is None and not r.sha256:
+                raise InvalidRequest(
+                    f"piece {r.piece} from the registry: an ok report carries its sha256"
+                )
         for r in reports:
             outcome = c.state.report(
                 node=node,

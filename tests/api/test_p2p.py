@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gaia.controllers.swarm import SwarmSweep
 from gaia.monitor.metrics import catalogue
+from gaia.platform import Platform
 from tests.conftest import World
 
 P2P = "/api/v1/clusters/sim-1/p2p"
@@ -220,3 +222,7 @@ def test_a_prewarm_reaches_its_nodes_by_heartbeat_and_reports_progress(world: Wo
     }
     bad = {"image": "registry.local/Team:v1", "nodes": ["n1"]}
     assert c.post(f"{P2P}/prewarms", json=bad, headers=world.admin).status_code == 422
+
+
+def test_the_platform_runs_the_p2p_sweep(platform: Platform) -> None:
+    assert any(isinstance(loop, SwarmSweep) for loop in platform.loops())

@@ -245,3 +245,16 @@ def test_pieces_declared_before_the_swarm_opens_are_held_when_it_does() -> None:
         assert [(g.source, g.parent) for g in answer.grants] == [("peer", "a")] * 2
 
     asyncio.run(scenario())
+
+
+def test_a_report_list_with_one_bad_entry_changes_nothing() -> None:
+    coord, _ = coordinator()
+    join(coord, "a")
+    coord.open_task(KEY, node="a", digest=LAYER, size=MiB)
+    with pytest.raises(InvalidRequest):
+        coord.report(KEY, node="a", digest=LAYER, reports=[ok(0), ok(5)])
+    with pytest.raises(InvalidRequest, match="sha256"):
+        coord.report(
+            KEY, node="a", digest=LAYER, reports=[PieceOutcome(0, True, None, None, MiB, None)]
+        )
+    assert coord.nodes(KEY)[0].pieces_held == 0

@@ -156,14 +156,15 @@ def test_unknown_nodes_and_blobs_are_refused() -> None:
 # ---------------------------------------------------------------- invariants, any interleaving
 
 NODES = ["n0", "n1", "n2", "n3", "n4"]
+BLOBS = [DIGEST, "sha256:" + "b" * 64]
 op = st.one_of(
-    st.tuples(st.just("schedule"), st.sampled_from(NODES), st.integers(1, 16)),
-    st.tuples(st.just("ok"), st.sampled_from(NODES), st.integers(0, 9)),
-    st.tuples(st.just("fail"), st.sampled_from(NODES), st.integers(0, 9)),
-    st.tuples(st.just("tick"), st.just(""), st.integers(1, 40)),
-    st.tuples(st.just("forget"), st.sampled_from(NODES), st.just(0)),
-    st.tuples(st.just("join"), st.sampled_from(NODES), st.integers(0, 3)),
-    st.tuples(st.just("done"), st.sampled_from(NODES), st.integers(0, 1)),
+    st.tuples(st.just("schedule"), st.sampled_from(NODES), st.integers(1, 16), st.integers(0, 1)),
+    st.tuples(st.just("ok"), st.sampled_from(NODES), st.integers(0, 9), st.integers(0, 1)),
+    st.tuples(st.just("fail"), st.sampled_from(NODES), st.integers(0, 9), st.integers(0, 1)),
+    st.tuples(st.just("tick"), st.just(""), st.integers(1, 40), st.just(0)),
+    st.tuples(st.just("forget"), st.sampled_from(NODES), st.just(0), st.just(0)),
+    st.tuples(st.just("join"), st.sampled_from(NODES), st.integers(0, 3), st.just(0)),
+    st.tuples(st.just("done"), st.sampled_from(NODES), st.integers(0, 1), st.integers(0, 1)),
 )
 
 
@@ -176,12 +177,15 @@ def check_invariants(state: SwarmCluster) -> None:
             assert lease.parent != node, "a node is its own parent"
             if lease.parent is not None:
                 uploads[lease.parent] = uploads.get(lease.parent, 0) + 1
+    # upload slots are node-wide: counted across both blobs' swarms
     assert uploads == state.uploads
 
 
 @settings(max_examples=150, deadline=None)
 @given(ops=st.lists(op, max_size=80), seed=st.integers(0, 2**16))
-def test_invariants_hold_under_any_interleaving(ops: list[tuple[str, str, int]], seed: int) -> None:
+def test_invariants_hold_under_any_interleaving(
+    ops: list[tuple[str, str, int, int]], seed: int
+) -> None:
     rng = random.Random(seed)
     state = SwarmCluster()
     now = 0.0
@@ -189,13 +193,15 @@ def test_invariants_hold_under_any_interleaving(ops: list[tuple[str, str, int]],
         state.heartbeat(
             name=name, zone=f"z{i % 2}", address=f"{name}:1", upload_slots=1 + i % 3, now=now
         )
-    swarm = state.open(digest=DIGEST, size=10 * MiB, now=now)
-    for kind, node, n in ops:
+    swarms = [state.open(digest=BLOBS[0], size=10 * MiB, now=now),
+              state.open(digest=BLOBS[1], size=3 * MiB, now=now)]  # fmt: skip
+    for kind, node, n, which in ops:
+        swarm, digest = swarms[which], BLOBS[which]
         if kind == "schedule" and node in state.nodes:
             before = {p for p in range(swarm.pieces) if node in swarm.holders[p]}
             registry_busy = set(swarm.registry_inflight)
             held = [bool(h) for h in swarm.holders]
-            for g in state.schedule(node=node, digest=DIGEST, want=n, now=now, rng=rng):
+            for g in state.schedule(node=node, digest=digest, want=n, now=now, rng=rng):
                 assert g.piece not in before, "assigned a piece it holds"
                 assert g.parent != node
                 if g.parent is not None:
@@ -208,7 +214,7 @@ def test_invariants_hold_under_any_interleaving(ops: list[tuple[str, str, int]],
             lease = swarm.leases.get((node, n))
             if lease is not None:
                 state.report(
-                    node=node, digest=DIGEST, piece=n, ok=kind == "ok", sha256="0" * 64,
+                    node=node, digest=digest, piece=n, ok=kind == "ok", sha256="0" * 64,
                     parent=lease.parent, size=MiB, reason="corrupt", now=now,
                 )  # fmt: skip
         elif kind == "tick":
@@ -219,5 +225,5 @@ def test_invariants_hold_under_any_interleaving(ops: list[tuple[str, str, int]],
         elif kind == "join":
             state.heartbeat(name=node, zone="z0", address="x:1", upload_slots=1 + n, now=now)
         elif kind == "done" and node in state.nodes:
-            state.done(node=node, digest=DIGEST, ok=n == 1, evicted=False, now=now)
+            state.done(node=node, digest=digest, ok=n == 1, evicted=False, now=now)
         check_invariants(state)
