@@ -20,7 +20,7 @@ smoke run, ``--help`` for the sizes). In one run, on one machine:
    last node have the image"), the registry's egress (bytes it put on its link), and the fluid
    lower bound ``max(F/u_s, F/d, N·F/(u_s + N·u))`` for all-at-once starts.
 
-Goals (issue 17): egress ≤ 1.1 × F at every N, time to the last node ≤ 1.3 × the bound, and at
+Goals (issue 17): egress ≤ 1.1 x F at every N, time to the last node ≤ 1.3 x the bound, and at
 N = 32 egress and time cut by more than 97 % and 83.5 % against direct pulls. The output says
 which were met. The machine has two cores: the output reports the CPU use of each run, and a run
 at over 90 % of both cores was limited by the CPU, not by the links.
@@ -81,7 +81,7 @@ class Run:
         if not self.times:
             return float("nan")
         ordered = sorted(self.times)
-        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass
@@ -199,7 +199,7 @@ def gaia_platform(work: Path) -> Iterator[tuple[str, str]]:
             "--data-dir",
             str(data),
             "--no-demo",
-        ],  # fmt: skip
+        ],
         env=env,
         stdout=(data / "server.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -402,7 +402,7 @@ def main() -> int:
                     "--out",
                     str(work / "torrents"),
                     *map(str, blobs.values()),
-                ],  # fmt: skip
+                ],
                 check=True,
             )
         b = Bench(bed, reg, nodes, work, size, blobs, node_bps, reg_bps)
@@ -453,9 +453,8 @@ def main() -> int:
 
 
 def report(b: Bench) -> None:
-    print(
-        "\n| N | start | engine | p50 s | p95 s | last s | bound s | last / bound | egress / F | cpu |"
-    )
+    print("\n| N | start | engine | p50 s | p95 s | last s | bound s | last / bound", end="")
+    print(" | egress / F | cpu |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in b.runs:
         bd = bound(b, r.n)
@@ -471,16 +470,15 @@ def report(b: Bench) -> None:
         direct = next(
             (x for x in b.runs if x.engine == "direct" and x.n == r.n and x.mode == r.mode), None
         )
-        goals = [
-            f"egress {r.egress / b.image_size:.2f} F {'≤' if r.egress <= 1.1 * b.image_size else '>'} 1.1 F"
-        ]
+        share = r.egress / b.image_size
+        goals = [f"egress {share:.2f} F {'<=' if share <= 1.1 else '>'} 1.1 F"]
         if r.mode == "simultaneous":
             ratio = r.last / bound(b, r.n)
-            goals.append(f"time {ratio:.2f} × bound {'≤' if ratio <= 1.3 else '>'} 1.3")
+            goals.append(f"time {ratio:.2f} x bound {'<=' if ratio <= 1.3 else '>'} 1.3")
         if direct is not None and direct.egress and direct.last:
-            goals.append(
-                f"egress cut {1 - r.egress / direct.egress:.1%}, time cut {1 - r.last / direct.last:.1%}"
-            )
+            cut_egress = 1 - r.egress / direct.egress
+            cut_time = 1 - r.last / direct.last
+            goals.append(f"egress cut {cut_egress:.1%}, time cut {cut_time:.1%}")
         print(f"N={r.n} {r.mode}: " + "; ".join(goals))
 
 

@@ -406,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     p2p.add_argument("--upload-rate", type=float, default=0, help="bytes/s to peers (0: no limit)")
     p2p.add_argument("--download-rate", type=float, default=0, help="bytes/s fetched (0: no limit)")
     p2p.add_argument("--upload-slots", type=int, default=8, help="pieces served at once")
-    p2p.add_argument("--download-slots", type=int, default=8, help="pieces fetched at once")
+    p2p.add_argument(
+        "--download-slots", type=int, default=4, help="pieces fetched at once (default 4)"
+    )
     p2p.set_defaults(func=cmd_p2p_agent)
 
     args = parser.parse_args(argv)

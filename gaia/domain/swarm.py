@@ -60,6 +60,10 @@ def piece_range(index: int, size: int, piece: int) -> tuple[int, int]:
 # across the cluster's swarms, from the peer leases in flight.
 
 LEASE_S = 30.0  # an assignment unreported for this long is cancelled
+# registry pieces one node fetches at once for one blob: the rest of the blob's pieces are left
+# to other nodes, so the registry's uplink is shared among many downlinks from the start
+# instead of one node taking the whole blob (and everyone else waiting for it)
+SOURCE_SLOTS = 2
 DEMOTION_S = 60.0  # a parent that failed a node is chosen last for it for this long
 FORGET_HEARTBEATS = 3  # a node whose heartbeat lapses this many periods is forgotten
 REGISTRY = None  # a lease's or report's parent when the source is the registry
@@ -281,7 +285,8 @@ class SwarmCluster:
 
         A piece goes to a parent that holds it and has a free upload slot (chosen by: not
         demoted for this node, same zone, least loaded for its slots, most pieces of the blob);
-        to the registry only when no node holds it and no registry fetch of it is in flight;
+        to the registry only when no node holds it and no registry fetch of it is in flight,
+        and at most ``SOURCE_SLOTS`` registry fetches of this blob per node at a time;
         otherwise it waits (a holder will free a slot, or the registry fetch will end)."""
         me = self.known_node(node)
         swarm = self.swarm(digest)
@@ -306,7 +311,10 @@ class SwarmCluster:
                     continue  # every holder is busy: wait for a slot
                 self._grant(swarm, node, piece, parent.name, now)
                 grants.append(Grant(piece, parent.name, parent.address))
-            elif piece not in swarm.registry_inflight:
+            elif (
+                piece not in swarm.registry_inflight
+                and sum(1 for n in swarm.registry_inflight.values() if n == node) < SOURCE_SLOTS
+            ):
                 self._grant(swarm, node, piece, REGISTRY, now)
                 grants.append(Grant(piece, None, None))
         return grants

@@ -227,3 +227,39 @@ def test_invariants_hold_under_any_interleaving(
         elif kind == "done" and node in state.nodes:
             state.done(node=node, digest=digest, ok=n == 1, evicted=False, now=now)
         check_invariants(state)
+
+
+def test_a_node_fetches_at_most_two_pieces_of_a_blob_from_the_registry_at_once() -> None:
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4), ("c", "z1", 4))
+    state.open(digest=DIGEST, size=5 * MiB, now=0)
+    rng = random.Random(1)
+    grants = {n: state.schedule(node=n, digest=DIGEST, want=16, now=0, rng=rng) for n in "abc"}
+    # the registry's uplink is shared among downlinks from the start: 2 + 2 + 1 pieces
+    assert [len(grants[n]) for n in "abc"] == [2, 2, 1]
+    pieces = [g.piece for n in "abc" for g in grants[n]]
+    assert sorted(pieces) == [0, 1, 2, 3, 4]
+    assert all(g.source == "registry" for n in "abc" for g in grants[n])
+
+
+@pytest.mark.parametrize(
+    ("reason", "keeps"),
+    [("corrupt", "the others"), ("missing", "the others"), ("unreachable", "none"),
+     ("timeout", "all")],
+)  # fmt: skip
+def test_a_failed_parent_keeps_only_the_pieces_it_can_still_serve(reason: str, keeps: str) -> None:
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    state.open(digest=DIGEST, size=2 * MiB, now=0)
+    rng = random.Random(1)
+    for grant in state.schedule(node="a", digest=DIGEST, want=16, now=0, rng=rng):
+        state.report(
+            node="a", digest=DIGEST, piece=grant.piece, ok=True, sha256=f"{grant.piece:064x}",
+            parent=None, size=MiB, reason=None, now=1,
+        )  # fmt: skip
+    failed = state.schedule(node="b", digest=DIGEST, want=1, now=1, rng=rng)[0].piece
+    state.report(
+        node="b", digest=DIGEST, piece=failed, ok=False, sha256=None, parent="a",
+        size=0, reason=reason, now=2,
+    )  # fmt: skip
+    held = {p for p in range(2) if "a" in state.swarm(DIGEST).holders[p]}
+    expected = {"the others": {1 - failed}, "none": set(), "all": {0, 1}}[keeps]
+    assert held == expected

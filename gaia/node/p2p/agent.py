@@ -36,7 +36,7 @@ class AgentConfig:
     cache_dir: Path
     cache_max_bytes: int
     upload_slots: int = 8
-    download_slots: int = 8
+    download_slots: int = 4
     upload_rate: float = 0
     download_rate: float = 0
     heartbeat_s: float = 10.0

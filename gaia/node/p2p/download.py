@@ -156,7 +156,7 @@ class Downloader:
         cache: BlobCache,
         upstream: Upstream,
         coordinator: Coordinator | None,
-        slots: int = 8,
+        slots: int = 4,
         download_rate: float = 0,
         piece_timeout_s: float = 30.0,
         now: Callable[[], float] = time.time,
@@ -167,6 +167,9 @@ class Downloader:
         self.coordinator = coordinator
         self.slots = slots
         self.limit = RateLimit(download_rate)
+        # pieces in flight for the whole node, whatever the number of blobs: few at a time, so
+        # each piece is complete (and can be passed on) soon, instead of many at a crawl
+        self.gate = asyncio.Semaphore(slots)
         self.figures = Figures()
         self.active: dict[str, Download] = {}
         self._peers = httpx.AsyncClient(
@@ -284,28 +287,41 @@ class Downloader:
         ticket = ""
         try:
             while d.part.missing() or inflight:
-                room = self.slots - len(inflight)
-                missing = [
-                    i for i in d.part.missing() if i not in {a.piece for a in inflight.values()}
-                ]
-                if room > 0 and missing:
-                    schedule = await self.coordinator.schedule(
-                        self.node,
-                        d.digest,
-                        want=min(room, len(missing), 16),
-                        wait_s=0.0 if inflight else 2.0,
-                    )
-                    hashes.update(schedule.hashes)
-                    ticket = schedule.ticket or ticket
-                    for a in schedule.assignments:
-                        if d.part.has(a.piece) or any(
-                            x.piece == a.piece for x in inflight.values()
-                        ):
-                            continue
-                        fetch = self._fetch(d, a, hashes.get(a.piece), ticket)
-                        inflight[asyncio.create_task(fetch)] = a
-                    if schedule.complete and not d.part.missing():
-                        break
+                busy = {a.piece for a in inflight.values()}
+                missing = [i for i in d.part.missing() if i not in busy]
+                if missing and len(inflight) < self.slots:
+                    # node-wide slots first, then leases: a lease waiting for a slot would hold
+                    # a parent's upload slot (or the piece's one registry fetch) for nothing
+                    if inflight:
+                        permits = await self._take(
+                            min(self.slots - len(inflight), len(missing), 16)
+                        )
+                    else:
+                        await self.gate.acquire()  # wait for one; the long poll holds only it
+                        permits = 1
+                    if permits:
+                        try:
+                            schedule = await self.coordinator.schedule(
+                                self.node, d.digest, want=permits, wait_s=0.0 if inflight else 2.0
+                            )
+                        except BaseException:
+                            self._give(permits)
+                            raise
+                        hashes.update(schedule.hashes)
+                        ticket = schedule.ticket or ticket
+                        for a in schedule.assignments:
+                            if permits == 0 or d.part.has(a.piece) or a.piece in busy:
+                                continue
+                            permits -= 1
+                            busy.add(a.piece)
+                            fetch = self._fetch_one(d, a, hashes.get(a.piece), ticket)
+                            task = asyncio.create_task(fetch)
+                            # the slot comes back however the task ends (even cancelled unstarted)
+                            task.add_done_callback(lambda _: self.gate.release())
+                            inflight[task] = a
+                        self._give(permits)
+                        if schedule.complete and not d.part.missing():
+                            break
                 if not inflight:
                     continue
                 done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -321,7 +337,26 @@ class Downloader:
             return self._fallback(d, exc)
         return True
 
+    async def _take(self, wanted: int) -> int:
+        """Up to ``wanted`` node-wide slots that are free now (acquiring a free slot does not
+        wait)."""
+        taken = 0
+        while taken < wanted and not self.gate.locked():
+            await self.gate.acquire()
+            taken += 1
+        return taken
+
+    def _give(self, count: int) -> None:
+        for _ in range(count):
+            self.gate.release()
+
     async def _fetch(
+        self, d: Download, a: Assignment, expected: str | None, ticket: str
+    ) -> PieceReport:
+        async with self.gate:
+            return await self._fetch_one(d, a, expected, ticket)
+
+    async def _fetch_one(
         self, d: Download, a: Assignment, expected: str | None, ticket: str
     ) -> PieceReport:
         assert d.part is not None

@@ -113,8 +113,10 @@ class Mirror:
         coordinator: Coordinator | None,
         upload_slots: int = 8,
         upload_rate: float = 0,
+        prefetch: bool = True,
     ) -> None:
         self.node = node
+        self.prefetch = prefetch
         self.cache = cache
         self.upstream = upstream
         self.downloader = downloader
@@ -161,7 +163,9 @@ class Mirror:
             raise UpstreamError(502, f"{name}@{reference}: the registry sent another manifest")
         media_type = r.headers.get("content-type", MANIFEST_TYPES[0]).split(";")[0]
         self._store_manifest(digest, body, media_type)
-        await self._tell_manifest(registry, name, reference, digest, media_type, body)
+        blobs = await self._tell_manifest(registry, name, reference, digest, media_type, body)
+        if request.method == "GET":
+            self._prefetch(registry, name, blobs)
         return self._manifest_response(request, body, media_type, digest)
 
     async def _manifest_access(self, registry: Registry, name: str, digest: str) -> None:
@@ -219,9 +223,7 @@ class Mirror:
         digest: str,
         media_type: str,
         body: bytes,
-    ) -> None:
-        if self.coordinator is None:
-            return
+    ) -> list[tuple[str, int]]:
         blobs: list[tuple[str, int]] = []
         try:
             doc: Any = json.loads(body)
@@ -230,6 +232,8 @@ class Mirror:
                     blobs.append((item["digest"], int(item.get("size") or 0)))
         except (ValueError, AttributeError, TypeError):
             pass
+        if self.coordinator is None:
+            return blobs
         seen = ManifestSeen(registry.host, name, reference, digest, media_type, tuple(blobs))
         try:
             await self.coordinator.manifest(self.node, seen)
@@ -237,6 +241,17 @@ class Mirror:
             pass
         except Exception as exc:  # the figures are not worth failing a pull for
             log.info("p2p: the coordinator did not take manifest %s: %s", digest, exc)
+        return blobs
+
+    def _prefetch(self, registry: Registry, name: str, blobs: list[tuple[str, int]]) -> None:
+        """Start every blob of an image manifest a client just read: it will ask for all of
+        them, a few at a time (containerd: three); fetching all at once keeps the node's link
+        busy through each layer's last pieces, and the swarm has every layer in play."""
+        if not self.prefetch:
+            return
+        for digest, _ in blobs:
+            if self.cache.size(digest) is None:
+                self.downloader.blob(registry, name, digest)
 
     async def blob(self, request: Request, name: str, digest: str) -> Response:
         registry = self.upstream.registry(request.query_params.get("ns"))
