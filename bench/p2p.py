@@ -34,6 +34,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -184,7 +185,9 @@ def run_pullers(
 def gaia_platform(work: Path) -> Iterator[tuple[str, str]]:
     """``gaia up`` on the bridge with a fresh data dir; yields (origin, agent token)."""
     data = Path(tempfile.mkdtemp(prefix="gaia-", dir=work))
-    port = 18080
+    with socket.socket() as probe:  # a free port on the bridge
+        probe.bind((BRIDGE_IP, 0))
+        port = int(probe.getsockname()[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
     env["GAIA_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     gaia = Path(PY).with_name("gaia")
