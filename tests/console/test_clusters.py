@@ -272,3 +272,42 @@ users:
     page = html(world, "platform-admin", "/console/clusters/k8s-1")
     assert 'id="add-node"' not in page and "This cluster has no nodes." in page
     assert "Nodes join a Kubernetes cluster by themselves" in page
+
+
+def test_the_images_page_shows_what_the_node_agents_pulled_and_from_where(world: World) -> None:
+    c = world.client
+    token = c.get("/api/v1/clusters/sim-1/p2p/agent-token", headers=world.admin).json()["token"]
+    agent = {"Authorization": f"Bearer {token}"}
+    layer = "sha256:" + "a" * 64
+    for node in ("n1", "n2"):
+        body = {"node": node, "zone": "z1", "address": f"{node}:7001", "upload_slots": 4}
+        assert c.post("/api/v1/clusters/sim-1/p2p/agents", json=body, headers=agent).is_success
+        seen = {
+            "node": node, "registry": "registry.local", "repository": "team/web",
+            "reference": "v1", "digest": "sha256:" + "c" * 64,
+            "media_type": "application/vnd.oci.image.manifest.v1+json",
+            "blobs": [{"digest": layer, "size": 1 << 20}],
+        }  # fmt: skip
+        assert c.post("/api/v1/clusters/sim-1/p2p/manifests", json=seen, headers=agent).is_success
+        task = {"node": node, "registry": "registry.local", "repository": "team/web",
+                "digest": layer, "size": 1 << 20}  # fmt: skip
+        assert c.post("/api/v1/clusters/sim-1/p2p/tasks", json=task, headers=agent).is_success
+        out = c.post(f"/api/v1/clusters/sim-1/p2p/tasks/{layer}/schedule",
+                     json={"node": node, "want": 1}, headers=agent).json()  # fmt: skip
+        (grant,) = out["assignments"]
+        report = {"piece": 0, "ok": True, "sha256": "f" * 64, "parent": grant["parent"],
+                  "bytes": 1 << 20}  # fmt: skip
+        r = c.post(f"/api/v1/clusters/sim-1/p2p/tasks/{layer}/reports",
+                   json={"node": node, "reports": [report]}, headers=agent)  # fmt: skip
+        assert r.is_success, r.text
+        c.post(f"/api/v1/clusters/sim-1/p2p/tasks/{layer}/done",
+               json={"node": node, "ok": True}, headers=agent)  # fmt: skip
+    page = html(world, "viewer", "/console/clusters/sim-1/images")
+    (row,) = re.findall(r"<tr>\s*<td>registry\.local/team/web:v1</td>.*?</tr>", page, re.S)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row)
+    assert cells == ["2", "1.0 MB", "1.0 MB", "50%"]  # nodes, from peers, from registry, share
+    assert "n1:7001" in page and "n2:7001" in page
+    assert 'href="/console/clusters/sim-1/images"' in html(
+        world, "viewer", "/console/clusters/sim-1"
+    )
+    html(world, "viewer", "/console/clusters/nope/images", status=404)

@@ -406,3 +406,46 @@ async def node_page(request: Request, user: User, cluster: ClusterName, node: No
         },
         section="clusters",
     )
+
+
+def _mb(count: int) -> str:
+    return f"{count / 1e6:,.1f} MB"
+
+
+@router.get("/console/clusters/{cluster}/images")
+async def images_page(request: Request, user: User, cluster: ClusterName) -> Response:
+    """P2P image distribution on the cluster: per image, the nodes holding it and the bytes
+    that came from peers against those from the registry; the node agents behind it."""
+    api = ConsoleApi(request, user)
+    got = await api.get(f"/api/v1/clusters/{cluster}")
+    if not got.ok:
+        return _failed(request, user, got)
+    images = await every_item(api, f"/api/v1/clusters/{cluster}/p2p/images")
+    agents = await every_item(api, f"/api/v1/clusters/{cluster}/p2p/nodes")
+    rows = []
+    for image in images.data if images.ok else []:
+        total = image["bytes_from_peers"] + image["bytes_from_registry"]
+        rows.append(
+            {
+                **image,
+                "from_peers": _mb(image["bytes_from_peers"]),
+                "from_registry": _mb(image["bytes_from_registry"]),
+                "peer_share": f"{100 * image['bytes_from_peers'] / total:.0f}%" if total else "-",
+            }
+        )
+    nodes = [
+        {**n, "up": _mb(n["bytes_up"]), "down": _mb(n["bytes_down"])}
+        for n in (agents.data if agents.ok else [])
+    ]
+    return render(
+        request,
+        user,
+        "cluster_images.html",
+        {
+            "cluster": got.data,
+            "images": rows,
+            "agents": nodes,
+            "error": images.error or agents.error,
+        },
+        section="clusters",
+    )

@@ -35,6 +35,7 @@ import httpx
 
 from gaia.domain.swarm import piece_range, piece_size
 from gaia.node.p2p.cache import BlobCache, Partial
+from gaia.node.p2p.client import CoordinatorRefused
 from gaia.node.p2p.upstream import Registry, Upstream, UpstreamError
 from gaia.node.p2p.wire import (
     Assignment,
@@ -245,7 +246,7 @@ class Downloader:
                     self.node, BlobRef(d.registry.host, d.repository, d.digest, d.size)
                 )
                 d.piece, hashes = task.piece_size, dict(task.hashes)
-            except CoordinatorUnavailable as exc:
+            except (CoordinatorUnavailable, CoordinatorRefused) as exc:
                 swarm = self._fallback(d, exc)
         d.part = self.cache.partial(d.digest, size=d.size, piece_size=d.piece)
         await d._notify()
@@ -260,7 +261,7 @@ class Downloader:
                 "p2p: %s did not hash to its digest; fetching it from the registry", d.digest
             )
             if self.coordinator is not None:
-                with contextlib.suppress(CoordinatorUnavailable):
+                with contextlib.suppress(CoordinatorUnavailable, CoordinatorRefused):
                     await self.coordinator.done(self.node, d.digest, ok=False, reason="digest")
             d.part = self.cache.partial(d.digest, size=d.size, piece_size=d.piece)
             await self._direct(d)
@@ -268,7 +269,7 @@ class Downloader:
             if path is None:
                 raise UpstreamError(502, f"{d.digest}: the registry's bytes do not match it")
         elif swarm and self.coordinator is not None:
-            with contextlib.suppress(CoordinatorUnavailable):
+            with contextlib.suppress(CoordinatorUnavailable, CoordinatorRefused):
                 await self.coordinator.done(self.node, d.digest, ok=True)
         d.path = path
         self.figures.blobs_completed += 1
@@ -331,7 +332,9 @@ class Downloader:
                     reports.append(t.result())
                 await self.coordinator.report(self.node, d.digest, reports)
                 await d._notify()
-        except CoordinatorUnavailable as exc:
+        except (CoordinatorUnavailable, CoordinatorRefused) as exc:
+            # away, or it forgot this node or blob (it restarted: the next heartbeat registers
+            # again with the pieces held); this blob goes on from the registry
             for t in inflight:
                 t.cancel()
             return self._fallback(d, exc)
