@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -24,35 +23,22 @@ from gaia.node.p2p.wire import (
 )
 from gaia.platform import Platform
 from tests.conftest import ADMIN_PASSWORD
+from tests.support import p2p
 from tests.support.kube import free_port
-from tests.support.live import serve
 
 MiB = 1 << 20
 LAYER = "sha256:" + "d" * 64
 
 
-@dataclass
-class Served:
-    origin: str
-    token: str
-
+class Served(p2p.Served):
     def coordinator(self, **kw: object) -> HttpCoordinator:
         return HttpCoordinator(origin=self.origin, cluster="sim-1", token=self.token, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def served(platform: Platform) -> Iterator[Served]:
-    with serve(platform) as origin, httpx.Client(base_url=origin) as c:
-        r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-        admin = {"Authorization": f"Bearer {r.json()['token']}"}
-        r = c.post(
-            "/api/v1/clusters",
-            json={"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
-            headers=admin,
-        )
-        assert r.status_code == 201, r.text
-        token = c.get("/api/v1/clusters/sim-1/p2p/agent-token", headers=admin).json()["token"]
-        yield Served(origin, token)
+    with p2p.served_coordinator(platform) as up:
+        yield Served(up.origin, up.token, up.admin)
 
 
 def piece_hash(i: int) -> str:

@@ -7,6 +7,8 @@
   are real and every byte counts.
 - ``AgentProcess``: ``gaia p2p-agent`` as its own process (the way a node runs it), killable
   mid-transfer, with its ``/metrics`` read back as a dict.
+- ``served_coordinator(platform)``: the platform's API under uvicorn with a ``sim-1`` cluster
+  and its agent token, for agents that reach the coordinator over HTTP.
 - ``Containerd``: Debian's containerd with its own root, state and socket (no CRI), and a
   ``certs.d`` folder, for ``ctr images pull --hosts-dir`` through the agent.
 """
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +36,10 @@ import bcrypt
 import httpx
 import yaml
 
+from gaia.platform import Platform
 from tests.support.images import Blob, Layer, OciImage, RegistryClient
 from tests.support.kube import free_port
+from tests.support.live import serve
 from tests.support.paths import REPO
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -290,3 +296,29 @@ class Containerd:
     def stop(self) -> None:
         if self.process is not None:
             _stop(self.process)
+
+
+@dataclass
+class Served:
+    """The platform served over HTTP: its origin, the cluster's agent token, an admin header."""
+
+    origin: str
+    token: str
+    admin: dict[str, str]
+
+
+@contextmanager
+def served_coordinator(platform: Platform, cluster: str = "sim-1") -> Iterator[Served]:
+    from tests.conftest import ADMIN_PASSWORD  # the test platform's first admin
+
+    with serve(platform) as origin, httpx.Client(base_url=origin) as c:
+        r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        admin = {"Authorization": f"Bearer {r.json()['token']}"}
+        r = c.post(
+            "/api/v1/clusters",
+            json={"name": cluster, "kind": "sim", "region": "r", "zone": "z"},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+        token = c.get(f"/api/v1/clusters/{cluster}/p2p/agent-token", headers=admin).json()["token"]
+        yield Served(origin, token, admin)

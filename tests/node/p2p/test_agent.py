@@ -20,10 +20,16 @@ import httpx
 import pytest
 
 from gaia.platform import Platform
-from tests.conftest import ADMIN_PASSWORD
 from tests.support.images import OCI_MANIFEST
-from tests.support.live import serve
-from tests.support.p2p import AgentProcess, Containerd, Registry, need, random_image
+from tests.support.p2p import (
+    AgentProcess,
+    Containerd,
+    Registry,
+    Served,
+    need,
+    random_image,
+    served_coordinator,
+)
 
 
 @pytest.fixture
@@ -71,26 +77,13 @@ def image(registry: Registry) -> Image:
     return _push(registry, "v1", seed=1)
 
 
-@dataclass
-class Gaia:
-    origin: str
-    token: str
-    admin: dict[str, str]
+Gaia = Served
 
 
 @pytest.fixture
-def gaia(platform: Platform) -> Iterator[Gaia]:
-    with serve(platform) as origin, httpx.Client(base_url=origin) as c:
-        r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-        admin = {"Authorization": f"Bearer {r.json()['token']}"}
-        r = c.post(
-            "/api/v1/clusters",
-            json={"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
-            headers=admin,
-        )
-        assert r.status_code == 201, r.text
-        token = c.get("/api/v1/clusters/sim-1/p2p/agent-token", headers=admin).json()["token"]
-        yield Gaia(origin, token, admin)
+def gaia(platform: Platform) -> Iterator[Served]:
+    with served_coordinator(platform) as served:
+        yield served
 
 
 @pytest.fixture
