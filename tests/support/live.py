@@ -19,13 +19,16 @@ from tests.support.kube import free_port
 
 
 @contextmanager
-def serve(platform: Platform, *, run_loops: bool = False, lifespan: bool = True) -> Iterator[str]:
-    """Serve ``platform`` until the block ends; yields the origin (``http://127.0.0.1:port``).
-    ``lifespan=False`` skips start-up and shut-down (nothing opened, nothing closed)."""
+def serve(
+    platform: Platform, *, run_loops: bool = False, lifespan: bool = True, host: str = "127.0.0.1"
+) -> Iterator[str]:
+    """Serve ``platform`` until the block ends; yields the origin (``http://<host>:port``).
+    ``lifespan=False`` skips start-up and shut-down (nothing opened, nothing closed); ``host``
+    another local address (a test bed's bridge, which network namespaces reach)."""
     port = free_port()
     config = uvicorn.Config(
         create_app(platform, run_loops=run_loops),
-        host="127.0.0.1",
+        host=host,
         port=port,
         log_level="warning",
         lifespan="on" if lifespan else "off",
@@ -39,7 +42,7 @@ def serve(platform: Platform, *, run_loops: bool = False, lifespan: bool = True)
             raise RuntimeError("the app did not start under uvicorn")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -1,7 +1,8 @@
 """A test bed of "machines" on one host: network namespaces on a bridge, links shaped with tc.
 
-``NetBed`` makes a bridge ``<prefix>-br`` (10.77.0.1/16) in the root namespace, where the platform
-listens, and one namespace per host (``add``), joined by a veth pair. Each link is shaped in both
+``NetBed`` makes a bridge ``<prefix>-br`` (``gateway``/16, 10.77.0.1 by default) in the root
+namespace, where the platform listens, and one namespace per host (``add``), joined by a veth
+pair. Each link is shaped in both
 directions with an HTB class: the host's **uplink** is the egress of its end (``eth0`` inside
 its namespace), its **downlink** the egress of the bridge's end. ``run`` starts a process inside
 a host's namespace; ``sent(host)`` is the bytes the host has put on its link (the receive
@@ -58,6 +59,7 @@ class Host:
 @dataclass
 class NetBed:
     prefix: str = "gp2p"
+    gateway: str = BRIDGE_IP  # the bridge's address; hosts get the next ones in its /16
     hosts: dict[str, Host] = field(default_factory=dict)
 
     @property
@@ -72,7 +74,7 @@ class NetBed:
                 raise NetBedUnavailable(f"{tool} is not installed (iproute2)")
         self.sweep()
         _ip("ip", "link", "add", self.bridge, "type", "bridge")
-        _ip("ip", "addr", "add", f"{BRIDGE_IP}/{PREFIX_LEN}", "dev", self.bridge)
+        _ip("ip", "addr", "add", f"{self.gateway}/{PREFIX_LEN}", "dev", self.bridge)
         _ip("ip", "link", "set", self.bridge, "up")
         return self
 
@@ -94,7 +96,7 @@ class NetBed:
         index = len(self.hosts) + 2
         if index > 250 * 250:
             raise NetBedUnavailable("too many hosts")
-        ip = str(ipaddress.ip_address(BRIDGE_IP) + index - 1)
+        ip = str(ipaddress.ip_address(self.gateway) + index - 1)
         ns = f"{self.prefix}-{name}"
         outer, inner = f"{self.prefix}-o{index}", f"{self.prefix}-i{index}"
         _ip("ip", "netns", "add", ns)

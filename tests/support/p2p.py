@@ -40,6 +40,7 @@ from gaia.platform import Platform
 from tests.support.images import Blob, Layer, OciImage, RegistryClient
 from tests.support.kube import free_port
 from tests.support.live import serve
+from tests.support.netns import Host, NetBed
 from tests.support.paths import REPO
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -82,20 +83,24 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class Registry:
+    """docker-registry on 127.0.0.1, or on ``host`` of a ``NetBed`` (inside its namespace)."""
+
     work: Path
     users: dict[str, str] = field(default_factory=dict)
+    bed: NetBed | None = None
+    host_in_bed: Host | None = None
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
     client: RegistryClient | None = None
 
     def start(self) -> Registry:
         self.work.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        address = f"{self.host_in_bed.ip}:5000" if self.host_in_bed else f"127.0.0.1:{free_port()}"
         config: dict[str, object] = {
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
             "storage": {"filesystem": {"rootdirectory": str(self.work / "data")}},
-            "http": {"addr": f"127.0.0.1:{port}", "secret": os.urandom(16).hex()},
+            "http": {"addr": address, "secret": os.urandom(16).hex()},
         }
         if self.users:
             lines = [
@@ -108,12 +113,13 @@ class Registry:
             }
         (self.work / "registry.yaml").write_text(yaml.safe_dump(config))
         log = self.work / "registry.log"
-        self.process = subprocess.Popen(
-            [need("docker-registry"), "serve", str(self.work / "registry.yaml")],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        self.url = f"http://127.0.0.1:{port}"
+        argv = [need("docker-registry"), "serve", str(self.work / "registry.yaml")]
+        output = {"stdout": log.open("wb"), "stderr": subprocess.STDOUT}
+        if self.bed is not None and self.host_in_bed is not None:
+            self.process = self.bed.run(self.host_in_bed, argv, **output)
+        else:
+            self.process = subprocess.Popen(argv, **output)  # type: ignore[call-overload]
+        self.url = f"http://{address}"
         _wait(
             lambda: httpx.get(f"{self.url}/v2/", timeout=2).status_code in (200, 401),
             "docker-registry",
@@ -308,10 +314,12 @@ class Served:
 
 
 @contextmanager
-def served_coordinator(platform: Platform, cluster: str = "sim-1") -> Iterator[Served]:
+def served_coordinator(
+    platform: Platform, cluster: str = "sim-1", *, host: str = "127.0.0.1"
+) -> Iterator[Served]:
     from tests.conftest import ADMIN_PASSWORD  # the test platform's first admin
 
-    with serve(platform) as origin, httpx.Client(base_url=origin) as c:
+    with serve(platform, host=host) as origin, httpx.Client(base_url=origin) as c:
         r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         admin = {"Authorization": f"Bearer {r.json()['token']}"}
         r = c.post(
