@@ -47,11 +47,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-import yaml
 
-from tests.support.images import RegistryClient
 from tests.support.netns import BRIDGE_IP, Host, NetBed
-from tests.support.p2p import random_image
+from tests.support.p2p import Registry, random_image
 
 REPO = "bench/app"
 TAG = "v1"
@@ -112,34 +110,6 @@ def cpu_meter() -> Iterator[list[float]]:
     yield out
     busy1, total1 = _cpu()
     out.append((busy1 - busy0) / max(total1 - total0, 1.0))
-
-
-def start_registry(bench_bed: NetBed, host: Host, work: Path) -> subprocess.Popen[bytes]:
-    config = {
-        "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(work / "registry")}},
-        "http": {"addr": f"0.0.0.0:{REGISTRY_PORT}", "secret": os.urandom(16).hex()},
-    }
-    (work / "registry.yaml").write_text(yaml.safe_dump(config))
-    process = bench_bed.run(
-        host,
-        [
-            shutil.which("docker-registry") or "docker-registry",
-            "serve",
-            str(work / "registry.yaml"),
-        ],
-        stdout=(work / "registry.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://{host.ip}:{REGISTRY_PORT}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/v2/", timeout=2).status_code == 200:
-                return process
-        time.sleep(0.2)
-    raise RuntimeError("docker-registry did not start in its namespace")
 
 
 def offsets(n: int, mode: str, window: float, rng: random.Random) -> list[float]:
@@ -377,16 +347,14 @@ def main() -> int:
     engines = args.engines.split(",")
     work = Path(tempfile.mkdtemp(prefix="gaia-p2p-bench-"))
     bed = NetBed().start()
-    registry_process = None
+    registry: Registry | None = None
     try:
         node_bps, reg_bps = int(args.node_mbit * 1e6), int(args.registry_mbit * 1e6)
         reg = bed.add("reg", up_bps=reg_bps, down_bps=10_000_000_000)
         nodes = [bed.add(f"n{i}", up_bps=node_bps, down_bps=node_bps) for i in range(max(ns_list))]
-        registry_process = start_registry(bed, reg, work)
+        registry = Registry(work / "registry", bed=bed, host_in_bed=reg).start()
         image = random_image(args.layers, int(args.layer_mb * 1e6), seed=args.seed)
-        client = RegistryClient(url=f"http://{reg.ip}:{REGISTRY_PORT}", host=reg.ip)
-        client.push(image, repository=REPO, tag=TAG)
-        client.close()
+        registry.push(image, REPO, TAG)
         blobs_dir = work / "blobs"
         blobs_dir.mkdir()
         blobs = {}
@@ -448,8 +416,8 @@ def main() -> int:
                 )
             )
     finally:
-        if registry_process is not None:
-            registry_process.terminate()
+        if registry is not None:
+            registry.stop()
         bed.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
