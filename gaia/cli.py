@@ -220,7 +220,7 @@ def cmd_p2p_agent(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     node = args.node_name or os.environ.get("NODE_NAME", "")
-    if not node:
+    if not node and not args.write_containerd_hosts:
         print("gaia p2p-agent: --node-name or $NODE_NAME is required", file=sys.stderr)
         return 2
     try:
@@ -230,6 +230,14 @@ def cmd_p2p_agent(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"gaia p2p-agent: {exc}", file=sys.stderr)
         return 2
+    if args.write_containerd_hosts:
+        from gaia.node.p2p.hosts import write_containerd_hosts
+
+        for path in write_containerd_hosts(
+            Path(args.write_containerd_hosts), registries, f"{listen[0]}:{listen[1]}"
+        ):
+            print(f"wrote {path}")
+        return 0
     advertise = args.advertise_address or f"{peer_listen[0]}:{peer_listen[1]}"
     config = AgentConfig(
         node=node,
@@ -408,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     p2p.add_argument("--upload-slots", type=int, default=8, help="pieces served at once")
     p2p.add_argument(
         "--download-slots", type=int, default=4, help="pieces fetched at once (default 4)"
+    )
+    p2p.add_argument(
+        "--write-containerd-hosts",
+        metavar="DIR",
+        help="write DIR/<registry>/hosts.toml (this agent first, the registry as fallback), exit",
     )
     p2p.set_defaults(func=cmd_p2p_agent)
 

@@ -269,15 +269,28 @@ class Containerd:
         _wait(lambda: self.socket.exists(), "containerd", self.process, log)
         return self
 
-    def hosts(self, registry_host: str, *mirrors: str, registry_url: str) -> Path:
-        """``certs.d/<registry>/hosts.toml``: the mirrors first, the registry as the fallback."""
-        folder = self.work / "certs.d" / registry_host
-        folder.mkdir(parents=True, exist_ok=True)
-        text = f'server = "{registry_url}"\n'
-        for mirror in mirrors:
-            text += f'\n[host."http://{mirror}"]\n  capabilities = ["pull", "resolve"]\n'
-        (folder / "hosts.toml").write_text(text)
-        return self.work / "certs.d"
+    def hosts(self, registries_file: Path, mirror: str) -> Path:
+        """``certs.d`` as the DaemonSet's init container writes it (``gaia p2p-agent
+        --write-containerd-hosts``): the agent first, the registry as the fallback."""
+        folder = self.work / "certs.d"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gaia",
+                "p2p-agent",
+                "--registries-file",
+                str(registries_file),
+                "--listen",
+                mirror,
+                "--write-containerd-hosts",
+                str(folder),
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        return folder
 
     def pull(self, reference: str, hosts_dir: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,7 +356,11 @@ def test_containerd_pulls_through_the_agent_and_past_it_when_it_is_dead(
     agent = _agent(agents, tmp_path, registry, "ctr", gaia)
     containerd = Containerd(tmp_path / "containerd").start()
     try:
-        hosts = containerd.hosts(registry.host, agent.mirror, registry_url=registry.url)
+        hosts = containerd.hosts(agent.work / "registries.json", agent.mirror)
+        assert tomllib.loads((hosts / registry.host / "hosts.toml").read_text()) == {
+            "server": registry.url,
+            "host": {f"http://{agent.mirror}": {"capabilities": ["pull", "resolve"]}},
+        }
         pulled = containerd.pull(f"{registry.host}/{REPO}:ctr-1", hosts)
         assert pulled.returncode == 0, pulled.stderr
         figures = agent.metrics()
