@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import uvicorn
 from gaia.node.p2p.cache import BlobCache
 from gaia.node.p2p.download import Downloader
 from gaia.node.p2p.server import Mirror, mirror_app, peer_app
-from gaia.node.p2p.upstream import Registry, Upstream
+from gaia.node.p2p.upstream import MANIFEST_ACCEPT, Registry, Upstream, UpstreamError
 from gaia.node.p2p.wire import AgentInfo, Coordinator, CoordinatorUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class P2PAgent:
             upload_rate=config.upload_rate,
         )
         self.registered = asyncio.Event()
+        self._prewarms: dict[str, asyncio.Task[None]] = {}
         self._servers: list[uvicorn.Server] = []
 
     async def register_once(self) -> bool:
@@ -87,7 +90,31 @@ class P2PAgent:
         self.mirror.ticket_key = answer.ticket_key
         self.config_heartbeat = answer.heartbeat_s
         self.registered.set()
+        for pid, image in answer.prewarm:
+            if pid not in self._prewarms:
+                self._prewarms[pid] = asyncio.create_task(
+                    self.prewarm(image), name=f"prewarm {pid}"
+                )
         return True
+
+    async def prewarm(self, image: str) -> None:
+        """Pull ``image`` into the cache before anyone asks (the platform's prewarm job): its
+        manifest (for an index, this node's platform's manifest), then every blob through the
+        swarm. The coordinator follows the progress through the usual manifest and done calls."""
+        try:
+            host, repository, reference = parse_image(image)
+            registry = self.upstream.registry(host)
+            body, media_type, _ = await self.mirror.fetch_manifest(
+                registry, repository, reference, accept=MANIFEST_ACCEPT, prefetch=True
+            )
+            chosen = platform_manifest(body, media_type)
+            if chosen is not None:
+                await self.mirror.fetch_manifest(
+                    registry, repository, chosen, accept=MANIFEST_ACCEPT, prefetch=True
+                )
+            log.info("p2p agent: prewarming %s", image)
+        except (UpstreamError, ValueError) as exc:
+            log.warning("p2p agent: prewarm of %s failed: %s", image, exc)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -127,3 +154,31 @@ class P2PAgent:
     def stop(self) -> None:
         for server in self._servers:
             server.should_exit = True
+
+
+def parse_image(image: str) -> tuple[str, str, str]:
+    """``host[:port]/repository:tag`` or ``…@sha256:…`` as (registry host, repository,
+    reference). The registry host is always named (a prewarm names its registry)."""
+    host, slash, rest = image.partition("/")
+    if not slash or not rest:
+        raise ValueError(f"{image!r}: expected <registry>/<repository>[:tag|@digest]")
+    if "@" in rest:
+        repository, _, reference = rest.partition("@")
+    else:
+        repository, colon, reference = rest.rpartition(":")
+        if not colon or "/" in reference:
+            repository, reference = rest, "latest"
+    return host, repository, reference
+
+
+def platform_manifest(body: bytes, media_type: str) -> str | None:
+    """For an image index, the digest of this machine's platform's manifest (linux and this
+    architecture); None for an image manifest."""
+    if "index" not in media_type and "manifest.list" not in media_type:
+        return None
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    for entry in json.loads(body).get("manifests") or []:
+        want = entry.get("platform") or {}
+        if want.get("os") == "linux" and want.get("architecture") == arch:
+            return str(entry["digest"])
+    raise ValueError(f"the index has no manifest for linux/{arch}")

@@ -135,15 +135,23 @@ class Mirror:
 
     async def manifest(self, request: Request, name: str, reference: str) -> Response:
         registry = self.upstream.registry(request.query_params.get("ns"))
-        by_digest = DIGEST.fullmatch(reference) is not None
-        if by_digest:
+        accept = request.headers.get("accept") or ", ".join(MANIFEST_TYPES)
+        body, media_type, digest = await self.fetch_manifest(
+            registry, name, reference, accept=accept, prefetch=request.method == "GET"
+        )
+        return self._manifest_response(request, body, media_type, digest)
+
+    async def fetch_manifest(
+        self, registry: Registry, name: str, reference: str, *, accept: str, prefetch: bool
+    ) -> tuple[bytes, str, str]:
+        """A manifest (body, media type, digest): by digest from the cache once the registry
+        confirmed this node may read it, else from the registry (by tag always). The
+        coordinator hears which blobs it names; with ``prefetch`` their downloads start."""
+        if DIGEST.fullmatch(reference):
             cached = self._cached_manifest(reference)
             if cached is not None:
-                # the cache holds it, but this node must still be allowed to read it
-                await self._manifest_access(registry, name, reference)
-                body, media_type = cached
-                return self._manifest_response(request, body, media_type, reference)
-        accept = request.headers.get("accept") or ", ".join(MANIFEST_TYPES)
+                await self.upstream.check_manifest_access(registry, name, reference)
+                return cached[0], cached[1], reference
         r = await self.upstream.request(
             registry, "GET", f"/v2/{name}/manifests/{reference}", headers={"Accept": accept}
         )
@@ -159,31 +167,14 @@ class Mirror:
         if len(body) > MAX_MANIFEST:
             raise UpstreamError(502, f"{name}:{reference}: a manifest over {MAX_MANIFEST} bytes")
         digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
-        if by_digest and digest != reference:
+        if DIGEST.fullmatch(reference) and digest != reference:
             raise UpstreamError(502, f"{name}@{reference}: the registry sent another manifest")
         media_type = r.headers.get("content-type", MANIFEST_TYPES[0]).split(";")[0]
         self._store_manifest(digest, body, media_type)
         blobs = await self._tell_manifest(registry, name, reference, digest, media_type, body)
-        if request.method == "GET":
+        if prefetch:
             self._prefetch(registry, name, blobs)
-        return self._manifest_response(request, body, media_type, digest)
-
-    async def _manifest_access(self, registry: Registry, name: str, digest: str) -> None:
-        key = (registry.host, name, digest)
-        if self.upstream._access.get(key, 0.0) > time.monotonic():
-            return
-        r = await self.upstream.request(
-            registry,
-            "HEAD",
-            f"/v2/{name}/manifests/{digest}",
-            headers={"Accept": ", ".join(MANIFEST_TYPES)},  # else OCI manifests are "unknown"
-        )
-        if r.status_code != 200:
-            raise UpstreamError(
-                r.status_code if r.status_code in (401, 403, 404) else 502,
-                f"registry {registry.host} answered {r.status_code} for {name}@{digest}",
-            )
-        self.upstream._access[key] = time.monotonic() + 60.0
+        return body, media_type, digest
 
     def _manifest_response(
         self, request: Request, body: bytes, media_type: str, digest: str

@@ -31,6 +31,14 @@ from pathlib import Path
 import httpx
 
 ACCESS_TTL_S = 60.0
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -167,6 +175,25 @@ class Upstream:
         if self._access.get((registry.host, repository, digest), 0.0) > time.monotonic():
             return
         await self.blob_size(registry, repository, digest)
+
+    async def check_manifest_access(self, registry: Registry, repository: str, digest: str) -> None:
+        """Raise UpstreamError unless the registry lets this node read the manifest (cached)."""
+        key = (registry.host, repository, digest)
+        if self._access.get(key, 0.0) > time.monotonic():
+            return
+        r = await self.request(
+            registry,
+            "HEAD",
+            f"/v2/{repository}/manifests/{digest}",
+            headers={"Accept": MANIFEST_ACCEPT},  # without it, OCI manifests are "unknown"
+        )
+        if r.status_code != 200:
+            raise UpstreamError(
+                r.status_code if r.status_code in (401, 403, 404) else 502,
+                f"registry {registry.host} answered {r.status_code} for {repository}@{digest}",
+                headers=_challenge_of(r),
+            )
+        self._access[key] = time.monotonic() + ACCESS_TTL_S
 
     async def blob_range(
         self, registry: Registry, repository: str, digest: str, start: int, end: int

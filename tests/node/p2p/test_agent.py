@@ -388,3 +388,29 @@ def test_containerd_pulls_through_the_agent_and_past_it_when_it_is_dead(
         assert second.digest  # pulled past the dead mirror
     finally:
         containerd.stop()
+
+
+def test_a_prewarm_fills_the_nodes_cache_before_any_pull(
+    registry: Registry, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    image = _push(registry, "warm", seed=9)
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+        r = c.post(
+            "/api/v1/clusters/sim-1/p2p/prewarms",
+            json={"image": f"{registry.host}/{REPO}:warm", "nodes": ["warm"]},
+        )
+        assert r.status_code in (200, 201), r.text
+        pid = r.json()["id"]
+        agent = _agent(agents, tmp_path, registry, "warm", gaia)  # told at its registration
+        deadline = time.monotonic() + 60
+        while True:
+            (progress,) = c.get(f"/api/v1/clusters/sim-1/p2p/prewarms/{pid}").json()["nodes"]
+            if progress["state"] == "done":
+                break
+            assert time.monotonic() < deadline, (progress, agent.log()[-2000:])
+            time.sleep(0.2)
+    assert progress["blobs_done"] == progress["blobs_total"] == len(image.blobs)
+    for digest in image.blobs:
+        assert (agent.work / "cache" / "blobs" / digest.removeprefix("sha256:")).exists()
+    # nothing pulled it: the agent fetched it by itself, from the registry (no other holder)
+    assert agent.metrics()[BY_SOURCE % "registry"] == image.size
