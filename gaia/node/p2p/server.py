@@ -46,7 +46,13 @@ from starlette.routing import Route
 
 from gaia.domain.swarm import piece_range
 from gaia.node.p2p.cache import BlobCache, digest_hex
-from gaia.node.p2p.download import TICKET_HEADER, Downloader, RateLimit
+from gaia.node.p2p.download import (
+    TICKET_HEADER,
+    DigestMismatch,
+    Download,
+    Downloader,
+    RateLimit,
+)
 from gaia.node.p2p.upstream import Registry, Upstream, UpstreamError
 from gaia.node.p2p.wire import Coordinator, CoordinatorUnavailable, ManifestSeen
 
@@ -246,11 +252,13 @@ class Mirror:
 
     async def blob(self, request: Request, name: str, digest: str) -> Response:
         registry = self.upstream.registry(request.query_params.get("ns"))
-        await self.upstream.check_access(registry, name, digest)
+        size = await self.upstream.check_access(registry, name, digest)
         path = self.cache.path(digest)
         if path is not None:
             size = path.stat().st_size
             return self._blob_response(request, digest, size, self._file_chunks(digest, path))
+        if request.method == "HEAD":  # the registry's HEAD answered it: no download for a HEAD
+            return self._blob_response(request, digest, size, None)
         download = self.downloader.blob(registry, name, digest)
         await download.ready()
         return self._blob_response(request, digest, download.size, None, download)
@@ -261,7 +269,7 @@ class Mirror:
         digest: str,
         size: int,
         chunks: Callable[[int, int], AsyncIterator[bytes]] | None,
-        download: Any = None,
+        download: Download | None = None,
     ) -> Response:
         wanted = parse_range(request.headers.get("range"), size)
         headers = {
@@ -279,11 +287,11 @@ class Mirror:
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers)
-        body = (
-            chunks(start, end)
-            if chunks is not None
-            else self._download_chunks(download, start, end)
-        )
+        if chunks is not None:
+            body = chunks(start, end)
+        else:
+            assert download is not None
+            body = self._download_chunks(download, start, end)
         return StreamingResponse(body, status_code=status, headers=headers)
 
     def _file_chunks(self, digest: str, path: Path) -> Callable[[int, int], AsyncIterator[bytes]]:
@@ -300,18 +308,30 @@ class Mirror:
 
         return chunks
 
-    async def _download_chunks(self, download: Any, start: int, end: int) -> AsyncIterator[bytes]:
-        """Pieces in order as they arrive; once all are in, the whole-digest check must pass
-        (else the connection is cut, and the client's own digest check fails the pull)."""
+    async def _download_chunks(
+        self, download: Download, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """Pieces in order as they arrive; once all are in, the whole-digest check must pass.
+        When it fails, the connection is cut (an exception ends the body short of its
+        ``Content-Length``), even if the download then recovers from the registry: bytes of the
+        bad copy went out, and only a cut makes the client retry instead of keeping them. The
+        blob is pinned while it streams: a cache cap smaller than the blob would otherwise
+        evict it the moment it is complete, under this reader."""
         piece = download.piece
         first, last = start // piece, (end - 1) // piece
-        for index in range(first, last + 1):
-            data = await download.wait_piece(index)
-            p_start, _ = piece_range(index, download.size, piece)
-            lo = max(start - p_start, 0)
-            hi = min(end - p_start, len(data))
-            yield data[lo:hi]
-        await download.wait()
+        attempt = download.attempt
+        with self.cache.pinned(download.digest):
+            for index in range(first, last + 1):
+                data = await download.wait_piece(index)
+                if download.attempt != attempt:
+                    raise DigestMismatch(f"{download.digest}: the swarm's copy failed its digest")
+                p_start, _ = piece_range(index, download.size, piece)
+                lo = max(start - p_start, 0)
+                hi = min(end - p_start, len(data))
+                yield data[lo:hi]
+            await download.wait()
+            if download.attempt != attempt:
+                raise DigestMismatch(f"{download.digest}: the swarm's copy failed its digest")
 
     # ------------------------------------------------------------------ peers
 
