@@ -88,9 +88,17 @@ def load_registries(path: Path) -> dict[str, Registry]:
 class Upstream:
     """HTTP to the configured registries, with their authentication (module docstring)."""
 
-    def __init__(self, registries: Mapping[str, Registry], *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        registries: Mapping[str, Registry],
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests count the requests
+    ) -> None:
         self.registries = dict(registries)
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0))
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=5.0), transport=transport
+        )
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         # (host, repository) -> (Authorization that worked, until when it may be sent first)
         self._auth: dict[tuple[str, str], tuple[str, float]] = {}
@@ -137,7 +145,12 @@ class Upstream:
         if scheme.lower() == "basic" and registry.username:
             authorization, until = _basic(registry), float("inf")
         elif scheme.lower() == "bearer":
-            token, until = await self._token(registry, dict(_CHALLENGE_PARAM.findall(params)))
+            try:
+                token, until = await self._token(registry, dict(_CHALLENGE_PARAM.findall(params)))
+            except UpstreamError as exc:
+                if exc.status == 401:  # our credentials are refused: the registry's own 401
+                    return response  # and challenge go to the client, which may try its own
+                raise
             authorization = f"Bearer {token}"
         else:
             return response
@@ -154,24 +167,34 @@ class Upstream:
             raise UpstreamError(502, f"registry {registry.host}: a token realm that is not a URL")
         scope = challenge.get("scope", "")
         key = (registry.host, scope)
-        cached = self._tokens.get(key)
-        if cached and cached[1] > time.monotonic():
-            return cached
-        params = {k: v for k, v in (("service", challenge.get("service")), ("scope", scope)) if v}
-        headers = {"Authorization": _basic(registry)} if registry.username else {}
-        r = await self._client.get(realm, params=params, headers=headers)
-        if r.status_code != 200:
-            raise UpstreamError(
-                401 if r.status_code in (401, 403) else 502,
-                f"registry {registry.host}: the token service answered {r.status_code}",
-            )
-        body = r.json()
-        token = body.get("token") or body.get("access_token")
-        if not isinstance(token, str):
-            raise UpstreamError(502, f"registry {registry.host}: the token service sent no token")
-        ttl = float(body.get("expires_in") or 60)
-        self._tokens[key] = (token, time.monotonic() + max(ttl - 10, 5))
-        return self._tokens[key]
+        # one token request per scope at a time: the first pieces of a layer all meet the same
+        # 401 at once, and each would otherwise ask the token service for the same token
+        async with self._lock:
+            cached = self._tokens.get(key)
+            if cached and cached[1] > time.monotonic():
+                return cached
+            params = {
+                k: v for k, v in (("service", challenge.get("service")), ("scope", scope)) if v
+            }
+            headers = {"Authorization": _basic(registry)} if registry.username else {}
+            r = await self._client.get(realm, params=params, headers=headers)
+            if r.status_code != 200:
+                raise UpstreamError(
+                    401 if r.status_code in (401, 403) else 502,
+                    f"registry {registry.host}: the token service answered {r.status_code}",
+                )
+            try:
+                body = r.json()
+                token = body.get("token") or body.get("access_token")
+                ttl = float(body.get("expires_in") or 60)
+            except (ValueError, AttributeError, TypeError):
+                token, ttl = None, 0.0
+            if not isinstance(token, str):
+                raise UpstreamError(
+                    502, f"registry {registry.host}: the token service sent no token"
+                )
+            self._tokens[key] = (token, time.monotonic() + max(ttl - 10, 5))
+            return self._tokens[key]
 
     async def blob_size(self, registry: Registry, repository: str, digest: str) -> int:
         """HEAD the blob: its size, and proof this node may read it (remembered a while)."""
