@@ -35,10 +35,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -372,32 +375,65 @@ class Mirror:
 
     # ------------------------------------------------------------------ metrics
 
-    def metrics_text(self) -> str:
-        f = self.downloader.figures
-        rows = [
-            ("gaia_p2p_agent_bytes_total", "counter", 'source="peer"', f.bytes_from_peers),
-            ("gaia_p2p_agent_bytes_total", "counter", 'source="registry"', f.bytes_from_registry),
-            ("gaia_p2p_agent_pieces_total", "counter", 'source="peer"', f.pieces_from_peers),
-            ("gaia_p2p_agent_pieces_total", "counter", 'source="registry"', f.pieces_from_registry),
-            ("gaia_p2p_agent_pieces_failed_total", "counter", "", f.pieces_failed),
-            ("gaia_p2p_agent_pieces_corrupt_total", "counter", "", f.pieces_corrupt),
-            ("gaia_p2p_agent_coordinator_fallbacks_total", "counter", "", f.coordinator_fallbacks),
-            ("gaia_p2p_agent_digest_mismatches_total", "counter", "", f.digest_mismatches),
-            ("gaia_p2p_agent_blobs_completed_total", "counter", "", f.blobs_completed),
-            ("gaia_p2p_agent_uploaded_bytes_total", "counter", "", self.bytes_uploaded),
-            ("gaia_p2p_agent_uploaded_pieces_total", "counter", "", self.pieces_uploaded),
-            ("gaia_p2p_agent_tickets_refused_total", "counter", "", self.tickets_refused),
-            ("gaia_p2p_agent_cache_bytes", "gauge", "", self.cache.used_bytes),
-            ("gaia_p2p_agent_cache_evicted_total", "counter", "", self.cache.evicted),
-            ("gaia_p2p_agent_downloads_active", "gauge", "", len(self.downloader.active)),
-        ]
-        lines, typed = [], set()
-        for name, kind, labels, value in rows:
-            if name not in typed:
-                lines.append(f"# TYPE {name} {kind}")
-                typed.add(name)
-            lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
-        return "\n".join(lines) + "\n"
+    def metrics(self) -> bytes:
+        """The agent's figures in the Prometheus text format."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_AgentCollector(self))
+        return generate_latest(registry)
+
+
+class _AgentCollector(Collector):
+    """The agent's figures, read when scraped (the counters live with the parts that count)."""
+
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        m, f = self.mirror, self.mirror.downloader.figures
+        by_source = (
+            ("gaia_p2p_agent_bytes", "Bytes of blobs fetched, by source.", f.bytes_from_peers,
+             f.bytes_from_registry),
+            ("gaia_p2p_agent_pieces", "Pieces fetched, by source.", f.pieces_from_peers,
+             f.pieces_from_registry),
+        )  # fmt: skip
+        for name, text, peer, registry in by_source:
+            family = CounterMetricFamily(name, text, labels=["source"])
+            family.add_metric(["peer"], peer)
+            family.add_metric(["registry"], registry)
+            yield family
+        counters = (
+            ("gaia_p2p_agent_pieces_failed", "Pieces a parent or the registry failed to send.",
+             f.pieces_failed),
+            ("gaia_p2p_agent_pieces_corrupt", "Pieces that failed their SHA-256.",
+             f.pieces_corrupt),
+            ("gaia_p2p_agent_coordinator_fallbacks",
+             "Blobs fetched straight from the registry, the coordinator away.",
+             f.coordinator_fallbacks),
+            ("gaia_p2p_agent_digest_mismatches", "Assembled blobs that failed their digest.",
+             f.digest_mismatches),
+            ("gaia_p2p_agent_blobs_completed", "Blobs verified into the cache.",
+             f.blobs_completed),
+            ("gaia_p2p_agent_uploaded_bytes", "Bytes of pieces sent to peers.", m.bytes_uploaded),
+            ("gaia_p2p_agent_uploaded_pieces", "Pieces sent to peers.", m.pieces_uploaded),
+            ("gaia_p2p_agent_tickets_refused", "Peer requests without a valid ticket.",
+             m.tickets_refused),
+            ("gaia_p2p_agent_cache_evicted", "Blobs evicted from the cache.", m.cache.evicted),
+        )  # fmt: skip
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily(
+            "gaia_p2p_agent_cache_bytes",
+            "Bytes in the cache (blobs being fetched at their full size).",
+            value=m.cache.used_bytes,
+        )
+        yield GaugeMetricFamily(
+            "gaia_p2p_agent_downloads_active",
+            "Blobs being fetched.",
+            value=len(m.downloader.active),
+        )
 
 
 def mirror_app(mirror: Mirror) -> Starlette:
@@ -419,7 +455,7 @@ def mirror_app(mirror: Mirror) -> Starlette:
         return _error(404, "UNSUPPORTED", "this mirror serves reads of manifests and blobs only")
 
     async def metrics(request: Request) -> Response:
-        return Response(mirror.metrics_text(), media_type="text/plain; version=0.0.4")
+        return Response(mirror.metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(
         routes=[
