@@ -1,8 +1,9 @@
 """Real parts for the P2P agent's tests: a registry, agents as processes, a containerd.
 
 - ``Registry``: Debian's ``docker-registry`` on a free port of 127.0.0.1 with filesystem storage,
-  optionally behind ``htpasswd`` (bcrypt) Basic authentication, so an agent's credentials can be
-  right, wrong or missing. ``Registry.client`` pushes images (``tests/support/images.py``).
+  optionally behind ``htpasswd`` (bcrypt) Basic authentication or the distribution token flow
+  (``tests/support/registry_token.TokenService``), so an agent's credentials can be right, wrong
+  or missing. ``Registry.client`` pushes images (``tests/support/images.py``).
 - ``random_image(layers, size)``: an OCI image of incompressible layers (fixed seed), so pieces
   are real and every byte counts.
 - ``AgentProcess``: ``gaia p2p-agent`` as its own process (the way a node runs it), killable
@@ -42,6 +43,7 @@ from tests.support.kube import free_port
 from tests.support.live import serve
 from tests.support.netns import Host, NetBed
 from tests.support.paths import REPO
+from tests.support.registry_token import BearerAuth, TokenService
 
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -92,6 +94,7 @@ class Registry:
     url: str = ""
     process: subprocess.Popen[bytes] | None = None
     client: RegistryClient | None = None
+    token: TokenService | None = None  # the distribution token flow instead of htpasswd
 
     def start(self) -> Registry:
         self.work.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,9 @@ class Registry:
             "storage": {"filesystem": {"rootdirectory": str(self.work / "data")}},
             "http": {"addr": address, "secret": os.urandom(16).hex()},
         }
-        if self.users:
+        if self.token is not None:
+            config["auth"] = self.token.registry_auth()
+        elif self.users:
             lines = [
                 f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}"
                 for user, pw in self.users.items()
@@ -127,7 +132,10 @@ class Registry:
             log,
         )
         self.client = RegistryClient(url=self.url, host=self.host)
-        if self.users:
+        if self.token is not None:
+            user, pw = next(iter(self.token.users.items()))
+            self.client.http.auth = BearerAuth(user, pw)
+        elif self.users:
             user, pw = next(iter(self.users.items()))
             self.client.http.auth = httpx.BasicAuth(user, pw)
         return self

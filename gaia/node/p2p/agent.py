@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import platform
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from gaia.node.p2p.upstream import MANIFEST_ACCEPT, Registry, Upstream, Upstream
 from gaia.node.p2p.wire import AgentInfo, Coordinator, CoordinatorUnavailable
 
 log = logging.getLogger(__name__)
+HELD_BLOBS = 256  # blobs per pieces_held declaration (the API's bound)
 
 
 @dataclass(frozen=True)
@@ -72,18 +74,39 @@ class P2PAgent:
             upload_slots=config.upload_slots,
             upload_rate=config.upload_rate,
         )
+        self.downloader.declare = self.declare
         self.registered = asyncio.Event()
         self._prewarms: dict[str, asyncio.Task[None]] = {}
         self._servers: list[uvicorn.Server] = []
 
+    def held(self, limit: int = HELD_BLOBS) -> dict[str, list[int]]:
+        """What this node holds, for ``pieces_held``: the pieces of blobs being fetched (a
+        resumed download's included), then the most recently used complete blobs, ``limit``
+        blobs in all (the API's bound)."""
+        held = dict(list(self.downloader.held_partial().items())[:limit])
+        for digest, pieces in reversed(list(self.cache.held(limit).items())):
+            if len(held) >= limit:
+                break
+            held.setdefault(digest, pieces)
+        return held
+
+    async def declare(self, held: Mapping[str, Sequence[int]]) -> None:
+        """Tell the coordinator about pieces now (a resumed download), not at the next
+        heartbeat; raises CoordinatorUnavailable or CoordinatorRefused."""
+        assert self.coordinator is not None
+        answer = await self.coordinator.register(self._info(), held)
+        self.mirror.ticket_key = answer.ticket_key
+
+    def _info(self) -> AgentInfo:
+        return AgentInfo(
+            self.config.node, self.config.zone, self.config.advertise, self.config.upload_slots
+        )
+
     async def register_once(self) -> bool:
         if self.coordinator is None:
             return False
-        info = AgentInfo(
-            self.config.node, self.config.zone, self.config.advertise, self.config.upload_slots
-        )
         try:
-            answer = await self.coordinator.register(info, self.cache.held())
+            answer = await self.coordinator.register(self._info(), self.held())
         except CoordinatorUnavailable as exc:
             log.warning("p2p agent: the coordinator is unavailable: %s", exc)
             return False

@@ -16,8 +16,11 @@ read of what was there, once, at the first use of the blob after the restart.
 
 **Eviction.** Complete blobs are kept in least-recently-used order (by last use, restored from
 the files' modification times on start) and evicted while the cache holds more than its cap.
-A blob in use (served to a client, or being passed on to peers right now) is pinned and never
-evicted; partial blobs are not evicted (a download in flight owns its space).
+The partial blobs this process writes count against the cap from the moment they are opened
+(at their full size: that is the disk they will take), so a download makes room before it
+fills the disk, but they are never evicted (a download in flight owns its space). A blob in use
+(served to a client, streamed from its download, or passed on to peers right now) is pinned and
+never evicted. Partial files nobody resumed for ``PARTIAL_MAX_AGE_S`` are removed at start.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +42,7 @@ from gaia.domain.swarm import piece_count, piece_range, piece_size
 log = logging.getLogger(__name__)
 
 _HEX = frozenset("0123456789abcdef")
+PARTIAL_MAX_AGE_S = 24 * 3600.0
 
 
 def digest_hex(digest: str) -> str:
@@ -104,7 +109,9 @@ class Partial:
 class BlobCache:
     """Complete and partial blobs on disk (see the module docstring)."""
 
-    def __init__(self, root: Path, *, max_bytes: int) -> None:
+    def __init__(
+        self, root: Path, *, max_bytes: int, partial_max_age_s: float = PARTIAL_MAX_AGE_S
+    ) -> None:
         if max_bytes <= 0:
             raise ValueError("the cache needs a positive size cap")
         self.root = root
@@ -116,6 +123,7 @@ class BlobCache:
         self._lock = threading.Lock()
         self._lru: OrderedDict[str, int] = OrderedDict()  # hex -> size, oldest first
         self._pins: dict[str, int] = {}
+        self._partial: dict[str, int] = {}  # hex -> size of partial blobs opened by this process
         self.evicted = 0  # blobs evicted since start
         found = []
         for path in self.blobs.iterdir():
@@ -126,6 +134,11 @@ class BlobCache:
                 path.unlink(missing_ok=True)
         for _, name, size in sorted(found):
             self._lru[name] = size
+        stale = time.time() - partial_max_age_s
+        for path in self.partials.iterdir():
+            with contextlib.suppress(OSError):
+                if path.suffix == ".tmp" or path.stat().st_mtime < stale:
+                    path.unlink()
 
     # ---------------------------------------------------------------- complete blobs
 
@@ -147,8 +160,9 @@ class BlobCache:
 
     @property
     def used_bytes(self) -> int:
+        """Complete blobs and the partial blobs being written, at their full size."""
         with self._lock:
-            return sum(self._lru.values())
+            return sum(self._lru.values()) + sum(self._partial.values())
 
     def held(self, limit: int = 256) -> dict[str, list[int]]:
         """The ``limit`` most recently used complete blobs with all their pieces, for the
@@ -188,7 +202,7 @@ class BlobCache:
         """Evict least recently used, unpinned complete blobs while over the cap."""
         gone = []
         with self._lock:
-            total = sum(self._lru.values())
+            total = sum(self._lru.values()) + sum(self._partial.values())
             for hexpart in list(self._lru):
                 if total <= self.max_bytes:
                     break
@@ -239,6 +253,9 @@ class BlobCache:
             with data.open("wb") as f:
                 f.truncate(size)
         part._save()
+        with self._lock:
+            self._partial[hexpart] = size
+        self.evict()
         return part
 
     def finish(self, part: Partial) -> Path | None:
@@ -250,12 +267,16 @@ class BlobCache:
                 h.update(chunk)
         ok = f"sha256:{h.hexdigest()}" == part.digest
         part.meta.unlink(missing_ok=True)
+        with self._lock:
+            self._partial.pop(digest_hex(part.digest), None)
         if not ok:
             part.data.unlink(missing_ok=True)
             return None
         return self.add_complete(part.digest, part.data)
 
     def discard(self, part: Partial) -> None:
+        with self._lock:
+            self._partial.pop(digest_hex(part.digest), None)
         part.meta.unlink(missing_ok=True)
         part.data.unlink(missing_ok=True)
 

@@ -5,7 +5,10 @@ or joining the one in flight, so many clients asking for one layer cost one down
 download:
 
 1. checks with the registry that this node may read the blob, and learns its size (a HEAD);
-2. opens the blob's swarm at the coordinator and resumes any partial file in the cache;
+2. opens the blob's swarm at the coordinator and resumes any partial file in the cache (the
+   pieces that still verify are declared to the coordinator at once, before the first
+   ``schedule``, so it does not hand this node a lease for a piece it has: such a lease would
+   hold a parent's upload slot, or the piece's one registry fetch, until it expired);
 3. keeps up to ``slots`` pieces in flight: it asks the coordinator (``schedule``) for
    assignments, fetches each from the named parent (with the coordinator's ticket) or from the
    registry (a Range GET), checks it against its SHA-256 (a registry piece's hash is computed
@@ -13,10 +16,13 @@ download:
    it; a parent that refuses, stalls past ``piece_timeout_s`` or sends a corrupt piece is
    reported ``ok: false`` with the reason, and the coordinator hands the piece to someone else;
 4. when every piece is in, hashes the whole file against the digest and moves it into the
-   cache; on a mismatch it tells the coordinator and fetches the blob from the registry alone.
+   cache; on a mismatch it tells the coordinator and fetches the blob from the registry alone
+   (``Download.attempt`` counts up, so readers that streamed bytes of the bad copy are cut).
 
 If the coordinator cannot be reached (``CoordinatorUnavailable``), the download goes on without
 it, every remaining piece straight from the registry: slower for the cluster, never stuck.
+A piece from the registry that fails is tried again (``REGISTRY_TRIES``) before the download
+gives up.
 Readers can stream a download as it runs (``Download.wait_piece``).
 """
 
@@ -27,7 +33,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +53,12 @@ from gaia.node.p2p.wire import (
 
 log = logging.getLogger(__name__)
 TICKET_HEADER = "X-Gaia-Ticket"
+REGISTRY_TRIES = 3  # attempts per piece on the direct path, with a short pause between
+Declare = Callable[[Mapping[str, Sequence[int]]], Awaitable[None]]
+
+
+class DigestMismatch(Exception):
+    """The assembled blob did not hash to its digest (raised to readers of the bad copy)."""
 
 
 class RateLimit:
@@ -102,6 +114,7 @@ class Download:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.monotonic)
+    attempt: int = 0  # 1 once the swarm's copy failed the digest and the registry's is fetched
 
     @property
     def finished(self) -> bool:
@@ -178,6 +191,9 @@ class Downloader:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
         self._now = now
+        # how resumed pieces reach the coordinator before the first schedule (the agent's
+        # registration with ``held``); None: they are declared at the next heartbeat only
+        self.declare: Declare | None = None
 
     async def close(self) -> None:
         for download in list(self.active.values()):
@@ -196,6 +212,14 @@ class Downloader:
         self.active[digest] = download
         download.task = asyncio.create_task(self._run(download), name=f"p2p {digest[:19]}")
         return download
+
+    def held_partial(self) -> dict[str, list[int]]:
+        """The pieces of blobs being fetched now, for the coordinator's ``pieces_held``."""
+        return {
+            digest: sorted(d.part.pieces)
+            for digest, d in list(self.active.items())
+            if d.part is not None and d.part.pieces and d.path is None
+        }
 
     def piece_held(self, digest: str, index: int) -> bytes | None:
         """Piece ``index`` of ``digest`` when this node holds it (complete or in flight)."""
@@ -235,7 +259,7 @@ class Downloader:
                 del self.active[d.digest]
 
     async def _download(self, d: Download) -> None:
-        d.size = await self.upstream.blob_size(d.registry, d.repository, d.digest)
+        d.size = await self.upstream.check_access(d.registry, d.repository, d.digest)
         swarm = self.coordinator is not None
         hashes: dict[int, str] = {}
         d.piece = piece_size(d.size)
@@ -250,6 +274,11 @@ class Downloader:
                 swarm = self._fallback(d, exc)
         d.part = self.cache.partial(d.digest, size=d.size, piece_size=d.piece)
         await d._notify()
+        if swarm and d.part.pieces and self.declare is not None:
+            try:
+                await self.declare({d.digest: sorted(d.part.pieces)})
+            except (CoordinatorUnavailable, CoordinatorRefused) as exc:
+                swarm = self._fallback(d, exc)
         if swarm:
             swarm = await self._swarm(d, hashes)
         if not swarm:
@@ -263,7 +292,9 @@ class Downloader:
             if self.coordinator is not None:
                 with contextlib.suppress(CoordinatorUnavailable, CoordinatorRefused):
                     await self.coordinator.done(self.node, d.digest, ok=False, reason="digest")
+            d.attempt += 1
             d.part = self.cache.partial(d.digest, size=d.size, piece_size=d.piece)
+            await d._notify()
             await self._direct(d)
             path = self.cache.finish(d.part)
             if path is None:
@@ -310,7 +341,10 @@ class Downloader:
                             raise
                         hashes.update(schedule.hashes)
                         ticket = schedule.ticket or ticket
+                        held = []
                         for a in schedule.assignments:
+                            if d.part.has(a.piece):
+                                held.append(a.piece)
                             if permits == 0 or d.part.has(a.piece) or a.piece in busy:
                                 continue
                             permits -= 1
@@ -321,6 +355,8 @@ class Downloader:
                             task.add_done_callback(lambda _: self.gate.release())
                             inflight[task] = a
                         self._give(permits)
+                        if held:
+                            await self._release_held(d, held)
                         if schedule.complete and not d.part.missing():
                             break
                 if not inflight:
@@ -335,10 +371,21 @@ class Downloader:
         except (CoordinatorUnavailable, CoordinatorRefused) as exc:
             # away, or it forgot this node or blob (it restarted: the next heartbeat registers
             # again with the pieces held); this blob goes on from the registry
-            for t in inflight:
-                t.cancel()
             return self._fallback(d, exc)
+        finally:
+            for t in inflight:  # none left on success; on any error they must not write on
+                t.cancel()
         return True
+
+    async def _release_held(self, d: Download, pieces: list[int]) -> None:
+        """The coordinator leased pieces this node already has (it lost their declaration):
+        end those leases at once (``ok: false`` without a parent demotes no one, and frees the
+        parent's upload slot or the piece's registry fetch), then declare the pieces again."""
+        assert self.coordinator is not None
+        reports = [PieceReport(p, False, parent=None, reason="held") for p in pieces]
+        await self.coordinator.report(self.node, d.digest, reports)
+        if self.declare is not None:
+            await self.declare({d.digest: pieces})
 
     async def _take(self, wanted: int) -> int:
         """Up to ``wanted`` node-wide slots that are free now (acquiring a free slot does not
@@ -412,8 +459,13 @@ class Downloader:
 
         async def one(index: int) -> None:
             async with gate:
-                report = await self._fetch(d, Assignment(index, "registry"), None, "")
-                if not report.ok:
+                for attempt in range(REGISTRY_TRIES):
+                    if attempt:
+                        await asyncio.sleep(0.5 * attempt)
+                    report = await self._fetch(d, Assignment(index, "registry"), None, "")
+                    if report.ok:
+                        break
+                else:
                     raise UpstreamError(502, f"{d.digest}: piece {index} failed ({report.reason})")
                 await d._notify()
 

@@ -35,10 +35,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -46,7 +49,13 @@ from starlette.routing import Route
 
 from gaia.domain.swarm import piece_range
 from gaia.node.p2p.cache import BlobCache, digest_hex
-from gaia.node.p2p.download import TICKET_HEADER, Downloader, RateLimit
+from gaia.node.p2p.download import (
+    TICKET_HEADER,
+    DigestMismatch,
+    Download,
+    Downloader,
+    RateLimit,
+)
 from gaia.node.p2p.upstream import Registry, Upstream, UpstreamError
 from gaia.node.p2p.wire import Coordinator, CoordinatorUnavailable, ManifestSeen
 
@@ -246,11 +255,13 @@ class Mirror:
 
     async def blob(self, request: Request, name: str, digest: str) -> Response:
         registry = self.upstream.registry(request.query_params.get("ns"))
-        await self.upstream.check_access(registry, name, digest)
+        size = await self.upstream.check_access(registry, name, digest)
         path = self.cache.path(digest)
         if path is not None:
             size = path.stat().st_size
             return self._blob_response(request, digest, size, self._file_chunks(digest, path))
+        if request.method == "HEAD":  # the registry's HEAD answered it: no download for a HEAD
+            return self._blob_response(request, digest, size, None)
         download = self.downloader.blob(registry, name, digest)
         await download.ready()
         return self._blob_response(request, digest, download.size, None, download)
@@ -261,7 +272,7 @@ class Mirror:
         digest: str,
         size: int,
         chunks: Callable[[int, int], AsyncIterator[bytes]] | None,
-        download: Any = None,
+        download: Download | None = None,
     ) -> Response:
         wanted = parse_range(request.headers.get("range"), size)
         headers = {
@@ -279,11 +290,11 @@ class Mirror:
         headers["Content-Length"] = str(end - start)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers)
-        body = (
-            chunks(start, end)
-            if chunks is not None
-            else self._download_chunks(download, start, end)
-        )
+        if chunks is not None:
+            body = chunks(start, end)
+        else:
+            assert download is not None
+            body = self._download_chunks(download, start, end)
         return StreamingResponse(body, status_code=status, headers=headers)
 
     def _file_chunks(self, digest: str, path: Path) -> Callable[[int, int], AsyncIterator[bytes]]:
@@ -300,18 +311,30 @@ class Mirror:
 
         return chunks
 
-    async def _download_chunks(self, download: Any, start: int, end: int) -> AsyncIterator[bytes]:
-        """Pieces in order as they arrive; once all are in, the whole-digest check must pass
-        (else the connection is cut, and the client's own digest check fails the pull)."""
+    async def _download_chunks(
+        self, download: Download, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """Pieces in order as they arrive; once all are in, the whole-digest check must pass.
+        When it fails, the connection is cut (an exception ends the body short of its
+        ``Content-Length``), even if the download then recovers from the registry: bytes of the
+        bad copy went out, and only a cut makes the client retry instead of keeping them. The
+        blob is pinned while it streams: a cache cap smaller than the blob would otherwise
+        evict it the moment it is complete, under this reader."""
         piece = download.piece
         first, last = start // piece, (end - 1) // piece
-        for index in range(first, last + 1):
-            data = await download.wait_piece(index)
-            p_start, _ = piece_range(index, download.size, piece)
-            lo = max(start - p_start, 0)
-            hi = min(end - p_start, len(data))
-            yield data[lo:hi]
-        await download.wait()
+        attempt = download.attempt
+        with self.cache.pinned(download.digest):
+            for index in range(first, last + 1):
+                data = await download.wait_piece(index)
+                if download.attempt != attempt:
+                    raise DigestMismatch(f"{download.digest}: the swarm's copy failed its digest")
+                p_start, _ = piece_range(index, download.size, piece)
+                lo = max(start - p_start, 0)
+                hi = min(end - p_start, len(data))
+                yield data[lo:hi]
+            await download.wait()
+            if download.attempt != attempt:
+                raise DigestMismatch(f"{download.digest}: the swarm's copy failed its digest")
 
     # ------------------------------------------------------------------ peers
 
@@ -352,32 +375,65 @@ class Mirror:
 
     # ------------------------------------------------------------------ metrics
 
-    def metrics_text(self) -> str:
-        f = self.downloader.figures
-        rows = [
-            ("gaia_p2p_agent_bytes_total", "counter", 'source="peer"', f.bytes_from_peers),
-            ("gaia_p2p_agent_bytes_total", "counter", 'source="registry"', f.bytes_from_registry),
-            ("gaia_p2p_agent_pieces_total", "counter", 'source="peer"', f.pieces_from_peers),
-            ("gaia_p2p_agent_pieces_total", "counter", 'source="registry"', f.pieces_from_registry),
-            ("gaia_p2p_agent_pieces_failed_total", "counter", "", f.pieces_failed),
-            ("gaia_p2p_agent_pieces_corrupt_total", "counter", "", f.pieces_corrupt),
-            ("gaia_p2p_agent_coordinator_fallbacks_total", "counter", "", f.coordinator_fallbacks),
-            ("gaia_p2p_agent_digest_mismatches_total", "counter", "", f.digest_mismatches),
-            ("gaia_p2p_agent_blobs_completed_total", "counter", "", f.blobs_completed),
-            ("gaia_p2p_agent_uploaded_bytes_total", "counter", "", self.bytes_uploaded),
-            ("gaia_p2p_agent_uploaded_pieces_total", "counter", "", self.pieces_uploaded),
-            ("gaia_p2p_agent_tickets_refused_total", "counter", "", self.tickets_refused),
-            ("gaia_p2p_agent_cache_bytes", "gauge", "", self.cache.used_bytes),
-            ("gaia_p2p_agent_cache_evicted_total", "counter", "", self.cache.evicted),
-            ("gaia_p2p_agent_downloads_active", "gauge", "", len(self.downloader.active)),
-        ]
-        lines, typed = [], set()
-        for name, kind, labels, value in rows:
-            if name not in typed:
-                lines.append(f"# TYPE {name} {kind}")
-                typed.add(name)
-            lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
-        return "\n".join(lines) + "\n"
+    def metrics(self) -> bytes:
+        """The agent's figures in the Prometheus text format."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_AgentCollector(self))
+        return generate_latest(registry)
+
+
+class _AgentCollector(Collector):
+    """The agent's figures, read when scraped (the counters live with the parts that count)."""
+
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        m, f = self.mirror, self.mirror.downloader.figures
+        by_source = (
+            ("gaia_p2p_agent_bytes", "Bytes of blobs fetched, by source.", f.bytes_from_peers,
+             f.bytes_from_registry),
+            ("gaia_p2p_agent_pieces", "Pieces fetched, by source.", f.pieces_from_peers,
+             f.pieces_from_registry),
+        )  # fmt: skip
+        for name, text, peer, registry in by_source:
+            family = CounterMetricFamily(name, text, labels=["source"])
+            family.add_metric(["peer"], peer)
+            family.add_metric(["registry"], registry)
+            yield family
+        counters = (
+            ("gaia_p2p_agent_pieces_failed", "Pieces a parent or the registry failed to send.",
+             f.pieces_failed),
+            ("gaia_p2p_agent_pieces_corrupt", "Pieces that failed their SHA-256.",
+             f.pieces_corrupt),
+            ("gaia_p2p_agent_coordinator_fallbacks",
+             "Blobs fetched straight from the registry, the coordinator away.",
+             f.coordinator_fallbacks),
+            ("gaia_p2p_agent_digest_mismatches", "Assembled blobs that failed their digest.",
+             f.digest_mismatches),
+            ("gaia_p2p_agent_blobs_completed", "Blobs verified into the cache.",
+             f.blobs_completed),
+            ("gaia_p2p_agent_uploaded_bytes", "Bytes of pieces sent to peers.", m.bytes_uploaded),
+            ("gaia_p2p_agent_uploaded_pieces", "Pieces sent to peers.", m.pieces_uploaded),
+            ("gaia_p2p_agent_tickets_refused", "Peer requests without a valid ticket.",
+             m.tickets_refused),
+            ("gaia_p2p_agent_cache_evicted", "Blobs evicted from the cache.", m.cache.evicted),
+        )  # fmt: skip
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily(
+            "gaia_p2p_agent_cache_bytes",
+            "Bytes in the cache (blobs being fetched at their full size).",
+            value=m.cache.used_bytes,
+        )
+        yield GaugeMetricFamily(
+            "gaia_p2p_agent_downloads_active",
+            "Blobs being fetched.",
+            value=len(m.downloader.active),
+        )
 
 
 def mirror_app(mirror: Mirror) -> Starlette:
@@ -399,7 +455,7 @@ def mirror_app(mirror: Mirror) -> Starlette:
         return _error(404, "UNSUPPORTED", "this mirror serves reads of manifests and blobs only")
 
     async def metrics(request: Request) -> Response:
-        return Response(mirror.metrics_text(), media_type="text/plain; version=0.0.4")
+        return Response(mirror.metrics(), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(
         routes=[

@@ -9,7 +9,9 @@ Authentication is the registry's own: a request answered 401 with ``WWW-Authenti
 is repeated with the configured credentials; with ``Bearer realm=...,service=...,scope=...`` (the
 distribution token specification) the agent gets a token from the realm (with the credentials
 as Basic, or anonymously when it has none), caches it per scope until it expires, and repeats
-the request with it.
+the request with it. The ``Authorization`` that worked for a repository is sent with the next
+request for it (until the token expires or the registry answers 401 again): without that, every
+piece fetched from the registry would cost two requests, the first one refused.
 
 **Access check.** Before the agent hands a node a blob from the swarm or its cache, it asks the
 registry whether this node's credentials may read that repository's blob (a HEAD, remembered for
@@ -86,11 +88,22 @@ def load_registries(path: Path) -> dict[str, Registry]:
 class Upstream:
     """HTTP to the configured registries, with their authentication (module docstring)."""
 
-    def __init__(self, registries: Mapping[str, Registry], *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        registries: Mapping[str, Registry],
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests count the requests
+    ) -> None:
         self.registries = dict(registries)
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0))
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=5.0), transport=transport
+        )
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
-        self._access: dict[tuple[str, str, str], float] = {}
+        # (host, repository) -> (Authorization that worked, until when it may be sent first)
+        self._auth: dict[tuple[str, str], tuple[str, float]] = {}
+        # (host, repository, digest) -> (until when, the blob's size; 0 for a manifest)
+        self._access: dict[tuple[str, str, str], tuple[float, int]] = {}
         self._lock = asyncio.Lock()
         self.bytes_fetched = 0
 
@@ -119,44 +132,69 @@ class Upstream:
         """One request to the registry, authenticated as it asks; the body is read."""
         url = f"{registry.url}{path}"
         sent = dict(headers or {})
+        key = (registry.host, _repository_of(path))
+        remembered = self._auth.get(key)
+        if remembered is not None and remembered[1] > time.monotonic():
+            sent["Authorization"] = remembered[0]
         response = await self._client.request(method, url, headers=sent)
         if response.status_code != 401:
             return response
+        self._auth.pop(key, None)
         challenge = response.headers.get("www-authenticate", "")
         scheme, _, params = challenge.partition(" ")
         if scheme.lower() == "basic" and registry.username:
-            sent["Authorization"] = _basic(registry)
+            authorization, until = _basic(registry), float("inf")
         elif scheme.lower() == "bearer":
-            token = await self._token(registry, dict(_CHALLENGE_PARAM.findall(params)))
-            sent["Authorization"] = f"Bearer {token}"
+            try:
+                token, until = await self._token(registry, dict(_CHALLENGE_PARAM.findall(params)))
+            except UpstreamError as exc:
+                if exc.status == 401:  # our credentials are refused: the registry's own 401
+                    return response  # and challenge go to the client, which may try its own
+                raise
+            authorization = f"Bearer {token}"
         else:
             return response
-        return await self._client.request(method, url, headers=sent)
+        sent["Authorization"] = authorization
+        response = await self._client.request(method, url, headers=sent)
+        if response.status_code != 401:
+            self._auth[key] = (authorization, until)
+        return response
 
-    async def _token(self, registry: Registry, challenge: Mapping[str, str]) -> str:
+    async def _token(self, registry: Registry, challenge: Mapping[str, str]) -> tuple[str, float]:
+        """A token for the challenge's scope and until when it may be used (cached)."""
         realm = challenge.get("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise UpstreamError(502, f"registry {registry.host}: a token realm that is not a URL")
         scope = challenge.get("scope", "")
         key = (registry.host, scope)
-        cached = self._tokens.get(key)
-        if cached and cached[1] > time.monotonic():
-            return cached[0]
-        params = {k: v for k, v in (("service", challenge.get("service")), ("scope", scope)) if v}
-        headers = {"Authorization": _basic(registry)} if registry.username else {}
-        r = await self._client.get(realm, params=params, headers=headers)
-        if r.status_code != 200:
-            raise UpstreamError(
-                401 if r.status_code in (401, 403) else 502,
-                f"registry {registry.host}: the token service answered {r.status_code}",
-            )
-        body = r.json()
-        token = body.get("token") or body.get("access_token")
-        if not isinstance(token, str):
-            raise UpstreamError(502, f"registry {registry.host}: the token service sent no token")
-        ttl = float(body.get("expires_in") or 60)
-        self._tokens[key] = (token, time.monotonic() + max(ttl - 10, 5))
-        return token
+        # one token request per scope at a time: the first pieces of a layer all meet the same
+        # 401 at once, and each would otherwise ask the token service for the same token
+        async with self._lock:
+            cached = self._tokens.get(key)
+            if cached and cached[1] > time.monotonic():
+                return cached
+            params = {
+                k: v for k, v in (("service", challenge.get("service")), ("scope", scope)) if v
+            }
+            headers = {"Authorization": _basic(registry)} if registry.username else {}
+            r = await self._client.get(realm, params=params, headers=headers)
+            if r.status_code != 200:
+                raise UpstreamError(
+                    401 if r.status_code in (401, 403) else 502,
+                    f"registry {registry.host}: the token service answered {r.status_code}",
+                )
+            try:
+                body = r.json()
+                token = body.get("token") or body.get("access_token")
+                ttl = float(body.get("expires_in") or 60)
+            except (ValueError, AttributeError, TypeError):
+                token, ttl = None, 0.0
+            if not isinstance(token, str):
+                raise UpstreamError(
+                    502, f"registry {registry.host}: the token service sent no token"
+                )
+            self._tokens[key] = (token, time.monotonic() + max(ttl - 10, 5))
+            return self._tokens[key]
 
     async def blob_size(self, registry: Registry, repository: str, digest: str) -> int:
         """HEAD the blob: its size, and proof this node may read it (remembered a while)."""
@@ -167,19 +205,23 @@ class Upstream:
                 f"registry {registry.host} answered {r.status_code} for {repository}@{digest}",
                 headers=_challenge_of(r),
             )
-        self._access[(registry.host, repository, digest)] = time.monotonic() + ACCESS_TTL_S
-        return int(r.headers.get("content-length", "0"))
+        size = int(r.headers.get("content-length", "0"))
+        self._access[(registry.host, repository, digest)] = (time.monotonic() + ACCESS_TTL_S, size)
+        return size
 
-    async def check_access(self, registry: Registry, repository: str, digest: str) -> None:
-        """Raise UpstreamError unless the registry lets this node read the blob (cached)."""
-        if self._access.get((registry.host, repository, digest), 0.0) > time.monotonic():
-            return
-        await self.blob_size(registry, repository, digest)
+    async def check_access(self, registry: Registry, repository: str, digest: str) -> int:
+        """The blob's size; UpstreamError unless the registry lets this node read it (the
+        answer is remembered ``ACCESS_TTL_S``)."""
+        found = self._access.get((registry.host, repository, digest))
+        if found is not None and found[0] > time.monotonic():
+            return found[1]
+        return await self.blob_size(registry, repository, digest)
 
     async def check_manifest_access(self, registry: Registry, repository: str, digest: str) -> None:
         """Raise UpstreamError unless the registry lets this node read the manifest (cached)."""
         key = (registry.host, repository, digest)
-        if self._access.get(key, 0.0) > time.monotonic():
+        found = self._access.get(key)
+        if found is not None and found[0] > time.monotonic():
             return
         r = await self.request(
             registry,
@@ -193,7 +235,7 @@ class Upstream:
                 f"registry {registry.host} answered {r.status_code} for {repository}@{digest}",
                 headers=_challenge_of(r),
             )
-        self._access[key] = time.monotonic() + ACCESS_TTL_S
+        self._access[key] = (time.monotonic() + ACCESS_TTL_S, 0)
 
     async def blob_range(
         self, registry: Registry, repository: str, digest: str, start: int, end: int
@@ -224,6 +266,16 @@ class Upstream:
 def _basic(registry: Registry) -> str:
     pair = f"{registry.username}:{registry.password}".encode()
     return "Basic " + base64.b64encode(pair).decode()
+
+
+def _repository_of(path: str) -> str:
+    """The repository a distribution API path names (``/v2/<name>/blobs/...``); "" for
+    ``/v2/``. Credentials are remembered per repository, as token scopes are."""
+    rest = path.removeprefix("/v2/")
+    for marker in ("/blobs/", "/manifests/"):
+        if marker in rest:
+            return rest.rpartition(marker)[0]
+    return ""
 
 
 def _challenge_of(response: httpx.Response) -> dict[str, str]:

@@ -31,6 +31,7 @@ from tests.support.p2p import (
     random_image,
     served_coordinator,
 )
+from tests.support.registry_token import TokenService
 
 
 @pytest.fixture
@@ -248,10 +249,13 @@ def test_a_peer_without_the_coordinators_ticket_is_refused(
     assert agent.metrics()["gaia_p2p_agent_tickets_refused_total"] == 2
 
 
+@pytest.mark.parametrize("auth", ["basic", "token"])
 def test_a_private_repository_is_served_only_with_the_agents_own_credentials(
-    tmp_path: Path, gaia: Gaia, agents: list[AgentProcess]
+    auth: str, tmp_path: Path, gaia: Gaia, agents: list[AgentProcess]
 ) -> None:
-    private = Registry(tmp_path / "private", users={"puller": "s3cret"}).start()
+    users = {"puller": "s3cret"}
+    tokens = TokenService(tmp_path / "tokens", users=users).start() if auth == "token" else None
+    private = Registry(tmp_path / "private", users=users, token=tokens).start()
     try:
         secret = _push(private, "v1", seed=7)
         allowed = _agent(
@@ -269,7 +273,8 @@ def test_a_private_repository_is_served_only_with_the_agents_own_credentials(
                     params={"ns": private.host},
                 )
                 assert r.status_code == 401, r.text
-                assert r.headers["WWW-Authenticate"].startswith("Basic")
+                scheme = "Bearer" if tokens else "Basic"
+                assert r.headers["WWW-Authenticate"].startswith(f"{scheme} realm="), r.headers
             r = httpx.get(
                 f"http://{agent.mirror}/v2/{REPO}/manifests/{secret.digest}",
                 params={"ns": private.host},
@@ -278,6 +283,8 @@ def test_a_private_repository_is_served_only_with_the_agents_own_credentials(
             assert agent.metrics()[BY_SOURCE % "peer"] == 0
     finally:
         private.stop()
+        if tokens is not None:
+            tokens.stop()
 
 
 def test_a_corrupt_parent_is_caught_and_the_piece_comes_from_elsewhere(
@@ -414,3 +421,89 @@ def test_a_prewarm_fills_the_nodes_cache_before_any_pull(
         assert (agent.work / "cache" / "blobs" / digest.removeprefix("sha256:")).exists()
     # nothing pulled it: the agent fetched it by itself, from the registry (no other holder)
     assert agent.metrics()[BY_SOURCE % "registry"] == image.size
+
+
+def _platform_figures(gaia: Gaia) -> dict[str, float]:
+    text = httpx.get(f"{gaia.origin}/metrics", headers=gaia.admin, timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("gaia_p2p_") and 'cluster="sim-1"' in line:
+            name, value = line.rsplit(" ", 1)
+            out[name.replace('cluster="sim-1",', "").replace('{cluster="sim-1"}', "")] = float(
+                value
+            )
+    return out
+
+
+def test_a_restarted_agent_resumes_its_pieces_and_declares_them_before_it_asks_for_more(
+    registry: Registry, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    image = random_image(1, 6 << 20, seed=41)
+    registry.push(image, REPO, "resume")
+    layer = image.layers[0].blob
+    pieces = -(-len(layer.data) // (1 << 20))  # 1 MiB each (seven: tar and gzip add a little)
+    # the first run has no coordinator (it is down, or the agent started before it): the
+    # pieces it writes are known to no one but its own disk; it fetches slowly, and dies
+    agent = _agent(agents, tmp_path, registry, "resumer", extra=("--download-rate", "1048576"))
+    listed = agent.work / "cache" / "partial" / f"{layer.digest.removeprefix('sha256:')}.json"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pulling = pool.submit(
+            lambda: httpx.get(
+                f"http://{agent.mirror}/v2/{REPO}/blobs/{layer.digest}",
+                params={"ns": registry.host},
+                timeout=60,
+            )
+        )
+        deadline = time.monotonic() + 30
+        while not listed.exists() or len(json.loads(listed.read_text())["pieces"]) < 2:
+            assert time.monotonic() < deadline, agent.log()[-2000:]
+            time.sleep(0.05)
+        agent.kill()
+        with pytest.raises(httpx.HTTPError):
+            pulling.result(timeout=30)
+    resumed = sorted(int(i) for i in json.loads(listed.read_text())["pieces"])
+    assert 2 <= len(resumed) < pieces
+    # started again on the same cache, now with the coordinator
+    agent.coordinator, agent.cluster, agent.token, agent.extra = (
+        gaia.origin,
+        "sim-1",
+        gaia.token,
+        (),
+    )
+    agent.start()
+    _wait_registered([agent], gaia)
+    r = httpx.get(
+        f"http://{agent.mirror}/v2/{REPO}/blobs/{layer.digest}",
+        params={"ns": registry.host},
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.content == layer.data
+    figures = agent.metrics()
+    assert figures[BY_SOURCE % "registry"] == len(layer.data) - len(resumed) * (1 << 20)
+    # the coordinator heard of the resumed pieces before it assigned any: it sent only the
+    # others to the registry, each once (a lease for a piece the node holds would be a refetch)
+    platform = _platform_figures(gaia)
+    assert platform['gaia_p2p_pieces_total{source="registry"}'] == pieces - len(resumed)
+    assert platform["gaia_p2p_registry_assignments_total"] == pieces - len(resumed)
+    assert platform["gaia_p2p_registry_refetches_total"] == 0
+
+
+def test_the_cache_stays_under_its_cap_least_recently_used_out_first(
+    registry: Registry, image: Image, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    cap = 6 << 20  # the image's three layers of 2.5 MiB do not fit
+    agent = _agent(agents, tmp_path, registry, "capped", extra=("--cache-max-bytes", str(cap)))
+    _pull(agent.mirror, registry, image)  # every blob whole, though they do not all fit
+    figures = agent.metrics()
+    assert figures["gaia_p2p_agent_cache_bytes"] <= cap
+    assert figures["gaia_p2p_agent_cache_evicted_total"] >= 1
+    kept = list((agent.work / "cache" / "blobs").iterdir())
+    assert sum(p.stat().st_size for p in kept) <= cap
+    # the last blob read (the config) is the newest: it stays; a second pull fetches again
+    # what went
+    last = list(image.blobs)[-1]
+    assert (agent.work / "cache" / "blobs" / last.removeprefix("sha256:")).exists()
+    _pull(agent.mirror, registry, image)
+    again = agent.metrics()
+    assert again[BY_SOURCE % "registry"] > figures[BY_SOURCE % "registry"]
+    assert again["gaia_p2p_agent_cache_bytes"] <= cap

@@ -88,3 +88,34 @@ def test_only_sha256_digests_name_blobs(tmp_path: Path) -> None:
     for bad in ("sha512:" + "a" * 64, "sha256:" + "A" * 64, "sha256:../../etc", "x"):
         with pytest.raises(ValueError, match="not a sha256 digest"):
             cache.path(bad)
+
+
+def test_a_blob_being_fetched_counts_against_the_cap_from_the_start(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path, max_bytes=3 * MiB)
+    old = [_blob(MiB, seed) for seed in (20, 21)]
+    for digest, data in old:
+        _write(cache, digest, data, [0])
+        assert cache.finish(cache.partial(digest, size=len(data), piece_size=MiB))
+    assert cache.used_bytes == 2 * MiB
+    digest, data = _blob(2 * MiB, 22)
+    part = cache.partial(digest, size=len(data), piece_size=MiB)  # nothing written yet
+    # its two MiB are reserved at once: the oldest complete blob makes room
+    assert cache.path(old[0][0]) is None and cache.path(old[1][0]) is not None
+    assert cache.used_bytes == 3 * MiB
+    for i in (0, 1):
+        start, end = piece_range(i, len(data), MiB)
+        part.write_piece(i, data[start:end], hashlib.sha256(data[start:end]).hexdigest())
+    assert cache.finish(part) is not None
+    assert cache.used_bytes == 3 * MiB
+
+
+def test_partial_blobs_nobody_resumed_for_a_day_are_removed_at_start(tmp_path: Path) -> None:
+    fresh, stale = _blob(MiB, 30), _blob(MiB, 31)
+    cache = BlobCache(tmp_path, max_bytes=100 * MiB)
+    for digest, data in (fresh, stale):
+        _write(cache, digest, data, [0])
+    for path in (tmp_path / "partial").glob(f"{digest_hex(stale[0])}*"):
+        os.utime(path, (1, 1))
+    BlobCache(tmp_path, max_bytes=100 * MiB)
+    left = {p.name for p in (tmp_path / "partial").iterdir()}
+    assert left == {digest_hex(fresh[0]), f"{digest_hex(fresh[0])}.json"}
