@@ -106,6 +106,7 @@ class Bench:
     blobs: dict[str, Path]
     node_bps: int
     registry_bps: int
+    agent_args: list[str] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
 
 
@@ -247,7 +248,7 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
                     "--advertise-address", f"{host.ip}:{PEER_PORT}", "--coordinator", origin,
                     "--cluster", "bench", "--token-file", str(b.work / "token"),
                     "--registries-file", str(b.work / "registries.json"),
-                    "--cache-dir", str(cache),
+                    "--cache-dir", str(cache), *b.agent_args,
                 ]  # fmt: skip
                 log = (b.work / f"agent-{i}.log").open("wb")
                 agents.append(b.bed.run(host, argv, stdout=log, stderr=subprocess.STDOUT))
@@ -258,6 +259,7 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
                     b, b.nodes[:n], starts, f"http://{MIRROR}", registry, TAG
                 )
             egress = b.bed.sent(b.registry) - before
+            diagnose(b, origin, n)
         finally:
             for agent in agents:
                 agent.terminate()
@@ -267,6 +269,53 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
                 if agent.poll() is None:
                     agent.kill()
     return Run("gaia", n, mode, times, egress, cpu[0], failed)
+
+
+AGENT_SUMS = (
+    'gaia_p2p_agent_bytes{source="registry"}',
+    "gaia_p2p_agent_pieces_failed",
+    "gaia_p2p_agent_pieces_corrupt",
+    "gaia_p2p_agent_coordinator_fallbacks",
+    "gaia_p2p_agent_digest_mismatches",
+)
+
+
+def diagnose(b: Bench, origin: str, n: int) -> None:
+    """Where registry bytes went: the coordinator's figures and the agents' summed counters
+    (printed, not timed)."""
+    with httpx.Client(base_url=origin, timeout=10) as c:
+        r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        admin = {"Authorization": f"Bearer {r.json()['token']}"}
+        text = c.get("/metrics", headers=admin).text
+    platform = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("gaia_p2p_registry", "gaia_p2p_bytes", "gaia_p2p_pieces"))
+    ]
+    sums = dict.fromkeys(AGENT_SUMS, 0.0)
+    for host in b.nodes[:n]:
+        out = subprocess.run(
+            ["ip", "netns", "exec", host.ns, "curl", "-s", f"http://{MIRROR}/metrics"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
+        for line in out.splitlines():
+            name, _, value = line.rpartition(" ")
+            name = name.replace("_total", "")
+            if name in sums:
+                sums[name] += float(value)
+    warnings = [
+        f"{host.name}: {line.split(' ', 3)[-1][:300]}"
+        for i, host in enumerate(b.nodes[:n])
+        for line in (b.work / f"agent-{i}.log").read_text(errors="replace").splitlines()
+        if " WARNING " in line or " ERROR " in line
+    ]
+    for line in warnings[:10]:
+        print(f"    agent warning: {line}", file=sys.stderr)
+    print("    coordinator: " + "; ".join(platform), file=sys.stderr)
+    summed = "; ".join(f"{k.removeprefix('gaia_p2p_agent_')}={v:g}" for k, v in sums.items())
+    print(f"    agents: {summed}", file=sys.stderr)
 
 
 def _wait_agents(origin: str, n: int) -> None:
@@ -379,6 +428,9 @@ def main() -> int:
         "second run on the machine needs its own (and --bed-gateway)",
     )
     parser.add_argument("--bed-gateway", default=BRIDGE_IP, help="the bridge's address (a /16)")
+    parser.add_argument(
+        "--agent-args", default="", help="extra arguments of every agent (tuning), one string"
+    )
     parser.add_argument("--json", help="write every run here")
     args = parser.parse_args()
     if args.quick:
@@ -416,7 +468,7 @@ def main() -> int:
                 ],
                 check=True,
             )
-        b = Bench(bed, reg, nodes, work, size, blobs, node_bps, reg_bps)
+        b = Bench(bed, reg, nodes, work, size, blobs, node_bps, reg_bps, args.agent_args.split())
         print(
             f"image {size / 1e6:.1f} MB in {args.layers} layers; node links {args.node_mbit:g} "
             f"Mbit/s up and down; registry uplink {args.registry_mbit:g} Mbit/s",

@@ -4,8 +4,10 @@ Every call is one JSON ``POST`` under ``{origin}/api/v1/clusters/{cluster}/p2p/`
 cluster's agent token (docs/p2p.md, "Wire contract: agent → coordinator"). Failures come in two
 kinds, because the agent answers them differently:
 
-- ``CoordinatorUnavailable`` (wire.py): the coordinator could not be reached, timed out, answered
-  5xx or 429 (too many swarms): the agent fetches from the registry as if there were no P2P.
+- ``CoordinatorUnavailable`` (wire.py): the coordinator could not be reached (after
+  ``RETRY_PAUSES_S``: a connection the server closed as the request went out is tried again),
+  timed out, answered 5xx or 429 (too many swarms): the agent fetches from the registry as if
+  there were no P2P.
 - ``CoordinatorRefused``: a 4xx that says the request itself is wrong (401: the token; 404: the
   node is not registered or the blob has no swarm, so register or open the task again; 422: a
   field out of bounds). Retrying the same request will not help.
@@ -15,6 +17,7 @@ kinds, because the agent answers them differently:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +36,9 @@ from gaia.node.p2p.wire import (
 )
 
 MAX_REPORTS = 256
+# pauses between the tries of a request that got no answer at all (connection refused, reset or
+# closed before the response); a timeout is not retried
+RETRY_PAUSES_S = (0.2, 1.0)
 
 
 class CoordinatorRefused(Exception):
@@ -76,12 +82,23 @@ class HttpCoordinator:
 
     async def _post(self, path: str, body: dict[str, Any], *, read_s: float | None = None) -> Any:
         timeout = httpx.Timeout(self.timeout, read=read_s or self.timeout)
-        try:
-            r = await self._client.post(
-                f"{self.base}/{path}", json=body, headers=self._headers, timeout=timeout
-            )
-        except httpx.HTTPError as exc:  # connect, read, protocol: all a coordinator away
-            raise CoordinatorUnavailable(f"the coordinator did not answer: {exc!r}") from exc
+        for attempt, pause in enumerate((*RETRY_PAUSES_S, None)):
+            try:
+                r = await self._client.post(
+                    f"{self.base}/{path}", json=body, headers=self._headers, timeout=timeout
+                )
+                break
+            except httpx.TimeoutException as exc:  # it may have been served: no retry
+                raise CoordinatorUnavailable(f"the coordinator did not answer: {exc!r}") from exc
+            except httpx.TransportError as exc:
+                # refused, reset, or a kept-alive connection the server closed as the request
+                # went out ("Server disconnected without sending a response"): the request was
+                # not answered, and a blip must not send a whole blob to the registry
+                if pause is None:
+                    raise CoordinatorUnavailable(
+                        f"the coordinator did not answer ({attempt + 1} tries): {exc!r}"
+                    ) from exc
+                await asyncio.sleep(pause)
         if r.status_code >= 500 or r.status_code == 429:
             raise CoordinatorUnavailable(
                 f"the coordinator answered {r.status_code}: {r.text[:200]}"
