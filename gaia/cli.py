@@ -249,6 +249,7 @@ def cmd_p2p_agent(args: argparse.Namespace) -> int:
         cache_max_bytes=args.cache_max_bytes,
         upload_slots=args.upload_slots,
         download_slots=args.download_slots,
+        coordinator_patience_s=args.coordinator_patience,
         upload_rate=args.upload_rate,
         download_rate=args.download_rate,
     )
@@ -413,7 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p2p.add_argument("--upload-rate", type=float, default=0, help="bytes/s to peers (0: no limit)")
     p2p.add_argument("--download-rate", type=float, default=0, help="bytes/s fetched (0: no limit)")
-    p2p.add_argument("--upload-slots", type=int, default=8, help="pieces served at once")
+    p2p.add_argument("--upload-slots", type=int, default=4, help="pieces served at once")
+    p2p.add_argument(
+        "--coordinator-patience",
+        type=float,
+        default=20.0,
+        help="seconds to wait for an overloaded coordinator before fetching from the registry",
+    )
     p2p.add_argument(
         "--download-slots", type=int, default=4, help="pieces fetched at once (default 4)"
     )

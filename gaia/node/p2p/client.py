@@ -88,8 +88,10 @@ class HttpCoordinator:
                     f"{self.base}/{path}", json=body, headers=self._headers, timeout=timeout
                 )
                 break
-            except httpx.TimeoutException as exc:  # it may have been served: no retry
-                raise CoordinatorUnavailable(f"the coordinator did not answer: {exc!r}") from exc
+            except httpx.TimeoutException as exc:  # it may have been served: no retry here
+                raise CoordinatorUnavailable(
+                    f"the coordinator did not answer in time: {exc!r}", overloaded=True
+                ) from exc
             except httpx.TransportError as exc:
                 # refused, reset, or a kept-alive connection the server closed as the request
                 # went out ("Server disconnected without sending a response"): the request was
@@ -101,7 +103,7 @@ class HttpCoordinator:
                 await asyncio.sleep(pause)
         if r.status_code >= 500 or r.status_code == 429:
             raise CoordinatorUnavailable(
-                f"the coordinator answered {r.status_code}: {r.text[:200]}"
+                f"the coordinator answered {r.status_code}: {r.text[:200]}", overloaded=True
             )
         if r.status_code >= 400:
             try:

@@ -35,7 +35,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -52,6 +54,7 @@ from gaia.node.p2p.wire import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 TICKET_HEADER = "X-Gaia-Ticket"
 REGISTRY_TRIES = 3  # attempts per piece on the direct path, with a short pause between
 Declare = Callable[[Mapping[str, Sequence[int]]], Awaitable[None]]
@@ -97,6 +100,7 @@ class Figures:
     pieces_failed: int = 0
     pieces_corrupt: int = 0
     coordinator_fallbacks: int = 0
+    coordinator_retries: int = 0  # calls tried again while the coordinator was overloaded
     digest_mismatches: int = 0
     blobs_completed: int = 0
 
@@ -173,8 +177,10 @@ class Downloader:
         slots: int = 4,
         download_rate: float = 0,
         piece_timeout_s: float = 30.0,
+        coordinator_patience_s: float = 20.0,
         now: Callable[[], float] = time.time,
     ) -> None:
+        self.coordinator_patience_s = coordinator_patience_s
         self.node = node
         self.cache = cache
         self.upstream = upstream
@@ -266,9 +272,8 @@ class Downloader:
         if swarm:
             assert self.coordinator is not None
             try:
-                task = await self.coordinator.open_task(
-                    self.node, BlobRef(d.registry.host, d.repository, d.digest, d.size)
-                )
+                blob = BlobRef(d.registry.host, d.repository, d.digest, d.size)
+                task = await self._patiently(partial(self.coordinator.open_task, self.node, blob))
                 d.piece, hashes = task.piece_size, dict(task.hashes)
             except (CoordinatorUnavailable, CoordinatorRefused) as exc:
                 swarm = self._fallback(d, exc)
@@ -305,6 +310,24 @@ class Downloader:
         d.path = path
         self.figures.blobs_completed += 1
 
+    async def _patiently(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, tried again while the coordinator is overloaded (it timed out or answered
+        5xx/429) for up to ``coordinator_patience_s``: a busy coordinator must not send whole
+        blobs to the registry (bench/p2p.py at N = 32 on two cores: 2.4 F without this). An
+        unreachable one raises at once."""
+        pause = 0.5
+        deadline = time.monotonic() + self.coordinator_patience_s
+        while True:
+            try:
+                return await call()
+            except CoordinatorUnavailable as exc:
+                if not exc.overloaded or time.monotonic() + pause > deadline:
+                    raise
+                self.figures.coordinator_retries += 1
+                log.info("p2p: the coordinator is slow (%s); trying again in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 5.0)
+
     def _fallback(self, d: Download, exc: Exception) -> bool:
         self.figures.coordinator_fallbacks += 1
         log.warning(
@@ -333,8 +356,14 @@ class Downloader:
                         permits = 1
                     if permits:
                         try:
-                            schedule = await self.coordinator.schedule(
-                                self.node, d.digest, want=permits, wait_s=0.0 if inflight else 2.0
+                            schedule = await self._patiently(
+                                partial(
+                                    self.coordinator.schedule,
+                                    self.node,
+                                    d.digest,
+                                    want=permits,
+                                    wait_s=0.0 if inflight else 2.0,
+                                )
                             )
                         except BaseException:
                             self._give(permits)
@@ -366,7 +395,9 @@ class Downloader:
                 for t in done:
                     inflight.pop(t)
                     reports.append(t.result())
-                await self.coordinator.report(self.node, d.digest, reports)
+                await self._patiently(
+                    partial(self.coordinator.report, self.node, d.digest, reports)
+                )
                 await d._notify()
         except (CoordinatorUnavailable, CoordinatorRefused) as exc:
             # away, or it forgot this node or blob (it restarted: the next heartbeat registers

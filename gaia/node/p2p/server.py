@@ -412,6 +412,8 @@ class _AgentCollector(Collector):
             ("gaia_p2p_agent_coordinator_fallbacks",
              "Blobs fetched straight from the registry, the coordinator away.",
              f.coordinator_fallbacks),
+            ("gaia_p2p_agent_coordinator_retries",
+             "Coordinator calls tried again while it was overloaded.", f.coordinator_retries),
             ("gaia_p2p_agent_digest_mismatches", "Assembled blobs that failed their digest.",
              f.digest_mismatches),
             ("gaia_p2p_agent_blobs_completed", "Blobs verified into the cache.",

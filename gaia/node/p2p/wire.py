@@ -82,7 +82,14 @@ class ManifestSeen:
 
 
 class CoordinatorUnavailable(Exception):
-    """The coordinator cannot be reached or answered 5xx: the agent falls back to the registry."""
+    """The coordinator cannot be reached or answered 5xx: the agent falls back to the registry.
+    ``overloaded``: it is there but slow or busy (a timeout, 5xx, 429), so the agent waits for
+    it a while (``Downloader.coordinator_patience_s``) before falling back; unreachable (refused,
+    reset) it falls back at once."""
+
+    def __init__(self, message: str, *, overloaded: bool = False) -> None:
+        super().__init__(message)
+        self.overloaded = overloaded
 
 
 class Coordinator(Protocol):

@@ -1,0 +1,121 @@
+"""An overloaded coordinator is waited for; an unreachable one is not (gaia.node.p2p.download).
+
+Seen in bench/p2p.py at N = 32 on two cores: the platform answered some schedule calls after the
+agents' 10 s timeout, and every agent that saw one fetched that whole blob from the registry
+(2.4 F of registry egress instead of 1.0 F). Now a timeout, 5xx or 429 is tried again for up to
+``coordinator_patience_s``; only a coordinator that cannot be reached sends the blob to the
+registry at once. The coordinator here is the real platform over HTTP, behind a wrapper that
+makes its first calls fail the way an overloaded one does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gaia.node.p2p.cache import BlobCache
+from gaia.node.p2p.client import HttpCoordinator
+from gaia.node.p2p.download import Downloader
+from gaia.node.p2p.upstream import Registry as UpstreamRegistry
+from gaia.node.p2p.upstream import Upstream
+from gaia.node.p2p.wire import AgentInfo, CoordinatorUnavailable
+from gaia.platform import Platform
+from tests.support import p2p
+from tests.support.p2p import Registry, random_image
+
+MiB = 1 << 20
+REPO = "p2p/patience"
+
+
+class Flaky:
+    """The real coordinator; the first ``fail`` calls of ``method`` raise instead."""
+
+    def __init__(self, real: HttpCoordinator, method: str, fail: int, *, overloaded: bool):
+        self.real, self.method, self.fail, self.overloaded = real, method, fail, overloaded
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.real, name)
+        if name != self.method:
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.failed < self.fail:
+                self.failed += 1
+                raise CoordinatorUnavailable("made to fail", overloaded=self.overloaded)
+            return await attr(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, str, bytes]]:
+    registry = Registry(tmp_path_factory.mktemp("registry")).start()
+    image = random_image(1, 3 * MiB, seed=33)
+    registry.push(image, REPO, "v1")
+    blob = image.layers[0].blob
+    yield registry, blob.digest, blob.data
+    registry.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "overloaded", "falls_back"),
+    [
+        ("schedule", True, False),
+        ("report", True, False),
+        ("open_task", True, False),
+        ("schedule", False, True),
+    ],
+)
+def test_a_slow_coordinator_is_waited_for_and_a_gone_one_is_not(
+    platform: Platform,
+    tmp_path: Path,
+    pushed: tuple[Registry, str, bytes],
+    method: str,
+    overloaded: bool,
+    falls_back: bool,
+) -> None:
+    registry, digest, data = pushed
+
+    async def scenario(origin: str, token: str) -> None:
+        upstream = Upstream(
+            {registry.host: UpstreamRegistry(registry.host, registry.url, default=True)}
+        )
+        async with HttpCoordinator(origin=origin, cluster="sim-1", token=token) as real:
+            await real.register(AgentInfo("n1", "z1", "127.0.0.1:1", 4))
+            flaky = Flaky(real, method, 2, overloaded=overloaded)
+            downloader = Downloader(
+                node="n1",
+                cache=BlobCache(tmp_path / "cache", max_bytes=64 * MiB),
+                upstream=upstream,
+                coordinator=flaky,  # type: ignore[arg-type]
+                coordinator_patience_s=10,
+            )
+            try:
+                download = downloader.blob(upstream.registry(None), REPO, digest)
+                assert download.task is not None
+                await download.task
+                assert download.error is None, download.error
+                assert download.path is not None
+                assert (
+                    hashlib.sha256(download.path.read_bytes()).digest()
+                    == hashlib.sha256(data).digest()
+                )
+            finally:
+                await downloader.close()
+                await upstream.close()
+        f = downloader.figures
+        assert flaky.failed == (1 if falls_back else 2)  # a gone one is not asked again
+        assert f.coordinator_fallbacks == (1 if falls_back else 0)
+        assert f.coordinator_retries == (0 if falls_back else 2)
+        if not falls_back:
+            # through the swarm: one registry lease per piece
+            assert f.pieces_from_registry == -(-len(data) // MiB)
+
+    with p2p.served_coordinator(platform) as up:
+        asyncio.run(scenario(up.origin, up.token))
