@@ -24,6 +24,7 @@ from gaia.controllers.apps import AppController
 from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.reservations import ReservationReaper
 from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
+from gaia.delivery.registry import RegistryService, TokenSigner
 from gaia.loop import LoopService
 from gaia.monitor.alerting.delivery import NotificationDelivery
 from gaia.monitor.alerting.evaluator import AlertEvaluator, PassStats
@@ -61,6 +62,8 @@ class Platform:
     metrics: PlatformMetrics = field(default_factory=PlatformMetrics)
     # P2P image distribution: the swarms of every cluster, in this process's memory
     p2p: SwarmCoordinator = field(init=False)
+    # the image registry: token signer, addresses, the docker-registry child (docs/registry.md)
+    registry: RegistryService = field(init=False)
 
     def __post_init__(self) -> None:
         self.p2p = SwarmCoordinator(
@@ -70,6 +73,7 @@ class Platform:
             lease_s=self.settings.p2p_lease_seconds,
         )
         self.metrics.watch_p2p(self.p2p.figures)
+        self.registry = registry_service(self.settings, self.secrets)
         self.login_throttle = LoginThrottle(
             db=self.db,
             clock=self.clock,
@@ -200,6 +204,7 @@ class Platform:
         and close the providers and stores."""
         system_logs = SystemLogHandler(self.log_store)
         system_logs.install()
+        await asyncio.to_thread(self.registry.start)
         services = self.loops() if loops else []
         for service in services:
             service.observe = self.metrics.loop_pass
@@ -214,8 +219,29 @@ class Platform:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.providers.close()
             await self.metric_store.close()
+            await asyncio.to_thread(self.registry.stop)
             await asyncio.to_thread(system_logs.uninstall)
             self.log_store.close()
+
+
+def registry_service(settings: Settings, secrets: SecretBox) -> RegistryService:
+    """The registry the settings describe (``enabled`` is false when they name none)."""
+    origin = settings.external_url.rstrip("/")
+    if not origin:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+        origin = f"http://{host}:{settings.port}"
+    folder = settings.data_dir / "registry"
+    return RegistryService(
+        signer=TokenSigner(secrets),
+        realm=f"{origin}/api/v1/registry/token",
+        events_url=f"{origin}/api/v1/registry/events",
+        listen=settings.registry_listen,
+        url=settings.registry_url,
+        address=settings.registry_address,
+        binary=settings.registry_binary,
+        folder=folder,
+        storage_dir=settings.registry_storage_dir or folder / "storage",
+    )
 
 
 def open_metric_store(settings: Settings, *, clock: Clock) -> MetricStore:

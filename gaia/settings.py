@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     # forgotten) and how long a piece assignment may stay unreported before it is cancelled
     p2p_heartbeat_seconds: float = Field(default=10.0, ge=1, le=300)
     p2p_lease_seconds: float = Field(default=30.0, ge=5, le=600)
+    # image registry (docs/registry.md): the address `gaia up` runs Debian's docker-registry on
+    # (empty: it runs none; a registry run apart is configured with `gaia registry-config`),
+    # the URL Gaia reaches it at (default http://<registry_listen>), the host[:port] clients
+    # push to and pull from (default: registry_listen), its binary and storage folder (default
+    # <data_dir>/registry/storage), and each business's quota unless the business has its own
+    registry_listen: str = ""
+    registry_url: str = ""
+    registry_address: str = ""
+    registry_binary: str = "docker-registry"
+    registry_storage_dir: Path | None = None
+    registry_quota_bytes: int = Field(default=10 << 30, ge=0)
     # monitoring: how often the collector reads every cluster's metrics; how often alert
     # policies are evaluated
     metrics_interval_seconds: float = 15.0

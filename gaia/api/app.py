@@ -40,6 +40,7 @@ from gaia.api.routes import (
     p2p,
     quotas,
     records,
+    registry,
     users,
 )
 from gaia.monitor.metrics.platform import HttpMetricsMiddleware
@@ -60,6 +61,7 @@ ROUTERS = (
     apps,
     nodes,
     p2p,
+    registry,
     gpu_models,
     alerts,
     logs,

@@ -111,6 +111,9 @@ class Business(Base):
     display_name: Mapped[str] = mapped_column(String(200), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # bytes its registry namespace may hold (None: the platform's default,
+    # GAIA_REGISTRY_QUOTA_BYTES)
+    registry_quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Membership(Base):
@@ -637,3 +640,39 @@ class LoginThrottleBucket(Base):
     account: Mapped[str] = mapped_column(String(64), primary_key=True)
     level: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class RegistryRepository(Base):
+    """A repository of Gaia's image registry, first seen in a push notification
+    (``gaia.store.registry``). ``namespace`` is ``u/<user>``, ``public`` or a business's name;
+    repositories outlive a deleted business (their images stay until deleted on purpose)."""
+
+    __tablename__ = "registry_repositories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    namespace: Mapped[str] = mapped_column(String(127), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # personal | public | business
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RegistryTag(Base):
+    """One tag of a repository: the manifest it names now, its size (the manifest and every
+    blob it references) and who pushed it when."""
+
+    __tablename__ = "registry_tags"
+    __table_args__ = (UniqueConstraint("repository_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("registry_repositories.id", ondelete="CASCADE"), index=True
+    )
+    tag: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(71))
+    media_type: Mapped[str] = mapped_column(String(255), default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # [[digest, size], ...] of the blobs the manifest references: the namespace's usage counts
+    # each distinct blob once
+    blobs: Mapped[list[list[Any]]] = mapped_column(JSON, default=list)
+    pushed_by: Mapped[str] = mapped_column(String(255), default="")
+    pushed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

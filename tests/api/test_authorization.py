@@ -44,6 +44,8 @@ class Row:
         return (
             self.path.split("?")[0]
             .replace("/sim-1-node-0", "/{node}")
+            .replace("/repositories/alpha/web", "/repositories/{repository}")
+            .replace("/tags/v1", "/tags/{tag}")
             .replace("/alpha", "/{biz}")
             .replace("/sim-1", "/{cluster}")
             .replace("/members/dev", "/members/{username}")
@@ -250,6 +252,22 @@ TABLE = [
     Row("POST", f"{NODES}/sim-1-node-0/uncordon", ("platform-admin",), hidden_from=()),
     Row("POST", f"{NODES}/sim-1-node-0/drain", ("platform-admin",), hidden_from=()),
     Row("DELETE", f"{NODES}/sim-1-node-0", ("platform-admin",), hidden_from=()),
+    # the image registry: views for everyone (filtered by namespace), quotas for platform
+    # admins, tags deleted by those who may push, events from the registry only (seeded:
+    # alpha/web:v1)
+    Row("GET", "/api/v1/registry", ALL, hidden_from=()),
+    Row("GET", "/api/v1/registry/namespaces", ALL, hidden_from=()),
+    Row(
+        "PUT",
+        "/api/v1/registry/namespaces/alpha/quota",
+        ("platform-admin",),
+        {"quota_bytes": 1 << 30},
+        hidden_from=(),
+    ),
+    Row("GET", "/api/v1/registry/repositories", ALL, hidden_from=()),
+    Row("GET", "/api/v1/registry/repositories/alpha/web/tags", MEMBERS),
+    Row("DELETE", "/api/v1/registry/repositories/alpha/web/tags/v1", WRITERS),
+    Row("POST", "/api/v1/registry/events", (), {"events": []}, hidden_from=()),
     # P2P: the agents' calls take the cluster's agent token, never a user's (403 for all)
     Row("POST", f"{P2P}/agents", (), AGENT, hidden_from=()),
     Row("POST", f"{P2P}/tasks", (), TASK, hidden_from=()),
@@ -331,7 +349,19 @@ TABLE = [
     Row("GET", f"{APP}/logs", MEMBERS),
     Row("GET", "/api/v1/system/logs", ("platform-admin",), hidden_from=()),
 ]
-PUBLIC = {("POST", "/api/v1/auth/login")}
+REGISTRY_PUSH = {
+    "action": "push",
+    "timestamp": "2026-12-05T06:00:00Z",
+    "target": {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": "sha256:" + "1" * 64,
+        "size": 500,
+        "repository": "alpha/web",
+        "tag": "v1",
+    },
+    "actor": {"name": "dev"},
+}
+PUBLIC = {("POST", "/api/v1/auth/login"), ("GET", "/api/v1/registry/token")}
 
 
 def _seed(world: World, platform: Platform) -> None:
@@ -359,6 +389,12 @@ def _seed(world: World, platform: Platform) -> None:
     for path in ("/api/v1/instance-configs", f"{BIZ}/instance-configs"):
         r = c.post(path, json={"name": "small", "resources": {"cpu": 1}}, headers=h)
         assert r.status_code == 201, r.text
+    r = c.post(
+        "/api/v1/registry/events",
+        json={"events": [REGISTRY_PUSH]},
+        headers={"Authorization": f"Bearer {platform.registry.signer.notification_token}"},
+    )
+    assert r.status_code == 200, r.text
     for path, name in ((f"{BIZ}/configmaps", "settings"), (f"{BIZ}/secrets", "db")):
         r = c.post(path, json={"name": name, "data": {"k": "v"}}, headers=h)
         assert r.status_code == 201, r.text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from gaia.api.schemas.base import (
     Cards,
@@ -23,6 +23,7 @@ from gaia.api.schemas.base import (
     Username,
 )
 from gaia.domain.rbac import Role
+from gaia.domain.registry import RESERVED_NAMESPACES
 
 
 class BusinessCreate(Strict):
@@ -32,6 +33,17 @@ class BusinessCreate(Strict):
     admins: list[Username] = Field(
         default_factory=list, max_length=50, description="usernames made business-admin"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_registry_namespace(cls, value: str) -> str:
+        # a business's name is its registry namespace; these two name the other kinds
+        if value in RESERVED_NAMESPACES:
+            raise ValueError(
+                f"'{value}' is reserved: the image registry's personal (u/<user>) and public "
+                "namespaces use it"
+            )
+        return value
 
 
 class BusinessUpdate(Strict):

@@ -1,0 +1,1 @@
+"""Delivery: Gaia's image registry and CI/CD builds (issue 18)."""

@@ -1,0 +1,400 @@
+"""Gaia's image registry: the token signer and the registry's configuration (docs/registry.md).
+
+The registry is the CNCF distribution registry (Debian's ``docker-registry``). It trusts Gaia
+for every request through the distribution token specification: a client without a token gets
+``401`` with ``WWW-Authenticate: Bearer realm="<Gaia>/api/v1/registry/token",service=...,
+scope=...``, asks Gaia's token endpoint (with Basic credentials: a user's name and an API token
+or password, or none for public images), and retries with the JWT Gaia signed.
+
+**The signing key** is an ECDSA P-256 key derived from ``GAIA_SECRET_KEY``
+(``SecretBox.derive_key``): every replica signs with the same key and nothing more is stored.
+The registry verifies a token by the certificate in its ``x5c`` header, which must chain to its
+``rootcertbundle``: that certificate is self-signed by the same key, with fixed names and
+validity, so every replica makes one the registry accepts. Rotating ``GAIA_SECRET_KEY`` rotates
+the key: write the registry's configuration again (``gaia registry-config``) and restart it.
+
+**Notifications**: the registry posts its events (pushes, pulls, deletes) to
+``<Gaia>/api/v1/registry/events`` with ``Authorization: Bearer <notification token>``, a value
+derived from the secret key as well; Gaia records repositories, tags, digests and sizes from
+them, and who pushed.
+
+``registry_config`` writes the registry's YAML; ``RegistryProcess`` runs ``docker-registry`` as
+a child of ``gaia up`` when ``GAIA_REGISTRY_LISTEN`` is set (the embedded default). A production
+registry runs apart (a Deployment) with the configuration ``gaia registry-config`` prints.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gaia.security import SecretBox
+
+log = logging.getLogger(__name__)
+
+SERVICE = "gaia-registry"
+PULL_ACCOUNT_PREFIX = "pull+"
+ISSUER = "gaia"
+TOKEN_TTL_S = 300
+# the fixed validity of the signing certificate: every replica makes the same one
+_NOT_BEFORE = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+_NOT_AFTER = dt.datetime(2120, 1, 1, tzinfo=dt.UTC)
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    issued_at: str  # RFC 3339
+
+
+class TokenSigner:
+    """Signs the registry's bearer tokens with the key derived from the platform's secret."""
+
+    def __init__(self, secrets: SecretBox, *, issuer: str = ISSUER, service: str = SERVICE):
+        seed = secrets.derive_key("registry-token-signing-key")
+        self._seed = secrets.derive_key("registry-passwords")
+        scalar = int.from_bytes(hashlib.sha512(seed).digest(), "big") % (_P256_ORDER - 1) + 1
+        self._key = ec.derive_private_key(scalar, ec.SECP256R1())
+        self.issuer = issuer
+        self.service = service
+        self._notify_token = base64.urlsafe_b64encode(
+            secrets.derive_key("registry-notifications")
+        ).decode()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{issuer} registry tokens")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(scalar % (1 << 120) + 1)
+            .not_valid_before(_NOT_BEFORE)
+            .not_valid_after(_NOT_AFTER)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.certificate_pem = cert.public_bytes(serialization.Encoding.PEM)
+        self._x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
+
+    def derived_password(self, purpose: str) -> str:
+        return (
+            base64.urlsafe_b64encode(
+                hmac.new(self._seed, purpose.encode(), hashlib.sha256).digest()
+            )
+            .decode()
+            .rstrip("=")
+        )
+
+    @property
+    def notification_token(self) -> str:
+        """What the registry sends as ``Authorization: Bearer`` with its events."""
+        return self._notify_token
+
+    def notification_ok(self, authorization: str) -> bool:
+        scheme, _, token = authorization.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self._notify_token.encode()
+        )
+
+    def issue(
+        self, *, subject: str, access: list[dict[str, Any]], now: float | None = None
+    ) -> IssuedToken:
+        at = int(time.time() if now is None else now)
+        claims = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "exp": at + TOKEN_TTL_S,
+            "nbf": at - 10,
+            "iat": at,
+            "jti": os.urandom(12).hex(),
+            "access": access,
+        }
+        token = jwt.encode(claims, self._key, algorithm="ES256", headers={"x5c": self._x5c})
+        issued = dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
+        return IssuedToken(token, TOKEN_TTL_S, issued)
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token this signer issued (tests, and Gaia's own calls)."""
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            self._key.public_key(),
+            algorithms=["ES256"],
+            audience=self.service,
+            issuer=self.issuer,
+        )
+        return claims
+
+
+def registry_config(
+    *,
+    signer: TokenSigner,
+    listen: str,
+    storage_dir: Path,
+    bundle: Path,
+    realm: str,
+    events_url: str,
+) -> dict[str, Any]:
+    """The registry's configuration: filesystem storage, deletes allowed (Gaia's API deletes
+    tags), token auth against Gaia, events to Gaia."""
+    return {
+        "version": 0.1,
+        "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage_dir)},
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
+        },
+        "http": {"addr": listen, "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "auth": {
+            "token": {
+                "realm": realm,
+                "service": signer.service,
+                "issuer": signer.issuer,
+                "rootcertbundle": str(bundle),
+            }
+        },
+        "notifications": {
+            "events": {"includereferences": True},
+            "endpoints": [
+                {
+                    "name": "gaia",
+                    "url": events_url,
+                    "headers": {"Authorization": [f"Bearer {signer.notification_token}"]},
+                    "timeout": "5s",
+                    "threshold": 5,
+                    "backoff": "2s",
+                    # pulls are many and tell Gaia nothing it keeps
+                    "ignore": {"actions": ["pull"]},
+                }
+            ],
+        },
+    }
+
+
+def write_registry_files(
+    *,
+    signer: TokenSigner,
+    folder: Path,
+    listen: str,
+    storage_dir: Path,
+    realm: str,
+    events_url: str,
+) -> Path:
+    """``folder/config.yml`` and ``folder/token-ca.pem`` (mode 0600: the config holds the
+    notification token); the config's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle = folder / "token-ca.pem"
+    bundle.write_bytes(signer.certificate_pem)
+    config = registry_config(
+        signer=signer,
+        listen=listen,
+        storage_dir=storage_dir,
+        bundle=bundle,
+        realm=realm,
+        events_url=events_url,
+    )
+    path = folder / "config.yml"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    return path
+
+
+class RegistryProcess:
+    """``docker-registry serve <config>`` as a child of this process."""
+
+    def __init__(self, *, binary: str, config: Path, log_file: Path) -> None:
+        self.binary = binary
+        self.config = config
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603 (a fixed binary, our own config)
+                [self.binary, "serve", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        log.info("registry: started %s (pid %d)", self.binary, self.process.pid)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry did not answer as a registry should."""
+
+
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
+
+
+class RegistryService:
+    """The platform's registry: its addresses, the signer, Gaia's own calls to it (with tokens
+    Gaia signs for itself) and, when ``listen`` is set, the child process."""
+
+    def __init__(
+        self,
+        *,
+        signer: TokenSigner,
+        realm: str,
+        events_url: str,
+        listen: str = "",
+        url: str = "",
+        address: str = "",
+        binary: str = "docker-registry",
+        folder: Path | None = None,
+        storage_dir: Path | None = None,
+    ) -> None:
+        self.signer = signer
+        self.realm = realm
+        self.events_url = events_url
+        self.listen = listen
+        self.url = (url or (f"http://{listen}" if listen else "")).rstrip("/")
+        self.address = address or listen or self.url.split("://", 1)[-1]
+        self.binary = binary
+        self.folder = folder
+        self.storage_dir = storage_dir
+        self.process: RegistryProcess | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+    def pull_credentials(self, business: str) -> tuple[str, str]:
+        """The pull account of ``business``: what the platform puts in its apps' pull secrets
+        (and the P2P agents' registries file). Derived from the secret key, never stored and
+        never shown to tenants; ``+`` cannot occur in a user's name, so it names no user."""
+        return f"{PULL_ACCOUNT_PREFIX}{business}", self.signer.derived_password(f"pull:{business}")
+
+    def pull_account(self, username: str, password: str) -> str | None:
+        """The business whose pull account these credentials are, or None."""
+        if not username.startswith(PULL_ACCOUNT_PREFIX):
+            return None
+        business = username.removeprefix(PULL_ACCOUNT_PREFIX)
+        expected = self.pull_credentials(business)[1]
+        if hmac.compare_digest(password.encode(), expected.encode()):
+            return business
+        return None
+
+    def config_path(self) -> Path:
+        if self.folder is None:
+            raise RegistryUnavailable("no folder for the registry's configuration")
+        return write_registry_files(
+            signer=self.signer,
+            folder=self.folder,
+            listen=self.listen or "0.0.0.0:5000",
+            storage_dir=self.storage_dir or self.folder / "storage",
+            realm=self.realm,
+            events_url=self.events_url,
+        )
+
+    def start(self, *, timeout_s: float = 30) -> None:
+        """Write the configuration, start ``docker-registry`` and wait until it answers."""
+        if not self.listen or self.folder is None:
+            return
+        self.process = RegistryProcess(
+            binary=self.binary, config=self.config_path(), log_file=self.folder / "registry.log"
+        )
+        self.process.start()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v2/", timeout=2).status_code == 401:
+                    return
+            except httpx.HTTPError:
+                pass
+            if not self.process.running() or time.monotonic() > deadline:
+                tail = (self.folder / "registry.log").read_text(errors="replace")[-2000:]
+                self.process.stop()
+                raise RegistryUnavailable(
+                    f"the registry ({self.binary}) did not start on {self.listen}: {tail}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def _service_headers(self, repository: str, actions: list[str]) -> dict[str, str]:
+        token = self.signer.issue(
+            subject="gaia",
+            access=[{"type": "repository", "name": repository, "actions": actions}],
+        )
+        return {"Authorization": f"Bearer {token.token}"}
+
+    async def _call(
+        self, method: str, repository: str, path: str, actions: list[str], **headers: str
+    ) -> httpx.Response:
+        if not self.enabled:
+            raise RegistryUnavailable("this platform runs no registry (GAIA_REGISTRY_LISTEN)")
+        try:
+            async with httpx.AsyncClient(timeout=15) as client:
+                return await client.request(
+                    method,
+                    f"{self.url}/v2/{repository}/{path}",
+                    headers={**self._service_headers(repository, actions), **headers},
+                )
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailable(f"the registry did not answer: {exc!r}") from exc
+
+    async def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest ``reference`` names in the registry now (None: not there)."""
+        r = await self._call(
+            "HEAD", repository, f"manifests/{reference}", ["pull"], Accept=MANIFEST_ACCEPT
+        )
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise RegistryUnavailable(f"HEAD manifest {repository}:{reference}: {r.status_code}")
+        digest: str | None = r.headers.get("docker-content-digest")
+        return digest
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete manifest ``digest`` (and so every tag that names it); False if not there."""
+        r = await self._call("DELETE", repository, f"manifests/{digest}", ["pull", "delete"])
+        if r.status_code == 404:
+            return False
+        if r.status_code != 202:
+            raise RegistryUnavailable(
+                f"DELETE manifest {repository}@{digest}: {r.status_code} {r.text[:200]}"
+            )
+        return True
