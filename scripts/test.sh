@@ -7,7 +7,8 @@
 #   PostgreSQL server that the tests start themselves); kubectl (kubernetes-client) when none is
 #   on PATH; containerd, runc, containernetworking-plugins, docker-registry and busybox-static
 #   for the real worker node (a kubelet running real containers, tests/support/node.py);
-#   skopeo, which copies images through the P2P agent (tests/node/p2p).
+#   skopeo, which copies images through the P2P agent (tests/node/p2p); buildah and git for the
+#   build executor (tests/delivery: clone, build with a layer cache, push).
 # - The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #   KWOK, and the kubelet of the real node) built from pinned Go modules by
 #   scripts/build-control-plane.sh into ~/.cache (minutes the first time, nothing the next).
@@ -26,7 +27,7 @@ if ! command -v kubectl >/dev/null 2>&1; then need_apt+=(kubernetes-client); fi
 if ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
 # the real test node (tests/support/node.py): container runtime, CNI plugins, image registry and
 # the static busybox the test images are made of
-for pkg in containerd runc containernetworking-plugins docker-registry busybox-static skopeo iproute2 \
+for pkg in containerd runc containernetworking-plugins docker-registry busybox-static skopeo buildah git iproute2 \
   prometheus prometheus-alertmanager chromium; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_apt+=("$pkg")
