@@ -235,13 +235,14 @@ async def _run(build: _Build) -> BuildResult:
 
     built = await _build(build, dockerfile=dockerfile, context=context)
     if built.record.result is not StepResult.OK:
-        if built.record.result is StepResult.CANCELLED or built.record.exit_code is None:
+        killed = built.record.result is StepResult.CANCELLED or _timed_out(built)
+        if killed:
             await _remove_containers(build)
         if built.record.result is StepResult.CANCELLED:
             return ended(_short_failure("build", built), commit=commit)
         instructions = parse_dockerfile(dockerfile.read_text(errors="replace"))
         failure = locate_failure(instructions, built.lines)
-        if built.record.exit_code is None:  # timed out: buildah printed no error of its own
+        if _timed_out(built):  # buildah's own last words are about the signal, not the cause
             failure = dataclasses.replace(failure, reason=built.record.reason)
         return ended(failure, commit=commit)
 
@@ -390,11 +391,15 @@ def _inside(root: Path, relative: str) -> Path | None:
     return resolved if resolved.is_relative_to(root.resolve()) else None
 
 
+def _timed_out(run: StepRun) -> bool:
+    return run.record.reason.startswith("timed out")
+
+
 def _short_failure(step: str, run: StepRun) -> BuildFailure:
     """Clone and push failures: git's ``fatal:`` line or buildah's ``Error:`` line, else the
     step's own reason."""
     reason = run.record.reason
-    if run.record.result is StepResult.FAILED and "timed out" not in reason:
+    if run.record.result is StepResult.FAILED and not _timed_out(run):
         for line in reversed(run.lines):
             for prefix in ("fatal: ", "Error: ", "error: "):
                 if line.startswith(prefix):

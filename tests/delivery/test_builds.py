@@ -1,0 +1,423 @@
+"""The build executor against the real parts: git repositories made here, Debian's buildah, and
+Debian's docker-registry (behind a password) holding a busybox base image.
+
+Every build clones a repository from a local path, builds on ``<registry>/base:1`` and pushes
+to the same registry, so each test is a whole pipeline run in one to three seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gaia.delivery import (
+    BuildOutcome,
+    BuildResult,
+    BuildSpec,
+    BuildSpecError,
+    GitCredentials,
+    RegistryCredentials,
+    StepResult,
+    StepTimeouts,
+    run_build,
+)
+from tests.support.images import OciImage, busybox_layer
+from tests.support.kube import free_port
+from tests.support.p2p import Registry
+
+USER = "builder"
+PASSWORD = "reg-pw-5f2c9e71a0"  # the test registry's password: it must never show
+GIT_TOKEN = "ghp_tok3n9c1d2e3f4a5b6"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("buildah") is None or shutil.which("git") is None,
+    reason="buildah and git are needed (scripts/test.sh installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    reg = Registry(tmp_path_factory.mktemp("registry"), users={USER: PASSWORD}).start()
+    base = OciImage(layers=(busybox_layer(),), entrypoint=("/bin/sh",), history=True)
+    reg.push(base, "base", "1")
+    yield reg
+    reg.stop()
+
+
+@dataclass
+class Log:
+    lines: list[tuple[str, str]] = field(default_factory=list)
+
+    def __call__(self, step: str, line: str) -> None:
+        self.lines.append((step, line))
+
+    def text(self, step: str | None = None) -> str:
+        return "\n".join(line for s, line in self.lines if step is None or s == step)
+
+
+def repository(path: Path, files: dict[str, str], *, branch: str = "main") -> Path:
+    path.mkdir(parents=True)
+    for name, content in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(content)
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", branch], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
+    return path
+
+
+def spec(tmp_path: Path, registry: Registry, repo: Path, **overrides: Any) -> BuildSpec:
+    fields: dict[str, Any] = {
+        "git_url": str(repo),
+        "branch": "main",
+        "image": f"{registry.host}/team/app:1",
+        "cache_dir": tmp_path / "cache",
+        "work_dir": tmp_path / "work",
+        "registry_credentials": RegistryCredentials(USER, PASSWORD),
+        "registry_insecure": True,
+    }
+    fields.update(overrides)
+    return BuildSpec(**fields)
+
+
+def build(build_spec: BuildSpec) -> tuple[BuildResult, Log]:
+    log = Log()
+    return asyncio.run(run_build(build_spec, log)), log
+
+
+def dockerfile(registry: Registry, *lines: str) -> str:
+    return "\n".join([f"FROM {registry.host}/base:1", *lines]) + "\n"
+
+
+# ---------------------------------------------------------------------------- builds
+
+
+def test_build_pushes_the_image_and_returns_the_digest_the_registry_serves(
+    tmp_path: Path, registry: Registry
+) -> None:
+    repo = repository(
+        tmp_path / "repo",
+        {
+            "Dockerfile": dockerfile(
+                registry, "COPY hello.txt /hello.txt", "RUN cat /hello.txt > /copied"
+            ),
+            "hello.txt": "hello from the repository\n",
+        },
+    )
+    result, log = build(spec(tmp_path, registry, repo))
+
+    assert result.result is BuildOutcome.OK, log.text()
+    assert [s.name for s in result.steps] == ["clone", "build", "push"]
+    assert all(s.result is StepResult.OK and s.exit_code == 0 for s in result.steps)
+    assert all(s.finished_at >= s.started_at and s.duration_s >= 0 for s in result.steps)
+    assert result.failure is None
+    assert registry.client is not None
+    assert result.digest == registry.client.digest("team/app", "1")
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    )
+    assert result.commit == head.stdout.strip()
+    # the RUN's own output reached the sink, live, under its step
+    assert "hello from the repository" not in log.text("build")  # (cat went to a file)
+    assert "STEP 3/3: RUN cat /hello.txt > /copied" in log.text("build")
+    # the build's folder (clone, auth file) is gone
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_a_failing_run_is_located_at_its_line(tmp_path: Path, registry: Registry) -> None:
+    repo = repository(
+        tmp_path / "repo",
+        {
+            "Dockerfile": dockerfile(registry, "RUN echo before", "RUN echo failing; exit 3"),
+        },
+    )
+    result, log = build(spec(tmp_path, registry, repo))
+
+    assert result.result is BuildOutcome.FAILED
+    assert "failing" in log.text("build").splitlines()  # the RUN's output, streamed
+    assert [s.name for s in result.steps] == ["clone", "build"]
+    assert result.steps[-1].result is StepResult.FAILED
+    assert result.steps[-1].exit_code != 0
+    failure = result.failure
+    assert failure is not None
+    assert (failure.step, failure.line, failure.instruction) == (
+        "build",
+        3,
+        "RUN echo failing; exit 3",
+    )
+    assert "exit status 3" in failure.reason
+    assert "failing" in failure.log_tail
+    assert result.digest is None
+    assert not _buildah_containers(tmp_path / "cache")
+
+
+def test_a_multi_line_instruction_is_located_at_its_first_line(
+    tmp_path: Path, registry: Registry
+) -> None:
+    source = "\n".join(
+        [
+            "# syntax=docker/dockerfile:1",
+            f"ARG BASE={registry.host}/base:1",
+            "FROM $BASE AS first",
+            "RUN echo one > /one",
+            "",
+            "# the final stage",
+            "FROM $BASE",
+            "COPY --from=first /one /one",
+            "RUN echo starting \\",
+            "    # a comment inside the continuation",
+            "    && cat /missing \\",
+            "    && echo never",
+            "RUN echo after",
+        ]
+    )
+    repo = repository(tmp_path / "repo", {"build/app.Dockerfile": source + "\n"})
+    result, _ = build(spec(tmp_path, registry, repo, dockerfile="build/app.Dockerfile"))
+
+    failure = result.failure
+    assert failure is not None
+    assert failure.line == 9
+    assert failure.instruction == "RUN echo starting     && cat /missing     && echo never"
+    assert "exit status 1" in failure.reason
+
+
+def test_a_second_build_reuses_the_cached_layers(tmp_path: Path, registry: Registry) -> None:
+    repo = repository(
+        tmp_path / "repo",
+        {"Dockerfile": dockerfile(registry, "RUN echo ran-the-step > /marker", "RUN sleep 1")},
+    )
+    first_started = time.monotonic()
+    first, first_log = build(spec(tmp_path, registry, repo))
+    first_s = time.monotonic() - first_started
+    second_started = time.monotonic()
+    second, second_log = build(spec(tmp_path, registry, repo, image=f"{registry.host}/team/app:2"))
+    second_s = time.monotonic() - second_started
+
+    assert first.result is second.result is BuildOutcome.OK
+    assert "Using cache" not in first_log.text("build")
+    assert second_log.text("build").count("--> Using cache") == 2
+    assert second_s < first_s  # the sleep did not run again
+    # the same layers and config: only the tag differs
+    assert second.digest == first.digest
+
+
+def test_a_step_that_outlives_its_timeout_is_killed_and_located(
+    tmp_path: Path, registry: Registry
+) -> None:
+    repo = repository(tmp_path / "repo", {"Dockerfile": dockerfile(registry, "RUN sleep 120")})
+    started = time.monotonic()
+    result, log = build(spec(tmp_path, registry, repo, timeouts=StepTimeouts(build=3)))
+    assert "build: timed out after 3 s" in log.text("build")
+
+    assert time.monotonic() - started < 30
+    assert result.result is BuildOutcome.FAILED
+    failure = result.failure
+    assert failure is not None
+    assert (failure.line, failure.instruction) == (2, "RUN sleep 120")
+    assert "timed out after 3 s" in failure.reason
+    assert not _sleepers()
+    assert not _buildah_containers(tmp_path / "cache")
+
+
+def test_stop_cancels_the_running_step(tmp_path: Path, registry: Registry) -> None:
+    repo = repository(tmp_path / "repo", {"Dockerfile": dockerfile(registry, "RUN sleep 121")})
+    build_spec = spec(tmp_path, registry, repo)
+
+    async def scenario() -> tuple[BuildResult, float]:
+        stop = asyncio.Event()
+
+        def sink(step: str, line: str) -> None:
+            if "RUN sleep 121" in line:
+                asyncio.get_running_loop().call_later(0.5, stop.set)
+
+        started = time.monotonic()
+        result = await run_build(build_spec, sink, stop=stop)
+        return result, time.monotonic() - started
+
+    result, took = asyncio.run(scenario())
+
+    assert took < 30
+    assert result.result is BuildOutcome.CANCELLED
+    assert result.steps[-1].name == "build"
+    assert result.steps[-1].result is StepResult.CANCELLED
+    assert not _sleepers()
+    assert not _buildah_containers(tmp_path / "cache")
+
+
+# ---------------------------------------------------------------------------- clone and push
+
+
+def test_a_missing_branch_fails_the_clone_with_gits_reason(
+    tmp_path: Path, registry: Registry
+) -> None:
+    repo = repository(tmp_path / "repo", {"Dockerfile": dockerfile(registry)})
+    result, _ = build(spec(tmp_path, registry, repo, branch="release-9"))
+
+    assert result.result is BuildOutcome.FAILED
+    assert [s.name for s in result.steps] == ["clone"]
+    assert result.failure is not None
+    assert result.failure.step == "clone"
+    assert "release-9" in result.failure.reason
+    assert result.failure.line is None
+
+
+def test_a_wrong_registry_password_fails_the_push_with_its_reason(
+    tmp_path: Path, registry: Registry
+) -> None:
+    # FROM scratch pulls nothing, so the wrong login is first used by the push
+    repo = repository(
+        tmp_path / "repo", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "content\n"}
+    )
+    wrong = RegistryCredentials(USER, "not-the-password-77")
+    result, log = build(spec(tmp_path, registry, repo, registry_credentials=wrong))
+
+    assert result.result is BuildOutcome.FAILED
+    assert [s.name for s in result.steps] == ["clone", "build", "push"]
+    assert result.failure is not None
+    assert result.failure.step == "push"
+    assert "unauthorized" in result.failure.reason.lower()
+    assert "not-the-password-77" not in log.text()
+
+
+def test_a_symlinked_dockerfile_cannot_leave_the_repository(
+    tmp_path: Path, registry: Registry
+) -> None:
+    repo = repository(tmp_path / "repo", {"README": "x\n"})
+    (repo / "Dockerfile").symlink_to("/etc/passwd")
+    subprocess.run(["git", "-C", str(repo), "add", "Dockerfile"], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "l"],
+        check=True,
+    )
+    result, _ = build(spec(tmp_path, registry, repo))
+
+    assert result.failure is not None
+    assert (result.failure.step, result.failure.reason) == (
+        "build",
+        "no Dockerfile at Dockerfile on branch main",
+    )
+
+
+# ---------------------------------------------------------------------------- secrets
+
+
+def _forms(secret: str) -> list[str]:
+    return [
+        secret,
+        base64.b64encode(secret.encode()).decode(),
+        base64.b64encode(f"{USER}:{secret}".encode()).decode(),
+        base64.b64encode(f"git:{secret}".encode()).decode(),
+    ]
+
+
+def test_the_registry_password_never_reaches_a_log_line(tmp_path: Path, registry: Registry) -> None:
+    # a Dockerfile that prints the secret it was given: the line is redacted, the build goes on
+    repo = repository(
+        tmp_path / "repo",
+        {"Dockerfile": dockerfile(registry, "ARG LEAK", 'RUN echo "leaking $LEAK"')},
+    )
+    result, log = build(spec(tmp_path, registry, repo, build_args={"LEAK": PASSWORD}))
+
+    assert result.result is BuildOutcome.OK
+    text = log.text()
+    assert "leaking [REDACTED]" in text
+    assert not [form for form in _forms(PASSWORD) if form in text]
+    assert "--build-arg LEAK" in text  # the name is shown, never the value
+    assert not [form for form in _forms(PASSWORD) if form in repr(result)]
+
+
+def test_the_git_token_never_reaches_a_log_line(tmp_path: Path, registry: Registry) -> None:
+    url = f"https://127.0.0.1:{free_port()}/team/app.git"
+    result, log = build(
+        spec(
+            tmp_path,
+            registry,
+            tmp_path,
+            git_url=url,
+            git_credentials=GitCredentials("git", GIT_TOKEN),
+            build_args={"TOKEN": GIT_TOKEN},
+        )
+    )
+
+    assert result.failure is not None
+    assert result.failure.step == "clone"
+    assert "127.0.0.1" in result.failure.reason  # git's own reason: nothing listens there
+    text = log.text()
+    assert url in text  # the URL is shown, with no credentials in it
+    assert not [form for form in _forms(GIT_TOKEN) if form in text]
+    assert not [form for form in _forms(GIT_TOKEN) if form in repr(result)]
+
+
+# ---------------------------------------------------------------------------- specs
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"dockerfile": "../outside/Dockerfile"}, "inside the repository"),
+        ({"dockerfile": "/etc/Dockerfile"}, "relative to the repository root"),
+        ({"context": "app/../../.."}, "inside the repository"),
+        ({"build_args": {"BAD-NAME": "x"}}, "build arg name"),
+        ({"build_args": {"1ST": "x"}}, "build arg name"),
+        ({"build_args": {f"A{i}": "x" for i in range(65)}}, "at most 64 build args"),
+        ({"build_args": {"BIG": "x" * 5000}}, "at most 4096 characters"),
+        ({"branch": "--upload-pack=evil"}, "not a valid git branch"),
+        ({"branch": "a..b"}, "not a valid git branch"),
+        ({"git_url": "https://user:pw@example.com/r.git"}, "must not carry credentials"),
+        ({"git_url": "ssh://example.com/r.git"}, "use an https:// URL"),
+        ({"git_url": "relative/path"}, "use an https:// URL"),
+        ({"image": "app:1"}, "registry/repository[:tag]"),
+        ({"image": "registry.example.com/App:1"}, "registry/repository[:tag]"),
+        ({"git_credentials": GitCredentials("u", "t")}, "only sent to an https:// git URL"),
+    ],
+)
+def test_a_bad_spec_is_refused_with_a_clear_error(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    fields: dict[str, Any] = {
+        "git_url": "/srv/repo",
+        "branch": "main",
+        "image": "registry.example.com/team/app:1",
+        "cache_dir": tmp_path / "cache",
+        "work_dir": tmp_path / "work",
+    }
+    with pytest.raises(BuildSpecError, match=message.replace("[", r"\[")):
+        BuildSpec(**{**fields, **change})
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _buildah_containers(cache: Path) -> list[str]:
+    listed = subprocess.run(
+        [
+            "buildah",
+            "--root",
+            str(cache / "storage"),
+            "--runroot",
+            str(cache / "run"),
+            "--storage-driver",
+            "overlay",
+            "containers",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
+def _sleepers() -> list[str]:
+    found = subprocess.run(["pgrep", "-f", "sleep 12[01]"], capture_output=True, text=True)
+    return found.stdout.split()
