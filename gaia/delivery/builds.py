@@ -93,11 +93,13 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class BuildTools:
-    """The programs a build runs, and buildah's storage driver (see the module docstring)."""
+    """The programs a build runs, buildah's storage driver (see the module docstring), and the
+    CA certificates git trusts for https:// clones when not the system's (an internal GitLab)."""
 
     git: str = "git"
     buildah: str = "buildah"
     storage_driver: str = "overlay"
+    git_ca_file: Path | None = None
 
 
 @dataclass
@@ -276,6 +278,8 @@ async def _run(build: _Build) -> BuildResult:
 async def _clone(build: _Build) -> StepRun:
     spec = build.spec
     env: dict[str, str] = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+    if build.tools.git_ca_file is not None:
+        env["GIT_SSL_CAINFO"] = str(build.tools.git_ca_file)
     if spec.git_credentials is not None:
         askpass = build.folder / "askpass"
         askpass.write_text(_ASKPASS)

@@ -24,12 +24,14 @@ from gaia.delivery import (
     BuildResult,
     BuildSpec,
     BuildSpecError,
+    BuildTools,
     GitCredentials,
     RegistryCredentials,
     StepResult,
     StepTimeouts,
     run_build,
 )
+from tests.support.git_server import GitHttpsServer
 from tests.support.images import OciImage, busybox_layer
 from tests.support.kube import free_port
 from tests.support.p2p import Registry
@@ -90,9 +92,9 @@ def spec(tmp_path: Path, registry: Registry, repo: Path, **overrides: Any) -> Bu
     return BuildSpec(**fields)
 
 
-def build(build_spec: BuildSpec) -> tuple[BuildResult, Log]:
+def build(build_spec: BuildSpec, tools: BuildTools | None = None) -> tuple[BuildResult, Log]:
     log = Log()
-    return asyncio.run(run_build(build_spec, log)), log
+    return asyncio.run(run_build(build_spec, log, tools=tools)), log
 
 
 def dockerfile(registry: Registry, *lines: str) -> str:
@@ -356,6 +358,45 @@ def test_the_git_token_never_reaches_a_log_line(tmp_path: Path, registry: Regist
     assert url in text  # the URL is shown, with no credentials in it
     assert not [form for form in _forms(GIT_TOKEN) if form in text]
     assert not [form for form in _forms(GIT_TOKEN) if form in repr(result)]
+
+
+def test_a_private_repository_is_cloned_over_https_with_the_token_kept_out_of_the_logs(
+    tmp_path: Path, registry: Registry
+) -> None:
+    repository(
+        tmp_path / "git" / "app.git",
+        {"Dockerfile": dockerfile(registry, "COPY app.txt /app.txt"), "app.txt": "private\n"},
+    )
+    server = GitHttpsServer(tmp_path / "git", {"git": GIT_TOKEN}, tmp_path / "server").start()
+    try:
+        url = f"{server.url}/app.git"
+        tools = BuildTools(git_ca_file=server.ca_file)
+        with_token = spec(
+            tmp_path,
+            registry,
+            tmp_path,
+            git_url=url,
+            git_credentials=GitCredentials("git", GIT_TOKEN),
+        )
+        result, log = build(with_token, tools)
+        wrong = GitCredentials("git", "not-the-token-1234")
+        refused, refused_log = build(
+            spec(tmp_path, registry, tmp_path, git_url=url, git_credentials=wrong), tools
+        )
+        anonymous, _ = build(spec(tmp_path, registry, tmp_path, git_url=url), tools)
+    finally:
+        server.stop()
+
+    assert result.result is BuildOutcome.OK, log.text()
+    assert server.authorized >= 2  # git asked the askpass script, and the server let it in
+    text = log.text()
+    assert not [form for form in _forms(GIT_TOKEN) if form in text]
+    assert refused.failure is not None
+    assert refused.failure.step == "clone"
+    assert "Authentication failed" in refused.failure.reason
+    assert "not-the-token-1234" not in refused_log.text()
+    assert anonymous.failure is not None
+    assert anonymous.failure.step == "clone"
 
 
 # ---------------------------------------------------------------------------- specs
