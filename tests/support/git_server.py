@@ -109,9 +109,7 @@ def _handler(server: GitHttpsServer) -> type[BaseHTTPRequestHandler]:
                 "REMOTE_USER": "builder",
                 "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
             }
-            done = subprocess.run(
-                [BACKEND], input=body, env=env, capture_output=True, check=False
-            )
+            done = subprocess.run([BACKEND], input=body, env=env, capture_output=True, check=False)
             head, _, payload = done.stdout.partition(b"\r\n\r\n")
             status = 200
             headers: list[tuple[str, str]] = []
