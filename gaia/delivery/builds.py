@@ -22,19 +22,27 @@ only auth file buildah reads: a build never sees the host's or another business'
 line is passed through ``steps.Redactor`` (the spec's secrets in their encodings, then
 ``gaia.domain.redaction``).
 
-What buildah needed here (Debian 12's buildah 1.28.2, as root, kernel 6.x, ext4):
+What buildah needed here (Debian 12's buildah 1.28.2, kernel 6.x, ext4), found by experiment:
 
-- ``--isolation chroot``: no OCI runtime and no network namespace setup; RUN steps run chrooted
-  with the host's network. It is *not* a sandbox: a Dockerfile's RUN runs as root on the build
-  host. Untrusted builds belong on a dedicated build node (or rootless buildah, which needs a
-  user with /etc/subuid and /etc/subgid ranges; not done yet).
-- Storage: ``--root``/``--runroot`` under ``cache_dir``, so builds share nothing with the host's
-  containers/storage or with other caches; the ``overlay`` driver works as root on this kernel
-  (``vfs`` is the fallback where overlay mounts are refused: slower, it copies every layer).
-  A failed step leaves its working container mounted unless ``--force-rm`` is given, so it is;
-  after a killed build, ``buildah rm --all`` removes what the kill left (safe under the lock).
+- ``--isolation chroot``: no OCI runtime and no network namespace set-up; RUN steps run
+  chrooted with the host's network. Run by root it is *not* a sandbox: a RUN runs as root on
+  the build host. Hence ``BuildTools.run_as``: a platform running as root hands every step to
+  an unprivileged user with /etc/subuid and /etc/subgid ranges (``setpriv``), and buildah then
+  builds rootless by itself, in a user namespace where the build's root is that user
+  (``uid_map``: ``0 <uid> 1``, then the subordinate range). That works here with the ``overlay``
+  driver (native overlay in a user namespace, kernel >= 5.13) and with ``vfs``; it needs
+  ``newuidmap``/``newgidmap`` (Debian's ``uidmap``, a dependency of buildah), nothing else.
+  The clone is that user's too: git refuses a local repository another user owns.
+- Storage: ``--root``/``--runroot`` under ``cache_dir``, so builds share no images or layers
+  with the host's containers/storage or with other caches; ``overlay`` works as root and
+  rootless on this kernel (``vfs`` is the fallback where overlay mounts are refused: slower,
+  it copies every layer). A failed step leaves its working container mounted unless
+  ``--force-rm`` is given, so it is; after a killed build, ``buildah rm --all`` removes what the
+  kill left (safe under the lock). The blob info cache (which compressed blob a registry holds
+  for a layer) is under ``XDG_DATA_HOME`` rootless, which points into the cache; as root
+  buildah 1.28 keeps it in /var/lib/containers/cache whatever the environment (digests only).
 - ``--layers`` keeps each step's layer: a second build of an unchanged step prints
-  ``--> Using cache <id>`` and does not run it.
+  ``--> Using cache <id>`` and does not run it, and pushes the same digest.
 - A base image whose config has no ``history`` makes buildah 1.28 fail at the first RUN commit
   ("history lists N non-empty layers, but we have N+1 layers on disk"); real images have it.
 - ``buildah push --digestfile`` writes the manifest digest the registry serves for the tag.
@@ -50,6 +58,7 @@ import enum
 import fcntl
 import json
 import os
+import pwd
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -93,13 +102,25 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class BuildTools:
-    """The programs a build runs, buildah's storage driver (see the module docstring), and the
-    CA certificates git trusts for https:// clones when not the system's (an internal GitLab)."""
+    """The programs a build runs, buildah's storage driver (see the module docstring), the
+    CA certificates git trusts for https:// clones when not the system's (an internal GitLab),
+    and ``run_as``: an unprivileged user (with /etc/subuid and /etc/subgid ranges) that a
+    platform running as root hands every step to, so that buildah builds rootless."""
 
     git: str = "git"
     buildah: str = "buildah"
     storage_driver: str = "overlay"
     git_ca_file: Path | None = None
+    run_as: str | None = None
+
+    def user(self) -> tuple[int, int] | None:
+        if self.run_as is None:
+            return None
+        try:
+            entry = pwd.getpwnam(self.run_as)
+        except KeyError:
+            raise ValueError(f"run_as: no user {self.run_as!r} on this host") from None
+        return entry.pw_uid, entry.pw_gid
 
 
 @dataclass
@@ -111,6 +132,7 @@ class _Build:
     tools: BuildTools
     folder: Path
     redactor: Redactor
+    user: tuple[int, int] | None = None
     steps: list[StepRecord] = field(default_factory=list)
 
     @property
@@ -126,8 +148,25 @@ class _Build:
         env = {k: os.environ[k] for k in _ENV_KEPT if k in os.environ}
         env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         env.update(HOME=str(self.folder / "home"), TMPDIR=str(self.folder / "tmp"))
+        # rootless buildah keeps its blob info cache (which compressed blob a registry already
+        # has for a layer) under XDG_DATA_HOME: in the cache, or every push would compress the
+        # base layers anew and an unchanged build would get a new digest
+        env["XDG_DATA_HOME"] = str(self.spec.cache_dir / "data")
         env.update(extra)
         return env
+
+    def command(self, *argv: str) -> list[str]:
+        """``argv`` as the build's user: setpriv drops to it (and its groups to none); buildah
+        then enters a user namespace of the user's subordinate ids by itself."""
+        if self.user is None:
+            return list(argv)
+        uid, gid = self.user
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
+
+    def own(self, *paths: Path) -> None:
+        if self.user is not None:
+            for path in paths:
+                os.chown(path, *self.user)
 
     def buildah(self, *args: str) -> list[str]:
         storage = self.spec.cache_dir
@@ -148,7 +187,7 @@ class _Build:
         self.sink(name, f"$ {shown}")
         run = await run_step(
             name=name,
-            argv=argv,
+            argv=self.command(*argv),
             env=self.env(**env),
             cwd=self.folder,
             timeout_s=timeout_s,
@@ -178,6 +217,8 @@ async def run_build(
 ) -> BuildResult:
     """Clone, build and push ``spec``; set ``stop`` to cancel (the result says ``cancelled``).
     Cancelling the task instead kills the running step and re-raises."""
+    tools = tools or BuildTools()
+    user = tools.user()
     spec.cache_dir.mkdir(parents=True, exist_ok=True)
     spec.work_dir.mkdir(parents=True, exist_ok=True)
     async with _cache_lock(spec.cache_dir):
@@ -190,10 +231,15 @@ async def run_build(
                 sink=sink,
                 stop=stop or asyncio.Event(),
                 clock=clock or RealClock(),
-                tools=tools or BuildTools(),
+                tools=tools,
                 folder=folder,
                 redactor=Redactor(spec.secrets(), usernames=_usernames(spec)),
+                user=user,
             )
+            # a cache belongs to one user: buildah's rootless storage is owned by its ids
+            (spec.cache_dir / "data").mkdir(exist_ok=True)
+            build.own(spec.cache_dir, spec.cache_dir / "data", folder, folder / "home")
+            build.own(folder / "tmp")
             return await _run(build)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -284,6 +330,7 @@ async def _clone(build: _Build) -> StepRun:
         askpass = build.folder / "askpass"
         askpass.write_text(_ASKPASS)
         askpass.chmod(0o700)
+        build.own(askpass)
         env.update(
             GIT_ASKPASS=str(askpass),
             GAIA_GIT_USERNAME=spec.git_credentials.username,
@@ -308,11 +355,7 @@ async def _clone(build: _Build) -> StepRun:
 
 async def _head(build: _Build) -> str | None:
     process = await asyncio.create_subprocess_exec(
-        build.tools.git,
-        "-C",
-        str(build.source),
-        "rev-parse",
-        "HEAD",
+        *build.command(build.tools.git, "-C", str(build.source), "rev-parse", "HEAD"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env=build.env(),
@@ -360,7 +403,7 @@ async def _remove_containers(build: _Build) -> None:
     """What a killed buildah left: its working containers and their mounts. Only builds under
     this cache's lock use this storage, so every container in it is the killed build's."""
     process = await asyncio.create_subprocess_exec(
-        *build.buildah("rm", "--all"),
+        *build.command(*build.buildah("rm", "--all")),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         env=build.env(),
@@ -382,6 +425,7 @@ def _write_auth_file(build: _Build) -> None:
     descriptor = os.open(build.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as out:
         json.dump({"auths": auths}, out)
+    build.own(build.auth_file)
 
 
 def _tls(spec: BuildSpec) -> list[str]:
@@ -400,18 +444,17 @@ def _timed_out(run: StepRun) -> bool:
 
 
 def _short_failure(step: str, run: StepRun) -> BuildFailure:
-    """Clone and push failures: git's ``fatal:`` line or buildah's ``Error:`` line, else the
-    step's own reason."""
+    """Clone and push failures: git's first ``fatal:`` line (the cause; later ones are its
+    consequences, "Could not read from remote repository") or buildah's last ``Error:`` line,
+    else the step's own reason."""
     reason = run.record.reason
     if run.record.result is StepResult.FAILED and not _timed_out(run):
-        for line in reversed(run.lines):
-            for prefix in ("fatal: ", "Error: ", "error: "):
-                if line.startswith(prefix):
-                    reason = line.removeprefix(prefix)
-                    break
-            else:
-                continue
-            break
+        fatal = [line for line in run.lines if line.startswith("fatal: ")]
+        errors = [line for line in run.lines if line.startswith(("Error: ", "error: "))]
+        if fatal:
+            reason = fatal[0].removeprefix("fatal: ")
+        elif errors:
+            reason = errors[-1].split(": ", 1)[1]
     return BuildFailure(step=step, reason=reason[:500], log_tail=run.lines[-20:])
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -254,6 +257,50 @@ def test_stop_cancels_the_running_step(tmp_path: Path, registry: Registry) -> No
     assert result.steps[-1].result is StepResult.CANCELLED
     assert not _sleepers()
     assert not _buildah_containers(tmp_path / "cache")
+
+
+BUILD_USER = "gaia-build"  # scripts/test.sh makes it, with subordinate ids
+
+
+def _build_user() -> int | None:
+    try:
+        uid = pwd.getpwnam(BUILD_USER).pw_uid
+    except KeyError:
+        return None
+    ranges = Path("/etc/subuid").read_text() if Path("/etc/subuid").exists() else ""
+    return uid if os.geteuid() == 0 and f"{BUILD_USER}:" in ranges else None
+
+
+@pytest.mark.skipif(
+    _build_user() is None, reason=f"needs root and a user {BUILD_USER} with /etc/subuid ranges"
+)
+def test_a_root_platform_builds_rootless_as_the_build_user(registry: Registry) -> None:
+    # pytest's tmp_path is private to root: the build user needs a folder it can reach
+    shared = Path(tempfile.mkdtemp(prefix="gaia-rootless-"))
+    try:
+        shared.chmod(0o755)
+        repo = repository(
+            shared / "repo",
+            {"Dockerfile": dockerfile(registry, "RUN id -u; cat /proc/self/uid_map")},
+        )
+        # the build user clones it (git refuses a repository another user owns)
+        subprocess.run(["chown", "-R", BUILD_USER, str(repo)], check=True)
+        tools = BuildTools(run_as=BUILD_USER)
+        image = f"{registry.host}/team/rootless"
+        result, log = build(spec(shared, registry, repo, image=f"{image}:1"), tools)
+        again, again_log = build(spec(shared, registry, repo, image=f"{image}:2"), tools)
+    finally:
+        shutil.rmtree(shared)
+
+    assert result.result is BuildOutcome.OK, log.text()
+    assert registry.client is not None
+    assert result.digest == registry.client.digest("team/rootless", "1")
+    # root in the build is the build user outside: the first line of the RUN's uid map
+    mapping = [line.split() for line in log.text("build").splitlines() if line.startswith(" ")]
+    assert ["0", str(_build_user()), "1"] in mapping
+    assert again.result is BuildOutcome.OK
+    assert "--> Using cache" in again_log.text("build")
+    assert again.digest == result.digest, (log.text("build"), again_log.text("build"))
 
 
 # ---------------------------------------------------------------------------- clone and push
