@@ -281,7 +281,11 @@ async def _run(build: _Build) -> BuildResult:
         return ended(build.refuse("build", "the Dockerfile is larger than 1 MiB"), commit=commit)
     _write_auth_file(build)
 
-    built = await _build(build, dockerfile=dockerfile, context=context)
+    try:
+        built = await _build(build, dockerfile=dockerfile, context=context)
+    except asyncio.CancelledError:
+        await _remove_containers(build)
+        raise
     if built.record.result is not StepResult.OK:
         killed = built.record.result is StepResult.CANCELLED or _timed_out(built)
         if killed:

@@ -171,6 +171,10 @@ async def run_step(
         stopping.cancel()
         raise
     stopping.cancel()
+    if pumping in done and pumping.exception() is not None:
+        # the sink failed: no process may outlive the step that owns it
+        await _kill_group(process)
+        pumping.result()
     if pumping in done:
         code = pumping.result()
         if code == 0:

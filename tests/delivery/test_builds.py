@@ -509,3 +509,50 @@ def _buildah_containers(cache: Path) -> list[str]:
 def _sleepers() -> list[str]:
     found = subprocess.run(["pgrep", "-f", "sleep 12[01]"], capture_output=True, text=True)
     return found.stdout.split()
+
+
+# ---------------------------------------------------------------------------- concurrency
+
+
+def test_builds_sharing_a_cache_run_one_after_the_other(tmp_path: Path, registry: Registry) -> None:
+    repo = repository(
+        tmp_path / "repo", {"Dockerfile": dockerfile(registry, "RUN sleep 1; echo slow")}
+    )
+
+    async def scenario() -> list[BuildResult]:
+        specs = [
+            spec(tmp_path, registry, repo, image=f"{registry.host}/team/para:{n}") for n in (1, 2)
+        ]
+        return list(await asyncio.gather(*(run_build(s, Log()) for s in specs)))
+
+    first, second = sorted(asyncio.run(scenario()), key=lambda r: r.steps[0].started_at)
+
+    assert first.result is second.result is BuildOutcome.OK
+    assert second.steps[0].started_at >= first.steps[-1].finished_at
+
+
+def test_cancelling_the_task_kills_the_step_and_removes_the_build_folder(
+    tmp_path: Path, registry: Registry
+) -> None:
+    repo = repository(tmp_path / "repo", {"Dockerfile": dockerfile(registry, "RUN sleep 120")})
+    build_spec = spec(tmp_path, registry, repo)
+
+    async def scenario() -> None:
+        running = asyncio.Event()
+
+        def sink(step: str, line: str) -> None:
+            if "RUN sleep 120" in line:
+                running.set()
+
+        task = asyncio.create_task(run_build(build_spec, sink))
+        await asyncio.wait_for(running.wait(), 30)
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+    assert not _sleepers()
+    assert list((tmp_path / "work").iterdir()) == []
+    assert not _buildah_containers(tmp_path / "cache")
