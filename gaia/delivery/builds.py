@@ -287,14 +287,14 @@ async def _run(build: _Build) -> BuildResult:
         await _remove_containers(build)
         raise
     if built.record.result is not StepResult.OK:
+        # a killed build is located too (where was it stuck?), but buildah's last words are
+        # about the signal, not the cause: the reason is the step's own
         killed = built.record.result is StepResult.CANCELLED or _timed_out(built)
         if killed:
             await _remove_containers(build)
-        if built.record.result is StepResult.CANCELLED:
-            return ended(_short_failure("build", built), commit=commit)
         instructions = parse_dockerfile(dockerfile.read_text(errors="replace"))
         failure = locate_failure(instructions, built.lines)
-        if _timed_out(built):  # buildah's own last words are about the signal, not the cause
+        if killed:
             failure = dataclasses.replace(failure, reason=built.record.reason)
         return ended(failure, commit=commit)
 

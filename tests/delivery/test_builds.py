@@ -255,6 +255,8 @@ def test_stop_cancels_the_running_step(tmp_path: Path, registry: Registry) -> No
     assert result.result is BuildOutcome.CANCELLED
     assert result.steps[-1].name == "build"
     assert result.steps[-1].result is StepResult.CANCELLED
+    assert result.failure is not None
+    assert (result.failure.reason, result.failure.line) == ("cancelled", 2)
     assert not _sleepers()
     assert not _buildah_containers(tmp_path / "cache")
 
