@@ -42,7 +42,9 @@ What buildah needed here (Debian 12's buildah 1.28.2, kernel 6.x, ext4), found b
   for a layer) is under ``XDG_DATA_HOME`` rootless, which points into the cache; as root
   buildah 1.28 keeps it in /var/lib/containers/cache whatever the environment (digests only).
 - ``--layers`` keeps each step's layer: a second build of an unchanged step prints
-  ``--> Using cache <id>`` and does not run it, and pushes the same digest.
+  ``--> Using cache <id>`` and does not run it, and pushes the same digest. buildah's default
+  ``--pull=true`` pulls a base image again when the registry's is newer (its ``--help``), so
+  the cache does not pin a base tag that moved.
 - A base image whose config has no ``history`` makes buildah 1.28 fail at the first RUN commit
   ("history lists N non-empty layers, but we have N+1 layers on disk"); real images have it.
 - ``buildah push --digestfile`` writes the manifest digest the registry serves for the tag.
@@ -89,8 +91,8 @@ class BuildOutcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class BuildResult:
-    """A finished build: its steps in order, and either the pushed image and its digest or
-    the failure, located."""
+    """A finished build: the steps that ran, in order (none after the first that failed), and
+    either the pushed image's digest or the failure, located. ``commit`` is the one cloned."""
 
     result: BuildOutcome
     steps: tuple[StepRecord, ...]
