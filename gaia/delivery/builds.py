@@ -44,8 +44,7 @@ What buildah needed here (Debian 12's buildah 1.28.2, kernel 6.x, ext4), found b
 - ``--layers`` keeps each step's layer: a second build of an unchanged step prints
   ``--> Using cache <id>`` and does not run it, and pushes the same digest. buildah's default
   ``--pull=true`` pulls a base image again when the registry's is newer (tried: a base tag
-  pushed anew is pulled at the next build), so
-  the cache does not pin a base tag that moved.
+  pushed anew is pulled at the next build), so the cache does not pin a base tag that moved.
 - A base image whose config has no ``history`` makes buildah 1.28 fail at the first RUN commit
   ("history lists N non-empty layers, but we have N+1 layers on disk"); real images have it.
 - ``buildah push --digestfile`` writes the manifest digest the registry serves for the tag.
