@@ -34,6 +34,7 @@ from gaia.delivery import (
     StepTimeouts,
     run_build,
 )
+from tests.conftest import missing_component
 from tests.support.git_server import GitHttpsServer
 from tests.support.images import OciImage, busybox_layer
 from tests.support.kube import free_port
@@ -43,14 +44,12 @@ USER = "builder"
 PASSWORD = "reg-pw-5f2c9e71a0"  # the test registry's password: it must never show
 GIT_TOKEN = "ghp_tok3n9c1d2e3f4a5b6"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("buildah") is None or shutil.which("git") is None,
-    reason="buildah and git are needed (scripts/test.sh installs them)",
-)
-
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    for tool in ("buildah", "git", "docker-registry", "busybox"):
+        if shutil.which(tool) is None:
+            missing_component(tool, "scripts/test.sh installs it")
     reg = Registry(tmp_path_factory.mktemp("registry"), users={USER: PASSWORD}).start()
     base = OciImage(layers=(busybox_layer(),), entrypoint=("/bin/sh",), history=True)
     reg.push(base, "base", "1")
@@ -273,10 +272,11 @@ def _build_user() -> int | None:
     return uid if os.geteuid() == 0 and f"{BUILD_USER}:" in ranges else None
 
 
-@pytest.mark.skipif(
-    _build_user() is None, reason=f"needs root and a user {BUILD_USER} with /etc/subuid ranges"
-)
 def test_a_root_platform_builds_rootless_as_the_build_user(registry: Registry) -> None:
+    if _build_user() is None:
+        missing_component(
+            f"root and a user {BUILD_USER} with /etc/subuid ranges", "scripts/test.sh adds it"
+        )
     # pytest's tmp_path is private to root: the build user needs a folder it can reach
     shared = Path(tempfile.mkdtemp(prefix="gaia-rootless-"))
     try:
