@@ -7,7 +7,9 @@
 #   PostgreSQL server that the tests start themselves); kubectl (kubernetes-client) when none is
 #   on PATH; containerd, runc, containernetworking-plugins, docker-registry and busybox-static
 #   for the real worker node (a kubelet running real containers, tests/support/node.py);
-#   skopeo, which copies images through the P2P agent (tests/node/p2p).
+#   skopeo, which copies images through the P2P agent (tests/node/p2p); buildah and git for the
+#   build executor (tests/delivery: clone, build with a layer cache, push), and a user
+#   gaia-build with subordinate ids for its rootless builds.
 # - The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #   KWOK, and the kubelet of the real node) built from pinned Go modules by
 #   scripts/build-control-plane.sh into ~/.cache (minutes the first time, nothing the next).
@@ -26,7 +28,7 @@ if ! command -v kubectl >/dev/null 2>&1; then need_apt+=(kubernetes-client); fi
 if ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
 # the real test node (tests/support/node.py): container runtime, CNI plugins, image registry and
 # the static busybox the test images are made of
-for pkg in containerd runc containernetworking-plugins docker-registry busybox-static skopeo iproute2 \
+for pkg in containerd runc containernetworking-plugins docker-registry busybox-static skopeo buildah git iproute2 \
   prometheus prometheus-alertmanager chromium; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_apt+=("$pkg")
@@ -40,6 +42,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   else
     echo "==> missing Debian packages (${need_apt[*]}); run as root or install them" >&2
   fi
+fi
+
+# the unprivileged user the build executor's rootless test builds as (BuildTools.run_as): a
+# system user with subordinate uid and gid ranges for buildah's user namespace
+if [ "$(id -u)" = 0 ] && ! id gaia-build >/dev/null 2>&1; then
+  echo "==> adding the user gaia-build (rootless builds, tests/delivery)"
+  useradd --system --no-create-home --shell /usr/sbin/nologin gaia-build
+  usermod --add-subuids 300000-365535 --add-subgids 300000-365535 gaia-build
 fi
 
 if [ ! -x .venv/bin/python ]; then

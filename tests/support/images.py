@@ -74,6 +74,9 @@ class OciImage:
     entrypoint: tuple[str, ...]
     env: tuple[str, ...] = (f"PATH={PATH}",)
     exposed_ports: tuple[int, ...] = ()
+    # a "history" entry per layer, as image builders write them: buildah refuses to build on a
+    # base image without one (tests/delivery)
+    history: bool = False
 
     def config(self) -> Blob:
         body = {
@@ -87,6 +90,8 @@ class OciImage:
             },
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in self.layers]},
         }
+        if self.history:
+            body["history"] = [{"created_by": "tests/support/images.py"} for _ in self.layers]
         return Blob(OCI_CONFIG, _canonical(body))
 
     def manifest(self) -> Blob:
