@@ -545,32 +545,35 @@ def registry_tags(
 async def delete_registry_tag(
     request: Request,
     principal: PrincipalDep,
+    session: SessionDep,
     repository: str = RepositoryPath,
     tag: str = TagPath,
 ) -> TagDeletedOut:
     """Delete a tag (whoever may push to the repository). Refused with 409 while other tags
-    name the same image: the registry deletes images, not names."""
+    name the same image: the registry deletes images, not names.
+
+    The request's own transaction records the deletion (on SQLite a second writer would wait
+    for it); the registry's own delete event, arriving meanwhile, waits and finds it done."""
     audit(request, action="registry.tag.delete", target=f"registry/{repository}:{tag}")
     plat = platform(request)
     if not TAG.fullmatch(tag):
         raise InvalidRequest(f"'{tag[:128]}' is not a tag")
-    with plat.db.read_session() as session:
-        repo = _visible_repository(session, principal, repository)
-        caller = _caller_of(session, principal)
-        if repo.kind is NamespaceKind.BUSINESS:
-            audit(request, business=repo.owner)
-        row = store.tag_named(session, repo.name, tag)
-        if "push" not in allowed(caller, repo):
-            raise Forbidden(f"you may not push to '{repo.name}', so you may not delete its tags")
-        others = [t.tag for t in store.tags_of(session, repo.name) if t.digest == row.digest]
-        digest = row.digest
-    others = [t for t in others if t != tag]
+    repo = _visible_repository(session, principal, repository)
+    caller = _caller_of(session, principal)
+    if repo.kind is NamespaceKind.BUSINESS:
+        audit(request, business=repo.owner)
+    row = store.tag_named(session, repo.name, tag)
+    if "push" not in allowed(caller, repo):
+        raise Forbidden(f"you may not push to '{repo.name}', so you may not delete its tags")
+    digest = row.digest
+    others = sorted(
+        t.tag for t in store.tags_of(session, repo.name) if t.digest == digest and t.tag != tag
+    )
     if others:
         raise Conflict(
-            f"tags {', '.join(sorted(others))} name the same image ({digest}); the registry "
-            "deletes images, not names: delete those tags too, or push another image to "
-            f"'{tag}'",
-            details={"tags": sorted(others), "digest": digest},
+            f"tags {', '.join(others)} name the same image ({digest}); the registry deletes "
+            f"images, not names: delete those tags too, or push another image to '{tag}'",
+            details={"tags": others, "digest": digest},
         )
     try:
         current = await plat.registry.manifest_digest(repo.name, tag)
@@ -578,8 +581,7 @@ async def delete_registry_tag(
             await plat.registry.delete_manifest(repo.name, current)
     except RegistryUnavailable as exc:
         raise Conflict(f"the registry did not delete it: {exc}") from None
-    with plat.db.write_session() as session:
-        store.record_manifest_delete(session, repo=repo, digest=digest)
-        if current is not None and current != digest:
-            store.record_manifest_delete(session, repo=repo, digest=current)
+    store.record_manifest_delete(session, repo=repo, digest=digest)
+    if current is not None and current != digest:
+        store.record_manifest_delete(session, repo=repo, digest=current)
     return TagDeletedOut(repository=repo.name, tag=tag, digest=current or digest)

@@ -1,0 +1,243 @@
+"""Gaia's registry for real: Debian's docker-registry started by ``gaia up``'s lifespan, trusting
+Gaia's tokens, telling Gaia of its pushes; skopeo logging in with a Gaia API token.
+
+- a developer logs in with an API token and pushes into the business's namespace; the push
+  shows in Gaia's API with who pushed it;
+- a user of another business cannot pull it (the registry answers 401), anyone can pull a public
+  image, without logging in; the business's pull account pulls its images only;
+- a push that takes the namespace over its quota is removed at once, and the next push is
+  refused with the quota's figures in skopeo's error;
+- a tag deleted through Gaia's API is gone from the registry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gaia.clock import ManualClock
+from gaia.platform import Platform
+from gaia.security import hash_password
+from gaia.settings import Settings
+from gaia.store.models import User
+from tests.conftest import ADMIN_PASSWORD, TEST_SECRET_KEY
+from tests.support.images import OciImage
+from tests.support.kube import free_port
+from tests.support.live import serve
+from tests.support.p2p import need, random_image
+
+
+@dataclass
+class Up:
+    origin: str
+    registry: str  # host:port
+    platform: Platform
+    work: Path
+    admin: dict[str, str]
+    tokens: dict[str, str]  # user -> API token
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.origin, timeout=30)
+
+
+def oci_layout(image: OciImage, folder: Path) -> Path:
+    """``image`` as an OCI image layout folder (what ``skopeo copy oci:<folder>`` reads)."""
+    blobs = folder / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    manifest = image.manifest()
+    for blob in (*(layer.blob for layer in image.layers), image.config(), manifest):
+        (blobs / blob.digest.removeprefix("sha256:")).write_bytes(blob.data)
+    (folder / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (folder / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "manifests": [manifest.descriptor()]})
+    )
+    return folder
+
+
+@pytest.fixture
+def up(database_url: str, tmp_path: Path) -> Iterator[Up]:
+    need("docker-registry")
+    need("skopeo")
+    port, registry_port = free_port(), free_port()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key=TEST_SECRET_KEY,
+        demo=False,
+        registry_listen=f"127.0.0.1:{registry_port}",
+        external_url=f"http://127.0.0.1:{port}",
+    )
+    plat = Platform.open(settings, run_migrations=False, clock=ManualClock(dt.datetime.now(dt.UTC)))
+    with plat.db.write_session() as session:
+        session.add(
+            User(
+                username="admin",
+                password_hash=hash_password(ADMIN_PASSWORD),
+                is_platform_admin=True,
+            )
+        )
+    with serve(plat, port=port) as origin, httpx.Client(base_url=origin, timeout=30) as c:
+        r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        admin = {"Authorization": f"Bearer {r.json()['token']}"}
+        tokens = {}
+        for business, user in (("alpha", "dev"), ("beta", "other")):
+            assert c.post("/api/v1/businesses", json={"name": business}, headers=admin).is_success
+            r = c.post(
+                "/api/v1/users", json={"username": user, "password": f"{user}-pw-1"}, headers=admin
+            )
+            assert r.status_code == 201, r.text
+            r = c.put(
+                f"/api/v1/businesses/{business}/members/{user}",
+                json={"role": "developer"},
+                headers=admin,
+            )
+            assert r.status_code == 200, r.text
+            r = c.post("/api/v1/auth/login", json={"username": user, "password": f"{user}-pw-1"})
+            session = {"Authorization": f"Bearer {r.json()['token']}"}
+            r = c.post("/api/v1/tokens", json={"name": "registry"}, headers=session)
+            assert r.status_code == 201, r.text
+            tokens[user] = r.json()["token"]
+        yield Up(origin, f"127.0.0.1:{registry_port}", plat, tmp_path, admin, tokens)
+    plat.db.dispose()
+
+
+def skopeo(up: Up, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [need("skopeo"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "REGISTRY_AUTH_FILE": str(up.work / "auth.json")},
+    )
+
+
+def push(
+    up: Up, image: OciImage, reference: str, creds: str | None
+) -> subprocess.CompletedProcess[str]:
+    layout = oci_layout(image, up.work / f"layout-{time.monotonic_ns()}")
+    args = ["copy", "--dest-tls-verify=false"]
+    args += ["--dest-creds", creds] if creds else ["--dest-no-creds"]
+    return skopeo(up, *args, f"oci:{layout}", f"docker://{up.registry}/{reference}")
+
+
+def inspect(up: Up, reference: str, creds: str | None) -> subprocess.CompletedProcess[str]:
+    args = ["inspect", "--raw", "--tls-verify=false"]
+    args += ["--creds", creds] if creds else ["--no-creds"]
+    return skopeo(up, *args, f"docker://{up.registry}/{reference}")
+
+
+def wait_for(probe: Callable[[], Any], what: str, timeout_s: float = 20) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        time.sleep(0.2)
+
+
+def tags(up: Up, repository: str) -> dict[str, dict[str, Any]]:
+    with up.api() as c:
+        r = c.get(f"/api/v1/registry/repositories/{repository}/tags", headers=up.admin)
+    return {t["tag"]: t for t in r.json().get("items", [])} if r.status_code == 200 else {}
+
+
+def test_login_push_and_who_may_pull(up: Up) -> None:
+    dev = f"dev:{up.tokens['dev']}"
+    r = skopeo(up, "login", "--tls-verify=false", "-u", "dev", "-p", up.tokens["dev"], up.registry)
+    assert r.returncode == 0, r.stderr
+    r = skopeo(up, "login", "--tls-verify=false", "-u", "dev", "-p", "gaia_wrong", up.registry)
+    assert r.returncode != 0 and "invalid username/password" in r.stderr, r.stderr
+
+    image = random_image(2, 300_000, seed=1)
+    r = push(up, image, "alpha/web:v1", dev)
+    assert r.returncode == 0, r.stderr
+    pushed = wait_for(lambda: tags(up, "alpha/web").get("v1"), "the push notification")
+    assert pushed["digest"] == image.manifest().digest
+    assert pushed["pushed_by"] == "dev"
+    assert pushed["size"] == sum(len(x.blob.data) for x in image.layers) + len(
+        image.config().data
+    ) + len(image.manifest().data)
+
+    # the other business's developer cannot read it, nor can anyone anonymous
+    other = inspect(up, "alpha/web:v1", f"other:{up.tokens['other']}")
+    assert other.returncode != 0
+    assert "unauthorized" in other.stderr.lower() or "denied" in other.stderr.lower()
+    assert inspect(up, "alpha/web:v1", None).returncode != 0
+    # nor push into it
+    assert push(up, image, "alpha/web:stolen", f"other:{up.tokens['other']}").returncode != 0
+    # the business's pull account (what the platform puts in its apps' pull secrets) pulls
+    user, password = up.platform.registry.pull_credentials("alpha")
+    pulled = inspect(up, "alpha/web:v1", f"{user}:{password}")
+    assert pulled.returncode == 0, pulled.stderr
+    assert json.loads(pulled.stdout) == json.loads(image.manifest().data)
+    assert push(up, image, "alpha/web:v9", f"{user}:{password}").returncode != 0
+    beta_pull = up.platform.registry.pull_credentials("beta")
+    assert inspect(up, "alpha/web:v1", ":".join(beta_pull)).returncode != 0
+
+    # public: the admin pushes, everyone pulls, even without credentials
+    r = push(up, random_image(1, 100_000, seed=2), "public/base:1", f"admin:{ADMIN_PASSWORD}")
+    assert r.returncode == 0, r.stderr
+    assert inspect(up, "public/base:1", None).returncode == 0
+    assert push(up, image, "public/base:2", dev).returncode != 0
+
+
+def test_quota_and_tag_deletion(up: Up) -> None:
+    dev = f"dev:{up.tokens['dev']}"
+    small = random_image(1, 200_000, seed=3)
+    assert push(up, small, "alpha/app:v1", dev).returncode == 0
+    used = wait_for(lambda: tags(up, "alpha/app").get("v1"), "the first push")["size"]
+    with up.api() as c:
+        r = c.put(
+            "/api/v1/registry/namespaces/alpha/quota",
+            json={"quota_bytes": used + 100_000},
+            headers=up.admin,
+        )
+        assert r.status_code == 200, r.text
+
+    # a push that crosses the quota lands (the registry cannot refuse it mid-stream) and is
+    # removed at once: neither the registry nor Gaia shows it
+    big = random_image(1, 400_000, seed=4)
+    assert push(up, big, "alpha/app:v2", dev).returncode == 0
+    wait_for(
+        lambda: inspect(up, "alpha/app:v2", dev).returncode != 0, "the over-quota image removed"
+    )
+    assert "v2" not in tags(up, "alpha/app") and "v1" in tags(up, "alpha/app")
+
+    # at the quota, a push gets no token, and skopeo says why
+    with up.api() as c:
+        r = c.put(
+            "/api/v1/registry/namespaces/alpha/quota", json={"quota_bytes": used}, headers=up.admin
+        )
+        assert r.status_code == 200
+    refused = push(up, random_image(1, 1000, seed=5), "alpha/app:v3", dev)
+    assert refused.returncode != 0
+    # skopeo (containers/image) prints only the token endpoint's status; docker prints the
+    # error body, which names the figures
+    assert "403 (Forbidden)" in refused.stderr, refused.stderr
+    with up.api() as c:
+        r = c.get(
+            "/api/v1/registry/token",
+            params={"service": "gaia-registry", "scope": "repository:alpha/app:pull,push"},
+            auth=("dev", up.tokens["dev"]),
+        )
+    assert r.status_code == 403
+    assert f"{used} bytes of its {used}-byte registry quota" in r.json()["errors"][0]["message"]
+
+    # a tag deleted through Gaia is gone from the registry; pulls of others go on
+    with up.api() as c:
+        r = c.delete("/api/v1/registry/repositories/alpha/app/tags/v1", headers=up.admin)
+        assert r.status_code == 200, r.text
+    assert inspect(up, "alpha/app:v1", dev).returncode != 0
+    assert "v1" not in tags(up, "alpha/app")
