@@ -31,7 +31,11 @@ from gaia.monitor.alerting.evaluator import AlertEvaluator, PassStats
 from gaia.monitor.logs.collector import LogCollector
 from gaia.monitor.logs.store import LogStore, SystemLogHandler
 from gaia.monitor.metrics.collector import MetricCollector
-from gaia.monitor.metrics.platform import PlatformMetrics
+from gaia.monitor.metrics.platform import (
+    PlatformMetrics,
+    RegistryFigures,
+    RegistryNamespaceFigures,
+)
 from gaia.monitor.metrics.prometheus import PrometheusStore
 from gaia.monitor.metrics.series import MetricStore
 from gaia.monitor.metrics.tsdb import EmbeddedStore, MetricSnapshotLoop
@@ -39,6 +43,7 @@ from gaia.providers.registry import ProviderRegistry
 from gaia.security import SecretBox
 from gaia.settings import Settings
 from gaia.store import migrate, paging
+from gaia.store import registry as registry_store
 from gaia.store.database import Database
 from gaia.store.throttle import LoginThrottle, ThrottlePolicy
 
@@ -74,6 +79,7 @@ class Platform:
         )
         self.metrics.watch_p2p(self.p2p.figures)
         self.registry = registry_service(self.settings, self.secrets)
+        self.metrics.watch_registry(self._registry_figures)
         self.login_throttle = LoginThrottle(
             db=self.db,
             clock=self.clock,
@@ -82,6 +88,29 @@ class Platform:
                 failures_per_client=self.settings.login_failures_per_client,
                 window_seconds=self.settings.login_failure_window_seconds,
                 max_rows=self.settings.login_throttle_max_rows,
+            ),
+        )
+
+    def _registry_figures(self) -> RegistryFigures | None:
+        registry = self.registry
+        if not registry.enabled:
+            return None
+        with self.db.read_session() as session:
+            held = {f.namespace: f for f in registry_store.namespace_figures(session)}
+        names = sorted(set(held) | set(registry.pushes) | set(registry.pulls))
+        return RegistryFigures(
+            registry=registry.address,
+            up=registry.process.running() if registry.process is not None else None,
+            namespaces=tuple(
+                RegistryNamespaceFigures(
+                    namespace=n,
+                    repositories=held[n].repositories if n in held else 0,
+                    tags=held[n].tags if n in held else 0,
+                    bytes=held[n].bytes if n in held else 0,
+                    pushes=registry.pushes.get(n, 0),
+                    pulls=registry.pulls.get(n, 0),
+                )
+                for n in names
             ),
         )
 

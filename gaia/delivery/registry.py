@@ -182,8 +182,15 @@ def registry_config(
                     "timeout": "5s",
                     "threshold": 5,
                     "backoff": "2s",
-                    # pulls are many and tell Gaia nothing it keeps
-                    "ignore": {"actions": ["pull"]},
+                    # blob pulls are many and counted nowhere; manifest pulls are the images
+                    # pulled (gaia_registry_pulls_total)
+                    "ignore": {
+                        "mediatypes": [
+                            "application/octet-stream",
+                            "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        ]
+                    },
                 }
             ],
         },
@@ -294,6 +301,9 @@ class RegistryService:
         self.folder = folder
         self.storage_dir = storage_dir
         self.process: RegistryProcess | None = None
+        # since this process started, per namespace: manifests pushed by tag, manifests served
+        self.pushes: dict[str, int] = {}
+        self.pulls: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:

@@ -185,3 +185,26 @@ def business_quota(session: Session, business: str, default: int) -> int:
     """The registry quota of business ``business`` (its own, else ``default``)."""
     quota = session.scalar(select(Business.registry_quota_bytes).where(Business.name == business))
     return default if quota is None else int(quota)
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceFigures:
+    namespace: str
+    repositories: int
+    tags: int
+    bytes: int
+
+
+def namespace_figures(session: Session) -> list[NamespaceFigures]:
+    """Every namespace Gaia has records of: repositories, tags, bytes (for the metrics)."""
+    repos = {r.id: r.namespace for r in session.scalars(select(RegistryRepository))}
+    by_namespace: dict[str, list[RegistryTag]] = {ns: [] for ns in repos.values()}
+    counts: dict[str, int] = {}
+    for ns in repos.values():
+        counts[ns] = counts.get(ns, 0) + 1
+    for t in session.scalars(select(RegistryTag)):
+        by_namespace[repos[t.repository_id]].append(t)
+    return [
+        NamespaceFigures(ns, counts[ns], len(tags), _size(tags))
+        for ns, tags in sorted(by_namespace.items())
+    ]

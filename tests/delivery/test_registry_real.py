@@ -241,3 +241,31 @@ def test_quota_and_tag_deletion(up: Up) -> None:
         assert r.status_code == 200, r.text
     assert inspect(up, "alpha/app:v1", dev).returncode != 0
     assert "v1" not in tags(up, "alpha/app")
+
+
+def test_the_registry_figures_reach_the_platform_metrics(up: Up) -> None:
+    dev = f"dev:{up.tokens['dev']}"
+    assert push(up, random_image(1, 50_000, seed=6), "alpha/web:v1", dev).returncode == 0
+    assert inspect(up, "alpha/web:v1", dev).returncode == 0
+    registry = up.registry
+
+    def series() -> dict[str, float]:
+        with up.api() as c:
+            text = c.get("/metrics", headers=up.admin).text
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("gaia_registry_"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    labels = f'{{business="alpha",registry="{registry}"}}'
+    found = wait_for(
+        lambda: (s := series()).get(f"gaia_registry_pulls_total{labels}", 0) >= 1 and s,
+        "the pull counted",
+    )
+    assert found[f'gaia_registry_up{{registry="{registry}"}}'] == 1
+    assert found[f"gaia_registry_pushes_total{labels}"] == 1
+    assert found[f"gaia_registry_images{labels}"] == 1
+    assert found[f"gaia_registry_repositories{labels}"] == 1
+    assert found[f'gaia_registry_storage_bytes{{registry="{registry}"}}'] > 50_000

@@ -338,6 +338,22 @@ async def _enforce_quota(
         )
 
 
+def _count(registry: RegistryService, events: Sequence[dict[str, Any]]) -> None:
+    """Images pushed (manifests by tag) and pulled (manifests served), per namespace."""
+    for event in events:
+        target = event.get("target")
+        if not isinstance(target, dict) or target.get("mediaType") not in MANIFEST_TYPES:
+            continue
+        try:
+            namespace = parse_repository(str(target.get("repository", ""))).namespace
+        except InvalidRequest:
+            continue
+        if event.get("action") == "pull":
+            registry.pulls[namespace] = registry.pulls.get(namespace, 0) + 1
+        elif event.get("action") == "push" and target.get("tag"):
+            registry.pushes[namespace] = registry.pushes.get(namespace, 0) + 1
+
+
 @router.post("/registry/events")
 async def registry_events(request: Request) -> dict[str, int]:
     """The registry's notifications (its own token only)."""
@@ -364,7 +380,9 @@ async def registry_events(request: Request) -> dict[str, int]:
     if not isinstance(events, list) or len(events) > MAX_EVENTS:
         raise InvalidRequest(f"the body must be {{'events': [...]}} with at most {MAX_EVENTS}")
     events = [e for e in events if isinstance(e, dict)]
-    grown = await asyncio.to_thread(_record_events, plat, events)
+    _count(plat.registry, events)
+    kept = [e for e in events if e.get("action") in ("push", "delete")]
+    grown = await asyncio.to_thread(_record_events, plat, kept) if kept else []
     for repo in {r.name: r for r in grown}.values():
         await _enforce_quota(plat, repo, events)
     return {"recorded": len(events)}

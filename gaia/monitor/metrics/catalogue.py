@@ -17,7 +17,9 @@ Where a figure comes from (``source``):
 - ``database``: the platform's own database (quotas, apps' desired instances, cluster health);
 - ``collector``: the collector's own bookkeeping about a cluster;
 - ``platform``: the platform process itself (``gaia.monitor.metrics.platform``);
-- ``registry``: the image registry (planned: ``planned=True``, nothing writes them yet).
+- ``registry``: the image registry (the platform's /metrics, from the registry's events and
+  Gaia's records; ``gaia_registry_pull_errors_total`` is planned: the registry reports no
+  failed pulls).
 
 ``adapters`` says which provider kinds yield a provider or control-plane figure: the kubelet's
 resource endpoint that the ``kubernetes`` adapter reads gives CPU and memory only, so network,
@@ -336,21 +338,22 @@ METRICS: tuple[MetricDef, ...] = (
         "Resident memory of the API server process."),
     control_plane("gaia_apiserver_cpu_usage_millicores", G, "millicores", (),
         "CPU the API server process used since the previous collection."),
-    # ---- Image registry
+    # ---- Image registry (platform's /metrics: gaia.monitor.metrics.platform.RegistryCollector;
+    # ``business`` is the namespace: a business, ``public`` or ``u/<user>``)
     other("gaia_registry_up", G, "boolean", REG, "registry", "registry",
-        "1 when the image registry answers its health check.", planned=True),
+        "1 while the registry Gaia runs (GAIA_REGISTRY_LISTEN) is running."),
     other("gaia_registry_repositories", G, "count", REG_B, "registry", "registry",
-        "Repositories per business.", planned=True),
+        "Repositories per namespace."),
     other("gaia_registry_images", G, "count", REG_B, "registry", "registry",
-        "Image tags per business.", planned=True),
+        "Image tags per namespace."),
     other("gaia_registry_storage_bytes", G, "bytes", REG, "registry", "registry",
-        "Bytes the registry's blobs take.", planned=True),
+        "Bytes the registry's images take (distinct blobs per namespace, by Gaia's records)."),
     other("gaia_registry_pulls_total", K, "count", REG_B, "registry", "registry",
-        "Image pulls served.", planned=True),
+        "Images pulled (manifests served), since the platform process started."),
     other("gaia_registry_pull_errors_total", K, "count", REG_B, "registry", "registry",
         "Image pulls that failed.", planned=True),
     other("gaia_registry_pushes_total", K, "count", REG_B, "registry", "registry",
-        "Image pushes accepted.", planned=True),
+        "Images pushed (manifests pushed by tag), since the platform process started."),
     # ---- P2P image distribution (the coordinator's figures, gaia.controllers.swarm)
     other("gaia_p2p_pieces_total", K, "count", ("cluster", "source"), "platform", "registry",
         "Pieces nodes fetched and reported, per source (``peer``, ``registry``)."),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -116,6 +117,10 @@ class PlatformMetrics:
     def watch_p2p(self, figures: Callable[[], Iterable[ClusterP2PFigures]]) -> None:
         """Report the P2P coordinator's per-cluster figures at every scrape."""
         self.registry.register(P2PCollector(figures))
+
+    def watch_registry(self, figures: Callable[[], RegistryFigures | None]) -> None:
+        """Report the image registry's figures at every scrape (None: no registry)."""
+        self.registry.register(RegistryCollector(figures))
 
     def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "other"
@@ -309,3 +314,73 @@ class HttpMetricsMiddleware:
                 status=status,
                 seconds=time.perf_counter() - started,
             )
+
+
+@dataclass(frozen=True)
+class RegistryNamespaceFigures:
+    namespace: str
+    repositories: int
+    tags: int
+    bytes: int
+    pushes: int
+    pulls: int
+
+
+@dataclass(frozen=True)
+class RegistryFigures:
+    """The image registry, read at a scrape: is it up, and per namespace what it holds (Gaia's
+    records) and what moved (the registry's events since this process started)."""
+
+    registry: str  # its address
+    up: bool | None  # None: run apart, not watched by this process
+    namespaces: tuple[RegistryNamespaceFigures, ...]
+
+
+class RegistryCollector(Collector):
+    """``gaia_registry_*``: the ``business`` label is the namespace (a business's name,
+    ``public`` or ``u/<user>``)."""
+
+    def __init__(self, figures: Callable[[], RegistryFigures | None]) -> None:
+        self.figures = figures
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        f = self.figures()
+        if f is None:
+            return
+        if f.up is not None:
+            up = GaugeMetricFamily(
+                "gaia_registry_up", "1 when the image registry answers.", labels=["registry"]
+            )
+            up.add_metric([f.registry], 1.0 if f.up else 0.0)
+            yield up
+        labels = ["registry", "business"]
+        repositories = GaugeMetricFamily(
+            "gaia_registry_repositories", "Repositories per namespace.", labels=labels
+        )
+        images = GaugeMetricFamily(
+            "gaia_registry_images", "Image tags per namespace.", labels=labels
+        )
+        pushes = CounterMetricFamily(
+            "gaia_registry_pushes", "Image pushes (manifests pushed by tag).", labels=labels
+        )
+        pulls = CounterMetricFamily(
+            "gaia_registry_pulls", "Image pulls (manifests served).", labels=labels
+        )
+        total = 0
+        for n in f.namespaces:
+            key = [f.registry, n.namespace]
+            repositories.add_metric(key, n.repositories)
+            images.add_metric(key, n.tags)
+            pushes.add_metric(key, n.pushes)
+            pulls.add_metric(key, n.pulls)
+            total += n.bytes
+        storage = GaugeMetricFamily(
+            "gaia_registry_storage_bytes",
+            "Bytes the registry's images take (distinct blobs per namespace, by Gaia's records).",
+            labels=["registry"],
+        )
+        storage.add_metric([f.registry], total)
+        yield from (repositories, images, pushes, pulls, storage)
