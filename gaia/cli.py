@@ -93,6 +93,34 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_config(args: argparse.Namespace) -> int:
+    """Write the configuration of a registry run apart from ``gaia up`` (a Deployment, a
+    systemd unit): its config.yml and the certificate of Gaia's token key, into a folder."""
+    from gaia.platform import registry_service
+    from gaia.security import SecretBox, SecretKeyError
+
+    settings = _settings(args)
+    try:
+        secrets = SecretBox.from_settings(
+            secret_key=settings.secret_key,
+            data_dir=settings.data_dir,
+            shared_database=not settings.resolved_database_url().startswith("sqlite"),
+        )
+    except SecretKeyError as exc:
+        print(f"gaia registry-config: {exc}", file=sys.stderr)
+        return 2
+    service = registry_service(settings, secrets)
+    service.listen = args.listen
+    service.folder = Path(args.out)
+    service.storage_dir = Path(args.storage) if args.storage else service.folder / "storage"
+    path = service.config_path()
+    print(f"wrote {path} and {path.with_name('token-ca.pem')}")
+    print(f"the registry sends clients to {service.realm} for tokens")
+    print(f"and its events to {service.events_url}")
+    print(f"run it with: docker-registry serve {path}")
+    return 0
+
+
 def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     """Re-encrypt every stored secret with the first key of GAIA_SECRET_KEY, in one
     transaction (``gaia.store.secrets``); the old keys may be dropped afterwards."""
@@ -293,6 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--data-dir", help="where SQLite and the secret key live")
     up.add_argument("--no-demo", action="store_true", help="no demo business and cluster")
     up.set_defaults(func=cmd_up)
+
+    registry = sub.add_parser(
+        "registry-config",
+        help="write the configuration of an image registry that trusts this Gaia's tokens",
+    )
+    registry.add_argument("--out", required=True, help="folder for config.yml and token-ca.pem")
+    registry.add_argument(
+        "--listen", default="0.0.0.0:5000", help="the registry's listen address"
+    )
+    registry.add_argument("--storage", help="its storage folder (default <out>/storage)")
+    registry.add_argument("--data-dir", help="Gaia's data dir (its key, without GAIA_SECRET_KEY)")
+    registry.set_defaults(func=cmd_registry_config)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)

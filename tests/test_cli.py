@@ -133,3 +133,35 @@ def test_admin_password_from_the_environment(tmp_path: Path, password: str) -> N
         assert r.status_code == 200
     finally:
         _stop(proc)
+
+
+def test_registry_config_writes_what_a_registry_run_apart_needs(tmp_path: Path) -> None:
+    """``gaia registry-config``: the registry's config.yml (token auth against this Gaia, its
+    events to this Gaia) and the certificate of Gaia's token key; the same key signs on every
+    replica with the same secret key, so the certificate is the one ``gaia up`` would write."""
+    import yaml
+
+    from gaia.platform import registry_service
+    from gaia.security import SecretBox
+    from gaia.settings import Settings
+
+    key = Fernet.generate_key().decode()
+    env = {**os.environ, "GAIA_SECRET_KEY": key, "GAIA_EXTERNAL_URL": "https://gaia.example.com"}
+    out = tmp_path / "reg"
+    done = subprocess.run(
+        [sys.executable, "-m", "gaia", "registry-config", "--out", str(out), "--listen",
+         "0.0.0.0:5001", "--data-dir", str(tmp_path / "data")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((out / "config.yml").read_text())
+    assert config["http"]["addr"] == "0.0.0.0:5001"
+    assert config["auth"]["token"]["realm"] == "https://gaia.example.com/api/v1/registry/token"
+    assert config["storage"]["filesystem"]["rootdirectory"] == str(out / "storage")
+    (hook,) = config["notifications"]["endpoints"]
+    assert hook["url"] == "https://gaia.example.com/api/v1/registry/events"
+    assert (out / "config.yml").stat().st_mode & 0o077 == 0  # it holds the events token
+    settings = Settings(secret_key=key, data_dir=tmp_path / "data")
+    service = registry_service(settings, SecretBox(key))
+    assert (out / "token-ca.pem").read_bytes() == service.signer.certificate_pem
+    assert hook["headers"]["Authorization"] == [f"Bearer {service.signer.notification_token}"]

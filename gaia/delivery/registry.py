@@ -89,7 +89,8 @@ class TokenSigner:
             .not_valid_before(_NOT_BEFORE)
             .not_valid_after(_NOT_AFTER)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self._key, hashes.SHA256())
+            # RFC 6979: the same key signs the same certificate on every replica, byte for byte
+            .sign(self._key, hashes.SHA256(), ecdsa_deterministic=True)
         )
         self.certificate_pem = cert.public_bytes(serialization.Encoding.PEM)
         self._x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
