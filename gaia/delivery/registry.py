@@ -158,7 +158,9 @@ def registry_config(
     tags), token auth against Gaia, events to Gaia."""
     return {
         "version": 0.1,
-        "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": True}},
+        # warn: at info the registry writes a line per request (bench/cicd.py: a few % of a
+        # loaded machine's pull throughput)
+        "log": {"level": "warn", "formatter": "text", "accesslog": {"disabled": True}},
         "storage": {
             "filesystem": {"rootdirectory": str(storage_dir)},
             "delete": {"enabled": True},
