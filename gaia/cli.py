@@ -327,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         help="write the configuration of an image registry that trusts this Gaia's tokens",
     )
     registry.add_argument("--out", required=True, help="folder for config.yml and token-ca.pem")
-    registry.add_argument(
-        "--listen", default="0.0.0.0:5000", help="the registry's listen address"
-    )
+    registry.add_argument("--listen", default="0.0.0.0:5000", help="the registry's listen address")
     registry.add_argument("--storage", help="its storage folder (default <out>/storage)")
     registry.add_argument("--data-dir", help="Gaia's data dir (its key, without GAIA_SECRET_KEY)")
     registry.set_defaults(func=cmd_registry_config)

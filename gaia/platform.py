@@ -24,7 +24,7 @@ from gaia.controllers.apps import AppController
 from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.reservations import ReservationReaper
 from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
-from gaia.delivery.registry import RegistryService, TokenSigner
+from gaia.delivery.registry import RegistryGcLoop, RegistryService, TokenSigner
 from gaia.loop import LoopService
 from gaia.monitor.alerting.delivery import NotificationDelivery
 from gaia.monitor.alerting.evaluator import AlertEvaluator, PassStats
@@ -217,6 +217,10 @@ class Platform:
             ),
         ]
         loops += self.alert_loops()
+        if self.settings.registry_listen and self.settings.registry_gc_interval_seconds > 0:
+            loops.append(
+                RegistryGcLoop(self.registry, interval=self.settings.registry_gc_interval_seconds)
+            )
         if isinstance(self.metric_store, EmbeddedStore):
             loops.append(
                 MetricSnapshotLoop(

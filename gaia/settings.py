@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     registry_binary: str = "docker-registry"
     registry_storage_dir: Path | None = None
     registry_quota_bytes: int = Field(default=10 << 30, ge=0)
+    # garbage collection of the registry `gaia up` runs (0: never; POST /registry/gc any time)
+    registry_gc_interval_seconds: float = Field(default=86400.0, ge=0)
     # monitoring: how often the collector reads every cluster's metrics; how often alert
     # policies are evaluated
     metrics_interval_seconds: float = 15.0

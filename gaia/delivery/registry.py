@@ -25,6 +25,7 @@ registry runs apart (a Deployment) with the configuration ``gaia registry-config
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -32,6 +33,7 @@ import hmac
 import logging
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gaia.loop import LoopService
 from gaia.security import SecretBox
 
 log = logging.getLogger(__name__)
@@ -304,6 +307,8 @@ class RegistryService:
         self.folder = folder
         self.storage_dir = storage_dir
         self.process: RegistryProcess | None = None
+        self._gc_lock = threading.Lock()
+        self.last_gc: GcResult | None = None
         # since this process started, per namespace: manifests pushed by tag, manifests served
         self.pushes: dict[str, int] = {}
         self.pulls: dict[str, int] = {}
@@ -367,6 +372,59 @@ class RegistryService:
         if self.process is not None:
             self.process.stop()
 
+    def storage_bytes(self) -> int:
+        root = self.storage_dir
+        if root is None or not root.exists():
+            return 0
+        return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+    def garbage_collect(self) -> GcResult:
+        """Delete what no tag references any more (``docker-registry garbage-collect
+        --delete-untagged``). The registry must not take pushes meanwhile, so the one Gaia runs
+        is stopped for the collection and started again (pulls fail for those seconds; the P2P
+        agents' caches and containerd's retries ride it out). A registry run apart is not
+        Gaia's to stop: collect next to it (its documentation: read-only mode first)."""
+        if self.process is None or self.folder is None:
+            raise RegistryUnavailable(
+                "this platform does not run its registry (GAIA_REGISTRY_LISTEN): run "
+                "`docker-registry garbage-collect --delete-untagged` next to it, read-only"
+            )
+        with self._gc_lock:
+            began = time.monotonic()
+            before = self.storage_bytes()
+            config = self.config_path()
+            self.process.stop()
+            try:
+                done = subprocess.run(  # noqa: S603 (a fixed binary, our own config)
+                    [self.binary, "garbage-collect", "--delete-untagged", str(config)],
+                    capture_output=True,
+                    text=True,
+                    timeout=3600,
+                )
+            finally:
+                self.start()
+            if done.returncode != 0:
+                raise RegistryUnavailable(
+                    f"garbage-collect failed ({done.returncode}): {done.stderr[-500:]}"
+                )
+            after = self.storage_bytes()
+            result = GcResult(
+                freed_bytes=max(0, before - after),
+                bytes_after=after,
+                seconds=time.monotonic() - began,
+                # garbage-collect prints one such line per blob it deletes (its "Deleting
+                # blob" lines are info-level logs, silenced at warn)
+                blobs_deleted=done.stdout.count("blob eligible for deletion:"),
+            )
+            self.last_gc = result
+            log.info(
+                "registry: garbage collection freed %d bytes (%d blobs) in %.1f s",
+                result.freed_bytes,
+                result.blobs_deleted,
+                result.seconds,
+            )
+            return result
+
     def _service_headers(self, repository: str, actions: list[str]) -> dict[str, str]:
         token = self.signer.issue(
             subject="gaia",
@@ -411,3 +469,30 @@ class RegistryService:
                 f"DELETE manifest {repository}@{digest}: {r.status_code} {r.text[:200]}"
             )
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class GcResult:
+    freed_bytes: int
+    bytes_after: int
+    seconds: float
+    blobs_deleted: int
+
+
+class RegistryGcLoop(LoopService):
+    """Garbage collection of the registry Gaia runs, every ``interval`` seconds (not at start:
+    the first pass only notes the time)."""
+
+    name = "registry-gc"
+
+    def __init__(self, registry: RegistryService, *, interval: float) -> None:
+        super().__init__(interval=interval)
+        self.registry = registry
+        self._first = True
+
+    async def run_once(self) -> None:
+        if self._first:
+            self._first = False
+            return
+        if self.registry.process is not None:
+            await asyncio.to_thread(self.registry.garbage_collect)

@@ -268,6 +268,7 @@ TABLE = [
     Row("GET", "/api/v1/registry/repositories/alpha/web/tags", MEMBERS),
     Row("DELETE", "/api/v1/registry/repositories/alpha/web/tags/v1", WRITERS),
     Row("POST", "/api/v1/registry/events", (), {"events": []}, hidden_from=()),
+    Row("POST", "/api/v1/registry/gc", ("platform-admin",), hidden_from=()),
     # P2P: the agents' calls take the cluster's agent token, never a user's (403 for all)
     Row("POST", f"{P2P}/agents", (), AGENT, hidden_from=()),
     Row("POST", f"{P2P}/tasks", (), TASK, hidden_from=()),

@@ -269,3 +269,28 @@ def test_the_registry_figures_reach_the_platform_metrics(up: Up) -> None:
     assert found[f"gaia_registry_images{labels}"] == 1
     assert found[f"gaia_registry_repositories{labels}"] == 1
     assert found[f'gaia_registry_storage_bytes{{registry="{registry}"}}'] > 50_000
+
+
+def test_garbage_collection_frees_what_no_tag_names(up: Up) -> None:
+    dev = f"dev:{up.tokens['dev']}"
+    kept, dropped = random_image(1, 300_000, seed=7), random_image(2, 800_000, seed=8)
+    assert push(up, kept, "alpha/gc:kept", dev).returncode == 0
+    assert push(up, dropped, "alpha/gc:dropped", dev).returncode == 0
+    wait_for(lambda: len(tags(up, "alpha/gc")) == 2, "both pushes recorded")
+    with up.api() as c:
+        r = c.delete("/api/v1/registry/repositories/alpha/gc/tags/dropped", headers=up.admin)
+        assert r.status_code == 200, r.text
+        r = c.post("/api/v1/registry/gc", headers={"Authorization": f"Bearer {up.tokens['dev']}"})
+        assert r.status_code == 403  # the platform's to run
+        r = c.post("/api/v1/registry/gc", headers=up.admin, timeout=120)
+        assert r.status_code == 200, r.text
+    result = r.json()
+    dropped_bytes = sum(len(x.blob.data) for x in dropped.layers)
+    assert result["freed_bytes"] >= dropped_bytes, result
+    assert result["blobs_deleted"] >= len(dropped.layers)
+    # the registry is back, and the kept image is whole
+    pulled = inspect(up, "alpha/gc:kept", dev)
+    assert pulled.returncode == 0, pulled.stderr
+    copy = skopeo(up, "copy", "--src-tls-verify=false", "--src-creds", dev,
+                  f"docker://{up.registry}/alpha/gc:kept", f"dir:{up.work / 'kept'}")  # fmt: skip
+    assert copy.returncode == 0, copy.stderr

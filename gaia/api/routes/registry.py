@@ -38,6 +38,7 @@ from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.registry import (
     NamespaceOut,
+    RegistryGcOut,
     RegistryInfoOut,
     RegistryQuotaIn,
     RepositoryOut,
@@ -603,3 +604,22 @@ async def delete_registry_tag(
     if current is not None and current != digest:
         store.record_manifest_delete(session, repo=repo, digest=current)
     return TagDeletedOut(repository=repo.name, tag=tag, digest=current or digest)
+
+
+@router.post("/registry/gc", response_model=RegistryGcOut)
+async def registry_gc(request: Request, principal: PrincipalDep) -> RegistryGcOut:
+    """Collect the registry's garbage now (platform admins): blobs no tag references. The
+    registry Gaia runs stops for the collection and starts again."""
+    audit(request, action="registry.gc", target="registry")
+    require_platform_admin(principal, "collect the registry's garbage")
+    try:
+        result = await asyncio.to_thread(platform(request).registry.garbage_collect)
+    except RegistryUnavailable as exc:
+        raise Conflict(str(exc)) from None
+    audit(request, summary=f"freed {result.freed_bytes} bytes ({result.blobs_deleted} blobs)")
+    return RegistryGcOut(
+        freed_bytes=result.freed_bytes,
+        bytes_after=result.bytes_after,
+        seconds=round(result.seconds, 3),
+        blobs_deleted=result.blobs_deleted,
+    )

@@ -57,3 +57,10 @@ class TagDeletedOut(BaseModel):
     repository: str
     tag: str
     digest: str
+
+
+class RegistryGcOut(BaseModel):
+    freed_bytes: int
+    bytes_after: int
+    seconds: float
+    blobs_deleted: int
