@@ -39,6 +39,7 @@ from gaia.monitor.metrics.platform import (
 from gaia.monitor.metrics.prometheus import PrometheusStore
 from gaia.monitor.metrics.series import MetricStore
 from gaia.monitor.metrics.tsdb import EmbeddedStore, MetricSnapshotLoop
+from gaia.providers.port import PullSecret
 from gaia.providers.registry import ProviderRegistry
 from gaia.security import SecretBox
 from gaia.settings import Settings
@@ -156,7 +157,15 @@ class Platform:
             secrets=self.secrets,
             clock=self.clock,
             interval=self.settings.app_reconcile_interval_seconds,
+            pull_secret_for=self._pull_secret,
         )
+
+    def _pull_secret(self, business: str) -> PullSecret | None:
+        """The registry's pull account of ``business``, for its instances (None: no registry)."""
+        if not self.registry.enabled:
+            return None
+        username, password = self.registry.pull_credentials(business)
+        return PullSecret(registry=self.registry.address, username=username, password=password)
 
     def alert_evaluator(self) -> AlertEvaluator:
         evaluator = AlertEvaluator(

@@ -37,7 +37,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,7 @@ from gaia.providers.port import (
     PortSpec,
     ProbeKind,
     ProbeSpec,
+    PullSecret,
     ServiceSpec,
 )
 from gaia.providers.registry import ProviderRegistry
@@ -150,8 +151,11 @@ class AppController(LoopService):
         interval: float = 2.0,
         policy: RestartPolicy = DEFAULT_POLICY,
         unbound_grace: dt.timedelta = UNBOUND_GRACE,
+        pull_secret_for: Callable[[str], PullSecret | None] | None = None,
     ) -> None:
         super().__init__(interval=interval)
+        # the platform registry's credentials for a business's instances (None: no registry)
+        self.pull_secret_for = pull_secret_for or (lambda _business: None)
         self.db = db
         self.providers = providers
         self.secrets = secrets
@@ -593,6 +597,7 @@ class AppController(LoopService):
             instance_id=action.instance_id,
             template=template,
             placement=placement,
+            pull_secret=self.pull_secret_for(app.namespace),
         )
 
     async def _create_all(self, provider: ClusterProvider, specs: list[InstanceSpec]) -> int:
@@ -858,8 +863,12 @@ def build_instance_spec(
     instance_id: int,
     template: TemplateSpec,
     placement: Placement,
+    pull_secret: PullSecret | None = None,
 ) -> InstanceSpec:
-    """The port's ``InstanceSpec`` for one instance of ``template`` placed at ``placement``."""
+    """The port's ``InstanceSpec`` for one instance of ``template`` placed at ``placement``;
+    ``pull_secret``: the platform registry's credentials of its business (every instance gets
+    them, so a later in-place upgrade to an image of the registry can pull: a pod's
+    ``imagePullSecrets`` cannot change)."""
     body = template.body
     return InstanceSpec(
         namespace=namespace,
@@ -893,4 +902,5 @@ def build_instance_spec(
             LABEL_VERSION: template.name,
         },
         annotations={PROFILE_ANNOTATION: str(body.get("profile") or "web")},
+        pull_secret=pull_secret,
     )

@@ -167,6 +167,17 @@ class NetworkMode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class PullSecret:
+    """Credentials the platform gives an instance to pull from its registry (the business's
+    pull account, gaia.delivery.registry): on Kubernetes a ``kubernetes.io/dockerconfigjson``
+    Secret that the configs API never lists, named in the pod's ``imagePullSecrets``."""
+
+    registry: str  # host[:port]
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceSpec:
     """One instance to run, already placed. ``name`` is ``<app>-<instance_id>``."""
 
@@ -189,6 +200,7 @@ class InstanceSpec:
     network_mode: NetworkMode = NetworkMode.OVERLAY
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    pull_secret: PullSecret | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:

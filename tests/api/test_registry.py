@@ -213,3 +213,21 @@ def test_the_info_says_how_to_log_in(world: World) -> None:
     r = world.client.get("/api/v1/registry", headers=world.as_("viewer"))
     assert r.status_code == 200
     assert r.json()["enabled"] is False and "GAIA_REGISTRY_LISTEN" in r.json()["login"]
+
+
+def test_instances_get_their_business_pull_account(world: World, platform: Platform) -> None:
+    """Every instance the controller places carries its business's pull account when the
+    platform runs a registry (gaia.platform.Platform._pull_secret), and that account's token
+    pulls the business's images only."""
+    from gaia.platform import registry_service
+
+    assert platform._pull_secret("alpha") is None  # no registry here
+    settings = platform.settings.model_copy(update={"registry_url": "http://127.0.0.1:5999"})
+    platform.registry = registry_service(settings, platform.secrets)
+    pull = platform._pull_secret("alpha")
+    assert pull is not None and pull.registry == "127.0.0.1:5999"
+    got = access(platform, world.client, basic(pull.username, pull.password),
+                 "repository:alpha/web:pull,push", "repository:beta/web:pull")  # fmt: skip
+    assert got == {"alpha/web": ["pull"]}
+    controller = platform.app_controller()
+    assert controller.pull_secret_for("alpha") == pull

@@ -48,6 +48,8 @@ import asyncio
 import collections
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
 import math
 import ssl
@@ -89,6 +91,7 @@ from gaia.providers.kubernetes.pods import (
     binding_manifest,
     image_patch,
     pod_manifest,
+    pull_secret_manifest,
     recreate_manifest,
 )
 from gaia.providers.kubernetes.quotas import QUOTA_NAME, quota_from_k8s, quota_manifest
@@ -113,6 +116,7 @@ from gaia.providers.port import (
     MetricSample,
     Node,
     NodeSpec,
+    PullSecret,
     Service,
     ServiceSpec,
 )
@@ -166,6 +170,7 @@ class KubernetesCluster:
             collections.OrderedDict()
         )
         self._namespaces: set[str] = set()
+        self._pull_secrets: dict[str, str] = {}  # namespace -> digest of the applied secret
 
     # ------------------------------------------------------------ plumbing
 
@@ -496,6 +501,19 @@ class KubernetesCluster:
             raise _translate(exc, f"namespace {namespace}") from None
         self._namespaces.add(namespace)
 
+    async def _ensure_pull_secret(self, namespace: str, secret: PullSecret) -> None:
+        """The platform registry's pull secret in ``namespace``, applied when it changed (by
+        this process's knowledge: once per namespace and credentials)."""
+        manifest = pull_secret_manifest(namespace, secret)
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        if self._pull_secrets.get(namespace) == digest:
+            return
+        try:
+            await self._kube().apply(cast(Secret, Secret.from_dict(manifest)), force=True)
+        except ApiError as exc:
+            raise _translate(exc, f"the registry pull secret of {namespace}") from None
+        self._pull_secrets[namespace] = digest
+
     async def create_instance(self, spec: InstanceSpec) -> Instance:
         return await self._on_loop(self._create_instance(spec))
 
@@ -507,6 +525,8 @@ class KubernetesCluster:
             raise Conflict(f"instance {spec.namespace}/{spec.name} already exists")
         _check_fits(await self._node(spec.node), spec)
         await self._ensure_namespace(spec.namespace)
+        if spec.pull_secret is not None:
+            await self._ensure_pull_secret(spec.namespace, spec.pull_secret)
         manifest = pod_manifest(spec)
         try:
             created = await self._kube().create(cast(Pod, Pod.from_dict(manifest)))

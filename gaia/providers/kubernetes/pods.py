@@ -52,6 +52,7 @@ still resolves services); the other modes are the CNI's business.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -107,9 +108,20 @@ from gaia.providers.kubernetes.fields import (
     from_kube,
     pod_name,
 )
-from gaia.providers.port import ConfigRef, InstanceSpec, NetworkMode, PortSpec, ProbeKind, ProbeSpec
+from gaia.providers.port import (
+    ConfigRef,
+    InstanceSpec,
+    NetworkMode,
+    PortSpec,
+    ProbeKind,
+    ProbeSpec,
+    PullSecret,
+)
 
 SCHEDULER_NAME = "gaia-scheduler"
+# the platform registry's pull secret in each business namespace (pull_secret_manifest)
+PULL_SECRET_NAME = "gaia-registry-pull"  # noqa: S105 (a name)
+PULL_SECRET_LABEL = "gaia.io/registry-pull"  # noqa: S105 (a label)
 CONTAINER_NAME = "main"
 HASH_LENGTH = 16
 FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
@@ -396,6 +408,8 @@ def pod_manifest(spec: InstanceSpec) -> dict[str, Any]:
     }
     if volumes:
         pod_spec["volumes"] = volumes
+    if spec.pull_secret is not None:
+        pod_spec["imagePullSecrets"] = [{"name": PULL_SECRET_NAME}]
     if spec.network_mode == NetworkMode.HOST:
         pod_spec["hostNetwork"] = True
         pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
@@ -409,6 +423,33 @@ def pod_manifest(spec: InstanceSpec) -> dict[str, Any]:
             "annotations": annotations,
         },
         "spec": pod_spec,
+    }
+
+
+def pull_secret_manifest(namespace: str, secret: PullSecret) -> dict[str, Any]:
+    """The namespace's ``kubernetes.io/dockerconfigjson`` Secret for the platform's registry.
+    Not labelled as a Gaia config (so the configs API neither lists it nor lets a tenant's
+    config of the same name replace it), but as the platform's pull secret."""
+    auth = base64.b64encode(f"{secret.username}:{secret.password}".encode()).decode()
+    config = {
+        "auths": {
+            secret.registry: {
+                "username": secret.username,
+                "password": secret.password,
+                "auth": auth,
+            }
+        }
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": PULL_SECRET_NAME,
+            "namespace": namespace,
+            "labels": {PULL_SECRET_LABEL: "true"},
+        },
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
     }
 
 

@@ -7,7 +7,9 @@ contract suite's sim-only and kubelet-dependent tests cover those on the sim.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gaia.domain.errors import Conflict, InvalidRequest, NotFound
+from gaia.domain.errors import Conflict, InvalidRequest, NotFound, NotManaged
 from gaia.domain.resources import ResourceVector
 from gaia.providers.kubernetes import KubernetesCluster
 from gaia.providers.port import (
@@ -24,6 +26,7 @@ from gaia.providers.port import (
     InstancePhase,
     InstanceSpec,
     PortSpec,
+    PullSecret,
     ServiceSpec,
 )
 from tests.support.kube import ControlPlane, fake_node
@@ -251,6 +254,39 @@ def test_configs_and_secrets_round_trip(
     run(cluster.delete_config(namespace=namespace, name="app", secret=True))
     listed = run(cluster.list_configs(namespace=namespace))
     assert [(c.name, c.secret) for c in listed] == [("app", False)]
+
+
+def test_the_registry_pull_secret_is_injected_and_never_listed(
+    cluster: KubernetesCluster, api: httpx.Client, namespace: str
+) -> None:
+    pull = PullSecret("registry.gaia.example:5000", "pull+shop", "derived-password")
+    assert "derived-password" not in repr(pull) and "derived-password" not in repr(
+        spec(namespace, "prov-gpu-1", pull_secret=pull)
+    )
+    run(cluster.create_instance(spec(namespace, "prov-gpu-1", pull_secret=pull)))
+    pod = api.get(f"/api/v1/namespaces/{namespace}/pods/web-0").json()
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "gaia-registry-pull"}]
+    secret = api.get(f"/api/v1/namespaces/{namespace}/secrets/gaia-registry-pull").json()
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    entry = config["auths"]["registry.gaia.example:5000"]
+    assert (entry["username"], entry["password"]) == ("pull+shop", "derived-password")
+    assert base64.b64decode(entry["auth"]) == b"pull+shop:derived-password"
+    # tenants see configs through the configs API: the pull secret is not one of them, and a
+    # config of the same name cannot replace it
+    assert run(cluster.list_configs(namespace=namespace)) == []
+    with pytest.raises(NotManaged):
+        run(
+            cluster.apply_config(
+                ConfigData(namespace, "gaia-registry-pull", secret=True, data={"x": "y"})
+            )
+        )
+    # new credentials (a rotated secret key) replace the secret at the next instance
+    rotated = PullSecret("registry.gaia.example:5000", "pull+shop", "rotated")
+    run(cluster.create_instance(spec(namespace, "prov-gpu-1", instance_id=1, pull_secret=rotated)))
+    secret = api.get(f"/api/v1/namespaces/{namespace}/secrets/gaia-registry-pull").json()
+    config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    assert config["auths"]["registry.gaia.example:5000"]["password"] == "rotated"
 
 
 def test_cordon_and_uncordon(cluster: KubernetesCluster) -> None:
