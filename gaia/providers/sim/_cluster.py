@@ -48,6 +48,7 @@ from typing import Any
 from gaia.clock import Clock, RealClock
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.gpu_links import LinkMatrix, normalize_matrix, preset
+from gaia.domain.registry import RegistryCaller, Scope, grant
 from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
 from gaia.kube.labels import GPU_COUNT_LABEL, GPU_MODEL_LABEL, VERSION_LABEL, ZONE_LABEL
 from gaia.providers.port import (
@@ -693,7 +694,7 @@ class SimCluster:
             return
         rec.phase = InstancePhase.PULLING
         self._instance_event(t, rec, "Pulling", f'Pulling image "{rec.image}"')
-        if rec.image in self._failing_images:
+        if rec.image in self._failing_images or _registry_refuses(rec.spec):
             self._after(t + PULL_FAIL_S, rec, self._pull_failed)
             return
         pull = Pull(
@@ -739,7 +740,12 @@ class SimCluster:
 
     def _pull_failed(self, t: float, rec: InstanceRecord) -> None:
         ref = rec.image
-        reason = self._failing_images.get(ref, "manifest unknown")
+        reason = self._failing_images.get(ref) or (
+            "pull access denied, repository does not exist or may require authorization: "
+            "server message: insufficient_scope: authorization failed"
+            if _registry_refuses(rec.spec)
+            else "manifest unknown"
+        )
         self._instance_event(
             t,
             rec,
@@ -1544,3 +1550,22 @@ def _card_memory(spec: InstanceSpec, card_memory: int) -> int:
     if spec.resources.gpu >= 100:
         return card_memory
     return spec.resources.gpu_memory
+
+
+def _registry_refuses(spec: InstanceSpec) -> bool:
+    """Whether the platform's registry would refuse this instance's pull: its image is in that
+    registry (the host of its pull secret) and the business's pull account may not read the
+    repository. The same rule Gaia's token endpoint applies (gaia.domain.registry), so a sim
+    instance of another business's private image fails to pull as a real node's would."""
+    secret = spec.pull_secret
+    if secret is None:
+        return False
+    host, _, rest = spec.image.partition("/")
+    if host != secret.registry or not rest:
+        return False
+    repository = rest.split("@", 1)[0]
+    last = repository.rsplit("/", 1)
+    if ":" in last[-1]:
+        repository = repository[: repository.rindex(":")]
+    caller = RegistryCaller(pull_account_of=spec.namespace)
+    return "pull" not in grant(caller, Scope("repository", repository, ("pull",)))

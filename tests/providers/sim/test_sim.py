@@ -37,6 +37,7 @@ from gaia.providers.port import (
     NetworkMode,
     NodeSpec,
     ProbeSpec,
+    PullSecret,
     ServiceSpec,
 )
 from gaia.providers.sim import DEFAULT_SPEC, MAX_SIM_NODES, SimCluster, validate_sim_spec
@@ -323,6 +324,26 @@ def test_image_pull_failure_and_retry_after_it_clears() -> None:
     w.until_running("web-0")
     assert w.get("web-0").restarts == 1
     assert "Pulling" in [e.reason for e in w.events("web-0", since=seq)]
+
+
+def test_the_platform_registry_refuses_another_business_s_private_image() -> None:
+    """With the platform's pull secret, the sim's pulls from the platform registry follow the
+    registry's own rules (gaia.domain.registry): its business's and public images pull,
+    another business's do not."""
+    w = World()
+    pull = PullSecret("registry.gaia:5000", f"pull+{NS}", "secret")
+    w.create(image=f"registry.gaia:5000/{NS}/web:v1", pull_secret=pull)
+    w.create(instance_id=1, image="registry.gaia:5000/public/base@sha256:" + "a" * 64,
+             pull_secret=pull)  # fmt: skip
+    w.create(instance_id=2, image="registry.gaia:5000/other/web:v1", pull_secret=pull)
+    w.create(instance_id=3, image="elsewhere.io/other/web:v1", pull_secret=pull)
+    w.until_running("web-0")
+    w.until_running("web-1")
+    w.until_running("web-3")  # not the platform's registry: not its rules
+    w.until(lambda: w.get("web-2").phase == InstancePhase.FAILED)
+    failure = w.get("web-2").last_failure
+    assert failure is not None and failure.cause == FailureCause.IMAGE_PULL
+    assert "insufficient_scope" in failure.message
 
 
 def test_lost_node_fails_every_instance_on_it() -> None:
