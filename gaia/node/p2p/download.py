@@ -458,6 +458,14 @@ class Downloader:
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             self.figures.pieces_failed += 1
             reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable"
+            log.warning(
+                "p2p: piece %d of %s from %s: %s (%r)",
+                a.piece,
+                d.digest,
+                a.parent or "the registry",
+                reason,
+                exc,
+            )
             return PieceReport(a.piece, False, parent=a.parent, reason=reason)
         except UpstreamError as exc:
             self.figures.pieces_failed += 1
