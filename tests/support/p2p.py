@@ -12,6 +12,9 @@
   and its agent token, for agents that reach the coordinator over HTTP.
 - ``Containerd``: Debian's containerd with its own root, state and socket (no CRI), and a
   ``certs.d`` folder, for ``ctr images pull --hosts-dir`` through the agent.
+- ``write_containerd_hosts(folder, registries_file, mirror)``: ``certs.d`` as the DaemonSet's
+  init container writes it, for that containerd or the real node's
+  (``tests/node/p2p/test_kubelet_pull.py``).
 """
 
 from __future__ import annotations

@@ -58,14 +58,16 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     assert created.status_code == 201, created.text
     bed = Bed(plane, node, api)
     warm: list[str] = []
-    # a pod straight from the registry first: the pause image and the busybox layer are then in
-    # containerd's content store, so what a test's pod fetches is its own image's new blobs
-    _run_pod(bed, warm, "warm-up", node.images.web_v1)
-    yield bed
-    _delete_pods(bed, warm)
-    api.close()
-    node.stop()
-    plane.stop()
+    try:
+        # a pod straight from the registry first: the pause image and the busybox layer are then
+        # in containerd's content store, so what a test's pod fetches is its own image's blobs
+        _run_pod(bed, warm, "warm-up", node.images.web_v1)
+        yield bed
+        _delete_pods(bed, warm)
+    finally:
+        api.close()
+        node.stop()
+        plane.stop()
 
 
 @pytest.fixture
@@ -210,6 +212,16 @@ def test_the_kubelet_runs_a_pod_whose_new_layers_came_through_the_agent(
     assert (row["registry"], row["repository"]) == (REGISTRY_HOST, WEB_REPOSITORY)
     assert row["digest"] == bed.node.registry.digest(WEB_REPOSITORY, "p2p-through-agent")
     assert row["bytes_from_registry"] == moved
+    # ...and of the node holding those two blobs (the image's busybox layer it never served, so
+    # the image counts no node complete: ``nodes_complete`` stays 0)
+    assert row["nodes_complete"] == 0
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+
+        def held() -> int:
+            items = c.get("/api/v1/clusters/sim-1/p2p/nodes").json()["items"]
+            return int(next(i["pieces_held"] for i in items if i["name"] == bed.node.name))
+
+        eventually(lambda: held() == 2, "the coordinator knows the node holds the two blobs")
 
 
 def test_with_the_agent_dead_the_kubelet_pulls_from_the_registry(
