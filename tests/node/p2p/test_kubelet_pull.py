@@ -54,11 +54,11 @@ class Bed:
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     plane, node = start_real_bed(tmp_path_factory, "p2p-pull")
     api = plane.http_client()
-    created = api.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
-    assert created.status_code == 201, created.text
     bed = Bed(plane, node, api)
     warm: list[str] = []
     try:
+        created = api.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
+        assert created.status_code == 201, created.text
         # a pod straight from the registry first: the pause image and the busybox layer are then
         # in containerd's content store, so what a test's pod fetches is its own image's blobs
         _run_pod(bed, warm, "warm-up", node.images.web_v1)
