@@ -12,6 +12,9 @@
   and its agent token, for agents that reach the coordinator over HTTP.
 - ``Containerd``: Debian's containerd with its own root, state and socket (no CRI), and a
   ``certs.d`` folder, for ``ctr images pull --hosts-dir`` through the agent.
+- ``write_containerd_hosts(folder, registries_file, mirror)``: ``certs.d`` as the DaemonSet's
+  init container writes it, for that containerd or the real node's
+  (``tests/node/p2p/test_kubelet_pull.py``).
 """
 
 from __future__ import annotations
@@ -246,6 +249,29 @@ class AgentProcess:
         return (self.work / "agent.log").read_text()
 
 
+def write_containerd_hosts(folder: Path, registries_file: Path, mirror: str) -> Path:
+    """``certs.d`` as the DaemonSet's init container writes it (``gaia p2p-agent
+    --write-containerd-hosts``): the agent first, the registry as the fallback."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gaia",
+            "p2p-agent",
+            "--registries-file",
+            str(registries_file),
+            "--listen",
+            mirror,
+            "--write-containerd-hosts",
+            str(folder),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    return folder
+
+
 @dataclass
 class Containerd:
     """containerd with its own folders and socket; no CRI, for ``ctr``."""
@@ -278,27 +304,8 @@ class Containerd:
         return self
 
     def hosts(self, registries_file: Path, mirror: str) -> Path:
-        """``certs.d`` as the DaemonSet's init container writes it (``gaia p2p-agent
-        --write-containerd-hosts``): the agent first, the registry as the fallback."""
-        folder = self.work / "certs.d"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gaia",
-                "p2p-agent",
-                "--registries-file",
-                str(registries_file),
-                "--listen",
-                mirror,
-                "--write-containerd-hosts",
-                str(folder),
-            ],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        return folder
+        """``certs.d`` as the DaemonSet's init container writes it: the agent first."""
+        return write_containerd_hosts(self.work / "certs.d", registries_file, mirror)
 
     def pull(self, reference: str, hosts_dir: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
