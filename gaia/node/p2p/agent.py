@@ -158,6 +158,9 @@ class P2PAgent:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            # well past the clients' keep-alive expiry (KEEPALIVE_S): a connection is closed by
+            # the client that stopped using it, never by this server as a request arrives
+            timeout_keep_alive=30,
         )
         server = uvicorn.Server(config)
         # two servers in one loop: the process's signal handlers (cli) stop both, so uvicorn

@@ -39,6 +39,9 @@ MAX_REPORTS = 256
 # pauses between the tries of a request that got no answer at all (connection refused, reset or
 # closed before the response); a timeout is not retried
 RETRY_PAUSES_S = (0.2, 1.0)
+# idle connections are dropped by the client after this, before a server's keep-alive timeout
+# (uvicorn's default is 5 s) can close one under a request
+KEEPALIVE_S = 2.0
 
 
 class CoordinatorRefused(Exception):
@@ -66,7 +69,9 @@ class HttpCoordinator:
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=16, keepalive_expiry=KEEPALIVE_S
+            ),
         )
         self._headers = {"Authorization": f"Bearer {token}"}
 

@@ -43,7 +43,7 @@ import httpx
 
 from gaia.domain.swarm import piece_range, piece_size
 from gaia.node.p2p.cache import BlobCache, Partial
-from gaia.node.p2p.client import CoordinatorRefused
+from gaia.node.p2p.client import KEEPALIVE_S, CoordinatorRefused
 from gaia.node.p2p.upstream import Registry, Upstream, UpstreamError
 from gaia.node.p2p.wire import (
     Assignment,
@@ -194,7 +194,9 @@ class Downloader:
         self.active: dict[str, Download] = {}
         self._peers = httpx.AsyncClient(
             timeout=httpx.Timeout(piece_timeout_s, connect=3.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_S
+            ),
         )
         self._now = now
         # how resumed pieces reach the coordinator before the first schedule (the agent's
@@ -449,7 +451,13 @@ class Downloader:
                 )
             else:
                 url = f"http://{a.address}/p2p/v1/blobs/{d.digest}/pieces/{a.piece}"
-                r = await self._peers.get(url, headers={TICKET_HEADER: ticket})
+                try:
+                    r = await self._peers.get(url, headers={TICKET_HEADER: ticket})
+                except httpx.RemoteProtocolError:
+                    # a kept-alive connection closed as the request went out: nothing was
+                    # answered; once more on a new connection before the parent is reported
+                    # unreachable (which drops every piece it holds of the blob)
+                    r = await self._peers.get(url, headers={TICKET_HEADER: ticket})
                 if r.status_code != 200:
                     self.figures.pieces_failed += 1
                     reason = "missing" if r.status_code == 404 else "refused"

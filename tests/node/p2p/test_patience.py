@@ -20,10 +20,10 @@ import pytest
 
 from gaia.node.p2p.cache import BlobCache
 from gaia.node.p2p.client import HttpCoordinator
-from gaia.node.p2p.download import Downloader
+from gaia.node.p2p.download import Download, Downloader
 from gaia.node.p2p.upstream import Registry as UpstreamRegistry
 from gaia.node.p2p.upstream import Upstream
-from gaia.node.p2p.wire import AgentInfo, CoordinatorUnavailable
+from gaia.node.p2p.wire import AgentInfo, Assignment, CoordinatorUnavailable
 from gaia.platform import Platform
 from tests.support import p2p
 from tests.support.p2p import Registry, random_image
@@ -119,3 +119,49 @@ def test_a_slow_coordinator_is_waited_for_and_a_gone_one_is_not(
 
     with p2p.served_coordinator(platform) as up:
         asyncio.run(scenario(up.origin, up.token))
+
+
+def test_a_parent_whose_kept_alive_connection_closed_is_asked_again(tmp_path: Path) -> None:
+    """A parent that closed a kept-alive connection just as the request went out answered
+    nothing: the piece is asked for once more on a new connection instead of reporting the
+    parent unreachable (which makes the coordinator forget every piece it holds of the blob:
+    seen in bench/p2p.py as registry refetches)."""
+    piece = b"p" * 4096
+    digest = "sha256:" + hashlib.sha256(piece).hexdigest()
+
+    async def scenario() -> tuple[bool, int]:
+        connections = 0
+
+        async def parent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            await reader.readuntil(b"\r\n\r\n")
+            if connections == 1:  # as a server timing out an idle connection would
+                writer.close()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(piece) + piece)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(parent, "127.0.0.1", 0)
+        address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        upstream = Upstream({})
+        downloader = Downloader(
+            node="n1",
+            cache=BlobCache(tmp_path / "cache", max_bytes=MiB),
+            upstream=upstream,
+            coordinator=None,
+        )
+        async with server:
+            d = Download(UpstreamRegistry("r", "http://r"), REPO, digest, size=len(piece))
+            d.piece = MiB
+            d.part = downloader.cache.partial(digest, size=len(piece), piece_size=MiB)
+            report = await downloader._fetch_one(
+                d, Assignment(0, "peer", parent="n2", address=address), None, "ticket"
+            )
+        await downloader.close()
+        await upstream.close()
+        return report.ok, connections
+
+    ok, connections = asyncio.run(scenario())
+    assert ok and connections == 2
