@@ -266,6 +266,13 @@ def cmd_p2p_agent(args: argparse.Namespace) -> int:
         ):
             print(f"wrote {path}")
         return 0
+    if not registries and not args.coordinator:
+        print(
+            "gaia p2p-agent: no registry to mirror: name one in --registries-file, or give "
+            "--coordinator (the platform's own registry comes with its answer)",
+            file=sys.stderr,
+        )
+        return 2
     advertise = args.advertise_address or f"{peer_listen[0]}:{peer_listen[1]}"
     config = AgentConfig(
         node=node,

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "gaia-registry"
 PULL_ACCOUNT_PREFIX = "pull+"
+NODE_ACCOUNT_PREFIX = "node+"
 ISSUER = "gaia"
 TOKEN_TTL_S = 300
 # the fixed validity of the signing certificate: every replica makes the same one
@@ -308,6 +309,8 @@ class RegistryService:
         self.storage_dir = storage_dir
         self.process: RegistryProcess | None = None
         self._gc_lock = threading.Lock()
+        # (cluster, node) -> (monotonic time, businesses with an instance there): node accounts
+        self.node_cache: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
         self.last_gc: GcResult | None = None
         # since this process started, per namespace: manifests pushed by tag, manifests served
         self.pushes: dict[str, int] = {}
@@ -322,6 +325,25 @@ class RegistryService:
         (and the P2P agents' registries file). Derived from the secret key, never stored and
         never shown to tenants; ``+`` cannot occur in a user's name, so it names no user."""
         return f"{PULL_ACCOUNT_PREFIX}{business}", self.signer.derived_password(f"pull:{business}")
+
+    def node_credentials(self, cluster: str, node: str) -> tuple[str, str]:
+        """The account of node ``node`` of ``cluster`` (its P2P agent's credentials for this
+        registry): pulls what the businesses with an instance on the node may pull."""
+        return f"{NODE_ACCOUNT_PREFIX}{cluster}+{node}", self.signer.derived_password(
+            f"node:{cluster}:{node}"
+        )
+
+    def node_account(self, username: str, password: str) -> tuple[str, str] | None:
+        """(cluster, node) whose node account these credentials are, or None."""
+        if not username.startswith(NODE_ACCOUNT_PREFIX):
+            return None
+        cluster, sep, node = username.removeprefix(NODE_ACCOUNT_PREFIX).partition("+")
+        if not sep or not cluster or not node:
+            return None
+        expected = self.node_credentials(cluster, node)[1]
+        if hmac.compare_digest(password.encode(), expected.encode()):
+            return cluster, node
+        return None
 
     def pull_account(self, username: str, password: str) -> str | None:
         """The business whose pull account these credentials are, or None."""

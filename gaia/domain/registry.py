@@ -7,7 +7,8 @@ Repositories live in three kinds of namespace, named by the first path component
 - ``public/...``: everyone pulls, even without logging in; platform admins push.
 - ``<business>/...``: the business's. Its members pull (viewer and up); developers and business
   admins push; a platform admin does both. A business's pull account (the platform's own
-  credentials, injected into the business's apps as a pull secret) pulls only.
+  credentials, injected into the business's apps as a pull secret) pulls only; so does a
+  node's account (its P2P agent's credentials), for the businesses with an instance on it.
 
 The registry's ``delete`` action is never granted to a token: tags are deleted through Gaia's
 API, which records who did it, so nothing disappears from the registry without a record.
@@ -120,6 +121,10 @@ class RegistryCaller:
     roles: dict[str, Role] = field(default_factory=dict)  # business name -> role
     # a business's pull account: pulls its business's repositories (and public ones), no more
     pull_account_of: str | None = None
+    # a node's account (its P2P agent): pulls the repositories of the businesses with an
+    # instance on the node (and public ones), no more: the node boundary Kubernetes itself
+    # draws for images cached on a node
+    node_businesses: frozenset[str] | None = None
 
 
 PULL = frozenset({"pull"})
@@ -131,11 +136,11 @@ def allowed(caller: RegistryCaller, repo: RepositoryName) -> frozenset[str]:
     if repo.kind is NamespaceKind.PUBLIC:
         return PULL_PUSH if caller.is_platform_admin else PULL
     if caller.pull_account_of is not None:
-        return (
-            PULL
-            if repo.kind is NamespaceKind.BUSINESS and repo.owner == caller.pull_account_of
-            else frozenset()
-        )
+        mine = repo.kind is NamespaceKind.BUSINESS and repo.owner == caller.pull_account_of
+        return PULL if mine else frozenset()
+    if caller.node_businesses is not None:
+        hosted = repo.kind is NamespaceKind.BUSINESS and repo.owner in caller.node_businesses
+        return PULL if hosted else frozenset()
     if caller.username is None:
         return frozenset()
     if caller.is_platform_admin:
@@ -151,7 +156,7 @@ def allowed(caller: RegistryCaller, repo: RepositoryName) -> frozenset[str]:
 def grant(caller: RegistryCaller, scope: Scope) -> tuple[str, ...]:
     """The actions of ``scope`` that ``caller`` gets (possibly none), in the asked order."""
     if scope.type == "registry":
-        return ("*",) if caller.is_platform_admin and caller.pull_account_of is None else ()
+        return ("*",) if caller.is_platform_admin else ()
     try:
         repo = parse_repository(scope.name)
     except InvalidRequest:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from gaia.domain.errors import NotFound
 from gaia.domain.registry import RepositoryName
-from gaia.store.models import Business, RegistryRepository, RegistryTag
+from gaia.store.models import Business, Cluster, Membership, RegistryRepository, RegistryTag
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,3 +208,33 @@ def namespace_figures(session: Session) -> list[NamespaceFigures]:
         NamespaceFigures(ns, counts[ns], len(tags), _size(tags))
         for ns, tags in sorted(by_namespace.items())
     ]
+
+
+def business_names(session: Session, ids: Iterable[int] | None) -> dict[int, str]:
+    """Business id -> name, for ``ids`` (None: every business)."""
+    query = select(Business.id, Business.name)
+    if ids is not None:
+        query = query.where(Business.id.in_(list(ids)))
+    return {business_id: name for business_id, name in session.execute(query)}
+
+
+def roles_of(session: Session, user_id: int) -> dict[int, str]:
+    """Business id -> the user's role there."""
+    return {
+        business_id: role
+        for business_id, role in session.execute(
+            select(Membership.business_id, Membership.role).where(Membership.user_id == user_id)
+        )
+    }
+
+
+def set_business_quota(session: Session, business: str, quota: int | None) -> None:
+    row = session.scalars(select(Business).where(Business.name == business)).one_or_none()
+    if row is None:
+        raise NotFound(f"business '{business}' not found")
+    row.registry_quota_bytes = quota
+    session.flush()
+
+
+def cluster_by_name(session: Session, name: str) -> Cluster | None:
+    return session.scalars(select(Cluster).where(Cluster.name == name)).one_or_none()

@@ -231,3 +231,56 @@ def test_instances_get_their_business_pull_account(world: World, platform: Platf
     assert got == {"alpha/web": ["pull"]}
     controller = platform.app_controller()
     assert controller.pull_secret_for("alpha") == pull
+
+
+def test_a_node_account_pulls_for_the_businesses_running_on_the_node(
+    world: World, platform: Platform
+) -> None:
+    """The P2P agent of a node gets the node's account for the platform's registry when it
+    registers; the account pulls the images of the businesses with an instance on that node
+    (and public ones), and nothing of a business that runs elsewhere."""
+    import asyncio
+
+    from gaia.platform import registry_service
+    from tests.support.apps_harness import template
+
+    settings = platform.settings.model_copy(update={"registry_url": "http://127.0.0.1:5999"})
+    platform.registry = registry_service(settings, platform.secrets)
+    c = world.client
+    r = c.post(
+        "/api/v1/businesses/alpha/apps",
+        json={
+            "name": "web",
+            "cluster": "sim-1",
+            "templates": [template("v1", "127.0.0.1:5999/alpha/web:v1")],
+            "replicas": 1,
+        },
+        headers=world.admin,
+    )
+    assert r.status_code == 201, r.text
+    asyncio.run(platform.app_controller().start(loops=1))
+    r = c.get("/api/v1/businesses/alpha/apps/web/instances", headers=world.admin)
+    (instance,) = r.json()["items"]
+    busy = instance["node"]
+    nodes = [
+        n["name"]
+        for n in c.get("/api/v1/clusters/sim-1/nodes", headers=world.admin).json()["items"]
+    ]
+    idle = next(n for n in nodes if n != busy)
+    token = c.get("/api/v1/clusters/sim-1/p2p/agent-token", headers=world.admin).json()["token"]
+    agent = {"Authorization": f"Bearer {token}"}
+    granted = {}
+    for node in (busy, idle):
+        body = {"node": node, "zone": "z", "address": f"{node}:7001", "upload_slots": 4}
+        r = c.post("/api/v1/clusters/sim-1/p2p/agents", json=body, headers=agent)
+        assert r.status_code == 200, r.text
+        (creds,) = r.json()["registries"].values()
+        assert creds["url"] == "http://127.0.0.1:5999" and creds["username"] == f"node+sim-1+{node}"
+        granted[node] = access(platform, c, basic(creds["username"], creds["password"]),
+                               "repository:alpha/web:pull,push", "repository:beta/web:pull",
+                               "repository:public/base:pull")  # fmt: skip
+    assert granted[busy] == {"alpha/web": ["pull"], "public/base": ["pull"]}
+    assert granted[idle] == {"public/base": ["pull"]}
+    r = c.get(TOKEN, params={"scope": "repository:alpha/web:pull"},
+              headers=basic(f"node+sim-1+{busy}", "wrong"))  # fmt: skip
+    assert r.status_code == 401

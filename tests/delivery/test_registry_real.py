@@ -294,3 +294,85 @@ def test_garbage_collection_frees_what_no_tag_names(up: Up) -> None:
     copy = skopeo(up, "copy", "--src-tls-verify=false", "--src-creds", dev,
                   f"docker://{up.registry}/alpha/gc:kept", f"dir:{up.work / 'kept'}")  # fmt: skip
     assert copy.returncode == 0, copy.stderr
+
+
+def test_a_node_agent_pulls_with_the_node_account_the_platform_gives_it(up: Up) -> None:
+    """``gaia p2p-agent`` with no credentials of its own: the coordinator hands it the node's
+    account for the platform's registry when it registers. Through that agent, a node running an
+    instance of ``alpha`` gets alpha's private image; a node running none of alpha's gets 401,
+    whatever its agent cached for others (the Spegel leak, closed at the node boundary)."""
+    import asyncio
+
+    from tests.support.apps_harness import template
+    from tests.support.p2p import AgentProcess
+
+    dev = f"dev:{up.tokens['dev']}"
+    image = random_image(1, 200_000, seed=9)
+    assert push(up, image, "alpha/web:v1", dev).returncode == 0
+    with up.api() as c:
+        r = c.post(
+            "/api/v1/clusters",
+            json={"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
+            headers=up.admin,
+        )
+        assert r.status_code == 201, r.text
+        r = c.put(
+            "/api/v1/businesses/alpha/quotas/sim-1",
+            json={"hard": {"cpu": 4, "memory": 4096}},
+            headers=up.admin,
+        )
+        assert r.status_code == 200, r.text
+        body = {
+            "name": "web",
+            "cluster": "sim-1",
+            "templates": [template("v1", f"{up.registry}/alpha/web:v1")],
+            "replicas": 1,
+        }
+        r = c.post("/api/v1/businesses/alpha/apps", json=body, headers=up.admin)
+        assert r.status_code == 201, r.text
+        asyncio.run(up.platform.app_controller().start(loops=1))
+        (instance,) = c.get("/api/v1/businesses/alpha/apps/web/instances", headers=up.admin).json()[
+            "items"
+        ]
+        nodes = [
+            n["name"]
+            for n in c.get("/api/v1/clusters/sim-1/nodes", headers=up.admin).json()["items"]
+        ]
+        token = c.get("/api/v1/clusters/sim-1/p2p/agent-token", headers=up.admin).json()["token"]
+    busy = instance["node"]
+    idle = next(n for n in nodes if n != busy)
+    agents = []
+    try:
+        for node in (busy, idle):
+            agent = AgentProcess(
+                node=node,
+                work=up.work / f"agent-{node}",
+                registries={},
+                coordinator=up.origin,
+                cluster="sim-1",
+                token=token,
+            ).start()
+            agents.append(agent)
+        manifest = f"/v2/alpha/web/manifests/{image.manifest().digest}?ns={up.registry}"
+        layer = image.layers[0].blob
+        blob = f"/v2/alpha/web/blobs/{layer.digest}?ns={up.registry}"
+
+        def through(agent: AgentProcess, path: str) -> httpx.Response:
+            # an OCI manifest is served only to a client that accepts its media type
+            accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+            return httpx.get(f"http://{agent.mirror}{path}", headers=accept, timeout=30)
+
+        # the agents register in the background: the busy node's agent serves once it has
+        r = wait_for(lambda: (r := through(agents[0], blob)).status_code == 200 and r, "served")
+        assert r.content == layer.data
+        assert through(agents[0], manifest).status_code == 200
+        # the idle node's agent has its own account, which alpha's images are not for
+        wait_for(
+            lambda: through(agents[1], "/v2/").status_code == 200, "the idle node's agent is up"
+        )
+        refused = through(agents[1], blob)
+        assert refused.status_code == 401, refused.text
+        assert through(agents[1], manifest).status_code == 401
+    finally:
+        for agent in agents:
+            agent.stop()

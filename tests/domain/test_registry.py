@@ -106,3 +106,12 @@ def test_delete_is_never_granted_and_star_means_pull_and_push() -> None:
     assert grant(ALICE, scope("bank/web", "*")) == ("pull",)
     assert grant(ADMIN, parse_scope("registry:catalog:*")) == ("*",)
     assert grant(ALICE, parse_scope("registry:catalog:*")) == ()
+
+
+def test_a_node_account_pulls_for_the_businesses_on_its_node() -> None:
+    node = RegistryCaller(node_businesses=frozenset({"shop"}))
+    assert grant(node, scope("shop/web")) == ("pull",)
+    assert grant(node, scope("bank/web")) == ()
+    assert grant(node, scope("u/alice/tools")) == ()
+    assert grant(node, scope("public/busybox")) == ("pull",)
+    assert grant(RegistryCaller(node_businesses=frozenset()), scope("shop/web")) == ()

@@ -35,6 +35,7 @@ from gaia.api.schemas.p2p import (
     DIGEST_PATTERN,
     AgentIn,
     AgentOut,
+    AgentRegistryOut,
     AgentTokenOut,
     AssignmentOut,
     DoneIn,
@@ -117,10 +118,18 @@ async def register_agent(request: Request, key: AgentCluster, body: AgentIn) -> 
         upload_slots=body.upload_slots,
         held=body.pieces_held,
     )
+    registry = platform(request).registry
+    registries = {}
+    if registry.enabled:
+        username, password = registry.node_credentials(key.name, body.node)
+        registries[registry.address] = AgentRegistryOut(
+            url=registry.url, username=username, password=password
+        )
     return AgentOut(
         ticket_key=answer.ticket_key.hex(),
         heartbeat_s=answer.heartbeat_s,
         prewarm=[PrewarmJobOut(id=pid, image=image) for pid, image in answer.prewarm],
+        registries=registries,
     )
 
 

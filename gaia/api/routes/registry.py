@@ -24,12 +24,13 @@ import binascii
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gaia.api.client_address import request_client_address
@@ -49,6 +50,7 @@ from gaia.delivery.registry import MANIFEST_ACCEPT, RegistryService, RegistryUna
 from gaia.domain.errors import (
     Conflict,
     Forbidden,
+    GaiaError,
     InvalidRequest,
     NotFound,
     TooManyRequests,
@@ -72,7 +74,6 @@ from gaia.security import TOKEN_PREFIX
 from gaia.store import identity
 from gaia.store import registry as store
 from gaia.store.identity import Principal
-from gaia.store.models import Business, Membership
 from gaia.store.models import utcnow as _utcnow
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,7 @@ def _distribution_error(
 
 
 def _caller_of(session: Session, principal: Principal) -> RegistryCaller:
-    names: dict[int, str] = {
-        business_id: name
-        for business_id, name in session.execute(
-            select(Business.id, Business.name).where(Business.id.in_(list(principal.roles)))
-        )
-    }
+    names = store.business_names(session, principal.roles)
     return RegistryCaller(
         username=principal.username,
         is_platform_admin=principal.is_platform_admin,
@@ -147,6 +143,10 @@ def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
     business = plat.registry.pull_account(username, secret)
     if business is not None:
         return RegistryCaller(pull_account_of=business)
+    node = plat.registry.node_account(username, secret)
+    if node is not None:
+        hosted = anyio.from_thread.run(_node_businesses, plat, *node)
+        return RegistryCaller(node_businesses=hosted)
     if secret.startswith(TOKEN_PREFIX):
         with plat.db.read_session() as session:
             principal = identity.authenticate(session, secret)
@@ -169,14 +169,37 @@ def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
             token_kind="password",  # noqa: S106 (the kind of credential, not one)
             roles={
                 business_id: Role(role)
-                for business_id, role in session.execute(
-                    select(Membership.business_id, Membership.role).where(
-                        Membership.user_id == user.id
-                    )
-                )
+                for business_id, role in store.roles_of(session, user.id).items()
             },
         )
         return _caller_of(session, principal)
+
+
+NODE_CACHE_S = 5.0
+
+
+async def _node_businesses(plat: Platform, cluster: str, node: str) -> frozenset[str]:
+    """The businesses with an instance on ``node`` of ``cluster`` now (the cluster is the truth
+    of where instances run; its answer is kept a few seconds per node)."""
+    cache = plat.registry.node_cache
+    now = time.monotonic()
+    found = cache.get((cluster, node))
+    if found is not None and now - found[0] < NODE_CACHE_S:
+        return found[1]
+    with plat.db.read_session() as session:
+        row = store.cluster_by_name(session, cluster)
+    if row is None:
+        return frozenset()
+    try:
+        instances = await plat.providers.for_cluster(row).list_instances()
+    except GaiaError as exc:
+        log.warning("registry: instances of %s unreadable for node %s: %s", cluster, node, exc)
+        return frozenset()
+    hosted = frozenset(i.namespace for i in instances if i.node == node)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[(cluster, node)] = (now, hosted)
+    return hosted
 
 
 def _quota_refusal(plat: Platform, repo: RepositoryName) -> str | None:
@@ -420,7 +443,7 @@ def registry_namespaces(
     default = platform(request).settings.registry_quota_bytes
     names = {PUBLIC, f"u/{principal.username}"}
     if principal.is_platform_admin:
-        names |= set(session.scalars(select(Business.name)))
+        names |= set(store.business_names(session, None).values())
         names |= {r.namespace for r in store.repositories(session, namespaces=None)}
     else:
         names |= set(caller.roles)
@@ -459,11 +482,7 @@ def set_registry_quota(
     business = biz
     audit(request, action="registry.quota.set", target=f"registry/{business}", business=business)
     require_platform_admin(principal, "set registry quotas")
-    row = session.scalars(select(Business).where(Business.name == business)).one_or_none()
-    if row is None:
-        raise NotFound(f"business '{business}' not found")
-    row.registry_quota_bytes = body.quota_bytes
-    session.flush()
+    store.set_business_quota(session, business, body.quota_bytes)
     default = platform(request).settings.registry_quota_bytes
     return NamespaceOut(
         namespace=business,

@@ -60,10 +60,21 @@ class PrewarmJobOut(Strict):
     image: str
 
 
+class AgentRegistryOut(Strict):
+    url: str
+    username: str
+    password: str
+
+
 class AgentOut(Strict):
     ticket_key: str = Field(description="hex of the cluster's 32-byte ticket key")
     heartbeat_s: float
     prewarm: list[PrewarmJobOut]
+    registries: dict[str, AgentRegistryOut] = Field(
+        default_factory=dict,
+        description="host[:port] -> how this node reaches the platform's registry, with the "
+        "node's own account (pulls what the businesses with an instance on the node may pull)",
+    )
 
 
 class TaskIn(Strict):

@@ -138,6 +138,10 @@ class HttpCoordinator:
             ticket_key=bytes.fromhex(out["ticket_key"]),
             heartbeat_s=float(out["heartbeat_s"]),
             prewarm=tuple((job["id"], job["image"]) for job in out["prewarm"]),
+            registries={
+                host: (str(r["url"]), str(r["username"]), str(r["password"]))
+                for host, r in (out.get("registries") or {}).items()
+            },
         )
 
     async def open_task(self, node: str, blob: BlobRef) -> Task:

@@ -67,7 +67,8 @@ class Registry:
 
 def load_registries(path: Path) -> dict[str, Registry]:
     raw = json.loads(path.read_text())
-    if not isinstance(raw, dict) or not raw:
+    # may be empty ({}): the platform's own registry comes with the coordinator's answer
+    if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected an object of registries by host")
     out = {}
     for host, spec in raw.items():
@@ -109,6 +110,25 @@ class Upstream:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    def use_platform_registry(self, host: str, url: str, username: str, password: str) -> None:
+        """The platform's registry, with this node's account (from the coordinator at each
+        registration): added, or its credentials replaced; a registries file's ``default``
+        flag for it is kept. Cached authorisations for it are dropped when they change."""
+        known = self.registries.get(host)
+        if known is not None and (known.url, known.username, known.password) == (
+            url,
+            username,
+            password,
+        ):
+            return
+        self.registries[host] = Registry(
+            host, url, username, password, default=known.default if known else False
+        )
+        for cache in (self._tokens, self._auth):
+            for key in [k for k in cache if k[0] == host]:
+                del cache[key]
+        self._access = {k: v for k, v in self._access.items() if k[0] != host}
 
     def registry(self, host: str | None) -> Registry:
         if host:

@@ -25,6 +25,8 @@ class Registration:
     ticket_key: bytes
     heartbeat_s: float
     prewarm: Sequence[tuple[str, str]] = ()  # (prewarm id, image reference)
+    # host[:port] -> (url, username, password): the platform's registry, with this node's account
+    registries: Mapping[str, tuple[str, str, str]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
