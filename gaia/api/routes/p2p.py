@@ -122,8 +122,13 @@ async def register_agent(request: Request, key: AgentCluster, body: AgentIn) -> 
     registries = {}
     if registry.enabled:
         username, password = registry.node_credentials(key.name, body.node)
+        # how nodes reach it: Gaia's own URL for it when that names the same address, else
+        # HTTPS at the address (a registries file's URL for it wins on the agent)
+        same = registry.url.split("://", 1)[-1] == registry.address
         registries[registry.address] = AgentRegistryOut(
-            url=registry.url, username=username, password=password
+            url=registry.url if same else f"https://{registry.address}",
+            username=username,
+            password=password,
         )
     return AgentOut(
         ticket_key=answer.ticket_key.hex(),

@@ -113,8 +113,9 @@ class Upstream:
 
     def use_platform_registry(self, host: str, url: str, username: str, password: str) -> None:
         """The platform's registry, with this node's account (from the coordinator at each
-        registration): added, or its credentials replaced; a registries file's ``default``
-        flag for it is kept. Cached authorisations for it are dropped when they change."""
+        registration): added, or its credentials replaced; a registries file's URL and
+        ``default`` flag for it are kept. Cached authorisations for it are dropped when they
+        change."""
         known = self.registries.get(host)
         if known is not None and (known.url, known.username, known.password) == (
             url,
@@ -122,6 +123,10 @@ class Upstream:
             password,
         ):
             return
+        if known is not None:  # the operator's URL (scheme, proxy) wins; the account is ours
+            url = known.url
+            if (known.username, known.password) == (username, password):
+                return
         self.registries[host] = Registry(
             host, url, username, password, default=known.default if known else False
         )

@@ -145,3 +145,29 @@ def test_the_registrys_own_refusal_and_challenge_come_back(
             await upstream.close()
 
     asyncio.run(scenario())
+
+
+def test_the_platform_registry_account_is_merged_into_the_registries() -> None:
+    """What the coordinator hands over at registration (``use_platform_registry``): a registry
+    the file does not name is added; one it names keeps the file's URL and default flag and takes
+    the node's account; a change of account drops what was cached for that registry only."""
+    file = {
+        "gaia.example:5000": UpstreamRegistry(
+            "gaia.example:5000", "https://proxy.example", default=True
+        ),
+        "other.example": UpstreamRegistry("other.example", "https://other.example", "u", "p"),
+    }
+    upstream = Upstream(file)
+    upstream._tokens[("gaia.example:5000", "repository:shop/web:pull")] = ("t", 1e12)
+    upstream._tokens[("other.example", "repository:x/y:pull")] = ("t2", 1e12)
+    upstream.use_platform_registry("gaia.example:5000", "http://10.0.0.1:5000", "node+c+n1", "pw")
+    kept = upstream.registries["gaia.example:5000"]
+    assert (kept.url, kept.username, kept.password, kept.default) == (
+        "https://proxy.example", "node+c+n1", "pw", True,
+    )  # fmt: skip
+    assert list(upstream._tokens) == [("other.example", "repository:x/y:pull")]
+    upstream.use_platform_registry("new.example:5000", "http://new.example:5000", "node+c+n1", "pw")
+    added = upstream.registries["new.example:5000"]
+    assert (added.url, added.default) == ("http://new.example:5000", False)
+    assert "pw" not in repr(added)
+    asyncio.run(upstream.close())
