@@ -27,6 +27,9 @@ from gaia.providers.kubernetes import KubernetesCluster
 from gaia.providers.port import InstanceSpec, PullSecret
 from tests.conftest import start_real_bed
 from tests.delivery.test_registry_real import Up, push, up  # noqa: F401 (the fixture)
+
+# SQLite only: what is tested here is the pull, not the database
+from tests.node.p2p.test_kubelet_pull import database_url  # noqa: F401 (the fixture)
 from tests.support.images import web_image
 from tests.support.kube import ControlPlane
 from tests.support.node import RealNode
@@ -43,16 +46,6 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane
     finally:
         node.stop()
         plane.stop()
-
-
-@pytest.fixture
-def database_url(tmp_path: Any, sqlite_template: Any) -> str:
-    """SQLite only: what is tested here is the pull, not the database."""
-    import shutil
-
-    path = tmp_path / "gaia.db"
-    shutil.copy(sqlite_template, path)
-    return f"sqlite:///{path}"
 
 
 def _spec(
