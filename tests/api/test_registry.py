@@ -197,7 +197,7 @@ def test_a_namespace_at_its_quota_gets_no_push_token(world: World, platform: Pla
     got = access(platform, c, basic("dev", "dev-password"), "repository:alpha/web:pull")
     assert got == {"alpha/web": ["pull"]}
     r = c.get("/api/v1/registry/namespaces", headers=world.as_("viewer"))
-    spaces = {n["namespace"]: n for n in r.json()}
+    spaces = {n["namespace"]: n for n in r.json()["items"]}
     assert set(spaces) == {"alpha", "public", "u/viewer"}
     assert spaces["alpha"]["quota_bytes"] == 4000 and spaces["alpha"]["can_push"] is False
     assert spaces["u/viewer"]["can_push"] is True and spaces["public"]["can_push"] is False

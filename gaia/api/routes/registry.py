@@ -433,10 +433,14 @@ def registry_info(request: Request, principal: PrincipalDep) -> RegistryInfoOut:
     )
 
 
-@router.get("/registry/namespaces", response_model=list[NamespaceOut])
+@router.get("/registry/namespaces", response_model=Page[NamespaceOut])
 def registry_namespaces(
-    request: Request, principal: PrincipalDep, session: SessionDep
-) -> list[NamespaceOut]:
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[NamespaceOut]:
     """The namespaces you may see: yours, public and your businesses' (all for admins), with
     their usage and quota."""
     caller = _caller_of(session, principal)
@@ -467,7 +471,10 @@ def registry_namespaces(
                 can_push="push" in allowed(caller, repo),
             )
         )
-    return out
+    page, nxt = page_in_memory(
+        out, key=lambda n: n.namespace, kind="registry-namespaces", limit=limit, cursor=cursor
+    )
+    return Page[NamespaceOut](items=page, next_cursor=nxt)
 
 
 @router.put("/registry/namespaces/{biz}/quota", response_model=NamespaceOut)

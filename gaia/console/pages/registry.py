@@ -49,7 +49,7 @@ def _t(user: ConsoleUser) -> Translate:
 async def registry_page(request: Request, user: User, namespace: Namespace = None) -> Response:
     api = ConsoleApi(request, user)
     info = await api.get("/api/v1/registry")
-    spaces = await api.get("/api/v1/registry/namespaces")
+    spaces = await every_item(api, "/api/v1/registry/namespaces")
     params = {"namespace": namespace} if namespace else {}
     repositories = await every_item(api, "/api/v1/registry/repositories", **params)
     if not info.ok:
@@ -86,7 +86,7 @@ async def repository_page(request: Request, user: User, repository: Repository) 
     tags = await every_item(api, f"/api/v1/registry/repositories/{repository}/tags")
     if not tags.ok:
         return refusal_page(request, user, tags, template="registry_error.html", section="registry")
-    spaces = await api.get("/api/v1/registry/namespaces")
+    spaces = await every_item(api, "/api/v1/registry/namespaces")
     namespace = (
         "/".join(repository.split("/")[:2])
         if repository.startswith("u/")
