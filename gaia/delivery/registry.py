@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "gaia-registry"
 PULL_ACCOUNT_PREFIX = "pull+"
+BUILD_ACCOUNT_PREFIX = "build+"
 ISSUER = "gaia"
 TOKEN_TTL_S = 300
 # the fixed validity of the signing certificate: every replica makes the same one
@@ -304,6 +305,25 @@ class RegistryService:
         (and the P2P agents' registries file). Derived from the secret key, never stored and
         never shown to tenants; ``+`` cannot occur in a user's name, so it names no user."""
         return f"{PULL_ACCOUNT_PREFIX}{business}", self.signer.derived_password(f"pull:{business}")
+
+    def build_credentials(self, repository: str) -> tuple[str, str]:
+        """The build account of one repository: what a pipeline's runner pushes with (push on
+        ``repository``, pull on its business's). Derived from the secret key like the pull
+        accounts, never stored; the runner hands it to buildah and the log redacts it."""
+        return (
+            f"{BUILD_ACCOUNT_PREFIX}{repository}",
+            self.signer.derived_password(f"build:{repository}"),
+        )
+
+    def build_account(self, username: str, password: str) -> str | None:
+        """The repository whose build account these credentials are, or None."""
+        if not username.startswith(BUILD_ACCOUNT_PREFIX):
+            return None
+        repository = username.removeprefix(BUILD_ACCOUNT_PREFIX)
+        expected = self.build_credentials(repository)[1]
+        if hmac.compare_digest(password.encode(), expected.encode()):
+            return repository
+        return None
 
     def pull_account(self, username: str, password: str) -> str | None:
         """The business whose pull account these credentials are, or None."""

@@ -120,6 +120,8 @@ class RegistryCaller:
     roles: dict[str, Role] = field(default_factory=dict)  # business name -> role
     # a business's pull account: pulls its business's repositories (and public ones), no more
     pull_account_of: str | None = None
+    # a pipeline's build account: pushes to one repository (the pipeline's), pulls its business's
+    build_account_of: RepositoryName | None = None
 
 
 PULL = frozenset({"pull"})
@@ -130,6 +132,11 @@ def allowed(caller: RegistryCaller, repo: RepositoryName) -> frozenset[str]:
     """Every action ``caller`` may take on ``repo`` (``delete`` never: see the module doc)."""
     if repo.kind is NamespaceKind.PUBLIC:
         return PULL_PUSH if caller.is_platform_admin else PULL
+    if caller.build_account_of is not None:
+        built = caller.build_account_of
+        if repo.name == built.name:
+            return PULL_PUSH
+        return PULL if repo.kind is built.kind and repo.owner == built.owner else frozenset()
     if caller.pull_account_of is not None:
         return (
             PULL
@@ -151,7 +158,8 @@ def allowed(caller: RegistryCaller, repo: RepositoryName) -> frozenset[str]:
 def grant(caller: RegistryCaller, scope: Scope) -> tuple[str, ...]:
     """The actions of ``scope`` that ``caller`` gets (possibly none), in the asked order."""
     if scope.type == "registry":
-        return ("*",) if caller.is_platform_admin and caller.pull_account_of is None else ()
+        machine = caller.pull_account_of is not None or caller.build_account_of is not None
+        return ("*",) if caller.is_platform_admin and not machine else ()
     try:
         repo = parse_repository(scope.name)
     except InvalidRequest:

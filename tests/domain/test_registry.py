@@ -106,3 +106,14 @@ def test_delete_is_never_granted_and_star_means_pull_and_push() -> None:
     assert grant(ALICE, scope("bank/web", "*")) == ("pull",)
     assert grant(ADMIN, parse_scope("registry:catalog:*")) == ("*",)
     assert grant(ALICE, parse_scope("registry:catalog:*")) == ()
+
+
+def test_a_build_account_pushes_only_to_its_repository_and_pulls_its_business() -> None:
+    from gaia.domain.registry import RegistryCaller, allowed, parse_repository
+
+    caller = RegistryCaller(build_account_of=parse_repository("alpha/web"))
+    assert allowed(caller, parse_repository("alpha/web")) == frozenset({"pull", "push"})
+    assert allowed(caller, parse_repository("alpha/base")) == frozenset({"pull"})
+    assert allowed(caller, parse_repository("beta/web")) == frozenset()
+    assert allowed(caller, parse_repository("u/dev/web")) == frozenset()
+    assert allowed(caller, parse_repository("public/busybox")) == frozenset({"pull"})

@@ -146,6 +146,9 @@ def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
     business = plat.registry.pull_account(username, secret)
     if business is not None:
         return RegistryCaller(pull_account_of=business)
+    built = plat.registry.build_account(username, secret)
+    if built is not None:
+        return RegistryCaller(build_account_of=parse_repository(built))
     if secret.startswith(TOKEN_PREFIX):
         with plat.db.read_session() as session:
             principal = identity.authenticate(session, secret)
@@ -242,6 +245,8 @@ def registry_token(
     subject = caller.username or (
         f"pull+{caller.pull_account_of}" if caller.pull_account_of else ""
     )
+    if caller.build_account_of is not None:
+        subject = f"build+{caller.build_account_of.name}"
     issued = registry.signer.issue(subject=subject, access=access)
     return JSONResponse(
         {
