@@ -20,12 +20,18 @@ from tests.support.kube import free_port
 
 @contextmanager
 def serve(
-    platform: Platform, *, run_loops: bool = False, lifespan: bool = True, host: str = "127.0.0.1"
+    platform: Platform,
+    *,
+    run_loops: bool = False,
+    lifespan: bool = True,
+    host: str = "127.0.0.1",
+    port: int | None = None,
 ) -> Iterator[str]:
     """Serve ``platform`` until the block ends; yields the origin (``http://<host>:port``).
     ``lifespan=False`` skips start-up and shut-down (nothing opened, nothing closed); ``host``
-    another local address (a test bed's bridge, which network namespaces reach)."""
-    port = free_port()
+    another local address (a test bed's bridge, which network namespaces reach); ``port`` a port
+    chosen before the platform was built (when its settings must name its own origin)."""
+    port = port or free_port()
     config = uvicorn.Config(
         create_app(platform, run_loops=run_loops),
         host=host,

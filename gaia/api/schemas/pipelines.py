@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from gaia.api.schemas.base import Name, Strict, check_plain_text
 
-GIT_URL_PATTERN = r"^(https?|ssh|git|file)://[^\s]+$"
+GIT_URL_PATTERN = r"^(https|file)://[^\s]+$"
 REF_PATTERN = r"^[A-Za-z0-9._/-]{1,255}$"
 ARG_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_BUILD_ARGS = 64
