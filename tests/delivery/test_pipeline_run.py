@@ -1,7 +1,8 @@
 """A pipeline end to end (issue 18): a real git repository, real buildah, and Gaia's registry
 (docker-registry behind Gaia's token auth), driven by the pipeline runner loop. The run pushes
 with the repository's build account, and the run records the digest the registry serves; a
-Dockerfile failing at RUN on line 3 shows step build, line 3, first."""
+Dockerfile failing at RUN on line 3 shows step build, line 3, first; a pipeline that names an
+app adds a version with the image by digest and starts a gray upgrade of the chosen instances."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gaia.platform import Platform
 from gaia.security import hash_password
 from gaia.settings import Settings
 from gaia.store.models import Business, User
-from tests.conftest import TEST_SECRET_KEY, missing_component
+from tests.conftest import QUOTA, TEST_SECRET_KEY, missing_component
 from tests.delivery.test_builds import repository
 from tests.support.images import OciImage, busybox_layer
 from tests.support.kube import free_port
@@ -141,3 +142,51 @@ def test_a_failing_run_shows_step_build_and_line_3_first(served: Served, tmp_pat
     assert run["failure"]["step"] == "build" and run["failure"]["line"] == 3
     assert run["failure"]["instruction"] == "RUN echo failing; exit 3"
     assert "failing" in run["log"]
+
+
+def test_a_run_deploys_a_new_version_by_a_gray_upgrade(served: Served, tmp_path: Path) -> None:
+    h, origin = served.headers, served.origin
+    r = httpx.post(
+        f"{origin}/api/v1/clusters",
+        json={"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    r = httpx.put(f"{origin}/api/v1/businesses/alpha/quotas/sim-1", json={"hard": QUOTA}, headers=h)
+    assert r.status_code == 200, r.text
+    v1 = {"name": "v1", "image": "alpha/web:1", "resources": {"cpu": 1, "memory": 256}}
+    r = httpx.post(
+        f"{origin}/api/v1/businesses/alpha/apps",
+        json={"name": "web", "cluster": "sim-1", "templates": [v1], "replicas": 2},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    repo = repository(tmp_path / "deployed", {"Dockerfile": f"FROM {served.base}\nRUN true\n"})
+    pipes = f"{origin}/api/v1/businesses/alpha/pipelines"
+    r = httpx.post(
+        pipes,
+        json={
+            "name": "web",
+            "git_url": f"file://{repo}",
+            "deploy": {"app": "web", "instance_ids": [1]},
+        },
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    assert httpx.post(f"{pipes}/web/runs", headers=h).status_code == 201
+    runner = served.platform.pipeline_runner()
+
+    async def drive() -> None:
+        await runner.start(loops=1)
+        await runner.drain()
+
+    asyncio.run(drive())
+    run = httpx.get(f"{pipes}/web/runs/1", headers=h).json()
+    assert run["state"] == "succeeded", run
+    assert run["upgrade_id"] is not None
+    app = f"{origin}/api/v1/businesses/alpha/apps/web"
+    upgrade = httpx.get(f"{app}/upgrades/{run['upgrade_id']}", headers=h).json()
+    assert upgrade["target"] == "web-1" and upgrade["instance_ids"] == [1], upgrade
+    template = httpx.get(f"{app}/templates/web-1", headers=h).json()
+    address = served.platform.registry.address
+    assert template["image"] == f"{address}/alpha/web@{run['digest']}", template
