@@ -1,8 +1,9 @@
 """The pipeline runner (issue 18): the loop that turns queued runs into builds and upgrades.
 
-One pass: while this replica has a free build slot, claim a queued run (``gaia.store.pipelines
-.claim_run``: a conditional UPDATE with a lease, so replicas never build one run twice, within
-the per-business and global limits) and start it as a task this loop owns. A build task:
+One pass: queue the runs of pipelines whose schedule is due; then, while this replica has a
+free build slot, claim a queued run (``gaia.store.pipelines.claim_run``: a conditional UPDATE
+with a lease, so replicas never build one run twice, within the per-business and global limits)
+and start it as a task this loop owns. A build task:
 
     BuildSpec (registry = platform's, credentials = the repository's build account)
       -> run_build, its log lines appended to the run in batches as they come
@@ -70,6 +71,7 @@ class PipelineRunner(LoopService):
         self.tasks: dict[int, asyncio.Task[None]] = {}
 
     async def run_once(self) -> None:
+        await asyncio.to_thread(self._schedule)
         for done in [i for i, t in self.tasks.items() if t.done()]:
             self.tasks.pop(done)
         while len(self.tasks) < self.total:
@@ -85,6 +87,10 @@ class PipelineRunner(LoopService):
             with contextlib.suppress(Exception):
                 await task
             self.tasks.pop(run_id, None)
+
+    def _schedule(self) -> None:
+        with self.db.write_session() as session:
+            store.enqueue_scheduled(session)
 
     def _claim(self) -> int | None:
         with self.db.write_session() as session:

@@ -335,3 +335,31 @@ def log_lines(session: Session, *, run_id: int, after: int, limit: int) -> list[
             .limit(limit)
         )
     )
+
+
+def enqueue_scheduled(session: Session, *, now: dt.datetime | None = None) -> list[PipelineRun]:
+    """Queue a ``schedule`` run of every pipeline whose interval has passed since its last
+    scheduled run (or its creation). Each pipeline's turn is taken with a conditional UPDATE of
+    ``last_scheduled_at``, so two replicas in the same pass queue it once."""
+    now = now or utcnow()
+    queued: list[PipelineRun] = []
+    rows = session.scalars(select(Pipeline).where(Pipeline.schedule_minutes.is_not(None))).all()
+    for row in rows:
+        assert row.schedule_minutes is not None
+        since = row.last_scheduled_at or row.created_at
+        if now - since < dt.timedelta(minutes=row.schedule_minutes):
+            continue
+        previous = Pipeline.last_scheduled_at
+        taken = session.execute(
+            update(Pipeline)
+            .where(
+                Pipeline.id == row.id,
+                previous.is_(None) if row.last_scheduled_at is None else previous == since,
+            )
+            .values(last_scheduled_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if taken.rowcount == 1:  # type: ignore[attr-defined]
+            session.refresh(row)
+            queued.append(enqueue_run(session, row=row, trigger="schedule", started_by="schedule"))
+    return queued

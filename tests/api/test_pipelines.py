@@ -210,3 +210,18 @@ def test_logs_are_paged_bounded_and_the_failure_comes_first(
     )
     assert follow.status_code == 200
     assert "event: end" in follow.text and '"line":"b"' in follow.text
+
+
+def test_a_scheduled_pipeline_is_queued_once_per_interval(world: World, platform: Platform) -> None:
+    _create(world, {"name": "nightly", "schedule_minutes": 60})
+    _create(world, {"name": "manual"})
+    with platform.db.write_session() as session:
+        row = session.scalars(select(Pipeline).where(Pipeline.name == "nightly")).one()
+        start = row.created_at
+        assert store.enqueue_scheduled(session, now=start + dt.timedelta(minutes=59)) == []
+        due = start + dt.timedelta(minutes=61)
+        runs = store.enqueue_scheduled(session, now=due)
+        assert [(r.trigger, r.number) for r in runs] == [("schedule", 1)]
+        assert store.enqueue_scheduled(session, now=due + dt.timedelta(minutes=1)) == []
+        later = store.enqueue_scheduled(session, now=due + dt.timedelta(minutes=61))
+        assert [r.number for r in later] == [2]
