@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,3 +191,37 @@ def test_a_run_deploys_a_new_version_by_a_gray_upgrade(served: Served, tmp_path:
     template = httpx.get(f"{app}/templates/web-1", headers=h).json()
     address = served.platform.registry.address
     assert template["image"] == f"{address}/alpha/web@{run['digest']}", template
+
+
+def test_cancel_stops_a_running_build(served: Served, tmp_path: Path) -> None:
+    h = served.headers
+    repo = repository(tmp_path / "slow", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
+    pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
+    r = httpx.post(pipes, json={"name": "slow", "git_url": f"file://{repo}"}, headers=h)
+    assert r.status_code == 201, r.text
+    assert httpx.post(f"{pipes}/slow/runs", headers=h).status_code == 201
+    runner = served.platform.pipeline_runner()
+
+    def cancel_when_building() -> dict[str, Any]:
+        for _ in range(300):
+            logs = httpx.get(f"{pipes}/slow/runs/1/logs", headers=h).json()["items"]
+            if any("RUN sleep 60" in x["line"] for x in logs):
+                break
+            time.sleep(0.1)
+        r = httpx.post(f"{pipes}/slow/runs/1/cancel", headers=h)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def drive() -> dict[str, Any]:
+        await runner.start(loops=1)
+        asked = await asyncio.to_thread(cancel_when_building)
+        started = time.monotonic()
+        await runner.drain()
+        assert time.monotonic() - started < 30
+        return asked
+
+    asked = asyncio.run(drive())
+    assert asked["state"] == "running" and asked["cancel_requested"] is True
+    run = httpx.get(f"{pipes}/slow/runs/1", headers=h).json()
+    assert run["state"] == "cancelled", run
