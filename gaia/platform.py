@@ -25,6 +25,7 @@ from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.reservations import ReservationReaper
 from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
 from gaia.delivery.registry import RegistryGcLoop, RegistryService, TokenSigner
+from gaia.delivery.runner import PipelineRunner
 from gaia.loop import LoopService
 from gaia.monitor.alerting.delivery import NotificationDelivery
 from gaia.monitor.alerting.evaluator import AlertEvaluator, PassStats
@@ -204,6 +205,18 @@ class Platform:
             interval=self.settings.metrics_interval_seconds,
         )
 
+    def pipeline_runner(self) -> PipelineRunner:
+        """The loop that builds queued pipeline runs (only with a registry to push to)."""
+        return PipelineRunner(
+            db=self.db,
+            registry=self.registry,
+            secrets=self.secrets,
+            data_dir=self.settings.data_dir,
+            per_business=self.settings.pipeline_builds_per_business,
+            total=self.settings.pipeline_builds_total,
+            interval=self.settings.pipeline_runner_interval_seconds,
+        )
+
     def alert_loops(self) -> list[LoopService]:
         return [self.metric_collector(), self.alert_evaluator(), self.notification_delivery()]
 
@@ -230,6 +243,8 @@ class Platform:
             loops.append(
                 RegistryGcLoop(self.registry, interval=self.settings.registry_gc_interval_seconds)
             )
+        if self.registry.enabled:
+            loops.append(self.pipeline_runner())
         if isinstance(self.metric_store, EmbeddedStore):
             loops.append(
                 MetricSnapshotLoop(

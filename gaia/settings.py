@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GAIA_", extra="ignore")
 
     data_dir: Path = Field(default_factory=_default_data_dir)
+    # CI/CD pipelines (issue 18): builds at once per business and on this replica in all
+    pipeline_builds_per_business: int = Field(default=2, ge=1)
+    pipeline_builds_total: int = Field(default=2, ge=1)
+    pipeline_runner_interval_seconds: float = Field(default=2.0, gt=0)
     # Empty: SQLite at <data_dir>/gaia.db. Otherwise any SQLAlchemy URL; PostgreSQL is the
     # production store (postgresql+psycopg://user:pass@host/db).
     database_url: str = ""

@@ -38,6 +38,7 @@ from gaia.api.routes import (
     nodes,
     overview,
     p2p,
+    pipelines,
     quotas,
     records,
     registry,
@@ -65,6 +66,7 @@ ROUTERS = (
     gpu_models,
     alerts,
     logs,
+    pipelines,
 )
 
 

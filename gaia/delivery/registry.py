@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 SERVICE = "gaia-registry"
 PULL_ACCOUNT_PREFIX = "pull+"
 NODE_ACCOUNT_PREFIX = "node+"
+BUILD_ACCOUNT_PREFIX = "build+"
 ISSUER = "gaia"
 TOKEN_TTL_S = 300
 # the fixed validity of the signing certificate: every replica makes the same one
@@ -343,6 +344,25 @@ class RegistryService:
         expected = self.node_credentials(cluster, node)[1]
         if hmac.compare_digest(password.encode(), expected.encode()):
             return cluster, node
+        return None
+
+    def build_credentials(self, repository: str) -> tuple[str, str]:
+        """The build account of one repository: what a pipeline's runner pushes with (push on
+        ``repository``, pull on its business's). Derived from the secret key like the pull
+        accounts, never stored; the runner hands it to buildah and the log redacts it."""
+        return (
+            f"{BUILD_ACCOUNT_PREFIX}{repository}",
+            self.signer.derived_password(f"build:{repository}"),
+        )
+
+    def build_account(self, username: str, password: str) -> str | None:
+        """The repository whose build account these credentials are, or None."""
+        if not username.startswith(BUILD_ACCOUNT_PREFIX):
+            return None
+        repository = username.removeprefix(BUILD_ACCOUNT_PREFIX)
+        expected = self.build_credentials(repository)[1]
+        if hmac.compare_digest(password.encode(), expected.encode()):
+            return repository
         return None
 
     def pull_account(self, username: str, password: str) -> str | None:

@@ -125,6 +125,8 @@ class RegistryCaller:
     # instance on the node (and public ones), no more: the node boundary Kubernetes itself
     # draws for images cached on a node
     node_businesses: frozenset[str] | None = None
+    # a pipeline's build account: pushes to one repository (the pipeline's), pulls its business's
+    build_account_of: RepositoryName | None = None
 
 
 PULL = frozenset({"pull"})
@@ -135,6 +137,11 @@ def allowed(caller: RegistryCaller, repo: RepositoryName) -> frozenset[str]:
     """Every action ``caller`` may take on ``repo`` (``delete`` never: see the module doc)."""
     if repo.kind is NamespaceKind.PUBLIC:
         return PULL_PUSH if caller.is_platform_admin else PULL
+    if caller.build_account_of is not None:
+        built = caller.build_account_of
+        if repo.name == built.name:
+            return PULL_PUSH
+        return PULL if repo.kind is built.kind and repo.owner == built.owner else frozenset()
     if caller.pull_account_of is not None:
         mine = repo.kind is NamespaceKind.BUSINESS and repo.owner == caller.pull_account_of
         return PULL if mine else frozenset()

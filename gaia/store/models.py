@@ -676,3 +676,93 @@ class RegistryTag(Base):
     blobs: Mapped[list[list[Any]]] = mapped_column(JSON, default=list)
     pushed_by: Mapped[str] = mapped_column(String(255), default="")
     pushed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# ---------------------------------------------------------------- pipelines (CI/CD)
+
+
+class Pipeline(Base):
+    """A business's build pipeline: clone ``git_url`` at ``branch``, build ``dockerfile`` in
+    ``context`` with ``build_args``, push to ``repository`` (in the business's registry
+    namespace) and, when ``deploy_app`` is set, gray-upgrade its instances to the new image.
+
+    ``git_credentials_encrypted`` and ``webhook_secret_encrypted`` are Fernet ciphertexts
+    (``platform.secrets``): written through the API, never returned nor logged.
+    ``deploy_instances`` None means every instance of the app.
+    """
+
+    __tablename__ = "pipelines"
+    __table_args__ = (UniqueConstraint("business_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    git_url: Mapped[str] = mapped_column(String(2048))
+    branch: Mapped[str] = mapped_column(String(255), default="main")
+    dockerfile: Mapped[str] = mapped_column(String(1024), default="Dockerfile")
+    context: Mapped[str] = mapped_column(String(1024), default=".")
+    build_args: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    repository: Mapped[str] = mapped_column(String(255))
+    git_credentials_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    deploy_app: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    deploy_instances: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    schedule_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    webhook_secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    next_run_number: Mapped[int] = mapped_column(Integer, default=1)
+    last_scheduled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(63), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PipelineRun(Base):
+    """One run of a pipeline, numbered per pipeline. The runner loop claims ``queued`` rows
+    (``running`` with a lease, renewed while the build goes on), so several replicas never build
+    one run twice; ``cancel_requested`` asks the replica that holds it to stop the build."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (
+        UniqueConstraint("pipeline_id", "number"),
+        Index("ix_pipeline_runs_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE"), index=True
+    )
+    business_id: Mapped[int] = mapped_column(Integer, index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(16))  # manual | webhook | schedule
+    started_by: Mapped[str] = mapped_column(String(63), default="")
+    # queued | running | succeeded | failed | cancelled
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # [{"name", "state", "started_at", "finished_at", "duration", "exit_code"}, ...]
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # {"step", "instruction", "line", "reason"} when failed
+    failure: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    commit: Mapped[str] = mapped_column(String(64), default="")
+    image: Mapped[str] = mapped_column(String(512), default="")
+    digest: Mapped[str] = mapped_column(String(71), default="")
+    upgrade_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    log_lines: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class PipelineRunLog(Base):
+    """The (redacted) log lines of a run, in order; at most ``MAX_LOG_LINES`` per run, each cut
+    to ``MAX_LOG_LINE_BYTES`` (gaia.store.pipelines)."""
+
+    __tablename__ = "pipeline_run_logs"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[str] = mapped_column(String(16))
+    line: Mapped[str] = mapped_column(Text)

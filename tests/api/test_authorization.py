@@ -68,11 +68,15 @@ class Row:
             .replace("/configmaps/settings", "/configmaps/{name}")
             .replace("/secrets/db?reveal=true", "/secrets/{name}")
             .replace("/secrets/db", "/secrets/{name}")
+            .replace("/pipelines/build", "/pipelines/{name}")
+            .replace("/runs/1", "/runs/{number}")
         )
 
 
 BIZ = "/api/v1/businesses/alpha"
 APP = f"{BIZ}/apps/web"
+PIPE = f"{BIZ}/pipelines/build"
+GIT_URL = "https://git.example.com/alpha/web.git"
 NODES = "/api/v1/clusters/sim-1/nodes"
 P2P = "/api/v1/clusters/sim-1/p2p"
 BLOB = "sha256:" + "a" * 64
@@ -208,6 +212,17 @@ TABLE = [
     Row("GET", f"{BIZ}/secrets/db?reveal=true", WRITERS),
     Row("PUT", f"{BIZ}/secrets/db", WRITERS, {"data": {"k": "v"}}),
     Row("DELETE", f"{BIZ}/secrets/db", WRITERS),
+    # pipelines (seeded: pipeline "build" with run 1, queued; no runner loop in these tests)
+    Row("GET", f"{BIZ}/pipelines", MEMBERS),
+    Row("POST", f"{BIZ}/pipelines", WRITERS, {"name": "new", "git_url": GIT_URL}),
+    Row("GET", PIPE, MEMBERS),
+    Row("PATCH", PIPE, WRITERS, {"branch": "dev"}),
+    Row("DELETE", PIPE, WRITERS),
+    Row("POST", f"{PIPE}/runs", WRITERS),
+    Row("GET", f"{PIPE}/runs", MEMBERS),
+    Row("GET", f"{PIPE}/runs/1", MEMBERS),
+    Row("POST", f"{PIPE}/runs/1/cancel", WRITERS),
+    Row("GET", f"{PIPE}/runs/1/logs", MEMBERS),
     # apps (seeded: app "web" with templates v1, v2 and upgrade 1 of instance 0 to v2)
     Row("GET", f"{BIZ}/apps", MEMBERS),
     Row("POST", f"{BIZ}/apps", WRITERS, APP_BODY),
@@ -362,7 +377,12 @@ REGISTRY_PUSH = {
     },
     "actor": {"name": "dev"},
 }
-PUBLIC = {("POST", "/api/v1/auth/login"), ("GET", "/api/v1/registry/token")}
+# the webhook is authenticated by the pipeline's signature, not a user (tests/api/test_pipelines.py)
+PUBLIC = {
+    ("POST", "/api/v1/auth/login"),
+    ("GET", "/api/v1/registry/token"),
+    ("POST", "/api/v1/hooks/pipelines/{pipeline_id}"),
+}
 
 
 def _seed(world: World, platform: Platform) -> None:
@@ -396,6 +416,10 @@ def _seed(world: World, platform: Platform) -> None:
         headers={"Authorization": f"Bearer {platform.registry.signer.notification_token}"},
     )
     assert r.status_code == 200, r.text
+    r = c.post(f"{BIZ}/pipelines", json={"name": "build", "git_url": GIT_URL}, headers=h)
+    assert r.status_code == 201, r.text
+    r = c.post(f"{PIPE}/runs", headers=h)
+    assert r.status_code == 201 and r.json()["number"] == 1, r.text
     for path, name in ((f"{BIZ}/configmaps", "settings"), (f"{BIZ}/secrets", "db")):
         r = c.post(path, json={"name": name, "data": {"k": "v"}}, headers=h)
         assert r.status_code == 201, r.text

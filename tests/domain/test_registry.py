@@ -115,3 +115,14 @@ def test_a_node_account_pulls_for_the_businesses_on_its_node() -> None:
     assert grant(node, scope("u/alice/tools")) == ()
     assert grant(node, scope("public/busybox")) == ("pull",)
     assert grant(RegistryCaller(node_businesses=frozenset()), scope("shop/web")) == ()
+
+
+def test_a_build_account_pushes_only_to_its_repository_and_pulls_its_business() -> None:
+    from gaia.domain.registry import RegistryCaller, allowed, parse_repository
+
+    caller = RegistryCaller(build_account_of=parse_repository("alpha/web"))
+    assert allowed(caller, parse_repository("alpha/web")) == frozenset({"pull", "push"})
+    assert allowed(caller, parse_repository("alpha/base")) == frozenset({"pull"})
+    assert allowed(caller, parse_repository("beta/web")) == frozenset()
+    assert allowed(caller, parse_repository("u/dev/web")) == frozenset()
+    assert allowed(caller, parse_repository("public/busybox")) == frozenset({"pull"})

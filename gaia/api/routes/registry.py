@@ -147,6 +147,9 @@ def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
     if node is not None:
         hosted = anyio.from_thread.run(_node_businesses, plat, *node)
         return RegistryCaller(node_businesses=hosted)
+    built = plat.registry.build_account(username, secret)
+    if built is not None:
+        return RegistryCaller(build_account_of=parse_repository(built))
     if secret.startswith(TOKEN_PREFIX):
         with plat.db.read_session() as session:
             principal = identity.authenticate(session, secret)
@@ -266,6 +269,8 @@ def registry_token(
     subject = caller.username or (
         f"pull+{caller.pull_account_of}" if caller.pull_account_of else ""
     )
+    if caller.build_account_of is not None:
+        subject = f"build+{caller.build_account_of.name}"
     issued = registry.signer.issue(subject=subject, access=access)
     return JSONResponse(
         {

@@ -1,0 +1,227 @@
+"""A pipeline end to end (issue 18): a real git repository, real buildah, and Gaia's registry
+(docker-registry behind Gaia's token auth), driven by the pipeline runner loop. The run pushes
+with the repository's build account, and the run records the digest the registry serves; a
+Dockerfile failing at RUN on line 3 shows step build, line 3, first; a pipeline that names an
+app adds a version with the image by digest and starts a gray upgrade of the chosen instances."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gaia.platform import Platform
+from gaia.security import hash_password
+from gaia.settings import Settings
+from gaia.store.models import Business, User
+from tests.conftest import QUOTA, TEST_SECRET_KEY, missing_component
+from tests.delivery.test_builds import repository
+from tests.support.images import OciImage, busybox_layer
+from tests.support.kube import free_port
+from tests.support.live import serve
+from tests.support.p2p import Registry
+
+PASSWORD = "admin-password-1"
+
+
+@dataclass
+class Served:
+    platform: Platform
+    origin: str
+    headers: dict[str, str]
+    base: str  # a base image the Dockerfiles start FROM
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
+    for tool in ("buildah", "git", "docker-registry", "busybox"):
+        if shutil.which(tool) is None:
+            missing_component(tool, "scripts/test.sh installs it")
+    bases = Registry(tmp_path / "bases").start()
+    bases.push(
+        OciImage(layers=(busybox_layer(),), entrypoint=("/bin/sh",), history=True), "base", "1"
+    )
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key=TEST_SECRET_KEY,
+        demo=False,
+        external_url=f"http://127.0.0.1:{port}",
+        registry_listen=f"127.0.0.1:{free_port()}",
+    )
+    plat = Platform.open(settings, run_migrations=False)
+    with plat.db.write_session() as session:
+        session.add(
+            User(username="admin", password_hash=hash_password(PASSWORD), is_platform_admin=True)
+        )
+        session.add(Business(name="alpha"))
+    try:
+        with serve(plat, port=port) as origin:
+            r = httpx.post(
+                f"{origin}/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
+            )
+            assert r.status_code == 200, r.text
+            headers = {"Authorization": f"Bearer {r.json()['token']}"}
+            yield Served(plat, origin, headers, f"{bases.host}/base:1")
+    finally:
+        bases.stop()
+        plat.db.dispose()
+
+
+def _run(served: Served, name: str, dockerfile: str, tmp_path: Path) -> dict[str, Any]:
+    repo = repository(tmp_path / name, {"Dockerfile": dockerfile, "hello.txt": "hello\n"})
+    pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
+    r = httpx.post(pipes, json={"name": name, "git_url": f"file://{repo}"}, headers=served.headers)
+    assert r.status_code == 201, r.text
+    r = httpx.post(f"{pipes}/{name}/runs", headers=served.headers)
+    assert r.status_code == 201, r.text
+    runner = served.platform.pipeline_runner()
+
+    async def drive() -> None:
+        await runner.start(loops=1)
+        await runner.drain()
+
+    asyncio.run(drive())
+    r = httpx.get(f"{pipes}/{name}/runs/1", headers=served.headers)
+    assert r.status_code == 200, r.text
+    run: dict[str, Any] = r.json()
+    logs = httpx.get(f"{pipes}/{name}/runs/1/logs?limit=5000", headers=served.headers).json()
+    run["log"] = "\n".join(x["line"] for x in logs["items"])
+    return run
+
+
+def test_a_pipeline_run_pushes_to_gaias_registry_and_records_the_digest(
+    served: Served, tmp_path: Path
+) -> None:
+    run = _run(
+        served,
+        "web",
+        f"FROM {served.base}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n",
+        tmp_path,
+    )
+    assert run["state"] == "succeeded", run
+    assert [s["name"] for s in run["steps"]] == ["clone", "build", "push"]
+    assert run["failure"] is None
+    registry = served.platform.registry
+    assert run["image"] == f"{registry.address}/alpha/web:run-1"
+    _user, password = registry.build_credentials("alpha/web")
+    assert password not in run["log"]
+    # the digest the registry serves for the tag, asked with a token Gaia signs
+    token = registry.signer.issue(
+        subject="test",
+        access=[{"type": "repository", "name": "alpha/web", "actions": ["pull"]}],
+    ).token
+    head = httpx.head(
+        f"{registry.url}/v2/alpha/web/manifests/run-1",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/vnd.oci.image.manifest.v1+json, "
+            "application/vnd.docker.distribution.manifest.v2+json",
+        },
+    )
+    assert head.status_code == 200, head.text
+    assert run["digest"] == head.headers["docker-content-digest"]
+
+
+def test_a_failing_run_shows_step_build_and_line_3_first(served: Served, tmp_path: Path) -> None:
+    run = _run(
+        served,
+        "broken",
+        f"FROM {served.base}\nRUN echo before\nRUN echo failing; exit 3\n",
+        tmp_path,
+    )
+    assert run["state"] == "failed", run
+    assert next(iter(run)) == "failure"
+    assert run["failure"]["step"] == "build" and run["failure"]["line"] == 3
+    assert run["failure"]["instruction"] == "RUN echo failing; exit 3"
+    assert "failing" in run["log"]
+
+
+def test_a_run_deploys_a_new_version_by_a_gray_upgrade(served: Served, tmp_path: Path) -> None:
+    h, origin = served.headers, served.origin
+    r = httpx.post(
+        f"{origin}/api/v1/clusters",
+        json={"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    r = httpx.put(f"{origin}/api/v1/businesses/alpha/quotas/sim-1", json={"hard": QUOTA}, headers=h)
+    assert r.status_code == 200, r.text
+    v1 = {"name": "v1", "image": "alpha/web:1", "resources": {"cpu": 1, "memory": 256}}
+    r = httpx.post(
+        f"{origin}/api/v1/businesses/alpha/apps",
+        json={"name": "web", "cluster": "sim-1", "templates": [v1], "replicas": 2},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    repo = repository(tmp_path / "deployed", {"Dockerfile": f"FROM {served.base}\nRUN true\n"})
+    pipes = f"{origin}/api/v1/businesses/alpha/pipelines"
+    r = httpx.post(
+        pipes,
+        json={
+            "name": "web",
+            "git_url": f"file://{repo}",
+            "deploy": {"app": "web", "instance_ids": [1]},
+        },
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    assert httpx.post(f"{pipes}/web/runs", headers=h).status_code == 201
+    runner = served.platform.pipeline_runner()
+
+    async def drive() -> None:
+        await runner.start(loops=1)
+        await runner.drain()
+
+    asyncio.run(drive())
+    run = httpx.get(f"{pipes}/web/runs/1", headers=h).json()
+    assert run["state"] == "succeeded", run
+    assert run["upgrade_id"] is not None
+    app = f"{origin}/api/v1/businesses/alpha/apps/web"
+    upgrade = httpx.get(f"{app}/upgrades/{run['upgrade_id']}", headers=h).json()
+    assert upgrade["target"] == "web-1" and upgrade["instance_ids"] == [1], upgrade
+    template = httpx.get(f"{app}/templates/web-1", headers=h).json()
+    address = served.platform.registry.address
+    assert template["image"] == f"{address}/alpha/web@{run['digest']}", template
+
+
+def test_cancel_stops_a_running_build(served: Served, tmp_path: Path) -> None:
+    h = served.headers
+    repo = repository(tmp_path / "slow", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
+    pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
+    r = httpx.post(pipes, json={"name": "slow", "git_url": f"file://{repo}"}, headers=h)
+    assert r.status_code == 201, r.text
+    assert httpx.post(f"{pipes}/slow/runs", headers=h).status_code == 201
+    runner = served.platform.pipeline_runner()
+
+    def cancel_when_building() -> dict[str, Any]:
+        for _ in range(300):
+            logs = httpx.get(f"{pipes}/slow/runs/1/logs", headers=h).json()["items"]
+            if any("RUN sleep 60" in x["line"] for x in logs):
+                break
+            time.sleep(0.1)
+        r = httpx.post(f"{pipes}/slow/runs/1/cancel", headers=h)
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def drive() -> dict[str, Any]:
+        await runner.start(loops=1)
+        asked = await asyncio.to_thread(cancel_when_building)
+        started = time.monotonic()
+        await runner.drain()
+        assert time.monotonic() - started < 30
+        return asked
+
+    asked = asyncio.run(drive())
+    assert asked["state"] == "running" and asked["cancel_requested"] is True
+    run = httpx.get(f"{pipes}/slow/runs/1", headers=h).json()
+    assert run["state"] == "cancelled", run
