@@ -215,6 +215,7 @@ class Platform:
             per_business=self.settings.pipeline_builds_per_business,
             total=self.settings.pipeline_builds_total,
             interval=self.settings.pipeline_runner_interval_seconds,
+            local_git=self.settings.pipeline_local_git,
         )
 
     def alert_loops(self) -> list[LoopService]:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     # CI/CD pipelines (issue 18): builds at once per business and on this replica in all
     pipeline_builds_per_business: int = Field(default=2, ge=1)
     pipeline_builds_total: int = Field(default=2, ge=1)
+    # file:// git URLs read this machine's disk: off unless an operator allows it (tests do)
+    pipeline_local_git: bool = False
     pipeline_runner_interval_seconds: float = Field(default=2.0, gt=0)
     # Empty: SQLite at <data_dir>/gaia.db. Otherwise any SQLAlchemy URL; PostgreSQL is the
     # production store (postgresql+psycopg://user:pass@host/db).

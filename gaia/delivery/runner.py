@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -31,6 +32,7 @@ from gaia.delivery.builds import BuildOutcome, BuildResult, BuildTools, run_buil
 from gaia.delivery.registry import RegistryService
 from gaia.delivery.spec import BuildSpec, GitCredentials, RegistryCredentials
 from gaia.domain.errors import GaiaError
+from gaia.egress import EgressRefused, resolve_checked
 from gaia.loop import LoopService
 from gaia.security import SecretBox
 from gaia.store import apps as store_apps
@@ -59,8 +61,10 @@ class PipelineRunner(LoopService):
         total: int = 2,
         interval: float = 2.0,
         tools: BuildTools | None = None,
+        local_git: bool = False,
     ) -> None:
         super().__init__(interval=interval)
+        self.local_git = local_git
         self.db = db
         self.registry = registry
         self.secrets = secrets
@@ -132,7 +136,8 @@ class PipelineRunner(LoopService):
     async def build(self, run_id: int) -> None:
         try:
             spec, image = await asyncio.to_thread(self._spec, run_id)
-        except (GaiaError, ValueError) as exc:
+            await check_git_url(spec.git_url, local_allowed=self.local_git)
+        except (GaiaError, ValueError, EgressRefused, OSError) as exc:
             await asyncio.to_thread(self._fail, run_id, f"the build could not start: {exc}")
             return
         pending: list[tuple[str, str]] = []
@@ -283,3 +288,20 @@ class PipelineRunner(LoopService):
             created_by=f"pipeline/{row.name}",
         )
         return upgrade.id
+
+
+async def check_git_url(url: str, *, local_allowed: bool) -> None:
+    """A pipeline's git URL is a tenant's: a ``file://`` one reads this machine's disk (only
+    where ``GAIA_PIPELINE_LOCAL_GIT`` allows it), an https one must resolve to addresses the
+    egress policy allows (gaia.egress), checked right before the clone. git resolves the name
+    again itself, so a name that changes its answer in between is not caught (noted)."""
+    if url.startswith("file://") or url.startswith("/"):
+        if not local_allowed:
+            raise EgressRefused(
+                "file:// git URLs are off on this platform (GAIA_PIPELINE_LOCAL_GIT)"
+            )
+        return
+    host = urlsplit(url).hostname or ""
+    if not host:
+        raise ValueError(f"git_url {url[:200]!r} names no host")
+    await resolve_checked(host, urlsplit(url).port or 443)

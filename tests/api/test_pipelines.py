@@ -225,3 +225,12 @@ def test_a_scheduled_pipeline_is_queued_once_per_interval(world: World, platform
         assert store.enqueue_scheduled(session, now=due + dt.timedelta(minutes=1)) == []
         later = store.enqueue_scheduled(session, now=due + dt.timedelta(minutes=61))
         assert [r.number for r in later] == [2]
+
+
+def test_a_git_url_to_this_machine_or_a_private_address_is_refused(world: World) -> None:
+    """A tenant's git URL is an outbound connection (or a read of this machine's disk): file://
+    only where GAIA_PIPELINE_LOCAL_GIT allows it, and no host the egress policy refuses."""
+    for url in ("file:///var/lib/gaia", "https://127.0.0.1/x.git", "https://localhost/x.git",
+                "https://169.254.169.254/latest.git"):  # fmt: skip
+        r = world.client.post(PIPES, json={"name": "p", "git_url": url}, headers=world.admin)
+        assert r.status_code == 422, (url, r.text)

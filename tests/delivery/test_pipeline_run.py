@@ -56,6 +56,7 @@ def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
         demo=False,
         external_url=f"http://127.0.0.1:{port}",
         registry_listen=f"127.0.0.1:{free_port()}",
+        pipeline_local_git=True,  # the test repositories are local folders
     )
     plat = Platform.open(settings, run_migrations=False)
     with plat.db.write_session() as session:

@@ -26,6 +26,7 @@ import json
 import secrets as random
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -50,6 +51,7 @@ from gaia.api.schemas.pipelines import (
 from gaia.domain.errors import InvalidRequest, Unauthenticated
 from gaia.domain.rbac import Permission
 from gaia.domain.registry import NamespaceKind, parse_repository
+from gaia.egress import EgressRefused, check_literal_host
 from gaia.store import pipelines as store
 from gaia.store.models import ROW_ID_MAX, Business, Pipeline, PipelineRun
 
@@ -160,6 +162,22 @@ def list_pipelines(
     )
 
 
+def _check_git_url(request: Request, url: str) -> None:
+    """Refused at save time: a file:// URL where local repositories are off, an https URL whose
+    host is an address the egress policy refuses (names are checked again before each clone,
+    gaia.delivery.runner.check_git_url)."""
+    if url.startswith("file://"):
+        if not platform(request).settings.pipeline_local_git:
+            raise InvalidRequest(
+                "file:// git URLs are off on this platform (GAIA_PIPELINE_LOCAL_GIT): use https://"
+            )
+        return
+    try:
+        check_literal_host(urlsplit(url).hostname or "")
+    except EgressRefused as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
 @router.post("/businesses/{biz}/pipelines", response_model=PipelineCreated, status_code=201)
 def create_pipeline(
     body: PipelineCreate,
@@ -171,6 +189,7 @@ def create_pipeline(
     """Create a pipeline; the answer shows the webhook secret, this once."""
     ctx = audit(request, action="pipeline.create", target=f"business/{biz}/pipeline/{body.name}")
     business = business_for(session, principal, biz, Permission.APP_WRITE, ctx=ctx)
+    _check_git_url(request, body.git_url)
     secret = body.webhook_secret or random.token_urlsafe(32)
     row = store.create_pipeline(
         session,
@@ -222,6 +241,8 @@ def update_pipeline(
     business, row = _pipeline(
         session, request, principal, biz, name, Permission.APP_WRITE, verb="update"
     )
+    if body.git_url is not None:
+        _check_git_url(request, body.git_url)
     fields: dict[str, Any] = {
         key: getattr(body, key)
         for key in ("git_url", "branch", "dockerfile", "context", "build_args")
