@@ -38,18 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from tests.support.images import oci_layout  # noqa: E402
 from tests.support.kube import free_port  # noqa: E402
 from tests.support.p2p import Registry, need, random_image  # noqa: E402
 
 PY = sys.executable
 ADMIN_PASSWORD = "bench-admin-password-1"
 REPO = "bench/img"
-
-
-def oci_layout(image: object, folder: Path) -> Path:
-    from tests.delivery.test_registry_real import oci_layout as write
-
-    return write(image, folder)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from gaia.security import hash_password
 from gaia.settings import Settings
 from gaia.store.models import User
 from tests.conftest import ADMIN_PASSWORD, TEST_SECRET_KEY
-from tests.support.images import OciImage
+from tests.support.images import OciImage, oci_layout
 from tests.support.kube import free_port
 from tests.support.live import serve
 from tests.support.p2p import need, random_image
@@ -48,20 +48,6 @@ class Up:
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.origin, timeout=30)
-
-
-def oci_layout(image: OciImage, folder: Path) -> Path:
-    """``image`` as an OCI image layout folder (what ``skopeo copy oci:<folder>`` reads)."""
-    blobs = folder / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    manifest = image.manifest()
-    for blob in (*(layer.blob for layer in image.layers), image.config(), manifest):
-        (blobs / blob.digest.removeprefix("sha256:")).write_bytes(blob.data)
-    (folder / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    (folder / "index.json").write_text(
-        json.dumps({"schemaVersion": 2, "manifests": [manifest.descriptor()]})
-    )
-    return folder
 
 
 @pytest.fixture

@@ -298,3 +298,17 @@ class RegistryClient:
             raise ImageBuildError(
                 f"registry refused to {what}: {response.status_code} {response.text[:500]}"
             )
+
+
+def oci_layout(image: OciImage, folder: Path) -> Path:
+    """``image`` as an OCI image layout folder (what ``skopeo copy oci:<folder>`` reads)."""
+    blobs = folder / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    manifest = image.manifest()
+    for blob in (*(layer.blob for layer in image.layers), image.config(), manifest):
+        (blobs / blob.digest.removeprefix("sha256:")).write_bytes(blob.data)
+    (folder / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (folder / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "manifests": [manifest.descriptor()]})
+    )
+    return folder
