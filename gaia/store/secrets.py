@@ -17,13 +17,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gaia.security import SecretBox
-from gaia.store.models import AlertChannel, Base, Cluster, ConfigItem
+from gaia.store.models import AlertChannel, Base, Cluster, ConfigItem, Pipeline
 
 # (what it is, for the report; the model; its encrypted column)
 ENCRYPTED_COLUMNS: list[tuple[str, type[Base], str]] = [
     ("cluster kubeconfigs", Cluster, "kubeconfig_encrypted"),
     ("config secrets", ConfigItem, "data_encrypted"),
     ("alert channel credentials", AlertChannel, "config_encrypted"),
+    ("pipeline git credentials", Pipeline, "git_credentials_encrypted"),
+    ("pipeline webhook secrets", Pipeline, "webhook_secret_encrypted"),
 ]
 
 
