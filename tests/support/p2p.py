@@ -347,7 +347,7 @@ def served_coordinator(
 ) -> Iterator[Served]:
     from tests.conftest import ADMIN_PASSWORD  # the test platform's first admin
 
-    with serve(platform, host=host) as origin, httpx.Client(base_url=origin) as c:
+    with serve(platform, host=host) as origin, httpx.Client(base_url=origin, timeout=30) as c:
         r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         admin = {"Authorization": f"Bearer {r.json()['token']}"}
         r = c.post(

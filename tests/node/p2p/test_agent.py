@@ -139,7 +139,7 @@ def _pull(mirror: str, registry: Registry, image: Image, tag: str = "v1") -> Non
 
 def _wait_registered(agents: list[AgentProcess], gaia: Gaia) -> None:
     deadline = time.monotonic() + 20
-    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin, timeout=30) as c:
         while time.monotonic() < deadline:
             items = c.get("/api/v1/clusters/sim-1/p2p/nodes").json()["items"]
             if {i["name"] for i in items} >= {a.node for a in agents}:
@@ -165,7 +165,7 @@ def test_three_agents_pulling_at_once_read_each_piece_from_the_registry_once(
     assert from_peers == 2 * image.size
     assert sum(f["gaia_p2p_agent_uploaded_bytes_total"] for f in figures) == from_peers
     # the coordinator's view, as the console shows it
-    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin, timeout=30) as c:
         items = c.get("/api/v1/clusters/sim-1/p2p/images").json()["items"]
     (row,) = [i for i in items if i["repository"] == REPO and i["digest"] == image.digest]
     assert row["bytes_from_registry"] == image.size
@@ -401,7 +401,7 @@ def test_a_prewarm_fills_the_nodes_cache_before_any_pull(
     registry: Registry, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
     image = _push(registry, "warm", seed=9)
-    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin, timeout=30) as c:
         r = c.post(
             "/api/v1/clusters/sim-1/p2p/prewarms",
             json={"image": f"{registry.host}/{REPO}:warm", "nodes": ["warm"]},

@@ -125,7 +125,7 @@ def _delete_pods(bed: Bed, names: list[str]) -> None:
 
 
 def _wait_registered(agent: AgentProcess, gaia: Served) -> None:
-    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin, timeout=30) as c:
 
         def registered() -> bool:
             items = c.get("/api/v1/clusters/sim-1/p2p/nodes").json()["items"]
@@ -206,7 +206,7 @@ def test_the_kubelet_runs_a_pod_whose_new_layers_came_through_the_agent(
     completed = after["gaia_p2p_agent_blobs_completed_total"]
     assert completed - before["gaia_p2p_agent_blobs_completed_total"] == 2
     # the coordinator heard of the image by the name the kubelet asked for
-    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin, timeout=30) as c:
         items = c.get("/api/v1/clusters/sim-1/p2p/images").json()["items"]
     (row,) = [i for i in items if i["reference"] == "p2p-through-agent"]
     assert (row["registry"], row["repository"]) == (REGISTRY_HOST, WEB_REPOSITORY)
@@ -215,7 +215,7 @@ def test_the_kubelet_runs_a_pod_whose_new_layers_came_through_the_agent(
     # ...and of the node holding those two blobs (the image's busybox layer it never served, so
     # the image counts no node complete: ``nodes_complete`` stays 0)
     assert row["nodes_complete"] == 0
-    with httpx.Client(base_url=gaia.origin, headers=gaia.admin) as c:
+    with httpx.Client(base_url=gaia.origin, headers=gaia.admin, timeout=30) as c:
 
         def held() -> int:
             items = c.get("/api/v1/clusters/sim-1/p2p/nodes").json()["items"]

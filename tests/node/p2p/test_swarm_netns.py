@@ -90,7 +90,7 @@ def test_three_shaped_nodes_take_each_byte_from_the_registry_once(
                 agents.append(bed.run(node, argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO))
             try:
                 deadline = time.monotonic() + 30
-                with httpx.Client(base_url=served.origin, headers=served.admin) as c:
+                with httpx.Client(base_url=served.origin, headers=served.admin, timeout=30) as c:
                     while len(c.get("/api/v1/clusters/sim-1/p2p/nodes").json()["items"]) < 3:
                         assert time.monotonic() < deadline, (tmp_path / "agent-0.log").read_text()
                         time.sleep(0.2)
