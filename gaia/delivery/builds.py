@@ -5,6 +5,8 @@
     run_build(spec, sink)
       lock spec.cache_dir            one build at a time per cache (a business's layer cache)
       clone   git clone --depth=1 --single-branch --branch=B -- URL src
+      checkout  git fetch --depth=1 origin C; git checkout C   (a webhook's commit C, when the
+              branch head is another one by now)
       build   buildah build --layers --isolation chroot -f D -t IMAGE CONTEXT
               (failed: the Dockerfile instruction and line, dockerfile.locate_failure)
       push    buildah push --digestfile F IMAGE docker://IMAGE
@@ -264,6 +266,17 @@ async def _run(build: _Build) -> BuildResult:
     if clone.record.result is not StepResult.OK:
         return ended(_short_failure("clone", clone))
     commit = await _head(build)
+    if spec.commit is not None and commit != spec.commit:
+        # a webhook names the pushed commit; the branch may have moved on since
+        checkout = await _checkout(build, spec.commit)
+        if checkout.record.result is not StepResult.OK:
+            return ended(_short_failure("checkout", checkout), commit=commit)
+        commit = await _head(build)
+        if commit != spec.commit:
+            return ended(
+                build.refuse("checkout", f"commit {spec.commit} could not be checked out"),
+                commit=commit,
+            )
 
     dockerfile, context = (
         _inside(build.source, spec.dockerfile),
@@ -327,25 +340,42 @@ async def _run(build: _Build) -> BuildResult:
     )
 
 
-async def _clone(build: _Build) -> StepRun:
+def _git_env(build: _Build) -> dict[str, str]:
     spec = build.spec
     env: dict[str, str] = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
     if build.tools.git_ca_file is not None:
         env["GIT_SSL_CAINFO"] = str(build.tools.git_ca_file)
     if spec.git_credentials is not None:
         askpass = build.folder / "askpass"
-        askpass.write_text(_ASKPASS)
-        askpass.chmod(0o700)
-        build.own(askpass)
+        if not askpass.exists():
+            askpass.write_text(_ASKPASS)
+            askpass.chmod(0o700)
+            build.own(askpass)
         env.update(
             GIT_ASKPASS=str(askpass),
             GAIA_GIT_USERNAME=spec.git_credentials.username,
             GAIA_GIT_TOKEN=spec.git_credentials.token,
         )
+    return env
+
+
+def _git_options(spec: BuildSpec) -> list[str]:
+    """``-c`` options of every git command that talks to the remote: no credential helper
+    of the host's; with pinned addresses, connect only to them and follow no redirect (a
+    redirect to another host would be resolved afresh, around the egress check)."""
+    options = ["-c", "credential.helper="]
+    resolve = spec.curl_resolve
+    if resolve is not None:
+        options += ["-c", f"http.curloptResolve={resolve}", "-c", "http.followRedirects=false"]
+    return options
+
+
+async def _clone(build: _Build) -> StepRun:
+    spec = build.spec
+    env = _git_env(build)
     argv = [
         build.tools.git,
-        "-c",
-        "credential.helper=",
+        *_git_options(spec),
         "clone",
         "--depth=1",
         "--single-branch",
@@ -357,6 +387,43 @@ async def _clone(build: _Build) -> StepRun:
     ]
     shown = f"git clone --depth=1 --branch={spec.branch} {spec.clone_url}"
     return await build.step("clone", argv, shown, spec.timeouts.clone, **env)
+
+
+async def _checkout(build: _Build, commit: str) -> StepRun:
+    """Fetch ``commit`` alone (git's protocol v2 serves any reachable commit by id) and
+    check it out, in place of the branch head the clone brought."""
+    argv = [
+        build.tools.git,
+        *_git_options(build.spec),
+        "-c",
+        "advice.detachedHead=false",
+        "-C",
+        str(build.source),
+        "fetch",
+        "--depth=1",
+        "--no-tags",
+        "origin",
+        commit,
+    ]
+    fetched = await build.step(
+        "checkout", argv, f"git fetch --depth=1 origin {commit}", build.spec.timeouts.clone,
+        **_git_env(build),
+    )  # fmt: skip
+    if fetched.record.result is StepResult.OK:
+        # local and quick: part of the same step
+        process = await asyncio.create_subprocess_exec(
+            *build.command(build.tools.git, "-C", str(build.source), "checkout", "--quiet",
+                           "--detach", commit),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=build.env(),
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    return fetched
 
 
 async def _head(build: _Build) -> str | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from pathlib import Path
@@ -31,7 +32,7 @@ from sqlalchemy import select
 from gaia.delivery.builds import BuildOutcome, BuildResult, BuildTools, run_build
 from gaia.delivery.registry import RegistryService
 from gaia.delivery.spec import BuildSpec, GitCredentials, RegistryCredentials
-from gaia.domain.errors import GaiaError
+from gaia.domain.errors import GaiaError, NotFound
 from gaia.egress import EgressRefused, resolve_checked
 from gaia.loop import LoopService
 from gaia.security import SecretBox
@@ -130,13 +131,15 @@ class PipelineRunner(LoopService):
                 git_credentials=git,
                 registry_credentials=RegistryCredentials(username=user, password=password),
                 registry_insecure=self.registry.url.startswith("http://"),
+                commit=run.commit or None,  # a webhook's pushed commit
             )
             return spec, image
 
     async def build(self, run_id: int) -> None:
         try:
             spec, image = await asyncio.to_thread(self._spec, run_id)
-            await check_git_url(spec.git_url, local_allowed=self.local_git)
+            pinned = await check_git_url(spec.git_url, local_allowed=self.local_git)
+            spec = dataclasses.replace(spec, pinned_addresses=pinned)
         except (GaiaError, ValueError, EgressRefused, OSError) as exc:
             await asyncio.to_thread(self._fail, run_id, f"the build could not start: {exc}")
             return
@@ -157,7 +160,12 @@ class PipelineRunner(LoopService):
             loop = asyncio.get_running_loop()
             while True:
                 await asyncio.sleep(FLUSH_S)
-                await flush()
+                try:
+                    await flush()
+                except NotFound:  # the pipeline (and its runs) was deleted: stop the build
+                    pending.clear()
+                    stop.set()
+                    return
                 if loop.time() - last_renew >= RENEW_S:
                     last_renew = loop.time()
                     if await asyncio.to_thread(self._renew, run_id):
@@ -165,21 +173,24 @@ class PipelineRunner(LoopService):
                 elif await asyncio.to_thread(self._cancel_requested, run_id):
                     stop.set()
 
+        async def wrap_up() -> None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            try:
+                await flush()
+            except NotFound:
+                pending.clear()
+
         watcher = asyncio.create_task(watch())
         try:
             result = await run_build(spec, sink, stop=stop, tools=self.tools)
         except Exception as exc:
             log.exception("pipeline run %d: the build failed to run", run_id)
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await flush()
+            await wrap_up()
             await asyncio.to_thread(self._fail, run_id, f"the build failed to run: {exc}")
             return
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        await flush()
+        await wrap_up()
         await asyncio.to_thread(self._finish, run_id, result, image)
 
     def _append(self, run_id: int, lines: list[tuple[str, str]]) -> None:
@@ -196,7 +207,7 @@ class PipelineRunner(LoopService):
             return run is None or run.cancel_requested
 
     def _fail(self, run_id: int, reason: str) -> None:
-        with self.db.write_session() as session:
+        with contextlib.suppress(NotFound), self.db.write_session() as session:
             store.finish_run(
                 session,
                 run_id=run_id,
@@ -236,6 +247,9 @@ class PipelineRunner(LoopService):
             else None
         )
         with self.db.write_session() as session:
+            if session.get(PipelineRun, run_id) is None:
+                log.info("pipeline run %d ended after its pipeline was deleted", run_id)
+                return
             run = store.finish_run(
                 session,
                 run_id=run_id,
@@ -290,18 +304,21 @@ class PipelineRunner(LoopService):
         return upgrade.id
 
 
-async def check_git_url(url: str, *, local_allowed: bool) -> None:
+async def check_git_url(url: str, *, local_allowed: bool) -> tuple[str, ...]:
     """A pipeline's git URL is a tenant's: a ``file://`` one reads this machine's disk (only
     where ``GAIA_PIPELINE_LOCAL_GIT`` allows it), an https one must resolve to addresses the
-    egress policy allows (gaia.egress), checked right before the clone. git resolves the name
-    again itself, so a name that changes its answer in between is not caught (noted)."""
+    egress policy allows (gaia.egress), checked right before the clone. Returns those
+    addresses: the clone is pinned to them (``BuildSpec.pinned_addresses``, git's
+    ``http.curloptResolve``), so a name whose answer changes after the check (DNS rebinding)
+    does not reach a refused address."""
     if url.startswith("file://") or url.startswith("/"):
         if not local_allowed:
             raise EgressRefused(
                 "file:// git URLs are off on this platform (GAIA_PIPELINE_LOCAL_GIT)"
             )
-        return
+        return ()
     host = urlsplit(url).hostname or ""
     if not host:
         raise ValueError(f"git_url {url[:200]!r} names no host")
-    await resolve_checked(host, urlsplit(url).port or 443)
+    allowed = await resolve_checked(host, urlsplit(url).port or 443)
+    return tuple(str(address) for _family, address in allowed)

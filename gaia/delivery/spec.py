@@ -11,6 +11,7 @@ A bad spec raises ``BuildSpecError`` with a message that names the field and the
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ MAX_BUILD_ARG_NAME = 128
 MAX_BUILD_ARG_VALUE = 4096
 MAX_PATH_CHARS = 1024
 
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _BUILD_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # git check-ref-format, the parts a branch name can break: no leading dash (an option), no
 # "..", "//", "@{", control characters, spaces or ~^:?*[\ ; not ending in "/", "." or ".lock"
@@ -85,6 +87,8 @@ class BuildSpec:
     registry_credentials: RegistryCredentials | None = None
     registry_insecure: bool = False
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
+    commit: str | None = None
+    pinned_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_git_url(self.git_url)
@@ -98,6 +102,17 @@ class BuildSpec:
                 f"image {self.image!r} must read registry/repository[:tag], "
                 "e.g. registry.example.com/team/app:1.2 (lower-case repository, no digest)"
             )
+        if self.commit is not None and not _COMMIT.fullmatch(self.commit):
+            raise BuildSpecError(
+                f"commit {self.commit[:80]!r} must be a full commit id (40 or 64 hex digits)"
+            )
+        for address in self.pinned_addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise BuildSpecError(f"pinned address {address[:80]!r} is not an IP") from None
+        if self.pinned_addresses and not self.git_url.startswith("https://"):
+            raise BuildSpecError("pinned addresses apply to an https:// git URL only")
         if self.git_credentials is not None and not self.git_url.startswith("https://"):
             raise BuildSpecError("git credentials are only sent to an https:// git URL")
         # a frozen dataclass cannot assign: the mapping is copied so the caller cannot change
@@ -119,6 +134,17 @@ class BuildSpec:
         if self.git_url.startswith("/"):
             return Path(self.git_url).as_uri()
         return self.git_url
+
+    @property
+    def curl_resolve(self) -> str | None:
+        """git's ``http.curloptResolve`` entry (``host:port:addr,...``) that makes the clone
+        connect only to ``pinned_addresses``, the ones the egress check allowed: git does not
+        resolve the name again, so an answer that changes after the check is never used."""
+        if not self.pinned_addresses:
+            return None
+        parts = urlsplit(self.git_url)
+        shown = ",".join(f"[{a}]" if ":" in a else a for a in self.pinned_addresses)
+        return f"{parts.hostname}:{parts.port or 443}:{shown}"
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value of this spec, for the log redaction."""

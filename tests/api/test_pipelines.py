@@ -144,6 +144,28 @@ def test_webhook_ignores_a_push_to_another_branch(world: World) -> None:
     assert runs["items"] == []
 
 
+def test_webhook_ignores_a_deleted_branch_and_records_what_it_did(world: World) -> None:
+    created = _create(world, {"name": "web", "webhook_secret": HOOK_SECRET})
+    hook = f"/api/v1/hooks/pipelines/{created['id']}"
+    body = json.dumps({"ref": "refs/heads/main", "after": "0" * 40, "deleted": True}).encode()
+    r = world.client.post(hook, content=body, headers=_signed(body))
+    assert r.status_code == 202 and r.json()["run"] is None, r.text
+    assert "deleted" in r.json()["message"]
+    body = json.dumps({"ref": "refs/heads/main", "after": "not-a-commit"}).encode()
+    r = world.client.post(hook, content=body, headers=_signed(body))
+    assert r.json()["run"] == 1
+    run = world.client.get(f"{PIPES}/web/runs/1", headers=world.as_("viewer")).json()
+    assert run["commit"] == ""  # not a commit id: the branch head is built
+    records = world.client.get(
+        "/api/v1/records", params={"action": "pipeline.webhook"}, headers=world.admin
+    ).json()["items"]
+    assert len(records) == 2
+    assert {r["actor"] for r in records} == {"webhook"}
+    assert (
+        records[0]["target"].endswith("/pipeline/web") and "run 1 queued" in records[0]["summary"]
+    )
+
+
 def test_runs_are_numbered_newest_first_and_a_queued_one_cancels_at_once(world: World) -> None:
     _create(world, {"name": "web"})
     dev = world.as_("developer")

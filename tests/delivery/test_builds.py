@@ -448,6 +448,66 @@ def test_a_private_repository_is_cloned_over_https_with_the_token_kept_out_of_th
     assert anonymous.failure.step == "clone"
 
 
+def test_a_clone_is_pinned_to_the_addresses_the_egress_check_allowed(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """``pinned_addresses`` is where git connects, whatever the name resolves to then: a name
+    that does not resolve at all clones through the pin, and a pin to an address where nothing
+    listens fails, though the name is the same (DNS rebinding cannot move the clone)."""
+    repository(tmp_path / "git" / "app.git", {"Dockerfile": dockerfile(registry, "RUN true")})
+    server = GitHttpsServer(
+        tmp_path / "git", {"git": GIT_TOKEN}, tmp_path / "server", names=("git.gaia.invalid",)
+    ).start()
+    try:
+        port = server.url.rsplit(":", 1)[1]
+        url = f"https://git.gaia.invalid:{port}/app.git"
+        tools = BuildTools(git_ca_file=server.ca_file)
+        token = GitCredentials("git", GIT_TOKEN)
+
+        def clone(*pinned: str) -> tuple[BuildResult, Log]:
+            return build(
+                spec(
+                    tmp_path,
+                    registry,
+                    tmp_path,
+                    git_url=url,
+                    git_credentials=token,
+                    pinned_addresses=pinned,
+                ),
+                tools,
+            )
+
+        pinned, log = clone("127.0.0.1")
+        elsewhere, _ = clone("127.0.0.2")
+        unpinned, _ = clone()
+    finally:
+        server.stop()
+    assert pinned.result is BuildOutcome.OK, log.text()
+    assert elsewhere.failure is not None and elsewhere.failure.step == "clone"
+    assert unpinned.failure is not None and unpinned.failure.step == "clone"
+    assert "resolve" in unpinned.failure.reason.lower()
+
+
+def test_a_webhooks_commit_is_built_though_the_branch_moved_on(
+    tmp_path: Path, registry: Registry
+) -> None:
+    repo = repository(tmp_path / "repo", {"Dockerfile": dockerfile(registry, "RUN true")})
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    first = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (repo / "Dockerfile").write_text(dockerfile(registry, "RUN exit 9"))  # a broken later push
+    subprocess.run([*git, "commit", "-q", "-am", "second"], check=True)
+
+    result, log = build(spec(tmp_path, registry, repo, commit=first))
+    assert result.result is BuildOutcome.OK, log.text()
+    assert result.commit == first
+    assert [s.name for s in result.steps] == ["clone", "checkout", "build", "push"]
+    gone = "0" * 39 + "1"
+    missing, missing_log = build(spec(tmp_path, registry, repo, commit=gone))
+    assert missing.failure is not None and missing.failure.step == "checkout", missing_log.text()
+
+
 # ---------------------------------------------------------------------------- specs
 
 
@@ -469,6 +529,10 @@ def test_a_private_repository_is_cloned_over_https_with_the_token_kept_out_of_th
         ({"image": "app:1"}, "registry/repository[:tag]"),
         ({"image": "registry.example.com/App:1"}, "registry/repository[:tag]"),
         ({"git_credentials": GitCredentials("u", "t")}, "only sent to an https:// git URL"),
+        ({"commit": "abc123"}, "full commit id"),
+        ({"commit": "A" * 40}, "full commit id"),
+        ({"pinned_addresses": ("10.0.0.1",)}, "https:// git URL only"),
+        ({"git_url": "https://example.com/r.git", "pinned_addresses": ("x",)}, "is not an IP"),
     ],
 )
 def test_a_bad_spec_is_refused_with_a_clear_error(

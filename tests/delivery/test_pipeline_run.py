@@ -226,3 +226,35 @@ def test_cancel_stops_a_running_build(served: Served, tmp_path: Path) -> None:
     assert asked["state"] == "running" and asked["cancel_requested"] is True
     run = httpx.get(f"{pipes}/slow/runs/1", headers=h).json()
     assert run["state"] == "cancelled", run
+
+
+def test_deleting_a_pipeline_mid_build_stops_the_build_cleanly(
+    served: Served, tmp_path: Path
+) -> None:
+    h = served.headers
+    repo = repository(tmp_path / "gone", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
+    pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
+    r = httpx.post(pipes, json={"name": "gone", "git_url": f"file://{repo}"}, headers=h)
+    assert r.status_code == 201, r.text
+    assert httpx.post(f"{pipes}/gone/runs", headers=h).status_code == 201
+    runner = served.platform.pipeline_runner()
+
+    def delete_when_building() -> None:
+        for _ in range(300):
+            logs = httpx.get(f"{pipes}/gone/runs/1/logs", headers=h).json()["items"]
+            if any("RUN sleep 60" in x["line"] for x in logs):
+                break
+            time.sleep(0.1)
+        assert httpx.delete(f"{pipes}/gone", headers=h).status_code == 204
+
+    async def drive() -> list[BaseException | None]:
+        await runner.start(loops=1)
+        tasks = list(runner.tasks.values())
+        await asyncio.to_thread(delete_when_building)
+        started = time.monotonic()
+        await asyncio.wait(tasks, timeout=60)
+        assert time.monotonic() - started < 30  # the build was stopped, not waited out
+        return [t.exception() for t in tasks]
+
+    assert asyncio.run(drive()) == [None]
+    assert httpx.get(f"{pipes}/gone/runs/1", headers=h).status_code == 404

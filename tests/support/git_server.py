@@ -34,6 +34,7 @@ class GitHttpsServer:
     users: dict[str, str]
     work: Path
     url: str = ""
+    names: tuple[str, ...] = ()  # DNS names the certificate holds too (beside 127.0.0.1)
     ca_file: Path = field(init=False)
     requests: int = 0
     authorized: int = 0
@@ -48,7 +49,10 @@ class GitHttpsServer:
             cn="127.0.0.1",
             org=None,
             usage=x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
-            sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+            sans=[
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                *(x509.DNSName(name) for name in self.names),
+            ],
         )
         self.ca_file = self.work / "ca.pem"
         self.ca_file.write_bytes(_pem_cert(ca))

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 import secrets as random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,6 +62,8 @@ NamePath = Path(pattern=NAME_PATTERN, max_length=63, description="pipeline name"
 NumberPath = Path(ge=1, le=ROW_ID_MAX, description="run number")
 EVENT_STREAM = "text/event-stream"
 MAX_WEBHOOK_BYTES = 1024 * 1024
+# a push event's "after": a full commit id (a deleted branch sends forty zeros)
+_COMMIT = re.compile(r"(?!0{40}$)[0-9a-f]{40}|[0-9a-f]{64}")
 FOLLOW_POLL_S = 0.5
 FOLLOW_MAX_S = 3600.0
 
@@ -445,6 +448,8 @@ async def pipeline_webhook(
 ) -> WebhookAccepted:
     """A push from a git host: queue a run when the push is to the pipeline's branch.
     Authenticated by ``X-Gaia-Signature: sha256=<hex HMAC-SHA256 of the body>``."""
+    ctx = audit(request, action="pipeline.webhook")
+    ctx.actor = "webhook"
     body = await request.body()
     if len(body) > MAX_WEBHOOK_BYTES:
         raise InvalidRequest(f"a webhook body has at most {MAX_WEBHOOK_BYTES} bytes")
@@ -459,24 +464,37 @@ async def pipeline_webhook(
     expected = b"sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest().encode()
     if not hmac.compare_digest(given, expected):
         raise refused
-    ref, commit = _push(body)
+    business = session.get(Business, row.business_id)
+    audit(
+        request,
+        target=f"business/{business.name if business else '?'}/pipeline/{row.name}",
+        business=business.name if business else None,
+    )
+    ref, commit, deleted = _push(body)
     if ref is not None and ref not in (row.branch, f"refs/heads/{row.branch}"):
         return WebhookAccepted(pipeline=row.name, run=None, message=f"ignored a push to {ref}")
+    if deleted:
+        return WebhookAccepted(
+            pipeline=row.name, run=None, message="ignored: the push deleted the branch"
+        )
     run = store.enqueue_run(
         session, row=row, trigger="webhook", started_by="webhook", commit=commit
     )
+    audit(request, summary=f"run {run.number} queued" + (f" for commit {commit}" if commit else ""))
     return WebhookAccepted(pipeline=row.name, run=run.number, message="run queued")
 
 
-def _push(body: bytes) -> tuple[str | None, str]:
-    """``ref`` and ``after`` of a GitHub/Gitea/GitLab push event, when the body is one."""
+def _push(body: bytes) -> tuple[str | None, str, bool]:
+    """``ref``, ``after`` (the pushed commit, when a full id) and whether the push deleted the
+    branch, of a GitHub/Gitea/GitLab push event, when the body is one."""
     try:
         event = json.loads(body) if body else {}
     except ValueError:
-        return None, ""
+        return None, "", False
     if not isinstance(event, dict):
-        return None, ""
+        return None, "", False
     ref = event.get("ref")
     after = event.get("after") or event.get("checkout_sha") or ""
-    commit = after if isinstance(after, str) and len(after) <= 64 and after.isalnum() else ""
-    return (ref if isinstance(ref, str) else None), commit
+    commit = after if isinstance(after, str) and _COMMIT.fullmatch(after) else ""
+    deleted = event.get("deleted") is True or after == "0" * 40
+    return (ref if isinstance(ref, str) else None), commit, deleted
