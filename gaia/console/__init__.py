@@ -13,14 +13,23 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from gaia.console.browser_guard import CsrfRefused, SecurityHeaders, require_csrf
-from gaia.console.pages import apps, businesses, clusters, home, live, records, registry
+from gaia.console.pages import (
+    apps,
+    businesses,
+    clusters,
+    home,
+    live,
+    pipelines,
+    records,
+    registry,
+)
 from gaia.console.web import STATIC, LoginRequired, render
 
 __all__ = ["install"]
 
 
 def install(app: FastAPI) -> None:
-    for module in (home, clusters, businesses, apps, registry, live, records):
+    for module in (home, clusters, businesses, apps, pipelines, registry, live, records):
         # every console POST carries this session's form token (gaia.console.browser_guard)
         app.include_router(module.router, dependencies=[Depends(require_csrf)])
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

@@ -243,6 +243,7 @@ NAV = (
     ("clusters", "/console/clusters", "Clusters"),
     ("businesses", "/console/businesses", "Businesses"),
     ("apps", "/console/apps", "Apps"),
+    ("pipelines", "/console/pipelines", "Pipelines"),
     ("registry", "/console/registry", "Registry"),
     ("records", "/console/records", "Records"),
     ("events", "/console/events", "Events"),

@@ -53,6 +53,26 @@ def page_pipelines(
     return page_of(session, stmt, key=Pipeline.name, limit=limit, cursor=cursor)
 
 
+def last_runs(session: Session, *, pipeline_ids: Sequence[int]) -> dict[int, PipelineRun]:
+    """The newest run of each of these pipelines (one query; a page of pipelines at a time)."""
+    if not pipeline_ids:
+        return {}
+    newest = (
+        select(PipelineRun.pipeline_id, func.max(PipelineRun.number).label("number"))
+        .where(PipelineRun.pipeline_id.in_(pipeline_ids))
+        .group_by(PipelineRun.pipeline_id)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(PipelineRun).join(
+            newest,
+            (PipelineRun.pipeline_id == newest.c.pipeline_id)
+            & (PipelineRun.number == newest.c.number),
+        )
+    )
+    return {r.pipeline_id: r for r in rows}
+
+
 def create_pipeline(
     session: Session,
     *,

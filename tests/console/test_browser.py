@@ -258,3 +258,64 @@ def test_the_terminal_runs_commands_and_logs_follow_live(
     page.screenshot(path=str(shots / "app-logs-follow.png"))
     assert violations == []
     page.close()
+
+
+def test_a_build_record_streams_its_log_live_and_shows_the_failure_when_it_ends(
+    console: Console, browser: Any, shots: Path
+) -> None:
+    """The runner's part is played through the store (lines appended, the run finished), as the
+    runner loop writes them; the page must show the lines without a reload and, when the run
+    ends, reload itself with the failure first."""
+    from gaia.store import pipelines as store
+    from gaia.store.models import PipelineRun
+
+    console.api("POST", "/api/v1/businesses", json={"name": "ci"})
+    console.api(
+        "POST",
+        "/api/v1/businesses/ci/pipelines",
+        json={"name": "web", "git_url": "https://git.example.com/ci/web.git"},
+    )
+    console.api("POST", "/api/v1/businesses/ci/pipelines/web/runs")
+    db = console.platform.db
+    with db.write_session() as session:
+        run = session.query(PipelineRun).filter_by(number=1).one()
+        run.state = "running"
+        run_id = run.id
+        store.append_logs(session, run_id=run_id, lines=[("clone", "Cloning into src")])
+
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    violations = csp_violations(page)  # the EventSource under the CSP
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, console, "admin", ADMIN_PASSWORD)
+    page.goto(f"{console.origin}/console/b/ci/pipelines/web/runs/1")
+    page.wait_for_function(
+        "() => document.querySelector('#follow-status').textContent.startsWith('Live')"
+    )
+    with db.write_session() as session:
+        store.append_logs(
+            session, run_id=run_id, lines=[("build", "STEP 2/3: RUN make test"), ("build", "boom")]
+        )
+    page.wait_for_function(
+        "() => document.querySelector('#build-lines').innerText.includes('boom')"
+    )
+    assert page.locator("#build-lines tr").count() == 3
+    with db.write_session() as session:
+        store.finish_run(
+            session,
+            run_id=run_id,
+            state="failed",
+            steps=[{"name": "build", "state": "failed", "duration": 2.0, "exit_code": 2}],
+            failure={"step": "build", "instruction": "RUN make test", "line": 3, "reason": "boom"},
+            commit="",
+            image="",
+            digest="",
+        )
+    # the end event reloads the page: the failure comes first, and nothing follows any more
+    page.wait_for_selector("section.failure", timeout=TIMEOUT_MS)
+    assert "Dockerfile line 3" in page.locator("section.failure").inner_text()
+    assert page.locator("[data-build-follow]").count() == 0
+    page.screenshot(path=str(shots / "pipeline-run-failed.png"), full_page=True)
+    page.goto(f"{console.origin}/console/pipelines")
+    page.screenshot(path=str(shots / "pipelines.png"), full_page=True)
+    assert violations == []
+    page.close()

@@ -105,7 +105,7 @@ def test_business_admin_adds_changes_and_removes_a_member(world: World) -> None:
     log_in(world.client, "ba")
     html = world.client.get("/console/businesses/alpha").text
     assert ">dev<" in html and ">viewer<" in html
-    assert 'href="/console/apps?business=alpha"' in html
+    assert 'href="/console/apps?biz=alpha"' in html
 
     target = post(
         world.client,

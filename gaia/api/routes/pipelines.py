@@ -38,6 +38,7 @@ from gaia.api.pagination import Cursor, Limit
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.pipelines import (
     DeployTarget,
+    LastRunOut,
     LogLineOut,
     LogPage,
     PipelineCreate,
@@ -78,7 +79,9 @@ def _repository(business: Business, name: str, requested: str | None) -> str:
     return repo.name
 
 
-def pipeline_out(request: Request, row: Pipeline, business: Business) -> PipelineOut:
+def pipeline_out(
+    request: Request, row: Pipeline, business: Business, last: PipelineRun | None = None
+) -> PipelineOut:
     gaia = platform(request)
     origin = gaia.settings.external_url.rstrip("/")
     return PipelineOut(
@@ -100,6 +103,17 @@ def pipeline_out(request: Request, row: Pipeline, business: Business) -> Pipelin
         ),
         schedule_minutes=row.schedule_minutes,
         webhook_url=f"{origin}/api/v1/hooks/pipelines/{row.id}",
+        last_run=(
+            LastRunOut(
+                number=last.number,
+                state=last.state,
+                failed_step=(last.failure or {}).get("step"),
+                created_at=last.created_at,
+                finished_at=last.finished_at,
+            )
+            if last is not None
+            else None
+        ),
         created_by=row.created_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -160,8 +174,9 @@ def list_pipelines(
 ) -> Page[PipelineOut]:
     business = business_for(session, principal, biz, Permission.BUSINESS_READ, ctx=audit(request))
     rows, nxt = store.page_pipelines(session, business_id=business.id, limit=limit, cursor=cursor)
+    last = store.last_runs(session, pipeline_ids=[r.id for r in rows])
     return Page[PipelineOut](
-        items=[pipeline_out(request, r, business) for r in rows], next_cursor=nxt
+        items=[pipeline_out(request, r, business, last.get(r.id)) for r in rows], next_cursor=nxt
     )
 
 
@@ -228,7 +243,8 @@ def get_pipeline(
     name: str = NamePath,
 ) -> PipelineOut:
     business, row = _pipeline(session, request, principal, biz, name, Permission.BUSINESS_READ)
-    return pipeline_out(request, row, business)
+    last = store.last_runs(session, pipeline_ids=[row.id]).get(row.id)
+    return pipeline_out(request, row, business, last)
 
 
 @router.patch("/businesses/{biz}/pipelines/{name}", response_model=PipelineCreated)

@@ -97,6 +97,14 @@ class PipelineUpdate(Strict):
     rotate_webhook_secret: bool = False
 
 
+class LastRunOut(BaseModel):
+    number: int
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    failed_step: str | None = None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
 class PipelineOut(BaseModel):
     id: int
     name: str
@@ -112,6 +120,7 @@ class PipelineOut(BaseModel):
     deploy: DeployTarget | None
     schedule_minutes: int | None
     webhook_url: str
+    last_run: LastRunOut | None = Field(default=None, description="the newest run, if any")
     created_by: str
     created_at: dt.datetime
     updated_at: dt.datetime
