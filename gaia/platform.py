@@ -97,9 +97,12 @@ class Platform:
         registry = self.registry
         if not registry.enabled:
             return None
+        registry.scan_log()
         with self.db.read_session() as session:
             held = {f.namespace: f for f in registry_store.namespace_figures(session)}
-        names = sorted(set(held) | set(registry.pushes) | set(registry.pulls))
+        names = sorted(
+            set(held) | set(registry.pushes) | set(registry.pulls) | set(registry.pull_errors)
+        )
         return RegistryFigures(
             registry=registry.address,
             up=registry.process.running() if registry.process is not None else None,
@@ -111,6 +114,7 @@ class Platform:
                     bytes=held[n].bytes if n in held else 0,
                     pushes=registry.pushes.get(n, 0),
                     pulls=registry.pulls.get(n, 0),
+                    pull_errors=registry.pull_errors.get(n, 0),
                 )
                 for n in names
             ),

@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import subprocess
 import threading
 import time
@@ -47,6 +48,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gaia.domain.errors import InvalidRequest
+from gaia.domain.registry import parse_repository
 from gaia.loop import LoopService
 from gaia.security import SecretBox
 
@@ -282,6 +285,36 @@ MANIFEST_ACCEPT = ", ".join(
 )
 
 
+LOG_SCAN_MAX_BYTES = 16 * 1024 * 1024
+REFUSAL_WINDOW_S = 10.0
+MAX_REFUSALS_KEPT = 10_000
+_LOG_FIELD = re.compile(r'([A-Za-z0-9_.]+)=("(?:[^"\\]|\\.)*"|\S*)')
+_PULL_URI = re.compile(r"/v2/(?P<name>.+)/(?P<kind>manifests|blobs)/[^/]+")
+
+
+def failed_pull(line: str) -> str | None:
+    """The namespace of a pull the registry answered with an error, from one line of its
+    log (logrus text: ``msg="response completed with error" ... http.request.method=GET
+    http.request.uri=/v2/<name>/manifests/<ref> ... http.response.status=404``); None for any
+    other line. A GET of a manifest or blob, or a HEAD of a manifest (how containerd resolves a
+    tag), counts; a HEAD of a blob does not (a push asks that of every layer it may skip), nor
+    does a 401 (the challenge every client gets before it fetches its token)."""
+    if "response completed with error" not in line:
+        return None
+    fields = {k: v.strip('"') for k, v in _LOG_FIELD.findall(line)}
+    method = fields.get("http.request.method")
+    status = fields.get("http.response.status", "")
+    found = _PULL_URI.fullmatch(fields.get("http.request.uri", "").split("?", 1)[0])
+    if found is None or not status.isdigit() or int(status) < 400 or status == "401":
+        return None
+    if not (method == "GET" or (method == "HEAD" and found.group("kind") == "manifests")):
+        return None
+    try:
+        return parse_repository(found.group("name")).namespace
+    except InvalidRequest:
+        return None
+
+
 class RegistryService:
     """The platform's registry: its addresses, the signer, Gaia's own calls to it (with tokens
     Gaia signs for itself) and, when ``listen`` is set, the child process."""
@@ -316,10 +349,62 @@ class RegistryService:
         # since this process started, per namespace: manifests pushed by tag, manifests served
         self.pushes: dict[str, int] = {}
         self.pulls: dict[str, int] = {}
+        # failed pulls per namespace: refused by the token endpoint, or answered with an error
+        # by the registry (its log, read by ``scan_log``)
+        self.pull_errors: dict[str, int] = {}
+        self._log_offset = 0
+        self._log_lock = threading.Lock()
+        self._refused: dict[tuple[str, str], float] = {}
 
     @property
     def enabled(self) -> bool:
         return bool(self.url)
+
+    def count_pull_error(self, namespace: str) -> None:
+        self.pull_errors[namespace] = self.pull_errors.get(namespace, 0) + 1
+
+    def count_refused_pull(self, namespace: str, *, who: str, repository: str) -> None:
+        """A pull the token endpoint refused. A client asks again for the same scope as it
+        retries (skopeo asks three times), so one caller's refusals of one repository within
+        ``REFUSAL_WINDOW_S`` count once: the figure is failed pulls, not token requests."""
+        now = time.monotonic()
+        key = (who, repository)
+        with self._log_lock:
+            if len(self._refused) > MAX_REFUSALS_KEPT:
+                for k in [k for k, t in self._refused.items() if now - t > REFUSAL_WINDOW_S]:
+                    del self._refused[k]
+            seen = self._refused.get(key)
+            self._refused[key] = now
+            if seen is not None and now - seen < REFUSAL_WINDOW_S:
+                return
+            self.count_pull_error(namespace)
+
+    def scan_log(self, *, max_bytes: int = LOG_SCAN_MAX_BYTES) -> int:
+        """Count the failed pulls the registry logged since the last scan (at most
+        ``max_bytes`` of new log per call); how many were found. Only the registry this process
+        runs has a log here."""
+        if self.folder is None:
+            return 0
+        path = self.folder / "registry.log"
+        with self._log_lock:
+            try:
+                with path.open("rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size < self._log_offset:  # a new file
+                        self._log_offset = 0
+                    f.seek(self._log_offset)
+                    chunk = f.read(max_bytes)
+            except FileNotFoundError:
+                return 0
+            end = chunk.rfind(b"\n") + 1  # whole lines only; the rest waits for the next scan
+            self._log_offset += end
+            found = 0
+            for line in chunk[:end].decode("utf-8", errors="replace").splitlines():
+                namespace = failed_pull(line)
+                if namespace is not None:
+                    self.count_pull_error(namespace)
+                    found += 1
+            return found
 
     def pull_credentials(self, business: str) -> tuple[str, str]:
         """The pull account of ``business``: what the platform puts in its apps' pull secrets

@@ -17,8 +17,15 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from gaia.domain.errors import NotFound
-from gaia.domain.registry import RepositoryName
-from gaia.store.models import Business, Cluster, Membership, RegistryRepository, RegistryTag
+from gaia.domain.registry import NamespaceKind, RepositoryName
+from gaia.store.models import (
+    Business,
+    Cluster,
+    Membership,
+    RegistryRepository,
+    RegistryTag,
+    User,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +245,13 @@ def set_business_quota(session: Session, business: str, quota: int | None) -> No
 
 def cluster_by_name(session: Session, name: str) -> Cluster | None:
     return session.scalars(select(Cluster).where(Cluster.name == name)).one_or_none()
+
+
+def namespace_exists(session: Session, repo: RepositoryName) -> bool:
+    """Whether the namespace of ``repo`` belongs to someone: ``public``, an existing user's
+    ``u/<user>``, an existing business."""
+    if repo.kind is NamespaceKind.PUBLIC:
+        return True
+    if repo.kind is NamespaceKind.PERSONAL:
+        return session.scalar(select(User.id).where(User.username == repo.owner)) is not None
+    return session.scalar(select(Business.id).where(Business.name == repo.owner)) is not None

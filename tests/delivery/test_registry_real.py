@@ -255,6 +255,19 @@ def test_the_registry_figures_reach_the_platform_metrics(up: Up) -> None:
     assert found[f"gaia_registry_images{labels}"] == 1
     assert found[f"gaia_registry_repositories{labels}"] == 1
     assert found[f'gaia_registry_storage_bytes{{registry="{registry}"}}'] > 50_000
+    assert found[f"gaia_registry_pull_errors_total{labels}"] == 0
+
+    # failed pulls: a tag the registry does not have (its log), a business's image another
+    # business may not pull (the token endpoint), a namespace nobody owns (not a label)
+    assert inspect(up, "alpha/web:missing", dev).returncode != 0
+    assert inspect(up, "alpha/web:v1", f"other:{up.tokens['other']}").returncode != 0
+    assert inspect(up, "nobody-owns-this/web:v1", dev).returncode != 0
+    found = wait_for(
+        lambda: (s := series()).get(f"gaia_registry_pull_errors_total{labels}", 0) >= 2 and s,
+        "the failed pulls counted",
+    )
+    assert found[f"gaia_registry_pull_errors_total{labels}"] == 2, found
+    assert not [k for k in found if "nobody-owns-this" in k]
 
 
 def test_garbage_collection_frees_what_no_tag_names(up: Up) -> None:

@@ -260,6 +260,9 @@ def registry_token(
         except InvalidRequest as exc:
             return _distribution_error(400, "UNSUPPORTED", exc.message)
         actions = grant(caller, wanted)
+        if wanted.type == "repository" and "pull" in wanted.actions and "pull" not in actions:
+            who = caller.username or caller.pull_account_of or request_client_address(request)
+            _count_refused_pull(plat, wanted.name, who=f"{who}")
         if "push" in actions:
             refusal = _quota_refusal(plat, parse_repository(wanted.name))
             if refusal is not None:
@@ -280,6 +283,20 @@ def registry_token(
             "issued_at": issued.issued_at,
         }
     )
+
+
+def _count_refused_pull(plat: Platform, name: str, *, who: str) -> None:
+    """A pull Gaia refused counts as a failed pull of its namespace, when the namespace
+    exists (a made-up one must not grow the metric's label set)."""
+    try:
+        repo = parse_repository(name)
+    except InvalidRequest:
+        return
+    if repo.namespace not in plat.registry.pull_errors:
+        with plat.db.read_session() as session:
+            if not store.namespace_exists(session, repo):
+                return
+    plat.registry.count_refused_pull(repo.namespace, who=who, repository=repo.name)
 
 
 # ------------------------------------------------------------------------------ events

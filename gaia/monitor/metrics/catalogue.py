@@ -17,9 +17,8 @@ Where a figure comes from (``source``):
 - ``database``: the platform's own database (quotas, apps' desired instances, cluster health);
 - ``collector``: the collector's own bookkeeping about a cluster;
 - ``platform``: the platform process itself (``gaia.monitor.metrics.platform``);
-- ``registry``: the image registry (the platform's /metrics, from the registry's events and
-  Gaia's records; ``gaia_registry_pull_errors_total`` is planned: the registry reports no
-  failed pulls).
+- ``registry``: the image registry (the platform's /metrics, from the registry's events, its
+  log of failed requests, the token endpoint's refusals and Gaia's records).
 
 ``adapters`` says which provider kinds yield a provider or control-plane figure: the kubelet's
 resource endpoint that the ``kubernetes`` adapter reads gives CPU and memory only, so network,
@@ -351,7 +350,8 @@ METRICS: tuple[MetricDef, ...] = (
     other("gaia_registry_pulls_total", K, "count", REG_B, "registry", "registry",
         "Images pulled (manifests served), since the platform process started."),
     other("gaia_registry_pull_errors_total", K, "count", REG_B, "registry", "registry",
-        "Image pulls that failed.", planned=True),
+        "Image pulls that failed since the platform process started: refused by Gaia's token "
+        "endpoint, or answered with an error by the registry (read from its log)."),
     other("gaia_registry_pushes_total", K, "count", REG_B, "registry", "registry",
         "Images pushed (manifests pushed by tag), since the platform process started."),
     # ---- P2P image distribution (the coordinator's figures, gaia.controllers.swarm)
@@ -454,7 +454,7 @@ figures are simulated from the cluster's object counts, not measured.
 registry, storage and etcd. Here: *cluster resources* are the Clusters, Businesses and quotas,
 Apps and Instances sections; *hosts* are Hosts (nodes) and GPUs; *storage* is Storage (local
 disks now, cloud disks planned); *etcd* is Control plane and etcd; the *image registry*
-section is planned with the registry. The platform's own health comes last.
+section is the platform registry's (issue 18). The platform's own health comes last.
 
 Label meanings: `cluster` the registered cluster's name; `business` the business (its
 namespace in each cluster); `app`, `instance` (`<app>-<id>`), `version` (the app template the

@@ -324,6 +324,7 @@ class RegistryNamespaceFigures:
     bytes: int
     pushes: int
     pulls: int
+    pull_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,12 @@ class RegistryCollector(Collector):
         pulls = CounterMetricFamily(
             "gaia_registry_pulls", "Image pulls (manifests served).", labels=labels
         )
+        pull_errors = CounterMetricFamily(
+            "gaia_registry_pull_errors",
+            "Image pulls that failed (refused by Gaia's token endpoint, or answered with an "
+            "error by the registry).",
+            labels=labels,
+        )
         total = 0
         for n in f.namespaces:
             key = [f.registry, n.namespace]
@@ -376,6 +383,7 @@ class RegistryCollector(Collector):
             images.add_metric(key, n.tags)
             pushes.add_metric(key, n.pushes)
             pulls.add_metric(key, n.pulls)
+            pull_errors.add_metric(key, n.pull_errors)
             total += n.bytes
         storage = GaugeMetricFamily(
             "gaia_registry_storage_bytes",
@@ -383,4 +391,4 @@ class RegistryCollector(Collector):
             labels=["registry"],
         )
         storage.add_metric([f.registry], total)
-        yield from (repositories, images, pushes, pulls, storage)
+        yield from (repositories, images, pushes, pulls, pull_errors, storage)
