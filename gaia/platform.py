@@ -303,6 +303,12 @@ def registry_service(settings: Settings, secrets: SecretBox) -> RegistryService:
         binary=settings.registry_binary,
         folder=folder,
         storage_dir=settings.registry_storage_dir or folder / "storage",
+        tls=(
+            (settings.registry_tls_cert_file, settings.registry_tls_key_file)
+            if settings.registry_tls_cert_file and settings.registry_tls_key_file
+            else None
+        ),
+        ca_file=settings.registry_ca_file,
     )
 
 

@@ -8,7 +8,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     registry_binary: str = "docker-registry"
     registry_storage_dir: Path | None = None
     registry_quota_bytes: int = Field(default=10 << 30, ge=0)
+    # TLS of the registry `gaia up` runs: its certificate chain and key (PEM files; the default
+    # URL becomes https://<registry_listen>), and the CA bundle that signs it when that is not a
+    # public CA: Gaia's own calls, the builds' pushes and the P2P agents trust it
+    registry_tls_cert_file: Path | None = None
+    registry_tls_key_file: Path | None = None
+    registry_ca_file: Path | None = None
     # garbage collection of the registry `gaia up` runs (0: never; POST /registry/gc any time)
     registry_gc_interval_seconds: float = Field(default=86400.0, ge=0)
     # monitoring: how often the collector reads every cluster's metrics; how often alert
@@ -135,6 +141,21 @@ class Settings(BaseSettings):
         # "10.0.0.0/8, fd00::/8" from the environment; a list when built in code
         items = value.split(",") if isinstance(value, str) else value
         return _networks(items) if isinstance(items, list | tuple) else value
+
+    @model_validator(mode="after")
+    def _registry_tls(self) -> Settings:
+        # refused at start-up: a certificate without its key (or the other way) would start a
+        # plain-HTTP registry the operator believes is HTTPS
+        if (self.registry_tls_cert_file is None) != (self.registry_tls_key_file is None):
+            raise ValueError(
+                "GAIA_REGISTRY_TLS_CERT_FILE and GAIA_REGISTRY_TLS_KEY_FILE go together: "
+                "set both for an HTTPS registry, or neither"
+            )
+        for name in ("registry_tls_cert_file", "registry_tls_key_file", "registry_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"GAIA_{name.upper()}: no file at {path}")
+        return self
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -320,7 +320,7 @@ async def _run(build: _Build) -> BuildResult:
             "push",
             f"--authfile={build.auth_file}",
             f"--digestfile={digest_file}",
-            *_tls(spec),
+            *_tls(build),
             spec.image,
             f"docker://{spec.image}",
         ),
@@ -458,7 +458,7 @@ async def _build(build: _Build, *, dockerfile: Path, context: Path) -> StepRun:
         "--isolation",
         "chroot",
         f"--authfile={build.auth_file}",
-        *_tls(spec),
+        *_tls(build),
         "-f",
         str(dockerfile),
         "-t",
@@ -501,8 +501,21 @@ def _write_auth_file(build: _Build) -> None:
     build.own(build.auth_file)
 
 
-def _tls(spec: BuildSpec) -> list[str]:
-    return ["--tls-verify=false"] if spec.registry_insecure else []
+def _tls(build: _Build) -> list[str]:
+    """buildah's TLS flags for the target registry: none (the system's CAs), the private CA
+    in the build's own certificate folder (``--cert-dir``: containers/image trusts its
+    ``*.crt`` files besides the system's), or no verification for a lab registry."""
+    spec = build.spec
+    if spec.registry_insecure:
+        return ["--tls-verify=false"]
+    if spec.registry_ca_pem is None:
+        return []
+    folder = build.folder / "certs"
+    if not folder.exists():
+        folder.mkdir()
+        (folder / "registry-ca.crt").write_text(spec.registry_ca_pem)
+        build.own(folder, folder / "registry-ca.crt")
+    return [f"--cert-dir={folder}"]
 
 
 def _inside(root: Path, relative: str) -> Path | None:

@@ -33,6 +33,7 @@ import hmac
 import logging
 import os
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -161,9 +162,14 @@ def registry_config(
     bundle: Path,
     realm: str,
     events_url: str,
+    tls: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
     """The registry's configuration: filesystem storage, deletes allowed (Gaia's API deletes
-    tags), token auth against Gaia, events to Gaia."""
+    tags), token auth against Gaia, events to Gaia; HTTPS with ``tls`` (certificate chain,
+    key)."""
+    http: dict[str, Any] = {"addr": listen, "headers": {"X-Content-Type-Options": ["nosniff"]}}
+    if tls is not None:
+        http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     return {
         "version": 0.1,
         # warn: at info the registry writes a line per request (bench/cicd.py: a few % of a
@@ -174,7 +180,7 @@ def registry_config(
             "delete": {"enabled": True},
             "cache": {"blobdescriptor": "inmemory"},
         },
-        "http": {"addr": listen, "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "http": http,
         "auth": {
             "token": {
                 "realm": realm,
@@ -216,6 +222,7 @@ def write_registry_files(
     storage_dir: Path,
     realm: str,
     events_url: str,
+    tls: tuple[Path, Path] | None = None,
 ) -> Path:
     """``folder/config.yml`` and ``folder/token-ca.pem`` (mode 0600: the config holds the
     notification token); the config's path."""
@@ -229,6 +236,7 @@ def write_registry_files(
         bundle=bundle,
         realm=realm,
         events_url=events_url,
+        tls=tls,
     )
     path = folder / "config.yml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -331,12 +339,17 @@ class RegistryService:
         binary: str = "docker-registry",
         folder: Path | None = None,
         storage_dir: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.signer = signer
         self.realm = realm
         self.events_url = events_url
         self.listen = listen
-        self.url = (url or (f"http://{listen}" if listen else "")).rstrip("/")
+        self.tls = tls
+        self.ca_file = ca_file
+        scheme = "https" if tls is not None else "http"
+        self.url = (url or (f"{scheme}://{listen}" if listen else "")).rstrip("/")
         self.address = address or listen or self.url.split("://", 1)[-1]
         self.binary = binary
         self.folder = folder
@@ -359,6 +372,20 @@ class RegistryService:
     @property
     def enabled(self) -> bool:
         return bool(self.url)
+
+    @property
+    def ca_pem(self) -> str | None:
+        """The CA bundle that signs the registry's certificate, when it is a private one."""
+        if self.ca_file is None:
+            return None
+        return self.ca_file.read_text()
+
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """What Gaia's own HTTPS calls to the registry trust: the system's CAs and the
+        configured bundle."""
+        if self.ca_file is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def count_pull_error(self, namespace: str) -> None:
         self.pull_errors[namespace] = self.pull_errors.get(namespace, 0) + 1
@@ -470,6 +497,7 @@ class RegistryService:
             storage_dir=self.storage_dir or self.folder / "storage",
             realm=self.realm,
             events_url=self.events_url,
+            tls=self.tls,
         )
 
     def start(self, *, timeout_s: float = 30) -> None:
@@ -483,7 +511,10 @@ class RegistryService:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=2).status_code == 401:
+                if (
+                    httpx.get(f"{self.url}/v2/", timeout=2, verify=self.tls_verify()).status_code
+                    == 401
+                ):
                     return
             except httpx.HTTPError:
                 pass
@@ -565,7 +596,7 @@ class RegistryService:
         if not self.enabled:
             raise RegistryUnavailable("this platform runs no registry (GAIA_REGISTRY_LISTEN)")
         try:
-            async with httpx.AsyncClient(timeout=15) as client:
+            async with httpx.AsyncClient(timeout=15, verify=self.tls_verify()) as client:
                 return await client.request(
                     method,
                     f"{self.url}/v2/{repository}/{path}",

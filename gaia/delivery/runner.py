@@ -131,6 +131,7 @@ class PipelineRunner(LoopService):
                 git_credentials=git,
                 registry_credentials=RegistryCredentials(username=user, password=password),
                 registry_insecure=self.registry.url.startswith("http://"),
+                registry_ca_pem=self.registry.ca_pem,
                 commit=run.commit or None,  # a webhook's pushed commit
             )
             return spec, image

@@ -89,6 +89,8 @@ class BuildSpec:
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
     commit: str | None = None
     pinned_addresses: tuple[str, ...] = ()
+    # the CA bundle (PEM) that signs the target registry's certificate, when it is private
+    registry_ca_pem: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _check_git_url(self.git_url)
@@ -111,6 +113,10 @@ class BuildSpec:
                 ipaddress.ip_address(address)
             except ValueError:
                 raise BuildSpecError(f"pinned address {address[:80]!r} is not an IP") from None
+        if self.registry_ca_pem is not None and "-----BEGIN CERTIFICATE-----" not in (
+            self.registry_ca_pem
+        ):
+            raise BuildSpecError("registry_ca_pem must hold PEM certificates")
         if self.pinned_addresses and not self.git_url.startswith("https://"):
             raise BuildSpecError("pinned addresses apply to an https:// git URL only")
         if self.git_credentials is not None and not self.git_url.startswith("https://"):

@@ -7,7 +7,9 @@ app adds a version with the image by digest and starts a gray upgrade of the cho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,10 +25,11 @@ from gaia.settings import Settings
 from gaia.store.models import Business, User
 from tests.conftest import QUOTA, TEST_SECRET_KEY, missing_component
 from tests.delivery.test_builds import repository
-from tests.support.images import OciImage, busybox_layer
+from tests.support.images import OciImage, busybox_layer, oci_layout
 from tests.support.kube import free_port
 from tests.support.live import serve
 from tests.support.p2p import Registry
+from tests.support.tls import server_pki
 
 PASSWORD = "admin-password-1"
 
@@ -39,15 +42,20 @@ class Served:
     base: str  # a base image the Dockerfiles start FROM
 
 
-@pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
-    for tool in ("buildah", "git", "docker-registry", "busybox"):
+@contextlib.contextmanager
+def running(database_url: str, tmp_path: Path, *, tls: bool = False) -> Iterator[Served]:
+    for tool in ("buildah", "git", "docker-registry", "busybox", "skopeo"):
         if shutil.which(tool) is None:
             missing_component(tool, "scripts/test.sh installs it")
-    bases = Registry(tmp_path / "bases").start()
-    bases.push(
-        OciImage(layers=(busybox_layer(),), entrypoint=("/bin/sh",), history=True), "base", "1"
-    )
+    base_image = OciImage(layers=(busybox_layer(),), entrypoint=("/bin/sh",), history=True)
+    bases = None
+    files: dict[str, Path] = {}
+    pki = server_pki(tmp_path / "pki") if tls else None
+    if pki is not None:
+        files = pki.registry_settings()
+    else:
+        bases = Registry(tmp_path / "bases").start()
+        bases.push(base_image, "base", "1")
     port = free_port()
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -57,6 +65,7 @@ def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
         external_url=f"http://127.0.0.1:{port}",
         registry_listen=f"127.0.0.1:{free_port()}",
         pipeline_local_git=True,  # the test repositories are local folders
+        **files,
     )
     plat = Platform.open(settings, run_migrations=False)
     with plat.db.write_session() as session:
@@ -71,10 +80,33 @@ def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
             )
             assert r.status_code == 200, r.text
             headers = {"Authorization": f"Bearer {r.json()['token']}"}
-            yield Served(plat, origin, headers, f"{bases.host}/base:1")
+            if pki is None:
+                assert bases is not None
+                base = f"{bases.host}/base:1"
+            else:
+                # over HTTPS the base comes from Gaia's own registry (public/), as a real
+                # platform's would: the build then pulls and pushes through one private CA
+                token = httpx.post(f"{origin}/api/v1/tokens", json={"name": "t"}, headers=headers)
+                base = f"{plat.registry.address}/public/base:1"
+                layout = oci_layout(base_image, tmp_path / "base-layout")
+                copied = subprocess.run(
+                    ["skopeo", "copy", f"--dest-cert-dir={pki.cert_dir}",
+                     f"--dest-creds=admin:{token.json()['token']}", f"oci:{layout}",
+                     f"docker://{base}"],
+                    capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                assert copied.returncode == 0, copied.stderr
+            yield Served(plat, origin, headers, base)
     finally:
-        bases.stop()
+        if bases is not None:
+            bases.stop()
         plat.db.dispose()
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
+    with running(database_url, tmp_path) as found:
+        yield found
 
 
 def _run(served: Served, name: str, dockerfile: str, tmp_path: Path) -> dict[str, Any]:
@@ -258,3 +290,16 @@ def test_deleting_a_pipeline_mid_build_stops_the_build_cleanly(
 
     assert asyncio.run(drive()) == [None]
     assert httpx.get(f"{pipes}/gone/runs/1", headers=h).status_code == 404
+
+
+def test_a_run_builds_from_and_pushes_to_an_https_registry_with_a_private_ca(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``GAIA_REGISTRY_TLS_*``: buildah pulls the base and pushes the result over HTTPS,
+    trusting the platform's private CA through the build's own cert dir."""
+    with running(database_url, tmp_path, tls=True) as served:
+        assert served.platform.registry.url.startswith("https://")
+        run = _run(served, "secure", f"FROM {served.base}\nRUN true\n", tmp_path)
+    assert run["state"] == "succeeded", run
+    assert run["digest"].startswith("sha256:")
+    assert "--tls-verify=false" not in run["log"]

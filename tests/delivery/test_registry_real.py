@@ -12,6 +12,7 @@ Gaia's tokens, telling Gaia of its pushes; skopeo logging in with a Gaia API tok
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -35,6 +36,7 @@ from tests.support.images import OciImage, oci_layout
 from tests.support.kube import free_port
 from tests.support.live import serve
 from tests.support.p2p import need, random_image
+from tests.support.tls import server_pki
 
 
 @dataclass
@@ -45,16 +47,28 @@ class Up:
     work: Path
     admin: dict[str, str]
     tokens: dict[str, str]  # user -> API token
+    cert_dir: Path | None = None  # with TLS: where clients find the registry's CA
+
+    def tls(self, flag: str) -> list[str]:
+        """skopeo's flags for the registry's TLS (``flag``: ``--tls`` or ``--dest-tls``)."""
+        if self.cert_dir is None:
+            return [f"{flag}-verify=false"]
+        return [f"{flag}-verify=true", f"{flag.removesuffix('-tls')}-cert-dir={self.cert_dir}"]
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.origin, timeout=30)
 
 
-@pytest.fixture
-def up(database_url: str, tmp_path: Path) -> Iterator[Up]:
+@contextlib.contextmanager
+def running(database_url: str, tmp_path: Path, *, tls: bool = False) -> Iterator[Up]:
     need("docker-registry")
     need("skopeo")
     port, registry_port = free_port(), free_port()
+    files: dict[str, Path] = {}
+    cert_dir = None
+    if tls:  # a private CA, as an enterprise's registry has; clients get a cert dir
+        pki = server_pki(tmp_path / "pki", name="gaia-test-registry-ca")
+        files, cert_dir = pki.registry_settings(), pki.cert_dir
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
@@ -62,6 +76,7 @@ def up(database_url: str, tmp_path: Path) -> Iterator[Up]:
         demo=False,
         registry_listen=f"127.0.0.1:{registry_port}",
         external_url=f"http://127.0.0.1:{port}",
+        **files,
     )
     plat = Platform.open(settings, run_migrations=False, clock=ManualClock(dt.datetime.now(dt.UTC)))
     with plat.db.write_session() as session:
@@ -93,8 +108,22 @@ def up(database_url: str, tmp_path: Path) -> Iterator[Up]:
             r = c.post("/api/v1/tokens", json={"name": "registry"}, headers=session)
             assert r.status_code == 201, r.text
             tokens[user] = r.json()["token"]
-        yield Up(origin, f"127.0.0.1:{registry_port}", plat, tmp_path, admin, tokens)
+        yield Up(
+            origin, f"127.0.0.1:{registry_port}", plat, tmp_path, admin, tokens, cert_dir=cert_dir
+        )
     plat.db.dispose()
+
+
+@pytest.fixture
+def up(database_url: str, tmp_path: Path) -> Iterator[Up]:
+    with running(database_url, tmp_path) as found:
+        yield found
+
+
+@pytest.fixture
+def up_tls(database_url: str, tmp_path: Path) -> Iterator[Up]:
+    with running(database_url, tmp_path, tls=True) as found:
+        yield found
 
 
 def skopeo(up: Up, *args: str) -> subprocess.CompletedProcess[str]:
@@ -111,13 +140,13 @@ def push(
     up: Up, image: OciImage, reference: str, creds: str | None
 ) -> subprocess.CompletedProcess[str]:
     layout = oci_layout(image, up.work / f"layout-{time.monotonic_ns()}")
-    args = ["copy", "--dest-tls-verify=false"]
+    args = ["copy", *up.tls("--dest-tls")]
     args += ["--dest-creds", creds] if creds else ["--dest-no-creds"]
     return skopeo(up, *args, f"oci:{layout}", f"docker://{up.registry}/{reference}")
 
 
 def inspect(up: Up, reference: str, creds: str | None) -> subprocess.CompletedProcess[str]:
-    args = ["inspect", "--raw", "--tls-verify=false"]
+    args = ["inspect", "--raw", *up.tls("--tls")]
     args += ["--creds", creds] if creds else ["--no-creds"]
     return skopeo(up, *args, f"docker://{up.registry}/{reference}")
 
@@ -270,6 +299,27 @@ def test_the_registry_figures_reach_the_platform_metrics(up: Up) -> None:
     assert not [k for k in found if "nobody-owns-this" in k]
 
 
+def test_an_https_registry_signed_by_a_private_ca(up_tls: Up) -> None:
+    """``GAIA_REGISTRY_TLS_CERT_FILE``/``KEY_FILE``: the registry ``gaia up`` runs speaks HTTPS;
+    clients that trust the CA push and pull, one that does not is refused the certificate, and
+    Gaia's own calls (deleting a tag) trust ``GAIA_REGISTRY_CA_FILE``."""
+    up = up_tls
+    assert up.platform.registry.url == f"https://{up.registry}"
+    dev = f"dev:{up.tokens['dev']}"
+    assert push(up, random_image(1, 50_000, seed=11), "alpha/tls:v1", dev).returncode == 0
+    assert inspect(up, "alpha/tls:v1", dev).returncode == 0
+    untrusted = skopeo(
+        up, "inspect", "--raw", "--creds", dev, f"docker://{up.registry}/alpha/tls:v1"
+    )
+    assert untrusted.returncode != 0
+    assert "certificate signed by unknown authority" in untrusted.stderr, untrusted.stderr
+    wait_for(lambda: "v1" in tags(up, "alpha/tls"), "the push recorded")
+    with up.api() as c:
+        r = c.delete("/api/v1/registry/repositories/alpha/tls/tags/v1", headers=up.admin)
+        assert r.status_code == 200, r.text
+    assert inspect(up, "alpha/tls:v1", dev).returncode != 0
+
+
 def test_garbage_collection_frees_what_no_tag_names(up: Up) -> None:
     dev = f"dev:{up.tokens['dev']}"
     kept, dropped = random_image(1, 300_000, seed=7), random_image(2, 800_000, seed=8)
@@ -295,11 +345,20 @@ def test_garbage_collection_frees_what_no_tag_names(up: Up) -> None:
     assert copy.returncode == 0, copy.stderr
 
 
-def test_a_node_agent_pulls_with_the_node_account_the_platform_gives_it(up: Up) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_node_agent_pulls_with_the_node_account_the_platform_gives_it(
+    database_url: str, tmp_path: Path, tls: bool
+) -> None:
     """``gaia p2p-agent`` with no credentials of its own: the coordinator hands it the node's
-    account for the platform's registry when it registers. Through that agent, a node running an
-    instance of ``alpha`` gets alpha's private image; a node running none of alpha's gets 401,
-    whatever its agent cached for others (the Spegel leak, closed at the node boundary)."""
+    account for the platform's registry when it registers (and, over HTTPS, the private CA that
+    signs the registry's certificate). Through that agent, a node running an instance of
+    ``alpha`` gets alpha's private image; a node running none of alpha's gets 401, whatever its
+    agent cached for others (the Spegel leak, closed at the node boundary)."""
+    with running(database_url, tmp_path, tls=tls) as up:
+        _node_agents_pull(up)
+
+
+def _node_agents_pull(up: Up) -> None:
     import asyncio
 
     from tests.support.apps_harness import template

@@ -129,6 +129,7 @@ async def register_agent(request: Request, key: AgentCluster, body: AgentIn) -> 
             url=registry.url if same else f"https://{registry.address}",
             username=username,
             password=password,
+            ca_pem=registry.ca_pem,
         )
     return AgentOut(
         ticket_key=answer.ticket_key.hex(),

@@ -64,6 +64,9 @@ class AgentRegistryOut(Strict):
     url: str
     username: str
     password: str
+    ca_pem: str | None = Field(
+        default=None, description="the private CA that signs the registry's certificate"
+    )
 
 
 class AgentOut(Strict):

@@ -118,7 +118,9 @@ class P2PAgent:
         self.mirror.ticket_key = answer.ticket_key
         self.config_heartbeat = answer.heartbeat_s
         for host, (url, username, password) in answer.registries.items():
-            self.upstream.use_platform_registry(host, url, username, password)
+            self.upstream.use_platform_registry(
+                host, url, username, password, ca_pem=answer.registry_cas.get(host)
+            )
         self.registered.set()
         for pid, image in answer.prewarm:
             if pid not in self._prewarms:

@@ -142,6 +142,11 @@ class HttpCoordinator:
                 host: (str(r["url"]), str(r["username"]), str(r["password"]))
                 for host, r in (out.get("registries") or {}).items()
             },
+            registry_cas={
+                host: str(r["ca_pem"])
+                for host, r in (out.get("registries") or {}).items()
+                if r.get("ca_pem")
+            },
         )
 
     async def open_task(self, node: str, blob: BlobRef) -> Task:

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import json
 import re
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,8 +98,13 @@ class Upstream:
         transport: httpx.AsyncBaseTransport | None = None,  # tests count the requests
     ) -> None:
         self.registries = dict(registries)
+        # one TLS context for every registry: the system's CAs, and the private CAs the
+        # coordinator hands over for the platform's registry (added as they come; the context
+        # is read at each new connection)
+        self._tls = ssl.create_default_context()
+        self._cas: set[str] = set()
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=5.0), transport=transport
+            timeout=httpx.Timeout(timeout_s, connect=5.0), transport=transport, verify=self._tls
         )
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         # (host, repository) -> (Authorization that worked, until when it may be sent first)
@@ -111,11 +117,16 @@ class Upstream:
     async def close(self) -> None:
         await self._client.aclose()
 
-    def use_platform_registry(self, host: str, url: str, username: str, password: str) -> None:
+    def use_platform_registry(
+        self, host: str, url: str, username: str, password: str, *, ca_pem: str | None = None
+    ) -> None:
         """The platform's registry, with this node's account (from the coordinator at each
         registration): added, or its credentials replaced; a registries file's URL and
         ``default`` flag for it are kept. Cached authorisations for it are dropped when they
-        change."""
+        change. ``ca_pem``: the private CA that signs its certificate, trusted from now on."""
+        if ca_pem and ca_pem not in self._cas:
+            self._tls.load_verify_locations(cadata=ca_pem)
+            self._cas.add(ca_pem)
         known = self.registries.get(host)
         if known is not None and (known.url, known.username, known.password) == (
             url,

@@ -27,6 +27,8 @@ class Registration:
     prewarm: Sequence[tuple[str, str]] = ()  # (prewarm id, image reference)
     # host[:port] -> (url, username, password): the platform's registry, with this node's account
     registries: Mapping[str, tuple[str, str, str]] = field(default_factory=dict, repr=False)
+    # host[:port] -> the PEM bundle of the private CA that signs that registry's certificate
+    registry_cas: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
