@@ -79,11 +79,12 @@ from tests.support.p2p import Registry, need, random_image  # noqa: E402
 PY = sys.executable
 ADMIN_PASSWORD = "bench-admin-password-1"
 REPO = "bench/img"
-RUNNER_INTERVAL_S = 2.0  # GAIA_PIPELINE_RUNNER_INTERVAL_SECONDS, left at its default
 
 
 @contextlib.contextmanager
-def gaia_with_registry(work: Path) -> Iterator[tuple[str, str, str]]:
+def gaia_with_registry(
+    work: Path, *, runner_interval: float = 2.0
+) -> Iterator[tuple[str, str, str]]:
     """``gaia up`` running its registry; yields (origin, registry host:port, API token)."""
     port, registry_port = free_port(), free_port()
     data = work / "gaia"
@@ -94,6 +95,7 @@ def gaia_with_registry(work: Path) -> Iterator[tuple[str, str, str]]:
         "GAIA_EXTERNAL_URL": f"http://127.0.0.1:{port}",
         # the pipeline part builds from a bare repository on this machine
         "GAIA_PIPELINE_LOCAL_GIT": "1",
+        "GAIA_PIPELINE_RUNNER_INTERVAL_SECONDS": str(runner_interval),
         # this checkout's code, not whatever the venv's `gaia` entry point was installed from
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
@@ -433,7 +435,8 @@ def pipeline_part(
     print(
         f"app '{APP}': 3 instances on a sim cluster, the pipeline upgrades {p.chosen}; "
         f"each commit changes {args.app_mb:g} MB of the app's files; "
-        f"runner poll interval {RUNNER_INTERVAL_S:g} s (GAIA_PIPELINE_RUNNER_INTERVAL_SECONDS), "
+        f"runner poll interval {args.runner_interval:g} s "
+        "(GAIA_PIPELINE_RUNNER_INTERVAL_SECONDS), "
         f"app controller pass every 1 s; {args.pipeline_rounds} rounds after 1 warm-up"
     )
     gaia: list[dict[str, Any]] = []
@@ -607,6 +610,12 @@ def main() -> int:
     parser.add_argument(
         "--app-mb", type=float, default=8.0, help="the app's files that change every commit"
     )
+    parser.add_argument(
+        "--runner-interval",
+        type=float,
+        default=2.0,
+        help="GAIA_PIPELINE_RUNNER_INTERVAL_SECONDS (Gaia's default: 2)",
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     if args.quick:
@@ -615,7 +624,11 @@ def main() -> int:
     figures: dict[str, Any] = {}
     print(f"load before: {load()}")
     try:
-        with gaia_with_registry(work) as (origin, gaia_host, token):
+        with gaia_with_registry(work, runner_interval=args.runner_interval) as (
+            origin,
+            gaia_host,
+            token,
+        ):
             if args.part in ("all", "registry"):
                 print("== registry: concurrent pulls behind Gaia's token auth ==")
                 figures["registry"] = registry_part(
@@ -631,17 +644,12 @@ def main() -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
     finally:
+        # overlay mounts left under the layer caches (by a build killed mid-way) must go
+        # before their folders can
         subprocess.run(
-            ["buildah", "--root", str(work / "hand-cache" / "storage"), "--runroot",
-             str(work / "hand-cache" / "run"), "--storage-driver", "overlay", "rm", "--all"],
-            capture_output=True, check=False, timeout=120,
+            ["sh", "-c", f"grep -o ' {work}/[^ ]*' /proc/mounts | sort -r | xargs -r umount"],
+            capture_output=True, check=False, timeout=60,
         )  # fmt: skip
-        for storage in (work / "hand-cache" / "storage", work / "gaia" / "builds"):
-            # overlay mounts of the layer caches must go before the folders can
-            subprocess.run(
-                ["sh", "-c", f"grep -o '{storage}[^ ]*' /proc/mounts | xargs -r umount"],
-                capture_output=True, check=False, timeout=60,
-            )  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
