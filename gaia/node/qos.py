@@ -16,7 +16,9 @@ of instances that left the node are removed with their filters.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 
@@ -44,10 +46,11 @@ class ObservedClass:
 
 
 def _tc(*args: str, stdin: str | None = None) -> str:
-    try:
-        done = subprocess.run(["tc", *args], input=stdin, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise QosApplyError("tc is not installed (Debian package iproute2)") from None
+    tc = shutil.which("tc", path=os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin")
+    if tc is None:
+        raise QosApplyError("tc is not installed (Debian package iproute2)")
+    # the arguments are ours: device names and numbers from a validated plan
+    done = subprocess.run([tc, *args], input=stdin, capture_output=True, text=True)  # noqa: S603
     if done.returncode != 0:
         raise QosApplyError(f"tc {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
     return done.stdout
