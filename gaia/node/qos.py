@@ -68,14 +68,31 @@ def _close(a: int, b: int) -> bool:
     return abs(a - b) <= max(1000, 0.01 * max(a, b))
 
 
-def observe(device: str) -> tuple[bool, dict[int, ObservedClass], dict[int, str]]:
-    """(is our HTB root there, classes by minor, filter flowid by u32 item)."""
+@dataclass(frozen=True)
+class Observed:
+    ours: bool  # our HTB root (default leaf 1:fff) is there
+    foreign_root: bool  # another root qdisc with a handle is there (to delete first)
+    classes: dict[int, ObservedClass]
+    filters: dict[int, str]  # "flowid/address hex" by u32 item
+
+
+def observe(device: str) -> Observed:
+    """What ``device``'s egress shaping is now."""
     qdiscs = _tc("qdisc", "show", "dev", device)
-    ours = any(line.startswith("qdisc htb 1: root") for line in qdiscs.splitlines())
+    # ours: an HTB root 1: whose default is our default leaf (another HTB there is replaced)
+    ours = any(
+        line.startswith("qdisc htb 1: root") and f" default {DEFAULT_MINOR:#x}" in line
+        for line in qdiscs.splitlines()
+    )
     classes: dict[int, ObservedClass] = {}
     filters: dict[int, str] = {}
     if not ours:
-        return False, classes, filters
+        foreign = any(
+            " root" in line and not line.split()[2].startswith("0:")
+            for line in qdiscs.splitlines()
+            if len(line.split()) > 2
+        )
+        return Observed(False, foreign, classes, filters)
     for line in _tc("class", "show", "dev", device).splitlines():
         m = _CLASS_LINE.match(line)
         if m:
@@ -88,7 +105,7 @@ def observe(device: str) -> tuple[bool, dict[int, ObservedClass], dict[int, str]
         fh, flowid, match = options.get("fh", ""), options.get("flowid"), options.get("match")
         if entry.get("pref") == FILTER_PRIO and fh.startswith("800::") and flowid and match:
             filters[int(fh[5:], 16)] = f"{flowid}/{match.get('value')}"
-    return True, classes, filters
+    return Observed(True, False, classes, filters)
 
 
 def _address_hex(address: str) -> str:
@@ -105,15 +122,17 @@ def _class_cmd(device: str, c: QosClass) -> str:
 def plan_commands(
     device: str,
     plan: QosPlan,
-    observed: tuple[bool, dict[int, ObservedClass], dict[int, str]],
+    observed: Observed,
 ) -> list[str]:
     """The ``tc -batch`` lines that turn ``observed`` into ``plan`` (none when they agree)."""
-    ours, classes, filters = observed
+    classes, filters = observed.classes, observed.filters
     link_bits = plan.link * 8
     lines: list[str] = []
-    if not ours:
+    if not observed.ours:
         classes, filters = {}, {}
-        lines.append(f"qdisc replace dev {device} root handle 1: htb default {DEFAULT_MINOR:x}")
+        if observed.foreign_root:  # a qdisc of another kind (or HTB set up otherwise)
+            lines.append(f"qdisc del dev {device} root")
+        lines.append(f"qdisc add dev {device} root handle 1: htb default {DEFAULT_MINOR:x}")
     root = classes.get(1)
     if root is None or not (
         _close(root.rate_bits, link_bits) and _close(root.ceil_bits, link_bits)
@@ -166,7 +185,7 @@ def reconcile_qos(device: str, plan: QosPlan) -> list[str]:
 
 def remove_qos(device: str) -> None:
     """Take Gaia's shaping off ``device`` (its root qdisc goes back to the default)."""
-    if observe(device)[0]:
+    if observe(device).ours:
         _tc("qdisc", "del", "dev", device, "root")
 
 
