@@ -43,6 +43,12 @@ def _run(argv: list[str], *, stdin: str | None = None) -> str:
     return done.stdout
 
 
+def _ifbs() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "type", "ifb"], capture_output=True,
+                         text=True).stdout  # fmt: skip
+    return {line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line}
+
+
 @dataclass
 class QosBed:
     prefix: str
@@ -52,6 +58,7 @@ class QosBed:
     sink: Host = field(init=False)
     pods: dict[str, Host] = field(default_factory=dict)
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ifbs: set[str] = field(default_factory=set)  # what the CNI plugin made, removed on stop
 
     def start(self, names: list[str]) -> QosBed:
         if shutil.which("iperf3") is None:
@@ -72,6 +79,11 @@ class QosBed:
         return self
 
     def stop(self) -> None:
+        for pod in self.pods.values():
+            self._cni("DEL", pod, 0)
+        for ifb in self.ifbs:  # the plugin's DEL leaves it when the network has no state
+            subprocess.run(["ip", "link", "del", ifb], capture_output=True)
+        self.ifbs.clear()
         for server in self.servers:
             server.terminate()
         for server in self.servers:
@@ -99,7 +111,10 @@ class QosBed:
         for pod in self.pods.values():
             subprocess.run(["ip", "netns", "exec", pod.ns, "tc", "qdisc", "del", "dev", "eth0",
                             "root"], capture_output=True)  # fmt: skip
-            self._cni("DEL", pod, 0)
+            subprocess.run(["tc", "qdisc", "del", "dev", pod.outer, "ingress"], capture_output=True)
+        for ifb in self.ifbs:
+            subprocess.run(["ip", "link", "del", ifb], capture_output=True)
+        self.ifbs.clear()
         if mode == "gaia":
             reconcile_qos(self.uplink, plan_qos(link=self.link_bps // 8, instances=instances))
             return "gaia: HTB on the uplink, u32 on pod addresses"
@@ -134,8 +149,10 @@ class QosBed:
         env = {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": pod.ns,
                "CNI_NETNS": f"/var/run/netns/{pod.ns}", "CNI_IFNAME": "eth0",
                "CNI_PATH": "/usr/lib/cni"}  # fmt: skip
+        before = _ifbs()
         done = subprocess.run([CNI_BANDWIDTH], input=json.dumps(config), env=env,
                               capture_output=True, text=True)  # fmt: skip
+        self.ifbs |= _ifbs() - before
         if done.returncode != 0 and command == "ADD":
             raise QosBedUnavailable(f"the CNI bandwidth plugin refused: {done.stdout}{done.stderr}")
         return True
