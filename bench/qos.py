@@ -53,7 +53,9 @@ def all_at_once(bed: QosBed, insts: list[QosInstance], link: int, seconds: float
     skip = int(1.5 / SAMPLE_S)
     got = {n: mean(r[skip:]) for n, r in rates.items()}
     steps = len(next(iter(rates.values())))
-    sim = simulate(link=link, instances=insts, demand={i.name: [float(link)] * steps for i in insts})
+    sim = simulate(
+        link=link, instances=insts, demand={i.name: [float(link)] * steps for i in insts}
+    )
     ideal = {n: mean(r[skip:]) for n, r in sim.rates.items()}
     g = {i.name: i.guarantee for i in insts}
     ideal_spare = sum(ideal[n] - g[n] for n in g)
@@ -87,9 +89,9 @@ def waves(bed: QosBed, insts: list[QosInstance], link: int, gap: float) -> dict[
             reactions.append((hit - first + 1) * SAMPLE_S)
     busy = range(int(0.5 / SAMPLE_S), len(next(iter(rates.values()))))
     use = mean([sum(r[k] for r in rates.values()) for k in busy]) / link
-    react = (
-        f"{statistics.median(reactions):.1f}/{max(reactions):.1f}s" if reactions else "-"
-    ) + (f" never {never}" if never else "")
+    react = (f"{statistics.median(reactions):.1f}/{max(reactions):.1f}s" if reactions else "-") + (
+        f" never {never}" if never else ""
+    )
     return {"held": f"{min(held):.0%}", "use": f"{use:.0%}", "react": react}
 
 

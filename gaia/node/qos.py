@@ -28,7 +28,8 @@ FILTER_PRIO = 10
 _UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 _CLASS_LINE = re.compile(
     r"class htb 1:(?P<minor>[0-9a-f]+) (?:parent 1:(?P<parent>[0-9a-f]+) |root )"
-    r"(?:leaf \S+ )?(?:prio (?P<prio>\d+) )?.*?rate (?P<rate>\S+) ceil (?P<ceil>\S+)"
+    r"(?:leaf \S+ )?(?:prio (?P<prio>\d+) )?(?:quantum (?P<quantum>\d+) )?"
+    r".*?rate (?P<rate>\S+) ceil (?P<ceil>\S+)"
 )
 
 
@@ -43,6 +44,7 @@ class ObservedClass:
     priority: int
     rate_bits: int
     ceil_bits: int
+    quantum: int | None = None  # ``tc -d`` prints it
 
 
 def _tc(*args: str, stdin: str | None = None) -> str:
@@ -93,12 +95,17 @@ def observe(device: str) -> Observed:
             if len(line.split()) > 2
         )
         return Observed(False, foreign, classes, filters)
-    for line in _tc("class", "show", "dev", device).splitlines():
+    for line in _tc("-d", "class", "show", "dev", device).splitlines():
         m = _CLASS_LINE.match(line)
         if m:
             parent = int(m["parent"], 16) if m["parent"] else None
             classes[int(m["minor"], 16)] = ObservedClass(
-                int(m["minor"], 16), parent, int(m["prio"] or 0), _bits(m["rate"]), _bits(m["ceil"])
+                int(m["minor"], 16),
+                parent,
+                int(m["prio"] or 0),
+                _bits(m["rate"]),
+                _bits(m["ceil"]),
+                int(m["quantum"]) if m["quantum"] else None,
             )
     for entry in json.loads(_tc("-j", "filter", "show", "dev", device) or "[]"):
         options = entry.get("options", {})
@@ -155,6 +162,7 @@ def plan_commands(
             seen is None
             or seen.parent != 1
             or seen.priority != c.priority
+            or (seen.quantum is not None and seen.quantum != c.quantum)
             or not _close(seen.rate_bits, c.rate * 8)
             or not _close(seen.ceil_bits, c.ceil * 8)
         ):

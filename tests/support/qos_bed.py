@@ -72,8 +72,12 @@ class QosBed:
             _run([*ns, "iptables", "-w", "-A", "INPUT", "-s", f"{pod.ip}/32"])
         for i, _ in enumerate(self.pods):
             self.servers.append(
-                self.bed.run(self.sink, ["iperf3", "-s", "-p", str(5201 + i)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                self.bed.run(
+                    self.sink,
+                    ["iperf3", "-s", "-p", str(5201 + i)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
         time.sleep(0.5)
         return self
@@ -128,7 +132,8 @@ class QosBed:
             else:
                 _run(["ip", "netns", "exec", pod.ns, "tc", "qdisc", "replace", "dev", "eth0",
                       "root", "tbf", "rate", f"{inst.guarantee * 8}bit",
-                      "burst", str(max(inst.guarantee // 10, 3000)), "latency", "25ms"])  # fmt: skip
+                      "burst", str(max(inst.guarantee // 10, 3000)),
+                      "latency", "25ms"])  # fmt: skip
         return f"static: per-pod TBF at the guarantee ({how})"
 
     def _cni(self, command: str, pod: Host, rate_bits: int) -> bool:
