@@ -70,16 +70,6 @@ class QosBed:
         ns = ["ip", "netns", "exec", self.sink.ns]
         for pod in self.pods.values():
             _run([*ns, "iptables", "-w", "-A", "INPUT", "-s", f"{pod.ip}/32"])
-        for i, _ in enumerate(self.pods):
-            self.servers.append(
-                self.bed.run(
-                    self.sink,
-                    ["iperf3", "-s", "-p", str(5201 + i)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        time.sleep(0.5)
         return self
 
     def stop(self) -> None:
@@ -88,6 +78,10 @@ class QosBed:
         for ifb in self.ifbs:  # the plugin's DEL leaves it when the network has no state
             subprocess.run(["ip", "link", "del", ifb], capture_output=True)
         self.ifbs.clear()
+        self._stop_servers()
+        self.bed.stop()
+
+    def _stop_servers(self) -> None:
         for server in self.servers:
             server.terminate()
         for server in self.servers:
@@ -96,7 +90,6 @@ class QosBed:
             except subprocess.TimeoutExpired:
                 server.kill()
         self.servers.clear()
-        self.bed.stop()
 
     @property
     def uplink(self) -> str:
@@ -179,6 +172,18 @@ class QosBed:
         """Start each pod's iperf3 client at its offset, all stop at ``duration_s``; returns
         the delivered rate (bytes/s) per pod per sample."""
         clients: list[subprocess.Popen[bytes]] = []
+        # fresh servers per trace: a server still finishing the last trace's client would
+        # refuse the next one ("server is busy") and the pod would count as starved
+        for i, _ in enumerate(self.pods):
+            self.servers.append(
+                self.bed.run(
+                    self.sink,
+                    ["iperf3", "-s", "-1", "-p", str(5201 + i)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(0.5)
         pending = sorted(starts.items(), key=lambda kv: kv[1])
         names = list(self.pods)
         rates: dict[str, list[float]] = {n: [] for n in names}
@@ -206,5 +211,5 @@ class QosBed:
                 client.terminate()
             for client in clients:
                 client.wait(timeout=5)
-        time.sleep(0.3)  # let the servers take the next client
+            self._stop_servers()
         return rates
