@@ -2,8 +2,10 @@
 
 A 40 Mbit/s uplink (the sink's downlink in ``tests/support/qos_bed.py``) with two pods behind it,
 guaranteed 10 and 20 Mbit/s in one priority class. Tolerances are wide (the machine's cores are
-shared); the figures the assertions lean on are far apart: without Gaia's plan, TCP splits the
-link evenly (20/20), with it the 10 Mbit/s guarantee holds and the spare 10 splits 1:2.
+shared); the figures the assertions lean on are far apart: the 10 Mbit/s guarantee holds and the
+spare 10 splits 1:2; a pod alone gets the whole link under Gaia and only its cap under the CNI
+bandwidth plugin. (Without any QoS, TCP over one FIFO splits unpredictably, even 1:10 in a run
+here, so there is nothing to assert about it; bench/qos.py reports it.)
 
 Own prefix and subnet (``gqos``, 10.81/16; the bench is ``gqob``, 10.82/16). Needs root,
 iproute2 and iperf3: in CI their absence fails, elsewhere the tests skip.
@@ -93,11 +95,14 @@ def test_an_idle_guarantee_is_lent_and_returned(bed: QosBed) -> None:
     assert sum(rates["a"][35:]) / len(rates["a"][35:]) > 0.9 * 10 * MBIT  # a gets it back
 
 
-def test_without_gaia_tcp_splits_evenly_and_the_plan_is_what_changes_it(bed: QosBed) -> None:
-    bed.shape("none", _instances(bed))
-    rates = bed.run_trace({"a": 0.0, "b": 0.0}, duration_s=4.0)
-    a, b = _steady(rates["a"]), _steady(rates["b"])
-    assert b < 1.6 * a  # no 1:2 split without the plan (TCP tends to 1:1)
+def test_static_caps_leave_an_idle_guarantee_unused_which_gaia_lends(bed: QosBed) -> None:
+    bed.shape("static", _instances(bed))  # the CNI bandwidth plugin's TBF at each guarantee
+    capped = bed.run_trace({"b": 0.0}, duration_s=3.0)
+    alone = _steady(capped["b"])
+    assert alone < 1.1 * 20 * MBIT  # b stays at its cap while a's share is idle
+    bed.shape("gaia", _instances(bed))
+    lent = bed.run_trace({"b": 0.0}, duration_s=3.0)
+    assert _steady(lent["b"]) > 0.9 * LINK
 
 
 def test_cli_applies_a_plan_and_refuses_bad_input(bed: QosBed, tmp_path: object) -> None:
