@@ -17,8 +17,8 @@ instances prio 1, odd prio 3), two traces:
 Modes in the same run: ``gaia`` (gaia.node.qos on the uplink), ``none`` (one FIFO), ``static``
 (the CNI bandwidth plugin's TBF at each pod's guarantee). Needs root, iproute2, iperf3.
 
-    python -m bench.qos            # about 4 minutes
-    python -m bench.qos --quick    # 2 and 4 instances, shorter traces
+    python -m bench.qos            # about 2.5 minutes (as root)
+    python -m bench.qos --quick    # 2 and 4 instances, shorter traces, about 1 minute
 """
 
 from __future__ import annotations
