@@ -199,6 +199,24 @@ def cmd_scheduler_extender(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qos_apply(args: argparse.Namespace) -> int:
+    from gaia.domain.qos import QosPlanError, plan_qos
+    from gaia.node.qos import QosApplyError, load_instances, reconcile_qos
+
+    try:
+        text = sys.stdin.read() if args.instances == "-" else Path(args.instances).read_text()
+        instances = load_instances(text)
+        plan = plan_qos(link=round(args.link_mbit * 125_000), instances=instances)
+        sent = reconcile_qos(args.device, plan)
+    except (OSError, QosPlanError, QosApplyError) as e:
+        print(f"gaia qos-apply: {e}", file=sys.stderr)
+        return 2
+    print(f"gaia qos-apply: {args.device}: {len(sent)} tc command(s), {len(instances)} instance(s)")
+    for line in sent:
+        print(f"  tc {line}")
+    return 0
+
+
 def cmd_node_agent(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -425,6 +443,24 @@ def main(argv: list[str] | None = None) -> int:
         "--interval", type=float, default=5.0, help="seconds between passes (default 5)"
     )
     agent.set_defaults(func=cmd_node_agent)
+
+    qos = sub.add_parser(
+        "qos-apply",
+        help="shape a node's uplink: per-instance guaranteed bandwidth that lends what is idle",
+        description=(
+            "Reconciles the HTB tree on DEVICE with the instances (docs/qos.md): guarantee = "
+            "quota, ceiling = the link, spare split by priority, then in proportion to quotas. "
+            "Sends only what differs; run it again whenever the instances change."
+        ),
+    )
+    qos.add_argument("--device", required=True, help="the node's uplink device")
+    qos.add_argument("--link-mbit", type=float, required=True, help="the uplink's capacity, Mbit/s")
+    qos.add_argument(
+        "--instances",
+        required=True,
+        help='JSON file ("-": stdin): [{"name", "address", "guarantee_mbit", "priority"}]',
+    )
+    qos.set_defaults(func=cmd_qos_apply)
 
     p2p = sub.add_parser(
         "p2p-agent",
