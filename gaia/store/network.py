@@ -50,6 +50,7 @@ from gaia.store.models import (
     NetworkAttachment,
     utcnow,
 )
+from gaia.store.paging import page_of
 
 # Tries of ``attach`` before it gives up: each lost race means another ADD took an address,
 # so this many in a row happens only when the pool runs out under our feet.
@@ -178,6 +179,33 @@ def subnets_for(
     pools = list(session.scalars(stmt))
     used = used_counts(session, [p.id for p in pools])
     return frozenset(p.subnet for p in pools if used.get(p.id, 0) < _pool_of(p).size)
+
+
+def floating_view(
+    session: Session, *, cluster_id: int, business_id: int, app: str
+) -> tuple[dict[int, str], frozenset[tuple[str, str]]]:
+    """For placing a floating-IP app's instances: instance id -> the subnet of the address it
+    keeps, and the (subnet, zone) of the cluster's pools with a free address."""
+    kept: dict[int, str] = {}
+    rows = session.execute(
+        select(NetworkAttachment.pod, FloatingIpPool.subnet)
+        .join(FloatingIpPool, NetworkAttachment.pool_id == FloatingIpPool.id)
+        .where(
+            NetworkAttachment.cluster_id == cluster_id,
+            NetworkAttachment.business_id == business_id,
+            NetworkAttachment.pod.startswith(f"{app}-", autoescape=True),
+        )
+    )
+    for pod, subnet in rows:
+        name = InstanceName.parse(pod)
+        if name.app == app and name.instance is not None:
+            kept[name.instance] = subnet
+    pools = list(
+        session.scalars(select(FloatingIpPool).where(FloatingIpPool.cluster_id == cluster_id))
+    )
+    used = used_counts(session, [p.id for p in pools])
+    free = frozenset((p.subnet, p.zone) for p in pools if used.get(p.id, 0) < _pool_of(p).size)
+    return kept, free
 
 
 def _pool_of(row: FloatingIpPool) -> IpPool:
@@ -505,6 +533,40 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> list[NetworkAt
                 session.delete(r)
                 freed.append(r)
     return freed
+
+
+def business_named(session: Session, name: str) -> Business | None:
+    return session.scalars(select(Business).where(Business.name == name)).one_or_none()
+
+
+def business_names(session: Session, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.execute(select(Business.id, Business.name).where(Business.id.in_(ids)))
+    return {int(i): str(n) for i, n in rows}
+
+
+def pool_names(session: Session, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(FloatingIpPool.id, FloatingIpPool.name).where(FloatingIpPool.id.in_(ids))
+    )
+    return {int(i): str(n) for i, n in rows}
+
+
+def page_pool_allocations(
+    session: Session, *, pool: FloatingIpPool, limit: int, cursor: str | None
+) -> tuple[list[NetworkAttachment], str | None]:
+    return page_of(
+        session,
+        select(NetworkAttachment).where(NetworkAttachment.pool_id == pool.id),
+        key=NetworkAttachment.id,
+        limit=limit,
+        cursor=cursor,
+        numeric=True,
+        scope=f"pool:{pool.id}",
+    )
 
 
 def check_subnet(value: str) -> str:
