@@ -17,9 +17,12 @@ is no user token anywhere else. An ADD or DEL that changes an address is recorde
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
     PrincipalDep,
@@ -67,33 +70,48 @@ def ipam_token(secrets: SecretBox, cluster: Cluster) -> str:
     return TOKEN_PREFIX + raw.hex()
 
 
-def ipam_cluster(request: Request, session: SessionDep, cluster: str = ClusterPath) -> Cluster:
-    """The cluster whose node token the caller sent (401 otherwise; 403 for a user's token)."""
+def ipam_cluster(request: Request, cluster: str = ClusterPath) -> int:
+    """The id of the cluster whose node token the caller sent (401 otherwise; 403 for a user's
+    token). Checked in a short read of its own: the CNI routes hold no transaction across
+    dependencies (a hundred sandboxes starting at once must not wait on each other's)."""
     ctx = audit(request, cluster=cluster)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("send 'Authorization: Bearer <the cluster's IPAM node token>'")
-    try:
-        row = cluster_named(session, cluster)
-    except NotFound:
-        row = None
-    secrets = platform(request).secrets
-    if row is not None and hmac.compare_digest(token.encode(), ipam_token(secrets, row).encode()):
-        ctx.actor = "cni"
-        return row
-    try:
-        principal = authenticate(session, token)
-    except Unauthenticated:
-        principal = None
+    plat = platform(request)
+    with plat.db.read_session() as session:
+        try:
+            row: Cluster | None = cluster_named(session, cluster)
+        except NotFound:
+            row = None
+        if row is not None and hmac.compare_digest(
+            token.encode(), ipam_token(plat.secrets, row).encode()
+        ):
+            ctx.actor = "cni"
+            return row.id
+        try:
+            principal = authenticate(session, token)
+        except Unauthenticated:
+            principal = None
     if principal is not None:
         ctx.actor = principal.username
         raise Forbidden("CNI calls take the cluster's IPAM node token, not a user's API token")
     raise Unauthenticated("the IPAM node token is not valid for this cluster")
 
 
-IpamCluster = Annotated[Cluster, Depends(ipam_cluster)]
+@contextmanager
+def _node_write(request: Request, cluster_id: int) -> Iterator[tuple[Session, Cluster]]:
+    """One write transaction for a CNI call, begun and committed inside the route."""
+    with platform(request).db.write_session() as session:
+        cluster = session.get(Cluster, cluster_id)
+        if cluster is None:
+            raise NotFound("the cluster was deleted")
+        yield session, cluster
+
+
+IpamCluster = Annotated[int, Depends(ipam_cluster)]
 
 
 def pool_out(row: FloatingIpPool, used: int) -> IpPoolOut:
@@ -308,7 +326,7 @@ def app_network(
 # ---------------------------------------------------------------- the CNI plugin
 
 
-def _business(session: SessionDep, namespace: str) -> Business:
+def _business(session: Session, namespace: str) -> Business:
     row = network.business_named(session, namespace)
     if row is None:
         raise NotFound(
@@ -319,97 +337,99 @@ def _business(session: SessionDep, namespace: str) -> Business:
 
 
 @router.post("/clusters/{cluster}/ipam/add", response_model=CniAddOut)
-def cni_add(
-    body: CniAddIn, request: Request, session: SessionDep, cluster: IpamCluster
-) -> CniAddOut:
-    ctx = audit(
-        request,
-        action="network.attach",
-        business=body.namespace,
-        target=f"cluster/{cluster.name}/business/{body.namespace}/pod/{body.pod}",
-    )
+def cni_add(body: CniAddIn, request: Request, cluster_id: IpamCluster) -> CniAddOut:
+    ctx = audit(request, action="network.attach", business=body.namespace)
     ctx.actor = f"cni:{body.node}"
-    business = _business(session, body.namespace)
-    if body.mode == "floating-ip":
-        if body.subnet is None:
-            raise InvalidRequest("subnet: a floating-ip ADD names the node's underlay subnet")
-        got = network.attach_floating(
+    if body.mode == "floating-ip" and body.subnet is None:
+        raise InvalidRequest("subnet: a floating-ip ADD names the node's underlay subnet")
+    if body.mode == "nat" and body.node_ip is None:
+        raise InvalidRequest("node_ip: a nat ADD names the node's address")
+    with _node_write(request, cluster_id) as (session, cluster):
+        ctx.target = f"cluster/{cluster.name}/business/{body.namespace}/pod/{body.pod}"
+        business = _business(session, body.namespace)
+        if body.mode == "floating-ip":
+            assert body.subnet is not None
+            got = network.attach_floating(
+                session,
+                cluster=cluster,
+                business=business,
+                pod=body.pod,
+                subnet=network.check_subnet(body.subnet),
+                node=body.node,
+                container_id=body.container_id,
+            )
+            ctx.read_only = got.reused  # the same address again: nothing to record
+            ctx.summary = f"{body.pod} on {body.node}: {got.ip} of pool {got.pool}"
+            return CniAddOut(
+                ip=got.ip,
+                prefix_len=got.prefix_len,
+                gateway=got.gateway,
+                pool=got.pool,
+                policy=got.policy,
+                reused=got.reused,
+            )
+        assert body.node_ip is not None
+        row = network.attach_nat(
             session,
             cluster=cluster,
             business=business,
             pod=body.pod,
-            subnet=network.check_subnet(body.subnet),
             node=body.node,
+            node_ip=body.node_ip,
             container_id=body.container_id,
+            ports=body.ports,
         )
-        ctx.read_only = got.reused  # the same address again: nothing to record
-        ctx.summary = f"{body.pod} on {body.node}: {got.ip} of pool {got.pool}"
-        return CniAddOut(
-            ip=got.ip,
-            prefix_len=got.prefix_len,
-            gateway=got.gateway,
-            pool=got.pool,
-            policy=got.policy,
-            reused=got.reused,
-        )
-    if body.node_ip is None:
-        raise InvalidRequest("node_ip: a nat ADD names the node's address")
-    row = network.attach_nat(
-        session,
-        cluster=cluster,
-        business=business,
-        pod=body.pod,
-        node=body.node,
-        node_ip=body.node_ip,
-        container_id=body.container_id,
-        ports=body.ports,
-    )
-    ctx.summary = f"{body.pod} on {body.node}: NAT {row.ip} ports {row.ports}"
-    return CniAddOut(ip=row.ip, prefix_len=32, gateway="", pool=None, policy="", reused=False)
+        ctx.summary = f"{body.pod} on {body.node}: NAT {row.ip} ports {row.ports}"
+        return CniAddOut(ip=row.ip, prefix_len=32, gateway="", pool=None, policy="", reused=False)
 
 
 @router.post("/clusters/{cluster}/ipam/del", response_model=CniDelOut)
-def cni_del(
-    body: CniSandboxIn, request: Request, session: SessionDep, cluster: IpamCluster
-) -> CniDelOut:
-    ctx = audit(
-        request,
-        action="network.detach",
-        business=body.namespace,
-        target=f"cluster/{cluster.name}/business/{body.namespace}/pod/{body.pod}",
-    )
-    business = network.business_named(session, body.namespace)
-    released = business is not None and network.detach(
-        session,
-        cluster=cluster,
-        business=business,
-        pod=body.pod,
-        container_id=body.container_id,
-    )
+def cni_del(body: CniSandboxIn, request: Request, cluster_id: IpamCluster) -> CniDelOut:
+    ctx = audit(request, action="network.detach", business=body.namespace)
+    with _node_write(request, cluster_id) as (session, cluster):
+        ctx.target = f"cluster/{cluster.name}/business/{body.namespace}/pod/{body.pod}"
+        business = network.business_named(session, body.namespace)
+        released = business is not None and network.detach(
+            session,
+            cluster=cluster,
+            business=business,
+            pod=body.pod,
+            container_id=body.container_id,
+        )
     ctx.read_only = not released  # a repeated DEL changes nothing
     ctx.summary = f"sandbox {body.container_id} of {body.pod} let go of its address"
     return CniDelOut(released=released)
 
 
 @router.post("/clusters/{cluster}/ipam/check", response_model=CniCheckOut)
-def cni_check(
-    body: CniSandboxIn, request: Request, session: SessionDep, cluster: IpamCluster
-) -> CniCheckOut:
+def cni_check(body: CniSandboxIn, request: Request, cluster_id: IpamCluster) -> CniCheckOut:
     audit(request).read_only = True
-    business = _business(session, body.namespace)
-    row = network.held_by(
-        session, cluster=cluster, business=business, pod=body.pod, container_id=body.container_id
-    )
-    if row is None:
-        raise NotFound(f"sandbox {body.container_id} of {body.pod} holds no address")
-    return CniCheckOut(ip=row.ip, node=row.node, mode=row.mode)
+    with platform(request).db.read_session() as session:
+        cluster = session.get(Cluster, cluster_id)
+        if cluster is None:
+            raise NotFound("the cluster was deleted")
+        business = _business(session, body.namespace)
+        row = network.held_by(
+            session,
+            cluster=cluster,
+            business=business,
+            pod=body.pod,
+            container_id=body.container_id,
+        )
+        if row is None:
+            raise NotFound(f"sandbox {body.container_id} of {body.pod} holds no address")
+        return CniCheckOut(ip=row.ip, node=row.node, mode=row.mode)
 
 
 @router.post("/clusters/{cluster}/ipam/gc", response_model=CniGcOut)
-def cni_gc(body: CniGcIn, request: Request, session: SessionDep, cluster: IpamCluster) -> CniGcOut:
-    ctx = audit(request, action="network.gc", target=f"cluster/{cluster.name}/node/{body.node}")
+def cni_gc(body: CniGcIn, request: Request, cluster_id: IpamCluster) -> CniGcOut:
+    ctx = audit(request, action="network.gc")
     ctx.actor = f"cni:{body.node}"
-    gone = network.forget_sandboxes(session, cluster=cluster, node=body.node, valid=set(body.valid))
+    with _node_write(request, cluster_id) as (session, cluster):
+        ctx.target = f"cluster/{cluster.name}/node/{body.node}"
+        gone = network.forget_sandboxes(
+            session, cluster=cluster, node=body.node, valid=set(body.valid)
+        )
     ctx.read_only = not gone
     ctx.summary = f"{len(gone)} stale sandbox(es) let go of their addresses"
     return CniGcOut(released=gone)
