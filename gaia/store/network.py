@@ -343,6 +343,12 @@ def _rebind(
     policy: str,
     spec: IpPool,
 ) -> Attached:
+    if row.pool_id is None:
+        raise Conflict(
+            f"instance {row.pod} has a NAT sandbox on node '{row.node}'; delete it before the "
+            "instance takes a floating IP",
+            details={"node": row.node},
+        )
     if row.pool_id != pool.id:
         raise Conflict(
             f"instance {row.pod} keeps floating IP {row.ip} of another subnet than node "

@@ -263,7 +263,7 @@ def delete_allocation(
     request: Request,
     principal: PrincipalDep,
     session: SessionDep,
-    allocation_id: int = Path(ge=1, le=2**62),
+    allocation_id: int = Path(ge=1, le=2**31 - 1),
     cluster: str = ClusterPath,
     pool: str = PoolPath,
 ) -> Response:
