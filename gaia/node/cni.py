@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import fcntl
 import ipaddress
 import json
@@ -99,9 +100,10 @@ class GaiaEndpoint:
 class Config:
     cni_version: str
     name: str
-    mode: str
+    mode: str  # "app": ask Gaia for the instance's template's mode
     gaia: GaiaEndpoint
     data_dir: Path
+    fallback_mode: str = "floating-ip"  # "app" and the pod is no app's instance
     underlay_bridge: str = ""
     underlay_subnet: str = ""
     underlay_mtu: int = 0
@@ -167,9 +169,14 @@ def parse_config(raw: bytes) -> Config:
     name = conf.get("name")
     if not isinstance(name, str) or not name:
         raise CniError(INVALID_CONFIG, "the network configuration has no 'name'")
-    mode = conf.get("mode", "floating-ip")
-    if mode not in MODES:
-        raise CniError(INVALID_CONFIG, f"mode {mode!r} is not one of {', '.join(MODES)}")
+    mode = conf.get("mode", "app")
+    if mode not in (*MODES, "app"):
+        raise CniError(INVALID_CONFIG, f"mode {mode!r} is not app or one of {', '.join(MODES)}")
+    fallback = conf.get("fallbackMode", "floating-ip")
+    if fallback not in MODES:
+        raise CniError(
+            INVALID_CONFIG, f"fallbackMode {fallback!r} is not one of {', '.join(MODES)}"
+        )
     gaia = _object(conf, "gaia")
     timeout = gaia.get("timeoutSeconds", 5)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
@@ -199,6 +206,7 @@ def parse_config(raw: bytes) -> Config:
         cni_version=version,
         name=name,
         mode=mode,
+        fallback_mode=fallback,
         gaia=endpoint,
         data_dir=Path(conf.get("dataDir") or DEFAULT_DATA_DIR / name),
         underlay_bridge=_text(underlay, "bridge", "underlay", required=False),
@@ -545,7 +553,29 @@ def _portmap_conf(config: Config, mappings: list[dict[str, Any]]) -> dict[str, A
 
 
 def _mode(config: Config, request: Request) -> str:
+    """The sandbox's mode as far as it is known without Gaia ("app" until asked)."""
     return request.mode or config.mode
+
+
+def resolve(config: Config, request: Request, gaia: GaiaClient) -> Request:
+    """``request`` with its mode (and NAT ports) settled: the runtime's ``GAIA_NETWORK_MODE``,
+    the configuration's fixed mode, or (``mode: app``) what the instance's app asks for in
+    Gaia; a pod that is no app's instance gets ``fallbackMode``."""
+    mode = _mode(config, request)
+    if mode != "app":
+        return dataclasses.replace(request, mode=mode)
+    plan = gaia.call("plan", _identity(request))
+    wanted = str(plan.get("mode") or "")
+    if wanted == "":
+        return dataclasses.replace(request, mode=config.fallback_mode)
+    if wanted not in MODES:
+        raise CniError(
+            REFUSED,
+            f"app of {request.pod} runs on the {wanted} network, not on gaia-cni's",
+            "choose network_mode floating-ip, nat or host in its template",
+        )
+    ports = request.ports or _ports(",".join(str(p) for p in plan.get("ports", [])))
+    return dataclasses.replace(request, mode=wanted, ports=ports)
 
 
 def _identity(request: Request) -> dict[str, str]:
@@ -558,8 +588,10 @@ def _identity(request: Request) -> dict[str, str]:
 
 
 def add(config: Config, request: Request, gaia: GaiaClient) -> dict[str, Any]:
+    request = resolve(config, request, gaia)
     mode = _mode(config, request)
     if mode == "host":
+        _remember(config, request, {"mode": "host"})
         return _merge(config, {"interfaces": [], "ips": [], "routes": [], "dns": {}})
     who = _identity(request)
     if mode == "floating-ip":
@@ -685,7 +717,9 @@ def check(config: Config, request: Request, gaia: GaiaClient) -> None:
     prev = config.prev_result
     if prev is None:
         raise CniError(INVALID_CONFIG, "CHECK needs the prevResult of the ADD")
-    mode = _mode(config, request)
+    mode = str(_recall(config, request.container_id).get("mode") or "")
+    if not mode:
+        mode = _mode(config, resolve(config, request, gaia))
     if mode == "host":
         return
     who = _identity(request)

@@ -25,6 +25,7 @@ import ipaddress
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -229,24 +230,59 @@ class Attached:
     reused: bool  # the instance had this address already
 
 
-def policy_for(session: Session, *, business_id: int, cluster_id: int, pod: str) -> str:
-    """The release policy of the app whose instance ``pod`` is (its template's ``ip_release``),
-    or "" when the pod is no floating-IP instance of an app of the platform."""
+@dataclass(frozen=True, slots=True)
+class InstanceNetwork:
+    """What an instance's template asks of the node's CNI plugin."""
+
+    mode: str  # overlay | floating-ip | nat | host; "" when the pod is no app's instance
+    ports: tuple[str, ...]  # "<port>/<tcp|udp>"
+    policy: str
+
+
+def instance_network(
+    session: Session, *, business_id: int, cluster_id: int, pod: str
+) -> InstanceNetwork:
+    """The network mode, ports and release policy of the template that instance ``pod`` runs
+    (its entry in the app's instance map), so that a plugin asks Gaia instead of the runtime."""
+    body = _template_body(session, business_id=business_id, cluster_id=cluster_id, pod=pod)
+    if body is None:
+        return InstanceNetwork(mode="", ports=(), policy="")
+    policy = policy_of(body)
+    return InstanceNetwork(
+        mode=str(body.get("network_mode") or NetworkMode.OVERLAY.value),
+        ports=tuple(
+            f"{int(p['port'])}/{str(p.get('protocol') or 'TCP').lower()}"
+            for p in body.get("ports") or []
+        ),
+        policy=policy.value if policy else "",
+    )
+
+
+def _template_body(
+    session: Session, *, business_id: int, cluster_id: int, pod: str
+) -> dict[str, Any] | None:
     name = InstanceName.parse(pod)
     if name.instance is None:
-        return ""
+        return None
     app = session.scalars(
         select(App).where(
             App.business_id == business_id, App.cluster_id == cluster_id, App.name == name.app
         )
     ).one_or_none()
     if app is None:
-        return ""
+        return None
     version = app.instances.get(str(name.instance)) or app.default_template
     spec = session.scalars(
         select(AppTemplate.spec).where(AppTemplate.app_id == app.id, AppTemplate.name == version)
     ).one_or_none()
-    policy = policy_of(spec or {})
+    return dict(spec) if spec is not None else None
+
+
+def policy_for(session: Session, *, business_id: int, cluster_id: int, pod: str) -> str:
+    """The release policy of the app whose instance ``pod`` is (its template's ``ip_release``),
+    or "" when the pod is no floating-IP instance of an app of the platform."""
+    body = _template_body(session, business_id=business_id, cluster_id=cluster_id, pod=pod)
+    policy = policy_of(body or {})
     return policy.value if policy else ""
 
 

@@ -347,6 +347,7 @@ TABLE = [
     ),
     Row("POST", f"{IPAM}/del", (), SANDBOX, hidden_from=()),
     Row("POST", f"{IPAM}/check", (), SANDBOX, hidden_from=()),
+    Row("POST", f"{IPAM}/plan", (), {"namespace": "alpha", "pod": "web-0"}, hidden_from=()),
     Row("POST", f"{IPAM}/gc", (), {"node": "n1", "valid": []}, hidden_from=()),
     Row("GET", f"{APP}/network", MEMBERS),
     Row(

@@ -239,6 +239,12 @@ def test_nat_ports_are_written_back_and_shown(h: AppsHarness, world: World) -> N
         headers=node,
     )  # fmt: skip
     assert r.status_code == 200, r.text
+    plan = world.client.post(f"{CL}/ipam/plan", json={"namespace": "alpha", "pod": "web-0"},
+                             headers=node)  # fmt: skip
+    assert plan.json() == {"mode": "nat", "ports": ["8080/tcp"], "policy": ""}
+    stray = world.client.post(f"{CL}/ipam/plan", json={"namespace": "alpha", "pod": "x-7"},
+                              headers=node)  # fmt: skip
+    assert stray.json() == {"mode": "", "ports": [], "policy": ""}  # no app: the plugin's fallback
     shown = h.get(f"{BIZ}/apps/web/network")
     assert shown["mode"] == "nat" and shown["ip_release"] is None
     assert [(i["ip"], i["ports"], i["held"]) for i in shown["instances"]] == [

@@ -72,7 +72,7 @@ class Galaxy:
             "cniVersion": "1.1.0",
             "name": "gaia",
             "type": "gaia-cni",
-            "mode": "floating-ip",
+            "mode": "app",  # the instance's app decides; pods of no app: floating-ip
             "dataDir": str(self.work / f"state-{node.name}"),
             "gaia": {
                 "url": self.origin,
@@ -294,7 +294,7 @@ def test_modes_mix_on_one_node_and_reach_each_other(galaxy: Galaxy) -> None:
         assert r.status_code == 201, r.text
     web0, a = galaxy.add(n1, "web-0")
     web1, b = galaxy.add(n2, "web-1")
-    api0, nat = galaxy.add(n1, "api-0", mode="nat", ports="8080/tcp")
+    api0, nat = galaxy.add(n1, "api-0")  # NAT with port 8080: what its app's template says
     host = galaxy.call(n1, "ADD", galaxy.sandbox(), pod="probe-0", mode="host")
     assert (a.code, b.code, nat.code, host.code) == (0, 0, 0, 0), (a, b, nat, host)
     assert a.body is not None and a.body["cniVersion"] == "1.1.0"

@@ -45,6 +45,8 @@ from gaia.api.schemas.network import (
     CniDelOut,
     CniGcIn,
     CniGcOut,
+    CniPlanIn,
+    CniPlanOut,
     CniSandboxIn,
     IpamTokenOut,
     IpPoolIn,
@@ -399,6 +401,19 @@ def cni_del(body: CniSandboxIn, request: Request, cluster_id: IpamCluster) -> Cn
     ctx.read_only = not released  # a repeated DEL changes nothing
     ctx.summary = f"sandbox {body.container_id} of {body.pod} let go of its address"
     return CniDelOut(released=released)
+
+
+@router.post("/clusters/{cluster}/ipam/plan", response_model=CniPlanOut)
+def cni_plan(body: CniPlanIn, request: Request, cluster_id: IpamCluster) -> CniPlanOut:
+    """What the instance's app asks for (mode, ports, policy): the plugin's mode when the runtime
+    does not name one."""
+    audit(request).read_only = True
+    with platform(request).db.read_session() as session:
+        business = _business(session, body.namespace)
+        plan = network.instance_network(
+            session, business_id=business.id, cluster_id=cluster_id, pod=body.pod
+        )
+    return CniPlanOut(mode=plan.mode, ports=list(plan.ports), policy=plan.policy)
 
 
 @router.post("/clusters/{cluster}/ipam/check", response_model=CniCheckOut)

@@ -121,6 +121,19 @@ class CniSandboxIn(Strict):
     container_id: ContainerId
 
 
+class CniPlanIn(Strict):
+    namespace: Name
+    pod: PodName
+
+
+class CniPlanOut(Strict):
+    mode: Literal["", "overlay", "floating-ip", "nat", "host"] = Field(
+        description="the instance's template's network_mode; empty: the pod is no app's instance"
+    )
+    ports: list[str] = Field(description="'<port>/<tcp|udp>' of the template (NAT maps them)")
+    policy: str = Field(description="floating-ip: the release policy")
+
+
 class CniCheckOut(Strict):
     ip: str
     node: str
