@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -452,8 +452,15 @@ def attach_nat(
         with session.begin_nested():
             session.flush()
     except IntegrityError as exc:
-        raise Conflict(f"instance {pod} was attached by a concurrent ADD; retry") from exc
+        raise InstanceBusy(f"instance {pod} was attached by a concurrent ADD; retry") from exc
     return row
+
+
+def _drop(session: Session, row: NetworkAttachment) -> None:
+    """Delete ``row`` by a statement, not the unit of work: a concurrent DEL, GC or sweep may
+    have deleted it first, which is no error (the unit of work would raise StaleDataError)."""
+    session.execute(delete(NetworkAttachment).where(NetworkAttachment.id == row.id))
+    session.expunge(row)
 
 
 def detach(
@@ -467,7 +474,7 @@ def detach(
     if row is None or row.container_id != container_id:
         return False
     if row.mode == NetworkMode.NAT.value or not row.policy:
-        session.delete(row)
+        _drop(session, row)
     else:
         row.container_id = ""
         row.updated_at = utcnow()
@@ -487,11 +494,13 @@ def forget_sandboxes(
 ) -> list[str]:
     """A CNI GC of ``node``: every sandbox of that node not in ``valid`` (the runtime's
     ``cni.dev/valid-attachments``) lets go of its address as a DEL would. Returns the pods."""
-    rows = session.scalars(
-        select(NetworkAttachment).where(
-            NetworkAttachment.cluster_id == cluster.id,
-            NetworkAttachment.node == node,
-            NetworkAttachment.container_id != "",
+    rows = list(
+        session.scalars(
+            select(NetworkAttachment).where(
+                NetworkAttachment.cluster_id == cluster.id,
+                NetworkAttachment.node == node,
+                NetworkAttachment.container_id != "",
+            )
         )
     )
     gone: list[str] = []
@@ -500,7 +509,7 @@ def forget_sandboxes(
             continue
         gone.append(row.pod)
         if row.mode == NetworkMode.NAT.value or not row.policy:
-            session.delete(row)
+            _drop(session, row)
         else:
             row.container_id = ""
             row.updated_at = utcnow()
@@ -572,7 +581,7 @@ def sweep(session: Session, *, now: dt.datetime | None = None) -> list[NetworkAt
         ids = set(releasable(facts, live_instances=live))
         for r in members:
             if r.id in ids:
-                session.delete(r)
+                _drop(session, r)
                 freed.append(r)
     return freed
 
