@@ -642,18 +642,15 @@ def _add_nat(
     ]
     mappings = reserve_host_ports(config, request.container_id, wanted)
     _remember(config, request, {"mode": "nat", **who, "mappings": mappings})
-    steps: list[str] = []
     try:
         bridge = _bridge_conf(
             config, bridge=config.nat_bridge, ipam=_host_local_ipam(config), nat=True
         )
         result = delegate(request, "bridge", "ADD", bridge) or {}
-        steps.append("bridge")
         if mappings:
             delegate(
                 request, "portmap", "ADD", {**_portmap_conf(config, mappings), "prevResult": result}
             )
-            steps.append("portmap")
         gaia.call(
             "add",
             {
@@ -666,17 +663,16 @@ def _add_nat(
             },
         )
     except CniError:
-        _teardown_nat(config, request, mappings, steps)
+        _teardown_nat(config, request, mappings)
         release_host_ports(config, request.container_id)
         _forget(config, request)
         raise
     return result
 
 
-def _teardown_nat(
-    config: Config, request: Request, mappings: list[dict[str, Any]], steps: list[str]
-) -> None:
-    if ("portmap" in steps or not steps) and mappings:
+def _teardown_nat(config: Config, request: Request, mappings: list[dict[str, Any]]) -> None:
+    """Undo a NAT sandbox's plumbing; each DEL is harmless where its ADD never ran."""
+    if mappings:
         _undo(lambda: delegate(request, "portmap", "DEL", _portmap_conf(config, mappings)))
     bridge = _bridge_conf(config, bridge=config.nat_bridge, ipam=_host_local_ipam(config), nat=True)
     _undo(lambda: delegate(request, "bridge", "DEL", bridge))
@@ -699,7 +695,7 @@ def delete(config: Config, request: Request, gaia: GaiaClient) -> None:
     if mode == "nat":
         mappings = list(saved.get("mappings", []))
         if request.netns or mappings:
-            _teardown_nat(config, request, mappings, [])
+            _teardown_nat(config, request, mappings)
         release_host_ports(config, request.container_id)
     elif config.underlay_bridge and request.netns and saved.get("ipam"):
         conf = _bridge_conf(
@@ -765,7 +761,7 @@ def gc(config: Config, request: Request, gaia: GaiaClient) -> None:
         )
         saved = _recall(config, container)
         if saved.get("mode") == "nat":
-            _teardown_nat(config, stale, list(saved.get("mappings", [])), ["portmap"])
+            _teardown_nat(config, stale, list(saved.get("mappings", [])))
             release_host_ports(config, container)
         _forget(config, stale)
     gaia.call("gc", {"node": config.gaia.node, "valid": sorted(config.valid_attachments)})
@@ -832,18 +828,20 @@ CLONE_NEWNET = 0x40000000
 
 
 def announce(netns: str, ifname: str, ip: str) -> None:
-    """Send a gratuitous ARP for ``ip`` from ``ifname`` inside ``netns`` (best effort)."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(  # noqa: S603 - ourselves, with our own arguments
-            [sys.executable, "-P", "-m", "gaia.node.cni", "--announce", netns, ifname, ip],
-            capture_output=True,
-            timeout=10,
-            check=False,
-            env={
-                "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-                "PATH": os.environ.get("PATH", ""),
-            },
-        )
+    """Send a gratuitous ARP for ``ip`` from ``ifname`` inside ``netns`` (best effort). A forked
+    child enters the namespace (``setns`` changes the calling thread's namespace; the plugin
+    itself stays in the node's), which costs far less than a new interpreter."""
+    try:
+        child = os.fork()
+    except OSError:
+        return
+    if child == 0:  # the child: never returns into the plugin
+        code = 1
+        with contextlib.suppress(Exception):
+            code = _announce_here(netns, ifname, ip)
+        os._exit(code)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child, 0)
 
 
 def _announce_here(netns: str, ifname: str, ip: str) -> int:
@@ -902,11 +900,7 @@ def main(
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     stdout: TextIO | None = None,
-    argv: list[str] | None = None,
 ) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--announce"] and len(argv) == 4:
-        return _announce_here(argv[1], argv[2], argv[3])
     env = os.environ if env is None else env
     raw = sys.stdin.buffer.read() if stdin is None else stdin
     out = sys.stdout if stdout is None else stdout

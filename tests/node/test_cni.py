@@ -18,7 +18,7 @@ def run(command: str, conf: dict[str, Any] | bytes, **env: str) -> tuple[int, An
     out = io.StringIO()
     raw = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
     environment = {"CNI_COMMAND": command, "CNI_PATH": "/usr/lib/cni", **env}
-    code = cni.main(env=environment, stdin=raw, stdout=out, argv=[])
+    code = cni.main(env=environment, stdin=raw, stdout=out)
     return code, json.loads(out.getvalue()) if out.getvalue() else None
 
 
