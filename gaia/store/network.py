@@ -20,7 +20,6 @@ freed by ``sweep`` according to each one's release policy.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import random
 from collections.abc import Sequence
@@ -551,10 +550,9 @@ def release_attachment(session: Session, *, row: NetworkAttachment) -> None:
     session.delete(row)
 
 
-def sweep(session: Session, *, now: dt.datetime | None = None) -> list[NetworkAttachment]:
+def sweep(session: Session) -> list[NetworkAttachment]:
     """Free every address its release policy lets go (``gaia.domain.network.releasable``);
     returns the rows freed."""
-    del now  # policies are about the apps' state, not time
     rows = list(session.scalars(select(NetworkAttachment)))
     freed: list[NetworkAttachment] = []
     groups: dict[tuple[int, int], list[NetworkAttachment]] = {}
