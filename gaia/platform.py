@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from gaia.clock import Clock, RealClock
 from gaia.controllers.apps import AppController
 from gaia.controllers.cluster_health import ClusterHealthLoop
+from gaia.controllers.floating_ips import FloatingIpSweep
 from gaia.controllers.reservations import ReservationReaper
 from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
 from gaia.delivery.registry import RegistryGcLoop, RegistryService, TokenSigner
@@ -234,6 +235,7 @@ class Platform:
                 timeout=self.settings.cluster_health_timeout_seconds,
             ),
             ReservationReaper(db=self.db),
+            FloatingIpSweep(db=self.db),
             self.app_controller(),
             SwarmSweep(coordinator=self.p2p),
             LogCollector(

@@ -47,6 +47,7 @@ from gaia.clock import Clock
 from gaia.domain import apps as domain_apps
 from gaia.domain.apps import Create, Delete, ReplaceImage, Restart, TemplateSpec
 from gaia.domain.errors import GaiaError, NotManaged
+from gaia.domain.network import policy_of
 from gaia.domain.resources import ResourceVector
 from gaia.domain.restarts import (
     BLACKLIST_CAUSES,
@@ -577,6 +578,7 @@ class AppController(LoopService):
                 model: limit - self._gpu_use[(app.namespace, model)]
                 for model, limit in app.gpu_model_limits.items()
             },
+            subnets=floating_ip_subnets(app, template, action.instance_id),
         )
         try:
             placement = self.scheduler.place(request, view)
@@ -811,12 +813,28 @@ def node_view(node: Node, *, empty: bool = False) -> NodeView:
     )
 
 
+def floating_ip_subnets(
+    app: AppSnapshot, template: TemplateSpec, instance_id: int
+) -> frozenset[str] | None:
+    """Where a floating-IP instance may run: the subnet of the address it keeps (it keeps it
+    when rescheduled), else the subnets of the pools with a free address (in the template's
+    zone, if it names one). None for the other network modes: any node."""
+    if policy_of(template.body) is None:
+        return None
+    kept = app.ip_subnets.get(instance_id)
+    if kept is not None:
+        return frozenset({kept})
+    zone = str(template.body.get("zone") or "")
+    return frozenset(s for s, z in app.free_subnets if not zone or z == zone)
+
+
 def placement_request(
     template: TemplateSpec,
     *,
     name: str,
     avoid_nodes: frozenset[str] = frozenset(),
     gpu_model_budget: Mapping[str, int] | None = None,
+    subnets: frozenset[str] | None = None,
 ) -> PlacementRequest:
     """What the scheduler is asked for one instance of ``template``: its resources and the
     placement constraints its document names (selector, policy, zone, GPU model and link)."""
@@ -830,6 +848,7 @@ def placement_request(
         zone=str(template.body.get("zone") or ""),
         gpu_model=str(template.body.get("gpu_model") or ""),
         max_link=str(template.body.get("gpu_link") or ""),
+        subnets=subnets,
     )
 
 

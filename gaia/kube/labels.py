@@ -57,6 +57,9 @@ MANAGED_BY = "gaia"
 APP_LABEL = "gaia.io/app"
 INSTANCE_LABEL = "gaia.io/instance"
 VERSION_LABEL = "gaia.io/version"
+# node label: the underlay subnet of the node (CIDR, "/" written as "_": label values allow no
+# "/"), which floating-IP pools are matched against (docs/network.md)
+SUBNET_LABEL = "gaia.io/subnet"
 
 # Pods: the container's digests, and what the provider needs to read an instance back.
 SHAPE_HASH_ANNOTATION = "gaia.io/shape-hash"

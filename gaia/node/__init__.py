@@ -7,4 +7,8 @@ scheduler's ``GpuTopology``, the matrix a Node's ``gaia.io/gpu-topology`` annota
 ``ipam`` is a CNI IPAM plugin (the ``gaia-ipam`` executable) that gives a pod the same IP across
 restarts: the seed of Galaxy-style floating IPs. It is invoked by the CNI main plugin (``bridge``)
 that the container runtime runs, one short process per call, and keeps its leases in files.
+
+``cni`` is the Galaxy network's CNI main plugin (the ``gaia-cni`` executable, issue 19,
+docs/network.md): floating IPs from Gaia's pools (kept across nodes), NAT with host ports, and
+host networking, delegating the plumbing to the upstream plugins and asking Gaia over HTTP.
 """

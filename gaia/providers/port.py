@@ -33,6 +33,7 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from gaia.domain.gpu_links import GpuLink as GpuLink  # the cells of Node.gpu_links
+from gaia.domain.network import NetworkMode as NetworkMode  # the modes an app chooses (issue 19)
 from gaia.domain.resources import ResourceVector
 
 # ---------------------------------------------------------------- health
@@ -157,13 +158,6 @@ class ConfigRef:
     name: str
     secret: bool = False
     mount_path: str = ""
-
-
-class NetworkMode(StrEnum):
-    OVERLAY = "overlay"
-    FLOATING_IP = "floating-ip"
-    NAT = "nat"
-    HOST = "host"
 
 
 @dataclass(frozen=True, slots=True)

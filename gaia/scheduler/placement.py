@@ -7,7 +7,8 @@ One decision::
             ──► score: link cost, fragmentation left behind, binpack or spread
             ──► best of the first ``sample`` feasible nodes
 
-**Filter**: ready, schedulable, not avoided (blacklist), node selector, zone, GPU model, every
+**Filter**: ready, schedulable, not avoided (blacklist), node selector, zone, the subnet of a
+floating IP (the node's ``gaia.io/subnet`` label), GPU model, every
 quota dimension that is node capacity (cloud disks are attached volumes, not node capacity),
 then the GPU tree must be able to hold the request (whole cards with the required link level,
 or a share of one card's cores *and* memory).
@@ -55,6 +56,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from gaia.domain.resources import ResourceVector
+from gaia.kube.labels import SUBNET_LABEL
 from gaia.scheduler.cpus import MILLI, choose_cores, free_cores, is_exclusive, node_cores
 from gaia.scheduler.links import GpuTopology, link_cost, topology_from_matrix
 from gaia.scheduler.port import (
@@ -203,6 +205,9 @@ class GaiaScheduler:
             return reason
         if request.zone and node.zone != request.zone:
             return "node(s) in another zone"
+        subnet_refusal = _subnet_refusal(request, node)
+        if subnet_refusal is not None:
+            return subnet_refusal
         if not _enough_cores(cluster, node, request.resources):
             return "Insufficient free whole CPU cores"
         gpu_request = _gpu_request(request)
@@ -238,6 +243,8 @@ class GaiaScheduler:
             return None
         if request.zone and node.zone != request.zone:
             return None
+        if _subnet_refusal(request, node) is not None:
+            return None
         if not _enough_cores(cluster, node, request.resources):
             return None
         gpu_request = _gpu_request(request)
@@ -271,6 +278,26 @@ class GaiaScheduler:
         else:  # spreading strands GPUs by design: only the link and the capability count
             key = (breaks, price, worst, float(alloc.cost), fill)
         return Candidate(node=node, allocation=alloc, key=key)
+
+
+def node_subnet(node: NodeView) -> str:
+    """The node's underlay subnet in CIDR form, from its ``gaia.io/subnet`` label ("" if none)."""
+    return node.labels.get(SUBNET_LABEL, "").replace("_", "/")
+
+
+def _subnet_refusal(request: PlacementRequest, node: NodeView) -> str | None:
+    """Why a floating-IP instance cannot run on ``node``: its subnet cannot hold the address."""
+    if request.subnets is None:
+        return None
+    subnet = node_subnet(node)
+    if subnet in request.subnets:
+        return None
+    if not subnet:
+        return f"node(s) without a {SUBNET_LABEL} label for floating IPs"
+    if not request.subnets:
+        return "node(s) in subnets with no free floating IP (no pool, or its pool is full)"
+    wanted = ", ".join(sorted(request.subnets))
+    return f"node(s) outside the floating IP's subnet(s) {wanted}"
 
 
 def _within(worst: str, limit: str) -> bool:

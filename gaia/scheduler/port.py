@@ -55,6 +55,9 @@ class PlacementRequest:
     max_link: str = ""  # e.g. "PIX": every pair of the GPUs at least this close; empty: any
     # GPU model -> hundredths of a card the business may still take (models not listed: no cap)
     gpu_model_budget: Mapping[str, int] = field(default_factory=dict)
+    # floating-IP instances: the underlay subnets (CIDR) whose nodes may take it (its kept
+    # address's, or those with a free pool address); None: any node
+    subnets: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

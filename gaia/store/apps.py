@@ -42,10 +42,11 @@ from gaia.domain.apps import (
     template_from_document,
 )
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
+from gaia.domain.network import policy_of
 from gaia.domain.resources import ResourceVector, check_fits, quota_exceeded
 from gaia.domain.upgrades import ACTIVE, GrayUpgradePlan, UpgradeState, new_plan
 from gaia.security import SecretBox
-from gaia.store import quotas
+from gaia.store import network, quotas
 from gaia.store.configs import load_config_data
 from gaia.store.instance_configs import find_config
 from gaia.store.models import (
@@ -94,6 +95,10 @@ class AppSnapshot:
     blacklist: frozenset[str]
     recent_failures: dict[int, int] = field(default_factory=dict)
     gpu_model_limits: dict[str, int] = field(default_factory=dict)  # model -> hundredths
+    # floating-IP apps (issue 19): instance id -> the subnet of the address it keeps, and the
+    # (subnet, zone) of the cluster's pools that have a free address
+    ip_subnets: dict[int, str] = field(default_factory=dict)
+    free_subnets: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +189,11 @@ def load_snapshot(
                 gpu_model_limits=dict(model_limits.get((row.business_id, row.cluster_id), {})),
             )
         )
+        if any(policy_of(t.body) for t in templates[row.id].values()):
+            floating = network.floating_view(
+                session, cluster_id=row.cluster_id, business_id=row.business_id, app=row.name
+            )
+            apps[-1].ip_subnets, apps[-1].free_subnets = floating
         for template in templates[row.id].values():
             for ref in template.body.get("configs", []):
                 referenced.add((row.business_id, ref["name"], bool(ref.get("secret", False))))

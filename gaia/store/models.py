@@ -766,3 +766,68 @@ class PipelineRunLog(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     step: Mapped[str] = mapped_column(String(16))
     line: Mapped[str] = mapped_column(Text)
+
+
+# ---------------------------------------------------------------- floating IPs (issue 19)
+
+
+class FloatingIpPool(Base):
+    """A range of one subnet of a cluster's underlay, in one zone, that Gaia hands out as
+    floating IPs (``gaia.store.network``; the rules in ``gaia.domain.network``). One pool per
+    subnet and cluster: the subnet is how a node's CNI plugin names the pool it draws from."""
+
+    __tablename__ = "floating_ip_pools"
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "name"),
+        UniqueConstraint("cluster_id", "subnet", name="uq_floating_ip_pools_subnet"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(
+        ForeignKey("clusters.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(63))
+    subnet: Mapped[str] = mapped_column(String(18))  # CIDR, e.g. 10.0.3.0/24
+    zone: Mapped[str] = mapped_column(String(63), default="")
+    gateway: Mapped[str] = mapped_column(String(15))
+    range_start: Mapped[str] = mapped_column(String(15))
+    range_end: Mapped[str] = mapped_column(String(15))
+    created_by: Mapped[str] = mapped_column(String(63), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class NetworkAttachment(Base):
+    """An instance's network as its node's CNI plugin set it up (``pod``, in its business's
+    namespace): the floating IP of a pool (``mode`` floating-ip) or the node address and mapped
+    host ports of a NAT instance (``mode`` nat, no pool).
+
+    Two unique constraints make the database, not a lock, the judge: an address is given once
+    per pool (rows without a pool never collide: NULLs are distinct), and an instance has one
+    attachment per cluster. ``container_id`` is the sandbox that holds it now (empty between a
+    CNI DEL and the next ADD); ``policy`` the app's release policy when it was last added
+    (empty: a sandbox of no app, or a NAT one: gone at its DEL)."""
+
+    __tablename__ = "network_attachments"
+    __table_args__ = (
+        UniqueConstraint("pool_id", "ip"),
+        UniqueConstraint("cluster_id", "business_id", "pod", name="uq_network_attachments_owner"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    business_id: Mapped[int] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), index=True
+    )
+    pod: Mapped[str] = mapped_column(String(253))
+    mode: Mapped[str] = mapped_column(String(16))  # floating-ip | nat
+    pool_id: Mapped[int | None] = mapped_column(
+        ForeignKey("floating_ip_pools.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    ip: Mapped[str] = mapped_column(String(15))
+    policy: Mapped[str] = mapped_column(String(16), default="")
+    node: Mapped[str] = mapped_column(String(253), default="")
+    container_id: Mapped[str] = mapped_column(String(128), default="")
+    # NAT: {"<container port>/<protocol>": host port}, as the plugin mapped them
+    ports: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -21,7 +21,15 @@ import pytest
 from sqlalchemy import select
 
 from gaia.platform import Platform
-from gaia.store.models import AlertRecord, App, AppBlacklist, Business, utcnow
+from gaia.store.models import (
+    AlertRecord,
+    App,
+    AppBlacklist,
+    Business,
+    FloatingIpPool,
+    NetworkAttachment,
+    utcnow,
+)
 from tests.conftest import QUOTA, World
 from tests.support.egress import allow_loopback_egress
 
@@ -70,6 +78,8 @@ class Row:
             .replace("/secrets/db", "/secrets/{name}")
             .replace("/pipelines/build", "/pipelines/{name}")
             .replace("/runs/1", "/runs/{number}")
+            .replace("/ip-pools/rack-a", "/ip-pools/{pool}")
+            .replace("/allocations/1", "/allocations/{allocation_id}")
         )
 
 
@@ -79,6 +89,9 @@ PIPE = f"{BIZ}/pipelines/build"
 GIT_URL = "https://git.example.com/alpha/web.git"
 NODES = "/api/v1/clusters/sim-1/nodes"
 P2P = "/api/v1/clusters/sim-1/p2p"
+IPP = "/api/v1/clusters/sim-1/ip-pools"
+IPAM = "/api/v1/clusters/sim-1/ipam"
+SANDBOX = {"namespace": "alpha", "pod": "web-0", "container_id": "c0"}
 BLOB = "sha256:" + "a" * 64
 AGENT = {"node": "n1", "zone": "z1", "address": "10.0.0.1:7001", "upload_slots": 4}
 TASK = {"node": "n1", "registry": "r.io", "repository": "a/b", "digest": BLOB, "size": 1}
@@ -310,6 +323,33 @@ TABLE = [
     ),
     # a prewarm that does not exist: 404 for everyone (ids are random)
     Row("GET", f"{P2P}/prewarms/pw-0123456789abcdef", (), hidden_from=ALL),
+    # the Galaxy network (issue 19): pools are the platform admins'; anyone who sees the
+    # cluster sees them, as its nodes; the CNI plugin's calls take the node token (403 for all)
+    Row("GET", f"{IPP}", ALL, hidden_from=()),
+    Row(
+        "POST",
+        f"{IPP}",
+        ("platform-admin",),
+        {"name": "b", "subnet": "10.9.1.0/24"},
+        hidden_from=(),
+    ),
+    Row("GET", f"{IPP}/rack-a", ALL, hidden_from=()),
+    Row("DELETE", f"{IPP}/rack-a", ("platform-admin",), hidden_from=()),
+    Row("GET", f"{IPP}/rack-a/allocations", ("platform-admin",), hidden_from=()),
+    Row("DELETE", f"{IPP}/rack-a/allocations/1", ("platform-admin",), hidden_from=()),
+    Row("GET", f"{IPAM}/token", ("platform-admin",), hidden_from=()),
+    Row(
+        "POST",
+        f"{IPAM}/add",
+        (),
+        {**SANDBOX, "node": "n1", "mode": "nat", "node_ip": "10.0.0.1"},
+        hidden_from=(),
+    ),
+    Row("POST", f"{IPAM}/del", (), SANDBOX, hidden_from=()),
+    Row("POST", f"{IPAM}/check", (), SANDBOX, hidden_from=()),
+    Row("POST", f"{IPAM}/plan", (), {"namespace": "alpha", "pod": "web-0"}, hidden_from=()),
+    Row("POST", f"{IPAM}/gc", (), {"node": "n1", "valid": []}, hidden_from=()),
+    Row("GET", f"{APP}/network", MEMBERS),
     Row(
         "POST",
         "/api/v1/clusters/sim-1/sim/faults",
@@ -387,6 +427,17 @@ PUBLIC = {
 
 def _seed(world: World, platform: Platform) -> None:
     c, h = world.client, world.admin
+    r = c.post(IPP, json={"name": "rack-a", "subnet": "10.9.0.0/24"}, headers=h)
+    assert r.status_code == 201, r.text
+    with platform.db.write_session() as session:
+        alpha_id = session.scalars(select(Business.id).where(Business.name == "alpha")).one()
+        pool = session.scalars(select(FloatingIpPool)).one()
+        session.add(
+            NetworkAttachment(
+                cluster_id=pool.cluster_id, business_id=alpha_id, pod="kept-0",
+                mode="floating-ip", pool_id=pool.id, ip="10.9.0.2", policy="never",
+            )
+        )  # fmt: skip
     r = c.post(
         f"{BIZ}/apps",
         json={"name": "web", "cluster": "sim-1", "templates": [V1, V2], "replicas": 1},

@@ -80,6 +80,7 @@ def test_every_list_answers_items_and_next_cursor(world: World) -> None:
         "/api/v1/clusters/sim-1/nodes",
         "/api/v1/clusters/sim-1/p2p/nodes",
         "/api/v1/clusters/sim-1/p2p/images",
+        "/api/v1/clusters/sim-1/ip-pools",
         f"{BIZ}/apps",
         f"{app}/instances",
         f"{app}/upgrades",

@@ -91,7 +91,18 @@ class TemplateIn(Strict):
     liveness: ProbeIn | None = None
     readiness: ProbeIn | None = None
     configs: list[ConfigRefIn] = Field(default_factory=list, max_length=32)
-    network_mode: Literal["overlay", "floating-ip", "nat", "host"] = "overlay"
+    network_mode: Literal["overlay", "floating-ip", "nat", "host"] = Field(
+        default="overlay",
+        description="overlay: the cluster's pod network (the default); floating-ip: an address "
+        "of a Gaia pool of the node's subnet, kept across reschedules; nat: the node's address "
+        "with the ports mapped to host ports; host: the node's network (docs/network.md)",
+    )
+    ip_release: Literal["on-delete", "app", "never"] | None = Field(
+        default=None,
+        description="floating-ip only: when an instance's address goes back to its pool: "
+        "on-delete (the instance is deleted; the default), app (the app is deleted), never "
+        "(a platform admin frees it)",
+    )
     profile: Literal["web", "batch", "gpu-inference", "idle"] = Field(
         default="web", description="workload profile the simulated cluster uses for metrics"
     )
@@ -127,6 +138,11 @@ class TemplateIn(Strict):
         ports = [p.port for p in self.ports]
         if len(set(ports)) != len(ports):
             raise ValueError("a port is listed twice")
+        if self.ip_release is not None and self.network_mode != "floating-ip":
+            raise ValueError(
+                f"ip_release applies to network_mode 'floating-ip' only, not "
+                f"'{self.network_mode}'; drop it or choose floating-ip"
+            )
         names = [(c.name, c.secret) for c in self.configs]
         if len(set(names)) != len(names):
             raise ValueError("a config is referenced twice")

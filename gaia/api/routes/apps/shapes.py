@@ -42,6 +42,8 @@ def new_template(body: TemplateIn) -> store_apps.NewTemplate:
     """A template as the store takes it: resources in internal units, or the name of the
     instance configuration that gives them; everything else as given."""
     doc = body.model_dump(mode="json", exclude={"name", "resources", "instance_config"})
+    if doc.get("ip_release") is None:
+        doc.pop("ip_release", None)  # the documents of apps without floating IPs stay as they were
     return store_apps.NewTemplate(
         name=body.name,
         document=doc,
