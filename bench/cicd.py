@@ -54,6 +54,7 @@ import hmac
 import json
 import math
 import os
+import pwd
 import re
 import shutil
 import statistics
@@ -72,6 +73,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from gaia.delivery.builds import DEFAULT_BUILD_USER  # noqa: E402
 from tests.support.images import OciImage, busybox_layer, oci_layout  # noqa: E402
 from tests.support.kube import free_port  # noqa: E402
 from tests.support.p2p import Registry, need, random_image  # noqa: E402
@@ -180,6 +182,26 @@ def timed(argv: list[str], **kwargs: Any) -> float:
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])}...: {done.stdout[-500:]} {done.stderr[-1500:]}")
     return time.monotonic() - began
+
+
+def build_user() -> tuple[int, int] | None:
+    """The ids Gaia's runner builds as (``resolve_build_user``: gaia-build when Gaia runs as
+    root); the floor builds as the same user, rootless too, or it would measure another
+    thing."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(DEFAULT_BUILD_USER)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def as_build_user(argv: list[str]) -> list[str]:
+    ids = build_user()
+    if ids is None:
+        return argv
+    return ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", "--", *argv]
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -297,6 +319,10 @@ def set_up_pipeline(
     auth = {"auths": {registry: {"auth": base64.b64encode(creds.encode()).decode()}}}
     (hand / "auth.json").write_text(json.dumps(auth))
     (hand / "auth.json").chmod(0o600)
+    ids = build_user()
+    if ids is not None:  # the floor's clone reads root's bare repository, as the runner's does
+        (hand / "home" / ".gitconfig").write_text(f"[safe]\n\tdirectory = {bare}\n")
+        subprocess.run(["chown", "-R", f"{ids[0]}:{ids[1]}", str(hand)], check=True)
     return Pipeline(
         api=api,
         registry=registry,
@@ -417,18 +443,24 @@ def hand_round(p: Pipeline, n: int) -> dict[str, float]:
     auth = f"--authfile={p.hand / 'auth.json'}"
     figures = {
         "clone": timed(
-            ["git", "-c", "credential.helper=", "clone", "--depth=1", "--single-branch",
-             "--no-tags", "--branch=main", "--", p.bare.as_uri(), str(src)],
+            as_build_user(
+                ["git", "-c", "credential.helper=", "clone", "--depth=1", "--single-branch",
+                 "--no-tags", "--branch=main", "--", p.bare.as_uri(), str(src)]
+            ),
             env=env,
         ),
         "build": timed(
-            [*buildah, "build", "--layers", "--force-rm", "--isolation", "chroot", auth,
-             "--tls-verify=false", "-f", str(src / "Dockerfile"), "-t", image, str(src)],
+            as_build_user(
+                [*buildah, "build", "--layers", "--force-rm", "--isolation", "chroot", auth,
+                 "--tls-verify=false", "-f", str(src / "Dockerfile"), "-t", image, str(src)]
+            ),
             env=env, cwd=p.hand,
         ),
         "push": timed(
-            [*buildah, "push", auth, f"--digestfile={p.hand / 'digest'}", "--tls-verify=false",
-             image, f"docker://{image}"],
+            as_build_user(
+                [*buildah, "push", auth, f"--digestfile={p.hand / 'digest'}",
+                 "--tls-verify=false", image, f"docker://{image}"]
+            ),
             env=env, cwd=p.hand,
         ),
     }  # fmt: skip
@@ -639,6 +671,7 @@ def main() -> int:
     if args.quick:
         args.rounds, args.tokens, args.pipeline_rounds = 2, 50, 2
     work = Path(tempfile.mkdtemp(prefix="gaia-cicd-bench-"))
+    work.chmod(0o755)  # Gaia's build user (and the floor's) reach the builds and the repository
     figures: dict[str, Any] = {}
     print(f"load before: {load()}")
     try:

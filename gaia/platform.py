@@ -25,6 +25,7 @@ from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.floating_ips import FloatingIpSweep
 from gaia.controllers.reservations import ReservationReaper
 from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
+from gaia.delivery.builds import BuildTools, resolve_build_user
 from gaia.delivery.registry import RegistryGcLoop, RegistryService, TokenSigner
 from gaia.delivery.runner import PipelineRunner
 from gaia.loop import LoopService
@@ -211,12 +212,24 @@ class Platform:
         )
 
     def pipeline_runner(self) -> PipelineRunner:
-        """The loop that builds queued pipeline runs (only with a registry to push to)."""
+        """The loop that builds queued pipeline runs (only with a registry to push to), as the
+        build user ``resolve_build_user`` chooses; with none allowed, every run fails at once
+        with the reason (and the fix)."""
+        build_dir = self.settings.build_dir or self.settings.data_dir / "builds"
+        user, refusal = resolve_build_user(
+            self.settings.build_user,
+            build_dir=build_dir,
+            as_root_allowed=self.settings.build_as_root,
+        )
+        if refusal is not None:
+            log.warning("pipelines: builds refused: %s", refusal)
         return PipelineRunner(
             db=self.db,
             registry=self.registry,
             secrets=self.secrets,
-            data_dir=self.settings.data_dir,
+            build_dir=build_dir,
+            tools=BuildTools(run_as=user),
+            refusal=refusal,
             per_business=self.settings.pipeline_builds_per_business,
             total=self.settings.pipeline_builds_total,
             interval=self.settings.pipeline_runner_interval_seconds,

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     # file:// git URLs read this machine's disk: off unless an operator allows it (tests do)
     pipeline_local_git: bool = False
     pipeline_runner_interval_seconds: float = Field(default=2.0, gt=0)
+    # who builds (docs/pipelines.md, 'Build user'): a root platform hands builds to build_user
+    # (empty: gaia-build when it exists) and refuses to build as root unless build_as_root;
+    # build_dir holds the build folders and layer caches (default <data_dir>/builds)
+    build_user: str = ""
+    build_as_root: bool = False
+    build_dir: Path | None = None
     # Empty: SQLite at <data_dir>/gaia.db. Otherwise any SQLAlchemy URL; PostgreSQL is the
     # production store (postgresql+psycopg://user:pass@host/db).
     database_url: str = ""

@@ -8,7 +8,13 @@ and what buildah needs, ``dockerfile`` for the failure localisation, ``spec`` fo
 spec is held to.
 """
 
-from gaia.delivery.builds import BuildOutcome, BuildResult, BuildTools, run_build
+from gaia.delivery.builds import (
+    BuildOutcome,
+    BuildResult,
+    BuildTools,
+    resolve_build_user,
+    run_build,
+)
 from gaia.delivery.dockerfile import BuildFailure
 from gaia.delivery.spec import (
     BuildSpec,
@@ -32,5 +38,6 @@ __all__ = [
     "StepRecord",
     "StepResult",
     "StepTimeouts",
+    "resolve_build_user",
     "run_build",
 ]

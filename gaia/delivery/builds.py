@@ -65,6 +65,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,89 @@ class BuildTools:
         except KeyError:
             raise ValueError(f"run_as: no user {self.run_as!r} on this host") from None
         return entry.pw_uid, entry.pw_gid
+
+
+DEFAULT_BUILD_USER = "gaia-build"
+
+
+def resolve_build_user(
+    configured: str,
+    *,
+    build_dir: Path,
+    as_root_allowed: bool = False,
+    euid: int | None = None,
+    subuid_file: Path = Path("/etc/subuid"),
+    subgid_file: Path = Path("/etc/subgid"),
+) -> tuple[str | None, str | None]:
+    """Whom a platform's builds run as: ``(user, None)``, or ``(None, None)`` for the
+    platform's own user, or ``(None, reason)`` when builds must not run at all.
+
+    A platform that is not root builds as itself (buildah is rootless by itself). A root one
+    hands builds to ``configured`` (``GAIA_BUILD_USER``), else to ``gaia-build`` when that
+    user exists; the user needs subordinate ids (newuidmap reads them) and must be able to
+    reach ``build_dir``. With no such user a root platform refuses to build unless
+    ``as_root_allowed`` (``GAIA_BUILD_AS_ROOT``): a RUN step would run as root on the host."""
+    if (os.geteuid() if euid is None else euid) != 0:
+        return None, None
+    name = configured or DEFAULT_BUILD_USER
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        if configured:
+            return None, f"GAIA_BUILD_USER: no user {configured!r} on this host"
+        if as_root_allowed:
+            return None, None
+        return None, (
+            "this platform runs as root and has no build user, so a RUN step would run as root "
+            f"on the host: add the user {DEFAULT_BUILD_USER} with subordinate ids "
+            "(docs/pipelines.md, 'Build user'), name another with GAIA_BUILD_USER, or accept "
+            "root builds with GAIA_BUILD_AS_ROOT=true"
+        )
+    for file in (subuid_file, subgid_file):
+        if not _has_subordinate_ids(file, name, entry.pw_uid):
+            return None, (
+                f"the build user {name} has no range in {file} (usermod --add-subuids and "
+                "--add-subgids): rootless buildah needs one"
+            )
+    blocked = _unreachable(build_dir, entry.pw_uid, entry.pw_gid)
+    if blocked is not None:
+        return None, (
+            f"the build user {name} cannot reach {blocked} on the way to the build folder "
+            f"{build_dir}: set GAIA_BUILD_DIR to a folder it can reach (/var/lib/gaia-build)"
+        )
+    return name, None
+
+
+def _has_subordinate_ids(file: Path, name: str, uid: int) -> bool:
+    try:
+        lines = file.read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        owner, _, rest = line.partition(":")
+        start, _, count = rest.partition(":")
+        if owner in (name, str(uid)) and start.isdigit() and count.isdigit() and int(count):
+            return True
+    return False
+
+
+def _unreachable(path: Path, uid: int, gid: int) -> Path | None:
+    """The first existing folder above (or at) ``path`` that ``uid``/``gid`` may not enter
+    (folders not made yet will be made by the runner, traversable); None when all may be."""
+    for folder in reversed([path, *path.parents]):
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            return None
+        if st.st_uid == uid:
+            allowed = bool(st.st_mode & 0o100)
+        elif st.st_gid == gid:
+            allowed = bool(st.st_mode & 0o010)
+        else:
+            allowed = bool(st.st_mode & 0o001)
+        if not allowed:
+            return folder
+    return None
 
 
 @dataclass
@@ -373,6 +457,14 @@ def _git_options(spec: BuildSpec) -> list[str]:
 async def _clone(build: _Build) -> StepRun:
     spec = build.spec
     env = _git_env(build)
+    if build.user is not None and spec.clone_url.startswith("file://"):
+        # a local repository (an operator's opt-in) is another user's: git's safe.directory,
+        # read from the build's own HOME (a local clone's upload-pack sees no -c options)
+        local = Path(urllib.parse.unquote(urllib.parse.urlsplit(spec.clone_url).path))
+        lines = [f"\tdirectory = {_git_quoted(str(p))}\n" for p in (local, local / ".git")]
+        config = build.folder / "home" / ".gitconfig"
+        config.write_text("[safe]\n" + "".join(lines))
+        build.own(config)
     argv = [
         build.tools.git,
         *_git_options(spec),
@@ -387,6 +479,11 @@ async def _clone(build: _Build) -> StepRun:
     ]
     shown = f"git clone --depth=1 --branch={spec.branch} {spec.clone_url}"
     return await build.step("clone", argv, shown, spec.timeouts.clone, **env)
+
+
+def _git_quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 async def _checkout(build: _Build, commit: str) -> StepRun:

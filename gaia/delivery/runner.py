@@ -57,19 +57,21 @@ class PipelineRunner(LoopService):
         db: Database,
         registry: RegistryService,
         secrets: SecretBox,
-        data_dir: Path,
+        build_dir: Path,
         per_business: int = 2,
         total: int = 2,
         interval: float = 2.0,
         tools: BuildTools | None = None,
         local_git: bool = False,
+        refusal: str | None = None,
     ) -> None:
         super().__init__(interval=interval)
         self.local_git = local_git
         self.db = db
         self.registry = registry
         self.secrets = secrets
-        self.data_dir = data_dir
+        self.build_dir = build_dir
+        self.refusal = refusal
         self.per_business = per_business
         self.total = total
         self.tools = tools
@@ -123,8 +125,8 @@ class PipelineRunner(LoopService):
                 git_url=row.git_url,
                 branch=row.branch,
                 image=image,
-                cache_dir=self.data_dir / "builds" / "cache" / business.name,
-                work_dir=self.data_dir / "builds" / "work",
+                cache_dir=self.build_dir / "cache" / business.name,
+                work_dir=self.build_dir / "work",
                 dockerfile=row.dockerfile,
                 context=row.context,
                 build_args=dict(row.build_args),
@@ -137,6 +139,10 @@ class PipelineRunner(LoopService):
             return spec, image
 
     async def build(self, run_id: int) -> None:
+        if self.refusal is not None:
+            reason = f"the build could not start: {self.refusal}"
+            await asyncio.to_thread(self._fail, run_id, reason)
+            return
         try:
             spec, image = await asyncio.to_thread(self._spec, run_id)
             pinned = await check_git_url(spec.git_url, local_allowed=self.local_git)

@@ -32,6 +32,7 @@ from gaia.delivery import (
     RegistryCredentials,
     StepResult,
     StepTimeouts,
+    resolve_build_user,
     run_build,
 )
 from tests.conftest import missing_component
@@ -622,3 +623,66 @@ def test_cancelling_the_task_kills_the_step_and_removes_the_build_folder(
     assert not _sleepers()
     assert list((tmp_path / "work").iterdir()) == []
     assert not _buildah_containers(tmp_path / "cache")
+
+
+def _subids(tmp_path: Path, text: str) -> dict[str, Path]:
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text(text)
+    subgid.write_text(text)
+    return {"subuid_file": subuid, "subgid_file": subgid}
+
+
+def test_a_platform_that_is_not_root_builds_as_itself(tmp_path: Path) -> None:
+    assert resolve_build_user("", build_dir=tmp_path, euid=1000) == (None, None)
+    assert resolve_build_user("nobody", build_dir=tmp_path, euid=1000) == (None, None)
+
+
+def test_a_root_platform_picks_its_build_user_and_checks_what_rootless_needs() -> None:
+    # nobody exists on every Debian host; its ids and the folders decide. pytest's tmp_path
+    # is private to root, so the folders are in /tmp
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="gaia-reach-"))
+    try:
+        base.chmod(0o755)
+        shared = base / "shared"
+        shared.mkdir(mode=0o755)
+        ok = _subids(base, "someone:100000:65536\nnobody:200000:65536\n")
+        found = resolve_build_user("nobody", build_dir=shared / "builds", euid=0, **ok)
+        assert found == ("nobody", None)
+        # its uid instead of its name is as good (newuidmap reads both)
+        by_uid = _subids(base, f"{nobody.pw_uid}:200000:65536\n")
+        assert resolve_build_user("nobody", build_dir=shared, euid=0, **by_uid)[0] == "nobody"
+        # no range: refused, naming the file
+        none = _subids(base, "someone:100000:65536\n")
+        user, reason = resolve_build_user("nobody", build_dir=shared, euid=0, **none)
+        assert user is None and reason is not None and "no range in" in reason
+        # a folder on the way it may not enter: refused, naming it and the setting
+        private = base / "private"
+        private.mkdir(mode=0o700)
+        ok = _subids(base, "nobody:200000:65536\n")
+        user, reason = resolve_build_user("nobody", build_dir=private / "b", euid=0, **ok)
+        assert user is None and reason is not None
+        assert str(private) in reason and "GAIA_BUILD_DIR" in reason
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_root_platform_without_a_build_user_refuses_unless_root_builds_are_accepted(
+    tmp_path: Path,
+) -> None:
+    user, reason = resolve_build_user("gaia-no-such-user", build_dir=tmp_path, euid=0)
+    assert user is None and reason == "GAIA_BUILD_USER: no user 'gaia-no-such-user' on this host"
+    if _build_user() is None:  # no gaia-build here: the default user is missing too
+        user, reason = resolve_build_user("", build_dir=tmp_path, euid=0)
+        assert user is None and reason is not None and "GAIA_BUILD_AS_ROOT" in reason
+        assert resolve_build_user("", build_dir=tmp_path, euid=0, as_root_allowed=True) == (
+            None,
+            None,
+        )
+    else:  # scripts/test.sh added it: the default finds it
+        shared = Path(tempfile.mkdtemp(prefix="gaia-reach-"))
+        try:
+            shared.chmod(0o755)
+            assert resolve_build_user("", build_dir=shared, euid=0) == (BUILD_USER, None)
+        finally:
+            shutil.rmtree(shared)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pwd
+import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gaia.delivery.builds import DEFAULT_BUILD_USER
 from gaia.platform import Platform
 from gaia.security import hash_password
 from gaia.settings import Settings
@@ -40,10 +45,25 @@ class Served:
     origin: str
     headers: dict[str, str]
     base: str  # a base image the Dockerfiles start FROM
+    shared: Path  # builds and test repositories: reachable by the build user
+
+
+def build_user_uid() -> int | None:
+    """The uid builds run as here: gaia-build's when the tests run as root (scripts/test.sh
+    adds it), else None (the tests' own user)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(DEFAULT_BUILD_USER).pw_uid
+    except KeyError:
+        missing_component(f"the user {DEFAULT_BUILD_USER}", "scripts/test.sh adds it")
+        raise
 
 
 @contextlib.contextmanager
-def running(database_url: str, tmp_path: Path, *, tls: bool = False) -> Iterator[Served]:
+def running(
+    database_url: str, tmp_path: Path, *, tls: bool = False, build_user: str = ""
+) -> Iterator[Served]:
     for tool in ("buildah", "git", "docker-registry", "busybox", "skopeo"):
         if shutil.which(tool) is None:
             missing_component(tool, "scripts/test.sh installs it")
@@ -56,6 +76,9 @@ def running(database_url: str, tmp_path: Path, *, tls: bool = False) -> Iterator
     else:
         bases = Registry(tmp_path / "bases").start()
         bases.push(base_image, "base", "1")
+    # pytest's tmp_path is private to root: the build user needs folders it can reach
+    shared = Path(tempfile.mkdtemp(prefix="gaia-pipelines-"))
+    shared.chmod(0o755)
     port = free_port()
     settings = Settings(
         data_dir=tmp_path / "data",
@@ -65,6 +88,8 @@ def running(database_url: str, tmp_path: Path, *, tls: bool = False) -> Iterator
         external_url=f"http://127.0.0.1:{port}",
         registry_listen=f"127.0.0.1:{free_port()}",
         pipeline_local_git=True,  # the test repositories are local folders
+        build_dir=shared / "builds",
+        build_user=build_user,
         **files,
     )
     plat = Platform.open(settings, run_migrations=False)
@@ -96,8 +121,9 @@ def running(database_url: str, tmp_path: Path, *, tls: bool = False) -> Iterator
                     capture_output=True, text=True, timeout=120,
                 )  # fmt: skip
                 assert copied.returncode == 0, copied.stderr
-            yield Served(plat, origin, headers, base)
+            yield Served(plat, origin, headers, base, shared)
     finally:
+        shutil.rmtree(shared, ignore_errors=True)
         if bases is not None:
             bases.stop()
         plat.db.dispose()
@@ -110,7 +136,7 @@ def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
 
 
 def _run(served: Served, name: str, dockerfile: str, tmp_path: Path) -> dict[str, Any]:
-    repo = repository(tmp_path / name, {"Dockerfile": dockerfile, "hello.txt": "hello\n"})
+    repo = repository(served.shared / name, {"Dockerfile": dockerfile, "hello.txt": "hello\n"})
     pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
     r = httpx.post(pipes, json={"name": name, "git_url": f"file://{repo}"}, headers=served.headers)
     assert r.status_code == 201, r.text
@@ -137,10 +163,14 @@ def test_a_pipeline_run_pushes_to_gaias_registry_and_records_the_digest(
     run = _run(
         served,
         "web",
-        f"FROM {served.base}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n",
+        f"FROM {served.base}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt /proc/self/uid_map\n",
         tmp_path,
     )
     assert run["state"] == "succeeded", run
+    uid = build_user_uid()
+    if uid is not None:
+        # a root platform built rootless, as gaia-build: the build's root is that user outside
+        assert re.search(rf"^\s*0\s+{uid}\s+1\s*$", run["log"], re.MULTILINE), run["log"]
     assert [s["name"] for s in run["steps"]] == ["clone", "build", "push"]
     assert run["failure"] is None
     registry = served.platform.registry
@@ -195,7 +225,7 @@ def test_a_run_deploys_a_new_version_by_a_gray_upgrade(served: Served, tmp_path:
         headers=h,
     )
     assert r.status_code == 201, r.text
-    repo = repository(tmp_path / "deployed", {"Dockerfile": f"FROM {served.base}\nRUN true\n"})
+    repo = repository(served.shared / "deployed", {"Dockerfile": f"FROM {served.base}\nRUN true\n"})
     pipes = f"{origin}/api/v1/businesses/alpha/pipelines"
     r = httpx.post(
         pipes,
@@ -228,7 +258,7 @@ def test_a_run_deploys_a_new_version_by_a_gray_upgrade(served: Served, tmp_path:
 
 def test_cancel_stops_a_running_build(served: Served, tmp_path: Path) -> None:
     h = served.headers
-    repo = repository(tmp_path / "slow", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
+    repo = repository(served.shared / "slow", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
     pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
     r = httpx.post(pipes, json={"name": "slow", "git_url": f"file://{repo}"}, headers=h)
     assert r.status_code == 201, r.text
@@ -264,7 +294,7 @@ def test_deleting_a_pipeline_mid_build_stops_the_build_cleanly(
     served: Served, tmp_path: Path
 ) -> None:
     h = served.headers
-    repo = repository(tmp_path / "gone", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
+    repo = repository(served.shared / "gone", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
     pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
     r = httpx.post(pipes, json={"name": "gone", "git_url": f"file://{repo}"}, headers=h)
     assert r.status_code == 201, r.text
@@ -303,3 +333,18 @@ def test_a_run_builds_from_and_pushes_to_an_https_registry_with_a_private_ca(
     assert run["state"] == "succeeded", run
     assert run["digest"].startswith("sha256:")
     assert "--tls-verify=false" not in run["log"]
+
+
+def test_a_root_platform_without_its_build_user_refuses_to_build(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A RUN step must not run as root on the host: a run fails at once, saying why and how
+    to fix it, and nothing is built."""
+    if os.geteuid() != 0:
+        pytest.skip("only a root platform hands builds to a build user")
+    with running(database_url, tmp_path, build_user="gaia-no-such-user") as served:
+        run = _run(served, "refused", f"FROM {served.base}\nRUN true\n", tmp_path)
+        assert not (served.shared / "builds" / "work").exists()
+    assert run["state"] == "failed", run
+    assert run["failure"]["step"] == "prepare"
+    assert "GAIA_BUILD_USER: no user 'gaia-no-such-user'" in run["failure"]["reason"], run
