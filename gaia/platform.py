@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from gaia.clock import Clock, RealClock
+from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
 from gaia.controllers.apps import AppController
 from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.floating_ips import FloatingIpSweep
@@ -35,6 +37,7 @@ from gaia.monitor.logs.collector import LogCollector
 from gaia.monitor.logs.store import LogStore, SystemLogHandler
 from gaia.monitor.metrics.collector import MetricCollector
 from gaia.monitor.metrics.platform import (
+    AccessFigures,
     PlatformMetrics,
     RegistryFigures,
     RegistryNamespaceFigures,
@@ -73,8 +76,12 @@ class Platform:
     p2p: SwarmCoordinator = field(init=False)
     # the image registry: token signer, addresses, the docker-registry child (docs/registry.md)
     registry: RegistryService = field(init=False)
+    # the access layer: HAProxy and dnsmasq for apps' domains (None: GAIA_ACCESS_LISTEN unset)
+    access: AccessGateway | None = field(init=False)
 
     def __post_init__(self) -> None:
+        self.access = access_gateway(self.settings)
+        self.metrics.watch_access(self._access_figures)
         self.p2p = SwarmCoordinator(
             secrets=self.secrets,
             clock=self.clock,
@@ -93,6 +100,20 @@ class Platform:
                 window_seconds=self.settings.login_failure_window_seconds,
                 max_rows=self.settings.login_throttle_max_rows,
             ),
+        )
+
+    def _access_figures(self) -> AccessFigures | None:
+        access = self.access
+        if access is None:
+            return None
+        backends = access.backends()
+        states = Counter(s.state.value for b in backends for s in b.servers)
+        return AccessFigures(
+            up=access.up(),
+            backends=len(backends),
+            servers=dict(states),
+            reloads=access.reloads,
+            drains=access.drains_started,
         )
 
     def _registry_figures(self) -> RegistryFigures | None:
@@ -165,6 +186,7 @@ class Platform:
             clock=self.clock,
             interval=self.settings.app_reconcile_interval_seconds,
             pull_secret_for=self._pull_secret,
+            access=self.access,
         )
 
     def _pull_secret(self, business: str) -> PullSecret | None:
@@ -282,6 +304,8 @@ class Platform:
         system_logs = SystemLogHandler(self.log_store)
         system_logs.install()
         await asyncio.to_thread(self.registry.start)
+        if self.access is not None:
+            await asyncio.to_thread(self.access.start)
         services = self.loops() if loops else []
         for service in services:
             service.observe = self.metrics.loop_pass
@@ -297,8 +321,28 @@ class Platform:
             await self.providers.close()
             await self.metric_store.close()
             await asyncio.to_thread(self.registry.stop)
+            if self.access is not None:
+                await asyncio.to_thread(self.access.stop)
             await asyncio.to_thread(system_logs.uninstall)
             self.log_store.close()
+
+
+def access_gateway(settings: Settings) -> AccessGateway | None:
+    """The access layer the settings describe (None: GAIA_ACCESS_LISTEN is empty)."""
+    if not settings.access_listen:
+        return None
+    folder = settings.data_dir / "access"
+    return AccessGateway(
+        haproxy=Haproxy(
+            binary=settings.access_haproxy_binary, folder=folder, bind=settings.access_listen
+        ),
+        dns=Dnsmasq(
+            binary=settings.access_dnsmasq_binary,
+            folder=folder,
+            listen=settings.access_dns_listen,
+        ),
+        address=settings.resolved_access_address(),
+    )
 
 
 def registry_service(settings: Settings, secrets: SecretBox) -> RegistryService:

@@ -32,6 +32,11 @@ def _networks(items: list[Any] | tuple[Any, ...]) -> list[IPv4Network | IPv6Netw
     return networks
 
 
+def _host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GAIA_", extra="ignore")
 
@@ -84,6 +89,14 @@ class Settings(BaseSettings):
     registry_tls_cert_file: Path | None = None
     registry_tls_key_file: Path | None = None
     registry_ca_file: Path | None = None
+    # the access layer (docs/access.md): where `gaia up` runs HAProxy for apps' domains
+    # (host:port; empty: none), where dnsmasq answers them (host:port), and the address the
+    # domains resolve to (default: the host of access_listen, which must then be an address)
+    access_listen: str = ""
+    access_dns_listen: str = "127.0.0.1:5353"
+    access_address: str = ""
+    access_haproxy_binary: str = "haproxy"
+    access_dnsmasq_binary: str = "dnsmasq"
     # garbage collection of the registry `gaia up` runs (0: never; POST /registry/gc any time)
     registry_gc_interval_seconds: float = Field(default=86400.0, ge=0)
     # monitoring: how often the collector reads every cluster's metrics; how often alert
@@ -162,6 +175,29 @@ class Settings(BaseSettings):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"GAIA_{name.upper()}: no file at {path}")
         return self
+
+    @model_validator(mode="after")
+    def _access(self) -> Settings:
+        for name in ("access_listen", "access_dns_listen"):
+            value = getattr(self, name)
+            if value and not _host_port(value):
+                raise ValueError(f"GAIA_{name.upper()}: {value!r} is not host:port")
+        if self.access_listen and not self.resolved_access_address():
+            raise ValueError(
+                "GAIA_ACCESS_ADDRESS: the address the apps' domains resolve to is needed when "
+                f"GAIA_ACCESS_LISTEN ({self.access_listen}) names no single address"
+            )
+        return self
+
+    def resolved_access_address(self) -> str:
+        if self.access_address:
+            return self.access_address
+        host = self.access_listen.rpartition(":")[0].strip("[]")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return ""
+        return "" if address.is_unspecified else str(address)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

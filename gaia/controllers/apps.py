@@ -44,7 +44,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from gaia.clock import Clock
+from gaia.controllers.access import AccessGateway, AccessUnavailable
 from gaia.domain import apps as domain_apps
+from gaia.domain.access import AppKey, Seen
 from gaia.domain.apps import Create, Delete, ReplaceImage, Restart, TemplateSpec
 from gaia.domain.errors import GaiaError, NotManaged
 from gaia.domain.network import policy_of
@@ -153,8 +155,11 @@ class AppController(LoopService):
         policy: RestartPolicy = DEFAULT_POLICY,
         unbound_grace: dt.timedelta = UNBOUND_GRACE,
         pull_secret_for: Callable[[str], PullSecret | None] | None = None,
+        access: AccessGateway | None = None,
     ) -> None:
         super().__init__(interval=interval)
+        # the access layer (domains, the load balancer): drains before a stop (None: none)
+        self.access = access
         # the platform registry's credentials for a business's instances (None: no registry)
         self.pull_secret_for = pull_secret_for or (lambda _business: None)
         self.db = db
@@ -189,6 +194,12 @@ class AppController(LoopService):
             except GaiaError as exc:
                 stats.errors += 1
                 log.warning("apps: cluster %s: %s", cluster.name, exc)
+        if self.access is not None:
+            try:
+                await self.access.sync(keep=_served(snapshot))
+            except (OSError, AccessUnavailable) as exc:
+                stats.errors += 1
+                log.warning("apps: the access layer: %s", exc)
         self.passes += 1
         self.last = stats
 
@@ -241,6 +252,7 @@ class AppController(LoopService):
         for app in apps:
             try:
                 await self._reconcile_app(
+                    cluster=cluster.name,
                     provider=provider,
                     memory=memory,
                     app=app,
@@ -263,6 +275,7 @@ class AppController(LoopService):
     async def _reconcile_app(
         self,
         *,
+        cluster: str,
         provider: ClusterProvider,
         memory: _ClusterMemory,
         app: AppSnapshot,
@@ -285,6 +298,8 @@ class AppController(LoopService):
 
         observed, unbound = await self._repair_unbound(provider, app, observed, now, stats)
         by_id = {inst.instance_id: inst for inst in observed}
+        access_key = AppKey(cluster, app.namespace, app.name)
+        access = self._observe_access(access_key, app, observed)
         if app.upgrade is not None:
             await self._step_upgrade(app, by_id, pending)
 
@@ -308,6 +323,13 @@ class AppController(LoopService):
         )
         creates: list[InstanceSpec] = []
         for action in actions:
+            if (
+                isinstance(action, (Delete, ReplaceImage, Restart))
+                and access is not None
+                and not await access.may_stop(access_key, action.name)
+            ):
+                stats.actions["draining"] += 1  # asked again next pass
+                continue
             if isinstance(action, Delete):
                 gone = by_id.get(action.instance_id)
                 await provider.delete_instance(namespace=app.namespace, name=action.name)
@@ -348,6 +370,27 @@ class AppController(LoopService):
             stats.actions["create"] += await self._create_all(provider, creates)
         if app.state == "running":
             await self._ensure_service(provider, memory, app)
+
+    def _observe_access(
+        self, key: AppKey, app: AppSnapshot, observed: list[Instance]
+    ) -> AccessGateway | None:
+        """Hand the access layer the instances of an app it serves (one with a domain and a
+        port); the gateway, or None when the app is not served."""
+        port = _access_port(app)
+        if self.access is None or not app.domain or port is None:
+            return None
+        seen = [
+            Seen(
+                name=inst.name,
+                ip=inst.pod_ip,
+                ready=inst.ready and inst.phase is InstancePhase.RUNNING,
+                started_at=inst.started_at,
+                restarts=inst.restarts,
+            )
+            for inst in observed
+        ]
+        self.access.observe(key, domain=app.domain, port=port, seen=seen)
+        return self.access
 
     async def _repair_unbound(
         self,
@@ -742,6 +785,25 @@ class AppController(LoopService):
         ]
         with self.db.write_session() as session:
             store_events.emit_many(session, batch)
+
+
+def _access_port(app: AppSnapshot) -> int | None:
+    """The port the balancer sends an app's requests to: the default template's first TCP
+    port (None: it has none)."""
+    template = app.templates.get(app.default_template)
+    if template is None:
+        return None
+    return next((p.port for p in _ports(template.body) if p.protocol.upper() == "TCP"), None)
+
+
+def _served(snapshot: Snapshot) -> set[AppKey]:
+    """The apps the access layer serves: running or stopped, with a domain and a port."""
+    out = set()
+    for app in snapshot.apps:
+        cluster = snapshot.clusters.get(app.cluster_id)
+        if cluster is not None and app.domain and app.state != "deleting" and _access_port(app):
+            out.add(AppKey(cluster.name, app.namespace, app.name))
+    return out
 
 
 def unbound_for(inst: Instance, *, now: dt.datetime) -> dt.timedelta | None:

@@ -528,6 +528,7 @@ def create_app(
     ).one_or_none()
     if clash is not None:
         raise Conflict(f"app '{name}' already exists in business '{business.name}'")
+    _claim_domain(session, domain)
     now = utcnow()
     app = App(
         business_id=business.id,
@@ -562,6 +563,16 @@ def create_app(
     return app
 
 
+def _claim_domain(session: Session, domain: str, *, app_id: int | None = None) -> None:
+    """``Conflict`` when another app (of any business) has ``domain``: it routes traffic.
+    The unique index on apps.domain holds the same line against concurrent requests."""
+    if not domain:
+        return
+    holder = session.scalars(select(App.id).where(App.domain == domain)).first()
+    if holder is not None and holder != app_id:
+        raise Conflict(f"domain {domain!r} is bound to another app; choose another")
+
+
 def update_app(
     session: Session,
     *,
@@ -581,6 +592,7 @@ def update_app(
         app.default_template = default_template
         changes.append(f"default template {default_template}")
     if domain is not None:
+        _claim_domain(session, domain, app_id=app.id)
         app.domain = domain
         changes.append(f"domain {domain or '(none)'}")
     app.updated_at = utcnow()

@@ -314,7 +314,17 @@ class App(Base):
     """
 
     __tablename__ = "apps"
-    __table_args__ = (UniqueConstraint("business_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("business_id", "name"),
+        # one app per domain (migration 0011): the access layer routes it
+        Index(
+            "ix_apps_domain_unique",
+            "domain",
+            unique=True,
+            sqlite_where=text("domain <> ''"),
+            postgresql_where=text("domain <> ''"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     business_id: Mapped[int] = mapped_column(

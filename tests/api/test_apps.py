@@ -224,3 +224,28 @@ def test_chosen_instances_stop_give_their_quota_back_and_start_again(h: AppsHarn
         f"{BIZ}/apps/web/instances/stop", json={"instance_ids": [9]}, headers=h.headers
     )
     assert r.status_code == 422 and "not in app" in r.text
+
+
+def test_a_domain_is_bound_to_one_app_of_the_whole_platform(world: World) -> None:
+    """The access layer routes a domain to its app: another business may not take it, by
+    creating an app or by changing one; the holder may keep it, and freeing it frees it."""
+    v1 = template("v1", "registry.local/web:v1", cpu=0.5, memory=256)
+    c, dev, outsider = world.client, world.as_("developer"), world.as_("outsider")
+    body = {"name": "web", "cluster": "sim-1", "templates": [v1], "domain": "web.example.com"}
+    assert c.post(f"{BIZ}/apps", json=body, headers=dev).status_code == 201
+    taken = c.post("/api/v1/businesses/beta/apps", json=body, headers=outsider)
+    assert taken.status_code == 409, taken.text
+    assert "bound to another app" in taken.text and "alpha" not in taken.text
+    other = {**body, "name": "api", "domain": "api.example.com"}
+    assert c.post("/api/v1/businesses/beta/apps", json=other, headers=outsider).status_code == 201
+    r = c.patch(
+        "/api/v1/businesses/beta/apps/api", json={"domain": "web.example.com"}, headers=outsider
+    )
+    assert r.status_code == 409, r.text
+    # the holder may set it again, and once it lets it go, it is free
+    assert c.patch(f"{BIZ}/apps/web", json={"domain": "web.example.com"}, headers=dev).is_success
+    assert c.patch(f"{BIZ}/apps/web", json={"domain": ""}, headers=dev).is_success
+    r = c.patch(
+        "/api/v1/businesses/beta/apps/api", json={"domain": "web.example.com"}, headers=outsider
+    )
+    assert r.status_code == 200, r.text

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +121,10 @@ class PlatformMetrics:
     def watch_registry(self, figures: Callable[[], RegistryFigures | None]) -> None:
         """Report the image registry's figures at every scrape (None: no registry)."""
         self.registry.register(RegistryCollector(figures))
+
+    def watch_access(self, figures: Callable[[], AccessFigures | None]) -> None:
+        """Report the access layer's figures at every scrape (None: no access layer)."""
+        self.registry.register(AccessCollector(figures))
 
     def observe_request(self, *, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "other"
@@ -392,3 +396,49 @@ class RegistryCollector(Collector):
         )
         storage.add_metric([f.registry], total)
         yield from (repositories, images, pushes, pulls, pull_errors, storage)
+
+
+@dataclass(frozen=True)
+class AccessFigures:
+    """The access layer (``gaia.controllers.access``), read at a scrape."""
+
+    up: bool  # HAProxy's worker and dnsmasq both run
+    backends: int  # apps served by domain
+    servers: Mapping[str, int]  # state (ready, drain, maint) -> servers
+    reloads: int  # HAProxy reloads since this process started
+    drains: int  # instances drained before a stop since this process started
+
+
+class AccessCollector(Collector):
+    """``gaia_access_*``."""
+
+    def __init__(self, figures: Callable[[], AccessFigures | None]) -> None:
+        self.figures = figures
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        f = self.figures()
+        if f is None:
+            return
+        up = GaugeMetricFamily("gaia_access_up", "1 when HAProxy and dnsmasq both run.")
+        up.add_metric([], 1.0 if f.up else 0.0)
+        backends = GaugeMetricFamily("gaia_access_backends", "Apps served by their domain.")
+        backends.add_metric([], f.backends)
+        servers = GaugeMetricFamily(
+            "gaia_access_servers",
+            "Instances behind the load balancer, by state (ready, drain, maint).",
+            labels=["state"],
+        )
+        for state in ("ready", "drain", "maint"):
+            servers.add_metric([state], f.servers.get(state, 0))
+        reloads = CounterMetricFamily(
+            "gaia_access_reloads", "HAProxy reloads (apps, domains or instances changed)."
+        )
+        reloads.add_metric([], f.reloads)
+        drains = CounterMetricFamily(
+            "gaia_access_drains", "Instances drained before the app controller stopped them."
+        )
+        drains.add_metric([], f.drains)
+        yield from (up, backends, servers, reloads, drains)
