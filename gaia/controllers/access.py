@@ -176,8 +176,28 @@ class Haproxy:
     def server_states(self) -> dict[tuple[str, str], ServerState]:
         return parse_server_states(self.command("show servers state"))
 
+    def workers(self) -> list[int]:
+        """The pids of the current worker and of the old ones still finishing requests they
+        held at a reload (the master's ``show proc``)."""
+        pids = []
+        section = ""
+        for line in _ask(self.master, "show proc;quit").splitlines():
+            if line.startswith("#"):
+                section = line
+                continue
+            parts = line.split()
+            if parts and parts[0].isdigit() and section in ("# workers", "# old workers"):
+                pids.append(int(parts[0]))
+        return pids
+
     def in_flight(self) -> dict[tuple[str, str], int]:
-        return parse_stat(self.command("show stat"))
+        """Requests in flight per (backend, server), summed over every worker: a request an
+        old worker held at a reload is still in flight on its server."""
+        total: dict[tuple[str, str], int] = {}
+        for pid in self.workers():
+            for where, count in parse_stat(_ask(self.master, f"@!{pid} show stat;quit")).items():
+                total[where] = total.get(where, 0) + count
+        return total
 
     def stop(self, timeout_s: float = 10) -> None:
         if self.process is None or self.process.poll() is not None:

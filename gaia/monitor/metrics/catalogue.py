@@ -374,6 +374,18 @@ METRICS: tuple[MetricDef, ...] = (
         "Blobs with an active swarm (details in memory)."),
     other("gaia_p2p_agents", G, "count", C, "platform", "registry",
         "P2P agents registered with the coordinator (heartbeat not lapsed)."),
+    # ---- The access layer (gaia.controllers.access: HAProxy and dnsmasq for apps' domains)
+    other("gaia_access_up", G, "boolean", (), "platform", "platform",
+        "1 while the HAProxy and the dnsmasq Gaia runs (GAIA_ACCESS_LISTEN) are both running."),
+    other("gaia_access_backends", G, "count", (), "platform", "platform",
+        "Apps served by their domain (a domain and a TCP port)."),
+    other("gaia_access_servers", G, "count", ("state",), "platform", "platform",
+        "Instances behind the load balancer, per state (``ready``, ``drain``, ``maint``)."),
+    other("gaia_access_reloads_total", K, "count", (), "platform", "platform",
+        "HAProxy reloads (apps, domains or instance addresses changed) since the process "
+        "started."),
+    other("gaia_access_drains_total", K, "count", (), "platform", "platform",
+        "Instances drained before the app controller stopped them, since the process started."),
     # ---- The platform itself
     other("gaia_http_requests_total", K, "count", HTTP_STATUS, "platform", "platform",
         "API requests the platform answered, per route template (never the raw path) and status "
