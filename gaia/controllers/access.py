@@ -40,6 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gaia.children import child_running, stop_child
 from gaia.domain.access import (
     AppKey,
     Backend,
@@ -171,7 +172,7 @@ class Haproxy:
         return _ask(self.admin, command)
 
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return child_running(self.process)
 
     def server_states(self) -> dict[tuple[str, str], ServerState]:
         return parse_server_states(self.command("show servers state"))
@@ -200,14 +201,7 @@ class Haproxy:
         return total
 
     def stop(self, timeout_s: float = 10) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_child(self.process, timeout_s=timeout_s)
 
 
 class Dnsmasq:
@@ -260,7 +254,7 @@ class Dnsmasq:
         log.info("access: dnsmasq on %s:%d (pid %d)", self.address, self.port, self.process.pid)
 
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return child_running(self.process)
 
     def update(self, text: str) -> bool:
         """Write the hosts file; tell dnsmasq to read it again when it changed."""
@@ -271,14 +265,7 @@ class Dnsmasq:
         return True
 
     def stop(self, timeout_s: float = 10) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_child(self.process, timeout_s=timeout_s)
 
 
 @dataclass

@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gaia.children import child_running, stop_child
 from gaia.domain.errors import InvalidRequest
 from gaia.domain.registry import parse_repository
 from gaia.loop import LoopService
@@ -266,17 +267,10 @@ class RegistryProcess:
         log.info("registry: started %s (pid %d)", self.binary, self.process.pid)
 
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return child_running(self.process)
 
     def stop(self, timeout_s: float = 10) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_child(self.process, timeout_s=timeout_s)
 
 
 class RegistryUnavailable(RuntimeError):
