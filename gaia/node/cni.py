@@ -53,35 +53,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from gaia.node.cniwire import (
+    DECODE_FAILURE,
+    INCOMPATIBLE_VERSION,
+    INVALID_CONFIG,
+    INVALID_ENVIRONMENT,
+    IO_FAILURE,
+    NOT_AVAILABLE,
+    TRY_AGAIN_LATER,
+    UNKNOWN_CONTAINER,
+    CniError,
+    cni_args,
+    run_plugin,
+    version_of,
+)
+
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 DELEGATE_VERSION = "1.0.0"  # the newest spec Debian's plugins (1.1.1) speak
 MODES = ("floating-ip", "nat", "host")
 DEFAULT_DATA_DIR = Path("/var/lib/gaia/cni")
 DEFAULT_PORT_RANGE = (30000, 32767)
 
-# CNI spec 1.1 well-known error codes; 100 and above are this plugin's own.
-INCOMPATIBLE_VERSION = 1
-UNSUPPORTED_FIELD = 2
-UNKNOWN_CONTAINER = 3
-INVALID_ENVIRONMENT = 4
-IO_FAILURE = 5
-DECODE_FAILURE = 6
-INVALID_CONFIG = 7
-TRY_AGAIN_LATER = 11
-NOT_AVAILABLE = 50
+# this plugin's own error codes (the specification's are in gaia.node.cniwire)
 POOL_EXHAUSTED = 100
 REFUSED = 101
 NO_HOST_PORT = 102
-
-
-class CniError(Exception):
-    """A failure reported to the runtime as a CNI error object."""
-
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.details = details
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -265,7 +261,7 @@ def parse_request(env: Mapping[str, str]) -> Request:
     netns = env.get("CNI_NETNS", "")
     if command in ("ADD", "CHECK") and not netns:
         raise CniError(INVALID_ENVIRONMENT, "CNI_NETNS is not set")
-    args = _cni_args(env.get("CNI_ARGS", ""))
+    args = cni_args(env.get("CNI_ARGS", ""))
     mode = args.get("GAIA_NETWORK_MODE") or None
     if mode is not None and mode not in MODES:
         raise CniError(
@@ -282,16 +278,6 @@ def parse_request(env: Mapping[str, str]) -> Request:
         mode=mode,
         ports=_ports(args.get("GAIA_PORTS", "")),
     )
-
-
-def _cni_args(raw: str) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for pair in filter(None, raw.split(";")):
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CniError(INVALID_ENVIRONMENT, f"CNI_ARGS has a malformed pair {pair!r}")
-        args[key] = value
-    return args
 
 
 def _ports(raw: str) -> tuple[tuple[int, str], ...]:
@@ -870,7 +856,10 @@ def handle(env: Mapping[str, str], stdin: bytes) -> dict[str, Any] | None:
     """Run one CNI request; the object to print, or None when the spec wants no output."""
     request = parse_request(env)
     if request.command == "VERSION":
-        return {"cniVersion": _version_of(stdin), "supportedVersions": list(SUPPORTED_VERSIONS)}
+        return {
+            "cniVersion": version_of(stdin, SUPPORTED_VERSIONS),
+            "supportedVersions": list(SUPPORTED_VERSIONS),
+        }
     config = parse_config(stdin)
     if request.command in ("GC", "STATUS") and config.cni_version != "1.1.0":
         raise CniError(INCOMPATIBLE_VERSION, f"{request.command} needs cniVersion 1.1.0")
@@ -888,33 +877,12 @@ def handle(env: Mapping[str, str], stdin: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _version_of(stdin: bytes) -> str:
-    try:
-        version = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError):
-        version = None
-    return version if version in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[-1]
-
-
 def main(
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     stdout: TextIO | None = None,
 ) -> int:
-    env = os.environ if env is None else env
-    raw = sys.stdin.buffer.read() if stdin is None else stdin
-    out = sys.stdout if stdout is None else stdout
-    try:
-        answer = handle(env, raw)
-    except CniError as exc:
-        error = {"cniVersion": _version_of(raw), "code": exc.code, "msg": exc.msg}
-        if exc.details:
-            error["details"] = exc.details
-        json.dump(error, out)
-        return 1
-    if answer is not None:
-        json.dump(answer, out)
-    return 0
+    return run_plugin(handle, SUPPORTED_VERSIONS, env, stdin, stdout)
 
 
 if __name__ == "__main__":

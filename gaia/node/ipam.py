@@ -45,33 +45,30 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from gaia.node.cniwire import (
+    DECODE_FAILURE,
+    INCOMPATIBLE_VERSION,
+    INVALID_CONFIG,
+    INVALID_ENVIRONMENT,
+    IO_FAILURE,
+    TRY_AGAIN_LATER,
+    UNKNOWN_CONTAINER,
+    CniError,
+    cni_args,
+    run_plugin,
+    version_of,
+)
+
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
 DEFAULT_KEEP_S = 600.0
 DEFAULT_DATA_ROOT = Path("/var/lib/gaia/ipam")
 LEASE_FILE_VERSION = 1
 
-# CNI spec error codes; 100 and above are this plugin's own.
-INCOMPATIBLE_VERSION = 1
-UNKNOWN_CONTAINER = 3
-INVALID_ENVIRONMENT = 4
-IO_FAILURE = 5
-DECODE_FAILURE = 6
-INVALID_CONFIG = 7
-TRY_AGAIN_LATER = 11
+# this plugin's own error codes (the specification's are in gaia.node.cniwire)
 RANGE_EXHAUSTED = 100
 
 Address = ipaddress.IPv4Address
 Network = ipaddress.IPv4Network
-
-
-class CniError(Exception):
-    """A failure reported to the runtime as a CNI error object."""
-
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.details = details
 
 
 @dataclass(frozen=True)
@@ -224,20 +221,10 @@ def parse_request(env: Mapping[str, str]) -> Request:
     container = env.get("CNI_CONTAINERID", "")
     if command != "VERSION" and not container:
         raise CniError(INVALID_ENVIRONMENT, "CNI_CONTAINERID is not set")
-    args = _cni_args(env.get("CNI_ARGS", ""))
+    args = cni_args(env.get("CNI_ARGS", ""))
     namespace, name = args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")
     pod = f"{namespace}/{name}" if namespace and name else None
     return Request(command=command, container_id=container, pod=pod)
-
-
-def _cni_args(raw: str) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for pair in filter(None, raw.split(";")):
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CniError(INVALID_ENVIRONMENT, f"CNI_ARGS has a malformed pair {pair!r}")
-        args[key] = value
-    return args
 
 
 # ---------------------------------------------------------------------------- decisions
@@ -360,7 +347,10 @@ def handle(env: Mapping[str, str], stdin: bytes) -> dict[str, Any] | None:
     """Run one CNI request; the object to print, or None when the spec wants no output."""
     request = parse_request(env)
     if request.command == "VERSION":
-        return {"cniVersion": _version_of(stdin), "supportedVersions": list(SUPPORTED_VERSIONS)}
+        return {
+            "cniVersion": version_of(stdin, SUPPORTED_VERSIONS),
+            "supportedVersions": list(SUPPORTED_VERSIONS),
+        }
     pool = parse_pool(stdin)
     if request.command == "CHECK" and pool.cni_version.startswith("0.3."):
         raise CniError(INCOMPATIBLE_VERSION, "CHECK needs cniVersion 0.4.0 or later")
@@ -401,33 +391,12 @@ def forget_neighbour(bridge: str, ip: str) -> None:
         )
 
 
-def _version_of(stdin: bytes) -> str:
-    try:
-        version = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError):
-        version = None
-    return version if version in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[-1]
-
-
 def main(
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     stdout: TextIO | None = None,
 ) -> int:
-    env = os.environ if env is None else env
-    raw = sys.stdin.buffer.read() if stdin is None else stdin
-    out = sys.stdout if stdout is None else stdout
-    try:
-        answer = handle(env, raw)
-    except CniError as exc:
-        error = {"cniVersion": _version_of(raw), "code": exc.code, "msg": exc.msg}
-        if exc.details:
-            error["details"] = exc.details
-        json.dump(error, out)
-        return 1
-    if answer is not None:
-        json.dump(answer, out)
-    return 0
+    return run_plugin(handle, SUPPORTED_VERSIONS, env, stdin, stdout)
 
 
 if __name__ == "__main__":
