@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -72,6 +75,9 @@ ROUTERS = (
 )
 
 
+API_STATIC = Path(__file__).parent / "static"
+
+
 def create_api(
     platform: Platform,
     *,
@@ -83,7 +89,7 @@ def create_api(
         description="Gaia platform API. Authenticate with `Authorization: Bearer <token>` "
         "from `POST /api/v1/auth/login` or an API token.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served below from the platform's own copy of Swagger UI
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -106,6 +112,27 @@ def create_api(
             log.warning("readiness: the store does not answer: %s", exc)
             return JSONResponse({"status": "unavailable", "reason": "store"}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    app.mount("/api/static", StaticFiles(directory=API_STATIC, check_dir=False), name="api-static")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI from this platform (npm's swagger-ui-dist, copied by
+        scripts/console-assets.sh), never from a CDN: it works with no internet."""
+        if not (API_STATIC / "swagger-ui-bundle.js").is_file():
+            return HTMLResponse(
+                "<!doctype html><title>Gaia API</title><p>Swagger UI is not installed here: run "
+                "<code>scripts/console-assets.sh</code>. The API description is at "
+                '<a href="/api/openapi.json">/api/openapi.json</a>.</p>',
+                status_code=503,
+            )
+        return get_swagger_ui_html(
+            openapi_url="/api/openapi.json",
+            title="Gaia API",
+            swagger_js_url="/api/static/swagger-ui-bundle.js",
+            swagger_css_url="/api/static/swagger-ui.css",
+            swagger_favicon_url="/api/static/favicon-32x32.png",
+        )
 
     for module in ROUTERS:
         app.include_router(

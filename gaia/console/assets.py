@@ -4,7 +4,7 @@ by ``scripts/console-assets.sh``, pinned by ``package-lock.json``) into ``static
 Nothing third-party is committed. The pages work without these files (they are server-rendered
 and every action is a plain form), so a console started before the copy still works; the
 libraries add partial updates (htmx), live streams (htmx's SSE extension) and the terminal
-(xterm.js).
+(xterm.js). Swagger UI's files go to ``gaia/api/static`` for the API's docs page.
 
     python -m gaia.console.assets [node_modules dir]
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 
 STATIC = Path(__file__).parent / "static"
 VENDOR = STATIC / "vendor"
+# the API's docs page (Swagger UI at /api/docs) is the API's own: its files go beside it
+API_STATIC = Path(__file__).parent.parent / "api" / "static"
 
 # node_modules path -> file name under static/vendor
 FILES = {
@@ -26,6 +28,11 @@ FILES = {
     "@xterm/xterm/css/xterm.css": "xterm.css",
     "@xterm/addon-fit/lib/addon-fit.js": "xterm-addon-fit.js",
 }
+API_FILES = {
+    "swagger-ui-dist/swagger-ui-bundle.js": "swagger-ui-bundle.js",
+    "swagger-ui-dist/swagger-ui.css": "swagger-ui.css",
+    "swagger-ui-dist/favicon-32x32.png": "favicon-32x32.png",
+}
 
 
 def installed() -> set[str]:
@@ -34,7 +41,7 @@ def installed() -> set[str]:
 
 
 def copy(node_modules: Path) -> list[str]:
-    missing = [src for src in FILES if not (node_modules / src).is_file()]
+    missing = [src for src in (*FILES, *API_FILES) if not (node_modules / src).is_file()]
     if missing:
         raise SystemExit(
             f"missing in {node_modules}: {', '.join(missing)}; run `npm ci` at the repository root"
@@ -42,7 +49,10 @@ def copy(node_modules: Path) -> list[str]:
     VENDOR.mkdir(parents=True, exist_ok=True)
     for src, name in FILES.items():
         shutil.copyfile(node_modules / src, VENDOR / name)
-    return sorted(FILES.values())
+    API_STATIC.mkdir(parents=True, exist_ok=True)
+    for src, name in API_FILES.items():
+        shutil.copyfile(node_modules / src, API_STATIC / name)
+    return sorted([*FILES.values(), *API_FILES.values()])
 
 
 def main() -> None:
