@@ -27,8 +27,9 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then need_apt+=(post
 if ! command -v kubectl >/dev/null 2>&1; then need_apt+=(kubernetes-client); fi
 if ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
 # the real test node (tests/support/node.py): container runtime, CNI plugins, image registry and
-# the static busybox the test images are made of; HAProxy and dnsmasq for the access layer
-for pkg in containerd runc containernetworking-plugins iptables docker-registry busybox-static skopeo buildah git iproute2 iperf3 haproxy dnsmasq-base \
+# the static busybox the test images are made of; HAProxy and dnsmasq for the access layer; a
+# CJK font so that the browser tests render (and screenshot) the Chinese console
+for pkg in containerd runc containernetworking-plugins iptables docker-registry busybox-static skopeo buildah git iproute2 iperf3 haproxy dnsmasq-base fonts-wqy-microhei \
   prometheus prometheus-alertmanager chromium; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_apt+=("$pkg")

@@ -9,10 +9,11 @@ main pages go to ``artifacts/screenshots``.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import ADMIN_PASSWORD, missing_component
 from tests.console.conftest import Console
 
 TIMEOUT_MS = 60_000
@@ -59,6 +60,11 @@ def test_log_in_see_the_overview_and_switch_language(
     page.get_by_label("Language").select_option("zh-CN")
     page.wait_for_load_state("networkidle")
     assert page.get_by_role("heading", name="概览").is_visible()
+    # a font with the Chinese glyphs, or the screenshot shows boxes (scripts/test.sh installs
+    # Debian's fonts-wqy-microhei)
+    cjk = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True)
+    if not cjk.stdout.strip():
+        missing_component("a CJK font (fc-list :lang=zh)", "apt-get install fonts-wqy-microhei")
     page.screenshot(path=str(shots / "overview-zh-CN.png"), full_page=True)
     me = console.api("GET", "/api/v1/users/admin")
     assert me["language"] == "zh-CN"
