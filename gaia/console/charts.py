@@ -10,7 +10,8 @@ accessible fallback, and what a keyboard user reads instead of the picture.
 Pure functions of their arguments, no I/O, no JavaScript: a chart is a few kilobytes of markup
 that renders in any browser, prints, and is tested as text. The x axis is always the asked-for
 window (not the data's extent), so small multiples of one page line up; the y axis starts at
-zero and ends at a "nice" number above the highest value (percent charts end at 100 at least).
+zero and ends at a "nice" number above the highest value, in the unit people read (percent
+charts end at 100 at least).
 Series are told apart by colour *and* dash pattern, so the chart reads without colour vision.
 """
 
@@ -61,19 +62,29 @@ def format_value(value: float | None, unit: Unit) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
 
 
-def nice_ceiling(value: float, unit: Unit) -> float:
-    """The top of the y axis: 1, 2, 2.5 or 5 times a power of ten (of 1024 for bytes) above
-    ``value``; 100 for percent unless a value is above it."""
+def nice_axis(value: float, unit: Unit) -> tuple[float, float]:
+    """The top of the y axis and its tick step, for a highest value of ``value``: at most four
+    steps of 1, 2, 2.5 or 5 times a power of ten, counted in the unit people read (212 GiB ends
+    at 250 GiB in steps of 50 GiB, not at 10 GiB); percent charts end at 100 unless a value is
+    above it."""
     if unit == "percent" and value <= 100:
-        return 100.0
+        return 100.0, 25.0
     if value <= 0:
-        return 1.0
-    base = 1024.0 if unit in ("bytes", "bytes/s") and value >= 1024 else 10.0
-    power = base ** math.floor(math.log(value, base))
-    for factor in (1, 2, 2.5, 5, 10):
-        if value <= factor * power:
-            return factor * power
-    return 10 * power  # pragma: no cover - the loop always returns
+        return 1.0, 0.25
+    scale = 1.0
+    if unit in ("bytes", "bytes/s") and value >= 1024:
+        scale = 1024.0 ** min(math.floor(math.log(value, 1024)), 4)  # B, KiB ... TiB
+    scaled = value / scale
+    raw = scaled / 4
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(f * magnitude for f in (1, 2, 2.5, 5, 10) if f * magnitude >= raw * (1 - 1e-9))
+    top = math.ceil(scaled / step - 1e-9) * step
+    return top * scale, step * scale
+
+
+def nice_ceiling(value: float, unit: Unit) -> float:
+    """The top of the y axis (``nice_axis``)."""
+    return nice_axis(value, unit)[0]
 
 
 def time_ticks(start: float, end: float, count: int = 5) -> list[tuple[float, str]]:
@@ -112,7 +123,7 @@ def line_chart(
     plot_w = width - MARGIN_LEFT - MARGIN_RIGHT
     plot_h = height - MARGIN_TOP - MARGIN_BOTTOM
     values = [v for s in series for _t, v in s.points if not math.isnan(v)]
-    top = nice_ceiling(max(values, default=0.0), unit)
+    top, tick = nice_axis(max(values, default=0.0), unit)
     span = max(end - start, 1e-9)
 
     def x(t: float) -> float:
@@ -136,8 +147,8 @@ def line_chart(
         f'<desc id="{chart_id}-desc">{escape(desc)}</desc>',
     ]
     # y grid and labels
-    for i in range(5):
-        value = top * i / 4
+    for i in range(round(top / tick) + 1):
+        value = tick * i
         py = y(value)
         parts.append(
             f'<line x1="{MARGIN_LEFT}" x2="{width - MARGIN_RIGHT}" y1="{py:.1f}" y2="{py:.1f}" '

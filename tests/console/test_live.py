@@ -16,7 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from gaia.console.charts import Series, format_value, line_chart, mean_series, nice_ceiling
+from gaia.console.charts import (
+    Series,
+    format_value,
+    line_chart,
+    mean_series,
+    nice_axis,
+    nice_ceiling,
+)
 from gaia.monitor.logs.collector import LogCollector
 from gaia.platform import Platform
 from tests.conftest import World
@@ -48,9 +55,29 @@ def test_values_are_formatted_in_their_units() -> None:
     assert format_value(2048, "bytes/s") == "2.0 KiB/s"
     assert format_value(None, "bytes") == "-"
     assert nice_ceiling(37, "percent") == 100
-    assert nice_ceiling(130, "percent") == 200
-    assert nice_ceiling(3000, "bytes") == 5120  # 2.5 KiB is too small
+    assert nice_ceiling(130, "percent") == 150
+    assert nice_ceiling(3000, "bytes") == 3072  # 3 KiB: the next step of 1 KiB
     assert nice_ceiling(0, "bytes") == 1
+
+
+def test_axes_fit_the_data_in_the_unit_people_read() -> None:
+    """The report of issue 20: 116-212 GiB drawn on a 0-10 GiB axis, 49.6 MiB/s on 10 MiB/s."""
+    gib, mib = 1024**3, 1024**2
+    assert nice_axis(212 * gib, "bytes") == (300 * gib, 100 * gib)
+    assert nice_axis(116 * gib, "bytes") == (150 * gib, 50 * gib)
+    assert nice_axis(49.6 * mib, "bytes/s") == (60 * mib, 20 * mib)
+    for value in (0.3, 7, 99, 1023, 5000, 3.3 * gib, 900 * gib, 5 * 1024 * gib):
+        top, step = nice_axis(value, "bytes")
+        assert value <= top <= 2.5 * value and 2 <= round(top / step) <= 4, (value, top, step)
+    start = 1_700_000_000.0
+    big = Series("memory", [(start + 60 * i, (116 + i) * gib) for i in range(97)])
+    html = str(
+        line_chart(
+            title="Memory", series=[big], unit="bytes", start=start, end=start + 6000,
+            _=lambda s, **kw: s.format(**kw), chart_id="m",
+        )
+    )  # fmt: skip
+    assert ">300 GiB</text>" in html and ">10 GiB</text>" not in html
 
 
 def test_a_chart_has_a_title_axes_one_line_per_series_a_legend_and_a_table() -> None:
@@ -311,3 +338,23 @@ def test_a_socket_from_another_origin_or_without_a_session_is_refused(
     with pytest.raises(WebSocketDisconnect), socket(client, token, 0, origin=origin) as ws:
         ws.receive_json()
     assert records(world, "app.instance.exec") == []
+
+
+def test_an_instance_is_one_series_across_restarts_and_a_new_app_gets_a_short_window() -> None:
+    from gaia.console.pages.live import _named, fitting_range
+
+    rows = [
+        {"labels": {"instance": "ocr-0", "version": "v7"}, "points": [[1, 10.0], [2, 11.0]]},
+        {"labels": {"instance": "ocr-0", "version": "v8"}, "points": [[3, 12.0]]},
+        {"labels": {"instance": "ocr-1", "version": "v7"}, "points": [[1, 5.0]]},
+    ]
+    merged = _named(rows, "CPU")
+    assert [(s.label, list(s.points)) for s in merged] == [
+        ("CPU ocr-0", [(1.0, 10.0), (2.0, 11.0), (3.0, 12.0)]),
+        ("CPU ocr-1", [(1.0, 5.0)]),
+    ]
+    one = _named(rows[:2], "CPU")  # one instance under two label sets: one line, no suffix
+    assert [s.label for s in one] == ["CPU"]
+    assert fitting_range(300) == "15m"
+    assert fitting_range(2000) == "1h"
+    assert fitting_range(10 * 86_400) == "24h"

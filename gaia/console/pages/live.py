@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, cast
 from urllib.parse import urlencode, urlsplit
 
@@ -125,7 +126,7 @@ async def monitoring(
     user: User,
     biz: str,
     app: str,
-    range: Annotated[str, Query(max_length=8)] = "1h",
+    range: Annotated[str, Query(max_length=8)] = "",
     metric: Annotated[str, Query(max_length=16)] = "cpu",
     page: PageNumber = 1,
 ) -> Response:
@@ -134,7 +135,8 @@ async def monitoring(
     if error is not None:
         return error
     _ = translator(user.language)
-    range = range if range in RANGES else "1h"
+    if range not in RANGES:
+        range = fitting_range(_now(request) - _created(app_data))
     metric = metric if metric in INSTANCE_METRICS else "cpu"
     seconds, step = RANGES[range]
     end = _now(request)
@@ -213,15 +215,31 @@ async def monitoring(
     )
 
 
+def fitting_range(age_s: float) -> str:
+    """The default window of an app's charts: the shortest that holds its whole life, so a
+    new app's few minutes are not squeezed against the right edge of an hour."""
+    return next((name for name, (seconds, _step) in RANGES.items() if age_s <= seconds), "24h")
+
+
+def _created(app: Mapping[str, Any] | None) -> float:
+    try:
+        return dt.datetime.fromisoformat(str((app or {}).get("created_at"))).timestamp()
+    except ValueError:
+        return 0.0
+
+
 def _named(rows: list[dict[str, Any]], label: str) -> list[Series]:
-    """The API's series as chart series; several for one label are told apart by instance."""
-    out = []
+    """The API's series as chart series; several for one label are told apart by instance.
+    Series that name the same instance (its container restarted, or moved to a new version,
+    so the cluster reports it under new labels) are one line, not two with one name."""
+    instances = {(r.get("labels") or {}).get("instance", "") for r in rows}
+    by_name: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
         labels = row.get("labels") or {}
-        name = label if len(rows) == 1 else f"{label} {labels.get('instance', '')}".strip()
+        name = label if len(instances) == 1 else f"{label} {labels.get('instance', '')}".strip()
         points = [(float(t), float(v)) for t, v in row.get("points") or []]
-        out.append(Series(name, points))
-    return out
+        by_name.setdefault(name, []).extend(points)
+    return [Series(name, sorted(points)) for name, points in by_name.items()]
 
 
 # ---------------------------------------------------------------- logs
