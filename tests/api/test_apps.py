@@ -249,3 +249,21 @@ def test_a_domain_is_bound_to_one_app_of_the_whole_platform(world: World) -> Non
         "/api/v1/businesses/beta/apps/api", json={"domain": "web.example.com"}, headers=outsider
     )
     assert r.status_code == 200, r.text
+
+
+def test_a_node_whose_cards_are_taken_whole_shows_their_memory_held(
+    h: AppsHarness, gpu_cluster: str
+) -> None:
+    """Instances of whole cards request no GPU memory, yet hold all of it: a node's allocated
+    GPU memory is read per card (issue 20: "0 / 196608 MiB" on a full node)."""
+    whole = template("v1", "registry.local/train:v1", cpu=4, memory=10240, gpu=8)
+    create_app(h, "train", [whole], cluster=gpu_cluster, replicas=2)
+    h.settle(h.ready("train", 2))
+    nodes = h.get(f"/api/v1/clusters/{gpu_cluster}/nodes?limit=100")["items"]
+    full = [n for n in nodes if n["gpus"] and all(g["used"] == 1 for g in n["gpus"])]
+    assert len(full) == 2
+    for node in full:
+        memory = sum(g["memory_mib"] for g in node["gpus"])
+        assert node["allocated"]["gpu_memory"] == memory == node["capacity"]["gpu_memory"]
+    idle = [n for n in nodes if n not in full]
+    assert all(n["allocated"]["gpu_memory"] == 0 for n in idle)

@@ -12,6 +12,7 @@ simulated cluster (crash, OOM, liveness, image pull, node lost, app load) for dr
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -36,6 +37,7 @@ from gaia.api.schemas.nodes import (
     NodeOut,
 )
 from gaia.domain.errors import InvalidRequest, NotFound
+from gaia.domain.resources import ResourceVector
 from gaia.providers.port import Instance, Node, NodeSpec
 from gaia.providers.sim import SimCluster
 from gaia.store.businesses import business_names
@@ -43,6 +45,16 @@ from gaia.store.businesses import business_names
 router = APIRouter(tags=["nodes"])
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 NodePath = Path(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _allocated(node: Node) -> ResourceVector:
+    """What the node's instances hold. GPU memory is read per card: an instance holding whole
+    cards requests no GPU memory, yet holds all of theirs (8 cards taken read "0 / 196608 MiB"
+    when the requests were summed)."""
+    if not node.gpu_memory_used:
+        return node.allocated
+    held = sum(node.gpu_memory_used.values())
+    return dataclasses.replace(node.allocated, gpu_memory=max(held, node.allocated.gpu_memory))
 
 
 def node_out(node: Node) -> NodeOut:
@@ -54,7 +66,7 @@ def node_out(node: Node) -> NodeOut:
         labels=dict(node.labels),
         host_ip=node.host_ip,
         capacity=ResourceAmounts.from_vector(node.capacity),
-        allocated=ResourceAmounts.from_vector(node.allocated),
+        allocated=ResourceAmounts.from_vector(_allocated(node)),
         gpus=[
             GpuOut(
                 index=g.index,
