@@ -329,3 +329,40 @@ def test_pages_render_in_simplified_chinese(world: World) -> None:
         {"kind": "configmap", "name": "web", "pairs": "A=1"},
     )
     assert "已创建 ConfigMap web" in world.client.get(target).text
+
+
+# ---------------------------------------------------------------- the overview
+
+
+def test_the_overview_lists_200_businesses_busiest_first_one_row_each(world: World) -> None:
+    """Issue 20: a business with no quota filled the overview with a table of zeros, one per
+    business. Now: one row per business, a dash where it has no quota, the business nearest
+    its quota first, 25 to a page."""
+    for i in range(200):
+        r = world.client.post(
+            "/api/v1/businesses", json={"name": f"t-{i:03d}"}, headers=world.admin
+        )
+        assert r.status_code == 201
+    quota = {"cpu": 10, "memory": 10240, "gpu": 0}
+    for name in ("t-007", "t-150"):
+        r = world.client.put(
+            f"/api/v1/businesses/{name}/quotas/sim-1", json={"hard": quota}, headers=world.admin
+        )
+        assert r.status_code == 200, r.text
+    app = {
+        "name": "web",
+        "cluster": "sim-1",
+        "templates": [{"name": "v1", "image": "w:1", "resources": {"cpu": 4, "memory": 256}}],
+    }
+    r = world.client.post("/api/v1/businesses/t-150/apps", json=app, headers=world.admin)
+    assert r.status_code == 201, r.text
+    log_in(world.client, "admin")
+    html = world.client.get("/console").text
+    listed = re.findall(r'<a href="/console/businesses/([a-z0-9-]+)">', rows(html))
+    assert len(listed) == 25
+    assert listed[0] == "t-150"  # 40 % of its CPU quota held
+    assert "4 / 10 cores" in rows(html)
+    assert "of 202" in html  # the pager: 200 and the world's alpha and beta
+    # a business without quota: dashes, not a bar of zeros
+    row = re.search(r'<a href="/console/businesses/t-000">.*?</tr>', rows(html), re.S)
+    assert row is not None and "\u2013" in row.group(0) and "0 / 0" not in row.group(0)

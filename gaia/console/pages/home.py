@@ -4,14 +4,16 @@ with counts and usage against quota)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from gaia.api.deps import SESSION_COOKIE, audit
 from gaia.console.browser_guard import request_is_https
-from gaia.console.web import LANGUAGES, ConsoleApi, User, redirect, render
+from gaia.console.listing import paginate
+from gaia.console.web import LANGUAGES, ConsoleApi, PageNumber, User, redirect, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -113,13 +115,41 @@ async def switch_language(
 
 
 @router.get("/console")
-async def overview(request: Request, user: User) -> Response:
+async def overview(request: Request, user: User, page: PageNumber = 1) -> Response:
     api = ConsoleApi(request, user)
     data = await api.get("/api/v1/overview")
+    body = data.data if data.ok and isinstance(data.data, dict) else None
+    businesses = None
+    if body is not None:
+        rows = [business_row(b) for b in body.get("businesses", [])]
+        rows.sort(key=lambda r: (-r["busiest"], r["name"]))
+        businesses = paginate(rows, page=page, size=BUSINESSES_PER_PAGE)
     return render(
         request,
         user,
         "overview.html",
-        {"data": data.data if data.ok else None, "error": data.error},
+        {"data": body, "error": data.error, "businesses": businesses, "shown": SHOWN},
         section="overview",
     )
+
+
+BUSINESSES_PER_PAGE = 25
+# the overview's columns per business (the business's own page has every dimension)
+SHOWN = ("cpu", "memory", "gpu")
+
+
+def business_row(b: Mapping[str, Any]) -> dict[str, Any]:
+    """One business as one row of the overview: its used/quota on the shown dimensions (None
+    where it has no quota: a dash, not a bar of zeros), and its busiest dimension's share, by
+    which the rows are sorted (the businesses near their quota first)."""
+    usage = {u["dimension"]: u for u in b.get("usage", [])}
+    cells = {d: usage[d] if d in usage and usage[d]["total"] else None for d in SHOWN}
+    shares = [u["used"] / u["total"] for u in usage.values() if u["total"]]
+    return {
+        "name": b["name"],
+        "display_name": b.get("display_name") or b["name"],
+        "members": b.get("members", 0),
+        "clusters": b.get("clusters", 0),
+        "cells": cells,
+        "busiest": max(shares, default=0.0),
+    }
