@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 from fastapi import Depends, Query, Request
@@ -291,6 +291,15 @@ class RefusedForm:
 
 
 EMPTY_FORM = RefusedForm({}, {}, 200)  # a page as it first shows, its form empty
+
+
+async def permissions_in(api: ConsoleApi, biz: str) -> frozenset[str]:
+    """What the user may do in business ``biz``, as the API says (``BusinessOut.permissions``):
+    pages show an action only to whom may take it. Empty when the business is not theirs."""
+    result = await api.get(f"/api/v1/businesses/{quote(biz, safe='')}")
+    if not result.ok or not isinstance(result.data, dict):
+        return frozenset()
+    return frozenset(result.data.get("permissions") or ())
 
 
 def refusal_page(

@@ -27,7 +27,7 @@ from gaia.api.schemas.tenancy import (
     MemberOut,
     MemberPut,
 )
-from gaia.domain.rbac import Permission, Role
+from gaia.domain.rbac import ROLE_PERMISSIONS, Permission, Role
 from gaia.store import businesses
 from gaia.store.models import Business
 
@@ -40,12 +40,20 @@ def business_out(business: Business, principal: Principal) -> BusinessOut:
     role = principal.roles.get(business.id)
     if role is None and principal.is_platform_admin:
         role = Role.PLATFORM_ADMIN
+    granted = (
+        frozenset(Permission)
+        if principal.is_platform_admin
+        else ROLE_PERMISSIONS.get(role, frozenset())
+        if role is not None
+        else frozenset()
+    )
     return BusinessOut(
         name=business.name,
         display_name=business.display_name,
         description=business.description,
         created_at=business.created_at,
         role=role,
+        permissions=sorted(granted),
     )
 
 

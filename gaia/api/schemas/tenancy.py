@@ -22,7 +22,7 @@ from gaia.api.schemas.base import (
     Strict,
     Username,
 )
-from gaia.domain.rbac import Role
+from gaia.domain.rbac import Permission, Role
 from gaia.domain.registry import RESERVED_NAMESPACES
 
 
@@ -57,6 +57,11 @@ class BusinessOut(BaseModel):
     description: str
     created_at: dt.datetime
     role: Role | None = Field(description="the caller's role here; platform-admin sees all")
+    permissions: list[Permission] = Field(
+        default_factory=list,
+        description="what the caller may do here (from the role, or all for a platform admin): "
+        "clients show an action only to whom may take it",
+    )
 
 
 class MemberPut(Strict):

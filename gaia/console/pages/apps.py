@@ -21,6 +21,7 @@ not untick what the user chose.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -38,6 +39,7 @@ from gaia.console.web import (
     PageNumber,
     PageSize,
     User,
+    permissions_in,
     redirect,
     refusal_page,
     render,
@@ -98,10 +100,12 @@ async def _load_app(
     request: Request, user: ConsoleUser, api: ConsoleApi, biz: str, app: str
 ) -> dict[str, Any] | Response:
     """The app as the API shows it, or the error page to answer instead."""
-    result = await api.get(_api_path(biz, app))
+    result, may = await asyncio.gather(api.get(_api_path(biz, app)), permissions_in(api, biz))
     if not result.ok:
         return _failed(request, user, result)
     data: dict[str, Any] = result.data
+    # the app's pages show its actions only to whom may take them (viewers see none)
+    data["may_write"] = "app.write" in may
     return data
 
 

@@ -53,6 +53,7 @@ from gaia.console.web import (
     ConsoleUser,
     PageNumber,
     User,
+    permissions_in,
     refusal_page,
     render,
     translator,
@@ -96,9 +97,13 @@ async def _app_or_error(
     request: Request, user: ConsoleUser, api: ConsoleApi, biz: str, app: str
 ) -> tuple[dict[str, Any] | None, Response | None]:
     """The app (the API's ``AppOut``), or the error page answering as the API did."""
-    result = await api.get(f"/api/v1/businesses/{biz}/apps/{app}")
+    result, may = await asyncio.gather(
+        api.get(f"/api/v1/businesses/{biz}/apps/{app}"), permissions_in(api, biz)
+    )
     if result.ok:
-        return result.data, None
+        data: dict[str, Any] = result.data
+        data["may_write"] = "app.write" in may  # the tabs show the terminal to them only
+        return data, None
     return None, _error_page(request, user, result)
 
 
