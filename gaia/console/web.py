@@ -43,6 +43,7 @@ from gaia.api.client_address import request_client_address
 from gaia.api.deps import SESSION_COOKIE
 from gaia.console import assets
 from gaia.console.browser_guard import csrf_input
+from gaia.console.charts import format_value
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -337,6 +338,11 @@ def _when(value: Any) -> str:
     return str(value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"))
 
 
+def _bytes(value: float | None) -> str:
+    """Bytes for people: ``512 MiB``, ``1.5 GiB`` (as the charts write them)."""
+    return "" if value is None else format_value(value, "bytes")
+
+
 def _percent(used: float | None, total: float | None) -> float:
     if not total or used is None:
         return 0.0
@@ -357,4 +363,5 @@ def _bar(used: float | None, total: float | None, label: str = "") -> Markup:
 
 templates.env.filters["when"] = _when
 templates.env.filters["percent"] = _percent
+templates.env.filters["bytes"] = _bytes
 templates.env.globals["bar"] = _bar

@@ -358,3 +358,19 @@ def test_an_instance_is_one_series_across_restarts_and_a_new_app_gets_a_short_wi
     assert fitting_range(300) == "15m"
     assert fitting_range(2000) == "1h"
     assert fitting_range(10 * 86_400) == "24h"
+
+
+def test_the_instances_table_has_age_live_cpu_and_memory_and_links_nodes(
+    web: AppsHarness, world: World
+) -> None:
+    """Issue 20: instance age and live CPU/memory columns; node names link to their pages."""
+    log_in(world.client, "viewer")
+    html = world.client.get(f"{URL}/instances", params={"size": 20}).text
+    row = re.search(r'<tr id="instance-0">.*?</tr>', html, re.S)
+    assert row is not None
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row.group(0))
+    age, cpu, memory = cells[0], cells[1], cells[2]
+    assert re.fullmatch(r"\d+m|\d+s", age), cells  # the clock was stepped 90 s since creation
+    assert re.fullmatch(r"\d+(\.\d)?%", cpu), cells  # collected by the metric collector
+    assert re.fullmatch(r"[\d.]+ (B|KiB|MiB|GiB)", memory), cells
+    assert re.search(r'<a href="/console/clusters/sim-1/nodes/[^"]+">', row.group(0))

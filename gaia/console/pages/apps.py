@@ -22,6 +22,7 @@ not untick what the user chose.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -418,6 +419,44 @@ async def app_overview(request: Request, user: User, biz: Biz, app: AppName) -> 
 # ---------------------------------------------------------------- instances
 
 
+LIVE_WINDOW_S = 120  # the newest value a collection (every 15 s by default) has written
+
+
+async def _latest(api: ConsoleApi, metric: str, biz: str, app: str, now: float) -> dict[str, float]:
+    """Each instance's newest value of ``metric`` (the last two minutes), by instance name;
+    empty when nothing is collected."""
+    window = {"start": now - LIVE_WINDOW_S, "end": now, "step": 15, "business": biz, "app": app}
+    result = await api.get("/api/v1/monitoring/series", metric=metric, **window)
+    out: dict[str, float] = {}
+    if result.ok and isinstance(result.data, list):
+        for row in result.data:
+            name = (row.get("labels") or {}).get("instance")
+            points = row.get("points") or []
+            if name and points:
+                out[name] = float(points[-1][1])
+    return out
+
+
+def age_of(created: Any, now: float) -> str:
+    """How long ago ``created`` (an ISO time) was, in its largest units: ``45s``, ``12m``,
+    ``3h 5m``, ``4d 2h``; "" when unknown."""
+    if not created:
+        return ""
+    try:
+        seconds = int(now - dt.datetime.fromisoformat(str(created)).timestamp())
+    except ValueError:
+        return ""
+    seconds = max(seconds, 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours < 1:
+        return f"{minutes}m"
+    if days < 1:
+        return f"{hours}h {minutes % 60}m"
+    return f"{days}d {hours % 24}h"
+
+
 def filter_instances(
     rows: list[dict[str, Any]], *, status: str, version: str, node: str
 ) -> list[dict[str, Any]]:
@@ -455,6 +494,15 @@ async def app_instances(
     rows = filter_instances(everything, status=status, version=version, node=node)
     query = {"status": status, "version": version, "node": node, "size": size}
     paged = paginate(rows, page=page, size=size, query=query)
+    now = request.app.state.platform.clock.now().timestamp()
+    cpu, memory = await asyncio.gather(
+        _latest(api, "gaia_instance_cpu_usage_percent", biz, app, now),
+        _latest(api, "gaia_instance_memory_usage_bytes", biz, app, now),
+    )
+    for row in paged.items:
+        row["age"] = age_of(row.get("created_at"), now)
+        row["cpu_now"] = cpu.get(row["name"])
+        row["memory_now"] = memory.get(row["name"])
     here = f"{_base(biz, app)}/instances"
     context = {
         "biz": biz,
