@@ -31,6 +31,7 @@ PAGES = [
     "/console/b/shop/apps/web",
     "/console/b/shop/apps/web/instances",
     "/console/b/shop/apps/web/upgrade",
+    "/console/b/shop/apps/web/yaml",
     "/console/b/shop/apps/web/events",
     "/console/pipelines?biz=shop",
     "/console/registry",
