@@ -33,6 +33,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import httpx
+from babel import Locale
 from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
@@ -77,6 +78,33 @@ def translator(language: str) -> Translate:
     def translate(text: str, /, **values: Any) -> str:
         out = table.get(text, text)
         return out.format(**values) if values else out
+
+    return translate
+
+
+@cache
+def _locale(language: str) -> Locale:
+    return Locale.parse(language.replace("-", "_"))
+
+
+def plural_translator(language: str) -> Callable[..., str]:
+    """``_n(singular, plural, count, **values)``: the form of ``count`` by the language's CLDR
+    plural rules (Babel): English has "one" and "other", Chinese "other" only. The catalog's
+    entry for ``singular`` is a string (one form) or ``{"one": ..., "other": ...}``; with no
+    entry, the English forms given are used. ``count`` is also a value of the text."""
+    table = catalog(language) if language != "en" else {}
+    locale = _locale(language)
+
+    def translate(singular: str, plural: str, count: int, /, **values: Any) -> str:
+        form = locale.plural_form(count)
+        entry: Any = table.get(singular)
+        if isinstance(entry, dict):
+            out = str(entry.get(form) or entry.get("other") or plural)
+        elif isinstance(entry, str):
+            out = entry
+        else:
+            out = singular if form == "one" else plural
+        return out.format(count=count, **values)
 
     return translate
 
@@ -263,6 +291,7 @@ def render(
     language = user.language if user is not None else _browser_language(request)
     page = {
         "_": translator(language),
+        "_n": plural_translator(language),
         "lang": language,
         "languages": LANGUAGES,
         "user": user,

@@ -41,6 +41,7 @@ from gaia.console.web import (
     PageSize,
     User,
     permissions_in,
+    plural_translator,
     redirect,
     refusal_page,
     render,
@@ -553,10 +554,11 @@ async def upgrade_chosen(
         return redirect(url, error=result.error)
     return redirect(
         url,
-        ok=_(
-            "Upgrade {id} started: {count} instance(s) to {version}",
+        ok=plural_translator(user.language)(
+            "Upgrade {id} started: {count} instance to {version}",
+            "Upgrade {id} started: {count} instances to {version}",
+            len(ids),
             id=result.data["id"],
-            count=len(ids),
             version=version,
         ),
     )
@@ -593,7 +595,13 @@ async def delete_chosen(
     if not result.ok:
         return redirect(url, error=result.error)
     return redirect(
-        url, ok=_("Deleted {count} instance(s): {ids}", count=len(ids), ids=_ids_text(ids))
+        url,
+        ok=plural_translator(user.language)(
+            "Deleted {count} instance: {ids}",
+            "Deleted {count} instances: {ids}",
+            len(ids),
+            ids=_ids_text(ids),
+        ),
     )
 
 
@@ -621,7 +629,13 @@ async def restart_chosen(
     if failures:
         return redirect(url, error="; ".join(failures[:5]))
     return redirect(
-        url, ok=_("Restarted {count} instance(s): {ids}", count=len(ids), ids=_ids_text(ids))
+        url,
+        ok=plural_translator(user.language)(
+            "Restarted {count} instance: {ids}",
+            "Restarted {count} instances: {ids}",
+            len(ids),
+            ids=_ids_text(ids),
+        ),
     )
 
 
@@ -645,8 +659,15 @@ async def _stop_or_start_chosen(
     )
     if not result.ok:
         return redirect(url, error=result.error)
-    message = "Stopped {count} instance(s): {ids}" if stop else "Started {count} instance(s): {ids}"
-    return redirect(url, ok=_(message, count=len(set(ids)), ids=_ids_text(sorted(set(ids)))))
+    n_ = plural_translator(user.language)
+    chosen = sorted(set(ids))
+    if stop:
+        message = n_("Stopped {count} instance: {ids}", "Stopped {count} instances: {ids}",
+                     len(chosen), ids=_ids_text(chosen))  # fmt: skip
+    else:
+        message = n_("Started {count} instance: {ids}", "Started {count} instances: {ids}",
+                     len(chosen), ids=_ids_text(chosen))  # fmt: skip
+    return redirect(url, ok=message)
 
 
 @router.post("/console/b/{biz}/apps/{app}/instances/stop", response_model=None)
@@ -691,7 +712,12 @@ async def scale_out(
     result = await ConsoleApi(request, user).post(f"{_api_path(biz, app)}/scale-out", body)
     if not result.ok:
         return redirect(url, error=result.error)
-    return redirect(url, ok=_("Added {count} instance(s)", count=count))
+    return redirect(
+        url,
+        ok=plural_translator(user.language)(
+            "Added {count} instance", "Added {count} instances", count
+        ),
+    )
 
 
 @router.post("/console/b/{biz}/apps/{app}/scale-in", response_model=None)
@@ -718,7 +744,12 @@ async def scale_in(
         return redirect(url, error=done.error)
     return redirect(
         url,
-        ok=_("Deleted {count} instance(s): {ids}", count=len(wanted), ids=_ids_text(wanted)),
+        ok=plural_translator(user.language)(
+            "Deleted {count} instance: {ids}",
+            "Deleted {count} instances: {ids}",
+            len(wanted),
+            ids=_ids_text(wanted),
+        ),
     )
 
 

@@ -37,6 +37,7 @@ from gaia.console.web import (
     PageNumber,
     PageSize,
     User,
+    plural_translator,
     redirect,
     refusal_page,
     render,
@@ -285,11 +286,12 @@ async def node_action(
     _ = translator(user.language)
     if action == "drain":
         evicted = len(result.data.get("evicted", ())) if isinstance(result.data, dict) else 0
-        message = _(
-            "node {node} drained: {count} instance(s) evicted, "
-            "their apps recreate them on other nodes",
+        message = plural_translator(user.language)(
+            "node {node} drained: {count} instance evicted, its app recreates it on another node",
+            "node {node} drained: {count} instances evicted, their apps recreate them on other "
+            "nodes",
+            evicted,
             node=node,
-            count=evicted,
         )
     elif action == "cordon":
         message = _("node {node} cordoned: no new instances are placed on it", node=node)
