@@ -328,9 +328,7 @@ def test_scale_out_scale_in_stop_and_start(world: World) -> None:
     )
     app = world.client.get(f"{BIZ}/apps/web", headers=world.admin).json()
     assert app["versions"] == {"v1": 1, "v2": 2}
-    assert "ok=Deleted 1 instance: 2" in post(
-        world.client, f"{APP}/web/scale-in", {"count": "1"}
-    )
+    assert "ok=Deleted 1 instance: 2" in post(world.client, f"{APP}/web/scale-in", {"count": "1"})
     assert "ok=App web stopped" in post(world.client, f"{APP}/web/stop", {})
     assert "ok=App web started" in post(world.client, f"{APP}/web/start", {})
     assert "error=" in post(world.client, f"{APP}/web/start", {})  # already running: API's word

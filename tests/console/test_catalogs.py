@@ -69,6 +69,6 @@ def test_counts_follow_each_languages_plural_rules() -> None:
     assert en(one, other, 1, ids="3") == "Deleted 1 instance: 3"
     assert en(one, other, 2, ids="3, 4") == "Deleted 2 instances: 3, 4"
     assert en(one, other, 0, ids="") == "Deleted 0 instances: "
-    assert zh(one, other, 1, ids="3") == "已删除 1 个实例：3"
-    assert zh(one, other, 2, ids="3, 4") == "已删除 2 个实例：3, 4"
+    assert zh(one, other, 1, ids="3") == "已删除 1 个实例\uff1a3"
+    assert zh(one, other, 2, ids="3, 4") == "已删除 2 个实例\uff1a3, 4"
     assert translator("en")("Overview") == "Overview"

@@ -159,7 +159,8 @@ def test_cordon_uncordon_drain_and_remove_come_back_with_the_apis_message(
     page = html(world, "platform-admin", r.headers["location"])
     assert 'class="flash error"' in page and "sim-1-node-3" in node_names(page)
     r = post(world, "platform-admin", f"{base}/drain", {"next": here})
-    assert "1 instance evicted, its app recreates it" in html(world, "platform-admin", r.headers["location"])
+    drained = html(world, "platform-admin", r.headers["location"])
+    assert "1 instance evicted, its app recreates it" in drained
     r = post(world, "platform-admin", f"{base}/remove", {"next": base})
     assert r.headers["location"].startswith("/console/clusters/sim-1?ok=")
     assert "sim-1-node-3" not in node_names(html(world, "viewer", "/console/clusters/sim-1"))
