@@ -40,12 +40,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     from gaia.app import Platform, create_app
     from gaia.bootstrap import ensure_admin, ensure_demo
     from gaia.security import SecretKeyError
+    from gaia.store.migrate import SchemaTooNew
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         platform = Platform.open(settings)
-    except SecretKeyError as exc:
+    except (SecretKeyError, SchemaTooNew) as exc:
         print(f"gaia up: {exc}", file=sys.stderr)
         return 2
     password = ensure_admin(platform.db, password=settings.admin_password)
@@ -88,7 +89,11 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     db = Database(settings.resolved_database_url())
-    migrate.upgrade(db.engine)
+    try:
+        migrate.upgrade(db.engine)
+    except migrate.SchemaTooNew as exc:
+        print(f"gaia db upgrade: {exc}", file=sys.stderr)
+        return 2
     print("database is at the latest schema")
     return 0
 

@@ -16,6 +16,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
+import secrets as secrets_module
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
 from gaia.controllers.apps import AppController
 from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.floating_ips import FloatingIpSweep
+from gaia.controllers.leadership import LeaderElected, Leadership, LeaseKeeper
 from gaia.controllers.reservations import ReservationReaper
 from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
 from gaia.delivery.builds import BuildTools, resolve_build_user
@@ -55,6 +59,8 @@ from gaia.store.database import Database
 from gaia.store.throttle import LoginThrottle, ThrottlePolicy
 
 log = logging.getLogger(__name__)
+# the groups of background loops with one leader each among the replicas
+LOOP_GROUPS = ("controllers", "monitoring")
 
 
 @dataclass
@@ -78,10 +84,22 @@ class Platform:
     registry: RegistryService = field(init=False)
     # the access layer: HAProxy and dnsmasq for apps' domains (None: GAIA_ACCESS_LISTEN unset)
     access: AccessGateway | None = field(init=False)
+    # HA: this replica's name and its claims on the loop groups (docs/ha.md)
+    replica_id: str = field(init=False)
+    _leaderships: dict[str, Leadership] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.access = access_gateway(self.settings)
+        self.replica_id = self.settings.replica_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{secrets_module.token_hex(2)}"
+        )
         self.metrics.watch_access(self._access_figures)
+        self.metrics.watch_leaders(
+            lambda: [
+                (group, self.replica_id, held.epoch if (held := lead.leads()) else None)
+                for group, lead in self._leaderships.items()
+            ]
+        )
         self.p2p = SwarmCoordinator(
             secrets=self.secrets,
             clock=self.clock,
@@ -261,8 +279,24 @@ class Platform:
     def alert_loops(self) -> list[LoopService]:
         return [self.metric_collector(), self.alert_evaluator(), self.notification_delivery()]
 
+    def leaderships(self) -> dict[str, Leadership]:
+        """This replica's claim on each loop group (``gaia.controllers.leadership``)."""
+        if not self._leaderships:
+            for group in LOOP_GROUPS:
+                self._leaderships[group] = Leadership(
+                    db=self.db,
+                    group=group,
+                    holder=self.replica_id,
+                    clock=self.clock,
+                    ttl_s=self.settings.leader_lease_seconds,
+                )
+        return self._leaderships
+
     def loops(self) -> list[LoopService]:
-        loops: list[LoopService] = [
+        """Every background loop: those of a group run on the group's leader only (fenced),
+        the others on every replica (see ``gaia.controllers.leadership``)."""
+        lead = self.leaderships()
+        controllers: list[LoopService] = [
             ClusterHealthLoop(
                 db=self.db,
                 providers=self.providers,
@@ -272,19 +306,25 @@ class Platform:
             ReservationReaper(db=self.db),
             FloatingIpSweep(db=self.db),
             self.app_controller(),
-            SwarmSweep(coordinator=self.p2p),
+        ]
+        if self.settings.registry_listen and self.settings.registry_gc_interval_seconds > 0:
+            controllers.append(
+                RegistryGcLoop(self.registry, interval=self.settings.registry_gc_interval_seconds)
+            )
+        monitoring: list[LoopService] = [
             LogCollector(
                 db=self.db,
                 providers=self.providers,
                 store=self.log_store,
                 interval=self.settings.log_collect_interval_seconds,
             ),
+            *self.alert_loops(),
         ]
-        loops += self.alert_loops()
-        if self.settings.registry_listen and self.settings.registry_gc_interval_seconds > 0:
-            loops.append(
-                RegistryGcLoop(self.registry, interval=self.settings.registry_gc_interval_seconds)
-            )
+        loops: list[LoopService] = [LeaseKeeper(lead[g]) for g in LOOP_GROUPS]
+        loops += [LeaderElected(loop, lead["controllers"]) for loop in controllers]
+        loops += [LeaderElected(loop, lead["monitoring"]) for loop in monitoring]
+        # safe on every replica: claimed runs, this process's swarms and metric store
+        loops.append(SwarmSweep(coordinator=self.p2p))
         if self.registry.enabled:
             loops.append(self.pipeline_runner())
         if isinstance(self.metric_store, EmbeddedStore):
@@ -318,6 +358,9 @@ class Platform:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for leadership in self._leaderships.values():
+                with contextlib.suppress(Exception):  # the lease then runs out by itself
+                    await asyncio.to_thread(leadership.release)
             await self.providers.close()
             await self.metric_store.close()
             await asyncio.to_thread(self.registry.stop)

@@ -26,6 +26,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from gaia.store.leases import check_fence
+
 
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
@@ -47,6 +49,8 @@ class Database:
             bind=self.engine.execution_options(sqlite_begin="IMMEDIATE"),
             expire_on_commit=False,
         )
+        # a leader's loop writes only while it still leads (gaia.store.leases, fencing)
+        event.listen(self._writer, "before_commit", check_fence)
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:

@@ -1,4 +1,12 @@
-"""Running Alembic migrations from code (``gaia up`` and ``gaia db upgrade`` both call this)."""
+"""Running Alembic migrations from code (``gaia up`` and ``gaia db upgrade`` both call this).
+
+Several replicas may start at once (issue 21): the migration runs under a lock, a PostgreSQL
+transaction-level advisory lock (SQLite: the database's write lock, ``BEGIN IMMEDIATE``), in
+the same transaction as the migration, so one replica migrates and the others then find the
+schema current. A replica that finds the database at a revision it does not know (a newer Gaia
+migrated it) refuses to start: running old code on a newer schema could write what the newer
+code no longer reads.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,17 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# pg_advisory_xact_lock's key: "gaia" in ASCII, the same in every replica
+MIGRATION_LOCK = 0x67616961
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer Gaia than this one."""
 
 
 def alembic_config(url: str) -> Config:
@@ -21,6 +37,18 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+    locked = engine.execution_options(sqlite_begin="IMMEDIATE")
+    with locked.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        current = MigrationContext.configure(connection).get_current_heads()
+        newer = [r for r in current if r not in known]
+        if newer:
+            raise SchemaTooNew(
+                f"the database is at schema {', '.join(newer)}, which this Gaia does not know "
+                f"(it knows up to {max(known)}): a newer Gaia migrated it; run that version, or "
+                "restore a backup taken before the upgrade"
+            )
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)

@@ -841,3 +841,16 @@ class NetworkAttachment(Base):
     ports: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LeaderLease(Base):
+    """Which replica leads a group of background loops (``gaia.store.leases``), until
+    ``expires_at``; ``epoch`` grows at every change of leader and fences a deposed one."""
+
+    __tablename__ = "leader_leases"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    epoch: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    acquired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

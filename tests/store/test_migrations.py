@@ -69,3 +69,34 @@ def test_upgrades_migration_renames_the_table_and_goes_back(empty_database_url: 
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     db.dispose()
+
+
+def test_replicas_migrate_at_once_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """Issue 21: migrations run under a lock (four replicas at once, one schema); a database a
+    newer Gaia migrated stops an older one from starting, with what to do."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'gaia.db'}"
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        db = Database(url)
+        try:
+            migrate.upgrade(db.engine)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    db = Database(url)
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(migrate.SchemaTooNew, match="9999, which this Gaia does not know"):
+        migrate.upgrade(db.engine)
+    db.dispose()

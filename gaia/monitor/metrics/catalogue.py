@@ -386,6 +386,11 @@ METRICS: tuple[MetricDef, ...] = (
         "started."),
     other("gaia_access_drains_total", K, "count", (), "platform", "platform",
         "Instances drained before the app controller stopped them, since the process started."),
+    # ---- HA: leader leases (gaia.controllers.leadership)
+    other("gaia_leader", G, "boolean", ("group", "replica"), "platform", "platform",
+        "1 when this replica leads the loop group (``controllers``, ``monitoring``), else 0."),
+    other("gaia_leader_epoch", G, "count", ("group", "replica"), "platform", "platform",
+        "The epoch of the group's lease this replica holds; it grows at every change of leader."),
     # ---- The platform itself
     other("gaia_http_requests_total", K, "count", HTTP_STATUS, "platform", "platform",
         "API requests the platform answered, per route template (never the raw path) and status "

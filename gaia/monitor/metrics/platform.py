@@ -122,6 +122,11 @@ class PlatformMetrics:
         """Report the image registry's figures at every scrape (None: no registry)."""
         self.registry.register(RegistryCollector(figures))
 
+    def watch_leaders(self, figures: Callable[[], Iterable[tuple[str, str, int | None]]]) -> None:
+        """Report which loop groups this replica leads at every scrape: (group, replica,
+        epoch or None)."""
+        self.registry.register(LeaderCollector(figures))
+
     def watch_access(self, figures: Callable[[], AccessFigures | None]) -> None:
         """Report the access layer's figures at every scrape (None: no access layer)."""
         self.registry.register(AccessCollector(figures))
@@ -442,3 +447,30 @@ class AccessCollector(Collector):
         )
         drains.add_metric([], f.drains)
         yield from (up, backends, servers, reloads, drains)
+
+
+class LeaderCollector(Collector):
+    """``gaia_leader``: 1 for each loop group this replica leads (with its epoch), else 0."""
+
+    def __init__(self, figures: Callable[[], Iterable[tuple[str, str, int | None]]]) -> None:
+        self.figures = figures
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        leads = GaugeMetricFamily(
+            "gaia_leader",
+            "1 when this replica leads the loop group (its loops run here), else 0.",
+            labels=["group", "replica"],
+        )
+        epochs = GaugeMetricFamily(
+            "gaia_leader_epoch",
+            "The epoch of the group's lease this replica holds (grows at every change).",
+            labels=["group", "replica"],
+        )
+        for group, replica, epoch in self.figures():
+            leads.add_metric([group, replica], 0.0 if epoch is None else 1.0)
+            if epoch is not None:
+                epochs.add_metric([group, replica], epoch)
+        yield from (leads, epochs)

@@ -1,0 +1,118 @@
+"""One leader per group of background loops among Gaia's replicas (issue 21).
+
+Every replica runs every loop; a loop of a group (``controllers``: the app controller, cluster
+health, the reservation reaper, the floating-IP sweep, registry GC; ``monitoring``: the metric
+and log collectors, alert evaluation and delivery) does its pass only on the replica that holds
+the group's lease (``gaia.store.leases``), and inside ``fenced_by``: each of its write
+transactions checks, before it commits, that the lease is still this replica's at the same
+epoch. A ``LeaseKeeper`` per group takes or renews the lease every third of its time to live,
+so a leader that dies is replaced within ``ttl`` and a clean shutdown hands over at once.
+
+Loops that are safe on every replica stay ungated: the pipeline runner (runs are claimed by a
+conditional UPDATE), the P2P coordinator's sweep (its swarms are this process's memory), the
+embedded metric store's snapshot (this process's store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+
+from gaia.clock import Clock
+from gaia.loop import LoopService
+from gaia.store import leases
+from gaia.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Leadership:
+    """This replica's claim on one group: held (with its epoch) or not, as last renewed."""
+
+    db: Database
+    group: str
+    holder: str
+    clock: Clock
+    ttl_s: float = 15.0
+    held: leases.Held | None = None
+    _valid_until: float = 0.0  # monotonic: trust the lease locally a margin before it ends
+    changes: int = field(default=0)
+
+    def leads(self) -> leases.Held | None:
+        """The lease, when held and not about to run out by this process's own clock."""
+        if self.held is not None and time.monotonic() < self._valid_until:
+            return self.held
+        return None
+
+    def renew(self) -> leases.Held | None:
+        began = time.monotonic()
+        with self.db.write_session() as session:
+            epoch = leases.hold(
+                session,
+                name=self.group,
+                holder=self.holder,
+                ttl=dt.timedelta(seconds=self.ttl_s),
+                now=self.clock.now(),
+            )
+        was = self.held
+        self.held = None if epoch is None else leases.Held(self.group, self.holder, epoch)
+        # the lease runs ttl from the database's write; keep a third of it as the margin
+        self._valid_until = began + self.ttl_s * 2 / 3 if self.held else 0.0
+        if (was is None) != (self.held is None) or (was and self.held and was != self.held):
+            self.changes += 1
+            if self.held:
+                log.info("leads %s (epoch %d)", self.group, self.held.epoch)
+            else:
+                log.info("no longer leads %s", self.group)
+        return self.held
+
+    def release(self) -> None:
+        if self.held is None:
+            return
+        with self.db.write_session() as session:
+            leases.release(session, name=self.group, holder=self.holder, now=self.clock.now())
+        self.held = None
+        self._valid_until = 0.0
+
+
+class LeaseKeeper(LoopService):
+    """Takes or renews one group's lease, every third of its time to live."""
+
+    def __init__(self, leadership: Leadership) -> None:
+        super().__init__(interval=leadership.ttl_s / 3, max_backoff=leadership.ttl_s / 3)
+        self.leadership = leadership
+        self.name = f"lease-{leadership.group}"
+
+    async def run_once(self) -> None:
+        try:
+            await asyncio.to_thread(self.leadership.renew)
+        except Exception:
+            self.leadership.held = None  # unknown: act as a follower until the next renewal
+            raise
+
+
+class LeaderElected(LoopService):
+    """``inner``'s passes, on the leader of ``leadership``'s group only, fenced."""
+
+    def __init__(self, inner: LoopService, leadership: Leadership) -> None:
+        super().__init__(interval=inner.interval, max_backoff=inner.max_backoff)
+        self.inner = inner
+        self.leadership = leadership
+        self.name = inner.name
+        self.skipped = 0  # passes left to the leader
+
+    async def run_once(self) -> None:
+        held = self.leadership.leads()
+        if held is None:
+            self.skipped += 1
+            return
+        with leases.fenced_by(held):
+            await self.inner.run_once()
+
+    def stop(self) -> None:
+        self.inner.stop()
+        super().stop()
