@@ -46,6 +46,7 @@ from gaia.api.routes import (
     quotas,
     records,
     registry,
+    search,
     users,
 )
 from gaia.monitor.metrics.platform import HttpMetricsMiddleware
@@ -72,6 +73,7 @@ ROUTERS = (
     alerts,
     logs,
     pipelines,
+    search,
 )
 
 

@@ -213,6 +213,7 @@ TABLE = [
     ),
     Row("GET", "/api/v1/events", ALL, hidden_from=()),
     Row("GET", "/api/v1/overview", ALL, hidden_from=()),
+    Row("GET", "/api/v1/search?q=we", ALL, hidden_from=()),
     # configmaps and secrets
     Row("GET", f"{BIZ}/configmaps", MEMBERS),
     Row("POST", f"{BIZ}/configmaps", WRITERS, {"name": "new", "data": {"k": "v"}}),

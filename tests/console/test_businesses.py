@@ -366,3 +366,23 @@ def test_the_overview_lists_200_businesses_busiest_first_one_row_each(world: Wor
     # a business without quota: dashes, not a bar of zeros
     row = re.search(r'<a href="/console/businesses/t-000">.*?</tr>', rows(html), re.S)
     assert row is not None and "\u2013" in row.group(0) and "0 / 0" not in row.group(0)
+
+
+def test_the_search_box_finds_an_app_and_links_it(world: World) -> None:
+    r = world.client.post(
+        "/api/v1/businesses/alpha/apps",
+        json={
+            "name": "webshop",
+            "cluster": "sim-1",
+            "templates": [{"name": "v1", "image": "w:1", "resources": {"cpu": 0.1, "memory": 64}}],
+        },
+        headers=world.admin,
+    )
+    assert r.status_code == 201, r.text
+    log_in(world.client, "viewer")
+    page = world.client.get("/console").text
+    assert 'action="/console/search" role="search"' in page  # on every page's header
+    found = world.client.get("/console/search", params={"q": "shop"}).text
+    assert '<a href="/console/b/alpha/apps/webshop">webshop</a>' in found
+    none = world.client.get("/console/search", params={"q": "zzzz"}).text
+    assert "Nothing matches zzzz." in none

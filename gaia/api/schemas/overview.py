@@ -38,3 +38,17 @@ class OverviewOut(BaseModel):
     totals: dict[str, int]
     clusters: list[ClusterOverview]
     businesses: list[BusinessOverview]
+
+
+class SearchHit(BaseModel):
+    kind: str = Field(description="business, app, instance or node")
+    name: str
+    business: str = ""
+    app: str = ""
+    cluster: str = ""
+    detail: str = Field(default="", description="what matched when not the name (an address)")
+
+
+class SearchOut(BaseModel):
+    query: str
+    items: list[SearchHit]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -153,3 +154,36 @@ def business_row(b: Mapping[str, Any]) -> dict[str, Any]:
         "cells": cells,
         "busiest": max(shares, default=0.0),
     }
+
+
+@router.get("/console/search")
+async def search_page(
+    request: Request, user: User, q: Annotated[str, Query(max_length=100)] = ""
+) -> Response:
+    """The results of the header's search box (``GET /api/v1/search``), each a link."""
+    hits: list[dict[str, Any]] = []
+    error = ""
+    q = q.strip()
+    if q:
+        result = await ConsoleApi(request, user).get("/api/v1/search", q=q, limit=20)
+        if result.ok and isinstance(result.data, dict):
+            hits = [dict(h, href=_href(h)) for h in result.data.get("items", [])]
+        else:
+            error = result.error
+    return render(request, user, "search.html", {"q": q, "hits": hits, "error": error}, section="")
+
+
+def _href(hit: Mapping[str, Any]) -> str:
+    kind, name = hit.get("kind"), str(hit.get("name", ""))
+    biz, app, cluster = (
+        quote(str(hit.get(k) or ""), safe="") for k in ("business", "app", "cluster")
+    )
+    if kind == "business":
+        return f"/console/businesses/{biz}"
+    if kind == "app":
+        return f"/console/b/{biz}/apps/{app}"
+    if kind == "instance":
+        return f"/console/b/{biz}/apps/{app}/instances"
+    if kind == "node":
+        return f"/console/clusters/{cluster}/nodes/{quote(name, safe='')}"
+    return "/console"
