@@ -36,6 +36,7 @@ PAGES = [
     "/console/pipelines?biz=shop",
     "/console/registry",
     "/console/records",
+    "/console/search?q=web",
 ]
 
 
