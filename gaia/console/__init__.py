@@ -19,6 +19,7 @@ from gaia.console.pages import (
     clusters,
     home,
     live,
+    network,
     pipelines,
     records,
     registry,
@@ -29,7 +30,7 @@ __all__ = ["install"]
 
 
 def install(app: FastAPI) -> None:
-    for module in (home, clusters, businesses, apps, pipelines, registry, live, records):
+    for module in (home, clusters, businesses, apps, pipelines, registry, live, records, network):
         # every console POST carries this session's form token (gaia.console.browser_guard)
         app.include_router(module.router, dependencies=[Depends(require_csrf)])
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

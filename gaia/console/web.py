@@ -248,6 +248,7 @@ NAV = (
     ("records", "/console/records", "Records"),
     ("events", "/console/events", "Events"),
 )
+ADMIN_NAV = (("network", "/console/network", "Network"),)  # floating-IP pools: admins only
 
 
 def render(
@@ -265,7 +266,7 @@ def render(
         "lang": language,
         "languages": LANGUAGES,
         "user": user,
-        "nav": NAV,
+        "nav": NAV + ADMIN_NAV if user is not None and user.is_admin else NAV,
         "section": section,
         "vendor": assets.installed(),
         "flash": flash_of(request),

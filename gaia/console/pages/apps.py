@@ -31,6 +31,7 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import Response
 
 from gaia.console.listing import cursor_page, every_item, paginate
+from gaia.console.pages.network import bandwidth_of, clock_now
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
@@ -451,12 +452,22 @@ async def app_instances(
     rows = filter_instances(everything, status=status, version=version, node=node)
     query = {"status": status, "version": version, "node": node, "size": size}
     paged = paginate(rows, page=page, size=size, query=query)
+    templates = await every_item(api, f"{_api_path(biz, app)}/templates")
+    bandwidth = await bandwidth_of(
+        api,
+        biz=biz,
+        app=app,
+        instances=paged.items,
+        templates=templates.data if templates.ok else [],
+        now=clock_now(request),
+    )
     here = f"{_base(biz, app)}/instances"
     context = {
         "biz": biz,
         "app": data,
         "tab": "instances",
         "paged": paged,
+        "bandwidth": bandwidth,
         "filters": query,
         "statuses": statuses,
         "busy": _busy(data),
