@@ -169,12 +169,12 @@ def next_version(default: str, mode: str, taken: Iterable[str]) -> str:
 
 
 def network_form_errors(mode: str, policy: str, current: Mapping[str, Any]) -> dict[str, str]:
-    """What the form itself refuses (the API validates again)."""
+    """What the form itself refuses (the API validates again), in English: the page translates."""
     errors: dict[str, str] = {}
     if mode not in MODES:
-        errors["mode"] = f"choose one of {', '.join(MODES)}"
+        errors["mode"] = "choose one of the listed modes"
     if policy and policy not in POLICIES:
-        errors["ip_release"] = f"choose one of {', '.join(POLICIES)}"
+        errors["ip_release"] = "choose one of the listed policies"
     elif policy and mode != "floating-ip":
         errors["ip_release"] = "a release policy applies to floating-ip only"
     if not errors and mode == current.get("mode"):
@@ -258,15 +258,19 @@ async def app_network_set(request: Request, user: User, biz: Biz, app: AppName) 
         "mode": str(form.get("mode") or "")[:40],
         "ip_release": str(form.get("ip_release") or "")[:40],
     }
+    _ = translator(user.language)
     api = ConsoleApi(request, user)
     current = await api.get(f"{_app_api(biz, app)}/network")
     if not current.ok:
         return refusal_page(request, user, current, template="app_error.html", section="apps")
     if not await _may_write(api, user, biz):
         # the API would refuse both calls below; say so before trying
-        refused = ApiResult(403, {"message": "developers and above change an app's network"})
+        refused = ApiResult(403, {"message": _("developers and above change an app's network")})
         return refusal_page(request, user, refused, template="app_error.html", section="apps")
-    errors = network_form_errors(values["mode"], values["ip_release"], current.data)
+    errors = {
+        k: _(v)
+        for k, v in network_form_errors(values["mode"], values["ip_release"], current.data).items()
+    }
     if not errors:
         app_row = await api.get(_app_api(biz, app))
         templates = await every_item(api, f"{_app_api(biz, app)}/templates")
@@ -282,7 +286,6 @@ async def app_network_set(request: Request, user: User, biz: Biz, app: AppName) 
             added = await api.post(f"{_app_api(biz, app)}/templates", body)
             if added.ok:
                 switched = await api.patch(_app_api(biz, app), {"default_template": name})
-                _ = translator(user.language)
                 if switched.ok:
                     return redirect(
                         _app_page(biz, app),
@@ -313,7 +316,8 @@ async def app_network_set(request: Request, user: User, biz: Biz, app: AppName) 
 
 
 def _not_admin(request: Request, user: ConsoleUser) -> Response:
-    refused = ApiResult(403, {"message": "floating-IP pools are the platform admins'"})
+    message = translator(user.language)("floating-IP pools are the platform admins'")
+    refused = ApiResult(403, {"message": message})
     return refusal_page(request, user, refused, template="network_error.html", section="network")
 
 
