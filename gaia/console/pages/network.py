@@ -409,7 +409,11 @@ async def pool_create(request: Request, user: User) -> Response:
         _ = translator(user.language)
         return redirect(
             "/console/network",
-            ok=_("Created pool {name} of {subnet}", name=result.data["name"], subnet=result.data["subnet"]),
+            ok=_(
+                "Created pool {name} of {subnet}",
+                name=result.data["name"],
+                subnet=result.data["subnet"],
+            ),
         )
     errors = pool_form_errors(result)
     if not errors:
