@@ -7,9 +7,12 @@ the cluster's IPAM node token (tests/api/test_network.py covers those calls)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
+from gaia.monitor.metrics.series import Sample
+from gaia.platform import Platform
 from tests.conftest import World
 from tests.console.forms import log_in
 from tests.console.test_clusters import html, post
@@ -70,6 +73,21 @@ def test_an_app_shows_its_mode_policy_addresses_and_bandwidth(world: World) -> N
     # the instance table shows the guarantee too
     page = html(world, "viewer", "/console/b/alpha/apps/web/instances")
     assert "guarantee 100 Mbit/s" in _cells(page, "instance-0")
+
+
+def test_live_use_is_the_newest_point_of_the_metric_store(
+    world: World, platform: Platform
+) -> None:
+    _make_app(world, bandwidth=100)
+    labels = {"business": "alpha", "app": "web", "instance": "web-1"}
+    now = platform.clock.now().timestamp()
+    sent = "gaia_instance_network_transmit_bytes_per_second"
+    asyncio.run(platform.metric_store.write([Sample(sent, labels, 1_250_000.0, now - 5)]))
+    page = html(world, "viewer", NET)
+    assert "10.00 Mbit/s" in _cells(page, "net-1")  # 1.25 MB/s sent
+    assert "live use: not collected" in _cells(page, "net-0")
+    page = html(world, "viewer", "/console/b/alpha/apps/web/instances")
+    assert "live use: 10.00 Mbit/s sent" in _cells(page, "instance-1")
 
 
 def test_nat_instances_show_their_mapped_host_ports(world: World) -> None:
