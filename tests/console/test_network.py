@@ -75,9 +75,7 @@ def test_an_app_shows_its_mode_policy_addresses_and_bandwidth(world: World) -> N
     assert "guarantee 100 Mbit/s" in _cells(page, "instance-0")
 
 
-def test_live_use_is_the_newest_point_of_the_metric_store(
-    world: World, platform: Platform
-) -> None:
+def test_live_use_is_the_newest_point_of_the_metric_store(world: World, platform: Platform) -> None:
     _make_app(world, bandwidth=100)
     labels = {"business": "alpha", "app": "web", "instance": "web-1"}
     now = platform.clock.now().timestamp()

@@ -42,6 +42,7 @@ from gaia.console.web import (
     render,
     translator,
 )
+from gaia.domain.rbac import Permission, Role, allows
 
 router = APIRouter(include_in_schema=False)
 NamePattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -51,7 +52,6 @@ AppName = Annotated[str, Path(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", max_
 
 MODES = ("overlay", "floating-ip", "nat", "host")
 POLICIES = ("on-delete", "app", "never")
-WRITERS = ("developer", "business-admin", "platform-admin")
 SUBNET_LABEL = "gaia.io/subnet"
 LIVE_METRIC = "gaia_instance_network_transmit_bytes_per_second"
 LIVE_WINDOW_S = 300  # a point older than this is no "live" use
@@ -185,10 +185,13 @@ def network_form_errors(mode: str, policy: str, current: Mapping[str, Any]) -> d
 
 
 async def _may_write(api: ConsoleApi, user: ConsoleUser, biz: str) -> bool:
+    """Whether the API's ``writable_app`` lets the user change the app (``app.write``): the form
+    is shown only to them, and refused before any call to the others."""
     if user.is_admin:
         return True
     business = await api.get(f"/api/v1/businesses/{quote(biz)}")
-    return business.ok and business.data.get("role") in WRITERS
+    role = business.data.get("role") if business.ok else None
+    return role in {r.value for r in Role} and allows(Role(role), Permission.APP_WRITE)
 
 
 async def _app_network_page(
