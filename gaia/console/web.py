@@ -219,6 +219,12 @@ class ConsoleApi:
         return await self.call("DELETE", path)
 
 
+def platform_now(request: Request) -> float:
+    """The platform's clock (simulated in tests): the one the metric store's series are stamped
+    with, so a page's "last five minutes" are the store's."""
+    return float(request.app.state.platform.clock.now().timestamp())
+
+
 # ---------------------------------------------------------------- rendering
 
 

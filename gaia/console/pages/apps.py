@@ -31,7 +31,7 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import Response
 
 from gaia.console.listing import cursor_page, every_item, paginate
-from gaia.console.pages.network import bandwidth_of, clock_now
+from gaia.console.pages.network import bandwidth_of
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
@@ -39,6 +39,7 @@ from gaia.console.web import (
     PageNumber,
     PageSize,
     User,
+    platform_now,
     redirect,
     refusal_page,
     render,
@@ -459,7 +460,7 @@ async def app_instances(
         app=app,
         instances=paged.items,
         templates=templates.data if templates.ok else [],
-        now=clock_now(request),
+        now=platform_now(request),
     )
     here = f"{_base(biz, app)}/instances"
     context = {

@@ -52,6 +52,7 @@ from gaia.console.web import (
     ConsoleUser,
     PageNumber,
     User,
+    platform_now,
     refusal_page,
     render,
     translator,
@@ -105,11 +106,6 @@ def _error_page(request: Request, user: ConsoleUser, result: ApiResult) -> Respo
     return refusal_page(request, user, result, template="live_error.html", section="apps")
 
 
-def _now(request: Request) -> float:
-    # the platform's clock (simulated in tests), the same one the series are stamped with
-    return float(request.app.state.platform.clock.now().timestamp())
-
-
 async def _instances(api: ConsoleApi, biz: str, app: str) -> list[dict[str, Any]]:
     result = await every_item(api, f"/api/v1/businesses/{biz}/apps/{app}/instances")
     items = result.data if result.ok and isinstance(result.data, list) else []
@@ -137,7 +133,7 @@ async def monitoring(
     range = range if range in RANGES else "1h"
     metric = metric if metric in INSTANCE_METRICS else "cpu"
     seconds, step = RANGES[range]
-    end = _now(request)
+    end = platform_now(request)
     start = end - seconds
     window = {"start": start, "end": end, "step": step, "business": biz, "app": app}
 
@@ -247,7 +243,7 @@ async def logs(
     stream = stream if stream in ("stdout", "stderr") else ""
     since = ""
     if range:
-        at = dt.datetime.fromtimestamp(_now(request) - RANGES[range][0], dt.UTC)
+        at = dt.datetime.fromtimestamp(platform_now(request) - RANGES[range][0], dt.UTC)
         since = at.isoformat()
     filters = {"instance": instance, "q": q, "stream": stream}
     page, instances = await asyncio.gather(

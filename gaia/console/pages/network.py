@@ -22,7 +22,6 @@ apps' instance table.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -37,6 +36,7 @@ from gaia.console.web import (
     ConsoleApi,
     ConsoleUser,
     User,
+    platform_now,
     redirect,
     refusal_page,
     render,
@@ -134,12 +134,6 @@ async def bandwidth_of(
     }
 
 
-def clock_now(request: Request) -> float:
-    """The platform's clock (simulated in tests), the one the series are stamped with."""
-    platform = getattr(request.app.state, "platform", None)
-    return float(platform.clock.now().timestamp()) if platform is not None else time.time()
-
-
 # ---------------------------------------------------------------- an app's network
 
 
@@ -221,7 +215,7 @@ async def _app_network_page(
         app=app,
         instances=rows,
         templates=templates.data if templates.ok else [],
-        now=clock_now(request),
+        now=platform_now(request),
     )
     addresses = {a["pod"]: a for a in network.data["instances"]}
     shown = values or {"mode": network.data["mode"], "ip_release": network.data["ip_release"] or ""}
