@@ -70,6 +70,10 @@ def test_an_app_shows_its_mode_policy_addresses_and_bandwidth(world: World) -> N
     assert "live use: not collected" in row
     assert 'href="/console/b/alpha/apps/web/network"' in page  # the tab
     assert 'id="network-form"' not in page  # a viewer gets no form
+    # an address kept for an instance scaled away (policy never) is shown apart
+    _attach(world, "web-7", mode="floating-ip", subnet="10.9.0.0/24")
+    kept = html(world, "viewer", NET).split('id="network-kept"')[1]
+    assert "web-7" in kept and "never" in kept
     # the instance table shows the guarantee too
     page = html(world, "viewer", "/console/b/alpha/apps/web/instances")
     assert "guarantee 100 Mbit/s" in _cells(page, "instance-0")

@@ -218,6 +218,9 @@ async def _app_network_page(
         now=platform_now(request),
     )
     addresses = {a["pod"]: a for a in network.data["instances"]}
+    names = {str(i["name"]) for i in rows}
+    # addresses an instance keeps while it is scaled away (release policy app or never)
+    kept = [a for a in network.data["instances"] if a["pod"] not in names]
     shown = values or {"mode": network.data["mode"], "ip_release": network.data["ip_release"] or ""}
     return render(
         request,
@@ -230,6 +233,7 @@ async def _app_network_page(
             "network": network.data,
             "instances": rows,
             "addresses": addresses,
+            "kept": kept,
             "bandwidth": bandwidth,
             "write": await _may_write(api, user, biz),
             "values": shown,
