@@ -349,6 +349,12 @@ def test_an_admin_sees_the_pools_and_an_app_network_and_changes_its_mode(
             ],
         },
     )
+    console.api(
+        "POST",
+        "/api/v1/clusters/sim-1/nodes",
+        json={"name": "rack-a-1", "cpu": 8, "memory_mib": 16384,
+              "labels": {"gaia.io/subnet": "10.9.0.0_24"}},
+    )  # fmt: skip
     token = console.api("GET", "/api/v1/clusters/sim-1/ipam/token")["token"]
     for pod in ("web-0", "web-1"):  # as each node's gaia-cni would
         console.api(
@@ -366,6 +372,7 @@ def test_an_admin_sees_the_pools_and_an_app_network_and_changes_its_mode(
     page.wait_for_url(re.compile(r".*/console/network$"))
     row = page.locator("#pool-sim-1-rack-a")
     assert row.locator(".used").inner_text() == "2"
+    assert "rack-a" in page.locator(".node-pools tr", has_text="rack-a-1").inner_text()
     page.screenshot(path=str(shots / "network-pools.png"), full_page=True)
     page.goto(f"{console.origin}/console/b/shop/apps/web/network")
     assert page.locator("#network-mode").inner_text() == "floating-ip"

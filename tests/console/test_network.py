@@ -149,10 +149,17 @@ def test_a_viewer_cannot_post_the_form(world: World) -> None:
 
 def test_admins_list_create_and_delete_pools(world: World) -> None:
     _pool(world)
+    node = {"name": "rack-a-1", "cpu": 8, "memory_mib": 16384,
+            "labels": {"gaia.io/subnet": "10.9.0.0_24"}}  # fmt: skip
+    r = world.client.post(f"{CL}/nodes", json=node, headers=world.admin)
+    assert r.status_code == 201, r.text
     _attach(world, "web-0", mode="floating-ip", subnet="10.9.0.0/24")
     page = html(world, "platform-admin", "/console/network")
     assert 'href="/console/network"' in page  # in the navigation
     row = _cells(page, "pool-sim-1-rack-a")
+    node_row = re.search(r"<th scope=\"row\">rack-a-1</th>(.*?)</tr>", page, flags=re.S)
+    assert node_row is not None and "10.9.0.0/24" in node_row.group(1)
+    assert "rack-a" in node_row.group(1)  # the node's pool, by its subnet label
     # a /24 of 254 hosts less the gateway: 253 addresses, one used
     assert re.search(r'class="num used">1<', row) and re.search(r'class="num free">252<', row)
     r = post(
