@@ -20,6 +20,7 @@ from gaia.console.pages import (
     clusters,
     home,
     live,
+    network,
     pipelines,
     records,
     registry,
@@ -30,7 +31,18 @@ __all__ = ["install"]
 
 
 def install(app: FastAPI) -> None:
-    for module in (home, clusters, businesses, apps, app_yaml, pipelines, registry, live, records):
+    for module in (
+        home,
+        clusters,
+        businesses,
+        apps,
+        app_yaml,
+        pipelines,
+        registry,
+        live,
+        records,
+        network,
+    ):
         # every console POST carries this session's form token (gaia.console.browser_guard)
         app.include_router(module.router, dependencies=[Depends(require_csrf)])
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

@@ -248,6 +248,12 @@ class ConsoleApi:
         return await self.call("DELETE", path)
 
 
+def platform_now(request: Request) -> float:
+    """The platform's clock (simulated in tests): the one the metric store's series are stamped
+    with, so a page's "last five minutes" are the store's."""
+    return float(request.app.state.platform.clock.now().timestamp())
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -277,6 +283,7 @@ NAV = (
     ("records", "/console/records", "Records"),
     ("events", "/console/events", "Events"),
 )
+ADMIN_NAV = (("network", "/console/network", "Network"),)  # floating-IP pools: admins only
 
 
 def render(
@@ -295,7 +302,7 @@ def render(
         "lang": language,
         "languages": LANGUAGES,
         "user": user,
-        "nav": NAV,
+        "nav": NAV + ADMIN_NAV if user is not None and user.is_admin else NAV,
         "section": section,
         "vendor": assets.installed(),
         "flash": flash_of(request),

@@ -325,3 +325,71 @@ def test_a_build_record_streams_its_log_live_and_shows_the_failure_when_it_ends(
     page.screenshot(path=str(shots / "pipelines.png"), full_page=True)
     assert violations == []
     page.close()
+
+
+def test_an_admin_sees_the_pools_and_an_app_network_and_changes_its_mode(
+    console: Console, browser: Any, shots: Path
+) -> None:
+    console.api("POST", "/api/v1/businesses", json={"name": "shop"})
+    console.api("PUT", "/api/v1/businesses/shop/quotas/sim-1", json={"hard": QUOTA})
+    console.api(
+        "POST",
+        "/api/v1/clusters/sim-1/ip-pools",
+        json={"name": "rack-a", "subnet": "10.9.0.0/24", "zone": "ap-shanghai-2"},
+    )
+    console.api(
+        "POST",
+        "/api/v1/businesses/shop/apps",
+        json={
+            "name": "web",
+            "cluster": "sim-1",
+            "replicas": 2,
+            "templates": [
+                {
+                    "name": "v1",
+                    "image": "shop/web:1",
+                    "resources": {"cpu": 0.5, "memory": 256, "bandwidth": 100},
+                    "network_mode": "floating-ip",
+                    "ip_release": "app",
+                }
+            ],
+        },
+    )
+    console.api(
+        "POST",
+        "/api/v1/clusters/sim-1/nodes",
+        json={"name": "rack-a-1", "cpu": 8, "memory_mib": 16384,
+              "labels": {"gaia.io/subnet": "10.9.0.0_24"}},
+    )  # fmt: skip
+    token = console.api("GET", "/api/v1/clusters/sim-1/ipam/token")["token"]
+    for pod in ("web-0", "web-1"):  # as each node's gaia-cni would
+        console.api(
+            "POST",
+            "/api/v1/clusters/sim-1/ipam/add",
+            token=token,
+            json={"namespace": "shop", "pod": pod, "container_id": f"c-{pod}", "node": "n1",
+                  "mode": "floating-ip", "subnet": "10.9.0.0/24"},
+        )  # fmt: skip
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    violations = csp_violations(page)
+    log_in(page, console, "admin", ADMIN_PASSWORD)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Network").click()
+    page.wait_for_url(re.compile(r".*/console/network$"))
+    row = page.locator("#pool-sim-1-rack-a")
+    assert row.locator(".used").inner_text() == "2"
+    assert "rack-a" in page.locator(".node-pools tr", has_text="rack-a-1").inner_text()
+    page.screenshot(path=str(shots / "network-pools.png"), full_page=True)
+    page.goto(f"{console.origin}/console/b/shop/apps/web/network")
+    assert page.locator("#network-mode").inner_text() == "floating-ip"
+    assert page.locator("#network-release").inner_text() == "app"
+    assert "100 Mbit/s" in page.locator("#network-instances").inner_text()
+    assert "10.9.0." in page.locator("#net-0").inner_text()
+    page.screenshot(path=str(shots / "app-network.png"), full_page=True)
+    page.get_by_label("Mode").select_option("nat")
+    page.get_by_label("Release policy").select_option("")
+    page.get_by_role("button", name="Save network").click()
+    page.locator(".flash").filter(has_text="v1-nat").wait_for()
+    assert page.locator("#network-mode").inner_text() == "nat"
+    assert violations == []
+    page.close()

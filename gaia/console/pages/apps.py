@@ -33,6 +33,7 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import Response
 
 from gaia.console.listing import cursor_page, every_item, paginate
+from gaia.console.pages.network import bandwidth_of
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
@@ -41,6 +42,7 @@ from gaia.console.web import (
     PageSize,
     User,
     permissions_in,
+    platform_now,
     plural_translator,
     redirect,
     refusal_page,
@@ -495,21 +497,31 @@ async def app_instances(
     rows = filter_instances(everything, status=status, version=version, node=node)
     query = {"status": status, "version": version, "node": node, "size": size}
     paged = paginate(rows, page=page, size=size, query=query)
-    now = request.app.state.platform.clock.now().timestamp()
-    cpu, memory = await asyncio.gather(
+    now = platform_now(request)
+    cpu, memory, templates = await asyncio.gather(
         _latest(api, "gaia_instance_cpu_usage_percent", biz, app, now),
         _latest(api, "gaia_instance_memory_usage_bytes", biz, app, now),
+        every_item(api, f"{_api_path(biz, app)}/templates"),
     )
     for row in paged.items:
         row["age"] = age_of(row.get("created_at"), now)
         row["cpu_now"] = cpu.get(row["name"])
         row["memory_now"] = memory.get(row["name"])
+    bandwidth = await bandwidth_of(
+        api,
+        biz=biz,
+        app=app,
+        instances=paged.items,
+        templates=templates.data if templates.ok else [],
+        now=now,
+    )
     here = f"{_base(biz, app)}/instances"
     context = {
         "biz": biz,
         "app": data,
         "tab": "instances",
         "paged": paged,
+        "bandwidth": bandwidth,
         "filters": query,
         "statuses": statuses,
         "busy": _busy(data),

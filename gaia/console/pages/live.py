@@ -54,6 +54,7 @@ from gaia.console.web import (
     PageNumber,
     User,
     permissions_in,
+    platform_now,
     refusal_page,
     render,
     translator,
@@ -111,11 +112,6 @@ def _error_page(request: Request, user: ConsoleUser, result: ApiResult) -> Respo
     return refusal_page(request, user, result, template="live_error.html", section="apps")
 
 
-def _now(request: Request) -> float:
-    # the platform's clock (simulated in tests), the same one the series are stamped with
-    return float(request.app.state.platform.clock.now().timestamp())
-
-
 async def _instances(api: ConsoleApi, biz: str, app: str) -> list[dict[str, Any]]:
     result = await every_item(api, f"/api/v1/businesses/{biz}/apps/{app}/instances")
     items = result.data if result.ok and isinstance(result.data, list) else []
@@ -141,10 +137,10 @@ async def monitoring(
         return error
     _ = translator(user.language)
     if range not in RANGES:
-        range = fitting_range(_now(request) - _created(app_data))
+        range = fitting_range(platform_now(request) - _created(app_data))
     metric = metric if metric in INSTANCE_METRICS else "cpu"
     seconds, step = RANGES[range]
-    end = _now(request)
+    end = platform_now(request)
     start = end - seconds
     window = {"start": start, "end": end, "step": step, "business": biz, "app": app}
 
@@ -270,7 +266,7 @@ async def logs(
     stream = stream if stream in ("stdout", "stderr") else ""
     since = ""
     if range:
-        at = dt.datetime.fromtimestamp(_now(request) - RANGES[range][0], dt.UTC)
+        at = dt.datetime.fromtimestamp(platform_now(request) - RANGES[range][0], dt.UTC)
         since = at.isoformat()
     filters = {"instance": instance, "q": q, "stream": stream}
     page, instances = await asyncio.gather(
