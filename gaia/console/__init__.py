@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from gaia.console.browser_guard import CsrfRefused, SecurityHeaders, require_csrf
 from gaia.console.pages import (
     account,
+    users,
     apps,
     businesses,
     clusters,
@@ -30,7 +31,18 @@ __all__ = ["install"]
 
 
 def install(app: FastAPI) -> None:
-    for module in (home, clusters, businesses, apps, pipelines, registry, live, records, account):
+    for module in (
+        home,
+        clusters,
+        businesses,
+        apps,
+        pipelines,
+        registry,
+        live,
+        records,
+        account,
+        users,
+    ):
         # every console POST carries this session's form token (gaia.console.browser_guard)
         app.include_router(module.router, dependencies=[Depends(require_csrf)])
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
