@@ -15,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 from gaia.console.browser_guard import CsrfRefused, SecurityHeaders, require_csrf
 from gaia.console.pages import (
     account,
-    users,
     apps,
     businesses,
     clusters,
@@ -24,6 +23,7 @@ from gaia.console.pages import (
     pipelines,
     records,
     registry,
+    users,
 )
 from gaia.console.web import STATIC, LoginRequired, render
 
