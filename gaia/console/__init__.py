@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gaia.console.browser_guard import CsrfRefused, SecurityHeaders, require_csrf
 from gaia.console.pages import (
+    account,
     app_yaml,
     apps,
     businesses,
@@ -24,6 +25,7 @@ from gaia.console.pages import (
     pipelines,
     records,
     registry,
+    users,
 )
 from gaia.console.web import STATIC, LoginRequired, render
 
@@ -42,6 +44,8 @@ def install(app: FastAPI) -> None:
         live,
         records,
         network,
+        account,
+        users,
     ):
         # every console POST carries this session's form token (gaia.console.browser_guard)
         app.include_router(module.router, dependencies=[Depends(require_csrf)])

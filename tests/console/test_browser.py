@@ -393,3 +393,29 @@ def test_an_admin_sees_the_pools_and_an_app_network_and_changes_its_mode(
     assert page.locator("#network-mode").inner_text() == "nat"
     assert violations == []
     page.close()
+
+
+def test_a_user_creates_an_api_token_sees_it_once_and_revokes_it(
+    console: Console, browser: Any, shots: Path
+) -> None:
+    password = console.make_user("tina")
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    violations = csp_violations(page)
+    log_in(page, console, "tina", password)
+    page.get_by_role("link", name="tina").click()  # the name in the header is the account link
+    page.get_by_role("heading", name="Your account").wait_for()
+    page.get_by_label("Token name").fill("deploy-bot")
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_text("shown only this once").wait_for()
+    token = page.locator("#new-token code").inner_text()
+    assert token and console.api("GET", "/api/v1/users/me", token=token)["username"] == "tina"
+    page.screenshot(path=str(shots / "account-token-created.png"), full_page=True)
+    page.get_by_role("link", name="Back to your account").click()
+    page.get_by_role("heading", name="API tokens").wait_for()
+    assert token not in page.content()
+    page.get_by_role("button", name="Revoke token deploy-bot").click()
+    page.get_by_text("Token revoked.").wait_for()
+    assert page.locator("#tokens").get_by_text("revoked").is_visible()
+    page.screenshot(path=str(shots / "account.png"), full_page=True)
+    assert violations == []

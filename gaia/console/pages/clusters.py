@@ -190,6 +190,122 @@ async def _cluster_page(
     )
 
 
+# ---------------------------------------------------------------- registration and removal
+# (platform admins; the API refuses anyone else). A kubeconfig goes to the API and is never
+# put back into a page, not even the form shown again with its errors.
+
+SIM_FIELDS = ("nodes", "cpu", "memory_mib", "gpus", "gpu_model", "gpu_memory_mib", "local_disk_gib")
+CLUSTER_FIELDS = ("name", "kind", "region", "zone", "description")
+
+
+def _registration(
+    request: Request,
+    user: ConsoleUser,
+    values: dict[str, str],
+    errors: dict[str, str],
+    *,
+    status: int = 200,
+) -> Response:
+    if not user.is_admin:
+        return _failed(request, user, ApiResult(403, {"message": "platform administrators only"}))
+    context = {"values": values, "errors": errors, "sim_fields": SIM_FIELDS}
+    return render(request, user, "cluster_new.html", context, section="clusters", status=status)
+
+
+@router.get("/console/clusters/new")
+async def cluster_new(request: Request, user: User) -> Response:
+    defaults = {"kind": "sim", "nodes": "4", "cpu": "32", "memory_mib": "131072", "gpus": "8"}
+    return _registration(request, user, defaults, {})
+
+
+@router.post("/console/clusters/new", response_model=None)
+async def cluster_register(request: Request, user: User) -> Response:
+    form = await request.form()
+    values = {k: str(form.get(k) or "").strip()[:1000] for k in CLUSTER_FIELDS + SIM_FIELDS}
+    _ = translator(user.language)
+    errors: dict[str, str] = {}
+    body: dict[str, Any] = {k: values[k] for k in CLUSTER_FIELDS}
+    if values["kind"] == "kubernetes":
+        upload = form.get("kubeconfig_file")
+        kubeconfig = str(form.get("kubeconfig") or "")
+        if upload is not None and not isinstance(upload, str):
+            content = await upload.read(1_000_001)
+            if content:
+                kubeconfig = content.decode("utf-8", errors="replace")
+        if not kubeconfig.strip():
+            errors["kubeconfig"] = _("Upload the kubeconfig file or paste it.")
+        body["kubeconfig"] = kubeconfig
+    elif values["kind"] == "sim":
+        spec: dict[str, Any] = {}
+        for k in SIM_FIELDS:
+            if not values[k]:
+                continue
+            if k == "gpu_model":
+                spec[k] = values[k]
+            elif values[k].isdigit():
+                spec[k] = int(values[k])
+            else:
+                errors[k] = _("A whole number.")
+        body["sim"] = spec
+    else:
+        errors["kind"] = _("Choose sim or kubernetes.")
+    if not errors:
+        result = await ConsoleApi(request, user).post("/api/v1/clusters", body)
+        if result.ok:
+            return redirect(f"/console/clusters/{result.data['name']}", ok=_("Cluster registered."))
+        if result.status == 403:
+            return _failed(request, user, result)
+        for path, message in result.field_errors.items():
+            parts = path.split(".")
+            key = parts[1] if parts[0] == "sim" and len(parts) > 1 else parts[0]
+            errors.setdefault(key if key in values or key == "kubeconfig" else "form", message)
+        errors = errors or {"form": result.error}
+    return _registration(request, user, values, errors, status=422)
+
+
+async def _holdings(api: ConsoleApi, cluster: str) -> dict[str, list[dict[str, Any]]]:
+    """What the cluster still holds, as the API shows it: each business's apps on it (with
+    their instances) and quotas on it."""
+    apps: list[dict[str, Any]] = []
+    quotas: list[dict[str, Any]] = []
+    businesses = await every_item(api, "/api/v1/businesses")
+    for b in businesses.data if businesses.ok else []:
+        listed = await every_item(api, f"/api/v1/businesses/{b['name']}/apps")
+        apps.extend(a for a in (listed.data if listed.ok else []) if a.get("cluster") == cluster)
+        quota = await api.get(f"/api/v1/businesses/{b['name']}/quotas/{cluster}")
+        if quota.ok:
+            quotas.append({"business": b["name"], "hard": quota.data.get("hard", {})})
+    return {"apps": apps, "quotas": quotas}
+
+
+@router.get("/console/clusters/{cluster}/delete")
+async def cluster_delete_confirm(request: Request, user: User, cluster: ClusterName) -> Response:
+    api = ConsoleApi(request, user)
+    found = await api.get(f"/api/v1/clusters/{cluster}")
+    if not found.ok:
+        return _failed(request, user, found)
+    if not user.is_admin:
+        return _failed(request, user, ApiResult(403, {"message": "platform administrators only"}))
+    held = await _holdings(api, cluster)
+    context = {"c": found.data, **held}
+    return render(request, user, "cluster_delete.html", context, section="clusters")
+
+
+@router.post("/console/clusters/{cluster}/delete", response_model=None)
+async def cluster_delete(request: Request, user: User, cluster: ClusterName) -> Response:
+    form = await request.form()
+    force = form.get("force") == "true"
+    _ = translator(user.language)
+    result = await ConsoleApi(request, user).call(
+        "DELETE", f"/api/v1/clusters/{cluster}", params={"force": "true" if force else ""}
+    )
+    if result.status in (403, 404):
+        return _failed(request, user, result)
+    if not result.ok:
+        return redirect(f"/console/clusters/{cluster}/delete", error=result.error)
+    return redirect("/console/clusters", ok=_("Cluster {name} removed.", name=cluster))
+
+
 @router.get("/console/clusters/{cluster}")
 async def cluster_page(
     request: Request,
