@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,7 +66,7 @@ def throughput(client: str, server: str, ip: str, *, seconds: int, reps: int) ->
         runs = []
         for _ in range(reps):
             out = sh(*ns_run(client, "iperf3", "-c", ip, "-p", "5301", "-t", str(seconds), "-J"))
-            runs.append(json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9)
+            runs.append(float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9)
         return statistics.median(runs)
     finally:
         srv.terminate()
@@ -97,7 +96,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     seconds, reps, n = (2, 1, 2000) if args.quick else (5, 3, 20000)
-    socket.gethostname()
     try:
         client, server = setup()
         gbit = throughput(client, server, "10.81.0.3", seconds=seconds, reps=reps)
