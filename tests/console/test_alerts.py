@@ -1,0 +1,165 @@
+"""The alerting console pages (gaia/console/pages/alerts.py): alert records, one record's
+notifications per receiver and channel, silencing from a record; policies, channels, receivers
+and groups, silences.
+
+The evaluator does not run here: a test writes records and notifications through the store, as
+the evaluator and the notifier would (tests/monitor/alerting drives them for real)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+
+from gaia.platform import Platform
+from gaia.store.models import AlertNotification, AlertRecord, Business
+from tests.conftest import World
+from tests.console.test_clusters import html, post
+from tests.console.test_records import older_link
+
+RECEIPT = "250 2.0.0 queued as ABC123"
+
+
+def seed_record(platform: Platform, *, business: str = "alpha", **fields: Any) -> int:
+    """A firing record of ``business`` with three notifications: sent, retrying, failed."""
+    now = dt.datetime.now(dt.UTC)
+    with platform.db.write_session() as session:
+        owner = session.scalars(select(Business.id).where(Business.name == business)).one()
+        record = AlertRecord(
+            business_id=owner,
+            policy_id=None,
+            policy_name=fields.pop("policy_name", "web-cpu-high"),
+            fingerprint=f"fp-{business}-{now.timestamp()}",
+            severity=fields.pop("severity", "critical"),
+            labels={"app": "web", "business": business},
+            summary="CPU above 90% for 5 minutes",
+            status=fields.pop("status", "firing"),
+            metric="gaia_app_cpu_usage_ratio",
+            comparison=">",
+            threshold=0.9,
+            value=0.97,
+            started_at=now,
+            fired_at=now,
+            **fields,
+        )
+        session.add(record)
+        session.flush()
+        for i, (receiver, channel, state, extra) in enumerate(
+            [
+                (
+                    "dev",
+                    "mail-ops",
+                    "sent",
+                    {"receipt": "250 2.0.0 queued as ABC123", "sent_at": now},
+                ),
+                ("dev", "sms-ops", "retrying", {"last_error": "gateway timeout"}),
+                ("ba", "hook-ops", "failed", {"last_error": "HTTP 410 Gone from the webhook"}),
+            ]
+        ):
+            session.add(
+                AlertNotification(
+                    record_id=record.id,
+                    business_id=owner,
+                    event="firing",
+                    channel_name=channel,
+                    channel_kind=channel.split("-")[0].replace("mail", "email"),
+                    receiver=receiver,
+                    recipients=[],
+                    state=state,
+                    attempts=1 + i,
+                    next_attempt_at=now + dt.timedelta(minutes=5),
+                    idempotency_key=f"k-{record.id}-{i}",
+                    **extra,
+                )
+            )
+        return record.id
+
+
+def silences_of(world: World) -> list[dict[str, Any]]:
+    answer = world.client.get("/api/v1/alerts/silences", headers=world.admin)
+    return list(answer.json()["items"])
+
+
+def test_the_alerts_list_shows_firing_and_resolved_with_filters(
+    world: World, platform: Platform
+) -> None:
+    seed_record(platform)
+    seed_record(platform, policy_name="disk-full", status="resolved", severity="warning")
+    seed_record(platform, business="beta", policy_name="beta-secret-policy")
+    page = html(world, "viewer", "/console/alerts")
+    assert 'href="/console/alerts" aria-current="page"' in page  # in the navigation
+    assert "web-cpu-high" in page and "disk-full" in page
+    assert "beta-secret-policy" not in page  # another business's alerts
+    page = html(world, "viewer", "/console/alerts?status=firing")
+    assert "web-cpu-high" in page and "disk-full" not in page
+    page = html(world, "viewer", "/console/alerts?severity=warning")
+    assert "web-cpu-high" not in page and "disk-full" in page
+    assert "beta-secret-policy" in html(world, "platform-admin", "/console/alerts")
+
+
+def test_the_alerts_list_pages_by_cursor(world: World, platform: Platform) -> None:
+    for n in range(55):
+        seed_record(platform, policy_name=f"policy-{n:02d}")
+    page = html(world, "viewer", "/console/alerts")
+    assert "policy-54" in page and "policy-04" not in page
+    older = older_link(page)
+    assert "cursor=" in older
+    page = html(world, "viewer", "/console/alerts" + older)
+    assert "policy-04" in page and "policy-54" not in page and 'rel="first"' in page
+
+
+def test_a_record_shows_each_notification_state_per_receiver_and_channel(
+    world: World, platform: Platform
+) -> None:
+    record = seed_record(platform)
+    page = html(world, "viewer", f"/console/alerts/{record}")
+    assert "mail-ops" in page and RECEIPT in page
+    assert "sms-ops" in page and "gateway timeout" in page and "next attempt at" in page
+    assert "hook-ops" in page and "HTTP 410 Gone from the webhook" in page
+    assert "gaia_app_cpu_usage_ratio" in page
+    # a viewer may not silence: no form that would be refused
+    assert "/silence" not in page
+    assert "/silence" in html(world, "developer", f"/console/alerts/{record}")
+
+
+def test_another_business_record_is_not_found(world: World, platform: Platform) -> None:
+    record = seed_record(platform, business="beta", policy_name="beta-secret-policy")
+    page = html(world, "developer", f"/console/alerts/{record}", status=404)
+    assert "beta-secret-policy" not in page
+    r = post(world, "developer", f"/console/alerts/{record}/silence", {"hours": "2"})
+    assert r.status_code == 404
+    assert silences_of(world) == []
+
+
+def test_a_developer_silences_a_record_and_a_viewer_is_refused(
+    world: World, platform: Platform
+) -> None:
+    record = seed_record(platform)
+    r = post(world, "developer", f"/console/alerts/{record}/silence", {"hours": "abc"})
+    assert r.status_code == 422
+    assert 'id="err-hours"' in r.text and 'aria-invalid="true"' in r.text
+    r = post(
+        world, "developer", f"/console/alerts/{record}/silence", {"hours": "2", "comment": "deploy"}
+    )
+    assert r.status_code == 303, r.text[:2000]
+    silences = silences_of(world)
+    assert len(silences) == 1
+    assert silences[0]["matchers"] == {"app": "web", "business": "alpha"}
+    assert silences[0]["business"] == "alpha" and silences[0]["comment"] == "deploy"
+    r = post(world, "viewer", f"/console/alerts/{record}/silence", {"hours": "2"})
+    assert r.status_code == 303 and "error=" in r.headers["location"]
+    assert (
+        len(world.client.get("/api/v1/alerts/silences", headers=world.admin).json()["items"]) == 1
+    )
+
+
+def test_alert_pages_are_translated(world: World, platform: Platform) -> None:
+    record = seed_record(platform)
+    world.client.patch(
+        "/api/v1/users/dev", json={"language": "zh-CN"}, headers=world.users["developer"]
+    )
+    page = html(world, "developer", "/console/alerts")
+    assert "告警" in page and ">Alerts<" not in page
+    page = html(world, "developer", f"/console/alerts/{record}")
+    assert "通知" in page and ">Notifications<" not in page
