@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gaia.console.browser_guard import CsrfRefused, SecurityHeaders, require_csrf
 from gaia.console.pages import (
+    alert_policies,
     alerts,
     apps,
     businesses,
@@ -30,7 +31,18 @@ __all__ = ["install"]
 
 
 def install(app: FastAPI) -> None:
-    for module in (home, clusters, businesses, apps, pipelines, registry, alerts, live, records):
+    for module in (
+        home,
+        clusters,
+        businesses,
+        apps,
+        pipelines,
+        registry,
+        alerts,
+        alert_policies,
+        live,
+        records,
+    ):
         # every console POST carries this session's form token (gaia.console.browser_guard)
         app.include_router(module.router, dependencies=[Depends(require_csrf)])
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

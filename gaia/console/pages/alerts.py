@@ -23,7 +23,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import Response
 
-from gaia.console.listing import cursor_page
+from gaia.console.listing import cursor_page, every_item
 from gaia.console.web import (
     ConsoleApi,
     ConsoleUser,
@@ -43,6 +43,13 @@ Short = Annotated[str, Query(max_length=16)]
 WRITERS = ("developer", "business-admin", "platform-admin")
 SIZE = 50
 SILENCE_HOURS = (1, 4, 24, 72, 168)
+
+
+async def writable_businesses(api: ConsoleApi, user: ConsoleUser) -> list[str]:
+    """The businesses whose alerting the user may change (every one, for a platform admin)."""
+    listed = await every_item(api, "/api/v1/businesses")
+    rows: list[dict[str, Any]] = listed.data if listed.ok else []
+    return [b["name"] for b in rows if user.is_admin or b.get("role") in WRITERS]
 
 
 async def may_write(api: ConsoleApi, user: ConsoleUser, business: str | None) -> bool:
@@ -122,12 +129,12 @@ async def _record_page(
     )
 
 
-@router.get("/console/alerts/{record_id}")
+@router.get("/console/alerts/{record_id:int}")
 async def alert_page(request: Request, user: User, record_id: RecordId) -> Response:
     return await _record_page(request, user, record_id)
 
 
-@router.post("/console/alerts/{record_id}/silence", response_model=None)
+@router.post("/console/alerts/{record_id:int}/silence", response_model=None)
 async def alert_silence(
     request: Request,
     user: User,
