@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from gaia.console.browser_guard import CsrfRefused, SecurityHeaders, require_csrf
 from gaia.console.pages import (
     alert_policies,
+    alert_targets,
     alerts,
     apps,
     businesses,
@@ -40,6 +41,7 @@ def install(app: FastAPI) -> None:
         registry,
         alerts,
         alert_policies,
+        alert_targets,
         live,
         records,
     ):

@@ -286,3 +286,110 @@ def test_builtin_rules_are_listed_and_a_platform_admin_enables_them_on_a_cluster
     assert policies and all(p["builtin_key"] and p["business"] is None for p in policies)
     r = post(world, "developer", "/console/alerts/builtin", {"cluster": "sim-1"})
     assert "error=" in r.headers["location"]
+
+
+# ---------------------------------------------------------------- channels, receivers, silences
+
+HOOK_TOKEN = "T0KEN-in-the-path"
+HMAC = "hmac-SECRET-value-123456"
+CHANNEL_FORM = {
+    "business": "alpha",
+    "name": "ops-hook",
+    "kind": "webhook",
+    "rate_limit_per_minute": "60",
+    "cfg_url": f"https://hooks.example.com/{HOOK_TOKEN}?key=q-SECRET",
+    "cfg_hmac_secret": HMAC,
+    "cfg_headers": "X-Api-Key: header-SECRET-value",
+}
+
+
+def channels_of(world: World) -> list[dict[str, Any]]:
+    return list(world.client.get("/api/v1/alerts/channels", headers=world.admin).json()["items"])
+
+
+def test_a_business_admin_creates_a_channel_whose_credentials_never_come_back(
+    world: World,
+) -> None:
+    r = post(world, "business-admin", "/console/alerts/channels", CHANNEL_FORM)
+    assert r.status_code == 303, r.text[:3000]
+    (channel,) = channels_of(world)
+    assert channel["kind"] == "webhook" and channel["business"] == "alpha"
+    for who in ("business-admin", "developer", "viewer", "platform-admin"):
+        page = html(world, who, "/console/alerts/channels")
+        page += html(world, who, f"/console/alerts/channels?edit={channel['id']}")
+        assert "ops-hook" in page
+        for secret in (HOOK_TOKEN, HMAC, "q-SECRET", "header-SECRET-value"):
+            assert secret not in page, (who, secret)
+    admin_page = html(world, "business-admin", "/console/alerts/channels")
+    assert "Send a test" in admin_page and "hooks.example.com" in admin_page
+    dev_page = html(world, "developer", "/console/alerts/channels")
+    assert "Send a test" not in dev_page and 'id="channel-form"' not in dev_page
+    # an edit that leaves the credentials empty keeps them
+    url = f"/console/alerts/channels/{channel['id']}"
+    r = post(world, "business-admin", url, {"name": "ops-hook-2", "enabled": "true"})
+    assert r.status_code == 303, r.text[:3000]
+    assert channels_of(world)[0]["name"] == "ops-hook-2"
+    r = post(world, "developer", f"{url}/delete", {})
+    assert "error=" in r.headers["location"] and len(channels_of(world)) == 1
+
+
+def test_channel_form_errors_land_on_their_fields_and_keep_no_secret(world: World) -> None:
+    bad = {**CHANNEL_FORM, "cfg_hmac_secret": "short-SECRET", "rate_limit_per_minute": "x"}
+    r = post(world, "business-admin", "/console/alerts/channels", bad)
+    assert r.status_code == 422 and 'id="err-rate_limit_per_minute"' in r.text
+    assert "short-SECRET" not in r.text and "header-SECRET-value" not in r.text
+    bad = {**CHANNEL_FORM, "cfg_hmac_secret": "short-SECRET"}
+    r = post(world, "business-admin", "/console/alerts/channels", bad)
+    assert r.status_code == 422 and 'id="err-cfg_hmac_secret"' in r.text, r.text[-3000:]
+    assert "short-SECRET" not in r.text and 'value="ops-hook"' in r.text
+    assert channels_of(world) == []
+
+
+def test_another_business_channel_cannot_be_changed(world: World) -> None:
+    r = post(world, "outsider", "/console/alerts/channels", {**CHANNEL_FORM, "business": "beta"})
+    assert r.status_code == 303
+    (channel,) = channels_of(world)
+    assert "ops-hook" not in html(world, "business-admin", "/console/alerts/channels")
+    r = post(world, "business-admin", f"/console/alerts/channels/{channel['id']}/test", {})
+    assert "error=" in r.headers["location"] and "not+found" in r.headers["location"].lower()
+    r = post(world, "business-admin", f"/console/alerts/channels/{channel['id']}/delete", {})
+    assert "error=" in r.headers["location"] and len(channels_of(world)) == 1
+
+
+def test_receivers_and_groups_by_role(world: World) -> None:
+    form = {"business": "alpha", "name": "oncall", "email": "not-an-address", "phone": ""}
+    r = post(world, "developer", "/console/alerts/receivers", form)
+    assert r.status_code == 422 and 'id="err-email"' in r.text
+    form["email"] = "oncall@example.com"
+    assert post(world, "developer", "/console/alerts/receivers", form).status_code == 303
+    receiver = world.client.get("/api/v1/alerts/receivers", headers=world.admin).json()["items"]
+    group = {"business": "alpha", "group_name": "sre", "receiver_ids": str(receiver[0]["id"])}
+    assert post(world, "developer", "/console/alerts/groups", group).status_code == 303
+    page = html(world, "viewer", "/console/alerts/receivers")
+    assert "oncall@example.com" in page and "sre" in page
+    assert "/delete" not in page and 'id="receiver-form"' not in page
+    assert "oncall" not in html(world, "outsider", "/console/alerts/receivers")
+
+
+def test_silences_are_created_listed_and_ended(world: World) -> None:
+    r = post(
+        world,
+        "developer",
+        "/console/alerts/silences",
+        {"business": "alpha", "matchers": "app", "hours": "2"},
+    )
+    assert r.status_code == 422 and 'id="err-matchers"' in r.text
+    form = {"business": "alpha", "matchers": "app=web", "hours": "2", "comment": "deploy"}
+    assert post(world, "viewer", "/console/alerts/silences", form).status_code == 422
+    assert post(world, "developer", "/console/alerts/silences", form).status_code == 303
+    (silence,) = silences_of(world)
+    page = html(world, "viewer", "/console/alerts/silences")
+    assert "app=web" in page and "deploy" in page and "/expire" not in page
+    assert f'id="silence-{silence["id"]}"' in page
+    assert f'id="silence-{silence["id"]}"' not in html(
+        world, "outsider", "/console/alerts/silences"
+    )
+    url = f"/console/alerts/silences/{silence['id']}/expire"
+    assert "error=" in post(world, "outsider", url, {}).headers["location"]
+    assert post(world, "developer", url, {}).status_code == 303
+    assert silences_of(world)[0]["active"] is False
