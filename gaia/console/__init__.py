@@ -15,6 +15,9 @@ from fastapi.staticfiles import StaticFiles
 from gaia.console.browser_guard import CsrfRefused, SecurityHeaders, require_csrf
 from gaia.console.pages import (
     account,
+    alert_policies,
+    alert_targets,
+    alerts,
     app_yaml,
     apps,
     businesses,
@@ -43,6 +46,9 @@ def install(app: FastAPI) -> None:
         registry,
         live,
         records,
+        alerts,
+        alert_policies,
+        alert_targets,
         network,
         account,
         users,

@@ -280,6 +280,7 @@ NAV = (
     ("apps", "/console/apps", "Apps"),
     ("pipelines", "/console/pipelines", "Pipelines"),
     ("registry", "/console/registry", "Registry"),
+    ("alerts", "/console/alerts", "Alerts"),
     ("records", "/console/records", "Records"),
     ("events", "/console/events", "Events"),
 )

@@ -398,6 +398,7 @@ TABLE = [
         {"status": "firing", "alerts": []},
         hidden_from=(),
     ),
+    Row("GET", "/api/v1/monitoring/metrics", ALL, hidden_from=()),
     Row(
         "GET",
         "/api/v1/monitoring/series?metric=gaia_instance_cpu_usage_percent&business=alpha",

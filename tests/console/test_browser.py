@@ -419,3 +419,42 @@ def test_a_user_creates_an_api_token_sees_it_once_and_revokes_it(
     assert page.locator("#tokens").get_by_text("revoked").is_visible()
     page.screenshot(path=str(shots / "account.png"), full_page=True)
     assert violations == []
+
+
+def test_alert_records_show_notifications_and_a_record_is_silenced(
+    console: Console, browser: Any, shots: Path
+) -> None:
+    """The evaluator's part is played through the store (a firing record, its notifications), as
+    the evaluator and the notifier write them; from the list to the record, then a silence."""
+    from tests.console.test_alerts import seed_record
+
+    console.api("POST", "/api/v1/businesses", json={"name": "alpha"})
+    record = seed_record(console.platform)
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    violations = csp_violations(page)
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, console, "admin", ADMIN_PASSWORD)
+    page.get_by_role("link", name="Alerts", exact=True).first.click()
+    page.wait_for_url(re.compile(r".*/console/alerts$"))
+    row = page.locator(f"#alert-{record}")
+    assert "firing" in row.inner_text() and "critical" in row.inner_text()
+    page.screenshot(path=str(shots / "alerts.png"), full_page=True)
+    page.get_by_label("Status").select_option("resolved")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*status=resolved.*"))
+    assert page.locator(f"#alert-{record}").count() == 0
+    page.goto(f"{console.origin}/console/alerts")
+    page.get_by_role("link", name="web-cpu-high").click()
+    page.wait_for_url(re.compile(rf".*/console/alerts/{record}$"))
+    notifications = page.locator("table.notifications").inner_text()
+    assert "250 2.0.0 queued as ABC123" in notifications and "gateway timeout" in notifications
+    page.screenshot(path=str(shots / "alert-record.png"), full_page=True)
+    page.get_by_label("For (hours)").fill("2")
+    page.get_by_label("Comment").fill("deploying")
+    page.get_by_role("button", name="Silence").click()
+    page.wait_for_url(re.compile(r".*ok=.*"))
+    assert "silenced until" in page.locator(".flash").inner_text()
+    (silence,) = console.api("GET", "/api/v1/alerts/silences")["items"]
+    assert silence["comment"] == "deploying" and silence["matchers"]["app"] == "web"
+    assert violations == []
+    page.close()

@@ -362,6 +362,17 @@ class AlertmanagerResult(BaseModel):
     unrouted: int
 
 
+class MetricOut(BaseModel):
+    """One entry of the metric catalogue (``gaia.monitor.metrics.catalogue``, docs/metrics.md)."""
+
+    name: str
+    type: str
+    unit: str
+    labels: list[str]
+    area: str
+    help: str
+
+
 class SeriesOut(BaseModel):
     metric: str
     labels: dict[str, str]

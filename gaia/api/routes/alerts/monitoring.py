@@ -1,6 +1,8 @@
 """Metric queries: ``GET /monitoring/series``, a metric's series over a time range, read from
-the platform's metric store (``gaia.monitor.metrics``). It lives with alerting because the
-console draws a policy's metric with it; its tag is ``monitoring``.
+the platform's metric store (``gaia.monitor.metrics``), and ``GET /monitoring/metrics``, the
+catalogue of the metrics the platform collects (what a policy may watch, with the labels its
+scope needs). They live with alerting because the console picks and draws a policy's metric with
+them; their tag is ``monitoring``.
 """
 
 from __future__ import annotations
@@ -10,12 +12,29 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from gaia.api.deps import PrincipalDep, business_for, platform
-from gaia.api.schemas.alerts import SeriesOut
+from gaia.api.schemas.alerts import MetricOut, SeriesOut
 from gaia.domain.errors import Forbidden, InvalidRequest
 from gaia.domain.rbac import Permission
 from gaia.monitor.metrics import catalogue
 
 router = APIRouter(tags=["alerts"])
+
+
+@router.get("/monitoring/metrics", response_model=list[MetricOut], tags=["monitoring"])
+def list_metrics(principal: PrincipalDep) -> list[MetricOut]:
+    """The metric catalogue: every metric the platform collects, in catalogue order. The same
+    for every caller (it names metrics, not their values)."""
+    return [
+        MetricOut(
+            name=m.name,
+            type=m.type,
+            unit=m.unit,
+            labels=list(m.labels),
+            area=m.area,
+            help=m.help,
+        )
+        for m in catalogue.collected()
+    ]
 
 
 @router.get("/monitoring/series", response_model=list[SeriesOut], tags=["monitoring"])
