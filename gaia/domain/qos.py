@@ -33,7 +33,8 @@ from dataclasses import dataclass
 # (the NIC, or the kernel after the qdisc, cuts it into frames). HTB's round robin dequeues a
 # packet *before* it looks at the class's deficit, so below its packets' size a quantum means
 # "one packet per turn" and the split is per packet, not per byte: with one frame (1514) as the
-# quantum, 8 senders on the bench split the spare 30 % off the guarantees' proportions.
+# quantum, 4 senders on the bench split the spare 20 % off the guarantees' proportions (64 KiB:
+# 1 %).
 GSO_MAX = 65_536
 MAX_QUANTUM = 1 << 22  # bounds one class's turn (3.4 ms of 10 Gbit/s); HTB takes any u32
 DEFAULT_MINOR = 0xFFF  # the leaf for traffic no filter matches

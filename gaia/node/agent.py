@@ -354,7 +354,10 @@ async def serve_node(
         from gaia.node.qos_loop import NodeQos
 
         shaper = NodeQos(
-            device=qos_device, link=qos_link, pods=KubePods(client, node_name), interval_s=interval_s
+            device=qos_device,
+            link=qos_link,
+            pods=KubePods(client, node_name),
+            interval_s=interval_s,
         )
         shaping = asyncio.create_task(shaper.run(stop), name=f"qos {qos_device}")
     try:
