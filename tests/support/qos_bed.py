@@ -198,8 +198,10 @@ class QosBed:
         pending = sorted(starts.items(), key=lambda kv: kv[1])
         names = list(self.pods)
         rates: dict[str, list[float]] = {n: [] for n in names}
+        before = time.monotonic()
         last = self.delivered()
-        t0 = last_t = time.monotonic()
+        last_t = (before + time.monotonic()) / 2
+        t0 = time.monotonic()
         next_sample = t0 + sample_s
         try:
             while (now := time.monotonic()) < t0 + duration_s:
@@ -213,7 +215,12 @@ class QosBed:
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
                 time.sleep(max(0.0, next_sample - time.monotonic()))
                 next_sample += sample_s
-                now_bytes, now_t = self.delivered(), time.monotonic()
+                # the counters are read somewhere inside the iptables call, which takes longer
+                # on a busy machine: time them at its midpoint, not at its end (a late end
+                # shortens the next sample and inflated rates above the link)
+                before = time.monotonic()
+                now_bytes = self.delivered()
+                now_t = (before + time.monotonic()) / 2
                 for n in names:
                     rates[n].append((now_bytes[n] - last[n]) / (now_t - last_t))
                 last, last_t = now_bytes, now_t
