@@ -1,9 +1,10 @@
 """Bandwidth QoS (issue 19): Gaia's HTB plan against no QoS and static per-pod caps, real tc.
 
 For 2, 4 and 8 instances behind one shaped uplink (``tests/support/qos_bed.py``: network
-namespaces on a bridge, iperf3 per pod, bytes counted where delivered), with guarantees in the
-proportion 1:2:3:4 (repeating) that add up to 70 % of the link and two priority classes (even
-instances prio 1, odd prio 3), two traces:
+namespaces on a bridge, iperf3 per pod, Ethernet frame bytes counted where delivered: the unit
+HTB and the CNI's TBF account a rate in), with guarantees in the proportion 1:2:3:4 (repeating)
+that add up to 70 % of the link and two priority classes (even instances prio 1, odd prio 3),
+two traces:
 
 - **all**: everyone sends at once. Printed: guarantee held (min over instances of achieved /
   guaranteed), link use, spare split error (how far the capacity above the guarantees is from
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     link = args.link_mbit * MBIT
     print(f"bench/qos.py: uplink {args.link_mbit} Mbit/s, guarantees 1:2:3:4.. = 70 % of it, "
           f"prio 1 (even) / 3 (odd); all at once {seconds:.0f} s (first 1.5 s skipped), "
-          f"waves every {gap} s")  # fmt: skip
+          f"waves every {gap} s; frame bytes")  # fmt: skip
     header = (
         f"{'n':>2} {'mode':<7}| {'held':>5} {'use':>4} {'spare±':>6} {'Jain':>6} {'HTB-sim':>7} "
         f"| {'held':>5} {'use':>4} {'react med/max':<16}"

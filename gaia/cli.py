@@ -239,6 +239,10 @@ def cmd_node_agent(args: argparse.Namespace) -> int:
         return refuse(f"no kubeconfig at {args.kubeconfig}")
     if not 0.5 <= args.interval <= 300:
         return refuse(f"--interval must be 0.5..300 seconds, not {args.interval:g}")
+    if (args.qos_device is None) != (args.qos_link_mbit is None):
+        return refuse("--qos-device and --qos-link-mbit go together (the uplink and its Mbit/s)")
+    if args.qos_link_mbit is not None and args.qos_link_mbit <= 0:
+        return refuse(f"--qos-link-mbit must be positive, not {args.qos_link_mbit:g}")
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -254,6 +258,8 @@ def cmd_node_agent(args: argparse.Namespace) -> int:
             dev_root=Path(args.dev_root),
             interval_s=args.interval,
             stop=stop,
+            qos_device=args.qos_device,
+            qos_link=round((args.qos_link_mbit or 0) * 125_000),
         )
 
     asyncio.run(run())
@@ -446,6 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("--dev-root", default="/dev", help="where the NVIDIA device nodes are")
     agent.add_argument(
         "--interval", type=float, default=5.0, help="seconds between passes (default 5)"
+    )
+    agent.add_argument(
+        "--qos-device",
+        help="also shape this uplink each pass from the pods' bandwidth quotas (docs/qos.md)",
+    )
+    agent.add_argument(
+        "--qos-link-mbit", type=float, help="the uplink's capacity, Mbit/s (with --qos-device)"
     )
     agent.set_defaults(func=cmd_node_agent)
 

@@ -17,6 +17,9 @@ It owns three jobs that share one view of the node's cards:
    ``audit_s`` set back MPS limits a container changed through its own control socket and
    report processes that hold a context on a shared card outside MPS (no limit applies).
 
+With ``--qos-device``/``--qos-link-mbit`` it also keeps the node's uplink shaped from the pods'
+bandwidth quotas (``gaia.node.qos_loop``, its own task: it runs while no GPU is found too).
+
 Every pass is level-triggered: it compares what it reads with what is there and writes only a
 difference, so a pass that finds nothing new writes nothing, and a missed pass is made up by
 the next. A failing pass (API server away, NVML error) is logged once per kind and retried on
@@ -337,14 +340,57 @@ async def serve_node(
     dev_root: Path,
     interval_s: float,
     stop: asyncio.Event,
+    qos_device: str | None = None,
+    qos_link: int = 0,
 ) -> None:
     """What ``gaia node-agent`` runs: find the GPUs (again each minute while there are none:
-    a driver may load after the agent starts), then the agent until ``stop``."""
+    a driver may load after the agent starts), then the agent until ``stop``. With
+    ``qos_device`` (and ``qos_link``, bytes/s), the bandwidth pass (``gaia.node.qos_loop``)
+    shapes that uplink from the node's pods meanwhile, from the start: it needs no GPU."""
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+    client = AsyncClient(config, field_manager="gaia-node-agent", trust_env=False)
+    shaping = None
+    if qos_device is not None:
+        from gaia.node.qos_loop import NodeQos
+
+        shaper = NodeQos(
+            device=qos_device,
+            link=qos_link,
+            pods=KubePods(client, node_name),
+            interval_s=interval_s,
+        )
+        shaping = asyncio.create_task(shaper.run(stop), name=f"qos {qos_device}")
+    try:
+        await _serve_gpus(
+            node_name=node_name,
+            client=client,
+            plugin_dir=plugin_dir,
+            state_dir=state_dir,
+            enforcement_mode=enforcement_mode,
+            dev_root=dev_root,
+            interval_s=interval_s,
+            stop=stop,
+        )
+    finally:
+        if shaping is not None:
+            stop.set()  # the GPU side ended (stopped or failed): the shaping loop ends with it
+            await shaping
+
+
+async def _serve_gpus(
+    *,
+    node_name: str,
+    client: AsyncClient,
+    plugin_dir: Path,
+    state_dir: Path,
+    enforcement_mode: str,
+    dev_root: Path,
+    interval_s: float,
+    stop: asyncio.Event,
+) -> None:
     from gaia.node.gpus import open_gpus
     from gaia.node.vgpu import enforcement_from
 
-    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-    client = AsyncClient(config, field_manager="gaia-node-agent", trust_env=False)
     reader = None
     while reader is None and not stop.is_set():
         reader = await asyncio.to_thread(open_gpus)

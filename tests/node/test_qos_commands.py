@@ -17,7 +17,7 @@ def test_a_bare_device_gets_the_whole_tree_and_one_filter_per_instance() -> None
     minor = plan.by_name()["a"].minor
     assert (
         f"class replace dev up0 parent 1:1 classid 1:{minor:x} htb rate 10000000bit "
-        f"ceil 40000000bit prio 1 quantum 1514"
+        f"ceil 40000000bit prio 1 quantum 65536"
     ) in lines
     assert any(f"handle 800::{minor:x} u32 match ip src 10.0.0.2/32" in line for line in lines)
 
@@ -72,10 +72,10 @@ def test_a_changed_quantum_is_sent_again() -> None:
     a = plan.by_name()["a"]
     classes = {
         1: ObservedClass(1, None, 0, 40_000_000, 40_000_000),
-        a.minor: ObservedClass(a.minor, 1, 1, 10_000_000, 40_000_000, quantum=3028),
-        0xFFF: ObservedClass(0xFFF, 1, 7, 30_000_000, 40_000_000, quantum=1514),
+        a.minor: ObservedClass(a.minor, 1, 1, 10_000_000, 40_000_000, quantum=1514),
+        0xFFF: ObservedClass(0xFFF, 1, 7, 30_000_000, 40_000_000, quantum=65536),
     }
     filters = {a.minor: f"1:{a.minor:x}/a000002"}
     lines = plan_commands("up0", plan, Observed(True, False, classes, filters))
     assert lines == [f"class replace dev up0 parent 1:1 classid 1:{a.minor:x} htb rate "
-                     f"10000000bit ceil 40000000bit prio 1 quantum 1514"]  # fmt: skip
+                     f"10000000bit ceil 40000000bit prio 1 quantum 65536"]  # fmt: skip

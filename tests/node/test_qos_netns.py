@@ -122,3 +122,54 @@ def test_cli_applies_a_plan_and_refuses_bad_input(bed: QosBed, tmp_path: object)
     path.write_text(json.dumps([{**items[0], "guarantee_mbit": 50}]))
     bad = subprocess.run([*argv, "--instances", str(path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "more than the link" in bad.stderr
+
+
+def test_the_node_agents_pass_shapes_the_uplink_from_its_pods(bed: QosBed) -> None:
+    """gaia.node.qos_loop with real tc: the pods (a fake list with the bed's addresses) become
+    leaves, a second pass sends nothing, a pod that left loses its leaf, and the tree it built
+    holds under real traffic (a: 10 Mbit/s prio 1, b: 20 prio 3; a is offered the spare 10)."""
+    import asyncio
+
+    from gaia.node.qos_loop import NodeQos
+
+    def pod(name: str, mbit: int, priority: int) -> dict[str, object]:
+        return {
+            "metadata": {
+                "namespace": "biz",
+                "name": name,
+                "annotations": {
+                    "kubernetes.io/egress-bandwidth": f"{mbit}M",
+                    "gaia.io/bandwidth-priority": str(priority),
+                },
+            },
+            "spec": {},
+            "status": {"phase": "Running", "podIP": bed.pods[name].ip},
+        }
+
+    class Pods:
+        items = [pod("a", 10, 1), pod("b", 20, 3)]
+
+        async def pods_on_node(self) -> list[dict[str, object]]:
+            return list(self.items)
+
+    pods = Pods()
+    bed.shape("none", [])  # someone else's root qdisc: the first pass replaces it
+    shaper = NodeQos(device=bed.uplink, link=LINK, pods=pods)
+    first = asyncio.run(shaper.run_once())
+    assert first.sent and observe(bed.uplink).ours
+    assert asyncio.run(shaper.run_once()).sent == ()
+    minors = {c.name: c.minor for c in first.plan.classes}
+
+    rates = bed.run_trace({"a": 0.0, "b": 0.0}, duration_s=4.0)
+    a, b = _steady(rates["a"]), _steady(rates["b"])
+    assert a > 17 * MBIT  # its 10 and the spare 10, first in line for it (prio 1)
+    assert b > 18 * MBIT  # its 20 held
+    assert a + b > 0.9 * LINK
+
+    pods.items = pods.items[1:]  # a left the node
+    asyncio.run(shaper.run_once())
+    seen = observe(bed.uplink)
+    assert minors["biz/a"] not in seen.classes and minors["biz/a"] not in seen.filters
+    assert minors["biz/b"] in seen.filters
+    assert asyncio.run(shaper.run_once()).sent == ()
+    remove_qos(bed.uplink)
