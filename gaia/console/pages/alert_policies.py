@@ -155,7 +155,7 @@ def body_from_form(
 async def _choices(api: ConsoleApi) -> dict[str, Any]:
     """What the form offers: the catalogue's metrics, the clusters, and the receivers, groups
     and channels the user sees (each labelled with its business)."""
-    metrics = await api.get("/api/v1/monitoring/metrics")
+    metrics = await every_item(api, "/api/v1/monitoring/metrics")
     clusters = await every_item(api, "/api/v1/clusters")
     out: dict[str, Any] = {
         "metrics": metrics.data if metrics.ok else [],

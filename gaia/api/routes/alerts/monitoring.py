@@ -12,7 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from gaia.api.deps import PrincipalDep, business_for, platform
+from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.alerts import MetricOut, SeriesOut
+from gaia.api.schemas.base import Page
 from gaia.domain.errors import Forbidden, InvalidRequest
 from gaia.domain.rbac import Permission
 from gaia.monitor.metrics import catalogue
@@ -20,11 +22,14 @@ from gaia.monitor.metrics import catalogue
 router = APIRouter(tags=["alerts"])
 
 
-@router.get("/monitoring/metrics", response_model=list[MetricOut], tags=["monitoring"])
-def list_metrics(principal: PrincipalDep) -> list[MetricOut]:
-    """The metric catalogue: every metric the platform collects, in catalogue order. The same
-    for every caller (it names metrics, not their values)."""
-    return [
+@router.get("/monitoring/metrics", response_model=Page[MetricOut], tags=["monitoring"])
+def list_metrics(
+    principal: PrincipalDep, limit: Limit = 500, cursor: Cursor = None
+) -> Page[MetricOut]:
+    """The metric catalogue: every metric the platform collects, by name, a
+    page at a time. The same for every caller (it names
+    metrics, not their values)."""
+    items = [
         MetricOut(
             name=m.name,
             type=m.type,
@@ -35,6 +40,10 @@ def list_metrics(principal: PrincipalDep) -> list[MetricOut]:
         )
         for m in catalogue.collected()
     ]
+    page, nxt = page_in_memory(
+        items, key=lambda m: m.name, kind="metric-catalogue", limit=limit, cursor=cursor
+    )
+    return Page[MetricOut](items=page, next_cursor=nxt)
 
 
 @router.get("/monitoring/series", response_model=list[SeriesOut], tags=["monitoring"])
