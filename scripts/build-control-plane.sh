@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the pinned upstream control plane the Kubernetes tests run on:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, plus the kubelet of
-#   the real worker node (tests/support/node.py; containerd, runc and CNI come from Debian).
+#   the real worker node (tests/support/node.py; containerd, runc and CNI come from Debian); and
+#   the clients the platform's own tests drive: etcdctl (etcd snapshots for backup and restore) and
+#   helm (the Gaia chart is linted and rendered, deploy/helm).
 #
 #   scripts/build-control-plane.sh          # prints the folder holding the binaries
 #
@@ -18,18 +20,19 @@ cd "$(dirname "$0")/.."
 KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
+HELM_VERSION=v4.3.2
 
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}
 out=${GAIA_CONTROL_PLANE_DIR:-$cache_root/gaia/control-plane/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION}
-binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kwok kwok-stages.yaml)
+binaries=(etcd etcdctl kube-apiserver kube-controller-manager kube-scheduler kubelet kwok kwok-stages.yaml helm)
 
 stamp_of() {
   {
-    echo "kubernetes $KUBERNETES_VERSION etcd $ETCD_VERSION kwok $KWOK_VERSION"
+    echo "kubernetes $KUBERNETES_VERSION etcd $ETCD_VERSION kwok $KWOK_VERSION helm $HELM_VERSION"
     go version
     # paths relative to the repository root: a stamp must not depend on how the script was called
     sha256sum scripts/build-control-plane.sh tools/kube/go.mod tools/kube/go.sum \
-      tools/etcd/go.mod tools/etcd/go.sum tools/etcd/main.go
+      tools/etcd/go.mod tools/etcd/go.sum tools/etcd/main.go tools/etcd/tools.go
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -70,6 +73,11 @@ echo "==> kubernetes $KUBERNETES_VERSION done after $(( $(date +%s) - started ))
 echo "==> etcd $ETCD_VERSION done after $(( $(date +%s) - started )) s" >&2
 GOFLAGS="-buildvcs=false" GOBIN="$out" go install -ldflags="-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 echo "==> kwok $KWOK_VERSION done after $(( $(date +%s) - started )) s" >&2
+# etcdctl's own module has replace directives, so "go install" refuses it: build it from the
+# etcd pin's module, which requires it (tools/etcd/tools.go)
+(cd tools/etcd && go build -ldflags="-s -w" -o "$out/etcdctl" go.etcd.io/etcd/etcdctl/v3)
+GOFLAGS="-buildvcs=false" GOBIN="$out" go install -ldflags="-s -w" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+echo "==> etcdctl $ETCD_VERSION and helm $HELM_VERSION done after $(( $(date +%s) - started )) s" >&2
 # KWOK runs nothing without stages: take the project's own stage files from the module (nodes
 # become Ready and keep a lease; pods become Ready, complete, and go when deleted).
 kwok_src=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage
