@@ -6,13 +6,15 @@ Each ``Replica`` is a ``python -m gaia up`` child with its own port, data dir, l
 URL, the secret key, the first admin's password, short loop intervals). ``kill()`` is
 ``SIGKILL``: no shutdown hook runs, no lease is released, as when a machine dies.
 ``leader_of(group)`` reads each live replica's ``/metrics`` (``gaia_leader{group, replica}``),
-the way an operator would find the leader.
+the way an operator would find the leader. ``code`` is the source tree a replica runs: this
+repository, or an older Gaia unpacked from git (``older_gaia``) for a rolling upgrade.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +41,7 @@ class Replica:
     port: int
     data_dir: Path
     env: dict[str, str]
+    code: Path = REPO
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -66,8 +69,13 @@ class Replica:
                 "--data-dir",
                 str(self.data_dir),
             ],
-            env={**os.environ, **self.env, "GAIA_REPLICA_ID": self.name, "PYTHONPATH": str(REPO)},
-            cwd=REPO,
+            env={
+                **os.environ,
+                **self.env,
+                "GAIA_REPLICA_ID": self.name,
+                "PYTHONPATH": str(self.code),
+            },
+            cwd=self.code,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -163,3 +171,49 @@ class ReplicaSet:
     def stop(self) -> None:
         for replica in self.replicas:
             replica.stop()
+
+
+def newest_migration_commit() -> str | None:
+    """The commit that added the newest migration, or None without that git history."""
+    versions = "gaia/store/migrations/versions"
+    try:
+        newest = sorted(p.name for p in (REPO / versions).glob("*.py"))[-1]
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%H", "--diff-filter=A", "--", f"{versions}/{newest}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, IndexError, subprocess.CalledProcessError):
+        return None
+    return out or None
+
+
+def older_gaia(into: Path) -> tuple[str, Path] | None:
+    """The Gaia of the commit just before the newest migration was added, unpacked from git
+    into ``into`` (with this tree's browser assets, which git does not hold): the previous
+    schema's code, for a rolling upgrade. None when the clone lacks that history."""
+    added = newest_migration_commit()
+    if added is None:
+        return None
+    previous = f"{added}^"
+    check = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{previous}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if check.returncode != 0:
+        return None
+    rev = check.stdout.strip()
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev, "gaia"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    for assets in ("gaia/console/static/vendor", "gaia/api/static"):
+        source = REPO / assets
+        if source.is_dir() and not (into / assets).exists():
+            shutil.copytree(source, into / assets)
+    return rev, into
