@@ -2,8 +2,9 @@
 how long a push takes to run on chosen instances, by step, against the same steps by hand.
 
 Run ``.venv/bin/python bench/cicd.py`` from the repository root (``--part registry`` or
-``--part pipeline`` for one half; ``--quick`` for a short run). ``gaia up`` runs from this
-checkout (``python -m gaia``). In one run, on one machine:
+``--part pipeline`` for one half; ``--quick`` for a short run; ``--cluster kubelet`` for the
+pipeline half on a real kubelet node, below). ``gaia up`` runs from this checkout
+(``python -m gaia``). In one run, on one machine:
 
 **Registry** (``--part registry``):
 
