@@ -28,7 +28,7 @@ Every sandbox is deleted through the plugin (its DNAT rules and addresses go wit
 every namespace and link the bench made; ``ip``/``iptables`` are read back afterwards and the
 last line says what is left (nothing, unless something is wrong). Ctrl-C and SIGTERM included.
 
-    python bench/network.py            # 3 rounds, 4 s per iperf3 run: about 3 minutes (root)
+    python bench/network.py            # 5 rounds, 4 s per iperf3 run: about 4 minutes (root)
     python bench/network.py --quick    # 1 round, 2 s: under a minute
 """
 
@@ -54,15 +54,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
-from cryptography.fernet import Fernet  # noqa: E402
+import httpx
+from cryptography.fernet import Fernet
 
-from gaia.app import Platform  # noqa: E402
-from gaia.security import hash_password, use_cheap_password_hashing  # noqa: E402
-from gaia.settings import Settings  # noqa: E402
-from gaia.store.models import User  # noqa: E402
-from tests.support.live import serve  # noqa: E402
-from tests.support.netns import Host, NetBed  # noqa: E402
+from gaia.app import Platform
+from gaia.security import hash_password, use_cheap_password_hashing
+from gaia.settings import Settings
+from gaia.store.models import User
+from tests.support.live import serve
+from tests.support.netns import Host, NetBed
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "gnet"  # not the tests' beds (gcni, gp2p, gp2t, gqos): they may run on this machine
@@ -107,7 +107,7 @@ def in_ns(ns: str, *argv: str, timeout: float = 120) -> str:
     return done.stdout
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModePath:
     """One measured path: a client namespace, and the address and ports it dials."""
 
@@ -165,7 +165,11 @@ class Galaxy:
             "CNI_IFNAME": "eth0",
             "CNI_PATH": CNI_PATH,
             "CNI_ARGS": ";".join(
-                ["IgnoreUnknown=1", "K8S_POD_NAMESPACE=alpha", *(f"{k}={v}" for k, v in args.items())]
+                [
+                    "IgnoreUnknown=1",
+                    "K8S_POD_NAMESPACE=alpha",
+                    *(f"{k}={v}" for k, v in args.items()),
+                ]
             ),
         }
         done = subprocess.run(
@@ -177,7 +181,9 @@ class Galaxy:
             timeout=120,
         )
         if done.returncode != 0:
-            raise BenchError(f"gaia-cni {command} {args} on {node.name}: {done.stdout!r} {done.stderr!r}")
+            raise BenchError(
+                f"gaia-cni {command} {args} on {node.name}: {done.stdout!r} {done.stderr!r}"
+            )
         return json.loads(done.stdout) if done.stdout.strip() else {}
 
     def sandbox(self, node: Host, **args: str) -> tuple[str, dict[str, Any]]:
@@ -190,7 +196,10 @@ class Galaxy:
         return name, self.cni(node, "ADD", name, args)
 
     def serve_in(self, ns: str, *, iperf_port: int, echo_port: int) -> None:
-        for argv in (["iperf3", "-s", "-p", str(iperf_port)], [sys.executable, "-c", ECHO, str(echo_port)]):
+        for argv in (
+            ["iperf3", "-s", "-p", str(iperf_port)],
+            [sys.executable, "-c", ECHO, str(echo_port)],
+        ):
             self.servers.append(
                 subprocess.Popen(
                     ["ip", "netns", "exec", ns, *argv],
@@ -231,7 +240,11 @@ def _gaia(origin: str, work: Path) -> None:
         quota = {"cpu": 10, "memory": 10240, "local_disk": 100, "bandwidth": 1000}
         for method, path, body in (
             ("POST", "/api/v1/businesses", {"name": "alpha"}),
-            ("POST", "/api/v1/clusters", {"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"}),
+            (
+                "POST",
+                "/api/v1/clusters",
+                {"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
+            ),
             (
                 "POST",
                 "/api/v1/clusters/sim-1/ip-pools",
@@ -257,7 +270,10 @@ def build(galaxy: Galaxy) -> list[ModePath]:
     server_pod, a = galaxy.sandbox(n1, K8S_POD_NAME="web-0")  # mode app, no app: floating IP
     client_pod, b = galaxy.sandbox(n2, K8S_POD_NAME="web-1")
     nat_pod, nat = galaxy.sandbox(
-        n1, K8S_POD_NAME="api-0", GAIA_NETWORK_MODE="nat", GAIA_PORTS=f"{IPERF_PORT}/tcp,{ECHO_PORT}/tcp"
+        n1,
+        K8S_POD_NAME="api-0",
+        GAIA_NETWORK_MODE="nat",
+        GAIA_PORTS=f"{IPERF_PORT}/tcp,{ECHO_PORT}/tcp",
     )
     for node, pod in ((n1, "probe-0"), (n2, "probe-1")):
         host = galaxy.sandbox(node, K8S_POD_NAME=pod, GAIA_NETWORK_MODE="host")[1]
@@ -277,14 +293,15 @@ def build(galaxy: Galaxy) -> list[ModePath]:
     galaxy.serve_in(nat_pod, iperf_port=IPERF_PORT, echo_port=ECHO_PORT)
     galaxy.serve_in(n1.ns, iperf_port=HOST_IPERF_PORT, echo_port=HOST_ECHO_PORT)
     return [
-        ModePath("baseline", "node n2 -> node n1 (no container)", n2.ns, n1.ip, IPERF_PORT, ECHO_PORT),
-        ModePath("underlay", "pod on n2 -> pod on n1 (floating IPs)", client_pod, server_ip,
-                 IPERF_PORT, ECHO_PORT),  # fmt: skip
-        ModePath("nat", "node n2 -> n1:hostPort -> pod", n2.ns, n1.ip, mapped[IPERF_PORT],
-                 mapped[ECHO_PORT]),  # fmt: skip
-        ModePath("host", "host-mode n2 -> host-mode n1", n2.ns, n1.ip, HOST_IPERF_PORT,
-                 HOST_ECHO_PORT),  # fmt: skip
-    ]
+        ModePath(mode="baseline", how="node n2 -> node n1 (no container)", client_ns=n2.ns,
+                 ip=n1.ip, iperf_port=IPERF_PORT, echo_port=ECHO_PORT),
+        ModePath(mode="underlay", how="pod on n2 -> pod on n1 (floating IPs)",
+                 client_ns=client_pod, ip=server_ip, iperf_port=IPERF_PORT, echo_port=ECHO_PORT),
+        ModePath(mode="nat", how="node n2 -> n1:hostPort -> DNAT -> pod", client_ns=n2.ns,
+                 ip=n1.ip, iperf_port=mapped[IPERF_PORT], echo_port=mapped[ECHO_PORT]),
+        ModePath(mode="host", how="host-mode n2 -> host-mode n1", client_ns=n2.ns, ip=n1.ip,
+                 iperf_port=HOST_IPERF_PORT, echo_port=HOST_ECHO_PORT),
+    ]  # fmt: skip
 
 
 def throughput(path: ModePath, *, streams: int, seconds: int) -> float:
@@ -308,13 +325,17 @@ def round_trips(path: ModePath, *, n: int) -> list[float]:
 
 def leftovers() -> list[str]:
     """What the bench made that still exists: namespaces, links, iptables rules of its subnet."""
-    left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-            if n.startswith(f"{PREFIX}-")]  # fmt: skip
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    left += [f"link {w.split('@')[0]}" for line in links.splitlines() for w in line.split(":")[1:2]
-             if w.strip().startswith(f"{PREFIX}-")]  # fmt: skip
+
+    def read(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    left = [n for n in read("ip", "netns", "list").split() if n.startswith(f"{PREFIX}-")]
+    for line in read("ip", "-o", "link", "show").splitlines():
+        link = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if link.startswith(f"{PREFIX}-"):
+            left.append(f"link {link}")
     for table in ("nat", "filter"):
-        rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
+        rules = read("iptables", "-t", table, "-S")
         left += [f"iptables {r}" for r in rules.splitlines() if "10.83." in r or "172.30." in r]
     return left
 
@@ -340,7 +361,11 @@ def galaxy_bed() -> Iterator[Galaxy]:
         )
         platform = Platform.open(settings)
         with platform.db.write_session() as session:
-            session.add(User(username="admin", password_hash=hash_password(PASSWORD), is_platform_admin=True))
+            session.add(
+                User(
+                    username="admin", password_hash=hash_password(PASSWORD), is_platform_admin=True
+                )
+            )
         with serve(platform, host=GATEWAY) as origin:
             galaxy.origin = origin
             _gaia(origin, work)
@@ -364,13 +389,23 @@ def pct(value: float, base: float) -> str:
     return f"{(value / base - 1) * 100:+.1f} %" if base else "-"
 
 
-def report(paths: Sequence[ModePath], gbit: dict[tuple[str, int], list[float]],
-           rtts: dict[str, list[float]], streams: Sequence[int]) -> None:  # fmt: skip
+def report(
+    paths: Sequence[ModePath],
+    gbit: dict[tuple[str, int], list[float]],
+    rtts: dict[str, list[float]],
+    streams: Sequence[int],
+) -> None:
     base = paths[0].mode
     head = [f"{'mode':<16}"]
     for s in streams:
         head += [f"{f'{s} stream Gbit/s':>17}", f"{'vs host':>9}"]
-    head += [f"{'p50 RTT us':>11}", f"{'vs host':>9}", f"{'p99 RTT us':>11}", f"{'vs host':>9}", "  path"]
+    head += [
+        f"{'p50 RTT us':>11}",
+        f"{'vs host':>9}",
+        f"{'p99 RTT us':>11}",
+        f"{'vs host':>9}",
+        "  path",
+    ]
     print(" ".join(head))
 
     def q(mode: str, p: float) -> float:
@@ -391,7 +426,7 @@ def report(paths: Sequence[ModePath], gbit: dict[tuple[str, int], list[float]],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 round, 2 s per iperf3 run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4, help="per iperf3 run (+1 s omitted)")
     parser.add_argument("--round-trips", type=int, default=10000, help="per mode and round")
     args = parser.parse_args()
@@ -401,7 +436,9 @@ def main() -> None:
         sys.exit("bench/network.py needs root (network namespaces, iptables)")
     for tool in ("iperf3", "iptables", f"{CNI_PATH}/bridge", f"{CNI_PATH}/portmap"):
         if shutil.which(tool) is None and not Path(tool).is_file():
-            sys.exit(f"{tool} is missing (apt-get install iperf3 iptables containernetworking-plugins)")
+            sys.exit(
+                f"{tool} is missing (apt-get install iperf3 iptables containernetworking-plugins)"
+            )
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(f"signal {signum}")  # unwinds through the clean-up
@@ -414,7 +451,7 @@ def main() -> None:
         gbit: dict[tuple[str, int], list[float]] = {(p.mode, s): [] for p in paths for s in streams}
         rtts: dict[str, list[float]] = {p.mode: [] for p in paths}
         for r in range(args.rounds):
-            for path in paths[r % len(paths):] + paths[: r % len(paths)]:
+            for path in paths[r % len(paths) :] + paths[: r % len(paths)]:
                 for s in streams:
                     gbit[path.mode, s].append(throughput(path, streams=s, seconds=args.seconds))
                 rtts[path.mode] += round_trips(path, n=args.round_trips)
@@ -430,7 +467,8 @@ def main() -> None:
             )
             print(f"  {s}-stream runs (Gbit/s): {runs}")
     left = leftovers()
-    print(f"clean-up: {'nothing left' if not left else left} ({time.monotonic() - started:.0f} s in all)")
+    took = time.monotonic() - started
+    print(f"clean-up: {left or 'nothing left'} ({took:.0f} s in all)")
 
 
 if __name__ == "__main__":
