@@ -17,19 +17,22 @@ namespace per sandbox, Debian's bridge/static/host-local/portmap plugins under i
 Throughput: ``iperf3 -c`` TCP, the first second omitted (slow start), the receiver's rate.
 Latency: a Python client sends 1 byte and waits for it back over one ``TCP_NODELAY``
 connection, N times (not ICMP: this machine has no ping binary, and TCP is what services
-see); p50 and p99 of those round trips. The modes are measured in rounds, each round once per
-mode in a rotated order, so that the load of a shared machine falls on every mode alike;
-throughput is the median over rounds, latency percentiles are taken over all round trips. The
-bed's links are left unshaped: the bench measures the path, not a shaper. "vs host" is the mode's
-figure relative to the baseline of the same run (throughput: negative = slower; latency:
-positive = slower).
+see); p50 and p99 of those round trips. The bed's links are left unshaped: the bench measures
+the path, not a shaper.
+
+**Pairing.** On a busy machine the load drifts within seconds, so each mode's run is paired with
+a baseline run made right before or after it (order alternating, modes rotated per round), and
+"vs host" is the median over rounds of mode / baseline of its pair (throughput: negative =
+slower; latency p50: positive = slower). The absolute columns are medians over all runs (p50 and
+p99 over all round trips). The ``host`` row is the baseline's path by construction (a host-mode
+instance *is* the node's network): its "vs host" is the noise floor of the run.
 
 Every sandbox is deleted through the plugin (its DNAT rules and addresses go with it), then
 every namespace and link the bench made; ``ip``/``iptables`` are read back afterwards and the
 last line says what is left (nothing, unless something is wrong). Ctrl-C and SIGTERM included.
 
-    python bench/network.py            # 5 rounds, 4 s per iperf3 run: about 4 minutes (root)
-    python bench/network.py --quick    # 1 round, 2 s: under a minute
+    python bench/network.py            # 8 rounds, 2 s per iperf3 run: about 6 minutes (root)
+    python bench/network.py --quick    # 1 round: under a minute, a smoke run
 """
 
 from __future__ import annotations
@@ -304,13 +307,25 @@ def build(galaxy: Galaxy) -> list[ModePath]:
     ]  # fmt: skip
 
 
-def throughput(path: ModePath, *, streams: int, seconds: int) -> float:
-    """Gbit/s the receiver got, the first (slow-start) second omitted."""
+@dataclass(frozen=True)
+class Run:
+    gbit: float  # per second, what the receiver got
+    gbit_per_cpu_s: float  # per CPU-second that iperf3's client and server spent (rusage)
+
+
+def throughput(path: ModePath, *, streams: int, seconds: int) -> Run:
+    """One iperf3 run, the first (slow-start) second omitted. The CPU figure is iperf3's own
+    (user + system time of both ends, where the kernel does most of a veth path's work in the
+    sender's and receiver's system calls): it falls less with the machine's load than Gbit/s."""
     argv = ["iperf3", "-c", path.ip, "-p", str(path.iperf_port), "-t", str(seconds), "-O", "1"]
     for attempt in range(3):  # iperf3's server takes one test at a time and a moment to reset
         try:
             out = in_ns(path.client_ns, *argv, "-P", str(streams), "-J", timeout=seconds + 30)
-            return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+            end = json.loads(out)["end"]
+            gbit = float(end["sum_received"]["bits_per_second"]) / 1e9
+            cpu = end["cpu_utilization_percent"]
+            busy = (float(cpu["host_total"]) + float(cpu["remote_total"])) / 100
+            return Run(gbit, gbit / busy if busy else 0.0)
         except BenchError:
             if attempt == 2:
                 raise
@@ -385,53 +400,99 @@ def galaxy_bed() -> Iterator[Galaxy]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def pct(value: float, base: float) -> str:
-    return f"{(value / base - 1) * 100:+.1f} %" if base else "-"
+@dataclass
+class Figures:
+    """What the rounds measured. ``ratios`` pair each run of a mode with the baseline run made
+    just before or after it (same stream count, same moment of the machine's load)."""
+
+    gbit: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    ratios: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    per_cpu: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    per_cpu_ratios: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    rtts: dict[str, list[float]] = field(default_factory=dict)
+    p50_ratios: dict[str, list[float]] = field(default_factory=dict)
 
 
-def report(
+def quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def measure(
     paths: Sequence[ModePath],
-    gbit: dict[tuple[str, int], list[float]],
-    rtts: dict[str, list[float]],
+    *,
+    rounds: int,
+    seconds: int,
+    round_trips_n: int,
     streams: Sequence[int],
-) -> None:
-    base = paths[0].mode
-    head = [f"{'mode':<16}"]
+) -> Figures:
+    """Each round measures every mode next to a fresh baseline run (A B, then B A in the next
+    pair, modes in a rotated order): on a busy machine the load drifts within seconds, and a
+    ratio of two runs made one after the other is what stays comparable."""
+    base, modes = paths[0], list(paths[1:])
+    got = Figures()
+    for r in range(rounds):
+        for i, path in enumerate(modes[r % len(modes) :] + modes[: r % len(modes)]):
+            pair = (base, path) if (r + i) % 2 == 0 else (path, base)
+            for s in streams:
+                run = {p.mode: throughput(p, streams=s, seconds=seconds) for p in pair}
+                for mode, one in run.items():
+                    got.gbit.setdefault((mode, s), []).append(one.gbit)
+                    got.per_cpu.setdefault((mode, s), []).append(one.gbit_per_cpu_s)
+                mine, ref = run[path.mode], run[base.mode]
+                got.ratios.setdefault((path.mode, s), []).append(mine.gbit / ref.gbit)
+                got.per_cpu_ratios.setdefault((path.mode, s), []).append(
+                    mine.gbit_per_cpu_s / ref.gbit_per_cpu_s
+                )
+            trips = {p.mode: round_trips(p, n=round_trips_n) for p in pair}
+            for mode, rtts in trips.items():
+                got.rtts.setdefault(mode, []).extend(rtts)
+            p50 = quantile(trips[path.mode], 0.5) / quantile(trips[base.mode], 0.5)
+            got.p50_ratios.setdefault(path.mode, []).append(p50)
+    return got
+
+
+def pct(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.1f} %"
+
+
+def report(paths: Sequence[ModePath], got: Figures, streams: Sequence[int]) -> None:
+    """One row per mode: median Gbit/s and p50/p99 round trip over all its runs; "vs host" is
+    the median of its paired ratios to the baseline (the baseline's own row has none)."""
+    head = [f"{'mode':<9}"]
     for s in streams:
-        head += [f"{f'{s} stream Gbit/s':>17}", f"{'vs host':>9}"]
-    head += [
-        f"{'p50 RTT us':>11}",
-        f"{'vs host':>9}",
-        f"{'p99 RTT us':>11}",
-        f"{'vs host':>9}",
-        "  path",
-    ]
+        head += [f"{f'{s}-stream Gbit/s':>16}", f"{'vs host':>8}"]
+        head += [f"{'Gbit/CPU-s':>10}", f"{'vs host':>8}"]
+    head += [f"{'p50 RTT us':>11}", f"{'vs host':>8}", f"{'p99 RTT us':>11}", "  path"]
     print(" ".join(head))
-
-    def q(mode: str, p: float) -> float:
-        ordered = sorted(rtts[mode])
-        return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
-
     for path in paths:
-        row = [f"{path.mode:<16}"]
+        base = path is paths[0]
+        row = [f"{path.mode:<9}"]
         for s in streams:
-            got, ref = statistics.median(gbit[path.mode, s]), statistics.median(gbit[base, s])
-            row += [f"{got:>17.2f}", f"{'' if path.mode == base else pct(got, ref):>9}"]
-        for p in (0.5, 0.99):
-            got, ref = q(path.mode, p), q(base, p)
-            row += [f"{got:>11.1f}", f"{'' if path.mode == base else pct(got, ref):>9}"]
+            ratio = "" if base else pct(statistics.median(got.ratios[path.mode, s]))
+            row += [f"{statistics.median(got.gbit[path.mode, s]):>16.2f}", f"{ratio:>8}"]
+            ratio = "" if base else pct(statistics.median(got.per_cpu_ratios[path.mode, s]))
+            row += [f"{statistics.median(got.per_cpu[path.mode, s]):>10.2f}", f"{ratio:>8}"]
+        ratio = "" if base else pct(statistics.median(got.p50_ratios[path.mode]))
+        rtts = got.rtts[path.mode]
+        row += [f"{quantile(rtts, 0.5):>11.1f}", f"{ratio:>8}", f"{quantile(rtts, 0.99):>11.1f}"]
         print(" ".join(row), f"  {path.how}")
+    for s in streams:
+        each = "; ".join(
+            f"{p.mode} " + " ".join(f"{x:.2f}" for x in got.ratios[p.mode, s]) for p in paths[1:]
+        )
+        print(f"  {s}-stream paired ratios to the baseline, per round: {each}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 round, 2 s per iperf3 run")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=4, help="per iperf3 run (+1 s omitted)")
-    parser.add_argument("--round-trips", type=int, default=10000, help="per mode and round")
+    parser.add_argument("--quick", action="store_true", help="1 round: a smoke run, not a figure")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=2, help="per iperf3 run (+1 s omitted)")
+    parser.add_argument("--round-trips", type=int, default=5000, help="per run")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.seconds, args.round_trips = 1, 2, 3000
+        args.rounds, args.round_trips = 1, 3000
     if os.geteuid() != 0:
         sys.exit("bench/network.py needs root (network namespaces, iptables)")
     for tool in ("iperf3", "iptables", f"{CNI_PATH}/bridge", f"{CNI_PATH}/portmap"):
@@ -448,24 +509,19 @@ def main() -> None:
     started = time.monotonic()
     with galaxy_bed() as galaxy:
         paths = build(galaxy)
-        gbit: dict[tuple[str, int], list[float]] = {(p.mode, s): [] for p in paths for s in streams}
-        rtts: dict[str, list[float]] = {p.mode: [] for p in paths}
-        for r in range(args.rounds):
-            for path in paths[r % len(paths) :] + paths[: r % len(paths)]:
-                for s in streams:
-                    gbit[path.mode, s].append(throughput(path, streams=s, seconds=args.seconds))
-                rtts[path.mode] += round_trips(path, n=args.round_trips)
+        got = measure(
+            paths,
+            rounds=args.rounds,
+            seconds=args.seconds,
+            round_trips_n=args.round_trips,
+            streams=streams,
+        )
         print(
-            f"{args.rounds} round(s), iperf3 TCP {args.seconds} s (+1 s omitted) per run, "
-            f"{args.round_trips} TCP 1-byte round trips per mode and round; "
+            f"{args.rounds} round(s); iperf3 TCP {args.seconds} s (+1 s omitted) per run; "
+            f"{args.round_trips} TCP 1-byte round trips per run; "
             f"loadavg {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
-        report(paths, gbit, rtts, streams)
-        for s in streams:
-            runs = "; ".join(
-                f"{p.mode} " + "/".join(f"{x:.2f}" for x in gbit[p.mode, s]) for p in paths
-            )
-            print(f"  {s}-stream runs (Gbit/s): {runs}")
+        report(paths, got, streams)
     left = leftovers()
     took = time.monotonic() - started
     print(f"clean-up: {left or 'nothing left'} ({took:.0f} s in all)")
