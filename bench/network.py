@@ -22,10 +22,13 @@ the path, not a shaper.
 
 **Pairing.** On a busy machine the load drifts within seconds, so each mode's run is paired with
 a baseline run made right before or after it (order alternating, modes rotated per round), and
-"vs host" is the median over rounds of mode / baseline of its pair (throughput: negative =
-slower; latency p50: positive = slower). The absolute columns are medians over all runs (p50 and
-p99 over all round trips). The ``host`` row is the baseline's path by construction (a host-mode
-instance *is* the node's network): its "vs host" is the noise floor of the run.
+"vs host" is the median over rounds of mode / baseline of its pair (Gbit/s and Gbit per
+CPU-second: negative = slower or costlier; latency p50: positive = slower). The absolute
+columns are medians over all runs (p50 and p99 over all round trips). The ``host`` row is the
+baseline's path by construction (a host-mode instance *is* the node's network): its "vs host"
+is the noise floor of the run. All modes live on the same two nodes at once (modes mix on a
+node), so n1's netfilter rules (NAT's DNAT, its bridge's masquerade) are there for every path,
+as on a real node.
 
 Every sandbox is deleted through the plugin (its DNAT rules and addresses go with it), then
 every namespace and link the bench made; ``ip``/``iptables`` are read back afterwards and the
