@@ -22,6 +22,7 @@ from gaia.console.pages import (
     apps,
     businesses,
     clusters,
+    components,
     home,
     live,
     network,
@@ -50,6 +51,7 @@ def install(app: FastAPI) -> None:
         alert_policies,
         alert_targets,
         network,
+        components,
         account,
         users,
     ):

@@ -284,7 +284,11 @@ NAV = (
     ("records", "/console/records", "Records"),
     ("events", "/console/events", "Events"),
 )
-ADMIN_NAV = (("network", "/console/network", "Network"),)  # floating-IP pools: admins only
+# admins only: floating-IP pools, the platform's own components
+ADMIN_NAV = (
+    ("network", "/console/network", "Network"),
+    ("components", "/console/components", "Components"),
+)
 
 
 def render(

@@ -37,6 +37,7 @@ PAGES = [
     "/console/registry",
     "/console/records",
     "/console/search?q=web",
+    "/console/components",
 ]
 
 
