@@ -10,7 +10,8 @@
 # Prints the image's name as its last line. What it prepares, in a build context of its own:
 #
 # - rootfs.tar: Debian 12 from the Debian archive by mmdebstrap (apt-get install mmdebstrap):
-#   the Essential packages, python3 (3.11, the version Gaia targets) and ca-certificates; no
+#   the Essential packages, python3 (3.11, the version Gaia targets), ca-certificates and
+#   libstdc++6 (which manylinux wheels may link); no
 #   apt, no documentation; a user gaia (uid 10001). Cached under the cache folder by the hash of
 #   its recipe; GAIA_IMAGE_REFRESH=1 makes it again (the archive's security updates).
 # - wheels/: the wheel of this checkout (its tracked files plus the console's browser libraries,
@@ -65,7 +66,9 @@ mirrors=(
   "deb http://deb.debian.org/debian-security $suite-security main"
 )
 mmdebstrap_args=(
-  --variant=essential --include=python3,ca-certificates --format=tar
+  --variant=essential --format=tar
+  # libstdc++6: manylinux wheels may link it (google-re2's _re2 does) and expect the system's
+  --include=python3,ca-certificates,libstdc++6
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*'
@@ -121,6 +124,15 @@ echo "==> $(ls "$context/wheels" | wc -l) wheels ready after $(( $(date +%s) - s
   --label "org.opencontainers.image.version=$version" \
   --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
   -f deploy/gaia/Containerfile -t "$tag" "$context" >&2
+# the image must start Gaia: every module imported and the whole app built (gaia openapi), as
+# the image's user; a wheel needing a library the root file system lacks fails here
+check=$("${buildah[@]}" from --quiet --pull=false "$tag")
+if ! "${buildah[@]}" run --isolation chroot "$check" -- gaia openapi >/dev/null; then
+  "${buildah[@]}" rm "$check" >/dev/null
+  echo "build-image: the image does not run 'gaia openapi' (above: why)" >&2
+  exit 1
+fi
+"${buildah[@]}" rm "$check" >/dev/null
 size=$("${buildah[@]}" images --format '{{.Size}}' "$tag")
 echo "==> $tag built after $(( $(date +%s) - started )) s ($size unpacked)" >&2
 if [ -n "$push" ]; then
