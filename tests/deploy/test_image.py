@@ -4,15 +4,15 @@ Only with ``GAIA_TEST_IMAGE=1``: the first build makes a Debian root file system
 the wheels (a minute or two on two cores, docs/benchmarks.md); later builds reuse buildah's
 layer cache under ``~/.cache/gaia/image-build``.
 
-The chain is the production one, with nothing stubbed: the script builds the image and pushes it
-to the real node's registry (``tests/support/node.py``); ``helm template`` renders the chart
-with that image and two replicas; kubectl applies it, with the two Secrets it reads, to a
-control plane with kube-scheduler and kube-controller-manager; the kubelet pulls the image and
-runs ``gaia up`` on a read-only root file system as uid 10001, and probes ``/api/readyz``. The
-database is the test session's PostgreSQL, reached from the pods through a relay on the host's
-address (PostgreSQL listens on loopback only). Both replicas must become ready with no restart,
-and the leader lease rows they write must name the pods (``GAIA_REPLICA_ID`` from the downward
-API).
+The chain is the production one, with nothing stubbed: the script builds the image and pushes
+it to the real node's registry (``tests/support/node.py``); ``helm template`` renders the chart
+with that image (three replicas, its default); kubectl applies it, with the two Secrets it
+reads, to a control plane with kube-scheduler and kube-controller-manager; the kubelet pulls
+the image, runs ``gaia up`` on a read-only root file system as uid 10001 and probes
+``/api/readyz``. The database is the test session's PostgreSQL, reached from the pods through a
+relay on the host's address (PostgreSQL listens on loopback only). Every replica must become
+ready with no restart, the leader lease rows they write must name the pods (``GAIA_REPLICA_ID``
+from the downward API), and the disruption budget must count them all healthy.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from tests.support.relay import Relay
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
+REPLICAS = 3  # the chart's default
 SECRET_KEY = "dGVzdC1rZXktZm9yLWdhaWEtdGVzdHMtb25seS0xMjM="
 
 pytestmark = pytest.mark.skipif(
@@ -110,7 +111,6 @@ def test_chart_runs_the_image_as_ready_replicas_on_postgres(
         manifest.write_text(
             template_text(
                 helm,
-                "replicaCount=2",
                 f"image.repository={repository}",
                 f"image.tag={tag}",
                 "resources.requests.cpu=100m",
@@ -122,22 +122,24 @@ def test_chart_runs_the_image_as_ready_replicas_on_postgres(
 
         def ready() -> bool:
             status = kubectl_json(plane, "-n", namespace, "get", "deployment", RELEASE)
-            return bool(status.get("status", {}).get("readyReplicas") == 2)
+            return bool(status.get("status", {}).get("readyReplicas") == REPLICAS)
 
         started = time.monotonic()
         try:
-            eventually(ready, "two ready replicas of the image", timeout_s=300, interval_s=2)
+            eventually(
+                ready, f"{REPLICAS} ready replicas of the image", timeout_s=300, interval_s=2
+            )
         except AssertionError:
             described = plane.kubectl("-n", namespace, "describe", "pods")
             logs = plane.kubectl("-n", namespace, "logs", "-l", "app.kubernetes.io/name=gaia")
             raise AssertionError(f"{described.stdout[-4000:]}\n{logs.stdout[-3000:]}") from None
-        print(f"two replicas ready {time.monotonic() - started:.0f} s after the apply")
+        print(f"{REPLICAS} replicas ready {time.monotonic() - started:.0f} s after the apply")
 
         pods = kubectl_json(
             plane, "-n", namespace, "get", "pods", "-l", "app.kubernetes.io/name=gaia"
         )
         names = {pod["metadata"]["name"] for pod in pods["items"]}
-        assert len(names) == 2
+        assert len(names) == REPLICAS
         for pod in pods["items"]:
             [status] = pod["status"]["containerStatuses"]
             assert status["ready"] is True
@@ -147,6 +149,15 @@ def test_chart_runs_the_image_as_ready_replicas_on_postgres(
                 previous = plane.kubectl("-n", namespace, "logs", "--previous", name).stdout
             assert status["restartCount"] == 0, previous[-4000:]
             assert status["image"].endswith(f"{repository}:{tag}")
+
+        # for the record (docs/ha.md): what each replica uses, from the kubelet's summary
+        summary = json.loads(
+            plane.kubectl("get", "--raw", f"/api/v1/nodes/{node.name}/proxy/stats/summary").stdout
+        )
+        for pod in summary["pods"]:
+            if pod["podRef"]["name"] in names:
+                memory = pod.get("memory", {}).get("workingSetBytes", 0)
+                print(f"{pod['podRef']['name']}: {memory / 2**20:.0f} MiB working set")
 
         # the leases are held by pods, under their own names
         engine = create_engine(host_url)
@@ -166,9 +177,11 @@ def test_chart_runs_the_image_as_ready_replicas_on_postgres(
         # the disruption budget counts them: one may leave
         def one_may_leave() -> bool:
             budget = kubectl_json(plane, "-n", namespace, "get", "pdb", RELEASE)["status"]
-            return bool(budget.get("currentHealthy") == 2 and budget.get("disruptionsAllowed") == 1)
+            return bool(
+                budget.get("currentHealthy") == REPLICAS and budget.get("disruptionsAllowed") == 1
+            )
 
-        eventually(one_may_leave, "the disruption budget: 2 healthy, 1 may leave", timeout_s=30)
+        eventually(one_may_leave, "the disruption budget: all healthy, one may leave", timeout_s=30)
         plane.kubectl("delete", "namespace", namespace, "--wait=false")
     finally:
         relay.cut()
