@@ -100,7 +100,10 @@ fi
 mkdir -p "$context/source" "$context/wheels"
 { git ls-files -z; find gaia/console/static/vendor gaia/api/static -type f -print0; } \
   | tar --null -T - -cf - | tar -xf - -C "$context/source"
-"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$context/wheels" "$context/source" >&2
+# the commit's time in every zip entry: the same checkout gives the same wheel, byte for byte, so
+# buildah's layer cache skips the install when nothing changed
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) \
+  "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$context/wheels" "$context/source" >&2
 # constraints are name==version only: a package installed from a file (name @ file://...)
 # is left to PyPI's newest that fits
 "$PYTHON" -m pip freeze --exclude-editable | grep -v ' @ ' > "$context/constraints.txt"
@@ -124,6 +127,7 @@ echo "==> $(ls "$context/wheels" | wc -l) wheels ready after $(( $(date +%s) - s
   --label "org.opencontainers.image.version=$version" \
   --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
   -f deploy/gaia/Containerfile -t "$tag" "$context" >&2
+echo "==> image committed after $(( $(date +%s) - started )) s; checking that it runs Gaia" >&2
 # the image must start Gaia: every module imported and the whole app built (gaia openapi), as
 # the image's user; a wheel needing a library the root file system lacks fails here
 check=$("${buildah[@]}" from --quiet --pull=false "$tag")

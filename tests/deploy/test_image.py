@@ -1,7 +1,7 @@
 """Gaia's image (``scripts/build-image.sh``) run by its Helm chart on a real node, on PostgreSQL.
 
 Only with ``GAIA_TEST_IMAGE=1``: the first build makes a Debian root file system and downloads
-the wheels (a minute or two on two cores, docs/benchmarks.md); later builds reuse buildah's
+the wheels (a minute or two on two cores, docs/ha.md); later builds reuse buildah's
 layer cache under ``~/.cache/gaia/image-build``.
 
 The chain is the production one, with nothing stubbed: the script builds the image and pushes
