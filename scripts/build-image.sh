@@ -86,6 +86,8 @@ if [ ! -s "$rootfs" ] || [ "${GAIA_IMAGE_REFRESH:-}" = 1 ]; then
   mmdebstrap --quiet "${mmdebstrap_args[@]}" "$suite" "$rootfs.partial" "${mirrors[@]}" >&2
   mv "$rootfs.partial" "$rootfs"
 fi
+# a changed recipe leaves its old root file system behind: a few hundred MiB each
+find "$cache" -maxdepth 1 -name 'rootfs-*.tar' ! -name "$(basename "$rootfs")" -delete
 # a hard link, not a copy: the context must hold it, and the cached tar is hundreds of MiB
 ln "$rootfs" "$context/rootfs.tar" 2>/dev/null || cp "$rootfs" "$context/rootfs.tar"
 echo "==> root file system ready after $(( $(date +%s) - started )) s" >&2
