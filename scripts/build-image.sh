@@ -125,7 +125,8 @@ rm -rf "$context/source"
 echo "==> $(ls "$context/wheels" | wc -l) wheels ready after $(( $(date +%s) - started )) s" >&2
 
 # --- the image --------------------------------------------------------------------------------
-"${buildah[@]}" build --quiet --layers --isolation chroot --format oci \
+# --force-rm: a failed step leaves no working container mounted in the storage
+"${buildah[@]}" build --quiet --layers --force-rm --isolation chroot --format oci \
   --label "org.opencontainers.image.version=$version" \
   --label "org.opencontainers.image.revision=$(git rev-parse HEAD)" \
   -f deploy/gaia/Containerfile -t "$tag" "$context" >&2
