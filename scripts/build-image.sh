@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --push) push=$2; shift 2 ;;
     --push=*) push=${1#--push=}; shift ;;
     --tls-verify=*) tls_verify=${1#--tls-verify=}; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "build-image: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
