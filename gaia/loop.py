@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Callable
 
@@ -33,6 +34,12 @@ class LoopService:
         # that is longer): slow enough to spare what is down, quick enough to notice it is back.
         self.max_backoff = max(interval, 300.0) if max_backoff is None else max_backoff
         self.failures = 0  # consecutive failed passes
+        # for the components page (gaia.controllers.replicas): passes done, when the last one
+        # ended (wall clock), the last failure's message
+        self.passes = 0
+        self.restarts = 0  # restarts an administrator asked for (gaia.platform.restart_loop)
+        self.last_pass_at: dt.datetime | None = None
+        self.last_error = ""
         self._stopping = asyncio.Event()
         # Wraps each pass started by ``start()`` (the platform's loop metrics hook in here).
         self.observe: Callable[[str], contextlib.AbstractContextManager[None]] | None = None
@@ -60,8 +67,11 @@ class LoopService:
                 raise
             except Exception as exc:
                 self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
                 delay = self.next_delay()
                 self._log_failure(exc, delay)
+            self.passes += 1
+            self.last_pass_at = dt.datetime.now(dt.UTC)
             done += 1
             if loops is not None and done >= loops:
                 return

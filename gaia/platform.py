@@ -23,12 +23,16 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from alembic.runtime.migration import MigrationContext
+
+from gaia import __version__
 from gaia.clock import Clock, RealClock
 from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
 from gaia.controllers.apps import AppController
 from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.floating_ips import FloatingIpSweep
 from gaia.controllers.leadership import LeaderElected, Leadership, LeaseKeeper
+from gaia.controllers.replicas import ReplicaHeartbeat, loop_states
 from gaia.controllers.reservations import ReservationReaper
 from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
 from gaia.delivery.builds import BuildTools, resolve_build_user
@@ -55,6 +59,7 @@ from gaia.security import SecretBox
 from gaia.settings import Settings
 from gaia.store import migrate, paging
 from gaia.store import registry as registry_store
+from gaia.store import replicas as replica_store
 from gaia.store.database import Database
 from gaia.store.throttle import LoginThrottle, ThrottlePolicy
 
@@ -87,6 +92,11 @@ class Platform:
     # HA: this replica's name and its claims on the loop groups (docs/ha.md)
     replica_id: str = field(init=False)
     _leaderships: dict[str, Leadership] = field(init=False, default_factory=dict)
+    # the loops running now (``running``), by name, for restarts an administrator asks for
+    _services: dict[str, LoopService] = field(init=False, default_factory=dict)
+    _tasks: dict[str, asyncio.Task[None]] = field(init=False, default_factory=dict)
+    started_at: dt.datetime = field(init=False, default_factory=lambda: dt.datetime.now(dt.UTC))
+    _revision: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         self.access = access_gateway(self.settings)
@@ -336,6 +346,58 @@ class Platform:
             )
         return loops
 
+    def replica_report(self, services: list[LoopService]) -> replica_store.Report:
+        """What this replica says of itself at each heartbeat (``gaia.store.replicas``)."""
+        return replica_store.Report(
+            name=self.replica_id,
+            version=__version__,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            address=f"{self.settings.host}:{self.settings.port}",
+            schema_revision=self.schema_revision(),
+            started_at=self.started_at,
+            loops=loop_states(services),
+        )
+
+    def schema_revision(self) -> str:
+        """The database's schema revision, as this replica found it (read once)."""
+        if not self._revision:
+            with self.db.engine.connect() as connection:
+                heads = MigrationContext.configure(connection).get_current_heads()
+            self._revision = ",".join(heads)
+        return self._revision
+
+    def replica_heartbeat(self, services: list[LoopService]) -> ReplicaHeartbeat:
+        """The loop that reports this replica and its loops, and takes asked restarts."""
+        beat = ReplicaHeartbeat(
+            db=self.db,
+            clock=self.clock,
+            report=lambda: self.replica_report([*services, beat]),
+            restart=self.restart_loop,
+        )
+        return beat
+
+    async def restart_loop(self, name: str) -> str | None:
+        """Stop the loop ``name`` after its current pass and start it afresh (failures and
+        back-off cleared); None when done, else why not."""
+        service, task = self._services.get(name), self._tasks.get(name)
+        if service is None or task is None:
+            return f"this replica runs no loop named {name!r}"
+        if name == ReplicaHeartbeat.name:
+            return "the heartbeat cannot restart itself (restart the replica instead)"
+        service.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=30)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        except Exception:
+            log.debug("loop %s ended with an error before its restart", name, exc_info=True)
+        service.failures = 0
+        service.restarts += 1
+        self._tasks[name] = asyncio.create_task(service.start(), name=name)
+        return None
+
     @contextlib.asynccontextmanager
     async def running(self, *, loops: bool = True) -> AsyncIterator[None]:
         """Run the background loops (unless ``loops`` is false: tests drive them with
@@ -347,17 +409,23 @@ class Platform:
         if self.access is not None:
             await asyncio.to_thread(self.access.start)
         services = self.loops() if loops else []
+        if loops:
+            services.append(self.replica_heartbeat(services))
+        self.started_at = dt.datetime.now(dt.UTC)
         for service in services:
             service.observe = self.metrics.loop_pass
-        tasks = [asyncio.create_task(s.start(), name=s.name) for s in services]
+            self._services[service.name] = service
+            self._tasks[service.name] = asyncio.create_task(service.start(), name=service.name)
         try:
             yield
         finally:
             for service in services:
                 service.stop()
-            for task in tasks:
+            for task in self._tasks.values():
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            self._services.clear()
+            self._tasks.clear()
             for leadership in self._leaderships.values():
                 with contextlib.suppress(Exception):  # the lease then runs out by itself
                     await asyncio.to_thread(leadership.release)

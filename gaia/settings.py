@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # and a random suffix) and how long a lease lasts without renewal (a dead leader's loops
     # move to another replica within it)
     replica_id: str = Field(default="", max_length=255)
-    leader_lease_seconds: float = Field(default=15.0, ge=3, le=600)
+    leader_lease_seconds: float = Field(default=10.0, ge=3, le=600)
     # CI/CD pipelines (issue 18): builds at once per business and on this replica in all
     pipeline_builds_per_business: int = Field(default=2, ge=1)
     pipeline_builds_total: int = Field(default=2, ge=1)

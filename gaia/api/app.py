@@ -33,6 +33,7 @@ from gaia.api.routes import (
     auth,
     businesses,
     clusters,
+    components,
     configs,
     gpu_models,
     instance_configs,
@@ -74,6 +75,7 @@ ROUTERS = (
     logs,
     pipelines,
     search,
+    components,
 )
 
 

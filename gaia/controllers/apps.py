@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +92,7 @@ from gaia.scheduler import (
     Unschedulable,
 )
 from gaia.scheduler.placement import GaiaScheduler
+from gaia.scheduler.port import eligible_zones
 from gaia.security import SecretBox
 from gaia.store import apps as store_apps
 from gaia.store import events as store_events
@@ -322,6 +323,9 @@ class AppController(LoopService):
             policy=self.policy,
         )
         creates: list[InstanceSpec] = []
+        # zone spread: the app's instances per zone, kept current as this pass deletes and
+        # places (None when no template asks for a spread)
+        zone_use = _zone_use(app, observed, view)
         for action in actions:
             if (
                 isinstance(action, (Delete, ReplaceImage, Restart))
@@ -335,9 +339,11 @@ class AppController(LoopService):
                 await provider.delete_instance(namespace=app.namespace, name=action.name)
                 if gone is not None and gone.name == action.name:
                     self._release(view, gone)
+                    if zone_use is not None and gone.node in view.by_name:
+                        zone_use[view.by_name[gone.node].zone] -= 1
                 stats.actions["delete"] += 1
             elif isinstance(action, Create):
-                spec = self._place(app, action, view, pending)
+                spec = self._place(app, action, view, pending, zone_use)
                 name = domain_apps.instance_name(app.name, action.instance_id)
                 if name in unbound:
                     pending.append(_left_unbound_event(app.namespace, name, unbound[name], spec))
@@ -604,15 +610,29 @@ class AppController(LoopService):
             self._gpu_use[(inst.namespace, model)] -= inst.resources.gpu
 
     def _place(
-        self, app: AppSnapshot, action: Create, view: ClusterView, pending: list[PendingEvent]
+        self,
+        app: AppSnapshot,
+        action: Create,
+        view: ClusterView,
+        pending: list[PendingEvent],
+        zone_use: Counter[str] | None = None,
     ) -> InstanceSpec | None:
         """Place one new instance and hold its room in the view (and its GPUs against the
-        per-model limits) at once, so the next placement of this pass sees the node fuller;
-        None when it fits nowhere (a FailedScheduling event says why)."""
+        per-model limits, and its zone in ``zone_use``) at once, so the next placement of this
+        pass sees the node fuller; None when it fits nowhere (a FailedScheduling event says
+        why)."""
         template = app.templates.get(action.version)
         name = domain_apps.instance_name(app.name, action.instance_id)
         if template is None:
             return None
+        zone_counts = None
+        if zone_use is not None and template.body.get("zone_max_skew"):
+            zones = eligible_zones(
+                view,
+                node_selector=dict(template.body.get("node_selector") or {}),
+                avoid_nodes=action.avoid_nodes,
+            )
+            zone_counts = {zone: zone_use[zone] for zone in zones}
         request = placement_request(
             template,
             name=f"{app.namespace}/{name}",
@@ -622,6 +642,7 @@ class AppController(LoopService):
                 for model, limit in app.gpu_model_limits.items()
             },
             subnets=floating_ip_subnets(app, template, action.instance_id),
+            zone_counts=zone_counts,
         )
         try:
             placement = self.scheduler.place(request, view)
@@ -633,6 +654,8 @@ class AppController(LoopService):
             )
             return None
         view.bind(placement, template.resources)
+        if zone_use is not None and placement.node in view.by_name:
+            zone_use[view.by_name[placement.node].zone] += 1
         model = self._model_of.get(placement.node)
         if model and template.resources.gpu:
             self._gpu_use[(app.namespace, model)] += template.resources.gpu
@@ -897,9 +920,11 @@ def placement_request(
     avoid_nodes: frozenset[str] = frozenset(),
     gpu_model_budget: Mapping[str, int] | None = None,
     subnets: frozenset[str] | None = None,
+    zone_counts: Mapping[str, int] | None = None,
 ) -> PlacementRequest:
     """What the scheduler is asked for one instance of ``template``: its resources and the
-    placement constraints its document names (selector, policy, zone, GPU model and link)."""
+    placement constraints its document names (selector, policy, zone or zone spread, GPU model
+    and link). ``zone_counts``: for a zone spread, the app's instances per eligible zone."""
     return PlacementRequest(
         name=name,
         resources=template.resources,
@@ -911,7 +936,24 @@ def placement_request(
         gpu_model=str(template.body.get("gpu_model") or ""),
         max_link=str(template.body.get("gpu_link") or ""),
         subnets=subnets,
+        max_zone_skew=int(template.body.get("zone_max_skew") or 0)
+        if zone_counts is not None
+        else 0,
+        zone_counts=dict(zone_counts or {}),
     )
+
+
+def _zone_use(app: AppSnapshot, observed: list[Instance], view: ClusterView) -> Counter[str] | None:
+    """The app's instances per zone of their node, for a zone spread; None when no template of
+    the app asks for one. Instances on nodes the view does not know count nowhere."""
+    if not any(t.body.get("zone_max_skew") for t in app.templates.values()):
+        return None
+    use: Counter[str] = Counter()
+    for inst in observed:
+        node = view.by_name.get(inst.node)
+        if node is not None:
+            use[node.zone] += 1
+    return use
 
 
 def _ports(body: Mapping[str, Any]) -> list[PortSpec]:

@@ -5,8 +5,10 @@ health, the reservation reaper, the floating-IP sweep, registry GC; ``monitoring
 and log collectors, alert evaluation and delivery) does its pass only on the replica that holds
 the group's lease (``gaia.store.leases``), and inside ``fenced_by``: each of its write
 transactions checks, before it commits, that the lease is still this replica's at the same
-epoch. A ``LeaseKeeper`` per group takes or renews the lease every third of its time to live,
-so a leader that dies is replaced within ``ttl`` and a clean shutdown hands over at once.
+epoch. A ``LeaseKeeper`` per group renews a held lease every third of its time to live and,
+on a follower, tries to take it every ``RETRY_S`` (as client-go's leader election separates its
+renew deadline from its retry period), so a leader killed outright is replaced within
+``ttl + RETRY_S`` (12 s at the default 10 s lease) and a clean shutdown hands over at once.
 
 Loops that are safe on every replica stay ungated: the pipeline runner (runs are claimed by a
 conditional UPDATE), the P2P coordinator's sweep (its swarms are this process's memory), the
@@ -79,20 +81,28 @@ class Leadership:
         self._valid_until = 0.0
 
 
+RETRY_S = 2.0  # how often a follower tries to take a lease
+
+
 class LeaseKeeper(LoopService):
-    """Takes or renews one group's lease, every third of its time to live."""
+    """Renews one group's lease every third of its time to live while held; tries to take it
+    every ``RETRY_S`` (or that third, if shorter) while another replica holds it."""
 
     def __init__(self, leadership: Leadership) -> None:
-        super().__init__(interval=leadership.ttl_s / 3, max_backoff=leadership.ttl_s / 3)
+        self.renew_s = leadership.ttl_s / 3
+        self.retry_s = min(RETRY_S, self.renew_s)
+        super().__init__(interval=self.retry_s, max_backoff=self.renew_s)
         self.leadership = leadership
         self.name = f"lease-{leadership.group}"
 
     async def run_once(self) -> None:
         try:
-            await asyncio.to_thread(self.leadership.renew)
+            held = await asyncio.to_thread(self.leadership.renew)
         except Exception:
             self.leadership.held = None  # unknown: act as a follower until the next renewal
+            self.interval = self.retry_s
             raise
+        self.interval = self.renew_s if held is not None else self.retry_s
 
 
 class LeaderElected(LoopService):

@@ -7,8 +7,9 @@ One decision::
             ──► score: link cost, fragmentation left behind, binpack or spread
             ──► best of the first ``sample`` feasible nodes
 
-**Filter**: ready, schedulable, not avoided (blacklist), node selector, zone, the subnet of a
-floating IP (the node's ``gaia.io/subnet`` label), GPU model, every
+**Filter**: ready, schedulable, not avoided (blacklist), node selector, zone, zone spread (no
+zone more than the app's max skew above the emptiest eligible zone, ``eligible_zones``), the
+subnet of a floating IP (the node's ``gaia.io/subnet`` label), GPU model, every
 quota dimension that is node capacity (cloud disks are attached volumes, not node capacity),
 then the GPU tree must be able to hold the request (whole cards with the required link level,
 or a share of one card's cores *and* memory).

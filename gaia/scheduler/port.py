@@ -58,6 +58,12 @@ class PlacementRequest:
     # floating-IP instances: the underlay subnets (CIDR) whose nodes may take it (its kept
     # address's, or those with a free pool address); None: any node
     subnets: frozenset[str] | None = None
+    # zone spread, as kube-scheduler's topologySpreadConstraints on topology.kubernetes.io/zone
+    # with whenUnsatisfiable: DoNotSchedule: no zone may hold more than ``max_zone_skew`` more of
+    # the app's instances than the emptiest eligible zone. ``zone_counts``: the app's instances
+    # per eligible zone (``eligible_zones``), zeros included. 0: no spread
+    max_zone_skew: int = 0
+    zone_counts: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +197,12 @@ def why_not(node: NodeView, request: PlacementRequest) -> str | None:
     for key, value in request.node_selector.items():
         if node.labels.get(key) != value:
             return "node(s) didn't match the node selector"
+    if request.zone and node.zone != request.zone:
+        return "node(s) in another zone"
+    if request.max_zone_skew:
+        spread = zone_spread_refusal(request, node)
+        if spread is not None:
+            return spread
     # every dimension that is node capacity (cloud disks are attached volumes); spelt out, not
     # looped with getattr: this runs for every node of every decision
     need, free = request.resources, node.free
@@ -206,6 +218,41 @@ def why_not(node: NodeView, request: PlacementRequest) -> str | None:
         return "Insufficient gpu"
     if need.gpu_memory > free.gpu_memory:
         return "Insufficient gpu_memory"
+    return None
+
+
+def eligible_zones(
+    cluster: ClusterView, *, node_selector: Mapping[str, str], avoid_nodes: frozenset[str]
+) -> set[str]:
+    """The zones a zone-spread request counts its skew over: those with a node that is ready,
+    schedulable, not avoided and matches the selector (as kube-scheduler counts only the
+    domains of nodes that pass the pod's node affinity). A zone whose nodes are all lost drops
+    out, so its instances are placed again in the others."""
+    return {
+        n.zone
+        for n in cluster.nodes
+        if n.zone
+        and n.ready
+        and n.schedulable
+        and n.name not in avoid_nodes
+        and all(n.labels.get(k) == v for k, v in node_selector.items())
+    }
+
+
+def zone_spread_refusal(request: PlacementRequest, node: NodeView) -> str | None:
+    """Why a zone-spread instance may not go to ``node``'s zone now."""
+    if not request.max_zone_skew:
+        return None
+    if not node.zone:
+        return "node(s) without a zone (topology.kubernetes.io/zone), which zone spread needs"
+    here = request.zone_counts.get(node.zone)
+    if here is None:
+        return "node(s) in a zone the spread does not count"
+    least = min(request.zone_counts.values())
+    if here + 1 - least > request.max_zone_skew:
+        return (
+            f"node(s) in zones that would exceed the zone spread's max skew {request.max_zone_skew}"
+        )
     return None
 
 

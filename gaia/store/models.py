@@ -854,3 +854,22 @@ class LeaderLease(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     acquired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class PlatformReplica(Base):
+    """One running Gaia replica as it last reported itself (``gaia.store.replicas``): what it
+    runs, where, and its loops' state; ``restart_loops`` holds the loops an administrator asked
+    it to restart, which it takes at its next heartbeat."""
+
+    __tablename__ = "platform_replicas"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(255))
+    schema_revision: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    loops: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    restart_loops: Mapped[list[str]] = mapped_column(JSON, default=list)

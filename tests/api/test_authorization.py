@@ -28,6 +28,7 @@ from gaia.store.models import (
     Business,
     FloatingIpPool,
     NetworkAttachment,
+    PlatformReplica,
     utcnow,
 )
 from tests.conftest import QUOTA, World
@@ -78,6 +79,7 @@ class Row:
             .replace("/secrets/db", "/secrets/{name}")
             .replace("/pipelines/build", "/pipelines/{name}")
             .replace("/runs/1", "/runs/{number}")
+            .replace("/replicas/r-seeded/loops/apps", "/replicas/{replica}/loops/{loop}")
             .replace("/ip-pools/rack-a", "/ip-pools/{pool}")
             .replace("/allocations/1", "/allocations/{allocation_id}")
         )
@@ -406,6 +408,14 @@ TABLE = [
     ),
     Row("GET", f"{APP}/logs", MEMBERS),
     Row("GET", "/api/v1/system/logs", ("platform-admin",), hidden_from=()),
+    Row("GET", "/api/v1/platform/components", ("platform-admin",), hidden_from=()),
+    Row("GET", "/api/v1/platform/components/clusters", ("platform-admin",), hidden_from=()),
+    Row(
+        "POST",
+        "/api/v1/platform/replicas/r-seeded/loops/apps/restart",
+        ("platform-admin",),
+        hidden_from=(),
+    ),
 ]
 REGISTRY_PUSH = {
     "action": "push",
@@ -488,6 +498,21 @@ def _seed(world: World, platform: Platform) -> None:
         assert r.status_code == 201, r.text
         assert r.json()["id"] == 1
     with platform.db.write_session() as session:
+        # a replica's heartbeat row (gaia.store.replicas), seen now, running the loop "apps"
+        session.add(
+            PlatformReplica(
+                name="r-seeded",
+                version="0",
+                host="h",
+                pid=1,
+                address="127.0.0.1:8080",
+                schema_revision="0013",
+                started_at=platform.clock.now(),
+                seen_at=platform.clock.now(),
+                loops=[{"name": "apps"}],
+                restart_loops=[],
+            )
+        )
         alpha = session.scalars(select(Business.id).where(Business.name == "alpha")).one()
         now = utcnow()
         session.add(

@@ -37,6 +37,9 @@ from tests.support.p2p import Registry
 from tests.support.tls import server_pki
 
 PASSWORD = "admin-password-1"
+# httpx's default (5 s) is shorter than a busy 2-core machine can take to answer while a build
+# runs beside the server: test_cancel_stops_a_running_build once failed on a read timeout
+TIMEOUT_S = 30
 
 
 @dataclass
@@ -101,7 +104,9 @@ def running(
     try:
         with serve(plat, port=port) as origin:
             r = httpx.post(
-                f"{origin}/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
+                f"{origin}/api/v1/auth/login",
+                json={"username": "admin", "password": PASSWORD},
+                timeout=TIMEOUT_S,
             )
             assert r.status_code == 200, r.text
             headers = {"Authorization": f"Bearer {r.json()['token']}"}
@@ -111,7 +116,12 @@ def running(
             else:
                 # over HTTPS the base comes from Gaia's own registry (public/), as a real
                 # platform's would: the build then pulls and pushes through one private CA
-                token = httpx.post(f"{origin}/api/v1/tokens", json={"name": "t"}, headers=headers)
+                token = httpx.post(
+                    f"{origin}/api/v1/tokens",
+                    json={"name": "t"},
+                    headers=headers,
+                    timeout=TIMEOUT_S,
+                )
                 base = f"{plat.registry.address}/public/base:1"
                 layout = oci_layout(base_image, tmp_path / "base-layout")
                 copied = subprocess.run(
@@ -138,9 +148,14 @@ def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
 def _run(served: Served, name: str, dockerfile: str, tmp_path: Path) -> dict[str, Any]:
     repo = repository(served.shared / name, {"Dockerfile": dockerfile, "hello.txt": "hello\n"})
     pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
-    r = httpx.post(pipes, json={"name": name, "git_url": f"file://{repo}"}, headers=served.headers)
+    r = httpx.post(
+        pipes,
+        json={"name": name, "git_url": f"file://{repo}"},
+        headers=served.headers,
+        timeout=TIMEOUT_S,
+    )
     assert r.status_code == 201, r.text
-    r = httpx.post(f"{pipes}/{name}/runs", headers=served.headers)
+    r = httpx.post(f"{pipes}/{name}/runs", headers=served.headers, timeout=TIMEOUT_S)
     assert r.status_code == 201, r.text
     runner = served.platform.pipeline_runner()
 
@@ -149,10 +164,12 @@ def _run(served: Served, name: str, dockerfile: str, tmp_path: Path) -> dict[str
         await runner.drain()
 
     asyncio.run(drive())
-    r = httpx.get(f"{pipes}/{name}/runs/1", headers=served.headers)
+    r = httpx.get(f"{pipes}/{name}/runs/1", headers=served.headers, timeout=TIMEOUT_S)
     assert r.status_code == 200, r.text
     run: dict[str, Any] = r.json()
-    logs = httpx.get(f"{pipes}/{name}/runs/1/logs?limit=5000", headers=served.headers).json()
+    logs = httpx.get(
+        f"{pipes}/{name}/runs/1/logs?limit=5000", headers=served.headers, timeout=TIMEOUT_S
+    ).json()
     run["log"] = "\n".join(x["line"] for x in logs["items"])
     return run
 
@@ -189,6 +206,7 @@ def test_a_pipeline_run_pushes_to_gaias_registry_and_records_the_digest(
             "Accept": "application/vnd.oci.image.manifest.v1+json, "
             "application/vnd.docker.distribution.manifest.v2+json",
         },
+        timeout=TIMEOUT_S,
     )
     assert head.status_code == 200, head.text
     assert run["digest"] == head.headers["docker-content-digest"]
@@ -214,15 +232,22 @@ def test_a_run_deploys_a_new_version_by_a_gray_upgrade(served: Served, tmp_path:
         f"{origin}/api/v1/clusters",
         json={"name": "sim-1", "kind": "sim", "region": "r", "zone": "z"},
         headers=h,
+        timeout=TIMEOUT_S,
     )
     assert r.status_code == 201, r.text
-    r = httpx.put(f"{origin}/api/v1/businesses/alpha/quotas/sim-1", json={"hard": QUOTA}, headers=h)
+    r = httpx.put(
+        f"{origin}/api/v1/businesses/alpha/quotas/sim-1",
+        json={"hard": QUOTA},
+        headers=h,
+        timeout=TIMEOUT_S,
+    )
     assert r.status_code == 200, r.text
     v1 = {"name": "v1", "image": "alpha/web:1", "resources": {"cpu": 1, "memory": 256}}
     r = httpx.post(
         f"{origin}/api/v1/businesses/alpha/apps",
         json={"name": "web", "cluster": "sim-1", "templates": [v1], "replicas": 2},
         headers=h,
+        timeout=TIMEOUT_S,
     )
     assert r.status_code == 201, r.text
     repo = repository(served.shared / "deployed", {"Dockerfile": f"FROM {served.base}\nRUN true\n"})
@@ -235,9 +260,10 @@ def test_a_run_deploys_a_new_version_by_a_gray_upgrade(served: Served, tmp_path:
             "deploy": {"app": "web", "instance_ids": [1]},
         },
         headers=h,
+        timeout=TIMEOUT_S,
     )
     assert r.status_code == 201, r.text
-    assert httpx.post(f"{pipes}/web/runs", headers=h).status_code == 201
+    assert httpx.post(f"{pipes}/web/runs", headers=h, timeout=TIMEOUT_S).status_code == 201
     runner = served.platform.pipeline_runner()
 
     async def drive() -> None:
@@ -245,13 +271,13 @@ def test_a_run_deploys_a_new_version_by_a_gray_upgrade(served: Served, tmp_path:
         await runner.drain()
 
     asyncio.run(drive())
-    run = httpx.get(f"{pipes}/web/runs/1", headers=h).json()
+    run = httpx.get(f"{pipes}/web/runs/1", headers=h, timeout=TIMEOUT_S).json()
     assert run["state"] == "succeeded", run
     assert run["upgrade_id"] is not None
     app = f"{origin}/api/v1/businesses/alpha/apps/web"
-    upgrade = httpx.get(f"{app}/upgrades/{run['upgrade_id']}", headers=h).json()
+    upgrade = httpx.get(f"{app}/upgrades/{run['upgrade_id']}", headers=h, timeout=TIMEOUT_S).json()
     assert upgrade["target"] == "web-1" and upgrade["instance_ids"] == [1], upgrade
-    template = httpx.get(f"{app}/templates/web-1", headers=h).json()
+    template = httpx.get(f"{app}/templates/web-1", headers=h, timeout=TIMEOUT_S).json()
     address = served.platform.registry.address
     assert template["image"] == f"{address}/alpha/web@{run['digest']}", template
 
@@ -260,18 +286,21 @@ def test_cancel_stops_a_running_build(served: Served, tmp_path: Path) -> None:
     h = served.headers
     repo = repository(served.shared / "slow", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
     pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
-    r = httpx.post(pipes, json={"name": "slow", "git_url": f"file://{repo}"}, headers=h)
+    r = httpx.post(
+        pipes, json={"name": "slow", "git_url": f"file://{repo}"}, headers=h, timeout=TIMEOUT_S
+    )
     assert r.status_code == 201, r.text
-    assert httpx.post(f"{pipes}/slow/runs", headers=h).status_code == 201
+    assert httpx.post(f"{pipes}/slow/runs", headers=h, timeout=TIMEOUT_S).status_code == 201
     runner = served.platform.pipeline_runner()
 
     def cancel_when_building() -> dict[str, Any]:
         for _ in range(300):
-            logs = httpx.get(f"{pipes}/slow/runs/1/logs", headers=h).json()["items"]
+            got = httpx.get(f"{pipes}/slow/runs/1/logs", headers=h, timeout=TIMEOUT_S)
+            logs = got.json()["items"]
             if any("RUN sleep 60" in x["line"] for x in logs):
                 break
             time.sleep(0.1)
-        r = httpx.post(f"{pipes}/slow/runs/1/cancel", headers=h)
+        r = httpx.post(f"{pipes}/slow/runs/1/cancel", headers=h, timeout=TIMEOUT_S)
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
         return body
@@ -286,7 +315,7 @@ def test_cancel_stops_a_running_build(served: Served, tmp_path: Path) -> None:
 
     asked = asyncio.run(drive())
     assert asked["state"] == "running" and asked["cancel_requested"] is True
-    run = httpx.get(f"{pipes}/slow/runs/1", headers=h).json()
+    run = httpx.get(f"{pipes}/slow/runs/1", headers=h, timeout=TIMEOUT_S).json()
     assert run["state"] == "cancelled", run
 
 
@@ -296,18 +325,22 @@ def test_deleting_a_pipeline_mid_build_stops_the_build_cleanly(
     h = served.headers
     repo = repository(served.shared / "gone", {"Dockerfile": f"FROM {served.base}\nRUN sleep 60\n"})
     pipes = f"{served.origin}/api/v1/businesses/alpha/pipelines"
-    r = httpx.post(pipes, json={"name": "gone", "git_url": f"file://{repo}"}, headers=h)
+    r = httpx.post(
+        pipes, json={"name": "gone", "git_url": f"file://{repo}"}, headers=h, timeout=TIMEOUT_S
+    )
     assert r.status_code == 201, r.text
-    assert httpx.post(f"{pipes}/gone/runs", headers=h).status_code == 201
+    assert httpx.post(f"{pipes}/gone/runs", headers=h, timeout=TIMEOUT_S).status_code == 201
     runner = served.platform.pipeline_runner()
 
     def delete_when_building() -> None:
         for _ in range(300):
-            logs = httpx.get(f"{pipes}/gone/runs/1/logs", headers=h).json()["items"]
+            logs = httpx.get(f"{pipes}/gone/runs/1/logs", headers=h, timeout=TIMEOUT_S).json()[
+                "items"
+            ]
             if any("RUN sleep 60" in x["line"] for x in logs):
                 break
             time.sleep(0.1)
-        assert httpx.delete(f"{pipes}/gone", headers=h).status_code == 204
+        assert httpx.delete(f"{pipes}/gone", headers=h, timeout=TIMEOUT_S).status_code == 204
 
     async def drive() -> list[BaseException | None]:
         await runner.start(loops=1)
@@ -319,7 +352,7 @@ def test_deleting_a_pipeline_mid_build_stops_the_build_cleanly(
         return [t.exception() for t in tasks]
 
     assert asyncio.run(drive()) == [None]
-    assert httpx.get(f"{pipes}/gone/runs/1", headers=h).status_code == 404
+    assert httpx.get(f"{pipes}/gone/runs/1", headers=h, timeout=TIMEOUT_S).status_code == 404
 
 
 def test_a_run_builds_from_and_pushes_to_an_https_registry_with_a_private_ca(

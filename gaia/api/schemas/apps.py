@@ -115,6 +115,15 @@ class TemplateIn(Strict):
         "(default otherwise)",
     )
     zone: str = Field(default="", max_length=63, pattern=r"^[-a-z0-9.]*$")
+    zone_max_skew: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="spread the instances across zones: no zone holds more than this many "
+        "instances above the emptiest zone that has a ready node for them (kube-scheduler's "
+        "topologySpreadConstraints maxSkew with DoNotSchedule); a zone whose nodes are all lost "
+        "drops out, and its instances are placed again in the others",
+    )
     gpu_model: OneLineText = Field(
         default="", max_length=63, description="run only on this GPU model; empty: any model"
     )
@@ -125,6 +134,11 @@ class TemplateIn(Strict):
 
     @model_validator(mode="after")
     def _one_shape(self) -> TemplateIn:
+        if self.zone_max_skew is not None and self.zone:
+            raise ValueError(
+                "zone_max_skew spreads instances across zones; a template pinned to one zone "
+                f"({self.zone}) cannot spread: drop one of the two"
+            )
         if self.resources is None and self.instance_config is None:
             raise ValueError("give resources or an instance_config")
         if self.resources is not None and self.instance_config is not None:
