@@ -3,6 +3,11 @@
 The admin is created only when no user exists, from ``GAIA_ADMIN_PASSWORD`` or a generated
 password that the caller prints once (it is stored only as an argon2 hash). The demo objects are
 created only on the first start and only when asked for, so deleting them sticks.
+
+Replicas starting together on one empty database (docs/ha.md) would all see "no user yet" and
+all insert one: each check-then-insert runs in a transaction that first takes a lock every
+replica takes (PostgreSQL: a transaction-level advisory lock; SQLite: its write lock, which
+every write transaction takes up front), so the second replica counts the first one's admin.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from gaia.domain.rbac import Role
@@ -35,11 +40,20 @@ from gaia.store.models import (
 
 DEMO_BUSINESS = "demo"
 DEMO_CLUSTER = "sim-demo"
+# pg_advisory_xact_lock's key for the first-start transactions ("gaia" and 1; the migrations'
+# lock is "gaia" alone, gaia.store.migrate)
+FIRST_START_LOCK = 0x67616961_00000001
+
+
+def _one_replica_at_a_time(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_START_LOCK})
 
 
 def ensure_admin(db: Database, *, password: str = "") -> str | None:
     """Create user ``admin`` if there are no users; returns the password if one was set now."""
     with db.write_session() as session:
+        _one_replica_at_a_time(session)
         if session.scalar(select(func.count(User.id))):
             return None
         chosen = password or generate_password()
@@ -58,6 +72,7 @@ def ensure_admin(db: Database, *, password: str = "") -> str | None:
 def ensure_demo(db: Database) -> bool:
     """A demo business with a quota in a demo sim cluster; only into an empty platform."""
     with db.write_session() as session:
+        _one_replica_at_a_time(session)
         if session.scalar(select(func.count(Business.id))) or session.scalar(
             select(func.count(Cluster.id))
         ):

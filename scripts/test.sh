@@ -29,8 +29,9 @@ if ! command -v npm >/dev/null 2>&1; then need_apt+=(nodejs npm); fi
 # the real test node (tests/support/node.py): container runtime, CNI plugins, image registry and
 # the static busybox the test images are made of; HAProxy and dnsmasq for the access layer; a
 # CJK font so that the browser tests render (and screenshot) the Chinese console
+# mmdebstrap makes the Debian root file system of Gaia's own image (scripts/build-image.sh)
 for pkg in containerd runc containernetworking-plugins iptables docker-registry busybox-static skopeo buildah git iproute2 iperf3 haproxy dnsmasq-base fonts-wqy-microhei \
-  prometheus prometheus-alertmanager chromium; do
+  prometheus prometheus-alertmanager chromium mmdebstrap; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need_apt+=("$pkg")
   fi

@@ -23,7 +23,8 @@ class _Link:
 
 
 class Relay:
-    """Forward 127.0.0.1:<port> to the API server (TLS passes through untouched).
+    """Forward 127.0.0.1:<port> (or listen_host) to a local port: the API server (TLS passes
+    through untouched), PostgreSQL.
 
     ``cut()`` drops the listener and every connection, as a partition that resets connections
     does; ``restore()`` listens on the same port again. ``stall()`` keeps the open connections up
@@ -32,7 +33,10 @@ class Relay:
     stalled connections held.
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, listen_host: str = "127.0.0.1") -> None:
+        # listen_host: another address of this machine, for clients in other network
+        # namespaces (a real node's pods reach the host's own address, not its loopback)
+        self.listen_host = listen_host
         self.port = free_port()
         self.target = target_port
         self.server: socketserver.ThreadingTCPServer | None = None
@@ -60,7 +64,7 @@ class Relay:
                 upstream.close()
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
+        self.server = socketserver.ThreadingTCPServer((self.listen_host, self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
