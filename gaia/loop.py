@@ -8,8 +8,10 @@ database or cluster that is down is not hammered by every loop at once, and the 
 replicas do not retry in lock-step; the first good pass returns to the interval. The first
 failure in a row is logged with its traceback, each further one as one warning line.
 ``start(loops=1)`` runs exactly one pass and returns, which is how tests drive a loop without
-sleeping. The controllers (``gaia.controllers``) and the monitoring loops (``gaia.monitor``) are
-all ``LoopService``s; ``gaia.platform`` builds and runs them.
+sleeping. ``wake()`` (from any thread) starts the next pass at once instead of after the
+interval: an event-driven loop keeps its interval only as the safety-net resync. The controllers
+(``gaia.controllers``) and the monitoring loops (``gaia.monitor``) are all ``LoopService``s;
+``gaia.platform`` builds and runs them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class LoopService:
         self.last_pass_at: dt.datetime | None = None
         self.last_error = ""
         self._stopping = asyncio.Event()
+        # ``wake()``: the next pass now rather than after the interval (events, API writes);
+        # several wakes before the pass starts make one pass
+        self._woken = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.wakes = 0
         # Wraps each pass started by ``start()`` (the platform's loop metrics hook in here).
         self.observe: Callable[[str], contextlib.AbstractContextManager[None]] | None = None
 
@@ -56,6 +63,7 @@ class LoopService:
     async def start(self, loops: int | None = None) -> None:
         """Run passes every ``interval`` seconds until stopped, or ``loops`` passes."""
         self._stopping.clear()
+        self._loop = asyncio.get_running_loop()
         done = 0
         while not self._stopping.is_set():
             try:
@@ -75,8 +83,29 @@ class LoopService:
             done += 1
             if loops is not None and done >= loops:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            await self._pause(delay)
+
+    async def _pause(self, delay: float) -> None:
+        """Until ``delay`` has passed, the loop is stopped, or (after a good pass) woken. A
+        wake that came during the pass counts: what changed then may not have been seen."""
+        waits = {asyncio.ensure_future(self._stopping.wait())}
+        if not self.failures:  # a failing loop keeps its back-off, whatever wakes it
+            waits.add(asyncio.ensure_future(self._woken.wait()))
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            self._woken.clear()
+
+    def wake(self) -> None:
+        """Run the next pass now (from any thread): a change the loop should look at."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        self.wakes += 1
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._woken.set)
 
     def _log_failure(self, exc: Exception, delay: float) -> None:
         """The first failure in a row with its traceback (a bug, or the start of an outage: the

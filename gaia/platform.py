@@ -377,6 +377,12 @@ class Platform:
         )
         return beat
 
+    def nudge(self, name: str) -> None:
+        """Wake the running loop ``name`` now (nothing when it does not run here)."""
+        service = self._services.get(name)
+        if service is not None:
+            service.wake()
+
     async def restart_loop(self, name: str) -> str | None:
         """Stop the loop ``name`` after its current pass and start it afresh (failures and
         back-off cleared); None when done, else why not."""
@@ -416,6 +422,10 @@ class Platform:
             service.observe = self.metrics.loop_pass
             self._services[service.name] = service
             self._tasks[service.name] = asyncio.create_task(service.start(), name=service.name)
+        if "apps" in self._services:
+            # event-driven: a change to an instance in any cluster wakes the app controller
+            # (its interval stays as the resync); API writes to apps wake it too (``nudge``)
+            self.providers.watch_changes(self._services["apps"].wake)
         try:
             yield
         finally:

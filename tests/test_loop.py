@@ -91,3 +91,50 @@ def test_next_delay_is_the_interval_until_a_pass_fails() -> None:
 def test_the_default_cap_is_five_minutes_or_the_interval() -> None:
     assert LoopService(interval=15).max_backoff == 300
     assert LoopService(interval=900).max_backoff == 900
+
+
+class Counting(LoopService):
+    name = "counting"
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__(interval=60.0, max_backoff=60.0)
+        self.fail = fail
+        self.runs = 0
+
+    async def run_once(self) -> None:
+        self.runs += 1
+        if self.fail:
+            raise RuntimeError("down")
+
+
+def test_a_wake_runs_the_next_pass_at_once_instead_of_after_the_interval() -> None:
+    async def scenario() -> tuple[int, int]:
+        loop = Counting()
+        task = asyncio.create_task(loop.start())
+        await asyncio.sleep(0.05)
+        first = loop.runs
+        for _ in range(3):  # several wakes before the pass starts make one pass
+            loop.wake()
+        await asyncio.sleep(0.1)
+        woken = loop.runs
+        loop.stop()
+        await task
+        return first, woken
+
+    first, woken = asyncio.run(scenario())
+    assert (first, woken) == (1, 2)  # the 60 s interval did not have to pass
+
+
+def test_a_failing_loop_keeps_its_back_off_when_woken() -> None:
+    async def scenario() -> int:
+        loop = Counting(fail=True)
+        task = asyncio.create_task(loop.start())
+        await asyncio.sleep(0.05)
+        loop.wake()
+        await asyncio.sleep(0.1)
+        runs = loop.runs
+        loop.stop()
+        await task
+        return runs
+
+    assert asyncio.run(scenario()) == 1

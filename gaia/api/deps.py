@@ -100,6 +100,9 @@ def db_session(request: Request) -> Iterator[Session]:
         yield session
         if write:
             session.commit()
+            if "/apps" in request.url.path:
+                # a change to an app: the controller looks at it now, not at its next resync
+                platform(request).nudge("apps")
     except BaseException:
         session.rollback()
         raise

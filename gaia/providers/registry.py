@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from gaia.clock import Clock, RealClock
@@ -50,6 +51,17 @@ class ProviderRegistry:
         self._lock = threading.Lock()
         self._providers: dict[int, tuple[dt.datetime, ClusterProvider]] = {}
         self._retired: list[ClusterProvider] = []
+        # told of every change to an instance in any cluster (the app controller's wake)
+        self._listeners: list[Callable[[], None]] = []
+
+    def watch_changes(self, listener: Callable[[], None]) -> None:
+        """``listener()`` at every instance change the providers report (informer events,
+        the sim's transitions), for the providers built so far and those built later."""
+        with self._lock:
+            self._listeners.append(listener)
+            providers = [p for _, p in self._providers.values()]
+        for provider in providers:
+            _watch(provider, listener)
 
     def for_cluster(self, cluster: ClusterRef) -> ClusterProvider:
         with self._lock:
@@ -59,6 +71,8 @@ class ProviderRegistry:
                 # instance, so it lives as long as the registration does.
                 return known[1]
             provider = self._build(cluster)
+            for listener in self._listeners:
+                _watch(provider, listener)
             if known is not None:
                 self._retired.append(known[1])
             self._providers[cluster.id] = (cluster.updated_at, provider)
@@ -98,3 +112,10 @@ class ProviderRegistry:
             raise ValueError(f"cluster {cluster.name} has no kubeconfig")
         kubeconfig = self._secrets.decrypt(cluster.kubeconfig_encrypted)
         return KubernetesCluster(name=cluster.name, kubeconfig=kubeconfig)
+
+
+def _watch(provider: ClusterProvider, listener: Callable[[], None]) -> None:
+    # an optional part of the port: adapters that hear changes say so (both of ours do)
+    watch = getattr(provider, "watch_changes", None)
+    if watch is not None:
+        watch(listener)

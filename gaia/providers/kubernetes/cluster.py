@@ -54,7 +54,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Collection, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -162,6 +162,8 @@ class KubernetesCluster:
         self._client: AsyncClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._pods: Informer | None = None
+        # who hears of every change to one of Gaia's pods (``watch_changes``)
+        self._listeners: list[Callable[[], None]] = []
         self._nodes: Informer | None = None
         self._events: Informer | None = None
         self._event_log: collections.deque[ClusterEvent] = collections.deque(maxlen=EVENTS_KEPT)
@@ -212,11 +214,24 @@ class KubernetesCluster:
             )
         return self._http
 
+    def watch_changes(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (no arguments, on this cluster's loop thread) whenever the pod
+        watch reports a change to one of Gaia's pods; quick and thread-safe (a loop's
+        ``wake``). Heard once the caches run (the first port call starts them)."""
+        self._listeners.append(listener)
+
+    def _pod_changed(self, op: str, doc: dict[str, Any]) -> None:
+        labels = (doc.get("metadata") or {}).get("labels") or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+            return
+        for listener in self._listeners:
+            listener()
+
     async def _informers(self) -> tuple[Informer, Informer]:
         """Start the caches on first use and wait until they have listed once."""
         if self._pods is None or self._nodes is None or self._events is None:
             client = self._kube()
-            self._pods = Informer(client, Pod, resync_s=self._resync_s)
+            self._pods = Informer(client, Pod, resync_s=self._resync_s, on_change=self._pod_changed)
             self._nodes = Informer(client, K8sNode, resync_s=self._resync_s)
             self._events = Informer(
                 client, Event, resync_s=self._resync_s, on_change=self._record_event

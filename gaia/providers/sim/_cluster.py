@@ -145,6 +145,9 @@ class _Timeline:
     def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), fn, args))
 
+    def next_at(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
     def run_until(self, now: float) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -186,6 +189,9 @@ class SimCluster:
         # traffic (status and lease updates) added up to the last control-plane reading
         self._api_requests = 0.0
         self._api_counted_to = 0.0
+        # instance changes so far, and who hears of each (``watch_changes``)
+        self.changes = 0
+        self._listeners: list[Callable[[], None]] = []
         self._build_nodes()
 
     # ------------------------------------------------------------ time
@@ -240,6 +246,28 @@ class SimCluster:
         self, t: float, rec: InstanceRecord, reason: str, message: str, type: str = "Normal"
     ) -> None:
         self._event(t, "Instance", rec.spec.namespace, rec.name, reason, message, type)
+        self._changed()
+
+    # ------------------------------------------------------------ change notification
+
+    def _changed(self) -> None:
+        """An instance changed as a watcher would see it (a phase, readiness, gone): count it
+        and tell the listeners (``watch_changes``), as an informer's event handler would."""
+        self.changes += 1
+        for listener in self._listeners:
+            listener()
+
+    def watch_changes(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (no arguments, from whichever thread moves the simulation) at
+        every change of an instance; it must be quick and thread-safe (a loop's ``wake``)."""
+        self._listeners.append(listener)
+
+    def next_transition_at(self) -> dt.datetime | None:
+        """When the simulation next has something scheduled (a pull, a start, a probe...),
+        or None: what an event-driven driver of simulated time steps the clock to."""
+        with self._lock:
+            pending = self._timeline.next_at()
+        return None if pending is None else self._dt(pending)
 
     def _node_event(
         self, t: float, node: NodeRecord, reason: str, message: str, type: str = "Normal"
@@ -672,6 +700,7 @@ class SimCluster:
         if not in_app:
             del self._by_app[app_key]
         rec.token = -1  # cancels whatever was pending
+        self._changed()
 
     # ------------------------------------------------------------ lifecycle transitions
 
@@ -808,9 +837,9 @@ class SimCluster:
         else:
             rec.ready = True
 
-    @staticmethod
-    def _become_ready(t: float, rec: InstanceRecord) -> None:
+    def _become_ready(self, t: float, rec: InstanceRecord) -> None:
         rec.ready = True
+        self._changed()
 
     def _liveness_probe(self, t: float, rec: InstanceRecord) -> None:
         probe = rec.spec.liveness
