@@ -200,7 +200,9 @@ def apply_transitions(
             if muting is not None:
                 record.silenced_by = muting
                 continue
-            if event == "resolved" and not _was_notified(session, record):
+            # a record never silenced had its firing queued; one that was may not have
+            muted_before = record.silenced_by is not None
+            if event == "resolved" and muted_before and not _was_notified(session, record):
                 continue  # its firing was muted: the receivers have nothing to see resolved
         elif record.silenced_by is not None:
             continue

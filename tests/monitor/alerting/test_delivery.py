@@ -329,6 +329,30 @@ def test_an_ended_silence_mutes_nothing_more(bed: Bed) -> None:
     assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "firing", "resolved"]
 
 
+def test_an_alert_whose_firing_was_muted_sends_no_resolution_after_the_silence(
+    bed: Bed,
+) -> None:
+    bed.policy(for_seconds=0)
+    bed.api(
+        "post",
+        f"{A}/silences",
+        json={
+            "business": "alpha",
+            "matchers": {"app": "web"},
+            "ends_at": (bed.clock.now() + dt.timedelta(seconds=50)).isoformat(),
+        },
+    )
+    bed.load(95)
+    bed.evaluate()
+    bed.step(61)  # the silence is over when the load drops
+    bed.load(10)
+    bed.evaluate()
+    bed.deliver()
+    (rec,) = bed.records()
+    assert rec["status"] == "resolved" and rec["silenced_by"] is not None
+    assert bed.record(rec["id"])["notifications"] == [] and bed.receiver.requests == []
+
+
 def test_editing_the_policy_neither_refires_nor_loses_the_alert(bed: Bed) -> None:
     policy = bed.policy(for_seconds=0)
     bed.load(95)
