@@ -1,19 +1,26 @@
-"""Console page load budget: the app page with 1,000 instances, the overview with 50 clusters.
+"""Console page load budget: the app page with 1,000 instances, the overview with 50 clusters,
+the alert records page with 10,000 records.
 
 Run ``.venv/bin/python bench/console.py`` from the repository root (``--quick``: 200 instances,
-10 clusters). It needs Debian's Chromium (``apt-get install chromium``) and the console assets
-(``scripts/console-assets.sh``).
+10 clusters, 500 alert records). It needs Debian's Chromium (``apt-get install chromium``) and
+the console assets (``scripts/console-assets.sh``).
 
 In one process, on SQLite in a temporary folder: ``--clusters`` sim clusters (one of 100 nodes
 for the app, the others of 2 nodes), a business with a quota on each, and an app of
-``--instances`` instances brought to Running by the real app controller on a stepped clock. The
-platform is then served by uvicorn on a free port, and each page is loaded ``--loads`` times:
+``--instances`` instances brought to Running by the real app controller on a stepped clock; and
+``--alerts`` alert records of one app CPU policy with a webhook channel, written the way the
+evaluator writes them (``gaia.store.alerting.records.apply_transitions``: each record with its
+queued notification), one in five still firing, the rest resolved. The platform is then served by
+uvicorn on a free port, and each page is loaded ``--loads`` times:
 
 - **TTFB**: time to the first byte of the HTML (httpx, streaming, the session cookie set);
 - **full load**: Chromium's navigation timing from the start of the navigation to the end of
   the ``load`` event (HTML, CSS, scripts), through Playwright;
 - **baseline**: the API call the page is built from, as JSON (``GET /api/v1/overview``, the
-  app's instances list), the least any page showing that data must wait for.
+  app's instances list, ``GET /api/v1/alerts/records?limit=50``), the least any page showing
+  that data must wait for: time to its first byte, except for the app page and its instances
+  tab, which read every page of the (keyset-paged) instances list, so their floor is the time
+  to read every page at ``limit=500``.
 
 Medians are printed with the budget (TTFB 1 s, full load 2 s); nothing is asserted.
 """
@@ -39,12 +46,15 @@ import httpx
 import uvicorn
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from gaia.app import Platform, create_app
 from gaia.clock import ManualClock
+from gaia.domain.alerts import Transition, TransitionKind, fingerprint
 from gaia.security import hash_password, use_cheap_password_hashing
 from gaia.settings import Settings
-from gaia.store.models import User
+from gaia.store.alerting.records import apply_transitions, load_evaluation_inputs
+from gaia.store.models import AlertRecord, User
 
 BIZ = "/api/v1/businesses/bench"
 BUDGET_TTFB_S = 1.0
@@ -127,7 +137,83 @@ def build(args: argparse.Namespace, data_dir: Path) -> Platform:
                 break
         else:
             raise RuntimeError("the app did not become ready")
+        seed_alert_records(platform, call, clock=clock, count=args.alerts)
     return platform
+
+
+def seed_alert_records(
+    platform: Platform, call: Callable[..., Any], *, clock: ManualClock, count: int
+) -> None:
+    """``count`` records of one app CPU policy, written by the store calls the evaluator makes
+    after a pass (fire transitions, then resolve transitions for four in five), a thousand per
+    transaction as a busy pass would; each fire queues one webhook notification (no delivery
+    loop runs here, so they stay pending)."""
+    hook = call(
+        "POST",
+        "/api/v1/alerts/channels",
+        {
+            "business": "bench",
+            "name": "ops-hook",
+            "kind": "webhook",
+            "config": {"url": "https://hooks.example.com/alerts"},
+        },
+    )
+    policy = call(
+        "POST",
+        "/api/v1/alerts/policies",
+        {
+            "business": "bench",
+            "name": "web CPU high",
+            "scope": {"kind": "app", "app": "web"},
+            "metric": "gaia_instance_cpu_usage_percent",
+            "comparison": ">",
+            "threshold": 80,
+            "for_seconds": 0,
+            "severity": "critical",
+            "channel_ids": [hook["id"]],
+        },
+    )
+    policy_id = policy["id"]
+    for start in range(0, count, 1000):
+        batch = range(start, min(start + 1000, count))
+        labels = [
+            {"cluster": "apps", "business": "bench", "app": "web", "instance": f"web-{i}"}
+            for i in batch
+        ]
+        resolved = [x for i, x in zip(batch, labels, strict=True) if i % 5]
+        for kind, value, chosen in (
+            (TransitionKind.FIRE, 97.0, labels),
+            (TransitionKind.RESOLVE, 31.0, resolved),
+        ):
+            now = clock.now()
+            at = now.timestamp()
+            with platform.db.write_session() as session:
+                policies, silences, _firing = load_evaluation_inputs(session, now=now)
+                row = policies[policy_id]
+                transitions = [
+                    (
+                        row,
+                        policy_id,
+                        Transition(
+                            kind=kind,
+                            fingerprint=fingerprint(policy_id, x),
+                            labels=x,
+                            value=value,
+                            active_since=at - 60,
+                            at=at,
+                        ),
+                    )
+                    for x in chosen
+                ]
+                apply_transitions(session, transitions, silences=silences, now=now)
+            clock.step(15.0)
+    with platform.db.read_session() as session:
+        by_status = dict(
+            session.execute(
+                select(AlertRecord.status, func.count()).group_by(AlertRecord.status)
+            ).all()
+        )
+    print(f"alert records by status: {by_status}", flush=True)
 
 
 def serve(platform: Platform) -> tuple[uvicorn.Server, threading.Thread, str]:
@@ -158,6 +244,20 @@ def ttfb(client: httpx.Client, url: str) -> float:
     return first
 
 
+def every_page(client: httpx.Client, path: str) -> float:
+    """Time to read every page of an API list (``limit=500``, following ``next_cursor``), as
+    the console's pages that show or count the whole list do (``gaia.console.listing``)."""
+    started = time.perf_counter()
+    cursor = ""
+    while True:
+        answer = client.get(path, params={"limit": 500, **({"cursor": cursor} if cursor else {})})
+        if answer.status_code != 200:
+            raise RuntimeError(f"{path}: HTTP {answer.status_code}")
+        cursor = answer.json()["next_cursor"]
+        if not cursor:
+            return time.perf_counter() - started
+
+
 def full_load(page: Any, url: str) -> float:
     page.goto(url, wait_until="load")
     timing = page.evaluate(
@@ -171,11 +271,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--clusters", type=int, default=50)
+    parser.add_argument("--alerts", type=int, default=10_000)
     parser.add_argument("--loads", type=int, default=7)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.instances, args.clusters, args.loads = 200, 10, 3
+        args.instances, args.clusters, args.alerts, args.loads = 200, 10, 500, 3
     chromium = shutil.which("chromium")
     if chromium is None:
         raise SystemExit("Chromium is missing: apt-get install chromium")
@@ -185,7 +286,8 @@ def main() -> None:
         started = time.perf_counter()
         platform = build(args, Path(tmp))
         print(
-            f"set up {args.clusters} clusters and {args.instances} running instances in "
+            f"set up {args.clusters} clusters, {args.instances} running instances and "
+            f"{args.alerts} alert records in "
             f"{time.perf_counter() - started:.0f} s",
             flush=True,
         )
@@ -193,17 +295,32 @@ def main() -> None:
         token = httpx.post(
             f"{origin}/api/v1/auth/login", json={"username": "admin", "password": "pw"}
         ).json()["token"]
+        # (label, console page, API call it is built from, whether it reads every page of it)
         pages = [
-            (f"overview, {args.clusters} clusters", "/console", "/api/v1/overview"),
+            (f"overview, {args.clusters} clusters", "/console", "/api/v1/overview", False),
             (
                 f"app page, {args.instances} instances",
                 "/console/b/bench/apps/web",
-                f"{BIZ}/apps/web",
+                f"{BIZ}/apps/web/instances",
+                True,
             ),
             (
                 f"app instances tab, {args.instances} instances",
                 "/console/b/bench/apps/web/instances",
                 f"{BIZ}/apps/web/instances",
+                True,
+            ),
+            (
+                f"alert records, {args.alerts} records",
+                "/console/alerts",
+                "/api/v1/alerts/records?limit=50",
+                False,
+            ),
+            (
+                f"alert records, resolved of {args.alerts}",
+                "/console/alerts?status=resolved&severity=critical",
+                "/api/v1/alerts/records?status=resolved&severity=critical&limit=50",
+                False,
             ),
         ]
         rows = []
@@ -218,17 +335,20 @@ def main() -> None:
             context = browser.new_context(viewport={"width": 1366, "height": 800})
             context.add_cookies([{"name": "gaia_session", "value": token, "url": origin}])
             page = context.new_page()
-            for label, console_path, api_path in pages:
+            for label, console_path, api_path, whole in pages:
                 ttfb(web, console_path)  # warm caches once
-                first = [ttfb(web, console_path) for _ in range(args.loads)]
+                firsts = [ttfb(web, console_path) for _ in range(args.loads)]
                 loads = [full_load(page, origin + console_path) for _ in range(args.loads)]
-                floor = [ttfb(api, api_path) for _ in range(args.loads)]
+                floors = [
+                    every_page(api, api_path) if whole else ttfb(api, api_path)
+                    for _ in range(args.loads)
+                ]
                 rows.append(
                     (
                         label,
-                        statistics.median(first),
+                        statistics.median(firsts),
                         statistics.median(loads),
-                        statistics.median(floor),
+                        statistics.median(floors),
                     )
                 )
                 print(f"measured {label}", flush=True)
@@ -249,7 +369,11 @@ def main() -> None:
             f"{label:42} {first * 1000:6.0f} ms {load * 1000:7.0f} ms "
             f"{floor * 1000:7.0f} ms  {within}"
         )
-    print("(API JSON: time to first byte of the API call the page is built from: the floor)")
+    print(
+        "(API JSON: the API call the page is built from, the floor: time to its first byte, or"
+        " for the app page and its instances tab, which read every instance, time to read"
+        " every page of GET .../instances at limit=500)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,18 +58,26 @@ class Console:
         return password
 
 
-@pytest.fixture
-def console(tmp_path: Path) -> Iterator[Console]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        secret_key=TEST_SECRET_KEY,
-        demo=False,
-        app_reconcile_interval_seconds=0.5,
-        cluster_health_interval_seconds=2,
-        metrics_interval_seconds=5,
-        log_collect_interval_seconds=2,
+@contextmanager
+def live_console(tmp_path: Path, **settings: Any) -> Iterator[Console]:
+    """A whole platform under uvicorn with its loops running, a sim cluster and the first admin;
+    ``settings`` override the defaults below (a journey that waits on the monitoring loops runs
+    them every second)."""
+    platform = Platform.open(
+        Settings(
+            **{
+                "data_dir": tmp_path / "data",
+                "secret_key": TEST_SECRET_KEY,
+                "demo": False,
+                "app_reconcile_interval_seconds": 0.5,
+                "cluster_health_interval_seconds": 2,
+                "metrics_interval_seconds": 5,
+                "log_collect_interval_seconds": 2,
+                **settings,
+            }
+        ),
+        clock=RealClock(),
     )
-    platform = Platform.open(settings, clock=RealClock())
     with platform.db.write_session() as session:
         session.add(
             User(
@@ -92,6 +101,12 @@ def console(tmp_path: Path) -> Iterator[Console]:
         )
         yield bed
     platform.db.dispose()
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    with live_console(tmp_path) as bed:
+        yield bed
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import ADMIN_PASSWORD, missing_component
 from tests.console.conftest import Console
+from tests.console.test_alerts import seed_record
 from tests.console.test_browser import log_in
 
 AXE = Path(__file__).parents[2] / "node_modules" / "axe-core" / "axe.min.js"
@@ -38,6 +39,12 @@ PAGES = [
     "/console/records",
     "/console/search?q=web",
     "/console/components",
+    "/console/alerts",
+    "/console/alerts/policies",
+    "/console/alerts/policies/new",
+    "/console/alerts/channels",
+    "/console/alerts/receivers?edit_receiver=1&edit_group=1",
+    "/console/alerts/silences",
 ]
 
 
@@ -66,6 +73,13 @@ def test_the_main_pages_have_no_serious_accessibility_violation(
     template = {"name": "v1", "image": "shop/web:1", "resources": {"cpu": 0.5, "memory": 256}}
     app = {"name": "web", "cluster": "sim-1", "templates": [template], "replicas": 2}
     console.api("POST", "/api/v1/businesses/shop/apps", json=app)
+    # the alerting pages with rows and forms: a receiver and a group (both id 1, edited on the
+    # receivers page) and a record with its notifications (as the evaluator writes them)
+    receiver = {"business": "shop", "name": "oncall", "email": "oncall@example.com"}
+    console.api("POST", "/api/v1/alerts/receivers", json=receiver)
+    group = {"business": "shop", "name": "sre", "receiver_ids": [1]}
+    console.api("POST", "/api/v1/alerts/receiver-groups", json=group)
+    record = seed_record(console.platform, business="shop")
     # axe is injected as a script of the test's: the console's policy (scripts from its origin
     # only) is bypassed for it, and for nothing the pages do themselves
     context = browser.new_context(bypass_csp=True, viewport={"width": 1366, "height": 800})
@@ -73,7 +87,7 @@ def test_the_main_pages_have_no_serious_accessibility_violation(
     log_in(page, console, "admin", ADMIN_PASSWORD)
     console.api("PATCH", "/api/v1/users/admin", json={"language": language})
     report: dict[str, list[dict[str, Any]]] = {}
-    for path in PAGES:
+    for path in [*PAGES, f"/console/alerts/{record}"]:
         if path == "/console/login":
             other = browser.new_context(bypass_csp=True).new_page()
             other.goto(f"{console.origin}{path}")

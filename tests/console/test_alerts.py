@@ -371,6 +371,49 @@ def test_receivers_and_groups_by_role(world: World) -> None:
     assert "oncall" not in html(world, "outsider", "/console/alerts/receivers")
 
 
+def test_receivers_and_groups_are_edited_with_errors_on_their_fields(world: World) -> None:
+    def receivers() -> dict[str, dict[str, Any]]:
+        rows = world.client.get("/api/v1/alerts/receivers", headers=world.admin).json()["items"]
+        return {r["name"]: r for r in rows}
+
+    for name, email in (("oncall", "oncall@example.com"), ("backup", "backup@example.com")):
+        form = {"business": "alpha", "name": name, "email": email, "phone": ""}
+        assert post(world, "developer", "/console/alerts/receivers", form).status_code == 303
+    oncall, backup = receivers()["oncall"], receivers()["backup"]
+    group = {"business": "alpha", "group_name": "sre", "receiver_ids": str(oncall["id"])}
+    assert post(world, "developer", "/console/alerts/groups", group).status_code == 303
+    (sre,) = world.client.get("/api/v1/alerts/receiver-groups", headers=world.admin).json()["items"]
+
+    page = html(world, "developer", f"/console/alerts/receivers?edit_receiver={oncall['id']}")
+    assert f'action="/console/alerts/receivers/{oncall["id"]}"' in page
+    assert 'value="oncall@example.com"' in page
+    edited = {"name": "oncall", "email": "not-an-address", "phone": "+8613800000000"}
+    r = post(world, "developer", f"/console/alerts/receivers/{oncall['id']}", edited)
+    assert r.status_code == 422 and 'id="err-edit_email"' in r.text
+    assert 'value="not-an-address"' in r.text  # kept what was typed
+    edited["email"] = ""  # emptied: removed
+    r = post(world, "developer", f"/console/alerts/receivers/{oncall['id']}", edited)
+    assert r.status_code == 303 and "ok=" in r.headers["location"]
+    assert (
+        receivers()["oncall"]["email"] == "" and receivers()["oncall"]["phone"] == edited["phone"]
+    )
+
+    page = html(world, "developer", f"/console/alerts/receivers?edit_group={sre['id']}")
+    assert f'action="/console/alerts/groups/{sre["id"]}"' in page
+    moved = {"group_name": "sre-day", "receiver_ids": str(backup["id"])}
+    r = post(world, "developer", f"/console/alerts/groups/{sre['id']}", moved)
+    assert r.status_code == 303
+    (sre,) = world.client.get("/api/v1/alerts/receiver-groups", headers=world.admin).json()["items"]
+    assert sre["name"] == "sre-day" and sre["receiver_ids"] == [backup["id"]]
+
+    # a viewer gets neither the edit links nor the forms, and the API refuses the save
+    page = html(world, "viewer", f"/console/alerts/receivers?edit_receiver={oncall['id']}")
+    assert "#edit-receiver" not in page and "receiver-edit-form" not in page
+    r = post(world, "viewer", f"/console/alerts/receivers/{oncall['id']}", edited | {"name": "x"})
+    assert r.status_code == 303 and "error=" in r.headers["location"]
+    assert "x" not in receivers()
+
+
 def test_silences_are_created_listed_and_ended(world: World) -> None:
     r = post(
         world,

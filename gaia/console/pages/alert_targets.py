@@ -7,7 +7,9 @@ groups, silences.
   inputs are always empty (left empty, the stored value is kept, as the API's ``PATCH`` does)
   and the page shows only what the API shows, which masks them.
 - ``/console/alerts/receivers``: people (an email address, a phone number) and groups of them;
-  developers and above write them (``alert.write``).
+  developers and above write them (``alert.write``): create, edit (``?edit_receiver=`` /
+  ``?edit_group=`` opens a row's form under the tables, saved with the API's ``PATCH``; a
+  group's members are the boxes ticked) and delete.
 - ``/console/alerts/silences``: active and expired silences, a form for a new one (label
   matchers, how long, a comment), and expire-now.
 """
@@ -288,7 +290,13 @@ async def _receivers_page(
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     status: int = 200,
+    edit_receiver: int = 0,
+    edit_group: int = 0,
+    typed: dict[str, Any] | None = None,
 ) -> Response:
+    """The lists and the create forms; ``edit_receiver`` / ``edit_group``: also the edit form of
+    that row if the user may write it, filled with ``typed`` (what a refused save held) over the
+    row as the API has it."""
     api = ConsoleApi(request, user)
     receivers = await every_item(api, RECEIVERS)
     groups = await every_item(api, GROUPS)
@@ -301,6 +309,8 @@ async def _receivers_page(
         item["write"] = user.is_admin or roles.get(item["business"] or "") in WRITERS
     for g in group_rows:
         g["members"] = [names.get(i, f"#{i}") for i in g["receiver_ids"]]
+    editing_receiver = _writable_row(rows, edit_receiver, typed)
+    editing_group = _writable_row(group_rows, edit_group, typed)
     return render(
         request,
         user,
@@ -308,6 +318,12 @@ async def _receivers_page(
         {
             "receivers": rows,
             "groups": group_rows,
+            "editing_receiver": editing_receiver,
+            "editing_group": editing_group,
+            # the receivers a group of that owner may hold (the API refuses another owner's)
+            "group_choices": [
+                r for r in rows if editing_group and r["business"] == editing_group["business"]
+            ],
             "error": receivers.error or groups.error,
             "businesses": writable,
             "may_create": bool(writable) or user.is_admin,
@@ -319,9 +335,18 @@ async def _receivers_page(
     )
 
 
+def _writable_row(
+    rows: list[dict[str, Any]], row_id: int, typed: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    found = next((r for r in rows if r["id"] == row_id and r["write"]), None)
+    return {**found, **(typed or {})} if found else None
+
+
 @router.get("/console/alerts/receivers")
-async def receivers_list(request: Request, user: User) -> Response:
-    return await _receivers_page(request, user)
+async def receivers_list(
+    request: Request, user: User, edit_receiver: int = 0, edit_group: int = 0
+) -> Response:
+    return await _receivers_page(request, user, edit_receiver=edit_receiver, edit_group=edit_group)
 
 
 @router.post("/console/alerts/receivers", response_model=None)
@@ -337,6 +362,28 @@ async def receiver_create(request: Request, user: User) -> Response:
         return redirect("/console/alerts/receivers", ok=ok)
     errors = result.field_errors or {"form": result.error}
     return await _receivers_page(request, user, values=values, errors=errors, status=422)
+
+
+@router.post("/console/alerts/receivers/{receiver_id}", response_model=None)
+async def receiver_update(request: Request, user: User, receiver_id: Id) -> Response:
+    form = await request.form()
+    # every field is sent: an emptied email or phone is removed, as the user sees it
+    typed = {k: str(form.get(k) or "").strip()[:300] for k in ("name", "email", "phone")}
+    result = await ConsoleApi(request, user).patch(f"{RECEIVERS}/{receiver_id}", typed)
+    if result.ok:
+        ok = translator(user.language)("saved receiver {name}", name=result.data["name"])
+        return redirect("/console/alerts/receivers", ok=ok)
+    if result.status not in (400, 422):
+        return redirect("/console/alerts/receivers", error=result.error)
+    errors = {f"edit_{k}": v for k, v in result.field_errors.items()}
+    return await _receivers_page(
+        request,
+        user,
+        errors=errors or {"edit_form": result.error},
+        status=422,
+        edit_receiver=receiver_id,
+        typed=typed,
+    )
 
 
 @router.post("/console/alerts/receivers/{receiver_id}/delete", response_model=None)
@@ -366,6 +413,35 @@ async def group_create(request: Request, user: User) -> Response:
     errors = {("group_" + k if k == "name" else k): v for k, v in result.field_errors.items()}
     errors = errors or {"group_form": result.error}
     return await _receivers_page(request, user, values=values, errors=errors, status=422)
+
+
+@router.post("/console/alerts/groups/{group_id}", response_model=None)
+async def group_update(request: Request, user: User, group_id: Id) -> Response:
+    form = await request.form()
+    members = [str(i) for i in form.getlist("receiver_ids")][:100]
+    body: dict[str, Any] = {
+        "name": str(form.get("group_name") or "").strip()[:300],
+        # the boxes ticked are the members: none ticked empties the group
+        "receiver_ids": [int(i) for i in members if i.isdigit() and len(i) < 11],
+    }
+    result = await ConsoleApi(request, user).patch(f"{GROUPS}/{group_id}", body)
+    if result.ok:
+        ok = translator(user.language)("saved group {name}", name=result.data["name"])
+        return redirect("/console/alerts/receivers", ok=ok)
+    if result.status not in (400, 422):
+        return redirect("/console/alerts/receivers", error=result.error)
+    errors = {
+        ("edit_group_name" if k == "name" else f"edit_{k}"): v
+        for k, v in result.field_errors.items()
+    }
+    return await _receivers_page(
+        request,
+        user,
+        errors=errors or {"edit_group_form": result.error},
+        status=422,
+        edit_group=group_id,
+        typed=body,
+    )
 
 
 @router.post("/console/alerts/groups/{group_id}/delete", response_model=None)

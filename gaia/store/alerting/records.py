@@ -190,7 +190,21 @@ def apply_transitions(
     targets = load_targets(session, policies.values())
     queued = 0
     for record, policy, event in events:
-        if record.silenced_by is not None:
+        if event != "firing":
+            # a silence made while the alert fires (the console's "silence" on a record) mutes
+            # what follows, its repeats and its resolution, as Alertmanager's does; one that has
+            # ended mutes nothing more. The record keeps the last silence that muted it.
+            muting = covering_silence(
+                silences, business_id=record.business_id, labels=_silence_labels(record)
+            )
+            if muting is not None:
+                record.silenced_by = muting
+                continue
+            # a record never silenced had its firing queued; one that was may not have
+            muted_before = record.silenced_by is not None
+            if event == "resolved" and muted_before and not _was_notified(session, record):
+                continue  # its firing was muted: the receivers have nothing to see resolved
+        elif record.silenced_by is not None:
             continue
         receivers, channels = targets[policy.id]
         queued += len(
@@ -207,19 +221,37 @@ def apply_transitions(
     return queued
 
 
+def _silence_labels(record: AlertRecord) -> dict[str, str]:
+    """The labels a silence's matchers see: the alert's, and the names Alertmanager gives it."""
+    return {
+        **dict(record.labels or {}),
+        "alertname": record.policy_name,
+        "severity": record.severity,
+        "gaia_policy_id": str(record.policy_id),
+    }
+
+
+def _was_notified(session: Session, record: AlertRecord) -> bool:
+    """Whether a firing or repeat notice of ``record`` was ever queued."""
+    return (
+        session.scalars(
+            select(AlertNotification.id)
+            .where(
+                AlertNotification.record_id == record.id,
+                AlertNotification.event.in_(("firing", "repeat")),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
 def _fired_record(
     row: PolicyRow, tr: Transition, silences: Sequence[SilenceRow], now: dt.datetime
 ) -> AlertRecord:
     rule = row.rule
     labels = dict(tr.labels)
-    match_labels = {
-        **labels,
-        "alertname": rule.name,
-        "severity": rule.severity.value,
-        "gaia_policy_id": str(rule.policy_id),
-    }
-    silenced_by = covering_silence(silences, business_id=row.business_id, labels=match_labels)
-    return AlertRecord(
+    record = AlertRecord(
         business_id=row.business_id,
         policy_id=rule.policy_id,
         policy_name=rule.name,
@@ -236,8 +268,11 @@ def _fired_record(
         started_at=dt.datetime.fromtimestamp(tr.active_since, dt.UTC),
         fired_at=now,
         last_notified_at=now,
-        silenced_by=silenced_by,
     )
+    record.silenced_by = covering_silence(
+        silences, business_id=row.business_id, labels=_silence_labels(record)
+    )
+    return record
 
 
 def firing_record(session: Session, fingerprint: str) -> AlertRecord | None:

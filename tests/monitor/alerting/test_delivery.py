@@ -270,6 +270,89 @@ def test_a_silenced_alert_is_recorded_but_not_sent(bed: Bed) -> None:
     assert bed.receiver.requests == []
 
 
+def test_a_silence_made_while_an_alert_fires_mutes_its_repeats_and_its_resolution(
+    bed: Bed,
+) -> None:
+    bed.policy(for_seconds=0, repeat_seconds=60)
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    (rec,) = bed.records()
+    assert rec["silenced_by"] is None and len(bed.receiver.requests) == 1
+    silence = bed.api(
+        "post",
+        f"{A}/silences",
+        json={
+            "business": "alpha",
+            "matchers": rec["labels"],  # what the console's silence form sends
+            "ends_at": (bed.clock.now() + dt.timedelta(minutes=5)).isoformat(),
+        },
+    )
+    bed.step(61)  # a repeat is due: muted
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    assert len(bed.receiver.requests) == 1
+    assert bed.record(rec["id"])["silenced_by"] == silence["id"]
+    bed.step(15)  # the load drops: resolved, and muted too
+    bed.load(10)
+    bed.evaluate()
+    bed.deliver()
+    full = bed.record(rec["id"])
+    assert full["status"] == "resolved" and len(bed.receiver.requests) == 1
+    assert [n["event"] for n in full["notifications"]] == ["firing"]
+
+
+def test_an_ended_silence_mutes_nothing_more(bed: Bed) -> None:
+    bed.policy(for_seconds=0, repeat_seconds=60)
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    assert len(bed.records()) == 1
+    bed.api(
+        "post",
+        f"{A}/silences",
+        json={
+            "business": "alpha",
+            "matchers": {"app": "web"},
+            "ends_at": (bed.clock.now() + dt.timedelta(seconds=50)).isoformat(),
+        },
+    )
+    bed.step(61)  # the silence has ended before the repeat is due
+    bed.load(95)
+    bed.evaluate()
+    bed.deliver()
+    bed.step(15)
+    bed.load(10)
+    bed.evaluate()
+    bed.deliver()
+    assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "firing", "resolved"]
+
+
+def test_an_alert_whose_firing_was_muted_sends_no_resolution_after_the_silence(
+    bed: Bed,
+) -> None:
+    bed.policy(for_seconds=0)
+    bed.api(
+        "post",
+        f"{A}/silences",
+        json={
+            "business": "alpha",
+            "matchers": {"app": "web"},
+            "ends_at": (bed.clock.now() + dt.timedelta(seconds=50)).isoformat(),
+        },
+    )
+    bed.load(95)
+    bed.evaluate()
+    bed.step(61)  # the silence is over when the load drops
+    bed.load(10)
+    bed.evaluate()
+    bed.deliver()
+    (rec,) = bed.records()
+    assert rec["status"] == "resolved" and rec["silenced_by"] is not None
+    assert bed.record(rec["id"])["notifications"] == [] and bed.receiver.requests == []
+
+
 def test_editing_the_policy_neither_refires_nor_loses_the_alert(bed: Bed) -> None:
     policy = bed.policy(for_seconds=0)
     bed.load(95)
