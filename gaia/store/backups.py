@@ -30,7 +30,13 @@ def page_backups(
 ) -> tuple[list[Backup], str | None]:
     """Backups, newest first."""
     return page_of(
-        session, select(Backup), key=Backup.id, limit=limit, cursor=cursor, descending=True, numeric=True
+        session,
+        select(Backup),
+        key=Backup.id,
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+        numeric=True,
     )
 
 
@@ -125,9 +131,7 @@ def expired(session: Session, *, keep: int) -> list[Backup]:
     kept, dropped = succeeded[:keep], succeeded[keep:]
     if kept:
         dropped += list(
-            session.scalars(
-                select(Backup).where(Backup.state == "Failed", Backup.id < kept[-1].id)
-            )
+            session.scalars(select(Backup).where(Backup.state == "Failed", Backup.id < kept[-1].id))
         )
     return dropped
 

@@ -1,12 +1,13 @@
 """Secrets at rest, all together: re-encrypting every encrypted column with the current key.
 
-These columns hold Fernet ciphertext: a cluster's kubeconfig and etcd access, a config item's secret data and an
-alert channel's credentials (``ENCRYPTED_COLUMNS``; a new encrypted column must be added there,
-and a test checks that every ``*_encrypted`` column of the models is). Key rotation is: put the
-new key first in ``GAIA_SECRET_KEY`` (old ones after it, so everything stays readable), run
-``reencrypt_all`` (``gaia secrets rotate``), then drop the old keys. The re-encryption runs in
-the caller's one transaction: if any value cannot be decrypted nothing is changed, and the error
-names the row. See docs/architecture.md, "store".
+These columns hold Fernet ciphertext: a cluster's kubeconfig and etcd access, a config item's
+secret data, an alert channel's credentials, a pipeline's git credentials and webhook secret
+(``ENCRYPTED_COLUMNS``; a new encrypted column must be added there, and a test checks that
+every ``*_encrypted`` column of the models is). Key rotation is: put the new key first in
+``GAIA_SECRET_KEY`` (old ones after it, so everything stays readable), run ``reencrypt_all``
+(``gaia secrets rotate``), then drop the old keys. The re-encryption runs in the caller's one
+transaction: if any value cannot be decrypted nothing is changed, and the error names the row.
+See docs/architecture.md, "store".
 """
 
 from __future__ import annotations

@@ -200,10 +200,10 @@ def restore_backup(
     etcd_peer_url: str = "http://127.0.0.1:2380",
     progress: Progress = _quiet,
 ) -> Restored:
-    """Restore ``archive`` into ``database_url``; ``data_dir`` is where the restore unpacks the
-    archive (beside the data, on the same disk). ``keys``: the key(s) given by the operator (empty: the archive's,
-    if it holds one). ``write_key_file``: put the key into the new data dir (a SQLite platform
-    run without GAIA_SECRET_KEY: beside its database file). ``etcd_out``: make a fresh etcd data dir per snapshot there."""
+    """Restore ``archive`` into ``database_url``; the archive is unpacked in ``data_dir`` (on the
+    same disk as the data). ``keys``: the key(s) the operator gave (empty: the archive's, if it
+    holds one). ``write_key_file``: put the key beside the SQLite file (a platform run without
+    GAIA_SECRET_KEY reads it there). ``etcd_out``: a fresh etcd data dir per snapshot there."""
     tools = tools or EtcdTools()
     archive = archive.resolve()
     scratch_parent = data_dir.resolve()
@@ -242,7 +242,9 @@ def restore_backup(
                 key_file=b",".join(chosen) if write_key_file else None,
             )
             if write_key_file:
-                key_written = str(databases.sqlite_path(database_url).resolve().parent / "secret.key")
+                key_written = str(
+                    databases.sqlite_path(database_url).resolve().parent / "secret.key"
+                )
         else:
             swapped = databases.restore_postgresql(
                 part=unpacked / database.path,
