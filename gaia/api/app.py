@@ -31,6 +31,7 @@ from gaia.api.routes import (
     alerts,
     apps,
     auth,
+    backups,
     businesses,
     clusters,
     configs,
@@ -74,6 +75,7 @@ ROUTERS = (
     logs,
     pipelines,
     search,
+    backups,
 )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from gaia.domain.errors import Conflict
@@ -140,6 +140,11 @@ def last_succeeded(session: Session) -> Backup | None:
     return session.scalars(
         select(Backup).where(Backup.state == "Succeeded").order_by(Backup.id.desc()).limit(1)
     ).first()
+
+
+def count_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Backup.state, func.count()).group_by(Backup.state))
+    return {state: int(n) for state, n in rows}
 
 
 def etcd_targets(session: Session, secrets: SecretBox) -> list[ClusterEtcd]:
