@@ -20,6 +20,7 @@ from gaia.console.pages import (
     alerts,
     app_yaml,
     apps,
+    backups,
     businesses,
     clusters,
     home,
@@ -50,6 +51,7 @@ def install(app: FastAPI) -> None:
         alert_policies,
         alert_targets,
         network,
+        backups,
         account,
         users,
     ):

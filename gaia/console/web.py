@@ -284,7 +284,11 @@ NAV = (
     ("records", "/console/records", "Records"),
     ("events", "/console/events", "Events"),
 )
-ADMIN_NAV = (("network", "/console/network", "Network"),)  # floating-IP pools: admins only
+# admins only: floating-IP pools, backups
+ADMIN_NAV = (
+    ("network", "/console/network", "Network"),
+    ("backups", "/console/backups", "Backups"),
+)
 
 
 def render(
