@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
 from gaia.app import Platform, create_app
 from gaia.cli import main as gaia
@@ -39,9 +40,7 @@ from gaia.clock import ManualClock
 from gaia.security import hash_password
 from gaia.settings import Settings
 from gaia.store import migrate
-from gaia.store.backup import EtcdAccess
 from gaia.store.backup.archive import MANIFEST, Manifest
-from gaia.store.backups import set_etcd_access
 from gaia.store.clusters import cluster_named
 from gaia.store.database import Database
 from gaia.store.models import User
@@ -64,6 +63,7 @@ class Site:
     database_url: str
     destroy: Any  # () -> None: the disaster
     exists: Any  # () -> bool: is there a database at database_url?
+    databases: Any = None  # () -> set of the server's databases named like this site's
 
     def settings(self) -> Settings:
         return Settings(
@@ -102,6 +102,10 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
         url,
         destroy=lambda: run_sql(f'DROP DATABASE "{name}" WITH (FORCE)'),
         exists=lambda: bool(run_sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")),  # noqa: S608
+        databases=lambda: {
+            row[0]
+            for row in run_sql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'")  # noqa: S608
+        },
     )
     for (other,) in run_sql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'"):  # noqa: S608
         run_sql(f'DROP DATABASE "{other}" WITH (FORCE)')
@@ -216,13 +220,12 @@ def populate(platform: Platform, plane: ControlPlane) -> None:
             },
             admin,
         )
-    with platform.db.write_session() as session:
-        set_etcd_access(
-            session,
-            cluster=cluster_named(session, "k8s"),
-            access=EtcdAccess(endpoints=[f"http://127.0.0.1:{plane.etcd_port}"]),
-            secrets=platform.secrets,
+        r = c.put(
+            "/api/v1/clusters/k8s/etcd",
+            json={"endpoints": [f"http://127.0.0.1:{plane.etcd_port}"]},
+            headers=admin,
         )
+        assert r.status_code == 200 and r.json()["configured"], r.text
 
 
 def observed(platform: Platform) -> dict[str, Any]:
@@ -247,6 +250,7 @@ def observed(platform: Platform) -> dict[str, Any]:
             "businesses": items("/api/v1/businesses"),
             "quotas": {b: get(f"/api/v1/businesses/{b}/quotas/sim-1") for b in ("alpha", "beta")},
             "clusters": clusters,
+            "etcd access": get("/api/v1/clusters/k8s/etcd"),
             "apps": items(f"{biz}/apps"),
             "app": get(f"{biz}/apps/web"),
             "templates": items(f"{biz}/apps/web/templates"),
@@ -409,6 +413,8 @@ def rewrite(archive: Path, target: Path, *, manifest: Any = None, part: Any = No
         ("newer schema", "does not know"),
         ("newer format", "backup format 99"),
         ("wrong key", "not the one this backup's secrets were encrypted with"),
+        # checked only after the database was restored into its fresh place: then removed
+        ("altered row counts", "differs from the backup"),
     ],
 )
 def test_restore_refuses_a_bad_archive_and_restores_nothing(
@@ -430,6 +436,10 @@ def test_restore_refuses_a_bad_archive_and_restores_nothing(
         rewrite(archive, bad, manifest=lambda m: {**m, "schema_revision": "9999"})
     elif damage == "newer format":
         rewrite(archive, bad, manifest=lambda m: {**m, "format": 99})
+    elif damage == "altered row counts":
+        rewrite(
+            archive, bad, manifest=lambda m: {**m, "row_counts": {**m["row_counts"], "users": 7}}
+        )
     else:
         shutil.copy(archive, bad)
         monkeypatch.setenv("GAIA_SECRET_KEY", Fernet.generate_key().decode())
@@ -452,3 +462,5 @@ def test_restore_refuses_a_bad_archive_and_restores_nothing(
         platform.db.dispose()
     leftovers = [p.name for p in site.data_dir.iterdir() if "restore" in p.name]
     assert leftovers == []
+    if site.databases is not None:  # no staging database left on the server either
+        assert site.databases() == {make_url(site.database_url).database}
