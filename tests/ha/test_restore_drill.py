@@ -8,8 +8,8 @@ the cluster's objects are deleted from the live etcd; ``gaia restore`` brings th
 into a fresh data dir or database and makes a fresh etcd data dir from the snapshot. A new
 platform opened on the restored database must answer the API exactly as before (every business,
 quota, app and its templates, config, channel, policy and cluster), decrypt the Secret and the
-kubeconfig with the key given; a fresh etcd started on the restored data dir must hold the
-cluster's objects the live one no longer has.
+kubeconfig with the key given; a fresh control plane (etcd and kube-apiserver) started on the
+restored etcd data dir must serve the cluster's objects the live one no longer has.
 
 Refusals, on both databases: a corrupt archive, a truncated one, one from a newer schema, and a
 wrong key restore nothing and leave what was there as it was.
@@ -47,9 +47,8 @@ from gaia.store.models import User
 from tests.conftest import QUOTA, TEST_SECRET_KEY, missing_component
 from tests.support.apps_harness import template
 from tests.support.etcd_tools import build_etcdutl
-from tests.support.kube import ControlPlane, ControlPlaneUnavailable, free_port
+from tests.support.kube import ControlPlane, ControlPlaneUnavailable
 from tests.support.postgres import PostgresServer
-from tests.support.waiting import eventually
 
 ADMIN_PASSWORD = "drill-admin-password-1"
 SECRET_VALUE = "drill-s3cret-VALUE"
@@ -348,35 +347,17 @@ def test_restore_drill_brings_back_the_platform_and_the_clusters_etcd(
     finally:
         platform.db.dispose()
 
-    # a fresh etcd on the restored data dir holds what the live one lost
-    client_port, peer_port = free_port(), free_port()
-    etcd = subprocess.Popen(
-        [
-            str(plane.bin_dir / "etcd"),
-            f"--data-dir={etcd_out / 'k8s'}",
-            f"--listen-client-urls=http://127.0.0.1:{client_port}",
-            f"--advertise-client-urls=http://127.0.0.1:{client_port}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            "--log-level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # a fresh control plane on the restored etcd data dir serves what the live one lost
+    restored = ControlPlane(bin_dir=plane.bin_dir, work=tmp_path / "restored-plane")
+    restored.work.mkdir()
+    shutil.move(etcd_out / "k8s", restored.work / "etcd")
     try:
-        found: dict[str, str] = {}
-
-        def answers() -> bool:
-            try:
-                found["value"] = etcd_get(plane.bin_dir / "etcdctl", client_port, key)
-            except subprocess.CalledProcessError:
-                return False  # not serving yet
-            return True
-
-        eventually(answers, "the etcd on the restored data dir answers", timeout_s=30)
-        assert "drill-etcd-marker" in found["value"]
+        restored.start()
+        back = kube(restored, "GET", f"/api/v1/namespaces/{namespace}/configmaps/cluster-side")
+        assert back["data"] == {"marker": "drill-etcd-marker"}
+        assert etcd_get(plane.bin_dir / "etcdctl", restored.etcd_port, key)
     finally:
-        etcd.terminate()
-        etcd.wait(timeout=20)
+        restored.stop()
 
 
 def backup_of_a_small_platform(site: Site, tmp_path: Path) -> tuple[Path, Platform]:
