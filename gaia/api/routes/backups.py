@@ -55,7 +55,9 @@ def start_backup(request: Request, principal: PrincipalDep, session: SessionDep)
 
 
 @router.get("/backups/{backup_id}", response_model=BackupOut)
-def get_backup(principal: PrincipalDep, session: SessionDep, backup_id: int) -> BackupOut:
+def get_backup(
+    principal: PrincipalDep, session: SessionDep, backup_id: int = Path(ge=1, le=2**31 - 1)
+) -> BackupOut:
     require_platform_admin(principal, "read backups")
     row = session.get(Backup, backup_id)
     if row is None:
