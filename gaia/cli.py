@@ -227,7 +227,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup (docs/backup.md): the archive is checked whole, the database restored
-    into a fresh data dir or database, checked (rows, schema, every secret decrypted), and only
+    into a fresh file or database, checked (rows, schema, every secret decrypted), and only
     then swapped in; what was there before is kept aside. Stop Gaia's replicas first."""
     from gaia.security import parse_secret_keys
     from gaia.store.backup import BackupError, read_manifest, restore_backup
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         help="restore a backup: checked whole, restored fresh, verified, then swapped in",
         description=(
             "Stop every replica first. The archive is checked (manifest, sizes, SHA-256; a "
-            "newer schema is refused), the database restored into a fresh data dir or "
+            "newer schema is refused), the database restored into a fresh file or "
             "database, checked (row counts, schema, every secret decrypted with the key) and "
             "only then swapped in; the old one is kept aside. The key: --secret-key-file, "
             "else GAIA_SECRET_KEY, else the data dir's key file, else the archive's own (if taken "
@@ -542,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     restore.add_argument("archive", help="the backup archive (.tar)")
-    restore.add_argument("--data-dir", help="the data dir to restore (SQLite: replaced whole)")
+    restore.add_argument(
+        "--data-dir", help="the data dir (SQLite's file and key; the archive is unpacked here)"
+    )
     restore.add_argument("--check", action="store_true", help="print the manifest; restore nothing")
     restore.add_argument("--secret-key-file", help="file holding the key(s) the backup names")
     restore.add_argument(
