@@ -94,8 +94,12 @@ class ScheduledBackups(LoopService):
                 pg_bin_dir=self.settings.pg_bin_dir,
                 progress=progress,
             )
-        except (BackupError, OSError, ValueError, RuntimeError) as exc:
-            log.warning("backup %d failed: %s", backup_id, exc)
+        except Exception as exc:
+            # whatever went wrong, the row says Failed and why, never stays Running
+            if isinstance(exc, BackupError | OSError):
+                log.warning("backup %d failed: %s", backup_id, exc)
+            else:
+                log.exception("backup %d failed", backup_id)
             with self.db.write_session() as session:
                 backups.finish(session, backup_id=backup_id, now=self.clock.now(), error=str(exc))
             return

@@ -69,7 +69,9 @@ def save_snapshot(access: EtcdAccess, *, into: Path, tools: EtcdTools) -> str:
     """Write a snapshot of the etcd behind ``access`` to ``into``; etcdctl's version line."""
     etcdctl = _binary(tools.etcdctl)
     with tempfile.TemporaryDirectory(prefix="gaia-etcd-") as folder:
-        args = [etcdctl, f"--endpoints={','.join(access.endpoints)}", "--command-timeout=60s"]
+        # a refused TLS handshake is retried by gRPC until a deadline: the dial timeout makes
+        # an unreachable or refusing etcd fail in seconds, not at the whole command's limit
+        args = [etcdctl, f"--endpoints={','.join(access.endpoints)}", "--dial-timeout=10s"]
         for flag, pem in (("--cacert", access.ca), ("--cert", access.cert), ("--key", access.key)):
             if pem:
                 path = Path(folder) / flag.strip("-")
@@ -77,13 +79,35 @@ def save_snapshot(access: EtcdAccess, *, into: Path, tools: EtcdTools) -> str:
                 path.chmod(0o600)
                 args.append(f"{flag}={path}")
         # etcdctl saves to <file>.part and renames only a snapshot whose checksum it verified
-        done = subprocess.run(  # noqa: S603 - the configured etcdctl, arguments built here
-            [*args, "snapshot", "save", str(into)],
+        # first a health check bounded by the command timeout: a snapshot stream has no
+        # deadline of its own, and one that cannot connect would wait for timeout_s
+        health = subprocess.run(  # noqa: S603 - the configured etcdctl, arguments built here
+            [*args, "--command-timeout=10s", "endpoint", "health"],
             capture_output=True,
             text=True,
-            timeout=tools.timeout_s,
+            timeout=60,
             check=False,
         )
+        if health.returncode != 0:
+            raise BackupError(
+                f"etcdctl snapshot save from {', '.join(access.endpoints)} failed: etcd is not "
+                f"reachable with the access given: {health.stderr.strip()[-1000:]}"
+            )
+        try:
+            done = subprocess.run(  # noqa: S603 - the configured etcdctl, arguments built here
+                [*args, "snapshot", "save", str(into)],
+                capture_output=True,
+                text=True,
+                timeout=tools.timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            into.unlink(missing_ok=True)
+            raise BackupError(
+                f"etcdctl snapshot save from {', '.join(access.endpoints)} failed: no snapshot "
+                f"within {tools.timeout_s:g} s (is etcd reachable, and are its CA and Gaia's "
+                "client certificate right?)"
+            ) from None
     if done.returncode != 0 or not into.exists():
         raise BackupError(
             f"etcdctl snapshot save from {', '.join(access.endpoints)} failed "
