@@ -3,6 +3,8 @@
 gaia up [--host H] [--port P] [--data-dir D] [--no-demo]   API + console + controllers
 gaia db upgrade                                            apply migrations and exit
 gaia secrets rotate                                        re-encrypt stored secrets (first key)
+gaia backup [--out FILE] [--include-secret-key]            database, key reference, etcd snapshots
+gaia restore ARCHIVE [--check] [--secret-key-file F]       check, restore fresh, then swap in
 gaia openapi                                               print the OpenAPI document
 """
 
@@ -160,6 +162,126 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
             f"all secrets now use the first of the {box.key_count} keys in GAIA_SECRET_KEY; "
             "the others may be removed"
         )
+    return 0
+
+
+def _etcd_tools(settings: Settings) -> Any:
+    from gaia.store.backup import EtcdTools
+
+    return EtcdTools(etcdctl=settings.etcdctl, etcdutl=settings.etcdutl)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """One backup now, written by this process (docs/backup.md): the database, a reference to
+    the secret key (the key itself only with --include-secret-key), and an etcd snapshot of
+    every kubernetes cluster Gaia has etcd access to."""
+    import datetime as dt
+
+    from gaia.security import SecretKeyError
+    from gaia.store.backup import BackupError, secret_keys, take_backup
+    from gaia.store.backups import etcd_targets
+    from gaia.store.database import Database
+
+    settings = _settings(args)
+    url = settings.resolved_database_url()
+    try:
+        keys = secret_keys(secret_key=settings.secret_key, data_dir=settings.data_dir)
+        db = Database(url)
+        try:
+            with db.read_session() as session:
+                etcd = etcd_targets(session, keys.box())
+        finally:
+            db.dispose()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = (
+            Path(args.out)
+            if args.out
+            else settings.resolved_backup_dir() / f"gaia-backup-{stamp}.tar"
+        )
+        taken = take_backup(
+            database_url=url,
+            keys=keys,
+            etcd=etcd,
+            target=out,
+            include_key=args.include_secret_key,
+            tools=_etcd_tools(settings),
+            pg_bin_dir=settings.pg_bin_dir,
+            progress=lambda step: print(f"  {step}", flush=True),
+        )
+    except (BackupError, SecretKeyError, ValueError) as exc:
+        print(f"gaia backup: {exc}", file=sys.stderr)
+        return 1
+    manifest = taken.manifest
+    print(f"wrote {taken.path} ({taken.size} bytes), schema {manifest.schema_revision}")
+    for part in manifest.parts:
+        print(f"  {part.path}: {part.size} bytes, sha256 {part.sha256}")
+    if manifest.key.included:
+        print("the archive holds the secret key: keep it as secret as the key itself")
+    else:
+        print(
+            f"the secret key is not in the archive: a restore needs the key from "
+            f"{manifest.key.source} (fingerprint {manifest.key.fingerprints[0]})"
+        )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore a backup (docs/backup.md): the archive is checked whole, the database restored
+    into a fresh file or database, checked (rows, schema, every secret decrypted), and only
+    then swapped in; what was there before is kept aside. Stop Gaia's replicas first."""
+    from gaia.security import parse_secret_keys
+    from gaia.store.backup import BackupError, read_manifest, restore_backup
+    from gaia.store.backup.archive import manifest_summary
+
+    settings = _settings(args)
+    archive = Path(args.archive)
+    try:
+        if args.check:
+            print(json.dumps(manifest_summary(read_manifest(archive)), indent=2))
+            return 0
+        keys: list[bytes] = []
+        if args.secret_key_file:
+            keys = parse_secret_keys(Path(args.secret_key_file).read_bytes())
+        elif settings.secret_key:
+            keys = parse_secret_keys(settings.secret_key)
+        elif (settings.data_dir / "secret.key").exists():
+            # a data dir that survived keeps its key; the manifest's fingerprint checks it
+            keys = parse_secret_keys((settings.data_dir / "secret.key").read_bytes())
+        url = settings.resolved_database_url()
+        restored = restore_backup(
+            archive=archive,
+            database_url=url,
+            data_dir=settings.data_dir,
+            keys=keys,
+            write_key_file=url.startswith("sqlite") and not settings.secret_key,
+            etcd_out=Path(args.etcd_out) if args.etcd_out else None,
+            tools=_etcd_tools(settings),
+            pg_bin_dir=settings.pg_bin_dir,
+            etcd_member=args.etcd_member,
+            etcd_peer_url=args.etcd_peer_url,
+            progress=lambda step: print(f"  {step}", flush=True),
+        )
+    except (BackupError, OSError, ValueError) as exc:
+        print(f"gaia restore: nothing restored: {exc}", file=sys.stderr)
+        return 1
+    manifest = restored.manifest
+    print(
+        f"restored the {manifest.dialect} database of {manifest.created_at} (schema "
+        f"{manifest.schema_revision}, {restored.rows} rows, {restored.secrets_read} secrets "
+        "decrypted with the key given)"
+    )
+    if restored.previous:
+        print(f"what was there before is kept as {restored.previous}")
+    if restored.key_written:
+        print(f"wrote the secret key to {restored.key_written}")
+    elif not settings.secret_key:
+        print("start Gaia with GAIA_SECRET_KEY set to the key this backup names")
+    for cluster, data_dir in restored.etcd_data_dirs.items():
+        print(
+            f"etcd of cluster {cluster}: a fresh data dir at {data_dir}; start etcd with "
+            f"--data-dir={data_dir} in place of the old member(s), then the kube-apiserver"
+        )
+    print("gaia up migrates it to this version's schema if it is older")
     return 0
 
 
@@ -387,6 +509,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     rotate.add_argument("--data-dir", help="where SQLite and the secret key live")
     rotate.set_defaults(func=cmd_secrets_rotate)
+
+    backup = sub.add_parser(
+        "backup",
+        help="back up the database, the secret key reference and the clusters' etcd",
+        description=(
+            "Writes one archive (docs/backup.md): a manifest (versions, schema, sizes and "
+            "SHA-256 of each part), the database (SQLite's online backup, or pg_dump), an etcd "
+            "snapshot per kubernetes cluster with etcd access, and a fingerprint of the secret "
+            "key, not the key, unless --include-secret-key."
+        ),
+    )
+    backup.add_argument("--data-dir", help="where SQLite and the secret key live")
+    backup.add_argument("--out", help="the archive (default <backup dir>/gaia-backup-<time>.tar)")
+    backup.add_argument(
+        "--include-secret-key",
+        action="store_true",
+        help="put the secret key into the archive (then the archive is as secret as the key)",
+    )
+    backup.set_defaults(func=cmd_backup)
+
+    restore = sub.add_parser(
+        "restore",
+        help="restore a backup: checked whole, restored fresh, verified, then swapped in",
+        description=(
+            "Stop every replica first. The archive is checked (manifest, sizes, SHA-256; a "
+            "newer schema is refused), the database restored into a fresh file or "
+            "database, checked (row counts, schema, every secret decrypted with the key) and "
+            "only then swapped in; the old one is kept aside. The key: --secret-key-file, "
+            "else GAIA_SECRET_KEY, else the data dir's key file, else the archive's own (if taken "
+            "with --include-secret-key)."
+        ),
+    )
+    restore.add_argument("archive", help="the backup archive (.tar)")
+    restore.add_argument(
+        "--data-dir", help="the data dir (SQLite's file and key; the archive is unpacked here)"
+    )
+    restore.add_argument("--check", action="store_true", help="print the manifest; restore nothing")
+    restore.add_argument("--secret-key-file", help="file holding the key(s) the backup names")
+    restore.add_argument(
+        "--etcd-out", help="make a fresh etcd data dir per cluster snapshot in this folder"
+    )
+    restore.add_argument("--etcd-member", default="default", help="the restored member's name")
+    restore.add_argument(
+        "--etcd-peer-url", default="http://127.0.0.1:2380", help="its advertised peer URL"
+    )
+    restore.set_defaults(func=cmd_restore)
 
     openapi = sub.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)

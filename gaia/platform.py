@@ -29,6 +29,7 @@ from gaia import __version__
 from gaia.clock import Clock, RealClock
 from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
 from gaia.controllers.apps import AppController
+from gaia.controllers.backups import ScheduledBackups
 from gaia.controllers.cluster_health import ClusterHealthLoop
 from gaia.controllers.floating_ips import FloatingIpSweep
 from gaia.controllers.leadership import LeaderElected, Leadership, LeaseKeeper
@@ -46,6 +47,7 @@ from gaia.monitor.logs.store import LogStore, SystemLogHandler
 from gaia.monitor.metrics.collector import MetricCollector
 from gaia.monitor.metrics.platform import (
     AccessFigures,
+    BackupFigures,
     PlatformMetrics,
     RegistryFigures,
     RegistryNamespaceFigures,
@@ -57,7 +59,7 @@ from gaia.providers.port import PullSecret
 from gaia.providers.registry import ProviderRegistry
 from gaia.security import SecretBox
 from gaia.settings import Settings
-from gaia.store import migrate, paging
+from gaia.store import backups, migrate, paging
 from gaia.store import registry as registry_store
 from gaia.store import replicas as replica_store
 from gaia.store.database import Database
@@ -104,6 +106,7 @@ class Platform:
             f"{socket.gethostname()}-{os.getpid()}-{secrets_module.token_hex(2)}"
         )
         self.metrics.watch_access(self._access_figures)
+        self.metrics.watch_backups(self._backup_figures)
         self.metrics.watch_leaders(
             lambda: [
                 (group, self.replica_id, held.epoch if (held := lead.leads()) else None)
@@ -302,6 +305,22 @@ class Platform:
                 )
         return self._leaderships
 
+    def scheduled_backups(self) -> ScheduledBackups:
+        return ScheduledBackups(
+            db=self.db, settings=self.settings, secrets=self.secrets, clock=self.clock
+        )
+
+    def _backup_figures(self) -> BackupFigures:
+        with self.db.read_session() as session:
+            last = backups.last_succeeded(session)
+            states = backups.count_by_state(session)
+        if last is None or last.finished_at is None:
+            return BackupFigures(None, 0.0, 0, states)
+        took = last.finished_at - (last.started_at or last.finished_at)
+        return BackupFigures(
+            last.finished_at.timestamp(), took.total_seconds(), last.size_bytes, states
+        )
+
     def loops(self) -> list[LoopService]:
         """Every background loop: those of a group run on the group's leader only (fenced),
         the others on every replica (see ``gaia.controllers.leadership``)."""
@@ -316,6 +335,7 @@ class Platform:
             ReservationReaper(db=self.db),
             FloatingIpSweep(db=self.db),
             self.app_controller(),
+            self.scheduled_backups(),
         ]
         if self.settings.registry_listen and self.settings.registry_gc_interval_seconds > 0:
             controllers.append(

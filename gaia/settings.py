@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     # GET /metrics: besides a platform admin's API token, this bearer token (empty: admins only)
     metrics_token: str = ""
     demo: bool = True
+    # backups (docs/backup.md): where the controllers leader writes scheduled ones (default
+    # <data_dir>/backups), how often (0: never on a schedule; POST /backups any time), how many
+    # succeeded ones it keeps; etcd's tools (etcdctl takes snapshots, etcdutl restores them);
+    # PostgreSQL's pg_dump/pg_restore folder (default: the newest Debian PostgreSQL's, or PATH)
+    backup_dir: Path | None = None
+    backup_every_seconds: float = Field(default=86400.0, ge=0)
+    backup_keep: int = Field(default=7, ge=1)
+    backup_include_secret_key: bool = False
+    etcdctl: str = "etcdctl"
+    etcdutl: str = "etcdutl"
+    pg_bin_dir: Path | None = None
     # alerting: the token Alertmanager sends to POST /api/v1/alerts/alertmanager (empty: only a
     # platform admin's API token is accepted); the console's address, for links in notifications
     alertmanager_token: str = ""
@@ -208,3 +219,6 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'gaia.db'}"
+
+    def resolved_backup_dir(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"

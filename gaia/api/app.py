@@ -31,6 +31,7 @@ from gaia.api.routes import (
     alerts,
     apps,
     auth,
+    backups,
     businesses,
     clusters,
     components,
@@ -76,6 +77,7 @@ ROUTERS = (
     pipelines,
     search,
     components,
+    backups,
 )
 
 

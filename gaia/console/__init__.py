@@ -20,6 +20,7 @@ from gaia.console.pages import (
     alerts,
     app_yaml,
     apps,
+    backups,
     businesses,
     clusters,
     components,
@@ -52,6 +53,7 @@ def install(app: FastAPI) -> None:
         alert_targets,
         network,
         components,
+        backups,
         account,
         users,
     ):

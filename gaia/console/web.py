@@ -284,10 +284,11 @@ NAV = (
     ("records", "/console/records", "Records"),
     ("events", "/console/events", "Events"),
 )
-# admins only: floating-IP pools, the platform's own components
+# admins only: floating-IP pools, the platform's own components, backups
 ADMIN_NAV = (
     ("network", "/console/network", "Network"),
     ("components", "/console/components", "Components"),
+    ("backups", "/console/backups", "Backups"),
 )
 
 

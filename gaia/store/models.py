@@ -141,6 +141,9 @@ class Cluster(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     # Fernet ciphertext; never returned by the API, logged or recorded.
     kubeconfig_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # How Gaia reaches the cluster's etcd for snapshots (gaia.store.backup.etcd): Fernet
+    # ciphertext of {"endpoints", "ca", "cert", "key"}; None: no etcd access, no snapshot.
+    etcd_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     sim_spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     health: Mapped[str] = mapped_column(String(16), default="Unknown")
     health_message: Mapped[str] = mapped_column(Text, default="")
@@ -873,3 +876,24 @@ class PlatformReplica(Base):
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     loops: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     restart_loops: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class Backup(Base):
+    """One backup of the platform (``gaia.store.backups``): asked for (``Pending``), taken by the
+    ``controllers`` leader (``Running``, with the step it is at in ``progress``), then
+    ``Succeeded`` with its archive's file and size, or ``Failed`` with why."""
+
+    __tablename__ = "backups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # "schedule" | "api"
+    state: Mapped[str] = mapped_column(String(16), default="Pending")
+    progress: Mapped[str] = mapped_column(Text, default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    file_name: Mapped[str] = mapped_column(String(255), default="")
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    parts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    requested_by: Mapped[str] = mapped_column(String(255), default="")
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

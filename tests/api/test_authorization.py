@@ -25,6 +25,7 @@ from gaia.store.models import (
     AlertRecord,
     App,
     AppBlacklist,
+    Backup,
     Business,
     FloatingIpPool,
     NetworkAttachment,
@@ -64,6 +65,7 @@ class Row:
             .replace(f"/{BLOB}", "/{digest}")
             .replace("/prewarms/pw-0123456789abcdef", "/prewarms/{prewarm}")
             .replace("/records/1", "/records/{record_id}")
+            .replace("/backups/1", "/backups/{backup_id}")
             .replace("/channels/1", "/channels/{channel_id}")
             .replace("/receivers/1", "/receivers/{receiver_id}")
             .replace("/receiver-groups/1", "/receiver-groups/{group_id}")
@@ -205,6 +207,18 @@ TABLE = [
     Row("GET", "/api/v1/clusters/sim-1", ALL, hidden_from=()),
     Row("PATCH", "/api/v1/clusters/sim-1", ("platform-admin",), {"zone": "z"}, hidden_from=()),
     Row("DELETE", "/api/v1/clusters/sim-1", ("platform-admin",), hidden_from=()),
+    Row("GET", "/api/v1/backups", ("platform-admin",), hidden_from=()),
+    Row("POST", "/api/v1/backups", ("platform-admin",), hidden_from=()),
+    Row("GET", "/api/v1/backups/1", ("platform-admin",), hidden_from=()),
+    Row("GET", "/api/v1/clusters/sim-1/etcd", ("platform-admin",), hidden_from=()),
+    Row(
+        "PUT",
+        "/api/v1/clusters/sim-1/etcd",
+        ("platform-admin",),
+        {"endpoints": ["http://127.0.0.1:2379"]},
+        hidden_from=(),
+    ),
+    Row("DELETE", "/api/v1/clusters/sim-1/etcd", ("platform-admin",), hidden_from=()),
     Row("GET", "/api/v1/records", ALL, hidden_from=()),
     # Record 1 is the admin's first login (platform-level): only platform admins see it.
     Row(
@@ -513,8 +527,11 @@ def _seed(world: World, platform: Platform) -> None:
                 restart_loops=[],
             )
         )
-        alpha = session.scalars(select(Business.id).where(Business.name == "alpha")).one()
         now = utcnow()
+        session.add(
+            Backup(trigger="api", state="Succeeded", requested_by="admin", requested_at=now)
+        )
+        alpha = session.scalars(select(Business.id).where(Business.name == "alpha")).one()
         session.add(
             AlertRecord(
                 business_id=alpha,

@@ -36,6 +36,7 @@ PAGES = [
     "/console/b/shop/apps/web/events",
     "/console/pipelines?biz=shop",
     "/console/registry",
+    "/console/backups",
     "/console/records",
     "/console/search?q=web",
     "/console/components",

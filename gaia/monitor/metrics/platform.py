@@ -127,6 +127,10 @@ class PlatformMetrics:
         epoch or None)."""
         self.registry.register(LeaderCollector(figures))
 
+    def watch_backups(self, figures: Callable[[], BackupFigures]) -> None:
+        """Report the backups' figures at every scrape (read from the shared database)."""
+        self.registry.register(BackupCollector(figures))
+
     def watch_access(self, figures: Callable[[], AccessFigures | None]) -> None:
         """Report the access layer's figures at every scrape (None: no access layer)."""
         self.registry.register(AccessCollector(figures))
@@ -447,6 +451,52 @@ class AccessCollector(Collector):
         )
         drains.add_metric([], f.drains)
         yield from (up, backends, servers, reloads, drains)
+
+
+@dataclass(frozen=True)
+class BackupFigures:
+    """The newest succeeded backup (None: there is none) and the backups per state."""
+
+    last_success: float | None  # Unix time it finished
+    last_duration_s: float
+    last_size_bytes: int
+    states: dict[str, int]
+
+
+class BackupCollector(Collector):
+    """``gaia_backup_*``: the newest succeeded backup's time, duration and size."""
+
+    def __init__(self, figures: Callable[[], BackupFigures]) -> None:
+        self.figures = figures
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            f = self.figures()
+        except Exception:  # a scrape while the database is away reports no backup figures
+            return
+        states = GaugeMetricFamily("gaia_backups", "Backups listed, per state.", labels=["state"])
+        for state in ("Pending", "Running", "Succeeded", "Failed"):
+            states.add_metric([state], f.states.get(state, 0))
+        yield states
+        if f.last_success is None:
+            return
+        when = GaugeMetricFamily(
+            "gaia_backup_last_success_timestamp_seconds",
+            "When the newest succeeded backup finished (Unix time).",
+        )
+        when.add_metric([], f.last_success)
+        took = GaugeMetricFamily(
+            "gaia_backup_last_duration_seconds", "How long the newest succeeded backup took."
+        )
+        took.add_metric([], f.last_duration_s)
+        size = GaugeMetricFamily(
+            "gaia_backup_last_size_bytes", "The size of the newest succeeded backup's archive."
+        )
+        size.add_metric([], f.last_size_bytes)
+        yield from (when, took, size)
 
 
 class LeaderCollector(Collector):
