@@ -36,7 +36,7 @@ def test_the_page_shows_replicas_loops_stores_and_control_planes(
     assert platform.replica_id in page and "this one" in page
     for loop in ("apps", "cluster-health", "alert-delivery", "replica-heartbeat"):
         assert f'<th scope="row">{loop}</th>' in page
-    assert "sqlite" in page and "embedded" in page
+    assert ("sqlite" in page or "postgresql" in page) and "embedded" in page
     assert '<a href="/console/clusters/sim-1">sim-1</a>' in page  # the world's sim cluster
     assert 'href="/console/components/logs?logger=gaia.controllers.apps"' in page
 
