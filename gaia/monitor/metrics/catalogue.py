@@ -393,13 +393,13 @@ METRICS: tuple[MetricDef, ...] = (
         "The epoch of the group's lease this replica holds; it grows at every change of leader."),
     # ---- Backups (gaia.controllers.backups, docs/backup.md); read from the database at each
     # scrape, so every replica reports the same figures
-    other("gaia_backup_last_success_timestamp_seconds", G, "seconds", (), "database", "platform",
+    other("gaia_backup_last_success_timestamp_seconds", G, "seconds", (), "platform", "platform",
         "When the newest succeeded backup finished (Unix time); alert when it is too old."),
-    other("gaia_backup_last_duration_seconds", G, "seconds", (), "database", "platform",
+    other("gaia_backup_last_duration_seconds", G, "seconds", (), "platform", "platform",
         "How long the newest succeeded backup took."),
-    other("gaia_backup_last_size_bytes", G, "bytes", (), "database", "platform",
+    other("gaia_backup_last_size_bytes", G, "bytes", (), "platform", "platform",
         "The size of the newest succeeded backup's archive."),
-    other("gaia_backups", G, "count", ("state",), "database", "platform",
+    other("gaia_backups", G, "count", ("state",), "platform", "platform",
         "Backups listed, per state (``Pending``, ``Running``, ``Succeeded``, ``Failed``)."),
     # ---- The platform itself
     other("gaia_http_requests_total", K, "count", HTTP_STATUS, "platform", "platform",
