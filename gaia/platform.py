@@ -23,8 +23,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from alembic.runtime.migration import MigrationContext
-
 from gaia import __version__
 from gaia.clock import Clock, RealClock
 from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
@@ -383,8 +381,7 @@ class Platform:
         """The database's schema revision, as this replica found it (read once)."""
         if not self._revision:
             with self.db.engine.connect() as connection:
-                heads = MigrationContext.configure(connection).get_current_heads()
-            self._revision = ",".join(heads)
+                self._revision = migrate.current_revision(connection)
         return self._revision
 
     def replica_heartbeat(self, services: list[LoopService]) -> ReplicaHeartbeat:

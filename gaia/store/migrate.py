@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock's key: "gaia" in ASCII, the same in every replica
@@ -35,9 +35,20 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+def known_revisions() -> set[str]:
+    """Every schema revision this Gaia's migrations know."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return {s.revision for s in script.walk_revisions()}
+
+
+def current_revision(connection: Connection) -> str:
+    """The database's schema revision ("" when it was never migrated)."""
+    return ",".join(MigrationContext.configure(connection).get_current_heads())
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+    known = known_revisions()
     locked = engine.execution_options(sqlite_begin="IMMEDIATE")
     with locked.begin() as connection:
         if connection.dialect.name == "postgresql":

@@ -35,6 +35,7 @@ from sqlalchemy.engine import URL, make_url
 from gaia.security import SecretBox
 from gaia.store.backup.archive import BackupError
 from gaia.store.database import Database
+from gaia.store.migrate import current_revision
 from gaia.store.secrets import undecryptable
 
 
@@ -57,7 +58,10 @@ def _counts(connection: Connection) -> dict[str, int]:
 
 
 def _revision(connection: Connection) -> str:
-    return str(connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+    revision = current_revision(connection)
+    if not revision:
+        raise BackupError("the database has no schema revision: it was never migrated by Gaia")
+    return revision
 
 
 def sqlite_path(url: str) -> Path:

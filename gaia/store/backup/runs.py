@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alembic.script import ScriptDirectory
-
 from gaia import __version__
 from gaia.security import SecretBox, SecretKeyError, parse_secret_keys
 from gaia.store.backup import databases
@@ -39,7 +37,7 @@ from gaia.store.backup.archive import (
     write_archive,
 )
 from gaia.store.backup.etcd import EtcdAccess, EtcdTools, restore_snapshot, save_snapshot
-from gaia.store.migrate import alembic_config
+from gaia.store.migrate import known_revisions
 
 Progress = Callable[[str], None]
 
@@ -83,11 +81,6 @@ class Taken:
     path: Path
     size: int
     manifest: Manifest
-
-
-def known_revisions() -> set[str]:
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    return {s.revision for s in script.walk_revisions()}
 
 
 def take_backup(
