@@ -897,3 +897,60 @@ class Backup(Base):
     requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+# ---------------------------------------------------------------- the shared log store
+# Written and read by ``gaia.monitor.logs.postgres`` (raw SQL, one statement per batch) when the
+# platform database is PostgreSQL; on SQLite these tables stay empty and the lines live in
+# <data_dir>/logs.db (``gaia.monitor.logs.store``). Why one table with indexes and not day
+# partitions: see the docstring of ``gaia.monitor.logs.postgres``.
+
+
+class LogGroupRow(Base):
+    """An app of a business in a cluster (``kind`` instance), or the platform (``kind`` system)."""
+
+    __tablename__ = "log_groups"
+    __table_args__ = (UniqueConstraint("kind", "cluster", "namespace", "app"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    cluster: Mapped[str] = mapped_column(String(255))
+    namespace: Mapped[str] = mapped_column(String(255))
+    app: Mapped[str] = mapped_column(String(255))
+
+
+class LogSourceRow(Base):
+    """One instance of a group; ``lines`` counts its lines (kept by the writers, under the
+    store's advisory lock), so the per-source and total bounds need no ``count(*)``."""
+
+    __tablename__ = "log_sources"
+    __table_args__ = (UniqueConstraint("grp", "instance"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    grp: Mapped[int] = mapped_column(BigInteger, ForeignKey("log_groups.id", ondelete="CASCADE"))
+    instance: Mapped[str] = mapped_column(String(255))
+    lines: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LogLineRow(Base):
+    """A line: ``at`` in microseconds since the epoch (UTC), as the SQLite store and the
+    cursors hold it; ``level`` a ``logging`` level number (0 for container lines)."""
+
+    __tablename__ = "log_lines"
+    __table_args__ = (
+        # a page of one instance / of one app walks one of these backwards
+        Index("ix_log_lines_source_at", "source", "at", "id"),
+        Index("ix_log_lines_grp_at", "grp", "at", "id"),
+        # retention by age: lines arrive roughly in time order, so a BRIN index (a few pages)
+        # finds the old blocks without a third B-tree to update on every insert
+        Index("ix_log_lines_at", "at", postgresql_using="brin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    grp: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[int] = mapped_column(BigInteger)
+    stream: Mapped[str] = mapped_column(String(16))
+    level: Mapped[int] = mapped_column(Integer)
+    logger: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
