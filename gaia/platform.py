@@ -41,7 +41,9 @@ from gaia.loop import LoopService
 from gaia.monitor.alerting.delivery import NotificationDelivery
 from gaia.monitor.alerting.evaluator import AlertEvaluator, PassStats
 from gaia.monitor.logs.collector import LogCollector
-from gaia.monitor.logs.store import LogStore, SystemLogHandler
+from gaia.monitor.logs.postgres import PostgresLogStore
+from gaia.monitor.logs.retention import LogRetention
+from gaia.monitor.logs.store import LogStore, SqliteLogStore, SystemLogHandler
 from gaia.monitor.metrics.collector import MetricCollector
 from gaia.monitor.metrics.platform import (
     AccessFigures,
@@ -74,9 +76,9 @@ class Platform:
     db: Database
     secrets: SecretBox
     providers: ProviderRegistry
-    log_store: (
-        LogStore  # container and platform log lines, <data_dir>/logs.db (gaia.monitor.logs.store)
-    )
+    # container and platform log lines: <data_dir>/logs.db on SQLite, the shared log_lines
+    # table on PostgreSQL (``open_log_store``)
+    log_store: LogStore
     token_last_touch: dict[int, dt.datetime] = field(default_factory=dict)
     # failed logins, counted in the database so that replicas share one budget
     login_throttle: LoginThrottle = field(init=False)
@@ -200,9 +202,7 @@ class Platform:
             db=db,
             secrets=secrets,
             providers=ProviderRegistry(secrets=secrets, clock=clock),
-            log_store=LogStore(
-                settings.data_dir / "logs.db", max_lines=settings.log_store_max_lines
-            ),
+            log_store=open_log_store(settings, url),
             metric_store=store,
             metrics=PlatformMetrics(store=store),
         )
@@ -348,6 +348,15 @@ class Platform:
             ),
             *self.alert_loops(),
         ]
+        if self.settings.log_store_max_age_seconds > 0:
+            monitoring.append(
+                LogRetention(
+                    store=self.log_store,
+                    clock=self.clock,
+                    max_age=dt.timedelta(seconds=self.settings.log_store_max_age_seconds),
+                    interval=self.settings.log_retention_interval_seconds,
+                )
+            )
         loops: list[LoopService] = [LeaseKeeper(lead[g]) for g in LOOP_GROUPS]
         loops += [LeaderElected(loop, lead["controllers"]) for loop in controllers]
         loops += [LeaderElected(loop, lead["monitoring"]) for loop in monitoring]
@@ -463,6 +472,16 @@ class Platform:
                 await asyncio.to_thread(self.access.stop)
             await asyncio.to_thread(system_logs.uninstall)
             self.log_store.close()
+
+
+def open_log_store(settings: Settings, url: str) -> LogStore:
+    """The log store for the platform database at ``url``: on PostgreSQL the ``log_lines``
+    table every replica reads (``gaia.monitor.logs.postgres``), so a follower's log API shows
+    what the monitoring leader collected; on SQLite (one replica) ``<data_dir>/logs.db``, which
+    keeps the churn of log lines off the platform database's single write lock."""
+    if url.startswith("postgresql"):
+        return PostgresLogStore(url, max_lines=settings.log_store_max_lines)
+    return SqliteLogStore(settings.data_dir / "logs.db", max_lines=settings.log_store_max_lines)
 
 
 def access_gateway(settings: Settings) -> AccessGateway | None:

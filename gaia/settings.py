@@ -108,8 +108,12 @@ class Settings(BaseSettings):
     # policies are evaluated
     metrics_interval_seconds: float = 15.0
     alert_eval_interval_seconds: float = 15.0
-    # logs: the bounded embedded store of container and platform log lines
+    # logs: the bounded store of container and platform log lines (<data_dir>/logs.db on
+    # SQLite; on PostgreSQL the log_lines table every replica reads): at most this many lines,
+    # none older than the age (0: no age bound), trimmed by age every retention interval
     log_store_max_lines: int = 2_000_000
+    log_store_max_age_seconds: float = Field(default=7 * 86400.0, ge=0)
+    log_retention_interval_seconds: float = Field(default=300.0, gt=0)
     log_collect_interval_seconds: float = 5.0
     # metric store: "embedded" (in memory, snapshot in <data_dir>/tsdb) or "prometheus" (a real
     # Prometheus at prometheus_url that scrapes GET /metrics/clusters)

@@ -1,15 +1,22 @@
-"""The bounded embedded log store, and the handler that writes the platform's own logs into it.
+"""The log store's contract (``LogStore``), the bounded embedded store (``SqliteLogStore``), and the
+handler that writes the platform's own logs into a store.
 
-What flows in: container lines of Gaia instances (``LogCollector`` in ``gaia.monitor.
-log_collector`` copies them from each cluster's provider) and the platform's own log records
+Two stores keep the same contract: ``SqliteLogStore`` here, for a platform on SQLite (one
+process), and ``PostgresLogStore`` (``gaia.monitor.logs.postgres``), chosen when the platform
+database is PostgreSQL so that every replica reads the lines the monitoring leader collected.
+The values, the filter, the RE2 matcher, the cursors, the regex scan and the followers live here
+once and both stores use them; the tests of ``tests/monitor/logs`` run on both.
+
+What flows in: container lines of Gaia instances (``LogCollector`` in ``gaia.monitor.logs.
+collector`` copies them from each cluster's provider) and the platform's own log records
 (``SystemLogHandler``, redacted). What flows out: pages of lines for one instance, for every
 instance of an app, or for the platform ("system"), newest first, filtered by time range, stream,
 a substring or a regular expression, level and logger; and ``follow()``, an async iterator of
 the lines written after it started.
 
-Why its own SQLite file (``<data_dir>/logs.db``) even when the platform database is PostgreSQL:
-log lines churn (millions written and trimmed a day), are disposable, and must never slow down
-or bloat the database that holds the platform's state. WAL mode lets readers (the API) run
+Why its own SQLite file (``<data_dir>/logs.db``) and not the platform's SQLite database: log lines
+churn (millions written and trimmed a day), are disposable, and must never hold the platform
+database's single write lock. WAL mode lets readers (the API) run
 beside the one writer. The schema is versioned with ``PRAGMA user_version``; a file of another
 version is recreated empty, as losing old log lines is acceptable and a migration is not.
 
@@ -27,6 +34,8 @@ Bounds (the store never grows past ``max_lines`` by more than 10 %):
 - Both trims are amortised: they run when a bound is exceeded by 10 % and cut back to it, so a
   trim is one ranged DELETE per 10 % of churn, not one per write. Lines are clipped to
   ``MAX_TEXT_CHARS``.
+- **By age**: ``expire(before=...)`` deletes the lines older than a time; the ``LogRetention``
+  loop (``gaia.monitor.logs.retention``) calls it on the monitoring leader.
 
 Every SQLite call is synchronous and thread-safe (one write connection behind a lock, a pool
 of read connections); the ``async`` methods run them in worker threads so that the event loop
@@ -47,7 +56,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -225,6 +234,77 @@ class LogPage:
     last_id: int
 
 
+class LogStore(Protocol):
+    """What the log API, the collector, the retention loop and the system log handler need of a
+    store: ``SqliteLogStore`` (this module, one process) or ``PostgresLogStore``
+    (``gaia.monitor.logs.postgres``, shared by the replicas). The plain methods block (call them
+    from a worker thread); ``write``, ``read`` and ``follow`` are for the event loop."""
+
+    max_lines: int
+    max_lines_per_source: int
+
+    @property
+    def location(self) -> str:
+        """Where the lines are, for messages (a file, or a database without its password)."""
+        ...
+
+    def append(self, entries: Sequence[LogEntry]) -> int: ...
+
+    async def write(self, entries: Sequence[LogEntry]) -> int: ...
+
+    def expire(self, *, before: dt.datetime) -> int:
+        """Delete the lines older than ``before``; returns how many went."""
+        ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def count(self, source: LogSource) -> int: ...
+
+    def last_id(self) -> int: ...
+
+    def has_lines(self, selector: LogSelector) -> bool: ...
+
+    def newest(self, source: LogSource) -> tuple[dt.datetime, set[str]] | None: ...
+
+    def query(
+        self,
+        selector: LogSelector,
+        filt: LogFilter | None = None,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> LogPage: ...
+
+    async def read(
+        self,
+        selector: LogSelector,
+        filt: LogFilter | None = None,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> LogPage: ...
+
+    def lines_after(
+        self,
+        selector: LogSelector,
+        filt: LogFilter | None,
+        *,
+        after_id: int,
+        max_rows: int = FOLLOW_BATCH_ROWS,
+    ) -> tuple[list[StoredLine], int, bool]: ...
+
+    def follow(
+        self,
+        selector: LogSelector,
+        filt: LogFilter | None = None,
+        *,
+        after_id: int | None = None,
+        heartbeat: float = 15.0,
+    ) -> AsyncGenerator[list[StoredLine], None]: ...
+
+    def close(self) -> None: ...
+
+
 # ---------------------------------------------------------------- regular expressions
 
 
@@ -313,7 +393,133 @@ def _casefold_contains(text: str | None, needle: str | None) -> bool:
     return text is not None and needle is not None and needle.casefold() in text.casefold()
 
 
-# ---------------------------------------------------------------- the store
+# ---------------------------------------------------------------- shared by both stores
+
+Row = tuple[Any, ...]  # (id, source, at, stream, level, logger, text): both stores select these
+
+
+def scan_rows(
+    *,
+    fetch: Callable[[tuple[int, int] | None, int], Sequence[Row]],
+    matcher: LineMatcher,
+    limit: int,
+) -> tuple[list[Row], tuple[int, int] | None]:
+    """A search the SQL cannot run (a regular expression, or a non-ASCII substring in
+    PostgreSQL): ``fetch(position, batch)`` returns the next rows older than ``position`` (at, id),
+    newest first; they are filtered here until ``limit`` matched, the rows end,
+    ``REGEX_SCAN_ROWS`` were examined or ``REGEX_SCAN_SECONDS`` have passed (RE2 is linear in the
+    line, but a big pattern over long lines still takes a while per line: the time budget bounds
+    what one request can cost). Returns the matches and where a next page goes on (None: the
+    rows ended)."""
+    found: list[Row] = []
+    scanned = 0
+    position: tuple[int, int] | None = None  # (at, id) of the last row examined
+    deadline = time.monotonic() + REGEX_SCAN_SECONDS
+    while scanned < REGEX_SCAN_ROWS:
+        batch = min(SCAN_PAGE_ROWS, REGEX_SCAN_ROWS - scanned)
+        rows = fetch(position, batch)
+        for row in rows:
+            scanned += 1
+            position = (row[2], row[0])
+            if matcher.text_matches(row[6]):
+                found.append(row)
+                if len(found) == limit:
+                    return found, position
+            if time.monotonic() >= deadline:
+                return found, position
+        if len(rows) < batch:
+            return found, None
+    return found, position
+
+
+@dataclass(slots=True, eq=False)  # hashed by identity
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event
+
+
+def _wake(waiter: _Waiter) -> None:
+    with contextlib.suppress(RuntimeError):  # the follower's loop has closed
+        waiter.loop.call_soon_threadsafe(waiter.event.set)
+
+
+class Followers:
+    """The live followers of one store. A store calls ``wake_all()`` when lines may have been
+    written (its own append; for PostgreSQL also another replica's, heard by LISTEN) and
+    ``end_all()`` when it closes. Each follower reads with the store's ``lines_after`` when
+    woken, at most twice a second however fast lines arrive (``FOLLOW_MIN_GAP_S``)."""
+
+    def __init__(self) -> None:
+        self._waiters: set[_Waiter] = set()
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped by end_all(): followers of an older generation end
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._waiters)
+
+    def wake_all(self) -> None:
+        with self._lock:
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            _wake(waiter)
+
+    def end_all(self) -> None:
+        with self._lock:
+            self._generation += 1
+        self.wake_all()
+
+    async def follow(
+        self,
+        *,
+        read_after: Callable[[int], tuple[list[StoredLine], int, bool]],
+        last_id: Callable[[], int],
+        after_id: int | None,
+        heartbeat: float,
+    ) -> AsyncGenerator[list[StoredLine], None]:
+        """Batches from ``read_after(last)`` (lines, the last id examined, whether more may
+        follow), an empty batch after ``heartbeat`` seconds without one (the caller's cue to
+        show it is alive). Ends when the store closes; the caller ends it by closing it."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop=loop, event=asyncio.Event())
+        with self._lock:
+            generation = self._generation
+            self._waiters.add(waiter)
+        try:
+            last = after_id if after_id is not None else await asyncio.to_thread(last_id)
+            idle_since = loop.time()
+            waiter.event.set()  # read once at the start: lines after ``after_id`` may exist
+            while True:
+                # a consumer may close the store while holding a batch, and take longer than a
+                # heartbeat to do it: look before yielding again
+                if self._generation != generation:
+                    return
+                timeout = idle_since + heartbeat - loop.time()
+                if timeout <= 0:  # by the clock: lines that do not match must not starve it
+                    idle_since = loop.time()
+                    yield []
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.event.wait(), timeout=timeout)
+                if self._generation != generation:
+                    return
+                if not waiter.event.is_set():
+                    continue  # timed out: the heartbeat is due
+                waiter.event.clear()  # before reading: a write after this wakes us again
+                lines, last, more = await asyncio.to_thread(read_after, last)
+                if more:
+                    waiter.event.set()
+                if lines:
+                    idle_since = loop.time()
+                    yield lines
+                # coalesce bursts: however fast lines come, read at most twice a second
+                await asyncio.sleep(FOLLOW_MIN_GAP_S)
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+
+
+# ---------------------------------------------------------------- the SQLite store
 
 _SCHEMA = """
 CREATE TABLE log_groups (
@@ -349,13 +555,7 @@ CREATE INDEX log_lines_grp_at ON log_lines (grp, at);
 _COLUMNS = "id, source, at, stream, level, logger, text"
 
 
-@dataclass(slots=True, eq=False)  # hashed by identity
-class _Waiter:
-    loop: asyncio.AbstractEventLoop
-    event: asyncio.Event
-
-
-class LogStore:
+class SqliteLogStore:
     """See the module docstring. Connections open on first use; ``close()`` ends followers and
     closes them, and a later call opens them again (as SQLAlchemy's ``Engine.dispose()``)."""
 
@@ -388,9 +588,7 @@ class LogStore:
         self._counts: Counter[int] = Counter()  # source id -> lines
         self._total = 0
         self._last_id = 0
-        self._waiters: set[_Waiter] = set()
-        self._waiters_lock = threading.Lock()
-        self._generation = 0  # bumped by close(): followers of an older generation end
+        self._followers = Followers()
 
     # ------------------------------------------------------------ opening and closing
 
@@ -459,13 +657,13 @@ class LogStore:
                 if conn in self._readers:  # not closed meanwhile
                     self._idle_readers.append(conn)
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
         """End every follower and close the connections (reopened on the next use)."""
-        with self._waiters_lock:
-            self._generation += 1
-            waiters = list(self._waiters)
-        for waiter in waiters:
-            _wake(waiter)
+        self._followers.end_all()
         with self._write_lock:
             if self._writer is not None:
                 self._writer.close()
@@ -537,11 +735,44 @@ class LogStore:
                     source = self._source_of.pop(sid, None)
                     if source is not None:
                         self._sources.pop(source, None)
-        self._notify()
+        self._followers.wake_all()
         return len(rows)
 
     async def write(self, entries: Sequence[LogEntry]) -> int:
         return await asyncio.to_thread(self.append, entries)
+
+    def expire(self, *, before: dt.datetime) -> int:
+        """Delete the lines older than ``before`` (retention by age). The file has no index on
+        ``at`` alone (its schema would change, and a new schema starts the file afresh): this is
+        one scan of the table, which the retention loop runs every few minutes at most."""
+        cutoff = _micros(before)
+        with self._write_lock:
+            conn = self._open_writer()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                gone = conn.execute(
+                    "SELECT source, count(*) FROM log_lines WHERE at < ? GROUP BY source",
+                    (cutoff,),
+                ).fetchall()
+                deleted = conn.execute("DELETE FROM log_lines WHERE at < ?", (cutoff,)).rowcount
+                counts = Counter(self._counts)
+                for source_id, lines in gone:
+                    counts[source_id] -= lines
+                emptied = {source_id for source_id, _ in gone if counts[source_id] <= 0}
+                conn.executemany("DELETE FROM log_sources WHERE id = ?", [(s,) for s in emptied])
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            self._counts = +counts
+            self._total -= deleted
+            with self._cache_lock:
+                for source_id in emptied:
+                    source = self._source_of.pop(source_id, None)
+                    if source is not None:
+                        self._sources.pop(source, None)
+        return deleted
 
     def _ids(self, conn: sqlite3.Connection, source: LogSource) -> tuple[int, int]:
         with self._cache_lock:
@@ -731,46 +962,21 @@ class LogStore:
         limit: int,
         last_id: int,
     ) -> LogPage:
-        """A regular expression: pages of rows newest first, filtered in Python, until the page
-        is full, the rows end, ``REGEX_SCAN_ROWS`` were examined or ``REGEX_SCAN_SECONDS`` have
-        passed (RE2 is linear in the line, but a big pattern over long lines still takes a
-        while per line: the time budget bounds what one request can cost)."""
-        found: list[tuple[Any, ...]] = []
-        scanned = 0
-        position: tuple[int, int] | None = None  # (at, id) of the last row examined
-        deadline = time.monotonic() + REGEX_SCAN_SECONDS
-        out_of_time = False
-        while scanned < REGEX_SCAN_ROWS and not out_of_time:
+        def fetch(position: tuple[int, int] | None, batch: int) -> list[Row]:
             clauses, args = list(where), list(params)
             if position is not None:
                 clauses.append("at <= ? AND (at < ? OR id < ?)")
                 args += [position[0], position[0], position[1]]
-            batch = min(SCAN_PAGE_ROWS, REGEX_SCAN_ROWS - scanned)
-            rows = conn.execute(
+            return conn.execute(
                 f"SELECT {_COLUMNS} FROM log_lines WHERE {' AND '.join(clauses)} "  # noqa: S608
                 "ORDER BY at DESC, id DESC LIMIT ?",
                 [*args, batch],
             ).fetchall()
-            for row in rows:
-                scanned += 1
-                position = (row[2], row[0])
-                if matcher.text_matches(row[6]):
-                    found.append(row)
-                    if len(found) == limit:
-                        return LogPage(
-                            lines=self._lines(conn, found),
-                            next_cursor=encode_cursor(row[2], row[0]),
-                            last_id=last_id,
-                        )
-                if time.monotonic() >= deadline:
-                    out_of_time = True
-                    break
-            if len(rows) < batch and not out_of_time:
-                return LogPage(lines=self._lines(conn, found), next_cursor=None, last_id=last_id)
-        assert position is not None
+
+        found, position = scan_rows(fetch=fetch, matcher=matcher, limit=limit)
         return LogPage(
             lines=self._lines(conn, found),
-            next_cursor=encode_cursor(*position),
+            next_cursor=encode_cursor(*position) if position is not None else None,
             last_id=last_id,
         )
 
@@ -825,55 +1031,18 @@ class LogStore:
         heartbeat: float = 15.0,
     ) -> AsyncGenerator[list[StoredLine], None]:
         """Batches of matching lines written after ``after_id`` (default: from now on), oldest
-        first; an empty batch after ``heartbeat`` seconds without one (the caller's cue to show
-        it is alive). Ends when the store is closed; the caller ends it by closing the iterator."""
+        first; an empty batch after ``heartbeat`` seconds without one. See ``Followers``."""
         filt = filt or LogFilter()
         filt.matcher()  # refuse a bad pattern now, not in the first read
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop=loop, event=asyncio.Event())
-        with self._waiters_lock:
-            generation = self._generation
-            self._waiters.add(waiter)
-        try:
-            last = after_id if after_id is not None else await asyncio.to_thread(self.last_id)
-            idle_since = loop.time()
-            waiter.event.set()  # read once at the start: lines after ``after_id`` may exist
-            while True:
-                # a consumer may close the store while holding a batch, and take longer than a
-                # heartbeat to do it: look before yielding again
-                if self._generation != generation:
-                    return
-                timeout = idle_since + heartbeat - loop.time()
-                if timeout <= 0:  # by the clock: lines that do not match must not starve it
-                    idle_since = loop.time()
-                    yield []
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.event.wait(), timeout=timeout)
-                if self._generation != generation:
-                    return
-                if not waiter.event.is_set():
-                    continue  # timed out: the heartbeat is due
-                waiter.event.clear()  # before reading: a write after this wakes us again
-                lines, last, more = await asyncio.to_thread(
-                    self.lines_after, selector, filt, after_id=last
-                )
-                if more:
-                    waiter.event.set()
-                if lines:
-                    idle_since = loop.time()
-                    yield lines
-                # coalesce bursts: however fast lines come, read at most twice a second
-                await asyncio.sleep(FOLLOW_MIN_GAP_S)
-        finally:
-            with self._waiters_lock:
-                self._waiters.discard(waiter)
+        chosen = filt
 
-    def _notify(self) -> None:
-        with self._waiters_lock:
-            waiters = list(self._waiters)
-        for waiter in waiters:
-            _wake(waiter)
+        def read_after(last: int) -> tuple[list[StoredLine], int, bool]:
+            return self.lines_after(selector, chosen, after_id=last)
+
+        async for batch in self._followers.follow(
+            read_after=read_after, last_id=self.last_id, after_id=after_id, heartbeat=heartbeat
+        ):
+            yield batch
 
     # ------------------------------------------------------------ helpers
 
@@ -927,11 +1096,6 @@ class LogStore:
             )
             for row in rows
         ]
-
-
-def _wake(waiter: _Waiter) -> None:
-    with contextlib.suppress(RuntimeError):  # the follower's loop has closed
-        waiter.loop.call_soon_threadsafe(waiter.event.set)
 
 
 def _conditions(column: str, ids: list[int], filt: LogFilter) -> tuple[list[str], list[Any]]:
@@ -1146,7 +1310,7 @@ class SystemLogHandler(logging.Handler):
                 failing = False
             except Exception as exc:  # the next batch tries again
                 if not failing:
-                    log.warning("system logs: cannot write to %s: %s", self.store.path, exc)
+                    log.warning("system logs: cannot write to %s: %s", self.store.location, exc)
                 failing = True
             for item in items:
                 if isinstance(item, threading.Event):

@@ -1,9 +1,14 @@
-"""Logs: the bounded embedded store, the system log handler, the collector over a sim cluster,
+"""Logs: the bounded stores, the system log handler, the collector over a sim cluster,
 the API (pages, tenancy, live fallback, Server-Sent Events) and ``pods/log`` on a real node.
 
-Store tests write lines with fixed timestamps into a store of their own; the collector and API
-tests drive a sim cluster with the manual clock (``tests/support/apps_harness.py``); the SSE test
-runs the app under uvicorn in a thread, as TestClient buffers a streamed body to its end.
+Every store test runs on both stores of the ``LogStore`` contract: the SQLite file
+(``SqliteLogStore``) and the shared PostgreSQL table (``PostgresLogStore``, on the session's
+real PostgreSQL server, tables emptied per test); ``make_store`` opens the one of the test's
+parameter. Store tests write lines with fixed timestamps; the collector and API tests run on the
+``platform`` fixture, itself on SQLite and PostgreSQL, so they use whichever store the platform
+chose for its database. They drive a sim cluster with the manual clock
+(``tests/support/apps_harness.py``); the SSE test runs the app under uvicorn in a thread, as
+TestClient buffers a streamed body to its end.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ import pytest
 from gaia.domain.errors import InvalidRequest
 from gaia.monitor.logs import store as logs_module
 from gaia.monitor.logs.collector import LogCollector
+from gaia.monitor.logs.postgres import PostgresLogStore
 from gaia.monitor.logs.store import (
     SYSTEM_SOURCE,
     LogEntry,
@@ -32,9 +38,10 @@ from gaia.monitor.logs.store import (
     LogSource,
     LogStore,
     SourceKind,
+    SqliteLogStore,
     SystemLogHandler,
 )
-from gaia.platform import Platform
+from gaia.platform import Platform, open_log_store
 from gaia.providers.kubernetes import KubernetesCluster
 from tests.conftest import World, start_real_bed
 from tests.support.apps_harness import BIZ, AppsHarness, template
@@ -62,11 +69,46 @@ def one(instance: str) -> LogSelector:
     return LogSelector.of_app(cluster="sim-1", namespace="alpha", app="web", instance=instance)
 
 
+MakeStore = Callable[..., LogStore]
+LOG_TABLES = "log_lines, log_sources, log_groups"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    """Opens a store (``max_lines=...``) of the test's kind; a second call opens the same
+    file or tables again (a restart, or a second replica)."""
+    made: list[LogStore] = []
+    if request.param == "sqlite":
+
+        def make(**bounds: Any) -> LogStore:
+            made.append(SqliteLogStore(tmp_path / "logs.db", **bounds))
+            return made[-1]
+
+    else:
+        url: str = request.getfixturevalue("postgres_template")
+        empty_log_tables(url)
+
+        def make(**bounds: Any) -> LogStore:
+            made.append(PostgresLogStore(url, **bounds))
+            return made[-1]
+
+    yield make
+    for opened in made:
+        opened.close()
+
+
+def empty_log_tables(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {LOG_TABLES} RESTART IDENTITY")
+    engine.dispose()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[LogStore]:
-    s = LogStore(tmp_path / "logs.db", max_lines=10_000, max_lines_per_source=5_000)
-    yield s
-    s.close()
+def store(make_store: MakeStore) -> LogStore:
+    return make_store(max_lines=10_000, max_lines_per_source=5_000)
 
 
 def texts(page: Any) -> list[str]:
@@ -76,8 +118,8 @@ def texts(page: Any) -> list[str]:
 # ---------------------------------------------------------------- bounds
 
 
-def test_the_store_keeps_at_most_max_lines_dropping_the_oldest(tmp_path: Path) -> None:
-    store = LogStore(tmp_path / "logs.db", max_lines=100, max_lines_per_source=100)
+def test_the_store_keeps_at_most_max_lines_dropping_the_oldest(make_store: MakeStore) -> None:
+    store = make_store(max_lines=100, max_lines_per_source=100)
     for n in range(10):  # ten instances, 30 lines each, written one after the other
         store.append(lines(source(f"web-{n}"), 30, start=n * 30))
     held = store.stats()["lines"]
@@ -87,13 +129,14 @@ def test_the_store_keeps_at_most_max_lines_dropping_the_oldest(tmp_path: Path) -
     # what is left is the newest written, in one piece
     assert texts(page) == [f"line {i}" for i in range(299, 299 - held, -1)]
     store.close()
-    reopened = LogStore(tmp_path / "logs.db", max_lines=100, max_lines_per_source=100)
-    assert reopened.stats()["lines"] == held  # counts are rebuilt from the file
-    reopened.close()
+    reopened = make_store(max_lines=100, max_lines_per_source=100)
+    assert reopened.stats()["lines"] == held  # counts are read back from the file or table
 
 
-def test_a_chatty_instance_loses_its_own_oldest_lines_not_its_neighbours(tmp_path: Path) -> None:
-    store = LogStore(tmp_path / "logs.db", max_lines=1_000, max_lines_per_source=100)
+def test_a_chatty_instance_loses_its_own_oldest_lines_not_its_neighbours(
+    make_store: MakeStore,
+) -> None:
+    store = make_store(max_lines=1_000, max_lines_per_source=100)
     store.append(lines(source("web-0"), 10, text="quiet {}"))
     for batch in range(20):
         store.append(lines(source("web-1"), 100, start=batch * 100, text="chatty {}"))
@@ -102,18 +145,46 @@ def test_a_chatty_instance_loses_its_own_oldest_lines_not_its_neighbours(tmp_pat
     chatty = store.query(one("web-1"), limit=500)
     assert chatty.lines[0].text == "chatty 1999"  # its newest stay
     assert len(store.query(one("web-0")).lines) == 10
-    store.close()
 
 
 def test_lines_are_clipped_and_the_default_per_instance_cap_is_five_percent(
-    tmp_path: Path,
+    make_store: MakeStore,
 ) -> None:
-    store = LogStore(tmp_path / "logs.db", max_lines=100_000)
+    store = make_store(max_lines=100_000)
     assert store.max_lines_per_source == 5_000
     store.append([LogEntry(source("web-0"), at=T0, text="x" * 100_000)])
     (line,) = store.query(one("web-0")).lines
     assert len(line.text) == logs_module.MAX_TEXT_CHARS and line.text.endswith("…")
-    store.close()
+
+
+def test_lines_older_than_the_age_bound_are_deleted_and_emptied_sources_go(
+    store: LogStore,
+) -> None:
+    store.append(lines(source("web-0"), 10, text="old {}"))  # T0 .. T0+9 s
+    store.append(lines(source("web-1"), 10, start=100, text="new {}"))  # T0+100 s ..
+    assert store.expire(before=T0 + dt.timedelta(seconds=5)) == 5
+    assert texts(store.query(one("web-0"))) == [f"old {i}" for i in range(9, 4, -1)]
+    assert store.count(source("web-0")) == 5 and store.stats()["lines"] == 15
+    assert store.expire(before=T0 + dt.timedelta(seconds=50)) == 5
+    assert store.count(source("web-0")) == 0 and not store.has_lines(one("web-0"))
+    stats = store.stats()
+    assert (stats["lines"], stats["sources"]) == (10, 1)
+    assert len(store.query(WEB).lines) == 10  # the newer instance keeps every line
+    store.append(lines(source("web-0"), 1, start=200, text="back {}"))  # the source comes back
+    assert texts(store.query(one("web-0"))) == ["back 200"]
+
+
+def test_a_business_reads_only_its_own_lines(store: LogStore) -> None:
+    beta = LogSource(SourceKind.INSTANCE, "sim-1", "beta", "web", "web-0")
+    store.append([*lines(source("web-0"), 3, text="alpha {}"), *lines(beta, 3, text="beta {}")])
+    assert texts(store.query(WEB)) == ["alpha 2", "alpha 1", "alpha 0"]
+    found = store.query(WEB, LogFilter(q="a")).lines
+    assert found and all(line.source.namespace == "alpha" for line in found)
+    beta_web = LogSelector.of_app(cluster="sim-1", namespace="beta", app="web")
+    assert texts(store.query(beta_web, LogFilter(q=r"beta [12]", regex=True))) == [
+        "beta 2",
+        "beta 1",
+    ]
 
 
 # ---------------------------------------------------------------- search, range, pages
@@ -299,6 +370,76 @@ def test_follow_resumes_after_an_id_without_a_gap(store: LogStore) -> None:
         return [line.text for line in batch]
 
     assert asyncio.run(scenario()) == ["line 3", "line 4"]
+
+
+# ---------------------------------------------------------------- one table, several replicas
+
+
+@pytest.fixture
+def pg_url(postgres_template: str) -> str:
+    empty_log_tables(postgres_template)
+    return postgres_template
+
+
+def test_two_postgres_stores_share_pages_bounds_and_followers(pg_url: str) -> None:
+    """Two stores on one database, as two replicas: what one writes the other pages through
+    with the same cursors, the bounds count both writers, and a follower of one hears the
+    other's lines (LISTEN/NOTIFY: nothing in its own process wakes it)."""
+    leader = PostgresLogStore(pg_url, max_lines=1_000, max_lines_per_source=100)
+    follower = PostgresLogStore(pg_url, max_lines=1_000, max_lines_per_source=100)
+    try:
+        leader.append(lines(source("web-0"), 30))
+        ours, theirs = leader.query(WEB, limit=7), follower.query(WEB, limit=7)
+        assert ours == theirs and len(ours.lines) == 7
+        assert follower.query(WEB, limit=7, cursor=ours.next_cursor) == leader.query(
+            WEB, limit=7, cursor=ours.next_cursor
+        )
+        follower.append(lines(source("web-0"), 100, start=30))  # 130 > cap + 10 %: trimmed
+        assert leader.count(source("web-0")) == 100 == follower.count(source("web-0"))
+        assert texts(leader.query(one("web-0"), limit=1)) == ["line 129"]
+
+        async def hear_the_other() -> list[str]:
+            stream = follower.follow(WEB, LogFilter(q="wanted"), heartbeat=5)
+            first = asyncio.ensure_future(stream.__anext__())
+            await asyncio.sleep(0.3)  # the follower is listening
+            await leader.write(
+                [
+                    LogEntry(source("web-1"), at=T0, text="not this"),
+                    LogEntry(source("web-1"), at=T0, text="the wanted line"),
+                ]
+            )
+            batch = await asyncio.wait_for(first, timeout=10)
+            await stream.aclose()
+            return [line.text for line in batch]
+
+        assert asyncio.run(hear_the_other()) == ["the wanted line"]
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_postgres_holds_what_its_text_type_cannot_as_replacement_characters(
+    pg_url: str,
+) -> None:
+    store = PostgresLogStore(pg_url, max_lines=100)
+    try:
+        store.append([LogEntry(source("web-0"), at=T0, text="a\x00b \ud800 c")])
+        (line,) = store.query(one("web-0")).lines
+        assert line.text == "a\ufffdb ? c"
+    finally:
+        store.close()
+
+
+def test_the_platform_chooses_the_shared_store_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    from gaia.settings import Settings
+
+    def chosen(url: str) -> LogStore:
+        return open_log_store(Settings(data_dir=tmp_path, database_url=url), url)
+
+    on_postgres, on_sqlite = chosen(pg_url), chosen(f"sqlite:///{tmp_path / 'gaia.db'}")
+    assert isinstance(on_postgres, PostgresLogStore) and isinstance(on_sqlite, SqliteLogStore)
+    on_postgres.close()
+    on_sqlite.close()
 
 
 # ---------------------------------------------------------------- system logs

@@ -62,9 +62,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_log_lines_source_at", "log_lines", ["source", "at", "id"], unique=False)
     op.create_index("ix_log_lines_grp_at", "log_lines", ["grp", "at", "id"], unique=False)
-    op.create_index(
-        "ix_log_lines_at", "log_lines", ["at"], unique=False, postgresql_using="brin"
-    )
+    op.create_index("ix_log_lines_at", "log_lines", ["at"], unique=False, postgresql_using="brin")
 
 
 def downgrade() -> None:
