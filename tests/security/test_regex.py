@@ -25,7 +25,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gaia.monitor.logs import store as logs_module
-from gaia.monitor.logs.store import SYSTEM_SOURCE, LogEntry, LogFilter, LogSelector, LogStore
+from gaia.monitor.logs.store import (
+    SYSTEM_SOURCE,
+    LogEntry,
+    LogFilter,
+    LogSelector,
+    SqliteLogStore,
+)
 from gaia.platform import Platform
 
 URL = "/api/v1/system/logs"
@@ -134,7 +140,7 @@ def test_a_slow_pattern_over_many_long_lines_stops_at_the_time_budget_with_a_cur
     a worker for more than an hour. The scan stops at ``REGEX_SCAN_SECONDS`` and answers with a
     cursor to go on from."""
     monkeypatch.setattr(logs_module, "REGEX_SCAN_SECONDS", 0.05)
-    store = LogStore(tmp_path / "logs.db", max_lines=10_000, max_lines_per_source=5_000)
+    store = SqliteLogStore(tmp_path / "logs.db", max_lines=10_000, max_lines_per_source=5_000)
     try:
         store.append(
             [
