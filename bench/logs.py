@@ -13,7 +13,7 @@ written as the collector writes them (batches of ``--batch`` lines from many ins
 line per instance per second), texts like an HTTP server's with a rare ``ERROR`` line.
 
 **Figures**: ingest rate (lines/s, the whole ``append`` with its bounds); then the median of
-``--repeat`` reads of: the first page of one app (200 lines), of one instance, the 20th page of
+``--repeat`` reads of: the first page of one app (200 lines), of one instance, the 10th page of
 an app by cursor, an ASCII substring over an app (the rare ``ERROR``), a non-ASCII substring and
 an RE2 regular expression (both scans in Python within the scan budget), and a follower's read
 of the lines after an id (``lines_after``). Both stores answer every read; the answers are
@@ -95,9 +95,9 @@ def measure(store: LogStore, data: list[LogEntry], *, batch: int, repeat: int) -
     app = LogSelector.of_app(cluster="sim-1", namespace="bench", app="app0")
     one = LogSelector.of_app(cluster="sim-1", namespace="bench", app="app0", instance="app0-0")
 
-    def twentieth_page() -> LogPage:
+    def tenth_page() -> LogPage:
         page = store.query(app, limit=200)
-        for _ in range(19):
+        for _ in range(9):
             assert page.next_cursor is not None
             page = store.query(app, limit=200, cursor=page.next_cursor)
         return page
@@ -105,7 +105,7 @@ def measure(store: LogStore, data: list[LogEntry], *, batch: int, repeat: int) -
     reads: dict[str, Callable[[], Any]] = {
         "app, first page (200)": lambda: store.query(app, limit=200),
         "instance, first page": lambda: store.query(one, limit=200),
-        "app, 20th page by cursor": twentieth_page,
+        "app, 10th page by cursor": tenth_page,
         "substring 'error' (ASCII)": lambda: store.query(app, LogFilter(q="error"), limit=200),
         "substring 'überlauf'": lambda: store.query(app, LogFilter(q="überlauf"), limit=200),
         "regex 'timed out after \\d+s'": lambda: store.query(
