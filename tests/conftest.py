@@ -165,6 +165,7 @@ def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
             )
         )
     yield plat
+    plat.log_store.close()  # PostgreSQL: the log store's own pool
     plat.db.dispose()
 
 
