@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine
 
 from gaia.monitor.logs.postgres import PostgresLogStore
 from gaia.monitor.logs.store import (
@@ -160,6 +163,11 @@ def main() -> None:
         pg_store = PostgresLogStore(url, **bounds)
         shared = measure(pg_store, data, batch=args.batch, repeat=args.repeat)
         pg_store.close()
+        # what one client/server round trip costs on this machine now: a page takes three
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            round_trip = median_ms(args.repeat * 20, lambda: conn.exec_driver_sql("SELECT 1"))
+        engine.dispose()
     finally:
         pg.stop()
     same = sqlite.pop("_answers") == shared.pop("_answers")
@@ -172,6 +180,10 @@ def main() -> None:
         unit = "" if name in ("ingest lines/s", "lines held") else " ms"
         print(f"{name:<34} {sqlite[name]:>15,.1f}{unit:<3} {shared[name]:>18,.1f}{unit:<3}")
     print(f"same answers from both stores: {same}")
+    print(
+        f"one PostgreSQL round trip (SELECT 1), median: {round_trip:.2f} ms; load average: "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":
