@@ -26,10 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
+from gaia.clock import ManualClock
 from gaia.domain.errors import InvalidRequest
 from gaia.monitor.logs import store as logs_module
 from gaia.monitor.logs.collector import LogCollector
 from gaia.monitor.logs.postgres import PostgresLogStore
+from gaia.monitor.logs.retention import LogRetention
 from gaia.monitor.logs.store import (
     SYSTEM_SOURCE,
     LogEntry,
@@ -172,6 +174,21 @@ def test_lines_older_than_the_age_bound_are_deleted_and_emptied_sources_go(
     assert len(store.query(WEB).lines) == 10  # the newer instance keeps every line
     store.append(lines(source("web-0"), 1, start=200, text="back {}"))  # the source comes back
     assert texts(store.query(one("web-0"))) == ["back 200"]
+
+
+def test_the_retention_loop_deletes_what_is_older_than_its_age_by_the_clock(
+    store: LogStore,
+) -> None:
+    store.append(lines(source("web-0"), 10))  # T0 .. T0+9 s
+    clock = ManualClock(T0 + dt.timedelta(hours=1, seconds=3))
+    loop = LogRetention(store=store, clock=clock, max_age=dt.timedelta(hours=1))
+    asyncio.run(loop.run_once())
+    assert loop.deleted == 3 and store.stats()["lines"] == 7
+    asyncio.run(loop.run_once())  # level-triggered: nothing more to do
+    assert loop.deleted == 0
+    clock.step(3600)
+    asyncio.run(loop.run_once())
+    assert loop.deleted == 7 and not store.has_lines(WEB)
 
 
 def test_a_business_reads_only_its_own_lines(store: LogStore) -> None:
