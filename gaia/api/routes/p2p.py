@@ -1,15 +1,19 @@
 """P2P image distribution (issue 17; docs/p2p.md): the agents' calls and the users' views.
 
 Agents (``gaia p2p-agent`` on every node) call ``POST .../p2p/agents``, ``tasks``,
-``tasks/{digest}/schedule|reports|done`` and ``manifests`` with the cluster's agent token
-(``Authorization: Bearer gaia-p2p-...``, derived from the platform's secret key: every replica
-accepts it). On these paths a wrong token is 401 and a user's valid API token 403; an agent
-token is no user token, so it is 401 everywhere else. Agent calls are machine traffic, not
-operations: they are not written to the operation records unless refused. They never hold a
-database transaction: the cluster is looked up in a short read, then the coordinator
-(``gaia.controllers.swarm``, in memory) answers; ``schedule`` may wait up to ``wait_s``.
+``tasks/{digest}/schedule|reports|done`` and ``manifests`` with a token that proves their node
+(docs/p2p.md, "Threat model"; ``gaia.controllers.agent_auth``): their pod's ServiceAccount token,
+reviewed by the cluster, the node's own token, or, where the platform allows it, the cluster-wide
+token (any node). The body's ``node`` must be the proven one (403), so a node never gets another
+node's registry account nor acts for it in a swarm. On these paths a token that proves nothing is
+401 and a user's valid API token 403; an agent's token is no user token, so it is 401 everywhere
+else. Agent calls are machine traffic, not operations: they are not written to the operation
+records unless refused. They never hold a database transaction: the cluster is looked up in a
+short read (a ServiceAccount token is then reviewed by the cluster, the answer kept 30 s), then
+the coordinator (``gaia.controllers.swarm``, in memory) answers; ``schedule`` may wait up to
+``wait_s``.
 
-Users: ``GET .../p2p/agent-token`` (platform admins), ``GET .../p2p/images`` and
+Users: ``GET .../p2p/agent-token[?node=]`` (platform admins), ``GET .../p2p/images`` and
 ``GET .../p2p/nodes`` (anyone who sees the cluster, as for its nodes), ``POST .../p2p/prewarms``
 (platform admins) and ``GET .../p2p/prewarms/{id}``.
 """
