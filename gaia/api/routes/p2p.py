@@ -132,7 +132,9 @@ async def agent_call(request: Request, cluster: str = ClusterPath) -> AgentCall:
     if target is not None:
         identity = await plat.p2p_auth.identify(target, token)
         if identity is not None:
-            ctx.actor = "p2p-agent" if identity.node is None else f"p2p-agent:{identity.node}"
+            # the records' actor column holds 63 characters; a node name may have 253
+            actor = "p2p-agent" if identity.node is None else f"p2p-agent:{identity.node}"
+            ctx.actor = actor[:63]
             return AgentCall(key=target.key, identity=identity)
     username = await run_in_threadpool(_user_token, plat, token)
     if username is not None:
