@@ -143,6 +143,12 @@ def test_a_pod_bound_token_gets_its_own_nodes_registry_account_only(bed: Bed) ->
     r = bed.register(token, b)
     assert r.status_code == 403, r.text
     assert "registries" not in r.text and f"node+kube+{b}" not in r.text
+    # the refusal is on the records, under the node the token proved
+    records = bed.world.client.get(
+        "/api/v1/records", params={"limit": 100}, headers=bed.world.admin
+    ).json()["items"]
+    (refused,) = [x for x in records if x["path"].endswith("/p2p/agents")]
+    assert (refused["actor"], refused["status_code"]) == (f"p2p-agent:{a}", 403)
     # node b's own agent gets node b's account
     (creds,) = bed.register(bed.token(b), b).json()["registries"].values()
     assert creds["username"] == f"node+kube+{b}"
