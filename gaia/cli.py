@@ -394,7 +394,7 @@ def cmd_p2p_agent(args: argparse.Namespace) -> int:
     import signal
 
     from gaia.node.p2p.agent import AgentConfig, P2PAgent
-    from gaia.node.p2p.client import HttpCoordinator
+    from gaia.node.p2p.client import HttpCoordinator, TokenFile
     from gaia.node.p2p.upstream import load_registries
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -443,7 +443,9 @@ def cmd_p2p_agent(args: argparse.Namespace) -> int:
     async def run() -> None:
         coordinator = None
         if args.coordinator:
-            token = Path(args.token_file).read_text().strip() if args.token_file else ""
+            # a projected ServiceAccount token is rewritten by the kubelet before it expires:
+            # the file is read again whenever it changed
+            token = TokenFile(Path(args.token_file)) if args.token_file else ""
             coordinator = HttpCoordinator(
                 origin=args.coordinator, cluster=args.cluster, token=token
             )
@@ -669,7 +671,11 @@ def main(argv: list[str] | None = None) -> int:
     p2p.add_argument("--advertise-address", help="host:port other agents reach the peer server at")
     p2p.add_argument("--coordinator", help="Gaia's URL (without it: a caching mirror, no swarm)")
     p2p.add_argument("--cluster", default="", help="this node's cluster name in Gaia")
-    p2p.add_argument("--token-file", help="file holding the cluster's agent token")
+    p2p.add_argument(
+        "--token-file",
+        help="file holding the agent's token: its pod's projected ServiceAccount token "
+        "(audience gaia-p2p), its node token, or the cluster-wide token (re-read when it changes)",
+    )
     p2p.add_argument(
         "--registries-file",
         required=True,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from gaia import __version__
 from gaia.clock import Clock, RealClock
 from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
+from gaia.controllers.agent_auth import AgentAuthenticator
 from gaia.controllers.apps import AppController
 from gaia.controllers.backups import ScheduledBackups
 from gaia.controllers.cluster_health import ClusterHealthLoop
@@ -87,6 +88,8 @@ class Platform:
     metrics: PlatformMetrics = field(default_factory=PlatformMetrics)
     # P2P image distribution: the swarms of every cluster, in this process's memory
     p2p: SwarmCoordinator = field(init=False)
+    # which node a P2P agent call speaks for (ServiceAccount tokens, node tokens)
+    p2p_auth: AgentAuthenticator = field(init=False)
     # the image registry: token signer, addresses, the docker-registry child (docs/registry.md)
     registry: RegistryService = field(init=False)
     # the access layer: HAProxy and dnsmasq for apps' domains (None: GAIA_ACCESS_LISTEN unset)
@@ -118,6 +121,14 @@ class Platform:
             clock=self.clock,
             heartbeat_s=self.settings.p2p_heartbeat_seconds,
             lease_s=self.settings.p2p_lease_seconds,
+        )
+        self.p2p_auth = AgentAuthenticator(
+            secrets=self.secrets,
+            coordinator=self.p2p,
+            clock=self.clock,
+            service_account=self.settings.p2p_agent_service_account,
+            shared_token_where=self.settings.p2p_shared_agent_token,
+            review_cache_s=self.settings.p2p_token_review_cache_seconds,
         )
         self.metrics.watch_p2p(self.p2p.figures)
         self.registry = registry_service(self.settings, self.secrets)

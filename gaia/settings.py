@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     # forgotten) and how long a piece assignment may stay unreported before it is cancelled
     p2p_heartbeat_seconds: float = Field(default=10.0, ge=1, le=300)
     p2p_lease_seconds: float = Field(default=30.0, ge=5, le=600)
+    # how a P2P agent proves its node (docs/p2p.md, "Threat model"): the ServiceAccount
+    # (namespace:name) whose pod-bound tokens, audience "gaia-p2p", the agents send; where the
+    # cluster-wide agent token (it speaks for any node: weaker) is still accepted: "sim"
+    # clusters only, "all", or "none"; how long a TokenReview's yes is trusted (seconds)
+    p2p_agent_service_account: str = Field(
+        default="gaia-system:gaia-p2p-agent", pattern=r"^[a-z0-9-]{1,63}:[a-z0-9.-]{1,253}$"
+    )
+    p2p_shared_agent_token: Literal["sim", "all", "none"] = "sim"  # noqa: S105 (a policy)
+    p2p_token_review_cache_seconds: float = Field(default=30.0, ge=0, le=600)
     # image registry (docs/registry.md): the address `gaia up` runs Debian's docker-registry on
     # (empty: it runs none; a registry run apart is configured with `gaia registry-config`),
     # the URL Gaia reaches it at (default http://<registry_listen>), the host[:port] clients

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+from gaia.domain.agent_identity import ReviewedToken
 from gaia.domain.gpu_links import GpuLink as GpuLink  # the cells of Node.gpu_links
 from gaia.domain.network import NetworkMode as NetworkMode  # the modes an app chooses (issue 19)
 from gaia.domain.resources import ResourceVector
@@ -479,6 +480,17 @@ class ClusterProvider(Protocol):
     async def exec(
         self, *, namespace: str, name: str, command: Sequence[str], timeout: float = 10.0
     ) -> ExecResult: ...
+
+
+@runtime_checkable
+class TokenReviewer(Protocol):
+    """A cluster that can tell who a token belongs to (Kubernetes' TokenReview): how the P2P
+    agents prove their node (``gaia.domain.agent_identity``). The sim cluster has none."""
+
+    async def review_token(self, token: str, *, audience: str) -> ReviewedToken:
+        """The cluster's review of ``token`` for ``audience``, its bound node resolved; raises
+        ``ConnectionError`` when the cluster cannot be asked (not an answer about the token)."""
+        ...
 
 
 def summarize(node: Node) -> NodeSummary:

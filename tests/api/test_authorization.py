@@ -329,6 +329,7 @@ TABLE = [
     ),
     # the users' side: the figures for everyone who sees the cluster, the rest for admins
     Row("GET", f"{P2P}/agent-token", ("platform-admin",), hidden_from=()),
+    Row("GET", f"{P2P}/agent-token?node=n1", ("platform-admin",), hidden_from=()),
     Row("GET", f"{P2P}/images", ALL, hidden_from=()),
     Row("GET", f"{P2P}/nodes", ALL, hidden_from=()),
     Row(

@@ -60,6 +60,33 @@ def test_agent_paths_take_the_agent_token_only(world: World) -> None:
     assert r.status_code == 401
 
 
+def test_a_node_token_speaks_for_its_node_alone(world: World, platform: Platform) -> None:
+    """On a sim cluster (no TokenReview) an agent proves its node with the node's own token;
+    the cluster-wide token speaks for any node only while GAIA_P2P_SHARED_AGENT_TOKEN allows."""
+    c = world.client
+    for who in ("business-admin", "outsider"):
+        r = c.get(f"{P2P}/agent-token", params={"node": "n1"}, headers=world.as_(who))
+        assert r.status_code == 403, (who, r.text)
+    r = c.get(f"{P2P}/agent-token", params={"node": "n1"}, headers=world.admin)
+    assert r.status_code == 200 and r.json()["node"] == "n1"
+    n1 = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert r.json()["token"].startswith("gaia-p2pn-")
+    register(c, n1, "n1")
+    body = {"node": "n2", "zone": "z1", "address": "n2:7001", "upload_slots": 4}
+    assert c.post(f"{P2P}/agents", json=body, headers=n1).status_code == 403
+    r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n2", "want": 1}, headers=n1)
+    assert r.status_code == 403, r.text
+    # a node token is valid on its own cluster's agent paths only
+    assert c.get("/api/v1/clusters", headers=n1).status_code == 401
+    # the cluster-wide token, refused once the platform stops accepting it
+    shared = agent_headers(world)
+    platform.p2p_auth.shared_token_where = "none"
+    r = c.post(f"{P2P}/agents", json=body, headers=shared)
+    assert r.status_code == 403 and "prove their node" in r.json()["message"]
+    assert c.get(f"{P2P}/agent-token", headers=world.admin).status_code == 409
+    register(c, n1, "n1")  # node tokens still work
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

@@ -9,11 +9,12 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from gaia.node.p2p.client import CoordinatorRefused, HttpCoordinator
+from gaia.node.p2p.client import CoordinatorRefused, HttpCoordinator, TokenFile
 from gaia.node.p2p.wire import (
     AgentInfo,
     BlobRef,
@@ -212,5 +213,26 @@ def test_a_connection_closed_before_the_answer_is_tried_again(served: Served) ->
             async with gone:
                 with pytest.raises(CoordinatorUnavailable, match="3 tries"):
                     await gone.register(AgentInfo("n1", "z1", "a:1", 1))
+
+    asyncio.run(scenario())
+
+
+def test_a_rewritten_token_file_is_read_again(served: Served, tmp_path: Path) -> None:
+    """The kubelet rewrites a projected ServiceAccount token before it expires: the agent sends
+    the file's token of the moment, not the one it started with."""
+    token_file = tmp_path / "token"
+    token_file.write_text("gaia-p2p-00\n")  # not the token (and not its length)
+
+    async def scenario() -> None:
+        async with HttpCoordinator(
+            origin=served.origin, cluster="sim-1", token=TokenFile(token_file)
+        ) as coord:
+            with pytest.raises(CoordinatorRefused) as refused:
+                await coord.register(AgentInfo("n1", "z1", "a:1", 1))
+            assert refused.value.status == 401
+            token_file.write_text(served.token + "\n")
+            assert len((await coord.register(AgentInfo("n1", "z1", "a:1", 1))).ticket_key) == 32
+            token_file.unlink()  # mid-swap: the last token read stands
+            await coord.register(AgentInfo("n1", "z1", "a:1", 1))
 
     asyncio.run(scenario())

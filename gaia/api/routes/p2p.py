@@ -1,24 +1,30 @@
 """P2P image distribution (issue 17; docs/p2p.md): the agents' calls and the users' views.
 
 Agents (``gaia p2p-agent`` on every node) call ``POST .../p2p/agents``, ``tasks``,
-``tasks/{digest}/schedule|reports|done`` and ``manifests`` with the cluster's agent token
-(``Authorization: Bearer gaia-p2p-...``, derived from the platform's secret key: every replica
-accepts it). On these paths a wrong token is 401 and a user's valid API token 403; an agent
-token is no user token, so it is 401 everywhere else. Agent calls are machine traffic, not
-operations: they are not written to the operation records unless refused. They never hold a
-database transaction: the cluster is looked up in a short read, then the coordinator
-(``gaia.controllers.swarm``, in memory) answers; ``schedule`` may wait up to ``wait_s``.
+``tasks/{digest}/schedule|reports|done`` and ``manifests`` with a token that proves their node
+(docs/p2p.md, "Threat model"; ``gaia.controllers.agent_auth``): their pod's ServiceAccount token,
+reviewed by the cluster, the node's own token, or, where the platform allows it, the cluster-wide
+token (any node). The body's ``node`` must be the proven one (403), so a node never gets another
+node's registry account nor acts for it in a swarm. On these paths a token that proves nothing is
+401 and a user's valid API token 403; an agent's token is no user token, so it is 401 everywhere
+else. Agent calls are machine traffic, not operations: they are not written to the operation
+records unless refused. They never hold a database transaction: the cluster is looked up in a
+short read (a ServiceAccount token is then reviewed by the cluster, the answer kept 30 s), then
+the coordinator (``gaia.controllers.swarm``, in memory) answers; ``schedule`` may wait up to
+``wait_s``.
 
-Users: ``GET .../p2p/agent-token`` (platform admins), ``GET .../p2p/images`` and
+Users: ``GET .../p2p/agent-token[?node=]`` (platform admins), ``GET .../p2p/images`` and
 ``GET .../p2p/nodes`` (anyone who sees the cluster, as for its nodes), ``POST .../p2p/prewarms``
 (platform admins) and ``GET .../p2p/prewarms/{id}``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from gaia.api.deps import (
     PrincipalDep,
@@ -33,6 +39,7 @@ from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.p2p import (
     DIGEST_PATTERN,
+    NODE_PATTERN,
     AgentIn,
     AgentOut,
     AgentRegistryOut,
@@ -54,13 +61,20 @@ from gaia.api.schemas.p2p import (
     TaskIn,
     TaskOut,
 )
+from gaia.controllers.agent_auth import AgentCluster
 from gaia.controllers.swarm import ClusterKey, ImageRef, PieceOutcome, SwarmCoordinator
-from gaia.domain.errors import Forbidden, NotFound, Unauthenticated
+from gaia.domain.agent_identity import AgentIdentity
+from gaia.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from gaia.platform import Platform
+from gaia.providers.port import TokenReviewer
 from gaia.store.clusters import cluster_named
 
 router = APIRouter(tags=["p2p"])
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 DigestPath = Path(pattern=DIGEST_PATTERN, max_length=71, description="blob digest")
+NodeQuery = Query(
+    None, min_length=1, max_length=253, pattern=NODE_PATTERN, description="the node's own token"
+)
 PrewarmPath = Path(pattern=r"^pw-[0-9a-f]{16}$", max_length=19, description="prewarm id")
 
 
@@ -68,36 +82,68 @@ def _key(row_id: int, name: str) -> ClusterKey:
     return ClusterKey(id=row_id, name=name)
 
 
-def agent_cluster(request: Request, cluster: str = ClusterPath) -> ClusterKey:
-    """The cluster whose agent token the caller sent (401 otherwise; 403 for a user's token)."""
+@dataclass(frozen=True)
+class AgentCall:
+    """An agent call's cluster and the identity its token proves."""
+
+    key: ClusterKey
+    identity: AgentIdentity
+
+    def as_node(self, node: str) -> ClusterKey:
+        """The cluster, once the body's ``node`` is the one the token proves (403 otherwise)."""
+        self.identity.require(node)
+        return self.key
+
+
+def _agent_cluster(plat: Platform, cluster: str) -> AgentCluster | None:
+    with plat.db.read_session() as session:
+        try:
+            row = cluster_named(session, cluster)
+        except NotFound:
+            return None
+        reviewer = None
+        if row.kind == "kubernetes":
+            provider = plat.providers.for_cluster(row)
+            reviewer = provider if isinstance(provider, TokenReviewer) else None
+        return AgentCluster(key=_key(row.id, row.name), kind=row.kind, reviewer=reviewer)
+
+
+def _user_token(plat: Platform, token: str) -> str | None:
+    with plat.db.read_session() as session:
+        try:
+            return authenticate(session, token).username
+        except Unauthenticated:
+            return None
+
+
+async def agent_call(request: Request, cluster: str = ClusterPath) -> AgentCall:
+    """The cluster and the node the caller's token proves (docs/p2p.md, "Threat model"): 401
+    for a token that proves nothing here, 403 for a user's API token or a cluster-wide token
+    this cluster does not accept; the route then refuses (403) a body naming another node."""
     ctx = audit(request, cluster=cluster)
     ctx.read_only = True  # machine traffic: recorded only when refused
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise Unauthenticated("send 'Authorization: Bearer <the cluster's p2p agent token>'")
+        raise Unauthenticated("send 'Authorization: Bearer <the agent's token>'")
     plat = platform(request)
-    with plat.db.read_session() as session:
-        try:
-            row = cluster_named(session, cluster)
-            key = _key(row.id, row.name)
-        except NotFound:
-            key = None
-        if key is not None and plat.p2p.is_agent_token(key, token):
-            ctx.actor = "p2p-agent"
-            return key
-        try:
-            principal = authenticate(session, token)
-        except Unauthenticated:
-            principal = None
-    if principal is not None:
-        ctx.actor = principal.username
-        raise Forbidden("P2P agent calls take the cluster's agent token, not a user's API token")
+    target = await run_in_threadpool(_agent_cluster, plat, cluster)
+    if target is not None:
+        identity = await plat.p2p_auth.identify(target, token)
+        if identity is not None:
+            # the records' actor column holds 63 characters; a node name may have 253
+            actor = "p2p-agent" if identity.node is None else f"p2p-agent:{identity.node}"
+            ctx.actor = actor[:63]
+            return AgentCall(key=target.key, identity=identity)
+    username = await run_in_threadpool(_user_token, plat, token)
+    if username is not None:
+        ctx.actor = username
+        raise Forbidden("P2P agent calls take an agent's token, not a user's API token")
     raise Unauthenticated("the P2P agent token is not valid for this cluster")
 
 
-AgentCluster = Annotated[ClusterKey, Depends(agent_cluster)]
+Agent = Annotated[AgentCall, Depends(agent_call)]
 
 
 def _coordinator(request: Request) -> SwarmCoordinator:
@@ -108,8 +154,10 @@ def _coordinator(request: Request) -> SwarmCoordinator:
 
 
 @router.post("/clusters/{cluster}/p2p/agents", response_model=AgentOut)
-async def register_agent(request: Request, key: AgentCluster, body: AgentIn) -> AgentOut:
-    """Register, then heartbeat with the same call every ``heartbeat_s``."""
+async def register_agent(request: Request, agent: Agent, body: AgentIn) -> AgentOut:
+    """Register, then heartbeat with the same call every ``heartbeat_s``. The answer carries
+    the node's own registry account: only for the node the token proves."""
+    key = agent.as_node(body.node)
     answer = _coordinator(request).register(
         key,
         node=body.node,
@@ -140,8 +188,9 @@ async def register_agent(request: Request, key: AgentCluster, body: AgentIn) -> 
 
 
 @router.post("/clusters/{cluster}/p2p/tasks", response_model=TaskOut)
-async def open_task(request: Request, key: AgentCluster, body: TaskIn) -> TaskOut:
+async def open_task(request: Request, agent: Agent, body: TaskIn) -> TaskOut:
     """Open or join the swarm of one blob."""
+    key = agent.as_node(body.node)
     task = _coordinator(request).open_task(key, node=body.node, digest=body.digest, size=body.size)
     return TaskOut(
         digest=task.digest,
@@ -154,9 +203,10 @@ async def open_task(request: Request, key: AgentCluster, body: TaskIn) -> TaskOu
 
 @router.post("/clusters/{cluster}/p2p/tasks/{digest}/schedule", response_model=ScheduleOut)
 async def schedule(
-    request: Request, key: AgentCluster, body: ScheduleIn, digest: str = DigestPath
+    request: Request, agent: Agent, body: ScheduleIn, digest: str = DigestPath
 ) -> ScheduleOut:
     """Up to ``want`` pieces to fetch, each from a parent or the registry (a long poll)."""
+    key = agent.as_node(body.node)
     answer = await _coordinator(request).schedule(
         key, node=body.node, digest=digest, want=body.want, wait_s=body.wait_s
     )
@@ -174,8 +224,9 @@ async def schedule(
 
 @router.post("/clusters/{cluster}/p2p/tasks/{digest}/reports", response_model=EmptyOut)
 async def report_pieces(
-    request: Request, key: AgentCluster, body: ReportsIn, digest: str = DigestPath
+    request: Request, agent: Agent, body: ReportsIn, digest: str = DigestPath
 ) -> EmptyOut:
+    key = agent.as_node(body.node)
     _coordinator(request).report(
         key,
         node=body.node,
@@ -197,14 +248,16 @@ async def report_pieces(
 
 @router.post("/clusters/{cluster}/p2p/tasks/{digest}/done", response_model=EmptyOut)
 async def blob_done(
-    request: Request, key: AgentCluster, body: DoneIn, digest: str = DigestPath
+    request: Request, agent: Agent, body: DoneIn, digest: str = DigestPath
 ) -> EmptyOut:
+    key = agent.as_node(body.node)
     _coordinator(request).done(key, node=body.node, digest=digest, ok=body.ok, evicted=body.evicted)
     return EmptyOut()
 
 
 @router.post("/clusters/{cluster}/p2p/manifests", response_model=EmptyOut)
-async def manifest_served(request: Request, key: AgentCluster, body: ManifestIn) -> EmptyOut:
+async def manifest_served(request: Request, agent: Agent, body: ManifestIn) -> EmptyOut:
+    key = agent.as_node(body.node)
     _coordinator(request).manifest(
         key,
         node=body.node,
@@ -222,12 +275,28 @@ async def manifest_served(request: Request, key: AgentCluster, body: ManifestIn)
 
 @router.get("/clusters/{cluster}/p2p/agent-token", response_model=AgentTokenOut)
 async def agent_token(
-    request: Request, principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    cluster: str = ClusterPath,
+    node: str | None = NodeQuery,
 ) -> AgentTokenOut:
-    """The cluster's agent token, for the agents' Secret (platform administrators)."""
+    """A token for the agents' Secret (platform administrators): with ``node``, the token
+    that proves that node alone; without, the cluster-wide token (any node: only where
+    ``GAIA_P2P_SHARED_AGENT_TOKEN`` lets this cluster use it, 409 elsewhere)."""
     require_platform_admin(principal, "read a cluster's P2P agent token")
     row = visible_cluster(session, principal, cluster)
-    return AgentTokenOut(token=_coordinator(request).agent_token(_key(row.id, row.name)))
+    key = _key(row.id, row.name)
+    plat = platform(request)
+    if node is not None:
+        return AgentTokenOut(token=plat.p2p_auth.node_token(key, node), node=node)
+    if not plat.p2p_auth.shared_token_allowed(row.kind):
+        raise Conflict(
+            f"cluster {row.name}'s agents prove their node: run them as the DaemonSet of "
+            "deploy/p2p-agent (ServiceAccount tokens), or ask for one node's token with "
+            "?node=<node>"
+        )
+    return AgentTokenOut(token=_coordinator(request).agent_token(key))
 
 
 @router.get("/clusters/{cluster}/p2p/images", response_model=Page[P2PImageOut])

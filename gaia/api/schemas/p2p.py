@@ -161,7 +161,11 @@ class EmptyOut(Strict):
 
 
 class AgentTokenOut(Strict):
-    token: str = Field(description="the cluster's agent token, for the agents' Secret")
+    token: str = Field(
+        description="for the agents' Secret: the node's own token when a node was asked for, "
+        "else the cluster-wide token (it speaks for any node)"
+    )
+    node: str | None = Field(default=None, description="the node the token proves; null: any")
 
 
 class P2PImageOut(Strict):

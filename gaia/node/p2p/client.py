@@ -13,12 +13,19 @@ kinds, because the agent answers them differently:
   field out of bounds). Retrying the same request will not help.
 
 ``schedule`` is a long poll: its read timeout is ``wait_s`` plus ``timeout``.
+
+The token proves the agent's node (docs/p2p.md, "Threat model"): the pod's projected
+ServiceAccount token, which the kubelet rewrites well before it expires (``TokenFile`` reads the
+file again when it changed, so a long-lived agent never sends an expired one), the node's own
+token, or the cluster-wide one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,6 +51,29 @@ RETRY_PAUSES_S = (0.2, 1.0)
 KEEPALIVE_S = 2.0
 
 
+class TokenFile:
+    """A token kept in a file that may be rewritten (a projected ServiceAccount token):
+    ``token()`` reads it again when its modification time or size changed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._token = ""
+
+    def __call__(self) -> str:
+        try:
+            st = os.stat(self.path)
+            seen = (st.st_mtime_ns, st.st_size)
+            if seen != self._seen:
+                self._token = self.path.read_text().strip()
+                self._seen = seen
+        except OSError as exc:
+            # the kubelet swaps the file through a symlink: a read between its steps fails once
+            if not self._token:
+                raise CoordinatorUnavailable(f"cannot read the agent's token: {exc}") from exc
+        return self._token
+
+
 class CoordinatorRefused(Exception):
     """The coordinator refused the request (4xx): ``status``, ``code`` and its ``message``."""
 
@@ -60,7 +90,7 @@ class HttpCoordinator:
         *,
         origin: str,
         cluster: str,
-        token: str,
+        token: str | Callable[[], str],
         timeout: float = 10.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -73,7 +103,11 @@ class HttpCoordinator:
                 max_connections=64, max_keepalive_connections=16, keepalive_expiry=KEEPALIVE_S
             ),
         )
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._token = token
+
+    def _headers(self) -> dict[str, str]:
+        token = self._token if isinstance(self._token, str) else self._token()
+        return {"Authorization": f"Bearer {token}"}
 
     async def aclose(self) -> None:
         if self._own_client:
@@ -90,7 +124,7 @@ class HttpCoordinator:
         for attempt, pause in enumerate((*RETRY_PAUSES_S, None)):
             try:
                 r = await self._client.post(
-                    f"{self.base}/{path}", json=body, headers=self._headers, timeout=timeout
+                    f"{self.base}/{path}", json=body, headers=self._headers(), timeout=timeout
                 )
                 break
             except httpx.TimeoutException as exc:  # it may have been served: no retry here

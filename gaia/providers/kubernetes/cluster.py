@@ -74,6 +74,13 @@ from lightkube.resources.core_v1 import Service as K8sService
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
+from gaia.domain.agent_identity import (
+    NODE_NAME_KEY,
+    POD_NAME_KEY,
+    POD_UID_KEY,
+    SERVICE_ACCOUNT_PREFIX,
+    ReviewedToken,
+)
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound, NotManaged, Unsupported
 from gaia.domain.gpu_links import normalize_matrix, preset
 from gaia.domain.resources import ResourceVector
@@ -296,6 +303,65 @@ class KubernetesCluster:
         return ClusterHealth(
             HealthState.UNHEALTHY, f"API server not ready (HTTP {response.status_code})"
         )
+
+    # ------------------------------------------------------------ token review
+
+    async def review_token(self, token: str, *, audience: str) -> ReviewedToken:
+        """``POST /apis/authentication.k8s.io/v1/tokenreviews`` with ``spec.audiences``: the
+        API server checks the signature, expiry, audience and that the bound pod still exists
+        (same uid). Gaia's credentials need ``create tokenreviews`` (``system:auth-delegator``)."""
+        return await self._on_loop(self._review_token(token, audience))
+
+    async def _review_token(self, token: str, audience: str) -> ReviewedToken:
+        response = await self._raw().post(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            json={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "spec": {"token": token, "audiences": [audience]},
+            },
+        )
+        if response.status_code >= 300:
+            # Gaia's own credentials were refused, or the server failed: no answer about the
+            # agent's token, so the agent is told the coordinator is unavailable, not refused
+            raise ConnectionError(
+                f"cluster {self.name}: TokenReview answered {response.status_code}: "
+                f"{_message(response)}"
+            )
+        status = response.json().get("status") or {}
+        user = status.get("user") or {}
+        extra = {
+            str(k): tuple(str(v) for v in (vs or ())) for k, vs in (user.get("extra") or {}).items()
+        }
+        review = ReviewedToken(
+            authenticated=bool(status.get("authenticated")),
+            username=str(user.get("username") or ""),
+            audiences=tuple(str(a) for a in status.get("audiences") or ()),
+            extra=extra,
+            node=(extra.get(NODE_NAME_KEY) or ("",))[0],
+            error=str(status.get("error") or ""),
+        )
+        if review.authenticated and not review.node:
+            review = dataclasses.replace(review, node=await self._bound_pod_node(review))
+        return review
+
+    async def _bound_pod_node(self, review: ReviewedToken) -> str:
+        """An API server before 1.30 puts no node in the review: the node of the bound pod,
+        read from the pod itself while its uid is the one the token is bound to."""
+        name, uid = (
+            review.extra.get(POD_NAME_KEY, ("",))[0],
+            review.extra.get(POD_UID_KEY, ("",))[0],
+        )
+        namespace = review.username.removeprefix(SERVICE_ACCOUNT_PREFIX).partition(":")[0]
+        if not (name and uid and namespace):
+            return ""
+        response = await self._raw().get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+        if response.status_code != 200:
+            return ""
+        pod = response.json()
+        if (pod.get("metadata") or {}).get("uid") != uid:
+            return ""
+        return str((pod.get("spec") or {}).get("nodeName") or "")
 
     async def close(self) -> None:
         loop, self._loop = self._loop, None

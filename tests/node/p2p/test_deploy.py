@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from gaia.domain.agent_identity import AGENT_AUDIENCE
+from gaia.settings import Settings
 from tests.support.kube import ControlPlane
 from tests.support.paths import REPO
 
@@ -53,7 +55,29 @@ def test_the_api_server_accepts_the_manifest(control_plane: ControlPlane) -> Non
                 ns = doc["metadata"]["namespace"]
                 if api.get(f"/api/v1/namespaces/{ns}").status_code == 404:
                     api.post("/api/v1/namespaces", json={"metadata": {"name": ns}})
-                r = api.post(
-                    f"/apis/apps/v1/namespaces/{ns}/daemonsets", json=doc, params={"dryRun": "All"}
-                )
+                collection = {
+                    "DaemonSet": f"/apis/apps/v1/namespaces/{ns}/daemonsets",
+                    "ServiceAccount": f"/api/v1/namespaces/{ns}/serviceaccounts",
+                }[doc["kind"]]
+                r = api.post(collection, json=doc, params={"dryRun": "All"})
             assert r.status_code in (200, 201, 409), (doc["kind"], r.text)
+
+
+def test_the_agents_prove_their_node_with_the_token_gaia_reviews() -> None:
+    """The DaemonSet runs as the ServiceAccount Gaia expects and projects a pod-bound token for
+    Gaia's audience into the file the agent reads (tests/api/test_p2p_identity.py shows Gaia
+    accepting such a token for its own node only)."""
+    (daemonset,) = [d for d in documents() if d["kind"] == "DaemonSet"]
+    (account,) = [d for d in documents() if d["kind"] == "ServiceAccount"]
+    pod = daemonset["spec"]["template"]["spec"]
+    namespace, name = Settings().p2p_agent_service_account.split(":")
+    assert (account["metadata"]["namespace"], account["metadata"]["name"]) == (namespace, name)
+    assert daemonset["metadata"]["namespace"] == namespace
+    assert pod["serviceAccountName"] == name
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (source,) = volumes["identity"]["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == AGENT_AUDIENCE
+    (agent,) = pod["containers"]
+    mount = next(m for m in agent["volumeMounts"] if m["name"] == "identity")
+    token_file = f"{mount['mountPath']}/{source['serviceAccountToken']['path']}"
+    assert f"--token-file={token_file}" in agent["command"]
