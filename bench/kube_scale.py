@@ -62,16 +62,33 @@ _REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<v
 class Phase:
     name: str
     wall_s: float
-    requests: dict[str, int]
+    requests: dict[str, int]  # "VERB resource[/subresource]" -> count
     recreated: int
+    observer: int = 0  # of those, the bench's own reads (pod lists to see when a phase is done)
+
+    def by_verb(self) -> dict[str, int]:
+        verbs: collections.Counter[str] = collections.Counter()
+        for key, n in self.requests.items():
+            verbs[key.split(" ")[0]] += n
+        return dict(verbs)
 
     def row(self) -> str:
         total = sum(self.requests.values())
-        verbs = ", ".join(f"{v} {n}" for v, n in sorted(self.requests.items()) if n)
-        return f"| {self.name} | {self.wall_s:,.1f} | {total:,} | {verbs} | {self.recreated:,} |"
+        verbs = ", ".join(f"{v} {n}" for v, n in sorted(self.by_verb().items()) if n)
+        return (
+            f"| {self.name} | {self.wall_s:,.1f} | {total:,} | {total - self.observer:,} "
+            f"| {verbs} | {self.recreated:,} |"
+        )
+
+    def breakdown(self) -> str:
+        """Where the requests went: verb and resource, largest first (the profile that guides
+        a change)."""
+        top = sorted(self.requests.items(), key=lambda kv: -kv[1])
+        return f"{self.name}: " + ", ".join(f"{key} {n:,}" for key, n in top if n)
 
 
 def request_counts(api: httpx.Client) -> collections.Counter[str]:
+    """The API server's own ``apiserver_request_total`` by verb and resource (WATCH left out)."""
     counts: collections.Counter[str] = collections.Counter()
     for line in api.get("/metrics").text.splitlines():
         match = _REQUEST_LINE.match(line)
@@ -80,12 +97,28 @@ def request_counts(api: httpx.Client) -> collections.Counter[str]:
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
         if labels.get("verb") == "WATCH":
             continue
-        counts[labels.get("verb", "?")] += int(float(match["value"]))
+        resource = labels.get("resource", "") or "-"
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[f"{labels.get('verb', '?')} {resource}"] += int(float(match["value"]))
     return counts
 
 
 def delta(after: collections.Counter[str], before: collections.Counter[str]) -> dict[str, int]:
-    return {verb: after[verb] - before[verb] for verb in after if after[verb] - before[verb]}
+    return {key: after[key] - before[key] for key in after if after[key] - before[key]}
+
+
+class ObserverCount:
+    """Counts the bench's own API requests (its pod lists), so that a phase's figure can be
+    read with and without the observer: a phase polled more often counts more lists."""
+
+    def __init__(self, api: httpx.Client) -> None:
+        self.n = 0
+        api.event_hooks["request"].append(self._count)
+
+    def _count(self, request: httpx.Request) -> None:
+        if request.url.path != "/metrics":
+            self.n += 1
 
 
 def pods(api: httpx.Client, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
@@ -128,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     plane.ensure_controller_manager()
     plane.start_scheduler()
     api = plane.http_client()
+    observer = ObserverCount(api)
     phases: list[Phase] = []
     try:
         started = time.monotonic()
@@ -195,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{what}: not done within an hour")
 
         selector = f"{APP_LABEL}=web"
-        before = request_counts(api)
+        before, seen = request_counts(api), observer.n
         started = time.monotonic()
         call(
             "POST",
@@ -220,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"Gaia: create {args.instances:,} instances",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
-                0,
+                observer=observer.n - seen,
+                recreated=0,
             )
         )
         uids = {n: p["metadata"]["uid"] for n, p in pods(api, "bench", selector).items()}
 
-        before = request_counts(api)
+        before, seen = request_counts(api), observer.n
         started = time.monotonic()
         upgrade = call(
             "POST",
@@ -247,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"Gaia: gray upgrade {args.upgrade:,} in place",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
-                sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
+                observer=observer.n - seen,
+                recreated=sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
             )
         )
         asyncio.run(platform.providers.close())
@@ -284,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         def ready_count(track: str) -> int:
             return sum(ready(p) for p in pods(api, "deploy", f"track={track}").values())
 
-        before = request_counts(api)
+        before, seen = request_counts(api), observer.n
         started = time.monotonic()
         api.post(
             "/apis/apps/v1/namespaces/deploy/deployments",
@@ -297,11 +333,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"baseline: Deployment of {args.instances:,}",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
-                0,
+                observer=observer.n - seen,
+                recreated=0,
             )
         )
         stable_uids = {n: p["metadata"]["uid"] for n, p in pods(api, "deploy", "app=web").items()}
-        before = request_counts(api)
+        before, seen = request_counts(api), observer.n
         started = time.monotonic()
         api.patch(
             "/apis/apps/v1/namespaces/deploy/deployments/stable/scale",
@@ -323,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"baseline: canary of {args.upgrade:,} (2 Deployments)",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
-                sum(1 for n in now if n not in stable_uids),
+                observer=observer.n - seen,
+                recreated=sum(1 for n in now if n not in stable_uids),
             )
         )
     finally:
@@ -335,10 +373,16 @@ def main(argv: list[str] | None = None) -> int:
         f"control plane: {args.nodes:,} KWOK nodes; build {build_s:.1f} s this run "
         "(cached when the stamp matches)"
     )
-    print("| phase | wall s | API requests | by verb | pods recreated |")
-    print("| --- | ---: | ---: | --- | ---: |")
+    print(
+        "| phase | wall s | API requests | without the bench's own lists | by verb "
+        "| pods recreated |"
+    )
+    print("| --- | ---: | ---: | ---: | --- | ---: |")
     for phase in phases:
         print(phase.row())
+    print("\nby verb and resource:")
+    for phase in phases:
+        print(f"- {phase.breakdown()}")
     print(f"\ntook {time.monotonic() - began:.0f} s")
     return 0
 
