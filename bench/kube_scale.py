@@ -23,7 +23,16 @@ For each phase: wall seconds and the API requests the API server counted
 pods were recreated (a new UID). Gaia's upgrade keeps every pod; the canary replaces
 ``--upgrade`` of them. The counts are of every client during the phase: besides Gaia or the
 controllers they include KWOK's pod status writes and its node lease renewals (about one PUT
-per node every 40 s), so a longer phase counts more background requests.
+per node every 40 s), so a longer phase counts more background requests. The bench's own pod
+lists (how it sees that a phase is done) are counted apart too, and each phase's requests are
+printed by verb and resource (the profile of where they go).
+
+Last, **the provider's cache memory**: with every pod of both apps still in the cluster, a fresh
+process per case lists them (and then the nodes) into an informer as the provider builds it,
+once keeping what the provider keeps (``gaia.providers.kubernetes.kept``: no ``managedFields``,
+no node images, other tools' pods cut to what a node's allocation counts) and once whole (as
+before), and reports its RSS growth (``VmRSS`` after the list minus before it) per 10,000 pods
+and per 1,000 nodes, beside the JSON size of what the cache holds.
 """
 
 from __future__ import annotations
@@ -32,7 +41,10 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import gc
+import json
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,6 +154,77 @@ def ready(pod: dict[str, Any]) -> bool:
     )
 
 
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+async def _informer_rss(kubeconfig: Path, kind: str, keep_everything: bool) -> dict[str, Any]:
+    """In this (fresh) process: list every ``kind`` ("pods" or "nodes") of the cluster into an
+    informer as the provider builds it, and say how much the process grew."""
+    from lightkube import AsyncClient, KubeConfig
+    from lightkube.resources.core_v1 import Namespace, Node, Pod
+
+    from gaia.providers.kubernetes.informer import Informer
+    from gaia.providers.kubernetes.kept import kept_node, kept_pod
+
+    client = AsyncClient(KubeConfig.from_file(str(kubeconfig)), trust_env=False)
+    await client.get(Namespace, "default")  # connections and TLS set up before the baseline
+    if kind == "pods":
+        informer = Informer(
+            client,
+            Pod,
+            transform=None if keep_everything else kept_pod,
+            index=lambda pod: (pod.get("spec") or {}).get("nodeName"),
+        )
+    else:
+        informer = Informer(client, Node, transform=None if keep_everything else kept_node)
+    gc.collect()
+    before = _rss_bytes()
+    informer.start()
+    await informer.wait_synced(900)
+    await informer.stop()
+    gc.collect()
+    grown = _rss_bytes() - before
+    stored = len(json.dumps(list(informer.items.values())))
+    await client.close()
+    return {"objects": len(informer.items), "rss_bytes": grown, "json_bytes": stored}
+
+
+def informer_memory(kubeconfig: Path) -> list[str]:
+    """The cache memory lines of the report: each case in a process of its own (RSS seldom
+    shrinks, so two cases in one process would measure each other)."""
+    results: dict[tuple[str, bool], dict[str, Any]] = {}
+    for kind in ("pods", "nodes"):
+        for everything in (True, False):
+            command = [
+                sys.executable,
+                __file__,
+                "--informer-rss",
+                kind,
+                "--kubeconfig",
+                str(kubeconfig),
+            ] + (["--keep-everything"] if everything else [])
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            results[(kind, everything)] = json.loads(out.strip().splitlines()[-1])
+    lines = [
+        "| cache | objects | RSS grown, MiB | per 10,000 pods / 1,000 nodes, MiB "
+        "| JSON kept, MiB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (kind, everything), r in results.items():
+        per = 10_000 if kind == "pods" else 1_000
+        scaled = r["rss_bytes"] * per / max(1, r["objects"]) / 2**20
+        what = f"{kind}, {'whole (before)' if everything else 'kept (kept.py)'}"
+        lines.append(
+            f"| {what} | {r['objects']:,} | {r['rss_bytes'] / 2**20:,.1f} | {scaled:,.1f} "
+            f"| {r['json_bytes'] / 2**20:,.1f} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=1000)
@@ -149,7 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upgrade", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="leave out the cache memory measurement"
+    )
+    # the cache memory cases run in processes of their own (informer_memory)
+    parser.add_argument("--informer-rss", choices=("pods", "nodes"), help=argparse.SUPPRESS)
+    parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-everything", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.informer_rss:
+        result = asyncio.run(
+            _informer_rss(args.kubeconfig, args.informer_rss, args.keep_everything)
+        )
+        print(json.dumps(result))
+        return 0
     if args.quick:
         args.nodes, args.instances, args.upgrade, args.batch = 50, 300, 60, 30
 
@@ -364,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                 recreated=sum(1 for n in now if n not in stable_uids),
             )
         )
+        memory = [] if args.no_memory else informer_memory(plane.kubeconfig_path)
     finally:
         api.close()
         plane.stop()
@@ -383,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nby verb and resource:")
     for phase in phases:
         print(f"- {phase.breakdown()}")
+    if memory:
+        print("\nthe provider's pod and node caches (a fresh process per case):")
+        print("\n".join(memory))
     print(f"\ntook {time.monotonic() - began:.0f} s")
     return 0
 

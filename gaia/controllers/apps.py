@@ -11,8 +11,9 @@ One pass::
     ──► events (the controller's and the cluster's) written in one transaction per cluster
 
 Before step 3 each app's instances pass one repair, **placements left half-done**. A provider
-may place in two writes (the kubernetes provider creates the pod, then binds it to the node the
-scheduler chose); a process killed between them leaves an instance that no node holds and
+may place in two writes (the kubernetes provider did up to release 22: it created the pod, then
+bound it to the node the scheduler chose; it now creates pods bound, but their leftovers may be
+in a cluster); a process killed between them leaves an instance that no node holds and
 nothing else would ever bind (the pod names Gaia's scheduler). Such an instance (phase
 ``Scheduled``, no node) older than ``unbound_grace`` (60 s: a bind in flight is never raced) is
 deleted and its id placed and created again through the normal path, with a Warning event
