@@ -51,6 +51,7 @@ _EVENT_KEPT = (
     "firstTimestamp",
     "deprecatedFirstTimestamp",
     "reportingController",
+    "reportingComponent",  # core/v1's name for it
 )
 
 

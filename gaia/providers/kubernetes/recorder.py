@@ -85,10 +85,13 @@ def scheduled_event(
 
 def is_batch_event(event: dict[str, Any]) -> bool:
     """Whether ``event`` is one of the recorder's own batch Events (the provider already logged
-    each placement in it on its own)."""
-    regarding = event.get("regarding") or {}
+    each placement in it on its own), read through either API: core/v1 (what the provider
+    watches) names ``regarding`` ``involvedObject`` and ``reportingController``
+    ``reportingComponent``."""
+    regarding = event.get("regarding") or event.get("involvedObject") or {}
+    reporter = event.get("reportingController") or event.get("reportingComponent")
     return (
-        event.get("reportingController") == EVENT_REPORTER
+        reporter == EVENT_REPORTER
         and regarding.get("apiVersion") == APP_API_VERSION
         and regarding.get("kind") == APP_KIND
     )

@@ -1316,6 +1316,13 @@ def test_a_batch_scheduled_event_names_its_pods_within_the_note_limit() -> None:
     assert (few["reason"], few["action"], few["type"]) == ("Scheduled", "Binding", "Normal")
     assert few["eventTime"] == "2024-05-01T10:00:00.000000Z"
     assert is_batch_event(few)
+    as_core_v1 = {  # how the provider's watch (core/v1) reads it back
+        **{k: v for k, v in few.items() if k not in ("regarding", "reportingController")},
+        "involvedObject": few["regarding"],
+        "reportingComponent": few["reportingController"],
+    }
+    assert is_batch_event(kept_event(as_core_v1))
+    assert not is_batch_event({**as_core_v1, "reportingComponent": "kubelet"})
     assert event_from_k8s(few, 1).object_kind == "App"
 
     many = scheduled_event(
