@@ -99,6 +99,13 @@ class Phase:
         return f"{self.name}: " + ", ".join(f"{key} {n:,}" for key, n in top if n)
 
 
+def record(phases: list[Phase], phase: Phase) -> None:
+    """Keep ``phase`` for the report and print it at once (a run cut short still shows it)."""
+    phases.append(phase)
+    print(phase.row(), flush=True)
+    print(f"  {phase.breakdown()}", flush=True)
+
+
 def request_counts(api: httpx.Client) -> collections.Counter[str]:
     """The API server's own ``apiserver_request_total`` by verb and resource (WATCH left out)."""
     counts: collections.Counter[str] = collections.Counter()
@@ -235,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-memory", action="store_true", help="leave out the cache memory measurement"
     )
+    parser.add_argument(
+        "--gaia-only",
+        action="store_true",
+        help="leave out the Deployment baseline (to profile Gaia's phases of another revision)",
+    )
     # the cache memory cases run in processes of their own (informer_memory)
     parser.add_argument("--informer-rss", choices=("pods", "nodes"), help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
@@ -345,14 +357,15 @@ def main(argv: list[str] | None = None) -> int:
             lambda: sum(ready(p) for p in pods(api, "bench", selector).values()) == args.instances,
             "create",
         )
-        phases.append(
+        record(
+            phases,
             Phase(
                 f"Gaia: create {args.instances:,} instances",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=0,
-            )
+            ),
         )
         uids = {n: p["metadata"]["uid"] for n, p in pods(api, "bench", selector).items()}
 
@@ -373,16 +386,20 @@ def main(argv: list[str] | None = None) -> int:
             "upgrade",
         )
         now = pods(api, "bench", selector)
-        phases.append(
+        record(
+            phases,
             Phase(
                 f"Gaia: gray upgrade {args.upgrade:,} in place",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
-            )
+            ),
         )
         asyncio.run(platform.providers.close())
+
+        if args.gaia_only:
+            return report(args, build_s, began, phases, [])
 
         # the baseline: Deployments, scheduled by kube-scheduler, changed by the controllers
         api.post("/api/v1/namespaces", json={"metadata": {"name": "deploy"}})
@@ -424,14 +441,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         while ready_count("stable") < args.instances:
             time.sleep(1)
-        phases.append(
+        record(
+            phases,
             Phase(
                 f"baseline: Deployment of {args.instances:,}",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=0,
-            )
+            ),
         )
         stable_uids = {n: p["metadata"]["uid"] for n, p in pods(api, "deploy", "app=web").items()}
         before, seen = request_counts(api), observer.n
@@ -451,20 +469,26 @@ def main(argv: list[str] | None = None) -> int:
         ):
             time.sleep(1)
         now = pods(api, "deploy", "app=web")
-        phases.append(
+        record(
+            phases,
             Phase(
                 f"baseline: canary of {args.upgrade:,} (2 Deployments)",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=sum(1 for n in now if n not in stable_uids),
-            )
+            ),
         )
         memory = [] if args.no_memory else informer_memory(plane.kubeconfig_path)
     finally:
         api.close()
         plane.stop()
+    return report(args, build_s, began, phases, memory)
 
+
+def report(
+    args: argparse.Namespace, build_s: float, began: float, phases: list[Phase], memory: list[str]
+) -> int:
     print()
     print(
         f"control plane: {args.nodes:,} KWOK nodes; build {build_s:.1f} s this run "
