@@ -44,6 +44,7 @@ import concurrent.futures
 import gc
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.nodes, args.instances, args.upgrade, args.batch = 50, 300, 60, 30
 
+    # a run stopped with SIGTERM (``timeout``) still stops the control plane (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     began = time.monotonic()
     bin_dir = build_control_plane()
     build_s = time.monotonic() - began
