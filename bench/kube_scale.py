@@ -23,7 +23,16 @@ For each phase: wall seconds and the API requests the API server counted
 pods were recreated (a new UID). Gaia's upgrade keeps every pod; the canary replaces
 ``--upgrade`` of them. The counts are of every client during the phase: besides Gaia or the
 controllers they include KWOK's pod status writes and its node lease renewals (about one PUT
-per node every 40 s), so a longer phase counts more background requests.
+per node every 40 s), so a longer phase counts more background requests. The bench's own pod
+lists (how it sees that a phase is done) are counted apart too, and each phase's requests are
+printed by verb and resource (the profile of where they go).
+
+Last, **the provider's cache memory**: with every pod of both apps still in the cluster, a fresh
+process per case lists them (and then the nodes) into an informer as the provider builds it,
+once keeping what the provider keeps (``gaia.providers.kubernetes.kept``: no ``managedFields``,
+no node images, other tools' pods cut to what a node's allocation counts) and once whole (as
+before), and reports its RSS growth (``VmRSS`` after the list minus before it) per 10,000 pods
+and per 1,000 nodes, beside the JSON size of what the cache holds.
 """
 
 from __future__ import annotations
@@ -32,7 +41,11 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import gc
+import json
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,16 +75,40 @@ _REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<v
 class Phase:
     name: str
     wall_s: float
-    requests: dict[str, int]
+    requests: dict[str, int]  # "VERB resource[/subresource]" -> count
     recreated: int
+    observer: int = 0  # of those, the bench's own reads (pod lists to see when a phase is done)
+
+    def by_verb(self) -> dict[str, int]:
+        verbs: collections.Counter[str] = collections.Counter()
+        for key, n in self.requests.items():
+            verbs[key.split(" ")[0]] += n
+        return dict(verbs)
 
     def row(self) -> str:
         total = sum(self.requests.values())
-        verbs = ", ".join(f"{v} {n}" for v, n in sorted(self.requests.items()) if n)
-        return f"| {self.name} | {self.wall_s:,.1f} | {total:,} | {verbs} | {self.recreated:,} |"
+        verbs = ", ".join(f"{v} {n}" for v, n in sorted(self.by_verb().items()) if n)
+        return (
+            f"| {self.name} | {self.wall_s:,.1f} | {total:,} | {total - self.observer:,} "
+            f"| {verbs} | {self.recreated:,} |"
+        )
+
+    def breakdown(self) -> str:
+        """Where the requests went: verb and resource, largest first (the profile that guides
+        a change)."""
+        top = sorted(self.requests.items(), key=lambda kv: -kv[1])
+        return f"{self.name}: " + ", ".join(f"{key} {n:,}" for key, n in top if n)
+
+
+def record(phases: list[Phase], phase: Phase) -> None:
+    """Keep ``phase`` for the report and print it at once (a run cut short still shows it)."""
+    phases.append(phase)
+    print(phase.row(), flush=True)
+    print(f"  {phase.breakdown()}", flush=True)
 
 
 def request_counts(api: httpx.Client) -> collections.Counter[str]:
+    """The API server's own ``apiserver_request_total`` by verb and resource (WATCH left out)."""
     counts: collections.Counter[str] = collections.Counter()
     for line in api.get("/metrics").text.splitlines():
         match = _REQUEST_LINE.match(line)
@@ -80,12 +117,28 @@ def request_counts(api: httpx.Client) -> collections.Counter[str]:
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
         if labels.get("verb") == "WATCH":
             continue
-        counts[labels.get("verb", "?")] += int(float(match["value"]))
+        resource = labels.get("resource", "") or "-"
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[f"{labels.get('verb', '?')} {resource}"] += int(float(match["value"]))
     return counts
 
 
 def delta(after: collections.Counter[str], before: collections.Counter[str]) -> dict[str, int]:
-    return {verb: after[verb] - before[verb] for verb in after if after[verb] - before[verb]}
+    return {key: after[key] - before[key] for key in after if after[key] - before[key]}
+
+
+class ObserverCount:
+    """Counts the bench's own API requests (its pod lists), so that a phase's figure can be
+    read with and without the observer: a phase polled more often counts more lists."""
+
+    def __init__(self, api: httpx.Client) -> None:
+        self.n = 0
+        api.event_hooks["request"].append(self._count)
+
+    def _count(self, request: httpx.Request) -> None:
+        if request.url.path != "/metrics":
+            self.n += 1
 
 
 def pods(api: httpx.Client, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
@@ -109,6 +162,77 @@ def ready(pod: dict[str, Any]) -> bool:
     )
 
 
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+async def _informer_rss(kubeconfig: Path, kind: str, keep_everything: bool) -> dict[str, Any]:
+    """In this (fresh) process: list every ``kind`` ("pods" or "nodes") of the cluster into an
+    informer as the provider builds it, and say how much the process grew."""
+    from lightkube import AsyncClient, KubeConfig
+    from lightkube.resources.core_v1 import Namespace, Node, Pod
+
+    from gaia.providers.kubernetes.informer import Informer
+    from gaia.providers.kubernetes.kept import kept_node, kept_pod
+
+    client = AsyncClient(KubeConfig.from_file(str(kubeconfig)), trust_env=False)
+    await client.get(Namespace, "default")  # connections and TLS set up before the baseline
+    if kind == "pods":
+        informer = Informer(
+            client,
+            Pod,
+            transform=None if keep_everything else kept_pod,
+            index=lambda pod: (pod.get("spec") or {}).get("nodeName"),
+        )
+    else:
+        informer = Informer(client, Node, transform=None if keep_everything else kept_node)
+    gc.collect()
+    before = _rss_bytes()
+    informer.start()
+    await informer.wait_synced(900)
+    await informer.stop()
+    gc.collect()
+    grown = _rss_bytes() - before
+    stored = len(json.dumps(list(informer.items.values())))
+    await client.close()
+    return {"objects": len(informer.items), "rss_bytes": grown, "json_bytes": stored}
+
+
+def informer_memory(kubeconfig: Path) -> list[str]:
+    """The cache memory lines of the report: each case in a process of its own (RSS seldom
+    shrinks, so two cases in one process would measure each other)."""
+    results: dict[tuple[str, bool], dict[str, Any]] = {}
+    for kind in ("pods", "nodes"):
+        for everything in (True, False):
+            command = [
+                sys.executable,
+                __file__,
+                "--informer-rss",
+                kind,
+                "--kubeconfig",
+                str(kubeconfig),
+            ] + (["--keep-everything"] if everything else [])
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            results[(kind, everything)] = json.loads(out.strip().splitlines()[-1])
+    lines = [
+        "| cache | objects | RSS grown, MiB | per 10,000 pods / 1,000 nodes, MiB "
+        "| JSON kept, MiB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (kind, everything), r in results.items():
+        per = 10_000 if kind == "pods" else 1_000
+        scaled = r["rss_bytes"] * per / max(1, r["objects"]) / 2**20
+        what = f"{kind}, {'whole (before)' if everything else 'kept (kept.py)'}"
+        lines.append(
+            f"| {what} | {r['objects']:,} | {r['rss_bytes'] / 2**20:,.1f} | {scaled:,.1f} "
+            f"| {r['json_bytes'] / 2**20:,.1f} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=1000)
@@ -116,10 +240,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upgrade", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="leave out the cache memory measurement"
+    )
+    parser.add_argument(
+        "--gaia-only",
+        action="store_true",
+        help="leave out the Deployment baseline (to profile Gaia's phases of another revision)",
+    )
+    # the cache memory cases run in processes of their own (informer_memory)
+    parser.add_argument("--informer-rss", choices=("pods", "nodes"), help=argparse.SUPPRESS)
+    parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-everything", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.informer_rss:
+        result = asyncio.run(
+            _informer_rss(args.kubeconfig, args.informer_rss, args.keep_everything)
+        )
+        print(json.dumps(result))
+        return 0
     if args.quick:
         args.nodes, args.instances, args.upgrade, args.batch = 50, 300, 60, 30
 
+    # a run stopped with SIGTERM (``timeout``) still stops the control plane (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     began = time.monotonic()
     bin_dir = build_control_plane()
     build_s = time.monotonic() - began
@@ -128,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     plane.ensure_controller_manager()
     plane.start_scheduler()
     api = plane.http_client()
+    observer = ObserverCount(api)
     phases: list[Phase] = []
     try:
         started = time.monotonic()
@@ -186,16 +331,22 @@ def main(argv: list[str] | None = None) -> int:
             }
 
         def settle(done: Any, what: str) -> None:
+            """Controller passes 0.5 s apart; whether the phase is done is looked at once a
+            second, as for the Deployments (the look lists every pod of the phase: looked at
+            twice as often, it would cost the API server, and KWOK beside it, twice as much)."""
             deadline = time.monotonic() + 3600
+            looked = 0.0
             while time.monotonic() < deadline:
                 asyncio.run(controller.run_once())
-                if done():
-                    return
+                if time.monotonic() - looked >= 1.0:
+                    looked = time.monotonic()
+                    if done():
+                        return
                 time.sleep(0.5)
             raise SystemExit(f"{what}: not done within an hour")
 
         selector = f"{APP_LABEL}=web"
-        before = request_counts(api)
+        before, seen = request_counts(api), observer.n
         started = time.monotonic()
         call(
             "POST",
@@ -215,17 +366,19 @@ def main(argv: list[str] | None = None) -> int:
             lambda: sum(ready(p) for p in pods(api, "bench", selector).values()) == args.instances,
             "create",
         )
-        phases.append(
+        record(
+            phases,
             Phase(
                 f"Gaia: create {args.instances:,} instances",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
-                0,
-            )
+                observer=observer.n - seen,
+                recreated=0,
+            ),
         )
         uids = {n: p["metadata"]["uid"] for n, p in pods(api, "bench", selector).items()}
 
-        before = request_counts(api)
+        before, seen = request_counts(api), observer.n
         started = time.monotonic()
         upgrade = call(
             "POST",
@@ -242,15 +395,20 @@ def main(argv: list[str] | None = None) -> int:
             "upgrade",
         )
         now = pods(api, "bench", selector)
-        phases.append(
+        record(
+            phases,
             Phase(
                 f"Gaia: gray upgrade {args.upgrade:,} in place",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
-                sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
-            )
+                observer=observer.n - seen,
+                recreated=sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
+            ),
         )
         asyncio.run(platform.providers.close())
+
+        if args.gaia_only:
+            return report(args, build_s, began, phases, [])
 
         # the baseline: Deployments, scheduled by kube-scheduler, changed by the controllers
         api.post("/api/v1/namespaces", json={"metadata": {"name": "deploy"}})
@@ -284,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         def ready_count(track: str) -> int:
             return sum(ready(p) for p in pods(api, "deploy", f"track={track}").values())
 
-        before = request_counts(api)
+        before, seen = request_counts(api), observer.n
         started = time.monotonic()
         api.post(
             "/apis/apps/v1/namespaces/deploy/deployments",
@@ -292,16 +450,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         while ready_count("stable") < args.instances:
             time.sleep(1)
-        phases.append(
+        record(
+            phases,
             Phase(
                 f"baseline: Deployment of {args.instances:,}",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
-                0,
-            )
+                observer=observer.n - seen,
+                recreated=0,
+            ),
         )
         stable_uids = {n: p["metadata"]["uid"] for n, p in pods(api, "deploy", "app=web").items()}
-        before = request_counts(api)
+        before, seen = request_counts(api), observer.n
         started = time.monotonic()
         api.patch(
             "/apis/apps/v1/namespaces/deploy/deployments/stable/scale",
@@ -318,27 +478,44 @@ def main(argv: list[str] | None = None) -> int:
         ):
             time.sleep(1)
         now = pods(api, "deploy", "app=web")
-        phases.append(
+        record(
+            phases,
             Phase(
                 f"baseline: canary of {args.upgrade:,} (2 Deployments)",
                 time.monotonic() - started,
                 delta(request_counts(api), before),
-                sum(1 for n in now if n not in stable_uids),
-            )
+                observer=observer.n - seen,
+                recreated=sum(1 for n in now if n not in stable_uids),
+            ),
         )
+        memory = [] if args.no_memory else informer_memory(plane.kubeconfig_path)
     finally:
         api.close()
         plane.stop()
+    return report(args, build_s, began, phases, memory)
 
+
+def report(
+    args: argparse.Namespace, build_s: float, began: float, phases: list[Phase], memory: list[str]
+) -> int:
     print()
     print(
         f"control plane: {args.nodes:,} KWOK nodes; build {build_s:.1f} s this run "
         "(cached when the stamp matches)"
     )
-    print("| phase | wall s | API requests | by verb | pods recreated |")
-    print("| --- | ---: | ---: | --- | ---: |")
+    print(
+        "| phase | wall s | API requests | without the bench's own lists | by verb "
+        "| pods recreated |"
+    )
+    print("| --- | ---: | ---: | ---: | --- | ---: |")
     for phase in phases:
         print(phase.row())
+    print("\nby verb and resource:")
+    for phase in phases:
+        print(f"- {phase.breakdown()}")
+    if memory:
+        print("\nthe provider's pod and node caches (a fresh process per case):")
+        print("\n".join(memory))
     print(f"\ntook {time.monotonic() - began:.0f} s")
     return 0
 

@@ -5,29 +5,31 @@ registered cluster, living on the cluster's own event loop thread (``informer.Cl
 platform calls providers from several loops). Health is ``GET /readyz`` on that loop too.
 
 **Caches.** Three informers (list, then watch; relist on ``410 Gone`` and every ``resync_s``):
-all pods (the nodes' allocation counts every pod, not only the platform's), nodes, and events.
+all pods (the nodes' allocation counts every pod, not only the platform's), indexed by node, nodes,
+and events, each kept without what no reader here uses (``kept``: ``managedFields`` above all).
 Reads (``list_nodes``, ``list_instances``) answer from the caches once they have synced; writes
 go to the API server and put the object they get back into the cache at once, so a controller
 pass sees its own writes even before the watch delivers them.
 
 **Mapping** (one module per object kind: ``pods``, ``instances``, ``nodes``, ``services``,
 ``configs``, ``events``): a business is a namespace; an instance is a Pod named ``<app>-<id>``
-with Gaia's labels and hashes, created with ``schedulerName: gaia-scheduler`` (no
-other scheduler touches it) and bound through the ``binding`` subresource to the node the Gaia
-scheduler chose; its GPU ids and CPU cores ride in annotations for the node side. An in-place
+with Gaia's labels and hashes, created already bound (``spec.nodeName``) to the node the Gaia
+scheduler chose, so no other scheduler sees it; its GPU ids and CPU cores ride in annotations for
+the node side. An in-place
 upgrade patches the container image of that pod and nothing else: same UID, node, IP,
 annotations. A restart deletes the pod and creates it again on the same node. Services,
 ConfigMaps and Secrets are server-side applied with field manager ``gaia``.
 
-**Create, then bind: two writes.** A process killed between them (or a failed bind whose
-clean-up delete failed too) leaves a pod with no ``spec.nodeName`` that no other scheduler will
-bind. It holds nothing in the platform's books (a node's allocation and GPU use count bound
-pods only), only in the namespace's ResourceQuota until it is deleted. The
-app controller repairs it (``gaia.controllers.apps``, "placements left half-done"): once it has
-waited past a grace period it is deleted, which the API server does at once for a pod no node
-holds (so ``delete_instance`` drops it from the cache too), and placed and created again. The
-mirror case does not arise: the platform keeps no placement record outside the pods, so a pod
-bound just before a crash is read back bound, with its cards, by the next list.
+**One write per instance.** Creating an instance is one POST of a pod that is already bound;
+nothing is read first (the namespace and the pull secret are ensured once per process, the node
+is checked against the cache through its index). The ``Scheduled`` notice that kube-scheduler
+would write per pod is recorded in the provider's own event log at once and written to the cluster
+as one Event per app and batch (``recorder``), not one per pod. Up to release 22 the provider
+created the pod and then bound it (two writes): a process killed between them left a pod with no
+``spec.nodeName`` that no scheduler binds, which the app controller still repairs
+(``gaia.controllers.apps``, "placements left half-done"): past a grace period it is deleted,
+which the API server does at once for a pod no node holds (so ``delete_instance`` drops it from
+the cache too), and placed and created again. A single write cannot be interrupted half-way.
 
 **Only Gaia's own objects.** Server-side apply with ``force`` takes every field over, and a
 business is a namespace that might already exist for someone else (``default``/``kubernetes``
@@ -85,23 +87,24 @@ from gaia.domain.errors import Conflict, InvalidRequest, NotFound, NotManaged, U
 from gaia.domain.gpu_links import normalize_matrix, preset
 from gaia.domain.resources import ResourceVector
 from gaia.kube import parse_kubeconfig, ssl_context
-from gaia.kube.labels import APP_LABEL, EVENT_REPORTER, MANAGED_BY, MANAGED_BY_LABEL
+from gaia.kube.labels import APP_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from gaia.providers.kubernetes import streams, usage
 from gaia.providers.kubernetes.configs import config_from_k8s, config_manifest
 from gaia.providers.kubernetes.control_plane import ApiServerMetrics
 from gaia.providers.kubernetes.events import event_from_k8s
 from gaia.providers.kubernetes.informer import ClusterLoop, Informer
 from gaia.providers.kubernetes.instances import instance_from_pod, instance_id_of
+from gaia.providers.kubernetes.kept import kept_event, kept_node, kept_pod
 from gaia.providers.kubernetes.nodes import kwok_node_manifest, node_from_k8s
 from gaia.providers.kubernetes.pods import (
     CONTAINER_NAME,
-    binding_manifest,
     image_patch,
     pod_manifest,
     pull_secret_manifest,
     recreate_manifest,
 )
 from gaia.providers.kubernetes.quotas import QUOTA_NAME, quota_from_k8s, quota_manifest
+from gaia.providers.kubernetes.recorder import ScheduledRecorder, is_batch_event
 from gaia.providers.kubernetes.services import (
     service_from_k8s,
     service_manifest,
@@ -180,6 +183,9 @@ class KubernetesCluster:
         )
         self._namespaces: set[str] = set()
         self._pull_secrets: dict[str, str] = {}  # namespace -> digest of the applied secret
+        self._recorder: ScheduledRecorder | None = None
+        # the caches' transforms (``kept``); a benchmark turns them off to measure what they save
+        self.keep_everything = False
 
     # ------------------------------------------------------------ plumbing
 
@@ -238,10 +244,27 @@ class KubernetesCluster:
         """Start the caches on first use and wait until they have listed once."""
         if self._pods is None or self._nodes is None or self._events is None:
             client = self._kube()
-            self._pods = Informer(client, Pod, resync_s=self._resync_s, on_change=self._pod_changed)
-            self._nodes = Informer(client, K8sNode, resync_s=self._resync_s)
+            keep_all = self.keep_everything
+            self._pods = Informer(
+                client,
+                Pod,
+                resync_s=self._resync_s,
+                on_change=self._pod_changed,
+                transform=None if keep_all else kept_pod,
+                index=_node_of,
+            )
+            self._nodes = Informer(
+                client,
+                K8sNode,
+                resync_s=self._resync_s,
+                transform=None if keep_all else kept_node,
+            )
             self._events = Informer(
-                client, Event, resync_s=self._resync_s, on_change=self._record_event
+                client,
+                Event,
+                resync_s=self._resync_s,
+                on_change=self._record_event,
+                transform=None if keep_all else kept_event,
             )
             for informer in (self._pods, self._nodes, self._events):
                 informer.start()
@@ -262,6 +285,8 @@ class KubernetesCluster:
         version = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
         if version in self._events_seen:
             return
+        if is_batch_event(doc):
+            return  # its placements are in the log already, one by one (_scheduled)
         self._events_seen[version] = None
         while len(self._events_seen) > EVENTS_KEPT:
             self._events_seen.popitem(last=False)
@@ -369,6 +394,8 @@ class KubernetesCluster:
             return
 
         async def shut() -> None:
+            if self._recorder is not None:
+                await self._recorder.close()
             for informer in (self._pods, self._nodes, self._events):
                 if informer is not None:
                     await informer.stop()
@@ -381,7 +408,7 @@ class KubernetesCluster:
             await loop.call(shut())
         finally:
             self._pods = self._nodes = self._events = None
-            self._client, self._http = None, None
+            self._client, self._http, self._recorder = None, None, None
             await asyncio.to_thread(loop.stop)
 
     # ------------------------------------------------------------ nodes
@@ -408,8 +435,7 @@ class KubernetesCluster:
         doc = nodes.items.get(("", name))
         if doc is None:
             raise NotFound(f"node {name} not found in cluster {self.name}")
-        bound = [p for p in pods.items.values() if (p.get("spec") or {}).get("nodeName") == name]
-        return node_from_k8s(doc, bound)
+        return node_from_k8s(doc, pods.indexed(name))
 
     async def add_node(self, spec: NodeSpec) -> Node:
         if self._node_simulator is None:
@@ -465,10 +491,9 @@ class KubernetesCluster:
         await self._set_schedulable(name, False)
         pods, _ = await self._informers()
         evicted = []
-        for (namespace, pod_name), pod in list(pods.items.items()):
+        for pod in sorted(pods.indexed(name), key=lambda p: p["metadata"]["name"]):
             labels = (pod.get("metadata") or {}).get("labels") or {}
-            if (pod.get("spec") or {}).get("nodeName") != name:
-                continue
+            namespace, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
                 continue
             await self._delete_pod(namespace, pod_name)
@@ -481,11 +506,9 @@ class KubernetesCluster:
     async def _remove_node(self, name: str) -> None:
         pods, nodes = await self._informers()
         bound = [
-            key[1]
-            for key, pod in pods.items.items()
-            if (pod.get("spec") or {}).get("nodeName") == name
-            and ((pod.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL)
-            == MANAGED_BY
+            str(pod["metadata"]["name"])
+            for pod in pods.indexed(name)
+            if ((pod.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
         ]
         if bound:
             raise Conflict(
@@ -608,83 +631,65 @@ class KubernetesCluster:
         await self._ensure_namespace(spec.namespace)
         if spec.pull_secret is not None:
             await self._ensure_pull_secret(spec.namespace, spec.pull_secret)
-        manifest = pod_manifest(spec)
+        doc = await self._create_pod(pod_manifest(spec))
+        pods.remember(doc)
+        self._scheduled(doc)
+        return instance_from_pod(doc)
+
+    async def _create_pod(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """POST the pod, already bound; the API server's answer as a dict."""
+        meta = manifest["metadata"]
+        what = f"instance {meta['namespace']}/{meta['name']}"
         try:
             created = await self._kube().create(cast(Pod, Pod.from_dict(manifest)))
         except ApiError as exc:
-            raise _translate(exc, f"instance {spec.namespace}/{spec.name}") from None
-        doc = created.to_dict()
-        doc = await self._bind(doc, spec.node)
-        pods.remember(doc)
-        return instance_from_pod(doc)
+            raise _translate(exc, what) from None
+        return cast(dict[str, Any], created.to_dict())
 
-    async def _bind(self, pod: dict[str, Any], node: str) -> dict[str, Any]:
+    def _scheduled(self, pod: dict[str, Any]) -> None:
+        """The platform is this pod's scheduler: it says so as kube-scheduler would, in its own
+        event log at once (what the platform reads) and to the cluster in the app's next batch
+        Event (``recorder``)."""
         meta = pod["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        response = await self._raw().post(
-            f"/api/v1/namespaces/{namespace}/pods/{name}/binding",
-            json=binding_manifest(namespace, name, node),
-        )
-        if response.status_code >= 300:
-            # an unbindable pod must not linger: it would hold the name and never run. The
-            # delete is conditional on the pod's uid: if this bind outlived the unbound-pod
-            # repair (controllers/apps.py), the name may already belong to a recreated pod,
-            # which must survive this clean-up.
-            await self._delete_exact_pod(namespace, name, meta.get("uid"))
-            raise InvalidRequest(
-                f"binding {namespace}/{name} to {node} failed (HTTP {response.status_code}): "
-                f"{_message(response)}"
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node:
+            return
+        self._event_seq += 1
+        self._event_log.append(
+            ClusterEvent(
+                seq=self._event_seq,
+                at=dt.datetime.now(dt.UTC),
+                namespace=namespace,
+                object_kind="Instance",
+                object_name=name,
+                reason="Scheduled",
+                message=f"Successfully assigned {namespace}/{name} to {node}",
             )
-        bound = dict(pod)
-        bound["spec"] = {**(pod.get("spec") or {}), "nodeName": node}
-        # the platform is this pod's scheduler: it says so as kube-scheduler would
-        await self._post_event(
-            pod,
-            reason="Scheduled",
-            message=f"Successfully assigned {namespace}/{name} to {node}",
         )
-        return bound
+        if self._recorder is None:
+            self._recorder = ScheduledRecorder(
+                post=self._post_event, reporting_instance=f"gaia-{self.name}"
+            )
+        app = ((meta.get("labels") or {}).get(APP_LABEL)) or name
+        self._recorder.note(namespace=namespace, app=app, pod=name, node=node)
 
-    async def _post_event(self, pod: dict[str, Any], *, reason: str, message: str) -> None:
-        meta = pod["metadata"]
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        body = {
-            "apiVersion": "events.k8s.io/v1",
-            "kind": "Event",
-            # named as client-go names events: the object's name and a hex timestamp
-            "metadata": {
-                "name": f"{meta['name']}.{time.time_ns():x}",
-                "namespace": meta["namespace"],
-            },
-            "eventTime": now,
-            "reportingController": EVENT_REPORTER,
-            "reportingInstance": f"gaia-{self.name}",
-            "action": "Binding",
-            "reason": reason,
-            "note": message,
-            "type": "Normal",
-            "regarding": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "namespace": meta["namespace"],
-                "name": meta["name"],
-                "uid": meta.get("uid", ""),
-            },
-        }
-        response = await self._raw().post(
-            f"/apis/events.k8s.io/v1/namespaces/{meta['namespace']}/events", json=body
-        )
+    async def _post_event(self, body: dict[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
+        try:
+            response = await self._raw().post(
+                f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", json=body
+            )
+        except httpx.HTTPError as exc:
+            log.warning("could not record the %s event: %s", body.get("reason"), exc)
+            return
         if response.status_code >= 300:
             log.warning(
                 "could not record the %s event: HTTP %s: %s",
-                reason,
+                body.get("reason"),
                 response.status_code,
                 _message(response),
             )
-            return
-        # into the log at once, so the caller's next events() sees it (the watch brings it
-        # again later; _record_event knows it by uid and resourceVersion)
-        await self._record_event("ADDED", response.json())
 
     async def replace_image(
         self, *, namespace: str, name: str, image: str, version: str
@@ -717,22 +722,15 @@ class KubernetesCluster:
         if current is None:
             raise NotFound(f"instance {namespace}/{name} not found")
         _check_managed(current, f"pod {namespace}/{name}")
-        node = (current.get("spec") or {}).get("nodeName") or ""
         so_far = instance_from_pod(current).restarts
         grace = (current.get("spec") or {}).get("terminationGracePeriodSeconds")
         # a graceful delete: the kubelet removes the pod only once its sandbox is gone, so the
         # new pod can take the same IP (where the CNI keeps it per instance, as Gaia's does)
         await self._delete_pod(namespace, name)
         await self._wait_gone(namespace, name, timeout_s=(grace if grace is not None else 30) + 60)
-        fresh = recreate_manifest(current, restarts=so_far + 1)
-        try:
-            created = await self._kube().create(cast(Pod, Pod.from_dict(fresh)))
-        except ApiError as exc:
-            raise _translate(exc, f"instance {namespace}/{name}") from None
-        doc = created.to_dict()
-        if node:
-            doc = await self._bind(doc, node)
+        doc = await self._create_pod(recreate_manifest(current, restarts=so_far + 1))
         pods.remember(doc)
+        self._scheduled(doc)
         return instance_from_pod(doc)
 
     async def _wait_gone(self, namespace: str, name: str, timeout_s: float = 60.0) -> None:
@@ -749,34 +747,6 @@ class KubernetesCluster:
 
     async def delete_instance(self, *, namespace: str, name: str) -> None:
         await self._on_loop(self._delete_pod(namespace, name))
-
-    async def _delete_exact_pod(self, namespace: str, name: str, uid: str | None) -> None:
-        """Delete the pod ``namespace/name`` only while it is still the one with ``uid`` (a
-        delete precondition, checked by the API server); another pod of that name is left."""
-        if not uid:
-            await self._delete_pod(namespace, name)
-            return
-        response = await self._raw().request(
-            "DELETE",
-            f"/api/v1/namespaces/{namespace}/pods/{name}",
-            json={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}},
-        )
-        if response.status_code == 409:
-            log.info("pod %s/%s is another pod now (uid changed); left in place", namespace, name)
-            return
-        if response.status_code >= 300 and response.status_code != 404:
-            log.warning(
-                "could not remove unbindable pod %s/%s (HTTP %s): %s",
-                namespace,
-                name,
-                response.status_code,
-                _message(response),
-            )
-            return
-        pods, _ = await self._informers()
-        cached = pods.items.get((namespace, name))
-        if cached is not None and (cached.get("metadata") or {}).get("uid") == uid:
-            pods.forget(namespace, name)
 
     async def _delete_pod(self, namespace: str, name: str, grace_s: int | None = None) -> None:
         pods, _ = await self._informers()
@@ -1121,6 +1091,11 @@ def _check_fits(node: Node, spec: InstanceSpec) -> None:
             raise InvalidRequest(f"GPU {card} of node {node.name} cannot take {share} more")
     if need.gpu and not spec.gpu_ids:
         raise InvalidRequest(f"{spec.name} asks for GPUs but names no cards")
+
+
+def _node_of(pod: dict[str, Any]) -> str | None:
+    """The pods informer's index: the node a pod is bound to."""
+    return (pod.get("spec") or {}).get("nodeName") or None
 
 
 def _kubelet(node: dict[str, Any]) -> bool:

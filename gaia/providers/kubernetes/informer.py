@@ -18,6 +18,16 @@ for one). Other errors (the API server restarting, the network) back off from 0.
 list and watch again, for ever; ``healthy`` says whether the last attempt worked. Each change bumps
 ``revision`` and wakes ``changed`` waiters.
 
+**What is kept** (``transform``, as client-go's ``SetTransform``): each object passes the
+informer's transform once, on receipt (a list, a watch event, a ``remember``), before it is stored;
+the provider's strip what it never reads (``managedFields`` above all: on a pod that KWOK or a
+kubelet updates, the field managers' entries are a third of the object), so a large cluster costs
+less memory. A transform must keep ``metadata.name``, ``namespace`` and ``resourceVersion``.
+
+**An index** (``index``, as client-go's ``Indexer``): a function from an object to a key (a pod's
+node) that the informer keeps a reverse map of (``indexed(key)``), so a question about one node
+does not walk every pod of the cluster.
+
 **What a list reports.** ``on_change`` hears what the list changed, not the whole store again:
 ``ADDED`` for a new object, ``MODIFIED`` for one at another version, ``DELETED`` (with the last
 version known) for one gone; a consumer that records each change (the cluster's event log) would
@@ -122,13 +132,19 @@ class Informer:
         labels: dict[str, Any] | None = None,
         resync_s: float = 300.0,
         on_change: Callable[[str, dict[str, Any]], Awaitable[None] | None] | None = None,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        index: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
         self.labels = labels
         self.resync_s = resync_s
         self.on_change = on_change
+        self.transform = transform
+        self.index = index
+        # read-only outside this class: the writes go through _put / _drop, which keep the index
         self.items: dict[Key, dict[str, Any]] = {}
+        self._indexed: dict[str, dict[Key, dict[str, Any]]] = {}
         self.resource_version = ""
         self.synced = asyncio.Event()
         self.healthy = False
@@ -166,10 +182,36 @@ class Informer:
         known = self.items.get(key)
         if known is not None and _version(known) >= _version(doc):
             return
-        self.items[key] = doc
+        self._put(key, self._received(doc))
 
     def forget(self, namespace: str, name: str) -> None:
-        self.items.pop((namespace, name), None)
+        self._drop((namespace, name))
+
+    def indexed(self, value: str) -> list[dict[str, Any]]:
+        """The stored objects whose ``index`` is ``value`` (none without an index)."""
+        return list(self._indexed.get(value, {}).values())
+
+    def _received(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return doc if self.transform is None else self.transform(doc)
+
+    def _put(self, key: Key, doc: dict[str, Any]) -> None:
+        self._drop(key)
+        self.items[key] = doc
+        if self.index is not None:
+            value = self.index(doc)
+            if value:
+                self._indexed.setdefault(value, {})[key] = doc
+
+    def _drop(self, key: Key) -> None:
+        doc = self.items.pop(key, None)
+        if doc is None or self.index is None:
+            return
+        value = self.index(doc)
+        bucket = self._indexed.get(value) if value else None
+        if value and bucket is not None:
+            bucket.pop(key, None)
+            if not bucket:
+                del self._indexed[value]
 
     async def wait_synced(self, timeout: float) -> None:
         await asyncio.wait_for(self.synced.wait(), timeout)
@@ -220,13 +262,16 @@ class Informer:
         listing = self.client.list(self.resource, namespace=self._namespace, labels=self.labels)
         fresh: dict[Key, dict[str, Any]] = {}
         async for obj in listing:
-            doc = obj.to_dict()
+            doc = self._received(obj.to_dict())
             fresh[key_of(doc)] = doc
         listed = _number(listing.resourceVersion)
         if listed >= 0:
             # remembered while the list was on its way back: newer than anything listed
             fresh.update((k, doc) for k, doc in self.items.items() if _version(doc) > listed)
-        known, self.items = self.items, fresh
+        known = self.items
+        self.items, self._indexed = {}, {}
+        for k, doc in fresh.items():
+            self._put(k, doc)
         self.resource_version = listing.resourceVersion
         self.relists += 1
         self.synced.set()
@@ -249,12 +294,12 @@ class Informer:
             labels=self.labels,
             resource_version=self.resource_version,
         ):
-            doc = obj.to_dict()
+            doc = self._received(obj.to_dict())
             k = key_of(doc)
             if op == "DELETED":
-                self.items.pop(k, None)
+                self._drop(k)
             elif op in ("ADDED", "MODIFIED"):
-                self.items[k] = doc
+                self._put(k, doc)
             version = (doc.get("metadata") or {}).get("resourceVersion")
             if version:
                 self.resource_version = str(version)

@@ -7,9 +7,13 @@ field.
 
 **Instances are bare pods** (no Deployment, no ReplicaSet): the platform owns the restart policy,
 placement and GPU ids, so it creates one pod per instance, named ``<app>-<instance id>`` like the
-instance, with ``schedulerName: gaia-scheduler`` and no ``nodeName``. No scheduler runs under that
-name, so the default kube-scheduler leaves the pod alone; the provider then binds it through the
-pod's ``binding`` subresource (``binding_manifest``), to the node the Gaia scheduler chose.
+instance, already bound: ``spec.nodeName`` is the node the Gaia scheduler chose, so the pod is
+created and bound in one write (no ``binding`` subresource POST, no moment where it exists
+unbound) and no scheduler ever sees it, the way a DaemonSet's or a static pod's is. It also names
+``schedulerName: gaia-scheduler``, which no scheduler serves: a copy of the manifest without the
+node would wait for Gaia rather than be placed by kube-scheduler. The kubelet still admits the pod
+(a node that cannot take it fails it with ``OutOfcpu`` and the like, read as the node's doing by
+``instances``).
 
 Labels on every pod (the platform's own win over ``InstanceSpec.labels``; keys in
 ``gaia.kube.labels``):
@@ -361,8 +365,10 @@ def instance_labels(spec: InstanceSpec) -> dict[str, str]:
 
 
 def pod_manifest(spec: InstanceSpec) -> dict[str, Any]:
-    """The v1 Pod that runs ``spec``, unbound (``binding_manifest`` binds it)."""
+    """The v1 Pod that runs ``spec``, bound to ``spec.node`` from its creation."""
     _check_instance(spec)
+    if not spec.node:
+        raise InvalidRequest(f"instance {spec.namespace}/{spec.name} names no node")
     resources = _resources(spec)
     volumes, mounts, env_from = _configs(spec)
     shape = shape_hash(spec)
@@ -402,6 +408,7 @@ def pod_manifest(spec: InstanceSpec) -> dict[str, Any]:
         container["volumeMounts"] = mounts
 
     pod_spec: dict[str, Any] = {
+        "nodeName": spec.node,
         "schedulerName": SCHEDULER_NAME,
         "restartPolicy": "Always",
         "containers": [container],
@@ -453,25 +460,6 @@ def pull_secret_manifest(namespace: str, secret: PullSecret) -> dict[str, Any]:
     }
 
 
-def binding_manifest(
-    namespace: str, name: str, node: str, *, annotations: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """The body of ``POST /api/v1/namespaces/{namespace}/pods/{name}/binding``; ``annotations``
-    are copied onto the pod by the API server in the same write."""
-    for value, what in ((namespace, "namespace"), (name, "pod name"), (node, "node name")):
-        if not isinstance(value, str) or not value:
-            raise InvalidRequest(f"a binding needs a {what}")
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-    if annotations:
-        metadata["annotations"] = dict(annotations)
-    return {
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": metadata,
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-    }
-
-
 def image_patch(pod: Mapping[str, Any], *, image: str, version: str) -> dict[str, Any]:
     """A strategic merge patch (``application/strategic-merge-patch+json``) that swaps the main
     container's image in place and records the new version and template hash.
@@ -520,9 +508,10 @@ _SERVER_SET = (
 
 def recreate_manifest(pod: Mapping[str, Any], *, restarts: int) -> dict[str, Any]:
     """The pod as it was created, to create again for a restart: what the server set removed,
-    unbound (the caller binds it to the same node), ``restarts`` (the instance's count so far
-    plus this restart) carried in ``gaia.io/restarts-before``, since a new pod's containers
-    count from zero. The old pod's planned image restart is dropped with its container."""
+    still bound to the same node (``spec.nodeName`` stays: one write, as at creation),
+    ``restarts`` (the instance's count so far plus this restart) carried in
+    ``gaia.io/restarts-before``, since a new pod's containers count from zero. The old pod's
+    planned image restart is dropped with its container."""
     meta = as_object(pod.get("metadata"), "Pod.metadata")
     where = pod_name(meta)
     if restarts < 0:
@@ -533,7 +522,6 @@ def recreate_manifest(pod: Mapping[str, Any], *, restarts: int) -> dict[str, Any
     annotations[RESTARTS_BEFORE_ANNOTATION] = str(restarts)
     fresh["annotations"] = annotations
     spec = {k: v for k, v in as_object(pod.get("spec"), f"pod {where}: spec").items()}
-    spec.pop("nodeName", None)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": fresh, "spec": spec}
 
 

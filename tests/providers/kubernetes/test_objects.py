@@ -8,6 +8,7 @@ and fills metadata and status, so that reading back sees what a real list would 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import datetime as dt
@@ -38,17 +39,23 @@ from gaia.kube.resources import GAIA_GPU_CORE, GAIA_GPU_MEMORY, NVIDIA_GPU
 from gaia.providers.kubernetes.configs import config_from_k8s, config_manifest
 from gaia.providers.kubernetes.events import event_from_k8s
 from gaia.providers.kubernetes.instances import instance_from_pod
+from gaia.providers.kubernetes.kept import kept_event, kept_node, kept_pod
 from gaia.providers.kubernetes.nodes import kwok_node_manifest, node_from_k8s
 from gaia.providers.kubernetes.pods import (
     CONTAINER_NAME,
     SCHEDULER_NAME,
-    binding_manifest,
     image_patch,
     parse_cpuset,
     pod_manifest,
     recreate_manifest,
     shape_hash,
     template_hash,
+)
+from gaia.providers.kubernetes.recorder import (
+    NOTE_LIMIT,
+    ScheduledRecorder,
+    is_batch_event,
+    scheduled_event,
 )
 from gaia.providers.kubernetes.services import (
     service_from_k8s,
@@ -136,7 +143,9 @@ def served(
     pod["spec"].setdefault("dnsPolicy", "ClusterFirst")
     pod["spec"]["terminationGracePeriodSeconds"] = 30
     body: dict[str, Any] = {"phase": "Pending", "qosClass": "Guaranteed"}
-    if node is not None:
+    if node is None:
+        pod["spec"].pop("nodeName", None)  # as an older release left a pod it had not bound
+    else:
         pod["spec"]["nodeName"] = node
         body.update(
             phase=phase,
@@ -186,7 +195,7 @@ RUNNING = {"running": {"startedAt": STARTED}}
 # ---------------------------------------------------------------- pod manifests
 
 
-def test_pod_manifest_names_labels_and_leaves_binding_for_later() -> None:
+def test_pod_manifest_names_labels_and_is_bound_to_the_chosen_node_from_creation() -> None:
     spec = spec_for(labels={"team": "search", APP_LABEL: "hijack"}, annotations={"note": "x"})
     pod = pod_manifest(spec)
     assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod")
@@ -205,7 +214,8 @@ def test_pod_manifest_names_labels_and_leaves_binding_for_later() -> None:
     assert CPU_SET_ANNOTATION not in meta["annotations"]
     body = pod["spec"]
     assert body["schedulerName"] == SCHEDULER_NAME == "gaia-scheduler"
-    assert "nodeName" not in body and "hostNetwork" not in body
+    assert body["nodeName"] == NODE  # one write: created bound, no binding POST after it
+    assert "hostNetwork" not in body
     assert body["restartPolicy"] == "Always"
     [container] = body["containers"]
     assert container["name"] == "main"
@@ -321,15 +331,9 @@ def test_configs_become_volumes_or_env_from() -> None:
     assert pod["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
 
 
-def test_binding_manifest() -> None:
-    assert binding_manifest("biz-1", "web-3", NODE) == {
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": {"name": "web-3", "namespace": "biz-1"},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": NODE},
-    }
-    with pytest.raises(InvalidRequest, match="node name"):
-        binding_manifest("biz-1", "web-3", "")
+def test_pod_manifest_refuses_an_instance_placed_nowhere() -> None:
+    with pytest.raises(InvalidRequest, match="names no node"):
+        pod_manifest(spec_for(node=""))
 
 
 # ---------------------------------------------------------------- hashes
@@ -1083,14 +1087,16 @@ def test_invalid_services_are_refused() -> None:
 # ---------------------------------------------------------------- restarts and KWOK nodes
 
 
-def test_recreate_manifest_carries_the_restart_count_and_drops_server_fields() -> None:
+def test_recreate_manifest_carries_the_restart_count_keeps_the_node_and_drops_server_fields() -> (
+    None
+):
     pod = served(pod_manifest(spec_for()), state=RUNNING, restarts=2)
     pod["metadata"]["annotations"][PLANNED_RESTART_ANNOTATION] = "2"
     assert instance_from_pod(pod).restarts == 2
     fresh = recreate_manifest(pod, restarts=3)
     meta = fresh["metadata"]
     assert {"uid", "resourceVersion", "creationTimestamp"}.isdisjoint(meta)
-    assert "nodeName" not in fresh["spec"] and "status" not in fresh
+    assert fresh["spec"]["nodeName"] == NODE and "status" not in fresh
     assert meta["annotations"][RESTARTS_BEFORE_ANNOTATION] == "3"
     assert PLANNED_RESTART_ANNOTATION not in meta["annotations"]
     assert (
@@ -1145,3 +1151,214 @@ def test_kwok_node_manifest_reads_back_as_the_node_asked_for() -> None:
             kwok_node_manifest(NodeSpec(**fields), ())  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match="rows"):
         kwok_node_manifest(NodeSpec(name="ok", cpu_milli=1, memory_mib=1, gpus=2), links[:1])
+
+
+# ---------------------------------------------------------------- what the caches keep
+
+MANAGED_FIELDS = [
+    {
+        "manager": "kwok",
+        "operation": "Update",
+        "subresource": "status",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:status": {"f:conditions": {".": {}}, "f:phase": {}, "f:podIP": {}}},
+    }
+]
+
+
+def _with_managed_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    doc["metadata"]["managedFields"] = MANAGED_FIELDS
+    return doc
+
+
+def test_the_cache_keeps_of_a_gaia_pod_everything_but_its_managed_fields() -> None:
+    pod = _with_managed_fields(
+        served(
+            pod_manifest(spec_for(gpu_ids=(1,), resources=ResourceVector(gpu=100))), state=RUNNING
+        )
+    )
+    kept = kept_pod(pod)
+    assert "managedFields" not in kept["metadata"]
+    assert pod["metadata"]["managedFields"] == MANAGED_FIELDS  # the received object is not changed
+    del pod["metadata"]["managedFields"]
+    assert kept == pod  # the status, the whole spec (a restart copies it back), the annotations
+    assert instance_from_pod(kept) == instance_from_pod(pod)
+
+
+def test_the_cache_keeps_of_other_pods_what_a_nodes_allocation_counts() -> None:
+    ours = served(
+        pod_manifest(
+            spec_for(
+                instance_id=0,
+                gpu_ids=(0,),
+                resources=ResourceVector(cpu=1000, memory=1024, gpu=100),
+            )
+        ),
+        state=RUNNING,
+    )
+    theirs = _with_managed_fields(
+        {
+            "metadata": {
+                "name": "trainer-0",
+                "namespace": "ml",
+                "resourceVersion": "77",
+                "labels": {"job": "train"},
+                "annotations": {
+                    GPU_IDS_ANNOTATION: "2",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{" + "x" * 4000 + "}",
+                },
+            },
+            "spec": {
+                "nodeName": NODE,
+                "initContainers": [
+                    {
+                        "name": "proxy",
+                        "image": "proxy:1",
+                        "restartPolicy": "Always",  # a sidecar: counted with the containers
+                        "resources": {"requests": {"cpu": "250m"}},
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "train",
+                        "image": "train:1",
+                        "command": ["python", "train.py"],
+                        "env": [{"name": f"V{i}", "value": "x" * 100} for i in range(50)],
+                        "resources": {
+                            "requests": {"cpu": "2", "memory": "4Gi", NVIDIA_GPU: "1"},
+                            "limits": {NVIDIA_GPU: "1"},
+                        },
+                    }
+                ],
+                "overhead": {"cpu": "50m"},
+                "volumes": [{"name": "data", "emptyDir": {}}],
+            },
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [{"name": "train", "image": "train:1", "ready": True}],
+            },
+        }
+    )
+    kept = [kept_pod(ours), kept_pod(theirs)]
+    assert node_from_k8s(gpu_node(), kept) == node_from_k8s(gpu_node(), [ours, theirs])
+    small = kept[1]
+    assert "env" not in small["spec"]["containers"][0]
+    assert "volumes" not in small["spec"] and small["status"] == {"phase": "Running"}
+    assert small["metadata"]["annotations"] == {GPU_IDS_ANNOTATION: "2"}
+    assert len(json.dumps(small)) < len(json.dumps(theirs)) / 4
+
+
+def test_the_cache_keeps_of_a_node_all_but_its_images_and_managed_fields() -> None:
+    node = _with_managed_fields(gpu_node())
+    node["status"]["images"] = [
+        {"names": [f"registry.local/img-{i}@sha256:{'0' * 64}"], "sizeBytes": 10**9}
+        for i in range(50)
+    ]
+    kept = kept_node(node)
+    assert "images" not in kept["status"] and "managedFields" not in kept["metadata"]
+    assert node_from_k8s(kept, []) == node_from_k8s(node, [])
+    assert "images" in node["status"]
+
+
+def test_the_cache_keeps_of_an_event_what_the_event_log_reads() -> None:
+    event = _with_managed_fields(
+        {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {
+                "name": "web-3.1",
+                "namespace": "biz-1",
+                "uid": "u1",
+                "resourceVersion": "9",
+            },
+            "eventTime": "2024-05-01T10:00:02.000001Z",
+            "series": {"count": 3, "lastObservedTime": "2024-05-01T10:05:00.000000Z"},
+            "reportingController": "kubelet",
+            "reportingInstance": NODE,
+            "action": "Mount",
+            "reason": "FailedMount",
+            "note": 'configmap "absent" not found',
+            "type": "Warning",
+            "regarding": {"kind": "Pod", "namespace": "biz-1", "name": "web-3", "uid": "p1"},
+            "deprecatedSource": {"component": "kubelet", "host": NODE},
+        }
+    )
+    kept = kept_event(event)
+    assert event_from_k8s(kept, 5) == event_from_k8s(event, 5)
+    assert kept["regarding"]["uid"] == "p1"  # the FailedMount watch keys on it
+    assert "managedFields" not in kept["metadata"] and "deprecatedSource" not in kept
+
+
+# ---------------------------------------------------------------- the batch Scheduled event
+
+
+def test_a_batch_scheduled_event_names_its_pods_within_the_note_limit() -> None:
+    at = t("2024-05-01T10:00:00Z")
+    few = scheduled_event(
+        namespace="biz-1",
+        app="web",
+        placements=[("web-0", "gpu-1"), ("web-1", "gpu-2"), ("web-2", "gpu-1")],
+        reporting_instance="gaia-kube",
+        at=at,
+        seq=1,
+    )
+    assert few["note"] == (
+        "Successfully assigned 3 pod(s) of app web to 2 node(s): "
+        "web-0 to gpu-1, web-1 to gpu-2, web-2 to gpu-1"
+    )
+    assert few["regarding"] == {
+        "apiVersion": "gaia.io/v1",
+        "kind": "App",
+        "namespace": "biz-1",
+        "name": "web",
+    }
+    assert (few["reason"], few["action"], few["type"]) == ("Scheduled", "Binding", "Normal")
+    assert few["eventTime"] == "2024-05-01T10:00:00.000000Z"
+    assert is_batch_event(few)
+    as_core_v1 = {  # how the provider's watch (core/v1) reads it back
+        **{k: v for k, v in few.items() if k not in ("regarding", "reportingController")},
+        "involvedObject": few["regarding"],
+        "reportingComponent": few["reportingController"],
+    }
+    assert is_batch_event(kept_event(as_core_v1))
+    assert not is_batch_event({**as_core_v1, "reportingComponent": "kubelet"})
+    assert event_from_k8s(few, 1).object_kind == "App"
+
+    many = scheduled_event(
+        namespace="biz-1",
+        app="web",
+        placements=[(f"web-{i}", f"n{i:05d}") for i in range(250)],
+        reporting_instance="gaia-kube",
+        at=at,
+        seq=2,
+    )
+    note = many["note"]
+    assert len(note) <= NOTE_LIMIT
+    named = note.count(" to n")
+    assert named > 10 and note.endswith(f" and {250 - named} more")
+    assert many["metadata"]["name"] != few["metadata"]["name"]
+
+
+def test_placements_are_written_as_one_event_per_app_and_window() -> None:
+    asyncio.run(_placements_in_windows())
+
+
+async def _placements_in_windows() -> None:
+    written: list[dict[str, Any]] = []
+
+    async def post(body: dict[str, Any]) -> None:
+        written.append(body)
+
+    recorder = ScheduledRecorder(post=post, reporting_instance="gaia-kube", window_s=0.05)
+    for i in range(5):
+        recorder.note(namespace="biz-1", app="web", pod=f"web-{i}", node="gpu-1")
+    recorder.note(namespace="biz-1", app="api", pod="api-0", node="gpu-2")
+    assert written == []  # nothing before the window has passed
+    await asyncio.sleep(0.2)
+    assert sorted(e["regarding"]["name"] for e in written) == ["api", "web"]
+    web = next(e for e in written if e["regarding"]["name"] == "web")
+    assert web["note"].startswith("Successfully assigned 5 pod(s) of app web to 1 node(s)")
+    recorder.note(namespace="biz-1", app="web", pod="web-5", node="gpu-1")
+    await recorder.close()  # what is left is written at close
+    assert len(written) == 3 and "web-5 to gpu-1" in written[-1]["note"]

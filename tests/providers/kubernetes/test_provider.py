@@ -339,34 +339,40 @@ def test_a_node_refuses_what_it_cannot_hold(cluster: KubernetesCluster, namespac
         run(cluster.set_schedulable("prov-gpu-1", True))
 
 
-def test_a_failed_bind_removes_only_its_own_pod(
+def test_a_batch_of_instances_is_one_pod_write_each_and_one_scheduled_event(
     cluster: KubernetesCluster, api: httpx.Client, namespace: str
 ) -> None:
-    """A bind that fails removes the pod it created, but only that pod: the delete carries the
-    pod's uid as a precondition. A bind that outlived the unbound-pod repair (which deleted the
-    stuck pod and created a new one of the same name) must not take the new pod with it."""
-    assert api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).status_code == 201
+    """Each instance is created bound (no binding after it); the platform hears of each
+    placement (``events``), the cluster gets one ``Scheduled`` Event for the app's batch."""
 
-    def create() -> str:
-        body = {
-            "metadata": {"name": "web-0", "labels": {"app.kubernetes.io/managed-by": "gaia"}},
-            "spec": {"containers": [{"name": "main", "image": "registry.local/web:v1"}]},
-        }
-        r = api.post(f"/api/v1/namespaces/{namespace}/pods", json=body)
-        assert r.status_code == 201, r.text
-        return str(r.json()["metadata"]["uid"])
+    async def create_three() -> None:
+        await asyncio.gather(
+            *(
+                cluster.create_instance(spec(namespace, "prov-gpu-0", instance_id=i))
+                for i in range(3)
+            )
+        )
 
-    def uid_now() -> str | None:
-        r = api.get(f"/api/v1/namespaces/{namespace}/pods/web-0")
-        return str(r.json()["metadata"]["uid"]) if r.status_code == 200 else None
+    run(create_three())
+    for i in range(3):
+        pod = api.get(f"/api/v1/namespaces/{namespace}/pods/web-{i}").json()
+        assert pod["spec"]["nodeName"] == "prov-gpu-0"
+    heard = [e for e in run(cluster.events(limit=10_000)) if e.namespace == namespace]
+    assert sorted((e.object_kind, e.object_name, e.reason) for e in heard) == [
+        ("Instance", f"web-{i}", "Scheduled") for i in range(3)
+    ]
+    assert all(e.message.endswith("to prov-gpu-0") for e in heard)
 
-    stale = create()
-    r = api.delete(f"/api/v1/namespaces/{namespace}/pods/web-0", params={"gracePeriodSeconds": "0"})
-    assert r.status_code == 200, r.text
-    eventually(lambda: uid_now() is None, "web-0 gone", timeout_s=30)
-    fresh = create()
+    def batch_events() -> list[dict[str, Any]]:
+        items = api.get(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events").json()["items"]
+        return [e for e in items if e["reason"] == "Scheduled"]
 
-    run(cluster._on_loop(cluster._delete_exact_pod(namespace, "web-0", stale)))
-    assert uid_now() == fresh  # the stale clean-up left the new pod alone
-    run(cluster._on_loop(cluster._delete_exact_pod(namespace, "web-0", fresh)))
-    eventually(lambda: uid_now() is None, "web-0 gone", timeout_s=30)
+    eventually(lambda: bool(batch_events()), "the batch Scheduled event", timeout_s=30)
+    (batch,) = batch_events()
+    assert batch["regarding"]["kind"] == "App" and batch["regarding"]["name"] == "web"
+    assert batch["note"].startswith("Successfully assigned 3 pod(s) of app web to 1 node(s): ")
+    assert all(f"web-{i} to prov-gpu-0" in batch["note"] for i in range(3))
+    # the batch Event comes back through the watch but is not heard twice
+    time.sleep(1)
+    again = [e for e in run(cluster.events(limit=10_000)) if e.namespace == namespace]
+    assert len(again) == 3

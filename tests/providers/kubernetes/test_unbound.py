@@ -1,12 +1,14 @@
-"""A placement interrupted between its two writes, on a real control plane: the kubernetes
-provider creates an instance's pod and then binds it to the node the Gaia scheduler chose. A
-process killed in between leaves a pod that no scheduler will ever bind; the app controller
-deletes it once it has waited past its grace period and places it again
+"""A placement interrupted between two writes, on a real control plane. Up to release 22 the
+kubernetes provider created an instance's pod and then bound it to the node the Gaia scheduler
+chose; a process killed in between left a pod that no scheduler will ever bind. The provider now
+creates pods bound, but such pods may still be in a cluster an older platform ran, and the app
+controller deletes one once it has waited past its grace period and places it again
 (``gaia.controllers.apps``, "placements left half-done").
 
-The crash is the real one: the bind step raises, so the controller pass dies right after the
-pod was created, as a killed process would; the "restarted" platform is a new provider object
-(empty caches) and a new controller on the same cluster."""
+The crash is made the way the older release crashed: the pod is created from the manifest
+without its node, and the step after the create raises, so the controller pass dies right after
+the pod was created, as a killed process would; the "restarted" platform is a new provider
+object (empty caches) and a new controller on the same cluster."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from gaia.clock import ManualClock
 from gaia.controllers.apps import AppController
 from gaia.platform import Platform
 from gaia.providers.kubernetes import KubernetesCluster
+from gaia.providers.kubernetes import cluster as kube_cluster
+from gaia.providers.kubernetes.pods import pod_manifest
 from gaia.providers.kubernetes.quotas import QUOTA_NAME
 from gaia.store.models import Cluster
 from tests.conftest import World
@@ -182,14 +186,21 @@ def _running(pod: dict[str, Any] | None) -> bool:
 def test_a_pod_left_unbound_by_a_crash_is_placed_again_without_sharing_a_card(
     rig: Rig,
 ) -> None:
-    # 1. the first platform places ua-0 and is killed between creating its pod and binding it
+    # 1. the first platform (an older release) places ua-0 and is killed between creating its
+    # pod and binding it
     rig.create_app("ua")
 
-    async def killed(self: KubernetesCluster, pod: dict[str, Any], node: str) -> dict[str, Any]:
+    def unbound_manifest(spec: Any) -> dict[str, Any]:
+        manifest = pod_manifest(spec)
+        del manifest["spec"]["nodeName"]
+        return manifest
+
+    def killed(self: KubernetesCluster, pod: dict[str, Any]) -> None:
         raise RuntimeError("process killed before the bind")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(KubernetesCluster, "_bind", killed)
+        patch.setattr(kube_cluster, "pod_manifest", unbound_manifest)
+        patch.setattr(KubernetesCluster, "_scheduled", killed)
         with pytest.raises(RuntimeError, match="process killed"):
             asyncio.run(rig.platform.app_controller().run_once())
     stranded = rig.pod("ua-0")
@@ -240,16 +251,17 @@ def test_a_pod_left_unbound_by_a_crash_is_placed_again_without_sharing_a_card(
 
 
 def test_a_pod_bound_just_before_a_crash_keeps_its_card_and_is_left_alone(rig: Rig) -> None:
-    """The mirror case: the bind went through but the process died before it recorded anything
-    (here: before the Scheduled event). The platform keeps no placement record outside the pod,
-    so the next platform reads the pod back bound, counts its card, and repairs nothing."""
+    """The mirror case: the pod was created bound but the process died before it recorded
+    anything (here: before the Scheduled event). The platform keeps no placement record outside
+    the pod, so the next platform reads the pod back bound, counts its card, and repairs
+    nothing."""
     rig.create_app("uc")
 
-    async def killed(self: KubernetesCluster, pod: dict[str, Any], **_: str) -> None:
+    def killed(self: KubernetesCluster, pod: dict[str, Any]) -> None:
         raise RuntimeError("process killed after the bind")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(KubernetesCluster, "_post_event", killed)
+        patch.setattr(KubernetesCluster, "_scheduled", killed)
         with pytest.raises(RuntimeError, match="process killed"):
             asyncio.run(rig.platform.app_controller().run_once())
     bound = rig.pod("uc-0")
