@@ -17,7 +17,8 @@ smoke run, ``--help`` for the sizes). In one process, on SQLite in a temporary d
 For each phase it prints simulated seconds (what a user would wait), wall seconds of the phase
 (including the benchmark's own progress checks through the API after every pass), wall seconds
 spent inside the controller's passes (what it costs us to simulate and reconcile), passes, mean
-controller time per pass (wall, and the process's CPU time, which a loaded machine disturbs less), instances rescheduled (a new node), and the peak resident memory.
+controller time per pass (wall, and the process's CPU time, which a loaded machine disturbs
+less), instances rescheduled (a new node), and the peak resident memory.
 The physical limit of the upgrade is also printed: the image layers that differ between v1 and
 v2 must cross each node's link once per batch, so ``batches x (changed bytes / node
 bandwidth)`` is the least simulated time an upgrade with that batch size takes when each batch
