@@ -14,9 +14,14 @@ Run ``.venv/bin/python bench/alerts.py`` from the repository root (``--quick`` f
 
 Per cycle: the evaluator's pass (load policies and silences, one store query per metric, rule
 evaluation, records and outbox rows written in one transaction), then delivery passes until the
-outbox is empty. Printed: cycle time (evaluation), transitions, notifications delivered per
-second, and delivery latency (from the evaluator queueing a notification to the receiver reading
-it; median and p99).
+outbox is empty, then the **ceiling**: a bare httpx client posting as many requests, 16 at a
+time, to the same receiver (no database, rendering or signing), measured right after each
+cycle's delivery so that a machine whose load changes weighs on both alike. Printed: cycle time
+(evaluation), transitions, notifications delivered per second beside the ceiling, CPU time of
+the process per notification beside the bare client's (the receiver runs in this process: its
+share is on both sides), and delivery latency (from the evaluator queueing a notification to
+the receiver reading it; median and p99). ``--profile N`` runs cProfile over the delivery
+passes and prints the N functions with the most time of their own.
 
 **Baseline**, measured in the same run on the same store and rules: evaluation the way a rule
 engine without grouping does it — one store query per policy with that policy's matchers (the
@@ -178,24 +183,28 @@ async def naive_evaluation(platform: Platform, at: float) -> tuple[float, int]:
     return time.perf_counter() - started, transitions
 
 
-async def bare_http_rate(receiver: Receiver, *, count: int, body: bytes) -> float:
+async def bare_http_rate(receiver: Receiver, *, count: int, body: bytes) -> tuple[float, float]:
     """Requests per second a bare httpx client gets from the same receiver, 16 at a time: the
-    ceiling of delivery on this machine (no database, no rendering, no signing)."""
+    ceiling of delivery on this machine (no database, no rendering, no signing); and the
+    process's CPU seconds it took."""
     import httpx
 
     semaphore = asyncio.Semaphore(16)
+    run_tag = time.perf_counter_ns()  # keys unique across the runs of a benchmark
     async with httpx.AsyncClient() as client:
 
         async def one(i: int) -> None:
             async with semaphore:
                 r = await client.post(
-                    receiver.url, content=body, headers={"X-Gaia-Idempotency-Key": f"bare-{i}"}
+                    receiver.url,
+                    content=body,
+                    headers={"X-Gaia-Idempotency-Key": f"bare-{run_tag}-{i}"},
                 )
                 r.raise_for_status()
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(count)))
-        return count / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started), time.process_time() - cpu
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -220,6 +229,7 @@ async def run(args: argparse.Namespace) -> None:
         spiked: list[int] = []
         rows = []
         latencies: list[float] = []
+        ceiling: list[tuple[int, float, float]] = []  # per cycle: requests, seconds, CPU seconds
         retried: list[str] = []
         naive: list[float] = []
         for cycle in range(args.cycles + 1):
@@ -237,6 +247,7 @@ async def run(args: argparse.Namespace) -> None:
             stats = evaluator.last_pass
             sent_before = len(receiver.arrived)
             started = time.perf_counter()
+            cpu = time.process_time()
             if profiler is not None and cycle > 0:
                 profiler.enable()
             while True:
@@ -252,9 +263,14 @@ async def run(args: argparse.Namespace) -> None:
             deliver_s = time.perf_counter() - started
             if profiler is not None:
                 profiler.disable()
+            deliver_cpu = time.process_time() - cpu
             delivered = len(receiver.arrived) - sent_before
             if cycle == 0:
                 continue  # warm-up: the first cycle has no resolves and cold caches
+            # the ceiling, right after the cycle's delivery and as many requests, so that a
+            # machine whose load changes during the run weighs on both alike
+            bare_rate, bare_cpu = await bare_http_rate(receiver, count=delivered, body=b"x" * 1500)
+            ceiling.append((delivered, delivered / bare_rate, bare_cpu))
             with platform.db.read_session() as session:
                 for key, created, state, attempts, error in session.execute(
                     select(
@@ -271,17 +287,19 @@ async def run(args: argparse.Namespace) -> None:
                         retried.append(error)
             naive_s, _ = await naive_evaluation(platform, at)
             naive.append(naive_s)
-            rows.append((eval_s, stats, delivered, deliver_s))
+            rows.append((eval_s, stats, delivered, deliver_s, deliver_cpu))
             print(
                 f"cycle {cycle}: evaluation pass {eval_s * 1000:5.0f} ms "
                 f"(rules {stats.rule_seconds * 1000:.0f} ms), "
-                f"{stats.transitions} transitions, {delivered} delivered in {deliver_s:.2f} s; "
+                f"{stats.transitions} transitions, {delivered} delivered in {deliver_s:.2f} s "
+                f"(bare client: {delivered / bare_rate:.2f} s); "
                 f"baseline evaluation {naive_s * 1000:.0f} ms",
                 flush=True,
             )
         platform.db.dispose()
-    bare = await bare_http_rate(receiver, count=2000, body=b"x" * 1500)
     receiver.http.shutdown()
+    bare = sum(c[0] for c in ceiling) / sum(c[1] for c in ceiling)
+    bare_cpu_ms = 1000 * sum(c[2] for c in ceiling) / sum(c[0] for c in ceiling)
 
     eval_med = statistics.median(r[0] for r in rows)
     delivered = sum(r[2] for r in rows)
@@ -302,9 +320,16 @@ async def run(args: argparse.Namespace) -> None:
     )
     print(f"{'whole pass incl. records + outbox':38} {eval_med * 1000:9.0f} ms")
     print(f"{'transitions per cycle, median':38} {transitions:12.0f}")
+    rate = delivered / deliver_s
     print(
-        f"{'notifications delivered per second':38} {delivered / deliver_s:12.0f} "
-        f"{bare:9.0f}  (bare HTTP client, same receiver: the ceiling here)"
+        f"{'notifications delivered per second':38} {rate:12.0f} "
+        f"{bare:9.0f}  (bare HTTP client, same receiver: the ceiling here; "
+        f"Gaia at {100 * rate / bare:.0f} %)"
+    )
+    cpu_ms = 1000 * sum(r[4] for r in rows) / delivered
+    print(
+        f"{'CPU ms per notification (process)':38} {cpu_ms:12.2f} {bare_cpu_ms:9.2f}  "
+        "(receiver included on both sides)"
     )
     print(
         f"{'delivery latency median / p99':38} "
