@@ -144,12 +144,14 @@ class NotificationDelivery(LoopService):
         async with new_client() as client:
             token = shared_client.set(client)
             try:
-                for _ in range(self.batches_per_pass):
+                for more in range(self.batches_per_pass - 1, -1, -1):
                     outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
                     kinds = {c.id: c.kind for c in claimed}
                     await asyncio.to_thread(self._finish, outcomes, kinds)
-                    if len(claimed) < self.batch:
-                        break  # the outbox had no more that was due
+                    # claim again only what this pass will send: a claimed row waits for
+                    # its lease to run out if nobody sends it
+                    if not more or len(claimed) < self.batch:
+                        break  # the pass's share is done, or nothing more was due
                     claimed = await asyncio.to_thread(self._claim, self.clock.now())
                     if not claimed:
                         break
