@@ -519,17 +519,13 @@ class AppController(LoopService):
         target = app.templates.get(plan.target)
         if target is None:
             return ("", frozenset())
+        # the versions an instance moves from in place (a few templates, compared once a pass)
+        in_place = {name for name, t in app.templates.items() if t.same_shape(target)}
         plan_now = replace(plan, state=state)
         nodes = set()
         for iid in upcoming(plan_now, instances=app.instances, batches=self.prewarm_batches):
             inst = by_id.get(iid)
-            current = app.templates.get(inst.version) if inst is not None else None
-            if (
-                inst is not None
-                and inst.node
-                and current is not None
-                and current.same_shape(target)
-            ):
+            if inst is not None and inst.node and inst.version in in_place:
                 nodes.add(inst.node)
         if not nodes:
             return ("", frozenset())
