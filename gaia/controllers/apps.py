@@ -9,6 +9,7 @@ One pass::
         4. apply                  scheduler.place + provider calls (creates and image patches
                                   CREATE_CONCURRENCY at a time)
         5. service                provider.apply_service (ready endpoints only)
+        6. pre-pull               domain.upgrades.upcoming → provider.prewarm_image (if it can)
     ──► events (the controller's and the cluster's) written in one transaction per cluster
 
 Before step 3 each app's instances pass one repair, **placements left half-done**. A provider
@@ -25,6 +26,13 @@ crash those cards may have gone to another instance; a fresh placement on the cu
 never hand a card out twice. The pod never ran, so nothing is lost but the restart count a
 restart's pod carried. The sim provider binds in one step, so the repair never fires there.
 
+Step 6 is what makes a batch cost its restart and not its pull too: while one batch of a
+running gray upgrade restarts, the target image is pulled onto the nodes of the next
+``prewarm_batches`` batches (a provider with the ``ImagePrewarmer`` capability: the sim, or the
+P2P pre-warm on a real cluster). The wish is level-triggered like the rest, remembered per app
+only to skip calls that would change nothing, and withdrawn (an empty node set) as soon as the
+upgrade is paused, rolling back, finished or the app is gone.
+
 The decisions are pure functions in ``gaia.domain``; this module only observes, calls them and
 applies what they say. Everything is level-triggered: the store's instance map is the desired
 state and the cluster is the truth for what runs, so a controller killed anywhere in a pass and
@@ -40,7 +48,7 @@ import datetime as dt
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -62,7 +70,7 @@ from gaia.domain.restarts import (
     decide_restart,
     should_blacklist,
 )
-from gaia.domain.upgrades import UpgradeState, step_upgrade
+from gaia.domain.upgrades import UpgradeState, step_upgrade, upcoming
 from gaia.kube.labels import APP_LABEL as LABEL_APP
 from gaia.kube.labels import INSTANCE_LABEL as LABEL_INSTANCE
 from gaia.kube.labels import MANAGED_BY_LABEL as MANAGED_BY
@@ -73,6 +81,7 @@ from gaia.providers.port import (
     ClusterProvider,
     ConfigData,
     ConfigRef,
+    ImagePrewarmer,
     Instance,
     InstancePhase,
     InstanceSpec,
@@ -110,6 +119,10 @@ log = logging.getLogger(__name__)
 # pods waiting at one moment as one batch with one quota status write, so with 16 in flight a
 # loaded server wrote the quota once per 3.6 pods and created 17 pods/s (bench/kube_scale.py).
 CREATE_CONCURRENCY = 64
+# Gray upgrade batches after the one in flight whose nodes pull the target image ahead of their
+# turn: the next batch is enough when a pull is shorter than a restart; the one after it covers a
+# pull up to two restarts long, and no more, so a paused upgrade has fetched little in vain.
+PREWARM_BATCHES = 2
 # How long an instance may wait for its node before the controller calls its placement
 # interrupted: twice the longest a bind request may take (the kubernetes provider's HTTP timeout
 # is 30 s), so a bind still in flight (a restart the API asked for, or a process on its way out
@@ -164,6 +177,10 @@ class _ClusterMemory:
     applied_configs: dict[tuple[str, str, bool], dt.datetime] = field(default_factory=dict)
     applied_quotas: dict[str, ResourceVector] = field(default_factory=dict)
     applied_services: dict[tuple[str, str], ServiceSpec] = field(default_factory=dict)
+    # (namespace, app) -> the pre-pull last asked of the provider: (image, nodes)
+    applied_prewarms: dict[tuple[str, str], tuple[str, frozenset[str]]] = field(
+        default_factory=dict
+    )
 
 
 class AppController(LoopService):
@@ -182,8 +199,10 @@ class AppController(LoopService):
         unbound_grace: dt.timedelta = UNBOUND_GRACE,
         pull_secret_for: Callable[[str], PullSecret | None] | None = None,
         access: AccessGateway | None = None,
+        prewarm_batches: int = PREWARM_BATCHES,
     ) -> None:
         super().__init__(interval=interval)
+        self.prewarm_batches = prewarm_batches
         # the access layer (domains, the load balancer): drains before a stop (None: none)
         self.access = access
         # the platform registry's credentials for a business's instances (None: no registry)
@@ -296,6 +315,13 @@ class AppController(LoopService):
                         app.namespace, "App", app.name, "ReconcileError", str(exc), "Warning"
                     )
                 )
+        # pre-pulls of apps that are gone altogether
+        for namespace, name in [k for k in memory.applied_prewarms if k not in known]:
+            if isinstance(provider, ImagePrewarmer):
+                await provider.prewarm_image(
+                    namespace=namespace, owner=name, image="", nodes=frozenset()
+                )
+            del memory.applied_prewarms[(namespace, name)]
         await self._flush_events(provider, memory, cluster, snapshot, pending)
 
     async def _reconcile_app(
@@ -319,6 +345,7 @@ class AppController(LoopService):
                 stats.actions["delete"] += 1
             await provider.delete_service(namespace=app.namespace, name=app.name)
             memory.applied_services.pop((app.namespace, app.name), None)
+            await self._prewarm(provider, memory, app, wish=("", frozenset()))
             await asyncio.to_thread(self._purge, app.id)
             return
 
@@ -326,8 +353,9 @@ class AppController(LoopService):
         by_id = {inst.instance_id: inst for inst in observed}
         access_key = AppKey(cluster, app.namespace, app.name)
         access = self._observe_access(access_key, app, observed)
+        upgrade_state = None
         if app.upgrade is not None:
-            await self._step_upgrade(app, by_id, pending)
+            upgrade_state = await self._step_upgrade(app, by_id, pending)
 
         recent = dict(app.recent_failures)
         for iid, count in new_failures.items():
@@ -390,6 +418,10 @@ class AppController(LoopService):
             stats.actions["create"] += await self._create_all(provider, creates)
         if app.state == "running":
             await self._ensure_service(provider, memory, app)
+        if app.upgrade is None or upgrade_state is not None:
+            # (a step not written leaves the last wish standing until the next pass)
+            wish = self._prewarm_wish(app, by_id, upgrade_state)
+            await self._prewarm(provider, memory, app, wish=wish)
 
     def _observe_access(
         self, key: AppKey, app: AppSnapshot, observed: list[Instance]
@@ -445,7 +477,9 @@ class AppController(LoopService):
 
     async def _step_upgrade(
         self, app: AppSnapshot, by_id: dict[int, Instance], pending: list[PendingEvent]
-    ) -> None:
+    ) -> UpgradeState | None:
+        """One step of the app's upgrade; its state after the step (None: not written, the
+        app changed under us)."""
         upgrade = app.upgrade
         assert upgrade is not None
         step = step_upgrade(upgrade.plan, instances=app.instances, observed=by_id)
@@ -454,12 +488,12 @@ class AppController(LoopService):
             and step.state == upgrade.plan.state
             and step.message == upgrade.message
         ):
-            return
+            return step.state
         generation = await asyncio.to_thread(
             self._write_upgrade, app, upgrade.id, step.assignments, step.state, step.message
         )
         if generation is None:
-            return  # the app changed under us; plan again next pass with fresh data
+            return None  # the app changed under us; plan again next pass with fresh data
         app.generation = generation
         for iid, version in step.assignments.items():
             app.instances[iid] = version
@@ -484,6 +518,54 @@ class AppController(LoopService):
                     f"moving instance(s) {ids} to {goal}",
                 )
             )
+        return step.state
+
+    def _prewarm_wish(
+        self, app: AppSnapshot, by_id: Mapping[int, Instance], state: UpgradeState | None
+    ) -> tuple[str, frozenset[str]]:
+        """The image the next batches of a running upgrade will need, and the nodes that will
+        need it: those of the batches' instances that move in place (an instance recreated
+        lands wherever the scheduler puts it, so its node now tells nothing)."""
+        upgrade = app.upgrade
+        if upgrade is None or state is not UpgradeState.RUNNING or app.state != "running":
+            return ("", frozenset())
+        plan = upgrade.plan
+        target = app.templates.get(plan.target)
+        if target is None:
+            return ("", frozenset())
+        # the versions an instance moves from in place (a few templates, compared once a pass)
+        in_place = {name for name, t in app.templates.items() if t.same_shape(target)}
+        plan_now = replace(plan, state=state)
+        nodes = set()
+        for iid in upcoming(plan_now, instances=app.instances, batches=self.prewarm_batches):
+            inst = by_id.get(iid)
+            if inst is not None and inst.node and inst.version in in_place:
+                nodes.add(inst.node)
+        if not nodes:
+            return ("", frozenset())
+        return (target.image, frozenset(nodes))
+
+    async def _prewarm(
+        self,
+        provider: ClusterProvider,
+        memory: _ClusterMemory,
+        app: AppSnapshot,
+        *,
+        wish: tuple[str, frozenset[str]],
+    ) -> None:
+        key = (app.namespace, app.name)
+        if memory.applied_prewarms.get(key, ("", frozenset())) == wish:
+            return
+        if not isinstance(provider, ImagePrewarmer):
+            return
+        image, nodes = wish
+        await provider.prewarm_image(
+            namespace=app.namespace, owner=app.name, image=image, nodes=nodes
+        )
+        if nodes:
+            memory.applied_prewarms[key] = wish
+        else:
+            memory.applied_prewarms.pop(key, None)
 
     def _write_upgrade(
         self,

@@ -13,6 +13,10 @@ ready; at most ``max_unavailable`` instances of the plan are in flight at once. 
 fails on the new version pauses the plan (the operator decides: resume or roll back) — a gray
 upgrade exists to stop a bad version before it is everywhere.
 
+``upcoming`` names the next batches (the ids still waiting, in plan order), so the platform can
+pull the target image onto their nodes while the current batch restarts (a batch then costs the
+restart, not the pull too).
+
 States: Running → Succeeded, Running ⇄ Paused, any → RollingBack → RolledBack.
 """
 
@@ -163,3 +167,17 @@ def step_upgrade(
         state=plan.state,
         progress=progress(batch),
     )
+
+
+def upcoming(
+    plan: GrayUpgradePlan, *, instances: Mapping[int, str], batches: int
+) -> tuple[int, ...]:
+    """The ids the plan's next ``batches`` batches will move, in the plan's order: those not yet
+    assigned their goal (the batch in flight is not among them). What the platform may prepare
+    before their turn (pull the target's image onto their nodes). Nothing unless the plan is
+    Running: a paused plan waits for the operator, and a roll back goes to images the nodes
+    already ran."""
+    if plan.state is not UpgradeState.RUNNING or batches < 1:
+        return ()
+    waiting = [i for i in plan.instance_ids if i in instances and instances[i] != plan.goal(i)]
+    return tuple(waiting[: batches * plan.max_unavailable])

@@ -493,6 +493,26 @@ class TokenReviewer(Protocol):
         ...
 
 
+@runtime_checkable
+class ImagePrewarmer(Protocol):
+    """An optional capability: pull an image onto nodes before any instance there needs it.
+
+    The platform knows what comes next (a gray upgrade's later batches and their nodes) and
+    says so here, so that an instance's pull, when its turn comes, finds the image on its node.
+    Declarative and level-triggered: each call states the owner's whole wish and replaces the
+    last one; nodes left out (or an empty ``nodes``) have their pre-pull called off. Best
+    effort: the provider skips what it cannot do (a node gone, an image refused) without
+    raising, since the instance's own pull remains the one that must succeed or say why.
+    The sim implements it as pulls with no instance behind them; on a real cluster it maps to
+    the P2P pre-warm of issue 17 (``gaia.controllers.swarm.SwarmCoordinator.create_prewarm``:
+    the nodes' agents fetch the image into the containerd cache). A provider without it is
+    simply not asked."""
+
+    async def prewarm_image(
+        self, *, namespace: str, owner: str, image: str, nodes: Collection[str]
+    ) -> None: ...
+
+
 def summarize(node: Node) -> NodeSummary:
     return NodeSummary(
         name=node.name,

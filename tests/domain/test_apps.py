@@ -26,7 +26,7 @@ from gaia.domain.restarts import (
     decide_restart,
     should_blacklist,
 )
-from gaia.domain.upgrades import UpgradeState, new_plan, step_upgrade
+from gaia.domain.upgrades import UpgradeState, new_plan, step_upgrade, upcoming
 from gaia.scheduler import (
     ClusterView,
     NodeView,
@@ -236,6 +236,25 @@ def test_gray_upgrade_moves_chosen_instances_in_batches() -> None:
     assert done.progress.done == 3
     # 1, 3 and 5 were never touched
     assert {i: instances[i] for i in (1, 3, 5)} == {1: "v7", 3: "v7", 5: "v7"}
+
+
+def test_upcoming_names_the_next_batches_after_the_one_in_flight() -> None:
+    p, instances = plan([5, 0, 3, 1, 4], max_unavailable=2)
+    observed = {i: Inst(i) for i in instances}
+    assert upcoming(p, instances=instances, batches=1) == (5, 0)  # nothing assigned yet
+    step = step_upgrade(p, instances=instances, observed=observed)
+    instances.update(step.assignments)  # 5 and 0 are in flight
+    assert upcoming(p, instances=instances, batches=1) == (3, 1)
+    assert upcoming(p, instances=instances, batches=2) == (3, 1, 4)  # in the plan's order
+    assert upcoming(p, instances=instances, batches=0) == ()
+
+
+@pytest.mark.parametrize(
+    "state", [UpgradeState.PAUSED, UpgradeState.ROLLING_BACK, UpgradeState.SUCCEEDED]
+)
+def test_upcoming_is_empty_unless_the_plan_runs(state: UpgradeState) -> None:
+    p, instances = plan([0, 1, 2])
+    assert upcoming(replace(p, state=state), instances=instances, batches=2) == ()
 
 
 def test_failure_on_the_new_version_pauses_the_upgrade() -> None:

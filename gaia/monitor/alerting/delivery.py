@@ -16,9 +16,14 @@ Each pass:
    the next attempt (exponential back-off with jitter, or the server's Retry-After); ``failed`` with
    the reason when the error is permanent or the attempts are used up.
 
+A full batch is followed at once by the next claim (2-4 again, at most ``batches_per_pass``
+batches), on the same HTTP client, so a burst drains over kept-alive connections; each batch
+is claimed just before it is sent, so its lease runs from then. Per claim each channel's
+config is decrypted once, and text is rendered only for channels that send it.
+
 The SQL of steps 1, 2 and 4 is the store's (``gaia.store.alerting.outbox``); this loop owns what
 is not persistence: the rate window (in memory, per process), rendering, sending, and the retry
-rule. Credentials are decrypted only here, per send, from the channel's current config, and never
+rule. Credentials are decrypted only here, per claim, from the channel's current config, and never
 written into a row, a log line or an error.
 """
 
@@ -104,6 +109,7 @@ class NotificationDelivery(LoopService):
         interval: float = 1.0,
         lease_seconds: float = 60.0,
         batch: int = 200,
+        batches_per_pass: int = 10,
         concurrency: int = 16,
         max_attempts: int = 8,
         base_backoff: float = 10.0,
@@ -117,6 +123,7 @@ class NotificationDelivery(LoopService):
         self.clock = clock
         self.lease = dt.timedelta(seconds=lease_seconds)
         self.batch = batch
+        self.batches_per_pass = batches_per_pass
         self.max_attempts = max_attempts
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
@@ -129,25 +136,35 @@ class NotificationDelivery(LoopService):
         self.on_outcome: Callable[[str, str], None] | None = None
 
     async def run_once(self) -> None:
-        now = self.clock.now()
-        claimed = await asyncio.to_thread(self._claim, now)
+        claimed = await asyncio.to_thread(self._claim, self.clock.now())
         if not claimed:
             return
+        # One HTTP client for the whole pass: a burst's batches reuse its kept-alive connections
+        # (and TLS sessions) instead of connecting again for every batch.
         async with new_client() as client:
             token = shared_client.set(client)
             try:
-                outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
+                for more in range(self.batches_per_pass - 1, -1, -1):
+                    outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
+                    kinds = {c.id: c.kind for c in claimed}
+                    await asyncio.to_thread(self._finish, outcomes, kinds)
+                    # claim again only what this pass will send: a claimed row waits for
+                    # its lease to run out if nobody sends it
+                    if not more or len(claimed) < self.batch:
+                        break  # the pass's share is done, or nothing more was due
+                    claimed = await asyncio.to_thread(self._claim, self.clock.now())
+                    if not claimed:
+                        break
             finally:
                 shared_client.reset(token)
-        await asyncio.to_thread(self._finish, outcomes, {c.id: c.kind for c in claimed})
 
     async def _send(self, claimed: Claimed) -> Outcome:
         async with self._semaphore:
             try:
                 channel = self._channel(claimed)
-                receipt = await asyncio.wait_for(
-                    channel.send(claimed.message), timeout=self.lease.total_seconds() / 2
-                )
+                # (asyncio.timeout, not wait_for: no extra task per send)
+                async with asyncio.timeout(self.lease.total_seconds() / 2):
+                    receipt = await channel.send(claimed.message)
             except DeliveryError as exc:
                 return Outcome(claimed.id, claimed.attempts, error=exc)
             except TimeoutError:
@@ -179,6 +196,8 @@ class NotificationDelivery(LoopService):
         t = now.timestamp()
         claimed: list[Claimed] = []
         unprepared: list[NotificationResult] = []
+        # each channel's config decrypted once per claim, not once per notification
+        configs: dict[tuple[int, dt.datetime], Mapping[str, Any]] = {}
         with self.db.write_session() as session:
             claims = claim_due_notifications(
                 session,
@@ -192,7 +211,11 @@ class NotificationDelivery(LoopService):
             for claim in claims:
                 row, channel = claim.notification, claim.channel
                 try:
-                    config = json.loads(self.secrets.decrypt(channel.config_encrypted))
+                    version = (channel.id, channel.updated_at)
+                    config = configs.get(version)
+                    if config is None:
+                        config = json.loads(self.secrets.decrypt(channel.config_encrypted))
+                        configs[version] = config
                     message = build_message(
                         row, claim.record, claim.policy, external_url=self.external_url
                     )

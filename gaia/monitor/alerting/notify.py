@@ -4,12 +4,18 @@ The outbox rows are written by ``gaia.store.alerting.outbox.queue_notifications`
 transaction that fires, repeats or resolves a record. ``build_message`` is the other end: the
 delivery loop renders the message from the record and the policy's per-channel templates at send
 time (the channel config may have been changed since the row was queued: channels are changeable
-at any time, and the current one is used).
+at any time, and the current one is used). Text is rendered only for the kinds that send it
+(``TEXT_KINDS``: email, WeCom); a webhook's or an SMS's message carries the notice alone.
 """
 
 from __future__ import annotations
 
-from gaia.monitor.alerting.channels import AlertNotice, OutgoingMessage, render_message
+from gaia.monitor.alerting.channels import (
+    TEXT_KINDS,
+    AlertNotice,
+    OutgoingMessage,
+    render_message,
+)
 from gaia.store.models import AlertNotification, AlertPolicy, AlertRecord
 
 
@@ -52,13 +58,15 @@ def build_message(
     external_url: str = "",
 ) -> OutgoingMessage:
     notice = notice_of(record, row.event, external_url=external_url)
-    template = (policy.templates or {}).get(row.channel_kind, {}) if policy is not None else {}
-    subject, body = render_message(
-        row.channel_kind,
-        notice,
-        subject_template=template.get("subject") or None,
-        body_template=template.get("body") or None,
-    )
+    subject = body = ""
+    if row.channel_kind in TEXT_KINDS:  # the others build their request from the notice
+        template = (policy.templates or {}).get(row.channel_kind, {}) if policy else {}
+        subject, body = render_message(
+            row.channel_kind,
+            notice,
+            subject_template=template.get("subject") or None,
+            body_template=template.get("body") or None,
+        )
     return OutgoingMessage(
         notice=notice,
         subject=subject,

@@ -11,7 +11,8 @@ method); with the ``RealClock`` the cluster follows wall time. Each instance car
 for its current container attempt: a kill, restart or upgrade takes a new token, and the old
 attempt's pending transitions find a stale token and do nothing.
 
-**Instance lifecycle** (``SYNC_S``, ``CREATE_S``, ``START_S`` apart)::
+**Instance lifecycle** (``SANDBOX_S`` or ``WATCH_S``, ``CREATE_S``, ``START_S`` apart; each
+constant says what real work it stands for)::
 
     create_instance -> Scheduled -> Pulling/Pulled (image layers, see _images) -> Created
         -> Started (RUNNING) -> ready (at once, or after the readiness probe's initial delay)
@@ -27,6 +28,13 @@ failed instance keeps its resources, IP and GPUs until it is deleted. ``delete_i
 releases them at once: there is no Terminating grace period, so a deleted instance's name, IP
 and GPUs are free for the very next call.
 
+**Pre-pull** (``prewarm_image``, the port's optional ``ImagePrewarmer``): the platform names
+an image and the nodes that will soon run it (the later batches of a gray upgrade); those nodes
+fetch its missing layers now, so the instance's own pull, when its turn comes, finds the image
+"already present on machine". A real cluster maps the same call to the P2P pre-warm of issue 17
+(``gaia.controllers.swarm``: a prewarm job the nodes' agents pull); here it is a pull with no
+instance behind it (``_images``).
+
 **Scale.** 2,000 nodes and 20,000 instances fit in well under 200 MiB: records are slotted,
 instances are indexed by namespace and by (namespace, app), the event ring and each instance's
 log buffer are bounded, and metrics and periodic log lines are computed on read (``_workload``).
@@ -34,6 +42,7 @@ log buffer are bounded, and metrics and periodic log lines are computed on read 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import heapq
@@ -108,9 +117,18 @@ from gaia.providers.sim._workload import (
 )
 from gaia.scheduler.links import parse_nvidia_smi_topo
 
-SYNC_S = 0.5  # a new binding (or a restart) reaches the node's kubelet
-CREATE_S = 0.2  # creating the container once the image is there
-START_S = 0.3  # starting it
+# The simulated kubelet's fixed steps, each what a real node spends on it (not a poll period:
+# the sim has none; a step happens at its own time and is seen at once, as a watch reports it).
+# A new pod: the binding reaches the kubelet through its watch (milliseconds), then the kubelet
+# makes the pod's sandbox (the pause container and the CNI's network setup), the bulk of this.
+SANDBOX_S = 0.5
+# A change to a pod that runs (an image swapped in place, a restart that must pull again): the
+# kubelet hears of it through its watch and acts at once; tens of milliseconds on a healthy
+# cluster. (Before issue 22 this was the 0.5 s of a new pod's sandbox, which an existing pod
+# does not make again.) The old container's stop is not modelled: it exits on SIGTERM at once.
+WATCH_S = 0.05
+CREATE_S = 0.2  # CRI CreateContainer once the image is unpacked (a snapshot, the OCI spec)
+START_S = 0.3  # CRI StartContainer (runc); the start is reported at once, as evented PLEG does
 PULL_FAIL_S = 1.0  # a registry answering "manifest unknown"
 MAX_LOG_TAIL = 10_000
 CONTAINER = "main"
@@ -131,6 +149,15 @@ _FAULTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 Step = Callable[[float, InstanceRecord], None]
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Prewarm:
+    """One owner's pre-pull: the image, the nodes asked for, the pulls still downloading."""
+
+    image: str
+    nodes: frozenset[str]
+    pulls: dict[str, Pull] = dataclasses.field(default_factory=dict)  # node -> pull in flight
 
 
 class _Timeline:
@@ -185,6 +212,8 @@ class SimCluster:
         self._configs: dict[tuple[str, bool, str], ConfigData] = {}
         self._quotas: dict[str, ResourceVector] = {}  # namespace -> mirrored hard limits
         self._loads: dict[tuple[str, str], LoadOverride] = {}  # (namespace, app) -> override
+        # (namespace, owner) -> the image pre-pulled for that owner and its pulls in flight
+        self._prewarms: dict[tuple[str, str], _Prewarm] = {}
         # what the simulated API server has served: the port calls, plus the nodes' own
         # traffic (status and lease updates) added up to the last control-plane reading
         self._api_requests = 0.0
@@ -593,7 +622,7 @@ class SimCluster:
                 "Scheduled",
                 f"Successfully assigned {spec.namespace}/{name} to {node.name}",
             )
-            self._after(now + SYNC_S, rec, self._begin_pull)
+            self._after(now + SANDBOX_S, rec, self._begin_pull)
             return self._view(rec, now)
 
     def _check_fits(self, node: NodeRecord, spec: InstanceSpec) -> None:
@@ -925,7 +954,7 @@ class SimCluster:
             rec.restarts += 1
             self._new_attempt(rec)
             rec.phase = InstancePhase.SCHEDULED
-            self._after(now + SYNC_S, rec, self._begin_pull)
+            self._after(now + WATCH_S, rec, self._begin_pull)
             return self._view(rec, now)
 
     async def restart_instance(self, *, namespace: str, name: str) -> Instance:
@@ -948,10 +977,65 @@ class SimCluster:
             self._new_attempt(rec)
             rec.phase = InstancePhase.SCHEDULED
             if repull:
-                self._after(now + SYNC_S, rec, self._begin_pull)
+                self._after(now + WATCH_S, rec, self._begin_pull)
             else:
                 self._after(now + CREATE_S, rec, self._create_container)
             return self._view(rec, now)
+
+    # ------------------------------------------------------------ images: pre-pull
+
+    async def prewarm_image(
+        self, *, namespace: str, owner: str, image: str, nodes: Collection[str]
+    ) -> None:
+        """Keep ``image`` pulled on ``nodes`` for ``owner`` (``ImagePrewarmer``): the call says
+        the whole wish and replaces the owner's last one. A node that lacks some of the image's
+        layers starts fetching them now, sharing its link and any download in flight as an
+        instance's pull does; a node that left the wish (or every node, with no nodes or
+        another image) has its pull called off, so layers only the pre-pull wanted stop
+        downloading. Best effort: unknown, lost or removed nodes and an image the registry
+        refuses are skipped (the instance's own pull will say what is wrong)."""
+        if not isinstance(image, str):
+            raise InvalidRequest("image must be an image reference")
+        with self._lock:
+            now = self._enter()
+            key = (namespace, owner)
+            wanted = frozenset(nodes) if image.strip() else frozenset()
+            old = self._prewarms.pop(key, None)
+            kept: dict[str, Pull] = {}
+            if old is not None:
+                for name, pull in old.pulls.items():
+                    node = self._nodes.get(name)
+                    if node is None or node.removed:
+                        continue
+                    if old.image == image and name in wanted and node.images.in_flight(pull):
+                        kept[name] = pull
+                        continue
+                    node.images.cancel(now, pull)
+                    self._schedule_downloads(node)
+            if not wanted:
+                return
+            prewarm = self._prewarms[key] = _Prewarm(image=image, nodes=wanted, pulls=kept)
+            if image in self._failing_images:
+                return
+            layers = self._catalog.layers(image)
+            for name in sorted(wanted - kept.keys()):
+                node = self._nodes.get(name)
+                if node is None or node.removed or not node.ready:
+                    continue
+                fetch = node.images.missing(layers)
+                if not fetch:
+                    continue  # all there already: the cache is respected, nothing is fetched
+                pull = Pull(image=image, fetch=fetch, started=now, on_layers_ready=_ignore)
+                pull.on_layers_ready = partial(self._prewarmed, prewarm, name, pull)
+                prewarm.pulls[name] = pull
+                node.images.begin(now, pull)
+                self._schedule_downloads(node)
+
+    @staticmethod
+    def _prewarmed(prewarm: _Prewarm, node: str, pull: Pull, t: float) -> None:
+        # the layers are in the node's cache: the next instance pull finds them there
+        if prewarm.pulls.get(node) is pull:
+            del prewarm.pulls[node]
 
     def _require_node_ready(self, rec: InstanceRecord, what: str) -> None:
         if not rec.node.ready:
@@ -1285,6 +1369,22 @@ class SimCluster:
         with self._lock:
             return [(layer.digest, layer.size) for layer in self._catalog.layers(ref)]
 
+    def image_present(self, *, node: str, image: str) -> bool:
+        """Does ``node`` hold every layer of ``image`` (pulled or pre-pulled)?"""
+        with self._lock:
+            self._catch_up()
+            images = self._node(node).images
+            return not images.missing(self._catalog.layers(image))
+
+    def prewarms_in_flight(self, *, namespace: str, owner: str) -> dict[str, str]:
+        """The owner's pre-pulls still downloading: node -> image."""
+        with self._lock:
+            self._catch_up()
+            prewarm = self._prewarms.get((namespace, owner))
+            if prewarm is None:
+                return {}
+            return {name: prewarm.image for name in prewarm.pulls}
+
     def image_bytes_missing(self, *, have: str, want: str) -> int:
         """Bytes of ``want`` that a node holding exactly ``have`` must fetch (an in-place
         upgrade from ``have`` to ``want`` pulls this much)."""
@@ -1508,6 +1608,10 @@ class SimCluster:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _ignore(t: float) -> None:
+    return None
 
 
 def _check_instance_spec(spec: InstanceSpec) -> None:

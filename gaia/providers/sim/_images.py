@@ -22,6 +22,11 @@ it had to fetch. A lone pull therefore takes::
 
     missing_bytes / (bandwidth_mbps * 125_000) + UNPACK_S_PER_LAYER * missing_layers
 
+A *pre-pull* (``SimCluster.prewarm_image``) is a pull with no instance behind it: it shares
+downloads the same way, and ``cancel`` calls it off (layers only it waited for stop downloading).
+The cache is unbounded: the sim models no disk for images and no image garbage collection, so a
+pre-pull never evicts anything; it fetches only the layers the node lacks.
+
 Nothing here knows the clock: the cluster calls ``advance_to(t)`` at the time ``next_completion``
 said, in time order, and gets back the pulls whose layers are all present.
 """
@@ -194,6 +199,26 @@ class NodeImages:
                 left = max(0.0, self._active[layer.digest] - share)
                 done += round(layer.size - left)
         return done
+
+    def cancel(self, t: float, pull: Pull) -> None:
+        """Stop waiting for ``pull``'s layers (a pre-pull the platform called off): a layer
+        nobody else waits for stops downloading and its partial bytes are dropped; a layer an
+        instance's own pull also waits for goes on for that pull."""
+        self._progress(t)
+        for digest in pull.waiting:
+            waiters = self._waiters.get(digest)
+            if waiters is None:
+                continue
+            if pull in waiters:
+                waiters.remove(pull)
+            if not waiters:
+                del self._waiters[digest]
+                self._active.pop(digest, None)
+        pull.waiting.clear()
+
+    def in_flight(self, pull: Pull) -> bool:
+        """Is ``pull`` still waiting here for a layer being downloaded? (False after ``lose``.)"""
+        return any(pull in self._waiters.get(digest, ()) for digest in pull.waiting)
 
     def lose(self) -> None:
         """The node went away: partial downloads are lost, the cache (on disk) stays."""

@@ -224,6 +224,32 @@ def test_a_permanent_failure_is_recorded_with_the_reason(bed: Bed) -> None:
     assert len(bed.receiver.requests) == 1
 
 
+def test_one_pass_drains_a_burst_batch_after_batch_each_sent_once(bed: Bed) -> None:
+    bed.delivery.batch = 2
+    bed.policy(for_seconds=0)
+    bed.load(95, "web-0", "web-1", "web-2", "web-3", "web-4")
+    bed.evaluate()
+    bed.deliver()  # three batches (2, 2, 1) in the one pass
+    keys = [req.headers["x-gaia-idempotency-key"] for req in bed.receiver.requests]
+    assert len(keys) == 5 and len(set(keys)) == 5
+    with bed.platform.db.read_session() as session:
+        states = session.scalars(select(AlertNotification.state)).all()
+    assert states == ["sent"] * 5
+    bed.deliver()
+    assert len(bed.receiver.requests) == 5  # nothing sent twice
+
+
+def test_a_pass_stops_after_its_batches_and_the_next_goes_on(bed: Bed) -> None:
+    bed.delivery.batch, bed.delivery.batches_per_pass = 1, 2
+    bed.policy(for_seconds=0)
+    bed.load(95, "web-0", "web-1", "web-2")
+    bed.evaluate()
+    bed.deliver()
+    assert len(bed.receiver.requests) == 2
+    bed.deliver()
+    assert len(bed.receiver.requests) == 3
+
+
 def test_the_channel_rate_limit_delays_but_never_drops(bed: Bed) -> None:
     bed.api(
         "patch",

@@ -31,6 +31,7 @@ from gaia.providers.port import (
     ConfigRef,
     FailureCause,
     HealthState,
+    ImagePrewarmer,
     Instance,
     InstancePhase,
     InstanceSpec,
@@ -41,6 +42,7 @@ from gaia.providers.port import (
     ServiceSpec,
 )
 from gaia.providers.sim import DEFAULT_SPEC, MAX_SIM_NODES, SimCluster, validate_sim_spec
+from gaia.providers.sim._cluster import CREATE_S, SANDBOX_S, START_S, WATCH_S
 from gaia.providers.sim._events import EventRing
 from gaia.providers.sim._images import UNPACK_S_PER_LAYER, split_ref
 
@@ -235,6 +237,121 @@ def test_concurrent_pulls_share_the_node_bandwidth() -> None:
         events = w.events(name)
         took = seconds(one(events, "Pulling").at, one(events, "Pulled").at)
         assert took == pytest.approx(megabytes * MB / 125_000_000 + UNPACK_S_PER_LAYER, abs=1e-3)
+
+
+# ---------------------------------------------------------------- pre-pull (prewarm_image)
+
+OCR = "registry.local/team/ocr"
+
+
+def ocr_world() -> World:
+    """Two nodes on 1 Gbit/s; v7 and v8 share 250 MB and differ in a 50 MB top layer."""
+    w = World(bandwidth_mbps=1000)
+    w.sim.register_image(f"{OCR}:v7", [100 * MB, 150 * MB, 50 * MB])
+    w.sim.register_image(f"{OCR}:v8", [100 * MB, 150 * MB, 50 * MB + 1])
+    return w
+
+
+def prewarm(w: World, image: str, *nodes: str, owner: str = "web") -> None:
+    run(w.sim.prewarm_image(namespace=NS, owner=owner, image=image, nodes=nodes))
+
+
+def test_the_sim_is_an_image_prewarmer() -> None:
+    assert isinstance(World().sim, ImagePrewarmer)
+
+
+def test_a_pre_pulled_image_is_already_present_when_the_instance_moves_to_it() -> None:
+    w = ocr_world()
+    w.create(image=f"{OCR}:v7")
+    w.until_running("web-0")
+    prewarm(w, f"{OCR}:v8", w.node)
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {w.node: f"{OCR}:v8"}
+    # only the changed top layer crosses the link: the node's cache is respected
+    w.step(50 * MB / 125_000_000 + 0.001)
+    assert w.sim.image_present(node=w.node, image=f"{OCR}:v8")
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {}
+    seq = w.last_seq()
+    run(w.sim.replace_image(namespace=NS, name="web-0", image=f"{OCR}:v8", version="v8"))
+    w.until(lambda: w.get("web-0").ready)
+    events = w.events("web-0", since=seq)
+    assert [e.reason for e in events] == ["Killing", "Pulled", "Created", "Started"]
+    assert "already present on machine" in events[1].message
+    # the kubelet hears of the change through its watch; then it creates and starts
+    assert seconds(events[0].at, events[-1].at) == pytest.approx(
+        WATCH_S + CREATE_S + START_S, abs=1e-3
+    )
+
+
+def test_a_node_that_holds_the_image_fetches_nothing() -> None:
+    w = ocr_world()
+    w.create(image=f"{OCR}:v8")
+    w.until_running("web-0")
+    prewarm(w, f"{OCR}:v8", w.node, "sim-node-1")
+    # the cold node fetches the whole image, the warm one nothing
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {"sim-node-1": f"{OCR}:v8"}
+    w.step(300 * MB / 125_000_000 - 0.01)
+    assert not w.sim.image_present(node="sim-node-1", image=f"{OCR}:v8")
+    w.step(0.02)
+    assert w.sim.image_present(node="sim-node-1", image=f"{OCR}:v8")
+
+
+def test_calling_a_pre_pull_off_stops_its_downloads() -> None:
+    w = ocr_world()
+    prewarm(w, f"{OCR}:v7", w.node, "sim-node-1")
+    w.step(0.5)  # a fifth of the way
+    prewarm(w, f"{OCR}:v7", "sim-node-1")  # the first node leaves the wish
+    w.step(0.5)
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {"sim-node-1": f"{OCR}:v7"}
+    prewarm(w, "", "sim-node-1")  # no image: called off everywhere
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {}
+    w.step(30)
+    for node in (w.node, "sim-node-1"):
+        assert not w.sim.image_present(node=node, image=f"{OCR}:v7")
+    # a pull started later fetches the whole image: nothing was left half-counted as cached
+    w.create(image=f"{OCR}:v7")
+    w.until_running("web-0")
+    pulling, pulled = one(w.events("web-0"), "Pulling"), one(w.events("web-0"), "Pulled")
+    assert seconds(pulling.at, pulled.at) == pytest.approx(
+        300 * MB / 125_000_000 + 3 * UNPACK_S_PER_LAYER, abs=1e-3
+    )
+
+
+def test_an_instance_pull_joins_a_pre_pull_in_flight_and_outlives_its_call_off() -> None:
+    w = ocr_world()
+    prewarm(w, f"{OCR}:v7", w.node)
+    w.step(1.0)  # 125 of 300 MB are here
+    w.create(image=f"{OCR}:v7")
+    w.step(SANDBOX_S)  # the instance's pull begins: it waits for the layers in flight
+    prewarm(w, "", w.node)  # called off: the instance still needs every layer
+    w.until_running("web-0")
+    pulling, pulled = one(w.events("web-0"), "Pulling"), one(w.events("web-0"), "Pulled")
+    # the downloads went on where the pre-pull had got to (the unpack of the layers the
+    # instance waited for is the instance's own)
+    assert seconds(pulling.at, pulled.at) < 300 * MB / 125_000_000 - 0.5
+
+
+def test_a_pre_pull_skips_lost_nodes_and_refused_images() -> None:
+    w = ocr_world()
+    w.sim.lose_node("sim-node-1")
+    prewarm(w, f"{OCR}:v7", w.node, "sim-node-1", "no-such-node")
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {w.node: f"{OCR}:v7"}
+    w.sim.fail_image_pulls(f"{OCR}:v8")
+    prewarm(w, f"{OCR}:v8", w.node)
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {}
+
+
+def test_a_new_instance_waits_for_its_sandbox_and_a_change_only_for_the_watch() -> None:
+    w = ocr_world()
+    w.create(image=f"{OCR}:v7")
+    w.until_running("web-0")
+    scheduled, pulling = one(w.events("web-0"), "Scheduled"), one(w.events("web-0"), "Pulling")
+    assert seconds(scheduled.at, pulling.at) == pytest.approx(SANDBOX_S, abs=1e-3)
+    seq = w.last_seq()
+    run(w.sim.replace_image(namespace=NS, name="web-0", image=f"{OCR}:v8", version="v8"))
+    w.until(lambda: w.get("web-0").ready)
+    killing, pulling = w.events("web-0", since=seq)[:2]
+    assert pulling.reason == "Pulling"
+    assert seconds(killing.at, pulling.at) == pytest.approx(WATCH_S, abs=1e-3)
 
 
 # ---------------------------------------------------------------- faults

@@ -46,6 +46,7 @@ from gaia.monitor.alerting.channels.wecom import WeComChannel, WeComConfig
 __all__ = [
     "CHANNEL_KINDS",
     "SECRET_FIELDS",
+    "TEXT_KINDS",
     "AlertNotice",
     "Channel",
     "DeliveryError",
@@ -68,6 +69,11 @@ _CONFIGS: dict[str, type[ChannelConfig]] = {
 }
 
 CHANNEL_KINDS: tuple[str, ...] = tuple(_CONFIGS)
+
+# The kinds whose sender sends the rendered subject and body. A webhook posts Alertmanager's JSON
+# built from the notice, and an SMS gateway takes its approved template's parameters, also from
+# the notice: rendering text for them would be work thrown away on every notification.
+TEXT_KINDS: frozenset[str] = frozenset({"email", "wecom"})
 
 SECRET_FIELDS: dict[str, frozenset[str]] = {
     kind: model.secret_fields for kind, model in _CONFIGS.items()

@@ -251,6 +251,13 @@ def tls_failure(error: ssl.SSLError, *, where: str) -> DeliveryError:
 def origin(url: str | httpx.URL) -> str:
     """``scheme://host[:port]`` of a URL: safe to show, whereas a path or query may hold a
     token (WeCom's ``key``, many chat webhooks' paths)."""
+    return _origin(str(url))
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(url: str) -> str:
+    # every send names its channel's origin twice (where it went, or where it failed):
+    # parsing the same few URLs again each time was a visible share of a send
     parsed = httpx.URL(url)
     port = f":{parsed.port}" if parsed.port else ""
     return f"{parsed.scheme}://{parsed.host}{port}"

@@ -1,0 +1,140 @@
+"""Pre-pull during gray upgrades (issue 22): while one batch restarts, the app controller has the
+target image pulled onto the nodes of the next batches, so their instances find it "already
+present on machine" when their turn comes; a paused or rolled back upgrade stops pre-pulling.
+On the simulated cluster (4 nodes), through the API and the real controller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gaia.platform import Platform
+from gaia.providers.sim import SimCluster
+from tests.conftest import World
+from tests.support.apps_harness import BIZ, AppsHarness, template
+
+MB = 1_000_000
+NS = "alpha"
+
+
+@pytest.fixture
+def h(world: World, platform: Platform) -> AppsHarness:
+    harness = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
+    harness.step_s = 0.25
+    return harness
+
+
+def web_app(h: AppsHarness, *, top_layer_mb: int, replicas: int = 8) -> SimCluster:
+    """An app on v1 whose v2 differs in its image only: its top layer."""
+    sim = h.sim("sim-1")
+    sim.register_image("shop/web:1", [200 * MB, 20 * MB])
+    sim.register_image("shop/web:2", [200 * MB, top_layer_mb * MB + 1])
+    body = {
+        "name": "web",
+        "cluster": "sim-1",
+        "templates": [template("v1", "shop/web:1"), template("v2", "shop/web:2")],
+        "replicas": replicas,
+    }
+    h.post(f"{BIZ}/apps", body, status=201)
+    h.settle(h.ready("web", replicas))
+    return sim
+
+
+def one_per_node(h: AppsHarness) -> list[int]:
+    """An instance id per node, so that no batch's node was warmed by an earlier batch."""
+    first: dict[str, int] = {}
+    for iid, inst in sorted(h.instances("web").items()):
+        first.setdefault(inst["node"], iid)
+    ids = sorted(first.values())
+    assert len(ids) >= 3, "the scenario needs instances on three nodes at least"
+    return ids
+
+
+def upgrade(h: AppsHarness, ids: list[int]) -> str:
+    body = {"template": "v2", "instance_ids": ids, "max_unavailable": 1}
+    made = h.post(f"{BIZ}/apps/web/upgrades", body, status=201)
+    return f"{BIZ}/apps/web/upgrades/{made['id']}"
+
+
+def pulls_after(sim: SimCluster, seq: int) -> dict[str, list[str]]:
+    """Per instance, the reasons of its pull events since ``seq``."""
+    out: dict[str, list[str]] = {}
+    for e in sh(sim.events(since=seq, limit=100_000)):
+        if e.reason in ("Pulling", "Pulled"):
+            out.setdefault(e.object_name, []).append(e.reason)
+    return out
+
+
+def sh(coro: Any) -> Any:
+    return AppsHarness.run_async(coro)
+
+
+def test_later_batches_find_the_image_already_on_their_nodes(h: AppsHarness) -> None:
+    sim = web_app(h, top_layer_mb=50)
+    ids = one_per_node(h)
+    node_of = {iid: h.instances("web")[iid]["node"] for iid in ids}
+    seq = sh(sim.events(limit=100_000))[-1].seq
+    path = upgrade(h, ids)
+    h.tick()  # the first batch moves; the next two batches' nodes start pulling
+    later = ids[1:3]
+    assert set(sim.prewarms_in_flight(namespace=NS, owner="web")) == {node_of[i] for i in later}
+    h.tick()
+    for iid in later:
+        assert h.instances("web")[iid]["template"] == "v1"  # before its turn...
+        assert sim.image_present(node=node_of[iid], image="shop/web:2")  # ...the image is there
+    h.settle(lambda: h.get(path)["state"] == "Succeeded")
+    pulls = pulls_after(sim, seq)
+    assert pulls[f"web-{ids[0]}"] == ["Pulling", "Pulled"]  # the first batch pulls itself
+    for iid in ids[1:]:
+        assert pulls[f"web-{iid}"] == ["Pulled"]  # "already present on machine"
+    assert sim.prewarms_in_flight(namespace=NS, owner="web") == {}
+
+
+def test_without_pre_pull_every_batch_pulls_in_its_turn(h: AppsHarness) -> None:
+    # the same scenario with the look-ahead off: what the test above guards against
+    h.controller.prewarm_batches = 0
+    sim = web_app(h, top_layer_mb=50)
+    ids = one_per_node(h)
+    seq = sh(sim.events(limit=100_000))[-1].seq
+    path = upgrade(h, ids)
+    h.settle(lambda: h.get(path)["state"] == "Succeeded")
+    pulls = pulls_after(sim, seq)
+    for iid in ids:
+        assert pulls[f"web-{iid}"] == ["Pulling", "Pulled"]
+
+
+@pytest.mark.parametrize("verb", ["pause", "rollback"])
+def test_a_paused_or_rolled_back_upgrade_stops_pre_pulling(h: AppsHarness, verb: str) -> None:
+    # a 5 GB top layer: 4 s on the nodes' 10 Gbit/s, still in flight when the operator acts
+    sim = web_app(h, top_layer_mb=5000)
+    ids = one_per_node(h)
+    node_of = {iid: h.instances("web")[iid]["node"] for iid in ids}
+    path = upgrade(h, ids)
+    h.tick()
+    later = ids[1:3]
+    assert set(sim.prewarms_in_flight(namespace=NS, owner="web")) == {node_of[i] for i in later}
+    h.post(f"{path}/{verb}")
+    h.tick()
+    assert sim.prewarms_in_flight(namespace=NS, owner="web") == {}
+    for _ in range(40):  # 10 simulated seconds: the pre-pulls would have finished long ago
+        h.tick()
+    for iid in later:
+        assert not sim.image_present(node=node_of[iid], image="shop/web:2")
+    if verb == "pause":
+        # the batch in flight was not stopped: its own pull went on and it runs v2
+        assert h.instances("web")[ids[0]]["version"] == "v2"
+    else:
+        h.settle(lambda: h.get(path)["state"] == "RolledBack")
+        assert {i["version"] for i in h.instances("web").values()} == {"v1"}
+
+
+def test_a_deleted_app_leaves_no_pre_pull_behind(h: AppsHarness) -> None:
+    sim = web_app(h, top_layer_mb=5000)
+    path = upgrade(h, one_per_node(h))
+    h.tick()
+    assert sim.prewarms_in_flight(namespace=NS, owner="web")
+    assert h.get(path)["state"] == "Running"
+    r = h.client.delete(f"{BIZ}/apps/web", headers=h.headers)
+    assert r.status_code in (200, 202, 204), r.text
+    h.settle(lambda: not sim.prewarms_in_flight(namespace=NS, owner="web"), limit_s=10)
