@@ -19,6 +19,7 @@ from gaia.store.paging import decode_cursor as decode_cursor
 from gaia.store.paging import encode_cursor as encode_cursor
 from gaia.store.paging import kind_of as kind_of
 from gaia.store.paging import page_in_memory as page_in_memory
+from gaia.store.paging import page_in_memory_both_ways as page_in_memory_both_ways
 from gaia.store.paging import page_of as page_of
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]

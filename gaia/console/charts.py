@@ -62,6 +62,38 @@ def format_value(value: float | None, unit: Unit) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
 
 
+def format_measure(value: float | None, unit: str) -> str:
+    """A value of a catalogue metric (``unit`` as ``GET /api/v1/monitoring/metrics`` names it)
+    rounded to what its unit needs, with the unit's symbol: ``87.3%``, ``1.5 GiB``,
+    ``850 ms``, ``2.5 s``, ``250m`` (millicores, as Kubernetes writes them), ``0.873``; a unit
+    the console does not know, or none, keeps three significant digits (an alert's value is
+    read beside its threshold, never as 0.8733333333)."""
+    if value is None or math.isnan(value):
+        return "-"
+    chart_unit: dict[str, Unit] = {"percent": "percent", "bytes": "bytes", "bytes/s": "bytes/s"}
+    if unit in chart_unit:
+        return format_value(value, chart_unit[unit])
+    if unit == "seconds":
+        if abs(value) < 1:
+            return f"{value * 1000:.0f} ms"
+        return f"{_significant(value)} s" if abs(value) < 120 else f"{value / 60:.1f} min"
+    if unit == "millicores":
+        return f"{value:.0f}m"
+    return _significant(value)
+
+
+def _significant(value: float) -> str:
+    """Whole numbers as they are, others to three significant digits (at most two decimals
+    from 1 up): ``12``, ``0.873``, ``2.5``, ``1234.57`` is ``1235``."""
+    if float(value).is_integer():
+        return f"{value:.0f}"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{value:.3g}"
+
+
 def nice_axis(value: float, unit: Unit) -> tuple[float, float]:
     """The top of the y axis and its tick step, for a highest value of ``value``: at most four
     steps of 1, 2, 2.5 or 5 times a power of ten, counted in the unit people read (212 GiB ends

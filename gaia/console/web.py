@@ -87,6 +87,19 @@ def _locale(language: str) -> Locale:
     return Locale.parse(language.replace("-", "_"))
 
 
+def context_translator(language: str) -> Translate:
+    """``_p(context, text, **values)``: ``text`` where one English word means two things (a
+    notification "sent" is 已发送, bytes "sent" are 发送). The catalog's key is
+    ``"{context}|{text}"``; English, and a missing entry, show ``text``."""
+    table = catalog(language) if language != "en" else {}
+
+    def translate(context: str, text: str, /, **values: Any) -> str:
+        out = table.get(f"{context}|{text}", text)
+        return out.format(**values) if values else out
+
+    return translate
+
+
 def plural_translator(language: str) -> Callable[..., str]:
     """``_n(singular, plural, count, **values)``: the form of ``count`` by the language's CLDR
     plural rules (Babel): English has "one" and "other", Chinese "other" only. The catalog's
@@ -305,6 +318,7 @@ def render(
     page = {
         "_": translator(language),
         "_n": plural_translator(language),
+        "_p": context_translator(language),
         "lang": language,
         "languages": LANGUAGES,
         "user": user,

@@ -260,6 +260,17 @@ class Instance:
     shape: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """What a long list of instances is filtered and counted by (phase, node, running
+    version), without the rest of the instance's view: ``instance_states`` answers one per
+    instance, and only the page shown is listed in full (``list_instances(ids=...)``)."""
+
+    phase: InstancePhase
+    node: str
+    version: str
+
+
 # ---------------------------------------------------------------- services, configs
 
 
@@ -407,6 +418,12 @@ class ClusterProvider(Protocol):
     async def instance_ids(self, *, namespace: str, app: str) -> set[int]:
         """The ids of ``app``'s instances in ``namespace``: what a list pages over, without
         building every instance's view."""
+        ...
+
+    async def instance_states(self, *, namespace: str, app: str) -> dict[int, InstanceState]:
+        """Each of ``app``'s instances in ``namespace`` by id, with the phase, node and version
+        its view (``list_instances``) would report: what a list filters, counts and pages over
+        (the same ids as ``instance_ids``)."""
         ...
 
     async def create_instance(self, spec: InstanceSpec) -> Instance:

@@ -625,7 +625,8 @@ class AlertNotification(Base):
     )
     channel_name: Mapped[str] = mapped_column(String(63))
     channel_kind: Mapped[str] = mapped_column(String(16))
-    receiver: Mapped[str] = mapped_column(String(63), default="")  # "" for group channels
+    # "" for a channel the policy names itself (channel_ids): the whole channel, no receiver
+    receiver: Mapped[str] = mapped_column(String(63), default="")
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
     # pending | sending | retrying | sent | failed
     state: Mapped[str] = mapped_column(String(16), default="pending")

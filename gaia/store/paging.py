@@ -169,3 +169,30 @@ def page_in_memory(
     page = ordered[start : start + limit]
     more = start + limit < len(ordered)
     return page, encode_cursor(kind, key(page[-1])) if more and page else None
+
+
+def page_in_memory_both_ways(
+    items: Iterable[T],
+    *,
+    key: Callable[[T], int],
+    kind: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[T], str | None, str | None]:
+    """``page_in_memory`` over ascending integer keys that also answers the cursor of the page
+    before (``None`` on page one), for a list that a person walks both ways. It is an ordinary
+    cursor of the same list: the key just before the previous page, or one below every key
+    when the previous page is page one (integer keys this API hands out are never that low)."""
+    ordered = sorted(items, key=key)
+    start = 0
+    if cursor:
+        after = decode_cursor(cursor, kind=kind, numeric=True)
+        start = bisect.bisect_right([key(i) for i in ordered], after)
+    page = ordered[start : start + limit]
+    more = start + limit < len(ordered)
+    nxt = encode_cursor(kind, key(page[-1])) if more and page else None
+    if start == 0:
+        return page, nxt, None
+    before = start - limit - 1  # the last item before the previous page
+    prev = encode_cursor(kind, key(ordered[before]) if before >= 0 else -_INT_BOUND + 1)
+    return page, nxt, prev

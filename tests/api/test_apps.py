@@ -226,6 +226,53 @@ def test_chosen_instances_stop_give_their_quota_back_and_start_again(h: AppsHarn
     assert r.status_code == 422 and "not in app" in r.text
 
 
+def test_the_instances_list_filters_counts_and_pages_both_ways(h: AppsHarness) -> None:
+    """Issue 20: a page of the instances list carries the counts a console page shows above
+    its table (every instance per status and per running version) and is filtered by status,
+    version, node and part of the name before it is paged, so one call draws a page of a
+    10,000-instance app; ``prev_cursor`` walks back the way ``next_cursor`` walked on."""
+    create_app(
+        h,
+        "web",
+        [template("v1", "shop/web:1", cpu=1), template("v2", "shop/web:2", cpu=1)],
+        replicas=5,
+        default_template="v1",
+    )
+    h.settle(h.ready("web", 5))
+    h.post(f"{BIZ}/apps/web/instances/stop", {"instance_ids": [1]})
+    h.settle(lambda: h.instances("web")[1]["status"] == "Stopped")
+    path = f"{BIZ}/apps/web/instances"
+
+    first = h.get(path, limit=2)
+    assert [i["id"] for i in first["items"]] == [0, 1]
+    assert (first["total"], first["matched"]) == (5, 5)
+    assert first["by_status"] == {"Running": 4, "Stopped": 1}
+    assert first["by_version"] == {"v1": 4}  # the stopped one runs nothing
+    assert first["prev_cursor"] is None
+    second = h.get(path, limit=2, cursor=first["next_cursor"])
+    third = h.get(path, limit=2, cursor=second["next_cursor"])
+    assert [i["id"] for i in second["items"]] == [2, 3]
+    assert [i["id"] for i in third["items"]] == [4] and third["next_cursor"] is None
+    back = h.get(path, limit=2, cursor=third["prev_cursor"])
+    assert [i["id"] for i in back["items"]] == [2, 3]
+    assert [i["id"] for i in h.get(path, limit=2, cursor=back["prev_cursor"])["items"]] == [0, 1]
+
+    stopped = h.get(path, status="Stopped")
+    assert [i["id"] for i in stopped["items"]] == [1]
+    assert (stopped["matched"], stopped["total"]) == (1, 5)
+    assert stopped["by_status"] == first["by_status"]  # the counts ignore the filters
+    assert [i["id"] for i in h.get(path, name="WEB-3")["items"]] == [3]
+    node = first["items"][0]["node"]
+    on_node = h.get(path, node=node[-3:])["items"]
+    assert 0 in [i["id"] for i in on_node] and all(node[-3:] in i["node"] for i in on_node)
+    assert h.get(path, version="v2")["matched"] == 0  # the stopped one is still bound for v1
+    running = h.get(path, status="Running", limit=2)
+    assert [i["id"] for i in running["items"]] == [0, 2]
+    assert [
+        i["id"] for i in h.get(path, status="Running", cursor=running["next_cursor"])["items"]
+    ] == [3, 4]
+
+
 def test_a_domain_is_bound_to_one_app_of_the_whole_platform(world: World) -> None:
     """The access layer routes a domain to its app: another business may not take it, by
     creating an app or by changing one; the holder may keep it, and freeing it frees it."""

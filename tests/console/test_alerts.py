@@ -8,6 +8,7 @@ the evaluator and the notifier would (tests/monitor/alerting drives them for rea
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from sqlalchemy import select
@@ -35,10 +36,10 @@ def seed_record(platform: Platform, *, business: str = "alpha", **fields: Any) -
             labels={"app": "web", "business": business},
             summary="CPU above 90% for 5 minutes",
             status=fields.pop("status", "firing"),
-            metric="gaia_app_cpu_usage_ratio",
+            metric=fields.pop("metric", "gaia_app_cpu_usage_ratio"),
             comparison=">",
-            threshold=0.9,
-            value=0.97,
+            threshold=fields.pop("threshold", 0.9),
+            value=fields.pop("value", 0.97),
             started_at=now,
             fired_at=now,
             **fields,
@@ -123,6 +124,51 @@ def test_a_record_shows_each_notification_state_per_receiver_and_channel(
     assert "/silence" in html(world, "developer", f"/console/alerts/{record}")
 
 
+def test_values_are_rounded_in_their_metrics_unit(world: World, platform: Platform) -> None:
+    """Issue 20: a value the evaluator computed (an average: 87.3333333333) is shown as people
+    read it, in the unit the metric catalogue gives (percent here), and a metric the catalogue
+    does not know keeps three significant digits, not ten."""
+    percent = seed_record(
+        platform,
+        policy_name="cpu-percent",
+        metric="gaia_instance_cpu_usage_percent",
+        threshold=80.0,
+        value=87.3333333333,
+        resolved_value=31.6666666667,
+    )
+    seed_record(platform, policy_name="unknown-metric", value=0.8733333333)
+    listed = html(world, "viewer", "/console/alerts")
+    assert "87%" in listed and "0.873" in listed
+    assert "87.333" not in listed and "0.8733" not in listed
+    page = html(world, "viewer", f"/console/alerts/{percent}")
+    assert "87% → 32%" in page and "gaia_instance_cpu_usage_percent &gt; 80%" in page
+
+
+def test_a_notification_to_a_whole_channel_is_not_called_a_group(
+    world: World, platform: Platform
+) -> None:
+    """A policy's own channel (``channel_ids``) notifies the channel itself, with no receiver:
+    the page names it a whole channel; a receiver group's members are named each."""
+    record = seed_record(platform)
+    with platform.db.write_session() as session:
+        session.add(
+            AlertNotification(
+                record_id=record,
+                event="firing",
+                channel_name="ops-hook",
+                channel_kind="webhook",
+                receiver="",
+                recipients=[],
+                state="pending",
+                next_attempt_at=dt.datetime.now(dt.UTC),
+                idempotency_key=f"k-{record}-channel",
+            )
+        )
+    page = html(world, "viewer", f"/console/alerts/{record}")
+    assert ">whole channel</span></th>" in page and ">group<" not in page
+    assert '<th scope="row">dev</th>' in page  # a receiver is named
+
+
 def test_another_business_record_is_not_found(world: World, platform: Platform) -> None:
     record = seed_record(platform, business="beta", policy_name="beta-secret-policy")
     page = html(world, "developer", f"/console/alerts/{record}", status=404)
@@ -163,6 +209,9 @@ def test_alert_pages_are_translated(world: World, platform: Platform) -> None:
     assert "告警" in page and ">Alerts<" not in page
     page = html(world, "developer", f"/console/alerts/{record}")
     assert "通知" in page and ">Notifications<" not in page
+    # each notification state in its own words: sent is 已发送, not the bytes "sent" (发送)
+    states = re.findall(r'<td><span class="(?:ok|bad|)">([^<]+)</span></td>', page)
+    assert states == ["已发送", "重试中", "发送失败"]
 
 
 # ---------------------------------------------------------------- policies

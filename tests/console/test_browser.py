@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,79 @@ def test_a_viewer_does_not_see_another_business_app(
     response = page.goto(f"{console.origin}/console/b/shop/apps/shop-api")
     assert response is not None and response.status == 404
     assert "not found" in page.locator("main").inner_text()
+    page.close()
+
+
+def test_the_instances_tab_pages_by_cursor_and_filters_through_the_api(
+    console: Console, browser: Any, shots: Path
+) -> None:
+    """Issue 20: the tab shows one page of the instances API at a time (Next, Previous and
+    First follow the API's cursors), filters by part of the name, status and node there, and
+    shows the API's counts (every instance per status; how many the filters match)."""
+    console.api("POST", "/api/v1/businesses", json={"name": "shop"})
+    console.api("PUT", "/api/v1/businesses/shop/quotas/sim-1", json={"hard": QUOTA})
+    template = {"name": "v1", "image": "shop/web:1", "resources": {"cpu": 0.1, "memory": 64}}
+    console.api(
+        "POST",
+        "/api/v1/businesses/shop/apps",
+        json={"name": "web", "cluster": "sim-1", "replicas": 45, "templates": [template]},
+    )
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while console.api("GET", "/api/v1/businesses/shop/apps/web").get("ready") != 45:
+        assert time.monotonic() < deadline, "45 instances did not become ready"
+        time.sleep(0.5)
+    page = browser.new_page(viewport={"width": 1366, "height": 800})
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, console, "admin", ADMIN_PASSWORD)
+    page.goto(f"{console.origin}/console/b/shop/apps/web/instances")
+
+    def shown() -> list[str]:
+        return [
+            re.sub(r"^\d+\s+", "", name)
+            for name in page.locator("#instances tbody th[scope=row]").all_inner_texts()
+        ]
+
+    def names(ids: range) -> list[str]:
+        return [f"web-{i}" for i in ids]
+
+    assert page.locator("#f-status option:checked").inner_text() == "All (45)"
+    page.locator("#f-size").select_option("20")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*size=20.*"))
+    assert shown() == names(range(20))
+    assert "20 of 45 instances shown" in page.locator("nav.pager").inner_text()
+    pager = page.locator("nav.pager")
+    pager.get_by_role("link", name="Next").click()
+    page.wait_for_url(re.compile(r".*cursor=.*"))
+    assert shown() == names(range(20, 40))
+    pager.get_by_role("link", name="Next").click()
+    page.wait_for_function("() => document.querySelectorAll('#instances tbody tr').length === 5")
+    assert shown() == names(range(40, 45))
+    assert pager.get_by_role("link", name="Next").count() == 0  # the last page
+    pager.get_by_role("link", name="Previous").click()
+    page.wait_for_function("() => document.querySelectorAll('#instances tbody tr').length === 20")
+    assert shown() == names(range(20, 40))
+    pager.get_by_role("link", name="First").click()
+    page.wait_for_url(re.compile(r"^(?!.*cursor=).*size=20.*$"))
+    assert shown() == names(range(20))
+    assert pager.get_by_role("link", name="Previous").count() == 0  # page one
+
+    # part of the name, with a status: web-1 and web-10 to web-19
+    page.get_by_label("Instance", exact=True).fill("web-1")
+    page.locator("#f-status").select_option("Running")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*name=web-1.*"))
+    assert shown() == ["web-1", *names(range(10, 20))]
+    assert "11 match the filters" in page.locator("#instances-count").inner_text()
+    page.screenshot(path=str(shots / "app-instances-filtered.png"), full_page=True)
+    # part of a node's name: only that node's instances
+    node = page.locator("#instance-1 td a[href*='/nodes/']").inner_text()
+    page.get_by_label("Instance", exact=True).fill("")
+    page.get_by_label("Node", exact=True).fill(node)
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*node=sim.*"))
+    nodes = page.locator("#instances tbody td a[href*='/nodes/']").all_inner_texts()
+    assert "web-1" in shown() and nodes and all(node in n for n in nodes)
     page.close()
 
 

@@ -14,10 +14,16 @@ from pathlib import Path
 
 from jinja2.ext import extract_from_ast
 
-from gaia.console.web import catalog, plural_translator, templates, translator
+from gaia.console.web import (
+    catalog,
+    context_translator,
+    plural_translator,
+    templates,
+    translator,
+)
 
 CONSOLE = Path(__file__).parents[2] / "gaia" / "console"
-FUNCTIONS = ("_", "_n", "n_")
+FUNCTIONS = ("_", "_n", "n_", "_p")  # _p(context, text): the key is "context|text"
 
 
 def _template_texts() -> dict[str, str]:
@@ -25,8 +31,10 @@ def _template_texts() -> dict[str, str]:
     env = templates.env
     for path in sorted((CONSOLE / "templates").glob("*.html")):
         tree = env.parse(path.read_text(encoding="utf-8"))
-        for _line, _function, message in extract_from_ast(tree, FUNCTIONS):
+        for _line, function, message in extract_from_ast(tree, FUNCTIONS):
             first = message[0] if isinstance(message, tuple) else message
+            if function == "_p" and isinstance(message, tuple):
+                first = f"{message[0]}|{message[1]}"
             if isinstance(first, str):
                 found.setdefault(first, path.name)
     return found
@@ -61,6 +69,16 @@ def test_every_translated_text_has_its_chinese_entry() -> None:
     chinese = catalog("zh-CN")
     missing = {text: where for text, where in texts.items() if text not in chinese}
     assert missing == {}, f"{len(missing)} texts without zh-CN: {list(missing.items())[:20]}"
+
+
+def test_a_word_with_two_meanings_has_a_text_per_meaning() -> None:
+    """A notification that was "sent" (已发送) is not the bytes "sent" by an instance (发送):
+    one English word, two entries, told apart by their context (issue 20)."""
+    zh = translator("zh-CN")
+    zh_p, en_p = context_translator("zh-CN"), context_translator("en")
+    assert zh_p("notification", "sent") == "已发送" and zh("sent") == "发送"
+    assert en_p("notification", "sent") == "sent"
+    assert zh_p("notification", "no such text") == "no such text"
 
 
 def test_counts_follow_each_languages_plural_rules() -> None:

@@ -24,6 +24,7 @@ from gaia.providers.port import (
     Instance,
     InstancePhase,
     InstanceSpec,
+    InstanceState,
     Node,
     NodeSpec,
     PortSpec,
@@ -209,6 +210,27 @@ async def test_a_page_of_instances_is_listed_by_id(provider_harness: Harness) ->
     page = await h.provider.list_instances(namespace=h.namespace, app="web", ids=[2, 0, 7])
     assert [i.name for i in page] == ["web-0", "web-2"]
     assert await h.provider.list_instances(namespace=h.namespace, app="web", ids=[]) == []
+
+
+@contract
+async def test_instance_states_say_what_the_views_say(provider_harness: Harness) -> None:
+    """A long list filters and counts over ``instance_states`` (phase, node, version per id)
+    and lists only its page in full: the two agree about every instance, once it is settled,
+    and another app's instances are not among them."""
+    h = provider_harness
+    node = await gpu_node(h)
+    for iid in (0, 1):
+        await h.provider.create_instance(spec_for(h, node.name, instance_id=iid))
+    await settle_running(h, "web-0")
+    await settle_running(h, "web-1")
+    states = await h.provider.instance_states(namespace=h.namespace, app="web")
+    views = await h.provider.list_instances(namespace=h.namespace, app="web")
+    assert states == {
+        i.instance_id: InstanceState(phase=i.phase, node=i.node, version=i.version) for i in views
+    }
+    assert {s.phase for s in states.values()} == {InstancePhase.RUNNING}
+    assert {s.node for s in states.values()} == {node.name}
+    assert await h.provider.instance_states(namespace=h.namespace, app="other") == {}
 
 
 @contract

@@ -30,6 +30,14 @@ NOT_LISTS = {
 }
 
 
+# A page that carries what a page of it shows besides its items (issue 20: an app's instances,
+# counted by the API so that a console page reads one page of 10,000); still items and
+# next_cursor, paged by ?limit=&cursor= like every list.
+SAYS_MORE = {
+    f"{BIZ}/apps/web/instances": {"prev_cursor", "matched", "total", "by_status", "by_version"},
+}
+
+
 def _app(world: World, name: str, *, cluster: str = "sim-1", replicas: int = 1) -> None:
     body = {
         "name": name,
@@ -97,7 +105,8 @@ def test_every_list_answers_items_and_next_cursor(world: World) -> None:
         r = c.get(path, params={"limit": 1}, headers=admin)
         assert r.status_code == 200, (path, r.text)
         body = r.json()
-        assert isinstance(body, dict) and set(body) == {"items", "next_cursor"}, path
+        assert isinstance(body, dict), path
+        assert set(body) == {"items", "next_cursor"} | SAYS_MORE.get(path, set()), path
         assert len(body["items"]) <= 1, path
 
 

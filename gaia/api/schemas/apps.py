@@ -18,6 +18,7 @@ from gaia.api.schemas.base import (
     NAME_PATTERN,
     MultiLineText,
     OneLineText,
+    Page,
     ResourceAmounts,
     Strict,
 )
@@ -279,6 +280,21 @@ class InstanceOut(Strict):
     started_at: dt.datetime | None
     last_failure: FailureOut | None
     pull_progress: float | None = Field(description="0..1 while the image is being pulled")
+
+
+class InstancePage(Page[InstanceOut]):
+    """A page of an app's instances, with what a page shows above its table: counted by the
+    API over every instance, so a client showing one page reads one page (issue 20)."""
+
+    prev_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the previous page; null on page one"
+    )
+    matched: int = Field(description="instances the filters match, on every page")
+    total: int = Field(description="instances of the app, whatever the filters")
+    by_status: dict[str, int] = Field(description="every instance of the app, per status")
+    by_version: dict[str, int] = Field(
+        description="the app's instances in the cluster, per version they run"
+    )
 
 
 class ScaleOutIn(Strict):

@@ -23,6 +23,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import Response
 
+from gaia.console.charts import format_measure
 from gaia.console.listing import cursor_page, every_item
 from gaia.console.web import (
     ConsoleApi,
@@ -43,6 +44,24 @@ Short = Annotated[str, Query(max_length=16)]
 WRITERS = ("developer", "business-admin", "platform-admin")
 SIZE = 50
 SILENCE_HOURS = (1, 4, 24, 72, 168)
+
+
+async def metric_units(api: ConsoleApi) -> dict[str, str]:
+    """The unit of each metric in the catalogue, by name (empty when it cannot be read: the
+    values are then shown to three significant digits)."""
+    listed = await every_item(api, "/api/v1/monitoring/metrics")
+    return {m["name"]: m["unit"] for m in listed.data} if listed.ok else {}
+
+
+def with_measures(record: dict[str, Any], units: dict[str, str]) -> dict[str, Any]:
+    """The record with its value, resolved value and threshold as people read them
+    (``value_text``, ``resolved_value_text``, ``threshold_text``), in its metric's unit."""
+    unit = units.get(record.get("metric") or "", "")
+    shown = {
+        f"{key}_text": format_measure(record.get(key), unit) if record.get(key) is not None else ""
+        for key in ("value", "resolved_value", "threshold")
+    }
+    return {**record, **shown}
 
 
 async def writable_businesses(api: ConsoleApi, user: ConsoleUser) -> list[str]:
@@ -74,8 +93,9 @@ async def alerts_list(
         "status": status if status in ("firing", "resolved") else "",
         "severity": severity if severity in ("critical", "warning", "info") else "",
     }
+    api = ConsoleApi(request, user)
     listed = await cursor_page(
-        ConsoleApi(request, user),
+        api,
         "/api/v1/alerts/records",
         filters=filters,
         cursor=cursor,
@@ -83,12 +103,13 @@ async def alerts_list(
         keep=filters,
     )
     answer = listed.result
+    units = await metric_units(api) if listed.items else {}
     return render(
         request,
         user,
         "alerts.html",
         {
-            "items": listed.items,
+            "items": [with_measures(a, units) for a in listed.items] if listed.items else [],
             "error": answer.error,
             "filters": filters,
             "first_page": listed.first,
@@ -118,7 +139,7 @@ async def _record_page(
         user,
         "alert.html",
         {
-            "record": record.data,
+            "record": with_measures(record.data, await metric_units(api)),
             "write": await may_write(api, user, record.data["business"]),
             "hours": SILENCE_HOURS,
             "values": values or {"hours": "4", "comment": ""},

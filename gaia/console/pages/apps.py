@@ -2,10 +2,12 @@
 
 **Reads.** Every page asks the API as the logged-in user (``ConsoleApi``) and filters and pages
 what comes back here, on the server: the apps list gathers ``GET /businesses/{biz}/apps`` for
-every business the user sees; an app's instance table pages ``GET .../instances`` (one call,
-then filter by status/version/node and slice, so a 10,000-instance app sends the browser only
-the page it looks at). Events and operation records are paged by the API itself (keyset
-cursors), so their pages carry ``cursor`` instead of a page number.
+every business the user sees. An app's instance table is one call of ``GET .../instances``
+with the filters (status, version, part of the node's or the instance's name), the page size
+and the cursor the browser came with: the API filters, counts (per status, per version) and
+pages by keyset, so a 10,000-instance app costs one page, and the table's links carry the
+API's ``next_cursor`` and ``prev_cursor``. Events and operation records are paged by the API
+itself too, so their pages also carry ``cursor`` instead of a page number.
 
 **Actions.** Each action is a ``<form method="post">`` to a route below that calls the API and
 redirects back with the API's message (POST/redirect/GET). The instance table is one form whose
@@ -23,10 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import yaml
 from fastapi import APIRouter, Form, Path, Query, Request
@@ -56,6 +57,8 @@ router = APIRouter(include_in_schema=False)
 Biz = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63)]
 AppName = Annotated[str, Path(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", max_length=40)]
 Text = Annotated[str, Query(max_length=200)]
+# the instances list API's cursor, passed through as it came (the API checks it)
+Cursor = Annotated[str, Query(max_length=1024, pattern=r"^[A-Za-z0-9._-]*$")]
 Ids = Annotated[list[int], Form()]
 
 ACTIVE_UPGRADE = {"Running", "Paused", "RollingBack"}
@@ -397,11 +400,9 @@ async def app_overview(request: Request, user: User, biz: Biz, app: AppName) -> 
         return data
     templates = await every_item(api, f"{_api_path(biz, app)}/templates")
     service = await api.get(f"{_api_path(biz, app)}/service")
-    instances = await every_item(api, f"{_api_path(biz, app)}/instances")
-    states = Counter(i["status"] for i in instances.data) if instances.ok else Counter()
-    running_versions = (
-        Counter(i["version"] for i in instances.data if i["version"]) if instances.ok else Counter()
-    )
+    # the API counts every instance; one instance's page carries the counts
+    counted = await api.get(f"{_api_path(biz, app)}/instances", limit=1)
+    counts = counted.data if counted.ok else {}
     return render(
         request,
         user,
@@ -412,8 +413,8 @@ async def app_overview(request: Request, user: User, biz: Biz, app: AppName) -> 
             "tab": "overview",
             "templates": templates.data if templates.ok else [],
             "service": service.data if service.ok else None,
-            "states": sorted(states.items()),
-            "running_versions": running_versions,
+            "states": sorted(counts.get("by_status", {}).items()),
+            "running_versions": counts.get("by_version", {}),
         },
         section="apps",
     )
@@ -460,16 +461,22 @@ def age_of(created: Any, now: float) -> str:
     return f"{days}d {hours % 24}h"
 
 
-def filter_instances(
-    rows: list[dict[str, Any]], *, status: str, version: str, node: str
-) -> list[dict[str, Any]]:
-    if status:
-        rows = [r for r in rows if r["status"] == status]
-    if version:
-        rows = [r for r in rows if (r["version"] or r["template"]) == version]
-    if node:
-        rows = [r for r in rows if node in r["node"]]
-    return rows
+def instance_links(
+    here: str, *, query: Mapping[str, Any], page: Mapping[str, Any]
+) -> dict[str, str]:
+    """The links around one page of the instance table (``here`` with the filters in
+    ``query``): ``next`` and ``previous`` carry the API's cursors, ``first`` drops the cursor;
+    each is "" where there is no such page."""
+    kept = {k: v for k, v in query.items() if v not in ("", None)}
+
+    def to(cursor: str | None) -> str:
+        return here + "?" + urlencode({**kept, **({"cursor": cursor} if cursor else {})})
+
+    return {
+        "next": to(page["next_cursor"]) if page.get("next_cursor") else "",
+        "previous": to(page["prev_cursor"]) if page.get("prev_cursor") else "",
+        "first": to(None) if page.get("prev_cursor") else "",
+    }
 
 
 @router.get("/console/b/{biz}/apps/{app}/instances")
@@ -481,29 +488,32 @@ async def app_instances(
     status: Text = "",
     version: Text = "",
     node: Text = "",
-    page: PageNumber = 1,
+    name: Text = "",
+    cursor: Cursor = "",
     size: PageSize = 50,
     fragment: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
+    """One page of the instances, as the API pages, filters and counts them: one call however
+    many instances the app has."""
     api = ConsoleApi(request, user)
     data = await _load_app(request, user, api, biz, app)
     if isinstance(data, Response):
         return data
-    result = await every_item(api, f"{_api_path(biz, app)}/instances")
+    filters = {"status": status, "version": version, "node": node, "name": name}
+    result = await api.get(
+        f"{_api_path(biz, app)}/instances", **filters, limit=size, cursor=cursor or None
+    )
     if not result.ok:
         return _failed(request, user, result)
-    everything: list[dict[str, Any]] = result.data
-    statuses = sorted({r["status"] for r in everything})
-    rows = filter_instances(everything, status=status, version=version, node=node)
-    query = {"status": status, "version": version, "node": node, "size": size}
-    paged = paginate(rows, page=page, size=size, query=query)
+    page: dict[str, Any] = result.data
+    rows: list[dict[str, Any]] = page["items"]
     now = platform_now(request)
     cpu, memory, templates = await asyncio.gather(
         _latest(api, "gaia_instance_cpu_usage_percent", biz, app, now),
         _latest(api, "gaia_instance_memory_usage_bytes", biz, app, now),
         every_item(api, f"{_api_path(biz, app)}/templates"),
     )
-    for row in paged.items:
+    for row in rows:
         row["age"] = age_of(row.get("created_at"), now)
         row["cpu_now"] = cpu.get(row["name"])
         row["memory_now"] = memory.get(row["name"])
@@ -511,23 +521,32 @@ async def app_instances(
         api,
         biz=biz,
         app=app,
-        instances=paged.items,
+        instances=rows,
         templates=templates.data if templates.ok else [],
         now=now,
     )
     here = f"{_base(biz, app)}/instances"
+    query = {**filters, "size": size}
+    links = instance_links(here, query=query, page=page)
+    this_page = (
+        here
+        + "?"
+        + urlencode({k: v for k, v in {**query, "cursor": cursor}.items() if v not in ("", None)})
+    )
     context = {
         "biz": biz,
         "app": data,
         "tab": "instances",
-        "paged": paged,
+        "instances": rows,
+        "links": links,
         "bandwidth": bandwidth,
         "filters": query,
-        "statuses": statuses,
+        "by_status": page["by_status"],
+        "matched": page["matched"],
+        "total": page["total"],
         "busy": _busy(data),
-        "fragment_url": here + paged.link(paged.page) + "&fragment=1",
-        "back": here + paged.link(paged.page),
-        "total": len(everything),
+        "fragment_url": this_page + "&fragment=1",
+        "back": this_page,
     }
     template = "app_instances_table.html" if fragment else "app_instances.html"
     return render(request, user, template, context, section="apps")

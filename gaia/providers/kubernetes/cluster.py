@@ -122,6 +122,7 @@ from gaia.providers.port import (
     Instance,
     InstancePhase,
     InstanceSpec,
+    InstanceState,
     LogLine,
     MetricSample,
     Node,
@@ -536,6 +537,9 @@ class KubernetesCluster:
     async def instance_ids(self, *, namespace: str, app: str) -> set[int]:
         return await self._on_loop(self._instance_ids(namespace, app))
 
+    async def instance_states(self, *, namespace: str, app: str) -> dict[int, InstanceState]:
+        return await self._on_loop(self._instance_states(namespace, app))
+
     async def _app_pods(self, namespace: str | None, app: str | None) -> list[dict[str, Any]]:
         pods, _ = await self._informers()
         found = []
@@ -567,6 +571,17 @@ class KubernetesCluster:
             iid = instance_id_of(pod)
             # a pod whose id cannot be read fails as the whole list would (instance_from_pod)
             found.add(iid if iid is not None else instance_from_pod(pod).instance_id)
+        return found
+
+    async def _instance_states(self, namespace: str, app: str) -> dict[int, InstanceState]:
+        # the pod's phase needs the same reading (and refinement) as its view; the informer's
+        # cache answers, so this costs no request to the cluster
+        found = {}
+        for pod in await self._app_pods(namespace, app):
+            inst = self._refined(pod, instance_from_pod(pod))
+            found[inst.instance_id] = InstanceState(
+                phase=inst.phase, node=inst.node, version=inst.version
+            )
         return found
 
     def _refined(self, pod: dict[str, Any], inst: Instance) -> Instance:

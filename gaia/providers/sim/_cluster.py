@@ -74,6 +74,7 @@ from gaia.providers.port import (
     Instance,
     InstancePhase,
     InstanceSpec,
+    InstanceState,
     LogLine,
     MetricSample,
     NetworkMode,
@@ -544,6 +545,16 @@ class SimCluster:
     async def instance_ids(self, *, namespace: str, app: str) -> set[int]:
         with self._lock:
             return {rec.spec.instance_id for rec in self._by_app.get((namespace, app), {}).values()}
+
+    async def instance_states(self, *, namespace: str, app: str) -> dict[int, InstanceState]:
+        with self._lock:
+            self._enter()  # the phases as of now, as list_instances would report them
+            return {
+                rec.spec.instance_id: InstanceState(
+                    phase=rec.phase, node=rec.node.name, version=rec.version
+                )
+                for rec in self._by_app.get((namespace, app), {}).values()
+            }
 
     async def list_instances(
         self,

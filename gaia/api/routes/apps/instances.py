@@ -19,8 +19,13 @@ import datetime as dt
 from fastapi import APIRouter, Query, Request, Response
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
-from gaia.api.pagination import Cursor, Limit, page_in_memory
-from gaia.api.routes.apps.observe import observe_app, observed_ids, one_instance, provider_for
+from gaia.api.pagination import Cursor, Limit, page_in_memory_both_ways
+from gaia.api.routes.apps.observe import (
+    observe_app,
+    observed_states,
+    one_instance,
+    provider_for,
+)
 from gaia.api.routes.apps.shapes import AppPath, BizPath, InstancePath, app_out, instance_out
 from gaia.api.schemas.apps import (
     AppOut,
@@ -28,13 +33,14 @@ from gaia.api.schemas.apps import (
     ExecOut,
     InstanceIdsIn,
     InstanceOut,
+    InstancePage,
     LogLineOut,
     ScaleInIn,
     ScaleOutIn,
 )
-from gaia.api.schemas.base import Page
 from gaia.domain import apps as domain_apps
 from gaia.domain.errors import InvalidRequest, NotFound
+from gaia.domain.instance_lists import InstanceFilter, tally_instances
 from gaia.domain.redaction import command_summary
 from gaia.store import apps as store_apps
 
@@ -136,7 +142,7 @@ def start_instances(
 # ---------------------------------------------------------------- instances
 
 
-@router.get("/businesses/{biz}/apps/{app}/instances", response_model=Page[InstanceOut])
+@router.get("/businesses/{biz}/apps/{app}/instances", response_model=InstancePage)
 async def list_instances(
     request: Request,
     principal: PrincipalDep,
@@ -145,24 +151,36 @@ async def list_instances(
     app: str = AppPath,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> Page[InstanceOut]:
-    """The app's instances by id, a page at a time: the ones it wants (as the cluster reports
-    them, else Pending or Stopped) and the ones still in the cluster it no longer wants (being
-    removed, with no template). The ids come from the stored map and one observation of the
-    cluster, so a page is paged in memory; only the page's instances are observed in full and
-    shaped (at 10,000 instances, building every view cost each page 50 ms)."""
+    status: str = Query(default="", max_length=40, description="only this status (Running, ...)"),
+    version: str = Query(
+        default="", max_length=63, description="only instances running (or bound for) it"
+    ),
+    node: str = Query(default="", max_length=253, description="part of the node's name"),
+    name: str = Query(default="", max_length=100, description="part of the instance's name"),
+) -> InstancePage:
+    """The app's instances by id, a page at a time, with the filters given: the ones it wants
+    (as the cluster reports them, else Pending or Stopped) and the ones still in the cluster
+    it no longer wants (being removed, with no template). ``by_status``, ``by_version`` and
+    ``total`` count every instance, ``matched`` those the filters match, so a page of 10,000
+    instances needs no other call. The list is filtered, counted and paged over one small
+    state per instance (``instance_states`` of the cluster's provider, and the stored map);
+    only the page's instances are observed in full and shaped (at 10,000, building every view
+    cost each page 50 ms)."""
     business, row = readable_app(session, principal, biz=biz, app=app)
-    in_cluster = await observed_ids(request, session, business, row) or set()
+    states = await observed_states(request, session, business, row) or {}
     instances = domain_apps.parse_instance_map(row.instances) if row.state == "running" else {}
-    ids, nxt = page_in_memory(
-        list(instances.keys() | in_cluster),
-        key=lambda iid: iid,
-        kind=f"instances@app:{row.id}",
-        limit=limit,
-        cursor=cursor,
-        numeric=True,
+    stopped = store_apps.stopped_ids(row)
+    tally = tally_instances(
+        app=row.name,
+        wanted=instances,
+        stopped=stopped,
+        observed=states,
+        chosen=InstanceFilter(status=status, version=version, node=node, name=name),
     )
-    page_in_cluster = [iid for iid in ids if iid in in_cluster]
+    ids, nxt, prev = page_in_memory_both_ways(
+        tally.ids, key=lambda iid: iid, kind=f"instances@app:{row.id}", limit=limit, cursor=cursor
+    )
+    page_in_cluster = [iid for iid in ids if iid in states]
     observed = (
         await observe_app(request, session, business, row, ids=page_in_cluster)
         if page_in_cluster
@@ -170,7 +188,6 @@ async def list_instances(
     ) or []
     by_id = {i.instance_id: i for i in observed}
     failures = store_apps.last_failures(session, app=row)
-    stopped = store_apps.stopped_ids(row)
     out = [
         instance_out(
             iid,
@@ -182,7 +199,15 @@ async def list_instances(
         )
         for iid in ids
     ]
-    return Page[InstanceOut](items=out, next_cursor=nxt)
+    return InstancePage(
+        items=out,
+        next_cursor=nxt,
+        prev_cursor=prev,
+        matched=len(tally.ids),
+        total=tally.total,
+        by_status=tally.by_status,
+        by_version=tally.by_version,
+    )
 
 
 @router.get("/businesses/{biz}/apps/{app}/instances/{instance}", response_model=InstanceOut)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from gaia.api.deps import platform
 from gaia.domain.errors import Conflict, NotFound
-from gaia.providers.port import ClusterProvider, Instance
+from gaia.providers.port import ClusterProvider, Instance, InstanceState
 from gaia.store import apps as store_apps
 from gaia.store.models import App, Business, Cluster
 
@@ -41,13 +41,14 @@ async def observe(
         return None
 
 
-async def observed_ids(
+async def observed_states(
     request: Request, session: Session, business: Business, app: App
-) -> set[int] | None:
-    """The ids of the app's instances in the cluster, or None when it cannot be reached."""
+) -> dict[int, InstanceState] | None:
+    """Phase, node and version of each of the app's instances in the cluster, by id (what a
+    list filters and counts by), or None when the cluster cannot be reached."""
     cluster = store_apps.cluster_of(session, app)
     try:
-        return await provider_for(request, cluster).instance_ids(
+        return await provider_for(request, cluster).instance_states(
             namespace=business.name, app=app.name
         )
     except ConnectionError:
