@@ -36,6 +36,10 @@ them with the server (one Python process, one event loop plus its thread pool fo
 routes) and, for PostgreSQL, with the database. Client time is part of every figure, which is
 why the floor row is printed beside the others: a scenario's cost to the API is roughly its
 figure minus the floor. Everything talks to 127.0.0.1 only.
+
+The summary ends with the two comparisons issue 22 asks for: the creates' p99 under the
+concurrent writers beside the single client's (on SQLite the goal is at most 3 times), and the
+single-object read's p99 beside the floor's.
 """
 
 from __future__ import annotations
@@ -281,9 +285,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def gaia_server(
-    *, database_url: str | None, startup_timeout: float = 90.0
+    *,
+    database_url: str | None,
+    startup_timeout: float = 90.0,
+    wrapper: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, Path]]:
-    """``gaia up`` in a subprocess; yields (base URL, data dir); always stops it."""
+    """``gaia up`` in a subprocess; yields (base URL, data dir); always stops it.
+
+    ``wrapper`` runs the server under another command (``bench/api_profile.py``: py-spy); the
+    two then get their own process group, stopped together with SIGINT, on which py-spy writes
+    its profile."""
     data_dir = Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
@@ -299,16 +310,30 @@ def gaia_server(
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [str(GAIA), "up", "--port", str(port), "--data-dir", str(data_dir), "--no-demo"],
+                [
+                    *wrapper,
+                    str(GAIA),
+                    "up",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(data_dir),
+                    "--no-demo",
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=str(data_dir),
+                start_new_session=bool(wrapper),
             )
         wait_healthy(base_url=base_url, proc=proc, log_path=log_path, timeout=startup_timeout)
         yield base_url, data_dir
     finally:
+        if proc is not None and proc.poll() is None and wrapper:
+            os.killpg(proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
@@ -316,6 +341,9 @@ def gaia_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=20)
+        if proc is not None and wrapper:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the server, should it outlive its wrapper
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -715,6 +743,8 @@ def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
         f"the req/s runs: latency seen by each of the {options.threads} concurrent clients:"
     )
     notes += under_load
+    notes.append("writers and reads (issue 22):")
+    notes += goal_lines(results=results, threads=options.threads)
     if any(
         run.errors or run.hit_time_bound
         for r in results
@@ -723,6 +753,33 @@ def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
     ):
         notes.append("! = some requests failed; * = the run stopped at --max-seconds")
     return "\n".join(out + notes)
+
+
+def goal_lines(*, results: list[BackendResult], threads: int) -> list[str]:
+    """Creates under ``threads`` concurrent writers beside one client's (goal on SQLite: p99 at
+    most 3 times), and the single read beside the floor."""
+    lines = []
+    for result in results:
+        title = BACKEND_TITLES[result.backend]
+        create = result.scenarios["create"]
+        alone = create.sequential.percentile(0.99)
+        together = create.concurrent.percentile(0.99)
+        ratio = together / alone if alone > 0 else math.nan
+        goal = ""
+        if result.backend == "sqlite":
+            goal = " (goal <= 3x: " + ("met" if ratio <= 3.0 else "MISSED") + ")"
+        lines.append(
+            f"  {title}: POST /businesses p99 with {threads} concurrent writers "
+            f"{fmt(together, digits=2)} ms = {fmt(ratio, digits=1)}x the single client's "
+            f"{fmt(alone, digits=2)} ms{goal}"
+        )
+        read = result.scenarios["get"].sequential.percentile(0.99)
+        floor = result.scenarios["floor"].sequential.percentile(0.99)
+        lines.append(
+            f"  {title}: GET /businesses/{{biz}} p99 {fmt(read, digits=2)} ms beside the floor's "
+            f"(GET /api/healthz) {fmt(floor, digits=2)} ms: +{fmt(read - floor, digits=2)} ms"
+        )
+    return lines
 
 
 # --- main --------------------------------------------------------------------------------
