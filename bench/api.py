@@ -556,6 +556,11 @@ def scenarios(*, businesses: int, backend: str) -> list[Scenario]:
     ]
 
 
+def chosen(every: list[Scenario], *, options: argparse.Namespace) -> list[Scenario]:
+    """The scenarios ``--scenarios`` names (all without it), in their usual order."""
+    return [s for s in every if not options.scenario_keys or s.key in options.scenario_keys]
+
+
 def bench_backend(
     *,
     backend: str,
@@ -586,7 +591,9 @@ def bench_backend(
         results: dict[str, ScenarioResult] = {}
         numbers = itertools.count()
         with new_client(base_url=base_url, token=token) as client:
-            for scenario in scenarios(businesses=options.businesses, backend=backend):
+            for scenario in chosen(
+                scenarios(businesses=options.businesses, backend=backend), options=options
+            ):
                 seq = measure_sequential(
                     client=client,
                     scenario=scenario,
@@ -661,7 +668,9 @@ def cell(*, run: Run, what: str) -> str:
 
 
 def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
-    specs = scenarios(businesses=max(1, options.businesses), backend="sqlite")
+    specs = chosen(
+        scenarios(businesses=max(1, options.businesses), backend="sqlite"), options=options
+    )
     head = ["scenario", "p99 target"]
     for result in results:
         title = BACKEND_TITLES[result.backend]
@@ -761,6 +770,8 @@ def goal_lines(*, results: list[BackendResult], threads: int) -> list[str]:
     lines = []
     for result in results:
         title = BACKEND_TITLES[result.backend]
+        if "create" not in result.scenarios or "get" not in result.scenarios:
+            continue
         create = result.scenarios["create"]
         alone = create.sequential.percentile(0.99)
         together = create.concurrent.percentile(0.99)
@@ -797,6 +808,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes for a smoke run (overrides the sizes)"
     )
+    parser.add_argument(
+        "--scenarios",
+        default="",
+        help="comma-separated subset of floor,get,list_biz,list_rec,create (default: all)",
+    )
     options = parser.parse_args(argv)
     if options.quick:
         options.requests, options.businesses, options.records = 100, 120, 1000
@@ -808,6 +824,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(options.requests, options.threads, options.businesses) < 1 or options.records < 0:
         parser.error("--requests, --threads and --businesses must be positive")
     options.backend_list = backends
+    options.scenario_keys = {k.strip() for k in options.scenarios.split(",") if k.strip()}
+    known = {"floor", "get", "list_biz", "list_rec", "create"}
+    if options.scenario_keys - known or (
+        options.scenario_keys and "floor" not in options.scenario_keys
+    ):
+        parser.error(f"--scenarios: choose from {', '.join(sorted(known))}, the floor included")
     return options
 
 

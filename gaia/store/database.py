@@ -70,8 +70,10 @@ class Database:
         else:
             kwargs.update(pool_size=10, max_overflow=40, pool_pre_ping=True, pool_timeout=30)
         self.engine: Engine = create_engine(url, **kwargs)
+        self._writers: _WriterQueue | None = None
         if self.is_sqlite:
-            _configure_sqlite(self.engine, writers=_writer_queue_for(url))
+            self._writers = _writer_queue_for(url)
+            _configure_sqlite(self.engine, writers=self._writers)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writer = sessionmaker(
             bind=self.engine.execution_options(sqlite_begin="IMMEDIATE"),
@@ -79,6 +81,11 @@ class Database:
         )
         # a leader's loop writes only while it still leads (gaia.store.leases, fencing)
         event.listen(self._writer, "before_commit", check_fence)
+
+    @property
+    def writers_waiting(self) -> int:
+        """Write transactions of this process waiting for their turn (always 0 on PostgreSQL)."""
+        return self._writers.waiting if self._writers is not None else 0
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
@@ -122,6 +129,10 @@ class _WriterQueue:
         self._mutex = threading.Lock()
         self._taken = False
         self._waiting: deque[threading.Lock] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
 
     def enter(self, *, timeout: float) -> bool:
         with self._mutex:

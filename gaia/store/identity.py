@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from gaia.domain.errors import Conflict, NotFound, TooManyRequests, Unauthenticated
 from gaia.domain.rbac import Role
@@ -253,6 +253,7 @@ class PrincipalCache:
     def watch(self, db: Database) -> None:
         """Clear the cache after each commit on ``db`` that changed who may do what."""
         db.listen_sessions("after_flush", _notice_identity_change)
+        db.listen_sessions("do_orm_execute", _notice_bulk_identity_change)
         db.listen_sessions("after_commit", self._after_commit)
         db.listen_sessions("after_rollback", _forget_identity_change)
 
@@ -280,6 +281,15 @@ def _notice_identity_change(session: Session, _flush_context: Any) -> None:
         )
     ):
         session.info[_IDENTITY_CHANGED] = True
+
+
+def _notice_bulk_identity_change(state: ORMExecuteState) -> None:
+    """The same for an UPDATE or DELETE statement run through the session (``update(Token)``):
+    no object passes a flush, so any such statement on those tables marks the session."""
+    mapper = state.bind_mapper
+    bulk = state.is_update or state.is_delete
+    if bulk and mapper is not None and mapper.class_ in (Membership, User, Token, Business):
+        state.session.info[_IDENTITY_CHANGED] = True
 
 
 def _token_changed(tok: Token) -> bool:
