@@ -141,8 +141,14 @@ def db_session(request: Request) -> Iterator[Session]:
     """One transaction per request, committed when the route returns without an error; a
     change commits its own operation record with it (one write transaction per call)."""
     write = request.method in MUTATING_METHODS
-    session = platform(request).db.new_session(write=write)
+    db = platform(request).db
+    session = db.new_session(write=write)
     try:
+        if write and db.is_sqlite:
+            # Take SQLite's writer turn here, in a worker thread: an async route's first query
+            # runs on the event loop's thread, which must never wait for a turn (a holder may
+            # need the loop to reach its commit); auth no longer queries when its cache answers.
+            session.connection()
         yield session
         if write:
             record = _record_of_success(request)
