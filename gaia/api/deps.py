@@ -141,14 +141,8 @@ def db_session(request: Request) -> Iterator[Session]:
     """One transaction per request, committed when the route returns without an error; a
     change commits its own operation record with it (one write transaction per call)."""
     write = request.method in MUTATING_METHODS
-    db = platform(request).db
-    session = db.new_session(write=write)
+    session = platform(request).db.new_session(write=write)
     try:
-        if write and db.is_sqlite:
-            # Take SQLite's writer turn here, in a worker thread: an async route's first query
-            # runs on the event loop's thread, which must never wait for a turn (a holder may
-            # need the loop to reach its commit); auth no longer queries when its cache answers.
-            session.connection()
         yield session
         if write:
             record = _record_of_success(request)
@@ -204,7 +198,15 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
     token = _bearer(request)
     if not token:
         raise Unauthenticated("log in first: send 'Authorization: Bearer <token>'")
-    principal = authenticate(session, token, cache=platform(request).principals)
+    plat = platform(request)
+    principal = authenticate(session, token, cache=plat.principals)
+    if request.method in MUTATING_METHODS and plat.db.is_sqlite:
+        # Begin the write transaction here, in a worker thread, where an uncached lookup
+        # would have begun it: an async route's first query runs on the event loop's thread,
+        # which must never wait for SQLite's writer turn (the holder may need the loop to
+        # reach its commit). Not earlier: a route such as the login writes in transactions
+        # of its own before it touches the request's.
+        session.connection()
     ctx.actor = principal.username
     _touch(request, session, principal)
     return principal
