@@ -22,6 +22,7 @@ short transaction of its own.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -200,12 +201,17 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
         raise Unauthenticated("log in first: send 'Authorization: Bearer <token>'")
     plat = platform(request)
     principal = authenticate(session, token, cache=plat.principals)
-    if request.method in MUTATING_METHODS and plat.db.is_sqlite:
-        # Begin the write transaction here, in a worker thread, where an uncached lookup
-        # would have begun it: an async route's first query runs on the event loop's thread,
-        # which must never wait for SQLite's writer turn (the holder may need the loop to
-        # reach its commit). Not earlier: a route such as the login writes in transactions
-        # of its own before it touches the request's.
+    endpoint = getattr(request.scope.get("route"), "endpoint", None)
+    if (
+        request.method in MUTATING_METHODS
+        and plat.db.is_sqlite
+        and inspect.iscoroutinefunction(endpoint)
+    ):
+        # An async route's first query runs on the event loop's thread, which must never wait
+        # for SQLite's writer turn (the holder may need the loop to reach its commit): begin
+        # its write transaction here, in a worker thread, where an uncached lookup would have.
+        # A sync route begins it at its own first query, in its worker thread, so the turn is
+        # not held while the request hops from here to the route.
         session.connection()
     ctx.actor = principal.username
     _touch(request, session, principal)

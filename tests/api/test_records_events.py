@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 
+import pytest
 from fastapi import Request, Response
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
@@ -90,6 +92,40 @@ def _test_routes(client: TestClient) -> None:
     def accepted(request: Request, principal: PrincipalDep, session: SessionDep) -> Response:
         audit(request, action="test.accepted", target="business/queued")
         return Response(status_code=202)
+
+    @app.post("/api/v1/test-only/async-write", status_code=201)  # type: ignore[attr-defined]
+    async def async_write(request: Request, principal: PrincipalDep, session: SessionDep) -> None:
+        audit(request, action="test.async-write", target="business/async")
+        session.add(Business(name="async"))
+        session.flush()
+
+
+def test_an_async_route_never_waits_for_the_writer_turn_on_the_event_loop(
+    client: TestClient, admin: dict[str, str], platform: Platform
+) -> None:
+    """On SQLite its first query runs on the loop's thread; the transaction must have begun
+    before, in a worker thread (a writer waiting on the loop would stall every request)."""
+    if not platform.db.is_sqlite:
+        pytest.skip("PostgreSQL writers take no turn")
+    _test_routes(client)
+    assert client.get("/api/v1/users/me", headers=admin).status_code == 200  # cached principal
+    on_loop: list[bool] = []
+
+    def on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:
+                on_loop.append(False)
+
+    event.listen(platform.db.engine, "begin", on_begin)
+    try:
+        r = client.post("/api/v1/test-only/async-write", headers=admin)
+    finally:
+        event.remove(platform.db.engine, "begin", on_begin)
+    assert r.status_code == 201
+    assert on_loop and not any(on_loop)
 
 
 def test_a_refused_call_rolls_its_changes_back_and_is_still_recorded(
