@@ -36,6 +36,10 @@ them with the server (one Python process, one event loop plus its thread pool fo
 routes) and, for PostgreSQL, with the database. Client time is part of every figure, which is
 why the floor row is printed beside the others: a scenario's cost to the API is roughly its
 figure minus the floor. Everything talks to 127.0.0.1 only.
+
+The summary ends with the two comparisons issue 22 asks for: the creates' p99 under the
+concurrent writers beside the single client's (on SQLite the goal is at most 3 times), and the
+single-object read's p99 beside the floor's.
 """
 
 from __future__ import annotations
@@ -281,9 +285,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def gaia_server(
-    *, database_url: str | None, startup_timeout: float = 90.0
+    *,
+    database_url: str | None,
+    startup_timeout: float = 90.0,
+    wrapper: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, Path]]:
-    """``gaia up`` in a subprocess; yields (base URL, data dir); always stops it."""
+    """``gaia up`` in a subprocess; yields (base URL, data dir); always stops it.
+
+    ``wrapper`` runs the server under another command (``bench/api_profile.py``: py-spy); the
+    two then get their own process group, stopped together with SIGINT, on which py-spy writes
+    its profile."""
     data_dir = Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
@@ -299,16 +310,30 @@ def gaia_server(
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [str(GAIA), "up", "--port", str(port), "--data-dir", str(data_dir), "--no-demo"],
+                [
+                    *wrapper,
+                    str(GAIA),
+                    "up",
+                    "--port",
+                    str(port),
+                    "--data-dir",
+                    str(data_dir),
+                    "--no-demo",
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=str(data_dir),
+                start_new_session=bool(wrapper),
             )
         wait_healthy(base_url=base_url, proc=proc, log_path=log_path, timeout=startup_timeout)
         yield base_url, data_dir
     finally:
+        if proc is not None and proc.poll() is None and wrapper:
+            os.killpg(proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
@@ -316,6 +341,9 @@ def gaia_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=20)
+        if proc is not None and wrapper:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the server, should it outlive its wrapper
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
@@ -528,6 +556,11 @@ def scenarios(*, businesses: int, backend: str) -> list[Scenario]:
     ]
 
 
+def chosen(every: list[Scenario], *, options: argparse.Namespace) -> list[Scenario]:
+    """The scenarios ``--scenarios`` names (all without it), in their usual order."""
+    return [s for s in every if not options.scenario_keys or s.key in options.scenario_keys]
+
+
 def bench_backend(
     *,
     backend: str,
@@ -558,7 +591,9 @@ def bench_backend(
         results: dict[str, ScenarioResult] = {}
         numbers = itertools.count()
         with new_client(base_url=base_url, token=token) as client:
-            for scenario in scenarios(businesses=options.businesses, backend=backend):
+            for scenario in chosen(
+                scenarios(businesses=options.businesses, backend=backend), options=options
+            ):
                 seq = measure_sequential(
                     client=client,
                     scenario=scenario,
@@ -633,7 +668,9 @@ def cell(*, run: Run, what: str) -> str:
 
 
 def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
-    specs = scenarios(businesses=max(1, options.businesses), backend="sqlite")
+    specs = chosen(
+        scenarios(businesses=max(1, options.businesses), backend="sqlite"), options=options
+    )
     head = ["scenario", "p99 target"]
     for result in results:
         title = BACKEND_TITLES[result.backend]
@@ -715,6 +752,8 @@ def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
         f"the req/s runs: latency seen by each of the {options.threads} concurrent clients:"
     )
     notes += under_load
+    notes.append("writers and reads (issue 22):")
+    notes += goal_lines(results=results, threads=options.threads)
     if any(
         run.errors or run.hit_time_bound
         for r in results
@@ -723,6 +762,35 @@ def render(*, results: list[BackendResult], options: argparse.Namespace) -> str:
     ):
         notes.append("! = some requests failed; * = the run stopped at --max-seconds")
     return "\n".join(out + notes)
+
+
+def goal_lines(*, results: list[BackendResult], threads: int) -> list[str]:
+    """Creates under ``threads`` concurrent writers beside one client's (goal on SQLite: p99 at
+    most 3 times), and the single read beside the floor."""
+    lines = []
+    for result in results:
+        title = BACKEND_TITLES[result.backend]
+        if "create" not in result.scenarios or "get" not in result.scenarios:
+            continue
+        create = result.scenarios["create"]
+        alone = create.sequential.percentile(0.99)
+        together = create.concurrent.percentile(0.99)
+        ratio = together / alone if alone > 0 else math.nan
+        goal = ""
+        if result.backend == "sqlite":
+            goal = " (goal <= 3x: " + ("met" if ratio <= 3.0 else "MISSED") + ")"
+        lines.append(
+            f"  {title}: POST /businesses p99 with {threads} concurrent writers "
+            f"{fmt(together, digits=2)} ms = {fmt(ratio, digits=1)}x the single client's "
+            f"{fmt(alone, digits=2)} ms{goal}"
+        )
+        read = result.scenarios["get"].sequential.percentile(0.99)
+        floor = result.scenarios["floor"].sequential.percentile(0.99)
+        lines.append(
+            f"  {title}: GET /businesses/{{biz}} p99 {fmt(read, digits=2)} ms beside the floor's "
+            f"(GET /api/healthz) {fmt(floor, digits=2)} ms: +{fmt(read - floor, digits=2)} ms"
+        )
+    return lines
 
 
 # --- main --------------------------------------------------------------------------------
@@ -740,6 +808,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="small sizes for a smoke run (overrides the sizes)"
     )
+    parser.add_argument(
+        "--scenarios",
+        default="",
+        help="comma-separated subset of floor,get,list_biz,list_rec,create (default: all)",
+    )
     options = parser.parse_args(argv)
     if options.quick:
         options.requests, options.businesses, options.records = 100, 120, 1000
@@ -751,6 +824,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(options.requests, options.threads, options.businesses) < 1 or options.records < 0:
         parser.error("--requests, --threads and --businesses must be positive")
     options.backend_list = backends
+    options.scenario_keys = {k.strip() for k in options.scenarios.split(",") if k.strip()}
+    known = {"floor", "get", "list_biz", "list_rec", "create"}
+    if options.scenario_keys - known or (
+        options.scenario_keys and "floor" not in options.scenario_keys
+    ):
+        parser.error(f"--scenarios: choose from {', '.join(sorted(known))}, the floor included")
     return options
 
 

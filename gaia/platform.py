@@ -64,6 +64,7 @@ from gaia.store import backups, migrate, paging
 from gaia.store import registry as registry_store
 from gaia.store import replicas as replica_store
 from gaia.store.database import Database
+from gaia.store.identity import PrincipalCache
 from gaia.store.throttle import LoginThrottle, ThrottlePolicy
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class Platform:
     # table on PostgreSQL (``open_log_store``)
     log_store: LogStore
     token_last_touch: dict[int, dt.datetime] = field(default_factory=dict)
+    # callers' principals by token digest, for a few seconds (gaia.store.identity)
+    principals: PrincipalCache = field(init=False)
     # failed logins, counted in the database so that replicas share one budget
     login_throttle: LoginThrottle = field(init=False)
     # monitoring: where cluster series are kept, and the platform's own metrics (GET /metrics)
@@ -104,6 +107,8 @@ class Platform:
     _revision: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
+        self.principals = PrincipalCache(ttl_seconds=self.settings.principal_cache_seconds)
+        self.principals.watch(self.db)
         self.access = access_gateway(self.settings)
         self.replica_id = self.settings.replica_id or (
             f"{socket.gethostname()}-{os.getpid()}-{secrets_module.token_hex(2)}"

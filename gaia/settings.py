@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     login_failure_window_seconds: float = Field(default=300.0, gt=0)
     # the most (client, username) and client rows kept; beyond it the stalest are forgotten
     login_throttle_max_rows: int = Field(default=100_000, ge=10)
+    # how long a resolved token's principal is cached (gaia.store.identity.PrincipalCache): a
+    # change on this replica clears it at once, another replica's cache holds at most this long
+    principal_cache_seconds: float = Field(default=3.0, ge=0)
     # reverse proxies (comma-separated CIDRs) whose X-Forwarded-For names the client
     # (gaia.api.client_address) and whose X-Forwarded-Proto says the browser came over https
     # (the console's cookie is then Secure, gaia.console.browser_guard); empty: the socket peer

@@ -2,9 +2,18 @@
 
 A pure ASGI middleware wraps each POST/PUT/PATCH/DELETE. It sees the final status code (from the
 response it relays) and the ``AuditContext`` that auth and the route filled in: actor, business,
-target, a summary of the change, and the error message if any. The record is written in its own
-transaction after the request's transaction has ended, so a rejected or rolled-back request is
-recorded too. Summaries are written by the routes from validated fields, never by dumping the
+target, a summary of the change, and the error message if any. Two paths write the record:
+
+- a call that succeeded: ``gaia.api.deps.db_session`` adds the record to the request's own
+  transaction, so the change and its record commit together and SQLite's write lock is taken
+  once per call, not twice. The record names the status the route declares; should the response
+  carry another one (a route answering with its own ``Response``, a response that failed to
+  serialise after the commit), the recorder corrects the record's status (``correct_status``);
+- a call that failed, or a route that took no request transaction: the request's transaction
+  (if any) has rolled back, and the recorder writes the record in a short transaction of its
+  own, so a rejected or rolled-back request is recorded too.
+
+Summaries are written by the routes from validated fields, never by dumping the
 request body, so passwords, tokens and kubeconfigs cannot reach a record. A WebSocket (the
 console's terminal) passes no middleware: its handler records its own steps through
 ``record_socket_step``, written the same way. The writing itself is
@@ -14,7 +23,7 @@ console's terminal) passes no middleware: its handler records its own steps thro
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -25,11 +34,9 @@ from starlette.websockets import WebSocket
 from gaia.api.deps import MUTATING_METHODS, AuditContext
 from gaia.api.errors import is_store_outage
 from gaia.store.database import Database
-from gaia.store.models import OperationRecord
-from gaia.store.records import append_record
+from gaia.store.records import append_record, correct_status
 
 log = logging.getLogger(__name__)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class OperationRecorder:
@@ -54,13 +61,21 @@ class OperationRecorder:
         try:
             await self.app(scope, receive, relay)
         finally:
-            if not (ctx.delegated or ctx.repeat or (ctx.read_only and status < 400)):
-                await self._record(scope, ctx, status)
-
-    async def _record(self, scope: Scope, ctx: AuditContext, status: int) -> None:
-        await record_operation(
-            self._db_getter(), scope=scope, ctx=ctx, method=scope["method"], status=status
-        )
+            if ctx.written is not None:
+                record_id, named = ctx.written
+                if status != named:
+                    await _store(
+                        correct_status,
+                        self._db_getter(),
+                        scope=scope,
+                        record_id=record_id,
+                        status=status,
+                        error=ctx.error,
+                    )
+            elif ctx.wants_record(status=status):
+                await record_operation(
+                    self._db_getter(), scope=scope, ctx=ctx, method=scope["method"], status=status
+                )
 
 
 async def record_socket_step(websocket: WebSocket, ctx: AuditContext, *, status: int) -> None:
@@ -74,26 +89,14 @@ async def record_socket_step(websocket: WebSocket, ctx: AuditContext, *, status:
 async def record_operation(
     db: Database, *, scope: Scope, ctx: AuditContext, method: str, status: int
 ) -> None:
-    route = scope.get("route")
-    action = ctx.action or (getattr(route, "name", "") or "unknown")
-    client = scope.get("client")
-    record = OperationRecord(
-        actor=_clean(ctx.actor, 63),
-        business_id=ctx.business_id,
-        business=_clean(ctx.business, 63),
-        cluster=_clean(ctx.cluster, 63),
-        action=_clean(action, 100),
-        method=method,
-        path=_clean(scope["path"], 500),
-        target=_clean(ctx.target or scope["path"], 500),
-        summary=_clean(ctx.summary, 4000),
-        result="success" if status < 400 else "failure",
-        status_code=status,
-        error=_clean(ctx.error, 4000),
-        client=_clean(client[0] if client else "", 100),
-    )
+    """Write the record of a request in a transaction of its own (the refusal path)."""
+    record = ctx.to_record(scope=scope, method=method, status=status)
+    await _store(append_record, db, scope=scope, record=record)
+
+
+async def _store(write: Callable[..., None], db: Database, *, scope: Scope, **what: Any) -> None:
     try:
-        await anyio.to_thread.run_sync(append_record, db, record)
+        await anyio.to_thread.run_sync(lambda: write(db, **what))
     except DBAPIError as exc:
         if not is_store_outage(exc):
             log.exception("could not write the operation record for %s", scope["path"])
@@ -108,8 +111,3 @@ async def record_operation(
         # Losing a record must not go unnoticed, but must not turn a done change into
         # an error for the caller either.
         log.exception("could not write the operation record for %s", scope["path"])
-
-
-def _clean(text: str, limit: int) -> str:
-    """Printable text only: paths and usernames arrive URL-decoded and may hold NUL bytes."""
-    return _CONTROL.sub("\ufffd", text)[:limit]

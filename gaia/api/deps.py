@@ -3,17 +3,27 @@
 Authentication: ``Authorization: Bearer <token>`` (sessions from login and API tokens) or, for
 reads only, the console's ``gaia_session`` cookie (a change by cookie is refused with 403: any
 site's page can make a browser send it; see ``gaia.console.browser_guard``). The token's SHA-256
-is looked up; a revoked, expired or disabled-user token is refused with 401.
+is looked up (through the platform's ``PrincipalCache``, ``gaia.store.identity``: seconds old at
+most, cleared by any change to tokens, users or memberships on this replica); a revoked, expired
+or disabled-user token is refused with 401.
 
 Tenancy: ``business_for`` resolves a business by name *for this caller*. A business the caller
 is not a member of answers exactly like one that does not exist (404), so names do not leak; a
 member whose role lacks the permission gets 403 with the role and permission named.
 ``writable_app`` does the same for an app a route is about to change (``WritableApp``).
+
+Transactions: ``db_session`` gives each request one transaction, a writing one (SQLite's queued
+``BEGIN IMMEDIATE``, ``gaia.store.database``) for POST/PUT/PATCH/DELETE. A change that succeeds
+has its operation record added to that same transaction, so the write lock is taken once per
+call; a call that fails rolls back, and ``gaia.api.audit`` records the refusal afterwards in a
+short transaction of its own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
@@ -21,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.types import Scope
 
 from gaia.domain.errors import Forbidden, NotFound, Unauthenticated
 from gaia.domain.rbac import Permission, allows
@@ -28,7 +39,7 @@ from gaia.store import apps as store_apps
 from gaia.store.clusters import cluster_named
 from gaia.store.identity import Principal as Principal  # the caller, as routes name it
 from gaia.store.identity import authenticate as authenticate
-from gaia.store.models import App, Business, Cluster, Token, utcnow
+from gaia.store.models import App, Business, Cluster, OperationRecord, Token, utcnow
 
 if TYPE_CHECKING:
     from gaia.platform import Platform
@@ -38,6 +49,7 @@ MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Writing last_used_at on every request would serialise readers behind SQLite's write lock;
 # a token's last use is shown to a precision of minutes.
 LAST_USED_PRECISION = dt.timedelta(minutes=5)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -59,6 +71,40 @@ class AuditContext:
     delegated: bool = False
     # A repeat of a refusal recorded moments ago (a login flood's 429s): not recorded again.
     repeat: bool = False
+    # (record id, status it names) once the record was written in the request's own
+    # transaction (``db_session``): the recorder then only checks the status that was sent.
+    written: tuple[int, int] | None = None
+
+    def wants_record(self, *, status: int) -> bool:
+        """Whether a request that ended ``status`` leaves a record (see the flags above)."""
+        return not (self.delegated or self.repeat or (self.read_only and status < 400))
+
+    def to_record(self, *, scope: Scope, method: str, status: int) -> OperationRecord:
+        """The operation record this context describes, for a request that ended ``status``.
+        Summaries come from the routes' validated fields, never from the request body."""
+        route = scope.get("route")
+        action = self.action or (getattr(route, "name", "") or "unknown")
+        client = scope.get("client")
+        return OperationRecord(
+            actor=_clean(self.actor, 63),
+            business_id=self.business_id,
+            business=_clean(self.business, 63),
+            cluster=_clean(self.cluster, 63),
+            action=_clean(action, 100),
+            method=method,
+            path=_clean(scope["path"], 500),
+            target=_clean(self.target or scope["path"], 500),
+            summary=_clean(self.summary, 4000),
+            result="success" if status < 400 else "failure",
+            status_code=status,
+            error=_clean(self.error, 4000),
+            client=_clean(client[0] if client else "", 100),
+        )
+
+
+def _clean(text: str, limit: int) -> str:
+    """Printable text only: paths and usernames arrive URL-decoded and may hold NUL bytes."""
+    return _CONTROL.sub("\ufffd", text)[:limit]
 
 
 def platform(request: Request) -> Platform:
@@ -93,13 +139,19 @@ def audit(
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    """One transaction per request, committed when the route returns without an error."""
+    """One transaction per request, committed when the route returns without an error; a
+    change commits its own operation record with it (one write transaction per call)."""
     write = request.method in MUTATING_METHODS
     session = platform(request).db.new_session(write=write)
     try:
         yield session
         if write:
+            record = _record_of_success(request)
+            if record is not None:
+                session.add(record)
             session.commit()
+            if record is not None:
+                audit(request).written = (record.id, record.status_code)
             if "/apps" in request.url.path:
                 # a change to an app: the controller looks at it now, not at its next resync
                 platform(request).nudge("apps")
@@ -108,6 +160,16 @@ def db_session(request: Request) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def _record_of_success(request: Request) -> OperationRecord | None:
+    """The record of a route that returned: its status is the one the route declares (201 for
+    a create, 204...); a route that answers another one makes the recorder correct it."""
+    ctx = audit(request)
+    status = getattr(request.scope.get("route"), "status_code", None) or 200
+    if not ctx.wants_record(status=status):
+        return None
+    return ctx.to_record(scope=request.scope, method=request.method, status=status)
 
 
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
@@ -137,7 +199,20 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
     token = _bearer(request)
     if not token:
         raise Unauthenticated("log in first: send 'Authorization: Bearer <token>'")
-    principal = authenticate(session, token)
+    plat = platform(request)
+    principal = authenticate(session, token, cache=plat.principals)
+    endpoint = getattr(request.scope.get("route"), "endpoint", None)
+    if (
+        request.method in MUTATING_METHODS
+        and plat.db.is_sqlite
+        and inspect.iscoroutinefunction(endpoint)
+    ):
+        # An async route's first query runs on the event loop's thread, which must never wait
+        # for SQLite's writer turn (the holder may need the loop to reach its commit): begin
+        # its write transaction here, in a worker thread, where an uncached lookup would have.
+        # A sync route begins it at its own first query, in its worker thread, so the turn is
+        # not held while the request hops from here to the route.
+        session.connection()
     ctx.actor = principal.username
     _touch(request, session, principal)
     return principal

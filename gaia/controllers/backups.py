@@ -56,7 +56,15 @@ class ScheduledBackups(LoopService):
         return self.settings.resolved_backup_dir()
 
     async def run_once(self) -> None:
-        now = self.clock.now()
+        # In a worker thread: waiting for SQLite's writer turn on the event loop's thread would
+        # stall every request, and deadlock with one whose transaction needs the loop to commit.
+        backup_id = await asyncio.to_thread(self._claim, self.clock.now())
+        if backup_id is not None:
+            await asyncio.to_thread(self._take, backup_id)
+        await asyncio.to_thread(self._prune)
+
+    def _claim(self, now: dt.datetime) -> int | None:
+        """The backup to take now, if any: a scheduled one is asked for when it is due."""
         with self.db.write_session() as session:
             backups.abandon_running(session, now=now)
             every = self.settings.backup_every_seconds
@@ -65,10 +73,7 @@ class ScheduledBackups(LoopService):
                 with contextlib.suppress(Conflict):
                     backups.request_backup(session, trigger="schedule", by="schedule", now=now)
             claimed = backups.claim_next(session, now=now)
-            backup_id = claimed.id if claimed else None
-        if backup_id is not None:
-            await asyncio.to_thread(self._take, backup_id)
-        self._prune()
+            return claimed.id if claimed else None
 
     def _keys(self) -> SecretKeys:
         return secret_keys(secret_key=self.settings.secret_key, data_dir=self.settings.data_dir)

@@ -6,9 +6,23 @@ Two kinds of unit of work:
 - ``write_session()``: a transaction that intends to write. On SQLite it starts with
   ``BEGIN IMMEDIATE``, taking the database's write lock up front. Without it, two transactions
   that both read and then write would collide on SQLite's lock upgrade and one would fail with
-  "database is locked" instead of waiting; with it, writers queue (``busy_timeout``) and quota
-  admission reads a value nobody else can change before it commits. PostgreSQL needs no such
-  trick: rows that must not change under us are locked with ``SELECT ... FOR UPDATE``.
+  "database is locked" instead of waiting; with it, quota admission reads a value nobody else can
+  change before it commits. PostgreSQL needs no such trick: rows that must not change under us
+  are locked with ``SELECT ... FOR UPDATE``, and its writers run side by side.
+
+SQLite has one writer at a time anyway, and a writer that finds the lock taken waits in SQLite's
+busy handler, which *sleeps* (1, 2, 5, 10 ... up to 100 ms between tries) and serves nobody in
+order: under four concurrent writers a request could sleep 300 ms while the lock sat free. So
+this process's writers queue in front of ``BEGIN IMMEDIATE`` instead (``_WriterQueue``, one per
+database file): first come, first served, and the next writer is woken the moment the previous
+one commits or rolls back (the connection class ``_QueuedConnection`` leaves the queue right
+after SQLite ended the transaction). The queue waits as long as SQLite's ``busy_timeout`` would
+and then fails the same way ("database is locked"), so a code path that nests two write
+transactions in one thread still fails, as it always did, rather than hanging. Nothing may begin
+a write transaction on the event loop's thread (a request's transaction needs the loop to reach
+its commit); the first that does is logged with its stack. Other processes
+on the same file (the CLI, a backup) still meet SQLite's own lock and busy handler. PostgreSQL
+has no queue: several replicas and their connection pools keep their concurrency.
 
 pysqlite's own transaction handling is switched off (``isolation_level = None``) so the BEGIN we
 emit is the one that runs (the recipe from SQLAlchemy's SQLite dialect documentation).
@@ -16,17 +30,27 @@ emit is the one that runs (the recipe from SQLAlchemy's SQLite dialect documenta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from gaia.store.leases import check_fence
+
+log = logging.getLogger(__name__)
+# How long a writer waits for SQLite's lock, in the queue or in SQLite's busy handler.
+SQLITE_LOCK_WAIT_SECONDS = 30.0
 
 
 class Database:
@@ -38,12 +62,18 @@ class Database:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {
+                "check_same_thread": False,
+                "timeout": SQLITE_LOCK_WAIT_SECONDS,
+                "factory": _QueuedConnection,
+            }
         else:
             kwargs.update(pool_size=10, max_overflow=40, pool_pre_ping=True, pool_timeout=30)
         self.engine: Engine = create_engine(url, **kwargs)
+        self._writers: _WriterQueue | None = None
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            self._writers = _writer_queue_for(url)
+            _configure_sqlite(self.engine, writers=self._writers)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writer = sessionmaker(
             bind=self.engine.execution_options(sqlite_begin="IMMEDIATE"),
@@ -51,6 +81,11 @@ class Database:
         )
         # a leader's loop writes only while it still leads (gaia.store.leases, fencing)
         event.listen(self._writer, "before_commit", check_fence)
+
+    @property
+    def writers_waiting(self) -> int:
+        """Write transactions of this process waiting for their turn (always 0 on PostgreSQL)."""
+        return self._writers.waiting if self._writers is not None else 0
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
@@ -73,11 +108,107 @@ class Database:
     def new_session(self, *, write: bool) -> Session:
         return (self._writer if write else self._reader)()
 
+    def listen_sessions(self, identifier: str, fn: Callable[..., Any]) -> None:
+        """Register a SQLAlchemy session event (``after_flush``, ``after_commit``...) on every
+        session of this database, read and write alike, and on no other database's."""
+        for maker in (self._reader, self._writer):
+            event.listen(maker, identifier, fn)
+
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _configure_sqlite(engine: Engine) -> None:
+class _WriterQueue:
+    """One writer at a time, served in arrival order; the turn is handed straight to the next
+    in line on release, so nobody sleeps while the lock is free and nobody jumps the queue.
+
+    Not bound to a thread: a turn is taken in the engine's ``begin`` event and given back by
+    the DB-API connection when SQLite has ended the transaction."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._taken = False
+        self._waiting: deque[threading.Lock] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def enter(self, *, timeout: float) -> bool:
+        with self._mutex:
+            if not self._taken:
+                self._taken = True
+                return True
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        if turn.acquire(timeout=timeout):
+            return True
+        with self._mutex:
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+                return False
+        return True  # handed to us between the timeout and the check: ours now
+
+    def leave(self) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().release()  # still taken: the next writer's now
+            else:
+                self._taken = False
+
+
+_queues_mutex = threading.Lock()
+_queues: dict[str, _WriterQueue] = {}
+
+
+def _writer_queue_for(url: str) -> _WriterQueue:
+    """The queue of the database file behind ``url``, shared by every ``Database`` of this
+    process on that file (two platforms in one test process write one file); an in-memory
+    database is private to its engine, and so is its queue."""
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return _WriterQueue()
+    key = str(Path(path).resolve())
+    with _queues_mutex:
+        return _queues.setdefault(key, _WriterQueue())
+
+
+class _QueuedConnection(sqlite3.Connection):
+    """A pysqlite connection that gives its writer turn back as soon as SQLite has ended the
+    transaction: after ``COMMIT`` or ``ROLLBACK`` (the pool's reset on return included) or when
+    the connection closes, whichever comes first."""
+
+    _turn: _WriterQueue | None = None
+
+    def hold_turn(self, queue: _WriterQueue) -> None:
+        self._turn = queue
+
+    def give_back_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.leave()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.give_back_turn()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.give_back_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.give_back_turn()
+
+
+def _configure_sqlite(engine: Engine, *, writers: _WriterQueue) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
@@ -85,13 +216,55 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT_SECONDS * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        raw = conn.connection.dbapi_connection
+        queued = raw if mode == "IMMEDIATE" and isinstance(raw, _QueuedConnection) else None
+        if queued is not None:
+            _warn_on_event_loop_thread()
+            if not writers.enter(timeout=SQLITE_LOCK_WAIT_SECONDS):
+                raise OperationalError(
+                    f"BEGIN {mode}",
+                    None,
+                    sqlite3.OperationalError(
+                        "database is locked (waited "
+                        f"{SQLITE_LOCK_WAIT_SECONDS:.0f} s for this process's other writers)"
+                    ),
+                )
+            queued.hold_turn(writers)
+        try:
+            conn.exec_driver_sql(f"BEGIN {mode}")
+        except BaseException:
+            if queued is not None:
+                queued.give_back_turn()
+            raise
+
+
+_warned_loop_thread = False
+
+
+def _warn_on_event_loop_thread() -> None:
+    """Say (once) where a write transaction began on the event loop's thread: a request's
+    transaction spans several hops of the loop (auth, route, commit), so a writer waiting for
+    its turn there waits for a commit only the loop can run, and everything stalls until the
+    wait gives up. Write from a worker thread (``asyncio.to_thread``) instead."""
+    global _warned_loop_thread
+    if _warned_loop_thread:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    _warned_loop_thread = True
+    log.warning(
+        "a SQLite write transaction began on the event loop's thread; "
+        "run it in a worker thread (asyncio.to_thread)",
+        stack_info=True,
+    )
 
 
 def sqlite_memory_engine() -> Engine:

@@ -10,22 +10,47 @@ speaks HTTP.
 A user's API tokens (long-lived, for automation) live here too: ``create_api_token`` returns the
 token's value once, as the session token is, and ``revoke_api_token``/``end_session`` stamp
 ``revoked_at`` instead of deleting, so ``GET /tokens`` still lists a revoked token.
+
+``PrincipalCache`` keeps resolved principals by token digest for a few seconds, because
+resolving one costs two queries (the token with its user, then the memberships) on every request:
+about 38 % of a single read. How long a change takes to reach it:
+
+- on this replica, at once: every commit that touches a user, a membership, a business's
+  removal or a token (other than its last-use stamp) clears the cache right after it commits
+  (``PrincipalCache.watch``), so a revoked token, a disabled user, a new password or a changed
+  role meets the next request. A lookup that read the old rows before such a commit cannot put
+  its stale answer back: entries are only stored under the generation their lookup started in;
+- on another replica (several share one PostgreSQL), within ``ttl_seconds`` (3 s by default,
+  ``GAIA_PRINCIPAL_CACHE_SECONDS``; 0 turns the cache off): nothing tells that replica's cache, so
+  an entry simply lives no longer than that. A generation counter in the store would make the
+  change visible at once, but reading it is a query per request again, the cost the cache is there
+  to remove; a bound of seconds is the same trade Kubernetes' API server makes (it caches a
+  webhook's token reviews, ``--authentication-token-webhook-cache-ttl``, two minutes by default).
+
+A token's own expiry is checked on every hit. Failed lookups are not cached. The cache is
+bounded (``max_entries``, least recently used first out).
 See docs/architecture.md, "store".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect, select
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from gaia.domain.errors import Conflict, NotFound, TooManyRequests, Unauthenticated
 from gaia.domain.rbac import Role
 from gaia.security import DUMMY_PASSWORD_HASH, new_token, token_digest, verify_password
 from gaia.store.database import Database
-from gaia.store.models import Membership, Token, User, utcnow
+from gaia.store.models import Business, Membership, Token, User, utcnow
 from gaia.store.throttle import LoginThrottle
 
 
@@ -93,20 +118,41 @@ def check_credentials(
     return user
 
 
-def authenticate(session: Session, token: str, *, now: dt.datetime | None = None) -> Principal:
+def authenticate(
+    session: Session,
+    token: str,
+    *,
+    now: dt.datetime | None = None,
+    cache: PrincipalCache | None = None,
+) -> Principal:
+    """The principal behind ``token``, or ``Unauthenticated`` (unknown, revoked, expired, or a
+    disabled user). With ``cache``, a principal resolved moments ago is answered from it."""
     now = now or utcnow()
+    digest = token_digest(token)
+    if cache is None:
+        return _resolve(session, digest, now=now)[0]
+    hit = cache.get(digest, now=now)
+    if hit is not None:
+        return hit
+    generation = cache.generation
+    principal, expires_at = _resolve(session, digest, now=now)
+    cache.put(digest, principal, expires_at=expires_at, generation=generation)
+    return principal
+
+
+def _resolve(
+    session: Session, digest: str, *, now: dt.datetime
+) -> tuple[Principal, dt.datetime | None]:
+    """The principal of the token with SHA-256 ``digest`` and the token's expiry."""
     row = session.execute(
-        select(Token, User)
-        .join(User, User.id == Token.user_id)
-        .where(Token.digest == token_digest(token))
+        select(Token, User).join(User, User.id == Token.user_id).where(Token.digest == digest)
     ).one_or_none()
     if row is None:
         raise Unauthenticated("the token is not valid; log in again or create a new API token")
     tok, user = row
     if tok.revoked_at is not None:
         raise Unauthenticated("the token was revoked")
-    if tok.expires_at is not None and tok.expires_at <= now:
-        raise Unauthenticated("the session expired; log in again")
+    _refuse_expired(tok.expires_at, now=now)
     if user.disabled:
         raise Unauthenticated("the account is disabled")
     roles = {
@@ -115,7 +161,7 @@ def authenticate(session: Session, token: str, *, now: dt.datetime | None = None
             select(Membership.business_id, Membership.role).where(Membership.user_id == user.id)
         )
     }
-    return Principal(
+    principal = Principal(
         user_id=user.id,
         username=user.username,
         is_platform_admin=user.is_platform_admin,
@@ -123,6 +169,137 @@ def authenticate(session: Session, token: str, *, now: dt.datetime | None = None
         token_kind=tok.kind,
         roles=roles,
     )
+    return principal, tok.expires_at
+
+
+def _refuse_expired(expires_at: dt.datetime | None, *, now: dt.datetime) -> None:
+    if expires_at is not None and expires_at <= now:
+        raise Unauthenticated("the session expired; log in again")
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    principal: Principal
+    expires_at: dt.datetime | None  # the token's own expiry
+    stale_at: float  # on the cache's clock
+
+
+class PrincipalCache:
+    """Resolved principals by token digest, each for ``ttl_seconds`` at most (see the module's
+    docstring for what reaches it how fast). Thread-safe: sync routes run in a thread pool."""
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float = 3.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Cached] = OrderedDict()
+        # bumped by every clear: a lookup that began before one may not store its answer
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: str, *, now: dt.datetime) -> Principal | None:
+        """A copy of the cached principal (routes may not change the shared one), ``None`` on
+        a miss; ``Unauthenticated`` when the token has expired since it was cached."""
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if entry.stale_at <= self._clock():
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+        _refuse_expired(entry.expires_at, now=now)
+        return dataclasses.replace(entry.principal, roles=dict(entry.principal.roles))
+
+    def put(
+        self,
+        digest: str,
+        principal: Principal,
+        *,
+        expires_at: dt.datetime | None,
+        generation: int,
+    ) -> None:
+        """Keep ``principal``, resolved by a lookup that began in ``generation``, unless the
+        cache was cleared since (the lookup may have read rows that have changed)."""
+        if self.ttl_seconds <= 0:
+            return
+        entry = _Cached(
+            principal=dataclasses.replace(principal, roles=dict(principal.roles)),
+            expires_at=expires_at,
+            stale_at=self._clock() + self.ttl_seconds,
+        )
+        with self._lock:
+            if generation != self.generation:
+                return
+            self._entries[digest] = entry
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def watch(self, db: Database) -> None:
+        """Clear the cache after each commit on ``db`` that changed who may do what."""
+        db.listen_sessions("after_flush", _notice_identity_change)
+        db.listen_sessions("do_orm_execute", _notice_bulk_identity_change)
+        db.listen_sessions("after_commit", self._after_commit)
+        db.listen_sessions("after_rollback", _forget_identity_change)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(_IDENTITY_CHANGED, False):
+            self.clear()
+
+
+_IDENTITY_CHANGED = "gaia.identity_changed"
+
+
+def _notice_identity_change(session: Session, _flush_context: Any) -> None:
+    """Mark a session whose flush changed a principal: a membership added, changed or removed,
+    a user changed or deleted, a token revoked or deleted, a business removed (SQLite may give
+    its id to the next one). A new user or token changes no principal yet, a token's last-use
+    stamp none."""
+    if session.info.get(_IDENTITY_CHANGED):
+        return
+    if (
+        any(isinstance(obj, Membership) for obj in session.new)
+        or any(isinstance(obj, (Membership, User, Token, Business)) for obj in session.deleted)
+        or any(
+            isinstance(obj, (Membership, User)) or (isinstance(obj, Token) and _token_changed(obj))
+            for obj in session.dirty
+        )
+    ):
+        session.info[_IDENTITY_CHANGED] = True
+
+
+def _notice_bulk_identity_change(state: ORMExecuteState) -> None:
+    """The same for an UPDATE or DELETE statement run through the session (``update(Token)``):
+    no object passes a flush, so any such statement on those tables marks the session."""
+    mapper = state.bind_mapper
+    bulk = state.is_update or state.is_delete
+    if bulk and mapper is not None and mapper.class_ in (Membership, User, Token, Business):
+        state.session.info[_IDENTITY_CHANGED] = True
+
+
+def _token_changed(tok: Token) -> bool:
+    return any(
+        attr.history.has_changes() for attr in inspect(tok).attrs if attr.key != "last_used_at"
+    )
+
+
+def _forget_identity_change(session: Session, _previous: Any = None) -> None:
+    session.info.pop(_IDENTITY_CHANGED, None)
 
 
 def end_session(session: Session, *, token_id: int) -> None:

@@ -1,9 +1,12 @@
 """Operation records at rest: appended once, then only read.
 
 Every mutating API call (and a Secret reveal, which changes nothing but is worth a trail) leaves
-one ``OperationRecord``. ``append_record`` writes it in a transaction of its own, so a request
-that failed and rolled back is still recorded; ``page_records`` and ``record_visible_to`` are the
-filtered, newest-first reads behind ``GET /records``. See docs/architecture.md, "store".
+one ``OperationRecord``. A call that succeeded adds its record to its own transaction (the API's
+``db_session``); ``append_record`` writes one in a transaction of its own, so a request that
+failed and rolled back is still recorded, and ``correct_status`` fixes the status of a record
+whose response turned out other than the route declared. ``page_records`` and
+``record_visible_to`` are the filtered, newest-first reads behind ``GET /records``.
+See docs/architecture.md, "store".
 """
 
 from __future__ import annotations
@@ -34,10 +37,21 @@ class RecordFilter:
     until: dt.datetime | None = None
 
 
-def append_record(db: Database, record: OperationRecord) -> None:
+def append_record(db: Database, *, record: OperationRecord) -> None:
     """Write ``record`` in its own transaction, whatever became of the request's."""
     with db.write_session() as session:
         session.add(record)
+
+
+def correct_status(db: Database, *, record_id: int, status: int, error: str) -> None:
+    """Set the status (and result) of record ``record_id`` to what the response carried."""
+    with db.write_session() as session:
+        record = session.get(OperationRecord, record_id)
+        if record is not None:
+            record.status_code = status
+            record.result = "success" if status < 400 else "failure"
+            if error and not record.error:
+                record.error = error[:4000]
 
 
 def _visible(business_ids: set[int] | None) -> Select[OperationRecord]:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 
+import pytest
+from fastapi import Request, Response
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Connection
 
+from gaia.api.deps import PrincipalDep, SessionDep, audit
+from gaia.domain.errors import Conflict
 from gaia.platform import Platform
 from gaia.store import events
-from gaia.store.models import Event
+from gaia.store.models import Business, Event, OperationRecord
 from tests.conftest import World
 
 
@@ -46,6 +52,105 @@ def test_accepted_and_rejected_calls_are_both_recorded(world: World) -> None:
     assert refused["status_code"] == 403 and "only a platform administrator" in refused["error"]
     bad = _records(c, world.admin, result="failure", action="create_business")
     assert bad and bad[0]["status_code"] == 422 and "name" in bad[0]["error"]
+
+
+def test_a_successful_call_commits_its_record_in_its_own_single_write_transaction(
+    client: TestClient, admin: dict[str, str], platform: Platform
+) -> None:
+    """One write transaction per accepted call: SQLite's write lock is taken once, not twice."""
+    assert client.get("/api/v1/users/me", headers=admin).status_code == 200  # token seen, cached
+    began: list[str] = []
+
+    def on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+            began.append("write")
+
+    event.listen(platform.db.engine, "begin", on_begin)
+    try:
+        r = client.post("/api/v1/businesses", json={"name": "ocr"}, headers=admin)
+    finally:
+        event.remove(platform.db.engine, "begin", on_begin)
+    assert r.status_code == 201
+    assert began == ["write"]
+    [row] = [x for x in _records(client, admin, action="business.create")]
+    assert (row["result"], row["status_code"], row["target"]) == ("success", 201, "business/ocr")
+
+
+def _test_routes(client: TestClient) -> None:
+    """Two routes only these tests mount: one that writes and then refuses, one that answers
+    another status than it declares."""
+    app = client.app
+
+    @app.post("/api/v1/test-only/half-done", status_code=201)  # type: ignore[attr-defined]
+    def half_done(request: Request, principal: PrincipalDep, session: SessionDep) -> None:
+        audit(request, action="test.half-done", target="business/half")
+        session.add(Business(name="half"))
+        session.flush()
+        raise Conflict("refused after writing")
+
+    @app.post("/api/v1/test-only/accepted", status_code=201)  # type: ignore[attr-defined]
+    def accepted(request: Request, principal: PrincipalDep, session: SessionDep) -> Response:
+        audit(request, action="test.accepted", target="business/queued")
+        return Response(status_code=202)
+
+    @app.post("/api/v1/test-only/async-write", status_code=201)  # type: ignore[attr-defined]
+    async def async_write(request: Request, principal: PrincipalDep, session: SessionDep) -> None:
+        audit(request, action="test.async-write", target="business/async")
+        session.add(Business(name="async"))
+        session.flush()
+
+
+def test_an_async_route_never_waits_for_the_writer_turn_on_the_event_loop(
+    client: TestClient, admin: dict[str, str], platform: Platform
+) -> None:
+    """On SQLite its first query runs on the loop's thread; the transaction must have begun
+    before, in a worker thread (a writer waiting on the loop would stall every request)."""
+    if not platform.db.is_sqlite:
+        pytest.skip("PostgreSQL writers take no turn")
+    _test_routes(client)
+    assert client.get("/api/v1/users/me", headers=admin).status_code == 200  # cached principal
+    on_loop: list[bool] = []
+
+    def on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:
+                on_loop.append(False)
+
+    event.listen(platform.db.engine, "begin", on_begin)
+    try:
+        r = client.post("/api/v1/test-only/async-write", headers=admin)
+    finally:
+        event.remove(platform.db.engine, "begin", on_begin)
+    assert r.status_code == 201
+    assert on_loop and not any(on_loop)
+
+
+def test_a_refused_call_rolls_its_changes_back_and_is_still_recorded(
+    client: TestClient, admin: dict[str, str], platform: Platform
+) -> None:
+    _test_routes(client)
+    assert client.post("/api/v1/test-only/half-done", headers=admin).status_code == 409
+    with platform.db.read_session() as session:
+        assert session.scalars(select(Business).where(Business.name == "half")).all() == []
+        [row] = session.scalars(
+            select(OperationRecord).where(OperationRecord.action == "test.half-done")
+        ).all()
+    assert (row.result, row.status_code, row.error) == ("failure", 409, "refused after writing")
+
+
+def test_the_record_names_the_status_the_response_carried(
+    client: TestClient, admin: dict[str, str], platform: Platform
+) -> None:
+    _test_routes(client)
+    assert client.post("/api/v1/test-only/accepted", headers=admin).status_code == 202
+    with platform.db.read_session() as session:
+        [row] = session.scalars(
+            select(OperationRecord).where(OperationRecord.action == "test.accepted")
+        ).all()
+    assert (row.result, row.status_code) == ("success", 202)
 
 
 def test_records_cannot_be_altered_through_the_api(world: World) -> None:

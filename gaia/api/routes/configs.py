@@ -390,7 +390,7 @@ def _record_reveal(request: Request, ctx: AuditContext, *, status: int) -> None:
         error=ctx.error,
         client=client.host if client else "",
     )
-    append_record(platform(request).db, record)
+    append_record(platform(request).db, record=record)
 
 
 @router.put("/businesses/{biz}/secrets/{name}", response_model=SecretOut)

@@ -352,6 +352,11 @@ def _record_events(plat: Platform, events: Sequence[dict[str, Any]]) -> list[Rep
     return grown
 
 
+def _record_manifest_delete(plat: Platform, repo: RepositoryName, digest: str) -> None:
+    with plat.db.write_session() as session:
+        store.record_manifest_delete(session, repo=repo, digest=digest)
+
+
 async def _enforce_quota(
     plat: Platform, repo: RepositoryName, events: list[dict[str, Any]]
 ) -> None:
@@ -372,8 +377,8 @@ async def _enforce_quota(
         except RegistryUnavailable as exc:
             log.warning("registry: could not remove %s@%s over quota: %s", repo.name, digest, exc)
             continue
-        with plat.db.write_session() as session:
-            store.record_manifest_delete(session, repo=repo, digest=digest)
+        # a worker thread's write: the event loop's thread never waits for SQLite's writer turn
+        await asyncio.to_thread(_record_manifest_delete, plat, repo, digest)
         log.warning(
             "registry: %s@%s (pushed by %s) took namespace %s to %d bytes, over its quota: deleted",
             repo.name,
