@@ -84,6 +84,17 @@ class Run:
     cpu: float  # share of the machine's cores busy during the run
     failed: int = 0
     starts: list[float] = field(default_factory=list)  # each node's offset from the run's start
+    # Gaia only: CPU seconds its own processes spent during the pulls (all agents; the
+    # platform, which is the coordinator), and the bytes the nodes received (N x F)
+    agent_cpu_s: float = 0.0
+    platform_cpu_s: float = 0.0
+    moved: int = 0
+
+    @property
+    def mb_per_cpu_s(self) -> float:
+        """Bytes delivered per CPU second of the agents (MB/s of one core): the data path's
+        cost, whatever the links and the machine's other load."""
+        return self.moved / 1e6 / self.agent_cpu_s if self.agent_cpu_s else float("nan")
 
     @property
     def last(self) -> float:
@@ -126,6 +137,16 @@ def cpu_meter() -> Iterator[list[float]]:
     out.append((busy1 - busy0) / max(total1 - total0, 1.0))
 
 
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # after the command's name: state is field 3, utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def offsets(n: int, mode: str, window: float, rng: random.Random) -> list[float]:
     if mode == "simultaneous":
         return [0.0] * n
@@ -166,8 +187,8 @@ def run_pullers(
 
 
 @contextlib.contextmanager
-def gaia_platform(work: Path, host: str) -> Iterator[tuple[str, str]]:
-    """``gaia up`` on the bridge with a fresh data dir; yields (origin, agent token)."""
+def gaia_platform(work: Path, host: str) -> Iterator[tuple[str, str, int]]:
+    """``gaia up`` on the bridge with a fresh data dir; yields (origin, agent token, its pid)."""
     data = Path(tempfile.mkdtemp(prefix="gaia-", dir=work))
     with socket.socket() as probe:  # a free port on the bridge
         probe.bind((host, 0))
@@ -211,7 +232,7 @@ def gaia_platform(work: Path, host: str) -> Iterator[tuple[str, str]]:
             )
             r.raise_for_status()
             token = c.get("/api/v1/clusters/bench/p2p/agent-token", headers=admin).json()["token"]
-        yield origin, token
+        yield origin, token, process.pid
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -232,7 +253,7 @@ def run_direct(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
 
 def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
     registry = f"{b.registry.ip}:{REGISTRY_PORT}"
-    with gaia_platform(b.work, b.bed.gateway) as (origin, token):
+    with gaia_platform(b.work, b.bed.gateway) as (origin, token, platform_pid):
         agents = []
         (b.work / "token").write_text(token)
         (b.work / "registries.json").write_text(
@@ -254,10 +275,16 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
                 agents.append(b.bed.run(host, argv, stdout=log, stderr=subprocess.STDOUT))
             _wait_agents(origin, n)
             before = b.bed.sent(b.registry)
+            # ``ip netns exec`` execs the agent: the Popen's pid is the agent's own
+            pids = [agent.pid for agent in agents]
+            agent_cpu0 = sum(map(process_cpu_s, pids))
+            platform_cpu0 = process_cpu_s(platform_pid)
             with cpu_meter() as cpu:
                 times, failed = run_pullers(
                     b, b.nodes[:n], starts, f"http://{MIRROR}", registry, TAG
                 )
+            agent_cpu = sum(map(process_cpu_s, pids)) - agent_cpu0
+            platform_cpu = process_cpu_s(platform_pid) - platform_cpu0
             egress = b.bed.sent(b.registry) - before
             diagnose(b, origin, n)
         finally:
@@ -268,7 +295,19 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
                     agent.wait(timeout=10)
                 if agent.poll() is None:
                     agent.kill()
-    return Run("gaia", n, mode, times, egress, cpu[0], failed)
+    moved = len(times) * b.image_size
+    return Run(
+        "gaia",
+        n,
+        mode,
+        times,
+        egress,
+        cpu[0],
+        failed,
+        agent_cpu_s=agent_cpu,
+        platform_cpu_s=platform_cpu,
+        moved=moved,
+    )
 
 
 AGENT_SUMS = (
@@ -292,6 +331,15 @@ def diagnose(b: Bench, origin: str, n: int) -> None:
         for line in text.splitlines()
         if line.startswith(("gaia_p2p_registry", "gaia_p2p_bytes", "gaia_p2p_pieces"))
     ]
+    # the agents' calls by route: the coordinator's CPU goes with their number
+    calls: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("gaia_http_requests_total{") and "/p2p/" in line:
+            route = line.partition('route="')[2].partition('"')[0].rpartition("/p2p/")[2]
+            calls[route] = calls.get(route, 0.0) + float(line.rpartition(" ")[2])
+    platform.append(
+        "calls " + ", ".join(f"{route} {count:g}" for route, count in sorted(calls.items()))
+    )
     sums = dict.fromkeys(AGENT_SUMS, 0.0)
     for host in b.nodes[:n]:
         out = subprocess.run(
@@ -493,6 +541,16 @@ def main() -> int:
                         + ("  CPU-BOUND" if run.cpu >= CPU_BOUND else ""),
                         flush=True,
                     )
+                    if run.engine == "gaia":
+                        with_platform = run.agent_cpu_s + run.platform_cpu_s
+                        print(
+                            f"      cpu: agents {run.agent_cpu_s:.1f} s, platform "
+                            f"{run.platform_cpu_s:.1f} s for {run.moved / 1e6:.0f} MB delivered: "
+                            f"{run.mb_per_cpu_s:.0f} MB per agent CPU second, "
+                            f"{run.moved / 1e6 / max(with_platform, 1e-9):.0f} MB per CPU "
+                            "second with the platform",
+                            flush=True,
+                        )
                 if mode == "simultaneous":
                     print(f"N={n:<3} fluid lower bound {bound(b, n):.1f} s", flush=True)
                 else:
