@@ -87,6 +87,7 @@ class Run:
     # Gaia only: CPU seconds its own processes spent during the pulls (all agents; the
     # platform, which is the coordinator), and the bytes the nodes received (N x F)
     agent_cpu_s: float = 0.0
+    agent_user_s: float = 0.0  # of agent_cpu_s, in user space (the rest: the kernel's)
     platform_cpu_s: float = 0.0
     moved: int = 0
 
@@ -137,14 +138,20 @@ def cpu_meter() -> Iterator[list[float]]:
     out.append((busy1 - busy0) / max(total1 - total0, 1.0))
 
 
-def process_cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of one process so far (0 once it is gone)."""
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of one process so far ((0, 0) once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     # after the command's name: state is field 3, utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def processes_cpu_s(pids: list[int]) -> tuple[float, float]:
+    times = [process_cpu_s(pid) for pid in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 def offsets(n: int, mode: str, window: float, rng: random.Random) -> list[float]:
@@ -277,14 +284,16 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
             before = b.bed.sent(b.registry)
             # ``ip netns exec`` execs the agent: the Popen's pid is the agent's own
             pids = [agent.pid for agent in agents]
-            agent_cpu0 = sum(map(process_cpu_s, pids))
-            platform_cpu0 = process_cpu_s(platform_pid)
+            agent_cpu0 = processes_cpu_s(pids)
+            platform_cpu0 = sum(process_cpu_s(platform_pid))
             with cpu_meter() as cpu:
                 times, failed = run_pullers(
                     b, b.nodes[:n], starts, f"http://{MIRROR}", registry, TAG
                 )
-            agent_cpu = sum(map(process_cpu_s, pids)) - agent_cpu0
-            platform_cpu = process_cpu_s(platform_pid) - platform_cpu0
+            agent_cpu1 = processes_cpu_s(pids)
+            agent_user = agent_cpu1[0] - agent_cpu0[0]
+            agent_cpu = agent_user + agent_cpu1[1] - agent_cpu0[1]
+            platform_cpu = sum(process_cpu_s(platform_pid)) - platform_cpu0
             egress = b.bed.sent(b.registry) - before
             diagnose(b, origin, n)
         finally:
@@ -305,6 +314,7 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
         cpu[0],
         failed,
         agent_cpu_s=agent_cpu,
+        agent_user_s=agent_user,
         platform_cpu_s=platform_cpu,
         moved=moved,
     )
@@ -544,7 +554,8 @@ def main() -> int:
                     if run.engine == "gaia":
                         with_platform = run.agent_cpu_s + run.platform_cpu_s
                         print(
-                            f"      cpu: agents {run.agent_cpu_s:.1f} s, platform "
+                            f"      cpu: agents {run.agent_cpu_s:.1f} s ({run.agent_user_s:.1f} s "
+                            "user), platform "
                             f"{run.platform_cpu_s:.1f} s for {run.moved / 1e6:.0f} MB delivered: "
                             f"{run.mb_per_cpu_s:.0f} MB per agent CPU second, "
                             f"{run.moved / 1e6 / max(with_platform, 1e-9):.0f} MB per CPU "
