@@ -88,6 +88,7 @@ class Run:
     # platform, which is the coordinator), and the bytes the nodes received (N x F)
     agent_cpu_s: float = 0.0
     agent_user_s: float = 0.0  # of agent_cpu_s, in user space (the rest: the kernel's)
+    load: float = 0.0  # the machine's 1-minute load average as the run began (others' work too)
     platform_cpu_s: float = 0.0
     moved: int = 0
 
@@ -538,17 +539,20 @@ def main() -> int:
             for mode in args.modes.split(","):
                 starts = offsets(n, mode, window, rng)
                 for engine in engines:
+                    load = os.getloadavg()[0]
                     run = {"gaia": run_gaia, "direct": run_direct, "libtorrent": run_torrent}[
                         engine
                     ](b, n, mode, starts)
                     run.starts = starts
+                    run.load = load
                     b.runs.append(run)
                     print(
                         f"N={n:<3} {mode:<12} {engine:<10} p50 {run.pct(0.5):7.1f} s  p95 "
                         f"{run.pct(0.95):7.1f} s  last {run.last:7.1f} s  egress "
                         f"{run.egress / size:5.2f} F  cpu {run.cpu:4.0%}"
                         + (f"  FAILED {run.failed}" if run.failed else "")
-                        + ("  CPU-BOUND" if run.cpu >= CPU_BOUND else ""),
+                        + ("  CPU-BOUND" if run.cpu >= CPU_BOUND else "")
+                        + f"  load {load:.1f}",
                         flush=True,
                     )
                     if run.engine == "gaia":
