@@ -599,15 +599,16 @@ def report(b: Bench) -> None:
     links allow a perfect distributor at all (a goal out of reach is a choice of links, not a
     fault of the engine)."""
     print("\n| N | start | engine | p50 s | p95 s | last s | bound s | last / bound", end="")
-    print(" | egress / F | cpu |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(" | egress / F | cpu | agents MB / CPU s | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in b.runs:
         bd = bound(b, r.n, r.starts)
         cpu = f"{r.cpu:.0%}" + (" CPU-bound" if r.cpu >= CPU_BOUND else "")
         print(
             f"| {r.n} | {r.mode} | {r.engine} | {r.pct(0.5):.1f} | {r.pct(0.95):.1f} | "
             f"{r.last:.1f} | {bd:.1f} | {r.last / bd:.2f} | {r.egress / b.image_size:.2f} | "
-            f"{cpu}{f', {r.failed} FAILED' if r.failed else ''} |"
+            f"{cpu}{f', {r.failed} FAILED' if r.failed else ''} | "
+            f"{f'{r.mb_per_cpu_s:.0f}' if r.engine == 'gaia' else '-'} | {r.load:.1f} |"
         )
     print()
     for r in b.runs:
