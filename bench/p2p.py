@@ -333,7 +333,7 @@ AGENT_SUMS = (
 def diagnose(b: Bench, origin: str, n: int) -> None:
     """Where registry bytes went: the coordinator's figures and the agents' summed counters
     (printed, not timed)."""
-    with httpx.Client(base_url=origin, timeout=10) as c:
+    with httpx.Client(base_url=origin, timeout=60) as c:
         r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         admin = {"Authorization": f"Bearer {r.json()['token']}"}
         text = c.get("/metrics", headers=admin).text
@@ -378,16 +378,18 @@ def diagnose(b: Bench, origin: str, n: int) -> None:
 
 
 def _wait_agents(origin: str, n: int) -> None:
-    with httpx.Client(base_url=origin, timeout=10) as c:
+    # a long timeout: at N = 32 the platform answers the admin's login behind 32 agents
+    # starting and registering at once (a 10 s timeout failed the first F = 200 MB run)
+    with httpx.Client(base_url=origin, timeout=120) as c:
         r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         admin = {"Authorization": f"Bearer {r.json()['token']}"}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             body = c.get("/api/v1/clusters/bench/p2p/nodes", params={"limit": 500}, headers=admin)
             if len(body.json()["items"]) >= n:
                 return
             time.sleep(0.2)
-    raise RuntimeError(f"fewer than {n} agents registered in 60 s")
+    raise RuntimeError(f"fewer than {n} agents registered in 180 s")
 
 
 def run_torrent(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
