@@ -84,6 +84,19 @@ class Run:
     cpu: float  # share of the machine's cores busy during the run
     failed: int = 0
     starts: list[float] = field(default_factory=list)  # each node's offset from the run's start
+    # Gaia only: CPU seconds its own processes spent during the pulls (all agents; the
+    # platform, which is the coordinator), and the bytes the nodes received (N x F)
+    agent_cpu_s: float = 0.0
+    agent_user_s: float = 0.0  # of agent_cpu_s, in user space (the rest: the kernel's)
+    load: float = 0.0  # the machine's 1-minute load average as the run began (others' work too)
+    platform_cpu_s: float = 0.0
+    moved: int = 0
+
+    @property
+    def mb_per_cpu_s(self) -> float:
+        """Bytes delivered per CPU second of the agents (MB/s of one core): the data path's
+        cost, whatever the links and the machine's other load."""
+        return self.moved / 1e6 / self.agent_cpu_s if self.agent_cpu_s else float("nan")
 
     @property
     def last(self) -> float:
@@ -126,6 +139,22 @@ def cpu_meter() -> Iterator[list[float]]:
     out.append((busy1 - busy0) / max(total1 - total0, 1.0))
 
 
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of one process so far ((0, 0) once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0, 0.0
+    # after the command's name: state is field 3, utime and stime are fields 14 and 15
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def processes_cpu_s(pids: list[int]) -> tuple[float, float]:
+    times = [process_cpu_s(pid) for pid in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
+
+
 def offsets(n: int, mode: str, window: float, rng: random.Random) -> list[float]:
     if mode == "simultaneous":
         return [0.0] * n
@@ -166,8 +195,8 @@ def run_pullers(
 
 
 @contextlib.contextmanager
-def gaia_platform(work: Path, host: str) -> Iterator[tuple[str, str]]:
-    """``gaia up`` on the bridge with a fresh data dir; yields (origin, agent token)."""
+def gaia_platform(work: Path, host: str) -> Iterator[tuple[str, str, int]]:
+    """``gaia up`` on the bridge with a fresh data dir; yields (origin, agent token, its pid)."""
     data = Path(tempfile.mkdtemp(prefix="gaia-", dir=work))
     with socket.socket() as probe:  # a free port on the bridge
         probe.bind((host, 0))
@@ -211,7 +240,7 @@ def gaia_platform(work: Path, host: str) -> Iterator[tuple[str, str]]:
             )
             r.raise_for_status()
             token = c.get("/api/v1/clusters/bench/p2p/agent-token", headers=admin).json()["token"]
-        yield origin, token
+        yield origin, token, process.pid
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -232,7 +261,7 @@ def run_direct(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
 
 def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
     registry = f"{b.registry.ip}:{REGISTRY_PORT}"
-    with gaia_platform(b.work, b.bed.gateway) as (origin, token):
+    with gaia_platform(b.work, b.bed.gateway) as (origin, token, platform_pid):
         agents = []
         (b.work / "token").write_text(token)
         (b.work / "registries.json").write_text(
@@ -254,10 +283,18 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
                 agents.append(b.bed.run(host, argv, stdout=log, stderr=subprocess.STDOUT))
             _wait_agents(origin, n)
             before = b.bed.sent(b.registry)
+            # ``ip netns exec`` execs the agent: the Popen's pid is the agent's own
+            pids = [agent.pid for agent in agents]
+            agent_cpu0 = processes_cpu_s(pids)
+            platform_cpu0 = sum(process_cpu_s(platform_pid))
             with cpu_meter() as cpu:
                 times, failed = run_pullers(
                     b, b.nodes[:n], starts, f"http://{MIRROR}", registry, TAG
                 )
+            agent_cpu1 = processes_cpu_s(pids)
+            agent_user = agent_cpu1[0] - agent_cpu0[0]
+            agent_cpu = agent_user + agent_cpu1[1] - agent_cpu0[1]
+            platform_cpu = sum(process_cpu_s(platform_pid)) - platform_cpu0
             egress = b.bed.sent(b.registry) - before
             diagnose(b, origin, n)
         finally:
@@ -268,7 +305,20 @@ def run_gaia(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
                     agent.wait(timeout=10)
                 if agent.poll() is None:
                     agent.kill()
-    return Run("gaia", n, mode, times, egress, cpu[0], failed)
+    moved = len(times) * b.image_size
+    return Run(
+        "gaia",
+        n,
+        mode,
+        times,
+        egress,
+        cpu[0],
+        failed,
+        agent_cpu_s=agent_cpu,
+        agent_user_s=agent_user,
+        platform_cpu_s=platform_cpu,
+        moved=moved,
+    )
 
 
 AGENT_SUMS = (
@@ -283,7 +333,7 @@ AGENT_SUMS = (
 def diagnose(b: Bench, origin: str, n: int) -> None:
     """Where registry bytes went: the coordinator's figures and the agents' summed counters
     (printed, not timed)."""
-    with httpx.Client(base_url=origin, timeout=10) as c:
+    with httpx.Client(base_url=origin, timeout=60) as c:
         r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         admin = {"Authorization": f"Bearer {r.json()['token']}"}
         text = c.get("/metrics", headers=admin).text
@@ -292,6 +342,15 @@ def diagnose(b: Bench, origin: str, n: int) -> None:
         for line in text.splitlines()
         if line.startswith(("gaia_p2p_registry", "gaia_p2p_bytes", "gaia_p2p_pieces"))
     ]
+    # the agents' calls by route: the coordinator's CPU goes with their number
+    calls: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("gaia_http_requests_total{") and "/p2p/" in line:
+            route = line.partition('route="')[2].partition('"')[0].rpartition("/p2p/")[2]
+            calls[route] = calls.get(route, 0.0) + float(line.rpartition(" ")[2])
+    platform.append(
+        "calls " + ", ".join(f"{route} {count:g}" for route, count in sorted(calls.items()))
+    )
     sums = dict.fromkeys(AGENT_SUMS, 0.0)
     for host in b.nodes[:n]:
         out = subprocess.run(
@@ -319,16 +378,18 @@ def diagnose(b: Bench, origin: str, n: int) -> None:
 
 
 def _wait_agents(origin: str, n: int) -> None:
-    with httpx.Client(base_url=origin, timeout=10) as c:
+    # a long timeout: at N = 32 the platform answers the admin's login behind 32 agents
+    # starting and registering at once (a 10 s timeout failed the first F = 200 MB run)
+    with httpx.Client(base_url=origin, timeout=120) as c:
         r = c.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
         admin = {"Authorization": f"Bearer {r.json()['token']}"}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             body = c.get("/api/v1/clusters/bench/p2p/nodes", params={"limit": 500}, headers=admin)
             if len(body.json()["items"]) >= n:
                 return
             time.sleep(0.2)
-    raise RuntimeError(f"fewer than {n} agents registered in 60 s")
+    raise RuntimeError(f"fewer than {n} agents registered in 180 s")
 
 
 def run_torrent(b: Bench, n: int, mode: str, starts: list[float]) -> Run:
@@ -480,19 +541,33 @@ def main() -> int:
             for mode in args.modes.split(","):
                 starts = offsets(n, mode, window, rng)
                 for engine in engines:
+                    load = os.getloadavg()[0]
                     run = {"gaia": run_gaia, "direct": run_direct, "libtorrent": run_torrent}[
                         engine
                     ](b, n, mode, starts)
                     run.starts = starts
+                    run.load = load
                     b.runs.append(run)
                     print(
                         f"N={n:<3} {mode:<12} {engine:<10} p50 {run.pct(0.5):7.1f} s  p95 "
                         f"{run.pct(0.95):7.1f} s  last {run.last:7.1f} s  egress "
                         f"{run.egress / size:5.2f} F  cpu {run.cpu:4.0%}"
                         + (f"  FAILED {run.failed}" if run.failed else "")
-                        + ("  CPU-BOUND" if run.cpu >= CPU_BOUND else ""),
+                        + ("  CPU-BOUND" if run.cpu >= CPU_BOUND else "")
+                        + f"  load {load:.1f}",
                         flush=True,
                     )
+                    if run.engine == "gaia":
+                        with_platform = run.agent_cpu_s + run.platform_cpu_s
+                        print(
+                            f"      cpu: agents {run.agent_cpu_s:.1f} s ({run.agent_user_s:.1f} s "
+                            "user), platform "
+                            f"{run.platform_cpu_s:.1f} s for {run.moved / 1e6:.0f} MB delivered: "
+                            f"{run.mb_per_cpu_s:.0f} MB per agent CPU second, "
+                            f"{run.moved / 1e6 / max(with_platform, 1e-9):.0f} MB per CPU "
+                            "second with the platform",
+                            flush=True,
+                        )
                 if mode == "simultaneous":
                     print(f"N={n:<3} fluid lower bound {bound(b, n):.1f} s", flush=True)
                 else:
@@ -526,15 +601,16 @@ def report(b: Bench) -> None:
     links allow a perfect distributor at all (a goal out of reach is a choice of links, not a
     fault of the engine)."""
     print("\n| N | start | engine | p50 s | p95 s | last s | bound s | last / bound", end="")
-    print(" | egress / F | cpu |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(" | egress / F | cpu | agents MB / CPU s | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in b.runs:
         bd = bound(b, r.n, r.starts)
         cpu = f"{r.cpu:.0%}" + (" CPU-bound" if r.cpu >= CPU_BOUND else "")
         print(
             f"| {r.n} | {r.mode} | {r.engine} | {r.pct(0.5):.1f} | {r.pct(0.95):.1f} | "
             f"{r.last:.1f} | {bd:.1f} | {r.last / bd:.2f} | {r.egress / b.image_size:.2f} | "
-            f"{cpu}{f', {r.failed} FAILED' if r.failed else ''} |"
+            f"{cpu}{f', {r.failed} FAILED' if r.failed else ''} | "
+            f"{f'{r.mb_per_cpu_s:.0f}' if r.engine == 'gaia' else '-'} | {r.load:.1f} |"
         )
     print()
     for r in b.runs:

@@ -357,9 +357,20 @@ class SwarmCoordinator:
         )
 
     async def schedule(
-        self, key: ClusterKey, *, node: str, digest: str, want: int, wait_s: float
+        self,
+        key: ClusterKey,
+        *,
+        node: str,
+        digest: str,
+        want: int,
+        wait_s: float,
+        reports: Sequence[PieceOutcome] = (),
     ) -> ScheduleAnswer:
-        """Leases for ``node`` now, or after waiting up to ``wait_s`` for a change."""
+        """Leases for ``node`` now, or after waiting up to ``wait_s`` for a change. ``reports``
+        (pieces the node finished since its last call) count first, as ``report`` would count
+        them: the agent's usual call is "this piece is done, give me the next", one round trip."""
+        if reports:
+            self.report(key, node=node, digest=digest, reports=reports)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:

@@ -101,6 +101,8 @@ def test_a_node_token_speaks_for_its_node_alone(world: World, platform: Platform
         (f"tasks/{LAYER}/schedule", {"node": "n1", "want": 17, "wait_s": 1}),
         (f"tasks/{LAYER}/schedule", {"node": "n1", "want": 1, "wait_s": 10.5}),
         (f"tasks/{LAYER}/reports", {"node": "n1", "reports": [{"piece": 0, "ok": True}] * 257}),
+        (f"tasks/{LAYER}/schedule", {"node": "n1", "want": 1,
+                                     "reports": [{"piece": 0, "ok": True}] * 257}),
         ("tasks/sha256:zz/schedule", {"node": "n1", "want": 1, "wait_s": 0}),
         ("agents", {"node": "N1!", "address": "a:1", "upload_slots": 1}),
         ("agents", {"node": "n1", "address": "a:1", "upload_slots": 1, "extra": 1}),
@@ -158,6 +160,40 @@ def test_a_blob_is_fetched_from_the_registry_once_then_from_peers(world: World) 
         if line.startswith("gaia_p2p_")
     }
     assert len(names) == 9 and all(catalogue.lookup(n) for n in names), names
+
+
+def test_pieces_reported_with_the_next_schedule_count_before_it_assigns(world: World) -> None:
+    """The agent's usual call is "this piece is done, give me the next": the reports a schedule
+    carries count first, so the next piece is assigned, its registry slot free again, and the
+    finished piece's hash goes out to everyone, all in one round trip."""
+    c = world.client
+    agent = agent_headers(world)
+    register(c, agent, "n1")
+    task = {"registry": "registry.local", "repository": "team/web", "digest": LAYER,
+            "size": 3 * MiB}  # fmt: skip
+    c.post(f"{P2P}/tasks", json={"node": "n1", **task}, headers=agent)
+    first = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 2},
+                   headers=agent).json()  # fmt: skip
+    held = sorted(a["piece"] for a in first["assignments"])
+    assert len(held) == 2  # the node's two registry slots (SOURCE_SLOTS): nothing more now
+    blocked = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 1},
+                     headers=agent).json()  # fmt: skip
+    assert blocked["assignments"] == []
+    done = [{"piece": i, "ok": True, "sha256": f"{i:064x}", "bytes": MiB} for i in held]
+    r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 1, "reports": done},
+               headers=agent)  # fmt: skip
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [a["piece"] for a in out["assignments"]] == [3 - sum(held)]  # the one left
+    assert out["hashes"] == {str(i): f"{i:064x}" for i in held}
+    metrics = c.get("/metrics", headers=world.admin).text
+    assert 'gaia_p2p_bytes_total{cluster="sim-1",source="registry"} 2.097152e+06' in metrics
+    # a report the coordinator refuses (an ok registry piece without its hash) refuses the
+    # whole call: nothing is assigned on the strength of it
+    bad = [{"piece": out["assignments"][0]["piece"], "ok": True, "bytes": MiB}]
+    r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 1, "reports": bad},
+               headers=agent)  # fmt: skip
+    assert r.status_code == 422, r.text
 
 
 def test_an_unregistered_node_or_unknown_blob_is_404(world: World) -> None:

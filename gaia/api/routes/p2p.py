@@ -50,6 +50,7 @@ from gaia.api.schemas.p2p import (
     ManifestIn,
     P2PImageOut,
     P2PNodeOut,
+    PieceReportIn,
     PrewarmCreatedOut,
     PrewarmIn,
     PrewarmJobOut,
@@ -208,7 +209,12 @@ async def schedule(
     """Up to ``want`` pieces to fetch, each from a parent or the registry (a long poll)."""
     key = agent.as_node(body.node)
     answer = await _coordinator(request).schedule(
-        key, node=body.node, digest=digest, want=body.want, wait_s=body.wait_s
+        key,
+        node=body.node,
+        digest=digest,
+        want=body.want,
+        wait_s=body.wait_s,
+        reports=_outcomes(body.reports),
     )
     return ScheduleOut(
         assignments=[
@@ -228,22 +234,18 @@ async def report_pieces(
 ) -> EmptyOut:
     key = agent.as_node(body.node)
     _coordinator(request).report(
-        key,
-        node=body.node,
-        digest=digest,
-        reports=[
-            PieceOutcome(
-                piece=r.piece,
-                ok=r.ok,
-                sha256=r.sha256,
-                parent=r.parent,
-                bytes=r.bytes,
-                reason=r.reason,
-            )
-            for r in body.reports
-        ],
+        key, node=body.node, digest=digest, reports=_outcomes(body.reports)
     )
     return EmptyOut()
+
+
+def _outcomes(reports: list[PieceReportIn]) -> list[PieceOutcome]:
+    return [
+        PieceOutcome(
+            piece=r.piece, ok=r.ok, sha256=r.sha256, parent=r.parent, bytes=r.bytes, reason=r.reason
+        )
+        for r in reports
+    ]
 
 
 @router.post("/clusters/{cluster}/p2p/tasks/{digest}/done", response_model=EmptyOut)

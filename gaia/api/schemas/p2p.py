@@ -96,12 +96,6 @@ class TaskOut(Strict):
     hashes: dict[int, str] = Field(description="piece -> SHA-256 hex, as far as known")
 
 
-class ScheduleIn(Strict):
-    node: NodeName
-    want: int = Field(ge=1, le=16)
-    wait_s: float = Field(default=0, ge=0, le=10)
-
-
 class AssignmentOut(Strict):
     piece: int
     source: Literal["peer", "registry"]
@@ -129,6 +123,18 @@ class PieceReportIn(Strict):
 class ReportsIn(Strict):
     node: NodeName
     reports: list[PieceReportIn] = Field(max_length=MAX_LIST)
+
+
+class ScheduleIn(Strict):
+    node: NodeName
+    want: int = Field(ge=1, le=16)
+    wait_s: float = Field(default=0, ge=0, le=10)
+    reports: list[PieceReportIn] = Field(
+        default_factory=list,
+        max_length=MAX_LIST,
+        description="pieces finished since the last call, counted before scheduling (as a "
+        "``reports`` call would): one round trip per piece instead of two",
+    )
 
 
 class DoneIn(Strict):

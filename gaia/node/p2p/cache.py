@@ -5,14 +5,17 @@ Layout under the cache folder:
 - ``blobs/<hex>``: a complete blob, named by the hex of its SHA-256, moved there only after the
   whole file hashed to its digest.
 - ``partial/<hex>``: a blob being fetched, written piece by piece at each piece's offset, and
-  ``partial/<hex>.json``: its size, piece size, and the pieces written with their SHA-256.
+  ``partial/<hex>.jsonl``: its journal, JSON lines: first ``{"digest", "size", "piece_size"}``,
+  then one ``[index, "<sha256 hex>"]`` per piece written.
 
-**Resumption.** The piece list is rewritten (``os.replace`` of a temporary file) after each piece
-is written, so after a crash it can only under-state what the data file holds, or name a piece
-whose bytes did not reach the disk (the page cache is not flushed per piece: an fsync per 1 MiB
-piece would halve the write rate). So a restarted agent does not trust the list: it re-reads
-every listed piece and keeps only those that still hash to the recorded SHA-256. That costs one
-read of what was there, once, at the first use of the blob after the restart.
+**Resumption.** A piece's line is appended after its bytes are written (one small ``O_APPEND``
+write: rewriting the whole list per piece cost 8 % of an agent's CPU in ``bench/p2p.py``), so
+after a crash the journal can only under-state what the data file holds, end in a torn line
+(ignored), or name a piece whose bytes did not reach the disk (the page cache is not flushed per
+piece: an fsync per 1 MiB piece would halve the write rate). So a restarted agent does not trust
+the journal: it re-reads every listed piece and keeps only those that still hash to the recorded
+SHA-256. That costs one read of what was there, once, at the first use of the blob after the
+restart.
 
 **Eviction.** Complete blobs are kept in least-recently-used order (by last use, restored from
 the files' modification times on start) and evicted while the cache holds more than its cap.
@@ -75,7 +78,7 @@ class Partial:
     def missing(self) -> list[int]:
         return [i for i in range(self.count) if i not in self.pieces]
 
-    def write_piece(self, index: int, data: bytes, sha256: str) -> None:
+    def write_piece(self, index: int, data: bytes | bytearray, sha256: str) -> None:
         start, end = piece_range(index, self.size, self.piece_size)
         if len(data) != end - start:
             raise ValueError(f"piece {index} has {len(data)} bytes, expected {end - start}")
@@ -86,7 +89,7 @@ class Partial:
             os.close(fd)
         with self._lock:
             self.pieces[index] = sha256
-            self._save()
+            _append(self.meta, f'[{index}, "{sha256}"]\n')
 
     def read_piece(self, index: int) -> bytes:
         start, end = piece_range(index, self.size, self.piece_size)
@@ -95,14 +98,11 @@ class Partial:
             return f.read(end - start)
 
     def _save(self) -> None:
-        body = {
-            "digest": self.digest,
-            "size": self.size,
-            "piece_size": self.piece_size,
-            "pieces": {str(i): h for i, h in sorted(self.pieces.items())},
-        }
+        """Write the journal afresh: the header and the pieces known now."""
+        header = {"digest": self.digest, "size": self.size, "piece_size": self.piece_size}
+        lines = [json.dumps(header)] + [json.dumps([i, h]) for i, h in sorted(self.pieces.items())]
         tmp = self.meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body))
+        tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, self.meta)
 
 
@@ -223,22 +223,19 @@ class BlobCache:
         when one of the same geometry is there, else a new empty one."""
         hexpart = digest_hex(digest)
         data = self.partials / hexpart
-        meta = self.partials / f"{hexpart}.json"
+        meta = self.partials / f"{hexpart}.jsonl"
         part = Partial(digest, size, piece_size, data, meta)
-        known = _read_meta(meta)
+        known = _read_journal(meta)
         if (
             data.exists()
             and known is not None
-            and known.get("size") == size
-            and known.get("piece_size") == piece_size
+            and known[0].get("size") == size
+            and known[0].get("piece_size") == piece_size
         ):
-            found = known.get("pieces")
-            listed: Mapping[str, object] = found if isinstance(found, Mapping) else {}
-            for key, sha in listed.items():
-                index = int(key)
+            listed = known[1]
+            for index, sha in listed.items():
                 if (
                     0 <= index < part.count
-                    and isinstance(sha, str)
                     and hashlib.sha256(part.read_piece(index)).hexdigest() == sha
                 ):
                     part.pieces[index] = sha
@@ -281,9 +278,35 @@ class BlobCache:
         part.data.unlink(missing_ok=True)
 
 
-def _read_meta(path: Path) -> dict[str, object] | None:
+def _append(path: Path, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        loaded = json.loads(path.read_text())
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def _read_journal(path: Path) -> tuple[Mapping[str, object], dict[int, str]] | None:
+    """A journal's header and its pieces (index -> SHA-256 hex); None without a valid header.
+    Lines that do not parse (a torn last line after a crash) are skipped."""
+    try:
+        lines = path.read_text().splitlines()
+        header = json.loads(lines[0]) if lines else None
     except (OSError, ValueError):
         return None
-    return loaded if isinstance(loaded, dict) else None
+    if not isinstance(header, dict):
+        return None
+    pieces: dict[int, str] = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], int)
+            and isinstance(entry[1], str)
+        ):
+            pieces[entry[0]] = entry[1]
+    return header, pieces

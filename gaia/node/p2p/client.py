@@ -202,12 +202,22 @@ class HttpCoordinator:
             hashes=_hashes(out["hashes"]),
         )
 
-    async def schedule(self, node: str, digest: str, *, want: int, wait_s: float) -> Schedule:
-        out = await self._post(
-            f"tasks/{digest}/schedule",
-            {"node": node, "want": want, "wait_s": wait_s},
-            read_s=wait_s + self.timeout,
-        )
+    async def schedule(
+        self,
+        node: str,
+        digest: str,
+        *,
+        want: int,
+        wait_s: float,
+        reports: Sequence[PieceReport] = (),
+    ) -> Schedule:
+        if len(reports) > MAX_REPORTS:  # the API takes 256 at a time: the rest on their own
+            await self.report(node, digest, reports[MAX_REPORTS:])
+            reports = reports[:MAX_REPORTS]
+        body: dict[str, Any] = {"node": node, "want": want, "wait_s": wait_s}
+        if reports:
+            body["reports"] = [_report_body(r) for r in reports]
+        out = await self._post(f"tasks/{digest}/schedule", body, read_s=wait_s + self.timeout)
         return Schedule(
             assignments=tuple(
                 Assignment(
@@ -231,20 +241,7 @@ class HttpCoordinator:
     async def _report(self, node: str, digest: str, reports: Sequence[PieceReport]) -> None:
         await self._post(
             f"tasks/{digest}/reports",
-            {
-                "node": node,
-                "reports": [
-                    {
-                        "piece": r.piece,
-                        "ok": r.ok,
-                        "sha256": r.sha256,
-                        "parent": r.parent,
-                        "bytes": r.bytes,
-                        "reason": r.reason,
-                    }
-                    for r in reports
-                ],
-            },
+            {"node": node, "reports": [_report_body(r) for r in reports]},
         )
 
     async def done(
@@ -271,3 +268,14 @@ class HttpCoordinator:
 
 def _hashes(raw: Mapping[str, str]) -> dict[int, str]:
     return {int(piece): sha for piece, sha in raw.items()}
+
+
+def _report_body(r: PieceReport) -> dict[str, Any]:
+    return {
+        "piece": r.piece,
+        "ok": r.ok,
+        "sha256": r.sha256,
+        "parent": r.parent,
+        "bytes": r.bytes,
+        "reason": r.reason,
+    }

@@ -44,6 +44,7 @@ import httpx
 from gaia.domain.swarm import piece_range, piece_size
 from gaia.node.p2p.cache import BlobCache, Partial
 from gaia.node.p2p.client import KEEPALIVE_S, CoordinatorRefused
+from gaia.node.p2p.peers import PeerClient, PeerError
 from gaia.node.p2p.upstream import Registry, Upstream, UpstreamError
 from gaia.node.p2p.wire import (
     Assignment,
@@ -192,12 +193,7 @@ class Downloader:
         self.gate = asyncio.Semaphore(slots)
         self.figures = Figures()
         self.active: dict[str, Download] = {}
-        self._peers = httpx.AsyncClient(
-            timeout=httpx.Timeout(piece_timeout_s, connect=3.0),
-            limits=httpx.Limits(
-                max_connections=64, max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_S
-            ),
-        )
+        self._peers = PeerClient(timeout_s=piece_timeout_s, connect_s=3.0, keepalive_s=KEEPALIVE_S)
         self._now = now
         # how resumed pieces reach the coordinator before the first schedule (the agent's
         # registration with ``held``); None: they are declared at the next heartbeat only
@@ -338,9 +334,16 @@ class Downloader:
         return False
 
     async def _swarm(self, d: Download, hashes: dict[int, str]) -> bool:
-        """Fetch pieces as the coordinator assigns them; False if it became unavailable."""
+        """Fetch pieces as the coordinator assigns them; False if it became unavailable.
+
+        Finished pieces are reported with the next ``schedule`` call ("done, next": one round
+        trip per piece, not two; the coordinator's CPU per call is what bounds a two-core
+        platform at N = 32); only when there is nothing to ask for (every missing piece in
+        flight, or no node-wide slot free) do they go in a ``reports`` call of their own, at
+        once, since a parent's upload slot is held until its piece is reported."""
         assert self.coordinator is not None and d.part is not None
         inflight: dict[asyncio.Task[PieceReport], Assignment] = {}
+        finished: list[PieceReport] = []  # not yet told to the coordinator
         ticket = ""
         try:
             while d.part.missing() or inflight:
@@ -349,7 +352,7 @@ class Downloader:
                 if missing and len(inflight) < self.slots:
                     # node-wide slots first, then leases: a lease waiting for a slot would hold
                     # a parent's upload slot (or the piece's one registry fetch) for nothing
-                    if inflight:
+                    if inflight or finished:
                         permits = await self._take(
                             min(self.slots - len(inflight), len(missing), 16)
                         )
@@ -357,6 +360,7 @@ class Downloader:
                         await self.gate.acquire()  # wait for one; the long poll holds only it
                         permits = 1
                     if permits:
+                        told, finished = finished, []
                         try:
                             schedule = await self._patiently(
                                 partial(
@@ -364,7 +368,8 @@ class Downloader:
                                     self.node,
                                     d.digest,
                                     want=permits,
-                                    wait_s=0.0 if inflight else 2.0,
+                                    wait_s=0.0 if inflight or told else 2.0,
+                                    reports=told,
                                 )
                             )
                         except BaseException:
@@ -390,17 +395,22 @@ class Downloader:
                             await self._release_held(d, held)
                         if schedule.complete and not d.part.missing():
                             break
+                if finished:
+                    told, finished = finished, []
+                    await self._patiently(
+                        partial(self.coordinator.report, self.node, d.digest, told)
+                    )
                 if not inflight:
                     continue
                 done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-                reports = []
                 for t in done:
                     inflight.pop(t)
-                    reports.append(t.result())
+                    finished.append(t.result())
+                await d._notify()  # readers stream the new pieces before anyone is told
+            if finished:
                 await self._patiently(
-                    partial(self.coordinator.report, self.node, d.digest, reports)
+                    partial(self.coordinator.report, self.node, d.digest, finished)
                 )
-                await d._notify()
         except (CoordinatorUnavailable, CoordinatorRefused) as exc:
             # away, or it forgot this node or blob (it restarted: the next heartbeat registers
             # again with the pieces held); this blob goes on from the registry
@@ -444,28 +454,30 @@ class Downloader:
     ) -> PieceReport:
         assert d.part is not None
         start, end = piece_range(a.piece, d.size, d.piece)
+        data: bytes | bytearray
         try:
             if a.source == "registry":
                 data = await self.upstream.blob_range(
                     d.registry, d.repository, d.digest, start, end
                 )
             else:
-                url = f"http://{a.address}/p2p/v1/blobs/{d.digest}/pieces/{a.piece}"
-                try:
-                    r = await self._peers.get(url, headers={TICKET_HEADER: ticket})
-                except httpx.RemoteProtocolError:
-                    # a kept-alive connection closed as the request went out: nothing was
-                    # answered; once more on a new connection before the parent is reported
-                    # unreachable (which drops every piece it holds of the blob)
-                    r = await self._peers.get(url, headers={TICKET_HEADER: ticket})
-                if r.status_code != 200:
+                assert a.address is not None
+                answer = await self._peers.get(
+                    a.address,
+                    f"/p2p/v1/blobs/{d.digest}/pieces/{a.piece}",
+                    {TICKET_HEADER: ticket},
+                )
+                if answer.status != 200:
                     self.figures.pieces_failed += 1
-                    reason = "missing" if r.status_code == 404 else "refused"
+                    reason = "missing" if answer.status == 404 else "refused"
                     return PieceReport(a.piece, False, parent=a.parent, reason=reason)
-                data = r.content
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+                data = answer.body
+        except (httpx.TimeoutException, httpx.TransportError, PeerError) as exc:
             self.figures.pieces_failed += 1
-            reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable"
+            if isinstance(exc, PeerError):
+                reason = exc.reason
+            else:
+                reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable"
             log.warning(
                 "p2p: piece %d of %s from %s: %s (%r)",
                 a.piece,

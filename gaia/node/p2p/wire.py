@@ -103,7 +103,18 @@ class Coordinator(Protocol):
 
     async def open_task(self, node: str, blob: BlobRef) -> Task: ...
 
-    async def schedule(self, node: str, digest: str, *, want: int, wait_s: float) -> Schedule: ...
+    async def schedule(
+        self,
+        node: str,
+        digest: str,
+        *,
+        want: int,
+        wait_s: float,
+        reports: Sequence[PieceReport] = (),
+    ) -> Schedule:
+        """Up to ``want`` assignments; ``reports`` (pieces finished since the last call) are
+        counted first, so "done, next" is one round trip."""
+        ...
 
     async def report(self, node: str, digest: str, reports: Sequence[PieceReport]) -> None: ...
 

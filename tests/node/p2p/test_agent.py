@@ -435,6 +435,12 @@ def _platform_figures(gaia: Gaia) -> dict[str, float]:
     return out
 
 
+def _journal_pieces(journal: Path) -> list[int]:
+    """The pieces a partial blob's journal lists (its lines after the header)."""
+    lines = journal.read_text().splitlines()[1:]
+    return sorted(json.loads(line)[0] for line in lines if line.endswith("]"))
+
+
 def test_a_restarted_agent_resumes_its_pieces_and_declares_them_before_it_asks_for_more(
     registry: Registry, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
@@ -445,7 +451,7 @@ def test_a_restarted_agent_resumes_its_pieces_and_declares_them_before_it_asks_f
     # the first run has no coordinator (it is down, or the agent started before it): the
     # pieces it writes are known to no one but its own disk; it fetches slowly, and dies
     agent = _agent(agents, tmp_path, registry, "resumer", extra=("--download-rate", "1048576"))
-    listed = agent.work / "cache" / "partial" / f"{layer.digest.removeprefix('sha256:')}.json"
+    listed = agent.work / "cache" / "partial" / f"{layer.digest.removeprefix('sha256:')}.jsonl"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pulling = pool.submit(
             lambda: httpx.get(
@@ -455,13 +461,13 @@ def test_a_restarted_agent_resumes_its_pieces_and_declares_them_before_it_asks_f
             )
         )
         deadline = time.monotonic() + 30
-        while not listed.exists() or len(json.loads(listed.read_text())["pieces"]) < 2:
+        while not listed.exists() or len(_journal_pieces(listed)) < 2:
             assert time.monotonic() < deadline, agent.log()[-2000:]
             time.sleep(0.05)
         agent.kill()
         with pytest.raises(httpx.HTTPError):
             pulling.result(timeout=30)
-    resumed = sorted(int(i) for i in json.loads(listed.read_text())["pieces"])
+    resumed = _journal_pieces(listed)
     assert 2 <= len(resumed) < pieces
     # started again on the same cache, now with the coordinator
     agent.coordinator, agent.cluster, agent.token, agent.extra = (

@@ -118,4 +118,4 @@ def test_partial_blobs_nobody_resumed_for_a_day_are_removed_at_start(tmp_path: P
         os.utime(path, (1, 1))
     BlobCache(tmp_path, max_bytes=100 * MiB)
     left = {p.name for p in (tmp_path / "partial").iterdir()}
-    assert left == {digest_hex(fresh[0]), f"{digest_hex(fresh[0])}.json"}
+    assert left == {digest_hex(fresh[0]), f"{digest_hex(fresh[0])}.jsonl"}
