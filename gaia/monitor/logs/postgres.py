@@ -51,12 +51,11 @@ not take the connections the API's sessions and the fenced loops need.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import threading
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -110,7 +109,7 @@ def _storable(text: str) -> str:
     return text
 
 
-class PostgresLogStore:
+class PostgresLogStore(common.AsyncLogStoreBase):
     """See the module docstring. ``url`` is the platform's SQLAlchemy URL
     (``postgresql+psycopg://...``); the tables come from the platform's migrations."""
 
@@ -195,9 +194,6 @@ class PostgresLogStore:
             conn.exec_driver_sql("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
         self._followers.wake_all()
         return len(entries)
-
-    async def write(self, entries: Sequence[LogEntry]) -> int:
-        return await asyncio.to_thread(self.append, entries)
 
     def _ids(
         self, conn: Connection, sources: Iterable[LogSource]
@@ -485,16 +481,6 @@ class PostgresLogStore:
                 last_id=last_id,
             )
 
-    async def read(
-        self,
-        selector: LogSelector,
-        filt: LogFilter | None = None,
-        *,
-        limit: int = DEFAULT_LIMIT,
-        cursor: str | None = None,
-    ) -> LogPage:
-        return await asyncio.to_thread(self.query, selector, filt, limit=limit, cursor=cursor)
-
     def lines_after(
         self,
         selector: LogSelector,
@@ -527,30 +513,11 @@ class PostgresLogStore:
             kept = [tuple(row) for row in rows if matcher.text_matches(row[6])]
             return self._lines(conn, kept), last, more
 
-    async def follow(
-        self,
-        selector: LogSelector,
-        filt: LogFilter | None = None,
-        *,
-        after_id: int | None = None,
-        heartbeat: float = 15.0,
-    ) -> AsyncGenerator[list[StoredLine], None]:
-        """Batches of matching lines written after ``after_id`` (default: from now on) by any
-        replica, oldest first; an empty batch after ``heartbeat`` seconds without one."""
-        filt = filt or LogFilter()
-        filt.matcher()  # refuse a bad pattern now, not in the first read
-        chosen = filt
-        self._ensure_listener()
-
-        def read_after(last: int) -> tuple[list[StoredLine], int, bool]:
-            return self.lines_after(selector, chosen, after_id=last)
-
-        async for batch in self._followers.follow(
-            read_after=read_after, last_id=self.last_id, after_id=after_id, heartbeat=heartbeat
-        ):
-            yield batch
-
     # ------------------------------------------------------------ other replicas' writes
+
+    def _before_follow(self) -> None:
+        """Other replicas' writes wake this one's followers (LISTEN), from the first follower on."""
+        self._ensure_listener()
 
     def _ensure_listener(self) -> None:
         with self._listener_lock:

@@ -55,6 +55,7 @@ import queue
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -555,7 +556,85 @@ CREATE INDEX log_lines_grp_at ON log_lines (grp, at);
 _COLUMNS = "id, source, at, stream, level, logger, text"
 
 
-class SqliteLogStore:
+class AsyncLogStoreBase(ABC):
+    """The async half both stores share: ``write``, ``read`` and ``follow`` run a store's
+    blocking ``append``, ``query`` and ``lines_after`` off the event loop, and ``follow`` hands
+    live readers to the store's ``Followers``. A store whose lines other processes write
+    (PostgreSQL) starts hearing them in ``_before_follow``."""
+
+    _followers: Followers
+
+    @abstractmethod
+    def append(self, entries: Sequence[LogEntry]) -> int:
+        raise NotImplementedError
+
+    @abstractmethod
+    def query(
+        self,
+        selector: LogSelector,
+        filt: LogFilter | None = None,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> LogPage:
+        raise NotImplementedError
+
+    @abstractmethod
+    def lines_after(
+        self,
+        selector: LogSelector,
+        filt: LogFilter | None,
+        *,
+        after_id: int,
+        max_rows: int = FOLLOW_BATCH_ROWS,
+    ) -> tuple[list[StoredLine], int, bool]:
+        raise NotImplementedError
+
+    @abstractmethod
+    def last_id(self) -> int:
+        raise NotImplementedError
+
+    def _before_follow(self) -> None:  # noqa: B027 (a hook: most stores need nothing here)
+        """Called as a follower starts; nothing to do where only this process writes."""
+
+    async def write(self, entries: Sequence[LogEntry]) -> int:
+        return await asyncio.to_thread(self.append, entries)
+
+    async def read(
+        self,
+        selector: LogSelector,
+        filt: LogFilter | None = None,
+        *,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> LogPage:
+        return await asyncio.to_thread(self.query, selector, filt, limit=limit, cursor=cursor)
+
+    async def follow(
+        self,
+        selector: LogSelector,
+        filt: LogFilter | None = None,
+        *,
+        after_id: int | None = None,
+        heartbeat: float = 15.0,
+    ) -> AsyncGenerator[list[StoredLine], None]:
+        """Batches of matching lines written after ``after_id`` (default: from now on), oldest
+        first; an empty batch after ``heartbeat`` seconds without one. See ``Followers``."""
+        filt = filt or LogFilter()
+        filt.matcher()  # refuse a bad pattern now, not in the first read
+        chosen = filt
+        self._before_follow()
+
+        def read_after(last: int) -> tuple[list[StoredLine], int, bool]:
+            return self.lines_after(selector, chosen, after_id=last)
+
+        async for batch in self._followers.follow(
+            read_after=read_after, last_id=self.last_id, after_id=after_id, heartbeat=heartbeat
+        ):
+            yield batch
+
+
+class SqliteLogStore(AsyncLogStoreBase):
     """See the module docstring. Connections open on first use; ``close()`` ends followers and
     closes them, and a later call opens them again (as SQLAlchemy's ``Engine.dispose()``)."""
 
@@ -737,9 +816,6 @@ class SqliteLogStore:
                         self._sources.pop(source, None)
         self._followers.wake_all()
         return len(rows)
-
-    async def write(self, entries: Sequence[LogEntry]) -> int:
-        return await asyncio.to_thread(self.append, entries)
 
     def expire(self, *, before: dt.datetime) -> int:
         """Delete the lines older than ``before`` (retention by age). The file has no index on
@@ -980,16 +1056,6 @@ class SqliteLogStore:
             last_id=last_id,
         )
 
-    async def read(
-        self,
-        selector: LogSelector,
-        filt: LogFilter | None = None,
-        *,
-        limit: int = DEFAULT_LIMIT,
-        cursor: str | None = None,
-    ) -> LogPage:
-        return await asyncio.to_thread(self.query, selector, filt, limit=limit, cursor=cursor)
-
     def lines_after(
         self,
         selector: LogSelector,
@@ -1021,28 +1087,6 @@ class SqliteLogStore:
                 last, more = rows[-1][0], True
             kept = [row for row in rows if matcher.text_matches(row[6])]
             return self._lines(conn, kept), last, more
-
-    async def follow(
-        self,
-        selector: LogSelector,
-        filt: LogFilter | None = None,
-        *,
-        after_id: int | None = None,
-        heartbeat: float = 15.0,
-    ) -> AsyncGenerator[list[StoredLine], None]:
-        """Batches of matching lines written after ``after_id`` (default: from now on), oldest
-        first; an empty batch after ``heartbeat`` seconds without one. See ``Followers``."""
-        filt = filt or LogFilter()
-        filt.matcher()  # refuse a bad pattern now, not in the first read
-        chosen = filt
-
-        def read_after(last: int) -> tuple[list[StoredLine], int, bool]:
-            return self.lines_after(selector, chosen, after_id=last)
-
-        async for batch in self._followers.follow(
-            read_after=read_after, last_id=self.last_id, after_id=after_id, heartbeat=heartbeat
-        ):
-            yield batch
 
     # ------------------------------------------------------------ helpers
 
