@@ -12,10 +12,17 @@ SwarmSweep (LoopService) ───────> sweep ────────�
 
 The decisions are the pure ``gaia.domain.swarm.SwarmCluster`` (one per cluster); this room adds
 what needs a clock, a key or an event loop: long-polls (one ``asyncio.Event`` per cluster,
-replaced on every change, so a waiter wakes once per change and asks the state again), tickets
-(``"{node}.{digest}.{expires}.{mac}"``, HMAC-SHA256 under the cluster's ticket key), the agent
-token and ticket key (derived per cluster from the platform's secret key, so replicas agree),
-per-image and per-node figures, and prewarm jobs.
+replaced on every change, so a waiter wakes once per change and asks the state again), tickets,
+the agent token and the ticket keys (derived from the platform's secret key, so replicas agree),
+open tasks, per-image and per-node figures, and prewarm jobs.
+
+Tickets (docs/p2p.md, "Threat model"): every parent node has its own ticket key,
+``derive(cluster, parent)``, handed to that node alone (its ``POST agents`` answer); its peer
+server verifies tickets with it and nothing else. Each peer assignment of a ``schedule`` answer
+carries its own ticket, ``"{requester}.{digest}.{expires}.{mac}"`` MACed under the *parent's*
+key. So a node's root, which knows only its own key, can mint tickets for its own peer server
+and no other; and the coordinator hands out tickets only for blobs a node has an open task for
+(``open_task``, which the API calls only after the node's access check passed).
 
 Everything is in memory, in this process, and touched only from its event loop (no call here
 awaits in the middle of a change, so no locks). A restart forgets the swarms: agents re-register
@@ -48,7 +55,6 @@ from gaia.clock import Clock
 from gaia.domain.errors import InvalidRequest, NotFound, TooManyRequests
 from gaia.domain.swarm import (
     ClusterP2PFigures,
-    Grant,
     Swarm,
     SwarmCluster,
     SwarmFigures,
@@ -131,8 +137,22 @@ class PieceOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class TicketedGrant:
+    """A grant with the ticket its parent's peer server takes ("" for the registry)."""
+
+    piece: int
+    parent: str | None
+    address: str | None
+    ticket: str
+
+    @property
+    def source(self) -> str:
+        return "registry" if self.parent is None else "peer"
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleAnswer:
-    grants: Sequence[Grant]
+    grants: Sequence[TicketedGrant]
     hashes: Mapping[int, str]
     ticket: str
     ticket_expires: int
@@ -226,6 +246,9 @@ class _Cluster:
     prewarms: OrderedDict[str, Prewarm] = field(default_factory=OrderedDict)
     # pieces agents declared for blobs without a swarm: digest -> node -> pieces
     declared: OrderedDict[str, dict[str, list[int]]] = field(default_factory=OrderedDict)
+    # open tasks: digest -> the nodes that opened one (after their access check) and have not
+    # called ``done`` yet; only they are scheduled, and so given tickets, for that blob
+    tasks: dict[str, set[str]] = field(default_factory=dict)
 
     def wake(self) -> None:
         """Wake every long-poll waiting now; later ones wait for the next change."""
@@ -279,12 +302,15 @@ class SwarmCoordinator:
     def is_agent_token(self, key: ClusterKey, token: str) -> bool:
         return hmac.compare_digest(token.encode(), self.agent_token(key).encode())
 
-    def ticket_key(self, key: ClusterKey) -> bytes:
-        return self.secrets.derive_key(f"p2p ticket key\0{key.id}\0{key.name}")
+    def ticket_key(self, key: ClusterKey, parent: str) -> bytes:
+        """The key of ``parent``'s peer server: it verifies tickets with it, and only the
+        coordinator and that node know it (one node's root cannot mint for another's server)."""
+        return self.secrets.derive_key(f"p2p ticket key\0{key.id}\0{key.name}\0{parent}")
 
-    def ticket(self, key: ClusterKey, *, node: str, digest: str, expires: int) -> str:
+    def ticket(self, key: ClusterKey, *, parent: str, node: str, digest: str, expires: int) -> str:
+        """What ``node`` shows ``parent``'s peer server to fetch pieces of ``digest``."""
         body = f"{node}.{digest}.{expires}"
-        mac = hmac.new(self.ticket_key(key), body.encode(), hashlib.sha256).hexdigest()
+        mac = hmac.new(self.ticket_key(key, parent), body.encode(), hashlib.sha256).hexdigest()
         return f"{body}.{mac}"
 
     # ---- time
@@ -333,10 +359,13 @@ class SwarmCoordinator:
             if node in p.nodes and self._progress(c, p, node).state != "done"
         ]
         return RegistrationAnswer(
-            ticket_key=self.ticket_key(key), heartbeat_s=self.heartbeat_s, prewarm=jobs
+            ticket_key=self.ticket_key(key, node), heartbeat_s=self.heartbeat_s, prewarm=jobs
         )
 
     def open_task(self, key: ClusterKey, *, node: str, digest: str, size: int) -> TaskAnswer:
+        """Open (or join) ``node``'s task for blob ``digest``. The caller has checked that the
+        node may read the blob (``gaia.api.routes.p2p``): this is what lets ``schedule`` hand
+        the node tickets for it."""
         c = self._cluster(key)
         c.state.known_node(node)
         now = self._now()
@@ -348,6 +377,7 @@ class SwarmCoordinator:
         swarm = c.state.open(digest=digest, size=size, now=now)
         for holder, pieces in c.declared.pop(digest, {}).items():
             c.state.declare_held(node=holder, digest=digest, pieces=pieces)
+        c.tasks.setdefault(digest, set()).add(node)
         return TaskAnswer(
             digest=swarm.digest,
             size=swarm.size,
@@ -368,7 +398,10 @@ class SwarmCoordinator:
     ) -> ScheduleAnswer:
         """Leases for ``node`` now, or after waiting up to ``wait_s`` for a change. ``reports``
         (pieces the node finished since its last call) count first, as ``report`` would count
-        them: the agent's usual call is "this piece is done, give me the next", one round trip."""
+        them: the agent's usual call is "this piece is done, give me the next", one round trip.
+        Only a node with an open task for the blob is scheduled (404 otherwise): a ticket is
+        never handed out for a blob whose access check the node did not pass."""
+        self._require_task(key, node=node, digest=digest)
         if reports:
             self.report(key, node=node, digest=digest, reports=reports)
         loop = asyncio.get_running_loop()
@@ -385,10 +418,25 @@ class SwarmCoordinator:
             remaining = deadline - loop.time()
             if grants or complete or remaining <= 0:
                 expires = int(now + 2 * self.lease_s)
+                ticketed = [
+                    TicketedGrant(
+                        piece=g.piece,
+                        parent=g.parent,
+                        address=g.address,
+                        ticket=""
+                        if g.parent is None
+                        else self.ticket(
+                            key, parent=g.parent, node=node, digest=digest, expires=expires
+                        ),
+                    )
+                    for g in grants
+                ]
                 return ScheduleAnswer(
-                    grants=grants,
+                    grants=ticketed,
                     hashes=dict(swarm.hashes),
-                    ticket=self.ticket(key, node=node, digest=digest, expires=expires),
+                    # agents of wire 1 show one ticket to every parent: the first peer's
+                    # (the API asks for one assignment at a time for them)
+                    ticket=next((g.ticket for g in ticketed if g.ticket), ""),
                     ticket_expires=expires,
                     complete=complete,
                 )
@@ -397,9 +445,21 @@ class SwarmCoordinator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=remaining)
 
+    def _require_task(self, key: ClusterKey, *, node: str, digest: str) -> None:
+        c = self._cluster(key)
+        c.state.known_node(node)
+        if node not in c.tasks.get(digest, ()):
+            raise NotFound(
+                f"node '{node}' has no open task for blob {digest}: POST tasks first (it checks "
+                "that the node may read the blob)"
+            )
+
     def report(
         self, key: ClusterKey, *, node: str, digest: str, reports: Sequence[PieceOutcome]
     ) -> None:
+        """Count ``node``'s piece outcomes (its open task for the blob required: a node that
+        may not read a blob must not set its piece hashes)."""
+        self._require_task(key, node=node, digest=digest)
         c = self._cluster(key)
         now = self._now()
         if digest not in c.state.swarms and digest in c.retired:
@@ -442,8 +502,17 @@ class SwarmCoordinator:
     def done(
         self, key: ClusterKey, *, node: str, digest: str, ok: bool, evicted: bool = False
     ) -> None:
+        """The node's task for the blob ends: verified (``ok``; the open task required), or
+        dropped or evicted (always taken: it only removes what the node holds)."""
+        if ok and not evicted:
+            self._require_task(key, node=node, digest=digest)
         c = self._cluster(key)
         now = self._now()
+        opened = c.tasks.get(digest)
+        if opened is not None:
+            opened.discard(node)
+            if not opened:
+                del c.tasks[digest]
         if digest not in c.state.swarms:
             retired = c.retired.get(digest)
             if retired is None:
@@ -503,6 +572,10 @@ class SwarmCoordinator:
         c.state.forget(name)
         for nodes in c.declared.values():
             nodes.pop(name, None)
+        for digest, opened in list(c.tasks.items()):
+            opened.discard(name)
+            if not opened:
+                del c.tasks[digest]
         for retired in c.retired.values():
             retired.complete.discard(name)
         c.bytes_up.pop(name, None)
@@ -529,8 +602,9 @@ class SwarmCoordinator:
         )
         c.retired.move_to_end(digest)
         while len(c.retired) > self.max_retired:
-            _, gone = c.retired.popitem(last=False)
+            gone_digest, gone = c.retired.popitem(last=False)
             _add(c.retired_figures, gone.figures)
+            c.tasks.pop(gone_digest, None)  # bounded with the blobs the coordinator knows
 
     def _revive(self, c: _Cluster, digest: str, now: float) -> Swarm:
         retired = c.retired.pop(digest)

@@ -352,6 +352,8 @@ class RegistryService:
         self._gc_lock = threading.Lock()
         # (cluster, node) -> (monotonic time, businesses with an instance there): node accounts
         self.node_cache: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+        # (repository, digest) -> monotonic time the registry said the blob is linked there
+        self.linked_cache: dict[tuple[str, str], float] = {}
         self.last_gc: GcResult | None = None
         # since this process started, per namespace: manifests pushed by tag, manifests served
         self.pushes: dict[str, int] = {}
@@ -610,6 +612,34 @@ class RegistryService:
             raise RegistryUnavailable(f"HEAD manifest {repository}:{reference}: {r.status_code}")
         digest: str | None = r.headers.get("docker-content-digest")
         return digest
+
+    async def blob_linked(self, repository: str, digest: str, *, cache_s: float = 60.0) -> bool:
+        """Whether blob ``digest`` is linked in ``repository`` (the registry answers a blob's
+        HEAD only in a repository that references it). A yes is kept ``cache_s``: a P2P agent
+        opens one task per blob, and a layer shared by a hundred nodes costs one question."""
+        now = time.monotonic()
+        seen = self.linked_cache.get((repository, digest))
+        if seen is not None and now - seen < cache_s:
+            return True
+        r = await self._call("HEAD", repository, f"blobs/{digest}", ["pull"])
+        if r.status_code == 404:
+            return False
+        if r.status_code != 200:
+            raise RegistryUnavailable(f"HEAD blob {repository}@{digest}: {r.status_code}")
+        if len(self.linked_cache) > 10_000:
+            self.linked_cache.clear()
+        self.linked_cache[(repository, digest)] = now
+        return True
+
+    def holds_blob(self, digest: str) -> bool | None:
+        """Whether the registry stores blob ``digest`` in any repository (its filesystem
+        storage, ``docker/registry/v2/blobs/sha256/<2>/<hex>/data``), or None where Gaia cannot
+        tell: it does not run the registry itself (``GAIA_REGISTRY_LISTEN`` unset)."""
+        if not self.listen or self.storage_dir is None:
+            return None
+        hexpart = digest.removeprefix("sha256:")
+        data = self.storage_dir / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart
+        return (data / "data").is_file()
 
     async def delete_manifest(self, repository: str, digest: str) -> bool:
         """Delete manifest ``digest`` (and so every tag that names it); False if not there."""

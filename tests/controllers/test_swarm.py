@@ -1,4 +1,5 @@
-"""The P2P coordinator (gaia.controllers.swarm): long-polls, tickets and keys, the sweep,
+"""The P2P coordinator (gaia.controllers.swarm): long-polls, tickets per parent and keys per
+node, open tasks before schedules, the sweep,
 retiring and reviving swarms, per-image figures and prewarm progress."""
 
 from __future__ import annotations
@@ -55,17 +56,80 @@ def test_keys_are_per_cluster_and_the_same_on_every_replica() -> None:
     b, _ = coordinator()
     assert a.agent_token(KEY) == b.agent_token(KEY)
     assert a.agent_token(KEY) != a.agent_token(ClusterKey(id=2, name="sim-1"))
-    assert a.ticket_key(KEY) != a.ticket_key(ClusterKey(id=1, name="other"))
+    assert a.ticket_key(KEY, "n1") == b.ticket_key(KEY, "n1")
+    assert a.ticket_key(KEY, "n1") != a.ticket_key(ClusterKey(id=1, name="other"), "n1")
     assert a.is_agent_token(KEY, a.agent_token(KEY))
     assert not a.is_agent_token(KEY, a.agent_token(KEY) + "x")
 
 
-def test_a_ticket_is_node_digest_expiry_and_their_hmac() -> None:
+def test_every_node_gets_its_own_ticket_key_and_no_other() -> None:
     coord, _ = coordinator()
-    ticket = coord.ticket(KEY, node="n1.example", digest=LAYER, expires=1900000000)
+    keys = {
+        n: coord.register(KEY, node=n, zone="z1", address=f"{n}:7000", upload_slots=4).ticket_key
+        for n in ("a", "b", "c")
+    }
+    assert len(set(keys.values())) == 3
+    assert all(keys[n] == coord.ticket_key(KEY, n) for n in keys)
+
+
+def test_a_ticket_is_requester_digest_expiry_and_their_hmac_under_the_parents_key() -> None:
+    coord, _ = coordinator()
+    ticket = coord.ticket(KEY, parent="p1", node="n1.example", digest=LAYER, expires=1900000000)
     body, _, mac = ticket.rpartition(".")
     assert body == f"n1.example.{LAYER}.1900000000"
-    assert mac == hmac.new(coord.ticket_key(KEY), body.encode(), hashlib.sha256).hexdigest()
+    assert mac == hmac.new(coord.ticket_key(KEY, "p1"), body.encode(), hashlib.sha256).hexdigest()
+    assert mac != hmac.new(coord.ticket_key(KEY, "p2"), body.encode(), hashlib.sha256).hexdigest()
+
+
+def test_each_peer_assignment_carries_a_ticket_for_its_own_parent() -> None:
+    async def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a", "b", "c")
+        coord.open_task(KEY, node="a", digest=LAYER, size=2 * MiB)
+        await coord.schedule(KEY, node="a", digest=LAYER, want=2, wait_s=0)
+        coord.report(KEY, node="a", digest=LAYER, reports=[ok(0)])
+        coord.open_task(KEY, node="b", digest=LAYER, size=2 * MiB)
+        await coord.schedule(KEY, node="b", digest=LAYER, want=1, wait_s=0)
+        coord.report(KEY, node="b", digest=LAYER, reports=[ok(0, parent="a")])
+        coord.report(KEY, node="a", digest=LAYER, reports=[ok(1)])
+        coord.open_task(KEY, node="c", digest=LAYER, size=2 * MiB)
+        # c's two pieces: one from each parent, since a's or b's slots alone would do as well;
+        # whoever is chosen, each ticket verifies under its parent's key and no other's
+        answer = await coord.schedule(KEY, node="c", digest=LAYER, want=2, wait_s=0)
+        assert answer.grants and all(g.source == "peer" for g in answer.grants)
+        for g in answer.grants:
+            assert g.parent is not None
+            body, _, mac = g.ticket.rpartition(".")
+            assert body == f"c.{LAYER}.{answer.ticket_expires}"
+            for parent in ("a", "b"):
+                key = coord.ticket_key(KEY, parent)
+                good = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+                assert (good == mac) is (parent == g.parent)
+
+    asyncio.run(scenario())
+
+
+def test_a_node_without_an_open_task_is_neither_scheduled_nor_counted() -> None:
+    async def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a", "b")
+        coord.open_task(KEY, node="a", digest=LAYER, size=MiB)
+        # b never opened a task (its access check never ran): no schedule, no ticket
+        with pytest.raises(NotFound, match="no open task"):
+            await coord.schedule(KEY, node="b", digest=LAYER, want=1, wait_s=0)
+        with pytest.raises(NotFound, match="no open task"):
+            coord.report(KEY, node="b", digest=LAYER, reports=[ok(0)])
+        with pytest.raises(NotFound, match="no open task"):
+            coord.done(KEY, node="b", digest=LAYER, ok=True)
+        coord.done(KEY, node="b", digest=LAYER, ok=False, evicted=True)  # drops only
+        # done ends the task: a later schedule needs a new one
+        await coord.schedule(KEY, node="a", digest=LAYER, want=1, wait_s=0)
+        coord.report(KEY, node="a", digest=LAYER, reports=[ok(0)])
+        coord.done(KEY, node="a", digest=LAYER, ok=True)
+        with pytest.raises(NotFound, match="no open task"):
+            await coord.schedule(KEY, node="a", digest=LAYER, want=1, wait_s=0)
+
+    asyncio.run(scenario())
 
 
 def test_schedule_waits_for_a_piece_and_wakes_when_it_appears() -> None:
@@ -95,6 +159,7 @@ def test_a_long_poll_with_nothing_to_give_answers_empty_after_wait_s() -> None:
         coord, _ = coordinator()
         join(coord, "a", "b")
         coord.open_task(KEY, node="a", digest=LAYER, size=MiB)
+        coord.open_task(KEY, node="b", digest=LAYER, size=MiB)
         await coord.schedule(KEY, node="a", digest=LAYER, want=1, wait_s=0)
         answer = await coord.schedule(KEY, node="b", digest=LAYER, want=1, wait_s=0.05)
         assert answer.grants == [] and not answer.complete
@@ -107,6 +172,7 @@ def test_the_sweep_expires_leases_and_forgets_silent_nodes() -> None:
         coord, clock = coordinator(heartbeat_s=10, lease_s=30)
         join(coord, "a", "b")
         coord.open_task(KEY, node="a", digest=LAYER, size=MiB)
+        coord.open_task(KEY, node="b", digest=LAYER, size=MiB)
         await coord.schedule(KEY, node="a", digest=LAYER, want=1, wait_s=0)
         clock.step(31)
         join(coord, "b")  # b's heartbeat is fresh, a's is not yet lapsed

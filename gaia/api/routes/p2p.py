@@ -13,9 +13,14 @@ short read (a ServiceAccount token is then reviewed by the cluster, the answer k
 the coordinator (``gaia.controllers.swarm``, in memory) answers; ``schedule`` may wait up to
 ``wait_s``.
 
-Users: ``GET .../p2p/agent-token[?node=]`` (platform admins), ``GET .../p2p/images`` and
-``GET .../p2p/nodes`` (anyone who sees the cluster, as for its nodes), ``POST .../p2p/prewarms``
-(platform admins) and ``GET .../p2p/prewarms/{id}``.
+``POST tasks`` checks first that the node may read the blob (``gaia.api.node_access``: for the
+platform's registry, its node account may pull the repository and the digest is linked there);
+the coordinator schedules, and so hands tickets to, only nodes with an open task for the blob.
+
+Users: ``GET .../p2p/agent-token[?node=]`` (platform admins), ``GET .../p2p/nodes`` (anyone who
+sees the cluster, as for its nodes), ``GET .../p2p/images`` (platform admins all; others the
+images of the platform's registry they may pull themselves: their businesses', ``public/``,
+their own), ``POST .../p2p/prewarms`` (platform admins) and ``GET .../p2p/prewarms/{id}``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from gaia.api.deps import (
@@ -35,6 +41,7 @@ from gaia.api.deps import (
     require_platform_admin,
     visible_cluster,
 )
+from gaia.api.node_access import check_blob_access
 from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.p2p import (
@@ -63,12 +70,21 @@ from gaia.api.schemas.p2p import (
     TaskOut,
 )
 from gaia.controllers.agent_auth import AgentCluster
-from gaia.controllers.swarm import ClusterKey, ImageRef, PieceOutcome, SwarmCoordinator
+from gaia.controllers.swarm import (
+    ClusterKey,
+    ImageFigures,
+    ImageRef,
+    PieceOutcome,
+    SwarmCoordinator,
+)
 from gaia.domain.agent_identity import AgentIdentity
-from gaia.domain.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from gaia.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthenticated
+from gaia.domain.registry import RegistryCaller, allowed, parse_repository
 from gaia.platform import Platform
 from gaia.providers.port import TokenReviewer
+from gaia.store import registry as registry_store
 from gaia.store.clusters import cluster_named
+from gaia.store.identity import Principal
 
 router = APIRouter(tags=["p2p"])
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
@@ -190,8 +206,16 @@ async def register_agent(request: Request, agent: Agent, body: AgentIn) -> Agent
 
 @router.post("/clusters/{cluster}/p2p/tasks", response_model=TaskOut)
 async def open_task(request: Request, agent: Agent, body: TaskIn) -> TaskOut:
-    """Open or join the swarm of one blob."""
+    """Open or join the swarm of one blob, once the node may read it (403 otherwise)."""
     key = agent.as_node(body.node)
+    await check_blob_access(
+        platform(request),
+        cluster=key.name,
+        node=body.node,
+        registry=body.registry,
+        repository=body.repository,
+        digest=body.digest,
+    )
     task = _coordinator(request).open_task(key, node=body.node, digest=body.digest, size=body.size)
     return TaskOut(
         digest=task.digest,
@@ -206,19 +230,23 @@ async def open_task(request: Request, agent: Agent, body: TaskIn) -> TaskOut:
 async def schedule(
     request: Request, agent: Agent, body: ScheduleIn, digest: str = DigestPath
 ) -> ScheduleOut:
-    """Up to ``want`` pieces to fetch, each from a parent or the registry (a long poll)."""
+    """Up to ``want`` pieces to fetch, each from a parent or the registry (a long poll); the
+    node's task for the blob must be open (404 otherwise)."""
     key = agent.as_node(body.node)
     answer = await _coordinator(request).schedule(
         key,
         node=body.node,
         digest=digest,
-        want=body.want,
+        # wire 1 shows one ticket to every parent: one assignment, so one parent, per answer
+        want=body.want if body.wire >= 2 else 1,
         wait_s=body.wait_s,
         reports=_outcomes(body.reports),
     )
     return ScheduleOut(
         assignments=[
-            AssignmentOut(piece=g.piece, source=g.source, parent=g.parent, address=g.address)
+            AssignmentOut(
+                piece=g.piece, source=g.source, parent=g.parent, address=g.address, ticket=g.ticket
+            )
             for g in answer.grants
         ],
         hashes=dict(answer.hashes),
@@ -310,9 +338,13 @@ async def list_images(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[P2PImageOut]:
-    """Images the cluster's agents served, by name, with what moved them."""
+    """Images the cluster's agents served, by name, with what moved them: all of them for a
+    platform administrator; for anyone else, those of the platform's registry they may pull
+    themselves (a name and digest of another business's image are its business)."""
     row = visible_cluster(session, principal, cluster)
     images = _coordinator(request).images(_key(row.id, row.name))
+    if not principal.is_platform_admin:
+        images = _pullable(platform(request), session, principal, images)
     page, nxt = page_in_memory(
         images,
         key=lambda i: str(i.image),
@@ -335,6 +367,32 @@ async def list_images(
         ],
         next_cursor=nxt,
     )
+
+
+def _pullable(
+    plat: Platform, session: Session, principal: Principal, images: list[ImageFigures]
+) -> list[ImageFigures]:
+    """The images ``principal`` may pull from the platform's registry (the registry's own
+    rules, ``gaia.domain.registry.allowed``). Other registries' images are the cluster
+    operators' business: the coordinator cannot tell which business an agent pulled them for."""
+    if not plat.registry.enabled:
+        return []
+    names = registry_store.business_names(session, principal.roles)
+    caller = RegistryCaller(
+        username=principal.username,
+        roles={names[i]: role for i, role in principal.roles.items() if i in names},
+    )
+    out = []
+    for image in images:
+        if image.image.registry != plat.registry.address:
+            continue
+        try:
+            repo = parse_repository(image.image.repository)
+        except InvalidRequest:
+            continue
+        if "pull" in allowed(caller, repo):
+            out.append(image)
+    return out
 
 
 @router.get("/clusters/{cluster}/p2p/nodes", response_model=Page[P2PNodeOut])

@@ -24,7 +24,6 @@ import binascii
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -35,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from gaia.api.client_address import request_client_address
 from gaia.api.deps import PrincipalDep, SessionDep, audit, platform, require_platform_admin
+from gaia.api.node_access import node_businesses
 from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.registry import (
@@ -50,7 +50,6 @@ from gaia.delivery.registry import MANIFEST_ACCEPT, RegistryService, RegistryUna
 from gaia.domain.errors import (
     Conflict,
     Forbidden,
-    GaiaError,
     InvalidRequest,
     NotFound,
     TooManyRequests,
@@ -145,7 +144,7 @@ def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
         return RegistryCaller(pull_account_of=business)
     node = plat.registry.node_account(username, secret)
     if node is not None:
-        hosted = anyio.from_thread.run(_node_businesses, plat, *node)
+        hosted = anyio.from_thread.run(node_businesses, plat, *node)
         return RegistryCaller(node_businesses=hosted)
     built = plat.registry.build_account(username, secret)
     if built is not None:
@@ -176,33 +175,6 @@ def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
             },
         )
         return _caller_of(session, principal)
-
-
-NODE_CACHE_S = 5.0
-
-
-async def _node_businesses(plat: Platform, cluster: str, node: str) -> frozenset[str]:
-    """The businesses with an instance on ``node`` of ``cluster`` now (the cluster is the truth
-    of where instances run; its answer is kept a few seconds per node)."""
-    cache = plat.registry.node_cache
-    now = time.monotonic()
-    found = cache.get((cluster, node))
-    if found is not None and now - found[0] < NODE_CACHE_S:
-        return found[1]
-    with plat.db.read_session() as session:
-        row = store.cluster_by_name(session, cluster)
-    if row is None:
-        return frozenset()
-    try:
-        instances = await plat.providers.for_cluster(row).list_instances()
-    except GaiaError as exc:
-        log.warning("registry: instances of %s unreadable for node %s: %s", cluster, node, exc)
-        return frozenset()
-    hosted = frozenset(i.namespace for i in instances if i.node == node)
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[(cluster, node)] = (now, hosted)
-    return hosted
 
 
 def _quota_refusal(plat: Platform, repo: RepositoryName) -> str | None:

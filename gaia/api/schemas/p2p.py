@@ -70,7 +70,10 @@ class AgentRegistryOut(Strict):
 
 
 class AgentOut(Strict):
-    ticket_key: str = Field(description="hex of the cluster's 32-byte ticket key")
+    ticket_key: str = Field(
+        description="hex of this node's own 32-byte ticket key: its peer server verifies the "
+        "tickets other nodes show with it (no other node knows it)"
+    )
     heartbeat_s: float
     prewarm: list[PrewarmJobOut]
     registries: dict[str, AgentRegistryOut] = Field(
@@ -101,12 +104,20 @@ class AssignmentOut(Strict):
     source: Literal["peer", "registry"]
     parent: str | None
     address: str | None
+    ticket: str = Field(
+        default="",
+        description="what to show this parent's peer server (X-Gaia-Ticket): MACed with the "
+        "parent's own key; empty for the registry",
+    )
 
 
 class ScheduleOut(Strict):
     assignments: list[AssignmentOut]
     hashes: dict[int, str]
-    ticket: str
+    ticket: str = Field(
+        description="wire 1 (deprecated): the first peer assignment's ticket; agents of wire 1 "
+        "get one assignment per call, so it is that parent's"
+    )
     ticket_expires: int = Field(description="unix seconds")
     complete: bool
 
@@ -127,6 +138,13 @@ class ReportsIn(Strict):
 
 class ScheduleIn(Strict):
     node: NodeName
+    wire: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="2: the agent shows each assignment's own ticket; 1 (agents before tickets "
+        "per parent): one ticket per answer, so at most one assignment per call",
+    )
     want: int = Field(ge=1, le=16)
     wait_s: float = Field(default=0, ge=0, le=10)
     reports: list[PieceReportIn] = Field(

@@ -2,7 +2,7 @@
 
 ``P2PAgent.run()`` serves the mirror (loopback: containerd and podman on this node) and the peer
 server (the node's address: other agents) with uvicorn, and registers with the coordinator every
-``heartbeat_s`` (the first answer brings the cluster's ticket key, which the peer server needs
+``heartbeat_s`` (the first answer brings this node's own ticket key, which the peer server needs
 before it hands out a piece). Without a coordinator (none configured, or unreachable) it still
 serves as a caching mirror straight from the registry.
 """

@@ -214,7 +214,8 @@ class HttpCoordinator:
         if len(reports) > MAX_REPORTS:  # the API takes 256 at a time: the rest on their own
             await self.report(node, digest, reports[MAX_REPORTS:])
             reports = reports[:MAX_REPORTS]
-        body: dict[str, Any] = {"node": node, "want": want, "wait_s": wait_s}
+        # wire 2: each assignment carries its own ticket, for its own parent
+        body: dict[str, Any] = {"node": node, "wire": 2, "want": want, "wait_s": wait_s}
         if reports:
             body["reports"] = [_report_body(r) for r in reports]
         out = await self._post(f"tasks/{digest}/schedule", body, read_s=wait_s + self.timeout)
@@ -225,6 +226,7 @@ class HttpCoordinator:
                     source=a["source"],
                     parent=a["parent"],
                     address=a["address"],
+                    ticket=str(a.get("ticket") or ""),
                 )
                 for a in out["assignments"]
             ),

@@ -10,7 +10,8 @@ download:
    ``schedule``, so it does not hand this node a lease for a piece it has: such a lease would
    hold a parent's upload slot, or the piece's one registry fetch, until it expired);
 3. keeps up to ``slots`` pieces in flight: it asks the coordinator (``schedule``) for
-   assignments, fetches each from the named parent (with the coordinator's ticket) or from the
+   assignments, fetches each from the named parent (with the assignment's ticket, which only
+   that parent's peer server takes) or from the
    registry (a Range GET), checks it against its SHA-256 (a registry piece's hash is computed
    and reported: it becomes the piece's hash for everyone), writes it at its offset and reports
    it; a parent that refuses, stalls past ``piece_timeout_s`` or sends a corrupt piece is
@@ -385,7 +386,7 @@ class Downloader:
                                 continue
                             permits -= 1
                             busy.add(a.piece)
-                            fetch = self._fetch_one(d, a, hashes.get(a.piece), ticket)
+                            fetch = self._fetch_one(d, a, hashes.get(a.piece), a.ticket or ticket)
                             task = asyncio.create_task(fetch)
                             # the slot comes back however the task ends (even cancelled unstarted)
                             task.add_done_callback(lambda _: self.gate.release())

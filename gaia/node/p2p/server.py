@@ -21,9 +21,11 @@ Errors use the distribution specification's body ``{"errors": [{"code", "message
 of the registry is passed on with its challenge so the client falls back to the next host.
 
 **Peer server** (``peer_app``; listen on the node's address): ``GET
-/p2p/v1/blobs/<digest>/pieces/<i>`` with ``X-Gaia-Ticket`` checked against the cluster's ticket
-key (docs/p2p.md), at most ``upload_slots`` pieces at a time (503 beyond: the requester reports
-it and gets another parent), paced by the node's upload limit.
+/p2p/v1/blobs/<digest>/pieces/<i>`` with ``X-Gaia-Ticket`` checked against this node's own ticket
+key (docs/p2p.md: the coordinator MACs each assignment's ticket with its parent's key, so a
+ticket another node minted with its own key is refused here), at most ``upload_slots`` pieces
+at a time (503 beyond: the requester reports it and gets another parent), paced by the node's
+upload limit.
 """
 
 from __future__ import annotations

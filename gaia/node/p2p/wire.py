@@ -22,7 +22,7 @@ class AgentInfo:
 
 @dataclass(frozen=True)
 class Registration:
-    ticket_key: bytes
+    ticket_key: bytes  # this node's own: its peer server verifies tickets with it alone
     heartbeat_s: float
     prewarm: Sequence[tuple[str, str]] = ()  # (prewarm id, image reference)
     # host[:port] -> (url, username, password): the platform's registry, with this node's account
@@ -54,13 +54,14 @@ class Assignment:
     source: Literal["peer", "registry"]
     parent: str | None = None
     address: str | None = None
+    ticket: str = ""  # for the parent's peer server, MACed with that parent's key
 
 
 @dataclass(frozen=True)
 class Schedule:
     assignments: Sequence[Assignment]
     hashes: Mapping[int, str]
-    ticket: str
+    ticket: str  # wire 1's one ticket per answer (the assignments' own tickets since wire 2)
     ticket_expires: float
     complete: bool  # the coordinator already counts this node as holding every piece
 
