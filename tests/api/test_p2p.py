@@ -3,6 +3,8 @@ users' views (paged, per visible cluster), prewarms, and the figures on /metrics
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from gaia.controllers.swarm import SwarmSweep
 from gaia.monitor.metrics import catalogue
-from gaia.platform import Platform
+from gaia.platform import Platform, registry_service
 from tests.conftest import World
 
 P2P = "/api/v1/clusters/sim-1/p2p"
@@ -130,12 +132,13 @@ def test_a_blob_is_fetched_from_the_registry_once_then_from_peers(world: World) 
                         "hashes": {}}  # fmt: skip
     fetched: list[int] = []
     while len(fetched) < 3:  # at most SOURCE_SLOTS (2) registry pieces per node at a time
-        r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 16}, headers=agent)
+        r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "wire": 2, "want": 16},
+                   headers=agent)  # fmt: skip
         out = r.json()
         pieces = sorted(a["piece"] for a in out["assignments"])
         assert 1 <= len(pieces) <= 2 and not set(pieces) & set(fetched)
         assert {a["source"] for a in out["assignments"]} == {"registry"}
-        assert out["ticket"].startswith(f"n1.{LAYER}.") and out["ticket_expires"] > 0
+        assert {a["ticket"] for a in out["assignments"]} == {""}  # the registry takes none
         reports = [{"piece": i, "ok": True, "sha256": f"{i:064x}", "bytes": MiB} for i in pieces]
         r = c.post(f"{P2P}/tasks/{LAYER}/reports", json={"node": "n1", "reports": reports},
                    headers=agent)  # fmt: skip
@@ -144,11 +147,17 @@ def test_a_blob_is_fetched_from_the_registry_once_then_from_peers(world: World) 
     assert c.post(f"{P2P}/tasks/{LAYER}/done", json={"node": "n1", "ok": True},
                   headers=agent).status_code == 200  # fmt: skip
     c.post(f"{P2P}/tasks", json={"node": "n2", **task}, headers=agent)
-    out = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n2", "want": 2},
+    out = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n2", "wire": 2, "want": 2},
                  headers=agent).json()  # fmt: skip
     assert [(a["source"], a["parent"], a["address"]) for a in out["assignments"]] == [
         ("peer", "n1", "n1:7001")
     ] * 2
+    # each peer assignment's ticket names the requester and verifies under the key n1 got
+    for a in out["assignments"]:
+        body, _, mac = a["ticket"].rpartition(".")
+        assert body == f"n2.{LAYER}.{out['ticket_expires']}"
+        n1_key = bytes.fromhex(reg["ticket_key"])
+        assert mac == hmac.new(n1_key, body.encode(), hashlib.sha256).hexdigest()
     assert out["hashes"] == {str(i): f"{i:064x}" for i in range(3)}
     metrics = c.get("/metrics", headers=world.admin).text
     assert 'gaia_p2p_registry_assignments_total{cluster="sim-1"} 3.0' in metrics
@@ -172,7 +181,7 @@ def test_pieces_reported_with_the_next_schedule_count_before_it_assigns(world: W
     task = {"registry": "registry.local", "repository": "team/web", "digest": LAYER,
             "size": 3 * MiB}  # fmt: skip
     c.post(f"{P2P}/tasks", json={"node": "n1", **task}, headers=agent)
-    first = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 2},
+    first = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "wire": 2, "want": 2},
                    headers=agent).json()  # fmt: skip
     held = sorted(a["piece"] for a in first["assignments"])
     assert len(held) == 2  # the node's two registry slots (SOURCE_SLOTS): nothing more now
@@ -206,6 +215,124 @@ def test_an_unregistered_node_or_unknown_blob_is_404(world: World) -> None:
     assert r.status_code == 404
 
 
+def test_an_agent_of_wire_1_gets_one_assignment_and_its_parents_ticket(world: World) -> None:
+    """Agents from before tickets per parent show the answer's one ticket to every parent:
+    they get one assignment per call, and the ticket is its parent's."""
+    c = world.client
+    agent = agent_headers(world)
+    keys = {n: bytes.fromhex(register(c, agent, n)["ticket_key"]) for n in ("n1", "n2", "n3")}
+    task = {"registry": "registry.local", "repository": "team/web", "digest": LAYER,
+            "size": 2 * MiB}  # fmt: skip
+    for node in ("n1", "n2"):
+        assert c.post(f"{P2P}/tasks", json={"node": node, **task}, headers=agent).status_code == 200
+        out = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": node, "wire": 2, "want": 2},
+                     headers=agent).json()  # fmt: skip
+        reports = [{"piece": a["piece"], "ok": True, "sha256": f"{a['piece']:064x}",
+                    "bytes": MiB, "parent": a["parent"]} for a in out["assignments"]]  # fmt: skip
+        c.post(f"{P2P}/tasks/{LAYER}/reports", json={"node": node, "reports": reports},
+               headers=agent)  # fmt: skip
+    c.post(f"{P2P}/tasks", json={"node": "n3", **task}, headers=agent)
+    out = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n3", "want": 16},
+                 headers=agent).json()  # fmt: skip
+    (only,) = out["assignments"]
+    assert only["source"] == "peer" and out["ticket"] == only["ticket"]
+    body, _, mac = out["ticket"].rpartition(".")
+    assert mac == hmac.new(keys[only["parent"]], body.encode(), hashlib.sha256).hexdigest()
+
+
+def test_schedule_reports_and_done_need_the_nodes_own_open_task(world: World) -> None:
+    c = world.client
+    agent = agent_headers(world)
+    register(c, agent, "n1")
+    register(c, agent, "n2")
+    task = {"registry": "registry.local", "repository": "team/web", "digest": LAYER, "size": MiB}
+    assert c.post(f"{P2P}/tasks", json={"node": "n1", **task}, headers=agent).status_code == 200
+    for path, body in (
+        ("schedule", {"node": "n2", "want": 1}),
+        ("reports", {"node": "n2", "reports": [{"piece": 0, "ok": True, "sha256": "0" * 64}]}),
+        ("done", {"node": "n2", "ok": True}),
+    ):
+        r = c.post(f"{P2P}/tasks/{LAYER}/{path}", json=body, headers=agent)
+        assert r.status_code == 404 and "POST tasks first" in r.json()["message"], (path, r.text)
+    r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 1}, headers=agent)
+    assert r.status_code == 200, r.text
+
+
+def _with_platform_registry(platform: Platform) -> str:
+    """The platform's registry named (not run here: the node checks come before any call)."""
+    settings = platform.settings.model_copy(update={"registry_url": "http://127.0.0.1:5999"})
+    platform.registry = registry_service(settings, platform.secrets)
+    return platform.registry.address
+
+
+def test_a_node_that_may_not_pull_the_repository_cannot_open_its_task(
+    world: World, platform: Platform
+) -> None:
+    """The platform's registry: the node's account (the businesses with an instance on the
+    node) must pull the repository; another registry's task for a digest cannot borrow the
+    platform's blobs (Gaia does not run this registry, so it cannot tell them apart: refused)."""
+    c = world.client
+    agent = agent_headers(world)
+    address = _with_platform_registry(platform)
+    register(c, agent, "n1")  # no instance of any business runs on n1
+    for repository in ("alpha/web", "beta/api", "u/viewer/tools"):
+        task = {"node": "n1", "registry": address, "repository": repository, "digest": LAYER,
+                "size": MiB}  # fmt: skip
+        r = c.post(f"{P2P}/tasks", json=task, headers=agent)
+        assert r.status_code == 403 and "may not pull" in r.json()["message"], r.text
+    task = {"node": "n1", "registry": "docker.io", "repository": "library/nginx",
+            "digest": LAYER, "size": MiB}  # fmt: skip
+    r = c.post(f"{P2P}/tasks", json=task, headers=agent)
+    assert r.status_code == 403 and "not shared" in r.json()["message"], r.text
+    # and so no schedule, no ticket
+    r = c.post(f"{P2P}/tasks/{LAYER}/schedule", json={"node": "n1", "want": 1}, headers=agent)
+    assert r.status_code == 404, r.text
+
+
+def _tell(c: TestClient, agent: dict[str, str], registry: str, repository: str) -> None:
+    r = c.post(
+        f"{P2P}/manifests",
+        json={"node": "n1", "registry": registry, "repository": repository, "reference": "v1",
+              "digest": MANIFEST, "media_type": "application/vnd.oci.image.manifest.v1+json",
+              "blobs": [{"digest": LAYER, "size": MiB}]},
+        headers=agent,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+
+
+def test_images_are_shown_to_those_who_may_pull_them(world: World, platform: Platform) -> None:
+    """Platform admins see every image; anyone else those of the platform's registry they may
+    pull: their businesses' and public ones, not another business's, not other registries'."""
+    c = world.client
+    agent = agent_headers(world)
+    address = _with_platform_registry(platform)
+    register(c, agent, "n1")
+    for repository in ("alpha/web", "beta/api", "public/base"):
+        _tell(c, agent, address, repository)
+    _tell(c, agent, "docker.io", "library/nginx")
+
+    def listed(who: dict[str, str]) -> list[str]:
+        names: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 1}
+            if cursor:
+                params["cursor"] = cursor
+            r = c.get(f"{P2P}/images", params=params, headers=who)
+            assert r.status_code == 200, r.text
+            names += [f"{i['registry']}/{i['repository']}" for i in r.json()["items"]]
+            cursor = r.json()["next_cursor"]
+            if not cursor:
+                return names
+
+    assert listed(world.admin) == [  # by name: "127.0.0.1:5999/..." sorts first
+        f"{address}/alpha/web", f"{address}/beta/api", f"{address}/public/base",
+        "docker.io/library/nginx",
+    ]  # fmt: skip
+    assert listed(world.as_("viewer")) == [f"{address}/alpha/web", f"{address}/public/base"]
+    assert listed(world.as_("outsider")) == [f"{address}/beta/api", f"{address}/public/base"]
+
+
 def _serve_image(c: TestClient, agent: dict[str, str], node: str) -> None:
     r = c.post(
         f"{P2P}/manifests",
@@ -236,7 +363,10 @@ def test_images_and_nodes_are_listed_in_pages_to_those_who_see_the_cluster(
     for node in ("n1", "n2", "n3"):
         register(c, agent, node)
     _serve_image(c, agent, "n1")
+    # another registry's image: the platform admins' (the scoping: test_images_are_shown_...)
     r = c.get(f"{P2P}/images", headers=world.as_("viewer"))
+    assert r.status_code == 200 and r.json()["items"] == [], r.text
+    r = c.get(f"{P2P}/images", headers=world.admin)
     assert r.status_code == 200, r.text
     (image,) = r.json()["items"]
     assert image == {
