@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import hmac
 import json
 import shutil
 import subprocess
@@ -247,6 +248,53 @@ def test_a_peer_without_the_coordinators_ticket_is_refused(
     forged = f"thief.{layer}.{int(time.time()) + 60}.{'0' * 64}"
     assert httpx.get(url, headers={"X-Gaia-Ticket": forged}).status_code == 403
     assert agent.metrics()["gaia_p2p_agent_tickets_refused_total"] == 2
+
+
+def test_a_node_can_mint_tickets_for_its_own_peer_server_only(
+    registry: Registry, image: Image, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """A node's root has its own ticket key (its registration answer): a ticket it MACs with it
+    is refused by every other node's peer server. A ticket the coordinator gave it opens the
+    one parent it was made for, for the one blob it names."""
+    holders = [_agent(agents, tmp_path, registry, name, gaia) for name in ("holder", "other")]
+    _wait_registered(holders, gaia)
+    for agent in holders:
+        _pull(agent.mirror, registry, image)
+    layer, second = list(image.blobs)[:2]
+    expires = int(time.time()) + 60
+
+    def mint(key: bytes, digest: str) -> str:
+        body = f"thief.{digest}.{expires}"
+        return f"{body}.{hmac.new(key, body.encode(), hashlib.sha256).hexdigest()}"
+
+    def piece(agent: AgentProcess, digest: str, ticket: str) -> int:
+        url = f"http://{agent.peer}/p2p/v1/blobs/{digest}/pieces/0"
+        return httpx.get(url, headers={"X-Gaia-Ticket": ticket}, timeout=30).status_code
+
+    p2p = f"{gaia.origin}/api/v1/clusters/sim-1/p2p"
+    with httpx.Client(timeout=30) as c:
+        r = c.get(f"{p2p}/agent-token", params={"node": "thief"}, headers=gaia.admin)
+        thief = {"Authorization": f"Bearer {r.json()['token']}"}
+        body = {"node": "thief", "zone": "z", "address": "127.0.0.1:9", "upload_slots": 1}
+        own_key = bytes.fromhex(
+            c.post(f"{p2p}/agents", json=body, headers=thief).json()["ticket_key"]
+        )
+        for agent in holders:
+            assert piece(agent, layer, mint(own_key, layer)) == 403, agent.node
+        # the coordinator's ticket: for its parent and its blob only
+        task = {"node": "thief", "registry": registry.host, "repository": REPO, "digest": layer,
+                "size": image.blobs[layer]}  # fmt: skip
+        assert c.post(f"{p2p}/tasks", json=task, headers=thief).status_code == 200
+        r = c.post(f"{p2p}/tasks/{layer}/schedule", headers=thief,
+                   json={"node": "thief", "wire": 2, "want": 1})  # fmt: skip
+        (given,) = r.json()["assignments"]
+    parent = next(a for a in holders if a.node == given["parent"])
+    elsewhere = next(a for a in holders if a is not parent)
+    assert piece(parent, layer, given["ticket"]) == 200
+    assert piece(elsewhere, layer, given["ticket"]) == 403
+    assert piece(parent, second, given["ticket"]) == 403
+    assert parent.metrics()["gaia_p2p_agent_tickets_refused_total"] == 2
+    assert elsewhere.metrics()["gaia_p2p_agent_tickets_refused_total"] == 2
 
 
 @pytest.mark.parametrize("auth", ["basic", "token"])
