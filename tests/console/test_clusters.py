@@ -294,7 +294,7 @@ def test_the_images_page_shows_what_the_node_agents_pulled_and_from_where(world:
                 "digest": layer, "size": 1 << 20}  # fmt: skip
         assert c.post("/api/v1/clusters/sim-1/p2p/tasks", json=task, headers=agent).is_success
         out = c.post(f"/api/v1/clusters/sim-1/p2p/tasks/{layer}/schedule",
-                     json={"node": node, "want": 1}, headers=agent).json()  # fmt: skip
+                     json={"node": node, "wire": 2, "want": 1}, headers=agent).json()  # fmt: skip
         (grant,) = out["assignments"]
         report = {"piece": 0, "ok": True, "sha256": "f" * 64, "parent": grant["parent"],
                   "bytes": 1 << 20}  # fmt: skip
@@ -303,11 +303,16 @@ def test_the_images_page_shows_what_the_node_agents_pulled_and_from_where(world:
         assert r.is_success, r.text
         c.post(f"/api/v1/clusters/sim-1/p2p/tasks/{layer}/done",
                json={"node": node, "ok": True}, headers=agent)  # fmt: skip
-    page = html(world, "viewer", "/console/clusters/sim-1/images")
+    page = html(world, "platform-admin", "/console/clusters/sim-1/images")
     (row,) = re.findall(r"<tr>\s*<td>registry\.local/team/web:v1</td>.*?</tr>", page, re.S)
     cells = re.findall(r'<td class="num">([^<]*)</td>', row)
     assert cells == ["2", "1.0 MB", "1.0 MB", "50%"]  # nodes, from peers, from registry, share
     assert "n1:7001" in page and "n2:7001" in page
+    assert "that you may pull are listed" not in page
+    # a viewer sees the nodes, not another registry's image names (the API's scoping)
+    page = html(world, "viewer", "/console/clusters/sim-1/images")
+    assert "registry.local/team/web" not in page and "n1:7001" in page
+    assert "that you may pull are listed" in page
     assert 'href="/console/clusters/sim-1/images"' in html(
         world, "viewer", "/console/clusters/sim-1"
     )

@@ -57,8 +57,7 @@ def test_the_client_speaks_the_wire_contract(served: Served) -> None:
             assert (task.pieces, task.piece_size, dict(task.hashes)) == (2, MiB, {})
             sched = await coord.schedule("n1", LAYER, want=16, wait_s=0)
             assert {a.source for a in sched.assignments} == {"registry"}
-            body, _, mac = sched.ticket.rpartition(".")
-            assert mac == hmac.new(reg.ticket_key, body.encode(), hashlib.sha256).hexdigest()
+            assert {a.ticket for a in sched.assignments} == {""}  # the registry takes none
             await coord.report(
                 "n1",
                 LAYER,
@@ -84,6 +83,10 @@ def test_the_client_speaks_the_wire_contract(served: Served) -> None:
             assert [(a.source, a.parent, a.address) for a in sched.assignments] == [
                 ("peer", "n1", "10.0.0.1:7001")
             ] * 2
+            for a in sched.assignments:  # wire 2: each ticket for its parent, under n1's key
+                body, _, mac = a.ticket.rpartition(".")
+                assert body.startswith(f"n2.{LAYER}.")
+                assert mac == hmac.new(reg.ticket_key, body.encode(), hashlib.sha256).hexdigest()
             assert sched.hashes == {0: piece_hash(0), 1: piece_hash(1)}
             with pytest.raises(CoordinatorRefused) as refused:
                 await coord.open_task("ghost", blob)

@@ -562,6 +562,8 @@ async def images_page(request: Request, user: User, cluster: ClusterName) -> Res
         {
             "cluster": got.data,
             "images": rows,
+            # the API lists a user the images they may pull; an administrator, all of them
+            "all_images": user.is_admin,
             "agents": nodes,
             "error": images.error or agents.error,
         },
