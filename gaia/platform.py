@@ -34,7 +34,7 @@ from gaia.controllers.floating_ips import FloatingIpSweep
 from gaia.controllers.leadership import LeaderElected, Leadership, LeaseKeeper
 from gaia.controllers.replicas import ReplicaHeartbeat, loop_states
 from gaia.controllers.reservations import ReservationReaper
-from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
+from gaia.controllers.swarm import ClusterKey, SwarmCoordinator, SwarmPrewarms, SwarmSweep
 from gaia.delivery.builds import BuildTools, resolve_build_user
 from gaia.delivery.registry import RegistryGcLoop, RegistryService, TokenSigner
 from gaia.delivery.runner import PipelineRunner
@@ -132,6 +132,10 @@ class Platform:
             clock=self.clock,
             heartbeat_s=self.settings.p2p_heartbeat_seconds,
             lease_s=self.settings.p2p_lease_seconds,
+        )
+        # a real cluster pre-pulls (gray upgrades' look-ahead) as the P2P agents' prewarm jobs
+        self.providers.send_prewarms_to(
+            lambda cluster: SwarmPrewarms(self.p2p, ClusterKey(id=cluster.id, name=cluster.name))
         )
         self.p2p_auth = AgentAuthenticator(
             secrets=self.secrets,
