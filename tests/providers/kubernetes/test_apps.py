@@ -334,3 +334,28 @@ def test_a_cluster_without_agents_gets_no_prewarm_and_upgrades_as_before(
     kube.settle(
         lambda: kube.call("GET", f"{BIZ}/apps/web/upgrades/{made['id']}")["state"] == "Succeeded"
     )
+
+
+def test_a_paused_upgrade_and_a_deleted_app_withdraw_their_prewarm(
+    kube: KubeApps, platform: Platform
+) -> None:
+    ids, node_of = web_on_nodes(kube)
+    agents = Agents(kube, set(node_of.values()))
+    made = kube.call(
+        "POST",
+        f"{BIZ}/apps/web/upgrades",
+        {"template": "v2", "instance_ids": ids, "max_unavailable": 1},
+        status=201,
+    )
+    asyncio.run(kube.controller.run_once())
+    assert len(agents.jobs()) == 1
+    kube.call("POST", f"{BIZ}/apps/web/upgrades/{made['id']}/pause")
+    asyncio.run(kube.controller.run_once())
+    assert agents.jobs() == {}
+    kube.call("POST", f"{BIZ}/apps/web/upgrades/{made['id']}/resume")
+    asyncio.run(kube.controller.run_once())
+    assert len(agents.jobs()) == 1  # the look-ahead again, for the batches left
+    r = kube.world.client.delete(f"{BIZ}/apps/web", headers=kube.world.admin)
+    assert r.status_code in (200, 202, 204), r.text
+    asyncio.run(kube.controller.run_once())
+    assert agents.jobs() == {}
