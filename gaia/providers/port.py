@@ -522,12 +522,24 @@ class ImagePrewarmer(Protocol):
     raising, since the instance's own pull remains the one that must succeed or say why.
     The sim implements it as pulls with no instance behind them; on a real cluster it maps to
     the P2P pre-warm of issue 17 (``gaia.controllers.swarm.SwarmCoordinator.create_prewarm``:
-    the nodes' agents fetch the image into the containerd cache). A provider without it is
-    simply not asked."""
+    the nodes' agents fetch the image into their cache), which the kubernetes adapter reaches
+    through the ``PrewarmSink`` the platform gives it. A provider without it is simply not
+    asked."""
 
     async def prewarm_image(
         self, *, namespace: str, owner: str, image: str, nodes: Collection[str]
     ) -> None: ...
+
+
+class PrewarmSink(Protocol):
+    """Where an adapter with no pull of its own sends ``ImagePrewarmer`` wishes: on a real
+    cluster the P2P coordinator's prewarm jobs of that cluster (``gaia.controllers.swarm.
+    SwarmPrewarms``), handed to the adapter by the platform (providers may not import
+    controllers). Same contract: ``owner``'s whole wish, replacing the last; no nodes withdraws
+    it; best effort, never raises. Called on the platform's event loop, where the coordinator
+    lives."""
+
+    def declare_prewarm(self, *, owner: str, image: str, nodes: Collection[str]) -> None: ...
 
 
 def summarize(node: Node) -> NodeSummary:
