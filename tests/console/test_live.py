@@ -323,6 +323,22 @@ def test_a_missing_instance_is_refused(web: AppsHarness, world: World) -> None:
         assert refusal["type"] == "error" and "not found" in refusal["message"]
 
 
+def test_a_session_ended_elsewhere_opens_no_terminal_from_the_next_socket_on(
+    web: AppsHarness, world: World, platform: Platform
+) -> None:
+    """The socket resolves the session through the platform's principal cache, which a logout
+    clears on this replica at once: no stale principal opens a shell."""
+    client = world.client
+    token = log_in(client, "dev")
+    with socket(client, token, 1) as ws:
+        assert ws.receive_json()["type"] == "ready"
+    assert len(platform.principals) >= 1
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.post("/api/v1/auth/logout", headers=bearer).status_code == 204
+    with pytest.raises(WebSocketDisconnect), socket(client, token, 1) as ws:
+        ws.receive_json()
+
+
 @pytest.mark.parametrize(
     ("origin", "cookie"),
     [("https://evil.example", True), ("", True), ("http://testserver", False)],

@@ -94,7 +94,7 @@ def ipam_cluster(request: Request, cluster: str = ClusterPath) -> int:
             ctx.actor = "cni"
             return row.id
         try:
-            principal = authenticate(session, token)
+            principal = authenticate(session, token, cache=plat.principals)
         except Unauthenticated:
             principal = None
     if principal is not None:

@@ -395,8 +395,9 @@ class TerminalSession:
         """Check the caller may exec here and find the instance, as the API's exec would."""
         # The role check is the API's own dependency (a viewer may look at the app but not
         # exec in it); it also names the business the records carry.
-        with platform(cast(Request, self.ws)).db.read_session() as session:
-            principal = authenticate(session, self.token)
+        plat = platform(cast(Request, self.ws))
+        with plat.db.read_session() as session:
+            principal = authenticate(session, self.token, cache=plat.principals)
             self.actor = principal.username
             ctx = AuditContext()  # business_for notes the business before it may refuse
             try:
