@@ -424,8 +424,8 @@ class ClusterProvider(Protocol):
 
     async def instance_states(self, *, namespace: str, app: str) -> dict[int, InstanceState]:
         """Each of ``app``'s instances in ``namespace`` by id, with the phase, node, version and
-        readiness its view (``list_instances``) would report: what a list filters, counts and pages over
-        (the same ids as ``instance_ids``)."""
+        readiness its view (``list_instances``) would report: what a list filters, counts and
+        pages over, and an app's ready count (the same ids as ``instance_ids``)."""
         ...
 
     async def create_instance(self, spec: InstanceSpec) -> Instance:
