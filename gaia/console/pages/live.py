@@ -7,9 +7,10 @@ chart per instance for the chosen metric, a page of instances at a time: the pag
 of ``GET .../instances`` (the API pages by id; the links carry its cursors), so an app of 10,000
 instances costs one page of 12 and its queries, never 10,000.
 
-**Instance pickers** (logs, terminal) read one page of 500 instances: a smaller app is a
-``<select>`` of all of them, a larger one (the page has a next cursor) a box for the instance's
-number, and the terminal then reads the one instance it opens on (``GET .../instances/{id}``).
+**Instance pickers** (logs, terminal) read the app's instance count (a page of one); up to 500
+instances they read them (one page) into a ``<select>``, past that the picker is a box for the
+instance's number and the terminal reads the one instance it opens on
+(``GET .../instances/{id}``).
 
 **Logs** (``…/logs``) reads ``GET /api/v1/businesses/{biz}/apps/{app}/logs`` newest first, one
 page at a time ("older" follows the API's cursor), per instance or all, with a search and a time
@@ -122,9 +123,16 @@ def _instances_path(biz: str, app: str) -> str:
 
 
 async def _picker(api: ConsoleApi, biz: str, app: str) -> tuple[list[dict[str, Any]], bool]:
-    """The instances a picker lists (the first ``PICKER_SIZE`` by id) and whether there are
-    more (then the page shows a number box instead)."""
-    page = await instance_page(api, _instances_path(biz, app), limit=PICKER_SIZE)
+    """The instances a picker lists (every one, by id) and whether there are more than
+    ``PICKER_SIZE`` (then the page shows a number box instead, and lists none)."""
+    path = _instances_path(biz, app)
+    # the count first: a large app's picker needs no instance's view at all
+    counted = await instance_page(api, path, limit=1)
+    if counted["total"] > PICKER_SIZE:
+        return [], True
+    if not counted.get("next_cursor"):
+        return list(counted["items"]), False
+    page = await instance_page(api, path, limit=PICKER_SIZE)
     return list(page["items"]), bool(page.get("next_cursor"))
 
 
