@@ -4,9 +4,9 @@ answers (store rows plus what the cluster reports → response bodies).
 Nothing here changes the store. Answers merge the stored spec with an observation of the
 cluster (``observed``, None when the cluster could not be reached: counts that need it are then
 None rather than a wrong zero). An app's answer reads one small state per instance for its
-counts and the full views of its latest upgrade's instances only (``AppObservation``): at
-10,000 instances, building every view to count the ready ones cost every app page about 50 ms
-(issue 22). See docs/architecture.md, "the API".
+counts and the full views of its latest upgrade's instances only (``AppObservation``), so no
+app answer builds a list of 10,000 views to count the ready ones (issue 22). See
+docs/architecture.md, "the API".
 """
 
 from __future__ import annotations
