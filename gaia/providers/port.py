@@ -263,12 +263,14 @@ class Instance:
 @dataclass(frozen=True, slots=True)
 class InstanceState:
     """What a long list of instances is filtered and counted by (phase, node, running
-    version), without the rest of the instance's view: ``instance_states`` answers one per
-    instance, and only the page shown is listed in full (``list_instances(ids=...)``)."""
+    version, readiness), without the rest of the instance's view: ``instance_states`` answers
+    one per instance, and only the page shown is listed in full (``list_instances(ids=...)``).
+    An app's ready and running counts are read from these too."""
 
     phase: InstancePhase
     node: str
     version: str
+    ready: bool
 
 
 # ---------------------------------------------------------------- services, configs
@@ -421,9 +423,9 @@ class ClusterProvider(Protocol):
         ...
 
     async def instance_states(self, *, namespace: str, app: str) -> dict[int, InstanceState]:
-        """Each of ``app``'s instances in ``namespace`` by id, with the phase, node and version
-        its view (``list_instances``) would report: what a list filters, counts and pages over
-        (the same ids as ``instance_ids``)."""
+        """Each of ``app``'s instances in ``namespace`` by id, with the phase, node, version and
+        readiness its view (``list_instances``) would report: what a list filters, counts and
+        pages over, and an app's ready count (the same ids as ``instance_ids``)."""
         ...
 
     async def create_instance(self, spec: InstanceSpec) -> Instance:

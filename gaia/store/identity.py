@@ -27,6 +27,13 @@ about 38 % of a single read. How long a change takes to reach it:
   to remove; a bound of seconds is the same trade Kubernetes' API server makes (it caches a
   webhook's token reviews, ``--authentication-token-webhook-cache-ttl``, two minutes by default).
 
+Every door that resolves a platform user's token shares the platform's one cache (``cache=
+plat.principals``), so the bounds above hold at each: the API's bearer and session, the registry's
+token and notification endpoints, the metrics scrape, Alertmanager's webhook, the CNI's IPAM calls
+and the console's terminal socket. Tokens that are not a user's (the metrics and Alertmanager
+tokens of the settings, a cluster's IPAM node token, the registry's own) are compared where they
+are taken and never reach it.
+
 A token's own expiry is checked on every hit. Failed lookups are not cached. The cache is
 bounded (``max_entries``, least recently used first out). The caching itself (TTL, clearing on
 commit, generations) is ``gaia.store.cache.CommitClearedCache``, shared with the P2P routes'

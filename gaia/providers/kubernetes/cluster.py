@@ -601,7 +601,7 @@ class KubernetesCluster:
         for pod in await self._app_pods(namespace, app):
             inst = self._refined(pod, instance_from_pod(pod))
             found[inst.instance_id] = InstanceState(
-                phase=inst.phase, node=inst.node, version=inst.version
+                phase=inst.phase, node=inst.node, version=inst.version, ready=inst.ready
             )
         return found
 
