@@ -70,7 +70,10 @@ import httpx
 ResultT = TypeVar("ResultT")
 
 ROOT = Path(__file__).resolve().parent.parent
+# the checkout's own environment; else the one running this script (a git worktree has none)
 GAIA = ROOT / ".venv" / "bin" / "gaia"
+if not GAIA.exists():
+    GAIA = Path(sys.executable).parent / "gaia"
 ADMIN_PASSWORD = "bench-admin-password-1"
 BACKEND_TITLES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 TARGET_ITEM_MS = 20.0
@@ -289,16 +292,18 @@ def gaia_server(
     database_url: str | None,
     startup_timeout: float = 90.0,
     wrapper: tuple[str, ...] = (),
+    settings: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, Path]]:
     """``gaia up`` in a subprocess; yields (base URL, data dir); always stops it.
 
     ``wrapper`` runs the server under another command (``bench/api_profile.py``: py-spy); the
     two then get their own process group, stopped together with SIGINT, on which py-spy writes
-    its profile."""
+    its profile. ``settings``: more ``GAIA_*`` variables for the server."""
     data_dir = Path(tempfile.mkdtemp(prefix="gaia-bench-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
     env["GAIA_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    env.update(settings or {})
     if database_url:
         from cryptography.fernet import Fernet
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from gaia import __version__
 from gaia.clock import Clock, RealClock
 from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
-from gaia.controllers.agent_auth import AgentAuthenticator
+from gaia.controllers.agent_auth import AgentAuthenticator, AgentCluster
 from gaia.controllers.apps import AppController
 from gaia.controllers.backups import ScheduledBackups
 from gaia.controllers.cluster_health import ClusterHealthLoop
@@ -34,7 +34,7 @@ from gaia.controllers.floating_ips import FloatingIpSweep
 from gaia.controllers.leadership import LeaderElected, Leadership, LeaseKeeper
 from gaia.controllers.replicas import ReplicaHeartbeat, loop_states
 from gaia.controllers.reservations import ReservationReaper
-from gaia.controllers.swarm import SwarmCoordinator, SwarmSweep
+from gaia.controllers.swarm import ClusterKey, SwarmCoordinator, SwarmPrewarms, SwarmSweep
 from gaia.delivery.builds import BuildTools, resolve_build_user
 from gaia.delivery.registry import RegistryGcLoop, RegistryService, TokenSigner
 from gaia.delivery.runner import PipelineRunner
@@ -63,8 +63,11 @@ from gaia.settings import Settings
 from gaia.store import backups, migrate, paging
 from gaia.store import registry as registry_store
 from gaia.store import replicas as replica_store
+from gaia.store.cache import CommitClearedCache
+from gaia.store.clusters import cluster_changed
 from gaia.store.database import Database
 from gaia.store.identity import PrincipalCache
+from gaia.store.models import Cluster
 from gaia.store.throttle import LoginThrottle, ThrottlePolicy
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,9 @@ class Platform:
     p2p: SwarmCoordinator = field(init=False)
     # which node a P2P agent call speaks for (ServiceAccount tokens, node tokens)
     p2p_auth: AgentAuthenticator = field(init=False)
+    # the cluster of an agent call by name, for a few seconds (gaia.api.routes.p2p): a change
+    # to a cluster on this replica clears it, another replica's within the TTL
+    p2p_clusters: CommitClearedCache[str, AgentCluster] = field(init=False)
     # the image registry: token signer, addresses, the docker-registry child (docs/registry.md)
     registry: RegistryService = field(init=False)
     # the access layer: HAProxy and dnsmasq for apps' domains (None: GAIA_ACCESS_LISTEN unset)
@@ -127,6 +133,10 @@ class Platform:
             heartbeat_s=self.settings.p2p_heartbeat_seconds,
             lease_s=self.settings.p2p_lease_seconds,
         )
+        # a real cluster pre-pulls (gray upgrades' look-ahead) as the P2P agents' prewarm jobs
+        self.providers.send_prewarms_to(
+            lambda cluster: SwarmPrewarms(self.p2p, ClusterKey(id=cluster.id, name=cluster.name))
+        )
         self.p2p_auth = AgentAuthenticator(
             secrets=self.secrets,
             coordinator=self.p2p,
@@ -135,6 +145,10 @@ class Platform:
             shared_token_where=self.settings.p2p_shared_agent_token,
             review_cache_s=self.settings.p2p_token_review_cache_seconds,
         )
+        self.p2p_clusters = CommitClearedCache(
+            ttl_seconds=self.settings.p2p_cluster_cache_seconds, max_entries=1024
+        )
+        self.p2p_clusters.watch(self.db, changed=cluster_changed, bulk=(Cluster,))
         self.metrics.watch_p2p(self.p2p.figures)
         self.registry = registry_service(self.settings, self.secrets)
         self.metrics.watch_registry(self._registry_figures)

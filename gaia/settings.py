@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     )
     p2p_shared_agent_token: Literal["sim", "all", "none"] = "sim"  # noqa: S105 (a policy)
     p2p_token_review_cache_seconds: float = Field(default=30.0, ge=0, le=600)
+    # how long an agent call's cluster lookup is kept (gaia.api.routes.p2p): a change to the
+    # cluster on this replica clears it at once, another replica holds it at most this long
+    p2p_cluster_cache_seconds: float = Field(default=5.0, ge=0, le=600)
     # image registry (docs/registry.md): the address `gaia up` runs Debian's docker-registry on
     # (empty: it runs none; a registry run apart is configured with `gaia registry-config`),
     # the URL Gaia reaches it at (default http://<registry_listen>), the host[:port] clients

@@ -9,10 +9,12 @@ filters. Filtering here rather than in the API keeps the API's list parameters a
 these lists stay short (a platform has tens of clusters, not millions).
 
 **Long lists the API pages itself** (operation records, events, log lines, newest first; an
-app's instances, by id, which the API also filters and counts: ``pages.apps``):
-``cursor_page`` asks for one page with the filters and the cursor the browser came with, and
-answers the rows with the links to the older page and back to the newest one. Nothing is
-collected: a page costs one API call however long the history is.
+app's instances, by id, which the API also filters and counts): ``cursor_page`` asks for one
+page with the filters and the cursor the browser came with, and answers the rows with the links
+to the older page and back to the newest one; ``instance_page`` and ``instance_links`` do the
+same for an app's instances, which every tab that shows them reads a page at a time (the
+instances table, monitoring, network, the pickers of logs and terminal). Nothing is collected:
+a page costs one API call however long the history or large the app is.
 
 Either way what flows in is the API's JSON and what flows out is a template's context; the
 console never sees more rows than the API gives the logged-in user (docs/architecture.md,
@@ -24,13 +26,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
+
+from fastapi import Query
 
 from gaia.console.web import ApiResult, ConsoleApi
 
 # of 500 rows each: a bound on collecting a keyset-paged API list (100,000 rows)
 MAX_LIST_PAGES = 200
+# the instances list API's cursor, passed through as it came (the API checks it)
+Cursor = Annotated[str, Query(max_length=1024, pattern=r"^[A-Za-z0-9._-]*$")]
 
 
 async def every_item(api: ConsoleApi, path: str, **params: Any) -> ApiResult:
@@ -139,3 +145,33 @@ async def cursor_page(
         newest=refresh if cursor else "",
         refresh=refresh,
     )
+
+
+def instance_links(
+    here: str, *, query: Mapping[str, Any], page: Mapping[str, Any]
+) -> dict[str, str]:
+    """The links around one page of an app's instances as the API pages them both ways
+    (``here`` with the options in ``query``): ``next`` and ``previous`` carry the API's cursors,
+    ``first`` drops the cursor; each is "" where there is no such page."""
+    kept = {k: v for k, v in query.items() if v not in ("", None)}
+
+    def to(cursor: str | None) -> str:
+        return here + "?" + urlencode({**kept, **({"cursor": cursor} if cursor else {})})
+
+    return {
+        "next": to(page["next_cursor"]) if page.get("next_cursor") else "",
+        "previous": to(page["prev_cursor"]) if page.get("prev_cursor") else "",
+        "first": to(None) if page.get("prev_cursor") else "",
+    }
+
+
+async def instance_page(
+    api: ConsoleApi, path: str, *, limit: int, cursor: str = "", **filters: Any
+) -> dict[str, Any]:
+    """One page of an app's instances (``path``: the API's ``.../instances``), filtered,
+    counted and paged by the API: the page a tab shows, whatever the app's size. An empty page
+    when the API refused (the tab has the app already, so it says so itself)."""
+    result = await api.get(path, **filters, limit=limit, cursor=cursor or None)
+    if result.ok and isinstance(result.data, dict):
+        return dict(result.data)
+    return {"items": [], "next_cursor": None, "prev_cursor": None, "matched": 0, "total": 0}

@@ -28,10 +28,11 @@ restart's pod carried. The sim provider binds in one step, so the repair never f
 
 Step 6 is what makes a batch cost its restart and not its pull too: while one batch of a
 running gray upgrade restarts, the target image is pulled onto the nodes of the next
-``prewarm_batches`` batches (a provider with the ``ImagePrewarmer`` capability: the sim, or the
-P2P pre-warm on a real cluster). The wish is level-triggered like the rest, remembered per app
-only to skip calls that would change nothing, and withdrawn (an empty node set) as soon as the
-upgrade is paused, rolling back, finished or the app is gone.
+``prewarm_batches`` batches (a provider with the ``ImagePrewarmer`` capability: the sim, or, on
+a real cluster, the P2P agents' prewarm job, one per app, where agents run; docs/p2p.md). The
+wish is level-triggered like the rest, remembered per app only to skip calls that would change
+nothing, and withdrawn (an empty node set) as soon as the upgrade is paused, rolling back,
+finished or the app is gone.
 
 The decisions are pure functions in ``gaia.domain``; this module only observes, calls them and
 applies what they say. Everything is level-triggered: the store's instance map is the desired

@@ -14,7 +14,9 @@ The decisions are the pure ``gaia.domain.swarm.SwarmCluster`` (one per cluster);
 what needs a clock, a key or an event loop: long-polls (one ``asyncio.Event`` per cluster,
 replaced on every change, so a waiter wakes once per change and asks the state again), tickets,
 the agent token and the ticket keys (derived from the platform's secret key, so replicas agree),
-open tasks, per-image and per-node figures, and prewarm jobs.
+open tasks, per-image and per-node figures, and prewarm jobs: asked for through the API, or
+declared by an owner (``declare_prewarm``, one job per owner, replaced or withdrawn by its next
+wish: the gray upgrades' pre-pull on a real cluster, through ``SwarmPrewarms``).
 
 Tickets (docs/p2p.md, "Threat model"): every parent node has its own ticket key,
 ``derive(cluster, parent)``, handed to that node alone (its ``POST agents`` answer); its peer
@@ -47,7 +49,7 @@ import random
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -229,6 +231,9 @@ class Prewarm:
     image: ImageRef
     nodes: list[str]
     created: float
+    # who declared it (``declare_prewarm``: one job per owner, replaced by the next wish);
+    # None: asked for through the API (``POST .../p2p/prewarms``), kept until its TTL
+    owner: str | None = None
 
 
 @dataclass
@@ -629,6 +634,46 @@ class SwarmCoordinator:
         c.prewarms[pid] = Prewarm(id=pid, image=image, nodes=list(nodes), created=self._now())
         return pid
 
+    def cancel_prewarm(self, key: ClusterKey, pid: str) -> bool:
+        """Call a prewarm off: heartbeats stop naming it. An agent already pulling it finishes
+        that pull (its cache keeps what it fetched); one that was not told yet never starts.
+        False when there was no such job."""
+        c = self._clusters.get(key.id)
+        if c is None or c.key != key:
+            return False
+        return c.prewarms.pop(pid, None) is not None
+
+    def declare_prewarm(
+        self, key: ClusterKey, *, owner: str, image: str, nodes: Collection[str]
+    ) -> str | None:
+        """``owner``'s whole prewarm wish (the port's ``ImagePrewarmer``, as the kubernetes
+        adapter passes it on; ``SwarmPrewarms``): at most one job per owner. A wish equal to
+        the job in force keeps it (same id: agents pulling it are not told of a new one); a
+        different one cancels it and creates another; no nodes withdraws it. Where no agent
+        of the cluster is registered here, nothing is created: nobody would be told (the
+        instances pull for themselves). An image that is no valid reference withdraws the
+        job and is logged, not raised: a prewarm is best effort. The job's id, or None."""
+        c = self._clusters.get(key.id)
+        if c is None or c.key != key:
+            return None  # no agent of this cluster ever called this process
+        old = next((p for p in c.prewarms.values() if p.owner == owner), None)
+        wanted = sorted(set(nodes))
+        ref = None
+        if wanted and c.state.nodes:
+            try:
+                ref = ImageRef.parse(image)
+            except InvalidRequest as exc:
+                log.warning("p2p %s: no prewarm for %s: %s", key.name, owner, exc)
+        if old is not None and ref == old.image and wanted == old.nodes:
+            return old.id
+        if old is not None:
+            del c.prewarms[old.id]
+        if ref is None:
+            return None
+        pid = self.create_prewarm(key, image=ref, nodes=wanted)
+        c.prewarms[pid].owner = owner
+        return pid
+
     def prewarm(self, key: ClusterKey, pid: str) -> tuple[Prewarm, list[PrewarmNodeProgress]]:
         c = self._cluster(key)
         p = c.prewarms.get(pid)
@@ -773,6 +818,19 @@ def _is_manifest_list(media_type: str) -> bool:
         "application/vnd.oci.image.index.v1+json",
         "application/vnd.docker.distribution.manifest.list.v2+json",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmPrewarms:
+    """One cluster's prewarm jobs as the kubernetes adapter's ``PrewarmSink``
+    (``gaia.providers.port``): how a real cluster pre-pulls, the platform wiring it
+    (``ProviderRegistry.send_prewarms_to``) since the adapter may not import controllers."""
+
+    coordinator: SwarmCoordinator
+    key: ClusterKey
+
+    def declare_prewarm(self, *, owner: str, image: str, nodes: Collection[str]) -> None:
+        self.coordinator.declare_prewarm(self.key, owner=owner, image=image, nodes=nodes)
 
 
 class SwarmSweep(LoopService):

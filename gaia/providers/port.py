@@ -263,12 +263,14 @@ class Instance:
 @dataclass(frozen=True, slots=True)
 class InstanceState:
     """What a long list of instances is filtered and counted by (phase, node, running
-    version), without the rest of the instance's view: ``instance_states`` answers one per
-    instance, and only the page shown is listed in full (``list_instances(ids=...)``)."""
+    version, readiness), without the rest of the instance's view: ``instance_states`` answers
+    one per instance, and only the page shown is listed in full (``list_instances(ids=...)``).
+    An app's ready and running counts are read from these too."""
 
     phase: InstancePhase
     node: str
     version: str
+    ready: bool
 
 
 # ---------------------------------------------------------------- services, configs
@@ -421,9 +423,9 @@ class ClusterProvider(Protocol):
         ...
 
     async def instance_states(self, *, namespace: str, app: str) -> dict[int, InstanceState]:
-        """Each of ``app``'s instances in ``namespace`` by id, with the phase, node and version
-        its view (``list_instances``) would report: what a list filters, counts and pages over
-        (the same ids as ``instance_ids``)."""
+        """Each of ``app``'s instances in ``namespace`` by id, with the phase, node, version and
+        readiness its view (``list_instances``) would report: what a list filters, counts and
+        pages over, and an app's ready count (the same ids as ``instance_ids``)."""
         ...
 
     async def create_instance(self, spec: InstanceSpec) -> Instance:
@@ -522,12 +524,24 @@ class ImagePrewarmer(Protocol):
     raising, since the instance's own pull remains the one that must succeed or say why.
     The sim implements it as pulls with no instance behind them; on a real cluster it maps to
     the P2P pre-warm of issue 17 (``gaia.controllers.swarm.SwarmCoordinator.create_prewarm``:
-    the nodes' agents fetch the image into the containerd cache). A provider without it is
-    simply not asked."""
+    the nodes' agents fetch the image into their cache), which the kubernetes adapter reaches
+    through the ``PrewarmSink`` the platform gives it. A provider without it is simply not
+    asked."""
 
     async def prewarm_image(
         self, *, namespace: str, owner: str, image: str, nodes: Collection[str]
     ) -> None: ...
+
+
+class PrewarmSink(Protocol):
+    """Where an adapter with no pull of its own sends ``ImagePrewarmer`` wishes: on a real
+    cluster the P2P coordinator's prewarm jobs of that cluster (``gaia.controllers.swarm.
+    SwarmPrewarms``), handed to the adapter by the platform (providers may not import
+    controllers). Same contract: ``owner``'s whole wish, replacing the last; no nodes withdraws
+    it; best effort, never raises. Called on the platform's event loop, where the coordinator
+    lives."""
+
+    def declare_prewarm(self, *, owner: str, image: str, nodes: Collection[str]) -> None: ...
 
 
 def summarize(node: Node) -> NodeSummary:

@@ -6,6 +6,9 @@ the stored row and rebuilds it when the row changes (``updated_at``), e.g. a new
 ``sim`` cluster is never rebuilt while registered (its nodes and instances live in it); all sim
 clusters share the registry's clock, which tests replace with a ``ManualClock``.
 
+A ``kubernetes`` provider pre-pulls (``ImagePrewarmer``) through the sink the platform gave
+(``send_prewarms_to``: the P2P coordinator's prewarm jobs of that cluster).
+
 The registry reads a cluster through ``ClusterRef``: the few facts it needs to build a provider.
 The platform store's ``Cluster`` row has them, and so can any plain object: the providers know
 nothing of the ORM.
@@ -20,7 +23,7 @@ from typing import Any, Protocol
 
 from gaia.clock import Clock, RealClock
 from gaia.providers.kubernetes import KubernetesCluster
-from gaia.providers.port import ClusterProvider
+from gaia.providers.port import ClusterProvider, PrewarmSink
 from gaia.providers.sim import SimCluster
 from gaia.security import SecretBox
 
@@ -53,6 +56,15 @@ class ProviderRegistry:
         self._retired: list[ClusterProvider] = []
         # told of every change to an instance in any cluster (the app controller's wake)
         self._listeners: list[Callable[[], None]] = []
+        # where a kubernetes cluster's pre-pulls go (the P2P coordinator's; None: nowhere)
+        self._prewarms_for: Callable[[ClusterRef], PrewarmSink] | None = None
+
+    def send_prewarms_to(self, sink_for: Callable[[ClusterRef], PrewarmSink]) -> None:
+        """Give every kubernetes provider built from now on ``sink_for(cluster)`` for its
+        ``prewarm_image`` (``KubernetesCluster``): the platform wires it once, before any
+        provider is built. A sim cluster pulls for itself and takes none."""
+        with self._lock:
+            self._prewarms_for = sink_for
 
     def watch_changes(self, listener: Callable[[], None]) -> None:
         """``listener()`` at every instance change the providers report (informer events,
@@ -111,7 +123,8 @@ class ProviderRegistry:
         if cluster.kubeconfig_encrypted is None:
             raise ValueError(f"cluster {cluster.name} has no kubeconfig")
         kubeconfig = self._secrets.decrypt(cluster.kubeconfig_encrypted)
-        return KubernetesCluster(name=cluster.name, kubeconfig=kubeconfig)
+        sink = self._prewarms_for(cluster) if self._prewarms_for is not None else None
+        return KubernetesCluster(name=cluster.name, kubeconfig=kubeconfig, prewarms=sink)
 
 
 def _watch(provider: ClusterProvider, listener: Callable[[], None]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, inspect, select
 from sqlalchemy.orm import Session
 
 from gaia.domain.errors import Conflict, NotFound
@@ -27,6 +27,31 @@ from gaia.store.paging import page_of
 QUOTA_SUMS = [func.coalesce(func.sum(getattr(Quota, f"used_{n}")), 0) for n, *_ in DIMENSIONS] + [
     func.coalesce(func.sum(getattr(Quota, f"hard_{n}")), 0) for n, *_ in DIMENSIONS
 ]
+
+
+# what the health loop writes on every probe: no change to how the cluster is reached
+_OBSERVED = frozenset(
+    {
+        "health",
+        "health_message",
+        "health_checked_at",
+        "health_changed_at",
+        "node_count",
+        "ready_node_count",
+    }
+)
+
+
+def cluster_changed(session: Session) -> bool:
+    """Whether a flush changed or removed a registered cluster (its name, kind, kubeconfig...;
+    the health loop's observations aside): what clears a cache of cluster lookups
+    (``gaia.store.cache.CommitClearedCache.watch``). A new cluster changes no cached lookup:
+    failed lookups are not cached."""
+    return any(isinstance(obj, Cluster) for obj in session.deleted) or any(
+        isinstance(obj, Cluster)
+        and any(a.history.has_changes() for a in inspect(obj).attrs if a.key not in _OBSERVED)
+        for obj in session.dirty
+    )
 
 
 def visible_clusters(business_ids: set[int] | None) -> Select[Cluster]:

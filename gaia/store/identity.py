@@ -27,8 +27,17 @@ about 38 % of a single read. How long a change takes to reach it:
   to remove; a bound of seconds is the same trade Kubernetes' API server makes (it caches a
   webhook's token reviews, ``--authentication-token-webhook-cache-ttl``, two minutes by default).
 
+Every door that resolves a platform user's token shares the platform's one cache (``cache=
+plat.principals``), so the bounds above hold at each: the API's bearer and session, the registry's
+token and notification endpoints, the metrics scrape, Alertmanager's webhook, the CNI's IPAM calls
+and the console's terminal socket. Tokens that are not a user's (the metrics and Alertmanager
+tokens of the settings, a cluster's IPAM node token, the registry's own) are compared where they
+are taken and never reach it.
+
 A token's own expiry is checked on every hit. Failed lookups are not cached. The cache is
-bounded (``max_entries``, least recently used first out).
+bounded (``max_entries``, least recently used first out). The caching itself (TTL, clearing on
+commit, generations) is ``gaia.store.cache.CommitClearedCache``, shared with the P2P routes'
+cluster lookup.
 See docs/architecture.md, "store".
 """
 
@@ -36,19 +45,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import inspect, select
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import Session
 
 from gaia.domain.errors import Conflict, NotFound, TooManyRequests, Unauthenticated
 from gaia.domain.rbac import Role
 from gaia.security import DUMMY_PASSWORD_HASH, new_token, token_digest, verify_password
+from gaia.store.cache import CommitClearedCache
 from gaia.store.database import Database
 from gaia.store.models import Business, Membership, Token, User, utcnow
 from gaia.store.throttle import LoginThrottle
@@ -181,12 +188,12 @@ def _refuse_expired(expires_at: dt.datetime | None, *, now: dt.datetime) -> None
 class _Cached:
     principal: Principal
     expires_at: dt.datetime | None  # the token's own expiry
-    stale_at: float  # on the cache's clock
 
 
 class PrincipalCache:
     """Resolved principals by token digest, each for ``ttl_seconds`` at most (see the module's
-    docstring for what reaches it how fast). Thread-safe: sync routes run in a thread pool."""
+    docstring for what reaches it how fast): a ``CommitClearedCache`` (``gaia.store.cache``)
+    that hands out copies and checks the token's expiry on every hit."""
 
     def __init__(
         self,
@@ -195,28 +202,23 @@ class PrincipalCache:
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ttl_seconds = ttl_seconds
-        self.max_entries = max_entries
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Cached] = OrderedDict()
-        # bumped by every clear: a lookup that began before one may not store its answer
-        self.generation = 0
+        self._cache: CommitClearedCache[str, _Cached] = CommitClearedCache(
+            ttl_seconds=ttl_seconds, max_entries=max_entries, clock=clock
+        )
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._cache)
+
+    @property
+    def generation(self) -> int:
+        return self._cache.generation
 
     def get(self, digest: str, *, now: dt.datetime) -> Principal | None:
         """A copy of the cached principal (routes may not change the shared one), ``None`` on
         a miss; ``Unauthenticated`` when the token has expired since it was cached."""
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is None:
-                return None
-            if entry.stale_at <= self._clock():
-                del self._entries[digest]
-                return None
-            self._entries.move_to_end(digest)
+        entry = self._cache.get(digest)
+        if entry is None:
+            return None
         _refuse_expired(entry.expires_at, now=now)
         return dataclasses.replace(entry.principal, roles=dict(entry.principal.roles))
 
@@ -230,76 +232,39 @@ class PrincipalCache:
     ) -> None:
         """Keep ``principal``, resolved by a lookup that began in ``generation``, unless the
         cache was cleared since (the lookup may have read rows that have changed)."""
-        if self.ttl_seconds <= 0:
-            return
         entry = _Cached(
             principal=dataclasses.replace(principal, roles=dict(principal.roles)),
             expires_at=expires_at,
-            stale_at=self._clock() + self.ttl_seconds,
         )
-        with self._lock:
-            if generation != self.generation:
-                return
-            self._entries[digest] = entry
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        self._cache.put(digest, entry, generation=generation)
 
     def clear(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.clear()
+        self._cache.clear()
 
     def watch(self, db: Database) -> None:
         """Clear the cache after each commit on ``db`` that changed who may do what."""
-        db.listen_sessions("after_flush", _notice_identity_change)
-        db.listen_sessions("do_orm_execute", _notice_bulk_identity_change)
-        db.listen_sessions("after_commit", self._after_commit)
-        db.listen_sessions("after_rollback", _forget_identity_change)
-
-    def _after_commit(self, session: Session) -> None:
-        if session.info.pop(_IDENTITY_CHANGED, False):
-            self.clear()
+        self._cache.watch(db, changed=_identity_changed, bulk=(Membership, User, Token, Business))
 
 
-_IDENTITY_CHANGED = "gaia.identity_changed"
-
-
-def _notice_identity_change(session: Session, _flush_context: Any) -> None:
-    """Mark a session whose flush changed a principal: a membership added, changed or removed,
-    a user changed or deleted, a token revoked or deleted, a business removed (SQLite may give
-    its id to the next one). A new user or token changes no principal yet, a token's last-use
-    stamp none."""
-    if session.info.get(_IDENTITY_CHANGED):
-        return
-    if (
+def _identity_changed(session: Session) -> bool:
+    """Whether a flush changed a principal: a membership added, changed or removed, a user
+    changed or deleted, a token revoked or deleted, a business removed (SQLite may give its id
+    to the next one). A new user or token changes no principal yet, a token's last-use stamp
+    none. (A bulk UPDATE or DELETE on these tables counts too: ``watch``'s ``bulk``.)"""
+    return (
         any(isinstance(obj, Membership) for obj in session.new)
         or any(isinstance(obj, (Membership, User, Token, Business)) for obj in session.deleted)
         or any(
             isinstance(obj, (Membership, User)) or (isinstance(obj, Token) and _token_changed(obj))
             for obj in session.dirty
         )
-    ):
-        session.info[_IDENTITY_CHANGED] = True
-
-
-def _notice_bulk_identity_change(state: ORMExecuteState) -> None:
-    """The same for an UPDATE or DELETE statement run through the session (``update(Token)``):
-    no object passes a flush, so any such statement on those tables marks the session."""
-    mapper = state.bind_mapper
-    bulk = state.is_update or state.is_delete
-    if bulk and mapper is not None and mapper.class_ in (Membership, User, Token, Business):
-        state.session.info[_IDENTITY_CHANGED] = True
+    )
 
 
 def _token_changed(tok: Token) -> bool:
     return any(
         attr.history.has_changes() for attr in inspect(tok).attrs if attr.key != "last_used_at"
     )
-
-
-def _forget_identity_change(session: Session, _previous: Any = None) -> None:
-    session.info.pop(_IDENTITY_CHANGED, None)
 
 
 def end_session(session: Session, *, token_id: int) -> None:

@@ -273,6 +273,37 @@ def test_the_instances_list_filters_counts_and_pages_both_ways(h: AppsHarness) -
     ] == [3, 4]
 
 
+def test_newest_first_lists_the_highest_ids_and_the_app_counts_from_the_states(
+    h: AppsHarness,
+) -> None:
+    """Issue 22: ``order=newest`` lists the highest ids first, forward page by page (what a
+    scale-in by count removes), with the same counts; the app's ``ready`` and ``running`` are
+    counted over each instance's small state (``instance_states``) and agree with the list;
+    one instance is read on its own."""
+    create_app(h, "web", [template("v1", "shop/web:1", cpu=1)], replicas=5, default_template="v1")
+    h.settle(h.ready("web", 5))
+    h.post(f"{BIZ}/apps/web/instances/stop", {"instance_ids": [1]})
+    h.settle(lambda: h.instances("web")[1]["status"] == "Stopped")
+    path = f"{BIZ}/apps/web/instances"
+
+    newest = h.get(path, order="newest", limit=2)
+    assert [i["id"] for i in newest["items"]] == [4, 3]
+    assert newest["prev_cursor"] is None and newest["total"] == 5
+    assert newest["by_status"] == {"Running": 4, "Stopped": 1}
+    then = h.get(path, order="newest", limit=2, cursor=newest["next_cursor"])
+    assert [i["id"] for i in then["items"]] == [2, 1]
+    last = h.get(path, order="newest", limit=2, cursor=then["next_cursor"])
+    assert [i["id"] for i in last["items"]] == [0] and last["next_cursor"] is None
+    running = h.get(path, order="newest", status="Running")["items"]
+    assert [i["id"] for i in running] == [4, 3, 2, 0]
+
+    app = h.get(f"{BIZ}/apps/web")
+    assert (app["replicas"], app["ready"], app["running"]) == (5, 4, 4)
+    assert [a["ready"] for a in h.get(f"{BIZ}/apps")["items"]] == [4]
+    one = h.get(f"{path}/3")
+    assert (one["name"], one["status"], one["ready"]) == ("web-3", "Running", True)
+
+
 def test_a_domain_is_bound_to_one_app_of_the_whole_platform(world: World) -> None:
     """The access layer routes a domain to its app: another business may not take it, by
     creating an app or by changing one; the holder may keep it, and freeing it frees it."""

@@ -224,6 +224,7 @@ def test_an_instance_keeps_its_subnet_when_rescheduled(h: AppsHarness, world: Wo
     assert [(i["pod"], i["ip"], i["policy"]) for i in network["instances"]] == [
         ("web-0", got["ip"], "app")
     ]
+    assert network["kept"] == []  # its instance is still wanted
 
 
 def test_nat_ports_are_written_back_and_shown(h: AppsHarness, world: World) -> None:

@@ -174,13 +174,16 @@ def test_monitoring_draws_the_app_and_a_page_of_instances(web: AppsHarness, worl
     assert 'id="inst-0-cpu"' in html and 'id="inst-11-cpu"' in html
     assert 'id="inst-12-cpu"' not in html
     assert "<polyline" in html and "No data in this range" not in html.split("app-network")[0]
-    assert "page=2" in html and "range=15m" in html  # the pager keeps the options
+    assert "12 of 13 instances shown" in html
+    # the next page is the API's cursor; the link keeps the options
+    [nxt] = re.findall(r'href="([^"]*)" rel="next"', html)
+    nxt = nxt.replace("&amp;", "&")
+    assert "range=15m" in nxt and "metric=cpu" in nxt and "cursor=" in nxt
 
-    second = client.get(
-        f"{URL}/monitoring", params={"range": "15m", "page": 2, "metric": "network"}
-    )
+    second = client.get(nxt.replace("metric=cpu", "metric=network"))
     assert 'id="inst-12-network"' in second.text and 'id="inst-0-network"' not in second.text
     assert "received" in second.text and "sent" in second.text
+    assert 'rel="next"' not in second.text and 'rel="prev"' in second.text
 
 
 def test_monitoring_of_another_business_answers_404(web: AppsHarness, world: World) -> None:
@@ -267,6 +270,27 @@ def test_the_terminal_page_lists_instances_and_points_at_the_socket(
     assert "/console/static/terminal.js" in html
 
 
+def test_a_large_app_gets_number_boxes_and_the_terminal_reads_its_one_instance(
+    web: AppsHarness, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pickers list one page of instances; past it (10,000 instances) they are a box for
+    the number, and the terminal names the instance it opens on from that one instance."""
+    import gaia.console.pages.live as live
+
+    monkeypatch.setattr(live, "PICKER_SIZE", 5)  # 13 instances stand in for 10,000
+    client = world.client
+    log_in(client, "dev")
+    logs = client.get(f"{URL}/logs").text
+    assert '<input id="l-instance" name="instance"' in logs and '<option value="4"' not in logs
+    html = client.get(f"{URL}/terminal", params={"instance": 11}).text
+    assert '<input id="t-instance" name="instance" value="11"' in html
+    assert 'aria-label="Shell in web-11"' in html
+    assert f'data-terminal="{WS.format(11)}"' in html
+    monkeypatch.setattr(live, "PICKER_SIZE", 500)
+    small = client.get(f"{URL}/logs").text
+    assert '<select id="l-instance" name="instance">' in small and '<option value="12">' in small
+
+
 def test_a_developer_runs_commands_and_each_is_recorded(web: AppsHarness, world: World) -> None:
     client = world.client
     token = log_in(client, "dev")
@@ -321,6 +345,22 @@ def test_a_missing_instance_is_refused(web: AppsHarness, world: World) -> None:
     with socket(client, token, 99) as ws:
         refusal = ws.receive_json()
         assert refusal["type"] == "error" and "not found" in refusal["message"]
+
+
+def test_a_session_ended_elsewhere_opens_no_terminal_from_the_next_socket_on(
+    web: AppsHarness, world: World, platform: Platform
+) -> None:
+    """The socket resolves the session through the platform's principal cache, which a logout
+    clears on this replica at once: no stale principal opens a shell."""
+    client = world.client
+    token = log_in(client, "dev")
+    with socket(client, token, 1) as ws:
+        assert ws.receive_json()["type"] == "ready"
+    assert len(platform.principals) >= 1
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.post("/api/v1/auth/logout", headers=bearer).status_code == 204
+    with pytest.raises(WebSocketDisconnect), socket(client, token, 1) as ws:
+        ws.receive_json()
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,8 @@ def test_an_app_shows_its_mode_policy_addresses_and_bandwidth(world: World) -> N
     _attach(world, "web-7", mode="floating-ip", subnet="10.9.0.0/24")
     kept = html(world, "viewer", NET).split('id="network-kept"')[1]
     assert "web-7" in kept and "never" in kept
+    shown = world.client.get("/api/v1/businesses/alpha/apps/web/network", headers=world.admin)
+    assert shown.json()["kept"] == ["web-7"]  # the API names them: the page reads one page
     # the instance table shows the guarantee too
     page = html(world, "viewer", "/console/b/alpha/apps/web/instances")
     assert "guarantee 100 Mbit/s" in _cells(page, "instance-0")

@@ -214,9 +214,9 @@ async def test_a_page_of_instances_is_listed_by_id(provider_harness: Harness) ->
 
 @contract
 async def test_instance_states_say_what_the_views_say(provider_harness: Harness) -> None:
-    """A long list filters and counts over ``instance_states`` (phase, node, version per id)
-    and lists only its page in full: the two agree about every instance, once it is settled,
-    and another app's instances are not among them."""
+    """A long list filters and counts over ``instance_states`` (phase, node, version and
+    readiness per id) and lists only its page in full: the two agree about every instance,
+    once it is settled, and another app's instances are not among them."""
     h = provider_harness
     node = await gpu_node(h)
     for iid in (0, 1):
@@ -226,7 +226,8 @@ async def test_instance_states_say_what_the_views_say(provider_harness: Harness)
     states = await h.provider.instance_states(namespace=h.namespace, app="web")
     views = await h.provider.list_instances(namespace=h.namespace, app="web")
     assert states == {
-        i.instance_id: InstanceState(phase=i.phase, node=i.node, version=i.version) for i in views
+        i.instance_id: InstanceState(phase=i.phase, node=i.node, version=i.version, ready=i.ready)
+        for i in views
     }
     assert {s.phase for s in states.values()} == {InstancePhase.RUNNING}
     assert {s.node for s in states.values()} == {node.name}

@@ -5,10 +5,17 @@ On the replica where the change is made it takes effect with the next request: a
 token, a logout, a new password, a disabled user, a changed or removed membership. Another
 replica on the same database keeps its cached principal for at most the cache's TTL (the bound
 ``gaia.store.identity`` documents); two platforms on one database stand in for two replicas,
-the second with a clock the test moves."""
+the second with a clock the test moves.
+
+Every door that takes a platform user's token besides the API's bearer and session (the
+registry's token endpoint and its notification endpoint, the metrics scrape, Alertmanager's
+webhook, the CNI's IPAM calls, the console's terminal socket) resolves it through the same
+cache, so the same rule holds there: each is checked below to cache the principal it resolved
+and to refuse the token once it is revoked."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections.abc import Callable, Iterator
 
@@ -18,6 +25,7 @@ from sqlalchemy import update
 
 from gaia.app import Platform, create_app
 from gaia.domain.errors import Unauthenticated
+from gaia.security import token_digest
 from gaia.store.identity import Principal, PrincipalCache
 from gaia.store.models import Token
 from tests.conftest import World, login
@@ -81,6 +89,92 @@ def test_an_update_statement_on_tokens_clears_the_cache_too(
     with platform.db.write_session() as session:
         session.execute(update(Token).values(revoked_at=dt.datetime.now(dt.UTC)))
     assert _me(client, admin) == 401
+
+
+def _basic(username: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode()}
+
+
+CNI_ADD = {
+    "namespace": "alpha",
+    "pod": "web-0",
+    "container_id": "c0",
+    "node": "n1",
+    "mode": "floating-ip",
+    "subnet": "10.9.0.0/24",
+}
+
+# (door, the call with a platform admin's API token, its answer while the token is valid)
+TOKEN_DOORS: list[tuple[str, Callable[[TestClient, str], int], int]] = [
+    (
+        "metrics",
+        lambda c, tok: c.get("/metrics", headers={"Authorization": f"Bearer {tok}"}).status_code,
+        200,
+    ),
+    (
+        "alertmanager",
+        lambda c, tok: (
+            c.post(
+                "/api/v1/alerts/alertmanager",
+                json={"status": "firing", "alerts": []},
+                headers={"Authorization": f"Bearer {tok}"},
+            ).status_code
+        ),
+        200,
+    ),
+    (
+        "registry-token",
+        lambda c, tok: (
+            c.get(
+                "/api/v1/registry/token",
+                params={"service": "gaia-registry"},
+                headers=_basic("admin", tok),
+            ).status_code
+        ),
+        200,
+    ),
+    (  # a user's token is told it is the wrong kind (403) while it is valid, then 401
+        "registry-events",
+        lambda c, tok: (
+            c.post(
+                "/api/v1/registry/events",
+                json={"events": []},
+                headers={"Authorization": f"Bearer {tok}"},
+            ).status_code
+        ),
+        403,
+    ),
+    (
+        "cni-ipam",
+        lambda c, tok: (
+            c.post(
+                "/api/v1/clusters/sim-1/ipam/add",
+                json=CNI_ADD,
+                headers={"Authorization": f"Bearer {tok}"},
+            ).status_code
+        ),
+        403,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "valid"), [d[1:] for d in TOKEN_DOORS], ids=[d[0] for d in TOKEN_DOORS]
+)
+def test_every_token_door_shares_the_cache_and_refuses_a_revoked_token_at_once(
+    client: TestClient,
+    admin: dict[str, str],
+    platform: Platform,
+    call: Callable[[TestClient, str], int],
+    valid: int,
+) -> None:
+    created = client.post("/api/v1/tokens", json={"name": "ci"}, headers=admin).json()
+    digest = token_digest(created["token"])
+    assert platform.principals.get(digest, now=dt.datetime.now(dt.UTC)) is None
+    assert call(client, created["token"]) == valid
+    assert platform.principals.get(digest, now=dt.datetime.now(dt.UTC)) is not None  # cached
+    assert client.delete(f"/api/v1/tokens/{created['id']}", headers=admin).status_code == 204
+    assert call(client, created["token"]) == 401
 
 
 class SteppedClock:

@@ -337,6 +337,30 @@ class ControlPlane:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    def _audit_args(self) -> list[str]:
+        """The API server's audit log, only when ``GAIA_KUBE_AUDIT_LOG`` names a file.
+
+        A profiling aid for the benchmarks (who sends which requests: the log has each one's
+        user and user agent), off in the tests. ``GAIA_KUBE_AUDIT_VERBS`` (comma-separated,
+        default ``list``) picks the verbs logged, at the Metadata level (no bodies).
+        """
+        path = os.environ.get("GAIA_KUBE_AUDIT_LOG")
+        if not path:
+            return []
+        verbs = os.environ.get("GAIA_KUBE_AUDIT_VERBS", "list").split(",")
+        policy = self.work / "audit-policy.yaml"
+        policy.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "audit.k8s.io/v1",
+                    "kind": "Policy",
+                    "omitStages": ["RequestReceived", "ResponseStarted"],
+                    "rules": [{"level": "Metadata", "verbs": verbs}, {"level": "None"}],
+                }
+            )
+        )
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={path}"]
+
     def _spawn(self, name: str, args: list[str]) -> Process:
         log = self.work / f"{name}.log"
         handle = log.open("ab")
@@ -426,6 +450,7 @@ class ControlPlane:
                 "--max-mutating-requests-inflight=1000",
                 "--enable-priority-and-fairness=false",
                 "--v=1",
+                *self._audit_args(),
             ],
         )
         self.kubeconfig_path.write_text(self.kubeconfig_text())

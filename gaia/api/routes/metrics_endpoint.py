@@ -47,7 +47,7 @@ def metrics_reader(request: Request) -> str:
         who = "metrics-token"
     else:
         with plat.db.read_session() as session:
-            principal = authenticate(session, token)
+            principal = authenticate(session, token, cache=plat.principals)
         if not principal.is_platform_admin:
             raise Unauthenticated(f"'{principal.username}' may not read metrics: {_NEEDED}")
         who = principal.username

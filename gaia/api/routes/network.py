@@ -52,8 +52,9 @@ from gaia.api.schemas.network import (
     IpPoolIn,
     IpPoolOut,
 )
+from gaia.domain.apps import parse_instance_map
 from gaia.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
-from gaia.domain.network import parse_pool
+from gaia.domain.network import InstanceName, parse_pool
 from gaia.security import SecretBox
 from gaia.store import network
 from gaia.store.apps import load_templates
@@ -94,7 +95,7 @@ def ipam_cluster(request: Request, cluster: str = ClusterPath) -> int:
             ctx.actor = "cni"
             return row.id
         try:
-            principal = authenticate(session, token)
+            principal = authenticate(session, token, cache=plat.principals)
         except Unauthenticated:
             principal = None
     if principal is not None:
@@ -306,13 +307,15 @@ def app_network(
     biz: str = Path(pattern=NAME_PATTERN, max_length=63),
     app: str = Path(pattern=NAME_PATTERN, max_length=40),
 ) -> AppNetworkOut:
-    """The app's network mode and release policy (of its default template) and the address of
-    each of its instances that has one."""
+    """The app's network mode and release policy (of its default template), the address of
+    each of its instances that has one, and which of them outlive their instance (``kept``:
+    told here from the stored instance map, so a page of instances need not read them all)."""
     business, row = readable_app(session, principal, biz=biz, app=app)
     body = load_templates(session, row.id)[row.default_template].body
     mode = str(body.get("network_mode") or "overlay")
     rows = network.attachments_of_app(session, app=row)
     pools = network.pool_names(session, {r.pool_id for r in rows if r.pool_id is not None})
+    wanted = parse_instance_map(row.instances) if row.state == "running" else {}
     return AppNetworkOut(
         mode=mode,
         ip_release=(body.get("ip_release") or "on-delete") if mode == "floating-ip" else None,
@@ -322,6 +325,7 @@ def app_network(
             )
             for r in rows
         ],
+        kept=[r.pod for r in rows if InstanceName.parse(r.pod).instance not in wanted],
     )
 
 

@@ -9,9 +9,9 @@ node's registry account nor acts for it in a swarm. On these paths a token that 
 401 and a user's valid API token 403; an agent's token is no user token, so it is 401 everywhere
 else. Agent calls are machine traffic, not operations: they are not written to the operation
 records unless refused. They never hold a database transaction: the cluster is looked up in a
-short read (a ServiceAccount token is then reviewed by the cluster, the answer kept 30 s), then
-the coordinator (``gaia.controllers.swarm``, in memory) answers; ``schedule`` may wait up to
-``wait_s``.
+short read, kept ``GAIA_P2P_CLUSTER_CACHE_SECONDS`` (5 s; ``_agent_cluster``), a ServiceAccount
+token is then reviewed by the cluster (the answer kept 30 s), then the coordinator
+(``gaia.controllers.swarm``, in memory) answers; ``schedule`` may wait up to ``wait_s``.
 
 ``POST tasks`` checks first that the node may read the blob (``gaia.api.node_access``: for the
 platform's registry, its node account may pull the repository and the digest is linked there);
@@ -113,6 +113,17 @@ class AgentCall:
 
 
 def _agent_cluster(plat: Platform, cluster: str) -> AgentCluster | None:
+    """The cluster ``cluster`` as agent calls need it (None: not registered), read from the
+    store at most once per ``GAIA_P2P_CLUSTER_CACHE_SECONDS`` (``plat.p2p_clusters``): agents
+    call several times a second, and a read session per call was most of a call's CPU. A
+    change to the cluster on this replica clears the cache at once; on another replica the
+    old answer (the old kubeconfig's reviewer) lives at most those seconds. Misses are not
+    kept, so a cluster registered a moment ago is found at once."""
+    cache = plat.p2p_clusters
+    hit = cache.get(cluster)
+    if hit is not None:
+        return hit
+    generation = cache.generation
     with plat.db.read_session() as session:
         try:
             row = cluster_named(session, cluster)
@@ -122,7 +133,9 @@ def _agent_cluster(plat: Platform, cluster: str) -> AgentCluster | None:
         if row.kind == "kubernetes":
             provider = plat.providers.for_cluster(row)
             reviewer = provider if isinstance(provider, TokenReviewer) else None
-        return AgentCluster(key=_key(row.id, row.name), kind=row.kind, reviewer=reviewer)
+        found = AgentCluster(key=_key(row.id, row.name), kind=row.kind, reviewer=reviewer)
+    cache.put(cluster, found, generation=generation)
+    return found
 
 
 def _user_token(plat: Platform, token: str) -> str | None:
@@ -145,7 +158,10 @@ async def agent_call(request: Request, cluster: str = ClusterPath) -> AgentCall:
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("send 'Authorization: Bearer <the agent's token>'")
     plat = platform(request)
-    target = await run_in_threadpool(_agent_cluster, plat, cluster)
+    # a cached cluster is answered on the loop, without the thread pool's hop
+    target = plat.p2p_clusters.get(cluster) or await run_in_threadpool(
+        _agent_cluster, plat, cluster
+    )
     if target is not None:
         identity = await plat.p2p_auth.identify(target, token)
         if identity is not None:

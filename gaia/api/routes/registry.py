@@ -151,7 +151,7 @@ def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
         return RegistryCaller(build_account_of=parse_repository(built))
     if secret.startswith(TOKEN_PREFIX):
         with plat.db.read_session() as session:
-            principal = identity.authenticate(session, secret)
+            principal = identity.authenticate(session, secret, cache=plat.principals)
             if principal.username != username:
                 raise Unauthenticated("this token is not the named user's")
             return _caller_of(session, principal)
@@ -389,7 +389,7 @@ async def registry_events(request: Request) -> dict[str, int]:
         if scheme.lower() == "bearer" and token.strip():
             with plat.db.read_session() as session:
                 try:
-                    identity.authenticate(session, token.strip())
+                    identity.authenticate(session, token.strip(), cache=plat.principals)
                 except Unauthenticated:
                     pass
                 else:

@@ -88,6 +88,11 @@ class AppNetworkOut(Strict):
     instances: list[AllocationOut] = Field(
         description="the addresses of the app's instances (at most one per instance)"
     )
+    kept: list[str] = Field(
+        default_factory=list,
+        description="the pods among them whose instance the app no longer wants (scaled "
+        "in, or the app stopped): addresses kept by the release policy (app or never)",
+    )
 
 
 # ---------------------------------------------------------------- the CNI plugin (node token)

@@ -10,7 +10,9 @@ API's ``next_cursor`` and ``prev_cursor``. Events and operation records are page
 itself too, so their pages also carry ``cursor`` instead of a page number.
 
 **Actions.** Each action is a ``<form method="post">`` to a route below that calls the API and
-redirects back with the API's message (POST/redirect/GET). The instance table is one form whose
+redirects back with the API's message (POST/redirect/GET). Scale in by a count removes the
+newest instances: it reads the API's list newest first (``order=newest``) until it has as many
+ids as asked, a page of a few, never the whole list. The instance table is one form whose
 buttons post to different routes (``formaction``): gray-upgrade, delete (scale in by ids) or
 restart the ticked instances. Stop and start are app-level: the API has no per-instance stop.
 
@@ -33,7 +35,7 @@ import yaml
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import Response
 
-from gaia.console.listing import cursor_page, every_item, paginate
+from gaia.console.listing import Cursor, cursor_page, every_item, instance_links, paginate
 from gaia.console.pages.network import bandwidth_of
 from gaia.console.web import (
     ApiResult,
@@ -57,8 +59,6 @@ router = APIRouter(include_in_schema=False)
 Biz = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63)]
 AppName = Annotated[str, Path(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", max_length=40)]
 Text = Annotated[str, Query(max_length=200)]
-# the instances list API's cursor, passed through as it came (the API checks it)
-Cursor = Annotated[str, Query(max_length=1024, pattern=r"^[A-Za-z0-9._-]*$")]
 Ids = Annotated[list[int], Form()]
 
 ACTIVE_UPGRADE = {"Running", "Paused", "RollingBack"}
@@ -461,24 +461,6 @@ def age_of(created: Any, now: float) -> str:
     return f"{days}d {hours % 24}h"
 
 
-def instance_links(
-    here: str, *, query: Mapping[str, Any], page: Mapping[str, Any]
-) -> dict[str, str]:
-    """The links around one page of the instance table (``here`` with the filters in
-    ``query``): ``next`` and ``previous`` carry the API's cursors, ``first`` drops the cursor;
-    each is "" where there is no such page."""
-    kept = {k: v for k, v in query.items() if v not in ("", None)}
-
-    def to(cursor: str | None) -> str:
-        return here + "?" + urlencode({**kept, **({"cursor": cursor} if cursor else {})})
-
-    return {
-        "next": to(page["next_cursor"]) if page.get("next_cursor") else "",
-        "previous": to(page["prev_cursor"]) if page.get("prev_cursor") else "",
-        "first": to(None) if page.get("prev_cursor") else "",
-    }
-
-
 @router.get("/console/b/{biz}/apps/{app}/instances")
 async def app_instances(
     request: Request,
@@ -751,6 +733,24 @@ async def scale_out(
     )
 
 
+async def newest_wanted(api: ConsoleApi, path: str, *, count: int) -> ApiResult:
+    """The ids of the ``count`` newest instances the app wants (an instance still in the
+    cluster that it no longer wants has no template), highest first: the API's list newest
+    first, page by page until there are enough, so removing one of 10,000 reads one short page."""
+    found: list[int] = []
+    cursor = None
+    while len(found) < count:
+        # a few more than needed: instances being removed are listed too
+        result = await api.get(path, order="newest", limit=min(500, count + 10), cursor=cursor)
+        if not result.ok:
+            return result
+        found += [r["id"] for r in result.data["items"] if r["template"]]
+        cursor = result.data.get("next_cursor")
+        if not cursor:
+            break
+    return ApiResult(200, found[:count])
+
+
 @router.post("/console/b/{biz}/apps/{app}/scale-in", response_model=None)
 async def scale_in(
     request: Request,
@@ -764,10 +764,10 @@ async def scale_in(
     _ = translator(user.language)
     url = _back(back, biz, app)
     api = ConsoleApi(request, user)
-    result = await every_item(api, f"{_api_path(biz, app)}/instances")
+    result = await newest_wanted(api, f"{_api_path(biz, app)}/instances", count=count)
     if not result.ok:
         return redirect(url, error=result.error)
-    wanted = sorted((r["id"] for r in result.data if r["template"]), reverse=True)[:count]
+    wanted: list[int] = result.data
     if not wanted:
         return redirect(url, error=_("The app has no instances to remove."))
     done = await api.post(f"{_api_path(biz, app)}/scale-in", {"instance_ids": wanted})

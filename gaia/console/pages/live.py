@@ -3,8 +3,14 @@
 **Monitoring** (``/console/b/{biz}/apps/{app}/monitoring``) asks ``GET /api/v1/monitoring/series``
 for the app's CPU, memory, network and GPU over the chosen window (15 min … 24 h, about 60
 points each) and draws them on the server as SVG (``gaia.console.charts``). Below, one small
-chart per instance for the chosen metric, a page of instances at a time: an app of 10,000
-instances costs one page of queries, never 10,000.
+chart per instance for the chosen metric, a page of instances at a time: the page is one call
+of ``GET .../instances`` (the API pages by id; the links carry its cursors), so an app of 10,000
+instances costs one page of 12 and its queries, never 10,000.
+
+**Instance pickers** (logs, terminal) read the app's instance count (a page of one); up to 500
+instances they read them (one page) into a ``<select>``, past that the picker is a box for the
+instance's number and the terminal reads the one instance it opens on
+(``GET .../instances/{id}``).
 
 **Logs** (``…/logs``) reads ``GET /api/v1/businesses/{biz}/apps/{app}/logs`` newest first, one
 page at a time ("older" follows the API's cursor), per instance or all, with a search and a time
@@ -46,12 +52,11 @@ from gaia.api.audit import record_socket_step
 from gaia.api.deps import SESSION_COOKIE, AuditContext, authenticate, business_for, platform
 from gaia.api.errors import STATUS
 from gaia.console.charts import Series, Unit, line_chart, mean_series
-from gaia.console.listing import cursor_page, every_item, paginate
+from gaia.console.listing import Cursor, cursor_page, instance_links, instance_page
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
     ConsoleUser,
-    PageNumber,
     User,
     permissions_in,
     platform_now,
@@ -89,6 +94,7 @@ INSTANCE_METRICS: dict[str, tuple[str, Unit, tuple[tuple[str, str], ...]]] = {
     "gpu": ("GPU utilisation", "percent", (("gaia_instance_gpu_utilization_percent", "GPU"),)),
 }
 INSTANCES_PER_PAGE = 12
+PICKER_SIZE = 500  # instances a picker lists; a larger app gets a number box
 LOG_LINES_PER_PAGE = 100
 MAX_LINE = 4096  # the API's limit on one exec argument
 EXEC_TIMEOUT_S = 30.0
@@ -112,10 +118,22 @@ def _error_page(request: Request, user: ConsoleUser, result: ApiResult) -> Respo
     return refusal_page(request, user, result, template="live_error.html", section="apps")
 
 
-async def _instances(api: ConsoleApi, biz: str, app: str) -> list[dict[str, Any]]:
-    result = await every_item(api, f"/api/v1/businesses/{biz}/apps/{app}/instances")
-    items = result.data if result.ok and isinstance(result.data, list) else []
-    return sorted(items, key=lambda i: int(i.get("id", 0)))
+def _instances_path(biz: str, app: str) -> str:
+    return f"/api/v1/businesses/{biz}/apps/{app}/instances"
+
+
+async def _picker(api: ConsoleApi, biz: str, app: str) -> tuple[list[dict[str, Any]], bool]:
+    """The instances a picker lists (every one, by id) and whether there are more than
+    ``PICKER_SIZE`` (then the page shows a number box instead, and lists none)."""
+    path = _instances_path(biz, app)
+    # the count first: a large app's picker needs no instance's view at all
+    counted = await instance_page(api, path, limit=1)
+    if counted["total"] > PICKER_SIZE:
+        return [], True
+    if not counted.get("next_cursor"):
+        return list(counted["items"]), False
+    page = await instance_page(api, path, limit=PICKER_SIZE)
+    return list(page["items"]), bool(page.get("next_cursor"))
 
 
 # ---------------------------------------------------------------- monitoring
@@ -129,7 +147,7 @@ async def monitoring(
     app: str,
     range: Annotated[str, Query(max_length=8)] = "",
     metric: Annotated[str, Query(max_length=16)] = "cpu",
-    page: PageNumber = 1,
+    cursor: Cursor = "",
 ) -> Response:
     api = ConsoleApi(request, user)
     app_data, error = await _app_or_error(request, user, api, biz, app)
@@ -148,13 +166,13 @@ async def monitoring(
         result = await api.get("/api/v1/monitoring/series", metric=name, **window, **extra)
         return result.data if result.ok and isinstance(result.data, list) else []
 
-    app_cpu, app_mem, app_rx, app_tx, gpus, instances = await asyncio.gather(
+    app_cpu, app_mem, app_rx, app_tx, gpus, page = await asyncio.gather(
         series("gaia_app_cpu_usage_percent"),
         series("gaia_app_memory_usage_bytes"),
         series("gaia_app_network_receive_bytes_per_second"),
         series("gaia_app_network_transmit_bytes_per_second"),
         series("gaia_instance_gpu_utilization_percent"),
-        _instances(api, biz, app),
+        instance_page(api, _instances_path(biz, app), limit=INSTANCES_PER_PAGE, cursor=cursor),
     )
 
     def chart(title: str, unit: Unit, lines: list[Series], chart_id: str) -> Any:
@@ -176,11 +194,11 @@ async def monitoring(
         gpu_series = [mean_series(_("mean of instances"), _named(gpus, ""))]
         app_charts.append(chart(_("GPU utilisation"), "percent", gpu_series, "app-gpu"))
 
-    paged = paginate(
-        instances,
-        page=page,
-        size=INSTANCES_PER_PAGE,
+    shown: list[dict[str, Any]] = page["items"]
+    links = instance_links(
+        APP_URL.format(biz=biz, app=app) + "/monitoring",
         query={"range": range, "metric": metric},
+        page=page,
     )
     title, unit, metrics = INSTANCE_METRICS[metric]
 
@@ -195,7 +213,7 @@ async def monitoring(
             f"inst-{inst['id']}-{metric}",
         )
 
-    small = await asyncio.gather(*(instance_chart(i) for i in paged.items))
+    small = await asyncio.gather(*(instance_chart(i) for i in shown))
     return render(
         request,
         user,
@@ -209,8 +227,9 @@ async def monitoring(
             "metric": metric,
             "metrics": {k: v[0] for k, v in INSTANCE_METRICS.items()},
             "app_charts": app_charts,
-            "instance_charts": list(zip(paged.items, small, strict=True)),
-            "paged": paged,
+            "instance_charts": list(zip(shown, small, strict=True)),
+            "links": links,
+            "total": page["total"],
         },
         section="apps",
     )
@@ -269,7 +288,7 @@ async def logs(
         at = dt.datetime.fromtimestamp(platform_now(request) - RANGES[range][0], dt.UTC)
         since = at.isoformat()
     filters = {"instance": instance, "q": q, "stream": stream}
-    page, instances = await asyncio.gather(
+    page, (instances, many) = await asyncio.gather(
         cursor_page(
             api,
             f"/api/v1/businesses/{biz}/apps/{app}/logs",
@@ -278,7 +297,7 @@ async def logs(
             limit=LOG_LINES_PER_PAGE,
             keep={**filters, "range": range},
         ),
-        _instances(api, biz, app),
+        _picker(api, biz, app),
     )
     data = page.data
     follow = (
@@ -300,8 +319,8 @@ async def logs(
             "older": page.older,
             "newest": page.newest,
             "follow_url": follow if not cursor else "",
-            "instances": instances[:500],
-            "many_instances": len(instances) > 500,
+            "instances": instances,
+            "many_instances": many,
             "instance": instance,
             "q": q,
             "range": range,
@@ -327,8 +346,11 @@ async def terminal(
     app_data, error = await _app_or_error(request, user, api, biz, app)
     if error is not None:
         return error
-    instances = await _instances(api, biz, app)
+    instances, many = await _picker(api, biz, app)
     chosen = next((i for i in instances if str(i["id"]) == instance), None)
+    if chosen is None and instance:  # beyond the picker's page: read that one
+        one = await api.get(f"{_instances_path(biz, app)}/{instance}")
+        chosen = one.data if one.ok else None
     return render(
         request,
         user,
@@ -337,8 +359,8 @@ async def terminal(
             "biz": biz,
             "app": app_data,
             "tab": "terminal",
-            "instances": instances[:500],
-            "many_instances": len(instances) > 500,
+            "instances": instances,
+            "many_instances": many,
             "instance": instance,
             "chosen": chosen,
             "socket": f"/console/ws/b/{biz}/apps/{app}/instances/{instance}/exec"
@@ -395,8 +417,9 @@ class TerminalSession:
         """Check the caller may exec here and find the instance, as the API's exec would."""
         # The role check is the API's own dependency (a viewer may look at the app but not
         # exec in it); it also names the business the records carry.
-        with platform(cast(Request, self.ws)).db.read_session() as session:
-            principal = authenticate(session, self.token)
+        plat = platform(cast(Request, self.ws))
+        with plat.db.read_session() as session:
+            principal = authenticate(session, self.token, cache=plat.principals)
             self.actor = principal.username
             ctx = AuditContext()  # business_for notes the business before it may refuse
             try:

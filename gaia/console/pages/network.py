@@ -3,11 +3,13 @@
 - ``/console/b/{biz}/apps/{app}/network`` (members of the business): the app's network mode
   (overlay, floating-ip, nat, host), its release policy, and each instance's address, pool,
   node and NAT host ports, from ``GET .../apps/{app}/network``; each instance's bandwidth
-  guarantee and live use (below). Developers and above get a form to change the mode and the
-  release policy. Templates are immutable, so the form adds a version, a copy of the default
-  template with the new network, and makes it the default (the API's ``POST .../templates`` and
-  ``PATCH .../apps/{app}``, both refused to viewers by the API itself); running instances move
-  to it by a gray upgrade, as for any other change.
+  guarantee and live use (below). The instances are one page of ``GET .../instances`` (the
+  API's cursors in the links), so an app of 10,000 costs one page; the addresses kept for
+  instances scaled away are the ones the network call names (``kept``). Developers and above
+  get a form to change the mode and the release policy. Templates are immutable, so the form
+  adds a version, a copy of the default template with the new network, and makes it the default
+  (the API's ``POST .../templates`` and ``PATCH .../apps/{app}``, both refused to viewers by the
+  API itself); running instances move to it by a gray upgrade, as for any other change.
 - ``/console/network`` (platform admins; in the top navigation for them only): per cluster its
   floating-IP pools with how many addresses are used and free, which pool each node's
   ``gaia.io/subnet`` label selects, and forms to create and delete pools.
@@ -30,7 +32,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from gaia.console.listing import every_item
+from gaia.console.listing import Cursor, every_item, instance_links, instance_page
 from gaia.console.web import (
     ApiResult,
     ConsoleApi,
@@ -55,6 +57,7 @@ POLICIES = ("on-delete", "app", "never")
 SUBNET_LABEL = "gaia.io/subnet"
 LIVE_METRIC = "gaia_instance_network_transmit_bytes_per_second"
 LIVE_WINDOW_S = 300  # a point older than this is no "live" use
+INSTANCES_PER_PAGE = 50  # rows of the addresses table, as the instances tab shows
 POOL_FIELDS = ("cluster", "name", "subnet", "zone", "gateway", "range_start", "range_end")
 # the keys of a stored template that the API's TemplateIn takes back (besides name/resources)
 TEMPLATE_KEYS = (
@@ -197,6 +200,7 @@ async def _app_network_page(
     values: Mapping[str, str] | None = None,
     errors: Mapping[str, str] | None = None,
     status: int = 200,
+    cursor: str = "",
 ) -> Response:
     api = ConsoleApi(request, user)
     data = await api.get(_app_api(biz, app))
@@ -206,9 +210,10 @@ async def _app_network_page(
     if not network.ok:
         return refusal_page(request, user, network, template="app_error.html", section="apps")
     templates = await every_item(api, f"{_app_api(biz, app)}/templates")
-    instances = await every_item(api, f"{_app_api(biz, app)}/instances")
-    rows: list[dict[str, Any]] = instances.data if instances.ok else []
-    rows.sort(key=lambda i: int(i.get("id", 0)))
+    page = await instance_page(
+        api, f"{_app_api(biz, app)}/instances", limit=INSTANCES_PER_PAGE, cursor=cursor
+    )
+    rows: list[dict[str, Any]] = page["items"]
     bandwidth = await bandwidth_of(
         api,
         biz=biz,
@@ -218,9 +223,10 @@ async def _app_network_page(
         now=platform_now(request),
     )
     addresses = {a["pod"]: a for a in network.data["instances"]}
-    names = {str(i["name"]) for i in rows}
     # addresses an instance keeps while it is scaled away (release policy app or never)
-    kept = [a for a in network.data["instances"] if a["pod"] not in names]
+    # (one still being removed is in the table while it is on the page)
+    gone = set(network.data.get("kept", [])) - {str(i["name"]) for i in rows}
+    kept = [a for a in network.data["instances"] if a["pod"] in gone]
     shown = values or {"mode": network.data["mode"], "ip_release": network.data["ip_release"] or ""}
     return render(
         request,
@@ -232,6 +238,8 @@ async def _app_network_page(
             "tab": "network",
             "network": network.data,
             "instances": rows,
+            "links": instance_links(f"/console/b/{biz}/apps/{app}/network", query={}, page=page),
+            "total": page["total"],
             "addresses": addresses,
             "kept": kept,
             "bandwidth": bandwidth,
@@ -247,8 +255,10 @@ async def _app_network_page(
 
 
 @router.get("/console/b/{biz}/apps/{app}/network")
-async def app_network(request: Request, user: User, biz: Biz, app: AppName) -> Response:
-    return await _app_network_page(request, user, biz=biz, app=app)
+async def app_network(
+    request: Request, user: User, biz: Biz, app: AppName, cursor: Cursor = ""
+) -> Response:
+    return await _app_network_page(request, user, biz=biz, app=app, cursor=cursor)
 
 
 @router.post("/console/b/{biz}/apps/{app}/network", response_model=None)

@@ -40,6 +40,10 @@ the app controller records as a ``ReconcileError`` event. (Nodes are the excepti
 the cluster's, and removing one is an explicit admin action.) Business names are checked too
 (``gaia.domain.namespaces``); this check is what holds for namespaces made by hand.
 
+**Pre-pull** (``prewarm_image``, the port's ``ImagePrewarmer``): a cluster has no pull without a
+pod, so a gray upgrade's look-ahead goes to the P2P agents' prewarm jobs through the
+``PrewarmSink`` the platform hands the adapter (docs/p2p.md, "Pre-pull during gray upgrades").
+
 Nodes come and go with the cluster: ``add_node`` is refused (501); cordon, drain (evictions of
 the platform's pods) and removal (refused while pods are bound) work on the real Node objects.
 """
@@ -127,6 +131,7 @@ from gaia.providers.port import (
     MetricSample,
     Node,
     NodeSpec,
+    PrewarmSink,
     PullSecret,
     Service,
     ServiceSpec,
@@ -152,12 +157,15 @@ class KubernetesCluster:
         kubeconfig: str,
         resync_s: float = 300.0,
         node_simulator: str | None = None,
+        prewarms: PrewarmSink | None = None,
     ) -> None:
         if node_simulator is not None and node_simulator not in NODE_SIMULATORS:
             raise InvalidRequest(
                 f"node simulator {node_simulator!r} is unknown; known: {', '.join(NODE_SIMULATORS)}"
             )
         self.name = name
+        # where pre-pulls go: the P2P agents' prewarm jobs (None: the platform has none here)
+        self._prewarms = prewarms
         self._creds = parse_kubeconfig(kubeconfig)  # refuses a broken kubeconfig at once
         self._config = yaml.safe_load(kubeconfig)
         self._resync_s = resync_s
@@ -329,6 +337,19 @@ class KubernetesCluster:
         return ClusterHealth(
             HealthState.UNHEALTHY, f"API server not ready (HTTP {response.status_code})"
         )
+
+    # ------------------------------------------------------------ pre-pull
+
+    async def prewarm_image(
+        self, *, namespace: str, owner: str, image: str, nodes: Collection[str]
+    ) -> None:
+        """``ImagePrewarmer``: the cluster has no pull without a pod, so the wish goes to the
+        P2P agents' prewarm jobs (``PrewarmSink``), keyed ``<namespace>/<owner>``; without a
+        sink (no P2P wiring) or agents, nothing happens and instances pull in their turn.
+        Not on the cluster's loop: the sink belongs to the platform's (the caller's) loop."""
+        if self._prewarms is None:
+            return
+        self._prewarms.declare_prewarm(owner=f"{namespace}/{owner}", image=image, nodes=nodes)
 
     # ------------------------------------------------------------ token review
 
@@ -580,7 +601,7 @@ class KubernetesCluster:
         for pod in await self._app_pods(namespace, app):
             inst = self._refined(pod, instance_from_pod(pod))
             found[inst.instance_id] = InstanceState(
-                phase=inst.phase, node=inst.node, version=inst.version
+                phase=inst.phase, node=inst.node, version=inst.version, ready=inst.ready
             )
         return found
 

@@ -551,7 +551,7 @@ class SimCluster:
             self._enter()  # the phases as of now, as list_instances would report them
             return {
                 rec.spec.instance_id: InstanceState(
-                    phase=rec.phase, node=rec.node.name, version=rec.version
+                    phase=rec.phase, node=rec.node.name, version=rec.version, ready=rec.ready
                 )
                 for rec in self._by_app.get((namespace, app), {}).values()
             }

@@ -229,3 +229,133 @@ def test_quota_is_enforced_twice(kube: KubeApps, control_plane: ControlPlane) ->
     if shutil.which("kubectl") is not None:
         done = control_plane.kubectl("get", "resourcequota", "-n", "alpha", "-o", "name")
         assert done.stdout.split() == ["resourcequota/gaia-business-quota"], done.stderr
+
+
+# ---- pre-pull during gray upgrades (issue 22 with issue 17): the kubernetes adapter's
+# prewarm_image becomes the P2P coordinator's prewarm job for the next batches' nodes, which
+# their agents learn from their heartbeat answer (their own API calls, node tokens); one job
+# per app, replaced as the batches move, withdrawn when the upgrade ends
+
+P2P = "/api/v1/clusters/kube-1/p2p"
+V2 = "registry.local/shop/web:v2"
+
+
+class Agents:
+    """The P2P agents of some nodes, as the API sees them: each with its node's own token."""
+
+    def __init__(self, kube: KubeApps, nodes: set[str]) -> None:
+        self.kube = kube
+        self.tokens = {}
+        for node in sorted(nodes):
+            token = kube.call("GET", f"{P2P}/agent-token?node={node}")["token"]
+            self.tokens[node] = {"Authorization": f"Bearer {token}"}
+            self.heartbeat(node)
+
+    def heartbeat(self, node: str) -> list[dict[str, Any]]:
+        body = {"node": node, "zone": "bj-1", "address": f"{node}:7001", "upload_slots": 4}
+        r = self.kube.world.client.post(f"{P2P}/agents", json=body, headers=self.tokens[node])
+        assert r.status_code == 200, r.text
+        return list(r.json()["prewarm"])
+
+    def jobs(self) -> dict[str, set[str]]:
+        """Prewarm id -> the nodes whose heartbeat answer names it (images checked)."""
+        out: dict[str, set[str]] = {}
+        for node in self.tokens:
+            for job in self.heartbeat(node):
+                assert job["image"] == V2
+                out.setdefault(job["id"], set()).add(node)
+        return out
+
+
+def web_on_nodes(kube: KubeApps) -> tuple[list[int], dict[int, str]]:
+    """An app of 8 on v1 (v2: another image, same shape), and an instance id per node."""
+    v1 = template("v1", "registry.local/shop/web:v1", cpu=0.5, memory=256)
+    v2 = template("v2", V2, cpu=0.5, memory=256)
+    body = {"name": "web", "cluster": "kube-1", "templates": [v1, v2], "replicas": 8}
+    kube.call("POST", f"{BIZ}/apps", body, status=201)
+    kube.settle(kube.ready("web", 8))
+    first: dict[str, int] = {}
+    for iid, inst in sorted(kube.instances("web").items()):
+        first.setdefault(inst["node"], iid)
+    ids = sorted(first.values())
+    assert len(ids) >= 3, "the scenario needs instances on three nodes at least"
+    return ids, {iid: node for node, iid in first.items()}
+
+
+def test_a_gray_upgrade_prewarms_the_next_batches_nodes_and_withdraws_at_the_end(
+    kube: KubeApps, platform: Platform
+) -> None:
+    ids, node_of = web_on_nodes(kube)
+    agents = Agents(kube, set(node_of.values()))
+    made = kube.call(
+        "POST",
+        f"{BIZ}/apps/web/upgrades",
+        {"template": "v2", "instance_ids": ids, "max_unavailable": 1},
+        status=201,
+    )
+    path = f"{BIZ}/apps/web/upgrades/{made['id']}"
+
+    asyncio.run(kube.controller.run_once())  # the first batch moves
+    (first_job, first_nodes), *more = agents.jobs().items()
+    assert not more
+    assert first_nodes == {node_of[i] for i in ids[1:3]}  # the next two batches' nodes
+
+    seen = {first_job}
+    for _ in range(200):
+        asyncio.run(kube.controller.run_once())
+        jobs = agents.jobs()
+        assert len(jobs) <= 1, f"jobs piled up: {jobs}"  # a new wish replaced the old job
+        seen |= set(jobs)
+        if kube.call("GET", path)["state"] == "Succeeded":
+            break
+    else:
+        raise AssertionError(f"the upgrade did not finish: {kube.call('GET', path)}")
+    if len(ids) > 3:
+        assert len(seen) > 1  # the look-ahead moved on with the batches
+    asyncio.run(kube.controller.run_once())
+    assert agents.jobs() == {}  # withdrawn at the end
+    assert {i["version"] for i in kube.instances("web").values() if i["id"] in ids} == {"v2"}
+
+
+def test_a_cluster_without_agents_gets_no_prewarm_and_upgrades_as_before(
+    kube: KubeApps, platform: Platform
+) -> None:
+    ids, node_of = web_on_nodes(kube)
+    made = kube.call(
+        "POST",
+        f"{BIZ}/apps/web/upgrades",
+        {"template": "v2", "instance_ids": ids, "max_unavailable": 1},
+        status=201,
+    )
+    asyncio.run(kube.controller.run_once())
+    # agents that register only now find no job: none was made while the cluster had none
+    agents = Agents(kube, set(node_of.values()))
+    assert agents.jobs() == {}
+    kube.settle(
+        lambda: kube.call("GET", f"{BIZ}/apps/web/upgrades/{made['id']}")["state"] == "Succeeded"
+    )
+
+
+def test_a_paused_upgrade_and_a_deleted_app_withdraw_their_prewarm(
+    kube: KubeApps, platform: Platform
+) -> None:
+    ids, node_of = web_on_nodes(kube)
+    agents = Agents(kube, set(node_of.values()))
+    made = kube.call(
+        "POST",
+        f"{BIZ}/apps/web/upgrades",
+        {"template": "v2", "instance_ids": ids, "max_unavailable": 1},
+        status=201,
+    )
+    asyncio.run(kube.controller.run_once())
+    assert len(agents.jobs()) == 1
+    kube.call("POST", f"{BIZ}/apps/web/upgrades/{made['id']}/pause")
+    asyncio.run(kube.controller.run_once())
+    assert agents.jobs() == {}
+    kube.call("POST", f"{BIZ}/apps/web/upgrades/{made['id']}/resume")
+    asyncio.run(kube.controller.run_once())
+    assert len(agents.jobs()) == 1  # the look-ahead again, for the batches left
+    r = kube.world.client.delete(f"{BIZ}/apps/web", headers=kube.world.admin)
+    assert r.status_code in (200, 202, 204), r.text
+    asyncio.run(kube.controller.run_once())
+    assert agents.jobs() == {}

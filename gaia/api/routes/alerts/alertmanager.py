@@ -34,7 +34,7 @@ def alertmanager_webhook(
     if expected and hmac.compare_digest(token.encode(), expected.encode()):
         ctx.actor = "alertmanager"
     else:
-        principal = authenticate(session, token)
+        principal = authenticate(session, token, cache=plat.principals)
         require_platform_admin(principal, "post Alertmanager alerts")
         ctx.actor = principal.username
     result = ingest(

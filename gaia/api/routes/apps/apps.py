@@ -21,8 +21,15 @@ from gaia.api.deps import (
 )
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.apps.fit import check_fit
-from gaia.api.routes.apps.observe import observe_app, provider_for
-from gaia.api.routes.apps.shapes import AppPath, BizPath, NodePath, app_out, new_template
+from gaia.api.routes.apps.observe import observe_for_answer, provider_for
+from gaia.api.routes.apps.shapes import (
+    NOTHING_RUNS,
+    AppPath,
+    BizPath,
+    NodePath,
+    app_out,
+    new_template,
+)
 from gaia.api.schemas.apps import (
     AppIn,
     AppOut,
@@ -55,7 +62,7 @@ async def list_apps(
     rows, nxt = store_apps.list_apps(session, business=business, limit=limit, cursor=cursor)
     out = []
     for app in rows:
-        observed = await observe_app(request, session, business, app)
+        observed = await observe_for_answer(request, session, business, app)
         out.append(app_out(session, business, app, observed))
     return Page[AppOut](items=out, next_cursor=nxt)
 
@@ -104,7 +111,7 @@ async def create_app(
         f"created app '{body.name}' in cluster '{cluster.name}' with {body.replicas} "
         f"instance(s) of {default} ({len(names)} template(s))"
     )
-    return app_out(session, business, app, [])
+    return app_out(session, business, app, NOTHING_RUNS)
 
 
 @router.get("/businesses/{biz}/apps/{app}", response_model=AppOut)
@@ -116,7 +123,7 @@ async def get_app(
     app: str = AppPath,
 ) -> AppOut:
     business, row = readable_app(session, principal, biz=biz, app=app)
-    observed = await observe_app(request, session, business, row)
+    observed = await observe_for_answer(request, session, business, row)
     return app_out(session, business, row, observed)
 
 

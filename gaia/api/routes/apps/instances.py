@@ -15,11 +15,12 @@ operation record carries the command line, secrets redacted as in the platform's
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
-from gaia.api.pagination import Cursor, Limit, page_in_memory_both_ways
+from gaia.api.pagination import Cursor, Limit, page_in_memory, page_in_memory_both_ways
 from gaia.api.routes.apps.observe import (
     observe_app,
     observed_states,
@@ -157,6 +158,11 @@ async def list_instances(
     ),
     node: str = Query(default="", max_length=253, description="part of the node's name"),
     name: str = Query(default="", max_length=100, description="part of the instance's name"),
+    order: Literal["id", "newest"] = Query(
+        default="id",
+        description="id: by id, pages both ways; newest: highest id first, forward only "
+        "(the instances a scale-in by count removes)",
+    ),
 ) -> InstancePage:
     """The app's instances by id, a page at a time, with the filters given: the ones it wants
     (as the cluster reports them, else Pending or Stopped) and the ones still in the cluster
@@ -177,9 +183,25 @@ async def list_instances(
         observed=states,
         chosen=InstanceFilter(status=status, version=version, node=node, name=name),
     )
-    ids, nxt, prev = page_in_memory_both_ways(
-        tally.ids, key=lambda iid: iid, kind=f"instances@app:{row.id}", limit=limit, cursor=cursor
-    )
+    if order == "newest":
+        prev = None
+        ids, nxt = page_in_memory(
+            tally.ids,
+            key=lambda iid: iid,
+            kind=f"instances-newest@app:{row.id}",
+            limit=limit,
+            cursor=cursor,
+            descending=True,
+            numeric=True,
+        )
+    else:
+        ids, nxt, prev = page_in_memory_both_ways(
+            tally.ids,
+            key=lambda iid: iid,
+            kind=f"instances@app:{row.id}",
+            limit=limit,
+            cursor=cursor,
+        )
     page_in_cluster = [iid for iid in ids if iid in states]
     observed = (
         await observe_app(request, session, business, row, ids=page_in_cluster)
@@ -221,7 +243,7 @@ async def get_instance(
 ) -> InstanceOut:
     business, row = readable_app(session, principal, biz=biz, app=app)
     version = row.instances.get(str(instance))
-    observed = await observe_app(request, session, business, row) or []
+    observed = await observe_app(request, session, business, row, ids=[instance]) or []
     inst = next((i for i in observed if i.instance_id == instance), None)
     if version is None and inst is None:
         raise NotFound(f"instance {instance} not found in app '{app}'")

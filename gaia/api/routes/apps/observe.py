@@ -13,6 +13,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import platform
+from gaia.api.routes.apps.shapes import AppObservation
 from gaia.domain.errors import Conflict, NotFound
 from gaia.providers.port import ClusterProvider, Instance, InstanceState
 from gaia.store import apps as store_apps
@@ -55,6 +56,21 @@ async def observed_states(
         return None
 
 
+async def observe_for_answer(
+    request: Request, session: Session, business: Business, app: App
+) -> AppObservation | None:
+    """What ``app_out`` shows of the cluster: every instance's small state, and the views of
+    the latest upgrade's instances that the cluster has (an upgrade's progress needs their
+    failures too); None when the cluster cannot be reached."""
+    states = await observed_states(request, session, business, app)
+    if states is None:
+        return None
+    upgrade = store_apps.latest_upgrade(session, app=app)
+    ids = [] if upgrade is None else [i for i in upgrade.instance_ids if i in states]
+    views = await observe_app(request, session, business, app, ids=ids) if ids else []
+    return AppObservation(states=states, upgrade_views=views or [])
+
+
 async def observe_app(
     request: Request,
     session: Session,
@@ -74,7 +90,7 @@ async def one_instance(
     """Instance ``iid`` as the cluster has it: 409 while it is wanted but not there yet, 404
     when the app has no such instance, ``ConnectionError`` when the cluster is unreachable."""
     cluster = store_apps.cluster_of(session, app)
-    observed = await observe(request, cluster, business.name, app.name)
+    observed = await observe(request, cluster, business.name, app.name, ids=[iid])
     if observed is None:
         raise ConnectionError(f"cluster '{cluster.name}' is unreachable")
     for inst in observed:

@@ -3,13 +3,17 @@ answers (store rows plus what the cluster reports → response bodies).
 
 Nothing here changes the store. Answers merge the stored spec with an observation of the
 cluster (``observed``, None when the cluster could not be reached: counts that need it are then
-None rather than a wrong zero). See docs/architecture.md, "the API".
+None rather than a wrong zero). An app's answer reads one small state per instance for its
+counts and the full views of its latest upgrade's instances only (``AppObservation``), so no
+app answer builds a list of 10,000 views to count the ready ones (issue 22). See
+docs/architecture.md, "the API".
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from fastapi import Path
 from sqlalchemy.orm import Session
@@ -26,7 +30,7 @@ from gaia.api.schemas.apps import (
 from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
 from gaia.domain import apps as domain_apps
 from gaia.domain.upgrades import step_upgrade
-from gaia.providers.port import Instance
+from gaia.providers.port import Instance, InstanceState
 from gaia.store import apps as store_apps
 from gaia.store.models import App, AppTemplate, AppUpgrade, Business, InstanceFailure
 
@@ -80,8 +84,21 @@ def upgrade_out(row: AppUpgrade, observed: Sequence[Instance] | None, app: App) 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class AppObservation:
+    """What an app's answer needs of the cluster: phase, node, version and readiness of every
+    instance (``instance_states``: the ready and running counts), and the full views of the
+    latest upgrade's instances (its progress), never every instance's view."""
+
+    states: Mapping[int, InstanceState]
+    upgrade_views: Sequence[Instance] = ()
+
+
+NOTHING_RUNS = AppObservation(states={})  # a new app: the cluster has none of it yet
+
+
 def app_out(
-    session: Session, business: Business, app: App, observed: Sequence[Instance] | None
+    session: Session, business: Business, app: App, observed: AppObservation | None
 ) -> AppOut:
     cluster = store_apps.cluster_of(session, app)
     instances = domain_apps.parse_instance_map(app.instances)
@@ -97,11 +114,15 @@ def app_out(
         templates=sorted(templates),
         replicas=len(instances),
         versions=dict(sorted(Counter(instances.values()).items())),
-        ready=None if observed is None else sum(1 for i in observed if i.ready),
-        running=None if observed is None else sum(1 for i in observed if i.phase == "Running"),
+        ready=None if observed is None else sum(1 for s in observed.states.values() if s.ready),
+        running=None
+        if observed is None
+        else sum(1 for s in observed.states.values() if s.phase == "Running"),
         domain=app.domain,
         resources=ResourceAmounts.from_vector(domain_apps.demand(instances, templates)),
-        upgrade=None if upgrade is None else upgrade_out(upgrade, observed, app),
+        upgrade=None
+        if upgrade is None
+        else upgrade_out(upgrade, None if observed is None else observed.upgrade_views, app),
         created_by=app.created_by,
         created_at=app.created_at,
         updated_at=app.updated_at,

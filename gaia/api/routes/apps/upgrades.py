@@ -79,7 +79,9 @@ async def list_upgrades(
     """The app's upgrades, newest first."""
     business, row = readable_app(session, principal, biz=biz, app=app)
     rows, nxt = store_apps.list_upgrades(session, app=row, limit=limit, cursor=cursor)
-    observed = await observe_app(request, session, business, row)
+    # their progress reads their own instances only, not every instance of the app
+    ids = {iid for r in rows for iid in r.instance_ids}
+    observed = await observe_app(request, session, business, row, ids=ids) if ids else []
     return Page[UpgradeOut](items=[upgrade_out(r, observed, row) for r in rows], next_cursor=nxt)
 
 
@@ -94,7 +96,7 @@ async def get_upgrade(
 ) -> UpgradeOut:
     business, row = readable_app(session, principal, biz=biz, app=app)
     found = store_apps.find_upgrade(session, app=row, upgrade_id=upgrade)
-    observed = await observe_app(request, session, business, row)
+    observed = await observe_app(request, session, business, row, ids=found.instance_ids)
     return upgrade_out(found, observed, row)
 
 

@@ -1,0 +1,99 @@
+"""Declared prewarms (``SwarmCoordinator.declare_prewarm``): an owner's whole wish as one job,
+replaced by the next wish and withdrawn by an empty one; the form a real cluster's pre-pull
+(the port's ``ImagePrewarmer``, through the kubernetes adapter's sink) takes in the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from gaia.controllers.swarm import ClusterKey, ImageRef, SwarmCoordinator, SwarmPrewarms
+from tests.controllers.test_swarm import KEY, coordinator, join
+
+WEB_V2 = "registry.local/shop/web:v2"
+
+
+def heartbeat_jobs(coord: SwarmCoordinator, node: str) -> list[tuple[str, str]]:
+    answer = coord.register(KEY, node=node, zone="z1", address=f"{node}:7000", upload_slots=4)
+    return list(answer.prewarm)
+
+
+def run(scenario: Callable[[], None]) -> None:
+    async def inside() -> None:  # the coordinator lives on an event loop
+        scenario()
+
+    asyncio.run(inside())
+
+
+def test_a_new_wish_replaces_the_owners_job_and_an_empty_one_withdraws_it() -> None:
+    def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a", "b", "c")
+        first = coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"a", "b"})
+        assert first is not None
+        assert heartbeat_jobs(coord, "a") == [(first, WEB_V2)]
+        # the same wish again keeps the job: agents pulling it are not told of another
+        assert coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"b", "a"}) == (
+            first
+        )
+        second = coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"c"})
+        assert second not in (None, first)
+        assert heartbeat_jobs(coord, "a") == []  # called off
+        assert heartbeat_jobs(coord, "c") == [(second, WEB_V2)]
+        assert coord.declare_prewarm(KEY, owner="alpha/web", image="", nodes=()) is None
+        assert heartbeat_jobs(coord, "c") == []
+
+    run(scenario)
+
+
+def test_owners_do_not_touch_each_others_jobs_nor_the_apis() -> None:
+    def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a")
+        base = ImageRef.parse("registry.local/base:1")
+        asked = coord.create_prewarm(KEY, image=base, nodes=["a"])  # POST .../p2p/prewarms
+        web = coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"a"})
+        api = coord.declare_prewarm(KEY, owner="alpha/api", image=WEB_V2, nodes={"a"})
+        assert web is not None and api is not None
+        coord.declare_prewarm(KEY, owner="alpha/web", image="", nodes=())
+        assert {pid for pid, _ in heartbeat_jobs(coord, "a")} == {asked, api}
+
+    run(scenario)
+
+
+def test_a_cluster_without_registered_agents_gets_no_job() -> None:
+    def scenario() -> None:
+        coord, _ = coordinator()
+        assert coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"a"}) is None
+        other = ClusterKey(id=2, name="kube-2")
+        SwarmPrewarms(coord, other).declare_prewarm(owner="alpha/web", image=WEB_V2, nodes={"a"})
+        join(coord, "a")
+        assert heartbeat_jobs(coord, "a") == []  # nothing was kept for later either
+
+    run(scenario)
+
+
+def test_an_image_that_is_no_reference_withdraws_and_does_not_raise() -> None:
+    def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a")
+        coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"a"})
+        assert coord.declare_prewarm(KEY, owner="alpha/web", image="Not An Image", nodes={"a"}) is (
+            None
+        )
+        assert heartbeat_jobs(coord, "a") == []
+
+    run(scenario)
+
+
+def test_cancel_calls_a_job_off() -> None:
+    def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a")
+        pid = coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"a"})
+        assert pid is not None
+        assert coord.cancel_prewarm(KEY, pid)
+        assert not coord.cancel_prewarm(KEY, pid)
+        assert heartbeat_jobs(coord, "a") == []
+
+    run(scenario)
