@@ -135,7 +135,9 @@ class Platform:
         )
         # a real cluster pre-pulls (gray upgrades' look-ahead) as the P2P agents' prewarm jobs
         self.providers.send_prewarms_to(
-            lambda cluster: SwarmPrewarms(self.p2p, ClusterKey(id=cluster.id, name=cluster.name))
+            lambda cluster: SwarmPrewarms(
+                self.p2p, ClusterKey(id=cluster.id, name=cluster.name, salt=cluster.key_salt)
+            )
         )
         self.p2p_auth = AgentAuthenticator(
             secrets=self.secrets,

@@ -73,14 +73,14 @@ class AgentAuthenticator:
         self.audience = audience
         self.review_cache_s = review_cache_s
         self.max_cached = max_cached
-        # (cluster id, sha256 of the token) -> (until, identity)
-        self._reviews: OrderedDict[tuple[int, str], tuple[float, AgentIdentity]] = OrderedDict()
+        # (the cluster's key material, sha256 of the token) -> (until, identity)
+        self._reviews: OrderedDict[tuple[str, str], tuple[float, AgentIdentity]] = OrderedDict()
 
     # ---- Gaia's own tokens
 
     def node_token(self, key: ClusterKey, node: str) -> str:
         """The token that proves ``node`` of this cluster (``gaia-p2pn-<64 hex>.<node>``)."""
-        mac = self.secrets.derive_key(f"p2p node token\0{key.id}\0{key.name}\0{node}").hex()
+        mac = self.secrets.derive_key(f"p2p node token\0{key.material}\0{node}").hex()
         return f"{NODE_TOKEN_PREFIX}{mac}.{node}"
 
     def shared_token_allowed(self, kind: str) -> bool:
@@ -119,7 +119,7 @@ class AgentAuthenticator:
 
     async def _reviewed(self, cluster: AgentCluster, token: str) -> AgentIdentity:
         assert cluster.reviewer is not None
-        cache_key = (cluster.key.id, hashlib.sha256(token.encode()).hexdigest())
+        cache_key = (cluster.key.material, hashlib.sha256(token.encode()).hexdigest())
         now = self.clock.now().timestamp()
         known = self._reviews.get(cache_key)
         if known is not None and known[0] > now:

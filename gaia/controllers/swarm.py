@@ -77,11 +77,27 @@ MAX_LEAF_DEPTH = 3  # an index of manifests of blobs, and one level to spare
 
 @dataclass(frozen=True, slots=True)
 class ClusterKey:
-    """A cluster as the coordinator keys it: the id makes a re-registered cluster of the same
-    name a new one (new token, new key), the name labels figures."""
+    """A cluster as the coordinator keys it: id and salt make a re-registered cluster of the
+    same name a new one (new tokens, new keys, a fresh swarm state), the name labels figures.
+
+    The salt (``clusters.key_salt``, migration 0016) is random per registration, because
+    SQLite gives a deleted cluster's id to the next one; it is empty for clusters registered
+    before it, so their derived keys did not change."""
 
     id: int
     name: str
+    salt: str = ""
+
+    @property
+    def material(self) -> str:
+        """What every key and token of this cluster is derived from, beside its purpose."""
+        return cluster_key_material(id=self.id, name=self.name, salt=self.salt)
+
+
+def cluster_key_material(*, id: int, name: str, salt: str) -> str:
+    """A cluster's part of the derivation of its keys: ``id\0name``, then ``\0salt`` where
+    the cluster has one (clusters registered before the salt keep what they had)."""
+    return f"{id}\0{name}\0{salt}" if salt else f"{id}\0{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +317,7 @@ class SwarmCoordinator:
     # ---- keys
 
     def agent_token(self, key: ClusterKey) -> str:
-        raw = self.secrets.derive_key(f"p2p agent token\0{key.id}\0{key.name}")
+        raw = self.secrets.derive_key(f"p2p agent token\0{key.material}")
         return AGENT_TOKEN_PREFIX + raw.hex()
 
     def is_agent_token(self, key: ClusterKey, token: str) -> bool:
@@ -310,7 +326,7 @@ class SwarmCoordinator:
     def ticket_key(self, key: ClusterKey, parent: str) -> bytes:
         """The key of ``parent``'s peer server: it verifies tickets with it, and only the
         coordinator and that node know it (one node's root cannot mint for another's server)."""
-        return self.secrets.derive_key(f"p2p ticket key\0{key.id}\0{key.name}\0{parent}")
+        return self.secrets.derive_key(f"p2p ticket key\0{key.material}\0{parent}")
 
     def ticket(self, key: ClusterKey, *, parent: str, node: str, digest: str, expires: int) -> str:
         """What ``node`` shows ``parent``'s peer server to fetch pieces of ``digest``."""

@@ -12,6 +12,7 @@ carries the hard limits and the running ``used_*`` counters that admission updat
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import Any
 
 from sqlalchemy import (
@@ -152,6 +153,12 @@ class Cluster(Base):
     # Node counts as of the last successful probe (None: never seen).
     node_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ready_node_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Random per registration, part of every key derived from the cluster (agent, node and
+    # IPAM tokens, ticket keys): a cluster registered again, even under a reused id, is a new
+    # one to them. Empty for clusters registered before migration 0016 (their keys unchanged).
+    key_salt: Mapped[str] = mapped_column(
+        String(32), default=lambda: secrets.token_hex(8), server_default=""
+    )
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -52,6 +52,7 @@ from gaia.api.schemas.network import (
     IpPoolIn,
     IpPoolOut,
 )
+from gaia.controllers.swarm import cluster_key_material
 from gaia.domain.apps import parse_instance_map
 from gaia.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from gaia.domain.network import InstanceName, parse_pool
@@ -69,7 +70,10 @@ TOKEN_PREFIX = "gaia-ipam-"  # noqa: S105 - a prefix, not a secret
 
 def ipam_token(secrets: SecretBox, cluster: Cluster) -> str:
     """The cluster's node credential for ``gaia-cni`` (a sibling of the P2P agent token)."""
-    raw = secrets.derive_key(f"ipam node token\0{cluster.id}\0{cluster.name}")
+    raw = secrets.derive_key(
+        "ipam node token\0"
+        + cluster_key_material(id=cluster.id, name=cluster.name, salt=cluster.key_salt)
+    )
     return TOKEN_PREFIX + raw.hex()
 
 

@@ -85,6 +85,7 @@ from gaia.providers.port import TokenReviewer
 from gaia.store import registry as registry_store
 from gaia.store.clusters import cluster_named
 from gaia.store.identity import Principal
+from gaia.store.models import Cluster
 
 router = APIRouter(tags=["p2p"])
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
@@ -95,8 +96,8 @@ NodeQuery = Query(
 PrewarmPath = Path(pattern=r"^pw-[0-9a-f]{16}$", max_length=19, description="prewarm id")
 
 
-def _key(row_id: int, name: str) -> ClusterKey:
-    return ClusterKey(id=row_id, name=name)
+def _key(row: Cluster) -> ClusterKey:
+    return ClusterKey(id=row.id, name=row.name, salt=row.key_salt)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _agent_cluster(plat: Platform, cluster: str) -> AgentCluster | None:
         if row.kind == "kubernetes":
             provider = plat.providers.for_cluster(row)
             reviewer = provider if isinstance(provider, TokenReviewer) else None
-        found = AgentCluster(key=_key(row.id, row.name), kind=row.kind, reviewer=reviewer)
+        found = AgentCluster(key=_key(row), kind=row.kind, reviewer=reviewer)
     cache.put(cluster, found, generation=generation)
     return found
 
@@ -332,7 +333,7 @@ async def agent_token(
     ``GAIA_P2P_SHARED_AGENT_TOKEN`` lets this cluster use it, 409 elsewhere)."""
     require_platform_admin(principal, "read a cluster's P2P agent token")
     row = visible_cluster(session, principal, cluster)
-    key = _key(row.id, row.name)
+    key = _key(row)
     plat = platform(request)
     if node is not None:
         return AgentTokenOut(token=plat.p2p_auth.node_token(key, node), node=node)
@@ -358,7 +359,7 @@ async def list_images(
     platform administrator; for anyone else, those of the platform's registry they may pull
     themselves (a name and digest of another business's image are its business)."""
     row = visible_cluster(session, principal, cluster)
-    images = _coordinator(request).images(_key(row.id, row.name))
+    images = _coordinator(request).images(_key(row))
     if not principal.is_platform_admin:
         images = _pullable(platform(request), session, principal, images)
     page, nxt = page_in_memory(
@@ -422,7 +423,7 @@ async def list_agents(
 ) -> Page[P2PNodeOut]:
     """The cluster's registered P2P agents, by node name."""
     row = visible_cluster(session, principal, cluster)
-    nodes = _coordinator(request).nodes(_key(row.id, row.name))
+    nodes = _coordinator(request).nodes(_key(row))
     page, nxt = page_in_memory(
         nodes, key=lambda n: n.name, kind=f"p2p-nodes@cluster:{row.id}", limit=limit, cursor=cursor
     )
@@ -457,9 +458,7 @@ async def create_prewarm(
     require_platform_admin(principal, "prewarm images")
     row = visible_cluster(session, principal, cluster)
     image = ImageRef.parse(body.image)
-    pid = _coordinator(request).create_prewarm(
-        _key(row.id, row.name), image=image, nodes=body.nodes
-    )
+    pid = _coordinator(request).create_prewarm(_key(row), image=image, nodes=body.nodes)
     ctx.summary = f"prewarm {image} on {len(body.nodes)} node(s): {pid}"
     return PrewarmCreatedOut(id=pid)
 
@@ -474,7 +473,7 @@ async def get_prewarm(
 ) -> PrewarmOut:
     """A prewarm's progress per node: pending (the manifest not pulled yet), pulling, done."""
     row = visible_cluster(session, principal, cluster)
-    job, progress = _coordinator(request).prewarm(_key(row.id, row.name), prewarm)
+    job, progress = _coordinator(request).prewarm(_key(row), prewarm)
     return PrewarmOut(
         id=job.id,
         image=str(job.image),
