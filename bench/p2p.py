@@ -385,7 +385,13 @@ def _wait_agents(origin: str, n: int) -> None:
         admin = {"Authorization": f"Bearer {r.json()['token']}"}
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            body = c.get("/api/v1/clusters/bench/p2p/nodes", params={"limit": 500}, headers=admin)
+            try:
+                body = c.get(
+                    "/api/v1/clusters/bench/p2p/nodes", params={"limit": 500}, headers=admin
+                )
+            except httpx.TransportError:  # a kept-alive connection reset under the load: again
+                time.sleep(0.2)
+                continue
             if len(body.json()["items"]) >= n:
                 return
             time.sleep(0.2)

@@ -697,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     p2p.add_argument(
         "--coordinator-patience",
         type=float,
-        default=20.0,
+        default=60.0,
         help="seconds to wait for an overloaded coordinator before fetching from the registry",
     )
     p2p.add_argument(

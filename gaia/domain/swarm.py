@@ -289,6 +289,10 @@ class SwarmCluster:
         and at most ``SOURCE_SLOTS`` registry fetches of this blob per node at a time;
         otherwise it waits (a holder will free a slot, or the registry fetch will end)."""
         me = self.known_node(node)
+        # a node that asks is alive: an overloaded coordinator that answers heartbeats late
+        # must not forget a node in the middle of its downloads (it would answer 404, and the
+        # node's blob would go to the registry)
+        me.last_seen = max(me.last_seen, now)
         swarm = self.swarm(digest)
         swarm.last_active = now
         wanted = [

@@ -142,6 +142,14 @@ def test_forgetting_a_node_removes_its_pieces_and_leases() -> None:
     assert state.lapsed(now=100, heartbeat_s=10) == ["b"]
 
 
+def test_a_node_that_asks_for_pieces_does_not_lapse_without_heartbeats() -> None:
+    # an overloaded coordinator answers heartbeats late; the node's schedule calls show it alive
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    state.open(digest=DIGEST, size=2 * MiB, now=0)
+    state.schedule(node="b", digest=DIGEST, want=1, now=90, rng=random.Random(0))
+    assert state.lapsed(now=100, heartbeat_s=10) == ["a"]
+
+
 def test_unknown_nodes_and_blobs_are_refused() -> None:
     state = cluster_with(("a", "z1", 4))
     with pytest.raises(GaiaError):

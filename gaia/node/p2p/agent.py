@@ -43,7 +43,7 @@ class AgentConfig:
     # (1.18 vs 1.31 x the bound; a parent's uplink split 8 ways holds 8 children's download
     # slots on slow pieces) and kept the coordinator under its timeouts at N = 32
     upload_slots: int = 4
-    coordinator_patience_s: float = 20.0
+    coordinator_patience_s: float = 60.0
     download_slots: int = 4
     upload_rate: float = 0
     download_rate: float = 0

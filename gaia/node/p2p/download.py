@@ -21,7 +21,11 @@ download:
    (``Download.attempt`` counts up, so readers that streamed bytes of the bad copy are cut).
 
 If the coordinator cannot be reached (``CoordinatorUnavailable``), the download goes on without
-it, every remaining piece straight from the registry: slower for the cluster, never stuck.
+it, every remaining piece straight from the registry: slower for the cluster, never stuck. A
+coordinator that is there but slow is waited for (``coordinator_patience_s``), and one that
+answers 404 (it forgot this node or the blob: it restarted, or, overloaded, it missed this node's
+heartbeats) is joined again once, with the pieces held, and asked again: a busy platform must
+not turn into every node fetching whole blobs from the registry (``bench/p2p.py``, N = 32).
 A piece from the registry that fails is tried again (``REGISTRY_TRIES``) before the download
 gives up.
 Readers can stream a download as it runs (``Download.wait_piece``).
@@ -121,6 +125,7 @@ class Download:
     task: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.monotonic)
     attempt: int = 0  # 1 once the swarm's copy failed the digest and the registry's is fetched
+    rejoined: bool = False  # the coordinator forgot the node or blob once, and it joined again
 
     @property
     def finished(self) -> bool:
@@ -179,7 +184,7 @@ class Downloader:
         slots: int = 4,
         download_rate: float = 0,
         piece_timeout_s: float = 30.0,
-        coordinator_patience_s: float = 20.0,
+        coordinator_patience_s: float = 60.0,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.coordinator_patience_s = coordinator_patience_s
@@ -327,6 +332,26 @@ class Downloader:
                 await asyncio.sleep(pause)
                 pause = min(2 * pause, 5.0)
 
+    async def _asking(self, d: Download, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` patiently; when the coordinator answers 404 (it forgot this node or this
+        blob's swarm), join again once (register with the pieces held, open the task) and ask
+        again. A second 404 raises: the download then goes on from the registry."""
+        try:
+            return await self._patiently(call)
+        except CoordinatorRefused as exc:
+            if exc.status != 404 or d.rejoined:
+                raise
+            d.rejoined = True
+            log.info(
+                "p2p: the coordinator forgot %s or this node: joining again (%s)", d.digest, exc
+            )
+        assert self.coordinator is not None and d.part is not None
+        if self.declare is not None:
+            await self._patiently(partial(self.declare, {d.digest: sorted(d.part.pieces)}))
+        blob = BlobRef(d.registry.host, d.repository, d.digest, d.size)
+        await self._patiently(partial(self.coordinator.open_task, self.node, blob))
+        return await self._patiently(call)
+
     def _fallback(self, d: Download, exc: Exception) -> bool:
         self.figures.coordinator_fallbacks += 1
         log.warning(
@@ -363,7 +388,8 @@ class Downloader:
                     if permits:
                         told, finished = finished, []
                         try:
-                            schedule = await self._patiently(
+                            schedule = await self._asking(
+                                d,
                                 partial(
                                     self.coordinator.schedule,
                                     self.node,
@@ -371,7 +397,7 @@ class Downloader:
                                     want=permits,
                                     wait_s=0.0 if inflight or told else 2.0,
                                     reports=told,
-                                )
+                                ),
                             )
                         except BaseException:
                             self._give(permits)
@@ -398,8 +424,8 @@ class Downloader:
                             break
                 if finished:
                     told, finished = finished, []
-                    await self._patiently(
-                        partial(self.coordinator.report, self.node, d.digest, told)
+                    await self._asking(
+                        d, partial(self.coordinator.report, self.node, d.digest, told)
                     )
                 if not inflight:
                     continue
@@ -409,12 +435,13 @@ class Downloader:
                     finished.append(t.result())
                 await d._notify()  # readers stream the new pieces before anyone is told
             if finished:
-                await self._patiently(
-                    partial(self.coordinator.report, self.node, d.digest, finished)
+                await self._asking(
+                    d, partial(self.coordinator.report, self.node, d.digest, finished)
                 )
         except (CoordinatorUnavailable, CoordinatorRefused) as exc:
-            # away, or it forgot this node or blob (it restarted: the next heartbeat registers
-            # again with the pieces held); this blob goes on from the registry
+            # away, or busy past the patience, or it forgot this node or blob again after it
+            # joined again (the next heartbeat registers with the pieces held); this blob goes
+            # on from the registry
             return self._fallback(d, exc)
         finally:
             for t in inflight:  # none left on success; on any error they must not write on

@@ -121,6 +121,66 @@ def test_a_slow_coordinator_is_waited_for_and_a_gone_one_is_not(
         asyncio.run(scenario(up.origin, up.token))
 
 
+def test_a_coordinator_that_forgot_the_node_is_joined_again_not_left_for_the_registry(
+    platform: Platform, tmp_path: Path, pushed: tuple[Registry, str, bytes]
+) -> None:
+    """An overloaded platform that answered heartbeats late forgot the node (404 "not
+    registered") in the middle of its download: the agent registers again with the pieces it
+    holds, opens the task again, and the blob goes on through the swarm."""
+    registry, digest, data = pushed
+
+    async def scenario(origin: str, token: str) -> Downloader:
+        upstream = Upstream(
+            {registry.host: UpstreamRegistry(registry.host, registry.url, default=True)}
+        )
+        async with HttpCoordinator(origin=origin, cluster="sim-1", token=token) as real:
+            info = AgentInfo("n1", "z1", "127.0.0.1:1", 4)
+            await real.register(info)
+            calls = 0
+
+            class Forgetful:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(real, name)
+
+                async def schedule(self, *args: Any, **kwargs: Any) -> Any:
+                    nonlocal calls
+                    calls += 1
+                    if calls == 2:  # after the first piece's lease: the node is forgotten
+                        for c in platform.p2p._clusters.values():
+                            platform.p2p._forget(c, "n1")
+                    return await real.schedule(*args, **kwargs)
+
+            downloader = Downloader(
+                node="n1",
+                cache=BlobCache(tmp_path / "cache", max_bytes=64 * MiB),
+                upstream=upstream,
+                coordinator=Forgetful(),  # type: ignore[arg-type]
+                slots=1,
+            )
+
+            async def declare(held: Any) -> None:
+                await real.register(info, held)
+
+            downloader.declare = declare
+            try:
+                download = downloader.blob(upstream.registry(None), REPO, digest)
+                assert download.task is not None
+                await download.task
+                assert download.error is None, download.error
+                assert download.path is not None and download.path.read_bytes() == data
+                assert download.rejoined
+            finally:
+                await downloader.close()
+                await upstream.close()
+        return downloader
+
+    with p2p.served_coordinator(platform) as up:
+        downloader = asyncio.run(scenario(up.origin, up.token))
+    f = downloader.figures
+    assert f.coordinator_fallbacks == 0
+    assert f.pieces_from_registry == -(-len(data) // MiB)  # every piece leased, none refetched
+
+
 def test_a_parent_whose_kept_alive_connection_closed_is_asked_again(tmp_path: Path) -> None:
     """A parent that closed a kept-alive connection just as the request went out answered
     nothing: the piece is asked for once more on a new connection instead of reporting the
