@@ -192,8 +192,9 @@ class NotificationResult:
     """What one send did to its row; a field left None is not written."""
 
     id: int
-    state: str  # "sent" | "retrying" | "failed"
+    state: str  # "sent" | "retrying" | "failed", or "pending" for a claim handed back unsent
     last_error: str
+    attempts: int | None = None  # a claim handed back unsent uncounts its attempt
     receipt: str | None = None
     sent_at: dt.datetime | None = None
     next_attempt_at: dt.datetime | None = None
