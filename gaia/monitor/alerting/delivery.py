@@ -55,6 +55,7 @@ from gaia.clock import Clock
 from gaia.domain.retry import backoff_delay
 from gaia.loop import LoopService
 from gaia.monitor.alerting.channels import (
+    TEXT_KINDS,
     Channel,
     DeliveryError,
     OutgoingMessage,
@@ -284,6 +285,7 @@ class NotificationDelivery(LoopService):
                 next_slot=lambda channel: self._window.next_slot(
                     channel.id, channel.rate_limit_per_minute, t
                 ),
+                policy_kinds=TEXT_KINDS,  # the others' messages use no template
             )
             for claim in claims:
                 row, channel = claim.notification, claim.channel

@@ -14,7 +14,10 @@ Claiming (``claim_due_notifications``, one transaction): rows left ``sending`` p
 back to ``retrying``; due rows are read oldest first, each channel's rate limit is asked of the
 caller (the delivery loop keeps the sliding window in memory), and one conditional UPDATE ...
 RETURNING claims them all, so two platform replicas never send the same row at once. The claims
-come back with their channel, record and policy for the caller to render, in the same session.
+come back with their channel, record and policy for the caller to render, in the same session;
+only the columns a message is made of are read (``CLAIMED_COLUMNS``: a claim of hundreds of
+rows spent most of its time building ORM objects and decoding JSON and timestamps it never
+used), and the policy only for the kinds whose text its templates shape (``policy_kinds``).
 
 Closing (``record_results``): one executemany per shape of result, and only for rows still
 ``sending`` (a row reclaimed meanwhile is left alone). The retry rule (back-off, when to give up) is
@@ -25,12 +28,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from gaia.store.models import (
     AlertChannel,
@@ -173,13 +176,47 @@ def queue_notifications(
 # ---------------------------------------------------------------- delivery
 
 DUE_STATES = ("pending", "retrying")
+
+# What a claim reads of each row: what the delivery loop makes a message of
+# (``gaia.monitor.alerting.notify``) and sends it with. Anything else raises when read
+# (``raiseload``) rather than loading row by row: a renderer that needs another column fails
+# its tests until it is added here.
+CLAIMED_COLUMNS = {
+    AlertNotification: (
+        AlertNotification.record_id,
+        AlertNotification.channel_id,
+        AlertNotification.channel_name,
+        AlertNotification.channel_kind,
+        AlertNotification.event,
+        AlertNotification.recipients,
+        AlertNotification.attempts,
+        AlertNotification.idempotency_key,
+    ),
+    AlertRecord: (
+        AlertRecord.policy_id,
+        AlertRecord.policy_name,
+        AlertRecord.fingerprint,
+        AlertRecord.severity,
+        AlertRecord.labels,
+        AlertRecord.summary,
+        AlertRecord.value,
+        AlertRecord.resolved_value,
+        AlertRecord.threshold,
+        AlertRecord.comparison,
+        AlertRecord.metric,
+        AlertRecord.started_at,
+        AlertRecord.resolved_at,
+    ),
+    AlertPolicy: (AlertPolicy.templates,),
+}
 INTERRUPTED = "interrupted: the platform stopped while sending; sending again"
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A notification this process won, with what rendering and sending it needs (ORM rows of the
-    claiming session: use them before it ends)."""
+    claiming session, holding ``CLAIMED_COLUMNS`` only: use them before it ends). ``policy`` is
+    None where the record has none, or the channel's kind was not in ``policy_kinds``."""
 
     notification: AlertNotification
     channel: AlertChannel
@@ -207,12 +244,14 @@ def claim_due_notifications(
     lease: dt.timedelta,
     batch: int,
     next_slot: Callable[[AlertChannel], float],
+    policy_kinds: Collection[str] = (),
 ) -> list[Claim]:
     """Reclaim expired leases, then claim up to ``batch`` due rows whose channel may send now.
 
     ``next_slot(channel)`` is the channel's rate limit: ``now``'s timestamp if a send may go now
     (and counts it), else when the next one may; a throttled row waits for that slot. A row whose
-    channel was deleted or disabled fails with that said.
+    channel was deleted or disabled fails with that said. ``policy_kinds``: the channel kinds
+    whose claims come with their policy (its templates).
     """
     session.execute(
         update(AlertNotification)
@@ -222,6 +261,7 @@ def claim_due_notifications(
     rows = list(
         session.scalars(
             select(AlertNotification)
+            .options(_only(AlertNotification))
             .where(
                 AlertNotification.state.in_(DUE_STATES),
                 AlertNotification.next_attempt_at <= now,
@@ -243,13 +283,29 @@ def claim_due_notifications(
     records = {
         r.id: r
         for r in session.scalars(
-            select(AlertRecord).where(AlertRecord.id.in_({r.record_id for r in rows}))
+            select(AlertRecord)
+            .options(_only(AlertRecord))
+            .where(AlertRecord.id.in_({r.record_id for r in rows}))
         )
     }
-    policy_ids = {r.policy_id for r in records.values() if r.policy_id is not None}
-    policies = {
-        p.id: p for p in session.scalars(select(AlertPolicy).where(AlertPolicy.id.in_(policy_ids)))
+    policy_ids = {
+        policy_id
+        for row in rows
+        if row.channel_kind in policy_kinds
+        and (policy_id := records[row.record_id].policy_id) is not None
     }
+    policies = (
+        {
+            p.id: p
+            for p in session.scalars(
+                select(AlertPolicy)
+                .options(_only(AlertPolicy))
+                .where(AlertPolicy.id.in_(policy_ids))
+            )
+        }
+        if policy_ids
+        else {}
+    )
     t = now.timestamp()
     candidates: list[tuple[AlertNotification, AlertChannel]] = []
     for row in rows:
@@ -295,9 +351,13 @@ def claim_due_notifications(
         if row.id not in won:
             continue
         record = records[row.record_id]
-        policy = policies.get(record.policy_id) if record.policy_id else None
+        policy = policies.get(record.policy_id) if record.policy_id is not None else None
         claims.append(Claim(notification=row, channel=channel, record=record, policy=policy))
     return claims
+
+
+def _only(model: type[Any]) -> Any:
+    return load_only(*CLAIMED_COLUMNS[model], raiseload=True)
 
 
 def record_results(session: Session, results: Iterable[NotificationResult]) -> None:

@@ -39,6 +39,7 @@ from tests.conftest import TEST_SECRET_KEY, World
 from tests.support.apps_harness import BIZ, AppsHarness, template
 from tests.support.egress import LOOPBACK_CIDRS
 from tests.support.http_fakes import Reply, WebhookReceiver
+from tests.support.smtp import SmtpServer
 
 A = "/api/v1/alerts"
 METRIC = "gaia_instance_cpu_usage_percent"
@@ -423,6 +424,47 @@ def test_deleting_a_policy_resolves_its_alerts_with_a_notice(bed: Bed) -> None:
     (rec,) = bed.records()
     assert rec["status"] == "resolved" and "policy deleted" in rec["summary"]
     assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "resolved"]
+
+
+def test_the_policys_email_template_shapes_the_mail_sent_beside_its_webhook(bed: Bed) -> None:
+    # the claim reads a policy only for the kinds that render text (email here), and only the
+    # columns a message is made of: this is the path that reads them all
+    with SmtpServer() as smtp:
+        email = bed.api(
+            "post",
+            f"{A}/channels",
+            who="business-admin",
+            json={
+                "business": "alpha",
+                "name": "mail",
+                "kind": "email",
+                "config": smtp.channel_config(),
+            },
+        )
+        oncall = bed.api(
+            "post", f"{A}/receivers", json={"business": "alpha", "name": "li", "email": "li@x.io"}
+        )
+        bed.policy(
+            for_seconds=0,
+            channel_ids=[email["id"], bed.channel["id"]],
+            receiver_ids=[oncall["id"]],
+            templates={
+                "email": {
+                    "subject": "{{ alert_name }} on {{ labels.instance }}",
+                    "body": "{{ value_text }} > {{ threshold_text }} ({{ status }})",
+                }
+            },
+        )
+        bed.load(95)
+        bed.evaluate()
+        bed.deliver()
+        (mail,) = smtp.wait_for(1)
+    assert mail.rcpt_tos == ["li@x.io"]
+    assert mail.message["Subject"] == "web cpu on web-0"
+    assert mail.message.get_content().strip() == "95 > 80 (firing)"
+    (req,) = bed.receiver.requests
+    assert req.json()["alerts"][0]["labels"]["instance"] == "web-0"
+    assert [r[:2] for r in bed.rows()] == [("sent", 1), ("sent", 1)]
 
 
 def test_a_receiver_without_an_address_shows_as_failed_not_missing(bed: Bed) -> None:
