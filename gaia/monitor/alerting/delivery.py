@@ -296,7 +296,7 @@ class NotificationDelivery(LoopService):
                         config = json.loads(self.secrets.decrypt(channel.config_encrypted))
                         configs[version] = config
                     message = build_message(
-                        row, claim.record, claim.policy, external_url=self.external_url
+                        row, claim.record, claim.templates, external_url=self.external_url
                     )
                 except Exception as exc:
                     log.exception("notification %s: cannot prepare the message", row.id)
