@@ -217,8 +217,9 @@ async def run(args: argparse.Namespace) -> None:
             secret_key=Fernet.generate_key().decode(),
             demo=False,
         )
-        platform = Platform.open(settings, clock=RealClock())
-        setup(platform, args, receiver)
+        # (worker threads: the platform warns of SQLite writes on the event loop's thread)
+        platform = await asyncio.to_thread(Platform.open, settings, clock=RealClock())
+        await asyncio.to_thread(setup, platform, args, receiver)
         labels = series_labels(args)
         evaluator = AlertEvaluator(
             db=platform.db, store=platform.metric_store, clock=platform.clock, interval=15

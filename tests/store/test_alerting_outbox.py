@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import select
+
 from gaia.platform import Platform
 from gaia.store.alerting.outbox import (
     INTERRUPTED,
@@ -99,6 +101,23 @@ def test_a_throttled_row_waits_for_its_slot(platform: Platform) -> None:
     row = _row(platform, ids[0])
     assert (row.state, row.next_attempt_at) == ("pending", slot)
     assert row.last_error == "waiting for the channel's rate limit (1/min)"
+
+
+def test_a_row_whose_channel_was_disabled_or_deleted_fails_saying_so(platform: Platform) -> None:
+    disabled, deleted = _queue(platform)
+    with platform.db.write_session() as s:
+        channel = s.scalars(select(AlertChannel)).one()
+        channel.enabled = False
+        s.get(AlertNotification, deleted).channel_id = None  # what deleting the channel leaves
+    assert _claim(platform) == []
+    assert (_row(platform, disabled).state, _row(platform, disabled).last_error) == (
+        "failed",
+        "channel ops is disabled",
+    )
+    assert (_row(platform, deleted).state, _row(platform, deleted).last_error) == (
+        "failed",
+        "channel ops was deleted",
+    )
 
 
 def test_results_land_only_on_rows_still_sending(platform: Platform) -> None:

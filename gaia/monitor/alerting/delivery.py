@@ -10,16 +10,29 @@ Each pass:
    within each channel's rate limit (a sliding minute; a throttled row just waits for its slot).
    The claim is a conditional UPDATE (``WHERE state IN (pending, retrying)``), so two platform
    replicas never send the same row at once.
-3. **Send** concurrently (bounded), each send bounded by half the lease so that a slow server
-   cannot outlive its claim.
+3. **Send** concurrently (bounded). A claim's sends must all end within half its lease from
+   the moment the claim began, waiting for a turn included: a send still running then is
+   abandoned (retried later), and one not yet started is handed back unsent (its attempt
+   uncounted), so that no row is still being sent when its lease runs out and another replica
+   may take it.
 4. **Record** the outcome: ``sent`` with the server's receipt; ``retrying`` with the reason and
    the next attempt (exponential back-off with jitter, or the server's Retry-After); ``failed`` with
    the reason when the error is permanent or the attempts are used up.
 
-A full batch is followed at once by the next claim (2-4 again, at most ``batches_per_pass``
-batches), on the same HTTP client, so a burst drains over kept-alive connections; each batch
-is claimed just before it is sent, so its lease runs from then. Per claim each channel's
-config is decrypted once, and text is rendered only for channels that send it.
+A pass is a pipeline of at most ``batches_per_pass`` batches on one HTTP client (a burst drains
+over kept-alive connections)::
+
+    claim 1 | send 1           | send 2                      | send 3
+            | claim 2 (thread) | record 1, claim 3 (threads) | record 2 ...
+
+While a full batch is on the wire the next one is claimed (in a worker thread), and a batch's
+results are written while the next is sent; the pass writes one result set at a time, in order.
+Only a full batch leads to a further claim, and never beyond the pass's last batch: a pass
+claims nothing it will not send. If the pass is cancelled, a batch claimed ahead and not yet
+sent is handed back at once rather than left to its lease. The rate limit counts a send when
+its row is claimed, so with a batch claimed ahead a send may trail its count by up to two
+batches' sending time (one batch's before). Per claim each channel's config is decrypted once,
+and text is rendered only for channels that send it.
 
 The SQL of steps 1, 2 and 4 is the store's (``gaia.store.alerting.outbox``); this loop owns what
 is not persistence: the rate window (in memory, per process), rendering, sending, and the retry
@@ -42,6 +55,7 @@ from gaia.clock import Clock
 from gaia.domain.retry import backoff_delay
 from gaia.loop import LoopService
 from gaia.monitor.alerting.channels import (
+    TEXT_KINDS,
     Channel,
     DeliveryError,
     OutgoingMessage,
@@ -73,11 +87,24 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    items: list[Claimed]
+    # event-loop time by which every send of the batch must have ended: half the lease after
+    # the claim began (taken before the claim, so the lease it writes cannot start earlier)
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     id: int
     attempts: int
     receipt: str = ""
     error: DeliveryError | None = None
+    unsent: bool = False  # never handed to the channel: goes back to the queue as it was
+
+
+NOT_SENT_IN_TIME = "claimed but not sent within its lease (earlier sends were slow); queued again"
+NOT_SENT_STOPPED = "claimed but not sent (the delivery pass stopped); queued again"
 
 
 class RateWindow:
@@ -129,58 +156,109 @@ class NotificationDelivery(LoopService):
         self.max_backoff = max_backoff
         self.external_url = external_url
         self._factory = channel_factory
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self._window = RateWindow()
         self._channels: dict[int, tuple[dt.datetime, Channel]] = {}
         # Called with (channel kind, result) per outcome; the platform's metrics hook in here.
         self.on_outcome: Callable[[str, str], None] | None = None
 
     async def run_once(self) -> None:
-        claimed = await asyncio.to_thread(self._claim, self.clock.now())
-        if not claimed:
+        batch = await self._claim_batch()
+        if not batch.items:
             return
         # One HTTP client for the whole pass: a burst's batches reuse its kept-alive connections
         # (and TLS sessions) instead of connecting again for every batch.
         async with new_client() as client:
             token = shared_client.set(client)
+            # the pass's own (a semaphore is bound to the event loop that first waits on it)
+            turns = asyncio.Semaphore(self.concurrency)
+            upcoming: asyncio.Task[ClaimedBatch] | None = None
+            recording: asyncio.Task[None] | None = None
             try:
                 for more in range(self.batches_per_pass - 1, -1, -1):
-                    outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
-                    kinds = {c.id: c.kind for c in claimed}
-                    await asyncio.to_thread(self._finish, outcomes, kinds)
-                    # claim again only what this pass will send: a claimed row waits for
-                    # its lease to run out if nobody sends it
-                    if not more or len(claimed) < self.batch:
-                        break  # the pass's share is done, or nothing more was due
-                    claimed = await asyncio.to_thread(self._claim, self.clock.now())
-                    if not claimed:
+                    sending = asyncio.gather(
+                        *(self._send(c, deadline=batch.deadline, turns=turns) for c in batch.items)
+                    )
+                    # a full batch says more is due: claim the next while this one is on the
+                    # wire; never beyond the pass's last batch (a claimed row nobody sends
+                    # waits for its lease)
+                    if more and len(batch.items) >= self.batch:
+                        upcoming = asyncio.create_task(self._claim_batch())
+                    outcomes = await sending
+                    if recording is not None:
+                        # results land in order, one writer of this pass at a time
+                        written, recording = recording, None
+                        await written
+                    kinds = {c.id: c.kind for c in batch.items}
+                    recording = asyncio.create_task(
+                        asyncio.to_thread(self._finish, outcomes, kinds)
+                    )
+                    if upcoming is None:
+                        break
+                    ahead, upcoming = upcoming, None
+                    batch = await ahead
+                    if not batch.items:
                         break
             finally:
-                shared_client.reset(token)
+                try:
+                    await self._settle(upcoming=upcoming, recording=recording)
+                finally:
+                    shared_client.reset(token)
 
-    async def _send(self, claimed: Claimed) -> Outcome:
-        async with self._semaphore:
-            try:
+    async def _settle(
+        self, *, upcoming: asyncio.Task[ClaimedBatch] | None, recording: asyncio.Task[None] | None
+    ) -> None:
+        """End the pass's own tasks: the results being written are waited for, and a batch
+        claimed ahead that will not be sent now (the pass was cancelled or failed) is handed
+        back at once instead of waiting out its lease."""
+        try:
+            if recording is not None:
+                await recording
+        finally:
+            if upcoming is not None:
+                # a claim runs in a thread, which cannot be stopped: wait for it, then undo it
+                ahead = await upcoming
+                unsent = [Outcome(c.id, c.attempts, unsent=True) for c in ahead.items]
+                if unsent:
+                    await asyncio.to_thread(
+                        self._finish, unsent, {}, unsent_reason=NOT_SENT_STOPPED
+                    )
+
+    async def _claim_batch(self) -> ClaimedBatch:
+        deadline = asyncio.get_running_loop().time() + self.lease.total_seconds() / 2
+        items = await asyncio.to_thread(self._claim, self.clock.now())
+        return ClaimedBatch(items=items, deadline=deadline)
+
+    async def _send(
+        self, claimed: Claimed, *, deadline: float, turns: asyncio.Semaphore
+    ) -> Outcome:
+        on_the_wire = False
+        try:
+            # the claim's deadline bounds the wait for a turn as well as the send: a row
+            # must not still be in flight when its lease lets another replica take it
+            # (asyncio.timeout_at, not wait_for: no extra task per send)
+            async with asyncio.timeout_at(deadline), turns:
+                on_the_wire = True
                 channel = self._channel(claimed)
-                # (asyncio.timeout, not wait_for: no extra task per send)
-                async with asyncio.timeout(self.lease.total_seconds() / 2):
-                    receipt = await channel.send(claimed.message)
-            except DeliveryError as exc:
-                return Outcome(claimed.id, claimed.attempts, error=exc)
-            except TimeoutError:
-                return Outcome(
-                    claimed.id,
-                    claimed.attempts,
-                    error=DeliveryError("the send timed out", retryable=True),
-                )
-            except Exception as exc:  # a bug in a channel must not wedge the outbox
-                log.exception("channel %s: unexpected error while sending", claimed.kind)
-                return Outcome(
-                    claimed.id,
-                    claimed.attempts,
-                    error=DeliveryError(f"internal error: {type(exc).__name__}", retryable=True),
-                )
-            return Outcome(claimed.id, claimed.attempts, receipt=receipt[:1000])
+                receipt = await channel.send(claimed.message)
+        except DeliveryError as exc:
+            return Outcome(claimed.id, claimed.attempts, error=exc)
+        except TimeoutError:
+            if not on_the_wire:
+                return Outcome(claimed.id, claimed.attempts, unsent=True)
+            return Outcome(
+                claimed.id,
+                claimed.attempts,
+                error=DeliveryError("the send timed out", retryable=True),
+            )
+        except Exception as exc:  # a bug in a channel must not wedge the outbox
+            log.exception("channel %s: unexpected error while sending", claimed.kind)
+            return Outcome(
+                claimed.id,
+                claimed.attempts,
+                error=DeliveryError(f"internal error: {type(exc).__name__}", retryable=True),
+            )
+        return Outcome(claimed.id, claimed.attempts, receipt=receipt[:1000])
 
     def _channel(self, claimed: Claimed) -> Channel:
         cached = self._channels.get(claimed.channel_id)
@@ -207,6 +285,7 @@ class NotificationDelivery(LoopService):
                 next_slot=lambda channel: self._window.next_slot(
                     channel.id, channel.rate_limit_per_minute, t
                 ),
+                policy_kinds=TEXT_KINDS,  # the others' messages use no template
             )
             for claim in claims:
                 row, channel = claim.notification, claim.channel
@@ -217,7 +296,7 @@ class NotificationDelivery(LoopService):
                         config = json.loads(self.secrets.decrypt(channel.config_encrypted))
                         configs[version] = config
                     message = build_message(
-                        row, claim.record, claim.policy, external_url=self.external_url
+                        row, claim.record, claim.templates, external_url=self.external_url
                     )
                 except Exception as exc:
                     log.exception("notification %s: cannot prepare the message", row.id)
@@ -240,11 +319,30 @@ class NotificationDelivery(LoopService):
             record_results(session, unprepared)
         return claimed
 
-    def _finish(self, outcomes: list[Outcome], kinds: Mapping[int, str]) -> None:
+    def _finish(
+        self,
+        outcomes: list[Outcome],
+        kinds: Mapping[int, str],
+        *,
+        unsent_reason: str = NOT_SENT_IN_TIME,
+    ) -> None:
         now = self.clock.now()
         results: list[NotificationResult] = []
         for outcome in outcomes:
             error = outcome.error
+            if outcome.unsent:
+                # back as it was before the claim: its attempt uncounted, its place in the
+                # queue (next_attempt_at) unchanged; never attempted is what "pending" means
+                attempts = outcome.attempts - 1
+                results.append(
+                    NotificationResult(
+                        outcome.id,
+                        state="retrying" if attempts else "pending",
+                        attempts=attempts,
+                        last_error=unsent_reason,
+                    )
+                )
+                continue
             if error is None:
                 result = NotificationResult(
                     outcome.id, state="sent", receipt=outcome.receipt, sent_at=now, last_error=""

@@ -10,16 +10,18 @@ at any time, and the current one is used). Text is rendered only for the kinds t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from gaia.monitor.alerting.channels import (
     TEXT_KINDS,
     AlertNotice,
     OutgoingMessage,
     render_message,
 )
-from gaia.store.models import AlertNotification, AlertPolicy, AlertRecord
+from gaia.store.alerting.outbox import ClaimedNotification, ClaimedRecord
 
 
-def notice_of(record: AlertRecord, event: str, *, external_url: str = "") -> AlertNotice:
+def notice_of(record: ClaimedRecord, event: str, *, external_url: str = "") -> AlertNotice:
     resolved = event == "resolved"
     labels = dict(record.labels or {})
     labels.setdefault("alertname", record.policy_name)
@@ -51,16 +53,17 @@ def notice_of(record: AlertRecord, event: str, *, external_url: str = "") -> Ale
 
 
 def build_message(
-    row: AlertNotification,
-    record: AlertRecord,
-    policy: AlertPolicy | None,
+    row: ClaimedNotification,
+    record: ClaimedRecord,
+    templates: Mapping[str, Mapping[str, str]],
     *,
     external_url: str = "",
 ) -> OutgoingMessage:
+    """``templates``: the policy's, per channel kind (a kind without one gets the default)."""
     notice = notice_of(record, row.event, external_url=external_url)
     subject = body = ""
     if row.channel_kind in TEXT_KINDS:  # the others build their request from the notice
-        template = (policy.templates or {}).get(row.channel_kind, {}) if policy else {}
+        template = templates.get(row.channel_kind) or {}
         subject, body = render_message(
             row.channel_kind,
             notice,

@@ -14,7 +14,11 @@ Claiming (``claim_due_notifications``, one transaction): rows left ``sending`` p
 back to ``retrying``; due rows are read oldest first, each channel's rate limit is asked of the
 caller (the delivery loop keeps the sliding window in memory), and one conditional UPDATE ...
 RETURNING claims them all, so two platform replicas never send the same row at once. The claims
-come back with their channel, record and policy for the caller to render, in the same session.
+come back with their channel, record and policy templates for the caller to render, as plain
+values of only the columns a message is made of (``ClaimedNotification``, ``ClaimedRecord``: a
+claim of hundreds of rows spent most of its time building ORM objects and decoding JSON and
+timestamps it never used), and the templates only for the kinds that render text with them
+(``policy_kinds``).
 
 Closing (``record_results``): one executemany per shape of result, and only for rows still
 ``sending`` (a row reclaimed meanwhile is left alone). The retry rule (back-off, when to give up) is
@@ -25,11 +29,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from gaia.store.models import (
@@ -177,14 +181,59 @@ INTERRUPTED = "interrupted: the platform stopped while sending; sending again"
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
-    """A notification this process won, with what rendering and sending it needs (ORM rows of the
-    claiming session: use them before it ends)."""
+class ClaimedNotification:
+    """The columns of a claimed outbox row that its message and its send are made of."""
 
-    notification: AlertNotification
+    id: int
+    record_id: int
+    channel_id: int | None
+    channel_name: str
+    channel_kind: str
+    event: str
+    recipients: list[str]
+    attempts: int  # as read before the claim's UPDATE counted this attempt
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRecord:
+    """The columns of an alert record that a notice (``gaia.monitor.alerting.notify``) says."""
+
+    id: int
+    policy_id: int | None
+    policy_name: str
+    fingerprint: str
+    severity: str
+    labels: dict[str, str]
+    summary: str
+    value: float | None
+    resolved_value: float | None
+    threshold: float | None
+    comparison: str
+    metric: str
+    started_at: dt.datetime
+    resolved_at: dt.datetime | None
+
+
+def _columns(model: type[Any], shape: type[Any]) -> list[Any]:
+    return [getattr(model, f.name) for f in fields(shape)]
+
+
+_NOTIFICATION_COLUMNS = _columns(AlertNotification, ClaimedNotification)
+_RECORD_COLUMNS = _columns(AlertRecord, ClaimedRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A notification this process won, with what rendering and sending it needs: plain values,
+    and the channel (an ORM row of the claiming session: use it before the session ends).
+    ``templates`` is the policy's per-kind templates, for the kinds in ``policy_kinds`` (empty
+    for the others, and where the record has no policy)."""
+
+    notification: ClaimedNotification
     channel: AlertChannel
-    record: AlertRecord
-    policy: AlertPolicy | None
+    record: ClaimedRecord
+    templates: dict[str, dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +241,9 @@ class NotificationResult:
     """What one send did to its row; a field left None is not written."""
 
     id: int
-    state: str  # "sent" | "retrying" | "failed"
+    state: str  # "sent" | "retrying" | "failed", or "pending" for a claim handed back unsent
     last_error: str
+    attempts: int | None = None  # a claim handed back unsent uncounts its attempt
     receipt: str | None = None
     sent_at: dt.datetime | None = None
     next_attempt_at: dt.datetime | None = None
@@ -206,21 +256,24 @@ def claim_due_notifications(
     lease: dt.timedelta,
     batch: int,
     next_slot: Callable[[AlertChannel], float],
+    policy_kinds: Collection[str] = (),
 ) -> list[Claim]:
     """Reclaim expired leases, then claim up to ``batch`` due rows whose channel may send now.
 
     ``next_slot(channel)`` is the channel's rate limit: ``now``'s timestamp if a send may go now
     (and counts it), else when the next one may; a throttled row waits for that slot. A row whose
-    channel was deleted or disabled fails with that said.
+    channel was deleted or disabled fails with that said. ``policy_kinds``: the channel kinds
+    whose claims come with their policy's templates.
     """
     session.execute(
         update(AlertNotification)
         .where(AlertNotification.state == "sending", AlertNotification.lease_until < now)
         .values(state="retrying", lease_until=None, next_attempt_at=now, last_error=INTERRUPTED)
     )
-    rows = list(
-        session.scalars(
-            select(AlertNotification)
+    rows = [
+        ClaimedNotification(*row)
+        for row in session.execute(
+            select(*_NOTIFICATION_COLUMNS)
             .where(
                 AlertNotification.state.in_(DUE_STATES),
                 AlertNotification.next_attempt_at <= now,
@@ -228,7 +281,7 @@ def claim_due_notifications(
             .order_by(AlertNotification.next_attempt_at, AlertNotification.id)
             .limit(batch)
         )
-    )
+    ]
     if not rows:
         return []
     channels = {
@@ -239,36 +292,48 @@ def claim_due_notifications(
             )
         )
     }
-    records = {
-        r.id: r
-        for r in session.scalars(
-            select(AlertRecord).where(AlertRecord.id.in_({r.record_id for r in rows}))
-        )
-    }
-    policy_ids = {r.policy_id for r in records.values() if r.policy_id is not None}
-    policies = {
-        p.id: p for p in session.scalars(select(AlertPolicy).where(AlertPolicy.id.in_(policy_ids)))
-    }
     t = now.timestamp()
-    candidates: list[tuple[AlertNotification, AlertChannel]] = []
+    candidates: list[tuple[ClaimedNotification, AlertChannel]] = []
+    failed: list[dict[str, Any]] = []
+    throttled: list[dict[str, Any]] = []
     for row in rows:
         channel = channels.get(row.channel_id) if row.channel_id else None
         if channel is None or not channel.enabled:
-            row.state = "failed"
-            row.last_error = (
-                f"channel {row.channel_name} was deleted"
-                if channel is None
-                else f"channel {row.channel_name} is disabled"
-            )
+            why = "was deleted" if channel is None else "is disabled"
+            failed.append({"b_id": row.id, "last_error": f"channel {row.channel_name} {why}"})
             continue
         slot = next_slot(channel)
         if slot > t:
-            row.next_attempt_at = dt.datetime.fromtimestamp(slot, dt.UTC)
-            row.last_error = (
-                f"waiting for the channel's rate limit ({channel.rate_limit_per_minute}/min)"
+            throttled.append(
+                {
+                    "b_id": row.id,
+                    "next_attempt_at": dt.datetime.fromtimestamp(slot, dt.UTC),
+                    "last_error": "waiting for the channel's rate limit "
+                    f"({channel.rate_limit_per_minute}/min)",
+                }
             )
             continue
         candidates.append((row, channel))
+    table = cast(Table, AlertNotification.__table__)
+    # only rows still due: one another replica claimed meanwhile is that replica's to close
+    # (an IN would be expanded, which executemany cannot do)
+    still_due = (table.c.id == bindparam("b_id"), or_(*(table.c.state == s for s in DUE_STATES)))
+    if failed:
+        session.execute(
+            table.update()
+            .where(*still_due)
+            .values(state="failed", last_error=bindparam("last_error")),
+            failed,
+        )
+    if throttled:
+        session.execute(
+            table.update()
+            .where(*still_due)
+            .values(
+                next_attempt_at=bindparam("next_attempt_at"), last_error=bindparam("last_error")
+            ),
+            throttled,
+        )
     if not candidates:
         return []
     # One conditional UPDATE claims them all; RETURNING says which this process won
@@ -289,14 +354,49 @@ def claim_due_notifications(
             .execution_options(synchronize_session=False)
         )
     )
-    claims: list[Claim] = []
-    for row, channel in candidates:
-        if row.id not in won:
-            continue
-        record = records[row.record_id]
-        policy = policies.get(record.policy_id) if record.policy_id else None
-        claims.append(Claim(notification=row, channel=channel, record=record, policy=policy))
-    return claims
+    claimed = [(row, channel) for row, channel in candidates if row.id in won]
+    if not claimed:
+        return []
+    records = {
+        r.id: r
+        for r in (
+            ClaimedRecord(*values)
+            for values in session.execute(
+                select(*_RECORD_COLUMNS).where(
+                    AlertRecord.id.in_({row.record_id for row, _ in claimed})
+                )
+            )
+        )
+    }
+    policy_ids = {
+        policy_id
+        for row, _ in claimed
+        if row.channel_kind in policy_kinds
+        and (policy_id := records[row.record_id].policy_id) is not None
+    }
+    templates: dict[int, dict[str, dict[str, str]]] = (
+        {
+            policy_id: policy_templates
+            for policy_id, policy_templates in session.execute(
+                select(AlertPolicy.id, AlertPolicy.templates).where(AlertPolicy.id.in_(policy_ids))
+            )
+        }
+        if policy_ids
+        else {}
+    )
+    return [
+        Claim(
+            notification=row,
+            channel=channel,
+            record=(record := records[row.record_id]),
+            templates=(
+                templates.get(record.policy_id) or {}
+                if row.channel_kind in policy_kinds and record.policy_id is not None
+                else {}
+            ),
+        )
+        for row, channel in claimed
+    ]
 
 
 def record_results(session: Session, results: Iterable[NotificationResult]) -> None:

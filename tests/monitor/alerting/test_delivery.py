@@ -2,21 +2,24 @@
 delivery loop, on both stores, against a real HTTP receiver (``WebhookReceiver``).
 
 Simulated time is the platform's ``ManualClock``; the evaluator and the delivery loop are driven
-one pass at a time. One test kills a real delivery process (SIGKILL) in the middle of a send and
-shows the notification is sent again, with the same idempotency key, by the next process.
+one pass at a time. Two tests kill a real delivery process (SIGKILL) in the middle of a send and
+show the notification is sent again, with the same idempotency key, by the next process, and
+that a batch it had claimed ahead (the pass is a pipeline) is sent once, after its lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
@@ -24,6 +27,11 @@ from sqlalchemy import select
 
 from gaia.clock import ManualClock
 from gaia.monitor.alerting.channels import verify_signature
+from gaia.monitor.alerting.delivery import (
+    NOT_SENT_IN_TIME,
+    NOT_SENT_STOPPED,
+    NotificationDelivery,
+)
 from gaia.monitor.metrics.series import Sample
 from gaia.platform import Platform
 from gaia.store.models import AlertNotification
@@ -31,6 +39,7 @@ from tests.conftest import TEST_SECRET_KEY, World
 from tests.support.apps_harness import BIZ, AppsHarness, template
 from tests.support.egress import LOOPBACK_CIDRS
 from tests.support.http_fakes import Reply, WebhookReceiver
+from tests.support.smtp import SmtpServer
 
 A = "/api/v1/alerts"
 METRIC = "gaia_instance_cpu_usage_percent"
@@ -119,6 +128,13 @@ class Bed:
 
     def step(self, seconds: float) -> None:
         self.clock.step(seconds)
+
+    def rows(self) -> list[tuple[str, int, str]]:
+        """Every notification's (state, attempts, last_error), oldest first."""
+        with self.platform.db.read_session() as session:
+            n = AlertNotification
+            found = session.execute(select(n.state, n.attempts, n.last_error).order_by(n.id))
+            return [(state, attempts, error) for state, attempts, error in found]
 
     def records(self, **params: Any) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self.api("get", f"{A}/records", params=params)["items"])
@@ -410,6 +426,47 @@ def test_deleting_a_policy_resolves_its_alerts_with_a_notice(bed: Bed) -> None:
     assert [r.json()["status"] for r in bed.receiver.requests] == ["firing", "resolved"]
 
 
+def test_the_policys_email_template_shapes_the_mail_sent_beside_its_webhook(bed: Bed) -> None:
+    # the claim reads a policy only for the kinds that render text (email here), and only the
+    # columns a message is made of: this is the path that reads them all
+    with SmtpServer() as smtp:
+        email = bed.api(
+            "post",
+            f"{A}/channels",
+            who="business-admin",
+            json={
+                "business": "alpha",
+                "name": "mail",
+                "kind": "email",
+                "config": smtp.channel_config(),
+            },
+        )
+        oncall = bed.api(
+            "post", f"{A}/receivers", json={"business": "alpha", "name": "li", "email": "li@x.io"}
+        )
+        bed.policy(
+            for_seconds=0,
+            channel_ids=[email["id"], bed.channel["id"]],
+            receiver_ids=[oncall["id"]],
+            templates={
+                "email": {
+                    "subject": "{{ alert_name }} on {{ labels.instance }}",
+                    "body": "{{ value_text }} > {{ threshold_text }} ({{ status }})",
+                }
+            },
+        )
+        bed.load(95)
+        bed.evaluate()
+        bed.deliver()
+        (mail,) = smtp.wait_for(1)
+    assert mail.rcpt_tos == ["li@x.io"]
+    assert mail.message["Subject"] == "web cpu on web-0"
+    assert mail.message.get_content().strip() == "95 > 80 (firing)"
+    (req,) = bed.receiver.requests
+    assert req.json()["alerts"][0]["labels"]["instance"] == "web-0"
+    assert [r[:2] for r in bed.rows()] == [("sent", 1), ("sent", 1)]
+
+
 def test_a_receiver_without_an_address_shows_as_failed_not_missing(bed: Bed) -> None:
     email = bed.api(
         "post",
@@ -434,6 +491,102 @@ def test_a_receiver_without_an_address_shows_as_failed_not_missing(bed: Bed) -> 
     assert "has no email" in n["last_error"]
 
 
+# ---------------------------------------------------------------- a pass is a pipeline
+
+
+def _wait_for(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_the_next_batch_is_claimed_while_the_current_one_is_on_the_wire(bed: Bed) -> None:
+    bed.delivery.batch = 1
+    bed.policy(for_seconds=0)
+    bed.load(95, "web-0", "web-1")
+    bed.evaluate()
+    bed.receiver.stall_next()  # the first send hangs until released
+    passing = threading.Thread(target=bed.deliver)
+    passing.start()
+    try:
+        _wait_for(lambda: len(bed.receiver.requests) == 1)
+        # the second batch is already claimed, though the first has no answer yet (the
+        # receiver holds it for 10 s)
+        _wait_for(lambda: [r[0] for r in bed.rows()] == ["sending", "sending"], timeout=5)
+        assert len(bed.receiver.requests) == 1
+    finally:
+        bed.receiver.release()
+        passing.join(timeout=30)
+    assert [r[:2] for r in bed.rows()] == [("sent", 1), ("sent", 1)]
+    keys = [req.headers["x-gaia-idempotency-key"] for req in bed.receiver.requests]
+    assert len(set(keys)) == 2
+
+
+def test_a_send_that_cannot_start_within_the_claims_lease_goes_back_unsent(bed: Bed) -> None:
+    platform = bed.platform
+    # one send at a time, and a claim's sends must end within 1 s (half the lease)
+    bed.delivery = NotificationDelivery(
+        db=platform.db,
+        secrets=platform.secrets,
+        clock=platform.clock,
+        lease_seconds=2,
+        concurrency=1,
+        batch=3,
+    )
+    bed.policy(for_seconds=0)
+    bed.load(95, "web-0", "web-1", "web-2")
+    bed.evaluate()
+    bed.receiver.stall_next()
+    try:
+        bed.deliver()
+        # the first send ran out of time; the two behind it never reached the receiver, and
+        # are back in the queue as they were, their attempt uncounted
+        assert len(bed.receiver.requests) == 1
+        (first, *behind) = bed.rows()
+        assert first[:2] == ("retrying", 1) and "timed out" in first[2]
+        assert behind == [("pending", 0, NOT_SENT_IN_TIME)] * 2
+    finally:
+        bed.receiver.release()
+    bed.deliver()  # they are due at once; the timed-out one waits for its back-off
+    assert [r[:2] for r in bed.rows()] == [("retrying", 1), ("sent", 1), ("sent", 1)]
+    bed.step(60)
+    bed.deliver()
+    assert [r[:2] for r in bed.rows()] == [("sent", 2), ("sent", 1), ("sent", 1)]
+    keys = [req.headers["x-gaia-idempotency-key"] for req in bed.receiver.requests]
+    assert len(keys) == 4 and len(set(keys)) == 3  # only the timed-out one went twice
+
+
+def test_a_batch_claimed_ahead_goes_back_unsent_when_the_pass_is_stopped(bed: Bed) -> None:
+    bed.delivery.batch = 1
+    bed.policy(for_seconds=0)
+    bed.load(95, "web-0", "web-1")
+    bed.evaluate()
+    bed.receiver.stall_next()
+
+    async def stop_mid_pass() -> None:
+        task = asyncio.create_task(bed.delivery.run_once())
+        while [r[0] for r in await asyncio.to_thread(bed.rows)] != ["sending", "sending"]:
+            await asyncio.sleep(0.02)
+        task.cancel()  # the platform stops while the first batch is on the wire
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(stop_mid_pass())
+        # the batch on the wire may have reached the receiver: it keeps its lease; the batch
+        # claimed ahead never left, and is back in the queue at once
+        assert bed.rows() == [("sending", 1, ""), ("pending", 0, NOT_SENT_STOPPED)]
+    finally:
+        bed.receiver.release()
+    bed.deliver()
+    assert len(bed.receiver.requests) == 2
+    assert [r[:2] for r in bed.rows()] == [("sending", 1), ("sent", 1)]
+    bed.step(120)  # the first one's lease is over: it goes out again
+    bed.deliver()
+    assert [r[:2] for r in bed.rows()] == [("sent", 2), ("sent", 1)]
+
+
 # ---------------------------------------------------------------- a process dies mid-send
 
 _DELIVER_ONCE = textwrap.dedent(
@@ -446,7 +599,11 @@ _DELIVER_ONCE = textwrap.dedent(
 
     db = Database(sys.argv[1])
     delivery = NotificationDelivery(
-        db=db, secrets=SecretBox(sys.argv[2]), clock=RealClock(), lease_seconds=60
+        db=db,
+        secrets=SecretBox(sys.argv[2]),
+        clock=RealClock(),
+        lease_seconds=60,
+        batch=int(sys.argv[3]),
     )
     print("delivering", flush=True)
     asyncio.run(delivery.run_once())
@@ -462,7 +619,7 @@ def test_no_notification_is_lost_when_the_platform_dies_mid_delivery(
     bed.evaluate()
     bed.receiver.stall_next()  # the receiver takes the request and does not answer
     proc = subprocess.Popen(
-        [sys.executable, "-c", _DELIVER_ONCE, database_url, TEST_SECRET_KEY],
+        [sys.executable, "-c", _DELIVER_ONCE, database_url, TEST_SECRET_KEY, "200"],
         # the receiver is a fake on 127.0.0.1: allowed the way an admin would (gaia.egress)
         env={**os.environ, "PYTHONPATH": os.getcwd(), "GAIA_EGRESS_ALLOW_CIDRS": LOOPBACK_CIDRS},
     )
@@ -495,6 +652,39 @@ def test_no_notification_is_lost_when_the_platform_dies_mid_delivery(
     assert n["state"] == "sent" and n["attempts"] == 2
     first, second = bed.receiver.requests
     assert first.headers["x-gaia-idempotency-key"] == second.headers["x-gaia-idempotency-key"]
+
+
+def test_a_batch_claimed_ahead_is_sent_once_after_the_platform_dies_mid_delivery(
+    bed: Bed, database_url: str
+) -> None:
+    bed.policy(for_seconds=0)
+    bed.load(95, "web-0", "web-1")
+    bed.evaluate()
+    bed.receiver.stall_next()
+    proc = subprocess.Popen(
+        # one notification a batch: the second is claimed while the first is on the wire
+        [sys.executable, "-c", _DELIVER_ONCE, database_url, TEST_SECRET_KEY, "1"],
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "GAIA_EGRESS_ALLOW_CIDRS": LOOPBACK_CIDRS},
+    )
+    try:
+        _wait_for(lambda: proc.poll() is None and len(bed.receiver.requests) == 1, timeout=60)
+        _wait_for(lambda: [r[0] for r in bed.rows()] == ["sending", "sending"])
+        os.kill(proc.pid, signal.SIGKILL)  # dies with one batch on the wire, one claimed ahead
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    bed.receiver.release()
+
+    bed.delivery = bed.platform.notification_delivery()
+    bed.deliver()  # within the dead process's leases nothing goes out
+    assert len(bed.receiver.requests) == 1
+    bed.step(120)
+    bed.deliver()
+    assert [r[:2] for r in bed.rows()] == [("sent", 2), ("sent", 2)]
+    first, *rest = [req.headers["x-gaia-idempotency-key"] for req in bed.receiver.requests]
+    # the one on the wire went twice with its key; the one claimed ahead reached it once
+    assert len(rest) == 2 and rest.count(first) == 1
 
 
 def test_a_cluster_the_collector_cannot_read_does_not_resolve_its_alerts(bed: Bed) -> None:

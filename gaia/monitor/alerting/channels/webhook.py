@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pydantic
@@ -51,6 +52,7 @@ RESERVED_HEADERS = frozenset(
     {"host", "content-length", "content-type", "transfer-encoding", "connection"}
 )
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_quote: Callable[[str], str] = json.encoder.encode_basestring
 
 
 class WebhookConfig(ChannelConfig):
@@ -99,9 +101,9 @@ def rfc3339(moment: dt.datetime | None) -> str:
 
 def group_key(labels: dict[str, str]) -> str:
     """Alertmanager's groupKey for a route ``{}`` grouping by these labels."""
-    pairs = ", ".join(
-        f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in sorted(labels.items())
-    )
+    # each value quoted as json.dumps(value, ensure_ascii=False) quotes it, by the encoder's own
+    # string function: a json.dumps call per label was most of the cost of a payload
+    pairs = ", ".join(f"{name}={_quote(value)}" for name, value in sorted(labels.items()))
     return "{}:{" + pairs + "}"
 
 
