@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
+        "--timeline", action="store_true", help="print each controller pass of the upgrade"
+    )
+    parser.add_argument(
         "--no-memory", action="store_true", help="leave out the cache memory measurement"
     )
     parser.add_argument(
@@ -330,14 +333,18 @@ def main(argv: list[str] | None = None) -> int:
                 "readiness": {"kind": "http", "port": 8080, "path": "/ready"},
             }
 
-        def settle(done: Any, what: str) -> None:
+        def settle(done: Any, what: str, trace: Any = None) -> None:
             """Controller passes 0.5 s apart; whether the phase is done is looked at once a
             second, as for the Deployments (the look lists every pod of the phase: looked at
             twice as often, it would cost the API server, and KWOK beside it, twice as much)."""
             deadline = time.monotonic() + 3600
             looked = 0.0
+            began = time.monotonic()
             while time.monotonic() < deadline:
+                at = time.monotonic()
                 asyncio.run(controller.run_once())
+                if trace is not None:
+                    trace(at - began, time.monotonic() - at)
                 if time.monotonic() - looked >= 1.0:
                     looked = time.monotonic()
                     if done():
@@ -390,9 +397,19 @@ def main(argv: list[str] | None = None) -> int:
             },
             status=201,
         )
+        def upgrade_trace(at: float, took: float) -> None:
+            now = call("GET", f"{BIZ}/apps/web/upgrades/{upgrade['id']}")
+            p = now.get("progress") or {}
+            print(
+                f"  t={at:6.2f}s pass {took:5.2f}s patched {controller.last.actions.get('replace-image', 0):4d}"
+                f" done {p.get('done')} in flight {len(p.get('in_flight') or [])} {now['state']}",
+                flush=True,
+            )
+
         settle(
             lambda: call("GET", f"{BIZ}/apps/web/upgrades/{upgrade['id']}")["state"] == "Succeeded",
             "upgrade",
+            upgrade_trace if args.timeline else None,
         )
         now = pods(api, "bench", selector)
         record(
