@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import gc
 import json
 import re
@@ -48,6 +49,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +164,103 @@ def ready(pod: dict[str, Any]) -> bool:
     )
 
 
+class UpgradeWatch:
+    """``--timeline``: where an upgrade's time goes, from a watch of the app's pods (WATCH is
+    not in the request counts). Per pod: when the API server took the image patch (the first
+    event with the new image in the spec) and when the node reported the container restarted on
+    it and ready (KWOK's status patch). Then: the node's part (patch to ready), and the
+    controller's part in a window of ``max_unavailable`` (a pod's patch after the ready pod whose
+    slot it took: the n-th patch follows the (n - window)-th ready)."""
+
+    def __init__(self, client: httpx.Client, *, selector: str, image: str) -> None:
+        self.client, self.selector, self.image = client, selector, image
+        self.patched: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        listing = client.get(
+            "/api/v1/namespaces/bench/pods", params={"labelSelector": selector, "limit": 1}
+        ).json()
+        self.version = listing["metadata"]["resourceVersion"]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        params = {
+            "labelSelector": self.selector,
+            "watch": "1",
+            "resourceVersion": self.version,
+            "allowWatchBookmarks": "false",
+        }
+        with contextlib.suppress(httpx.HTTPError), self.client.stream(
+            "GET", "/api/v1/namespaces/bench/pods", params=params, timeout=None
+        ) as stream:
+            for line in stream.iter_lines():
+                if line:
+                    self._saw(json.loads(line)["object"], time.monotonic())
+
+    def _saw(self, pod: dict[str, Any], at: float) -> None:
+        name = pod["metadata"]["name"]
+        if pod["spec"]["containers"][0]["image"] != self.image:
+            return
+        self.patched.setdefault(name, at)
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        restarted = bool(statuses) and statuses[0]["image"] == self.image
+        if name not in self.ready and restarted and ready(pod):
+            self.ready[name] = at
+
+    def report(self, *, window: int, began: float, ended: float) -> list[str]:
+        def spread(values: list[float]) -> str:
+            if not values:
+                return "none"
+            values = sorted(values)
+            median, p90 = (values[min(len(values) - 1, int(q * len(values)))] for q in (0.5, 0.9))
+            return f"median {median:.2f} s, p90 {p90:.2f} s, max {values[-1]:.2f} s"
+
+        node = [self.ready[n] - self.patched[n] for n in self.ready if n in self.patched]
+        patches = sorted(self.patched.values())
+        readies = sorted(self.ready.values())
+        reaction = [patches[i] - readies[i - window] for i in range(window, len(patches))]
+        last = readies[-1] - began if readies else float("nan")
+        return [
+            f"  first patch at {patches[0] - began:.2f} s, last ready at {last:.2f} s, "
+            f"phase seen done at {ended - began:.2f} s",
+            f"  the node (KWOK): image patch to restarted and ready: {spread(node)}",
+            f"  the controller: a ready pod to the patch that takes its slot: {spread(reaction)}",
+        ]
+
+
+class ControllerLoop:
+    """The app controller as the platform runs it (``Platform.running``): a loop of its own (here
+    a thread's event loop), its interval as the resync, and woken at once by every change the
+    provider reports of one of Gaia's pods (``watch_changes``) and by the API's writes to apps
+    (``gaia.api.deps`` nudges it; the bench calls ``wake`` after its own). Each pass is kept
+    (start, seconds, image patches) for ``--timeline``."""
+
+    def __init__(self, controller: Any, providers: Any) -> None:
+        self.controller = controller
+        self.passes: list[tuple[float, float, int]] = []
+        controller.observe = self._observe
+        providers.watch_changes(controller.wake)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(controller.start(),), daemon=True
+        )
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def _observe(self, _name: str) -> Any:
+        at = time.monotonic()
+        yield
+        patched = self.controller.last.actions.get("replace-image", 0)
+        self.passes.append((at, time.monotonic() - at, patched))
+
+    def wake(self) -> None:
+        self.controller.wake()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self.controller.stop)
+        self._thread.join(120)
+
+
 def _rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -241,7 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
-        "--timeline", action="store_true", help="print each controller pass of the upgrade"
+        "--timeline",
+        action="store_true",
+        help="where the upgrade's time goes: its controller passes, the node's and the "
+        "controller's part (UpgradeWatch)",
+    )
+    parser.add_argument(
+        "--paced",
+        action="store_true",
+        help="drive the app controller as the bench did before: passes 0.5 s apart, not woken "
+        "by changes",
     )
     parser.add_argument(
         "--no-memory", action="store_true", help="leave out the cache memory measurement"
@@ -324,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         hard = {"cpu": 100_000, "memory": 100_000_000, "local_disk": 10_000_000}
         call("PUT", f"{BIZ}/quotas/kube", {"hard": hard})
         controller = platform.app_controller()
+        driver = None if args.paced else ControllerLoop(controller, platform.providers)
 
         def template(name: str, image: str) -> dict[str, Any]:
             return {
@@ -333,23 +442,25 @@ def main(argv: list[str] | None = None) -> int:
                 "readiness": {"kind": "http", "port": 8080, "path": "/ready"},
             }
 
-        def settle(done: Any, what: str, trace: Any = None) -> None:
-            """Controller passes 0.5 s apart; whether the phase is done is looked at once a
-            second, as for the Deployments (the look lists every pod of the phase: looked at
-            twice as often, it would cost the API server, and KWOK beside it, twice as much)."""
+        def settle(done: Any, what: str) -> float:
+            """Until ``done()``, looked at once a second as for the Deployments (the look at a
+            creation lists every pod of the phase: looked at twice as often, it would cost the
+            API server, and KWOK beside it, twice as much); the moment it was seen done. The
+            controller runs as the platform runs it (``ControllerLoop``), told of the API
+            write that began the phase as the API tells it; with ``--paced``, passes 0.5 s
+            apart in this thread instead (how the bench drove it before)."""
             deadline = time.monotonic() + 3600
             looked = 0.0
-            began = time.monotonic()
+            if driver is not None:
+                driver.wake()
             while time.monotonic() < deadline:
-                at = time.monotonic()
-                asyncio.run(controller.run_once())
-                if trace is not None:
-                    trace(at - began, time.monotonic() - at)
+                if driver is None:
+                    asyncio.run(controller.run_once())
                 if time.monotonic() - looked >= 1.0:
                     looked = time.monotonic()
                     if done():
-                        return
-                time.sleep(0.5)
+                        return looked
+                time.sleep(0.5 if driver is None else max(0.0, looked + 1.0 - time.monotonic()))
             raise SystemExit(f"{what}: not done within an hour")
 
         selector = f"{APP_LABEL}=web"
@@ -369,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             status=201,
         )
-        settle(
+        ended = settle(
             lambda: sum(ready(p) for p in pods(api, "bench", selector).values()) == args.instances,
             "create",
         )
@@ -377,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             phases,
             Phase(
                 f"Gaia: create {args.instances:,} instances",
-                time.monotonic() - started,
+                ended - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=0,
@@ -385,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         uids = {n: p["metadata"]["uid"] for n, p in pods(api, "bench", selector).items()}
 
+        watch = (
+            UpgradeWatch(plane.http_client(), selector=selector, image="registry.local/web:v2")
+            if args.timeline
+            else None
+        )
         before, seen = request_counts(api), observer.n
         started = time.monotonic()
         upgrade = call(
@@ -397,31 +513,30 @@ def main(argv: list[str] | None = None) -> int:
             },
             status=201,
         )
-        def upgrade_trace(at: float, took: float) -> None:
-            now = call("GET", f"{BIZ}/apps/web/upgrades/{upgrade['id']}")
-            p = now.get("progress") or {}
-            print(
-                f"  t={at:6.2f}s pass {took:5.2f}s patched {controller.last.actions.get('replace-image', 0):4d}"
-                f" done {p.get('done')} in flight {len(p.get('in_flight') or [])} {now['state']}",
-                flush=True,
-            )
-
-        settle(
+        ended = settle(
             lambda: call("GET", f"{BIZ}/apps/web/upgrades/{upgrade['id']}")["state"] == "Succeeded",
             "upgrade",
-            upgrade_trace if args.timeline else None,
         )
+        if watch is not None:
+            time.sleep(0.5)  # the watch's last events
+            if driver is not None:
+                for at, took, patched in driver.passes:
+                    if at >= started:
+                        print(f"  pass at {at - started:6.2f} s: {took:5.2f} s, {patched} patched")
+            print("\n".join(watch.report(window=args.batch, began=started, ended=ended)))
         now = pods(api, "bench", selector)
         record(
             phases,
             Phase(
                 f"Gaia: gray upgrade {args.upgrade:,} in place",
-                time.monotonic() - started,
+                ended - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
             ),
         )
+        if driver is not None:
+            driver.stop()
         asyncio.run(platform.providers.close())
 
         if args.gaia_only:
@@ -467,11 +582,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         while ready_count("stable") < args.instances:
             time.sleep(1)
+        ended = time.monotonic()
         record(
             phases,
             Phase(
                 f"baseline: Deployment of {args.instances:,}",
-                time.monotonic() - started,
+                ended - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=0,
@@ -494,12 +610,13 @@ def main(argv: list[str] | None = None) -> int:
             or len(pods(api, "deploy", "track=stable")) > args.instances - args.upgrade
         ):
             time.sleep(1)
+        ended = time.monotonic()
         now = pods(api, "deploy", "app=web")
         record(
             phases,
             Phase(
                 f"baseline: canary of {args.upgrade:,} (2 Deployments)",
-                time.monotonic() - started,
+                ended - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=sum(1 for n in now if n not in stable_uids),
