@@ -126,6 +126,29 @@ def request_counts(api: httpx.Client) -> collections.Counter[str]:
     return counts
 
 
+_DURATION_LINE = re.compile(
+    r"^apiserver_request_duration_seconds_(?P<what>sum|count)\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
+)
+
+
+def request_seconds(api: httpx.Client) -> dict[str, list[float]]:
+    """``--timeline``: the API server's own time per request
+    (``apiserver_request_duration_seconds``) as [seconds, requests] by verb and resource, to tell
+    a slow server from a slow client."""
+    out: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    for line in api.get("/metrics").text.splitlines():
+        match = _DURATION_LINE.match(line)
+        if match is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        resource = labels.get("resource", "") or "-"
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        key = f"{labels.get('verb', '?')} {resource}"
+        out[key][0 if match["what"] == "sum" else 1] += float(match["value"])
+    return out
+
+
 def delta(after: collections.Counter[str], before: collections.Counter[str]) -> dict[str, int]:
     return {key: after[key] - before[key] for key in after if after[key] - before[key]}
 
@@ -190,9 +213,12 @@ class UpgradeWatch:
             "resourceVersion": self.version,
             "allowWatchBookmarks": "false",
         }
-        with contextlib.suppress(httpx.HTTPError), self.client.stream(
-            "GET", "/api/v1/namespaces/bench/pods", params=params, timeout=None
-        ) as stream:
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            self.client.stream(
+                "GET", "/api/v1/namespaces/bench/pods", params=params, timeout=None
+            ) as stream,
+        ):
             for line in stream.iter_lines():
                 if line:
                     self._saw(json.loads(line)["object"], time.monotonic())
@@ -501,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.timeline
             else None
         )
+        server_before = request_seconds(api) if args.timeline else {}
         before, seen = request_counts(api), observer.n
         started = time.monotonic()
         upgrade = call(
@@ -524,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
                     if at >= started:
                         print(f"  pass at {at - started:6.2f} s: {took:5.2f} s, {patched} patched")
             print("\n".join(watch.report(window=args.batch, began=started, ended=ended)))
+            server_after = request_seconds(api)
+            for key in ("PATCH pods", "PATCH pods/status", "POST events", "PUT leases"):
+                took = server_after[key][0] - server_before.get(key, [0.0, 0.0])[0]
+                n = server_after[key][1] - server_before.get(key, [0.0, 0.0])[1]
+                if n:
+                    print(f"  API server, {key}: {n:,.0f} in {1000 * took / n:.1f} ms each")
         now = pods(api, "bench", selector)
         record(
             phases,
