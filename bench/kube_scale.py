@@ -489,8 +489,19 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5 if driver is None else max(0.0, looked + 1.0 - time.monotonic()))
             raise SystemExit(f"{what}: not done within an hour")
 
+        def passes_so_far() -> int:
+            # (the loop counts its passes as well as the controller: not controller.passes)
+            return controller.passes if driver is None else len(driver.passes)
+
+        def process_line(cpu: float, passes: int) -> str:
+            return (
+                f"  Gaia's process (the platform, its controller, the bench's looks): "
+                f"{time.process_time() - cpu:.1f} CPU s, {passes_so_far() - passes} passes"
+            )
+
         selector = f"{APP_LABEL}=web"
         before, seen = request_counts(api), observer.n
+        cpu, passes = time.process_time(), passes_so_far()
         started = time.monotonic()
         call(
             "POST",
@@ -510,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: sum(ready(p) for p in pods(api, "bench", selector).values()) == args.instances,
             "create",
         )
+        print(process_line(cpu, passes))
         record(
             phases,
             Phase(
@@ -529,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         server_before = request_seconds(api) if args.timeline else {}
         before, seen = request_counts(api), observer.n
+        cpu, passes = time.process_time(), passes_so_far()
         started = time.monotonic()
         upgrade = call(
             "POST",
@@ -544,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: call("GET", f"{BIZ}/apps/web/upgrades/{upgrade['id']}")["state"] == "Succeeded",
             "upgrade",
         )
+        print(process_line(cpu, passes))
         if watch is not None:
             time.sleep(0.5)  # the watch's last events
             if driver is not None:
