@@ -10,9 +10,13 @@ In one process:
 1. etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK as in the tests, and
    ``--nodes`` KWOK nodes (32 CPUs, 128 GiB each);
 2. the platform on SQLite in a temporary folder, the cluster registered with its kubeconfig;
-3. **Gaia**: an app of ``--instances`` instances, controller passes until every pod is Running
-   and ready; then a gray upgrade of ``--upgrade`` of them (ids 0, 1, 2, ...) to a template that
-   differs only in the image, ``--batch`` at a time, until the upgrade reports Succeeded;
+3. **Gaia**: an app of ``--instances`` instances, until every pod is Running and ready; then a
+   gray upgrade of ``--upgrade`` of them (ids 0, 1, 2, ...) to a template that differs only in
+   the image, ``--batch`` at a time, until the upgrade reports Succeeded. The app controller runs
+   as the platform runs it (``ControllerLoop``: its own loop, woken by every change to one of
+   Gaia's pods and by the API's writes, as kube-controller-manager's controllers are woken by
+   their informers); ``--paced`` drives it as the bench did up to issue 22 instead (a pass, a
+   look, 0.5 s of sleep);
 4. **baseline**: the same change the usual way: a Deployment of ``--instances`` replicas
    scheduled by kube-scheduler, then a canary, i.e. the stable Deployment scaled down by
    ``--upgrade`` while a second Deployment with the new image is scaled up to ``--upgrade``
@@ -25,7 +29,13 @@ pods were recreated (a new UID). Gaia's upgrade keeps every pod; the canary repl
 controllers they include KWOK's pod status writes and its node lease renewals (about one PUT
 per node every 40 s), so a longer phase counts more background requests. The bench's own pod
 lists (how it sees that a phase is done) are counted apart too, and each phase's requests are
-printed by verb and resource (the profile of where they go).
+printed by verb and resource (the profile of where they go). A phase ends when the bench sees
+it done (its looks are once a second on both sides), before its last listing of the pods.
+
+``--timeline`` shows where an upgrade's time goes: the controller's passes, and from a watch of
+the app's pods (``UpgradeWatch``) the node's part (an image patch to the container restarted and
+ready: KWOK's latency, which the canary pays too) and the controller's part (a ready pod to the
+patch that takes its slot), with the API server's own time per request.
 
 Last, **the provider's cache memory**: with every pod of both apps still in the cluster, a fresh
 process per case lists them (and then the nodes) into an informer as the provider builds it,
