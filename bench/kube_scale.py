@@ -14,9 +14,13 @@ In one process:
    apart, so that no phase is charged with it (until 2026-12-05 the first phase, Gaia's
    create, was);
 2. the platform on SQLite in a temporary folder, the cluster registered with its kubeconfig;
-3. **Gaia**: an app of ``--instances`` instances, controller passes until every pod is Running
-   and ready; then a gray upgrade of ``--upgrade`` of them (ids 0, 1, 2, ...) to a template that
-   differs only in the image, ``--batch`` at a time, until the upgrade reports Succeeded;
+3. **Gaia**: an app of ``--instances`` instances, until every pod is Running and ready; then a
+   gray upgrade of ``--upgrade`` of them (ids 0, 1, 2, ...) to a template that differs only in
+   the image, ``--batch`` at a time, until the upgrade reports Succeeded. The app controller runs
+   as the platform runs it (``ControllerLoop``: its own loop, woken by every change to one of
+   Gaia's pods and by the API's writes, as kube-controller-manager's controllers are woken by
+   their informers); ``--paced`` drives it as the bench did up to issue 22 instead (a pass, a
+   look, 0.5 s of sleep);
 4. **baseline**: the same change the usual way: a Deployment of ``--instances`` replicas
    scheduled by kube-scheduler, then a canary, i.e. the stable Deployment scaled down by
    ``--upgrade`` while a second Deployment with the new image is scaled up to ``--upgrade``
@@ -29,7 +33,13 @@ pods were recreated (a new UID). Gaia's upgrade keeps every pod; the canary repl
 controllers they include KWOK's pod status writes and its node lease renewals (about one PUT
 per node every 40 s), so a longer phase counts more background requests. The bench's own pod
 lists (how it sees that a phase is done) are counted apart too, and each phase's requests are
-printed by verb and resource (the profile of where they go).
+printed by verb and resource (the profile of where they go). A phase ends when the bench sees
+it done (its looks are once a second on both sides), before its last listing of the pods.
+
+``--timeline`` shows where an upgrade's time goes: the controller's passes, and from a watch of
+the app's pods (``UpgradeWatch``) the node's part (an image patch to the container restarted and
+ready: KWOK's latency, which the canary pays too) and the controller's part (a ready pod to the
+patch that takes its slot), with the API server's own time per request.
 
 Last, **the provider's cache memory**: with every pod of both apps still in the cluster, a fresh
 process per case lists them (and then the nodes) into an informer as the provider builds it,
@@ -45,6 +55,7 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import gc
 import json
 import re
@@ -52,6 +63,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +140,29 @@ def request_counts(api: httpx.Client) -> collections.Counter[str]:
     return counts
 
 
+_DURATION_LINE = re.compile(
+    r"^apiserver_request_duration_seconds_(?P<what>sum|count)\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
+)
+
+
+def request_seconds(api: httpx.Client) -> dict[str, list[float]]:
+    """``--timeline``: the API server's own time per request
+    (``apiserver_request_duration_seconds``) as [seconds, requests] by verb and resource, to tell
+    a slow server from a slow client."""
+    out: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    for line in api.get("/metrics").text.splitlines():
+        match = _DURATION_LINE.match(line)
+        if match is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        resource = labels.get("resource", "") or "-"
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        key = f"{labels.get('verb', '?')} {resource}"
+        out[key][0 if match["what"] == "sum" else 1] += float(match["value"])
+    return out
+
+
 def delta(after: collections.Counter[str], before: collections.Counter[str]) -> dict[str, int]:
     return {key: after[key] - before[key] for key in after if after[key] - before[key]}
 
@@ -197,6 +232,106 @@ def ready(pod: dict[str, Any]) -> bool:
         c["type"] == "Ready" and c["status"] == "True"
         for c in pod.get("status", {}).get("conditions", [])
     )
+
+
+class UpgradeWatch:
+    """``--timeline``: where an upgrade's time goes, from a watch of the app's pods (WATCH is
+    not in the request counts). Per pod: when the API server took the image patch (the first
+    event with the new image in the spec) and when the node reported the container restarted on
+    it and ready (KWOK's status patch). Then: the node's part (patch to ready), and the
+    controller's part in a window of ``max_unavailable`` (a pod's patch after the ready pod whose
+    slot it took: the n-th patch follows the (n - window)-th ready)."""
+
+    def __init__(self, client: httpx.Client, *, selector: str, image: str) -> None:
+        self.client, self.selector, self.image = client, selector, image
+        self.patched: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        listing = client.get(
+            "/api/v1/namespaces/bench/pods", params={"labelSelector": selector, "limit": 1}
+        ).json()
+        self.version = listing["metadata"]["resourceVersion"]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        params = {
+            "labelSelector": self.selector,
+            "watch": "1",
+            "resourceVersion": self.version,
+            "allowWatchBookmarks": "false",
+        }
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            self.client.stream(
+                "GET", "/api/v1/namespaces/bench/pods", params=params, timeout=None
+            ) as stream,
+        ):
+            for line in stream.iter_lines():
+                if line:
+                    self._saw(json.loads(line)["object"], time.monotonic())
+
+    def _saw(self, pod: dict[str, Any], at: float) -> None:
+        name = pod["metadata"]["name"]
+        if pod["spec"]["containers"][0]["image"] != self.image:
+            return
+        self.patched.setdefault(name, at)
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        restarted = bool(statuses) and statuses[0]["image"] == self.image
+        if name not in self.ready and restarted and ready(pod):
+            self.ready[name] = at
+
+    def report(self, *, window: int, began: float, ended: float) -> list[str]:
+        def spread(values: list[float]) -> str:
+            if not values:
+                return "none"
+            values = sorted(values)
+            median, p90 = (values[min(len(values) - 1, int(q * len(values)))] for q in (0.5, 0.9))
+            return f"median {median:.2f} s, p90 {p90:.2f} s, max {values[-1]:.2f} s"
+
+        node = [self.ready[n] - self.patched[n] for n in self.ready if n in self.patched]
+        patches = sorted(self.patched.values())
+        readies = sorted(self.ready.values())
+        reaction = [patches[i] - readies[i - window] for i in range(window, len(patches))]
+        last = readies[-1] - began if readies else float("nan")
+        return [
+            f"  first patch at {patches[0] - began:.2f} s, last ready at {last:.2f} s, "
+            f"phase seen done at {ended - began:.2f} s",
+            f"  the node (KWOK): image patch to restarted and ready: {spread(node)}",
+            f"  the controller: a ready pod to the patch that takes its slot: {spread(reaction)}",
+        ]
+
+
+class ControllerLoop:
+    """The app controller as the platform runs it (``Platform.running``): a loop of its own (here
+    a thread's event loop), its interval as the resync, and woken at once by every change the
+    provider reports of one of Gaia's pods (``watch_changes``) and by the API's writes to apps
+    (``gaia.api.deps`` nudges it; the bench calls ``wake`` after its own). Each pass is kept
+    (start, seconds, image patches) for ``--timeline``."""
+
+    def __init__(self, controller: Any, providers: Any) -> None:
+        self.controller = controller
+        self.passes: list[tuple[float, float, int]] = []
+        controller.observe = self._observe
+        providers.watch_changes(controller.wake)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(controller.start(),), daemon=True
+        )
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def _observe(self, _name: str) -> Any:
+        at = time.monotonic()
+        yield
+        patched = self.controller.last.actions.get("replace-image", 0)
+        self.passes.append((at, time.monotonic() - at, patched))
+
+    def wake(self) -> None:
+        self.controller.wake()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self.controller.stop)
+        self._thread.join(120)
 
 
 def _rss_bytes() -> int:
@@ -277,6 +412,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upgrade", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="where the upgrade's time goes: its controller passes, the node's and the "
+        "controller's part (UpgradeWatch)",
+    )
+    parser.add_argument(
+        "--paced",
+        action="store_true",
+        help="drive the app controller as the bench did before: passes 0.5 s apart, not woken "
+        "by changes",
+    )
     parser.add_argument(
         "--no-memory", action="store_true", help="leave out the cache memory measurement"
     )
@@ -364,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         hard = {"cpu": 100_000, "memory": 100_000_000, "local_disk": 10_000_000}
         call("PUT", f"{BIZ}/quotas/kube", {"hard": hard})
         controller = platform.app_controller()
+        driver = None if args.paced else ControllerLoop(controller, platform.providers)
 
         def template(name: str, image: str) -> dict[str, Any]:
             return {
@@ -373,23 +521,40 @@ def main(argv: list[str] | None = None) -> int:
                 "readiness": {"kind": "http", "port": 8080, "path": "/ready"},
             }
 
-        def settle(done: Any, what: str) -> None:
-            """Controller passes 0.5 s apart; whether the phase is done is looked at once a
-            second, as for the Deployments (the look lists every pod of the phase: looked at
-            twice as often, it would cost the API server, and KWOK beside it, twice as much)."""
+        def settle(done: Any, what: str) -> float:
+            """Until ``done()``, looked at once a second as for the Deployments (the look at a
+            creation lists every pod of the phase: looked at twice as often, it would cost the
+            API server, and KWOK beside it, twice as much); the moment it was seen done. The
+            controller runs as the platform runs it (``ControllerLoop``), told of the API
+            write that began the phase as the API tells it; with ``--paced``, passes 0.5 s
+            apart in this thread instead (how the bench drove it before)."""
             deadline = time.monotonic() + 3600
             looked = 0.0
+            if driver is not None:
+                driver.wake()
             while time.monotonic() < deadline:
-                asyncio.run(controller.run_once())
+                if driver is None:
+                    asyncio.run(controller.run_once())
                 if time.monotonic() - looked >= 1.0:
                     looked = time.monotonic()
                     if done():
-                        return
-                time.sleep(0.5)
+                        return looked
+                time.sleep(0.5 if driver is None else max(0.0, looked + 1.0 - time.monotonic()))
             raise SystemExit(f"{what}: not done within an hour")
+
+        def passes_so_far() -> int:
+            # (the loop counts its passes as well as the controller: not controller.passes)
+            return controller.passes if driver is None else len(driver.passes)
+
+        def process_line(cpu: float, passes: int) -> str:
+            return (
+                f"  Gaia's process (the platform, its controller, the bench's looks): "
+                f"{time.process_time() - cpu:.1f} CPU s, {passes_so_far() - passes} passes"
+            )
 
         selector = f"{APP_LABEL}=web"
         before, seen = request_counts(api), observer.n
+        cpu, passes = time.process_time(), passes_so_far()
         started = time.monotonic()
         call(
             "POST",
@@ -405,15 +570,16 @@ def main(argv: list[str] | None = None) -> int:
             },
             status=201,
         )
-        settle(
+        ended = settle(
             lambda: sum(ready(p) for p in pods(api, "bench", selector).values()) == args.instances,
             "create",
         )
+        print(process_line(cpu, passes))
         record(
             phases,
             Phase(
                 f"Gaia: create {args.instances:,} instances",
-                time.monotonic() - started,
+                ended - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=0,
@@ -421,7 +587,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         uids = {n: p["metadata"]["uid"] for n, p in pods(api, "bench", selector).items()}
 
+        watch = (
+            UpgradeWatch(plane.http_client(), selector=selector, image="registry.local/web:v2")
+            if args.timeline
+            else None
+        )
+        server_before = request_seconds(api) if args.timeline else {}
         before, seen = request_counts(api), observer.n
+        cpu, passes = time.process_time(), passes_so_far()
         started = time.monotonic()
         upgrade = call(
             "POST",
@@ -433,21 +606,37 @@ def main(argv: list[str] | None = None) -> int:
             },
             status=201,
         )
-        settle(
+        ended = settle(
             lambda: call("GET", f"{BIZ}/apps/web/upgrades/{upgrade['id']}")["state"] == "Succeeded",
             "upgrade",
         )
+        print(process_line(cpu, passes))
+        if watch is not None:
+            time.sleep(0.5)  # the watch's last events
+            if driver is not None:
+                for at, took, patched in driver.passes:
+                    if at >= started:
+                        print(f"  pass at {at - started:6.2f} s: {took:5.2f} s, {patched} patched")
+            print("\n".join(watch.report(window=args.batch, began=started, ended=ended)))
+            server_after = request_seconds(api)
+            for key in ("PATCH pods", "PATCH pods/status", "POST events", "PUT leases"):
+                took = server_after[key][0] - server_before.get(key, [0.0, 0.0])[0]
+                n = server_after[key][1] - server_before.get(key, [0.0, 0.0])[1]
+                if n:
+                    print(f"  API server, {key}: {n:,.0f} in {1000 * took / n:.1f} ms each")
         now = pods(api, "bench", selector)
         record(
             phases,
             Phase(
                 f"Gaia: gray upgrade {args.upgrade:,} in place",
-                time.monotonic() - started,
+                ended - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
             ),
         )
+        if driver is not None:
+            driver.stop()
         asyncio.run(platform.providers.close())
 
         if args.gaia_only:
@@ -493,11 +682,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         while ready_count("stable") < args.instances:
             time.sleep(1)
+        ended = time.monotonic()
         record(
             phases,
             Phase(
                 f"baseline: Deployment of {args.instances:,}",
-                time.monotonic() - started,
+                ended - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=0,
@@ -520,12 +710,13 @@ def main(argv: list[str] | None = None) -> int:
             or len(pods(api, "deploy", "track=stable")) > args.instances - args.upgrade
         ):
             time.sleep(1)
+        ended = time.monotonic()
         now = pods(api, "deploy", "app=web")
         record(
             phases,
             Phase(
                 f"baseline: canary of {args.upgrade:,} (2 Deployments)",
-                time.monotonic() - started,
+                ended - started,
                 delta(request_counts(api), before),
                 observer=observer.n - seen,
                 recreated=sum(1 for n in now if n not in stable_uids),

@@ -28,6 +28,13 @@ less memory. A transform must keep ``metadata.name``, ``namespace`` and ``resour
 node) that the informer keeps a reverse map of (``indexed(key)``), so a question about one node
 does not walk every pod of the cluster.
 
+**What is derived** (``Derived``): readers turn cached objects into the port's values (an
+``Instance`` from a pod, a ``Node`` from a node and its pods) on every controller pass; at 5,000
+pods that conversion was most of a pass (bench/kube_scale.py). A ``Derived`` keeps each value
+with the dicts it came from and converts again only when one of them is another dict. That test
+is complete because the informer never edits a stored dict: every change (a watch event, a
+relist, a ``remember``) stores a new one.
+
 **What a list reports.** ``on_change`` hears what the list changed, not the whole store again:
 ``ADDED`` for a new object, ``MODIFIED`` for one at another version, ``DELETED`` (with the last
 version known) for one gone; a consumer that records each change (the cluster's event log) would
@@ -43,9 +50,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 import httpx2  # lightkube's HTTP client: its errors are not httpx's
@@ -54,6 +61,7 @@ from lightkube.core.resource import NamespacedResource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+V = TypeVar("V")
 Key = tuple[str, str]  # (namespace or "", name)
 
 
@@ -319,4 +327,34 @@ class Informer:
             self._changed.notify_all()
 
 
-__all__ = ["ClusterLoop", "Informer", "key_of"]
+class Derived(Generic[V]):
+    """Values made from an informer's stored dicts, made again only when one of those dicts has
+    been replaced (see the module docstring). Used on the cluster's loop, like the informer."""
+
+    def __init__(self) -> None:
+        # key -> (the dicts the value was made from, the value); holding the dicts keeps their
+        # ids from being reused while the entry lives
+        self._known: dict[Key, tuple[tuple[dict[str, Any], ...], V]] = {}
+
+    def get(self, key: Key, sources: tuple[dict[str, Any], ...], make: Callable[[], V]) -> V:
+        known = self._known.get(key)
+        if (
+            known is not None
+            and len(known[0]) == len(sources)
+            and all(a is b for a, b in zip(known[0], sources, strict=True))
+        ):
+            return known[1]
+        value = make()
+        self._known[key] = (sources, value)
+        return value
+
+    def keep_only(self, keys: Collection[Key]) -> None:
+        """Drop the values of every key not in ``keys`` (objects gone from the cache)."""
+        for key in [k for k in self._known if k not in keys]:
+            del self._known[key]
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+__all__ = ["ClusterLoop", "Derived", "Informer", "key_of"]

@@ -197,6 +197,58 @@ def test_an_in_place_upgrade_patches_only_the_image(
     assert replaced.shape == before["metadata"]["annotations"]["gaia.io/shape-hash"]
 
 
+def test_a_listing_makes_again_only_what_changed_and_sees_every_change(
+    cluster: KubernetesCluster, api: httpx.Client, namespace: str
+) -> None:
+    """A controller pass lists every instance and node; one whose objects did not change is the
+    value made last time (``informer.Derived``), and a change by anyone is seen at once."""
+    for iid in (0, 1):
+        run(cluster.create_instance(spec(namespace, "prov-gpu-1", instance_id=iid)))
+
+    async def both_running() -> bool:
+        found = await cluster.list_instances(namespace=namespace, app="web")
+        return len(found) == 2 and all(i.phase == InstancePhase.RUNNING for i in found)
+
+    settle(both_running)
+
+    def instances() -> dict[str, Any]:
+        return {i.name: i for i in run(cluster.list_instances(namespace=namespace, app="web"))}
+
+    def node() -> Any:
+        return next(n for n in run(cluster.list_nodes()) if n.name == "prov-gpu-1")
+
+    first, first_node = instances(), node()
+    assert instances()["web-0"] is first["web-0"] and instances()["web-1"] is first["web-1"]
+    assert node() is first_node
+
+    # another client relabels web-1: the watch brings it, and only web-1 is made again
+    r = api.patch(
+        f"/api/v1/namespaces/{namespace}/pods/web-1",
+        json={"metadata": {"labels": {"gaia.io/version": "v9"}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+
+    async def relabelled() -> bool:
+        found = await cluster.list_instances(namespace=namespace, app="web")
+        return {i.name: i.version for i in found}.get("web-1") == "v9"
+
+    settle(relabelled)
+    assert instances()["web-0"] is first["web-0"]
+    # a pod of the node changed, so the node is made again, from what holds now
+    assert node() is not first_node and node().allocated == first_node.allocated
+
+    run(cluster.delete_instance(namespace=namespace, name="web-0"))
+
+    async def deleted() -> bool:
+        found = await cluster.list_instances(namespace=namespace, app="web")
+        return [i.name for i in found] == ["web-1"]
+
+    settle(deleted)
+    gone = spec(namespace, "prov-gpu-1").resources
+    assert node().allocated == first_node.allocated.minus(gone)
+
+
 def test_delete_is_idempotent(cluster: KubernetesCluster, namespace: str) -> None:
     run(cluster.create_instance(spec(namespace, "prov-gpu-0")))
     run(cluster.delete_instance(namespace=namespace, name="web-0"))
