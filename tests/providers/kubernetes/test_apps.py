@@ -282,17 +282,23 @@ def web_on_nodes(kube: KubeApps) -> tuple[list[int], dict[int, str]]:
     return ids, {iid: node for node, iid in first.items()}
 
 
-def test_a_gray_upgrade_prewarms_the_next_batches_nodes_and_withdraws_at_the_end(
-    kube: KubeApps, platform: Platform
-) -> None:
-    ids, node_of = web_on_nodes(kube)
-    agents = Agents(kube, set(node_of.values()))
-    made = kube.call(
+def start_upgrade(kube: KubeApps, ids: list[int]) -> dict[str, Any]:
+    """A gray upgrade of ``ids`` of web to v2, one instance at a time."""
+    made: dict[str, Any] = kube.call(
         "POST",
         f"{BIZ}/apps/web/upgrades",
         {"template": "v2", "instance_ids": ids, "max_unavailable": 1},
         status=201,
     )
+    return made
+
+
+def test_a_gray_upgrade_prewarms_the_next_batches_nodes_and_withdraws_at_the_end(
+    kube: KubeApps, platform: Platform
+) -> None:
+    ids, node_of = web_on_nodes(kube)
+    agents = Agents(kube, set(node_of.values()))
+    made = start_upgrade(kube, ids)
     path = f"{BIZ}/apps/web/upgrades/{made['id']}"
 
     asyncio.run(kube.controller.run_once())  # the first batch moves
@@ -321,12 +327,7 @@ def test_a_cluster_without_agents_gets_no_prewarm_and_upgrades_as_before(
     kube: KubeApps, platform: Platform
 ) -> None:
     ids, node_of = web_on_nodes(kube)
-    made = kube.call(
-        "POST",
-        f"{BIZ}/apps/web/upgrades",
-        {"template": "v2", "instance_ids": ids, "max_unavailable": 1},
-        status=201,
-    )
+    made = start_upgrade(kube, ids)
     asyncio.run(kube.controller.run_once())
     # agents that register only now find no job: none was made while the cluster had none
     agents = Agents(kube, set(node_of.values()))
@@ -341,12 +342,7 @@ def test_a_paused_upgrade_and_a_deleted_app_withdraw_their_prewarm(
 ) -> None:
     ids, node_of = web_on_nodes(kube)
     agents = Agents(kube, set(node_of.values()))
-    made = kube.call(
-        "POST",
-        f"{BIZ}/apps/web/upgrades",
-        {"template": "v2", "instance_ids": ids, "max_unavailable": 1},
-        status=201,
-    )
+    made = start_upgrade(kube, ids)
     asyncio.run(kube.controller.run_once())
     assert len(agents.jobs()) == 1
     kube.call("POST", f"{BIZ}/apps/web/upgrades/{made['id']}/pause")
