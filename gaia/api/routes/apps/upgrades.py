@@ -97,10 +97,9 @@ async def list_upgrades(
     counts = store_apps.upgrade_counts(session, app=row)
     sizes = store_apps.instance_counts(session, [r.id for r in rows])
     moving = {r.id for r in rows if UpgradeState(r.state) in ACTIVE}
-    states = None
-    if moving:  # its instance lists load here, for the one in progress only
-        ids = {iid for r in rows if r.id in moving for iid in r.instance_ids}
-        states = await progress_states(request, session, business, row, ids=ids)
+    # the instance lists load here, for the one in progress only
+    ids = {iid for r in rows if r.id in moving for iid in r.instance_ids}
+    states = await progress_states(request, session, business, row, ids=ids) if moving else None
     return UpgradePage(
         items=[
             upgrade_summary_out(
