@@ -28,8 +28,14 @@ The app's other tabs that show instances are loaded too (issue 22): monitoring (
 small charts; baseline: that page of ``GET .../instances``), logs and the terminal (an instance
 picker; baselines: one page of log lines, and ``GET .../instances/{id}`` of the instance the
 terminal opens on), network (a page of instances with their addresses; baseline:
-``GET .../network``) and the apps list (baseline: ``GET .../apps``, which counts each app's
-ready instances). **Scale in** is timed as the console's form post (``count=1``, to its redirect)
+``GET .../network?limit=50``) and the apps list (baseline: ``GET .../apps``, which counts each
+app's ready instances). For the network tab the app is made a floating-IP app (a default
+version with ``network_mode: floating-ip``) with one address per instance and ``--kept`` more
+kept for instances scaled away, written as the CNI plugin's ADDs write them; the **upgrade**
+tab (baseline: ``GET .../upgrades?limit=20``) has ``--upgrades`` upgrades of every instance in
+the history, the newest Paused (so its panel polls, as while one runs), written to the store as
+``POST .../upgrades`` stores them (running them would take the controller hours).
+**Scale in** is timed as the console's form post (``count=1``, to its redirect)
 beside the API's ``POST .../scale-in`` of one id; each is undone by an untimed scale-out, so the
 app keeps its size. ``--only WORD`` keeps the rows whose label contains one of the words given.
 
@@ -41,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import ipaddress
 import shutil
 import statistics
 import sys
@@ -65,7 +72,14 @@ from gaia.domain.alerts import Transition, TransitionKind, fingerprint
 from gaia.security import hash_password, use_cheap_password_hashing
 from gaia.settings import Settings
 from gaia.store.alerting.records import apply_transitions, load_evaluation_inputs
-from gaia.store.models import AlertRecord, User
+from gaia.store.models import (
+    AlertRecord,
+    App,
+    AppUpgrade,
+    FloatingIpPool,
+    NetworkAttachment,
+    User,
+)
 
 BIZ = "/api/v1/businesses/bench"
 BUDGET_TTFB_S = 1.0
@@ -149,7 +163,77 @@ def build(args: argparse.Namespace, data_dir: Path) -> Platform:
         else:
             raise RuntimeError("the app did not become ready")
         seed_alert_records(platform, call, clock=clock, count=args.alerts)
+        seed_network(platform, call, instances=args.instances, kept=args.kept)
+        seed_upgrades(platform, instances=args.instances, count=args.upgrades)
     return platform
+
+
+def seed_network(
+    platform: Platform, call: Callable[..., Any], *, instances: int, kept: int
+) -> None:
+    """The app as a floating-IP app: a default version with ``network_mode: floating-ip``
+    (policy ``never``; its instances keep running the version they run), a pool of a /18, and
+    one address per instance plus ``kept`` for instances scaled away, written as the CNI
+    plugin's ADDs write them (``gaia.store.network.attach_floating``: one row each), in one
+    transaction."""
+    floating = {
+        "name": "v3",
+        "image": "bench/web:3",
+        "resources": {"cpu": 0.5, "memory": 256},
+        "ports": [{"port": 8080}],
+        "network_mode": "floating-ip",
+        "ip_release": "never",
+    }
+    call("POST", f"{BIZ}/apps/web/templates?allow_pending=true", floating)
+    call("PATCH", f"{BIZ}/apps/web", {"default_template": "v3"})
+    call("POST", "/api/v1/clusters/apps/ip-pools", {"name": "rack", "subnet": "10.64.0.0/18"})
+    with platform.db.write_session() as session:
+        pool = session.scalars(select(FloatingIpPool)).one()
+        app = session.scalars(select(App).where(App.name == "web")).one()
+        first = int(ipaddress.IPv4Address(pool.range_start))
+        session.add_all(
+            NetworkAttachment(
+                cluster_id=app.cluster_id,
+                business_id=app.business_id,
+                pod=f"web-{iid}",
+                mode="floating-ip",
+                pool_id=pool.id,
+                ip=str(ipaddress.IPv4Address(first + n)),
+                policy="never",
+                node=f"node-{iid % 100}",
+                container_id=f"sandbox-{iid}",
+            )
+            for n, iid in enumerate([*range(instances), *range(10**6 - kept, 10**6)])
+        )
+    print(f"seeded {instances} addresses and {kept} kept ones", flush=True)
+
+
+def seed_upgrades(platform: Platform, *, instances: int, count: int) -> None:
+    """``count`` gray upgrades of every instance in the app's history: all Succeeded but the
+    newest, Paused (the upgrade tab's panel then polls, as while one runs), as the API's
+    ``POST .../upgrades`` with ``all`` stores them (``instance_ids`` and ``previous`` of every
+    instance); written directly, since running them would take the controller hours here."""
+    if not count:
+        return
+    ids = list(range(instances))
+    with platform.db.write_session() as session:
+        app = session.scalars(select(App).where(App.name == "web")).one()
+        for n in range(count):
+            target, before = ("v2", "v1") if n % 2 == 0 else ("v1", "v2")
+            newest = n == count - 1
+            session.add(
+                AppUpgrade(
+                    app_id=app.id,
+                    target=target,
+                    instance_ids=ids,
+                    previous={str(i): before for i in ids},
+                    max_unavailable=250,
+                    state="Paused" if newest else "Succeeded",
+                    message="",
+                    created_by="admin",
+                )
+            )
+    print(f"seeded {count} upgrades of {instances} instances each", flush=True)
 
 
 def seed_alert_records(
@@ -306,6 +390,12 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=50)
     parser.add_argument("--alerts", type=int, default=10_000)
     parser.add_argument("--loads", type=int, default=7)
+    parser.add_argument(
+        "--kept", type=int, default=100, help="addresses kept for instances scaled away"
+    )
+    parser.add_argument(
+        "--upgrades", type=int, default=20, help="upgrades of every instance in the history"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--only", nargs="*", default=[], help="measure only the rows whose label has a word"
@@ -313,6 +403,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.instances, args.clusters, args.alerts, args.loads = 200, 10, 500, 3
+        args.kept, args.upgrades = 10, 5
     chromium = shutil.which("chromium")
     if chromium is None:
         raise SystemExit("Chromium is missing: apt-get install chromium")
@@ -367,7 +458,12 @@ def main() -> None:
             (
                 f"app network, {args.instances} instances",
                 "/console/b/bench/apps/web/network",
-                f"{BIZ}/apps/web/network",
+                f"{BIZ}/apps/web/network?limit=50",
+            ),
+            (
+                f"app upgrades, {args.upgrades} of {args.instances} each",
+                "/console/b/bench/apps/web/upgrade",
+                f"{BIZ}/apps/web/upgrades?limit=20",
             ),
             (
                 f"apps list, an app of {args.instances}",

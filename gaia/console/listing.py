@@ -1,15 +1,16 @@
 """List pages: the two shapes of list the console shows, each built one way.
 
 **Short lists the console pages itself** (clusters, businesses, members, quotas, configs,
-instance configurations, apps, nodes, an app's versions and upgrades): the API lists
+instance configurations, apps, nodes, an app's versions): the API lists
 them in keyset pages of up to 500, like every list it has; ``every_item`` collects
 them all (bounded), the page keeps the rows its filters match (``mentions`` for the "part of a
 name" box), and ``paginate`` cuts out the page shown, whose links (``Paged.link``) keep the
 filters. Filtering here rather than in the API keeps the API's list parameters as they are, and
 these lists stay short (a platform has tens of clusters, not millions).
 
-**Long lists the API pages itself** (operation records, events, log lines, newest first; an
-app's instances, by id, which the API also filters and counts): ``cursor_page`` asks for one
+**Long lists the API pages itself** (operation records, events, log lines, an app's upgrades,
+newest first; an app's instances, by id, which the API also filters and counts, and their
+addresses): ``cursor_page`` asks for one
 page with the filters and the cursor the browser came with, and answers the rows with the links
 to the older page and back to the newest one; ``instance_page`` and ``instance_links`` do the
 same for an app's instances, which every tab that shows them reads a page at a time (the

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from gaia.domain.apps import (
     MAX_INSTANCES,
@@ -773,19 +773,68 @@ def active_upgrade(session: Session, *, app: App) -> AppUpgrade | None:
 
 
 def list_upgrades(
-    session: Session, *, app: App, limit: int, cursor: str | None
+    session: Session, *, app: App, limit: int, cursor: str | None, state: str = ""
 ) -> tuple[list[AppUpgrade], str | None]:
-    """One page of the app's upgrades, newest first."""
+    """One page of the app's upgrades, newest first (``state``: only those in it). Their
+    instance lists (``instance_ids``, ``previous``: 10,000 entries each for an upgrade of every
+    instance of a large app) are left unloaded: an attribute access loads one row's, which the
+    list does for an upgrade in progress only; ``instance_counts`` counts the others'."""
+    stmt = (
+        select(AppUpgrade)
+        .where(AppUpgrade.app_id == app.id)
+        .options(defer(AppUpgrade.instance_ids), defer(AppUpgrade.previous))
+    )
+    if state:
+        stmt = stmt.where(AppUpgrade.state == state)
     return page_of(
         session,
-        select(AppUpgrade).where(AppUpgrade.app_id == app.id),
+        stmt,
         key=AppUpgrade.id,
         limit=limit,
         cursor=cursor,
         descending=True,
         numeric=True,
-        scope=f"app:{app.id}",
+        scope=f"app:{app.id}" + (f":{state}" if state else ""),
     )
+
+
+def instance_counts(session: Session, upgrade_ids: Collection[int]) -> dict[int, int]:
+    """How many instances each upgrade covers, counted by the database (``json_array_length``,
+    the same function on SQLite and PostgreSQL) without sending their lists."""
+    if not upgrade_ids:
+        return {}
+    rows = session.execute(
+        select(AppUpgrade.id, func.json_array_length(AppUpgrade.instance_ids)).where(
+            AppUpgrade.id.in_(upgrade_ids)
+        )
+    )
+    return {int(i): int(n or 0) for i, n in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeCounts:
+    """An app's upgrades per state (one ``GROUP BY``), and the one in progress, if any."""
+
+    by_state: dict[str, int]
+    active: int | None
+
+
+def upgrade_counts(session: Session, *, app: App) -> UpgradeCounts:
+    by_state = {
+        str(state): int(n)
+        for state, n in session.execute(
+            select(AppUpgrade.state, func.count())
+            .where(AppUpgrade.app_id == app.id)
+            .group_by(AppUpgrade.state)
+        )
+    }
+    active = session.scalar(
+        select(AppUpgrade.id)
+        .where(AppUpgrade.app_id == app.id, AppUpgrade.state.in_([s.value for s in ACTIVE]))
+        .order_by(AppUpgrade.id.desc())
+        .limit(1)
+    )
+    return UpgradeCounts(by_state=dict(sorted(by_state.items())), active=active)
 
 
 def latest_upgrade(session: Session, *, app: App) -> AppUpgrade | None:

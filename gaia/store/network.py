@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, not_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -515,18 +515,86 @@ def forget_sandboxes(
     return gone
 
 
-def attachments_of_app(session: Session, *, app: App) -> list[NetworkAttachment]:
-    prefix = f"{app.name}-"
-    rows = session.scalars(
-        select(NetworkAttachment)
-        .where(
-            NetworkAttachment.cluster_id == app.cluster_id,
-            NetworkAttachment.business_id == app.business_id,
-            NetworkAttachment.pod.startswith(prefix, autoescape=True),
-        )
-        .order_by(NetworkAttachment.pod)
+# The instance-id part of an app's pod name as ``InstanceName.parse`` takes it: digits with no
+# leading zero (``web-api-3`` is no pod of app ``web``, though it starts with ``web-``)
+_INSTANCE_ID = "^(0|[1-9][0-9]*)$"
+
+
+@dataclass(frozen=True, slots=True)
+class AppAddressCounts:
+    """How many addresses an app's instances hold (``total``) and how many of them are kept
+    for instances the app no longer wants (``kept``: scaled in, or the app stopped)."""
+
+    total: int
+    kept: int
+
+
+def _instance_part(app: App) -> ColumnElement[str]:
+    return func.substr(NetworkAttachment.pod, len(app.name) + 2)
+
+
+def _of_app(app: App) -> ColumnElement[bool]:
+    """The attachments of ``app``'s instances (pods ``<app>-<id>`` in its cluster and business)."""
+    return and_(
+        NetworkAttachment.cluster_id == app.cluster_id,
+        NetworkAttachment.business_id == app.business_id,
+        NetworkAttachment.pod.startswith(f"{app.name}-", autoescape=True),
+        _instance_part(app).regexp_match(_INSTANCE_ID),
     )
-    return [r for r in rows if InstanceName.parse(r.pod).app == app.name]
+
+
+def _kept(session: Session, app: App) -> ColumnElement[bool]:
+    """Whether an attachment of ``app`` is kept: its instance id is no key of the app's stored
+    instance map (every one is, once the app is stopped). The database reads the map's keys
+    itself (``json_each`` on SQLite, ``json_object_keys`` on PostgreSQL), so telling them apart
+    loads neither the attachments nor 10,000 ids as parameters."""
+    if app.state != "running":
+        return true()
+    stored = select(App.instances).where(App.id == app.id).scalar_subquery()
+    wanted: Select[Any]
+    if session.get_bind().dialect.name == "postgresql":
+        wanted = select(func.json_object_keys(stored))
+    else:
+        keys = func.json_each(stored).table_valued("key")
+        wanted = select(keys.c.key)
+    return _instance_part(app).not_in(wanted)
+
+
+def app_address_counts(session: Session, *, app: App) -> AppAddressCounts:
+    """``AppAddressCounts`` of ``app``, counted by the database (one row back)."""
+    total, kept = session.execute(
+        select(func.count(), func.count(case((_kept(session, app), 1)))).where(_of_app(app))
+    ).one()
+    return AppAddressCounts(total=int(total), kept=int(kept))
+
+
+def page_app_addresses(
+    session: Session,
+    *,
+    app: App,
+    limit: int,
+    cursor: str | None,
+    instance_ids: Collection[int] = (),
+    kept: bool | None = None,
+) -> tuple[list[NetworkAttachment], str | None]:
+    """One page of the addresses of ``app``'s instances by pod name: only those of
+    ``instance_ids`` when given, only the kept ones (``kept=True``) or only the wanted ones
+    (``kept=False``)."""
+    stmt = select(NetworkAttachment).where(_of_app(app))
+    if instance_ids:
+        stmt = stmt.where(NetworkAttachment.pod.in_({f"{app.name}-{i}" for i in instance_ids}))
+    if kept is not None:
+        kept_clause = _kept(session, app)
+        stmt = stmt.where(kept_clause if kept else not_(kept_clause))
+    which = "" if kept is None else (":kept" if kept else ":wanted")
+    return page_of(
+        session,
+        stmt,
+        key=NetworkAttachment.pod,
+        limit=limit,
+        cursor=cursor,
+        scope=f"app:{app.id}{which}",
+    )
 
 
 def attachment_by_id(

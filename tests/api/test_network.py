@@ -221,10 +221,11 @@ def test_an_instance_keeps_its_subnet_when_rescheduled(h: AppsHarness, world: Wo
     h.settle(lambda: h.instances("web")[0]["node"] == node)
     network = h.get(f"{BIZ}/apps/web/network")
     assert network["mode"] == "floating-ip" and network["ip_release"] == "app"
-    assert [(i["pod"], i["ip"], i["policy"]) for i in network["instances"]] == [
-        ("web-0", got["ip"], "app")
+    assert [(i["pod"], i["ip"], i["policy"], i["instance"]) for i in network["items"]] == [
+        ("web-0", got["ip"], "app", 0)
     ]
-    assert network["kept"] == []  # its instance is still wanted
+    assert (network["total"], network["kept_total"]) == (1, 0)  # its instance is still wanted
+    assert network["items"][0]["kept"] is False
 
 
 def test_nat_ports_are_written_back_and_shown(h: AppsHarness, world: World) -> None:
@@ -248,11 +249,12 @@ def test_nat_ports_are_written_back_and_shown(h: AppsHarness, world: World) -> N
     assert stray.json() == {"mode": "", "ports": [], "policy": ""}  # no app: the plugin's fallback
     shown = h.get(f"{BIZ}/apps/web/network")
     assert shown["mode"] == "nat" and shown["ip_release"] is None
-    assert [(i["ip"], i["ports"], i["held"]) for i in shown["instances"]] == [
+    assert [(i["ip"], i["ports"], i["held"]) for i in shown["items"]] == [
         ("10.77.0.2", {"8080/tcp": 30001}, True)
     ]
     world.client.post(f"{CL}/ipam/del", json=_sandbox("web-0", "c0"), headers=node)
-    assert h.get(f"{BIZ}/apps/web/network")["instances"] == []  # NAT: gone with the sandbox
+    gone = h.get(f"{BIZ}/apps/web/network")
+    assert (gone["items"], gone["total"]) == ([], 0)  # NAT: gone with the sandbox
 
 
 def test_the_sweep_frees_an_app_address_once_the_app_is_deleted(
@@ -275,3 +277,70 @@ def test_the_sweep_frees_an_app_address_once_the_app_is_deleted(
     assert sweep.freed == 2
     pools = world.client.get(f"{CL}/ip-pools", headers=world.admin).json()["items"]
     assert pools[0]["used"] == 0
+
+
+def _network(h: AppsHarness, **params: Any) -> dict[str, Any]:
+    return dict(h.get(f"{BIZ}/apps/web/network", **params))
+
+
+def _pages(h: AppsHarness, limit: int, **params: Any) -> list[dict[str, Any]]:
+    pages: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = _network(h, limit=limit, **params, **({"cursor": cursor} if cursor else {}))
+        pages.append(page)
+        cursor = page["next_cursor"]
+        if not cursor:
+            return pages
+
+
+def test_an_apps_addresses_come_a_page_at_a_time_with_counts_of_every_one(
+    h: AppsHarness, world: World
+) -> None:
+    _pool(world)
+    _floating_app(h, policy="never", replicas=4)  # instances 0-3
+    node = _node_token(world)
+    for pod in ("web-0", "web-1", "web-2", "web-3", "web-7", "web-12"):
+        _add(world, node, pod, f"c-{pod}")
+    # not addresses of app web: another app's pod, a name the platform never gives, a stray
+    for pod in ("web-api-0", "web-07", "webx-1"):
+        _add(world, node, pod, f"c-{pod}")
+
+    pages = _pages(h, limit=4)
+    assert [len(p["items"]) for p in pages] == [4, 2]
+    pods = [a["pod"] for p in pages for a in p["items"]]
+    assert pods == ["web-0", "web-1", "web-12", "web-2", "web-3", "web-7"]  # by pod name
+    for page in pages:  # counted over every address, on every page
+        assert (page["total"], page["kept_total"]) == (6, 2)
+        assert page["mode"] == "floating-ip" and page["ip_release"] == "never"
+    kept = {a["pod"]: (a["instance"], a["kept"]) for p in pages for a in p["items"]}
+    assert kept["web-12"] == (12, True) and kept["web-7"] == (7, True)
+    assert kept["web-1"] == (1, False)
+    # filters: the kept ones, the wanted ones, chosen instances
+    assert [a["pod"] for a in _network(h, kept=True)["items"]] == ["web-12", "web-7"]
+    assert len(_network(h, kept=False)["items"]) == 4
+    chosen = _network(h, instance=[1, 12, 99])
+    assert [a["pod"] for a in chosen["items"]] == ["web-1", "web-12"]
+    # a cursor belongs to its list
+    wanted = _network(h, kept=False, limit=1)
+    r = h.client.get(
+        f"{BIZ}/apps/web/network",
+        params={"kept": "true", "cursor": wanted["next_cursor"]},
+        headers=h.headers,
+    )
+    assert r.status_code == 422 and "start from page one" in r.json()["message"], r.text
+    r = h.client.get(
+        f"{BIZ}/apps/web/network", params={"instance": list(range(501))}, headers=h.headers
+    )
+    assert r.status_code == 422, r.text
+    r = h.client.get(f"{BIZ}/apps/web/network", params={"instance": -1}, headers=h.headers)
+    assert r.status_code == 422, r.text
+
+    # scaled in: its address is kept (never); the app stopped: every one is
+    h.post(f"{BIZ}/apps/web/scale-in", {"instance_ids": [3]})
+    assert (_network(h)["total"], _network(h)["kept_total"]) == (6, 3)
+    assert _network(h, instance=[3])["items"][0]["kept"] is True
+    h.post(f"{BIZ}/apps/web/stop")
+    stopped = _network(h, limit=1)
+    assert (stopped["total"], stopped["kept_total"]) == (6, 6)
+    assert len(_network(h, kept=True)["items"]) == 6

@@ -315,6 +315,33 @@ def test_pause_resume_and_rollback(platform: Platform, world: World) -> None:
     assert "error=upgrade 1 is RollingBack" in again
 
 
+def test_the_upgrade_tab_reads_one_page_of_upgrades(platform: Platform, world: World) -> None:
+    """A page of one (``size=1``): the counts per state are the API's over every upgrade, the
+    older page is a cursor link, and the upgrade in progress is shown from any page."""
+    make_app(world, "web", replicas=3)
+    h = harness(platform, world)
+    h.settle(h.ready("web", 3))
+    log_in(world.client, "dev")
+    post(world.client, f"{APP}/web/instances/upgrade", {"ids": ["1"], "version": "v2"})
+    h.settle(lambda: h.app("web")["upgrade"]["state"] == "Succeeded")
+    post(world.client, f"{APP}/web/upgrade", {"version": "v2", "max_unavailable": "1"})
+    post(world.client, f"{APP}/web/upgrades/2/pause", {})
+    page = world.client.get(f"{APP}/web/upgrade", params={"size": 1}).text
+    count = re.search(r'id="upgrades-count">(.*?)</p>', page, flags=re.S)
+    assert count is not None and "2 upgrades" in count.group(1)
+    assert "Paused 1" in count.group(1) and "Succeeded 1" in count.group(1)
+    table = page.split('id="upgrades"')[1]
+    assert '<th scope="row">2</th>' in table and '<th scope="row">1</th>' not in table
+    assert "3 instances move back" in page  # the count, not the list, in the confirmation
+    older = re.search(r'<a href="([^"]+)" rel="next">Older</a>', page)
+    assert older is not None
+    second = world.client.get(older.group(1).replace("&amp;", "&")).text
+    table = second.split('id="upgrades"')[1]
+    assert '<th scope="row">1</th>' in table and '<th scope="row">2</th>' not in table
+    assert 'id="active-upgrade"' in second and "#2" in second  # still the one in progress
+    assert 'rel="first">Newest</a>' in second
+
+
 def test_delete_chosen_asks_with_the_count_then_scales_in(platform: Platform, world: World) -> None:
     make_app(world, "web", replicas=3)
     log_in(world.client, "dev")

@@ -8,9 +8,13 @@ the cluster's IPAM node token (tests/api/test_network.py covers those calls)."""
 from __future__ import annotations
 
 import asyncio
+import html as html_module
 import re
 from typing import Any
 
+import pytest
+
+from gaia.console.pages import network as network_pages
 from gaia.monitor.metrics.series import Sample
 from gaia.platform import Platform
 from tests.conftest import World
@@ -22,13 +26,13 @@ CL = "/api/v1/clusters/sim-1"
 NET = "/console/b/alpha/apps/web/network"
 
 
-def _make_app(world: World, *, bandwidth: int = 0, **extra: Any) -> None:
+def _make_app(world: World, *, bandwidth: int = 0, replicas: int = 2, **extra: Any) -> None:
     doc = template("v1", "registry.example.com/web:1", cpu=0.1, memory=64, **extra)
     if bandwidth:
         doc["resources"]["bandwidth"] = bandwidth
     r = world.client.post(
         "/api/v1/businesses/alpha/apps",
-        json={"name": "web", "cluster": "sim-1", "replicas": 2, "templates": [doc]},
+        json={"name": "web", "cluster": "sim-1", "replicas": replicas, "templates": [doc]},
         headers=world.admin,
     )
     assert r.status_code == 201, r.text
@@ -74,11 +78,47 @@ def test_an_app_shows_its_mode_policy_addresses_and_bandwidth(world: World) -> N
     _attach(world, "web-7", mode="floating-ip", subnet="10.9.0.0/24")
     kept = html(world, "viewer", NET).split('id="network-kept"')[1]
     assert "web-7" in kept and "never" in kept
-    shown = world.client.get("/api/v1/businesses/alpha/apps/web/network", headers=world.admin)
-    assert shown.json()["kept"] == ["web-7"]  # the API names them: the page reads one page
+    shown = world.client.get(
+        "/api/v1/businesses/alpha/apps/web/network", params={"kept": "true"}, headers=world.admin
+    ).json()
+    assert [a["pod"] for a in shown["items"]] == ["web-7"] and shown["kept_total"] == 1
     # the instance table shows the guarantee too
     page = html(world, "viewer", "/console/b/alpha/apps/web/instances")
     assert "guarantee 100 Mbit/s" in _cells(page, "instance-0")
+
+
+def _link(page: str, pattern: str) -> str:
+    found = re.search(pattern, page)
+    assert found is not None, page[:3000]
+    return html_module.unescape(found.group(1))
+
+
+def test_the_tab_reads_a_page_of_addresses_and_a_page_of_kept_ones(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of two (the tab's are 50): the addresses shown are those of the page's
+    instances, and the kept ones are a page of their own with their own links."""
+    monkeypatch.setattr(network_pages, "INSTANCES_PER_PAGE", 2)
+    monkeypatch.setattr(network_pages, "KEPT_PER_PAGE", 2)
+    _pool(world)
+    _make_app(world, replicas=3, network_mode="floating-ip", ip_release="never")
+    for pod in ("web-0", "web-2", "web-5", "web-6", "web-7"):
+        _attach(world, pod, mode="floating-ip", subnet="10.9.0.0/24")
+    page = html(world, "viewer", NET)
+    assert "10.9.0." in _cells(page, "net-0") and "rack-a" in _cells(page, "net-0")
+    assert "rack-a" not in _cells(page, "net-1")  # no address
+    assert 'id="net-2"' not in page  # on the next page of instances
+    kept = page.split('id="network-kept"')[1]
+    assert "3 addresses kept" in kept
+    assert "web-5" in kept and "web-6" in kept and "web-7" not in kept
+    # the next page of instances shows instance 2's address
+    second = html(world, "viewer", _link(page, r'<a href="([^"]+)" rel="next">'))
+    assert "10.9.0." in _cells(second, "net-2") and 'id="net-0"' not in second
+    # the next page of kept addresses, with the way back to its first
+    more = html(world, "viewer", _link(page, r'<a href="([^"]+)" rel="next" id="kept-next">'))
+    kept = more.split('id="network-kept"')[1]
+    assert "web-7" in kept and "web-5" not in kept
+    assert 'id="kept-next"' not in more and ">First</a>" in more
 
 
 def test_live_use_is_the_newest_point_of_the_metric_store(world: World, platform: Platform) -> None:
@@ -202,7 +242,9 @@ def test_only_platform_admins_see_the_pools(world: World) -> None:
 
 
 def test_the_pages_speak_chinese(world: World) -> None:
-    _make_app(world)
+    _pool(world)
+    _make_app(world, network_mode="floating-ip", ip_release="never")
+    _attach(world, "web-7", mode="floating-ip", subnet="10.9.0.0/24")
     log_in(world.client, "admin")
     r = world.client.post(
         "/console/language", data={"language": "zh-CN", "next": "/console"}, follow_redirects=False
@@ -210,4 +252,5 @@ def test_the_pages_speak_chinese(world: World) -> None:
     assert r.status_code == 303
     page = world.client.get(NET).text
     assert "网络" in page and "带宽保障" in page
+    assert "保留了 1 个地址" in page  # the kept addresses' count
     assert "浮动 IP 池" in world.client.get("/console/network").text

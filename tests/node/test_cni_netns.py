@@ -307,7 +307,7 @@ def test_modes_mix_on_one_node_and_reach_each_other(galaxy: Galaxy) -> None:
     with galaxy.api() as api:
         shown = api.get("/api/v1/businesses/alpha/apps/api/network").json()
     assert shown["mode"] == "nat"
-    [instance] = shown["instances"]
+    [instance] = shown["items"]
     assert (instance["pod"], instance["ip"], instance["node"]) == ("api-0", n1.ip, "n1")
     host_port = instance["ports"]["8080/tcp"]
     assert 31000 <= host_port <= 31999
@@ -337,7 +337,7 @@ def test_modes_mix_on_one_node_and_reach_each_other(galaxy: Galaxy) -> None:
         assert galaxy.call(n1, "DEL", api0, pod="api-0", mode="nat").code == 0
     assert tcp(n3.ns, n1.ip, host_port).startswith("failed")  # the DNAT rule went with it
     with galaxy.api() as api:
-        assert api.get("/api/v1/businesses/alpha/apps/api/network").json()["instances"] == []
+        assert api.get("/api/v1/businesses/alpha/apps/api/network").json()["items"] == []
 
 
 def test_an_instance_moved_to_another_node_keeps_its_ip_and_is_reachable(galaxy: Galaxy) -> None:

@@ -35,6 +35,9 @@ NOT_LISTS = {
 # next_cursor, paged by ?limit=&cursor= like every list.
 SAYS_MORE = {
     f"{BIZ}/apps/web/instances": {"prev_cursor", "matched", "total", "by_status", "by_version"},
+    # issue 22: an app's upgrades counted per state, and its addresses with its network
+    f"{BIZ}/apps/web/upgrades": {"total", "by_state", "active"},
+    f"{BIZ}/apps/web/network": {"mode", "ip_release", "total", "kept_total"},
 }
 
 
@@ -92,6 +95,7 @@ def test_every_list_answers_items_and_next_cursor(world: World) -> None:
         f"{BIZ}/apps",
         f"{app}/instances",
         f"{app}/upgrades",
+        f"{app}/network",
         f"{app}/templates",
         f"{app}/blacklist",
         "/api/v1/tokens",

@@ -258,3 +258,66 @@ def test_placement_subnets_follow_the_instance_or_the_free_pools(platform: Platf
     with platform.db.read_session() as s:
         own = network.subnets_for(s, cluster_id=ids[1], business_id=ids[0], pod="web-0")
     assert own == {"10.9.1.0/24"}
+
+
+def test_an_apps_address_counts_and_pages_come_from_the_database(platform: Platform) -> None:
+    """3,000 addresses of one app, 500 of them kept: the counts are the database's (the
+    instance map's keys read by ``json_each``/``json_object_keys``), and pages of 500 walk
+    every address once, as do pages of the kept ones."""
+    ids = _setup(platform)
+    wanted = set(range(2500)) | {2999}
+    with platform.db.write_session() as s:
+        other = Business(name="other")
+        s.add(other)
+        s.flush()
+        app = App(
+            business_id=ids[0], cluster_id=ids[1], name="web", default_template="v1",
+            instances={str(i): "v1" for i in sorted(wanted)}, next_instance_id=3000,
+        )  # fmt: skip
+        s.add(app)
+        rows = [(ids[0], f"web-{i}") for i in range(3000)]
+        # look-alikes: another app's pod, a name the platform never gives, another business
+        rows += [(ids[0], "web-api-1"), (ids[0], "web-01"), (other.id, "web-1")]
+        s.add_all(
+            NetworkAttachment(
+                cluster_id=ids[1],
+                business_id=business,
+                pod=pod,
+                mode="nat",
+                ip=f"10.77.{n // 250}.{n % 250 + 1}",
+                node="n1",
+                container_id=f"c{n}",
+            )
+            for n, (business, pod) in enumerate(rows)
+        )
+    with platform.db.read_session() as s:
+        app = s.scalars(select(App).where(App.name == "web")).one()
+        assert network.app_address_counts(s, app=app) == network.AppAddressCounts(
+            total=3000, kept=499
+        )
+        for kept, expected in (
+            (None, {f"web-{i}" for i in range(3000)}),
+            (True, {f"web-{i}" for i in range(2500, 2999)}),
+            (False, {f"web-{i}" for i in sorted(wanted)}),
+        ):
+            seen: list[str] = []
+            cursor = None
+            while True:
+                page, cursor = network.page_app_addresses(
+                    s, app=app, limit=500, cursor=cursor, kept=kept
+                )
+                assert len(page) <= 500
+                seen += [r.pod for r in page]
+                if cursor is None:
+                    break
+            assert seen == sorted(expected) and len(seen) == len(set(seen)), kept
+        chosen, _ = network.page_app_addresses(
+            s, app=app, limit=10, cursor=None, instance_ids=[5, 2998, 4000]
+        )
+        assert [r.pod for r in chosen] == ["web-2998", "web-5"]
+        # a stopped app wants none (a copy of the row, never written)
+        stopped = App(
+            id=app.id, business_id=app.business_id, cluster_id=app.cluster_id, name="web",
+            instances=app.instances, state="stopped",
+        )  # fmt: skip
+        assert network.app_address_counts(s, app=stopped).kept == 3000

@@ -4,7 +4,7 @@ addresses, and the calls of the nodes' CNI plugin.
 Users: ``GET /clusters/{cluster}/ip-pools`` (anyone who sees the cluster, as for its nodes),
 ``POST``/``DELETE`` of pools, the allocations of a pool and freeing one, and
 ``GET .../ipam/token`` (platform admins); ``GET /businesses/{biz}/apps/{app}/network``
-(members of the business).
+(members of the business: a page of the app's addresses, counted by the database).
 
 The plugin (``gaia-cni`` on every node) calls ``POST /clusters/{cluster}/ipam/add|del|check|gc``
 with the cluster's IPAM node token (``Authorization: Bearer gaia-ipam-...``), derived from the
@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
@@ -38,7 +39,8 @@ from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.network import (
     AllocationOut,
-    AppNetworkOut,
+    AppAddressOut,
+    AppNetworkPage,
     CniAddIn,
     CniAddOut,
     CniCheckOut,
@@ -52,7 +54,6 @@ from gaia.api.schemas.network import (
     IpPoolIn,
     IpPoolOut,
 )
-from gaia.domain.apps import parse_instance_map
 from gaia.domain.clusters import cluster_key_material
 from gaia.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from gaia.domain.network import InstanceName, parse_pool
@@ -304,32 +305,55 @@ def get_ipam_token(
 # ---------------------------------------------------------------- an app's network
 
 
-@router.get("/businesses/{biz}/apps/{app}/network", response_model=AppNetworkOut)
+@router.get("/businesses/{biz}/apps/{app}/network", response_model=AppNetworkPage)
 def app_network(
     principal: PrincipalDep,
     session: SessionDep,
     biz: str = Path(pattern=NAME_PATTERN, max_length=63),
     app: str = Path(pattern=NAME_PATTERN, max_length=40),
-) -> AppNetworkOut:
-    """The app's network mode and release policy (of its default template), the address of
-    each of its instances that has one, and which of them outlive their instance (``kept``:
-    told here from the stored instance map, so a page of instances need not read them all)."""
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    instance: Annotated[
+        list[Annotated[int, Field(ge=0, le=1_000_000)]],
+        Query(max_length=500, description="only these instances' addresses (ids, repeated)"),
+    ] = [],  # noqa: B006 - FastAPI copies a query list's default
+    kept: bool | None = Query(
+        default=None,
+        description="true: only addresses kept for instances the app no longer wants; "
+        "false: only those of instances it wants",
+    ),
+) -> AppNetworkPage:
+    """The app's network mode and release policy (of its default template), and a page of the
+    addresses its instances hold, by pod name: each one's pool, node, policy, NAT ports,
+    whether a sandbox holds it and whether it is ``kept`` (told from the stored instance map).
+    ``total`` and ``kept_total`` are counted by the database over every address, so an app of
+    10,000 floating IPs costs a page, not 10,000 rows."""
     business, row = readable_app(session, principal, biz=biz, app=app)
     body = load_templates(session, row.id)[row.default_template].body
     mode = str(body.get("network_mode") or "overlay")
-    rows = network.attachments_of_app(session, app=row)
+    rows, nxt = network.page_app_addresses(
+        session, app=row, limit=limit, cursor=cursor, instance_ids=instance, kept=kept
+    )
+    counts = network.app_address_counts(session, app=row)
     pools = network.pool_names(session, {r.pool_id for r in rows if r.pool_id is not None})
-    wanted = parse_instance_map(row.instances) if row.state == "running" else {}
-    return AppNetworkOut(
+    running = row.state == "running"
+    items = []
+    for r in rows:
+        iid = InstanceName.parse(r.pod).instance
+        if iid is None:  # not one: the store's query matches <app>-<id> only
+            continue
+        shown = allocation_out(
+            r, business=business.name, pool=pools.get(r.pool_id) if r.pool_id else None
+        )
+        wanted = running and str(iid) in row.instances
+        items.append(AppAddressOut(**shown.model_dump(), instance=iid, kept=not wanted))
+    return AppNetworkPage(
+        items=items,
+        next_cursor=nxt,
         mode=mode,
         ip_release=(body.get("ip_release") or "on-delete") if mode == "floating-ip" else None,
-        instances=[
-            allocation_out(
-                r, business=business.name, pool=pools.get(r.pool_id) if r.pool_id else None
-            )
-            for r in rows
-        ],
-        kept=[r.pod for r in rows if InstanceName.parse(r.pod).instance not in wanted],
+        total=counts.total,
+        kept_total=counts.kept,
     )
 
 

@@ -221,19 +221,42 @@ class UpgradeProgressOut(Strict):
     waiting: int
 
 
-class UpgradeOut(Strict):
+class UpgradeSummaryOut(Strict):
+    """An upgrade as the list shows it: its instances counted, not listed (``GET
+    .../upgrades/{id}`` answers the lists)."""
+
     id: int
     target: str
-    instance_ids: list[int]
-    previous: dict[str, str]
+    instance_count: int = Field(description="instances the upgrade covers")
     max_unavailable: int
     state: str
     message: str
-    progress: UpgradeProgressOut | None = None
+    progress: UpgradeProgressOut | None = Field(
+        default=None,
+        description="against the cluster now; in a list only for an upgrade in progress "
+        "(Running, Paused, RollingBack): a finished one's state says how it ended",
+    )
     created_by: str
     created_at: dt.datetime
     updated_at: dt.datetime
     finished_at: dt.datetime | None
+
+
+class UpgradeOut(UpgradeSummaryOut):
+    instance_ids: list[int]
+    previous: dict[str, str] = Field(description="instance id -> its version before")
+
+
+class UpgradePage(Page[UpgradeSummaryOut]):
+    """A page of an app's upgrades, newest first, with what the page shows above it, counted
+    by the database over every upgrade of the app (one ``GROUP BY``)."""
+
+    total: int = Field(description="upgrades of the app, whatever the filter")
+    by_state: dict[str, int] = Field(description="upgrades of the app per state")
+    active: int | None = Field(
+        description="the id of the upgrade in progress (Running, Paused or RollingBack), on "
+        "whichever page; null when none is"
+    )
 
 
 class AppOut(Strict):

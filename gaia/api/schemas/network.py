@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from gaia.api.schemas.base import Name, Strict
+from gaia.api.schemas.base import Name, Page, Strict
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4_PATTERN = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
@@ -80,18 +80,27 @@ class IpamTokenOut(Strict):
 # ---------------------------------------------------------------- an app's network (members)
 
 
-class AppNetworkOut(Strict):
+class AppAddressOut(AllocationOut):
+    instance: int = Field(description="the instance's id (the <id> of its pod name)")
+    kept: bool = Field(
+        description="the app no longer wants the instance (scaled in, or the app stopped): "
+        "the address is kept by its release policy (app or never)"
+    )
+
+
+class AppNetworkPage(Page[AppAddressOut]):
+    """One page of the addresses of an app's instances (by pod name), with what the page shows
+    above it: the app's network and how many addresses there are, counted by the database over
+    every address, so a client showing one page reads one page (issue 22)."""
+
     mode: Literal["overlay", "floating-ip", "nat", "host"]
     ip_release: ReleasePolicyName | None = Field(
         description="floating-ip apps: when an address goes back to its pool"
     )
-    instances: list[AllocationOut] = Field(
-        description="the addresses of the app's instances (at most one per instance)"
-    )
-    kept: list[str] = Field(
-        default_factory=list,
-        description="the pods among them whose instance the app no longer wants (scaled "
-        "in, or the app stopped): addresses kept by the release policy (app or never)",
+    total: int = Field(description="addresses of the app's instances, whatever the filters")
+    kept_total: int = Field(
+        description="of them, those kept for instances the app no longer wants (scaled in, or "
+        "the app stopped), whatever the filters"
     )
 
 

@@ -6,8 +6,9 @@ every business the user sees. An app's instance table is one call of ``GET .../i
 with the filters (status, version, part of the node's or the instance's name), the page size
 and the cursor the browser came with: the API filters, counts (per status, per version) and
 pages by keyset, so a 10,000-instance app costs one page, and the table's links carry the
-API's ``next_cursor`` and ``prev_cursor``. Events and operation records are paged by the API
-itself too, so their pages also carry ``cursor`` instead of a page number.
+API's ``next_cursor`` and ``prev_cursor``. Events, operation records and upgrades are paged
+by the API itself too, so their pages also carry ``cursor`` instead of a page number (an
+upgrade's page shows each one's instances counted by the API, and the upgrade in progress).
 
 **Actions.** Each action is a ``<form method="post">`` to a route below that calls the API and
 redirects back with the API's message (POST/redirect/GET). Scale in by a count removes the
@@ -831,31 +832,57 @@ async def app_upgrade(
     user: User,
     biz: Biz,
     app: AppName,
-    page: PageNumber = 1,
+    cursor: Cursor = "",
     size: PageSize = 20,
     fragment: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
+    """The upgrade in progress and one page of the app's upgrades, newest first, as the API
+    pages them (each one's instances counted, not listed): a page costs one call, however many
+    upgrades of however many instances the app has had."""
     api = ConsoleApi(request, user)
     data = await _load_app(request, user, api, biz, app)
     if isinstance(data, Response):
         return data
-    result = await every_item(api, f"{_api_path(biz, app)}/upgrades")
-    if not result.ok:
-        return _failed(request, user, result)
-    upgrades: list[dict[str, Any]] = result.data
+    here = f"{_base(biz, app)}/upgrade"
+    listed = await cursor_page(
+        api,
+        f"{_api_path(biz, app)}/upgrades",
+        filters={},
+        cursor=cursor,
+        limit=size,
+        keep={"size": size if size != 20 else ""},
+        here=here,
+    )
+    if not listed.result.ok:
+        return _failed(request, user, listed.result)
+    # the upgrade in progress: on this page, or the app's latest (the app's answer has it with
+    # its progress), or, rolled back from an older page, asked for alone
+    active_id = listed.data.get("active")
+    latest = data.get("upgrade") or {}
+    active = next((u for u in listed.items if u["id"] == active_id), None)
+    if active is None and active_id is not None:
+        if latest.get("id") == active_id:
+            active = latest
+        else:
+            one = await api.get(f"{_api_path(biz, app)}/upgrades/{active_id}")
+            active = one.data if one.ok else None
     templates = await every_item(api, f"{_api_path(biz, app)}/templates")
     newest = templates.data[-1] if templates.ok and templates.data else None
-    active = next((u for u in upgrades if u["state"] in ACTIVE_UPGRADE), None)
-    paged = paginate(upgrades, page=page, size=size, query={"size": size})
+    own = {**({"cursor": cursor} if cursor else {}), **({"size": size} if size != 20 else {})}
     context = {
         "biz": biz,
         "app": data,
         "tab": "upgrade",
-        "paged": paged,
+        "upgrades": listed.items,
+        "first_page": listed.first,
+        "older": listed.older,
+        "newest": listed.newest,
+        "total": listed.data.get("total", len(listed.items)),
+        "by_state": listed.data.get("by_state", {}),
         "active": active,
         "busy": active is not None,
         "prefill": prefill_from(newest),
-        "fragment_url": f"{_base(biz, app)}/upgrade{paged.link(paged.page)}&fragment=1",
+        "fragment_url": f"{here}?{urlencode({**own, 'fragment': 1})}",
     }
     template = "app_upgrade_panel.html" if fragment else "app_upgrade.html"
     return render(request, user, template, context, section="apps")

@@ -4,8 +4,10 @@
   (overlay, floating-ip, nat, host), its release policy, and each instance's address, pool,
   node and NAT host ports, from ``GET .../apps/{app}/network``; each instance's bandwidth
   guarantee and live use (below). The instances are one page of ``GET .../instances`` (the
-  API's cursors in the links), so an app of 10,000 costs one page; the addresses kept for
-  instances scaled away are the ones the network call names (``kept``). Developers and above
+  API's cursors in the links) and their addresses one page of ``GET .../network`` asked for
+  those ids (``?instance=``), so an app of 10,000 costs one page of each; the addresses kept
+  for instances scaled away are a page of their own (``?kept=true``, ``kept_cursor`` in the
+  links), read only when the API counts any (``kept_total``). Developers and above
   get a form to change the mode and the release policy. Templates are immutable, so the form
   adds a version, a copy of the default template with the new network, and makes it the default
   (the API's ``POST .../templates`` and ``PATCH .../apps/{app}``, both refused to viewers by the
@@ -27,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
@@ -58,6 +60,7 @@ SUBNET_LABEL = "gaia.io/subnet"
 LIVE_METRIC = "gaia_instance_network_transmit_bytes_per_second"
 LIVE_WINDOW_S = 300  # a point older than this is no "live" use
 INSTANCES_PER_PAGE = 50  # rows of the addresses table, as the instances tab shows
+KEPT_PER_PAGE = 50  # rows of the table of addresses kept for instances scaled away
 POOL_FIELDS = ("cluster", "name", "subnet", "zone", "gateway", "range_start", "range_end")
 # the keys of a stored template that the API's TemplateIn takes back (besides name/resources)
 TEMPLATE_KEYS = (
@@ -201,19 +204,25 @@ async def _app_network_page(
     errors: Mapping[str, str] | None = None,
     status: int = 200,
     cursor: str = "",
+    kept_cursor: str = "",
 ) -> Response:
     api = ConsoleApi(request, user)
     data = await api.get(_app_api(biz, app))
     if not data.ok:
         return refusal_page(request, user, data, template="app_error.html", section="apps")
-    network = await api.get(f"{_app_api(biz, app)}/network")
-    if not network.ok:
-        return refusal_page(request, user, network, template="app_error.html", section="apps")
-    templates = await every_item(api, f"{_app_api(biz, app)}/templates")
     page = await instance_page(
         api, f"{_app_api(biz, app)}/instances", limit=INSTANCES_PER_PAGE, cursor=cursor
     )
     rows: list[dict[str, Any]] = page["items"]
+    ids = [int(i["id"]) for i in rows]
+    # the addresses of the page's instances only (a page of one when there are none: the
+    # answer's mode and counts are what the page needs then)
+    network = await api.get(
+        f"{_app_api(biz, app)}/network", instance=ids or None, limit=max(1, len(ids))
+    )
+    if not network.ok:
+        return refusal_page(request, user, network, template="app_error.html", section="apps")
+    templates = await every_item(api, f"{_app_api(biz, app)}/templates")
     bandwidth = await bandwidth_of(
         api,
         biz=biz,
@@ -222,11 +231,28 @@ async def _app_network_page(
         templates=templates.data if templates.ok else [],
         now=platform_now(request),
     )
-    addresses = {a["pod"]: a for a in network.data["instances"]}
-    # addresses an instance keeps while it is scaled away (release policy app or never)
-    # (one still being removed is in the table while it is on the page)
-    gone = set(network.data.get("kept", [])) - {str(i["name"]) for i in rows}
-    kept = [a for a in network.data["instances"] if a["pod"] in gone]
+    addresses = {a["pod"]: a for a in network.data["items"]} if ids else {}
+    # addresses an instance keeps while it is scaled away (release policy app or never), a page
+    # at a time; one still being removed is in the table above while it is on its page
+    kept: list[dict[str, Any]] = []
+    kept_next = None
+    if network.data["kept_total"]:
+        held = await api.get(
+            f"{_app_api(biz, app)}/network",
+            kept=True,
+            limit=KEPT_PER_PAGE,
+            cursor=kept_cursor or None,
+        )
+        if held.ok:
+            on_page = {str(i["name"]) for i in rows}
+            kept = [a for a in held.data["items"] if a["pod"] not in on_page]
+            kept_next = held.data.get("next_cursor")
+    here = f"/console/b/{biz}/apps/{app}/network"
+    stay = {"cursor": cursor} if cursor else {}
+    kept_links = {
+        "next": f"{here}?{urlencode({**stay, 'kept_cursor': kept_next})}" if kept_next else "",
+        "first": f"{here}?{urlencode(stay)}" if kept_cursor else "",
+    }
     shown = values or {"mode": network.data["mode"], "ip_release": network.data["ip_release"] or ""}
     return render(
         request,
@@ -238,10 +264,12 @@ async def _app_network_page(
             "tab": "network",
             "network": network.data,
             "instances": rows,
-            "links": instance_links(f"/console/b/{biz}/apps/{app}/network", query={}, page=page),
+            "links": instance_links(here, query={}, page=page),
             "total": page["total"],
             "addresses": addresses,
             "kept": kept,
+            "kept_total": network.data["kept_total"],
+            "kept_links": kept_links,
             "bandwidth": bandwidth,
             "write": await _may_write(api, user, biz),
             "values": shown,
@@ -256,9 +284,16 @@ async def _app_network_page(
 
 @router.get("/console/b/{biz}/apps/{app}/network")
 async def app_network(
-    request: Request, user: User, biz: Biz, app: AppName, cursor: Cursor = ""
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    cursor: Cursor = "",
+    kept_cursor: Cursor = "",
 ) -> Response:
-    return await _app_network_page(request, user, biz=biz, app=app, cursor=cursor)
+    return await _app_network_page(
+        request, user, biz=biz, app=app, cursor=cursor, kept_cursor=kept_cursor
+    )
 
 
 @router.post("/console/b/{biz}/apps/{app}/network", response_model=None)
@@ -271,7 +306,7 @@ async def app_network_set(request: Request, user: User, biz: Biz, app: AppName) 
     }
     _ = translator(user.language)
     api = ConsoleApi(request, user)
-    current = await api.get(f"{_app_api(biz, app)}/network")
+    current = await api.get(f"{_app_api(biz, app)}/network", limit=1)  # its mode and policy
     if not current.ok:
         return refusal_page(request, user, current, template="app_error.html", section="apps")
     if not await _may_write(api, user, biz):

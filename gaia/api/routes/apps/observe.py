@@ -56,19 +56,32 @@ async def observed_states(
         return None
 
 
+async def progress_states(
+    request: Request, session: Session, business: Business, app: App, *, ids: Collection[int]
+) -> dict[int, InstanceState] | None:
+    """The small states an upgrade's progress over ``ids`` is stepped against: every
+    instance's (``instance_states``) when the upgrade covers half the app or more, else only
+    the views of ``ids`` reduced to states (on Kubernetes a state costs a pod's reading as a
+    view does, so an upgrade of a few instances of a large app reads a few pods). None when
+    the cluster cannot be reached."""
+    if len(ids) * 2 >= len(app.instances):
+        return await observed_states(request, session, business, app)
+    views = await observe_app(request, session, business, app, ids=ids) if ids else []
+    if views is None:
+        return None
+    return {
+        v.instance_id: InstanceState(phase=v.phase, node=v.node, version=v.version, ready=v.ready)
+        for v in views
+    }
+
+
 async def observe_for_answer(
     request: Request, session: Session, business: Business, app: App
 ) -> AppObservation | None:
-    """What ``app_out`` shows of the cluster: every instance's small state, and the views of
-    the latest upgrade's instances that the cluster has (an upgrade's progress needs their
-    failures too); None when the cluster cannot be reached."""
+    """What ``app_out`` shows of the cluster: every instance's small state (its counts, and its
+    latest upgrade's progress); None when the cluster cannot be reached."""
     states = await observed_states(request, session, business, app)
-    if states is None:
-        return None
-    upgrade = store_apps.latest_upgrade(session, app=app)
-    ids = [] if upgrade is None else [i for i in upgrade.instance_ids if i in states]
-    views = await observe_app(request, session, business, app, ids=ids) if ids else []
-    return AppObservation(states=states, upgrade_views=views or [])
+    return None if states is None else AppObservation(states=states)
 
 
 async def observe_app(

@@ -4,15 +4,16 @@ answers (store rows plus what the cluster reports → response bodies).
 Nothing here changes the store. Answers merge the stored spec with an observation of the
 cluster (``observed``, None when the cluster could not be reached: counts that need it are then
 None rather than a wrong zero). An app's answer reads one small state per instance for its
-counts and the full views of its latest upgrade's instances only (``AppObservation``), so no
-app answer builds a list of 10,000 views to count the ready ones (issue 22). See
+counts and its latest upgrade's progress (``AppObservation``), and an upgrade's progress is its
+plan stepped against those small states (``upgrade_progress``), so no answer builds a list of
+10,000 views to count the ready ones or the upgraded ones (issue 22). See
 docs/architecture.md, "the API".
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import Path
@@ -26,6 +27,7 @@ from gaia.api.schemas.apps import (
     TemplateOut,
     UpgradeOut,
     UpgradeProgressOut,
+    UpgradeSummaryOut,
 )
 from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
 from gaia.domain import apps as domain_apps
@@ -56,27 +58,82 @@ def new_template(body: TemplateIn) -> store_apps.NewTemplate:
     )
 
 
-def upgrade_out(row: AppUpgrade, observed: Sequence[Instance] | None, app: App) -> UpgradeOut:
-    progress = None
-    if observed is not None:
-        step = step_upgrade(
-            store_apps.plan_of(row),
-            instances=domain_apps.parse_instance_map(app.instances),
-            observed={i.instance_id: i for i in observed},
+@dataclass(frozen=True, slots=True)
+class _StateView:
+    """An instance's small state (``InstanceState``) as an upgrade's plan reads it: progress
+    counts versions and readiness, and needs neither the full view nor a failure's cause."""
+
+    name: str
+    instance_id: int
+    version: str
+    node: str
+    phase: str
+    ready: bool
+    last_failure: None = None
+
+
+def upgrade_progress(
+    row: AppUpgrade, states: Mapping[int, InstanceState], app: App
+) -> UpgradeProgressOut:
+    """The upgrade's plan stepped against the cluster's small states of its instances (as the
+    controller steps it; only the counts and the batch in flight are kept)."""
+    plan = store_apps.plan_of(row)
+    observed = {
+        iid: _StateView(
+            name=f"{app.name}-{iid}",
+            instance_id=iid,
+            version=state.version,
+            node=state.node,
+            phase=state.phase,
+            ready=state.ready,
         )
-        p = step.progress
-        progress = UpgradeProgressOut(
-            total=p.total, done=p.done, in_flight=list(p.in_flight), waiting=p.waiting
-        )
+        for iid in plan.instance_ids
+        if (state := states.get(iid)) is not None
+    }
+    step = step_upgrade(
+        plan, instances=domain_apps.parse_instance_map(app.instances), observed=observed
+    )
+    p = step.progress
+    return UpgradeProgressOut(
+        total=p.total, done=p.done, in_flight=list(p.in_flight), waiting=p.waiting
+    )
+
+
+def upgrade_out(
+    row: AppUpgrade, states: Mapping[int, InstanceState] | None, app: App
+) -> UpgradeOut:
+    """One upgrade in full (its instance lists), with its progress when ``states`` (the
+    cluster's, None: not asked or unreachable) are given."""
     return UpgradeOut(
         id=row.id,
         target=row.target,
+        instance_count=len(row.instance_ids),
         instance_ids=list(row.instance_ids),
         previous=dict(row.previous),
         max_unavailable=row.max_unavailable,
         state=row.state,
         message=row.message,
-        progress=progress,
+        progress=None if states is None else upgrade_progress(row, states, app),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+    )
+
+
+def upgrade_summary_out(
+    row: AppUpgrade, *, instance_count: int, states: Mapping[int, InstanceState] | None, app: App
+) -> UpgradeSummaryOut:
+    """An upgrade as a list shows it; ``states`` only for one in progress (reading its
+    instance lists, which a finished one's row leaves unloaded)."""
+    return UpgradeSummaryOut(
+        id=row.id,
+        target=row.target,
+        instance_count=instance_count,
+        max_unavailable=row.max_unavailable,
+        state=row.state,
+        message=row.message,
+        progress=None if states is None else upgrade_progress(row, states, app),
         created_by=row.created_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -87,11 +144,10 @@ def upgrade_out(row: AppUpgrade, observed: Sequence[Instance] | None, app: App) 
 @dataclass(frozen=True, slots=True)
 class AppObservation:
     """What an app's answer needs of the cluster: phase, node, version and readiness of every
-    instance (``instance_states``: the ready and running counts), and the full views of the
-    latest upgrade's instances (its progress), never every instance's view."""
+    instance (``instance_states``): the ready and running counts, and the latest upgrade's
+    progress, without any instance's full view."""
 
     states: Mapping[int, InstanceState]
-    upgrade_views: Sequence[Instance] = ()
 
 
 NOTHING_RUNS = AppObservation(states={})  # a new app: the cluster has none of it yet
@@ -122,7 +178,7 @@ def app_out(
         resources=ResourceAmounts.from_vector(domain_apps.demand(instances, templates)),
         upgrade=None
         if upgrade is None
-        else upgrade_out(upgrade, None if observed is None else observed.upgrade_views, app),
+        else upgrade_out(upgrade, None if observed is None else observed.states, app),
         created_by=app.created_by,
         created_at=app.created_at,
         updated_at=app.updated_at,

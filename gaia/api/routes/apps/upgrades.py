@@ -4,21 +4,28 @@ An upgrade moves the chosen instances (or all, in id order) to a target template
 ``max_unavailable``; the plan and its states are ``gaia.domain.upgrades``, the stored upgrade
 and its transitions ``gaia.store.apps``, and the app controller steps it. These routes start
 one, show them with progress (the stored plan stepped against what the cluster reports), and
-pause, resume or roll one back.
+pause, resume or roll one back. Progress is an upgrade's plan stepped against the cluster's
+small state of each instance (``instance_states``), never their full views; the list reads it
+for the upgrade in progress only, and counts the rest in the database (issue 22).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.apps.fit import check_fit
-from gaia.api.routes.apps.observe import observe_app
-from gaia.api.routes.apps.shapes import AppPath, BizPath, UpgradePath, upgrade_out
-from gaia.api.schemas.apps import UpgradeIn, UpgradeOut
-from gaia.api.schemas.base import Page
-from gaia.domain.upgrades import UpgradeState
+from gaia.api.routes.apps.observe import progress_states
+from gaia.api.routes.apps.shapes import (
+    AppPath,
+    BizPath,
+    UpgradePath,
+    upgrade_out,
+    upgrade_summary_out,
+)
+from gaia.api.schemas.apps import UpgradeIn, UpgradeOut, UpgradePage
+from gaia.domain.upgrades import ACTIVE, UpgradeState
 from gaia.store import apps as store_apps
 
 router = APIRouter()
@@ -66,7 +73,7 @@ async def create_upgrade(
     return upgrade_out(upgrade, None, target.app)
 
 
-@router.get("/businesses/{biz}/apps/{app}/upgrades", response_model=Page[UpgradeOut])
+@router.get("/businesses/{biz}/apps/{app}/upgrades", response_model=UpgradePage)
 async def list_upgrades(
     request: Request,
     principal: PrincipalDep,
@@ -75,14 +82,39 @@ async def list_upgrades(
     app: str = AppPath,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> Page[UpgradeOut]:
-    """The app's upgrades, newest first."""
+    state: UpgradeState | None = Query(default=None, description="only upgrades in this state"),
+) -> UpgradePage:
+    """The app's upgrades, newest first, as a list shows them: each one's instances counted,
+    not listed (``GET .../upgrades/{id}`` lists them), and the progress of the one in progress
+    only. ``total``, ``by_state`` and ``active`` are counted by the database over every
+    upgrade, so a page of upgrades of 10,000 instances each reads neither their lists nor the
+    instances' views: only while one is in progress, its list and the cluster's small states
+    of its instances (``progress_states``)."""
     business, row = readable_app(session, principal, biz=biz, app=app)
-    rows, nxt = store_apps.list_upgrades(session, app=row, limit=limit, cursor=cursor)
-    # their progress reads their own instances only, not every instance of the app
-    ids = {iid for r in rows for iid in r.instance_ids}
-    observed = await observe_app(request, session, business, row, ids=ids) if ids else []
-    return Page[UpgradeOut](items=[upgrade_out(r, observed, row) for r in rows], next_cursor=nxt)
+    rows, nxt = store_apps.list_upgrades(
+        session, app=row, limit=limit, cursor=cursor, state=state.value if state else ""
+    )
+    counts = store_apps.upgrade_counts(session, app=row)
+    sizes = store_apps.instance_counts(session, [r.id for r in rows])
+    moving = {r.id for r in rows if UpgradeState(r.state) in ACTIVE}
+    # the instance lists load here, for the one in progress only
+    ids = {iid for r in rows if r.id in moving for iid in r.instance_ids}
+    states = await progress_states(request, session, business, row, ids=ids) if moving else None
+    return UpgradePage(
+        items=[
+            upgrade_summary_out(
+                r,
+                instance_count=sizes.get(r.id, 0),
+                states=states if r.id in moving else None,
+                app=row,
+            )
+            for r in rows
+        ],
+        next_cursor=nxt,
+        total=sum(counts.by_state.values()),
+        by_state=counts.by_state,
+        active=counts.active,
+    )
 
 
 @router.get("/businesses/{biz}/apps/{app}/upgrades/{upgrade}", response_model=UpgradeOut)
@@ -94,10 +126,11 @@ async def get_upgrade(
     app: str = AppPath,
     upgrade: int = UpgradePath,
 ) -> UpgradeOut:
+    """One upgrade with its instance lists and its progress against the cluster now."""
     business, row = readable_app(session, principal, biz=biz, app=app)
     found = store_apps.find_upgrade(session, app=row, upgrade_id=upgrade)
-    observed = await observe_app(request, session, business, row, ids=found.instance_ids)
-    return upgrade_out(found, observed, row)
+    states = await progress_states(request, session, business, row, ids=found.instance_ids)
+    return upgrade_out(found, states, row)
 
 
 def _transition_route(
