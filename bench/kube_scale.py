@@ -178,36 +178,73 @@ def classify(event: dict[str, Any]) -> tuple[str, str]:
     return "other", key
 
 
+MARK = "gaia-bench-mark"  # a query parameter of the bench's reads of /metrics (``RequestLog``)
+
+
 class RequestLog:
     """Who sent each request: the API server's audit log (``ControlPlane.audit_log``: verb,
     resource and user agent of every request but watches, one line each), read as it grows.
-    ``take()`` returns what was logged since the last call, so a phase takes once before it
-    starts (next to the counter's first reading) and once when it ends."""
+
+    A phase's requests are cut from the log where the counter is read: each of the bench's reads
+    of ``/metrics`` carries a mark (``request_counts(api, mark=...)``), and ``cut(mark)`` returns
+    the requests that the API server had finished when that read arrived (the log's time of
+    completion before the read's time of arrival) and were not returned by an earlier cut. The
+    log is written as requests finish, so a request that finished while the read was served may
+    come before its line: it is kept for the next cut. So the phase's window in the log is the
+    counter's own, to the few milliseconds the counter takes to be read out; ``/metrics``
+    itself is left out, as the count leaves it out."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
+        # read, not yet cut: (finished at, actor, "VERB resource"); the mark's reads apart
+        self._pending: list[tuple[str, str, str]] = []
+        self._marks: dict[str, tuple[int, str]] = {}  # mark -> (place in _pending, arrived at)
         self.other_agents: collections.Counter[str] = collections.Counter()
 
-    def take(self) -> dict[str, dict[str, int]]:
+    def _read(self) -> None:
         try:
             with self.path.open("rb") as f:
                 f.seek(self._offset)
                 data = f.read()
         except FileNotFoundError:
-            return {}
-        end = data.rfind(b"\n") + 1  # a line still being written is left for the next take
+            return
+        end = data.rfind(b"\n") + 1  # a line still being written is left for the next read
         self._offset += end
-        out: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         for line in data[:end].splitlines():
             event = json.loads(line)
             # one line per request: ResponseComplete, or Panic for a request that failed so
             if event.get("stage") not in ("ResponseComplete", "Panic"):
                 continue
+            uri = str(event.get("requestURI", ""))
+            if uri.startswith("/metrics"):
+                if f"{MARK}=" in uri:
+                    mark = uri.split(f"{MARK}=", 1)[1].split("&")[0]
+                    self._marks[mark] = (len(self._pending), event["requestReceivedTimestamp"])
+                continue
             actor, key = classify(event)
-            out[actor][key] += 1
+            self._pending.append((event["stageTimestamp"], actor, key))
             if actor == "other":
                 self.other_agents[str(event.get("userAgent", ""))] += 1
+
+    def cut(self, mark: str, timeout_s: float = 30.0) -> dict[str, dict[str, int]]:
+        deadline = time.monotonic() + timeout_s
+        self._read()
+        while mark not in self._marks:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the audit log {self.path} has no read of /metrics marked {mark}")
+            time.sleep(0.05)
+            self._read()
+        place, arrived = self._marks.pop(mark)
+        out: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        kept = []
+        for finished, actor, key in self._pending[:place]:
+            if finished < arrived:  # both RFC 3339 with microseconds, in UTC: text order is time
+                out[actor][key] += 1
+            else:
+                kept.append((finished, actor, key))
+        self._pending = kept + self._pending[place:]
+        self._marks = {m: (at - place + len(kept), t) for m, (at, t) in self._marks.items()}
         return {actor: dict(keys) for actor, keys in out.items()}
 
 
@@ -292,10 +329,12 @@ def record(phases: list[Phase], phase: Phase) -> None:
             print(f"    {line}", flush=True)
 
 
-def request_counts(api: httpx.Client) -> collections.Counter[str]:
-    """The API server's own ``apiserver_request_total`` by verb and resource (WATCH left out)."""
+def request_counts(api: httpx.Client, mark: str | None = None) -> collections.Counter[str]:
+    """The API server's own ``apiserver_request_total`` by verb and resource (WATCH left out);
+    ``mark`` tags the read for ``RequestLog.cut``."""
     counts: collections.Counter[str] = collections.Counter()
-    for line in api.get("/metrics").text.splitlines():
+    params = {MARK: mark} if mark is not None else None
+    for line in api.get("/metrics", params=params).text.splitlines():
         match = _REQUEST_LINE.match(line)
         if match is None:
             continue
@@ -660,24 +699,33 @@ def main(argv: list[str] | None = None) -> int:
     observer = ObserverCount(api)
     phases: list[Phase] = []
 
+    marks = iter(range(1, 1_000_000))
+
+    def counted() -> tuple[collections.Counter[str], dict[str, dict[str, int]]]:
+        """The counter now, and the audit log's requests up to the same moment since the last
+        call (``RequestLog.cut``)."""
+        if audit is None:
+            return request_counts(api), {}
+        mark = str(next(marks))
+        counts = request_counts(api, mark)
+        return counts, audit.cut(mark)
+
     def mark() -> tuple[collections.Counter[str], int]:
-        """A phase's start: the counter's reading, the bench's own requests so far, and the
-        audit log read up to here."""
-        if audit is not None:
-            audit.take()
-        return request_counts(api), observer.n
+        """A phase's start: the counter's reading and the bench's own requests so far."""
+        return counted()[0], observer.n
 
     def measured(
         name: str, kind: str, wall_s: float, since: tuple[collections.Counter[str], int], **kw: Any
     ) -> Phase:
         before, seen = since
+        after, actors = counted()
         return Phase(
             name,
             wall_s,
-            delta(request_counts(api), before),
+            delta(after, before),
             observer=observer.n - seen,
             kind=kind,
-            actors=audit.take() if audit is not None else {},
+            actors=actors,
             **kw,
         )
 

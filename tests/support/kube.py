@@ -350,10 +350,8 @@ class ControlPlane:
         ``ResponseStarted`` is left out). ``bench/kube_scale.py`` reads it to tell Gaia's
         requests from the controllers', KWOK's and the lease renewals; off in the tests.
         ``audit_verbs`` (or ``GAIA_KUBE_AUDIT_VERBS``, comma-separated; default ``list``)
-        picks the verbs logged. ``/metrics`` is never logged: the API server does not count
-        it in ``apiserver_request_total`` either, and the bench reads it between phases. The
-        file is never rotated (the API server would rotate it at 100 MB), so a reader can keep
-        its place in it.
+        picks the verbs logged. The file is never rotated (the API server would rotate it at
+        100 MB), so a reader can keep its place in it.
         """
         path = os.environ.get("GAIA_KUBE_AUDIT_LOG") or self.audit_log
         if not path:
@@ -366,11 +364,7 @@ class ControlPlane:
                     "apiVersion": "audit.k8s.io/v1",
                     "kind": "Policy",
                     "omitStages": ["RequestReceived", "ResponseStarted"],
-                    "rules": [
-                        {"level": "None", "nonResourceURLs": ["/metrics"]},
-                        {"level": "Metadata", "verbs": verbs},
-                        {"level": "None"},
-                    ],
+                    "rules": [{"level": "Metadata", "verbs": verbs}, {"level": "None"}],
                 }
             )
         )
