@@ -43,11 +43,15 @@ class ClusterHealthLoop(LoopService):
         self.timeout = timeout
 
     async def run_once(self) -> None:
-        with self.db.read_session() as session:
-            clusters = list(session.scalars(select(Cluster)))
+        # the providers of clusters removed through another replica are retired here too
+        clusters = self.providers.retire_removed(self._registered)
         results = await asyncio.gather(*(self._probe(c) for c in clusters))
         await self.providers.close_retired()
         await asyncio.to_thread(self._store, list(zip(clusters, results, strict=True)))
+
+    def _registered(self) -> list[Cluster]:
+        with self.db.read_session() as session:
+            return list(session.scalars(select(Cluster)))
 
     async def _probe(self, cluster: Cluster) -> Probe:
         try:

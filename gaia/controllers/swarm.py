@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gaia.clock import Clock
+from gaia.domain.clusters import cluster_key_material
 from gaia.domain.errors import InvalidRequest, NotFound, TooManyRequests
 from gaia.domain.swarm import (
     ClusterP2PFigures,
@@ -92,12 +93,6 @@ class ClusterKey:
     def material(self) -> str:
         """What every key and token of this cluster is derived from, beside its purpose."""
         return cluster_key_material(id=self.id, name=self.name, salt=self.salt)
-
-
-def cluster_key_material(*, id: int, name: str, salt: str) -> str:
-    """A cluster's part of the derivation of its keys: ``id\0name``, then ``\0salt`` where
-    the cluster has one (clusters registered before the salt keep what they had)."""
-    return f"{id}\0{name}\0{salt}" if salt else f"{id}\0{name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,16 @@ the stored row and rebuilds it when the row changes (``updated_at``), e.g. a new
 ``sim`` cluster is never rebuilt while registered (its nodes and instances live in it); all sim
 clusters share the registry's clock, which tests replace with a ``ManualClock``.
 
+A provider is held for one registration: the row's id *and* its ``key_salt`` (random per
+registration, migration 0016). SQLite gives a new row the highest id plus one, so a cluster
+removed and registered again, under any name, can come back with the removed one's id; a
+replica that never saw the removal (``forget`` runs only where the DELETE was served) would
+otherwise answer the new cluster with the old one's provider: its sim state, its kubeconfig.
+A new salt under a known id retires the old provider and builds the new one, and the health
+loop's pass (``retire_removed``, on every replica) retires those of registrations no longer in
+the store, so another replica's removal does not leave a provider (a kubernetes one's
+connections) behind for good.
+
 A ``kubernetes`` provider pre-pulls (``ImagePrewarmer``) through the sink the platform gave
 (``send_prewarms_to``: the P2P coordinator's prewarm jobs of that cluster).
 
@@ -19,7 +29,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from gaia.clock import Clock, RealClock
 from gaia.providers.kubernetes import KubernetesCluster
@@ -49,13 +60,30 @@ class ClusterRef(Protocol):
     def kubeconfig_encrypted(self) -> bytes | None: ...
 
 
+_Ref = TypeVar("_Ref", bound=ClusterRef)
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A built provider, the registration and row version it was built from, and when (the
+    registry's count of builds)."""
+
+    key_salt: str
+    updated_at: dt.datetime
+    provider: ClusterProvider
+    build: int
+
+
 class ProviderRegistry:
     def __init__(self, *, secrets: SecretBox, clock: Clock | None = None) -> None:
         self._secrets = secrets
         self.clock: Clock = clock or RealClock()
         self._lock = threading.Lock()
-        self._providers: dict[int, tuple[dt.datetime, ClusterProvider]] = {}
+        # cluster id -> the provider of its current registration (one per id: a new
+        # registration under the id replaces and retires the old one's)
+        self._providers: dict[int, _Held] = {}
         self._retired: list[ClusterProvider] = []
+        self._builds = 0
         # told of every change to an instance in any cluster (the app controller's wake)
         self._listeners: list[Callable[[], None]] = []
         # where a kubernetes cluster's pre-pulls go (the P2P coordinator's; None: nowhere)
@@ -73,35 +101,61 @@ class ProviderRegistry:
         the sim's transitions), for the providers built so far and those built later."""
         with self._lock:
             self._listeners.append(listener)
-            providers = [p for _, p in self._providers.values()]
+            providers = [held.provider for held in self._providers.values()]
         for provider in providers:
             _watch(provider, listener)
 
     def for_cluster(self, cluster: ClusterRef) -> ClusterProvider:
         with self._lock:
             known = self._providers.get(cluster.id)
-            if known is not None and (known[0] == cluster.updated_at or cluster.kind == "sim"):
+            if (
+                known is not None
+                and known.key_salt == cluster.key_salt
+                and (known.updated_at == cluster.updated_at or cluster.kind == "sim")
+            ):
                 # A sim cluster *is* its in-memory state: rebuilding it would wipe every
                 # instance, so it lives as long as the registration does.
-                return known[1]
+                return known.provider
             provider = self._build(cluster)
             for listener in self._listeners:
                 _watch(provider, listener)
             if known is not None:
-                self._retired.append(known[1])
-            self._providers[cluster.id] = (cluster.updated_at, provider)
+                self._retired.append(known.provider)
+            self._builds += 1
+            self._providers[cluster.id] = _Held(
+                key_salt=cluster.key_salt,
+                updated_at=cluster.updated_at,
+                provider=provider,
+                build=self._builds,
+            )
             return provider
 
     def peek(self, cluster_id: int) -> ClusterProvider | None:
         with self._lock:
             known = self._providers.get(cluster_id)
-            return known[1] if known else None
+            return known.provider if known else None
 
     def forget(self, cluster_id: int) -> None:
         with self._lock:
             known = self._providers.pop(cluster_id, None)
             if known is not None:
-                self._retired.append(known[1])
+                self._retired.append(known.provider)
+
+    def retire_removed(self, read_registered: Callable[[], list[_Ref]]) -> list[_Ref]:
+        """``read_registered()`` (every registered cluster, read now), having retired the
+        providers of registrations not among them: clusters removed through another replica,
+        whose ``forget`` this one never heard. A provider built once the read may have begun is
+        kept: its cluster may have been registered after the read saw the table."""
+        with self._lock:
+            built_before = self._builds + 1
+        clusters = read_registered()
+        registered = {(c.id, c.key_salt) for c in clusters}
+        with self._lock:
+            for cluster_id, held in list(self._providers.items()):
+                if held.build < built_before and (cluster_id, held.key_salt) not in registered:
+                    del self._providers[cluster_id]
+                    self._retired.append(held.provider)
+        return clusters
 
     async def close_retired(self) -> None:
         with self._lock:
@@ -111,7 +165,7 @@ class ProviderRegistry:
 
     async def close(self) -> None:
         with self._lock:
-            providers = [p for _, p in self._providers.values()] + self._retired
+            providers = [held.provider for held in self._providers.values()] + self._retired
             self._providers.clear()
             self._retired = []
         for provider in providers:

@@ -143,3 +143,12 @@ def test_a_new_bed_sweeps_what_a_crashed_one_left(bed: NetBed) -> None:
         again.stop()
     assert _ours(_namespaces()) == []
     assert _ours(_links()) == []
+
+
+def test_the_bed_lifts_the_neighbour_table_limit_for_many_hosts(bed: NetBed) -> None:
+    """33 hosts that all talk to each other need more neighbour entries than the kernel's
+    default hard limit of 1,024 (shared by every namespace): the bed raises it."""
+    from tests.support.netns import NEIGH_LIMITS, NEIGH_SYSCTL
+
+    for name, wanted in NEIGH_LIMITS.items():
+        assert int((NEIGH_SYSCTL / name).read_text()) >= wanted, name

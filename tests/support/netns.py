@@ -9,8 +9,14 @@ a host's namespace; ``sent(host)`` is the bytes the host has put on its link (th
 counter of the bridge's end), which is how the bench measures a registry's egress.
 
 Everything is named with the prefix and removed by ``stop()``; ``start()`` first sweeps what a
-crashed run left. Needs root, ``ip`` and ``tc`` (TESTBED.md: namespaces, veth, bridges and HTB
-work on this kernel; ``dummy`` links do not).
+crashed run left. The kernel's neighbour (ARP) table is one for every namespace, and its default
+hard limit (``gc_thresh3``, 1,024 entries) is below what 33 hosts that all talk to each other
+need (33 x 32, plus the root namespace's): past it the kernel logs "neighbor table overflow" and
+new connections fail or take seconds (seen at N = 32 in bench/p2p.py: peer connects over 3 s,
+"All connection attempts failed" to the registry). ``start()`` raises the limits and leaves them
+raised: a higher limit harms nothing, and two beds at once (a test beside a bench) would
+otherwise lower it under each other. Needs root, ``ip`` and ``tc`` (TESTBED.md: namespaces,
+veth, bridges and HTB work on this kernel; ``dummy`` links do not).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from pathlib import Path
 
 BRIDGE_IP = "10.77.0.1"
 PREFIX_LEN = 16
+# the neighbour table's garbage-collection thresholds a bed needs (the init namespace's)
+NEIGH_SYSCTL = Path("/proc/sys/net/ipv4/neigh/default")
+NEIGH_LIMITS = {"gc_thresh1": 1024, "gc_thresh2": 8192, "gc_thresh3": 16384}
 
 
 class NetBedUnavailable(RuntimeError):
@@ -73,6 +82,7 @@ class NetBed:
             if shutil.which(tool) is None:
                 raise NetBedUnavailable(f"{tool} is not installed (iproute2)")
         self.sweep()
+        self._raise_neighbour_limits()
         _ip("ip", "link", "add", self.bridge, "type", "bridge")
         _ip("ip", "addr", "add", f"{self.gateway}/{PREFIX_LEN}", "dev", self.bridge)
         _ip("ip", "link", "set", self.bridge, "up")
@@ -124,3 +134,13 @@ class NetBed:
     def stop(self) -> None:
         self.sweep()
         self.hosts.clear()
+
+    @staticmethod
+    def _raise_neighbour_limits() -> None:
+        for name, wanted in NEIGH_LIMITS.items():
+            path = NEIGH_SYSCTL / name
+            try:
+                if int(path.read_text()) < wanted:
+                    path.write_text(str(wanted))
+            except OSError as exc:
+                raise NetBedUnavailable(f"{path}: {exc}") from exc

@@ -52,8 +52,8 @@ from gaia.api.schemas.network import (
     IpPoolIn,
     IpPoolOut,
 )
-from gaia.controllers.swarm import cluster_key_material
 from gaia.domain.apps import parse_instance_map
+from gaia.domain.clusters import cluster_key_material
 from gaia.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from gaia.domain.network import InstanceName, parse_pool
 from gaia.security import SecretBox

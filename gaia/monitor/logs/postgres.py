@@ -78,9 +78,12 @@ from gaia.monitor.logs.store import (
     Row,
     SourceKind,
     StoredLine,
+    cut_page,
     decode_cursor,
     encode_cursor,
+    follower_batch,
     scan_rows,
+    stored_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -465,10 +468,7 @@ class PostgresLogStore(common.AsyncLogStoreBase):
                 return [tuple(row) for row in rows]
 
             if in_sql:
-                rows = fetch(position, limit + 1)
-                more = len(rows) > limit
-                rows = rows[:limit]
-                nxt = encode_cursor(rows[-1][2], rows[-1][0]) if more else None
+                rows, nxt = cut_page(fetch(position, limit + 1), limit=limit)
                 return LogPage(lines=self._lines(conn, rows), next_cursor=nxt, last_id=last_id)
 
             def fetch_from_cursor(after: tuple[int, int] | None, batch: int) -> list[Row]:
@@ -506,11 +506,9 @@ class PostgresLogStore(common.AsyncLogStoreBase):
                 "ORDER BY id LIMIT %s",
                 (*params, max_rows),
             ).fetchall()
-            if len(rows) < max_rows:
-                last, more = max(after_id, ceiling), False
-            else:
-                last, more = rows[-1][0], True
-            kept = [tuple(row) for row in rows if matcher.text_matches(row[6])]
+            kept, last, more = follower_batch(
+                rows, matcher=matcher, after_id=after_id, ceiling=ceiling, max_rows=max_rows
+            )
             return self._lines(conn, kept), last, more
 
     # ------------------------------------------------------------ other replicas' writes
@@ -600,18 +598,7 @@ class PostgresLogStore(common.AsyncLogStoreBase):
             known.update(found)
             with self._source_of_lock:
                 self._source_of.update(found)
-        return [
-            StoredLine(
-                id=row[0],
-                source=known.get(row[1]) or LogSource(SourceKind.INSTANCE),
-                at=common._from_micros(row[2]),
-                stream=row[3],
-                level=row[4],
-                logger=row[5],
-                text=row[6],
-            )
-            for row in rows
-        ]
+        return stored_lines(rows, known)
 
 
 def _in(column: str, ids: list[int]) -> tuple[str, list[Any]]:

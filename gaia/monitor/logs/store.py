@@ -4,8 +4,9 @@ handler that writes the platform's own logs into a store.
 Two stores keep the same contract: ``SqliteLogStore`` here, for a platform on SQLite (one
 process), and ``PostgresLogStore`` (``gaia.monitor.logs.postgres``), chosen when the platform
 database is PostgreSQL so that every replica reads the lines the monitoring leader collected.
-The values, the filter, the RE2 matcher, the cursors, the regex scan and the followers live here
-once and both stores use them; the tests of ``tests/monitor/logs`` run on both.
+The values, the filter, the RE2 matcher, the cursors, the regex scan, a page's cut, a follower's
+batch, rows read back as lines and the followers live here once and both stores use them; the
+tests of ``tests/monitor/logs`` run on both.
 
 What flows in: container lines of Gaia instances (``LogCollector`` in ``gaia.monitor.logs.
 collector`` copies them from each cluster's provider) and the platform's own log records
@@ -57,7 +58,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -431,6 +432,50 @@ def scan_rows(
         if len(rows) < batch:
             return found, None
     return found, position
+
+
+def cut_page(rows: Sequence[Row], *, limit: int) -> tuple[list[Row], str | None]:
+    """A page from ``limit + 1`` rows fetched newest first: the first ``limit``, and the cursor
+    after the last of them where the extra row shows that older ones exist (None: none do)."""
+    page = list(rows[:limit])
+    more = len(rows) > limit
+    return page, encode_cursor(page[-1][2], page[-1][0]) if more else None
+
+
+def follower_batch(
+    rows: Sequence[Sequence[Any]],
+    *,
+    matcher: LineMatcher,
+    after_id: int,
+    ceiling: int,
+    max_rows: int,
+) -> tuple[list[Row], int, bool]:
+    """A follower's read (``lines_after``): ``rows`` have ids above ``after_id`` and at most
+    ``ceiling`` (the newest id as the read began), oldest first, ``max_rows`` at most. Returns
+    those that match, the last id examined and whether more rows may follow: a short read
+    examined everything up to the ceiling, a full one ends at its last row."""
+    if len(rows) < max_rows:
+        last, more = max(after_id, ceiling), False
+    else:
+        last, more = rows[-1][0], True
+    return [tuple(row) for row in rows if matcher.text_matches(row[6])], last, more
+
+
+def stored_lines(rows: Sequence[Row], sources: Mapping[int, LogSource]) -> list[StoredLine]:
+    """Rows as lines, each source named from ``sources`` (source id -> source); a source no
+    longer known (trimmed away meanwhile) reads as an unnamed instance."""
+    return [
+        StoredLine(
+            id=row[0],
+            source=sources.get(row[1]) or LogSource(SourceKind.INSTANCE),
+            at=_from_micros(row[2]),
+            stream=row[3],
+            level=row[4],
+            logger=row[5],
+            text=row[6],
+        )
+        for row in rows
+    ]
 
 
 @dataclass(slots=True, eq=False)  # hashed by identity
@@ -1022,11 +1067,8 @@ class SqliteLogStore(AsyncLogStoreBase):
                     "ORDER BY at DESC, id DESC LIMIT ?"
                 )
                 rows = conn.execute(sql, [*params, limit + 1]).fetchall()
-                more = len(rows) > limit
-                rows = rows[:limit]
-                lines = self._lines(conn, rows)
-                nxt = encode_cursor(rows[-1][2], rows[-1][0]) if more else None
-                return LogPage(lines=lines, next_cursor=nxt, last_id=last_id)
+                page, nxt = cut_page(rows, limit=limit)
+                return LogPage(lines=self._lines(conn, page), next_cursor=nxt, last_id=last_id)
             return self._scan(conn, where, params, matcher, limit, last_id)
 
     def _scan(
@@ -1081,11 +1123,9 @@ class SqliteLogStore(AsyncLogStoreBase):
                 f"WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
                 [*params, after_id, ceiling, max_rows],
             ).fetchall()
-            if len(rows) < max_rows:
-                last, more = max(after_id, ceiling), False
-            else:
-                last, more = rows[-1][0], True
-            kept = [row for row in rows if matcher.text_matches(row[6])]
+            kept, last, more = follower_batch(
+                rows, matcher=matcher, after_id=after_id, ceiling=ceiling, max_rows=max_rows
+            )
             return self._lines(conn, kept), last, more
 
     # ------------------------------------------------------------ helpers
@@ -1116,7 +1156,7 @@ class SqliteLogStore(AsyncLogStoreBase):
         ]
         return "source", sources
 
-    def _lines(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[StoredLine]:
+    def _lines(self, conn: sqlite3.Connection, rows: Sequence[Row]) -> list[StoredLine]:
         with self._cache_lock:
             known = dict(self._source_of)
         missing = {row[1] for row in rows} - set(known)
@@ -1128,18 +1168,7 @@ class SqliteLogStore(AsyncLogStoreBase):
                 list(missing),
             ):
                 known[sid] = LogSource(SourceKind(kind), cluster, namespace, app, instance)
-        return [
-            StoredLine(
-                id=row[0],
-                source=known.get(row[1]) or LogSource(SourceKind.INSTANCE),
-                at=_from_micros(row[2]),
-                stream=row[3],
-                level=row[4],
-                logger=row[5],
-                text=row[6],
-            )
-            for row in rows
-        ]
+        return stored_lines(rows, known)
 
 
 def _conditions(column: str, ids: list[int], filt: LogFilter) -> tuple[list[str], list[Any]]:

@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -456,6 +457,11 @@ def mirror_app(mirror: Mirror) -> Starlette:
                 return await mirror.blob(request, name, reference)
         except UpstreamError as exc:
             return _upstream_error(exc)
+        except httpx.TransportError as exc:
+            # the registry did not answer (refused, unreachable, timed out): a 502 the runtime
+            # falls back on (containerd tries its next host), not a 500 with a stack trace
+            log.warning("p2p: %s %s: the registry did not answer: %r", kind, name, exc)
+            return _upstream_error(UpstreamError(502, f"the registry did not answer: {exc!r}"))
         return _error(404, "UNSUPPORTED", "this mirror serves reads of manifests and blobs only")
 
     async def metrics(request: Request) -> Response:

@@ -389,6 +389,20 @@ def test_follow_resumes_after_an_id_without_a_gap(store: LogStore) -> None:
     assert asyncio.run(scenario()) == ["line 3", "line 4"]
 
 
+def test_a_followers_reads_of_a_backlog_go_on_from_the_last_row_each_examined(
+    store: LogStore,
+) -> None:
+    store.append(lines(source("web-0"), 10))
+    evens = LogFilter(q="[02468]$", regex=True)
+    batches: list[list[str]] = []
+    after, more = 0, True
+    while more:  # four rows examined a read: full reads say more may follow
+        found, after, more = store.lines_after(WEB, evens, after_id=after, max_rows=4)
+        batches.append([line.text for line in found])
+    assert batches == [["line 0", "line 2"], ["line 4", "line 6"], ["line 8"]]
+    assert after == store.last_id()  # the short read examined everything up to the newest
+
+
 # ---------------------------------------------------------------- one table, several replicas
 
 

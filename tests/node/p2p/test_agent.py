@@ -236,6 +236,32 @@ def test_with_the_coordinator_unreachable_the_agent_pulls_from_the_registry(
     assert figures["gaia_p2p_agent_coordinator_fallbacks_total"] >= len(image.blobs)
 
 
+def test_with_the_registry_unreachable_the_mirror_answers_502(
+    agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """A registry that refuses the connection is a 502 the runtime falls back on (containerd
+    tries its next host), not an unhandled error (it was a 500 and a stack trace, seen at N = 32
+    in bench/p2p.py when the test bed's neighbour table overflowed)."""
+    from tests.support.kube import free_port
+
+    closed = f"127.0.0.1:{free_port()}"
+    agent = AgentProcess(
+        node="cut-off",
+        work=tmp_path / "cut-off",
+        registries={closed: {"url": f"http://{closed}", "default": True}},
+        coordinator=f"http://127.0.0.1:{free_port()}",
+        cluster="sim-1",
+        token="",
+    )
+    agents.append(agent)
+    agent.start()
+    with httpx.Client(base_url=f"http://{agent.mirror}", timeout=30) as c:
+        for path in (f"/v2/{REPO}/blobs/sha256:{'1' * 64}", f"/v2/{REPO}/manifests/v1"):
+            r = c.get(path, params={"ns": closed})
+            assert r.status_code == 502, (path, r.status_code, r.text)
+            assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
+
+
 def test_a_peer_without_the_coordinators_ticket_is_refused(
     registry: Registry, image: Image, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
