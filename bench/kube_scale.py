@@ -29,12 +29,45 @@ In one process:
 For each phase: wall seconds and the API requests the API server counted
 (``apiserver_request_total`` from its own ``/metrics``, by verb, WATCH excluded), and how many
 pods were recreated (a new UID). Gaia's upgrade keeps every pod; the canary replaces
-``--upgrade`` of them. The counts are of every client during the phase: besides Gaia or the
-controllers they include KWOK's pod status writes and its node lease renewals (about one PUT
-per node every 40 s), so a longer phase counts more background requests. The bench's own pod
-lists (how it sees that a phase is done) are counted apart too, and each phase's requests are
-printed by verb and resource (the profile of where they go). A phase ends when the bench sees
-it done (its looks are once a second on both sides), before its last listing of the pods.
+``--upgrade`` of them. Each phase's requests are printed by verb and resource (the profile of
+where they go). A phase ends when the bench sees it done (its looks are once a second on both
+sides); it is counted then, before the bench's last listing of the pods.
+
+**Who sent them** (the counting rule, since 2026-12-06). The count is of every client of the API
+server, and most of a phase's requests are not the orchestrator's: the node stand-in (KWOK)
+reports every container it starts or restarts, and lease renewals (KWOK's node heartbeats,
+about one PUT per node every 40 s, and the API server's own identity lease) grow with the
+phase's length whatever the phase does. So the API server keeps an audit log
+(``ControlPlane.audit_log``: verb, resource and user agent of every request but watches, at the
+Metadata level, ``/metrics`` left out as the count leaves it out), the bench tells each
+request's sender by its user agent (``classify``) and prints per phase:
+
+- **orchestrator**: the platform's own work. On Gaia's side Gaia's client (the provider's
+  httpx and lightkube clients), on the baseline's kube-controller-manager and kube-scheduler;
+  both columns in every phase, since the controllers also react to Gaia's pods;
+- **nodes (KWOK)**: what a kubelet would write (pod status, events such as ``Killing``, node
+  status), leases left out;
+- **leases**: every request on a Lease, whoever sent it;
+- **the bench's looks** (its own pod lists, under the user agent ``gaia-kube-bench``), and **the
+  API server's own, other** (its loopback requests but leases; any agent not known, named in
+  the report);
+- **in the audit log**: the requests logged against the count, so that an attribution that
+  misses requests shows (a request that straddles a phase's edge can land on either side).
+
+The goal lines at the end compare Gaia with the baseline of the same run as issue 22 states its
+goals: time, and the orchestrator's requests, with the ratio of all requests beside it. Why
+the audit log and not each component's client metrics (``rest_client_requests_total``): it is
+the only source that is exact and covers every sender with the API server's own verbs and
+resources (a client's metrics count watches as GETs, have no resource, and KWOK serves none);
+the bench's own count of Gaia's requests would need a hook in the provider. Its cost is a JSON
+line per request written by the API server; ``--no-attribution`` runs without it.
+KWOK's stages (``tools/kwok/gaia-stages.yaml``) record a ``Killing`` event both for a container
+restarted in place and for a deleted pod that ran, as a kubelet does, so that the node's
+requests compare like with like (until 2026-12-06 only Gaia's side had them).
+
+The temporary folder (control plane data and logs, the audit log, the platform's database;
+about 100 MB at full size, more with the audit log) is deleted at the end; ``--keep-work``
+keeps it and prints its path.
 
 ``--timeline`` shows where an upgrade's time goes: the controller's passes, and from a watch of
 the app's pods (``UpgradeWatch``) the node's part (an image patch to the container restarted and
@@ -59,13 +92,14 @@ import contextlib
 import gc
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +118,134 @@ from gaia.store.models import User
 from tests.support.kube import ControlPlane, build_control_plane, fake_node
 
 BIZ = "/api/v1/businesses/bench"
+BENCH_AGENT = "gaia-kube-bench"  # the bench's own requests, told apart in the audit log
 _REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$")
+
+
+# Who sent a request: the user agent the API server's audit log records for it. Every client of
+# the test control plane has the same admin certificate, so the agent is what tells them apart.
+_AGENTS = (
+    (BENCH_AGENT, "bench"),
+    ("kube-controller-manager/", "controllers"),
+    ("kube-scheduler/", "scheduler"),
+    ("kwok/", "kwok"),
+    ("kube-apiserver/", "apiserver"),
+    # Gaia's provider: lightkube's client (httpx2) and its plain httpx one
+    ("python-httpx", "gaia"),
+)
+ORCHESTRATOR = ("gaia", "controllers", "scheduler")  # the platform's own work, either side
+_ACTOR_NAMES = {
+    "gaia": "Gaia",
+    "controllers": "kube-controller-manager",
+    "scheduler": "kube-scheduler",
+    "kwok": "nodes (KWOK)",
+    "leases": "leases",
+    "bench": "the bench's looks",
+    "apiserver": "the API server's own",
+    "other": "other",
+}
+# the audit log's verbs as ``apiserver_request_total`` names them (a server-side apply is a
+# ``patch`` in the log and an ``APPLY`` in the count)
+_VERBS = {
+    "get": "GET",
+    "list": "LIST",
+    "create": "POST",
+    "update": "PUT",
+    "patch": "PATCH",
+    "delete": "DELETE",
+    "deletecollection": "DELETECOLLECTION",
+}
+AUDITED_VERBS = tuple(_VERBS)  # every verb but watch, as the count leaves WATCH out
+
+
+def classify(event: dict[str, Any]) -> tuple[str, str]:
+    """(actor, "VERB resource[/subresource]") of one audit event. Lease requests are their own
+    actor whoever sent them (KWOK's node heartbeats, the API server's identity lease): they
+    grow with a phase's length whatever the phase does."""
+    ref = event.get("objectRef") or {}
+    verb = _VERBS.get(event.get("verb", ""), str(event.get("verb", "?")).upper())
+    if ref.get("resource"):
+        what = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+    else:
+        what = "-" + str(event.get("requestURI", "")).split("?")[0]
+    key = f"{verb} {what}"
+    if ref.get("resource") == "leases":
+        return "leases", key
+    agent = str(event.get("userAgent", ""))
+    for prefix, actor in _AGENTS:
+        if agent.startswith(prefix):
+            return actor, key
+    return "other", key
+
+
+MARK = "gaia-bench-mark"  # a query parameter of the bench's reads of /metrics (``RequestLog``)
+
+
+class RequestLog:
+    """Who sent each request: the API server's audit log (``ControlPlane.audit_log``: verb,
+    resource and user agent of every request but watches, one line each), read as it grows.
+
+    A phase's requests are cut from the log where the counter is read: each of the bench's reads
+    of ``/metrics`` carries a mark (``request_counts(api, mark=...)``), and ``cut(mark)`` returns
+    the requests that the API server had finished when that read arrived (the log's time of
+    completion before the read's time of arrival) and were not returned by an earlier cut. The
+    log is written as requests finish, so a request that finished while the read was served may
+    come before its line: it is kept for the next cut. So the phase's window in the log is the
+    counter's own, to the few milliseconds the counter takes to be read out; ``/metrics``
+    itself is left out, as the count leaves it out."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        # read, not yet cut: (finished at, actor, "VERB resource"); the mark's reads apart
+        self._pending: list[tuple[str, str, str]] = []
+        self._marks: dict[str, tuple[int, str]] = {}  # mark -> (place in _pending, arrived at)
+        self.other_agents: collections.Counter[str] = collections.Counter()
+
+    def _read(self) -> None:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1  # a line still being written is left for the next read
+        self._offset += end
+        for line in data[:end].splitlines():
+            event = json.loads(line)
+            # one line per request: ResponseComplete, or Panic for a request that failed so
+            if event.get("stage") not in ("ResponseComplete", "Panic"):
+                continue
+            uri = str(event.get("requestURI", ""))
+            if uri.startswith("/metrics"):
+                if f"{MARK}=" in uri:
+                    mark = uri.split(f"{MARK}=", 1)[1].split("&")[0]
+                    self._marks[mark] = (len(self._pending), event["requestReceivedTimestamp"])
+                continue
+            actor, key = classify(event)
+            self._pending.append((event["stageTimestamp"], actor, key))
+            if actor == "other":
+                self.other_agents[str(event.get("userAgent", ""))] += 1
+
+    def cut(self, mark: str, timeout_s: float = 30.0) -> dict[str, dict[str, int]]:
+        deadline = time.monotonic() + timeout_s
+        self._read()
+        while mark not in self._marks:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the audit log {self.path} has no read of /metrics marked {mark}")
+            time.sleep(0.05)
+            self._read()
+        place, arrived = self._marks.pop(mark)
+        out: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        kept = []
+        for finished, actor, key in self._pending[:place]:
+            if finished < arrived:  # both RFC 3339 with microseconds, in UTC: text order is time
+                out[actor][key] += 1
+            else:
+                kept.append((finished, actor, key))
+        self._pending = kept + self._pending[place:]
+        self._marks = {m: (at - place + len(kept), t) for m, (at, t) in self._marks.items()}
+        return {actor: dict(keys) for actor, keys in out.items()}
 
 
 @dataclass
@@ -92,8 +253,22 @@ class Phase:
     name: str
     wall_s: float
     requests: dict[str, int]  # "VERB resource[/subresource]" -> count
-    recreated: int
+    recreated: int = 0
     observer: int = 0  # of those, the bench's own reads (pod lists to see when a phase is done)
+    kind: str = ""  # "create", "upgrade", "deployment", "canary": what the goal lines compare
+    # who sent them (``RequestLog``): actor -> "VERB resource" -> count; empty without the log
+    actors: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+    def sent_by(self, *actors: str) -> int:
+        return sum(sum(self.actors.get(actor, {}).values()) for actor in actors)
+
+    @property
+    def orchestrator(self) -> int:
+        return self.sent_by(*ORCHESTRATOR)
 
     def by_verb(self) -> dict[str, int]:
         verbs: collections.Counter[str] = collections.Counter()
@@ -102,11 +277,23 @@ class Phase:
         return dict(verbs)
 
     def row(self) -> str:
-        total = sum(self.requests.values())
         verbs = ", ".join(f"{v} {n}" for v, n in sorted(self.by_verb().items()) if n)
         return (
-            f"| {self.name} | {self.wall_s:,.1f} | {total:,} | {total - self.observer:,} "
+            f"| {self.name} | {self.wall_s:,.1f} | {self.total:,} | {self.total - self.observer:,} "
             f"| {verbs} | {self.recreated:,} |"
+        )
+
+    def attribution_row(self) -> str:
+        """All requests, then by who sent them; the last column is how many requests the audit
+        log has against the API server's own count (the same but for a request that straddled
+        the phase's edge)."""
+        logged = sum(sum(keys.values()) for keys in self.actors.values())
+        gap = f" ({logged - self.total:+,})" if logged != self.total else ""
+        return (
+            f"| {self.name} | {self.total:,} | {self.orchestrator:,} | {self.sent_by('gaia'):,} "
+            f"| {self.sent_by('controllers', 'scheduler'):,} | {self.sent_by('kwok'):,} "
+            f"| {self.sent_by('leases'):,} | {self.sent_by('bench'):,} "
+            f"| {self.sent_by('apiserver', 'other'):,} | {logged:,}{gap} |"
         )
 
     def breakdown(self) -> str:
@@ -115,18 +302,39 @@ class Phase:
         top = sorted(self.requests.items(), key=lambda kv: -kv[1])
         return f"{self.name}: " + ", ".join(f"{key} {n:,}" for key, n in top if n)
 
+    def breakdown_by_actor(self) -> list[str]:
+        lines = []
+        for actor in _ACTOR_NAMES:
+            keys = self.actors.get(actor)
+            if keys:
+                lines.append(f"{_ACTOR_NAMES[actor]} {sum(keys.values()):,}: {_top(keys, 5)}")
+        return lines
+
+
+ATTRIBUTION_HEADER = (
+    "| phase | all requests | orchestrator | of it Gaia | of it KCM + scheduler | nodes (KWOK) "
+    "| leases | the bench's looks | the API server's own, other | in the audit log |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+
 
 def record(phases: list[Phase], phase: Phase) -> None:
     """Keep ``phase`` for the report and print it at once (a run cut short still shows it)."""
     phases.append(phase)
     print(phase.row(), flush=True)
     print(f"  {phase.breakdown()}", flush=True)
+    if phase.actors:
+        print(f"  {phase.attribution_row()}", flush=True)
+        for line in phase.breakdown_by_actor():
+            print(f"    {line}", flush=True)
 
 
-def request_counts(api: httpx.Client) -> collections.Counter[str]:
-    """The API server's own ``apiserver_request_total`` by verb and resource (WATCH left out)."""
+def request_counts(api: httpx.Client, mark: str | None = None) -> collections.Counter[str]:
+    """The API server's own ``apiserver_request_total`` by verb and resource (WATCH left out);
+    ``mark`` tags the read for ``RequestLog.cut``."""
     counts: collections.Counter[str] = collections.Counter()
-    for line in api.get("/metrics").text.splitlines():
+    params = {MARK: mark} if mark is not None else None
+    for line in api.get("/metrics", params=params).text.splitlines():
         match = _REQUEST_LINE.match(line)
         if match is None:
             continue
@@ -211,6 +419,14 @@ class ObserverCount:
     def _count(self, request: httpx.Request) -> None:
         if request.url.path != "/metrics":
             self.n += 1
+
+
+def bench_client(plane: ControlPlane) -> httpx.Client:
+    """A client of the API server for the bench's own looks, under a user agent of its own (the
+    audit log tells its requests from Gaia's, which are httpx's too)."""
+    client = plane.http_client()
+    client.headers["User-Agent"] = BENCH_AGENT
+    return client
 
 
 def pods(api: httpx.Client, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
@@ -432,6 +648,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out the Deployment baseline (to profile Gaia's phases of another revision)",
     )
+    parser.add_argument(
+        "--no-attribution",
+        action="store_true",
+        help="no API server audit log: requests counted in all, not by who sent them (to time "
+        "the phases without the log's cost)",
+    )
+    parser.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the temporary folder (the control plane's logs and data, the audit log, "
+        "the platform's database) instead of deleting it at the end, and print its path",
+    )
     # the cache memory cases run in processes of their own (informer_memory)
     parser.add_argument("--informer-rss", choices=("pods", "nodes"), help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
@@ -452,12 +680,55 @@ def main(argv: list[str] | None = None) -> int:
     bin_dir = build_control_plane()
     build_s = time.monotonic() - began
     work = Path(tempfile.mkdtemp(prefix="gaia-kube-bench-"))
-    plane = ControlPlane(bin_dir=bin_dir, work=work / "cp").start()
-    plane.ensure_controller_manager()
-    plane.start_scheduler()
-    api = plane.http_client()
+    audit = None if args.no_attribution else RequestLog(work / "audit.log")
+    plane = ControlPlane(
+        bin_dir=bin_dir,
+        work=work / "cp",
+        audit_log=None if audit is None else audit.path,
+        audit_verbs=AUDITED_VERBS,
+    )
+    try:
+        plane.start()
+        plane.ensure_controller_manager()
+        plane.start_scheduler()
+    except BaseException:
+        plane.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    api = bench_client(plane)
     observer = ObserverCount(api)
     phases: list[Phase] = []
+
+    marks = iter(range(1, 1_000_000))
+
+    def counted() -> tuple[collections.Counter[str], dict[str, dict[str, int]]]:
+        """The counter now, and the audit log's requests up to the same moment since the last
+        call (``RequestLog.cut``)."""
+        if audit is None:
+            return request_counts(api), {}
+        mark = str(next(marks))
+        counts = request_counts(api, mark)
+        return counts, audit.cut(mark)
+
+    def mark() -> tuple[collections.Counter[str], int]:
+        """A phase's start: the counter's reading and the bench's own requests so far."""
+        return counted()[0], observer.n
+
+    def measured(
+        name: str, kind: str, wall_s: float, since: tuple[collections.Counter[str], int], **kw: Any
+    ) -> Phase:
+        before, seen = since
+        after, actors = counted()
+        return Phase(
+            name,
+            wall_s,
+            delta(after, before),
+            observer=observer.n - seen,
+            kind=kind,
+            actors=actors,
+            **kw,
+        )
+
     try:
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -553,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         selector = f"{APP_LABEL}=web"
-        before, seen = request_counts(api), observer.n
+        since = mark()
         cpu, passes = time.process_time(), passes_so_far()
         started = time.monotonic()
         call(
@@ -577,23 +848,23 @@ def main(argv: list[str] | None = None) -> int:
         print(process_line(cpu, passes))
         record(
             phases,
-            Phase(
+            measured(
                 f"Gaia: create {args.instances:,} instances",
+                "create",
                 ended - started,
-                delta(request_counts(api), before),
-                observer=observer.n - seen,
+                since,
                 recreated=0,
             ),
         )
         uids = {n: p["metadata"]["uid"] for n, p in pods(api, "bench", selector).items()}
 
         watch = (
-            UpgradeWatch(plane.http_client(), selector=selector, image="registry.local/web:v2")
+            UpgradeWatch(bench_client(plane), selector=selector, image="registry.local/web:v2")
             if args.timeline
             else None
         )
         server_before = request_seconds(api) if args.timeline else {}
-        before, seen = request_counts(api), observer.n
+        since = mark()
         cpu, passes = time.process_time(), passes_so_far()
         started = time.monotonic()
         upgrade = call(
@@ -611,6 +882,10 @@ def main(argv: list[str] | None = None) -> int:
             "upgrade",
         )
         print(process_line(cpu, passes))
+        # counted before anything else the bench does (the timeline's wait, its last listing)
+        phase = measured(
+            f"Gaia: gray upgrade {args.upgrade:,} in place", "upgrade", ended - started, since
+        )
         if watch is not None:
             time.sleep(0.5)  # the watch's last events
             if driver is not None:
@@ -625,22 +900,14 @@ def main(argv: list[str] | None = None) -> int:
                 if n:
                     print(f"  API server, {key}: {n:,.0f} in {1000 * took / n:.1f} ms each")
         now = pods(api, "bench", selector)
-        record(
-            phases,
-            Phase(
-                f"Gaia: gray upgrade {args.upgrade:,} in place",
-                ended - started,
-                delta(request_counts(api), before),
-                observer=observer.n - seen,
-                recreated=sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n)),
-            ),
-        )
+        phase.recreated = sum(1 for n, p in now.items() if p["metadata"]["uid"] != uids.get(n))
+        record(phases, phase)
         if driver is not None:
             driver.stop()
         asyncio.run(platform.providers.close())
 
         if args.gaia_only:
-            return report(args, build_s, began, phases, [])
+            return report(args, build_s, began, phases, [], audit)
 
         # the baseline: Deployments, scheduled by kube-scheduler, changed by the controllers
         api.post("/api/v1/namespaces", json={"metadata": {"name": "deploy"}})
@@ -674,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
         def ready_count(track: str) -> int:
             return sum(ready(p) for p in pods(api, "deploy", f"track={track}").values())
 
-        before, seen = request_counts(api), observer.n
+        since = mark()
         started = time.monotonic()
         api.post(
             "/apis/apps/v1/namespaces/deploy/deployments",
@@ -685,16 +952,16 @@ def main(argv: list[str] | None = None) -> int:
         ended = time.monotonic()
         record(
             phases,
-            Phase(
+            measured(
                 f"baseline: Deployment of {args.instances:,}",
+                "deployment",
                 ended - started,
-                delta(request_counts(api), before),
-                observer=observer.n - seen,
+                since,
                 recreated=0,
             ),
         )
         stable_uids = {n: p["metadata"]["uid"] for n, p in pods(api, "deploy", "app=web").items()}
-        before, seen = request_counts(api), observer.n
+        since = mark()
         started = time.monotonic()
         api.patch(
             "/apis/apps/v1/namespaces/deploy/deployments/stable/scale",
@@ -711,26 +978,32 @@ def main(argv: list[str] | None = None) -> int:
         ):
             time.sleep(1)
         ended = time.monotonic()
-        now = pods(api, "deploy", "app=web")
-        record(
-            phases,
-            Phase(
-                f"baseline: canary of {args.upgrade:,} (2 Deployments)",
-                ended - started,
-                delta(request_counts(api), before),
-                observer=observer.n - seen,
-                recreated=sum(1 for n in now if n not in stable_uids),
-            ),
+        phase = measured(
+            f"baseline: canary of {args.upgrade:,} (2 Deployments)",
+            "canary",
+            ended - started,
+            since,
         )
+        phase.recreated = sum(1 for n in pods(api, "deploy", "app=web") if n not in stable_uids)
+        record(phases, phase)
         memory = [] if args.no_memory else informer_memory(plane.kubeconfig_path)
     finally:
         api.close()
         plane.stop()
-    return report(args, build_s, began, phases, memory)
+        if args.keep_work:
+            print(f"the work folder is kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return report(args, build_s, began, phases, memory, audit)
 
 
 def report(
-    args: argparse.Namespace, build_s: float, began: float, phases: list[Phase], memory: list[str]
+    args: argparse.Namespace,
+    build_s: float,
+    began: float,
+    phases: list[Phase],
+    memory: list[str],
+    audit: RequestLog | None,
 ) -> int:
     print()
     print(
@@ -744,14 +1017,71 @@ def report(
     print("| --- | ---: | ---: | ---: | --- | ---: |")
     for phase in phases:
         print(phase.row())
+    if audit is not None:
+        print("\nwho sent them (the API server's audit log, by user agent; leases apart):")
+        print(ATTRIBUTION_HEADER)
+        for phase in phases:
+            print(phase.attribution_row())
+        if audit.other_agents:
+            print(f"(other: {_top(dict(audit.other_agents), 4)})")
     print("\nby verb and resource:")
     for phase in phases:
         print(f"- {phase.breakdown()}")
+        for line in phase.breakdown_by_actor():
+            print(f"  - {line}")
+    lines = goal_lines(phases, quick=args.quick)
+    if lines:
+        print("\nissue 22's goals (for the full size; at --quick only the upgrade's time):")
+        print("\n".join(lines))
     if memory:
         print("\nthe provider's pod and node caches (a fresh process per case):")
         print("\n".join(memory))
     print(f"\ntook {time.monotonic() - began:.0f} s")
     return 0
+
+
+def goal_lines(phases: list[Phase], *, quick: bool) -> list[str]:
+    """Gaia beside the baseline of the same run, as issue 22 states its goals: time, and the
+    orchestrator's requests (the platform's own work: Gaia's client beside kube-controller-
+    manager and kube-scheduler), with the ratio of all requests beside it."""
+    kinds = {phase.kind: phase for phase in phases}
+    goals = (
+        # (Gaia's phase, the baseline's, what, time goal, requests goal)
+        ("create", "deployment", "create", None if quick else 0.8, None if quick else 1.0),
+        ("upgrade", "canary", "in-place upgrade", 1.0 if quick else 0.5, None if quick else 0.25),
+    )
+    lines = []
+    for ours, theirs, what, time_goal, requests_goal in goals:
+        gaia, base = kinds.get(ours), kinds.get(theirs)
+        if gaia is None or base is None:
+            continue
+
+        def ratio(a: float, b: float, goal: float | None) -> str:
+            x = a / b if b else float("inf")
+            if goal is None:
+                return f"{x:.2f}x"
+            return f"{x:.2f}x (goal <= {goal:g}x: {'met' if x <= goal else 'not met'})"
+
+        parts = [
+            f"time {gaia.wall_s:,.1f} / {base.wall_s:,.1f} s = "
+            f"{ratio(gaia.wall_s, base.wall_s, time_goal)}"
+        ]
+        if gaia.actors and base.actors:
+            parts.append(
+                f"the orchestrator's requests {gaia.orchestrator:,} / {base.orchestrator:,} = "
+                f"{ratio(gaia.orchestrator, base.orchestrator, requests_goal)}"
+            )
+            parts.append(
+                f"all requests {gaia.total:,} / {base.total:,} = "
+                f"{ratio(gaia.total, base.total, None)}"
+            )
+        else:
+            parts.append(
+                f"all requests {gaia.total:,} / {base.total:,} = "
+                f"{ratio(gaia.total, base.total, requests_goal)} (no audit log: not by sender)"
+            )
+        lines.append(f"- {what}: " + "; ".join(parts))
+    return lines
 
 
 if __name__ == "__main__":

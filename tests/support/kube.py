@@ -292,6 +292,10 @@ class ControlPlane:
     processes: list[Process] = field(default_factory=list)
     api_port: int = 0
     etcd_port: int = 0
+    # the API server's audit log (see ``_audit_args``): off unless a path is given here or in
+    # ``GAIA_KUBE_AUDIT_LOG``
+    audit_log: Path | None = None
+    audit_verbs: Sequence[str] = ("list",)
 
     @property
     def server(self) -> str:
@@ -338,16 +342,21 @@ class ControlPlane:
     # -- lifecycle -----------------------------------------------------------------------
 
     def _audit_args(self) -> list[str]:
-        """The API server's audit log, only when ``GAIA_KUBE_AUDIT_LOG`` names a file.
+        """The API server's audit log, only when ``audit_log`` or ``GAIA_KUBE_AUDIT_LOG`` names
+        a file.
 
-        A profiling aid for the benchmarks (who sends which requests: the log has each one's
-        user and user agent), off in the tests. ``GAIA_KUBE_AUDIT_VERBS`` (comma-separated,
-        default ``list``) picks the verbs logged, at the Metadata level (no bodies).
+        Who sends which requests: the log has each one's verb, resource, user and user agent
+        (the Metadata level: no bodies), one line per request (``ResponseComplete``; a watch's
+        ``ResponseStarted`` is left out). ``bench/kube_scale.py`` reads it to tell Gaia's
+        requests from the controllers', KWOK's and the lease renewals; off in the tests.
+        ``audit_verbs`` (or ``GAIA_KUBE_AUDIT_VERBS``, comma-separated; default ``list``)
+        picks the verbs logged. The file is never rotated (the API server would rotate it at
+        100 MB), so a reader can keep its place in it.
         """
-        path = os.environ.get("GAIA_KUBE_AUDIT_LOG")
+        path = os.environ.get("GAIA_KUBE_AUDIT_LOG") or self.audit_log
         if not path:
             return []
-        verbs = os.environ.get("GAIA_KUBE_AUDIT_VERBS", "list").split(",")
+        verbs = os.environ.get("GAIA_KUBE_AUDIT_VERBS", ",".join(self.audit_verbs)).split(",")
         policy = self.work / "audit-policy.yaml"
         policy.write_text(
             yaml.safe_dump(
@@ -359,7 +368,11 @@ class ControlPlane:
                 }
             )
         )
-        return [f"--audit-policy-file={policy}", f"--audit-log-path={path}"]
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={path}",
+            "--audit-log-maxsize=1000000",  # megabytes: never rotated
+        ]
 
     def _spawn(self, name: str, args: list[str]) -> Process:
         log = self.work / f"{name}.log"

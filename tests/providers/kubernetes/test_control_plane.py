@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -117,3 +118,57 @@ def test_kubectl_sees_the_same_objects(control_plane: ControlPlane, kwok_nodes: 
     done = control_plane.kubectl("get", "nodes", "-l", "type=kwok", "-o", "name")
     assert done.returncode == 0, done.stderr
     assert {"node/cp-gpu-0", "node/cp-cpu-0"} <= set(done.stdout.split())
+
+
+def test_kwok_records_a_killing_event_for_a_deleted_pod_that_ran(
+    api: httpx.Client, kwok_nodes: list[str]
+) -> None:
+    """``tools/kwok/gaia-stages.yaml``: as a kubelet stops a deleted pod's containers, KWOK
+    records a ``Killing`` event for every deleted pod that ran, then deletes it. KWOK's own
+    pod-delete stage records none and matches too; the Gaia stage's weight makes KWOK pick it
+    every time (without it this test failed in two runs of four). Once per pod: KWOK's own
+    DELETE makes it look at the pod again."""
+    namespace = "kwok-delete"
+    r = api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}})
+    assert r.status_code in (201, 409), r.text
+    names = [f"stopped-{i}" for i in range(4)]
+    for name in names:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": "cp-cpu-0",
+                "containers": [{"name": "main", "image": "registry.local/stopped:1"}],
+            },
+        }
+        r = api.post(f"/api/v1/namespaces/{namespace}/pods", json=pod)
+        assert r.status_code == 201, r.text
+
+    def running() -> dict[str, str]:
+        items = api.get(f"/api/v1/namespaces/{namespace}/pods").json()["items"]
+        return {
+            p["metadata"]["name"]: p["metadata"]["uid"]
+            for p in items
+            if p.get("status", {}).get("phase") == "Running"
+        }
+
+    wait_for(lambda: set(running()) == set(names), what="KWOK running the pods")
+    uids = set(running().values())
+    for name in names:
+        assert api.delete(f"/api/v1/namespaces/{namespace}/pods/{name}").status_code == 200
+
+    def killing() -> dict[str, dict[str, Any]]:
+        items = api.get(f"/api/v1/namespaces/{namespace}/events").json()["items"]
+        return {e["involvedObject"]["uid"]: e for e in items if e["reason"] == "Killing"}
+
+    wait_for(
+        lambda: not api.get(f"/api/v1/namespaces/{namespace}/pods").json()["items"],
+        what="KWOK deleting the pods",
+    )
+    wait_for(lambda: set(killing()) == uids, timeout_s=30, what="a Killing event per pod")
+    time.sleep(1)  # an event recorded twice would be one with a count of 2 by now
+    events = killing()
+    assert {e["message"] for e in events.values()} == {"Stopping container"}
+    assert {e["type"] for e in events.values()} == {"Normal"}
+    assert {e.get("count", 1) for e in events.values()} == {1}
