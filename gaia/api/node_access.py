@@ -4,12 +4,21 @@ at ``POST .../p2p/tasks`` (``gaia.api.routes.p2p``; docs/p2p.md, "Threat model")
 
 ```
 node account node+<cluster>+<node> ─> node_businesses: the businesses with an instance on the
-                                      node now (the cluster's own list, kept NODE_CACHE_S)
+                                      node now (one listing of the cluster's instances, by node,
+                                      shared by every node for NODE_CACHE_S)
 POST tasks {registry, repository, digest} ─> check_blob_access:
    the platform's registry ─> the node account may pull the repository (gaia.domain.registry)
                               and the registry links the digest in it (a HEAD, a yes kept 60 s)
    another registry ───────> the digest is no blob of the platform's registry (its storage)
 ```
+
+Why one listing per cluster: every agent opens its tasks (and asks for its registry token) when
+an image rolls out, a thousand nodes within seconds, and a listing per node read every instance
+of the cluster each time (bench/p2p_task_access.py: at 1,000 nodes x 10 instances the listing
+was most of a ``POST tasks``'s CPU). A listing shared by all nodes is up to NODE_CACHE_S old, so
+a node that a caller needs a business for and does not find it on is checked on a listing at
+most NODE_RECHECK_S old: an instance placed a moment ago pulls its image at once. Callers that
+ask at the same time share the one listing in flight.
 
 Why the second rule: swarms are keyed by digest, so a task that names ``docker.io`` with the
 digest of a private layer of the platform's registry would otherwise get that layer from the
@@ -19,41 +28,80 @@ Secret for every node: a node's root has them already, and the swarm gives it no
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Collection, Mapping
 
 from gaia.delivery.registry import RegistryUnavailable
 from gaia.domain.errors import ClusterUnavailable, Forbidden, GaiaError, InvalidRequest
-from gaia.domain.registry import RegistryCaller, allowed, parse_repository
+from gaia.domain.registry import NamespaceKind, RegistryCaller, allowed, parse_repository
 from gaia.platform import Platform
 from gaia.store import registry as store
 
 log = logging.getLogger(__name__)
-NODE_CACHE_S = 5.0
+NODE_CACHE_S = 5.0  # a listing of a cluster's instances answers for every node this long
+NODE_RECHECK_S = 1.0  # a business missing on a node is looked for on a listing this recent
+Hosting = Mapping[str, frozenset[str]]  # node -> the businesses with an instance on it
 
 
-async def node_businesses(plat: Platform, cluster: str, node: str) -> frozenset[str]:
+async def node_businesses(
+    plat: Platform, cluster: str, node: str, *, wanted: Collection[str] = ()
+) -> frozenset[str]:
     """The businesses with an instance on ``node`` of ``cluster`` now (the cluster is the truth
-    of where instances run; its answer is kept a few seconds per node)."""
-    cache = plat.registry.node_cache
-    now = time.monotonic()
-    found = cache.get((cluster, node))
-    if found is not None and now - found[0] < NODE_CACHE_S:
+    of where instances run), from a listing shared by every node (module docstring).
+    ``wanted``: the businesses the caller needs; one missing from a listing older than
+    ``NODE_RECHECK_S`` is looked for on a new one (at most one per ``NODE_RECHECK_S`` and
+    cluster, however many nodes are refused)."""
+    hosted = (await _hosting(plat, cluster, max_age=NODE_CACHE_S)).get(node, frozenset())
+    if any(b not in hosted for b in wanted):
+        hosted = (await _hosting(plat, cluster, max_age=NODE_RECHECK_S)).get(node, frozenset())
+    return hosted
+
+
+async def _hosting(plat: Platform, cluster: str, *, max_age: float) -> Hosting:
+    """The cluster's instances by node, listed at most ``max_age`` seconds ago, or the listing
+    in flight (one per cluster: callers at the same time share it)."""
+    service = plat.registry
+    found = service.node_cache.get(cluster)
+    if found is not None and time.monotonic() - found[0] < max_age:
         return found[1]
+    loop = asyncio.get_running_loop()
+    pending = service.node_listings.get(cluster)
+    if pending is None or pending.get_loop() is not loop:
+        pending = loop.create_task(_list_hosting(plat, cluster), name=f"instances of {cluster}")
+        service.node_listings[cluster] = pending
+
+        def _forget(done: asyncio.Task[Hosting], cluster: str = cluster) -> None:
+            if service.node_listings.get(cluster) is done:
+                del service.node_listings[cluster]
+
+        pending.add_done_callback(_forget)
+    # shielded: a caller that gives up (its request cancelled) does not cancel the others'
+    return await asyncio.shield(pending)
+
+
+async def _list_hosting(plat: Platform, cluster: str) -> Hosting:
+    started = time.monotonic()
     with plat.db.read_session() as session:
         row = store.cluster_by_name(session, cluster)
     if row is None:
-        return frozenset()
+        return {}
     try:
         instances = await plat.providers.for_cluster(row).list_instances()
-    except GaiaError as exc:
-        log.warning("registry: instances of %s unreadable for node %s: %s", cluster, node, exc)
-        return frozenset()
-    hosted = frozenset(i.namespace for i in instances if i.node == node)
-    if len(cache) > 10_000:
+    except GaiaError as exc:  # not kept: the next caller asks again
+        log.warning("registry: instances of %s unreadable: %s", cluster, exc)
+        return {}
+    by_node: dict[str, set[str]] = {}
+    for i in instances:
+        if i.node:
+            by_node.setdefault(i.node, set()).add(i.namespace)
+    hosting = {node: frozenset(businesses) for node, businesses in by_node.items()}
+    cache = plat.registry.node_cache
+    if len(cache) > 1000:
         cache.clear()
-    cache[(cluster, node)] = (now, hosted)
-    return hosted
+    cache[cluster] = (started, hosting)
+    return hosting
 
 
 async def check_blob_access(
@@ -69,7 +117,8 @@ async def check_blob_access(
             repo = parse_repository(repository)
         except InvalidRequest as exc:
             raise Forbidden(f"the platform's registry has no repository '{repository}'") from exc
-        hosted = await node_businesses(plat, cluster, node)
+        needs = [repo.owner] if repo.kind is NamespaceKind.BUSINESS else []
+        hosted = await node_businesses(plat, cluster, node, wanted=needs)
         if "pull" not in allowed(RegistryCaller(node_businesses=hosted), repo):
             raise Forbidden(
                 f"node '{node}' may not pull {repo.name}: no business with an instance on the "
