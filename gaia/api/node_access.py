@@ -14,11 +14,12 @@ POST tasks {registry, repository, digest} ─> check_blob_access:
 
 Why one listing per cluster: every agent opens its tasks (and asks for its registry token) when
 an image rolls out, a thousand nodes within seconds, and a listing per node read every instance
-of the cluster each time (bench/p2p_task_access.py: at 1,000 nodes x 10 instances the listing
-was most of a ``POST tasks``'s CPU). A listing shared by all nodes is up to NODE_CACHE_S old, so
-a node that a caller needs a business for and does not find it on is checked on a listing at
-most NODE_RECHECK_S old: an instance placed a moment ago pulls its image at once. Callers that
-ask at the same time share the one listing in flight.
+of the cluster each time (bench/p2p_task_access.py, docs/benchmarks.md). A listing shared by
+every node may predate an instance placed a moment ago, whose node then pulls its image at once:
+so a node that lacks a business the caller needs is looked up again on a listing begun after
+the call arrived (what a listing per node gave), at most once per NODE_CACHE_S per node (a node
+refused again and again does not list the cluster each time: the old per-node cache's bound).
+Callers at the same time share the listing in flight.
 
 Why the second rule: swarms are keyed by digest, so a task that names ``docker.io`` with the
 digest of a private layer of the platform's registry would otherwise get that layer from the
@@ -41,7 +42,6 @@ from gaia.store import registry as store
 
 log = logging.getLogger(__name__)
 NODE_CACHE_S = 5.0  # a listing of a cluster's instances answers for every node this long
-NODE_RECHECK_S = 1.0  # a business missing on a node is looked for on a listing this recent
 Hosting = Mapping[str, frozenset[str]]  # node -> the businesses with an instance on it
 
 
@@ -50,39 +50,48 @@ async def node_businesses(
 ) -> frozenset[str]:
     """The businesses with an instance on ``node`` of ``cluster`` now (the cluster is the truth
     of where instances run), from a listing shared by every node (module docstring).
-    ``wanted``: the businesses the caller needs; one missing from a listing older than
-    ``NODE_RECHECK_S`` is looked for on a new one (at most one per ``NODE_RECHECK_S`` and
-    cluster, however many nodes are refused)."""
-    hosted = (await _hosting(plat, cluster, max_age=NODE_CACHE_S)).get(node, frozenset())
-    if any(b not in hosted for b in wanted):
-        hosted = (await _hosting(plat, cluster, max_age=NODE_RECHECK_S)).get(node, frozenset())
-    return hosted
+    ``wanted``: the businesses the caller needs; when one is missing, the node is looked up
+    on a listing begun after this call (once per ``NODE_CACHE_S`` per node)."""
+    arrived = time.monotonic()
+    hosted = (await _hosting(plat, cluster, since=arrived - NODE_CACHE_S)).get(node, frozenset())
+    if all(b in hosted for b in wanted):
+        return hosted
+    service = plat.registry
+    checked = service.node_rechecked.get((cluster, node))
+    if checked is not None and arrived - checked < NODE_CACHE_S:
+        return hosted
+    if len(service.node_rechecked) > 10_000:
+        service.node_rechecked.clear()
+    service.node_rechecked[(cluster, node)] = arrived
+    return (await _hosting(plat, cluster, since=arrived)).get(node, frozenset())
 
 
-async def _hosting(plat: Platform, cluster: str, *, max_age: float) -> Hosting:
-    """The cluster's instances by node, listed at most ``max_age`` seconds ago, or the listing
-    in flight (one per cluster: callers at the same time share it)."""
+async def _hosting(plat: Platform, cluster: str, *, since: float) -> Hosting:
+    """The cluster's instances by node from a listing begun at ``since`` (monotonic) or later:
+    the last one, the one in flight, or a new one (then shared by callers at the same time)."""
     service = plat.registry
     found = service.node_cache.get(cluster)
-    if found is not None and time.monotonic() - found[0] < max_age:
+    if found is not None and found[0] >= since:
         return found[1]
     loop = asyncio.get_running_loop()
     pending = service.node_listings.get(cluster)
-    if pending is None or pending.get_loop() is not loop:
-        pending = loop.create_task(_list_hosting(plat, cluster), name=f"instances of {cluster}")
+    if pending is None or pending[0] < since or pending[1].get_loop() is not loop:
+        task = loop.create_task(_list_hosting(plat, cluster), name=f"instances of {cluster}")
+        pending = (time.monotonic(), task)
         service.node_listings[cluster] = pending
 
         def _forget(done: asyncio.Task[Hosting], cluster: str = cluster) -> None:
-            if service.node_listings.get(cluster) is done:
+            current = service.node_listings.get(cluster)
+            if current is not None and current[1] is done:
                 del service.node_listings[cluster]
 
-        pending.add_done_callback(_forget)
+        task.add_done_callback(_forget)
     # shielded: a caller that gives up (its request cancelled) does not cancel the others'
-    return await asyncio.shield(pending)
+    return await asyncio.shield(pending[1])
 
 
 async def _list_hosting(plat: Platform, cluster: str) -> Hosting:
-    started = time.monotonic()
+    started = time.monotonic()  # the listing is at least this recent
     with plat.db.read_session() as session:
         row = store.cluster_by_name(session, cluster)
     if row is None:
@@ -100,7 +109,9 @@ async def _list_hosting(plat: Platform, cluster: str) -> Hosting:
     cache = plat.registry.node_cache
     if len(cache) > 1000:
         cache.clear()
-    cache[cluster] = (started, hosting)
+    found = cache.get(cluster)
+    if found is None or found[0] < started:  # a later listing may have ended first
+        cache[cluster] = (started, hosting)
     return hosting
 
 

@@ -354,7 +354,9 @@ class RegistryService:
         # cluster -> (monotonic time of the listing, node -> businesses with an instance
         # there): node accounts (gaia.api.node_access); and the listing in flight per cluster
         self.node_cache: dict[str, tuple[float, Mapping[str, frozenset[str]]]] = {}
-        self.node_listings: dict[str, asyncio.Task[Mapping[str, frozenset[str]]]] = {}
+        self.node_listings: dict[str, tuple[float, asyncio.Task[Mapping[str, frozenset[str]]]]] = {}
+        # (cluster, node) -> when that node was last looked up on a listing of its own
+        self.node_rechecked: dict[tuple[str, str], float] = {}
         # (repository, digest) -> monotonic time the registry said the blob is linked there
         self.linked_cache: dict[tuple[str, str], float] = {}
         self.last_gc: GcResult | None = None
