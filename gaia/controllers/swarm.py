@@ -21,8 +21,11 @@ wish: the gray upgrades' pre-pull on a real cluster, through ``SwarmPrewarms``).
 Tickets (docs/p2p.md, "Threat model"): every parent node has its own ticket key,
 ``derive(cluster, parent)``, handed to that node alone (its ``POST agents`` answer); its peer
 server verifies tickets with it and nothing else. Each peer assignment of a ``schedule`` answer
-carries its own ticket, ``"{requester}.{digest}.{expires}.{mac}"`` MACed under the *parent's*
-key. So a node's root, which knows only its own key, can mint tickets for its own peer server
+carries its own ticket, ``"{requester}.{digest}.{piece}.{expires}.{mac}"`` MACed under the
+*parent's* key (without ``{piece}``, opening the whole blob, for parents whose agents did not
+announce ``tickets: 2``: older peer servers refuse a fifth field). Each assignment also carries
+its lease id, which the agent's report echoes: a report sent twice counts once. So a node's
+root, which knows only its own key, can mint tickets for its own peer server
 and no other; and the coordinator hands out tickets only for blobs a node has an open task for
 (``open_task``, which the API calls only after the node's access check passed).
 
