@@ -410,7 +410,7 @@ class SwarmCluster:
     ) -> ReportOutcome:
         """One piece's outcome: the lease ends; on success the node holds the piece.
 
-        ``lease`` (the grant's id, which agents since wire 2 echo) makes a report idempotent:
+        ``lease`` (the grant's id, which agents since 2026-12-06 echo) makes a report idempotent:
         the report of a lease already reported changes nothing (no bytes, no piece counted
         twice, no hash, no demotion). An agent sends a ``schedule`` call again when its answer
         did not arrive in time, though the coordinator took its reports. Why not "the node
