@@ -130,6 +130,7 @@ class Bench:
             )
         self.client = TestClient(create_app(self.platform, run_loops=False), base_url="https://x")
         self.client.__enter__()  # the lifespan: starts the registry
+        self.admin: dict[str, str] = {}
         token = self.call("POST", "/api/v1/auth/login", {"username": "admin", "password": "pw"})
         self.admin = {"Authorization": f"Bearer {token['token']}"}
         sim = {"nodes": nodes, "cpu": 64, "memory_mib": 262144, "gpus": 0}
