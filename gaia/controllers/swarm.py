@@ -21,8 +21,11 @@ wish: the gray upgrades' pre-pull on a real cluster, through ``SwarmPrewarms``).
 Tickets (docs/p2p.md, "Threat model"): every parent node has its own ticket key,
 ``derive(cluster, parent)``, handed to that node alone (its ``POST agents`` answer); its peer
 server verifies tickets with it and nothing else. Each peer assignment of a ``schedule`` answer
-carries its own ticket, ``"{requester}.{digest}.{expires}.{mac}"`` MACed under the *parent's*
-key. So a node's root, which knows only its own key, can mint tickets for its own peer server
+carries its own ticket, ``"{requester}.{digest}.{piece}.{expires}.{mac}"`` MACed under the
+*parent's* key (without ``{piece}``, opening the whole blob, for parents whose agents did not
+announce ``tickets: 2``: older peer servers refuse a fifth field). Each assignment also carries
+its lease id, which the agent's report echoes: a report sent twice counts once. So a node's
+root, which knows only its own key, can mint tickets for its own peer server
 and no other; and the coordinator hands out tickets only for blobs a node has an open task for
 (``open_task``, which the API calls only after the node's access check passed).
 
@@ -73,6 +76,10 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 _REPOSITORY = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")
 AGENT_TOKEN_PREFIX = "gaia-p2p-"  # noqa: S105 (a prefix, not a secret)
+# the ticket version of peer servers that check the piece a ticket names (``tickets`` in their
+# registration); older ones check node, blob and expiry, and refuse a ticket with a fifth field
+PIECE_TICKETS = 2
+_LEASE_START = random.SystemRandom()  # not the seeded rng: tests replay its draws
 MAX_LEAF_DEPTH = 3  # an index of manifests of blobs, and one level to spare
 
 
@@ -147,16 +154,19 @@ class PieceOutcome:
     parent: str | None
     bytes: int
     reason: str | None
+    lease: int | None = None  # the assignment's lease, as its answer gave it (wire 2 agents)
 
 
 @dataclass(frozen=True, slots=True)
 class TicketedGrant:
-    """A grant with the ticket its parent's peer server takes ("" for the registry)."""
+    """A grant with the ticket its parent's peer server takes ("" for the registry) and the
+    lease id its report echoes."""
 
     piece: int
     parent: str | None
     address: str | None
     ticket: str
+    lease: int = 0
 
     @property
     def source(self) -> str:
@@ -186,6 +196,7 @@ class RegistrationAnswer:
     ticket_key: bytes
     heartbeat_s: float
     prewarm: Sequence[tuple[str, str]]  # (id, image)
+    tickets: int = 1  # the tickets minted for this node's peer server: 2 piece-bound
 
 
 @dataclass
@@ -265,6 +276,9 @@ class _Cluster:
     # open tasks: digest -> the nodes that opened one (after their access check) and have not
     # called ``done`` yet; only they are scheduled, and so given tickets, for that blob
     tasks: dict[str, set[str]] = field(default_factory=dict)
+    # nodes whose peer server checks the piece a ticket names (their last registration said
+    # ``tickets: 2``): their tickets open one piece; the others' open the whole blob
+    piece_tickets: set[str] = field(default_factory=set)
 
     def wake(self) -> None:
         """Wake every long-poll waiting now; later ones wait for the next change."""
@@ -323,9 +337,23 @@ class SwarmCoordinator:
         coordinator and that node know it (one node's root cannot mint for another's server)."""
         return self.secrets.derive_key(f"p2p ticket key\0{key.material}\0{parent}")
 
-    def ticket(self, key: ClusterKey, *, parent: str, node: str, digest: str, expires: int) -> str:
-        """What ``node`` shows ``parent``'s peer server to fetch pieces of ``digest``."""
-        body = f"{node}.{digest}.{expires}"
+    def ticket(
+        self,
+        key: ClusterKey,
+        *,
+        parent: str,
+        node: str,
+        digest: str,
+        expires: int,
+        piece: int | None = None,
+    ) -> str:
+        """What ``node`` shows ``parent``'s peer server to fetch piece ``piece`` of ``digest``
+        (``{node}.{digest}.{piece}.{expires}.{mac}``), or with ``piece`` None any piece of it
+        (``{node}.{digest}.{expires}.{mac}``: for peer servers that did not announce
+        ``tickets: 2``, which refuse a fifth field)."""
+        body = (
+            f"{node}.{digest}.{expires}" if piece is None else f"{node}.{digest}.{piece}.{expires}"
+        )
         mac = hmac.new(self.ticket_key(key, parent), body.encode(), hashlib.sha256).hexdigest()
         return f"{body}.{mac}"
 
@@ -337,7 +365,10 @@ class SwarmCoordinator:
     def _cluster(self, key: ClusterKey) -> _Cluster:
         c = self._clusters.get(key.id)
         if c is None or c.key != key:
-            c = _Cluster(key=key, state=SwarmCluster(lease_s=self.lease_s))
+            # lease ids from a random start: a report sent to the process before a restart
+            # names no lease of this one
+            state = SwarmCluster(lease_s=self.lease_s, first_lease=_LEASE_START.getrandbits(48))
+            c = _Cluster(key=key, state=state)
             self._clusters[key.id] = c
         return c
 
@@ -352,10 +383,18 @@ class SwarmCoordinator:
         address: str,
         upload_slots: int,
         held: Mapping[str, Sequence[int]] | None = None,
+        tickets: int = 1,
     ) -> RegistrationAnswer:
+        """Register or heartbeat. ``tickets``: the ticket version the node's peer server
+        checks (2: the piece too); each heartbeat says it again, so an agent rolled back to
+        one that does not gets whole-blob tickets from its next heartbeat on."""
         c = self._cluster(key)
         now = self._now()
         c.state.heartbeat(name=node, zone=zone, address=address, upload_slots=upload_slots, now=now)
+        if tickets >= PIECE_TICKETS:
+            c.piece_tickets.add(node)
+        else:
+            c.piece_tickets.discard(node)
         if held:
             for digest, pieces in held.items():
                 if digest not in c.state.swarms and digest in c.retired:
@@ -375,7 +414,10 @@ class SwarmCoordinator:
             if node in p.nodes and self._progress(c, p, node).state != "done"
         ]
         return RegistrationAnswer(
-            ticket_key=self.ticket_key(key, node), heartbeat_s=self.heartbeat_s, prewarm=jobs
+            ticket_key=self.ticket_key(key, node),
+            heartbeat_s=self.heartbeat_s,
+            prewarm=jobs,
+            tickets=PIECE_TICKETS if node in c.piece_tickets else 1,
         )
 
     def open_task(self, key: ClusterKey, *, node: str, digest: str, size: int) -> TaskAnswer:
@@ -442,8 +484,15 @@ class SwarmCoordinator:
                         ticket=""
                         if g.parent is None
                         else self.ticket(
-                            key, parent=g.parent, node=node, digest=digest, expires=expires
+                            key,
+                            parent=g.parent,
+                            node=node,
+                            digest=digest,
+                            expires=expires,
+                            # a parent that checks pieces gets a ticket for this piece alone
+                            piece=g.piece if g.parent in c.piece_tickets else None,
                         ),
+                        lease=g.lease,
                     )
                     for g in grants
                 ]
@@ -499,6 +548,7 @@ class SwarmCoordinator:
                 size=r.bytes,
                 reason=r.reason,
                 now=now,
+                lease=r.lease,
             )
             if not outcome.accepted:
                 log.warning(
@@ -509,7 +559,7 @@ class SwarmCoordinator:
                     r.piece,
                     digest,
                 )
-            if r.ok and outcome.accepted:
+            if r.ok and outcome.accepted and not outcome.repeated:
                 c.bytes_down[node] = c.bytes_down.get(node, 0) + r.bytes
                 if r.parent is not None:
                     c.bytes_up[r.parent] = c.bytes_up.get(r.parent, 0) + r.bytes
@@ -586,6 +636,7 @@ class SwarmCoordinator:
 
     def _forget(self, c: _Cluster, name: str) -> None:
         c.state.forget(name)
+        c.piece_tickets.discard(name)
         for nodes in c.declared.values():
             nodes.pop(name, None)
         for digest, opened in list(c.tasks.items()):

@@ -37,6 +37,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,8 +351,12 @@ class RegistryService:
         self.storage_dir = storage_dir
         self.process: RegistryProcess | None = None
         self._gc_lock = threading.Lock()
-        # (cluster, node) -> (monotonic time, businesses with an instance there): node accounts
-        self.node_cache: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+        # cluster -> (monotonic time of the listing, node -> businesses with an instance
+        # there): node accounts (gaia.api.node_access); and the listing in flight per cluster
+        self.node_cache: dict[str, tuple[float, Mapping[str, frozenset[str]]]] = {}
+        self.node_listings: dict[str, tuple[float, asyncio.Task[Mapping[str, frozenset[str]]]]] = {}
+        # (cluster, node) -> when that node was last looked up on a listing of its own
+        self.node_rechecked: dict[tuple[str, str], float] = {}
         # (repository, digest) -> monotonic time the registry said the blob is linked there
         self.linked_cache: dict[tuple[str, str], float] = {}
         self.last_gc: GcResult | None = None

@@ -13,6 +13,7 @@ figures.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -84,15 +85,18 @@ class Lease:
     piece: int
     parent: str | None  # None: the registry
     expires: float
+    id: int = 0  # unique in its cluster: a report names the lease it ends
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """One assignment: fetch ``piece`` from ``parent`` (at ``address``) or from the registry."""
+    """One assignment: fetch ``piece`` from ``parent`` (at ``address``) or from the registry;
+    ``lease`` is the id its report echoes."""
 
     piece: int
     parent: str | None
     address: str | None
+    lease: int = 0
 
     @property
     def source(self) -> str:
@@ -144,6 +148,9 @@ class Swarm:
     demoted: dict[tuple[str, str], float] = field(default_factory=dict)  # (node, parent) -> until
     ever_from_registry: set[int] = field(default_factory=set)
     complete: set[str] = field(default_factory=set)  # nodes that reported the blob verified
+    # (node, piece) -> the lease its last report named: the same report again (an agent that
+    # sends a call again when the answer was lost) is recognised and changes nothing
+    reported: dict[tuple[str, int], int] = field(default_factory=dict)
     figures: SwarmFigures = field(default_factory=SwarmFigures)
     last_active: float = 0.0
 
@@ -177,14 +184,20 @@ class Swarm:
 class ReportOutcome:
     accepted: bool  # False: a registry hash that contradicts the first one (refused)
     new_holder: bool
+    repeated: bool = False  # the report of a lease already reported: nothing changed
 
 
 class SwarmCluster:
     """The swarms of one cluster and the agents that take part in them."""
 
-    def __init__(self, *, lease_s: float = LEASE_S, demotion_s: float = DEMOTION_S) -> None:
+    def __init__(
+        self, *, lease_s: float = LEASE_S, demotion_s: float = DEMOTION_S, first_lease: int = 1
+    ) -> None:
         self.lease_s = lease_s
         self.demotion_s = demotion_s
+        # lease ids: the coordinator starts them at a random number, so a report sent to a
+        # process before its restart does not name a lease of the new one
+        self._lease_ids = itertools.count(first_lease)
         self.nodes: dict[str, AgentNode] = {}
         self.swarms: dict[str, Swarm] = {}
         self.uploads: dict[str, int] = {}  # parent -> peer leases in flight, across swarms
@@ -313,14 +326,14 @@ class SwarmCluster:
                 parent = self._choose_parent(swarm, me, holders, now)
                 if parent is None:
                     continue  # every holder is busy: wait for a slot
-                self._grant(swarm, node, piece, parent.name, now)
-                grants.append(Grant(piece, parent.name, parent.address))
+                lease = self._grant(swarm, node, piece, parent.name, now)
+                grants.append(Grant(piece, parent.name, parent.address, lease))
             elif (
                 piece not in swarm.registry_inflight
                 and sum(1 for n in swarm.registry_inflight.values() if n == node) < SOURCE_SLOTS
             ):
-                self._grant(swarm, node, piece, REGISTRY, now)
-                grants.append(Grant(piece, None, None))
+                lease = self._grant(swarm, node, piece, REGISTRY, now)
+                grants.append(Grant(piece, None, None, lease))
         return grants
 
     def _choose_parent(
@@ -338,8 +351,9 @@ class SwarmCluster:
                 best = (key, parent)
         return None if best is None else best[1]
 
-    def _grant(self, swarm: Swarm, node: str, piece: int, parent: str | None, now: float) -> None:
-        swarm.leases[(node, piece)] = Lease(node, piece, parent, now + self.lease_s)
+    def _grant(self, swarm: Swarm, node: str, piece: int, parent: str | None, now: float) -> int:
+        lease = next(self._lease_ids)
+        swarm.leases[(node, piece)] = Lease(node, piece, parent, now + self.lease_s, lease)
         if parent is None:
             swarm.registry_inflight[piece] = node
             swarm.figures.registry_assignments += 1
@@ -348,6 +362,7 @@ class SwarmCluster:
                 swarm.figures.registry_pieces += 1
         else:
             self.uploads[parent] = self.uploads.get(parent, 0) + 1
+        return lease
 
     def _end_lease(self, swarm: Swarm, key: tuple[str, int]) -> Lease | None:
         lease = swarm.leases.pop(key, None)
@@ -391,12 +406,30 @@ class SwarmCluster:
         size: int,
         reason: str | None,
         now: float,
+        lease: int | None = None,
     ) -> ReportOutcome:
-        """One piece's outcome: the lease ends; on success the node holds the piece."""
+        """One piece's outcome: the lease ends; on success the node holds the piece.
+
+        ``lease`` (the grant's id, which agents since 2026-12-06 echo) makes a report idempotent:
+        the report of a lease already reported changes nothing (no bytes, no piece counted
+        twice, no hash, no demotion). An agent sends a ``schedule`` call again when its answer
+        did not arrive in time, though the coordinator took its reports. Why not "the node
+        already holds the piece": agents declare the pieces of their downloads in every
+        heartbeat (``pieces_held``), so a heartbeat may land between a piece's arrival and its
+        report, and the first report would not count. A failed report ends the node's lease
+        of the piece only if it names it (or names none): a newer lease of the same piece is
+        another attempt. Reports without ``lease`` (older agents) count every time."""
         swarm = self.swarm(digest)
         swarm.check_piece(piece)
         swarm.last_active = now
-        self._end_lease(swarm, (node, piece))
+        key = (node, piece)
+        if lease is not None:
+            if swarm.reported.get(key) == lease:
+                return ReportOutcome(accepted=True, new_holder=False, repeated=True)
+            swarm.reported[key] = lease
+        current = swarm.leases.get(key)
+        if ok or lease is None or (current is not None and current.id == lease):
+            self._end_lease(swarm, key)
         figures = swarm.figures
         if not ok:
             if parent is not None:

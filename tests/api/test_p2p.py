@@ -205,6 +205,64 @@ def test_pieces_reported_with_the_next_schedule_count_before_it_assigns(world: W
     assert r.status_code == 422, r.text
 
 
+def test_a_schedule_sent_again_with_the_same_reports_counts_them_once(world: World) -> None:
+    """An agent sends a ``schedule`` call again when its answer did not come in time, with the
+    same reports; each names the lease its assignment carried, so the second call counts
+    nothing again: the figures (metrics, nodes' bytes, hashes) are those of one call."""
+    c = world.client
+    agent = agent_headers(world)
+    register(c, agent, "n1")
+    register(c, agent, "n2")
+    task = {"registry": "registry.local", "repository": "team/web", "digest": LAYER,
+            "size": 2 * MiB}  # fmt: skip
+
+    def schedule(node: str, reports: list[dict[str, Any]]) -> Any:
+        r = c.post(f"{P2P}/tasks/{LAYER}/schedule", headers=agent,
+                   json={"node": node, "wire": 2, "want": 2, "reports": reports})  # fmt: skip
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def figures() -> tuple[list[str], list[Any]]:
+        metrics = c.get("/metrics", headers=world.admin).text
+        lines = sorted(line for line in metrics.splitlines() if line.startswith("gaia_p2p_"))
+        nodes = c.get(f"{P2P}/nodes", headers=world.admin).json()["items"]
+        return lines, [(n["name"], n["bytes_up"], n["bytes_down"], n["pieces_held"]) for n in nodes]
+
+    c.post(f"{P2P}/tasks", json={"node": "n1", **task}, headers=agent)
+    given = schedule("n1", [])["assignments"]
+    assert len({a["lease"] for a in given}) == 2
+    from_registry = [{"piece": a["piece"], "ok": True, "sha256": f"{a['piece']:064x}",
+                      "bytes": MiB, "lease": a["lease"]} for a in given]  # fmt: skip
+    hashes = schedule("n1", from_registry)["hashes"]
+    c.post(f"{P2P}/tasks", json={"node": "n2", **task}, headers=agent)
+    given = schedule("n2", [])["assignments"]
+    from_peer = [{"piece": a["piece"], "ok": True, "parent": a["parent"], "bytes": MiB,
+                  "lease": a["lease"]} for a in given]  # fmt: skip
+    schedule("n2", from_peer)
+    once = figures()
+    assert 'gaia_p2p_bytes_total{cluster="sim-1",source="registry"} 2.097152e+06' in once[0]
+    assert once[1] == [("n1", 2 * MiB, 2 * MiB, 2), ("n2", 0, 2 * MiB, 2)]
+    # the same calls again (their answers "lost"), and the same reports on their own
+    assert schedule("n1", from_registry)["hashes"] == hashes
+    schedule("n2", from_peer)
+    r = c.post(f"{P2P}/tasks/{LAYER}/reports", json={"node": "n2", "reports": from_peer},
+               headers=agent)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert figures() == once
+
+
+def test_the_registration_answer_says_which_tickets_the_node_gets(world: World) -> None:
+    """An agent whose peer server checks the piece a ticket names says ``tickets: 2``; the
+    answer confirms it (the peer server may then refuse whole-blob tickets). Older agents send
+    nothing and get whole-blob tickets (1)."""
+    c = world.client
+    agent = agent_headers(world)
+    assert register(c, agent, "n1")["tickets"] == 1
+    assert register(c, agent, "n1", tickets=2)["tickets"] == 2
+    body = {"node": "n1", "address": "n1:7001", "upload_slots": 4, "tickets": 3}
+    assert c.post(f"{P2P}/agents", json=body, headers=agent).status_code == 422
+
+
 def test_an_unregistered_node_or_unknown_blob_is_404(world: World) -> None:
     c = world.client
     agent = agent_headers(world)

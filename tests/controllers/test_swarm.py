@@ -47,8 +47,10 @@ def join(coord: SwarmCoordinator, *nodes: str, zone: str = "z1") -> None:
         coord.register(KEY, node=n, zone=zone, address=f"{n}:7000", upload_slots=4)
 
 
-def ok(piece: int, parent: str | None = None, size: int = MiB) -> PieceOutcome:
-    return PieceOutcome(piece, True, f"{piece:064x}", parent, size, None)
+def ok(
+    piece: int, parent: str | None = None, size: int = MiB, lease: int | None = None
+) -> PieceOutcome:
+    return PieceOutcome(piece, True, f"{piece:064x}", parent, size, None, lease)
 
 
 def test_keys_are_per_cluster_and_the_same_on_every_replica() -> None:
@@ -324,3 +326,77 @@ def test_a_report_list_with_one_bad_entry_changes_nothing() -> None:
             KEY, node="a", digest=LAYER, reports=[PieceOutcome(0, True, None, None, MiB, None)]
         )
     assert coord.nodes(KEY)[0].pieces_held == 0
+
+
+def test_a_schedule_sent_again_with_the_same_reports_counts_them_once() -> None:
+    """The agent sends a ``schedule`` call again when the answer did not come in time, with
+    the same reports (each naming its lease): bytes up and down, the registry's figures and
+    the hashes are those of one call (seen at N = 32: 222 registry pieces counted, 196
+    fetched)."""
+
+    async def scenario() -> None:
+        coord, _ = coordinator()
+        join(coord, "a", "b")
+        coord.open_task(KEY, node="a", digest=LAYER, size=2 * MiB)
+        first = await coord.schedule(KEY, node="a", digest=LAYER, want=2, wait_s=0)
+        done = [ok(g.piece, lease=g.lease) for g in first.grants]
+        await coord.schedule(KEY, node="a", digest=LAYER, want=2, wait_s=0, reports=done)
+        coord.open_task(KEY, node="b", digest=LAYER, size=2 * MiB)
+        given = await coord.schedule(KEY, node="b", digest=LAYER, want=2, wait_s=0)
+        done_b = [ok(g.piece, parent=g.parent, lease=g.lease) for g in given.grants]
+        coord.report(KEY, node="b", digest=LAYER, reports=done_b)
+
+        def seen() -> object:
+            (cluster,) = coord.figures()
+            nodes = [(n.name, n.bytes_up, n.bytes_down, n.pieces_held) for n in coord.nodes(KEY)]
+            return cluster.figures, nodes, dict(coord._cluster(KEY).state.swarm(LAYER).hashes)
+
+        once = seen()
+        await coord.schedule(KEY, node="a", digest=LAYER, want=2, wait_s=0, reports=done)
+        coord.report(KEY, node="b", digest=LAYER, reports=done_b)
+        assert seen() == once
+        (cluster,) = coord.figures()
+        assert (cluster.figures.pieces_from_registry, cluster.figures.bytes_from_peers) == (
+            2,
+            2 * MiB,
+        )
+
+    asyncio.run(scenario())
+
+
+def test_a_parent_that_checks_pieces_gets_tickets_for_one_piece() -> None:
+    """A parent whose agent announced ``tickets: 2`` gets piece-bound tickets
+    (``{node}.{digest}.{piece}.{expires}``); one that did not (an older agent, which refuses a
+    fifth field) keeps whole-blob tickets. The registration answer says which."""
+
+    async def scenario() -> None:
+        coord, _ = coordinator()
+        answers = {
+            n: coord.register(
+                KEY, node=n, zone="z1", address=f"{n}:7000", upload_slots=4, tickets=t
+            )
+            for n, t in (("new", 2), ("old", 1), ("c", 2))
+        }
+        assert [answers[n].tickets for n in ("new", "old", "c")] == [2, 1, 2]
+        for parent in ("new", "old"):
+            coord.register(
+                KEY, node=parent, zone="z1", address=f"{parent}:7000", upload_slots=4,
+                held={LAYER: [0, 1]}, tickets=2 if parent == "new" else 1,
+            )  # fmt: skip
+        coord.open_task(KEY, node="c", digest=LAYER, size=2 * MiB)
+        answer = await coord.schedule(KEY, node="c", digest=LAYER, want=2, wait_s=0)
+        assert {g.parent for g in answer.grants} == {"new", "old"}  # least loaded first
+        for g in answer.grants:
+            assert g.parent is not None
+            body, _, mac = g.ticket.rpartition(".")
+            key = coord.ticket_key(KEY, g.parent)
+            assert mac == hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+            if g.parent == "new":
+                assert body == f"c.{LAYER}.{g.piece}.{answer.ticket_expires}"
+            else:
+                assert body == f"c.{LAYER}.{answer.ticket_expires}"
+        # an agent rolled back: its next heartbeat says nothing of tickets, whole-blob again
+        again = coord.register(KEY, node="new", zone="z1", address="new:7000", upload_slots=4)
+        assert again.tickets == 1
+
+    asyncio.run(scenario())

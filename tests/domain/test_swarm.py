@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from gaia.domain.errors import GaiaError
 from gaia.domain.swarm import (
     MIN_PIECE,
+    Grant,
+    ReportOutcome,
     SwarmCluster,
     piece_count,
     piece_size,
@@ -223,7 +225,7 @@ def test_invariants_hold_under_any_interleaving(
             if lease is not None:
                 state.report(
                     node=node, digest=digest, piece=n, ok=kind == "ok", sha256="0" * 64,
-                    parent=lease.parent, size=MiB, reason="corrupt", now=now,
+                    parent=lease.parent, size=MiB, reason="corrupt", now=now, lease=lease.id,
                 )  # fmt: skip
         elif kind == "tick":
             now += n
@@ -271,3 +273,92 @@ def test_a_failed_parent_keeps_only_the_pieces_it_can_still_serve(reason: str, k
     held = {p for p in range(2) if "a" in state.swarm(DIGEST).holders[p]}
     expected = {"the others": {1 - failed}, "none": set(), "all": {0, 1}}[keeps]
     assert held == expected
+
+
+# ---------------------------------------------------------------- reports sent twice
+
+
+def _figures(state: SwarmCluster) -> tuple[int, ...]:
+    f = state.swarm(DIGEST).figures
+    return (f.pieces_from_registry, f.bytes_from_registry, f.pieces_from_peers,
+            f.bytes_from_peers, f.registry_assignments, f.registry_pieces, f.corrupt_reports,
+            f.hash_conflicts)  # fmt: skip
+
+
+def test_a_report_sent_again_for_its_lease_changes_nothing() -> None:
+    """An agent sends a ``schedule`` call again when its answer was lost, with the same
+    reports: the coordinator took them the first time, and must not count them twice."""
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    state.open(digest=DIGEST, size=2 * MiB, now=0)
+    rng = random.Random(1)
+    grants = state.schedule(node="a", digest=DIGEST, want=2, now=0, rng=rng)
+    assert len({g.lease for g in grants}) == 2  # each assignment its own lease
+
+    def report(node: str, grant: Grant, *, sha: str, ok: bool = True, reason: str | None = None
+               ) -> ReportOutcome:  # fmt: skip
+        return state.report(
+            node=node, digest=DIGEST, piece=grant.piece, ok=ok, sha256=sha, parent=grant.parent,
+            size=MiB, reason=reason, now=1, lease=grant.lease,
+        )  # fmt: skip
+
+    first = [report("a", g, sha=f"{g.piece:064x}") for g in grants]
+    assert not any(o.repeated for o in first)
+    once = (_figures(state), dict(state.swarm(DIGEST).hashes))
+    again = [report("a", g, sha=f"{g.piece:064x}") for g in grants]
+    assert all(o.repeated and o.accepted for o in again)
+    # even with another hash: the report of that lease was taken, the first hash stands
+    assert report("a", grants[0], sha="e" * 64).repeated
+    assert (_figures(state), dict(state.swarm(DIGEST).hashes)) == once
+    assert _figures(state)[:2] == (2, 2 * MiB)
+    # a failed peer report sent twice: the parent is counted corrupt once
+    (peer,) = state.schedule(node="b", digest=DIGEST, want=1, now=1, rng=rng)
+    for _ in range(2):
+        report("b", peer, sha="", ok=False, reason="corrupt")
+    assert state.swarm(DIGEST).figures.corrupt_reports == 1
+
+
+def test_a_report_counts_though_a_heartbeat_declared_the_piece_first() -> None:
+    """Why a report's lease, not "the node already holds it", tells a repeated report: agents
+    declare the pieces of their downloads in every heartbeat, which may come between a
+    piece's arrival and its report."""
+    state = cluster_with(("a", "z1", 4))
+    state.open(digest=DIGEST, size=MiB, now=0)
+    (grant,) = state.schedule(node="a", digest=DIGEST, want=1, now=0, rng=random.Random(0))
+    state.declare_held(node="a", digest=DIGEST, pieces=[0])
+    outcome = state.report(
+        node="a", digest=DIGEST, piece=0, ok=True, sha256="1" * 64, parent=None, size=MiB,
+        reason=None, now=1, lease=grant.lease,
+    )  # fmt: skip
+    assert not outcome.repeated
+    assert state.swarm(DIGEST).hashes == {0: "1" * 64}
+    assert _figures(state)[:2] == (1, MiB)
+
+
+def test_a_late_failure_of_an_old_lease_leaves_the_newer_one() -> None:
+    state = cluster_with(("a", "z1", 4), ("b", "z1", 4))
+    state.open(digest=DIGEST, size=MiB, now=0)
+    rng = random.Random(0)
+    (old,) = state.schedule(node="a", digest=DIGEST, want=1, now=0, rng=rng)
+    state.expire(now=31)
+    (new,) = state.schedule(node="a", digest=DIGEST, want=1, now=31, rng=rng)
+    assert new.lease != old.lease
+    state.report(
+        node="a", digest=DIGEST, piece=0, ok=False, sha256=None, parent=None, size=0,
+        reason="registry", now=32, lease=old.lease,
+    )  # fmt: skip
+    # the newer attempt is still in flight: the registry is not handed the piece again
+    assert state.swarm(DIGEST).leases[("a", 0)].id == new.lease
+    assert state.schedule(node="b", digest=DIGEST, want=1, now=32, rng=rng) == []
+
+
+def test_reports_without_a_lease_count_every_time() -> None:
+    """Agents before lease ids name none: their reports count as before (twice if sent twice)."""
+    state = cluster_with(("a", "z1", 4))
+    state.open(digest=DIGEST, size=MiB, now=0)
+    state.schedule(node="a", digest=DIGEST, want=1, now=0, rng=random.Random(0))
+    for _ in range(2):
+        state.report(
+            node="a", digest=DIGEST, piece=0, ok=True, sha256="1" * 64, parent=None, size=MiB,
+            reason=None, now=1,
+        )  # fmt: skip
+    assert _figures(state)[:2] == (2, 2 * MiB)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,14 +59,13 @@ def test_the_client_speaks_the_wire_contract(served: Served) -> None:
             sched = await coord.schedule("n1", LAYER, want=16, wait_s=0)
             assert {a.source for a in sched.assignments} == {"registry"}
             assert {a.ticket for a in sched.assignments} == {""}  # the registry takes none
-            await coord.report(
-                "n1",
-                LAYER,
-                [
-                    PieceReport(a.piece, True, piece_hash(a.piece), None, MiB)
-                    for a in sched.assignments
-                ],
-            )
+            assert all(isinstance(a.lease, int) for a in sched.assignments)
+            reports = [
+                PieceReport(a.piece, True, piece_hash(a.piece), None, MiB, lease=a.lease)
+                for a in sched.assignments
+            ]
+            await coord.report("n1", LAYER, reports)
+            await coord.report("n1", LAYER, reports)  # sent again: counted once
             await coord.done("n1", LAYER, ok=True)
             await coord.manifest(
                 "n1",
@@ -88,6 +88,8 @@ def test_the_client_speaks_the_wire_contract(served: Served) -> None:
                 assert body.startswith(f"n2.{LAYER}.")
                 assert mac == hmac.new(reg.ticket_key, body.encode(), hashlib.sha256).hexdigest()
             assert sched.hashes == {0: piece_hash(0), 1: piece_hash(1)}
+            metrics = httpx.get(f"{served.origin}/metrics", headers=_admin(served.origin)).text
+            assert _value(metrics, 'gaia_p2p_pieces_total{cluster="sim-1",source="registry"}') == 2
             with pytest.raises(CoordinatorRefused) as refused:
                 await coord.open_task("ghost", blob)
             assert refused.value.status == 404 and refused.value.code == "not_found"
@@ -237,5 +239,55 @@ def test_a_rewritten_token_file_is_read_again(served: Served, tmp_path: Path) ->
             assert len((await coord.register(AgentInfo("n1", "z1", "a:1", 1))).ticket_key) == 32
             token_file.unlink()  # mid-swap: the last token read stands
             await coord.register(AgentInfo("n1", "z1", "a:1", 1))
+
+    asyncio.run(scenario())
+
+
+def test_against_a_gaia_before_piece_tickets_the_agent_registers_without_them(
+    served: Served,
+) -> None:
+    """A Gaia from before piece tickets refuses the field ``tickets`` (422: its bodies take no
+    unknown field) and answers without it. Played here by a transport in front of the real
+    API that does just that: the client registers again without the field, is told whole-blob
+    tickets (1), and announces piece tickets again once a Gaia answers with ``tickets``."""
+
+    class OldGaia(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.real = httpx.AsyncHTTPTransport()
+            self.old = True
+            self.sent: list[bool] = []  # each registration: did it carry ``tickets``?
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            registration = request.url.path.endswith("/p2p/agents")
+            if registration:
+                self.sent.append("tickets" in json.loads(request.content))
+                if self.old and self.sent[-1]:
+                    refused = {"code": "invalid_request", "message": "tickets: extra inputs"}
+                    return httpx.Response(422, json=refused)
+            answer = await self.real.handle_async_request(request)
+            if registration and self.old:
+                await answer.aread()
+                body = json.loads(answer.content)
+                del body["tickets"]
+                return httpx.Response(answer.status_code, json=body)
+            return answer
+
+        async def aclose(self) -> None:
+            await self.real.aclose()
+
+    async def scenario() -> None:
+        transport = OldGaia()
+        async with httpx.AsyncClient(transport=transport, timeout=30) as http:
+            coord = HttpCoordinator(
+                origin=served.origin, cluster="sim-1", token=served.token, client=http
+            )
+            me = AgentInfo("n1", "z1", "10.0.0.1:7001", 4)
+            assert (await coord.register(me)).tickets == 1
+            assert (await coord.register(me)).tickets == 1
+            assert transport.sent == [True, False, False]  # refused once, then not announced
+            transport.old = False  # Gaia upgraded
+            assert (await coord.register(me)).tickets == 1  # it answers ``tickets``: ...
+            assert (await coord.register(me)).tickets == 2  # ... announced again
+            assert transport.sent[3:] == [False, True]
 
     asyncio.run(scenario())

@@ -199,6 +199,7 @@ async def register_agent(request: Request, agent: Agent, body: AgentIn) -> Agent
         address=body.address,
         upload_slots=body.upload_slots,
         held=body.pieces_held,
+        tickets=body.tickets,
     )
     registry = platform(request).registry
     registries = {}
@@ -217,6 +218,7 @@ async def register_agent(request: Request, agent: Agent, body: AgentIn) -> Agent
         ticket_key=answer.ticket_key.hex(),
         heartbeat_s=answer.heartbeat_s,
         prewarm=[PrewarmJobOut(id=pid, image=image) for pid, image in answer.prewarm],
+        tickets=answer.tickets,
         registries=registries,
     )
 
@@ -262,7 +264,12 @@ async def schedule(
     return ScheduleOut(
         assignments=[
             AssignmentOut(
-                piece=g.piece, source=g.source, parent=g.parent, address=g.address, ticket=g.ticket
+                piece=g.piece,
+                source=g.source,
+                parent=g.parent,
+                address=g.address,
+                ticket=g.ticket,
+                lease=g.lease,
             )
             for g in answer.grants
         ],
@@ -287,7 +294,13 @@ async def report_pieces(
 def _outcomes(reports: list[PieceReportIn]) -> list[PieceOutcome]:
     return [
         PieceOutcome(
-            piece=r.piece, ok=r.ok, sha256=r.sha256, parent=r.parent, bytes=r.bytes, reason=r.reason
+            piece=r.piece,
+            ok=r.ok,
+            sha256=r.sha256,
+            parent=r.parent,
+            bytes=r.bytes,
+            reason=r.reason,
+            lease=r.lease,
         )
         for r in reports
     ]

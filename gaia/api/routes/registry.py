@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Annotated, Any
 
 import anyio.from_thread
@@ -130,8 +131,26 @@ def _basic(header: str) -> tuple[str, str] | None:
     return username, secret
 
 
-def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
-    """Who asks for a registry token: anonymous, a business's pull account or a user."""
+def _businesses_named(scope: list[str]) -> frozenset[str]:
+    """The businesses whose repositories the token request names (a node account's listing is
+    checked again for them when they are missing; a scope that does not parse is refused later)."""
+    named: set[str] = set()
+    for text in [s for item in scope for s in item.split(" ") if s][:MAX_SCOPES]:
+        try:
+            wanted = parse_scope(text)
+            repo = parse_repository(wanted.name) if wanted.type == "repository" else None
+        except InvalidRequest:
+            continue
+        if repo is not None and repo.kind is NamespaceKind.BUSINESS:
+            named.add(repo.owner)
+    return frozenset(named)
+
+
+def _token_caller(
+    request: Request, plat: Platform, *, wanted: frozenset[str] = frozenset()
+) -> RegistryCaller:
+    """Who asks for a registry token: anonymous, a business's pull account or a user.
+    ``wanted``: the businesses whose repositories the request names (for a node account)."""
     header = request.headers.get("authorization", "")
     if not header:
         return RegistryCaller()
@@ -144,7 +163,7 @@ def _token_caller(request: Request, plat: Platform) -> RegistryCaller:
         return RegistryCaller(pull_account_of=business)
     node = plat.registry.node_account(username, secret)
     if node is not None:
-        hosted = anyio.from_thread.run(node_businesses, plat, *node)
+        hosted = anyio.from_thread.run(partial(node_businesses, plat, *node, wanted=wanted))
         return RegistryCaller(node_businesses=hosted)
     built = plat.registry.build_account(username, secret)
     if built is not None:
@@ -215,7 +234,7 @@ def registry_token(
             f"unknown service '{service[:100]}': this is {registry.signer.service}",
         )
     try:
-        caller = _token_caller(request, plat)
+        caller = _token_caller(request, plat, wanted=_businesses_named(scope))
     except Unauthenticated as exc:
         return _distribution_error(
             401, "UNAUTHORIZED", exc.message, {"WWW-Authenticate": 'Basic realm="Gaia registry"'}

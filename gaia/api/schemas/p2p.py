@@ -53,6 +53,13 @@ class AgentIn(Strict):
     pieces_held: dict[Digest, PieceList] | None = Field(
         default=None, max_length=MAX_LIST, description="blob -> pieces held"
     )
+    tickets: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="the tickets this node's peer server checks: 2, the piece a ticket names "
+        "too (tickets for it then open one piece); 1 (agents before that): the blob only",
+    )
 
 
 class PrewarmJobOut(Strict):
@@ -76,6 +83,11 @@ class AgentOut(Strict):
     )
     heartbeat_s: float
     prewarm: list[PrewarmJobOut]
+    tickets: int = Field(
+        default=1,
+        description="the tickets minted for this node's peer server: 2 piece-bound (it "
+        "announced it checks them, and may then refuse the others), 1 whole-blob",
+    )
     registries: dict[str, AgentRegistryOut] = Field(
         default_factory=dict,
         description="host[:port] -> how this node reaches the platform's registry, with the "
@@ -109,6 +121,11 @@ class AssignmentOut(Strict):
         description="what to show this parent's peer server (X-Gaia-Ticket): MACed with the "
         "parent's own key; empty for the registry",
     )
+    lease: int = Field(
+        default=0,
+        description="the assignment's id: its report echoes it, so a report sent twice (a "
+        "call repeated when its answer was lost) counts once",
+    )
 
 
 class ScheduleOut(Strict):
@@ -129,6 +146,13 @@ class PieceReportIn(Strict):
     parent: NodeName | None = Field(default=None, description="null: the registry")
     bytes: int = Field(default=0, ge=0, le=16 << 20)
     reason: str | None = Field(default=None, pattern=REASON_PATTERN, max_length=64)
+    lease: int | None = Field(
+        default=None,
+        ge=0,
+        le=(1 << 53) - 1,
+        description="the assignment's lease, as the schedule answer gave it: the same report "
+        "again changes nothing; null (older agents): counted every time",
+    )
 
 
 class ReportsIn(Strict):

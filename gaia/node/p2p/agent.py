@@ -101,6 +101,7 @@ class P2PAgent:
         assert self.coordinator is not None
         answer = await self.coordinator.register(self._info(), held)
         self.mirror.ticket_key = answer.ticket_key
+        self.mirror.piece_tickets = answer.tickets >= 2
 
     def _info(self) -> AgentInfo:
         return AgentInfo(
@@ -116,6 +117,7 @@ class P2PAgent:
             log.warning("p2p agent: the coordinator is unavailable: %s", exc)
             return False
         self.mirror.ticket_key = answer.ticket_key
+        self.mirror.piece_tickets = answer.tickets >= 2
         self.config_heartbeat = answer.heartbeat_s
         for host, (url, username, password) in answer.registries.items():
             self.upstream.use_platform_registry(

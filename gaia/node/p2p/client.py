@@ -43,6 +43,8 @@ from gaia.node.p2p.wire import (
 )
 
 MAX_REPORTS = 256
+# the tickets this agent's peer server checks (docs/p2p.md, "Wire versions"): the piece too
+PIECE_TICKETS = 2
 # pauses between the tries of a request that got no answer at all (connection refused, reset or
 # closed before the response); a timeout is not retried
 RETRY_PAUSES_S = (0.2, 1.0)
@@ -104,6 +106,9 @@ class HttpCoordinator:
             ),
         )
         self._token = token
+        # announce piece tickets (``tickets``) until a Gaia from before them refuses the field
+        # (422); a Gaia that answers with ``tickets`` knows it, so it is announced again
+        self.announce_tickets = True
 
     def _headers(self) -> dict[str, str]:
         token = self._token if isinstance(self._token, str) else self._token()
@@ -167,7 +172,20 @@ class HttpCoordinator:
         }
         if held:
             body["pieces_held"] = {digest: list(pieces) for digest, pieces in held.items()}
-        out = await self._post("agents", body)
+        if self.announce_tickets:
+            body["tickets"] = PIECE_TICKETS
+        try:
+            out = await self._post("agents", body)
+        except CoordinatorRefused as exc:
+            if exc.status != 422 or "tickets" not in body:
+                raise
+            # a Gaia from before piece tickets (its bodies take no unknown field): register
+            # as the agents it knows; it mints whole-blob tickets, which the peer server takes
+            self.announce_tickets = False
+            del body["tickets"]
+            out = await self._post("agents", body)
+        if "tickets" in out:
+            self.announce_tickets = True
         return Registration(
             ticket_key=bytes.fromhex(out["ticket_key"]),
             heartbeat_s=float(out["heartbeat_s"]),
@@ -181,6 +199,7 @@ class HttpCoordinator:
                 for host, r in (out.get("registries") or {}).items()
                 if r.get("ca_pem")
             },
+            tickets=int(out.get("tickets") or 1),
         )
 
     async def open_task(self, node: str, blob: BlobRef) -> Task:
@@ -227,6 +246,7 @@ class HttpCoordinator:
                     parent=a["parent"],
                     address=a["address"],
                     ticket=str(a.get("ticket") or ""),
+                    lease=a.get("lease"),
                 )
                 for a in out["assignments"]
             ),
@@ -273,7 +293,7 @@ def _hashes(raw: Mapping[str, str]) -> dict[int, str]:
 
 
 def _report_body(r: PieceReport) -> dict[str, Any]:
-    return {
+    body = {
         "piece": r.piece,
         "ok": r.ok,
         "sha256": r.sha256,
@@ -281,3 +301,6 @@ def _report_body(r: PieceReport) -> dict[str, Any]:
         "bytes": r.bytes,
         "reason": r.reason,
     }
+    if r.lease is not None:  # only what the answer gave: a Gaia that sent none takes none
+        body["lease"] = r.lease
+    return body

@@ -39,7 +39,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -407,7 +407,7 @@ class Downloader:
                         held = []
                         for a in schedule.assignments:
                             if d.part.has(a.piece):
-                                held.append(a.piece)
+                                held.append(a)
                             if permits == 0 or d.part.has(a.piece) or a.piece in busy:
                                 continue
                             permits -= 1
@@ -431,8 +431,10 @@ class Downloader:
                     continue
                 done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
-                    inflight.pop(t)
-                    finished.append(t.result())
+                    a = inflight.pop(t)
+                    # the report names the assignment's lease: sent twice (a call repeated
+                    # when its answer was lost), it counts once
+                    finished.append(replace(t.result(), lease=a.lease))
                 await d._notify()  # readers stream the new pieces before anyone is told
             if finished:
                 await self._asking(
@@ -448,15 +450,17 @@ class Downloader:
                 t.cancel()
         return True
 
-    async def _release_held(self, d: Download, pieces: list[int]) -> None:
+    async def _release_held(self, d: Download, leased: list[Assignment]) -> None:
         """The coordinator leased pieces this node already has (it lost their declaration):
         end those leases at once (``ok: false`` without a parent demotes no one, and frees the
         parent's upload slot or the piece's registry fetch), then declare the pieces again."""
         assert self.coordinator is not None
-        reports = [PieceReport(p, False, parent=None, reason="held") for p in pieces]
+        reports = [
+            PieceReport(a.piece, False, parent=None, reason="held", lease=a.lease) for a in leased
+        ]
         await self.coordinator.report(self.node, d.digest, reports)
         if self.declare is not None:
-            await self.declare({d.digest: pieces})
+            await self.declare({d.digest: [a.piece for a in leased]})
 
     async def _take(self, wanted: int) -> int:
         """Up to ``wanted`` node-wide slots that are free now (acquiring a free slot does not

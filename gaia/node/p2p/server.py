@@ -23,9 +23,11 @@ of the registry is passed on with its challenge so the client falls back to the 
 **Peer server** (``peer_app``; listen on the node's address): ``GET
 /p2p/v1/blobs/<digest>/pieces/<i>`` with ``X-Gaia-Ticket`` checked against this node's own ticket
 key (docs/p2p.md: the coordinator MACs each assignment's ticket with its parent's key, so a
-ticket another node minted with its own key is refused here), at most ``upload_slots`` pieces
-at a time (503 beyond: the requester reports it and gets another parent), paced by the node's
-upload limit.
+ticket another node minted with its own key is refused here) and naming this blob and this
+piece (a whole-blob ticket, from a Gaia before piece tickets, only while the coordinator's last
+registration answer did not say it mints piece tickets for this node), at most
+``upload_slots`` pieces at a time (503 beyond: the requester reports it and gets another
+parent), paced by the node's upload limit.
 """
 
 from __future__ import annotations
@@ -134,6 +136,9 @@ class Mirror:
         self.downloader = downloader
         self.coordinator = coordinator
         self.ticket_key: bytes | None = None
+        # the coordinator mints piece-bound tickets for this node (its registration answer):
+        # then a whole-blob ticket is refused
+        self.piece_tickets = False
         self.upload_gate = asyncio.Semaphore(upload_slots)
         self.upload_slots = upload_slots
         self.upload_limit = RateLimit(upload_rate)
@@ -341,30 +346,40 @@ class Mirror:
 
     # ------------------------------------------------------------------ peers
 
-    def ticket_ok(self, ticket: str, digest: str) -> bool:
+    def ticket_ok(self, ticket: str, digest: str, piece: int) -> bool:
+        """A ticket the coordinator MACed with this node's key for ``digest`` and ``piece``
+        (``{node}.{digest}.{piece}.{expires}.{mac}``), not expired; or, while the coordinator
+        mints whole-blob tickets for this node (a Gaia before piece tickets), one for
+        ``digest`` (``{node}.{digest}.{expires}.{mac}``). A node name may hold dots but no
+        ``:``, so the digest field is found whole."""
         if self.ticket_key is None:
             return False
-        parts = ticket.rsplit(".", 3)
-        if len(parts) != 4:
-            return False
-        _, ticket_digest, expires, mac = parts
-        body = ticket.rsplit(".", 1)[0]
+        body, dot, mac = ticket.rpartition(".")
         good = hmac.new(self.ticket_key, body.encode(), hashlib.sha256).hexdigest()
-        return (
-            hmac.compare_digest(good, mac)
-            and ticket_digest == digest
-            and expires.isdigit()
-            and int(expires) >= time.time()
-        )
+        if not dot or not hmac.compare_digest(good, mac):
+            return False
+        node, named, rest = body.partition(f".{digest}.")
+        if not node or not named:
+            return False  # another blob's
+        fields = rest.split(".")
+        if len(fields) == 2:
+            bound, expires = fields
+            if bound != str(piece):
+                return False  # another piece's
+        elif len(fields) == 1 and not self.piece_tickets:
+            (expires,) = fields
+        else:
+            return False
+        return expires.isdigit() and int(expires) >= time.time()
 
     async def piece(self, request: Request) -> Response:
         digest = request.path_params["digest"]
         if not DIGEST.fullmatch(digest):
             return _error(400, "DIGEST_INVALID", "not a sha256 digest")
-        if not self.ticket_ok(request.headers.get(TICKET_HEADER, ""), digest):
-            self.tickets_refused += 1
-            return _error(403, "DENIED", "no valid ticket from the coordinator for this blob")
         index = int(request.path_params["index"])
+        if not self.ticket_ok(request.headers.get(TICKET_HEADER, ""), digest, index):
+            self.tickets_refused += 1
+            return _error(403, "DENIED", "no valid ticket from the coordinator for this piece")
         if self.upload_gate.locked():
             return _error(503, "TOOMANYREQUESTS", f"all {self.upload_slots} upload slots busy")
         async with self.upload_gate:

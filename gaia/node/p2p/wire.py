@@ -29,6 +29,9 @@ class Registration:
     registries: Mapping[str, tuple[str, str, str]] = field(default_factory=dict, repr=False)
     # host[:port] -> the PEM bundle of the private CA that signs that registry's certificate
     registry_cas: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # the tickets the coordinator mints for this node's peer server: 2 piece-bound (it heard
+    # this agent announce it checks them), 1 whole-blob (a Gaia from before piece tickets)
+    tickets: int = 1
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Assignment:
     parent: str | None = None
     address: str | None = None
     ticket: str = ""  # for the parent's peer server, MACed with that parent's key
+    lease: int | None = None  # the assignment's id (None from a Gaia that sends none)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class PieceReport:
     parent: str | None = None  # None: fetched from the registry
     bytes: int = 0
     reason: str | None = None  # "corrupt", "unreachable", "refused", "timeout", ...
+    lease: int | None = None  # the assignment's lease, echoed: a report sent twice counts once
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gaia.controllers.swarm import ClusterKey
 from gaia.platform import Platform
+from gaia.store.clusters import cluster_named
 from tests.support.images import OCI_MANIFEST
 from tests.support.p2p import (
     AgentProcess,
@@ -277,11 +279,17 @@ def test_a_peer_without_the_coordinators_ticket_is_refused(
 
 
 def test_a_node_can_mint_tickets_for_its_own_peer_server_only(
-    registry: Registry, image: Image, gaia: Gaia, agents: list[AgentProcess], tmp_path: Path
+    registry: Registry,
+    image: Image,
+    gaia: Gaia,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+    platform: Platform,
 ) -> None:
     """A node's root has its own ticket key (its registration answer): a ticket it MACs with it
     is refused by every other node's peer server. A ticket the coordinator gave it opens the
-    one parent it was made for, for the one blob it names."""
+    one parent it was made for, for the one piece of the one blob it names (the agents say
+    their peer servers check pieces, ``tickets: 2``, so a whole-blob ticket is refused too)."""
     holders = [_agent(agents, tmp_path, registry, name, gaia) for name in ("holder", "other")]
     _wait_registered(holders, gaia)
     for agent in holders:
@@ -293,8 +301,8 @@ def test_a_node_can_mint_tickets_for_its_own_peer_server_only(
         body = f"thief.{digest}.{expires}"
         return f"{body}.{hmac.new(key, body.encode(), hashlib.sha256).hexdigest()}"
 
-    def piece(agent: AgentProcess, digest: str, ticket: str) -> int:
-        url = f"http://{agent.peer}/p2p/v1/blobs/{digest}/pieces/0"
+    def piece(agent: AgentProcess, digest: str, ticket: str, index: int = 0) -> int:
+        url = f"http://{agent.peer}/p2p/v1/blobs/{digest}/pieces/{index}"
         return httpx.get(url, headers={"X-Gaia-Ticket": ticket}, timeout=30).status_code
 
     p2p = f"{gaia.origin}/api/v1/clusters/sim-1/p2p"
@@ -316,10 +324,20 @@ def test_a_node_can_mint_tickets_for_its_own_peer_server_only(
         (given,) = r.json()["assignments"]
     parent = next(a for a in holders if a.node == given["parent"])
     elsewhere = next(a for a in holders if a is not parent)
-    assert piece(parent, layer, given["ticket"]) == 200
-    assert piece(elsewhere, layer, given["ticket"]) == 403
-    assert piece(parent, second, given["ticket"]) == 403
-    assert parent.metrics()["gaia_p2p_agent_tickets_refused_total"] == 2
+    mine, other = given["piece"], (given["piece"] + 1) % 3  # the layer has three pieces
+    assert piece(parent, layer, given["ticket"], mine) == 200
+    assert piece(parent, layer, given["ticket"], other) == 403  # its piece only
+    assert piece(elsewhere, layer, given["ticket"], mine) == 403
+    assert piece(parent, second, given["ticket"], mine) == 403
+    # a whole-blob ticket under the parent's own key (what Gaia minted before piece tickets):
+    # refused, since the parent's coordinator mints piece tickets for it
+    with platform.db.read_session() as session:
+        row = cluster_named(session, "sim-1")
+        key = ClusterKey(id=row.id, name=row.name, salt=row.key_salt)
+    whole = platform.p2p.ticket(key, parent=parent.node, node="thief", digest=layer,
+                                expires=expires)  # fmt: skip
+    assert piece(parent, layer, whole, mine) == 403
+    assert parent.metrics()["gaia_p2p_agent_tickets_refused_total"] == 4
     assert elsewhere.metrics()["gaia_p2p_agent_tickets_refused_total"] == 2
 
 
