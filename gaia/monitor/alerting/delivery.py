@@ -170,15 +170,11 @@ class NotificationDelivery(LoopService):
         # (and TLS sessions) instead of connecting again for every batch.
         async with new_client() as client:
             token = shared_client.set(client)
-            # the pass's own (a semaphore is bound to the event loop that first waits on it)
-            turns = asyncio.Semaphore(self.concurrency)
             upcoming: asyncio.Task[ClaimedBatch] | None = None
             recording: asyncio.Task[None] | None = None
             try:
                 for more in range(self.batches_per_pass - 1, -1, -1):
-                    sending = asyncio.gather(
-                        *(self._send(c, deadline=batch.deadline, turns=turns) for c in batch.items)
-                    )
+                    sending = asyncio.ensure_future(self._send_batch(batch))
                     # a full batch says more is due: claim the next while this one is on the
                     # wire; never beyond the pass's last batch (a claimed row nobody sends
                     # waits for its lease)
@@ -229,23 +225,38 @@ class NotificationDelivery(LoopService):
         items = await asyncio.to_thread(self._claim, self.clock.now())
         return ClaimedBatch(items=items, deadline=deadline)
 
-    async def _send(
-        self, claimed: Claimed, *, deadline: float, turns: asyncio.Semaphore
-    ) -> Outcome:
-        on_the_wire = False
+    async def _send_batch(self, batch: ClaimedBatch) -> list[Outcome]:
+        """Send a batch with ``concurrency`` senders, each taking the next unsent row when it is
+        free; the outcomes in the batch's order.
+
+        A fixed set of senders rather than a task per row: a batch of hundreds would otherwise
+        hold as many tasks, timers and waiters alive while it drains, which the garbage
+        collector promotes and then rescans with the whole heap (full collections were most
+        of the CPU that delivery spent beyond a bare HTTP client's; docs/benchmarks.md)."""
+        outcomes: list[Outcome | None] = [None] * len(batch.items)
+        queue = iter(enumerate(batch.items))  # shared: each row is taken by one sender
+
+        async def sender() -> None:
+            for i, claimed in queue:
+                outcomes[i] = await self._send(claimed, deadline=batch.deadline)
+
+        await asyncio.gather(*(sender() for _ in range(min(self.concurrency, len(batch.items)))))
+        return [o for o in outcomes if o is not None]
+
+    async def _send(self, claimed: Claimed, *, deadline: float) -> Outcome:
+        # the claim's deadline bounds the wait for a sender as well as the send: a row must not
+        # still be in flight when its lease lets another replica take it; one not started by
+        # then goes back unsent
+        if asyncio.get_running_loop().time() >= deadline:
+            return Outcome(claimed.id, claimed.attempts, unsent=True)
         try:
-            # the claim's deadline bounds the wait for a turn as well as the send: a row
-            # must not still be in flight when its lease lets another replica take it
-            # (asyncio.timeout_at, not wait_for: no extra task per send)
-            async with asyncio.timeout_at(deadline), turns:
-                on_the_wire = True
+            # asyncio.timeout_at, not wait_for: no extra task per send
+            async with asyncio.timeout_at(deadline):
                 channel = self._channel(claimed)
                 receipt = await channel.send(claimed.message)
         except DeliveryError as exc:
             return Outcome(claimed.id, claimed.attempts, error=exc)
         except TimeoutError:
-            if not on_the_wire:
-                return Outcome(claimed.id, claimed.attempts, unsent=True)
             return Outcome(
                 claimed.id,
                 claimed.attempts,
