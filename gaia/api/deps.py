@@ -22,11 +22,12 @@ short transaction of its own.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import inspect
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -143,23 +144,64 @@ def db_session(request: Request) -> Iterator[Session]:
     change commits its own operation record with it (one write transaction per call)."""
     write = request.method in MUTATING_METHODS
     session = platform(request).db.new_session(write=write)
+    if write:
+        session.info[_COMMIT_CHANGE] = lambda: _commit_change(request, session)
     try:
         yield session
-        if write:
-            record = _record_of_success(request)
-            if record is not None:
-                session.add(record)
-            session.commit()
-            if record is not None:
-                audit(request).written = (record.id, record.status_code)
-            if "/apps" in request.url.path:
-                # a change to an app: the controller looks at it now, not at its next resync
-                platform(request).nudge("apps")
+        commit_change(session)
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+# Where a write session keeps the commit of its request's change until it has run.
+_COMMIT_CHANGE = "gaia.commit_change"
+
+
+def commit_change(session: Session) -> None:
+    """Commit the change of the request ``session`` belongs to, with its operation record,
+    once: a sync route's in its own worker thread as soon as it returns
+    (``commits_in_route_thread``), any other at the end of the request (``db_session``); a
+    read session has nothing to commit."""
+    commit = session.info.pop(_COMMIT_CHANGE, None)
+    if commit is not None:
+        commit()
+
+
+def _commit_change(request: Request, session: Session) -> None:
+    record = _record_of_success(request)
+    if record is not None:
+        session.add(record)
+    session.commit()
+    if record is not None:
+        audit(request).written = (record.id, record.status_code)
+    if "/apps" in request.url.path:
+        # a change to an app: the controller looks at it now, not at its next resync
+        platform(request).nudge("apps")
+
+
+def commits_in_route_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A sync route that changes something, made to commit its request's transaction in its
+    own worker thread the moment it returns.
+
+    FastAPI would commit it in ``db_session``'s teardown, after the route's thread has handed
+    back to the event loop, the response has been validated in another worker thread and the
+    teardown has been given a third: on SQLite the writer turn was held through those hops,
+    each a wait for a busy event loop, while the other writers queued behind it. A response
+    that then fails to serialise answers 500 for a change that is done; the recorder corrects
+    its record's status (``gaia.api.audit``)."""
+
+    @functools.wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        for value in kwargs.values():
+            if isinstance(value, Session):
+                commit_change(value)
+        return result
+
+    return run
 
 
 def _record_of_success(request: Request) -> OperationRecord | None:

@@ -6,11 +6,13 @@ import asyncio
 import datetime as dt
 import threading
 
+import fastapi.routing
 import pytest
 from fastapi import Request, Response
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from gaia.api.deps import PrincipalDep, SessionDep, audit
 from gaia.domain.errors import Conflict
@@ -74,6 +76,33 @@ def test_a_successful_call_commits_its_record_in_its_own_single_write_transactio
     assert began == ["write"]
     [row] = [x for x in _records(client, admin, action="business.create")]
     assert (row["result"], row["status_code"], row["target"]) == ("success", 201, "business/ocr")
+
+
+def test_a_change_commits_in_its_route_thread_before_the_response_is_built(
+    client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write transaction (on SQLite, the writer turn) is not held while the request hops
+    back to the event loop to validate its response and run the session's teardown."""
+    steps: list[str] = []
+    validate = fastapi.routing.serialize_response
+
+    async def serialize_response(**kwargs: object) -> object:
+        steps.append("response")
+        return await validate(**kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "serialize_response", serialize_response)
+
+    def on_commit(session: Session) -> None:
+        held = session.identity_map.values()
+        if any(isinstance(o, Business) and o.name == "early" for o in held):
+            steps.append("commit")  # this request's, not a background loop's
+
+    platform.db.listen_sessions("after_commit", on_commit)
+    r = client.post("/api/v1/businesses", json={"name": "early"}, headers=admin)
+    assert r.status_code == 201 and r.json()["name"] == "early"
+    assert steps == ["commit", "response"]
+    [row] = _records(client, admin, action="business.create")
+    assert (row["result"], row["status_code"], row["target"]) == ("success", 201, "business/early")
 
 
 def _test_routes(client: TestClient) -> None:
