@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+from collections.abc import Callable
 
+import anyio.to_thread
 import fastapi.routing
 import pytest
 from fastapi import Request, Response
@@ -18,6 +20,7 @@ from gaia.api.deps import PrincipalDep, SessionDep, audit
 from gaia.domain.errors import Conflict
 from gaia.platform import Platform
 from gaia.store import events
+from gaia.store.identity import PrincipalCache
 from gaia.store.models import Business, Event, OperationRecord
 from tests.conftest import World
 
@@ -103,6 +106,32 @@ def test_a_change_commits_in_its_route_thread_before_the_response_is_built(
     assert steps == ["commit", "response"]
     [row] = _records(client, admin, action="business.create")
     assert (row["result"], row["status_code"], row["target"]) == ("success", 201, "business/early")
+
+
+def test_a_cached_read_hops_to_a_worker_thread_for_its_route_and_its_response_only(
+    client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hop between the event loop and a worker thread waits for a thread to be scheduled:
+    the session is made and (on SQLite) ended on the loop, a cached principal answered there."""
+    principals = PrincipalCache(ttl_seconds=3600)  # no expiry while a slow machine runs this
+    principals.watch(platform.db)
+    monkeypatch.setattr(platform, "principals", principals)
+    assert (
+        client.post("/api/v1/businesses", json={"name": "hops"}, headers=admin).status_code == 201
+    )
+    assert client.get("/api/v1/businesses/hops", headers=admin).status_code == 200  # cached now
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    r = client.get("/api/v1/businesses/hops", headers=admin)
+    assert r.status_code == 200 and r.json()["name"] == "hops"
+    # the route and the response's validation; PostgreSQL's end of transaction is a round trip
+    assert len(hops) == (2 if platform.db.is_sqlite else 3), hops
 
 
 def _test_routes(client: TestClient) -> None:
