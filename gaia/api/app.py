@@ -10,7 +10,6 @@ the console and the platform's loops on top (``gaia.app.create_app``).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -20,7 +19,6 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,7 +26,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from gaia import __version__
 from gaia.api import errors
 from gaia.api.audit import OperationRecorder
-from gaia.api.deps import MUTATING_METHODS, commits_in_route_thread
 from gaia.api.limits import RequestSizeLimit, json_bodies_only
 from gaia.api.routes import (
     alerts,
@@ -149,15 +146,6 @@ def create_api(
         )
     # monitoring: GET /metrics (root path) and the request metrics of every route
     app.include_router(metrics_endpoint.router)
-    for route in app.routes:
-        if (
-            isinstance(route, APIRoute)
-            and route.methods & MUTATING_METHODS
-            and route.dependant.call is not None
-            and not inspect.iscoroutinefunction(route.dependant.call)
-        ):
-            # FastAPI calls ``dependant.call`` per request; the wrapper keeps its signature
-            route.dependant.call = commits_in_route_thread(route.dependant.call)
     # innermost of ours: a request refused for its size is still timed and recorded
     app.add_middleware(RequestSizeLimit, max_bytes=platform.settings.max_request_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=platform.metrics)

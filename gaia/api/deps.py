@@ -21,7 +21,7 @@ short transaction of its own.
 Threads: every hop between the event loop and a worker thread is a wait for a thread to be
 scheduled, and on SQLite a write transaction holds the writer turn through every hop it spans.
 So a sync route's change commits in the route's own worker thread the moment it returns
-(``commits_in_route_thread``, applied to the API's routes by ``gaia.api.app``), the session is
+(``commits_in_route_thread``, by the API's route class ``CommittingRoute``), the session is
 made on the event loop (no I/O yet) and ended in one worker hop (none when nothing is left
 open, nor for a read on SQLite), and a principal the cache holds is answered on the loop: a
 sync read makes two hops (its route and the response's validation; three on PostgreSQL, with
@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.types import Scope
@@ -218,6 +219,19 @@ def _commit_change(request: Request, session: Session) -> None:
     if "/apps" in request.url.path:
         # a change to an app: the controller looks at it now, not at its next resync
         platform(request).nudge("apps")
+
+
+class CommittingRoute(APIRoute):
+    """The API's route class (``APIRouter(route_class=CommittingRoute)`` in every router): a
+    sync route that changes something commits in its own worker thread the moment it returns
+    (``commits_in_route_thread``). Wrapped here, before FastAPI reads the endpoint's signature,
+    so every router that includes the route serves the wrapped one."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        methods = {m.upper() for m in kwargs.get("methods") or ()}
+        if methods & MUTATING_METHODS and not inspect.iscoroutinefunction(endpoint):
+            endpoint = commits_in_route_thread(endpoint)
+        super().__init__(path, endpoint, **kwargs)
 
 
 def commits_in_route_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
+import pkgutil
 import threading
 from collections.abc import Callable
 
 import anyio.to_thread
 import fastapi.routing
 import pytest
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit
+import gaia.api.routes
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit
 from gaia.domain.errors import Conflict
 from gaia.platform import Platform
 from gaia.store import events
@@ -106,6 +109,20 @@ def test_a_change_commits_in_its_route_thread_before_the_response_is_built(
     assert steps == ["commit", "response"]
     [row] = _records(client, admin, action="business.create")
     assert (row["result"], row["status_code"], row["target"]) == ("success", 201, "business/early")
+
+
+def test_every_api_router_commits_its_sync_changes_in_the_route_thread() -> None:
+    package = gaia.api.routes
+    names = [m.name for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
+    routers = {
+        name: router
+        for name in names
+        if isinstance(router := getattr(importlib.import_module(name), "router", None), APIRouter)
+    }
+    assert len(routers) > 20
+    assert {
+        n: r.route_class for n, r in routers.items() if r.route_class is not CommittingRoute
+    } == {}
 
 
 def test_a_cached_read_hops_to_a_worker_thread_for_its_route_and_its_response_only(
