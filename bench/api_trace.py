@@ -177,6 +177,18 @@ def report(*, phases: dict[str, list[dict[str, Any]]], trace: dict[str, Any]) ->
         f"longest {max((g[1] for g in trace['gc']), default=0) * 1000:.1f} ms; "
         f"loop lateness p99 {pct([x[1] for x in trace['lags']], 0.99) * 1000:.1f} ms"
     )
+    heap = trace.get("heap")
+    if heap:
+        print(
+            f"heap at exit: {heap['tracked']} objects tracked by the collector, "
+            f"{heap['frozen']} frozen; commonest: "
+            + ", ".join(f"{kind} {n}" for kind, n in heap["commonest"][:8])
+        )
+    long_gc = sorted(trace["gc"], key=lambda g: -g[1])[:5]
+    print(
+        "longest collections: "
+        + ", ".join(f"{d * 1000:.0f} ms (gen {gen})" for _t, d, gen in long_gc)
+    )
     bg_turns = [b for b in trace["background"] if b.get("kind") == "turn" and "left" in b]
     if bg_turns:
         holds = [(b["left"] - b["got"]) * 1000 for b in bg_turns]

@@ -225,10 +225,25 @@ def _watch_gc() -> None:
     gc.callbacks.append(callback)
 
 
+def _heap() -> dict[str, Any]:
+    """What the collector tracks at exit: objects by type (the 20 commonest), and its stats."""
+    import collections as counting
+
+    objects = gc.get_objects()
+    kinds = counting.Counter(type(o).__qualname__ for o in objects)
+    return {
+        "tracked": len(objects),
+        "frozen": gc.get_freeze_count(),
+        "stats": gc.get_stats(),
+        "commonest": kinds.most_common(20),
+    }
+
+
 def _dump() -> None:
     path = os.environ.get("BENCH_TRACE_FILE")
     if not path:
         return
+    heap = _heap()
     with open(path, "w") as out:
         json.dump(
             {
@@ -237,6 +252,7 @@ def _dump() -> None:
                 "gc": collections,
                 "lags": lags,
                 "switch_interval": sys.getswitchinterval(),
+                "heap": heap,
             },
             out,
         )
