@@ -30,8 +30,10 @@ one request's commit writes a thousand pages and waits for two fsyncs while hold
 lock, and the writers queued behind it wait with it. So each database file gets a checkpointer
 (``_WalCheckpointer``): a thread of its own that runs a ``PASSIVE`` checkpoint, which neither
 takes nor waits for the write lock, once commits have happened (at most every
-``CHECKPOINT_INTERVAL_SECONDS``); the connections' own auto-checkpoint is raised to
-``SAFETY_AUTOCHECKPOINT_PAGES``, a backstop should the thread fall behind. Commits run with
+``CHECKPOINT_INTERVAL_SECONDS``), and completes it in a writer turn of its own when the WAL
+has grown long (the few frames written meanwhile), so that the WAL starts over; the
+connections' own auto-checkpoint is raised to ``SAFETY_AUTOCHECKPOINT_PAGES``, a backstop
+should the thread fall behind. Commits run with
 ``synchronous=NORMAL``, SQLite's recommended setting in WAL mode: a commit is durable against
 a crash of the process; a power loss or kernel crash may lose the last commits before the
 next checkpoint, never corrupt the file.
@@ -67,6 +69,9 @@ SQLITE_LOCK_WAIT_SECONDS = 30.0
 # (pages of the WAL; SQLite's default is 1,000).
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 SAFETY_AUTOCHECKPOINT_PAGES = 20_000
+# A WAL this long (frames, SQLite's default auto-checkpoint) gets its checkpoint completed in a
+# writer turn, so that the next writer starts it over (see ``_WalCheckpointer.checkpoint``).
+RESTART_WAL_FRAMES = 1_000
 
 
 class Database:
@@ -90,7 +95,7 @@ class Database:
         self._checkpointer: _WalCheckpointer | None = None
         if self.is_sqlite:
             self._writers = _writer_queue_for(url)
-            self._checkpointer = _WalCheckpointer.open(url)
+            self._checkpointer = _WalCheckpointer.open(url, writers=self._writers)
             _configure_sqlite(self.engine, writers=self._writers, checkpointer=self._checkpointer)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writer = sessionmaker(
@@ -204,8 +209,9 @@ class _WalCheckpointer:
     _mutex = threading.Lock()
     _open: dict[str, _WalCheckpointer] = {}
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, writers: _WriterQueue) -> None:
         self.path = path
+        self.writers = writers
         self.users = 0
         self.checkpoints = 0
         self._dirty = threading.Event()
@@ -215,7 +221,7 @@ class _WalCheckpointer:
         )
 
     @classmethod
-    def open(cls, url: str) -> _WalCheckpointer | None:
+    def open(cls, url: str, *, writers: _WriterQueue) -> _WalCheckpointer | None:
         """The checkpointer of the file behind ``url`` (None for an in-memory database, which
         has no WAL), started on first use."""
         path = url.split("///", 1)[1] if "///" in url else ""
@@ -225,7 +231,7 @@ class _WalCheckpointer:
         with cls._mutex:
             checkpointer = cls._open.get(key)
             if checkpointer is None:
-                checkpointer = cls._open[key] = cls(key)
+                checkpointer = cls._open[key] = cls(key, writers=writers)
                 checkpointer._thread.start()
             checkpointer.users += 1
             return checkpointer
@@ -261,13 +267,28 @@ class _WalCheckpointer:
             self._stop.wait(CHECKPOINT_INTERVAL_SECONDS)
 
     def checkpoint(self) -> tuple[int, int, int]:
-        """One passive checkpoint: (busy, frames in the WAL, frames moved), as SQLite says."""
+        """Move the WAL's frames into the database file; (busy, frames in the WAL, frames
+        moved) of the last pass, as SQLite says.
+
+        The first pass runs beside the writers and moves the bulk. But SQLite starts the WAL
+        over from its beginning only once a checkpoint has moved every frame, which never
+        happens while writers keep appending: so a WAL past ``RESTART_WAL_FRAMES`` gets a
+        second pass in a writer turn of its own, which moves the few frames added meanwhile
+        and completes, and the next writer starts the WAL over (as after SQLite's own
+        auto-checkpoint, which did all of this inside a commit)."""
         # mode=rw: a file deleted meanwhile (a test's temporary folder) is not created anew
         conn = sqlite3.connect(
             f"file:{self.path}?mode=rw", uri=True, timeout=SQLITE_LOCK_WAIT_SECONDS
         )
         try:
             row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if row[1] >= RESTART_WAL_FRAMES and self.writers.enter(
+                timeout=SQLITE_LOCK_WAIT_SECONDS
+            ):
+                try:
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                finally:
+                    self.writers.leave()
         finally:
             conn.close()
         self.checkpoints += 1
