@@ -69,9 +69,9 @@ SQLITE_LOCK_WAIT_SECONDS = 30.0
 # (pages of the WAL; SQLite's default is 1,000).
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 SAFETY_AUTOCHECKPOINT_PAGES = 20_000
-# A WAL this long (frames, SQLite's default auto-checkpoint) gets its checkpoint completed in a
+# A WAL this long (frames of 4 KiB) gets its checkpoint completed in a
 # writer turn, so that the next writer starts it over (see ``_WalCheckpointer.checkpoint``).
-RESTART_WAL_FRAMES = 1_000
+RESTART_WAL_FRAMES = 4_000
 
 
 class Database:
