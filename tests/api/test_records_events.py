@@ -99,11 +99,12 @@ def test_a_change_commits_in_its_route_thread_before_the_response_is_built(
     monkeypatch.setattr(fastapi.routing, "serialize_response", serialize_response)
 
     def on_commit(session: Session) -> None:
-        held = session.identity_map.values()
-        if any(isinstance(o, Business) and o.name == "early" for o in held):
-            steps.append("commit")  # this request's, not a background loop's
+        # this request's commit (its record is about to be written), not a background loop's
+        pending = session.new
+        if any(isinstance(o, OperationRecord) and o.target == "business/early" for o in pending):
+            steps.append("commit")
 
-    platform.db.listen_sessions("after_commit", on_commit)
+    platform.db.listen_sessions("before_commit", on_commit)
     r = client.post("/api/v1/businesses", json={"name": "early"}, headers=admin)
     assert r.status_code == 201 and r.json()["name"] == "early"
     assert steps == ["commit", "response"]
