@@ -303,6 +303,9 @@ def gaia_server(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
     env["GAIA_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+    # this checkout's gaia, not the one the virtualenv's editable install points at (a git
+    # worktree measured with the main checkout's .venv would otherwise run main's code)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(settings or {})
     if database_url:
         from cryptography.fernet import Fernet

@@ -17,18 +17,30 @@ Transactions: ``db_session`` gives each request one transaction, a writing one (
 has its operation record added to that same transaction, so the write lock is taken once per
 call; a call that fails rolls back, and ``gaia.api.audit`` records the refusal afterwards in a
 short transaction of its own.
+
+Threads: every hop between the event loop and a worker thread is a wait for a thread to be
+scheduled, and on SQLite a write transaction holds the writer turn through every hop it spans.
+So a sync route's change commits in the route's own worker thread the moment it returns
+(``commits_in_route_thread``, by the API's route class ``CommittingRoute``), the session is
+made on the event loop (no I/O yet) and ended in one worker hop (none when nothing is left
+open, nor for a read on SQLite), and a principal the cache holds is answered on the loop: a
+sync read makes two hops (its route and the response's validation; three on PostgreSQL, with
+the session's end) where it made five.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import inspect
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio.to_thread
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.types import Scope
@@ -39,6 +51,7 @@ from gaia.store import apps as store_apps
 from gaia.store.clusters import cluster_named
 from gaia.store.identity import Principal as Principal  # the caller, as routes name it
 from gaia.store.identity import authenticate as authenticate
+from gaia.store.identity import cached_principal
 from gaia.store.models import App, Business, Cluster, OperationRecord, Token, utcnow
 
 if TYPE_CHECKING:
@@ -138,28 +151,109 @@ def audit(
     return ctx
 
 
-def db_session(request: Request) -> Iterator[Session]:
+async def db_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request, committed when the route returns without an error; a
-    change commits its own operation record with it (one write transaction per call)."""
+    change commits its own operation record with it (one write transaction per call).
+
+    Made on the event loop (a session does no I/O before its first query) and ended in one
+    worker thread: a sync dependency would cost a hop to a worker and back to the loop at
+    each end, and every hop is a wait for a thread to be scheduled."""
     write = request.method in MUTATING_METHODS
     session = platform(request).db.new_session(write=write)
+    if write:
+        session.info[_COMMIT_CHANGE] = lambda: _commit_change(request, session)
+    # Ending a read transaction on SQLite releases a lock in this process and never waits:
+    # the loop does it. PostgreSQL's is a round trip, a write's a commit: a worker does those.
+    local_end = not write and platform(request).db.is_sqlite
     try:
         yield session
-        if write:
-            record = _record_of_success(request)
-            if record is not None:
-                session.add(record)
-            session.commit()
-            if record is not None:
-                audit(request).written = (record.id, record.status_code)
-            if "/apps" in request.url.path:
-                # a change to an app: the controller looks at it now, not at its next resync
-                platform(request).nudge("apps")
+    except BaseException:
+        # FastAPI shields a dependency's teardown from cancellation: the session is ended
+        await _end_session(session, commit=False, local=local_end)
+        raise
+    await _end_session(session, commit=True, local=local_end)
+
+
+async def _end_session(session: Session, *, commit: bool, local: bool) -> None:
+    if not local and (session.in_transaction() or (commit and _COMMIT_CHANGE in session.info)):
+        await anyio.to_thread.run_sync(_end_transaction, session, commit)
+    else:
+        # nothing begun, committed in the route's thread, or a SQLite read: no I/O to wait for
+        session.close()
+
+
+def _end_transaction(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            commit_change(session)
+        else:
+            session.rollback()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+# Where a write session keeps the commit of its request's change until it has run.
+_COMMIT_CHANGE = "gaia.commit_change"
+
+
+def commit_change(session: Session) -> None:
+    """Commit the change of the request ``session`` belongs to, with its operation record,
+    once: a sync route's in its own worker thread as soon as it returns
+    (``commits_in_route_thread``), any other at the end of the request (``db_session``); a
+    read session has nothing to commit."""
+    commit = session.info.pop(_COMMIT_CHANGE, None)
+    if commit is not None:
+        commit()
+
+
+def _commit_change(request: Request, session: Session) -> None:
+    record = _record_of_success(request)
+    if record is not None:
+        session.add(record)
+    session.commit()
+    if record is not None:
+        audit(request).written = (record.id, record.status_code)
+    if "/apps" in request.url.path:
+        # a change to an app: the controller looks at it now, not at its next resync
+        platform(request).nudge("apps")
+
+
+class CommittingRoute(APIRoute):
+    """The API's route class (``APIRouter(route_class=CommittingRoute)`` in every router): a
+    sync route that changes something commits in its own worker thread the moment it returns
+    (``commits_in_route_thread``). Wrapped here, before FastAPI reads the endpoint's signature,
+    so every router that includes the route serves the wrapped one."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        methods = {m.upper() for m in kwargs.get("methods") or ()}
+        if methods & MUTATING_METHODS and not inspect.iscoroutinefunction(endpoint):
+            endpoint = commits_in_route_thread(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def commits_in_route_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A sync route that changes something, made to commit its request's transaction in its
+    own worker thread the moment it returns.
+
+    FastAPI would commit it in ``db_session``'s teardown, after the route's thread has handed
+    back to the event loop, the response has been validated in another worker thread and the
+    teardown has been given a third: on SQLite the writer turn was held through those hops,
+    each a wait for a busy event loop, while the other writers queued behind it. A response
+    that then fails to serialise answers 500 for a change that is done; the recorder corrects
+    its record's status (``gaia.api.audit``)."""
+
+    @functools.wraps(endpoint)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        for value in kwargs.values():
+            if isinstance(value, Session):
+                commit_change(value)
+        return result
+
+    return run
 
 
 def _record_of_success(request: Request) -> OperationRecord | None:
@@ -194,28 +288,53 @@ def _bearer(request: Request) -> str | None:
     return cookie
 
 
-def current_principal(request: Request, session: SessionDep) -> Principal:
+async def current_principal(request: Request, session: SessionDep) -> Principal:
+    """The caller. A principal the cache holds is answered on the event loop; a lookup in the
+    database, the token's last-use stamp and an async route's writer turn go to a worker."""
     ctx = audit(request)
     token = _bearer(request)
     if not token:
         raise Unauthenticated("log in first: send 'Authorization: Bearer <token>'")
     plat = platform(request)
-    principal = authenticate(session, token, cache=plat.principals)
     endpoint = getattr(request.scope.get("route"), "endpoint", None)
-    if (
+    # An async route's first query runs on the event loop's thread, which must never wait
+    # for SQLite's writer turn (the holder may need the loop to reach its commit): begin
+    # its write transaction here, in a worker thread, where an uncached lookup would have.
+    # A sync route begins it at its own first query, in its worker thread, so the turn is
+    # not held while the request hops from here to the route.
+    begin_here = (
         request.method in MUTATING_METHODS
         and plat.db.is_sqlite
         and inspect.iscoroutinefunction(endpoint)
-    ):
-        # An async route's first query runs on the event loop's thread, which must never wait
-        # for SQLite's writer turn (the holder may need the loop to reach its commit): begin
-        # its write transaction here, in a worker thread, where an uncached lookup would have.
-        # A sync route begins it at its own first query, in its worker thread, so the turn is
-        # not held while the request hops from here to the route.
-        session.connection()
+    )
+    principal = cached_principal(token, cache=plat.principals)
+    if principal is None or begin_here or _touch_due(plat, principal):
+        principal = await anyio.to_thread.run_sync(
+            functools.partial(
+                _principal_from_store,
+                request=request,
+                session=session,
+                token=token,
+                begin_here=begin_here,
+            )
+        )
     ctx.actor = principal.username
+    return principal
+
+
+def _principal_from_store(
+    *, request: Request, session: Session, token: str, begin_here: bool
+) -> Principal:
+    principal = authenticate(session, token, cache=platform(request).principals)
+    if begin_here:
+        session.connection()
     _touch(request, session, principal)
     return principal
+
+
+def _touch_due(plat: Platform, principal: Principal) -> bool:
+    last = plat.token_last_touch.get(principal.token_id)
+    return last is None or utcnow() - last >= LAST_USED_PRECISION
 
 
 def _touch(request: Request, session: Session, principal: Principal) -> None:

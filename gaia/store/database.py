@@ -24,6 +24,20 @@ its commit); the first that does is logged with its stack. Other processes
 on the same file (the CLI, a backup) still meet SQLite's own lock and busy handler. PostgreSQL
 has no queue: several replicas and their connection pools keep their concurrency.
 
+SQLite moves the WAL's pages into the database file (a checkpoint) inside the ``COMMIT`` that
+takes the WAL past ``wal_autocheckpoint`` pages (1,000 by default): every few hundred writes
+one request's commit writes a thousand pages and waits for two fsyncs while holding the write
+lock, and the writers queued behind it wait with it. So each database file gets a checkpointer
+(``_WalCheckpointer``): a thread of its own that runs a ``PASSIVE`` checkpoint, which neither
+takes nor waits for the write lock, once commits have happened (at most every
+``CHECKPOINT_INTERVAL_SECONDS``), and completes it in a writer turn of its own when the WAL
+has grown long (the few frames written meanwhile), so that the WAL starts over; the
+connections' own auto-checkpoint is raised to ``SAFETY_AUTOCHECKPOINT_PAGES``, a backstop
+should the thread fall behind. Commits run with
+``synchronous=NORMAL``, SQLite's recommended setting in WAL mode: a commit is durable against
+a crash of the process; a power loss or kernel crash may lose the last commits before the
+next checkpoint, never corrupt the file.
+
 pysqlite's own transaction handling is switched off (``isolation_level = None``) so the BEGIN we
 emit is the one that runs (the recipe from SQLAlchemy's SQLite dialect documentation).
 """
@@ -51,6 +65,13 @@ from gaia.store.leases import check_fence
 log = logging.getLogger(__name__)
 # How long a writer waits for SQLite's lock, in the queue or in SQLite's busy handler.
 SQLITE_LOCK_WAIT_SECONDS = 30.0
+# The background checkpointer's pace, and the commits' own auto-checkpoint that backs it up
+# (pages of the WAL; SQLite's default is 1,000).
+CHECKPOINT_INTERVAL_SECONDS = 0.5
+SAFETY_AUTOCHECKPOINT_PAGES = 20_000
+# A WAL this long (frames of 4 KiB) gets its checkpoint completed in a
+# writer turn, so that the next writer starts it over (see ``_WalCheckpointer.checkpoint``).
+RESTART_WAL_FRAMES = 4_000
 
 
 class Database:
@@ -71,9 +92,11 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=40, pool_pre_ping=True, pool_timeout=30)
         self.engine: Engine = create_engine(url, **kwargs)
         self._writers: _WriterQueue | None = None
+        self._checkpointer: _WalCheckpointer | None = None
         if self.is_sqlite:
             self._writers = _writer_queue_for(url)
-            _configure_sqlite(self.engine, writers=self._writers)
+            self._checkpointer = _WalCheckpointer.open(url, writers=self._writers)
+            _configure_sqlite(self.engine, writers=self._writers, checkpointer=self._checkpointer)
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._writer = sessionmaker(
             bind=self.engine.execution_options(sqlite_begin="IMMEDIATE"),
@@ -115,6 +138,9 @@ class Database:
             event.listen(maker, identifier, fn)
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.release()
+            self._checkpointer = None
         self.engine.dispose()
 
 
@@ -174,12 +200,108 @@ def _writer_queue_for(url: str) -> _WriterQueue:
         return _queues.setdefault(key, _WriterQueue())
 
 
+class _WalCheckpointer:
+    """A thread that checkpoints one database file's WAL in the background: woken by commits,
+    at most every ``CHECKPOINT_INTERVAL_SECONDS``, it runs ``PRAGMA wal_checkpoint(PASSIVE)`` on
+    a connection of its own, so no request's commit does. One per file in this process, shared
+    by the ``Database`` objects on it (counted; the last ``release`` stops it)."""
+
+    _mutex = threading.Lock()
+    _open: dict[str, _WalCheckpointer] = {}
+
+    def __init__(self, path: str, *, writers: _WriterQueue) -> None:
+        self.path = path
+        self.writers = writers
+        self.users = 0
+        self.checkpoints = 0
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"gaia-sqlite-checkpoint:{Path(path).name}", daemon=True
+        )
+
+    @classmethod
+    def open(cls, url: str, *, writers: _WriterQueue) -> _WalCheckpointer | None:
+        """The checkpointer of the file behind ``url`` (None for an in-memory database, which
+        has no WAL), started on first use."""
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        key = str(Path(path).resolve())
+        with cls._mutex:
+            checkpointer = cls._open.get(key)
+            if checkpointer is None:
+                checkpointer = cls._open[key] = cls(key, writers=writers)
+                checkpointer._thread.start()
+            checkpointer.users += 1
+            return checkpointer
+
+    def release(self) -> None:
+        with self._mutex:
+            self.users -= 1
+            if self.users > 0:
+                return
+            if self._open.get(self.path) is self:
+                del self._open[self.path]
+        self._stop.set()
+        self._dirty.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=SQLITE_LOCK_WAIT_SECONDS)
+
+    def committed(self) -> None:
+        """A write transaction committed: there are pages to move (an Event's set is cheap
+        and never blocks)."""
+        self._dirty.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            try:
+                self.checkpoint()
+            except sqlite3.Error as exc:  # the file went away, or is locked by another process
+                log.debug("background checkpoint of %s failed: %s", self.path, exc)
+            # commits that arrive meanwhile set the event again: one checkpoint moves them all
+            self._stop.wait(CHECKPOINT_INTERVAL_SECONDS)
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Move the WAL's frames into the database file; (busy, frames in the WAL, frames
+        moved) of the last pass, as SQLite says.
+
+        The first pass runs beside the writers and moves the bulk. But SQLite starts the WAL
+        over from its beginning only once a checkpoint has moved every frame, which never
+        happens while writers keep appending: so a WAL past ``RESTART_WAL_FRAMES`` gets a
+        second pass in a writer turn of its own, which moves the few frames added meanwhile
+        and completes, and the next writer starts the WAL over (as after SQLite's own
+        auto-checkpoint, which did all of this inside a commit)."""
+        # mode=rw: a file deleted meanwhile (a test's temporary folder) is not created anew
+        conn = sqlite3.connect(
+            f"file:{self.path}?mode=rw", uri=True, timeout=SQLITE_LOCK_WAIT_SECONDS
+        )
+        try:
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if row[1] >= RESTART_WAL_FRAMES and self.writers.enter(
+                timeout=SQLITE_LOCK_WAIT_SECONDS
+            ):
+                try:
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                finally:
+                    self.writers.leave()
+        finally:
+            conn.close()
+        self.checkpoints += 1
+        return (int(row[0]), int(row[1]), int(row[2]))
+
+
 class _QueuedConnection(sqlite3.Connection):
     """A pysqlite connection that gives its writer turn back as soon as SQLite has ended the
     transaction: after ``COMMIT`` or ``ROLLBACK`` (the pool's reset on return included) or when
-    the connection closes, whichever comes first."""
+    the connection closes, whichever comes first; a commit then wakes the checkpointer."""
 
     _turn: _WriterQueue | None = None
+    _checkpointer: _WalCheckpointer | None = None
 
     def hold_turn(self, queue: _WriterQueue) -> None:
         self._turn = queue
@@ -194,6 +316,8 @@ class _QueuedConnection(sqlite3.Connection):
             super().commit()
         finally:
             self.give_back_turn()
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     def rollback(self) -> None:
         try:
@@ -208,7 +332,9 @@ class _QueuedConnection(sqlite3.Connection):
             self.give_back_turn()
 
 
-def _configure_sqlite(engine: Engine, *, writers: _WriterQueue) -> None:
+def _configure_sqlite(
+    engine: Engine, *, writers: _WriterQueue, checkpointer: _WalCheckpointer | None
+) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
@@ -217,6 +343,9 @@ def _configure_sqlite(engine: Engine, *, writers: _WriterQueue) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT_SECONDS * 1000)}")
+        if checkpointer is not None and isinstance(dbapi_conn, _QueuedConnection):
+            cursor.execute(f"PRAGMA wal_autocheckpoint={SAFETY_AUTOCHECKPOINT_PAGES}")
+            dbapi_conn._checkpointer = checkpointer
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -147,6 +147,14 @@ def authenticate(
     return principal
 
 
+def cached_principal(
+    token: str, *, cache: PrincipalCache, now: dt.datetime | None = None
+) -> Principal | None:
+    """The principal behind ``token`` if ``cache`` holds it (``Unauthenticated`` if it has
+    expired since), ``None`` on a miss: no database, so an event loop may ask."""
+    return cache.get(token_digest(token), now=now or utcnow())
+
+
 def _resolve(
     session: Session, digest: str, *, now: dt.datetime
 ) -> tuple[Principal, dt.datetime | None]:

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
+import pkgutil
 import threading
+from collections.abc import Callable
 
+import anyio.to_thread
+import fastapi.routing
 import pytest
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit
+import gaia.api.routes
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit
 from gaia.domain.errors import Conflict
 from gaia.platform import Platform
 from gaia.store import events
+from gaia.store.identity import PrincipalCache
 from gaia.store.models import Business, Event, OperationRecord
 from tests.conftest import World
 
@@ -74,6 +82,74 @@ def test_a_successful_call_commits_its_record_in_its_own_single_write_transactio
     assert began == ["write"]
     [row] = [x for x in _records(client, admin, action="business.create")]
     assert (row["result"], row["status_code"], row["target"]) == ("success", 201, "business/ocr")
+
+
+def test_a_change_commits_in_its_route_thread_before_the_response_is_built(
+    client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write transaction (on SQLite, the writer turn) is not held while the request hops
+    back to the event loop to validate its response and run the session's teardown."""
+    steps: list[str] = []
+    validate = fastapi.routing.serialize_response
+
+    async def serialize_response(**kwargs: object) -> object:
+        steps.append("response")
+        return await validate(**kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "serialize_response", serialize_response)
+
+    def on_commit(session: Session) -> None:
+        # this request's commit (its record is about to be written), not a background loop's
+        pending = session.new
+        if any(isinstance(o, OperationRecord) and o.target == "business/early" for o in pending):
+            steps.append("commit")
+
+    platform.db.listen_sessions("before_commit", on_commit)
+    r = client.post("/api/v1/businesses", json={"name": "early"}, headers=admin)
+    assert r.status_code == 201 and r.json()["name"] == "early"
+    assert steps == ["commit", "response"]
+    [row] = _records(client, admin, action="business.create")
+    assert (row["result"], row["status_code"], row["target"]) == ("success", 201, "business/early")
+
+
+def test_every_api_router_commits_its_sync_changes_in_the_route_thread() -> None:
+    package = gaia.api.routes
+    names = [m.name for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
+    routers = {
+        name: router
+        for name in names
+        if isinstance(router := getattr(importlib.import_module(name), "router", None), APIRouter)
+    }
+    assert len(routers) > 20
+    assert {
+        n: r.route_class for n, r in routers.items() if r.route_class is not CommittingRoute
+    } == {}
+
+
+def test_a_cached_read_hops_to_a_worker_thread_for_its_route_and_its_response_only(
+    client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hop between the event loop and a worker thread waits for a thread to be scheduled:
+    the session is made and (on SQLite) ended on the loop, a cached principal answered there."""
+    principals = PrincipalCache(ttl_seconds=3600)  # no expiry while a slow machine runs this
+    principals.watch(platform.db)
+    monkeypatch.setattr(platform, "principals", principals)
+    assert (
+        client.post("/api/v1/businesses", json={"name": "hops"}, headers=admin).status_code == 201
+    )
+    assert client.get("/api/v1/businesses/hops", headers=admin).status_code == 200  # cached now
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    r = client.get("/api/v1/businesses/hops", headers=admin)
+    assert r.status_code == 200 and r.json()["name"] == "hops"
+    # the route and the response's validation; PostgreSQL's end of transaction is a round trip
+    assert len(hops) == (2 if platform.db.is_sqlite else 3), hops
 
 
 def _test_routes(client: TestClient) -> None:

@@ -1,10 +1,12 @@
 """Writers on the platform database (issue 22): on SQLite this process's write transactions take
 turns in arrival order, each woken the moment the previous one ends, and a wait that lasts
-longer than SQLite's busy timeout fails as SQLite would; on PostgreSQL writers run side by side."""
+longer than SQLite's busy timeout fails as SQLite would; the WAL is checkpointed by a thread of
+its own, not inside a writer's commit; on PostgreSQL writers run side by side."""
 
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +143,25 @@ def test_postgresql_writers_run_side_by_side(database_url: str) -> None:
         assert sorted(_names(db)) == ["beside", "open"]
     finally:
         db.dispose()
+
+
+def test_sqlite_commits_leave_the_checkpoint_to_a_background_thread(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    with sqlite_db.engine.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    assert pages == database_module.SAFETY_AUTOCHECKPOINT_PAGES  # a commit moves no pages
+    checkpointer = sqlite_db._checkpointer
+    assert checkpointer is not None
+    before = checkpointer.checkpoints
+    _create(sqlite_db, "moved")
+    _until(lambda: checkpointer.checkpoints > before, what="a background checkpoint")
+    # the row is in the database file itself now, not only in its WAL
+    path = Path(sqlite_db.url.split("///", 1)[1])
+    alone = tmp_path / "file-alone.db"
+    shutil.copy(path, alone)
+    with sqlite3.connect(alone) as conn:
+        assert conn.execute("SELECT name FROM businesses").fetchall() == [("moved",)]
+    thread = checkpointer._thread
+    sqlite_db.dispose()
+    assert not thread.is_alive()

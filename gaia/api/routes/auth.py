@@ -16,7 +16,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request, Response
 
 from gaia.api.client_address import request_client_address
-from gaia.api.deps import PrincipalDep, SessionDep, audit, platform
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, platform
 from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import Page
 from gaia.api.schemas.identity import (
@@ -35,7 +35,7 @@ from gaia.store import identity, users
 from gaia.store.models import Token
 from gaia.store.throttle import REFUSAL_RECORD_SECONDS
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], route_class=CommittingRoute)
 
 
 @router.post("/auth/login", response_model=LoginResponse)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request, Response
 
 from gaia.api.deps import (
+    CommittingRoute,
     PrincipalDep,
     SessionDep,
     audit,
@@ -28,7 +29,7 @@ from gaia.store import backups
 from gaia.store.backup import EtcdAccess
 from gaia.store.models import Backup
 
-router = APIRouter(tags=["backups"])
+router = APIRouter(tags=["backups"], route_class=CommittingRoute)
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 
 

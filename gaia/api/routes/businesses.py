@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request, Response
 
 from gaia.api.deps import (
+    CommittingRoute,
     Principal,
     PrincipalDep,
     SessionDep,
@@ -31,7 +32,7 @@ from gaia.domain.rbac import ROLE_PERMISSIONS, Permission, Role
 from gaia.store import businesses
 from gaia.store.models import Business
 
-router = APIRouter(tags=["businesses"])
+router = APIRouter(tags=["businesses"], route_class=CommittingRoute)
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 UserPath = Path(pattern=USERNAME_PATTERN, max_length=63)
 

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from gaia.api.deps import (
+    CommittingRoute,
     PrincipalDep,
     SessionDep,
     audit,
@@ -32,7 +33,7 @@ from gaia.security import SecretBox
 from gaia.store import clusters
 from gaia.store.models import Cluster
 
-router = APIRouter(tags=["clusters"])
+router = APIRouter(tags=["clusters"], route_class=CommittingRoute)
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 
 

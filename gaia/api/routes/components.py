@@ -21,6 +21,7 @@ from sqlalchemy import select, text
 
 from gaia import __version__
 from gaia.api.deps import (
+    CommittingRoute,
     PrincipalDep,
     SessionDep,
     audit,
@@ -44,7 +45,7 @@ from gaia.store import clusters as cluster_store
 from gaia.store import replicas as replica_store
 from gaia.store.models import Cluster, LeaderLease, PlatformReplica
 
-router = APIRouter(tags=["platform"])
+router = APIRouter(tags=["platform"], route_class=CommittingRoute)
 PROBE_TIMEOUT_S = 3.0
 ReplicaPath = Path(max_length=255, pattern=r"^[A-Za-z0-9._:-]+$")
 LoopPath = Path(max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
     AuditContext,
+    CommittingRoute,
     Principal,
     PrincipalDep,
     SessionDep,
@@ -53,7 +54,7 @@ from gaia.store import configs
 from gaia.store.models import Business, ConfigItem, OperationRecord
 from gaia.store.records import append_record
 
-router = APIRouter(tags=["configs"])
+router = APIRouter(tags=["configs"], route_class=CommittingRoute)
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 ConfigPath = Path(
     pattern=CONFIG_NAME_PATTERN, max_length=CONFIG_NAME_MAX, description="config name"

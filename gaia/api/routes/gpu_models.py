@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
     AuditContext,
+    CommittingRoute,
     Principal,
     PrincipalDep,
     SessionDep,
@@ -34,7 +35,7 @@ from gaia.domain.resources import from_api_amount, to_api_amount
 from gaia.store import gpu_models
 from gaia.store.models import Business, Cluster, GpuModelLimit
 
-router = APIRouter(tags=["quotas"])
+router = APIRouter(tags=["quotas"], route_class=CommittingRoute)
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 ModelPath = Path(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
     AuditContext,
+    CommittingRoute,
     Principal,
     PrincipalDep,
     SessionDep,
@@ -33,7 +34,7 @@ from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
 from gaia.store import instance_configs
 from gaia.store.models import Business, InstanceConfig
 
-router = APIRouter(tags=["instance-configs"])
+router = APIRouter(tags=["instance-configs"], route_class=CommittingRoute)
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 NamePath = Path(pattern=NAME_PATTERN, max_length=63, description="configuration name")
 

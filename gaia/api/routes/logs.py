@@ -38,7 +38,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.exceptions import HTTPException
 
-from gaia.api.deps import PrincipalDep, SessionDep, business_for, platform, require_platform_admin
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    business_for,
+    platform,
+    require_platform_admin,
+)
 from gaia.api.schemas.base import NAME_PATTERN, Strict
 from gaia.domain.errors import GaiaError, InvalidRequest
 from gaia.domain.rbac import Permission
@@ -59,7 +66,7 @@ from gaia.providers.registry import ProviderRegistry
 from gaia.store import apps as store_apps
 from gaia.store.models import Cluster
 
-router = APIRouter(tags=["logs"])
+router = APIRouter(tags=["logs"], route_class=CommittingRoute)
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 AppPath = Path(pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$", max_length=40, description="app")
 

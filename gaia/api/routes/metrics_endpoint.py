@@ -20,12 +20,12 @@ import hmac
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from gaia.api.deps import audit, authenticate, platform
+from gaia.api.deps import CommittingRoute, audit, authenticate, platform
 from gaia.domain.errors import NotFound, Unauthenticated
 from gaia.monitor.metrics.platform import CONTENT_TYPE
 from gaia.monitor.metrics.prometheus import EXPOSITION_CONTENT_TYPE, PrometheusStore
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CommittingRoute)
 
 _NEEDED = "send 'Authorization: Bearer <token>' with a platform administrator's API token or "
 _NEEDED += "the metrics token (GAIA_METRICS_TOKEN)"

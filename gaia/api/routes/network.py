@@ -26,6 +26,7 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from gaia.api.deps import (
+    CommittingRoute,
     PrincipalDep,
     SessionDep,
     audit,
@@ -63,7 +64,7 @@ from gaia.store.apps import load_templates
 from gaia.store.clusters import cluster_named
 from gaia.store.models import Business, Cluster, FloatingIpPool, NetworkAttachment
 
-router = APIRouter(tags=["network"])
+router = APIRouter(tags=["network"], route_class=CommittingRoute)
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 PoolPath = Path(pattern=NAME_PATTERN, max_length=63, description="pool name")
 TOKEN_PREFIX = "gaia-ipam-"  # noqa: S105 - a prefix, not a secret

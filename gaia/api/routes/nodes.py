@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Request, Response
 
 from gaia.api.deps import (
+    CommittingRoute,
     PrincipalDep,
     SessionDep,
     audit,
@@ -42,7 +43,7 @@ from gaia.providers.port import Instance, Node, NodeSpec
 from gaia.providers.sim import SimCluster
 from gaia.store.businesses import business_names
 
-router = APIRouter(tags=["nodes"])
+router = APIRouter(tags=["nodes"], route_class=CommittingRoute)
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 NodePath = Path(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 

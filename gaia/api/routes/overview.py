@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gaia.api.deps import PrincipalDep, SessionDep
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep
 from gaia.api.schemas.overview import BusinessOverview, ClusterOverview, OverviewOut, UsageLine
 from gaia.domain.resources import DIMENSIONS, to_api_amount
 from gaia.store.businesses import count_businesses, usage_by_business
 from gaia.store.clusters import usage_by_cluster
 from gaia.store.users import count_users
 
-router = APIRouter(tags=["overview"])
+router = APIRouter(tags=["overview"], route_class=CommittingRoute)
 
 
 def _usage(values: tuple[int, ...]) -> list[UsageLine]:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from gaia.api.deps import (
+    CommittingRoute,
     PrincipalDep,
     SessionDep,
     audit,
@@ -87,7 +88,7 @@ from gaia.store.clusters import cluster_named
 from gaia.store.identity import Principal
 from gaia.store.models import Cluster
 
-router = APIRouter(tags=["p2p"])
+router = APIRouter(tags=["p2p"], route_class=CommittingRoute)
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 DigestPath = Path(pattern=DIGEST_PATTERN, max_length=71, description="blob digest")
 NodeQuery = Query(

@@ -33,7 +33,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit, business_for, platform
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, business_for, platform
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.pipelines import (
@@ -57,7 +57,7 @@ from gaia.egress import EgressRefused, check_literal_host
 from gaia.store import pipelines as store
 from gaia.store.models import ROW_ID_MAX, Business, Pipeline, PipelineRun
 
-router = APIRouter(tags=["pipelines"])
+router = APIRouter(tags=["pipelines"], route_class=CommittingRoute)
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 NamePath = Path(pattern=NAME_PATTERN, max_length=63, description="pipeline name")
 NumberPath = Path(ge=1, le=ROW_ID_MAX, description="run number")

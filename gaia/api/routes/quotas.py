@@ -10,7 +10,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy.orm import Session
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit, business_for, require_platform_admin
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    business_for,
+    require_platform_admin,
+)
 from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import NAME_PATTERN, Page, ResourceAmounts
 from gaia.api.schemas.tenancy import (
@@ -29,7 +36,7 @@ from gaia.store.instance_configs import find_config
 from gaia.store.models import Business, Cluster, Quota
 from gaia.store.quotas import pending_amounts
 
-router = APIRouter(tags=["quotas"])
+router = APIRouter(tags=["quotas"], route_class=CommittingRoute)
 BizPath = Path(pattern=NAME_PATTERN, max_length=63, description="business name")
 ClusterPath = Path(pattern=NAME_PATTERN, max_length=63, description="cluster name")
 

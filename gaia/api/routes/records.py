@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from gaia.api.deps import PrincipalDep, SessionDep
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.schemas.base import Page
 from gaia.api.schemas.records import EventOut, RecordOut
@@ -22,7 +22,7 @@ from gaia.store.events import EventFilter, page_events
 from gaia.store.models import OperationRecord
 from gaia.store.records import RecordFilter, page_records, record_visible_to
 
-router = APIRouter(tags=["records"])
+router = APIRouter(tags=["records"], route_class=CommittingRoute)
 Text = Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 

@@ -34,7 +34,14 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 
 from gaia.api.client_address import request_client_address
-from gaia.api.deps import PrincipalDep, SessionDep, audit, platform, require_platform_admin
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    platform,
+    require_platform_admin,
+)
 from gaia.api.node_access import node_businesses
 from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import NAME_PATTERN, Page
@@ -77,7 +84,7 @@ from gaia.store.identity import Principal
 from gaia.store.models import utcnow as _utcnow
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["registry"])
+router = APIRouter(tags=["registry"], route_class=CommittingRoute)
 MANIFEST_TYPES = frozenset(MANIFEST_ACCEPT.split(", "))
 MAX_EVENTS = 1000
 RepositoryPath = Path(max_length=255, description="repository name, e.g. shop/web")

@@ -12,14 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from gaia.api.deps import PrincipalDep, SessionDep, platform
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, platform
 from gaia.api.schemas.overview import SearchHit, SearchOut
 from gaia.providers.port import Node
 from gaia.store.clusters import visible_clusters
 from gaia.store.models import Cluster
 from gaia.store.search import search as search_store
 
-router = APIRouter(tags=["overview"])
+router = APIRouter(tags=["overview"], route_class=CommittingRoute)
 NODE_TIMEOUT_S = 2.0
 MAX_CLUSTERS = 50
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit, require_platform_admin
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, require_platform_admin
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.schemas.base import USERNAME_PATTERN, Page
 from gaia.api.schemas.identity import UserCreate, UserOut, UserUpdate
@@ -13,7 +13,7 @@ from gaia.security import verify_password
 from gaia.store import users
 from gaia.store.models import User
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=CommittingRoute)
 UsernamePath = Path(pattern=USERNAME_PATTERN, max_length=63)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from gaia.api.deps import CommittingRoute
 from gaia.api.routes.alerts import (
     alertmanager,
     channels,
@@ -31,7 +32,7 @@ from gaia.api.routes.alerts import (
     silences,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=CommittingRoute)
 for _module in (channels, receivers, policies, silences, records, alertmanager, monitoring):
     router.include_router(_module.router)
 

@@ -9,12 +9,19 @@ import hmac
 
 from fastapi import APIRouter, Request
 
-from gaia.api.deps import SessionDep, audit, authenticate, platform, require_platform_admin
+from gaia.api.deps import (
+    CommittingRoute,
+    SessionDep,
+    audit,
+    authenticate,
+    platform,
+    require_platform_admin,
+)
 from gaia.api.schemas.alerts import AlertmanagerPayload, AlertmanagerResult
 from gaia.domain.errors import Unauthenticated
 from gaia.monitor.alerting.alertmanager import IncomingAlert, ingest
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=CommittingRoute)
 
 
 @router.post("/alerts/alertmanager", response_model=AlertmanagerResult)

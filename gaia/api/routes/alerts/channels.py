@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 
-from gaia.api.deps import Principal, PrincipalDep, SessionDep, audit, platform
+from gaia.api.deps import CommittingRoute, Principal, PrincipalDep, SessionDep, audit, platform
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.alerts._owned import BusinessQuery, Id, OwnedKind, owner_id, owner_name
 from gaia.api.schemas.alerts import ChannelCreate, ChannelOut, ChannelTestOut, ChannelUpdate
@@ -36,7 +36,7 @@ from gaia.security import SecretBox
 from gaia.store.alerting import targets
 from gaia.store.models import AlertChannel, utcnow
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=CommittingRoute)
 CHANNELS = OwnedKind(AlertChannel, "channel")
 MASK = "********"
 # which receiver field a test send addresses, per kind (a webhook addresses nobody)

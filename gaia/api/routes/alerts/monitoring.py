@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from gaia.api.deps import PrincipalDep, business_for, platform
+from gaia.api.deps import CommittingRoute, PrincipalDep, business_for, platform
 from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.alerts import MetricOut, SeriesOut
 from gaia.api.schemas.base import Page
@@ -19,7 +19,7 @@ from gaia.domain.errors import Forbidden, InvalidRequest
 from gaia.domain.rbac import Permission
 from gaia.monitor.metrics import catalogue
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=CommittingRoute)
 
 
 @router.get("/monitoring/metrics", response_model=Page[MetricOut], tags=["monitoring"])

@@ -16,7 +16,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit, platform, require_platform_admin
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    platform,
+    require_platform_admin,
+)
 from gaia.api.pagination import Cursor, Limit, encode_cursor, kind_of, page_in_memory
 from gaia.api.routes.alerts._owned import (
     BusinessQuery,
@@ -43,7 +50,7 @@ from gaia.monitor.alerting.rulefiles import policy_rule, rule_file
 from gaia.store.alerting import policies as stored
 from gaia.store.models import AlertPolicy, utcnow
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=CommittingRoute)
 POLICIES = OwnedKind(AlertPolicy, "policy")
 
 

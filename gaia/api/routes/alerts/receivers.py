@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.alerts._owned import BusinessQuery, Id, OwnedKind, owner_id, owner_name
 from gaia.api.schemas.alerts import (
@@ -28,7 +28,7 @@ from gaia.domain.rbac import Permission
 from gaia.store.alerting import targets
 from gaia.store.models import AlertReceiver, AlertReceiverGroup
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=CommittingRoute)
 RECEIVERS = OwnedKind(AlertReceiver, "receiver")
 GROUPS = OwnedKind(AlertReceiverGroup, "group")
 

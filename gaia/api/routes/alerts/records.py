@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import false
 
-from gaia.api.deps import PrincipalDep, SessionDep
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.alerts._owned import BusinessQuery, OwnedKind, authorise, owner_name
 from gaia.api.schemas.alerts import AlertRecordOut, NotificationOut
@@ -23,7 +23,7 @@ from gaia.store.alerting.owned import business_names
 from gaia.store.alerting.records import record_with_notifications
 from gaia.store.models import ROW_ID_MAX, AlertNotification, AlertRecord
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=CommittingRoute)
 RECORDS = OwnedKind(AlertRecord, "alert record")
 
 

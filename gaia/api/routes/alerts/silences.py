@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
 
-from gaia.api.deps import PrincipalDep, SessionDep, audit, platform
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, platform
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.alerts._owned import BusinessQuery, Id, OwnedKind, owner_id, owner_name
 from gaia.api.schemas.alerts import SilenceCreate, SilenceOut
@@ -20,7 +20,7 @@ from gaia.domain.rbac import Permission
 from gaia.store.alerting import policies as stored
 from gaia.store.models import AlertSilence
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=CommittingRoute)
 SILENCES = OwnedKind(AlertSilence, "silence")
 
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from gaia.api.deps import CommittingRoute
 from gaia.api.routes.apps import apps, instances, templates, upgrades
 
-router = APIRouter(tags=["apps"])
+router = APIRouter(tags=["apps"], route_class=CommittingRoute)
 for _part in (apps, templates, instances, upgrades):
     router.include_router(_part.router)
 

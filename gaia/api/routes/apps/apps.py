@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from gaia.api.deps import (
+    CommittingRoute,
     PrincipalDep,
     SessionDep,
     audit,
@@ -45,7 +46,7 @@ from gaia.domain.errors import NotFound
 from gaia.domain.rbac import Permission
 from gaia.store import apps as store_apps
 
-router = APIRouter()
+router = APIRouter(route_class=CommittingRoute)
 
 
 @router.get("/businesses/{biz}/apps", response_model=Page[AppOut])

@@ -19,7 +19,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, readable_app, writable_app
 from gaia.api.pagination import Cursor, Limit, page_in_memory, page_in_memory_both_ways
 from gaia.api.routes.apps.observe import (
     observe_app,
@@ -45,7 +45,7 @@ from gaia.domain.instance_lists import InstanceFilter, tally_instances
 from gaia.domain.redaction import command_summary
 from gaia.store import apps as store_apps
 
-router = APIRouter()
+router = APIRouter(route_class=CommittingRoute)
 
 # ---------------------------------------------------------------- scaling
 

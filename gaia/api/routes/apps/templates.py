@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
 
-from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, readable_app, writable_app
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.apps.fit import check_fit
 from gaia.api.routes.apps.shapes import AppPath, BizPath, VersionPath, new_template, template_out
@@ -18,7 +18,7 @@ from gaia.api.schemas.base import Page
 from gaia.domain import apps as domain_apps
 from gaia.store import apps as store_apps
 
-router = APIRouter()
+router = APIRouter(route_class=CommittingRoute)
 
 
 @router.get("/businesses/{biz}/apps/{app}/templates", response_model=Page[TemplateOut])

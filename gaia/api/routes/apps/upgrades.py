@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from gaia.api.deps import PrincipalDep, SessionDep, readable_app, writable_app
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, readable_app, writable_app
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.apps.fit import check_fit
 from gaia.api.routes.apps.observe import progress_states
@@ -28,7 +28,7 @@ from gaia.api.schemas.apps import UpgradeIn, UpgradeOut, UpgradePage
 from gaia.domain.upgrades import ACTIVE, UpgradeState
 from gaia.store import apps as store_apps
 
-router = APIRouter()
+router = APIRouter(route_class=CommittingRoute)
 
 
 @router.post("/businesses/{biz}/apps/{app}/upgrades", response_model=UpgradeOut, status_code=201)
