@@ -65,6 +65,13 @@ LEASE_S = 30.0  # an assignment unreported for this long is cancelled
 # to other nodes, so the registry's uplink is shared among many downlinks from the start
 # instead of one node taking the whole blob (and everyone else waiting for it)
 SOURCE_SLOTS = 2
+# registry pieces in flight for the whole cluster (every blob): the registry's uplink is shared
+# by every fetch at once, so more of them do not bring the bytes sooner, they only make each
+# piece slower. Without a bound, 32 nodes opening 5 blobs took all 196 pieces at once; at
+# 50 Mbit/s each then took ~33 s, past LEASE_S, and 28 were fetched twice (bench/p2p.py,
+# 2026-12-06). 16 pieces of 1 MiB finish within LEASE_S down to about 5 Mbit/s, and a piece
+# that arrives early is passed on between peers while the rest come in.
+REGISTRY_SLOTS = 16
 DEMOTION_S = 60.0  # a parent that failed a node is chosen last for it for this long
 FORGET_HEARTBEATS = 3  # a node whose heartbeat lapses this many periods is forgotten
 REGISTRY = None  # a lease's or report's parent when the source is the registry
@@ -299,8 +306,9 @@ class SwarmCluster:
         A piece goes to a parent that holds it and has a free upload slot (chosen by: not
         demoted for this node, same zone, least loaded for its slots, most pieces of the blob);
         to the registry only when no node holds it and no registry fetch of it is in flight,
-        and at most ``SOURCE_SLOTS`` registry fetches of this blob per node at a time;
-        otherwise it waits (a holder will free a slot, or the registry fetch will end)."""
+        at most ``SOURCE_SLOTS`` registry fetches of this blob per node and ``REGISTRY_SLOTS``
+        for the whole cluster at a time; otherwise it waits (a holder will free a slot, or the
+        registry fetch will end)."""
         me = self.known_node(node)
         # a node that asks is alive: an overloaded coordinator that answers heartbeats late
         # must not forget a node in the middle of its downloads (it would answer 404, and the
@@ -318,6 +326,7 @@ class SwarmCluster:
         keys = {p: (len(swarm.holders[p]), rng.random()) for p in wanted}
         wanted.sort(key=keys.__getitem__)
         grants: list[Grant] = []
+        from_registry = sum(len(s.registry_inflight) for s in self.swarms.values())
         for piece in wanted:
             if len(grants) >= want:
                 break
@@ -330,10 +339,12 @@ class SwarmCluster:
                 grants.append(Grant(piece, parent.name, parent.address, lease))
             elif (
                 piece not in swarm.registry_inflight
+                and from_registry < REGISTRY_SLOTS
                 and sum(1 for n in swarm.registry_inflight.values() if n == node) < SOURCE_SLOTS
             ):
                 lease = self._grant(swarm, node, piece, REGISTRY, now)
                 grants.append(Grant(piece, None, None, lease))
+                from_registry += 1
         return grants
 
     def _choose_parent(

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gaia.domain.errors import GaiaError
 from gaia.domain.swarm import (
     MIN_PIECE,
+    REGISTRY_SLOTS,
     Grant,
     ReportOutcome,
     SwarmCluster,
@@ -249,6 +250,38 @@ def test_a_node_fetches_at_most_two_pieces_of_a_blob_from_the_registry_at_once()
     pieces = [g.piece for n in "abc" for g in grants[n]]
     assert sorted(pieces) == [0, 1, 2, 3, 4]
     assert all(g.source == "registry" for n in "abc" for g in grants[n])
+
+
+def test_the_cluster_fetches_at_most_registry_slots_pieces_from_the_registry_at_once() -> None:
+    """Across nodes and blobs: the registry's uplink is shared by every fetch in flight, so more
+    of them only make each piece slower (past its lease on a slow registry, then fetched
+    twice). The next piece is granted when one of them is reported."""
+    nodes = [(f"n{i}", "z1", 4) for i in range(20)]
+    state = cluster_with(*nodes)
+    digests = [f"sha256:{c * 64}" for c in "bcde"]
+    for digest in digests:
+        state.open(digest=digest, size=40 * MiB, now=0)
+    rng = random.Random(1)
+    granted = [
+        (name, digest, g)
+        for name, _, _ in nodes
+        for digest in digests
+        for g in state.schedule(node=name, digest=digest, want=16, now=0, rng=rng)
+    ]
+    assert len(granted) == REGISTRY_SLOTS
+    assert all(g.source == "registry" for _, _, g in granted)
+    name, digest, grant = granted[0]
+    state.report(
+        node=name, digest=digest, piece=grant.piece, ok=True, sha256="f" * 64, parent=None,
+        size=MiB, reason=None, now=1, lease=grant.lease,
+    )  # fmt: skip
+    late = [
+        g
+        for other, _, _ in nodes[1:]
+        for g in state.schedule(node=other, digest=digests[-1], want=16, now=1, rng=rng)
+        if g.source == "registry"
+    ]
+    assert len(late) == 1  # the slot the report freed, and no more
 
 
 @pytest.mark.parametrize(
