@@ -165,6 +165,8 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     # Ending a read transaction on SQLite releases a lock in this process and never waits:
     # the loop does it. PostgreSQL's is a round trip, a write's a commit: a worker does those.
     local_end = not write and platform(request).db.is_sqlite
+    if local_end:
+        session.info[_LOCAL_READ] = True  # an ``inline_read`` route may run on the loop
     try:
         yield session
     except BaseException:
@@ -197,6 +199,8 @@ def _end_transaction(session: Session, commit: bool) -> None:
 
 # Where a write session keeps the commit of its request's change until it has run.
 _COMMIT_CHANGE = "gaia.commit_change"
+# Set on a SQLite read session: its queries never wait for a lock (WAL) nor for a network.
+_LOCAL_READ = "gaia.local_read"
 
 
 def commit_change(session: Session) -> None:
@@ -229,9 +233,42 @@ class CommittingRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         methods = {m.upper() for m in kwargs.get("methods") or ()}
-        if methods & MUTATING_METHODS and not inspect.iscoroutinefunction(endpoint):
-            endpoint = commits_in_route_thread(endpoint)
+        if not inspect.iscoroutinefunction(endpoint):
+            if methods & MUTATING_METHODS:
+                endpoint = commits_in_route_thread(endpoint)
+            elif getattr(endpoint, _INLINE_READ, False):
+                endpoint = _runs_inline_on_local_reads(endpoint)
         super().__init__(path, endpoint, **kwargs)
+
+
+_INLINE_READ = "__gaia_inline_read__"
+
+
+def inline_read(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a sync read route whose work is a few indexed queries of the request's session and
+    nothing else (no provider, no network, no file, no page of unbounded size): on SQLite it
+    runs on the event loop instead of in a worker thread.
+
+    A sync route costs two hops between the loop and a worker (the route, then the response's
+    validation), each a wait for a thread to be scheduled and for the interpreter lock; for a
+    single-object read on SQLite that was a third of its time above the HTTP stack's floor
+    (docs/benchmarks.md, "reads inline"). A SQLite read in WAL mode waits for no lock, so the
+    loop is held only for the queries' own CPU, which a worker thread would have held the
+    interpreter lock for anyway. On PostgreSQL a query is a round trip: the route still runs in
+    a worker there. ``CommittingRoute`` applies it (GET routes only)."""
+    setattr(endpoint, _INLINE_READ, True)
+    return endpoint
+
+
+def _runs_inline_on_local_reads(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(endpoint)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        for value in kwargs.values():
+            if isinstance(value, Session) and value.info.get(_LOCAL_READ):
+                return endpoint(*args, **kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(endpoint, *args, **kwargs))
+
+    return run
 
 
 def commits_in_route_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,6 +17,7 @@ from gaia.api.deps import (
     SessionDep,
     audit,
     business_for,
+    inline_read,
     require_platform_admin,
 )
 from gaia.api.pagination import Cursor, Limit, page_in_memory
@@ -96,6 +97,7 @@ def create_business(
 
 
 @router.get("/businesses/{biz}", response_model=BusinessOut)
+@inline_read
 def get_business(principal: PrincipalDep, session: SessionDep, biz: str = BizPath) -> BusinessOut:
     return business_out(business_for(session, principal, biz, Permission.BUSINESS_READ), principal)
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, inline_read
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.schemas.base import Page
 from gaia.api.schemas.records import EventOut, RecordOut
@@ -79,6 +79,7 @@ def list_records(
 
 
 @router.get("/records/{record_id}", response_model=RecordOut)
+@inline_read
 def get_record(
     principal: PrincipalDep, session: SessionDep, record_id: int = Path(ge=1, le=2**62)
 ) -> RecordOut:
