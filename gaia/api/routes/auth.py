@@ -16,7 +16,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request, Response
 
 from gaia.api.client_address import request_client_address
-from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, platform
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, inline_read, platform
 from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import Page
 from gaia.api.schemas.identity import (
@@ -79,6 +79,7 @@ def logout(request: Request, principal: PrincipalDep, session: SessionDep) -> Re
 
 
 @router.get("/users/me", response_model=MeOut, tags=["users"])
+@inline_read
 def me(principal: PrincipalDep, session: SessionDep) -> MeOut:
     user = users.user_by_id(session, principal.user_id)
     if user is None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path, Request
 
-from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, require_platform_admin
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    inline_read,
+    require_platform_admin,
+)
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.schemas.base import USERNAME_PATTERN, Page
 from gaia.api.schemas.identity import UserCreate, UserOut, UserUpdate
@@ -54,6 +61,7 @@ def _visible_user(session: SessionDep, principal: PrincipalDep, username: str) -
 
 
 @router.get("/users/{username}", response_model=UserOut)
+@inline_read
 def get_user(principal: PrincipalDep, session: SessionDep, username: str = UsernamePath) -> UserOut:
     return UserOut.of(_visible_user(session, principal, username))
 
