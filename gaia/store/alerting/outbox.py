@@ -399,23 +399,32 @@ def claim_due_notifications(
     ]
 
 
+# Rows per UPDATE of ``record_results``: far below SQLite's bound on bound parameters.
+RESULTS_PER_STATEMENT = 500
+_RESULT_VALUES = ("state", "last_error", "attempts", "receipt", "sent_at", "next_attempt_at")
+
+
 def record_results(session: Session, results: Iterable[NotificationResult]) -> None:
-    """Write results of sends still ``sending`` (a row reclaimed meanwhile is left alone), one
-    executemany per shape of result."""
+    """Write results of sends still ``sending`` (a row reclaimed meanwhile is left alone).
+
+    Results that write the same values (a batch's sends to one receiver: "sent", the same
+    receipt and time) are one ``UPDATE ... WHERE id IN (...)``: an executemany per row cost a
+    statement execution and its parameter binding for each, which was most of the CPU a
+    delivery spent writing results (docs/benchmarks.md, "delivery, third round")."""
     table = cast(Table, AlertNotification.__table__)
-    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
     for result in results:
-        row: dict[str, Any] = {"b_id": result.id}
-        for field in fields(result):
-            value = getattr(result, field.name)
-            if field.name != "id" and value is not None:
-                row[field.name] = value
-        by_shape[tuple(sorted(row))].append(row)
-    for shape, batch in by_shape.items():
-        values: dict[str, Any] = {key: bindparam(key) for key in shape if key != "b_id"}
-        session.execute(
-            table.update()
-            .where(table.c.id == bindparam("b_id"), table.c.state == "sending")
-            .values(lease_until=None, **values),
-            batch,
+        values = tuple(
+            (name, value) for name in _RESULT_VALUES if (value := getattr(result, name)) is not None
         )
+        groups[values].append(result.id)
+    for values, ids in groups.items():
+        for at in range(0, len(ids), RESULTS_PER_STATEMENT):
+            session.execute(
+                table.update()
+                .where(
+                    table.c.id.in_(ids[at : at + RESULTS_PER_STATEMENT]),
+                    table.c.state == "sending",
+                )
+                .values(lease_until=None, **dict(values))
+            )
