@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import datetime as dt
 import gc
@@ -188,19 +189,35 @@ async def naive_evaluation(platform: Platform, at: float) -> tuple[float, int]:
     return time.perf_counter() - started, transitions
 
 
-async def bare_http_rate(receiver: Receiver, *, count: int, body: bytes) -> tuple[float, float]:
+async def bare_http_rate(
+    receiver: Receiver, *, count: int, body: bytes, per_sender: bool = False
+) -> tuple[float, float]:
     """Requests per second a bare httpx client gets from the same receiver, 16 at a time: the
     ceiling of delivery on this machine (no database, no rendering, no signing); and the
     process's CPU seconds it took. Sixteen senders each post the next request when free, the
     shape of Gaia's delivery (not a task per request waiting on a semaphore, which costs the
-    client more: the ceiling would be lower than a bare client can do)."""
+    client more: the ceiling would be lower than a bare client can do).
+
+    ``per_sender``: each sender posts on a client of its own instead of all sixteen sharing
+    one, as Gaia's delivery does since issue 22 (httpcore's pool rescans every connection at
+    every request's start and end, so a shared pool of sixteen costs far more per request).
+    This second ceiling isolates Gaia's own work (database, payload, signing) from that."""
     import httpx
 
     run_tag = time.perf_counter_ns()  # keys unique across the runs of a benchmark
     pending = iter(range(count))  # shared: each request is posted by one sender
-    async with httpx.AsyncClient() as client:
+    async with contextlib.AsyncExitStack() as stack:
+        shared = await stack.enter_async_context(httpx.AsyncClient())
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(limits=httpx.Limits(max_connections=4))
+            )
+            if per_sender
+            else shared
+            for _ in range(16)
+        ]
 
-        async def sender() -> None:
+        async def sender(client: httpx.AsyncClient) -> None:
             for i in pending:
                 r = await client.post(
                     receiver.url,
@@ -210,8 +227,20 @@ async def bare_http_rate(receiver: Receiver, *, count: int, body: bytes) -> tupl
                 r.raise_for_status()
 
         started, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(sender() for _ in range(16)))
+        await asyncio.gather(*(sender(c) for c in clients))
         return count / (time.perf_counter() - started), time.process_time() - cpu
+
+
+async def ceilings(receiver: Receiver, *, count: int) -> list[tuple[float, float]]:
+    """Both bare clients' (rate, CPU seconds) for ``count`` requests: one shared client (the
+    ceiling), then a client per sender; each after ``settle``."""
+    measured = []
+    for per_sender in (False, True):
+        await settle()
+        measured.append(
+            await bare_http_rate(receiver, count=count, body=b"x" * 1500, per_sender=per_sender)
+        )
+    return measured
 
 
 def count_due(platform: Platform) -> int:
@@ -264,6 +293,7 @@ async def run(args: argparse.Namespace) -> None:
         rows = []
         latencies: list[float] = []
         ceiling: list[tuple[int, float, float]] = []  # per cycle: requests, seconds, CPU seconds
+        lean: list[tuple[int, float, float]] = []  # the same for the client-per-sender ceiling
         retried: list[str] = []
         naive: list[float] = []
         for cycle in range(args.cycles + 1):
@@ -284,8 +314,7 @@ async def run(args: argparse.Namespace) -> None:
             # evaluator would otherwise always be the one its leftovers weigh on
             bare_first = cycle > 0 and cycle % 2 == 0
             if bare_first:
-                await settle()
-                bare_rate, bare_cpu = await bare_http_rate(receiver, count=due, body=b"x" * 1500)
+                measured = await ceilings(receiver, count=due)
             await settle()
             sent_before = len(receiver.arrived)
             started = time.perf_counter()
@@ -312,12 +341,11 @@ async def run(args: argparse.Namespace) -> None:
             # the ceiling, next to the cycle's delivery and as many requests, so that a machine
             # whose load changes during the run weighs on both alike
             if not bare_first:
-                await settle()
-                bare_rate, bare_cpu = await bare_http_rate(
-                    receiver, count=delivered, body=b"x" * 1500
-                )
+                measured = await ceilings(receiver, count=delivered)
             assert due == delivered, (due, delivered)
+            (bare_rate, bare_cpu), (lean_rate, lean_cpu) = measured
             ceiling.append((delivered, delivered / bare_rate, bare_cpu))
+            lean.append((delivered, delivered / lean_rate, lean_cpu))
             with platform.db.read_session() as session:
                 for key, created, state, attempts, error in session.execute(
                     select(
@@ -348,6 +376,8 @@ async def run(args: argparse.Namespace) -> None:
     receiver.http.shutdown()
     bare = sum(c[0] for c in ceiling) / sum(c[1] for c in ceiling)
     bare_cpu_ms = 1000 * sum(c[2] for c in ceiling) / sum(c[0] for c in ceiling)
+    lean_all = sum(c[0] for c in lean) / sum(c[1] for c in lean)
+    lean_cpu_ms = 1000 * sum(c[2] for c in lean) / sum(c[0] for c in lean)
 
     eval_med = statistics.median(r[0] for r in rows)
     delivered = sum(r[2] for r in rows)
@@ -382,10 +412,20 @@ async def run(args: argparse.Namespace) -> None:
         + ", ".join(f"{100 * x:.0f}" for x in per_cycle)
         + f" (median {100 * statistics.median(per_cycle):.0f} %)"
     )
+    per_cycle_lean = [
+        deliver_s_bare_ratio(r[2], r[3], c[0] / c[1]) for r, c in zip(rows, lean, strict=True)
+    ]
+    print(
+        f"{'bare client, a client per sender':38} {'':12} {lean_all:9.0f}  "
+        f"(Gaia at {100 * rate / lean_all:.0f} %; cycle by cycle "
+        + ", ".join(f"{100 * x:.0f}" for x in per_cycle_lean)
+        + f", median {100 * statistics.median(per_cycle_lean):.0f} %: Gaia's own work beside "
+        "the HTTP client's)"
+    )
     cpu_ms = 1000 * sum(r[4] for r in rows) / delivered
     print(
         f"{'CPU ms per notification (process)':38} {cpu_ms:12.2f} {bare_cpu_ms:9.2f}  "
-        "(receiver included on both sides)"
+        f"(a client per sender: {lean_cpu_ms:.2f}; receiver included on every side)"
     )
     print(
         f"{'delivery latency median / p99':38} "

@@ -43,6 +43,7 @@ written into a row, a log line or an error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -50,6 +51,8 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from gaia.clock import Clock
 from gaia.domain.retry import backoff_delay
@@ -102,6 +105,15 @@ class Outcome:
     error: DeliveryError | None = None
     unsent: bool = False  # never handed to the channel: goes back to the queue as it was
 
+
+# Connections each sender's own client keeps (to as many receivers). One client shared by the
+# sixteen senders cost more than all of Gaia's own work per notification: httpcore's pool
+# rescans every connection at every request's start and end (and asks the kernel whether each
+# idle one is still open), so a pool of sixteen costs sixteen times what one does. A client per
+# sender, which has at most one request in flight, cut delivery's CPU per notification from
+# ~2.9 to ~1.7 ms on the benchmark (docs/benchmarks.md, "delivery, third round"). The bound
+# on connections is unchanged: senders x 4 = 64, as the shared client's was.
+SENDER_CONNECTIONS = 4
 
 NOT_SENT_IN_TIME = "claimed but not sent within its lease (earlier sends were slow); queued again"
 NOT_SENT_STOPPED = "claimed but not sent (the delivery pass stopped); queued again"
@@ -159,6 +171,7 @@ class NotificationDelivery(LoopService):
         self.concurrency = concurrency
         self._window = RateWindow()
         self._channels: dict[int, tuple[dt.datetime, Channel]] = {}
+        self._clients: list[httpx.AsyncClient] = []  # a pass's: one per sender
         # Called with (channel kind, result) per outcome; the platform's metrics hook in here.
         self.on_outcome: Callable[[str, str], None] | None = None
 
@@ -166,10 +179,15 @@ class NotificationDelivery(LoopService):
         batch = await self._claim_batch()
         if not batch.items:
             return
-        # One HTTP client for the whole pass: a burst's batches reuse its kept-alive connections
-        # (and TLS sessions) instead of connecting again for every batch.
-        async with new_client() as client:
-            token = shared_client.set(client)
+        # An HTTP client per sender for the whole pass: a burst's batches reuse its kept-alive
+        # connections (and TLS sessions) instead of connecting again for every batch, and no
+        # sender pays for the others' connections (see SENDER_CONNECTIONS).
+        async with contextlib.AsyncExitStack() as clients:
+            self._clients = [
+                await clients.enter_async_context(new_client(max_connections=SENDER_CONNECTIONS))
+                for _ in range(self.concurrency)
+            ]
+            token = shared_client.set(None)
             upcoming: asyncio.Task[ClaimedBatch] | None = None
             recording: asyncio.Task[None] | None = None
             try:
@@ -236,11 +254,14 @@ class NotificationDelivery(LoopService):
         outcomes: list[Outcome | None] = [None] * len(batch.items)
         queue = iter(enumerate(batch.items))  # shared: each row is taken by one sender
 
-        async def sender() -> None:
+        async def sender(client: httpx.AsyncClient) -> None:
+            shared_client.set(client)  # this sender's own context (gather made it a task)
             for i, claimed in queue:
                 outcomes[i] = await self._send(claimed, deadline=batch.deadline)
 
-        await asyncio.gather(*(sender() for _ in range(min(self.concurrency, len(batch.items)))))
+        await asyncio.gather(
+            *(sender(c) for c in self._clients[: min(self.concurrency, len(batch.items))])
+        )
         return [o for o in outcomes if o is not None]
 
     async def _send(self, claimed: Claimed, *, deadline: float) -> Outcome:

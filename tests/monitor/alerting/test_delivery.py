@@ -255,6 +255,39 @@ def test_one_pass_drains_a_burst_batch_after_batch_each_sent_once(bed: Bed) -> N
     assert len(bed.receiver.requests) == 5  # nothing sent twice
 
 
+def test_each_sender_posts_on_a_client_of_its_own(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared client's pool rescans every connection at every request's start and end
+    (httpcore), which cost more than everything else delivery does per notification
+    (docs/benchmarks.md): each of the pass's senders has its own client, one request at a
+    time on it, kept across the pass's batches."""
+    from gaia.monitor.alerting.channels import _base
+
+    bed.delivery.batch, bed.delivery.concurrency = 4, 3
+    in_flight: dict[int, int] = {}
+    most: dict[int, int] = {}
+    post = _base._post
+
+    async def counted(client: object, *args: Any) -> Any:
+        key = id(client)
+        in_flight[key] = in_flight.get(key, 0) + 1
+        most[key] = max(most.get(key, 0), in_flight[key])
+        try:
+            await asyncio.sleep(0.01)  # the senders overlap
+            return await post(client, *args)  # type: ignore[arg-type]
+        finally:
+            in_flight[key] -= 1
+
+    monkeypatch.setattr(_base, "_post", counted)
+    bed.policy(for_seconds=0)
+    bed.load(95, *(f"web-{i}" for i in range(12)))
+    bed.evaluate()
+    bed.deliver()  # three batches of four in one pass
+    assert len(bed.receiver.requests) == 12
+    assert len(most) == 3 and set(most.values()) == {1}, most
+
+
 def test_a_pass_stops_after_its_batches_and_the_next_goes_on(bed: Bed) -> None:
     bed.delivery.batch, bed.delivery.batches_per_pass = 1, 2
     bed.policy(for_seconds=0)

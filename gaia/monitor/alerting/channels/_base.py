@@ -277,11 +277,15 @@ shared_client: contextvars.ContextVar[httpx.AsyncClient | None] = contextvars.Co
 )
 
 
-def new_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def new_client(
+    *, transport: httpx.AsyncBaseTransport | None = None, max_connections: int = 64
+) -> httpx.AsyncClient:
     """An HTTP client as the channels use it: verifying TLS, no redirects, bounded pool, every
     connection checked by the egress guard (``transport``: tests' mock transports, which
     connect nowhere)."""
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=min(32, max_connections)
+    )
     return httpx.AsyncClient(
         transport=transport or guarded_transport(ssl_context=_tls_context(), limits=limits),
         follow_redirects=False,
