@@ -357,7 +357,8 @@ async def run(args: argparse.Namespace) -> None:
                     ).where(AlertNotification.created_at >= dt.datetime.fromtimestamp(at, dt.UTC))
                 ):
                     assert state == "sent", (state, error)
-                    latencies.append(receiver.arrived[key] - created.timestamp())
+                    if not bare_first:  # else the ceilings' runs are in the wait
+                        latencies.append(receiver.arrived[key] - created.timestamp())
                     if attempts > 1:
                         retried.append(error)
             naive_s, _ = await naive_evaluation(platform, at)
@@ -429,7 +430,8 @@ async def run(args: argparse.Namespace) -> None:
     )
     print(
         f"{'delivery latency median / p99':38} "
-        f"{statistics.median(latencies) * 1000:6.0f}/{p99 * 1000:.0f} ms"
+        f"{statistics.median(latencies) * 1000:6.0f}/{p99 * 1000:.0f} ms  "
+        "(cycles where delivery goes first)"
     )
     print(f"{'notifications sent more than once':38} {len(retried):12d}")
     if profiler is not None:
