@@ -25,7 +25,8 @@ So a sync route's change commits in the route's own worker thread the moment it 
 made on the event loop (no I/O yet) and ended in one worker hop (none when nothing is left
 open, nor for a read on SQLite), and a principal the cache holds is answered on the loop: a
 sync read makes two hops (its route and the response's validation; three on PostgreSQL, with
-the session's end) where it made five.
+the session's end) where it made five. A single-object read marked ``inline_read`` makes none
+on SQLite: it runs on the loop (its queries wait for no lock in WAL mode).
 """
 
 from __future__ import annotations
