@@ -111,7 +111,7 @@ class Outcome:
 # rescans every connection at every request's start and end (and asks the kernel whether each
 # idle one is still open), so a pool of sixteen costs sixteen times what one does. A client per
 # sender, which has at most one request in flight, cut delivery's CPU per notification from
-# ~2.9 to ~1.7 ms on the benchmark (docs/benchmarks.md, "delivery, third round"). The bound
+# ~2.9 to 1.4-1.7 ms on the benchmark (docs/benchmarks.md, "delivery, third round"). The bound
 # on connections is unchanged: senders x 4 = 64, as the shared client's was.
 SENDER_CONNECTIONS = 4
 
@@ -171,7 +171,6 @@ class NotificationDelivery(LoopService):
         self.concurrency = concurrency
         self._window = RateWindow()
         self._channels: dict[int, tuple[dt.datetime, Channel]] = {}
-        self._clients: list[httpx.AsyncClient] = []  # a pass's: one per sender
         # Called with (channel kind, result) per outcome; the platform's metrics hook in here.
         self.on_outcome: Callable[[str, str], None] | None = None
 
@@ -183,7 +182,7 @@ class NotificationDelivery(LoopService):
         # connections (and TLS sessions) instead of connecting again for every batch, and no
         # sender pays for the others' connections (see SENDER_CONNECTIONS).
         async with contextlib.AsyncExitStack() as clients:
-            self._clients = [
+            senders = [
                 await clients.enter_async_context(new_client(max_connections=SENDER_CONNECTIONS))
                 for _ in range(self.concurrency)
             ]
@@ -192,7 +191,7 @@ class NotificationDelivery(LoopService):
             recording: asyncio.Task[None] | None = None
             try:
                 for more in range(self.batches_per_pass - 1, -1, -1):
-                    sending = asyncio.ensure_future(self._send_batch(batch))
+                    sending = asyncio.ensure_future(self._send_batch(batch, senders))
                     # a full batch says more is due: claim the next while this one is on the
                     # wire; never beyond the pass's last batch (a claimed row nobody sends
                     # waits for its lease)
@@ -243,7 +242,9 @@ class NotificationDelivery(LoopService):
         items = await asyncio.to_thread(self._claim, self.clock.now())
         return ClaimedBatch(items=items, deadline=deadline)
 
-    async def _send_batch(self, batch: ClaimedBatch) -> list[Outcome]:
+    async def _send_batch(
+        self, batch: ClaimedBatch, clients: list[httpx.AsyncClient]
+    ) -> list[Outcome]:
         """Send a batch with ``concurrency`` senders, each taking the next unsent row when it is
         free; the outcomes in the batch's order.
 
@@ -259,9 +260,7 @@ class NotificationDelivery(LoopService):
             for i, claimed in queue:
                 outcomes[i] = await self._send(claimed, deadline=batch.deadline)
 
-        await asyncio.gather(
-            *(sender(c) for c in self._clients[: min(self.concurrency, len(batch.items))])
-        )
+        await asyncio.gather(*(sender(c) for c in clients[: len(batch.items)]))
         return [o for o in outcomes if o is not None]
 
     async def _send(self, claimed: Claimed, *, deadline: float) -> Outcome:

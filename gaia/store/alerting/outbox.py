@@ -408,9 +408,8 @@ def record_results(session: Session, results: Iterable[NotificationResult]) -> N
     """Write results of sends still ``sending`` (a row reclaimed meanwhile is left alone).
 
     Results that write the same values (a batch's sends to one receiver: "sent", the same
-    receipt and time) are one ``UPDATE ... WHERE id IN (...)``: an executemany per row cost a
-    statement execution and its parameter binding for each, which was most of the CPU a
-    delivery spent writing results (docs/benchmarks.md, "delivery, third round")."""
+    receipt and time) are one ``UPDATE ... WHERE id IN (...)`` instead of an executemany that
+    runs the statement once per row."""
     table = cast(Table, AlertNotification.__table__)
     groups: dict[tuple[tuple[str, Any], ...], list[int]] = defaultdict(list)
     for result in results:
