@@ -47,6 +47,7 @@ from gaia.domain.resources import ResourceVector, check_fits, quota_exceeded
 from gaia.domain.upgrades import ACTIVE, GrayUpgradePlan, UpgradeState, new_plan
 from gaia.security import SecretBox
 from gaia.store import network, quotas
+from gaia.store.businesses import names_by_id
 from gaia.store.configs import load_config_data
 from gaia.store.instance_configs import find_config
 from gaia.store.models import (
@@ -139,7 +140,7 @@ def load_snapshot(
     session: Session, *, now: dt.datetime, failure_memory: dt.timedelta, secrets: SecretBox
 ) -> Snapshot:
     clusters = {c.id: c for c in session.scalars(select(Cluster))}
-    businesses = {b.id: b.name for b in session.scalars(select(Business))}
+    businesses = names_by_id(session)
     templates: dict[int, dict[str, TemplateSpec]] = defaultdict(dict)
     for t in session.scalars(select(AppTemplate)):
         templates[t.app_id][t.name] = template_from_document(t.name, t.spec)

@@ -15,9 +15,9 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -81,14 +81,32 @@ def emit(
         "last_seen": now,
         "user": user,
     }
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Event).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Event.key],
-        set_={"count": Event.count + 1, "last_seen": now, "user": user or Event.user},
-    )
-    session.execute(stmt)
+    if session.autoflush:
+        session.flush()  # as an ORM statement does: the rows it may refer to go first
+    session.execute(_upsert_one(session.get_bind().dialect.name), values)
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert_one(dialect: str) -> Any:
+    """The one-row upsert of ``emit``, built once per dialect: the values travel as parameters,
+    so SQLAlchemy neither rebuilds the statement nor walks its values for a cache key at every
+    call (a write request emits at least one event). A repeat keeps the row's user when the new
+    one is empty."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        table = cast(Table, Event.__table__)
+        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+        stmt = _UPSERTS[dialect] = insert.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "count": table.c.count + 1,
+                "last_seen": insert.excluded.last_seen,
+                "user": func.coalesce(func.nullif(insert.excluded.user, ""), table.c.user),
+            },
+        )
+    return stmt
 
 
 @dataclass(frozen=True, slots=True)

@@ -304,6 +304,25 @@ def test_repeated_events_are_aggregated_even_concurrently(platform: Platform) ->
     assert rows[0].last_seen >= rows[0].first_seen
 
 
+def test_a_repeated_event_names_its_last_user_and_keeps_it_when_none_is_given(
+    platform: Platform,
+) -> None:
+    def emit(user: str) -> Event:
+        with platform.db.write_session() as s:
+            events.emit(
+                s, object_kind="App", object_name="web", reason="Scaled", message="2", user=user
+            )
+        with platform.db.read_session() as s:
+            return s.scalars(select(Event)).one()
+
+    assert emit("alice").user == "alice"
+    kept = emit("")  # a controller's repeat: no user of its own
+    assert (kept.user, kept.count) == ("alice", 2)
+    replaced = emit("bob")
+    assert (replaced.user, replaced.count) == ("bob", 3)
+    assert replaced.last_seen >= kept.last_seen >= replaced.first_seen
+
+
 def test_a_batch_of_events_folds_repeats_and_adds_to_existing_rows(platform: Platform) -> None:
     t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 

@@ -1285,6 +1285,8 @@ class SystemLogHandler(logging.Handler):
         # records; an Event to set once what came before is written; None to stop
         self._queue: queue.Queue[_Record | threading.Event | None] = queue.Queue(maxsize=capacity)
         self._stopping = threading.Event()
+        # set when a batch should not wait out its linger: it is full, or someone waits for it
+        self._hurry = threading.Event()
         self._thread: threading.Thread | None = None
         self._installed: list[logging.Logger] = []
         self._formatter = logging.Formatter()
@@ -1314,6 +1316,7 @@ class SystemLogHandler(logging.Handler):
                 self._queue.put(None, timeout=timeout)  # after what is queued: written first
             except queue.Full:
                 self._stopping.set()
+            self._hurry.set()
             self._thread.join(timeout)
             self._thread = None
 
@@ -1330,6 +1333,8 @@ class SystemLogHandler(logging.Handler):
             elif record.exc_text:
                 text = f"{text}\n{record.exc_text}"
             self._queue.put_nowait(_Record(record.created, record.levelno, record.name, text))
+            if self._queue.qsize() >= self.batch_size:
+                self._hurry.set()
         except queue.Full:
             with self._dropped_lock:
                 self.dropped += 1
@@ -1345,6 +1350,7 @@ class SystemLogHandler(logging.Handler):
             self._queue.put(done, timeout=timeout)
         except queue.Full:
             return False
+        self._hurry.set()
         return done.wait(timeout)
 
     def _drain(self) -> None:
@@ -1356,13 +1362,14 @@ class SystemLogHandler(logging.Handler):
                 stop = self._stopping.is_set()
                 continue
             items: list[_Record | threading.Event | None] = [first]
-            deadline = time.monotonic() + self.linger
+            if isinstance(first, _Record) and self._queue.qsize() + 1 < self.batch_size:
+                # gather for the linger without taking records one by one: a thread blocked in
+                # the queue's get would be woken (and take the GIL) at every record logged
+                self._hurry.wait(self.linger)
+            self._hurry.clear()
             while len(items) < self.batch_size and isinstance(items[-1], _Record):
-                left = deadline - time.monotonic()
                 try:
-                    items.append(
-                        self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                    )
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             entries = [

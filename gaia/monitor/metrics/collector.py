@@ -59,8 +59,9 @@ from gaia.providers.port import (
     Node,
 )
 from gaia.providers.registry import ProviderRegistry
+from gaia.store.businesses import names_by_id
 from gaia.store.database import Database
-from gaia.store.models import App, Business, Cluster, Quota
+from gaia.store.models import App, Cluster, Quota
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -640,7 +641,7 @@ class MetricCollector(LoopService):
         with self.db.read_session() as session:
             clusters = list(session.scalars(select(Cluster).order_by(Cluster.name)))
             names = {c.id: c.name for c in clusters}
-            businesses = {b.id: b.name for b in session.scalars(select(Business))}
+            businesses = names_by_id(session)
             apps: dict[str, list[DesiredApp]] = defaultdict(list)
             for row in session.scalars(select(App).order_by(App.id)):
                 cluster = names.get(row.cluster_id)

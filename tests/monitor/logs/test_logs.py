@@ -518,6 +518,38 @@ def test_the_system_handler_writes_redacted_records(
     assert len(store.query(LogSelector.system()).lines) == 3
 
 
+def test_the_system_handler_gathers_a_batch_and_writes_at_once_when_asked(
+    store: LogStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records logged within the linger go in one write; a full batch or a waiter does not
+    wait the linger out."""
+    writes: list[int] = []
+    append = store.append
+
+    def counted(entries: list[LogEntry]) -> None:
+        writes.append(len(entries))
+        append(entries)
+
+    store.append = counted  # type: ignore[method-assign]
+    handler = SystemLogHandler(store, linger=30.0, batch_size=50)
+    handler.install()
+    try:
+        caplog.set_level(logging.INFO, logger="gaia")
+        logger = logging.getLogger("gaia.api.test")
+        started = time.monotonic()
+        for i in range(120):  # two full batches are written without waiting for the linger
+            logger.info("line %d", i)
+        deadline = time.monotonic() + 10
+        while sum(writes) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writes[:2] == [50, 50]
+        assert handler.wait_written()  # the other 20: written now, not in 30 s
+        assert time.monotonic() - started < 10
+    finally:
+        handler.uninstall()
+    assert [n for n in writes if n] == [50, 50, 20]
+
+
 def test_the_system_handler_drops_and_counts_when_its_queue_is_full(store: LogStore) -> None:
     handler = SystemLogHandler(store, capacity=2)  # not installed: nothing drains the queue
     record = logging.LogRecord("gaia.x", logging.INFO, __file__, 1, "hello", None, None)
