@@ -112,6 +112,7 @@ class Run:
     errors: int = 0
     first_error: str = ""
     hit_time_bound: bool = False
+    server_cpu_s: float = math.nan  # the server process's CPU (all threads) during the run
 
     @property
     def count(self) -> int:
@@ -128,6 +129,11 @@ class Run:
     def rps(self) -> float:
         return self.count / self.wall_s if self.wall_s > 0 else math.nan
 
+    @property
+    def server_cpu_ms(self) -> float:
+        """The server's CPU per request, in milliseconds (its background loops included)."""
+        return self.server_cpu_s * 1000.0 / self.count if self.count else math.nan
+
     @classmethod
     def pooled(cls, runs: list[Run]) -> Run:
         """The runs of several rounds as one: their latencies together (a p99 of 3,000 requests
@@ -138,6 +144,7 @@ class Run:
             errors=sum(run.errors for run in runs),
             first_error=next((run.first_error for run in runs if run.first_error), ""),
             hit_time_bound=any(run.hit_time_bound for run in runs),
+            server_cpu_s=sum(run.server_cpu_s for run in runs),
         )
 
 
@@ -175,6 +182,18 @@ def check(*, response: httpx.Response, scenario: Scenario, run: Run) -> None:
             run.first_error = f"{response.status_code} {response.text[:300]}"
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far, every thread included (Linux's
+    /proc; NaN elsewhere or without a pid)."""
+    if pid is None:
+        return math.nan
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_sequential(
     *,
     client: httpx.Client,
@@ -183,6 +202,7 @@ def measure_sequential(
     count: int,
     warmup: int,
     max_seconds: float,
+    server_pid: int | None = None,
 ) -> Run:
     """One client, one keep-alive connection, one request at a time."""
     run = Run()
@@ -192,6 +212,7 @@ def measure_sequential(
             scenario=scenario,
             run=Run(),
         )
+    cpu_before = process_cpu_s(server_pid)
     started = time.perf_counter()
     deadline = started + max_seconds
     for _ in range(count):
@@ -205,6 +226,7 @@ def measure_sequential(
             run.hit_time_bound = True
             break
     run.wall_s = time.perf_counter() - started
+    run.server_cpu_s = process_cpu_s(server_pid) - cpu_before
     return run
 
 
@@ -218,6 +240,7 @@ def measure_concurrent(
     threads: int,
     warmup: int,
     max_seconds: float,
+    server_pid: int | None = None,
 ) -> Run:
     """``threads`` clients, each on its own connection, sharing ``count`` requests."""
     run = Run()
@@ -227,6 +250,7 @@ def measure_concurrent(
 
     def go() -> None:
         # Runs once, in the last thread to reach the barrier, before any thread is released.
+        clock["cpu"] = process_cpu_s(server_pid)
         clock["started"] = time.perf_counter()
         clock["stop_at"] = clock["started"] + max_seconds
 
@@ -268,6 +292,7 @@ def measure_concurrent(
                 with lock:
                     run.latencies_ms.extend(mine)
                     clock["ended"] = max(clock.get("ended", 0.0), time.perf_counter())
+                    clock["cpu_ended"] = process_cpu_s(server_pid)
         except BaseException as exc:  # a dead server must end the run, not hang it
             with lock:
                 failures.append(exc)
@@ -287,6 +312,7 @@ def measure_concurrent(
             0
         ]
     run.wall_s = clock["ended"] - clock["started"]
+    run.server_cpu_s = clock["cpu_ended"] - clock["cpu"]
     return run
 
 
@@ -306,8 +332,11 @@ def gaia_server(
     startup_timeout: float = 90.0,
     wrapper: tuple[str, ...] = (),
     settings: dict[str, str] | None = None,
+    pids: list[int] | None = None,
 ) -> Iterator[tuple[str, Path]]:
     """``gaia up`` in a subprocess; yields (base URL, data dir); always stops it.
+
+    ``pids``, when given, gets the server's process id (the wrapper's, with a ``wrapper``).
 
     ``wrapper`` runs the server under another command (``bench/api_profile.py``: py-spy); the
     two then get their own process group, stopped together with SIGINT, on which py-spy writes
@@ -349,6 +378,8 @@ def gaia_server(
                 start_new_session=bool(wrapper),
             )
         wait_healthy(base_url=base_url, proc=proc, log_path=log_path, timeout=startup_timeout)
+        if pids is not None:
+            pids.append(proc.pid)
         yield base_url, data_dir
     finally:
         if proc is not None and proc.poll() is None and wrapper:
@@ -589,7 +620,8 @@ def bench_backend(
     options: argparse.Namespace,
 ) -> BackendResult:
     title = BACKEND_TITLES[backend]
-    with gaia_server(database_url=database_url) as (base_url, data_dir):
+    pids: list[int] = []
+    with gaia_server(database_url=database_url, pids=pids) as (base_url, data_dir):
         url = database_url or f"sqlite:///{data_dir / 'gaia.db'}"
         token = login(base_url=base_url)
         with new_client(base_url=base_url, token=None) as probe:
@@ -623,6 +655,7 @@ def bench_backend(
                     count=options.requests,
                     warmup=options.warmup,
                     max_seconds=options.max_seconds,
+                    server_pid=pids[0],
                 )
                 conc = measure_concurrent(
                     base_url=base_url,
@@ -633,6 +666,7 @@ def bench_backend(
                     threads=options.threads,
                     warmup=options.warmup,
                     max_seconds=options.max_seconds,
+                    server_pid=pids[0],
                 )
                 rounds.setdefault(scenario.key, []).append((seq, conc))
                 print(
@@ -821,6 +855,22 @@ def goal_lines(*, results: list[BackendResult], threads: int) -> list[str]:
             f"{fmt(alone, digits=2)} ms{goal}; the floor's own ratio under as many clients: "
             f"{fmt(floor_ratio, digits=1)}x"
         )
+        cpu_alone, cpu_together = create.sequential.server_cpu_ms, create.concurrent.server_cpu_ms
+        if not math.isnan(cpu_together):
+            # one interpreter: while it is busy on about one core, each closed-loop writer waits
+            # for the other writers' creates, at what each costs under load
+            busy = create.concurrent.server_cpu_s / create.concurrent.wall_s
+            least = threads * cpu_together
+            single_p50 = create.sequential.percentile(0.5)
+            lines.append(
+                f"  {title}: server CPU per create {fmt(cpu_alone, digits=2)} ms with one client, "
+                f"{fmt(cpu_together, digits=2)} ms with {threads} writers, the server busy "
+                f"{busy:.2f} of a core; each writer waits for the others' creates: {threads} x "
+                f"{fmt(cpu_together, digits=2)} = {fmt(least, digits=1)} ms, "
+                f"{fmt(least / single_p50, digits=1)}x the single client's p50 of "
+                f"{fmt(single_p50, digits=2)} ms (the writers' p50 measured: "
+                f"{fmt(create.concurrent.percentile(0.5), digits=2)} ms)"
+            )
         read = result.scenarios["get"].sequential.percentile(0.99)
         floor = result.scenarios["floor"].sequential.percentile(0.99)
         lines.append(
