@@ -107,6 +107,7 @@ from gaia.scheduler.placement import GaiaScheduler
 from gaia.scheduler.port import eligible_zones
 from gaia.security import SecretBox
 from gaia.store import apps as store_apps
+from gaia.store import businesses as store_businesses
 from gaia.store import events as store_events
 from gaia.store.apps import AppSnapshot, ConfigSnapshot, Snapshot
 from gaia.store.database import Database
@@ -914,21 +915,28 @@ class AppController(LoopService):
         self, cluster: str, businesses: Mapping[str, int], pending: list[PendingEvent]
     ) -> None:
         now = self.clock.now()
-        batch = [
-            store_events.NewEvent(
-                object_kind=ev.object_kind,
-                object_name=ev.object_name,
-                reason=ev.reason,
-                message=ev.message[:2000],
-                type="Warning" if ev.type == "Warning" else "Normal",
-                business_id=businesses.get(ev.business),
-                business=ev.business,
-                cluster=cluster,
-                at=ev.at or now,
-            )
-            for ev in pending
-        ]
         with self.db.write_session() as session:
+            # the snapshot names the businesses with apps or quotas; an event in another
+            # namespace (rare) has its business looked up here
+            unknown = {
+                ev.business for ev in pending if ev.business and ev.business not in businesses
+            }
+            if unknown:
+                businesses = {**businesses, **store_businesses.ids_by_name(session, unknown)}
+            batch = [
+                store_events.NewEvent(
+                    object_kind=ev.object_kind,
+                    object_name=ev.object_name,
+                    reason=ev.reason,
+                    message=ev.message[:2000],
+                    type="Warning" if ev.type == "Warning" else "Normal",
+                    business_id=businesses.get(ev.business),
+                    business=ev.business,
+                    cluster=cluster,
+                    at=ev.at or now,
+                )
+                for ev in pending
+            ]
             store_events.emit_many(session, batch)
 
 

@@ -47,7 +47,6 @@ from gaia.domain.resources import ResourceVector, check_fits, quota_exceeded
 from gaia.domain.upgrades import ACTIVE, GrayUpgradePlan, UpgradeState, new_plan
 from gaia.security import SecretBox
 from gaia.store import network, quotas
-from gaia.store.businesses import names_by_id
 from gaia.store.configs import load_config_data
 from gaia.store.instance_configs import find_config
 from gaia.store.models import (
@@ -115,7 +114,7 @@ class ConfigSnapshot:
 class Snapshot:
     clusters: dict[int, Cluster]
     apps: list[AppSnapshot]
-    businesses: dict[str, int]  # name -> id
+    businesses: dict[str, int]  # name -> id, of the businesses that have apps or quotas
     configs: dict[tuple[str, str, bool], ConfigSnapshot]
     # cluster id -> business namespace -> hard limits, mirrored into the cluster
     quotas: dict[int, dict[str, ResourceVector]] = field(default_factory=dict)
@@ -140,7 +139,9 @@ def load_snapshot(
     session: Session, *, now: dt.datetime, failure_memory: dt.timedelta, secrets: SecretBox
 ) -> Snapshot:
     clusters = {c.id: c for c in session.scalars(select(Cluster))}
-    businesses = names_by_id(session)
+    # the names of the businesses that have apps or quotas, not of every business: a pass reads
+    # this every second, and a platform may hold thousands that have neither
+    businesses: dict[int, str] = {}
     templates: dict[int, dict[str, TemplateSpec]] = defaultdict(dict)
     for t in session.scalars(select(AppTemplate)):
         templates[t.app_id][t.name] = template_from_document(t.name, t.spec)
@@ -166,7 +167,10 @@ def load_snapshot(
         model_limits[(limit.business_id, limit.cluster_id)][limit.model] = limit.gpu
     apps: list[AppSnapshot] = []
     referenced: set[tuple[int, str, bool]] = set()
-    for row in session.scalars(select(App).order_by(App.id)):
+    for row, business_name in session.execute(
+        select(App, Business.name).join(Business, Business.id == App.business_id).order_by(App.id)
+    ).tuples():
+        businesses[row.business_id] = business_name
         upgrade = upgrades.get(row.id)
         apps.append(
             AppSnapshot(
@@ -217,8 +221,11 @@ def load_snapshot(
             namespace, name, secret, item.updated_at, data or {}
         )
     quotas: dict[int, dict[str, ResourceVector]] = defaultdict(dict)
-    for quota in session.scalars(select(Quota)):
-        quotas[quota.cluster_id][businesses[quota.business_id]] = quota.hard()
+    for quota, business_name in session.execute(
+        select(Quota, Business.name).join(Business, Business.id == Quota.business_id)
+    ).tuples():
+        businesses[quota.business_id] = business_name
+        quotas[quota.cluster_id][business_name] = quota.hard()
     return Snapshot(
         clusters=clusters,
         apps=apps,

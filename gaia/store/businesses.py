@@ -16,6 +16,7 @@ See docs/architecture.md, "store".
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -51,6 +52,20 @@ def business_names(session: Session, business_ids: set[int]) -> set[str]:
     if not business_ids:
         return set()
     return set(session.scalars(select(Business.name).where(Business.id.in_(business_ids))))
+
+
+def ids_by_name(session: Session, names: Collection[str]) -> dict[str, int]:
+    """The ids of the businesses named in ``names`` (an unknown name is left out)."""
+    found: dict[str, int] = {}
+    ordered = sorted(set(names))
+    for start in range(0, len(ordered), 500):  # bounded IN lists
+        chunk = ordered[start : start + 500]
+        found.update(
+            session.execute(select(Business.name, Business.id).where(Business.name.in_(chunk)))
+            .tuples()
+            .all()
+        )
+    return found
 
 
 def names_by_id(session: Session) -> dict[int, str]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from gaia.platform import Platform
+from gaia.store.models import Business, Event
 from tests.conftest import World
 from tests.support.apps_harness import BIZ, AppsHarness, template
 
@@ -328,6 +330,33 @@ def test_mutations_write_records_and_events(h: AppsHarness, world: World) -> Non
     reasons = [r for r, _ in h.events("web-0")]
     for reason in ("Scheduled", "Pulled", "Created", "Started"):
         assert reason in reasons
+
+
+def test_a_cluster_event_names_its_business_even_without_apps_or_quota(
+    h: AppsHarness, world: World
+) -> None:
+    """The controller's snapshot holds only the businesses with apps or quotas (a pass reads it
+    every second); an event in another business's namespace is still filed under it."""
+    assert (
+        world.client.post(
+            "/api/v1/businesses", json={"name": "gamma"}, headers=world.admin
+        ).status_code
+        == 201
+    )
+    h.sim("sim-1")._events.emit(
+        at=h.clock.now(),
+        namespace="gamma",
+        kind="Instance",
+        name="batch-0",
+        reason="Evicted",
+        message="the node ran low on memory",
+        type="Warning",
+    )
+    h.tick()
+    with h.platform.db.read_session() as session:
+        row = session.scalars(select(Event).where(Event.object_name == "batch-0")).one()
+        gamma = session.scalars(select(Business).where(Business.name == "gamma")).one()
+        assert (row.business, row.business_id, row.reason) == ("gamma", gamma.id, "Evicted")
 
 
 # ---------------------------------------------------------------- nodes: scale out and in

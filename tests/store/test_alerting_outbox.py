@@ -15,6 +15,7 @@ from gaia.platform import Platform
 from gaia.store.alerting.outbox import (
     INTERRUPTED,
     NotificationResult,
+    anything_to_claim,
     claim_due_notifications,
     record_results,
 )
@@ -88,6 +89,21 @@ def test_an_expired_lease_is_reclaimed_and_sent_again(platform: Platform) -> Non
     assert _claim(platform, later) == ids
     row = _row(platform, ids[0])
     assert (row.state, row.attempts, row.last_error) == ("sending", 2, INTERRUPTED)
+
+
+def test_the_probe_says_when_a_claim_would_find_work(platform: Platform) -> None:
+    def probe(now: dt.datetime) -> bool:
+        with platform.db.read_session() as s:
+            return anything_to_claim(s, now=now)
+
+    assert not probe(NOW)  # an empty outbox
+    ids = _queue(platform, rows=1)
+    assert probe(NOW)  # due
+    assert _claim(platform) == ids
+    assert not probe(NOW)  # claimed, its lease running
+    later = NOW + LEASE + dt.timedelta(seconds=1)
+    assert probe(later)  # the lease ran out: to be reclaimed
+    assert _claim(platform, later) == ids
 
 
 def test_a_throttled_row_waits_for_its_slot(platform: Platform) -> None:

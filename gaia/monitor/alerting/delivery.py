@@ -70,6 +70,7 @@ from gaia.monitor.alerting.notify import build_message
 from gaia.security import SecretBox
 from gaia.store.alerting.outbox import (
     NotificationResult,
+    anything_to_claim,
     claim_due_notifications,
     record_results,
 )
@@ -307,6 +308,9 @@ class NotificationDelivery(LoopService):
         unprepared: list[NotificationResult] = []
         # each channel's config decrypted once per claim, not once per notification
         configs: dict[tuple[int, dt.datetime], Mapping[str, Any]] = {}
+        with self.db.read_session() as session:
+            if not anything_to_claim(session, now=now):
+                return claimed  # nothing due: no writer's turn taken from the API's writes
         with self.db.write_session() as session:
             claims = claim_due_notifications(
                 session,

@@ -249,6 +249,26 @@ class NotificationResult:
     next_attempt_at: dt.datetime | None = None
 
 
+def anything_to_claim(session: Session, *, now: dt.datetime) -> bool:
+    """Whether ``claim_due_notifications`` would find work: a row due, or a lease run out.
+
+    A read (two probes of the due index): the delivery loop asks every second, and should take
+    the writer's turn only when there is something to claim."""
+    due = session.execute(
+        select(AlertNotification.id)
+        .where(AlertNotification.state.in_(DUE_STATES), AlertNotification.next_attempt_at <= now)
+        .limit(1)
+    ).first()
+    if due is not None:
+        return True
+    lapsed = session.execute(
+        select(AlertNotification.id)
+        .where(AlertNotification.state == "sending", AlertNotification.lease_until < now)
+        .limit(1)
+    ).first()
+    return lapsed is not None
+
+
 def claim_due_notifications(
     session: Session,
     *,

@@ -255,6 +255,29 @@ def test_one_pass_drains_a_burst_batch_after_batch_each_sent_once(bed: Bed) -> N
     assert len(bed.receiver.requests) == 5  # nothing sent twice
 
 
+def test_a_pass_with_nothing_due_takes_no_writer_turn(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop runs every second: when nothing is due it only reads, and leaves SQLite's one
+    writer's turn to the API."""
+    db = bed.platform.db
+    opened = []
+    write_session = db.write_session
+
+    def counted() -> Any:
+        opened.append(1)
+        return write_session()
+
+    monkeypatch.setattr(db, "write_session", counted)
+    bed.deliver()
+    assert opened == []
+    bed.policy(for_seconds=0)
+    bed.load(95, "web-0")
+    bed.evaluate()
+    bed.deliver()
+    assert len(bed.receiver.requests) == 1 and opened  # something due: claimed and sent
+
+
 def test_each_sender_posts_on_a_client_of_its_own(
     bed: Bed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
