@@ -65,9 +65,13 @@ class ScheduledBackups(LoopService):
 
     def _claim(self, now: dt.datetime) -> int | None:
         """The backup to take now, if any: a scheduled one is asked for when it is due."""
+        every = self.settings.backup_every_seconds
+        with self.db.read_session() as session:
+            schedule = dt.timedelta(seconds=every) if every > 0 else None
+            if not backups.anything_to_claim(session, every=schedule, now=now):
+                return None  # nothing to write: the writer's turn stays with the API
         with self.db.write_session() as session:
             backups.abandon_running(session, now=now)
-            every = self.settings.backup_every_seconds
             if every > 0 and backups.due(session, every=dt.timedelta(seconds=every), now=now):
                 # one asked for through the API is pending or running: it serves the schedule
                 with contextlib.suppress(Conflict):
@@ -120,6 +124,9 @@ class ScheduledBackups(LoopService):
         log.info("backup %d: %s, %d bytes", backup_id, taken.path, taken.size)
 
     def _prune(self) -> None:
+        with self.db.read_session() as session:
+            if not backups.expired(session, keep=self.settings.backup_keep):
+                return  # nothing to drop: no write transaction
         with self.db.write_session() as session:
             for old in backups.expired(session, keep=self.settings.backup_keep):
                 if old.file_name:

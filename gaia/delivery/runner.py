@@ -78,9 +78,11 @@ class PipelineRunner(LoopService):
         self.tasks: dict[int, asyncio.Task[None]] = {}
 
     async def run_once(self) -> None:
-        await asyncio.to_thread(self._schedule)
         for done in [i for i, t in self.tasks.items() if t.done()]:
             self.tasks.pop(done)
+        if not await asyncio.to_thread(self._anything_to_do):
+            return  # nothing due, queued or stale: no write transaction this pass
+        await asyncio.to_thread(self._schedule)
         while len(self.tasks) < self.total:
             run_id: int | None = await asyncio.to_thread(self._claim)
             if run_id is None:
@@ -94,6 +96,10 @@ class PipelineRunner(LoopService):
             with contextlib.suppress(Exception):
                 await task
             self.tasks.pop(run_id, None)
+
+    def _anything_to_do(self) -> bool:
+        with self.db.read_session() as session:
+            return store.anything_to_do(session)
 
     def _schedule(self) -> None:
         with self.db.write_session() as session:

@@ -109,6 +109,14 @@ def abandon_running(session: Session, *, now: dt.datetime) -> int:
     return int(done.rowcount)  # type: ignore[attr-defined]
 
 
+def anything_to_claim(session: Session, *, every: dt.timedelta | None, now: dt.datetime) -> bool:
+    """Whether a pass of the scheduled backups has work: a backup pending or left running, or
+    the schedule (``every``; None: no schedule) due. A read: the pass asks every few seconds,
+    and should take the writer's turn only when there is something to write."""
+    active = session.scalars(select(Backup.id).where(Backup.state.in_(ACTIVE)).limit(1)).first()
+    return active is not None or (every is not None and due(session, every=every, now=now))
+
+
 def due(session: Session, *, every: dt.timedelta, now: dt.datetime) -> bool:
     """Whether the schedule wants a backup: none asked for within ``every``."""
     last = session.scalars(

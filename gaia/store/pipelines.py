@@ -357,6 +357,31 @@ def log_lines(session: Session, *, run_id: int, after: int, limit: int) -> list[
     )
 
 
+def _schedule_due(row: Pipeline, now: dt.datetime) -> bool:
+    assert row.schedule_minutes is not None
+    since = row.last_scheduled_at or row.created_at
+    return now - since >= dt.timedelta(minutes=row.schedule_minutes)
+
+
+def anything_to_do(session: Session, *, now: dt.datetime | None = None) -> bool:
+    """Whether the runner's pass has work: a scheduled pipeline due, a run queued, or one left
+    running past its lease. A read: the runner asks every few seconds, and should take the
+    writer's turn only when there is something to write."""
+    now = now or utcnow()
+    waiting = session.scalars(
+        select(PipelineRun.id)
+        .where(
+            (PipelineRun.state == "queued")
+            | ((PipelineRun.state == "running") & (PipelineRun.lease_until <= now))
+        )
+        .limit(1)
+    ).first()
+    if waiting is not None:
+        return True
+    scheduled = session.scalars(select(Pipeline).where(Pipeline.schedule_minutes.is_not(None)))
+    return any(_schedule_due(row, now) for row in scheduled)
+
+
 def enqueue_scheduled(session: Session, *, now: dt.datetime | None = None) -> list[PipelineRun]:
     """Queue a ``schedule`` run of every pipeline whose interval has passed since its last
     scheduled run (or its creation). Each pipeline's turn is taken with a conditional UPDATE of
@@ -365,10 +390,9 @@ def enqueue_scheduled(session: Session, *, now: dt.datetime | None = None) -> li
     queued: list[PipelineRun] = []
     rows = session.scalars(select(Pipeline).where(Pipeline.schedule_minutes.is_not(None))).all()
     for row in rows:
-        assert row.schedule_minutes is not None
-        since = row.last_scheduled_at or row.created_at
-        if now - since < dt.timedelta(minutes=row.schedule_minutes):
+        if not _schedule_due(row, now):
             continue
+        since = row.last_scheduled_at or row.created_at
         previous = Pipeline.last_scheduled_at
         taken = session.execute(
             update(Pipeline)

@@ -249,6 +249,30 @@ def test_a_scheduled_pipeline_is_queued_once_per_interval(world: World, platform
         assert [r.number for r in later] == [2]
 
 
+def test_the_runners_probe_says_when_its_pass_has_work(world: World, platform: Platform) -> None:
+    """The runner reads before it writes: a due schedule, a queued run and a run left past its
+    lease are work; otherwise its pass takes no write transaction."""
+    _create(world, {"name": "nightly", "schedule_minutes": 60})
+
+    def probe(now: dt.datetime) -> bool:
+        with platform.db.read_session() as session:
+            return store.anything_to_do(session, now=now)
+
+    with platform.db.read_session() as session:
+        start = session.scalars(select(Pipeline).where(Pipeline.name == "nightly")).one().created_at
+    assert not probe(start + dt.timedelta(minutes=59))
+    assert probe(start + dt.timedelta(minutes=61))  # the schedule is due
+    world.client.post(f"{PIPES}/nightly/runs", headers=world.as_("developer"))
+    assert probe(start + dt.timedelta(minutes=1))  # a run is queued
+    with platform.db.write_session() as session:
+        claimed = store.claim_run(
+            session, lease=dt.timedelta(minutes=5), per_business=2, total=4, now=start
+        )
+        assert claimed is not None
+    assert not probe(start + dt.timedelta(minutes=1))  # running, its lease holding
+    assert probe(start + dt.timedelta(minutes=6))  # its lease ran out: to be taken again
+
+
 def test_a_git_url_to_this_machine_or_a_private_address_is_refused(world: World) -> None:
     """A tenant's git URL is an outbound connection (or a read of this machine's disk): file://
     only where GAIA_PIPELINE_LOCAL_GIT allows it, and no host the egress policy refuses."""

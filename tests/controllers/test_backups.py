@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -104,6 +106,30 @@ def test_the_schedule_takes_one_per_period_and_keeps_the_newest(
         "/api/v1/backups", params={"limit": 1, "cursor": page["next_cursor"]}, headers=admin
     ).json()
     assert [b["id"] for b in rest["items"]] == [listed[1]["id"]] and rest["next_cursor"] is None
+
+
+def test_a_pass_with_nothing_to_do_takes_no_writer_turn(
+    client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop asks every few seconds: with nothing pending, nothing due and nothing to drop
+    it only reads (on SQLite there is one writer at a time, and it belongs to the API)."""
+    loop = backup_loop(platform, backup_every_seconds=3600, backup_keep=1)
+    one_pass(loop)  # the schedule's first backup
+    opened: list[int] = []
+    write_session = platform.db.write_session
+
+    def counted() -> Any:
+        opened.append(1)
+        return write_session()
+
+    monkeypatch.setattr(platform.db, "write_session", counted)
+    one_pass(loop)
+    assert opened == []
+    assert client.post("/api/v1/backups", headers=admin).status_code == 202
+    one_pass(loop)  # one asked for: claimed, taken, and the older one dropped
+    assert opened
+    listed = client.get("/api/v1/backups", headers=admin).json()["items"]
+    assert [(b["trigger"], b["state"]) for b in listed] == [("api", "Succeeded")]
 
 
 def test_a_failed_backup_says_why_and_a_dead_leaders_running_one_is_failed(
