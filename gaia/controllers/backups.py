@@ -66,13 +66,13 @@ class ScheduledBackups(LoopService):
     def _claim(self, now: dt.datetime) -> int | None:
         """The backup to take now, if any: a scheduled one is asked for when it is due."""
         every = self.settings.backup_every_seconds
+        schedule = dt.timedelta(seconds=every) if every > 0 else None
         with self.db.read_session() as session:
-            schedule = dt.timedelta(seconds=every) if every > 0 else None
             if not backups.anything_to_claim(session, every=schedule, now=now):
                 return None  # nothing to write: the writer's turn stays with the API
         with self.db.write_session() as session:
             backups.abandon_running(session, now=now)
-            if every > 0 and backups.due(session, every=dt.timedelta(seconds=every), now=now):
+            if schedule is not None and backups.due(session, every=schedule, now=now):
                 # one asked for through the API is pending or running: it serves the schedule
                 with contextlib.suppress(Conflict):
                     backups.request_backup(session, trigger="schedule", by="schedule", now=now)
