@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from gaia.domain.errors import Conflict, NotFound
@@ -219,6 +219,13 @@ def request_cancel(session: Session, *, run: PipelineRun) -> PipelineRun:
     return run
 
 
+def _claimable(now: dt.datetime) -> ColumnElement[bool]:
+    """A run a runner may take: queued, or running past its lease (its replica died)."""
+    return (PipelineRun.state == "queued") | (
+        (PipelineRun.state == "running") & (PipelineRun.lease_until <= now)
+    )
+
+
 def claim_run(
     session: Session,
     *,
@@ -244,10 +251,9 @@ def claim_run(
         )
         if count >= per_business
     }
-    stale = (PipelineRun.state == "running") & (PipelineRun.lease_until <= now)
     candidates = session.scalars(
         select(PipelineRun.id)
-        .where((PipelineRun.state == "queued") | stale)
+        .where(_claimable(now))
         .where(PipelineRun.business_id.not_in(busy or {-1}))
         .order_by(PipelineRun.id)
         .limit(10)
@@ -256,7 +262,7 @@ def claim_run(
         taken = session.execute(
             update(PipelineRun)
             .where(PipelineRun.id == run_id)
-            .where((PipelineRun.state == "queued") | stale)
+            .where(_claimable(now))
             .values(
                 state="running",
                 lease_until=now + lease,
@@ -368,14 +374,7 @@ def anything_to_do(session: Session, *, now: dt.datetime | None = None) -> bool:
     running past its lease. A read: the runner asks every few seconds, and should take the
     writer's turn only when there is something to write."""
     now = now or utcnow()
-    waiting = session.scalars(
-        select(PipelineRun.id)
-        .where(
-            (PipelineRun.state == "queued")
-            | ((PipelineRun.state == "running") & (PipelineRun.lease_until <= now))
-        )
-        .limit(1)
-    ).first()
+    waiting = session.scalars(select(PipelineRun.id).where(_claimable(now)).limit(1)).first()
     if waiting is not None:
         return True
     scheduled = session.scalars(select(Pipeline).where(Pipeline.schedule_minutes.is_not(None)))
