@@ -239,7 +239,9 @@ class Platform:
             metrics=PlatformMetrics(store=store),
         )
 
-    def app_controller(self) -> AppController:
+    def app_controller(self, *, resync: float | None = None) -> AppController:
+        """The app controller; ``resync``: see ``AppController`` (the running platform's
+        skips the ticks that find nothing changed, tests drive every pass by hand)."""
         return AppController(
             db=self.db,
             providers=self.providers,
@@ -248,6 +250,7 @@ class Platform:
             interval=self.settings.app_reconcile_interval_seconds,
             pull_secret_for=self._pull_secret,
             access=self.access,
+            resync=resync,
         )
 
     def _pull_secret(self, business: str) -> PullSecret | None:
@@ -364,7 +367,7 @@ class Platform:
             ),
             ReservationReaper(db=self.db),
             FloatingIpSweep(db=self.db),
-            self.app_controller(),
+            self.app_controller(resync=self.settings.app_resync_seconds),
             self.scheduled_backups(),
         ]
         if self.settings.registry_listen and self.settings.registry_gc_interval_seconds > 0:
@@ -436,10 +439,15 @@ class Platform:
         return beat
 
     def nudge(self, name: str) -> None:
-        """Wake the running loop ``name`` now (nothing when it does not run here)."""
+        """Tell the running loop ``name`` that what it reads changed, and wake it now (nothing
+        when it does not run here)."""
         service = self._services.get(name)
-        if service is not None:
-            service.wake()
+        if service is None:
+            return
+        changed = getattr(_inner(service), "changed", None)
+        if changed is not None:
+            changed()
+        service.wake()
 
     async def restart_loop(self, name: str) -> str | None:
         """Stop the loop ``name`` after its current pass and start it afresh (failures and
@@ -459,6 +467,9 @@ class Platform:
             log.debug("loop %s ended with an error before its restart", name, exc_info=True)
         service.failures = 0
         service.restarts += 1
+        forget = getattr(_inner(service), "forget", None)
+        if forget is not None:
+            forget()  # a restart starts from a full pass
         self._tasks[name] = asyncio.create_task(service.start(), name=name)
         return None
 
@@ -483,7 +494,7 @@ class Platform:
         if "apps" in self._services:
             # event-driven: a change to an instance in any cluster wakes the app controller
             # (its interval stays as the resync); API writes to apps wake it too (``nudge``)
-            self.providers.watch_changes(self._services["apps"].wake)
+            self.providers.watch_changes(lambda: self.nudge("apps"))
         try:
             yield
         finally:
@@ -578,3 +589,8 @@ def open_metric_store(settings: Settings, *, clock: Clock) -> MetricStore:
         max_series=settings.metrics_max_series,
         clock=clock,
     )
+
+
+def _inner(service: LoopService) -> LoopService:
+    """The loop itself, out of its leader-election wrapper if it has one."""
+    return service.inner if isinstance(service, LeaderElected) else service

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Mapping
@@ -130,6 +131,9 @@ PREWARM_BATCHES = 2
 # is 30 s), so a bind still in flight (a restart the API asked for, or a process on its way out
 # during a rolling deploy) is never raced.
 UNBOUND_GRACE = dt.timedelta(seconds=60)
+# A cluster's events a pass writes at most (a new controller starts from the first one the
+# provider still holds: a big cluster's take several passes)
+EVENTS_PER_PASS = 10_000
 
 
 async def _bounded(calls: list[Coroutine[Any, Any, None]], *, what: str) -> None:
@@ -168,6 +172,24 @@ class PassStats:
     apps: int = 0
     actions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: int = 0
+    # apps (or clusters out of reach) that want another look soon even if nothing is heard of
+    # them: anything not running as wished, an upgrade under way, a back-off or drain to wait
+    unsettled: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """Nothing done, nothing failed, nothing left waiting: the next pass would change
+        nothing unless something changes first."""
+        return not self.errors and not self.unsettled and not any(self.actions.values())
+
+
+@dataclass(frozen=True, slots=True)
+class _Quiet:
+    """What a settled pass saw, for ``AppController`` to tell whether the next tick needs one."""
+
+    at: dt.datetime  # the pass's clock time
+    changes: int  # ``AppController.changed`` calls seen by then
+    mark: tuple[int, int, int]  # ``store.apps.change_mark`` read with its snapshot
 
 
 @dataclass(slots=True)
@@ -202,8 +224,18 @@ class AppController(LoopService):
         pull_secret_for: Callable[[str], PullSecret | None] | None = None,
         access: AccessGateway | None = None,
         prewarm_batches: int = PREWARM_BATCHES,
+        resync: float | None = None,
     ) -> None:
         super().__init__(interval=interval)
+        # None: every tick is a full pass (tests and benchmarks drive passes by hand). Seconds:
+        # the caller wires ``changed()`` to every instance change and API write, and a tick
+        # after a settled pass is a full pass only if something changed (``changed()``, the
+        # store's ``change_mark``) or ``resync`` seconds have passed since the last one.
+        self.resync = resync
+        self._change_count = itertools.count(1)
+        self._changes = 0
+        self._quiet: _Quiet | None = None
+        self.quiet_ticks = 0  # ticks that found nothing changed and did no pass
         self.prewarm_batches = prewarm_batches
         # the access layer (domains, the load balancer): drains before a stop (None: none)
         self.access = access
@@ -223,9 +255,31 @@ class AppController(LoopService):
         self._model_of: dict[str, str] = {}
         self._gpu_use: dict[tuple[str, str], int] = defaultdict(int)
 
+    def changed(self) -> None:
+        """Something the controller reads changed (an instance in a cluster, an API write):
+        the next tick is a full pass. Any thread may call it."""
+        self._changes = next(self._change_count)
+
+    def forget(self) -> None:
+        """The next tick is a full pass whatever was seen before (a new term as leader: the
+        previous leader may have changed the clusters meanwhile)."""
+        self._quiet = None
+
     async def run_once(self) -> None:
+        changes = self._changes  # before anything is read: a change from now on is seen next
         now = self.clock.now()
-        snapshot = await asyncio.to_thread(self._load, now)
+        quiet = self._quiet
+        if (
+            quiet is not None
+            and self.resync is not None
+            and changes == quiet.changes
+            and (now - quiet.at).total_seconds() < self.resync
+            and await asyncio.to_thread(self._mark) == quiet.mark
+        ):
+            self.quiet_ticks += 1
+            return
+        self._quiet = None
+        mark, snapshot = await asyncio.to_thread(self._load, now)
         stats = PassStats(apps=len(snapshot.apps))
         by_cluster: dict[int, list[AppSnapshot]] = defaultdict(list)
         for app in snapshot.apps:
@@ -237,6 +291,7 @@ class AppController(LoopService):
             try:
                 await self._reconcile_cluster(cluster, apps, snapshot, stats)
             except ConnectionError as exc:
+                stats.unsettled += 1  # tried again at the next tick
                 log.info("apps: cluster %s unreachable: %s", cluster.name, exc)
             except GaiaError as exc:
                 stats.errors += 1
@@ -249,10 +304,20 @@ class AppController(LoopService):
                 log.warning("apps: the access layer: %s", exc)
         self.passes += 1
         self.last = stats
+        if self.resync is not None and stats.settled:
+            self._quiet = _Quiet(at=now, changes=changes, mark=mark)
 
-    def _load(self, now: dt.datetime) -> Snapshot:
+    def _mark(self) -> tuple[int, int, int]:
         with self.db.read_session() as session:
-            return store_apps.load_snapshot(
+            return store_apps.change_mark(session)
+
+    def _load(self, now: dt.datetime) -> tuple[tuple[int, int, int], Snapshot]:
+        """The store's change mark and, in the same read, the snapshot (a change committed
+        between the two is in the snapshot but not the mark: one pass too many, never one
+        too few)."""
+        with self.db.read_session() as session:
+            mark = store_apps.change_mark(session)
+            return mark, store_apps.load_snapshot(
                 session, now=now, failure_memory=self.policy.memory, secrets=self.secrets
             )
 
@@ -324,7 +389,8 @@ class AppController(LoopService):
                     namespace=namespace, owner=name, image="", nodes=frozenset()
                 )
             del memory.applied_prewarms[(namespace, name)]
-        await self._flush_events(provider, memory, cluster, snapshot, pending)
+        if await self._flush_events(provider, memory, cluster, snapshot, pending):
+            stats.unsettled += 1  # the cluster holds more events than a pass takes
 
     async def _reconcile_app(
         self,
@@ -341,6 +407,7 @@ class AppController(LoopService):
     ) -> None:
         now = self.clock.now()
         if app.state == "deleting":
+            stats.unsettled += 1  # until the purge, which ends the app
             for inst in observed:
                 await provider.delete_instance(namespace=app.namespace, name=inst.name)
                 self._release(view, inst)
@@ -424,6 +491,15 @@ class AppController(LoopService):
             # (a step not written leaves the last wish standing until the next pass)
             wish = self._prewarm_wish(app, by_id, upgrade_state)
             await self._prewarm(provider, memory, app, wish=wish)
+        if (
+            actions
+            or unbound
+            or app.upgrade is not None
+            or not all(i.phase is InstancePhase.RUNNING and i.ready for i in observed)
+        ):
+            # something to do or to wait for (a start, a probe, a back-off, a batch): looked
+            # at every tick, as before anything is heard of it
+            stats.unsettled += 1
 
     def _observe_access(
         self, key: AppKey, app: AppSnapshot, observed: list[Instance]
@@ -892,8 +968,10 @@ class AppController(LoopService):
         cluster: Cluster,
         snapshot: Snapshot,
         pending: list[PendingEvent],
-    ) -> None:
-        cluster_events = await provider.events(since=memory.event_seq, limit=10_000)
+    ) -> bool:
+        """Write the pass's events and the cluster's new ones; whether the cluster has more
+        than one pass takes (``EVENTS_PER_PASS``: the rest go in the next)."""
+        cluster_events = await provider.events(since=memory.event_seq, limit=EVENTS_PER_PASS)
         for ev in cluster_events:
             memory.event_seq = max(memory.event_seq, ev.seq)
             pending.append(
@@ -907,9 +985,9 @@ class AppController(LoopService):
                     ev.at,
                 )
             )
-        if not pending:
-            return
-        await asyncio.to_thread(self._write_events, cluster.name, snapshot.businesses, pending)
+        if pending:
+            await asyncio.to_thread(self._write_events, cluster.name, snapshot.businesses, pending)
+        return len(cluster_events) >= EVENTS_PER_PASS
 
     def _write_events(
         self, cluster: str, businesses: Mapping[str, int], pending: list[PendingEvent]

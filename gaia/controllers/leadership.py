@@ -114,12 +114,21 @@ class LeaderElected(LoopService):
         self.leadership = leadership
         self.name = inner.name
         self.skipped = 0  # passes left to the leader
+        self._term: int | None = None  # the epoch of the lease the last pass ran under
 
     async def run_once(self) -> None:
         held = self.leadership.leads()
         if held is None:
             self.skipped += 1
+            self._term = None
             return
+        if held.epoch != self._term:
+            # a new term: what the loop remembers of the last one (if it led before) may be
+            # stale, another leader having acted meanwhile
+            self._term = held.epoch
+            forget = getattr(self.inner, "forget", None)
+            if forget is not None:
+                forget()
         with leases.fenced_by(held):
             await self.inner.run_once()
 

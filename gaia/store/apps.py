@@ -59,6 +59,7 @@ from gaia.store.models import (
     ConfigItem,
     GpuModelLimit,
     InstanceFailure,
+    OperationRecord,
     Quota,
     QuotaReservation,
     utcnow,
@@ -133,6 +134,20 @@ def plan_of(row: AppUpgrade) -> GrayUpgradePlan:
 def load_templates(session: Session, app_id: int) -> dict[str, TemplateSpec]:
     rows = session.scalars(select(AppTemplate).where(AppTemplate.app_id == app_id))
     return {t.name: template_from_document(t.name, t.spec) for t in rows}
+
+
+def change_mark(session: Session) -> tuple[int, int, int]:
+    """What tells the app controller whether the store may have changed since it last looked:
+    the newest operation record (every change through the API, on any replica, writes one with
+    it), app version and upgrade (a pipeline's deploy writes those without a record). Three
+    primary-key lookups: a quiet controller reads this each second instead of its whole
+    snapshot. Equal marks do not prove nothing changed (the controller's own writes and time
+    itself are not in it): the controller also resyncs on a slow period."""
+    return (
+        session.scalar(select(func.max(OperationRecord.id))) or 0,
+        session.scalar(select(func.max(AppTemplate.id))) or 0,
+        session.scalar(select(func.max(AppUpgrade.id))) or 0,
+    )
 
 
 def load_snapshot(
