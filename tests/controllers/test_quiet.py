@@ -1,0 +1,172 @@
+"""A quiet platform's app controller (issue 22): after a pass that found every app as wished and
+nothing to wait for, a tick makes a full pass only when something changed since (an instance,
+heard from the provider; an API write on any replica, read from the store's change mark) or
+the slow resync is due. Anything not yet as wished keeps every tick a full pass. On the
+simulated cluster, with the platform's ``ManualClock``."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import pytest
+
+from gaia.controllers import apps as controller_module
+from gaia.controllers.leadership import LeaderElected
+from gaia.loop import LoopService
+from gaia.platform import Platform
+from gaia.store import leases
+from tests.conftest import World
+from tests.support.apps_harness import BIZ, AppsHarness, template
+
+RESYNC_S = 10.0
+
+
+def quiet(world: World, platform: Platform, resync: float = RESYNC_S) -> AppsHarness:
+    """A harness whose controller runs as the platform runs it: quiet ticks skipped, told of
+    every instance change by the providers."""
+    h = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
+    h.controller = platform.app_controller(resync=resync)
+    platform.providers.watch_changes(h.controller.changed)
+    return h
+
+
+def settled_web(h: AppsHarness, replicas: int = 2) -> None:
+    body = {"name": "web", "cluster": "sim-1", "templates": [template("v1", "shop/web:1")]}
+    h.post(f"{BIZ}/apps", {**body, "replicas": replicas}, status=201)
+    h.settle(h.ready("web", replicas))
+    h.tick()  # a pass that finds everything as wished
+    assert h.controller.last.settled, h.controller.last
+
+
+def full_passes(h: AppsHarness, ticks: int) -> int:
+    """Full passes in the next ``ticks`` ticks of one second."""
+    before = h.controller.passes
+    for _ in range(ticks):
+        h.tick()
+    return h.controller.passes - before
+
+
+def test_a_settled_platforms_ticks_make_no_pass_until_the_resync(
+    world: World, platform: Platform
+) -> None:
+    h = quiet(world, platform)
+    settled_web(h)
+    skipped = h.controller.quiet_ticks
+    assert full_passes(h, int(RESYNC_S) - 2) == 0
+    assert h.controller.quiet_ticks == skipped + int(RESYNC_S) - 2
+    # the resync: a full pass however quiet it is, then quiet again
+    assert full_passes(h, 3) == 1
+
+
+def test_without_a_resync_every_tick_is_a_pass(world: World, platform: Platform) -> None:
+    """Tests and benchmarks drive the controller by hand: each ``run_once`` is a pass."""
+    h = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
+    settled_web(h)
+    assert full_passes(h, 3) == 3
+    assert h.controller.quiet_ticks == 0
+
+
+def test_an_instance_that_dies_is_restarted_at_the_next_tick(
+    world: World, platform: Platform
+) -> None:
+    h = quiet(world, platform, resync=60)
+    settled_web(h)
+    assert full_passes(h, 2) == 0
+    victim = next(iter(h.instances("web").values()))
+    h.sim("sim-1").crash("alpha", victim["name"], exit_code=137, message="killed")
+    # the crash was heard: the restart comes when its back-off ends (10 s), not at the resync
+    took = h.settle(lambda: h.instances("web")[victim["id"]]["restarts"] == 1, limit_s=90)
+    assert took <= 15, took
+    h.settle(h.ready("web", 2), limit_s=30)
+
+
+def test_an_api_write_not_heard_here_is_seen_at_the_next_tick(
+    world: World, platform: Platform
+) -> None:
+    """No loop runs in this process, so the API write wakes nothing here, as a write served by
+    another replica would not: the store's change mark says it."""
+    h = quiet(world, platform)
+    settled_web(h)
+    assert full_passes(h, 2) == 0
+    h.post(f"{BIZ}/apps/web/scale-out", {"count": 1})
+    assert full_passes(h, 1) == 1
+    h.settle(h.ready("web", 3), limit_s=30)
+
+
+def test_an_app_not_yet_as_wished_is_looked_at_every_tick(
+    world: World, platform: Platform
+) -> None:
+    h = quiet(world, platform)
+    h.sim("sim-1").fail_image_pulls("shop/web:1")
+    body = {"name": "web", "cluster": "sim-1", "templates": [template("v1", "shop/web:1")]}
+    h.post(f"{BIZ}/apps", {**body, "replicas": 1}, status=201)
+    assert full_passes(h, 15) == 15  # pulls failing, backing off: never quiet
+    assert h.controller.quiet_ticks == 0
+
+
+def test_a_cluster_with_more_events_than_a_pass_takes_is_not_quiet(
+    world: World, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = quiet(world, platform)
+    settled_web(h)
+    monkeypatch.setattr(controller_module, "EVENTS_PER_PASS", 3)
+    # a new controller (a restart) starts from the first event the sim holds: 2 instances'
+    # scheduling, pulls, creation and start, 3 a pass
+    h.restart_controller()
+    h.controller.resync = RESYNC_S
+    first = len(h.event_rows("web-0")) + len(h.event_rows("web-1"))
+    h.tick()
+    assert not h.controller.last.settled
+    passes = 1 + full_passes(h, 10)
+    assert 3 <= passes < 11  # one a tick until the cluster's events are all written
+    assert h.controller.last.settled
+    assert len(h.event_rows("web-0")) + len(h.event_rows("web-1")) >= first
+
+
+class _Recorder(LoopService):
+    name = "recorder"
+
+    def __init__(self) -> None:
+        super().__init__(interval=1.0)
+        self.ran = 0
+        self.forgotten = 0
+
+    async def run_once(self) -> None:
+        self.ran += 1
+
+    def forget(self) -> None:
+        self.forgotten += 1
+
+
+class _Leadership:
+    def __init__(self) -> None:
+        self.held: leases.Held | None = None
+
+    def leads(self) -> leases.Held | None:
+        return self.held
+
+
+def test_a_new_term_as_leader_forgets_what_the_last_one_saw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica that leads again after another did must not trust its quiet state: the other
+    leader may have acted on the clusters meanwhile."""
+    monkeypatch.setattr(leases, "fenced_by", lambda held: nullcontext())
+    inner, lead = _Recorder(), _Leadership()
+    loop = LeaderElected(inner, lead)  # type: ignore[arg-type]
+
+    def tick() -> Any:
+        import asyncio
+
+        asyncio.run(loop.run_once())
+
+    lead.held = leases.Held("controllers", "me", 1)
+    tick()
+    tick()
+    assert (inner.ran, inner.forgotten) == (2, 1)  # the first term begins once
+    lead.held = None
+    tick()  # another replica leads
+    lead.held = leases.Held("controllers", "me", 3)
+    tick()
+    assert (inner.ran, inner.forgotten) == (3, 2)
