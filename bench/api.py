@@ -875,6 +875,14 @@ def goal_lines(*, results: list[BackendResult], threads: int) -> list[str]:
                     f"{fmt(single_p50, digits=2)} ms (the writers' p50 measured: "
                     f"{fmt(create.concurrent.percentile(0.5), digits=2)} ms)"
                 )
+                # the single client's p50 is its create's CPU plus d, the time outside the
+                # server (client, loopback): n x C / (C + d) <= 3 needs C <= 3 d / (n - 3)
+                outside = single_p50 - cpu_alone
+                if threads > 3 and outside > 0:
+                    line += (
+                        f"; {threads} x C / (C + {fmt(outside, digits=2)} ms outside the server) "
+                        f"<= 3 needs C <= {fmt(3 * outside / (threads - 3), digits=2)} ms"
+                    )
             lines.append(line)
         read = result.scenarios["get"].sequential.percentile(0.99)
         floor = result.scenarios["floor"].sequential.percentile(0.99)

@@ -83,6 +83,18 @@ class Phase:
         return 1000 * self.controller_cpu_s / max(1, self.passes)
 
 
+@dataclass
+class Quiet:
+    resync: float | None
+    seconds: int
+    cpu_s: float  # the process's CPU in the controller's ticks
+    passes: int  # full passes among them
+
+    @property
+    def cpu_ms_per_s(self) -> float:
+        return 1000 * self.cpu_s / self.seconds
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -186,6 +198,34 @@ class Bench:
             rss_mib=peak_rss_mib(),
         )
 
+    def quiet(self, *, seconds: int, resync: float | None) -> Quiet:
+        """``seconds`` simulated seconds of a platform where nothing changes, ticked once a
+        second as the running platform ticks its controller: ``resync`` None is every tick a
+        full pass (the controller before it skipped quiet ticks); a number, the platform's own
+        controller (told of instance changes, a full pass per ``resync`` when nothing changes).
+        A fresh controller first passes until settled (it writes the events the sim holds)."""
+        controller = self.platform.app_controller(resync=resync)
+        self.platform.providers.watch_changes(controller.changed)
+        sim = self.sim()
+        for _ in range(20):
+            asyncio.run(controller.run_once())
+            if controller.last.settled:
+                break
+        else:
+            raise RuntimeError("the platform did not settle for the quiet phase")
+        passes = controller.passes
+        cpu = time.process_time()
+        for _ in range(seconds):
+            self.clock.step(1.0)
+            sim.advance()
+            asyncio.run(controller.run_once())
+        return Quiet(
+            resync=resync,
+            seconds=seconds,
+            cpu_s=time.process_time() - cpu,
+            passes=controller.passes - passes,
+        )
+
     def _until_change_or_resync(self, sim: SimCluster, resync_at: dt.datetime) -> None:
         """Move simulated time as an event-driven controller lives it: to the next moment an
         instance changes (the sim's next scheduled transitions, run until one is visible to
@@ -243,6 +283,13 @@ def main() -> None:
         help="events: a pass at each instance change and at the resync (--step), as the "
         "platform runs the controller; poll: a pass every --step only (before issue 22)",
     )
+    parser.add_argument(
+        "--resync",
+        type=float,
+        default=Settings.model_fields["app_resync_seconds"].default,
+        help="the quiet phase's resync (GAIA_APP_RESYNC_SECONDS)",
+    )
+    parser.add_argument("--quiet-s", type=int, default=30, help="simulated seconds of quiet")
     parser.add_argument("--quick", action="store_true", help="200 nodes, 500 instances")
     args = parser.parse_args()
     if args.quick:
@@ -265,6 +312,7 @@ def main() -> None:
             sim.register_image(f"{repo}:1", [40 * mb, 80 * mb, 40 * mb, 60 * mb])
             sim.register_image(f"{repo}:2", [40 * mb, 80 * mb, 40 * mb, 60 * mb + 1])
         phases = []
+        quiet: list[Quiet] = []
         # separate repositories, so the baseline starts with caches as cold as ours did
         for app, first, second in (
             ("inplace", template("v1", "bench/web:1"), template("v2", "bench/web:2")),
@@ -296,6 +344,9 @@ def main() -> None:
             after = {i.instance_id: i.node for i in bench.observed(app)}
             phase.moved = sum(1 for i in half if after.get(i) != before.get(i))
             phases.append(phase)
+            if app == "inplace":
+                # every instance running as wished, nothing changing: what the controller costs
+                quiet = [bench.quiet(seconds=args.quiet_s, resync=r) for r in (None, args.resync)]
             # the twin app's instances must not disturb the next phase's timing
             bench.call("POST", f"{BIZ}/apps/{app}/stop")
             bench.run_until(f"stop {app}", lambda a=app: not bench.observed(a))
@@ -334,6 +385,20 @@ def main() -> None:
             f"+ {batches} batches x restart {restart:.2f} s (watch {WATCH_S}, create {CREATE_S}, "
             f"start {START_S}) = {first_pull + batches * restart:.2f} simulated s"
         )
+        print(
+            f"\nquiet platform ({n} instances running as wished, nothing changing), "
+            f"{args.quiet_s} simulated s ticked once a second:"
+        )
+        for q in quiet:
+            how = (
+                "every tick a full pass (before: no quiet ticks)"
+                if q.resync is None
+                else f"quiet ticks skipped, resync every {q.resync:g} s"
+            )
+            print(
+                f"  {how:<48} controller CPU {q.cpu_ms_per_s:7.1f} ms per simulated s, "
+                f"{q.passes} full passes"
+            )
         bench.client.__exit__(None, None, None)
 
 
