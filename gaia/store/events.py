@@ -173,6 +173,9 @@ def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) 
                 "count": Event.count + stmt.excluded.count,
                 "last_seen": stmt.excluded.last_seen,
             },
+            # only what happened after the row's last occurrence counts: a new controller (a
+            # restart, a new leader) hands over again every event its cluster still holds
+            where=Event.last_seen < stmt.excluded.last_seen,
         )
         session.execute(stmt)
 

@@ -8,6 +8,7 @@ import importlib
 import pkgutil
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import anyio.to_thread
 import fastapi.routing
@@ -353,6 +354,32 @@ def test_a_batch_of_events_folds_repeats_and_adds_to_existing_rows(platform: Pla
     assert len(rows) == 2 + 1 + 1200
     # ids follow the order events happened in: web-0's rows first, then web-1's
     assert rows[("web-0", "Created")].id < rows[("web-1", "Created")].id
+
+
+def test_events_handed_over_again_are_not_counted_twice(platform: Platform) -> None:
+    """A new app controller (a restart, a new leader) writes again every event its cluster
+    still holds: those the store has seen leave their rows as they were."""
+    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    held = [
+        events.NewEvent(
+            object_kind="Instance",
+            object_name="web-0",
+            reason=reason,
+            message=reason,
+            at=t0 + dt.timedelta(seconds=i),
+        )
+        for i, reason in enumerate(["Scheduled", "Pulled", "Started", "Started"])
+    ]
+    for _ in range(2):  # the first controller, then its successor from the cluster's first event
+        with platform.db.write_session() as s:
+            events.emit_many(s, held)
+    later = replace(held[-1], at=t0 + dt.timedelta(seconds=60))  # a real repeat, since
+    with platform.db.write_session() as s:
+        events.emit_many(s, [later])
+    with platform.db.read_session() as s:
+        rows = {e.reason: e for e in s.scalars(select(Event))}
+    assert {r: e.count for r, e in rows.items()} == {"Scheduled": 1, "Pulled": 1, "Started": 3}
+    assert rows["Started"].last_seen == t0 + dt.timedelta(seconds=60)
 
 
 def test_events_api_filters_and_scopes(world: World) -> None:

@@ -94,9 +94,7 @@ def test_an_api_write_not_heard_here_is_seen_at_the_next_tick(
     h.settle(h.ready("web", 3), limit_s=30)
 
 
-def test_an_app_not_yet_as_wished_is_looked_at_every_tick(
-    world: World, platform: Platform
-) -> None:
+def test_an_app_not_yet_as_wished_is_looked_at_every_tick(world: World, platform: Platform) -> None:
     h = quiet(world, platform)
     h.sim("sim-1").fail_image_pulls("shop/web:1")
     body = {"name": "web", "cluster": "sim-1", "templates": [template("v1", "shop/web:1")]}
