@@ -253,6 +253,10 @@ class Platform:
             resync=resync,
         )
 
+    def _quiet_counted(self, controller: AppController) -> AppController:
+        controller.on_quiet = self.metrics.app_quiet_ticks.inc
+        return controller
+
     def _pull_secret(self, business: str) -> PullSecret | None:
         """The registry's pull account of ``business``, for its instances (None: no registry)."""
         if not self.registry.enabled:
@@ -367,7 +371,7 @@ class Platform:
             ),
             ReservationReaper(db=self.db),
             FloatingIpSweep(db=self.db),
-            self.app_controller(resync=self.settings.app_resync_seconds),
+            self._quiet_counted(self.app_controller(resync=self.settings.app_resync_seconds)),
             self.scheduled_backups(),
         ]
         if self.settings.registry_listen and self.settings.registry_gc_interval_seconds > 0:

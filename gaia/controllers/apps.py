@@ -236,6 +236,7 @@ class AppController(LoopService):
         self._changes = 0
         self._quiet: _Quiet | None = None
         self.quiet_ticks = 0  # ticks that found nothing changed and did no pass
+        self.on_quiet: Callable[[], None] | None = None  # the platform's metric
         self.prewarm_batches = prewarm_batches
         # the access layer (domains, the load balancer): drains before a stop (None: none)
         self.access = access
@@ -277,6 +278,8 @@ class AppController(LoopService):
             and await asyncio.to_thread(self._mark) == quiet.mark
         ):
             self.quiet_ticks += 1
+            if self.on_quiet is not None:
+                self.on_quiet()
             return
         self._quiet = None
         mark, snapshot = await asyncio.to_thread(self._load, now)

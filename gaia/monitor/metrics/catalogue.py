@@ -409,6 +409,9 @@ METRICS: tuple[MetricDef, ...] = (
         "How long the platform took to answer API requests, per route template."),
     other("gaia_loop_passes_total", K, "count", ("loop",), "platform", "platform",
         "Passes each background loop (cluster health, apps, collector, alerts...) ran."),
+    other("gaia_app_controller_quiet_ticks_total", K, "count", (), "platform", "platform",
+        "Ticks of the app controller that found the platform quiet (nothing changed since a "
+        "pass that left every app as wished) and made no full pass."),
     other("gaia_loop_failures_total", K, "count", ("loop",), "platform", "platform",
         "Passes that failed with an error."),
     other("gaia_loop_last_pass_duration_seconds", G, "seconds", ("loop",), "platform", "platform",

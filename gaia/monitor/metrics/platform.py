@@ -79,6 +79,11 @@ class PlatformMetrics:
             ["loop"],
             registry=reg,
         )
+        self.app_quiet_ticks = Counter(
+            "gaia_app_controller_quiet_ticks",
+            "Ticks of the app controller that found the platform quiet and made no full pass.",
+            registry=reg,
+        )
         self.loop_last_duration = Gauge(
             "gaia_loop_last_pass_duration_seconds",
             "Duration of the last pass of a background loop.",
