@@ -198,10 +198,6 @@ class _ClusterMemory:
 
     provider: ClusterProvider | None = None
     event_seq: int = 0
-    # a new controller's first pass: when the store's newest event of the cluster happened
-    # (the provider's older ones were written by the controller before; None: not read yet)
-    events_written_until: dt.datetime | None = None
-    events_read: bool = False
     applied_configs: dict[tuple[str, str, bool], dt.datetime] = field(default_factory=dict)
     applied_quotas: dict[str, ResourceVector] = field(default_factory=dict)
     applied_services: dict[tuple[str, str], ServiceSpec] = field(default_factory=dict)
@@ -979,17 +975,8 @@ class AppController(LoopService):
         """Write the pass's events and the cluster's new ones; whether the cluster has more
         than one pass takes (``EVENTS_PER_PASS``: the rest go in the next)."""
         cluster_events = await provider.events(since=memory.event_seq, limit=EVENTS_PER_PASS)
-        if not memory.events_read:
-            # a restart or a new leader: the provider hands over every event it still holds,
-            # and those older than the store's newest were written already (a failover wrote
-            # 25,000 again at 5,000 instances, 2.3 s per 10,000)
-            memory.events_written_until = await asyncio.to_thread(self._newest_event, cluster.name)
-            memory.events_read = True
-        until = memory.events_written_until
         for ev in cluster_events:
             memory.event_seq = max(memory.event_seq, ev.seq)
-            if until is not None and ev.at < until:
-                continue
             pending.append(
                 PendingEvent(
                     ev.namespace,
@@ -1004,10 +991,6 @@ class AppController(LoopService):
         if pending:
             await asyncio.to_thread(self._write_events, cluster.name, snapshot.businesses, pending)
         return len(cluster_events) >= EVENTS_PER_PASS
-
-    def _newest_event(self, cluster: str) -> dt.datetime | None:
-        with self.db.read_session() as session:
-            return store_events.newest_seen(session, cluster=cluster)
 
     def _write_events(
         self, cluster: str, businesses: Mapping[str, int], pending: list[PendingEvent]

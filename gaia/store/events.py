@@ -180,11 +180,6 @@ def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) 
         session.execute(stmt)
 
 
-def newest_seen(session: Session, *, cluster: str) -> dt.datetime | None:
-    """When the newest event of ``cluster`` the store holds last happened (None: none)."""
-    return session.scalar(select(func.max(Event.last_seen)).where(Event.cluster == cluster))
-
-
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """What ``GET /events`` narrows by; an empty field does not narrow."""

@@ -170,29 +170,3 @@ def test_a_new_term_as_leader_forgets_what_the_last_one_saw(
     lead.held = leases.Held("controllers", "me", 3)
     tick()
     assert (inner.ran, inner.forgotten) == (3, 2)
-
-
-def test_a_new_controller_does_not_write_its_clusters_old_events_again(
-    world: World, platform: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    h = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
-    settled_web(h)
-    before = {(e["reason"], e["count"]) for e in h.event_rows("web-0")}
-    written: list[str] = []
-    real = controller_module.AppController._write_events
-
-    def spy(self: Any, cluster: str, businesses: Any, pending: list[Any]) -> None:
-        written.extend(f"{p.object_name}/{p.reason}" for p in pending)
-        real(self, cluster, businesses, pending)
-
-    monkeypatch.setattr(controller_module.AppController, "_write_events", spy)
-    h.restart_controller()  # the sim still holds every event of the two instances' lives
-    h.tick()
-    # only those of the store's newest moment go again (the last instance started then; the
-    # store counts them once), none of the earlier ones
-    assert written and {w.split("/")[1] for w in written} == {"Started"}, written
-    assert {(e["reason"], e["count"]) for e in h.event_rows("web-0")} == before
-    # what happens from now on is written as ever
-    h.sim("sim-1").crash("alpha", "web-0", exit_code=1, message="boom")
-    h.tick()
-    assert any(w.startswith("web-0/") for w in written), written
