@@ -184,7 +184,7 @@ def load_snapshot(
     referenced: set[tuple[int, str, bool]] = set()
     for row, business_name in session.execute(
         select(App, Business.name).join(Business, Business.id == App.business_id).order_by(App.id)
-    ).tuples():
+    ):
         businesses[row.business_id] = business_name
         upgrade = upgrades.get(row.id)
         apps.append(
@@ -238,7 +238,7 @@ def load_snapshot(
     quotas: dict[int, dict[str, ResourceVector]] = defaultdict(dict)
     for quota, business_name in session.execute(
         select(Quota, Business.name).join(Business, Business.id == Quota.business_id)
-    ).tuples():
+    ):
         businesses[quota.business_id] = business_name
         quotas[quota.cluster_id][business_name] = quota.hard()
     return Snapshot(

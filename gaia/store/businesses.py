@@ -61,9 +61,9 @@ def ids_by_name(session: Session, names: Collection[str]) -> dict[str, int]:
     for start in range(0, len(ordered), 500):  # bounded IN lists
         chunk = ordered[start : start + 500]
         found.update(
-            session.execute(select(Business.name, Business.id).where(Business.name.in_(chunk)))
-            .tuples()
-            .all()
+            session.execute(
+                select(Business.name, Business.id).where(Business.name.in_(chunk))
+            ).all()
         )
     return found
 
@@ -71,7 +71,7 @@ def ids_by_name(session: Session, names: Collection[str]) -> dict[str, int]:
 def names_by_id(session: Session) -> dict[int, str]:
     """Every business's name by id: two columns, no ORM rows (loops read this at every pass,
     and whole rows cost ~6x as much with thousands of businesses)."""
-    return dict(session.execute(select(Business.id, Business.name)).tuples().all())
+    return dict(session.execute(select(Business.id, Business.name)).all())
 
 
 def count_businesses(session: Session) -> int:
