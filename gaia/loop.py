@@ -124,5 +124,13 @@ class LoopService:
             delay,
         )
 
+    def changed(self) -> None:
+        """What the loop reads changed (any thread): a loop that skips quiet passes looks
+        again (``AppController``); the others need not be told."""
+
+    def forget(self) -> None:
+        """Drop what the loop remembers of earlier passes beyond mere savings (a new term as
+        leader, a restart); nothing by default."""
+
     def stop(self) -> None:
         self._stopping.set()

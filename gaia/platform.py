@@ -251,11 +251,8 @@ class Platform:
             pull_secret_for=self._pull_secret,
             access=self.access,
             resync=resync,
+            on_quiet=self.metrics.app_quiet_ticks.inc,
         )
-
-    def _quiet_counted(self, controller: AppController) -> AppController:
-        controller.on_quiet = self.metrics.app_quiet_ticks.inc
-        return controller
 
     def _pull_secret(self, business: str) -> PullSecret | None:
         """The registry's pull account of ``business``, for its instances (None: no registry)."""
@@ -371,7 +368,7 @@ class Platform:
             ),
             ReservationReaper(db=self.db),
             FloatingIpSweep(db=self.db),
-            self._quiet_counted(self.app_controller(resync=self.settings.app_resync_seconds)),
+            self.app_controller(resync=self.settings.app_resync_seconds),
             self.scheduled_backups(),
         ]
         if self.settings.registry_listen and self.settings.registry_gc_interval_seconds > 0:
@@ -448,9 +445,7 @@ class Platform:
         service = self._services.get(name)
         if service is None:
             return
-        changed = getattr(_inner(service), "changed", None)
-        if changed is not None:
-            changed()
+        service.changed()
         service.wake()
 
     async def restart_loop(self, name: str) -> str | None:
@@ -471,9 +466,7 @@ class Platform:
             log.debug("loop %s ended with an error before its restart", name, exc_info=True)
         service.failures = 0
         service.restarts += 1
-        forget = getattr(_inner(service), "forget", None)
-        if forget is not None:
-            forget()  # a restart starts from a full pass
+        service.forget()  # a restart starts from a full pass
         self._tasks[name] = asyncio.create_task(service.start(), name=name)
         return None
 
@@ -593,8 +586,3 @@ def open_metric_store(settings: Settings, *, clock: Clock) -> MetricStore:
         max_series=settings.metrics_max_series,
         clock=clock,
     )
-
-
-def _inner(service: LoopService) -> LoopService:
-    """The loop itself, out of its leader-election wrapper if it has one."""
-    return service.inner if isinstance(service, LeaderElected) else service

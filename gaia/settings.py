@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     cluster_health_timeout_seconds: float = 5.0
     app_reconcile_interval_seconds: float = 1.0
     # a quiet platform (every app as wished, nothing changing) gets a full controller pass this
-    # often; changes (instances, API writes on any replica) get one at the next tick (docs/apps.md)
+    # often; changes (instances, API writes on any replica) get one at the next tick
+    # (docs/architecture.md, "One controller pass")
     app_resync_seconds: float = Field(default=10.0, gt=0, le=3600)
     reservation_ttl_seconds: int = 600
     # P2P images (docs/p2p.md): the agents' heartbeat period (a node silent for three is

@@ -225,6 +225,7 @@ class AppController(LoopService):
         access: AccessGateway | None = None,
         prewarm_batches: int = PREWARM_BATCHES,
         resync: float | None = None,
+        on_quiet: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(interval=interval)
         # None: every tick is a full pass (tests and benchmarks drive passes by hand). Seconds:
@@ -236,7 +237,7 @@ class AppController(LoopService):
         self._changes = 0
         self._quiet: _Quiet | None = None
         self.quiet_ticks = 0  # ticks that found nothing changed and did no pass
-        self.on_quiet: Callable[[], None] | None = None  # the platform's metric
+        self.on_quiet = on_quiet  # told of each quiet tick (the platform's metric)
         self.prewarm_batches = prewarm_batches
         # the access layer (domains, the load balancer): drains before a stop (None: none)
         self.access = access

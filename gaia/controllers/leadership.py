@@ -126,11 +126,15 @@ class LeaderElected(LoopService):
             # a new term: what the loop remembers of the last one (if it led before) may be
             # stale, another leader having acted meanwhile
             self._term = held.epoch
-            forget = getattr(self.inner, "forget", None)
-            if forget is not None:
-                forget()
+            self.inner.forget()
         with leases.fenced_by(held):
             await self.inner.run_once()
+
+    def changed(self) -> None:
+        self.inner.changed()
+
+    def forget(self) -> None:
+        self.inner.forget()
 
     def stop(self) -> None:
         self.inner.stop()
