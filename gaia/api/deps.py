@@ -236,13 +236,37 @@ class CommittingRoute(APIRoute):
         methods = {m.upper() for m in kwargs.get("methods") or ()}
         if not inspect.iscoroutinefunction(endpoint):
             if methods & MUTATING_METHODS:
-                endpoint = commits_in_route_thread(endpoint)
+                endpoint = _in_one_worker_hop(commits_in_route_thread(endpoint))
             elif getattr(endpoint, _INLINE_READ, False):
                 endpoint = _runs_inline_on_local_reads(endpoint)
+            else:
+                endpoint = _in_one_worker_hop(endpoint)
         super().__init__(path, endpoint, **kwargs)
 
 
 _INLINE_READ = "__gaia_inline_read__"
+# Set on the coroutine that runs a sync route in a worker thread: the route is still sync for
+# what depends on where its queries run (``current_principal``'s writer turn).
+_IN_WORKER = "__gaia_in_worker__"
+
+
+def runs_on_event_loop(endpoint: Callable[..., Any] | None) -> bool:
+    """Whether a route's own code (its queries) runs on the event loop's thread."""
+    return inspect.iscoroutinefunction(endpoint) and not getattr(endpoint, _IN_WORKER, False)
+
+
+def _in_one_worker_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A sync route made a coroutine that runs it in a worker thread: one hop between the
+    event loop and a worker per request instead of FastAPI's two (a sync route's response is
+    validated in a second worker hop; a coroutine's on the loop, where it costs the same CPU
+    under the interpreter lock without the wait for a thread to be scheduled)."""
+
+    @functools.wraps(endpoint)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return await anyio.to_thread.run_sync(functools.partial(endpoint, *args, **kwargs))
+
+    setattr(run, _IN_WORKER, True)
+    return run
 
 
 def inline_read(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -344,7 +368,7 @@ async def current_principal(request: Request, session: SessionDep) -> Principal:
     begin_here = (
         request.method in MUTATING_METHODS
         and plat.db.is_sqlite
-        and inspect.iscoroutinefunction(endpoint)
+        and runs_on_event_loop(endpoint)
     )
     principal = cached_principal(token, cache=plat.principals)
     if principal is None or begin_here or _touch_due(plat, principal):
