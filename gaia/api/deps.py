@@ -366,9 +366,7 @@ async def current_principal(request: Request, session: SessionDep) -> Principal:
     # A sync route begins it at its own first query, in its worker thread, so the turn is
     # not held while the request hops from here to the route.
     begin_here = (
-        request.method in MUTATING_METHODS
-        and plat.db.is_sqlite
-        and runs_on_event_loop(endpoint)
+        request.method in MUTATING_METHODS and plat.db.is_sqlite and runs_on_event_loop(endpoint)
     )
     principal = cached_principal(token, cache=plat.principals)
     if principal is None or begin_here or _touch_due(plat, principal):
