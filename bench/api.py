@@ -333,8 +333,11 @@ def gaia_server(
     wrapper: tuple[str, ...] = (),
     settings: dict[str, str] | None = None,
     pids: list[int] | None = None,
+    root: Path = ROOT,
 ) -> Iterator[tuple[str, Path]]:
     """``gaia up`` in a subprocess; yields (base URL, data dir); always stops it.
+
+    ``root``: the checkout whose ``gaia`` package the server runs (``bench/api_ab.py`` runs two).
 
     ``pids``, when given, gets the server's process id (the wrapper's, with a ``wrapper``).
 
@@ -347,7 +350,7 @@ def gaia_server(
     env["GAIA_ADMIN_PASSWORD"] = ADMIN_PASSWORD
     # this checkout's gaia, not the one the virtualenv's editable install points at (a git
     # worktree measured with the main checkout's .venv would otherwise run main's code)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     env.update(settings or {})
     if database_url:
         from cryptography.fernet import Fernet

@@ -239,8 +239,6 @@ class CommittingRoute(APIRoute):
                 endpoint = _in_one_worker_hop(commits_in_route_thread(endpoint))
             elif getattr(endpoint, _INLINE_READ, False):
                 endpoint = _runs_inline_on_local_reads(endpoint)
-            else:
-                endpoint = _in_one_worker_hop(endpoint)
         super().__init__(path, endpoint, **kwargs)
 
 
@@ -256,10 +254,14 @@ def runs_on_event_loop(endpoint: Callable[..., Any] | None) -> bool:
 
 
 def _in_one_worker_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-    """A sync route made a coroutine that runs it in a worker thread: one hop between the
-    event loop and a worker per request instead of FastAPI's two (a sync route's response is
-    validated in a second worker hop; a coroutine's on the loop, where it costs the same CPU
-    under the interpreter lock without the wait for a thread to be scheduled)."""
+    """A sync route that changes something, made a coroutine that runs it in a worker thread:
+    one hop between the event loop and a worker per request instead of FastAPI's two (a sync
+    route's response is validated in a second worker hop; a coroutine's on the loop, where it
+    costs the same CPU under the interpreter lock without the wait for a thread to be
+    scheduled). Server CPU per create 5-8 % less in two of three interleaved runs of
+    ``bench/api_ab.py`` (docs/benchmarks.md). A change answers one object; a read's page may
+    be large, and validated on the loop it would hold every other request: reads keep
+    FastAPI's second hop (a single-object read runs inline, ``inline_read``)."""
 
     @functools.wraps(endpoint)
     async def run(*args: Any, **kwargs: Any) -> Any:
