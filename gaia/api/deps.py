@@ -25,8 +25,9 @@ So a sync route's change commits in the route's own worker thread the moment it 
 made on the event loop (no I/O yet) and ended in one worker hop (none when nothing is left
 open, nor for a read on SQLite), and a principal the cache holds is answered on the loop: a
 sync read makes two hops (its route and the response's validation; three on PostgreSQL, with
-the session's end) where it made five. A single-object read marked ``inline_read`` makes none
-on SQLite: it runs on the loop (its queries wait for no lock in WAL mode).
+the session's end) where it made five, a sync change one (its route, which commits; its
+response, one object, is validated on the loop). A single-object read marked ``inline_read``
+makes none on SQLite: it runs on the loop (its queries wait for no lock in WAL mode).
 """
 
 from __future__ import annotations
@@ -258,10 +259,10 @@ def _in_one_worker_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     one hop between the event loop and a worker per request instead of FastAPI's two (a sync
     route's response is validated in a second worker hop; a coroutine's on the loop, where it
     costs the same CPU under the interpreter lock without the wait for a thread to be
-    scheduled). Server CPU per create 5-8 % less in two of three interleaved runs of
-    ``bench/api_ab.py`` (docs/benchmarks.md). A change answers one object; a read's page may
-    be large, and validated on the loop it would hold every other request: reads keep
-    FastAPI's second hop (a single-object read runs inline, ``inline_read``)."""
+    scheduled): server CPU per create 5 % less, measured with ``bench/api_ab.py``
+    (docs/benchmarks.md, "session 35"). A change answers one object; a read's page may be
+    large, and validated on the loop it would hold every other request: reads keep FastAPI's
+    second hop (a single-object read runs inline, ``inline_read``)."""
 
     @functools.wraps(endpoint)
     async def run(*args: Any, **kwargs: Any) -> Any:
