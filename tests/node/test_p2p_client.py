@@ -146,8 +146,14 @@ def test_32_nodes_fetch_a_128_piece_blob_with_one_registry_fetch_per_piece(
     async def scenario() -> None:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+            # what is tested is the registry fetched once per piece, not the latency: on a
+            # loaded CI machine a report once went unanswered past the default 10 s
             coord = HttpCoordinator(
-                origin=served.origin, cluster="sim-1", token=served.token, client=http
+                origin=served.origin,
+                cluster="sim-1",
+                token=served.token,
+                client=http,
+                timeout=30.0,
             )
             names = [f"n{i}" for i in range(32)]
             await asyncio.wait_for(asyncio.gather(*(node(coord, n) for n in names)), timeout=240)
