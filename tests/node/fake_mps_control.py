@@ -13,7 +13,8 @@ It behaves as NVIDIA documents the real one (``man nvidia-cuda-mps-control``, th
   ``get_default_device_pinned_mem_limit <dev>``, ``get_server_list`` (empty: no client has
   spawned a server), ``quit`` (the daemon exits).
 
-Its state is a JSON file in the pipe directory (a real daemon keeps it in memory). Every call is
+Its state is a JSON file in the pipe directory (a real daemon keeps it in memory), replaced whole
+under a lock so that calls at once are answered one at a time, as the daemon does. Every call is
 appended to ``$FAKE_MPS_RECORD`` (argv, stdin commands, the MPS variables of its environment).
 ``$FAKE_MPS_REFUSE`` (a substring): a command containing it is refused as the real program
 refuses a bad one. ``$FAKE_MPS_NO_START=1``: ``-d`` fails. ``$FAKE_MPS_IGNORE_QUIT=1``: the
@@ -22,6 +23,7 @@ daemon process survives ``quit``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -32,6 +34,14 @@ from pathlib import Path
 PIPE = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
 STATE = PIPE / "fake-state.json"
 PID_FILE = PIPE / "nvidia-cuda-mps-control.pid"
+LOCK = PIPE / "fake-state.lock"
+
+
+def save(state: dict[str, object]) -> None:
+    """Replace the state file whole: a reader (a test, another call) never sees it half written."""
+    part = STATE.with_name(f"{STATE.name}.{os.getpid()}")
+    part.write_text(json.dumps(state))
+    os.replace(part, STATE)
 
 
 def record(entry: dict[str, object]) -> None:
@@ -75,7 +85,7 @@ def start() -> int:
         print("An instance of this daemon is already running")
         return 1
     PIPE.mkdir(parents=True, exist_ok=True)
-    STATE.write_text(json.dumps({"thread": 100.0, "memory": {}}))
+    save({"thread": 100.0, "memory": {}})
     daemon = subprocess.Popen(
         [sys.executable, __file__, "--serve"],
         start_new_session=True,
@@ -124,14 +134,21 @@ def interactive() -> int:
     if not running():
         print("Cannot find MPS control daemon process")
         return 1
-    state = json.loads(STATE.read_text())
-    for command in commands:
-        reply = answer(command, state)
-        if reply is None:
-            return 0
-        if reply:
-            print(reply)
-    STATE.write_text(json.dumps(state))
+    # the real daemon answers one client at a time; two calls at once (the agent's audit and a
+    # container's) must not lose each other's settings
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not STATE.exists():
+            print("Cannot find MPS control daemon process")
+            return 1
+        state = json.loads(STATE.read_text())
+        for command in commands:
+            reply = answer(command, state)
+            if reply is None:
+                return 0
+            if reply:
+                print(reply)
+        save(state)
     return 0
 
 
