@@ -31,6 +31,13 @@ kubelet, creating and starting the container: the sim's ``WATCH_S + CREATE_S + S
 Simulated time, with ``--wake events``, moves as an event-driven controller lives it: a pass at
 once after the API write that begins a phase (the platform wakes the controller on API writes to
 apps), then a pass at each instance change or at the resync (``--step``), whichever comes first.
+
+After the in-place upgrade, the **quiet phase**: ``--quiet-s`` simulated seconds ticked once a
+second with nothing changing, the controller's CPU per simulated second printed for a controller
+that makes a full pass every tick (the baseline: every controller before issue 22) beside the
+platform's own (quiet ticks skipped, a full pass per ``--resync``); then the same two with one
+more app that cannot be placed (more CPU than any node has): a large platform always holds one,
+and before the work queue (``gaia.controllers.workqueue``) it made every tick a full pass.
 """
 
 from __future__ import annotations
@@ -89,6 +96,8 @@ class Quiet:
     seconds: int
     cpu_s: float  # the process's CPU in the controller's ticks
     passes: int  # full passes among them
+    partial: int = 0  # passes over the work queue's due apps only
+    stuck: bool = False  # one app among them cannot be placed (not as wished)
 
     @property
     def cpu_ms_per_s(self) -> float:
@@ -198,22 +207,25 @@ class Bench:
             rss_mib=peak_rss_mib(),
         )
 
-    def quiet(self, *, seconds: int, resync: float | None) -> Quiet:
+    def quiet(self, *, seconds: int, resync: float | None, stuck: bool = False) -> Quiet:
         """``seconds`` simulated seconds of a platform where nothing changes, ticked once a
         second as the running platform ticks its controller: ``resync`` None is every tick a
         full pass (the controller before it skipped quiet ticks); a number, the platform's own
-        controller (told of instance changes, a full pass per ``resync`` when nothing changes).
-        A fresh controller first passes until settled (it writes the events the sim holds)."""
+        controller (told of instance changes, a full pass per ``resync`` when nothing changes,
+        the apps not as wished looked at alone from its work queue). ``stuck``: one app of
+        the platform cannot be placed (before the work queue that made every tick a full
+        pass). A fresh controller first passes until settled (it writes the events the sim
+        holds), but for the stuck app."""
         controller = self.platform.app_controller(resync=resync)
         self.platform.providers.watch_changes(controller.changed)
         sim = self.sim()
         for _ in range(20):
             asyncio.run(controller.run_once())
-            if controller.last.settled:
+            if controller.last.unsettled == int(stuck) and not controller.last.partial:
                 break
         else:
             raise RuntimeError("the platform did not settle for the quiet phase")
-        passes = controller.passes
+        passes, partial = controller.passes, controller.partial_passes
         cpu = time.process_time()
         for _ in range(seconds):
             self.clock.step(1.0)
@@ -223,7 +235,9 @@ class Bench:
             resync=resync,
             seconds=seconds,
             cpu_s=time.process_time() - cpu,
-            passes=controller.passes - passes,
+            passes=controller.passes - passes - (controller.partial_passes - partial),
+            partial=controller.partial_passes - partial,
+            stuck=stuck,
         )
 
     def _until_change_or_resync(self, sim: SimCluster, resync_at: dt.datetime) -> None:
@@ -347,6 +361,26 @@ def main() -> None:
             if app == "inplace":
                 # every instance running as wished, nothing changing: what the controller costs
                 quiet = [bench.quiet(seconds=args.quiet_s, resync=r) for r in (None, args.resync)]
+                # one app that cannot be placed (more CPU than any node has), as a large
+                # platform always has one: before the work queue every tick was a full pass
+                stuck = template("v1", "bench/web:1") | {"resources": {"cpu": 64, "memory": 256}}
+                bench.call(
+                    "POST",
+                    f"{BIZ}/apps",
+                    {
+                        "name": "stuck",
+                        "cluster": "scale",
+                        "templates": [stuck],
+                        "replicas": 1,
+                        "allow_pending": True,
+                    },
+                )
+                quiet += [
+                    bench.quiet(seconds=args.quiet_s, resync=r, stuck=True)
+                    for r in (None, args.resync)
+                ]
+                bench.call("DELETE", f"{BIZ}/apps/stuck")
+                bench.run_until("delete the stuck app", lambda: not bench.observed("stuck"))
             # the twin app's instances must not disturb the next phase's timing
             bench.call("POST", f"{BIZ}/apps/{app}/stop")
             bench.run_until(f"stop {app}", lambda a=app: not bench.observed(a))
@@ -395,9 +429,13 @@ def main() -> None:
                 if q.resync is None
                 else f"quiet ticks skipped, resync every {q.resync:g} s"
             )
+            if q.stuck:
+                how = "+ 1 app that cannot be placed: " + (
+                    "every tick a full pass (before)" if q.resync is None else "work queue"
+                )
             print(
-                f"  {how:<48} controller CPU {q.cpu_ms_per_s:7.1f} ms per simulated s, "
-                f"{q.passes} full passes"
+                f"  {how:<63} controller CPU {q.cpu_ms_per_s:7.1f} ms per simulated s, "
+                f"{q.passes} full passes, {q.partial} partial"
             )
         bench.client.__exit__(None, None, None)
 

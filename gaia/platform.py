@@ -252,7 +252,13 @@ class Platform:
             access=self.access,
             resync=resync,
             on_quiet=self.metrics.app_quiet_ticks.inc,
+            on_pass=self._app_pass_metrics,
         )
+
+    def _app_pass_metrics(self, partial: bool, queued: int) -> None:
+        if partial:
+            self.metrics.app_partial_passes.inc()
+        self.metrics.app_queued.set(queued)
 
     def _pull_secret(self, business: str) -> PullSecret | None:
         """The registry's pull account of ``business``, for its instances (None: no registry)."""

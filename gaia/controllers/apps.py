@@ -57,6 +57,7 @@ from sqlalchemy.orm import Session
 
 from gaia.clock import Clock
 from gaia.controllers.access import AccessGateway, AccessUnavailable
+from gaia.controllers.workqueue import Key, WorkQueue
 from gaia.domain import apps as domain_apps
 from gaia.domain.access import AppKey, Seen
 from gaia.domain.apps import Create, Delete, ReplaceImage, Restart, TemplateSpec
@@ -134,6 +135,8 @@ UNBOUND_GRACE = dt.timedelta(seconds=60)
 # A cluster's events a pass writes at most (a new controller starts from the first one the
 # provider still holds: a big cluster's take several passes)
 EVENTS_PER_PASS = 10_000
+# an app's look that knows no moment it must be looked at again by (the work queue backs off)
+NO_DEADLINE = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 async def _bounded(calls: list[Coroutine[Any, Any, None]], *, what: str) -> None:
@@ -175,6 +178,8 @@ class PassStats:
     # apps (or clusters out of reach) that want another look soon even if nothing is heard of
     # them: anything not running as wished, an upgrade under way, a back-off or drain to wait
     unsettled: int = 0
+    # a pass over the apps the work queue held due, not a full pass (``AppController``)
+    partial: bool = False
 
     @property
     def settled(self) -> bool:
@@ -226,6 +231,7 @@ class AppController(LoopService):
         prewarm_batches: int = PREWARM_BATCHES,
         resync: float | None = None,
         on_quiet: Callable[[], None] | None = None,
+        on_pass: Callable[[bool, int], None] | None = None,
     ) -> None:
         super().__init__(interval=interval)
         # None: every tick is a full pass (tests and benchmarks drive passes by hand). Seconds:
@@ -233,11 +239,16 @@ class AppController(LoopService):
         # after a settled pass is a full pass only if something changed (``changed()``, the
         # store's ``change_mark``) or ``resync`` seconds have passed since the last one.
         self.resync = resync
+        # with a resync: the apps (and clusters) that want another look between full passes
+        self.queue = WorkQueue(base=interval, cap=max(interval, resync or interval))
+        self.partial_passes = 0  # passes over the queue's due apps only
+        self._again = False  # the last full pass failed at something only a full pass does
         self._change_count = itertools.count(1)
         self._changes = 0
         self._quiet: _Quiet | None = None
         self.quiet_ticks = 0  # ticks that found nothing changed and did no pass
         self.on_quiet = on_quiet  # told of each quiet tick (the platform's metric)
+        self.on_pass = on_pass  # told of each pass: (partial, keys in the queue) (metrics)
         self.prewarm_batches = prewarm_batches
         # the access layer (domains, the load balancer): drains before a stop (None: none)
         self.access = access
@@ -266,6 +277,7 @@ class AppController(LoopService):
         """The next tick is a full pass whatever was seen before (a new term as leader: the
         previous leader may have changed the clusters meanwhile)."""
         self._quiet = None
+        self.queue.clear()
 
     async def run_once(self) -> None:
         changes = self._changes  # before anything is read: a change from now on is seen next
@@ -278,58 +290,105 @@ class AppController(LoopService):
             and (now - quiet.at).total_seconds() < self.resync
             and await asyncio.to_thread(self._mark) == quiet.mark
         ):
-            self.quiet_ticks += 1
-            if self.on_quiet is not None:
-                self.on_quiet()
-            return
+            due = self.queue.due(now)
+            if not due:
+                self.quiet_ticks += 1
+                if self.on_quiet is not None:
+                    self.on_quiet()
+                return
+            if all(kind == "app" for kind, _ in due):
+                # only some apps want a look: those, not the whole platform
+                await self._pass(now, only={key for _, key in due})
+                return
         self._quiet = None
-        mark, snapshot = await asyncio.to_thread(self._load, now)
-        stats = PassStats(apps=len(snapshot.apps))
+        mark = await self._pass(now, only=None)
+        if self.resync is not None and not self._again:
+            # what is not yet as wished is in the queue; an error it could not key (the
+            # access layer, a cluster's own) makes the next tick a full pass again
+            self._quiet = _Quiet(at=now, changes=changes, mark=mark)
+
+    async def _pass(self, now: dt.datetime, *, only: set[int] | None) -> tuple[int, int, int]:
+        """A full pass (``only`` None), or one over the apps ``only`` names: their clusters are
+        listed whole (placement needs every node and instance) but nothing cluster-wide is done
+        (orphans, configs, quotas, the access layer: a full pass does those)."""
+        mark, snapshot = await asyncio.to_thread(self._load, now, only)
+        stats = PassStats(apps=len(snapshot.apps), partial=only is not None)
+        self._again = False
         by_cluster: dict[int, list[AppSnapshot]] = defaultdict(list)
         for app in snapshot.apps:
             by_cluster[app.cluster_id].append(app)
         for cluster_id, cluster in snapshot.clusters.items():
             apps = by_cluster.get(cluster_id, [])
-            if not apps and cluster.kind != "sim" and not snapshot.quotas.get(cluster_id):
+            if not apps and (
+                only is not None or (cluster.kind != "sim" and not snapshot.quotas.get(cluster_id))
+            ):
                 continue  # nothing of ours to look after there
+            key: Key = ("cluster", cluster_id)
             try:
-                await self._reconcile_cluster(cluster, apps, snapshot, stats)
+                await self._reconcile_cluster(cluster, apps, snapshot, stats, partial=only)
             except ConnectionError as exc:
-                stats.unsettled += 1  # tried again at the next tick
+                stats.unsettled += 1  # tried again after a back-off
+                self.queue.waiting(key, now=now)
                 log.info("apps: cluster %s unreachable: %s", cluster.name, exc)
             except GaiaError as exc:
                 stats.errors += 1
+                self.queue.waiting(key, now=now)
                 log.warning("apps: cluster %s: %s", cluster.name, exc)
-        if self.access is not None:
-            try:
-                await self.access.sync(keep=_served(snapshot))
-            except (OSError, AccessUnavailable) as exc:
-                stats.errors += 1
-                log.warning("apps: the access layer: %s", exc)
+        if only is None:
+            if self.access is not None:
+                try:
+                    await self.access.sync(keep=_served(snapshot))
+                except (OSError, AccessUnavailable) as exc:
+                    stats.errors += 1
+                    self._again = True  # no app to key it to: the next tick is a full pass
+                    log.warning("apps: the access layer: %s", exc)
+            self.queue.keep_only(
+                {("app", app.id) for app in snapshot.apps}
+                | {("cluster", cid) for cid in snapshot.clusters}
+            )
+        else:
+            # apps asked for that are gone
+            self.queue.drop({("app", i) for i in only} - {("app", app.id) for app in snapshot.apps})
+            self.partial_passes += 1
         self.passes += 1
         self.last = stats
-        if self.resync is not None and stats.settled:
-            self._quiet = _Quiet(at=now, changes=changes, mark=mark)
+        if self.on_pass is not None:
+            self.on_pass(only is not None, len(self.queue))
+        return mark
 
     def _mark(self) -> tuple[int, int, int]:
         with self.db.read_session() as session:
             return store_apps.change_mark(session)
 
-    def _load(self, now: dt.datetime) -> tuple[tuple[int, int, int], Snapshot]:
+    def _load(
+        self, now: dt.datetime, only: set[int] | None = None
+    ) -> tuple[tuple[int, int, int], Snapshot]:
         """The store's change mark and, in the same read, the snapshot (a change committed
         between the two is in the snapshot but not the mark: one pass too many, never one
-        too few)."""
+        too few); ``only``: of those apps."""
         with self.db.read_session() as session:
             mark = store_apps.change_mark(session)
             return mark, store_apps.load_snapshot(
-                session, now=now, failure_memory=self.policy.memory, secrets=self.secrets
+                session,
+                now=now,
+                failure_memory=self.policy.memory,
+                secrets=self.secrets,
+                app_ids=only,
             )
 
     # ------------------------------------------------------------ one cluster
 
     async def _reconcile_cluster(
-        self, cluster: Cluster, apps: list[AppSnapshot], snapshot: Snapshot, stats: PassStats
+        self,
+        cluster: Cluster,
+        apps: list[AppSnapshot],
+        snapshot: Snapshot,
+        stats: PassStats,
+        *,
+        partial: set[int] | None = None,
     ) -> None:
+        """Every app of ``cluster`` (``apps``) and what is the cluster's; ``partial``: only
+        ``apps``, the work queue's due ones, and nothing cluster-wide (a full pass's work)."""
         provider = self.providers.for_cluster(cluster)
         memory = self._memory.get(cluster.id)
         if memory is None or memory.provider is not provider:
@@ -353,21 +412,24 @@ class AppController(LoopService):
             if model and inst.resources.gpu:
                 self._gpu_use[(inst.namespace, model)] += inst.resources.gpu
 
-        # instances the platform made for apps that no longer exist at all
-        for (namespace, app_name), insts in by_app.items():
-            if (namespace, app_name) in known:
-                continue
-            for inst in insts:
-                if inst.labels.get(MANAGED_BY) == "gaia":
-                    await provider.delete_instance(namespace=namespace, name=inst.name)
-                    stats.actions["delete-orphan"] += 1
-
-        await self._sync_configs(provider, memory, apps, snapshot.configs, pending)
-        await self._sync_quotas(provider, memory, snapshot.quotas.get(cluster.id, {}), pending)
+        if partial is None:
+            # instances the platform made for apps that no longer exist at all (a partial
+            # pass knows only some apps: it must not take the others' for orphans)
+            for (namespace, app_name), insts in by_app.items():
+                if (namespace, app_name) in known:
+                    continue
+                for inst in insts:
+                    if inst.labels.get(MANAGED_BY) == "gaia":
+                        await provider.delete_instance(namespace=namespace, name=inst.name)
+                        stats.actions["delete-orphan"] += 1
+            await self._sync_configs(provider, memory, apps, snapshot.configs, pending)
+            await self._sync_quotas(provider, memory, snapshot.quotas.get(cluster.id, {}), pending)
         failures = await asyncio.to_thread(self._record_failures, apps, by_app, pending)
         for app in apps:
+            key: Key = ("app", app.id)
+            done = sum(stats.actions.values()) - stats.actions["unschedulable"]
             try:
-                await self._reconcile_app(
+                look = await self._reconcile_app(
                     cluster=cluster.name,
                     provider=provider,
                     memory=memory,
@@ -380,14 +442,25 @@ class AppController(LoopService):
                 )
             except (GaiaError, ValueError, KeyError) as exc:
                 stats.errors += 1
+                # tried again after a back-off
+                self.queue.waiting(key, now=self.clock.now(), version=app.generation)
                 log.warning("apps: %s/%s: %s", app.namespace, app.name, exc)
                 pending.append(
                     PendingEvent(
                         app.namespace, "App", app.name, "ReconcileError", str(exc), "Warning"
                     )
                 )
+                continue
+            now = self.clock.now()
+            if look is None:
+                self.queue.settled(key)
+            elif sum(stats.actions.values()) - stats.actions["unschedulable"] > done:
+                self.queue.acted(key, now=now, version=app.generation)
+            else:
+                self.queue.waiting(key, now=now, until=look, version=app.generation)
         # pre-pulls of apps that are gone altogether
-        for namespace, name in [k for k in memory.applied_prewarms if k not in known]:
+        gone = [k for k in memory.applied_prewarms if k not in known] if partial is None else []
+        for namespace, name in gone:
             if isinstance(provider, ImagePrewarmer):
                 await provider.prewarm_image(
                     namespace=namespace, owner=name, image="", nodes=frozenset()
@@ -395,6 +468,9 @@ class AppController(LoopService):
             del memory.applied_prewarms[(namespace, name)]
         if await self._flush_events(provider, memory, cluster, snapshot, pending):
             stats.unsettled += 1  # the cluster holds more events than a pass takes
+            self.queue.acted(("cluster", cluster.id), now=self.clock.now())
+        elif partial is None:
+            self.queue.settled(("cluster", cluster.id))
 
     async def _reconcile_app(
         self,
@@ -408,7 +484,10 @@ class AppController(LoopService):
         new_failures: Mapping[int, int],
         pending: list[PendingEvent],
         stats: PassStats,
-    ) -> None:
+    ) -> dt.datetime | None:
+        """Look at one app and act; None when it is as wished with nothing to wait for, else
+        the latest moment it wants another look (``NO_DEADLINE``: none known; the work queue
+        backs off)."""
         now = self.clock.now()
         if app.state == "deleting":
             stats.unsettled += 1  # until the purge, which ends the app
@@ -420,7 +499,7 @@ class AppController(LoopService):
             memory.applied_services.pop((app.namespace, app.name), None)
             await self._prewarm(provider, memory, app, wish=("", frozenset()))
             await asyncio.to_thread(self._purge, app.id)
-            return
+            return NO_DEADLINE
 
         observed, unbound = await self._repair_unbound(provider, app, observed, now, stats)
         by_id = {inst.instance_id: inst for inst in observed}
@@ -501,9 +580,19 @@ class AppController(LoopService):
             or app.upgrade is not None
             or not all(i.phase is InstancePhase.RUNNING and i.ready for i in observed)
         ):
-            # something to do or to wait for (a start, a probe, a back-off, a batch): looked
-            # at every tick, as before anything is heard of it
+            # something to do or to wait for (a start, a probe, a back-off, a batch): in the
+            # work queue, looked at again before anything is heard of it
             stats.unsettled += 1
+            restart = domain_apps.restart_due(
+                desired=desired,
+                observed=observed,
+                recent_failures=recent,
+                blacklist=app.blacklist,
+                now=now,
+                policy=self.policy,
+            )
+            return NO_DEADLINE if restart is None else restart
+        return None
 
     def _observe_access(
         self, key: AppKey, app: AppSnapshot, observed: list[Instance]

@@ -219,6 +219,41 @@ def reconcile_instances(
     return actions
 
 
+def restart_due(
+    *,
+    desired: AppDesired,
+    observed: Sequence[InstanceView],
+    recent_failures: Mapping[int, int],
+    blacklist: frozenset[str],
+    now: dt.datetime,
+    policy: RestartPolicy = DEFAULT_POLICY,
+) -> dt.datetime | None:
+    """When the first failed instance that ``reconcile_instances`` leaves waiting out its
+    restart back-off comes due (None: none waits). The controller's work queue looks at the app
+    again then, whatever else it waits for."""
+    wanted = desired.instances if desired.running else {}
+    due: dt.datetime | None = None
+    for inst in observed:
+        failure = inst.last_failure
+        if (
+            inst.phase != "Failed"
+            or failure is None
+            or inst.instance_id in desired.stopped
+            or wanted.get(inst.instance_id) != inst.version
+        ):
+            continue
+        decision = decide_restart(
+            cause=failure.cause,
+            recent_failures=max(1, recent_failures.get(inst.instance_id, 1)),
+            node_blacklisted=inst.node in blacklist,
+            policy=policy,
+        )
+        at = failure.at + decision.delay
+        if decision.action is RestartAction.LOCAL and at > now and (due is None or at < due):
+            due = at
+    return due
+
+
 def _change_version(desired: AppDesired, inst: InstanceView, version: str) -> list[Action]:
     target = desired.templates.get(version)
     if target is None:

@@ -1,11 +1,13 @@
 """A quiet platform's app controller (issue 22): after a pass that found every app as wished and
 nothing to wait for, a tick makes a full pass only when something changed since (an instance,
 heard from the provider; an API write on any replica, read from the store's change mark) or
-the slow resync is due. Anything not yet as wished keeps every tick a full pass. On the
-simulated cluster, with the platform's ``ManualClock``."""
+the slow resync is due. An app not yet as wished is held in the controller's work queue and
+looked at alone, at the next tick when the last look acted, else after a growing delay or when
+its restart back-off ends. On the simulated cluster, with the platform's ``ManualClock``."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import nullcontext
 from typing import Any
 
@@ -96,13 +98,104 @@ def test_an_api_write_not_heard_here_is_seen_at_the_next_tick(
     h.settle(h.ready("web", 3), limit_s=30)
 
 
-def test_an_app_not_yet_as_wished_is_looked_at_every_tick(world: World, platform: Platform) -> None:
+def passes_by_kind(h: AppsHarness, ticks: int) -> tuple[int, int, list[int]]:
+    """(full passes, partial passes, the ticks (1-based) that made a pass) in ``ticks`` ticks."""
+    full = partial = 0
+    at: list[int] = []
+    for n in range(1, ticks + 1):
+        before = h.controller.passes
+        h.tick()
+        if h.controller.passes > before:
+            at.append(n)
+            if h.controller.last.partial:
+                partial += 1
+            else:
+                full += 1
+    return full, partial, at
+
+
+def cordon_all(h: AppsHarness) -> None:
+    sim = h.sim("sim-1")
+    for node in asyncio.run(sim.list_nodes()):
+        asyncio.run(sim.set_schedulable(node.name, False))
+
+
+def test_an_app_that_cannot_be_placed_is_looked_at_less_and_less_often(
+    world: World, platform: Platform
+) -> None:
+    """Before the work queue, one app not as wished made every tick a full pass of the whole
+    platform. Now it alone is looked at, after 1, 2, 4, 8 s, and the resync looks at all."""
     h = quiet(world, platform)
-    h.sim("sim-1").fail_image_pulls("shop/web:1")
-    body = {"name": "web", "cluster": "sim-1", "templates": [template("v1", "shop/web:1")]}
+    settled_web(h)
+    body = {"name": "api", "cluster": "sim-1", "templates": [template("v1", "shop/api:1")]}
     h.post(f"{BIZ}/apps", {**body, "replicas": 1}, status=201)
-    assert full_passes(h, 15) == 15  # pulls failing, backing off: never quiet
-    assert h.controller.quiet_ticks == 0
+    h.settle(h.ready("api", 1))
+    cordon_all(h)
+    h.post(f"{BIZ}/apps/api/scale-out", {"count": 1})
+    full, partial, at = passes_by_kind(h, 1)
+    assert (full, partial) == (1, 0)  # the write: a full pass, which cannot place the new one
+    assert h.controller.last.actions["unschedulable"] == 1
+    webs = {i["name"] for i in h.instances("web").values()}
+
+    told: list[tuple[bool, int]] = []
+    h.controller.on_pass = lambda partial, queued: told.append((partial, queued))  # metrics
+    full, partial, at = passes_by_kind(h, 8)
+    # (the full pass was at 0): the api app alone at +1, +3, +7 (back-off 1, 2, 4 s)
+    assert (full, partial, at) == (0, 3, [1, 3, 7]), (full, partial, at)
+    assert told == [(True, 1)] * 3
+    assert h.controller.last.apps == 1 and h.controller.last.actions["unschedulable"] == 1
+    assert h.controller.quiet_ticks >= 5
+    # the other app's instances were left alone (a partial pass deletes no "orphans")
+    assert {i["name"] for i in h.instances("web").values()} == webs
+    # the resync (10 s after the full pass) looks at everything; the delays are capped by it
+    full, partial, at = passes_by_kind(h, 9)
+    assert (full, partial, at) == (1, 0, [2]), (full, partial, at)
+
+    # the node is opened: the next look places it (an uncordon in a real cluster is an event
+    # too; here nothing is heard, so the queue's next look does it)
+    sim = h.sim("sim-1")
+    asyncio.run(sim.set_schedulable(asyncio.run(sim.list_nodes())[0].name, True))
+    took = h.settle(h.ready("api", 2), limit_s=30)
+    assert took <= 15, took
+
+
+def test_a_restart_back_off_is_waited_out_to_the_second(world: World, platform: Platform) -> None:
+    """A crash-looping instance: the queue looks at its app when the back-off ends, not at the
+    next step of its own back-off, and not every tick either."""
+    h = quiet(world, platform, resync=3600)
+    settled_web(h, replicas=1)
+    victim = next(iter(h.instances("web").values()))
+    sim = h.sim("sim-1")
+    sim.crash("alpha", victim["name"], exit_code=1, message="boom")
+    h.settle(lambda: h.instances("web")[victim["id"]]["restarts"] == 1, limit_s=30)
+    h.settle(h.ready("web", 1), limit_s=30)
+    sim.crash("alpha", victim["name"], exit_code=1, message="boom again")
+    passes = h.controller.passes
+    # the second failure in the policy's memory: a 20 s back-off
+    took = h.settle(lambda: h.instances("web")[victim["id"]]["restarts"] == 2, limit_s=60)
+    assert 19 <= took <= 22, took
+    assert h.controller.passes - passes < took / 2  # most ticks were quiet
+
+
+def test_an_app_whose_look_fails_backs_off_and_leaves_the_others_quiet(
+    world: World, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = quiet(world, platform)
+    settled_web(h)
+    real = h.controller._reconcile_app
+
+    async def failing(**kw: Any) -> Any:
+        if kw["app"].name == "web":
+            raise ValueError("a bad template")
+        return await real(**kw)
+
+    monkeypatch.setattr(h.controller, "_reconcile_app", failing)
+    h.controller.changed()  # something heard: a full pass, which fails for web
+    full, _, at = passes_by_kind(h, 9)
+    assert full == 1 and h.controller.last.errors == 1
+    assert at == [1, 2, 4, 8], at  # then web alone after 1, 2, 4 s, each failing
+    events = [e for e in h.event_rows("web") if e["reason"] == "ReconcileError"]
+    assert events
 
 
 def test_a_cluster_with_more_events_than_a_pass_takes_is_not_quiet(

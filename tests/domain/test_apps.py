@@ -16,6 +16,7 @@ from gaia.domain.apps import (
     TemplateSpec,
     demand,
     reconcile_instances,
+    restart_due,
 )
 from gaia.domain.errors import Conflict, InvalidRequest
 from gaia.domain.resources import ResourceVector
@@ -137,6 +138,34 @@ def test_app_failure_restarts_locally_after_backoff() -> None:
         {0: "v7"}, [failed], now=NOW + dt.timedelta(seconds=39), recent_failures={0: 3}
     )
     assert third == []
+
+
+def test_restart_due_is_when_reconcile_first_restarts_a_waiting_instance() -> None:
+    """The work queue looks at the app again at that moment (``restart_due``): it must agree
+    with ``reconcile_instances`` to the second."""
+    first = Inst(0, phase="Failed", ready=False, last_failure=Failure("AppExit", NOW))
+    third = Inst(1, phase="Failed", ready=False, last_failure=Failure("AppExit", NOW))
+    args: dict[str, object] = {
+        "desired": desired({0: "v7", 1: "v7"}),
+        "observed": [first, third],
+        "recent_failures": {1: 3},
+        "blacklist": frozenset(),
+    }
+    due = restart_due(**args, now=NOW)  # type: ignore[arg-type]
+    assert due == NOW + dt.timedelta(seconds=10)
+    just_before = {k: v for k, v in args.items() if k != "desired"}
+    assert reconcile({0: "v7", 1: "v7"}, **just_before, now=due - dt.timedelta(seconds=1)) == []  # type: ignore[arg-type]
+    assert reconcile({0: "v7", 1: "v7"}, **just_before, now=due) == [  # type: ignore[arg-type]
+        Restart(0, "ocr-0", "back-off restarting failed container")
+    ]
+    # the first restarted, the third failure waits 40 s
+    assert restart_due(**{**args, "observed": [third]}, now=due) == NOW + dt.timedelta(seconds=40)  # type: ignore[arg-type]
+    # nothing waits: an instance rescheduled at once, one of another version, a stopped app
+    lost = Inst(0, phase="Failed", ready=False, last_failure=Failure("NodeLost", NOW))
+    assert restart_due(**{**args, "observed": [lost]}, now=NOW) is None  # type: ignore[arg-type]
+    assert restart_due(**{**args, "desired": desired({0: "v8", 1: "v8"})}, now=NOW) is None  # type: ignore[arg-type]
+    stopped = desired({0: "v7", 1: "v7"}, running=False)
+    assert restart_due(**{**args, "desired": stopped}, now=NOW) is None  # type: ignore[arg-type]
 
 
 def test_node_loss_reschedules_elsewhere_at_once() -> None:

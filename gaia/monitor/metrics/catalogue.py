@@ -412,6 +412,12 @@ METRICS: tuple[MetricDef, ...] = (
     other("gaia_app_controller_quiet_ticks_total", K, "count", (), "platform", "platform",
         "Ticks of the app controller that found the platform quiet (nothing changed since a "
         "pass that left every app as wished) and made no full pass."),
+    other("gaia_app_controller_partial_passes_total", K, "count", (), "platform", "platform",
+        "Passes of the app controller over only the apps its work queue held due (an app not "
+        "yet as wished, looked at again after a delay that doubles up to the resync)."),
+    other("gaia_app_controller_queued", G, "count", (), "platform", "platform",
+        "Apps and clusters in the app controller's work queue: not yet as wished, to be looked "
+        "at again before anything is heard of them."),
     other("gaia_loop_failures_total", K, "count", ("loop",), "platform", "platform",
         "Passes that failed with an error."),
     other("gaia_loop_last_pass_duration_seconds", G, "seconds", ("loop",), "platform", "platform",

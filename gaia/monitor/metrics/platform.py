@@ -84,6 +84,17 @@ class PlatformMetrics:
             "Ticks of the app controller that found the platform quiet and made no full pass.",
             registry=reg,
         )
+        self.app_partial_passes = Counter(
+            "gaia_app_controller_partial_passes",
+            "Passes of the app controller over the apps its work queue held due, not all.",
+            registry=reg,
+        )
+        self.app_queued = Gauge(
+            "gaia_app_controller_queued",
+            "Apps and clusters in the app controller's work queue: not yet as wished, to be "
+            "looked at again before anything is heard of them.",
+            registry=reg,
+        )
         self.loop_last_duration = Gauge(
             "gaia_loop_last_pass_duration_seconds",
             "Duration of the last pass of a background loop.",
