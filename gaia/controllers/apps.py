@@ -280,6 +280,7 @@ class AppController(LoopService):
         self.queue.clear()
 
     async def run_once(self) -> None:
+        self.providers.catch_up()  # a simulated cluster's changes due by now are heard now
         changes = self._changes  # before anything is read: a change from now on is seen next
         now = self.clock.now()
         quiet = self._quiet

@@ -96,6 +96,18 @@ class ProviderRegistry:
         with self._lock:
             self._prewarms_for = sink_for
 
+    def catch_up(self) -> None:
+        """Bring every provider that simulates time up to now: the sim runs its transitions
+        only when called, so one due meanwhile (a start, a probe) is heard now, as a real
+        cluster's informer would have heard it when it happened. The app controller calls this
+        at each tick, before it asks whether anything changed."""
+        with self._lock:
+            providers = [held.provider for held in self._providers.values()]
+        for provider in providers:
+            advance = getattr(provider, "advance", None)  # the sim's; real clusters push
+            if advance is not None:
+                advance()
+
     def watch_changes(self, listener: Callable[[], None]) -> None:
         """``listener()`` at every instance change the providers report (informer events,
         the sim's transitions), for the providers built so far and those built later."""

@@ -159,6 +159,39 @@ def test_an_app_that_cannot_be_placed_is_looked_at_less_and_less_often(
     assert took <= 15, took
 
 
+def test_a_quiet_controller_hears_the_sims_own_changes_at_each_tick(
+    world: World, platform: Platform
+) -> None:
+    """The sim moves only when called; the controller catches it up at each tick, so an
+    instance that starts meanwhile (after a 10 s pull) is heard then, as an informer's event
+    would be, and not at the work queue's next look (after 1, 2, 4, 8 s of waiting)."""
+    took = {}
+    sim = platform_sim(world, platform)
+    for name, resync in (("every", None), ("quiet", 60.0)):
+        h = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
+        h.controller = platform.app_controller(resync=resync)
+        platform.providers.watch_changes(h.controller.changed)
+        image = f"shop/{name}:1"
+        sim.register_image(image, [12_500_000_000])  # 10 s on the nodes' 10 Gbit/s
+        body = {"name": name, "cluster": "sim-1", "templates": [template("v1", image)]}
+        h.post(f"{BIZ}/apps", {**body, "replicas": 2}, status=201)
+        h.tick()  # the write's pass: the instances are placed and their pulls begin
+
+        def heard(c: Any = h.controller) -> bool:
+            # the controller's own word, not the API's: a read through the API would move
+            # the sim (and tell the controller) by itself
+            return c.last.settled and len(c.queue) == 0
+
+        took[name] = h.settle(heard, limit_s=60)
+        assert h.ready(name, 2)()
+    assert took["quiet"] <= took["every"], took
+
+
+def platform_sim(world: World, platform: Platform) -> Any:
+    h = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
+    return h.sim("sim-1")
+
+
 def test_a_restart_back_off_is_waited_out_to_the_second(world: World, platform: Platform) -> None:
     """A crash-looping instance: the queue looks at its app when the back-off ends, not at the
     next step of its own back-off, and not every tick either."""
