@@ -329,33 +329,40 @@ class AppController(LoopService):
                 await self._reconcile_cluster(cluster, apps, snapshot, stats, partial=only)
             except ConnectionError as exc:
                 stats.unsettled += 1  # tried again after a back-off
-                self.queue.waiting(key, now=now)
+                self._cluster_failed(key, apps, now)
                 log.info("apps: cluster %s unreachable: %s", cluster.name, exc)
             except GaiaError as exc:
                 stats.errors += 1
-                self.queue.waiting(key, now=now)
+                self._cluster_failed(key, apps, now)
                 log.warning("apps: cluster %s: %s", cluster.name, exc)
+        if only is None and self.access is not None:
+            try:
+                await self.access.sync(keep=_served(snapshot))
+            except (OSError, AccessUnavailable) as exc:
+                stats.errors += 1
+                self._again = True  # no app to key it to: the next tick is a full pass
+                log.warning("apps: the access layer: %s", exc)
+        # apps that are gone, or whose cluster is (nothing would ever look at them)
+        present: set[Key] = {
+            ("app", app.id) for app in snapshot.apps if app.cluster_id in snapshot.clusters
+        }
         if only is None:
-            if self.access is not None:
-                try:
-                    await self.access.sync(keep=_served(snapshot))
-                except (OSError, AccessUnavailable) as exc:
-                    stats.errors += 1
-                    self._again = True  # no app to key it to: the next tick is a full pass
-                    log.warning("apps: the access layer: %s", exc)
-            self.queue.keep_only(
-                {("app", app.id) for app in snapshot.apps}
-                | {("cluster", cid) for cid in snapshot.clusters}
-            )
+            self.queue.keep_only(present | {("cluster", cid) for cid in snapshot.clusters})
         else:
-            # apps asked for that are gone
-            self.queue.drop({("app", i) for i in only} - {("app", app.id) for app in snapshot.apps})
+            self.queue.drop({("app", i) for i in only} - present)
             self.partial_passes += 1
         self.passes += 1
         self.last = stats
         if self.on_pass is not None:
             self.on_pass(only is not None, len(self.queue))
         return mark
+
+    def _cluster_failed(self, key: Key, apps: list[AppSnapshot], now: dt.datetime) -> None:
+        """A cluster's look failed: it and its apps wait out a back-off (none of them is
+        looked at every tick while the cluster is out of reach)."""
+        self.queue.waiting(key, now=now)
+        for app in apps:
+            self.queue.waiting(("app", app.id), now=now, version=app.generation)
 
     def _mark(self) -> tuple[int, int, int]:
         with self.db.read_session() as session:

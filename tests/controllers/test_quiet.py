@@ -210,6 +210,24 @@ def test_a_restart_back_off_is_waited_out_to_the_second(world: World, platform: 
     assert h.controller.passes - passes < took / 2  # most ticks were quiet
 
 
+def test_a_cluster_out_of_reach_is_tried_again_after_doubling_delays(
+    world: World, platform: Platform
+) -> None:
+    h = quiet(world, platform)
+    settled_web(h)
+    sim = h.sim("sim-1")
+    sim.reachable = False
+    try:
+        h.controller.changed()  # something heard: a full pass, which cannot reach the cluster
+        full, partial, at = passes_by_kind(h, 9)
+        assert (full, partial, at) == (4, 0, [1, 2, 4, 8]), (full, partial, at)
+    finally:
+        sim.reachable = True
+    full, _, at = passes_by_kind(h, 9)
+    assert at == [7] and h.controller.last.settled, at  # reached at its next try, 8 s later
+    assert full_passes(h, 5) == 0
+
+
 def test_an_app_whose_look_fails_backs_off_and_leaves_the_others_quiet(
     world: World, platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:

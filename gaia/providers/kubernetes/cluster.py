@@ -192,6 +192,8 @@ class KubernetesCluster:
         self._pods: Informer | None = None
         # who hears of every change to one of Gaia's pods (``watch_changes``)
         self._listeners: list[Callable[[], None]] = []
+        # per node, what placement reads of it (``_node_mark``): a change to it is heard too
+        self._node_marks: dict[str, tuple[Any, ...]] = {}
         self._nodes: Informer | None = None
         self._events: Informer | None = None
         # the port's values made from the caches, made again only for objects that changed
@@ -271,6 +273,22 @@ class KubernetesCluster:
         for listener in self._listeners:
             listener()
 
+    def _node_changed(self, op: str, doc: dict[str, Any]) -> None:
+        """A node added, cordoned or opened, turned Ready or not, resized or retainted may let
+        an instance that waits for room be placed: tell the listeners. A heartbeat (the
+        conditions' times) changes none of that and tells nobody, or 1,000 nodes would wake
+        the controller every few seconds."""
+        name = str((doc.get("metadata") or {}).get("name", ""))
+        if op == "DELETED":
+            self._node_marks.pop(name, None)
+            return  # its pods are lost and their changes heard as such
+        mark = _node_mark(doc)
+        if self._node_marks.get(name) == mark:
+            return
+        self._node_marks[name] = mark
+        for listener in self._listeners:
+            listener()
+
     async def _informers(self) -> tuple[Informer, Informer]:
         """Start the caches on first use and wait until they have listed once."""
         if self._pods is None or self._nodes is None or self._events is None:
@@ -288,6 +306,7 @@ class KubernetesCluster:
                 client,
                 K8sNode,
                 resync_s=self._resync_s,
+                on_change=self._node_changed,
                 transform=None if keep_all else kept_node,
             )
             self._events = Informer(
@@ -1161,6 +1180,26 @@ def _check_fits(node: Node, spec: InstanceSpec) -> None:
             raise InvalidRequest(f"GPU {card} of node {node.name} cannot take {share} more")
     if need.gpu and not spec.gpu_ids:
         raise InvalidRequest(f"{spec.name} asks for GPUs but names no cards")
+
+
+def _node_mark(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """What placement reads of a node, without the times that change at every heartbeat."""
+    spec, status = doc.get("spec") or {}, doc.get("status") or {}
+    ready = next(
+        (c.get("status") for c in status.get("conditions") or () if c.get("type") == "Ready"),
+        None,
+    )
+    taints = tuple(
+        sorted((t.get("key"), t.get("value"), t.get("effect")) for t in spec.get("taints") or ())
+    )
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    return (
+        bool(spec.get("unschedulable")),
+        ready,
+        tuple(sorted((status.get("allocatable") or {}).items())),
+        taints,
+        tuple(sorted(labels.items())),
+    )
 
 
 def _node_of(pod: dict[str, Any]) -> str | None:

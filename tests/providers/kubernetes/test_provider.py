@@ -346,6 +346,44 @@ def test_cordon_and_uncordon(cluster: KubernetesCluster) -> None:
     assert run(cluster.set_schedulable("prov-gpu-1", True)).schedulable
 
 
+def test_a_node_change_placement_reads_is_heard_and_a_heartbeat_is_not(
+    cluster: KubernetesCluster, api: httpx.Client
+) -> None:
+    """The app controller's work queue waits for an app that cannot be placed; a node opened
+    (or added, or Ready again) must wake it, a node's heartbeat must not (1,000 nodes would
+    keep it awake)."""
+    heard: list[int] = []
+    cluster.watch_changes(lambda: heard.append(1))
+    run(cluster.list_nodes())  # the caches start: their first listing is heard, node by node
+
+    def quiet_for(seconds: float) -> int:
+        before = len(heard)
+        time.sleep(seconds)
+        return len(heard) - before
+
+    eventually(lambda: quiet_for(0.5) == 0, "the first listing is heard and done", timeout_s=10)
+    node = api.get("/api/v1/nodes/prov-gpu-0").json()
+    conditions = node["status"]["conditions"]
+    for c in conditions:
+        c["lastHeartbeatTime"] = "2026-12-06T12:00:00Z"  # what a heartbeat changes
+    r = api.patch(
+        "/api/v1/nodes/prov-gpu-0/status",
+        json={"status": {"conditions": conditions}},
+        headers={"Content-Type": "application/strategic-merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+    assert quiet_for(1.0) == 0
+    try:
+        before = len(heard)
+        run(cluster.set_schedulable("prov-gpu-0", False))
+        eventually(lambda: len(heard) > before, "a cordon is heard", timeout_s=10)
+        before = len(heard)
+        run(cluster.set_schedulable("prov-gpu-0", True))
+        eventually(lambda: len(heard) > before, "an uncordon is heard", timeout_s=10)
+    finally:
+        run(cluster.set_schedulable("prov-gpu-0", True))
+
+
 def test_a_dead_cluster_is_unreachable_and_closes(control_plane: ControlPlane) -> None:
     text = control_plane.kubeconfig_text().replace(
         control_plane.server,
