@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from gaia.clock import Clock
+from gaia.controllers.apps import AppController
 from gaia.controllers.leadership import LeaderElected
 from gaia.loop import LoopService
 from gaia.store import replicas
@@ -47,6 +48,7 @@ def loop_state(service: LoopService) -> dict[str, Any]:
         "last_error": service.last_error,
         "restarts": service.restarts,
         "logger": type(inner).__module__,
+        "queued": len(inner.queue) if isinstance(inner, AppController) else None,
     }
 
 

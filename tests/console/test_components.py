@@ -59,6 +59,22 @@ def test_the_page_shows_replicas_loops_stores_and_control_planes(
     assert "error=" in r.headers["location"] and "runs+no+loop" in r.headers["location"]
 
 
+def test_the_app_controllers_work_queue_is_shown(world: World, platform: Platform) -> None:
+    services = platform.loops()
+    apps = next(s for s in services if s.name == "apps")
+    controller = getattr(apps, "inner", apps)  # the loop runs under leader election
+    for app_id in (1, 2, 3):
+        controller.queue.waiting(("app", app_id), now=platform.clock.now())
+    asyncio.run(platform.replica_heartbeat(services).run_once())
+    page = html(world, "platform-admin", "/console/components")
+    assert "3 in its work queue" in page
+    assert page.count("in its work queue") == 1  # no other loop has one
+    r = world.client.get("/api/v1/platform/components", headers=world.as_("platform-admin"))
+    assert r.status_code == 200, r.text
+    loops = {lp["name"]: lp for lp in r.json()["replicas"][0]["loops"]}
+    assert loops["apps"]["queued"] == 3 and loops["cluster-health"]["queued"] is None
+
+
 def test_a_components_recent_log_lines(world: World, platform: Platform) -> None:
     now = platform.clock.now()
     platform.log_store.append(

@@ -22,6 +22,9 @@ class LoopOut(BaseModel):
     last_error: str = ""
     restarts: int = 0
     logger: str = ""  # where its log lines come from (GET /api/v1/system/logs?logger=)
+    # what its work queue holds (the app controller: apps and clusters not yet as wished, to be
+    # looked at again before anything is heard of them); None for a loop without one
+    queued: int | None = None
 
 
 class ReplicaOut(BaseModel):
