@@ -96,8 +96,12 @@ def test_the_apps_pages_main_actions_are_reachable_by_keyboard(
     page.goto(f"{console.origin}/console/b/shop/apps/web/instances")
     tab_to(page, "Scale out", tag="button")
     page.keyboard.press("Enter")
-    page.wait_for_load_state("load")
-    assert console.api("GET", "/api/v1/businesses/shop/apps/web")["replicas"] == 3
+    page.wait_for_load_state("load")  # may return before the form's navigation has begun
+    waited_ms = 0
+    while console.api("GET", "/api/v1/businesses/shop/apps/web")["replicas"] != 3:
+        assert waited_ms < TIMEOUT_MS, "the app was not scaled out"
+        page.wait_for_timeout(250)
+        waited_ms += 250
 
     # stop the app: the confirmation is accepted as a keyboard user's Enter would
     page.goto(f"{console.origin}/console/b/shop/apps/web/instances")
