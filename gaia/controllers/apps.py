@@ -326,7 +326,7 @@ class AppController(LoopService):
                 continue  # nothing of ours to look after there
             key: Key = ("cluster", cluster_id)
             try:
-                await self._reconcile_cluster(cluster, apps, snapshot, stats, partial=only)
+                await self._reconcile_cluster(cluster, apps, snapshot, stats, partial=stats.partial)
             except ConnectionError as exc:
                 stats.unsettled += 1  # tried again after a back-off
                 self._cluster_failed(key, apps, now)
@@ -393,7 +393,7 @@ class AppController(LoopService):
         snapshot: Snapshot,
         stats: PassStats,
         *,
-        partial: set[int] | None = None,
+        partial: bool = False,
     ) -> None:
         """Every app of ``cluster`` (``apps``) and what is the cluster's; ``partial``: only
         ``apps``, the work queue's due ones, and nothing cluster-wide (a full pass's work)."""
@@ -420,7 +420,7 @@ class AppController(LoopService):
             if model and inst.resources.gpu:
                 self._gpu_use[(inst.namespace, model)] += inst.resources.gpu
 
-        if partial is None:
+        if not partial:
             # instances the platform made for apps that no longer exist at all (a partial
             # pass knows only some apps: it must not take the others' for orphans)
             for (namespace, app_name), insts in by_app.items():
@@ -467,7 +467,7 @@ class AppController(LoopService):
             else:
                 self.queue.waiting(key, now=now, until=look, version=app.generation)
         # pre-pulls of apps that are gone altogether
-        gone = [k for k in memory.applied_prewarms if k not in known] if partial is None else []
+        gone = [k for k in memory.applied_prewarms if k not in known] if not partial else []
         for namespace, name in gone:
             if isinstance(provider, ImagePrewarmer):
                 await provider.prewarm_image(
@@ -477,7 +477,7 @@ class AppController(LoopService):
         if await self._flush_events(provider, memory, cluster, snapshot, pending):
             stats.unsettled += 1  # the cluster holds more events than a pass takes
             self.queue.acted(("cluster", cluster.id), now=self.clock.now())
-        elif partial is None:
+        elif not partial:
             self.queue.settled(("cluster", cluster.id))
 
     async def _reconcile_app(

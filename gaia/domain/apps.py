@@ -30,7 +30,13 @@ from typing import Any, Protocol
 
 from gaia.domain.errors import InvalidRequest
 from gaia.domain.resources import ResourceVector
-from gaia.domain.restarts import DEFAULT_POLICY, RestartAction, RestartPolicy, decide_restart
+from gaia.domain.restarts import (
+    DEFAULT_POLICY,
+    RestartAction,
+    RestartDecision,
+    RestartPolicy,
+    decide_restart,
+)
 
 APP_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 MAX_INSTANCES = 10_000
@@ -203,12 +209,7 @@ def reconcile_instances(
             continue
         failure = inst.last_failure
         if inst.phase == "Failed" and failure is not None:
-            decision = decide_restart(
-                cause=failure.cause,
-                recent_failures=max(1, recent_failures.get(iid, 1)),
-                node_blacklisted=inst.node in blacklist,
-                policy=policy,
-            )
+            decision = _restart_decision(inst, failure.cause, recent_failures, blacklist, policy)
             if decision.action is RestartAction.RESCHEDULE:
                 actions.append(Delete(iid, inst.name, decision.reason))
                 actions.append(Create(iid, version, frozenset({inst.node}) | blacklist))
@@ -242,16 +243,28 @@ def restart_due(
             or wanted.get(inst.instance_id) != inst.version
         ):
             continue
-        decision = decide_restart(
-            cause=failure.cause,
-            recent_failures=max(1, recent_failures.get(inst.instance_id, 1)),
-            node_blacklisted=inst.node in blacklist,
-            policy=policy,
-        )
+        decision = _restart_decision(inst, failure.cause, recent_failures, blacklist, policy)
         at = failure.at + decision.delay
         if decision.action is RestartAction.LOCAL and at > now and (due is None or at < due):
             due = at
     return due
+
+
+def _restart_decision(
+    inst: InstanceView,
+    cause: str,
+    recent_failures: Mapping[int, int],
+    blacklist: frozenset[str],
+    policy: RestartPolicy,
+) -> RestartDecision:
+    """What a failed instance's restart will be: one rule for ``reconcile_instances`` and
+    ``restart_due``, so the queue's moment and the reconcile's restart never disagree."""
+    return decide_restart(
+        cause=cause,
+        recent_failures=max(1, recent_failures.get(inst.instance_id, 1)),
+        node_blacklisted=inst.node in blacklist,
+        policy=policy,
+    )
 
 
 def _change_version(desired: AppDesired, inst: InstanceView, version: str) -> list[Action]:
