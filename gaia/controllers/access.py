@@ -75,8 +75,24 @@ def _write(path: Path, text: str) -> bool:
     return True
 
 
+# how long a socket that refuses is tried again: HAProxy's master re-executes itself after its
+# worker is ready and at every reload, and its CLI socket refuses connections meanwhile
+REFUSED_RETRY_S = 2.0
+
+
 def _ask(path: Path, command: str, *, timeout_s: float = 5) -> str:
     """One command on an HAProxy UNIX socket (runtime API or master CLI); its whole answer."""
+    deadline = time.monotonic() + REFUSED_RETRY_S
+    while True:
+        try:
+            return _ask_once(path, command, timeout_s=timeout_s)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _ask_once(path: Path, command: str, *, timeout_s: float) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         sock.connect(str(path))
