@@ -528,7 +528,7 @@ class ControllerLoop:
         self.controller = controller
         self.passes: list[tuple[float, float, int]] = []
         controller.observe = self._observe
-        providers.watch_changes(controller.wake)
+        providers.watch_changes(lambda _heard: controller.wake())
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_until_complete, args=(controller.start(),), daemon=True

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from gaia.domain.retry import backoff_delay
 
@@ -124,9 +125,10 @@ class LoopService:
             delay,
         )
 
-    def changed(self) -> None:
+    def changed(self, about: Any = None) -> None:
         """What the loop reads changed (any thread): a loop that skips quiet passes looks
-        again (``AppController``); the others need not be told."""
+        again (``AppController``); the others need not be told. ``about``: what changed, when
+        the teller knows (an app's key: a loop with a work queue may look at that alone)."""
 
     def forget(self) -> None:
         """Drop what the loop remembers of earlier passes beyond mere savings (a new term as

@@ -22,6 +22,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from gaia import __version__
 from gaia.clock import Clock, RealClock
@@ -445,13 +446,13 @@ class Platform:
         )
         return beat
 
-    def nudge(self, name: str) -> None:
-        """Tell the running loop ``name`` that what it reads changed, and wake it now (nothing
-        when it does not run here)."""
+    def nudge(self, name: str, about: Any = None) -> None:
+        """Tell the running loop ``name`` that what it reads changed (``about``: what, when
+        known), and wake it now (nothing when it does not run here)."""
         service = self._services.get(name)
         if service is None:
             return
-        service.changed()
+        service.changed(about)
         service.wake()
 
     async def restart_loop(self, name: str) -> str | None:
@@ -496,8 +497,9 @@ class Platform:
             self._tasks[service.name] = asyncio.create_task(service.start(), name=service.name)
         if "apps" in self._services:
             # event-driven: a change to an instance in any cluster wakes the app controller
-            # (its interval stays as the resync); API writes to apps wake it too (``nudge``)
-            self.providers.watch_changes(lambda: self.nudge("apps"))
+            # (its interval stays as the resync); API writes to apps wake it too (``nudge``).
+            # An instance's change names its app: the controller may look at that app alone
+            self.providers.watch_changes(lambda heard: self.nudge("apps", heard))
         try:
             yield
         finally:

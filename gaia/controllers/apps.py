@@ -12,6 +12,14 @@ One pass::
         6. pre-pull               domain.upgrades.upcoming → provider.prewarm_image (if it can)
     ──► events (the controller's and the cluster's) written in one transaction per cluster
 
+A pass is **full** (every app of every cluster, and what is cluster-wide: orphans, configs,
+quotas) or **partial**: the apps whose instances a provider reported changed since the last tick
+(its notice names the app), those waiting for room in the same clusters, and those the work
+queue holds due (``gaia.controllers.workqueue``). A partial pass reads only its apps from the
+store and only their instances from the cluster; the nodes and every instance are read when one
+of them places an instance (``_Room``), so an upgrade or restart of one app costs O(that app),
+not O(cluster). See ``AppController.run_once`` for which tick makes which.
+
 Before step 3 each app's instances pass one repair, **placements left half-done**. A provider
 may place in two writes (the kubernetes provider did up to release 22: it created the pod, then
 bound it to the node the scheduler chose; it now creates pods bound, but their leftovers may be
@@ -48,6 +56,7 @@ import asyncio
 import datetime as dt
 import itertools
 import logging
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
@@ -212,6 +221,54 @@ class _ClusterMemory:
     )
 
 
+class _Room:
+    """One cluster's nodes and what holds them, for placement, read once a pass: at the start
+    of a full pass (which lists every instance anyway), else when an app first needs it (a
+    partial pass over apps that only wait or move in place never reads the whole cluster).
+    Filling it also sets the controller's per-model GPU use for ``_place``."""
+
+    def __init__(self, controller: AppController, provider: ClusterProvider) -> None:
+        self._controller = controller
+        self._provider = provider
+        self._view: ClusterView | None = None
+
+    async def list(self) -> list[Instance]:
+        """Read the nodes and every instance now; the instances."""
+        nodes = await self._provider.list_nodes()
+        observed = await self._provider.list_instances()
+        view = ClusterView(node_view(n) for n in nodes)
+        # the cores exclusive instances hold, rebuilt from what runs (survives a restart)
+        for inst in observed:
+            view.hold_cores(inst.node, inst.resources, inst.cpu_ids)
+        # cards each business holds per GPU model, for per-model limits (heterogeneous GPUs)
+        controller = self._controller
+        controller._model_of = {n.name: n.gpus[0].model for n in nodes if n.gpus}
+        controller._gpu_use = defaultdict(int)
+        for inst in observed:
+            model = controller._model_of.get(inst.node)
+            if model and inst.resources.gpu:
+                controller._gpu_use[(inst.namespace, model)] += inst.resources.gpu
+        self._view = view
+        return observed
+
+    async def view(self) -> ClusterView:
+        if self._view is None:
+            await self.list()
+        assert self._view is not None
+        return self._view
+
+    def release(self, inst: Instance) -> None:
+        """A deleted instance's room is free again for placements later in this pass (not
+        read yet: the read, when it comes, no longer finds the instance)."""
+        if self._view is None:
+            return
+        self._view.release(inst.node, inst.resources, inst.gpu_ids, inst.cpu_ids)
+        controller = self._controller
+        model = controller._model_of.get(inst.node)
+        if model and inst.resources.gpu:
+            controller._gpu_use[(inst.namespace, model)] -= inst.resources.gpu
+
+
 class AppController(LoopService):
     name = "apps"
 
@@ -245,6 +302,15 @@ class AppController(LoopService):
         self._again = False  # the last full pass failed at something only a full pass does
         self._change_count = itertools.count(1)
         self._changes = 0
+        # instance changes heard since the last tick, by app: (cluster id, namespace, app)
+        self._heard: set[tuple[int, str, str]] = set()
+        self._heard_lock = threading.Lock()
+        # what the last full pass knew: each app's id by its key, and its cluster
+        self._app_of: dict[tuple[int, str, str], int] = {}
+        self._cluster_of: dict[int, int] = {}
+        # apps whose last look left an instance unplaced: room freed in their cluster (an
+        # instance heard of there) may place it, so they are looked at with the heard apps
+        self._wants_room: set[int] = set()
         self._quiet: _Quiet | None = None
         self.quiet_ticks = 0  # ticks that found nothing changed and did no pass
         self.on_quiet = on_quiet  # told of each quiet tick (the platform's metric)
@@ -268,20 +334,50 @@ class AppController(LoopService):
         self._model_of: dict[str, str] = {}
         self._gpu_use: dict[tuple[str, str], int] = defaultdict(int)
 
-    def changed(self) -> None:
-        """Something the controller reads changed (an instance in a cluster, an API write):
-        the next tick is a full pass. Any thread may call it."""
-        self._changes = next(self._change_count)
+    def changed(self, about: Any = None) -> None:
+        """Something the controller reads changed. ``about`` None (an API write, a node, a
+        change no one app's): the next tick is a full pass. ``about`` an instance's (cluster
+        id, namespace, app) (``ProviderRegistry.watch_changes``): the next tick looks at that
+        app (with the queue's due ones, and those waiting for room in that cluster), or makes
+        a full pass if the app is not one the last full pass knew. Any thread may call it."""
+        if about is None:
+            self._changes = next(self._change_count)
+            return
+        with self._heard_lock:
+            self._heard.add(about)
 
     def forget(self) -> None:
         """The next tick is a full pass whatever was seen before (a new term as leader: the
         previous leader may have changed the clusters meanwhile)."""
         self._quiet = None
         self.queue.clear()
+        self._take_heard()
+
+    def _take_heard(self) -> set[tuple[int, str, str]]:
+        with self._heard_lock:
+            heard, self._heard = self._heard, set()
+        return heard
+
+    def _heard_apps(self, heard: set[tuple[int, str, str]]) -> set[int] | None:
+        """The ids of the apps whose instances were heard of, and of the apps waiting for room
+        in the same clusters; None if one is no app the last full pass knew (a new app, an
+        orphan's instance): only a full pass can tell whose it is."""
+        ids: set[int] = set()
+        for key in heard:
+            app_id = self._app_of.get(key)
+            if app_id is None:
+                return None
+            ids.add(app_id)
+        if ids and self._wants_room:
+            clusters = {cluster_id for cluster_id, _, _ in heard}
+            ids |= {i for i in self._wants_room if self._cluster_of.get(i) in clusters}
+        return ids
 
     async def run_once(self) -> None:
         self.providers.catch_up()  # a simulated cluster's changes due by now are heard now
-        changes = self._changes  # before anything is read: a change from now on is seen next
+        # before anything is read: a change from now on is seen next tick
+        changes = self._changes
+        heard = self._take_heard()
         now = self.clock.now()
         quiet = self._quiet
         if (
@@ -291,15 +387,18 @@ class AppController(LoopService):
             and (now - quiet.at).total_seconds() < self.resync
             and await asyncio.to_thread(self._mark) == quiet.mark
         ):
+            looks = self._heard_apps(heard)
             due = self.queue.due(now)
-            if not due:
+            if looks is not None and not due and not looks:
                 self.quiet_ticks += 1
                 if self.on_quiet is not None:
                     self.on_quiet()
                 return
-            if all(kind == "app" for kind, _ in due):
-                # only some apps want a look: those, not the whole platform
-                await self._pass(now, only={key for _, key in due})
+            if looks is not None and all(kind == "app" for kind, _ in due):
+                # only some apps want a look (heard of, or due): those, not the platform
+                await self._pass(now, only={key for _, key in due} | looks)
+                if self._again:
+                    self._quiet = None  # the access layer failed: the next tick is a full pass
                 return
         self._quiet = None
         mark = await self._pass(now, only=None)
@@ -309,9 +408,10 @@ class AppController(LoopService):
             self._quiet = _Quiet(at=now, changes=changes, mark=mark)
 
     async def _pass(self, now: dt.datetime, *, only: set[int] | None) -> tuple[int, int, int]:
-        """A full pass (``only`` None), or one over the apps ``only`` names: their clusters are
-        listed whole (placement needs every node and instance) but nothing cluster-wide is done
-        (orphans, configs, quotas, the access layer: a full pass does those)."""
+        """A full pass (``only`` None), or one over the apps ``only`` names: their own instances
+        are listed (their clusters whole only if one places an instance: placement needs every
+        node and instance) and nothing cluster-wide is done (orphans, configs, quotas, dropping
+        the access layer's gone apps: a full pass does those)."""
         mark, snapshot = await asyncio.to_thread(self._load, now, only)
         stats = PassStats(apps=len(snapshot.apps), partial=only is not None)
         self._again = False
@@ -335,9 +435,12 @@ class AppController(LoopService):
                 stats.errors += 1
                 self._cluster_failed(key, apps, now)
                 log.warning("apps: cluster %s: %s", cluster.name, exc)
-        if only is None and self.access is not None:
+        served = _served(snapshot)
+        if self.access is not None and (only is None or served):
+            # a partial pass brings the load balancer in line with what it saw of its apps
+            # (an instance heard ready); only a full pass knows which apps are gone
             try:
-                await self.access.sync(keep=_served(snapshot))
+                await self.access.sync(keep=served if only is None else None)
             except (OSError, AccessUnavailable) as exc:
                 stats.errors += 1
                 self._again = True  # no app to key it to: the next tick is a full pass
@@ -348,8 +451,13 @@ class AppController(LoopService):
         }
         if only is None:
             self.queue.keep_only(present | {("cluster", cid) for cid in snapshot.clusters})
+            self._app_of = {(a.cluster_id, a.namespace, a.name): a.id for a in snapshot.apps}
+            self._cluster_of = {a.id: a.cluster_id for a in snapshot.apps}
+            self._wants_room &= set(self._cluster_of)
         else:
-            self.queue.drop({("app", i) for i in only} - present)
+            gone = set(only) - {i for _, i in present}
+            self.queue.drop({("app", i) for i in gone})
+            self._wants_room -= gone
             self.partial_passes += 1
         self.passes += 1
         self.last = stats
@@ -402,23 +510,20 @@ class AppController(LoopService):
         if memory is None or memory.provider is not provider:
             memory = self._memory[cluster.id] = _ClusterMemory(provider=provider)
         pending: list[PendingEvent] = []
-        nodes = await provider.list_nodes()
-        observed = await provider.list_instances()
         by_app: dict[tuple[str, str], list[Instance]] = defaultdict(list)
-        for inst in observed:
-            by_app[(inst.namespace, inst.app)].append(inst)
-        view = ClusterView(node_view(n) for n in nodes)
-        # the cores exclusive instances hold, rebuilt from what runs (survives a restart)
-        for inst in observed:
-            view.hold_cores(inst.node, inst.resources, inst.cpu_ids)
+        room = _Room(self, provider)
+        if partial:
+            # the due apps' own instances; the nodes and every instance only if one of them
+            # needs room (a placement): an app that only waits or moves in place costs O(app)
+            for app in apps:
+                by_app[(app.namespace, app.name)] = await provider.list_instances(
+                    namespace=app.namespace, app=app.name
+                )
+        else:
+            observed = await room.list()
+            for inst in observed:
+                by_app[(inst.namespace, inst.app)].append(inst)
         known = {(a.namespace, a.name) for a in apps}
-        # cards each business holds per GPU model, for per-model limits (heterogeneous GPUs)
-        self._model_of = {n.name: n.gpus[0].model for n in nodes if n.gpus}
-        self._gpu_use = defaultdict(int)
-        for inst in observed:
-            model = self._model_of.get(inst.node)
-            if model and inst.resources.gpu:
-                self._gpu_use[(inst.namespace, model)] += inst.resources.gpu
 
         if not partial:
             # instances the platform made for apps that no longer exist at all (a partial
@@ -436,6 +541,7 @@ class AppController(LoopService):
         for app in apps:
             key: Key = ("app", app.id)
             done = sum(stats.actions.values()) - stats.actions["unschedulable"]
+            unplaced = stats.actions["unschedulable"]
             try:
                 look = await self._reconcile_app(
                     cluster=cluster.name,
@@ -443,7 +549,7 @@ class AppController(LoopService):
                     memory=memory,
                     app=app,
                     observed=by_app.get((app.namespace, app.name), []),
-                    view=view,
+                    room=room,
                     new_failures=failures.get(app.id, {}),
                     pending=pending,
                     stats=stats,
@@ -460,6 +566,10 @@ class AppController(LoopService):
                 )
                 continue
             now = self.clock.now()
+            if stats.actions["unschedulable"] > unplaced:
+                self._wants_room.add(app.id)
+            else:
+                self._wants_room.discard(app.id)
             if look is None:
                 self.queue.settled(key)
             elif sum(stats.actions.values()) - stats.actions["unschedulable"] > done:
@@ -488,7 +598,7 @@ class AppController(LoopService):
         memory: _ClusterMemory,
         app: AppSnapshot,
         observed: list[Instance],
-        view: ClusterView,
+        room: _Room,
         new_failures: Mapping[int, int],
         pending: list[PendingEvent],
         stats: PassStats,
@@ -501,7 +611,7 @@ class AppController(LoopService):
             stats.unsettled += 1  # until the purge, which ends the app
             for inst in observed:
                 await provider.delete_instance(namespace=app.namespace, name=inst.name)
-                self._release(view, inst)
+                room.release(inst)
                 stats.actions["delete"] += 1
             await provider.delete_service(namespace=app.namespace, name=app.name)
             memory.applied_services.pop((app.namespace, app.name), None)
@@ -537,9 +647,13 @@ class AppController(LoopService):
         )
         creates: list[InstanceSpec] = []
         replaces: list[ReplaceImage] = []
+        spread = _wants_spread(app)
+        # the cluster's nodes and what holds them: read now if this app places anything (a
+        # full pass has them already)
+        view = await room.view() if spread or any(isinstance(a, Create) for a in actions) else None
         # zone spread: the app's instances per zone, kept current as this pass deletes and
         # places (None when no template asks for a spread)
-        zone_use = _zone_use(app, observed, view)
+        zone_use = _zone_use(app, observed, view) if spread and view is not None else None
         for action in actions:
             if (
                 isinstance(action, (Delete, ReplaceImage, Restart))
@@ -552,11 +666,12 @@ class AppController(LoopService):
                 gone = by_id.get(action.instance_id)
                 await provider.delete_instance(namespace=app.namespace, name=action.name)
                 if gone is not None and gone.name == action.name:
-                    self._release(view, gone)
-                    if zone_use is not None and gone.node in view.by_name:
+                    room.release(gone)
+                    if zone_use is not None and view is not None and gone.node in view.by_name:
                         zone_use[view.by_name[gone.node].zone] -= 1
                 stats.actions["delete"] += 1
             elif isinstance(action, Create):
+                assert view is not None  # read above: the actions hold a Create
                 spec = self._place(app, action, view, pending, zone_use)
                 name = domain_apps.instance_name(app.name, action.instance_id)
                 if name in unbound:
@@ -876,13 +991,6 @@ class AppController(LoopService):
         return True
 
     # ------------------------------------------------------------ creating instances
-
-    def _release(self, view: ClusterView, inst: Instance) -> None:
-        """A deleted instance's room is free again for placements later in this pass."""
-        view.release(inst.node, inst.resources, inst.gpu_ids, inst.cpu_ids)
-        model = self._model_of.get(inst.node)
-        if model and inst.resources.gpu:
-            self._gpu_use[(inst.namespace, model)] -= inst.resources.gpu
 
     def _place(
         self,
@@ -1252,10 +1360,15 @@ def placement_request(
     )
 
 
+def _wants_spread(app: AppSnapshot) -> bool:
+    """Whether a template of the app asks for a zone spread."""
+    return any(t.body.get("zone_max_skew") for t in app.templates.values())
+
+
 def _zone_use(app: AppSnapshot, observed: list[Instance], view: ClusterView) -> Counter[str] | None:
     """The app's instances per zone of their node, for a zone spread; None when no template of
     the app asks for one. Instances on nodes the view does not know count nowhere."""
-    if not any(t.body.get("zone_max_skew") for t in app.templates.values()):
+    if not _wants_spread(app):
         return None
     use: Counter[str] = Counter()
     for inst in observed:

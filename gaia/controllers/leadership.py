@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from gaia.clock import Clock
 from gaia.loop import LoopService
@@ -130,8 +131,8 @@ class LeaderElected(LoopService):
         with leases.fenced_by(held):
             await self.inner.run_once()
 
-    def changed(self) -> None:
-        self.inner.changed()
+    def changed(self, about: Any = None) -> None:
+        self.inner.changed(about)
 
     def forget(self) -> None:
         self.inner.forget()

@@ -319,6 +319,12 @@ class ConfigData:
 # ---------------------------------------------------------------- observation
 
 
+# What a provider's change notice (``watch_changes``) names: the (namespace, app) of the
+# instance that changed, or None for a change that is no one app's (a node's): the app
+# controller looks at that app alone, or at everything.
+ChangeOf = tuple[str, str] | None
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterEvent:
     seq: int  # increasing per provider; ``events(since=seq)`` resumes after it

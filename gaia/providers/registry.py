@@ -34,9 +34,13 @@ from typing import Any, Protocol, TypeVar
 
 from gaia.clock import Clock, RealClock
 from gaia.providers.kubernetes import KubernetesCluster
-from gaia.providers.port import ClusterProvider, PrewarmSink
+from gaia.providers.port import ChangeOf, ClusterProvider, PrewarmSink
 from gaia.providers.sim import SimCluster
 from gaia.security import SecretBox
+
+# What the registry's listeners hear (``watch_changes``): the (cluster id, namespace, app) of an
+# instance that changed, or None for a change that is no one app's (a node's)
+Heard = tuple[int, str, str] | None
 
 
 class ClusterRef(Protocol):
@@ -85,7 +89,7 @@ class ProviderRegistry:
         self._retired: list[ClusterProvider] = []
         self._builds = 0
         # told of every change to an instance in any cluster (the app controller's wake)
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[Heard], None]] = []
         # where a kubernetes cluster's pre-pulls go (the P2P coordinator's; None: nowhere)
         self._prewarms_for: Callable[[ClusterRef], PrewarmSink] | None = None
 
@@ -108,14 +112,15 @@ class ProviderRegistry:
             if advance is not None:
                 advance()
 
-    def watch_changes(self, listener: Callable[[], None]) -> None:
-        """``listener()`` at every instance change the providers report (informer events,
-        the sim's transitions), for the providers built so far and those built later."""
+    def watch_changes(self, listener: Callable[[Heard], None]) -> None:
+        """``listener((cluster id, namespace, app))`` at every instance change the providers
+        report (informer events, the sim's transitions), ``listener(None)`` at a change that is
+        no one app's (a node's), for the providers built so far and those built later."""
         with self._lock:
             self._listeners.append(listener)
-            providers = [held.provider for held in self._providers.values()]
-        for provider in providers:
-            _watch(provider, listener)
+            providers = [(cid, held.provider) for cid, held in self._providers.items()]
+        for cluster_id, provider in providers:
+            _watch(provider, cluster_id, listener)
 
     def for_cluster(self, cluster: ClusterRef) -> ClusterProvider:
         with self._lock:
@@ -130,7 +135,7 @@ class ProviderRegistry:
                 return known.provider
             provider = self._build(cluster)
             for listener in self._listeners:
-                _watch(provider, listener)
+                _watch(provider, cluster.id, listener)
             if known is not None:
                 self._retired.append(known.provider)
             self._builds += 1
@@ -195,8 +200,12 @@ class ProviderRegistry:
         return KubernetesCluster(name=cluster.name, kubeconfig=kubeconfig, prewarms=sink)
 
 
-def _watch(provider: ClusterProvider, listener: Callable[[], None]) -> None:
+def _watch(provider: ClusterProvider, cluster_id: int, listener: Callable[[Heard], None]) -> None:
     # an optional part of the port: adapters that hear changes say so (both of ours do)
     watch = getattr(provider, "watch_changes", None)
     if watch is not None:
-        watch(listener)
+
+        def heard(of: ChangeOf) -> None:
+            listener(None if of is None else (cluster_id, *of))
+
+        watch(heard)

@@ -37,8 +37,9 @@ def settled_web(h: AppsHarness, replicas: int = 2) -> None:
     body = {"name": "web", "cluster": "sim-1", "templates": [template("v1", "shop/web:1")]}
     h.post(f"{BIZ}/apps", {**body, "replicas": replicas}, status=201)
     h.settle(h.ready("web", replicas))
-    h.tick()  # a pass that finds everything as wished
-    assert h.controller.last.settled, h.controller.last
+    h.controller.changed()  # something heard that is no one app's: a full pass
+    h.tick()  # which finds everything as wished (the resync counts from it)
+    assert h.controller.last.settled and not h.controller.last.partial, h.controller.last
 
 
 def full_passes(h: AppsHarness, ticks: int) -> int:
@@ -157,6 +158,100 @@ def test_an_app_that_cannot_be_placed_is_looked_at_less_and_less_often(
     asyncio.run(sim.set_schedulable(asyncio.run(sim.list_nodes())[0].name, True))
     took = h.settle(h.ready("api", 2), limit_s=30)
     assert took <= 15, took
+
+
+def two_apps(h: AppsHarness) -> None:
+    settled_web(h)
+    body = {"name": "api", "cluster": "sim-1", "templates": [template("v1", "shop/api:1")]}
+    h.post(f"{BIZ}/apps", {**body, "replicas": 1}, status=201)
+    h.settle(h.ready("api", 1))
+    h.controller.changed()
+    h.tick()
+    assert h.controller.last.settled and not h.controller.last.partial
+
+
+def count_whole_listings(sim: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sim's whole-cluster reads from now on (its nodes, every instance), by name."""
+    seen: list[str] = []
+    nodes, instances = sim.list_nodes, sim.list_instances
+
+    async def list_nodes() -> Any:
+        seen.append("nodes")
+        return await nodes()
+
+    async def list_instances(**kw: Any) -> Any:
+        if not kw.get("app"):
+            seen.append("instances")
+        return await instances(**kw)
+
+    monkeypatch.setattr(sim, "list_nodes", list_nodes)
+    monkeypatch.setattr(sim, "list_instances", list_instances)
+    return seen
+
+
+def test_an_instance_heard_of_is_looked_at_with_its_app_alone(
+    world: World, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change a provider reports names the instance's app: the next tick looks at that app,
+    not at the platform (before: every instance change made a full pass)."""
+    h = quiet(world, platform, resync=60)
+    two_apps(h)
+    victim = next(iter(h.instances("web").values()))
+    sim = h.sim("sim-1")
+    whole = count_whole_listings(sim, monkeypatch)
+    sim.crash("alpha", victim["name"], exit_code=137, message="killed")
+    full, partial, _at = passes_by_kind(h, 1)
+    assert (full, partial) == (0, 1) and h.controller.last.apps == 1, h.controller.last
+    # and it read web's instances only: nothing is placed, so the cluster is not listed whole
+    assert whole == [], whole
+    took = h.settle(lambda: h.instances("web")[victim["id"]]["restarts"] == 1, limit_s=30)
+    assert took <= 15, took
+    h.settle(h.ready("web", 2), limit_s=30)
+    full, partial, _ = passes_by_kind(h, 3)
+    assert full == 0 and h.controller.last.settled  # no full pass until the resync
+    assert h.controller.last.apps == 1  # web's last look, api never looked at
+
+
+def test_a_change_of_an_app_the_controller_does_not_know_makes_a_full_pass(
+    world: World, platform: Platform
+) -> None:
+    """Only a full pass can tell whose an unknown instance is (an app created on another
+    replica, an orphan to delete)."""
+    h = quiet(world, platform)
+    two_apps(h)
+    assert passes_by_kind(h, 2)[:2] == (0, 0)
+    cluster_id = next(iter(h.controller._cluster_of.values()))
+    h.controller.changed((cluster_id, "alpha", "nobody"))
+    assert passes_by_kind(h, 1)[:2] == (1, 0)
+    h.controller.changed((cluster_id, "alpha", "web"))
+    assert passes_by_kind(h, 1)[:2] == (0, 1)
+    assert h.controller.last.apps == 1
+
+
+def test_an_app_waiting_for_room_is_looked_at_when_its_cluster_is_heard_of(
+    world: World, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Room may come with any instance change in the app's cluster (one deleted there): the
+    apps that wait for room there are looked at with the app heard of, not after their
+    delay."""
+    h = quiet(world, platform, resync=60)
+    two_apps(h)
+    cordon_all(h)
+    h.post(f"{BIZ}/apps/api/scale-out", {"count": 1})
+    full, partial, at = passes_by_kind(h, 5)  # the write's full pass, then api at +1 and +3
+    assert (full, partial, at) == (1, 2, [1, 2, 4]), (full, partial, at)
+    assert h.controller.last.actions["unschedulable"] == 1
+    # a node opens, unheard (nothing tells the controller); then one of web's instances
+    # goes, which is heard: api, next due at +7, is looked at with web at once (+5)
+    sim = h.sim("sim-1")
+    asyncio.run(sim.set_schedulable(asyncio.run(sim.list_nodes())[0].name, True))
+    victim = next(iter(h.instances("web").values()))
+    asyncio.run(sim.delete_instance(namespace="alpha", name=victim["name"]))
+    whole = count_whole_listings(sim, monkeypatch)
+    full, partial, at = passes_by_kind(h, 1)
+    assert (full, partial) == (0, 1), (full, partial)
+    assert h.controller.last.apps == 2 and h.controller.last.actions["create"] == 2
+    assert whole == ["nodes", "instances"]  # placing reads the cluster whole, once a pass
 
 
 def test_a_quiet_controller_hears_the_sims_own_changes_at_each_tick(

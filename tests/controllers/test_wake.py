@@ -15,7 +15,7 @@ from tests.support.waiting import eventually
 
 def test_instance_changes_reach_the_registrys_listeners(world: World, platform: Platform) -> None:
     heard: list[int] = []
-    platform.providers.watch_changes(lambda: heard.append(1))
+    platform.providers.watch_changes(lambda _heard: heard.append(1))
     h = AppsHarness(platform=platform, client=world.client, headers=world.as_("developer"))
     body = {"name": "web", "cluster": "sim-1", "templates": [template("v1", "shop/web:1")]}
     h.post(f"{BIZ}/apps", {**body, "replicas": 2}, status=201)

@@ -116,6 +116,7 @@ from gaia.providers.kubernetes.services import (
     service_needs_replace,
 )
 from gaia.providers.port import (
+    ChangeOf,
     ClusterEvent,
     ClusterHealth,
     ConfigData,
@@ -191,7 +192,7 @@ class KubernetesCluster:
         self._http: httpx.AsyncClient | None = None
         self._pods: Informer | None = None
         # who hears of every change to one of Gaia's pods (``watch_changes``)
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[ChangeOf], None]] = []
         # per node, what placement reads of it (``_node_mark``): a change to it is heard too
         self._node_marks: dict[str, tuple[Any, ...]] = {}
         self._nodes: Informer | None = None
@@ -260,18 +261,23 @@ class KubernetesCluster:
             )
         return self._http
 
-    def watch_changes(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` (no arguments, on this cluster's loop thread) whenever the pod
-        watch reports a change to one of Gaia's pods; quick and thread-safe (a loop's
+    def watch_changes(self, listener: Callable[[ChangeOf], None]) -> None:
+        """Call ``listener((namespace, app))`` (on this cluster's loop thread) whenever the pod
+        watch reports a change to one of Gaia's pods of that app, and ``listener(None)`` for a
+        node change placement reads (``_node_changed``); quick and thread-safe (a loop's
         ``wake``). Heard once the caches run (the first port call starts them)."""
         self._listeners.append(listener)
 
     def _pod_changed(self, op: str, doc: dict[str, Any]) -> None:
-        labels = (doc.get("metadata") or {}).get("labels") or {}
+        meta = doc.get("metadata") or {}
+        labels = meta.get("labels") or {}
         if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
             return
+        app = labels.get(APP_LABEL)
+        # a pod of Gaia's without its app's label is nobody's to look at alone: look at all
+        of: ChangeOf = (str(meta.get("namespace", "")), str(app)) if app else None
         for listener in self._listeners:
-            listener()
+            listener(of)
 
     def _node_changed(self, op: str, doc: dict[str, Any]) -> None:
         """A node added, cordoned or opened, turned Ready or not, resized or retainted may let
@@ -287,7 +293,7 @@ class KubernetesCluster:
             return
         self._node_marks[name] = mark
         for listener in self._listeners:
-            listener()
+            listener(None)  # room for any app that waits for it
 
     async def _informers(self) -> tuple[Informer, Informer]:
         """Start the caches on first use and wait until they have listed once."""

@@ -61,6 +61,7 @@ from gaia.domain.registry import RegistryCaller, Scope, grant
 from gaia.domain.resources import DIMENSIONS, ResourceVector, describe
 from gaia.kube.labels import GPU_COUNT_LABEL, GPU_MODEL_LABEL, VERSION_LABEL, ZONE_LABEL
 from gaia.providers.port import (
+    ChangeOf,
     ClusterEvent,
     ClusterHealth,
     ConfigData,
@@ -221,7 +222,7 @@ class SimCluster:
         self._api_counted_to = 0.0
         # instance changes so far, and who hears of each (``watch_changes``)
         self.changes = 0
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[ChangeOf], None]] = []
         self._build_nodes()
 
     # ------------------------------------------------------------ time
@@ -276,20 +277,23 @@ class SimCluster:
         self, t: float, rec: InstanceRecord, reason: str, message: str, type: str = "Normal"
     ) -> None:
         self._event(t, "Instance", rec.spec.namespace, rec.name, reason, message, type)
-        self._changed()
+        self._changed(rec.spec)
 
     # ------------------------------------------------------------ change notification
 
-    def _changed(self) -> None:
+    def _changed(self, spec: InstanceSpec) -> None:
         """An instance changed as a watcher would see it (a phase, readiness, gone): count it
-        and tell the listeners (``watch_changes``), as an informer's event handler would."""
+        and tell the listeners (``watch_changes``) whose it is, as an informer's event handler
+        would."""
         self.changes += 1
+        of: ChangeOf = (spec.namespace, spec.app)
         for listener in self._listeners:
-            listener()
+            listener(of)
 
-    def watch_changes(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` (no arguments, from whichever thread moves the simulation) at
-        every change of an instance; it must be quick and thread-safe (a loop's ``wake``)."""
+    def watch_changes(self, listener: Callable[[ChangeOf], None]) -> None:
+        """Call ``listener((namespace, app))`` (from whichever thread moves the simulation) at
+        every change of an instance of that app; it must be quick and thread-safe (a loop's
+        ``wake``)."""
         self._listeners.append(listener)
 
     def next_transition_at(self) -> dt.datetime | None:
@@ -740,7 +744,7 @@ class SimCluster:
         if not in_app:
             del self._by_app[app_key]
         rec.token = -1  # cancels whatever was pending
-        self._changed()
+        self._changed(spec)
 
     # ------------------------------------------------------------ lifecycle transitions
 
@@ -879,7 +883,7 @@ class SimCluster:
 
     def _become_ready(self, t: float, rec: InstanceRecord) -> None:
         rec.ready = True
-        self._changed()
+        self._changed(rec.spec)
 
     def _liveness_probe(self, t: float, rec: InstanceRecord) -> None:
         probe = rec.spec.liveness

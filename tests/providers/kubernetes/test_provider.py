@@ -249,6 +249,18 @@ def test_a_listing_makes_again_only_what_changed_and_sees_every_change(
     assert node().allocated == first_node.allocated.minus(gone)
 
 
+def test_a_pods_change_is_heard_with_its_app(cluster: KubernetesCluster, namespace: str) -> None:
+    """The app controller looks at the one app whose instance changed (its work queue): the
+    pod watch names the pod's namespace and app."""
+    heard: list[Any] = []
+    cluster.watch_changes(heard.append)
+    run(cluster.create_instance(spec(namespace, "prov-gpu-0")))
+    eventually(lambda: (namespace, "web") in heard, "the new pod is heard", timeout_s=10)
+    before = len(heard)
+    run(cluster.delete_instance(namespace=namespace, name="web-0"))
+    eventually(lambda: (namespace, "web") in heard[before:], "the deletion is heard", timeout_s=10)
+
+
 def test_delete_is_idempotent(cluster: KubernetesCluster, namespace: str) -> None:
     run(cluster.create_instance(spec(namespace, "prov-gpu-0")))
     run(cluster.delete_instance(namespace=namespace, name="web-0"))
@@ -352,8 +364,8 @@ def test_a_node_change_placement_reads_is_heard_and_a_heartbeat_is_not(
     """The app controller's work queue waits for an app that cannot be placed; a node opened
     (or added, or Ready again) must wake it, a node's heartbeat must not (1,000 nodes would
     keep it awake)."""
-    heard: list[int] = []
-    cluster.watch_changes(lambda: heard.append(1))
+    heard: list[Any] = []
+    cluster.watch_changes(heard.append)
     run(cluster.list_nodes())  # the caches start: their first listing is heard, node by node
 
     def quiet_for(seconds: float) -> int:
@@ -380,6 +392,8 @@ def test_a_node_change_placement_reads_is_heard_and_a_heartbeat_is_not(
         before = len(heard)
         run(cluster.set_schedulable("prov-gpu-0", True))
         eventually(lambda: len(heard) > before, "an uncordon is heard", timeout_s=10)
+        # a node is no one app's: the controller looks at every app (any may now fit)
+        assert set(heard[before:]) == {None}
     finally:
         run(cluster.set_schedulable("prov-gpu-0", True))
 
