@@ -123,11 +123,36 @@ class NewEvent:
     at: dt.datetime | None = None
 
 
-def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) -> None:
-    """Emit many events with one multi-row upsert per ``chunk``: a pass of the app controller
-    can produce thousands (every instance's Scheduled, Pulled, Created, Started, ...).
+_UPSERTS_MANY: dict[str, Any] = {}
 
-    Repeats inside the batch are folded first (a statement may not touch one row twice)."""
+
+def _upsert_many(dialect: str) -> Any:
+    """``emit_many``'s upsert, built once per dialect and executed with a list of rows (the
+    driver's executemany): a statement made with the rows as VALUES was compiled again at every
+    call, which was most of a small batch's cost. Only what happened after the row's last
+    occurrence counts: a new controller (a restart, a new leader) hands over again every event
+    its cluster still holds."""
+    stmt = _UPSERTS_MANY.get(dialect)
+    if stmt is None:
+        table = cast(Table, Event.__table__)
+        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+        stmt = _UPSERTS_MANY[dialect] = insert.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "count": table.c.count + insert.excluded.count,
+                "last_seen": insert.excluded.last_seen,
+            },
+            where=table.c.last_seen < insert.excluded.last_seen,
+        )
+    return stmt
+
+
+def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) -> None:
+    """Emit many events with one upsert executed for every row, ``chunk`` rows a call: a pass
+    of the app controller can produce thousands (every instance's Scheduled, Pulled, Created,
+    Started, ...).
+
+    Repeats inside the batch are folded first (one row, its count and times)."""
     now = utcnow()
     folded: dict[str, dict[str, Any]] = {}
     for ev in batch:
@@ -163,21 +188,13 @@ def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) 
             "user": ev.user,
         }
     rows = list(folded.values())
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    if not rows:
+        return
+    if session.autoflush:
+        session.flush()  # as an ORM statement does: the rows it may refer to go first
+    stmt = _upsert_many(session.get_bind().dialect.name)
     for start in range(0, len(rows), chunk):
-        stmt = insert(Event).values(rows[start : start + chunk])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Event.key],
-            set_={
-                "count": Event.count + stmt.excluded.count,
-                "last_seen": stmt.excluded.last_seen,
-            },
-            # only what happened after the row's last occurrence counts: a new controller (a
-            # restart, a new leader) hands over again every event its cluster still holds
-            where=Event.last_seen < stmt.excluded.last_seen,
-        )
-        session.execute(stmt)
+        session.execute(stmt, rows[start : start + chunk])
 
 
 @dataclass(frozen=True, slots=True)
