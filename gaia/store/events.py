@@ -12,6 +12,7 @@ See docs/architecture.md, "store".
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,30 +84,40 @@ def emit(
     }
     if session.autoflush:
         session.flush()  # as an ORM statement does: the rows it may refer to go first
-    session.execute(_upsert_one(session.get_bind().dialect.name), values)
+    session.execute(_upsert(session.get_bind().dialect.name), values)
 
 
-_UPSERTS: dict[str, Any] = {}
+@functools.cache
+def _upsert(dialect: str, *, many: bool = False) -> Any:
+    """The events upsert, built once per dialect: the values travel as parameters, so SQLAlchemy
+    neither rebuilds the statement nor walks its values for a cache key at every call (a write
+    request emits at least one event; a statement made with a batch's rows as VALUES was
+    compiled again at every call, most of a small batch's cost).
 
-
-def _upsert_one(dialect: str) -> Any:
-    """The one-row upsert of ``emit``, built once per dialect: the values travel as parameters,
-    so SQLAlchemy neither rebuilds the statement nor walks its values for a cache key at every
-    call (a write request emits at least one event). A repeat keeps the row's user when the new
-    one is empty."""
-    stmt = _UPSERTS.get(dialect)
-    if stmt is None:
-        table = cast(Table, Event.__table__)
-        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-        stmt = _UPSERTS[dialect] = insert.on_conflict_do_update(
+    ``emit``'s (one row): a repeat counts one more and keeps the row's user when the new one is
+    empty. ``emit_many``'s (``many``, executed over a list of rows: the driver's executemany):
+    a row adds its folded count, and only what happened after the row's last occurrence counts
+    (a new controller, after a restart or as a new leader, hands over again every event its
+    cluster still holds)."""
+    table = cast(Table, Event.__table__)
+    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    if many:
+        return insert.on_conflict_do_update(
             index_elements=[table.c.key],
             set_={
-                "count": table.c.count + 1,
+                "count": table.c.count + insert.excluded.count,
                 "last_seen": insert.excluded.last_seen,
-                "user": func.coalesce(func.nullif(insert.excluded.user, ""), table.c.user),
             },
+            where=table.c.last_seen < insert.excluded.last_seen,
         )
-    return stmt
+    return insert.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={
+            "count": table.c.count + 1,
+            "last_seen": insert.excluded.last_seen,
+            "user": func.coalesce(func.nullif(insert.excluded.user, ""), table.c.user),
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,30 +132,6 @@ class NewEvent:
     cluster: str = ""
     user: str = ""
     at: dt.datetime | None = None
-
-
-_UPSERTS_MANY: dict[str, Any] = {}
-
-
-def _upsert_many(dialect: str) -> Any:
-    """``emit_many``'s upsert, built once per dialect and executed with a list of rows (the
-    driver's executemany): a statement made with the rows as VALUES was compiled again at every
-    call, which was most of a small batch's cost. Only what happened after the row's last
-    occurrence counts: a new controller (a restart, a new leader) hands over again every event
-    its cluster still holds."""
-    stmt = _UPSERTS_MANY.get(dialect)
-    if stmt is None:
-        table = cast(Table, Event.__table__)
-        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-        stmt = _UPSERTS_MANY[dialect] = insert.on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={
-                "count": table.c.count + insert.excluded.count,
-                "last_seen": insert.excluded.last_seen,
-            },
-            where=table.c.last_seen < insert.excluded.last_seen,
-        )
-    return stmt
 
 
 def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) -> None:
@@ -192,7 +179,7 @@ def emit_many(session: Session, batch: Sequence[NewEvent], *, chunk: int = 500) 
         return
     if session.autoflush:
         session.flush()  # as an ORM statement does: the rows it may refer to go first
-    stmt = _upsert_many(session.get_bind().dialect.name)
+    stmt = _upsert(session.get_bind().dialect.name, many=True)
     for start in range(0, len(rows), chunk):
         session.execute(stmt, rows[start : start + chunk])
 
