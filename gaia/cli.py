@@ -89,10 +89,16 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for ``gaia up``. A WebSocket message (the console's terminal) is
     bounded like a request body, by ``GAIA_MAX_REQUEST_BYTES``: uvicorn's default is 16 MiB, and
     a bigger message closes the socket (code 1009) before the app reads it."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    from gaia.monitor.logs.stream import server_log_config
+
     return {
         "host": settings.host,
         "port": settings.port,
         "log_level": "info",
+        # uvicorn's lines, written by a thread: a stdout nobody reads never stalls a request
+        "log_config": server_log_config(LOGGING_CONFIG),
         "proxy_headers": False,
         "ws_max_size": settings.max_request_bytes,
     }

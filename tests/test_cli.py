@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,6 +106,28 @@ def test_gaia_up_on_the_embedded_default(tmp_path: Path) -> None:
     proc, output = _start(tmp_path / "data", port, _env())
     _stop(proc)
     assert "password '" not in output and "demo business" not in output
+
+
+def test_a_stdout_nobody_reads_does_not_stall_requests(tmp_path: Path) -> None:
+    """Every request's access line goes to stdout; a pipe nobody reads holds 64 KiB. The lines
+    are written by a thread of their own (``gaia.monitor.logs.stream``): before, the event loop
+    wrote them and stopped, with every request, once the pipe was full."""
+    port = _free_port()
+    proc, _ = _start(tmp_path / "data", port, _env(GAIA_DEMO="false"))
+    try:
+        started = time.monotonic()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(2_000):  # some 130 KB of access lines, twice what the pipe holds
+                assert client.get("/api/healthz").status_code == 200
+        assert time.monotonic() - started < 60
+    finally:
+        assert proc.stdout is not None
+        drained: list[str] = []
+        reader = threading.Thread(target=lambda: drained.extend(proc.stdout or []), daemon=True)
+        reader.start()  # read now, so the lines held can go out and the process can stop
+        _stop(proc)
+        reader.join(10)
+    assert sum('"GET /api/healthz HTTP/1.1" 200' in line for line in drained) >= 1_000
 
 
 def test_gaia_up_on_postgresql(tmp_path: Path, postgres_server: PostgresServer) -> None:
