@@ -222,20 +222,37 @@ class _ClusterMemory:
 
 
 class _Room:
-    """One cluster's nodes and what holds them, for placement, read once a pass: at the start
-    of a full pass (which lists every instance anyway), else when an app first needs it (a
-    partial pass over apps that only wait or move in place never reads the whole cluster).
-    Filling it also sets the controller's per-model GPU use for ``_place``."""
+    """One cluster's nodes and what holds them, for placement, read once a pass when an app
+    first needs it: a pass whose apps only wait, restart or move in place never reads the nodes
+    nor builds the scheduler's view, and a partial pass never lists the whole cluster for them.
+    A full pass lists every instance first (``list``: orphans, every app's own) and the view is
+    built from that listing, unless an instance was deleted since (then listed again: the
+    listing no longer says what holds the nodes). Filling it also sets the controller's
+    per-model GPU use for ``_place``."""
 
     def __init__(self, controller: AppController, provider: ClusterProvider) -> None:
         self._controller = controller
         self._provider = provider
         self._view: ClusterView | None = None
+        self._observed: list[Instance] | None = None
+        self._stale = False
 
     async def list(self) -> list[Instance]:
-        """Read the nodes and every instance now; the instances."""
+        """Every instance of the cluster, read now."""
+        self._observed = await self._provider.list_instances()
+        self._stale = False
+        return self._observed
+
+    async def view(self) -> ClusterView:
+        if self._view is None:
+            self._view = await self._build()
+        return self._view
+
+    async def _build(self) -> ClusterView:
         nodes = await self._provider.list_nodes()
-        observed = await self._provider.list_instances()
+        observed = self._observed
+        if observed is None or self._stale:
+            observed = await self.list()
         view = ClusterView(node_view(n) for n in nodes)
         # the cores exclusive instances hold, rebuilt from what runs (survives a restart)
         for inst in observed:
@@ -248,19 +265,13 @@ class _Room:
             model = controller._model_of.get(inst.node)
             if model and inst.resources.gpu:
                 controller._gpu_use[(inst.namespace, model)] += inst.resources.gpu
-        self._view = view
-        return observed
-
-    async def view(self) -> ClusterView:
-        if self._view is None:
-            await self.list()
-        assert self._view is not None
-        return self._view
+        return view
 
     def release(self, inst: Instance) -> None:
         """A deleted instance's room is free again for placements later in this pass (not
-        read yet: the read, when it comes, no longer finds the instance)."""
+        read yet: the read, when it comes, lists the instances again)."""
         if self._view is None:
+            self._stale = True
             return
         self._view.release(inst.node, inst.resources, inst.gpu_ids, inst.cpu_ids)
         controller = self._controller
@@ -534,6 +545,7 @@ class AppController(LoopService):
                 for inst in insts:
                     if inst.labels.get(MANAGED_BY) == "gaia":
                         await provider.delete_instance(namespace=namespace, name=inst.name)
+                        room.release(inst)
                         stats.actions["delete-orphan"] += 1
             await self._sync_configs(provider, memory, apps, snapshot.configs, pending)
             await self._sync_quotas(provider, memory, snapshot.quotas.get(cluster.id, {}), pending)

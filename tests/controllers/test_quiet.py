@@ -212,6 +212,28 @@ def test_an_instance_heard_of_is_looked_at_with_its_app_alone(
     assert h.controller.last.apps == 1  # web's last look, api never looked at
 
 
+def test_a_pass_reads_the_nodes_only_to_place(
+    world: World, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full pass lists every instance (orphans, every app's own) but reads the nodes and
+    builds the scheduler's view only when an app places an instance; an instance deleted
+    before that in the pass makes it list the instances again (the first listing no longer
+    says what holds the nodes)."""
+    h = quiet(world, platform)
+    two_apps(h)
+    sim = h.sim("sim-1")
+    whole = count_whole_listings(sim, monkeypatch)
+    h.controller.changed()
+    assert passes_by_kind(h, 1)[:2] == (1, 0)
+    assert whole == ["instances"]  # nothing to place: no node read
+    whole.clear()
+    h.post(f"{BIZ}/apps/web/scale-in", {"instance_ids": [1]})
+    h.post(f"{BIZ}/apps/api/scale-out", {"count": 1})
+    assert passes_by_kind(h, 1)[:2] == (1, 0)
+    assert h.controller.last.actions["delete"] == 1 and h.controller.last.actions["create"] == 1
+    assert whole == ["instances", "nodes", "instances"], whole
+
+
 def test_a_change_of_an_app_the_controller_does_not_know_makes_a_full_pass(
     world: World, platform: Platform
 ) -> None:
