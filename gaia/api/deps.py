@@ -223,8 +223,10 @@ def _commit_change(request: Request, session: Session) -> None:
     if record is not None:
         audit(request).written = (record.id, record.status_code)
     if "/apps" in request.url.path:
-        # a change to an app: the controller looks at it now, not at its next resync
-        platform(request).nudge("apps")
+        # a change to an app: the controller looks at it now, not at its next resync; one
+        # app's (not a new app's) is looked at alone
+        app = store_apps.app_of_path(request.url.path)
+        platform(request).nudge("apps", None if app is None else store_apps.AppWritten(*app))
 
 
 class CommittingRoute(APIRoute):

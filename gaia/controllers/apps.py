@@ -14,11 +14,12 @@ One pass::
 
 A pass is **full** (every app of every cluster, and what is cluster-wide: orphans, configs,
 quotas) or **partial**: the apps whose instances a provider reported changed since the last tick
-(its notice names the app), those waiting for room in the same clusters, and those the work
-queue holds due (``gaia.controllers.workqueue``). A partial pass reads only its apps from the
-store and only their instances from the cluster; the nodes and every instance are read when one
-of them places an instance (``_Room``), so an upgrade or restart of one app costs O(that app),
-not O(cluster). See ``AppController.run_once`` for which tick makes which.
+(its notice names the app), those the API changed (it names them, and so do the store's
+operation records: ``store.apps.changed_apps``), those waiting for room in the same clusters,
+and those the work queue holds due (``gaia.controllers.workqueue``). A partial pass reads only
+its apps from the store and only their instances from the cluster; the nodes and every instance
+are read when one of them places an instance (``_Room``), so an upgrade or restart of one app
+costs O(that app), not O(cluster). See ``AppController.run_once`` for which tick makes which.
 
 Before step 3 each app's instances pass one repair, **placements left half-done**. A provider
 may place in two writes (the kubernetes provider did up to release 22: it created the pod, then
@@ -120,7 +121,7 @@ from gaia.security import SecretBox
 from gaia.store import apps as store_apps
 from gaia.store import businesses as store_businesses
 from gaia.store import events as store_events
-from gaia.store.apps import AppSnapshot, ConfigSnapshot, Snapshot
+from gaia.store.apps import AppSnapshot, AppWritten, ConfigSnapshot, Snapshot
 from gaia.store.database import Database
 from gaia.store.models import Cluster
 
@@ -304,8 +305,9 @@ class AppController(LoopService):
         super().__init__(interval=interval)
         # None: every tick is a full pass (tests and benchmarks drive passes by hand). Seconds:
         # the caller wires ``changed()`` to every instance change and API write, and a tick
-        # after a settled pass is a full pass only if something changed (``changed()``, the
-        # store's ``change_mark``) or ``resync`` seconds have passed since the last one.
+        # after a full pass is another only if something changed that is no one app's
+        # (``changed()``, the store's changes: ``run_once``) or ``resync`` seconds have passed
+        # since the last one; changes of some apps are looked at in a partial pass.
         self.resync = resync
         # with a resync: the apps (and clusters) that want another look between full passes
         self.queue = WorkQueue(base=interval, cap=max(interval, resync or interval))
@@ -313,14 +315,17 @@ class AppController(LoopService):
         self._again = False  # the last full pass failed at something only a full pass does
         self._change_count = itertools.count(1)
         self._changes = 0
-        # instance changes heard since the last tick, by app: (cluster id, namespace, app)
-        self._heard: set[tuple[int, str, str]] = set()
+        # what was heard since the last tick, by app: instance changes (cluster id, namespace,
+        # app) and the API's own writes (``AppWritten``)
+        self._heard: set[tuple[int, str, str] | AppWritten] = set()
         self._heard_lock = threading.Lock()
-        # what the last full pass knew: each app's id by its key, and its cluster
+        # the apps the controller has seen (the last full pass, and partial passes since): each
+        # app's id by its key and by its (namespace, name), and its cluster
         self._app_of: dict[tuple[int, str, str], int] = {}
+        self._app_named: dict[tuple[str, str], int] = {}
         self._cluster_of: dict[int, int] = {}
         # apps whose last look left an instance unplaced: room freed in their cluster (an
-        # instance heard of there) may place it, so they are looked at with the heard apps
+        # instance or app there heard of) may place it, so they are looked at with those
         self._wants_room: set[int] = set()
         self._quiet: _Quiet | None = None
         self.quiet_ticks = 0  # ticks that found nothing changed and did no pass
@@ -346,11 +351,12 @@ class AppController(LoopService):
         self._gpu_use: dict[tuple[str, str], int] = defaultdict(int)
 
     def changed(self, about: Any = None) -> None:
-        """Something the controller reads changed. ``about`` None (an API write, a node, a
-        change no one app's): the next tick is a full pass. ``about`` an instance's (cluster
-        id, namespace, app) (``ProviderRegistry.watch_changes``): the next tick looks at that
-        app (with the queue's due ones, and those waiting for room in that cluster), or makes
-        a full pass if the app is not one the last full pass knew. Any thread may call it."""
+        """Something the controller reads changed. ``about`` None (a node, an API write that is
+        no one app's): the next tick is a full pass. ``about`` an instance's (cluster id,
+        namespace, app) (``ProviderRegistry.watch_changes``) or an API write to one app
+        (``AppWritten``): the next tick looks at that app (with the queue's due ones, and those
+        waiting for room in its cluster), or makes a full pass if the app is not one the
+        controller has seen. Any thread may call it."""
         if about is None:
             self._changes = next(self._change_count)
             return
@@ -364,25 +370,37 @@ class AppController(LoopService):
         self.queue.clear()
         self._take_heard()
 
-    def _take_heard(self) -> set[tuple[int, str, str]]:
+    def _take_heard(self) -> set[tuple[int, str, str] | AppWritten]:
         with self._heard_lock:
             heard, self._heard = self._heard, set()
         return heard
 
-    def _heard_apps(self, heard: set[tuple[int, str, str]]) -> set[int] | None:
-        """The ids of the apps whose instances were heard of, and of the apps waiting for room
-        in the same clusters; None if one is no app the last full pass knew (a new app, an
-        orphan's instance): only a full pass can tell whose it is."""
-        ids: set[int] = set()
+    def _looks(
+        self, heard: set[tuple[int, str, str] | AppWritten], stored: set[int]
+    ) -> set[int] | None:
+        """The ids of the apps heard of (``heard``) or changed in the store (``stored``), and of
+        the apps waiting for room in their clusters; None if one heard of is no app the
+        controller has seen (a new app, an orphan's instance): only a full pass can tell whose
+        it is."""
+        ids = set(stored)
         for key in heard:
-            app_id = self._app_of.get(key)
+            if isinstance(key, AppWritten):
+                app_id = self._app_named.get((key.namespace, key.name))
+            else:
+                app_id = self._app_of.get(key)
             if app_id is None:
                 return None
             ids.add(app_id)
         if ids and self._wants_room:
-            clusters = {cluster_id for cluster_id, _, _ in heard}
+            clusters = {self._cluster_of.get(i) for i in ids}
             ids |= {i for i in self._wants_room if self._cluster_of.get(i) in clusters}
         return ids
+
+    def _store_changes(
+        self, since: tuple[int, int, int]
+    ) -> tuple[tuple[int, int, int], set[int] | None]:
+        with self.db.read_session() as session:
+            return store_apps.changed_apps(session, since=since)
 
     async def run_once(self) -> None:
         self.providers.catch_up()  # a simulated cluster's changes due by now are heard now
@@ -396,9 +414,13 @@ class AppController(LoopService):
             and self.resync is not None
             and changes == quiet.changes
             and (now - quiet.at).total_seconds() < self.resync
-            and await asyncio.to_thread(self._mark) == quiet.mark
         ):
-            looks = self._heard_apps(heard)
+            # what the store says changed since: the apps it concerns, or None (a change
+            # that is no one app's, which only a full pass reads)
+            mark, stored = await asyncio.to_thread(self._store_changes, quiet.mark)
+            looks = None if stored is None else self._looks(heard, stored)
+            if looks is not None:
+                self._quiet = quiet = replace(quiet, mark=mark)  # those changes are seen now
             due = self.queue.due(now)
             if looks is not None and not due and not looks:
                 self.quiet_ticks += 1
@@ -407,7 +429,11 @@ class AppController(LoopService):
                 return
             if looks is not None and all(kind == "app" for kind, _ in due):
                 # only some apps want a look (heard of, or due): those, not the platform
-                await self._pass(now, only={key for _, key in due} | looks)
+                try:
+                    await self._pass(now, only={key for _, key in due} | looks)
+                except BaseException:
+                    self._quiet = None  # what it was to look at is not lost: a full pass next
+                    raise
                 if self._again:
                     self._quiet = None  # the access layer failed: the next tick is a full pass
                 return
@@ -462,10 +488,13 @@ class AppController(LoopService):
         }
         if only is None:
             self.queue.keep_only(present | {("cluster", cid) for cid in snapshot.clusters})
-            self._app_of = {(a.cluster_id, a.namespace, a.name): a.id for a in snapshot.apps}
-            self._cluster_of = {a.id: a.cluster_id for a in snapshot.apps}
-            self._wants_room &= set(self._cluster_of)
-        else:
+            self._app_of, self._app_named, self._cluster_of = {}, {}, {}
+            self._wants_room &= {a.id for a in snapshot.apps}
+        for a in snapshot.apps:  # (a partial pass may load an app the last full one did not)
+            self._app_of[(a.cluster_id, a.namespace, a.name)] = a.id
+            self._app_named[(a.namespace, a.name)] = a.id
+            self._cluster_of[a.id] = a.cluster_id
+        if only is not None:
             gone = set(only) - {i for _, i in present}
             self.queue.drop({("app", i) for i in gone})
             self._wants_room -= gone
@@ -482,10 +511,6 @@ class AppController(LoopService):
         self.queue.waiting(key, now=now)
         for app in apps:
             self.queue.waiting(("app", app.id), now=now, version=app.generation)
-
-    def _mark(self) -> tuple[int, int, int]:
-        with self.db.read_session() as session:
-            return store_apps.change_mark(session)
 
     def _load(
         self, now: dt.datetime, only: set[int] | None = None

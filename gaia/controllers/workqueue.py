@@ -1,9 +1,9 @@
 """The app controller's work queue: which apps (and clusters) want another look, and when.
 
 A full pass of the app controller looks at every app of every cluster. It runs when something
-changed that is no one app's (an API write, a node, the store's change mark) and at the slow
-resync. Between those, a tick looks at the apps whose instances were heard of and at those this
-queue holds due, and at those apps only:
+changed that is no one app's (a node, a quota, a config, a new app) and at the slow resync.
+Between those, a tick looks at the apps whose instances were heard of, those the API or the
+store's changes name, and those this queue holds due, and at those apps only:
 
 - an app the last look **acted on** (created, restarted, patched, deleted, drained) is due at the
   next tick, as everything was before the queue;

@@ -23,6 +23,7 @@ the arithmetic is ``gaia.domain.resources`` (see docs/architecture.md).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -148,6 +149,81 @@ def change_mark(session: Session) -> tuple[int, int, int]:
         session.scalar(select(func.max(AppTemplate.id))) or 0,
         session.scalar(select(func.max(AppUpgrade.id))) or 0,
     )
+
+
+# the path of an API call about one app (and what is under it: its instances, templates,
+# upgrades...): /api/v1/businesses/<business>/apps/<app>[/...]
+_APP_PATH = re.compile(r"^/api/v1/businesses/([^/]+)/apps/([^/]+)(?:/|$)")
+# the most operation records a tick reads to tell whose they are; beyond, a full pass
+CHANGES_READ = 200
+
+
+@dataclass(frozen=True, slots=True)
+class AppWritten:
+    """What the API tells the app controller once it has committed a change to one app (its
+    business, which is its namespace, and its name): look at that app now."""
+
+    namespace: str
+    name: str
+
+
+def app_of_path(path: str) -> tuple[str, str] | None:
+    """(business, app) of an API path about one app, else None."""
+    match = _APP_PATH.match(path)
+    return None if match is None else (match[1], match[2])
+
+
+def changed_apps(
+    session: Session, *, since: tuple[int, int, int]
+) -> tuple[tuple[int, int, int], set[int] | None]:
+    """The change mark now and the ids of the apps whose changes took it past ``since`` (an
+    earlier mark), or None when one of them is no one app's (a quota, a config, a cluster, an
+    app created, or more than ``CHANGES_READ`` records): only a full pass reads those.
+
+    An operation record of a call that failed changed nothing and concerns nobody; one of a
+    call on an app's path concerns that app; a new app version or upgrade (a pipeline's deploy
+    writes those without a record) concerns its app. On PostgreSQL a record may commit after
+    one with a higher id, and a mark (the highest ids) does not see it: the API tells the
+    controller of its own writes by app (``AppWritten``), and the resync catches the rest."""
+    mark = change_mark(session)
+    if mark == since:
+        return mark, set()
+    records = session.execute(
+        select(OperationRecord.result, OperationRecord.path)
+        .where(OperationRecord.id > since[0], OperationRecord.id <= mark[0])
+        .limit(CHANGES_READ + 1)
+    ).all()
+    if len(records) > CHANGES_READ:
+        return mark, None
+    names: set[tuple[str, str]] = set()
+    for result, path in records:
+        if result != "success":
+            continue
+        app = app_of_path(path)
+        if app is None:
+            return mark, None
+        names.add(app)
+    ids = set(
+        session.scalars(
+            select(AppTemplate.app_id).where(AppTemplate.id > since[1], AppTemplate.id <= mark[1])
+        )
+    )
+    ids |= set(
+        session.scalars(
+            select(AppUpgrade.app_id).where(AppUpgrade.id > since[2], AppUpgrade.id <= mark[2])
+        )
+    )
+    if names:
+        rows = session.execute(
+            select(App.id, Business.name, App.name)
+            .join(Business, Business.id == App.business_id)
+            .where(App.name.in_({name for _, name in names}))
+        ).all()
+        found = {(business, name): app_id for app_id, business, name in rows}
+        if not names <= found.keys():
+            return mark, None  # an app gone (purged) meanwhile: let a full pass see
+        ids |= {found[key] for key in names}
+    return mark, ids
 
 
 def load_snapshot(

@@ -12,12 +12,16 @@ from contextlib import nullcontext
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from gaia.controllers import apps as controller_module
 from gaia.controllers.leadership import LeaderElected
 from gaia.loop import LoopService
 from gaia.platform import Platform
+from gaia.store import apps as store_apps
 from gaia.store import leases
+from gaia.store.apps import AppWritten
+from gaia.store.models import AppTemplate, Business, utcnow
 from tests.conftest import World
 from tests.support.apps_harness import BIZ, AppsHarness, template
 
@@ -90,13 +94,81 @@ def test_an_api_write_not_heard_here_is_seen_at_the_next_tick(
     world: World, platform: Platform
 ) -> None:
     """No loop runs in this process, so the API write wakes nothing here, as a write served by
-    another replica would not: the store's change mark says it."""
+    another replica would not: the store's change mark says it, and its operation record says
+    whose it is, so that app alone is looked at."""
     h = quiet(world, platform)
-    settled_web(h)
+    two_apps(h)
     assert full_passes(h, 2) == 0
     h.post(f"{BIZ}/apps/web/scale-out", {"count": 1})
-    assert full_passes(h, 1) == 1
+    assert passes_by_kind(h, 1)[:2] == (0, 1)
+    assert h.controller.last.apps == 1 and h.controller.last.actions["create"] == 1
     h.settle(h.ready("web", 3), limit_s=30)
+
+
+def test_a_failed_write_changes_nothing_and_a_write_no_apps_makes_a_full_pass(
+    world: World, platform: Platform
+) -> None:
+    """A call that failed is recorded but changed nothing: no look at all (a tenant's failing
+    calls cost the controller nothing). A change that is no one app's (a quota) is read by a
+    full pass."""
+    h = quiet(world, platform)
+    two_apps(h)
+    r = h.client.post(f"{BIZ}/apps/web/scale-in", json={"instance_ids": [999]}, headers=h.headers)
+    assert r.status_code >= 400, r.text
+    latest = h.client.get("/api/v1/records?limit=1", headers=world.admin).json()["items"][0]
+    assert latest["result"] == "failure"  # recorded: the store's change mark moved
+    assert passes_by_kind(h, 2)[:2] == (0, 0)
+    quota = h.client.get(f"{BIZ}/quotas/sim-1", headers=world.admin).json()
+    r = h.client.put(f"{BIZ}/quotas/sim-1", json={"hard": quota["hard"]}, headers=world.admin)
+    assert r.status_code == 200, r.text
+    assert passes_by_kind(h, 1)[:2] == (1, 0)
+
+
+def test_a_deploy_without_a_record_is_seen_as_its_apps(world: World, platform: Platform) -> None:
+    """A pipeline's deploy writes a new version and an upgrade and no operation record: the
+    store's change mark moves with them, and they name their app."""
+    h = quiet(world, platform)
+    two_apps(h)
+    with platform.db.write_session() as session:
+        business = session.scalars(select(Business).where(Business.name == "alpha")).one()
+        app = store_apps.find_app(session, business=business, name="web", lock=True)
+        base = session.scalars(
+            select(AppTemplate).where(AppTemplate.app_id == app.id, AppTemplate.name == "v1")
+        ).one()
+        session.add(
+            AppTemplate(
+                app_id=app.id,
+                name="v2",
+                spec={**base.spec, "image": "shop/web:2"},
+                created_by="pipeline/test",
+                created_at=utcnow(),
+            )
+        )
+        session.flush()
+        store_apps.create_upgrade(
+            session,
+            business=business,
+            app=app,
+            target="v2",
+            instance_ids=None,
+            max_unavailable=1,
+            created_by="pipeline/test",
+        )
+    full, partial, _ = passes_by_kind(h, 1)
+    assert (full, partial) == (0, 1) and h.controller.last.apps == 1
+    assert h.controller.last.actions["replace-image"] == 1  # the first batch, in place
+
+
+def test_the_apis_own_write_is_heard_with_its_app(world: World, platform: Platform) -> None:
+    """The running platform's API tells the controller which app it changed (``AppWritten``),
+    which covers a record a mark cannot see (on PostgreSQL a record may commit after one with a
+    higher id); an app the controller has not seen makes a full pass."""
+    h = quiet(world, platform)
+    two_apps(h)
+    h.controller.changed(AppWritten("alpha", "api"))
+    assert passes_by_kind(h, 1)[:2] == (0, 1) and h.controller.last.apps == 1
+    h.controller.changed(AppWritten("alpha", "nobody"))
+    assert passes_by_kind(h, 1)[:2] == (1, 0)
 
 
 def passes_by_kind(h: AppsHarness, ticks: int) -> tuple[int, int, list[int]]:
@@ -132,9 +204,12 @@ def test_an_app_that_cannot_be_placed_is_looked_at_less_and_less_often(
     h.post(f"{BIZ}/apps", {**body, "replicas": 1}, status=201)
     h.settle(h.ready("api", 1))
     cordon_all(h)
+    h.controller.changed()
+    assert passes_by_kind(h, 1)[:2] == (1, 0)  # a full pass, the resync's start
     h.post(f"{BIZ}/apps/api/scale-out", {"count": 1})
     full, partial, at = passes_by_kind(h, 1)
-    assert (full, partial) == (1, 0)  # the write: a full pass, which cannot place the new one
+    # the write (its record names the app): api looked at alone, which cannot place the new one
+    assert (full, partial) == (0, 1) and h.controller.last.apps == 1
     assert h.controller.last.actions["unschedulable"] == 1
     webs = {i["name"] for i in h.instances("web").values()}
 
@@ -150,7 +225,7 @@ def test_an_app_that_cannot_be_placed_is_looked_at_less_and_less_often(
     assert {i["name"] for i in h.instances("web").values()} == webs
     # the resync (10 s after the full pass) looks at everything; the delays are capped by it
     full, partial, at = passes_by_kind(h, 9)
-    assert (full, partial, at) == (1, 0, [2]), (full, partial, at)
+    assert (full, partial, at) == (1, 0, [1]), (full, partial, at)
 
     # the node is opened: the next look places it (an uncordon in a real cluster is an event
     # too; here nothing is heard, so the queue's next look does it)
@@ -229,6 +304,7 @@ def test_a_pass_reads_the_nodes_only_to_place(
     whole.clear()
     h.post(f"{BIZ}/apps/web/scale-in", {"instance_ids": [1]})
     h.post(f"{BIZ}/apps/api/scale-out", {"count": 1})
+    h.controller.changed()  # (the writes alone would look at web and api only)
     assert passes_by_kind(h, 1)[:2] == (1, 0)
     assert h.controller.last.actions["delete"] == 1 and h.controller.last.actions["create"] == 1
     assert whole == ["instances", "nodes", "instances"], whole
@@ -260,8 +336,8 @@ def test_an_app_waiting_for_room_is_looked_at_when_its_cluster_is_heard_of(
     two_apps(h)
     cordon_all(h)
     h.post(f"{BIZ}/apps/api/scale-out", {"count": 1})
-    full, partial, at = passes_by_kind(h, 5)  # the write's full pass, then api at +1 and +3
-    assert (full, partial, at) == (1, 2, [1, 2, 4]), (full, partial, at)
+    full, partial, at = passes_by_kind(h, 5)  # the write's look at api, then api at +1 and +3
+    assert (full, partial, at) == (0, 3, [1, 2, 4]), (full, partial, at)
     assert h.controller.last.actions["unschedulable"] == 1
     # a node opens, unheard (nothing tells the controller); then one of web's instances
     # goes, which is heard: api, next due at +7, is looked at with web at once (+5)
