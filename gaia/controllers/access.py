@@ -357,13 +357,18 @@ class AccessGateway:
             await self.sync()  # drain it now: every request from here goes elsewhere
         return allowed
 
-    async def sync(self, *, keep: set[AppKey] | None = None) -> None:
+    async def sync(
+        self, *, keep: set[AppKey] | None = None, drop: set[AppKey] | None = None
+    ) -> None:
         """Bring HAProxy and dnsmasq in line with what was observed; ``keep``: the apps that
-        still have a domain (the others are dropped)."""
+        still have a domain (the others are dropped); ``drop``: apps that no longer have one
+        (the app controller's partial pass knows of some apps only)."""
         async with self._lock:
+            gone = set(drop or ())
             if keep is not None:
-                for key in [k for k in self._apps if k not in keep]:
-                    del self._apps[key]
+                gone |= {k for k in self._apps if k not in keep}
+            for key in gone:
+                if self._apps.pop(key, None) is not None:
                     self.drains.forget_app(key)
             await asyncio.to_thread(self._sync)
 

@@ -473,11 +473,25 @@ class AppController(LoopService):
                 self._cluster_failed(key, apps, now)
                 log.warning("apps: cluster %s: %s", cluster.name, exc)
         served = _served(snapshot)
-        if self.access is not None and (only is None or served):
+        unserved: set[AppKey] = set()
+        if self.access is not None and only is not None:
+            # a partial pass's apps that the access layer serves no more (a domain taken
+            # away, an app deleted or gone)
+            names = {cid: c.name for cid, c in snapshot.clusters.items()}
+            looked = {
+                AppKey(names[cid], namespace, name)
+                for (cid, namespace, name), app_id in self._app_of.items()
+                if app_id in only and cid in names
+            }
+            unserved = {key for key in looked - served if self.access.serves(key)}
+        if self.access is not None and (only is None or served or unserved):
             # a partial pass brings the load balancer in line with what it saw of its apps
-            # (an instance heard ready); only a full pass knows which apps are gone
+            # (an instance heard ready, a domain given or taken away)
             try:
-                await self.access.sync(keep=served if only is None else None)
+                if only is None:
+                    await self.access.sync(keep=served)
+                else:
+                    await self.access.sync(drop=unserved)
             except (OSError, AccessUnavailable) as exc:
                 stats.errors += 1
                 self._again = True  # no app to key it to: the next tick is a full pass

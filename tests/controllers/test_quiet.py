@@ -8,22 +8,27 @@ its restart back-off ends. On the simulated cluster, with the platform's ``Manua
 from __future__ import annotations
 
 import asyncio
+import shutil
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from gaia.controllers import apps as controller_module
+from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
 from gaia.controllers.leadership import LeaderElected
+from gaia.domain.access import AppKey
 from gaia.loop import LoopService
 from gaia.platform import Platform
 from gaia.store import apps as store_apps
 from gaia.store import leases
 from gaia.store.apps import AppWritten
 from gaia.store.models import AppTemplate, Business, utcnow
-from tests.conftest import World
+from tests.conftest import World, missing_component
 from tests.support.apps_harness import BIZ, AppsHarness, template
+from tests.support.kube import free_port
 
 RESYNC_S = 10.0
 
@@ -507,3 +512,44 @@ def test_a_new_term_as_leader_forgets_what_the_last_one_saw(
     lead.held = leases.Held("controllers", "me", 3)
     tick()
     assert (inner.ran, inner.forgotten) == (3, 2)
+
+
+def patch_web(h: AppsHarness, body: dict[str, Any]) -> None:
+    r = h.client.patch(f"{BIZ}/apps/web", json=body, headers=h.headers)
+    assert r.status_code == 200, r.text
+
+
+def test_a_domain_taken_away_leaves_the_balancer_at_the_apps_own_look(
+    world: World, platform: Platform, tmp_path: Path
+) -> None:
+    """The access layer (real HAProxy and dnsmasq) learns of a change to one app from the
+    partial pass that looks at it: a domain given serves the app, a domain taken away stops
+    serving it, without waiting for the resync's full pass."""
+    for tool in ("haproxy", "dnsmasq"):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            missing_component(tool, "scripts/test.sh installs it (Debian)")
+    gateway = AccessGateway(
+        haproxy=Haproxy(
+            binary="haproxy", folder=tmp_path / "access", bind=f"127.0.0.1:{free_port()}"
+        ),
+        dns=Dnsmasq(
+            binary="dnsmasq", folder=tmp_path / "access", listen=f"127.0.0.1:{free_port()}"
+        ),
+        address="192.0.2.10",
+    )
+    gateway.start()
+    try:
+        h = quiet(world, platform, resync=3600)
+        h.controller.access = gateway
+        two_apps(h)
+        key = AppKey("sim-1", "alpha", "web")
+        assert not gateway.serves(key)
+        patch_web(h, {"domain": "shop.example.com"})
+        assert passes_by_kind(h, 1)[:2] == (0, 1)
+        assert gateway.serves(key)
+        assert [b.domain for b in gateway.backends()] == ["shop.example.com"]
+        patch_web(h, {"domain": ""})
+        assert passes_by_kind(h, 1)[:2] == (0, 1)
+        assert not gateway.serves(key) and gateway.backends() == []
+    finally:
+        gateway.stop()
