@@ -79,6 +79,37 @@ def extender(
         yield base
 
 
+def _pinned_probe(node: str) -> dict[str, object]:
+    """A pod only ``node`` can take (by name, as a DaemonSet pins its pods), with no GPU."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"probe-{node}", "namespace": "ext"},
+        "spec": {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchFields": [
+                                    {"key": "metadata.name", "operator": "In", "values": [node]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "registry.local/probe:1",
+                    "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}},
+                }
+            ],
+        },
+    }
+
+
 def test_kube_scheduler_asks_the_gaia_extender_for_gpu_pods(
     control_plane: ControlPlane, extender: str
 ) -> None:
@@ -106,6 +137,21 @@ def test_kube_scheduler_asks_the_gaia_extender_for_gpu_pods(
         # extender to compare them
         eventually(lambda: ready("ext-split") and ready("ext-paired"), what="both nodes Ready")
         api.post("/api/v1/namespaces", json={"metadata": {"name": "ext"}})
+        # Ready through the API is not yet known to kube-scheduler's own watch (it lagged under
+        # a loaded CI run, and the GPU pod went to the one node it knew): a pod pinned to each
+        # node, asking for no GPU (the extender is not asked), is bound only once the scheduler
+        # knows that node. The two are alike, so they weigh on neither node's score.
+        for name in ("ext-split", "ext-paired"):
+            r = api.post("/api/v1/namespaces/ext/pods", json=_pinned_probe(name))
+            assert r.status_code == 201, r.text
+
+        def known(name: str) -> bool:
+            probe = api.get(f"/api/v1/namespaces/ext/pods/probe-{name}").json()
+            return probe["spec"].get("nodeName") == name  # type: ignore[no-any-return]
+
+        eventually(
+            lambda: known("ext-split") and known("ext-paired"), what="the scheduler knows both"
+        )
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
