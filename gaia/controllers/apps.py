@@ -228,15 +228,17 @@ class _Room:
     nor builds the scheduler's view, and a partial pass never lists the whole cluster for them.
     A full pass lists every instance first (``list``: orphans, every app's own) and the view is
     built from that listing, unless an instance was deleted since (then listed again: the
-    listing no longer says what holds the nodes). Filling it also sets the controller's
-    per-model GPU use for ``_place``."""
+    listing no longer says what holds the nodes). Beside the view it keeps the cards each
+    business holds per GPU model, for the per-model limits (heterogeneous GPUs)."""
 
-    def __init__(self, controller: AppController, provider: ClusterProvider) -> None:
-        self._controller = controller
+    def __init__(self, provider: ClusterProvider) -> None:
         self._provider = provider
         self._view: ClusterView | None = None
         self._observed: list[Instance] | None = None
         self._stale = False
+        # node -> its GPU model; cards held per (namespace, model)
+        self._model_of: dict[str, str] = {}
+        self._gpu_use: Counter[tuple[str, str]] = Counter()
 
     async def list(self) -> list[Instance]:
         """Every instance of the cluster, read now."""
@@ -258,15 +260,22 @@ class _Room:
         # the cores exclusive instances hold, rebuilt from what runs (survives a restart)
         for inst in observed:
             view.hold_cores(inst.node, inst.resources, inst.cpu_ids)
-        # cards each business holds per GPU model, for per-model limits (heterogeneous GPUs)
-        controller = self._controller
-        controller._model_of = {n.name: n.gpus[0].model for n in nodes if n.gpus}
-        controller._gpu_use = defaultdict(int)
+        self._model_of = {n.name: n.gpus[0].model for n in nodes if n.gpus}
+        self._gpu_use = Counter()
         for inst in observed:
-            model = controller._model_of.get(inst.node)
-            if model and inst.resources.gpu:
-                controller._gpu_use[(inst.namespace, model)] += inst.resources.gpu
+            self._hold_gpus(inst.namespace, inst.node, inst.resources.gpu)
         return view
+
+    def gpu_budget(self, namespace: str, limits: Mapping[str, int]) -> dict[str, int]:
+        """The cards ``namespace`` may still take per GPU model, under its ``limits``."""
+        return {model: limit - self._gpu_use[(namespace, model)] for model, limit in limits.items()}
+
+    def bind(self, namespace: str, placement: Placement, resources: ResourceVector) -> None:
+        """Hold a placement's room in the view and its cards against the per-model limits, so
+        the next placement of this pass sees the node fuller."""
+        assert self._view is not None  # placed on it
+        self._view.bind(placement, resources)
+        self._hold_gpus(namespace, placement.node, resources.gpu)
 
     def release(self, inst: Instance) -> None:
         """A deleted instance's room is free again for placements later in this pass (not
@@ -275,10 +284,12 @@ class _Room:
             self._stale = True
             return
         self._view.release(inst.node, inst.resources, inst.gpu_ids, inst.cpu_ids)
-        controller = self._controller
-        model = controller._model_of.get(inst.node)
-        if model and inst.resources.gpu:
-            controller._gpu_use[(inst.namespace, model)] -= inst.resources.gpu
+        self._hold_gpus(inst.namespace, inst.node, -inst.resources.gpu)
+
+    def _hold_gpus(self, namespace: str, node: str, cards: int) -> None:
+        model = self._model_of.get(node)
+        if model and cards:
+            self._gpu_use[(namespace, model)] += cards
 
 
 class AppController(LoopService):
@@ -346,9 +357,6 @@ class AppController(LoopService):
         self.passes = 0
         self.last = PassStats()
         self._memory: dict[int, _ClusterMemory] = {}
-        # per cluster pass: node -> GPU model, and cards held per (namespace, model)
-        self._model_of: dict[str, str] = {}
-        self._gpu_use: dict[tuple[str, str], int] = defaultdict(int)
 
     def changed(self, about: Any = None) -> None:
         """Something the controller reads changed. ``about`` None (a node, an API write that is
@@ -561,7 +569,7 @@ class AppController(LoopService):
             memory = self._memory[cluster.id] = _ClusterMemory(provider=provider)
         pending: list[PendingEvent] = []
         by_app: dict[tuple[str, str], list[Instance]] = defaultdict(list)
-        room = _Room(self, provider)
+        room = _Room(provider)
         if partial:
             # the due apps' own instances; the nodes and every instance only if one of them
             # needs room (a placement): an app that only waits or moves in place costs O(app)
@@ -723,7 +731,7 @@ class AppController(LoopService):
                 stats.actions["delete"] += 1
             elif isinstance(action, Create):
                 assert view is not None  # read above: the actions hold a Create
-                spec = self._place(app, action, view, pending, zone_use)
+                spec = self._place(app, action, view, room, pending, zone_use)
                 name = domain_apps.instance_name(app.name, action.instance_id)
                 if name in unbound:
                     pending.append(_left_unbound_event(app.namespace, name, unbound[name], spec))
@@ -1048,13 +1056,14 @@ class AppController(LoopService):
         app: AppSnapshot,
         action: Create,
         view: ClusterView,
+        room: _Room,
         pending: list[PendingEvent],
         zone_use: Counter[str] | None = None,
     ) -> InstanceSpec | None:
-        """Place one new instance and hold its room in the view (and its GPUs against the
-        per-model limits, and its zone in ``zone_use``) at once, so the next placement of this
-        pass sees the node fuller; None when it fits nowhere (a FailedScheduling event says
-        why)."""
+        """Place one new instance on ``view`` (``room``'s) and hold its room there (and its
+        GPUs against the per-model limits, and its zone in ``zone_use``) at once, so the next
+        placement of this pass sees the node fuller; None when it fits nowhere (a
+        FailedScheduling event says why)."""
         template = app.templates.get(action.version)
         name = domain_apps.instance_name(app.name, action.instance_id)
         if template is None:
@@ -1071,10 +1080,7 @@ class AppController(LoopService):
             template,
             name=f"{app.namespace}/{name}",
             avoid_nodes=action.avoid_nodes,
-            gpu_model_budget={
-                model: limit - self._gpu_use[(app.namespace, model)]
-                for model, limit in app.gpu_model_limits.items()
-            },
+            gpu_model_budget=room.gpu_budget(app.namespace, app.gpu_model_limits),
             subnets=floating_ip_subnets(app, template, action.instance_id),
             zone_counts=zone_counts,
         )
@@ -1087,12 +1093,9 @@ class AppController(LoopService):
                 )
             )
             return None
-        view.bind(placement, template.resources)
+        room.bind(app.namespace, placement, template.resources)
         if zone_use is not None and placement.node in view.by_name:
             zone_use[view.by_name[placement.node].zone] += 1
-        model = self._model_of.get(placement.node)
-        if model and template.resources.gpu:
-            self._gpu_use[(app.namespace, model)] += template.resources.gpu
         return build_instance_spec(
             namespace=app.namespace,
             app=app.name,
