@@ -563,6 +563,7 @@ async def _informer_rss(kubeconfig: Path, kind: str, keep_everything: bool) -> d
     from lightkube import AsyncClient, KubeConfig
     from lightkube.resources.core_v1 import Namespace, Node, Pod
 
+    from gaia.providers.kubernetes.cluster import POD_INDEXES
     from gaia.providers.kubernetes.informer import Informer
     from gaia.providers.kubernetes.kept import kept_node, kept_pod
 
@@ -573,7 +574,7 @@ async def _informer_rss(kubeconfig: Path, kind: str, keep_everything: bool) -> d
             client,
             Pod,
             transform=None if keep_everything else kept_pod,
-            index=lambda pod: (pod.get("spec") or {}).get("nodeName"),
+            indexes=POD_INDEXES,
         )
     else:
         informer = Informer(client, Node, transform=None if keep_everything else kept_node)

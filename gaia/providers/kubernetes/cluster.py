@@ -306,7 +306,7 @@ class KubernetesCluster:
                 resync_s=self._resync_s,
                 on_change=self._pod_changed,
                 transform=None if keep_all else kept_pod,
-                index=_node_of,
+                indexes=POD_INDEXES,
             )
             self._nodes = Informer(
                 client,
@@ -490,7 +490,7 @@ class KubernetesCluster:
         pods, nodes = await self._informers()
         found = []
         for key, doc in sorted(nodes.items.items()):
-            bound = pods.indexed(key[1])
+            bound = pods.indexed("node", key[1])
             found.append(
                 self._derived_nodes.get(
                     key, (doc, *bound), functools.partial(node_from_k8s, doc, bound)
@@ -506,7 +506,7 @@ class KubernetesCluster:
         doc = nodes.items.get(("", name))
         if doc is None:
             raise NotFound(f"node {name} not found in cluster {self.name}")
-        return node_from_k8s(doc, pods.indexed(name))
+        return node_from_k8s(doc, pods.indexed("node", name))
 
     async def add_node(self, spec: NodeSpec) -> Node:
         if self._node_simulator is None:
@@ -562,7 +562,7 @@ class KubernetesCluster:
         await self._set_schedulable(name, False)
         pods, _ = await self._informers()
         evicted = []
-        for pod in sorted(pods.indexed(name), key=lambda p: p["metadata"]["name"]):
+        for pod in sorted(pods.indexed("node", name), key=lambda p: p["metadata"]["name"]):
             labels = (pod.get("metadata") or {}).get("labels") or {}
             namespace, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
@@ -578,7 +578,7 @@ class KubernetesCluster:
         pods, nodes = await self._informers()
         bound = [
             str(pod["metadata"]["name"])
-            for pod in pods.indexed(name)
+            for pod in pods.indexed("node", name)
             if ((pod.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
         ]
         if bound:
@@ -612,6 +612,10 @@ class KubernetesCluster:
 
     async def _app_pods(self, namespace: str | None, app: str | None) -> list[dict[str, Any]]:
         pods, _ = await self._informers()
+        if namespace is not None and app is not None:
+            # one app's (a partial pass, a gray upgrade's step): its own pods, from the index
+            mine = pods.indexed("app", _app_key(namespace, app))
+            return sorted(mine, key=key_of)
         found = []
         for (ns, _name), pod in sorted(pods.items.items()):
             labels = (pod.get("metadata") or {}).get("labels") or {}
@@ -1211,6 +1215,25 @@ def _node_mark(doc: dict[str, Any]) -> tuple[Any, ...]:
 def _node_of(pod: dict[str, Any]) -> str | None:
     """The pods informer's index: the node a pod is bound to."""
     return (pod.get("spec") or {}).get("nodeName") or None
+
+
+def _app_key(namespace: str, app: str) -> str:
+    return f"{namespace}/{app}"  # neither holds a "/" (DNS labels)
+
+
+def _app_of(pod: dict[str, Any]) -> str | None:
+    """The pods informer's index: the Gaia app a pod is an instance of (None for a pod Gaia
+    does not manage)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    app = labels.get(APP_LABEL)
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or not app:
+        return None
+    return _app_key(str(meta.get("namespace") or ""), str(app))
+
+
+# the pods informer's indexes (bench/kube_scale.py measures the cache with them)
+POD_INDEXES = {"node": _node_of, "app": _app_of}
 
 
 def _kubelet(node: dict[str, Any]) -> bool:

@@ -24,9 +24,9 @@ the provider's strip what it never reads (``managedFields`` above all: on a pod 
 kubelet updates, the field managers' entries are a third of the object), so a large cluster costs
 less memory. A transform must keep ``metadata.name``, ``namespace`` and ``resourceVersion``.
 
-**An index** (``index``, as client-go's ``Indexer``): a function from an object to a key (a pod's
-node) that the informer keeps a reverse map of (``indexed(key)``), so a question about one node
-does not walk every pod of the cluster.
+**Indexes** (``indexes``, as client-go's ``Indexers``): named functions from an object to a key
+(a pod's node, a pod's app) that the informer keeps a reverse map of (``indexed(name, key)``), so
+a question about one node or one app does not walk every pod of the cluster.
 
 **What is derived** (``Derived``): readers turn cached objects into the port's values (an
 ``Instance`` from a pod, a ``Node`` from a node and its pods) on every controller pass; at 5,000
@@ -50,7 +50,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
@@ -141,7 +141,7 @@ class Informer:
         resync_s: float = 300.0,
         on_change: Callable[[str, dict[str, Any]], Awaitable[None] | None] | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        index: Callable[[dict[str, Any]], str | None] | None = None,
+        indexes: Mapping[str, Callable[[dict[str, Any]], str | None]] | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -149,10 +149,11 @@ class Informer:
         self.resync_s = resync_s
         self.on_change = on_change
         self.transform = transform
-        self.index = index
-        # read-only outside this class: the writes go through _put / _drop, which keep the index
+        self.indexes = dict(indexes or {})
+        # read-only outside this class: the writes go through _put / _drop, which keep the
+        # indexes: index name -> value -> the objects with that value
         self.items: dict[Key, dict[str, Any]] = {}
-        self._indexed: dict[str, dict[Key, dict[str, Any]]] = {}
+        self._indexed: dict[str, dict[str, dict[Key, dict[str, Any]]]] = self._no_index()
         self.resource_version = ""
         self.synced = asyncio.Event()
         self.healthy = False
@@ -195,9 +196,12 @@ class Informer:
     def forget(self, namespace: str, name: str) -> None:
         self._drop((namespace, name))
 
-    def indexed(self, value: str) -> list[dict[str, Any]]:
-        """The stored objects whose ``index`` is ``value`` (none without an index)."""
-        return list(self._indexed.get(value, {}).values())
+    def _no_index(self) -> dict[str, dict[str, dict[Key, dict[str, Any]]]]:
+        return {name: {} for name in self.indexes}
+
+    def indexed(self, index: str, value: str) -> list[dict[str, Any]]:
+        """The stored objects whose ``index`` (one of ``indexes``) is ``value``."""
+        return list(self._indexed[index].get(value, {}).values())
 
     def _received(self, doc: dict[str, Any]) -> dict[str, Any]:
         return doc if self.transform is None else self.transform(doc)
@@ -205,21 +209,23 @@ class Informer:
     def _put(self, key: Key, doc: dict[str, Any]) -> None:
         self._drop(key)
         self.items[key] = doc
-        if self.index is not None:
-            value = self.index(doc)
+        for name, index in self.indexes.items():
+            value = index(doc)
             if value:
-                self._indexed.setdefault(value, {})[key] = doc
+                self._indexed[name].setdefault(value, {})[key] = doc
 
     def _drop(self, key: Key) -> None:
         doc = self.items.pop(key, None)
-        if doc is None or self.index is None:
+        if doc is None:
             return
-        value = self.index(doc)
-        bucket = self._indexed.get(value) if value else None
-        if value and bucket is not None:
-            bucket.pop(key, None)
-            if not bucket:
-                del self._indexed[value]
+        for name, index in self.indexes.items():
+            value = index(doc)
+            buckets = self._indexed[name]
+            bucket = buckets.get(value) if value else None
+            if value and bucket is not None:
+                bucket.pop(key, None)
+                if not bucket:
+                    del buckets[value]
 
     async def wait_synced(self, timeout: float) -> None:
         await asyncio.wait_for(self.synced.wait(), timeout)
@@ -277,7 +283,7 @@ class Informer:
             # remembered while the list was on its way back: newer than anything listed
             fresh.update((k, doc) for k, doc in self.items.items() if _version(doc) > listed)
         known = self.items
-        self.items, self._indexed = {}, {}
+        self.items, self._indexed = {}, self._no_index()
         for k, doc in fresh.items():
             self._put(k, doc)
         self.resource_version = listing.resourceVersion

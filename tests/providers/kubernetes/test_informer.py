@@ -509,3 +509,55 @@ def test_a_relist_does_not_record_the_cluster_events_again(
         assert recorded() == ["once", "twice?"]
     finally:
         asyncio.run(cluster.close())
+
+
+def test_the_pod_indexes_follow_every_change_of_a_pod() -> None:
+    """The provider's pod indexes (by node, by app) answer one node's or one app's question
+    without walking every pod: they must follow a pod that is bound, relabelled or forgotten,
+    and never hold a pod Gaia does not manage."""
+    from lightkube.resources.core_v1 import Pod
+
+    from gaia.kube.labels import APP_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+    from gaia.providers.kubernetes.cluster import POD_INDEXES
+
+    informer = Informer(cast(AsyncClient, None), Pod, indexes=POD_INDEXES)
+
+    def pod(name: str, version: int, *, app: str | None, node: str = "") -> dict[str, Any]:
+        labels = {MANAGED_BY_LABEL: MANAGED_BY} if app is not None else {}
+        if app is not None:
+            labels[APP_LABEL] = app
+        return {
+            "metadata": {
+                "namespace": "biz",
+                "name": name,
+                "resourceVersion": str(version),
+                "labels": labels,
+            },
+            "spec": {"nodeName": node} if node else {},
+        }
+
+    def names(index: str, value: str) -> list[str]:
+        return sorted(p["metadata"]["name"] for p in informer.indexed(index, value))
+
+    informer.remember(pod("web-1", 1, app="web"))
+    informer.remember(pod("web-2", 2, app="web", node="n1"))
+    informer.remember(pod("db-1", 3, app="db", node="n1"))
+    informer.remember(pod("stray", 4, app=None, node="n1"))
+    assert names("app", "biz/web") == ["web-1", "web-2"]
+    assert names("app", "biz/db") == ["db-1"]
+    assert names("node", "n1") == ["db-1", "stray", "web-2"]
+    # bound: web-1 joins its node, and stays in its app once
+    informer.remember(pod("web-1", 5, app="web", node="n2"))
+    assert names("node", "n2") == ["web-1"]
+    assert names("app", "biz/web") == ["web-1", "web-2"]
+    # an older version than the cache holds changes nothing
+    informer.remember(pod("web-1", 4, app="db", node="n1"))
+    assert names("app", "biz/web") == ["web-1", "web-2"]
+    # relabelled to another app, then gone: each index forgets it, empty buckets included
+    informer.remember(pod("web-2", 6, app="db", node="n1"))
+    assert names("app", "biz/web") == ["web-1"]
+    assert names("app", "biz/db") == ["db-1", "web-2"]
+    for name in ("web-1", "web-2", "db-1", "stray"):
+        informer.forget("biz", name)
+    assert informer.items == {}
+    assert all(not values for values in informer._indexed.values())
