@@ -121,7 +121,7 @@ from gaia.security import SecretBox
 from gaia.store import apps as store_apps
 from gaia.store import businesses as store_businesses
 from gaia.store import events as store_events
-from gaia.store.apps import AppSnapshot, AppWritten, ConfigSnapshot, Snapshot
+from gaia.store.apps import AppSnapshot, AppWritten, ChangeMark, ConfigSnapshot, Snapshot
 from gaia.store.database import Database
 from gaia.store.models import Cluster
 
@@ -204,7 +204,7 @@ class _Quiet:
 
     at: dt.datetime  # the pass's clock time
     changes: int  # ``AppController.changed`` calls seen by then
-    mark: tuple[int, int, int]  # ``store.apps.change_mark`` read with its snapshot
+    mark: ChangeMark  # ``store.apps.change_mark`` read with its snapshot
 
 
 @dataclass(slots=True)
@@ -405,10 +405,10 @@ class AppController(LoopService):
         return ids
 
     def _store_changes(
-        self, since: tuple[int, int, int]
-    ) -> tuple[tuple[int, int, int], set[int] | None]:
+        self, since: ChangeMark, now: dt.datetime
+    ) -> tuple[ChangeMark, set[int] | None]:
         with self.db.read_session() as session:
-            return store_apps.changed_apps(session, since=since)
+            return store_apps.changed_apps(session, since=since, now=now)
 
     async def run_once(self) -> None:
         self.providers.catch_up()  # a simulated cluster's changes due by now are heard now
@@ -425,7 +425,7 @@ class AppController(LoopService):
         ):
             # what the store says changed since: the apps it concerns, or None (a change
             # that is no one app's, which only a full pass reads)
-            mark, stored = await asyncio.to_thread(self._store_changes, quiet.mark)
+            mark, stored = await asyncio.to_thread(self._store_changes, quiet.mark, now)
             looks = None if stored is None else self._looks(heard, stored)
             if looks is not None:
                 self._quiet = quiet = replace(quiet, mark=mark)  # those changes are seen now
@@ -452,7 +452,7 @@ class AppController(LoopService):
             # access layer, a cluster's own) makes the next tick a full pass again
             self._quiet = _Quiet(at=now, changes=changes, mark=mark)
 
-    async def _pass(self, now: dt.datetime, *, only: set[int] | None) -> tuple[int, int, int]:
+    async def _pass(self, now: dt.datetime, *, only: set[int] | None) -> ChangeMark:
         """A full pass (``only`` None), or one over the apps ``only`` names: their own instances
         are listed (their clusters whole only if one places an instance: placement needs every
         node and instance) and nothing cluster-wide is done (orphans, configs, quotas, dropping
@@ -534,14 +534,12 @@ class AppController(LoopService):
         for app in apps:
             self.queue.waiting(("app", app.id), now=now, version=app.generation)
 
-    def _load(
-        self, now: dt.datetime, only: set[int] | None = None
-    ) -> tuple[tuple[int, int, int], Snapshot]:
+    def _load(self, now: dt.datetime, only: set[int] | None = None) -> tuple[ChangeMark, Snapshot]:
         """The store's change mark and, in the same read, the snapshot (a change committed
         between the two is in the snapshot but not the mark: one pass too many, never one
         too few); ``only``: of those apps."""
         with self.db.read_session() as session:
-            mark = store_apps.change_mark(session)
+            mark = store_apps.change_mark(session, now=now)
             return mark, store_apps.load_snapshot(
                 session,
                 now=now,

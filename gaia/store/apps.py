@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,18 +137,51 @@ def load_templates(session: Session, app_id: int) -> dict[str, TemplateSpec]:
     return {t.name: template_from_document(t.name, t.spec) for t in rows}
 
 
-def change_mark(session: Session) -> tuple[int, int, int]:
+# the tables whose newest ids make the change mark: operation records (every change through the
+# API, on any replica, writes one), app versions and upgrades (a pipeline's deploy writes those
+# without a record)
+_MARKED: tuple[type[OperationRecord] | type[AppTemplate] | type[AppUpgrade], ...] = (
+    OperationRecord,
+    AppTemplate,
+    AppUpgrade,
+)
+# PostgreSQL gives a row its id when it is inserted, so a transaction may commit after one with
+# a higher id: below its top ids a mark keeps the ids it has not seen, and the next tick reads
+# those too. A full pass's mark looks this many ids below each top for them...
+GAP_WINDOW = 64
+# ...and an id is waited for this long at most: a rolled-back insert or a deleted row never shows
+# up (and the resync's full pass reads everything anyway)
+GAP_WAIT = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeMark:
     """What tells the app controller whether the store may have changed since it last looked:
-    the newest operation record (every change through the API, on any replica, writes one with
-    it), app version and upgrade (a pipeline's deploy writes those without a record). Three
-    primary-key lookups: a quiet controller reads this each second instead of its whole
-    snapshot. Equal marks do not prove nothing changed (the controller's own writes and time
-    itself are not in it): the controller also resyncs on a slow period."""
-    return (
-        session.scalar(select(func.max(OperationRecord.id))) or 0,
-        session.scalar(select(func.max(AppTemplate.id))) or 0,
-        session.scalar(select(func.max(AppUpgrade.id))) or 0,
-    )
+    per table of ``_MARKED``, the newest id (``top``) and the ids below it not committed yet
+    when it was read (``missing``: id -> when first missed; read-only). Equal marks do not prove
+    nothing changed (the controller's own writes and time itself are not in it): the controller
+    also resyncs on a slow period."""
+
+    top: tuple[int, int, int]
+    missing: tuple[Mapping[int, dt.datetime], ...] = ({}, {}, {})
+
+
+def _tops(session: Session) -> tuple[int, int, int]:
+    a, b, c = (session.scalar(select(func.max(table.id))) or 0 for table in _MARKED)
+    return a, b, c
+
+
+def change_mark(session: Session, *, now: dt.datetime) -> ChangeMark:
+    """The mark as a full pass reads it: three primary-key lookups (a quiet controller reads
+    the tops each second instead of its whole snapshot), and the ids missing in the
+    ``GAP_WINDOW`` below each."""
+    top = _tops(session)
+    missing = []
+    for table, high in zip(_MARKED, top, strict=True):
+        low = max(high - GAP_WINDOW, 0)
+        present = set(session.scalars(select(table.id).where(table.id > low, table.id <= high)))
+        missing.append({i: now for i in range(low + 1, high + 1) if i not in present})
+    return ChangeMark(top, tuple(missing))
 
 
 # the path of an API call about one app (and what is under it: its instances, templates,
@@ -174,55 +207,63 @@ def app_of_path(path: str) -> tuple[str, str] | None:
 
 
 def changed_apps(
-    session: Session, *, since: tuple[int, int, int]
-) -> tuple[tuple[int, int, int], set[int] | None]:
+    session: Session, *, since: ChangeMark, now: dt.datetime
+) -> tuple[ChangeMark, set[int] | None]:
     """The change mark now and the ids of the apps whose changes took it past ``since`` (an
-    earlier mark), or None when one of them is no one app's (a quota, a config, a cluster, an
-    app created, or more than ``CHANGES_READ`` records): only a full pass reads those.
+    earlier mark) or filled one of its missing ids, or None when one of them is no one app's
+    (a quota, a config, a cluster, an app created) or there are too many to read (more than
+    ``CHANGES_READ`` ids in a table): only a full pass reads those.
 
     An operation record of a call that failed changed nothing and concerns nobody; one of a
     call on an app's path concerns that app; a new app version or upgrade (a pipeline's deploy
-    writes those without a record) concerns its app. On PostgreSQL a record may commit after
-    one with a higher id, and a mark (the highest ids) does not see it: the API tells the
-    controller of its own writes by app (``AppWritten``), and the resync catches the rest."""
-    mark = change_mark(session)
-    if mark == since:
-        return mark, set()
-    records = session.execute(
-        select(OperationRecord.result, OperationRecord.path)
-        .where(OperationRecord.id > since[0], OperationRecord.id <= mark[0])
-        .limit(CHANGES_READ + 1)
-    ).all()
-    if len(records) > CHANGES_READ:
-        return mark, None
+    writes those without a record) concerns its app. A record, version or upgrade that commits
+    after one with a higher id (PostgreSQL, several writers) is seen at the next tick all the
+    same: the mark keeps the ids it skipped (``ChangeMark.missing``) and reads them again."""
+    top = _tops(session)
+    if top == since.top and not any(since.missing):
+        return since, set()
+    rows: list[Sequence[Any]] = []
+    missing: list[dict[int, dt.datetime]] = []
+    columns = (
+        (OperationRecord.result, OperationRecord.path),
+        (AppTemplate.app_id,),
+        (AppUpgrade.app_id,),
+    )
+    for table, extra, low, high, before in zip(
+        _MARKED, columns, since.top, top, since.missing, strict=True
+    ):
+        waited = {i: at for i, at in before.items() if now - at < GAP_WAIT}
+        if high - low + len(waited) > CHANGES_READ:
+            return since, None
+        wanted = (table.id > low) & (table.id <= high)
+        if waited:
+            wanted = wanted | table.id.in_(sorted(waited))
+        found = session.execute(select(table.id, *extra).where(wanted)).all()
+        ids = {row[0] for row in found}
+        gaps = {i: at for i, at in waited.items() if i not in ids}
+        gaps.update((i, now) for i in range(low + 1, high + 1) if i not in ids)
+        rows.append(found)
+        missing.append(gaps)
+    mark = ChangeMark(top, tuple(missing))
     names: set[tuple[str, str]] = set()
-    for result, path in records:
+    for _id, result, path in rows[0]:
         if result != "success":
             continue
         app = app_of_path(path)
         if app is None:
             return mark, None
         names.add(app)
-    ids = set(
-        session.scalars(
-            select(AppTemplate.app_id).where(AppTemplate.id > since[1], AppTemplate.id <= mark[1])
-        )
-    )
-    ids |= set(
-        session.scalars(
-            select(AppUpgrade.app_id).where(AppUpgrade.id > since[2], AppUpgrade.id <= mark[2])
-        )
-    )
+    ids = {app_id for _id, app_id in rows[1]} | {app_id for _id, app_id in rows[2]}
     if names:
-        rows = session.execute(
+        found_apps = session.execute(
             select(App.id, Business.name, App.name)
             .join(Business, Business.id == App.business_id)
             .where(App.name.in_({name for _, name in names}))
         ).all()
-        found = {(business, name): app_id for app_id, business, name in rows}
-        if not names <= found.keys():
+        by_name = {(business, name): app_id for app_id, business, name in found_apps}
+        if not names <= by_name.keys():
             return mark, None  # an app gone (purged) meanwhile: let a full pass see
-        ids |= {found[key] for key in names}
+        ids |= {by_name[key] for key in names}
     return mark, ids
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gaia.controllers import apps as controller_module
 from gaia.controllers.access import AccessGateway, Dnsmasq, Haproxy
@@ -25,7 +26,7 @@ from gaia.platform import Platform
 from gaia.store import apps as store_apps
 from gaia.store import leases
 from gaia.store.apps import AppWritten
-from gaia.store.models import AppTemplate, Business, utcnow
+from gaia.store.models import AppTemplate, Business, OperationRecord, utcnow
 from tests.conftest import World, missing_component
 from tests.support.apps_harness import BIZ, AppsHarness, template
 from tests.support.kube import free_port
@@ -164,10 +165,45 @@ def test_a_deploy_without_a_record_is_seen_as_its_apps(world: World, platform: P
     assert h.controller.last.actions["replace-image"] == 1  # the first batch, in place
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_another_replicas_write_that_commits_late_is_seen_at_the_next_tick(
+    world: World, platform: Platform
+) -> None:
+    """On PostgreSQL another replica's scale-out may commit after a write with a higher record
+    id (here api's) was seen: the next tick looks at web all the same, well before the resync
+    (``store.apps.ChangeMark.missing``)."""
+    h = quiet(world, platform)
+    two_apps(h)
+    assert full_passes(h, 2) == 0
+    slow = Session(platform.db.engine)  # another replica's request, in flight
+    try:
+        business = slow.scalars(select(Business).where(Business.name == "alpha")).one()
+        web = store_apps.find_app(slow, business=business, name="web", lock=True)
+        store_apps.scale_out(slow, business=business, app=web, template=None, count=1)
+        slow.add(app_record(f"{BIZ}/apps/web/scale-out"))
+        slow.flush()
+        with platform.db.write_session() as session:
+            session.add(app_record(f"{BIZ}/apps/api/restart"))
+        assert passes_by_kind(h, 1)[:2] == (0, 1)  # api's write, looked at alone
+        assert h.controller.last.apps == 1 and not any(h.controller.last.actions.values())
+        slow.commit()
+    finally:
+        slow.close()
+    assert passes_by_kind(h, 1)[:2] == (0, 1)
+    assert h.controller.last.actions["create"] == 1
+    h.settle(h.ready("web", 3), limit_s=30)
+
+
+def app_record(path: str) -> OperationRecord:
+    return OperationRecord(
+        actor="dev", action="app call", method="POST", path=path, result="success", status_code=200
+    )
+
+
 def test_the_apis_own_write_is_heard_with_its_app(world: World, platform: Platform) -> None:
-    """The running platform's API tells the controller which app it changed (``AppWritten``),
-    which covers a record a mark cannot see (on PostgreSQL a record may commit after one with a
-    higher id); an app the controller has not seen makes a full pass."""
+    """The running platform's API tells the controller which app it changed (``AppWritten``):
+    looked at at once, without waiting for the tick to read the store's change mark; an app the
+    controller has not seen makes a full pass."""
     h = quiet(world, platform)
     two_apps(h)
     h.controller.changed(AppWritten("alpha", "api"))
