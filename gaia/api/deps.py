@@ -49,6 +49,7 @@ from starlette.types import Scope
 
 from gaia.domain.errors import Forbidden, NotFound, Unauthenticated
 from gaia.domain.rbac import Permission, allows
+from gaia.monitor.metrics.platform import route_template
 from gaia.store import apps as store_apps
 from gaia.store.clusters import cluster_named
 from gaia.store.identity import Principal as Principal  # the caller, as routes name it
@@ -114,6 +115,7 @@ class AuditContext:
             status_code=status,
             error=_clean(self.error, 4000),
             client=_clean(client[0] if client else "", 100),
+            touches=touched_apps(scope) if status < 400 else store_apps.TOUCHES_NOTHING,
         )
 
 
@@ -215,6 +217,40 @@ def commit_change(session: Session) -> None:
         commit()
 
 
+# the routes under one app (its instances, versions, upgrades...): a change there is that app's
+_APP_ROUTE = "/api/v1/businesses/{biz}/apps/{app}"
+# routes whose writes change nothing the app controller reads: who may call, alerting, backups,
+# the registry's own bookkeeping, pipelines' definitions (a pipeline's deploy writes app versions
+# and upgrades, which the store's change mark sees by themselves), a new business (no app, no
+# quota yet). By route template; a write route in neither list concerns the whole platform (a
+# full pass), so a route added later is safe whatever it does.
+_NO_APP_STATE = (
+    "/api/v1/alerts/",
+    "/api/v1/auth/",
+    "/api/v1/backups",
+    "/api/v1/hooks/",
+    "/api/v1/registry/",
+    "/api/v1/tokens",
+    "/api/v1/users",
+    "/api/v1/businesses/{biz}/members/",
+    "/api/v1/businesses/{biz}/pipelines",
+    "/api/v1/clusters/{cluster}/alert-rules",
+)
+
+
+def touched_apps(scope: Scope) -> str:
+    """What a successful write changed of what the app controller reads, as its operation
+    record says it (``OperationRecord.touches``): one app ("<business>/<app>"), nothing (""),
+    or anything ("*")."""
+    template = route_template(scope)
+    if template == _APP_ROUTE or template.startswith(_APP_ROUTE + "/"):
+        params = scope.get("path_params") or {}
+        return store_apps.touches_app(str(params["biz"]), str(params["app"]))
+    if template == "/api/v1/businesses" or template.startswith(_NO_APP_STATE):
+        return store_apps.TOUCHES_NOTHING
+    return store_apps.TOUCHES_ALL
+
+
 def _commit_change(request: Request, session: Session) -> None:
     record = _record_of_success(request)
     if record is not None:
@@ -222,10 +258,10 @@ def _commit_change(request: Request, session: Session) -> None:
     session.commit()
     if record is not None:
         audit(request).written = (record.id, record.status_code)
-    if "/apps" in request.url.path:
+    if route_template(request.scope).startswith("/api/v1/businesses/{biz}/apps"):
         # a change to an app: the controller looks at it now, not at its next resync; one
         # app's (not a new app's) is looked at alone
-        app = store_apps.app_of_path(request.url.path)
+        app = store_apps.app_touched(touched_apps(request.scope))
         platform(request).nudge("apps", None if app is None else store_apps.AppWritten(*app))
 
 

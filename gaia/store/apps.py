@@ -23,7 +23,6 @@ the arithmetic is ``gaia.domain.resources`` (see docs/architecture.md).
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -184,11 +183,24 @@ def change_mark(session: Session, *, now: dt.datetime) -> ChangeMark:
     return ChangeMark(top, tuple(missing))
 
 
-# the path of an API call about one app (and what is under it: its instances, templates,
-# upgrades...): /api/v1/businesses/<business>/apps/<app>[/...]
-_APP_PATH = re.compile(r"^/api/v1/businesses/([^/]+)/apps/([^/]+)(?:/|$)")
-# the most operation records a tick reads to tell whose they are; beyond, a full pass
+# what an operation record says it changed (``OperationRecord.touches``): "<business>/<app>" one
+# app, TOUCHES_NOTHING nothing the app controller reads, TOUCHES_ALL (or None) anything
+TOUCHES_NOTHING = ""
+TOUCHES_ALL = "*"
+# the most ids a tick reads per table to tell whose changes they are; beyond, a full pass
 CHANGES_READ = 200
+
+
+def touches_app(business: str, app: str) -> str:
+    return f"{business}/{app}"  # neither name holds a "/"
+
+
+def app_touched(touches: str | None) -> tuple[str, str] | None:
+    """(business, app) of a record that touches one app, else None."""
+    if not touches or touches == TOUCHES_ALL:
+        return None
+    business, _, app = touches.partition("/")
+    return business, app
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,12 +212,6 @@ class AppWritten:
     name: str
 
 
-def app_of_path(path: str) -> tuple[str, str] | None:
-    """(business, app) of an API path about one app, else None."""
-    match = _APP_PATH.match(path)
-    return None if match is None else (match[1], match[2])
-
-
 def changed_apps(
     session: Session, *, since: ChangeMark, now: dt.datetime
 ) -> tuple[ChangeMark, set[int] | None]:
@@ -214,18 +220,19 @@ def changed_apps(
     (a quota, a config, a cluster, an app created) or there are too many to read (more than
     ``CHANGES_READ`` ids in a table): only a full pass reads those.
 
-    An operation record of a call that failed changed nothing and concerns nobody; one of a
-    call on an app's path concerns that app; a new app version or upgrade (a pipeline's deploy
-    writes those without a record) concerns its app. A record, version or upgrade that commits
-    after one with a higher id (PostgreSQL, several writers) is seen at the next tick all the
-    same: the mark keeps the ids it skipped (``ChangeMark.missing``) and reads them again."""
+    An operation record says what its call changed (``OperationRecord.touches``, which the API
+    sets: a failed call, a login or an alert rule changed nothing the controller reads); a new
+    app version or upgrade (a pipeline's deploy writes those without a record) concerns its
+    app. A record, version or upgrade that commits after one with a higher id (PostgreSQL,
+    several writers) is seen at the next tick all the same: the mark keeps the ids it skipped
+    (``ChangeMark.missing``) and reads them again."""
     top = _tops(session)
     if top == since.top and not any(since.missing):
         return since, set()
     rows: list[Sequence[Any]] = []
     missing: list[dict[int, dt.datetime]] = []
     columns = (
-        (OperationRecord.result, OperationRecord.path),
+        (OperationRecord.touches,),
         (AppTemplate.app_id,),
         (AppUpgrade.app_id,),
     )
@@ -246,12 +253,12 @@ def changed_apps(
         missing.append(gaps)
     mark = ChangeMark(top, tuple(missing))
     names: set[tuple[str, str]] = set()
-    for _id, result, path in rows[0]:
-        if result != "success":
+    for _id, touches in rows[0]:
+        if touches == TOUCHES_NOTHING:
             continue
-        app = app_of_path(path)
+        app = app_touched(touches)
         if app is None:
-            return mark, None
+            return mark, None  # anything, or a record from before the API said (None)
         names.add(app)
     ids = {app_id for _id, app_id in rows[1]} | {app_id for _id, app_id in rows[2]}
     if names:

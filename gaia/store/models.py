@@ -287,6 +287,10 @@ class OperationRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     error: Mapped[str] = mapped_column(Text, default="")
     client: Mapped[str] = mapped_column(String(100), default="")
+    # what the call changed of what the app controller reads (``gaia.store.apps.changed_apps``):
+    # "<business>/<app>" one app, "" nothing (a failed call, a login, an alert rule...), "*"
+    # anything else; None: written before revision 0017 (read as "*")
+    touches: Mapped[str | None] = mapped_column(String(110), nullable=True)
 
 
 class Event(Base):

@@ -130,6 +130,35 @@ def test_a_failed_write_changes_nothing_and_a_write_no_apps_makes_a_full_pass(
     assert passes_by_kind(h, 1)[:2] == (1, 0)
 
 
+def test_a_write_that_changes_nothing_the_controller_reads_makes_no_pass(
+    world: World, platform: Platform
+) -> None:
+    """A login, a token, a new user, a member, a new business: recorded (the store's change
+    mark moves), and the API's record says they touch no app (``OperationRecord.touches``), so
+    the quiet controller makes no pass for them (before, each made a full one)."""
+    h = quiet(world, platform)
+    two_apps(h)
+    admin = world.admin
+    calls = [
+        ("POST", "/api/v1/auth/login", {"username": "dev", "password": "dev-password"}, None),
+        ("POST", "/api/v1/tokens", {"name": "ci"}, h.headers),
+        ("POST", "/api/v1/users", {"username": "newbie", "password": "newbie-password"}, admin),
+        ("PUT", f"{BIZ}/members/newbie", {"role": "viewer"}, admin),
+        ("POST", "/api/v1/businesses", {"name": "gamma"}, admin),
+    ]
+    for method, path, body, headers in calls:
+        r = h.client.request(method, path, json=body, headers=headers)
+        assert r.status_code < 300, (path, r.text)
+        latest = h.client.get("/api/v1/records?limit=1", headers=admin).json()["items"][0]
+        assert (latest["path"], latest["result"]) == (path, "success")
+        assert passes_by_kind(h, 1)[:2] == (0, 0), path
+    with platform.db.read_session() as session:
+        touched = session.scalars(
+            select(OperationRecord.touches).order_by(OperationRecord.id.desc()).limit(len(calls))
+        ).all()
+    assert touched == [""] * len(calls)
+
+
 def test_a_deploy_without_a_record_is_seen_as_its_apps(world: World, platform: Platform) -> None:
     """A pipeline's deploy writes a new version and an upgrade and no operation record: the
     store's change mark moves with them, and they name their app."""
@@ -180,10 +209,10 @@ def test_another_replicas_write_that_commits_late_is_seen_at_the_next_tick(
         business = slow.scalars(select(Business).where(Business.name == "alpha")).one()
         web = store_apps.find_app(slow, business=business, name="web", lock=True)
         store_apps.scale_out(slow, business=business, app=web, template=None, count=1)
-        slow.add(app_record(f"{BIZ}/apps/web/scale-out"))
+        slow.add(app_record("web", "scale-out"))
         slow.flush()
         with platform.db.write_session() as session:
-            session.add(app_record(f"{BIZ}/apps/api/restart"))
+            session.add(app_record("api", "restart"))
         assert passes_by_kind(h, 1)[:2] == (0, 1)  # api's write, looked at alone
         assert h.controller.last.apps == 1 and not any(h.controller.last.actions.values())
         slow.commit()
@@ -194,9 +223,16 @@ def test_another_replicas_write_that_commits_late_is_seen_at_the_next_tick(
     h.settle(h.ready("web", 3), limit_s=30)
 
 
-def app_record(path: str) -> OperationRecord:
+def app_record(app: str, verb: str) -> OperationRecord:
+    """The record of a successful call on one of alpha's apps, as the API writes it."""
     return OperationRecord(
-        actor="dev", action="app call", method="POST", path=path, result="success", status_code=200
+        actor="dev",
+        action=verb,
+        method="POST",
+        path=f"{BIZ}/apps/{app}/{verb}",
+        result="success",
+        status_code=200,
+        touches=store_apps.touches_app("alpha", app),
     )
 
 

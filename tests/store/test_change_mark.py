@@ -53,6 +53,7 @@ def record(session: Session, app: str, *, result: str = "success") -> int:
         path=f"/api/v1/businesses/alpha/apps/{app}/scale-out",
         result=result,
         status_code=200 if result == "success" else 409,
+        touches=store_apps.touches_app("alpha", app) if result == "success" else "",
     )
     session.add(row)
     session.flush()  # the id is taken now, as the API's insert takes it

@@ -50,6 +50,7 @@ from gaia.api.schemas.configs import (
 from gaia.domain.errors import GaiaError
 from gaia.domain.rbac import Permission
 from gaia.security import SecretBox
+from gaia.store import apps as store_apps
 from gaia.store import configs
 from gaia.store.models import Business, ConfigItem, OperationRecord
 from gaia.store.records import append_record
@@ -390,6 +391,7 @@ def _record_reveal(request: Request, ctx: AuditContext, *, status: int) -> None:
         status_code=status,
         error=ctx.error,
         client=client.host if client else "",
+        touches=store_apps.TOUCHES_NOTHING,  # a read
     )
     append_record(platform(request).db, record=record)
 
