@@ -217,8 +217,10 @@ def commit_change(session: Session) -> None:
         commit()
 
 
-# the routes under one app (its instances, versions, upgrades...): a change there is that app's
-_APP_ROUTE = "/api/v1/businesses/{biz}/apps/{app}"
+# a business's apps (a new app: no one app's), and the routes under one app (its instances,
+# versions, upgrades...): a change there is that app's
+_APPS_ROUTE = "/api/v1/businesses/{biz}/apps"
+_APP_ROUTE = _APPS_ROUTE + "/{app}"
 # routes whose writes change nothing the app controller reads: who may call, alerting, backups,
 # the registry's own bookkeeping, pipelines' definitions (a pipeline's deploy writes app versions
 # and upgrades, which the store's change mark sees by themselves), a new business (no app, no
@@ -258,7 +260,7 @@ def _commit_change(request: Request, session: Session) -> None:
     session.commit()
     if record is not None:
         audit(request).written = (record.id, record.status_code)
-    if route_template(request.scope).startswith("/api/v1/businesses/{biz}/apps"):
+    if route_template(request.scope).startswith(_APPS_ROUTE):
         # a change to an app: the controller looks at it now, not at its next resync; one
         # app's (not a new app's) is looked at alone
         app = store_apps.app_touched(touched_apps(request.scope))
