@@ -83,7 +83,13 @@ from gaia.domain.restarts import (
     decide_restart,
     should_blacklist,
 )
-from gaia.domain.upgrades import UpgradeState, step_upgrade, upcoming
+from gaia.domain.upgrades import (
+    Prepull,
+    UpgradeState,
+    step_upgrade,
+    template_to_prepull,
+    upcoming,
+)
 from gaia.kube.labels import APP_LABEL as LABEL_APP
 from gaia.kube.labels import INSTANCE_LABEL as LABEL_INSTANCE
 from gaia.kube.labels import MANAGED_BY_LABEL as MANAGED_BY
@@ -876,9 +882,16 @@ class AppController(LoopService):
     ) -> tuple[str, frozenset[str]]:
         """The image the next batches of a running upgrade will need, and the nodes that will
         need it: those of the batches' instances that move in place (an instance recreated
-        lands wherever the scheduler puts it, so its node now tells nothing)."""
+        lands wherever the scheduler puts it, so its node now tells nothing). With no upgrade
+        in flight, for an app with ``Prepull.TEMPLATES``: its newest version that no instance
+        is assigned yet, onto the nodes of its running instances that would move to it in
+        place (``template_to_prepull``); nothing for ``Prepull.OFF``."""
         upgrade = app.upgrade
-        if upgrade is None or state is not UpgradeState.RUNNING or app.state != "running":
+        if app.prepull is Prepull.OFF or app.state != "running":
+            return ("", frozenset())
+        if upgrade is None and app.prepull is Prepull.TEMPLATES:
+            return _template_wish(app, by_id)
+        if upgrade is None or state is not UpgradeState.RUNNING:
             return ("", frozenset())
         plan = upgrade.plan
         target = app.templates.get(plan.target)
@@ -1304,6 +1317,29 @@ def unbound_for(inst: Instance, *, now: dt.datetime) -> dt.timedelta | None:
     if inst.phase != InstancePhase.SCHEDULED or inst.node or inst.created_at is None:
         return None
     return now - inst.created_at
+
+
+def _template_wish(app: AppSnapshot, by_id: Mapping[int, Instance]) -> tuple[str, frozenset[str]]:
+    """``Prepull.TEMPLATES`` with no upgrade in flight: the newest version no instance is
+    assigned yet, onto the nodes of the running instances that would move to it in place. An
+    node where an instance of the app still pulls or starts is left out until it runs: the
+    pre-pull would share the node's link with that instance's own pull and slow it down."""
+    name = template_to_prepull(app.templates, app.instances)
+    if name is None:
+        return ("", frozenset())
+    target = app.templates[name]
+    in_place = {v for v, t in app.templates.items() if t.same_shape(target)}
+    nodes: set[str] = set()
+    busy: set[str] = set()
+    for inst in by_id.values():
+        if not inst.node:
+            continue
+        if inst.phase is not InstancePhase.RUNNING:
+            busy.add(inst.node)
+        elif app.instances.get(inst.instance_id) in in_place:
+            nodes.add(inst.node)
+    nodes -= busy
+    return (target.image, frozenset(nodes)) if nodes else ("", frozenset())
 
 
 def _left_unbound_event(

@@ -15,7 +15,10 @@ upgrade exists to stop a bad version before it is everywhere.
 
 ``upcoming`` names the next batches (the ids still waiting, in plan order), so the platform can
 pull the target image onto their nodes while the current batch restarts (a batch then costs the
-restart, not the pull too).
+restart, not the pull too). An app whose ``Prepull`` is ``templates`` goes one step further:
+with no upgrade in flight, ``template_to_prepull`` names the newest version it declared that no
+instance is assigned yet, so its image is on the nodes before the upgrade to it begins (the
+first batch then costs its restart only as well).
 
 States: Running → Succeeded, Running ⇄ Paused, any → RollingBack → RolledBack.
 """
@@ -26,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gaia.domain.apps import InstanceView
+from gaia.domain.apps import InstanceView, TemplateSpec
 from gaia.domain.errors import Conflict, InvalidRequest
 
 
@@ -167,6 +170,46 @@ def step_upgrade(
         state=plan.state,
         progress=progress(batch),
     )
+
+
+class Prepull(StrEnum):
+    """What an app lets the platform pull onto its nodes before an instance needs it.
+
+    - ``upgrades`` (the default): while a gray upgrade runs, the target image onto the nodes of
+      its next batches (``upcoming``), so a batch costs its restart and not its pull;
+    - ``templates``: that, and with no upgrade in flight the newest declared version that no
+      instance is assigned (``template_to_prepull``) onto the nodes of the running instances
+      that would move to it in place, so the upgrade's first batch is warm too. It costs disk
+      and link on those nodes for a version that may never roll out;
+    - ``off``: nothing ahead of time; each instance pulls in its turn (a cluster short of
+      disk or of registry bandwidth)."""
+
+    UPGRADES = "upgrades"
+    TEMPLATES = "templates"
+    OFF = "off"
+
+
+def template_to_prepull(
+    templates: Mapping[str, TemplateSpec], instances: Mapping[int, str]
+) -> str | None:
+    """The version an app with ``Prepull.TEMPLATES`` has pulled ahead of its upgrade: the
+    newest of ``templates`` (given in the order they were declared), if it was declared after
+    every version the map assigns and an assigned one moves to it in place (same shape, another
+    image; an instance recreated lands wherever the scheduler puts it, so no node can be
+    warmed for it). None otherwise: an older version is a roll back's, whose image the nodes
+    ran already. One version, not all of them: each costs disk on every node of the app, and
+    the newest is the one an upgrade goes to next."""
+    if not templates:
+        return None
+    assigned = set(instances.values())
+    newest = list(templates)[-1]
+    if newest in assigned:
+        return None
+    candidate = templates[newest]
+    running = [templates[name] for name in assigned if name in templates]
+    if any(candidate.image != t.image and candidate.same_shape(t) for t in running):
+        return newest
+    return None
 
 
 def upcoming(

@@ -44,7 +44,7 @@ from gaia.domain.apps import (
 from gaia.domain.errors import Conflict, InvalidRequest, NotFound
 from gaia.domain.network import policy_of
 from gaia.domain.resources import ResourceVector, check_fits, quota_exceeded
-from gaia.domain.upgrades import ACTIVE, GrayUpgradePlan, UpgradeState, new_plan
+from gaia.domain.upgrades import ACTIVE, GrayUpgradePlan, Prepull, UpgradeState, new_plan
 from gaia.security import SecretBox
 from gaia.store import network, quotas
 from gaia.store.configs import load_config_data
@@ -100,6 +100,8 @@ class AppSnapshot:
     # (subnet, zone) of the cluster's pools that have a free address
     ip_subnets: dict[int, str] = field(default_factory=dict)
     free_subnets: frozenset[tuple[str, str]] = frozenset()
+    # what may be pulled onto the app's nodes ahead of time (``gaia.domain.upgrades.Prepull``)
+    prepull: Prepull = Prepull.UPGRADES
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,10 @@ def plan_of(row: AppUpgrade) -> GrayUpgradePlan:
 
 
 def load_templates(session: Session, app_id: int) -> dict[str, TemplateSpec]:
-    rows = session.scalars(select(AppTemplate).where(AppTemplate.app_id == app_id))
+    """The app's versions, in the order they were declared."""
+    rows = session.scalars(
+        select(AppTemplate).where(AppTemplate.app_id == app_id).order_by(AppTemplate.id)
+    )
     return {t.name: template_from_document(t.name, t.spec) for t in rows}
 
 
@@ -294,7 +299,10 @@ def load_snapshot(
     # this every second, and a platform may hold thousands that have neither
     businesses: dict[int, str] = {}
     templates: dict[int, dict[str, TemplateSpec]] = defaultdict(dict)
-    for t in session.scalars(of_apps(select(AppTemplate), AppTemplate.app_id)):
+    # in the order they were declared (``template_to_prepull`` takes the newest)
+    for t in session.scalars(
+        of_apps(select(AppTemplate), AppTemplate.app_id).order_by(AppTemplate.id)
+    ):
         templates[t.app_id][t.name] = template_from_document(t.name, t.spec)
     upgrades = {
         r.app_id: r
@@ -353,6 +361,7 @@ def load_snapshot(
                 blacklist=frozenset(blacklist[row.id]),
                 recent_failures=failures[row.id],
                 gpu_model_limits=dict(model_limits.get((row.business_id, row.cluster_id), {})),
+                prepull=Prepull(row.prepull),
             )
         )
         if any(policy_of(t.body) for t in templates[row.id].values()):
@@ -689,6 +698,7 @@ def create_app(
     replicas: int,
     domain: str,
     created_by: str,
+    prepull: Prepull = Prepull.UPGRADES,
 ) -> App:
     """Store a new app with ``replicas`` instances of ``default_template`` (ids 0..replicas-1),
     admitted against the quota; ``Conflict`` when the name is taken in the business."""
@@ -709,6 +719,7 @@ def create_app(
         next_instance_id=replicas,
         state="running",
         domain=domain,
+        prepull=prepull.value,
         created_by=created_by,
         created_at=now,
         updated_at=now,
@@ -749,6 +760,7 @@ def update_app(
     description: str | None,
     default_template: str | None,
     domain: str | None,
+    prepull: Prepull | None = None,
 ) -> list[str]:
     """Change what is given (None leaves a field); returns what changed, for the record."""
     changes = []
@@ -764,6 +776,9 @@ def update_app(
         _claim_domain(session, domain, app_id=app.id)
         app.domain = domain
         changes.append(f"domain {domain or '(none)'}")
+    if prepull is not None and prepull.value != app.prepull:
+        app.prepull = prepull.value
+        changes.append(f"pre-pull {prepull.value}")
     app.updated_at = utcnow()
     return changes
 

@@ -357,6 +357,11 @@ class App(Base):
     next_instance_id: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), default="running")  # "running" | "stopped"
     domain: Mapped[str] = mapped_column(String(253), default="")
+    # what the platform may pull onto the app's nodes ahead of time (``gaia.domain.upgrades.
+    # Prepull``; migration 0018)
+    prepull: Mapped[str] = mapped_column(
+        String(16), default="upgrades", server_default=text("'upgrades'")
+    )
     generation: Mapped[int] = mapped_column(Integer, default=1)
     created_by: Mapped[str] = mapped_column(String(63), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -23,6 +23,7 @@ from gaia.api.schemas.base import (
     Strict,
 )
 from gaia.domain.gpu_links import RequiredLink
+from gaia.domain.upgrades import Prepull
 
 VERSION_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
 APP_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -173,6 +174,16 @@ class TemplateOut(Strict):
     instances: int = Field(description="instances the app map assigns to this template")
 
 
+PREPULL_DOC = (
+    "what the platform pulls onto the app's nodes ahead of time: 'upgrades' (the default) the "
+    "target image onto the nodes of a running gray upgrade's next batches; 'templates' that, and "
+    "with no upgrade in flight the newest declared version no instance is assigned yet (if "
+    "instances move to it in place) onto the nodes of the running instances, so the first "
+    "batch of its upgrade does not wait for the pull either; 'off' nothing (each instance "
+    "pulls in its turn)"
+)
+
+
 class AppIn(Strict):
     name: AppName
     cluster: str = Field(pattern=NAME_PATTERN, max_length=63)
@@ -183,6 +194,7 @@ class AppIn(Strict):
     )
     replicas: int = Field(default=1, ge=0, le=10_000)
     domain: str = Field(default="", max_length=253)
+    prepull: Prepull = Field(default=Prepull.UPGRADES, description=PREPULL_DOC)
     allow_pending: bool = Field(
         default=False,
         description="accept templates whose one instance fits no node of the cluster even when "
@@ -207,6 +219,7 @@ class AppUpdate(Strict):
     description: MultiLineText | None = Field(default=None, max_length=2000)
     default_template: Version | None = None
     domain: str | None = Field(default=None, max_length=253)
+    prepull: Prepull | None = Field(default=None, description=PREPULL_DOC)
 
     @field_validator("domain")
     @classmethod
@@ -272,6 +285,7 @@ class AppOut(Strict):
     ready: int | None = Field(description="ready instances; null if the cluster is unreachable")
     running: int | None
     domain: str
+    prepull: Prepull = Field(description=PREPULL_DOC)
     resources: ResourceAmounts = Field(description="what the app's instances request in total")
     upgrade: UpgradeOut | None
     created_by: str

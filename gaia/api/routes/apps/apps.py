@@ -97,6 +97,7 @@ async def create_app(
         replicas=body.replicas,
         domain=body.domain,
         created_by=principal.username,
+        prepull=body.prepull,
     )
     await check_fit(
         request,
@@ -144,6 +145,7 @@ def update_app(
         description=body.description,
         default_template=body.default_template,
         domain=body.domain,
+        prepull=body.prepull,
     )
     target.audit.summary = f"updated app '{app}': {', '.join(changes) or 'nothing'}"
     return app_out(session, target.business, target.app, None)

@@ -31,7 +31,7 @@ from gaia.api.schemas.apps import (
 )
 from gaia.api.schemas.base import NAME_PATTERN, ResourceAmounts
 from gaia.domain import apps as domain_apps
-from gaia.domain.upgrades import step_upgrade
+from gaia.domain.upgrades import Prepull, step_upgrade
 from gaia.providers.port import Instance, InstanceState
 from gaia.store import apps as store_apps
 from gaia.store.models import App, AppTemplate, AppUpgrade, Business, InstanceFailure
@@ -175,6 +175,7 @@ def app_out(
         if observed is None
         else sum(1 for s in observed.states.values() if s.phase == "Running"),
         domain=app.domain,
+        prepull=Prepull(app.prepull),
         resources=ResourceAmounts.from_vector(domain_apps.demand(instances, templates)),
         upgrade=None
         if upgrade is None
