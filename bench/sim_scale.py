@@ -8,8 +8,14 @@ smoke run, ``--help`` for the sizes). In one process, on SQLite in a temporary d
    then the real ``AppController`` is run pass after pass while a ``ManualClock`` is stepped
    ``--step`` simulated seconds per pass, until every instance is Running and ready;
 3. **gray upgrade, in place**: half the instances (ids 0, 2, 4, ...) to ``v2`` (only the image
-   differs), ``--batch`` at a time, until the upgrade reports Succeeded;
-4. **baseline, recreate**: the same half of a twin app (same layer sizes, another repository so
+   differs), ``--batch`` at a time, until the upgrade reports Succeeded. The app is created
+   with ``prepull: templates``, so while its instances come up (and before the upgrade is
+   asked for) the platform pulls ``v2``, declared with the app and run by no instance, onto
+   the nodes of the instances already running;
+4. **the same, cold**: a twin app (another repository) with the default ``prepull:
+   upgrades``, whose upgrade's first batch pulls in its turn (the later batches' pulls
+   overlap the earlier batches' restarts);
+5. **baseline, recreate**: the same half of a twin app (same layer sizes, another repository so
    its caches start as cold as ours did) moved to a template that differs in more than the image
    (memory), which the platform must do by deleting and re-creating each instance, as a plain
    Deployment rolling update does to every pod. Same batch size.
@@ -24,9 +30,11 @@ v2 must cross each node's link once per batch, so ``batches x (changed bytes / n
 bandwidth)`` is the least simulated time an upgrade with that batch size takes when each batch
 pulls in its turn. Since issue 22 the controller pre-pulls the next batches' image while a batch
 restarts, so the pulls overlap and that limit (computed the same way, for comparison) is no
-longer a floor; the floor printed beside it is the simulated kubelet's: the first batch's pull
-(nothing is warm yet) plus, per batch, the restart no pre-pull can hide (the watch reaching the
-kubelet, creating and starting the container: the sim's ``WATCH_S + CREATE_S + START_S``).
+longer a floor; the floors printed beside it are the simulated kubelet's: cold, the first
+batch's pull (nothing is warm yet) plus, per batch, the restart no pre-pull can hide (the watch
+reaching the kubelet, creating and starting the container: the sim's ``WATCH_S + CREATE_S +
+START_S``); with the version pulled before its upgrade (``prepull: templates``), the restarts
+alone.
 
 Simulated time, with ``--wake events``, moves as an event-driven controller lives it: a pass at
 once after the API write that begins a phase (the platform wakes the controller on API writes to
@@ -340,18 +348,25 @@ def main() -> None:
         # a 60 MB top layer that differs between them
         sim = bench.sim()
         mb = 1_000_000
-        for repo in ("bench/web", "bench/api"):
+        for repo in ("bench/web", "bench/cold", "bench/api"):
             sim.register_image(f"{repo}:1", [40 * mb, 80 * mb, 40 * mb, 60 * mb])
             sim.register_image(f"{repo}:2", [40 * mb, 80 * mb, 40 * mb, 60 * mb + 1])
         phases = []
         quiet: list[Quiet] = []
         # separate repositories, so the baseline starts with caches as cold as ours did
-        for app, first, second in (
-            ("inplace", template("v1", "bench/web:1"), template("v2", "bench/web:2")),
+        for app, first, second, prepull in (
+            (
+                "inplace",
+                template("v1", "bench/web:1"),
+                template("v2", "bench/web:2"),
+                "templates",
+            ),
+            ("cold", template("v1", "bench/cold:1"), template("v2", "bench/cold:2"), "upgrades"),
             (
                 "recreate",
                 template("v1", "bench/api:1"),
                 template("v2", "bench/api:2", memory=384),
+                "upgrades",
             ),
         ):
             bench.call(
@@ -362,6 +377,7 @@ def main() -> None:
                     "cluster": "scale",
                     "templates": [first, second],
                     "replicas": n,
+                    "prepull": prepull,
                 },
             )
             phases.append(bench.run_until(f"create {n} ({app} app)", bench.all_ready(app, n)))
@@ -371,7 +387,11 @@ def main() -> None:
                 f"{BIZ}/apps/{app}/upgrades",
                 {"template": "v2", "instance_ids": half, "max_unavailable": args.batch},
             )
-            kind = "in place" if app == "inplace" else "recreate (baseline)"
+            kind = {
+                "inplace": "in place, v2 pre-pulled",
+                "cold": "in place, cold",
+                "recreate": "recreate (baseline)",
+            }[app]
             phase = bench.run_until(f"upgrade {len(half)}: {kind}", bench.upgrade_done(app))
             after = {i.instance_id: i.node for i in bench.observed(app)}
             phase.moved = sum(1 for i in half if after.get(i) != before.get(i))
@@ -455,7 +475,7 @@ def main() -> None:
         )
         for p in phases:
             print(
-                f"{p.name:<46} {p.sim_s:>8.1f} {p.wall_s:>8.1f} {p.controller_s:>8.1f} "
+                f"{p.name:<46} {p.sim_s:>8.2f} {p.wall_s:>8.1f} {p.controller_s:>8.1f} "
                 f"{p.passes:>7} {p.partial:>7} {p.per_pass_ms:>12.0f} {p.cpu_per_pass_ms:>11.0f} "
                 f"{p.moved:>6} {p.rss_mib:>13.0f}"
             )
@@ -469,9 +489,14 @@ def main() -> None:
         first_pull = changed / bandwidth + UNPACK_S_PER_LAYER * changed_layers
         restart = WATCH_S + CREATE_S + START_S
         print(
-            f"simulated kubelet's floor with pre-pull: the first batch's pull {first_pull:.2f} s "
-            f"+ {batches} batches x restart {restart:.2f} s (watch {WATCH_S}, create {CREATE_S}, "
-            f"start {START_S}) = {first_pull + batches * restart:.2f} simulated s"
+            f"simulated kubelet's floor, cold (prepull: upgrades): the first batch's pull "
+            f"{first_pull:.2f} s + {batches} batches x restart {restart:.2f} s (watch {WATCH_S}, "
+            f"create {CREATE_S}, start {START_S}) = {first_pull + batches * restart:.2f} "
+            f"simulated s"
+        )
+        print(
+            f"simulated kubelet's floor, v2 pulled before its upgrade (prepull: templates): "
+            f"{batches} batches x restart {restart:.2f} s = {batches * restart:.2f} simulated s"
         )
         print(
             f"\nquiet platform ({n} instances running as wished, nothing changing), "

@@ -41,7 +41,11 @@ running gray upgrade restarts, the target image is pulled onto the nodes of the 
 a real cluster, the P2P agents' prewarm job, one per app, where agents run; docs/p2p.md). The
 wish is level-triggered like the rest, remembered per app only to skip calls that would change
 nothing, and withdrawn (an empty node set) as soon as the upgrade is paused, rolling back,
-finished or the app is gone.
+finished or the app is gone. The batch in flight keeps its nodes in the wish (a pre-pull called
+off there would stop layers its instances' own pulls then fetch again). An app's ``prepull``
+(``gaia.domain.upgrades.Prepull``) says how far this goes: ``off``, nothing; ``templates``,
+also with no upgrade in flight, its newest declared version no instance is assigned yet
+(``template_to_prepull``), onto the nodes where the app's instances hold their own image.
 
 The decisions are pure functions in ``gaia.domain``; this module only observes, calls them and
 applies what they say. Everything is level-triggered: the store's instance map is the desired
@@ -900,10 +904,21 @@ class AppController(LoopService):
         # the versions an instance moves from in place (a few templates, compared once a pass)
         in_place = {name for name, t in app.templates.items() if t.same_shape(target)}
         plan_now = replace(plan, state=state)
+        # the batch in flight (assigned the target, not running it yet) keeps its nodes in the
+        # wish: a pre-pull called off there would stop the layers it has begun, which the
+        # instance's own pull, a watch later, would then fetch again from the start
+        moving = [i for i in plan.instance_ids if app.instances.get(i) == plan.target]
         nodes = set()
-        for iid in upcoming(plan_now, instances=app.instances, batches=self.prewarm_batches):
+        for iid in itertools.chain(
+            moving, upcoming(plan_now, instances=app.instances, batches=self.prewarm_batches)
+        ):
             inst = by_id.get(iid)
-            if inst is not None and inst.node and inst.version in in_place:
+            if (
+                inst is not None
+                and inst.node
+                and inst.version != plan.target
+                and inst.version in in_place
+            ):
                 nodes.add(inst.node)
         if not nodes:
             return ("", frozenset())
@@ -1319,11 +1334,16 @@ def unbound_for(inst: Instance, *, now: dt.datetime) -> dt.timedelta | None:
     return now - inst.created_at
 
 
+# an instance in these phases holds its image: its node's link is free for a pre-pull
+_PULLED = frozenset({InstancePhase.CREATED, InstancePhase.RUNNING, InstancePhase.TERMINATING})
+
+
 def _template_wish(app: AppSnapshot, by_id: Mapping[int, Instance]) -> tuple[str, frozenset[str]]:
     """``Prepull.TEMPLATES`` with no upgrade in flight: the newest version no instance is
-    assigned yet, onto the nodes of the running instances that would move to it in place. An
-    node where an instance of the app still pulls or starts is left out until it runs: the
-    pre-pull would share the node's link with that instance's own pull and slow it down."""
+    assigned yet, onto the nodes of the instances that would move to it in place, once their
+    own image is there (created or running). A node where an instance of the app waits for its
+    pull, or failed, is left out until then: the pre-pull would share the node's link with
+    that instance's own pull and slow it down."""
     name = template_to_prepull(app.templates, app.instances)
     if name is None:
         return ("", frozenset())
@@ -1334,7 +1354,7 @@ def _template_wish(app: AppSnapshot, by_id: Mapping[int, Instance]) -> tuple[str
     for inst in by_id.values():
         if not inst.node:
             continue
-        if inst.phase is not InstancePhase.RUNNING:
+        if inst.phase not in _PULLED:
             busy.add(inst.node)
         elif app.instances.get(inst.instance_id) in in_place:
             nodes.add(inst.node)

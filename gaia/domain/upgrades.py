@@ -176,14 +176,15 @@ class Prepull(StrEnum):
     """What an app lets the platform pull onto its nodes before an instance needs it.
 
     - ``upgrades`` (the default): while a gray upgrade runs, the target image onto the nodes of
-      its next batches (``upcoming``), so a batch costs its restart and not its pull;
+      its next batches, so a batch costs its restart and not its pull;
     - ``templates``: that, and with no upgrade in flight the newest declared version that no
-      instance is assigned (``template_to_prepull``) onto the nodes of the running instances
-      that would move to it in place, so the upgrade's first batch is warm too. It costs disk
-      and link on those nodes for a version that may never roll out;
+      instance is assigned yet onto the nodes of the running instances that would move to it
+      in place, so the first batch of its upgrade finds the image too. It costs disk and link
+      on those nodes for a version that may never roll out;
     - ``off``: nothing ahead of time; each instance pulls in its turn (a cluster short of
       disk or of registry bandwidth)."""
 
+    # upgrades: ``upcoming``; templates: ``template_to_prepull`` (the app controller's step 6)
     UPGRADES = "upgrades"
     TEMPLATES = "templates"
     OFF = "off"

@@ -27,7 +27,13 @@ from gaia.domain.restarts import (
     decide_restart,
     should_blacklist,
 )
-from gaia.domain.upgrades import UpgradeState, new_plan, step_upgrade, upcoming
+from gaia.domain.upgrades import (
+    UpgradeState,
+    new_plan,
+    step_upgrade,
+    template_to_prepull,
+    upcoming,
+)
 from gaia.scheduler import (
     ClusterView,
     NodeView,
@@ -369,3 +375,24 @@ def test_fit_scheduler_skips_avoided_cordoned_and_lost_nodes() -> None:
         PlacementRequest("x", ResourceVector(cpu=1), avoid_nodes=frozenset({"c"})), view
     )
     assert placement.node == "d"
+
+
+def test_the_template_to_prepull_is_the_newest_when_no_instance_has_it_yet() -> None:
+    templates = {"v7": V7, "v8": V8}  # in the order they were declared
+    assert template_to_prepull(templates, {0: "v7", 1: "v7"}) == "v8"
+    # a canary already runs it: the upgrade's own look-ahead takes over from there
+    assert template_to_prepull(templates, {0: "v7", 1: "v8"}) is None
+    # everyone on the newest: the older one is a roll back's, its image ran on these nodes
+    assert template_to_prepull(templates, {0: "v8", 1: "v8"}) is None
+    assert template_to_prepull(templates, {}) is None  # nothing runs: no node to warm
+    assert template_to_prepull({}, {0: "v7"}) is None
+
+
+def test_no_template_to_prepull_unless_instances_move_to_it_in_place() -> None:
+    # v9 asks for more memory: its instances are recreated wherever the scheduler puts them
+    assert template_to_prepull({"v7": V7, "v9": V9_BIGGER}, {0: "v7"}) is None
+    # declared order, not name order: v8 was declared before v7 here, so v7 is the newest
+    assert template_to_prepull({"v8": V8, "v7": V7}, {0: "v8"}) == "v7"
+    # the same image under another name: nothing to pull
+    same = TemplateSpec("v7b", "ocr:7", GPU2, {"command": ["serve"]})
+    assert template_to_prepull({"v7": V7, "v7b": same}, {0: "v7"}) is None

@@ -33,7 +33,9 @@ an image and the nodes that will soon run it (the later batches of a gray upgrad
 fetch its missing layers now, so the instance's own pull, when its turn comes, finds the image
 "already present on machine". A real cluster maps the same call to the P2P pre-warm of issue 17
 (``gaia.controllers.swarm``: a prewarm job the nodes' agents pull); here it is a pull with no
-instance behind it (``_images``).
+instance behind it (``_images``), begun ``WATCH_S`` after the call, as a kubelet learns of a
+pod: a node learns of a wish no sooner than of an instance (a real agent learns at its next
+heartbeat, later still), so a pre-pull never beats the instance's own pull to the link.
 
 **Scale.** 2,000 nodes and 20,000 instances fit in well under 200 MiB: records are slotted,
 instances are indexed by namespace and by (namespace, app), the event ring and each instance's
@@ -160,6 +162,8 @@ class _Prewarm:
     image: str
     nodes: frozenset[str]
     pulls: dict[str, Pull] = dataclasses.field(default_factory=dict)  # node -> pull in flight
+    # nodes told of the wish that have not begun their pull yet (``WATCH_S`` after the call)
+    pending: set[str] = dataclasses.field(default_factory=set)
 
 
 class _Timeline:
@@ -1032,19 +1036,28 @@ class SimCluster:
             prewarm = self._prewarms[key] = _Prewarm(image=image, nodes=wanted, pulls=kept)
             if image in self._failing_images:
                 return
-            layers = self._catalog.layers(image)
-            for name in sorted(wanted - kept.keys()):
-                node = self._nodes.get(name)
-                if node is None or node.removed or not node.ready:
-                    continue
-                fetch = node.images.missing(layers)
-                if not fetch:
-                    continue  # all there already: the cache is respected, nothing is fetched
-                pull = Pull(image=image, fetch=fetch, started=now, on_layers_ready=_ignore)
-                pull.on_layers_ready = partial(self._prewarmed, prewarm, name, pull)
-                prewarm.pulls[name] = pull
-                node.images.begin(now, pull)
-                self._schedule_downloads(node)
+            prewarm.pending = set(wanted - kept.keys())
+            if prewarm.pending:
+                self._timeline.at(now + WATCH_S, self._begin_prewarm, key, prewarm)
+
+    def _begin_prewarm(self, t: float, key: tuple[str, str], prewarm: _Prewarm) -> None:
+        # the nodes learn of the wish: each fetches what it lacks (unless the wish was replaced)
+        if self._prewarms.get(key) is not prewarm:
+            return
+        layers = self._catalog.layers(prewarm.image)
+        for name in sorted(prewarm.pending):
+            node = self._nodes.get(name)
+            if node is None or node.removed or not node.ready:
+                continue
+            fetch = node.images.missing(layers)
+            if not fetch:
+                continue  # all there already: the cache is respected, nothing is fetched
+            pull = Pull(image=prewarm.image, fetch=fetch, started=t, on_layers_ready=_ignore)
+            pull.on_layers_ready = partial(self._prewarmed, prewarm, name, pull)
+            prewarm.pulls[name] = pull
+            node.images.begin(t, pull)
+            self._schedule_downloads(node)
+        prewarm.pending = set()
 
     @staticmethod
     def _prewarmed(prewarm: _Prewarm, node: str, pull: Pull, t: float) -> None:
@@ -1392,13 +1405,23 @@ class SimCluster:
             return not images.missing(self._catalog.layers(image))
 
     def prewarms_in_flight(self, *, namespace: str, owner: str) -> dict[str, str]:
-        """The owner's pre-pulls still downloading: node -> image."""
+        """The owner's pre-pulls still downloading, or about to begin: node -> image."""
         with self._lock:
             self._catch_up()
             prewarm = self._prewarms.get((namespace, owner))
             if prewarm is None:
                 return {}
-            return {name: prewarm.image for name in prewarm.pulls}
+            nodes = set(prewarm.pulls)
+            for name in prewarm.pending:
+                node = self._nodes.get(name)
+                if (
+                    node is not None
+                    and node.ready
+                    and not node.removed
+                    and node.images.missing(self._catalog.layers(prewarm.image))
+                ):
+                    nodes.add(name)
+            return dict.fromkeys(sorted(nodes), prewarm.image)
 
     def image_bytes_missing(self, *, have: str, want: str) -> int:
         """Bytes of ``want`` that a node holding exactly ``have`` must fetch (an in-place

@@ -266,8 +266,11 @@ def test_a_pre_pulled_image_is_already_present_when_the_instance_moves_to_it() -
     w.until_running("web-0")
     prewarm(w, f"{OCR}:v8", w.node)
     assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {w.node: f"{OCR}:v8"}
-    # only the changed top layer crosses the link: the node's cache is respected
-    w.step(50 * MB / 125_000_000 + 0.001)
+    # the node hears of the wish a watch later, as of an instance; only the changed top layer
+    # then crosses the link: the node's cache is respected
+    w.step(WATCH_S - 0.001)
+    assert not w.sim.image_present(node=w.node, image=f"{OCR}:v8")
+    w.step(0.001 + 50 * MB / 125_000_000 + 0.001)
     assert w.sim.image_present(node=w.node, image=f"{OCR}:v8")
     assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {}
     seq = w.last_seq()
@@ -289,7 +292,7 @@ def test_a_node_that_holds_the_image_fetches_nothing() -> None:
     prewarm(w, f"{OCR}:v8", w.node, "sim-node-1")
     # the cold node fetches the whole image, the warm one nothing
     assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {"sim-node-1": f"{OCR}:v8"}
-    w.step(300 * MB / 125_000_000 - 0.01)
+    w.step(WATCH_S + 300 * MB / 125_000_000 - 0.01)
     assert not w.sim.image_present(node="sim-node-1", image=f"{OCR}:v8")
     w.step(0.02)
     assert w.sim.image_present(node="sim-node-1", image=f"{OCR}:v8")
@@ -1161,3 +1164,15 @@ def test_control_plane_figures_follow_the_clusters_objects_and_calls() -> None:
     w.sim.reachable = False
     with pytest.raises(ConnectionError):
         run(w.sim.control_plane_metrics())
+
+
+def test_a_pre_pull_called_off_before_its_node_heard_of_it_fetches_nothing() -> None:
+    w = ocr_world()
+    prewarm(w, f"{OCR}:v7", w.node)
+    # told, not begun: the node hears of it a watch later
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {w.node: f"{OCR}:v7"}
+    w.step(WATCH_S / 2)
+    prewarm(w, "", w.node)
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {}
+    w.step(30)
+    assert not w.sim.image_present(node=w.node, image=f"{OCR}:v7")
