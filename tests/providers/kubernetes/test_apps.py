@@ -304,7 +304,8 @@ def test_a_gray_upgrade_prewarms_the_next_batches_nodes_and_withdraws_at_the_end
     asyncio.run(kube.controller.run_once())  # the first batch moves
     (first_job, first_nodes), *more = agents.jobs().items()
     assert not more
-    assert first_nodes == {node_of[i] for i in ids[1:3]}  # the next two batches' nodes
+    # the next two batches' nodes, and the first batch's own (its pull has just begun)
+    assert first_nodes == {node_of[i] for i in ids[:3]}
 
     seen = {first_job}
     for _ in range(200):
@@ -321,6 +322,33 @@ def test_a_gray_upgrade_prewarms_the_next_batches_nodes_and_withdraws_at_the_end
     asyncio.run(kube.controller.run_once())
     assert agents.jobs() == {}  # withdrawn at the end
     assert {i["version"] for i in kube.instances("web").values() if i["id"] in ids} == {"v2"}
+
+
+def test_with_prepull_templates_a_declared_version_is_prewarmed_before_any_upgrade(
+    kube: KubeApps, platform: Platform
+) -> None:
+    ids, node_of = web_on_nodes(kube)
+    agents = Agents(kube, set(node_of.values()))
+    asyncio.run(kube.controller.run_once())
+    assert agents.jobs() == {}  # the default, "upgrades": nothing before an upgrade
+    prepull = {"prepull": "templates"}
+    r = kube.world.client.patch(f"{BIZ}/apps/web", json=prepull, headers=kube.world.admin)
+    assert r.status_code == 200, r.text
+    asyncio.run(kube.controller.run_once())  # v2, run by no instance, is wished now
+    (_job, nodes), *more = agents.jobs().items()
+    assert not more
+    assert nodes == set(node_of.values())  # every node of the app
+    prepull = {"prepull": "off"}
+    r = kube.world.client.patch(f"{BIZ}/apps/web", json=prepull, headers=kube.world.admin)
+    assert r.status_code == 200, r.text
+    asyncio.run(kube.controller.run_once())
+    assert agents.jobs() == {}  # withdrawn
+    made = start_upgrade(kube, ids)
+    asyncio.run(kube.controller.run_once())
+    assert agents.jobs() == {}  # "off": not even the upgrade's look-ahead
+    kube.settle(
+        lambda: kube.call("GET", f"{BIZ}/apps/web/upgrades/{made['id']}")["state"] == "Succeeded"
+    )
 
 
 def test_a_cluster_without_agents_gets_no_prewarm_and_upgrades_as_before(
