@@ -322,6 +322,10 @@ class SwarmCoordinator:
         # parent and piece order only, no secret: a seeded Random replays a test
         self.rng = rng or random.Random()  # noqa: S311
         self._clusters: dict[int, _Cluster] = {}
+        # cluster id -> owner -> a wish declared while no agent of the cluster was registered
+        # here (after a restart the controller declares before the agents' next heartbeat):
+        # made a job when the first agent registers, oldest dropped past ``max_prewarms``
+        self._waiting: dict[int, OrderedDict[str, tuple[ClusterKey, str, list[str]]]] = {}
 
     # ---- keys
 
@@ -391,6 +395,10 @@ class SwarmCoordinator:
         c = self._cluster(key)
         now = self._now()
         c.state.heartbeat(name=node, zone=zone, address=address, upload_slots=upload_slots, now=now)
+        waiting = self._waiting.pop(key.id, None)
+        for owner, (wished_key, image, nodes) in (waiting or {}).items():
+            if wished_key == key:
+                self.declare_prewarm(key, owner=owner, image=image, nodes=nodes)
         if tickets >= PIECE_TICKETS:
             c.piece_tickets.add(node)
         else:
@@ -712,14 +720,29 @@ class SwarmCoordinator:
         adapter passes it on; ``SwarmPrewarms``): at most one job per owner. A wish equal to
         the job in force keeps it (same id: agents pulling it are not told of a new one); a
         different one cancels it and creates another; no nodes withdraws it. Where no agent
-        of the cluster is registered here, nothing is created: nobody would be told (the
-        instances pull for themselves). An image that is no valid reference withdraws the
-        job and is logged, not raised: a prewarm is best effort. The job's id, or None."""
-        c = self._clusters.get(key.id)
-        if c is None or c.key != key:
-            return None  # no agent of this cluster ever called this process
-        old = next((p for p in c.prewarms.values() if p.owner == owner), None)
+        of the cluster is registered here, the wish waits for the first one to register (the
+        controller declares a wish once, and after a restart it may do so before the agents'
+        next heartbeat); until then the instances pull for themselves. An image that is no
+        valid reference withdraws the job and is logged, not raised: a prewarm is best effort.
+        The job's id, or None."""
         wanted = sorted(set(nodes))
+        c = self._clusters.get(key.id)
+        waiting = self._waiting.setdefault(key.id, OrderedDict())
+        waiting.pop(owner, None)
+        if c is None or c.key != key or not c.state.nodes:
+            if wanted and image:
+                waiting[owner] = (key, image, wanted)
+                while len(waiting) > self.max_prewarms:
+                    waiting.popitem(last=False)
+            if not waiting:
+                del self._waiting[key.id]
+            if c is not None and c.key == key:
+                for p in [p for p in c.prewarms.values() if p.owner == owner]:
+                    del c.prewarms[p.id]
+            return None
+        if not waiting:
+            del self._waiting[key.id]
+        old = next((p for p in c.prewarms.values() if p.owner == owner), None)
         ref = None
         if wanted and c.state.nodes:
             try:

@@ -61,14 +61,35 @@ def test_owners_do_not_touch_each_others_jobs_nor_the_apis() -> None:
     run(scenario)
 
 
-def test_a_cluster_without_registered_agents_gets_no_job() -> None:
+def test_a_wish_declared_before_any_agent_registered_waits_for_the_first() -> None:
+    # after a restart the app controller declares its wishes (once) before the agents' next
+    # heartbeat: the wish must not be lost
     def scenario() -> None:
         coord, _ = coordinator()
         assert coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"a"}) is None
+        coord.declare_prewarm(KEY, owner="alpha/api", image=WEB_V2, nodes={"a"})
+        coord.declare_prewarm(KEY, owner="alpha/api", image="", nodes=())  # withdrawn meanwhile
         other = ClusterKey(id=2, name="kube-2")
-        SwarmPrewarms(coord, other).declare_prewarm(owner="alpha/web", image=WEB_V2, nodes={"a"})
+        SwarmPrewarms(coord, other).declare_prewarm(owner="alpha/db", image=WEB_V2, nodes={"a"})
         join(coord, "a")
-        assert heartbeat_jobs(coord, "a") == []  # nothing was kept for later either
+        ((pid, image),) = heartbeat_jobs(coord, "a")  # web's, not api's nor the other's
+        job, _progress = coord.prewarm(KEY, pid)
+        assert (image, job.owner, job.nodes) == (WEB_V2, "alpha/web", ["a"])
+
+    run(scenario)
+
+
+def test_waiting_wishes_are_bounded_per_cluster() -> None:
+    def scenario() -> None:
+        coord, _ = coordinator()
+        coord.max_prewarms = 3
+        for i in range(5):
+            coord.declare_prewarm(KEY, owner=f"alpha/app-{i}", image=WEB_V2, nodes={"a"})
+        join(coord, "a")
+        owners = sorted(
+            coord.prewarm(KEY, pid)[0].owner or "" for pid, _ in heartbeat_jobs(coord, "a")
+        )
+        assert owners == ["alpha/app-2", "alpha/app-3", "alpha/app-4"]  # the oldest dropped
 
     run(scenario)
 
