@@ -143,6 +143,61 @@ def test_create_from_yaml_and_yaml_errors_name_the_line(world: World) -> None:
     assert target.startswith(f"{APP}/fromyaml?ok=")
 
 
+def test_create_form_offers_prepull_and_lands_the_choice(world: World) -> None:
+    log_in(world.client, "dev")
+    form = world.client.get("/console/apps/new", params={"biz": "alpha"}).text
+    assert '<label for="app-prepull">Pre-pull images</label>' in form
+    assert '<option value="upgrades" selected>During upgrades (default)</option>' in form
+    assert 'value="templates">' in form and 'value="off">' in form
+    assert 'id="hint-prepull"' in form and "may never roll out" in form
+    fields = {
+        "biz": "alpha",
+        "mode": "form",
+        "cluster": "sim-1",
+        "replicas": "1",
+        "version": "v1",
+        "image": "registry.example.com/shop:1",
+        "cpu": "0.1",
+        "memory": "64",
+    }
+    target = post(
+        world.client, "/console/apps/new", {**fields, "name": "warm", "prepull": "templates"}
+    )
+    assert target.startswith(f"{APP}/warm?ok=App warm created")
+    app = world.client.get(f"{BIZ}/apps/warm", headers=world.admin).json()
+    assert app["prepull"] == "templates"
+    # a post without the field (a script of the old form) keeps the API's default
+    post(world.client, "/console/apps/new", {**fields, "name": "plain"})
+    assert world.client.get(f"{BIZ}/apps/plain", headers=world.admin).json()["prepull"] == (
+        "upgrades"
+    )
+
+
+def test_a_bad_prepull_on_the_create_form_lands_on_its_field(world: World) -> None:
+    log_in(world.client, "dev")
+    r = world.client.post(
+        "/console/apps/new",
+        data={
+            "biz": "alpha",
+            "mode": "form",
+            "name": "warm",
+            "cluster": "sim-1",
+            "replicas": "1",
+            "version": "v1",
+            "image": "registry.example.com/shop:1",
+            "cpu": "0.1",
+            "memory": "64",
+            "prepull": "sometimes",
+        },
+    )
+    assert r.status_code == 422
+    error = re.search(r'<span class="field-error" id="err-prepull">(.*?)</span>', r.text)
+    assert error is not None and "upgrades" in error.group(1), r.text[-3000:]
+    assert 'aria-describedby="err-prepull hint-prepull" aria-invalid="true"' in r.text
+    assert 'class="flash error"' not in r.text  # on the field, not at the top of the form
+    assert world.client.get(f"{BIZ}/apps/warm", headers=world.admin).status_code == 404
+
+
 def test_viewer_cannot_create_and_sees_the_api_message(world: World) -> None:
     log_in(world.client, "viewer")
     r = world.client.post(
@@ -188,6 +243,59 @@ def test_overview_shows_versions_states_and_the_service(platform: Platform, worl
     log_in(world.client, "dev")
     html = world.client.get(f"{APP}/web").text
     assert "data-confirm=" in html and "Stop app" in html  # stop/delete ask first
+
+
+def test_overview_shows_prepull_and_its_form_changes_it(world: World) -> None:
+    make_app(world, "web", replicas=1)
+    log_in(world.client, "dev")
+    html = world.client.get(f"{APP}/web").text
+    shown = re.search(r'<dt>Pre-pull images</dt><dd id="prepull">(.*?)</dd>', html)
+    assert shown is not None and shown.group(1).startswith("During upgrades (default)")
+    form = html.split('id="prepull-form"')[1].split("</form>")[0]
+    assert f'action="{APP}/web/prepull"' in html and 'name="csrf_token"' in form
+    assert '<option value="upgrades" selected>' in form and ">Save</button>" in form
+    target = post(world.client, f"{APP}/web/prepull", {"prepull": "templates"})
+    assert target == f"{APP}/web?ok=Pre-pull images: Upgrades and the newest version"
+    assert world.client.get(f"{BIZ}/apps/web", headers=world.admin).json()["prepull"] == (
+        "templates"
+    )
+    html = world.client.get(f"{APP}/web").text
+    assert '<dd id="prepull">Upgrades and the newest version<br>' in html
+    assert '<option value="templates" selected>' in html
+    post(world.client, f"{APP}/web/prepull", {"prepull": "off"})
+    assert world.client.get(f"{BIZ}/apps/web", headers=world.admin).json()["prepull"] == "off"
+    # each change is the API's PATCH, recorded as the user's
+    records = world.client.get("/api/v1/records", headers=world.admin).json()["items"]
+    patches = [r for r in records if r["path"] == f"{BIZ}/apps/web" and r["method"] == "PATCH"]
+    assert len(patches) == 2 and {r["actor"] for r in patches} == {"dev"}
+
+
+def test_viewer_sees_prepull_without_the_form_and_may_not_change_it(world: World) -> None:
+    make_app(world, "web", replicas=1)
+    log_in(world.client, "viewer")
+    html = world.client.get(f"{APP}/web").text
+    assert '<dd id="prepull">During upgrades (default)' in html
+    assert 'id="prepull-form"' not in html and f'action="{APP}/web/prepull"' not in html
+    target = post(world.client, f"{APP}/web/prepull", {"prepull": "off"})
+    assert target.startswith(f"{APP}/web?error=") and "app.write" in target
+    app = world.client.get(f"{BIZ}/apps/web", headers=world.admin).json()
+    assert app["prepull"] == "upgrades"
+
+
+def test_a_prepull_value_outside_the_choices_is_refused_before_the_api(world: World) -> None:
+    make_app(world, "web", replicas=1)
+    log_in(world.client, "dev")
+    for bad in ("sometimes", "", "UPGRADES"):
+        target = post(world.client, f"{APP}/web/prepull", {"prepull": bad})
+        assert target == f"{APP}/web?error=Choose what to pre-pull: upgrades, templates or off."
+    # the field is tiny: longer text is refused as the request is read, never passed on
+    r = world.client.post(f"{APP}/web/prepull", data={"prepull": "x" * 1000})
+    assert r.status_code == 422
+    app = world.client.get(f"{BIZ}/apps/web", headers=world.admin).json()
+    assert app["prepull"] == "upgrades"
+    # nothing reached the API: no operation record of a change to the app
+    records = world.client.get("/api/v1/records", headers=world.admin).json()["items"]
+    assert [r for r in records if r["path"] == f"{BIZ}/apps/web"] == []
 
 
 def test_instances_table_pages_and_filters(platform: Platform, world: World) -> None:
@@ -432,3 +540,5 @@ def test_zh_cn(world: World) -> None:
     assert "创建应用" in world.client.get("/console/apps").text
     html = world.client.get(f"{APP}/web/instances").text
     assert "灰度升级" in html and "升级到版本" in html
+    overview = world.client.get(f"{APP}/web").text
+    assert "<dt>预拉取镜像</dt>" in overview and "升级期间\uff08默认\uff09" in overview

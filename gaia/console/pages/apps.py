@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 import yaml
@@ -44,6 +44,7 @@ from gaia.console.web import (
     ConsoleUser,
     PageNumber,
     PageSize,
+    Translate,
     User,
     permissions_in,
     platform_now,
@@ -54,6 +55,7 @@ from gaia.console.web import (
     translator,
 )
 from gaia.domain.rbac import Permission, Role, allows
+from gaia.domain.upgrades import Prepull
 from gaia.domain.yaml_safe import MAX_YAML_BYTES, UnsafeYaml, load_untrusted_yaml
 
 router = APIRouter(include_in_schema=False)
@@ -186,6 +188,7 @@ FORM_FIELDS = (
     "probe",
     "probe_path",
     "domain",
+    "prepull",
 )
 # where a 422's field path lands in the form (longest prefix wins)
 ERROR_FIELDS = {
@@ -194,6 +197,7 @@ ERROR_FIELDS = {
     "replicas": "replicas",
     "description": "description",
     "domain": "domain",
+    "prepull": "prepull",
     "templates.0.name": "version",
     "templates.0.image": "image",
     "templates.0.resources.cpu": "cpu",
@@ -266,7 +270,8 @@ def body_from_form(values: Mapping[str, str]) -> dict[str, Any]:
         "replicas": _number(values.get("replicas") or "1"),
         "templates": [template],
     }
-    for optional in ("description", "domain"):
+    # the form's select always posts ``prepull``; a post without it leaves the API's default
+    for optional in ("description", "domain", "prepull"):
         if (values.get(optional) or "").strip():
             body[optional] = values[optional].strip()
     return body
@@ -284,6 +289,43 @@ def body_from_yaml(text: str) -> tuple[Any, str]:
         return None, f"{where}{exc.problem or exc}"
     except yaml.YAMLError as exc:
         return None, str(exc)
+
+
+class PrepullChoice(NamedTuple):
+    """One value of an app's ``prepull`` as the pages offer it: the API's word, a label and a
+    hint that says what it costs, in the user's language."""
+
+    value: str
+    label: str
+    hint: str
+
+
+def prepull_choices(_: Translate) -> list[PrepullChoice]:
+    """Every ``Prepull`` value, in the enum's order (the default first), worded once for the
+    creation form and the overview."""
+    words = {
+        Prepull.UPGRADES: (
+            _("During upgrades (default)"),
+            _(
+                "While a gray upgrade runs, its target image is pulled onto the nodes of the "
+                "next batches, so a batch waits for its restart only."
+            ),
+        ),
+        Prepull.TEMPLATES: (
+            _("Upgrades and the newest version"),
+            _(
+                "That, and with no upgrade running, the newest version no instance runs yet is "
+                "pulled onto the nodes of the instances that would move to it, so the first "
+                "batch of its upgrade does not wait either. Costs disk and network on those "
+                "nodes for a version that may never roll out."
+            ),
+        ),
+        Prepull.OFF: (
+            _("Off"),
+            _("Nothing is pulled ahead of time: each instance pulls its image in its turn."),
+        ),
+    }
+    return [PrepullChoice(choice.value, *words[choice]) for choice in Prepull]
 
 
 async def _may_create_apps(api: ConsoleApi, biz: str) -> ApiResult:
@@ -328,14 +370,28 @@ async def app_new(
     context = await _new_context(api, biz)
     if biz and biz not in {b["name"] for b in context["businesses"]}:
         return _failed(request, user, ApiResult(404, {"message": f"business '{biz}' not found"}))
-    values = {"replicas": "1", "version": "v1", "cpu": "1", "memory": "1024", "probe": "none"}
+    values = {
+        "replicas": "1",
+        "version": "v1",
+        "cpu": "1",
+        "memory": "1024",
+        "probe": "none",
+        "prepull": Prepull.UPGRADES.value,
+    }
     if context["clusters"]:
         values["cluster"] = context["clusters"][0]
     return render(
         request,
         user,
         "app_new.html",
-        {**context, "values": values, "errors": {}, "mode": "form", "yaml_text": YAML_EXAMPLE},
+        {
+            **context,
+            "values": values,
+            "errors": {},
+            "mode": "form",
+            "yaml_text": YAML_EXAMPLE,
+            "prepull_choices": prepull_choices(translator(user.language)),
+        },
         section="apps",
     )
 
@@ -384,7 +440,14 @@ async def app_create(request: Request, user: User) -> Response:
         request,
         user,
         "app_new.html",
-        {**context, "values": values, "errors": errors, "mode": mode, "yaml_text": yaml_text},
+        {
+            **context,
+            "values": values,
+            "errors": errors,
+            "mode": mode,
+            "yaml_text": yaml_text,
+            "prepull_choices": prepull_choices(_),
+        },
         section="apps",
         status=422,
     )
@@ -416,9 +479,31 @@ async def app_overview(request: Request, user: User, biz: Biz, app: AppName) -> 
             "service": service.data if service.ok else None,
             "states": sorted(counts.get("by_status", {}).items()),
             "running_versions": counts.get("by_version", {}),
+            "prepull_choices": prepull_choices(translator(user.language)),
         },
         section="apps",
     )
+
+
+@router.post("/console/b/{biz}/apps/{app}/prepull", response_model=None)
+async def app_prepull(
+    request: Request,
+    user: User,
+    biz: Biz,
+    app: AppName,
+    prepull: Annotated[str, Form(max_length=20)] = "",
+) -> Response:
+    """What the platform pulls onto the app's nodes ahead of time: ``PATCH`` of ``prepull``.
+    The value is one of the choices before the API sees it; a viewer gets the API's 403."""
+    _ = translator(user.language)
+    url = _base(biz, app)
+    choices = {c.value: c for c in prepull_choices(_)}
+    if prepull not in choices:
+        return redirect(url, error=_("Choose what to pre-pull: upgrades, templates or off."))
+    result = await ConsoleApi(request, user).patch(_api_path(biz, app), {"prepull": prepull})
+    if not result.ok:
+        return redirect(url, error=result.error)
+    return redirect(url, ok=_("Pre-pull images: {choice}", choice=choices[prepull].label))
 
 
 # ---------------------------------------------------------------- instances
