@@ -72,6 +72,20 @@ def pulls_after(sim: SimCluster, seq: int) -> dict[str, list[str]]:
     return out
 
 
+def upgrade_to_the_end(
+    h: AppsHarness, sim: SimCluster, ids: list[int], *, looking: bool = False
+) -> dict[str, list[str]]:
+    """Upgrade ``ids`` to v2 one at a time until Succeeded; the pull events of each. With
+    ``looking``, assert after the first batch moved that nothing is pre-pulled."""
+    seq = sh(sim.events(limit=100_000))[-1].seq
+    path = upgrade(h, ids)
+    if looking:
+        h.tick()
+        assert sim.prewarms_in_flight(namespace=NS, owner="web") == {}
+    h.settle(lambda: h.get(path)["state"] == "Succeeded")
+    return pulls_after(sim, seq)
+
+
 def sh(coro: Any) -> Any:
     return AppsHarness.run_async(coro)
 
@@ -104,10 +118,7 @@ def test_without_pre_pull_every_batch_pulls_in_its_turn(h: AppsHarness) -> None:
     h.controller.prewarm_batches = 0
     sim = web_app(h, top_layer_mb=50)
     ids = one_per_node(h)
-    seq = sh(sim.events(limit=100_000))[-1].seq
-    path = upgrade(h, ids)
-    h.settle(lambda: h.get(path)["state"] == "Succeeded")
-    pulls = pulls_after(sim, seq)
+    pulls = upgrade_to_the_end(h, sim, ids)
     for iid in ids:
         assert pulls[f"web-{iid}"] == ["Pulling", "Pulled"]
 
@@ -165,10 +176,7 @@ def test_with_prepull_templates_even_the_first_batch_finds_the_image(h: AppsHarn
     # app (with the default, "upgrades", it never would: see the test below)
     h.settle(lambda: holds_v2(sim, nodes), limit_s=30)
     ids = one_per_node(h)
-    seq = sh(sim.events(limit=100_000))[-1].seq
-    path = upgrade(h, ids)
-    h.settle(lambda: h.get(path)["state"] == "Succeeded")
-    pulls = pulls_after(sim, seq)
+    pulls = upgrade_to_the_end(h, sim, ids)
     for iid in ids:
         assert pulls[f"web-{iid}"] == ["Pulled"]  # the first batch too
     assert sim.prewarms_in_flight(namespace=NS, owner="web") == {}
@@ -241,12 +249,7 @@ def test_turning_prepull_off_calls_off_the_pulls_in_flight(h: AppsHarness) -> No
 def test_with_prepull_off_not_even_an_upgrade_pulls_ahead(h: AppsHarness) -> None:
     sim = web_app(h, top_layer_mb=50, prepull="off")
     ids = one_per_node(h)
-    seq = sh(sim.events(limit=100_000))[-1].seq
-    path = upgrade(h, ids)
-    h.tick()
-    assert sim.prewarms_in_flight(namespace=NS, owner="web") == {}
-    h.settle(lambda: h.get(path)["state"] == "Succeeded")
-    pulls = pulls_after(sim, seq)
+    pulls = upgrade_to_the_end(h, sim, ids, looking=True)
     for iid in ids:
         assert pulls[f"web-{iid}"] == ["Pulling", "Pulled"]
 

@@ -162,8 +162,9 @@ class _Prewarm:
     image: str
     nodes: frozenset[str]
     pulls: dict[str, Pull] = dataclasses.field(default_factory=dict)  # node -> pull in flight
-    # nodes told of the wish that have not begun their pull yet (``WATCH_S`` after the call)
-    pending: set[str] = dataclasses.field(default_factory=set)
+    # nodes told of the wish that have not begun their pull yet: node -> when it begins
+    # (``WATCH_S`` after the call that first named it with this image)
+    pending: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class _Timeline:
@@ -1036,16 +1037,23 @@ class SimCluster:
             prewarm = self._prewarms[key] = _Prewarm(image=image, nodes=wanted, pulls=kept)
             if image in self._failing_images:
                 return
-            prewarm.pending = set(wanted - kept.keys())
-            if prewarm.pending:
-                self._timeline.at(now + WATCH_S, self._begin_prewarm, key, prewarm)
+            # a node already told of this image keeps its turn: a wish sent again (it grows
+            # pass by pass while an app comes up) must not push its nodes' pulls back each time
+            told = old.pending if old is not None and old.image == image else {}
+            prewarm.pending = {
+                name: told.get(name, now + WATCH_S) for name in sorted(wanted - kept.keys())
+            }
+            for at in sorted(set(prewarm.pending.values())):
+                self._timeline.at(at, self._begin_prewarm, key, prewarm)
 
     def _begin_prewarm(self, t: float, key: tuple[str, str], prewarm: _Prewarm) -> None:
         # the nodes learn of the wish: each fetches what it lacks (unless the wish was replaced)
         if self._prewarms.get(key) is not prewarm:
             return
         layers = self._catalog.layers(prewarm.image)
-        for name in sorted(prewarm.pending):
+        due = sorted(name for name, at in prewarm.pending.items() if at <= t)
+        for name in due:
+            del prewarm.pending[name]
             node = self._nodes.get(name)
             if node is None or node.removed or not node.ready:
                 continue
@@ -1057,7 +1065,6 @@ class SimCluster:
             prewarm.pulls[name] = pull
             node.images.begin(t, pull)
             self._schedule_downloads(node)
-        prewarm.pending = set()
 
     @staticmethod
     def _prewarmed(prewarm: _Prewarm, node: str, pull: Pull, t: float) -> None:

@@ -1176,3 +1176,18 @@ def test_a_pre_pull_called_off_before_its_node_heard_of_it_fetches_nothing() -> 
     assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {}
     w.step(30)
     assert not w.sim.image_present(node=w.node, image=f"{OCR}:v7")
+
+
+def test_a_wish_sent_again_keeps_the_turn_of_the_nodes_already_told() -> None:
+    # the app controller sends a growing wish pass by pass while an app comes up: a node told
+    # at the first call begins a watch after it, not a watch after the latest call
+    w = ocr_world()
+    prewarm(w, f"{OCR}:v7", w.node)
+    w.step(WATCH_S / 2)
+    prewarm(w, f"{OCR}:v7", w.node, "sim-node-1")
+    w.step(WATCH_S / 2 + 300 * MB / 125_000_000 + 0.001)
+    assert w.sim.image_present(node=w.node, image=f"{OCR}:v7")
+    assert not w.sim.image_present(node="sim-node-1", image=f"{OCR}:v7")  # told later
+    w.step(WATCH_S / 2)
+    assert w.sim.image_present(node="sim-node-1", image=f"{OCR}:v7")
+    assert w.sim.prewarms_in_flight(namespace=NS, owner="web") == {}
