@@ -717,9 +717,11 @@ class SwarmCoordinator:
         self, key: ClusterKey, *, owner: str, image: str, nodes: Collection[str]
     ) -> str | None:
         """``owner``'s whole prewarm wish (the port's ``ImagePrewarmer``, as the kubernetes
-        adapter passes it on; ``SwarmPrewarms``): at most one job per owner. A wish equal to
-        the job in force keeps it (same id: agents pulling it are not told of a new one); a
-        different one cancels it and creates another; no nodes withdraws it. Where no agent
+        adapter passes it on; ``SwarmPrewarms``): at most one job per owner. A wish for the
+        image of the job in force keeps the job (same id: agents pulling it are not told of a
+        new one) and takes the wish's nodes (a node left out is no longer named, one added is
+        named from its next heartbeat; the job's day starts again); another image cancels it
+        and creates another; no nodes withdraws it. Where no agent
         of the cluster is registered here, the wish waits for the first one to register (the
         controller declares a wish once, and after a restart it may do so before the agents'
         next heartbeat); until then the instances pull for themselves. An image that is no
@@ -749,7 +751,10 @@ class SwarmCoordinator:
                 ref = ImageRef.parse(image)
             except InvalidRequest as exc:
                 log.warning("p2p %s: no prewarm for %s: %s", key.name, owner, exc)
-        if old is not None and ref == old.image and wanted == old.nodes:
+        if old is not None and ref == old.image:
+            if wanted != old.nodes:
+                old.nodes = wanted
+                old.created = self._now()
             return old.id
         if old is not None:
             del c.prewarms[old.id]

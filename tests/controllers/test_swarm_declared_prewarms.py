@@ -36,10 +36,16 @@ def test_a_new_wish_replaces_the_owners_job_and_an_empty_one_withdraws_it() -> N
         assert coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"b", "a"}) == (
             first
         )
-        second = coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"c"})
+        # other nodes, the same image: the same job, now naming those nodes (a look-ahead
+        # moving on, a wish growing while an app comes up: agents are not told of a new job)
+        assert coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"c"}) == first
+        assert heartbeat_jobs(coord, "a") == []  # called off there
+        assert heartbeat_jobs(coord, "c") == [(first, WEB_V2)]
+        # another image: another job
+        web_v3 = "registry.local/shop/web:v3"
+        second = coord.declare_prewarm(KEY, owner="alpha/web", image=web_v3, nodes={"c"})
         assert second not in (None, first)
-        assert heartbeat_jobs(coord, "a") == []  # called off
-        assert heartbeat_jobs(coord, "c") == [(second, WEB_V2)]
+        assert heartbeat_jobs(coord, "c") == [(second, web_v3)]
         assert coord.declare_prewarm(KEY, owner="alpha/web", image="", nodes=()) is None
         assert heartbeat_jobs(coord, "c") == []
 

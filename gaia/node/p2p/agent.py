@@ -129,6 +129,12 @@ class P2PAgent:
                 self._prewarms[pid] = asyncio.create_task(
                     self.prewarm(image), name=f"prewarm {pid}"
                 )
+        # a job finished here and no longer named is forgotten (the platform makes one per app
+        # and image, so an agent that lives long sees many): named again (not done by the
+        # coordinator's count), it is taken up again
+        named = {pid for pid, _ in answer.prewarm}
+        for pid in [p for p, task in self._prewarms.items() if p not in named and task.done()]:
+            del self._prewarms[pid]
         return True
 
     async def prewarm(self, image: str) -> None:
