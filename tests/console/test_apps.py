@@ -143,6 +143,20 @@ def test_create_from_yaml_and_yaml_errors_name_the_line(world: World) -> None:
     assert target.startswith(f"{APP}/fromyaml?ok=")
 
 
+# the creation form's fields for a small app of one instance (the name and the choice to test
+# added by each test)
+SMALL_APP_FORM = {
+    "biz": "alpha",
+    "mode": "form",
+    "cluster": "sim-1",
+    "replicas": "1",
+    "version": "v1",
+    "image": "registry.example.com/shop:1",
+    "cpu": "0.1",
+    "memory": "64",
+}
+
+
 def test_create_form_offers_prepull_and_lands_the_choice(world: World) -> None:
     log_in(world.client, "dev")
     form = world.client.get("/console/apps/new", params={"biz": "alpha"}).text
@@ -150,16 +164,7 @@ def test_create_form_offers_prepull_and_lands_the_choice(world: World) -> None:
     assert '<option value="upgrades" selected>During upgrades (default)</option>' in form
     assert 'value="templates">' in form and 'value="off">' in form
     assert 'id="hint-prepull"' in form and "may never roll out" in form
-    fields = {
-        "biz": "alpha",
-        "mode": "form",
-        "cluster": "sim-1",
-        "replicas": "1",
-        "version": "v1",
-        "image": "registry.example.com/shop:1",
-        "cpu": "0.1",
-        "memory": "64",
-    }
+    fields = SMALL_APP_FORM
     target = post(
         world.client, "/console/apps/new", {**fields, "name": "warm", "prepull": "templates"}
     )
@@ -176,19 +181,7 @@ def test_create_form_offers_prepull_and_lands_the_choice(world: World) -> None:
 def test_a_bad_prepull_on_the_create_form_lands_on_its_field(world: World) -> None:
     log_in(world.client, "dev")
     r = world.client.post(
-        "/console/apps/new",
-        data={
-            "biz": "alpha",
-            "mode": "form",
-            "name": "warm",
-            "cluster": "sim-1",
-            "replicas": "1",
-            "version": "v1",
-            "image": "registry.example.com/shop:1",
-            "cpu": "0.1",
-            "memory": "64",
-            "prepull": "sometimes",
-        },
+        "/console/apps/new", data={**SMALL_APP_FORM, "name": "warm", "prepull": "sometimes"}
     )
     assert r.status_code == 422
     error = re.search(r'<span class="field-error" id="err-prepull">(.*?)</span>', r.text)
