@@ -721,12 +721,12 @@ class SwarmCoordinator:
         image of the job in force keeps the job (same id: agents pulling it are not told of a
         new one) and takes the wish's nodes (a node left out is no longer named, one added is
         named from its next heartbeat; the job's day starts again); another image cancels it
-        and creates another; no nodes withdraws it. Where no agent
-        of the cluster is registered here, the wish waits for the first one to register (the
-        controller declares a wish once, and after a restart it may do so before the agents'
-        next heartbeat); until then the instances pull for themselves. An image that is no
-        valid reference withdraws the job and is logged, not raised: a prewarm is best effort.
-        The job's id, or None."""
+        and creates another; no nodes withdraws it. Where no agent of the cluster is
+        registered here, the wish waits for the first one to register (the controller
+        declares a wish once, and after a restart it may do so before the agents' next
+        heartbeat); until then the instances pull for themselves. An image that is no valid
+        reference withdraws the job and is logged, not raised: a prewarm is best effort. The
+        job's id, or None."""
         wanted = sorted(set(nodes))
         c = self._clusters.get(key.id)
         waiting = self._waiting.setdefault(key.id, OrderedDict())
@@ -746,7 +746,7 @@ class SwarmCoordinator:
             del self._waiting[key.id]
         old = next((p for p in c.prewarms.values() if p.owner == owner), None)
         ref = None
-        if wanted and c.state.nodes:
+        if wanted:
             try:
                 ref = ImageRef.parse(image)
             except InvalidRequest as exc:
