@@ -90,7 +90,7 @@ from gaia.providers.port import (
 )
 from gaia.providers.sim import _control_plane, _exec
 from gaia.providers.sim._events import EventRing
-from gaia.providers.sim._images import LayerCatalog, NodeImages, Pull
+from gaia.providers.sim._images import Layer, LayerCatalog, NodeImages, Pull
 from gaia.providers.sim._network import CLUSTER_DNS_IP, PodRange, ServiceRange, host_ip, pod_prefix
 from gaia.providers.sim._records import (
     InstanceRecord,
@@ -1050,21 +1050,25 @@ class SimCluster:
         # the nodes learn of the wish: each fetches what it lacks (unless the wish was replaced)
         if self._prewarms.get(key) is not prewarm:
             return
-        layers = self._catalog.layers(prewarm.image)
         due = sorted(name for name, at in prewarm.pending.items() if at <= t)
         for name in due:
             del prewarm.pending[name]
-            node = self._nodes.get(name)
-            if node is None or node.removed or not node.ready:
-                continue
-            fetch = node.images.missing(layers)
-            if not fetch:
-                continue  # all there already: the cache is respected, nothing is fetched
+            node, fetch = self._prewarm_fetch(name, prewarm.image)
+            if node is None or not fetch:
+                continue  # gone, or all there already: the cache is respected
             pull = Pull(image=prewarm.image, fetch=fetch, started=t, on_layers_ready=_ignore)
             pull.on_layers_ready = partial(self._prewarmed, prewarm, name, pull)
             prewarm.pulls[name] = pull
             node.images.begin(t, pull)
             self._schedule_downloads(node)
+
+    def _prewarm_fetch(self, name: str, image: str) -> tuple[NodeRecord | None, tuple[Layer, ...]]:
+        """The node a pre-pull of ``image`` would run on (None: unknown, removed or not ready)
+        and the layers it lacks."""
+        node = self._nodes.get(name)
+        if node is None or node.removed or not node.ready:
+            return None, ()
+        return node, node.images.missing(self._catalog.layers(image))
 
     @staticmethod
     def _prewarmed(prewarm: _Prewarm, node: str, pull: Pull, t: float) -> None:
@@ -1419,15 +1423,7 @@ class SimCluster:
             if prewarm is None:
                 return {}
             nodes = set(prewarm.pulls)
-            for name in prewarm.pending:
-                node = self._nodes.get(name)
-                if (
-                    node is not None
-                    and node.ready
-                    and not node.removed
-                    and node.images.missing(self._catalog.layers(prewarm.image))
-                ):
-                    nodes.add(name)
+            nodes.update(n for n in prewarm.pending if self._prewarm_fetch(n, prewarm.image)[1])
             return dict.fromkeys(sorted(nodes), prewarm.image)
 
     def image_bytes_missing(self, *, have: str, want: str) -> int:
