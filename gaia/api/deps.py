@@ -27,7 +27,9 @@ open, nor for a read on SQLite), and a principal the cache holds is answered on 
 sync read makes two hops (its route and the response's validation; three on PostgreSQL, with
 the session's end) where it made five, a sync change one (its route, which commits; its
 response, one object, is validated on the loop). A single-object read marked ``inline_read``
-makes none on SQLite: it runs on the loop (its queries wait for no lock in WAL mode).
+makes none on SQLite: it runs on the loop (its queries wait for no lock in WAL mode); nor does a
+short change marked ``inline_write`` when this process's writer turn is free (it begins, writes
+and commits on the loop without ever waiting there; when the turn is busy it waits in a worker).
 """
 
 from __future__ import annotations
@@ -171,6 +173,8 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     local_end = not write and platform(request).db.is_sqlite
     if local_end:
         session.info[_LOCAL_READ] = True  # an ``inline_read`` route may run on the loop
+    elif write and platform(request).db.is_sqlite:
+        session.info[_LOCAL_WRITE] = platform(request).db  # so may an ``inline_write`` one
     try:
         yield session
     except BaseException:
@@ -205,6 +209,9 @@ def _end_transaction(session: Session, commit: bool) -> None:
 _COMMIT_CHANGE = "gaia.commit_change"
 # Set on a SQLite read session: its queries never wait for a lock (WAL) nor for a network.
 _LOCAL_READ = "gaia.local_read"
+# On a SQLite write session, its database: a write that can begin without waiting for the
+# writer turn may run on the loop (``inline_write``).
+_LOCAL_WRITE = "gaia.local_write"
 
 
 def commit_change(session: Session) -> None:
@@ -276,7 +283,9 @@ class CommittingRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         methods = {m.upper() for m in kwargs.get("methods") or ()}
         if not inspect.iscoroutinefunction(endpoint):
-            if methods & MUTATING_METHODS:
+            if methods & MUTATING_METHODS and getattr(endpoint, _INLINE_WRITE, False):
+                endpoint = _runs_inline_when_turn_free(commits_in_route_thread(endpoint))
+            elif methods & MUTATING_METHODS:
                 endpoint = _in_one_worker_hop(commits_in_route_thread(endpoint))
             elif getattr(endpoint, _INLINE_READ, False):
                 endpoint = _runs_inline_on_local_reads(endpoint)
@@ -284,6 +293,7 @@ class CommittingRoute(APIRoute):
 
 
 _INLINE_READ = "__gaia_inline_read__"
+_INLINE_WRITE = "__gaia_inline_write__"
 # Set on the coroutine that runs a sync route in a worker thread: the route is still sync for
 # what depends on where its queries run (``current_principal``'s writer turn).
 _IN_WORKER = "__gaia_in_worker__"
@@ -337,6 +347,48 @@ def _runs_inline_on_local_reads(endpoint: Callable[..., Any]) -> Callable[..., A
                 return endpoint(*args, **kwargs)
         return await anyio.to_thread.run_sync(functools.partial(endpoint, *args, **kwargs))
 
+    return run
+
+
+def inline_write(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a sync route that changes something whose work is a few indexed queries and writes
+    of the request's session and nothing else (no provider, no network, no file, no password
+    hash, nothing of unbounded size): on SQLite it runs on the event loop, turn, change and
+    commit, when this process's writer turn is free, and in a worker thread as before when it
+    is not (another writer holds it or waits for it; a change never waits on the loop).
+
+    Under concurrent writers every hop between the loop and a worker is a wait for a thread to
+    be scheduled and for the interpreter lock, and the hops of four writers contend with each
+    other and with the loop: run on the loop, the writers follow each other, each from its
+    ``BEGIN`` to its ``COMMIT`` without a switch (docs/benchmarks.md, session 40). SQLite's
+    ``COMMIT`` in WAL mode with ``synchronous=NORMAL`` does not wait for the disk, so the loop
+    is held for the route's own CPU, which a worker would have held the interpreter lock for
+    anyway. On PostgreSQL a query is a round trip: the route runs in a worker there.
+    ``CommittingRoute`` applies it (POST, PUT, PATCH, DELETE routes only)."""
+    setattr(endpoint, _INLINE_WRITE, True)
+    return endpoint
+
+
+def _runs_inline_when_turn_free(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(endpoint)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        session = next((v for v in kwargs.values() if isinstance(v, Session)), None)
+        db = None if session is None else session.info.get(_LOCAL_WRITE)
+        # begun already: the token's last-use stamp took the turn in a worker (``_touch``)
+        if (
+            session is not None
+            and db is not None
+            and (session.in_transaction() or db.begin_write_if_free(session))
+        ):
+            try:
+                return endpoint(*args, **kwargs)  # commits as it returns
+            except BaseException:
+                session.rollback()  # on the loop too: the turn goes to the next writer now
+                raise
+        return await anyio.to_thread.run_sync(functools.partial(endpoint, *args, **kwargs))
+
+    # still a sync route for what depends on where its queries may wait (``current_principal``)
+    setattr(run, _IN_WORKER, True)
     return run
 
 

@@ -18,11 +18,13 @@ database file): first come, first served, and the next writer is woken the momen
 one commits or rolls back (the connection class ``_QueuedConnection`` leaves the queue right
 after SQLite ended the transaction). The queue waits as long as SQLite's ``busy_timeout`` would
 and then fails the same way ("database is locked"), so a code path that nests two write
-transactions in one thread still fails, as it always did, rather than hanging. Nothing may begin
-a write transaction on the event loop's thread (a request's transaction needs the loop to reach
-its commit); the first that does is logged with its stack. Other processes
-on the same file (the CLI, a backup) still meet SQLite's own lock and busy handler. PostgreSQL
-has no queue: several replicas and their connection pools keep their concurrency.
+transactions in one thread still fails, as it always did, rather than hanging. Nothing may wait
+for the turn on the event loop's thread (a request's transaction may need the loop to reach its
+commit); the first write that begins there in the waiting way is logged with its stack. What
+may begin on the loop is a write that never waits (``Database.begin_write_if_free``: the turn
+free and nobody in line, and SQLite's lock free of other processes, else nothing begun). Other
+processes on the same file (the CLI, a backup) still meet SQLite's own lock and busy handler.
+PostgreSQL has no queue: several replicas and their connection pools keep their concurrency.
 
 SQLite moves the WAL's pages into the database file (a checkpoint) inside the ``COMMIT`` that
 takes the WAL past ``wal_autocheckpoint`` pages (1,000 by default): every few hundred writes
@@ -45,6 +47,7 @@ emit is the one that runs (the recipe from SQLAlchemy's SQLite dialect documenta
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sqlite3
 import threading
@@ -131,6 +134,32 @@ class Database:
     def new_session(self, *, write: bool) -> Session:
         return (self._writer if write else self._reader)()
 
+    def begin_write_if_free(self, session: Session) -> bool:
+        """Begin the write transaction of ``session`` (a ``new_session(write=True)``) on the
+        calling thread, if it can begin without waiting: this process's writer turn is free and
+        no other process holds SQLite's lock. False, with nothing begun and nothing held,
+        otherwise, and always on PostgreSQL (whose transactions begin with a round trip).
+
+        What lets a short change run on the event loop (``gaia.api.deps.inline_write``): the
+        loop must never wait for the turn, whose holder may need the loop to reach its commit."""
+        writers = self._writers
+        if writers is None or not writers.try_enter():
+            return False
+        grant = _Grant(writers)
+        token = _granted_turn.set(grant)
+        try:
+            session.connection()
+        except OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            session.rollback()  # another process holds SQLite's lock: nothing has begun
+            return False
+        finally:
+            _granted_turn.reset(token)
+            if not grant.used:  # the turn never reached a connection (or a failed BEGIN
+                writers.leave()  # gave it back itself): hand it on
+        return True
+
     def listen_sessions(self, identifier: str, fn: Callable[..., Any]) -> None:
         """Register a SQLAlchemy session event (``after_flush``, ``after_commit``...) on every
         session of this database, read and write alike, and on no other database's."""
@@ -159,6 +188,14 @@ class _WriterQueue:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    def try_enter(self) -> bool:
+        """Take the turn if it is free and nobody is in line; never waits."""
+        with self._mutex:
+            if self._taken:
+                return False
+            self._taken = True
+            return True
 
     def enter(self, *, timeout: float) -> bool:
         with self._mutex:
@@ -295,6 +332,28 @@ class _WalCheckpointer:
         return (int(row[0]), int(row[1]), int(row[2]))
 
 
+class _Grant:
+    """A writer turn taken ahead of ``BEGIN`` (``Database.begin_write_if_free``), for the
+    connection that begins next in the same context; ``used`` once one has."""
+
+    def __init__(self, queue: _WriterQueue) -> None:
+        self.queue = queue
+        self.used = False
+
+
+_granted_turn: contextvars.ContextVar[_Grant | None] = contextvars.ContextVar(
+    "gaia_granted_writer_turn", default=None
+)
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    orig = exc.orig
+    return isinstance(orig, sqlite3.OperationalError) and (
+        getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+        or "database is locked" in str(orig)
+    )
+
+
 class _QueuedConnection(sqlite3.Connection):
     """A pysqlite connection that gives its writer turn back as soon as SQLite has ended the
     transaction: after ``COMMIT`` or ``ROLLBACK`` (the pool's reset on return included) or when
@@ -353,6 +412,23 @@ def _configure_sqlite(
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         raw = conn.connection.dbapi_connection
         queued = raw if mode == "IMMEDIATE" and isinstance(raw, _QueuedConnection) else None
+        grant = _granted_turn.get()
+        if grant is not None and (queued is None or grant.queue is not writers or grant.used):
+            grant = None
+        if grant is not None and queued is not None:
+            # the turn is ours already; SQLite's own lock (another process's) is not waited for
+            grant.used = True
+            queued.hold_turn(writers)
+            try:
+                queued.execute("PRAGMA busy_timeout=0")
+                try:
+                    conn.exec_driver_sql(f"BEGIN {mode}")
+                finally:
+                    queued.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT_SECONDS * 1000)}")
+            except BaseException:
+                queued.give_back_turn()
+                raise
+            return
         if queued is not None:
             _warn_on_event_loop_thread()
             if not writers.enter(timeout=SQLITE_LOCK_WAIT_SECONDS):

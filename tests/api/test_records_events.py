@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 import gaia.api.routes
-from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit
+from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, inline_write
 from gaia.domain.errors import Conflict
 from gaia.platform import Platform
 from gaia.store import events
@@ -159,17 +159,100 @@ def test_a_cached_call_hops_to_a_worker_thread_as_few_times_as_it_can(
     r = client.get("/api/v1/businesses/hops", headers=admin)
     assert r.status_code == 200 and r.json()["name"] == "hops"
     assert len(hops) == (0 if platform.db.is_sqlite else 2), hops
-    # a change: the route, which commits in its own thread (with its operation record)
+    # a change marked ``inline_write``: on SQLite, with the writer turn free, none at all; on
+    # PostgreSQL the route, which commits in its own thread (with its operation record)
     hops.clear()
     r = client.patch("/api/v1/businesses/hops", json={"description": "d"}, headers=admin)
     assert r.status_code == 200 and r.json()["description"] == "d"
+    assert len(hops) == (0 if platform.db.is_sqlite else 1), hops
+    # any other change: the route, which commits in its own thread
+    _test_routes(client)
+    hops.clear()
+    assert client.post("/api/v1/test-only/in-worker", headers=admin).status_code == 201
     assert len(hops) == 1, hops
+    with platform.db.read_session() as session:
+        names = set(session.scalars(select(Business.name)))
+    assert {"in-worker"} <= names
+
+
+def test_an_inline_change_waits_for_a_busy_writer_turn_in_a_worker_not_on_the_loop(
+    client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer (a controller's pass) holds the turn: the change goes to a worker thread
+    and waits there, and the loop goes on answering; it lands once the turn is free."""
+    if not platform.db.is_sqlite:
+        pytest.skip("PostgreSQL writers take no turn")
+    principals = PrincipalCache(ttl_seconds=3600)
+    principals.watch(platform.db)
+    monkeypatch.setattr(platform, "principals", principals)
+    assert (
+        client.post("/api/v1/businesses", json={"name": "busy"}, headers=admin).status_code == 201
+    )
+    assert client.get("/api/v1/businesses/busy", headers=admin).status_code == 200
+    holding, release = threading.Event(), threading.Event()
+
+    def controller_pass() -> None:
+        with platform.db.write_session() as session:
+            session.add(Business(name="by-a-controller"))
+            session.flush()
+            holding.set()
+            release.wait(20)
+
+    holder = threading.Thread(target=controller_pass)
+    holder.start()
+    assert holding.wait(10)
+    answers: list[int] = []
+    change = threading.Thread(
+        target=lambda: answers.append(
+            client.patch(
+                "/api/v1/businesses/busy", json={"description": "later"}, headers=admin
+            ).status_code
+        )
+    )
+    try:
+        change.start()
+        for _ in range(500):
+            if platform.db.writers_waiting == 1:
+                break
+            threading.Event().wait(0.01)
+        assert platform.db.writers_waiting == 1  # queued in a worker
+        # the loop is free: a read answers while the change waits
+        r = client.get("/api/v1/businesses/busy", headers=admin)
+        assert r.status_code == 200 and r.json()["description"] != "later"
+        assert change.is_alive()
+    finally:
+        release.set()
+        holder.join(10)
+    change.join(10)
+    assert answers == [200]
+    r = client.get("/api/v1/businesses/busy", headers=admin)
+    assert r.json()["description"] == "later"
 
 
 def _test_routes(client: TestClient) -> None:
-    """Two routes only these tests mount: one that writes and then refuses, one that answers
-    another status than it declares."""
+    """Routes only these tests mount: one that writes and then refuses, one that answers
+    another status than it declares, an async change, and two through the API's route class
+    (``CommittingRoute``): a change in a worker thread, and an ``inline_write`` change that
+    writes and then refuses."""
     app = client.app
+    if any(getattr(r, "path", "") == "/api/v1/test-only/in-worker" for r in app.routes):  # type: ignore[attr-defined]
+        return
+    router = APIRouter(route_class=CommittingRoute)
+
+    @router.post("/api/v1/test-only/in-worker", status_code=201)
+    def in_worker(request: Request, principal: PrincipalDep, session: SessionDep) -> None:
+        audit(request, action="test.in-worker", target="business/in-worker")
+        session.add(Business(name="in-worker"))
+
+    @router.post("/api/v1/test-only/inline-half-done", status_code=201)
+    @inline_write
+    def inline_half_done(request: Request, principal: PrincipalDep, session: SessionDep) -> None:
+        audit(request, action="test.inline-half-done", target="business/inline-half")
+        session.add(Business(name="inline-half"))
+        session.flush()
+        raise Conflict("refused after writing, on the loop")
+
+    app.include_router(router)  # type: ignore[attr-defined]
 
     @app.post("/api/v1/test-only/half-done", status_code=201)  # type: ignore[attr-defined]
     def half_done(request: Request, principal: PrincipalDep, session: SessionDep) -> None:
@@ -229,6 +312,25 @@ def test_a_refused_call_rolls_its_changes_back_and_is_still_recorded(
             select(OperationRecord).where(OperationRecord.action == "test.half-done")
         ).all()
     assert (row.result, row.status_code, row.error) == ("failure", 409, "refused after writing")
+
+
+def test_a_refused_inline_change_rolls_back_on_the_loop_and_is_still_recorded(
+    client: TestClient, admin: dict[str, str], platform: Platform
+) -> None:
+    _test_routes(client)
+    r = client.post("/api/v1/test-only/inline-half-done", headers=admin)
+    assert r.status_code == 409
+    with platform.db.read_session() as session:
+        assert session.scalars(select(Business).where(Business.name == "inline-half")).all() == []
+        [row] = session.scalars(
+            select(OperationRecord).where(OperationRecord.action == "test.inline-half-done")
+        ).all()
+    assert (row.result, row.status_code) == ("failure", 409)
+    # the turn went back with the rollback: the next change goes through
+    assert (
+        client.post("/api/v1/businesses", json={"name": "next"}, headers=admin).status_code == 201
+    )
+    assert platform.db.writers_waiting == 0
 
 
 def test_the_record_names_the_status_the_response_carried(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,6 +127,77 @@ def test_a_failed_sqlite_write_gives_its_turn_back(
     worker.start()
     worker.join(10)
     assert _names(sqlite_db) == ["next"]
+
+
+def test_a_write_begins_without_waiting_only_when_the_turn_is_free(sqlite_db: Database) -> None:
+    """What lets a short change run on the event loop: it begins there only if nothing would
+    make it wait, and otherwise holds nothing, so that it can wait in a worker instead."""
+    session = sqlite_db.new_session(write=True)
+    assert sqlite_db.begin_write_if_free(session)
+    assert session.in_transaction()
+    session.add(Business(name="inline"))
+    # the turn is this session's: another writer queues behind it, and a second try fails
+    other = sqlite_db.new_session(write=True)
+    assert not sqlite_db.begin_write_if_free(other)
+    assert not other.in_transaction()
+    waiter = threading.Thread(target=_create, args=(sqlite_db, "queued"))
+    waiter.start()
+    _until(lambda: sqlite_db.writers_waiting == 1, what="the thread queued")
+    # someone in line: the turn is not free even once the holder commits, until the line moves
+    session.commit()
+    session.close()
+    waiter.join(10)
+    assert _names(sqlite_db) == ["inline", "queued"]
+    assert sqlite_db.begin_write_if_free(other)
+    other.add(Business(name="after"))
+    other.commit()
+    other.close()
+    assert _names(sqlite_db) == ["inline", "queued", "after"]
+    assert sqlite_db.writers_waiting == 0
+
+
+def test_a_write_that_would_wait_for_another_process_does_not_begin(
+    sqlite_db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process on the file (the CLI, a restore) holds SQLite's own lock: the try
+    answers at once, gives the turn back, and the session can still wait in the usual way."""
+    monkeypatch.setattr(database_module, "SQLITE_LOCK_WAIT_SECONDS", 5.0)
+    outsider = sqlite3.connect(tmp_path / "gaia.db", isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    try:
+        session = sqlite_db.new_session(write=True)
+        started = time.monotonic()
+        assert not sqlite_db.begin_write_if_free(session)
+        assert time.monotonic() - started < 1.0
+        assert not session.in_transaction()
+        # the turn went back: a writer of this process takes it and meets the outsider's lock
+        # in SQLite's busy handler, with the whole timeout (reset after the try), not zero
+        waiter = threading.Thread(target=_create, args=(sqlite_db, "waited"))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive()
+    finally:
+        outsider.rollback()
+        outsider.close()
+    waiter.join(10)
+    assert _names(sqlite_db) == ["waited"]
+    session.add(Business(name="late"))
+    session.commit()  # the session that did not begin can begin now (queued, as usual)
+    session.close()
+    assert _names(sqlite_db) == ["waited", "late"]
+
+
+def test_postgresql_writes_never_begin_on_the_caller_s_terms(database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("the PostgreSQL side")
+    db = Database(database_url)
+    try:
+        session = db.new_session(write=True)
+        assert not db.begin_write_if_free(session)
+        assert not session.in_transaction()
+        session.close()
+    finally:
+        db.dispose()
 
 
 def test_postgresql_writers_run_side_by_side(database_url: str) -> None:

@@ -18,6 +18,7 @@ from gaia.api.deps import (
     audit,
     business_for,
     inline_read,
+    inline_write,
     require_platform_admin,
 )
 from gaia.api.pagination import Cursor, Limit, page_in_memory
@@ -74,6 +75,7 @@ def list_businesses(
 
 
 @router.post("/businesses", response_model=BusinessOut, status_code=201)
+@inline_write
 def create_business(
     body: BusinessCreate, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> BusinessOut:
@@ -103,6 +105,7 @@ def get_business(principal: PrincipalDep, session: SessionDep, biz: str = BizPat
 
 
 @router.patch("/businesses/{biz}", response_model=BusinessOut)
+@inline_write
 def update_business(
     body: BusinessUpdate,
     request: Request,
@@ -120,6 +123,7 @@ def update_business(
 
 
 @router.delete("/businesses/{biz}", status_code=204)
+@inline_write
 def delete_business(
     request: Request, principal: PrincipalDep, session: SessionDep, biz: str = BizPath
 ) -> Response:
@@ -162,6 +166,7 @@ def list_members(
 
 
 @router.put("/businesses/{biz}/members/{username}", response_model=MemberOut)
+@inline_write
 def put_member(
     body: MemberPut,
     request: Request,
@@ -195,6 +200,7 @@ def put_member(
 
 
 @router.delete("/businesses/{biz}/members/{username}", status_code=204)
+@inline_write
 def delete_member(
     request: Request,
     principal: PrincipalDep,
