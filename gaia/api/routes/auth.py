@@ -16,7 +16,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request, Response
 
 from gaia.api.client_address import request_client_address
-from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, inline_read, platform
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    inline_read,
+    inline_write,
+    platform,
+)
 from gaia.api.pagination import Cursor, Limit, page_in_memory
 from gaia.api.schemas.base import Page
 from gaia.api.schemas.identity import (
@@ -71,6 +79,7 @@ def login(body: LoginRequest, request: Request, session: SessionDep) -> LoginRes
 
 
 @router.post("/auth/logout", status_code=204)
+@inline_write
 def logout(request: Request, principal: PrincipalDep, session: SessionDep) -> Response:
     ctx = audit(request, action="auth.logout", target=f"user/{principal.username}")
     identity.end_session(session, token_id=principal.token_id)
@@ -124,6 +133,7 @@ def list_tokens(
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["tokens"])
+@inline_write
 def create_token(
     body: TokenCreate, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> TokenCreated:
@@ -139,6 +149,7 @@ def create_token(
 
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
+@inline_write
 def revoke_token(
     request: Request,
     principal: PrincipalDep,

@@ -17,6 +17,7 @@ from gaia.api.deps import (
     PrincipalDep,
     SessionDep,
     audit,
+    inline_write,
     platform,
     require_platform_admin,
     visible_cluster,
@@ -44,6 +45,7 @@ def list_backups(
 
 
 @router.post("/backups", response_model=BackupOut, status_code=202)
+@inline_write
 def start_backup(request: Request, principal: PrincipalDep, session: SessionDep) -> BackupOut:
     """Take a backup now (409 while another is pending or running)."""
     ctx = audit(request, action="backup.create", target="backups")
@@ -88,6 +90,7 @@ def get_etcd_access(
 
 
 @router.put("/clusters/{cluster}/etcd", response_model=EtcdAccessOut)
+@inline_write
 def set_etcd_access(
     body: EtcdAccessIn,
     request: Request,
@@ -111,6 +114,7 @@ def set_etcd_access(
 
 
 @router.delete("/clusters/{cluster}/etcd", status_code=204)
+@inline_write
 def remove_etcd_access(
     request: Request, principal: PrincipalDep, session: SessionDep, cluster: str = ClusterPath
 ) -> Response:

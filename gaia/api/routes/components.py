@@ -25,6 +25,7 @@ from gaia.api.deps import (
     PrincipalDep,
     SessionDep,
     audit,
+    inline_write,
     platform,
     require_platform_admin,
 )
@@ -210,6 +211,7 @@ async def _probe(request: Request, row: Cluster) -> ClusterComponentsOut:
     response_model=LoopRestartOut,
     status_code=202,
 )
+@inline_write
 def restart_loop(
     request: Request,
     principal: PrincipalDep,

@@ -33,6 +33,7 @@ from gaia.api.deps import (
     SessionDep,
     audit,
     business_for,
+    inline_write,
     platform,
 )
 from gaia.api.errors import STATUS
@@ -202,6 +203,7 @@ def list_configmaps(
 
 
 @router.post("/businesses/{biz}/configmaps", response_model=ConfigMapOut, status_code=201)
+@inline_write
 def create_configmap(
     body: ConfigCreate,
     request: Request,
@@ -236,6 +238,7 @@ def get_configmap(
 
 
 @router.put("/businesses/{biz}/configmaps/{name}", response_model=ConfigMapOut)
+@inline_write
 def replace_configmap(
     body: ConfigReplace,
     request: Request,
@@ -260,6 +263,7 @@ def replace_configmap(
 
 
 @router.delete("/businesses/{biz}/configmaps/{name}", status_code=204)
+@inline_write
 def delete_configmap(
     request: Request,
     principal: PrincipalDep,
@@ -421,6 +425,7 @@ def replace_secret(
 
 
 @router.delete("/businesses/{biz}/secrets/{name}", status_code=204)
+@inline_write
 def delete_secret(
     request: Request,
     principal: PrincipalDep,

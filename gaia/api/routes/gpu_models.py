@@ -24,6 +24,7 @@ from gaia.api.deps import (
     SessionDep,
     audit,
     business_for,
+    inline_write,
     require_platform_admin,
     visible_cluster,
 )
@@ -98,6 +99,7 @@ def list_gpu_model_limits(
 @router.put(
     "/businesses/{biz}/quotas/{cluster}/gpu-models/{model}", response_model=GpuModelLimitOut
 )
+@inline_write
 def put_gpu_model_limit(
     body: GpuModelLimitIn,
     request: Request,
@@ -129,6 +131,7 @@ def put_gpu_model_limit(
 
 
 @router.delete("/businesses/{biz}/quotas/{cluster}/gpu-models/{model}", status_code=204)
+@inline_write
 def delete_gpu_model_limit(
     request: Request,
     principal: PrincipalDep,

@@ -20,6 +20,7 @@ from gaia.api.deps import (
     SessionDep,
     audit,
     business_for,
+    inline_write,
     require_platform_admin,
 )
 from gaia.api.pagination import Cursor, Limit, page_in_memory
@@ -115,6 +116,7 @@ def list_platform_configs(
 
 
 @router.post("/instance-configs", response_model=InstanceConfigOut, status_code=201)
+@inline_write
 def create_platform_config(
     body: InstanceConfigIn, request: Request, principal: PrincipalDep, session: SessionDep
 ) -> InstanceConfigOut:
@@ -131,6 +133,7 @@ def get_platform_config(
 
 
 @router.patch("/instance-configs/{name}", response_model=InstanceConfigOut)
+@inline_write
 def update_platform_config(
     body: InstanceConfigUpdate,
     request: Request,
@@ -144,6 +147,7 @@ def update_platform_config(
 
 
 @router.delete("/instance-configs/{name}", status_code=204)
+@inline_write
 def delete_platform_config(
     request: Request, principal: PrincipalDep, session: SessionDep, name: str = NamePath
 ) -> Response:
@@ -180,6 +184,7 @@ def list_business_configs(
 @router.post(
     "/businesses/{biz}/instance-configs", response_model=InstanceConfigOut, status_code=201
 )
+@inline_write
 def create_business_config(
     body: InstanceConfigIn,
     request: Request,
@@ -205,6 +210,7 @@ def get_business_config(
 
 
 @router.patch("/businesses/{biz}/instance-configs/{name}", response_model=InstanceConfigOut)
+@inline_write
 def update_business_config(
     body: InstanceConfigUpdate,
     request: Request,
@@ -219,6 +225,7 @@ def update_business_config(
 
 
 @router.delete("/businesses/{biz}/instance-configs/{name}", status_code=204)
+@inline_write
 def delete_business_config(
     request: Request,
     principal: PrincipalDep,

@@ -31,6 +31,7 @@ from gaia.api.deps import (
     SessionDep,
     audit,
     authenticate,
+    inline_write,
     platform,
     readable_app,
     require_platform_admin,
@@ -183,6 +184,7 @@ def list_pools(
 
 
 @router.post("/clusters/{cluster}/ip-pools", response_model=IpPoolOut, status_code=201)
+@inline_write
 def create_pool(
     body: IpPoolIn,
     request: Request,
@@ -223,6 +225,7 @@ def get_pool(
 
 
 @router.delete("/clusters/{cluster}/ip-pools/{pool}", status_code=204)
+@inline_write
 def delete_pool(
     request: Request,
     principal: PrincipalDep,
@@ -268,6 +271,7 @@ def list_allocations(
 
 
 @router.delete("/clusters/{cluster}/ip-pools/{pool}/allocations/{allocation_id}", status_code=204)
+@inline_write
 def delete_allocation(
     request: Request,
     principal: PrincipalDep,

@@ -33,7 +33,15 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, business_for, platform
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    business_for,
+    inline_write,
+    platform,
+)
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.schemas.base import NAME_PATTERN, Page
 from gaia.api.schemas.pipelines import (
@@ -197,6 +205,7 @@ def _check_git_url(request: Request, url: str) -> None:
 
 
 @router.post("/businesses/{biz}/pipelines", response_model=PipelineCreated, status_code=201)
+@inline_write
 def create_pipeline(
     body: PipelineCreate,
     request: Request,
@@ -248,6 +257,7 @@ def get_pipeline(
 
 
 @router.patch("/businesses/{biz}/pipelines/{name}", response_model=PipelineCreated)
+@inline_write
 def update_pipeline(
     body: PipelineUpdate,
     request: Request,
@@ -314,6 +324,7 @@ def delete_pipeline(
 
 
 @router.post("/businesses/{biz}/pipelines/{name}/runs", response_model=RunOut, status_code=201)
+@inline_write
 def start_run(
     request: Request,
     principal: PrincipalDep,
@@ -359,6 +370,7 @@ def get_run(
 
 
 @router.post("/businesses/{biz}/pipelines/{name}/runs/{number}/cancel", response_model=RunOut)
+@inline_write
 def cancel_run(
     request: Request,
     principal: PrincipalDep,

@@ -16,6 +16,7 @@ from gaia.api.deps import (
     SessionDep,
     audit,
     business_for,
+    inline_write,
     require_platform_admin,
 )
 from gaia.api.pagination import Cursor, Limit, page_in_memory
@@ -100,6 +101,7 @@ def get_quota(
 
 
 @router.put("/businesses/{biz}/quotas/{cluster}", response_model=QuotaOut)
+@inline_write
 def put_quota(
     body: QuotaPut,
     request: Request,
@@ -124,6 +126,7 @@ def put_quota(
 
 
 @router.delete("/businesses/{biz}/quotas/{cluster}", status_code=204)
+@inline_write
 def delete_quota(
     request: Request,
     principal: PrincipalDep,
@@ -143,6 +146,7 @@ def delete_quota(
 
 
 @router.post("/businesses/{biz}/quotas/{cluster}/admission-check", response_model=AdmissionResult)
+@inline_write
 def admission_check(
     body: AdmissionCheck,
     request: Request,

@@ -12,7 +12,13 @@ from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
 
-from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    inline_write,
+)
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.alerts._owned import BusinessQuery, Id, OwnedKind, owner_id, owner_name
 from gaia.api.schemas.alerts import (
@@ -68,6 +74,7 @@ def list_receivers(
 
 
 @router.post("/alerts/receivers", response_model=ReceiverOut, status_code=201)
+@inline_write
 def create_receiver(
     request: Request, body: ReceiverCreate, principal: PrincipalDep, session: SessionDep
 ) -> ReceiverOut:
@@ -81,6 +88,7 @@ def create_receiver(
 
 
 @router.patch("/alerts/receivers/{receiver_id}", response_model=ReceiverOut)
+@inline_write
 def update_receiver(
     request: Request,
     receiver_id: Id,
@@ -122,6 +130,7 @@ def list_groups(
 
 
 @router.post("/alerts/receiver-groups", response_model=GroupOut, status_code=201)
+@inline_write
 def create_group(
     request: Request, body: GroupCreate, principal: PrincipalDep, session: SessionDep
 ) -> GroupOut:
@@ -135,6 +144,7 @@ def create_group(
 
 
 @router.patch("/alerts/receiver-groups/{group_id}", response_model=GroupOut)
+@inline_write
 def update_group(
     request: Request, group_id: Id, body: GroupUpdate, principal: PrincipalDep, session: SessionDep
 ) -> GroupOut:

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
 
-from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, platform
+from gaia.api.deps import (
+    CommittingRoute,
+    PrincipalDep,
+    SessionDep,
+    audit,
+    inline_write,
+    platform,
+)
 from gaia.api.pagination import Cursor, Limit
 from gaia.api.routes.alerts._owned import BusinessQuery, Id, OwnedKind, owner_id, owner_name
 from gaia.api.schemas.alerts import SilenceCreate, SilenceOut
@@ -59,6 +66,7 @@ def list_silences(
 
 
 @router.post("/alerts/silences", response_model=SilenceOut, status_code=201)
+@inline_write
 def create_silence(
     request: Request, body: SilenceCreate, principal: PrincipalDep, session: SessionDep
 ) -> SilenceOut:
@@ -79,6 +87,7 @@ def create_silence(
 
 
 @router.delete("/alerts/silences/{silence_id}", status_code=204)
+@inline_write
 def expire_silence(
     request: Request, silence_id: Id, principal: PrincipalDep, session: SessionDep
 ) -> Response:
