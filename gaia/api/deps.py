@@ -28,8 +28,8 @@ sync read makes two hops (its route and the response's validation; three on Post
 the session's end) where it made five, a sync change one (its route, which commits; its
 response, one object, is validated on the loop). A single-object read marked ``inline_read``
 makes none on SQLite: it runs on the loop (its queries wait for no lock in WAL mode); nor does a
-short change marked ``inline_write`` when this process's writer turn is free (it begins, writes
-and commits on the loop without ever waiting there; when the turn is busy it waits in a worker).
+short change marked ``inline_write`` (it awaits its writer turn on the loop, then begins, writes
+and commits there in one go).
 """
 
 from __future__ import annotations
@@ -353,9 +353,10 @@ def _runs_inline_on_local_reads(endpoint: Callable[..., Any]) -> Callable[..., A
 def inline_write(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     """Mark a sync route that changes something whose work is a few indexed queries and writes
     of the request's session and nothing else (no provider, no network, no file, no password
-    hash, nothing of unbounded size): on SQLite it runs on the event loop, turn, change and
-    commit, when this process's writer turn is free, and in a worker thread as before when it
-    is not (another writer holds it or waits for it; a change never waits on the loop).
+    hash, nothing of unbounded size): on SQLite it runs on the event loop, its change and
+    commit in one go once its writer turn has come (awaited: the loop serves others while
+    another writer holds it), and in a worker thread as before when another process holds
+    SQLite's lock (the wait for that one is SQLite's busy handler, which blocks).
 
     Under concurrent writers every hop between the loop and a worker is a wait for a thread to
     be scheduled and for the interpreter lock, and the hops of four writers contend with each
@@ -378,7 +379,7 @@ def _runs_inline_when_turn_free(endpoint: Callable[..., Any]) -> Callable[..., A
         if (
             session is not None
             and db is not None
-            and (session.in_transaction() or db.begin_write_if_free(session))
+            and (session.in_transaction() or await db.begin_write_on_loop(session))
         ):
             try:
                 return endpoint(*args, **kwargs)  # commits as it returns

@@ -20,9 +20,9 @@ after SQLite ended the transaction). The queue waits as long as SQLite's ``busy_
 and then fails the same way ("database is locked"), so a code path that nests two write
 transactions in one thread still fails, as it always did, rather than hanging. Nothing may wait
 for the turn on the event loop's thread (a request's transaction may need the loop to reach its
-commit); the first write that begins there in the waiting way is logged with its stack. What
-may begin on the loop is a write that never waits (``Database.begin_write_if_free``: the turn
-free and nobody in line, and SQLite's lock free of other processes, else nothing begun). Other
+commit); the first write that begins there in the blocking way is logged with its stack. A
+write may begin on the loop when it awaits its turn (``Database.begin_write_on_loop``: the loop
+serves others meanwhile) and then begins without waiting for another process's lock. Other
 processes on the same file (the CLI, a backup) still meet SQLite's own lock and busy handler.
 PostgreSQL has no queue: several replicas and their connection pools keep their concurrency.
 
@@ -134,17 +134,35 @@ class Database:
     def new_session(self, *, write: bool) -> Session:
         return (self._writer if write else self._reader)()
 
-    def begin_write_if_free(self, session: Session) -> bool:
-        """Begin the write transaction of ``session`` (a ``new_session(write=True)``) on the
-        calling thread, if it can begin without waiting: this process's writer turn is free and
-        no other process holds SQLite's lock. False, with nothing begun and nothing held,
-        otherwise, and always on PostgreSQL (whose transactions begin with a round trip).
+    async def begin_write_on_loop(self, session: Session) -> bool:
+        """Begin the write transaction of ``session`` on the event loop's thread: its turn is
+        awaited (the loop serves others meanwhile), then ``BEGIN IMMEDIATE`` runs without
+        waiting. False, with nothing begun and nothing held, when another process holds
+        SQLite's lock (then begin it in a worker thread, which may wait), and always on
+        PostgreSQL (whose transactions begin with a round trip). A turn that does not come
+        within SQLite's busy timeout fails as ``BEGIN`` would ("database is locked").
 
-        What lets a short change run on the event loop (``gaia.api.deps.inline_write``): the
-        loop must never wait for the turn, whose holder may need the loop to reach its commit."""
+        What lets a short change run on the loop (``gaia.api.deps.inline_write``): nothing
+        may *block* the loop waiting for the turn, whose holder may need the loop to reach
+        its commit, but it may await it."""
         writers = self._writers
-        if writers is None or not writers.try_enter():
+        if writers is None:
             return False
+        if not await writers.enter_async(timeout=SQLITE_LOCK_WAIT_SECONDS):
+            raise OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                sqlite3.OperationalError(
+                    "database is locked (waited "
+                    f"{SQLITE_LOCK_WAIT_SECONDS:.0f} s for this process's other writers)"
+                ),
+            )
+        return self._begin_in_turn(session, writers)
+
+    def _begin_in_turn(self, session: Session, writers: _WriterQueue) -> bool:
+        """``BEGIN`` the session's transaction with the turn already taken (handed to its
+        connection), not waiting for another process's lock; the turn is given back if it
+        does not begin."""
         grant = _Grant(writers)
         token = _granted_turn.set(grant)
         try:
@@ -177,48 +195,100 @@ class _WriterQueue:
     """One writer at a time, served in arrival order; the turn is handed straight to the next
     in line on release, so nobody sleeps while the lock is free and nobody jumps the queue.
 
-    Not bound to a thread: a turn is taken in the engine's ``begin`` event and given back by
-    the DB-API connection when SQLite has ended the transaction."""
+    A writer waits in a thread (``enter``) or, on the event loop, in a coroutine (``enter_async``:
+    the loop goes on serving while it waits). Not bound to a thread: a turn is taken in the
+    engine's ``begin`` event and given back by the DB-API connection when SQLite has ended the
+    transaction."""
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._taken = False
-        self._waiting: deque[threading.Lock] = deque()
+        self._waiting: deque[_ThreadWaiter | _LoopWaiter] = deque()
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
-
-    def try_enter(self) -> bool:
-        """Take the turn if it is free and nobody is in line; never waits."""
-        with self._mutex:
-            if self._taken:
-                return False
-            self._taken = True
-            return True
 
     def enter(self, *, timeout: float) -> bool:
         with self._mutex:
             if not self._taken:
                 self._taken = True
                 return True
-            turn = threading.Lock()
-            turn.acquire()
-            self._waiting.append(turn)
-        if turn.acquire(timeout=timeout):
+            waiter = _ThreadWaiter()
+            self._waiting.append(waiter)
+        if waiter.turn.acquire(timeout=timeout):
             return True
         with self._mutex:
-            if turn in self._waiting:
-                self._waiting.remove(turn)
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
                 return False
         return True  # handed to us between the timeout and the check: ours now
 
-    def leave(self) -> None:
+    async def enter_async(self, *, timeout: float) -> bool:
+        """``enter`` for the event loop's thread: the wait is an ``await``, never a block. A
+        wait cancelled or timed out after the turn was handed over passes it on."""
         with self._mutex:
-            if self._waiting:
-                self._waiting.popleft().release()  # still taken: the next writer's now
-            else:
-                self._taken = False
+            if not self._taken:
+                self._taken = True
+                return True
+            waiter = _LoopWaiter(self)
+            self._waiting.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.granted
+            return True
+        except BaseException as exc:
+            with self._mutex:
+                handed = waiter not in self._waiting
+                if not handed:
+                    self._waiting.remove(waiter)
+            if handed and waiter.granted.done() and not waiter.granted.cancelled():
+                self.leave()  # handed over as the wait ended: pass it on
+            # else still in flight to us: ``_LoopWaiter._grant`` finds the wait over, passes it on
+            if isinstance(exc, TimeoutError):
+                return False
+            raise
+
+    def leave(self) -> None:
+        while True:
+            with self._mutex:
+                if not self._waiting:
+                    self._taken = False
+                    return
+                waiter = self._waiting.popleft()  # still taken: the next writer's now
+            if waiter.wake():
+                return
+            # its event loop has closed: the next in line
+
+
+class _ThreadWaiter:
+    def __init__(self) -> None:
+        self.turn = threading.Lock()
+        self.turn.acquire()
+
+    def wake(self) -> bool:
+        self.turn.release()
+        return True
+
+
+class _LoopWaiter:
+    def __init__(self, queue: _WriterQueue) -> None:
+        self.queue = queue
+        self.loop = asyncio.get_running_loop()
+        self.granted: asyncio.Future[bool] = self.loop.create_future()
+
+    def wake(self) -> bool:
+        try:
+            self.loop.call_soon_threadsafe(self._grant)
+        except RuntimeError:  # the loop has closed
+            return False
+        return True
+
+    def _grant(self) -> None:
+        if self.granted.done():  # the wait was cancelled meanwhile: the next writer's turn
+            self.queue.leave()
+        else:
+            self.granted.set_result(True)
 
 
 _queues_mutex = threading.Lock()
@@ -333,7 +403,7 @@ class _WalCheckpointer:
 
 
 class _Grant:
-    """A writer turn taken ahead of ``BEGIN`` (``Database.begin_write_if_free``), for the
+    """A writer turn taken ahead of ``BEGIN`` (``Database.begin_write_on_loop``), for the
     connection that begins next in the same context; ``used`` once one has."""
 
     def __init__(self, queue: _WriterQueue) -> None:

@@ -175,11 +175,11 @@ def test_a_cached_call_hops_to_a_worker_thread_as_few_times_as_it_can(
     assert {"in-worker"} <= names
 
 
-def test_an_inline_change_waits_for_a_busy_writer_turn_in_a_worker_not_on_the_loop(
+def test_an_inline_change_awaits_a_busy_writer_turn_without_holding_the_loop(
     client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another writer (a controller's pass) holds the turn: the change goes to a worker thread
-    and waits there, and the loop goes on answering; it lands once the turn is free."""
+    """Another writer (a controller's pass) holds the turn: the change awaits it, and the loop
+    goes on answering meanwhile; it lands, still on the loop, once the turn is free."""
     if not platform.db.is_sqlite:
         pytest.skip("PostgreSQL writers take no turn")
     principals = PrincipalCache(ttl_seconds=3600)
@@ -201,6 +201,14 @@ def test_an_inline_change_waits_for_a_busy_writer_turn_in_a_worker_not_on_the_lo
     holder = threading.Thread(target=controller_pass)
     holder.start()
     assert holding.wait(10)
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
     answers: list[int] = []
     change = threading.Thread(
         target=lambda: answers.append(
@@ -215,7 +223,7 @@ def test_an_inline_change_waits_for_a_busy_writer_turn_in_a_worker_not_on_the_lo
             if platform.db.writers_waiting == 1:
                 break
             threading.Event().wait(0.01)
-        assert platform.db.writers_waiting == 1  # queued in a worker
+        assert platform.db.writers_waiting == 1  # in line, awaiting on the loop
         # the loop is free: a read answers while the change waits
         r = client.get("/api/v1/businesses/busy", headers=admin)
         assert r.status_code == 200 and r.json()["description"] != "later"
@@ -225,6 +233,7 @@ def test_an_inline_change_waits_for_a_busy_writer_turn_in_a_worker_not_on_the_lo
         holder.join(10)
     change.join(10)
     assert answers == [200]
+    assert hops == []  # neither the change nor the read left the loop
     r = client.get("/api/v1/businesses/busy", headers=admin)
     assert r.json()["description"] == "later"
 

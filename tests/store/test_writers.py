@@ -5,6 +5,8 @@ its own, not inside a writer's commit; on PostgreSQL writers run side by side.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import sqlite3
 import threading
@@ -129,45 +131,121 @@ def test_a_failed_sqlite_write_gives_its_turn_back(
     assert _names(sqlite_db) == ["next"]
 
 
-def test_a_write_begins_without_waiting_only_when_the_turn_is_free(sqlite_db: Database) -> None:
-    """What lets a short change run on the event loop: it begins there only if nothing would
-    make it wait, and otherwise holds nothing, so that it can wait in a worker instead."""
-    session = sqlite_db.new_session(write=True)
-    assert sqlite_db.begin_write_if_free(session)
-    assert session.in_transaction()
-    session.add(Business(name="inline"))
-    # the turn is this session's: another writer queues behind it, and a second try fails
-    other = sqlite_db.new_session(write=True)
-    assert not sqlite_db.begin_write_if_free(other)
-    assert not other.in_transaction()
-    waiter = threading.Thread(target=_create, args=(sqlite_db, "queued"))
-    waiter.start()
-    _until(lambda: sqlite_db.writers_waiting == 1, what="the thread queued")
-    # someone in line: the turn is not free even once the holder commits, until the line moves
-    session.commit()
-    session.close()
-    waiter.join(10)
-    assert _names(sqlite_db) == ["inline", "queued"]
-    assert sqlite_db.begin_write_if_free(other)
-    other.add(Business(name="after"))
-    other.commit()
-    other.close()
-    assert _names(sqlite_db) == ["inline", "queued", "after"]
+def test_a_write_on_the_event_loop_awaits_its_turn_in_arrival_order(sqlite_db: Database) -> None:
+    """What lets a short change run on the event loop: its wait for the turn is an ``await``
+    (the loop serves others meanwhile), in line with the threads' waits, and once the turn has
+    come it begins at once."""
+    holding, release = threading.Event(), threading.Event()
+
+    def controller_pass() -> None:
+        with sqlite_db.write_session() as session:
+            session.add(Business(name="first"))
+            session.flush()
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=controller_pass)
+    holder.start()
+    assert holding.wait(10)
+    later = threading.Thread(target=_create, args=(sqlite_db, "third"))
+
+    async def on_the_loop() -> int:
+        session = sqlite_db.new_session(write=True)
+        wait = asyncio.ensure_future(sqlite_db.begin_write_on_loop(session))
+        ticks = 0
+        while sqlite_db.writers_waiting < 1:  # the loop runs while the writer waits
+            ticks += 1
+            await asyncio.sleep(0.01)
+        later.start()  # a thread comes after the loop's writer...
+        while sqlite_db.writers_waiting < 2:
+            ticks += 1
+            await asyncio.sleep(0.01)
+        assert not wait.done()
+        release.set()
+        assert await wait
+        assert session.in_transaction()
+        session.add(Business(name="second"))
+        session.commit()  # ...and writes after it
+        session.close()
+        return ticks
+
+    assert asyncio.run(on_the_loop()) >= 2
+    holder.join(10)
+    later.join(10)
+    assert _names(sqlite_db) == ["first", "second", "third"]
     assert sqlite_db.writers_waiting == 0
 
 
-def test_a_write_that_would_wait_for_another_process_does_not_begin(
+@pytest.mark.parametrize("when", ["waiting", "handed over"])
+def test_a_cancelled_wait_on_the_event_loop_passes_the_turn_on(
+    sqlite_db: Database, when: str
+) -> None:
+    """The client went away: whether its turn had come yet or was on its way to the loop, the
+    next writer in line gets it."""
+    queue = database_module._writer_queue_for(sqlite_db.url)
+    assert queue.enter(timeout=1)  # a holder, given back from the loop below
+    after = threading.Thread(target=_create, args=(sqlite_db, "after"))
+
+    async def on_the_loop() -> None:
+        session = sqlite_db.new_session(write=True)
+        wait = asyncio.ensure_future(sqlite_db.begin_write_on_loop(session))
+        while queue.waiting < 1:
+            await asyncio.sleep(0.01)
+        after.start()
+        while queue.waiting < 2:
+            await asyncio.sleep(0.01)
+        if when == "waiting":
+            wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await wait
+            queue.leave()  # the holder is done: the thread is next
+        else:
+            queue.leave()  # the turn is on its way to the loop's writer...
+            wait.cancel()  # ...which is cancelled before it arrives
+            with contextlib.suppress(asyncio.CancelledError):
+                await wait
+        session.close()
+
+    asyncio.run(on_the_loop())
+    after.join(10)
+    assert not after.is_alive()
+    assert _names(sqlite_db) == ["after"]
+    assert queue.waiting == 0
+    _create(sqlite_db, "free")  # and the turn is free again
+    assert _names(sqlite_db) == ["after", "free"]
+
+
+def test_a_wait_on_the_event_loop_gives_up_as_sqlite_would(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_module, "SQLITE_LOCK_WAIT_SECONDS", 0.3)
+    queue = database_module._writer_queue_for(sqlite_db.url)
+    assert queue.enter(timeout=1)
+    session = sqlite_db.new_session(write=True)
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            asyncio.run(sqlite_db.begin_write_on_loop(session))
+        assert queue.waiting == 0 and not session.in_transaction()
+    finally:
+        session.close()
+        queue.leave()
+    _create(sqlite_db, "after")
+    assert _names(sqlite_db) == ["after"]
+
+
+def test_a_write_on_the_event_loop_never_waits_for_another_process(
     sqlite_db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another process on the file (the CLI, a restore) holds SQLite's own lock: the try
-    answers at once, gives the turn back, and the session can still wait in the usual way."""
+    """Another process on the file (the CLI, a restore) holds SQLite's own lock: a write on the
+    loop does not begin (its wait would be SQLite's busy handler, which blocks), gives its turn
+    back, and can still begin in the usual way, from a thread, which waits."""
     monkeypatch.setattr(database_module, "SQLITE_LOCK_WAIT_SECONDS", 5.0)
     outsider = sqlite3.connect(tmp_path / "gaia.db", isolation_level=None)
     outsider.execute("BEGIN IMMEDIATE")
     try:
         session = sqlite_db.new_session(write=True)
         started = time.monotonic()
-        assert not sqlite_db.begin_write_if_free(session)
+        assert not asyncio.run(sqlite_db.begin_write_on_loop(session))
         assert time.monotonic() - started < 1.0
         assert not session.in_transaction()
         # the turn went back: a writer of this process takes it and meets the outsider's lock
@@ -187,13 +265,13 @@ def test_a_write_that_would_wait_for_another_process_does_not_begin(
     assert _names(sqlite_db) == ["waited", "late"]
 
 
-def test_postgresql_writes_never_begin_on_the_caller_s_terms(database_url: str) -> None:
+def test_postgresql_writes_do_not_begin_on_the_event_loop(database_url: str) -> None:
     if database_url.startswith("sqlite"):
         pytest.skip("the PostgreSQL side")
     db = Database(database_url)
     try:
         session = db.new_session(write=True)
-        assert not db.begin_write_if_free(session)
+        assert not asyncio.run(db.begin_write_on_loop(session))
         assert not session.in_transaction()
         session.close()
     finally:
