@@ -214,6 +214,19 @@ _LOCAL_READ = "gaia.local_read"
 _LOCAL_WRITE = "gaia.local_write"
 
 
+async def begin_change(request: Request, session: Session) -> None:
+    """Begin the write transaction of an async route that takes no principal (for one that
+    does, ``current_principal`` begins it): its first query runs on the event loop's thread,
+    which must never *block* on SQLite's writer turn (the holder may need the loop to reach its
+    commit). On SQLite the turn is awaited on the loop, and a worker thread begins the
+    transaction when another process holds SQLite's lock; PostgreSQL's writers take no turn."""
+    if not (request.method in MUTATING_METHODS and platform(request).db.is_sqlite):
+        return
+    if session.in_transaction() or await platform(request).db.begin_write_on_loop(session):
+        return
+    await anyio.to_thread.run_sync(session.connection)
+
+
 def commit_change(session: Session) -> None:
     """Commit the change of the request ``session`` belongs to, with its operation record,
     once: a sync route's in its own worker thread as soon as it returns

@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -131,6 +133,53 @@ def test_webhook_needs_the_signature_of_the_pipelines_secret(world: World) -> No
     assert r.json()["run"] == 1
     run = c.get(f"{PIPES}/web/runs/1", headers=world.as_("viewer")).json()
     assert run["trigger"] == "webhook" and run["commit"] == "a" * 40
+
+
+def test_a_webhook_never_blocks_the_event_loop_on_a_busy_writer_turn(
+    world: World, platform: Platform
+) -> None:
+    """It takes no principal, so nothing began its transaction before its first query, which
+    runs on the event loop: on SQLite that query waited there for the writer turn, and while a
+    controller's pass held the turn every request of the server stalled (up to 30 s, the
+    holder's commit included when it needed the loop). Now the wait is awaited."""
+    if not platform.db.is_sqlite:
+        pytest.skip("PostgreSQL writers take no turn")
+    created = _create(world, {"name": "web", "webhook_secret": HOOK_SECRET})
+    hook = f"/api/v1/hooks/pipelines/{created['id']}"
+    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    holding, release = threading.Event(), threading.Event()
+
+    def controller_pass() -> None:
+        with platform.db.write_session() as session:
+            session.get(Pipeline, created["id"])
+            holding.set()
+            release.wait(20)
+
+    holder = threading.Thread(target=controller_pass)
+    holder.start()
+    assert holding.wait(10)
+    answers: list[int] = []
+    push = threading.Thread(
+        target=lambda: answers.append(
+            world.client.post(hook, content=body, headers=_signed(body)).status_code
+        )
+    )
+    try:
+        push.start()
+        for _ in range(500):
+            if platform.db.writers_waiting == 1:
+                break
+            time.sleep(0.01)
+        assert platform.db.writers_waiting == 1
+        started = time.monotonic()
+        r = world.client.get("/api/healthz")  # the loop answers while the push waits
+        assert r.status_code == 200 and time.monotonic() - started < 5
+        assert push.is_alive()
+    finally:
+        release.set()
+        holder.join(10)
+    push.join(10)
+    assert answers == [202]
 
 
 def test_webhook_ignores_a_push_to_another_branch(world: World) -> None:

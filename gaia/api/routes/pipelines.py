@@ -38,6 +38,7 @@ from gaia.api.deps import (
     PrincipalDep,
     SessionDep,
     audit,
+    begin_change,
     business_for,
     inline_write,
     platform,
@@ -482,6 +483,7 @@ async def pipeline_webhook(
     if len(body) > MAX_WEBHOOK_BYTES:
         raise InvalidRequest(f"a webhook body has at most {MAX_WEBHOOK_BYTES} bytes")
     refused = Unauthenticated("the webhook signature does not match")
+    await begin_change(request, session)  # never block the loop on SQLite's writer turn
     row = session.get(Pipeline, pipeline_id)
     given = _signature(request).encode("ascii", errors="replace")
     if row is None:
