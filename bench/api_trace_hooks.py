@@ -137,11 +137,20 @@ def _patch_store() -> None:
     from gaia.store import database
 
     queue = database._WriterQueue
-    enter, leave = queue.enter, queue.leave
+    enter, enter_async, leave = queue.enter, queue.enter_async, queue.leave
 
     def timed_enter(self: Any, *, timeout: float) -> bool:
         turn: dict[str, Any] = {"ask": now(), "ahead": len(self._waiting) + int(self._taken)}
         ok = enter(self, timeout=timeout)
+        return _took(self, turn, ok)
+
+    async def timed_enter_async(self: Any, *, timeout: float) -> bool:
+        # a change on the event loop (``inline_write``) awaits its turn here
+        turn: dict[str, Any] = {"ask": now(), "ahead": len(self._waiting) + int(self._taken)}
+        ok = await enter_async(self, timeout=timeout)
+        return _took(self, turn, ok)
+
+    def _took(self: Any, turn: dict[str, Any], ok: bool) -> bool:
         turn["got"] = now()
         turn["ok"] = ok
         rec = current.get()
@@ -161,6 +170,7 @@ def _patch_store() -> None:
         leave(self)
 
     queue.enter = timed_enter  # type: ignore[method-assign]
+    queue.enter_async = timed_enter_async  # type: ignore[method-assign]
     queue.leave = timed_leave  # type: ignore[method-assign]
 
     connection = database._QueuedConnection
