@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 import gaia.api.routes
+from gaia.api import deps
 from gaia.api.deps import CommittingRoute, PrincipalDep, SessionDep, audit, inline_write
 from gaia.domain.errors import Conflict
 from gaia.platform import Platform
@@ -99,13 +100,14 @@ def test_a_change_commits_in_its_route_thread_before_the_response_is_built(
 
     monkeypatch.setattr(fastapi.routing, "serialize_response", serialize_response)
 
-    def on_commit(session: Session) -> None:
-        # this request's commit (its record is about to be written), not a background loop's
-        pending = session.new
-        if any(isinstance(o, OperationRecord) and o.target == "business/early" for o in pending):
+    commit_change = deps._commit_change
+
+    def committed(request: Request, session: Session) -> None:
+        commit_change(request, session)  # the change and its record, committed
+        if request.url.path == "/api/v1/businesses":
             steps.append("commit")
 
-    platform.db.listen_sessions("before_commit", on_commit)
+    monkeypatch.setattr(deps, "_commit_change", committed)
     r = client.post("/api/v1/businesses", json={"name": "early"}, headers=admin)
     assert r.status_code == 201 and r.json()["name"] == "early"
     assert steps == ["commit", "response"]
