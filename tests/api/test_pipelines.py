@@ -19,6 +19,8 @@ from gaia.platform import Platform
 from gaia.store import pipelines as store
 from gaia.store.models import Pipeline, PipelineRun
 from tests.conftest import World
+from tests.support.waiting import eventually
+from tests.support.writers import writer_turn_held
 
 BIZ = "/api/v1/businesses/alpha"
 PIPES = f"{BIZ}/pipelines"
@@ -147,38 +149,21 @@ def test_a_webhook_never_blocks_the_event_loop_on_a_busy_writer_turn(
     created = _create(world, {"name": "web", "webhook_secret": HOOK_SECRET})
     hook = f"/api/v1/hooks/pipelines/{created['id']}"
     body = json.dumps({"ref": "refs/heads/main"}).encode()
-    holding, release = threading.Event(), threading.Event()
-
-    def controller_pass() -> None:
-        with platform.db.write_session() as session:
-            session.get(Pipeline, created["id"])
-            holding.set()
-            release.wait(20)
-
-    holder = threading.Thread(target=controller_pass)
-    holder.start()
-    assert holding.wait(10)
-    answers: list[int] = []
-    push = threading.Thread(
-        target=lambda: answers.append(
-            world.client.post(hook, content=body, headers=_signed(body)).status_code
+    with writer_turn_held(platform.db, business="by-a-controller") as held:
+        answers: list[int] = []
+        push = threading.Thread(
+            target=lambda: answers.append(
+                world.client.post(hook, content=body, headers=_signed(body)).status_code
+            )
         )
-    )
-    try:
         push.start()
-        for _ in range(500):
-            if platform.db.writers_waiting == 1:
-                break
-            time.sleep(0.01)
-        assert platform.db.writers_waiting == 1
+        eventually(lambda: platform.db.writers_waiting == 1, "the push in line", 5, 0.01)
         started = time.monotonic()
         r = world.client.get("/api/healthz")  # the loop answers while the push waits
         assert r.status_code == 200 and time.monotonic() - started < 5
         assert push.is_alive()
-    finally:
-        release.set()
-        holder.join(10)
-    push.join(10)
+        held.let_go()
+        push.join(10)
     assert answers == [202]
 
 

@@ -28,6 +28,8 @@ from gaia.store import events
 from gaia.store.identity import PrincipalCache
 from gaia.store.models import Business, Event, OperationRecord
 from tests.conftest import World
+from tests.support.waiting import eventually
+from tests.support.writers import writer_turn_held
 
 
 def _records(client: TestClient, headers: dict[str, str], **params: str) -> list[dict]:
@@ -129,6 +131,19 @@ def test_every_api_router_commits_its_sync_changes_in_the_route_thread() -> None
     } == {}
 
 
+def _count_hops(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """From now on, every hop from the event loop to a worker thread (anyio's ``run_sync``)."""
+    hops: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return hops
+
+
 def test_a_cached_call_hops_to_a_worker_thread_as_few_times_as_it_can(
     client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -142,14 +157,7 @@ def test_a_cached_call_hops_to_a_worker_thread_as_few_times_as_it_can(
         client.post("/api/v1/businesses", json={"name": "hops"}, headers=admin).status_code == 201
     )
     assert client.get("/api/v1/businesses/hops", headers=admin).status_code == 200  # cached now
-    hops: list[object] = []
-    run_sync = anyio.to_thread.run_sync
-
-    async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
-        hops.append(func)
-        return await run_sync(func, *args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    hops = _count_hops(monkeypatch)
     r = client.get("/api/v1/businesses/hops/members", headers=admin)
     assert r.status_code == 200
     # the route and the response's validation (a page may be large: not on the loop);
@@ -191,49 +199,24 @@ def test_an_inline_change_awaits_a_busy_writer_turn_without_holding_the_loop(
         client.post("/api/v1/businesses", json={"name": "busy"}, headers=admin).status_code == 201
     )
     assert client.get("/api/v1/businesses/busy", headers=admin).status_code == 200
-    holding, release = threading.Event(), threading.Event()
-
-    def controller_pass() -> None:
-        with platform.db.write_session() as session:
-            session.add(Business(name="by-a-controller"))
-            session.flush()
-            holding.set()
-            release.wait(20)
-
-    holder = threading.Thread(target=controller_pass)
-    holder.start()
-    assert holding.wait(10)
-    hops: list[object] = []
-    run_sync = anyio.to_thread.run_sync
-
-    async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
-        hops.append(func)
-        return await run_sync(func, *args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-    answers: list[int] = []
-    change = threading.Thread(
-        target=lambda: answers.append(
-            client.patch(
-                "/api/v1/businesses/busy", json={"description": "later"}, headers=admin
-            ).status_code
+    with writer_turn_held(platform.db, business="by-a-controller") as held:
+        hops = _count_hops(monkeypatch)
+        answers: list[int] = []
+        change = threading.Thread(
+            target=lambda: answers.append(
+                client.patch(
+                    "/api/v1/businesses/busy", json={"description": "later"}, headers=admin
+                ).status_code
+            )
         )
-    )
-    try:
         change.start()
-        for _ in range(500):
-            if platform.db.writers_waiting == 1:
-                break
-            threading.Event().wait(0.01)
-        assert platform.db.writers_waiting == 1  # in line, awaiting on the loop
-        # the loop is free: a read answers while the change waits
+        eventually(lambda: platform.db.writers_waiting == 1, "the change in line", 5, 0.01)
+        # the loop is free: a read answers while the change awaits its turn on the loop
         r = client.get("/api/v1/businesses/busy", headers=admin)
         assert r.status_code == 200 and r.json()["description"] != "later"
         assert change.is_alive()
-    finally:
-        release.set()
-        holder.join(10)
-    change.join(10)
+        held.let_go()
+        change.join(10)
     assert answers == [200]
     assert hops == []  # neither the change nor the read left the loop
     r = client.get("/api/v1/businesses/busy", headers=admin)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from gaia.store import database as database_module
 from gaia.store.database import Database
 from gaia.store.models import Business
+from tests.support.writers import HeldTurn, writer_turn_held
 
 
 @pytest.fixture
@@ -80,18 +81,6 @@ def test_a_sqlite_writer_waits_no_longer_than_the_busy_timeout(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(database_module, "SQLITE_LOCK_WAIT_SECONDS", 0.3)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with sqlite_db.write_session() as session:
-            session.add(Business(name="holder"))
-            session.flush()
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert holding.wait(10)
     failures: list[BaseException] = []
 
     def late() -> None:
@@ -100,11 +89,10 @@ def test_a_sqlite_writer_waits_no_longer_than_the_busy_timeout(
         except BaseException as exc:
             failures.append(exc)
 
-    waiter = threading.Thread(target=late)
-    waiter.start()
-    waiter.join(10)
-    release.set()
-    holder.join(10)
+    with writer_turn_held(sqlite_db, business="holder"):
+        waiter = threading.Thread(target=late)
+        waiter.start()
+        waiter.join(10)
     assert len(failures) == 1 and isinstance(failures[0], OperationalError)
     assert "database is locked" in str(failures[0])
     assert sqlite_db.writers_waiting == 0
@@ -135,21 +123,9 @@ def test_a_write_on_the_event_loop_awaits_its_turn_in_arrival_order(sqlite_db: D
     """What lets a short change run on the event loop: its wait for the turn is an ``await``
     (the loop serves others meanwhile), in line with the threads' waits, and once the turn has
     come it begins at once."""
-    holding, release = threading.Event(), threading.Event()
-
-    def controller_pass() -> None:
-        with sqlite_db.write_session() as session:
-            session.add(Business(name="first"))
-            session.flush()
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=controller_pass)
-    holder.start()
-    assert holding.wait(10)
     later = threading.Thread(target=_create, args=(sqlite_db, "third"))
 
-    async def on_the_loop() -> int:
+    async def on_the_loop(held: HeldTurn) -> int:
         session = sqlite_db.new_session(write=True)
         wait = asyncio.ensure_future(sqlite_db.begin_write_on_loop(session))
         ticks = 0
@@ -161,7 +137,7 @@ def test_a_write_on_the_event_loop_awaits_its_turn_in_arrival_order(sqlite_db: D
             ticks += 1
             await asyncio.sleep(0.01)
         assert not wait.done()
-        release.set()
+        held.let_go()
         assert await wait
         assert session.in_transaction()
         session.add(Business(name="second"))
@@ -169,8 +145,8 @@ def test_a_write_on_the_event_loop_awaits_its_turn_in_arrival_order(sqlite_db: D
         session.close()
         return ticks
 
-    assert asyncio.run(on_the_loop()) >= 2
-    holder.join(10)
+    with writer_turn_held(sqlite_db, business="first") as held:
+        assert asyncio.run(on_the_loop(held)) >= 2
     later.join(10)
     assert _names(sqlite_db) == ["first", "second", "third"]
     assert sqlite_db.writers_waiting == 0
