@@ -213,8 +213,8 @@ def _end_transaction(session: Session, commit: bool) -> None:
 _COMMIT_CHANGE = "gaia.commit_change"
 # Set on a SQLite read session: its queries never wait for a lock (WAL) nor for a network.
 _LOCAL_READ = "gaia.local_read"
-# On a SQLite write session, its database: a write that can begin without waiting for the
-# writer turn may run on the loop (``inline_write``).
+# On a SQLite write session, its database: an ``inline_write`` route runs on the loop, its
+# writer turn awaited there (``Database.begin_write_on_loop``).
 _LOCAL_WRITE = "gaia.local_write"
 
 
@@ -308,7 +308,7 @@ class CommittingRoute(APIRoute):
         methods = {m.upper() for m in kwargs.get("methods") or ()}
         if not inspect.iscoroutinefunction(endpoint):
             if methods & MUTATING_METHODS and getattr(endpoint, _INLINE_WRITE, False):
-                endpoint = _runs_inline_when_turn_free(commits_in_route_thread(endpoint))
+                endpoint = _runs_on_the_loop_in_its_turn(commits_in_route_thread(endpoint))
             elif methods & MUTATING_METHODS:
                 endpoint = _in_one_worker_hop(commits_in_route_thread(endpoint))
             elif getattr(endpoint, _INLINE_READ, False):
@@ -394,7 +394,7 @@ def inline_write(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return endpoint
 
 
-def _runs_inline_when_turn_free(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+def _runs_on_the_loop_in_its_turn(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(endpoint)
     async def run(*args: Any, **kwargs: Any) -> Any:
         session = next((v for v in kwargs.values() if isinstance(v, Session)), None)
