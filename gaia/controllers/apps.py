@@ -147,6 +147,10 @@ CREATE_CONCURRENCY = 64
 # turn: the next batch is enough when a pull is shorter than a restart; the one after it covers a
 # pull up to two restarts long, and no more, so a paused upgrade has fetched little in vain.
 PREWARM_BATCHES = 2
+# A pre-pull wish that stands is said to the provider again this often: the P2P coordinator
+# drops a declared job a day after it was last said (``SwarmCoordinator.prewarm_ttl_s``), and an
+# app with ``prepull: templates`` may keep the same wish for weeks.
+PREWARM_REPEAT = dt.timedelta(hours=1)
 # How long an instance may wait for its node before the controller calls its placement
 # interrupted: twice the longest a bind request may take (the kubernetes provider's HTTP timeout
 # is 30 s), so a bind still in flight (a restart the API asked for, or a process on its way out
@@ -226,8 +230,8 @@ class _ClusterMemory:
     applied_configs: dict[tuple[str, str, bool], dt.datetime] = field(default_factory=dict)
     applied_quotas: dict[str, ResourceVector] = field(default_factory=dict)
     applied_services: dict[tuple[str, str], ServiceSpec] = field(default_factory=dict)
-    # (namespace, app) -> the pre-pull last asked of the provider: (image, nodes)
-    applied_prewarms: dict[tuple[str, str], tuple[str, frozenset[str]]] = field(
+    # (namespace, app) -> the pre-pull last asked of the provider, (image, nodes), and when
+    applied_prewarms: dict[tuple[str, str], tuple[tuple[str, frozenset[str]], dt.datetime]] = field(
         default_factory=dict
     )
 
@@ -933,7 +937,11 @@ class AppController(LoopService):
         wish: tuple[str, frozenset[str]],
     ) -> None:
         key = (app.namespace, app.name)
-        if memory.applied_prewarms.get(key, ("", frozenset())) == wish:
+        now = self.clock.now()
+        applied = memory.applied_prewarms.get(key)
+        if applied is None and not wish[1]:
+            return  # nothing asked, nothing wished
+        if applied is not None and applied[0] == wish and now - applied[1] < PREWARM_REPEAT:
             return
         if not isinstance(provider, ImagePrewarmer):
             return
@@ -942,7 +950,7 @@ class AppController(LoopService):
             namespace=app.namespace, owner=app.name, image=image, nodes=nodes
         )
         if nodes:
-            memory.applied_prewarms[key] = wish
+            memory.applied_prewarms[key] = (wish, now)
         else:
             memory.applied_prewarms.pop(key, None)
 

@@ -720,7 +720,9 @@ class SwarmCoordinator:
         adapter passes it on; ``SwarmPrewarms``): at most one job per owner. A wish for the
         image of the job in force keeps the job (same id: agents pulling it are not told of a
         new one) and takes the wish's nodes (a node left out is no longer named, one added is
-        named from its next heartbeat; the job's day starts again); another image cancels it
+        named from its next heartbeat), and the job's day (``prewarm_ttl_s``) starts again:
+        a wish that stands is said again within the day (the app controller repeats it every
+        ``PREWARM_REPEAT``), one that is not lapses; another image cancels it
         and creates another; no nodes withdraws it. Where no agent of the cluster is
         registered here, the wish waits for the first one to register (the controller
         declares a wish once, and after a restart it may do so before the agents' next
@@ -752,9 +754,8 @@ class SwarmCoordinator:
             except InvalidRequest as exc:
                 log.warning("p2p %s: no prewarm for %s: %s", key.name, owner, exc)
         if old is not None and ref == old.image:
-            if wanted != old.nodes:
-                old.nodes = wanted
-                old.created = self._now()
+            old.nodes = wanted
+            old.created = self._now()  # said again: its day starts again
             return old.id
         if old is not None:
             del c.prewarms[old.id]

@@ -182,6 +182,31 @@ def test_with_prepull_templates_even_the_first_batch_finds_the_image(h: AppsHarn
     assert sim.prewarms_in_flight(namespace=NS, owner="web") == {}
 
 
+def test_a_standing_wish_is_said_again_every_hour(
+    h: AppsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The P2P coordinator drops a declared job a day after it was last said: a wish that
+    stands for weeks (``prepull: templates`` with nothing to upgrade) is repeated, the same
+    wish each time, and not at every pass."""
+    sim = web_app(h, top_layer_mb=50, prepull="templates")
+    nodes = nodes_of(h)
+    h.settle(lambda: holds_v2(sim, nodes), limit_s=30)
+    said: list[tuple[str, frozenset[str]]] = []
+    prewarm_image = sim.prewarm_image
+
+    async def saying(*, namespace: str, owner: str, image: str, nodes: Any) -> None:
+        said.append((image, frozenset(nodes)))
+        await prewarm_image(namespace=namespace, owner=owner, image=image, nodes=nodes)
+
+    monkeypatch.setattr(sim, "prewarm_image", saying)
+    for _ in range(20):
+        h.tick(60)  # 20 minutes of passes (every one a resync: a full pass)
+    assert said == []
+    for _ in range(45):
+        h.tick(60)
+    assert said == [("shop/web:2", frozenset(nodes))]
+
+
 def test_by_default_no_version_is_pulled_before_its_upgrade(h: AppsHarness) -> None:
     sim = web_app(h, top_layer_mb=50)
     assert h.app("web")["prepull"] == "upgrades"

@@ -52,6 +52,25 @@ def test_a_new_wish_replaces_the_owners_job_and_an_empty_one_withdraws_it() -> N
     run(scenario)
 
 
+def test_a_wish_said_again_keeps_its_job_past_its_day_and_one_not_lapses() -> None:
+    def scenario() -> None:
+        coord, clock = coordinator(prewarm_ttl_s=100.0)
+        join(coord, "a")
+        first = coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"a"})
+        clock.step(80)
+        join(coord, "a")
+        # the controller says the standing wish again (``PREWARM_REPEAT``): the same job
+        assert coord.declare_prewarm(KEY, owner="alpha/web", image=WEB_V2, nodes={"a"}) == first
+        clock.step(80)  # 160 s after it was first said, 80 s after the last time
+        coord.sweep()
+        assert heartbeat_jobs(coord, "a") == [(first, WEB_V2)]
+        clock.step(30)  # not said again: its day has passed
+        coord.sweep()
+        assert heartbeat_jobs(coord, "a") == []
+
+    run(scenario)
+
+
 def test_owners_do_not_touch_each_others_jobs_nor_the_apis() -> None:
     def scenario() -> None:
         coord, _ = coordinator()
