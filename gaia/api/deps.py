@@ -474,23 +474,26 @@ def _bearer(request: Request) -> str | None:
 
 async def current_principal(request: Request, session: SessionDep) -> Principal:
     """The caller. A principal the cache holds is answered on the event loop; a lookup in the
-    database, the token's last-use stamp and an async route's writer turn go to a worker."""
+    database and the token's last-use stamp go to a worker (with an async change's ``BEGIN``,
+    which otherwise awaits its writer turn on the loop, ``begin_change``)."""
     ctx = audit(request)
     token = _bearer(request)
     if not token:
         raise Unauthenticated("log in first: send 'Authorization: Bearer <token>'")
     plat = platform(request)
     endpoint = getattr(request.scope.get("route"), "endpoint", None)
-    # An async route's first query runs on the event loop's thread, which must never wait
-    # for SQLite's writer turn (the holder may need the loop to reach its commit): begin
-    # its write transaction here, in a worker thread, where an uncached lookup would have.
-    # A sync route begins it at its own first query, in its worker thread, so the turn is
-    # not held while the request hops from here to the route.
+    # An async route's first query runs on the event loop's thread, which must never block
+    # on SQLite's writer turn (the holder may need the loop to reach its commit): its write
+    # transaction begins here, in the worker an uncached lookup goes to, or else on the loop
+    # with the turn awaited. A sync route begins it at its own first query (on the loop, an
+    # ``inline_write``; else in its worker), so the turn is not held from here to the route.
     begin_here = (
         request.method in MUTATING_METHODS and plat.db.is_sqlite and runs_on_event_loop(endpoint)
     )
     principal = cached_principal(token, cache=plat.principals)
-    if principal is None or begin_here or _touch_due(plat, principal):
+    if principal is not None and begin_here and not _touch_due(plat, principal):
+        await begin_change(request, session)
+    elif principal is None or begin_here or _touch_due(plat, principal):
         principal = await anyio.to_thread.run_sync(
             functools.partial(
                 _principal_from_store,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import importlib
 import pkgutil
@@ -267,32 +266,37 @@ def _test_routes(client: TestClient) -> None:
         session.flush()
 
 
-def test_an_async_route_never_waits_for_the_writer_turn_on_the_event_loop(
-    client: TestClient, admin: dict[str, str], platform: Platform
+def test_an_async_route_never_blocks_the_event_loop_on_the_writer_turn(
+    client: TestClient, admin: dict[str, str], platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On SQLite its first query runs on the loop's thread; the transaction must have begun
-    before, in a worker thread (a writer waiting on the loop would stall every request)."""
+    """On SQLite its first query runs on the loop's thread; its transaction has begun before,
+    with the turn awaited on the loop (a cached principal: no hop) or in the worker an uncached
+    lookup went to, never waited for on the loop: while a background pass holds the turn, the
+    loop answers other requests."""
     if not platform.db.is_sqlite:
         pytest.skip("PostgreSQL writers take no turn")
+    principals = PrincipalCache(ttl_seconds=3600)
+    principals.watch(platform.db)
+    monkeypatch.setattr(platform, "principals", principals)
     _test_routes(client)
     assert client.get("/api/v1/users/me", headers=admin).status_code == 200  # cached principal
-    on_loop: list[bool] = []
-
-    def on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("sqlite_begin") == "IMMEDIATE":
-            try:
-                asyncio.get_running_loop()
-                on_loop.append(True)
-            except RuntimeError:
-                on_loop.append(False)
-
-    event.listen(platform.db.engine, "begin", on_begin)
-    try:
-        r = client.post("/api/v1/test-only/async-write", headers=admin)
-    finally:
-        event.remove(platform.db.engine, "begin", on_begin)
-    assert r.status_code == 201
-    assert on_loop and not any(on_loop)
+    with writer_turn_held(platform.db, business="by-a-controller") as held:
+        hops = _count_hops(monkeypatch)
+        answers: list[int] = []
+        change = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/api/v1/test-only/async-write", headers=admin).status_code
+            )
+        )
+        change.start()
+        eventually(lambda: platform.db.writers_waiting == 1, "the change in line", 5, 0.01)
+        assert client.get("/api/v1/users/me", headers=admin).status_code == 200
+        assert change.is_alive()
+        held.let_go()
+        change.join(10)
+    assert answers == [201]
+    # the teardown's commit is the one hop (an async route's session ends in a worker)
+    assert len(hops) == 1, hops
 
 
 def test_a_refused_call_rolls_its_changes_back_and_is_still_recorded(
