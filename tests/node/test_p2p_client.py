@@ -88,7 +88,9 @@ def test_the_client_speaks_the_wire_contract(served: Served) -> None:
                 assert body.startswith(f"n2.{LAYER}.")
                 assert mac == hmac.new(reg.ticket_key, body.encode(), hashlib.sha256).hexdigest()
             assert sched.hashes == {0: piece_hash(0), 1: piece_hash(1)}
-            metrics = httpx.get(f"{served.origin}/metrics", headers=_admin(served.origin)).text
+            metrics = httpx.get(
+                f"{served.origin}/metrics", headers=_admin(served.origin), timeout=30
+            ).text
             assert _value(metrics, 'gaia_p2p_pieces_total{cluster="sim-1",source="registry"}') == 2
             with pytest.raises(CoordinatorRefused) as refused:
                 await coord.open_task("ghost", blob)
@@ -168,8 +170,10 @@ def test_32_nodes_fetch_a_128_piece_blob_with_one_registry_fetch_per_piece(
 
 
 def _admin(origin: str) -> dict[str, str]:
-    r = httpx.post(
-        f"{origin}/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    r = httpx.post(  # a password hash on a busy 2-core machine: more than httpx's 5 s default
+        f"{origin}/api/v1/auth/login",
+        json={"username": "admin", "password": ADMIN_PASSWORD},
+        timeout=30,
     )
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
