@@ -30,6 +30,7 @@ from gaia.store import migrate
 from gaia.store.database import Database
 from gaia.store.models import Base, User
 from tests.support.kube import ControlPlane, ControlPlaneUnavailable, build_control_plane
+from tests.support.leaks import CollectorPauses, forget_fastapi_callables
 from tests.support.node import RealNode, start_real_node
 from tests.support.postgres import PostgresServer, find_bin_dir
 
@@ -39,6 +40,26 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ADMIN_PASSWORD = "admin-password-1"
 # A fixed secret key keeps tests reproducible; production makes one per installation.
 TEST_SECRET_KEY = "dGVzdC1rZXktZm9yLWdhaWEtdGVzdHMtb25seS0xMjM="
+
+
+COLLECTOR_PAUSES = CollectorPauses()
+COLLECTOR_PAUSES.install()
+
+
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    COLLECTOR_PAUSES.test = nodeid
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(COLLECTOR_PAUSES.summary())
+
+
+@pytest.fixture(autouse=True)
+def _let_go_of_apps() -> Iterator[None]:
+    """After each test (its own fixtures torn down first): nothing of its apps stays in
+    FastAPI's caches to keep its platform alive (``tests/support/leaks.py``)."""
+    yield
+    forget_fastapi_callables()
 
 
 def missing_component(what: str, how: str) -> None:
