@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -44,6 +45,13 @@ TEST_SECRET_KEY = "dGVzdC1rZXktZm9yLWdhaWEtdGVzdHMtb25seS0xMjM="
 
 COLLECTOR_PAUSES = CollectorPauses()
 COLLECTOR_PAUSES.install()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What is imported and collected by now stays for the whole run: frozen, the garbage
+    collector's full passes no longer walk it (a platform per test makes them frequent)."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_runtest_logstart(nodeid: str, location: object) -> None:
