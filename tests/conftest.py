@@ -16,6 +16,7 @@ import gc
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,8 +174,10 @@ def database_url(
     yield url
 
 
-@pytest.fixture
-def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
+@contextmanager
+def opened_platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
+    """A platform on ``database_url`` (migrated already) with its first admin, closed when the
+    block ends (the ``platform`` fixture's)."""
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
@@ -193,9 +196,17 @@ def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
                 is_platform_admin=True,
             )
         )
-    yield plat
-    plat.log_store.close()  # PostgreSQL: the log store's own pool
-    plat.db.dispose()
+    try:
+        yield plat
+    finally:
+        plat.log_store.close()  # PostgreSQL: the log store's own pool
+        plat.db.dispose()
+
+
+@pytest.fixture
+def platform(database_url: str, tmp_path: Path) -> Iterator[Platform]:
+    with opened_platform(database_url, tmp_path) as plat:
+        yield plat
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ their clients' timeouts (``tests/support/leaks.py``).
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import shutil
 import weakref
@@ -16,28 +15,17 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from gaia.app import Platform, create_app
-from gaia.clock import ManualClock
-from gaia.settings import Settings
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import opened_platform
 from tests.support.leaks import forget_fastapi_callables
 
 
 def _served_and_closed(tmp_path: Path, sqlite_template: Path) -> weakref.ref[Platform]:
     shutil.copy(sqlite_template, tmp_path / "gaia.db")
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=f"sqlite:///{tmp_path / 'gaia.db'}",
-        secret_key=TEST_SECRET_KEY,
-        demo=False,
-    )
-    platform = Platform.open(
-        settings, run_migrations=False, clock=ManualClock(dt.datetime.now(dt.UTC))
-    )
-    with TestClient(create_app(platform, run_loops=False), base_url="https://localhost") as c:
-        assert c.get("/api/healthz").status_code == 200
-        assert c.get("/api/v1/businesses").status_code == 401  # through auth's dependencies
-    platform.log_store.close()
-    platform.db.dispose()
+    with opened_platform(f"sqlite:///{tmp_path / 'gaia.db'}", tmp_path) as platform:
+        app = create_app(platform, run_loops=False)
+        with TestClient(app, base_url="https://localhost") as c:
+            assert c.get("/api/healthz").status_code == 200
+            assert c.get("/api/v1/businesses").status_code == 401  # through auth's dependencies
     return weakref.ref(platform)
 
 
